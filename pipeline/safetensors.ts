@@ -1,0 +1,305 @@
+/**
+ * Reading and writing the safetensors format: an 8-byte little-endian header length, a JSON
+ * header `{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {..}}` padded
+ * with spaces to a multiple of 8 bytes, then the raw little-endian tensor bytes.
+ *
+ * Hand-written because no maintained safetensors package exists on the npm registry, and the
+ * format is small enough to own: Python's `safetensors` and numpy read these files as they
+ * are (tests/safetensors_test.ts checks the layout byte by byte).
+ *
+ * @module
+ */
+
+import { AtomicFile } from "./atomic.ts";
+
+/** The dtypes this module reads and writes, with their typed-array views. */
+export type Dtype =
+  | "F32"
+  | "F64"
+  | "I32"
+  | "I64"
+  | "I16"
+  | "I8"
+  | "U8"
+  | "U16"
+  | "U32"
+  | "BF16"
+  | "F16";
+
+/** A typed array matching one of the {@linkcode Dtype}s. BF16 and F16 are raw Uint16 bits. */
+export type TensorData =
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | BigInt64Array
+  | Int16Array
+  | Int8Array
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array;
+
+/** A named tensor: dtype, shape and data (row-major). */
+export interface Tensor {
+  /** Element type. */
+  dtype: Dtype;
+  /** Dimensions; the product must equal the element count of `data`. */
+  shape: number[];
+  /** The elements. */
+  data: TensorData;
+}
+
+/** Raised for a malformed safetensors file, naming the file and what is wrong. */
+export class SafetensorsError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SafetensorsError";
+  }
+}
+
+const BYTES: Record<Dtype, number> = {
+  F32: 4,
+  F64: 8,
+  I32: 4,
+  I64: 8,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  U16: 2,
+  U32: 4,
+  BF16: 2,
+  F16: 2,
+};
+
+function viewOf(dtype: Dtype, buf: ArrayBuffer, off: number, n: number): TensorData {
+  switch (dtype) {
+    case "F32":
+      return new Float32Array(buf, off, n);
+    case "F64":
+      return new Float64Array(buf, off, n);
+    case "I32":
+      return new Int32Array(buf, off, n);
+    case "I64":
+      return new BigInt64Array(buf, off, n);
+    case "I16":
+      return new Int16Array(buf, off, n);
+    case "I8":
+      return new Int8Array(buf, off, n);
+    case "U8":
+      return new Uint8Array(buf, off, n);
+    case "U16":
+    case "BF16":
+    case "F16":
+      return new Uint16Array(buf, off, n);
+    case "U32":
+      return new Uint32Array(buf, off, n);
+  }
+}
+
+/** Size in bytes of one element of `dtype`. */
+export function dtypeBytes(dtype: Dtype): number {
+  return BYTES[dtype];
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Build the header bytes (length prefix + padded JSON) for tensors in the given order. */
+function encodeHeader(
+  entries: [string, Tensor][],
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  for (const [name, t] of entries) {
+    if (name === "__metadata__") {
+      throw new SafetensorsError(`tensor name "__metadata__" is reserved`);
+    }
+    const n = numel(t.shape);
+    if (n !== t.data.length) {
+      throw new SafetensorsError(
+        `tensor "${name}": shape [${t.shape}] holds ${n} elements but data has ${t.data.length}`,
+      );
+    }
+    const bytes = n * BYTES[t.dtype];
+    if (t.data.byteLength !== bytes) {
+      throw new SafetensorsError(`tensor "${name}": data is not of dtype ${t.dtype}`);
+    }
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
+    off += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const jsonBytes = new TextEncoder().encode(json);
+  // Padding was computed on characters; re-pad on bytes in case of non-ASCII names.
+  const pad = (8 - (jsonBytes.length % 8)) % 8;
+  const out = new Uint8Array(8 + jsonBytes.length + pad);
+  new DataView(out.buffer).setBigUint64(0, BigInt(jsonBytes.length + pad), true);
+  out.set(jsonBytes, 8);
+  out.fill(0x20, 8 + jsonBytes.length);
+  return out;
+}
+
+function bytesOf(t: Tensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/**
+ * Serialise tensors (in insertion order) to safetensors bytes.
+ *
+ * @example
+ * ```ts
+ * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+ * const bytes = encodeSafetensors({ x: { dtype: "I32", shape: [2], data: new Int32Array([1, 2]) } });
+ * console.assert(decodeSafetensors(bytes).tensors.x.data[1] === 2);
+ * ```
+ */
+export function encodeSafetensors(
+  tensors: Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const entries = Object.entries(tensors);
+  const head = encodeHeader(entries, metadata);
+  const total = head.length + entries.reduce((a, [, t]) => a + t.data.byteLength, 0);
+  const out = new Uint8Array(total);
+  out.set(head, 0);
+  let off = head.length;
+  for (const [, t] of entries) {
+    out.set(bytesOf(t), off);
+    off += t.data.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Write tensors to `path` atomically, streaming each tensor's bytes (no full copy in memory).
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const entries = Object.entries(tensors);
+  const f = await AtomicFile.create(path);
+  try {
+    await f.write(encodeHeader(entries, metadata));
+    for (const [, t] of entries) await f.write(bytesOf(t));
+    await f.commit();
+  } catch (e) {
+    await f.abort();
+    throw e;
+  }
+}
+
+/** The parsed content of a safetensors file. */
+export interface SafetensorsFile {
+  /** Tensors by name, as views into the file's bytes. */
+  tensors: Record<string, Tensor>;
+  /** The `__metadata__` map, or `{}`. */
+  metadata: Record<string, string>;
+}
+
+/**
+ * Parse safetensors bytes. Tensors are zero-copy views when the data is aligned, copies
+ * otherwise. `what` names the source in error messages.
+ */
+export function decodeSafetensors(bytes: Uint8Array, what = "<bytes>"): SafetensorsFile {
+  if (bytes.length < 8) throw new SafetensorsError(`${what}: too short to be a safetensors file`);
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (n > bytes.length - 8) {
+    throw new SafetensorsError(`${what}: header length ${n} exceeds the file size ${bytes.length}`);
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    throw new SafetensorsError(`${what}: header is not valid JSON (${(e as Error).message})`);
+  }
+  const base = 8 + n;
+  const dataLen = bytes.length - base;
+  const tensors: Record<string, Tensor> = {};
+  let metadata: Record<string, string> = {};
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      metadata = (raw ?? {}) as Record<string, string>;
+      continue;
+    }
+    const e = raw as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
+    if (!e || typeof e.dtype !== "string" || !(e.dtype in BYTES)) {
+      throw new SafetensorsError(`${what}: tensor "${name}" has unsupported dtype ${e?.dtype}`);
+    }
+    const dtype = e.dtype as Dtype;
+    if (!Array.isArray(e.shape) || !Array.isArray(e.data_offsets)) {
+      throw new SafetensorsError(`${what}: tensor "${name}" lacks shape or data_offsets`);
+    }
+    const [b, end] = e.data_offsets;
+    const count = numel(e.shape);
+    if (end - b !== count * BYTES[dtype] || b < 0 || end > dataLen) {
+      throw new SafetensorsError(
+        `${what}: tensor "${name}" offsets [${b}, ${end}] do not match shape [${e.shape}] ${dtype}`,
+      );
+    }
+    const abs = bytes.byteOffset + base + b;
+    let data: TensorData;
+    if (abs % BYTES[dtype] === 0) {
+      data = viewOf(dtype, bytes.buffer as ArrayBuffer, abs, count);
+    } else {
+      const copy = bytes.slice(base + b, base + end);
+      data = viewOf(dtype, copy.buffer, 0, count);
+    }
+    tensors[name] = { dtype, shape: e.shape, data };
+  }
+  return { tensors, metadata };
+}
+
+/** Read and parse a safetensors file. */
+export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  return decodeSafetensors(bytes, path);
+}
+
+type ArrayOf<D extends Dtype> = D extends "F32" ? Float32Array
+  : D extends "F64" ? Float64Array
+  : D extends "I32" ? Int32Array
+  : D extends "I64" ? BigInt64Array
+  : D extends "I16" ? Int16Array
+  : D extends "I8" ? Int8Array
+  : D extends "U8" ? Uint8Array
+  : D extends "U32" ? Uint32Array
+  : Uint16Array;
+
+/**
+ * Fetch tensor `name` from a parsed file, checking that it exists, has `dtype`, and (if
+ * given) `shape`; -1 in `shape` matches any size. Errors name the file and the tensor.
+ */
+export function getTensor<D extends Dtype>(
+  file: SafetensorsFile,
+  name: string,
+  dtype: D,
+  shape?: number[],
+  what = "safetensors file",
+): ArrayOf<D> {
+  const t = file.tensors[name];
+  if (!t) throw new SafetensorsError(`${what}: tensor "${name}" is missing`);
+  if (t.dtype !== dtype) {
+    throw new SafetensorsError(`${what}: tensor "${name}" has dtype ${t.dtype}, expected ${dtype}`);
+  }
+  if (
+    shape &&
+    (shape.length !== t.shape.length || shape.some((d, i) => d !== -1 && d !== t.shape[i]))
+  ) {
+    throw new SafetensorsError(
+      `${what}: tensor "${name}" has shape [${t.shape}], expected [${
+        shape.map((d) => d === -1 ? "*" : d)
+      }]`,
+    );
+  }
+  return t.data as ArrayOf<D>;
+}
