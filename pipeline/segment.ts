@@ -11,8 +11,10 @@
  * step per line). A rationale of a single line (GSM8K-Aug-NL, iCoT prose) is split into
  * sentences instead (see pipeline/sentences.ts). Annotations and stray `<<`/`>>` are removed,
  * runs of white space become one space, and empty steps are dropped. A socratic line
- * `Sub-question ** rest` (the prefix detected per line: text before the first ` ** ` that
- * holds no annotation) keeps only `rest` under `socratic: "strip"` (the default) and the
+ * `Sub-question ** rest` (the prefix detected per line: the text before the first ` ** `,
+ * if it holds no annotation and no `=`, which no GSM8K sub-question does and which keeps
+ * `x = 2 ** 3` whole) keeps only `rest` (a line that is only `Sub-question **`, as six socratic
+ * GSM8K lines are, then gives no step) under `socratic: "strip"` (the default) and the
  * whole line under `"keep"`. When the source has no prose (iCoT or Coconut math chains), the
  * NL form is derived from the math steps, one `expr = value` per step (`<<48/2=24>>` gives
  * `48/2 = 24`), and `nlDerived` is true.
@@ -43,10 +45,17 @@ export function mathStep(inner: string): MathStep {
 
 const SOCRATIC = " ** ";
 
-/** The line without its socratic `Sub-question ** ` prefix, if it has one. */
+/**
+ * The line without its socratic `Sub-question ** ` prefix, if it has one: text before the
+ * first ` ** ` that holds no `<<` and no `=`. A prose line that writes a power as `2 ** 3`
+ * with no `=` before it would be mistaken for one; GSM8K's main split has no `**` at all.
+ */
 export function stripSocratic(line: string): string {
-  const i = line.indexOf(SOCRATIC);
-  if (i <= 0 || line.slice(0, i).includes("<<")) return line;
+  // The padding finds a trailing " **": socratic GSM8K has a few sub-questions with no answer.
+  const i = `${line} `.indexOf(SOCRATIC);
+  if (i <= 0) return line;
+  const prefix = line.slice(0, i);
+  if (prefix.includes("<<") || prefix.includes("=")) return line;
   return line.slice(i + SOCRATIC.length);
 }
 
