@@ -23,8 +23,8 @@ export interface AnnotationScan {
  * @example
  * ```ts
  * import { scanAnnotations } from "./annotations.ts";
- * const s = scanAnnotations("48/2 = <<48/2=24>>24 clips");
- * console.assert(s.inner[0] === "48/2=24" && s.stripped === "48/2 = 24 clips" && s.unbalanced === 0);
+ * const s = scanAnnotations("54/3 = <<54/3=18>>18 cups");
+ * console.assert(s.inner[0] === "54/3=18" && s.stripped === "54/3 = 18 cups" && s.unbalanced === 0);
  * ```
  */
 export function scanAnnotations(text: string): AnnotationScan {

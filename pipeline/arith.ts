@@ -3,7 +3,7 @@
  * stated result matches.
  *
  * Data is untrusted, so mathjs never sees an arbitrary string. An expression is first
- * normalized: `×` `÷` `−` become `*` `/` `-`; `$`, `€`, `£` and thousands commas (`90,000`)
+ * normalized: `×` `÷` `−` become `*` `/` `-`; `$`, `€`, `£` and thousands commas (`80,000`)
  * are removed; Python's `//` (twice in GSM8K, both exact) is read as `/` and `**` as `^`.
  * Percent: `N%` is N/100 (`(expr)%` likewise), and `a % b` with an operand after the sign is
  * modulo. Then only the characters `0-9 . + - * / ^ ( ) %` and spaces may remain, and the
@@ -133,8 +133,8 @@ function evaluateUncached(expr: string): number {
  * @example
  * ```ts
  * import { evaluateExpression } from "./arith.ts";
- * console.assert(evaluateExpression("48/2") === 24);
- * console.assert(evaluateExpression("90,000*10%") === 9000);
+ * console.assert(evaluateExpression("54/3") === 18);
+ * console.assert(evaluateExpression("80,000*5%") === 4000);
  * ```
  * @throws {ExpressionError} when the expression is not allowed or has no finite value.
  */

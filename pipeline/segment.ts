@@ -16,8 +16,8 @@
  * `x = 2 ** 3` whole) keeps only `rest` (a line that is only `Sub-question **`, as six socratic
  * GSM8K lines are, then gives no step) under `socratic: "strip"` (the default) and the
  * whole line under `"keep"`. When the source has no prose (iCoT or Coconut math chains), the
- * NL form is derived from the math steps, one `expr = value` per step (`<<48/2=24>>` gives
- * `48/2 = 24`), and `nlDerived` is true.
+ * NL form is derived from the math steps, one `expr = value` per step (`<<54/3=18>>` gives
+ * `54/3 = 18`), and `nlDerived` is true.
  *
  * **answerValue** is {@linkcode answerNumber} of the answer: commas, `$` and spaces removed,
  * negatives, decimals and fractions read, `25%` read as 25, null if not a number.
@@ -81,12 +81,12 @@ function nlFromRationale(rationale: string, socratic: "strip" | "keep"): string[
  * const r = segment({
  *   id: "x:1",
  *   source: { file: "x", line: 1 },
- *   question: "Half of 48?",
- *   rationale: "Half is 48/2 = <<48/2=24>>24.",
+ *   question: "A third of 54?",
+ *   rationale: "A third is 54/3 = <<54/3=18>>18.",
  *   mathSteps: null,
- *   answer: "24",
+ *   answer: "18",
  * });
- * console.assert(r.math[0].value === "24" && r.nl[0] === "Half is 48/2 = 24.");
+ * console.assert(r.math[0].value === "18" && r.nl[0] === "A third is 54/3 = 18.");
  * ```
  */
 export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord {

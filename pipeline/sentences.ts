@@ -13,8 +13,8 @@
  *   often start with and that hardly ever appears capitalized inside a line (`The`, `He`,
  *   `So`, `Then`, `Dividing`...; the list was taken from the first words of GSM8K's lines)
  *   when a letter, digit, `%` or `)` comes just before it. GSM8K-derived paragraphs joined
- *   the lines with spaces, and many lines have no full stop: `... = $6 The total ...`.
- *   Names are not on the list, so `... 56 dozens Kelly would ...` stays one sentence.
+ *   the lines with spaces, and many lines have no full stop: `... = $9 The rest ...`.
+ *   Names are not on the list, so `... 12 boxes Odile sold ...` stays one sentence.
  *
  * @module
  */

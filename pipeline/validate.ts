@@ -66,7 +66,7 @@ export const REASONS: Record<string, ReasonInfo> = {
     nl: "flag",
   },
   bad_value: {
-    description: "a step's stated value is not a number (e.g. ~16.67, 5:45, or missing)",
+    description: "a step's stated value is not a number (e.g. ~11.67, 3:15, or missing)",
     math: "drop",
     nl: "flag",
   },

@@ -29,7 +29,7 @@ function outcome(v: ValidatedRecord): [string, string[]] {
 }
 
 Deno.test("validate: a correct chain is ok under both forms", () => {
-  const r = chain(["48/2=24", "48+24=72"], "72");
+  const r = chain(["54/3=18", "54+18=72"], "72");
   assertEquals(outcome(r.math), ["ok", []]);
   assertEquals(outcome(r.nl), ["ok", []]);
   assertEquals(r.math.validation.details, []);
@@ -37,18 +37,18 @@ Deno.test("validate: a correct chain is ok under both forms", () => {
 });
 
 Deno.test("validate: a wrong stated value drops under both forms and says what it evaluates to", () => {
-  const r = chain(["48/2=24", "48+24=70"], "70");
+  const r = chain(["54/3=18", "54+18=70"], "70");
   assertEquals(outcome(r.math), ["dropped", ["wrong_value"]]);
   assertEquals(outcome(r.nl), ["dropped", ["wrong_value"]]);
-  assertEquals(r.math.validation.details, ["step 2 <<48+24=70>>: evaluates to 72"]);
+  assertEquals(r.math.validation.details, ["step 2 <<54+18=70>>: evaluates to 72"]);
 });
 
 Deno.test("validate: expressions that do not evaluate are bad_expression, never run", () => {
   for (
     const expr of [
       "sqrt(16)",
-      "3*x+8",
-      "36*1/5=7.2",
+      "2*y+5",
+      "45*1/6=7.5",
       "1/0",
       "2 3",
       "import('x')",
@@ -67,7 +67,7 @@ Deno.test("validate: expressions that do not evaluate are bad_expression, never 
     assertThrows(() => evaluateExpression(expr), ExpressionError);
   }
   assertThrows(
-    () => evaluateExpression("round(4.67)"),
+    () => evaluateExpression("round(2.71)"),
     ExpressionError,
     'character "r" is not allowed',
   );
@@ -77,21 +77,21 @@ Deno.test("validate: expressions that do not evaluate are bad_expression, never 
 
 Deno.test("evaluateExpression: the forms the data uses", () => {
   const cases: [string, number][] = [
-    ["48/2", 24],
+    ["54/3", 18],
     [".5*4", 2],
     ["18*.5", 9],
-    ["(-17)+43", 26],
-    ["-18/-2", 9],
-    ["50--32", 82],
-    ["3*+6", 18],
-    ["71+-3", 68],
-    ["560//10", 56],
+    ["(-12)+40", 28],
+    ["-24/-3", 8],
+    ["40--15", 55],
+    ["4*+5", 20],
+    ["60+-7", 53],
+    ["720//12", 60],
     ["2^3", 8],
     ["2**3", 8],
-    ["90,000*10/100", 9000],
+    ["80,000*5/100", 4000],
     ["1,000,000/4", 250000],
     ["$12*3", 36],
-    ["180÷6", 30],
+    ["150÷5", 30],
     ["4×5", 20],
     ["10 − 4", 6],
     ["50%*200", 100],
@@ -136,10 +136,10 @@ Deno.test("rounding rule: equal, rounded (kept, flagged) and wrong", () => {
 });
 
 Deno.test("validate: stated values with commas, money and signs; a non-number is bad_value", () => {
-  assertEquals(outcome(chain(["90,000+9,000=99,000"], "99,000").math), ["ok", []]);
-  assertEquals(outcome(chain(["3*2=$6"], "$6").math), ["ok", []]);
-  assertEquals(outcome(chain(["5-8=-3"], "-3").math), ["ok", []]);
-  for (const v of ["~16.67", "13.33...", "5:45", ""]) {
+  assertEquals(outcome(chain(["70,000+7,000=77,000"], "77,000").math), ["ok", []]);
+  assertEquals(outcome(chain(["4*2=$8"], "$8").math), ["ok", []]);
+  assertEquals(outcome(chain(["4-9=-5"], "-5").math), ["ok", []]);
+  for (const v of ["~11.67", "6.66...", "3:15", ""]) {
     const r = chain([`50/3=${v}`], "17");
     assertEquals(outcome(r.math), ["dropped", ["bad_value"]], v);
     assertEquals(outcome(r.nl), ["flagged", ["bad_value"]], v);
@@ -175,19 +175,19 @@ Deno.test("validate: final_mismatch and answer_not_number flag", () => {
 Deno.test("validate: NL steps must carry the numbers the math produces", () => {
   const ok = segment(problem({
     rationale:
-      "Half is 48/2 = <<48/2=24>>24.\nThe price is $<<1000+80=1080>>1,080 or 20% = <<20/100=0.2>>0.2.",
+      "A third is 54/3 = <<54/3=18>>18.\nThe price is $<<1000+80=1080>>1,080 or 20% = <<20/100=0.2>>0.2.",
     answer: "0.2",
   }));
   assertEquals(outcome(validate(ok)), ["ok", []]);
   const lost = segment(problem({
-    rationale: "Half of the 48 is <<48/2=24>>twenty-four.\nAdd 1: <<24+1=25>>25.",
-    answer: "25",
+    rationale: "A third of the 54 is <<54/3=18>>eighteen.\nAdd 1: <<18+1=19>>19.",
+    answer: "19",
   }));
   const v = validate(lost, { cot: "nl" });
   assertEquals(outcome(v), ["flagged", ["nl_missing_number"]]);
-  assertEquals(v.validation.details, ["NL steps lack 24"]);
+  assertEquals(v.validation.details, ["NL steps lack 18"]);
   // Derived NL carries its numbers by construction and is not checked.
-  assertEquals(outcome(chain(["48/2=24"], "24").nl), ["ok", []]);
+  assertEquals(outcome(chain(["54/3=18"], "18").nl), ["ok", []]);
 });
 
 Deno.test("validate: reasons come once each, in the order found; details keep every step", () => {
