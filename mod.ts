@@ -33,5 +33,6 @@ export {
   evaluateExpression,
   ExpressionError,
 } from "./pipeline/arith.ts";
-export { answerNumber, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
+export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
+export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
 export { splitSentences } from "./pipeline/sentences.ts";
