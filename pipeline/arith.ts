@@ -13,7 +13,7 @@
  * {@linkcode ExpressionError}.
  *
  * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
- * after its decimal point (see {@linkcode readNumber}).
+ * after its decimal point (read by `readNumber` of pipeline/numbers.ts).
  * - `equal`: |x − v| ≤ 1e-9·max(1, |x|, |v|), which absorbs binary floating-point error.
  * - `rounded`: otherwise, |x − v| < 10^−d, i.e. v is x rounded, truncated or rounded up to d
  *   decimals (`10/3=3.33`, `10/3=3.34`, `100/30=4` buses). Accepted, and flagged.
@@ -23,7 +23,7 @@
  * @module
  */
 import { type MathNode, parse } from "mathjs";
-import { readNumber, sameNumber, type WrittenNumber } from "./numbers.ts";
+import { sameNumber, type WrittenNumber } from "./numbers.ts";
 
 /** An expression that is not allowed, does not parse, or has no finite value. */
 export class ExpressionError extends Error {
@@ -177,9 +177,4 @@ export function compareStated(x: number, stated: WrittenNumber): Agreement {
   if (stated.decimals === null) return "wrong";
   const step = 10 ** -stated.decimals;
   return targets.some((t) => Math.abs(x - t.v) < step * t.scale) ? "rounded" : "wrong";
-}
-
-/** The stated value of an annotation, read as a number, or null (see {@linkcode readNumber}). */
-export function statedValue(text: string): WrittenNumber | null {
-  return readNumber(text);
 }

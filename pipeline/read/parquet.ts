@@ -39,17 +39,6 @@ function fileError(path: string, problem: string, cause?: unknown, field?: strin
   return new InputError({ file: path, line: 0, field, problem, hint: FILE_HINT, cause });
 }
 
-/** The top-level column names of a Parquet file. */
-export async function parquetColumns(path: string): Promise<string[]> {
-  const file = await Deno.open(path);
-  try {
-    const md = await parquetMetadataAsync(fileBuffer(file, (await file.stat()).size));
-    return parquetSchema(md).children.map((c) => c.element.name);
-  } finally {
-    file.close();
-  }
-}
-
 /**
  * Streams a Parquet file's records. A file without `question` and `answer` columns is a
  * file-level error, thrown whatever the error policy; so is a file hyparquet cannot decode.
