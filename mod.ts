@@ -36,3 +36,22 @@ export {
 export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
 export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
 export { splitSentences } from "./pipeline/sentences.ts";
+
+// Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
+export {
+  FAMILIES,
+  type Family,
+  generate,
+  generateRecords,
+  MAX_STEPS,
+  otherFamilies,
+  type ResolvedSyntheticOptions,
+  resolveSyntheticOptions,
+  synthesize,
+  SyntheticGenerationError,
+  type SyntheticOptions,
+  SyntheticOptionsError,
+  SyntheticOptionsSchema,
+  type SyntheticRecord,
+} from "./pipeline/synthetic.ts";
+export { hashString, Rng } from "./pipeline/rng.ts";
