@@ -51,7 +51,6 @@ export {
   SyntheticGenerationError,
   type SyntheticOptions,
   SyntheticOptionsError,
-  SyntheticOptionsSchema,
   type SyntheticRecord,
 } from "./pipeline/synthetic.ts";
 export { hashString, Rng } from "./pipeline/rng.ts";

@@ -82,8 +82,8 @@ export class SyntheticOptionsError extends Error {
 /** The most steps a record may have: long enough for held-out step counts. */
 export const MAX_STEPS = 20;
 
-/** The zod schema of {@linkcode SyntheticOptions}, with defaults applied. */
-export const SyntheticOptionsSchema = z.object({
+// The checks of SyntheticOptions, with defaults applied.
+const SyntheticOptionsSchema = z.object({
   n: z.number().int().min(0, "give 0 or more records"),
   start: z.number().int().min(1, "records are numbered from 1").default(1),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
@@ -102,8 +102,25 @@ export const SyntheticOptionsSchema = z.object({
     .default([...FAMILIES]),
 });
 
-/** Options after defaults. */
-export type ResolvedSyntheticOptions = z.infer<typeof SyntheticOptionsSchema>;
+/** Options after defaults: every field present. */
+export interface ResolvedSyntheticOptions {
+  /** How many records. */
+  n: number;
+  /** The 1-based index of the first record. */
+  start: number;
+  /** Seed. */
+  seed: number;
+  /** Fewest calculator steps per record. */
+  minSteps: number;
+  /** Most calculator steps per record. */
+  maxSteps: number;
+  /** Cap on every value and answer. */
+  maxValue: number;
+  /** Most digits of a drawn operand. */
+  digits: number;
+  /** The families to draw from. */
+  families: Family[];
+}
 
 /**
  * Checks options and applies defaults.
