@@ -54,3 +54,23 @@ export {
   type SyntheticRecord,
 } from "./pipeline/synthetic.ts";
 export { hashString, Rng } from "./pipeline/rng.ts";
+export {
+  augment,
+  AUGMENT_REASONS,
+  type AugmentOptions,
+  AugmentOptionsError,
+  type AugmentOutcome,
+  augmentProblem,
+  type AugmentReason,
+  AugmentReport,
+  type AugmentSummary,
+  verifyVariant,
+} from "./pipeline/augment.ts";
+export {
+  NEAR_COPY_THRESHOLD,
+  type Nearest,
+  NgramIndex,
+  type NgramOptions,
+  ngrams,
+  words,
+} from "./pipeline/overlap.ts";

@@ -41,6 +41,7 @@ import {
 } from "./augment/_plan.ts";
 import type { NumberStyle } from "./augment/_numbers.ts";
 import { sameNumber } from "./numbers.ts";
+import { NEAR_COPY_THRESHOLD, type NgramIndex } from "./overlap.ts";
 
 export { AUGMENT_REASONS, type AugmentReason };
 
@@ -52,6 +53,14 @@ export interface AugmentOptions {
   seed: number;
   /** Draws tried per requested variant before giving up (default 40). */
   attempts?: number;
+  /**
+   * Evaluation questions to keep out of training data: a problem whose question is a near copy
+   * of one (containment at or above `nearCopy`) gets no variants (`near_copy_of_excluded`).
+   * Variants share their original's number-masked n-grams, so checking the original suffices.
+   */
+  exclude?: NgramIndex;
+  /** The containment threshold for `exclude` (default {@linkcode NEAR_COPY_THRESHOLD}). */
+  nearCopy?: number;
   /** Called with each recomputed variant that failed {@linkcode verifyVariant}, for diagnosis. */
   onReject?: (variant: Problem, issues: string[]) => void;
 }
@@ -181,8 +190,8 @@ function rewrite(text: string, slots: Slot[], vals: number[], results: number[])
   const sorted = [...slots].sort((a, b) => b.start - a.start);
   let out = text;
   for (const s of sorted) {
-    const v = valueOf(s.entity, vals, results);
-    out = out.slice(0, s.start) + formatLike(v, s.style) + out.slice(s.end);
+    const v = valueOf(s.entity, vals, results) * (s.percentOf ? 100 : 1);
+    out = out.slice(0, s.start) + formatLike(Number(v.toFixed(10)), s.style) + out.slice(s.end);
   }
   return out;
 }
@@ -274,6 +283,20 @@ export function* augment(p: Problem, opts: AugmentOptions): Generator<Problem, A
     throw new AugmentOptionsError("seed", `give a whole number >= 0, not ${opts.seed}`);
   }
   const attempts = opts.attempts ?? 40;
+  if (opts.exclude !== undefined) {
+    const hit = opts.exclude.nearest(p.question);
+    if (hit !== null && hit.containment >= (opts.nearCopy ?? NEAR_COPY_THRESHOLD)) {
+      return {
+        id: p.id,
+        status: "skipped",
+        reason: "near_copy_of_excluded",
+        detail: `${hit.id}, containment ${hit.containment.toFixed(2)}`,
+      };
+    }
+  }
+  if (segment(p).math.length === 0) {
+    return { id: p.id, status: "skipped", reason: "no_annotation", detail: "no <<expr=value>>" };
+  }
   const issues = validationIssues(p);
   if (issues.length > 0) {
     return { id: p.id, status: "skipped", reason: "original_not_ok", detail: issues.join(", ") };

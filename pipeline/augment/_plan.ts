@@ -39,6 +39,7 @@ import {
 
 /** Why a problem cannot be augmented: every reason code and its meaning. */
 export const AUGMENT_REASONS = {
+  near_copy_of_excluded: "the question is a near copy of an excluded (evaluation) question",
   no_annotation: "the problem has no calculator annotations: no chain to recompute",
   original_not_ok: "the original does not validate ok in both CoT forms",
   unmapped_operand:
@@ -90,6 +91,8 @@ export interface Slot {
   entity: Entity;
   /** How it is written. */
   style: NumberStyle;
+  /** Written as a percentage of the value (`75%` for 0.75): the value times 100. */
+  percentOf?: boolean;
 }
 
 /** One calculator step of the chain. */
@@ -509,6 +512,7 @@ function proseSlots(text: string, anns: Annotation[], c: ProseContext): Slot[] |
   for (const [k, n] of numbers.entries()) {
     if (n.den !== null || n.fixed) continue;
     let entity = assigned.get(k);
+    let percentOf = false;
     const at = `prose ${JSON.stringify(text.slice(n.start, n.end))} in line ${lineOf(n.start)}`;
     if (entity === undefined) {
       const line = lineOf(n.start);
@@ -523,10 +527,11 @@ function proseSlots(text: string, anns: Annotation[], c: ProseContext): Slot[] |
         if (x === undefined) continue;
         near.push(...x.a.leaves, { kind: "result", step: x.i });
       }
-      const valueMatch = (e: Entity) => {
-        const v = valueOf(e, c.vars.map((v) => v.value), c.results);
-        return sameNumber(v, n.value) || (n.percent && sameNumber(v, n.value / 100));
-      };
+      const direct = (e: Entity) =>
+        sameNumber(valueOf(e, c.vars.map((v) => v.value), c.results), n.value);
+      const hundredth = (e: Entity) =>
+        n.percent && sameNumber(valueOf(e, c.vars.map((v) => v.value), c.results), n.value / 100);
+      const valueMatch = (e: Entity) => direct(e) || hundredth(e);
       const unique = (es: Entity[]) => {
         const seen = new Set<string>();
         return es.filter((e) => !seen.has(entityKey(e)) && seen.add(entityKey(e)) !== undefined);
@@ -549,10 +554,18 @@ function proseSlots(text: string, anns: Annotation[], c: ProseContext): Slot[] |
         if (!c.sameTie(hit)) return { reason: "ambiguous_prose_number", detail: at };
       }
       entity = moving[0];
+      percentOf = !direct(entity);
     }
     if (entity.kind === "const") continue;
     if (entity.kind === "var" && (!c.vars[entity.id].used || c.vars[entity.id].frozen)) continue;
-    slots.push({ host: "rationale", start: n.start, end: n.end, entity, style: n.style });
+    slots.push({
+      host: "rationale",
+      start: n.start,
+      end: n.end,
+      entity,
+      style: n.style,
+      percentOf,
+    });
   }
   return slots;
 }
