@@ -7,7 +7,8 @@
  * `3/4`), unit suffixes (`200g`, `10ml`). Number words are found separately
  * ({@linkcode numberWords}). Some numbers are never changed ("fixed"): fractions, ordinals
  * (`4th`, `1/3rd`), clock times (`9:30`, `10am`), years (1900-2099 without `$`), numbers glued
- * to a letter before them (`mp3`, `COVID-19`), denominations (`$20 bills`), and 0 and 1.
+ * to a letter before them (`mp3`, `COVID-19`), denominations (`$20 bills`), unit conversions
+ * stated as facts (`128 ounces in a gallon`, `12 inches to a foot`), and 0 and 1.
  *
  * @module
  */
@@ -96,6 +97,14 @@ export function findNumbers(text: string, opts: { years?: boolean } = {}): Found
       fixed = true;
     }
     if (years && !dollar && /^\d{4}$/.test(digits) && value >= 1900 && value <= 2099) fixed = true;
+    // Unit conversions stated as facts ("128 ounces in a gallon") are not the problem's to vary.
+    if (
+      /^\s+[a-z-]+\s+(in|to|make|makes)\s+(a|an|one|1)\s/i.test(
+        text.slice(after, after + 40),
+      )
+    ) {
+      fixed = true;
+    }
     // Bank notes and coins come in set denominations: a "$15 bill" does not exist.
     if (dollar && /^\s*(bills?|notes?|coins?)\b/i.test(text.slice(after, after + 8))) fixed = true;
     out.push({
