@@ -67,6 +67,11 @@ export {
   verifyVariant,
 } from "./pipeline/augment.ts";
 export {
+  excludeIndex,
+  type StreamAugmentOptions,
+  withVariants,
+} from "./pipeline/augment_stream.ts";
+export {
   NEAR_COPY_THRESHOLD,
   type Nearest,
   NgramIndex,

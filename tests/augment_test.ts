@@ -11,6 +11,7 @@ import {
 } from "../pipeline/augment.ts";
 import { AUGMENT_REASONS } from "../pipeline/augment/_plan.ts";
 import { findNumbers, numberWords } from "../pipeline/augment/_numbers.ts";
+import { excludeIndex, withVariants } from "../pipeline/augment_stream.ts";
 import { NEAR_COPY_THRESHOLD, NgramIndex, ngrams, words } from "../pipeline/overlap.ts";
 import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
@@ -408,4 +409,59 @@ Deno.test({
     }
     assert(worst < NEAR_COPY_THRESHOLD, `max containment ${worst}`);
   },
+});
+
+Deno.test("withVariants: originals then their variants, decontaminated, every outcome counted", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const evalFile = `${dir}/eval.jsonl`;
+    const evalQuestion =
+      "Dana has 24 plums. She gives a third of them to her cousin and eats 2. How many plums are left?";
+    await Deno.writeTextFile(
+      evalFile,
+      JSON.stringify({
+        question: evalQuestion,
+        answer: "24/3 = <<24/3=8>>8\n24-8-2=<<24-8-2=14>>14\n#### 14",
+      }) + "\n",
+    );
+    const index = await excludeIndex([evalFile]);
+    assertEquals(index.size, 1);
+    const copy = problem(
+      "Dana has 36 plums. She gives a third of them to her cousin and eats 5. How many plums are left?",
+      ["She gives 36/3 = <<36/3=12>>12 plums.", "She has 36 - 12 - 5 = <<36-12-5=19>>19 left."],
+      "19",
+    );
+    const input = [money, copy, fraction];
+    const report = new AugmentReport();
+    const out: string[] = [];
+    for await (const p of withVariants(input, { variants: 2, seed: 3, exclude: index }, report)) {
+      out.push(p.id);
+    }
+    assertEquals(out, [
+      money.id,
+      `${money.id}#aug1`,
+      `${money.id}#aug2`,
+      fraction.id,
+      `${fraction.id}#aug1`,
+      `${fraction.id}#aug2`,
+    ]);
+    assertEquals(report.summary().reasons, { near_copy_of_excluded: 1 });
+    assertEquals([report.summary().problems, report.summary().variants], [3, 4]);
+    // Kept originals when asked; no variants: a pass-through that still decontaminates.
+    const kept: string[] = [];
+    const r2 = new AugmentReport();
+    for await (
+      const p of withVariants(
+        input,
+        { variants: 0, seed: 3, exclude: index, dropExcluded: false },
+        r2,
+      )
+    ) {
+      kept.push(p.id);
+    }
+    assertEquals(kept, input.map((p) => p.id));
+    assertEquals(r2.summary().problems, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
