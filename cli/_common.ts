@@ -19,7 +19,9 @@ export class CliError extends Error {
 /** The first zod issue as "--flag: message". */
 export function zodMessage(err: z.ZodError, command: string): string {
   const i = err.issues[0];
-  const flag = i.path.map((p) => String(p).replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(".");
+  const flag = i.path.map((p) => String(p).replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(
+    ".",
+  );
   return `--${flag}: ${i.message}; see deno task ${command} --help`;
 }
 

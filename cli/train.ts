@@ -10,7 +10,7 @@ import { z } from "zod";
 import { ModeSchema, PRESETS, type TrainConfig } from "../train/config.ts";
 import { train } from "../train/trainer.ts";
 import { readManifest } from "../pipeline/manifest.ts";
-import { cliMain, CliError, zodMessage } from "./_common.ts";
+import { CliError, cliMain, zodMessage } from "./_common.ts";
 
 const HELP = `deno task train [options]
 
@@ -90,10 +90,37 @@ const ArgsSchema = z.object({
 });
 
 const STRING_FLAGS = [
-  "data", "out", "preset", "backend", "threads", "init", "resume", "val-split", "stop-after",
-  "mode", "k", "c", "r", "lambda", "aux-weight", "step-loss", "injection", "epochs-per-stage",
-  "lr", "schedule", "warmup", "weight-decay", "clip", "batch", "steps", "epochs", "seed",
-  "eval-every", "eval-examples", "max-new-tokens", "save-every",
+  "data",
+  "out",
+  "preset",
+  "backend",
+  "threads",
+  "init",
+  "resume",
+  "val-split",
+  "stop-after",
+  "mode",
+  "k",
+  "c",
+  "r",
+  "lambda",
+  "aux-weight",
+  "step-loss",
+  "injection",
+  "epochs-per-stage",
+  "lr",
+  "schedule",
+  "warmup",
+  "weight-decay",
+  "clip",
+  "batch",
+  "steps",
+  "epochs",
+  "seed",
+  "eval-every",
+  "eval-examples",
+  "max-new-tokens",
+  "save-every",
 ];
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -133,9 +160,27 @@ async function main(argv: string[]): Promise<number> {
   const manifest = a.resume ? null : await readManifest(a.data);
   const t: Partial<TrainConfig> = {};
   const keys = [
-    "mode", "k", "c", "r", "lambda", "auxWeight", "stepLoss", "injection", "epochsPerStage", "lr",
-    "schedule", "weightDecay", "clip", "batch", "steps", "epochs", "seed", "evalEvery",
-    "evalExamples", "maxNewTokens", "saveEvery",
+    "mode",
+    "k",
+    "c",
+    "r",
+    "lambda",
+    "auxWeight",
+    "stepLoss",
+    "injection",
+    "epochsPerStage",
+    "lr",
+    "schedule",
+    "weightDecay",
+    "clip",
+    "batch",
+    "steps",
+    "epochs",
+    "seed",
+    "evalEvery",
+    "evalExamples",
+    "maxNewTokens",
+    "saveEvery",
   ] as const;
   for (const k of keys) if (a[k] !== undefined) (t as Record<string, unknown>)[k] = a[k];
   if (a.warmup !== undefined) t.warmupSteps = a.warmup;
@@ -159,7 +204,9 @@ async function main(argv: string[]): Promise<number> {
   });
   console.log(
     `done: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}` +
-      (res.valAccuracy !== undefined ? `, validation accuracy ${(100 * res.valAccuracy).toFixed(1)}%` : "") +
+      (res.valAccuracy !== undefined
+        ? `, validation accuracy ${(100 * res.valAccuracy).toFixed(1)}%`
+        : "") +
       `, ${Math.round(res.tokensPerSec)} tok/s; checkpoint in ${res.checkpoint}`,
   );
   return 0;

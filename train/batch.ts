@@ -125,7 +125,7 @@ export function lotusLength(ex: Example, K: number, c: number): number {
 /** Total positions of the explicit-CoT (withSteps) or no-CoT layout. */
 export function plainLength(ex: Example, withSteps: boolean): number {
   let n = ex.q.length + ex.ans.length;
-  if (withSteps) for (const s of ex.steps) n += s.length;
+  if (withSteps) { for (const s of ex.steps) n += s.length; }
   return n;
 }
 
@@ -217,14 +217,29 @@ export function lotusBatch(
     }
   }
   return {
-    B, P, L, S, K, R, c,
+    B,
+    P,
+    L,
+    S,
+    K,
+    R,
+    c,
     qLen: pre.qLen,
     prefixIds: pre.ids,
     prefixPos: pre.pos,
     prefixValid: pre.valid,
-    loopIds, loopIdsReplace, loopPos, loopValid,
-    suffixIds, suffixPos, suffixValid, suffixTargets,
-    stepTargets, stepBlock, nAns, nStep,
+    loopIds,
+    loopIdsReplace,
+    loopPos,
+    loopValid,
+    suffixIds,
+    suffixPos,
+    suffixValid,
+    suffixTargets,
+    stepTargets,
+    stepBlock,
+    nAns,
+    nStep,
   };
 }
 

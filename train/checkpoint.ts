@@ -26,7 +26,12 @@ import {
   writeSafetensors,
 } from "../pipeline/safetensors.ts";
 import { writeFileAtomic } from "../pipeline/atomic.ts";
-import { type ModelConfig, ModelConfigSchema, type TrainConfig, TrainConfigSchema } from "./config.ts";
+import {
+  type ModelConfig,
+  ModelConfigSchema,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
 import type { SpecialIds } from "./batch.ts";
 
@@ -90,7 +95,11 @@ export interface CheckpointData {
 }
 
 /** A Hugging Face GPT-2 config for a model. */
-export function hfConfig(cfg: ModelConfig, sp: SpecialIds, meta: LotusMeta): Record<string, unknown> {
+export function hfConfig(
+  cfg: ModelConfig,
+  sp: SpecialIds,
+  meta: LotusMeta,
+): Record<string, unknown> {
   return {
     architectures: ["GPT2LMHeadModel"],
     model_type: "gpt2",
@@ -137,7 +146,11 @@ export function toHfTensors(
     if (!t.name.startsWith(prefix)) continue;
     const v = params.subarray(t.offset, t.offset + t.size);
     if (t.hfTransposed) {
-      out[t.name] = { dtype: "F32", shape: [t.shape[1], t.shape[0]], data: transpose(v, t.shape[0], t.shape[1]) };
+      out[t.name] = {
+        dtype: "F32",
+        shape: [t.shape[1], t.shape[0]],
+        data: transpose(v, t.shape[0], t.shape[1]),
+      };
     } else {
       out[t.name] = { dtype: "F32", shape: t.shape, data: v.slice() };
     }
@@ -213,9 +226,13 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
   try {
-    await writeSafetensors(`${tmp}/model.safetensors`, toHfTensors(data.params, layout, "transformer."), {
-      format: "pt",
-    });
+    await writeSafetensors(
+      `${tmp}/model.safetensors`,
+      toHfTensors(data.params, layout, "transformer."),
+      {
+        format: "pt",
+      },
+    );
     if (layout.aux) {
       await writeSafetensors(`${tmp}/aux.safetensors`, toHfTensors(data.params, layout, "aux."), {
         format: "pt",
@@ -250,7 +267,9 @@ async function readJson(path: string): Promise<unknown> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    throw new CheckpointError(`${path}: cannot read (${(e as Error).message}); is this a checkpoint directory?`);
+    throw new CheckpointError(
+      `${path}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
+    );
   }
   try {
     return JSON.parse(text);
@@ -294,15 +313,30 @@ export async function loadCheckpoint(
   const meta = metaRes.data;
   const layout = paramLayout(meta.model);
   const params = new Float32Array(layout.total);
-  fromHfTensors(await readSt(`${dir}/model.safetensors`), params, layout, "transformer.", `${dir}/model.safetensors`);
+  fromHfTensors(
+    await readSt(`${dir}/model.safetensors`),
+    params,
+    layout,
+    "transformer.",
+    `${dir}/model.safetensors`,
+  );
   if (layout.aux) {
-    fromHfTensors(await readSt(`${dir}/aux.safetensors`), params, layout, "aux.", `${dir}/aux.safetensors`);
+    fromHfTensors(
+      await readSt(`${dir}/aux.safetensors`),
+      params,
+      layout,
+      "aux.",
+      `${dir}/aux.safetensors`,
+    );
   }
   let moments: CheckpointData["moments"];
   if (opts.withOptimizer) {
     const f = await readSt(`${dir}/optimizer.safetensors`);
     const m = f.tensors.m?.data, v = f.tensors.v?.data;
-    if (!(m instanceof Float32Array) || !(v instanceof Float32Array) || m.length !== layout.total || v.length !== layout.total) {
+    if (
+      !(m instanceof Float32Array) || !(v instanceof Float32Array) || m.length !== layout.total ||
+      v.length !== layout.total
+    ) {
       throw new CheckpointError(
         `${dir}/optimizer.safetensors: expected F32 tensors m and v of ${layout.total} floats`,
       );

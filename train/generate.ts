@@ -133,7 +133,18 @@ export class Generator {
     main.forward(this.#pre, sc, B, P, null, this.#valid);
     const tcap = this.#tcap;
     for (let l = 0; l < m.cfg.nLayer; l++) {
-      e.copyRows(this.#cache[l], e.offset(this.#pre.qkv[l], C * F32), B, P, 2 * C, tcap * 2 * C, 2 * C, P * 3 * C, 3 * C, false);
+      e.copyRows(
+        this.#cache[l],
+        e.offset(this.#pre.qkv[l], C * F32),
+        B,
+        P,
+        2 * C,
+        tcap * 2 * C,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        false,
+      );
     }
     e.sync();
     const T1 = performance.now();
@@ -159,15 +170,34 @@ export class Generator {
         e.upload(this.#ids, r > 0 && opts.injection === "replace" ? repl : ids);
         e.embedFwd(ch.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * L, C);
         if (prev) {
-          e.copyRows(e.offset(ch.x[0], C * F32), e.offset(prev.h, C * F32), B, L - 1, C, L * C, C, L * C, C, true);
+          e.copyRows(
+            e.offset(ch.x[0], C * F32),
+            e.offset(prev.h, C * F32),
+            B,
+            L - 1,
+            C,
+            L * C,
+            C,
+            L * C,
+            C,
+            true,
+          );
         }
         main.forward(ch, sc, B, L, prePast, this.#valid);
         prev = ch;
       }
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
-          e.offset(this.#cache[l], P * 2 * C * F32), e.offset(prev!.qkv[l], C * F32),
-          B, L, 2 * C, tcap * 2 * C, 2 * C, L * 3 * C, 3 * C, false,
+          e.offset(this.#cache[l], P * 2 * C * F32),
+          e.offset(prev!.qkv[l], C * F32),
+          B,
+          L,
+          2 * C,
+          tcap * 2 * C,
+          2 * C,
+          L * 3 * C,
+          3 * C,
+          false,
         );
       }
       if (opts.latentLogits) {
@@ -225,8 +255,16 @@ export class Generator {
       main.forward(dec, sc, B, 1, cachePast, this.#valid);
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
-          e.offset(this.#cache[l], len * 2 * C * F32), e.offset(dec.qkv[l], C * F32),
-          B, 1, 2 * C, tcap * 2 * C, 2 * C, 3 * C, 3 * C, false,
+          e.offset(this.#cache[l], len * 2 * C * F32),
+          e.offset(dec.qkv[l], C * F32),
+          B,
+          1,
+          2 * C,
+          tcap * 2 * C,
+          2 * C,
+          3 * C,
+          3 * C,
+          false,
         );
       }
       len++;

@@ -19,7 +19,13 @@
  */
 
 import type { Ptr } from "./engine/ffi.ts";
-import { type AuxBatch, auxBatch, type Example, type LotusBatch, type PlainBatch } from "./batch.ts";
+import {
+  type AuxBatch,
+  auxBatch,
+  type Example,
+  type LotusBatch,
+  type PlainBatch,
+} from "./batch.ts";
 import type { Model } from "./model.ts";
 import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "./stack.ts";
 
@@ -211,8 +217,16 @@ export class LotusRunner {
       if (r > 0) {
         // x[b, i] += h^(r-1)[b, i] for the latents i = 1..L-1 (same position, no shift).
         e.copyRows(
-          e.offset(ch.x[0], C * F32), e.offset(loop[r - 1].h, C * F32),
-          B, L - 1, C, L * C, C, L * C, C, true,
+          e.offset(ch.x[0], C * F32),
+          e.offset(loop[r - 1].h, C * F32),
+          B,
+          L - 1,
+          C,
+          L * C,
+          C,
+          L * C,
+          C,
+          true,
         );
       }
       main.forward(ch, sc, B, L, prePast, lr.valid);
@@ -228,7 +242,14 @@ export class LotusRunner {
     if (!inLoopTargets && K > 0) {
       e.upload(lr.targets, b.stepTargets);
       stepSum += this.#headLoss(
-        loop[R].h, loop[R].dh, B * L, lr.targets, stepW, b.nStep, m.wte, m.gwte,
+        loop[R].h,
+        loop[R].dh,
+        B * L,
+        lr.targets,
+        stepW,
+        b.nStep,
+        m.wte,
+        m.gwte,
       );
     }
 
@@ -261,8 +282,16 @@ export class LotusRunner {
         e.embedBwd(m.gwte, m.gwpe, dx, idsOfPass(r), lr.pos, B * L, C);
         if (r > 0) {
           e.copyRows(
-            e.offset(loop[r - 1].dh, C * F32), e.offset(dx, C * F32),
-            B, L - 1, C, L * C, C, L * C, C, true,
+            e.offset(loop[r - 1].dh, C * F32),
+            e.offset(dx, C * F32),
+            B,
+            L - 1,
+            C,
+            L * C,
+            C,
+            L * C,
+            C,
+            true,
           );
         }
       }
@@ -275,8 +304,12 @@ export class LotusRunner {
     const aux = nAux ? auxSum / nAux : 0;
     return {
       loss: ans + opts.lambda * step + opts.auxWeight * aux,
-      ans, step, aux,
-      nAns: b.nAns, nStep: b.nStep, nAux,
+      ans,
+      step,
+      aux,
+      nAns: b.nAns,
+      nStep: b.nStep,
+      nAux,
     };
   }
 
@@ -286,10 +319,29 @@ export class LotusRunner {
     const T = P + L;
     for (let l = 0; l < this.#kvcat.length; l++) {
       const dst = this.#kvcat[l];
-      e.copyRows(dst, e.offset(this.#pre.qkv[l], C * F32), B, P, 2 * C, T * 2 * C, 2 * C, P * 3 * C, 3 * C, false);
       e.copyRows(
-        e.offset(dst, P * 2 * C * F32), e.offset(last.qkv[l], C * F32),
-        B, L, 2 * C, T * 2 * C, 2 * C, L * 3 * C, 3 * C, false,
+        dst,
+        e.offset(this.#pre.qkv[l], C * F32),
+        B,
+        P,
+        2 * C,
+        T * 2 * C,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        false,
+      );
+      e.copyRows(
+        e.offset(dst, P * 2 * C * F32),
+        e.offset(last.qkv[l], C * F32),
+        B,
+        L,
+        2 * C,
+        T * 2 * C,
+        2 * C,
+        L * 3 * C,
+        3 * C,
+        false,
       );
       if (this.#training) e.zero(this.#dkvcat[l], B * T * 2 * C * F32);
     }
@@ -308,10 +360,29 @@ export class LotusRunner {
     const T = P + L;
     for (let l = 0; l < this.#dkvcat.length; l++) {
       const src = this.#dkvcat[l];
-      e.copyRows(e.offset(this.#pre.dqkv[l], C * F32), src, B, P, 2 * C, P * 3 * C, 3 * C, T * 2 * C, 2 * C, true);
       e.copyRows(
-        e.offset(last.dqkv[l], C * F32), e.offset(src, P * 2 * C * F32),
-        B, L, 2 * C, L * 3 * C, 3 * C, T * 2 * C, 2 * C, true,
+        e.offset(this.#pre.dqkv[l], C * F32),
+        src,
+        B,
+        P,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        T * 2 * C,
+        2 * C,
+        true,
+      );
+      e.copyRows(
+        e.offset(last.dqkv[l], C * F32),
+        e.offset(src, P * 2 * C * F32),
+        B,
+        L,
+        2 * C,
+        L * 3 * C,
+        3 * C,
+        T * 2 * C,
+        2 * C,
+        true,
       );
     }
   }
@@ -334,19 +405,44 @@ export class LotusRunner {
     e.embedFwd(ch.x[0], ar.ids, ar.pos, m.wte, null, n * T, C);
     for (let k = 0; k < K; k++) {
       e.copyRows(
-        e.offset(ch.x[0], k * T * C * F32), e.offset(last.h, (1 + k * c) * C * F32),
-        B, c, C, K * T * C, C, L * C, C, true,
+        e.offset(ch.x[0], k * T * C * F32),
+        e.offset(last.h, (1 + k * c) * C * F32),
+        B,
+        c,
+        C,
+        K * T * C,
+        C,
+        L * C,
+        C,
+        true,
       );
     }
     aux.forward(ch, sc, n, T, null, null);
-    const sum = this.#headLoss(ch.h, ch.dh, n * T, ar.targets, weight, ab.nTargets, m.auxHead, m.gAuxHead);
+    const sum = this.#headLoss(
+      ch.h,
+      ch.dh,
+      n * T,
+      ar.targets,
+      weight,
+      ab.nTargets,
+      m.auxHead,
+      m.gAuxHead,
+    );
     if (this.#training) {
       const dx = aux.backward(ch, sc, null);
       e.embedBwd(m.gwte, null, dx, ar.ids, ar.pos, n * T, C);
       for (let k = 0; k < K; k++) {
         e.copyRows(
-          e.offset(last.dh, (1 + k * c) * C * F32), e.offset(dx, k * T * C * F32),
-          B, c, C, L * C, C, K * T * C, C, true,
+          e.offset(last.dh, (1 + k * c) * C * F32),
+          e.offset(dx, k * T * C * F32),
+          B,
+          c,
+          C,
+          L * C,
+          C,
+          K * T * C,
+          C,
+          true,
         );
       }
     }

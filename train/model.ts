@@ -160,8 +160,19 @@ export class Model {
     e.sumsq(this.normSq, this.grads, n);
     this.step++;
     e.adamw(
-      this.params, this.grads, this.m, this.v, n, h.lr, h.beta1, h.beta2, h.eps,
-      h.weightDecay, this.step, h.clip > 0 ? this.normSq : null, h.clip,
+      this.params,
+      this.grads,
+      this.m,
+      this.v,
+      n,
+      h.lr,
+      h.beta1,
+      h.beta2,
+      h.eps,
+      h.weightDecay,
+      this.step,
+      h.clip > 0 ? this.normSq : null,
+      h.clip,
     );
     const out = new Float32Array(1);
     e.download(out, this.normSq);

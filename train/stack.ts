@@ -275,24 +275,76 @@ export class Stack {
     }
     ch.B = B, ch.T = T, ch.Tp = Tp;
     const w = this.w;
-    e.layernormFwd(ch.ln1[0], ch.ln1Mean[0], ch.ln1Rstd[0], ch.x[0], w.blocks[0].ln1w, w.blocks[0].ln1b, N, C);
+    e.layernormFwd(
+      ch.ln1[0],
+      ch.ln1Mean[0],
+      ch.ln1Rstd[0],
+      ch.x[0],
+      w.blocks[0].ln1w,
+      w.blocks[0].ln1b,
+      N,
+      C,
+    );
     for (let l = 0; l < L; l++) {
       const b = w.blocks[l];
       e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, 3 * C);
       e.attentionFwd(
-        ch.atty[l], ch.att[l], ch.qkv[l], past ? past.kv(l) : null, keyValid,
-        B, T, Tp, C, NH, past ? past.bs : 0, past ? past.rs : 0,
+        ch.atty[l],
+        ch.att[l],
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        keyValid,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
       );
       e.matmulFwd(sc.tmp, ch.atty[l], b.projw, b.projb, N, C, C);
-      e.residualLayernormFwd(ch.resid2[l], ch.ln2[l], ch.ln2Mean[l], ch.ln2Rstd[l], ch.x[l], sc.tmp, b.ln2w, b.ln2b, N, C);
+      e.residualLayernormFwd(
+        ch.resid2[l],
+        ch.ln2[l],
+        ch.ln2Mean[l],
+        ch.ln2Rstd[l],
+        ch.x[l],
+        sc.tmp,
+        b.ln2w,
+        b.ln2b,
+        N,
+        C,
+      );
       e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, 4 * C);
       e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
       e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, 4 * C, C);
       if (l + 1 < L) {
         const nb = w.blocks[l + 1];
-        e.residualLayernormFwd(ch.x[l + 1], ch.ln1[l + 1], ch.ln1Mean[l + 1], ch.ln1Rstd[l + 1], ch.resid2[l], sc.tmp, nb.ln1w, nb.ln1b, N, C);
+        e.residualLayernormFwd(
+          ch.x[l + 1],
+          ch.ln1[l + 1],
+          ch.ln1Mean[l + 1],
+          ch.ln1Rstd[l + 1],
+          ch.resid2[l],
+          sc.tmp,
+          nb.ln1w,
+          nb.ln1b,
+          N,
+          C,
+        );
       } else {
-        e.residualLayernormFwd(ch.x[L], ch.h, ch.lnfMean, ch.lnfRstd, ch.resid2[l], sc.tmp, w.lnfw, w.lnfb, N, C);
+        e.residualLayernormFwd(
+          ch.x[L],
+          ch.h,
+          ch.lnfMean,
+          ch.lnfRstd,
+          ch.resid2[l],
+          sc.tmp,
+          w.lnfw,
+          w.lnfb,
+          N,
+          C,
+        );
       }
     }
   }
@@ -319,17 +371,50 @@ export class Stack {
       e.geluBwd(sc.dfch, ch.fch[l], sc.dfchg, N * 4 * C);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, 4 * C);
-      e.layernormBwd(sc.dres, gb.ln2w, gb.ln2b, sc.dtmp, ch.resid2[l], b.ln2w, ch.ln2Mean[l], ch.ln2Rstd[l], N, C);
+      e.layernormBwd(
+        sc.dres,
+        gb.ln2w,
+        gb.ln2b,
+        sc.dtmp,
+        ch.resid2[l],
+        b.ln2w,
+        ch.ln2Mean[l],
+        ch.ln2Rstd[l],
+        N,
+        C,
+      );
       // sc.dres holds d resid2 = d(x[l] + attn proj).
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.projw, gb.projb, sc.dres, ch.atty[l], b.projw, N, C, C);
       e.attentionBwd(
-        ch.dqkv[l], past ? past.dkv(l) : null, sc.dtmp, ch.att[l], ch.qkv[l],
-        past ? past.kv(l) : null, B, T, Tp, C, NH, past ? past.bs : 0, past ? past.rs : 0,
+        ch.dqkv[l],
+        past ? past.dkv(l) : null,
+        sc.dtmp,
+        ch.att[l],
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
       );
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, 3 * C);
-      e.layernormBwd(sc.dres, gb.ln1w, gb.ln1b, sc.dtmp, ch.x[l], b.ln1w, ch.ln1Mean[l], ch.ln1Rstd[l], N, C);
+      e.layernormBwd(
+        sc.dres,
+        gb.ln1w,
+        gb.ln1b,
+        sc.dtmp,
+        ch.x[l],
+        b.ln1w,
+        ch.ln1Mean[l],
+        ch.ln1Rstd[l],
+        N,
+        C,
+      );
     }
     return sc.dres;
   }

@@ -16,21 +16,29 @@ import { stringify } from "csv-stringify/sync";
 import { type Engine, openEngine } from "./engine/ffi.ts";
 import {
   type ModelConfig,
-  type PresetName,
   presetConfig,
+  type PresetName,
   stageShape,
   type TrainConfig,
   TrainConfigSchema,
 } from "./config.ts";
-import { type Example, lotusBatch, lotusLength, plainBatch, plainLength, type SpecialIds, suffixOf } from "./batch.ts";
+import {
+  type Example,
+  lotusBatch,
+  lotusLength,
+  plainBatch,
+  plainLength,
+  type SpecialIds,
+  suffixOf,
+} from "./batch.ts";
 import { initParams, initSpecialRows, paramLayout, Rng } from "./params.ts";
 import { adamwOf, Model } from "./model.ts";
 import { LotusRunner, PlainRunner, type StepLosses } from "./lotus.ts";
 import { Generator } from "./generate.ts";
 import { loadSplit, type SplitData, tokenizerPathOf } from "./data.ts";
 import {
-  checkpointDirOf,
   type CheckpointData,
+  checkpointDirOf,
   loadCheckpoint,
   loadHfInit,
   type LotusMeta,
@@ -135,13 +143,21 @@ export function openBackend(
   try {
     return openEngine({ backend: "cuda", quiet: true });
   } catch (e) {
-    log(`backend auto: no usable CUDA engine (${(e as Error).message.split("\n")[0]}); using the CPU`);
+    log(
+      `backend auto: no usable CUDA engine (${(e as Error).message.split("\n")[0]}); using the CPU`,
+    );
     return openEngine({ backend: "cpu", threads });
   }
 }
 
 /** Tokens a step forwards (positions over all passes), for throughput. */
-function positionsOf(mode: TrainConfig["mode"], exs: Example[], K: number, R: number, c: number): number {
+function positionsOf(
+  mode: TrainConfig["mode"],
+  exs: Example[],
+  K: number,
+  R: number,
+  c: number,
+): number {
   let n = 0;
   for (const e of exs) {
     if (mode === "cot" || mode === "nocot") n += plainLength(e, mode === "cot");
@@ -151,9 +167,15 @@ function positionsOf(mode: TrainConfig["mode"], exs: Example[], K: number, R: nu
 }
 
 /** Keep the examples that fit the context at every stage; returns how many were cut. */
-function fitting(exs: Example[], cfg: TrainConfig, maxPos: number): { kept: Example[]; cut: number } {
+function fitting(
+  exs: Example[],
+  cfg: TrainConfig,
+  maxPos: number,
+): { kept: Example[]; cut: number } {
   const kept = exs.filter((e) => {
-    if (cfg.mode === "cot" || cfg.mode === "nocot") return plainLength(e, cfg.mode === "cot") <= maxPos;
+    if (cfg.mode === "cot" || cfg.mode === "nocot") {
+      return plainLength(e, cfg.mode === "cot") <= maxPos;
+    }
     for (let s = 0; s <= cfg.k; s++) {
       if (lotusLength(e, stageShape(cfg, s).k, cfg.c) > maxPos) return false;
     }
@@ -170,7 +192,9 @@ function capacityOf(exs: Example[], cfg: TrainConfig, B: number) {
     P = Math.max(P, e.q.length);
     S = Math.max(S, suffixOf(e, 0, 0).length);
     T = Math.max(T, plainLength(e, cfg.mode === "cot"));
-    for (let k = 0; k < Math.min(cfg.k, e.steps.length); k++) step = Math.max(step, e.steps[k].length);
+    for (let k = 0; k < Math.min(cfg.k, e.steps.length); k++) {
+      step = Math.max(step, e.steps[k].length);
+    }
   }
   return { B, P, K: cfg.k, c: cfg.c, R, S, auxT: cfg.c + step, T };
 }
@@ -192,7 +216,13 @@ export function evaluate(
   if (exs.length === 0) return { loss: NaN, accuracy: NaN, n: 0 };
   const cap = capacityOf(exs, cfg, batch);
   let lossSum = 0, lossN = 0, correct = 0;
-  const gen = new Generator(model, { B: batch, P: cap.P, K, c: cfg.c, maxNewTokens: cfg.maxNewTokens });
+  const gen = new Generator(model, {
+    B: batch,
+    P: cap.P,
+    K,
+    c: cfg.c,
+    maxNewTokens: cfg.maxNewTokens,
+  });
   const plain = cfg.mode === "cot" || cfg.mode === "nocot";
   const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
   const plainRun = plain ? new PlainRunner(model, batch, cap.T, false) : null;
@@ -202,12 +232,19 @@ export function evaluate(
       const l: StepLosses = plain
         ? plainRun!.step(plainBatch(part, sp, cfg.mode === "cot"))
         : lotusRun!.step(lotusBatch(part, sp, { K, R, c: cfg.c }), {
-          lambda: 0, auxWeight: 0, stepLoss: cfg.stepLoss, injection: cfg.injection,
+          lambda: 0,
+          auxWeight: 0,
+          stepLoss: cfg.stepLoss,
+          injection: cfg.injection,
         }, part);
       lossSum += l.ans * l.nAns, lossN += l.nAns;
       const g = gen.generate(part.map((e) => e.q), sp, {
         mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",
-        K, c: cfg.c, R, injection: cfg.injection, maxNewTokens: cfg.maxNewTokens,
+        K,
+        c: cfg.c,
+        R,
+        injection: cfg.injection,
+        maxNewTokens: cfg.maxNewTokens,
       });
       for (let j = 0; j < part.length; j++) {
         const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
@@ -223,8 +260,23 @@ export function evaluate(
 }
 
 const CSV_COLUMNS: (keyof LogRecord)[] = [
-  "kind", "step", "epoch", "stage", "K", "R", "lr", "loss", "ansLoss", "stepLoss", "auxLoss",
-  "gradNorm", "tokensPerSec", "valLoss", "valAccuracy", "valExamples", "seconds",
+  "kind",
+  "step",
+  "epoch",
+  "stage",
+  "K",
+  "R",
+  "lr",
+  "loss",
+  "ansLoss",
+  "stepLoss",
+  "auxLoss",
+  "gradNorm",
+  "tokensPerSec",
+  "valLoss",
+  "valAccuracy",
+  "valExamples",
+  "seconds",
 ];
 
 /** Appends log records to log.jsonl and log.csv in the run directory. */
@@ -308,7 +360,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     log(`no "${valName}" split in ${opts.data}: evaluation reports training-set accuracy`);
   }
   const { kept: trainEx, cut } = fitting(trainData.examples, cfg, mcfg.maxPositions);
-  if (cut > 0) log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
+  if (cut > 0) {
+    log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
+  }
   if (trainEx.length < cfg.batch) {
     throw new Error(
       `the training split has ${trainEx.length} usable examples, fewer than --batch ${cfg.batch}`,
@@ -390,12 +444,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const { k: K, r: R } = stageShape(cfg, stage);
       const ev = evaluate(model!, evalSet, sp, tok, cfg, K, R, cfg.batch);
       const rec: LogRecord = {
-        kind: "eval", step: state.step, epoch: state.epoch, stage, K, R,
-        valLoss: ev.loss, valAccuracy: ev.accuracy, valExamples: ev.n, seconds: state.seconds,
+        kind: "eval",
+        step: state.step,
+        epoch: state.epoch,
+        stage,
+        K,
+        R,
+        valLoss: ev.loss,
+        valAccuracy: ev.accuracy,
+        valExamples: ev.n,
+        seconds: state.seconds,
       };
       writeLog(rec);
       log(
-        `eval @${state.step}: loss ${ev.loss.toFixed(4)}, accuracy ${(100 * ev.accuracy).toFixed(1)}% ` +
+        `eval @${state.step}: loss ${ev.loss.toFixed(4)}, accuracy ${
+          (100 * ev.accuracy).toFixed(1)
+        }% ` +
           `(${ev.n} examples, K=${K}, R=${R})`,
       );
       state.bestAccuracy = Math.max(state.bestAccuracy, ev.accuracy);
@@ -455,9 +519,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       const tps = tokWindow / timeWindow;
       writeLog({
-        kind: "train", step: state.step, epoch: state.epoch, stage, K, R, lr,
-        loss: l.loss, ansLoss: l.ans, stepLoss: l.step, auxLoss: l.aux, gradNorm,
-        tokensPerSec: Math.round(toks / dt), seconds: state.seconds,
+        kind: "train",
+        step: state.step,
+        epoch: state.epoch,
+        stage,
+        K,
+        R,
+        lr,
+        loss: l.loss,
+        ansLoss: l.ans,
+        stepLoss: l.step,
+        auxLoss: l.aux,
+        gradNorm,
+        tokensPerSec: Math.round(toks / dt),
+        seconds: state.seconds,
       });
       const now = performance.now();
       if (!opts.quiet && (tty || now - lastLine > 5000 || state.step === total)) {
@@ -486,8 +561,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       `${opts.out}/summary.json`,
       JSON.stringify(
         {
-          steps: state.step, total, finalLoss: lastLoss, valLoss: lastEval?.loss,
-          valAccuracy: lastEval?.accuracy, tokens: state.tokens, seconds: state.seconds,
+          steps: state.step,
+          total,
+          finalLoss: lastLoss,
+          valLoss: lastEval?.loss,
+          valAccuracy: lastEval?.accuracy,
+          tokens: state.tokens,
+          seconds: state.seconds,
         },
         null,
         2,
