@@ -7,3 +7,11 @@
 export * from "./pipeline/types.ts";
 export * from "./pipeline/safetensors.ts";
 export * from "./pipeline/atomic.ts";
+
+// Dataset pipeline: tokenization, packing, writing (pipe-build).
+export * from "./pipeline/tokenizer.ts";
+export * from "./pipeline/bpe_fit.ts";
+export * from "./pipeline/pack.ts";
+export * from "./pipeline/shard.ts";
+export * from "./pipeline/manifest.ts";
+export * from "./pipeline/writer.ts";
