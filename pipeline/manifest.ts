@@ -74,7 +74,8 @@ export const TokenCountsSchema = z.object({
 
 /** One split of the directory. */
 export const SplitInfoSchema = z.object({
-  sources: z.array(z.object({ path: z.string(), bytes: count, sha256 })),
+  /** Input files as given, with the format they were read as. */
+  sources: z.array(z.object({ path: z.string(), format: z.string(), bytes: count, sha256 })),
   options: z.object({
     format: z.string(),
     socratic: z.enum(["strip", "keep"]),
@@ -131,13 +132,14 @@ export class ManifestError extends Error {
 export const MANIFEST_FILE = "manifest.json";
 
 /**
- * The manifest's text: 2-space JSON with splits in name order and a final newline, so the
- * same content always gives the same bytes.
+ * The manifest's text: 2-space JSON with keys in schema order, splits in name order and a
+ * final newline, so the same content always gives the same bytes however it was assembled.
  */
 export function manifestText(m: Manifest): string {
+  const canon = ManifestSchema.parse(m); // zod rebuilds objects in schema key order
   const splits: Record<string, SplitInfo> = {};
-  for (const name of Object.keys(m.splits).sort()) splits[name] = m.splits[name];
-  return JSON.stringify({ ...m, splits }, null, 2) + "\n";
+  for (const name of Object.keys(canon.splits).sort()) splits[name] = canon.splits[name];
+  return JSON.stringify({ ...canon, splits }, null, 2) + "\n";
 }
 
 /**

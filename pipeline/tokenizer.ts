@@ -86,8 +86,8 @@ const TokenizerJsonSchema = z.looseObject({
   added_tokens: z.array(AddedTokenSchema).default([]),
   model: z.looseObject({
     type: z.string().optional(),
-    vocab: z.union([z.record(z.string(), z.number()), z.array(z.tuple([z.string(), z.number()]))])
-      .optional(),
+    // Checked entry by entry in vocabMap: zod over a 50,000-entry record costs ~100 ms.
+    vocab: z.unknown().optional(),
   }),
 });
 type TokenizerJson = z.infer<typeof TokenizerJsonSchema>;
@@ -96,7 +96,7 @@ function sha256Hex(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-function addedToken(id: number, content: string): Record<string, unknown> {
+function addedToken(id: number, content: string): TokenizerJson["added_tokens"][number] {
   return {
     id,
     content,
@@ -109,11 +109,26 @@ function addedToken(id: number, content: string): Record<string, unknown> {
 }
 
 /** Token text to id over the model vocabulary and the added tokens. */
-function vocabMap(json: TokenizerJson): Map<string, number> {
+function vocabMap(json: TokenizerJson, what: string): Map<string, number> {
   const m = new Map<string, number>();
   const v = json.model.vocab;
-  if (Array.isArray(v)) v.forEach(([tok], i) => m.set(tok, i)); // Unigram: id = index
-  else if (v) { for (const [tok, id] of Object.entries(v)) m.set(tok, id); }
+  const bad = (where: string) =>
+    new TokenizerError(
+      `${what}: field "model.vocab${where}" is not a token and an id; ` +
+        `expected a Hugging Face tokenizer.json`,
+    );
+  if (Array.isArray(v)) {
+    // Unigram: [[piece, score], ...], the id is the index.
+    v.forEach((e, i) => {
+      if (!Array.isArray(e) || typeof e[0] !== "string") throw bad(`.${i}`);
+      m.set(e[0], i);
+    });
+  } else if (v !== null && typeof v === "object") {
+    for (const [tok, id] of Object.entries(v)) {
+      if (!Number.isInteger(id) || (id as number) < 0) throw bad(`.${tok}`);
+      m.set(tok, id as number);
+    }
+  } else if (v !== undefined) throw bad("");
   for (const t of json.added_tokens) m.set(t.content, t.id);
   return m;
 }
@@ -143,6 +158,7 @@ class HfBackedTokenizer implements Tokenizer {
     kind: "gpt2" | "compact" | "file",
     json: string,
     parsed: TokenizerJson,
+    ids: Map<string, number>,
     special: SpecialIds,
     what: string,
   ) {
@@ -156,7 +172,6 @@ class HfBackedTokenizer implements Tokenizer {
     this.#json = json;
     this.sha256 = sha256Hex(json);
     this.special = special;
-    const ids = vocabMap(parsed);
     this.vocabSize = maxId(ids) + 1;
     this.#idToToken = new Map([...ids].map(([t, i]) => [i, t]));
     try {
@@ -219,11 +234,10 @@ class HfBackedTokenizer implements Tokenizer {
  * Append the LOTUS tokens that `parsed` lacks (mutating it) and find the special ids.
  * Returns whether anything was appended.
  */
-function withLotusTokens(parsed: TokenizerJson, what: string): {
+function withLotusTokens(parsed: TokenizerJson, ids: Map<string, number>, what: string): {
   special: SpecialIds;
   changed: boolean;
 } {
-  const ids = vocabMap(parsed);
   const eosName = EOS_NAMES.find((n) => ids.has(n));
   if (eosName === undefined) {
     throw new TokenizerError(
@@ -241,7 +255,8 @@ function withLotusTokens(parsed: TokenizerJson, what: string): {
       found[key] = have;
       continue;
     }
-    parsed.added_tokens.push(addedToken(next, content) as TokenizerJson["added_tokens"][number]);
+    parsed.added_tokens.push(addedToken(next, content));
+    ids.set(content, next);
     found[key] = next++;
     changed = true;
   }
@@ -277,19 +292,25 @@ function tiktokenRanks(bpeRanks: string): Uint8Array[] {
 function recoverMerges(tokens: string[], rank: Map<string, number>): [string, string][] {
   const merges: [string, string][] = [];
   for (let r = 256; r < tokens.length; r++) {
-    let parts = Array.from(tokens[r]);
+    // Byte-level characters are single UTF-16 units, so split("") gives the bytes.
+    const parts = tokens[r].split("");
+    const rankBelow = (a: string, b: string) => {
+      const x = rank.get(a + b);
+      return x !== undefined && x < r ? x : Infinity;
+    };
+    // pair[i]: rank of merging parts[i] and parts[i+1]; only neighbours change on a merge.
+    const pair = parts.slice(1).map((p, i) => rankBelow(parts[i], p));
     while (parts.length > 2) {
       let best = -1;
-      let bestRank = r;
-      for (let i = 0; i + 1 < parts.length; i++) {
-        const rr = rank.get(parts[i] + parts[i + 1]);
-        if (rr !== undefined && rr < bestRank) {
-          bestRank = rr;
-          best = i;
-        }
+      for (let i = 0; i < pair.length; i++) {
+        if (pair[i] < (best < 0 ? Infinity : pair[best])) best = i;
       }
       if (best < 0) break;
-      parts = [...parts.slice(0, best), parts[best] + parts[best + 1], ...parts.slice(best + 2)];
+      parts[best] += parts[best + 1];
+      parts.splice(best + 1, 1);
+      pair.splice(best, 1);
+      if (best > 0) pair[best - 1] = rankBelow(parts[best - 1], parts[best]);
+      if (best < parts.length - 1) pair[best] = rankBelow(parts[best], parts[best + 1]);
     }
     if (parts.length !== 2) {
       throw new TokenizerError(
@@ -301,13 +322,13 @@ function recoverMerges(tokens: string[], rank: Map<string, number>): [string, st
   return merges;
 }
 
-/** Serialise a byte-level BPE tokenizer.json with GPT-2's standard components. */
-export function byteLevelBpeJson(opts: {
+/** A byte-level BPE tokenizer.json object with GPT-2's standard components. */
+function byteLevelBpe(opts: {
   vocab: string[];
   merges: [string, string][];
   addedTokens: { id: number; content: string }[];
   preTokenizer?: Record<string, unknown>;
-}): string {
+}): TokenizerJson {
   const vocab: Record<string, number> = {};
   opts.vocab.forEach((t, i) => (vocab[t] = i));
   const byteLevel = {
@@ -339,7 +360,20 @@ export function byteLevelBpeJson(opts: {
       merges: opts.merges.map(([a, b]) => `${a} ${b}`),
     },
   };
-  return JSON.stringify(obj);
+  return obj;
+}
+
+/** Finish a parsed tokenizer.json: LOTUS tokens, special ids, the library tokenizer. */
+function fromParsed(
+  kind: Tokenizer["kind"],
+  json: string,
+  parsed: TokenizerJson,
+  what: string,
+): Tokenizer {
+  const ids = vocabMap(parsed, what);
+  const { special, changed } = withLotusTokens(parsed, ids, what);
+  const text = changed ? JSON.stringify(parsed) : json;
+  return new HfBackedTokenizer(kind, text, parsed, ids, special, what);
 }
 
 function fromJsonText(kind: Tokenizer["kind"], json: string, what: string): Tokenizer {
@@ -358,12 +392,7 @@ function fromJsonText(kind: Tokenizer["kind"], json: string, what: string): Toke
       }": ${issue.message}; expected a Hugging Face tokenizer.json`,
     );
   }
-  const parsed = res.data;
-  const { special, changed } = withLotusTokens(parsed, what);
-  const text = changed ? JSON.stringify(parsed) : json;
-  // The tokenizer must see the final token list, so parse the text it will be saved as.
-  const final = changed ? TokenizerJsonSchema.parse(JSON.parse(text)) : parsed;
-  return new HfBackedTokenizer(kind, text, final, special, what);
+  return fromParsed(kind, json, res.data, what);
 }
 
 let gpt2Promise: Promise<Tokenizer> | undefined;
@@ -388,7 +417,7 @@ export function gpt2Tokenizer(): Promise<Tokenizer> {
     const merges = recoverMerges(tokens, rank);
     const eosText = "<|endoftext|>";
     const eos = tokens.length; // 50256
-    const json = byteLevelBpeJson({
+    const obj = byteLevelBpe({
       vocab: [...tokens, eosText],
       merges,
       addedTokens: [
@@ -398,7 +427,8 @@ export function gpt2Tokenizer(): Promise<Tokenizer> {
         { id: eos + 3, content: LOTUS_TOKENS.lat },
       ],
     });
-    return fromJsonText("gpt2", json, "GPT-2 tokenizer");
+    // Our own object: no need to parse and validate its text.
+    return fromParsed("gpt2", JSON.stringify(obj), obj, "GPT-2 tokenizer");
   });
   return gpt2Promise;
 }
@@ -459,7 +489,7 @@ export function compactTokenizerFromFitter(
   const fitOpts: BpeFitOptions = { maxTokens: maxVocab - 4 };
   const { tokens: vocab, merges } = fitter.fit(fitOpts);
   const eos = vocab.length;
-  const json = byteLevelBpeJson({
+  const obj = byteLevelBpe({
     vocab: [...vocab, "<|endoftext|>"],
     merges,
     addedTokens: [
@@ -470,7 +500,7 @@ export function compactTokenizerFromFitter(
     ],
     preTokenizer: COMPACT_PRE_TOKENIZER,
   });
-  return fromJsonText("compact", json, "compact tokenizer");
+  return fromParsed("compact", JSON.stringify(obj), obj, "compact tokenizer");
 }
 
 /**

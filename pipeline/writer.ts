@@ -68,23 +68,27 @@ export class StagedDir {
   /** The staging directory, `<out>/.staging-<pid>`. */
   readonly path: string;
   #open = true;
+  readonly #createdOut: boolean;
 
-  private constructor(out: string, path: string) {
+  private constructor(out: string, path: string, createdOut: boolean) {
     this.out = out;
     this.path = path;
+    this.#createdOut = createdOut;
   }
 
   /** Create `out` (if needed) and a fresh staging directory inside it. */
   static async open(out: string): Promise<StagedDir> {
     const path = `${out}/.staging-${Deno.pid}`;
+    let createdOut = false;
     try {
+      createdOut = !(await Deno.stat(out).then(() => true, () => false));
       await Deno.mkdir(out, { recursive: true });
       await Deno.remove(path, { recursive: true }).catch(() => {});
       await Deno.mkdir(path);
     } catch (e) {
       throw new WriteError(`${out}: cannot create the output directory (${(e as Error).message})`);
     }
-    const s = new StagedDir(out, path);
+    const s = new StagedDir(out, path, createdOut);
     active.add(s);
     listen();
     return s;
@@ -100,23 +104,34 @@ export class StagedDir {
     for (const f of stale) {
       if (!files.includes(f)) await Deno.remove(`${this.out}/${f}`).catch(() => {});
     }
-    await this.abort();
-  }
-
-  /** Remove the staging directory and everything in it. */
-  async abort(): Promise<void> {
-    if (!this.#open) return;
-    this.#open = false;
-    active.delete(this);
-    unlisten();
+    this.#close();
     await Deno.remove(this.path, { recursive: true }).catch(() => {});
   }
 
-  /** Synchronous removal, for signal handlers. */
+  /**
+   * Remove the staging directory and everything in it, and the output directory too if
+   * this build created it and it is empty.
+   */
+  async abort(): Promise<void> {
+    if (!this.#open) return;
+    this.#close();
+    await Deno.remove(this.path, { recursive: true }).catch(() => {});
+    // Without recursive, remove fails on a non-empty directory, which is what we want.
+    if (this.#createdOut) await Deno.remove(this.out).catch(() => {});
+  }
+
+  #close(): void {
+    this.#open = false;
+    active.delete(this);
+    unlisten();
+  }
+
+  /** Synchronous twin of {@linkcode StagedDir.abort}, for signal handlers. */
   removeSync(): void {
     try {
       Deno.removeSync(this.path, { recursive: true });
-    } catch { /* already gone */ }
+      if (this.#createdOut) Deno.removeSync(this.out);
+    } catch { /* already gone, or not empty */ }
   }
 }
 
