@@ -8,6 +8,35 @@ export * from "./pipeline/types.ts";
 export * from "./pipeline/safetensors.ts";
 export * from "./pipeline/atomic.ts";
 
+// Pipeline: reading, segmentation and validation (docs/pipeline.md).
+export {
+  detectFormat,
+  type Format,
+  FormatError,
+  FORMATS,
+  InputError,
+  type ReadOptions,
+  readProblems,
+} from "./pipeline/read.ts";
+export { segment, type SegmentOptions } from "./pipeline/segment.ts";
+export {
+  type CotForm,
+  type ReasonInfo,
+  REASONS,
+  statusOf,
+  validate,
+  type ValidateOptions,
+} from "./pipeline/validate.ts";
+export {
+  type Agreement,
+  compareStated,
+  evaluateExpression,
+  ExpressionError,
+} from "./pipeline/arith.ts";
+export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
+export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
+export { splitSentences } from "./pipeline/sentences.ts";
+
 // Dataset pipeline: tokenization, packing, writing (pipe-build).
 export * from "./pipeline/tokenizer.ts";
 export * from "./pipeline/bpe_fit.ts";

@@ -14,12 +14,10 @@
 
 import type { Tokenizer } from "./tokenizer.ts";
 import type { ValidatedRecord, Validation } from "./types.ts";
+import type { CotForm } from "./validate.ts";
 
 /** The label value the loss ignores. */
 export const IGNORE = -100;
-
-/** Which chain of thought fills the steps: calculator annotations or sentences. */
-export type CotForm = "math" | "nl";
 
 /** What to do with a step longer than c tokens. */
 export type LongStep = "truncate" | "drop";

@@ -265,7 +265,8 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   return decodeSafetensors(bytes, path);
 }
 
-type ArrayOf<D extends Dtype> = D extends "F32" ? Float32Array
+/** The typed array of a dtype. */
+export type ArrayOf<D extends Dtype> = D extends "F32" ? Float32Array
   : D extends "F64" ? Float64Array
   : D extends "I32" ? Int32Array
   : D extends "I64" ? BigInt64Array

@@ -59,6 +59,16 @@ export interface SegmentedRecord extends Problem {
   nl: string[];
   /** The final answer as a number (commas, `$` and spaces removed), or null if not numeric. */
   answerValue: number | null;
+  /**
+   * True when the source had no prose and `nl` was derived from the math steps, one
+   * `expr = value` per step. Set by `segment`; absent means false.
+   */
+  nlDerived?: boolean;
+  /**
+   * How many `<<` never closed plus how many `>>` never opened. Set by `segment`; absent
+   * means 0. Validation reports a non-zero count as `unbalanced_annotation`.
+   */
+  unbalancedAnnotations?: number;
 }
 
 /** What validation concluded about a record. */
@@ -70,6 +80,11 @@ export interface Validation {
   status: ValidationStatus;
   /** Reason codes, in the order found (see pipeline/validate.ts for the list). */
   reasons: string[];
+  /**
+   * One line per finding, for people reading records.jsonl, e.g.
+   * `step 2 <<10/3=3.5>>: wrong_value, evaluates to 3.3333333333`. Set by `validate`.
+   */
+  details?: string[];
 }
 
 /** A segmented record with its validation result. */

@@ -1,0 +1,180 @@
+/**
+ * Safe evaluation of calculator-annotation expressions, and the rule that decides whether a
+ * stated result matches.
+ *
+ * Data is untrusted, so mathjs never sees an arbitrary string. An expression is first
+ * normalized: `×` `÷` `−` become `*` `/` `-`; `$`, `€`, `£` and thousands commas (`80,000`)
+ * are removed; Python's `//` (twice in GSM8K, both exact) is read as `/` and `**` as `^`.
+ * Percent: `N%` is N/100 (`(expr)%` likewise), and `a % b` with an operand after the sign is
+ * modulo. Then only the characters `0-9 . + - * / ^ ( ) %` and spaces may remain, and the
+ * mathjs parse tree may hold only numeric constants, parentheses, `+ - * / ^ mod`, unary minus
+ * and plus (implicit multiplication such as `2(3+4)` is a multiplication and is allowed).
+ * Anything else, or a result that is not a finite number (`1/0`), is an
+ * {@linkcode ExpressionError}.
+ *
+ * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
+ * after its decimal point (read by `readNumber` of pipeline/numbers.ts).
+ * - `equal`: |x − v| ≤ 1e-9·max(1, |x|, |v|), which absorbs binary floating-point error.
+ * - `rounded`: otherwise, |x − v| < 10^−d, i.e. v is x rounded, truncated or rounded up to d
+ *   decimals (`10/3=3.33`, `10/3=3.34`, `100/30=4` buses). Accepted, and flagged.
+ * - `wrong`: anything else. A stated fraction (`3/4`) only matches exactly. A stated `N%`
+ *   matches x = N or x = N/100.
+ *
+ * @module
+ */
+import { type MathNode, parse } from "mathjs";
+import { sameNumber, type WrittenNumber } from "./numbers.ts";
+
+/** An expression that is not allowed, does not parse, or has no finite value. */
+export class ExpressionError extends Error {
+  /** The expression as given. */
+  readonly expr: string;
+  /** `why` says what is wrong with `expr`. */
+  constructor(expr: string, why: string) {
+    super(`expression ${JSON.stringify(expr)}: ${why}`);
+    this.name = "ExpressionError";
+    this.expr = expr;
+  }
+}
+
+const ALLOWED_CHARS = /^[0-9.+\-*/^()%\s]*$/;
+const ALLOWED_OPS = new Set([
+  "add",
+  "subtract",
+  "multiply",
+  "divide",
+  "pow",
+  "mod",
+  "unaryMinus",
+  "unaryPlus",
+]);
+const MAX_LENGTH = 500;
+
+/** The expression rewritten into the allowed alphabet (rules in the module doc). */
+export function normalizeExpression(expr: string): string {
+  return expr
+    .replace(/×/g, "*")
+    .replace(/÷/g, "/")
+    .replace(/[\u2212\u2013]/g, "-")
+    .replace(/[$€£]/g, "")
+    .replace(/(\d),(?=\d{3}(?!\d))/g, "$1")
+    .replace(/\/\//g, "/")
+    .replace(/\*\*/g, "^")
+    .trim();
+}
+
+function rewritePercent(s: string): string {
+  return s
+    .replace(/%(?=\s*[\d.(])/g, " mod ")
+    .replace(/(\d*\.?\d+)\s*%/g, "($1/100)")
+    .replace(/\)\s*%/g, ")/100");
+}
+
+function check(node: MathNode, expr: string): void {
+  switch (node.type) {
+    case "ConstantNode":
+      if (typeof (node as unknown as { value: unknown }).value !== "number") {
+        throw new ExpressionError(expr, "only numbers are allowed");
+      }
+      return;
+    case "ParenthesisNode":
+      check((node as unknown as { content: MathNode }).content, expr);
+      return;
+    case "OperatorNode": {
+      const op = node as unknown as { fn: string; args: MathNode[] };
+      if (!ALLOWED_OPS.has(op.fn)) {
+        throw new ExpressionError(expr, `operator ${op.fn} is not allowed`);
+      }
+      for (const a of op.args) check(a, expr);
+      return;
+    }
+    default:
+      throw new ExpressionError(expr, `${node.type} is not allowed`);
+  }
+}
+
+const cache = new Map<string, number | ExpressionError>();
+const CACHE_LIMIT = 100_000;
+
+function evaluateUncached(expr: string): number {
+  if (expr.length > MAX_LENGTH) {
+    throw new ExpressionError(expr, `longer than ${MAX_LENGTH} characters`);
+  }
+  const norm = normalizeExpression(expr);
+  if (norm === "") throw new ExpressionError(expr, "empty");
+  if (!ALLOWED_CHARS.test(norm)) {
+    const bad = [...norm].find((c) => !ALLOWED_CHARS.test(c));
+    throw new ExpressionError(expr, `character ${JSON.stringify(bad)} is not allowed`);
+  }
+  const src = rewritePercent(norm);
+  let node: MathNode;
+  try {
+    node = parse(src);
+  } catch (e) {
+    throw new ExpressionError(expr, `does not parse (${(e as Error).message})`);
+  }
+  check(node, expr);
+  let value: unknown;
+  try {
+    value = node.evaluate();
+  } catch (e) {
+    throw new ExpressionError(expr, `does not evaluate (${(e as Error).message})`);
+  }
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new ExpressionError(expr, `has no finite value (${String(value)})`);
+  }
+  return value;
+}
+
+/**
+ * Evaluates an annotation's expression with mathjs, after the checks in the module doc.
+ * Results are cached by expression text.
+ *
+ * @example
+ * ```ts
+ * import { evaluateExpression } from "./arith.ts";
+ * console.assert(evaluateExpression("54/3") === 18);
+ * console.assert(evaluateExpression("80,000*5%") === 4000);
+ * ```
+ * @throws {ExpressionError} when the expression is not allowed or has no finite value.
+ */
+export function evaluateExpression(expr: string): number {
+  let r = cache.get(expr);
+  if (r === undefined) {
+    try {
+      r = evaluateUncached(expr);
+    } catch (e) {
+      if (!(e instanceof ExpressionError)) throw e;
+      r = e;
+    }
+    if (cache.size >= CACHE_LIMIT) cache.clear();
+    cache.set(expr, r);
+  }
+  if (r instanceof ExpressionError) throw r;
+  return r;
+}
+
+/** How a computed value relates to a stated one: see the rounding rule in the module doc. */
+export type Agreement = "equal" | "rounded" | "wrong";
+
+/**
+ * Compares a computed value with a stated value by the rounding rule.
+ *
+ * @example
+ * ```ts
+ * import { compareStated } from "./arith.ts";
+ * import { readNumber } from "./numbers.ts";
+ * console.assert(compareStated(10 / 3, readNumber("3.33")!) === "rounded");
+ * console.assert(compareStated(0.1 + 0.2, readNumber("0.3")!) === "equal");
+ * console.assert(compareStated(10 / 3, readNumber("3.5")!) === "wrong");
+ * ```
+ */
+export function compareStated(x: number, stated: WrittenNumber): Agreement {
+  const targets = stated.percent
+    ? [{ v: stated.value, scale: 1 }, { v: stated.value / 100, scale: 0.01 }]
+    : [{ v: stated.value, scale: 1 }];
+  if (targets.some((t) => sameNumber(x, t.v))) return "equal";
+  if (stated.decimals === null) return "wrong";
+  const step = 10 ** -stated.decimals;
+  return targets.some((t) => Math.abs(x - t.v) < step * t.scale) ? "rounded" : "wrong";
+}

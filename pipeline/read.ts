@@ -1,0 +1,78 @@
+/**
+ * Readers: stream source files of any supported format as {@linkcode Problem} records.
+ *
+ * | format    | file                                                        | CoT goes to             |
+ * | --------- | ----------------------------------------------------------- | ----------------------- |
+ * | `gsm8k`   | JSON lines `{question, answer}`, answer ends in `#### N`    | `rationale`             |
+ * | `parquet` | Parquet, columns `question`, `answer` (GSM8K) or + `cot`    | as `gsm8k` / as `nl`    |
+ * | `icot`    | text lines `question\|\|<<a>> <<b>> #### N`                 | `mathSteps` (or prose)  |
+ * | `coconut` | one JSON array of `{question, steps, answer, idx?}`         | `mathSteps` (or prose)  |
+ * | `nl`      | JSON lines `{question, cot, answer}` (GSM8K-Aug-NL)         | `rationale` (or math)   |
+ * | `csv`     | header with `question`, `answer`, optional `cot` or `steps` | either                  |
+ *
+ * Text, JSON lines and CSV stream line by line, Parquet row group by row group; only a
+ * Coconut array is parsed whole. A structurally bad record raises {@linkcode InputError}
+ * naming `file:line` and the field, or is skipped with `onError: "skip"`. Problems with a
+ * whole file (not JSON, a missing column) always throw. See docs/pipeline.md.
+ *
+ * @module
+ */
+import type { Problem } from "./types.ts";
+import { readCoconut } from "./read/coconut.ts";
+import { readCsv } from "./read/csv.ts";
+import { detectFormat, type Format, FORMATS } from "./read/detect.ts";
+import { FormatError, InputError } from "./read/input_error.ts";
+import { readIcot } from "./read/icot.ts";
+import { readGsm8kJsonl, readNlJsonl } from "./read/jsonl.ts";
+import { readParquet } from "./read/parquet.ts";
+
+export { detectFormat, FormatError, FORMATS, InputError };
+export type { Format };
+
+/** Options of {@linkcode readProblems}. */
+export interface ReadOptions {
+  /** The input format; `"auto"` (the default) detects it with {@linkcode detectFormat}. */
+  format?: Format | "auto";
+  /** What to do with a malformed record: throw (the default) or skip it. */
+  onError?: "throw" | "skip";
+  /** Called with each malformed record's error when skipping. */
+  onSkip?: (e: InputError) => void;
+}
+
+const READERS: Record<Format, (path: string) => AsyncGenerator<Problem | InputError>> = {
+  gsm8k: readGsm8kJsonl,
+  parquet: readParquet,
+  icot: readIcot,
+  coconut: readCoconut,
+  nl: readNlJsonl,
+  csv: readCsv,
+};
+
+/**
+ * Streams the problems of one file, in file order.
+ *
+ * @example
+ * ```ts ignore
+ * import { readProblems } from "./read.ts";
+ * let skipped = 0;
+ * for await (const p of readProblems("data/train.jsonl", { onError: "skip", onSkip: () => skipped++ })) {
+ *   console.log(p.id, p.answer);
+ * }
+ * ```
+ */
+export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
+  const format = opts.format === undefined || opts.format === "auto"
+    ? await detectFormat(path)
+    : opts.format;
+  const reader = READERS[format];
+  if (reader === undefined) throw new FormatError(path, `unknown format "${format}"`);
+  const skip = opts.onError === "skip";
+  for await (const item of reader(path)) {
+    if (item instanceof InputError) {
+      if (!skip) throw item;
+      opts.onSkip?.(item);
+      continue;
+    }
+    yield item;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Coconut's JSON format: one array of `{question, steps: string[], answer, idx?}`. The file
+ * is parsed whole (Coconut files are single JSON documents); records are then checked one by
+ * one, so a bad element does not spoil the rest.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Problem } from "../types.ts";
+import { basename, checkRecord, classifySteps, makeProblem, type RecordAt } from "./_record.ts";
+import { FILE_HINT, InputError } from "./input_error.ts";
+
+/** A Coconut record; `answer` and `idx` may be numbers. */
+export const CoconutRecord = z.object({
+  question: z.string().refine((s) => s.trim() !== "", { message: "an empty string" }),
+  steps: z.array(z.string()),
+  answer: z.union([z.string(), z.number()]).refine((a) => String(a).trim() !== "", {
+    message: "an empty string",
+  }),
+  idx: z.union([z.number(), z.string()]).optional(),
+});
+
+const EXPECT = {
+  question: "a non-empty string",
+  steps: "an array of strings",
+  answer: "a non-empty string or a number",
+  idx: "a number or a string",
+};
+
+/**
+ * Turns one Coconut element into a Problem. Steps that are all `<<...>>` annotations go to
+ * `mathSteps`; otherwise (ProsQA-style sentences, or a mix) they become `rationale`, one line
+ * per step (see {@linkcode classifySteps}).
+ */
+export function coconutProblem(raw: unknown, at: RecordAt): Problem | InputError {
+  const r = checkRecord(CoconutRecord, raw, EXPECT, at);
+  if (r instanceof InputError) return r;
+  return makeProblem(at, {
+    id: r.idx === undefined ? undefined : `${basename(at.file)}:${r.idx}`,
+    question: r.question,
+    ...classifySteps(r.steps),
+    answer: String(r.answer),
+  });
+}
+
+/** 1-based line of a character offset in `text`. */
+function lineOf(text: string, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/**
+ * Reads a Coconut JSON array. Invalid JSON, or JSON that is not an array, is a file-level
+ * error and is thrown whatever the error policy. Each element's `line` is its 1-based index.
+ */
+export async function* readCoconut(path: string): AsyncGenerator<Problem | InputError> {
+  const text = await Deno.readTextFile(path);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    const m = /position (\d+)/.exec((e as Error).message);
+    throw new InputError({
+      file: path,
+      line: m ? lineOf(text, Number(m[1])) : 0,
+      problem: `invalid JSON (${(e as Error).message})`,
+      hint: FILE_HINT,
+      cause: e,
+    });
+  }
+  if (!Array.isArray(data)) {
+    throw new InputError({
+      file: path,
+      line: 0,
+      problem: "expected a JSON array of {question, steps, answer} objects",
+      hint: FILE_HINT,
+    });
+  }
+  for (let i = 0; i < data.length; i++) yield coconutProblem(data[i], { file: path, line: i + 1 });
+}

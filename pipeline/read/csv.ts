@@ -1,0 +1,164 @@
+/**
+ * CSV reader (csv-parse, streaming; it stands in for `@std/csv`, which lives on JSR). The
+ * header must name `question` and `answer`; `cot` (a chain of thought, prose or annotations)
+ * and `steps` (a JSON array of strings, or `<<a>> <<b>>`) are optional. An `answer` holding
+ * `####` is read as a GSM8K answer: its text before `####` is the rationale unless `cot` or
+ * `steps` gives one. A record's `line` is the line where it starts.
+ *
+ * @module
+ */
+import { parse } from "csv-parse/stream";
+import type { Problem } from "../types.ts";
+import {
+  classifySteps,
+  excerpt,
+  makeProblem,
+  type RecordAt,
+  splitCot,
+  splitGsm8kAnswer,
+} from "./_record.ts";
+import { FILE_HINT, InputError } from "./input_error.ts";
+
+/** Column positions found in the header. */
+interface Columns {
+  names: string[];
+  question: number;
+  answer: number;
+  cot: number;
+  steps: number;
+}
+
+function headerColumns(path: string, header: string[]): Columns {
+  const names = header.map((h) => h.trim());
+  for (const need of ["question", "answer"]) {
+    if (!names.includes(need)) {
+      throw new InputError({
+        file: path,
+        line: 1,
+        field: need,
+        problem: `expected a column "${need}" in the header, found ${
+          names.map((n) => JSON.stringify(n)).join(", ")
+        }`,
+        hint: FILE_HINT,
+      });
+    }
+  }
+  return {
+    names,
+    question: names.indexOf("question"),
+    answer: names.indexOf("answer"),
+    cot: names.indexOf("cot"),
+    steps: names.indexOf("steps"),
+  };
+}
+
+function stepsCot(text: string, at: RecordAt): ReturnType<typeof splitCot> | InputError {
+  if (!text.trimStart().startsWith("[")) return splitCot(text, "math");
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return new InputError({
+      ...at,
+      field: "steps",
+      problem: `expected a JSON array of strings, got invalid JSON (${(e as Error).message})`,
+    });
+  }
+  if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {
+    return new InputError({
+      ...at,
+      field: "steps",
+      problem: `expected a JSON array of strings, got ${excerpt(text)}`,
+    });
+  }
+  return classifySteps(v);
+}
+
+/** Turns one CSV row into a Problem, or says why it cannot. */
+export function csvProblem(row: string[], cols: Columns, at: RecordAt): Problem | InputError {
+  if (row.length !== cols.names.length) {
+    return new InputError({
+      ...at,
+      problem: `expected ${cols.names.length} fields as in the header, got ${row.length}`,
+    });
+  }
+  const question = row[cols.question];
+  if (question.trim() === "") {
+    return new InputError({
+      ...at,
+      field: "question",
+      problem: "expected a non-empty string, got an empty string",
+    });
+  }
+  let answer = row[cols.answer];
+  let fromAnswer: string | null = null;
+  if (answer.includes("####")) {
+    const split = splitGsm8kAnswer(answer);
+    answer = split.answer;
+    fromAnswer = split.rationale;
+  }
+  if (answer.trim() === "") {
+    return new InputError({
+      ...at,
+      field: "answer",
+      problem:
+        'expected a non-empty answer (or a GSM8K answer ending in "#### <number>"), got nothing',
+    });
+  }
+  const cot = cols.cot >= 0 ? row[cols.cot] : "";
+  const steps = cols.steps >= 0 ? row[cols.steps] : "";
+  let parts: ReturnType<typeof splitCot> | InputError;
+  if (cot.trim() !== "") parts = splitCot(cot, "prose");
+  else if (steps.trim() !== "") parts = stepsCot(steps, at);
+  else if (fromAnswer !== null) parts = { rationale: fromAnswer, mathSteps: null };
+  else parts = { rationale: null, mathSteps: [] };
+  if (parts instanceof InputError) return parts;
+  return makeProblem(at, { question, ...parts, answer });
+}
+
+/**
+ * Streams a CSV file. A missing column, or CSV that cannot be tokenized (an unclosed quote),
+ * is a file-level error and is thrown; a row with the wrong number of fields or an empty
+ * required field comes out as an InputError in place.
+ */
+export async function* readCsv(path: string): AsyncGenerator<Problem | InputError> {
+  const file = await Deno.open(path);
+  const rows = file.readable.pipeThrough(
+    parse({ info: true, bom: true, relax_column_count: true, skip_empty_lines: true }),
+  );
+  let cols: Columns | null = null;
+  let prevEnd = 0;
+  let prevEmpty = 0;
+  try {
+    for await (const { record, info } of rows) {
+      // info.lines is where the record ends; a quoted field may span lines, so count forward
+      // from the previous record, past any skipped blank lines.
+      const start = prevEnd + 1 + (info.empty_lines - prevEmpty);
+      prevEnd = info.lines;
+      prevEmpty = info.empty_lines;
+      if (cols === null) {
+        cols = headerColumns(path, record as string[]);
+        continue;
+      }
+      yield csvProblem(record as string[], cols, { file: path, line: start });
+    }
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    const err = e as Error & { lines?: number };
+    throw new InputError({
+      file: path,
+      line: err.lines ?? 0,
+      problem: `malformed CSV (${err.message})`,
+      hint: FILE_HINT,
+      cause: e,
+    });
+  }
+  if (cols === null) {
+    throw new InputError({
+      file: path,
+      line: 0,
+      problem: 'expected a header with columns "question" and "answer", got an empty file',
+      hint: FILE_HINT,
+    });
+  }
+}

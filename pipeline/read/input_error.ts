@@ -1,0 +1,99 @@
+/**
+ * The errors that readers raise.
+ *
+ * @module
+ */
+
+/** The hint for a bad record: the user can repair it, or skip bad records on the command line. */
+export const RECORD_HINT = "fix the record or pass --on-error skip";
+
+/** The hint for a problem with the whole file, which skipping records cannot cure. */
+export const FILE_HINT = "fix the file or pass the right --format";
+
+/** Fields of {@linkcode InputError}'s constructor. */
+export interface InputErrorInit {
+  /** The source file, as given. */
+  file: string;
+  /** 1-based line (or element) of the bad record; 0 when the whole file is at fault. */
+  line: number;
+  /** The field at fault, if one is. */
+  field?: string;
+  /** What is wrong, e.g. `expected a string, got a number`. */
+  problem: string;
+  /** What to do about it; defaults to {@linkcode RECORD_HINT}. */
+  hint?: string;
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/**
+ * A structurally bad input record: invalid JSON, a missing or wrongly typed field, no `####`
+ * where one is required, a missing CSV column. Content problems (wrong arithmetic and the like)
+ * are not input errors; validation reports them as reasons.
+ *
+ * The message reads `file:line: field "name": problem; hint`, so a user can open the file at
+ * the line. `line` is 0 (and left out of the message) when the whole file is at fault.
+ *
+ * @example
+ * ```ts
+ * import { InputError } from "./input_error.ts";
+ * const e = new InputError({ file: "data/x.jsonl", line: 17, field: "answer", problem: "missing" });
+ * console.assert(e.message === 'data/x.jsonl:17: field "answer": missing; fix the record or pass --on-error skip');
+ * ```
+ */
+export class InputError extends Error {
+  /** The source file, as given. */
+  readonly file: string;
+  /** 1-based line (or JSON array element) of the record; 0 for the whole file. */
+  readonly line: number;
+  /** The field at fault, when one is. */
+  readonly field?: string;
+
+  /** Builds the error and its message from the parts. */
+  constructor(init: InputErrorInit) {
+    const where = init.line > 0 ? `${init.file}:${init.line}` : init.file;
+    const field = init.field === undefined ? "" : ` field "${init.field}":`;
+    super(`${where}:${field} ${init.problem}; ${init.hint ?? RECORD_HINT}`, {
+      cause: init.cause,
+    });
+    this.name = "InputError";
+    this.file = init.file;
+    this.line = init.line;
+    if (init.field !== undefined) this.field = init.field;
+  }
+}
+
+/**
+ * The format of a file could not be told, or is not one the readers know. The message names
+ * the file and asks for `--format`.
+ *
+ * @example
+ * ```ts
+ * import { FormatError } from "./input_error.ts";
+ * const e = new FormatError("x.dat", "unknown extension");
+ * console.assert(e.message.includes("--format"));
+ * ```
+ */
+export class FormatError extends Error {
+  /** The file whose format is in doubt. */
+  readonly file: string;
+
+  /** `why` says what was seen, e.g. `the first record has keys input, target`. */
+  constructor(file: string, why: string) {
+    super(
+      `${file}: cannot tell the input format (${why}); pass --format ` +
+        "gsm8k|parquet|icot|coconut|nl|csv",
+    );
+    this.name = "FormatError";
+    this.file = file;
+  }
+}
+
+/** A short description of a JSON value for messages: `a number`, `null`, `missing`... */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "string") return v.trim() === "" ? "an empty string" : "a string";
+  return `a ${typeof v}`;
+}

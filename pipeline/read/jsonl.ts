@@ -1,0 +1,101 @@
+/**
+ * JSON-lines readers: GSM8K (`{question, answer}` with `#### N` at the end of the answer) and
+ * GSM8K-Aug-NL (`{question, cot, answer}`).
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Problem } from "../types.ts";
+import { readLines } from "./_lines.ts";
+import {
+  checkRecord,
+  GSM8K_ANSWER,
+  gsm8kAnswerProblem,
+  hasGsm8kAnswer,
+  makeProblem,
+  type RecordAt,
+  splitCot,
+  splitGsm8kAnswer,
+} from "./_record.ts";
+import { InputError } from "./input_error.ts";
+
+const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
+
+/** A GSM8K record; extra keys are ignored. */
+export const Gsm8kRecord = z.object({
+  question,
+  answer: z.string().refine(hasGsm8kAnswer, { error: (i) => gsm8kAnswerProblem(String(i.input)) }),
+});
+
+const GSM8K_EXPECT = { question: "a non-empty string", answer: GSM8K_ANSWER };
+
+/** A GSM8K-Aug-NL record; `answer` may be a bare number. */
+export const NlRecord = z.object({
+  question,
+  cot: z.string(),
+  answer: z.union([z.string(), z.number()]).refine((a) => String(a).trim() !== "", {
+    message: "an empty string",
+  }),
+});
+
+const NL_EXPECT = {
+  question: "a non-empty string",
+  cot: "a string (the chain of thought)",
+  answer: "a non-empty string or a number",
+};
+
+/** Parses one GSM8K object into a Problem, or says why it cannot. */
+export function gsm8kProblem(raw: unknown, at: RecordAt): Problem | InputError {
+  const r = checkRecord(Gsm8kRecord, raw, GSM8K_EXPECT, at);
+  if (r instanceof InputError) return r;
+  const { rationale, answer } = splitGsm8kAnswer(r.answer);
+  return makeProblem(at, { question: r.question, rationale, mathSteps: null, answer });
+}
+
+/**
+ * Parses one `{question, cot, answer}` object. A CoT made only of `<<...>>` annotations (as in
+ * GSM8K-Aug's Hugging Face copies) becomes `mathSteps`; prose becomes `rationale`. An answer
+ * that still carries `####` is cut there.
+ */
+export function nlProblem(raw: unknown, at: RecordAt): Problem | InputError {
+  const r = checkRecord(NlRecord, raw, NL_EXPECT, at);
+  if (r instanceof InputError) return r;
+  let answer = String(r.answer);
+  if (answer.includes("####")) answer = splitGsm8kAnswer(answer).answer;
+  return makeProblem(at, { question: r.question, ...splitCot(r.cot, "prose"), answer });
+}
+
+/** Parses one line as JSON, or returns an InputError naming the line. */
+export function parseJsonLine(text: string, at: RecordAt): unknown | InputError {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    return new InputError({
+      ...at,
+      problem: `invalid JSON (${(e as Error).message})`,
+      cause: e,
+    });
+  }
+}
+
+async function* readJsonl(
+  path: string,
+  toProblem: (raw: unknown, at: RecordAt) => Problem | InputError,
+): AsyncGenerator<Problem | InputError> {
+  for await (const { line, text } of readLines(path)) {
+    if (text.trim() === "") continue;
+    const at = { file: path, line };
+    const raw = parseJsonLine(text, at);
+    yield raw instanceof InputError ? raw : toProblem(raw, at);
+  }
+}
+
+/** Streams a GSM8K JSON-lines file. Bad records come out as InputErrors, in place. */
+export function readGsm8kJsonl(path: string): AsyncGenerator<Problem | InputError> {
+  return readJsonl(path, gsm8kProblem);
+}
+
+/** Streams a `{question, cot, answer}` JSON-lines file (GSM8K-Aug-NL). */
+export function readNlJsonl(path: string): AsyncGenerator<Problem | InputError> {
+  return readJsonl(path, nlProblem);
+}

@@ -1,0 +1,121 @@
+/**
+ * Segmentation: cut a problem's gold chain of thought into per-latent steps, in both forms.
+ *
+ * **Math form.** One {@linkcode MathStep} per calculator annotation `<<expr=value>>`, taken
+ * from `mathSteps` when the format gives them and otherwise from the rationale, in order. The
+ * annotation splits at its last `=`; one without `=` gets an empty value (validation reports
+ * `bad_value`). Unpaired `<<` or `>>` are counted in `unbalancedAnnotations` (validation
+ * reports `unbalanced_annotation`); well-formed annotations around them are still taken.
+ *
+ * **Natural-language form.** One step per non-blank line of the rationale (GSM8K writes one
+ * step per line). A rationale of a single line (GSM8K-Aug-NL, iCoT prose) is split into
+ * sentences instead (see pipeline/sentences.ts). Annotations and stray `<<`/`>>` are removed,
+ * runs of white space become one space, and empty steps are dropped. A socratic line
+ * `Sub-question ** rest` (the prefix detected per line: the text before the first ` ** `,
+ * if it holds no annotation and no `=`, which no GSM8K sub-question does and which keeps
+ * `x = 2 ** 3` whole) keeps only `rest` (a line that is only `Sub-question **`, as six socratic
+ * GSM8K lines are, then gives no step) under `socratic: "strip"` (the default) and the
+ * whole line under `"keep"`. When the source has no prose (iCoT or Coconut math chains), the
+ * NL form is derived from the math steps, one `expr = value` per step (`<<54/3=18>>` gives
+ * `54/3 = 18`), and `nlDerived` is true.
+ *
+ * **answerValue** is {@linkcode answerNumber} of the answer: commas, `$` and spaces removed,
+ * negatives, decimals and fractions read, `25%` read as 25, null if not a number.
+ *
+ * @module
+ */
+import { scanAnnotations } from "./annotations.ts";
+import { answerNumber } from "./numbers.ts";
+import { splitSentences } from "./sentences.ts";
+import type { MathStep, Problem, SegmentedRecord } from "./types.ts";
+
+/** Options of {@linkcode segment}. */
+export interface SegmentOptions {
+  /** Socratic sub-question prefixes: drop them (`"strip"`, the default) or keep them. */
+  socratic?: "strip" | "keep";
+}
+
+/** Builds a MathStep from the text inside `<< >>`, split at the last `=`. */
+export function mathStep(inner: string): MathStep {
+  const eq = inner.lastIndexOf("=");
+  const expr = (eq === -1 ? inner : inner.slice(0, eq)).trim();
+  const value = eq === -1 ? "" : inner.slice(eq + 1).trim();
+  return { expr, value, text: `<<${inner}>>` };
+}
+
+const SOCRATIC = " ** ";
+
+/**
+ * The line without its socratic `Sub-question ** ` prefix, if it has one: text before the
+ * first ` ** ` that holds no `<<` and no `=`. A prose line that writes a power as `2 ** 3`
+ * with no `=` before it would be mistaken for one; GSM8K's main split has no `**` at all.
+ */
+export function stripSocratic(line: string): string {
+  // The padding finds a trailing " **": socratic GSM8K has a few sub-questions with no answer.
+  const i = `${line} `.indexOf(SOCRATIC);
+  if (i <= 0) return line;
+  const prefix = line.slice(0, i);
+  if (prefix.includes("<<") || prefix.includes("=")) return line;
+  return line.slice(i + SOCRATIC.length);
+}
+
+function nlFromRationale(rationale: string, socratic: "strip" | "keep"): string[] {
+  const lines = rationale.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  const out: string[] = [];
+  for (const line of lines) {
+    const text = socratic === "strip" ? stripSocratic(line) : line;
+    const clean = scanAnnotations(text).stripped.replace(/\s+/g, " ").trim();
+    if (clean === "") continue;
+    if (lines.length === 1) out.push(...splitSentences(clean));
+    else out.push(clean);
+  }
+  return out;
+}
+
+/**
+ * Segments one problem into math steps and NL steps (rules in the module doc).
+ *
+ * @example
+ * ```ts
+ * import { segment } from "./segment.ts";
+ * const r = segment({
+ *   id: "x:1",
+ *   source: { file: "x", line: 1 },
+ *   question: "A third of 54?",
+ *   rationale: "A third is 54/3 = <<54/3=18>>18.",
+ *   mathSteps: null,
+ *   answer: "18",
+ * });
+ * console.assert(r.math[0].value === "18" && r.nl[0] === "A third is 54/3 = 18.");
+ * ```
+ */
+export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord {
+  const socratic = opts.socratic ?? "strip";
+  const math: MathStep[] = [];
+  let unbalanced = 0;
+  if (p.mathSteps !== null) {
+    for (const s of p.mathSteps) {
+      const scan = scanAnnotations(s);
+      unbalanced += scan.unbalanced;
+      for (const inner of scan.inner) math.push(mathStep(inner));
+    }
+  } else if (p.rationale !== null) {
+    const scan = scanAnnotations(p.rationale);
+    unbalanced += scan.unbalanced;
+    for (const inner of scan.inner) math.push(mathStep(inner));
+  }
+  let nl = p.rationale === null ? [] : nlFromRationale(p.rationale, socratic);
+  let nlDerived = false;
+  if (nl.length === 0 && math.length > 0) {
+    nl = math.map((s) => `${s.expr} = ${s.value}`);
+    nlDerived = true;
+  }
+  return {
+    ...p,
+    math,
+    nl,
+    answerValue: answerNumber(p.answer),
+    nlDerived,
+    unbalancedAnnotations: unbalanced,
+  };
+}

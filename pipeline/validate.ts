@@ -1,0 +1,191 @@
+/**
+ * Validation: check a segmented record's arithmetic with mathjs and decide, per CoT form,
+ * whether to keep it.
+ *
+ * Every math step's expression is evaluated safely ({@linkcode evaluateExpression}: numbers,
+ * `+ - * / ^`, parentheses, unary signs, percent and modulo only) and compared with its
+ * stated value by the rounding rule of pipeline/arith.ts: equal within 1e-9 relative is
+ * fine; a stated value with d decimals that is within 10^-d of the computed one is a rounding
+ * (`10/3=3.33`), kept and flagged `rounded_value`; anything else is `wrong_value`.
+ *
+ * The chain's last stated value must equal the final answer (`final_mismatch` otherwise), and
+ * unless the NL form was derived from the math, the NL steps must carry every number the math
+ * steps produce: each stated value must appear, as a magnitude, among the numbers written in
+ * the NL steps (`nl_missing_number` otherwise; see {@linkcode numbersInText}).
+ *
+ * Each reason drops or flags depending on the CoT form ({@linkcode REASONS}). Status is
+ * `dropped` if any reason drops under the chosen form, else `flagged` if there is any reason,
+ * else `ok`. Every check runs under both forms, so records.jsonl shows the same reasons
+ * whichever form is built; only the decision differs.
+ *
+ * @module
+ */
+import { compareStated, evaluateExpression, ExpressionError } from "./arith.ts";
+import { numbersInText, readNumber, sameNumber } from "./numbers.ts";
+import type { SegmentedRecord, ValidatedRecord, ValidationStatus } from "./types.ts";
+
+/** The CoT form a dataset is built for. */
+export type CotForm = "math" | "nl";
+
+/** Options of {@linkcode validate}. */
+export interface ValidateOptions {
+  /** The CoT form that decides drop or flag; default `"math"`. */
+  cot?: CotForm;
+}
+
+/** What a reason means, and what it does under each CoT form. */
+export interface ReasonInfo {
+  /** What the reason means. */
+  description: string;
+  /** Under `--cot math`. */
+  math: "drop" | "flag";
+  /** Under `--cot nl`. */
+  nl: "drop" | "flag";
+}
+
+/** Every reason code, with its meaning and whether it drops or flags under each CoT form. */
+export const REASONS: Record<string, ReasonInfo> = {
+  empty_cot: {
+    description: "the record has no chain of thought at all: nothing to supervise",
+    math: "drop",
+    nl: "drop",
+  },
+  no_annotation: {
+    description: "the rationale has no <<expr=value>> annotation: no math chain, prose only",
+    math: "drop",
+    nl: "flag",
+  },
+  unbalanced_annotation: {
+    description: "a << without >> or a >> without <<: a math step may be lost or garbled",
+    math: "drop",
+    nl: "flag",
+  },
+  bad_expression: {
+    description: "a step's expression is not allowed, does not parse or has no finite value",
+    math: "drop",
+    nl: "flag",
+  },
+  bad_value: {
+    description: "a step's stated value is not a number (e.g. ~11.67, 3:15, or missing)",
+    math: "drop",
+    nl: "flag",
+  },
+  wrong_value: {
+    description: "a step's expression does not evaluate to its stated value, even rounded",
+    math: "drop",
+    nl: "drop",
+  },
+  rounded_value: {
+    description: "a step states its value rounded or truncated to the decimals it shows",
+    math: "flag",
+    nl: "flag",
+  },
+  final_mismatch: {
+    description: "the chain's last stated value differs from the final answer",
+    math: "flag",
+    nl: "flag",
+  },
+  answer_not_number: {
+    description: "the final answer is not a number; numeric checks against it are skipped",
+    math: "flag",
+    nl: "flag",
+  },
+  nl_missing_number: {
+    description: "a value a math step produces does not appear in the NL steps",
+    math: "flag",
+    nl: "flag",
+  },
+};
+
+/** The status that a list of reasons gives under a CoT form. */
+export function statusOf(reasons: readonly string[], cot: CotForm): ValidationStatus {
+  if (reasons.some((r) => REASONS[r]?.[cot] === "drop")) return "dropped";
+  return reasons.length > 0 ? "flagged" : "ok";
+}
+
+function fmt(x: number): string {
+  return Number.isInteger(x) ? String(x) : String(Number(x.toPrecision(12)));
+}
+
+/**
+ * Validates one segmented record (checks and decisions in the module doc).
+ *
+ * @example
+ * ```ts
+ * import { segment } from "./segment.ts";
+ * import { validate } from "./validate.ts";
+ * const p = {
+ *   id: "x:1",
+ *   source: { file: "x", line: 1 },
+ *   question: "A third of 10?",
+ *   rationale: "10/3 = <<10/3=3.33>>3.33",
+ *   mathSteps: null,
+ *   answer: "3.33",
+ * };
+ * const v = validate(segment(p), { cot: "math" });
+ * console.assert(v.validation.status === "flagged");
+ * console.assert(v.validation.reasons[0] === "rounded_value");
+ * ```
+ */
+export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): ValidatedRecord {
+  const cot = opts.cot ?? "math";
+  const reasons: string[] = [];
+  const details: string[] = [];
+  const add = (reason: string, detail?: string) => {
+    if (!reasons.includes(reason)) reasons.push(reason);
+    if (detail !== undefined) details.push(detail);
+  };
+
+  const empty = r.math.length === 0 && r.nl.length === 0;
+  if (empty) add("empty_cot");
+  if (r.answerValue === null) add("answer_not_number", `answer ${JSON.stringify(r.answer)}`);
+  if ((r.unbalancedAnnotations ?? 0) > 0) {
+    add("unbalanced_annotation", `${r.unbalancedAnnotations} unpaired << or >>`);
+  }
+  if (r.math.length === 0 && !empty) add("no_annotation");
+
+  const stated: (number | null)[] = [];
+  r.math.forEach((step, i) => {
+    const at = `step ${i + 1} ${step.text}`;
+    const v = readNumber(step.value);
+    stated.push(v?.value ?? null);
+    let x: number | null = null;
+    try {
+      x = evaluateExpression(step.expr);
+    } catch (e) {
+      if (!(e instanceof ExpressionError)) throw e;
+      add("bad_expression", `${at}: ${e.message}`);
+    }
+    if (v === null) {
+      add("bad_value", `${at}: stated value ${JSON.stringify(step.value)} is not a number`);
+      return;
+    }
+    if (x === null) return;
+    const agreement = compareStated(x, v);
+    if (agreement === "wrong") add("wrong_value", `${at}: evaluates to ${fmt(x)}`);
+    else if (agreement === "rounded") add("rounded_value", `${at}: evaluates to ${fmt(x)}`);
+  });
+
+  const last = stated.length > 0 ? stated[stated.length - 1] : null;
+  if (last !== null && r.answerValue !== null && !sameNumber(last, r.answerValue)) {
+    add("final_mismatch", `last step gives ${fmt(last)}, answer is ${JSON.stringify(r.answer)}`);
+  }
+
+  if (!r.nlDerived && r.math.length > 0 && r.nl.length > 0) {
+    const seen = numbersInText(r.nl.join(" "));
+    const missing = r.math.filter((s) => {
+      const v = readNumber(s.value);
+      if (v === null) return false;
+      const want = v.percent ? [v.value, v.value / 100] : [v.value];
+      return !want.some((w) => seen.some((n) => sameNumber(n, Math.abs(w))));
+    });
+    if (missing.length > 0) {
+      add("nl_missing_number", `NL steps lack ${missing.map((s) => s.value).join(", ")}`);
+    }
+  }
+
+  return {
+    ...r,
+    validation: { status: statusOf(reasons, cot), reasons, details },
+  };
+}

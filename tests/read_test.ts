@@ -1,0 +1,405 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { parquetWriteBuffer } from "hyparquet-writer";
+import {
+  detectFormat,
+  type Format,
+  FormatError,
+  InputError,
+  type ReadOptions,
+  readProblems,
+} from "../pipeline/read.ts";
+import type { Problem } from "../pipeline/types.ts";
+
+const FIX = "fixtures/pipeline";
+
+async function readAll(path: string, opts?: ReadOptions): Promise<Problem[]> {
+  const out: Problem[] = [];
+  for await (const p of readProblems(path, opts)) out.push(p);
+  return out;
+}
+
+async function tempFile(name: string, content: string | Uint8Array): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/${name}`;
+  if (typeof content === "string") await Deno.writeTextFile(path, content);
+  else await Deno.writeFile(path, content);
+  return path;
+}
+
+async function inputError(path: string, opts?: ReadOptions): Promise<InputError> {
+  return (await assertRejects(() => readAll(path, opts), InputError)) as InputError;
+}
+
+// --- gsm8k -------------------------------------------------------------------------------
+
+Deno.test("read gsm8k: rationale before ####, answer after, ids and sources", async () => {
+  const path = `${FIX}/gsm8k.jsonl`;
+  const ps = await readAll(path);
+  assertEquals(ps.length, 3);
+  assertEquals(ps[0], {
+    id: "gsm8k.jsonl:1",
+    source: { file: path, line: 1 },
+    question: "A baker makes 12 rolls per tray and bakes 90 trays. How many rolls is that?",
+    rationale: "The baker makes 12 * 90 = <<12*90=1080>>1080 rolls.",
+    mathSteps: null,
+    answer: "1,080",
+  });
+  // Non-ASCII text survives, and the question is trimmed.
+  assertEquals(
+    ps[1].question,
+    "Zoë buys 3 cafés au lait at €1.50 each and pays with a $10 note. How much change?",
+  );
+  assertEquals(ps[1].answer, "$5.50");
+  assertEquals(ps[2].answer, "-3");
+  assertEquals(ps[2].id, "gsm8k.jsonl:3");
+});
+
+Deno.test("read gsm8k: invalid JSON names file and line; skip goes on", async () => {
+  const path = await tempFile(
+    "bad.jsonl",
+    '{"question": "q1?", "answer": "x #### 1"}\n{"question": "q2?", "answer": \n\n{"question": "q4?", "answer": "y #### 4"}\n',
+  );
+  const e = await inputError(path);
+  assertEquals(e.line, 2);
+  assertEquals(e.file, path);
+  assert(e.message.startsWith(`${path}:2: invalid JSON`), e.message);
+  assert(e.message.endsWith("fix the record or pass --on-error skip"), e.message);
+
+  const skipped: InputError[] = [];
+  const ps = await readAll(path, { onError: "skip", onSkip: (x) => skipped.push(x) });
+  assertEquals(ps.map((p) => p.source.line), [1, 4]); // the blank line 3 is not a record
+  assertEquals(skipped.map((x) => x.line), [2]);
+});
+
+Deno.test("read gsm8k: missing field, wrong type, no #### and empty answer name the field", async () => {
+  const cases: [string, string, string][] = [
+    ['{"question": "q?"}', "answer", 'expected a string ending in "#### <number>", got nothing'],
+    ['{"question": 7, "answer": "a #### 1"}', "question", "got a number"],
+    ['{"question": "q?", "answer": "it is 5"}', "answer", '(no "####")'],
+    ['{"question": "q?", "answer": "it is 5 ####  "}', "answer", 'nothing after "####"'],
+    ['{"question": "  ", "answer": "a #### 1"}', "question", "got an empty string"],
+  ];
+  for (const [line, field, text] of cases) {
+    const path = await tempFile("x.jsonl", `{"question": "ok?", "answer": "#### 1"}\n${line}\n`);
+    const e = await inputError(path, { format: "gsm8k" });
+    assertEquals(e.field, field, line);
+    assertEquals(e.line, 2);
+    assert(e.message.includes(`${path}:2: field "${field}": expected`), e.message);
+    assert(e.message.includes(text), `${e.message} should include ${text}`);
+  }
+});
+
+Deno.test("read: a JSON value that is not an object is an InputError", async () => {
+  const path = await tempFile("arr.jsonl", '{"question": "q?", "answer": "#### 1"}\n[1, 2]\n');
+  const e = await inputError(path);
+  assertEquals(e.line, 2);
+  assert(e.message.includes("expected a JSON object"), e.message);
+});
+
+Deno.test("read: CRLF, a byte order mark, no final newline and U+2028 inside a line", async () => {
+  const text = '\uFEFF{"question": "a\u2028b?", "answer": "x #### 1"}\r\n' +
+    '{"question": "c?", "answer": "y #### 2"}';
+  const ps = await readAll(await tempFile("crlf.jsonl", text));
+  assertEquals(ps.map((p) => [p.question, p.answer, p.source.line]), [
+    ["a\u2028b?", "1", 1],
+    ["c?", "2", 2],
+  ]);
+});
+
+// --- icot --------------------------------------------------------------------------------
+
+Deno.test("read icot: math chain, empty CoT and prose CoT", async () => {
+  const ps = await readAll(`${FIX}/icot.txt`);
+  assertEquals(ps.length, 3);
+  assertEquals(ps[0].mathSteps, ["<<4*25=100>>", "<<100+10=110>>"]);
+  assertEquals(ps[0].rationale, null);
+  assertEquals(ps[0].answer, "110");
+  assertEquals(ps[1].mathSteps, []);
+  assertEquals(ps[1].answer, "13");
+  assertEquals(ps[2].mathSteps, null);
+  assertEquals(ps[2].rationale, "It leaks 2 * 3.5 = 7 litres. So 40 - 7 = 33 litres are left.");
+  assertEquals(ps[2].id, "icot.txt:3");
+});
+
+Deno.test("read icot: no || and no ## are InputErrors with the field", async () => {
+  let e = await inputError(await tempFile("a.txt", "q?||<<1+1=2>> #### 2\nq? <<1+1=2>> #### 2\n"), {
+    format: "icot",
+  });
+  assertEquals([e.line, e.field], [2, "cot"]);
+  assert(e.message.includes('(no "||")'), e.message);
+  e = await inputError(await tempFile("b.txt", "q?||<<1+1=2>> 2\n"), { format: "icot" });
+  assertEquals([e.line, e.field], [1, "answer"]);
+  e = await inputError(await tempFile("c.txt", "q?||<<1+1=2>> #### \n"), { format: "icot" });
+  assertEquals([e.line, e.field], [1, "answer"]);
+});
+
+Deno.test("read icot: the answer is the text after the last ##", async () => {
+  const ps = await readAll(await tempFile("d.txt", "q?||<<2*3=6>> ## 6 #### 6\n"));
+  assertEquals(ps[0].answer, "6");
+  assertEquals(ps[0].mathSteps, ["<<2*3=6>>"]);
+});
+
+// --- coconut -----------------------------------------------------------------------------
+
+Deno.test("read coconut: idx ids, math steps, sentence steps, numeric answers", async () => {
+  const path = `${FIX}/coconut.json`;
+  const ps = await readAll(path);
+  // idx when present, else the 1-based element index.
+  assertEquals(ps.map((p) => p.id), ["coconut.json:7", "coconut.json:2", "coconut.json:3"]);
+  assertEquals(ps[0].mathSteps, ["<<30+12=42>>"]);
+  assertEquals(ps[0].source, { file: path, line: 1 });
+  assertEquals(ps[1].mathSteps, null);
+  assertEquals(ps[1].rationale, "Max is a wug.\nEvery wug is a zorp.");
+  assertEquals(ps[2].answer, "4.5");
+});
+
+Deno.test("read coconut: a bad element is skippable, a non-array file is not", async () => {
+  const path = await tempFile(
+    "c.json",
+    JSON.stringify([
+      { question: "q?", steps: ["<<1+1=2>>"], answer: "2" },
+      { question: "q?", steps: "<<1+1=2>>", answer: "2" },
+      { question: "q?", steps: [], answer: "2" },
+    ]),
+  );
+  const e = await inputError(path);
+  assertEquals([e.line, e.field], [2, "steps"]);
+  assert(e.message.includes('field "steps": expected an array of strings, got a string'));
+  const skipped: number[] = [];
+  const ps = await readAll(path, { onError: "skip", onSkip: (x) => skipped.push(x.line) });
+  assertEquals(ps.length, 2);
+  assertEquals(skipped, [2]);
+
+  const obj = await tempFile("o.json", '{"question": "q?"}');
+  await assertRejects(
+    () => readAll(obj, { format: "coconut", onError: "skip" }),
+    InputError,
+    "expected a JSON array",
+  );
+  const broken = await tempFile("b.json", '[\n{"question": "q?",\n "steps": [}\n]');
+  const e2 = await inputError(broken, { format: "coconut", onError: "skip" });
+  assert(e2.message.startsWith(`${broken}`) && e2.message.includes("invalid JSON"), e2.message);
+});
+
+// --- nl ----------------------------------------------------------------------------------
+
+Deno.test("read nl: prose CoT to rationale, annotation CoT to mathSteps, numeric answer", async () => {
+  const ps = await readAll(`${FIX}/nl.jsonl`);
+  assertEquals(ps[0].rationale, "Mr. Lee pays 2 * 3.50 = $7.00 in all. The answer is 7.");
+  assertEquals(ps[0].mathSteps, null);
+  assertEquals(ps[1].mathSteps, ["<<18/6=3>>"]);
+  assertEquals(ps[1].rationale, null);
+  assertEquals(ps[1].answer, "3");
+  const e = await inputError(await tempFile("n.jsonl", '{"question": "q?", "answer": "1"}\n'), {
+    format: "nl",
+  });
+  assertEquals(e.field, "cot");
+});
+
+// --- csv ---------------------------------------------------------------------------------
+
+Deno.test("read csv: cot, steps as JSON and as annotations, GSM8K answers, record lines", async () => {
+  const path = `${FIX}/problems.csv`;
+  const ps = await readAll(path);
+  assertEquals(ps.length, 4);
+  assertEquals(ps[0].rationale, "There are 24 / 4 = 6 pupils in a row.");
+  assertEquals(ps[1].mathSteps, ["<<5*6=30>>"]);
+  assertEquals(ps[2].mathSteps, ["<<12/3=4>>"]);
+  assertEquals(ps[3].question, "Pia has 7 shells and finds 5, then\nloses 2. How many now?");
+  assertEquals(ps[3].rationale, "She has 7 + 5 = <<7+5=12>>12.\nThen 12 - 2 = <<12-2=10>>10.");
+  assertEquals(ps[3].answer, "10");
+  // Lines are where each record starts; the last record spans lines 5-9.
+  assertEquals(ps.map((p) => p.source.line), [2, 3, 4, 5]);
+});
+
+Deno.test("read csv: a missing column throws at line 1; a short row is skippable", async () => {
+  const noAnswer = await tempFile("n.csv", "question,solution\nq?,1\n");
+  const e = await inputError(noAnswer, { onError: "skip" });
+  assertEquals([e.line, e.field], [1, "answer"]);
+  assert(e.message.includes('expected a column "answer"'), e.message);
+
+  const short = await tempFile("s.csv", "question,answer\nq1?,1\nq2?\n\nq3?,3\n");
+  const e2 = await inputError(short);
+  assertEquals(e2.line, 3);
+  assert(e2.message.includes("expected 2 fields as in the header, got 1"), e2.message);
+  const skipped: number[] = [];
+  const ps = await readAll(short, { onError: "skip", onSkip: (x) => skipped.push(x.line) });
+  assertEquals(ps.map((p) => p.source.line), [2, 5]);
+  assertEquals(skipped, [3]);
+
+  const badSteps = await tempFile("b.csv", 'question,answer,steps\nq?,1,"[1, 2]"\n');
+  const e3 = await inputError(badSteps);
+  assertEquals([e3.line, e3.field], [2, "steps"]);
+
+  const unclosed = await tempFile("u.csv", 'question,answer\nq?,"1\n');
+  await assertRejects(() => readAll(unclosed, { onError: "skip" }), InputError, "malformed CSV");
+});
+
+// --- parquet -----------------------------------------------------------------------------
+
+function parquet(columns: Record<string, (string | null)[]>, rowGroupSize: number): Uint8Array {
+  return new Uint8Array(parquetWriteBuffer({
+    columnData: Object.entries(columns).map(([name, data]) => ({ name, data, type: "STRING" })),
+    rowGroupSize,
+  }));
+}
+
+Deno.test("read parquet: GSM8K columns, several row groups, row numbers as lines", async () => {
+  const n = 5;
+  const path = await tempFile(
+    "train-00000-of-00001.parquet",
+    parquet({
+      question: Array.from({ length: n }, (_, i) => `What is ${i} + 1?`),
+      answer: Array.from(
+        { length: n },
+        (_, i) => `${i} + 1 = <<${i}+1=${i + 1}>>${i + 1}\n#### ${i + 1}`,
+      ),
+    }, 2),
+  );
+  const ps = await readAll(path);
+  assertEquals(ps.length, n);
+  assertEquals(ps.map((p) => p.source.line), [1, 2, 3, 4, 5]);
+  assertEquals(ps[4].question, "What is 4 + 1?");
+  assertEquals(ps[4].rationale, "4 + 1 = <<4+1=5>>5");
+  assertEquals(ps[4].answer, "5");
+  assertEquals(ps[0].id, "train-00000-of-00001.parquet:1");
+});
+
+Deno.test("read parquet: question/cot/answer layout, a null cell, a missing column", async () => {
+  const path = await tempFile(
+    "aug.parquet",
+    parquet({
+      question: ["Half of 8?", "Café for 2 at €3?", "q?"],
+      cot: ["<<8/2=4>>", "2 * 3 = 6 euros.", null],
+      answer: ["4", "6", "1"],
+    }, 10),
+  );
+  const e = await inputError(path);
+  assertEquals([e.line, e.field], [3, "cot"]);
+  assert(e.message.includes("got null"), e.message);
+  const ps = await readAll(path, { onError: "skip" });
+  assertEquals(ps[0].mathSteps, ["<<8/2=4>>"]);
+  assertEquals(ps[1].rationale, "2 * 3 = 6 euros.");
+  assertEquals(ps[1].question, "Café for 2 at €3?");
+
+  const noAnswer = await tempFile("q.parquet", parquet({ question: ["q?"], solution: ["1"] }, 10));
+  const e2 = await inputError(noAnswer, { onError: "skip" });
+  assertEquals([e2.line, e2.field], [0, "answer"]);
+  assert(e2.message.startsWith(`${noAnswer}: field "answer": expected a column`), e2.message);
+});
+
+// --- detection ---------------------------------------------------------------------------
+
+Deno.test("detectFormat: every fixture by extension and first record", async () => {
+  const cases: [string, Format][] = [
+    [`${FIX}/gsm8k.jsonl`, "gsm8k"],
+    [`${FIX}/gsm8k_socratic.jsonl`, "gsm8k"],
+    [`${FIX}/icot.txt`, "icot"],
+    [`${FIX}/coconut.json`, "coconut"],
+    [`${FIX}/nl.jsonl`, "nl"],
+    [`${FIX}/problems.csv`, "csv"],
+  ];
+  for (const [path, format] of cases) assertEquals(await detectFormat(path), format, path);
+  const pq = await tempFile("x.parquet", parquet({ question: ["q?"], answer: ["#### 1"] }, 10));
+  assertEquals(await detectFormat(pq), "parquet");
+  // Parquet without the extension is found by its magic bytes; JSON lines saved as .json too.
+  assertEquals(await detectFormat(await tempFile("noext", await Deno.readFile(pq))), "parquet");
+  const jsonLines = await tempFile("hf.json", '{"question": "q?", "cot": "c", "answer": "1"}\n');
+  assertEquals(await detectFormat(jsonLines), "nl");
+});
+
+Deno.test("detectFormat: unknown content asks for --format", async () => {
+  for (
+    const [name, text] of [
+      ["a.txt", "just some words\n"],
+      ["b.jsonl", '{"input": "q?", "target": 1}\n'],
+      ["c.dat", "\n\n"],
+      ["d.jsonl", "{not json\n"],
+    ]
+  ) {
+    const path = await tempFile(name, text);
+    const e = await assertRejects(() => detectFormat(path), FormatError, "pass --format");
+    assert(e.message.startsWith(path), e.message);
+  }
+});
+
+Deno.test("read: stopping early closes the file (the test's resource check would fail)", async () => {
+  const pq = await tempFile(
+    "x.parquet",
+    parquet({ question: ["q?", "r?"], answer: ["#### 1", "#### 2"] }, 1),
+  );
+  for (const path of [`${FIX}/gsm8k.jsonl`, `${FIX}/icot.txt`, `${FIX}/problems.csv`, pq]) {
+    for await (const p of readProblems(path)) {
+      assert(p.question.length > 0);
+      break;
+    }
+  }
+});
+
+// --- the real data, when present ---------------------------------------------------------
+
+const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+const HAVE_DATA = (() => {
+  try {
+    return Deno.statSync(`${DATA}gsm8k`).isDirectory;
+  } catch {
+    return false;
+  }
+})();
+if (!HAVE_DATA) console.log(`read_test: ${DATA} not found; skipping the real-data tests`);
+
+Deno.test({
+  name: "read parquet (real): the Hugging Face copy equals the JSON lines, record by record",
+  ignore: !HAVE_DATA,
+  fn: async () => {
+    for (const [variant, jsonl] of [["main", "train"], ["socratic", "test_socratic"]]) {
+      const split = jsonl.split("_")[0];
+      const pq = await readAll(
+        `${DATA}gsm8k/hf_parquet_copy/${variant}/${split}-00000-of-00001.parquet`,
+      );
+      const js = await readAll(`${DATA}gsm8k/${jsonl}.jsonl`);
+      assertEquals(pq.length, split === "train" ? 7473 : 1319);
+      assertEquals(pq.length, js.length);
+      for (let i = 0; i < pq.length; i++) {
+        assertEquals([pq[i].question, pq[i].rationale, pq[i].answer], [
+          js[i].question,
+          js[i].rationale,
+          js[i].answer,
+        ]);
+        assertEquals(pq[i].source.line, i + 1);
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "read (real): every gsm8k_aug file, with its format and counts",
+  ignore: !HAVE_DATA,
+  fn: async () => {
+    // [file, format, records, with mathSteps, with prose rationale, with no CoT at all]
+    const expected: [string, Format, number, number, number, number][] = [
+      ["test.txt", "icot", 1319, 1319, 0, 18],
+      ["valid.txt", "icot", 500, 500, 0, 6],
+      ["train_no_aug.txt", "icot", 6973, 0, 6973, 0],
+      ["subset_coconut_format/gsm_train_7500.json", "coconut", 7500, 7500, 0, 0],
+      ["subset_coconut_format/gsm_valid.json", "coconut", 500, 500, 0, 6],
+    ];
+    for (const [file, format, n, math, prose, empty] of expected) {
+      const path = `${DATA}gsm8k_aug/${file}`;
+      assertEquals(await detectFormat(path), format, file);
+      let skipped = 0;
+      const ps = await readAll(path, { onError: "skip", onSkip: () => skipped++ });
+      assertEquals(skipped, 0, file);
+      assertEquals(
+        [
+          ps.length,
+          ps.filter((p) => p.mathSteps !== null).length,
+          ps.filter((p) => (p.rationale ?? "") !== "").length,
+          ps.filter((p) => (p.mathSteps?.length ?? 0) === 0 && !p.rationale).length,
+        ],
+        [n, math, prose, empty],
+        file,
+      );
+    }
+  },
+});

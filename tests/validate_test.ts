@@ -1,0 +1,317 @@
+import { assert, assertAlmostEquals, assertEquals, assertThrows } from "./_assert.ts";
+import { type CotForm, REASONS, statusOf, validate } from "../pipeline/validate.ts";
+import { compareStated, evaluateExpression, ExpressionError } from "../pipeline/arith.ts";
+import { readNumber } from "../pipeline/numbers.ts";
+import { segment } from "../pipeline/segment.ts";
+import { detectFormat, readProblems } from "../pipeline/read.ts";
+import type { Problem, ValidatedRecord } from "../pipeline/types.ts";
+
+function problem(fields: Partial<Problem>): Problem {
+  return {
+    id: "t:1",
+    source: { file: "t", line: 1 },
+    question: "q?",
+    rationale: null,
+    mathSteps: null,
+    answer: "0",
+    ...fields,
+  };
+}
+
+/** Validates a chain of annotations (as iCoT would give it) under both forms. */
+function chain(steps: string[], answer: string): Record<CotForm, ValidatedRecord> {
+  const s = segment(problem({ mathSteps: steps.map((x) => `<<${x}>>`), answer }));
+  return { math: validate(s, { cot: "math" }), nl: validate(s) && validate(s, { cot: "nl" }) };
+}
+
+function outcome(v: ValidatedRecord): [string, string[]] {
+  return [v.validation.status, v.validation.reasons];
+}
+
+Deno.test("validate: a correct chain is ok under both forms", () => {
+  const r = chain(["54/3=18", "54+18=72"], "72");
+  assertEquals(outcome(r.math), ["ok", []]);
+  assertEquals(outcome(r.nl), ["ok", []]);
+  assertEquals(r.math.validation.details, []);
+  assertEquals(validate(r.math).validation.status, "ok"); // default form is math
+});
+
+Deno.test("validate: a wrong stated value drops under both forms and says what it evaluates to", () => {
+  const r = chain(["54/3=18", "54+18=70"], "70");
+  assertEquals(outcome(r.math), ["dropped", ["wrong_value"]]);
+  assertEquals(outcome(r.nl), ["dropped", ["wrong_value"]]);
+  assertEquals(r.math.validation.details, ["step 2 <<54+18=70>>: evaluates to 72"]);
+});
+
+Deno.test("validate: expressions that do not evaluate are bad_expression, never run", () => {
+  for (
+    const expr of [
+      "sqrt(16)",
+      "2*y+5",
+      "45*1/6=7.5",
+      "1/0",
+      "2 3",
+      "import('x')",
+      "a=1",
+      "5mm",
+      "[1,2]",
+      "1e3",
+      "0x10",
+      "3!",
+      "",
+    ]
+  ) {
+    const r = chain([`${expr}=4`], "4");
+    assertEquals(outcome(r.math), ["dropped", ["bad_expression"]], expr);
+    assertEquals(outcome(r.nl), ["flagged", ["bad_expression"]], expr);
+    assertThrows(() => evaluateExpression(expr), ExpressionError);
+  }
+  assertThrows(
+    () => evaluateExpression("round(2.71)"),
+    ExpressionError,
+    'character "r" is not allowed',
+  );
+  assertThrows(() => evaluateExpression("1/0"), ExpressionError, "no finite value");
+  assertThrows(() => evaluateExpression("(1+2"), ExpressionError, "does not parse");
+});
+
+Deno.test("evaluateExpression: the forms the data uses", () => {
+  const cases: [string, number][] = [
+    ["54/3", 18],
+    [".5*4", 2],
+    ["18*.5", 9],
+    ["(-12)+40", 28],
+    ["-24/-3", 8],
+    ["40--15", 55],
+    ["4*+5", 20],
+    ["60+-7", 53],
+    ["720//12", 60],
+    ["2^3", 8],
+    ["2**3", 8],
+    ["80,000*5/100", 4000],
+    ["1,000,000/4", 250000],
+    ["$12*3", 36],
+    ["150÷5", 30],
+    ["4×5", 20],
+    ["10 − 4", 6],
+    ["50%*200", 100],
+    ["200*25%", 50],
+    ["(20+30)%", 0.5],
+    ["10%3", 1],
+    ["10 % 4", 2],
+    ["2(3+4)", 14],
+  ];
+  for (const [expr, value] of cases) {
+    assertAlmostEquals(evaluateExpression(expr), value, 1e-12, expr);
+  }
+});
+
+Deno.test("rounding rule: equal, rounded (kept, flagged) and wrong", () => {
+  const cases: [number, string, string][] = [
+    [0.1 + 0.2, "0.3", "equal"],
+    [24, "24.00", "equal"],
+    [1080, "1,080", "equal"],
+    [6, "$6", "equal"],
+    [0.75, "3/4", "equal"],
+    [10 / 3, "3.33", "rounded"],
+    [10 / 3, "3.34", "rounded"], // rounded up, as "needs 4 buses" does
+    [10 / 3, "3.3", "rounded"],
+    [10 / 3, "3", "rounded"],
+    [7 / 2, "3", "rounded"], // truncation to an integer
+    [7 / 2, "4", "rounded"],
+    [10 / 3, "3.5", "wrong"],
+    [10 / 3, "3.32", "wrong"],
+    [8, "7.5", "wrong"],
+    [0.7, "2/3", "wrong"], // a stated fraction only matches exactly
+    [20, "20%", "equal"],
+    [0.2, "20%", "equal"],
+    [0.205, "20%", "rounded"],
+  ];
+  for (const [x, stated, want] of cases) {
+    assertEquals(compareStated(x, readNumber(stated)!), want, `${x} vs ${stated}`);
+  }
+  const r = chain(["10/3=3.33"], "3.33");
+  assertEquals(outcome(r.math), ["flagged", ["rounded_value"]]);
+  assertEquals(r.math.validation.details, ["step 1 <<10/3=3.33>>: evaluates to 3.33333333333"]);
+});
+
+Deno.test("validate: stated values with commas, money and signs; a non-number is bad_value", () => {
+  assertEquals(outcome(chain(["70,000+7,000=77,000"], "77,000").math), ["ok", []]);
+  assertEquals(outcome(chain(["4*2=$8"], "$8").math), ["ok", []]);
+  assertEquals(outcome(chain(["4-9=-5"], "-5").math), ["ok", []]);
+  for (const v of ["~11.67", "6.66...", "3:15", ""]) {
+    const r = chain([`50/3=${v}`], "17");
+    assertEquals(outcome(r.math), ["dropped", ["bad_value"]], v);
+    assertEquals(outcome(r.nl), ["flagged", ["bad_value"]], v);
+  }
+});
+
+Deno.test("validate: no_annotation drops under math, flags under nl; empty_cot drops both", () => {
+  const prose = segment(problem({ rationale: "She has 5 - 2 = 3 left.", answer: "3" }));
+  assertEquals(outcome(validate(prose, { cot: "math" })), ["dropped", ["no_annotation"]]);
+  assertEquals(outcome(validate(prose, { cot: "nl" })), ["flagged", ["no_annotation"]]);
+  const empty = segment(problem({ mathSteps: [], answer: "13" }));
+  assertEquals(outcome(validate(empty, { cot: "math" })), ["dropped", ["empty_cot"]]);
+  assertEquals(outcome(validate(empty, { cot: "nl" })), ["dropped", ["empty_cot"]]);
+});
+
+Deno.test("validate: unbalanced annotations drop under math, flag under nl", () => {
+  const s = segment(
+    problem({ rationale: "3*4 = <<3*4=12 eggs.\nThen 12+1 = <<12+1=13>>13.", answer: "13" }),
+  );
+  assertEquals(outcome(validate(s, { cot: "math" })), ["dropped", ["unbalanced_annotation"]]);
+  assertEquals(outcome(validate(s, { cot: "nl" })), ["flagged", ["unbalanced_annotation"]]);
+});
+
+Deno.test("validate: final_mismatch and answer_not_number flag", () => {
+  const r = chain(["2*3=6", "6+1=7"], "6");
+  assertEquals(outcome(r.math), ["flagged", ["final_mismatch"]]);
+  assertEquals(r.math.validation.details, ['last step gives 7, answer is "6"']);
+  assertEquals(outcome(chain(["2*3=6"], "$6").math), ["ok", []]);
+  assertEquals(outcome(chain(["2*3=6"], "6.0").math), ["ok", []]);
+  assertEquals(outcome(chain(["2*3=6"], "six").math), ["flagged", ["answer_not_number"]]);
+});
+
+Deno.test("validate: NL steps must carry the numbers the math produces", () => {
+  const ok = segment(problem({
+    rationale:
+      "A third is 54/3 = <<54/3=18>>18.\nThe price is $<<1000+80=1080>>1,080 or 20% = <<20/100=0.2>>0.2.",
+    answer: "0.2",
+  }));
+  assertEquals(outcome(validate(ok)), ["ok", []]);
+  const lost = segment(problem({
+    rationale: "A third of the 54 is <<54/3=18>>eighteen.\nAdd 1: <<18+1=19>>19.",
+    answer: "19",
+  }));
+  const v = validate(lost, { cot: "nl" });
+  assertEquals(outcome(v), ["flagged", ["nl_missing_number"]]);
+  assertEquals(v.validation.details, ["NL steps lack 18"]);
+  // Derived NL carries its numbers by construction and is not checked.
+  assertEquals(outcome(chain(["54/3=18"], "18").nl), ["ok", []]);
+});
+
+Deno.test("validate: reasons come once each, in the order found; details keep every step", () => {
+  const r = chain(["1+1=3", "sqrt(4)=2", "2+2=5"], "9");
+  assertEquals(r.math.validation.reasons, ["wrong_value", "bad_expression", "final_mismatch"]);
+  assertEquals(r.math.validation.details?.length, 4);
+});
+
+Deno.test("REASONS: every reason validate emits is documented, and statusOf follows it", () => {
+  for (const [code, info] of Object.entries(REASONS)) {
+    assert(info.description.length > 10, code);
+    assert(["drop", "flag"].includes(info.math) && ["drop", "flag"].includes(info.nl), code);
+  }
+  assertEquals(REASONS.no_annotation.math, "drop");
+  assertEquals(REASONS.no_annotation.nl, "flag");
+  assertEquals(statusOf([], "math"), "ok");
+  assertEquals(statusOf(["final_mismatch"], "nl"), "flagged");
+  assertEquals(statusOf(["final_mismatch", "bad_expression"], "math"), "dropped");
+  assertEquals(statusOf(["final_mismatch", "bad_expression"], "nl"), "flagged");
+  const seen = new Set<string>();
+  for (
+    const v of [
+      chain(["1+1=3"], "x"),
+      chain(["sqrt(4)=2", "1/3=0.33"], "~"),
+      chain(["2=~2"], "3"),
+      chain([], "3"),
+      chain(["1+1=2"], "3"),
+    ]
+  ) for (const r of [...v.math.validation.reasons, ...v.nl.validation.reasons]) seen.add(r);
+  for (const r of seen) assert(r in REASONS, r);
+  assertEquals(seen.size, 7, [...seen].join());
+});
+
+// --- the real GSM8K, when present --------------------------------------------------------
+
+const DATA = new URL("../../shared/data/gsm8k/", import.meta.url).pathname;
+const HAVE_DATA = (() => {
+  try {
+    return Deno.statSync(DATA).isDirectory;
+  } catch {
+    return false;
+  }
+})();
+if (!HAVE_DATA) console.log(`validate_test: ${DATA} not found; skipping the GSM8K count tests`);
+
+interface Counts {
+  records: number;
+  mathSteps: number;
+  nlSteps: number;
+  reasons: Record<string, number>;
+  math: Record<string, number>;
+  nl: Record<string, number>;
+}
+
+async function countFile(path: string): Promise<Counts> {
+  const c: Counts = { records: 0, mathSteps: 0, nlSteps: 0, reasons: {}, math: {}, nl: {} };
+  for await (const p of readProblems(path)) {
+    c.records++;
+    const s = segment(p);
+    c.mathSteps += s.math.length;
+    c.nlSteps += s.nl.length;
+    for (const cot of ["math", "nl"] as const) {
+      const v = validate(s, { cot });
+      c[cot][v.validation.status] = (c[cot][v.validation.status] ?? 0) + 1;
+      if (cot === "math") {
+        for (const r of v.validation.reasons) c.reasons[r] = (c.reasons[r] ?? 0) + 1;
+      }
+    }
+  }
+  return c;
+}
+
+Deno.test({
+  name: "GSM8K (real): records, annotations, no_annotation and final_mismatch counts",
+  ignore: !HAVE_DATA,
+  fn: async () => {
+    // Measured on openai/grade-school-math. train: 95/7473 = 1.3% without annotation,
+    // 377/7473 = 5.0% ending on a value other than the answer; no arithmetic errors, no
+    // rounded values, all NL steps carry the math results. Socratic gives the same counts once
+    // its sub-questions are stripped.
+    const expected: Record<string, Counts> = {
+      "train.jsonl": {
+        records: 7473,
+        mathSteps: 23716,
+        nlSteps: 26720,
+        reasons: { final_mismatch: 377, no_annotation: 95 },
+        math: { ok: 7001, flagged: 377, dropped: 95 },
+        nl: { ok: 7001, flagged: 472 },
+      },
+      "test.jsonl": {
+        records: 1319,
+        mathSteps: 4282,
+        nlSteps: 4819,
+        reasons: { final_mismatch: 93, no_annotation: 18 },
+        math: { ok: 1208, flagged: 93, dropped: 18 },
+        nl: { ok: 1208, flagged: 111 },
+      },
+    };
+    expected["train_socratic.jsonl"] = expected["train.jsonl"];
+    expected["test_socratic.jsonl"] = expected["test.jsonl"];
+    for (const [file, want] of Object.entries(expected)) {
+      assertEquals(await detectFormat(`${DATA}${file}`), "gsm8k");
+      assertEquals(await countFile(`${DATA}${file}`), want, file);
+    }
+  },
+});
+
+Deno.test({
+  name: "GSM8K socratic (real): strip removes every sub-question, keep keeps them",
+  ignore: !HAVE_DATA,
+  fn: async () => {
+    let strips = 0;
+    let keeps = 0;
+    for await (const p of readProblems(`${DATA}test_socratic.jsonl`)) {
+      const strip = segment(p).nl;
+      const keep = segment(p, { socratic: "keep" }).nl;
+      for (const line of keep) assert(line.includes(" **"), line);
+      for (const line of strip) assert(!line.includes(" **"), line);
+      assert(strip.every((line) => keep.some((k) => k.endsWith(line))), p.id);
+      strips += strip.length;
+      keeps += keep.length;
+    }
+    // Two sub-questions in the test split have no answer: kept, they are steps; stripped,
+    // nothing is left of them. Stripped, the NL steps match the main split's line count.
+    assertEquals([strips, keeps], [4819, 4821]);
+  },
+});
