@@ -44,3 +44,6 @@ export * from "./pipeline/pack.ts";
 export * from "./pipeline/shard.ts";
 export * from "./pipeline/manifest.ts";
 export * from "./pipeline/writer.ts";
+export * from "./pipeline/build.ts";
+export * from "./pipeline/default_data.ts";
+export * from "./pipeline/summary.ts";

@@ -28,8 +28,10 @@ import {
   ManifestError,
   manifestText,
   readManifest,
+  type Schema,
+  SPLIT_NAME,
+  SPLIT_NAME_RULE,
   type SplitInfo,
-  SplitNameSchema,
 } from "./manifest.ts";
 import { DEFAULT_SHARD_SIZE, SplitWriter, StagedDir } from "./writer.ts";
 
@@ -111,13 +113,39 @@ export class BuildError extends Error {
   }
 }
 
+/** {@linkcode BuildOptions} with every default filled in (`tokenizer` stays optional). */
+export interface ResolvedBuildOptions {
+  /** The dataset directory. */
+  out: string;
+  /** The splits to build. */
+  splits: SplitSpec[];
+  /** Input format. */
+  format: Format | "auto";
+  /** Step form. */
+  cot: CotForm;
+  /** Latent blocks K. */
+  k: number;
+  /** Slots per block c. */
+  c: number;
+  /** `gpt2`, `compact` or a path; undefined: the directory's, else gpt2. */
+  tokenizer?: string;
+  /** Steps longer than c. */
+  longStep: LongStep;
+  /** GSM8K socratic sub-questions. */
+  socratic: "strip" | "keep";
+  /** Malformed input records. */
+  onError: "throw" | "skip";
+  /** Records per shard. */
+  shardSize: number;
+}
+
 const positiveInt = z.number().int().min(1);
 
-/** The zod schema of {@linkcode BuildOptions}, with defaults applied. */
-export const BuildOptionsSchema = z.object({
+/** The zod schema of {@linkcode BuildOptions}; parsing applies the defaults. */
+export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
   splits: z.array(z.object({
-    name: SplitNameSchema,
+    name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
     inputs: z.array(z.string().min(1)).min(1, "give at least one input file"),
   })).min(1, "give at least one split"),
   format: z.enum(["auto", ...FORMATS] as ["auto", ...Format[]]).default("auto"),
@@ -130,9 +158,6 @@ export const BuildOptionsSchema = z.object({
   onError: z.enum(["throw", "skip"]).default("throw"),
   shardSize: positiveInt.default(DEFAULT_SHARD_SIZE),
 });
-
-/** Options after defaults. */
-export type ResolvedBuildOptions = z.infer<typeof BuildOptionsSchema>;
 
 /** Validate options and apply defaults; throws {@linkcode BuildError} naming the field. */
 export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {

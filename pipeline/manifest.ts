@@ -9,7 +9,153 @@
 import { z } from "zod";
 
 /** The manifest format version this module writes and reads. */
-export const MANIFEST_VERSION = 1;
+export const MANIFEST_VERSION = 1 as const;
+
+/** One tensor of a shard. */
+export interface TensorInfo {
+  /** Tensor name (docs/dataset-format.md). */
+  name: string;
+  /** Dimensions. */
+  shape: number[];
+  /** Element type; the pipeline writes I32. */
+  dtype: "I32" | "I64" | "F32" | "F16" | "BF16" | "U8";
+}
+
+/** One safetensors shard of a split. */
+export interface ShardInfo {
+  /** File name inside the directory, `<split>-NNNNN.safetensors`. */
+  file: string;
+  /** Records in the shard (N). */
+  records: number;
+  /** Hex sha256 of the file. */
+  sha256: string;
+  /** Every tensor, in file order. */
+  tensors: TensorInfo[];
+}
+
+/** How many records went where. */
+export interface SplitCounts {
+  /** Records read (the lines of records.jsonl). */
+  read: number;
+  /** Input records the reader skipped as unreadable (--on-error skip); not in records.jsonl. */
+  skipped: number;
+  /** Records packed into shards (ok + flagged). */
+  kept: number;
+  /** Kept records with no reason. */
+  ok: number;
+  /** Kept records with reasons. */
+  flagged: number;
+  /** Records not packed. */
+  dropped: number;
+  /** Per reason code: dropped records that carry it. */
+  droppedByReason: Record<string, number>;
+  /** Per reason code: flagged (kept) records that carry it. */
+  flaggedByReason: Record<string, number>;
+}
+
+/** Token counts over the kept records (sums, and maxima where named `max`). */
+export interface TokenCounts {
+  /** Question tokens. */
+  question: number;
+  /** Step tokens (the chosen CoT form). */
+  steps: number;
+  /** Answer tokens, `###` and EOS included. */
+  answer: number;
+  /** `lotus` layout tokens. */
+  lotus: number;
+  /** `cot` layout tokens. */
+  cot: number;
+  /** `nocot` layout tokens. */
+  nocot: number;
+  /** Longest `lotus` row. */
+  maxLotus: number;
+  /** Longest `cot` row. */
+  maxCot: number;
+  /** Longest `nocot` row. */
+  maxNocot: number;
+  /** Longest step. */
+  maxStep: number;
+  /** Steps among the first K longer than c tokens (truncated as targets). */
+  truncatedSteps: number;
+}
+
+/** One input file of a split. */
+export interface SourceInfo {
+  /** The path as given. */
+  path: string;
+  /** The format it was read as. */
+  format: string;
+  /** Its size. */
+  bytes: number;
+  /** Hex sha256 of its bytes. */
+  sha256: string;
+}
+
+/** One split of the directory. */
+export interface SplitInfo {
+  /** Input files, in the order read. */
+  sources: SourceInfo[];
+  /** The options of this split's build. */
+  options: {
+    format: string;
+    socratic: "strip" | "keep";
+    longStep: "truncate" | "drop";
+    onError: "throw" | "skip";
+    shardSize: number;
+  };
+  /** Record counts. */
+  counts: SplitCounts;
+  /** Kept records by step count (chosen CoT form); keys are step counts. */
+  stepHistogram: Record<string, number>;
+  /** Token counts. */
+  tokens: TokenCounts;
+  /** `<split>.records.jsonl`. */
+  records: string;
+  /** `<split>.report.csv`. */
+  report: string;
+  /** The shards, in record order. */
+  shards: ShardInfo[];
+}
+
+/** The whole manifest. */
+export interface Manifest {
+  /** Always `lotus-dataset`. */
+  format: "lotus-dataset";
+  /** {@linkcode MANIFEST_VERSION}. */
+  version: 1;
+  /** Options that every split of the directory shares. */
+  options: { k: number; c: number; cot: "math" | "nl" };
+  /** The directory's tokenizer. */
+  tokenizer: {
+    kind: "gpt2" | "compact" | "file";
+    /** `tokenizer.json`. */
+    file: string;
+    /** Hex sha256 of the tokenizer.json text. */
+    sha256: string;
+    /** Number of ids, LOTUS tokens included. */
+    vocabSize: number;
+    /** EOS = PAD, BOT, EOT, LAT. */
+    special: { eos: number; pad: number; bot: number; eot: number; lat: number };
+  };
+  /** Splits by name. */
+  splits: Record<string, SplitInfo>;
+}
+
+/**
+ * A validator for unknown input: the part of a zod schema this project's API exposes, so
+ * that callers need not depend on zod's types.
+ */
+export interface Schema<T> {
+  /** Validate, throwing zod's error on failure. */
+  parse(data: unknown): T;
+  /** Validate without throwing. */
+  safeParse(data: unknown): SchemaResult<T>;
+}
+
+/** What {@linkcode Schema.safeParse} returns. */
+export type SchemaResult<T> =
+  | { success: true; data: T }
+  | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
 
 const count = z.number().int().nonnegative();
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a hex sha256");
@@ -19,62 +165,26 @@ const fileName = z.string().regex(
 );
 
 /** A split name: letters, digits, `_`, `.` and `-`, not starting with `.` or `-`. */
-export const SplitNameSchema = z.string().regex(
-  /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
-  "a split name uses letters, digits, _ . - and does not start with . or -",
-);
+export const SPLIT_NAME: RegExp = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
-/** One tensor of a shard. */
-export const TensorInfoSchema = z.object({
-  name: z.string(),
-  shape: z.array(count),
-  dtype: z.enum(["I32", "I64", "F32", "F16", "BF16", "U8"]),
-});
+/** The message for a bad split name. */
+export const SPLIT_NAME_RULE =
+  "a split name uses letters, digits, _ . - and does not start with . or -";
 
-/** One safetensors shard of a split. */
-export const ShardInfoSchema = z.object({
+const splitName = z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE);
+
+const ShardInfoSchema = z.object({
   file: fileName,
   records: count,
   sha256,
-  tensors: z.array(TensorInfoSchema),
+  tensors: z.array(z.object({
+    name: z.string(),
+    shape: z.array(count),
+    dtype: z.enum(["I32", "I64", "F32", "F16", "BF16", "U8"]),
+  })),
 });
 
-/** How many records went where. */
-export const SplitCountsSchema = z.object({
-  /** Records read (the lines of records.jsonl). */
-  read: count,
-  /** Input records the reader skipped as unreadable (--on-error skip); not in records.jsonl. */
-  skipped: count,
-  /** Records packed into shards (ok + flagged). */
-  kept: count,
-  ok: count,
-  flagged: count,
-  dropped: count,
-  /** Per reason code: dropped records that carry it. */
-  droppedByReason: z.record(z.string(), count),
-  /** Per reason code: flagged (kept) records that carry it. */
-  flaggedByReason: z.record(z.string(), count),
-});
-
-/** Token counts over the kept records. */
-export const TokenCountsSchema = z.object({
-  question: count,
-  steps: count,
-  answer: count,
-  lotus: count,
-  cot: count,
-  nocot: count,
-  maxLotus: count,
-  maxCot: count,
-  maxNocot: count,
-  maxStep: count,
-  /** Steps among the first K longer than c tokens (truncated as targets). */
-  truncatedSteps: count,
-});
-
-/** One split of the directory. */
-export const SplitInfoSchema = z.object({
-  /** Input files as given, with the format they were read as. */
+const SplitInfoSchema = z.object({
   sources: z.array(z.object({ path: z.string(), format: z.string(), bytes: count, sha256 })),
   options: z.object({
     format: z.string(),
@@ -83,20 +193,39 @@ export const SplitInfoSchema = z.object({
     onError: z.enum(["throw", "skip"]),
     shardSize: count,
   }),
-  counts: SplitCountsSchema,
-  /** Kept records by step count (chosen CoT form); keys are step counts. */
+  counts: z.object({
+    read: count,
+    skipped: count,
+    kept: count,
+    ok: count,
+    flagged: count,
+    dropped: count,
+    droppedByReason: z.record(z.string(), count),
+    flaggedByReason: z.record(z.string(), count),
+  }),
   stepHistogram: z.record(z.string(), count),
-  tokens: TokenCountsSchema,
+  tokens: z.object({
+    question: count,
+    steps: count,
+    answer: count,
+    lotus: count,
+    cot: count,
+    nocot: count,
+    maxLotus: count,
+    maxCot: count,
+    maxNocot: count,
+    maxStep: count,
+    truncatedSteps: count,
+  }),
   records: fileName,
   report: fileName,
   shards: z.array(ShardInfoSchema),
 });
 
-/** The whole manifest. */
-export const ManifestSchema = z.object({
+/** The zod schema of {@linkcode Manifest}; parsing rebuilds objects in schema key order. */
+export const ManifestSchema: Schema<Manifest> = z.object({
   format: z.literal("lotus-dataset"),
   version: z.literal(MANIFEST_VERSION),
-  /** Options that every split of the directory shares. */
   options: z.object({
     k: count,
     c: count.min(1),
@@ -109,15 +238,8 @@ export const ManifestSchema = z.object({
     vocabSize: count,
     special: z.object({ eos: count, pad: count, bot: count, eot: count, lat: count }),
   }),
-  splits: z.record(SplitNameSchema, SplitInfoSchema),
+  splits: z.record(splitName, SplitInfoSchema),
 });
-
-/** A validated manifest. */
-export type Manifest = z.infer<typeof ManifestSchema>;
-/** One split's entry. */
-export type SplitInfo = z.infer<typeof SplitInfoSchema>;
-/** One shard's entry. */
-export type ShardInfo = z.infer<typeof ShardInfoSchema>;
 
 /** Raised for a missing, unreadable or invalid manifest; names the file and the field. */
 export class ManifestError extends Error {

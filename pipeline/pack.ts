@@ -17,7 +17,7 @@ import type { ValidatedRecord, Validation } from "./types.ts";
 import type { CotForm } from "./validate.ts";
 
 /** The label value the loss ignores. */
-export const IGNORE = -100;
+export const IGNORE: -100 = -100;
 
 /** What to do with a step longer than c tokens. */
 export type LongStep = "truncate" | "drop";
@@ -117,9 +117,18 @@ export function stepTexts(r: ValidatedRecord, cot: CotForm): string[] {
   return cot === "math" ? r.math.map((s) => s.text) : r.nl;
 }
 
-function withReason(v: Validation, reason: string, action: "flag" | "drop"): Validation {
+function withReason(
+  v: Validation,
+  reason: string,
+  action: "flag" | "drop",
+  details: string[],
+): Validation {
   const status = action === "drop" ? "dropped" : v.status === "ok" ? "flagged" : v.status;
-  return { status, reasons: v.reasons.includes(reason) ? v.reasons : [...v.reasons, reason] };
+  return {
+    status,
+    reasons: v.reasons.includes(reason) ? v.reasons : [...v.reasons, reason],
+    details: [...(v.details ?? []), ...details],
+  };
 }
 
 function ignoreThen(ignored: number, ids: number[]): number[] {
@@ -155,14 +164,17 @@ export function packRecord(r: ValidatedRecord, tok: Tokenizer, opts: PackOptions
   const answer = tok.encode("### " + r.answer);
   answer.push(eos);
 
-  let truncatedSteps = 0;
-  for (let s = 0; s < Math.min(K, steps.length); s++) if (steps[s].length > c) truncatedSteps++;
+  const long: string[] = [];
+  for (let s = 0; s < Math.min(K, steps.length); s++) {
+    if (steps[s].length > c) long.push(`step ${s + 1}: ${steps[s].length} tokens, c = ${c}`);
+  }
+  const truncatedSteps = long.length;
   let validation = r.validation;
   if (truncatedSteps > 0) {
     if (opts.longStep === "drop") {
-      return { validation: withReason(validation, "step_too_long", "drop"), packed: null };
+      return { validation: withReason(validation, "step_too_long", "drop", long), packed: null };
     }
-    validation = withReason(validation, "step_truncated", "flag");
+    validation = withReason(validation, "step_truncated", "flag", long);
   }
 
   const stepTargets = new Int32Array(K * c).fill(IGNORE);

@@ -312,7 +312,10 @@ export class SplitWriter {
       answerValue: rec.answerValue,
       math: rec.math.map((s) => ({ expr: s.expr, value: s.value, text: s.text })),
       nl: rec.nl,
-      validation: { status: v.status, reasons: v.reasons },
+      nlDerived: rec.nlDerived ?? false,
+      unbalancedAnnotations: rec.unbalancedAnnotations ?? 0,
+      // Packing's reasons have no detail line; the validator's are kept as they are.
+      validation: { status: v.status, reasons: v.reasons, details: v.details ?? [] },
       tokens: p
         ? {
           question: p.question.length,

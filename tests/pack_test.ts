@@ -45,7 +45,11 @@ Deno.test("pack: lotus layout is Q BOT LAT*(K*c) EOT S_K.. A with -100 through E
   assertEquals(packed.lotusLabels, [X, X, X, X, X, X, X, X, X, X, X, ...ids("f\n"), ...A]);
   assertEquals(packed.lotusBot, 3);
   assertEquals(packed.lotusIds[packed.lotusBot], BOT);
-  assertEquals(validation, { status: "flagged", reasons: ["step_truncated"] });
+  assertEquals(validation, {
+    status: "flagged",
+    reasons: ["step_truncated"],
+    details: ["step 2: 4 tokens, c = 3"],
+  });
 });
 
 Deno.test("pack: step targets are [k, j] = S_k[j], truncated to c, -100 elsewhere", () => {
@@ -107,7 +111,11 @@ Deno.test("pack: --cot nl uses the sentences", () => {
 Deno.test("pack: --long-step drop drops the record as step_too_long; steps after K don't count", () => {
   const out = packRecord(rec, tok, { k: 2, c: 3, cot: "math", longStep: "drop" });
   assertEquals(out.packed, null);
-  assertEquals(out.validation, { status: "dropped", reasons: ["step_too_long"] });
+  assertEquals(out.validation, {
+    status: "dropped",
+    reasons: ["step_too_long"],
+    details: ["step 2: 4 tokens, c = 3"],
+  });
   // K = 1: only "ab\n" (3 tokens) goes into a block; the long step stays explicit text.
   const k1 = packRecord(rec, tok, { k: 1, c: 3, cot: "math", longStep: "drop" });
   assertEquals(k1.validation.status, "ok");
@@ -124,9 +132,11 @@ Deno.test("pack: validation status and reasons carry through", () => {
   });
   const flagged = record({ math: ["abcdef"], status: "flagged", reasons: ["x"] });
   const out = packRecord(flagged, tok, { k: 1, c: 2, cot: "math", longStep: "truncate" });
-  assertEquals(out.validation, { status: "flagged", reasons: ["x", "step_truncated"] });
+  assertEquals(out.validation.status, "flagged");
+  assertEquals(out.validation.reasons, ["x", "step_truncated"]);
   const drop = packRecord(flagged, tok, { k: 1, c: 2, cot: "math", longStep: "drop" });
-  assertEquals(drop.validation, { status: "dropped", reasons: ["x", "step_too_long"] });
+  assertEquals(drop.validation.status, "dropped");
+  assertEquals(drop.validation.reasons, ["x", "step_too_long"]);
 });
 
 Deno.test("pack: K = 0 gives Q BOT EOT S_0.. A", () => {

@@ -93,8 +93,16 @@ Deno.test("writer: records.jsonl, report.csv and counts", async () => {
     .map((l) => JSON.parse(l));
   assertEquals(lines.length, 5);
   assertEquals(lines.map((l) => l.index), [0, 1, 2, 3, 4]);
-  assertEquals(lines[2].validation, { status: "flagged", reasons: ["step_truncated"] });
-  assertEquals(lines[3].validation, { status: "dropped", reasons: ["bad_arithmetic"] });
+  assertEquals(lines[2].validation, {
+    status: "flagged",
+    reasons: ["step_truncated"],
+    details: ["step 1: 5 tokens, c = 3"],
+  });
+  assertEquals(lines[3].validation, {
+    status: "dropped",
+    reasons: ["bad_arithmetic"],
+    details: [],
+  });
   assertEquals(lines[3].tokens, null);
   assertEquals(lines[1].tokens, { question: 5, steps: [2, 2, 3], answer: 7 });
   assertEquals(lines[1].math.map((s: { text: string }) => s.text), ["d", "e", "fg"]);
