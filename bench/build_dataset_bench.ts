@@ -96,7 +96,7 @@ async function big(copies: number): Promise<void> {
     `${tmp}/out`,
   ]);
   if (r.code !== 0) throw new Error(`CLI failed: ${r.stderr}`);
-  const wall = /Elapsed \(wall clock\) time[^:]*: (.*)/.exec(r.stderr)?.[1];
+  const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)/.exec(r.stderr)?.[1];
   const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr)?.[1]);
   console.log(`wall ${wall}, peak RSS ${(rss / 1024).toFixed(0)} MiB`);
   await Deno.remove(tmp, { recursive: true });

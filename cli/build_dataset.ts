@@ -26,9 +26,9 @@ Options:
   --split NAME        split to build (default train); other splits in DIR are kept
   --out DIR           dataset directory (required with --input)
   --format F          auto|${FORMATS.join("|")} (default auto: by extension and content)
-  --cot F             math|nl: calculator steps or sentences (default math)
-  --k N               latent blocks K (default 6)
-  --c N               latent slots per block c (default 13)
+  --cot F             math|nl: calculator steps or sentences (default math, or DIR's)
+  --k N               latent blocks K (default 6, or DIR's)
+  --c N               latent slots per block c (default 13, or DIR's)
   --tokenizer T       gpt2|compact|PATH to a tokenizer.json (default gpt2, or the one
                       already in DIR)
   --long-step S       truncate|drop: a step longer than c tokens (default truncate)
@@ -37,7 +37,8 @@ Options:
   --shard-size N      records per safetensors shard (default 16384)
   -h, --help          show this help
 
-A second --split into an existing DIR reuses its tokenizer and needs the same K, c and --cot.
+A second --split into an existing DIR reuses its tokenizer, K, c and --cot (giving other
+values is an error).
 `;
 
 function oneOf<T extends string>(flag: string, values: readonly T[]) {
@@ -59,7 +60,7 @@ const CliSchema = z.object({
   ).optional(),
   out: z.string().min(1, "--out needs a directory").optional(),
   format: oneOf("--format", ["auto", ...FORMATS]).default("auto"),
-  cot: oneOf("--cot", ["math", "nl"] as const).default("math"),
+  cot: oneOf("--cot", ["math", "nl"] as const).optional(),
   k: wholeNumber("--k", 0).optional(),
   c: wholeNumber("--c", 1).optional(),
   tokenizer: z.string().min(1, "--tokenizer needs gpt2, compact or a path").optional(),

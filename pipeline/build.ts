@@ -43,7 +43,10 @@ export interface SplitSpec {
   inputs: string[];
 }
 
-/** Options of {@linkcode buildDataset}. Everything but `out` and `splits` has a default. */
+/**
+ * Options of {@linkcode buildDataset}. Everything but `out` and `splits` has a default; when
+ * `out` already holds a dataset, K, c and `cot` default to its values.
+ */
 export interface BuildOptions {
   /** The dataset directory. */
   out: string;
@@ -311,12 +314,19 @@ export async function buildDataset(
   opts: BuildOptions,
   hooks: BuildHooks = {},
 ): Promise<BuildSummary> {
-  const o = resolveBuildOptions(opts);
+  resolveBuildOptions(opts); // bad options fail before the directory is looked at
+  const old = await existingManifest(opts.out);
+  // K, c and the CoT form left out follow the directory being extended.
+  const o = resolveBuildOptions({
+    ...opts,
+    k: opts.k ?? old?.options.k,
+    c: opts.c ?? old?.options.c,
+    cot: opts.cot ?? old?.options.cot,
+  });
   const packOpts = { k: o.k, c: o.c, cot: o.cot, longStep: o.longStep };
   checkPackOptions(packOpts);
   const progress: Stage = hooks.onProgress ?? (() => {});
 
-  const old = await existingManifest(o.out);
   if (old) {
     const mismatch = (["k", "c", "cot"] as const).filter((f) => old.options[f] !== o[f]);
     if (mismatch.length > 0) {

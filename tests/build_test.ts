@@ -163,6 +163,11 @@ Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fai
     "--tokenizer compact differs",
   );
   assertSameTree(before, await snapshot(out));
+  // Left out, K, c and the form follow the directory.
+  const nl = `${await Deno.makeTempDir()}/nl`;
+  await buildDataset({ out: nl, splits: [{ name: "train", inputs: [TRAIN] }], cot: "nl", k: 3 });
+  const s = await buildDataset({ out: nl, splits: valid });
+  assertEquals(s.manifest.options, { k: 3, c: 13, cot: "nl" });
 });
 
 Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
