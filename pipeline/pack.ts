@@ -14,7 +14,7 @@
 
 import type { Tokenizer } from "./tokenizer.ts";
 import type { ValidatedRecord, Validation } from "./types.ts";
-import type { CotForm } from "./validate.ts";
+import type { CotForm, ReasonInfo } from "./validate.ts";
 
 /** The label value the loss ignores. */
 export const IGNORE: -100 = -100;
@@ -35,19 +35,22 @@ export interface PackOptions {
 }
 
 /**
- * Reason codes that packing adds to a record's validation, like validate.ts's `REASONS`.
- * `action` says whether the record is kept with a flag or dropped.
+ * Reason codes that packing adds to a record's validation, in the shape of validate.ts's
+ * `REASONS` (so `{ ...REASONS, ...PACK_REASONS }` lists every code). Which of the two applies
+ * depends on `--long-step`, not on the CoT form.
  */
-export const PACK_REASONS: Record<string, { description: string; action: "flag" | "drop" }> = {
+export const PACK_REASONS: Record<string, ReasonInfo> = {
   step_truncated: {
     description:
       "a step among the first K is longer than c tokens; only its first c tokens are step " +
       "targets (--long-step truncate)",
-    action: "flag",
+    math: "flag",
+    nl: "flag",
   },
   step_too_long: {
     description: "a step among the first K is longer than c tokens (--long-step drop)",
-    action: "drop",
+    math: "drop",
+    nl: "drop",
   },
 };
 

@@ -7,6 +7,7 @@ import {
   packRecord,
 } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
+import { REASONS } from "../pipeline/validate.ts";
 import { charTokenizer, ids, record } from "./_fake_tokenizer.ts";
 
 const tok = charTokenizer();
@@ -120,8 +121,13 @@ Deno.test("pack: --long-step drop drops the record as step_too_long; steps after
   const k1 = packRecord(rec, tok, { k: 1, c: 3, cot: "math", longStep: "drop" });
   assertEquals(k1.validation.status, "ok");
   assert(k1.packed);
-  assertEquals(PACK_REASONS.step_too_long.action, "drop");
-  assertEquals(PACK_REASONS.step_truncated.action, "flag");
+  assertEquals([PACK_REASONS.step_too_long.math, PACK_REASONS.step_too_long.nl], ["drop", "drop"]);
+  assertEquals([PACK_REASONS.step_truncated.math, PACK_REASONS.step_truncated.nl], [
+    "flag",
+    "flag",
+  ]);
+  // No clash with the validator's codes.
+  for (const code of Object.keys(PACK_REASONS)) assert(!(code in REASONS), code);
 });
 
 Deno.test("pack: validation status and reasons carry through", () => {
