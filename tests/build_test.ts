@@ -1,3 +1,4 @@
+import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
@@ -34,7 +35,7 @@ function assertSameTree(a: Map<string, Uint8Array>, b: Map<string, Uint8Array>) 
 }
 
 Deno.test("build: default splits give a complete directory and a valid manifest", async () => {
-  const out = `${await Deno.makeTempDir()}/ds`;
+  const out = `${await tempDir()}/ds`;
   const s = await buildDataset({ out, splits: defaultSplits() });
   assertEquals(s.built, ["train", "valid"]);
   const m = await readManifest(out);
@@ -71,7 +72,7 @@ Deno.test("build: default splits give a complete directory and a valid manifest"
 });
 
 Deno.test("build: a record's latent slots decode to its step text from records.jsonl", async () => {
-  const out = `${await Deno.makeTempDir()}/ds`;
+  const out = `${await tempDir()}/ds`;
   await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
   const tok = await gpt2Tokenizer();
   const f = await readSafetensors(`${out}/train-00000.safetensors`);
@@ -105,7 +106,7 @@ Deno.test("build: a record's latent slots decode to its step text from records.j
 
 Deno.test("build: two builds give byte-identical directories (gpt2 and compact)", async () => {
   for (const tokenizer of ["gpt2", "compact"]) {
-    const base = await Deno.makeTempDir();
+    const base = await tempDir();
     const opts = { splits: defaultSplits(), tokenizer, shardSize: 32 };
     await buildDataset({ out: `${base}/a`, ...opts });
     await buildDataset({ out: `${base}/b`, ...opts });
@@ -116,7 +117,7 @@ Deno.test("build: two builds give byte-identical directories (gpt2 and compact)"
 });
 
 Deno.test("build: a second split reuses the directory's tokenizer and keeps the first", async () => {
-  const out = `${await Deno.makeTempDir()}/ds`;
+  const out = `${await tempDir()}/ds`;
   await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }], tokenizer: "compact" });
   const before = await snapshot(out);
   const s = await buildDataset({ out, splits: [{ name: "valid", inputs: [VALID] }] });
@@ -132,7 +133,7 @@ Deno.test("build: a second split reuses the directory's tokenizer and keeps the 
   assert(after.has("valid-00000.safetensors"));
 
   // The same two splits built together give the same bytes.
-  const together = `${await Deno.makeTempDir()}/ds`;
+  const together = `${await tempDir()}/ds`;
   await buildDataset({
     out: together,
     splits: [{ name: "train", inputs: [TRAIN] }, { name: "valid", inputs: [VALID] }],
@@ -142,7 +143,7 @@ Deno.test("build: a second split reuses the directory's tokenizer and keeps the 
 });
 
 Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fail and change nothing", async () => {
-  const out = `${await Deno.makeTempDir()}/ds`;
+  const out = `${await tempDir()}/ds`;
   await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
   const before = await snapshot(out);
   const valid = [{ name: "valid", inputs: [VALID] }];
@@ -164,14 +165,14 @@ Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fai
   );
   assertSameTree(before, await snapshot(out));
   // Left out, K, c and the form follow the directory.
-  const nl = `${await Deno.makeTempDir()}/nl`;
+  const nl = `${await tempDir()}/nl`;
   await buildDataset({ out: nl, splits: [{ name: "train", inputs: [TRAIN] }], cot: "nl", k: 3 });
   const s = await buildDataset({ out: nl, splits: valid });
   assertEquals(s.manifest.options, { k: 3, c: 13, cot: "nl" });
 });
 
 Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
-  const out = `${await Deno.makeTempDir()}/ds`;
+  const out = `${await tempDir()}/ds`;
   const train = [{ name: "train", inputs: [TRAIN] }];
   await buildDataset({ out, splits: train, shardSize: 10 });
   assert((await snapshot(out)).has("train-00008.safetensors"));
@@ -182,7 +183,7 @@ Deno.test("build: rebuilding a split replaces its shards and removes stale ones"
 });
 
 Deno.test("build: bad input fails with file:line and leaves no files in --out", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const bad = `${dir}/bad.jsonl`;
   const good = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3).join("\n");
   await Deno.writeTextFile(bad, `${good}\n{"question": "No answer here?"}\n`);
@@ -246,7 +247,7 @@ Deno.test({
   name: "build: GSM8K train and test with GPT-2 (../shared/data/gsm8k)",
   ignore: !HAS_GSM8K,
 }, async () => {
-  const out = `${await Deno.makeTempDir()}/gsm8k`;
+  const out = `${await tempDir()}/gsm8k`;
   await buildDataset({
     out,
     splits: [

@@ -1,3 +1,4 @@
+import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -61,7 +62,7 @@ Deno.test("cli: bad option values exit 2 with a one-line message naming the opti
 });
 
 Deno.test("cli: bad JSON and a missing field exit 1 naming file:line and field; --out stays clean", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const first = (await Deno.readTextFile(TRAIN)).split("\n")[0];
   const badJson = `${dir}/bad_json.jsonl`;
   await Deno.writeTextFile(badJson, `${first}\n${first}\n{"question": "Broken\n`);
@@ -88,7 +89,7 @@ Deno.test("cli: bad JSON and a missing field exit 1 naming file:line and field; 
 });
 
 Deno.test("cli: no --input builds train and valid from the default data with a summary", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const r = await cli(["--out", `${dir}/d`]);
   assertEquals(r.code, 0, r.stderr);
   for (const s of ["records read", "steps = 1", "tokens: steps", "train", "valid", "truncated"]) {
@@ -102,7 +103,7 @@ Deno.test("cli: no --input builds train and valid from the default data with a s
 });
 
 Deno.test("cli: SIGINT during a build removes the staging directory", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   // Large enough to be interrupted mid-build: the fixtures repeated.
   const lines = (await Deno.readTextFile(TRAIN)).trimEnd().split("\n");
   const big = `${dir}/big.jsonl`;

@@ -1,3 +1,4 @@
+import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { getEncoding } from "js-tiktoken";
 import {
@@ -166,7 +167,7 @@ Deno.test("gpt2: tokenizer.json is deterministic and standard", async () => {
 });
 
 Deno.test("file: LOTUS tokens are appended when missing, kept when present", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const base = fitCompactTokenizer(["hello world 123\n"], { maxVocab: 300 });
   const json = JSON.parse(base.toJSON());
   const eosId = base.special.eos;
@@ -194,7 +195,7 @@ Deno.test("file: LOTUS tokens are appended when missing, kept when present", asy
 });
 
 Deno.test("file: no EOS, bad JSON and missing file give errors that say what to do", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const json = JSON.parse(fitCompactTokenizer(["abc"], { maxVocab: 300 }).toJSON());
   json.added_tokens = [];
   delete json.model.vocab["<|endoftext|>"];

@@ -1,3 +1,4 @@
+import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { parse } from "csv-parse/sync";
 import { IGNORE, packRecord } from "../pipeline/pack.ts";
@@ -34,7 +35,7 @@ async function writeSplit(dir: string, shardSize: number) {
 }
 
 Deno.test("writer: shards hold the ragged and padded tensors of the kept records", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const res = await writeSplit(dir, 3);
   assertEquals(res.shards.map((s) => [s.file, s.records]), [
     ["train-00000.safetensors", 3],
@@ -87,7 +88,7 @@ Deno.test("writer: shards hold the ragged and padded tensors of the kept records
 });
 
 Deno.test("writer: records.jsonl, report.csv and counts", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const res = await writeSplit(dir, 100);
   const lines = (await Deno.readTextFile(`${dir}/train.records.jsonl`)).trimEnd().split("\n")
     .map((l) => JSON.parse(l));
@@ -153,7 +154,7 @@ Deno.test({
   name: "writer: numpy reads a shard's tensor from the header offsets",
   ignore: !HAS_NUMPY,
 }, async (t) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   await writeSplit(dir, 100);
   const script = `
 import json, struct, sys, numpy as np
@@ -177,7 +178,7 @@ print(json.dumps({"shape": list(a.shape), "row1": a[1].tolist()}))
 });
 
 Deno.test("staging: commit moves files in order and removes the staging directory", async () => {
-  const out = await Deno.makeTempDir();
+  const out = await tempDir();
   await Deno.writeTextFile(`${out}/old-00001.safetensors`, "stale");
   const st = await StagedDir.open(out);
   await Deno.writeTextFile(`${st.path}/a.txt`, "a");
@@ -188,7 +189,7 @@ Deno.test("staging: commit moves files in order and removes the staging director
 });
 
 Deno.test("staging: abort leaves the output directory untouched", async () => {
-  const out = await Deno.makeTempDir();
+  const out = await tempDir();
   await Deno.writeTextFile(`${out}/keep.txt`, "k");
   const st = await StagedDir.open(out);
   await Deno.writeTextFile(`${st.path}/half.safetensors`, "xx");
@@ -227,7 +228,7 @@ Deno.test("manifest: text is stable and parses back; errors name the field", asy
   bad.version = 9;
   assertThrows(() => parseManifest(JSON.stringify(bad), "m.json"), ManifestError, "version");
   assertThrows(() => parseManifest("{", "m.json"), ManifestError, "m.json: not valid JSON");
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   await assertRejects(() => readManifest(dir), ManifestError, "build the dataset first");
   await Deno.writeTextFile(`${dir}/manifest.json`, text);
   await assertRejects(() => readManifest(dir), ManifestError, "tokenizer.json, which is missing");
