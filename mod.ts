@@ -36,3 +36,14 @@ export {
 export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
 export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
 export { splitSentences } from "./pipeline/sentences.ts";
+
+// Dataset pipeline: tokenization, packing, writing (pipe-build).
+export * from "./pipeline/tokenizer.ts";
+export * from "./pipeline/bpe_fit.ts";
+export * from "./pipeline/pack.ts";
+export * from "./pipeline/shard.ts";
+export * from "./pipeline/manifest.ts";
+export * from "./pipeline/writer.ts";
+export * from "./pipeline/build.ts";
+export * from "./pipeline/default_data.ts";
+export * from "./pipeline/summary.ts";
