@@ -10,14 +10,25 @@ import { loadCheckpoint, type LotusMeta } from "./checkpoint.ts";
 import { type Engine } from "./engine/ffi.ts";
 import { Generator, type Timings } from "./generate.ts";
 import { Model } from "./model.ts";
-import { openBackend, stageOf } from "./trainer.ts";
-import { stageShape } from "./config.ts";
+import { openBackend } from "./trainer.ts";
+import { inferenceShape } from "./inference_shape.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { extractAnswer } from "./answer.ts";
 
-/** Where inference runs: the native engines, or (where installed) ONNX Runtime. */
-export type InferenceBackend = "cpu" | "cuda" | "auto";
+export { inferenceShape };
+
+/**
+ * Where inference runs: the native engines ("auto": CUDA when usable, else the CPU), or
+ * onnxruntime-node ("onnx", train/onnx_session.ts) over an export of the checkpoint.
+ */
+export type InferenceBackend = "cpu" | "cuda" | "auto" | "onnx";
+
+/**
+ * The backend used when none is given: the faster CPU path on the `small` preset
+ * (bench/onnx_vs_engine.ts; figures in docs/export.md).
+ */
+export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
 
 /** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
 export interface AnswerOptions {
@@ -60,38 +71,26 @@ export interface InferenceSession {
   readonly backend: string;
   /** The default LOTUS shape (the stage the checkpoint reached). */
   readonly shape: { K: number; R: number; c: number };
-  /** Answer a batch of questions (at most the session's maxBatch). */
-  answer(questions: string[], opts?: AnswerOptions): AnswerBatch;
-  close(): void;
+  /**
+   * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
+   * onnxruntime runs asynchronously; the native engines answer at once.
+   */
+  answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
+  close(): void | Promise<void>;
 }
 
 /**
- * The LOTUS shape for inference: the curriculum stage the checkpoint reached (its final K
- * and R once training ran through the curriculum), with overrides. As in the reference's
- * eval, R follows K unless the run fixed R or `opts.r` is given.
- */
-export function inferenceShape(
-  meta: LotusMeta,
-  epoch: number,
-  opts: AnswerOptions = {},
-): { K: number; R: number; c: number } {
-  const t = meta.train;
-  if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: t.c };
-  const reached = stageShape(t, stageOf(t, epoch));
-  const K = opts.k ?? reached.k;
-  const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.r);
-  return { K, R, c: t.c };
-}
-
-/**
- * Open a checkpoint for inference on the native engine.
+ * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
+ * loads an export directory, or exports the checkpoint to a cache on first use (see
+ * train/onnx_session.ts), and imports onnxruntime-node only then.
  *
  * @example
  * ```ts ignore
  * import { openInference } from "./inference.ts";
  * const s = await openInference("out/runs/default", { backend: "cpu" });
- * console.log(s.answer(["Ann has 2 pens and buys 3. How many pens?"]).answers[0].answer);
- * s.close();
+ * const r = await s.answer(["Ann has 2 pens and buys 3. How many pens?"]);
+ * console.log(r.answers[0].answer);
+ * await s.close();
  * ```
  */
 export async function openInference(
@@ -104,9 +103,15 @@ export async function openInference(
     maxNewTokens?: number;
   } = {},
 ): Promise<InferenceSession> {
+  const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
+  if (backend === "onnx") {
+    // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
+    const { openOnnxInference } = await import("./onnx_session.ts");
+    return openOnnxInference(checkpoint, opts);
+  }
   const ck = await loadCheckpoint(checkpoint);
   const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
-  const eng: Engine = openBackend(opts.backend ?? "cpu", opts.threads ?? 0);
+  const eng: Engine = openBackend(backend, opts.threads ?? 0);
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
@@ -121,62 +126,9 @@ export async function openInference(
     tokenizer: tok,
     backend: eng.backend,
     shape: base,
-    answer(questions: string[], o: AnswerOptions = {}): AnswerBatch {
-      if (questions.length > maxBatch) {
-        throw new RangeError(
-          `${questions.length} questions exceed the session's batch of ${maxBatch}`,
-        );
-      }
-      const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
-      const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
-      const P = Math.max(...ids.map((q) => q.length));
-      const budget = o.maxNewTokens ?? maxNew;
-      const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
-      if (need > ck.meta.model.maxPositions) {
-        throw new RangeError(
-          `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-            `positions; the model has ${ck.meta.model.maxPositions}`,
-        );
-      }
-      // (Re)allocate the generator when the request outgrows it.
-      if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
-        gen?.free();
-        gen = new Generator(model, {
-          B: maxBatch,
-          P: Math.max(P, opts.maxQuestionTokens ?? 0),
-          K: mode === "lotus" ? Math.max(K, base.K) : 0,
-          c,
-          maxNewTokens: Math.max(budget, maxNew),
-        });
-      }
-      const g = gen.generate(ids, sp, {
-        mode,
-        K,
-        c,
-        R,
-        injection: ck.meta.train.injection,
-        maxNewTokens: budget,
-        latentLogits: o.latentLogits && mode === "lotus",
-      });
-      const L = 1 + K * c, V = ck.meta.model.vocabSize;
-      const answers = g.tokens.map((t, i) => {
-        const text = tok.decode(t);
-        return {
-          text,
-          answer: extractAnswer(text),
-          tokens: t,
-          latentLogits: g.latentLogits
-            ? g.latentLogits.slice(i * L * V, (i + 1) * L * V)
-            : undefined,
-        };
-      });
-      return {
-        answers,
-        timings: g.timings,
-        K: mode === "lotus" ? K : 0,
-        R: mode === "lotus" ? R : 0,
-        c,
-      };
+    answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
+      // The executor turns a throw into a rejection, as an async backend's would be.
+      return new Promise((resolve) => resolve(answerNow(questions, o)));
     },
     close() {
       gen?.free();
@@ -184,4 +136,60 @@ export async function openInference(
       eng.close();
     },
   };
+
+  function answerNow(questions: string[], o: AnswerOptions): AnswerBatch {
+    if (questions.length > maxBatch) {
+      throw new RangeError(
+        `${questions.length} questions exceed the session's batch of ${maxBatch}`,
+      );
+    }
+    const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
+    const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
+    const P = Math.max(...ids.map((q) => q.length));
+    const budget = o.maxNewTokens ?? maxNew;
+    const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
+    if (need > ck.meta.model.maxPositions) {
+      throw new RangeError(
+        `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
+          `positions; the model has ${ck.meta.model.maxPositions}`,
+      );
+    }
+    // (Re)allocate the generator when the request outgrows it.
+    if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
+      gen?.free();
+      gen = new Generator(model, {
+        B: maxBatch,
+        P: Math.max(P, opts.maxQuestionTokens ?? 0),
+        K: mode === "lotus" ? Math.max(K, base.K) : 0,
+        c,
+        maxNewTokens: Math.max(budget, maxNew),
+      });
+    }
+    const g = gen.generate(ids, sp, {
+      mode,
+      K,
+      c,
+      R,
+      injection: ck.meta.train.injection,
+      maxNewTokens: budget,
+      latentLogits: o.latentLogits && mode === "lotus",
+    });
+    const L = 1 + K * c, V = ck.meta.model.vocabSize;
+    const answers = g.tokens.map((t, i) => {
+      const text = tok.decode(t);
+      return {
+        text,
+        answer: extractAnswer(text),
+        tokens: t,
+        latentLogits: g.latentLogits ? g.latentLogits.slice(i * L * V, (i + 1) * L * V) : undefined,
+      };
+    });
+    return {
+      answers,
+      timings: g.timings,
+      K: mode === "lotus" ? K : 0,
+      R: mode === "lotus" ? R : 0,
+      c,
+    };
+  }
 }
