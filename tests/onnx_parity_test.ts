@@ -17,7 +17,7 @@ import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../train/onnx
 import { openInference } from "../train/inference.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Model } from "../train/model.ts";
-import { Arena, Chunk, F32, Scratch } from "../train/stack.ts";
+import { Arena, Chunk, Scratch } from "../train/stack.ts";
 import { Rng } from "../train/params.ts";
 import { leftPadQuestions } from "../train/batch.ts";
 
