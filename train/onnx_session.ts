@@ -133,6 +133,10 @@ export class OnnxBackbone {
       graphOptimizationLevel: "all",
       intraOpNumThreads: opts.threads ?? 0,
       logSeverityLevel: 3,
+      // Idle pool threads would otherwise spin between runs and take the core that the
+      // JavaScript thread needs to prepare the next one: measured 2.6x slower decode steps
+      // on two cores (bench/onnx_vs_engine.ts).
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
     };
     const open = async (path: string) => {
       try {
