@@ -106,8 +106,16 @@ export async function openInference(
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
     // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
-    const { openOnnxInference } = await import("./onnx_session.ts");
-    return openOnnxInference(checkpoint, opts);
+    let onnx: typeof import("./onnx_session.ts");
+    try {
+      onnx = await import("./onnx_session.ts");
+    } catch (e) {
+      throw new Error(
+        `backend onnx: cannot load onnxruntime-node (${(e as Error).message.split("\n")[0]}); ` +
+          `run npm ci in the project, or use --backend cpu`,
+      );
+    }
+    return onnx.openOnnxInference(checkpoint, opts);
   }
   const ck = await loadCheckpoint(checkpoint);
   const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
