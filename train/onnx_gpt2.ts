@@ -99,7 +99,11 @@ export function gpt2Graph(cfg: ModelConfig, w: WeightFile, input: GraphInput): O
   // Embeddings.
   g.scope("embed");
   const tok = input === "ids" ? g.op("Gather", [W("wte.weight"), src], { axis: { int: 0 } }) : src;
-  let x = g.op("Add", [tok, g.op("Gather", [W("wpe.weight"), posIds], { axis: { int: 0 } })]);
+  const x3 = g.op("Add", [tok, g.op("Gather", [W("wpe.weight"), posIds], { axis: { int: 0 } })]);
+  // The residual stream is kept as [B*T, C] rows, so that every linear layer is one Gemm
+  // with its bias fused; only attention needs the [B, T, ...] shape back.
+  let x = g.op("Reshape", [x3, g.constI64([-1, C])]);
+  const bt = g.op("Shape", [src], { start: { int: 0 }, end: { int: 2 } });
 
   // Additive mask [B, 1, T, S]: key j is visible to query i when j <= past + i and the
   // attention mask keeps it.
@@ -118,14 +122,13 @@ export function gpt2Graph(cfg: ModelConfig, w: WeightFile, input: GraphInput): O
   ]);
   const bias = g.op("Where", [g.op("And", [causal, keyOk]), g.constF32([0]), g.constF32([MASKED])]);
 
-  const headShape = g.constI64([0, 0, NH, HS]);
-  const flatShape = g.constI64([0, 0, C]);
+  const headShape = g.op("Concat", [bt, g.constI64([NH, HS])], { axis: { int: 0 } });
+  const rowShape = g.constI64([-1, C]);
   const split = g.constI64([C, C, C]);
   const scale = g.constF32([1 / Math.sqrt(HS)]);
   const heads = (v: string) =>
     g.op("Transpose", [g.op("Reshape", [v, headShape])], { perm: { ints: [0, 2, 1, 3] } });
-  const linear = (v: string, wName: string, bName: string) =>
-    g.op("Add", [g.op("MatMul", [v, W(wName)]), W(bName)]);
+  const linear = (v: string, wName: string, bName: string) => g.op("Gemm", [v, W(wName), W(bName)]);
   const layerNorm = (v: string, prefix: string) =>
     g.op("LayerNormalization", [v, W(`${prefix}.weight`), W(`${prefix}.bias`)], {
       axis: { int: -1 },
@@ -142,7 +145,7 @@ export function gpt2Graph(cfg: ModelConfig, w: WeightFile, input: GraphInput): O
       `${p}.attn.c_attn.weight`,
       `${p}.attn.c_attn.bias`,
     );
-    const [q, k, v] = g.opN("Split", [qkv, split], 3, { axis: { int: 2 } });
+    const [q, k, v] = g.opN("Split", [qkv, split], 3, { axis: { int: 1 } });
     const keys = g.op("Concat", [past[l][0], heads(k)], { axis: { int: 2 } }, presentKey(l));
     const vals = g.op("Concat", [past[l][1], heads(v)], { axis: { int: 2 } }, presentValue(l));
     const scores = g.op("Add", [
@@ -155,7 +158,7 @@ export function gpt2Graph(cfg: ModelConfig, w: WeightFile, input: GraphInput): O
     const probs = g.op("Softmax", [scores], { axis: { int: -1 } });
     const y = g.op("Reshape", [
       g.op("Transpose", [g.op("MatMul", [probs, vals])], { perm: { ints: [0, 2, 1, 3] } }),
-      flatShape,
+      rowShape,
     ]);
     x = g.op("Add", [x, linear(y, `${p}.attn.c_proj.weight`, `${p}.attn.c_proj.bias`)]);
     const f = linear(layerNorm(x, `${p}.ln_2`), `${p}.mlp.c_fc.weight`, `${p}.mlp.c_fc.bias`);
@@ -167,8 +170,16 @@ export function gpt2Graph(cfg: ModelConfig, w: WeightFile, input: GraphInput): O
   }
 
   g.scope("head");
-  const hidden = layerNorm(x, "ln_f");
-  const last = g.op("Identity", [hidden], {}, "last_hidden_state");
+  const hidden = g.op(
+    "Reshape",
+    [
+      layerNorm(x, "ln_f"),
+      g.op("Concat", [bt, g.constI64([C])], { axis: { int: 0 } }),
+    ],
+    {},
+    "last_hidden_state",
+  );
+  const last = hidden;
   // The last `keep` rows (Slice from -keep; keep = 0 starts at 0, i.e. every row).
   const start = g.op("Neg", [g.op("Unsqueeze", [keep, g.constI64([0])])]);
   const rows = g.op("Slice", [hidden, start, g.constI64([2 ** 62]), g.constI64([1])]);
