@@ -1,14 +1,17 @@
-// Batch-1 LOTUS inference latency of the `small` preset (d_model 256, 4 layers, 4 heads):
+// LOTUS inference latency of the `small` preset (d_model 256, 4 layers, 4 heads):
 // onnxruntime-node (--backend onnx) against the native CPU engine (--backend cpu), on
 // random weights, with the default LOTUS shape K = R = 6, c = 13 (79 loop positions, 7
-// passes) and a 44-token question.
+// passes) and one GSM8K-style question (39-46 tokens), batch 1 unless --batch.
 //
-//   npx deno run --allow-all bench/onnx_vs_engine.ts [--threads N] [--runs N] [--vocab gpt2|compact]
+//   npx deno run --allow-all bench/onnx_vs_engine.ts [--threads N] [--runs N] [--batch N]
+//       [--tokens N] [--vocab compact|gpt2] [--out FILE]
 //
 // Prints, per backend, the median over runs of the question prefix, the thought phase
 // (pass 0 + R loop passes) and the time per answer token (decode time / decode steps), and
-// writes them to bench/results/onnx_vs_engine.json. --vocab picks the LM head's size: GPT-2's
-// 50,260 tokens (the default tokenizer) or the compact tokenizer's 4,096.
+// writes them to bench/results/onnx_vs_engine.json (or --out). --vocab picks the LM head's
+// size: GPT-2's 50,260 tokens (the default tokenizer) or the compact tokenizer's 4,096.
+// Runs alternate between the backends; the load average is recorded, since the machine
+// may be shared.
 import { parseArgs } from "node:util";
 import { saveCheckpoint } from "../train/checkpoint.ts";
 import { presetConfig, TrainConfigSchema } from "../train/config.ts";
@@ -24,9 +27,12 @@ const { values: cli } = parseArgs({
     runs: { type: "string", default: "15" },
     vocab: { type: "string", default: "all" },
     tokens: { type: "string", default: "32" },
+    batch: { type: "string", default: "1" },
+    out: { type: "string", default: "onnx_vs_engine.json" },
   },
 });
 const threads = Number(cli.threads), runs = Number(cli.runs), newTokens = Number(cli.tokens);
+const batch = Number(cli.batch);
 const QUESTION = "A baker fills 12 trays with 8 muffins each in the morning and 7 trays " +
   "with 9 muffins each in the afternoon. She sells 130 muffins. How many are left?";
 
@@ -52,7 +58,8 @@ async function measure(sessions: InferenceSession[]): Promise<Figures[]> {
   const t = sessions.map(() => ({ pre: [] as number[], th: [] as number[], tok: [] as number[] }));
   for (let i = 0; i < runs + 3; i++) {
     for (let j = 0; j < sessions.length; j++) {
-      const r = await sessions[j].answer([QUESTION], { maxNewTokens: newTokens });
+      const qs = Array(batch).fill(QUESTION);
+      const r = await sessions[j].answer(qs, { maxNewTokens: newTokens });
       if (i < 3) continue; // warm-up
       t[j].pre.push(r.timings.prefillMs);
       t[j].th.push(r.timings.thoughtMs);
@@ -98,8 +105,8 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
     const P = tok.encode(QUESTION + "\n").length;
     const backends = ["cpu", "onnx"] as const;
     const sessions = [
-      await openInference(`${dir}/ck`, { backend: "cpu", threads }),
-      await openInference(`${dir}/ex`, { backend: "onnx", threads }),
+      await openInference(`${dir}/ck`, { backend: "cpu", threads, maxBatch: batch }),
+      await openInference(`${dir}/ex`, { backend: "onnx", threads, maxBatch: batch }),
     ];
     try {
       const load = Deno.loadavg()[0];
@@ -108,6 +115,7 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
         results.push({
           vocab: V,
           questionTokens: P,
+          batch,
           backend: backends[j],
           threads,
           runs,
@@ -115,7 +123,9 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
           ...m,
         });
         console.log(
-          `V=${V} P=${P} ${backends[j].padEnd(4)}  prefill ${m.prefillMs.toFixed(2)} ms  ` +
+          `V=${V} P=${P} B=${batch} ${backends[j].padEnd(4)}  prefill ${
+            m.prefillMs.toFixed(2)
+          } ms  ` +
             `thought ${m.thoughtMs.toFixed(2)} ms  per answer token ${m.perTokenMs.toFixed(3)} ms` +
             `  (load ${load.toFixed(2)})`,
         );
@@ -129,7 +139,7 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
 }
 await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
 await Deno.writeTextFile(
-  new URL("./results/onnx_vs_engine.json", import.meta.url),
+  new URL(`./results/${cli.out}`, import.meta.url),
   JSON.stringify(
     { date: new Date().toISOString(), cpus: navigator.hardwareConcurrency, results },
     null,

@@ -8,7 +8,7 @@
  * side's cached prefix, its loop passes over the cache and its decode step are each checked
  * against a computation that shares none of their bookkeeping.
  */
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
@@ -254,4 +254,17 @@ Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again w
   await fresh.close();
   assertEquals(got.answers.map((x) => x.tokens), want.answers.map((x) => x.tokens));
   assert(JSON.stringify(got.answers) !== JSON.stringify(a1.answers), "new weights, same answers");
+});
+
+Deno.test("each backend refuses the wrong kind of directory with a clear error", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  await exportCheckpoint(`${d}/ck`, `${d}/hf`, { format: "hf" });
+  await exportCheckpoint(`${d}/ck`, `${d}/both`, { format: "both" });
+  const e1 = await assertRejects(() => openInference(`${d}/hf`, { backend: "onnx" }));
+  assert((e1 as Error).message.includes("this export has no ONNX graphs"), String(e1));
+  const e2 = await assertRejects(() => openInference(`${d}/both`, { backend: "cpu" }));
+  assert((e2 as Error).message.includes("is an export directory"), String(e2));
+  const e3 = await assertRejects(() => openInference(`${d}/nothing`, { backend: "onnx" }));
+  assert((e3 as Error).message.includes("config.json"), String(e3));
 });

@@ -117,6 +117,13 @@ export async function openInference(
     }
     return onnx.openOnnxInference(checkpoint, opts);
   }
+  const isExport = await Deno.stat(`${checkpoint}/lotus.json`).then(() => true, () => false);
+  if (isExport) {
+    throw new Error(
+      `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
+        `checkpoint, or use --backend onnx`,
+    );
+  }
   const ck = await loadCheckpoint(checkpoint);
   const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
   const eng: Engine = openBackend(backend, opts.threads ?? 0);

@@ -259,7 +259,19 @@ export async function onnxExportFor(
   log: (s: string) => void = console.error,
 ): Promise<string> {
   if (await isExport(path)) return path;
+  if (await Deno.stat(`${path}/lotus.json`).then(() => true, () => false)) {
+    throw new ExportError(
+      `${path}: this export has no ONNX graphs (${ONNX_FILES.ids}); export with --format ` +
+        `onnx or both, or pass the checkpoint`,
+    );
+  }
   const ck = checkpointDirOf(path);
+  if (!(await Deno.stat(`${ck}/config.json`).then(() => true, () => false))) {
+    throw new ExportError(
+      `${path}: neither an export (no lotus.json) nor a checkpoint (no config.json here or ` +
+        `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
+    );
+  }
   const cache = `${ck}/${ONNX_CACHE_DIR}`;
   if (await isExport(cache)) {
     const [lotus, sha] = await Promise.all([readLotusJson(cache), checkpointFingerprint(ck)]);
