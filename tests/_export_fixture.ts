@@ -28,7 +28,7 @@ const TEXTS = [
 
 /** What kind of tiny checkpoint to make. */
 export interface TinyCheckpointOptions {
-  mode?: "lotus" | "cot" | "nocot";
+  mode?: "lotus" | "lotus-aux" | "cot" | "nocot";
   k?: number;
   c?: number;
   r?: number | null;

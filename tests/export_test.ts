@@ -263,3 +263,14 @@ Deno.test("export and infer command lines: defaults, and one-line errors", () =>
   assertThrows(() => parseInferArgs(["--backend", "tpu", "q"]), CliError, "--backend");
   assertThrows(() => parseInferArgs([]), CliError, "give at least one question");
 });
+
+Deno.test("a LOTUS-aux checkpoint exports its backbone only: the aux decoder is training-only", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "lotus-aux", model: { auxLayers: 1 } });
+  assert(await Deno.stat(`${d}/ck/aux.safetensors`).then(() => true));
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  assertEquals(await checkExport(`${d}/ex`), []);
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  assert(!Object.keys(st.tensors).some((n) => n.startsWith("aux.")));
+  assertEquals((await readLotusJson(`${d}/ex`)).mode, "lotus");
+});
