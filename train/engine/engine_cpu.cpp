@@ -254,6 +254,16 @@ double sum_d(const float* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// Dot product of n floats in double, 8 fixed lanes combined in a fixed order.
+double dot_d(const float* x, const float* y, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += (double)x[i + l] * y[i + l];
+  for (; i < n; i++) acc[i & 7] += (double)x[i] * y[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // Dot product of n floats (fp32, fixed order).
 inline float dot(const float* a, const float* b, int n) {
   vf acc = splat(0.f);
@@ -994,7 +1004,21 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
 //   j <  Tp: kv_past + b*past_bs + j*past_rs + h*HS      (value: C elements later)
 //   j >= Tp: qkv + (b*Tq + j - Tp)*3C + C + h*HS         (value: C elements later)
 // Query i sees keys 0 .. Tp+i that key_valid does not mask.
+//
+// How it is fast. A dot product per (query, key) ends in a horizontal sum, which costs more
+// than the dot itself at HS = 64. So when a (b, h) has enough queries to amortise it, its
+// keys (forward) or values (backward) are first copied into a transposed tile KT[HS][ldk]
+// (ldk = Tk rounded up to whole vectors, zero-padded), and a query's scores are computed a
+// few vectors of keys at a time: s[j..j+4VW) = sum_d q[d] KT[d][j..j+4VW), with the four
+// accumulators in registers. Sums of rows (p V, ds K) keep the head's HS outputs in
+// registers the same way. The backward keeps each (b, h)'s ds rows, then forms each key's
+// gradients dk_j = sum_i ds[i][j] q_i and dv_j = sum_i p[i][j] dout_i in registers, adding
+// them to dqkv / dkv_past once (rank-1 updates of a transposed dK tile per query would stream
+// the whole tile through L2 for every query). With one or a few queries (decoding), the transpose would cost as much as the
+// scores, so keys are read in place with one dot product each. Every sum still runs in a
+// fixed order on one thread, so results are deterministic and independent of thread count.
 
+extern "C++" {  // the helpers below use templates, which cannot have C linkage
 namespace {
 
 struct AttnShape {
@@ -1002,10 +1026,147 @@ struct AttnShape {
   int64_t past_bs, past_rs;
 };
 
+// Below this many queries per (b, h), scores use direct dot products (no transpose).
+constexpr int kTransposeMinTq = 8;
+
 inline const float* key_ptr(const AttnShape& s, const float* qkv, const float* past, int b,
                             int h, int j) {
   if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + h * s.HS;
   return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * 3 * s.C + s.C + h * s.HS;
+}
+
+inline int round_up_vw(int n) { return (n + VW - 1) / VW * VW; }
+
+// dst[d*ld + j] = row_j[off + d] for the Tk keys of (b, h), zero for Tk <= j < ld.
+// off = 0 for keys, C for values. Blocks of 16 keys keep the written lines in L1.
+void transpose_kv(float* dst, int64_t ld, const AttnShape& s, const float* qkv,
+                  const float* past, int b, int h, int off) {
+  for (int j0 = 0; j0 < s.Tk; j0 += 16) {
+    const int j1 = std::min(s.Tk, j0 + 16);
+    for (int j = j0; j < j1; j++) {
+      const float* r = key_ptr(s, qkv, past, b, h, j) + off;
+      for (int d = 0; d < s.HS; d++) dst[d * ld + j] = r[d];
+    }
+  }
+  for (int d = 0; d < s.HS; d++)
+    for (int64_t j = s.Tk; j < ld; j++) dst[d * ld + j] = 0.f;
+}
+
+// out[v*VW .. (v+U)*VW) = sum_d x[d] * T[d][same], the d-sum in order, in registers.
+template <int U>
+inline void tdot_block(float* out, const float* t, int64_t ld, const float* x, int HS) {
+  vf acc[U];
+  for (int u = 0; u < U; u++) acc[u] = splat(0.f);
+  for (int d = 0; d < HS; d++) {
+    const float xd = x[d];
+    const float* row = t + d * ld;
+    for (int u = 0; u < U; u++) acc[u] += loadu(row + u * VW) * xd;
+  }
+  for (int u = 0; u < U; u++) storeu(out + u * VW, acc[u]);
+}
+
+// out[0..round_up_vw(n)) = x^T T[:, 0..n) for a transposed tile T [HS][ld].
+void tdot(float* out, const float* t, int64_t ld, const float* x, int HS, int n) {
+  const int nv = (n + VW - 1) / VW;
+  int v = 0;
+  for (; v + 4 <= nv; v += 4) tdot_block<4>(out + v * VW, t + v * VW, ld, x, HS);
+  switch (nv - v) {
+    case 3: tdot_block<3>(out + v * VW, t + v * VW, ld, x, HS); break;
+    case 2: tdot_block<2>(out + v * VW, t + v * VW, ld, x, HS); break;
+    case 1: tdot_block<1>(out + v * VW, t + v * VW, ld, x, HS); break;
+    default: break;
+  }
+}
+
+// out[0..HS) += sum_{j < n, w[j] != 0} w[j] * (key_ptr(j) + off)[0..HS), j in order. Up to
+// four vectors of the head stay in registers while the rows stream by.
+void combine_rows(float* out, const float* w, int n, const AttnShape& s, const float* qkv,
+                  const float* past, int b, int h, int off) {
+  for (int c0 = 0; c0 < s.HS; c0 += 4 * VW) {
+    const int len = std::min(4 * VW, s.HS - c0);
+    const int nv = (len + VW - 1) / VW;
+    vf acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    if (len == 4 * VW) {
+      for (int j = 0; j < n; j++) {
+        if (w[j] == 0.f) continue;
+        const float* r = key_ptr(s, qkv, past, b, h, j) + off + c0;
+        for (int u = 0; u < 4; u++) acc[u] += loadu(r + u * VW) * w[j];
+      }
+    } else {
+      for (int j = 0; j < n; j++) {
+        if (w[j] == 0.f) continue;
+        const float* r = key_ptr(s, qkv, past, b, h, j) + off + c0;
+        for (int u = 0; u < nv; u++) {
+          const int k = std::min(VW, len - u * VW);
+          acc[u] += (k == VW ? loadu(r + u * VW) : load_part(r + u * VW, k)) * w[j];
+        }
+      }
+    }
+    for (int u = 0; u < nv; u++) {
+      const int k = std::min(VW, len - u * VW);
+      float* o = out + c0 + u * VW;
+      if (k == VW) {
+        storeu(o, loadu(o) + acc[u]);
+      } else {
+        store_part(o, load_part(o, k) + acc[u], k);
+      }
+    }
+  }
+}
+
+// Gradients of key and value j of (b, h), added once to their rows:
+//   dk += sum_{i >= i0} ds[i][j] q_i,   dv += sum_{i >= i0} p[i][j] dout_i   (i in order)
+// q_i = q0 + i*3C, dout_i = d0 + i*C; ds and p rows have strides ld_ds and ld_p.
+void kv_grad_rows(float* dk, float* dv, const float* ds, int64_t ld_ds, const float* p,
+                  int64_t ld_p, int i0, int Tq, const float* q0, const float* d0, int HS, int C) {
+  for (int c0 = 0; c0 < HS; c0 += 4 * VW) {
+    const int len = std::min(4 * VW, HS - c0);
+    const int nv = (len + VW - 1) / VW;
+    vf ak[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    vf av[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    for (int i = i0; i < Tq; i++) {
+      const float wk = ds[i * ld_ds], wv = p[i * ld_p];
+      if (wk == 0.f && wv == 0.f) continue;
+      const float* q = q0 + (int64_t)i * 3 * C + c0;
+      const float* d = d0 + (int64_t)i * C + c0;
+      if (len == 4 * VW) {
+        for (int u = 0; u < 4; u++) {
+          ak[u] += loadu(q + u * VW) * wk;
+          av[u] += loadu(d + u * VW) * wv;
+        }
+      } else {
+        for (int u = 0; u < nv; u++) {
+          const int k = std::min(VW, len - u * VW);
+          ak[u] += load_part(q + u * VW, k) * wk;
+          av[u] += load_part(d + u * VW, k) * wv;
+        }
+      }
+    }
+    for (int u = 0; u < nv; u++) {
+      const int k = std::min(VW, len - u * VW);
+      float* pk = dk + c0 + u * VW;
+      float* pv = dv + c0 + u * VW;
+      if (k == VW) {
+        storeu(pk, loadu(pk) + ak[u]);
+        storeu(pv, loadu(pv) + av[u]);
+      } else {
+        store_part(pk, load_part(pk, k) + ak[u], k);
+        store_part(pv, load_part(pv, k) + av[u], k);
+      }
+    }
+  }
+}
+
+// Unnormalised log-probabilities to probabilities in place: a[0..nk) holds scores (-inf for
+// masked keys) and their max m; a[nk..Tk) becomes 0.
+void softmax_row(float* a, int nk, int Tk, float m) {
+  const vf mv = splat(m);
+  int j = 0;
+  for (; j + VW <= nk; j += VW) storeu(a + j, vexp(loadu(a + j) - mv));
+  if (j < nk) store_part(a + j, vexp(load_part(a + j, nk - j) - mv), nk - j);
+  const float inv = (float)(1.0 / sum_d(a, nk));
+  for (j = 0; j < nk; j++) a[j] *= inv;
+  for (j = nk; j < Tk; j++) a[j] = 0.f;
 }
 
 int attention_check(const char* fn, const AttnShape& s, const float* kv_past, const char* past_name,
@@ -1034,6 +1195,7 @@ int attention_check(const char* fn, const AttnShape& s, const float* kv_past, co
 }
 
 }  // namespace
+}  // extern "C++"
 
 // out [B,Tq,C], att [B,NH,Tq,Tk]
 int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
@@ -1046,44 +1208,44 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
   TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, s.Tk)));
-  const int HS = s.HS, Tk = s.Tk;
+  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
+  const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
-  const int64_t work = (int64_t)B * Tq * Tk * C;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (work > kParMin)
+  const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
+  // per thread: KT [HS][ldk] (transposed path only), a score row [ldk]
+  const size_t per_thread = (transposed ? (size_t)HS * ldk : 0) + ldk;
+  float* ws = g_attn.get((size_t)T * per_thread);
+  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
+#pragma omp parallel for schedule(static) num_threads(T)
   for (int bh = 0; bh < B * NH; bh++) {
     const int b = bh / NH, h = bh % NH;
+    float* row = ws + (size_t)omp_get_thread_num() * per_thread;
+    float* kt = row + ldk;
+    if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
     const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
     for (int i = 0; i < Tq; i++) {
       const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
       float* a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
       float* o = out + ((int64_t)b * Tq + i) * C + h * HS;
       const int nk = Tp + i + 1;  // visible keys
-      // scores, with -inf for masked keys (vexp maps them to exactly 0)
+      if (transposed) {
+        tdot(row, kt, ldk, q, HS, nk);
+      } else {
+        for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+      }
       float m = -INFINITY;
       for (int j = 0; j < nk; j++) {
-        if (valid && !valid[j]) {
-          a[j] = -INFINITY;
-          continue;
-        }
-        const float sc = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS) * scale;
-        a[j] = sc;
-        m = std::max(m, sc);
+        const bool ok = !valid || valid[j];
+        a[j] = ok ? row[j] * scale : -INFINITY;  // vexp maps -inf to exactly 0
+        if (ok) m = std::max(m, a[j]);
       }
-      for (int j = 0; j < HS; j++) o[j] = 0.f;
+      for (int d = 0; d < HS; d++) o[d] = 0.f;
       if (m == -INFINITY) {  // no visible valid key: output 0, probabilities 0
         for (int j = 0; j < Tk; j++) a[j] = 0.f;
         continue;
       }
-      const vf mv = splat(m);
-      int j = 0;
-      for (; j + VW <= nk; j += VW) storeu(a + j, vexp(loadu(a + j) - mv));
-      if (j < nk) store_part(a + j, vexp(load_part(a + j, nk - j) - mv), nk - j);
-      const float inv = (float)(1.0 / sum_d(a, nk));
-      for (j = 0; j < nk; j++) a[j] *= inv;
-      for (j = nk; j < Tk; j++) a[j] = 0.f;
-      for (j = 0; j < nk; j++) {
-        if (a[j] != 0.f) axpy(o, a[j], key_ptr(s, qkv, kv_past, b, h, j) + C, HS);
-      }
+      softmax_row(a, nk, Tk, m);
+      combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
     }
   }
   return 0;
@@ -1103,51 +1265,59 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
   TRY(check_span(fn, "qkv", qkv, qkv_bytes));
-  const int HS = s.HS, Tk = s.Tk;
+  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
+  const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
   // Past rows of different batches that overlap (past_bs = 0 shares one past across the
   // batch) would race on dkv_past, so then only heads run in parallel and b runs in order.
   const bool share_b =
       Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2LL * C;
   const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
-  float* ws = g_attn.get((size_t)T * (Tk + HS));
-  if (!ws) return fail("%s: cannot allocate %d floats of scratch space", fn, T * (Tk + HS));
+  // per thread: dS [Tq][ldk], dp [ldk], VT [HS][ldk] (transposed path only)
+  const size_t per_thread = (size_t)Tq * ldk + ldk + (transposed ? (size_t)HS * ldk : 0);
+  float* ws = g_attn.get((size_t)T * per_thread);
+  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
   const int items = share_b ? NH : B * NH;
 #pragma omp parallel for schedule(static) num_threads(T)
   for (int it = 0; it < items; it++) {
-    float* dp = ws + (size_t)omp_get_thread_num() * (Tk + HS);
-    float* dq = dp + Tk;
+    float* dS = ws + (size_t)omp_get_thread_num() * per_thread;
+    float* dp = dS + (size_t)Tq * ldk;
+    float* vt = dp + ldk;
     const int b_lo = share_b ? 0 : it / NH, b_hi = share_b ? B : it / NH + 1;
     const int h = it % NH;
     for (int b = b_lo; b < b_hi; b++) {
+      const float* att_bh = att + ((int64_t)b * NH + h) * Tq * Tk;
+      const float* q0 = qkv + (int64_t)b * Tq * 3 * C + h * HS;
+      const float* d0 = dout + (int64_t)b * Tq * C + h * HS;
+      if (transposed) transpose_kv(vt, ldk, s, qkv, kv_past, b, h, C);
+      // Pass 1, per query: dp, ds (kept for pass 2) and dq.
       for (int i = 0; i < Tq; i++) {
-        const float* a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
-        const float* d = dout + ((int64_t)b * Tq + i) * C + h * HS;
-        const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
+        const float* a = att_bh + (int64_t)i * Tk;
+        const float* d = d0 + (int64_t)i * C;
+        float* ds = dS + (int64_t)i * ldk;
         const int nk = Tp + i + 1;
-        double t = 0;
-        for (int j = 0; j < nk; j++) {
-          dp[j] = a[j] != 0.f ? dot(d, key_ptr(s, qkv, kv_past, b, h, j) + C, HS) : 0.f;
-          t += (double)a[j] * dp[j];
+        if (transposed) {
+          tdot(dp, vt, ldk, d, HS, nk);
+        } else {
+          for (int j = 0; j < nk; j++) dp[j] = dot(d, key_ptr(s, qkv, kv_past, b, h, j) + C, HS);
         }
-        const float tf = (float)t;
-        for (int k = 0; k < HS; k++) dq[k] = 0.f;
-        for (int j = 0; j < nk; j++) {
-          if (a[j] == 0.f) continue;
-          const float ds = a[j] * (dp[j] - tf) * scale;
-          axpy(dq, ds, key_ptr(s, qkv, kv_past, b, h, j), HS);
-          float* dk;
-          if (j < Tp) {
-            if (!dkv_past) continue;
-            dk = dkv_past + b * past_bs + j * past_rs + h * HS;
-          } else {
-            dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
-          }
-          axpy(dk, ds, q, HS);
-          axpy(dk + C, a[j], d, HS);
+        const float tf = (float)dot_d(a, dp, nk);
+        for (int j = 0; j < nk; j++) ds[j] = a[j] * (dp[j] - tf) * scale;
+        for (int j = nk; j < Tk; j++) ds[j] = 0.f;
+        combine_rows(dqkv + ((int64_t)b * Tq + i) * 3 * C + h * HS, ds, nk, s, qkv, kv_past, b,
+                     h, 0);
+      }
+      // Pass 2, per key: dk and dv from the queries that see it (i >= j - Tp).
+      for (int j = 0; j < Tk; j++) {
+        float* dk;
+        if (j < Tp) {
+          if (!dkv_past) continue;
+          dk = dkv_past + b * past_bs + j * past_rs + h * HS;
+        } else {
+          dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
         }
-        float* dqi = dqkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
-        for (int k = 0; k < HS; k++) dqi[k] += dq[k];
+        kv_grad_rows(dk, dk + C, dS + j, ldk, att_bh + j, Tk, std::max(0, j - Tp), Tq, q0, d0,
+                     HS, C);
       }
     }
   }
