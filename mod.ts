@@ -7,3 +7,13 @@
 export * from "./pipeline/types.ts";
 export * from "./pipeline/safetensors.ts";
 export * from "./pipeline/atomic.ts";
+
+// ---- native engine (train/engine): building the library, and its FFI binding ----
+export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./train/engine/ffi.ts";
+export type { EngineOptions, Ptr } from "./train/engine/ffi.ts";
+export { buildEngine, EngineBuildError, planEngineBuild } from "./train/engine/build.ts";
+export type {
+  Backend as EngineBackend,
+  BuildEngineOptions,
+  EngineBuildPlan,
+} from "./train/engine/build.ts";

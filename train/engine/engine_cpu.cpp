@@ -160,6 +160,20 @@ int nthreads() {
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr int64_t kParMin = 1 << 15;
 
+// Runs f(i) for i in [0, n): on all threads with a static schedule when `par`, otherwise
+// inline. Small work never enters OpenMP: even a serialised region (`if` clause false) costs
+// about 0.3 us in libgomp, some 30 FFI calls' worth.
+template <class F>
+inline void par_for(int64_t n, bool par, F&& f) {
+  const int T = nthreads();
+  if (!par || T == 1 || n <= 1) {
+    for (int64_t i = 0; i < n; i++) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(T)
+  for (int64_t i = 0; i < n; i++) f(i);
+}
+
 // Grow-only, 64-byte-aligned scratch owned by the calling thread. Ops size it before their
 // parallel region, so nothing is allocated inside hot loops and, after the first step,
 // nothing is allocated at all.
@@ -395,8 +409,9 @@ int gemm(const char* fn, int M, int N, int K, const float* A, int64_t ars, int64
   if (!pa_all || !pb) return fail("%s: cannot allocate GEMM scratch space", fn);
   const int slivers = (M + MR - 1) / MR;
 
-#pragma omp parallel num_threads(T)
-  {
+  // The body runs on each thread of a team, or inline for small products (see par_for).
+  // Outside a parallel region omp_get_num_threads() is 1 and the barriers are no-ops.
+  auto body = [&]() {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     float* pa = pa_all + (size_t)tid * MC * KC;
     // Row slivers [s0, s1) belong to this thread: balanced to within one sliver.
@@ -427,6 +442,12 @@ int gemm(const char* fn, int M, int N, int K, const float* A, int64_t ars, int64
 #pragma omp barrier
       }
     }
+  };
+  if (T == 1) {
+    body();
+  } else {
+#pragma omp parallel num_threads(T)
+    body();
   }
   return 0;
 }
@@ -476,8 +497,8 @@ void matmul_bwd_naive(float* dinp, float* dw, const float* dout, const float* in
 // column's sum runs over n in order on one thread.
 void colsum_add(float* out, const float* x, int N, int C) {
   const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int bk = 0; bk < blocks; bk++) {
+  par_for(blocks, (int64_t)N * C > kParMin, [&](int64_t bk_) {
+    const int bk = (int)bk_;
     const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
     double acc[64] = {0};
     for (int n = 0; n < N; n++) {
@@ -485,7 +506,7 @@ void colsum_add(float* out, const float* x, int N, int C) {
       for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
     }
     for (int c = c0; c < c1; c++) out[c] += (float)acc[c - c0];
-  }
+  });
 }
 
 }  // namespace
@@ -635,9 +656,8 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   const int64_t total = (int64_t)nb * rows;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) \
-    if (disjoint && total * cols > kParMin)
-  for (int64_t t = 0; t < total; t++) {
+  par_for(total, disjoint && total * cols > kParMin, [&](int64_t t_) {
+    const int64_t t = (int64_t)t_;
     const int64_t b = t / rows, r = t % rows;
     float* d = dst + b * dst_bs + r * dst_rs;
     const float* s = src + b * src_bs + r * src_rs;
@@ -646,7 +666,7 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
     } else {
       std::memmove(d, s, (size_t)cols * sizeof(float));
     }
-  }
+  });
   return 0;
 }
 
@@ -656,8 +676,10 @@ int le_add(float* out, const float* a, const float* b, int64_t n) {
   TRY(check_span("le_add", "out", out, mul(n, 4)));
   TRY(check_span("le_add", "a", a, mul(n, 4)));
   TRY(check_span("le_add", "b", b, mul(n, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+  par_for(n, n > kParMin, [&](int64_t i_) {
+    const int64_t i = (int64_t)i_;
+    out[i] = a[i] + b[i];
+  });
   return 0;
 }
 
@@ -665,8 +687,10 @@ int le_scale(float* x, float s, int64_t n) {
   REQUIRE_NONNEG("le_scale", "n", n);
   if (n == 0) return 0;
   TRY(check_span("le_scale", "x", x, mul(n, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) x[i] *= s;
+  par_for(n, n > kParMin, [&](int64_t i_) {
+    const int64_t i = (int64_t)i_;
+    x[i] *= s;
+  });
   return 0;
 }
 
@@ -712,13 +736,13 @@ int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, const float
     TRY(check_span(fn, "wpe", wpe, 1));
   }
   TRY(check_embed_indices(fn, ids, pos, wte, wpe, N, C));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* o = out + (int64_t)n * C;
     const float* te = ids[n] >= 0 ? wte + (int64_t)ids[n] * C : nullptr;
     const float* pe = wpe ? wpe + (int64_t)pos[n] * C : nullptr;
     for (int c = 0; c < C; c++) o[c] = (te ? te[c] : 0.f) + (pe ? pe[c] : 0.f);
-  }
+  });
   return 0;
 }
 
@@ -740,8 +764,8 @@ int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids
   }
   TRY(check_embed_indices(fn, ids, pos, dwte, dwpe, N, C));
   const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int bk = 0; bk < blocks; bk++) {
+  par_for(blocks, (int64_t)N * C > kParMin, [&](int64_t bk_) {
+    const int bk = (int)bk_;
     const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
     for (int n = 0; n < N; n++) {
       const float* d = dout + (int64_t)n * C;
@@ -754,7 +778,7 @@ int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids
         for (int c = c0; c < c1; c++) g[c] += d[c];
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -798,11 +822,11 @@ int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, con
   TRY(check_span(fn, "b", b, mul(C, 4)));
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     layernorm_row(out + (int64_t)n * C, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr,
                   inp + (int64_t)n * C, w, b, C);
-  }
+  });
   return 0;
 }
 
@@ -824,8 +848,8 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
   TRY(check_span(fn, "rstd", rstd, mul(N, 4)));
   const bool par = (int64_t)N * C > kParMin;
   if (dinp) {
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (par)
-    for (int n = 0; n < N; n++) {
+    par_for(N, par, [&](int64_t n_) {
+      const int n = (int)n_;
       const float* x = inp + (int64_t)n * C;
       const float* d = dout + (int64_t)n * C;
       float* dx = dinp + (int64_t)n * C;
@@ -841,12 +865,12 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
         const float norm = (x[c] - m) * rs;
         dx[c] += (d[c] * w[c] - a - norm * bb) * rs;
       }
-    }
+    });
   }
   if (dw || db) {
     const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (par)
-    for (int bk = 0; bk < blocks; bk++) {
+    par_for(blocks, par, [&](int64_t bk_) {
+      const int bk = (int)bk_;
       const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
       double aw[64] = {0}, ab[64] = {0};
       for (int n = 0; n < N; n++) {
@@ -862,7 +886,7 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
         if (dw) dw[c] += (float)aw[c - c0];
         if (db) db[c] += (float)ab[c - c0];
       }
-    }
+    });
   }
   return 0;
 }
@@ -882,15 +906,15 @@ int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd
   TRY(check_span(fn, "bias", bias, mul(C, 4)));
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* r = resid + (int64_t)n * C;
     const float* ar = a + (int64_t)n * C;
     const float* br = b + (int64_t)n * C;
     for (int c = 0; c < C; c++) r[c] = ar[c] + br[c];
     layernorm_row(out + (int64_t)n * C, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, r,
                   w, bias, C);
-  }
+  });
   return 0;
 }
 
@@ -963,15 +987,15 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
   TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t v = 0; v < nv; v++) {
+  par_for(nv, n > kParMin, [&](int64_t v_) {
+    const int64_t v = (int64_t)v_;
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(out + i, gelu_v(loadu(inp + i)));
     } else {
       store_part(out + i, gelu_v(load_part(inp + i, (int)(n - i))), (int)(n - i));
     }
-  }
+  });
   return 0;
 }
 
@@ -982,8 +1006,8 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
   TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t v = 0; v < nv; v++) {
+  par_for(nv, n > kParMin, [&](int64_t v_) {
+    const int64_t v = (int64_t)v_;
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(dinp + i, loadu(dinp + i) + gelu_grad_v(loadu(inp + i)) * loadu(dout + i));
@@ -994,7 +1018,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
                                               load_part(dout + i, k),
                  k);
     }
-  }
+  });
   return 0;
 }
 
@@ -1216,8 +1240,8 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
   const size_t per_thread = (transposed ? (size_t)HS * ldk : 0) + ldk;
   float* ws = g_attn.get((size_t)T * per_thread);
   if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
-#pragma omp parallel for schedule(static) num_threads(T)
-  for (int bh = 0; bh < B * NH; bh++) {
+  par_for(B * NH, T > 1, [&](int64_t bh_) {
+    const int bh = (int)bh_;
     const int b = bh / NH, h = bh % NH;
     float* row = ws + (size_t)omp_get_thread_num() * per_thread;
     float* kt = row + ldk;
@@ -1247,7 +1271,7 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
       softmax_row(a, nk, Tk, m);
       combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
     }
-  }
+  });
   return 0;
 }
 
@@ -1278,8 +1302,8 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
   float* ws = g_attn.get((size_t)T * per_thread);
   if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
   const int items = share_b ? NH : B * NH;
-#pragma omp parallel for schedule(static) num_threads(T)
-  for (int it = 0; it < items; it++) {
+  par_for(items, T > 1, [&](int64_t it_) {
+    const int it = (int)it_;
     float* dS = ws + (size_t)omp_get_thread_num() * per_thread;
     float* dp = dS + (size_t)Tq * ldk;
     float* vt = dp + ldk;
@@ -1320,7 +1344,7 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
                      HS, C);
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -1341,14 +1365,14 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
                   fn, n, targets[n], V);
     }
   }
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * V > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* x = logits + (int64_t)n * V;
     const int t = targets[n];
     if (t < 0) {
       losses[n] = 0.f;
       if (dscale != 0.f) std::memset(x, 0, (size_t)V * sizeof(float));
-      continue;
+      return;
     }
     vf mx = splat(-INFINITY);
     int v = 0;
@@ -1381,7 +1405,7 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
       if (v < V) store_part(x + v, ds * (vexp(load_part(x + v, V - v) - mv) * k), V - v);
       x[t] = dscale * pt_minus_1;
     }
-  }
+  });
   return 0;
 }
 
@@ -1391,14 +1415,14 @@ int le_argmax(int32_t* out, const float* logits, int N, int V) {
   REQUIRE_POS(fn, "V", V);
   TRY(check_span(fn, "out", out, mul(N, 4)));
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * V > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     const float* x = logits + (int64_t)n * V;
     int best = 0;
     for (int v = 1; v < V; v++)
       if (x[v] > x[best]) best = v;  // strict: the lowest index wins ties
     out[n] = best;
-  }
+  });
   return 0;
 }
 
@@ -1413,8 +1437,8 @@ int le_sumsq(float* out, const float* g, int64_t n) {
   TRY(check_span(fn, "g", g, mul(n, 4)));
   constexpr int kChunks = 64;
   double part[kChunks];
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int c = 0; c < kChunks; c++) {
+  par_for(kChunks, n > kParMin, [&](int64_t c_) {
+    const int c = (int)c_;
     const int64_t i0 = n * c / kChunks, i1 = n * (c + 1) / kChunks;
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = i0;
@@ -1422,7 +1446,7 @@ int le_sumsq(float* out, const float* g, int64_t n) {
       for (int l = 0; l < 8; l++) acc[l] += (double)g[i + l] * g[i + l];
     for (; i < i1; i++) acc[0] += (double)g[i] * g[i];
     part[c] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  }
+  });
   double total = 0;
   for (int c = 0; c < kChunks; c++) total += part[c];
   out[0] = (float)total;
@@ -1459,15 +1483,15 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
   const double bc2 = 1.0 - std::pow((double)beta2, t);
   const float step = (float)(lr / bc1);
   const float bc2_sqrt = (float)std::sqrt(bc2);
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) {
+  par_for(n, n > kParMin, [&](int64_t i_) {
+    const int64_t i = (int64_t)i_;
     const float gi = clip == 1.f ? g[i] : g[i] * clip;
     const float mi = m[i] + one_b1 * (gi - m[i]);
     const float vi = beta2 * v[i] + one_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
     p[i] = p[i] * decay - step * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
-  }
+  });
   return 0;
 }
 
