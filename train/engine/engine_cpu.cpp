@@ -288,13 +288,6 @@ inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-// y[i] += s * x[i]
-inline void axpy(float* y, float s, const float* x, int n) {
-  int i = 0;
-  const vf sv = splat(s);
-  for (; i + VW <= n; i += VW) storeu(y + i, loadu(y + i) + sv * loadu(x + i));
-  for (; i < n; i++) y[i] += s * x[i];
-}
 
 // ============================================================================================
 // GEMM: C[M,N] (=|+=) A[M,K] B[K,N], A(i,k) = A[i*ars + k*acs], B(k,j) = B[k*brs + j*bcs]
@@ -656,8 +649,7 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   const int64_t total = (int64_t)nb * rows;
-  par_for(total, disjoint && total * cols > kParMin, [&](int64_t t_) {
-    const int64_t t = (int64_t)t_;
+  par_for(total, disjoint && total * cols > kParMin, [&](int64_t t) {
     const int64_t b = t / rows, r = t % rows;
     float* d = dst + b * dst_bs + r * dst_rs;
     const float* s = src + b * src_bs + r * src_rs;
@@ -676,8 +668,7 @@ int le_add(float* out, const float* a, const float* b, int64_t n) {
   TRY(check_span("le_add", "out", out, mul(n, 4)));
   TRY(check_span("le_add", "a", a, mul(n, 4)));
   TRY(check_span("le_add", "b", b, mul(n, 4)));
-  par_for(n, n > kParMin, [&](int64_t i_) {
-    const int64_t i = (int64_t)i_;
+  par_for(n, n > kParMin, [&](int64_t i) {
     out[i] = a[i] + b[i];
   });
   return 0;
@@ -687,8 +678,7 @@ int le_scale(float* x, float s, int64_t n) {
   REQUIRE_NONNEG("le_scale", "n", n);
   if (n == 0) return 0;
   TRY(check_span("le_scale", "x", x, mul(n, 4)));
-  par_for(n, n > kParMin, [&](int64_t i_) {
-    const int64_t i = (int64_t)i_;
+  par_for(n, n > kParMin, [&](int64_t i) {
     x[i] *= s;
   });
   return 0;
@@ -987,8 +977,7 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
   TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-  par_for(nv, n > kParMin, [&](int64_t v_) {
-    const int64_t v = (int64_t)v_;
+  par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(out + i, gelu_v(loadu(inp + i)));
@@ -1006,8 +995,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
   TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-  par_for(nv, n > kParMin, [&](int64_t v_) {
-    const int64_t v = (int64_t)v_;
+  par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(dinp + i, loadu(dinp + i) + gelu_grad_v(loadu(inp + i)) * loadu(dout + i));
@@ -1483,8 +1471,7 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
   const double bc2 = 1.0 - std::pow((double)beta2, t);
   const float step = (float)(lr / bc1);
   const float bc2_sqrt = (float)std::sqrt(bc2);
-  par_for(n, n > kParMin, [&](int64_t i_) {
-    const int64_t i = (int64_t)i_;
+  par_for(n, n > kParMin, [&](int64_t i) {
     const float gi = clip == 1.f ? g[i] : g[i] * clip;
     const float mi = m[i] + one_b1 * (gi - m[i]);
     const float vi = beta2 * v[i] + one_b2 * gi * gi;
