@@ -869,10 +869,11 @@ Deno.test(
       [5, 5, 5, 5], // all equal
       [-1, -2, -0.5, -0.5],
       [0, 0, 0, 7],
+      [NaN, 1, NaN, 1], // NaN never wins, even first
     ];
-    const p = pool.f32(rows.flat()), out = pool.i32([9, 9, 9, 9]);
-    eng.argmax(out, p, 4, 4);
-    assertEquals([...pool.readI32(out, 4)], [1, 0, 2, 3]);
+    const p = pool.f32(rows.flat()), out = pool.i32([9, 9, 9, 9, 9]);
+    eng.argmax(out, p, 5, 4);
+    assertEquals([...pool.readI32(out, 5)], [1, 0, 2, 3, 1]);
     const rng = new Rng(15);
     const N = 33, V = 517, x = rng.normal(N * V);
     const px = pool.f32(x), o2 = pool.i32(new Array(N).fill(-1));

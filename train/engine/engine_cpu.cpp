@@ -1407,8 +1407,9 @@ int le_argmax(int32_t* out, const float* logits, int N, int V) {
     const int n = (int)n_;
     const float* x = logits + (int64_t)n * V;
     int best = 0;
-    for (int v = 1; v < V; v++)
-      if (x[v] > x[best]) best = v;  // strict: the lowest index wins ties
+    while (best < V - 1 && std::isnan(x[best])) best++;  // start from the first number
+    for (int v = best + 1; v < V; v++)
+      if (x[v] > x[best]) best = v;  // strict: the lowest index wins ties; NaN never wins
     out[n] = best;
   });
   return 0;
