@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { exportCheckpoint } from "../train/export.ts";
+import { checkExport } from "../train/export_check.ts";
 import { CliError, cliMain, zodMessage } from "./_common.ts";
 
 const HELP = `deno task export --checkpoint DIR --out DIR [--format hf|onnx|both]
@@ -73,6 +74,13 @@ async function main(argv: string[]): Promise<number> {
     : `${r.lotus.mode} baseline`;
   console.log(`exported ${r.files.length} files (${mb} MB, ${shape}) to ${r.dir}:`);
   for (const f of r.files) console.log(`  ${f}`);
+  // What Python transformers and @huggingface/transformers expect (train/export_check.ts).
+  const problems = await checkExport(r.dir);
+  if (problems.length > 0) {
+    console.error(`the export fails its structural check:\n  ${problems.join("\n  ")}`);
+    return 1;
+  }
+  console.log("structural check: ok");
   return 0;
 }
 

@@ -34,6 +34,7 @@ Deno.test("deno task export, then deno task infer on ONNX and on the engine", as
   assertEquals(ex.code, 0, ex.stderr);
   assert(ex.stdout.includes("K=2 c=3 R=2 (add)"), ex.stdout);
   assert(ex.stdout.includes("onnx/model.onnx"), ex.stdout);
+  assert(ex.stdout.includes("structural check: ok"), ex.stdout);
 
   const q = FIXTURE_QUESTIONS[0];
   const runs = [

@@ -120,10 +120,15 @@ export function gpt2ConfigJson(
 
 /** The special-token texts of an export. */
 export interface SpecialTexts {
+  /** End of sequence (also BOS and UNK, as in GPT-2). */
   eos: string;
+  /** Padding (EOS's text). */
   pad: string;
+  /** `<|start-latent|>`. */
   bot: string;
+  /** `<|end-latent|>`. */
   eot: string;
+  /** `<|latent|>`. */
   lat: string;
 }
 

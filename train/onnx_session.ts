@@ -35,6 +35,7 @@ export const ONNX_CACHE_DIR = "onnx-cache";
 
 /** Keys and values of every layer for `length` positions: [B, heads, length, head size]. */
 export interface KvCache {
+  /** Positions held. */
   readonly length: number;
   /** Per layer: key, value. */
   readonly layers: [ort.Tensor, ort.Tensor][];
@@ -42,9 +43,13 @@ export interface KvCache {
 
 /** The backbone's shape, read from the export. */
 export interface BackboneShape {
+  /** Transformer blocks. */
   nLayer: number;
+  /** Attention heads. */
   nHead: number;
+  /** Width of the residual stream (C). */
   dModel: number;
+  /** Rows of the token embedding and of the logits (V). */
   vocabSize: number;
 }
 
@@ -77,6 +82,7 @@ const i64 = (a: ArrayLike<number>, dims: number[]) =>
 
 /** The two exported graphs in onnxruntime sessions. */
 export class OnnxBackbone {
+  /** The backbone's shape, from the export's lotus.json. */
   readonly shape: BackboneShape;
   readonly #ids: ort.InferenceSession;
   readonly #embeds: ort.InferenceSession;
