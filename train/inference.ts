@@ -143,9 +143,65 @@ export async function openInference(
     tokenizer: tok,
     backend: eng.backend,
     shape: base,
-    answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-      // The executor turns a throw into a rejection, as an async backend's would be.
-      return new Promise((resolve) => resolve(answerNow(questions, o)));
+    // Async like the ONNX backend's answer, so callers treat every backend alike; a throw
+    // becomes a rejection.
+    // deno-lint-ignore require-await
+    async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
+      if (questions.length > maxBatch) {
+        throw new RangeError(
+          `${questions.length} questions exceed the session's batch of ${maxBatch}`,
+        );
+      }
+      const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
+      const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
+      const P = Math.max(...ids.map((q) => q.length));
+      const budget = o.maxNewTokens ?? maxNew;
+      const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
+      if (need > ck.meta.model.maxPositions) {
+        throw new RangeError(
+          `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
+            `positions; the model has ${ck.meta.model.maxPositions}`,
+        );
+      }
+      // (Re)allocate the generator when the request outgrows it.
+      if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
+        gen?.free();
+        gen = new Generator(model, {
+          B: maxBatch,
+          P: Math.max(P, opts.maxQuestionTokens ?? 0),
+          K: mode === "lotus" ? Math.max(K, base.K) : 0,
+          c,
+          maxNewTokens: Math.max(budget, maxNew),
+        });
+      }
+      const g = gen.generate(ids, sp, {
+        mode,
+        K,
+        c,
+        R,
+        injection: ck.meta.train.injection,
+        maxNewTokens: budget,
+        latentLogits: o.latentLogits && mode === "lotus",
+      });
+      const L = 1 + K * c, V = ck.meta.model.vocabSize;
+      const answers = g.tokens.map((t, i) => {
+        const text = tok.decode(t);
+        return {
+          text,
+          answer: extractAnswer(text),
+          tokens: t,
+          latentLogits: g.latentLogits
+            ? g.latentLogits.slice(i * L * V, (i + 1) * L * V)
+            : undefined,
+        };
+      });
+      return {
+        answers,
+        timings: g.timings,
+        K: mode === "lotus" ? K : 0,
+        R: mode === "lotus" ? R : 0,
+        c,
+      };
     },
     close() {
       gen?.free();
@@ -153,60 +209,4 @@ export async function openInference(
       eng.close();
     },
   };
-
-  function answerNow(questions: string[], o: AnswerOptions): AnswerBatch {
-    if (questions.length > maxBatch) {
-      throw new RangeError(
-        `${questions.length} questions exceed the session's batch of ${maxBatch}`,
-      );
-    }
-    const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
-    const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
-    const P = Math.max(...ids.map((q) => q.length));
-    const budget = o.maxNewTokens ?? maxNew;
-    const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
-    if (need > ck.meta.model.maxPositions) {
-      throw new RangeError(
-        `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-          `positions; the model has ${ck.meta.model.maxPositions}`,
-      );
-    }
-    // (Re)allocate the generator when the request outgrows it.
-    if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
-      gen?.free();
-      gen = new Generator(model, {
-        B: maxBatch,
-        P: Math.max(P, opts.maxQuestionTokens ?? 0),
-        K: mode === "lotus" ? Math.max(K, base.K) : 0,
-        c,
-        maxNewTokens: Math.max(budget, maxNew),
-      });
-    }
-    const g = gen.generate(ids, sp, {
-      mode,
-      K,
-      c,
-      R,
-      injection: ck.meta.train.injection,
-      maxNewTokens: budget,
-      latentLogits: o.latentLogits && mode === "lotus",
-    });
-    const L = 1 + K * c, V = ck.meta.model.vocabSize;
-    const answers = g.tokens.map((t, i) => {
-      const text = tok.decode(t);
-      return {
-        text,
-        answer: extractAnswer(text),
-        tokens: t,
-        latentLogits: g.latentLogits ? g.latentLogits.slice(i * L * V, (i + 1) * L * V) : undefined,
-      };
-    });
-    return {
-      answers,
-      timings: g.timings,
-      K: mode === "lotus" ? K : 0,
-      R: mode === "lotus" ? R : 0,
-      c,
-    };
-  }
 }
