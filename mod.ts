@@ -37,6 +37,78 @@ export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./p
 export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
 export { splitSentences } from "./pipeline/sentences.ts";
 
+// Dataset pipeline: tokenization, packing, writing (pipe-build).
+export * from "./pipeline/tokenizer.ts";
+export * from "./pipeline/bpe_fit.ts";
+export * from "./pipeline/pack.ts";
+export * from "./pipeline/shard.ts";
+export * from "./pipeline/manifest.ts";
+export * from "./pipeline/writer.ts";
+export * from "./pipeline/build.ts";
+export * from "./pipeline/default_data.ts";
+export * from "./pipeline/summary.ts";
+
+// ---- native engine (train/engine): building the library, and its FFI binding ----
+export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./train/engine/ffi.ts";
+export type { EngineOptions, Ptr } from "./train/engine/ffi.ts";
+export { buildEngine, EngineBuildError, planEngineBuild } from "./train/engine/build.ts";
+export type {
+  Backend as EngineBackend,
+  BuildEngineOptions,
+  EngineBuildPlan,
+} from "./train/engine/build.ts";
+
+// ---- training: configuration, model, the LOTUS step, the trainer, checkpoints, inference ----
+export * from "./train/config.ts";
+export * from "./train/params.ts";
+export * from "./train/batch.ts";
+export * from "./train/data.ts";
+export * from "./train/stack.ts";
+export * from "./train/model.ts";
+export * from "./train/lotus.ts";
+export * from "./train/generate.ts";
+export * from "./train/checkpoint.ts";
+export * from "./train/trainer.ts";
+export * from "./train/inference.ts";
+export * from "./train/readout.ts";
+export * from "./train/answer.ts";
+
+// Export: Hugging Face and ONNX directories from a checkpoint (docs/export.md). The ONNX
+// inference backend itself (train/onnx_session.ts) is not re-exported here: it imports
+// onnxruntime-node, which importing mod.ts should not load; reach it through
+// openInference(dir, { backend: "onnx" }) in train/inference.ts.
+export {
+  checkpointFingerprint,
+  exportCheckpoint,
+  ExportError,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  readLotusJson,
+} from "./train/export.ts";
+export { checkExport, gpt2TensorShapes } from "./train/export_check.ts";
+export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./train/hf_files.ts";
+export {
+  gpt2Graph,
+  gpt2Weights,
+  type GraphInput,
+  ONNX_OPSET,
+  WEIGHTS_FILE,
+} from "./train/onnx_gpt2.ts";
+export { type Attr, type Dim, GraphBuilder, WeightFile } from "./train/onnx_builder.ts";
+export {
+  AttributeType,
+  DataType,
+  decodeModel,
+  encodeModel,
+  type OnnxAttribute,
+  type OnnxGraph,
+  type OnnxModel,
+  type OnnxNode,
+  type OnnxTensor,
+  type OnnxValueInfo,
+} from "./train/onnx_proto.ts";
+
 // Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
 export {
   FAMILIES,

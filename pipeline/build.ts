@@ -1,0 +1,449 @@
+/**
+ * The build orchestrator: read -> segment -> validate -> tokenize -> pack -> write, for one
+ * or more splits into one dataset directory (docs/dataset-format.md). Every stage is its own
+ * module and usable alone; this one only composes them, streams, and keeps the output
+ * atomic (see pipeline/writer.ts).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { detectFormat, type Format, FORMATS, readProblems } from "./read.ts";
+import { segment } from "./segment.ts";
+import { type CotForm, validate } from "./validate.ts";
+import {
+  compactTokenizerFromFitter,
+  gpt2Tokenizer,
+  type Tokenizer,
+  tokenizerFromFile,
+  tokenizerFromJson,
+} from "./tokenizer.ts";
+import { BpeFitter } from "./bpe_fit.ts";
+import { checkPackOptions, type LongStep, packRecord, stepTexts } from "./pack.ts";
+import {
+  type Manifest,
+  MANIFEST_FILE,
+  MANIFEST_VERSION,
+  ManifestError,
+  manifestText,
+  readManifest,
+  type Schema,
+  SPLIT_NAME,
+  SPLIT_NAME_RULE,
+  type SplitInfo,
+} from "./manifest.ts";
+import { DEFAULT_SHARD_SIZE, SplitWriter, StagedDir } from "./writer.ts";
+
+/** One split to build: its name and its input files, read in order. */
+export interface SplitSpec {
+  /** Split name: `train`, `valid`, `test`, ... */
+  name: string;
+  /** Input files. */
+  inputs: string[];
+}
+
+/**
+ * Options of {@linkcode buildDataset}. Everything but `out` and `splits` has a default; when
+ * `out` already holds a dataset, K, c and `cot` default to its values.
+ */
+export interface BuildOptions {
+  /** The dataset directory. */
+  out: string;
+  /** The splits to build; other splits already in `out` are kept. */
+  splits: SplitSpec[];
+  /** Input format (default `auto`: detected per file). */
+  format?: Format | "auto";
+  /** Step form (default `math`). */
+  cot?: CotForm;
+  /** Latent blocks K (default 6). */
+  k?: number;
+  /** Slots per block c (default 13). */
+  c?: number;
+  /**
+   * `gpt2`, `compact` or a tokenizer.json path. Default: the directory's tokenizer when it
+   * has one, else `gpt2`. The compact tokenizer is fitted to the first split's texts.
+   */
+  tokenizer?: string;
+  /** Steps longer than c (default `truncate`). */
+  longStep?: LongStep;
+  /** GSM8K socratic sub-questions (default `strip`). */
+  socratic?: "strip" | "keep";
+  /** Malformed input records (default `throw`). */
+  onError?: "throw" | "skip";
+  /** Records per shard (default 16,384). */
+  shardSize?: number;
+}
+
+/** Progress of a build, reported about once per 1,000 records and at each file's end. */
+export interface BuildProgress {
+  /** `fit`: first pass collecting text for the compact tokenizer; `build`: the real pass. */
+  phase: "fit" | "build";
+  /** The split being built. */
+  split: string;
+  /** The input file being read. */
+  file: string;
+  /** Records read so far in this split and phase. */
+  records: number;
+  /** Estimated records in the split (its input lines), or null when unknown. */
+  total: number | null;
+}
+
+/** Hooks of {@linkcode buildDataset}. */
+export interface BuildHooks {
+  /** Called with progress; must be cheap. */
+  onProgress?(p: BuildProgress): void;
+}
+
+/** What a build did. */
+export interface BuildSummary {
+  /** The dataset directory. */
+  out: string;
+  /** The manifest as written (all splits of the directory). */
+  manifest: Manifest;
+  /** The splits this build wrote, in the order given. */
+  built: string[];
+  /** Whether the directory's existing tokenizer was reused. */
+  reusedTokenizer: boolean;
+}
+
+/** Raised for bad options or a directory that does not fit them; the message says what to do. */
+export class BuildError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "BuildError";
+  }
+}
+
+/** {@linkcode BuildOptions} with every default filled in (`tokenizer` stays optional). */
+export interface ResolvedBuildOptions {
+  /** The dataset directory. */
+  out: string;
+  /** The splits to build. */
+  splits: SplitSpec[];
+  /** Input format. */
+  format: Format | "auto";
+  /** Step form. */
+  cot: CotForm;
+  /** Latent blocks K. */
+  k: number;
+  /** Slots per block c. */
+  c: number;
+  /** `gpt2`, `compact` or a path; undefined: the directory's, else gpt2. */
+  tokenizer?: string;
+  /** Steps longer than c. */
+  longStep: LongStep;
+  /** GSM8K socratic sub-questions. */
+  socratic: "strip" | "keep";
+  /** Malformed input records. */
+  onError: "throw" | "skip";
+  /** Records per shard. */
+  shardSize: number;
+}
+
+const positiveInt = z.number().int().min(1);
+
+/** The zod schema of {@linkcode BuildOptions}; parsing applies the defaults. */
+export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
+  out: z.string().min(1, "give an output directory"),
+  splits: z.array(z.object({
+    name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
+    inputs: z.array(z.string().min(1)).min(1, "give at least one input file"),
+  })).min(1, "give at least one split"),
+  format: z.enum(["auto", ...FORMATS] as ["auto", ...Format[]]).default("auto"),
+  cot: z.enum(["math", "nl"]).default("math"),
+  k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
+  c: positiveInt.max(256, "c must be at most 256").default(13),
+  tokenizer: z.string().min(1).optional(),
+  longStep: z.enum(["truncate", "drop"]).default("truncate"),
+  socratic: z.enum(["strip", "keep"]).default("strip"),
+  onError: z.enum(["throw", "skip"]).default("throw"),
+  shardSize: positiveInt.default(DEFAULT_SHARD_SIZE),
+});
+
+/** Validate options and apply defaults; throws {@linkcode BuildError} naming the field. */
+export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {
+  const res = BuildOptionsSchema.safeParse(opts);
+  if (!res.success) {
+    const issue = res.error.issues[0];
+    throw new BuildError(`option ${issue.path.join(".")}: ${issue.message}`);
+  }
+  const names = res.data.splits.map((s) => s.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) {
+    throw new BuildError(`split "${dup}" is given twice; give each split once`);
+  }
+  return res.data;
+}
+
+async function fileSha256(path: string): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash("sha256");
+  let bytes = 0;
+  const f = await Deno.open(path);
+  try {
+    for await (const chunk of f.readable) {
+      h.update(chunk);
+      bytes += chunk.length;
+    }
+  } catch (e) {
+    throw new BuildError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  return { sha256: h.digest("hex"), bytes };
+}
+
+/** Newlines in a text file: an estimate of its record count for progress. */
+async function countLines(path: string): Promise<number> {
+  let n = 0;
+  const f = await Deno.open(path);
+  for await (const chunk of f.readable) {
+    let i = -1;
+    while ((i = chunk.indexOf(10, i + 1)) !== -1) n++;
+  }
+  return n;
+}
+
+async function estimateRecords(inputs: { path: string; format: Format }[]): Promise<number | null> {
+  let total = 0;
+  for (const { path, format } of inputs) {
+    if (format === "parquet" || format === "coconut") return null;
+    total += await countLines(path);
+  }
+  return total;
+}
+
+async function existingManifest(out: string): Promise<Manifest | null> {
+  try {
+    await Deno.stat(`${out}/${MANIFEST_FILE}`);
+  } catch {
+    return null;
+  }
+  try {
+    return await readManifest(out);
+  } catch (e) {
+    if (e instanceof ManifestError) {
+      throw new BuildError(
+        `${e.message}. --out ${out} holds a dataset this build cannot extend; ` +
+          `choose another --out or delete the directory`,
+      );
+    }
+    throw e;
+  }
+}
+
+async function reuseTokenizer(
+  out: string,
+  m: Manifest,
+  asked: string | undefined,
+): Promise<Tokenizer> {
+  const path = `${out}/${m.tokenizer.file}`;
+  const tok = tokenizerFromJson(await Deno.readTextFile(path), m.tokenizer.kind, path);
+  if (tok.sha256 !== m.tokenizer.sha256) {
+    throw new BuildError(
+      `${path}: its sha256 does not match ${out}/${MANIFEST_FILE}; the directory was edited. ` +
+        `Rebuild all splits into a fresh --out`,
+    );
+  }
+  if (asked !== undefined) {
+    const same = asked === m.tokenizer.kind ||
+      (asked !== "gpt2" && asked !== "compact" && m.tokenizer.kind === "file" &&
+        (await tokenizerFromFile(asked)).sha256 === tok.sha256);
+    if (!same) {
+      throw new BuildError(
+        `--tokenizer ${asked} differs from the ${m.tokenizer.kind} tokenizer already in ${out}; ` +
+          `a directory has one tokenizer: leave --tokenizer out to reuse it, or use another --out`,
+      );
+    }
+  }
+  return tok;
+}
+
+type Stage = (p: BuildProgress) => void;
+
+/** Read, segment and validate every record of a split's inputs, in order. */
+async function* validated(
+  inputs: { path: string; format: Format }[],
+  o: ResolvedBuildOptions,
+  onSkip: () => void,
+) {
+  for (const { path, format } of inputs) {
+    for await (const p of readProblems(path, { format, onError: o.onError, onSkip })) {
+      yield { path, record: validate(segment(p, { socratic: o.socratic }), { cot: o.cot }) };
+    }
+  }
+}
+
+async function fitCompact(
+  spec: SplitSpec,
+  inputs: { path: string; format: Format }[],
+  o: ResolvedBuildOptions,
+  total: number | null,
+  progress: Stage,
+): Promise<Tokenizer> {
+  const fitter = new BpeFitter();
+  let n = 0;
+  for await (const { path, record } of validated(inputs, o, () => {})) {
+    if (++n % 1000 === 0) {
+      progress({ phase: "fit", split: spec.name, file: path, records: n, total });
+    }
+    if (record.validation.status === "dropped") continue;
+    fitter.add(record.question + "\n");
+    for (const s of stepTexts(record, o.cot)) fitter.add(s + "\n");
+    fitter.add("### " + record.answer);
+  }
+  return compactTokenizerFromFitter(fitter);
+}
+
+/**
+ * Build the given splits into `opts.out`. Existing splits not named are kept; a directory
+ * that already has a manifest must have the same K, c and CoT form, and its tokenizer is
+ * reused. Nothing appears in `out` until every file is written.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildDataset } from "./build.ts";
+ * const s = await buildDataset({
+ *   out: "out/data/mine",
+ *   splits: [{ name: "train", inputs: ["data/train.jsonl"] }],
+ *   k: 6, c: 13, cot: "math",
+ * });
+ * console.log(s.manifest.splits.train.counts);
+ * ```
+ */
+export async function buildDataset(
+  opts: BuildOptions,
+  hooks: BuildHooks = {},
+): Promise<BuildSummary> {
+  resolveBuildOptions(opts); // bad options fail before the directory is looked at
+  const old = await existingManifest(opts.out);
+  // K, c and the CoT form left out follow the directory being extended.
+  const o = resolveBuildOptions({
+    ...opts,
+    k: opts.k ?? old?.options.k,
+    c: opts.c ?? old?.options.c,
+    cot: opts.cot ?? old?.options.cot,
+  });
+  const packOpts = { k: o.k, c: o.c, cot: o.cot, longStep: o.longStep };
+  checkPackOptions(packOpts);
+  const progress: Stage = hooks.onProgress ?? (() => {});
+
+  if (old) {
+    const mismatch = (["k", "c", "cot"] as const).filter((f) => old.options[f] !== o[f]);
+    if (mismatch.length > 0) {
+      const what = mismatch.map((f) => `${f} = ${old.options[f]} there, ${o[f]} here`).join("; ");
+      throw new BuildError(
+        `${o.out} already holds splits built with other options (${what}); every split of a ` +
+          `directory shares K, c and the CoT form: pass the same values or use another --out`,
+      );
+    }
+  }
+
+  // Formats are detected once per file, before anything is written.
+  const inputsBySplit = new Map<string, { path: string; format: Format }[]>();
+  for (const s of o.splits) {
+    const list = [];
+    for (const path of s.inputs) {
+      try {
+        await Deno.stat(path);
+      } catch {
+        throw new BuildError(`${path}: input file not found; check --input`);
+      }
+      const format = o.format === "auto" ? await detectFormat(path) : (o.format as Format);
+      list.push({ path, format });
+    }
+    inputsBySplit.set(s.name, list);
+  }
+  const totals = new Map<string, number | null>();
+  if (hooks.onProgress) {
+    for (const s of o.splits) totals.set(s.name, await estimateRecords(inputsBySplit.get(s.name)!));
+  }
+
+  let tok: Tokenizer;
+  const reused = old !== null;
+  if (old) tok = await reuseTokenizer(o.out, old, o.tokenizer);
+  else if (o.tokenizer === undefined || o.tokenizer === "gpt2") tok = await gpt2Tokenizer();
+  else if (o.tokenizer === "compact") {
+    const first = o.splits[0];
+    tok = await fitCompact(
+      first,
+      inputsBySplit.get(first.name)!,
+      o,
+      totals.get(first.name) ?? null,
+      progress,
+    );
+  } else tok = await tokenizerFromFile(o.tokenizer);
+
+  const staged = await StagedDir.open(o.out);
+  let writer: SplitWriter | undefined;
+  try {
+    const files: string[] = [];
+    if (!reused) {
+      await Deno.writeTextFile(`${staged.path}/tokenizer.json`, tok.toJSON());
+      files.push("tokenizer.json");
+    }
+    const splits: Record<string, SplitInfo> = { ...(old?.splits ?? {}) };
+    for (const spec of o.splits) {
+      const inputs = inputsBySplit.get(spec.name)!;
+      const total = totals.get(spec.name) ?? null;
+      writer = await SplitWriter.open(staged.path, spec.name, {
+        k: o.k,
+        c: o.c,
+        pad: tok.special.pad,
+        cot: o.cot,
+        shardSize: o.shardSize,
+      });
+      let skipped = 0;
+      let n = 0;
+      let lastFile = "";
+      for await (const { path, record } of validated(inputs, o, () => skipped++)) {
+        await writer.add(record, packRecord(record, tok, packOpts));
+        lastFile = path;
+        if (++n % 1000 === 0) {
+          progress({ phase: "build", split: spec.name, file: path, records: n, total });
+        }
+      }
+      progress({ phase: "build", split: spec.name, file: lastFile, records: n, total: total ?? n });
+      const result = await writer.finish(skipped);
+      writer = undefined;
+      const sources = [];
+      for (const { path, format } of inputs) {
+        sources.push({ path, format, ...(await fileSha256(path)) });
+      }
+      splits[spec.name] = {
+        sources,
+        options: {
+          format: o.format,
+          socratic: o.socratic,
+          longStep: o.longStep,
+          onError: o.onError,
+          shardSize: o.shardSize,
+        },
+        ...result,
+      };
+      files.push(...SplitWriter.files(spec.name, result.shards));
+    }
+    const manifest: Manifest = {
+      format: "lotus-dataset",
+      version: MANIFEST_VERSION,
+      options: { k: o.k, c: o.c, cot: o.cot },
+      tokenizer: {
+        kind: tok.kind,
+        file: "tokenizer.json",
+        sha256: tok.sha256,
+        vocabSize: tok.vocabSize,
+        special: { ...tok.special },
+      },
+      splits,
+    };
+    await Deno.writeTextFile(`${staged.path}/${MANIFEST_FILE}`, manifestText(manifest));
+    files.push(MANIFEST_FILE);
+    // Shards of a rebuilt split that the new build no longer has.
+    const stale = o.splits.flatMap((s) => old?.splits[s.name]?.shards.map((x) => x.file) ?? []);
+    await staged.commit(files, stale);
+    return { out: o.out, manifest, built: o.splits.map((s) => s.name), reusedTokenizer: reused };
+  } catch (e) {
+    writer?.abort();
+    await staged.abort();
+    throw e;
+  }
+}

@@ -1,0 +1,339 @@
+/**
+ * `manifest.json`, the index of a dataset directory (docs/dataset-format.md): the options,
+ * the tokenizer's hash and special ids, and per split the sources, counts, histograms and
+ * every shard's tensors. The trainer reads a directory through {@linkcode readManifest}.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+
+/** The manifest format version this module writes and reads. */
+export const MANIFEST_VERSION = 1 as const;
+
+/** One tensor of a shard. */
+export interface TensorInfo {
+  /** Tensor name (docs/dataset-format.md). */
+  name: string;
+  /** Dimensions. */
+  shape: number[];
+  /** Element type; the pipeline writes I32. */
+  dtype: "I32" | "I64" | "F32" | "F16" | "BF16" | "U8";
+}
+
+/** One safetensors shard of a split. */
+export interface ShardInfo {
+  /** File name inside the directory, `<split>-NNNNN.safetensors`. */
+  file: string;
+  /** Records in the shard (N). */
+  records: number;
+  /** Hex sha256 of the file. */
+  sha256: string;
+  /** Every tensor, in file order. */
+  tensors: TensorInfo[];
+}
+
+/** How many records went where. */
+export interface SplitCounts {
+  /** Records read (the lines of records.jsonl). */
+  read: number;
+  /** Input records the reader skipped as unreadable (--on-error skip); not in records.jsonl. */
+  skipped: number;
+  /** Records packed into shards (ok + flagged). */
+  kept: number;
+  /** Kept records with no reason. */
+  ok: number;
+  /** Kept records with reasons. */
+  flagged: number;
+  /** Records not packed. */
+  dropped: number;
+  /** Per reason code: dropped records that carry it. */
+  droppedByReason: Record<string, number>;
+  /** Per reason code: flagged (kept) records that carry it. */
+  flaggedByReason: Record<string, number>;
+}
+
+/** Token counts over the kept records (sums, and maxima where named `max`). */
+export interface TokenCounts {
+  /** Question tokens. */
+  question: number;
+  /** Step tokens (the chosen CoT form). */
+  steps: number;
+  /** Answer tokens, `###` and EOS included. */
+  answer: number;
+  /** `lotus` layout tokens. */
+  lotus: number;
+  /** `cot` layout tokens. */
+  cot: number;
+  /** `nocot` layout tokens. */
+  nocot: number;
+  /** Longest `lotus` row. */
+  maxLotus: number;
+  /** Longest `cot` row. */
+  maxCot: number;
+  /** Longest `nocot` row. */
+  maxNocot: number;
+  /** Longest step. */
+  maxStep: number;
+  /** Steps among the first K longer than c tokens (truncated as targets). */
+  truncatedSteps: number;
+}
+
+/** One input file of a split. */
+export interface SourceInfo {
+  /** The path as given. */
+  path: string;
+  /** The format it was read as. */
+  format: string;
+  /** Its size. */
+  bytes: number;
+  /** Hex sha256 of its bytes. */
+  sha256: string;
+}
+
+/** One split of the directory. */
+export interface SplitInfo {
+  /** Input files, in the order read. */
+  sources: SourceInfo[];
+  /** The options of this split's build. */
+  options: {
+    format: string;
+    socratic: "strip" | "keep";
+    longStep: "truncate" | "drop";
+    onError: "throw" | "skip";
+    shardSize: number;
+  };
+  /** Record counts. */
+  counts: SplitCounts;
+  /** Kept records by step count (chosen CoT form); keys are step counts. */
+  stepHistogram: Record<string, number>;
+  /** Token counts. */
+  tokens: TokenCounts;
+  /** `<split>.records.jsonl`. */
+  records: string;
+  /** `<split>.report.csv`. */
+  report: string;
+  /** The shards, in record order. */
+  shards: ShardInfo[];
+}
+
+/** The whole manifest. */
+export interface Manifest {
+  /** Always `lotus-dataset`. */
+  format: "lotus-dataset";
+  /** {@linkcode MANIFEST_VERSION}. */
+  version: 1;
+  /** Options that every split of the directory shares. */
+  options: { k: number; c: number; cot: "math" | "nl" };
+  /** The directory's tokenizer. */
+  tokenizer: {
+    kind: "gpt2" | "compact" | "file";
+    /** `tokenizer.json`. */
+    file: string;
+    /** Hex sha256 of the tokenizer.json text. */
+    sha256: string;
+    /** Number of ids, LOTUS tokens included. */
+    vocabSize: number;
+    /** EOS = PAD, BOT, EOT, LAT. */
+    special: { eos: number; pad: number; bot: number; eot: number; lat: number };
+  };
+  /** Splits by name. */
+  splits: Record<string, SplitInfo>;
+}
+
+/**
+ * A validator for unknown input: the part of a zod schema this project's API exposes, so
+ * that callers need not depend on zod's types.
+ */
+export interface Schema<T> {
+  /** Validate, throwing zod's error on failure. */
+  parse(data: unknown): T;
+  /** Validate without throwing. */
+  safeParse(data: unknown): SchemaResult<T>;
+}
+
+/** What {@linkcode Schema.safeParse} returns. */
+export type SchemaResult<T> =
+  | { success: true; data: T }
+  | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
+
+const count = z.number().int().nonnegative();
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a hex sha256");
+const fileName = z.string().regex(
+  /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
+  "must be a plain file name in the directory",
+);
+
+/** A split name: letters, digits, `_`, `.` and `-`, not starting with `.` or `-`. */
+export const SPLIT_NAME: RegExp = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+/** The message for a bad split name. */
+export const SPLIT_NAME_RULE =
+  "a split name uses letters, digits, _ . - and does not start with . or -";
+
+const splitName = z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE);
+
+const ShardInfoSchema = z.object({
+  file: fileName,
+  records: count,
+  sha256,
+  tensors: z.array(z.object({
+    name: z.string(),
+    shape: z.array(count),
+    dtype: z.enum(["I32", "I64", "F32", "F16", "BF16", "U8"]),
+  })),
+});
+
+const SplitInfoSchema = z.object({
+  sources: z.array(z.object({ path: z.string(), format: z.string(), bytes: count, sha256 })),
+  options: z.object({
+    format: z.string(),
+    socratic: z.enum(["strip", "keep"]),
+    longStep: z.enum(["truncate", "drop"]),
+    onError: z.enum(["throw", "skip"]),
+    shardSize: count,
+  }),
+  counts: z.object({
+    read: count,
+    skipped: count,
+    kept: count,
+    ok: count,
+    flagged: count,
+    dropped: count,
+    droppedByReason: z.record(z.string(), count),
+    flaggedByReason: z.record(z.string(), count),
+  }),
+  stepHistogram: z.record(z.string(), count),
+  tokens: z.object({
+    question: count,
+    steps: count,
+    answer: count,
+    lotus: count,
+    cot: count,
+    nocot: count,
+    maxLotus: count,
+    maxCot: count,
+    maxNocot: count,
+    maxStep: count,
+    truncatedSteps: count,
+  }),
+  records: fileName,
+  report: fileName,
+  shards: z.array(ShardInfoSchema),
+});
+
+/** The zod schema of {@linkcode Manifest}; parsing rebuilds objects in schema key order. */
+export const ManifestSchema: Schema<Manifest> = z.object({
+  format: z.literal("lotus-dataset"),
+  version: z.literal(MANIFEST_VERSION),
+  options: z.object({
+    k: count,
+    c: count.min(1),
+    cot: z.enum(["math", "nl"]),
+  }),
+  tokenizer: z.object({
+    kind: z.enum(["gpt2", "compact", "file"]),
+    file: fileName,
+    sha256,
+    vocabSize: count,
+    special: z.object({ eos: count, pad: count, bot: count, eot: count, lat: count }),
+  }),
+  splits: z.record(splitName, SplitInfoSchema),
+});
+
+/** Raised for a missing, unreadable or invalid manifest; names the file and the field. */
+export class ManifestError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+/** Manifest file name inside a dataset directory. */
+export const MANIFEST_FILE = "manifest.json";
+
+/**
+ * The manifest's text: 2-space JSON with keys in schema order, splits in name order and a
+ * final newline, so the same content always gives the same bytes however it was assembled.
+ */
+export function manifestText(m: Manifest): string {
+  const canon = ManifestSchema.parse(m); // zod rebuilds objects in schema key order
+  const splits: Record<string, SplitInfo> = {};
+  for (const name of Object.keys(canon.splits).sort()) splits[name] = canon.splits[name];
+  return JSON.stringify({ ...canon, splits }, null, 2) + "\n";
+}
+
+/**
+ * Parse and validate manifest text. `what` names the file in errors.
+ */
+export function parseManifest(text: string, what = MANIFEST_FILE): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ManifestError(
+      `${what}: not valid JSON (${(e as Error).message}); rebuild the dataset`,
+    );
+  }
+  const version = (raw as { version?: unknown } | null)?.version;
+  if (typeof version === "number" && version !== MANIFEST_VERSION) {
+    throw new ManifestError(
+      `${what}: field "version" is ${version}, this lotus-deno reads version ` +
+        `${MANIFEST_VERSION}; rebuild the dataset with this version`,
+    );
+  }
+  const res = ManifestSchema.safeParse(raw);
+  if (!res.success) {
+    const issue = res.error.issues[0];
+    throw new ManifestError(
+      `${what}: field "${issue.path.join(".")}": ${issue.message}; ` +
+        `the directory was not written by deno task build-dataset, or was edited; rebuild it`,
+    );
+  }
+  return res.data;
+}
+
+/**
+ * Read and validate `<dir>/manifest.json`, and check that every file it names exists.
+ *
+ * @example
+ * ```ts ignore
+ * import { readManifest } from "./manifest.ts";
+ * const m = await readManifest("out/data/default");
+ * console.log(m.options.k, Object.keys(m.splits));
+ * ```
+ */
+export async function readManifest(dir: string): Promise<Manifest> {
+  const path = `${dir}/${MANIFEST_FILE}`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ManifestError(
+        `${path}: not found; build the dataset first (deno task build-dataset --out ${dir})`,
+      );
+    }
+    throw new ManifestError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  const m = parseManifest(text, path);
+  const files = [m.tokenizer.file];
+  for (const s of Object.values(m.splits)) {
+    files.push(
+      s.records,
+      s.report,
+      ...s.shards.map((x) => x.file),
+    );
+  }
+  for (const f of files) {
+    try {
+      await Deno.stat(`${dir}/${f}`);
+    } catch {
+      throw new ManifestError(
+        `${path}: lists ${f}, which is missing from ${dir}; rebuild the dataset`,
+      );
+    }
+  }
+  return m;
+}

@@ -1,0 +1,218 @@
+/**
+ * Packing: one validated record and a tokenizer in, the token sequences of
+ * docs/dataset-format.md out: the ragged components (Q, each S_i, A) and the three layouts
+ * (`lotus`, `cot`, `nocot`) with their labels, plus the per-slot step targets.
+ *
+ * The LOTUS layout follows the reference implementation (see docs/method.md): the latent
+ * region is always K*c slots long, whatever the record's step count, and the step targets
+ * put step k's tokens at loop indices k*c .. k*c+c-1, counted from BOT. Unlike the
+ * reference, a step longer than c does not spill into the next block: it is truncated to c
+ * target tokens (and the record flagged) or the record is dropped, by `longStep`.
+ *
+ * @module
+ */
+
+import type { Tokenizer } from "./tokenizer.ts";
+import type { ValidatedRecord, Validation } from "./types.ts";
+import type { CotForm, ReasonInfo } from "./validate.ts";
+
+/** The label value the loss ignores. */
+export const IGNORE: -100 = -100;
+
+/** What to do with a step longer than c tokens. */
+export type LongStep = "truncate" | "drop";
+
+/** Options of {@linkcode packRecord}. */
+export interface PackOptions {
+  /** Latent blocks K (one step per block). */
+  k: number;
+  /** Latent slots per block c. */
+  c: number;
+  /** Which step form to tokenise. */
+  cot: CotForm;
+  /** A step (among the first K) longer than c: `truncate` its targets or `drop` the record. */
+  longStep: LongStep;
+}
+
+/**
+ * Reason codes that packing adds to a record's validation, in the shape of validate.ts's
+ * `REASONS` (so `{ ...REASONS, ...PACK_REASONS }` lists every code). Which of the two applies
+ * depends on `--long-step`, not on the CoT form.
+ */
+export const PACK_REASONS: Record<string, ReasonInfo> = {
+  step_truncated: {
+    description:
+      "a step among the first K is longer than c tokens; only its first c tokens are step " +
+      "targets (--long-step truncate)",
+    math: "flag",
+    nl: "flag",
+  },
+  step_too_long: {
+    description: "a step among the first K is longer than c tokens (--long-step drop)",
+    math: "drop",
+    nl: "drop",
+  },
+};
+
+/** The token sequences of one record. All ids are plain numbers; labels use -100. */
+export interface PackedRecord {
+  /** Q = encode(question + "\n"). */
+  question: number[];
+  /** S_i = encode(step_i + "\n") for every step of the chosen form. */
+  steps: number[][];
+  /** A = encode("### " + answer) + [EOS]. */
+  answer: number[];
+  /** `Q BOT LAT*(K*c) EOT S_K ... S_{n-1} A`. */
+  lotusIds: number[];
+  /** -100 through EOT, then the ids. */
+  lotusLabels: number[];
+  /** Column of BOT (= Q's length). */
+  lotusBot: number;
+  /** [K*c] row-major [k, j]: S_k[j], or -100 where block k has no step or S_k is shorter. */
+  stepTargets: Int32Array;
+  /** `Q S_0 ... S_{n-1} A`. */
+  cotIds: number[];
+  /** -100 on Q, then the ids. */
+  cotLabels: number[];
+  /** `Q A`. */
+  nocotIds: number[];
+  /** -100 on Q, then the ids. */
+  nocotLabels: number[];
+  /** Number of steps among the first K longer than c tokens. */
+  truncatedSteps: number;
+}
+
+/** What packing made of a record: its final validation and, unless dropped, its tokens. */
+export interface PackOutcome {
+  /** Validation after packing: the validator's result plus any {@linkcode PACK_REASONS}. */
+  validation: Validation;
+  /** The token sequences; null when the record is dropped (by validation or by packing). */
+  packed: PackedRecord | null;
+}
+
+/** Raised for options that cannot describe a layout. */
+export class PackOptionsError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PackOptionsError";
+  }
+}
+
+/** Check K and c; throws {@linkcode PackOptionsError} naming the bad field. */
+export function checkPackOptions(opts: PackOptions): void {
+  if (!Number.isInteger(opts.k) || opts.k < 0) {
+    throw new PackOptionsError(`k = ${opts.k}: must be an integer >= 0`);
+  }
+  if (!Number.isInteger(opts.c) || opts.c < 1) {
+    throw new PackOptionsError(`c = ${opts.c}: must be an integer >= 1`);
+  }
+  if (opts.cot !== "math" && opts.cot !== "nl") {
+    throw new PackOptionsError(`cot = ${opts.cot}: must be "math" or "nl"`);
+  }
+  if (opts.longStep !== "truncate" && opts.longStep !== "drop") {
+    throw new PackOptionsError(`longStep = ${opts.longStep}: must be "truncate" or "drop"`);
+  }
+}
+
+/** The step texts of `r` in the chosen form, without the trailing newline. */
+export function stepTexts(r: ValidatedRecord, cot: CotForm): string[] {
+  return cot === "math" ? r.math.map((s) => s.text) : r.nl;
+}
+
+function withReason(
+  v: Validation,
+  reason: string,
+  action: "flag" | "drop",
+  details: string[],
+): Validation {
+  const status = action === "drop" ? "dropped" : v.status === "ok" ? "flagged" : v.status;
+  return {
+    status,
+    reasons: v.reasons.includes(reason) ? v.reasons : [...v.reasons, reason],
+    details: [...(v.details ?? []), ...details],
+  };
+}
+
+function ignoreThen(ignored: number, ids: number[]): number[] {
+  const out = new Array<number>(ids.length);
+  for (let i = 0; i < ids.length; i++) out[i] = i < ignored ? IGNORE : ids[i];
+  return out;
+}
+
+/**
+ * Tokenise and lay out one record. Records that validation dropped are not tokenised.
+ *
+ * @example
+ * ```ts
+ * import { packRecord } from "./pack.ts";
+ * import { gpt2Tokenizer } from "./tokenizer.ts";
+ * const tok = await gpt2Tokenizer();
+ * const rec = {
+ *   id: "x:1", source: { file: "x", line: 1 }, question: "What is 2+3?", rationale: null,
+ *   mathSteps: null, answer: "5", answerValue: 5, nl: ["2+3 is 5."],
+ *   math: [{ expr: "2+3", value: "5", text: "<<2+3=5>>" }],
+ *   validation: { status: "ok" as const, reasons: [] },
+ * };
+ * const { packed } = packRecord(rec, tok, { k: 2, c: 4, cot: "math", longStep: "truncate" });
+ * console.assert(packed!.lotusIds[packed!.lotusBot] === tok.special.bot);
+ * ```
+ */
+export function packRecord(r: ValidatedRecord, tok: Tokenizer, opts: PackOptions): PackOutcome {
+  if (r.validation.status === "dropped") return { validation: r.validation, packed: null };
+  const { k: K, c } = opts;
+  const { eos, bot, eot, lat } = tok.special;
+  const question = tok.encode(r.question + "\n");
+  const steps = stepTexts(r, opts.cot).map((s) => tok.encode(s + "\n"));
+  const answer = tok.encode("### " + r.answer);
+  answer.push(eos);
+
+  const long: string[] = [];
+  for (let s = 0; s < Math.min(K, steps.length); s++) {
+    if (steps[s].length > c) long.push(`step ${s + 1}: ${steps[s].length} tokens, c = ${c}`);
+  }
+  const truncatedSteps = long.length;
+  let validation = r.validation;
+  if (truncatedSteps > 0) {
+    if (opts.longStep === "drop") {
+      return { validation: withReason(validation, "step_too_long", "drop", long), packed: null };
+    }
+    validation = withReason(validation, "step_truncated", "flag", long);
+  }
+
+  const stepTargets = new Int32Array(K * c).fill(IGNORE);
+  for (let s = 0; s < Math.min(K, steps.length); s++) {
+    const st = steps[s];
+    for (let j = 0; j < Math.min(c, st.length); j++) stepTargets[s * c + j] = st[j];
+  }
+
+  const lotusIds: number[] = [...question, bot];
+  for (let i = 0; i < K * c; i++) lotusIds.push(lat);
+  lotusIds.push(eot);
+  const lotusIgnored = lotusIds.length;
+  for (let s = K; s < steps.length; s++) lotusIds.push(...steps[s]);
+  lotusIds.push(...answer);
+
+  const cotIds: number[] = [...question];
+  for (const st of steps) cotIds.push(...st);
+  cotIds.push(...answer);
+  const nocotIds = [...question, ...answer];
+
+  return {
+    validation,
+    packed: {
+      question,
+      steps,
+      answer,
+      lotusIds,
+      lotusLabels: ignoreThen(lotusIgnored, lotusIds),
+      lotusBot: question.length,
+      stepTargets,
+      cotIds,
+      cotLabels: ignoreThen(question.length, cotIds),
+      nocotIds,
+      nocotLabels: ignoreThen(question.length, nocotIds),
+      truncatedSteps,
+    },
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * The end-of-build table: counts, reasons, step-count histogram and token counts, one
+ * column per split, as plain aligned text.
+ *
+ * @module
+ */
+
+import type { Manifest } from "./manifest.ts";
+
+/**
+ * Format the summary of `splits` (default: all) from a manifest.
+ *
+ * @example
+ * ```ts ignore
+ * import { formatSummary } from "./summary.ts";
+ * console.log(formatSummary(summary.manifest, summary.built));
+ * ```
+ */
+export function formatSummary(m: Manifest, splits: string[] = Object.keys(m.splits)): string {
+  const infos = splits.map((s) => m.splits[s]);
+  const rows: [string, (string | number)[]][] = [];
+  const row = (label: string, f: (i: (typeof infos)[number]) => string | number) =>
+    rows.push([label, infos.map(f)]);
+  const union = (
+    f: (i: (typeof infos)[number]) => Record<string, number>,
+  ) => [...new Set(infos.flatMap((i) => Object.keys(f(i))))];
+
+  row("records read", (i) => i.counts.read);
+  row("  skipped (unreadable)", (i) => i.counts.skipped);
+  row("kept", (i) => i.counts.kept);
+  row("  ok", (i) => i.counts.ok);
+  row("  flagged", (i) => i.counts.flagged);
+  for (const r of union((i) => i.counts.flaggedByReason).sort()) {
+    row(`    ${r}`, (i) => i.counts.flaggedByReason[r] ?? 0);
+  }
+  row("dropped", (i) => i.counts.dropped);
+  for (const r of union((i) => i.counts.droppedByReason).sort()) {
+    row(`    ${r}`, (i) => i.counts.droppedByReason[r] ?? 0);
+  }
+  const steps = union((i) => i.stepHistogram).map(Number).sort((a, b) => a - b);
+  for (const n of steps) row(`steps = ${n}`, (i) => i.stepHistogram[String(n)] ?? 0);
+  row("tokens: questions", (i) => i.tokens.question);
+  row("tokens: steps", (i) => i.tokens.steps);
+  row("tokens: answers", (i) => i.tokens.answer);
+  row("longest step", (i) => i.tokens.maxStep);
+  row(`steps > c = ${m.options.c} (truncated)`, (i) => i.tokens.truncatedSteps);
+  row(
+    "longest lotus / cot / nocot",
+    (i) => `${i.tokens.maxLotus}/${i.tokens.maxCot}/${i.tokens.maxNocot}`,
+  );
+  row("shards", (i) => i.shards.length);
+
+  const head: [string, (string | number)[]] = ["split", splits];
+  const all = [head, ...rows];
+  const w0 = Math.max(...all.map(([l]) => l.length));
+  const ws = splits.map((_, j) => Math.max(...all.map(([, v]) => String(v[j]).length)));
+  const lines = all.map(([l, v]) =>
+    [l.padEnd(w0), ...v.map((x, j) => String(x).padStart(ws[j]))].join("  ").trimEnd()
+  );
+  const t = m.tokenizer;
+  lines.push(
+    `K = ${m.options.k}, c = ${m.options.c}, cot = ${m.options.cot}; tokenizer ${t.kind} ` +
+      `(${t.vocabSize} ids, sha256 ${t.sha256.slice(0, 12)})`,
+  );
+  return lines.join("\n");
+}

@@ -1,0 +1,73 @@
+/**
+ * Helpers for tests that run small models on the CPU engine.
+ *
+ * @module
+ */
+import { type Engine, openEngine } from "../train/engine/ffi.ts";
+import { type ModelConfig, ModelConfigSchema } from "../train/config.ts";
+import { initParams, paramLayout, Rng } from "../train/params.ts";
+import { Model } from "../train/model.ts";
+import type { Example } from "../train/batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
+
+let shared: Engine | null = null;
+
+/** One CPU engine for the whole test process (built on first use). */
+export function cpuEngine(): Engine {
+  shared ??= openEngine({ backend: "cpu", threads: 2, quiet: true });
+  return shared;
+}
+
+/** A tiny model configuration. */
+export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
+  return ModelConfigSchema.parse({
+    vocabSize: 24,
+    maxPositions: 64,
+    dModel: 16,
+    nHead: 2,
+    nLayer: 2,
+    auxLayers: 0,
+    auxHeads: 2,
+    ...over,
+  });
+}
+
+/** GPT-2 initialisation, with weights scaled up so that gradients are not tiny. */
+export function tinyParams(cfg: ModelConfig, seed: number, scale = 5): Float32Array {
+  const p = initParams(paramLayout(cfg), cfg, seed);
+  const layout = paramLayout(cfg);
+  const rng = new Rng(seed + 1);
+  for (const t of layout.tensors) {
+    const v = p.subarray(t.offset, t.offset + t.size);
+    for (let i = 0; i < v.length; i++) {
+      // perturb LayerNorm gains/biases and biases too, so every path carries gradient
+      v[i] = t.init === "ones"
+        ? 1 + 0.2 * rng.normal()
+        : t.init === "zeros"
+        ? 0.05 * rng.normal()
+        : v[i] * scale;
+    }
+  }
+  return p;
+}
+
+/** A model on the shared engine. */
+export function tinyModel(cfg: ModelConfig, params: Float32Array, training = true): Model {
+  return new Model(cpuEngine(), cfg, params, training);
+}
+
+/** Special ids for a vocabulary of `v`: the last four ids. */
+export function tinySpecials(v: number): SpecialIds {
+  return { eos: v - 4, pad: v - 4, bot: v - 3, eot: v - 2, lat: v - 1 };
+}
+
+/** Random examples over ids [0, v-4). */
+export function randomExamples(n: number, v: number, seed: number, eos: number): Example[] {
+  const rng = new Rng(seed);
+  const seq = (len: number) => Int32Array.from({ length: len }, () => rng.int(v - 4));
+  return Array.from({ length: n }, (_, i) => {
+    const steps = Array.from({ length: 1 + rng.int(3) }, () => seq(1 + rng.int(3)));
+    const ans = Int32Array.from([...seq(1 + rng.int(2)), eos]);
+    return { q: seq(2 + rng.int(4)), steps, ans, index: i };
+  });
+}

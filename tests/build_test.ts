@@ -1,0 +1,271 @@
+import { tempDir } from "./_tmp.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { buildDataset, BuildError } from "../pipeline/build.ts";
+import { defaultSplits } from "../pipeline/default_data.ts";
+import { readManifest } from "../pipeline/manifest.ts";
+import { getTensor, readSafetensors } from "../pipeline/safetensors.ts";
+import { IGNORE } from "../pipeline/pack.ts";
+import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
+import { InputError } from "../pipeline/read.ts";
+
+const FIX = new URL("../fixtures/default/", import.meta.url).pathname;
+const TRAIN = `${FIX}train.jsonl`;
+const VALID = `${FIX}valid.jsonl`;
+
+/** Every file under `dir` (recursively) with its bytes, sorted by path. */
+async function snapshot(dir: string): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  const walk = async (d: string, rel: string) => {
+    for await (const e of Deno.readDir(d)) {
+      if (e.isDirectory) await walk(`${d}/${e.name}`, `${rel}${e.name}/`);
+      else out.set(`${rel}${e.name}`, await Deno.readFile(`${d}/${e.name}`));
+    }
+  };
+  await walk(dir, "");
+  return new Map([...out].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function assertSameTree(a: Map<string, Uint8Array>, b: Map<string, Uint8Array>) {
+  assertEquals([...a.keys()], [...b.keys()]);
+  for (const [k, v] of a) assert(sameBytes(v, b.get(k)!), `${k} differs`);
+}
+
+Deno.test("build: default splits give a complete directory and a valid manifest", async () => {
+  const out = `${await tempDir()}/ds`;
+  const s = await buildDataset({ out, splits: defaultSplits() });
+  assertEquals(s.built, ["train", "valid"]);
+  const m = await readManifest(out);
+  assertEquals(m.options, { k: 6, c: 13, cot: "math" });
+  assertEquals(m.tokenizer.kind, "gpt2");
+  assertEquals(m.tokenizer.special.lat, 50259);
+  assertEquals(m.splits.train.counts.read, 81);
+  assertEquals(m.splits.valid.counts.read, 20);
+  for (const split of ["train", "valid"]) {
+    const info = m.splits[split];
+    const c = info.counts;
+    assertEquals(c.kept + c.dropped, c.read);
+    assertEquals(c.ok + c.flagged, c.kept);
+    assertEquals(Object.values(info.stepHistogram).reduce((a, b) => a + b, 0), c.kept);
+    assertEquals(info.shards.reduce((a, x) => a + x.records, 0), c.kept);
+    assertEquals(info.sources[0].format, "gsm8k");
+    assertEquals(info.sources[0].sha256.length, 64);
+  }
+  const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+  assertEquals(names, [
+    "manifest.json",
+    "tokenizer.json",
+    "train-00000.safetensors",
+    "train.records.jsonl",
+    "train.report.csv",
+    "valid-00000.safetensors",
+    "valid.records.jsonl",
+    "valid.report.csv",
+  ]);
+  const shard = m.splits.train.shards[0];
+  const t = shard.tensors.find((x) => x.name === "lotus_step_targets")!;
+  assertEquals(t.shape, [m.splits.train.counts.kept, 6, 13]);
+  assertEquals(t.dtype, "I32");
+});
+
+Deno.test("build: a record's latent slots decode to its step text from records.jsonl", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
+  const tok = await gpt2Tokenizer();
+  const f = await readSafetensors(`${out}/train-00000.safetensors`);
+  const lines = (await Deno.readTextFile(`${out}/train.records.jsonl`)).trimEnd().split("\n");
+  const recIndex = getTensor(f, "record_index", "I32");
+  const n = recIndex.length;
+  const targets = getTensor(f, "lotus_step_targets", "I32", [n, 6, 13]);
+  const x = f.tensors.lotus_input_ids;
+  const T = x.shape[1];
+  const lens = getTensor(f, "lotus_lengths", "I32");
+  const bots = getTensor(f, "lotus_bot", "I32");
+  let checked = 0;
+  for (let i = 0; i < n; i++) {
+    const rec = JSON.parse(lines[recIndex[i]]);
+    if (rec.validation.reasons.includes("step_truncated")) continue;
+    const steps: string[] = rec.math.map((s: { text: string }) => s.text);
+    for (let k = 0; k < Math.min(6, steps.length); k++) {
+      const slot = Array.from(targets.subarray((i * 6 + k) * 13, (i * 6 + k + 1) * 13))
+        .filter((v) => v !== IGNORE);
+      assertEquals(tok.decode(slot), steps[k] + "\n");
+    }
+    // The input row around the latents: BOT, K*c LATs, EOT.
+    const row = Array.from((x.data as Int32Array).subarray(i * T, i * T + lens[i]));
+    assertEquals(row[bots[i]], 50257);
+    assertEquals(row[bots[i] + 1 + 78], 50258);
+    assertEquals(tok.decode(row.slice(0, bots[i])), rec.question + "\n");
+    checked++;
+  }
+  assert(checked > 70);
+});
+
+Deno.test("build: two builds give byte-identical directories (gpt2 and compact)", async () => {
+  for (const tokenizer of ["gpt2", "compact"]) {
+    const base = await tempDir();
+    const opts = { splits: defaultSplits(), tokenizer, shardSize: 32 };
+    await buildDataset({ out: `${base}/a`, ...opts });
+    await buildDataset({ out: `${base}/b`, ...opts });
+    const a = await snapshot(`${base}/a`);
+    assertSameTree(a, await snapshot(`${base}/b`));
+    assert(a.has("train-00002.safetensors"), `${tokenizer}: 81 records in shards of 32`);
+  }
+});
+
+Deno.test("build: a second split reuses the directory's tokenizer and keeps the first", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }], tokenizer: "compact" });
+  const before = await snapshot(out);
+  const s = await buildDataset({ out, splits: [{ name: "valid", inputs: [VALID] }] });
+  assert(s.reusedTokenizer);
+  const after = await snapshot(out);
+  for (const [k, v] of before) {
+    if (k === "manifest.json") continue;
+    assert(sameBytes(v, after.get(k)!), `${k} changed`);
+  }
+  const m = await readManifest(out);
+  assertEquals(Object.keys(m.splits), ["train", "valid"]);
+  assertEquals(m.tokenizer.kind, "compact");
+  assert(after.has("valid-00000.safetensors"));
+
+  // The same two splits built together give the same bytes.
+  const together = `${await tempDir()}/ds`;
+  await buildDataset({
+    out: together,
+    splits: [{ name: "train", inputs: [TRAIN] }, { name: "valid", inputs: [VALID] }],
+    tokenizer: "compact",
+  });
+  assertSameTree(after, await snapshot(together));
+});
+
+Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fail and change nothing", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
+  const before = await snapshot(out);
+  const valid = [{ name: "valid", inputs: [VALID] }];
+  await assertRejects(
+    () => buildDataset({ out, splits: valid, k: 4 }),
+    BuildError,
+    "k = 6 there, 4 here",
+  );
+  await assertRejects(() => buildDataset({ out, splits: valid, c: 5 }), BuildError, "c = 13 there");
+  await assertRejects(
+    () => buildDataset({ out, splits: valid, cot: "nl" }),
+    BuildError,
+    "cot = math there",
+  );
+  await assertRejects(
+    () => buildDataset({ out, splits: valid, tokenizer: "compact" }),
+    BuildError,
+    "--tokenizer compact differs",
+  );
+  assertSameTree(before, await snapshot(out));
+  // Left out, K, c and the form follow the directory.
+  const nl = `${await tempDir()}/nl`;
+  await buildDataset({ out: nl, splits: [{ name: "train", inputs: [TRAIN] }], cot: "nl", k: 3 });
+  const s = await buildDataset({ out: nl, splits: valid });
+  assertEquals(s.manifest.options, { k: 3, c: 13, cot: "nl" });
+});
+
+Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
+  const out = `${await tempDir()}/ds`;
+  const train = [{ name: "train", inputs: [TRAIN] }];
+  await buildDataset({ out, splits: train, shardSize: 10 });
+  assert((await snapshot(out)).has("train-00008.safetensors"));
+  await buildDataset({ out, splits: train, shardSize: 100 });
+  const names = [...(await snapshot(out)).keys()].filter((n) => n.endsWith(".safetensors"));
+  assertEquals(names, ["train-00000.safetensors"]);
+  assertEquals((await readManifest(out)).splits.train.shards.length, 1);
+});
+
+Deno.test("build: bad input fails with file:line and leaves no files in --out", async () => {
+  const dir = await tempDir();
+  const bad = `${dir}/bad.jsonl`;
+  const good = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3).join("\n");
+  await Deno.writeTextFile(bad, `${good}\n{"question": "No answer here?"}\n`);
+  const out = `${dir}/out`;
+  const e = await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "train", inputs: [bad] }] }),
+    InputError,
+    `${bad}:4`,
+  );
+  assert(e.message.includes("answer"));
+  await assertRejects(() => Deno.stat(out), Deno.errors.NotFound);
+
+  // Into an existing dataset: it stays exactly as it was.
+  const ds = `${dir}/ds`;
+  await buildDataset({ out: ds, splits: [{ name: "train", inputs: [TRAIN] }] });
+  const before = await snapshot(ds);
+  await assertRejects(
+    () => buildDataset({ out: ds, splits: [{ name: "train", inputs: [bad] }] }),
+    InputError,
+  );
+  assertSameTree(before, await snapshot(ds));
+
+  // --on-error skip: the bad record is counted as skipped.
+  const s = await buildDataset({
+    out,
+    splits: [{ name: "train", inputs: [bad] }],
+    onError: "skip",
+  });
+  assertEquals(s.manifest.splits.train.counts.read, 3);
+  assertEquals(s.manifest.splits.train.counts.skipped, 1);
+});
+
+Deno.test("build: options are validated with the field named", async () => {
+  const splits = [{ name: "train", inputs: [TRAIN] }];
+  await assertRejects(() => buildDataset({ out: "x", splits, k: -1 }), BuildError, "option k");
+  await assertRejects(() => buildDataset({ out: "x", splits, c: 1.5 }), BuildError, "option c");
+  await assertRejects(
+    () => buildDataset({ out: "x", splits: [{ name: ".hidden", inputs: [TRAIN] }] }),
+    BuildError,
+    "option splits.0.name",
+  );
+  await assertRejects(
+    () => buildDataset({ out: "x", splits: [...splits, ...splits] }),
+    BuildError,
+    'split "train" is given twice',
+  );
+  await assertRejects(
+    () => buildDataset({ out: "x", splits: [{ name: "train", inputs: ["/nope.jsonl"] }] }),
+    BuildError,
+    "/nope.jsonl: input file not found",
+  );
+});
+
+const GSM8K = new URL("../../shared/data/gsm8k/", import.meta.url).pathname;
+const HAS_GSM8K = await Deno.stat(`${GSM8K}train.jsonl`).then(() => true, () => false);
+if (!HAS_GSM8K) {
+  console.log(`build_test: ${GSM8K} not found; skipping the GSM8K integration test`);
+}
+
+Deno.test({
+  name: "build: GSM8K train and test with GPT-2 (../shared/data/gsm8k)",
+  ignore: !HAS_GSM8K,
+}, async () => {
+  const out = `${await tempDir()}/gsm8k`;
+  await buildDataset({
+    out,
+    splits: [
+      { name: "train", inputs: [`${GSM8K}train.jsonl`] },
+      { name: "test", inputs: [`${GSM8K}test.jsonl`] },
+    ],
+  });
+  const m = await readManifest(out);
+  const expected: Record<string, number> = { train: 7473, test: 1319 };
+  for (const [split, read] of Object.entries(expected)) {
+    const c = m.splits[split].counts;
+    assertEquals(c.read, read);
+    assertEquals(c.skipped, 0);
+    assertEquals(c.kept + c.dropped, read);
+    assertEquals(c.ok + c.flagged, c.kept);
+    assert(c.kept > 0.9 * read, `${split}: kept ${c.kept} of ${read}`);
+    assertEquals(m.splits[split].shards.reduce((a, s) => a + s.records, 0), c.kept);
+    const dropSum = Object.values(c.droppedByReason).reduce((a, b) => a + b, 0);
+    assert(dropSum >= c.dropped, "every dropped record has a reason");
+  }
+});

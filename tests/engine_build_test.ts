@@ -1,0 +1,161 @@
+// The engine build: hashed file names, reuse, atomic replacement, and clear errors.
+import { buildEngine, EngineBuildError, planEngineBuild } from "../train/engine/build.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+
+const ENGINE_DIR = new URL("../train/engine/", import.meta.url).pathname.replace(/\/$/, "");
+
+/** A scratch copy of the engine sources, so tests can edit them. */
+function copySources(): string {
+  const dir = Deno.makeTempDirSync({ prefix: "lotus_engine_src_" });
+  for (const f of ["engine_cpu.cpp", "lotus_engine.h"]) {
+    Deno.copyFileSync(`${ENGINE_DIR}/${f}`, `${dir}/${f}`);
+  }
+  return dir;
+}
+
+function withTempDirs(fn: (src: string, out: string) => void): () => void {
+  return () => {
+    const src = copySources();
+    const out = Deno.makeTempDirSync({ prefix: "lotus_engine_out_" });
+    try {
+      fn(src, out);
+    } finally {
+      Deno.removeSync(src, { recursive: true });
+      Deno.removeSync(out, { recursive: true });
+    }
+  };
+}
+
+Deno.test("plan: stable name under build/; a changed flag, source or header changes it", () => {
+  const a = planEngineBuild();
+  const b = planEngineBuild();
+  assertEquals(a.outPath, b.outPath);
+  assert(
+    /\/build\/liblotus_engine_cpu-[0-9a-f]{16}\.so$/.test(a.outPath),
+    `unexpected path ${a.outPath}`,
+  );
+  assert(!a.outPath.includes(".."), "the path is normalised");
+  assertEquals(a.outPath.slice(-19, -3), a.hash.slice(0, 16));
+  for (const f of ["-O3", "-std=c++17", "-fopenmp", "-fPIC", "-shared"]) {
+    assert(a.flags.includes(f), `flag ${f}`);
+  }
+  if (Deno.build.os === "linux") {
+    assert(a.flags.includes("-march=native"), "-march=native where the CPU can be identified");
+  }
+  const flagged = planEngineBuild({ extraFlags: ["-DLE_TEST_FLAG=1"] });
+  assert(flagged.outPath !== a.outPath, "a changed flag gives a new name");
+});
+
+Deno.test(
+  "plan: editing the source or the header gives a new name",
+  withTempDirs((src, out) => {
+    const p1 = planEngineBuild({ sourceDir: src, outDir: out }).outPath;
+    assertEquals(planEngineBuild({ sourceDir: src, outDir: out }).outPath, p1);
+    Deno.writeTextFileSync(`${src}/engine_cpu.cpp`, "// edited\n", { append: true });
+    const p2 = planEngineBuild({ sourceDir: src, outDir: out }).outPath;
+    assert(p2 !== p1, "an edited source gives a new name");
+    Deno.writeTextFileSync(`${src}/lotus_engine.h`, "/* edited */\n", { append: true });
+    const p3 = planEngineBuild({ sourceDir: src, outDir: out }).outPath;
+    assert(p3 !== p2 && p3 !== p1, "an edited header gives a new name");
+  }),
+);
+
+Deno.test(
+  "build: compiles once, then reuses; force replaces the file atomically under a loaded copy",
+  withTempDirs((src, out) => {
+    const path = buildEngine({ sourceDir: src, outDir: out, quiet: true });
+    const st1 = Deno.statSync(path);
+    assertEquals(buildEngine({ sourceDir: src, outDir: out, quiet: true }), path);
+    assertEquals(Deno.statSync(path).mtime, st1.mtime, "an up-to-date library is not rebuilt");
+
+    const lib = Deno.dlopen(path, { le_abi_version: { parameters: [], result: "i32" } });
+    try {
+      assertEquals(buildEngine({ sourceDir: src, outDir: out, quiet: true, force: true }), path);
+      // A new file renamed into place (new inode), not the loaded one overwritten: the loaded
+      // copy keeps working.
+      assert(Deno.statSync(path).ino !== st1.ino, "force writes a new file and renames it");
+      assertEquals(lib.symbols.le_abi_version(), 1);
+    } finally {
+      lib.close();
+    }
+    const names = [...Deno.readDirSync(out)].map((e) => e.name);
+    assertEquals(names, [path.slice(out.length + 1)], "no temporary files are left behind");
+  }),
+);
+
+Deno.test(
+  "build: a compile error reports the compiler's stderr and the command line",
+  withTempDirs((src, out) => {
+    Deno.writeTextFileSync(`${src}/engine_cpu.cpp`, "int le_abi_version(void) { return }\n");
+    const e = assertThrows(
+      () => buildEngine({ sourceDir: src, outDir: out, quiet: true }),
+      EngineBuildError,
+      "the cpu engine failed to compile",
+    ) as EngineBuildError;
+    assert(e.message.includes(`command: ${e.command}`), e.message);
+    assert(e.command.includes(`${src}/engine_cpu.cpp`), `command names the source: ${e.command}`);
+    assert(e.command.includes("-fopenmp"), "command has the flags");
+    assert(/error/.test(e.stderr) && e.message.includes(e.stderr.trimEnd()), "stderr included");
+    assertEquals([...Deno.readDirSync(out)].length, 0, "nothing is left in the output directory");
+  }),
+);
+
+Deno.test(
+  "build: a missing compiler, source or CUDA toolchain gives a clear error",
+  withTempDirs((src, out) => {
+    assertThrows(
+      () => planEngineBuild({ sourceDir: src, outDir: out, compiler: "/nonexistent/g++" }),
+      EngineBuildError,
+      "compiler not found: /nonexistent/g++; install a C++17 compiler",
+    );
+    Deno.removeSync(`${src}/engine_cpu.cpp`);
+    assertThrows(
+      () => planEngineBuild({ sourceDir: src, outDir: out }),
+      EngineBuildError,
+      `the CPU engine's source ${src}/engine_cpu.cpp does not exist`,
+    );
+    assertThrows(
+      () => planEngineBuild({ sourceDir: src, outDir: out, backend: "cuda" }),
+      EngineBuildError,
+      `the CUDA engine's source ${src}/engine_cuda.cu does not exist (it is not written yet); ` +
+        "use --backend cpu",
+    );
+    Deno.writeTextFileSync(`${src}/engine_cuda.cu`, "// placeholder\n");
+    assertThrows(
+      () =>
+        planEngineBuild({
+          sourceDir: src,
+          outDir: out,
+          backend: "cuda",
+          compiler: "/nonexistent/nvcc",
+        }),
+      EngineBuildError,
+      "compiler not found: /nonexistent/nvcc; install the CUDA toolkit",
+    );
+    assertThrows(
+      () => planEngineBuild({ backend: "tpu" as "cpu" }),
+      EngineBuildError,
+      'unknown backend "tpu"',
+    );
+  }),
+);
+
+Deno.test("CLI: prints the library path; rejects a bad backend", () => {
+  const run = (...args: string[]) => {
+    const out = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-run", ...args],
+      stdout: "piped",
+      stderr: "piped",
+      cwd: `${ENGINE_DIR}/../..`,
+    }).outputSync();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  };
+  const expected = buildEngine({ quiet: true });
+  const ok = run("train/engine/build.ts", "--quiet");
+  assertEquals(ok.code, 0, ok.stderr);
+  assertEquals(ok.stdout.trim(), expected);
+  const bad = run("train/engine/build.ts", "--backend", "tpu");
+  assertEquals(bad.code, 2);
+  assert(bad.stderr.includes("--backend must be cpu or cuda"), bad.stderr);
+});

@@ -1,0 +1,292 @@
+/**
+ * The LOTUS step on the CPU engine: its gradient against finite differences, and the
+ * prefix-cached schedule against a naive recomputation of the full sequence on every pass.
+ */
+import { assert, assertAlmostEquals } from "./_assert.ts";
+import {
+  cpuEngine,
+  randomExamples,
+  tinyConfig,
+  tinyModel,
+  tinyParams,
+  tinySpecials,
+} from "./_tiny.ts";
+import { auxBatch, type Example, type LotusBatch, lotusBatch } from "../train/batch.ts";
+import { type LotusOptions, LotusRunner } from "../train/lotus.ts";
+import { paramLayout, Rng } from "../train/params.ts";
+import type { Model } from "../train/model.ts";
+import { Arena, Chunk, F32, Scratch } from "../train/stack.ts";
+import type { ModelConfig } from "../train/config.ts";
+
+const K = 2, c = 2, R = 2;
+
+function capacity(exs: Example[], B: number) {
+  const b = lotusBatch(exs, tinySpecials(24), { K, R, c });
+  return { B, P: b.P, K, c, R, S: b.S + 2, auxT: c + 4 };
+}
+
+/** Loss and gradient of one step. */
+function lossAndGrad(model: Model, exs: Example[], opts: LotusOptions, shape = { K, R, c }) {
+  const sp = tinySpecials(model.cfg.vocabSize);
+  const runner = new LotusRunner(
+    model,
+    { ...capacity(exs, exs.length), K: shape.K, R: shape.R },
+    true,
+  );
+  try {
+    model.zeroGrad();
+    const l = runner.step(lotusBatch(exs, sp, shape), opts, exs);
+    return { loss: l.loss, grad: model.downloadGrads() };
+  } finally {
+    runner.free();
+  }
+}
+
+function lossOnly(
+  model: Model,
+  runner: LotusRunner,
+  exs: Example[],
+  opts: LotusOptions,
+  shape = { K, R, c },
+) {
+  const sp = tinySpecials(model.cfg.vocabSize);
+  return runner.step(lotusBatch(exs, sp, shape), opts, exs).loss;
+}
+
+/** Indices to probe: a few per tensor, plus the LOTUS token rows. */
+function probeIndices(cfg: ModelConfig, seed: number): number[] {
+  const layout = paramLayout(cfg), rng = new Rng(seed), out: number[] = [];
+  for (const t of layout.tensors) for (let i = 0; i < 2; i++) out.push(t.offset + rng.int(t.size));
+  const sp = tinySpecials(cfg.vocabSize);
+  for (const id of [sp.lat, sp.bot, sp.eot]) {
+    for (let j = 0; j < 2; j++) out.push(layout.wte + id * cfg.dModel + rng.int(cfg.dModel));
+  }
+  return out;
+}
+
+function checkFiniteDifferences(opts: LotusOptions, cfg: ModelConfig, label: string) {
+  const exs = randomExamples(3, cfg.vocabSize, 11, tinySpecials(cfg.vocabSize).eos);
+  const params = tinyParams(cfg, 3);
+  const model = tinyModel(cfg, params);
+  const evalRunner = new LotusRunner(model, capacity(exs, exs.length), false);
+  try {
+    const { grad } = lossAndGrad(model, exs, opts);
+    const idx = probeIndices(cfg, 5);
+    const eps = 2e-3;
+    let num = 0, den = 0, worst = 0;
+    for (const i of idx) {
+      const p = params.slice();
+      p[i] += eps;
+      model.uploadParams(p);
+      const up = lossOnly(model, evalRunner, exs, opts);
+      p[i] -= 2 * eps;
+      model.uploadParams(p);
+      const down = lossOnly(model, evalRunner, exs, opts);
+      const fd = (up - down) / (2 * eps);
+      num += (fd - grad[i]) ** 2, den += grad[i] ** 2;
+      worst = Math.max(worst, Math.abs(fd - grad[i]));
+    }
+    model.uploadParams(params);
+    const rel = Math.sqrt(num / den);
+    assert(den > 1e-6, `${label}: probed gradients are all ~0`);
+    assert(
+      rel < 2e-2,
+      `${label}: finite differences disagree, relative error ${rel}, worst ${worst}`,
+    );
+  } finally {
+    evalRunner.free();
+    model.free();
+  }
+}
+
+const base: LotusOptions = { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" };
+
+Deno.test("LOTUS step gradient matches finite differences (add injection, step loss after the loop)", () => {
+  checkFiniteDifferences(base, tinyConfig(), "add/after");
+});
+
+Deno.test("LOTUS step gradient matches finite differences (replace injection, in-loop step loss)", () => {
+  checkFiniteDifferences(
+    { ...base, injection: "replace", stepLoss: "in-loop" },
+    tinyConfig(),
+    "replace/in-loop",
+  );
+});
+
+Deno.test("LOTUS-aux step gradient matches finite differences", () => {
+  checkFiniteDifferences({ ...base, auxWeight: 0.7 }, tinyConfig({ auxLayers: 1 }), "aux");
+});
+
+/**
+ * The naive schedule: every pass recomputes the whole sequence [prefix ‖ loop] from scratch,
+ * and the suffix recomputes [prefix ‖ pass-R loop inputs ‖ suffix]. No K/V is shared.
+ */
+function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
+  const e = model.eng, C = model.cfg.dModel, V = model.cfg.vocabSize;
+  const sp = tinySpecials(V);
+  const b: LotusBatch = lotusBatch(exs, sp, { K, R, c });
+  const { B, P, L, S } = b, T = P + L, TS = P + L + S;
+  const a = new Arena(e);
+  try {
+    const sc = new Scratch(a, B * TS, C, true);
+    const passes = Array.from(
+      { length: R + 1 },
+      () => new Chunk(a, model.main.shape, B, T, 0, true),
+    );
+    const suf = new Chunk(a, model.main.shape, B, TS, 0, true);
+    const cat = (
+      parts: [Int32Array | Uint8Array, number][],
+      n: number,
+      ctor: typeof Int32Array | typeof Uint8Array,
+    ) => {
+      const out = new ctor(B * n);
+      for (let bi = 0; bi < B; bi++) {
+        let o = 0;
+        for (const [arr, w] of parts) {
+          out.set(arr.subarray(bi * w, (bi + 1) * w), bi * n + o), o += w;
+        }
+      }
+      return out;
+    };
+    const ids = cat([[b.prefixIds, P], [b.loopIds, L]], T, Int32Array) as Int32Array;
+    const pos = cat([[b.prefixPos, P], [b.loopPos, L]], T, Int32Array) as Int32Array;
+    const sids = cat(
+      [[b.prefixIds, P], [b.loopIds, L], [b.suffixIds, S]],
+      TS,
+      Int32Array,
+    ) as Int32Array;
+    const spos = cat(
+      [[b.prefixPos, P], [b.loopPos, L], [b.suffixPos, S]],
+      TS,
+      Int32Array,
+    ) as Int32Array;
+    const valid = b.loopValid, svalid = b.suffixValid;
+    const tgt = new Int32Array(B * T).fill(-100), stgt = new Int32Array(B * TS).fill(-100);
+    for (let bi = 0; bi < B; bi++) {
+      tgt.set(b.stepTargets.subarray(bi * L, (bi + 1) * L), bi * T + P);
+      stgt.set(b.suffixTargets.subarray(bi * S, (bi + 1) * S), bi * TS + P + L);
+    }
+    const up = (arr: Int32Array | Uint8Array) => {
+      const p = a.bytes(arr.byteLength);
+      e.upload(p, arr);
+      return p;
+    };
+    const dIds = up(ids), dPos = up(pos), dValid = up(valid), dSids = up(sids), dSpos = up(spos);
+    const dSvalid = up(svalid), dTgt = up(tgt), dStgt = up(stgt);
+    const logits = a.f32(B * TS * V), losses = a.f32(B * TS);
+    model.zeroGrad();
+    for (const ch of passes) model.main.zeroGrads(ch, B, T);
+    model.main.zeroGrads(suf, B, TS);
+    // loop rows [P+1, P+L) of a [B, n, C] buffer
+    const inject = (dst: Chunk, n: number, src: Chunk) =>
+      e.copyRows(
+        e.offset(dst.x[0], (P + 1) * C * F32),
+        e.offset(src.h, (P + 1) * C * F32),
+        B,
+        L - 1,
+        C,
+        n * C,
+        C,
+        T * C,
+        C,
+        true,
+      );
+    const injectBack = (dst: Chunk, dx: Deno.PointerValue, n: number) =>
+      e.copyRows(
+        e.offset(dst.dh, (P + 1) * C * F32),
+        e.offset(dx, (P + 1) * C * F32),
+        B,
+        L - 1,
+        C,
+        T * C,
+        C,
+        n * C,
+        C,
+        true,
+      );
+    const head = (ch: Chunk, rows: number, targets: Deno.PointerValue, w: number, n: number) => {
+      e.matmulFwd(logits, ch.h, model.wte, null, rows, C, V);
+      e.xentFwdBwd(logits, losses, targets, rows, V, w / n);
+      e.matmulBwd(ch.dh, model.gwte, null, logits, ch.h, model.wte, rows, C, V);
+      const l = new Float32Array(rows);
+      e.download(l, losses);
+      return l.reduce((s, x) => s + x, 0) / n;
+    };
+    for (let r = 0; r <= R; r++) {
+      e.embedFwd(passes[r].x[0], dIds, dPos, model.wte, model.wpe, B * T, C);
+      if (r > 0) inject(passes[r], T, passes[r - 1]);
+      model.main.forward(passes[r], sc, B, T, null, dValid);
+    }
+    const step = head(passes[R], B * T, dTgt, opts.lambda, b.nStep);
+    e.embedFwd(suf.x[0], dSids, dSpos, model.wte, model.wpe, B * TS, C);
+    if (R > 0) inject(suf, TS, passes[R - 1]);
+    model.main.forward(suf, sc, B, TS, null, dSvalid);
+    const ans = head(suf, B * TS, dStgt, 1, b.nAns);
+    let dx = model.main.backward(suf, sc, null);
+    e.embedBwd(model.gwte, model.gwpe, dx, dSids, dSpos, B * TS, C);
+    if (R > 0) injectBack(passes[R - 1], dx, TS);
+    for (let r = R; r >= 0; r--) {
+      dx = model.main.backward(passes[r], sc, null);
+      e.embedBwd(model.gwte, model.gwpe, dx, dIds, dPos, B * T, C);
+      if (r > 0) injectBack(passes[r - 1], dx, T);
+    }
+    return { loss: ans + opts.lambda * step, grad: model.downloadGrads() };
+  } finally {
+    a.free();
+  }
+}
+
+Deno.test("prefix-cached R+1-pass schedule equals a naive full recomputation: loss and gradients", () => {
+  const cfg = tinyConfig();
+  const exs = randomExamples(3, cfg.vocabSize, 21, tinySpecials(cfg.vocabSize).eos);
+  const model = tinyModel(cfg, tinyParams(cfg, 9));
+  try {
+    const cached = lossAndGrad(model, exs, base);
+    const naive = naiveLossAndGrad(model, exs, base);
+    assertAlmostEquals(cached.loss, naive.loss, 1e-5 * Math.abs(naive.loss));
+    let maxG = 0, maxD = 0;
+    for (let i = 0; i < naive.grad.length; i++) {
+      maxG = Math.max(maxG, Math.abs(naive.grad[i]));
+      maxD = Math.max(maxD, Math.abs(naive.grad[i] - cached.grad[i]));
+    }
+    assert(maxG > 0, "gradient is zero");
+    assert(maxD / maxG < 1e-4, `gradients differ: max |diff| ${maxD} vs max |g| ${maxG}`);
+  } finally {
+    model.free();
+  }
+});
+
+Deno.test("aux batch shape feeds the runner without error for examples with fewer steps than K", () => {
+  const cfg = tinyConfig({ auxLayers: 1 });
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(2, cfg.vocabSize, 31, sp.eos).map((e) => ({
+    ...e,
+    steps: e.steps.slice(0, 1),
+  }));
+  assert(auxBatch(exs, K, c).nTargets > 0);
+  const model = tinyModel(cfg, tinyParams(cfg, 1));
+  try {
+    const { loss } = lossAndGrad(model, exs, { ...base, auxWeight: 1 });
+    assert(Number.isFinite(loss));
+  } finally {
+    model.free();
+  }
+});
+
+Deno.test("gradients reach the LAT embedding row and the prefix through every pass", () => {
+  const cfg = tinyConfig();
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(2, cfg.vocabSize, 41, sp.eos);
+  const model = tinyModel(cfg, tinyParams(cfg, 2));
+  try {
+    const { grad } = lossAndGrad(model, exs, base);
+    const layout = paramLayout(cfg), C = cfg.dModel;
+    const row = (id: number) => grad.subarray(layout.wte + id * C, layout.wte + (id + 1) * C);
+    assert(row(sp.lat).some((x) => x !== 0), "LAT row has no gradient");
+    assert(row(sp.bot).some((x) => x !== 0), "BOT row has no gradient");
+    assert(row(exs[0].q[0]).some((x) => x !== 0), "question token row has no gradient");
+  } finally {
+    model.free();
+  }
+  cpuEngine();
+});

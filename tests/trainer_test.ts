@@ -1,0 +1,261 @@
+/**
+ * The trainer end to end on the CPU engine: a tiny model learns a small task; checkpoints
+ * round-trip; an interrupted and resumed run is bit-identical to an uninterrupted one; bad
+ * configurations and bad safetensors files are rejected with clear errors.
+ */
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { buildDataset } from "../pipeline/build.ts";
+import { train } from "../train/trainer.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  loadHfInit,
+  saveCheckpoint,
+} from "../train/checkpoint.ts";
+import { ModelConfigSchema, presetConfig, TrainConfigSchema } from "../train/config.ts";
+import { initParams, paramLayout, Rng } from "../train/params.ts";
+import { getTensor, readSafetensors, writeSafetensors } from "../pipeline/safetensors.ts";
+import { parseTrainArgs } from "../cli/train.ts";
+
+const tmpDirs: string[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const d of tmpDirs) {
+    try {
+      Deno.removeSync(d, { recursive: true });
+    } catch { /* gone */ }
+  }
+});
+async function tmp(): Promise<string> {
+  const d = await Deno.makeTempDir({ prefix: "lotus-trainer-test-" });
+  tmpDirs.push(d);
+  return d;
+}
+
+/**
+ * A small two-step task: "x has a, gets b, then doubles" with single digits. Chance accuracy
+ * over the 37 possible answers is under 3%.
+ */
+function fixtureTask(n: number, seed: number): string {
+  const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const who = names[rng.int(names.length)], a = rng.int(10), b = rng.int(10), s = a + b;
+    const question = `${who} has ${a} pens and gets ${b} more, then doubles them. How many pens?`;
+    const answer = `${who} has ${a}+${b}=<<${a}+${b}=${s}>>${s} pens.\n` +
+      `Doubled, that is ${s}*2=<<${s}*2=${2 * s}>>${2 * s} pens.\n#### ${2 * s}`;
+    lines.push(JSON.stringify({ question, answer }));
+  }
+  return lines.join("\n") + "\n";
+}
+
+let dataDir: string | null = null;
+async function fixtureData(): Promise<string> {
+  if (dataDir) return dataDir;
+  const d = await tmp();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(600, 1));
+  await Deno.writeTextFile(`${d}/valid.jsonl`, fixtureTask(60, 2));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }, {
+      name: "valid",
+      inputs: [`${d}/valid.jsonl`],
+    }],
+    tokenizer: "compact",
+    k: 2,
+    c: 10,
+  });
+  dataDir = `${d}/data`;
+  return dataDir;
+}
+
+Deno.test("a tiny LOTUS model learns a two-step task on the CPU: loss falls 10x, accuracy far above chance", async () => {
+  const data = await fixtureData();
+  const out = await tmp();
+  const losses: number[] = [];
+  const res = await train({
+    data,
+    out,
+    preset: "tiny",
+    backend: "cpu",
+    quiet: true,
+    train: { k: 2, c: 10, epochs: 24, batch: 16, lr: 3e-3, evalExamples: 60, seed: 0 },
+    onLog: (r) => {
+      if (r.kind === "train") losses.push(r.loss!);
+    },
+  });
+  const first = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
+  const last = losses.slice(-5).reduce((a, b) => a + b) / 5;
+  assert(first / last > 10, `loss fell only from ${first} to ${last}`);
+  console.log(
+    `fixture task: loss ${first.toFixed(3)} -> ${last.toFixed(3)}, accuracy ${res.valAccuracy}`,
+  );
+  assert(res.valAccuracy! >= 0.5, `validation accuracy ${res.valAccuracy} (chance < 3%)`);
+  // the run directory holds logs and a loadable checkpoint
+  const log = await Deno.readTextFile(`${out}/log.csv`);
+  assert(log.split("\n")[0].startsWith("kind,step,epoch"), "log.csv header");
+  const ck = await loadCheckpoint(out);
+  assertEquals(ck.state.step, res.steps);
+});
+
+Deno.test("checkpoint round trip, with Hugging Face names and Conv1D layout", async () => {
+  const dir = await tmp();
+  const cfg = ModelConfigSchema.parse({
+    vocabSize: 20,
+    maxPositions: 16,
+    dModel: 8,
+    nHead: 2,
+    nLayer: 1,
+  });
+  const layout = paramLayout(cfg);
+  const params = initParams(layout, cfg, 3);
+  const sp = { eos: 16, pad: 16, bot: 17, eot: 18, lat: 19 };
+  const state = {
+    step: 7,
+    epoch: 1,
+    batchInEpoch: 2,
+    rng: 5,
+    bestAccuracy: 0.5,
+    tokens: 100,
+    seconds: 3,
+  };
+  const m = new Float32Array(layout.total).fill(0.25), v = new Float32Array(layout.total).fill(0.5);
+  await saveCheckpoint(`${dir}/ck`, {
+    meta: {
+      model: cfg,
+      train: TrainConfigSchema.parse({}),
+      special: sp,
+      data: { dir: "d", cot: "math", k: 6, c: 13 },
+      preset: "tiny",
+    },
+    params,
+    moments: { m, v },
+    state,
+    tokenizerJson: "{}",
+  });
+  const back = await loadCheckpoint(`${dir}/ck`, { withOptimizer: true });
+  assertEquals(Array.from(back.params), Array.from(params));
+  assertEquals(back.state, state);
+  assertEquals(back.moments!.m[3], 0.25);
+  const st = await readSafetensors(`${dir}/ck/model.safetensors`);
+  const w = getTensor(st, "transformer.h.0.attn.c_attn.weight", "F32", [8, 24]);
+  const t = layout.tensors.find((x) => x.name === "transformer.h.0.attn.c_attn.weight")!;
+  // ours is [out=24, in=8]; Hugging Face's Conv1D is [in, out]
+  assertEquals(w[1 * 24 + 5], params[t.offset + 5 * 8 + 1]);
+  const hf = JSON.parse(await Deno.readTextFile(`${dir}/ck/config.json`));
+  assertEquals([hf.model_type, hf.n_embd, hf.n_layer, hf.vocab_size], ["gpt2", 8, 1, 20]);
+  // saving again replaces the checkpoint atomically and leaves no temporary directories
+  await saveCheckpoint(`${dir}/ck`, { ...back, state: { ...state, step: 8 } });
+  assertEquals((await loadCheckpoint(`${dir}/ck`)).state.step, 8);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+  assertEquals(names, ["ck"]);
+});
+
+Deno.test("an interrupted and resumed run ends bit-identical to an uninterrupted one", async () => {
+  const data = await fixtureData();
+  const a = await tmp(), b = await tmp();
+  const t = {
+    k: 2,
+    c: 10,
+    steps: 24,
+    batch: 8,
+    lr: 2e-3,
+    evalExamples: 4,
+    epochsPerStage: 0,
+    seed: 4,
+  };
+  await train({ data, out: a, preset: "tiny", backend: "cpu", quiet: true, train: t });
+  await train({
+    data,
+    out: b,
+    preset: "tiny",
+    backend: "cpu",
+    quiet: true,
+    train: t,
+    stopAfter: 10,
+  });
+  assertEquals((await loadCheckpoint(b)).state.step, 10);
+  await train({ data, out: b, preset: "tiny", backend: "cpu", quiet: true, train: {}, resume: b });
+  const pa = (await loadCheckpoint(a)).params, pb = (await loadCheckpoint(b)).params;
+  assertEquals(pa.length, pb.length);
+  let diff = 0;
+  for (let i = 0; i < pa.length; i++) if (pa[i] !== pb[i]) diff++;
+  assertEquals(diff, 0, `${diff} parameters differ after resume`);
+  // the resumed log has exactly one record per step
+  const steps = (await Deno.readTextFile(`${b}/log.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  )
+    .filter((r) => r.kind === "train").map((r) => r.step);
+  assertEquals(steps, Array.from({ length: 24 }, (_, i) => i + 1));
+});
+
+Deno.test("bad configurations are rejected with the field named", () => {
+  assertThrows(() => TrainConfigSchema.parse({ lr: -1 }));
+  assertThrows(
+    () =>
+      ModelConfigSchema.parse({
+        vocabSize: 100,
+        maxPositions: 64,
+        dModel: 30,
+        nHead: 4,
+        nLayer: 1,
+      }),
+    Error,
+    "nHead",
+  );
+  assertThrows(() => parseTrainArgs(["--preset", "huge"]), Error, "--preset");
+  assertThrows(() => parseTrainArgs(["--lr", "fast"]), Error, "--lr");
+  assertThrows(() => parseTrainArgs(["--bogus", "1"]), Error, "bogus");
+  assertEquals(parseTrainArgs(["--help"]), "help");
+  assertEquals(presetConfig("small", 4096).dModel, 256);
+});
+
+Deno.test("a safetensors file with wrong names or shapes is rejected by --init and by checkpoint loading", async () => {
+  const dir = await tmp();
+  const cfg = ModelConfigSchema.parse({
+    vocabSize: 20,
+    maxPositions: 16,
+    dModel: 8,
+    nHead: 2,
+    nLayer: 1,
+  });
+  const base = initParams(paramLayout(cfg), cfg, 1);
+  await writeSafetensors(`${dir}/wrong_name.safetensors`, {
+    "transformer.wte.weight": { dtype: "F32", shape: [20, 8], data: new Float32Array(160) },
+  });
+  await assertRejects(
+    () => loadHfInit(`${dir}/wrong_name.safetensors`, cfg, base),
+    CheckpointError,
+    "transformer.wpe.weight",
+  );
+  // a real GPT-2 layout but the wrong width
+  const other = ModelConfigSchema.parse({
+    vocabSize: 20,
+    maxPositions: 16,
+    dModel: 4,
+    nHead: 2,
+    nLayer: 1,
+  });
+  const { toHfTensors } = await import("../train/checkpoint.ts");
+  await writeSafetensors(
+    `${dir}/narrow.safetensors`,
+    toHfTensors(initParams(paramLayout(other), other, 1), paramLayout(other), "transformer."),
+  );
+  await assertRejects(
+    () => loadHfInit(`${dir}/narrow.safetensors`, cfg, base),
+    CheckpointError,
+    "has shape",
+  );
+  // names without the "transformer." prefix (the original GPT-2 layout) are accepted, and a
+  // smaller vocabulary leaves the new rows for the caller
+  const t = toHfTensors(base, paramLayout(cfg), "transformer.");
+  const short: Record<string, (typeof t)[string]> = {};
+  for (const [k, v] of Object.entries(t)) short[k.replace(/^transformer\./, "")] = v;
+  short["wte.weight"] = {
+    dtype: "F32",
+    shape: [17, 8],
+    data: (t["transformer.wte.weight"].data as Float32Array).slice(0, 136),
+  };
+  await writeSafetensors(`${dir}/short.safetensors`, short);
+  const r = await loadHfInit(`${dir}/short.safetensors`, cfg, new Float32Array(base.length));
+  assertEquals(r.vocabRows, 17);
+  await assertRejects(() => loadCheckpoint(`${dir}/nowhere`), CheckpointError, "config.json");
+});

@@ -1,0 +1,599 @@
+/**
+ * The training loop (nanoGPT's shape): data, forward, backward, clip, step, log, evaluate,
+ * checkpoint. The LOTUS-specific parts live in lotus.ts; this module owns the curriculum,
+ * the learning-rate schedule, the data order, logs and checkpoints.
+ *
+ * Determinism: the data order of epoch e is a shuffle seeded by seed + 100003*e (as the
+ * reference does), the CPU engine is deterministic for a fixed thread count, and the state
+ * saved in train_state.json (step, epoch, position in the epoch) is all a resume needs, so
+ * an interrupted and resumed run ends with the same weights, bit for bit, as an
+ * uninterrupted one.
+ *
+ * @module
+ */
+
+import { stringify } from "csv-stringify/sync";
+import { type Engine, openEngine } from "./engine/ffi.ts";
+import {
+  type ModelConfig,
+  presetConfig,
+  type PresetName,
+  stageShape,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "./config.ts";
+import {
+  type Example,
+  lotusBatch,
+  lotusLength,
+  plainBatch,
+  plainLength,
+  suffixOf,
+} from "./batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import { initParams, initSpecialRows, paramLayout, Rng } from "./params.ts";
+import { adamwOf, Model } from "./model.ts";
+import { LotusRunner, PlainRunner, type StepLosses } from "./lotus.ts";
+import { Generator } from "./generate.ts";
+import { loadSplit, type SplitData, tokenizerPathOf } from "./data.ts";
+import {
+  type CheckpointData,
+  checkpointDirOf,
+  loadCheckpoint,
+  loadHfInit,
+  type LotusMeta,
+  saveCheckpoint,
+  type TrainState,
+} from "./checkpoint.ts";
+import { answersMatch, extractAnswer } from "./answer.ts";
+import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
+import { writeFileAtomic } from "../pipeline/atomic.ts";
+
+/** Everything `deno task train` takes. */
+export interface TrainOptions {
+  /** Dataset directory. */
+  data: string;
+  /** Run directory: logs and `checkpoint/`. */
+  out: string;
+  preset: PresetName;
+  /** Training settings (partial: the rest default). */
+  train: Partial<TrainConfig>;
+  backend: "cpu" | "cuda" | "auto";
+  /** CPU threads (0: all cores). */
+  threads?: number;
+  /** A local Hugging Face GPT-2 model.safetensors to start from. */
+  init?: string;
+  /** A run or checkpoint directory to continue exactly. */
+  resume?: string;
+  /** Split names. */
+  trainSplit?: string;
+  valSplit?: string;
+  /** Stop (after saving a checkpoint) once this many steps have run in this process. */
+  stopAfter?: number;
+  /** No progress line. */
+  quiet?: boolean;
+  /** Called with every log record. */
+  onLog?: (rec: LogRecord) => void;
+}
+
+/** One line of log.jsonl. */
+export interface LogRecord {
+  kind: "train" | "eval";
+  step: number;
+  epoch: number;
+  stage: number;
+  K: number;
+  R: number;
+  lr?: number;
+  loss?: number;
+  ansLoss?: number;
+  stepLoss?: number;
+  auxLoss?: number;
+  gradNorm?: number;
+  tokensPerSec?: number;
+  valLoss?: number;
+  valAccuracy?: number;
+  valExamples?: number;
+  seconds: number;
+}
+
+/** What a run returns. */
+export interface TrainResult {
+  steps: number;
+  finalLoss: number;
+  valLoss?: number;
+  valAccuracy?: number;
+  checkpoint: string;
+  params: number;
+  tokensPerSec: number;
+  seconds: number;
+}
+
+/** Learning rate at `step` (0-based): linear warmup, then constant or cosine to minLrRatio. */
+export function lrAt(cfg: TrainConfig, step: number, total: number): number {
+  if (cfg.warmupSteps > 0 && step < cfg.warmupSteps) return cfg.lr * (step + 1) / cfg.warmupSteps;
+  if (cfg.schedule === "constant") return cfg.lr;
+  const span = Math.max(1, total - cfg.warmupSteps);
+  const t = Math.min(1, (step - cfg.warmupSteps) / span);
+  const min = cfg.lr * cfg.minLrRatio;
+  return min + (cfg.lr - min) * 0.5 * (1 + Math.cos(Math.PI * t));
+}
+
+/** The curriculum stage of an epoch: min(epoch / epochsPerStage, K); K when off. */
+export function stageOf(cfg: TrainConfig, epoch: number): number {
+  if (cfg.epochsPerStage === 0) return cfg.k;
+  return Math.min(Math.floor(epoch / cfg.epochsPerStage), cfg.k);
+}
+
+/** The example order of an epoch. */
+export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
+  const idx = new Int32Array(n);
+  for (let i = 0; i < n; i++) idx[i] = i;
+  new Rng(seed + 100003 * epoch).shuffle(idx);
+  return idx;
+}
+
+/** Open the engine a backend name asks for; "auto" falls back to the CPU and says so. */
+export function openBackend(
+  backend: "cpu" | "cuda" | "auto",
+  threads = 0,
+  log: (s: string) => void = console.error,
+): Engine {
+  if (backend !== "auto") return openEngine({ backend, threads });
+  try {
+    return openEngine({ backend: "cuda", quiet: true });
+  } catch (e) {
+    log(
+      `backend auto: no usable CUDA engine (${(e as Error).message.split("\n")[0]}); using the CPU`,
+    );
+    return openEngine({ backend: "cpu", threads });
+  }
+}
+
+/** Tokens a step forwards (positions over all passes), for throughput. */
+function positionsOf(
+  mode: TrainConfig["mode"],
+  exs: Example[],
+  K: number,
+  R: number,
+  c: number,
+): number {
+  let n = 0;
+  for (const e of exs) {
+    if (mode === "cot" || mode === "nocot") n += plainLength(e, mode === "cot");
+    else n += e.q.length + (R + 1) * (1 + K * c) + suffixOf(e, K, 0).length;
+  }
+  return n;
+}
+
+/** Keep the examples that fit the context at every stage; returns how many were cut. */
+function fitting(
+  exs: Example[],
+  cfg: TrainConfig,
+  maxPos: number,
+): { kept: Example[]; cut: number } {
+  const kept = exs.filter((e) => {
+    if (cfg.mode === "cot" || cfg.mode === "nocot") {
+      return plainLength(e, cfg.mode === "cot") <= maxPos;
+    }
+    for (let s = 0; s <= cfg.k; s++) {
+      if (lotusLength(e, stageShape(cfg, s).k, cfg.c) > maxPos) return false;
+    }
+    return true;
+  });
+  return { kept, cut: exs.length - kept.length };
+}
+
+/** Batch capacity over every stage of a run. */
+function capacityOf(exs: Example[], cfg: TrainConfig, B: number) {
+  let P = 1, S = 1, step = 0, T = 1, R = 0;
+  for (let s = 0; s <= cfg.k; s++) R = Math.max(R, stageShape(cfg, s).r);
+  for (const e of exs) {
+    P = Math.max(P, e.q.length);
+    S = Math.max(S, suffixOf(e, 0, 0).length);
+    T = Math.max(T, plainLength(e, cfg.mode === "cot"));
+    for (let k = 0; k < Math.min(cfg.k, e.steps.length); k++) {
+      step = Math.max(step, e.steps[k].length);
+    }
+  }
+  return { B, P, K: cfg.k, c: cfg.c, R, S, auxT: cfg.c + step, T };
+}
+
+/**
+ * Evaluate on validation examples: mean answer loss (teacher-forced, at the stage's K and R)
+ * and greedy exact-match accuracy.
+ */
+export function evaluate(
+  model: Model,
+  exs: Example[],
+  sp: SpecialIds,
+  tok: Tokenizer,
+  cfg: TrainConfig,
+  K: number,
+  R: number,
+  batch: number,
+): { loss: number; accuracy: number; n: number } {
+  if (exs.length === 0) return { loss: NaN, accuracy: NaN, n: 0 };
+  const cap = capacityOf(exs, cfg, batch);
+  let lossSum = 0, lossN = 0, correct = 0;
+  const gen = new Generator(model, {
+    B: batch,
+    P: cap.P,
+    K,
+    c: cfg.c,
+    maxNewTokens: cfg.maxNewTokens,
+  });
+  const plain = cfg.mode === "cot" || cfg.mode === "nocot";
+  const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
+  const plainRun = plain ? new PlainRunner(model, batch, cap.T, false) : null;
+  try {
+    for (let i = 0; i < exs.length; i += batch) {
+      const part = exs.slice(i, i + batch);
+      const l: StepLosses = plain
+        ? plainRun!.step(plainBatch(part, sp, cfg.mode === "cot"))
+        : lotusRun!.step(lotusBatch(part, sp, { K, R, c: cfg.c }), {
+          lambda: 0,
+          auxWeight: 0,
+          stepLoss: cfg.stepLoss,
+          injection: cfg.injection,
+        }, part);
+      lossSum += l.ans * l.nAns, lossN += l.nAns;
+      const g = gen.generate(part.map((e) => e.q), sp, {
+        mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",
+        K,
+        c: cfg.c,
+        R,
+        injection: cfg.injection,
+        maxNewTokens: cfg.maxNewTokens,
+      });
+      for (let j = 0; j < part.length; j++) {
+        const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
+        if (answersMatch(extractAnswer(tok.decode(g.tokens[j])), gold)) correct++;
+      }
+    }
+  } finally {
+    gen.free();
+    lotusRun?.free();
+    plainRun?.free();
+  }
+  return { loss: lossN ? lossSum / lossN : NaN, accuracy: correct / exs.length, n: exs.length };
+}
+
+const CSV_COLUMNS: (keyof LogRecord)[] = [
+  "kind",
+  "step",
+  "epoch",
+  "stage",
+  "K",
+  "R",
+  "lr",
+  "loss",
+  "ansLoss",
+  "stepLoss",
+  "auxLoss",
+  "gradNorm",
+  "tokensPerSec",
+  "valLoss",
+  "valAccuracy",
+  "valExamples",
+  "seconds",
+];
+
+/** Appends log records to log.jsonl and log.csv in the run directory. */
+class RunLog {
+  #jsonl: string;
+  #csv: string;
+  constructor(dir: string, resumeStep: number | null) {
+    this.#jsonl = `${dir}/log.jsonl`;
+    this.#csv = `${dir}/log.csv`;
+    if (resumeStep === null) {
+      Deno.writeTextFileSync(this.#jsonl, "");
+      Deno.writeTextFileSync(this.#csv, stringify([CSV_COLUMNS]));
+      return;
+    }
+    // Drop records written after the checkpoint we resume from: they are redone.
+    let lines: string[] = [];
+    try {
+      lines = Deno.readTextFileSync(this.#jsonl).split("\n").filter((l) => l.trim() !== "");
+    } catch { /* no log yet */ }
+    const keep = lines.map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= resumeStep);
+    Deno.writeTextFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
+    Deno.writeTextFileSync(this.#csv, stringify([CSV_COLUMNS, ...keep.map((r) => this.#row(r))]));
+  }
+  #row(r: LogRecord): (string | number)[] {
+    return CSV_COLUMNS.map((k) => r[k] ?? "");
+  }
+  write(r: LogRecord): void {
+    Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
+    Deno.writeTextFileSync(this.#csv, stringify([this.#row(r)]), { append: true });
+  }
+}
+
+function fmtTime(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const m = Math.floor(s / 60), r = Math.round(s % 60);
+  return m > 0 ? `${m}m${String(r).padStart(2, "0")}s` : `${r}s`;
+}
+
+/** The id of the token that begins "<<", whose row initialises BOT, EOT and LAT. */
+function seedTokenId(tok: Tokenizer): number {
+  const ids = tok.encode("<<");
+  return ids.length ? ids[0] : 0;
+}
+
+/**
+ * Train a model. Writes `out/log.jsonl`, `out/log.csv` and `out/checkpoint/`.
+ */
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const log = (s: string) => {
+    if (!opts.quiet) console.error(s);
+  };
+  await Deno.mkdir(opts.out, { recursive: true });
+
+  let resumed: CheckpointData | null = null;
+  if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
+  const cfg: TrainConfig = resumed ? resumed.meta.train : TrainConfigSchema.parse(opts.train);
+  if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
+    throw new Error("--mode lotus-aux needs --aux-weight > 0");
+  }
+
+  const trainData: SplitData = await loadSplit(opts.data, opts.trainSplit ?? "train");
+  const sp = trainData.special;
+  const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
+  const preset = resumed ? resumed.meta.preset : opts.preset;
+  const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
+  const mcfg: ModelConfig = resumed
+    ? resumed.meta.model
+    : presetConfig(opts.preset, trainData.vocabSize, auxLayers);
+  if (mcfg.vocabSize !== trainData.vocabSize) {
+    throw new Error(
+      `the checkpoint's vocabulary (${mcfg.vocabSize}) differs from the dataset's ` +
+        `(${trainData.vocabSize}); resume on the dataset it was trained on`,
+    );
+  }
+
+  let valExamples: Example[] = [];
+  const valName = opts.valSplit ?? "valid";
+  if (trainData.manifest.splits[valName]) {
+    valExamples = (await loadSplit(opts.data, valName)).examples;
+  } else {
+    log(`no "${valName}" split in ${opts.data}: evaluation reports training-set accuracy`);
+  }
+  const { kept: trainEx, cut } = fitting(trainData.examples, cfg, mcfg.maxPositions);
+  if (cut > 0) {
+    log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
+  }
+  if (trainEx.length < cfg.batch) {
+    throw new Error(
+      `the training split has ${trainEx.length} usable examples, fewer than --batch ${cfg.batch}`,
+    );
+  }
+  valExamples = fitting(valExamples, cfg, mcfg.maxPositions).kept;
+  const evalSet = (valExamples.length ? valExamples : trainEx).slice(
+    0,
+    cfg.evalExamples > 0 ? cfg.evalExamples : undefined,
+  );
+
+  const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
+  const total = cfg.steps ?? cfg.epochs * stepsPerEpoch;
+
+  const eng = openBackend(opts.backend, opts.threads ?? 0, log);
+  let model: Model | null = null;
+  const runners = new Map<string, LotusRunner | PlainRunner>();
+  // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).
+  let interrupted = false;
+  let onSig: (() => void) | null = null;
+  try {
+    // Parameters: resume, a local HF GPT-2, or GPT-2 initialisation.
+    const layout = paramLayout(mcfg);
+    let params: Float32Array;
+    if (resumed) params = resumed.params;
+    else {
+      params = initParams(layout, mcfg, cfg.seed);
+      if (opts.init) {
+        const r = await loadHfInit(opts.init, mcfg, params);
+        params = r.params;
+        log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
+      }
+      initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), [sp.bot, sp.eot, sp.lat]);
+    }
+    model = new Model(eng, mcfg, params, true);
+    const state: TrainState = resumed
+      ? { ...resumed.state }
+      : { step: 0, epoch: 0, batchInEpoch: 0, rng: 0, bestAccuracy: -1, tokens: 0, seconds: 0 };
+    if (resumed?.moments) model.uploadMoments(resumed.moments.m, resumed.moments.v, state.step);
+
+    const runLog = new RunLog(opts.out, resumed ? state.step : null);
+    const writeLog = (r: LogRecord) => {
+      runLog.write(r);
+      opts.onLog?.(r);
+    };
+    const cap = capacityOf(trainEx, cfg, cfg.batch);
+    const runnerFor = (): LotusRunner | PlainRunner => {
+      const key = "train";
+      let r = runners.get(key);
+      if (!r) {
+        r = cfg.mode === "cot" || cfg.mode === "nocot"
+          ? new PlainRunner(model!, cfg.batch, cap.T, true)
+          : new LotusRunner(model!, cap, true);
+        runners.set(key, r);
+      }
+      return r;
+    };
+    const meta: LotusMeta = {
+      model: mcfg,
+      train: cfg,
+      special: sp,
+      data: {
+        dir: opts.data,
+        cot: trainData.manifest.options.cot,
+        k: trainData.manifest.options.k,
+        c: trainData.manifest.options.c,
+      },
+      preset,
+    };
+    const ckptDir = `${opts.out}/checkpoint`;
+    const save = async () => {
+      const mom = model!.downloadMoments();
+      await saveCheckpoint(ckptDir, {
+        meta,
+        params: model!.downloadParams(),
+        moments: mom,
+        state,
+        tokenizerJson: tok.toJSON(),
+      });
+    };
+    const runEval = (stage: number) => {
+      const { k: K, r: R } = stageShape(cfg, stage);
+      const ev = evaluate(model!, evalSet, sp, tok, cfg, K, R, cfg.batch);
+      const rec: LogRecord = {
+        kind: "eval",
+        step: state.step,
+        epoch: state.epoch,
+        stage,
+        K,
+        R,
+        valLoss: ev.loss,
+        valAccuracy: ev.accuracy,
+        valExamples: ev.n,
+        seconds: state.seconds,
+      };
+      writeLog(rec);
+      log(
+        `eval @${state.step}: loss ${ev.loss.toFixed(4)}, accuracy ${
+          (100 * ev.accuracy).toFixed(1)
+        }% ` +
+          `(${ev.n} examples, K=${K}, R=${R})`,
+      );
+      state.bestAccuracy = Math.max(state.bestAccuracy, ev.accuracy);
+      return ev;
+    };
+
+    onSig = () => {
+      interrupted = true;
+    };
+    try {
+      Deno.addSignalListener("SIGINT", onSig);
+    } catch { /* signals unsupported */ }
+
+    log(
+      `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
+        `${trainEx.length} examples, ${total} steps of ${cfg.batch}, backend ${eng.backend}` +
+        (resumed ? `, resuming at step ${state.step}` : ""),
+    );
+    const tty = !opts.quiet && Deno.stderr.isTerminal();
+    let lastLoss = NaN, lastLine = 0, runSteps = 0;
+    let tokWindow = 0, timeWindow = 0;
+    let lastEval: { loss: number; accuracy: number } | null = null;
+    const t0 = performance.now() - state.seconds * 1000;
+    let order = epochOrder(trainEx.length, cfg.seed, state.epoch);
+    while (state.step < total && !interrupted) {
+      if (state.batchInEpoch >= stepsPerEpoch) {
+        state.epoch++, state.batchInEpoch = 0;
+        order = epochOrder(trainEx.length, cfg.seed, state.epoch);
+      }
+      const stage = stageOf(cfg, state.epoch);
+      const { k: K, r: R } = stageShape(cfg, stage);
+      const start = state.batchInEpoch * cfg.batch;
+      const exs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
+      const ts = performance.now();
+      model.zeroGrad();
+      const runner = runnerFor();
+      const l = runner instanceof PlainRunner
+        ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"))
+        : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c }), {
+          lambda: cfg.lambda,
+          auxWeight: cfg.mode === "lotus-aux" ? cfg.auxWeight : 0,
+          stepLoss: cfg.stepLoss,
+          injection: cfg.injection,
+        }, exs);
+      const lr = lrAt(cfg, state.step, total);
+      const gradNorm = model.optimizerStep(adamwOf(cfg, lr));
+      const dt = (performance.now() - ts) / 1000;
+      const toks = positionsOf(cfg.mode, exs, K, R, cfg.c);
+      state.step++, state.batchInEpoch++, runSteps++;
+      state.tokens += toks;
+      state.seconds = (performance.now() - t0) / 1000;
+      tokWindow += toks, timeWindow += dt;
+      lastLoss = l.loss;
+      if (!Number.isFinite(l.loss)) {
+        throw new Error(`the loss became ${l.loss} at step ${state.step}; lower --lr`);
+      }
+      const tps = tokWindow / timeWindow;
+      writeLog({
+        kind: "train",
+        step: state.step,
+        epoch: state.epoch,
+        stage,
+        K,
+        R,
+        lr,
+        loss: l.loss,
+        ansLoss: l.ans,
+        stepLoss: l.step,
+        auxLoss: l.aux,
+        gradNorm,
+        tokensPerSec: Math.round(toks / dt),
+        seconds: state.seconds,
+      });
+      const now = performance.now();
+      if (!opts.quiet && (tty || now - lastLine > 5000 || state.step === total)) {
+        const eta = (total - state.step) * (timeWindow / Math.max(1, runSteps));
+        const line = `step ${state.step}/${total} | stage ${stage} (K=${K}, R=${R}) | loss ` +
+          `${l.loss.toFixed(4)} | ${Math.round(tps)} tok/s | ETA ${fmtTime(eta)}`;
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
+        else console.error(line);
+        lastLine = now;
+      }
+      if (cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0 && state.step < total) {
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+        lastEval = runEval(stage);
+      }
+      if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
+      if (opts.stopAfter && runSteps >= opts.stopAfter) break;
+    }
+    if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    if (state.step >= total && !interrupted) {
+      lastEval = runEval(stageOf(cfg, state.epoch));
+    } else if (interrupted) {
+      log(`interrupted at step ${state.step}; resume with --resume ${opts.out}`);
+    }
+    await save();
+    await writeFileAtomic(
+      `${opts.out}/summary.json`,
+      JSON.stringify(
+        {
+          steps: state.step,
+          total,
+          finalLoss: lastLoss,
+          valLoss: lastEval?.loss,
+          valAccuracy: lastEval?.accuracy,
+          tokens: state.tokens,
+          seconds: state.seconds,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    log(`checkpoint written to ${checkpointDirOf(opts.out)}`);
+    return {
+      steps: state.step,
+      finalLoss: lastLoss,
+      valLoss: lastEval?.loss,
+      valAccuracy: lastEval?.accuracy,
+      checkpoint: ckptDir,
+      params: layout.mainTotal,
+      tokensPerSec: state.tokens / Math.max(1e-9, state.seconds),
+      seconds: state.seconds,
+    };
+  } finally {
+    if (onSig) {
+      try {
+        Deno.removeSignalListener("SIGINT", onSig);
+      } catch { /* signals unsupported */ }
+    }
+    for (const r of runners.values()) r.free();
+    model?.free();
+    eng.close();
+  }
+}
