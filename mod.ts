@@ -144,6 +144,14 @@ export {
   withVariants,
 } from "./pipeline/augment_stream.ts";
 export {
+  estimateWithExtras,
+  openSplitSource,
+  type SourceReadOptions,
+  type SplitExtras,
+  type SplitExtrasInfo,
+  type SplitSource,
+} from "./pipeline/split_source.ts";
+export {
   NEAR_COPY_THRESHOLD,
   type Nearest,
   NgramIndex,
