@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { z } from "zod";
 import { buildDataset, type BuildOptions, type BuildProgress } from "../pipeline/build.ts";
-import { DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
+import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import {
@@ -26,7 +26,9 @@ const HELP = `Build a LOTUS dataset directory (docs/dataset-format.md).
 Usage:
   deno task build-dataset --input FILE [--input FILE ...] --out DIR [options]
   deno task build-dataset [--out DIR]      build train and valid from the default data
-                                           (fixtures/default/) into ${DEFAULT_OUT}
+                                           (4,000 + 200 synthetic problems and the
+                                           hand-written fixtures/default/, compact tokenizer,
+                                           K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}
 
 Options:
   --input FILE        input file (repeat for several); all go into one split
@@ -193,7 +195,14 @@ export function parseCli(args: string[]): BuildOptions | null {
     if (v.split) {
       throw new UsageError("--split needs --input (the default data builds train and valid)");
     }
-    return { ...common, out: v.out ?? DEFAULT_OUT, splits: defaultSplits() };
+    return {
+      ...common,
+      tokenizer: v.tokenizer ?? DEFAULT_BUILD.tokenizer,
+      k: v.k ?? DEFAULT_BUILD.k,
+      c: v.c ?? DEFAULT_BUILD.c,
+      out: v.out ?? DEFAULT_OUT,
+      splits: defaultSplits(),
+    };
   }
   if (!v.out) throw new UsageError("--out DIR is required with --input");
   return {

@@ -37,7 +37,7 @@ the default dataset (out/data/default) into out/runs/default.
   --clip X              global-norm gradient clip, 0 = off (default 1)
   --batch N             examples per step               (default 16)
   --steps N             optimiser steps (overrides --epochs)
-  --epochs N            epochs                          (default 1; the default job uses 30)
+  --epochs N            epochs                          (default 1; the default job uses 5)
   --seed N              seed for initialisation and data order (default 0)
   --eval-every N        evaluate every N steps (always at the end)
   --eval-examples N     validation examples for accuracy, 0 = all (default 200)
@@ -188,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
     t.k ??= manifest.options.k;
     t.c ??= manifest.options.c;
   }
-  if (defaultJob) t.epochs = 30;
+  if (defaultJob) t.epochs = 5;
   const res = await train({
     data: a.data,
     out: a.out,
