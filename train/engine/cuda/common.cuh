@@ -208,7 +208,8 @@ struct DevScratch {
   void* get(const char* fn, size_t need) {
     if (need <= bytes && p) return p;
     if (p) {
-      // cudaFree waits for the kernels that may still read the old buffer.
+      // Kernels queued earlier may still read the old buffer.
+      cudaStreamSynchronize(g.stream);
       cudaFree(p);
       p = nullptr;
       bytes = 0;
@@ -277,11 +278,13 @@ inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bo
 
 // Reads one int32 from device memory (for error messages).
 inline int32_t read_int(const int32_t* p) {
-  int32_t v = 0;
-  if (cudaMemcpy(&v, p, sizeof v, cudaMemcpyDeviceToHost) != cudaSuccess) {
+  if (cudaMemcpyAsync(g.hflag + 2, p, sizeof(int32_t), cudaMemcpyDeviceToHost, g.stream) !=
+          cudaSuccess ||
+      cudaStreamSynchronize(g.stream) != cudaSuccess) {
     (void)cudaGetLastError();
+    return 0;
   }
-  return v;
+  return g.hflag[2];
 }
 
 // ============================================================================================

@@ -51,7 +51,7 @@ inline int check_embed_indices(const char* fn, const int32_t* ids, const int32_t
                                const float* wte, const float* wpe, int N, int C) {
   const uint64_t vrows = wte ? rows_in_block(wte, (uint64_t)C * 4) : 0;
   const uint64_t prows = wpe ? rows_in_block(wpe, (uint64_t)C * 4) : 0;
-  int bad[2];
+  int bad[2] = {kNoBad, kNoBad};
   TRY(find_bad_indices(fn, wte ? ids : nullptr, (int64_t)vrows, true, wpe ? pos : nullptr,
                        (int64_t)prows, false, N, bad));
   if (bad[0] != kNoBad) {

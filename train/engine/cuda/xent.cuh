@@ -97,7 +97,7 @@ LE_API int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets,
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
   TRY(check_span(fn, "losses", losses, mul(N, 4)));
   TRY(check_span(fn, "targets", targets, mul(N, 4)));
-  int bad[2];
+  int bad[2] = {kNoBad, kNoBad};
   TRY(find_bad_indices(fn, targets, V, true, nullptr, 0, false, N, bad));
   if (bad[0] != kNoBad) {
     return fail("%s: targets[%d] = %d is >= V = %d; use -1 (or any negative id) to ignore a "
