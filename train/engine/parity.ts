@@ -658,12 +658,19 @@ export function perturbedParams(cfg: ModelConfig, seed: number, scale = 3): Floa
 
 /** A LOTUS step configuration compared by {@linkcode compareLotusStep}. */
 export interface StepSpec {
+  /** For reports. */
   name: string;
+  /** The model (its parameters are drawn by {@linkcode perturbedParams}). */
   model: ModelConfig;
+  /** Latent blocks. */
   K: number;
+  /** Loop iterations. */
   R: number;
+  /** Latent slots per block. */
   c: number;
+  /** Batch size (random examples). */
   B: number;
+  /** The LOTUS options of the step. */
   opts: LotusOptions;
 }
 
@@ -778,7 +785,9 @@ export function compareLotusStep(
 
 /** What {@linkcode trainCurve} returns. */
 export interface Curve {
+  /** The loss of every step. */
   losses: number[];
+  /** The parameters after the last step. */
   params: Float32Array;
 }
 
