@@ -285,10 +285,14 @@ export const OP_CASES: OpCase[] = [
         eng.copyRows(d2, src, nb, rows, cols, rows * 40 + 3, 40, rows * cols, cols, true);
         // dst_bs = 0: every batch entry lands on the same rows, accumulated in order.
         eng.copyRows(d3, src, nb, rows, cols, 0, cols, rows * cols, cols, true);
+        // dst_rs = 7 < cols: rows overlap with a shift, accumulated in order.
+        const shiftN = (rows - 1) * 7 + cols, d4 = b.f32(randn(rng, shiftN));
+        eng.copyRows(d4, src, 1, rows, cols, 0, 7, 0, cols, true);
         return {
           copy: b.get(d1, dstN),
           accumulate: b.get(d2, dstN),
           overlap: b.get(d3, rows * cols),
+          "overlap, shifted": b.get(d4, shiftN),
         };
       });
     },

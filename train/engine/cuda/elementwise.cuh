@@ -2,7 +2,8 @@
 //
 // One thread per element, grid-stride. le_copy_rows with overlapping destination rows (a zero
 // stride, say) must apply its rows in order (b outer, r inner), so that case runs one thread
-// per column, looping over the rows: the CPU engine's order, and no races.
+// per column, looping over the rows: the CPU engine's order, and no races (or a single thread
+// when rows overlap with a shift).
 //
 // GELU is the tanh approximation written as x * sigmoid(2u), u = sqrt(2/pi)(x + 0.044715x^3),
 // exactly as the CPU engine computes it (one exp, no cancellation near tanh = -1). The exp
@@ -26,18 +27,22 @@ __global__ void copy_rows_kernel(float* dst, const float* src, int rows, int col
   }
 }
 
-// Overlapping destinations: each thread owns one column and walks the rows in order.
+// Overlapping destinations: each thread owns one column and walks the rows in order. When rows
+// overlap with a column shift (a stride that is not a multiple of cols), one column's element
+// can be another column's too, so one thread (serial) does the whole copy in the CPU's order.
 __global__ void copy_rows_ordered_kernel(float* dst, const float* src, int nb, int rows, int cols,
                                          int64_t dst_bs, int64_t dst_rs, int64_t src_bs,
-                                         int64_t src_rs, bool accumulate) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
+                                         int64_t src_rs, bool accumulate, bool serial) {
+  const int c0 = serial ? 0 : blockIdx.x * blockDim.x + threadIdx.x;
+  const int c1 = serial ? cols : c0 + 1;
+  if (c0 >= cols) return;
   for (int b = 0; b < nb; b++)
-    for (int r = 0; r < rows; r++) {
-      float* d = dst + b * dst_bs + r * dst_rs + c;
-      const float s = src[b * src_bs + r * src_rs + c];
-      *d = accumulate ? *d + s : s;
-    }
+    for (int r = 0; r < rows; r++)
+      for (int c = c0; c < c1; c++) {
+        float* d = dst + b * dst_bs + r * dst_rs + c;
+        const float s = src[b * src_bs + r * src_rs + c];
+        *d = accumulate ? *d + s : s;
+      }
 }
 
 __global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
@@ -105,8 +110,12 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
     copy_rows_kernel<<<grid_for(total, 256), 256, 0, g.stream>>>(
         dst, src, rows, cols, dst_bs, dst_rs, src_bs, src_rs, total, accumulate != 0);
   } else {
-    copy_rows_ordered_kernel<<<grid_for(cols, 128), 128, 0, g.stream>>>(
-        dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs, accumulate != 0);
+    // Row starts that are all multiples of cols keep each element in one column.
+    const bool by_column =
+        (rows == 1 || dst_rs % cols == 0) && (nb == 1 || dst_bs % cols == 0);
+    copy_rows_ordered_kernel<<<by_column ? grid_for(cols, 128) : 1, by_column ? 128 : 1, 0,
+                               g.stream>>>(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs,
+                                           src_rs, accumulate != 0, !by_column);
   }
   return op_done(fn);
 }
