@@ -6,7 +6,8 @@
 #
 # Anywhere else: `deno task test:gpu` (without a GPU it is a dry run: the CPU engine stands in
 # for CUDA, and the CUDA rows say SKIPPED). Arguments go to bench/gpu_check.ts (--steps,
-# --cycles, --cpu-only, --skip-torch, --out).
+# --cycles, --cpu-only, --skip-torch, --out). GPU_CHECK_TIMEOUT (seconds, default 290) bounds
+# the whole run.
 #
 # It calls the Deno executable itself, never `deno task` and never node_modules/.bin/deno:
 # that is a JavaScript shim that starts node_modules/deno/deno, which device-pack leaves out,
@@ -39,4 +40,6 @@ echo "gpu_check: $("$deno_bin" --version | head -1), nvcc: $(command -v nvcc || 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader >&2 || true
 fi
-exec "$deno_bin" run --allow-all bench/gpu_check.ts "$@"
+# A hung kernel would block the check forever: stop it in time to leave a rerun within the
+# session's device time (the rows measured so far are in rows.jsonl and on stderr).
+exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-290}" "$deno_bin" run --allow-all bench/gpu_check.ts "$@"

@@ -63,6 +63,24 @@ const detail: Record<string, unknown> = {};
 const outDir = a.out ?? (Deno.env.get("OUT") ? Deno.env.get("OUT")! : "out/gpu_check");
 const steps = Number(a.steps), cycles = Number(a.cycles);
 const log = (s: string) => console.error(`gpu-check: ${s}`);
+Deno.mkdirSync(outDir, { recursive: true });
+const rowsFile = `${outDir}/rows.jsonl`;
+Deno.writeTextFileSync(rowsFile, "");
+
+/** Records rows as they come: on stderr and in rows.jsonl, so that a run cut short by a hang
+ * or a timeout still leaves what it had measured. */
+function push(...rs: CheckRow[]): void {
+  for (const r of rs) {
+    rows.push(r);
+    const state = r.skipped ? "SKIPPED" : r.pass ? "ok" : "FAIL";
+    log(
+      `${state}: ${r.section}: ${r.name} [${r.precision}] err ${r.err} tol ${r.tol} ${
+        r.note ?? ""
+      }`,
+    );
+    Deno.writeTextFileSync(rowsFile, JSON.stringify(r) + "\n", { append: true });
+  }
+}
 
 function failure(section: string, name: string, e: unknown): CheckRow {
   const msg = e instanceof Error ? e.message : String(e);
@@ -91,7 +109,7 @@ function exportedSymbols(lib: string): string[] {
 
 const probe = probeCuda();
 const dry = a["cpu-only"] || !probe.available;
-rows.push(
+push(
   probe.available
     ? checkRow("env", "NVIDIA driver", "-", 0, 0, `${probe.devices} GPU(s)`)
     : skippedRow("env", "NVIDIA driver", probe.reason),
@@ -99,17 +117,17 @@ rows.push(
 
 let t = performance.now();
 const ref = openEngine({ backend: "cpu", quiet: true });
-rows.push(checkRow("build", "CPU engine builds and loads", "-", 0, 0, secs(t)));
+push(checkRow("build", "CPU engine builds and loads", "-", 0, 0, secs(t)));
 
 let cudaLib: string | null = null;
 t = performance.now();
 try {
   cudaLib = buildEngine({ backend: "cuda", quiet: true });
-  rows.push(checkRow("build", "CUDA engine compiles (nvcc)", "-", 0, 0, secs(t)));
+  push(checkRow("build", "CUDA engine compiles (nvcc)", "-", 0, 0, secs(t)));
   const want = headerSymbols(), got = exportedSymbols(cudaLib);
   const extra = got.filter((s) => !want.includes(s)),
     missing = want.filter((s) => !got.includes(s));
-  rows.push(
+  push(
     checkRow(
       "build",
       "exports exactly the header's symbols",
@@ -122,7 +140,7 @@ try {
     ),
   );
 } catch (e) {
-  rows.push(
+  push(
     e instanceof EngineBuildError && e.message.startsWith("compiler not found")
       ? skippedRow("build", "CUDA engine compiles (nvcc)", e.message.split(";")[0])
       : failure("build", "CUDA engine compiles (nvcc)", e),
@@ -135,14 +153,14 @@ if (!dry && cudaLib) {
   try {
     test = openEngine({ backend: "cuda", libPath: cudaLib });
     precisions = ["fp32", "tf32", "bf16"];
-    rows.push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
+    push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
   } catch (e) {
-    rows.push(failure("build", "CUDA engine initialises (le_init)", e));
+    push(failure("build", "CUDA engine initialises (le_init)", e));
   }
 }
 const standIn = test === ref;
 if (standIn) {
-  rows.push(
+  push(
     skippedRow(
       "cuda",
       "CUDA vs CPU",
@@ -167,15 +185,15 @@ for (const p of precisions) {
   }
   log(`ops ${p}: ${secs(t)}`);
 }
-rows.push(...mark(summarizeOps(opRows)));
+push(...mark(summarizeOps(opRows)));
 detail.ops = opRows;
 
 for (const p of precisions) {
   for (const spec of STEP_SPECS) {
     try {
-      rows.push(...mark(compareLotusStep(test, ref, p, spec)));
+      push(...mark(compareLotusStep(test, ref, p, spec)));
     } catch (e) {
-      rows.push({ ...failure("lotus step", spec.name, e), precision: p });
+      push({ ...failure("lotus step", spec.name, e), precision: p });
     }
   }
 }
@@ -187,11 +205,11 @@ for (const p of precisions) {
   try {
     refCurve ??= trainCurve(ref, steps);
     const r = compareTraining(test, ref, p, steps, refCurve);
-    rows.push(...mark(r.rows.map((x) => ({ ...x, note: `${x.note}; ${secs(t)}` }))));
+    push(...mark(r.rows.map((x) => ({ ...x, note: `${x.note}; ${secs(t)}` }))));
     (detail.curves as Record<string, number[]>)[`test ${p}`] = r.test.losses;
     (detail.curves as Record<string, number[]>).ref = r.ref.losses;
   } catch (e) {
-    rows.push({ ...failure("training", `tiny, ${steps} steps`, e), precision: p });
+    push({ ...failure("training", `tiny, ${steps} steps`, e), precision: p });
   }
 }
 
@@ -202,10 +220,10 @@ try {
   const open = standIn
     ? () => openEngine({ backend: "cpu", quiet: true })
     : () => openEngine({ backend: "cuda", libPath: cudaLib! });
-  rows.push(...mark(memoryCycles(open, { cycles, memInfo: standIn ? undefined : cudaMemInfo })));
+  push(...mark(memoryCycles(open, { cycles, memInfo: standIn ? undefined : cudaMemInfo })));
   log(`memory: ${secs(t)}`);
 } catch (e) {
-  rows.push(failure("memory", `${cycles} cycles`, e));
+  push(failure("memory", `${cycles} cycles`, e));
 }
 
 // ---- PyTorch reference and Hugging Face GPT2LMHeadModel --------------------------------------
@@ -276,13 +294,13 @@ async function torchChecks(): Promise<CheckRow[]> {
   }
 }
 
-if (a["skip-torch"]) rows.push(skippedRow("torch", "PyTorch reference", "--skip-torch"));
+if (a["skip-torch"]) push(skippedRow("torch", "PyTorch reference", "--skip-torch"));
 else {
   t = performance.now();
   try {
-    rows.push(...mark(await torchChecks()));
+    push(...mark(await torchChecks()));
   } catch (e) {
-    rows.push(failure("torch", "PyTorch reference", e));
+    push(failure("torch", "PyTorch reference", e));
   }
   log(`torch: ${secs(t)}`);
 }
