@@ -61,6 +61,17 @@ void teardown() {
   g.device = -1;
 }
 
+// At process exit, before the static CUDA runtime's own exit handler (registered earlier, at
+// the first CUDA call, so it runs later): finish queued work and destroy the cuBLAS handle
+// while the runtime and libcublas are both still intact. Device memory goes with the process.
+void at_exit() {
+  if (!g.ready) return;
+  if (g.stream) cudaStreamSynchronize(g.stream);
+  if (g.handle) g.blas.destroy(g.handle);
+  g.handle = nullptr;
+  g.ready = false;
+}
+
 int init(int device) {
   const char* fn = "le_init";
   // Without a driver the runtime only says "driver version is insufficient"; name the
@@ -142,6 +153,8 @@ int init(int device) {
   g.sync_each_op = sync && sync[0] && strcmp(sync, "0") != 0;
   g.device = device;
   g.ready = true;
+  static bool registered = false;
+  if (!registered) registered = atexit(at_exit) == 0;
   return 0;
 }
 
