@@ -66,8 +66,8 @@ LE_API int le_sumsq(float* out, const float* gr, int64_t n) {
   TRY(check_span(fn, "g", gr, mul(n, 4)));
   double* part = (double*)g_scr_part.get(fn, kSumsqChunks * sizeof(double));
   if (!part) return 1;
-  sumsq_part_kernel<<<kSumsqChunks, kSumsqThreads, 0, g.stream>>>(part, gr, n);
-  sumsq_finish_kernel<<<1, 32, 0, g.stream>>>(out, part);
+  LAUNCH(sumsq_part_kernel, kSumsqChunks, kSumsqThreads, 0)(part, gr, n);
+  LAUNCH(sumsq_finish_kernel, 1, 32, 0)(out, part);
   return op_done(fn);
 }
 
@@ -95,8 +95,8 @@ LE_API int le_adamw(float* p, const float* gr, float* m, float* v, int64_t n, fl
   const double bc2 = 1.0 - pow((double)beta2, t);
   const float step = (float)(lr / bc1);
   const float bc2_sqrt = (float)sqrt(bc2);
-  adamw_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(p, gr, m, v, n, 1.f - beta1, beta2,
-                                                       1.f - beta2, eps, decay, step, bc2_sqrt,
-                                                       clip ? gnorm_sq : nullptr, max_norm);
+  LAUNCH(adamw_kernel, grid_for(n, 256), 256, 0)(p, gr, m, v, n, 1.f - beta1, beta2, 1.f - beta2,
+                                                 eps, decay, step, bc2_sqrt,
+                                                 clip ? gnorm_sq : nullptr, max_norm);
   return op_done(fn);
 }

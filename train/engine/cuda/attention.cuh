@@ -47,7 +47,7 @@ constexpr int kAttnThreads = 128;
 // grid: B*NH*Tq blocks; dynamic shared memory: HS floats (the query).
 __global__ void attention_fwd_kernel(float* out, float* att, const float* qkv, const float* past,
                                      const uint8_t* key_valid, AttnShape s, float scale) {
-  extern __shared__ float q[];
+  float* q = dyn_shared<float>();
   __shared__ double dred[33];
   __shared__ float fred[33];
   const int64_t blk = blockIdx.x;
@@ -100,7 +100,7 @@ __global__ void attention_fwd_kernel(float* out, float* att, const float* qkv, c
 __global__ void attention_bwd_query_kernel(float* dqkv, float* ds_all, const float* dout,
                                            const float* att, const float* qkv, const float* past,
                                            AttnShape s, float scale) {
-  extern __shared__ float dsh[];
+  float* dsh = dyn_shared<float>();
   __shared__ double dred[33];
   const int64_t blk = blockIdx.x;
   const int i = (int)(blk % s.Tq);
@@ -211,7 +211,7 @@ LE_API int le_attention_fwd(float* out, float* att, const float* qkv, const floa
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int64_t blocks = (int64_t)B * NH * Tq;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  attention_fwd_kernel<<<(unsigned)blocks, kAttnThreads, s.HS * sizeof(float), g.stream>>>(
+  LAUNCH(attention_fwd_kernel, (unsigned)blocks, kAttnThreads, s.HS * sizeof(float))(
       out, att, qkv, kv_past, key_valid, s, scale);
   return op_done(fn);
 }
@@ -241,11 +241,11 @@ LE_API int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, con
   if (!ds) return 1;
   const bool share_b =
       Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2LL * C;
-  attention_bwd_query_kernel<<<(unsigned)blocks, kAttnThreads, s.HS * sizeof(float), g.stream>>>(
+  LAUNCH(attention_bwd_query_kernel, (unsigned)blocks, kAttnThreads, s.HS * sizeof(float))(
       dqkv, ds, dout, att, qkv, kv_past, s, scale);
   dim3 grid(share_b ? 1u : (unsigned)s.Tk, (unsigned)NH, share_b ? 1u : (unsigned)B);
   const int threads = s.HS < 128 ? ((s.HS + 31) / 32) * 32 : 128;
-  attention_bwd_key_kernel<<<grid, threads, 0, g.stream>>>(dqkv, dkv_past, ds, dout, att, qkv, s,
-                                                           share_b);
+  LAUNCH(attention_bwd_key_kernel, grid, threads, 0)(dqkv, dkv_past, ds, dout, att, qkv, s,
+                                                      share_b);
   return op_done(fn);
 }

@@ -28,6 +28,20 @@
 // -fvisibility=hidden, so only the le_* symbols are exported.
 #define LE_API extern "C" __attribute__((visibility("default")))
 
+// Kernels are launched with LAUNCH(kernel, grid, block, shared_bytes)(args...), always on the
+// engine's stream, and read their dynamic shared memory with dyn_shared<T>(). Both are
+// macros/helpers rather than <<<>>> and `extern __shared__` at each site so that the tests
+// can compile this very source as C++ and run its kernels on CPU threads
+// (tests/cuda_emu/emu.h defines LE_HOST_EMULATION and its own versions).
+#ifndef LE_HOST_EMULATION
+#define LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem), ::le::g.stream>>>
+template <class T>
+__device__ inline T* dyn_shared() {
+  extern __shared__ __align__(16) unsigned char le_dyn_smem[];
+  return reinterpret_cast<T*>(le_dyn_smem);
+}
+#endif
+
 namespace le {
 
 // ============================================================================================
@@ -265,11 +279,13 @@ constexpr int kNoBad = 0x7fffffff;
 // first bad positions in bad[0..1] (kNoBad when none). Synchronises the stream.
 inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bool neg0,
                             const int32_t* idx1, int64_t hi1, bool neg1, int n, int bad[2]) {
-  fill_int_kernel<<<1, 32, 0, g.stream>>>(g.dflag, 4, kNoBad);
-  if (idx0) first_bad_index_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(g.dflag, 0, idx0, n, hi0, neg0);
-  if (idx1) first_bad_index_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(g.dflag, 1, idx1, n, hi1, neg1);
+  const unsigned blocks = grid_for(n, 256);
+  LAUNCH(fill_int_kernel, 1, 32, 0)(g.dflag, 4, kNoBad);
+  if (idx0) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 0, idx0, n, hi0, neg0);
+  if (idx1) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 1, idx1, n, hi1, neg1);
   CUDA_TRY(fn, cudaGetLastError());
-  CUDA_TRY(fn, cudaMemcpyAsync(g.hflag, g.dflag, 2 * sizeof(int), cudaMemcpyDeviceToHost, g.stream));
+  CUDA_TRY(fn, cudaMemcpyAsync(g.hflag, g.dflag, 2 * sizeof(int), cudaMemcpyDeviceToHost,
+                               g.stream));
   CUDA_TRY(fn, cudaStreamSynchronize(g.stream));
   bad[0] = g.hflag[0];
   bad[1] = g.hflag[1];

@@ -107,15 +107,15 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   if (disjoint) {
     const int64_t total = (int64_t)nb * rows * cols;
-    copy_rows_kernel<<<grid_for(total, 256), 256, 0, g.stream>>>(
+    LAUNCH(copy_rows_kernel, grid_for(total, 256), 256, 0)(
         dst, src, rows, cols, dst_bs, dst_rs, src_bs, src_rs, total, accumulate != 0);
   } else {
     // Row starts that are all multiples of cols keep each element in one column.
     const bool by_column =
         (rows == 1 || dst_rs % cols == 0) && (nb == 1 || dst_bs % cols == 0);
-    copy_rows_ordered_kernel<<<by_column ? grid_for(cols, 128) : 1, by_column ? 128 : 1, 0,
-                               g.stream>>>(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs,
-                                           src_rs, accumulate != 0, !by_column);
+    const unsigned blocks = by_column ? grid_for(cols, 128) : 1, threads = by_column ? 128 : 1;
+    LAUNCH(copy_rows_ordered_kernel, blocks, threads, 0)(
+        dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs, accumulate != 0, !by_column);
   }
   return op_done(fn);
 }
@@ -128,7 +128,7 @@ LE_API int le_add(float* out, const float* a, const float* b, int64_t n) {
   TRY(check_span("le_add", "out", out, mul(n, 4)));
   TRY(check_span("le_add", "a", a, mul(n, 4)));
   TRY(check_span("le_add", "b", b, mul(n, 4)));
-  add_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(out, a, b, n);
+  LAUNCH(add_kernel, grid_for(n, 256), 256, 0)(out, a, b, n);
   return op_done("le_add");
 }
 
@@ -138,7 +138,7 @@ LE_API int le_scale(float* x, float s, int64_t n) {
   REQUIRE_NONNEG("le_scale", "n", n);
   if (n == 0) return 0;
   TRY(check_span("le_scale", "x", x, mul(n, 4)));
-  scale_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(x, s, n);
+  LAUNCH(scale_kernel, grid_for(n, 256), 256, 0)(x, s, n);
   return op_done("le_scale");
 }
 
@@ -149,7 +149,7 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   if (n == 0) return 0;
   TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
   TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
-  gelu_fwd_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(out, inp, n);
+  LAUNCH(gelu_fwd_kernel, grid_for(n, 256), 256, 0)(out, inp, n);
   return op_done("le_gelu_fwd");
 }
 
@@ -161,6 +161,6 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   TRY(check_span("le_gelu_bwd", "dinp", dinp, mul(n, 4)));
   TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
   TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
-  gelu_bwd_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(dinp, inp, dout, n);
+  LAUNCH(gelu_bwd_kernel, grid_for(n, 256), 256, 0)(dinp, inp, dout, n);
   return op_done("le_gelu_bwd");
 }

@@ -78,8 +78,7 @@ inline void launch_embed_bwd(float* grad, const float* dout, const int32_t* idx,
   if (ranges < 1) ranges = 1;
   const int threads = C < 128 ? ((C + 31) / 32) * 32 : 128;
   dim3 grid((C + threads - 1) / threads, (unsigned)ranges);
-  embed_bwd_kernel<<<grid, threads, 0, g.stream>>>(grad, dout, idx, N, C, (int64_t)rows,
-                                                   (int)ranges);
+  LAUNCH(embed_bwd_kernel, grid, threads, 0)(grad, dout, idx, N, C, (int64_t)rows, (int)ranges);
 }
 
 }  // namespace le
@@ -100,8 +99,7 @@ LE_API int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, cons
     TRY(check_span(fn, "wpe", wpe, 1));
   }
   TRY(check_embed_indices(fn, ids, pos, wte, wpe, N, C));
-  embed_fwd_kernel<<<grid_for((int64_t)N * C, 256), 256, 0, g.stream>>>(out, ids, pos, wte, wpe,
-                                                                         N, C);
+  LAUNCH(embed_fwd_kernel, grid_for((int64_t)N * C, 256), 256, 0)(out, ids, pos, wte, wpe, N, C);
   return op_done(fn);
 }
 

@@ -130,8 +130,8 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-  layernorm_fwd_kernel<<<blocks, 32 * kLnRowsPerBlock, 0, g.stream>>>(out, mean, rstd, inp, w, b,
-                                                                      N, C);
+  LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, mean, rstd, inp, w, b, N,
+                                                                C);
   return op_done(fn);
 }
 
@@ -160,17 +160,17 @@ LE_API int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout
   }
   if (dinp) {
     const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-    layernorm_bwd_dinp_kernel<<<blocks, 32 * kLnRowsPerBlock, 0, g.stream>>>(
+    LAUNCH(layernorm_bwd_dinp_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
         dinp, dout, inp, w, mean, rstd, N, C);
   }
   if (dw || db) {
     double* partw = dw ? part : nullptr;
     double* partb = db ? part + (size_t)chunks * C : nullptr;
     dim3 grid((C + 127) / 128, chunks);
-    layernorm_bwd_part_kernel<<<grid, 128, 0, g.stream>>>(partw, partb, dout, inp, mean, rstd,
-                                                           N, C, chunk);
-    if (dw) colsum_finish_kernel<<<(C + 127) / 128, 128, 0, g.stream>>>(dw, partw, chunks, C);
-    if (db) colsum_finish_kernel<<<(C + 127) / 128, 128, 0, g.stream>>>(db, partb, chunks, C);
+    LAUNCH(layernorm_bwd_part_kernel, grid, 128, 0)(partw, partb, dout, inp, mean, rstd, N, C,
+                                                    chunk);
+    if (dw) LAUNCH(colsum_finish_kernel, (C + 127) / 128, 128, 0)(dw, partw, chunks, C);
+    if (db) LAUNCH(colsum_finish_kernel, (C + 127) / 128, 128, 0)(db, partb, chunks, C);
   }
   return op_done(fn);
 }
@@ -193,7 +193,7 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-  residual_layernorm_fwd_kernel<<<blocks, 32 * kLnRowsPerBlock, 0, g.stream>>>(
+  LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
       resid, out, mean, rstd, a, b, w, bias, N, C);
   return op_done(fn);
 }

@@ -82,13 +82,13 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t n, 
   if (g.precision == 1) {
     float* dst = (float*)slot.get(fn, (size_t)n * sizeof(float));
     if (!dst) return 1;
-    to_tf32_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(dst, x, n);
+    LAUNCH(to_tf32_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
     *op = {dst, CUDA_R_32F};
     return 0;
   }
   __nv_bfloat16* dst = (__nv_bfloat16*)slot.get(fn, (size_t)n * sizeof(__nv_bfloat16));
   if (!dst) return 1;
-  to_bf16_kernel<<<grid_for(n, 256), 256, 0, g.stream>>>(dst, x, n);
+  LAUNCH(to_bf16_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
   *op = {dst, CUDA_R_16BF};
   return 0;
 }
@@ -129,7 +129,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   TRY(prepare(fn, g_scr_b, inp, (int64_t)N * Cin, &B));
   TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, Cin, B, Cin, out, Cout, false));
   if (bias) {
-    add_bias_kernel<<<grid_for((int64_t)N * Cout, 256), 256, 0, g.stream>>>(out, bias, N, Cout);
+    LAUNCH(add_bias_kernel, grid_for((int64_t)N * Cout, 256), 256, 0)(out, bias, N, Cout);
   }
   return op_done(fn);
 }
@@ -153,8 +153,8 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
     dim3 grid((Cout + 127) / 128, chunks);
-    colsum_part_kernel<<<grid, 128, 0, g.stream>>>(part, dout, N, Cout, chunk);
-    colsum_finish_kernel<<<(Cout + 127) / 128, 128, 0, g.stream>>>(dbias, part, chunks, Cout);
+    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk);
+    LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
   }
   if (dinp || dw) {
     Operand D;

@@ -104,7 +104,7 @@ LE_API int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets,
                 "position, and check the tokenizer's vocabulary against the model's",
                 fn, bad[0], read_int(targets + bad[0]), V);
   }
-  xent_kernel<<<(unsigned)N, kRowThreads, 0, g.stream>>>(logits, losses, targets, V, dscale);
+  LAUNCH(xent_kernel, (unsigned)N, kRowThreads, 0)(logits, losses, targets, V, dscale);
   return op_done(fn);
 }
 
@@ -116,6 +116,6 @@ LE_API int le_argmax(int32_t* out, const float* logits, int N, int V) {
   REQUIRE_POS(fn, "V", V);
   TRY(check_span(fn, "out", out, mul(N, 4)));
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
-  argmax_kernel<<<(unsigned)N, kRowThreads, 0, g.stream>>>(out, logits, V);
+  LAUNCH(argmax_kernel, (unsigned)N, kRowThreads, 0)(out, logits, V);
   return op_done(fn);
 }
