@@ -5,17 +5,21 @@
  * machine the one command is `bash .device/run.sh bash bench/gpu_check.sh`.
  *
  *   deno run --allow-all bench/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
- *                                          [--cpu-only] [--skip-torch] [--python python3]
+ *                                          [--cpu-only] [--emulate] [--skip-torch]
+ *                                          [--python python3]
  *
  * Without a usable GPU (or with --cpu-only) it is a dry run: the CPU engine stands in for the
  * CUDA engine in fp32, so every piece of the check's own logic still runs, and the CUDA rows
  * say SKIPPED. It prints a table last and writes report.json and table.txt to --out (default
- * $OUT when set, else out/gpu_check). Exit status 1 when any check failed.
+ * $OUT when set, else out/gpu_check). Exit status 1 when any check failed. With --emulate
+ * the CUDA engine's own source, compiled for CPU threads (tests/cuda_emu), stands in for the
+ * GPU: every path of the check runs, at every precision, without one.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { writeTorchCase } from "./_torch_case.ts";
+import { buildCudaEmu } from "../tests/_cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../train/engine/build.ts";
 import { type Engine, openEngine, type Precision } from "../train/engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../train/engine/cuda_probe.ts";
@@ -42,6 +46,7 @@ const { values: a } = parseArgs({
     steps: { type: "string", default: "50" },
     cycles: { type: "string", default: "100" },
     "cpu-only": { type: "boolean", default: false },
+    emulate: { type: "boolean", default: false },
     "skip-torch": { type: "boolean", default: false },
     python: { type: "string", default: "python3" },
     help: { type: "boolean", short: "h", default: false },
@@ -51,7 +56,7 @@ const { values: a } = parseArgs({
 if (a.help) {
   console.log(
     "deno run --allow-all bench/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100] " +
-      "[--cpu-only] [--skip-torch] [--python python3]",
+      "[--cpu-only] [--emulate] [--skip-torch] [--python python3]",
   );
   Deno.exit(0);
 }
@@ -94,7 +99,7 @@ function report(dryRun: boolean): never {
   const table = formatTable(rows);
   const summary =
     `gpu check: ${passed} passed, ${failed} failed, ${skipped} skipped in ${secs(t0)}` +
-    (dryRun ? " (DRY RUN: the CUDA engine was not tested)" : "");
+    (dryRun ? " (DRY RUN: the CUDA engine was not tested on a GPU)" : "");
   try {
     Deno.writeTextFileSync(`${outDir}/table.txt`, `${table}\n${summary}\n`);
     Deno.writeTextFileSync(
@@ -186,9 +191,22 @@ try {
 
 let test: Engine = ref;
 let precisions: Precision[] = ["fp32"];
-if (!dry && cudaLib) {
+// --emulate: the CUDA engine's own source, compiled for CPU threads (tests/cuda_emu), takes
+// the GPU's place, so that every path of this check runs without one.
+let testLib = cudaLib;
+if (a.emulate) {
+  t = performance.now();
   try {
-    test = openEngine({ backend: "cuda", libPath: cudaLib });
+    testLib = buildCudaEmu();
+    push(checkRow("build", "emulated CUDA engine builds (g++)", "-", 0, 0, secs(t)));
+  } catch (e) {
+    testLib = null;
+    push(failure("build", "emulated CUDA engine builds (g++)", e));
+  }
+}
+if ((!dry || a.emulate) && testLib) {
+  try {
+    test = openEngine({ backend: "cuda", libPath: testLib });
     precisions = ["fp32", "tf32", "bf16"];
     push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
   } catch (e) {
@@ -196,6 +214,12 @@ if (!dry && cudaLib) {
   }
 }
 const standIn = test === ref;
+const emulated = !standIn && !!a.emulate;
+if (emulated) {
+  push(
+    skippedRow("cuda", "CUDA on a GPU", "--emulate: the CUDA engine's kernels run on CPU threads"),
+  );
+}
 if (standIn) {
   push(
     skippedRow(
@@ -207,8 +231,9 @@ if (standIn) {
     ),
   );
 }
+const tag = standIn ? "cpu stand-in" : emulated ? "emulated" : "";
 const mark = (rs: CheckRow[]) =>
-  standIn ? rs.map((r) => ({ ...r, note: `cpu stand-in${r.note ? "; " + r.note : ""}` })) : rs;
+  tag ? rs.map((r) => ({ ...r, note: `${tag}${r.note ? "; " + r.note : ""}` })) : rs;
 
 // ---- ops, the LOTUS step, a training run -----------------------------------------------------
 
@@ -256,8 +281,9 @@ t = performance.now();
 try {
   const open = standIn
     ? () => openEngine({ backend: "cpu", quiet: true })
-    : () => openEngine({ backend: "cuda", libPath: cudaLib! });
-  push(...mark(memoryCycles(open, { cycles, memInfo: standIn ? undefined : cudaMemInfo })));
+    : () => openEngine({ backend: "cuda", libPath: testLib! });
+  const memInfo = standIn || emulated ? undefined : cudaMemInfo;
+  push(...mark(memoryCycles(open, { cycles, memInfo })));
   log(`memory: ${secs(t)}`);
 } catch (e) {
   push(failure("memory", `${cycles} cycles`, e));
@@ -277,7 +303,7 @@ interface TorchRow {
 async function torchChecks(): Promise<CheckRow[]> {
   const dir = await Deno.makeTempDir({ prefix: "lotus-gpu-check-torch-" });
   try {
-    const testName = standIn ? "cpu-standin" : "cuda-fp32";
+    const testName = standIn ? "cpu-standin" : emulated ? "cuda-emulated-fp32" : "cuda-fp32";
     await writeTorchCase(dir, [[testName, test], ["cpu", ref]]);
     const script = new URL("./torch_reference.py", import.meta.url).pathname;
     const ac = new AbortController();
@@ -345,4 +371,4 @@ else {
 if (test !== ref) test.close();
 ref.close();
 
-report(standIn);
+report(standIn || emulated);
