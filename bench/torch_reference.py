@@ -206,8 +206,11 @@ def ce_sum(torch, logits, targets):
                            ignore_index=IGNORE, reduction="sum")
 
 
-def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="after"):
-    """train/lotus.ts LotusRunner.step's forward: losses and the suffix logits."""
+def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="after",
+                  counts=None):
+    """train/lotus.ts LotusRunner.step's forward: losses and the suffix logits. `counts`
+    (answer and step targets) may be given to keep the function free of host syncs, which
+    torch.compile would otherwise have to break the graph for."""
     wte = P["transformer.wte.weight"]
     h_pre, kv_pre = run_blocks(torch, P, n_head, embed(torch, P, b["prefix_ids"], b["prefix_pos"]),
                                None, b["prefix_valid"])
@@ -230,11 +233,15 @@ def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="af
     h_suf, _ = run_blocks(torch, P, n_head, embed(torch, P, b["suffix_ids"], b["suffix_pos"]),
                           past, b["suffix_valid"])
     logits = h_suf @ wte.T
-    n_ans = int((b["suffix_targets"] >= 0).sum())
-    n_step = int((b["step_targets"] >= 0).sum())
+    n_ans, n_step = counts or target_counts(b)
     ans = ce_sum(torch, logits, b["suffix_targets"]) / max(n_ans, 1)
     step = step_sum / max(n_step, 1)
     return dict(loss=ans + lam * step, ans=ans, step=step, suffix_logits=logits)
+
+
+def target_counts(b):
+    """Valid answer and step targets of a batch (the loss denominators)."""
+    return int((b["suffix_targets"] >= 0).sum()), int((b["step_targets"] >= 0).sum())
 
 
 def plain_logits(torch, P, n_head, ids):
@@ -383,12 +390,13 @@ def cmd_bench(args):
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=dev == "cuda")
     nh = cfg["n_head"]
+    counts = target_counts(b)
 
     def loss_fn():
         if args.dtype == "bf16":
             with torch.autocast(dev, dtype=torch.bfloat16):
-                return lotus_forward(torch, P, nh, b, K, R, 0.05)["loss"]
-        return lotus_forward(torch, P, nh, b, K, R, 0.05)["loss"]
+                return lotus_forward(torch, P, nh, b, K, R, 0.05, counts=counts)["loss"]
+        return lotus_forward(torch, P, nh, b, K, R, 0.05, counts=counts)["loss"]
 
     results = {}
     modes = ["eager"] + ([] if args.no_compile else ["compile"])
