@@ -1,8 +1,8 @@
 /**
  * Builds the host emulation of the CUDA engine (tests/cuda_emu/README.md): the unchanged
  * train/engine/engine_cuda.cu compiled as C++ with g++, its kernels run on CPU fibers, plus
- * fake cuBLAS and driver libraries that the engine's dlopen calls find through the library's
- * RPATH. Cached under build/ by a hash of every input.
+ * stand-in cuBLAS and driver libraries, to which emu.h redirects the engine's dlopen calls.
+ * Cached under build/ by a hash of every input.
  *
  * @module
  */
@@ -59,9 +59,9 @@ export function buildCudaEmu(): string {
   Deno.mkdirSync(tmp, { recursive: true });
   const cc = ["-std=c++20", "-O2", "-fPIC", "-shared"];
   const fake = `${EMU}/fake_cublas.cpp`;
-  run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libcublas.so.13`, fake]);
-  run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libcublasLt.so.13`, fake]);
-  run("g++", [...cc, "-o", `${tmp}/libcuda.so.1`, fake]);
+  run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libemu_cublas.so`, fake]);
+  run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libemu_cublaslt.so`, fake]);
+  run("g++", [...cc, "-o", `${tmp}/libemu_cuda.so`, fake]);
   run("g++", [
     ...cc,
     "-x",
@@ -70,10 +70,10 @@ export function buildCudaEmu(): string {
     `${EMU}/emu.h`,
     "-I",
     `${EMU}/include`,
+    // where the engine's dlopen calls lead (see emu.h)
+    `-DEMU_LIB_DIR="${dir}"`,
     "-fvisibility=hidden",
     `-Wl,--version-script=${ENGINE}/cuda/exports.map`,
-    // DT_RPATH (not RUNPATH): dlopen calls made by the library search it.
-    `-Wl,--disable-new-dtags,-rpath,${dir}`,
     "-o",
     `${tmp}/liblotus_engine_cuda_emu.so`,
     `${ENGINE}/engine_cuda.cu`,

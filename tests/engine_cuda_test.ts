@@ -114,7 +114,8 @@ Deno.test({
     for (let i = 0; i < 2; i++) { // the state after a failed le_init allows another try
       const e = assertThrows(() => openEngine({ backend: "cuda", libPath: lib }), EngineError);
       assertEquals((e as EngineError).op, "le_init");
-      assert(e.message.startsWith("le_init: no NVIDIA driver"), e.message);
+      // No libcuda at all, or a libcuda without a usable GPU.
+      assert(/^le_init: no (NVIDIA driver|usable NVIDIA GPU)/.test(e.message), e.message);
       assert(e.message.includes("--backend cpu"), e.message);
     }
     // Every op before le_init fails cleanly too.

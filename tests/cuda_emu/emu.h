@@ -30,6 +30,28 @@
 
 #include "cuda_runtime.h"
 
+// The engine dlopens libcuda.so.1, libcublasLt.so.13 and libcublas.so.13 by name. Here those
+// names lead to the stand-ins built beside the emulated engine (EMU_LIB_DIR), under names of
+// their own, so that the process's real libraries (if any) are neither shadowed nor used.
+#include <dlfcn.h>
+
+#include <string>
+#ifndef EMU_LIB_DIR
+#error "compile the emulation with -DEMU_LIB_DIR=<directory of the stand-in libraries>"
+#endif
+inline void* emu_dlopen(const char* name, int flags) {
+  static const char* const map[][2] = {{"libcuda.so.1", "libemu_cuda.so"},
+                                       {"libcublasLt.so.13", "libemu_cublaslt.so"},
+                                       {"libcublas.so.13", "libemu_cublas.so"}};
+  for (auto& m : map) {
+    if (std::strcmp(name, m[0]) == 0) {
+      return dlopen((std::string(EMU_LIB_DIR) + "/" + m[1]).c_str(), flags);
+    }
+  }
+  return nullptr;  // other versions (.so.12): not there
+}
+#define dlopen emu_dlopen
+
 #define __global__
 #define __device__
 #define __host__

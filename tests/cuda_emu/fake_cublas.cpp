@@ -1,8 +1,9 @@
 // fake_cublas.cpp: stand-ins for libcublas.so.13, libcublasLt.so.13 and libcuda.so.1, for the
-// host emulation of the CUDA engine (README.md beside this file). Built three times:
-//   -DFAKE_CUBLAS    the cuBLAS entry points the engine resolves, cublasGemmEx in plain loops
-//   -DFAKE_CUBLASLT  cublasLtGetVersion
-//   (neither)        an empty libcuda.so.1
+// host emulation of the CUDA engine (README.md beside this file). Built three times, under
+// names of their own (emu.h redirects the engine's dlopen calls to them):
+//   -DFAKE_CUBLAS    libemu_cublas.so: the entry points the engine resolves, GemmEx in loops
+//   -DFAKE_CUBLASLT  libemu_cublaslt.so: cublasLtGetVersion
+//   (neither)        libemu_cuda.so: empty (le_init only checks that the driver loads)
 //
 // cublasGemmEx follows the cuBLAS documentation: column-major C[m,n] = alpha op(A) op(B) +
 // beta C, with op(A) [m,k] read from A[i + p*lda] (N) or A[p + i*lda] (T), and it rejects what
