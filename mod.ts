@@ -83,3 +83,39 @@ export * from "./train/trainer.ts";
 export * from "./train/inference.ts";
 export * from "./train/readout.ts";
 export * from "./train/answer.ts";
+
+// Export: Hugging Face and ONNX directories from a checkpoint (docs/export.md). The ONNX
+// inference backend itself (train/onnx_session.ts) is not re-exported here: it imports
+// onnxruntime-node, which importing mod.ts should not load; reach it through
+// openInference(dir, { backend: "onnx" }) in train/inference.ts.
+export {
+  checkpointFingerprint,
+  exportCheckpoint,
+  ExportError,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  readLotusJson,
+} from "./train/export.ts";
+export { checkExport, gpt2TensorShapes } from "./train/export_check.ts";
+export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./train/hf_files.ts";
+export {
+  gpt2Graph,
+  gpt2Weights,
+  type GraphInput,
+  ONNX_OPSET,
+  WEIGHTS_FILE,
+} from "./train/onnx_gpt2.ts";
+export { type Attr, type Dim, GraphBuilder, WeightFile } from "./train/onnx_builder.ts";
+export {
+  AttributeType,
+  DataType,
+  decodeModel,
+  encodeModel,
+  type OnnxAttribute,
+  type OnnxGraph,
+  type OnnxModel,
+  type OnnxNode,
+  type OnnxTensor,
+  type OnnxValueInfo,
+} from "./train/onnx_proto.ts";
