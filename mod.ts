@@ -119,3 +119,54 @@ export {
   type OnnxTensor,
   type OnnxValueInfo,
 } from "./train/onnx_proto.ts";
+
+// Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
+export {
+  FAMILIES,
+  type Family,
+  generate,
+  generateRecords,
+  MAX_STEPS,
+  otherFamilies,
+  type ResolvedSyntheticOptions,
+  resolveSyntheticOptions,
+  synthesize,
+  SyntheticGenerationError,
+  type SyntheticOptions,
+  SyntheticOptionsError,
+  type SyntheticRecord,
+} from "./pipeline/synthetic.ts";
+export { hashString, Rng } from "./pipeline/rng.ts";
+export {
+  augment,
+  AUGMENT_REASONS,
+  type AugmentOptions,
+  AugmentOptionsError,
+  type AugmentOutcome,
+  augmentProblem,
+  type AugmentReason,
+  AugmentReport,
+  type AugmentSummary,
+  verifyVariant,
+} from "./pipeline/augment.ts";
+export {
+  excludeIndex,
+  type StreamAugmentOptions,
+  withVariants,
+} from "./pipeline/augment_stream.ts";
+export {
+  estimateWithExtras,
+  openSplitSource,
+  type SourceReadOptions,
+  type SplitExtras,
+  type SplitExtrasInfo,
+  type SplitSource,
+} from "./pipeline/split_source.ts";
+export {
+  NEAR_COPY_THRESHOLD,
+  type Nearest,
+  NgramIndex,
+  type NgramOptions,
+  ngrams,
+  words,
+} from "./pipeline/overlap.ts";
