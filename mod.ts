@@ -58,6 +58,17 @@ export type {
   EngineBuildPlan,
 } from "./train/engine/build.ts";
 
+// ---- CUDA engine: choosing a backend, the driver probe, precision, engine parity checks ----
+export {
+  type BackendName,
+  selectEngine,
+  type SelectEngineOptions,
+} from "./train/engine/backend.ts";
+export { cudaMemInfo, type CudaProbe, probeCuda } from "./train/engine/cuda_probe.ts";
+export { type Precision, PRECISION_MODES } from "./train/engine/ffi.ts";
+/** Engine parity checks (what the GPU check runs): `parity.compareOps(test, ref, "bf16")`. */
+export * as parity from "./train/engine/parity.ts";
+
 // ---- training: configuration, model, the LOTUS step, the trainer, checkpoints, inference ----
 export * from "./train/config.ts";
 export * from "./train/params.ts";

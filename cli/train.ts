@@ -44,6 +44,7 @@ the default dataset (out/data/default) into out/runs/default.
   --max-new-tokens N    generation budget during evaluation (default 64)
   --save-every N        checkpoint every N steps (always at the end)
   --backend B           cpu | cuda | auto               (default cpu)
+  --precision P         CUDA matmuls: fp32 | tf32 | bf16 (default fp32)
   --threads N           CPU threads, 0 = all cores      (default 0)
   --init PATH           start from a local Hugging Face GPT-2 model.safetensors
   --resume DIR          continue a run (or checkpoint) directory exactly
@@ -58,6 +59,7 @@ const ArgsSchema = z.object({
   out: z.string().default("out/runs/default"),
   preset: z.enum(Object.keys(PRESETS) as [keyof typeof PRESETS]).default("tiny"),
   backend: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
+  precision: z.enum(["fp32", "tf32", "bf16"]).default("fp32"),
   threads: z.coerce.number().int().min(0).default(0),
   init: z.string().optional(),
   resume: z.string().optional(),
@@ -94,6 +96,7 @@ const STRING_FLAGS = [
   "out",
   "preset",
   "backend",
+  "precision",
   "threads",
   "init",
   "resume",
@@ -195,6 +198,7 @@ async function main(argv: string[]): Promise<number> {
     preset: a.preset,
     train: t,
     backend: a.backend,
+    precision: a.precision,
     threads: a.threads,
     init: a.init,
     resume: a.resume,

@@ -117,8 +117,8 @@ Deno.test(
     assertThrows(
       () => planEngineBuild({ sourceDir: src, outDir: out, backend: "cuda" }),
       EngineBuildError,
-      `the CUDA engine's source ${src}/engine_cuda.cu does not exist (it is not written yet); ` +
-        "use --backend cpu",
+      `the CUDA engine's source ${src}/engine_cuda.cu does not exist; is this a complete ` +
+        "checkout? Or use --backend cpu",
     );
     Deno.writeTextFileSync(`${src}/engine_cuda.cu`, "// placeholder\n");
     assertThrows(

@@ -7,7 +7,7 @@
  */
 
 import { loadCheckpoint, type LotusMeta } from "./checkpoint.ts";
-import { type Engine } from "./engine/ffi.ts";
+import type { Engine, Precision } from "./engine/ffi.ts";
 import { Generator, type Timings } from "./generate.ts";
 import { Model } from "./model.ts";
 import { openBackend } from "./trainer.ts";
@@ -99,6 +99,8 @@ export async function openInference(
   checkpoint: string,
   opts: {
     backend?: InferenceBackend;
+    /** Matmul precision on CUDA (default fp32). */
+    precision?: Precision;
     threads?: number;
     maxBatch?: number;
     maxQuestionTokens?: number;
@@ -128,7 +130,12 @@ export async function openInference(
   }
   const ck = await loadCheckpoint(checkpoint);
   const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
-  const eng: Engine = openBackend(backend, opts.threads ?? 0);
+  const eng: Engine = openBackend(
+    backend,
+    opts.threads ?? 0,
+    console.error,
+    opts.precision ?? "fp32",
+  );
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;

@@ -142,6 +142,16 @@ export class LotusRunner {
     return this.#arena.allocated;
   }
 
+  /**
+   * The logits buffer that every head shares. After a step of a runner built without
+   * `training` and without the aux decoder, it holds the suffix's logits [B*S, V] of that
+   * step (the last head computed, unchanged since cross-entropy gets no gradient then).
+   * Used to compare engines and reference implementations.
+   */
+  get logits(): Ptr {
+    return this.#logits;
+  }
+
   /** Free the activations. */
   free(): void {
     this.#arena.free();

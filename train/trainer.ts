@@ -13,7 +13,8 @@
  */
 
 import { stringify } from "csv-stringify/sync";
-import { type Engine, openEngine } from "./engine/ffi.ts";
+import type { Engine, Precision } from "./engine/ffi.ts";
+import { selectEngine } from "./engine/backend.ts";
 import {
   type ModelConfig,
   presetConfig,
@@ -59,6 +60,8 @@ export interface TrainOptions {
   /** Training settings (partial: the rest default). */
   train: Partial<TrainConfig>;
   backend: "cpu" | "cuda" | "auto";
+  /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (train/engine/ffi.ts). */
+  precision?: Precision;
   /** CPU threads (0: all cores). */
   threads?: number;
   /** A local Hugging Face GPT-2 model.safetensors to start from. */
@@ -133,21 +136,17 @@ export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
   return idx;
 }
 
-/** Open the engine a backend name asks for; "auto" falls back to the CPU and says so. */
+/**
+ * Open the engine a backend name asks for; "auto" uses CUDA when the machine has a usable GPU
+ * and otherwise falls back to the CPU and says so (see train/engine/backend.ts).
+ */
 export function openBackend(
   backend: "cpu" | "cuda" | "auto",
   threads = 0,
   log: (s: string) => void = console.error,
+  precision: Precision = "fp32",
 ): Engine {
-  if (backend !== "auto") return openEngine({ backend, threads });
-  try {
-    return openEngine({ backend: "cuda", quiet: true });
-  } catch (e) {
-    log(
-      `backend auto: no usable CUDA engine (${(e as Error).message.split("\n")[0]}); using the CPU`,
-    );
-    return openEngine({ backend: "cpu", threads });
-  }
+  return selectEngine(backend, { threads, log, precision });
 }
 
 /** Tokens a step forwards (positions over all passes), for throughput. */
@@ -377,7 +376,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
   const total = cfg.steps ?? cfg.epochs * stepsPerEpoch;
 
-  const eng = openBackend(opts.backend, opts.threads ?? 0, log);
+  const eng = openBackend(opts.backend, opts.threads ?? 0, log, opts.precision);
   let model: Model | null = null;
   const runners = new Map<string, LotusRunner | PlainRunner>();
   // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).

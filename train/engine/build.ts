@@ -47,7 +47,7 @@ export interface EngineBuildPlan {
   compiler: string;
   /** Compiler arguments, without `-o <output>` and the source file. */
   flags: string[];
-  /** The main source file (headers it includes are hashed too). */
+  /** The main source file (the headers it includes are hashed too). */
   source: string;
   /** Every file whose contents enter the hash. */
   hashedFiles: string[];
@@ -90,6 +90,10 @@ const CPU_FLAGS = [
   "-ffp-contract=fast",
   "-Wl,-z,nodelete",
 ];
+// -fvisibility=hidden plus the version script cuda/exports.map: only the le_* functions are
+// exported, not the static CUDA runtime or C++ template instantiations. -z nodelete, as for
+// the CPU library: Engine.close() must not unload the static CUDA runtime, whose state (and
+// the engine's device, stream and cuBLAS handle) a later openEngine reuses.
 const CUDA_FLAGS = [
   "-O3",
   "-shared",
@@ -100,7 +104,14 @@ const CUDA_FLAGS = [
   "-gencode",
   "arch=compute_90,code=[sm_90,compute_90]",
   "-ldl",
+  "-Xcompiler",
+  "-fvisibility=hidden",
+  "-Xlinker",
+  "-z,nodelete",
 ];
+/** The CUDA engine's kernel families and its linker version script, under sourceDir. */
+const CUDA_DIR = "cuda";
+const CUDA_EXPORTS = "cuda/exports.map";
 
 function dirOfThisModule(): string {
   const url = new URL(".", import.meta.url);
@@ -241,8 +252,8 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   if (!exists(source)) {
     throw new EngineBuildError(
       backend === "cuda"
-        ? `the CUDA engine's source ${source} does not exist (it is not written yet); ` +
-          `use --backend cpu`
+        ? `the CUDA engine's source ${source} does not exist; is this a complete checkout? ` +
+          `Or use --backend cpu`
         : `the CPU engine's source ${source} does not exist; is this a complete checkout?`,
     );
   }
@@ -265,11 +276,17 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
     compiler = opts.compiler ?? findOnPath("nvcc") ??
       (exists("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc");
     hint = "install the CUDA toolkit (nvcc) and put it on PATH, or pass compiler";
-    flags = [...CUDA_FLAGS, ...(opts.extraFlags ?? [])];
+    flags = [
+      ...CUDA_FLAGS,
+      "-Xlinker",
+      `--version-script=${sourceDir}/${CUDA_EXPORTS}`,
+      ...(opts.extraFlags ?? []),
+    ];
   }
   const version = compilerVersion(compiler, hint);
 
   const hashedFiles = [source, header];
+  if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));
   const h = createHash("sha256");
   const part = (name: string, data: string | Uint8Array) => {
     h.update(`${name}\0${typeof data === "string" ? data.length : data.byteLength}\0`);
@@ -284,6 +301,26 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   const hash = h.digest("hex");
   const outPath = `${outDir}/liblotus_engine_${backend}-${hash.slice(0, 16)}.so`;
   return { backend, compiler, flags, source, hashedFiles, outPath, hash };
+}
+
+/** The files under cuda/ that the CUDA engine includes or links with, sorted. */
+function cudaParts(sourceDir: string): string[] {
+  const dir = `${sourceDir}/${CUDA_DIR}`;
+  const files: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      if (e.isFile && /\.(cuh|map)$/.test(e.name)) files.push(`${dir}/${e.name}`);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (!files.includes(`${sourceDir}/${CUDA_EXPORTS}`)) {
+    throw new EngineBuildError(
+      `the CUDA engine's linker script ${sourceDir}/${CUDA_EXPORTS} does not exist; is this ` +
+        `a complete checkout?`,
+    );
+  }
+  return files.sort();
 }
 
 let tmpCounter = 0;

@@ -25,6 +25,7 @@
  * @module
  */
 import { buildEngine } from "./build.ts";
+import { probeCuda } from "./cuda_probe.ts";
 
 /** Engine memory (host memory for the CPU engine, device memory for CUDA); null = NULL. */
 export type Ptr = Deno.PointerValue;
@@ -44,6 +45,16 @@ export class EngineError extends Error {
   }
 }
 
+/**
+ * How matmuls compute (le_set_precision): "fp32" (mode 0), "tf32" (mode 1: TF32 tensor
+ * cores) or "bf16" (mode 2: bf16 operands, fp32 accumulation). Storage, weights, optimiser
+ * state and every other op stay fp32 in all three. The CPU engine supports only "fp32".
+ */
+export type Precision = "fp32" | "tf32" | "bf16";
+
+/** The le_set_precision mode of each {@linkcode Precision}. */
+export const PRECISION_MODES: Record<Precision, 0 | 1 | 2> = { fp32: 0, tf32: 1, bf16: 2 };
+
 /** Options of {@linkcode openEngine}. */
 export interface EngineOptions {
   /** "cpu" (default) or "cuda". */
@@ -52,6 +63,8 @@ export interface EngineOptions {
   threads?: number;
   /** CUDA: device ordinal (default 0). */
   device?: number;
+  /** Matmul precision (default "fp32"; the CPU engine has only "fp32"). */
+  precision?: Precision;
   /** A prebuilt library to load instead of building one with buildEngine. */
   libPath?: string;
   /** Build quietly. */
@@ -497,6 +510,11 @@ export class Engine {
  * Builds the engine if needed (see buildEngine), loads it, initialises it and checks that
  * it speaks this binding's ABI version.
  *
+ * For the CUDA backend the NVIDIA driver is asked first ({@linkcode probeCuda}) whether there
+ * is a GPU at all, so a machine without one fails at once, before any compilation, with an
+ * {@linkcode EngineError} that says so (op "cuInit"). A prebuilt `libPath` skips the probe:
+ * le_init then reports the same condition.
+ *
  * @example
  * ```ts
  * import { openEngine } from "./ffi.ts";
@@ -507,6 +525,16 @@ export class Engine {
  */
 export function openEngine(opts: EngineOptions = {}): Engine {
   const backend = opts.backend ?? "cpu";
+  if (backend === "cuda" && opts.libPath === undefined) {
+    const p = probeCuda();
+    if (!p.available) {
+      throw new EngineError(
+        "cuInit",
+        `cuInit: cannot use the CUDA engine: ${p.reason}; use --backend cpu, or --backend ` +
+          `auto to fall back to the CPU`,
+      );
+    }
+  }
   const libPath = opts.libPath ?? buildEngine({ backend, quiet: opts.quiet });
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
@@ -538,6 +566,16 @@ export function openEngine(opts: EngineOptions = {}): Engine {
       throw new EngineError("le_init", cString(lib.symbols.le_last_error()));
     }
     if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
+    // Always set: the library's state outlives Engine.close(), so an earlier engine's mode
+    // must not leak into this one.
+    const mode = PRECISION_MODES[opts.precision ?? "fp32"];
+    if (mode === undefined) {
+      throw new EngineError(
+        "le_set_precision",
+        `le_set_precision: unknown precision "${opts.precision}": use fp32, tf32 or bf16`,
+      );
+    }
+    eng.setPrecision(mode);
     return eng;
   } catch (e) {
     lib.close();

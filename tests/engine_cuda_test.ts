@@ -1,0 +1,196 @@
+// The CUDA engine on a machine without a GPU: it compiles with nvcc (no cuBLAS headers
+// needed), exports exactly the ABI, loads, and fails cleanly; backend selection falls back
+// to the CPU and says why. Tests that need nvcc skip, saying so, where it is missing.
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { buildEngine, EngineBuildError, planEngineBuild } from "../train/engine/build.ts";
+import { EngineError, openEngine } from "../train/engine/ffi.ts";
+import { probeCuda } from "../train/engine/cuda_probe.ts";
+import { selectEngine } from "../train/engine/backend.ts";
+import { openBackend } from "../train/trainer.ts";
+
+const ENGINE_DIR = new URL("../train/engine/", import.meta.url).pathname.replace(/\/$/, "");
+
+function findNvcc(): string | null {
+  for (const d of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/local/cuda/bin"]) {
+    try {
+      if (d && Deno.statSync(`${d}/nvcc`).isFile) return `${d}/nvcc`;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+const NVCC = findNvcc();
+const GPU = probeCuda().available;
+if (!NVCC) console.error("engine_cuda_test: nvcc not found: the CUDA build tests are skipped");
+if (GPU) console.error("engine_cuda_test: a GPU is present: the no-GPU tests are skipped");
+
+/** The le_* functions the header declares. */
+function headerSymbols(): string[] {
+  const h = Deno.readTextFileSync(`${ENGINE_DIR}/lotus_engine.h`);
+  return [...new Set([...h.matchAll(/\b(le_[a-z0-9_]+)\s*\(/g)].map((m) => m[1]))].sort();
+}
+
+function run(cmd: string, args: string[]): string {
+  const out = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
+  assert(out.success, `${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test({
+  name: "cuda build: compiles without cuBLAS headers and exports exactly the ABI's symbols",
+  ignore: !NVCC,
+  fn() {
+    const lib = buildEngine({ backend: "cuda", quiet: true, compiler: NVCC! });
+    const want = headerSymbols();
+    assertEquals(want.length, 32, "the header declares 32 functions");
+    const exported = run("nm", ["-D", "--defined-only", lib]).split("\n")
+      .map((l) => l.trim().split(/\s+/)).filter((f) => f.length === 3);
+    // Every exported symbol, of any kind: no static CUDA runtime, no C++ instantiations.
+    assertEquals(exported.map((f) => f[2]).sort(), want);
+    assert(exported.every((f) => f[1] === "T"), "all exports are functions");
+    // The CUDA runtime is linked statically and cuBLAS is loaded at run time, so the library
+    // depends on neither.
+    const needed = run("readelf", ["-d", lib]);
+    for (const dep of ["libcudart", "libcublas", "libcuda.so"]) {
+      assert(!needed.includes(dep), `the library must not depend on ${dep}`);
+    }
+    assert(needed.includes("NODELETE"), "-z nodelete: close() never unloads the CUDA runtime");
+  },
+});
+
+Deno.test({
+  name: "cuda build: the kernel files and the linker script are hashed; a missing script is named",
+  ignore: !NVCC,
+  fn() {
+    const src = Deno.makeTempDirSync({ prefix: "lotus_cuda_src_" });
+    try {
+      Deno.mkdirSync(`${src}/cuda`);
+      for (const f of ["engine_cuda.cu", "lotus_engine.h"]) {
+        Deno.copyFileSync(`${ENGINE_DIR}/${f}`, `${src}/${f}`);
+      }
+      for (const e of Deno.readDirSync(`${ENGINE_DIR}/cuda`)) {
+        Deno.copyFileSync(`${ENGINE_DIR}/cuda/${e.name}`, `${src}/cuda/${e.name}`);
+      }
+      const plan = (extra?: string[]) =>
+        planEngineBuild({
+          backend: "cuda",
+          sourceDir: src,
+          outDir: src,
+          compiler: NVCC!,
+          extraFlags: extra,
+        });
+      const p1 = plan();
+      assert(p1.hashedFiles.some((f) => f.endsWith("cuda/matmul.cuh")), "kernel files are hashed");
+      assert(p1.hashedFiles.some((f) => f.endsWith("cuda/exports.map")), "the script is hashed");
+      assert(p1.flags.includes(`--version-script=${src}/cuda/exports.map`));
+      for (const f of ["-cudart", "static", "-fvisibility=hidden", "-z,nodelete", "-ldl"]) {
+        assert(p1.flags.includes(f), `flag ${f}`);
+      }
+      Deno.writeTextFileSync(`${src}/cuda/matmul.cuh`, "// edited\n", { append: true });
+      assert(plan().outPath !== p1.outPath, "editing a kernel file gives a new library name");
+      Deno.removeSync(`${src}/cuda/exports.map`);
+      assertThrows(() => plan(), EngineBuildError, "cuda/exports.map does not exist");
+    } finally {
+      Deno.removeSync(src, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "cuda without a GPU: openEngine fails at once with an EngineError that says what to do",
+  ignore: GPU,
+  fn() {
+    const e = assertThrows(() => openEngine({ backend: "cuda", quiet: true }), EngineError);
+    assertEquals((e as EngineError).op, "cuInit");
+    assert(/no NVIDIA driver|no GPU|failed to initialise/.test(e.message), e.message);
+    assert(e.message.includes("--backend cpu"), e.message);
+  },
+});
+
+Deno.test({
+  name: "cuda without a GPU: the library loads, and le_init fails with a message, not a crash",
+  ignore: GPU || !NVCC,
+  fn() {
+    const lib = buildEngine({ backend: "cuda", quiet: true, compiler: NVCC! });
+    for (let i = 0; i < 2; i++) { // the state after a failed le_init allows another try
+      const e = assertThrows(() => openEngine({ backend: "cuda", libPath: lib }), EngineError);
+      assertEquals((e as EngineError).op, "le_init");
+      // No libcuda at all, or a libcuda without a usable GPU.
+      assert(/^le_init: no (NVIDIA driver|usable NVIDIA GPU)/.test(e.message), e.message);
+      assert(e.message.includes("--backend cpu"), e.message);
+    }
+    // Every op before le_init fails cleanly too.
+    const raw = Deno.dlopen(lib, {
+      le_alloc: { parameters: ["u64"], result: "pointer" },
+      le_matmul_fwd: {
+        parameters: ["pointer", "pointer", "pointer", "pointer", "i32", "i32", "i32"],
+        result: "i32",
+      },
+      le_last_error: { parameters: [], result: "pointer" },
+      le_set_precision: { parameters: ["i32"], result: "i32" },
+      le_backend: { parameters: [], result: "pointer" },
+    });
+    try {
+      const msg = () => Deno.UnsafePointerView.getCString(raw.symbols.le_last_error()!);
+      assertEquals(Deno.UnsafePointerView.getCString(raw.symbols.le_backend()!), "cuda");
+      assertEquals(raw.symbols.le_alloc(16n), null);
+      assert(msg().includes("call le_init first"), msg());
+      assertEquals(raw.symbols.le_matmul_fwd(null, null, null, null, 1, 1, 1), 1);
+      assert(msg().startsWith("le_matmul_fwd: the CUDA engine is not initialised"), msg());
+      assertEquals(raw.symbols.le_set_precision(2), 0, "bf16 is a CUDA mode");
+      assertEquals(raw.symbols.le_set_precision(3), 1);
+      assert(msg().includes("mode must be 0 (fp32), 1 (TF32) or 2 (bf16)"), msg());
+      assertEquals(raw.symbols.le_set_precision(0), 0);
+    } finally {
+      raw.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend auto without a GPU: falls back to the CPU and says why",
+  ignore: GPU,
+  fn() {
+    const lines: string[] = [];
+    const eng = selectEngine("auto", { quiet: true, log: (s) => lines.push(s) });
+    try {
+      assertEquals(eng.backend, "cpu");
+      assertEquals(lines.length, 1);
+      assert(lines[0].startsWith("backend auto: "), lines[0]);
+      assert(lines[0].endsWith("; using the CPU"), lines[0]);
+      assert(/NVIDIA|GPU/.test(lines[0]), lines[0]);
+    } finally {
+      eng.close();
+    }
+    // The trainer's and inference's entry point does the same, and a reduced precision falls
+    // back to fp32 with a word about it.
+    const lines2: string[] = [];
+    const eng2 = openBackend("auto", 1, (s) => lines2.push(s), "bf16");
+    try {
+      assertEquals(eng2.backend, "cpu");
+      assert(
+        lines2[0].endsWith("using the CPU in fp32 (bf16 matmuls need the CUDA engine)"),
+        lines2[0],
+      );
+    } finally {
+      eng2.close();
+    }
+  },
+});
+
+Deno.test("precision: the CPU engine takes fp32 only; an unknown precision is an error", () => {
+  const e = assertThrows(
+    () => selectEngine("cpu", { precision: "bf16", quiet: true }),
+    EngineError,
+    "the CPU engine computes in fp32 only (mode 0); mode 2 needs the CUDA engine",
+  );
+  assertEquals((e as EngineError).op, "le_set_precision");
+  assertThrows(
+    () => openEngine({ precision: "fp16" as "fp32", quiet: true }),
+    EngineError,
+    'unknown precision "fp16": use fp32, tf32 or bf16',
+  );
+  assertThrows(() => selectEngine("tpu" as "cpu", {}), EngineError, 'unknown backend "tpu"');
+  const eng = selectEngine("cpu", { precision: "fp32", quiet: true });
+  assertEquals(eng.backend, "cpu");
+  eng.close();
+});

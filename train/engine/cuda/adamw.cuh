@@ -1,0 +1,102 @@
+// adamw.cuh: the squared gradient norm and the fused AdamW step.
+//
+// le_sumsq sums g^2 in double over kSumsqChunks fixed chunks (one block each, fixed tree),
+// then one thread adds the chunk sums in order: the same bits on every run.
+//
+// le_adamw is one kernel per step: global-norm clip, decoupled weight decay, both moments and
+// the bias-corrected update, reading each of p, g, m, v once and writing p, m, v once (PyTorch
+// needs several passes for the same, or its fused kernel). The clip factor comes from
+// *gnorm_sq, which lives in engine (device) memory: every thread computes it from that one
+// value, so the host never waits for the norm. The scalar factors are computed on the host in
+// double exactly as the CPU engine computes them, so the two engines apply the same update
+// formula; only fp32 rounding of the fused multiply-adds may differ.
+#pragma once
+
+#include "common.cuh"
+
+namespace le {
+
+constexpr int kSumsqChunks = 1024;
+constexpr int kSumsqThreads = 256;
+
+__global__ void sumsq_part_kernel(double* part, const float* g, int64_t n) {
+  __shared__ double red[33];
+  const int64_t c = blockIdx.x;
+  const int64_t i0 = n * c / kSumsqChunks, i1 = n * (c + 1) / kSumsqChunks;
+  double acc = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) acc += (double)g[i] * g[i];
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) part[c] = acc;
+}
+
+__global__ void sumsq_finish_kernel(float* out, const double* part) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double total = 0;
+  for (int c = 0; c < kSumsqChunks; c++) total += part[c];
+  out[0] = (float)total;
+}
+
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n,
+                             float one_b1, float beta2, float one_b2, float eps, float decay,
+                             float step, float bc2_sqrt, const float* gnorm_sq, float max_norm) {
+  float clip = 1.f;
+  if (gnorm_sq) {
+    const float coef = (float)(max_norm / (sqrt((double)*gnorm_sq) + 1e-6));
+    clip = fminf(1.f, coef);
+  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float gi = clip == 1.f ? g[i] : g[i] * clip;
+    const float mi = m[i] + one_b1 * (gi - m[i]);
+    const float vi = beta2 * v[i] + one_b2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+  }
+}
+
+}  // namespace le
+
+LE_API int le_sumsq(float* out, const float* gr, int64_t n) {
+  using namespace le;
+  const char* fn = "le_sumsq";
+  REQUIRE_INIT(fn);
+  REQUIRE_NONNEG(fn, "n", n);
+  TRY(check_span(fn, "out", out, 4));
+  TRY(check_span(fn, "g", gr, mul(n, 4)));
+  double* part = (double*)g_scr_part.get(fn, kSumsqChunks * sizeof(double));
+  if (!part) return 1;
+  LAUNCH(sumsq_part_kernel, kSumsqChunks, kSumsqThreads, 0)(part, gr, n);
+  LAUNCH(sumsq_finish_kernel, 1, 32, 0)(out, part);
+  return op_done(fn);
+}
+
+LE_API int le_adamw(float* p, const float* gr, float* m, float* v, int64_t n, float lr,
+                    float beta1, float beta2, float eps, float weight_decay, int t,
+                    const float* gnorm_sq, float max_norm) {
+  using namespace le;
+  const char* fn = "le_adamw";
+  REQUIRE_INIT(fn);
+  REQUIRE_NONNEG(fn, "n", n);
+  if (t < 1) return fail("%s: step t must be >= 1 (got %d); the first step is t = 1", fn, t);
+  if (!(beta1 >= 0.f && beta1 < 1.f) || !(beta2 >= 0.f && beta2 < 1.f)) {
+    return fail("%s: beta1 and beta2 must be in [0, 1) (got %g, %g)", fn, beta1, beta2);
+  }
+  if (n == 0) return 0;
+  const uint64_t nb = mul(n, 4);
+  TRY(check_span(fn, "p", p, nb));
+  TRY(check_span(fn, "g", gr, nb));
+  TRY(check_span(fn, "m", m, nb));
+  TRY(check_span(fn, "v", v, nb));
+  const bool clip = gnorm_sq && max_norm > 0.f;
+  if (clip) TRY(check_span(fn, "gnorm_sq", gnorm_sq, 4));
+  const float decay = 1.f - lr * weight_decay;
+  const double bc1 = 1.0 - pow((double)beta1, t);
+  const double bc2 = 1.0 - pow((double)beta2, t);
+  const float step = (float)(lr / bc1);
+  const float bc2_sqrt = (float)sqrt(bc2);
+  LAUNCH(adamw_kernel, grid_for(n, 256), 256, 0)(p, gr, m, v, n, 1.f - beta1, beta2, 1.f - beta2,
+                                                 eps, decay, step, bc2_sqrt,
+                                                 clip ? gnorm_sq : nullptr, max_norm);
+  return op_done(fn);
+}

@@ -1,0 +1,166 @@
+// elementwise.cuh: strided row copies, add, scale and GELU (forward and backward).
+//
+// One thread per element, grid-stride. le_copy_rows with overlapping destination rows (a zero
+// stride, say) must apply its rows in order (b outer, r inner), so that case runs one thread
+// per column, looping over the rows: the CPU engine's order, and no races (or a single thread
+// when rows overlap with a shift).
+//
+// GELU is the tanh approximation written as x * sigmoid(2u), u = sqrt(2/pi)(x + 0.044715x^3),
+// exactly as the CPU engine computes it (one exp, no cancellation near tanh = -1). The exp
+// argument is clamped at 88.3 as the CPU engine's vexp does, so sigmoid never sees inf.
+#pragma once
+
+#include "common.cuh"
+
+namespace le {
+
+__global__ void copy_rows_kernel(float* dst, const float* src, int rows, int cols,
+                                 int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs,
+                                 int64_t total, bool accumulate) {
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = t % cols, br = t / cols;
+    const int64_t b = br / rows, r = br % rows;
+    float* d = dst + b * dst_bs + r * dst_rs + c;
+    const float s = src[b * src_bs + r * src_rs + c];
+    *d = accumulate ? *d + s : s;
+  }
+}
+
+// Overlapping destinations: each thread owns one column and walks the rows in order. When rows
+// overlap with a column shift (a stride that is not a multiple of cols), one column's element
+// can be another column's too, so one thread (serial) does the whole copy in the CPU's order.
+__global__ void copy_rows_ordered_kernel(float* dst, const float* src, int nb, int rows, int cols,
+                                         int64_t dst_bs, int64_t dst_rs, int64_t src_bs,
+                                         int64_t src_rs, bool accumulate, bool serial) {
+  const int c0 = serial ? 0 : blockIdx.x * blockDim.x + threadIdx.x;
+  const int c1 = serial ? cols : c0 + 1;
+  if (c0 >= cols) return;
+  for (int b = 0; b < nb; b++)
+    for (int r = 0; r < rows; r++)
+      for (int c = c0; c < c1; c++) {
+        float* d = dst + b * dst_bs + r * dst_rs + c;
+        const float s = src[b * src_bs + r * src_rs + c];
+        *d = accumulate ? *d + s : s;
+      }
+}
+
+__global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float* x, float s, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    x[i] *= s;
+}
+
+constexpr float kGeluA = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluB = 0.044715f;
+
+__device__ inline float exp_clamped(float t) { return expf(fminf(t, 88.3f)); }
+
+__global__ void gelu_fwd_kernel(float* out, const float* inp, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float x = inp[i];
+    const float u = kGeluA * (x + kGeluB * x * x * x);
+    out[i] = x / (1.f + exp_clamped(-2.f * u));
+  }
+}
+
+// d gelu / dx = s + x s (1 - s) 2 u',  s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+__global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float x = inp[i];
+    const float u = kGeluA * (x + kGeluB * x * x * x);
+    const float s = 1.f / (1.f + exp_clamped(-2.f * u));
+    const float du = kGeluA * (1.f + 3.f * kGeluB * x * x);
+    dinp[i] += (s + x * s * (1.f - s) * 2.f * du) * dout[i];
+  }
+}
+
+}  // namespace le
+
+// dst[b*dst_bs + r*dst_rs + c] (=|+=) src[b*src_bs + r*src_rs + c]
+LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64_t dst_bs,
+                        int64_t dst_rs, int64_t src_bs, int64_t src_rs, int accumulate) {
+  using namespace le;
+  const char* fn = "le_copy_rows";
+  REQUIRE_INIT(fn);
+  REQUIRE_NONNEG(fn, "nb", nb);
+  REQUIRE_NONNEG(fn, "rows", rows);
+  REQUIRE_NONNEG(fn, "cols", cols);
+  REQUIRE_NONNEG(fn, "dst_bs", dst_bs);
+  REQUIRE_NONNEG(fn, "dst_rs", dst_rs);
+  REQUIRE_NONNEG(fn, "src_bs", src_bs);
+  REQUIRE_NONNEG(fn, "src_rs", src_rs);
+  if (nb == 0 || rows == 0 || cols == 0) return 0;
+  const uint64_t dspan = add(add(mul(nb - 1, dst_bs), mul(rows - 1, dst_rs)), cols);
+  const uint64_t sspan = add(add(mul(nb - 1, src_bs), mul(rows - 1, src_rs)), cols);
+  TRY(check_span(fn, "dst", dst, mul(dspan, 4)));
+  TRY(check_span(fn, "src", src, mul(sspan, 4)));
+  const bool disjoint = (rows == 1 || dst_rs >= cols) &&
+                        (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
+  if (disjoint) {
+    const int64_t total = (int64_t)nb * rows * cols;
+    LAUNCH(copy_rows_kernel, grid_for(total, 256), 256, 0)(
+        dst, src, rows, cols, dst_bs, dst_rs, src_bs, src_rs, total, accumulate != 0);
+  } else {
+    // Row starts that are all multiples of cols keep each element in one column.
+    const bool by_column =
+        (rows == 1 || dst_rs % cols == 0) && (nb == 1 || dst_bs % cols == 0);
+    const unsigned blocks = by_column ? grid_for(cols, 128) : 1, threads = by_column ? 128 : 1;
+    LAUNCH(copy_rows_ordered_kernel, blocks, threads, 0)(
+        dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs, accumulate != 0, !by_column);
+  }
+  return op_done(fn);
+}
+
+LE_API int le_add(float* out, const float* a, const float* b, int64_t n) {
+  using namespace le;
+  REQUIRE_INIT("le_add");
+  REQUIRE_NONNEG("le_add", "n", n);
+  if (n == 0) return 0;
+  TRY(check_span("le_add", "out", out, mul(n, 4)));
+  TRY(check_span("le_add", "a", a, mul(n, 4)));
+  TRY(check_span("le_add", "b", b, mul(n, 4)));
+  LAUNCH(add_kernel, grid_for(n, 256), 256, 0)(out, a, b, n);
+  return op_done("le_add");
+}
+
+LE_API int le_scale(float* x, float s, int64_t n) {
+  using namespace le;
+  REQUIRE_INIT("le_scale");
+  REQUIRE_NONNEG("le_scale", "n", n);
+  if (n == 0) return 0;
+  TRY(check_span("le_scale", "x", x, mul(n, 4)));
+  LAUNCH(scale_kernel, grid_for(n, 256), 256, 0)(x, s, n);
+  return op_done("le_scale");
+}
+
+LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
+  using namespace le;
+  REQUIRE_INIT("le_gelu_fwd");
+  REQUIRE_NONNEG("le_gelu_fwd", "n", n);
+  if (n == 0) return 0;
+  TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
+  TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
+  LAUNCH(gelu_fwd_kernel, grid_for(n, 256), 256, 0)(out, inp, n);
+  return op_done("le_gelu_fwd");
+}
+
+LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
+  using namespace le;
+  REQUIRE_INIT("le_gelu_bwd");
+  REQUIRE_NONNEG("le_gelu_bwd", "n", n);
+  if (n == 0) return 0;
+  TRY(check_span("le_gelu_bwd", "dinp", dinp, mul(n, 4)));
+  TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
+  TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
+  LAUNCH(gelu_bwd_kernel, grid_for(n, 256), 256, 0)(dinp, inp, dout, n);
+  return op_done("le_gelu_bwd");
+}

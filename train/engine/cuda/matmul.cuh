@@ -1,0 +1,174 @@
+// matmul.cuh: the linear layer through cuBLAS (cublasGemmEx), forward and backward.
+//
+//   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
+//   backward  dinp[N,Cin]  += dout[N,Cout] W
+//             dw[Cout,Cin] += dout^T inp
+//             dbias[Cout]  += sum_n dout[n]       (double, two deterministic stages)
+//
+// cuBLAS is column-major; a row-major [R, K] matrix is the column-major [K, R] matrix, its
+// transpose. So out^T = W inp^T is gemm(T, N) with m = Cout, n = N, k = Cin; dinp^T = W^T
+// dout^T is gemm(N, N) with m = Cin, n = N, k = Cout; dw^T = inp^T dout is gemm(N, T) with
+// m = Cin, n = Cout, k = N. The backward GEMMs accumulate with beta = 1, as the ABI asks.
+//
+// Precision (le_set_precision), the only place where the modes differ:
+//   0  fp32 inputs, fp32 products and sums (CUBLAS_COMPUTE_32F);
+//   1  TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32). Each operand is first rounded to
+//      the nearest TF32 value (10 mantissa bits) into scratch, so the tensor cores' own
+//      conversion, which may truncate, has nothing left to drop: errors are unbiased;
+//   2  bf16: each operand is rounded to the nearest bf16 into scratch and multiplied with
+//      fp32 accumulation (A, B CUDA_R_16BF, C CUDA_R_32F, CUBLAS_COMPUTE_32F). Outputs,
+//      the bias and every accumulated gradient stay fp32.
+// The weights in engine memory stay fp32 in every mode (they are the optimiser's master
+// copy); only these per-call operand copies are reduced.
+//
+// Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
+// stream and a fixed workspace are used (both set at le_init); dbias uses fixed chunks.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "common.cuh"
+
+namespace le {
+
+__global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// Round to the nearest TF32 (ties away from zero, as cvt.rna.tf32.f32 does): keep 10
+// mantissa bits. Inf and NaN pass unchanged.
+__global__ void to_tf32_kernel(float* out, const float* in, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float x = in[i];
+    uint32_t u = __float_as_uint(x);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    out[i] = __uint_as_float(u);
+  }
+}
+
+// out[n, o] += bias[o]
+__global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Cout) {
+  const int64_t total = N * Cout;
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x)
+    out[t] += bias[t % Cout];
+}
+
+// Stage 1 of dbias: grid (ceil(C/128), chunks); part [chunks, C].
+__global__ void colsum_part_kernel(double* part, const float* x, int N, int C, int chunk) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
+  double s = 0;
+  for (int n = n0; n < n1; n++) s += x[(int64_t)n * C + c];
+  part[(int64_t)blockIdx.y * C + c] = s;
+}
+
+// An operand ready for cublasGemmEx in the current precision: the fp32 buffer itself
+// (mode 0), or a reduced copy in scratch slot `slot`.
+struct Operand {
+  const void* p;
+  cudaDataType_t type;
+};
+
+inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t n, Operand* op) {
+  if (g.precision == 0) {
+    *op = {x, CUDA_R_32F};
+    return 0;
+  }
+  if (g.precision == 1) {
+    float* dst = (float*)slot.get(fn, (size_t)n * sizeof(float));
+    if (!dst) return 1;
+    LAUNCH(to_tf32_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
+    *op = {dst, CUDA_R_32F};
+    return 0;
+  }
+  __nv_bfloat16* dst = (__nv_bfloat16*)slot.get(fn, (size_t)n * sizeof(__nv_bfloat16));
+  if (!dst) return 1;
+  LAUNCH(to_bf16_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
+  *op = {dst, CUDA_R_16BF};
+  return 0;
+}
+
+// Column-major C[m,n] = A op B (+ C when accumulate), through cublasGemmEx.
+inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Operand A, int lda,
+                Operand B, int ldb, float* C, int ldc, bool accumulate) {
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
+  const cublas::Status s =
+      g.blas.gemm_ex(g.handle, transa, transb, m, n, k, &alpha, A.p, A.type, lda, B.p, B.type,
+                     ldb, &beta, C, CUDA_R_32F, ldc, compute, cublas::kGemmDefault);
+  if (s != cublas::kSuccess) {
+    return fail("%s: cublasGemmEx (m=%d, n=%d, k=%d, precision mode %d) failed: %s%s%s", fn, m,
+                n, k, g.precision, cublas::status_name(s),
+                g.blas.status_string ? ": " : "",
+                g.blas.status_string ? g.blas.status_string(s) : "");
+  }
+  return 0;
+}
+
+}  // namespace le
+
+LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
+                         int Cin, int Cout) {
+  using namespace le;
+  const char* fn = "le_matmul_fwd";
+  REQUIRE_INIT(fn);
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "Cin", Cin);
+  REQUIRE_POS(fn, "Cout", Cout);
+  TRY(check_span(fn, "out", out, mul(mul(N, Cout), 4)));
+  TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
+  TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  TRY(check_opt(fn, "bias", bias, mul(Cout, 4)));
+  Operand A, B;
+  TRY(prepare(fn, g_scr_a, w, (int64_t)Cout * Cin, &A));
+  TRY(prepare(fn, g_scr_b, inp, (int64_t)N * Cin, &B));
+  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, Cin, B, Cin, out, Cout, false));
+  if (bias) {
+    LAUNCH(add_bias_kernel, grid_for((int64_t)N * Cout, 256), 256, 0)(out, bias, N, Cout);
+  }
+  return op_done(fn);
+}
+
+LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout,
+                         const float* inp, const float* w, int N, int Cin, int Cout) {
+  using namespace le;
+  const char* fn = "le_matmul_bwd";
+  REQUIRE_INIT(fn);
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "Cin", Cin);
+  REQUIRE_POS(fn, "Cout", Cout);
+  TRY(check_opt(fn, "dinp", dinp, mul(mul(N, Cin), 4)));
+  TRY(check_opt(fn, "dw", dw, mul(mul(Cout, Cin), 4)));
+  TRY(check_opt(fn, "dbias", dbias, mul(Cout, 4)));
+  TRY(check_span(fn, "dout", dout, mul(mul(N, Cout), 4)));
+  if (dw) TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
+  if (dinp) TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  if (dbias) {
+    const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
+    double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
+    if (!part) return 1;
+    dim3 grid((Cout + 127) / 128, chunks);
+    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk);
+    LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
+  }
+  if (dinp || dw) {
+    Operand D;
+    TRY(prepare(fn, g_scr_a, dout, (int64_t)N * Cout, &D));
+    if (dinp) {
+      Operand W;
+      TRY(prepare(fn, g_scr_b, w, (int64_t)Cout * Cin, &W));
+      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, Cin, D, Cout, dinp, Cin, true));
+    }
+    if (dw) {
+      Operand X;
+      TRY(prepare(fn, g_scr_c, inp, (int64_t)N * Cin, &X));
+      TRY(gemm(fn, cublas::kOpN, cublas::kOpT, Cin, Cout, N, X, Cin, D, Cout, dw, Cin, true));
+    }
+  }
+  return op_done(fn);
+}

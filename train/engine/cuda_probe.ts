@@ -1,0 +1,85 @@
+/**
+ * Asks the NVIDIA driver, through its own library (libcuda.so.1, loaded with `Deno.dlopen`),
+ * whether this machine has a usable GPU, and how much device memory is free.
+ *
+ * The probe costs a few milliseconds and needs neither nvcc nor the CUDA engine's library,
+ * so `--backend auto` can decide without compiling anything, and `--backend cuda` on a
+ * machine without a GPU fails at once with a clear message instead of after a build.
+ *
+ * @example
+ * ```ts
+ * import { probeCuda } from "./cuda_probe.ts";
+ * const p = probeCuda();
+ * console.log(p.available ? `${p.devices} GPU(s)` : `no GPU: ${p.reason}`);
+ * ```
+ *
+ * @module
+ */
+
+/** What {@linkcode probeCuda} found. */
+export interface CudaProbe {
+  /** True when the driver loads, initialises and reports at least one GPU. */
+  available: boolean;
+  /** GPUs the driver reports (0 when unavailable). */
+  devices: number;
+  /** Why the GPU is unusable (empty when available). */
+  reason: string;
+}
+
+const DRIVER_SYMBOLS = {
+  cuInit: { parameters: ["u32"], result: "i32" },
+  cuDeviceGetCount: { parameters: ["buffer"], result: "i32" },
+  cuGetErrorName: { parameters: ["i32", "buffer"], result: "i32" },
+  cuMemGetInfo_v2: { parameters: ["buffer", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Driver = Deno.DynamicLibrary<typeof DRIVER_SYMBOLS>;
+
+// The driver library stays loaded for the life of the process: the CUDA runtime inside the
+// engine loads the same library, and unloading it after cuInit is not supported.
+let driver: Driver | null = null;
+let cached: CudaProbe | null = null;
+
+function errorName(d: Driver, code: number): string {
+  const out = new BigUint64Array(1);
+  if (d.symbols.cuGetErrorName(code, out) !== 0 || out[0] === 0n) return `CUresult ${code}`;
+  const p = Deno.UnsafePointer.create(out[0]);
+  return p ? Deno.UnsafePointerView.getCString(p) : `CUresult ${code}`;
+}
+
+/**
+ * Probes the NVIDIA driver once per process (later calls return the cached answer). Never
+ * throws: a missing driver or Deno's missing `--allow-ffi` comes back as `available: false`
+ * with the reason.
+ */
+export function probeCuda(): CudaProbe {
+  if (cached) return cached;
+  const no = (reason: string): CudaProbe => (cached = { available: false, devices: 0, reason });
+  try {
+    driver ??= Deno.dlopen("libcuda.so.1", DRIVER_SYMBOLS);
+  } catch (e) {
+    const msg = (e as Error).message.replaceAll("Could not open library: ", "");
+    return no(`no NVIDIA driver on this machine (${msg})`);
+  }
+  const rc = driver.symbols.cuInit(0);
+  if (rc !== 0) {
+    return no(`the NVIDIA driver failed to initialise (cuInit: ${errorName(driver, rc)})`);
+  }
+  const n = new Int32Array(1);
+  const rc2 = driver.symbols.cuDeviceGetCount(n);
+  if (rc2 !== 0) return no(`cuDeviceGetCount failed (${errorName(driver, rc2)})`);
+  if (n[0] === 0) return no("the NVIDIA driver reports no GPU");
+  return (cached = { available: true, devices: n[0], reason: "" });
+}
+
+/**
+ * Free and total device memory in bytes, as the driver sees it, for the GPU that the calling
+ * thread's current CUDA context uses (the CUDA engine makes its device current on the thread
+ * that opened it). `null` when there is no driver or no current context.
+ */
+export function cudaMemInfo(): { free: number; total: number } | null {
+  if (!probeCuda().available || !driver) return null;
+  const free = new BigUint64Array(1), total = new BigUint64Array(1);
+  if (driver.symbols.cuMemGetInfo_v2(free, total) !== 0) return null;
+  return { free: Number(free[0]), total: Number(total[0]) };
+}
