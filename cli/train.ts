@@ -30,14 +30,14 @@ the default dataset (out/data/default) into out/runs/default.
   --step-loss WHERE     after | in-loop                 (default after)
   --injection HOW       add | replace                   (default add)
   --epochs-per-stage N  curriculum: stage s = min(epoch / N, K); 0 = no curriculum (default 1)
-  --lr X                learning rate                   (default 1e-3)
+  --lr X                learning rate (default: the preset's; tiny 3e-3, small 1e-3, gpt2 3e-4)
   --schedule S          constant | cosine               (default constant)
   --warmup N            warmup steps                    (default 0)
   --weight-decay X      AdamW weight decay              (default 0.01)
   --clip X              global-norm gradient clip, 0 = off (default 1)
   --batch N             examples per step               (default 16)
   --steps N             optimiser steps (overrides --epochs)
-  --epochs N            epochs                          (default 1; the default job uses 5)
+  --epochs N            epochs                          (default 1; the default job uses 6)
   --seed N              seed for initialisation and data order (default 0)
   --eval-every N        evaluate every N steps (always at the end)
   --eval-examples N     validation examples for accuracy, 0 = all (default 200)
@@ -191,7 +191,8 @@ async function main(argv: string[]): Promise<number> {
     t.k ??= manifest.options.k;
     t.c ??= manifest.options.c;
   }
-  if (defaultJob) t.epochs = 5;
+  t.lr ??= PRESETS[a.preset].lr;
+  if (defaultJob) t.epochs = 6;
   const res = await train({
     data: a.data,
     out: a.out,

@@ -36,14 +36,18 @@ export const ModelConfigSchema = z.object({
 /** A validated model configuration. */
 export type ModelConfig = z.infer<typeof ModelConfigSchema>;
 
-/** The named model sizes. The vocabulary comes from the dataset's tokenizer. */
+/**
+ * The named model sizes, each with the learning rate `deno task train` uses when `--lr` is
+ * not given (training from scratch; smaller models tolerate larger rates). The vocabulary
+ * comes from the dataset's tokenizer.
+ */
 export const PRESETS = {
   /** For tests and the default job: trains in minutes on two CPU cores. */
-  tiny: { maxPositions: 512, dModel: 64, nHead: 4, nLayer: 2 },
+  tiny: { maxPositions: 512, dModel: 64, nHead: 4, nLayer: 2, lr: 3e-3 },
   /** A few million parameters, for CPU experiments. */
-  small: { maxPositions: 1024, dModel: 256, nHead: 4, nLayer: 4 },
+  small: { maxPositions: 1024, dModel: 256, nHead: 4, nLayer: 4, lr: 1e-3 },
   /** GPT-2 small (124M with the GPT-2 vocabulary), the reference implementation's backbone. */
-  gpt2: { maxPositions: 1024, dModel: 768, nHead: 12, nLayer: 12 },
+  gpt2: { maxPositions: 1024, dModel: 768, nHead: 12, nLayer: 12, lr: 3e-4 },
 } as const;
 
 /** The name of a preset. */
@@ -63,7 +67,10 @@ export function presetConfig(name: PresetName, vocabSize: number, auxLayers = 0)
   const p = PRESETS[name];
   if (!p) throw new Error(`unknown preset "${name}"; choose one of ${Object.keys(PRESETS)}`);
   return ModelConfigSchema.parse({
-    ...p,
+    maxPositions: p.maxPositions,
+    dModel: p.dModel,
+    nHead: p.nHead,
+    nLayer: p.nLayer,
     vocabSize,
     auxLayers,
     auxHeads: p.dModel >= 512 ? 8 : 4,
