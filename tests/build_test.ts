@@ -42,8 +42,9 @@ Deno.test("build: default splits give a complete directory and a valid manifest"
   assertEquals(m.options, { k: 6, c: 13, cot: "math" });
   assertEquals(m.tokenizer.kind, "gpt2");
   assertEquals(m.tokenizer.special.lat, 50259);
-  assertEquals(m.splits.train.counts.read, 81);
-  assertEquals(m.splits.valid.counts.read, 20);
+  // the hand-written fixtures (81 + 20) and the seeded synthetic problems (4,000 + 200)
+  assertEquals(m.splits.train.counts.read, 4081);
+  assertEquals(m.splits.valid.counts.read, 220);
   for (const split of ["train", "valid"]) {
     const info = m.splits[split];
     const c = info.counts;
@@ -112,7 +113,7 @@ Deno.test("build: two builds give byte-identical directories (gpt2 and compact)"
     await buildDataset({ out: `${base}/b`, ...opts });
     const a = await snapshot(`${base}/a`);
     assertSameTree(a, await snapshot(`${base}/b`));
-    assert(a.has("train-00002.safetensors"), `${tokenizer}: 81 records in shards of 32`);
+    assert(a.has("train-00002.safetensors"), `${tokenizer}: 4,081 records in shards of 32`);
   }
 });
 

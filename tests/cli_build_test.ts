@@ -97,9 +97,9 @@ Deno.test("cli: no --input builds train and valid from the default data with a s
   }
   assert((await entries(`${dir}/d`)).includes("valid-00000.safetensors"));
   // A second split with another K into the same directory fails clearly.
-  const r2 = await cli(["--input", TRAIN, "--split", "extra", "--k", "3", "--out", `${dir}/d`]);
+  const r2 = await cli(["--input", TRAIN, "--split", "extra", "--k", "4", "--out", `${dir}/d`]);
   assertEquals(r2.code, 1);
-  assertOneLineError(r2, "k = 6 there, 3 here");
+  assertOneLineError(r2, "k = 3 there, 4 here");
 });
 
 Deno.test("cli: SIGINT during a build removes the staging directory", async () => {
