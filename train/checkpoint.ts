@@ -26,12 +26,7 @@ import {
   writeSafetensors,
 } from "../pipeline/safetensors.ts";
 import { writeFileAtomic } from "../pipeline/atomic.ts";
-import {
-  type ModelConfig,
-  ModelConfigSchema,
-  type TrainConfig,
-  TrainConfigSchema,
-} from "./config.ts";
+import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
 import type { SpecialIds } from "./batch.ts";
 
