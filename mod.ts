@@ -47,3 +47,28 @@ export * from "./pipeline/writer.ts";
 export * from "./pipeline/build.ts";
 export * from "./pipeline/default_data.ts";
 export * from "./pipeline/summary.ts";
+
+// ---- native engine (train/engine): building the library, and its FFI binding ----
+export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./train/engine/ffi.ts";
+export type { EngineOptions, Ptr } from "./train/engine/ffi.ts";
+export { buildEngine, EngineBuildError, planEngineBuild } from "./train/engine/build.ts";
+export type {
+  Backend as EngineBackend,
+  BuildEngineOptions,
+  EngineBuildPlan,
+} from "./train/engine/build.ts";
+
+// ---- training: configuration, model, the LOTUS step, the trainer, checkpoints, inference ----
+export * from "./train/config.ts";
+export * from "./train/params.ts";
+export * from "./train/batch.ts";
+export * from "./train/data.ts";
+export * from "./train/stack.ts";
+export * from "./train/model.ts";
+export * from "./train/lotus.ts";
+export * from "./train/generate.ts";
+export * from "./train/checkpoint.ts";
+export * from "./train/trainer.ts";
+export * from "./train/inference.ts";
+export * from "./train/readout.ts";
+export * from "./train/answer.ts";

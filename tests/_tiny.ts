@@ -7,7 +7,8 @@ import { type Engine, openEngine } from "../train/engine/ffi.ts";
 import { type ModelConfig, ModelConfigSchema } from "../train/config.ts";
 import { initParams, paramLayout, Rng } from "../train/params.ts";
 import { Model } from "../train/model.ts";
-import type { Example, SpecialIds } from "../train/batch.ts";
+import type { Example } from "../train/batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 let shared: Engine | null = null;
 

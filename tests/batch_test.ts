@@ -1,12 +1,6 @@
 import { assert, assertEquals } from "./_assert.ts";
-import {
-  auxBatch,
-  type Example,
-  IGNORE,
-  lotusBatch,
-  plainBatch,
-  suffixOf,
-} from "../train/batch.ts";
+import { auxBatch, type Example, lotusBatch, plainBatch, suffixOf } from "../train/batch.ts";
+import { IGNORE } from "../pipeline/pack.ts";
 
 const sp = { eos: 0, pad: 0, bot: 1, eot: 2, lat: 3 };
 const ex = (q: number[], steps: number[][], ans: number[], index = 0): Example => ({

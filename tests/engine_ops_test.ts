@@ -4,7 +4,6 @@
 import { Engine, EngineError, openEngine, type Ptr } from "../train/engine/ffi.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
-  absLoss,
   type AdamState,
   adamwRef,
   assertClose,
@@ -17,6 +16,7 @@ import {
   layernormRef,
   matmulBwdRef,
   matmulRef,
+  noiseScale,
   type PastLayout,
   Pool,
   Rng,
@@ -186,7 +186,7 @@ Deno.test(
       return dotLoss(pool.read(out, N * C), r);
     };
     loss();
-    const S = absLoss(pool.read(out, N * C), r);
+    const S = noiseScale(pool.read(out, N * C), r);
     const dwte = pool.f32(V * C), dwpe = pool.f32(P * C);
     eng.embedBwd(dwte, dwpe, pr, pi, pp, N, C);
     assertGrad("dwte", pool.read(dwte, V * C), finiteDiff(eng, wte, pte, loss, H), S, 4);
@@ -255,7 +255,7 @@ Deno.test(
         return dotLoss(pool.read(out, N * C), r);
       };
       loss();
-      const S = absLoss(pool.read(out, N * C), r);
+      const S = noiseScale(pool.read(out, N * C), r);
       const dx = pool.f32(N * C), dw = pool.f32(C), db = pool.f32(C);
       eng.layernormBwd(dx, dw, db, pr, px, pw, mean, rstd, N, C);
       const depth = 2 * C + 8;
@@ -315,7 +315,7 @@ Deno.test(
         return dotLoss(pool.read(out, N * Cout), r);
       };
       loss();
-      const S = absLoss(pool.read(out, N * Cout), r);
+      const S = noiseScale(pool.read(out, N * Cout), r);
       const dx = pool.f32(N * Cin), dw = pool.f32(Cout * Cin), db = pool.f32(Cout);
       eng.matmulBwd(dx, dw, db, pr, px, pw, N, Cin, Cout);
       const gx = pool.read(dx, N * Cin), gw = pool.read(dw, Cout * Cin), gb = pool.read(db, Cout);
@@ -480,6 +480,46 @@ function setupAttention(pool: Pool, rng: Rng, c: AttnCase) {
   return { qkv, past, pastBuf, kvPast, out, att, pqkv, valid, fwd, Tk };
 }
 
+/**
+ * For each element of qkv and of the past buffer, the noise scale of assertGrad over the
+ * outputs it reaches: the head's columns of its own query row for q, of every later query
+ * for k and v, of every query for the past. Elements that no output reads get 0.
+ */
+function attentionReach(c: AttnCase, past: PastLayout | null, out: Float32Array, r: Float32Array) {
+  const { B, Tq, C, NH } = c, HS = C / NH;
+  const head = (b: number, h: number, i: number) => {
+    let acc = 0;
+    for (let d = 0; d < HS; d++) {
+      const e = (b * Tq + i) * C + h * HS + d;
+      acc += (out[e] * r[e]) ** 2;
+    }
+    return acc;
+  };
+  // per (b, h): squared sums of each query row, and their suffix sums over i
+  const rows = Array.from({ length: B * NH }, (_, bh) => {
+    const b = Math.floor(bh / NH), h = bh % NH;
+    const own = Array.from({ length: Tq }, (_, i) => head(b, h, i));
+    const suffix = new Float64Array(Tq + 1);
+    for (let i = Tq - 1; i >= 0; i--) suffix[i] = suffix[i + 1] + own[i];
+    return { own, suffix };
+  });
+  const sq = new Float64Array(B * Tq * 3 * C);
+  for (let e = 0; e < sq.length; e++) {
+    const b = Math.floor(e / (Tq * 3 * C)), t = Math.floor(e / (3 * C)) % Tq, col = e % (3 * C);
+    const h = Math.floor((col % C) / HS), row = rows[b * NH + h];
+    sq[e] = Math.sqrt(col < C ? row.own[t] : row.suffix[t]);
+  }
+  const sp = new Float64Array(past ? past.buf.length : 0);
+  for (let e = 0; past && e < sp.length; e++) {
+    const b = Math.floor(e / past.bs), t = Math.floor((e % past.bs) / past.rs);
+    const k = (e % past.bs) % past.rs - past.off;
+    if (t < c.Tp && k >= 0 && k < 2 * C) {
+      sp[e] = Math.sqrt(rows[b * NH + Math.floor((k % C) / HS)].suffix[0]);
+    }
+  }
+  return { sq, sp };
+}
+
 const ATTN_FWD_CASES: AttnCase[] = [
   { B: 1, Tq: 1, Tp: 0, C: 3, NH: 1, layout: "qkv" }, // tiny
   { B: 2, Tq: 5, Tp: 0, C: 6, NH: 2, layout: "qkv" },
@@ -488,6 +528,8 @@ const ATTN_FWD_CASES: AttnCase[] = [
   { B: 2, Tq: 37, Tp: 20, C: 48, NH: 3, layout: "qkv" }, // HS = 16: whole vectors
   { B: 3, Tq: 19, Tp: 7, C: 60, NH: 3, layout: "cache" }, // HS = 20: vector + tail
   { B: 2, Tq: 1, Tp: 300, C: 32, NH: 2, layout: "cache", Tmax: 320 }, // decoding, long past
+  { B: 2, Tq: 12, Tp: 5, C: 128, NH: 2, layout: "cache" }, // HS = 64: whole register blocks
+  { B: 1, Tq: 10, Tp: 3, C: 144, NH: 2, layout: "qkv" }, // HS = 72: a block and a partial one
 ];
 
 Deno.test(
@@ -604,6 +646,16 @@ Deno.test(
         valid: [1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1],
       },
       { B: 2, Tq: 3, Tp: 4, C: 6, NH: 2, layout: "cache", Tmax: 6 },
+      // Tq >= 8: the transposed-tile path (fewer queries read keys in place)
+      {
+        B: 2,
+        Tq: 9,
+        Tp: 3,
+        C: 8,
+        NH: 2,
+        layout: "qkv",
+        valid: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+      },
       {
         B: 2,
         Tq: 2,
@@ -625,7 +677,7 @@ Deno.test(
         return dotLoss(pool.read(s.out, nOut), r);
       };
       loss();
-      const S = absLoss(pool.read(s.out, nOut), r);
+      const reach = attentionReach(c, s.past, pool.read(s.out, nOut), r);
       const dqkv = pool.f32(s.qkv.length);
       const dpast = s.past ? pool.f32(s.past.buf.length) : null;
       const dkv = dpast ? eng.offset(dpast, 4 * s.past!.off) : null;
@@ -649,7 +701,7 @@ Deno.test(
       const HS = c.C / c.NH;
       const depth = 4 * (HS + s.Tk) + 16;
       const gq = pool.read(dqkv, s.qkv.length);
-      assertGrad(`${name} dqkv`, gq, finiteDiff(eng, s.qkv, s.pqkv, loss, H), S, depth);
+      assertGrad(`${name} dqkv`, gq, finiteDiff(eng, s.qkv, s.pqkv, loss, H), reach.sq, depth);
       let gp: Float32Array | null = null;
       if (s.past) {
         gp = pool.read(dpast!, s.past.buf.length);
@@ -657,7 +709,7 @@ Deno.test(
           `${name} dkv_past`,
           gp,
           finiteDiff(eng, s.past.buf, s.pastBuf, loss, H),
-          S,
+          reach.sp,
           depth,
         );
         // Only key and value columns of rows < Tp are written: the q columns of a qkv-layout
@@ -690,6 +742,62 @@ Deno.test(
           1e-5,
         );
       }
+    }
+  }),
+);
+
+Deno.test(
+  "attention_bwd with head sizes 64 and 72: finite differences on sampled coordinates",
+  withPool((pool) => {
+    const rng = new Rng(21);
+    const cases: AttnCase[] = [
+      { B: 1, Tq: 9, Tp: 2, C: 128, NH: 2, layout: "cache" },
+      { B: 1, Tq: 3, Tp: 4, C: 144, NH: 2, layout: "qkv" },
+      { B: 1, Tq: 10, Tp: 3, C: 144, NH: 2, layout: "qkv" },
+    ];
+    for (const c of cases) {
+      const name = `attention bwd ${JSON.stringify(c)}`;
+      const s = setupAttention(pool, rng, c);
+      const nOut = c.B * c.Tq * c.C;
+      const r = rng.normal(nOut);
+      const loss = () => {
+        s.fwd();
+        return dotLoss(pool.read(s.out, nOut), r);
+      };
+      loss();
+      const reach = attentionReach(c, s.past, pool.read(s.out, nOut), r);
+      const dqkv = pool.f32(s.qkv.length);
+      const dpast = pool.f32(s.past!.buf.length);
+      eng.attentionBwd(
+        dqkv,
+        eng.offset(dpast, 4 * s.past!.off),
+        pool.f32(r),
+        s.att,
+        s.pqkv,
+        s.kvPast,
+        c.B,
+        c.Tq,
+        c.Tp,
+        c.C,
+        c.NH,
+        s.past!.bs,
+        s.past!.rs,
+      );
+      const depth = 4 * (c.C / c.NH + s.Tk) + 16;
+      const pick = (n: number, k: number) => Array.from({ length: k }, () => rng.int(n));
+      const iq = pick(s.qkv.length, 120), ip = pick(s.past!.buf.length, 80);
+      const fq = finiteDiff(eng, s.qkv, s.pqkv, loss, H, iq);
+      assertGrad(`${name} dqkv`, pool.read(dqkv, s.qkv.length), fq, reach.sq, depth, 1e-4, iq);
+      const fp = finiteDiff(eng, s.past!.buf, s.pastBuf, loss, H, ip);
+      assertGrad(
+        `${name} dkv_past`,
+        pool.read(dpast, s.past!.buf.length),
+        fp,
+        reach.sp,
+        depth,
+        1e-4,
+        ip,
+      );
     }
   }),
 );
@@ -761,10 +869,11 @@ Deno.test(
       [5, 5, 5, 5], // all equal
       [-1, -2, -0.5, -0.5],
       [0, 0, 0, 7],
+      [NaN, 1, NaN, 1], // NaN never wins, even first
     ];
-    const p = pool.f32(rows.flat()), out = pool.i32([9, 9, 9, 9]);
-    eng.argmax(out, p, 4, 4);
-    assertEquals([...pool.readI32(out, 4)], [1, 0, 2, 3]);
+    const p = pool.f32(rows.flat()), out = pool.i32([9, 9, 9, 9, 9]);
+    eng.argmax(out, p, 5, 4);
+    assertEquals([...pool.readI32(out, 5)], [1, 0, 2, 3, 1]);
     const rng = new Rng(15);
     const N = 33, V = 517, x = rng.normal(N * V);
     const px = pool.f32(x), o2 = pool.i32(new Array(N).fill(-1));

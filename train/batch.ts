@@ -12,14 +12,8 @@
  * @module
  */
 
-/** Token ids of the special tokens. */
-export interface SpecialIds {
-  eos: number;
-  pad: number;
-  bot: number;
-  eot: number;
-  lat: number;
-}
+import { IGNORE } from "../pipeline/pack.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** One tokenised example. */
 export interface Example {
@@ -32,9 +26,6 @@ export interface Example {
   /** Row of the example in its split (for reports). */
   index: number;
 }
-
-/** The ignore value of targets. */
-export const IGNORE = -100;
 
 /** A LOTUS batch (all arrays row-major, B examples). */
 export interface LotusBatch {

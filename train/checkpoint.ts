@@ -28,7 +28,7 @@ import {
 import { writeFileAtomic } from "../pipeline/atomic.ts";
 import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
-import type { SpecialIds } from "./batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** Raised for a checkpoint that cannot be read or does not fit; says what to do. */
 export class CheckpointError extends Error {

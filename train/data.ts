@@ -10,7 +10,8 @@
 
 import { type Manifest, readManifest } from "../pipeline/manifest.ts";
 import { getTensor, readSafetensors } from "../pipeline/safetensors.ts";
-import type { Example, SpecialIds } from "./batch.ts";
+import type { Example } from "./batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** A split loaded for training or evaluation. */
 export interface SplitData {

@@ -14,7 +14,8 @@
  */
 
 import type { Ptr } from "./engine/ffi.ts";
-import { leftPadQuestions, type SpecialIds } from "./batch.ts";
+import { leftPadQuestions } from "./batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import type { Model } from "./model.ts";
 import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "./stack.ts";
 

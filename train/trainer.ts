@@ -28,9 +28,9 @@ import {
   lotusLength,
   plainBatch,
   plainLength,
-  type SpecialIds,
   suffixOf,
 } from "./batch.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout, Rng } from "./params.ts";
 import { adamwOf, Model } from "./model.ts";
 import { LotusRunner, PlainRunner, type StepLosses } from "./lotus.ts";

@@ -63,6 +63,7 @@ export class EngineBuildError extends Error {
   readonly command: string;
   /** The compiler's stderr (empty when nothing ran). */
   readonly stderr: string;
+  /** A build error; `command` and `stderr` are empty when nothing ran. */
   constructor(message: string, command = "", stderr = "") {
     super(message);
     this.name = "EngineBuildError";

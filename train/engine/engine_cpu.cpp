@@ -160,6 +160,20 @@ int nthreads() {
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr int64_t kParMin = 1 << 15;
 
+// Runs f(i) for i in [0, n): on all threads with a static schedule when `par`, otherwise
+// inline. Small work never enters OpenMP: even a serialised region (`if` clause false) costs
+// about 0.3 us in libgomp, some 30 FFI calls' worth.
+template <class F>
+inline void par_for(int64_t n, bool par, F&& f) {
+  const int T = nthreads();
+  if (!par || T == 1 || n <= 1) {
+    for (int64_t i = 0; i < n; i++) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(T)
+  for (int64_t i = 0; i < n; i++) f(i);
+}
+
 // Grow-only, 64-byte-aligned scratch owned by the calling thread. Ops size it before their
 // parallel region, so nothing is allocated inside hot loops and, after the first step,
 // nothing is allocated at all.
@@ -254,6 +268,16 @@ double sum_d(const float* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// Dot product of n floats in double, 8 fixed lanes combined in a fixed order.
+double dot_d(const float* x, const float* y, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += (double)x[i + l] * y[i + l];
+  for (; i < n; i++) acc[i & 7] += (double)x[i] * y[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // Dot product of n floats (fp32, fixed order).
 inline float dot(const float* a, const float* b, int n) {
   vf acc = splat(0.f);
@@ -264,13 +288,6 @@ inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-// y[i] += s * x[i]
-inline void axpy(float* y, float s, const float* x, int n) {
-  int i = 0;
-  const vf sv = splat(s);
-  for (; i + VW <= n; i += VW) storeu(y + i, loadu(y + i) + sv * loadu(x + i));
-  for (; i < n; i++) y[i] += s * x[i];
-}
 
 // ============================================================================================
 // GEMM: C[M,N] (=|+=) A[M,K] B[K,N], A(i,k) = A[i*ars + k*acs], B(k,j) = B[k*brs + j*bcs]
@@ -385,8 +402,9 @@ int gemm(const char* fn, int M, int N, int K, const float* A, int64_t ars, int64
   if (!pa_all || !pb) return fail("%s: cannot allocate GEMM scratch space", fn);
   const int slivers = (M + MR - 1) / MR;
 
-#pragma omp parallel num_threads(T)
-  {
+  // The body runs on each thread of a team, or inline for small products (see par_for).
+  // Outside a parallel region omp_get_num_threads() is 1 and the barriers are no-ops.
+  auto body = [&]() {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     float* pa = pa_all + (size_t)tid * MC * KC;
     // Row slivers [s0, s1) belong to this thread: balanced to within one sliver.
@@ -417,6 +435,12 @@ int gemm(const char* fn, int M, int N, int K, const float* A, int64_t ars, int64
 #pragma omp barrier
       }
     }
+  };
+  if (T == 1) {
+    body();
+  } else {
+#pragma omp parallel num_threads(T)
+    body();
   }
   return 0;
 }
@@ -466,8 +490,8 @@ void matmul_bwd_naive(float* dinp, float* dw, const float* dout, const float* in
 // column's sum runs over n in order on one thread.
 void colsum_add(float* out, const float* x, int N, int C) {
   const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int bk = 0; bk < blocks; bk++) {
+  par_for(blocks, (int64_t)N * C > kParMin, [&](int64_t bk_) {
+    const int bk = (int)bk_;
     const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
     double acc[64] = {0};
     for (int n = 0; n < N; n++) {
@@ -475,7 +499,7 @@ void colsum_add(float* out, const float* x, int N, int C) {
       for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
     }
     for (int c = c0; c < c1; c++) out[c] += (float)acc[c - c0];
-  }
+  });
 }
 
 }  // namespace
@@ -625,9 +649,7 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   const int64_t total = (int64_t)nb * rows;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) \
-    if (disjoint && total * cols > kParMin)
-  for (int64_t t = 0; t < total; t++) {
+  par_for(total, disjoint && total * cols > kParMin, [&](int64_t t) {
     const int64_t b = t / rows, r = t % rows;
     float* d = dst + b * dst_bs + r * dst_rs;
     const float* s = src + b * src_bs + r * src_rs;
@@ -636,7 +658,7 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
     } else {
       std::memmove(d, s, (size_t)cols * sizeof(float));
     }
-  }
+  });
   return 0;
 }
 
@@ -646,8 +668,9 @@ int le_add(float* out, const float* a, const float* b, int64_t n) {
   TRY(check_span("le_add", "out", out, mul(n, 4)));
   TRY(check_span("le_add", "a", a, mul(n, 4)));
   TRY(check_span("le_add", "b", b, mul(n, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+  par_for(n, n > kParMin, [&](int64_t i) {
+    out[i] = a[i] + b[i];
+  });
   return 0;
 }
 
@@ -655,8 +678,9 @@ int le_scale(float* x, float s, int64_t n) {
   REQUIRE_NONNEG("le_scale", "n", n);
   if (n == 0) return 0;
   TRY(check_span("le_scale", "x", x, mul(n, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) x[i] *= s;
+  par_for(n, n > kParMin, [&](int64_t i) {
+    x[i] *= s;
+  });
   return 0;
 }
 
@@ -702,13 +726,13 @@ int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, const float
     TRY(check_span(fn, "wpe", wpe, 1));
   }
   TRY(check_embed_indices(fn, ids, pos, wte, wpe, N, C));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* o = out + (int64_t)n * C;
     const float* te = ids[n] >= 0 ? wte + (int64_t)ids[n] * C : nullptr;
     const float* pe = wpe ? wpe + (int64_t)pos[n] * C : nullptr;
     for (int c = 0; c < C; c++) o[c] = (te ? te[c] : 0.f) + (pe ? pe[c] : 0.f);
-  }
+  });
   return 0;
 }
 
@@ -730,8 +754,8 @@ int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids
   }
   TRY(check_embed_indices(fn, ids, pos, dwte, dwpe, N, C));
   const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int bk = 0; bk < blocks; bk++) {
+  par_for(blocks, (int64_t)N * C > kParMin, [&](int64_t bk_) {
+    const int bk = (int)bk_;
     const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
     for (int n = 0; n < N; n++) {
       const float* d = dout + (int64_t)n * C;
@@ -744,7 +768,7 @@ int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids
         for (int c = c0; c < c1; c++) g[c] += d[c];
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -788,11 +812,11 @@ int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, con
   TRY(check_span(fn, "b", b, mul(C, 4)));
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     layernorm_row(out + (int64_t)n * C, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr,
                   inp + (int64_t)n * C, w, b, C);
-  }
+  });
   return 0;
 }
 
@@ -814,8 +838,8 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
   TRY(check_span(fn, "rstd", rstd, mul(N, 4)));
   const bool par = (int64_t)N * C > kParMin;
   if (dinp) {
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (par)
-    for (int n = 0; n < N; n++) {
+    par_for(N, par, [&](int64_t n_) {
+      const int n = (int)n_;
       const float* x = inp + (int64_t)n * C;
       const float* d = dout + (int64_t)n * C;
       float* dx = dinp + (int64_t)n * C;
@@ -831,12 +855,12 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
         const float norm = (x[c] - m) * rs;
         dx[c] += (d[c] * w[c] - a - norm * bb) * rs;
       }
-    }
+    });
   }
   if (dw || db) {
     const int blocks = (C + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (par)
-    for (int bk = 0; bk < blocks; bk++) {
+    par_for(blocks, par, [&](int64_t bk_) {
+      const int bk = (int)bk_;
       const int c0 = bk * 64, c1 = std::min(C, c0 + 64);
       double aw[64] = {0}, ab[64] = {0};
       for (int n = 0; n < N; n++) {
@@ -852,7 +876,7 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
         if (dw) dw[c] += (float)aw[c - c0];
         if (db) db[c] += (float)ab[c - c0];
       }
-    }
+    });
   }
   return 0;
 }
@@ -872,15 +896,15 @@ int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd
   TRY(check_span(fn, "bias", bias, mul(C, 4)));
   TRY(check_opt(fn, "mean", mean, mul(N, 4)));
   TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * C > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* r = resid + (int64_t)n * C;
     const float* ar = a + (int64_t)n * C;
     const float* br = b + (int64_t)n * C;
     for (int c = 0; c < C; c++) r[c] = ar[c] + br[c];
     layernorm_row(out + (int64_t)n * C, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, r,
                   w, bias, C);
-  }
+  });
   return 0;
 }
 
@@ -953,15 +977,14 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
   TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t v = 0; v < nv; v++) {
+  par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(out + i, gelu_v(loadu(inp + i)));
     } else {
       store_part(out + i, gelu_v(load_part(inp + i, (int)(n - i))), (int)(n - i));
     }
-  }
+  });
   return 0;
 }
 
@@ -972,8 +995,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
   TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t v = 0; v < nv; v++) {
+  par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
     if (i + VW <= n) {
       storeu(dinp + i, loadu(dinp + i) + gelu_grad_v(loadu(inp + i)) * loadu(dout + i));
@@ -984,7 +1006,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
                                               load_part(dout + i, k),
                  k);
     }
-  }
+  });
   return 0;
 }
 
@@ -994,7 +1016,21 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
 //   j <  Tp: kv_past + b*past_bs + j*past_rs + h*HS      (value: C elements later)
 //   j >= Tp: qkv + (b*Tq + j - Tp)*3C + C + h*HS         (value: C elements later)
 // Query i sees keys 0 .. Tp+i that key_valid does not mask.
+//
+// How it is fast. A dot product per (query, key) ends in a horizontal sum, which costs more
+// than the dot itself at HS = 64. So when a (b, h) has enough queries to amortise it, its
+// keys (forward) or values (backward) are first copied into a transposed tile KT[HS][ldk]
+// (ldk = Tk rounded up to whole vectors, zero-padded), and a query's scores are computed a
+// few vectors of keys at a time: s[j..j+4VW) = sum_d q[d] KT[d][j..j+4VW), with the four
+// accumulators in registers. Sums of rows (p V, ds K) keep the head's HS outputs in
+// registers the same way. The backward keeps each (b, h)'s ds rows, then forms each key's
+// gradients dk_j = sum_i ds[i][j] q_i and dv_j = sum_i p[i][j] dout_i in registers, adding
+// them to dqkv / dkv_past once (rank-1 updates of a transposed dK tile per query would stream
+// the whole tile through L2 for every query). With one or a few queries (decoding), the transpose would cost as much as the
+// scores, so keys are read in place with one dot product each. Every sum still runs in a
+// fixed order on one thread, so results are deterministic and independent of thread count.
 
+extern "C++" {  // the helpers below use templates, which cannot have C linkage
 namespace {
 
 struct AttnShape {
@@ -1002,10 +1038,147 @@ struct AttnShape {
   int64_t past_bs, past_rs;
 };
 
+// Below this many queries per (b, h), scores use direct dot products (no transpose).
+constexpr int kTransposeMinTq = 8;
+
 inline const float* key_ptr(const AttnShape& s, const float* qkv, const float* past, int b,
                             int h, int j) {
   if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + h * s.HS;
   return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * 3 * s.C + s.C + h * s.HS;
+}
+
+inline int round_up_vw(int n) { return (n + VW - 1) / VW * VW; }
+
+// dst[d*ld + j] = row_j[off + d] for the Tk keys of (b, h), zero for Tk <= j < ld.
+// off = 0 for keys, C for values. Blocks of 16 keys keep the written lines in L1.
+void transpose_kv(float* dst, int64_t ld, const AttnShape& s, const float* qkv,
+                  const float* past, int b, int h, int off) {
+  for (int j0 = 0; j0 < s.Tk; j0 += 16) {
+    const int j1 = std::min(s.Tk, j0 + 16);
+    for (int j = j0; j < j1; j++) {
+      const float* r = key_ptr(s, qkv, past, b, h, j) + off;
+      for (int d = 0; d < s.HS; d++) dst[d * ld + j] = r[d];
+    }
+  }
+  for (int d = 0; d < s.HS; d++)
+    for (int64_t j = s.Tk; j < ld; j++) dst[d * ld + j] = 0.f;
+}
+
+// out[v*VW .. (v+U)*VW) = sum_d x[d] * T[d][same], the d-sum in order, in registers.
+template <int U>
+inline void tdot_block(float* out, const float* t, int64_t ld, const float* x, int HS) {
+  vf acc[U];
+  for (int u = 0; u < U; u++) acc[u] = splat(0.f);
+  for (int d = 0; d < HS; d++) {
+    const float xd = x[d];
+    const float* row = t + d * ld;
+    for (int u = 0; u < U; u++) acc[u] += loadu(row + u * VW) * xd;
+  }
+  for (int u = 0; u < U; u++) storeu(out + u * VW, acc[u]);
+}
+
+// out[0..round_up_vw(n)) = x^T T[:, 0..n) for a transposed tile T [HS][ld].
+void tdot(float* out, const float* t, int64_t ld, const float* x, int HS, int n) {
+  const int nv = (n + VW - 1) / VW;
+  int v = 0;
+  for (; v + 4 <= nv; v += 4) tdot_block<4>(out + v * VW, t + v * VW, ld, x, HS);
+  switch (nv - v) {
+    case 3: tdot_block<3>(out + v * VW, t + v * VW, ld, x, HS); break;
+    case 2: tdot_block<2>(out + v * VW, t + v * VW, ld, x, HS); break;
+    case 1: tdot_block<1>(out + v * VW, t + v * VW, ld, x, HS); break;
+    default: break;
+  }
+}
+
+// out[0..HS) += sum_{j < n, w[j] != 0} w[j] * (key_ptr(j) + off)[0..HS), j in order. Up to
+// four vectors of the head stay in registers while the rows stream by.
+void combine_rows(float* out, const float* w, int n, const AttnShape& s, const float* qkv,
+                  const float* past, int b, int h, int off) {
+  for (int c0 = 0; c0 < s.HS; c0 += 4 * VW) {
+    const int len = std::min(4 * VW, s.HS - c0);
+    const int nv = (len + VW - 1) / VW;
+    vf acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    if (len == 4 * VW) {
+      for (int j = 0; j < n; j++) {
+        if (w[j] == 0.f) continue;
+        const float* r = key_ptr(s, qkv, past, b, h, j) + off + c0;
+        for (int u = 0; u < 4; u++) acc[u] += loadu(r + u * VW) * w[j];
+      }
+    } else {
+      for (int j = 0; j < n; j++) {
+        if (w[j] == 0.f) continue;
+        const float* r = key_ptr(s, qkv, past, b, h, j) + off + c0;
+        for (int u = 0; u < nv; u++) {
+          const int k = std::min(VW, len - u * VW);
+          acc[u] += (k == VW ? loadu(r + u * VW) : load_part(r + u * VW, k)) * w[j];
+        }
+      }
+    }
+    for (int u = 0; u < nv; u++) {
+      const int k = std::min(VW, len - u * VW);
+      float* o = out + c0 + u * VW;
+      if (k == VW) {
+        storeu(o, loadu(o) + acc[u]);
+      } else {
+        store_part(o, load_part(o, k) + acc[u], k);
+      }
+    }
+  }
+}
+
+// Gradients of key and value j of (b, h), added once to their rows:
+//   dk += sum_{i >= i0} ds[i][j] q_i,   dv += sum_{i >= i0} p[i][j] dout_i   (i in order)
+// q_i = q0 + i*3C, dout_i = d0 + i*C; ds and p rows have strides ld_ds and ld_p.
+void kv_grad_rows(float* dk, float* dv, const float* ds, int64_t ld_ds, const float* p,
+                  int64_t ld_p, int i0, int Tq, const float* q0, const float* d0, int HS, int C) {
+  for (int c0 = 0; c0 < HS; c0 += 4 * VW) {
+    const int len = std::min(4 * VW, HS - c0);
+    const int nv = (len + VW - 1) / VW;
+    vf ak[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    vf av[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    for (int i = i0; i < Tq; i++) {
+      const float wk = ds[i * ld_ds], wv = p[i * ld_p];
+      if (wk == 0.f && wv == 0.f) continue;
+      const float* q = q0 + (int64_t)i * 3 * C + c0;
+      const float* d = d0 + (int64_t)i * C + c0;
+      if (len == 4 * VW) {
+        for (int u = 0; u < 4; u++) {
+          ak[u] += loadu(q + u * VW) * wk;
+          av[u] += loadu(d + u * VW) * wv;
+        }
+      } else {
+        for (int u = 0; u < nv; u++) {
+          const int k = std::min(VW, len - u * VW);
+          ak[u] += load_part(q + u * VW, k) * wk;
+          av[u] += load_part(d + u * VW, k) * wv;
+        }
+      }
+    }
+    for (int u = 0; u < nv; u++) {
+      const int k = std::min(VW, len - u * VW);
+      float* pk = dk + c0 + u * VW;
+      float* pv = dv + c0 + u * VW;
+      if (k == VW) {
+        storeu(pk, loadu(pk) + ak[u]);
+        storeu(pv, loadu(pv) + av[u]);
+      } else {
+        store_part(pk, load_part(pk, k) + ak[u], k);
+        store_part(pv, load_part(pv, k) + av[u], k);
+      }
+    }
+  }
+}
+
+// Unnormalised log-probabilities to probabilities in place: a[0..nk) holds scores (-inf for
+// masked keys) and their max m; a[nk..Tk) becomes 0.
+void softmax_row(float* a, int nk, int Tk, float m) {
+  const vf mv = splat(m);
+  int j = 0;
+  for (; j + VW <= nk; j += VW) storeu(a + j, vexp(loadu(a + j) - mv));
+  if (j < nk) store_part(a + j, vexp(load_part(a + j, nk - j) - mv), nk - j);
+  const float inv = (float)(1.0 / sum_d(a, nk));
+  for (j = 0; j < nk; j++) a[j] *= inv;
+  for (j = nk; j < Tk; j++) a[j] = 0.f;
 }
 
 int attention_check(const char* fn, const AttnShape& s, const float* kv_past, const char* past_name,
@@ -1034,6 +1207,7 @@ int attention_check(const char* fn, const AttnShape& s, const float* kv_past, co
 }
 
 }  // namespace
+}  // extern "C++"
 
 // out [B,Tq,C], att [B,NH,Tq,Tk]
 int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
@@ -1046,46 +1220,46 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
   TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, s.Tk)));
-  const int HS = s.HS, Tk = s.Tk;
+  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
+  const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
-  const int64_t work = (int64_t)B * Tq * Tk * C;
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (work > kParMin)
-  for (int bh = 0; bh < B * NH; bh++) {
+  const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
+  // per thread: KT [HS][ldk] (transposed path only), a score row [ldk]
+  const size_t per_thread = (transposed ? (size_t)HS * ldk : 0) + ldk;
+  float* ws = g_attn.get((size_t)T * per_thread);
+  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
+  par_for(B * NH, T > 1, [&](int64_t bh_) {
+    const int bh = (int)bh_;
     const int b = bh / NH, h = bh % NH;
+    float* row = ws + (size_t)omp_get_thread_num() * per_thread;
+    float* kt = row + ldk;
+    if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
     const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
     for (int i = 0; i < Tq; i++) {
       const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
       float* a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
       float* o = out + ((int64_t)b * Tq + i) * C + h * HS;
       const int nk = Tp + i + 1;  // visible keys
-      // scores, with -inf for masked keys (vexp maps them to exactly 0)
+      if (transposed) {
+        tdot(row, kt, ldk, q, HS, nk);
+      } else {
+        for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+      }
       float m = -INFINITY;
       for (int j = 0; j < nk; j++) {
-        if (valid && !valid[j]) {
-          a[j] = -INFINITY;
-          continue;
-        }
-        const float sc = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS) * scale;
-        a[j] = sc;
-        m = std::max(m, sc);
+        const bool ok = !valid || valid[j];
+        a[j] = ok ? row[j] * scale : -INFINITY;  // vexp maps -inf to exactly 0
+        if (ok) m = std::max(m, a[j]);
       }
-      for (int j = 0; j < HS; j++) o[j] = 0.f;
+      for (int d = 0; d < HS; d++) o[d] = 0.f;
       if (m == -INFINITY) {  // no visible valid key: output 0, probabilities 0
         for (int j = 0; j < Tk; j++) a[j] = 0.f;
         continue;
       }
-      const vf mv = splat(m);
-      int j = 0;
-      for (; j + VW <= nk; j += VW) storeu(a + j, vexp(loadu(a + j) - mv));
-      if (j < nk) store_part(a + j, vexp(load_part(a + j, nk - j) - mv), nk - j);
-      const float inv = (float)(1.0 / sum_d(a, nk));
-      for (j = 0; j < nk; j++) a[j] *= inv;
-      for (j = nk; j < Tk; j++) a[j] = 0.f;
-      for (j = 0; j < nk; j++) {
-        if (a[j] != 0.f) axpy(o, a[j], key_ptr(s, qkv, kv_past, b, h, j) + C, HS);
-      }
+      softmax_row(a, nk, Tk, m);
+      combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
     }
-  }
+  });
   return 0;
 }
 
@@ -1103,54 +1277,62 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
   TRY(check_span(fn, "qkv", qkv, qkv_bytes));
-  const int HS = s.HS, Tk = s.Tk;
+  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
+  const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
   // Past rows of different batches that overlap (past_bs = 0 shares one past across the
   // batch) would race on dkv_past, so then only heads run in parallel and b runs in order.
   const bool share_b =
       Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2LL * C;
   const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
-  float* ws = g_attn.get((size_t)T * (Tk + HS));
-  if (!ws) return fail("%s: cannot allocate %d floats of scratch space", fn, T * (Tk + HS));
+  // per thread: dS [Tq][ldk], dp [ldk], VT [HS][ldk] (transposed path only)
+  const size_t per_thread = (size_t)Tq * ldk + ldk + (transposed ? (size_t)HS * ldk : 0);
+  float* ws = g_attn.get((size_t)T * per_thread);
+  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
   const int items = share_b ? NH : B * NH;
-#pragma omp parallel for schedule(static) num_threads(T)
-  for (int it = 0; it < items; it++) {
-    float* dp = ws + (size_t)omp_get_thread_num() * (Tk + HS);
-    float* dq = dp + Tk;
+  par_for(items, T > 1, [&](int64_t it_) {
+    const int it = (int)it_;
+    float* dS = ws + (size_t)omp_get_thread_num() * per_thread;
+    float* dp = dS + (size_t)Tq * ldk;
+    float* vt = dp + ldk;
     const int b_lo = share_b ? 0 : it / NH, b_hi = share_b ? B : it / NH + 1;
     const int h = it % NH;
     for (int b = b_lo; b < b_hi; b++) {
+      const float* att_bh = att + ((int64_t)b * NH + h) * Tq * Tk;
+      const float* q0 = qkv + (int64_t)b * Tq * 3 * C + h * HS;
+      const float* d0 = dout + (int64_t)b * Tq * C + h * HS;
+      if (transposed) transpose_kv(vt, ldk, s, qkv, kv_past, b, h, C);
+      // Pass 1, per query: dp, ds (kept for pass 2) and dq.
       for (int i = 0; i < Tq; i++) {
-        const float* a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
-        const float* d = dout + ((int64_t)b * Tq + i) * C + h * HS;
-        const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
+        const float* a = att_bh + (int64_t)i * Tk;
+        const float* d = d0 + (int64_t)i * C;
+        float* ds = dS + (int64_t)i * ldk;
         const int nk = Tp + i + 1;
-        double t = 0;
-        for (int j = 0; j < nk; j++) {
-          dp[j] = a[j] != 0.f ? dot(d, key_ptr(s, qkv, kv_past, b, h, j) + C, HS) : 0.f;
-          t += (double)a[j] * dp[j];
+        if (transposed) {
+          tdot(dp, vt, ldk, d, HS, nk);
+        } else {
+          for (int j = 0; j < nk; j++) dp[j] = dot(d, key_ptr(s, qkv, kv_past, b, h, j) + C, HS);
         }
-        const float tf = (float)t;
-        for (int k = 0; k < HS; k++) dq[k] = 0.f;
-        for (int j = 0; j < nk; j++) {
-          if (a[j] == 0.f) continue;
-          const float ds = a[j] * (dp[j] - tf) * scale;
-          axpy(dq, ds, key_ptr(s, qkv, kv_past, b, h, j), HS);
-          float* dk;
-          if (j < Tp) {
-            if (!dkv_past) continue;
-            dk = dkv_past + b * past_bs + j * past_rs + h * HS;
-          } else {
-            dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
-          }
-          axpy(dk, ds, q, HS);
-          axpy(dk + C, a[j], d, HS);
+        const float tf = (float)dot_d(a, dp, nk);
+        for (int j = 0; j < nk; j++) ds[j] = a[j] * (dp[j] - tf) * scale;
+        for (int j = nk; j < Tk; j++) ds[j] = 0.f;
+        combine_rows(dqkv + ((int64_t)b * Tq + i) * 3 * C + h * HS, ds, nk, s, qkv, kv_past, b,
+                     h, 0);
+      }
+      // Pass 2, per key: dk and dv from the queries that see it (i >= j - Tp).
+      for (int j = 0; j < Tk; j++) {
+        float* dk;
+        if (j < Tp) {
+          if (!dkv_past) continue;
+          dk = dkv_past + b * past_bs + j * past_rs + h * HS;
+        } else {
+          dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
         }
-        float* dqi = dqkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
-        for (int k = 0; k < HS; k++) dqi[k] += dq[k];
+        kv_grad_rows(dk, dk + C, dS + j, ldk, att_bh + j, Tk, std::max(0, j - Tp), Tq, q0, d0,
+                     HS, C);
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -1171,14 +1353,14 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
                   fn, n, targets[n], V);
     }
   }
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * V > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     float* x = logits + (int64_t)n * V;
     const int t = targets[n];
     if (t < 0) {
       losses[n] = 0.f;
       if (dscale != 0.f) std::memset(x, 0, (size_t)V * sizeof(float));
-      continue;
+      return;
     }
     vf mx = splat(-INFINITY);
     int v = 0;
@@ -1211,7 +1393,7 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
       if (v < V) store_part(x + v, ds * (vexp(load_part(x + v, V - v) - mv) * k), V - v);
       x[t] = dscale * pt_minus_1;
     }
-  }
+  });
   return 0;
 }
 
@@ -1221,14 +1403,15 @@ int le_argmax(int32_t* out, const float* logits, int N, int V) {
   REQUIRE_POS(fn, "V", V);
   TRY(check_span(fn, "out", out, mul(N, 4)));
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if ((int64_t)N * V > kParMin)
-  for (int n = 0; n < N; n++) {
+  par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
+    const int n = (int)n_;
     const float* x = logits + (int64_t)n * V;
     int best = 0;
-    for (int v = 1; v < V; v++)
-      if (x[v] > x[best]) best = v;  // strict: the lowest index wins ties
+    while (best < V - 1 && std::isnan(x[best])) best++;  // start from the first number
+    for (int v = best + 1; v < V; v++)
+      if (x[v] > x[best]) best = v;  // strict: the lowest index wins ties; NaN never wins
     out[n] = best;
-  }
+  });
   return 0;
 }
 
@@ -1243,8 +1426,8 @@ int le_sumsq(float* out, const float* g, int64_t n) {
   TRY(check_span(fn, "g", g, mul(n, 4)));
   constexpr int kChunks = 64;
   double part[kChunks];
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int c = 0; c < kChunks; c++) {
+  par_for(kChunks, n > kParMin, [&](int64_t c_) {
+    const int c = (int)c_;
     const int64_t i0 = n * c / kChunks, i1 = n * (c + 1) / kChunks;
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = i0;
@@ -1252,7 +1435,7 @@ int le_sumsq(float* out, const float* g, int64_t n) {
       for (int l = 0; l < 8; l++) acc[l] += (double)g[i + l] * g[i + l];
     for (; i < i1; i++) acc[0] += (double)g[i] * g[i];
     part[c] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  }
+  });
   double total = 0;
   for (int c = 0; c < kChunks; c++) total += part[c];
   out[0] = (float)total;
@@ -1289,15 +1472,14 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
   const double bc2 = 1.0 - std::pow((double)beta2, t);
   const float step = (float)(lr / bc1);
   const float bc2_sqrt = (float)std::sqrt(bc2);
-#pragma omp parallel for schedule(static) num_threads(nthreads()) if (n > kParMin)
-  for (int64_t i = 0; i < n; i++) {
+  par_for(n, n > kParMin, [&](int64_t i) {
     const float gi = clip == 1.f ? g[i] : g[i] * clip;
     const float mi = m[i] + one_b1 * (gi - m[i]);
     const float vi = beta2 * v[i] + one_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
     p[i] = p[i] * decay - step * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
-  }
+  });
   return 0;
 }
 

@@ -145,7 +145,8 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
 int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
                     float dscale);
 
-/* out[n] = argmax_v logits[n,v] (lowest index on ties; NaN never wins). */
+/* out[n] = argmax_v logits[n,v] (lowest index on ties; NaN never wins unless the whole row
+ * is NaN, which gives V-1). */
 int le_argmax(int32_t* out, const float* logits, int N, int V);
 
 /* ---- optimiser ------------------------------------------------------------------------ */
