@@ -72,3 +72,11 @@ export * from "./train/trainer.ts";
 export * from "./train/inference.ts";
 export * from "./train/readout.ts";
 export * from "./train/answer.ts";
+
+// ---- evaluation (eval/): readers, scoring, latency, latent readout, pictures, report ----
+export * from "./eval/items.ts";
+export * from "./eval/alternatives.ts";
+export * from "./eval/evaluate.ts";
+export * from "./eval/train_log.ts";
+export * from "./eval/svg.ts";
+export * from "./eval/report.ts";
