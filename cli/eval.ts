@@ -179,7 +179,8 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   );
   for (const r of result.runs) {
     log(
-      `K=${r.K} R=${r.R}: accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}), ` +
+      `K=${r.K} R=${r.R}: accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}` +
+        (r.tooLong ? `; ${r.tooLong} too long for the context, counted wrong` : "") + "), " +
         `thought ${r.latency.thoughtMsPerExample.toFixed(2)} ms/example at batch ${a.batch}` +
         (r.readout
           ? `, readout top-1 ${(100 * r.readout.top1).toFixed(1)}% top-5 ${

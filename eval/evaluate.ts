@@ -78,6 +78,11 @@ export interface ExampleResult {
   decodeMs: number;
   /** LOTUS checkpoints with gold steps: the readout, block by block. */
   readout?: BlockReadout[];
+  /**
+   * The question did not fit the model's context with the latents and the generation budget:
+   * it was not answered and counts as wrong.
+   */
+  tooLong?: boolean;
 }
 
 /** Accuracy among items with the same number of gold steps. */
@@ -118,7 +123,10 @@ export interface RunSummary {
   c: number;
   n: number;
   correct: number;
+  /** correct / n; questions too long for the context count as wrong. */
   accuracy: number;
+  /** Questions not answered because they did not fit the model's context. */
+  tooLong: number;
   latency: {
     batch: number;
     prefillMsPerExample: number;
@@ -182,11 +190,14 @@ export function runEval(
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;
+  const fits = fitsContext(session, items, opts);
+  const answerIdx = items.map((_, i) => i).filter((i) => fits[i]);
+  const answerable = answerIdx.map((i) => items[i]);
   const examples: ExampleResult[] = [], runs: RunSummary[] = [];
   // One untimed batch first: the first call allocates the generator and wakes the engine's
   // threads, which would otherwise be charged to the first R of the sweep.
-  if (items.length) {
-    session.answer(items.slice(0, Math.min(batch, items.length)).map((it) => it.question), {
+  if (answerable.length) {
+    session.answer(answerable.slice(0, batch).map((it) => it.question), {
       k: opts.k,
       r: rs[0],
       maxNewTokens: opts.maxNewTokens,
@@ -195,10 +206,12 @@ export function runEval(
   }
   for (const r of rs) {
     const rows: ExampleResult[] = [];
-    let shape = { K: 0, R: 0, c: session.shape.c };
+    let shape = lotus
+      ? { K: opts.k ?? session.shape.K, R: r ?? session.shape.R, c: session.shape.c }
+      : { K: 0, R: 0, c: session.shape.c };
     let decodeMs = 0, decodeSteps = 0, answerMs = 0, answerTokens = 0;
-    for (let i = 0; i < items.length; i += batch) {
-      const part = items.slice(i, i + batch), B = part.length;
+    for (let i = 0; i < answerable.length; i += batch) {
+      const part = answerable.slice(i, i + batch), B = part.length;
       const res = session.answer(part.map((it) => it.question), {
         k: opts.k,
         r,
@@ -219,7 +232,7 @@ export function runEval(
         answerMs += sum(t.stepMs, nThought, nSteps) / B;
         answerTokens += Math.max(0, nSteps - nThought);
         const row: ExampleResult = {
-          index: i + b,
+          index: answerIdx[i + b],
           id: it.id,
           K: res.K,
           R: res.R,
@@ -240,8 +253,31 @@ export function runEval(
         }
         rows.push(row);
       }
-      opts.onBatch?.(Math.min(i + batch, items.length), items.length, res.R);
+      opts.onBatch?.(Math.min(i + batch, answerable.length), answerable.length, res.R);
     }
+    for (let i = 0; i < items.length; i++) {
+      if (fits[i]) continue;
+      const it = items[i], steps = goldStepsOf(it, cot);
+      rows.push({
+        index: i,
+        id: it.id,
+        K: shape.K,
+        R: shape.R,
+        question: it.question,
+        gold: it.answer,
+        goldSteps: steps ? steps.length : null,
+        text: "",
+        predicted: "",
+        correct: false,
+        tokens: 0,
+        thoughtTokens: 0,
+        prefillMs: 0,
+        thoughtMs: 0,
+        decodeMs: 0,
+        tooLong: true,
+      });
+    }
+    rows.sort((a, b) => a.index - b.index);
     examples.push(...rows);
     runs.push(summarise(rows, {
       mode,
@@ -252,6 +288,26 @@ export function runEval(
     }));
   }
   return { examples, runs };
+}
+
+/**
+ * Which items fit the model's context: question, BOT and the K*c latents (LOTUS), the
+ * generation budget and EOT. A question that does not fit is reported, not answered: a single
+ * long question (GSM8K under a tokenizer fitted to other text) must not stop a whole run.
+ */
+export function fitsContext(
+  session: InferenceSession,
+  items: EvalItem[],
+  opts: Pick<EvalRunOptions, "k" | "maxNewTokens"> = {},
+): boolean[] {
+  const mode = session.meta.train.mode;
+  const lotus = mode === "lotus" || mode === "lotus-aux";
+  const K = opts.k ?? session.shape.K;
+  const extra = (lotus ? 1 + K * session.shape.c : 0) + (opts.maxNewTokens ?? 64) + 1;
+  const max = session.meta.model.maxPositions;
+  return items.map((it) =>
+    session.tokenizer.encode(it.question.trim() + "\n").length + extra <= max
+  );
 }
 
 function sum(xs: number[], from: number, to: number): number {
@@ -314,6 +370,7 @@ function summarise(
   },
 ): RunSummary {
   const correct = rows.filter((r) => r.correct).length;
+  const answered = rows.filter((r) => !r.tooLong);
   const buckets = new Map<string, { n: number; correct: number }>();
   for (const r of rows) {
     const key = r.goldSteps === null ? "n/a" : String(r.goldSteps);
@@ -332,15 +389,17 @@ function summarise(
     n: rows.length,
     correct,
     accuracy: rows.length ? correct / rows.length : 0,
+    tooLong: rows.length - answered.length,
+    // Latency is over the answered questions only.
     latency: {
       batch: x.batch,
-      prefillMsPerExample: mean(rows.map((r) => r.prefillMs)),
-      thoughtMsPerExample: mean(rows.map((r) => r.thoughtMs)),
-      decodeMsPerExample: mean(rows.map((r) => r.decodeMs)),
+      prefillMsPerExample: mean(answered.map((r) => r.prefillMs)),
+      thoughtMsPerExample: mean(answered.map((r) => r.thoughtMs)),
+      decodeMsPerExample: mean(answered.map((r) => r.decodeMs)),
       msPerDecodeStep: x.msPerDecodeStep,
       msPerAnswerToken: x.msPerAnswerToken,
-      tokensMean: mean(rows.map((r) => r.tokens)),
-      thoughtTokensMean: mean(rows.map((r) => r.thoughtTokens)),
+      tokensMean: mean(answered.map((r) => r.tokens)),
+      thoughtTokensMean: mean(answered.map((r) => r.thoughtTokens)),
     },
     byGoldSteps,
   };

@@ -65,6 +65,7 @@ function fakeResult(): EvalResult {
         n: 3,
         correct,
         accuracy: correct / 3,
+        tooLong: 0,
         latency: {
           batch: 1,
           prefillMsPerExample: 1,

@@ -15,7 +15,9 @@ import { answersMatch, extractAnswer } from "../train/answer.ts";
 import { bestReadings, scoreReadout } from "../train/readout.ts";
 import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
-import { summariseReadout, thoughtLength } from "../eval/evaluate.ts";
+import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
+import type { EvalItem } from "../eval/items.ts";
+import type { InferenceSession } from "../train/inference.ts";
 import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { accuracySeries, lossSeries, readTrainLog, TrainLogError } from "../eval/train_log.ts";
 import { parseEvalArgs } from "../cli/eval.ts";
@@ -416,4 +418,95 @@ Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
     "--format",
   );
   assertThrows(() => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--bogus"]), CliError);
+});
+
+/**
+ * A scripted inference session: a character-level tokenizer, and answers that say "n" for a
+ * question "What is n?" when n is even and "n+1" otherwise; each decode step takes step+1 ms.
+ */
+function scriptedSession(mode: "lotus" | "cot", maxPositions = 200) {
+  const calls: { n: number; r?: number }[] = [];
+  const tokenizer = {
+    encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
+    decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+  };
+  const session = {
+    meta: {
+      train: { mode },
+      data: { cot: "math" },
+      model: { vocabSize: 128, maxPositions },
+    },
+    tokenizer,
+    backend: "cpu",
+    shape: { K: mode === "lotus" ? 2 : 0, R: mode === "lotus" ? 2 : 0, c: 4 },
+    answer(questions: string[], o: { r?: number } = {}) {
+      calls.push({ n: questions.length, r: o.r });
+      const answers = questions.map((q) => {
+        const n = Number(/\d+/.exec(q)![0]);
+        const text = `ab### ${n % 2 === 0 ? n : n + 1}`;
+        return { text, answer: extractAnswer(text), tokens: tokenizer.encode(text) };
+      });
+      const steps = Math.max(...answers.map((a) => a.tokens.length)) + 1;
+      const stepMs = Array.from({ length: steps }, (_, i) => i + 1);
+      const R = o.r ?? 2;
+      return {
+        answers,
+        timings: {
+          prefillMs: 4,
+          thoughtMs: mode === "lotus" ? 10 * (R + 1) : 0,
+          decodeMs: stepMs.reduce((a, b) => a + b, 0),
+          decodeSteps: steps,
+          stepMs,
+        },
+        K: mode === "lotus" ? 2 : 0,
+        R: mode === "lotus" ? R : 0,
+        c: 4,
+      };
+    },
+    close() {},
+  };
+  return { session: session as unknown as InferenceSession, calls };
+}
+
+const items = (ns: number[]): EvalItem[] =>
+  ns.map((n, i) => ({
+    id: `q${i}`,
+    source: { file: "x", line: i + 1 },
+    question: n < 0 ? `What is ${"very ".repeat(60)}long ${-n}?` : `What is ${n}?`,
+    answer: String(Math.abs(n)),
+    math: Array.from({ length: 1 + (i % 2) }, () => "<<1+1=2>>"),
+    nl: null,
+  }));
+
+Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for the context", () => {
+  const { session, calls } = scriptedSession("lotus");
+  const res = runEval(session, items([2, 3, 4, -6, 5]), { batch: 2, r: [0, 3], readout: false });
+  // One warm-up batch, then 2 batches (4 answerable questions) per R.
+  assertEquals(calls.map((c) => [c.n, c.r]), [[2, 0], [2, 0], [2, 0], [2, 3], [2, 3]]);
+  assertEquals(res.runs.map((r) => [r.K, r.R, r.n, r.correct, r.tooLong]), [
+    [2, 0, 5, 2, 1],
+    [2, 3, 5, 2, 1],
+  ]);
+  assertEquals(res.examples.length, 10);
+  assertEquals(res.examples.slice(0, 5).map((e) => e.index), [0, 1, 2, 3, 4]);
+  const long = res.examples[3];
+  assert(long.tooLong && !long.correct && long.predicted === "");
+  // Thought time per example: the batch's pass time over its size; too-long rows excluded.
+  assertEquals(res.runs[0].latency.thoughtMsPerExample, 10 / 2);
+  assertEquals(res.runs[1].latency.thoughtMsPerExample, 40 / 2);
+  assertEquals(res.runs[0].latency.prefillMsPerExample, 2);
+  assertEquals(res.runs[0].byGoldSteps.map((b) => [b.steps, b.n]), [["1", 3], ["2", 2]]);
+});
+
+Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens before '#'", () => {
+  const { session } = scriptedSession("cot");
+  const res = runEval(session, items([2, 4]), { batch: 1, r: [0, 1] });
+  assertEquals(res.runs.length, 1, "a baseline ignores the R sweep");
+  const [a] = res.examples;
+  assertEquals(a.thoughtTokens, 2); // "a", "b" before "###"
+  assertEquals(a.thoughtMs, 1 + 2); // steps 0 and 1
+  // "ab### 2": 7 tokens and EOS = 8 steps; the answer steps are 2..7, 3+4+...+8 = 33 ms.
+  assertEquals(res.runs[0].latency.msPerAnswerToken, 33 / 6);
+  assertEquals(res.runs[0].accuracy, 1);
+  assertEquals(fitsContext(session, items([2, -4])), [true, false]);
 });
