@@ -22,6 +22,8 @@ const ROWS: [string, string][] = [
   ["lotus-aux", "LOTUS-aux"],
   ["lotus-r0", "LOTUS, no loop (R = 0)"],
   ["lotus-lambda0", "LOTUS, no step loss (λ = 0)"],
+  ["cot-long", "explicit CoT, 1.5x steps"],
+  ["lotus-from-cot", "LOTUS from the CoT model (+0.5x steps)"],
 ];
 
 async function json<T>(path: string): Promise<T | null> {
