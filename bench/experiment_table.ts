@@ -40,12 +40,14 @@ const ms = (x: number | undefined) => (x === undefined ? "–" : x.toFixed(2));
 /** Build the table (and the pictures) for the experiment directory `dir`. */
 export async function experimentTable(dir: string): Promise<string> {
   const lines = [
-    "| model | train s | test acc % | 95% CI | thought ms (batch 1) | ms/answer token | readout top-1 % | top-5 % | alt. top-1 % | alt. top-5 % | GSM8K acc % |",
-    "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
+    "| model | train positions (M) | train s | test acc % | 95% CI | thought ms (batch 1, median) | ms/answer token | readout top-1 % | top-5 % | alt. top-1 % | alt. top-5 % | GSM8K acc % |",
+    "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
   ];
   const acc: Series[] = [], loss: Series[] = [];
   for (const [name, label] of ROWS) {
-    const tr = await json<{ seconds: number; steps: number }>(`${dir}/runs/${name}/summary.json`);
+    const tr = await json<{ seconds: number; steps: number; tokens: number }>(
+      `${dir}/runs/${name}/summary.json`,
+    );
     if (!tr) continue;
     const test = (await json<{ runs: RunSummary[] }>(`${dir}/eval/${name}/test/summary.json`))
       ?.runs[0];
@@ -56,13 +58,13 @@ export async function experimentTable(dir: string): Promise<string> {
     // A Wilson interval says how far apart two rows must be before the gap means anything.
     const ci = test ? wilson(test.correct, test.n) : null;
     lines.push(
-      `| ${label} | ${tr.seconds.toFixed(0)} | ${pct(test?.accuracy)} | ${
-        ci ? `${pct(ci[0])}–${pct(ci[1])}` : "–"
-      } | ${ms(lat?.latency.thoughtMsPerExample)} | ${ms(lat?.latency.msPerAnswerToken)} | ${
-        pct(test?.readout?.top1)
-      } | ${pct(test?.readout?.top5)} | ${pct(test?.readout?.alternativeTop1)} | ${
-        pct(test?.readout?.alternativeTop5)
-      } | ${pct(gsm?.accuracy)} |`,
+      `| ${label} | ${(tr.tokens / 1e6).toFixed(1)} | ${tr.seconds.toFixed(0)} | ${
+        pct(test?.accuracy)
+      } | ${ci ? `${pct(ci[0])}–${pct(ci[1])}` : "–"} | ${ms(lat?.latency.thoughtMsMedian)} | ${
+        ms(lat?.latency.msPerAnswerToken)
+      } | ${pct(test?.readout?.top1)} | ${pct(test?.readout?.top5)} | ${
+        pct(test?.readout?.alternativeTop1)
+      } | ${pct(test?.readout?.alternativeTop5)} | ${pct(gsm?.accuracy)} |`,
     );
     try {
       const log = await readTrainLog(`${dir}/runs/${name}`);
@@ -82,10 +84,10 @@ export async function experimentTable(dir: string): Promise<string> {
       "",
       "LOTUS at inference-time R (K fixed at the checkpoint's):",
       "",
-      "| R | test acc % | thought ms/example (batch 32) | readout top-1 % |",
+      "| R | test acc % | thought ms/example (batch 32, median) | readout top-1 % |",
       "| --: | --: | --: | --: |",
       ...sweep.map((r) =>
-        `| ${r.R} | ${pct(r.accuracy)} | ${ms(r.latency.thoughtMsPerExample)} | ${
+        `| ${r.R} | ${pct(r.accuracy)} | ${ms(r.latency.thoughtMsMedian)} | ${
           pct(r.readout?.top1)
         } |`
       ),

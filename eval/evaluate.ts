@@ -132,6 +132,8 @@ export interface RunSummary {
     prefillMsPerExample: number;
     /** LOTUS: pass 0 + R loop passes. CoT: decoding the tokens before the first `#`. */
     thoughtMsPerExample: number;
+    /** The median of the same: robust to another process taking the CPU for a moment. */
+    thoughtMsMedian: number;
     decodeMsPerExample: number;
     /** Wall time of one decode step (one token for every unfinished example of the batch). */
     msPerDecodeStep: number;
@@ -163,6 +165,12 @@ export function goldStepsOf(item: EvalItem, cot: string): string[] | null {
 }
 
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+function median(xs: number[]): number {
+  if (!xs.length) return 0;
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
 
 /**
  * Answer every item at every R of the sweep, score, time and read out.
@@ -395,6 +403,7 @@ function summarise(
       batch: x.batch,
       prefillMsPerExample: mean(answered.map((r) => r.prefillMs)),
       thoughtMsPerExample: mean(answered.map((r) => r.thoughtMs)),
+      thoughtMsMedian: median(answered.map((r) => r.thoughtMs)),
       decodeMsPerExample: mean(answered.map((r) => r.decodeMs)),
       msPerDecodeStep: x.msPerDecodeStep,
       msPerAnswerToken: x.msPerAnswerToken,

@@ -70,6 +70,7 @@ function fakeResult(): EvalResult {
           batch: 1,
           prefillMsPerExample: 1,
           thoughtMsPerExample: 2 + R,
+          thoughtMsMedian: 2 + R,
           decodeMsPerExample: 3,
           msPerDecodeStep: 0.3,
           msPerAnswerToken: 0.3,

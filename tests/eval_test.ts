@@ -494,6 +494,7 @@ Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for t
   // Thought time per example: the batch's pass time over its size; too-long rows excluded.
   assertEquals(res.runs[0].latency.thoughtMsPerExample, 10 / 2);
   assertEquals(res.runs[1].latency.thoughtMsPerExample, 40 / 2);
+  assertEquals(res.runs[1].latency.thoughtMsMedian, 40 / 2);
   assertEquals(res.runs[0].latency.prefillMsPerExample, 2);
   assertEquals(res.runs[0].byGoldSteps.map((b) => [b.steps, b.n]), [["1", 3], ["2", 2]]);
 });
