@@ -59,17 +59,20 @@ train lotus-from-cot --mode lotus --epochs $((EPOCHS / 2)) --epochs-per-stage 0 
   --init "$OUT/runs/cot/checkpoint/model.safetensors"
 
 # 3. Evaluation: accuracy and readout on the test split (batch 32); latency at batch 1 on its
-#    first 100 questions; GSM8K test (first 300) when present; an R sweep for LOTUS.
+#    first 100 questions, on one thread (at this size a second thread only adds OpenMP barriers,
+#    and on a shared CPU a barrier that waits for a descheduled thread costs milliseconds);
+#    GSM8K test (first 300) when present; an R sweep for LOTUS.
 for run in cot nocot lotus lotus-aux lotus-r0 lotus-lambda0 cot-long lotus-from-cot; do
   ev() { deno task eval --checkpoint "$OUT/runs/$run" --threads "$THREADS" --quiet "$@"; }
   ev --data "$OUT/data" --split test --batch 32 --out "$OUT/eval/$run/test"
-  ev --data "$OUT/data" --split test --batch 1 --limit 100 --out "$OUT/eval/$run/latency"
+  ev --data "$OUT/data" --split test --batch 1 --limit 100 --threads 1 \
+    --out "$OUT/eval/$run/latency"
   if [ -f "$GSM8K" ]; then
     ev --data "$GSM8K" --batch 32 --limit 300 --out "$OUT/eval/$run/gsm8k"
   fi
 done
 deno task eval --checkpoint "$OUT/runs/lotus" --data "$OUT/data" --split test --batch 32 \
-  --r 0,1,2,3,4,6 --threads "$THREADS" --quiet --out "$OUT/eval/lotus/sweep"
+  --r 0,1,2,3,4,6 --threads 1 --quiet --out "$OUT/eval/lotus/sweep"
 
 # 4. The table.
 deno run --allow-read --allow-write bench/experiment_table.ts "$OUT" | tee "$OUT/results.md"

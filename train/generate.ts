@@ -37,7 +37,7 @@ export interface GenerateOptions {
 export interface Timings {
   /** The question prefix. */
   prefillMs: number;
-  /** LOTUS thought phase: pass 0 plus R loop passes. 0 for baselines. */
+  /** LOTUS thought phase: pass 0 plus R loop passes (the readout projection excluded). 0 for baselines. */
   thoughtMs: number;
   /** Decoding (EOT onwards for LOTUS), all tokens. */
   decodeMs: number;
@@ -158,6 +158,7 @@ export class Generator {
     e.sync();
     const T1 = performance.now();
 
+    let T2 = T1;
     // Thought phase (LOTUS).
     let latentLogits: Float32Array | undefined;
     let len = P; // filled cache rows
@@ -209,15 +210,19 @@ export class Generator {
           false,
         );
       }
+      len = P + L;
+      e.sync();
+      T2 = performance.now();
+      // The readout is a measurement, not part of answering: it is timed in no phase.
       if (opts.latentLogits) {
         e.matmulFwd(this.#logits, prev!.h, m.wte, null, B * L, C, V);
         latentLogits = new Float32Array(B * L * V);
         e.download(latentLogits, this.#logits);
       }
-      len = P + L;
     }
     e.sync();
-    const T2 = performance.now();
+    if (!lotus) T2 = performance.now();
+    const T2d = performance.now();
 
     // Decode.
     for (let b = 0; b < B; b++) {
@@ -297,7 +302,7 @@ export class Generator {
       timings: {
         prefillMs: T1 - T0,
         thoughtMs: T2 - T1,
-        decodeMs: T3 - T2,
+        decodeMs: T3 - T2d,
         decodeSteps: steps,
         stepMs,
       },
