@@ -73,6 +73,93 @@ export * from "./train/inference.ts";
 export * from "./train/readout.ts";
 export * from "./train/answer.ts";
 
+// Export: Hugging Face and ONNX directories from a checkpoint (docs/export.md). The ONNX
+// inference backend itself (train/onnx_session.ts) is not re-exported here: it imports
+// onnxruntime-node, which importing mod.ts should not load; reach it through
+// openInference(dir, { backend: "onnx" }) in train/inference.ts.
+export {
+  checkpointFingerprint,
+  exportCheckpoint,
+  ExportError,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  readLotusJson,
+} from "./train/export.ts";
+export { checkExport, gpt2TensorShapes } from "./train/export_check.ts";
+export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./train/hf_files.ts";
+export {
+  gpt2Graph,
+  gpt2Weights,
+  type GraphInput,
+  ONNX_OPSET,
+  WEIGHTS_FILE,
+} from "./train/onnx_gpt2.ts";
+export { type Attr, type Dim, GraphBuilder, WeightFile } from "./train/onnx_builder.ts";
+export {
+  AttributeType,
+  DataType,
+  decodeModel,
+  encodeModel,
+  type OnnxAttribute,
+  type OnnxGraph,
+  type OnnxModel,
+  type OnnxNode,
+  type OnnxTensor,
+  type OnnxValueInfo,
+} from "./train/onnx_proto.ts";
+
+// Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
+export {
+  FAMILIES,
+  type Family,
+  generate,
+  generateRecords,
+  MAX_STEPS,
+  otherFamilies,
+  type ResolvedSyntheticOptions,
+  resolveSyntheticOptions,
+  synthesize,
+  SyntheticGenerationError,
+  type SyntheticOptions,
+  SyntheticOptionsError,
+  type SyntheticRecord,
+} from "./pipeline/synthetic.ts";
+export { hashString, Rng } from "./pipeline/rng.ts";
+export {
+  augment,
+  AUGMENT_REASONS,
+  type AugmentOptions,
+  AugmentOptionsError,
+  type AugmentOutcome,
+  augmentProblem,
+  type AugmentReason,
+  AugmentReport,
+  type AugmentSummary,
+  verifyVariant,
+} from "./pipeline/augment.ts";
+export {
+  excludeIndex,
+  type StreamAugmentOptions,
+  withVariants,
+} from "./pipeline/augment_stream.ts";
+export {
+  estimateWithExtras,
+  openSplitSource,
+  type SourceReadOptions,
+  type SplitExtras,
+  type SplitExtrasInfo,
+  type SplitSource,
+} from "./pipeline/split_source.ts";
+export {
+  NEAR_COPY_THRESHOLD,
+  type Nearest,
+  NgramIndex,
+  type NgramOptions,
+  ngrams,
+  words,
+} from "./pipeline/overlap.ts";
+
 // ---- evaluation (eval/): readers, scoring, latency, latent readout, pictures, report ----
 export * from "./eval/items.ts";
 export * from "./eval/alternatives.ts";

@@ -11,27 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../pipeline/atomic.ts";
-import type { Problem } from "../pipeline/types.ts";
-
-/** The part of pipeline/synthetic.ts this script uses. */
-interface Synthetic {
-  FAMILIES: readonly string[];
-  generate(opts: {
-    n: number;
-    seed: number;
-    minSteps: number;
-    maxSteps: number;
-    families: readonly string[];
-    maxValue: number;
-    digits: number;
-  }): Iterable<Problem>;
-}
-
-// Loaded by a computed path: this script landed on the eval branch before the generator was
-// merged there, and `deno check .` must pass meanwhile. The interface above is checked at
-// run time by use only; replace it with a static import once both branches are in main.
-const synthPath = ["..", "pipeline", "synthetic.ts"].join("/");
-const { FAMILIES, generate } = await import(synthPath) as Synthetic;
+import { FAMILIES, type Family, generate } from "../pipeline/synthetic.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -52,7 +32,7 @@ if (!v.out || !v.n) {
   console.error(`       [--families ${FAMILIES.join(",")}] [--max-value M] [--digits D]`);
   Deno.exit(2);
 }
-const families = v.families!.split(",").map((f) => f.trim());
+const families = v.families!.split(",").map((f) => f.trim()) as Family[];
 const lines: string[] = [];
 for (
   const p of generate({

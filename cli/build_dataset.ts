@@ -13,6 +13,13 @@ import { buildDataset, type BuildOptions, type BuildProgress } from "../pipeline
 import { DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { formatSummary } from "../pipeline/summary.ts";
+import {
+  FAMILIES,
+  type Family,
+  MAX_STEPS,
+  otherFamilies,
+  type SyntheticOptions,
+} from "../pipeline/synthetic.ts";
 
 const HELP = `Build a LOTUS dataset directory (docs/dataset-format.md).
 
@@ -36,6 +43,26 @@ Options:
   --on-error E        throw|skip: a malformed input record (default throw)
   --shard-size N      records per safetensors shard (default 16384)
   -h, --help          show this help
+
+More data (docs/pipeline.md, sections 7-9):
+  --synthetic N       add N generated problems to the split, after the inputs (with no
+                      --input, the split has only these)
+  --steps A..B        calculator steps per generated problem (default 1..6; max 20)
+  --seed S            seed of the generator and of --augment (default 0)
+  --max-value V       cap on every generated value (default 1000)
+  --digits D          most digits of a generated operand (default 2)
+  --families LIST     generate only these families, comma-separated:
+                      ${FAMILIES.join(",")}
+  --exclude-families LIST
+                      generate every family but these (a held-out split)
+  --augment N         add up to N variants of each input problem, with new numbers, next
+                      to it (generated problems are not augmented)
+  --exclude FILE      keep out of the split every input problem whose question is a near
+                      copy of one in FILE (any input format; repeat for several), and make
+                      no variants of it
+
+Held-out splits: --families or --exclude-families picks the template families, and a
+--steps range above the training one (train --steps 1..4, test --steps 5..8) the lengths.
 
 A second --split into an existing DIR reuses its tokenizer, K, c and --cot (giving other
 values is an error).
@@ -68,8 +95,27 @@ const CliSchema = z.object({
   socratic: oneOf("--socratic", ["strip", "keep"] as const).default("strip"),
   "on-error": oneOf("--on-error", ["throw", "skip"] as const).default("throw"),
   "shard-size": wholeNumber("--shard-size", 1).optional(),
+  synthetic: wholeNumber("--synthetic", 1).optional(),
+  steps: z.string().regex(/^\d+(\.\.\d+)?$/, "--steps must be A..B, such as 2..6").optional(),
+  seed: wholeNumber("--seed", 0).optional(),
+  "max-value": wholeNumber("--max-value", 100).optional(),
+  digits: wholeNumber("--digits", 1).optional(),
+  families: familyList("--families").optional(),
+  "exclude-families": familyList("--exclude-families").optional(),
+  augment: wholeNumber("--augment", 1).optional(),
+  exclude: z.array(z.string().min(1, "--exclude needs a file name")).optional(),
   help: z.boolean().optional(),
 });
+
+function familyList(flag: string) {
+  return z.string().transform((s) => s.split(",").map((f) => f.trim()).filter((f) => f !== ""))
+    .refine((fs) => fs.length > 0, `${flag} needs at least one family`)
+    .refine(
+      (fs) => fs.every((f) => (FAMILIES as readonly string[]).includes(f)),
+      `${flag} takes families from ${FAMILIES.join(",")}`,
+    )
+    .transform((fs) => fs as Family[]);
+}
 
 /** Raised for command-line mistakes; exit code 2. */
 class UsageError extends Error {}
@@ -95,6 +141,15 @@ export function parseCli(args: string[]): BuildOptions | null {
         socratic: { type: "string" },
         "on-error": { type: "string" },
         "shard-size": { type: "string" },
+        synthetic: { type: "string" },
+        steps: { type: "string" },
+        seed: { type: "string" },
+        "max-value": { type: "string" },
+        digits: { type: "string" },
+        families: { type: "string" },
+        "exclude-families": { type: "string" },
+        augment: { type: "string" },
+        exclude: { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -116,14 +171,70 @@ export function parseCli(args: string[]): BuildOptions | null {
     onError: v["on-error"],
     shardSize: v["shard-size"],
   };
+  const synthetic = syntheticOptions(v);
+  const extras = {
+    ...(synthetic ? { synthetic } : {}),
+    ...(v.augment !== undefined ? { augment: { variants: v.augment, seed: v.seed ?? 0 } } : {}),
+    ...(v.exclude ? { exclude: v.exclude } : {}),
+  };
   if (!v.input || v.input.length === 0) {
+    if (v.augment !== undefined) {
+      throw new UsageError("--augment needs --input: it adds variants of the input problems");
+    }
+    if (synthetic) {
+      if (!v.out) throw new UsageError("--out DIR is required with --synthetic");
+      return {
+        ...common,
+        out: v.out,
+        splits: [{ name: v.split ?? "train", inputs: [], ...extras }],
+      };
+    }
+    if (v.exclude) throw new UsageError("--exclude needs --input or --synthetic");
     if (v.split) {
       throw new UsageError("--split needs --input (the default data builds train and valid)");
     }
     return { ...common, out: v.out ?? DEFAULT_OUT, splits: defaultSplits() };
   }
   if (!v.out) throw new UsageError("--out DIR is required with --input");
-  return { ...common, out: v.out, splits: [{ name: v.split ?? "train", inputs: v.input }] };
+  return {
+    ...common,
+    out: v.out,
+    splits: [{ name: v.split ?? "train", inputs: v.input, ...extras }],
+  };
+}
+
+/** The generator's options from the command line, or undefined without --synthetic. */
+function syntheticOptions(v: z.infer<typeof CliSchema>): SyntheticOptions | undefined {
+  const generatorFlags = ["steps", "max-value", "digits", "families", "exclude-families"] as const;
+  if (v.synthetic === undefined) {
+    const stray = generatorFlags.find((f) => v[f] !== undefined);
+    if (stray) throw new UsageError(`--${stray} needs --synthetic N`);
+    return undefined;
+  }
+  if (v.families && v["exclude-families"]) {
+    throw new UsageError("give --families or --exclude-families, not both");
+  }
+  let minSteps: number | undefined;
+  let maxSteps: number | undefined;
+  if (v.steps !== undefined) {
+    const [a, b = a] = v.steps.split("..").map(Number);
+    if (a < 1 || b > MAX_STEPS || a > b) {
+      throw new UsageError(`--steps must be A..B with 1 <= A <= B <= ${MAX_STEPS}`);
+    }
+    [minSteps, maxSteps] = [a, b];
+  }
+  const families = v.families ?? (v["exclude-families"] && otherFamilies(v["exclude-families"]));
+  if (families && families.length === 0) {
+    throw new UsageError("--exclude-families leaves no family to generate");
+  }
+  return {
+    n: v.synthetic,
+    ...(v.seed !== undefined ? { seed: v.seed } : {}),
+    ...(minSteps !== undefined ? { minSteps, maxSteps } : {}),
+    ...(v["max-value"] !== undefined ? { maxValue: v["max-value"] } : {}),
+    ...(v.digits !== undefined ? { digits: v.digits } : {}),
+    ...(families ? { families } : {}),
+  };
 }
 
 /** Progress on stderr: a bar on a terminal, else a line every few seconds. */

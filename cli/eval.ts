@@ -37,7 +37,7 @@ report.html into --out.
   --limit N            evaluate the first N items
   --max-new-tokens N   generation budget (default 64)
   --out DIR            output directory (default out/eval)
-  --backend B          cpu | cuda | auto (default cpu)
+  --backend B          cpu | cuda | auto | onnx (default cpu)
   --threads N          CPU threads, 0 = all cores (default 0)
   --readout-examples N examples drawn in readout.svg (default 6)
   --on-error E         throw | skip malformed records (default throw)
@@ -66,7 +66,7 @@ const ArgsSchema = z.object({
   limit: z.coerce.number().int().min(1).optional(),
   maxNewTokens: z.coerce.number().int().min(1).default(64),
   out: z.string().default("out/eval"),
-  backend: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
+  backend: z.enum(["cpu", "cuda", "auto", "onnx"]).default("cpu"),
   threads: z.coerce.number().int().min(0).default(0),
   readoutExamples: z.coerce.number().int().min(0).default(6),
   onError: z.enum(["throw", "skip"]).default("throw"),
@@ -146,7 +146,7 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   let result;
   try {
     const t0 = performance.now();
-    result = runEval(session, items, {
+    result = await runEval(session, items, {
       batch: a.batch,
       r: a.r,
       k: a.k,

@@ -181,16 +181,16 @@ function median(xs: number[]): number {
  * import { loadEvalItems } from "./items.ts";
  * import { runEval } from "./evaluate.ts";
  * const s = await openInference("out/runs/default", { maxBatch: 16 });
- * const res = runEval(s, await loadEvalItems("test.jsonl"), { r: [0, 2, 4] });
+ * const res = await runEval(s, await loadEvalItems("test.jsonl"), { r: [0, 2, 4] });
  * console.log(res.runs.map((r) => `${r.R}: ${r.accuracy}`));
  * s.close();
  * ```
  */
-export function runEval(
+export async function runEval(
   session: InferenceSession,
   items: EvalItem[],
   opts: EvalRunOptions = {},
-): EvalResult {
+): Promise<EvalResult> {
   const tok = session.tokenizer, decode = (ids: number[]) => tok.decode(ids);
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";
@@ -205,7 +205,7 @@ export function runEval(
   // One untimed batch first: the first call allocates the generator and wakes the engine's
   // threads, which would otherwise be charged to the first R of the sweep.
   if (answerable.length) {
-    session.answer(answerable.slice(0, batch).map((it) => it.question), {
+    await session.answer(answerable.slice(0, batch).map((it) => it.question), {
       k: opts.k,
       r: rs[0],
       maxNewTokens: opts.maxNewTokens,
@@ -220,7 +220,7 @@ export function runEval(
     let decodeMs = 0, decodeSteps = 0, answerMs = 0, answerTokens = 0;
     for (let i = 0; i < answerable.length; i += batch) {
       const part = answerable.slice(i, i + batch), B = part.length;
-      const res = session.answer(part.map((it) => it.question), {
+      const res = await session.answer(part.map((it) => it.question), {
         k: opts.k,
         r,
         maxNewTokens: opts.maxNewTokens,

@@ -9,7 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { detectFormat, type Format, FORMATS, readProblems } from "./read.ts";
+import { detectFormat, type Format, FORMATS } from "./read.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
 import {
@@ -34,12 +34,26 @@ import {
   type SplitInfo,
 } from "./manifest.ts";
 import { DEFAULT_SHARD_SIZE, SplitWriter, StagedDir } from "./writer.ts";
+import {
+  estimateWithExtras,
+  openSplitSource,
+  type SplitExtras,
+  type SplitSource,
+} from "./split_source.ts";
+import {
+  resolveSyntheticOptions,
+  type SyntheticOptions,
+  SyntheticOptionsError,
+} from "./synthetic.ts";
 
-/** One split to build: its name and its input files, read in order. */
-export interface SplitSpec {
+/**
+ * One split to build: its name and its input files, read in order, and optionally generated
+ * records, augmentation and decontamination (pipeline/split_source.ts).
+ */
+export interface SplitSpec extends SplitExtras {
   /** Split name: `train`, `valid`, `test`, ... */
   name: string;
-  /** Input files. */
+  /** Input files (may be empty when the split has generated records). */
   inputs: string[];
 }
 
@@ -147,10 +161,26 @@ const positiveInt = z.number().int().min(1);
 /** The zod schema of {@linkcode BuildOptions}; parsing applies the defaults. */
 export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
-  splits: z.array(z.object({
-    name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
-    inputs: z.array(z.string().min(1)).min(1, "give at least one input file"),
-  })).min(1, "give at least one split"),
+  splits: z.array(
+    z.object({
+      name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
+      inputs: z.array(z.string().min(1)),
+      // Checked in full by resolveSyntheticOptions (resolveBuildOptions).
+      synthetic: z.custom<SyntheticOptions>((v) => typeof v === "object" && v !== null)
+        .optional(),
+      augment: z.object({
+        variants: z.number().int().min(0, "variants must be 0 or more").max(
+          1000,
+          "variants must be at most 1000",
+        ),
+        seed: z.number().int().min(0, "seed must be 0 or more").optional(),
+      }).optional(),
+      exclude: z.array(z.string().min(1)).optional(),
+    }).refine(
+      (s) => s.inputs.length > 0 || s.synthetic !== undefined,
+      "give at least one input file or synthetic records",
+    ),
+  ).min(1, "give at least one split"),
   format: z.enum(["auto", ...FORMATS] as ["auto", ...Format[]]).default("auto"),
   cot: z.enum(["math", "nl"]).default("math"),
   k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
@@ -168,6 +198,17 @@ export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {
   if (!res.success) {
     const issue = res.error.issues[0];
     throw new BuildError(`option ${issue.path.join(".")}: ${issue.message}`);
+  }
+  for (const [i, s] of res.data.splits.entries()) {
+    if (s.synthetic === undefined) continue;
+    try {
+      resolveSyntheticOptions(s.synthetic);
+    } catch (e) {
+      if (!(e instanceof SyntheticOptionsError)) throw e;
+      throw new BuildError(
+        `option splits.${i}.${e.message.replace(/^synthetic option /, "synthetic.")}`,
+      );
+    }
   }
   const names = res.data.splits.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
@@ -260,16 +301,10 @@ async function reuseTokenizer(
 
 type Stage = (p: BuildProgress) => void;
 
-/** Read, segment and validate every record of a split's inputs, in order. */
-async function* validated(
-  inputs: { path: string; format: Format }[],
-  o: ResolvedBuildOptions,
-  onSkip: () => void,
-) {
-  for (const { path, format } of inputs) {
-    for await (const p of readProblems(path, { format, onError: o.onError, onSkip })) {
-      yield { path, record: validate(segment(p, { socratic: o.socratic }), { cot: o.cot }) };
-    }
+/** Segment and validate every problem of a split's source, in order. */
+async function* validated(source: SplitSource, o: ResolvedBuildOptions) {
+  for await (const { path, problem } of source.problems) {
+    yield { path, record: validate(segment(problem, { socratic: o.socratic }), { cot: o.cot }) };
   }
 }
 
@@ -282,7 +317,8 @@ async function fitCompact(
 ): Promise<Tokenizer> {
   const fitter = new BpeFitter();
   let n = 0;
-  for await (const { path, record } of validated(inputs, o, () => {})) {
+  const source = await openSplitSource(inputs, spec, { onError: o.onError, onSkip: () => {} });
+  for await (const { path, record } of validated(source, o)) {
     if (++n % 1000 === 0) {
       progress({ phase: "fit", split: spec.name, file: path, records: n, total });
     }
@@ -342,6 +378,13 @@ export async function buildDataset(
   const inputsBySplit = new Map<string, { path: string; format: Format }[]>();
   for (const s of o.splits) {
     const list = [];
+    for (const path of s.exclude ?? []) {
+      try {
+        await Deno.stat(path);
+      } catch {
+        throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
+      }
+    }
     for (const path of s.inputs) {
       try {
         await Deno.stat(path);
@@ -355,7 +398,9 @@ export async function buildDataset(
   }
   const totals = new Map<string, number | null>();
   if (hooks.onProgress) {
-    for (const s of o.splits) totals.set(s.name, await estimateRecords(inputsBySplit.get(s.name)!));
+    for (const s of o.splits) {
+      totals.set(s.name, estimateWithExtras(await estimateRecords(inputsBySplit.get(s.name)!), s));
+    }
   }
 
   let tok: Tokenizer;
@@ -395,7 +440,11 @@ export async function buildDataset(
       let skipped = 0;
       let n = 0;
       let lastFile = "";
-      for await (const { path, record } of validated(inputs, o, () => skipped++)) {
+      const source = await openSplitSource(inputs, spec, {
+        onError: o.onError,
+        onSkip: () => skipped++,
+      });
+      for await (const { path, record } of validated(source, o)) {
         await writer.add(record, packRecord(record, tok, packOpts));
         lastFile = path;
         if (++n % 1000 === 0) {
@@ -419,6 +468,7 @@ export async function buildDataset(
           shardSize: o.shardSize,
         },
         ...result,
+        ...source.info(),
       };
       files.push(...SplitWriter.files(spec.name, result.shards));
     }

@@ -91,6 +91,56 @@ export interface SourceInfo {
   sha256: string;
 }
 
+/** The generated records of a split (`--synthetic`): the generator's options and a hash. */
+export interface SyntheticInfo {
+  /** Records generated. */
+  n: number;
+  /** Seed. */
+  seed: number;
+  /** Fewest calculator steps. */
+  minSteps: number;
+  /** Most calculator steps. */
+  maxSteps: number;
+  /** Cap on every value. */
+  maxValue: number;
+  /** Most digits of a drawn operand. */
+  digits: number;
+  /** Template families drawn from. */
+  families: string[];
+  /** Hex sha256 of the generated problems (id, question, rationale, answer of each, in order). */
+  sha256: string;
+}
+
+/** Augmentation of a split's input problems (`--augment`): the options and the outcome. */
+export interface AugmentInfo {
+  /** Variants asked per problem. */
+  variants: number;
+  /** Seed of the draws. */
+  seed: number;
+  /** Input problems seen. */
+  problems: number;
+  /** Problems with at least one variant. */
+  augmented: number;
+  /** augmented / problems. */
+  share: number;
+  /** Variants added to the split. */
+  made: number;
+  /** Problems not augmented, by reason code (pipeline/augment.ts). */
+  reasons: Record<string, number>;
+}
+
+/** Decontamination of a split (`--exclude`): the files whose questions were kept out. */
+export interface ExcludeInfo {
+  /** Files whose questions were indexed. */
+  files: string[];
+  /** Questions indexed. */
+  questions: number;
+  /** Containment at or above which a question counted as a near copy. */
+  threshold: number;
+  /** Input problems dropped as near copies (their variants were not made). */
+  dropped: number;
+}
+
 /** One split of the directory. */
 export interface SplitInfo {
   /** Input files, in the order read. */
@@ -115,6 +165,12 @@ export interface SplitInfo {
   report: string;
   /** The shards, in record order. */
   shards: ShardInfo[];
+  /** Generated records added after the inputs, when the split has any. */
+  synthetic?: SyntheticInfo;
+  /** Augmentation of the input problems, when asked. */
+  augment?: AugmentInfo;
+  /** Decontamination, when asked. */
+  exclude?: ExcludeInfo;
 }
 
 /** The whole manifest. */
@@ -220,6 +276,31 @@ const SplitInfoSchema = z.object({
   records: fileName,
   report: fileName,
   shards: z.array(ShardInfoSchema),
+  synthetic: z.object({
+    n: count,
+    seed: count,
+    minSteps: count,
+    maxSteps: count,
+    maxValue: count,
+    digits: count,
+    families: z.array(z.string()),
+    sha256,
+  }).optional(),
+  augment: z.object({
+    variants: count,
+    seed: count,
+    problems: count,
+    augmented: count,
+    share: z.number().min(0).max(1),
+    made: count,
+    reasons: z.record(z.string(), count),
+  }).optional(),
+  exclude: z.object({
+    files: z.array(z.string()),
+    questions: count,
+    threshold: z.number().min(0).max(1),
+    dropped: count,
+  }).optional(),
 });
 
 /** The zod schema of {@linkcode Manifest}; parsing rebuilds objects in schema key order. */

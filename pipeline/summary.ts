@@ -49,6 +49,25 @@ export function formatSummary(m: Manifest, splits: string[] = Object.keys(m.spli
     (i) => `${i.tokens.maxLotus}/${i.tokens.maxCot}/${i.tokens.maxNocot}`,
   );
   row("shards", (i) => i.shards.length);
+  // Generated records, augmentation and decontamination, when any split has them.
+  if (infos.some((i) => i.synthetic)) row("synthetic records", (i) => i.synthetic?.n ?? "");
+  if (infos.some((i) => i.exclude)) {
+    row("excluded near copies", (i) => i.exclude?.dropped ?? "");
+  }
+  if (infos.some((i) => i.augment)) {
+    row(
+      "augmented problems",
+      (i) =>
+        i.augment
+          ? `${i.augment.augmented}/${i.augment.problems} (${(100 * i.augment.share).toFixed(1)}%)`
+          : "",
+    );
+    row("  variants added", (i) => i.augment?.made ?? "");
+    const reasons = [...new Set(infos.flatMap((i) => Object.keys(i.augment?.reasons ?? {})))];
+    for (const r of reasons.sort()) {
+      row(`  not augmented: ${r}`, (i) => i.augment ? i.augment.reasons[r] ?? 0 : "");
+    }
+  }
 
   const head: [string, (string | number)[]] = ["split", splits];
   const all = [head, ...rows];

@@ -440,6 +440,9 @@ function scriptedSession(mode: "lotus" | "cot", maxPositions = 200) {
     backend: "cpu",
     shape: { K: mode === "lotus" ? 2 : 0, R: mode === "lotus" ? 2 : 0, c: 4 },
     answer(questions: string[], o: { r?: number } = {}) {
+      return Promise.resolve(this.answerNow(questions, o));
+    },
+    answerNow(questions: string[], o: { r?: number } = {}) {
       calls.push({ n: questions.length, r: o.r });
       const answers = questions.map((q) => {
         const n = Number(/\d+/.exec(q)![0]);
@@ -478,9 +481,13 @@ const items = (ns: number[]): EvalItem[] =>
     nl: null,
   }));
 
-Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for the context", () => {
+Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for the context", async () => {
   const { session, calls } = scriptedSession("lotus");
-  const res = runEval(session, items([2, 3, 4, -6, 5]), { batch: 2, r: [0, 3], readout: false });
+  const res = await runEval(session, items([2, 3, 4, -6, 5]), {
+    batch: 2,
+    r: [0, 3],
+    readout: false,
+  });
   // One warm-up batch, then 2 batches (4 answerable questions) per R.
   assertEquals(calls.map((c) => [c.n, c.r]), [[2, 0], [2, 0], [2, 0], [2, 3], [2, 3]]);
   assertEquals(res.runs.map((r) => [r.K, r.R, r.n, r.correct, r.tooLong]), [
@@ -499,9 +506,9 @@ Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for t
   assertEquals(res.runs[0].byGoldSteps.map((b) => [b.steps, b.n]), [["1", 3], ["2", 2]]);
 });
 
-Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens before '#'", () => {
+Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens before '#'", async () => {
   const { session } = scriptedSession("cot");
-  const res = runEval(session, items([2, 4]), { batch: 1, r: [0, 1] });
+  const res = await runEval(session, items([2, 4]), { batch: 1, r: [0, 1] });
   assertEquals(res.runs.length, 1, "a baseline ignores the R sweep");
   const [a] = res.examples;
   assertEquals(a.thoughtTokens, 2); // "a", "b" before "###"

@@ -10,14 +10,27 @@ import { loadCheckpoint, type LotusMeta } from "./checkpoint.ts";
 import { type Engine } from "./engine/ffi.ts";
 import { Generator, type Timings } from "./generate.ts";
 import { Model } from "./model.ts";
-import { openBackend, stageOf } from "./trainer.ts";
-import { stageShape } from "./config.ts";
+import { openBackend } from "./trainer.ts";
+import { inferenceShape } from "./inference_shape.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { extractAnswer } from "./answer.ts";
 
-/** Where inference runs: the native engines, or (where installed) ONNX Runtime. */
-export type InferenceBackend = "cpu" | "cuda" | "auto";
+export { inferenceShape };
+
+/**
+ * Where inference runs: the native engines ("auto": CUDA when usable, else the CPU), or
+ * onnxruntime-node ("onnx", train/onnx_session.ts) over an export of the checkpoint.
+ */
+export type InferenceBackend = "cpu" | "cuda" | "auto" | "onnx";
+
+/**
+ * The backend used when none is given: the faster CPU path. On the `small` preset at batch
+ * 1, onnxruntime-node decodes each answer token 3-4 times faster than the CPU engine and
+ * answers sooner overall (bench/onnx_vs_engine.ts; figures in docs/export.md). On a GPU
+ * machine, ask for "cuda" or "auto".
+ */
+export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "onnx";
 
 /** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
 export interface AnswerOptions {
@@ -60,38 +73,26 @@ export interface InferenceSession {
   readonly backend: string;
   /** The default LOTUS shape (the stage the checkpoint reached). */
   readonly shape: { K: number; R: number; c: number };
-  /** Answer a batch of questions (at most the session's maxBatch). */
-  answer(questions: string[], opts?: AnswerOptions): AnswerBatch;
-  close(): void;
+  /**
+   * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
+   * onnxruntime runs asynchronously; the native engines answer at once.
+   */
+  answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
+  close(): void | Promise<void>;
 }
 
 /**
- * The LOTUS shape for inference: the curriculum stage the checkpoint reached (its final K
- * and R once training ran through the curriculum), with overrides. As in the reference's
- * eval, R follows K unless the run fixed R or `opts.r` is given.
- */
-export function inferenceShape(
-  meta: LotusMeta,
-  epoch: number,
-  opts: AnswerOptions = {},
-): { K: number; R: number; c: number } {
-  const t = meta.train;
-  if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: t.c };
-  const reached = stageShape(t, stageOf(t, epoch));
-  const K = opts.k ?? reached.k;
-  const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.r);
-  return { K, R, c: t.c };
-}
-
-/**
- * Open a checkpoint for inference on the native engine.
+ * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
+ * loads an export directory, or exports the checkpoint to a cache on first use (see
+ * train/onnx_session.ts), and imports onnxruntime-node only then.
  *
  * @example
  * ```ts ignore
  * import { openInference } from "./inference.ts";
  * const s = await openInference("out/runs/default", { backend: "cpu" });
- * console.log(s.answer(["Ann has 2 pens and buys 3. How many pens?"]).answers[0].answer);
- * s.close();
+ * const r = await s.answer(["Ann has 2 pens and buys 3. How many pens?"]);
+ * console.log(r.answers[0].answer);
+ * await s.close();
  * ```
  */
 export async function openInference(
@@ -104,9 +105,30 @@ export async function openInference(
     maxNewTokens?: number;
   } = {},
 ): Promise<InferenceSession> {
+  const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
+  if (backend === "onnx") {
+    // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
+    let onnx: typeof import("./onnx_session.ts");
+    try {
+      onnx = await import("./onnx_session.ts");
+    } catch (e) {
+      throw new Error(
+        `backend onnx: cannot load onnxruntime-node (${(e as Error).message.split("\n")[0]}); ` +
+          `run npm ci in the project, or use --backend cpu`,
+      );
+    }
+    return onnx.openOnnxInference(checkpoint, opts);
+  }
+  const isExport = await Deno.stat(`${checkpoint}/lotus.json`).then(() => true, () => false);
+  if (isExport) {
+    throw new Error(
+      `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
+        `checkpoint, or use --backend onnx`,
+    );
+  }
   const ck = await loadCheckpoint(checkpoint);
   const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
-  const eng: Engine = openBackend(opts.backend ?? "cpu", opts.threads ?? 0);
+  const eng: Engine = openBackend(backend, opts.threads ?? 0);
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
@@ -121,7 +143,10 @@ export async function openInference(
     tokenizer: tok,
     backend: eng.backend,
     shape: base,
-    answer(questions: string[], o: AnswerOptions = {}): AnswerBatch {
+    // Async like the ONNX backend's answer, so callers treat every backend alike; a throw
+    // becomes a rejection.
+    // deno-lint-ignore require-await
+    async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
       if (questions.length > maxBatch) {
         throw new RangeError(
           `${questions.length} questions exceed the session's batch of ${maxBatch}`,

@@ -380,6 +380,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const eng = openBackend(opts.backend, opts.threads ?? 0, log);
   let model: Model | null = null;
   const runners = new Map<string, LotusRunner | PlainRunner>();
+  // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).
+  let interrupted = false;
+  let onSig: (() => void) | null = null;
   try {
     // Parameters: resume, a local HF GPT-2, or GPT-2 initialisation.
     const layout = paramLayout(mcfg);
@@ -466,8 +469,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       return ev;
     };
 
-    let interrupted = false;
-    const onSig = () => {
+    onSig = () => {
       interrupted = true;
     };
     try {
@@ -574,9 +576,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       ) + "\n",
     );
     log(`checkpoint written to ${checkpointDirOf(opts.out)}`);
-    try {
-      Deno.removeSignalListener("SIGINT", onSig);
-    } catch { /* signals unsupported */ }
     return {
       steps: state.step,
       finalLoss: lastLoss,
@@ -588,6 +587,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       seconds: state.seconds,
     };
   } finally {
+    if (onSig) {
+      try {
+        Deno.removeSignalListener("SIGINT", onSig);
+      } catch { /* signals unsupported */ }
+    }
     for (const r of runners.values()) r.free();
     model?.free();
     eng.close();

@@ -1,0 +1,105 @@
+/**
+ * Augmentation and decontamination over a stream of problems, as the build uses them: each
+ * problem is followed by its variants, near copies of excluded (evaluation) questions can be
+ * dropped, and every outcome is counted in an {@linkcode AugmentReport}.
+ *
+ * @module
+ */
+import { augment, AugmentReport } from "./augment.ts";
+import { NEAR_COPY_THRESHOLD, NgramIndex } from "./overlap.ts";
+import { type ReadOptions, readProblems } from "./read.ts";
+import type { Problem } from "./types.ts";
+
+/** Options of {@linkcode withVariants}. */
+export interface StreamAugmentOptions {
+  /** Variants per problem (0: none, the stream only passes through and is decontaminated). */
+  variants: number;
+  /** Seed of the draws. */
+  seed: number;
+  /** Questions to keep out (see {@linkcode excludeIndex}). */
+  exclude?: NgramIndex;
+  /** Containment at or above which a question is a near copy (default 0.3). */
+  nearCopy?: number;
+  /** Also drop the originals that are near copies (default true); else only skip their variants. */
+  dropExcluded?: boolean;
+}
+
+/**
+ * Yields each problem followed by its variants (`<id>#aug<k>`), counting outcomes in `report`.
+ * With `exclude`, a problem whose question is a near copy of an excluded one gets no variants
+ * and, unless `dropExcluded` is false, is not yielded either. With `variants: 0` the stream
+ * only passes through, and the report counts only the excluded problems.
+ *
+ * @example
+ * ```ts
+ * import { withVariants } from "./augment_stream.ts";
+ * import { AugmentReport } from "./augment.ts";
+ * async function* one() {
+ *   yield {
+ *     id: "x:1",
+ *     source: { file: "x", line: 1 },
+ *     question: "Ann has 7 boxes with 12 pens in each. How many pens?",
+ *     rationale: "She has 7*12 = <<7*12=84>>84 pens.",
+ *     mathSteps: null,
+ *     answer: "84",
+ *   };
+ * }
+ * const report = new AugmentReport();
+ * const out = [];
+ * for await (const p of withVariants(one(), { variants: 2, seed: 1 }, report)) out.push(p.id);
+ * console.assert(out[0] === "x:1" && out.length === 3 && report.summary().augmented === 1);
+ * ```
+ */
+export async function* withVariants(
+  problems: AsyncIterable<Problem> | Iterable<Problem>,
+  opts: StreamAugmentOptions,
+  report: AugmentReport,
+): AsyncGenerator<Problem> {
+  const threshold = opts.nearCopy ?? NEAR_COPY_THRESHOLD;
+  const drop = opts.dropExcluded ?? true;
+  for await (const p of problems) {
+    if (opts.exclude !== undefined) {
+      const hit = opts.exclude.nearest(p.question);
+      if (hit !== null && hit.containment >= threshold) {
+        report.add({
+          id: p.id,
+          status: "skipped",
+          reason: "near_copy_of_excluded",
+          detail: `${hit.id}, containment ${hit.containment.toFixed(2)}`,
+        });
+        if (!drop) yield p;
+        continue;
+      }
+    }
+    yield p;
+    if (opts.variants === 0) continue;
+    const it = augment(p, { variants: opts.variants, seed: opts.seed });
+    for (;;) {
+      const r = it.next();
+      if (r.done) {
+        report.add(r.value);
+        break;
+      }
+      yield r.value;
+    }
+  }
+}
+
+/**
+ * An n-gram index of the questions of some files (any input format), for `exclude`: the
+ * evaluation sets whose near copies must not reach training data.
+ *
+ * @example
+ * ```ts ignore
+ * import { excludeIndex } from "./augment_stream.ts";
+ * const index = await excludeIndex(["data/gsm8k/test.jsonl"]);
+ * console.log(index.size);
+ * ```
+ */
+export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Promise<NgramIndex> {
+  const index = new NgramIndex();
+  for (const path of paths) {
+    for await (const p of readProblems(path, opts)) index.add(p.id, p.question);
+  }
+  return index;
+}

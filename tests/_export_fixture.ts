@@ -1,0 +1,90 @@
+/**
+ * Tiny checkpoints for the export and ONNX tests: a compact tokenizer fitted to a few
+ * problems written here, random GPT-2 weights scaled up so that greedy decoding does not
+ * collapse onto one token, saved as `deno task train` saves them.
+ *
+ * @module
+ */
+import { saveCheckpoint } from "../train/checkpoint.ts";
+import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../train/config.ts";
+import { fitCompactTokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
+import { tinyParams } from "./_tiny.ts";
+
+/** Problems written for these tests. */
+export const FIXTURE_QUESTIONS = [
+  "Mia bakes 4 trays of 6 rolls. How many rolls?",
+  "A bus holds 30 people and 12 get off. How many are left?",
+  "Sam reads 7 pages a day for 5 days. How many pages?",
+  "Lea has 9 shells and finds 8 more. How many shells?",
+];
+
+const TEXTS = [
+  ...FIXTURE_QUESTIONS.map((q) => q + "\n"),
+  "<<4*6=24>>\n### 24\n",
+  "<<30-12=18>>\n### 18\n",
+  "<<7*5=35>>\n### 35\n",
+  "<<9+8=17>>\n### 17\n",
+];
+
+/** What kind of tiny checkpoint to make. */
+export interface TinyCheckpointOptions {
+  mode?: "lotus" | "lotus-aux" | "cot" | "nocot";
+  k?: number;
+  c?: number;
+  r?: number | null;
+  injection?: "add" | "replace";
+  seed?: number;
+  /** Weight scale over GPT-2's initialisation. */
+  scale?: number;
+  model?: Partial<ModelConfig>;
+}
+
+/** Save a tiny checkpoint in `dir`; returns its config and tokenizer. */
+export async function tinyCheckpoint(
+  dir: string,
+  opts: TinyCheckpointOptions = {},
+): Promise<{ cfg: ModelConfig; tok: Tokenizer; params: Float32Array }> {
+  const tok = fitCompactTokenizer(TEXTS, { maxVocab: 300 });
+  const cfg = ModelConfigSchema.parse({
+    vocabSize: tok.vocabSize,
+    maxPositions: 128,
+    dModel: 16,
+    nHead: 2,
+    nLayer: 2,
+    auxLayers: 0,
+    auxHeads: 2,
+    ...opts.model,
+  });
+  const k = opts.k ?? 2;
+  const train = TrainConfigSchema.parse({
+    mode: opts.mode ?? "lotus",
+    k,
+    c: opts.c ?? 3,
+    r: opts.r ?? null,
+    injection: opts.injection ?? "add",
+    maxNewTokens: 24,
+  });
+  const params = tinyParams(cfg, opts.seed ?? 3, opts.scale ?? 6);
+  await saveCheckpoint(dir, {
+    meta: {
+      model: cfg,
+      train,
+      special: tok.special,
+      data: { dir: "fixture", cot: "math", k, c: train.c },
+      preset: "tiny",
+    },
+    params,
+    // The final curriculum stage: K = R = k.
+    state: {
+      step: 10,
+      epoch: k,
+      batchInEpoch: 0,
+      rng: 1,
+      bestAccuracy: -1,
+      tokens: 0,
+      seconds: 0,
+    },
+    tokenizerJson: tok.toJSON(),
+  });
+  return { cfg, tok, params };
+}

@@ -1,0 +1,325 @@
+import { tempDir } from "./_tmp.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { buildDataset, BuildError } from "../pipeline/build.ts";
+import { readManifest } from "../pipeline/manifest.ts";
+import { formatSummary } from "../pipeline/summary.ts";
+import { parseCli } from "../cli/build_dataset.ts";
+import { generate } from "../pipeline/synthetic.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const CLI = `${ROOT}cli/build_dataset.ts`;
+
+async function cli(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function ids(dir: string, split: string): Promise<string[]> {
+  const text = await Deno.readTextFile(`${dir}/${split}.records.jsonl`);
+  return text.trimEnd().split("\n").map((l) => JSON.parse(l).id as string);
+}
+
+/** Made-up GSM8K lines: two that augment, one near copy of the "evaluation" question. */
+const TRAIN = [
+  {
+    question: "Ana buys 4 notebooks for $3 each and a pen for $2. How much does she spend?",
+    answer:
+      "The notebooks cost 4 * 3 = $<<4*3=12>>12.\nIn all she spends 12 + 2 = $<<12+2=14>>14.\n#### 14",
+  },
+  {
+    question:
+      "Dana has 36 plums. She gives a third of them to her cousin and eats 5. How many plums are left?",
+    answer:
+      "She gives 36/3 = <<36/3=12>>12 plums.\nShe has 36 - 12 - 5 = <<36-12-5=19>>19 left.\n#### 19",
+  },
+  {
+    question:
+      "A farm has 12 cows. Each cow eats 25 kilograms of hay a day. How much hay do the cows eat?",
+    answer: "The cows eat 12 * 25 = <<12*25=300>>300 kilograms of hay.\n#### 300",
+  },
+];
+const EVAL = [{
+  question:
+    "Dana has 24 plums. She gives a third of them to her cousin and eats 2. How many plums are left?",
+  answer:
+    "She gives 24/3 = <<24/3=8>>8 plums.\nShe has 24 - 8 - 2 = <<24-8-2=14>>14 left.\n#### 14",
+}];
+
+async function files(dir: string) {
+  const train = `${dir}/train.jsonl`;
+  const evalFile = `${dir}/eval.jsonl`;
+  await Deno.writeTextFile(train, TRAIN.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  await Deno.writeTextFile(evalFile, EVAL.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  return { train, evalFile };
+}
+
+Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --augment, --exclude", () => {
+  const o = parseCli([
+    "--synthetic",
+    "500",
+    "--steps",
+    "2..5",
+    "--seed",
+    "9",
+    "--max-value",
+    "500",
+    "--digits",
+    "3",
+    "--families",
+    "ages,travel",
+    "--out",
+    "/tmp/x",
+  ])!;
+  assertEquals(o.splits, [{
+    name: "train",
+    inputs: [],
+    synthetic: {
+      n: 500,
+      seed: 9,
+      minSteps: 2,
+      maxSteps: 5,
+      maxValue: 500,
+      digits: 3,
+      families: ["ages", "travel"],
+    },
+  }]);
+  const held = parseCli([
+    "--synthetic",
+    "10",
+    "--exclude-families",
+    "ages,travel",
+    "--steps",
+    "7",
+    "--split",
+    "test",
+    "--out",
+    "/tmp/x",
+  ])!;
+  assertEquals(held.splits[0].name, "test");
+  assertEquals(held.splits[0].synthetic!.families, [
+    "shopping",
+    "sharing",
+    "earnings",
+    "cooking",
+    "schedule",
+  ]);
+  assertEquals([held.splits[0].synthetic!.minSteps, held.splits[0].synthetic!.maxSteps], [7, 7]);
+  const aug = parseCli([
+    "--input",
+    "a.jsonl",
+    "--augment",
+    "4",
+    "--exclude",
+    "t.jsonl",
+    "--out",
+    "o",
+  ])!;
+  assertEquals(aug.splits, [{
+    name: "train",
+    inputs: ["a.jsonl"],
+    augment: { variants: 4, seed: 0 },
+    exclude: ["t.jsonl"],
+  }]);
+  const bad: [string[], string][] = [
+    [["--steps", "2..4", "--input", "a", "--out", "o"], "--steps needs --synthetic N"],
+    [["--synthetic", "5", "--steps", "5..2", "--out", "o"], "--steps must be A..B with"],
+    [["--synthetic", "5", "--steps", "1..30", "--out", "o"], "--steps must be A..B with"],
+    [["--synthetic", "5", "--steps", "a", "--out", "o"], "--steps must be A..B"],
+    [["--synthetic", "5", "--families", "pirates", "--out", "o"], "--families takes families"],
+    [
+      ["--synthetic", "5", "--families", "ages", "--exclude-families", "travel", "--out", "o"],
+      "not both",
+    ],
+    [[
+      "--synthetic",
+      "5",
+      "--exclude-families",
+      "shopping,travel,sharing,ages,earnings,cooking,schedule",
+      "--out",
+      "o",
+    ], "leaves no family"],
+    [["--synthetic", "5"], "--out DIR is required with --synthetic"],
+    [["--augment", "2", "--out", "o"], "--augment needs --input"],
+    [["--augment", "0", "--input", "a", "--out", "o"], "--augment must be at least 1"],
+    [["--exclude", "t.jsonl"], "--exclude needs --input or --synthetic"],
+    [["--synthetic", "0", "--out", "o"], "--synthetic must be at least 1"],
+  ];
+  for (const [args, msg] of bad) {
+    const e = assertThrows(() => parseCli(args));
+    assert(e.message.includes(msg), `${args.join(" ")}: ${e.message}`);
+  }
+});
+
+Deno.test("build: a synthetic-only split, recorded in the manifest, the same bytes twice", async () => {
+  const dir = await tempDir();
+  const opts = {
+    splits: [{
+      name: "train",
+      inputs: [],
+      synthetic: { n: 300, seed: 4, minSteps: 2, maxSteps: 4 },
+    }],
+    tokenizer: "compact",
+  };
+  const a = await buildDataset({ out: `${dir}/a`, ...opts });
+  const b = await buildDataset({ out: `${dir}/b`, ...opts });
+  const info = a.manifest.splits.train;
+  assertEquals(info.counts.read, 300);
+  assertEquals(info.counts.dropped, 0);
+  assertEquals(info.sources, []);
+  assertEquals(Object.keys(info.stepHistogram).sort(), ["2", "3", "4"]);
+  assertEquals(info.synthetic!.n, 300);
+  assertEquals(info.synthetic!.families.length, 7);
+  assertEquals(info.synthetic!.sha256, b.manifest.splits.train.synthetic!.sha256);
+  assertEquals(info.shards[0].sha256, b.manifest.splits.train.shards[0].sha256);
+  assertEquals((await ids(`${dir}/a`, "train"))[0], "synthetic:4:1");
+  // The manifest reads back with the new fields.
+  assertEquals((await readManifest(`${dir}/a`)).splits.train.synthetic, info.synthetic);
+  assert(formatSummary(a.manifest).includes("synthetic records"));
+  // Another seed: other records.
+  const c = await buildDataset({
+    out: `${dir}/c`,
+    splits: [{ name: "train", inputs: [], synthetic: { n: 300, seed: 5 } }],
+  });
+  assert(c.manifest.splits.train.synthetic!.sha256 !== info.synthetic!.sha256);
+});
+
+Deno.test("build: input problems with variants, near copies of excluded questions dropped", async () => {
+  const dir = await tempDir();
+  const { train, evalFile } = await files(dir);
+  const s = await buildDataset({
+    out: `${dir}/out`,
+    splits: [{
+      name: "train",
+      inputs: [train],
+      augment: { variants: 3, seed: 2 },
+      exclude: [evalFile],
+      synthetic: { n: 5, seed: 1 },
+    }],
+  });
+  const info = s.manifest.splits.train;
+  const got = await ids(`${dir}/out`, "train");
+  // Line 2 (the plums) is a near copy of the evaluation question: neither it nor variants.
+  assertEquals(got.filter((id) => id.startsWith("train.jsonl:2")), []);
+  assertEquals(got.filter((id) => /^train\.jsonl:1(#|$)/.test(id)).length, 4);
+  assertEquals(got.filter((id) => id.startsWith("synthetic:")).length, 5);
+  assertEquals(got[0], "train.jsonl:1");
+  assertEquals(got[1], "train.jsonl:1#aug1");
+  assertEquals(info.augment!.problems, 2);
+  assertEquals(info.augment!.augmented, 2);
+  assertEquals(info.augment!.share, 1);
+  assertEquals(info.augment!.made, got.filter((id) => id.includes("#aug")).length);
+  assertEquals(info.exclude, { files: [evalFile], questions: 1, threshold: 0.3, dropped: 1 });
+  assertEquals(info.counts.read, got.length);
+  assertEquals(info.counts.dropped, 0);
+  const table = formatSummary(s.manifest);
+  assert(table.includes("augmented problems") && table.includes("2/2 (100.0%)"), table);
+  assert(table.includes("excluded near copies"), table);
+});
+
+Deno.test("build: bad generator options and missing exclude files fail before anything is written", async () => {
+  const dir = await tempDir();
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/x`,
+        splits: [{ name: "train", inputs: [], synthetic: { n: 5, minSteps: 4, maxSteps: 2 } }],
+      }),
+    BuildError,
+    "option splits.0.synthetic.minSteps",
+  );
+  await assertRejects(
+    () => buildDataset({ out: `${dir}/x`, splits: [{ name: "train", inputs: [] }] }),
+    BuildError,
+    "give at least one input file or synthetic records",
+  );
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/x`,
+        splits: [{ name: "train", inputs: [], synthetic: { n: 5 }, exclude: [`${dir}/nope`] }],
+      }),
+    BuildError,
+    "file of questions to exclude not found",
+  );
+  assertEquals([...Deno.readDirSync(dir)], []);
+});
+
+Deno.test("cli: --synthetic with held-out families and steps, and --augment, end to end", async () => {
+  const dir = await tempDir();
+  const { train, evalFile } = await files(dir);
+  const a = await cli([
+    "--synthetic",
+    "200",
+    "--steps",
+    "1..3",
+    "--families",
+    "shopping,ages",
+    "--seed",
+    "3",
+    "--tokenizer",
+    "compact",
+    "--out",
+    `${dir}/d`,
+  ]);
+  assertEquals(a.code, 0, a.stderr);
+  assert(a.stdout.includes("synthetic records"), a.stdout);
+  const b = await cli([
+    "--synthetic",
+    "100",
+    "--steps",
+    "4..6",
+    "--exclude-families",
+    "shopping,ages",
+    "--seed",
+    "3",
+    "--split",
+    "test",
+    "--out",
+    `${dir}/d`,
+  ]);
+  assertEquals(b.code, 0, b.stderr);
+  const m = await readManifest(`${dir}/d`);
+  assertEquals(Object.keys(m.splits.train.stepHistogram).sort(), ["1", "2", "3"]);
+  assertEquals(Object.keys(m.splits.test.stepHistogram).sort(), ["4", "5", "6"]);
+  assertEquals(m.splits.test.synthetic!.families, [
+    "travel",
+    "sharing",
+    "earnings",
+    "cooking",
+    "schedule",
+  ]);
+  // The questions of the two splits do not overlap.
+  const q = (o: { n: number; seed: number }, fam: string[], steps: [number, number]) =>
+    new Set(
+      [...generate({ ...o, families: fam as never, minSteps: steps[0], maxSteps: steps[1] })].map((
+        p,
+      ) => p.question),
+    );
+  const trainQ = q({ n: 200, seed: 3 }, ["shopping", "ages"], [1, 3]);
+  const testQ = q({ n: 100, seed: 3 }, m.splits.test.synthetic!.families, [4, 6]);
+  assert([...testQ].every((x) => !trainQ.has(x)));
+
+  const c = await cli([
+    "--input",
+    train,
+    "--augment",
+    "2",
+    "--exclude",
+    evalFile,
+    "--out",
+    `${dir}/e`,
+  ]);
+  assertEquals(c.code, 0, c.stderr);
+  assert(c.stdout.includes("variants added"), c.stdout);
+  assert(c.stdout.includes("excluded near copies"), c.stdout);
+  const me = await readManifest(`${dir}/e`);
+  assertEquals(me.splits.train.augment!.variants, 2);
+  assertEquals(me.splits.train.exclude!.dropped, 1);
+});

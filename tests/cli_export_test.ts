@@ -1,0 +1,71 @@
+/**
+ * `deno task export` and `deno task infer` end to end, with the permissions of their tasks in
+ * deno.json: the export directory, the answer with its latent readout and timings on the
+ * ONNX backend and on the engine, and one-line errors.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const TASKS = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
+  string,
+  string
+>;
+
+/** Run a task's command line (its permissions, its script) with extra arguments. */
+async function task(name: string, args: string[]) {
+  const words = TASKS[name].split(" ").slice(1); // drop "deno"
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...words, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("deno task export, then deno task infer on ONNX and on the engine", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  const ex = await task("export", ["--checkpoint", `${d}/ck`, "--out", `${d}/ex`]);
+  assertEquals(ex.code, 0, ex.stderr);
+  assert(ex.stdout.includes("K=2 c=3 R=2 (add)"), ex.stdout);
+  assert(ex.stdout.includes("onnx/model.onnx"), ex.stdout);
+  assert(ex.stdout.includes("structural check: ok"), ex.stdout);
+
+  const q = FIXTURE_QUESTIONS[0];
+  const runs = [
+    await task("infer", ["--checkpoint", `${d}/ex`, "--backend", "onnx", q, "--json"]),
+    await task("infer", ["--checkpoint", `${d}/ck`, "--backend", "cpu", q, "--json"]),
+  ];
+  const [onnx, cpu] = runs.map((r) => {
+    assertEquals(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  });
+  assertEquals([onnx.backend, cpu.backend], ["onnx", "cpu"]);
+  assertEquals(onnx.text, cpu.text);
+  assertEquals(onnx.readout, cpu.readout);
+  assertEquals(onnx.readout.length, 2, "one readout per block");
+  assert(onnx.timings.thoughtMs > 0 && onnx.timings.decodeSteps > 0);
+
+  const text = await task("infer", ["--checkpoint", `${d}/ex`, "--backend", "onnx", q, "--k", "1"]);
+  assertEquals(text.code, 0, text.stderr);
+  for (const s of ["LOTUS K=1 c=3 R=1", "answer:", "latent readout:", "block 1:", "timings"]) {
+    assert(text.stdout.includes(s), `"${s}" not in:\n${text.stdout}`);
+  }
+  assert(!text.stdout.includes("block 2:"), "K=1 reads out one block");
+});
+
+Deno.test("export and infer print one-line errors", async () => {
+  const d = await tempDir();
+  const bad = await task("export", ["--checkpoint", `${d}/none`, "--out", `${d}/ex`]);
+  assertEquals(bad.code, 1);
+  assertEquals(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+  assert(bad.stderr.includes("no config.json"), bad.stderr);
+  const usage = await task("infer", ["--backend", "tpu", "q"]);
+  assertEquals(usage.code, 2);
+  assert(usage.stderr.includes("--backend"), usage.stderr);
+});

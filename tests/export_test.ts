@@ -1,0 +1,276 @@
+/**
+ * Export: the directory layout, the structural check of the Hugging Face files (config
+ * keys, safetensors names and shapes, the tokenizer's special tokens), the ONNX codec, and
+ * clear errors for checkpoints with a wrong or missing file.
+ */
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { tinyCheckpoint } from "./_export_fixture.ts";
+import { exportCheckpoint, ExportError, readLotusJson } from "../train/export.ts";
+import { checkExport } from "../train/export_check.ts";
+import { decodeModel, encodeModel } from "../train/onnx_proto.ts";
+import { GraphBuilder, WeightFile } from "../train/onnx_builder.ts";
+import { DataType } from "../train/onnx_proto.ts";
+import { getTensor, readSafetensors, writeSafetensors } from "../pipeline/safetensors.ts";
+import { parseExportArgs } from "../cli/export.ts";
+import { parseInferArgs } from "../cli/infer.ts";
+import { CliError } from "../cli/_common.ts";
+import { paramLayout } from "../train/params.ts";
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(path));
+}
+
+Deno.test("export --format both: the Hugging Face files, lotus.json and the ONNX graphs", async () => {
+  const d = await tempDir();
+  const { cfg, tok, params } = await tinyCheckpoint(`${d}/ck`, {
+    k: 2,
+    c: 3,
+    injection: "replace",
+  });
+  const r = await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  assertEquals(r.files.toSorted(), [
+    "config.json",
+    "generation_config.json",
+    "lotus.json",
+    "model.safetensors",
+    "onnx/model.onnx",
+    "onnx/model.onnx_data",
+    "onnx/model_embeds.onnx",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+  ]);
+  assertEquals(await checkExport(`${d}/ex`), []);
+
+  const c = await readJson(`${d}/ex/config.json`);
+  assertEquals(
+    [c.model_type, c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head],
+    ["gpt2", cfg.vocabSize, cfg.maxPositions, cfg.dModel, cfg.nLayer, cfg.nHead],
+  );
+  assertEquals([c.activation_function, c.layer_norm_epsilon, c.tie_word_embeddings], [
+    "gelu_new",
+    1e-5,
+    true,
+  ]);
+  assertEquals(c.eos_token_id, tok.special.eos);
+  assert(!("lotus" in c), "config.json keeps to GPT-2 fields; LOTUS settings go to lotus.json");
+  assertEquals(c["transformers.js_config"], {
+    dtype: "fp32",
+    use_external_data_format: { "model.onnx": 1 },
+  });
+
+  const l = await readLotusJson(`${d}/ex`);
+  assertEquals([l.mode, l.K, l.c, l.R, l.injection], ["lotus", 2, 3, 2, "replace"]);
+  assertEquals(l.special, tok.special);
+  assertEquals(l.tokens, {
+    bot: "<|start-latent|>",
+    eot: "<|end-latent|>",
+    lat: "<|latent|>",
+  });
+
+  // Safetensors: Hugging Face names, Conv1D weights transposed to [in, out], metadata "pt".
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  assertEquals(st.metadata.format, "pt");
+  const C = cfg.dModel;
+  const w = getTensor(st, "transformer.h.1.mlp.c_fc.weight", "F32", [C, 4 * C]);
+  const t = paramLayout(cfg).tensors.find((x) => x.name === "transformer.h.1.mlp.c_fc.weight")!;
+  assertEquals(w[3 * 4 * C + 7], params[t.offset + 7 * C + 3]);
+  assertEquals(Object.keys(st.tensors).length, 2 + 12 * cfg.nLayer + 2);
+
+  const tc = await readJson(`${d}/ex/tokenizer_config.json`);
+  assertEquals([tc.eos_token, tc.pad_token, tc.tokenizer_class], [
+    "<|endoftext|>",
+    "<|endoftext|>",
+    "PreTrainedTokenizerFast",
+  ]);
+  const dec = tc.added_tokens_decoder as Record<string, { content: string }>;
+  assertEquals(dec[String(tok.special.lat)].content, "<|latent|>");
+  const sm = await readJson(`${d}/ex/special_tokens_map.json`);
+  assertEquals(sm.additional_special_tokens, ["<|start-latent|>", "<|end-latent|>", "<|latent|>"]);
+  const g = await readJson(`${d}/ex/generation_config.json`);
+  assertEquals([g.eos_token_id, g.do_sample, g.max_new_tokens], [tok.special.eos, false, 24]);
+
+  // The two graphs name the same weights in one file.
+  const ids = decodeModel(await Deno.readFile(`${d}/ex/onnx/model.onnx`));
+  const emb = decodeModel(await Deno.readFile(`${d}/ex/onnx/model_embeds.onnx`));
+  assertEquals(ids.opsetImport[0].version, 17);
+  assertEquals(ids.graph.input.map((i) => i.name).slice(0, 4), [
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "past_key_values.0.key",
+  ]);
+  assertEquals(emb.graph.input[0].name, "inputs_embeds");
+  assertEquals(ids.graph.output.map((o) => o.name), [
+    "logits",
+    "last_hidden_state",
+    "present.0.key",
+    "present.0.value",
+    "present.1.key",
+    "present.1.value",
+  ]);
+  const ext = (m: typeof ids) =>
+    m.graph.initializer.filter((x) => x.dataLocation === 1).map((x) =>
+      `${x.name}@${x.externalData!.find((e) => e.key === "offset")!.value}`
+    ).sort();
+  assertEquals(ext(emb), ext(ids));
+  assertEquals(ext(ids).length, 2 + 12 * cfg.nLayer + 2);
+});
+
+Deno.test("export --format hf has no ONNX files; --format onnx has no safetensors", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "cot" });
+  const hf = await exportCheckpoint(`${d}/ck`, `${d}/hf`, { format: "hf" });
+  assert(!hf.files.some((f) => f.startsWith("onnx/")));
+  assertEquals((await readLotusJson(`${d}/hf`)).onnx, null);
+  assertEquals((await readLotusJson(`${d}/hf`)).mode, "cot");
+  assert(!("transformers.js_config" in await readJson(`${d}/hf/config.json`)));
+  assertEquals(await checkExport(`${d}/hf`), []);
+  const ox = await exportCheckpoint(`${d}/ck`, `${d}/ox`, { format: "onnx" });
+  assert(!ox.files.includes("model.safetensors"));
+  assertEquals(await checkExport(`${d}/ox`), []);
+  // exporting again over an earlier export replaces it and leaves no temporary directory
+  await exportCheckpoint(`${d}/ck`, `${d}/ox`, { format: "hf" });
+  assert(await Deno.stat(`${d}/ox/model.safetensors`).then(() => true));
+  await assertRejects(() => Deno.stat(`${d}/ox/onnx`));
+  assertEquals([...Deno.readDirSync(d)].map((e) => e.name).sort(), ["ck", "hf", "ox"]);
+});
+
+Deno.test("the structural check names what is wrong in a damaged export", async () => {
+  const d = await tempDir();
+  const { cfg } = await tinyCheckpoint(`${d}/ck`);
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  const c = await readJson(`${d}/ex/config.json`);
+  await Deno.writeTextFile(
+    `${d}/ex/config.json`,
+    JSON.stringify({ ...c, n_head: 3, activation_function: "relu" }),
+  );
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  const tensors = { ...st.tensors };
+  delete tensors["transformer.ln_f.bias"];
+  tensors["transformer.h.0.attn.c_attn.weight"] = {
+    ...tensors["transformer.h.0.attn.c_attn.weight"],
+    shape: [3 * cfg.dModel, cfg.dModel],
+  };
+  await writeSafetensors(`${d}/ex/model.safetensors`, tensors, { format: "np" });
+  const tc = await readJson(`${d}/ex/tokenizer_config.json`);
+  await Deno.writeTextFile(
+    `${d}/ex/tokenizer_config.json`,
+    JSON.stringify({ ...tc, eos_token: "<|nope|>" }),
+  );
+  const problems = await checkExport(`${d}/ex`);
+  const has = (s: string) =>
+    assert(problems.some((p) => p.includes(s)), `no problem "${s}" in\n${problems.join("\n")}`);
+  has(`config.json: field "n_embd" (16) must be divisible by "n_head" (3)`);
+  has(`config.json: field "activation_function"`);
+  has(`model.safetensors: field "__metadata__.format" must be "pt"`);
+  has(`tensor "transformer.ln_f.bias" is missing`);
+  has(`tensor "transformer.h.0.attn.c_attn.weight" has shape [48,16], GPT-2 needs [16,48]`);
+  has(`tokenizer_config.json: field "eos_token" names no token`);
+});
+
+Deno.test("export fails clearly for a checkpoint with a missing or wrong file", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const fresh = async (name: string) => {
+    await Deno.mkdir(`${d}/${name}`);
+    for (const e of Deno.readDirSync(`${d}/ck`)) {
+      if (e.isFile) await Deno.copyFile(`${d}/ck/${e.name}`, `${d}/${name}/${e.name}`);
+    }
+    return `${d}/${name}`;
+  };
+  const fails = async (dir: string, ...parts: string[]) => {
+    const e = await assertRejects(
+      () => exportCheckpoint(dir, `${d}/out-${dir.length}`),
+      ExportError,
+    );
+    for (const p of parts) assert(e.message.includes(p), `"${e.message}" lacks "${p}"`);
+    await assertRejects(() => Deno.stat(`${d}/out-${dir.length}`));
+  };
+
+  await fails(`${d}/nothing-here`, "no config.json", "deno task train");
+  const a = await fresh("no-weights");
+  await Deno.remove(`${a}/model.safetensors`);
+  await fails(a, `${a}/model.safetensors: cannot read`);
+  const b = await fresh("no-tokenizer");
+  await Deno.remove(`${b}/tokenizer.json`);
+  await fails(b, `${b}/tokenizer.json: cannot read`);
+  const c = await fresh("bad-shape");
+  const st = await readSafetensors(`${c}/model.safetensors`);
+  const wpe = st.tensors["transformer.wpe.weight"];
+  await writeSafetensors(`${c}/model.safetensors`, {
+    ...st.tensors,
+    "transformer.wpe.weight": { ...wpe, shape: [wpe.shape[0] / 2, wpe.shape[1] * 2] },
+  }, { format: "pt" });
+  await fails(c, `tensor "transformer.wpe.weight" has shape [64,32]`);
+  const e = await fresh("bad-config");
+  const cfg = await readJson(`${e}/config.json`);
+  delete (cfg.lotus as Record<string, unknown>).special;
+  await Deno.writeTextFile(`${e}/config.json`, JSON.stringify(cfg));
+  await fails(e, `${e}/config.json: field "lotus.special"`);
+  const f = await fresh("other-tokenizer");
+  const tj = await readJson(`${f}/tokenizer.json`);
+  const added = tj.added_tokens as { id: number; content: string }[];
+  const lat = added.find((t) => t.content === "<|latent|>")!,
+    eot = added.find((t) => t.content === "<|end-latent|>")!;
+  [lat.content, eot.content] = [eot.content, lat.content];
+  await Deno.writeTextFile(`${f}/tokenizer.json`, JSON.stringify(tj));
+  await fails(f, `${f}/tokenizer.json: the EOT token has id`, `"lotus.special.eot"`);
+
+  // an existing directory that is not an export is never replaced
+  await Deno.mkdir(`${d}/mine`);
+  await Deno.writeTextFile(`${d}/mine/notes.txt`, "keep me");
+  const err = await assertRejects(() => exportCheckpoint(`${d}/ck`, `${d}/mine`), ExportError);
+  assert(err.message.includes("is not an export"));
+  assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "keep me");
+});
+
+Deno.test("ONNX codec: a graph round-trips, and weights are aligned in their file", () => {
+  const w = new WeightFile("w.bin");
+  w.add("a", [3], Float32Array.of(1, 2, 3));
+  w.add("b", [2, 2], Float32Array.of(4, 5, 6, 7));
+  assertEquals([w.entry("a")!.offset, w.entry("b")!.offset, w.size], [0, 4096, 4096 + 16]);
+  assertThrows(() => w.add("c", [2], Float32Array.of(1)), RangeError, "do not fill");
+  const g = new GraphBuilder("g");
+  const x = g.input("x", DataType.FLOAT, ["n", 2]);
+  g.output(g.op("MatMul", [x, g.weight(w, "b")], {}, "y"), DataType.FLOAT, ["n", 2]);
+  g.op("Softmax", [x], { axis: { int: -1 } });
+  const m = decodeModel(encodeModel(g.model({ opset: 17 })));
+  assertEquals(m.graph.node.map((n) => n.opType), ["MatMul", "Softmax"]);
+  assertEquals(m.graph.node[1].attribute![0].i, -1);
+  assertEquals(m.graph.input[0].type.tensorType.shape.dim, [{ dimParam: "n" }, { dimValue: 2 }]);
+  const init = m.graph.initializer[0];
+  assertEquals([init.name, init.dims, init.dataLocation], ["b", [2, 2], 1]);
+  assertEquals(init.externalData, [
+    { key: "location", value: "w.bin" },
+    { key: "offset", value: "4096" },
+    { key: "length", value: "16" },
+  ]);
+});
+
+Deno.test("export and infer command lines: defaults, and one-line errors", () => {
+  assertEquals(parseExportArgs(["--out", "x"]), {
+    checkpoint: "out/runs/default",
+    out: "x",
+    format: "both",
+  });
+  assertThrows(() => parseExportArgs([]), CliError, "--out");
+  assertThrows(() => parseExportArgs(["--out", "x", "--format", "tf"]), CliError, "--format");
+  const a = parseInferArgs(["--backend", "onnx", "--k", "2", "What is 2+2?"]);
+  assert(a !== "help");
+  assertEquals([a.backend, a.k, a.r, a.questions], ["onnx", 2, undefined, ["What is 2+2?"]]);
+  assertThrows(() => parseInferArgs(["--backend", "tpu", "q"]), CliError, "--backend");
+  assertThrows(() => parseInferArgs([]), CliError, "give at least one question");
+});
+
+Deno.test("a LOTUS-aux checkpoint exports its backbone only: the aux decoder is training-only", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "lotus-aux", model: { auxLayers: 1 } });
+  assert(await Deno.stat(`${d}/ck/aux.safetensors`).then(() => true));
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  assertEquals(await checkExport(`${d}/ex`), []);
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  assert(!Object.keys(st.tensors).some((n) => n.startsWith("aux.")));
+  assertEquals((await readLotusJson(`${d}/ex`)).mode, "lotus");
+});

@@ -1,0 +1,59 @@
+/**
+ * An explicit-CoT checkpoint exported with --format both runs as it is in
+ * `@huggingface/transformers`: its tokenizer encodes as ours does, and its `text-generation`
+ * pipeline (onnx/model.onnx on onnxruntime-node) continues greedily with exactly the tokens
+ * the native CPU engine generates.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { exportCheckpoint } from "../train/export.ts";
+import { openInference } from "../train/inference.ts";
+
+Deno.test("@huggingface/transformers loads the export and continues greedily as the engine does", async () => {
+  const { AutoModelForCausalLM, AutoTokenizer, env, pipeline } = await import(
+    "@huggingface/transformers"
+  );
+  // Everything is local: never reach for the Hub.
+  env.allowRemoteModels = false;
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "cot", seed: 5 });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  const n = 16;
+  const engine = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
+  const load = { local_files_only: true, dtype: "fp32", device: "cpu" } as const;
+  const tok = await AutoTokenizer.from_pretrained(`${d}/ex`, load);
+  const model = await AutoModelForCausalLM.from_pretrained(`${d}/ex`, load);
+  const gen = await pipeline("text-generation", `${d}/ex`, load);
+  try {
+    let long = 0;
+    for (const q of FIXTURE_QUESTIONS) {
+      const prompt = q + "\n";
+      const ours = (await engine.answer([q], { maxNewTokens: n })).answers[0].tokens;
+      if (ours.length >= 4) long++;
+      const enc = tok(prompt);
+      const ids = Array.from(enc.input_ids.data as BigInt64Array, Number);
+      assertEquals(ids, engine.tokenizer.encode(prompt), `tokenizer on ${JSON.stringify(q)}`);
+      const out = await model.generate({ ...enc, max_new_tokens: n, do_sample: false });
+      const all = Array.from((out as { data: BigInt64Array }).data, Number).slice(ids.length);
+      // transformers.js keeps the EOS that ended generation; ours drops it.
+      const theirs = all[all.length - 1] === engine.tokenizer.special.eos ? all.slice(0, -1) : all;
+      assertEquals(theirs, ours, `greedy continuation of ${JSON.stringify(q)}`);
+      const [res] = await gen(prompt, {
+        max_new_tokens: n,
+        do_sample: false,
+        return_full_text: false,
+      }) as {
+        generated_text: string;
+      }[];
+      const special = new Set(Object.values(engine.tokenizer.special));
+      const text = engine.tokenizer.decode(ours.filter((t) => !special.has(t)));
+      assertEquals(res.generated_text, text, `pipeline text for ${JSON.stringify(q)}`);
+    }
+    assert(long >= 2, "the continuations are too short to prove anything");
+  } finally {
+    await engine.close();
+    await model.dispose();
+    await gen.dispose();
+  }
+});

@@ -1,0 +1,270 @@
+/**
+ * The ONNX backend against the native CPU engine on tiny models: logits of the prefix, of a
+ * loop pass with injection and of a decode step on fresh random tokens (relative error at
+ * most 1e-4, fp32), whole LOTUS answers (the same greedy tokens and latent readout), and the
+ * export cache of `--backend onnx`.
+ *
+ * The engine side recomputes the whole sequence for every check (no cache), so the ONNX
+ * side's cached prefix, its loop passes over the cache and its decode step are each checked
+ * against a computation that shares none of their bookkeeping.
+ */
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { cpuEngine } from "./_tiny.ts";
+import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { exportCheckpoint } from "../train/export.ts";
+import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../train/onnx_session.ts";
+import { openInference } from "../train/inference.ts";
+import { loadCheckpoint } from "../train/checkpoint.ts";
+import { Model } from "../train/model.ts";
+import { Arena, Chunk, Scratch } from "../train/stack.ts";
+import { Rng } from "../train/params.ts";
+import { leftPadQuestions } from "../train/batch.ts";
+
+/** Full-sequence forward on the engine: ids (-1: no token embedding), optional added rows. */
+function engineForward(
+  model: Model,
+  B: number,
+  T: number,
+  ids: Int32Array,
+  pos: Int32Array,
+  valid: Uint8Array,
+  add: Float32Array | null,
+): { logits: Float32Array; h: Float32Array } {
+  const e = model.eng, C = model.cfg.dModel, V = model.cfg.vocabSize, N = B * T;
+  const a = new Arena(e);
+  try {
+    const sc = new Scratch(a, N, C, false);
+    const ch = new Chunk(a, model.main.shape, B, T, 0, false);
+    const up = (x: Int32Array | Uint8Array | Float32Array) => {
+      const p = a.bytes(x.byteLength);
+      e.upload(p, x);
+      return p;
+    };
+    e.embedFwd(ch.x[0], up(ids), up(pos), model.wte, model.wpe, N, C);
+    if (add) e.copyRows(ch.x[0], up(add), 1, N, C, N * C, C, N * C, C, true);
+    model.main.forward(ch, sc, B, T, null, up(valid));
+    const lg = a.f32(N * V);
+    e.matmulFwd(lg, ch.h, model.wte, null, N, C, V);
+    const logits = new Float32Array(N * V), h = new Float32Array(N * C);
+    e.download(logits, lg);
+    e.download(h, ch.h);
+    return { logits, h };
+  } finally {
+    a.free();
+  }
+}
+
+/** max |a - b| / max |b| over the rows where `use` is true (rows of width `w`). */
+function relError(a: Float32Array, b: Float32Array, w: number, use: (row: number) => boolean) {
+  assertEquals(a.length, b.length);
+  let num = 0, den = 0;
+  for (let r = 0; r < a.length / w; r++) {
+    if (!use(r)) continue;
+    for (let j = r * w; j < (r + 1) * w; j++) {
+      num = Math.max(num, Math.abs(a[j] - b[j]));
+      den = Math.max(den, Math.abs(b[j]));
+    }
+  }
+  assert(den > 1, `logits are too small (${den}) for a meaningful comparison`);
+  return num / den;
+}
+
+for (const injection of ["add", "replace"] as const) {
+  Deno.test(`ONNX logits match the CPU engine (1e-4): prefix, loop pass (${injection}), decode step`, async () => {
+    const d = await tempDir();
+    const { cfg, tok } = await tinyCheckpoint(`${d}/ck`, {
+      injection,
+      model: { dModel: 32, nHead: 4, nLayer: 2 },
+      seed: 11,
+      scale: 4,
+    });
+    await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+    const ck = await loadCheckpoint(`${d}/ck`);
+    const model = new Model(cpuEngine(), cfg, ck.params, false);
+    const net = await OnnxBackbone.open(`${d}/ex`, { threads: 2 });
+    try {
+      const seed = (Math.random() * 2 ** 31) >>> 0; // fresh tokens every run
+      const rng = new Rng(seed), sp = tok.special, V = cfg.vocabSize, C = cfg.dModel;
+      const qs = [5, 9].map((n) => Int32Array.from({ length: n }, () => rng.int(sp.eos)));
+      const B = qs.length, K = 2, c = 3, L = 1 + K * c;
+      const pre = leftPadQuestions(qs, sp.pad), P = pre.P, S = P + L;
+      const where = `(seed ${seed})`;
+
+      // Prefix.
+      const onnxPre = await net.forward({ ids: pre.ids }, B, P, {
+        positions: pre.pos,
+        mask: pre.valid,
+        past: net.emptyCache(B),
+        logitsToKeep: 0,
+      });
+      const engPre = engineForward(model, B, P, pre.ids, pre.pos, pre.valid, null);
+      const ePre = relError(onnxPre.logits!, engPre.logits, V, (r) => pre.valid[r] === 1);
+      assert(ePre <= 1e-4, `prefix logits: relative error ${ePre} ${where}`);
+
+      // Loop region: pass 0 (ids), then pass 1 (embeddings with the injection).
+      const loopIds = new Int32Array(B * L).fill(sp.lat), loopPos = new Int32Array(B * L);
+      const mask = new Uint8Array(B * S);
+      const full = { ids: new Int32Array(B * S), pos: new Int32Array(B * S), valid: mask };
+      for (let b = 0; b < B; b++) {
+        loopIds[b * L] = sp.bot;
+        for (let i = 0; i < L; i++) loopPos[b * L + i] = pre.qLen[b] + i;
+        mask.set(pre.valid.subarray(b * P, (b + 1) * P), b * S);
+        mask.fill(1, b * S + P, (b + 1) * S);
+        full.ids.set(pre.ids.subarray(b * P, (b + 1) * P), b * S);
+        full.ids.set(loopIds.subarray(b * L, (b + 1) * L), b * S + P);
+        full.pos.set(pre.pos.subarray(b * P, (b + 1) * P), b * S);
+        full.pos.set(loopPos.subarray(b * L, (b + 1) * L), b * S + P);
+      }
+      const args = {
+        positions: loopPos,
+        mask,
+        past: onnxPre.present,
+        hidden: true,
+        logitsToKeep: 0,
+      };
+      const pass0: BackboneOutput = await net.forward({ ids: loopIds }, B, L, args);
+      const eng0 = engineForward(model, B, S, full.ids, full.pos, mask, null);
+      const [eBot, eLat] = [
+        await net.tokenEmbeddings([sp.bot]),
+        await net.tokenEmbeddings([sp.lat]),
+      ];
+      const x = new Float32Array(B * L * C);
+      const engAdd = new Float32Array(B * S * C), engIds = full.ids.slice();
+      for (let b = 0; b < B; b++) {
+        x.set(eBot, b * L * C);
+        for (let i = 1; i < L; i++) {
+          for (let j = 0; j < C; j++) {
+            const o = (b * L + i) * C + j;
+            x[o] = (injection === "add" ? eLat[j] : 0) + pass0.hidden![o];
+            engAdd[(b * S + P + i) * C + j] = eng0.h[(b * S + P + i) * C + j];
+          }
+          if (injection === "replace") engIds[b * S + P + i] = -1;
+        }
+      }
+      const pass1 = await net.forward({ embeds: x }, B, L, args);
+      const eng1 = engineForward(model, B, S, engIds, full.pos, mask, engAdd);
+      const loopRows = (logits: Float32Array) => {
+        const out = new Float32Array(B * L * V);
+        for (let b = 0; b < B; b++) {
+          out.set(logits.subarray((b * S + P) * V, (b * S + S) * V), b * L * V);
+        }
+        return out;
+      };
+      const e0 = relError(pass0.logits!, loopRows(eng0.logits), V, () => true);
+      const e1 = relError(pass1.logits!, loopRows(eng1.logits), V, () => true);
+      assert(e0 <= 1e-4, `loop pass 0 logits: relative error ${e0} ${where}`);
+      assert(e1 <= 1e-4, `loop pass 1 (${injection}) logits: relative error ${e1} ${where}`);
+
+      // Decode step: EOT attending to the prefix and pass 1's keys and values.
+      const dMask = new Uint8Array(B * (S + 1)), dPos = new Int32Array(B);
+      const dec = { ids: new Int32Array(B * (S + 1)), pos: new Int32Array(B * (S + 1)) };
+      const dAdd = new Float32Array(B * (S + 1) * C);
+      for (let b = 0; b < B; b++) {
+        dMask.set(mask.subarray(b * S, (b + 1) * S), b * (S + 1));
+        dMask[b * (S + 1) + S] = 1;
+        dPos[b] = pre.qLen[b] + L;
+        dec.ids.set(engIds.subarray(b * S, (b + 1) * S), b * (S + 1));
+        dec.ids[b * (S + 1) + S] = sp.eot;
+        dec.pos.set(full.pos.subarray(b * S, (b + 1) * S), b * (S + 1));
+        dec.pos[b * (S + 1) + S] = dPos[b];
+        dAdd.set(engAdd.subarray(b * S * C, (b + 1) * S * C), b * (S + 1) * C);
+      }
+      const step = await net.forward({ ids: new Int32Array(B).fill(sp.eot) }, B, 1, {
+        positions: dPos,
+        mask: dMask,
+        past: pass1.present,
+        logitsToKeep: 1,
+      });
+      const engDec = engineForward(model, B, S + 1, dec.ids, dec.pos, dMask, dAdd);
+      const lastRows = new Float32Array(B * V);
+      for (let b = 0; b < B; b++) {
+        lastRows.set(engDec.logits.subarray((b * (S + 1) + S) * V, (b + 1) * (S + 1) * V), b * V);
+      }
+      const eDec = relError(step.logits!, lastRows, V, () => true);
+      assert(eDec <= 1e-4, `decode step logits: relative error ${eDec} ${where}`);
+      assertEquals(step.present.length, S + 1);
+    } finally {
+      await net.close();
+      model.free();
+    }
+  });
+}
+
+for (const mode of ["lotus", "cot"] as const) {
+  Deno.test(`ONNX inference answers as the engine does (${mode}): greedy tokens and readout`, async () => {
+    const d = await tempDir();
+    await tinyCheckpoint(`${d}/ck`, { mode, k: 2, c: 3, seed: 7, injection: "add" });
+    await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+    const cpu = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
+    const onnx = await openInference(`${d}/ex`, { backend: "onnx", threads: 2 });
+    try {
+      assertEquals(onnx.shape, cpu.shape);
+      assertEquals(onnx.backend, "onnx");
+      for (const qs of [FIXTURE_QUESTIONS, [FIXTURE_QUESTIONS[2]]]) {
+        for (const o of [{}, { k: 1 }]) {
+          const opts = { ...o, latentLogits: true, maxNewTokens: 12 };
+          const a = await cpu.answer(qs, opts), b = await onnx.answer(qs, opts);
+          assertEquals([b.K, b.R, b.c], [a.K, a.R, a.c]);
+          assertEquals(b.answers.map((x) => x.tokens), a.answers.map((x) => x.tokens));
+          assertEquals(b.answers.map((x) => x.text), a.answers.map((x) => x.text));
+          assert(a.answers.some((x) => x.tokens.length > 2), "answers too short to compare");
+          assertEquals(b.timings.decodeSteps, a.timings.decodeSteps);
+          for (let i = 0; i < qs.length; i++) {
+            const x = b.answers[i].latentLogits, y = a.answers[i].latentLogits;
+            if (mode === "cot") {
+              assertEquals([x, y], [undefined, undefined]);
+              continue;
+            }
+            const V = cpu.meta.model.vocabSize;
+            const e = relError(x!, y!, V, () => true);
+            assert(e <= 1e-4, `latent logits of question ${i}: relative error ${e}`);
+          }
+        }
+      }
+    } finally {
+      await cpu.close();
+      await onnx.close();
+    }
+  });
+}
+
+Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again when it changes", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 1 });
+  const cache = `${d}/ck/${ONNX_CACHE_DIR}`;
+  const first = await openInference(`${d}/ck`, { backend: "onnx", threads: 2 });
+  const q = [FIXTURE_QUESTIONS[0]];
+  const a1 = await first.answer(q, { maxNewTokens: 6 });
+  await first.close();
+  const made = (await Deno.stat(`${cache}/onnx/model.onnx_data`)).mtime!.getTime();
+  const again = await openInference(`${d}/ck`, { backend: "onnx", threads: 2 });
+  assertEquals((await again.answer(q, { maxNewTokens: 6 })).answers, a1.answers);
+  await again.close();
+  assertEquals((await Deno.stat(`${cache}/onnx/model.onnx_data`)).mtime!.getTime(), made);
+
+  // New weights in the checkpoint: the cache is stale and is exported again.
+  await tinyCheckpoint(`${d}/ck2`, { seed: 2 });
+  await Deno.copyFile(`${d}/ck2/model.safetensors`, `${d}/ck/model.safetensors`);
+  const cpu = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
+  const want = await cpu.answer(q, { maxNewTokens: 6 });
+  await cpu.close();
+  const fresh = await openInference(`${d}/ck`, { backend: "onnx", threads: 2 });
+  const got = await fresh.answer(q, { maxNewTokens: 6 });
+  await fresh.close();
+  assertEquals(got.answers.map((x) => x.tokens), want.answers.map((x) => x.tokens));
+  assert(JSON.stringify(got.answers) !== JSON.stringify(a1.answers), "new weights, same answers");
+});
+
+Deno.test("each backend refuses the wrong kind of directory with a clear error", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  await exportCheckpoint(`${d}/ck`, `${d}/hf`, { format: "hf" });
+  await exportCheckpoint(`${d}/ck`, `${d}/both`, { format: "both" });
+  const e1 = await assertRejects(() => openInference(`${d}/hf`, { backend: "onnx" }));
+  assert((e1 as Error).message.includes("this export has no ONNX graphs"), String(e1));
+  const e2 = await assertRejects(() => openInference(`${d}/both`, { backend: "cpu" }));
+  assert((e2 as Error).message.includes("is an export directory"), String(e2));
+  const e3 = await assertRejects(() => openInference(`${d}/nothing`, { backend: "onnx" }));
+  assert((e3 as Error).message.includes("config.json"), String(e3));
+});
