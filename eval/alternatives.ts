@@ -25,6 +25,7 @@ export type StepKind = "gold" | "gold-elsewhere" | "alternative" | "invalid";
 
 /** The verdict on one read-out step. */
 export interface StepVerdict {
+  /** What the reading is. */
   kind: StepKind;
   /** Why an `invalid` step is invalid. */
   reason?: string;

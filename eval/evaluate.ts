@@ -43,9 +43,11 @@ export interface BlockReadout {
   text: string;
   /** S_k token by token, and the argmax of each of the c slots, decoded one by one. */
   goldTokens: string[];
+  /** The argmax of each of the c slots, decoded one by one. */
   readoutTokens: string[];
   /** Per scored slot (j < min(c, |S_k|)): argmax is gold; gold in the top 5. */
   top1: boolean[];
+  /** Per scored slot: the gold token is among the 5 largest logits. */
   top5: boolean[];
   /** The argmax reading's kind (math steps only; null for natural-language steps). */
   kind: StepKind | null;
@@ -57,24 +59,33 @@ export interface BlockReadout {
 export interface ExampleResult {
   /** Position of the item in the input. */
   index: number;
+  /** The item's id. */
   id: string;
   /** The LOTUS shape used (K = R = 0 for baselines). */
   K: number;
+  /** Loop iterations used (0 for baselines). */
   R: number;
+  /** The question text. */
   question: string;
+  /** The gold answer. */
   gold: string;
   /** Gold steps in the checkpoint's CoT form; null when the source has no chain of thought. */
   goldSteps: number | null;
   /** The generated text and the answer extracted from it. */
   text: string;
+  /** The extracted answer. */
   predicted: string;
+  /** Exact match with the gold answer. */
   correct: boolean;
   /** Tokens generated (without EOS), and those before the first `#` (the written thought). */
   tokens: number;
+  /** Tokens before the first one holding `#` (the written thought of a CoT model). */
   thoughtTokens: number;
   /** Per-example milliseconds (the batch's time divided by its size). */
   prefillMs: number;
+  /** Thought phase per example, ms (LOTUS: pass 0 + R passes; CoT: its written thought). */
   thoughtMs: number;
+  /** Decoding per example, ms. */
   decodeMs: number;
   /** LOTUS checkpoints with gold steps: the readout, block by block. */
   readout?: BlockReadout[];
@@ -89,8 +100,11 @@ export interface ExampleResult {
 export interface StepBucket {
   /** The number of gold steps, or "n/a" for sources without a chain of thought. */
   steps: string;
+  /** Items scored. */
   n: number;
+  /** Items answered correctly. */
   correct: number;
+  /** correct / n. */
   accuracy: number;
 }
 
@@ -98,10 +112,13 @@ export interface StepBucket {
 export interface ReadoutSummary {
   /** Examples and blocks scored (blocks k < min(K, gold steps)). */
   examples: number;
+  /** Blocks scored. */
   blocks: number;
   /** Slots scored, and the share whose argmax / top 5 holds the gold token. */
   positions: number;
+  /** Share of scored slots whose argmax is the gold token. */
   top1: number;
+  /** Share of scored slots whose gold token is in the top 5. */
   top5: number;
   /** Blocks whose decoded argmax is exactly the gold step. */
   blocksExact: number;
@@ -117,16 +134,23 @@ export interface ReadoutSummary {
 
 /** The figures of one R. */
 export interface RunSummary {
+  /** The checkpoint's training mode. */
   mode: string;
+  /** Latent blocks used (0 for baselines). */
   K: number;
+  /** Loop iterations used (0 for baselines). */
   R: number;
+  /** Slots per block. */
   c: number;
+  /** Items scored. */
   n: number;
+  /** Items answered correctly. */
   correct: number;
   /** correct / n; questions too long for the context count as wrong. */
   accuracy: number;
   /** Questions not answered because they did not fit the model's context. */
   tooLong: number;
+  /** Per-example phase times (docs/eval.md). */
   latency: {
     batch: number;
     prefillMsPerExample: number;
@@ -142,7 +166,9 @@ export interface RunSummary {
     tokensMean: number;
     thoughtTokensMean: number;
   };
+  /** Accuracy by number of gold steps. */
   byGoldSteps: StepBucket[];
+  /** Readout figures (LOTUS checkpoints with gold steps). */
   readout?: ReadoutSummary;
 }
 
@@ -150,6 +176,7 @@ export interface RunSummary {
 export interface EvalResult {
   /** One row per item and R, R-major. */
   examples: ExampleResult[];
+  /** One summary per R of the sweep. */
   runs: RunSummary[];
 }
 

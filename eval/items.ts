@@ -88,11 +88,11 @@ const target = z.union([z.number(), z.string().refine((s) => s.trim() !== "", "a
 const text = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
 
 /** A GSM-Hard record; `code` (the PAL program) is read but not used. */
-export const GsmHardRecord = z.object({ input: text, code: z.string().optional(), target });
+const GsmHardRecord = z.object({ input: text, code: z.string().optional(), target });
 /** A MultiArith (or SVAMP JSONL) record. */
-export const InputTargetRecord = z.object({ input: text, target });
+const InputTargetRecord = z.object({ input: text, target });
 /** An element of SVAMP's JSON array. */
-export const SvampRecord = z.object({
+const SvampRecord = z.object({
   ID: z.union([z.string(), z.number()]).optional(),
   Body: z.string(),
   Question: text,

@@ -30,12 +30,19 @@ import { accuracySeries, lossSeries } from "./train_log.ts";
 
 /** What the summary says about where the numbers came from. */
 export interface EvalProvenance {
+  /** The checkpoint directory evaluated. */
   checkpoint: string;
+  /** The evaluation file or dataset directory. */
   data: string;
+  /** Its format. */
   format: string;
+  /** The split of a dataset directory. */
   split?: string;
+  /** The inference backend. */
   backend: string;
+  /** The checkpoint's training mode. */
   mode: string;
+  /** The model preset. */
   preset: string;
   /** The dataset's CoT form the checkpoint was trained on. */
   cot: string;
@@ -51,11 +58,17 @@ export interface ReportOptions {
 
 /** The paths written. */
 export interface ReportFiles {
+  /** predictions.csv. */
   predictions: string;
+  /** summary.json. */
   summary: string;
+  /** accuracy_by_steps.csv. */
   bySteps: string;
+  /** readout.csv (LOTUS checkpoints only). */
   readout?: string;
+  /** The SVG files written. */
   pictures: string[];
+  /** report.html. */
   html: string;
 }
 

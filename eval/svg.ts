@@ -20,6 +20,7 @@ export function escapeXml(s: string): string {
 
 /** One line of a chart. */
 export interface Series {
+  /** Legend label. */
   name: string;
   /** [x, y] points; non-finite y values are skipped. */
   points: [number, number][];
@@ -27,13 +28,19 @@ export interface Series {
 
 /** Options of {@linkcode lineChartSvg}. */
 export interface LineChartOptions {
+  /** Title drawn above. */
   title: string;
+  /** Label of the x axis. */
   xLabel: string;
+  /** Label of the y axis. */
   yLabel: string;
+  /** Width in pixels (default 640). */
   width?: number;
+  /** Height in pixels (default 360). */
   height?: number;
   /** Fix the y range (default: the data's, padded). */
   yMin?: number;
+  /** Fix the top of the y range. */
   yMax?: number;
   /** Draw y on a log scale (positive values only). */
   logY?: boolean;
@@ -156,7 +163,9 @@ export interface ReadoutBlockView {
 
 /** One example of the readout view. */
 export interface ReadoutExampleView {
+  /** Title drawn above. */
   title: string;
+  /** One entry per latent block. */
   blocks: ReadoutBlockView[];
 }
 
