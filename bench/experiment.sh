@@ -4,7 +4,7 @@
 #   evaluation on the held-out synthetic test split (and GSM8K test when it is present) ->
 #   the results table.
 #
-#   bash bench/experiment.sh [OUT]            (default out/experiment; about 45 min on 2 cores)
+#   bash bench/experiment.sh [OUT]            (default out/experiment; about an hour on 2 idle cores)
 #
 # Environment: THREADS (default 2); GSM8K, a GSM8K test.jsonl (default ../shared/data/gsm8k/,
 # skipped when absent); TRAIN_N and EPOCHS (default 6400 and 8: 1,600 steps of 32), which a
