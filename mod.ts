@@ -170,3 +170,11 @@ export {
   ngrams,
   words,
 } from "./pipeline/overlap.ts";
+
+// ---- evaluation (eval/): readers, scoring, latency, latent readout, pictures, report ----
+export * from "./eval/items.ts";
+export * from "./eval/alternatives.ts";
+export * from "./eval/evaluate.ts";
+export * from "./eval/train_log.ts";
+export * from "./eval/svg.ts";
+export * from "./eval/report.ts";

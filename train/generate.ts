@@ -37,12 +37,17 @@ export interface GenerateOptions {
 export interface Timings {
   /** The question prefix. */
   prefillMs: number;
-  /** LOTUS thought phase: pass 0 plus R loop passes. 0 for baselines. */
+  /** LOTUS thought phase: pass 0 plus R loop passes (the readout projection excluded). 0 for baselines. */
   thoughtMs: number;
   /** Decoding (EOT onwards for LOTUS), all tokens. */
   decodeMs: number;
   /** Decode steps run (the longest example's count). */
   decodeSteps: number;
+  /**
+   * Milliseconds of each decode step (engine synchronised by the argmax download), so that
+   * evaluation can time a CoT baseline's written thought: the steps before its first `#`.
+   */
+  stepMs: number[];
 }
 
 /** The result of {@linkcode Generator.generate}. */
@@ -88,14 +93,17 @@ export class Generator {
     this.cap = cap;
     const C = model.cfg.dModel, V = model.cfg.vocabSize, shape = model.main.shape;
     const a = this.#arena = new Arena(model.eng);
-    const L = cap.K > 0 ? 1 + cap.K * cap.c : 0;
+    // A LOTUS model at K = 0 (curriculum stage 0) still runs BOT through the loop region, so
+    // the loop buffers always hold at least one position.
+    const L = 1 + cap.K * cap.c;
     this.#tcap = cap.P + L + cap.maxNewTokens + 1;
     const rows = cap.B * Math.max(cap.P, L, 1);
     this.#sc = new Scratch(a, rows, C, false);
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, false);
-    this.#pass = L > 0
-      ? [new Chunk(a, shape, cap.B, L, cap.P, false), new Chunk(a, shape, cap.B, L, cap.P, false)]
-      : [this.#pre, this.#pre];
+    this.#pass = [
+      new Chunk(a, shape, cap.B, L, cap.P, false),
+      new Chunk(a, shape, cap.B, L, cap.P, false),
+    ];
     this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
     this.#cache = Array.from({ length: model.cfg.nLayer }, () => a.f32(cap.B * this.#tcap * 2 * C));
     this.#ids = a.i32(rows);
@@ -120,7 +128,7 @@ export class Generator {
     const L = lotus ? 1 + K * c : 0;
     const pre = leftPadQuestions(questions, sp.pad);
     const P = pre.P;
-    if (B > cap.B || P > cap.P || L > (cap.K > 0 ? 1 + cap.K * cap.c : 0) && lotus) {
+    if (B > cap.B || P > cap.P || (lotus && L > 1 + cap.K * cap.c)) {
       throw new RangeError(`request (B=${B}, P=${P}, L=${L}) exceeds the generator's capacity`);
     }
     if (opts.maxNewTokens > cap.maxNewTokens) {
@@ -150,6 +158,7 @@ export class Generator {
     e.sync();
     const T1 = performance.now();
 
+    let T2 = T1;
     // Thought phase (LOTUS).
     let latentLogits: Float32Array | undefined;
     let len = P; // filled cache rows
@@ -201,15 +210,19 @@ export class Generator {
           false,
         );
       }
+      len = P + L;
+      e.sync();
+      T2 = performance.now();
+      // The readout is a measurement, not part of answering: it is timed in no phase.
       if (opts.latentLogits) {
         e.matmulFwd(this.#logits, prev!.h, m.wte, null, B * L, C, V);
         latentLogits = new Float32Array(B * L * V);
         e.download(latentLogits, this.#logits);
       }
-      len = P + L;
     }
     e.sync();
-    const T2 = performance.now();
+    if (!lotus) T2 = performance.now();
+    const T2d = performance.now();
 
     // Decode.
     for (let b = 0; b < B; b++) {
@@ -221,6 +234,8 @@ export class Generator {
     const next = new Int32Array(B), pos = new Int32Array(B);
     const argmax = new Int32Array(B);
     let steps = 0;
+    const stepMs: number[] = [];
+    let tStep = performance.now();
     if (!lotus) {
       // The prefix's last column already predicts the first answer token.
       e.copyRows(sc.tmp, e.offset(this.#pre.h, (P - 1) * C * F32), B, 1, C, C, C, P * C, C, false);
@@ -229,6 +244,8 @@ export class Generator {
       e.download(argmax, this.#argmax);
       steps = 1;
       this.#accept(argmax, out, done, sp.eos);
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
     } else {
       next.fill(sp.eot);
     }
@@ -274,6 +291,8 @@ export class Generator {
       e.download(argmax, this.#argmax);
       steps++;
       this.#accept(argmax, out, done, sp.eos);
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
     }
     e.sync();
     const T3 = performance.now();
@@ -283,8 +302,9 @@ export class Generator {
       timings: {
         prefillMs: T1 - T0,
         thoughtMs: T2 - T1,
-        decodeMs: T3 - T2,
+        decodeMs: T3 - T2d,
         decodeSteps: steps,
+        stepMs,
       },
     };
   }

@@ -1,0 +1,417 @@
+/**
+ * Evaluation items: a question, its gold answer and (where the source has one) its gold
+ * chain of thought in both step forms, read from any file `deno task eval --data` accepts.
+ *
+ * | format       | file                                                          | gold steps |
+ * | ------------ | ------------------------------------------------------------- | ---------- |
+ * | `gsm8k` ...  | every pipeline format (gsm8k, parquet, icot, coconut, nl, csv) | yes        |
+ * | `gsm-hard`   | JSON lines `{input, code, target}` (GSM-Hard)                  | no         |
+ * | `svamp`      | a JSON array `{Body, Question, Equation, Answer}`, or JSON lines `{input, target}` | no |
+ * | `multiarith` | JSON lines `{input, target}` (MultiArith, SVAMP's JSONL copy)  | no         |
+ * | `dataset`    | a dataset directory from build-dataset (its `<split>.records.jsonl`) | yes  |
+ *
+ * Gold answers lose a trailing ".0", as the reference's out-of-distribution loader does, so
+ * "51.0" and 51 both read "51". Pipeline formats go through the pipeline's own readers and
+ * segmentation, so a GSM8K file yields the same steps here as in a built dataset.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { readProblems } from "../pipeline/read.ts";
+import { segment } from "../pipeline/segment.ts";
+import { type Format, FORMATS } from "../pipeline/read/detect.ts";
+import { detectFormat } from "../pipeline/read/detect.ts";
+import { readLines } from "../pipeline/read/_lines.ts";
+import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/_record.ts";
+import { FILE_HINT, InputError } from "../pipeline/read/input_error.ts";
+import { parseJsonLine } from "../pipeline/read/jsonl.ts";
+import { readManifest } from "../pipeline/manifest.ts";
+import type { SourceRef } from "../pipeline/types.ts";
+
+/** One question to answer, with what scoring and the readout need. */
+export interface EvalItem {
+  /** Stable id: `<file basename>:<line>` unless the data carries one. */
+  id: string;
+  /** Where the item came from. */
+  source: SourceRef;
+  /** The question text. */
+  question: string;
+  /** The gold answer as text, trailing ".0" removed. */
+  answer: string;
+  /** Gold math steps (`<<expr=value>>`), or null when the source has no chain of thought. */
+  math: string[] | null;
+  /** Gold natural-language steps, or null when the source has no chain of thought. */
+  nl: string[] | null;
+}
+
+/** Every format `deno task eval --format` takes. */
+export type EvalFormat = Format | "gsm-hard" | "svamp" | "multiarith" | "dataset";
+
+/** The names of {@linkcode EvalFormat}, for option parsing. */
+export const EVAL_FORMATS: readonly EvalFormat[] = [
+  ...FORMATS,
+  "gsm-hard",
+  "svamp",
+  "multiarith",
+  "dataset",
+];
+
+/** Options of {@linkcode readEvalItems}. */
+export interface EvalReadOptions {
+  /** The format; `"auto"` (the default) detects it with {@linkcode detectEvalFormat}. */
+  format?: EvalFormat | "auto";
+  /** The split of a dataset directory (default `test`, else `valid`). */
+  split?: string;
+  /** Read at most this many items. */
+  limit?: number;
+  /** Malformed records: throw (the default) or skip. */
+  onError?: "throw" | "skip";
+  /** Called with each skipped record's error. */
+  onSkip?: (e: InputError) => void;
+}
+
+/**
+ * The gold answer as the reference compares it: trimmed, with a trailing ".0" removed.
+ *
+ * @example
+ * ```ts
+ * import { cleanGold } from "./items.ts";
+ * console.assert(cleanGold(51.0) === "51" && cleanGold("-9867630.0") === "-9867630");
+ * console.assert(cleanGold("2.05") === "2.05");
+ * ```
+ */
+export function cleanGold(answer: string | number): string {
+  return String(answer).trim().replace(/\.0$/, "");
+}
+
+const target = z.union([z.number(), z.string().refine((s) => s.trim() !== "", "an empty string")]);
+const text = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
+
+/** A GSM-Hard record; `code` (the PAL program) is read but not used. */
+const GsmHardRecord = z.object({ input: text, code: z.string().optional(), target });
+/** A MultiArith (or SVAMP JSONL) record. */
+const InputTargetRecord = z.object({ input: text, target });
+/** An element of SVAMP's JSON array. */
+const SvampRecord = z.object({
+  ID: z.union([z.string(), z.number()]).optional(),
+  Body: z.string(),
+  Question: text,
+  Equation: z.string().optional(),
+  Answer: target,
+});
+
+const INPUT_TARGET_EXPECT = {
+  input: "a non-empty string (the question)",
+  target: "a number or a non-empty string (the answer)",
+};
+const SVAMP_EXPECT = {
+  ID: "a string or a number",
+  Body: "a string",
+  Question: "a non-empty string",
+  Equation: "a string",
+  Answer: "a number or a non-empty string",
+};
+
+function itemOf(at: RecordAt, question: string, answer: string | number, id?: string): EvalItem {
+  const p = makeProblem(at, {
+    id: id === undefined ? undefined : `${basename(at.file)}:${id}`,
+    question,
+    rationale: null,
+    mathSteps: null,
+    answer: "",
+  });
+  return {
+    id: p.id,
+    source: p.source,
+    question: p.question,
+    answer: cleanGold(answer),
+    math: null,
+    nl: null,
+  };
+}
+
+async function* readInputTarget(
+  path: string,
+  withCode: boolean,
+): AsyncGenerator<EvalItem | InputError> {
+  const schema = withCode ? GsmHardRecord : InputTargetRecord;
+  const expect = withCode
+    ? { ...INPUT_TARGET_EXPECT, code: "a string (the PAL program)" }
+    : INPUT_TARGET_EXPECT;
+  for await (const { line, text } of readLines(path)) {
+    if (text.trim() === "") continue;
+    const at = { file: path, line };
+    const raw = parseJsonLine(text, at);
+    if (raw instanceof InputError) {
+      yield raw;
+      continue;
+    }
+    const r = checkRecord(schema, raw, expect, at);
+    yield r instanceof InputError ? r : itemOf(at, r.input, r.target);
+  }
+}
+
+async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
+  const body = await Deno.readTextFile(path);
+  let data: unknown;
+  try {
+    data = JSON.parse(body);
+  } catch (e) {
+    throw new InputError({
+      file: path,
+      line: 0,
+      problem: `not valid JSON (${(e as Error).message})`,
+      hint: FILE_HINT,
+    });
+  }
+  if (!Array.isArray(data)) {
+    throw new InputError({
+      file: path,
+      line: 0,
+      problem: "expected a JSON array",
+      hint: FILE_HINT,
+    });
+  }
+  for (let i = 0; i < data.length; i++) {
+    const at = { file: path, line: i + 1 };
+    const r = checkRecord(SvampRecord, data[i], SVAMP_EXPECT, at);
+    if (r instanceof InputError) {
+      yield r;
+      continue;
+    }
+    // SVAMP's Body often ends without a full stop ("... on each pack"). Joining with ". "
+    // where it lacks one gives exactly the questions of the PAL JSONL copy (checked on all
+    // 1,000), so both files evaluate the same text.
+    const b = r.Body.trim();
+    const q = b === "" ? r.Question : `${b}${/[.?!]$/.test(b) ? "" : "."} ${r.Question.trim()}`;
+    yield itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
+  }
+}
+
+async function* readSvamp(path: string): AsyncGenerator<EvalItem | InputError> {
+  if ((await firstChar(path)) === "[") yield* readSvampArray(path);
+  else yield* readInputTarget(path, false);
+}
+
+async function* readPipeline(path: string, format: Format): AsyncGenerator<EvalItem | InputError> {
+  // The pipeline readers throw bad records unless told to skip; pass them through instead so
+  // that the caller's policy applies.
+  const errors: InputError[] = [];
+  for await (
+    const p of readProblems(path, { format, onError: "skip", onSkip: (e) => errors.push(e) })
+  ) {
+    while (errors.length) yield errors.shift()!;
+    const s = segment(p);
+    const hasCot = p.rationale !== null || p.mathSteps !== null;
+    yield {
+      id: p.id,
+      source: p.source,
+      question: p.question,
+      answer: cleanGold(p.answer),
+      math: hasCot ? s.math.map((m) => m.text) : null,
+      nl: hasCot ? s.nl : null,
+    };
+  }
+  while (errors.length) yield errors.shift()!;
+}
+
+/** A record of `<split>.records.jsonl` as far as evaluation reads it. */
+const DatasetRecord = z.object({
+  id: z.string(),
+  source: z.object({ file: z.string(), line: z.number() }),
+  question: z.string(),
+  answer: z.string(),
+  math: z.array(z.object({ text: z.string() })),
+  nl: z.array(z.string()),
+  validation: z.object({ status: z.string() }),
+});
+
+/** The split of a dataset directory that evaluation reads: `split`, else test, else valid. */
+export async function datasetSplit(dir: string, split?: string): Promise<string> {
+  const m = await readManifest(dir);
+  const names = Object.keys(m.splits);
+  if (split !== undefined) {
+    if (!m.splits[split]) {
+      throw new InputError({
+        file: dir,
+        line: 0,
+        field: "--split",
+        problem: `the dataset has no split "${split}" (it has ${names.join(", ")})`,
+        hint: "pass one of those with --split",
+      });
+    }
+    return split;
+  }
+  for (const s of ["test", "valid"]) if (m.splits[s]) return s;
+  throw new InputError({
+    file: dir,
+    line: 0,
+    field: "--split",
+    problem: `the dataset has neither a test nor a valid split (it has ${names.join(", ")})`,
+    hint: "pass one of those with --split",
+  });
+}
+
+async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalItem | InputError> {
+  const name = await datasetSplit(dir, split);
+  const m = await readManifest(dir);
+  const path = `${dir}/${m.splits[name].records}`;
+  for await (const { line, text } of readLines(path)) {
+    if (text.trim() === "") continue;
+    const at = { file: path, line };
+    const raw = parseJsonLine(text, at);
+    if (raw instanceof InputError) {
+      yield raw;
+      continue;
+    }
+    const r = checkRecord(DatasetRecord, raw, {
+      id: "a string",
+      source: "{file, line}",
+      question: "a string",
+      answer: "a string",
+      math: "an array of {text}",
+      nl: "an array of strings",
+      validation: "{status}",
+    }, at);
+    if (r instanceof InputError) {
+      yield r;
+      continue;
+    }
+    // Dropped records are not in the split's tensors; evaluate what training saw.
+    if (r.validation.status === "dropped") continue;
+    yield {
+      id: r.id,
+      source: r.source,
+      question: r.question.trim(),
+      answer: cleanGold(r.answer),
+      math: r.math.map((s) => s.text),
+      nl: r.nl,
+    };
+  }
+}
+
+async function firstChar(path: string): Promise<string> {
+  for await (const l of readLines(path)) {
+    const t = l.text.trim();
+    if (t !== "") return t[0];
+  }
+  return "";
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Tells an evaluation file's format: a directory is a dataset; a JSON array whose first
+ * element has `Body` is SVAMP; a JSON line with `input` and `target` is GSM-Hard (with `code`)
+ * or MultiArith; anything else goes to the pipeline's {@linkcode detectFormat}.
+ *
+ * @example
+ * ```ts ignore
+ * import { detectEvalFormat } from "./items.ts";
+ * console.log(await detectEvalFormat("data/gsm_hard/gsmhardv2.jsonl")); // "gsm-hard"
+ * ```
+ */
+export async function detectEvalFormat(path: string): Promise<EvalFormat> {
+  if (await isDirectory(path)) return "dataset";
+  if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
+  let first: string | null = null;
+  for await (const l of readLines(path)) {
+    if (l.text.trim() !== "") {
+      first = l.text.trim();
+      break;
+    }
+  }
+  if (first?.startsWith("[")) {
+    // Only the head is needed: SVAMP writes its keys on the lines after the bracket.
+    const head = (await readHead(path, 4096)).replace(/\s+/g, "");
+    if (/^\[\{"(ID|Body|Question)"/.test(head) || head.includes('"Body":')) return "svamp";
+  } else if (first?.startsWith("{")) {
+    try {
+      const o = JSON.parse(first) as Record<string, unknown>;
+      if ("input" in o && "target" in o) return "code" in o ? "gsm-hard" : "multiarith";
+    } catch { /* let the pipeline's detector say what is wrong */ }
+  }
+  return detectFormat(path);
+}
+
+async function readHead(path: string, n: number): Promise<string> {
+  const f = await Deno.open(path);
+  try {
+    const buf = new Uint8Array(n);
+    const got = await f.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, got ?? 0));
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Streams the evaluation items of a file or dataset directory, in order.
+ *
+ * @example
+ * ```ts ignore
+ * import { readEvalItems } from "./items.ts";
+ * for await (const it of readEvalItems("data/svamp/SVAMP.json", { limit: 3 })) {
+ *   console.log(it.question, it.answer);
+ * }
+ * ```
+ */
+export async function* readEvalItems(
+  path: string,
+  opts: EvalReadOptions = {},
+): AsyncGenerator<EvalItem> {
+  const format = opts.format === undefined || opts.format === "auto"
+    ? await detectEvalFormat(path)
+    : opts.format;
+  let source: AsyncGenerator<EvalItem | InputError>;
+  switch (format) {
+    case "dataset":
+      source = readDataset(path, opts.split);
+      break;
+    case "gsm-hard":
+      source = readInputTarget(path, true);
+      break;
+    case "multiarith":
+      source = readInputTarget(path, false);
+      break;
+    case "svamp":
+      source = readSvamp(path);
+      break;
+    default:
+      if (!FORMATS.includes(format)) {
+        throw new InputError({
+          file: path,
+          line: 0,
+          field: "--format",
+          problem: `unknown format "${format}"`,
+          hint: `pass one of ${EVAL_FORMATS.join(", ")}`,
+        });
+      }
+      source = readPipeline(path, format);
+  }
+  const limit = opts.limit ?? Infinity;
+  let n = 0;
+  for await (const item of source) {
+    if (n >= limit) break;
+    if (item instanceof InputError) {
+      if (opts.onError !== "skip") throw item;
+      opts.onSkip?.(item);
+      continue;
+    }
+    n++;
+    yield item;
+  }
+}
+
+/** All items of a file or dataset directory (see {@linkcode readEvalItems}). */
+export async function loadEvalItems(path: string, opts: EvalReadOptions = {}): Promise<EvalItem[]> {
+  const out: EvalItem[] = [];
+  for await (const it of readEvalItems(path, opts)) out.push(it);
+  return out;
+}

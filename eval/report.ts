@@ -1,0 +1,367 @@
+/**
+ * The files of an evaluation, written into one output directory:
+ *
+ * ```
+ * out/
+ *   predictions.csv        one row per item and R: gold, prediction, correctness, timings
+ *   summary.json           per R: accuracy, latency, accuracy by gold steps, readout figures
+ *   accuracy_by_steps.csv  per R and number of gold steps
+ *   readout.csv            LOTUS: one row per example, R and block
+ *   training_loss.svg      from the run's log, when found
+ *   training_accuracy.svg  from the run's log, when it has evaluations
+ *   readout.svg            LOTUS: gold against decoded latents for the first examples
+ *   report.html            all of the above in one self-contained page
+ * ```
+ *
+ * @module
+ */
+import { stringify } from "csv-stringify/sync";
+import { writeFileAtomic } from "../pipeline/atomic.ts";
+import type { LogRecord } from "../train/trainer.ts";
+import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
+import {
+  escapeXml,
+  lineChartSvg,
+  type ReadoutExampleView,
+  readoutSvg,
+  type Series,
+} from "./svg.ts";
+import { accuracySeries, lossSeries } from "./train_log.ts";
+
+/** What the summary says about where the numbers came from. */
+export interface EvalProvenance {
+  /** The checkpoint directory evaluated. */
+  checkpoint: string;
+  /** The evaluation file or dataset directory. */
+  data: string;
+  /** Its format. */
+  format: string;
+  /** The split of a dataset directory. */
+  split?: string;
+  /** The inference backend. */
+  backend: string;
+  /** The checkpoint's training mode. */
+  mode: string;
+  /** The model preset. */
+  preset: string;
+  /** The dataset's CoT form the checkpoint was trained on. */
+  cot: string;
+}
+
+/** Options of {@linkcode writeEvalOutputs}. */
+export interface ReportOptions {
+  /** The run's training log, for the curves. */
+  trainLog?: LogRecord[] | null;
+  /** Examples shown in the readout picture (default 6). */
+  readoutExamples?: number;
+}
+
+/** The paths written. */
+export interface ReportFiles {
+  /** predictions.csv. */
+  predictions: string;
+  /** summary.json. */
+  summary: string;
+  /** accuracy_by_steps.csv. */
+  bySteps: string;
+  /** readout.csv (LOTUS checkpoints only). */
+  readout?: string;
+  /** The SVG files written. */
+  pictures: string[];
+  /** report.html. */
+  html: string;
+}
+
+/** The readout picture's view of the first examples of one R. */
+export function readoutViews(rows: ExampleResult[], n: number): ReadoutExampleView[] {
+  return rows.filter((r) => r.readout?.length).slice(0, n).map((r) => ({
+    title: `${r.id} (R=${r.R}): ${
+      r.question.length > 70 ? r.question.slice(0, 67) + "..." : r.question
+    }`,
+    blocks: r.readout!.map((b) => ({
+      gold: b.goldTokens,
+      readout: b.readoutTokens,
+      match: b.readoutTokens.map((_, j) =>
+        j >= b.top1.length ? "none" : b.top1[j] ? "top1" : b.top5[j] ? "top5" : "miss"
+      ),
+      note: b.kind ?? undefined,
+    })),
+  }));
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const ms = (x: number) => x.toFixed(2);
+
+function table(head: string[], rows: (string | number)[][]): string {
+  const th = head.map((h) => `<th>${escapeXml(h)}</th>`).join("");
+  const tr = rows.map((r) =>
+    `<tr>${r.map((c) => `<td>${escapeXml(String(c))}</td>`).join("")}</tr>`
+  );
+  return `<table><thead><tr>${th}</tr></thead><tbody>${tr.join("")}</tbody></table>`;
+}
+
+function dataUri(svg: string): string {
+  const bytes = new TextEncoder().encode(svg);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return `data:image/svg+xml;base64,${btoa(bin)}`;
+}
+
+/** The summary table rows, one per R. */
+function summaryRows(runs: RunSummary[]): (string | number)[][] {
+  return runs.map((r) => [
+    r.mode,
+    r.K,
+    r.R,
+    r.n,
+    pct(r.accuracy),
+    ms(r.latency.prefillMsPerExample),
+    ms(r.latency.thoughtMsPerExample),
+    ms(r.latency.thoughtMsMedian),
+    ms(r.latency.msPerAnswerToken),
+    r.latency.tokensMean.toFixed(1),
+    r.readout ? pct(r.readout.top1) : "",
+    r.readout ? pct(r.readout.top5) : "",
+    r.readout ? pct(r.readout.alternativeTop1) : "",
+    r.readout ? pct(r.readout.alternativeTop5) : "",
+  ]);
+}
+
+/** The self-contained HTML report. */
+export function reportHtml(
+  prov: EvalProvenance,
+  result: EvalResult,
+  pictures: { title: string; svg: string; inline: boolean }[],
+): string {
+  const runs = result.runs;
+  const head = [
+    "mode",
+    "K",
+    "R",
+    "n",
+    "accuracy",
+    "prefill ms/ex",
+    "thought ms/ex",
+    "median",
+    "ms/answer token",
+    "tokens",
+    "readout top-1",
+    "readout top-5",
+    "alt. top-1",
+    "alt. top-5",
+  ];
+  const steps = runs.flatMap((r) =>
+    r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, pct(b.accuracy)])
+  );
+  const first = result.examples.slice(0, 50).map((e) => [
+    e.id,
+    e.R,
+    e.gold,
+    e.predicted,
+    e.correct ? "yes" : "no",
+    e.text.length > 120 ? e.text.slice(0, 117) + "..." : e.text,
+  ]);
+  const figs = pictures.map((p) =>
+    `<figure><figcaption>${escapeXml(p.title)}</figcaption>${
+      p.inline ? p.svg : `<img alt="${escapeXml(p.title)}" src="${dataUri(p.svg)}">`
+    }</figure>`
+  );
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Evaluation: ${escapeXml(prov.checkpoint)}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; }
+td:last-child { text-align: left; }
+figure { margin: 1em 0; }
+figcaption { font-weight: bold; margin-bottom: 0.3em; }
+img, svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
+</style></head><body>
+<h1>Evaluation</h1>
+<p>checkpoint <code>${escapeXml(prov.checkpoint)}</code> (${escapeXml(prov.mode)}, ${
+    escapeXml(prov.preset)
+  }, ${escapeXml(prov.cot)} steps) on <code>${escapeXml(prov.data)}</code> (${
+    escapeXml(prov.format)
+  }${prov.split ? `, split ${escapeXml(prov.split)}` : ""}), backend ${escapeXml(prov.backend)}</p>
+<h2>Summary</h2>
+${table(head, summaryRows(runs))}
+<h2>Accuracy by number of gold steps</h2>
+${table(["R", "gold steps", "n", "correct", "accuracy"], steps)}
+<h2>Pictures</h2>
+${figs.join("\n")}
+<h2>First predictions</h2>
+${table(["id", "R", "gold", "predicted", "correct", "generated"], first)}
+</body></html>
+`;
+}
+
+/**
+ * Write every output of an evaluation into `dir`.
+ *
+ * @example
+ * ```ts ignore
+ * import { writeEvalOutputs } from "./report.ts";
+ * await writeEvalOutputs("out/eval", prov, result, { trainLog });
+ * ```
+ */
+export async function writeEvalOutputs(
+  dir: string,
+  prov: EvalProvenance,
+  result: EvalResult,
+  opts: ReportOptions = {},
+): Promise<ReportFiles> {
+  await Deno.mkdir(dir, { recursive: true });
+  const files: ReportFiles = {
+    predictions: `${dir}/predictions.csv`,
+    summary: `${dir}/summary.json`,
+    bySteps: `${dir}/accuracy_by_steps.csv`,
+    pictures: [],
+    html: `${dir}/report.html`,
+  };
+  await writeFileAtomic(
+    files.predictions,
+    stringify(
+      result.examples.map((e) => ({
+        index: e.index,
+        id: e.id,
+        K: e.K,
+        R: e.R,
+        gold: e.gold,
+        predicted: e.predicted,
+        correct: e.correct ? 1 : 0,
+        gold_steps: e.goldSteps ?? "",
+        tokens: e.tokens,
+        thought_tokens: e.thoughtTokens,
+        prefill_ms: e.prefillMs.toFixed(3),
+        thought_ms: e.thoughtMs.toFixed(3),
+        decode_ms: e.decodeMs.toFixed(3),
+        readout: e.readout ? e.readout.map((b) => b.text).join(" | ") : "",
+        question: e.question,
+        generated: e.text,
+      })),
+      {
+        header: true,
+        columns: [
+          "index",
+          "id",
+          "K",
+          "R",
+          "gold",
+          "predicted",
+          "correct",
+          "gold_steps",
+          "tokens",
+          "thought_tokens",
+          "prefill_ms",
+          "thought_ms",
+          "decode_ms",
+          "readout",
+          "question",
+          "generated",
+        ],
+      },
+    ),
+  );
+  await writeFileAtomic(
+    files.summary,
+    JSON.stringify({ ...prov, runs: result.runs }, null, 2) + "\n",
+  );
+  await writeFileAtomic(
+    files.bySteps,
+    stringify(
+      result.runs.flatMap((r) =>
+        r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, b.accuracy.toFixed(4)])
+      ),
+      { header: true, columns: ["R", "gold_steps", "n", "correct", "accuracy"] },
+    ),
+  );
+  const withReadout = result.examples.filter((e) => e.readout?.length);
+  if (withReadout.length) {
+    files.readout = `${dir}/readout.csv`;
+    await writeFileAtomic(
+      files.readout,
+      stringify(
+        withReadout.flatMap((e) =>
+          e.readout!.map((b) => [
+            e.id,
+            e.R,
+            b.block,
+            b.gold,
+            b.text,
+            b.top1.filter(Boolean).length,
+            b.top5.filter(Boolean).length,
+            b.top1.length,
+            b.kind ?? "",
+            b.alternativeTop5 === null ? "" : b.alternativeTop5 ? 1 : 0,
+          ])
+        ),
+        {
+          header: true,
+          columns: [
+            "id",
+            "R",
+            "block",
+            "gold",
+            "readout",
+            "top1_hits",
+            "top5_hits",
+            "positions",
+            "kind",
+            "alternative_top5",
+          ],
+        },
+      ),
+    );
+  }
+  const pictures: { title: string; svg: string; inline: boolean; file: string }[] = [];
+  const log = opts.trainLog;
+  if (log && log.some((r) => r.kind === "train")) {
+    pictures.push({
+      title: "Training loss",
+      file: "training_loss.svg",
+      inline: false,
+      svg: lineChartSvg(lossSeries(log), {
+        title: "Training loss",
+        xLabel: "step",
+        yLabel: "loss (log scale)",
+        logY: true,
+      }),
+    });
+  }
+  if (log && log.some((r) => r.kind === "eval")) {
+    const acc: Series = accuracySeries(log);
+    pictures.push({
+      title: "Validation accuracy during training",
+      file: "training_accuracy.svg",
+      inline: false,
+      svg: lineChartSvg([acc], {
+        title: "Validation accuracy",
+        xLabel: "step",
+        yLabel: "exact match",
+        yMin: 0,
+        yMax: 1,
+      }),
+    });
+  }
+  if (withReadout.length) {
+    const firstR = withReadout[0].R;
+    pictures.push({
+      title: `Latent readout (R=${firstR})`,
+      file: "readout.svg",
+      inline: true,
+      svg: readoutSvg(
+        readoutViews(withReadout.filter((e) => e.R === firstR), opts.readoutExamples ?? 6),
+      ),
+    });
+  }
+  for (const p of pictures) {
+    await writeFileAtomic(`${dir}/${p.file}`, p.svg + "\n");
+    files.pictures.push(`${dir}/${p.file}`);
+  }
+  await writeFileAtomic(files.html, reportHtml(prov, result, pictures));
+  return files;
+}

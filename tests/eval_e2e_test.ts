@@ -1,0 +1,232 @@
+/**
+ * `deno task eval` end to end: tiny LOTUS and CoT checkpoints trained here on a fixture task,
+ * evaluated on the dataset's valid split and on a GSM8K-format file; the CSV, the JSON, the
+ * pictures and the report are written and their numbers agree with each other, with the
+ * checkpoint's tokenizer and with the trainer's own evaluation.
+ */
+import { parse } from "csv-parse/sync";
+import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
+import { buildDataset } from "../pipeline/build.ts";
+import { train } from "../train/trainer.ts";
+import { Rng } from "../train/params.ts";
+import { extractAnswer } from "../train/answer.ts";
+import { openInference } from "../train/inference.ts";
+import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
+import type { RunSummary } from "../eval/evaluate.ts";
+import { findChromium, renderPage } from "./_browser.ts";
+import { tempDir } from "./_tmp.ts";
+
+/** "Ann has a pens and gets b more, then buys c more": two steps, single digits. */
+function fixtureTask(n: number, seed: number): string {
+  const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const who = names[rng.int(names.length)], a = rng.int(10), b = rng.int(10), c = rng.int(10);
+    const question = `${who} has ${a} pens and gets ${b} more, then ${c} more. How many pens?`;
+    const answer = `${who} has ${a}+${b}=<<${a}+${b}=${a + b}>>${a + b} pens.\n` +
+      `Then ${a + b}+${c}=<<${a + b}+${c}=${a + b + c}>>${a + b + c} pens.\n#### ${a + b + c}`;
+    lines.push(JSON.stringify({ question, answer }));
+  }
+  return lines.join("\n") + "\n";
+}
+
+interface Setup {
+  dir: string;
+  data: string;
+  validFile: string;
+  lotus: string;
+  lotusAccuracy: number;
+  cot: string;
+}
+
+let setup: Setup | null = null;
+async function trained(): Promise<Setup> {
+  if (setup) return setup;
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/train.jsonl`, fixtureTask(160, 1));
+  await Deno.writeTextFile(`${dir}/valid.jsonl`, fixtureTask(24, 2));
+  await buildDataset({
+    out: `${dir}/data`,
+    splits: [
+      { name: "train", inputs: [`${dir}/train.jsonl`] },
+      { name: "valid", inputs: [`${dir}/valid.jsonl`] },
+    ],
+    tokenizer: "compact",
+    k: 2,
+    c: 8,
+  });
+  const common = {
+    data: `${dir}/data`,
+    preset: "tiny" as const,
+    backend: "cpu" as const,
+    threads: 2,
+    quiet: true,
+  };
+  const lotus = await train({
+    ...common,
+    out: `${dir}/lotus`,
+    // No curriculum: K = R = 2 from the first step, so the checkpoint is at its final shape.
+    train: {
+      k: 2,
+      c: 8,
+      epochsPerStage: 0,
+      steps: 40,
+      batch: 8,
+      lr: 3e-3,
+      evalExamples: 0,
+      evalEvery: 20,
+    },
+  });
+  await train({
+    ...common,
+    out: `${dir}/cot`,
+    train: { mode: "cot", k: 2, c: 8, steps: 20, batch: 8, lr: 3e-3, evalExamples: 0 },
+  });
+  setup = {
+    dir,
+    data: `${dir}/data`,
+    validFile: `${dir}/valid.jsonl`,
+    lotus: `${dir}/lotus`,
+    lotusAccuracy: lotus.valAccuracy!,
+    cot: `${dir}/cot`,
+  };
+  return setup;
+}
+
+async function runCli(argv: string[]): Promise<{ out: string; summary: { runs: RunSummary[] } }> {
+  const a = parseEvalArgs(argv);
+  assert(a !== "help");
+  const path = await evalCommand(a, () => {});
+  return { out: a.out, summary: JSON.parse(await Deno.readTextFile(path)) };
+}
+
+type Row = Record<string, string>;
+const readCsv = async (p: string) => parse(await Deno.readTextFile(p), { columns: true }) as Row[];
+
+Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R", async () => {
+  const s = await trained();
+  const out = `${s.dir}/eval-lotus`;
+  const { summary } = await runCli([
+    "--checkpoint",
+    `${s.lotus}/checkpoint`,
+    "--data",
+    s.data,
+    "--out",
+    out,
+    "--r",
+    "0,2",
+    "--batch",
+    "8",
+    "--threads",
+    "2",
+  ]);
+  assertEquals(summary.runs.map((r) => [r.K, r.R]), [[2, 0], [2, 2]]);
+  const rows = await readCsv(`${out}/predictions.csv`);
+  assertEquals(rows.length, 2 * 24);
+  for (const run of summary.runs) {
+    const mine = rows.filter((r) => Number(r.R) === run.R);
+    assertEquals(run.n, 24);
+    assertEquals(mine.filter((r) => r.correct === "1").length, run.correct);
+    assertAlmostEquals(run.accuracy, run.correct / run.n, 1e-12);
+    // The CSV's prediction is the extraction of its generated text, and "correct" follows.
+    for (const r of mine) assertEquals(r.predicted, extractAnswer(r.generated));
+    assertEquals(run.byGoldSteps.reduce((a, b) => a + b.n, 0), run.n);
+    assertEquals(run.byGoldSteps.map((b) => b.steps), ["2"]);
+    assert(run.latency.prefillMsPerExample > 0 && run.latency.msPerAnswerToken > 0);
+    assert(run.readout !== undefined);
+  }
+  // At the checkpoint's own R, eval reproduces the trainer's final validation accuracy
+  // (same examples, same greedy decoding, same batch size).
+  assertEquals(summary.runs[1].accuracy, s.lotusAccuracy);
+  // Three loop passes cost more than one.
+  assert(summary.runs[1].latency.thoughtMsPerExample > summary.runs[0].latency.thoughtMsPerExample);
+
+  // Readout positions: every gold step, tokenised with the checkpoint's tokenizer as the
+  // dataset does, scored up to c slots in each of the K = 2 blocks.
+  const session = await openInference(s.lotus, { maxBatch: 1 });
+  const records = (await Deno.readTextFile(`${s.data}/valid.records.jsonl`)).trim().split("\n")
+    .map((l) => JSON.parse(l) as { math: { text: string }[] });
+  let positions = 0;
+  for (const r of records) {
+    for (const st of r.math.slice(0, 2)) {
+      positions += Math.min(8, session.tokenizer.encode(st.text + "\n").length);
+    }
+  }
+  session.close();
+  const ro = summary.runs[1].readout!;
+  assertEquals(ro.positions, positions);
+  assertEquals(ro.blocks, 2 * 24);
+  assert(ro.top5 >= ro.top1 && ro.top1 >= 0 && ro.top5 <= 1);
+  assertEquals(ro.blocksExact + ro.blocksDiffering, ro.blocks);
+  const kinds = Object.values(ro.kinds).reduce((a, b) => a + b, 0);
+  assertEquals(kinds, ro.blocks);
+  const readout = await readCsv(`${out}/readout.csv`);
+  assertEquals(readout.length, 2 * 2 * 24);
+  const r2 = readout.filter((r) => r.R === "2");
+  assertEquals(r2.reduce((a, r) => a + Number(r.positions), 0), positions);
+  assertAlmostEquals(r2.reduce((a, r) => a + Number(r.top1_hits), 0) / positions, ro.top1, 1e-12);
+
+  const steps = await readCsv(`${out}/accuracy_by_steps.csv`);
+  assertEquals(steps.length, 2);
+  for (const f of ["training_loss.svg", "training_accuracy.svg", "readout.svg", "report.html"]) {
+    assert((await Deno.stat(`${out}/${f}`)).size > 200, f);
+  }
+  const html = await Deno.readTextFile(`${out}/report.html`);
+  assert(html.includes((100 * summary.runs[1].accuracy).toFixed(1) + "%"));
+
+  const chromium = findChromium();
+  if (chromium) {
+    const page = await renderPage(chromium, `file://${out}/report.html`);
+    assertEquals(page.images.length, 2);
+    assert(page.images.every((i) => i.complete && i.width > 0));
+    assert(page.svgs.length === 1 && page.svgs[0].height > 0);
+  }
+});
+
+Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {
+  const s = await trained();
+  const out = `${s.dir}/eval-cot`;
+  const { summary } = await runCli([
+    "--checkpoint",
+    s.cot,
+    "--data",
+    s.validFile,
+    "--out",
+    out,
+    "--limit",
+    "10",
+    "--batch",
+    "1",
+    "--r",
+    "0,2", // ignored: a baseline has no loop
+  ]);
+  assertEquals(summary.runs.length, 1);
+  const run = summary.runs[0];
+  assertEquals([run.mode, run.K, run.R, run.n], ["cot", 0, 0, 10]);
+  assertEquals(run.readout, undefined);
+  const rows = await readCsv(`${out}/predictions.csv`);
+  assertEquals(rows.length, 10);
+  const session = await openInference(s.cot, { maxBatch: 1 });
+  for (const r of rows) {
+    // thought_tokens counts the tokens before the first one holding "#".
+    const ids = session.tokenizer.encode(r.generated);
+    const want = ids.findIndex((id) => session.tokenizer.decode([id]).includes("#"));
+    assertEquals(Number(r.thought_tokens), want < 0 ? ids.length : want, r.generated);
+    if (Number(r.thought_tokens) > 0) assert(Number(r.thought_ms) > 0);
+  }
+  session.close();
+  assertAlmostEquals(
+    run.latency.thoughtTokensMean,
+    rows.reduce((a, r) => a + Number(r.thought_tokens), 0) / rows.length,
+    1e-9,
+  );
+  // No readout for a baseline, and the files say so by their absence.
+  for (const f of ["readout.csv", "readout.svg"]) {
+    let found = true;
+    try {
+      await Deno.stat(`${out}/${f}`);
+    } catch {
+      found = false;
+    }
+    assert(!found, f);
+  }
+});

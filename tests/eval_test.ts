@@ -1,0 +1,520 @@
+/**
+ * Evaluation pieces on hand-made inputs: answer extraction on tricky outputs, readout
+ * scoring on a logits tensor with a known answer, the alternative-intermediate detector,
+ * the evaluation readers on fixtures, the training-log reader, the SVG builders and the
+ * command-line parser. The real data sets are read only when ../shared/data is present.
+ */
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+} from "./_assert.ts";
+import { answersMatch, extractAnswer } from "../train/answer.ts";
+import { bestReadings, scoreReadout } from "../train/readout.ts";
+import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
+import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
+import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
+import type { EvalItem } from "../eval/items.ts";
+import type { InferenceSession } from "../train/inference.ts";
+import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
+import { accuracySeries, lossSeries, readTrainLog, TrainLogError } from "../eval/train_log.ts";
+import { parseEvalArgs } from "../cli/eval.ts";
+import { CliError } from "../cli/_common.ts";
+import { InputError } from "../pipeline/read/input_error.ts";
+import { tempDir } from "./_tmp.ts";
+
+const FIX = new URL("../fixtures/eval/", import.meta.url).pathname;
+const PIPE = new URL("../fixtures/pipeline/", import.meta.url).pathname;
+
+Deno.test("extractAnswer: the text after the last ###, commas removed, last number as fallback", () => {
+  const cases: [string, string][] = [
+    ["<<2*3=6>>\n### 6", "6"],
+    ["### 5\n### 7\n### 1,234", "1234"], // several markers: the last wins
+    ["#### 42", "42"], // GSM8K's four hashes still end in "###"
+    ["### -17", "-17"],
+    ["### -1,250.75", "-1250.75"],
+    ["### 3/4", "3/4"],
+    ["### 18.", "18"], // a closing full stop is not part of the number
+    ["### 12 apples", "12"], // units after the number are dropped
+    ["no marker at all, 3 then 1,500 then 8.5", "8.5"], // fallback: the last number
+    ["no number here", "no number here"],
+    ["### ", ""], // a marker with nothing after it falls back, and finds nothing
+    // An empty answer after the marker is wrong: it does not reach back into the steps.
+    ["<<5-9=-4>>\n###", ""],
+  ];
+  for (const [text, want] of cases) assertEquals(extractAnswer(text), want, JSON.stringify(text));
+});
+
+Deno.test("answersMatch: numbers by value, strings exactly", () => {
+  assert(answersMatch("1234", "1,234"));
+  assert(answersMatch("-1250.75", "-1,250.75"));
+  assert(answersMatch("0.75", "3/4"));
+  assert(answersMatch("2.50", "2.5"));
+  assert(answersMatch("$5", "5"));
+  assert(answersMatch(extractAnswer("### 1235567"), cleanGold(1235567.0)));
+  assert(!answersMatch("-4", "4"));
+  assert(!answersMatch("18", "19"));
+  assert(!answersMatch("", "0"));
+  assert(answersMatch("yes", "yes"));
+  assert(!answersMatch("yes", "no"));
+});
+
+Deno.test("cleanGold removes only a trailing .0", () => {
+  assertEquals(cleanGold(51.0), "51");
+  assertEquals(cleanGold("51.0"), "51");
+  assertEquals(cleanGold(" 7.05 "), "7.05");
+  assertEquals(cleanGold("100"), "100");
+  assertEquals(cleanGold(-0.5), "-0.5");
+});
+
+/** Logits [rows, V] from rows of values. */
+function logitsOf(rows: number[][]): Float32Array {
+  return Float32Array.from(rows.flat());
+}
+
+Deno.test("scoreReadout: block k's slot j (loop row k*c+j, BOT first) against S_k[j]", () => {
+  // V = 6, K = 2, c = 3: 1 + K*c = 7 rows. Gold S_0 = [1, 2], S_1 = [3, 4, 5, 0] (longer than c).
+  const V = 6;
+  const rows = [
+    [0, 9, 0, 0, 0, 0], // row 0 (BOT) = block 0 slot 0: argmax 1 = gold -> top-1
+    [0, 0, 1, 0, 0, 3], // block 0 slot 1: argmax 5; gold 2 is second -> top-5 only
+    [7, 0, 0, 0, 0, 0], // block 0 slot 2: past |S_0| = 2, not scored
+    [0, 0, 0, 8, 0, 0], // block 1 slot 0: gold 3 -> top-1
+    [9, 8, 7, 6, 5, 0], // block 1 slot 1: gold 4 ranks 5th -> top-5 only
+    [0, 0, 0, 0, 0, -1], // block 1 slot 2: gold 5 is the smallest of 6 -> miss
+    [0, 0, 0, 0, 0, 0], // the last latent: never scored
+  ];
+  const s = scoreReadout(logitsOf(rows), 2, 3, V, [[1, 2], [3, 4, 5, 0], [1]]);
+  assertEquals(s.length, 2, "blocks beyond K are not scored even with gold steps");
+  assertEquals(s[0].top1, [true, false]);
+  assertEquals(s[0].top5, [true, true]);
+  assertEquals(s[0].readout, [1, 5, 0]);
+  assertEquals(s[1].top1, [true, false, false]);
+  assertEquals(s[1].top5, [true, true, false]);
+  assertEquals(s[1].gold, [3, 4, 5, 0]);
+  // Fewer gold steps than K: only those blocks are scored.
+  assertEquals(scoreReadout(logitsOf(rows), 2, 3, V, [[1]]).length, 1);
+});
+
+Deno.test("bestReadings: the n most likely slot sequences, cut at the newline, distinct", () => {
+  // V = 3 tokens: "a", "b", "\n"; K = 1, c = 2 (rows: slot 0, slot 1, unused).
+  const names = ["a", "b", "\n"];
+  const decode = (ids: number[]) => ids.map((i) => names[i]).join("");
+  const rows = [[2, 1, 0], [0, 0, 3], [0, 0, 0]];
+  const best = bestReadings(logitsOf(rows), 0, 2, 3, 3, decode);
+  // "\n" dominates slot 1, so the third reading starts with slot 0's weakest token, "\n".
+  assertEquals(best.map((b) => b.text), ["a", "b", ""]);
+  assert(best[0].logProb > best[1].logProb && best[1].logProb > best[2].logProb);
+  // "\n" first gives the empty reading, whatever follows.
+  const nl = bestReadings(logitsOf([[0, 0, 9], [5, 0, 0], [0, 0, 0]]), 0, 2, 3, 2, decode);
+  assertEquals(nl[0].text, "");
+});
+
+Deno.test("alternative intermediates: valid, grounded and different from every gold step", () => {
+  const question = "Ann buys 3 boxes with 12 eggs each. She uses 5 eggs. An hour has 60 minutes.";
+  const gold = ["<<3*12=36>>", "<<36-5=31>>"];
+  const at = (block: number, earlierResults: number[] = []) => ({
+    question,
+    gold,
+    block,
+    earlierResults,
+  });
+  assertEquals(classifyStep("<<3*12=36>>", at(0)).kind, "gold");
+  assertEquals(classifyStep(" <<36-5=31>> ", at(0)).kind, "gold-elsewhere");
+  assertEquals(classifyStep("<<12*3=36>>", at(0)).kind, "alternative"); // operands swapped
+  assertEquals(classifyStep("<<3*60=180>>", at(0)).kind, "alternative"); // a question number
+  assertEquals(classifyStep("<<36*5=180>>", at(1)).kind, "alternative"); // an earlier result
+  // 36 is step 0's result: it cannot ground block 0 itself.
+  const early = classifyStep("<<36+5=41>>", at(0));
+  assertEquals(early.kind, "invalid");
+  assert(early.reason!.includes("36"));
+  assertEquals(classifyStep("<<41*2=82>>", at(1, [41])).kind, "invalid"); // 2 is nowhere
+  assertEquals(classifyStep("<<41-5=36>>", at(1, [41])).kind, "alternative"); // earlier readout
+  assertEquals(classifyStep("<<3*12=35>>", at(0)).kind, "invalid"); // wrong arithmetic
+  assertEquals(classifyStep("<<3*12>>", at(0)).kind, "invalid"); // no value
+  assertEquals(classifyStep("3*12=36", at(0)).kind, "invalid"); // no brackets
+  assertEquals(classifyStep("<<3*x=36>>", at(0)).kind, "invalid"); // not arithmetic
+  assertEquals(classifyStep("", at(0)).kind, "invalid");
+  // Rounded values are accepted as the pipeline's validation accepts them.
+  assertEquals(
+    classifyStep("<<60/12=5>>", at(0)).kind,
+    "alternative",
+  );
+  assertEquals(validStepValue("<<10/3=3.33>>"), 3.33);
+  assertEquals(validStepValue("<<10/3=4>>"), 4); // rounded up, as GSM8K writes buses
+  assertEquals(validStepValue("<<10/3=5>>"), null);
+  assertEquals(parseStep("<<a=b=c>>"), { expr: "a=b", value: "c" });
+  assertEquals(operandsOf("3*12-$1,000+0.5"), [3, 12, 1000, 0.5]);
+});
+
+Deno.test("summariseReadout: token rates over scored slots; alternatives over differing blocks", () => {
+  const block = (
+    gold: string,
+    text: string,
+    hits: boolean[],
+    kind: "gold" | "alternative" | "invalid",
+    alt5: boolean,
+  ) => ({
+    block: 0,
+    gold,
+    text,
+    goldTokens: [],
+    readoutTokens: [],
+    top1: hits,
+    top5: hits.map(() => true),
+    kind,
+    alternativeTop5: alt5,
+  });
+  const s = summariseReadout([
+    [block("<<1+1=2>>", "<<1+1=2>>", [true, true, true], "gold", false)],
+    [block("<<2*3=6>>", "<<3*2=6>>", [false, true], "alternative", true)],
+    [block("<<4-1=3>>", "<<4-1=2>>", [true, false], "invalid", true)],
+    [block("<<4-1=3>>", "<<9", [false], "invalid", false)],
+  ]);
+  assertEquals(s.blocks, 4);
+  assertEquals(s.positions, 8);
+  assertAlmostEquals(s.top1, 5 / 8);
+  assertEquals(s.top5, 1);
+  assertEquals(s.blocksExact, 1);
+  assertEquals(s.blocksDiffering, 3);
+  assertAlmostEquals(s.alternativeTop1, 1 / 3);
+  assertAlmostEquals(s.alternativeTop5, 2 / 3);
+  assertEquals(s.kinds, { gold: 1, "gold-elsewhere": 0, alternative: 1, invalid: 2 });
+});
+
+Deno.test("thoughtLength: tokens before the first token holding #", () => {
+  const names = ["<<", "2", "=", ">>\n", "###", " ", "5", "#"];
+  const dec = (ids: number[]) => ids.map((i) => names[i]).join("");
+  assertEquals(thoughtLength([0, 1, 2, 1, 3, 4, 5, 6], dec), 5);
+  assertEquals(thoughtLength([7, 6], dec), 0);
+  assertEquals(thoughtLength([0, 1], dec), 2);
+});
+
+Deno.test("readers: GSM-Hard, SVAMP (array and JSON lines) and MultiArith fixtures", async () => {
+  assertEquals(await detectEvalFormat(`${FIX}gsm_hard.jsonl`), "gsm-hard");
+  assertEquals(await detectEvalFormat(`${FIX}svamp.json`), "svamp");
+  assertEquals(await detectEvalFormat(`${FIX}multiarith.jsonl`), "multiarith");
+  assertEquals(await detectEvalFormat(`${FIX}svamp.jsonl`), "multiarith");
+  assertEquals(await detectEvalFormat(`${PIPE}gsm8k.jsonl`), "gsm8k");
+  assertEquals(await detectEvalFormat(`${PIPE}icot.txt`), "icot");
+
+  const hard = await loadEvalItems(`${FIX}gsm_hard.jsonl`);
+  assertEquals(hard.map((i) => i.answer), ["1235567", "25.5", "2.5"]);
+  assertEquals(hard.map((i) => i.source.line), [1, 2, 4]); // the blank line 3 is skipped
+  assertEquals(hard[0].id, "gsm_hard.jsonl:1");
+  assertEquals(hard[0].math, null);
+
+  const arr = await loadEvalItems(`${FIX}svamp.json`);
+  const lines = await loadEvalItems(`${FIX}svamp.jsonl`, { format: "svamp" });
+  assertEquals(arr.map((i) => i.question), lines.map((i) => i.question));
+  assertEquals(arr.map((i) => i.answer), ["7", "54", "7.5"]);
+  assertEquals(arr[0].id, "svamp.json:fx-1");
+  assertEquals(
+    arr[1].question,
+    "A shelf holds 6 rows of books with 9 books in each row. How many books are on the shelf?",
+  );
+
+  const ma = await loadEvalItems(`${FIX}multiarith.jsonl`);
+  assertEquals(ma.length, 3, "the last line has no newline and is still read");
+  assertEquals(ma.map((i) => i.answer), ["10", "21", "22"]);
+  assertEquals((await loadEvalItems(`${FIX}multiarith.jsonl`, { limit: 2 })).length, 2);
+});
+
+Deno.test("readers: pipeline formats keep their gold steps in both forms", async () => {
+  const g = await loadEvalItems(`${PIPE}gsm8k.jsonl`);
+  assert(g.length > 0);
+  assert(g.every((i) => i.math !== null && i.nl !== null));
+  assert(g.some((i) => i.math!.length > 1));
+  assert(g[0].math!.every((s) => s.startsWith("<<") && s.endsWith(">>")));
+  const ic = await loadEvalItems(`${PIPE}icot.txt`);
+  assert(ic.length > 0 && ic[0].math!.length > 0);
+});
+
+Deno.test("readers: bad records name file:line and field, or are skipped on request", async () => {
+  const d = await tempDir();
+  const path = `${d}/bad.jsonl`;
+  await Deno.writeTextFile(
+    path,
+    '{"input": "What is 2+2?", "target": 4}\n{"input": "", "target": 1}\n{"input": "x?"}\nnot json\n',
+  );
+  const e = await assertRejects(() => loadEvalItems(path, { format: "multiarith" }), InputError);
+  assert(e.message.includes(`${path}:2`) && e.message.includes('"input"'), e.message);
+  const skipped: InputError[] = [];
+  const ok = await loadEvalItems(path, {
+    format: "multiarith",
+    onError: "skip",
+    onSkip: (x) => skipped.push(x),
+  });
+  assertEquals(ok.length, 1);
+  assertEquals(skipped.map((x) => x.line), [2, 3, 4]);
+  assert(skipped[1].message.includes('"target"'));
+  await Deno.writeTextFile(`${d}/obj.json`, '{"Body": "x"}');
+  await assertRejects(() => loadEvalItems(`${d}/obj.json`, { format: "svamp" }), InputError);
+  await assertRejects(
+    () => loadEvalItems(path, { format: "nope" as "gsm8k" }),
+    InputError,
+    "--format",
+  );
+});
+
+const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
+let haveShared = false;
+try {
+  haveShared = Deno.statSync(SHARED).isDirectory;
+} catch { /* absent */ }
+if (!haveShared) {
+  console.log(
+    `skipping the real-data reader test: ${SHARED} is absent (users bring their own copies)`,
+  );
+}
+
+Deno.test({
+  name: "readers: the real GSM8K test, GSM8K-Aug test, GSM-Hard, SVAMP and MultiArith files",
+  ignore: !haveShared,
+  fn: async () => {
+    const count = async (p: string) => (await loadEvalItems(SHARED + p)).length;
+    assertEquals(await count("gsm8k/test.jsonl"), 1319);
+    assertEquals(await count("gsm8k_aug/test.txt"), 1319);
+    assertEquals(await count("gsm_hard/gsmhardv2.jsonl"), 1319);
+    assertEquals(await count("multiarith/mawpsmultiarith.jsonl"), 600);
+    const a = await loadEvalItems(SHARED + "svamp/SVAMP.json");
+    const b = await loadEvalItems(SHARED + "svamp/svamp.jsonl", { format: "svamp" });
+    assertEquals(a.length, 1000);
+    assertEquals(a.map((i) => [i.question, i.answer]), b.map((i) => [i.question, i.answer]));
+    const hard = await loadEvalItems(SHARED + "gsm_hard/gsmhardv2.jsonl");
+    assert(hard.every((i) => !i.answer.endsWith(".0")));
+    assert(hard.some((i) => i.answer.startsWith("-")));
+  },
+});
+
+Deno.test("training log: log.jsonl, else log.csv; both give the same series", async () => {
+  const d = await tempDir();
+  const recs = [
+    {
+      kind: "train",
+      step: 1,
+      epoch: 0,
+      stage: 0,
+      K: 0,
+      R: 0,
+      loss: 3,
+      ansLoss: 3,
+      stepLoss: 0,
+      seconds: 1,
+    },
+    {
+      kind: "train",
+      step: 2,
+      epoch: 0,
+      stage: 1,
+      K: 1,
+      R: 1,
+      loss: 2,
+      ansLoss: 1.5,
+      stepLoss: 10,
+      seconds: 2,
+    },
+    {
+      kind: "eval",
+      step: 2,
+      epoch: 0,
+      stage: 1,
+      K: 1,
+      R: 1,
+      valLoss: 2.5,
+      valAccuracy: 0.25,
+      valExamples: 4,
+      seconds: 2,
+    },
+  ];
+  await Deno.writeTextFile(`${d}/log.jsonl`, recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const fromJson = await readTrainLog(d);
+  assertEquals(fromJson.length, 3);
+  const loss = lossSeries(fromJson);
+  assertEquals(loss.map((s) => s.name), ["loss", "answer loss", "step loss"]);
+  assertEquals(loss[0].points, [[1, 3], [2, 2]]);
+  assertEquals(accuracySeries(fromJson).points, [[2, 0.25]]);
+  await Deno.remove(`${d}/log.jsonl`);
+  const cols = [
+    "kind",
+    "step",
+    "epoch",
+    "stage",
+    "K",
+    "R",
+    "loss",
+    "ansLoss",
+    "stepLoss",
+    "valLoss",
+    "valAccuracy",
+    "valExamples",
+    "seconds",
+  ];
+  const csv = [
+    cols.join(","),
+    ...recs.map((r) => cols.map((c) => (r as Record<string, unknown>)[c] ?? "").join(",")),
+  ];
+  await Deno.writeTextFile(`${d}/log.csv`, csv.join("\n") + "\n");
+  const fromCsv = await readTrainLog(d);
+  assertEquals(lossSeries(fromCsv), loss);
+  assertEquals(accuracySeries(fromCsv), accuracySeries(fromJson));
+  await Deno.writeTextFile(`${d}/log.jsonl`, '{"kind": "train", "step": "x"}\n');
+  await assertRejects(() => readTrainLog(d), TrainLogError, "log.jsonl:1");
+  await assertRejects(() => readTrainLog(`${d}/nowhere`), TrainLogError, "neither");
+});
+
+Deno.test("SVG builders: ticks, a line chart and the readout view", () => {
+  assertEquals(ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+  assertEquals(ticks(0, 95, 5), [0, 20, 40, 60, 80]);
+  const chart = lineChartSvg([
+    { name: "a <b>", points: [[0, 1], [1, 0.5], [2, NaN], [3, 0.25]] },
+    { name: "empty", points: [] },
+  ], { title: "T & U", xLabel: "step", yLabel: "loss", logY: true });
+  assert(chart.startsWith("<svg") && chart.endsWith("</svg>"));
+  assert(chart.includes("a &lt;b&gt;") && chart.includes("T &amp; U"));
+  assertEquals(chart.match(/<polyline/g)?.length, 1);
+  assertEquals(chart.match(/<circle/g)?.length, 3, "the NaN point is skipped");
+  const view = readoutSvg([{
+    title: "q",
+    blocks: [{
+      gold: ["<<", "1\n"],
+      readout: ["<<", "2", "x"],
+      match: ["top1", "miss", "none"],
+      note: "invalid",
+    }],
+  }]);
+  assertEquals(view.match(/fill="#b7e4b0"/g)?.length, 2, "one green cell and its legend");
+  assertEquals(view.match(/fill="#f4b6b6"/g)?.length, 2, "one red cell and its legend");
+  assert(view.includes("1⏎") && view.includes("invalid"));
+});
+
+Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
+  const a = parseEvalArgs([
+    "--checkpoint",
+    "c",
+    "--data",
+    "d",
+    "--r",
+    "0,1, 2,4,6",
+    "--batch",
+    "1",
+  ]);
+  assert(a !== "help");
+  assertEquals(a.r, [0, 1, 2, 4, 6]);
+  assertEquals(a.batch, 1);
+  assertEquals(a.out, "out/eval");
+  assertEquals(parseEvalArgs(["--help"]), "help");
+  assertThrows(() => parseEvalArgs(["--data", "d"]), CliError, "--checkpoint");
+  assertThrows(
+    () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--r", "1,x"]),
+    CliError,
+    "--r",
+  );
+  assertThrows(
+    () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--format", "xml"]),
+    CliError,
+    "--format",
+  );
+  assertThrows(() => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--bogus"]), CliError);
+});
+
+/**
+ * A scripted inference session: a character-level tokenizer, and answers that say "n" for a
+ * question "What is n?" when n is even and "n+1" otherwise; each decode step takes step+1 ms.
+ */
+function scriptedSession(mode: "lotus" | "cot", maxPositions = 200) {
+  const calls: { n: number; r?: number }[] = [];
+  const tokenizer = {
+    encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
+    decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+  };
+  const session = {
+    meta: {
+      train: { mode },
+      data: { cot: "math" },
+      model: { vocabSize: 128, maxPositions },
+    },
+    tokenizer,
+    backend: "cpu",
+    shape: { K: mode === "lotus" ? 2 : 0, R: mode === "lotus" ? 2 : 0, c: 4 },
+    answer(questions: string[], o: { r?: number } = {}) {
+      return Promise.resolve(this.answerNow(questions, o));
+    },
+    answerNow(questions: string[], o: { r?: number } = {}) {
+      calls.push({ n: questions.length, r: o.r });
+      const answers = questions.map((q) => {
+        const n = Number(/\d+/.exec(q)![0]);
+        const text = `ab### ${n % 2 === 0 ? n : n + 1}`;
+        return { text, answer: extractAnswer(text), tokens: tokenizer.encode(text) };
+      });
+      const steps = Math.max(...answers.map((a) => a.tokens.length)) + 1;
+      const stepMs = Array.from({ length: steps }, (_, i) => i + 1);
+      const R = o.r ?? 2;
+      return {
+        answers,
+        timings: {
+          prefillMs: 4,
+          thoughtMs: mode === "lotus" ? 10 * (R + 1) : 0,
+          decodeMs: stepMs.reduce((a, b) => a + b, 0),
+          decodeSteps: steps,
+          stepMs,
+        },
+        K: mode === "lotus" ? 2 : 0,
+        R: mode === "lotus" ? R : 0,
+        c: 4,
+      };
+    },
+    close() {},
+  };
+  return { session: session as unknown as InferenceSession, calls };
+}
+
+const items = (ns: number[]): EvalItem[] =>
+  ns.map((n, i) => ({
+    id: `q${i}`,
+    source: { file: "x", line: i + 1 },
+    question: n < 0 ? `What is ${"very ".repeat(60)}long ${-n}?` : `What is ${n}?`,
+    answer: String(Math.abs(n)),
+    math: Array.from({ length: 1 + (i % 2) }, () => "<<1+1=2>>"),
+    nl: null,
+  }));
+
+Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for the context", async () => {
+  const { session, calls } = scriptedSession("lotus");
+  const res = await runEval(session, items([2, 3, 4, -6, 5]), {
+    batch: 2,
+    r: [0, 3],
+    readout: false,
+  });
+  // One warm-up batch, then 2 batches (4 answerable questions) per R.
+  assertEquals(calls.map((c) => [c.n, c.r]), [[2, 0], [2, 0], [2, 0], [2, 3], [2, 3]]);
+  assertEquals(res.runs.map((r) => [r.K, r.R, r.n, r.correct, r.tooLong]), [
+    [2, 0, 5, 2, 1],
+    [2, 3, 5, 2, 1],
+  ]);
+  assertEquals(res.examples.length, 10);
+  assertEquals(res.examples.slice(0, 5).map((e) => e.index), [0, 1, 2, 3, 4]);
+  const long = res.examples[3];
+  assert(long.tooLong && !long.correct && long.predicted === "");
+  // Thought time per example: the batch's pass time over its size; too-long rows excluded.
+  assertEquals(res.runs[0].latency.thoughtMsPerExample, 10 / 2);
+  assertEquals(res.runs[1].latency.thoughtMsPerExample, 40 / 2);
+  assertEquals(res.runs[1].latency.thoughtMsMedian, 40 / 2);
+  assertEquals(res.runs[0].latency.prefillMsPerExample, 2);
+  assertEquals(res.runs[0].byGoldSteps.map((b) => [b.steps, b.n]), [["1", 3], ["2", 2]]);
+});
+
+Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens before '#'", async () => {
+  const { session } = scriptedSession("cot");
+  const res = await runEval(session, items([2, 4]), { batch: 1, r: [0, 1] });
+  assertEquals(res.runs.length, 1, "a baseline ignores the R sweep");
+  const [a] = res.examples;
+  assertEquals(a.thoughtTokens, 2); // "a", "b" before "###"
+  assertEquals(a.thoughtMs, 1 + 2); // steps 0 and 1
+  // "ab### 2": 7 tokens and EOS = 8 steps; the answer steps are 2..7, 3+4+...+8 = 33 ms.
+  assertEquals(res.runs[0].latency.msPerAnswerToken, 33 / 6);
+  assertEquals(res.runs[0].accuracy, 1);
+  assertEquals(fitsContext(session, items([2, -4])), [true, false]);
+});
