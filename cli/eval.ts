@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { openInference } from "../train/inference.ts";
+import { DEFAULT_INFERENCE_BACKEND, openInference } from "../train/inference.ts";
 import {
   datasetSplit,
   detectEvalFormat,
@@ -37,7 +37,7 @@ report.html into --out.
   --limit N            evaluate the first N items
   --max-new-tokens N   generation budget (default 64)
   --out DIR            output directory (default out/eval)
-  --backend B          cpu | cuda | auto | onnx (default cpu)
+  --backend B          cpu | cuda | auto | onnx (default ${DEFAULT_INFERENCE_BACKEND})
   --threads N          CPU threads, 0 = all cores (default 0)
   --readout-examples N examples drawn in readout.svg (default 6)
   --on-error E         throw | skip malformed records (default throw)
@@ -66,7 +66,7 @@ const ArgsSchema = z.object({
   limit: z.coerce.number().int().min(1).optional(),
   maxNewTokens: z.coerce.number().int().min(1).default(64),
   out: z.string().default("out/eval"),
-  backend: z.enum(["cpu", "cuda", "auto", "onnx"]).default("cpu"),
+  backend: z.enum(["cpu", "cuda", "auto", "onnx"]).default(DEFAULT_INFERENCE_BACKEND),
   threads: z.coerce.number().int().min(0).default(0),
   readoutExamples: z.coerce.number().int().min(0).default(6),
   onError: z.enum(["throw", "skip"]).default("throw"),

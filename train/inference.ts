@@ -26,11 +26,11 @@ export type InferenceBackend = "cpu" | "cuda" | "auto" | "onnx";
 
 /**
  * The backend used when none is given: the faster CPU path. On the `small` preset at batch
- * 1, onnxruntime-node decodes each answer token 3-4 times faster than the CPU engine and
- * answers sooner overall (bench/onnx_vs_engine.ts; figures in docs/export.md). On a GPU
- * machine, ask for "cuda" or "auto".
+ * 1 on two idle cores, the native engine takes 37 ms for the thought phase and 0.28 ms per
+ * answer token, against 39 ms and 0.99 ms for onnxruntime-node (bench/onnx_vs_engine.ts;
+ * figures in docs/export.md). On a GPU machine, ask for "cuda" or "auto".
  */
-export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "onnx";
+export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
 
 /** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
 export interface AnswerOptions {

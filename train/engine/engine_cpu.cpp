@@ -910,6 +910,9 @@ int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd
 
 // ---- matmul -------------------------------------------------------------------------------
 
+// Forward products with at most this many rows take the dot-product path (decoding).
+constexpr int kGemvMaxRows = 4;
+
 int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
                   int Cin, int Cout) {
   const char* fn = "le_matmul_fwd";
@@ -922,6 +925,20 @@ int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bia
   TRY(check_opt(fn, "bias", bias, mul(Cout, 4)));
   if (g_reference) {
     matmul_fwd_naive(out, inp, w, bias, N, Cin, Cout);
+    return 0;
+  }
+  if (N <= kGemvMaxRows) {
+    // Decoding multiplies a few rows by a large weight (the LM head: 1 x C x V). The packed
+    // GEMM would repack all of W for them on every call; a dot product per output reads W
+    // once, in place, parallel over the output columns. Each output is one fixed-order dot
+    // product, so the result does not depend on the thread count.
+    par_for(Cout, (int64_t)N * Cout * Cin > kParMin, [&](int64_t j) {
+      const float* wr = w + j * (int64_t)Cin;
+      for (int n = 0; n < N; n++) {
+        const float s = dot(inp + (int64_t)n * Cin, wr, Cin);
+        out[(int64_t)n * Cout + j] = bias ? s + bias[j] : s;
+      }
+    });
     return 0;
   }
   return gemm(fn, N, Cout, Cin, inp, Cin, 1, w, 1, Cin, out, Cout, false, bias);
