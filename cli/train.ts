@@ -37,7 +37,7 @@ the default dataset (out/data/default) into out/runs/default.
   --clip X              global-norm gradient clip, 0 = off (default 1)
   --batch N             examples per step               (default 16)
   --steps N             optimiser steps (overrides --epochs)
-  --epochs N            epochs                          (default 1; the default job uses 6)
+  --epochs N            epochs                          (default 1; the default job uses 15)
   --seed N              seed for initialisation and data order (default 0)
   --eval-every N        evaluate every N steps (always at the end)
   --eval-examples N     validation examples for accuracy, 0 = all (default 200)
@@ -192,7 +192,7 @@ async function main(argv: string[]): Promise<number> {
     t.c ??= manifest.options.c;
   }
   t.lr ??= PRESETS[a.preset].lr;
-  if (defaultJob) t.epochs = 6;
+  if (defaultJob) t.epochs = 15;
   const res = await train({
     data: a.data,
     out: a.out,
