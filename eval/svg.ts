@@ -63,8 +63,8 @@ export function ticks(lo: number, hi: number, n = 5): number[] {
 function fmt(v: number): string {
   if (v === 0) return "0";
   const a = Math.abs(v);
-  if (a >= 1e4 || a < 1e-3) return v.toExponential(1);
-  return String(Number(v.toPrecision(4)));
+  if (a >= 1e6 || a < 1e-3) return v.toExponential(1);
+  return String(Number(v.toPrecision(6)));
 }
 
 /**
@@ -91,7 +91,11 @@ export function lineChartSvg(series: Series[], o: LineChartOptions): string {
   let y0 = o.yMin ?? Math.min(...pts.map((p) => tf(p[1])));
   let y1 = o.yMax ?? Math.max(...pts.map((p) => tf(p[1])));
   if (!pts.length) x0 = 0, x1 = 1, y0 = o.yMin ?? 0, y1 = o.yMax ?? 1;
-  if (x1 === x0) x1 = x0 + 1;
+  // A single point (say one evaluation) still gets a readable axis around it.
+  if (x1 === x0) {
+    const pad = Math.max(1, Math.abs(x0) * 0.05);
+    x0 -= pad, x1 += pad;
+  }
   if (y1 === y0) y1 = y0 + 1;
   const sx = (x: number) => m.l + ((x - x0) / (x1 - x0)) * pw;
   const sy = (y: number) => m.t + ph - ((tf(y) - y0) / (y1 - y0)) * ph;
