@@ -28,6 +28,7 @@ import {
 import { writeFileAtomic } from "../pipeline/atomic.ts";
 import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
+import { gpt2ConfigJson } from "./hf_config.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** Raised for a checkpoint that cannot be read or does not fit; says what to do. */
@@ -89,35 +90,13 @@ export interface CheckpointData {
   tokenizerJson: string;
 }
 
-/** A Hugging Face GPT-2 config for a model. */
+/** A Hugging Face GPT-2 config for a model, with the run's "lotus" section. */
 export function hfConfig(
   cfg: ModelConfig,
   sp: SpecialIds,
   meta: LotusMeta,
 ): Record<string, unknown> {
-  return {
-    architectures: ["GPT2LMHeadModel"],
-    model_type: "gpt2",
-    vocab_size: cfg.vocabSize,
-    n_positions: cfg.maxPositions,
-    n_ctx: cfg.maxPositions,
-    n_embd: cfg.dModel,
-    n_layer: cfg.nLayer,
-    n_head: cfg.nHead,
-    n_inner: null,
-    activation_function: "gelu_new",
-    layer_norm_epsilon: 1e-5,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    initializer_range: 0.02,
-    bos_token_id: sp.eos,
-    eos_token_id: sp.eos,
-    pad_token_id: sp.pad,
-    tie_word_embeddings: true,
-    scale_attn_weights: true,
-    lotus: meta,
-  };
+  return { ...gpt2ConfigJson(cfg, sp, false), lotus: meta };
 }
 
 /** Transpose a row-major [r, c] matrix. */

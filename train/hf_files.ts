@@ -10,7 +10,6 @@
 
 import { z } from "zod";
 import { LotusMetaSchema } from "./checkpoint.ts";
-import type { ModelConfig } from "./config.ts";
 
 /** The ONNX files of an export, relative to its directory. */
 export const ONNX_FILES = {
@@ -74,49 +73,7 @@ export function tokenText(tokenizer: unknown, id: number): string | undefined {
   return undefined;
 }
 
-/**
- * config.json for GPT2LMHeadModel. `onnx` adds the `transformers.js_config` section that
- * tells `@huggingface/transformers` to use the fp32 graph and its external weight file.
- */
-export function gpt2ConfigJson(
-  cfg: ModelConfig,
-  sp: LotusJson["special"],
-  onnx: boolean,
-): Record<string, unknown> {
-  const out: Record<string, unknown> = {
-    architectures: ["GPT2LMHeadModel"],
-    model_type: "gpt2",
-    vocab_size: cfg.vocabSize,
-    n_positions: cfg.maxPositions,
-    n_ctx: cfg.maxPositions,
-    n_embd: cfg.dModel,
-    n_layer: cfg.nLayer,
-    n_head: cfg.nHead,
-    n_inner: null,
-    activation_function: "gelu_new",
-    layer_norm_epsilon: 1e-5,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    initializer_range: 0.02,
-    scale_attn_weights: true,
-    scale_attn_by_inverse_layer_idx: false,
-    reorder_and_upcast_attn: false,
-    use_cache: true,
-    bos_token_id: sp.eos,
-    eos_token_id: sp.eos,
-    pad_token_id: sp.pad,
-    tie_word_embeddings: true,
-    torch_dtype: "float32",
-  };
-  if (onnx) {
-    out["transformers.js_config"] = {
-      dtype: "fp32",
-      use_external_data_format: { "model.onnx": 1 },
-    };
-  }
-  return out;
-}
+export { gpt2ConfigJson } from "./hf_config.ts";
 
 /** The special-token texts of an export. */
 export interface SpecialTexts {
