@@ -5,7 +5,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { DEFAULT_INFERENCE_BACKEND, openInference } from "../train/inference.ts";
 import {
@@ -18,7 +17,7 @@ import {
 import { runEval } from "../eval/evaluate.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { readTrainLog, runDirOf } from "../eval/train_log.ts";
-import { CliError, cliMain, zodMessage } from "./_common.ts";
+import { CliError, cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task eval --checkpoint DIR --data FILE|DIR [options]
 
@@ -93,31 +92,9 @@ const STRING_FLAGS = [
   "on-error",
 ];
 
-const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-
 /** Parse argv into validated options (exported for tests). */
 export function parseEvalArgs(argv: string[]): EvalArgs | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        ...Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
-        quiet: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}; see deno task eval --help`);
-  }
-  if (parsed.values.help) return "help";
-  const raw: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(parsed.values)) raw[camel(k)] = v;
-  const res = ArgsSchema.safeParse(raw);
-  if (!res.success) throw new CliError(zodMessage(res.error, "eval"));
-  return res.data;
+  return parseCommandLine(argv, "eval", { strings: STRING_FLAGS, booleans: ["quiet"] }, ArgsSchema);
 }
 
 /** Run an evaluation as the command does; returns the summary path (exported for tests). */

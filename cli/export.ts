@@ -5,11 +5,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { exportCheckpoint } from "../train/export.ts";
 import { checkExport } from "../train/export_check.ts";
-import { CliError, cliMain, zodMessage } from "./_common.ts";
+import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task export --checkpoint DIR --out DIR [--format hf|onnx|both]
 
@@ -38,27 +37,7 @@ const ArgsSchema = z.object({
 
 /** Parse argv into validated options (exported for tests). */
 export function parseExportArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        checkpoint: { type: "string" },
-        out: { type: "string" },
-        format: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}; see deno task export --help`);
-  }
-  if (parsed.values.help) return "help";
-  const { help: _, ...raw } = parsed.values;
-  const res = ArgsSchema.safeParse(raw);
-  if (!res.success) throw new CliError(zodMessage(res.error, "export"));
-  return res.data;
+  return parseCommandLine(argv, "export", { strings: ["checkpoint", "out", "format"] }, ArgsSchema);
 }
 
 async function main(argv: string[]): Promise<number> {

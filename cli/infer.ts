@@ -5,11 +5,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { type AnswerBatch, DEFAULT_INFERENCE_BACKEND, openInference } from "../train/inference.ts";
 import { readoutTexts } from "../train/readout.ts";
-import { CliError, cliMain, zodMessage } from "./_common.ts";
+import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task infer --checkpoint DIR "question" ["question" ...] [options]
 
@@ -46,45 +45,11 @@ const ArgsSchema = z.object({
 
 /** Parse argv into validated options (exported for tests). */
 export function parseInferArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        checkpoint: { type: "string" },
-        backend: { type: "string" },
-        k: { type: "string" },
-        r: { type: "string" },
-        "max-new-tokens": { type: "string" },
-        threads: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: true,
-    });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}; see deno task infer --help`);
-  }
-  if (parsed.values.help) return "help";
-  const v = parsed.values;
-  const res = ArgsSchema.safeParse({
-    checkpoint: v.checkpoint,
-    backend: v.backend,
-    k: v.k,
-    r: v.r,
-    maxNewTokens: v["max-new-tokens"],
-    threads: v.threads,
-    json: v.json,
-    questions: parsed.positionals,
-  });
-  if (!res.success) {
-    if (res.error.issues[0].path[0] === "questions") {
-      throw new CliError(`${res.error.issues[0].message}; see deno task infer --help`);
-    }
-    throw new CliError(zodMessage(res.error, "infer"));
-  }
-  return res.data;
+  return parseCommandLine(argv, "infer", {
+    strings: ["checkpoint", "backend", "k", "r", "max-new-tokens", "threads"],
+    booleans: ["json"],
+    positionals: "questions",
+  }, ArgsSchema);
 }
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;

@@ -5,12 +5,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ModeSchema, PRESETS, type TrainConfig } from "../train/config.ts";
 import { train } from "../train/trainer.ts";
 import { readManifest } from "../pipeline/manifest.ts";
-import { CliError, cliMain, zodMessage } from "./_common.ts";
+import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task train [options]
 
@@ -126,31 +125,14 @@ const STRING_FLAGS = [
   "save-every",
 ];
 
-const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-
 /** Parse argv into validated options (exported for tests). */
 export function parseTrainArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        ...Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
-        quiet: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}; see deno task train --help`);
-  }
-  if (parsed.values.help) return "help";
-  const raw: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(parsed.values)) raw[camel(k)] = v;
-  const res = ArgsSchema.safeParse(raw);
-  if (!res.success) throw new CliError(zodMessage(res.error, "train"));
-  return res.data;
+  return parseCommandLine(
+    argv,
+    "train",
+    { strings: STRING_FLAGS, booleans: ["quiet"] },
+    ArgsSchema,
+  );
 }
 
 async function main(argv: string[]): Promise<number> {
