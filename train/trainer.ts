@@ -378,7 +378,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const eng = openBackend(opts.backend, opts.threads ?? 0, log, opts.precision);
   let model: Model | null = null;
-  const runners = new Map<string, LotusRunner | PlainRunner>();
+  let runner: LotusRunner | PlainRunner | null = null;
   // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).
   let interrupted = false;
   let onSig: (() => void) | null = null;
@@ -408,17 +408,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       opts.onLog?.(r);
     };
     const cap = capacityOf(trainEx, cfg, cfg.batch);
-    const runnerFor = (): LotusRunner | PlainRunner => {
-      const key = "train";
-      let r = runners.get(key);
-      if (!r) {
-        r = cfg.mode === "cot" || cfg.mode === "nocot"
-          ? new PlainRunner(model!, cfg.batch, cap.T, true)
-          : new LotusRunner(model!, cap, true);
-        runners.set(key, r);
-      }
-      return r;
-    };
+    // One runner for the whole run: its buffers are sized for the largest batch of any stage.
+    runner = cfg.mode === "cot" || cfg.mode === "nocot"
+      ? new PlainRunner(model, cfg.batch, cap.T, true)
+      : new LotusRunner(model, cap, true);
     const meta: LotusMeta = {
       model: mcfg,
       train: cfg,
@@ -497,7 +490,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const exs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
       const ts = performance.now();
       model.zeroGrad();
-      const runner = runnerFor();
       const l = runner instanceof PlainRunner
         ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"))
         : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c }), {
@@ -591,7 +583,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         Deno.removeSignalListener("SIGINT", onSig);
       } catch { /* signals unsupported */ }
     }
-    for (const r of runners.values()) r.free();
+    runner?.free();
     model?.free();
     eng.close();
   }
