@@ -388,7 +388,9 @@ def cmd_bench(args):
     params = list(P.values())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=dev == "cuda")
+    # fused AdamW exists on CUDA only (and PyTorch before 2.0 has no `fused` argument at all).
+    fused = dict(fused=True) if dev == "cuda" else {}
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **fused)
     nh = cfg["n_head"]
     counts = target_counts(b)
 
@@ -400,6 +402,9 @@ def cmd_bench(args):
 
     results = {}
     modes = ["eager"] + ([] if args.no_compile else ["compile"])
+    if "compile" in modes and not hasattr(torch, "compile"):
+        print(f"torch {torch.__version__} has no torch.compile: eager only", file=sys.stderr)
+        modes.remove("compile")
     for mode in modes:
         fwd = loss_fn if mode == "eager" else torch.compile(loss_fn)
 

@@ -14,8 +14,8 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}bench/torch_reference.py`;
 const SHIM = `${ROOT}tests/_torch_shim`;
 
-function python(args: string[], env: Record<string, string> = {}) {
-  const out = new Deno.Command("python3", {
+function python(args: string[], env: Record<string, string> = {}, exe = "python3") {
+  const out = new Deno.Command(exe, {
     args,
     env: { PYTHONDONTWRITEBYTECODE: "1", ...env },
     stdout: "piped",
@@ -25,17 +25,26 @@ function python(args: string[], env: Record<string, string> = {}) {
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-function has(module: string): boolean {
+function has(module: string, exe = "python3"): boolean {
   try {
-    return python(["-c", `import ${module}`]).code === 0;
+    return python(["-c", `import ${module}`], {}, exe).code === 0;
   } catch {
-    return false; // no python3 at all
+    return false; // no such interpreter
   }
 }
 
 const NUMPY = has("numpy");
 const TORCH = NUMPY && has("torch");
 if (!NUMPY) console.error("torch_reference_test: python3 with numpy not found: tests skipped");
+// An interpreter with real PyTorch: python3, or the system's (Debian's python3-torch, where a
+// version manager's python3 comes first on PATH).
+const TORCH_PY = ["python3", "/usr/bin/python3"].find((p) => has("numpy", p) && has("torch", p));
+if (!TORCH_PY) {
+  console.error(
+    "torch_reference_test: no python3 with PyTorch (e.g. Debian's python3-torch): the real-torch " +
+      "tests are skipped",
+  );
+}
 
 interface Row {
   name: string;
@@ -45,11 +54,13 @@ interface Row {
   skipped?: boolean;
 }
 
-async function compare(engines: [string, Engine][], spec = STEP_SPECS[0]) {
+async function compare(engines: [string, Engine][], spec = STEP_SPECS[0], exe?: string) {
   const dir = await Deno.makeTempDir({ prefix: "lotus-torch-ref-test-" });
   try {
     await writeTorchCase(dir, engines, spec);
-    const r = python([SCRIPT, "compare", dir, "--json", `${dir}/rows.json`], { PYTHONPATH: SHIM });
+    const args = [SCRIPT, "compare", dir, "--json", `${dir}/rows.json`];
+    // Without `exe`, the numpy stand-in for torch (tests/_torch_shim); with it, real PyTorch.
+    const r = exe ? python(args, {}, exe) : python(args, { PYTHONPATH: SHIM });
     const rows: Row[] = JSON.parse(await Deno.readTextFile(`${dir}/rows.json`));
     return { ...r, rows };
   } finally {
@@ -157,5 +168,59 @@ Deno.test({
     assertEquals(r.code, 1, r.stdout);
     const logits = r.rows.find((x) => x.name === "torch reference vs off: suffix logits")!;
     assert(!logits.pass && logits.err! > 1e-4, `${logits.err}`);
+  },
+});
+
+Deno.test({
+  name: "torch reference (real PyTorch): the same losses and logits as the CPU engine",
+  ignore: !TORCH_PY,
+  async fn() {
+    for (const spec of STEP_SPECS) {
+      const r = await compare([["cpu", cpuEngine()]], spec, TORCH_PY);
+      const ours = r.rows.filter((x) => x.name.startsWith("torch reference vs cpu"));
+      assertEquals(ours.length, 5, r.stdout + r.stderr);
+      for (const x of ours) {
+        assert(x.pass && x.err !== null && x.err <= x.tol, `${spec.name}: ${x.name}: ${x.err}`);
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "torch reference (real PyTorch): the training benchmark runs and reports its shape",
+  ignore: !TORCH_PY,
+  fn() {
+    const r = python(
+      [
+        SCRIPT,
+        "bench",
+        "--preset",
+        "tiny",
+        "--vocab",
+        "120",
+        "--batch",
+        "2",
+        "--k",
+        "2",
+        "--c",
+        "3",
+        "--question",
+        "10",
+        "--answer",
+        "4",
+        "--dtype",
+        "fp32",
+        "--steps",
+        "1",
+      ],
+      {},
+      TORCH_PY,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim().split("\n").pop()!);
+    // 10 question positions, 3 passes over BOT + 2*3 latents, EOT + 4 answer tokens.
+    assertEquals(out.positions, 10 + 3 * 7 + 5);
+    assert(out.results.eager.examples_per_s > 0, r.stdout);
+    assert(Number.isFinite(out.results.eager.loss), r.stdout);
   },
 });

@@ -1,0 +1,665 @@
+/**
+ * The GPU benchmark (issue 8's targets), in one run. On the GPU machine the one command is
+ * `bash .device/run.sh bash bench/gpu_bench.sh` (docs/gpu-bench.md); anywhere else
+ * `deno task bench:gpu`, which without a GPU is a dry run on the CPU engine at a small shape.
+ *
+ *   deno run --allow-all bench/gpu_bench.ts [--backend auto|cuda|cpu] [--precision bf16]
+ *       [--preset gpt2] [--batch 64] [--steps 10] [--question 60] [--answer 8] [--k 6]
+ *       [--c 13] [--runs 20] [--eval-questions 1319] [--eval-batch 64] [--skip-check]
+ *       [--skip-torch] [--python python3] [--out DIR]
+ *
+ * In order:
+ *  1. The correctness checks of the CUDA issue (bench/gpu_check.ts); a failure stops here.
+ *  2. Training at the reference's shape (GPT-2 small, c = 13, K = R = 6, a 60-token question,
+ *     an 8-token answer, batch 64, random tokens): examples/s, token positions/s, MFU and peak
+ *     device memory of this project's engine, then bench/torch_reference.py eager and with
+ *     torch.compile at the same shape.
+ *  3. Batch-1 inference: the thought phase (pass 0 + R loop passes, after the prefill), the
+ *     time per answer token, and explicit-CoT decoding of 30 and 90 tokens after the same
+ *     question on this engine; the speed-up ratios.
+ *  4. Evaluation throughput: batched greedy LOTUS decoding of 1,319 questions (GSM8K test's
+ *     count) at the same shape.
+ * It prints a table last (targets judged only on a GPU) and writes gpu_bench.json and
+ * table.txt and rows.jsonl (each row as it is measured) to --out (default $OUT when set, else
+ * bench/results/gpu_bench), and on a GPU a copy of the JSON to bench/results/gpu_bench.json.
+ *
+ * Weights are random (seeded): speed does not depend on them, and the GPU machine holds no
+ * trained GPT-2. So that every run does the same work, EOS is ignored: LOTUS decodes exactly
+ * `--answer` tokens and CoT exactly 30 or 90. Question ids are random, with lengths drawn
+ * from 40..80 for the evaluation (mean 60) and exactly `--question` elsewhere.
+ *
+ * MFU counts 6 * parameters * token positions per example (forward and backward, the usual
+ * approximation, attention excluded), against the measured bf16 peak of 790 TFLOP/s; by that
+ * count the reference's 229 examples/s is 13.5%.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type Engine, type Precision } from "../train/engine/ffi.ts";
+import { type BackendName, selectEngine } from "../train/engine/backend.ts";
+import { cudaMemInfo, probeCuda } from "../train/engine/cuda_probe.ts";
+import { presetConfig, type PresetName, TrainConfigSchema } from "../train/config.ts";
+import { initParams, paramLayout } from "../train/params.ts";
+import { adamwOf, Model } from "../train/model.ts";
+import { type LotusOptions, LotusRunner } from "../train/lotus.ts";
+import { type Example, lotusBatch, suffixOf } from "../train/batch.ts";
+import { Generator } from "../train/generate.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
+
+/** The measured bf16 dense peak of the H200 (../shared/docs/gpu.md). */
+export const PEAK_BF16_FLOPS = 790e12;
+
+/** Issue 8's targets, and the reference's figures they derive from. */
+export const TARGETS = {
+  trainExamplesPerSec: 690,
+  peakGiB: 18,
+  thoughtMs: 4,
+  answerTokenMs: 0.5,
+  speedup30: 4,
+  speedup90: 10,
+  evalSeconds: 10,
+} as const;
+
+/** Median of a non-empty list. */
+export function median(xs: number[]): number {
+  const s = xs.toSorted((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Token positions one LOTUS training example forwards: the question once, R+1 passes over
+ * BOT and the K*c latents, and the suffix (EOT, any remaining steps, the answer). */
+export function lotusPositions(P: number, K: number, c: number, R: number, S: number): number {
+  return P + (R + 1) * (1 + K * c) + S;
+}
+
+/** Model FLOP utilisation by the 6 * N * positions count. */
+export function mfu(params: number, positionsPerSec: number, peak = PEAK_BF16_FLOPS): number {
+  return 6 * params * positionsPerSec / peak;
+}
+
+/** A seeded generator of uniform integers (mulberry32). */
+export function rng(seed: number): (n: number) => number {
+  let a = seed >>> 0;
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+  };
+}
+
+/** The special ids at the top of a vocabulary of V, as bench/torch_reference.py places them. */
+export function specialsOf(V: number): SpecialIds {
+  return { eos: V - 4, pad: V - 4, bot: V - 3, eot: V - 2, lat: V - 1 };
+}
+
+/** One random training example of the reference's shape: K steps of exactly c tokens (so every
+ * latent slot has a target) and an answer of `answer` tokens ending in EOS. */
+export function randomExample(
+  draw: (n: number) => number,
+  V: number,
+  shape: { question: number; answer: number; K: number; c: number },
+  index: number,
+): Example {
+  const ids = (n: number) => Int32Array.from({ length: n }, () => draw(V - 4));
+  const ans = ids(shape.answer);
+  ans[shape.answer - 1] = specialsOf(V).eos;
+  return {
+    q: ids(shape.question),
+    steps: Array.from({ length: shape.K }, () => ids(shape.c)),
+    ans,
+    index,
+  };
+}
+
+/** A row of the final table. */
+export interface BenchRow {
+  section: string;
+  name: string;
+  value: number | null;
+  unit: string;
+  /** The target, as "<= x" or ">= x"; empty when none. */
+  target: string;
+  /** Whether the target is met; null when not judged (no target, a dry run, or not run). */
+  met: boolean | null;
+  note?: string;
+}
+
+/** Judges `value` against a target "<= x" or ">= x". */
+export function judge(value: number | null, target: string): boolean | null {
+  if (value === null || !Number.isFinite(value) || !target) return null;
+  const [op, x] = target.split(" ");
+  return op === "<=" ? value <= Number(x) : value >= Number(x);
+}
+
+/** The table printed last. */
+export function formatBenchTable(rows: BenchRow[]): string {
+  const fmt = (v: number | null) =>
+    v === null
+      ? "-"
+      : Math.abs(v) >= 100
+      ? v.toFixed(0)
+      : Math.abs(v) >= 1
+      ? v.toFixed(2)
+      : v.toPrecision(3);
+  const cells = rows.map((r) => [
+    r.section,
+    r.name,
+    `${fmt(r.value)} ${r.unit}`.trim(),
+    r.target,
+    r.met === null ? (r.target ? "not judged" : "") : r.met ? "met" : "MISSED",
+    r.note ?? "",
+  ]);
+  const head = ["section", "measure", "value", "target", "verdict", "note"];
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join("  ").trimEnd();
+  return [line(head), line(w.map((n) => "-".repeat(n))), ...cells.map(line)].join("\n");
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+if (import.meta.main) await main();
+
+async function main(): Promise<void> {
+  const { values: a } = parseArgs({
+    args: Deno.args,
+    options: {
+      backend: { type: "string", default: "auto" },
+      precision: { type: "string" },
+      preset: { type: "string" },
+      batch: { type: "string" },
+      steps: { type: "string" },
+      question: { type: "string", default: "60" },
+      answer: { type: "string", default: "8" },
+      k: { type: "string", default: "6" },
+      c: { type: "string", default: "13" },
+      vocab: { type: "string", default: "50260" },
+      runs: { type: "string" },
+      "eval-questions": { type: "string" },
+      "eval-batch": { type: "string" },
+      "skip-check": { type: "boolean", default: false },
+      "skip-torch": { type: "boolean", default: false },
+      python: { type: "string", default: "python3" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (a.help) {
+    console.log(Deno.readTextFileSync(new URL(import.meta.url)).split("*/")[0]);
+    return;
+  }
+  const log = (s: string) => console.error(`gpu-bench: ${s}`);
+  const t0 = performance.now();
+  const secs = (since: number) => ((performance.now() - since) / 1000).toFixed(1);
+
+  const backend = a.backend as BackendName;
+  if (!["auto", "cuda", "cpu"].includes(backend)) {
+    fatal(`--backend ${backend}: use auto, cuda or cpu`);
+  }
+  const gpu = backend === "cuda" || (backend === "auto" && probeCuda().available);
+  const dry = !gpu;
+  if (dry) {
+    log(
+      `DRY RUN on the CPU engine (${
+        backend === "cpu" ? "--backend cpu" : probeCuda().reason
+      }): small defaults, no target is judged`,
+    );
+  }
+  const num = (v: string | undefined, name: string, gpuDefault: number, dryDefault: number) => {
+    const n = v === undefined ? (dry ? dryDefault : gpuDefault) : Number(v);
+    if (!Number.isInteger(n) || n <= 0) fatal(`--${name} ${v}: must be a positive integer`);
+    return n;
+  };
+  const preset = (a.preset ?? (dry ? "tiny" : "gpt2")) as PresetName;
+  const precision = (a.precision ?? (dry ? "fp32" : "bf16")) as Precision;
+  if (!["fp32", "tf32", "bf16"].includes(precision)) {
+    fatal(`--precision ${precision}: use fp32, tf32 or bf16`);
+  }
+  const B = num(a.batch, "batch", 64, 4);
+  const steps = num(a.steps, "steps", 10, 2);
+  const runs = num(a.runs, "runs", 20, 3);
+  const evalN = num(a["eval-questions"], "eval-questions", 1319, 16);
+  const evalB = num(a["eval-batch"], "eval-batch", 64, 8);
+  const Q = num(a.question, "question", 60, 60), A = num(a.answer, "answer", 8, 8);
+  const K = num(a.k, "k", 6, 6), c = num(a.c, "c", 13, 13), R = K;
+  const V = num(a.vocab, "vocab", 50260, 50260);
+  const outDir = a.out ?? Deno.env.get("OUT") ??
+    new URL("./results/gpu_bench", import.meta.url).pathname;
+  Deno.mkdirSync(outDir, { recursive: true });
+
+  // The wrapper's time limit (bench/gpu_bench.sh), so that the torch step can fit in what is left.
+  const limitS = Number(Deno.env.get("GPU_BENCH_TIMEOUT") ?? "0") || Infinity;
+  const torchBudget = () =>
+    Math.max(30, Math.min(300, limitS - (performance.now() - t0) / 1000 - 20)) * 1000;
+  const rowsFile = `${outDir}/rows.jsonl`;
+  Deno.writeTextFileSync(rowsFile, "");
+  const rows: BenchRow[] = [];
+  const detail: Record<string, unknown> = {};
+  const push = (r: Omit<BenchRow, "met">) => {
+    const row = { ...r, met: dry ? null : judge(r.value, r.target) };
+    rows.push(row);
+    // As they come, so that a run cut short still leaves what it measured.
+    Deno.writeTextFileSync(rowsFile, JSON.stringify(row) + "\n", { append: true });
+    log(
+      `${r.section}: ${r.name}: ${r.value === null ? "-" : +r.value.toPrecision(4)} ${r.unit} ${
+        r.note ?? ""
+      }`,
+    );
+  };
+
+  /** Writes the results, prints the table last, and exits. */
+  const finish = (code: number, stopped?: string): never => {
+    const table = formatBenchTable(rows);
+    const met = rows.filter((r) => r.met === true).length;
+    const missed = rows.filter((r) => r.met === false).length;
+    const summary = stopped
+      ? `gpu bench STOPPED: ${stopped}`
+      : `gpu bench: ${met} targets met, ${missed} missed in ${secs(t0)} s` +
+        (dry ? " (DRY RUN on the CPU: no GPU figure, no target judged)" : "");
+    const report = {
+      date: new Date().toISOString(),
+      dry,
+      backend: gpu ? "cuda" : "cpu",
+      precision,
+      shape: { preset, V, B, Q, A, K, c, R, evalN, evalB, steps, runs },
+      rows,
+      detail,
+      stopped: stopped ?? null,
+    };
+    try {
+      Deno.writeTextFileSync(`${outDir}/table.txt`, `${table}\n${summary}\n`);
+      writeJson(`${outDir}/gpu_bench.json`, report);
+      const results = new URL("./results/", import.meta.url).pathname;
+      if (!dry && !outDir.startsWith(results)) {
+        Deno.mkdirSync(results, { recursive: true });
+        writeJson(`${results}gpu_bench.json`, report);
+      }
+    } catch (e) {
+      log(`could not write the results to ${outDir}: ${(e as Error).message}`);
+    }
+    console.log(table);
+    console.log(summary);
+    Deno.exit(code);
+  };
+
+  // 1. Correctness first.
+  if (a["skip-check"]) log("--skip-check: the correctness checks were not run");
+  else {
+    const t = performance.now();
+    log("running the correctness checks (bench/gpu_check.ts)");
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        new URL("./gpu_check.ts", import.meta.url).pathname,
+        "--out",
+        `${outDir}/gpu_check`,
+        ...(dry ? ["--cpu-only"] : []),
+        ...(a["skip-torch"] ? ["--skip-torch"] : ["--python", a.python!]),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    detail.check = text.trim().split("\n").pop();
+    push({
+      section: "check",
+      name: "CUDA correctness checks (gpu_check)",
+      value: out.code,
+      unit: "exit",
+      target: "",
+      note: `${detail.check}; ${secs(t)} s`,
+    });
+    if (!out.success) {
+      console.error(text);
+      finish(1, `the correctness checks failed (${outDir}/gpu_check/table.txt)`);
+    }
+  }
+
+  // 2. Training at the reference shape.
+  const mcfg = presetConfig(preset, V);
+  const nParams = paramLayout(mcfg).mainTotal;
+  const sp = specialsOf(V);
+  const used = () => {
+    const m = gpu ? cudaMemInfo() : null;
+    return m ? m.total - m.free : null;
+  };
+  const base = used();
+  const eng: Engine = (() => {
+    try {
+      return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+    } catch (e) {
+      return finish(1, `the engine did not open: ${(e as Error).message}`);
+    }
+  })();
+  log(`${eng.backend} engine, ${precision}, preset ${preset} (${(nParams / 1e6).toFixed(1)} M)`);
+  const params = initParams(paramLayout(mcfg), mcfg, 0);
+  const draw = rng(1);
+  {
+    const t = performance.now();
+    const cfg = TrainConfigSchema.parse({ mode: "lotus", k: K, c, batch: B });
+    const model = new Model(eng, mcfg, params, true);
+    const exs = Array.from(
+      { length: B },
+      (_, i) => randomExample(draw, V, { question: Q, answer: A, K, c }, i),
+    );
+    const S = suffixOf(exs[0], K, sp.eot).length;
+    const runner = new LotusRunner(model, { B, P: Q, K, c, R, S, auxT: 0 }, true);
+    const batch = lotusBatch(exs, sp, { K, R, c });
+    const opts: LotusOptions = {
+      lambda: cfg.lambda,
+      auxWeight: 0,
+      stepLoss: cfg.stepLoss,
+      injection: "add",
+    };
+    const positions = lotusPositions(Q, K, c, R, S);
+    let peakUsed = 0, peakEngine = 0;
+    const sample = () => {
+      const u = used();
+      if (u !== null && base !== null) peakUsed = Math.max(peakUsed, u - base);
+      peakEngine = Math.max(peakEngine, eng.bytesInUse());
+    };
+    const step = () => {
+      model.zeroGrad();
+      const l = runner.step(batch, opts, exs);
+      model.optimizerStep(adamwOf(cfg, 1e-4));
+      return l;
+    };
+    for (let i = 0; i < 2; i++) step(), sample(); // warm-up
+    eng.sync();
+    const ts = performance.now();
+    let last;
+    for (let i = 0; i < steps; i++) last = step();
+    eng.sync();
+    const ms = (performance.now() - ts) / steps;
+    sample();
+    const exPerSec = B / (ms / 1000);
+    detail.train = {
+      msPerStep: ms,
+      positionsPerExample: positions,
+      params: nParams,
+      lastLoss: last,
+      peakEngineBytes: peakEngine,
+      peakDeviceBytes: base === null ? null : peakUsed,
+      seconds: +secs(t),
+    };
+    const shape = `${preset}, B=${B}, K=R=${K}, c=${c}, Q=${Q}, A=${A}, ${positions} pos/ex`;
+    push({
+      section: "train",
+      name: `engine ${precision}: examples/s`,
+      value: exPerSec,
+      unit: "ex/s",
+      target: `>= ${TARGETS.trainExamplesPerSec}`,
+      note: `${ms.toFixed(1)} ms/step; ${shape}`,
+    });
+    push({
+      section: "train",
+      name: "engine: token positions/s",
+      value: exPerSec * positions,
+      unit: "pos/s",
+      target: "",
+    });
+    push({
+      section: "train",
+      name: "engine: MFU (6*N*positions vs 790 TFLOP/s)",
+      value: 100 * mfu(nParams, exPerSec * positions),
+      unit: "%",
+      target: "",
+    });
+    push({
+      section: "train",
+      name: "engine: peak device memory",
+      value: (gpu && base !== null ? peakUsed : peakEngine) / 2 ** 30,
+      unit: "GiB",
+      target: `<= ${TARGETS.peakGiB}`,
+      note: gpu && base !== null
+        ? `device-wide, CUDA context included; engine blocks ${
+          (peakEngine / 2 ** 30).toFixed(2)
+        } GiB`
+        : "engine blocks (host memory in a dry run)",
+    });
+    runner.free();
+    model.free();
+  }
+
+  // 3. Batch-1 inference.
+  const imodel = new Model(eng, mcfg, params, false);
+  const noEos = { ...sp, eos: -1 };
+  {
+    const gen = new Generator(imodel, { B: 1, P: Q, K, c, maxNewTokens: 90 });
+    const q = [Int32Array.from({ length: Q }, () => draw(V - 4))];
+    const lotus = { th: [] as number[], tok: [] as number[] };
+    const cot: Record<number, number[]> = { 30: [], 90: [] };
+    for (let i = 0; i < runs + 3; i++) {
+      const g = gen.generate(q, noEos, { mode: "lotus", K, c, R, maxNewTokens: A });
+      const g30 = gen.generate(q, noEos, { mode: "cot", maxNewTokens: 30 });
+      const g90 = gen.generate(q, noEos, { mode: "cot", maxNewTokens: 90 });
+      if (i < 3) continue; // warm-up
+      lotus.th.push(g.timings.thoughtMs);
+      lotus.tok.push(g.timings.decodeMs / g.timings.decodeSteps);
+      cot[30].push(g30.timings.decodeMs);
+      cot[90].push(g90.timings.decodeMs);
+    }
+    gen.free();
+    const th = median(lotus.th), tok = median(lotus.tok);
+    detail.inference = { lotus, cot };
+    push({
+      section: "infer",
+      name: `thought phase (pass 0 + ${R} loops, batch 1)`,
+      value: th,
+      unit: "ms",
+      target: `<= ${TARGETS.thoughtMs}`,
+      note: `median of ${runs}; ${1 + K * c} positions a pass after a ${Q}-token prefill`,
+    });
+    push({
+      section: "infer",
+      name: "LOTUS answer token (batch 1)",
+      value: tok,
+      unit: "ms",
+      target: `<= ${TARGETS.answerTokenMs}`,
+    });
+    for (const n of [30, 90] as const) {
+      const m = median(cot[n]);
+      push({
+        section: "infer",
+        name: `explicit CoT, ${n} tokens (batch 1)`,
+        value: m,
+        unit: "ms",
+        target: "",
+        note: `${(m / n).toFixed(3)} ms/token`,
+      });
+      push({
+        section: "infer",
+        name: `thought speed-up over CoT ${n}`,
+        value: m / th,
+        unit: "x",
+        target: `>= ${n === 30 ? TARGETS.speedup30 : TARGETS.speedup90}`,
+      });
+    }
+  }
+
+  // 4. Evaluation throughput: 1,319 questions, batched greedy LOTUS decoding.
+  {
+    const gen = new Generator(imodel, { B: evalB, P: 80, K, c, maxNewTokens: A });
+    const qs = Array.from(
+      { length: evalN },
+      () => Int32Array.from({ length: 40 + draw(41) }, () => draw(V - 4)),
+    );
+    // One warm-up batch, untimed.
+    gen.generate(qs.slice(0, evalB), noEos, { mode: "lotus", K, c, R, maxNewTokens: A });
+    const t = performance.now();
+    let answered = 0;
+    for (let i = 0; i < evalN; i += evalB) {
+      const g = gen.generate(qs.slice(i, i + evalB), noEos, {
+        mode: "lotus",
+        K,
+        c,
+        R,
+        maxNewTokens: A,
+      });
+      answered += g.tokens.length;
+    }
+    eng.sync();
+    const s = (performance.now() - t) / 1000;
+    gen.free();
+    detail.eval = { seconds: s, questions: answered };
+    push({
+      section: "eval",
+      name: `${evalN} questions, batch ${evalB}, ${A} answer tokens`,
+      value: s,
+      unit: "s",
+      target: evalN === 1319 ? `<= ${TARGETS.evalSeconds}` : "",
+      note: `${(answered / s).toFixed(1)} questions/s`,
+    });
+  }
+  imodel.free();
+  eng.close();
+
+  // 5. The PyTorch reference, eager and compiled, at the same shape: last, so that its
+  // compilation cannot cost this engine's figures the run's time limit.
+  if (a["skip-torch"]) {
+    push({
+      section: "torch",
+      name: "torch reference",
+      value: null,
+      unit: "",
+      target: "",
+      note: "--skip-torch",
+    });
+  } else {
+    const t = performance.now();
+    const torch = await torchBench(a.python!, {
+      preset,
+      V,
+      B,
+      Q,
+      A,
+      K,
+      c,
+      steps: Math.max(steps, 5),
+      dtype: precision,
+    }, torchBudget());
+    detail.torch = torch;
+    if ("skipped" in torch) {
+      push({
+        section: "torch",
+        name: "torch reference",
+        value: null,
+        unit: "",
+        target: "",
+        note: torch.skipped,
+      });
+    } else {
+      const ours = rows.find((r) => r.name.endsWith("examples/s"))!.value!;
+      for (const mode of ["eager", "compile"] as const) {
+        const r = torch.results[mode];
+        if (!r) continue;
+        push({
+          section: "torch",
+          name: `torch ${mode} ${precision}: examples/s`,
+          value: r.examples_per_s,
+          unit: "ex/s",
+          target: "",
+          note: `${r.ms_per_step.toFixed(1)} ms/step; peak ${
+            r.peak_gib === null ? "-" : r.peak_gib.toFixed(1)
+          } GiB`,
+        });
+      }
+      const comp = torch.results.compile ?? torch.results.eager;
+      if (comp) {
+        push({
+          section: "torch",
+          name: `engine / torch ${torch.results.compile ? "compile" : "eager"}`,
+          value: ours / comp.examples_per_s,
+          unit: "x",
+          target: ">= 1",
+          note: `${secs(t)} s`,
+        });
+      }
+    }
+  }
+  finish(0);
+}
+
+function fatal(msg: string): never {
+  console.error(`gpu-bench: ${msg}`);
+  Deno.exit(2);
+}
+
+function writeJson(path: string, v: unknown): void {
+  const tmp = `${path}.tmp`;
+  Deno.writeTextFileSync(tmp, JSON.stringify(v, null, 1) + "\n");
+  Deno.renameSync(tmp, path);
+}
+
+interface TorchResult {
+  ms_per_step: number;
+  examples_per_s: number;
+  positions_per_s: number;
+  peak_gib: number | null;
+}
+
+/** Runs `torch_reference.py bench` at the shape; `{skipped}` when torch is missing or fails. */
+async function torchBench(
+  python: string,
+  s: {
+    preset: string;
+    V: number;
+    B: number;
+    Q: number;
+    A: number;
+    K: number;
+    c: number;
+    steps: number;
+    dtype: string;
+  },
+  timeoutMs: number,
+): Promise<{ results: Partial<Record<"eager" | "compile", TorchResult>> } | { skipped: string }> {
+  const script = new URL("./torch_reference.py", import.meta.url).pathname;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), timeoutMs);
+  try {
+    const out = await new Deno.Command(python, {
+      args: [
+        script,
+        "bench",
+        "--preset",
+        s.preset,
+        "--vocab",
+        String(s.V),
+        "--batch",
+        String(s.B),
+        "--question",
+        String(s.Q),
+        "--answer",
+        String(s.A),
+        "--k",
+        String(s.K),
+        "--c",
+        String(s.c),
+        "--dtype",
+        s.dtype,
+        "--steps",
+        String(s.steps),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: ac.signal,
+    }).output();
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n");
+    if (out.code === 3) return { skipped: err.pop() ?? "no torch" };
+    if (!out.success) return { skipped: `torch bench failed (exit ${out.code}): ${err.pop()}` };
+    const last = new TextDecoder().decode(out.stdout).trim().split("\n").pop()!;
+    return JSON.parse(last);
+  } catch (e) {
+    if (ac.signal.aborted) {
+      return { skipped: `torch bench stopped after ${Math.round(timeoutMs / 1000)} s` };
+    }
+    return { skipped: `cannot run ${python}: ${(e as Error).message}` };
+  } finally {
+    clearTimeout(timer);
+  }
+}

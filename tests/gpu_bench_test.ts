@@ -1,0 +1,125 @@
+// The GPU benchmark's own logic (bench/gpu_bench.ts), on the CPU: its arithmetic against the
+// reference's published figures, target judging, the table, and a whole dry run end to end
+// at a small shape, whose results must say that nothing was judged.
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import {
+  type BenchRow,
+  formatBenchTable,
+  judge,
+  lotusPositions,
+  median,
+  mfu,
+  randomExample,
+  rng,
+  specialsOf,
+} from "../bench/gpu_bench.ts";
+import { suffixOf } from "../train/batch.ts";
+
+Deno.test("gpu bench: positions and MFU reproduce the reference's 13% of the bf16 peak", () => {
+  // 60-token question, K = R = 6, c = 13, EOT + 8 answer tokens.
+  assertEquals(lotusPositions(60, 6, 13, 6, 9), 60 + 7 * 79 + 9);
+  // ../shared/docs/gpu.md: 229 examples/s at 623 positions each, GPT-2 small (124.4M).
+  const m = mfu(124.44e6, 229 * 623);
+  assert(m > 0.13 && m < 0.14, `${m}`);
+});
+
+Deno.test("gpu bench: median, judging and a seeded generator", () => {
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([4, 1, 3, 2]), 2.5);
+  assertEquals(judge(3.9, "<= 4"), true);
+  assertEquals(judge(4.1, "<= 4"), false);
+  assertEquals(judge(700, ">= 690"), true);
+  assertEquals(judge(null, ">= 690"), null);
+  assertEquals(judge(Number.NaN, ">= 1"), null);
+  assertEquals(judge(5, ""), null);
+  const a = rng(7), b = rng(7);
+  const xs = Array.from({ length: 100 }, () => a(10));
+  assertEquals(xs, Array.from({ length: 100 }, () => b(10)));
+  assert(xs.every((x) => Number.isInteger(x) && x >= 0 && x < 10));
+  assert(new Set(xs).size > 5, "draws vary");
+});
+
+Deno.test("gpu bench: random examples have the reference's shape", () => {
+  const V = 100, sp = specialsOf(V);
+  const ex = randomExample(rng(1), V, { question: 60, answer: 8, K: 6, c: 13 }, 0);
+  assertEquals(ex.q.length, 60);
+  assertEquals(ex.steps.length, 6);
+  assert(ex.steps.every((s) => s.length === 13), "every latent slot has a target");
+  assertEquals(ex.ans.length, 8);
+  assertEquals(ex.ans[7], sp.eos);
+  assert([...ex.q, ...ex.ans.subarray(0, 7)].every((t) => t < V - 4), "no special id drawn");
+  assertEquals(suffixOf(ex, 6, sp.eot).length, 9);
+});
+
+Deno.test("gpu bench: the table gives verdicts only where judged", () => {
+  const rows: BenchRow[] = [
+    { section: "train", name: "ex/s", value: 700, unit: "ex/s", target: ">= 690", met: true },
+    { section: "infer", name: "thought", value: 5, unit: "ms", target: "<= 4", met: false },
+    { section: "infer", name: "dry", value: 5, unit: "ms", target: "<= 4", met: null },
+    { section: "torch", name: "ref", value: null, unit: "", target: "", met: null, note: "x" },
+  ];
+  const t = formatBenchTable(rows).split("\n");
+  assertEquals(t.length, 6);
+  assert(t[2].includes("met") && !t[2].includes("MISSED"), t[2]);
+  assert(t[3].includes("MISSED"), t[3]);
+  assert(t[4].includes("not judged"), t[4]);
+  assert(t[5].includes(" - ") && t[5].endsWith("x"), t[5]);
+});
+
+Deno.test({
+  name: "gpu bench: a dry run on the CPU runs every section and judges nothing",
+  async fn() {
+    const out = await tempDir();
+    const script = new URL("../bench/gpu_bench.ts", import.meta.url).pathname;
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        script,
+        "--backend",
+        "cpu",
+        "--skip-check",
+        "--skip-torch",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--runs",
+        "1",
+        "--eval-questions",
+        "5",
+        "--eval-batch",
+        "2",
+        "--k",
+        "2",
+        "--c",
+        "3",
+        "--vocab",
+        "300",
+        "--out",
+        out,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(r.stdout);
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    const report = JSON.parse(await Deno.readTextFile(`${out}/gpu_bench.json`));
+    assertEquals(report.dry, true);
+    assertEquals(report.backend, "cpu");
+    const rows = report.rows as BenchRow[];
+    for (const s of ["train", "infer", "eval", "torch"]) {
+      assert(rows.some((x) => x.section === s), `section ${s}`);
+    }
+    assert(rows.every((x) => x.met === null), "a dry run judges no target");
+    const exs = rows.find((x) => x.name.endsWith("examples/s"))!;
+    assert(exs.value! > 0 && Number.isFinite(exs.value!), `${exs.value}`);
+    const th = rows.find((x) => x.name.startsWith("thought phase"))!;
+    assert(th.value! > 0, "thought phase timed");
+    assertEquals(report.detail.eval.questions, 5);
+    const lines = (await Deno.readTextFile(`${out}/rows.jsonl`)).trim().split("\n");
+    assertEquals(lines.length, rows.length, "every row was also written as it came");
+    assert(stdout.trimEnd().endsWith("no target judged)"), "the summary line comes last");
+  },
+});
