@@ -45,6 +45,7 @@ export function buildCudaEmu(): string {
     ...files(`${EMU}/include`, /\.h$/),
     `${ENGINE}/engine_cuda.cu`,
     `${ENGINE}/lotus_engine.h`,
+    `${ENGINE}/engine_checks.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
   const h = createHash("sha256");

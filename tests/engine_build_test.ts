@@ -7,7 +7,7 @@ const ENGINE_DIR = new URL("../train/engine/", import.meta.url).pathname.replace
 /** A scratch copy of the engine sources, so tests can edit them. */
 function copySources(): string {
   const dir = Deno.makeTempDirSync({ prefix: "lotus_engine_src_" });
-  for (const f of ["engine_cpu.cpp", "lotus_engine.h"]) {
+  for (const f of ["engine_cpu.cpp", "lotus_engine.h", "engine_checks.h"]) {
     Deno.copyFileSync(`${ENGINE_DIR}/${f}`, `${dir}/${f}`);
   }
   return dir;
@@ -57,6 +57,9 @@ Deno.test(
     Deno.writeTextFileSync(`${src}/lotus_engine.h`, "/* edited */\n", { append: true });
     const p3 = planEngineBuild({ sourceDir: src, outDir: out }).outPath;
     assert(p3 !== p2 && p3 !== p1, "an edited header gives a new name");
+    Deno.writeTextFileSync(`${src}/engine_checks.h`, "// edited\n", { append: true });
+    const p4 = planEngineBuild({ sourceDir: src, outDir: out }).outPath;
+    assert(![p1, p2, p3].includes(p4), "edited shared checks give a new name");
   }),
 );
 

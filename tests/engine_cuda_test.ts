@@ -64,7 +64,7 @@ Deno.test({
     const src = Deno.makeTempDirSync({ prefix: "lotus_cuda_src_" });
     try {
       Deno.mkdirSync(`${src}/cuda`);
-      for (const f of ["engine_cuda.cu", "lotus_engine.h"]) {
+      for (const f of ["engine_cuda.cu", "lotus_engine.h", "engine_checks.h"]) {
         Deno.copyFileSync(`${ENGINE_DIR}/${f}`, `${src}/${f}`);
       }
       for (const e of Deno.readDirSync(`${ENGINE_DIR}/cuda`)) {

@@ -47,7 +47,8 @@ export interface EngineBuildPlan {
   compiler: string;
   /** Compiler arguments, without `-o <output>` and the source file. */
   flags: string[];
-  /** The main source file (the headers it includes are hashed too). */
+  /** The main source file (the headers it includes are hashed too: lotus_engine.h,
+   * engine_checks.h and, for cuda, everything under cuda/). */
   source: string;
   /** Every file whose contents enter the hash. */
   hashedFiles: string[];
@@ -75,6 +76,8 @@ export class EngineBuildError extends Error {
 const CPU_SOURCE = "engine_cpu.cpp";
 const CUDA_SOURCE = "engine_cuda.cu";
 const HEADER = "lotus_engine.h";
+/** The argument checks and block registry that both engines include. */
+const CHECKS = "engine_checks.h";
 
 // -ffp-contract=fast: the micro-kernels rely on a*b+c becoming one FMA (faster, and one
 // rounding instead of two); ISO mode (-std=c++17) would otherwise forbid the contraction.
@@ -261,6 +264,12 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   if (!exists(header)) {
     throw new EngineBuildError(`the engine's header ${header} does not exist`);
   }
+  const checks = `${sourceDir}/${CHECKS}`;
+  if (!exists(checks)) {
+    throw new EngineBuildError(
+      `the engines' shared checks ${checks} do not exist; is this a complete checkout?`,
+    );
+  }
 
   let compiler: string;
   let flags: string[];
@@ -285,7 +294,7 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   }
   const version = compilerVersion(compiler, hint);
 
-  const hashedFiles = [source, header];
+  const hashedFiles = [source, header, checks];
   if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));
   const h = createHash("sha256");
   const part = (name: string, data: string | Uint8Array) => {

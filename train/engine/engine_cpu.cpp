@@ -19,9 +19,12 @@
 // anything), returns 1 and leaves a message in a thread-local buffer. Every tensor argument
 // must be engine memory: le_alloc keeps a registry of live blocks, and each op checks that
 // the bytes it will touch lie inside one block. That costs a map lookup per pointer and
-// turns an out-of-range token id or a wrong shape into a message instead of a segfault.
+// turns an out-of-range token id or a wrong shape into a message instead of a segfault. The
+// error buffer, the registry and each op's checks live in engine_checks.h, which the CUDA
+// engine shares, so both engines reject the same calls with the same messages.
 
 #include "lotus_engine.h"
+#include "engine_checks.h"
 
 #include <omp.h>
 #include <sys/mman.h>
@@ -29,121 +32,24 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
+
+using namespace le;  // the shared checks: fail, TRY, check_span, validate_<op>, the registry
 
 namespace {
 
 // ============================================================================================
-// Errors
-// ============================================================================================
-
-thread_local char g_err[1024] = "";
-
-__attribute__((format(printf, 1, 2))) int fail(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(g_err, sizeof g_err, fmt, ap);
-  va_end(ap);
-  return 1;
-}
-
-#define REQUIRE_POS(fn, name, v)                                                             \
-  do {                                                                                       \
-    if ((v) <= 0) return fail("%s: %s must be > 0 (got %lld)", fn, name, (long long)(v)); \
-  } while (0)
-#define REQUIRE_NONNEG(fn, name, v)                                                           \
-  do {                                                                                        \
-    if ((v) < 0) return fail("%s: %s must be >= 0 (got %lld)", fn, name, (long long)(v)); \
-  } while (0)
-#define TRY(expr)          \
-  do {                     \
-    if (expr) return 1;    \
-  } while (0)
-
-// Saturating products for byte counts: a saturated value simply fails the span check.
-uint64_t mul(uint64_t a, uint64_t b) {
-  uint64_t r;
-  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-uint64_t add(uint64_t a, uint64_t b) {
-  uint64_t r;
-  return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
-// ============================================================================================
-// Memory registry
+// Memory
 // ============================================================================================
 
 // Blocks of 1 MiB or more come from mmap: the kernel hands out zeroed pages lazily, so a
 // large zero-filled allocation costs nothing until it is touched, and free returns it to the
-// system. Smaller blocks come from aligned_alloc + memset.
+// system. Smaller blocks come from aligned_alloc + memset. The registry (engine_checks.h)
+// keeps each block's mmap length in Block::mapped.
 constexpr uint64_t kMmapThreshold = 1ull << 20;
 constexpr uint64_t kAlign = 64;
-
-struct Block {
-  uint64_t bytes;   // as requested (what spans are checked against)
-  uint64_t mapped;  // mmap length, 0 for heap blocks
-};
-
-std::mutex g_mu;
-std::map<uintptr_t, Block> g_blocks;
-uint64_t g_in_use = 0;
-
-// Checks that [p, p + bytes) lies inside one live block. bytes == 0 touches nothing, so only
-// the NULL check applies.
-int check_span(const char* fn, const char* name, const void* p, uint64_t bytes) {
-  if (p == nullptr) return fail("%s: %s is NULL", fn, name);
-  if (bytes == 0) return 0;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) {
-    return fail("%s: %s (%p) is not engine memory; allocate it with le_alloc", fn, name, p);
-  }
-  --it;
-  const uint64_t off = a - it->first;
-  if (off >= it->second.bytes) {
-    return fail("%s: %s (%p) is not engine memory (it lies past the end of the nearest block); "
-                "allocate it with le_alloc",
-                fn, name, p);
-  }
-  const uint64_t left = it->second.bytes - off;
-  if (bytes > left) {
-    if (bytes == UINT64_MAX) {
-      return fail("%s: %s: the sizes passed overflow a 64-bit byte count; check the shape "
-                  "arguments",
-                  fn, name);
-    }
-    return fail("%s: %s needs %llu bytes but only %llu remain in its block (%llu bytes, %s "
-                "starts at byte %llu); check the shape arguments and the buffer's size",
-                fn, name, (unsigned long long)bytes, (unsigned long long)left,
-                (unsigned long long)it->second.bytes, name, (unsigned long long)off);
-  }
-  return 0;
-}
-
-// Like check_span, but NULL is allowed (a nullable argument).
-int check_opt(const char* fn, const char* name, const void* p, uint64_t bytes) {
-  return p == nullptr ? 0 : check_span(fn, name, p, bytes);
-}
-
-// Number of whole rows of `row_bytes` between p and the end of its block (0 if unknown).
-// Used to bound data-dependent indices (token ids, positions) that the ABI gives no size for.
-uint64_t rows_in_block(const void* p, uint64_t row_bytes) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) return 0;
-  --it;
-  const uint64_t off = a - it->first;
-  if (off >= it->second.bytes) return 0;
-  return (it->second.bytes - off) / row_bytes;
-}
 
 // ============================================================================================
 // Threads and scratch space
@@ -529,9 +435,7 @@ int le_set_num_threads(int n) {
 }
 
 int le_set_precision(int mode) {
-  if (mode < 0 || mode > 2) {
-    return fail("le_set_precision: mode must be 0 (fp32), 1 (TF32) or 2 (bf16) (got %d)", mode);
-  }
+  TRY(validate_set_precision(mode));
   if (mode != 0) {
     return fail("le_set_precision: the CPU engine computes in fp32 only (mode 0); mode %d "
                 "needs the CUDA engine (--backend cuda)",
@@ -541,11 +445,7 @@ int le_set_precision(int mode) {
 }
 
 void* le_alloc(uint64_t bytes) {
-  if (bytes > (1ull << 48)) {
-    fail("le_alloc: cannot allocate %llu bytes (more than 2^48); check the requested size",
-         (unsigned long long)bytes);
-    return nullptr;
-  }
+  if (validate_alloc(bytes)) return nullptr;
   const uint64_t rounded = std::max<uint64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
   void* p = nullptr;
   uint64_t mapped = 0;
@@ -563,25 +463,14 @@ void* le_alloc(uint64_t bytes) {
          (unsigned long long)bytes, bytes / 1073741824.0, std::strerror(errno ? errno : ENOMEM));
     return nullptr;
   }
-  std::lock_guard<std::mutex> lock(g_mu);
-  g_blocks[reinterpret_cast<uintptr_t>(p)] = Block{bytes, mapped};
-  g_in_use += bytes;
+  register_block(p, Block{bytes, mapped});
   return p;
 }
 
 int le_free(void* p) {
   if (!p) return 0;
-  Block b;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    auto it = g_blocks.find(reinterpret_cast<uintptr_t>(p));
-    if (it == g_blocks.end()) {
-      return fail("le_free: %p was not returned by le_alloc (or was already freed)", p);
-    }
-    b = it->second;
-    g_blocks.erase(it);
-    g_in_use -= b.bytes;
-  }
+  Block b{};
+  TRY(unregister_block(p, &b));
   if (b.mapped) {
     munmap(p, b.mapped);
   } else {
@@ -590,38 +479,32 @@ int le_free(void* p) {
   return 0;
 }
 
-uint64_t le_bytes_in_use(void) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  return g_in_use;
-}
+uint64_t le_bytes_in_use(void) { return bytes_in_use(); }
 
 int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   if (bytes == 0) return 0;
-  TRY(check_span("le_upload", "dst", dst, bytes));
-  if (!host_src) return fail("le_upload: host_src is NULL");
+  TRY(validate_upload(dst, host_src, bytes));
   std::memcpy(dst, host_src, bytes);
   return 0;
 }
 
 int le_download(void* host_dst, const void* src, uint64_t bytes) {
   if (bytes == 0) return 0;
-  TRY(check_span("le_download", "src", src, bytes));
-  if (!host_dst) return fail("le_download: host_dst is NULL");
+  TRY(validate_download(host_dst, src, bytes));
   std::memcpy(host_dst, src, bytes);
   return 0;
 }
 
 int le_zero(void* dst, uint64_t bytes) {
   if (bytes == 0) return 0;
-  TRY(check_span("le_zero", "dst", dst, bytes));
+  TRY(validate_zero(dst, bytes));
   std::memset(dst, 0, bytes);
   return 0;
 }
 
 int le_copy(void* dst, const void* src, uint64_t bytes) {
   if (bytes == 0) return 0;
-  TRY(check_span("le_copy", "dst", dst, bytes));
-  TRY(check_span("le_copy", "src", src, bytes));
+  TRY(validate_copy(dst, src, bytes));
   std::memmove(dst, src, bytes);
   return 0;
 }
@@ -631,19 +514,8 @@ int le_sync(void) { return 0; }
 // dst[b*dst_bs + r*dst_rs + c] (=|+=) src[b*src_bs + r*src_rs + c]
 int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64_t dst_bs,
                  int64_t dst_rs, int64_t src_bs, int64_t src_rs, int accumulate) {
-  const char* fn = "le_copy_rows";
-  REQUIRE_NONNEG(fn, "nb", nb);
-  REQUIRE_NONNEG(fn, "rows", rows);
-  REQUIRE_NONNEG(fn, "cols", cols);
-  REQUIRE_NONNEG(fn, "dst_bs", dst_bs);
-  REQUIRE_NONNEG(fn, "dst_rs", dst_rs);
-  REQUIRE_NONNEG(fn, "src_bs", src_bs);
-  REQUIRE_NONNEG(fn, "src_rs", src_rs);
+  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs));
   if (nb == 0 || rows == 0 || cols == 0) return 0;
-  const uint64_t dspan = add(add(mul(nb - 1, dst_bs), mul(rows - 1, dst_rs)), cols);
-  const uint64_t sspan = add(add(mul(nb - 1, src_bs), mul(rows - 1, src_rs)), cols);
-  TRY(check_span(fn, "dst", dst, mul(dspan, 4)));
-  TRY(check_span(fn, "src", src, mul(sspan, 4)));
   // Destination rows that overlap (a zero stride, say) would race when accumulated in
   // parallel, so such copies run in order on one thread.
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
@@ -663,11 +535,8 @@ int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64
 }
 
 int le_add(float* out, const float* a, const float* b, int64_t n) {
-  REQUIRE_NONNEG("le_add", "n", n);
+  TRY(validate_add(out, a, b, n));
   if (n == 0) return 0;
-  TRY(check_span("le_add", "out", out, mul(n, 4)));
-  TRY(check_span("le_add", "a", a, mul(n, 4)));
-  TRY(check_span("le_add", "b", b, mul(n, 4)));
   par_for(n, n > kParMin, [&](int64_t i) {
     out[i] = a[i] + b[i];
   });
@@ -675,9 +544,8 @@ int le_add(float* out, const float* a, const float* b, int64_t n) {
 }
 
 int le_scale(float* x, float s, int64_t n) {
-  REQUIRE_NONNEG("le_scale", "n", n);
+  TRY(validate_scale(x, n));
   if (n == 0) return 0;
-  TRY(check_span("le_scale", "x", x, mul(n, 4)));
   par_for(n, n > kParMin, [&](int64_t i) {
     x[i] *= s;
   });
@@ -693,20 +561,12 @@ static int check_embed_indices(const char* fn, const int32_t* ids, const int32_t
   if (wte) {
     const uint64_t vrows = rows_in_block(wte, (uint64_t)C * 4);
     for (int n = 0; n < N; n++)
-      if (ids[n] >= 0 && (uint64_t)ids[n] >= vrows) {
-        return fail("%s: ids[%d] = %d is outside the token table (%llu rows of C = %d fit in "
-                    "its block); check the tokenizer's vocabulary against the model's",
-                    fn, n, ids[n], (unsigned long long)vrows, C);
-      }
+      if (ids[n] >= 0 && (uint64_t)ids[n] >= vrows) return fail_bad_id(fn, n, ids[n], vrows, C);
   }
   if (wpe) {
     const uint64_t prows = rows_in_block(wpe, (uint64_t)C * 4);
     for (int n = 0; n < N; n++)
-      if (pos[n] < 0 || (uint64_t)pos[n] >= prows) {
-        return fail("%s: pos[%d] = %d is outside the position table (%llu rows of C = %d fit "
-                    "in its block); sequences must be shorter than the model's n_positions",
-                    fn, n, pos[n], (unsigned long long)prows, C);
-      }
+      if (pos[n] < 0 || (uint64_t)pos[n] >= prows) return fail_bad_pos(fn, n, pos[n], prows, C);
   }
   return 0;
 }
@@ -714,18 +574,8 @@ static int check_embed_indices(const char* fn, const int32_t* ids, const int32_t
 // out[N,C] = wte[ids[n]] (skipped when ids[n] < 0) + wpe[pos[n]] (skipped when wpe is NULL)
 int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, const float* wte,
                  const float* wpe, int N, int C) {
-  const char* fn = "le_embed_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "ids", ids, mul(N, 4)));
-  TRY(check_span(fn, "wte", wte, 1));
-  if (wpe) {
-    TRY(check_span(fn, "pos", pos, mul(N, 4)));
-    TRY(check_span(fn, "wpe", wpe, 1));
-  }
-  TRY(check_embed_indices(fn, ids, pos, wte, wpe, N, C));
+  TRY(validate_embed_fwd(out, ids, pos, wte, wpe, N, C));
+  TRY(check_embed_indices("le_embed_fwd", ids, pos, wte, wpe, N, C));
   par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
     float* o = out + (int64_t)n * C;
@@ -740,19 +590,8 @@ int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, const float
 // this is parallel over channel blocks: each column is accumulated over n in order.
 int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
                  const int32_t* pos, int N, int C) {
-  const char* fn = "le_embed_bwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  TRY(check_span(fn, "dout", dout, mul(mul(N, C), 4)));
-  if (dwte) {
-    TRY(check_span(fn, "ids", ids, mul(N, 4)));
-    TRY(check_span(fn, "dwte", dwte, 1));
-  }
-  if (dwpe) {
-    TRY(check_span(fn, "pos", pos, mul(N, 4)));
-    TRY(check_span(fn, "dwpe", dwpe, 1));
-  }
-  TRY(check_embed_indices(fn, ids, pos, dwte, dwpe, N, C));
+  TRY(validate_embed_bwd(dwte, dwpe, dout, ids, pos, N, C));
+  TRY(check_embed_indices("le_embed_bwd", ids, pos, dwte, dwpe, N, C));
   const int blocks = (C + 63) / 64;
   par_for(blocks, (int64_t)N * C > kParMin, [&](int64_t bk_) {
     const int bk = (int)bk_;
@@ -802,16 +641,7 @@ static inline void layernorm_row(float* o, float* mean, float* rstd, const float
 
 int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w,
                      const float* b, int N, int C) {
-  const char* fn = "le_layernorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "b", b, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_layernorm_fwd(out, mean, rstd, inp, w, b, N, C));
   par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
     layernorm_row(out + (int64_t)n * C, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr,
@@ -824,18 +654,7 @@ int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, con
 //   dinp += rstd (dnorm - mean(dnorm) - norm mean(dnorm norm));  dw += dout norm;  db += dout
 int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                      const float* w, const float* mean, const float* rstd, int N, int C) {
-  const char* fn = "le_layernorm_bwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_opt(fn, "dinp", dinp, nc4));
-  TRY(check_opt(fn, "dw", dw, mul(C, 4)));
-  TRY(check_opt(fn, "db", db, mul(C, 4)));
-  TRY(check_span(fn, "dout", dout, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "mean", mean, mul(N, 4)));
-  TRY(check_span(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C));
   const bool par = (int64_t)N * C > kParMin;
   if (dinp) {
     par_for(N, par, [&](int64_t n_) {
@@ -884,18 +703,7 @@ int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const
 // resid = a + b; out = LayerNorm(resid). resid may alias a or b (in-place residual stream).
 int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd, const float* a,
                               const float* b, const float* w, const float* bias, int N, int C) {
-  const char* fn = "le_residual_layernorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "resid", resid, nc4));
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "a", a, nc4));
-  TRY(check_span(fn, "b", b, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "bias", bias, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C));
   par_for(N, (int64_t)N * C > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
     float* r = resid + (int64_t)n * C;
@@ -915,14 +723,7 @@ constexpr int kGemvMaxRows = 4;
 
 int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
                   int Cin, int Cout) {
-  const char* fn = "le_matmul_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "Cin", Cin);
-  REQUIRE_POS(fn, "Cout", Cout);
-  TRY(check_span(fn, "out", out, mul(mul(N, Cout), 4)));
-  TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
-  TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
-  TRY(check_opt(fn, "bias", bias, mul(Cout, 4)));
+  TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
   if (g_reference) {
     matmul_fwd_naive(out, inp, w, bias, N, Cin, Cout);
     return 0;
@@ -941,21 +742,13 @@ int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bia
     });
     return 0;
   }
-  return gemm(fn, N, Cout, Cin, inp, Cin, 1, w, 1, Cin, out, Cout, false, bias);
+  return gemm("le_matmul_fwd", N, Cout, Cin, inp, Cin, 1, w, 1, Cin, out, Cout, false, bias);
 }
 
 int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                   const float* w, int N, int Cin, int Cout) {
   const char* fn = "le_matmul_bwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "Cin", Cin);
-  REQUIRE_POS(fn, "Cout", Cout);
-  TRY(check_opt(fn, "dinp", dinp, mul(mul(N, Cin), 4)));
-  TRY(check_opt(fn, "dw", dw, mul(mul(Cout, Cin), 4)));
-  TRY(check_opt(fn, "dbias", dbias, mul(Cout, 4)));
-  TRY(check_span(fn, "dout", dout, mul(mul(N, Cout), 4)));
-  if (dw) TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
-  if (dinp) TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
   if (dbias) colsum_add(dbias, dout, N, Cout);
   if (g_reference) {
     matmul_bwd_naive(dinp, dw, dout, inp, w, N, Cin, Cout);
@@ -989,10 +782,8 @@ inline vf gelu_grad_v(vf x) {
 }  // namespace
 
 int le_gelu_fwd(float* out, const float* inp, int64_t n) {
-  REQUIRE_NONNEG("le_gelu_fwd", "n", n);
+  TRY(validate_gelu_fwd(out, inp, n));
   if (n == 0) return 0;
-  TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
-  TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
@@ -1006,11 +797,8 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 }
 
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
-  REQUIRE_NONNEG("le_gelu_bwd", "n", n);
+  TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
-  TRY(check_span("le_gelu_bwd", "dinp", dinp, mul(n, 4)));
-  TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
-  TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
@@ -1198,31 +986,6 @@ void softmax_row(float* a, int nk, int Tk, float m) {
   for (j = nk; j < Tk; j++) a[j] = 0.f;
 }
 
-int attention_check(const char* fn, const AttnShape& s, const float* kv_past, const char* past_name,
-                    bool need_past) {
-  REQUIRE_POS(fn, "B", s.B);
-  REQUIRE_POS(fn, "Tq", s.Tq);
-  REQUIRE_NONNEG(fn, "Tp", s.Tp);
-  REQUIRE_POS(fn, "C", s.C);
-  REQUIRE_POS(fn, "NH", s.NH);
-  if (s.C % s.NH != 0) {
-    return fail("%s: C = %d is not divisible by NH = %d; the head size must be C / NH", fn, s.C,
-                s.NH);
-  }
-  if (s.Tp > 0 && need_past) {
-    if (s.past_rs < 2LL * s.C) {
-      return fail("%s: past_rs = %lld is smaller than 2C = %d, so a past row's keys would "
-                  "overlap the next row; use 3C for a qkv buffer or 2C for a [B,T,2C] cache",
-                  fn, (long long)s.past_rs, 2 * s.C);
-    }
-    REQUIRE_NONNEG(fn, "past_bs", s.past_bs);
-    const uint64_t span =
-        add(add(mul(s.B - 1, s.past_bs), mul(s.Tp - 1, s.past_rs)), 2ull * s.C);
-    TRY(check_span(fn, past_name, kv_past, mul(span, 4)));
-  }
-  return 0;
-}
-
 }  // namespace
 }  // extern "C++"
 
@@ -1231,12 +994,9 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
                      const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                      int64_t past_bs, int64_t past_rs) {
   const char* fn = "le_attention_fwd";
-  const AttnShape s{B, Tq, Tp, C, NH, NH > 0 ? C / NH : 0, Tq + Tp, past_bs, past_rs};
-  TRY(attention_check(fn, s, kv_past, "kv_past", true));
-  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
-  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
-  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
-  TRY(check_opt(fn, "key_valid", key_valid, mul(B, s.Tk)));
+  TRY(validate_attention_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, past_bs,
+                             past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
   const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
   const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
@@ -1286,14 +1046,9 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
                      const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
                      int NH, int64_t past_bs, int64_t past_rs) {
   const char* fn = "le_attention_bwd";
-  const AttnShape s{B, Tq, Tp, C, NH, NH > 0 ? C / NH : 0, Tq + Tp, past_bs, past_rs};
-  TRY(attention_check(fn, s, kv_past, "kv_past", true));
-  if (Tp > 0 && dkv_past) TRY(attention_check(fn, s, dkv_past, "dkv_past", true));
-  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
-  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
-  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
-  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
-  TRY(check_span(fn, "qkv", qkv, qkv_bytes));
+  TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
+                             past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
   const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
   const bool transposed = Tq >= kTransposeMinTq;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
@@ -1357,18 +1112,9 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
 
 int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
                     float dscale) {
-  const char* fn = "le_xent_fwd_bwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "V", V);
-  TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
-  TRY(check_span(fn, "losses", losses, mul(N, 4)));
-  TRY(check_span(fn, "targets", targets, mul(N, 4)));
+  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V));
   for (int n = 0; n < N; n++) {
-    if (targets[n] >= V) {
-      return fail("%s: targets[%d] = %d is >= V = %d; use -1 (or any negative id) to ignore a "
-                  "position, and check the tokenizer's vocabulary against the model's",
-                  fn, n, targets[n], V);
-    }
+    if (targets[n] >= V) return fail_bad_target("le_xent_fwd_bwd", n, targets[n], V);
   }
   par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
@@ -1415,11 +1161,7 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
 }
 
 int le_argmax(int32_t* out, const float* logits, int N, int V) {
-  const char* fn = "le_argmax";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "V", V);
-  TRY(check_span(fn, "out", out, mul(N, 4)));
-  TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
+  TRY(validate_argmax(out, logits, N, V));
   par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
     const float* x = logits + (int64_t)n * V;
@@ -1437,10 +1179,7 @@ int le_argmax(int32_t* out, const float* logits, int N, int V) {
 // 64 fixed chunks summed in double, then combined in order: the same bits for any thread
 // count.
 int le_sumsq(float* out, const float* g, int64_t n) {
-  const char* fn = "le_sumsq";
-  REQUIRE_NONNEG(fn, "n", n);
-  TRY(check_span(fn, "out", out, 4));
-  TRY(check_span(fn, "g", g, mul(n, 4)));
+  TRY(validate_sumsq(out, g, n));
   constexpr int kChunks = 64;
   double part[kChunks];
   par_for(kChunks, n > kParMin, [&](int64_t c_) {
@@ -1465,21 +1204,10 @@ int le_sumsq(float* out, const float* g, int64_t n) {
 int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
              float beta2, float eps, float weight_decay, int t, const float* gnorm_sq,
              float max_norm) {
-  const char* fn = "le_adamw";
-  REQUIRE_NONNEG(fn, "n", n);
-  if (t < 1) return fail("%s: step t must be >= 1 (got %d); the first step is t = 1", fn, t);
-  if (!(beta1 >= 0.f && beta1 < 1.f) || !(beta2 >= 0.f && beta2 < 1.f)) {
-    return fail("%s: beta1 and beta2 must be in [0, 1) (got %g, %g)", fn, beta1, beta2);
-  }
+  TRY(validate_adamw(p, g, m, v, n, beta1, beta2, t, gnorm_sq, max_norm));
   if (n == 0) return 0;
-  const uint64_t nb = mul(n, 4);
-  TRY(check_span(fn, "p", p, nb));
-  TRY(check_span(fn, "g", g, nb));
-  TRY(check_span(fn, "m", m, nb));
-  TRY(check_span(fn, "v", v, nb));
   float clip = 1.f;
   if (gnorm_sq && max_norm > 0.f) {
-    TRY(check_span(fn, "gnorm_sq", gnorm_sq, 4));
     const float coef = (float)(max_norm / (std::sqrt((double)*gnorm_sq) + 1e-6));
     clip = std::min(1.f, coef);
   }

@@ -5,7 +5,9 @@
 // rows, xent's dscale, AdamW and its clip, the error messages). As in llm.c, each kernel
 // family lives in its own file under cuda/, forward and backward side by side:
 //
-//   cuda/common.cuh       errors, engine state, the block registry, scratch, reductions
+//   ../engine_checks.h    (shared with the CPU engine) errors, the block registry, each op's
+//                         argument checks
+//   cuda/common.cuh       engine state, CUDA errors, scratch, index-check kernels, reductions
 //   cuda/cublas_api.cuh   our own declarations of the cuBLAS entry points (dlopen'd)
 //   cuda/elementwise.cuh  copy_rows, add, scale, GELU
 //   cuda/embed.cuh        token + position embedding
@@ -15,7 +17,9 @@
 //   cuda/xent.cuh         fused softmax cross-entropy, argmax
 //   cuda/adamw.cuh        sumsq, fused AdamW
 //
-// This file holds the lifecycle and memory functions.
+// This file holds the lifecycle and memory functions. Every op checks that the engine is
+// initialised (REQUIRE_INIT), then runs its validate_<op> from engine_checks.h, then any
+// limits of its own (grid sizes) and the data-dependent checks, and only then queues work.
 //
 // Build (train/engine/build.ts): nvcc -O3 -shared -Xcompiler -fPIC -cudart static
 // -gencode arch=compute_90,code=[sm_90,compute_90] -ldl, plus -fvisibility=hidden and
@@ -172,11 +176,11 @@ LE_API int le_init(int device) {
   using namespace le;
   if (g.ready) {
     if (device == g.device) return 0;
-    std::lock_guard<std::mutex> lock(g_mu);
-    if (!g_blocks.empty()) {
+    const size_t blocks = live_blocks();
+    if (blocks != 0) {
       return fail("le_init: the engine already runs on device %d with %zu blocks allocated; "
                   "free them before switching to device %d",
-                  g.device, g_blocks.size(), device);
+                  g.device, blocks, device);
     }
   }
   if (g.ready) teardown();
@@ -190,10 +194,7 @@ LE_API int le_set_num_threads(int n) {
 }
 
 LE_API int le_set_precision(int mode) {
-  if (mode < 0 || mode > 2) {
-    return le::fail("le_set_precision: mode must be 0 (fp32), 1 (TF32) or 2 (bf16) (got %d)",
-                    mode);
-  }
+  TRY(le::validate_set_precision(mode));
   le::g.precision = mode;
   return 0;
 }
@@ -206,11 +207,7 @@ LE_API void* le_alloc(uint64_t bytes) {
     fail("le_alloc: the CUDA engine is not initialised; call le_init first (openEngine does)");
     return nullptr;
   }
-  if (bytes > (1ull << 48)) {
-    fail("le_alloc: cannot allocate %llu bytes (more than 2^48); check the requested size",
-         (unsigned long long)bytes);
-    return nullptr;
-  }
+  if (validate_alloc(bytes)) return nullptr;
   const uint64_t rounded = bytes < 256 ? 256 : (bytes + 255) / 256 * 256;
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, rounded);
@@ -231,40 +228,27 @@ LE_API void* le_alloc(uint64_t bytes) {
     cuda_fail("le_alloc", "cudaMemsetAsync", e);
     return nullptr;
   }
-  std::lock_guard<std::mutex> lock(g_mu);
-  g_blocks[reinterpret_cast<uintptr_t>(p)] = bytes;
-  g_in_use += bytes;
+  register_block(p, Block{bytes, 0});
   return p;
 }
 
 LE_API int le_free(void* p) {
   using namespace le;
   if (!p) return 0;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    auto it = g_blocks.find(reinterpret_cast<uintptr_t>(p));
-    if (it == g_blocks.end()) {
-      return fail("le_free: %p was not returned by le_alloc (or was already freed)", p);
-    }
-    g_in_use -= it->second;
-    g_blocks.erase(it);
-  }
+  Block b{};
+  TRY(unregister_block(p, &b));
   // cudaFree waits for queued kernels that may still use the block.
   CUDA_TRY("le_free", cudaFree(p));
   return 0;
 }
 
-LE_API uint64_t le_bytes_in_use(void) {
-  std::lock_guard<std::mutex> lock(le::g_mu);
-  return le::g_in_use;
-}
+LE_API uint64_t le_bytes_in_use(void) { return le::bytes_in_use(); }
 
 LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_upload");
-  TRY(check_span("le_upload", "dst", dst, bytes));
-  if (!host_src) return fail("le_upload: host_src is NULL");
+  TRY(validate_upload(dst, host_src, bytes));
   CUDA_TRY("le_upload",
            cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, g.stream));
   // Synchronous, as the ABI promises: the caller may reuse host_src at once.
@@ -276,8 +260,7 @@ LE_API int le_download(void* host_dst, const void* src, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_download");
-  TRY(check_span("le_download", "src", src, bytes));
-  if (!host_dst) return fail("le_download: host_dst is NULL");
+  TRY(validate_download(host_dst, src, bytes));
   CUDA_TRY("le_download",
            cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
   CUDA_TRY("le_download", cudaStreamSynchronize(g.stream));
@@ -288,7 +271,7 @@ LE_API int le_zero(void* dst, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_zero");
-  TRY(check_span("le_zero", "dst", dst, bytes));
+  TRY(validate_zero(dst, bytes));
   CUDA_TRY("le_zero", cudaMemsetAsync(dst, 0, bytes, g.stream));
   return op_done("le_zero");
 }
@@ -299,8 +282,7 @@ LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_copy");
-  TRY(check_span("le_copy", "dst", dst, bytes));
-  TRY(check_span("le_copy", "src", src, bytes));
+  TRY(validate_copy(dst, src, bytes));
   if (dst == src) return 0;
   const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
   const bool overlap = d < s + bytes && s < d + bytes;

@@ -61,9 +61,7 @@ LE_API int le_sumsq(float* out, const float* gr, int64_t n) {
   using namespace le;
   const char* fn = "le_sumsq";
   REQUIRE_INIT(fn);
-  REQUIRE_NONNEG(fn, "n", n);
-  TRY(check_span(fn, "out", out, 4));
-  TRY(check_span(fn, "g", gr, mul(n, 4)));
+  TRY(validate_sumsq(out, gr, n));
   double* part = (double*)g_scr_part.get(fn, kSumsqChunks * sizeof(double));
   if (!part) return 1;
   LAUNCH(sumsq_part_kernel, kSumsqChunks, kSumsqThreads, 0)(part, gr, n);
@@ -77,19 +75,9 @@ LE_API int le_adamw(float* p, const float* gr, float* m, float* v, int64_t n, fl
   using namespace le;
   const char* fn = "le_adamw";
   REQUIRE_INIT(fn);
-  REQUIRE_NONNEG(fn, "n", n);
-  if (t < 1) return fail("%s: step t must be >= 1 (got %d); the first step is t = 1", fn, t);
-  if (!(beta1 >= 0.f && beta1 < 1.f) || !(beta2 >= 0.f && beta2 < 1.f)) {
-    return fail("%s: beta1 and beta2 must be in [0, 1) (got %g, %g)", fn, beta1, beta2);
-  }
+  TRY(validate_adamw(p, gr, m, v, n, beta1, beta2, t, gnorm_sq, max_norm));
   if (n == 0) return 0;
-  const uint64_t nb = mul(n, 4);
-  TRY(check_span(fn, "p", p, nb));
-  TRY(check_span(fn, "g", gr, nb));
-  TRY(check_span(fn, "m", m, nb));
-  TRY(check_span(fn, "v", v, nb));
   const bool clip = gnorm_sq && max_norm > 0.f;
-  if (clip) TRY(check_span(fn, "gnorm_sq", gnorm_sq, 4));
   const float decay = 1.f - lr * weight_decay;
   const double bc1 = 1.0 - pow((double)beta1, t);
   const double bc2 = 1.0 - pow((double)beta2, t);

@@ -169,31 +169,6 @@ __global__ void attention_bwd_key_kernel(float* dqkv, float* dkv_past, const flo
   }
 }
 
-inline int attention_check(const char* fn, const AttnShape& s, const float* kv_past,
-                           const char* past_name) {
-  REQUIRE_POS(fn, "B", s.B);
-  REQUIRE_POS(fn, "Tq", s.Tq);
-  REQUIRE_NONNEG(fn, "Tp", s.Tp);
-  REQUIRE_POS(fn, "C", s.C);
-  REQUIRE_POS(fn, "NH", s.NH);
-  if (s.C % s.NH != 0) {
-    return fail("%s: C = %d is not divisible by NH = %d; the head size must be C / NH", fn, s.C,
-                s.NH);
-  }
-  if (s.Tp > 0) {
-    if (s.past_rs < 2LL * s.C) {
-      return fail("%s: past_rs = %lld is smaller than 2C = %d, so a past row's keys would "
-                  "overlap the next row; use 3C for a qkv buffer or 2C for a [B,T,2C] cache",
-                  fn, (long long)s.past_rs, 2 * s.C);
-    }
-    REQUIRE_NONNEG(fn, "past_bs", s.past_bs);
-    const uint64_t span =
-        add(add(mul(s.B - 1, s.past_bs), mul(s.Tp - 1, s.past_rs)), 2ull * s.C);
-    TRY(check_span(fn, past_name, kv_past, mul(span, 4)));
-  }
-  return 0;
-}
-
 }  // namespace le
 
 LE_API int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
@@ -202,12 +177,9 @@ LE_API int le_attention_fwd(float* out, float* att, const float* qkv, const floa
   using namespace le;
   const char* fn = "le_attention_fwd";
   REQUIRE_INIT(fn);
-  const AttnShape s{B, Tq, Tp, C, NH, NH > 0 ? C / NH : 0, Tq + Tp, past_bs, past_rs};
-  TRY(attention_check(fn, s, kv_past, "kv_past"));
-  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
-  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), s.Tk), 4)));
-  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
-  TRY(check_opt(fn, "key_valid", key_valid, mul(B, s.Tk)));
+  TRY(validate_attention_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, past_bs,
+                             past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int64_t blocks = (int64_t)B * NH * Tq;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
@@ -222,15 +194,10 @@ LE_API int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, con
   using namespace le;
   const char* fn = "le_attention_bwd";
   REQUIRE_INIT(fn);
-  const AttnShape s{B, Tq, Tp, C, NH, NH > 0 ? C / NH : 0, Tq + Tp, past_bs, past_rs};
-  TRY(attention_check(fn, s, kv_past, "kv_past"));
-  if (Tp > 0 && dkv_past) TRY(attention_check(fn, s, dkv_past, "dkv_past"));
-  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
-  const uint64_t att_bytes = mul(mul(mul(mul(B, NH), Tq), s.Tk), 4);
-  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
-  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
-  TRY(check_span(fn, "att", att, att_bytes));
-  TRY(check_span(fn, "qkv", qkv, qkv_bytes));
+  TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
+                             past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  const uint64_t att_bytes = mul(mul(mul(mul(B, NH), Tq), s.Tk), 4);  // dS has att's shape
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int64_t blocks = (int64_t)B * NH * Tq;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);

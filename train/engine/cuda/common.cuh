@@ -1,10 +1,12 @@
-// common.cuh: what every kernel family shares: the error buffer, the engine state (device,
-// stream, cuBLAS handle, precision), the registry of le_alloc blocks, grow-only device
-// scratch, and deterministic block reductions.
+// common.cuh: what every kernel family shares: the engine state (device, stream, cuBLAS
+// handle, precision), CUDA error reporting, grow-only device scratch, the device side of the
+// data-dependent index checks, and deterministic block reductions. The error buffer, the
+// registry of le_alloc blocks and each op's argument checks are the CPU engine's too: they
+// live in ../engine_checks.h, included here.
 //
 // Errors never abort. Host-side checks run before anything is queued, so a call with bad
-// arguments changes nothing (as in the CPU engine, whose messages these repeat word for
-// word). CUDA and cuBLAS failures are turned into messages that name the op and the call.
+// arguments changes nothing (with the CPU engine's messages, from the same code). CUDA and
+// cuBLAS failures are turned into messages that name the op and the call.
 // Kernels run asynchronously on the engine's one stream, so a fault inside a kernel (an
 // illegal address, say) surfaces at the next synchronising call (le_download, le_sync,
 // le_free, ...). With LOTUS_CUDA_SYNC=1 in the environment every op synchronises, which pins
@@ -13,14 +15,12 @@
 
 #include <cuda_runtime.h>
 
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 
+#include "../engine_checks.h"
 #include "../lotus_engine.h"
 #include "cublas_api.cuh"
 
@@ -45,18 +45,8 @@ __device__ inline T* dyn_shared() {
 namespace le {
 
 // ============================================================================================
-// Errors
+// CUDA errors (fail, TRY, REQUIRE_POS/REQUIRE_NONNEG and the block registry: engine_checks.h)
 // ============================================================================================
-
-thread_local char g_err[1024] = "";
-
-__attribute__((format(printf, 1, 2))) inline int fail(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(g_err, sizeof g_err, fmt, ap);
-  va_end(ap);
-  return 1;
-}
 
 // Errors after which the CUDA context is unusable: every later call fails too.
 inline bool is_sticky(cudaError_t e) {
@@ -81,30 +71,6 @@ inline int cuda_fail(const char* fn, const char* what, cudaError_t e) {
     if (e_ != cudaSuccess) return ::le::cuda_fail(fn, #call, e_);  \
   } while (0)
 
-#define TRY(expr)       \
-  do {                  \
-    if (expr) return 1; \
-  } while (0)
-
-#define REQUIRE_POS(fn, name, v)                                                             \
-  do {                                                                                       \
-    if ((v) <= 0) return ::le::fail("%s: %s must be > 0 (got %lld)", fn, name, (long long)(v)); \
-  } while (0)
-#define REQUIRE_NONNEG(fn, name, v)                                                          \
-  do {                                                                                       \
-    if ((v) < 0) return ::le::fail("%s: %s must be >= 0 (got %lld)", fn, name, (long long)(v)); \
-  } while (0)
-
-// Saturating products for byte counts: a saturated value simply fails the span check.
-inline uint64_t mul(uint64_t a, uint64_t b) {
-  uint64_t r;
-  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-inline uint64_t add(uint64_t a, uint64_t b) {
-  uint64_t r;
-  return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
 // ============================================================================================
 // Engine state
 // ============================================================================================
@@ -126,6 +92,7 @@ State g;
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
+// Every op's first check, before its validate_<op> (engine_checks.h).
 #define REQUIRE_INIT(fn)                                                                     \
   do {                                                                                       \
     if (!::le::g.ready) {                                                                    \
@@ -151,63 +118,6 @@ inline int op_done(const char* fn) {
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return (unsigned)(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
-}
-
-// ============================================================================================
-// Memory registry (the same checks and messages as the CPU engine)
-// ============================================================================================
-
-std::mutex g_mu;
-std::map<uintptr_t, uint64_t> g_blocks;  // device address -> bytes requested
-uint64_t g_in_use = 0;
-
-// Checks that [p, p + bytes) lies inside one live block. bytes == 0 touches nothing, so only
-// the NULL check applies.
-inline int check_span(const char* fn, const char* name, const void* p, uint64_t bytes) {
-  if (p == nullptr) return fail("%s: %s is NULL", fn, name);
-  if (bytes == 0) return 0;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) {
-    return fail("%s: %s (%p) is not engine memory; allocate it with le_alloc", fn, name, p);
-  }
-  --it;
-  const uint64_t off = a - it->first;
-  if (off >= it->second) {
-    return fail("%s: %s (%p) is not engine memory (it lies past the end of the nearest block); "
-                "allocate it with le_alloc",
-                fn, name, p);
-  }
-  const uint64_t left = it->second - off;
-  if (bytes > left) {
-    if (bytes == UINT64_MAX) {
-      return fail("%s: %s: the sizes passed overflow a 64-bit byte count; check the shape "
-                  "arguments",
-                  fn, name);
-    }
-    return fail("%s: %s needs %llu bytes but only %llu remain in its block (%llu bytes, %s "
-                "starts at byte %llu); check the shape arguments and the buffer's size",
-                fn, name, (unsigned long long)bytes, (unsigned long long)left,
-                (unsigned long long)it->second, name, (unsigned long long)off);
-  }
-  return 0;
-}
-
-inline int check_opt(const char* fn, const char* name, const void* p, uint64_t bytes) {
-  return p == nullptr ? 0 : check_span(fn, name, p, bytes);
-}
-
-// Whole rows of `row_bytes` between p and the end of its block (0 if p is not engine memory).
-inline uint64_t rows_in_block(const void* p, uint64_t row_bytes) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) return 0;
-  --it;
-  const uint64_t off = a - it->first;
-  if (off >= it->second) return 0;
-  return (it->second - off) / row_bytes;
 }
 
 // ============================================================================================
@@ -255,7 +165,8 @@ DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce;
 
 // ============================================================================================
 // Validation kernels: data-dependent checks (token ids, targets) run on the device, and the
-// first offending index comes back to the host before anything is written.
+// first offending index comes back to the host before anything is written (its message is
+// engine_checks.h's fail_bad_id, fail_bad_pos or fail_bad_target).
 // ============================================================================================
 
 // flag[slot] = min n such that idx[n] is out of [lo, hi) (lo <= idx < hi), or INT_MAX.

@@ -91,18 +91,8 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
   using namespace le;
   const char* fn = "le_copy_rows";
   REQUIRE_INIT(fn);
-  REQUIRE_NONNEG(fn, "nb", nb);
-  REQUIRE_NONNEG(fn, "rows", rows);
-  REQUIRE_NONNEG(fn, "cols", cols);
-  REQUIRE_NONNEG(fn, "dst_bs", dst_bs);
-  REQUIRE_NONNEG(fn, "dst_rs", dst_rs);
-  REQUIRE_NONNEG(fn, "src_bs", src_bs);
-  REQUIRE_NONNEG(fn, "src_rs", src_rs);
+  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs));
   if (nb == 0 || rows == 0 || cols == 0) return 0;
-  const uint64_t dspan = add(add(mul(nb - 1, dst_bs), mul(rows - 1, dst_rs)), cols);
-  const uint64_t sspan = add(add(mul(nb - 1, src_bs), mul(rows - 1, src_rs)), cols);
-  TRY(check_span(fn, "dst", dst, mul(dspan, 4)));
-  TRY(check_span(fn, "src", src, mul(sspan, 4)));
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   if (disjoint) {
@@ -123,11 +113,8 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
 LE_API int le_add(float* out, const float* a, const float* b, int64_t n) {
   using namespace le;
   REQUIRE_INIT("le_add");
-  REQUIRE_NONNEG("le_add", "n", n);
+  TRY(validate_add(out, a, b, n));
   if (n == 0) return 0;
-  TRY(check_span("le_add", "out", out, mul(n, 4)));
-  TRY(check_span("le_add", "a", a, mul(n, 4)));
-  TRY(check_span("le_add", "b", b, mul(n, 4)));
   LAUNCH(add_kernel, grid_for(n, 256), 256, 0)(out, a, b, n);
   return op_done("le_add");
 }
@@ -135,9 +122,8 @@ LE_API int le_add(float* out, const float* a, const float* b, int64_t n) {
 LE_API int le_scale(float* x, float s, int64_t n) {
   using namespace le;
   REQUIRE_INIT("le_scale");
-  REQUIRE_NONNEG("le_scale", "n", n);
+  TRY(validate_scale(x, n));
   if (n == 0) return 0;
-  TRY(check_span("le_scale", "x", x, mul(n, 4)));
   LAUNCH(scale_kernel, grid_for(n, 256), 256, 0)(x, s, n);
   return op_done("le_scale");
 }
@@ -145,10 +131,8 @@ LE_API int le_scale(float* x, float s, int64_t n) {
 LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   using namespace le;
   REQUIRE_INIT("le_gelu_fwd");
-  REQUIRE_NONNEG("le_gelu_fwd", "n", n);
+  TRY(validate_gelu_fwd(out, inp, n));
   if (n == 0) return 0;
-  TRY(check_span("le_gelu_fwd", "out", out, mul(n, 4)));
-  TRY(check_span("le_gelu_fwd", "inp", inp, mul(n, 4)));
   LAUNCH(gelu_fwd_kernel, grid_for(n, 256), 256, 0)(out, inp, n);
   return op_done("le_gelu_fwd");
 }
@@ -156,11 +140,8 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   using namespace le;
   REQUIRE_INIT("le_gelu_bwd");
-  REQUIRE_NONNEG("le_gelu_bwd", "n", n);
+  TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
-  TRY(check_span("le_gelu_bwd", "dinp", dinp, mul(n, 4)));
-  TRY(check_span("le_gelu_bwd", "inp", inp, mul(n, 4)));
-  TRY(check_span("le_gelu_bwd", "dout", dout, mul(n, 4)));
   LAUNCH(gelu_bwd_kernel, grid_for(n, 256), 256, 0)(dinp, inp, dout, n);
   return op_done("le_gelu_bwd");
 }

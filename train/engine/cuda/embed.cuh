@@ -54,16 +54,8 @@ inline int check_embed_indices(const char* fn, const int32_t* ids, const int32_t
   int bad[2] = {kNoBad, kNoBad};
   TRY(find_bad_indices(fn, wte ? ids : nullptr, (int64_t)vrows, true, wpe ? pos : nullptr,
                        (int64_t)prows, false, N, bad));
-  if (bad[0] != kNoBad) {
-    return fail("%s: ids[%d] = %d is outside the token table (%llu rows of C = %d fit in "
-                "its block); check the tokenizer's vocabulary against the model's",
-                fn, bad[0], read_int(ids + bad[0]), (unsigned long long)vrows, C);
-  }
-  if (bad[1] != kNoBad) {
-    return fail("%s: pos[%d] = %d is outside the position table (%llu rows of C = %d fit "
-                "in its block); sequences must be shorter than the model's n_positions",
-                fn, bad[1], read_int(pos + bad[1]), (unsigned long long)prows, C);
-  }
+  if (bad[0] != kNoBad) return fail_bad_id(fn, bad[0], read_int(ids + bad[0]), vrows, C);
+  if (bad[1] != kNoBad) return fail_bad_pos(fn, bad[1], read_int(pos + bad[1]), prows, C);
   return 0;
 }
 
@@ -88,16 +80,7 @@ LE_API int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, cons
   using namespace le;
   const char* fn = "le_embed_fwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "ids", ids, mul(N, 4)));
-  TRY(check_span(fn, "wte", wte, 1));
-  if (wpe) {
-    TRY(check_span(fn, "pos", pos, mul(N, 4)));
-    TRY(check_span(fn, "wpe", wpe, 1));
-  }
+  TRY(validate_embed_fwd(out, ids, pos, wte, wpe, N, C));
   TRY(check_embed_indices(fn, ids, pos, wte, wpe, N, C));
   LAUNCH(embed_fwd_kernel, grid_for((int64_t)N * C, 256), 256, 0)(out, ids, pos, wte, wpe, N, C);
   return op_done(fn);
@@ -108,17 +91,7 @@ LE_API int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32
   using namespace le;
   const char* fn = "le_embed_bwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  TRY(check_span(fn, "dout", dout, mul(mul(N, C), 4)));
-  if (dwte) {
-    TRY(check_span(fn, "ids", ids, mul(N, 4)));
-    TRY(check_span(fn, "dwte", dwte, 1));
-  }
-  if (dwpe) {
-    TRY(check_span(fn, "pos", pos, mul(N, 4)));
-    TRY(check_span(fn, "dwpe", dwpe, 1));
-  }
+  TRY(validate_embed_bwd(dwte, dwpe, dout, ids, pos, N, C));
   if (!dwte && !dwpe) return 0;
   TRY(check_embed_indices(fn, ids, pos, dwte, dwpe, N, C));
   if (dwte) launch_embed_bwd(dwte, dout, ids, N, C, rows_in_block(dwte, (uint64_t)C * 4));

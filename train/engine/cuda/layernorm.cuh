@@ -120,15 +120,7 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   using namespace le;
   const char* fn = "le_layernorm_fwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "b", b, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_layernorm_fwd(out, mean, rstd, inp, w, b, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, mean, rstd, inp, w, b, N,
                                                                 C);
@@ -141,17 +133,7 @@ LE_API int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout
   using namespace le;
   const char* fn = "le_layernorm_bwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_opt(fn, "dinp", dinp, nc4));
-  TRY(check_opt(fn, "dw", dw, mul(C, 4)));
-  TRY(check_opt(fn, "db", db, mul(C, 4)));
-  TRY(check_span(fn, "dout", dout, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "mean", mean, mul(N, 4)));
-  TRY(check_span(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C));
   double* part = nullptr;
   const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
   if (dw || db) {
@@ -181,17 +163,7 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   using namespace le;
   const char* fn = "le_residual_layernorm_fwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "resid", resid, nc4));
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "a", a, nc4));
-  TRY(check_span(fn, "b", b, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "bias", bias, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  TRY(check_opt(fn, "rstd", rstd, mul(N, 4)));
+  TRY(validate_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
       resid, out, mean, rstd, a, b, w, bias, N, C);

@@ -117,13 +117,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   using namespace le;
   const char* fn = "le_matmul_fwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "Cin", Cin);
-  REQUIRE_POS(fn, "Cout", Cout);
-  TRY(check_span(fn, "out", out, mul(mul(N, Cout), 4)));
-  TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
-  TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
-  TRY(check_opt(fn, "bias", bias, mul(Cout, 4)));
+  TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, (int64_t)Cout * Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, (int64_t)N * Cin, &B));
@@ -139,15 +133,7 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   using namespace le;
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "Cin", Cin);
-  REQUIRE_POS(fn, "Cout", Cout);
-  TRY(check_opt(fn, "dinp", dinp, mul(mul(N, Cin), 4)));
-  TRY(check_opt(fn, "dw", dw, mul(mul(Cout, Cin), 4)));
-  TRY(check_opt(fn, "dbias", dbias, mul(Cout, 4)));
-  TRY(check_span(fn, "dout", dout, mul(mul(N, Cout), 4)));
-  if (dw) TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
-  if (dinp) TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
   if (dbias) {
     const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));

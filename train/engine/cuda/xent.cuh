@@ -92,18 +92,10 @@ LE_API int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets,
   using namespace le;
   const char* fn = "le_xent_fwd_bwd";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "V", V);
-  TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
-  TRY(check_span(fn, "losses", losses, mul(N, 4)));
-  TRY(check_span(fn, "targets", targets, mul(N, 4)));
+  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V));
   int bad[2] = {kNoBad, kNoBad};
   TRY(find_bad_indices(fn, targets, V, true, nullptr, 0, false, N, bad));
-  if (bad[0] != kNoBad) {
-    return fail("%s: targets[%d] = %d is >= V = %d; use -1 (or any negative id) to ignore a "
-                "position, and check the tokenizer's vocabulary against the model's",
-                fn, bad[0], read_int(targets + bad[0]), V);
-  }
+  if (bad[0] != kNoBad) return fail_bad_target(fn, bad[0], read_int(targets + bad[0]), V);
   LAUNCH(xent_kernel, (unsigned)N, kRowThreads, 0)(logits, losses, targets, V, dscale);
   return op_done(fn);
 }
@@ -112,10 +104,7 @@ LE_API int le_argmax(int32_t* out, const float* logits, int N, int V) {
   using namespace le;
   const char* fn = "le_argmax";
   REQUIRE_INIT(fn);
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "V", V);
-  TRY(check_span(fn, "out", out, mul(N, 4)));
-  TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
+  TRY(validate_argmax(out, logits, N, V));
   LAUNCH(argmax_kernel, (unsigned)N, kRowThreads, 0)(out, logits, V);
   return op_done(fn);
 }

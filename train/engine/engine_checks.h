@@ -1,0 +1,507 @@
+// engine_checks.h: the argument validation that the CPU and CUDA engines share, so that both
+// accept and reject exactly the same calls with exactly the same messages.
+//
+// It holds the "last error" buffer behind le_last_error, the registry of live le_alloc
+// blocks (every tensor argument must lie inside one), the overflow-safe size arithmetic, and
+// one validate_<op> function per ABI op with that op's checks in their order. Each returns 0,
+// or 1 with the message set, so an op reads `TRY(validate_<op>(...)); <compute>` and a call
+// that fails its checks has touched nothing.
+//
+// What stays in each engine: the CUDA engine's "not initialised" check (it comes before
+// these) and its grid-size limits (after them); the CPU engine's thread and precision limits;
+// and the data-dependent checks of token ids, positions and targets, which the CPU engine
+// runs over host memory and the CUDA engine as a kernel. Those share only their messages,
+// fail_bad_id, fail_bad_pos and fail_bad_target below. Where an op has nothing to do (n == 0
+// and the like) its validator returns 0 early, skipping the pointer checks, and the op itself
+// returns 0 at the same point.
+//
+// Host-only, plain C++17: engine_cpu.cpp (g++) and engine_cuda.cu (nvcc, and g++ in the
+// tests' emulation; through cuda/common.cuh) each include it once. Everything is in an unnamed
+// namespace, so nothing here is exported from either library: the CPU library has no export
+// map.
+#pragma once
+
+#include <cstdarg>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+namespace le {
+namespace {
+
+// ============================================================================================
+// Errors
+// ============================================================================================
+
+thread_local char g_err[1024] = "";
+
+// Sets the message le_last_error returns; always returns 1, so `return fail(...)` fails an op.
+__attribute__((format(printf, 1, 2))) inline int fail(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g_err, sizeof g_err, fmt, ap);
+  va_end(ap);
+  return 1;
+}
+
+#define TRY(expr)       \
+  do {                  \
+    if (expr) return 1; \
+  } while (0)
+
+#define REQUIRE_POS(fn, name, v)                                                               \
+  do {                                                                                         \
+    if ((v) <= 0) return ::le::fail("%s: %s must be > 0 (got %lld)", fn, name, (long long)(v)); \
+  } while (0)
+#define REQUIRE_NONNEG(fn, name, v)                                                            \
+  do {                                                                                         \
+    if ((v) < 0) return ::le::fail("%s: %s must be >= 0 (got %lld)", fn, name, (long long)(v)); \
+  } while (0)
+
+// Saturating products for byte counts: a saturated value simply fails the span check.
+inline uint64_t mul(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+inline uint64_t add(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+// ============================================================================================
+// The registry of live le_alloc blocks
+// ============================================================================================
+
+struct Block {
+  uint64_t bytes;   // as requested: what spans are checked against, and le_bytes_in_use
+  uint64_t mapped;  // the engine's own bookkeeping (CPU: mmap length, 0 for heap blocks)
+};
+
+std::mutex g_mu;
+std::map<uintptr_t, Block> g_blocks;  // start address -> block
+uint64_t g_in_use = 0;
+
+// Records a block that le_alloc has just obtained.
+inline void register_block(const void* p, Block b) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_blocks[reinterpret_cast<uintptr_t>(p)] = b;
+  g_in_use += b.bytes;
+}
+
+// Forgets the block that starts at p (for le_free), handing its record to *out; fails when
+// p does not start a live block. The caller releases the memory afterwards.
+inline int unregister_block(const void* p, Block* out) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_blocks.find(reinterpret_cast<uintptr_t>(p));
+  if (it == g_blocks.end()) {
+    return fail("le_free: %p was not returned by le_alloc (or was already freed)", p);
+  }
+  *out = it->second;
+  g_in_use -= it->second.bytes;
+  g_blocks.erase(it);
+  return 0;
+}
+
+inline uint64_t bytes_in_use() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_in_use;
+}
+
+inline size_t live_blocks() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_blocks.size();
+}
+
+// Checks that [p, p + bytes) lies inside one live block. bytes == 0 touches nothing, so only
+// the NULL check applies.
+inline int check_span(const char* fn, const char* name, const void* p, uint64_t bytes) {
+  if (p == nullptr) return fail("%s: %s is NULL", fn, name);
+  if (bytes == 0) return 0;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_blocks.upper_bound(a);
+  if (it == g_blocks.begin()) {
+    return fail("%s: %s (%p) is not engine memory; allocate it with le_alloc", fn, name, p);
+  }
+  --it;
+  const uint64_t off = a - it->first;
+  if (off >= it->second.bytes) {
+    return fail("%s: %s (%p) is not engine memory (it lies past the end of the nearest block); "
+                "allocate it with le_alloc",
+                fn, name, p);
+  }
+  const uint64_t left = it->second.bytes - off;
+  if (bytes > left) {
+    if (bytes == UINT64_MAX) {
+      return fail("%s: %s: the sizes passed overflow a 64-bit byte count; check the shape "
+                  "arguments",
+                  fn, name);
+    }
+    return fail("%s: %s needs %llu bytes but only %llu remain in its block (%llu bytes, %s "
+                "starts at byte %llu); check the shape arguments and the buffer's size",
+                fn, name, (unsigned long long)bytes, (unsigned long long)left,
+                (unsigned long long)it->second.bytes, name, (unsigned long long)off);
+  }
+  return 0;
+}
+
+// Like check_span, but NULL is allowed (a nullable argument).
+inline int check_opt(const char* fn, const char* name, const void* p, uint64_t bytes) {
+  return p == nullptr ? 0 : check_span(fn, name, p, bytes);
+}
+
+// Number of whole rows of `row_bytes` between p and the end of its block (0 if unknown).
+// Bounds the data-dependent indices (token ids, positions) that the ABI gives no size for.
+inline uint64_t rows_in_block(const void* p, uint64_t row_bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_blocks.upper_bound(a);
+  if (it == g_blocks.begin()) return 0;
+  --it;
+  const uint64_t off = a - it->first;
+  if (off >= it->second.bytes) return 0;
+  return (it->second.bytes - off) / row_bytes;
+}
+
+// ============================================================================================
+// Messages of the data-dependent checks (each engine finds the offending index its own way)
+// ============================================================================================
+
+inline int fail_bad_id(const char* fn, int n, int32_t id, uint64_t rows, int C) {
+  return fail("%s: ids[%d] = %d is outside the token table (%llu rows of C = %d fit in its "
+              "block); check the tokenizer's vocabulary against the model's",
+              fn, n, id, (unsigned long long)rows, C);
+}
+
+inline int fail_bad_pos(const char* fn, int n, int32_t pos, uint64_t rows, int C) {
+  return fail("%s: pos[%d] = %d is outside the position table (%llu rows of C = %d fit in its "
+              "block); sequences must be shorter than the model's n_positions",
+              fn, n, pos, (unsigned long long)rows, C);
+}
+
+inline int fail_bad_target(const char* fn, int n, int32_t target, int V) {
+  return fail("%s: targets[%d] = %d is >= V = %d; use -1 (or any negative id) to ignore a "
+              "position, and check the tokenizer's vocabulary against the model's",
+              fn, n, target, V);
+}
+
+// ============================================================================================
+// Lifecycle and memory
+// ============================================================================================
+
+inline int validate_set_precision(int mode) {
+  if (mode < 0 || mode > 2) {
+    return fail("le_set_precision: mode must be 0 (fp32), 1 (TF32) or 2 (bf16) (got %d)", mode);
+  }
+  return 0;
+}
+
+inline int validate_alloc(uint64_t bytes) {
+  if (bytes > (1ull << 48)) {
+    return fail("le_alloc: cannot allocate %llu bytes (more than 2^48); check the requested "
+                "size",
+                (unsigned long long)bytes);
+  }
+  return 0;
+}
+
+// The four byte-wise ops; their callers return 0 for bytes == 0 before calling these.
+inline int validate_upload(const void* dst, const void* host_src, uint64_t bytes) {
+  TRY(check_span("le_upload", "dst", dst, bytes));
+  if (!host_src) return fail("le_upload: host_src is NULL");
+  return 0;
+}
+
+inline int validate_download(const void* host_dst, const void* src, uint64_t bytes) {
+  TRY(check_span("le_download", "src", src, bytes));
+  if (!host_dst) return fail("le_download: host_dst is NULL");
+  return 0;
+}
+
+inline int validate_zero(const void* dst, uint64_t bytes) {
+  return check_span("le_zero", "dst", dst, bytes);
+}
+
+inline int validate_copy(const void* dst, const void* src, uint64_t bytes) {
+  TRY(check_span("le_copy", "dst", dst, bytes));
+  return check_span("le_copy", "src", src, bytes);
+}
+
+// The caller returns 0 when nb, rows or cols is 0.
+inline int validate_copy_rows(const float* dst, const float* src, int nb, int rows, int cols,
+                              int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs) {
+  const char* fn = "le_copy_rows";
+  REQUIRE_NONNEG(fn, "nb", nb);
+  REQUIRE_NONNEG(fn, "rows", rows);
+  REQUIRE_NONNEG(fn, "cols", cols);
+  REQUIRE_NONNEG(fn, "dst_bs", dst_bs);
+  REQUIRE_NONNEG(fn, "dst_rs", dst_rs);
+  REQUIRE_NONNEG(fn, "src_bs", src_bs);
+  REQUIRE_NONNEG(fn, "src_rs", src_rs);
+  if (nb == 0 || rows == 0 || cols == 0) return 0;
+  const uint64_t dspan = add(add(mul(nb - 1, dst_bs), mul(rows - 1, dst_rs)), cols);
+  const uint64_t sspan = add(add(mul(nb - 1, src_bs), mul(rows - 1, src_rs)), cols);
+  TRY(check_span(fn, "dst", dst, mul(dspan, 4)));
+  return check_span(fn, "src", src, mul(sspan, 4));
+}
+
+// le_add, le_scale and le_gelu_*: the caller returns 0 when n is 0.
+inline int validate_add(const float* out, const float* a, const float* b, int64_t n) {
+  const char* fn = "le_add";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n == 0) return 0;
+  TRY(check_span(fn, "out", out, mul(n, 4)));
+  TRY(check_span(fn, "a", a, mul(n, 4)));
+  return check_span(fn, "b", b, mul(n, 4));
+}
+
+inline int validate_scale(const float* x, int64_t n) {
+  const char* fn = "le_scale";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n == 0) return 0;
+  return check_span(fn, "x", x, mul(n, 4));
+}
+
+// ============================================================================================
+// Model ops
+// ============================================================================================
+
+// Then each engine checks ids and pos against the rows of wte and wpe (fail_bad_id/_pos).
+inline int validate_embed_fwd(const float* out, const int32_t* ids, const int32_t* pos,
+                              const float* wte, const float* wpe, int N, int C) {
+  const char* fn = "le_embed_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  TRY(check_span(fn, "out", out, mul(mul(N, C), 4)));
+  TRY(check_span(fn, "ids", ids, mul(N, 4)));
+  TRY(check_span(fn, "wte", wte, 1));
+  if (wpe) {
+    TRY(check_span(fn, "pos", pos, mul(N, 4)));
+    TRY(check_span(fn, "wpe", wpe, 1));
+  }
+  return 0;
+}
+
+inline int validate_embed_bwd(const float* dwte, const float* dwpe, const float* dout,
+                              const int32_t* ids, const int32_t* pos, int N, int C) {
+  const char* fn = "le_embed_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  TRY(check_span(fn, "dout", dout, mul(mul(N, C), 4)));
+  if (dwte) {
+    TRY(check_span(fn, "ids", ids, mul(N, 4)));
+    TRY(check_span(fn, "dwte", dwte, 1));
+  }
+  if (dwpe) {
+    TRY(check_span(fn, "pos", pos, mul(N, 4)));
+    TRY(check_span(fn, "dwpe", dwpe, 1));
+  }
+  return 0;
+}
+
+inline int validate_layernorm_fwd(const float* out, const float* mean, const float* rstd,
+                                  const float* inp, const float* w, const float* b, int N,
+                                  int C) {
+  const char* fn = "le_layernorm_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_span(fn, "out", out, nc4));
+  TRY(check_span(fn, "inp", inp, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  TRY(check_span(fn, "b", b, mul(C, 4)));
+  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
+  return check_opt(fn, "rstd", rstd, mul(N, 4));
+}
+
+inline int validate_layernorm_bwd(const float* dinp, const float* dw, const float* db,
+                                  const float* dout, const float* inp, const float* w,
+                                  const float* mean, const float* rstd, int N, int C) {
+  const char* fn = "le_layernorm_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_opt(fn, "dinp", dinp, nc4));
+  TRY(check_opt(fn, "dw", dw, mul(C, 4)));
+  TRY(check_opt(fn, "db", db, mul(C, 4)));
+  TRY(check_span(fn, "dout", dout, nc4));
+  TRY(check_span(fn, "inp", inp, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  TRY(check_span(fn, "mean", mean, mul(N, 4)));
+  return check_span(fn, "rstd", rstd, mul(N, 4));
+}
+
+inline int validate_residual_layernorm_fwd(const float* resid, const float* out,
+                                           const float* mean, const float* rstd, const float* a,
+                                           const float* b, const float* w, const float* bias,
+                                           int N, int C) {
+  const char* fn = "le_residual_layernorm_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_span(fn, "resid", resid, nc4));
+  TRY(check_span(fn, "out", out, nc4));
+  TRY(check_span(fn, "a", a, nc4));
+  TRY(check_span(fn, "b", b, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  TRY(check_span(fn, "bias", bias, mul(C, 4)));
+  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
+  return check_opt(fn, "rstd", rstd, mul(N, 4));
+}
+
+inline int validate_matmul_fwd(const float* out, const float* inp, const float* w,
+                               const float* bias, int N, int Cin, int Cout) {
+  const char* fn = "le_matmul_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "Cin", Cin);
+  REQUIRE_POS(fn, "Cout", Cout);
+  TRY(check_span(fn, "out", out, mul(mul(N, Cout), 4)));
+  TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
+  TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  return check_opt(fn, "bias", bias, mul(Cout, 4));
+}
+
+// inp is checked only when dw is wanted, w only when dinp is: the others may be NULL.
+inline int validate_matmul_bwd(const float* dinp, const float* dw, const float* dbias,
+                               const float* dout, const float* inp, const float* w, int N,
+                               int Cin, int Cout) {
+  const char* fn = "le_matmul_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "Cin", Cin);
+  REQUIRE_POS(fn, "Cout", Cout);
+  TRY(check_opt(fn, "dinp", dinp, mul(mul(N, Cin), 4)));
+  TRY(check_opt(fn, "dw", dw, mul(mul(Cout, Cin), 4)));
+  TRY(check_opt(fn, "dbias", dbias, mul(Cout, 4)));
+  TRY(check_span(fn, "dout", dout, mul(mul(N, Cout), 4)));
+  if (dw) TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
+  if (dinp) TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
+  return 0;
+}
+
+inline int validate_gelu_fwd(const float* out, const float* inp, int64_t n) {
+  const char* fn = "le_gelu_fwd";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n == 0) return 0;
+  TRY(check_span(fn, "out", out, mul(n, 4)));
+  return check_span(fn, "inp", inp, mul(n, 4));
+}
+
+inline int validate_gelu_bwd(const float* dinp, const float* inp, const float* dout,
+                             int64_t n) {
+  const char* fn = "le_gelu_bwd";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n == 0) return 0;
+  TRY(check_span(fn, "dinp", dinp, mul(n, 4)));
+  TRY(check_span(fn, "inp", inp, mul(n, 4)));
+  return check_span(fn, "dout", dout, mul(n, 4));
+}
+
+// The shape, and the past (kv_past or dkv_past, named past_name) when Tp > 0.
+inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, int NH,
+                                 int64_t past_bs, int64_t past_rs, const float* past,
+                                 const char* past_name) {
+  REQUIRE_POS(fn, "B", B);
+  REQUIRE_POS(fn, "Tq", Tq);
+  REQUIRE_NONNEG(fn, "Tp", Tp);
+  REQUIRE_POS(fn, "C", C);
+  REQUIRE_POS(fn, "NH", NH);
+  if (C % NH != 0) {
+    return fail("%s: C = %d is not divisible by NH = %d; the head size must be C / NH", fn, C,
+                NH);
+  }
+  if (Tp > 0) {
+    if (past_rs < 2LL * C) {
+      return fail("%s: past_rs = %lld is smaller than 2C = %d, so a past row's keys would "
+                  "overlap the next row; use 3C for a qkv buffer or 2C for a [B,T,2C] cache",
+                  fn, (long long)past_rs, 2 * C);
+    }
+    REQUIRE_NONNEG(fn, "past_bs", past_bs);
+    const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * C);
+    TRY(check_span(fn, past_name, past, mul(span, 4)));
+  }
+  return 0;
+}
+
+inline int validate_attention_fwd(const float* out, const float* att, const float* qkv,
+                                  const float* kv_past, const uint8_t* key_valid, int B, int Tq,
+                                  int Tp, int C, int NH, int64_t past_bs, int64_t past_rs) {
+  const char* fn = "le_attention_fwd";
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  const int Tk = Tq + Tp;
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
+  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
+  return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
+}
+
+inline int validate_attention_bwd(const float* dqkv, const float* dkv_past, const float* dout,
+                                  const float* att, const float* qkv, const float* kv_past,
+                                  int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
+                                  int64_t past_rs) {
+  const char* fn = "le_attention_bwd";
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  if (Tp > 0 && dkv_past) {
+    TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, dkv_past, "dkv_past"));
+  }
+  const int Tk = Tq + Tp;
+  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
+  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
+  return check_span(fn, "qkv", qkv, qkv_bytes);
+}
+
+// Then each engine checks targets against V (fail_bad_target).
+inline int validate_xent_fwd_bwd(const float* logits, const float* losses,
+                                 const int32_t* targets, int N, int V) {
+  const char* fn = "le_xent_fwd_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "V", V);
+  TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
+  TRY(check_span(fn, "losses", losses, mul(N, 4)));
+  return check_span(fn, "targets", targets, mul(N, 4));
+}
+
+inline int validate_argmax(const int32_t* out, const float* logits, int N, int V) {
+  const char* fn = "le_argmax";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "V", V);
+  TRY(check_span(fn, "out", out, mul(N, 4)));
+  return check_span(fn, "logits", logits, mul(mul(N, V), 4));
+}
+
+// ============================================================================================
+// Optimiser
+// ============================================================================================
+
+inline int validate_sumsq(const float* out, const float* g, int64_t n) {
+  const char* fn = "le_sumsq";
+  REQUIRE_NONNEG(fn, "n", n);
+  TRY(check_span(fn, "out", out, 4));
+  return check_span(fn, "g", g, mul(n, 4));
+}
+
+// The caller returns 0 when n is 0 (gnorm_sq is then neither checked nor read).
+inline int validate_adamw(const float* p, const float* g, const float* m, const float* v,
+                          int64_t n, float beta1, float beta2, int t, const float* gnorm_sq,
+                          float max_norm) {
+  const char* fn = "le_adamw";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (t < 1) return fail("%s: step t must be >= 1 (got %d); the first step is t = 1", fn, t);
+  if (!(beta1 >= 0.f && beta1 < 1.f) || !(beta2 >= 0.f && beta2 < 1.f)) {
+    return fail("%s: beta1 and beta2 must be in [0, 1) (got %g, %g)", fn, beta1, beta2);
+  }
+  if (n == 0) return 0;
+  const uint64_t nb = mul(n, 4);
+  TRY(check_span(fn, "p", p, nb));
+  TRY(check_span(fn, "g", g, nb));
+  TRY(check_span(fn, "m", m, nb));
+  TRY(check_span(fn, "v", v, nb));
+  if (gnorm_sq && max_norm > 0.f) TRY(check_span(fn, "gnorm_sq", gnorm_sq, 4));
+  return 0;
+}
+
+}  // namespace
+}  // namespace le
