@@ -520,16 +520,10 @@ async function main(): Promise<void> {
 
   // 5. The PyTorch reference, eager and compiled, at the same shape: last, so that its
   // compilation cannot cost this engine's figures the run's time limit.
-  if (a["skip-torch"]) {
-    push({
-      section: "torch",
-      name: "torch reference",
-      value: null,
-      unit: "",
-      target: "",
-      note: "--skip-torch",
-    });
-  } else {
+  const torchSkipped = (note: string) =>
+    push({ section: "torch", name: "torch reference", value: null, unit: "", target: "", note });
+  if (a["skip-torch"]) torchSkipped("--skip-torch");
+  else {
     const t = performance.now();
     const torch = await torchBench(a.python!, {
       preset,
@@ -543,16 +537,8 @@ async function main(): Promise<void> {
       dtype: precision,
     }, torchBudget());
     detail.torch = torch;
-    if ("skipped" in torch) {
-      push({
-        section: "torch",
-        name: "torch reference",
-        value: null,
-        unit: "",
-        target: "",
-        note: torch.skipped,
-      });
-    } else {
+    if ("skipped" in torch) torchSkipped(torch.skipped);
+    else {
       const ours = rows.find((r) => r.name.endsWith("examples/s"))!.value!;
       for (const mode of ["eager", "compile"] as const) {
         const r = torch.results[mode];
