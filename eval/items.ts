@@ -24,7 +24,7 @@ import { detectFormat } from "../pipeline/read/detect.ts";
 import { readLines } from "../pipeline/read/_lines.ts";
 import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/_record.ts";
 import { FILE_HINT, InputError } from "../pipeline/read/input_error.ts";
-import { parseJsonLine } from "../pipeline/read/jsonl.ts";
+import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import type { SourceRef } from "../pipeline/types.ts";
 
@@ -130,25 +130,15 @@ function itemOf(at: RecordAt, question: string, answer: string | number, id?: st
   };
 }
 
-async function* readInputTarget(
-  path: string,
-  withCode: boolean,
-): AsyncGenerator<EvalItem | InputError> {
+function readInputTarget(path: string, withCode: boolean): AsyncGenerator<EvalItem | InputError> {
   const schema = withCode ? GsmHardRecord : InputTargetRecord;
   const expect = withCode
     ? { ...INPUT_TARGET_EXPECT, code: "a string (the PAL program)" }
     : INPUT_TARGET_EXPECT;
-  for await (const { line, text } of readLines(path)) {
-    if (text.trim() === "") continue;
-    const at = { file: path, line };
-    const raw = parseJsonLine(text, at);
-    if (raw instanceof InputError) {
-      yield raw;
-      continue;
-    }
+  return readJsonl(path, (raw, at) => {
     const r = checkRecord(schema, raw, expect, at);
-    yield r instanceof InputError ? r : itemOf(at, r.input, r.target);
-  }
+    return r instanceof InputError ? r : itemOf(at, r.input, r.target);
+  });
 }
 
 async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
@@ -255,15 +245,7 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
 async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalItem | InputError> {
   const name = await datasetSplit(dir, split);
   const m = await readManifest(dir);
-  const path = `${dir}/${m.splits[name].records}`;
-  for await (const { line, text } of readLines(path)) {
-    if (text.trim() === "") continue;
-    const at = { file: path, line };
-    const raw = parseJsonLine(text, at);
-    if (raw instanceof InputError) {
-      yield raw;
-      continue;
-    }
+  yield* readJsonl(`${dir}/${m.splits[name].records}`, (raw, at): EvalItem | InputError | null => {
     const r = checkRecord(DatasetRecord, raw, {
       id: "a string",
       source: "{file, line}",
@@ -273,13 +255,10 @@ async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalIte
       nl: "an array of strings",
       validation: "{status}",
     }, at);
-    if (r instanceof InputError) {
-      yield r;
-      continue;
-    }
+    if (r instanceof InputError) return r;
     // Dropped records are not in the split's tensors; evaluate what training saw.
-    if (r.validation.status === "dropped") continue;
-    yield {
+    if (r.validation.status === "dropped") return null;
+    return {
       id: r.id,
       source: r.source,
       question: r.question.trim(),
@@ -287,7 +266,7 @@ async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalIte
       math: r.math.map((s) => s.text),
       nl: r.nl,
     };
-  }
+  });
 }
 
 async function firstChar(path: string): Promise<string> {

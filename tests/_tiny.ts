@@ -5,7 +5,8 @@
  */
 import { type Engine, openEngine } from "../train/engine/ffi.ts";
 import { type ModelConfig, ModelConfigSchema } from "../train/config.ts";
-import { initParams, paramLayout, Rng } from "../train/params.ts";
+import { Rng } from "../train/params.ts";
+import { perturbedParams } from "../train/engine/parity.ts";
 import { Model } from "../train/model.ts";
 import type { Example } from "../train/batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
@@ -34,21 +35,7 @@ export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
 
 /** GPT-2 initialisation, with weights scaled up so that gradients are not tiny. */
 export function tinyParams(cfg: ModelConfig, seed: number, scale = 5): Float32Array {
-  const p = initParams(paramLayout(cfg), cfg, seed);
-  const layout = paramLayout(cfg);
-  const rng = new Rng(seed + 1);
-  for (const t of layout.tensors) {
-    const v = p.subarray(t.offset, t.offset + t.size);
-    for (let i = 0; i < v.length; i++) {
-      // perturb LayerNorm gains/biases and biases too, so every path carries gradient
-      v[i] = t.init === "ones"
-        ? 1 + 0.2 * rng.normal()
-        : t.init === "zeros"
-        ? 0.05 * rng.normal()
-        : v[i] * scale;
-    }
-  }
-  return p;
+  return perturbedParams(cfg, seed, scale);
 }
 
 /** A model on the shared engine. */

@@ -5,20 +5,12 @@ import { readManifest } from "../pipeline/manifest.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import { parseCli } from "../cli/build_dataset.ts";
 import { generate } from "../pipeline/synthetic.ts";
+import { ROOT, runDeno } from "./_run.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = `${ROOT}cli/build_dataset.ts`;
 
-async function cli(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function cli(args: string[]) {
+  return runDeno(["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args]);
 }
 
 async function ids(dir: string, split: string): Promise<string[]> {

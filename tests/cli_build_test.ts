@@ -1,26 +1,12 @@
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals } from "./_assert.ts";
+import { ROOT, type Run, runDeno } from "./_run.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = `${ROOT}cli/build_dataset.ts`;
 const TRAIN = `${ROOT}fixtures/default/train.jsonl`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[], cwd = ROOT): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args],
-    cwd,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function cli(args: string[], cwd = ROOT): Promise<Run> {
+  return runDeno(["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args], cwd);
 }
 
 function assertOneLineError(r: Run, ...parts: string[]) {

@@ -6,25 +6,16 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { ROOT, runDeno } from "./_run.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const TASKS = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
   string,
   string
 >;
 
 /** Run a task's command line (its permissions, its script) with extra arguments. */
-async function task(name: string, args: string[]) {
-  const words = TASKS[name].split(" ").slice(1); // drop "deno"
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [...words, ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function task(name: string, args: string[]) {
+  return runDeno([...TASKS[name].split(" ").slice(1), ...args]); // drop "deno"
 }
 
 Deno.test("deno task export, then deno task infer on ONNX and on the engine", async () => {

@@ -3,6 +3,7 @@
 // at a small shape, whose results must say that nothing was judged.
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
+import { runDeno } from "./_run.ts";
 import {
   type BenchRow,
   formatBenchTable,
@@ -72,39 +73,34 @@ Deno.test({
   async fn() {
     const out = await tempDir();
     const script = new URL("../bench/gpu_bench.ts", import.meta.url).pathname;
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        script,
-        "--backend",
-        "cpu",
-        "--skip-check",
-        "--skip-torch",
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--runs",
-        "1",
-        "--eval-questions",
-        "5",
-        "--eval-batch",
-        "2",
-        "--k",
-        "2",
-        "--c",
-        "3",
-        "--vocab",
-        "300",
-        "--out",
-        out,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(r.stdout);
-    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    const r = await runDeno([
+      "run",
+      "--allow-all",
+      script,
+      "--backend",
+      "cpu",
+      "--skip-check",
+      "--skip-torch",
+      "--batch",
+      "2",
+      "--steps",
+      "1",
+      "--runs",
+      "1",
+      "--eval-questions",
+      "5",
+      "--eval-batch",
+      "2",
+      "--k",
+      "2",
+      "--c",
+      "3",
+      "--vocab",
+      "300",
+      "--out",
+      out,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
     const report = JSON.parse(await Deno.readTextFile(`${out}/gpu_bench.json`));
     assertEquals(report.dry, true);
     assertEquals(report.backend, "cpu");
@@ -120,6 +116,6 @@ Deno.test({
     assertEquals(report.detail.eval.questions, 5);
     const lines = (await Deno.readTextFile(`${out}/rows.jsonl`)).trim().split("\n");
     assertEquals(lines.length, rows.length, "every row was also written as it came");
-    assert(stdout.trimEnd().endsWith("no target judged)"), "the summary line comes last");
+    assert(r.stdout.trimEnd().endsWith("no target judged)"), "the summary line comes last");
   },
 });

@@ -1,22 +1,10 @@
+import { problem } from "./_problem.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { mathStep, segment, stripSocratic } from "../pipeline/segment.ts";
 import { scanAnnotations } from "../pipeline/annotations.ts";
 import { splitSentences } from "../pipeline/sentences.ts";
 import { answerNumber, numbersInText, readNumber } from "../pipeline/numbers.ts";
 import { readProblems } from "../pipeline/read.ts";
-import type { Problem } from "../pipeline/types.ts";
-
-function problem(fields: Partial<Problem>): Problem {
-  return {
-    id: "t:1",
-    source: { file: "t", line: 1 },
-    question: "q?",
-    rationale: null,
-    mathSteps: null,
-    answer: "0",
-    ...fields,
-  };
-}
 
 Deno.test("segment: one math step per annotation of the rationale, split at the last =", () => {
   const r = segment(problem({

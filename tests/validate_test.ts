@@ -1,22 +1,11 @@
+import { problem } from "./_problem.ts";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "./_assert.ts";
 import { type CotForm, REASONS, statusOf, validate } from "../pipeline/validate.ts";
 import { compareStated, evaluateExpression, ExpressionError } from "../pipeline/arith.ts";
 import { readNumber } from "../pipeline/numbers.ts";
 import { segment } from "../pipeline/segment.ts";
 import { detectFormat, readProblems } from "../pipeline/read.ts";
-import type { Problem, ValidatedRecord } from "../pipeline/types.ts";
-
-function problem(fields: Partial<Problem>): Problem {
-  return {
-    id: "t:1",
-    source: { file: "t", line: 1 },
-    question: "q?",
-    rationale: null,
-    mathSteps: null,
-    answer: "0",
-    ...fields,
-  };
-}
+import type { ValidatedRecord } from "../pipeline/types.ts";
 
 /** Validates a chain of annotations (as iCoT would give it) under both forms. */
 function chain(steps: string[], answer: string): Record<CotForm, ValidatedRecord> {

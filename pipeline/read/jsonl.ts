@@ -78,15 +78,21 @@ export function parseJsonLine(text: string, at: RecordAt): unknown | InputError 
   }
 }
 
-async function* readJsonl(
+/**
+ * Streams the non-blank lines of a JSON-lines file through `convert`. A line that is not JSON
+ * comes out as an InputError naming it, in place; a line that `convert` maps to null is left
+ * out.
+ */
+export async function* readJsonl<T>(
   path: string,
-  toProblem: (raw: unknown, at: RecordAt) => Problem | InputError,
-): AsyncGenerator<Problem | InputError> {
+  convert: (raw: unknown, at: RecordAt) => T | InputError | null,
+): AsyncGenerator<T | InputError> {
   for await (const { line, text } of readLines(path)) {
     if (text.trim() === "") continue;
     const at = { file: path, line };
     const raw = parseJsonLine(text, at);
-    yield raw instanceof InputError ? raw : toProblem(raw, at);
+    const out = raw instanceof InputError ? raw : convert(raw, at);
+    if (out !== null) yield out;
   }
 }
 
