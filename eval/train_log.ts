@@ -8,6 +8,7 @@ import { parse } from "csv-parse/sync";
 import { z } from "zod";
 import type { LogRecord } from "../train/trainer.ts";
 import type { Series } from "./svg.ts";
+import { exists } from "../pipeline/exists.ts";
 
 const num = z.number().optional();
 const LogRecordSchema = z.object({
@@ -36,15 +37,6 @@ export class TrainLogError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "TrainLogError";
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -19,6 +19,7 @@ import type { PackOutcome } from "./pack.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
 import type { ShardInfo, SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
+import { exists } from "./exists.ts";
 
 /** Raised when the output directory cannot be written. */
 export class WriteError extends Error {
@@ -81,7 +82,7 @@ export class StagedDir {
     const path = `${out}/.staging-${Deno.pid}`;
     let createdOut = false;
     try {
-      createdOut = !(await Deno.stat(out).then(() => true, () => false));
+      createdOut = !(await exists(out));
       await Deno.mkdir(out, { recursive: true });
       await Deno.remove(path, { recursive: true }).catch(() => {});
       await Deno.mkdir(path);

@@ -34,6 +34,7 @@ import {
 } from "./hf_files.ts";
 import { writeSafetensors } from "../pipeline/safetensors.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../pipeline/exists.ts";
 
 /** Raised when a checkpoint cannot be exported, or an export cannot be read; says what to do. */
 export class ExportError extends Error {
@@ -82,15 +83,6 @@ export async function checkpointFingerprint(checkpoint: string): Promise<string>
     }
   }
   return h.digest("hex");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Read and validate an export's `lotus.json`. */

@@ -21,6 +21,7 @@ import { decodeModel } from "./onnx_proto.ts";
 import { pastKey, pastValue, presentKey, presentValue } from "./onnx_gpt2.ts";
 import { readSafetensors } from "../pipeline/safetensors.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../pipeline/exists.ts";
 
 /** The Hugging Face GPT-2 tensors of a model and their shapes (Conv1D weights [in, out]). */
 export function gpt2TensorShapes(
@@ -60,15 +61,6 @@ async function readJson(dir: string, name: string, problems: string[]): Promise<
     problems.push(`${name}: cannot read (${(e as Error).message})`);
   }
   return null;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const sameShape = (a: number[], b: number[]) =>

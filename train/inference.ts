@@ -15,6 +15,7 @@ import { inferenceShape } from "./inference_shape.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { extractAnswer } from "./answer.ts";
+import { exists } from "../pipeline/exists.ts";
 
 export { inferenceShape };
 
@@ -121,7 +122,7 @@ export async function openInference(
     }
     return onnx.openOnnxInference(checkpoint, opts);
   }
-  const isExport = await Deno.stat(`${checkpoint}/lotus.json`).then(() => true, () => false);
+  const isExport = await exists(`${checkpoint}/lotus.json`);
   if (isExport) {
     throw new Error(
       `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +

@@ -29,6 +29,7 @@ import type { Timings } from "./generate.ts";
 import type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "./inference.ts";
 import { extractAnswer } from "./answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../pipeline/exists.ts";
 
 /** The directory the ONNX backend keeps its export of a checkpoint in. */
 export const ONNX_CACHE_DIR = "onnx-cache";
@@ -265,14 +266,14 @@ export async function onnxExportFor(
   log: (s: string) => void = console.error,
 ): Promise<string> {
   if (await isExport(path)) return path;
-  if (await Deno.stat(`${path}/lotus.json`).then(() => true, () => false)) {
+  if (await exists(`${path}/lotus.json`)) {
     throw new ExportError(
       `${path}: this export has no ONNX graphs (${ONNX_FILES.ids}); export with --format ` +
         `onnx or both, or pass the checkpoint`,
     );
   }
   const ck = checkpointDirOf(path);
-  if (!(await Deno.stat(`${ck}/config.json`).then(() => true, () => false))) {
+  if (!(await exists(`${ck}/config.json`))) {
     throw new ExportError(
       `${path}: neither an export (no lotus.json) nor a checkpoint (no config.json here or ` +
         `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
