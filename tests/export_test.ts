@@ -274,3 +274,46 @@ Deno.test("a LOTUS-aux checkpoint exports its backbone only: the aux decoder is 
   assert(!Object.keys(st.tensors).some((n) => n.startsWith("aux.")));
   assertEquals((await readLotusJson(`${d}/ex`)).mode, "lotus");
 });
+
+// The official ONNX library's checker, where a python3 has it (Debian's python3-onnx, which
+// .ci/run installs): the full check, with shape inference, on both graphs and their external
+// weights.
+const ONNX_PY = ["python3", "/usr/bin/python3"].find((exe) => {
+  try {
+    return new Deno.Command(exe, { args: ["-c", "import onnx"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+});
+if (!ONNX_PY) {
+  console.error("export_test: no python3 with the onnx package: the onnx.checker test is skipped");
+}
+
+Deno.test({
+  name: "the exported ONNX graphs pass onnx.checker's full check",
+  ignore: !ONNX_PY,
+  async fn() {
+    const d = await tempDir();
+    await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+    await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+    const code = `
+import sys, onnx
+for name in ("model.onnx", "model_embeds.onnx"):
+    path = sys.argv[1] + "/onnx/" + name
+    onnx.checker.check_model(path, full_check=True)
+    m = onnx.load(path)
+    print(name, m.opset_import[0].version, len(m.graph.input), len(m.graph.output))
+`;
+    const out = new Deno.Command(ONNX_PY!, {
+      args: ["-c", code, `${d}/ex`],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const dec = new TextDecoder();
+    assert(out.success, dec.decode(out.stderr));
+    const lines = dec.decode(out.stdout).trim().split("\n");
+    assertEquals(lines.length, 2, dec.decode(out.stdout));
+    for (const l of lines) assert(/ 17 \d+ \d+$/.test(l), `opset 17 with inputs and outputs: ${l}`);
+  },
+});
