@@ -3,7 +3,9 @@
  *
  * {@linkcode StagedDir} keeps `--out` free of half-written files: everything is written into
  * `<out>/.staging-<pid>` and renamed into place at the end, the manifest last; the staging
- * directory is removed on error and on SIGINT/SIGTERM.
+ * directory is removed on error and on SIGINT/SIGTERM. A signal that arrives while the files
+ * are being moved into place waits until they all are, so an interrupted build leaves either
+ * the previous output or the complete new one, never a mix.
  *
  * {@linkcode SplitWriter} streams one split: each record's line goes to records.jsonl and
  * report.csv as it arrives, kept records gather into a shard that is written when it fills,
@@ -36,8 +38,15 @@ const SIGNALS: { sig: Deno.Signal; code: number }[] = [
   { sig: "SIGTERM", code: 143 },
 ];
 const handlers = new Map<Deno.Signal, () => void>();
+/** Commits in progress, and the exit code of a signal that arrived during one. */
+let committing = 0;
+let pendingExit: number | null = null;
 
 function onSignal(code: number): void {
+  if (committing > 0) {
+    pendingExit ??= code;
+    return;
+  }
   for (const s of active) s.removeSync();
   Deno.exit(code);
 }
@@ -80,18 +89,19 @@ export class StagedDir {
   /** Create `out` (if needed) and a fresh staging directory inside it. */
   static async open(out: string): Promise<StagedDir> {
     const path = `${out}/.staging-${Deno.pid}`;
-    let createdOut = false;
+    const s = new StagedDir(out, path, !(await exists(out)));
+    // Listen before anything is created, so that no signal can leave a staging directory
+    // behind (removeSync tolerates one that does not exist yet).
+    active.add(s);
+    listen();
     try {
-      createdOut = !(await exists(out));
       await Deno.mkdir(out, { recursive: true });
       await Deno.remove(path, { recursive: true }).catch(() => {});
       await Deno.mkdir(path);
     } catch (e) {
+      s.#close();
       throw new WriteError(`${out}: cannot create the output directory (${(e as Error).message})`);
     }
-    const s = new StagedDir(out, path, createdOut);
-    active.add(s);
-    listen();
     return s;
   }
 
@@ -101,12 +111,18 @@ export class StagedDir {
    * directory. Put the manifest last in `files`.
    */
   async commit(files: string[], stale: string[] = []): Promise<void> {
-    for (const f of files) await Deno.rename(`${this.path}/${f}`, `${this.out}/${f}`);
-    for (const f of stale) {
-      if (!files.includes(f)) await Deno.remove(`${this.out}/${f}`).catch(() => {});
+    committing++; // a signal from here on waits for the last rename
+    try {
+      for (const f of files) await Deno.rename(`${this.path}/${f}`, `${this.out}/${f}`);
+      for (const f of stale) {
+        if (!files.includes(f)) await Deno.remove(`${this.out}/${f}`).catch(() => {});
+      }
+      await Deno.remove(this.path, { recursive: true }).catch(() => {});
+    } finally {
+      committing--;
+      this.#close();
+      if (pendingExit !== null && committing === 0) onSignal(pendingExit);
     }
-    this.#close();
-    await Deno.remove(this.path, { recursive: true }).catch(() => {});
   }
 
   /**
@@ -115,10 +131,10 @@ export class StagedDir {
    */
   async abort(): Promise<void> {
     if (!this.#open) return;
-    this.#close();
     await Deno.remove(this.path, { recursive: true }).catch(() => {});
     // Without recursive, remove fails on a non-empty directory, which is what we want.
     if (this.#createdOut) await Deno.remove(this.out).catch(() => {});
+    this.#close();
   }
 
   #close(): void {
@@ -131,8 +147,10 @@ export class StagedDir {
   removeSync(): void {
     try {
       Deno.removeSync(this.path, { recursive: true });
+    } catch { /* not created yet, or already gone */ }
+    try {
       if (this.#createdOut) Deno.removeSync(this.out);
-    } catch { /* already gone, or not empty */ }
+    } catch { /* not created yet, or not empty */ }
   }
 }
 
