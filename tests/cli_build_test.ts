@@ -24,6 +24,35 @@ async function entries(dir: string): Promise<string[]> {
   }
 }
 
+/**
+ * Starts a build of `input` into `out`, polls `out` up to `polls` times, `everyMs` apart, until a
+ * staging directory appears, then sends SIGINT. Returns whether it saw one, and the exit status.
+ */
+async function interruptBuild(input: string, out: string, polls: number, everyMs: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      CLI,
+      "--input",
+      input,
+      "--out",
+      out,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let sawStaging = false;
+  for (let i = 0; i < polls && !sawStaging; i++) {
+    sawStaging = (await entries(out)).some((n) => n.startsWith(".staging-"));
+    if (!sawStaging) await new Promise((r) => setTimeout(r, everyMs));
+  }
+  child.kill("SIGINT");
+  return { sawStaging, status: await child.status };
+}
+
 Deno.test("cli: --help prints usage and exits 0", async () => {
   const r = await cli(["--help"]);
   assertEquals(r.code, 0);
@@ -98,28 +127,7 @@ Deno.test("cli: SIGINT during a build removes the staging directory", async () =
     Array.from({ length: 400 }, () => lines.join("\n")).join("\n") + "\n",
   );
   const out = `${dir}/out`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      CLI,
-      "--input",
-      big,
-      "--out",
-      out,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  let sawStaging = false;
-  for (let i = 0; i < 400 && !sawStaging; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    sawStaging = (await entries(out)).some((n) => n.startsWith(".staging-"));
-  }
-  child.kill("SIGINT");
-  const status = await child.status;
+  const { sawStaging, status } = await interruptBuild(big, out, 400, 25);
   if (!sawStaging) {
     // The build finished before we could interrupt it; nothing to check.
     console.log("cli_build_test: build finished before SIGINT; interruption not exercised");
@@ -140,28 +148,7 @@ Deno.test("cli: SIGINT the moment the staging directory appears leaves nothing b
   let exercised = 0;
   for (let i = 0; i < 15; i++) {
     const out = `${await tempDir()}/out`;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-read",
-        "--allow-write",
-        "--allow-env",
-        CLI,
-        "--input",
-        TRAIN,
-        "--out",
-        out,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    let seen = false;
-    for (let j = 0; j < 50_000 && !seen; j++) {
-      seen = (await entries(out)).some((n) => n.startsWith(".staging-"));
-      if (!seen) await new Promise((r) => setTimeout(r, 0));
-    }
-    child.kill("SIGINT");
-    const status = await child.status;
+    const { status } = await interruptBuild(TRAIN, out, 50_000, 0);
     if (status.success) continue; // finished first: nothing to check
     exercised++;
     assertEquals(status.code, 130);
