@@ -18,6 +18,7 @@ import { segment } from "../pipeline/segment.ts";
 import { validate } from "../pipeline/validate.ts";
 import { readNumber } from "../pipeline/numbers.ts";
 import type { Problem } from "../pipeline/types.ts";
+import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 let line = 0;
 /** A made-up GSM8K-style problem; the rationale's lines are joined with newlines. */
@@ -343,17 +344,8 @@ Deno.test("overlap: words, n-grams, containment; near copies of excluded questio
   }
 });
 
-const DATA = new URL("../../shared/data/gsm8k/", import.meta.url).pathname;
-const HAVE_DATA = (() => {
-  try {
-    return Deno.statSync(DATA).isDirectory;
-  } catch {
-    return false;
-  }
-})();
-if (!HAVE_DATA) {
-  console.log(`augment_test: ${DATA} not found; skipping the GSM8K augmentation tests`);
-}
+const DATA = `${SHARED_DATA}gsm8k/`;
+const HAVE_DATA = haveSharedData("gsm8k/", "augment_test", "the GSM8K augmentation tests");
 
 Deno.test({
   name: "augment (real GSM8K): share, reasons, and no test question or near copy in the output",

@@ -7,6 +7,7 @@ import { getTensor, readSafetensors } from "../pipeline/safetensors.ts";
 import { IGNORE } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
 import { InputError } from "../pipeline/read.ts";
+import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 const FIX = new URL("../fixtures/default/", import.meta.url).pathname;
 const TRAIN = `${FIX}train.jsonl`;
@@ -238,11 +239,8 @@ Deno.test("build: options are validated with the field named", async () => {
   );
 });
 
-const GSM8K = new URL("../../shared/data/gsm8k/", import.meta.url).pathname;
-const HAS_GSM8K = await Deno.stat(`${GSM8K}train.jsonl`).then(() => true, () => false);
-if (!HAS_GSM8K) {
-  console.log(`build_test: ${GSM8K} not found; skipping the GSM8K integration test`);
-}
+const GSM8K = `${SHARED_DATA}gsm8k/`;
+const HAS_GSM8K = haveSharedData("gsm8k/train.jsonl", "build_test", "the GSM8K integration test");
 
 Deno.test({
   name: "build: GSM8K train and test with GPT-2 (../shared/data/gsm8k)",

@@ -24,6 +24,7 @@ import { parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
+import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 const FIX = new URL("../fixtures/eval/", import.meta.url).pathname;
 const PIPE = new URL("../fixtures/pipeline/", import.meta.url).pathname;
@@ -259,16 +260,8 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
   );
 });
 
-const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
-let haveShared = false;
-try {
-  haveShared = Deno.statSync(SHARED).isDirectory;
-} catch { /* absent */ }
-if (!haveShared) {
-  console.log(
-    `skipping the real-data reader test: ${SHARED} is absent (users bring their own copies)`,
-  );
-}
+const SHARED = SHARED_DATA;
+const haveShared = haveSharedData("", "eval_test", "the real-data reader test");
 
 Deno.test({
   name: "readers: the real GSM8K test, GSM8K-Aug test, GSM-Hard, SVAMP and MultiArith files",

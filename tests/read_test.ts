@@ -9,6 +9,7 @@ import {
   readProblems,
 } from "../pipeline/read.ts";
 import type { Problem } from "../pipeline/types.ts";
+import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 const FIX = "fixtures/pipeline";
 
@@ -338,15 +339,8 @@ Deno.test("read: stopping early closes the file (the test's resource check would
 
 // --- the real data, when present ---------------------------------------------------------
 
-const DATA = new URL("../../shared/data/", import.meta.url).pathname;
-const HAVE_DATA = (() => {
-  try {
-    return Deno.statSync(`${DATA}gsm8k`).isDirectory;
-  } catch {
-    return false;
-  }
-})();
-if (!HAVE_DATA) console.log(`read_test: ${DATA} not found; skipping the real-data tests`);
+const DATA = SHARED_DATA;
+const HAVE_DATA = haveSharedData("gsm8k/", "read_test", "the real-data tests");
 
 Deno.test({
   name: "read parquet (real): the Hugging Face copy equals the JSON lines, record by record",

@@ -6,6 +6,7 @@ import { readNumber } from "../pipeline/numbers.ts";
 import { segment } from "../pipeline/segment.ts";
 import { detectFormat, readProblems } from "../pipeline/read.ts";
 import type { ValidatedRecord } from "../pipeline/types.ts";
+import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 /** Validates a chain of annotations (as iCoT would give it) under both forms. */
 function chain(steps: string[], answer: string): Record<CotForm, ValidatedRecord> {
@@ -212,15 +213,8 @@ Deno.test("REASONS: every reason validate emits is documented, and statusOf foll
 
 // --- the real GSM8K, when present --------------------------------------------------------
 
-const DATA = new URL("../../shared/data/gsm8k/", import.meta.url).pathname;
-const HAVE_DATA = (() => {
-  try {
-    return Deno.statSync(DATA).isDirectory;
-  } catch {
-    return false;
-  }
-})();
-if (!HAVE_DATA) console.log(`validate_test: ${DATA} not found; skipping the GSM8K count tests`);
+const DATA = `${SHARED_DATA}gsm8k/`;
+const HAVE_DATA = haveSharedData("gsm8k/", "validate_test", "the GSM8K count tests");
 
 interface Counts {
   records: number;
