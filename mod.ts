@@ -5,8 +5,8 @@
  * @module
  */
 export * from "./pipeline/types.ts";
-export * from "./pipeline/safetensors.ts";
-export * from "./pipeline/atomic.ts";
+export * from "./base/safetensors.ts";
+export * from "./base/atomic.ts";
 
 // Pipeline: reading, segmentation and validation (docs/pipeline.md).
 export {
@@ -48,46 +48,42 @@ export * from "./pipeline/build.ts";
 export * from "./pipeline/default_data.ts";
 export * from "./pipeline/summary.ts";
 
-// ---- native engine (train/engine): building the library, and its FFI binding ----
-export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./train/engine/ffi.ts";
-export type { EngineOptions, Ptr } from "./train/engine/ffi.ts";
-export { buildEngine, EngineBuildError, planEngineBuild } from "./train/engine/build.ts";
+// ---- native engine (engine): building the library, and its FFI binding ----
+export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./engine/ffi.ts";
+export type { EngineOptions, Ptr } from "./engine/ffi.ts";
+export { buildEngine, EngineBuildError, planEngineBuild } from "./engine/build.ts";
 export type {
   Backend as EngineBackend,
   BuildEngineOptions,
   EngineBuildPlan,
-} from "./train/engine/build.ts";
+} from "./engine/build.ts";
 
 // ---- CUDA engine: choosing a backend, the driver probe, precision, engine parity checks ----
-export {
-  type BackendName,
-  selectEngine,
-  type SelectEngineOptions,
-} from "./train/engine/backend.ts";
-export { cudaMemInfo, type CudaProbe, probeCuda } from "./train/engine/cuda_probe.ts";
-export { type Precision, PRECISION_MODES } from "./train/engine/ffi.ts";
+export { type BackendName, selectEngine, type SelectEngineOptions } from "./engine/backend.ts";
+export { cudaMemInfo, type CudaProbe, probeCuda } from "./engine/cuda_probe.ts";
+export { type Precision, PRECISION_MODES } from "./engine/ffi.ts";
 /** Engine parity checks (what the GPU check runs): `parity.compareOps(test, ref, "bf16")`. */
-export * as parity from "./train/engine/parity.ts";
+export * as parity from "./check/parity.ts";
 
 // ---- training: configuration, model, the LOTUS step, the trainer, checkpoints, inference ----
-export * from "./train/config.ts";
-export * from "./train/params.ts";
+export * from "./model/config.ts";
+export * from "./model/params.ts";
 export * from "./train/batch.ts";
-export * from "./train/data.ts";
-export * from "./train/stack.ts";
-export * from "./train/model.ts";
-export * from "./train/lotus.ts";
-export * from "./train/generate.ts";
-export * from "./train/checkpoint.ts";
+export * from "./train/dataset.ts";
+export * from "./model/stack.ts";
+export * from "./model/model.ts";
+export * from "./train/step.ts";
+export * from "./model/generate.ts";
+export * from "./model/checkpoint.ts";
 export * from "./train/trainer.ts";
-export * from "./train/inference.ts";
-export * from "./train/readout.ts";
-export * from "./train/answer.ts";
+export * from "./infer/inference.ts";
+export * from "./infer/readout.ts";
+export * from "./pipeline/answer.ts";
 
 // Export: Hugging Face and ONNX directories from a checkpoint (docs/export.md). The ONNX
-// inference backend itself (train/onnx_session.ts) is not re-exported here: it imports
+// inference backend itself (infer/onnx_session.ts) is not re-exported here: it imports
 // onnxruntime-node, which importing mod.ts should not load; reach it through
-// openInference(dir, { backend: "onnx" }) in train/inference.ts.
+// openInference(dir, { backend: "onnx" }) in infer/inference.ts.
 export {
   checkpointFingerprint,
   exportCheckpoint,
@@ -96,17 +92,17 @@ export {
   type ExportOptions,
   type ExportResult,
   readLotusJson,
-} from "./train/export.ts";
-export { checkExport, gpt2TensorShapes } from "./train/export_check.ts";
-export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./train/hf_files.ts";
+} from "./export/export.ts";
+export { checkExport, gpt2TensorShapes } from "./export/export_check.ts";
+export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./export/hf_files.ts";
 export {
   gpt2Graph,
   gpt2Weights,
   type GraphInput,
   ONNX_OPSET,
   WEIGHTS_FILE,
-} from "./train/onnx_gpt2.ts";
-export { type Attr, type Dim, GraphBuilder, WeightFile } from "./train/onnx_builder.ts";
+} from "./export/onnx_gpt2.ts";
+export { type Attr, type Dim, GraphBuilder, WeightFile } from "./export/onnx_builder.ts";
 export {
   AttributeType,
   DataType,
@@ -118,7 +114,7 @@ export {
   type OnnxNode,
   type OnnxTensor,
   type OnnxValueInfo,
-} from "./train/onnx_proto.ts";
+} from "./export/onnx_proto.ts";
 
 // Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
 export {
@@ -136,7 +132,7 @@ export {
   SyntheticOptionsError,
   type SyntheticRecord,
 } from "./pipeline/synthetic.ts";
-export { hashString, Rng } from "./pipeline/rng.ts";
+export { hashString, Rng } from "./base/rng.ts";
 export {
   augment,
   AUGMENT_REASONS,
@@ -175,6 +171,6 @@ export {
 export * from "./eval/items.ts";
 export * from "./eval/alternatives.ts";
 export * from "./eval/evaluate.ts";
-export * from "./eval/train_log.ts";
+export * from "./train/run_log.ts";
 export * from "./eval/svg.ts";
 export * from "./eval/report.ts";

@@ -12,7 +12,7 @@
 // figures come out 2-5x low, and vary from run to run. The plain loop has no harness and
 // gives the figures a trainer (deno run) sees.
 import { parseArgs } from "node:util";
-import { openEngine, type Ptr } from "../train/engine/ffi.ts";
+import { openEngine, type Ptr } from "../engine/ffi.ts";
 
 const { values: cli } = parseArgs({
   args: import.meta.main ? Deno.args : [],

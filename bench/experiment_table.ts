@@ -11,8 +11,8 @@
  */
 import type { RunSummary } from "../eval/evaluate.ts";
 import { lineChartSvg, type Series } from "../eval/svg.ts";
-import { readTrainLog } from "../eval/train_log.ts";
-import { writeFileAtomic } from "../pipeline/atomic.ts";
+import { readTrainLog } from "../train/run_log.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 
 /** The rows, in the order of the paper's table. */
 const ROWS: [string, string][] = [

@@ -4,13 +4,13 @@
 #
 #   bash .device/run.sh bash bench/gpu_bench.sh
 #
-# It runs the correctness checks first (bench/gpu_check.ts; a failure stops it), then
+# It runs the correctness checks first (check/gpu_check.ts; a failure stops it), then
 # training, batch-1 inference and evaluation throughput, and prints a table last. Results go
 # to $OUT (on the GPU machine) or bench/results/gpu_bench/. Anywhere else: `deno task
 # bench:gpu`, a dry run on the CPU engine at a small shape. Arguments go to
 # bench/gpu_bench.ts. GPU_BENCH_TIMEOUT (seconds, default 560) bounds the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/_native_deno.sh gpu_bench
+source check/_native_deno.sh gpu_bench
 export GPU_BENCH_TIMEOUT="${GPU_BENCH_TIMEOUT:-560}"
 exec timeout --kill-after=10 "$GPU_BENCH_TIMEOUT" "$deno_bin" run --allow-all bench/gpu_bench.ts "$@"

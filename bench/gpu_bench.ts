@@ -9,10 +9,10 @@
  *       [--skip-torch] [--python python3] [--out DIR]
  *
  * In order:
- *  1. The correctness checks of the CUDA issue (bench/gpu_check.ts); a failure stops here.
+ *  1. The correctness checks of the CUDA issue (check/gpu_check.ts); a failure stops here.
  *  2. Training at the reference's shape (GPT-2 small, c = 13, K = R = 6, a 60-token question,
  *     an 8-token answer, batch 64, random tokens): examples/s, token positions/s, MFU and peak
- *     device memory of this project's engine, then bench/torch_reference.py eager and with
+ *     device memory of this project's engine, then check/torch_reference.py eager and with
  *     torch.compile at the same shape.
  *  3. Batch-1 inference: the thought phase (pass 0 + R loop passes, after the prefill), the
  *     time per answer token, and explicit-CoT decoding of 30 and 90 tokens after the same
@@ -35,128 +35,27 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type Engine, type Precision } from "../train/engine/ffi.ts";
-import { type BackendName, selectEngine } from "../train/engine/backend.ts";
-import { cudaMemInfo, probeCuda } from "../train/engine/cuda_probe.ts";
-import { presetConfig, type PresetName, TrainConfigSchema } from "../train/config.ts";
-import { initParams, paramLayout } from "../train/params.ts";
-import { adamwOf, Model } from "../train/model.ts";
-import { type LotusOptions, LotusRunner } from "../train/lotus.ts";
-import { type Example, lotusBatch, suffixOf } from "../train/batch.ts";
-import { Generator } from "../train/generate.ts";
-import type { SpecialIds } from "../pipeline/tokenizer.ts";
-
-/** The measured bf16 dense peak of the H200 (../shared/docs/gpu.md). */
-export const PEAK_BF16_FLOPS = 790e12;
-
-/** Issue 8's targets, and the reference's figures they derive from. */
-export const TARGETS = {
-  trainExamplesPerSec: 690,
-  peakGiB: 18,
-  thoughtMs: 4,
-  answerTokenMs: 0.5,
-  speedup30: 4,
-  speedup90: 10,
-  evalSeconds: 10,
-} as const;
-
-/** Median of a non-empty list. */
-export function median(xs: number[]): number {
-  const s = xs.toSorted((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/** Token positions one LOTUS training example forwards: the question once, R+1 passes over
- * BOT and the K*c latents, and the suffix (EOT, any remaining steps, the answer). */
-export function lotusPositions(P: number, K: number, c: number, R: number, S: number): number {
-  return P + (R + 1) * (1 + K * c) + S;
-}
-
-/** Model FLOP utilisation by the 6 * N * positions count. */
-export function mfu(params: number, positionsPerSec: number, peak = PEAK_BF16_FLOPS): number {
-  return 6 * params * positionsPerSec / peak;
-}
-
-/** A seeded generator of uniform integers (mulberry32). */
-export function rng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
-}
-
-/** The special ids at the top of a vocabulary of V, as bench/torch_reference.py places them. */
-export function specialsOf(V: number): SpecialIds {
-  return { eos: V - 4, pad: V - 4, bot: V - 3, eot: V - 2, lat: V - 1 };
-}
-
-/** One random training example of the reference's shape: K steps of exactly c tokens (so every
- * latent slot has a target) and an answer of `answer` tokens ending in EOS. */
-export function randomExample(
-  draw: (n: number) => number,
-  V: number,
-  shape: { question: number; answer: number; K: number; c: number },
-  index: number,
-): Example {
-  const ids = (n: number) => Int32Array.from({ length: n }, () => draw(V - 4));
-  const ans = ids(shape.answer);
-  ans[shape.answer - 1] = specialsOf(V).eos;
-  return {
-    q: ids(shape.question),
-    steps: Array.from({ length: shape.K }, () => ids(shape.c)),
-    ans,
-    index,
-  };
-}
-
-/** A row of the final table. */
-export interface BenchRow {
-  section: string;
-  name: string;
-  value: number | null;
-  unit: string;
-  /** The target, as "<= x" or ">= x"; empty when none. */
-  target: string;
-  /** Whether the target is met; null when not judged (no target, a dry run, or not run). */
-  met: boolean | null;
-  note?: string;
-}
-
-/** Judges `value` against a target "<= x" or ">= x". */
-export function judge(value: number | null, target: string): boolean | null {
-  if (value === null || !Number.isFinite(value) || !target) return null;
-  const [op, x] = target.split(" ");
-  return op === "<=" ? value <= Number(x) : value >= Number(x);
-}
-
-/** The table printed last. */
-export function formatBenchTable(rows: BenchRow[]): string {
-  const fmt = (v: number | null) =>
-    v === null
-      ? "-"
-      : Math.abs(v) >= 100
-      ? v.toFixed(0)
-      : Math.abs(v) >= 1
-      ? v.toFixed(2)
-      : v.toPrecision(3);
-  const cells = rows.map((r) => [
-    r.section,
-    r.name,
-    `${fmt(r.value)} ${r.unit}`.trim(),
-    r.target,
-    r.met === null ? (r.target ? "not judged" : "") : r.met ? "met" : "MISSED",
-    r.note ?? "",
-  ]);
-  const head = ["section", "measure", "value", "target", "verdict", "note"];
-  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join("  ").trimEnd();
-  return [line(head), line(w.map((n) => "-".repeat(n))), ...cells.map(line)].join("\n");
-}
+import { type Engine, type Precision } from "../engine/ffi.ts";
+import { type BackendName, selectEngine } from "../engine/backend.ts";
+import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
+import { presetConfig, type PresetName, TrainConfigSchema } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { adamwOf, Model } from "../model/model.ts";
+import { type LotusOptions, LotusRunner } from "../train/step.ts";
+import { lotusBatch, suffixOf } from "../train/batch.ts";
+import { Generator } from "../model/generate.ts";
+import { Rng } from "../base/rng.ts";
+import {
+  type BenchRow,
+  formatBenchTable,
+  judge,
+  lotusPositions,
+  median,
+  mfu,
+  randomExample,
+  specialsOf,
+  TARGETS,
+} from "../check/measure.ts";
 
 // ---- the run ---------------------------------------------------------------------------------
 
@@ -289,12 +188,12 @@ async function main(): Promise<void> {
   if (a["skip-check"]) log("--skip-check: the correctness checks were not run");
   else {
     const t = performance.now();
-    log("running the correctness checks (bench/gpu_check.ts)");
+    log("running the correctness checks (check/gpu_check.ts)");
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "--allow-all",
-        new URL("./gpu_check.ts", import.meta.url).pathname,
+        new URL("../check/gpu_check.ts", import.meta.url).pathname,
         "--out",
         `${outDir}/gpu_check`,
         ...(dry ? ["--cpu-only"] : []),
@@ -337,7 +236,7 @@ async function main(): Promise<void> {
   })();
   log(`${eng.backend} engine, ${precision}, preset ${preset} (${(nParams / 1e6).toFixed(1)} M)`);
   const params = initParams(paramLayout(mcfg), mcfg, 0);
-  const draw = rng(1);
+  const draw = new Rng(1);
   {
     const t = performance.now();
     const cfg = TrainConfigSchema.parse({ mode: "lotus", k: K, c, batch: B });
@@ -430,7 +329,7 @@ async function main(): Promise<void> {
   const noEos = { ...sp, eos: -1 };
   {
     const gen = new Generator(imodel, { B: 1, P: Q, K, c, maxNewTokens: 90 });
-    const q = [Int32Array.from({ length: Q }, () => draw(V - 4))];
+    const q = [Int32Array.from({ length: Q }, () => draw.below(V - 4))];
     const lotus = { th: [] as number[], tok: [] as number[] };
     const cot: Record<number, number[]> = { 30: [], 90: [] };
     for (let i = 0; i < runs + 3; i++) {
@@ -486,7 +385,7 @@ async function main(): Promise<void> {
     const gen = new Generator(imodel, { B: evalB, P: 80, K, c, maxNewTokens: A });
     const qs = Array.from(
       { length: evalN },
-      () => Int32Array.from({ length: 40 + draw(41) }, () => draw(V - 4)),
+      () => Int32Array.from({ length: 40 + draw.below(41) }, () => draw.below(V - 4)),
     );
     // One warm-up batch, untimed.
     gen.generate(qs.slice(0, evalB), noEos, { mode: "lotus", K, c, R, maxNewTokens: A });
@@ -604,7 +503,7 @@ async function torchBench(
   },
   timeoutMs: number,
 ): Promise<{ results: Partial<Record<"eager" | "compile", TorchResult>> } | { skipped: string }> {
-  const script = new URL("./torch_reference.py", import.meta.url).pathname;
+  const script = new URL("../check/torch_reference.py", import.meta.url).pathname;
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {

@@ -1,6 +1,6 @@
 /**
  * The engine memory a training shape and an evaluation shape allocate, measured without running
- * them. Buffers are planned in TypeScript (train/lotus.ts, train/generate.ts) and are the same
+ * them. Buffers are planned in TypeScript (train/step.ts, model/generate.ts) and are the same
  * for both engines; the CPU engine maps large blocks lazily, so allocating them here costs
  * nothing. The CUDA engine's own scratch (cuBLAS workspace, bf16 operand copies) is not
  * included.
@@ -11,12 +11,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { openEngine } from "../train/engine/ffi.ts";
-import { presetConfig, type PresetName } from "../train/config.ts";
-import { paramLayout } from "../train/params.ts";
-import { Model } from "../train/model.ts";
-import { LotusRunner } from "../train/lotus.ts";
-import { Generator } from "../train/generate.ts";
+import { openEngine } from "../engine/ffi.ts";
+import { presetConfig, type PresetName } from "../model/config.ts";
+import { paramLayout } from "../model/params.ts";
+import { Model } from "../model/model.ts";
+import { LotusRunner } from "../train/step.ts";
+import { Generator } from "../model/generate.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,

@@ -13,11 +13,11 @@
 // Runs alternate between the backends; the load average is recorded, since the machine
 // may be shared.
 import { parseArgs } from "node:util";
-import { saveCheckpoint } from "../train/checkpoint.ts";
-import { presetConfig, TrainConfigSchema } from "../train/config.ts";
-import { initParams, paramLayout } from "../train/params.ts";
-import { exportCheckpoint } from "../train/export.ts";
-import { type InferenceSession, openInference } from "../train/inference.ts";
+import { saveCheckpoint } from "../model/checkpoint.ts";
+import { presetConfig, TrainConfigSchema } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { exportCheckpoint } from "../export/export.ts";
+import { type InferenceSession, openInference } from "../infer/inference.ts";
 import { fitCompactTokenizer, gpt2Tokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
 
 const { values: cli } = parseArgs({

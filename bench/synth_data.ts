@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { writeFileAtomic } from "../pipeline/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { FAMILIES, type Family, generate } from "../pipeline/synthetic.ts";
 
 const { values: v } = parseArgs({

@@ -13,14 +13,14 @@
  */
 import { parseArgs } from "node:util";
 import { buildDataset } from "../pipeline/build.ts";
-import { openEngine } from "../train/engine/ffi.ts";
-import { presetConfig, type PresetName, stageShape, TrainConfigSchema } from "../train/config.ts";
-import { initParams, paramLayout } from "../train/params.ts";
-import { adamwOf, Model } from "../train/model.ts";
-import { LotusRunner, PlainRunner } from "../train/lotus.ts";
+import { openEngine } from "../engine/ffi.ts";
+import { presetConfig, type PresetName, TrainConfigSchema } from "../model/config.ts";
+import { epochOrder, stageShape } from "../train/schedule.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { adamwOf, Model } from "../model/model.ts";
+import { LotusRunner, PlainRunner } from "../train/step.ts";
 import { lotusBatch, plainBatch, suffixOf } from "../train/batch.ts";
-import { loadSplit } from "../train/data.ts";
-import { epochOrder } from "../train/trainer.ts";
+import { loadSplit } from "../train/dataset.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,

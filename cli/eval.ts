@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import { DEFAULT_INFERENCE_BACKEND, openInference } from "../train/inference.ts";
+import { DEFAULT_INFERENCE_BACKEND, openInference } from "../infer/inference.ts";
 import {
   datasetSplit,
   detectEvalFormat,
@@ -16,7 +16,7 @@ import {
 } from "../eval/items.ts";
 import { runEval } from "../eval/evaluate.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
-import { readTrainLog, runDirOf } from "../eval/train_log.ts";
+import { readTrainLog, runDirOf } from "../train/run_log.ts";
 import { CliError, cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task eval --checkpoint DIR --data FILE|DIR [options]

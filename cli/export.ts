@@ -1,13 +1,13 @@
 /**
  * `deno task export`: a checkpoint directory in, a Hugging Face and/or ONNX directory out
- * (docs/export.md). A thin layer over {@linkcode exportCheckpoint} in train/export.ts.
+ * (docs/export.md). A thin layer over {@linkcode exportCheckpoint} in export/export.ts.
  *
  * @module
  */
 
 import { z } from "zod";
-import { exportCheckpoint } from "../train/export.ts";
-import { checkExport } from "../train/export_check.ts";
+import { exportCheckpoint } from "../export/export.ts";
+import { checkExport } from "../export/export_check.ts";
 import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task export --checkpoint DIR --out DIR [--format hf|onnx|both]
@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     : `${r.lotus.mode} baseline`;
   console.log(`exported ${r.files.length} files (${mb} MB, ${shape}) to ${r.dir}:`);
   for (const f of r.files) console.log(`  ${f}`);
-  // What Python transformers and @huggingface/transformers expect (train/export_check.ts).
+  // What Python transformers and @huggingface/transformers expect (export/export_check.ts).
   const problems = await checkExport(r.dir);
   if (problems.length > 0) {
     console.error(`the export fails its structural check:\n  ${problems.join("\n  ")}`);

@@ -6,8 +6,8 @@
  */
 
 import { z } from "zod";
-import { type AnswerBatch, DEFAULT_INFERENCE_BACKEND, openInference } from "../train/inference.ts";
-import { readoutTexts } from "../train/readout.ts";
+import { type AnswerBatch, DEFAULT_INFERENCE_BACKEND, openInference } from "../infer/inference.ts";
+import { readoutTexts } from "../infer/readout.ts";
 import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task infer --checkpoint DIR "question" ["question" ...] [options]

@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import { ModeSchema, PRESETS, type TrainConfig } from "../train/config.ts";
+import { ModeSchema, PRESETS, type TrainConfig } from "../model/config.ts";
 import { train } from "../train/trainer.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { cliMain, parseCommandLine } from "./_common.ts";

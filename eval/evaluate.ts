@@ -1,7 +1,7 @@
 /**
  * Evaluation of a checkpoint on items: batched greedy answers through an inference session,
- * exact-match scoring (train/answer.ts), phase latencies, and, for LOTUS checkpoints, the
- * latent readout scored against the gold steps (train/readout.ts, ./alternatives.ts).
+ * exact-match scoring (pipeline/answer.ts), phase latencies, and, for LOTUS checkpoints, the
+ * latent readout scored against the gold steps (infer/readout.ts, ./alternatives.ts).
  *
  * **Latency.** The session times each batch's phases with the engine synchronised. The
  * thought phase of LOTUS is pass 0 plus the R loop passes; that of an explicit-CoT checkpoint
@@ -11,9 +11,9 @@
  *
  * @module
  */
-import type { InferenceSession } from "../train/inference.ts";
-import { answersMatch } from "../train/answer.ts";
-import { bestReadings, scoreReadout } from "../train/readout.ts";
+import type { InferenceSession } from "../infer/inference.ts";
+import { answersMatch } from "../pipeline/answer.ts";
+import { bestReadings, scoreReadout } from "../infer/readout.ts";
 import { classifyStep, type StepKind, validStepValue } from "./alternatives.ts";
 import type { EvalItem } from "./items.ts";
 
@@ -204,7 +204,7 @@ function median(xs: number[]): number {
  *
  * @example
  * ```ts ignore
- * import { openInference } from "../train/inference.ts";
+ * import { openInference } from "../infer/inference.ts";
  * import { loadEvalItems } from "./items.ts";
  * import { runEval } from "./evaluate.ts";
  * const s = await openInference("out/runs/default", { maxBatch: 16 });

@@ -16,8 +16,8 @@
  * @module
  */
 import { stringify } from "csv-stringify/sync";
-import { writeFileAtomic } from "../pipeline/atomic.ts";
-import type { LogRecord } from "../train/trainer.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
+import type { LogRecord } from "../train/run_log.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
 import {
   escapeXml,
@@ -26,7 +26,7 @@ import {
   readoutSvg,
   type Series,
 } from "./svg.ts";
-import { accuracySeries, lossSeries } from "./train_log.ts";
+import { accuracySeries, lossSeries } from "./curves.ts";
 
 /** What the summary says about where the numbers came from. */
 export interface EvalProvenance {

@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { hashString, Rng } from "./rng.ts";
+import { hashString, Rng } from "../base/rng.ts";
 import { segment } from "./segment.ts";
 import { validate } from "./validate.ts";
 import type { Problem } from "./types.ts";

@@ -7,7 +7,7 @@
  */
 
 import { IGNORE, type PackedRecord } from "./pack.ts";
-import type { Tensor } from "./safetensors.ts";
+import type { Tensor } from "../base/safetensors.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {

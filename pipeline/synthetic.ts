@@ -24,7 +24,7 @@
  * @module
  */
 import { z } from "zod";
-import { Rng } from "./rng.ts";
+import { Rng } from "../base/rng.ts";
 import type { Problem } from "./types.ts";
 import type { Ctx, Out } from "./synthetic/_kit.ts";
 import { FAMILY_BUILDERS } from "./synthetic/_families.ts";

@@ -16,12 +16,12 @@
 
 import { createHash } from "node:crypto";
 import { stringify } from "csv-stringify/sync";
-import { encodeSafetensors } from "./safetensors.ts";
+import { encodeSafetensors } from "../base/safetensors.ts";
 import type { PackOutcome } from "./pack.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
 import type { ShardInfo, SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
-import { exists } from "./exists.ts";
+import { exists } from "../base/exists.ts";
 
 /** Raised when the output directory cannot be written. */
 export class WriteError extends Error {

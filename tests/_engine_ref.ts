@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { Engine, Ptr } from "../train/engine/ffi.ts";
+import type { Engine, Ptr } from "../engine/ffi.ts";
+import { Rng } from "../base/rng.ts";
 
 /** fp32 unit roundoff (half an ulp of 1). */
 export const U32 = 2 ** -24;
@@ -14,38 +15,13 @@ export function gamma(n: number): number {
   return (n * U32) / (1 - n * U32);
 }
 
-/** A small seeded generator (mulberry32), so failures reproduce. */
-export class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  /** Uniform in [0, 1). */
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** n standard normal fp32 values times `scale`. */
-  normal(n: number, scale = 1): Float32Array {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const u = 1 - this.next(), v = this.next();
-      out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-    }
-    return out;
-  }
-  /** n uniform fp32 values in [lo, hi). */
-  uniform(n: number, lo: number, hi: number): Float32Array {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * this.next();
-    return out;
-  }
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
+export { Rng };
+
+/** `n` uniform fp32 values in [lo, hi). */
+export function uniforms(rng: Rng, n: number, lo: number, hi: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * rng.float();
+  return out;
 }
 
 /** Engine buffers that a test frees in one call. */

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { saveCheckpoint } from "../train/checkpoint.ts";
-import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../train/config.ts";
+import { saveCheckpoint } from "../model/checkpoint.ts";
+import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
 import { fitCompactTokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
 import { tinyParams } from "./_tiny.ts";
 

@@ -3,11 +3,11 @@
  *
  * @module
  */
-import { type Engine, openEngine } from "../train/engine/ffi.ts";
-import { type ModelConfig, ModelConfigSchema } from "../train/config.ts";
-import { Rng } from "../train/params.ts";
-import { perturbedParams } from "../train/engine/parity.ts";
-import { Model } from "../train/model.ts";
+import { type Engine, openEngine } from "../engine/ffi.ts";
+import { type ModelConfig, ModelConfigSchema } from "../model/config.ts";
+import { Rng } from "../base/rng.ts";
+import { perturbedParams } from "../check/parity.ts";
+import { Model } from "../model/model.ts";
 import type { Example } from "../train/batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
@@ -51,10 +51,10 @@ export function tinySpecials(v: number): SpecialIds {
 /** Random examples over ids [0, v-4). */
 export function randomExamples(n: number, v: number, seed: number, eos: number): Example[] {
   const rng = new Rng(seed);
-  const seq = (len: number) => Int32Array.from({ length: len }, () => rng.int(v - 4));
+  const seq = (len: number) => Int32Array.from({ length: len }, () => rng.below(v - 4));
   return Array.from({ length: n }, (_, i) => {
-    const steps = Array.from({ length: 1 + rng.int(3) }, () => seq(1 + rng.int(3)));
-    const ans = Int32Array.from([...seq(1 + rng.int(2)), eos]);
-    return { q: seq(2 + rng.int(4)), steps, ans, index: i };
+    const steps = Array.from({ length: 1 + rng.below(3) }, () => seq(1 + rng.below(3)));
+    const ans = Int32Array.from([...seq(1 + rng.below(2)), eos]);
+    return { q: seq(2 + rng.below(4)), steps, ans, index: i };
   });
 }

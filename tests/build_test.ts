@@ -3,7 +3,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
 import { readManifest } from "../pipeline/manifest.ts";
-import { getTensor, readSafetensors } from "../pipeline/safetensors.ts";
+import { getTensor, readSafetensors } from "../base/safetensors.ts";
 import { IGNORE } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
 import { InputError } from "../pipeline/read.ts";

@@ -1,8 +1,8 @@
 // The engine build: hashed file names, reuse, atomic replacement, and clear errors.
-import { buildEngine, EngineBuildError, planEngineBuild } from "../train/engine/build.ts";
+import { buildEngine, EngineBuildError, planEngineBuild } from "../engine/build.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 
-const ENGINE_DIR = new URL("../train/engine/", import.meta.url).pathname.replace(/\/$/, "");
+const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/, "");
 
 /** A scratch copy of the engine sources, so tests can edit them. */
 function copySources(): string {
@@ -155,10 +155,10 @@ Deno.test("CLI: prints the library path; rejects a bad backend", () => {
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
   };
   const expected = buildEngine({ quiet: true });
-  const ok = run("train/engine/build.ts", "--quiet");
+  const ok = run("engine/build.ts", "--quiet");
   assertEquals(ok.code, 0, ok.stderr);
   assertEquals(ok.stdout.trim(), expected);
-  const bad = run("train/engine/build.ts", "--backend", "tpu");
+  const bad = run("engine/build.ts", "--backend", "tpu");
   assertEquals(bad.code, 2);
   assert(bad.stderr.includes("--backend must be cpu or cuda"), bad.stderr);
 });

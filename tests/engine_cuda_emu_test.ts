@@ -1,12 +1,12 @@
-// The CUDA engine's source, compiled for CPU threads (tests/cuda_emu/README.md), against the
+// The CUDA engine's source, compiled for CPU threads (check/cuda_emu/README.md), against the
 // CPU engine: every op at every precision, whole LOTUS steps, a short training run, memory
 // cycles, the error messages and determinism. This checks the kernels' logic, indexing,
 // barriers and reductions and the matmul mapping onto column-major cuBLAS; it cannot check
 // the GPU itself (docs/gpu-check.md). Skips, saying so, where g++ cannot build it.
 import { assert, assertEquals } from "./_assert.ts";
-import { buildCudaEmu, canEmulate } from "./_cuda_emu.ts";
+import { buildCudaEmu, canEmulate } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { type Engine, EngineError, openEngine } from "../train/engine/ffi.ts";
+import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
   compareLotusStep,
   compareOps,
@@ -15,7 +15,7 @@ import {
   OP_CASES,
   STEP_SPECS,
   summarizeOps,
-} from "../train/engine/parity.ts";
+} from "../check/parity.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("engine_cuda_emu_test: g++ (C++20, Linux) not found: tests skipped");

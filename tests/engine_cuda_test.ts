@@ -2,13 +2,12 @@
 // needed), exports exactly the ABI, loads, and fails cleanly; backend selection falls back
 // to the CPU and says why. Tests that need nvcc skip, saying so, where it is missing.
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { buildEngine, EngineBuildError, planEngineBuild } from "../train/engine/build.ts";
-import { EngineError, openEngine } from "../train/engine/ffi.ts";
-import { probeCuda } from "../train/engine/cuda_probe.ts";
-import { selectEngine } from "../train/engine/backend.ts";
-import { openBackend } from "../train/trainer.ts";
+import { buildEngine, EngineBuildError, planEngineBuild } from "../engine/build.ts";
+import { EngineError, openEngine } from "../engine/ffi.ts";
+import { probeCuda } from "../engine/cuda_probe.ts";
+import { selectEngine } from "../engine/backend.ts";
 
-const ENGINE_DIR = new URL("../train/engine/", import.meta.url).pathname.replace(/\/$/, "");
+const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/, "");
 
 function findNvcc(): string | null {
   for (const d of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/local/cuda/bin"]) {
@@ -164,7 +163,11 @@ Deno.test({
     // The trainer's and inference's entry point does the same, and a reduced precision falls
     // back to fp32 with a word about it.
     const lines2: string[] = [];
-    const eng2 = openBackend("auto", 1, (s) => lines2.push(s), "bf16");
+    const eng2 = selectEngine("auto", {
+      threads: 1,
+      log: (s) => lines2.push(s),
+      precision: "bf16",
+    });
     try {
       assertEquals(eng2.backend, "cpu");
       assert(

@@ -1,7 +1,7 @@
 // Every op of the CPU engine against float64 references (forward) and central finite
 // differences through the engine's own forward (backward), plus accumulate semantics,
 // determinism and error handling. Tolerances are derived in tests/_engine_ref.ts.
-import { Engine, EngineError, openEngine, type Ptr } from "../train/engine/ffi.ts";
+import { Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   type AdamState,
@@ -21,6 +21,7 @@ import {
   Pool,
   Rng,
   U32,
+  uniforms,
   xentRef,
 } from "./_engine_ref.ts";
 
@@ -93,7 +94,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(1);
     for (const n of [1, 37, 100_003]) {
-      const a = rng.normal(n), b = rng.normal(n);
+      const a = rng.normals(n), b = rng.normals(n);
       const pa = pool.f32(a), pb = pool.f32(b), out = pool.f32(n);
       eng.add(out, pa, pb, n);
       const got = pool.read(out, n);
@@ -112,7 +113,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(2);
     const nb = 2, rows = 3, cols = 5, dBs = 40, dRs = 11, sBs = 20, sRs = 6;
-    const src = rng.normal(60), dst0 = rng.normal(90);
+    const src = rng.normals(60), dst0 = rng.normals(90);
     const ps = pool.f32(src), pd = pool.f32(dst0);
     const expectCopy = Float32Array.from(dst0);
     for (let b = 0; b < nb; b++) {
@@ -153,9 +154,9 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(3);
     for (const [N, C, V, P] of [[1, 3, 2, 1], [7, 5, 11, 9], [300, 37, 50, 310]]) {
-      const wte = rng.normal(V * C), wpe = rng.normal(P * C);
-      const ids = Array.from({ length: N }, (_, n) => (n % 4 === 3 ? -1 : rng.int(V)));
-      const pos = Array.from({ length: N }, () => rng.int(P));
+      const wte = rng.normals(V * C), wpe = rng.normals(P * C);
+      const ids = Array.from({ length: N }, (_, n) => (n % 4 === 3 ? -1 : rng.below(V)));
+      const pos = Array.from({ length: N }, () => rng.below(P));
       const out = pool.f32(N * C), out2 = pool.f32(N * C);
       const pi = pool.i32(ids), pp = pool.i32(pos), pte = pool.f32(wte), ppe = pool.f32(wpe);
       eng.embedFwd(out, pi, pp, pte, ppe, N, C);
@@ -177,7 +178,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(4);
     const N = 7, C = 5, V = 6, P = 8;
-    const wte = rng.normal(V * C), wpe = rng.normal(P * C), r = rng.normal(N * C);
+    const wte = rng.normals(V * C), wpe = rng.normals(P * C), r = rng.normals(N * C);
     const ids = [2, 5, 2, -1, 0, 2, 5], pos = [0, 1, 2, 3, 4, 1, 7];
     const pi = pool.i32(ids), pp = pool.i32(pos), pte = pool.f32(wte), ppe = pool.f32(wpe);
     const out = pool.f32(N * C), pr = pool.f32(r);
@@ -208,7 +209,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(5);
     for (const [N, C] of [[1, 3], [5, 37], [67, 300]]) {
-      const x = rng.normal(N * C, 2).map((v) => v + 3), w = rng.normal(C), b = rng.normal(C);
+      const x = rng.normals(N * C, 2).map((v) => v + 3), w = rng.normals(C), b = rng.normals(C);
       const px = pool.f32(x), pw = pool.f32(w), pb = pool.f32(b);
       const out = pool.f32(N * C), mean = pool.f32(N), rstd = pool.f32(N);
       eng.layernormFwd(out, mean, rstd, px, pw, pb, N, C);
@@ -227,7 +228,7 @@ Deno.test(
       assertClose(`ln rstd ${N}x${C}`, pool.read(rstd, N), ref.rstd, 0, 2 * U32);
 
       // resid = a + b exactly, then the same LayerNorm bit for bit; resid may alias a.
-      const a = rng.normal(N * C), a2 = rng.normal(N * C);
+      const a = rng.normals(N * C), a2 = rng.normals(N * C);
       const pa = pool.f32(a), pa2 = pool.f32(a2), resid = pool.f32(N * C);
       const out2 = pool.f32(N * C), mean2 = pool.f32(N), rstd2 = pool.f32(N);
       eng.residualLayernormFwd(resid, out2, mean2, rstd2, pa, pa2, pw, pb, N, C);
@@ -247,7 +248,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(6);
     for (const [N, C] of [[1, 3], [3, 7], [2, 33]]) {
-      const x = rng.normal(N * C), w = rng.normal(C), b = rng.normal(C), r = rng.normal(N * C);
+      const x = rng.normals(N * C), w = rng.normals(C), b = rng.normals(C), r = rng.normals(N * C);
       const px = pool.f32(x), pw = pool.f32(w), pb = pool.f32(b), pr = pool.f32(r);
       const out = pool.f32(N * C), mean = pool.f32(N), rstd = pool.f32(N);
       const loss = () => {
@@ -284,7 +285,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(7);
     for (const [N, Cin, Cout] of MATMUL_SHAPES) {
-      const x = rng.normal(N * Cin), w = rng.normal(Cout * Cin), bias = rng.normal(Cout);
+      const x = rng.normals(N * Cin), w = rng.normals(Cout * Cin), bias = rng.normals(Cout);
       const px = pool.f32(x), pw = pool.f32(w), pb = pool.f32(bias), out = pool.f32(N * Cout);
       for (const withBias of [true, false]) {
         eng.matmulFwd(out, px, pw, withBias ? pb : null, N, Cin, Cout);
@@ -306,8 +307,8 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(8);
     for (const [N, Cin, Cout] of [[1, 3, 5], [5, 7, 9]]) {
-      const x = rng.normal(N * Cin), w = rng.normal(Cout * Cin), bias = rng.normal(Cout);
-      const r = rng.normal(N * Cout);
+      const x = rng.normals(N * Cin), w = rng.normals(Cout * Cin), bias = rng.normals(Cout);
+      const r = rng.normals(N * Cout);
       const px = pool.f32(x), pw = pool.f32(w), pb = pool.f32(bias), pr = pool.f32(r);
       const out = pool.f32(N * Cout);
       const loss = () => {
@@ -331,9 +332,9 @@ Deno.test(
     // Large: dinp reduces over Cout = 2070 > KC, dw over N = 290 > KC; Cin and Cout cross
     // NR and NC edges.
     const N = 290, Cin = 150, Cout = 2070;
-    const x = rng.normal(N * Cin), w = rng.normal(Cout * Cin), d = rng.normal(N * Cout);
+    const x = rng.normals(N * Cin), w = rng.normals(Cout * Cin), d = rng.normals(N * Cout);
     const px = pool.f32(x), pw = pool.f32(w), pd = pool.f32(d);
-    const dx0 = rng.normal(N * Cin), dw0 = rng.normal(Cout * Cin), db0 = rng.normal(Cout);
+    const dx0 = rng.normals(N * Cin), dw0 = rng.normals(Cout * Cin), db0 = rng.normals(Cout);
     const dx = pool.f32(dx0), dw = pool.f32(dw0), db = pool.f32(db0);
     eng.matmulBwd(dx, dw, db, pd, px, pw, N, Cin, Cout);
     const ref = matmulBwdRef(d, x, w, N, Cin, Cout);
@@ -369,8 +370,8 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(9);
     for (const [N, Cin, Cout] of [[37, 19, 23], [290, 300, 2070]]) {
-      const x = rng.normal(N * Cin), w = rng.normal(Cout * Cin), bias = rng.normal(Cout);
-      const d = rng.normal(N * Cout);
+      const x = rng.normals(N * Cin), w = rng.normals(Cout * Cin), bias = rng.normals(Cout);
+      const d = rng.normals(N * Cout);
       const px = pool.f32(x), pw = pool.f32(w), pb = pool.f32(bias), pd = pool.f32(d);
       const run = (reference: boolean) => {
         const prev = hook.symbols.le_cpu_set_reference(reference ? 1 : 0);
@@ -407,7 +408,7 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(10);
     for (const n of [1, 37, 1001]) {
-      const x = rng.uniform(n, -8, 8);
+      const x = uniforms(rng, n, -8, 8);
       if (n > 10) x.set([0, -100, -20, 20, 100, -1e-4, 1e-4]);
       const px = pool.f32(x), out = pool.f32(n);
       eng.geluFwd(out, px, n);
@@ -420,7 +421,7 @@ Deno.test(
       );
     }
     const n = 37;
-    const x = rng.uniform(n, -4, 4), r = rng.normal(n);
+    const x = uniforms(rng, n, -4, 4), r = rng.normals(n);
     const px = pool.f32(x), pr = pool.f32(r), out = pool.f32(n), dx = pool.f32(n);
     const loss = () => {
       eng.geluFwd(out, px, n);
@@ -456,17 +457,17 @@ interface AttnCase {
 
 function setupAttention(pool: Pool, rng: Rng, c: AttnCase) {
   const { B, Tq, Tp, C, NH } = c;
-  const qkv = rng.normal(B * Tq * 3 * C);
+  const qkv = rng.normals(B * Tq * 3 * C);
   let past: PastLayout | null = null;
   let pastBuf: Ptr = null, kvPast: Ptr = null;
   if (Tp > 0) {
     if (c.layout === "qkv") {
       // The prefix pass's own [B,P,3C] qkv buffer: keys at column C, row stride 3C.
-      past = { buf: rng.normal(B * Tp * 3 * C), off: C, bs: Tp * 3 * C, rs: 3 * C };
+      past = { buf: rng.normals(B * Tp * 3 * C), off: C, bs: Tp * 3 * C, rs: 3 * C };
     } else {
       // A [B,Tmax,2C] K/V cache, filled up to Tp.
       const Tmax = c.Tmax ?? Tp + 3;
-      past = { buf: rng.normal(B * Tmax * 2 * C), off: 0, bs: Tmax * 2 * C, rs: 2 * C };
+      past = { buf: rng.normals(B * Tmax * 2 * C), off: 0, bs: Tmax * 2 * C, rs: 2 * C };
     }
     pastBuf = pool.f32(past.buf);
     kvPast = eng.offset(pastBuf, 4 * past.off);
@@ -601,7 +602,7 @@ Deno.test(
         }
       }
       // Backward through the dead rows stays finite and gives them no gradient.
-      const dout = pool.f32(rng.normal(c.B * c.Tq * c.C));
+      const dout = pool.f32(rng.normals(c.B * c.Tq * c.C));
       const dqkv = pool.f32(c.B * c.Tq * 3 * c.C);
       const dpast = s.past ? pool.f32(s.past.buf.length) : null;
       eng.attentionBwd(
@@ -671,7 +672,7 @@ Deno.test(
       const name = `attention bwd ${JSON.stringify(c)}`;
       const s = setupAttention(pool, rng, c);
       const nOut = c.B * c.Tq * c.C;
-      const r = rng.normal(nOut);
+      const r = rng.normals(nOut);
       const loss = () => {
         s.fwd();
         return dotLoss(pool.read(s.out, nOut), r);
@@ -759,7 +760,7 @@ Deno.test(
       const name = `attention bwd ${JSON.stringify(c)}`;
       const s = setupAttention(pool, rng, c);
       const nOut = c.B * c.Tq * c.C;
-      const r = rng.normal(nOut);
+      const r = rng.normals(nOut);
       const loss = () => {
         s.fwd();
         return dotLoss(pool.read(s.out, nOut), r);
@@ -784,7 +785,7 @@ Deno.test(
         s.past!.rs,
       );
       const depth = 4 * (c.C / c.NH + s.Tk) + 16;
-      const pick = (n: number, k: number) => Array.from({ length: k }, () => rng.int(n));
+      const pick = (n: number, k: number) => Array.from({ length: k }, () => rng.below(n));
       const iq = pick(s.qkv.length, 120), ip = pick(s.past!.buf.length, 80);
       const fq = finiteDiff(eng, s.qkv, s.pqkv, loss, H, iq);
       assertGrad(`${name} dqkv`, pool.read(dqkv, s.qkv.length), fq, reach.sq, depth, 1e-4, iq);
@@ -811,8 +812,8 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(14);
     for (const [N, V] of [[1, 3], [7, 37], [5, 1000]]) {
-      const logits = rng.normal(N * V, 3);
-      const targets = Array.from({ length: N }, (_, n) => (n % 3 === 1 ? -1 : rng.int(V)));
+      const logits = rng.normals(N * V, 3);
+      const targets = Array.from({ length: N }, (_, n) => (n % 3 === 1 ? -1 : rng.below(V)));
       const pl = pool.f32(logits), pt = pool.i32(targets), losses = pool.f32(N);
       const ref = xentRef(logits, targets, N, V);
       // dscale = 0: losses only, logits untouched.
@@ -875,7 +876,7 @@ Deno.test(
     eng.argmax(out, p, 5, 4);
     assertEquals([...pool.readI32(out, 5)], [1, 0, 2, 3, 1]);
     const rng = new Rng(15);
-    const N = 33, V = 517, x = rng.normal(N * V);
+    const N = 33, V = 517, x = rng.normals(N * V);
     const px = pool.f32(x), o2 = pool.i32(new Array(N).fill(-1));
     eng.argmax(o2, px, N, V);
     const got = pool.readI32(o2, N);
@@ -897,7 +898,7 @@ Deno.test(
     const rng = new Rng(16);
     const out = pool.f32(1);
     for (const n of [0, 1, 37, 1_000_003]) {
-      const g = rng.normal(n);
+      const g = rng.normals(n);
       const pg = n > 0 ? pool.f32(g) : pool.raw(0);
       eng.sumsq(out, pg, n);
       let s = 0;
@@ -915,7 +916,7 @@ Deno.test(
     const n = 1001;
     const hp = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, wd: 0.1 };
     for (const clip of [false, true]) {
-      const p0 = rng.normal(n);
+      const p0 = rng.normals(n);
       const state: AdamState = {
         p: Float64Array.from(p0),
         m: new Float64Array(n),
@@ -925,7 +926,7 @@ Deno.test(
       const gn = pool.f32(1);
       const magM = new Float64Array(n), tolM = new Float64Array(n), tolP = new Float64Array(n);
       for (let t = 1; t <= 3; t++) {
-        const g = rng.normal(n, 2);
+        const g = rng.normals(n, 2);
         eng.upload(pg, g);
         let gnormSq = 0;
         for (let i = 0; i < n; i++) gnormSq += g[i] * g[i];
@@ -989,15 +990,15 @@ Deno.test(
   withPool((pool) => {
     const rng = new Rng(18);
     const N = 290, Cin = 300, Cout = 520, C = 64, NH = 4, B = 4, Tq = 40, Tp = 24, V = 700;
-    const x = pool.f32(rng.normal(N * Cin)), w = pool.f32(rng.normal(Cout * Cin));
-    const d = pool.f32(rng.normal(N * Cout)), bias = pool.f32(rng.normal(Cout));
-    const qkv = pool.f32(rng.normal(B * Tq * 3 * C)), past = pool.f32(rng.normal(B * Tp * 2 * C));
-    const dout = pool.f32(rng.normal(B * Tq * C));
-    const lnx = pool.f32(rng.normal(N * Cin)), lnw = pool.f32(rng.normal(Cin));
-    const lnb = pool.f32(rng.normal(Cin));
-    const logits0 = rng.normal(N * V),
-      targets = pool.i32(Array.from({ length: N }, () => rng.int(V)));
-    const big = pool.f32(rng.normal(2_000_003));
+    const x = pool.f32(rng.normals(N * Cin)), w = pool.f32(rng.normals(Cout * Cin));
+    const d = pool.f32(rng.normals(N * Cout)), bias = pool.f32(rng.normals(Cout));
+    const qkv = pool.f32(rng.normals(B * Tq * 3 * C)), past = pool.f32(rng.normals(B * Tp * 2 * C));
+    const dout = pool.f32(rng.normals(B * Tq * C));
+    const lnx = pool.f32(rng.normals(N * Cin)), lnw = pool.f32(rng.normals(Cin));
+    const lnb = pool.f32(rng.normals(Cin));
+    const logits0 = rng.normals(N * V),
+      targets = pool.i32(Array.from({ length: N }, () => rng.below(V)));
+    const big = pool.f32(rng.normals(2_000_003));
     const run = () => {
       const out = pool.f32(N * Cout), dx = pool.f32(N * Cin), dw = pool.f32(Cout * Cin);
       const db = pool.f32(Cout);
@@ -1119,7 +1120,7 @@ Deno.test(
 );
 
 function rng19(n: number): Float32Array {
-  return new Rng(19).normal(n);
+  return new Rng(19).normals(n);
 }
 
 Deno.test("errors: an allocation that is too large fails cleanly and the engine goes on", () => {

@@ -8,9 +8,9 @@ import { parse } from "csv-parse/sync";
 import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
-import { Rng } from "../train/params.ts";
-import { extractAnswer } from "../train/answer.ts";
-import { openInference } from "../train/inference.ts";
+import { Rng } from "../base/rng.ts";
+import { extractAnswer } from "../pipeline/answer.ts";
+import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import { findChromium, renderPage } from "./_browser.ts";
@@ -20,7 +20,10 @@ import { tempDir } from "./_tmp.ts";
 function fixtureTask(n: number, seed: number): string {
   const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
   for (let i = 0; i < n; i++) {
-    const who = names[rng.int(names.length)], a = rng.int(10), b = rng.int(10), c = rng.int(10);
+    const who = names[rng.below(names.length)],
+      a = rng.below(10),
+      b = rng.below(10),
+      c = rng.below(10);
     const question = `${who} has ${a} pens and gets ${b} more, then ${c} more. How many pens?`;
     const answer = `${who} has ${a}+${b}=<<${a}+${b}=${a + b}>>${a + b} pens.\n` +
       `Then ${a + b}+${c}=<<${a + b}+${c}=${a + b + c}>>${a + b + c} pens.\n#### ${a + b + c}`;

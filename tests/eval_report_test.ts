@@ -8,7 +8,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import type { BlockReadout, EvalResult, ExampleResult } from "../eval/evaluate.ts";
 import { summariseReadout } from "../eval/evaluate.ts";
-import type { LogRecord } from "../train/trainer.ts";
+import type { LogRecord } from "../train/run_log.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
 

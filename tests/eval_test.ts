@@ -11,15 +11,16 @@ import {
   assertRejects,
   assertThrows,
 } from "./_assert.ts";
-import { answersMatch, extractAnswer } from "../train/answer.ts";
-import { bestReadings, scoreReadout } from "../train/readout.ts";
+import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
+import { bestReadings, scoreReadout } from "../infer/readout.ts";
 import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
-import type { InferenceSession } from "../train/inference.ts";
+import type { InferenceSession } from "../infer/inference.ts";
 import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
-import { accuracySeries, lossSeries, readTrainLog, TrainLogError } from "../eval/train_log.ts";
+import { readTrainLog, TrainLogError } from "../train/run_log.ts";
+import { accuracySeries, lossSeries } from "../eval/curves.ts";
 import { parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { InputError } from "../pipeline/read/input_error.ts";

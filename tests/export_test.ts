@@ -6,16 +6,16 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
-import { exportCheckpoint, ExportError, readLotusJson } from "../train/export.ts";
-import { checkExport } from "../train/export_check.ts";
-import { decodeModel, encodeModel } from "../train/onnx_proto.ts";
-import { GraphBuilder, WeightFile } from "../train/onnx_builder.ts";
-import { DataType } from "../train/onnx_proto.ts";
-import { getTensor, readSafetensors, writeSafetensors } from "../pipeline/safetensors.ts";
+import { exportCheckpoint, ExportError, readLotusJson } from "../export/export.ts";
+import { checkExport } from "../export/export_check.ts";
+import { decodeModel, encodeModel } from "../export/onnx_proto.ts";
+import { GraphBuilder, WeightFile } from "../export/onnx_builder.ts";
+import { DataType } from "../export/onnx_proto.ts";
+import { getTensor, readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { parseExportArgs } from "../cli/export.ts";
 import { parseInferArgs } from "../cli/infer.ts";
 import { CliError } from "../cli/_common.ts";
-import { paramLayout } from "../train/params.ts";
+import { paramLayout } from "../model/params.ts";
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(path));

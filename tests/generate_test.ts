@@ -5,9 +5,9 @@
  */
 import { assert, assertEquals } from "./_assert.ts";
 import { randomExamples, tinyConfig, tinyModel, tinyParams, tinySpecials } from "./_tiny.ts";
-import { Generator } from "../train/generate.ts";
-import type { Model } from "../train/model.ts";
-import { Arena, Chunk, F32, Scratch } from "../train/stack.ts";
+import { Generator } from "../model/generate.ts";
+import type { Model } from "../model/model.ts";
+import { Arena, Chunk, F32, Scratch } from "../model/stack.ts";
 
 /** Run a full sequence (optionally with injected rows) and return the argmax at its last row. */
 function naiveArgmaxLast(

@@ -12,9 +12,9 @@ import {
   median,
   mfu,
   randomExample,
-  rng,
   specialsOf,
-} from "../bench/gpu_bench.ts";
+} from "../check/measure.ts";
+import { Rng } from "../base/rng.ts";
 import { suffixOf } from "../train/batch.ts";
 
 Deno.test("gpu bench: positions and MFU reproduce the reference's 13% of the bf16 peak", () => {
@@ -34,16 +34,16 @@ Deno.test("gpu bench: median, judging and a seeded generator", () => {
   assertEquals(judge(null, ">= 690"), null);
   assertEquals(judge(Number.NaN, ">= 1"), null);
   assertEquals(judge(5, ""), null);
-  const a = rng(7), b = rng(7);
-  const xs = Array.from({ length: 100 }, () => a(10));
-  assertEquals(xs, Array.from({ length: 100 }, () => b(10)));
+  const a = new Rng(7), b = new Rng(7);
+  const xs = Array.from({ length: 100 }, () => a.below(10));
+  assertEquals(xs, Array.from({ length: 100 }, () => b.below(10)));
   assert(xs.every((x) => Number.isInteger(x) && x >= 0 && x < 10));
   assert(new Set(xs).size > 5, "draws vary");
 });
 
 Deno.test("gpu bench: random examples have the reference's shape", () => {
   const V = 100, sp = specialsOf(V);
-  const ex = randomExample(rng(1), V, { question: 60, answer: 8, K: 6, c: 13 }, 0);
+  const ex = randomExample(new Rng(1), V, { question: 60, answer: 8, K: 6, c: 13 }, 0);
   assertEquals(ex.q.length, 60);
   assertEquals(ex.steps.length, 6);
   assert(ex.steps.every((s) => s.length === 13), "every latent slot has a target");

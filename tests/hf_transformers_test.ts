@@ -7,8 +7,8 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
-import { exportCheckpoint } from "../train/export.ts";
-import { openInference } from "../train/inference.ts";
+import { exportCheckpoint } from "../export/export.ts";
+import { openInference } from "../infer/inference.ts";
 
 Deno.test("@huggingface/transformers loads the export and continues greedily as the engine does", async () => {
   const { AutoModelForCausalLM, AutoTokenizer, env, pipeline } = await import(

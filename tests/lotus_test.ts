@@ -12,11 +12,12 @@ import {
   tinySpecials,
 } from "./_tiny.ts";
 import { auxBatch, type Example, type LotusBatch, lotusBatch } from "../train/batch.ts";
-import { type LotusOptions, LotusRunner } from "../train/lotus.ts";
-import { paramLayout, Rng } from "../train/params.ts";
-import type { Model } from "../train/model.ts";
-import { Arena, Chunk, F32, Scratch } from "../train/stack.ts";
-import type { ModelConfig } from "../train/config.ts";
+import { type LotusOptions, LotusRunner } from "../train/step.ts";
+import { paramLayout } from "../model/params.ts";
+import { Rng } from "../base/rng.ts";
+import type { Model } from "../model/model.ts";
+import { Arena, Chunk, F32, Scratch } from "../model/stack.ts";
+import type { ModelConfig } from "../model/config.ts";
 
 const K = 2, c = 2, R = 2;
 
@@ -56,10 +57,12 @@ function lossOnly(
 /** Indices to probe: a few per tensor, plus the LOTUS token rows. */
 function probeIndices(cfg: ModelConfig, seed: number): number[] {
   const layout = paramLayout(cfg), rng = new Rng(seed), out: number[] = [];
-  for (const t of layout.tensors) for (let i = 0; i < 2; i++) out.push(t.offset + rng.int(t.size));
+  for (const t of layout.tensors) {
+    for (let i = 0; i < 2; i++) out.push(t.offset + rng.below(t.size));
+  }
   const sp = tinySpecials(cfg.vocabSize);
   for (const id of [sp.lat, sp.bot, sp.eot]) {
-    for (let j = 0; j < 2; j++) out.push(layout.wte + id * cfg.dModel + rng.int(cfg.dModel));
+    for (let j = 0; j < 2; j++) out.push(layout.wte + id * cfg.dModel + rng.below(cfg.dModel));
   }
   return out;
 }

@@ -12,14 +12,14 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
-import { exportCheckpoint } from "../train/export.ts";
-import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../train/onnx_session.ts";
-import { openInference } from "../train/inference.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
-import { Model } from "../train/model.ts";
-import { Arena, Chunk, Scratch } from "../train/stack.ts";
-import { Rng } from "../train/params.ts";
-import { leftPadQuestions } from "../train/batch.ts";
+import { exportCheckpoint } from "../export/export.ts";
+import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../infer/onnx_session.ts";
+import { openInference } from "../infer/inference.ts";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { Model } from "../model/model.ts";
+import { Arena, Chunk, Scratch } from "../model/stack.ts";
+import { Rng } from "../base/rng.ts";
+import { leftPadQuestions } from "../model/generate.ts";
 
 /** Full-sequence forward on the engine: ids (-1: no token embedding), optional added rows. */
 function engineForward(
@@ -86,7 +86,7 @@ for (const injection of ["add", "replace"] as const) {
     try {
       const seed = (Math.random() * 2 ** 31) >>> 0; // fresh tokens every run
       const rng = new Rng(seed), sp = tok.special, V = cfg.vocabSize, C = cfg.dModel;
-      const qs = [5, 9].map((n) => Int32Array.from({ length: n }, () => rng.int(sp.eos)));
+      const qs = [5, 9].map((n) => Int32Array.from({ length: n }, () => rng.below(sp.eos)));
       const B = qs.length, K = 2, c = 3, L = 1 + K * c;
       const pre = leftPadQuestions(qs, sp.pad), P = pre.P, S = P + L;
       const where = `(seed ${seed})`;

@@ -1,9 +1,9 @@
-// The GPU check's own logic (train/engine/parity.ts) with the CPU engine standing in for both
+// The GPU check's own logic (check/parity.ts) with the CPU engine standing in for both
 // engines: identical engines agree exactly, a perturbed engine is caught, NaN never passes,
 // every op of the ABI is exercised, and the table says what happened.
 import { assert, assertEquals } from "./_assert.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { type Engine, openEngine } from "../train/engine/ffi.ts";
+import { type Engine, openEngine } from "../engine/ffi.ts";
 import {
   checkRow,
   compareLotusStep,
@@ -19,7 +19,7 @@ import {
   summarizeOps,
   tally,
   TOLERANCES,
-} from "../train/engine/parity.ts";
+} from "../check/parity.ts";
 
 /** `eng` with some methods replaced; everything else forwards to the real engine. */
 function patched(eng: Engine, over: Partial<Record<keyof Engine, unknown>>): Engine {

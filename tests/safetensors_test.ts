@@ -6,7 +6,7 @@ import {
   readSafetensors,
   SafetensorsError,
   writeSafetensors,
-} from "../pipeline/safetensors.ts";
+} from "../base/safetensors.ts";
 
 Deno.test("safetensors: round trip keeps names, shapes, dtypes and values", async () => {
   const dir = await Deno.makeTempDir();

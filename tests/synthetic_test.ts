@@ -10,7 +10,7 @@ import {
   SyntheticOptionsError,
   type SyntheticRecord,
 } from "../pipeline/synthetic.ts";
-import { Rng } from "../pipeline/rng.ts";
+import { Rng } from "../base/rng.ts";
 import { segment } from "../pipeline/segment.ts";
 import { validate } from "../pipeline/validate.ts";
 import { readNumber } from "../pipeline/numbers.ts";

@@ -1,18 +1,18 @@
-// bench/torch_reference.py on a machine without PyTorch: it compiles, says "no torch" with exit
+// check/torch_reference.py on a machine without PyTorch: it compiles, says "no torch" with exit
 // status 3 (which the GPU check turns into SKIPPED), builds LOTUS batches exactly as
-// train/batch.ts does, and, run on tests/_torch_shim (a numpy stand-in for the few torch
+// train/batch.ts does, and, run on check/torch_shim (a numpy stand-in for the few torch
 // calls its forward makes), computes the same losses and logits as the CPU engine, while a
 // perturbed engine fails its comparison. Skips, saying so, where python3 with numpy is missing.
 import { assert, assertEquals } from "./_assert.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { writeTorchCase } from "../bench/_torch_case.ts";
-import { randomExamples, specialsFor, STEP_SPECS } from "../train/engine/parity.ts";
+import { writeTorchCase } from "../check/torch_case.ts";
+import { randomExamples, specialsFor, STEP_SPECS } from "../check/parity.ts";
 import { lotusBatch } from "../train/batch.ts";
-import type { Engine } from "../train/engine/ffi.ts";
+import type { Engine } from "../engine/ffi.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const SCRIPT = `${ROOT}bench/torch_reference.py`;
-const SHIM = `${ROOT}tests/_torch_shim`;
+const SCRIPT = `${ROOT}check/torch_reference.py`;
+const SHIM = `${ROOT}check/torch_shim`;
 
 function python(args: string[], env: Record<string, string> = {}, exe = "python3") {
   const out = new Deno.Command(exe, {
@@ -59,7 +59,7 @@ async function compare(engines: [string, Engine][], spec = STEP_SPECS[0], exe?: 
   try {
     await writeTorchCase(dir, engines, spec);
     const args = [SCRIPT, "compare", dir, "--json", `${dir}/rows.json`];
-    // Without `exe`, the numpy stand-in for torch (tests/_torch_shim); with it, real PyTorch.
+    // Without `exe`, the numpy stand-in for torch (check/torch_shim); with it, real PyTorch.
     const r = exe ? python(args, {}, exe) : python(args, { PYTHONPATH: SHIM });
     const rows: Row[] = JSON.parse(await Deno.readTextFile(`${dir}/rows.json`));
     return { ...r, rows };
@@ -97,7 +97,7 @@ Deno.test({
       const code = `
 import json, sys
 import numpy as np
-sys.path.insert(0, ${JSON.stringify(`${ROOT}bench`)})
+sys.path.insert(0, ${JSON.stringify(`${ROOT}check`)})
 import torch_reference as t
 exs, sp = json.loads(${JSON.stringify(JSON.stringify([plain, sp]))})
 exs = [(np.array(q, np.int32), [np.array(s, np.int32) for s in st], np.array(a, np.int32)) for q, st, a in exs]

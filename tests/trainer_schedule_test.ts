@@ -1,7 +1,7 @@
 import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
-import { stageShape, TrainConfigSchema } from "../train/config.ts";
-import { epochOrder, lrAt, stageOf } from "../train/trainer.ts";
-import { answersMatch, extractAnswer } from "../train/answer.ts";
+import { TrainConfigSchema } from "../model/config.ts";
+import { epochOrder, lrAt, stageOf, stageShape } from "../train/schedule.ts";
+import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 
 Deno.test("curriculum: K = R = min(stage, k); stage = epoch / epochsPerStage", () => {
   const cfg = TrainConfigSchema.parse({ k: 3 });

@@ -11,10 +11,11 @@ import {
   loadCheckpoint,
   loadHfInit,
   saveCheckpoint,
-} from "../train/checkpoint.ts";
-import { ModelConfigSchema, presetConfig, TrainConfigSchema } from "../train/config.ts";
-import { initParams, paramLayout, Rng } from "../train/params.ts";
-import { getTensor, readSafetensors, writeSafetensors } from "../pipeline/safetensors.ts";
+} from "../model/checkpoint.ts";
+import { ModelConfigSchema, presetConfig, TrainConfigSchema } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { Rng } from "../base/rng.ts";
+import { getTensor, readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { parseTrainArgs } from "../cli/train.ts";
 
 const tmpDirs: string[] = [];
@@ -38,7 +39,7 @@ async function tmp(): Promise<string> {
 function fixtureTask(n: number, seed: number): string {
   const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
   for (let i = 0; i < n; i++) {
-    const who = names[rng.int(names.length)], a = rng.int(10), b = rng.int(10), s = a + b;
+    const who = names[rng.below(names.length)], a = rng.below(10), b = rng.below(10), s = a + b;
     const question = `${who} has ${a} pens and gets ${b} more, then doubles them. How many pens?`;
     const answer = `${who} has ${a}+${b}=<<${a}+${b}=${s}>>${s} pens.\n` +
       `Doubled, that is ${s}*2=<<${s}*2=${2 * s}>>${2 * s} pens.\n#### ${2 * s}`;
@@ -234,7 +235,7 @@ Deno.test("a safetensors file with wrong names or shapes is rejected by --init a
     nHead: 2,
     nLayer: 1,
   });
-  const { toHfTensors } = await import("../train/checkpoint.ts");
+  const { toHfTensors } = await import("../model/checkpoint.ts");
   await writeSafetensors(
     `${dir}/narrow.safetensors`,
     toHfTensors(initParams(paramLayout(other), other, 1), paramLayout(other), "transformer."),

@@ -2,7 +2,7 @@ import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { parse } from "csv-parse/sync";
 import { IGNORE, packRecord } from "../pipeline/pack.ts";
-import { getTensor, readSafetensors } from "../pipeline/safetensors.ts";
+import { getTensor, readSafetensors } from "../base/safetensors.ts";
 import { REPORT_COLUMNS, SplitWriter, StagedDir } from "../pipeline/writer.ts";
 import {
   type Manifest,

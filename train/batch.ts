@@ -14,6 +14,7 @@
 
 import { IGNORE } from "../pipeline/pack.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import { leftPadQuestions } from "../model/generate.ts";
 
 /** One tokenised example. */
 export interface Example {
@@ -118,29 +119,6 @@ export function plainLength(ex: Example, withSteps: boolean): number {
   let n = ex.q.length + ex.ans.length;
   if (withSteps) { for (const s of ex.steps) n += s.length; }
   return n;
-}
-
-/**
- * Left-pad questions into [B, P] ids, positions and key validity. Shared by LOTUS batches
- * and generation.
- */
-export function leftPadQuestions(
-  qs: Int32Array[],
-  pad: number,
-): { P: number; ids: Int32Array; pos: Int32Array; valid: Uint8Array; qLen: Int32Array } {
-  const B = qs.length;
-  const P = Math.max(...qs.map((q) => q.length));
-  const ids = new Int32Array(B * P).fill(pad);
-  const pos = new Int32Array(B * P);
-  const valid = new Uint8Array(B * P);
-  const qLen = new Int32Array(B);
-  for (let b = 0; b < B; b++) {
-    const q = qs[b], off = b * P + (P - q.length);
-    qLen[b] = q.length;
-    ids.set(q, off);
-    for (let i = 0; i < q.length; i++) pos[off + i] = i, valid[off + i] = 1;
-  }
-  return { P, ids, pos, valid, qLen };
 }
 
 /**

@@ -12,17 +12,15 @@
  * @module
  */
 
-import { stringify } from "csv-stringify/sync";
-import type { Engine, Precision } from "./engine/ffi.ts";
-import { selectEngine } from "./engine/backend.ts";
+import type { Precision } from "../engine/ffi.ts";
+import { type BackendName, selectEngine } from "../engine/backend.ts";
 import {
   type ModelConfig,
   presetConfig,
   type PresetName,
-  stageShape,
   type TrainConfig,
   TrainConfigSchema,
-} from "./config.ts";
+} from "../model/config.ts";
 import {
   type Example,
   lotusBatch,
@@ -32,11 +30,13 @@ import {
   suffixOf,
 } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
-import { initParams, initSpecialRows, paramLayout, Rng } from "./params.ts";
-import { adamwOf, Model } from "./model.ts";
-import { LotusRunner, PlainRunner, type StepLosses } from "./lotus.ts";
-import { Generator } from "./generate.ts";
-import { loadSplit, type SplitData, tokenizerPathOf } from "./data.ts";
+import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
+import { epochOrder, lrAt, stageOf, stageShape } from "./schedule.ts";
+import { type LogRecord, RunLog } from "./run_log.ts";
+import { adamwOf, Model } from "../model/model.ts";
+import { LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
+import { Generator } from "../model/generate.ts";
+import { loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
 import {
   type CheckpointData,
   checkpointDirOf,
@@ -45,10 +45,10 @@ import {
   type LotusMeta,
   saveCheckpoint,
   type TrainState,
-} from "./checkpoint.ts";
-import { answersMatch, extractAnswer } from "./answer.ts";
+} from "../model/checkpoint.ts";
+import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
-import { writeFileAtomic } from "../pipeline/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -59,8 +59,8 @@ export interface TrainOptions {
   preset: PresetName;
   /** Training settings (partial: the rest default). */
   train: Partial<TrainConfig>;
-  backend: "cpu" | "cuda" | "auto";
-  /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (train/engine/ffi.ts). */
+  backend: BackendName;
+  /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (engine/ffi.ts). */
   precision?: Precision;
   /** CPU threads (0: all cores). */
   threads?: number;
@@ -79,27 +79,6 @@ export interface TrainOptions {
   onLog?: (rec: LogRecord) => void;
 }
 
-/** One line of log.jsonl. */
-export interface LogRecord {
-  kind: "train" | "eval";
-  step: number;
-  epoch: number;
-  stage: number;
-  K: number;
-  R: number;
-  lr?: number;
-  loss?: number;
-  ansLoss?: number;
-  stepLoss?: number;
-  auxLoss?: number;
-  gradNorm?: number;
-  tokensPerSec?: number;
-  valLoss?: number;
-  valAccuracy?: number;
-  valExamples?: number;
-  seconds: number;
-}
-
 /** What a run returns. */
 export interface TrainResult {
   steps: number;
@@ -110,43 +89,6 @@ export interface TrainResult {
   params: number;
   tokensPerSec: number;
   seconds: number;
-}
-
-/** Learning rate at `step` (0-based): linear warmup, then constant or cosine to minLrRatio. */
-export function lrAt(cfg: TrainConfig, step: number, total: number): number {
-  if (cfg.warmupSteps > 0 && step < cfg.warmupSteps) return cfg.lr * (step + 1) / cfg.warmupSteps;
-  if (cfg.schedule === "constant") return cfg.lr;
-  const span = Math.max(1, total - cfg.warmupSteps);
-  const t = Math.min(1, (step - cfg.warmupSteps) / span);
-  const min = cfg.lr * cfg.minLrRatio;
-  return min + (cfg.lr - min) * 0.5 * (1 + Math.cos(Math.PI * t));
-}
-
-/** The curriculum stage of an epoch: min(epoch / epochsPerStage, K); K when off. */
-export function stageOf(cfg: TrainConfig, epoch: number): number {
-  if (cfg.epochsPerStage === 0) return cfg.k;
-  return Math.min(Math.floor(epoch / cfg.epochsPerStage), cfg.k);
-}
-
-/** The example order of an epoch. */
-export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
-  const idx = new Int32Array(n);
-  for (let i = 0; i < n; i++) idx[i] = i;
-  new Rng(seed + 100003 * epoch).shuffle(idx);
-  return idx;
-}
-
-/**
- * Open the engine a backend name asks for; "auto" uses CUDA when the machine has a usable GPU
- * and otherwise falls back to the CPU and says so (see train/engine/backend.ts).
- */
-export function openBackend(
-  backend: "cpu" | "cuda" | "auto",
-  threads = 0,
-  log: (s: string) => void = console.error,
-  precision: Precision = "fp32",
-): Engine {
-  return selectEngine(backend, { threads, log, precision });
 }
 
 /** Tokens a step forwards (positions over all passes), for throughput. */
@@ -258,56 +200,6 @@ export function evaluate(
   return { loss: lossN ? lossSum / lossN : NaN, accuracy: correct / exs.length, n: exs.length };
 }
 
-const CSV_COLUMNS: (keyof LogRecord)[] = [
-  "kind",
-  "step",
-  "epoch",
-  "stage",
-  "K",
-  "R",
-  "lr",
-  "loss",
-  "ansLoss",
-  "stepLoss",
-  "auxLoss",
-  "gradNorm",
-  "tokensPerSec",
-  "valLoss",
-  "valAccuracy",
-  "valExamples",
-  "seconds",
-];
-
-/** Appends log records to log.jsonl and log.csv in the run directory. */
-class RunLog {
-  #jsonl: string;
-  #csv: string;
-  constructor(dir: string, resumeStep: number | null) {
-    this.#jsonl = `${dir}/log.jsonl`;
-    this.#csv = `${dir}/log.csv`;
-    if (resumeStep === null) {
-      Deno.writeTextFileSync(this.#jsonl, "");
-      Deno.writeTextFileSync(this.#csv, stringify([CSV_COLUMNS]));
-      return;
-    }
-    // Drop records written after the checkpoint we resume from: they are redone.
-    let lines: string[] = [];
-    try {
-      lines = Deno.readTextFileSync(this.#jsonl).split("\n").filter((l) => l.trim() !== "");
-    } catch { /* no log yet */ }
-    const keep = lines.map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= resumeStep);
-    Deno.writeTextFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
-    Deno.writeTextFileSync(this.#csv, stringify([CSV_COLUMNS, ...keep.map((r) => this.#row(r))]));
-  }
-  #row(r: LogRecord): (string | number)[] {
-    return CSV_COLUMNS.map((k) => r[k] ?? "");
-  }
-  write(r: LogRecord): void {
-    Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
-    Deno.writeTextFileSync(this.#csv, stringify([this.#row(r)]), { append: true });
-  }
-}
-
 function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return "?";
   const m = Math.floor(s / 60), r = Math.round(s % 60);
@@ -376,7 +268,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
   const total = cfg.steps ?? cfg.epochs * stepsPerEpoch;
 
-  const eng = openBackend(opts.backend, opts.threads ?? 0, log, opts.precision);
+  const eng = selectEngine(opts.backend, {
+    threads: opts.threads ?? 0,
+    log,
+    precision: opts.precision,
+  });
   let model: Model | null = null;
   let runner: LotusRunner | PlainRunner | null = null;
   // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { Rng } from "../rng.ts";
+import type { Rng } from "../../base/rng.ts";
 
 /** A character of a problem, with the pronouns the templates need. */
 export interface Person {

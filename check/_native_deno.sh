@@ -1,0 +1,31 @@
+# Sourced by check/gpu_check.sh and bench/gpu_bench.sh: finds the Deno executable itself and
+# prepares the environment of a GPU run. `deno task` and node_modules/.bin/deno are not used:
+# that is a JavaScript shim that starts node_modules/deno/deno, which device-pack leaves out,
+# and the GPU machine has no node. So: $DENO if set, else the first `deno` on PATH that is a
+# native executable (.device/run.sh puts one in /tmp/devbin), else the one npm installed.
+# Sets deno_bin; $1 names the caller in messages.
+
+is_native() { [ -x "$1" ] && [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
+
+deno_bin="${DENO:-}"
+if [ -z "$deno_bin" ]; then
+  IFS=: read -r -a dirs <<<"$PATH"
+  for d in "${dirs[@]}" node_modules/@deno/linux-x64-glibc node_modules/deno; do
+    if is_native "$d/deno"; then deno_bin="$d/deno"; break; fi
+  done
+fi
+if [ -z "$deno_bin" ] || ! is_native "$deno_bin"; then
+  echo "$1: no native deno executable found (PATH, node_modules/@deno, \$DENO);" \
+    "on the GPU machine run it as: bash .device/run.sh bash bench/$1.sh" >&2
+  exit 2
+fi
+
+export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+# nvcc: on PATH, or the CUDA toolkit's usual place.
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="$PATH:/usr/local/cuda/bin"
+fi
+echo "$1: $("$deno_bin" --version | head -1), nvcc: $(command -v nvcc || echo none)" >&2
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader >&2 || true
+fi

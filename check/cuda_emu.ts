@@ -1,0 +1,89 @@
+/**
+ * Builds the host emulation of the CUDA engine (check/cuda_emu/README.md): the unchanged
+ * engine/engine_cuda.cu compiled as C++ with g++, its kernels run on CPU fibers, plus
+ * stand-in cuBLAS and driver libraries, to which emu.h redirects the engine's dlopen calls.
+ * Cached under build/ by a hash of every input.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const EMU = `${ROOT}/check/cuda_emu`;
+const ENGINE = `${ROOT}/engine`;
+
+function run(cmd: string, args: string[]): void {
+  const out = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!out.success) {
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr).slice(0, 4000)}`,
+    );
+  }
+}
+
+function files(dir: string, re: RegExp): string[] {
+  return [...Deno.readDirSync(dir)].filter((e) => e.isFile && re.test(e.name))
+    .map((e) => `${dir}/${e.name}`).sort();
+}
+
+/** True when g++ can build the emulation (C++20 and ucontext). */
+export function canEmulate(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  try {
+    return new Deno.Command("g++", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** Path of the emulated CUDA engine library, built if needed. */
+export function buildCudaEmu(): string {
+  const inputs = [
+    `${EMU}/emu.h`,
+    `${EMU}/fake_cublas.cpp`,
+    ...files(`${EMU}/include`, /\.h$/),
+    `${ENGINE}/engine_cuda.cu`,
+    `${ENGINE}/lotus_engine.h`,
+    `${ENGINE}/engine_checks.h`,
+    ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
+  ];
+  const h = createHash("sha256");
+  for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
+  const dir = `${ROOT}/build/cuda_emu-${h.digest("hex").slice(0, 16)}`;
+  const lib = `${dir}/liblotus_engine_cuda_emu.so`;
+  try {
+    Deno.statSync(lib);
+    return lib;
+  } catch { /* build it */ }
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  Deno.mkdirSync(tmp, { recursive: true });
+  const cc = ["-std=c++20", "-O2", "-fPIC", "-shared"];
+  const fake = `${EMU}/fake_cublas.cpp`;
+  run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libemu_cublas.so`, fake]);
+  run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libemu_cublaslt.so`, fake]);
+  run("g++", [...cc, "-o", `${tmp}/libemu_cuda.so`, fake]);
+  run("g++", [
+    ...cc,
+    "-x",
+    "c++",
+    "-include",
+    `${EMU}/emu.h`,
+    "-I",
+    `${EMU}/include`,
+    // where the engine's dlopen calls lead (see emu.h)
+    `-DEMU_LIB_DIR="${dir}"`,
+    "-fvisibility=hidden",
+    `-Wl,--version-script=${ENGINE}/cuda/exports.map`,
+    "-o",
+    `${tmp}/liblotus_engine_cuda_emu.so`,
+    `${ENGINE}/engine_cuda.cu`,
+    "-ldl",
+  ]);
+  try {
+    Deno.renameSync(tmp, dir);
+  } catch {
+    Deno.removeSync(tmp, { recursive: true }); // another process built it first
+  }
+  return lib;
+}

@@ -1,0 +1,374 @@
+/**
+ * The GPU check: builds the CUDA engine and compares it with the CPU engine, loaded in the
+ * same process, then with the PyTorch reference (check/torch_reference.py) and Hugging Face's
+ * GPT2LMHeadModel. docs/gpu-check.md says what each check does and how to run it; on the GPU
+ * machine the one command is `bash .device/run.sh bash check/gpu_check.sh`.
+ *
+ *   deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
+ *                                          [--cpu-only] [--emulate] [--skip-torch]
+ *                                          [--python python3]
+ *
+ * Without a usable GPU (or with --cpu-only) it is a dry run: the CPU engine stands in for the
+ * CUDA engine in fp32, so every piece of the check's own logic still runs, and the CUDA rows
+ * say SKIPPED. It prints a table last and writes report.json and table.txt to --out (default
+ * $OUT when set, else out/gpu_check). Exit status 1 when any check failed. With --emulate
+ * the CUDA engine's own source, compiled for CPU threads (check/cuda_emu), stands in for the
+ * GPU: every path of the check runs, at every precision, without one.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { writeTorchCase } from "./torch_case.ts";
+import { buildCudaEmu } from "./cuda_emu.ts";
+import { buildEngine, EngineBuildError } from "../engine/build.ts";
+import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
+import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
+import {
+  type CheckRow,
+  checkRow,
+  compareLotusStep,
+  compareOps,
+  compareTraining,
+  type Curve,
+  formatTable,
+  memoryCycles,
+  skippedRow,
+  STEP_SPECS,
+  summarizeOps,
+  tally,
+  trainCurve,
+} from "./parity.ts";
+
+const { values: a } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string" },
+    steps: { type: "string", default: "50" },
+    cycles: { type: "string", default: "100" },
+    "cpu-only": { type: "boolean", default: false },
+    emulate: { type: "boolean", default: false },
+    "skip-torch": { type: "boolean", default: false },
+    python: { type: "string", default: "python3" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+  strict: true,
+});
+if (a.help) {
+  console.log(
+    "deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100] " +
+      "[--cpu-only] [--emulate] [--skip-torch] [--python python3]",
+  );
+  Deno.exit(0);
+}
+
+const t0 = performance.now();
+const secs = (since: number) => `${((performance.now() - since) / 1000).toFixed(1)} s`;
+const rows: CheckRow[] = [];
+const detail: Record<string, unknown> = {};
+const outDir = a.out ?? (Deno.env.get("OUT") ? Deno.env.get("OUT")! : "out/gpu_check");
+const steps = Number(a.steps), cycles = Number(a.cycles);
+const log = (s: string) => console.error(`gpu-check: ${s}`);
+Deno.mkdirSync(outDir, { recursive: true });
+const rowsFile = `${outDir}/rows.jsonl`;
+Deno.writeTextFileSync(rowsFile, "");
+
+/** Records rows as they come: on stderr and in rows.jsonl, so that a run cut short by a hang
+ * or a timeout still leaves what it had measured. */
+function push(...rs: CheckRow[]): void {
+  for (const r of rs) {
+    rows.push(r);
+    const state = r.skipped ? "SKIPPED" : r.pass ? "ok" : "FAIL";
+    log(
+      `${state}: ${r.section}: ${r.name} [${r.precision}] err ${r.err} tol ${r.tol} ${
+        r.note ?? ""
+      }`,
+    );
+    Deno.writeTextFileSync(rowsFile, JSON.stringify(r) + "\n", { append: true });
+  }
+}
+
+function failure(section: string, name: string, e: unknown): CheckRow {
+  const msg = e instanceof Error ? e.message : String(e);
+  log(`${section}: ${name}: ${msg}`);
+  return { ...checkRow(section, name, "-", Infinity, 0), note: msg.split("\n")[0].slice(0, 160) };
+}
+
+/** Writes table.txt and report.json, prints the table last, and exits (1 if a row failed). */
+function report(dryRun: boolean): never {
+  const { passed, failed, skipped } = tally(rows);
+  const table = formatTable(rows);
+  const summary =
+    `gpu check: ${passed} passed, ${failed} failed, ${skipped} skipped in ${secs(t0)}` +
+    (dryRun ? " (DRY RUN: the CUDA engine was not tested on a GPU)" : "");
+  try {
+    Deno.writeTextFileSync(`${outDir}/table.txt`, `${table}\n${summary}\n`);
+    Deno.writeTextFileSync(
+      `${outDir}/report.json`,
+      JSON.stringify({ rows, detail, dry: dryRun, probe: probeCuda() }, null, 1) + "\n",
+    );
+  } catch (e) {
+    log(`could not write the report to ${outDir}: ${(e as Error).message}`);
+  }
+  console.log(table);
+  console.log(summary);
+  Deno.exit(failed > 0 ? 1 : 0);
+}
+
+/** The le_* names declared in the header. */
+function headerSymbols(): string[] {
+  const h = Deno.readTextFileSync(new URL("../engine/lotus_engine.h", import.meta.url));
+  return [...h.matchAll(/\b(le_[a-z0-9_]+)\s*\(/g)].map((m) => m[1]).filter((v, i, all) =>
+    all.indexOf(v) === i
+  ).sort();
+}
+
+/** Dynamic symbols a library defines, from nm -D. */
+function exportedSymbols(lib: string): string[] {
+  const out = new Deno.Command("nm", { args: ["-D", "--defined-only", lib], stdout: "piped" })
+    .outputSync();
+  if (!out.success) throw new Error(`nm -D ${lib} failed`);
+  return new TextDecoder().decode(out.stdout).split("\n").map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length === 3).map((f) => f[2]).sort();
+}
+
+// ---- environment and build ------------------------------------------------------------------
+
+const probe = probeCuda();
+const dry = a["cpu-only"] || !probe.available;
+push(
+  probe.available
+    ? checkRow("env", "NVIDIA driver", "-", 0, 0, `${probe.devices} GPU(s)`)
+    : skippedRow("env", "NVIDIA driver", probe.reason),
+);
+
+let t = performance.now();
+let ref: Engine;
+try {
+  ref = openEngine({ backend: "cpu", quiet: true });
+  push(checkRow("build", "CPU engine builds and loads", "-", 0, 0, secs(t)));
+} catch (e) {
+  push(failure("build", "CPU engine builds and loads (the reference: nothing to compare)", e));
+  report(true);
+}
+
+let cudaLib: string | null = null;
+t = performance.now();
+try {
+  cudaLib = buildEngine({ backend: "cuda", quiet: true });
+  push(checkRow("build", "CUDA engine compiles (nvcc)", "-", 0, 0, secs(t)));
+  let got: string[] | null = null;
+  try {
+    got = exportedSymbols(cudaLib);
+  } catch (e) {
+    push(
+      skippedRow("build", "exports exactly the header's symbols", `nm: ${(e as Error).message}`),
+    );
+  }
+  if (got) {
+    const want = headerSymbols();
+    const extra = got.filter((s) => !want.includes(s)),
+      missing = want.filter((s) => !got.includes(s));
+    push(
+      checkRow(
+        "build",
+        "exports exactly the header's symbols",
+        "-",
+        extra.length + missing.length,
+        0,
+        extra.length + missing.length === 0
+          ? `${got.length} symbols`
+          : `missing ${missing.join(",")}; extra ${extra.slice(0, 5).join(",")}`,
+      ),
+    );
+  }
+} catch (e) {
+  push(
+    e instanceof EngineBuildError && e.message.startsWith("compiler not found")
+      ? skippedRow("build", "CUDA engine compiles (nvcc)", e.message.split(";")[0])
+      : failure("build", "CUDA engine compiles (nvcc)", e),
+  );
+}
+
+let test: Engine = ref;
+let precisions: Precision[] = ["fp32"];
+// --emulate: the CUDA engine's own source, compiled for CPU threads (check/cuda_emu), takes
+// the GPU's place, so that every path of this check runs without one.
+let testLib = cudaLib;
+if (a.emulate) {
+  t = performance.now();
+  try {
+    testLib = buildCudaEmu();
+    push(checkRow("build", "emulated CUDA engine builds (g++)", "-", 0, 0, secs(t)));
+  } catch (e) {
+    testLib = null;
+    push(failure("build", "emulated CUDA engine builds (g++)", e));
+  }
+}
+if ((!dry || a.emulate) && testLib) {
+  try {
+    test = openEngine({ backend: "cuda", libPath: testLib });
+    precisions = ["fp32", "tf32", "bf16"];
+    push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
+  } catch (e) {
+    push(failure("build", "CUDA engine initialises (le_init)", e));
+  }
+}
+const standIn = test === ref;
+const emulated = !standIn && !!a.emulate;
+if (emulated) {
+  push(
+    skippedRow("cuda", "CUDA on a GPU", "--emulate: the CUDA engine's kernels run on CPU threads"),
+  );
+}
+if (standIn) {
+  push(
+    skippedRow(
+      "cuda",
+      "CUDA vs CPU",
+      a["cpu-only"]
+        ? "--cpu-only: the CPU engine stands in for CUDA below (fp32 only)"
+        : "no usable GPU: the CPU engine stands in for CUDA below (fp32 only)",
+    ),
+  );
+}
+const tag = standIn ? "cpu stand-in" : emulated ? "emulated" : "";
+const mark = (rs: CheckRow[]) =>
+  tag ? rs.map((r) => ({ ...r, note: `${tag}${r.note ? "; " + r.note : ""}` })) : rs;
+
+// ---- ops, the LOTUS step, a training run -----------------------------------------------------
+
+const opRows: CheckRow[] = [];
+for (const p of precisions) {
+  t = performance.now();
+  try {
+    opRows.push(...compareOps(test, ref, p));
+  } catch (e) {
+    opRows.push({ ...failure("ops", "ops", e), precision: p });
+  }
+  log(`ops ${p}: ${secs(t)}`);
+}
+push(...mark(summarizeOps(opRows)));
+detail.ops = opRows;
+
+for (const p of precisions) {
+  for (const spec of STEP_SPECS) {
+    try {
+      push(...mark(compareLotusStep(test, ref, p, spec)));
+    } catch (e) {
+      push({ ...failure("lotus step", spec.name, e), precision: p });
+    }
+  }
+}
+
+let refCurve: Curve | undefined;
+detail.curves = {} as Record<string, number[]>;
+for (const p of precisions) {
+  t = performance.now();
+  try {
+    refCurve ??= trainCurve(ref, steps);
+    const r = compareTraining(test, ref, p, steps, refCurve);
+    push(...mark(r.rows.map((x) => ({ ...x, note: `${x.note}; ${secs(t)}` }))));
+    (detail.curves as Record<string, number[]>)[`test ${p}`] = r.test.losses;
+    (detail.curves as Record<string, number[]>).ref = r.ref.losses;
+  } catch (e) {
+    push({ ...failure("training", `tiny, ${steps} steps`, e), precision: p });
+  }
+}
+
+// ---- device memory over create/destroy cycles ------------------------------------------------
+
+t = performance.now();
+try {
+  const open = standIn
+    ? () => openEngine({ backend: "cpu", quiet: true })
+    : () => openEngine({ backend: "cuda", libPath: testLib! });
+  const memInfo = standIn || emulated ? undefined : cudaMemInfo;
+  push(...mark(memoryCycles(open, { cycles, memInfo })));
+  log(`memory: ${secs(t)}`);
+} catch (e) {
+  push(failure("memory", `${cycles} cycles`, e));
+}
+
+// ---- PyTorch reference and Hugging Face GPT2LMHeadModel --------------------------------------
+
+interface TorchRow {
+  name: string;
+  err: number | null;
+  tol: number;
+  pass: boolean;
+  skipped?: boolean;
+  note?: string;
+}
+
+async function torchChecks(): Promise<CheckRow[]> {
+  const dir = await Deno.makeTempDir({ prefix: "lotus-gpu-check-torch-" });
+  try {
+    const testName = standIn ? "cpu-standin" : emulated ? "cuda-emulated-fp32" : "cuda-fp32";
+    await writeTorchCase(dir, [[testName, test], ["cpu", ref]]);
+    const script = new URL("./torch_reference.py", import.meta.url).pathname;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 240_000);
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(a.python!, {
+        args: [script, "compare", dir, "--json", `${dir}/torch.json`],
+        stdout: "piped",
+        stderr: "piped",
+        signal: ac.signal,
+        env: { PYTHONUNBUFFERED: "1" },
+      }).output();
+    } catch (e) {
+      return [
+        skippedRow("torch", "PyTorch reference", `cannot run ${a.python}: ${(e as Error).message}`),
+      ];
+    } finally {
+      clearTimeout(timer);
+    }
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    if (out.code === 3) {
+      return [skippedRow("torch", "PyTorch reference", stderr.split("\n").pop() ?? "no torch")];
+    }
+    let parsed: TorchRow[];
+    try {
+      parsed = JSON.parse(await Deno.readTextFile(`${dir}/torch.json`));
+    } catch {
+      return [
+        failure(
+          "torch",
+          "PyTorch reference",
+          new Error(`exit ${out.code}: ${stderr.split("\n").slice(-3).join(" | ")}`),
+        ),
+      ];
+    }
+    detail.torchStdout = new TextDecoder().decode(out.stdout);
+    return parsed.map((r) =>
+      r.skipped ? skippedRow("torch", r.name, r.note ?? "") : {
+        section: "torch",
+        name: r.name,
+        precision: "fp32" as const,
+        err: r.err ?? Infinity,
+        tol: r.tol,
+        pass: r.pass && r.err !== null,
+        note: r.note,
+      }
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (a["skip-torch"]) push(skippedRow("torch", "PyTorch reference", "--skip-torch"));
+else {
+  t = performance.now();
+  try {
+    push(...mark(await torchChecks()));
+  } catch (e) {
+    push(failure("torch", "PyTorch reference", e));
+  }
+  log(`torch: ${secs(t)}`);
+}
+
+if (test !== ref) test.close();
+ref.close();
+
+report(standIn || emulated);

@@ -1,0 +1,990 @@
+/**
+ * Engine parity: run the same ops, the same LOTUS training step and the same short training
+ * run on two engines (the CUDA engine under test, the CPU engine as the reference) and
+ * measure how far apart they are. This is the logic of the GPU check (check/gpu_check.ts,
+ * docs/gpu-check.md); it needs nothing but two {@linkcode Engine}s, so it is tested with the
+ * CPU engine standing in for both.
+ *
+ * The measure is the relative error ‖out − ref‖ / ‖ref‖ over a whole output, in double. A NaN
+ * or an infinity anywhere gives an infinite error: NaN never passes.
+ *
+ * @example
+ * ```ts
+ * import { openEngine } from "../engine/ffi.ts";
+ * import { compareOps, formatTable, summarizeOps } from "./parity.ts";
+ * const cpu = openEngine({ quiet: true });
+ * const rows = compareOps(cpu, cpu, "fp32");
+ * console.log(formatTable(summarizeOps(rows)));
+ * cpu.close();
+ * ```
+ *
+ * @module
+ */
+
+import { type Engine, type Precision, PRECISION_MODES, type Ptr } from "../engine/ffi.ts";
+import {
+  type ModelConfig,
+  ModelConfigSchema,
+  presetConfig,
+  TrainConfigSchema,
+} from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { Rng } from "../base/rng.ts";
+import { type Example, lotusBatch } from "../train/batch.ts";
+import { type LotusCapacity, type LotusOptions, LotusRunner } from "../train/step.ts";
+import { adamwOf, Model } from "../model/model.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
+
+/** The tolerances of each check, by precision. */
+export interface Tolerances {
+  /** One op's output (relative error). */
+  op: number;
+  /** A LOTUS step's loss (relative difference). */
+  stepLoss: number;
+  /** A LOTUS step's gradient slab (relative error). */
+  stepGrad: number;
+  /** A training run's loss curve: the largest relative difference at any step. */
+  curve: number;
+}
+
+/**
+ * The tolerances used by the GPU check. Ops: about 1e-5 in fp32, 1e-3 in TF32 and 1e-2 in
+ * bf16 (rounding a matmul operand to TF32 or bf16 costs about 2^-11 or 2^-8 relative per
+ * element; random errors of that size leave a few times 1e-4 or 1e-3 norm-wise). A LOTUS
+ * step's gradient passes through dozens of matmuls, and 50 AdamW steps let small
+ * differences grow, so those get wider bounds.
+ */
+export const TOLERANCES: Record<Precision, Tolerances> = {
+  fp32: { op: 1e-5, stepLoss: 1e-5, stepGrad: 1e-4, curve: 1e-3 },
+  tf32: { op: 1e-3, stepLoss: 1e-3, stepGrad: 1e-2, curve: 2e-2 },
+  bf16: { op: 1e-2, stepLoss: 1e-2, stepGrad: 5e-2, curve: 5e-2 },
+};
+
+/**
+ * ‖out − ref‖ / ‖ref‖ in double. Infinity when the lengths differ or any value of either is
+ * NaN or infinite; ‖out‖ (the absolute error) when ref is all zero.
+ *
+ * @example
+ * ```ts
+ * import { relErr } from "./parity.ts";
+ * console.assert(relErr([1, 2], [1, 2]) === 0);
+ * console.assert(relErr([NaN], [1]) === Infinity);
+ * ```
+ */
+export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (out.length !== ref.length) return Infinity;
+  let num = 0, den = 0;
+  for (let i = 0; i < out.length; i++) {
+    const a = out[i], b = ref[i];
+    if (!Number.isFinite(a) || !Number.isFinite(b)) return Infinity;
+    num += (a - b) * (a - b);
+    den += b * b;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** Elements of two integer arrays that differ (Infinity when the lengths differ). */
+export function mismatches(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (out.length !== ref.length) return Infinity;
+  let n = 0;
+  for (let i = 0; i < out.length; i++) if (out[i] !== ref[i]) n++;
+  return n;
+}
+
+/** One line of a parity report. */
+export interface CheckRow {
+  /** "ops", "lotus step", "training", "memory", "torch", ... */
+  section: string;
+  /** What was compared, e.g. "matmul bwd: dw". */
+  name: string;
+  /** The test engine's precision, or "-" where it does not apply. */
+  precision: Precision | "-";
+  /** The error measured (relative unless the name says otherwise); NaN when skipped. */
+  err: number;
+  /** The bound it must stay under. */
+  tol: number;
+  /** err <= tol and finite; false when skipped. */
+  pass: boolean;
+  /** True when the check did not run (then `note` says why). */
+  skipped?: boolean;
+  /** Anything worth a word in the table. */
+  note?: string;
+}
+
+/** A row from a measured error: passes when the error is finite and at most `tol`. */
+export function checkRow(
+  section: string,
+  name: string,
+  precision: Precision | "-",
+  err: number,
+  tol: number,
+  note?: string,
+): CheckRow {
+  return { section, name, precision, err, tol, pass: Number.isFinite(err) && err <= tol, note };
+}
+
+/** A row for a check that did not run. */
+export function skippedRow(section: string, name: string, why: string): CheckRow {
+  return {
+    section,
+    name,
+    precision: "-",
+    err: NaN,
+    tol: NaN,
+    pass: false,
+    skipped: true,
+    note: why,
+  };
+}
+
+// ============================================================================================
+// Op cases
+// ============================================================================================
+
+/** Engine buffers of one case, freed together. */
+class Bufs {
+  #eng: Engine;
+  #ptrs: Ptr[] = [];
+  constructor(eng: Engine) {
+    this.#eng = eng;
+  }
+  /** fp32 buffer holding `data`, or n zeros. */
+  f32(data: Float32Array | number): Ptr {
+    const n = typeof data === "number" ? data : data.length;
+    const p = this.#eng.alloc(Math.max(1, n) * 4);
+    this.#ptrs.push(p);
+    if (typeof data !== "number") this.#eng.upload(p, data);
+    return p;
+  }
+  i32(data: Int32Array): Ptr {
+    const p = this.#eng.alloc(Math.max(1, data.length) * 4);
+    this.#ptrs.push(p);
+    this.#eng.upload(p, data);
+    return p;
+  }
+  u8(data: Uint8Array): Ptr {
+    const p = this.#eng.alloc(Math.max(1, data.length));
+    this.#ptrs.push(p);
+    this.#eng.upload(p, data);
+    return p;
+  }
+  get(p: Ptr, n: number): Float32Array {
+    const out = new Float32Array(n);
+    this.#eng.download(out, p);
+    return out;
+  }
+  geti(p: Ptr, n: number): Int32Array {
+    const out = new Int32Array(n);
+    this.#eng.download(out, p);
+    return out;
+  }
+  at(p: Ptr, floats: number): Ptr {
+    return this.#eng.offset(p, floats * 4);
+  }
+  free(): void {
+    for (const p of this.#ptrs) this.#eng.free(p);
+    this.#ptrs = [];
+  }
+}
+
+function withBufs<T>(eng: Engine, fn: (b: Bufs) => T): T {
+  const b = new Bufs(eng);
+  try {
+    return fn(b);
+  } finally {
+    b.free();
+  }
+}
+
+function randn(rng: Rng, n: number, scale = 1, shift = 0): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = shift + scale * rng.normal();
+  return out;
+}
+
+function randi(rng: Rng, n: number, hi: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = rng.below(hi);
+  return out;
+}
+
+/** An op (or a few ops) run on one engine from inputs drawn from `seed`. */
+export interface OpCase {
+  /** For reports, e.g. "matmul bwd". */
+  name: string;
+  /** Run on `eng` and download every output. The same seed gives the same inputs. */
+  run(eng: Engine, seed: number): Record<string, Float32Array | Int32Array>;
+}
+
+interface AttnSpec {
+  B: number;
+  Tq: number;
+  Tp: number;
+  C: number;
+  NH: number;
+  /** "none", "qkv" (the prefix's own qkv buffer), "cache" ([B, Tmax, 2C]), "shared" (bs 0). */
+  past: "none" | "qkv" | "cache" | "shared";
+  /** Leading masked keys per batch entry. */
+  pad: number[];
+}
+
+function attentionCase(name: string, s: AttnSpec): OpCase {
+  return {
+    name,
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      const { B, Tq, Tp, C, NH } = s, Tk = Tp + Tq;
+      return withBufs(eng, (b) => {
+        const qkv = b.f32(randn(rng, B * Tq * 3 * C));
+        const dqkv = b.f32(randn(rng, B * Tq * 3 * C, 0.1));
+        let past: Ptr = null, dpast: Ptr = null, bs = 0, rs = 0, pastFloats = 0;
+        if (s.past === "qkv") {
+          pastFloats = B * Tp * 3 * C, rs = 3 * C, bs = Tp * rs;
+        } else if (s.past === "cache") {
+          const Tmax = Tp + 5;
+          pastFloats = B * Tmax * 2 * C, rs = 2 * C, bs = Tmax * rs;
+        } else if (s.past === "shared") {
+          pastFloats = Tp * 2 * C, rs = 2 * C, bs = 0;
+        }
+        let pastBuf: Ptr = null, dpastBuf: Ptr = null;
+        if (s.past !== "none") {
+          pastBuf = b.f32(randn(rng, pastFloats));
+          dpastBuf = b.f32(randn(rng, pastFloats, 0.1));
+          // A qkv buffer's keys start at column C.
+          past = s.past === "qkv" ? b.at(pastBuf, C) : pastBuf;
+          dpast = s.past === "qkv" ? b.at(dpastBuf, C) : dpastBuf;
+        }
+        const valid = new Uint8Array(B * Tk).fill(1);
+        for (let bb = 0; bb < B; bb++) {
+          for (let j = 0; j < (s.pad[bb] ?? 0); j++) valid[bb * Tk + j] = 0;
+        }
+        const kv = b.u8(valid);
+        const out = b.f32(B * Tq * C), att = b.f32(B * NH * Tq * Tk);
+        eng.attentionFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
+        const dout = b.f32(randn(rng, B * Tq * C));
+        eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+        const res: Record<string, Float32Array> = {
+          out: b.get(out, B * Tq * C),
+          att: b.get(att, B * NH * Tq * Tk),
+          dqkv: b.get(dqkv, B * Tq * 3 * C),
+        };
+        if (dpastBuf) res.dkv_past = b.get(dpastBuf, pastFloats);
+        return res;
+      });
+    },
+  };
+}
+
+/** Every op of lotus_engine.h, forward and backward, on shapes that exercise the edge cases. */
+export const OP_CASES: OpCase[] = [
+  {
+    name: "copy_rows",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const nb = 3, rows = 5, cols = 37;
+        const src = b.f32(randn(rng, nb * rows * cols));
+        const dstN = nb * (rows * 40 + 3);
+        const d1 = b.f32(randn(rng, dstN)), d2 = b.f32(randn(rng, dstN));
+        const d3 = b.f32(randn(rng, rows * cols));
+        eng.copyRows(d1, src, nb, rows, cols, rows * 40 + 3, 40, rows * cols, cols, false);
+        eng.copyRows(d2, src, nb, rows, cols, rows * 40 + 3, 40, rows * cols, cols, true);
+        // dst_bs = 0: every batch entry lands on the same rows, accumulated in order.
+        eng.copyRows(d3, src, nb, rows, cols, 0, cols, rows * cols, cols, true);
+        // dst_rs = 7 < cols: rows overlap with a shift, accumulated in order.
+        const shiftN = (rows - 1) * 7 + cols, d4 = b.f32(randn(rng, shiftN));
+        eng.copyRows(d4, src, 1, rows, cols, 0, 7, 0, cols, true);
+        return {
+          copy: b.get(d1, dstN),
+          accumulate: b.get(d2, dstN),
+          overlap: b.get(d3, rows * cols),
+          "overlap, shifted": b.get(d4, shiftN),
+        };
+      });
+    },
+  },
+  {
+    name: "add, scale",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const n = 10007;
+        const x = b.f32(randn(rng, n)), y = b.f32(randn(rng, n));
+        eng.add(x, x, y, n);
+        eng.scale(x, 0.37, n);
+        return { out: b.get(x, n) };
+      });
+    },
+  },
+  {
+    name: "embed fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const V = 50, P = 40, C = 48, N = 77;
+        const ids = randi(rng, N, V);
+        for (let i = 0; i < N; i += 7) ids[i] = -1; // "replace" injection rows
+        const pos = randi(rng, N, P);
+        const wte = b.f32(randn(rng, V * C)), wpe = b.f32(randn(rng, P * C));
+        const pid = b.i32(ids), ppos = b.i32(pos);
+        const out = b.f32(N * C), out2 = b.f32(N * C);
+        eng.embedFwd(out, pid, ppos, wte, wpe, N, C);
+        eng.embedFwd(out2, pid, null, wte, null, N, C);
+        const dwte = b.f32(randn(rng, V * C, 0.1)), dwpe = b.f32(randn(rng, P * C, 0.1));
+        const dout = b.f32(randn(rng, N * C));
+        eng.embedBwd(dwte, dwpe, dout, pid, ppos, N, C);
+        return {
+          out: b.get(out, N * C),
+          "out (no wpe)": b.get(out2, N * C),
+          dwte: b.get(dwte, V * C),
+          dwpe: b.get(dwpe, P * C),
+        };
+      });
+    },
+  },
+  {
+    name: "layernorm fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 70, C = 201;
+        const x = b.f32(randn(rng, N * C, 2, 3)); // an offset mean tests the two-pass variance
+        const w = b.f32(randn(rng, C, 0.2, 1)), bias = b.f32(randn(rng, C, 0.1));
+        const out = b.f32(N * C), mean = b.f32(N), rstd = b.f32(N);
+        eng.layernormFwd(out, mean, rstd, x, w, bias, N, C);
+        const dout = b.f32(randn(rng, N * C));
+        const dinp = b.f32(randn(rng, N * C, 0.1));
+        const dw = b.f32(randn(rng, C, 0.1)), db = b.f32(randn(rng, C, 0.1));
+        eng.layernormBwd(dinp, dw, db, dout, x, w, mean, rstd, N, C);
+        return {
+          out: b.get(out, N * C),
+          mean: b.get(mean, N),
+          rstd: b.get(rstd, N),
+          dinp: b.get(dinp, N * C),
+          dw: b.get(dw, C),
+          db: b.get(db, C),
+        };
+      });
+    },
+  },
+  {
+    name: "residual layernorm fwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 33, C = 130;
+        const a = b.f32(randn(rng, N * C)), y = b.f32(randn(rng, N * C));
+        const w = b.f32(randn(rng, C, 0.2, 1)), bias = b.f32(randn(rng, C, 0.1));
+        const out = b.f32(N * C), mean = b.f32(N), rstd = b.f32(N);
+        // resid aliases a: the in-place residual stream
+        eng.residualLayernormFwd(a, out, mean, rstd, a, y, w, bias, N, C);
+        return {
+          resid: b.get(a, N * C),
+          out: b.get(out, N * C),
+          mean: b.get(mean, N),
+          rstd: b.get(rstd, N),
+        };
+      });
+    },
+  },
+  {
+    name: "matmul fwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const res: Record<string, Float32Array> = {};
+        for (const [N, Cin, Cout, withBias] of [[67, 96, 160, 1], [300, 256, 768, 0]]) {
+          const x = b.f32(randn(rng, N * Cin)), w = b.f32(randn(rng, Cout * Cin, 0.1));
+          const bias = withBias ? b.f32(randn(rng, Cout)) : null;
+          const out = b.f32(N * Cout);
+          eng.matmulFwd(out, x, w, bias, N, Cin, Cout);
+          res[`${N}x${Cin}->${Cout}${withBias ? " +bias" : ""}`] = b.get(out, N * Cout);
+        }
+        return res;
+      });
+    },
+  },
+  {
+    name: "matmul bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 67, Cin = 96, Cout = 160;
+        const x = b.f32(randn(rng, N * Cin)), w = b.f32(randn(rng, Cout * Cin, 0.1));
+        const dout = b.f32(randn(rng, N * Cout));
+        const dinp = b.f32(randn(rng, N * Cin, 0.1)), dw = b.f32(randn(rng, Cout * Cin, 0.1));
+        const dbias = b.f32(randn(rng, Cout, 0.1));
+        eng.matmulBwd(dinp, dw, dbias, dout, x, w, N, Cin, Cout);
+        // nullable outputs: only dw, with no w
+        const dw2 = b.f32(Cout * Cin);
+        eng.matmulBwd(null, dw2, null, dout, x, null, N, Cin, Cout);
+        return {
+          dinp: b.get(dinp, N * Cin),
+          dw: b.get(dw, Cout * Cin),
+          dbias: b.get(dbias, Cout),
+          "dw only": b.get(dw2, Cout * Cin),
+        };
+      });
+    },
+  },
+  {
+    name: "gelu fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const n = 5003;
+        const x = b.f32(randn(rng, n, 3)), out = b.f32(n);
+        eng.geluFwd(out, x, n);
+        const dinp = b.f32(randn(rng, n, 0.1)), dout = b.f32(randn(rng, n));
+        eng.geluBwd(dinp, x, dout, n);
+        return { out: b.get(out, n), dinp: b.get(dinp, n) };
+      });
+    },
+  },
+  // Left padding; in batch entry 1 the first 5 queries see no valid key (fully masked rows).
+  attentionCase("attention, no past", {
+    B: 3,
+    Tq: 23,
+    Tp: 0,
+    C: 64,
+    NH: 4,
+    past: "none",
+    pad: [0, 5, 1],
+  }),
+  attentionCase("attention, past in a qkv buffer", {
+    B: 2,
+    Tq: 17,
+    Tp: 11,
+    C: 96,
+    NH: 3,
+    past: "qkv",
+    pad: [3, 0],
+  }),
+  attentionCase("attention, K/V cache, 4 queries", {
+    B: 2,
+    Tq: 4,
+    Tp: 13,
+    C: 64,
+    NH: 2,
+    past: "cache",
+    pad: [0, 2],
+  }),
+  attentionCase("attention, K/V cache, 1 query", {
+    B: 3,
+    Tq: 1,
+    Tp: 30,
+    C: 64,
+    NH: 4,
+    past: "cache",
+    pad: [0, 0, 7],
+  }),
+  attentionCase("attention, past shared by the batch", {
+    B: 3,
+    Tq: 6,
+    Tp: 9,
+    C: 32,
+    NH: 2,
+    past: "shared",
+    pad: [0, 0, 0],
+  }),
+  {
+    name: "xent fwd+bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 40, V = 1000;
+        const t = randi(rng, N, V);
+        for (let i = 0; i < N; i += 6) t[i] = -100; // ignored rows
+        const targets = b.i32(t);
+        const l1 = randn(rng, N * V, 3);
+        const logits = b.f32(l1), losses = b.f32(N);
+        eng.xentFwdBwd(logits, losses, targets, N, V, 0.37);
+        const logits2 = b.f32(l1), losses2 = b.f32(N);
+        eng.xentFwdBwd(logits2, losses2, targets, N, V, 0);
+        return {
+          losses: b.get(losses, N),
+          "dlogits (dscale 0.37)": b.get(logits, N * V),
+          "losses (dscale 0)": b.get(losses2, N),
+          "logits (dscale 0, unchanged)": b.get(logits2, N * V),
+        };
+      });
+    },
+  },
+  {
+    name: "argmax",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 30, V = 257;
+        const x = randn(rng, N * V);
+        for (let v = 0; v < V; v++) x[0 * V + v] = NaN; // all NaN: V-1
+        x[1 * V] = NaN; // NaN first, then numbers
+        x[2 * V + 10] = x[2 * V + 200] = 50; // a tie: the lowest index
+        for (let v = 0; v < V; v++) x[3 * V + v] = 1; // all equal: 0
+        x[4 * V + V - 1] = 60; // the last
+        const logits = b.f32(x), out = b.i32(new Int32Array(N));
+        eng.argmax(out, logits, N, V);
+        return { argmax: b.geti(out, N) };
+      });
+    },
+  },
+  {
+    name: "sumsq, adamw",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const n = 100003;
+        const g = b.f32(randn(rng, n, 0.01));
+        const sq = b.f32(1);
+        eng.sumsq(sq, g, n);
+        const p = b.f32(randn(rng, n)), m = b.f32(randn(rng, n, 0.01));
+        const v = b.f32(Float32Array.from(randn(rng, n, 1e-4), Math.abs));
+        eng.adamw(p, g, m, v, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3, sq, 1.0); // clip active
+        const p2 = b.f32(randn(rng, n)), m2 = b.f32(n), v2 = b.f32(n);
+        eng.adamw(p2, g, m2, v2, n, 3e-4, 0.9, 0.95, 1e-8, 0.1, 1, null, 0); // first step, no clip
+        return {
+          sumsq: b.get(sq, 1),
+          "p (clipped)": b.get(p, n),
+          "m (clipped)": b.get(m, n),
+          "v (clipped)": b.get(v, n),
+          "p (step 1)": b.get(p2, n),
+        };
+      });
+    },
+  },
+];
+
+/**
+ * Runs every op case on `test` (at `precision`) and on `ref` (fp32) and compares each output:
+ * relative error for floats, the number of differing elements for integers (which must be 0).
+ * The test engine is left at fp32.
+ */
+export function compareOps(
+  test: Engine,
+  ref: Engine,
+  precision: Precision,
+  opts: { seed?: number; cases?: OpCase[] } = {},
+): CheckRow[] {
+  const seed = opts.seed ?? 1234;
+  const rows: CheckRow[] = [];
+  const tol = TOLERANCES[precision].op;
+  test.setPrecision(PRECISION_MODES[precision]);
+  try {
+    for (const c of opts.cases ?? OP_CASES) {
+      const a = c.run(test, seed), r = c.run(ref, seed);
+      for (const [k, refOut] of Object.entries(r)) {
+        const out = a[k];
+        if (refOut instanceof Int32Array) {
+          rows.push(
+            checkRow("ops", `${c.name}: ${k}`, precision, mismatches(out, refOut), 0, "mismatches"),
+          );
+        } else {
+          rows.push(
+            checkRow(
+              "ops",
+              `${c.name}: ${k}`,
+              precision,
+              out ? relErr(out, refOut) : Infinity,
+              tol,
+            ),
+          );
+        }
+      }
+    }
+  } finally {
+    test.setPrecision(0);
+  }
+  return rows;
+}
+
+/** One row per precision: the worst op error, and how many outputs passed. */
+export function summarizeOps(rows: CheckRow[]): CheckRow[] {
+  const out: CheckRow[] = [];
+  const byPrec = new Map<string, CheckRow[]>();
+  for (const r of rows.filter((r) => r.section === "ops")) {
+    byPrec.set(r.precision, [...(byPrec.get(r.precision) ?? []), r]);
+  }
+  for (const [prec, rs] of byPrec) {
+    const failed = rs.filter((r) => !r.pass);
+    const floats = rs.filter((r) => r.note !== "mismatches");
+    const worst = floats.reduce(
+      (w, r) => (!Number.isFinite(r.err) || r.err > w.err ? r : w),
+      floats[0] ?? rs[0],
+    );
+    out.push({
+      section: "ops",
+      name: `${rs.length} outputs of ${new Set(rs.map((r) => r.name.split(":")[0])).size} cases`,
+      precision: prec as Precision,
+      err: worst.err,
+      tol: worst.tol,
+      pass: failed.length === 0,
+      note: failed.length
+        ? `${failed.length} failed: ${failed.slice(0, 3).map((r) => r.name).join("; ")}`
+        : `worst: ${worst.name}`,
+    });
+  }
+  return out;
+}
+
+// ============================================================================================
+// Models: the LOTUS step, a training run, memory cycles
+// ============================================================================================
+
+/** Special ids for a vocabulary of `v`: the last four ids. */
+export function specialsFor(v: number): SpecialIds {
+  return { eos: v - 4, pad: v - 4, bot: v - 3, eot: v - 2, lat: v - 1 };
+}
+
+/** `n` random examples over the ids [0, v-4): questions, 1-3 steps, an answer ending in EOS. */
+export function randomExamples(n: number, v: number, seed: number): Example[] {
+  const rng = new Rng(seed), eos = specialsFor(v).eos;
+  const seq = (len: number) => Int32Array.from({ length: len }, () => rng.below(v - 4));
+  return Array.from({ length: n }, (_, i) => ({
+    q: seq(3 + rng.below(6)),
+    steps: Array.from({ length: 1 + rng.below(3) }, () => seq(1 + rng.below(4))),
+    ans: Int32Array.from([...seq(1 + rng.below(3)), eos]),
+    index: i,
+  }));
+}
+
+/** GPT-2 initialisation with LayerNorm gains and biases perturbed, so every path carries a
+ * gradient, and weights scaled by `scale`. */
+export function perturbedParams(cfg: ModelConfig, seed: number, scale = 3): Float32Array {
+  const layout = paramLayout(cfg);
+  const p = initParams(layout, cfg, seed);
+  const rng = new Rng(seed + 1);
+  for (const t of layout.tensors) {
+    const v = p.subarray(t.offset, t.offset + t.size);
+    for (let i = 0; i < v.length; i++) {
+      v[i] = t.init === "ones"
+        ? 1 + 0.2 * rng.normal()
+        : t.init === "zeros"
+        ? 0.05 * rng.normal()
+        : v[i] * scale;
+    }
+  }
+  return p;
+}
+
+/** A LOTUS step configuration compared by {@linkcode compareLotusStep}. */
+export interface StepSpec {
+  /** For reports. */
+  name: string;
+  /** The model (its parameters are drawn by {@linkcode perturbedParams}). */
+  model: ModelConfig;
+  /** Latent blocks. */
+  K: number;
+  /** Loop iterations. */
+  R: number;
+  /** Latent slots per block. */
+  c: number;
+  /** Batch size (random examples). */
+  B: number;
+  /** The LOTUS options of the step. */
+  opts: LotusOptions;
+}
+
+/** The two step configurations of the GPU check: the default LOTUS step, and LOTUS-aux with
+ * "replace" injection and in-loop step loss (every code path of train/step.ts). */
+export const STEP_SPECS: StepSpec[] = [
+  {
+    name: "lotus (add, step loss after)",
+    model: ModelConfigSchema.parse({
+      vocabSize: 96,
+      maxPositions: 128,
+      dModel: 64,
+      nHead: 4,
+      nLayer: 2,
+    }),
+    K: 2,
+    R: 2,
+    c: 3,
+    B: 4,
+    opts: { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" },
+  },
+  {
+    name: "lotus-aux (replace, in-loop)",
+    model: ModelConfigSchema.parse({
+      vocabSize: 80,
+      maxPositions: 128,
+      dModel: 48,
+      nHead: 3,
+      nLayer: 2,
+      auxLayers: 1,
+      auxHeads: 2,
+    }),
+    K: 3,
+    R: 2,
+    c: 2,
+    B: 3,
+    opts: { lambda: 0.3, auxWeight: 0.7, stepLoss: "in-loop", injection: "replace" },
+  },
+];
+
+function capacityFor(
+  exs: Example[],
+  spec: { K: number; R: number; c: number; B: number },
+  sp: SpecialIds,
+): LotusCapacity {
+  const b = lotusBatch(exs, sp, { K: spec.K, R: spec.R, c: spec.c });
+  let longest = 0;
+  for (const e of exs) for (const s of e.steps) longest = Math.max(longest, s.length);
+  return { B: spec.B, P: b.P, K: spec.K, c: spec.c, R: spec.R, S: b.S, auxT: spec.c + longest };
+}
+
+/** One training step's loss and gradient slab on an engine. */
+export function lotusLossAndGrad(
+  eng: Engine,
+  spec: StepSpec,
+  params: Float32Array,
+  exs: Example[],
+): { loss: number; grad: Float32Array } {
+  const sp = specialsFor(spec.model.vocabSize);
+  const model = new Model(eng, spec.model, params, true);
+  let runner: LotusRunner | null = null;
+  try {
+    runner = new LotusRunner(model, capacityFor(exs, spec, sp), true);
+    model.zeroGrad();
+    const l = runner.step(lotusBatch(exs, sp, spec), spec.opts, exs);
+    return { loss: l.loss, grad: model.downloadGrads() };
+  } finally {
+    runner?.free();
+    model.free();
+  }
+}
+
+/** A full LOTUS step (forward and backward through every pass) on both engines: the loss
+ * and the whole gradient slab. */
+export function compareLotusStep(
+  test: Engine,
+  ref: Engine,
+  precision: Precision,
+  spec: StepSpec,
+  seed = 7,
+): CheckRow[] {
+  const exs = randomExamples(spec.B, spec.model.vocabSize, seed);
+  const params = perturbedParams(spec.model, seed);
+  test.setPrecision(PRECISION_MODES[precision]);
+  let a;
+  try {
+    a = lotusLossAndGrad(test, spec, params, exs);
+  } finally {
+    test.setPrecision(0);
+  }
+  const r = lotusLossAndGrad(ref, spec, params, exs);
+  const tol = TOLERANCES[precision];
+  return [
+    checkRow(
+      "lotus step",
+      `${spec.name}: loss`,
+      precision,
+      relErr([a.loss], [r.loss]),
+      tol.stepLoss,
+      `ref loss ${r.loss.toFixed(4)}`,
+    ),
+    checkRow(
+      "lotus step",
+      `${spec.name}: gradients`,
+      precision,
+      relErr(a.grad, r.grad),
+      tol.stepGrad,
+      `${r.grad.length} parameters`,
+    ),
+  ];
+}
+
+/** What {@linkcode trainCurve} returns. */
+export interface Curve {
+  /** The loss of every step. */
+  losses: number[];
+  /** The parameters after the last step. */
+  params: Float32Array;
+}
+
+/**
+ * `steps` AdamW steps of the `tiny` preset (LOTUS, K = 2, c = 3, R = 2, batch 8) on a fixed
+ * pool of random examples, with the trainer's default optimiser settings.
+ */
+export function trainCurve(eng: Engine, steps: number, seed = 11): Curve {
+  const V = 128, B = 8, spec = { K: 2, R: 2, c: 3, B };
+  const cfg = presetConfig("tiny", V);
+  const sp = specialsFor(V);
+  const pool = randomExamples(32, V, seed);
+  const train = TrainConfigSchema.parse({ k: 2, c: 3, r: 2 });
+  const model = new Model(eng, cfg, initParams(paramLayout(cfg), cfg, seed), true);
+  let runner: LotusRunner | null = null;
+  try {
+    runner = new LotusRunner(model, capacityFor(pool, spec, sp), true);
+    const losses: number[] = [];
+    const order = Int32Array.from({ length: pool.length }, (_, i) => i);
+    const rng = new Rng(seed);
+    for (let s = 0; s < steps; s++) {
+      const at = (s * B) % pool.length;
+      if (at === 0) rng.shuffle(order);
+      const exs = Array.from(order.subarray(at, at + B), (i) => pool[i]);
+      model.zeroGrad();
+      const l = runner.step(lotusBatch(exs, sp, spec), {
+        lambda: train.lambda,
+        auxWeight: 0,
+        stepLoss: "after",
+        injection: "add",
+      }, exs);
+      model.optimizerStep(adamwOf(train, train.lr));
+      losses.push(l.loss);
+    }
+    return { losses, params: model.downloadParams() };
+  } finally {
+    runner?.free();
+    model.free();
+  }
+}
+
+/** A training run on both engines: the largest relative loss difference over the curve, and
+ * the final parameters' relative error (reported, not bounded). */
+export function compareTraining(
+  test: Engine,
+  ref: Engine,
+  precision: Precision,
+  steps = 50,
+  refCurve?: Curve,
+): { rows: CheckRow[]; test: Curve; ref: Curve } {
+  test.setPrecision(PRECISION_MODES[precision]);
+  let a: Curve;
+  try {
+    a = trainCurve(test, steps);
+  } finally {
+    test.setPrecision(0);
+  }
+  const r = refCurve ?? trainCurve(ref, steps);
+  let worst = 0, at = 0;
+  for (let i = 0; i < steps; i++) {
+    let d = Math.abs(a.losses[i] - r.losses[i]) / Math.abs(r.losses[i]);
+    if (!Number.isFinite(d)) d = Infinity; // NaN never passes
+    if (d > worst) worst = d, at = i + 1;
+  }
+  const pe = relErr(a.params, r.params);
+  return {
+    rows: [
+      checkRow(
+        "training",
+        `tiny, ${steps} steps: loss curve`,
+        precision,
+        worst,
+        TOLERANCES[precision].curve,
+        `loss ${r.losses[0].toFixed(3)} -> ${
+          r.losses[steps - 1].toFixed(3)
+        } (ref); worst at step ${at}; final params rel. err ${pe.toExponential(1)}`,
+      ),
+    ],
+    test: a,
+    ref: r,
+  };
+}
+
+/**
+ * `cycles` times: open an engine, allocate a training model and its activations, run one
+ * step, free everything and close. The engine's bytes in use must come back to where they
+ * started after every cycle, and the driver's free device memory (when `memInfo` gives it)
+ * must not shrink between the end of cycle `warm` and the last cycle by more than `slack`.
+ */
+export function memoryCycles(
+  open: () => Engine,
+  opts: {
+    cycles?: number;
+    warm?: number;
+    slack?: number;
+    memInfo?: () => { free: number; total: number } | null;
+  } = {},
+): CheckRow[] {
+  const cycles = opts.cycles ?? 100, warm = opts.warm ?? 5, slack = opts.slack ?? 8 << 20;
+  const spec = STEP_SPECS[0];
+  const exs = randomExamples(spec.B, spec.model.vocabSize, 3);
+  const params = perturbedParams(spec.model, 3);
+  let leaked = 0, base = -1, freeAfterWarm: number | null = null, freeEnd: number | null = null;
+  for (let i = 0; i < cycles; i++) {
+    const eng = open();
+    try {
+      if (base < 0) base = eng.bytesInUse();
+      lotusLossAndGrad(eng, spec, params, exs);
+      leaked = Math.max(leaked, eng.bytesInUse() - base);
+      if (i + 1 === warm) freeAfterWarm = opts.memInfo?.()?.free ?? null;
+      if (i + 1 === cycles) freeEnd = opts.memInfo?.()?.free ?? null;
+    } finally {
+      eng.close();
+    }
+  }
+  const rows = [
+    checkRow(
+      "memory",
+      `${cycles} open/train/free/close cycles: le_bytes_in_use growth (bytes)`,
+      "-",
+      leaked,
+      0,
+    ),
+  ];
+  if (freeAfterWarm !== null && freeEnd !== null) {
+    const growth = freeAfterWarm - freeEnd;
+    rows.push(
+      checkRow(
+        "memory",
+        `driver's used device memory, cycle ${warm} -> ${cycles} (bytes)`,
+        "-",
+        Math.max(0, growth),
+        slack,
+        `${(growth / 1048576).toFixed(2)} MiB`,
+      ),
+    );
+  } else {
+    rows.push(skippedRow("memory", "driver's view of device memory", "no CUDA driver"));
+  }
+  return rows;
+}
+
+// ============================================================================================
+// Report
+// ============================================================================================
+
+function fmtNum(x: number): string {
+  if (Number.isNaN(x)) return "-";
+  if (!Number.isFinite(x)) return "inf";
+  if (x === 0) return "0";
+  if (Number.isInteger(x) && Math.abs(x) < 1e6) return String(x);
+  return x.toExponential(1);
+}
+
+/**
+ * A plain-text table of rows: section, check, precision, error, tolerance, result and note.
+ *
+ * @example
+ * ```ts
+ * import { checkRow, formatTable } from "./parity.ts";
+ * console.log(formatTable([checkRow("ops", "gelu", "fp32", 2e-7, 1e-5)]));
+ * ```
+ */
+export function formatTable(rows: CheckRow[]): string {
+  const head = ["section", "check", "precision", "error", "tolerance", "result", "note"];
+  const body = rows.map((r) => [
+    r.section,
+    r.name,
+    r.precision,
+    fmtNum(r.err),
+    fmtNum(r.tol),
+    r.skipped ? "SKIPPED" : r.pass ? "ok" : "FAIL",
+    r.note ?? "",
+  ]);
+  const width = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(width[i]))).join(" | ").trimEnd();
+  return [line(head), width.map((w) => "-".repeat(w)).join("-|-"), ...body.map(line)].join("\n");
+}
+
+/** Counts of passed, failed and skipped rows. */
+export function tally(rows: CheckRow[]): { passed: number; failed: number; skipped: number } {
+  let passed = 0, failed = 0, skipped = 0;
+  for (const r of rows) {
+    if (r.skipped) skipped++;
+    else if (r.pass) passed++;
+    else failed++;
+  }
+  return { passed, failed, skipped };
+}

@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""A PyTorch implementation of lotus-deno's LOTUS model, for machines that have PyTorch.
+
+It reads the project's own files: a checkpoint directory written by `deno task train`
+(model.safetensors with Hugging Face GPT-2 names, config.json) and a dataset directory written
+by `deno task build-dataset` (safetensors shards, docs/dataset-format.md). The model is plain
+GPT-2 (pre-LayerNorm, tanh GELU, tied head) run on the LOTUS schedule of train/step.ts and
+docs/method.md: the question once, pass 0 and R loop passes over BOT and the K*c latents
+(latent input e_LAT + h^(r-1), or h^(r-1) with "replace"), then the suffix attending to
+the question's and pass R's keys and values; loss = answer CE + lambda * step CE. The
+LOTUS-aux decoder is not implemented here.
+
+Commands:
+
+  compare CASE_DIR [--json FILE]
+      The GPU check's comparison (check/gpu_check.ts writes CASE_DIR): this model's losses
+      and logits against the engines' results stored with the batch, and a plain forward of
+      transformers.GPT2LMHeadModel, loaded from the same checkpoint, against both. Exit status
+      0 when everything is within tolerance, 1 otherwise, 3 when torch is missing.
+
+  loss --checkpoint DIR --data DIR [--split train] [--batch 8] [--start 0]
+       [--k K] [--c C] [--r R] [--lambda X] [--injection add|replace] [--step-loss after|in-loop]
+      The loss of one batch of a dataset split (the examples start .. start+batch-1).
+
+  bench (or --bench) [--checkpoint DIR | --preset tiny|small|gpt2 --vocab V] [--batch 64]
+        [--question 60] [--answer 8] [--k 6] [--c 13] [--r R] [--dtype fp32|tf32|bf16]
+        [--steps 20] [--no-compile]
+      Training throughput (forward, backward, clip, fused AdamW) in examples/s at one shape,
+      eager and with torch.compile, on random tokens.
+
+Only numpy is needed to read the files; torch is imported when a command needs it.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+IGNORE = -100
+DTYPES = {
+    "F64": np.float64, "F32": np.float32, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32,
+}
+PRESETS = {  # model/config.ts
+    "tiny": dict(n_positions=512, n_embd=64, n_head=4, n_layer=2),
+    "small": dict(n_positions=1024, n_embd=256, n_head=4, n_layer=4),
+    "gpt2": dict(n_positions=1024, n_embd=768, n_head=12, n_layer=12),
+}
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+def read_safetensors(path):
+    """Tensors (numpy views) and metadata of a safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {}) or {}
+    out = {}
+    for name, e in header.items():
+        dt = np.dtype(DTYPES[e["dtype"]])
+        b, end = e["data_offsets"]
+        out[name] = np.frombuffer(data, dt, (end - b) // dt.itemsize, 8 + n + b).reshape(e["shape"])
+    return out, meta
+
+
+def load_checkpoint(path):
+    """(tensors, config) of a checkpoint directory or a run directory holding checkpoint/."""
+    if not os.path.exists(os.path.join(path, "config.json")):
+        path = os.path.join(path, "checkpoint")
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    sd, _ = read_safetensors(os.path.join(path, "model.safetensors"))
+    sd = {k if k.startswith("transformer.") else "transformer." + k: v for k, v in sd.items()}
+    return sd, cfg, path
+
+
+def load_split(data_dir, split):
+    """Examples (q, steps, ans) of a dataset split, and its special ids."""
+    with open(os.path.join(data_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    exs = []
+    for shard in manifest["splits"][split]["shards"]:
+        t, _ = read_safetensors(os.path.join(data_dir, shard["file"]))
+        qo, so, rso, ao = (t[k] for k in ("question_offsets", "step_offsets",
+                                          "record_step_offsets", "answer_offsets"))
+        for i in range(len(qo) - 1):
+            steps = [t["step_ids"][so[s]:so[s + 1]] for s in range(rso[i], rso[i + 1])]
+            exs.append((t["question_ids"][qo[i]:qo[i + 1]], steps,
+                        t["answer_ids"][ao[i]:ao[i + 1]]))
+    return exs, manifest["tokenizer"]["special"], manifest
+
+
+def lotus_batch(exs, sp, K, R, c):
+    """train/batch.ts lotusBatch: the prefix, loop and suffix regions of a batch (numpy)."""
+    B, L = len(exs), 1 + K * c
+    P = max(len(q) for q, _, _ in exs)
+    sufs = [np.concatenate([[sp["eot"]], *steps[K:], ans]).astype(np.int32)
+            for _, steps, ans in exs]
+    S = max(len(s) for s in sufs)
+    b = dict(
+        prefix_ids=np.full((B, P), sp["pad"], np.int32), prefix_pos=np.zeros((B, P), np.int32),
+        prefix_valid=np.zeros((B, P), np.uint8),
+        loop_ids=np.full((B, L), sp["lat"], np.int32),
+        loop_ids_replace=np.full((B, L), -1, np.int32),
+        loop_pos=np.zeros((B, L), np.int32), loop_valid=np.zeros((B, P + L), np.uint8),
+        suffix_ids=np.full((B, S), sp["pad"], np.int32), suffix_pos=np.zeros((B, S), np.int32),
+        suffix_valid=np.zeros((B, P + L + S), np.uint8),
+        suffix_targets=np.full((B, S), IGNORE, np.int32),
+        step_targets=np.full((B, L), IGNORE, np.int32), step_block=np.full((B, L), -1, np.int32),
+    )
+    for i, (q, steps, _) in enumerate(exs):
+        n = len(q)
+        b["prefix_ids"][i, P - n:] = q
+        b["prefix_pos"][i, P - n:] = np.arange(n)
+        b["prefix_valid"][i, P - n:] = 1
+        b["loop_ids"][i, 0] = b["loop_ids_replace"][i, 0] = sp["bot"]
+        b["loop_pos"][i] = n + np.arange(L)
+        b["loop_valid"][i, :P] = b["prefix_valid"][i]
+        b["loop_valid"][i, P:] = 1
+        s = sufs[i]
+        b["suffix_ids"][i, :len(s)] = s
+        b["suffix_pos"][i] = n + L + np.arange(S)
+        b["suffix_targets"][i, :len(s) - 1] = s[1:]
+        b["suffix_valid"][i, :P] = b["prefix_valid"][i]
+        b["suffix_valid"][i, P:P + L + len(s)] = 1
+        for k in range(min(len(steps), K)):
+            m = min(len(steps[k]), c)
+            b["step_targets"][i, k * c:k * c + m] = steps[k][:m]
+            b["step_block"][i, k * c:k * c + m] = k
+    return b
+
+
+# ---- the model (torch) -----------------------------------------------------------------------
+
+def import_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        print(f"torch_reference: PyTorch is not installed ({e})", file=sys.stderr)
+        sys.exit(3)
+    import torch
+    return torch
+
+
+def to_torch(torch, sd, device, dtype=None):
+    dtype = dtype or torch.float32
+    return {k: torch.tensor(np.array(v), device=device, dtype=dtype) for k, v in sd.items()}
+
+
+def n_layers(P):
+    return sum(1 for k in P if k.endswith(".ln_1.weight"))
+
+
+def embed(torch, P, ids, pos):
+    """wte[ids] (zero rows where ids < 0: "replace" injection) + wpe[pos] (pos may be None)."""
+    wte = P["transformer.wte.weight"]
+    x = wte[ids.long().clamp(min=0)] * (ids >= 0).unsqueeze(-1).to(wte.dtype)
+    return x if pos is None else x + P["transformer.wpe.weight"][pos.long()]
+
+
+def run_blocks(torch, P, n_head, x, past=None, valid=None):
+    """The GPT-2 stack over x [B,T,C] attending to past (per layer (k, v) [B,NH,Tp,HS]) and to
+    itself causally; valid [B, Tp+T] masks keys. A query that sees no valid key gets output 0,
+    as in the engine. Returns the final-LayerNorm states and this chunk's (k, v) per layer."""
+    import torch.nn.functional as F
+    B, T, C = x.shape
+    HS = C // n_head
+    Tp = past[0][0].shape[2] if past else 0
+    i = torch.arange(T, device=x.device)[:, None]
+    j = torch.arange(Tp + T, device=x.device)[None, :]
+    mask = (j <= Tp + i)[None, None]
+    if valid is not None:
+        mask = mask & valid.bool()[:, None, None, :]
+    visible = mask.any(-1, keepdim=True)
+    ln = lambda h, p: F.layer_norm(h, (C,), P[p + ".weight"], P[p + ".bias"], 1e-5)  # noqa: E731
+    kvs = []
+    for layer in range(n_layers(P)):
+        p = f"transformer.h.{layer}."
+        qkv = ln(x, p + "ln_1") @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"]
+        q, k, v = (z.view(B, T, n_head, HS).transpose(1, 2) for z in qkv.split(C, dim=2))
+        kvs.append((k, v))
+        if past:
+            k, v = torch.cat([past[layer][0], k], 2), torch.cat([past[layer][1], v], 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))
+        # A finite fill (not -inf) keeps fully masked rows free of NaN, also in backward.
+        att = att.masked_fill(~mask, torch.finfo(att.dtype).min).softmax(-1)
+        att = torch.where(visible, att, torch.zeros((), dtype=att.dtype, device=att.device))
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"]
+        h = F.gelu(ln(x, p + "ln_2") @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"],
+                   approximate="tanh")
+        x = x + h @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"]
+    return ln(x, "transformer.ln_f"), kvs
+
+
+def ce_sum(torch, logits, targets):
+    import torch.nn.functional as F
+    t = torch.where(targets < 0, torch.full_like(targets, IGNORE), targets).long().reshape(-1)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), t,
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="after",
+                  counts=None):
+    """train/step.ts LotusRunner.step's forward: losses and the suffix logits. `counts`
+    (answer and step targets) may be given to keep the function free of host syncs, which
+    torch.compile would otherwise have to break the graph for."""
+    wte = P["transformer.wte.weight"]
+    h_pre, kv_pre = run_blocks(torch, P, n_head, embed(torch, P, b["prefix_ids"], b["prefix_pos"]),
+                               None, b["prefix_valid"])
+    step_sum = torch.zeros((), device=wte.device)
+    h_prev = kv_r = None
+    for r in range(R + 1):
+        ids = b["loop_ids_replace"] if r > 0 and injection == "replace" else b["loop_ids"]
+        x = embed(torch, P, ids, b["loop_pos"])
+        if r > 0:  # latents get the previous pass's states at the same position; BOT does not
+            x = torch.cat([x[:, :1], x[:, 1:] + h_prev[:, 1:]], 1)
+        h_prev, kv_r = run_blocks(torch, P, n_head, x, kv_pre, b["loop_valid"])
+        if step_loss == "in-loop" and r > 0:
+            t = torch.where(b["step_block"] == r - 1, b["step_targets"],
+                            torch.full_like(b["step_targets"], IGNORE))
+            step_sum = step_sum + ce_sum(torch, h_prev @ wte.T, t)
+    if step_loss == "after" and K > 0:
+        step_sum = step_sum + ce_sum(torch, h_prev @ wte.T, b["step_targets"])
+    past = [(torch.cat([kp, kr], 2), torch.cat([vp, vr], 2))
+            for (kp, vp), (kr, vr) in zip(kv_pre, kv_r)]
+    h_suf, _ = run_blocks(torch, P, n_head, embed(torch, P, b["suffix_ids"], b["suffix_pos"]),
+                          past, b["suffix_valid"])
+    logits = h_suf @ wte.T
+    n_ans, n_step = counts or target_counts(b)
+    ans = ce_sum(torch, logits, b["suffix_targets"]) / max(n_ans, 1)
+    step = step_sum / max(n_step, 1)
+    return dict(loss=ans + lam * step, ans=ans, step=step, suffix_logits=logits)
+
+
+def target_counts(b):
+    """Valid answer and step targets of a batch (the loss denominators)."""
+    return int((b["suffix_targets"] >= 0).sum()), int((b["step_targets"] >= 0).sum())
+
+
+def plain_logits(torch, P, n_head, ids):
+    """A plain causal forward over ids [B, T] from position 0, no padding."""
+    T = ids.shape[1]
+    pos = torch.arange(T, device=ids.device)[None].expand_as(ids)
+    h, _ = run_blocks(torch, P, n_head, embed(torch, P, ids, pos))
+    return h @ P["transformer.wte.weight"].T
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+def rel_err(out, ref):
+    out, ref = np.asarray(out, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    if out.shape != ref.shape or not (np.isfinite(out).all() and np.isfinite(ref).all()):
+        return float("inf")
+    den = float(np.sqrt((ref * ref).sum()))
+    num = float(np.sqrt(((out - ref) ** 2).sum()))
+    return num if den == 0 else num / den
+
+
+def device_of(torch):
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_compare(args):
+    torch = import_torch()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = device_of(torch)
+    sd, cfg, ckdir = load_checkpoint(os.path.join(args.case, "checkpoint"))
+    t, meta = read_safetensors(os.path.join(args.case, "batch.safetensors"))
+    P = to_torch(torch, sd, dev)
+    nh = cfg["n_head"]
+    b = {k: torch.tensor(np.array(v), device=dev) for k, v in t.items()
+         if not k.startswith("deno.")}
+    K, R = int(meta["K"]), int(meta["R"])
+    rows = []
+
+    def row(name, err, tol, note=""):
+        ok = math.isfinite(err) and err <= tol  # NaN never passes
+        rows.append({"name": name, "err": err if math.isfinite(err) else None, "tol": tol,
+                     "pass": ok, "note": note})
+
+    with torch.no_grad():
+        res = lotus_forward(torch, P, nh, b, K, R, float(meta["lambda"]), meta["injection"],
+                            meta["step_loss"])
+        plain = plain_logits(torch, P, nh, b["plain_ids"].long()).cpu().numpy()
+    ours = [float(res["loss"]), float(res["ans"]), float(res["step"])]
+    logits = res["suffix_logits"].cpu().numpy()
+    for eng in meta["engines"].split(","):
+        d = t[f"deno.{eng}.losses"]
+        for i, what in enumerate(["loss", "answer loss", "step loss"]):
+            row(f"torch reference vs {eng}: {what}", rel_err([ours[i]], [d[i]]), 1e-5,
+                f"torch {ours[i]:.6f}, deno {d[i]:.6f}")
+        row(f"torch reference vs {eng}: suffix logits", rel_err(t[f"deno.{eng}.suffix_logits"],
+                                                                logits), 1e-4)
+        row(f"torch reference vs {eng}: plain logits", rel_err(t[f"deno.{eng}.plain_logits"],
+                                                               plain), 1e-4)
+    try:
+        from transformers import GPT2LMHeadModel
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(ckdir, dtype=torch.float32)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            hf = GPT2LMHeadModel.from_pretrained(ckdir, torch_dtype=torch.float32)
+        hf = hf.to(dev).eval()
+        with torch.no_grad():
+            hl = hf(input_ids=b["plain_ids"].long()).logits.float().cpu().numpy()
+        row("GPT2LMHeadModel vs torch reference: plain logits", rel_err(hl, plain), 1e-4)
+        for eng in meta["engines"].split(","):
+            row(f"GPT2LMHeadModel vs {eng}: plain logits",
+                rel_err(t[f"deno.{eng}.plain_logits"], hl), 1e-4)
+    except ImportError as e:
+        rows.append({"name": "GPT2LMHeadModel", "err": None, "tol": 0, "pass": False,
+                     "skipped": True, "note": f"transformers is not installed ({e})"})
+    for r in rows:
+        err = "inf" if r["err"] is None else f"{r['err']:.1e}"
+        state = "skip" if r.get("skipped") else "ok  " if r["pass"] else "FAIL"
+        print(f"{state} {r['name']}: {err} (tol {r['tol']:.0e}) {r['note']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0 if all(r["pass"] or r.get("skipped") for r in rows) else 1
+
+
+def batch_to_torch(torch, b, dev):
+    return {k: torch.tensor(v, device=dev) for k, v in b.items()}
+
+
+def cmd_loss(args):
+    torch = import_torch()
+    dev = device_of(torch)
+    sd, cfg, _ = load_checkpoint(args.checkpoint)
+    lot = cfg.get("lotus", {}).get("train", {})
+    K = args.k if args.k is not None else lot.get("k", 6)
+    c = args.c if args.c is not None else lot.get("c", 13)
+    R = args.r if args.r is not None else (lot.get("r") if lot.get("r") is not None else K)
+    lam = args.lam if args.lam is not None else lot.get("lambda", 0.05)
+    exs, sp, _ = load_split(args.data, args.split)
+    part = exs[args.start:args.start + args.batch]
+    b = batch_to_torch(torch, lotus_batch(part, sp, K, R, c), dev)
+    with torch.no_grad():
+        res = lotus_forward(torch, to_torch(torch, sd, dev), cfg["n_head"], b, K, R, lam,
+                            args.injection or lot.get("injection", "add"),
+                            args.step_loss or lot.get("stepLoss", "after"))
+    print(json.dumps(dict(loss=float(res["loss"]), ans=float(res["ans"]),
+                          step=float(res["step"]), examples=len(part), K=K, R=R, c=c)))
+    return 0
+
+
+def cmd_bench(args):
+    torch = import_torch()
+    dev = device_of(torch)
+    rng = np.random.default_rng(0)
+    if args.checkpoint:
+        sd, cfg, _ = load_checkpoint(args.checkpoint)
+    else:
+        cfg = dict(PRESETS[args.preset], vocab_size=args.vocab)
+        C, V, Lr = cfg["n_embd"], args.vocab, cfg["n_layer"]
+        sd = {"transformer.wte.weight": rng.normal(0, 0.02, (V, C)),
+              "transformer.wpe.weight": rng.normal(0, 0.02, (cfg["n_positions"], C)),
+              "transformer.ln_f.weight": np.ones(C), "transformer.ln_f.bias": np.zeros(C)}
+        for i in range(Lr):
+            p = f"transformer.h.{i}."
+            for name, shape in [("attn.c_attn", (C, 3 * C)), ("attn.c_proj", (C, C)),
+                                ("mlp.c_fc", (C, 4 * C)), ("mlp.c_proj", (4 * C, C))]:
+                sd[p + name + ".weight"] = rng.normal(0, 0.02, shape)
+                sd[p + name + ".bias"] = np.zeros(shape[1])
+            for ln in ("ln_1", "ln_2"):
+                sd[p + ln + ".weight"], sd[p + ln + ".bias"] = np.ones(C), np.zeros(C)
+    V = cfg["vocab_size"]
+    K, c = args.k, args.c
+    R = args.r if args.r is not None else K
+    sp = dict(eos=V - 4, pad=V - 4, bot=V - 3, eot=V - 2, lat=V - 1)
+    tok = lambda n: rng.integers(0, V - 4, n).astype(np.int32)  # noqa: E731
+    exs = [(tok(args.question), [tok(c) for _ in range(K)],
+            np.concatenate([tok(args.answer - 1), [sp["eos"]]]).astype(np.int32))
+           for _ in range(args.batch)]
+    b = batch_to_torch(torch, lotus_batch(exs, sp, K, R, c), dev)
+    positions = args.question + (R + 1) * (1 + K * c) + b["suffix_ids"].shape[1]
+    if args.dtype == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    P = to_torch(torch, sd, dev)
+    params = list(P.values())
+    for p in params:
+        p.requires_grad_(True)
+    # fused AdamW exists on CUDA only (and PyTorch before 2.0 has no `fused` argument at all).
+    fused = dict(fused=True) if dev == "cuda" else {}
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **fused)
+    nh = cfg["n_head"]
+    counts = target_counts(b)
+
+    def loss_fn():
+        if args.dtype == "bf16":
+            with torch.autocast(dev, dtype=torch.bfloat16):
+                return lotus_forward(torch, P, nh, b, K, R, 0.05, counts=counts)["loss"]
+        return lotus_forward(torch, P, nh, b, K, R, 0.05, counts=counts)["loss"]
+
+    results = {}
+    modes = ["eager"] + ([] if args.no_compile else ["compile"])
+    if "compile" in modes and not hasattr(torch, "compile"):
+        print(f"torch {torch.__version__} has no torch.compile: eager only", file=sys.stderr)
+        modes.remove("compile")
+    for mode in modes:
+        fwd = loss_fn if mode == "eager" else torch.compile(loss_fn)
+
+        def step():
+            loss = fwd()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        for _ in range(3):  # warm-up (and compilation)
+            step()
+        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        sync()
+        dt = (time.perf_counter() - t0) / args.steps
+        results[mode] = dict(ms_per_step=1000 * dt, examples_per_s=args.batch / dt,
+                             positions_per_s=args.batch * positions / dt, loss=float(loss),
+                             peak_gib=(torch.cuda.max_memory_allocated() / 2**30
+                                       if dev == "cuda" else None))
+        print(f"{mode}: {1000 * dt:.1f} ms/step, {args.batch / dt:.1f} examples/s, "
+              f"{args.batch * positions / dt:.0f} positions/s", file=sys.stderr)
+    print(json.dumps(dict(device=dev, dtype=args.dtype, batch=args.batch, K=K, c=c, R=R,
+                          question=args.question, answer=args.answer, positions=positions,
+                          params=int(sum(p.numel() for p in params)), torch=torch.__version__,
+                          results=results)))
+    return 0
+
+
+def main(argv):
+    if argv[:1] == ["--bench"]:  # `--bench` is another name for the bench command
+        argv = ["bench"] + argv[1:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("compare", help="the GPU check's comparison")
+    p.add_argument("case")
+    p.add_argument("--json")
+    p = sub.add_parser("loss", help="the loss of one batch of a dataset")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--k", type=int)
+    p.add_argument("--c", type=int)
+    p.add_argument("--r", type=int)
+    p.add_argument("--lambda", dest="lam", type=float)
+    p.add_argument("--injection", choices=["add", "replace"])
+    p.add_argument("--step-loss", dest="step_loss", choices=["after", "in-loop"])
+    p = sub.add_parser("bench", help="training examples/s, eager and torch.compile")
+    p.add_argument("--checkpoint")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="gpt2")
+    p.add_argument("--vocab", type=int, default=50260)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--question", type=int, default=60)
+    p.add_argument("--answer", type=int, default=8)
+    p.add_argument("--k", type=int, default=6)
+    p.add_argument("--c", type=int, default=13)
+    p.add_argument("--r", type=int)
+    p.add_argument("--dtype", choices=["fp32", "tf32", "bf16"], default="bf16")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args(argv)
+    return {"compare": cmd_compare, "loss": cmd_loss, "bench": cmd_bench}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

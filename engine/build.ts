@@ -1,0 +1,428 @@
+/**
+ * Builds the native engine (engine/lotus_engine.h) into a shared library under
+ * `build/`, only when needed.
+ *
+ * The file name carries a hash of everything that decides the library's bits: the backend,
+ * the compiler and its `--version` output, every flag, the source files' contents and, for a
+ * `-march=native` build, the CPU's model name and feature flags. A changed source or flag
+ * therefore gives a new file name, and a stale library is never loaded. The library is
+ * compiled to a temporary file and renamed into place, because overwriting a .so that a
+ * running Deno has dlopen'd can crash it.
+ *
+ * Also a CLI: `deno task build-engine [--backend cpu|cuda] [--force] [--quiet]` prints the
+ * library's path.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { parseArgs } from "node:util";
+
+/** Which engine library to build. */
+export type Backend = "cpu" | "cuda";
+
+/** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
+export interface BuildEngineOptions {
+  /** "cpu" (default): g++ and OpenMP. "cuda": nvcc, needs engine/engine_cuda.cu. */
+  backend?: Backend;
+  /** Rebuild even when the library for this hash already exists. */
+  force?: boolean;
+  /** Print nothing (otherwise a line goes to stderr when a build actually runs). */
+  quiet?: boolean;
+  /** Where libraries go. Default: `build/` at the repository root. */
+  outDir?: string;
+  /** Where the sources are. Default: this module's directory. */
+  sourceDir?: string;
+  /** Compiler executable. Default: $CXX or `g++` (cpu); `nvcc` on PATH or
+   * /usr/local/cuda/bin/nvcc (cuda). */
+  compiler?: string;
+  /** Extra compiler flags, appended after the standard ones (they enter the hash). */
+  extraFlags?: string[];
+}
+
+/** What {@linkcode buildEngine} would run, and where the library would land. */
+export interface EngineBuildPlan {
+  /** The backend built. */
+  backend: Backend;
+  /** The compiler executable. */
+  compiler: string;
+  /** Compiler arguments, without `-o <output>` and the source file. */
+  flags: string[];
+  /** The main source file (the headers it includes are hashed too: lotus_engine.h,
+   * engine_checks.h and, for cuda, everything under cuda/). */
+  source: string;
+  /** Every file whose contents enter the hash. */
+  hashedFiles: string[];
+  /** The library's final path. */
+  outPath: string;
+  /** The full hex hash; its first 16 digits are in the file name. */
+  hash: string;
+}
+
+/** The engine cannot be built: a missing compiler or source, or a compile error. */
+export class EngineBuildError extends Error {
+  /** The command that failed, as one shell-quoted line (empty when nothing ran). */
+  readonly command: string;
+  /** The compiler's stderr (empty when nothing ran). */
+  readonly stderr: string;
+  /** A build error; `command` and `stderr` are empty when nothing ran. */
+  constructor(message: string, command = "", stderr = "") {
+    super(message);
+    this.name = "EngineBuildError";
+    this.command = command;
+    this.stderr = stderr;
+  }
+}
+
+const CPU_SOURCE = "engine_cpu.cpp";
+const CUDA_SOURCE = "engine_cuda.cu";
+const HEADER = "lotus_engine.h";
+/** The argument checks and block registry that both engines include. */
+const CHECKS = "engine_checks.h";
+
+// -ffp-contract=fast: the micro-kernels rely on a*b+c becoming one FMA (faster, and one
+// rounding instead of two); ISO mode (-std=c++17) would otherwise forbid the contraction.
+// -Wl,-z,nodelete: Engine.close() dlcloses the library; if that unloaded libgomp while its
+// worker threads are parked, the process would crash. With nodelete the library (and so
+// libgomp) stays mapped, and reopening the same path reuses it.
+const CPU_FLAGS = [
+  "-O3",
+  "-std=c++17",
+  "-fopenmp",
+  "-fPIC",
+  "-shared",
+  "-ffp-contract=fast",
+  "-Wl,-z,nodelete",
+];
+// -fvisibility=hidden plus the version script cuda/exports.map: only the le_* functions are
+// exported, not the static CUDA runtime or C++ template instantiations. -z nodelete, as for
+// the CPU library: Engine.close() must not unload the static CUDA runtime, whose state (and
+// the engine's device, stream and cuBLAS handle) a later openEngine reuses.
+const CUDA_FLAGS = [
+  "-O3",
+  "-shared",
+  "-Xcompiler",
+  "-fPIC",
+  "-cudart",
+  "static",
+  "-gencode",
+  "arch=compute_90,code=[sm_90,compute_90]",
+  "-ldl",
+  "-Xcompiler",
+  "-fvisibility=hidden",
+  "-Xlinker",
+  "-z,nodelete",
+];
+/** The CUDA engine's kernel families and its linker version script, under sourceDir. */
+const CUDA_DIR = "cuda";
+const CUDA_EXPORTS = "cuda/exports.map";
+
+function dirOfThisModule(): string {
+  const url = new URL(".", import.meta.url);
+  if (url.protocol !== "file:") {
+    throw new EngineBuildError(
+      `the engine can only be built from a local copy of lotus-deno (this module was loaded ` +
+        `from ${url.href}); clone the repository, or pass sourceDir and outDir`,
+    );
+  }
+  return decodeURIComponent(url.pathname).replace(/\/$/, "");
+}
+
+/** Resolves "." and ".." segments of a path. */
+function normalize(path: string): string {
+  const abs = path.startsWith("/");
+  const out: string[] = [];
+  for (const seg of path.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg !== "..") out.push(seg);
+    else if (out.length > 0 && out[out.length - 1] !== "..") out.pop();
+    else if (!abs) out.push("..");
+  }
+  return (abs ? "/" : "") + out.join("/") || ".";
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function envVar(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+function findOnPath(exe: string): string | undefined {
+  for (const dir of (envVar("PATH") ?? "").split(":")) {
+    if (dir && exists(`${dir}/${exe}`)) return `${dir}/${exe}`;
+  }
+  return undefined;
+}
+
+/** Shell-quoted command line, for error messages a user can paste into a terminal. */
+function commandLine(cmd: string, args: string[]): string {
+  const q = (s: string) => /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+  return [cmd, ...args].map(q).join(" ");
+}
+
+const versionCache = new Map<string, string>();
+
+function compilerVersion(compiler: string, hint: string): string {
+  const cached = versionCache.get(compiler);
+  if (cached !== undefined) return cached;
+  let out: Deno.CommandOutput;
+  try {
+    out = new Deno.Command(compiler, { args: ["--version"], stdout: "piped", stderr: "piped" })
+      .outputSync();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new EngineBuildError(`compiler not found: ${compiler}; ${hint}`);
+    }
+    throw e;
+  }
+  if (!out.success) {
+    throw new EngineBuildError(
+      `${compiler} --version failed (exit ${out.code}); ${hint}`,
+      commandLine(compiler, ["--version"]),
+      new TextDecoder().decode(out.stderr),
+    );
+  }
+  const version = new TextDecoder().decode(out.stdout).trim();
+  versionCache.set(compiler, version);
+  return version;
+}
+
+/**
+ * The CPU's identity for the hash key of a `-march=native` build: its model name and its
+ * feature flags from /proc/cpuinfo. `undefined` when they cannot be read (then the build is
+ * portable instead).
+ */
+function cpuIdentity(): string | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/cpuinfo");
+  } catch {
+    // Deno grants /proc only with --allow-all; the build runs processes anyway.
+    try {
+      const out = new Deno.Command("cat", { args: ["/proc/cpuinfo"], stdout: "piped" })
+        .outputSync();
+      if (!out.success) return undefined;
+      text = new TextDecoder().decode(out.stdout);
+    } catch {
+      return undefined;
+    }
+  }
+  const field = (name: string) =>
+    text.split("\n").find((l) => l.startsWith(name))?.split(":").slice(1).join(":").trim();
+  const model = field("model name") ?? field("Model") ?? field("CPU part");
+  const flags = field("flags") ?? field("Features");
+  if (model === undefined || flags === undefined) return undefined;
+  return `model=${model}\nflags=${flags}`;
+}
+
+/**
+ * Works out what {@linkcode buildEngine} would compile and where the library would land,
+ * without compiling anything. Throws {@linkcode EngineBuildError} when the compiler or a
+ * source is missing.
+ *
+ * `-march=native` is used only when the CPU can be identified: the library is built on the
+ * machine that runs it, but `build/` may be copied to another machine (the GPU machine, a
+ * colleague's laptop). Because the CPU's model name and feature flags are part of the hash,
+ * a library built for one CPU has a file name that no other CPU computes, so another machine
+ * builds its own instead of loading code with instructions it may lack.
+ *
+ * @example
+ * ```ts
+ * import { planEngineBuild } from "./build.ts";
+ * const plan = planEngineBuild({ backend: "cpu" });
+ * console.log(plan.outPath); // .../build/liblotus_engine_cpu-0123456789abcdef.so
+ * ```
+ */
+export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan {
+  const backend = opts.backend ?? "cpu";
+  if (backend !== "cpu" && backend !== "cuda") {
+    throw new EngineBuildError(`unknown backend "${backend}": use "cpu" or "cuda"`);
+  }
+  const sourceDir = opts.sourceDir ?? dirOfThisModule();
+  const outDir = opts.outDir ?? normalize(`${sourceDir}/../../build`);
+  const source = `${sourceDir}/${backend === "cpu" ? CPU_SOURCE : CUDA_SOURCE}`;
+  if (!exists(source)) {
+    throw new EngineBuildError(
+      backend === "cuda"
+        ? `the CUDA engine's source ${source} does not exist; is this a complete checkout? ` +
+          `Or use --backend cpu`
+        : `the CPU engine's source ${source} does not exist; is this a complete checkout?`,
+    );
+  }
+  const header = `${sourceDir}/${HEADER}`;
+  if (!exists(header)) {
+    throw new EngineBuildError(`the engine's header ${header} does not exist`);
+  }
+  const checks = `${sourceDir}/${CHECKS}`;
+  if (!exists(checks)) {
+    throw new EngineBuildError(
+      `the engines' shared checks ${checks} do not exist; is this a complete checkout?`,
+    );
+  }
+
+  let compiler: string;
+  let flags: string[];
+  let hint: string;
+  let cpu: string | undefined;
+  if (backend === "cpu") {
+    compiler = opts.compiler ?? envVar("CXX") ?? "g++";
+    hint = "install a C++17 compiler with OpenMP (Debian/Ubuntu: apt-get install g++) " +
+      "or set CXX";
+    cpu = cpuIdentity();
+    flags = [...CPU_FLAGS, ...(cpu ? ["-march=native"] : []), ...(opts.extraFlags ?? [])];
+  } else {
+    compiler = opts.compiler ?? findOnPath("nvcc") ??
+      (exists("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc");
+    hint = "install the CUDA toolkit (nvcc) and put it on PATH, or pass compiler";
+    flags = [
+      ...CUDA_FLAGS,
+      "-Xlinker",
+      `--version-script=${sourceDir}/${CUDA_EXPORTS}`,
+      ...(opts.extraFlags ?? []),
+    ];
+  }
+  const version = compilerVersion(compiler, hint);
+
+  const hashedFiles = [source, header, checks];
+  if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));
+  const h = createHash("sha256");
+  const part = (name: string, data: string | Uint8Array) => {
+    h.update(`${name}\0${typeof data === "string" ? data.length : data.byteLength}\0`);
+    h.update(data);
+  };
+  part("backend", backend);
+  part("compiler", compiler);
+  part("version", version);
+  part("flags", JSON.stringify(flags));
+  part("cpu", cpu ?? "");
+  for (const f of hashedFiles) part(f.slice(sourceDir.length + 1), Deno.readFileSync(f));
+  const hash = h.digest("hex");
+  const outPath = `${outDir}/liblotus_engine_${backend}-${hash.slice(0, 16)}.so`;
+  return { backend, compiler, flags, source, hashedFiles, outPath, hash };
+}
+
+/** The files under cuda/ that the CUDA engine includes or links with, sorted. */
+function cudaParts(sourceDir: string): string[] {
+  const dir = `${sourceDir}/${CUDA_DIR}`;
+  const files: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      if (e.isFile && /\.(cuh|map)$/.test(e.name)) files.push(`${dir}/${e.name}`);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (!files.includes(`${sourceDir}/${CUDA_EXPORTS}`)) {
+    throw new EngineBuildError(
+      `the CUDA engine's linker script ${sourceDir}/${CUDA_EXPORTS} does not exist; is this ` +
+        `a complete checkout?`,
+    );
+  }
+  return files.sort();
+}
+
+let tmpCounter = 0;
+
+/**
+ * Builds the engine library if it is not built yet (or `force`), and returns its path.
+ * Throws {@linkcode EngineBuildError} with the compiler's stderr and the command line when
+ * compilation fails.
+ *
+ * @example
+ * ```ts
+ * import { buildEngine } from "./build.ts";
+ * const lib = buildEngine({ quiet: true }); // compiles once (a few seconds), then cached
+ * console.log(lib);
+ * ```
+ */
+export function buildEngine(opts: BuildEngineOptions = {}): string {
+  const plan = planEngineBuild(opts);
+  if (!opts.force && exists(plan.outPath)) return plan.outPath;
+  const outDir = plan.outPath.slice(0, plan.outPath.lastIndexOf("/"));
+  Deno.mkdirSync(outDir, { recursive: true });
+  const tmp = `${plan.outPath}.tmp-${Deno.pid}-${++tmpCounter}`;
+  const args = [...plan.flags, "-o", tmp, plan.source];
+  const cmd = commandLine(plan.compiler, args);
+  if (!opts.quiet) console.error(`build-engine: ${cmd}`);
+  const t0 = performance.now();
+  let out: Deno.CommandOutput;
+  try {
+    out = new Deno.Command(plan.compiler, { args, stdout: "piped", stderr: "piped" })
+      .outputSync();
+  } catch (e) {
+    removeQuietly(tmp);
+    throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
+  }
+  if (!out.success) {
+    removeQuietly(tmp);
+    const stderr = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    throw new EngineBuildError(
+      `the ${plan.backend} engine failed to compile (exit ${out.code}).\ncommand: ${cmd}\n` +
+        stderr.trimEnd(),
+      cmd,
+      stderr,
+    );
+  }
+  try {
+    Deno.renameSync(tmp, plan.outPath);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw e;
+  }
+  if (!opts.quiet) {
+    console.error(
+      `build-engine: built ${plan.outPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+  }
+  return plan.outPath;
+}
+
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch { /* never created */ }
+}
+
+const USAGE = `usage: deno task build-engine [--backend cpu|cuda] [--force] [--quiet]
+
+Builds the native engine library under build/ (only when its sources, flags, compiler or CPU
+changed) and prints its path.`;
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      backend: { type: "string", default: "cpu" },
+      force: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  if (values.backend !== "cpu" && values.backend !== "cuda") {
+    console.error(`build-engine: --backend must be cpu or cuda (got "${values.backend}")`);
+    Deno.exit(2);
+  }
+  try {
+    console.log(buildEngine({ backend: values.backend, force: values.force, quiet: values.quiet }));
+  } catch (e) {
+    if (!(e instanceof EngineBuildError)) throw e;
+    console.error(`build-engine: ${e.message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,284 @@
+// common.cuh: what every kernel family shares: the engine state (device, stream, cuBLAS
+// handle, precision), CUDA error reporting, grow-only device scratch, the device side of the
+// data-dependent index checks, and deterministic block reductions. The error buffer, the
+// registry of le_alloc blocks and each op's argument checks are the CPU engine's too: they
+// live in ../engine_checks.h, included here.
+//
+// Errors never abort. Host-side checks run before anything is queued, so a call with bad
+// arguments changes nothing (with the CPU engine's messages, from the same code). CUDA and
+// cuBLAS failures are turned into messages that name the op and the call.
+// Kernels run asynchronously on the engine's one stream, so a fault inside a kernel (an
+// illegal address, say) surfaces at the next synchronising call (le_download, le_sync,
+// le_free, ...). With LOTUS_CUDA_SYNC=1 in the environment every op synchronises, which pins
+// such a fault to the op that caused it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "../engine_checks.h"
+#include "../lotus_engine.h"
+#include "cublas_api.cuh"
+
+// Every ABI function is defined with this: the library is linked with
+// -fvisibility=hidden, so only the le_* symbols are exported.
+#define LE_API extern "C" __attribute__((visibility("default")))
+
+// Kernels are launched with LAUNCH(kernel, grid, block, shared_bytes)(args...), always on the
+// engine's stream, and read their dynamic shared memory with dyn_shared<T>(). Both are
+// macros/helpers rather than <<<>>> and `extern __shared__` at each site so that the tests
+// can compile this very source as C++ and run its kernels on CPU threads
+// (check/cuda_emu/emu.h defines LE_HOST_EMULATION and its own versions).
+#ifndef LE_HOST_EMULATION
+#define LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem), ::le::g.stream>>>
+template <class T>
+__device__ inline T* dyn_shared() {
+  extern __shared__ __align__(16) unsigned char le_dyn_smem[];
+  return reinterpret_cast<T*>(le_dyn_smem);
+}
+#endif
+
+namespace le {
+
+// ============================================================================================
+// CUDA errors (fail, TRY, REQUIRE_POS/REQUIRE_NONNEG and the block registry: engine_checks.h)
+// ============================================================================================
+
+// Errors after which the CUDA context is unusable: every later call fails too.
+inline bool is_sticky(cudaError_t e) {
+  return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+         e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
+         e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc ||
+         e == cudaErrorAssert || e == cudaErrorECCUncorrectable;
+}
+
+inline int cuda_fail(const char* fn, const char* what, cudaError_t e) {
+  (void)cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+  return fail("%s: %s failed: %s (%s)%s", fn, what, cudaGetErrorString(e), cudaGetErrorName(e),
+              is_sticky(e) ? "; a kernel faulted and the CUDA context is now unusable: restart "
+                             "the process (run with LOTUS_CUDA_SYNC=1 to find the op that "
+                             "faulted)"
+                           : "");
+}
+
+#define CUDA_TRY(fn, call)                                         \
+  do {                                                             \
+    cudaError_t e_ = (call);                                       \
+    if (e_ != cudaSuccess) return ::le::cuda_fail(fn, #call, e_);  \
+  } while (0)
+
+// ============================================================================================
+// Engine state
+// ============================================================================================
+
+struct State {
+  bool ready = false;
+  int device = -1;
+  cudaStream_t stream = nullptr;
+  cublas::Api blas;
+  cublas::Handle handle = nullptr;
+  void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
+  int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
+  bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
+  int* dflag = nullptr;       // device int[4]: results of validation kernels
+  int* hflag = nullptr;       // pinned host copy
+};
+
+State g;
+
+constexpr size_t kWorkspaceBytes = 32u << 20;
+
+// Every op's first check, before its validate_<op> (engine_checks.h).
+#define REQUIRE_INIT(fn)                                                                     \
+  do {                                                                                       \
+    if (!::le::g.ready) {                                                                    \
+      return ::le::fail("%s: the CUDA engine is not initialised; call le_init first "        \
+                        "(openEngine does)",                                                 \
+                        fn);                                                                 \
+    }                                                                                        \
+  } while (0)
+
+// Ends an op: reports a failed launch (bad configuration), and in LOTUS_CUDA_SYNC mode
+// waits for the op's kernels so that a fault is reported by the op that caused it.
+inline int op_done(const char* fn) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_fail(fn, "a kernel launch", e);
+  if (g.sync_each_op) {
+    e = cudaStreamSynchronize(g.stream);
+    if (e != cudaSuccess) return cuda_fail(fn, "cudaStreamSynchronize (LOTUS_CUDA_SYNC)", e);
+  }
+  return 0;
+}
+
+// Grid size for n elements with blocks of `threads`, capped (kernels loop grid-stride).
+inline unsigned grid_for(int64_t n, int threads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return (unsigned)(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
+}
+
+// ============================================================================================
+// Device scratch: grow-only, never counted by le_bytes_in_use (it is the engine's, not the
+// caller's). After the first training step nothing is allocated any more.
+// ============================================================================================
+
+struct DevScratch {
+  void* p = nullptr;
+  size_t bytes = 0;
+  // Returns the buffer with at least `need` bytes, or nullptr with a message.
+  void* get(const char* fn, size_t need) {
+    if (need <= bytes && p) return p;
+    if (p) {
+      // Kernels queued earlier may still read the old buffer.
+      cudaStreamSynchronize(g.stream);
+      cudaFree(p);
+      p = nullptr;
+      bytes = 0;
+    }
+    const size_t want = need < 256 ? 256 : need;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e != cudaSuccess) {
+      p = nullptr;
+      (void)cudaGetLastError();
+      fail("%s: cannot allocate %zu bytes (%.2f GiB) of device scratch space: %s; reduce the "
+           "batch size or the model",
+           fn, want, want / 1073741824.0, cudaGetErrorString(e));
+      return nullptr;
+    }
+    bytes = want;
+    return p;
+  }
+  void release() {
+    if (p) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+  }
+};
+
+// Scratch slots. Matmul operand conversions (bf16 or TF32-rounded copies) use a, b, c; the
+// attention backward keeps its dS rows in ds; column reductions keep their partial sums in
+// part; le_copy of overlapping ranges bounces through bounce.
+DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce;
+
+// ============================================================================================
+// Validation kernels: data-dependent checks (token ids, targets) run on the device, and the
+// first offending index comes back to the host before anything is written (its message is
+// engine_checks.h's fail_bad_id, fail_bad_pos or fail_bad_target).
+// ============================================================================================
+
+// flag[slot] = min n such that idx[n] is out of [lo, hi) (lo <= idx < hi), or INT_MAX.
+// allow_negative: negative values are allowed (they mean "skip this row").
+__global__ void first_bad_index_kernel(int* flag, int slot, const int32_t* idx, int n,
+                                       int64_t hi, bool allow_negative) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int v = idx[i];
+    const bool bad = v < 0 ? !allow_negative : (int64_t)v >= hi;
+    if (bad) atomicMin(flag + slot, i);
+  }
+}
+
+__global__ void fill_int_kernel(int* p, int n, int v) {
+  if ((int)threadIdx.x < n) p[threadIdx.x] = v;
+}
+
+constexpr int kNoBad = 0x7fffffff;
+
+// Runs up to two index checks (slots 0 and 1; pass idx = nullptr to skip one) and returns the
+// first bad positions in bad[0..1] (kNoBad when none). Synchronises the stream.
+inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bool neg0,
+                            const int32_t* idx1, int64_t hi1, bool neg1, int n, int bad[2]) {
+  const unsigned blocks = grid_for(n, 256);
+  LAUNCH(fill_int_kernel, 1, 32, 0)(g.dflag, 4, kNoBad);
+  if (idx0) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 0, idx0, n, hi0, neg0);
+  if (idx1) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 1, idx1, n, hi1, neg1);
+  CUDA_TRY(fn, cudaGetLastError());
+  CUDA_TRY(fn, cudaMemcpyAsync(g.hflag, g.dflag, 2 * sizeof(int), cudaMemcpyDeviceToHost,
+                               g.stream));
+  CUDA_TRY(fn, cudaStreamSynchronize(g.stream));
+  bad[0] = g.hflag[0];
+  bad[1] = g.hflag[1];
+  return 0;
+}
+
+// Reads one int32 from device memory (for error messages).
+inline int32_t read_int(const int32_t* p) {
+  if (cudaMemcpyAsync(g.hflag + 2, p, sizeof(int32_t), cudaMemcpyDeviceToHost, g.stream) !=
+          cudaSuccess ||
+      cudaStreamSynchronize(g.stream) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return g.hflag[2];
+}
+
+// ============================================================================================
+// Deterministic reductions. The tree is fixed by blockDim, never by timing, so a sum gives
+// the same bits on every run.
+// ============================================================================================
+
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;  // valid in lane 0
+}
+
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;  // valid in every lane
+}
+
+// Block-wide sum, returned to every thread. shm: at least 33 doubles.
+__device__ inline double block_sum(double v, double* shm) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shm[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    double t = lane < nw ? shm[lane] : 0.0;
+    t = warp_sum(t);
+    if (lane == 0) shm[32] = t;
+  }
+  __syncthreads();
+  const double r = shm[32];
+  __syncthreads();  // shm may be reused right after
+  return r;
+}
+
+// Block-wide max (NaN ignored, as fmaxf does), returned to every thread. shm: 33 floats.
+__device__ inline float block_max(float v, float* shm) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  if (lane == 0) shm[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    float t = lane < nw ? shm[lane] : -INFINITY;
+    t = warp_max(t);
+    if (lane == 0) shm[32] = t;
+  }
+  __syncthreads();
+  const float r = shm[32];
+  __syncthreads();
+  return r;
+}
+
+// Rows per chunk of a column reduction: partial sums over fixed chunks of rows, combined in
+// order by a second kernel. The chunking depends only on N, so results are deterministic.
+// 128 rows, doubled until the chunks fit in a grid's y dimension.
+inline int col_chunk_rows(int N) {
+  int r = 128;
+  while ((N + r - 1) / r > 65535) r *= 2;
+  return r;
+}
+
+// out[c] += (float) sum_k part[k*C + c], k in order.
+__global__ void colsum_finish_kernel(float* out, const double* part, int chunks, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double s = 0;
+  for (int k = 0; k < chunks; k++) s += part[(int64_t)k * C + c];
+  out[c] += (float)s;
+}
+
+}  // namespace le

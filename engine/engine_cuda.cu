@@ -1,0 +1,306 @@
+// engine_cuda.cu: the CUDA implementation of lotus_engine.h.
+//
+// Read lotus_engine.h first: it is the contract, and engine_cpu.cpp is the reference whose
+// semantics this file matches op for op (accumulating backwards, strides, masks, fully masked
+// rows, xent's dscale, AdamW and its clip, the error messages). As in llm.c, each kernel
+// family lives in its own file under cuda/, forward and backward side by side:
+//
+//   ../engine_checks.h    (shared with the CPU engine) errors, the block registry, each op's
+//                         argument checks
+//   cuda/common.cuh       engine state, CUDA errors, scratch, index-check kernels, reductions
+//   cuda/cublas_api.cuh   our own declarations of the cuBLAS entry points (dlopen'd)
+//   cuda/elementwise.cuh  copy_rows, add, scale, GELU
+//   cuda/embed.cuh        token + position embedding
+//   cuda/layernorm.cuh    LayerNorm, fused residual + LayerNorm
+//   cuda/matmul.cuh       linear layers through cublasGemmEx; the precision modes
+//   cuda/attention.cuh    causal attention with a strided past
+//   cuda/xent.cuh         fused softmax cross-entropy, argmax
+//   cuda/adamw.cuh        sumsq, fused AdamW
+//
+// This file holds the lifecycle and memory functions. Every op checks that the engine is
+// initialised (REQUIRE_INIT), then runs its validate_<op> from engine_checks.h, then any
+// limits of its own (grid sizes) and the data-dependent checks, and only then queues work.
+//
+// Build (engine/build.ts): nvcc -O3 -shared -Xcompiler -fPIC -cudart static
+// -gencode arch=compute_90,code=[sm_90,compute_90] -ldl, plus -fvisibility=hidden and
+// --exclude-libs=ALL so that only the le_* symbols are exported, and -z nodelete so that
+// Engine.close() never unloads the static CUDA runtime. No cuBLAS header or library is
+// needed to build: cuBLAS is found with dlopen at le_init.
+//
+// The design, correctness first: simple kernels whose arithmetic mirrors the CPU engine's,
+// one explicit stream (every op is queued on it in call order, so ops never need to wait
+// for each other), every CUDA and cuBLAS call checked. Reductions that the CPU engine does
+// in double (LayerNorm statistics, softmax sums, bias and LayerNorm parameter gradients,
+// sumsq) are in double here too, and every reduction has a fixed order, so results are
+// deterministic: the same inputs give the same bits. Embedding gradients are bit-identical
+// to the CPU engine's.
+
+#include "cuda/common.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/embed.cuh"
+#include "cuda/layernorm.cuh"
+#include "cuda/matmul.cuh"
+#include "cuda/attention.cuh"
+#include "cuda/xent.cuh"
+#include "cuda/adamw.cuh"
+
+namespace le {
+
+// Undo le_init (only used when le_init switches to another device with nothing allocated).
+void teardown() {
+  if (g.handle) g.blas.destroy(g.handle);
+  g.handle = nullptr;
+  if (g.workspace) cudaFree(g.workspace);
+  g.workspace = nullptr;
+  for (DevScratch* s : {&g_scr_a, &g_scr_b, &g_scr_c, &g_scr_ds, &g_scr_part, &g_scr_bounce}) {
+    s->release();
+  }
+  if (g.dflag) cudaFree(g.dflag);
+  g.dflag = nullptr;
+  if (g.hflag) cudaFreeHost(g.hflag);
+  g.hflag = nullptr;
+  if (g.stream) cudaStreamDestroy(g.stream);
+  g.stream = nullptr;
+  g.ready = false;
+  g.device = -1;
+}
+
+// At process exit, before the static CUDA runtime's own exit handler (registered earlier, at
+// the first CUDA call, so it runs later): finish queued work and destroy the cuBLAS handle
+// while the runtime and libcublas are both still intact. Device memory goes with the process.
+void at_exit() {
+  if (!g.ready) return;
+  if (g.stream) cudaStreamSynchronize(g.stream);
+  if (g.handle) g.blas.destroy(g.handle);
+  g.handle = nullptr;
+  g.ready = false;
+}
+
+int init(int device) {
+  const char* fn = "le_init";
+  // Without a driver the runtime only says "driver version is insufficient"; name the
+  // missing library instead. The handle stays open: the runtime loads the same library.
+  if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL)) {
+    const char* why = dlerror();
+    return fail("le_init: no NVIDIA driver on this machine (%s). The CUDA engine needs an "
+                "NVIDIA GPU of compute capability 9.0 or newer and a driver for CUDA 13 (r580 "
+                "or newer); use --backend cpu, or --backend auto to fall back to the CPU",
+                why ? why : "libcuda.so.1 cannot be loaded");
+  }
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return fail("le_init: no usable NVIDIA GPU: cudaGetDeviceCount failed: %s (%s). The CUDA "
+                "engine needs an NVIDIA GPU of compute capability 9.0 or newer and a driver "
+                "for CUDA 13 (r580 or newer); on this machine use --backend cpu, or --backend "
+                "auto to fall back to the CPU",
+                cudaGetErrorString(e), cudaGetErrorName(e));
+  }
+  if (count == 0) {
+    return fail("le_init: the NVIDIA driver reports no GPU; use --backend cpu, or --backend "
+                "auto to fall back to the CPU");
+  }
+  if (device < 0 || device >= count) {
+    return fail("le_init: device %d does not exist: this machine has %d GPU%s (0..%d)", device,
+                count, count == 1 ? "" : "s", count - 1);
+  }
+  cudaDeviceProp prop;
+  CUDA_TRY(fn, cudaGetDeviceProperties(&prop, device));
+  if (prop.major < 9) {
+    return fail("le_init: GPU %d (%s) has compute capability %d.%d; this library is built for "
+                "9.0 (Hopper) and newer. Add a -gencode for sm_%d%d to engine/build.ts "
+                "to run there",
+                device, prop.name, prop.major, prop.minor, prop.major, prop.minor);
+  }
+  CUDA_TRY(fn, cudaSetDevice(device));
+  CUDA_TRY(fn, cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
+  char err[768];
+  if (cublas::load(&g.blas, err, sizeof err)) {
+    cudaStreamDestroy(g.stream);
+    g.stream = nullptr;
+    return fail("le_init: %s", err);
+  }
+  cublas::Status s = g.blas.create(&g.handle);
+  if (s != cublas::kSuccess) {
+    cudaStreamDestroy(g.stream);
+    g.stream = nullptr;
+    return fail("le_init: cublasCreate failed: %s", cublas::status_name(s));
+  }
+  const char* step = "cublasSetStream";
+  s = g.blas.set_stream(g.handle, g.stream);
+  if (s == cublas::kSuccess) {
+    if (cudaMalloc(&g.workspace, kWorkspaceBytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      teardown();
+      return fail("le_init: cannot allocate the %zu MiB cuBLAS workspace; is the GPU full?",
+                  kWorkspaceBytes >> 20);
+    }
+    step = "cublasSetWorkspace";
+    s = g.blas.set_workspace(g.handle, g.workspace, kWorkspaceBytes);
+  }
+  if (s == cublas::kSuccess) {
+    step = "cublasSetMathMode";
+    s = g.blas.set_math_mode(g.handle, cublas::kDefaultMath);
+  }
+  if (s != cublas::kSuccess) {
+    teardown();
+    return fail("le_init: %s failed: %s", step, cublas::status_name(s));
+  }
+  e = cudaMalloc(&g.dflag, 4 * sizeof(int));
+  if (e == cudaSuccess) e = cudaMallocHost(&g.hflag, 4 * sizeof(int));
+  if (e != cudaSuccess) {
+    teardown();
+    return cuda_fail(fn, "cudaMalloc of 16 bytes", e);
+  }
+  const char* sync = getenv("LOTUS_CUDA_SYNC");
+  g.sync_each_op = sync && sync[0] && strcmp(sync, "0") != 0;
+  g.device = device;
+  g.ready = true;
+  static bool registered = false;
+  if (!registered) registered = atexit(at_exit) == 0;
+  return 0;
+}
+
+}  // namespace le
+
+// ---- lifecycle ----------------------------------------------------------------------------
+
+LE_API int le_abi_version(void) { return LE_ABI_VERSION; }
+LE_API const char* le_backend(void) { return "cuda"; }
+LE_API const char* le_last_error(void) { return le::g_err; }
+
+// Idempotent: Engine.close() leaves the library loaded (-z nodelete), so a later openEngine
+// calls le_init again on the same state.
+LE_API int le_init(int device) {
+  using namespace le;
+  if (g.ready) {
+    if (device == g.device) return 0;
+    const size_t blocks = live_blocks();
+    if (blocks != 0) {
+      return fail("le_init: the engine already runs on device %d with %zu blocks allocated; "
+                  "free them before switching to device %d",
+                  g.device, blocks, device);
+    }
+  }
+  if (g.ready) teardown();
+  return init(device);
+}
+
+// The GPU schedules its own threads.
+LE_API int le_set_num_threads(int n) {
+  (void)n;
+  return 0;
+}
+
+LE_API int le_set_precision(int mode) {
+  TRY(le::validate_set_precision(mode));
+  le::g.precision = mode;
+  return 0;
+}
+
+// ---- memory -------------------------------------------------------------------------------
+
+LE_API void* le_alloc(uint64_t bytes) {
+  using namespace le;
+  if (!g.ready) {
+    fail("le_alloc: the CUDA engine is not initialised; call le_init first (openEngine does)");
+    return nullptr;
+  }
+  if (validate_alloc(bytes)) return nullptr;
+  const uint64_t rounded = bytes < 256 ? 256 : (bytes + 255) / 256 * 256;
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, rounded);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    (void)cudaGetLastError();
+    fail("le_alloc: cannot allocate %llu bytes (%.2f GiB) of device memory: %s (%.2f GiB of "
+         "%.2f GiB free); reduce the batch size or the model, or free buffers first",
+         (unsigned long long)bytes, bytes / 1073741824.0, cudaGetErrorString(e),
+         free_b / 1073741824.0, total_b / 1073741824.0);
+    return nullptr;
+  }
+  e = cudaMemsetAsync(p, 0, rounded, g.stream);
+  if (e != cudaSuccess) {
+    cudaFree(p);
+    cuda_fail("le_alloc", "cudaMemsetAsync", e);
+    return nullptr;
+  }
+  register_block(p, Block{bytes, 0});
+  return p;
+}
+
+LE_API int le_free(void* p) {
+  using namespace le;
+  if (!p) return 0;
+  Block b{};
+  TRY(unregister_block(p, &b));
+  // cudaFree waits for queued kernels that may still use the block.
+  CUDA_TRY("le_free", cudaFree(p));
+  return 0;
+}
+
+LE_API uint64_t le_bytes_in_use(void) { return le::bytes_in_use(); }
+
+LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
+  using namespace le;
+  if (bytes == 0) return 0;
+  REQUIRE_INIT("le_upload");
+  TRY(validate_upload(dst, host_src, bytes));
+  CUDA_TRY("le_upload",
+           cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, g.stream));
+  // Synchronous, as the ABI promises: the caller may reuse host_src at once.
+  CUDA_TRY("le_upload", cudaStreamSynchronize(g.stream));
+  return 0;
+}
+
+LE_API int le_download(void* host_dst, const void* src, uint64_t bytes) {
+  using namespace le;
+  if (bytes == 0) return 0;
+  REQUIRE_INIT("le_download");
+  TRY(validate_download(host_dst, src, bytes));
+  CUDA_TRY("le_download",
+           cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
+  CUDA_TRY("le_download", cudaStreamSynchronize(g.stream));
+  return 0;
+}
+
+LE_API int le_zero(void* dst, uint64_t bytes) {
+  using namespace le;
+  if (bytes == 0) return 0;
+  REQUIRE_INIT("le_zero");
+  TRY(validate_zero(dst, bytes));
+  CUDA_TRY("le_zero", cudaMemsetAsync(dst, 0, bytes, g.stream));
+  return op_done("le_zero");
+}
+
+// Overlapping ranges are allowed (memmove semantics): they bounce through scratch, since a
+// device-to-device cudaMemcpy of overlapping ranges is undefined.
+LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
+  using namespace le;
+  if (bytes == 0) return 0;
+  REQUIRE_INIT("le_copy");
+  TRY(validate_copy(dst, src, bytes));
+  if (dst == src) return 0;
+  const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  const bool overlap = d < s + bytes && s < d + bytes;
+  if (overlap) {
+    void* tmp = g_scr_bounce.get("le_copy", bytes);
+    if (!tmp) return 1;
+    CUDA_TRY("le_copy", cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
+    CUDA_TRY("le_copy", cudaMemcpyAsync(dst, tmp, bytes, cudaMemcpyDeviceToDevice, g.stream));
+  } else {
+    CUDA_TRY("le_copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
+  }
+  return op_done("le_copy");
+}
+
+LE_API int le_sync(void) {
+  using namespace le;
+  REQUIRE_INIT("le_sync");
+  CUDA_TRY("le_sync", cudaStreamSynchronize(g.stream));
+  CUDA_TRY("le_sync", cudaGetLastError());
+  return 0;
+}

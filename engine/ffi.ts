@@ -1,0 +1,584 @@
+/**
+ * The TypeScript binding of the native engine (engine/lotus_engine.h), loaded with
+ * `Deno.dlopen`. Every call is synchronous (CUDA state is per OS thread, and nonblocking FFI
+ * calls hop between threads), checks the status code and throws {@linkcode EngineError}
+ * with the engine's message. Methods allocate nothing and create no closures, so a call
+ * costs little more than the FFI transition itself (see bench/engine_ops_bench.ts).
+ *
+ * Conventions (see docs/engine.md): tensors are engine memory from {@linkcode Engine.alloc},
+ * row-major fp32 (int32 ids/positions/targets, uint8 masks); sizes are element counts, except
+ * where an argument is named `bytes`; every backward op accumulates (+=) into its gradients.
+ *
+ * @example
+ * ```ts
+ * import { openEngine } from "./ffi.ts";
+ * const eng = openEngine({ quiet: true });
+ * const x = eng.alloc(4 * 4);
+ * eng.upload(x, new Float32Array([1, 2, 3, 4]));
+ * eng.scale(x, 2, 4);
+ * const y = new Float32Array(4);
+ * eng.download(y, x); // [2, 4, 6, 8]
+ * eng.free(x);
+ * eng.close();
+ * ```
+ *
+ * @module
+ */
+import { buildEngine } from "./build.ts";
+import { probeCuda } from "./cuda_probe.ts";
+
+/** Engine memory (host memory for the CPU engine, device memory for CUDA); null = NULL. */
+export type Ptr = Deno.PointerValue;
+
+/** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
+export const LE_ABI_VERSION = 1;
+
+/** A failed engine call. The message is le_last_error(), which starts with the C op name. */
+export class EngineError extends Error {
+  /** The C function that failed, for example "le_matmul_fwd". */
+  readonly op: string;
+  /** `message` is prefixed with `op` unless it already starts with it. */
+  constructor(op: string, message: string) {
+    super(message.startsWith(`${op}:`) ? message : `${op}: ${message || "failed"}`);
+    this.name = "EngineError";
+    this.op = op;
+  }
+}
+
+/**
+ * How matmuls compute (le_set_precision): "fp32" (mode 0), "tf32" (mode 1: TF32 tensor
+ * cores) or "bf16" (mode 2: bf16 operands, fp32 accumulation). Storage, weights, optimiser
+ * state and every other op stay fp32 in all three. The CPU engine supports only "fp32".
+ */
+export type Precision = "fp32" | "tf32" | "bf16";
+
+/** The le_set_precision mode of each {@linkcode Precision}. */
+export const PRECISION_MODES: Record<Precision, 0 | 1 | 2> = { fp32: 0, tf32: 1, bf16: 2 };
+
+/** Options of {@linkcode openEngine}. */
+export interface EngineOptions {
+  /** "cpu" (default) or "cuda". */
+  backend?: "cpu" | "cuda";
+  /** CPU: OpenMP threads (default: all cores, or OMP_NUM_THREADS). */
+  threads?: number;
+  /** CUDA: device ordinal (default 0). */
+  device?: number;
+  /** Matmul precision (default "fp32"; the CPU engine has only "fp32"). */
+  precision?: Precision;
+  /** A prebuilt library to load instead of building one with buildEngine. */
+  libPath?: string;
+  /** Build quietly. */
+  quiet?: boolean;
+}
+
+const P = "pointer";
+const SYMBOLS = {
+  le_abi_version: { parameters: [], result: "i32" },
+  le_backend: { parameters: [], result: P },
+  le_last_error: { parameters: [], result: P },
+  le_init: { parameters: ["i32"], result: "i32" },
+  le_set_num_threads: { parameters: ["i32"], result: "i32" },
+  le_set_precision: { parameters: ["i32"], result: "i32" },
+  le_alloc: { parameters: ["u64"], result: P },
+  le_free: { parameters: [P], result: "i32" },
+  le_bytes_in_use: { parameters: [], result: "u64" },
+  le_upload: { parameters: [P, "buffer", "u64"], result: "i32" },
+  le_download: { parameters: ["buffer", P, "u64"], result: "i32" },
+  le_zero: { parameters: [P, "u64"], result: "i32" },
+  le_copy: { parameters: [P, P, "u64"], result: "i32" },
+  le_sync: { parameters: [], result: "i32" },
+  le_copy_rows: {
+    parameters: [P, P, "i32", "i32", "i32", "i64", "i64", "i64", "i64", "i32"],
+    result: "i32",
+  },
+  le_add: { parameters: [P, P, P, "i64"], result: "i32" },
+  le_scale: { parameters: [P, "f32", "i64"], result: "i32" },
+  le_embed_fwd: { parameters: [P, P, P, P, P, "i32", "i32"], result: "i32" },
+  le_embed_bwd: { parameters: [P, P, P, P, P, "i32", "i32"], result: "i32" },
+  le_layernorm_fwd: { parameters: [P, P, P, P, P, P, "i32", "i32"], result: "i32" },
+  le_layernorm_bwd: { parameters: [P, P, P, P, P, P, P, P, "i32", "i32"], result: "i32" },
+  le_residual_layernorm_fwd: {
+    parameters: [P, P, P, P, P, P, P, P, "i32", "i32"],
+    result: "i32",
+  },
+  le_matmul_fwd: { parameters: [P, P, P, P, "i32", "i32", "i32"], result: "i32" },
+  le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32"], result: "i32" },
+  le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
+  le_gelu_bwd: { parameters: [P, P, P, "i64"], result: "i32" },
+  le_attention_fwd: {
+    parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_bwd: {
+    parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32"], result: "i32" },
+  le_argmax: { parameters: [P, P, "i32", "i32"], result: "i32" },
+  le_sumsq: { parameters: [P, P, "i64"], result: "i32" },
+  le_adamw: {
+    parameters: [P, P, P, P, "i64", "f32", "f32", "f32", "f32", "f32", "i32", P, "f32"],
+    result: "i32",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+// 64-bit integer arguments are passed as BigInt: Deno then keeps the call on V8's fast path
+// (about 10 ns). Passing a number also works but takes the slow path, about 100 ns more per
+// call (measured in bench/engine_ops_bench.ts). BigInt() of a small integer costs ~4 ns.
+const I = BigInt;
+
+function cString(p: Ptr): string {
+  return p === null ? "" : Deno.UnsafePointerView.getCString(p);
+}
+
+/** Stand-ins installed by close(): a call on a closed engine throws instead of jumping into
+ * an unloaded library, at no cost to the open engine's calls. */
+function closedSymbols(): Symbols {
+  const stubs: Record<string, () => never> = {};
+  for (const name of Object.keys(SYMBOLS)) {
+    stubs[name] = () => {
+      throw new EngineError(name, `${name}: the engine is closed; open a new one with openEngine`);
+    };
+  }
+  return stubs as unknown as Symbols;
+}
+
+/**
+ * An open engine library. Create it with {@linkcode openEngine}. Argument orders follow the
+ * C functions of lotus_engine.h, whose comments give each op's exact semantics.
+ */
+export class Engine {
+  /** "cpu" or "cuda", as reported by the library. */
+  readonly backend: "cpu" | "cuda";
+  /** The loaded library file. */
+  readonly libPath: string;
+  #lib: Deno.DynamicLibrary<typeof SYMBOLS> | null;
+  #s: Symbols;
+
+  /** Use {@linkcode openEngine}; this takes an already opened library. */
+  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, libPath: string) {
+    this.#lib = lib;
+    this.#s = lib.symbols;
+    this.libPath = libPath;
+    const b = cString(lib.symbols.le_backend());
+    if (b !== "cpu" && b !== "cuda") {
+      throw new EngineError("le_backend", `le_backend: unknown backend "${b}" in ${libPath}`);
+    }
+    this.backend = b;
+  }
+
+  #fail(op: string): never {
+    throw new EngineError(op, cString(this.#s.le_last_error()));
+  }
+
+  /** Unloads the library. Free engine memory first: it cannot be freed afterwards. Later
+   * calls throw EngineError. */
+  close(): void {
+    if (this.#lib === null) return;
+    this.#lib.close();
+    this.#lib = null;
+    this.#s = closedSymbols();
+  }
+
+  /** CPU: OpenMP threads for later ops (n <= 0: the default). CUDA: no-op. */
+  setNumThreads(n: number): void {
+    if (this.#s.le_set_num_threads(n) !== 0) this.#fail("le_set_num_threads");
+  }
+
+  /** 0 = fp32, 1 = TF32 matmuls, 2 = bf16 matmuls (fp32 storage). CPU: only 0. */
+  setPrecision(mode: 0 | 1 | 2): void {
+    if (this.#s.le_set_precision(mode) !== 0) this.#fail("le_set_precision");
+  }
+
+  /** Zero-filled engine memory of `bytes` bytes. Throws EngineError when it cannot. */
+  alloc(bytes: number): Ptr {
+    const p = this.#s.le_alloc(I(bytes));
+    if (p === null) this.#fail("le_alloc");
+    return p;
+  }
+
+  /** Frees memory from alloc (null: no-op). */
+  free(p: Ptr): void {
+    if (this.#s.le_free(p) !== 0) this.#fail("le_free");
+  }
+
+  /** Bytes currently allocated through alloc. */
+  bytesInUse(): number {
+    return Number(this.#s.le_bytes_in_use());
+  }
+
+  /** Copies src.byteLength bytes from host memory to engine memory at dst. Any view works,
+   * including a subarray with a non-zero byteOffset (FFI "buffer" arguments honour it). */
+  upload(dst: Ptr, src: ArrayBufferView): void {
+    if (this.#s.le_upload(dst, src, I(src.byteLength)) !== 0) this.#fail("le_upload");
+  }
+
+  /** Copies dst.byteLength bytes from engine memory at src into dst. */
+  download(dst: ArrayBufferView, src: Ptr): void {
+    if (this.#s.le_download(dst, src, I(dst.byteLength)) !== 0) this.#fail("le_download");
+  }
+
+  /** Zeroes `bytes` bytes of engine memory. */
+  zero(dst: Ptr, bytes: number): void {
+    if (this.#s.le_zero(dst, I(bytes)) !== 0) this.#fail("le_zero");
+  }
+
+  /** Copies `bytes` bytes between engine buffers (they may overlap). */
+  copy(dst: Ptr, src: Ptr, bytes: number): void {
+    if (this.#s.le_copy(dst, src, I(bytes)) !== 0) this.#fail("le_copy");
+  }
+
+  /** Waits for queued work (CUDA); a no-op on the CPU. */
+  sync(): void {
+    if (this.#s.le_sync() !== 0) this.#fail("le_sync");
+  }
+
+  /**
+   * `p` moved by `bytes` BYTES (not elements). Pure pointer arithmetic, no FFI call; works
+   * for any address, including device addresses that TypeScript never dereferences.
+   */
+  offset(p: Ptr, bytes: number): Ptr {
+    if (p === null) return bytes === 0 ? null : Deno.UnsafePointer.create(BigInt(bytes));
+    return Deno.UnsafePointer.offset(p, bytes);
+  }
+
+  /** Strided copy of fp32 rows (le_copy_rows); strides in elements. */
+  copyRows(
+    dst: Ptr,
+    src: Ptr,
+    nb: number,
+    rows: number,
+    cols: number,
+    dstBs: number,
+    dstRs: number,
+    srcBs: number,
+    srcRs: number,
+    accumulate: boolean,
+  ): void {
+    if (
+      this.#s.le_copy_rows(
+        dst,
+        src,
+        nb,
+        rows,
+        cols,
+        I(dstBs),
+        I(dstRs),
+        I(srcBs),
+        I(srcRs),
+        accumulate ? 1 : 0,
+      ) !== 0
+    ) this.#fail("le_copy_rows");
+  }
+
+  /** out = a + b over n floats (out may alias a or b). */
+  add(out: Ptr, a: Ptr, b: Ptr, n: number): void {
+    if (this.#s.le_add(out, a, b, I(n)) !== 0) this.#fail("le_add");
+  }
+
+  /** x *= s over n floats. */
+  scale(x: Ptr, s: number, n: number): void {
+    if (this.#s.le_scale(x, s, I(n)) !== 0) this.#fail("le_scale");
+  }
+
+  /** out[N,C] = wte[ids] + wpe[pos] (ids < 0: no token row; wpe null: no position row). */
+  embedFwd(out: Ptr, ids: Ptr, pos: Ptr, wte: Ptr, wpe: Ptr, N: number, C: number): void {
+    if (this.#s.le_embed_fwd(out, ids, pos, wte, wpe, N, C) !== 0) this.#fail("le_embed_fwd");
+  }
+
+  /** dwte[ids] += dout, dwpe[pos] += dout (either gradient nullable). */
+  embedBwd(dwte: Ptr, dwpe: Ptr, dout: Ptr, ids: Ptr, pos: Ptr, N: number, C: number): void {
+    if (this.#s.le_embed_bwd(dwte, dwpe, dout, ids, pos, N, C) !== 0) {
+      this.#fail("le_embed_bwd");
+    }
+  }
+
+  /** LayerNorm over C (eps 1e-5); saves mean and rstd [N]. */
+  layernormFwd(
+    out: Ptr,
+    mean: Ptr,
+    rstd: Ptr,
+    inp: Ptr,
+    w: Ptr,
+    b: Ptr,
+    N: number,
+    C: number,
+  ): void {
+    if (this.#s.le_layernorm_fwd(out, mean, rstd, inp, w, b, N, C) !== 0) {
+      this.#fail("le_layernorm_fwd");
+    }
+  }
+
+  /** LayerNorm backward: dinp, dw, db += ... (each nullable). */
+  layernormBwd(
+    dinp: Ptr,
+    dw: Ptr,
+    db: Ptr,
+    dout: Ptr,
+    inp: Ptr,
+    w: Ptr,
+    mean: Ptr,
+    rstd: Ptr,
+    N: number,
+    C: number,
+  ): void {
+    if (this.#s.le_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C) !== 0) {
+      this.#fail("le_layernorm_bwd");
+    }
+  }
+
+  /** resid = a + b; out = LayerNorm(resid). */
+  residualLayernormFwd(
+    resid: Ptr,
+    out: Ptr,
+    mean: Ptr,
+    rstd: Ptr,
+    a: Ptr,
+    b: Ptr,
+    w: Ptr,
+    bias: Ptr,
+    N: number,
+    C: number,
+  ): void {
+    if (this.#s.le_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C) !== 0) {
+      this.#fail("le_residual_layernorm_fwd");
+    }
+  }
+
+  /** out[N,Cout] = inp[N,Cin] W[Cout,Cin]^T + bias (bias nullable). */
+  matmulFwd(out: Ptr, inp: Ptr, w: Ptr, bias: Ptr, N: number, Cin: number, Cout: number): void {
+    if (this.#s.le_matmul_fwd(out, inp, w, bias, N, Cin, Cout) !== 0) {
+      this.#fail("le_matmul_fwd");
+    }
+  }
+
+  /** dinp += dout W; dw += dout^T inp; dbias += sum dout (each nullable). */
+  matmulBwd(
+    dinp: Ptr,
+    dw: Ptr,
+    dbias: Ptr,
+    dout: Ptr,
+    inp: Ptr,
+    w: Ptr,
+    N: number,
+    Cin: number,
+    Cout: number,
+  ): void {
+    if (this.#s.le_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout) !== 0) {
+      this.#fail("le_matmul_bwd");
+    }
+  }
+
+  /** GELU (tanh approximation) over n floats. */
+  geluFwd(out: Ptr, inp: Ptr, n: number): void {
+    if (this.#s.le_gelu_fwd(out, inp, I(n)) !== 0) this.#fail("le_gelu_fwd");
+  }
+
+  /** dinp += gelu'(inp) dout. */
+  geluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, n: number): void {
+    if (this.#s.le_gelu_bwd(dinp, inp, dout, I(n)) !== 0) this.#fail("le_gelu_bwd");
+  }
+
+  /** Causal attention of Tq queries against [Tp past keys ‖ own keys]; see lotus_engine.h. */
+  attentionFwd(
+    out: Ptr,
+    att: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    keyValid: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_fwd(
+        out,
+        att,
+        qkv,
+        kvPast,
+        keyValid,
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !==
+        0
+    ) this.#fail("le_attention_fwd");
+  }
+
+  /** Attention backward: dqkv += ..., dkvPast += ... (same strides as kvPast; nullable). */
+  attentionBwd(
+    dqkv: Ptr,
+    dkvPast: Ptr,
+    dout: Ptr,
+    att: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_bwd(
+        dqkv,
+        dkvPast,
+        dout,
+        att,
+        qkv,
+        kvPast,
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_bwd");
+  }
+
+  /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the
+   * gradient dscale (softmax - onehot). */
+  xentFwdBwd(logits: Ptr, losses: Ptr, targets: Ptr, N: number, V: number, dscale: number): void {
+    if (this.#s.le_xent_fwd_bwd(logits, losses, targets, N, V, dscale) !== 0) {
+      this.#fail("le_xent_fwd_bwd");
+    }
+  }
+
+  /** out[n] = argmax of logits row n (lowest index on ties). */
+  argmax(out: Ptr, logits: Ptr, N: number, V: number): void {
+    if (this.#s.le_argmax(out, logits, N, V) !== 0) this.#fail("le_argmax");
+  }
+
+  /** out[0] = sum g^2 (double accumulation). */
+  sumsq(out: Ptr, g: Ptr, n: number): void {
+    if (this.#s.le_sumsq(out, g, I(n)) !== 0) this.#fail("le_sumsq");
+  }
+
+  /** One PyTorch-style AdamW step, with the global-norm clip when gnormSq is given and
+   * maxNorm > 0. */
+  adamw(
+    p: Ptr,
+    g: Ptr,
+    m: Ptr,
+    v: Ptr,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    t: number,
+    gnormSq: Ptr,
+    maxNorm: number,
+  ): void {
+    if (
+      this.#s.le_adamw(
+        p,
+        g,
+        m,
+        v,
+        I(n),
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weightDecay,
+        t,
+        gnormSq,
+        maxNorm,
+      ) !==
+        0
+    ) this.#fail("le_adamw");
+  }
+}
+
+/**
+ * Builds the engine if needed (see buildEngine), loads it, initialises it and checks that
+ * it speaks this binding's ABI version.
+ *
+ * For the CUDA backend the NVIDIA driver is asked first ({@linkcode probeCuda}) whether there
+ * is a GPU at all, so a machine without one fails at once, before any compilation, with an
+ * {@linkcode EngineError} that says so (op "cuInit"). A prebuilt `libPath` skips the probe:
+ * le_init then reports the same condition.
+ *
+ * @example
+ * ```ts
+ * import { openEngine } from "./ffi.ts";
+ * const eng = openEngine({ threads: 2, quiet: true });
+ * console.log(eng.backend, eng.libPath);
+ * eng.close();
+ * ```
+ */
+export function openEngine(opts: EngineOptions = {}): Engine {
+  const backend = opts.backend ?? "cpu";
+  if (backend === "cuda" && opts.libPath === undefined) {
+    const p = probeCuda();
+    if (!p.available) {
+      throw new EngineError(
+        "cuInit",
+        `cuInit: cannot use the CUDA engine: ${p.reason}; use --backend cpu, or --backend ` +
+          `auto to fall back to the CPU`,
+      );
+    }
+  }
+  const libPath = opts.libPath ?? buildEngine({ backend, quiet: opts.quiet });
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    lib = Deno.dlopen(libPath, SYMBOLS);
+  } catch (e) {
+    throw new EngineError(
+      "dlopen",
+      `dlopen: cannot load ${libPath}: ${(e as Error).message}; rebuild it with ` +
+        `deno task build-engine --backend ${backend} --force`,
+    );
+  }
+  try {
+    const abi = lib.symbols.le_abi_version();
+    if (abi !== LE_ABI_VERSION) {
+      throw new EngineError(
+        "le_abi_version",
+        `le_abi_version: ${libPath} speaks ABI ${abi}, this binding ABI ${LE_ABI_VERSION}; ` +
+          `rebuild with deno task build-engine --force`,
+      );
+    }
+    const eng = new Engine(lib, libPath);
+    if (eng.backend !== backend) {
+      throw new EngineError(
+        "le_backend",
+        `le_backend: ${libPath} is the ${eng.backend} engine, not ${backend}`,
+      );
+    }
+    if (lib.symbols.le_init(opts.device ?? 0) !== 0) {
+      throw new EngineError("le_init", cString(lib.symbols.le_last_error()));
+    }
+    if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
+    // Always set: the library's state outlives Engine.close(), so an earlier engine's mode
+    // must not leak into this one.
+    const mode = PRECISION_MODES[opts.precision ?? "fp32"];
+    if (mode === undefined) {
+      throw new EngineError(
+        "le_set_precision",
+        `le_set_precision: unknown precision "${opts.precision}": use fp32, tf32 or bf16`,
+      );
+    }
+    eng.setPrecision(mode);
+    return eng;
+  } catch (e) {
+    lib.close();
+    throw e;
+  }
+}

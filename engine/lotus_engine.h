@@ -1,0 +1,170 @@
+/*
+ * lotus_engine.h: the C ABI of the LOTUS training engine.
+ *
+ * Two libraries implement exactly these symbols:
+ *   engine_cpu.cpp  (g++ -O3 -fopenmp): the slow, obvious reference; what CI runs;
+ *   engine_cuda.cu  (nvcc, cuBLAS resolved with dlopen): the fast one.
+ * The TypeScript side (engine/ffi.ts) owns the parameter layout, the activation buffers
+ * and the LOTUS schedule, and calls these coarse ops synchronously from one thread.
+ *
+ * Conventions
+ *  - Every function returns 0 on success and non-zero on failure; le_last_error() then returns
+ *    a message (valid until the next failing call). Nothing aborts the process.
+ *  - "Engine memory" is memory from le_alloc: host memory in the CPU engine, device memory in
+ *    the CUDA engine. Every tensor argument is engine memory; only le_upload/le_download touch
+ *    host memory.
+ *  - Tensors are row-major. float is fp32; token ids, positions and targets are int32; masks
+ *    are uint8. Shapes are named in the comments (B batch, T time, C channels, NH heads,
+ *    HS = C/NH head size, V vocabulary, N = B*T rows).
+ *  - Linear weights are stored [Cout, Cin] and applied as y = x W^T + b (the HF GPT-2 Conv1D
+ *    layout [Cin, Cout] is transposed at checkpoint load/save).
+ *  - Every backward op ACCUMULATES (+=) into every gradient buffer it writes, parameter and
+ *    activation gradients alike. The caller zeroes gradients. This one rule makes gradients
+ *    that meet (shared prefix K/V across loop passes, the residual stream, injected states,
+ *    tied embeddings) correct without special cases.
+ *  - Pointers documented as nullable may be NULL to skip that output or input.
+ *  - Strides are in elements, not bytes. Strides must be >= 0.
+ *  - Every tensor argument must lie, with all the bytes the op touches, inside one block from
+ *    le_alloc (a pointer may point into the middle of a block). The CPU engine checks this
+ *    and fails with a message instead of touching memory it does not own.
+ *  - Arguments are validated before anything is written: a failing call changes nothing.
+ *  - Results are deterministic: the same inputs give bit-identical outputs. The CPU engine's
+ *    outputs are also independent of the thread count.
+ */
+#ifndef LOTUS_ENGINE_H
+#define LOTUS_ENGINE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LE_ABI_VERSION 1
+
+/* ---- lifecycle and memory ------------------------------------------------------------- */
+
+int le_abi_version(void);                 /* returns LE_ABI_VERSION */
+const char* le_backend(void);             /* "cpu" or "cuda" */
+const char* le_last_error(void);          /* message of the last failure, "" if none */
+int le_init(int device);                  /* CPU: ignored; CUDA: device ordinal */
+int le_set_num_threads(int n);            /* CPU: OpenMP threads (n <= 0: default); CUDA: no-op */
+/* 0 = fp32, 1 = fp32 with TF32 matmuls, 2 = bf16 matmuls with fp32 storage. CPU: only 0. */
+int le_set_precision(int mode);
+void* le_alloc(uint64_t bytes);           /* zero-filled; NULL on failure (see le_last_error) */
+int le_free(void* p);                     /* NULL: no-op; a pointer not from le_alloc: error */
+uint64_t le_bytes_in_use(void);           /* bytes currently allocated through le_alloc */
+int le_upload(void* dst, const void* host_src, uint64_t bytes);
+int le_download(void* host_dst, const void* src, uint64_t bytes);
+int le_zero(void* dst, uint64_t bytes);
+int le_copy(void* dst, const void* src, uint64_t bytes);
+int le_sync(void);
+
+/* Strided block copy of fp32 rows, for b < nb and r < rows (nb, rows, cols >= 0):
+ *   dst[b*dst_bs + r*dst_rs + 0..cols)  =  src[b*src_bs + r*src_rs + 0..cols)   (accumulate=0)
+ *   dst[...]                           +=  src[...]                              (accumulate=1)
+ * Used to concatenate K/V segments, to inject loop states, and for the matching backward.
+ * src and dst must not overlap. Overlapping destination rows (a zero stride) are allowed and
+ * are then processed in order (b outer, r inner). */
+int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64_t dst_bs,
+                 int64_t dst_rs, int64_t src_bs, int64_t src_rs, int accumulate);
+
+/* out[i] = a[i] + b[i]; out may alias a or b. n >= 0 here and in le_scale and le_gelu_*. */
+int le_add(float* out, const float* a, const float* b, int64_t n);
+/* x[i] *= s */
+int le_scale(float* x, float s, int64_t n);
+
+/* ---- model ops (forward writes with =, backward accumulates with +=) ------------------ */
+
+/* out[N,C] = wte[ids[n]] + wpe[pos[n]].  ids[n] < 0: no token row (used for "replace"
+ * injection). wpe NULL: no position row (the auxiliary decoder); pos is then not read.
+ * The ABI carries no vocabulary size: ids and pos are checked against the rows that fit in
+ * the block holding wte / wpe.
+ * Backward: dwte[ids[n]] += dout[n] (rows with ids[n] < 0 skipped), dwpe[pos[n]] += dout[n];
+ * dwte and dwpe are nullable (skip that gradient). */
+int le_embed_fwd(float* out, const int32_t* ids, const int32_t* pos, const float* wte,
+                 const float* wpe, int N, int C);
+int le_embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
+                 const int32_t* pos, int N, int C);
+
+/* out = (inp - mean) * rstd * w + b over the last dim, rstd = 1/sqrt(var + 1e-5) (GPT-2's
+ * epsilon; var is the biased variance). Statistics are computed in double.
+ * mean, rstd [N] are saved for backward; they are nullable in the forward (inference).
+ * Backward: dinp, dw, db are each nullable. */
+int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                     const float* b, int N, int C);
+int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                     const float* w, const float* mean, const float* rstd, int N, int C);
+/* Fused residual + LayerNorm: resid = a + b; out = LayerNorm(resid). resid may alias a or b.
+ * Backward is le_layernorm_bwd into dresid, whose gradient the caller passes on to both a
+ * and b. */
+int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd, const float* a,
+                              const float* b, const float* w, const float* bias, int N, int C);
+
+/* out[N,Cout] = inp[N,Cin] W[Cout,Cin]^T + bias[Cout] (bias nullable). N, Cin, Cout > 0.
+ * Products are accumulated in fp32 (as cuBLAS does), in a fixed order. */
+int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
+                  int Cin, int Cout);
+/* dinp += dout W; dw += dout^T inp; dbias += sum_n dout. Each of dinp, dw, dbias nullable;
+ * inp may be NULL when dw is, and w when dinp is. dbias is summed in double. */
+int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                  const float* w, int N, int Cin, int Cout);
+
+/* GELU, tanh approximation (GPT-2's "gelu_new"). */
+int le_gelu_fwd(float* out, const float* inp, int64_t n);
+int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n);
+
+/* Causal multi-head attention of a chunk of Tq queries against [past keys ‖ own keys].
+ *  qkv      [B,Tq,3C] contiguous: q at column 0, k at C, v at 2C (the QKV matmul output).
+ *  kv_past  nullable when Tp == 0: row (b,t) of past keys starts at kv_past + b*past_bs +
+ *           t*past_rs, and its values start C elements later. This addresses both the
+ *           prefix pass's qkv buffer (kv_past = qkv_pre + C, past_rs = 3C, past_bs = P*3C)
+ *           and a K/V cache laid out [B,Tmax,2C] (past_rs = 2C, past_bs = Tmax*2C).
+ *           past_rs must be >= 2C (rows must not overlap); past_bs may be 0 to share one
+ *           past across the batch.
+ *  B, Tq, C, NH > 0; Tp >= 0; C % NH == 0.
+ *  key_valid nullable (all valid): uint8 [B, Tp+Tq]; 0 masks that key for every query.
+ *  Query i sees past keys 0..Tp-1 and own keys 0..i. Scale 1/sqrt(HS).
+ *  out      [B,Tq,C]: heads concatenated. A query with no visible valid key gets out = 0.
+ *  att      [B,NH,Tq,Tp+Tq]: softmax probabilities, saved for backward (0 where masked). */
+int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
+                     const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                     int64_t past_bs, int64_t past_rs);
+/* dqkv [B,Tq,3C] += ...; dkv_past (same strides as kv_past, nullable) += ...
+ * key_valid is not needed: att is 0 where a key was masked, and masked keys get no gradient.
+ * A fully masked query row (att row all 0) gets and gives no gradient. */
+int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
+                     const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
+                     int NH, int64_t past_bs, int64_t past_rs);
+
+/* Fused softmax + cross-entropy over logits [N,V]. Rows whose target < 0 are ignored; a
+ * target >= V is an error (reported before anything is written).
+ * losses[N] = -log softmax(logits[n])[target[n]] (0 for ignored rows).
+ * If dscale != 0, logits is overwritten with its gradient: dscale * (softmax - onehot) for
+ * valid rows, 0 for ignored rows (dscale = weight / number of valid targets for a mean). */
+int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
+                    float dscale);
+
+/* out[n] = argmax_v logits[n,v] (lowest index on ties; NaN never wins unless the whole row
+ * is NaN, which gives V-1). */
+int le_argmax(int32_t* out, const float* logits, int N, int V);
+
+/* ---- optimiser ------------------------------------------------------------------------ */
+
+/* out[0] = sum_i g[i]^2 (accumulated in double, written as float, with =). n >= 0. */
+int le_sumsq(float* out, const float* g, int64_t n);
+/* One AdamW step (decoupled weight decay, bias-corrected, step t >= 1) on n parameters.
+ * If gnorm_sq is not NULL and max_norm > 0, gradients are first scaled by
+ * min(1, max_norm / (sqrt(*gnorm_sq) + 1e-6)), the global-norm clip. g is not modified.
+ * The update is PyTorch's torch.optim.AdamW:
+ *   p *= 1 - lr*weight_decay;  m += (1-beta1)*(g - m);  v = beta2*v + (1-beta2)*g^2;
+ *   p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps).
+ * gnorm_sq is engine memory (usually le_sumsq's output, summed over parameter groups). */
+int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+             float beta2, float eps, float weight_decay, int t, const float* gnorm_sq,
+             float max_norm);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOTUS_ENGINE_H */

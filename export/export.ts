@@ -1,0 +1,253 @@
+/**
+ * Export a checkpoint to standard formats (docs/export.md):
+ *
+ * - `hf`: a Hugging Face GPT-2 directory (config.json, model.safetensors, the tokenizer
+ *   files, generation_config.json) that Python `transformers` loads as GPT2LMHeadModel;
+ * - `onnx`: the backbone as ONNX graphs under `onnx/` (token ids in, and input embeddings in,
+ *   sharing one weight file), with the same JSON files, which `@huggingface/transformers`
+ *   runs for text generation and which the ONNX inference backend drives for LOTUS;
+ * - `both`: one directory with everything.
+ *
+ * Every export also holds `lotus.json` (K, c, R, the injection, the special-token ids). The
+ * directory is written beside its destination and renamed into place, so an interrupted
+ * export never leaves half a directory.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { checkpointDirOf, loadCheckpoint, toHfTensors } from "../model/checkpoint.ts";
+import { paramLayout } from "../model/params.ts";
+import { inferenceShape } from "../train/schedule.ts";
+import { gpt2Graph, gpt2Weights, ONNX_OPSET } from "./onnx_gpt2.ts";
+import { encodeModel } from "./onnx_proto.ts";
+import {
+  generationConfigJson,
+  gpt2ConfigJson,
+  type LotusJson,
+  LotusJsonSchema,
+  ONNX_FILES,
+  type SpecialTexts,
+  specialTokensMapJson,
+  tokenizerConfigJson,
+  tokenText,
+} from "./hf_files.ts";
+import { writeSafetensors } from "../base/safetensors.ts";
+import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../base/exists.ts";
+
+/** Raised when a checkpoint cannot be exported, or an export cannot be read; says what to do. */
+export class ExportError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ExportError";
+  }
+}
+
+/** What to write: Hugging Face safetensors, ONNX graphs, or both in one directory. */
+export type ExportFormat = "hf" | "onnx" | "both";
+
+/** Options of {@linkcode exportCheckpoint}. */
+export interface ExportOptions {
+  /** Default "both". */
+  format?: ExportFormat;
+}
+
+/** What an export wrote. */
+export interface ExportResult {
+  /** The export directory. */
+  dir: string;
+  /** Files written, relative to `dir`. */
+  files: string[];
+  /** Total bytes written. */
+  bytes: number;
+  /** The `lotus.json` content. */
+  lotus: LotusJson;
+}
+
+/**
+ * sha256 (hex) of a checkpoint's config.json and model.safetensors: what an export was made
+ * from, so a cached export can tell that its checkpoint changed.
+ */
+export async function checkpointFingerprint(checkpoint: string): Promise<string> {
+  const dir = checkpointDirOf(checkpoint);
+  const h = createHash("sha256");
+  for (const f of ["config.json", "model.safetensors"]) {
+    try {
+      h.update(await Deno.readFile(`${dir}/${f}`));
+    } catch (e) {
+      throw new ExportError(
+        `${dir}/${f}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
+      );
+    }
+  }
+  return h.digest("hex");
+}
+
+/** Read and validate an export's `lotus.json`. */
+export async function readLotusJson(dir: string): Promise<LotusJson> {
+  const path = `${dir}/lotus.json`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new ExportError(
+      `${path}: cannot read (${(e as Error).message}); export the checkpoint again ` +
+        `with deno task export`,
+    );
+  }
+  const res = LotusJsonSchema.safeParse(raw);
+  if (!res.success) {
+    const i = res.error.issues[0];
+    throw new ExportError(
+      `${path}: field "${i.path.join(".")}": ${i.message}; export the checkpoint again ` +
+        `with deno task export`,
+    );
+  }
+  return res.data;
+}
+
+/**
+ * Export a checkpoint (or a run directory holding `checkpoint/`) to `out`. An existing `out`
+ * is replaced only when it is an earlier export (it holds lotus.json) or is empty.
+ *
+ * @example
+ * ```ts ignore
+ * import { exportCheckpoint } from "./export.ts";
+ * const r = await exportCheckpoint("out/runs/default", "out/export/default", { format: "both" });
+ * console.log(r.files);
+ * ```
+ */
+export async function exportCheckpoint(
+  checkpoint: string,
+  out: string,
+  opts: ExportOptions = {},
+): Promise<ExportResult> {
+  const format = opts.format ?? "both";
+  const dir = checkpointDirOf(checkpoint);
+  if (!(await exists(`${dir}/config.json`))) {
+    throw new ExportError(
+      `${checkpoint}: no config.json here or in ${checkpoint}/checkpoint; pass a checkpoint ` +
+        `directory written by deno task train`,
+    );
+  }
+  let ck;
+  try {
+    ck = await loadCheckpoint(dir);
+  } catch (e) {
+    throw new ExportError(`cannot export: ${(e as Error).message}`);
+  }
+  const meta = ck.meta, cfg = meta.model, sp = meta.special;
+  const tokPath = `${dir}/tokenizer.json`;
+  let tok;
+  try {
+    tok = tokenizerFromJson(ck.tokenizerJson, "file", tokPath);
+  } catch (e) {
+    throw new ExportError(`cannot export: ${(e as Error).message}`);
+  }
+  if (tok.vocabSize > cfg.vocabSize) {
+    throw new ExportError(
+      `${tokPath}: ${tok.vocabSize} tokens, but config.json field "lotus.model.vocabSize" is ` +
+        `${cfg.vocabSize}; the tokenizer does not belong to this checkpoint`,
+    );
+  }
+  for (const k of ["eos", "bot", "eot", "lat"] as const) {
+    if (tok.special[k] !== sp[k]) {
+      throw new ExportError(
+        `${tokPath}: the ${k.toUpperCase()} token has id ${tok.special[k]}, but config.json ` +
+          `field "lotus.special.${k}" says ${sp[k]}; the tokenizer does not belong to this ` +
+          `checkpoint`,
+      );
+    }
+  }
+  const parsedTok = JSON.parse(ck.tokenizerJson);
+  const text = (id: number, what: string) => {
+    const t = tokenText(parsedTok, id);
+    if (t === undefined) {
+      throw new ExportError(`${tokPath}: no token with id ${id} (the ${what} token)`);
+    }
+    return t;
+  };
+  const texts: SpecialTexts = {
+    eos: text(sp.eos, "EOS"),
+    pad: text(sp.pad, "PAD"),
+    bot: text(sp.bot, "BOT"),
+    eot: text(sp.eot, "EOT"),
+    lat: text(sp.lat, "LAT"),
+  };
+  const shape = inferenceShape(meta, ck.state.epoch);
+  const mode = meta.train.mode === "cot" || meta.train.mode === "nocot" ? meta.train.mode : "lotus";
+  const withHf = format !== "onnx", withOnnx = format !== "hf";
+  const lotus: LotusJson = {
+    format: "lotus-export",
+    version: 1,
+    mode,
+    K: shape.K,
+    c: shape.c,
+    R: shape.R,
+    injection: meta.train.injection,
+    special: sp,
+    tokens: { bot: texts.bot, eot: texts.eot, lat: texts.lat },
+    epoch: ck.state.epoch,
+    lotus: meta,
+    onnx: withOnnx ? { ...ONNX_FILES, opset: ONNX_OPSET } : null,
+    source: { checkpoint: dir, sha256: await checkpointFingerprint(dir) },
+  };
+
+  if (await exists(out)) {
+    const empty = (await Array.fromAsync(Deno.readDir(out))).length === 0;
+    if (!empty && !(await exists(`${out}/lotus.json`))) {
+      throw new ExportError(
+        `${out}: exists and is not an export (no lotus.json); choose another --out or remove it`,
+      );
+    }
+  }
+  const tmp = `${out}.tmp-${Deno.pid}`;
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  await Deno.mkdir(tmp, { recursive: true });
+  const files: string[] = [];
+  const json = async (name: string, obj: unknown) => {
+    await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
+    files.push(name);
+  };
+  try {
+    await json("config.json", gpt2ConfigJson(cfg, sp, withOnnx));
+    await Deno.writeTextFile(`${tmp}/tokenizer.json`, ck.tokenizerJson);
+    files.push("tokenizer.json");
+    await json("tokenizer_config.json", tokenizerConfigJson(parsedTok, texts, cfg.maxPositions));
+    await json("special_tokens_map.json", specialTokensMapJson(texts));
+    await json("generation_config.json", generationConfigJson(sp, meta.train.maxNewTokens));
+    await json("lotus.json", lotus);
+    if (withHf) {
+      const tensors = toHfTensors(ck.params, paramLayout(cfg), "transformer.");
+      await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
+      files.push("model.safetensors");
+    }
+    if (withOnnx) {
+      await Deno.mkdir(`${tmp}/onnx`);
+      const weights = gpt2Weights(cfg, ck.params);
+      await weights.write(`${tmp}/${ONNX_FILES.weights}`);
+      await Deno.writeFile(`${tmp}/${ONNX_FILES.ids}`, encodeModel(gpt2Graph(cfg, weights, "ids")));
+      await Deno.writeFile(
+        `${tmp}/${ONNX_FILES.embeds}`,
+        encodeModel(gpt2Graph(cfg, weights, "embeds")),
+      );
+      files.push(ONNX_FILES.weights, ONNX_FILES.ids, ONNX_FILES.embeds);
+    }
+    const old = `${out}.old-${Deno.pid}`;
+    let hadOld = false;
+    try {
+      await Deno.rename(out, old);
+      hadOld = true;
+    } catch { /* no earlier export */ }
+    await Deno.rename(tmp, out);
+    if (hadOld) await Deno.remove(old, { recursive: true });
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  let bytes = 0;
+  for (const f of files) bytes += (await Deno.stat(`${out}/${f}`)).size;
+  return { dir: out, files, bytes, lotus };
+}

@@ -1,0 +1,286 @@
+/**
+ * A structural check of an export directory against what its readers expect, without
+ * running them (Python `transformers` cannot be installed here):
+ *
+ * - `GPT2Config` fields in config.json, consistent with each other (`n_embd` divisible by
+ *   `n_head`, GELU "gelu_new", LayerNorm eps 1e-5, tied embeddings);
+ * - `GPT2LMHeadModel.from_pretrained` on model.safetensors: `__metadata__.format` "pt" (the
+ *   loader refuses other files), F32 tensors with the Hugging Face names and Conv1D shapes
+ *   ([in, out]), nothing unexpected; `lm_head.weight` may be absent (tied);
+ * - the tokenizer files: tokenizer.json loads, its ids fit `vocab_size`, the special tokens
+ *   named in tokenizer_config.json and special_tokens_map.json exist with the ids of
+ *   config.json, generation_config.json and lotus.json;
+ * - the ONNX graphs: the input and output names of `@huggingface/transformers`' decoder
+ *   convention, and external weights that lie inside their file.
+ *
+ * @module
+ */
+
+import { LotusJsonSchema, tokenText } from "./hf_files.ts";
+import { decodeModel } from "./onnx_proto.ts";
+import { pastKey, pastValue, presentKey, presentValue } from "./onnx_gpt2.ts";
+import { readSafetensors } from "../base/safetensors.ts";
+import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../base/exists.ts";
+
+/** The Hugging Face GPT-2 tensors of a model and their shapes (Conv1D weights [in, out]). */
+export function gpt2TensorShapes(
+  cfg: { vocabSize: number; maxPositions: number; dModel: number; nLayer: number },
+): Map<string, number[]> {
+  const C = cfg.dModel, m = new Map<string, number[]>();
+  m.set("transformer.wte.weight", [cfg.vocabSize, C]);
+  m.set("transformer.wpe.weight", [cfg.maxPositions, C]);
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `transformer.h.${l}`;
+    m.set(`${p}.ln_1.weight`, [C]);
+    m.set(`${p}.ln_1.bias`, [C]);
+    m.set(`${p}.attn.c_attn.weight`, [C, 3 * C]);
+    m.set(`${p}.attn.c_attn.bias`, [3 * C]);
+    m.set(`${p}.attn.c_proj.weight`, [C, C]);
+    m.set(`${p}.attn.c_proj.bias`, [C]);
+    m.set(`${p}.ln_2.weight`, [C]);
+    m.set(`${p}.ln_2.bias`, [C]);
+    m.set(`${p}.mlp.c_fc.weight`, [C, 4 * C]);
+    m.set(`${p}.mlp.c_fc.bias`, [4 * C]);
+    m.set(`${p}.mlp.c_proj.weight`, [4 * C, C]);
+    m.set(`${p}.mlp.c_proj.bias`, [C]);
+  }
+  m.set("transformer.ln_f.weight", [C]);
+  m.set("transformer.ln_f.bias", [C]);
+  return m;
+}
+
+type Json = Record<string, unknown>;
+
+async function readJson(dir: string, name: string, problems: string[]): Promise<Json | null> {
+  try {
+    const v = JSON.parse(await Deno.readTextFile(`${dir}/${name}`));
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Json;
+    problems.push(`${name}: not a JSON object`);
+  } catch (e) {
+    problems.push(`${name}: cannot read (${(e as Error).message})`);
+  }
+  return null;
+}
+
+const sameShape = (a: number[], b: number[]) =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
+/**
+ * Check an export directory; returns the problems found, each as `file: field: what`
+ * (empty when the directory is sound).
+ *
+ * @example
+ * ```ts ignore
+ * import { checkExport } from "./export_check.ts";
+ * const problems = await checkExport("out/export/default");
+ * if (problems.length) console.error(problems.join("\n"));
+ * ```
+ */
+export async function checkExport(dir: string): Promise<string[]> {
+  const problems: string[] = [];
+  const bad = (s: string) => problems.push(s);
+  const cfg = await readJson(dir, "config.json", problems);
+  const lotusRaw = await readJson(dir, "lotus.json", problems);
+  if (!cfg) return problems;
+
+  // config.json (GPT2Config)
+  const int = (k: string, min = 1) => {
+    const v = cfg[k];
+    if (!Number.isInteger(v) || (v as number) < min) {
+      bad(`config.json: field "${k}" must be an integer >= ${min}, is ${JSON.stringify(v)}`);
+      return NaN;
+    }
+    return v as number;
+  };
+  if (cfg.model_type !== "gpt2") bad(`config.json: field "model_type" must be "gpt2"`);
+  if (!Array.isArray(cfg.architectures) || !cfg.architectures.includes("GPT2LMHeadModel")) {
+    bad(`config.json: field "architectures" must include "GPT2LMHeadModel"`);
+  }
+  const V = int("vocab_size"), NP = int("n_positions"), C = int("n_embd");
+  const NL = int("n_layer"), NH = int("n_head");
+  if (C % NH !== 0) bad(`config.json: field "n_embd" (${C}) must be divisible by "n_head" (${NH})`);
+  if (cfg.n_inner !== null && cfg.n_inner !== undefined && cfg.n_inner !== 4 * C) {
+    bad(`config.json: field "n_inner" must be null or ${4 * C}`);
+  }
+  if (cfg.activation_function !== "gelu_new") {
+    bad(`config.json: field "activation_function" must be "gelu_new" (GELU, tanh form)`);
+  }
+  if (cfg.layer_norm_epsilon !== 1e-5) bad(`config.json: field "layer_norm_epsilon" must be 1e-5`);
+  if (cfg.tie_word_embeddings === false) {
+    bad(`config.json: field "tie_word_embeddings" must be true (the LM head is wte)`);
+  }
+  if (cfg.scale_attn_weights === false || cfg.scale_attn_by_inverse_layer_idx === true) {
+    bad(`config.json: attention must be scaled by 1/sqrt(head size) only`);
+  }
+  const eos = int("eos_token_id", 0), bos = int("bos_token_id", 0);
+  if (eos >= V || bos >= V) bad(`config.json: "eos_token_id"/"bos_token_id" must be < vocab_size`);
+
+  // lotus.json
+  const lres = lotusRaw ? LotusJsonSchema.safeParse(lotusRaw) : null;
+  if (lres && !lres.success) {
+    const i = lres.error.issues[0];
+    bad(`lotus.json: field "${i.path.join(".")}": ${i.message}`);
+  }
+  const lotus = lres?.success ? lres.data : null;
+  if (lotus) {
+    const m = lotus.lotus.model;
+    if (m.vocabSize !== V || m.dModel !== C || m.nLayer !== NL || m.nHead !== NH) {
+      bad(`lotus.json: field "lotus.model" disagrees with config.json`);
+    }
+    if (lotus.special.eos !== eos) {
+      bad(`lotus.json: field "special.eos" is ${lotus.special.eos}, config.json says ${eos}`);
+    }
+  }
+
+  // model.safetensors (GPT2LMHeadModel.from_pretrained)
+  if (await exists(`${dir}/model.safetensors`)) {
+    try {
+      const st = await readSafetensors(`${dir}/model.safetensors`);
+      if (st.metadata.format !== "pt") {
+        bad(
+          `model.safetensors: field "__metadata__.format" must be "pt" (transformers refuses others)`,
+        );
+      }
+      const want = gpt2TensorShapes({ vocabSize: V, maxPositions: NP, dModel: C, nLayer: NL });
+      for (const [name, shape] of want) {
+        const t = st.tensors[name];
+        if (!t) bad(`model.safetensors: tensor "${name}" is missing`);
+        else if (t.dtype !== "F32") {
+          bad(`model.safetensors: tensor "${name}" is ${t.dtype}, not F32`);
+        } else if (!sameShape(t.shape, shape)) {
+          bad(`model.safetensors: tensor "${name}" has shape [${t.shape}], GPT-2 needs [${shape}]`);
+        }
+      }
+      for (const [name, t] of Object.entries(st.tensors)) {
+        if (want.has(name)) continue;
+        if (name === "lm_head.weight" && sameShape(t.shape, [V, C])) continue;
+        bad(`model.safetensors: tensor "${name}" is not a GPT-2 tensor`);
+      }
+    } catch (e) {
+      bad(`model.safetensors: ${(e as Error).message}`);
+    }
+  } else if (!lotus?.onnx) {
+    bad(`model.safetensors: missing, and there are no ONNX graphs either`);
+  }
+
+  // tokenizer files
+  let tokJson: unknown = null;
+  try {
+    const text = await Deno.readTextFile(`${dir}/tokenizer.json`);
+    tokJson = JSON.parse(text);
+    const tok = tokenizerFromJson(text, "file", `${dir}/tokenizer.json`);
+    if (tok.vocabSize > V) {
+      bad(`tokenizer.json: ids up to ${tok.vocabSize - 1} do not fit vocab_size ${V}`);
+    }
+  } catch (e) {
+    bad(`tokenizer.json: ${(e as Error).message}`);
+  }
+  const idOf = (text: unknown): number | undefined => {
+    if (!tokJson || typeof text !== "string") return undefined;
+    const t = tokJson as {
+      added_tokens?: { id: number; content: string }[];
+      model?: { vocab?: Record<string, number> };
+    };
+    return t.added_tokens?.find((a) => a.content === text)?.id ??
+      (t.model?.vocab && !Array.isArray(t.model.vocab) ? t.model.vocab[text] : undefined);
+  };
+  const tcfg = await readJson(dir, "tokenizer_config.json", problems);
+  const smap = await readJson(dir, "special_tokens_map.json", problems);
+  for (
+    const [file, obj] of [["tokenizer_config.json", tcfg], [
+      "special_tokens_map.json",
+      smap,
+    ]] as const
+  ) {
+    if (!obj || !tokJson) continue;
+    for (const k of ["eos_token", "bos_token", "pad_token", "unk_token"]) {
+      if (idOf(obj[k]) === undefined) bad(`${file}: field "${k}" names no token of tokenizer.json`);
+    }
+    if (idOf(obj.eos_token) !== eos) {
+      bad(`${file}: field "eos_token" is not the token with config.json's eos_token_id ${eos}`);
+    }
+    const extra = obj.additional_special_tokens;
+    if (lotus) {
+      const want = [lotus.tokens.bot, lotus.tokens.eot, lotus.tokens.lat];
+      if (!Array.isArray(extra) || want.some((w) => !extra.includes(w))) {
+        bad(
+          `${file}: field "additional_special_tokens" must list the LOTUS tokens ${want.join(" ")}`,
+        );
+      }
+    }
+  }
+  if (tcfg) {
+    if (typeof tcfg.tokenizer_class !== "string") {
+      bad(`tokenizer_config.json: field "tokenizer_class" must be a class name`);
+    }
+    if (typeof tcfg.model_max_length === "number" && tcfg.model_max_length > NP) {
+      bad(`tokenizer_config.json: field "model_max_length" exceeds n_positions ${NP}`);
+    }
+    const dec = (tcfg.added_tokens_decoder ?? {}) as Record<string, { content?: string }>;
+    for (const [id, t] of Object.entries(dec)) {
+      if (idOf(t.content) !== Number(id)) {
+        bad(
+          `tokenizer_config.json: field "added_tokens_decoder.${id}" disagrees with tokenizer.json`,
+        );
+      }
+    }
+  }
+  if (lotus && tokJson) {
+    for (const k of ["bot", "eot", "lat"] as const) {
+      const text = tokenText(tokJson, lotus.special[k]);
+      if (text !== lotus.tokens[k]) {
+        bad(
+          `lotus.json: field "special.${k}" is id ${lotus.special[k]}, which tokenizer.json ` +
+            `calls ${JSON.stringify(text)}, not ${JSON.stringify(lotus.tokens[k])}`,
+        );
+      }
+    }
+  }
+  const gen = await readJson(dir, "generation_config.json", problems);
+  if (gen && gen.eos_token_id !== eos) {
+    bad(`generation_config.json: field "eos_token_id" must be config.json's ${eos}`);
+  }
+
+  // ONNX graphs
+  if (lotus?.onnx) {
+    const files = lotus.onnx;
+    let dataSize = -1;
+    try {
+      dataSize = (await Deno.stat(`${dir}/${files.weights}`)).size;
+    } catch {
+      bad(`${files.weights}: missing`);
+    }
+    for (const [file, first] of [[files.ids, "input_ids"], [files.embeds, "inputs_embeds"]]) {
+      let m;
+      try {
+        m = decodeModel(await Deno.readFile(`${dir}/${file}`));
+      } catch (e) {
+        bad(`${file}: cannot read (${(e as Error).message})`);
+        continue;
+      }
+      const ins = m.graph.input.map((i) => i.name), outs = m.graph.output.map((o) => o.name);
+      const wantIn = [first, "attention_mask", "position_ids"];
+      const wantOut = ["logits", "last_hidden_state"];
+      for (let l = 0; l < NL; l++) {
+        wantIn.push(pastKey(l), pastValue(l));
+        wantOut.push(presentKey(l), presentValue(l));
+      }
+      for (const n of wantIn) if (!ins.includes(n)) bad(`${file}: input "${n}" is missing`);
+      for (const n of wantOut) if (!outs.includes(n)) bad(`${file}: output "${n}" is missing`);
+      const dir0 = file.slice(0, file.lastIndexOf("/") + 1);
+      for (const t of m.graph.initializer) {
+        if (t.dataLocation !== 1) continue;
+        const get = (k: string) => t.externalData?.find((e) => e.key === k)?.value;
+        const off = Number(get("offset") ?? 0), len = Number(get("length"));
+        const n = t.dims.reduce((a, b) => a * b, 1) * 4;
+        if (`${dir0}${get("location")}` !== files.weights) {
+          bad(`${file}: weight "${t.name}" is in ${get("location")}, not ${files.weights}`);
+        } else if (len !== n || (dataSize >= 0 && off + len > dataSize)) {
+          bad(`${file}: weight "${t.name}" [${t.dims}] does not fit ${files.weights}`);
+        }
+      }
+    }
+  }
+  return problems;
+}

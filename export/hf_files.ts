@@ -1,0 +1,156 @@
+/**
+ * The small JSON files of an exported model directory: the Hugging Face GPT-2 files that
+ * Python `transformers` and `@huggingface/transformers` read (config.json,
+ * tokenizer_config.json, special_tokens_map.json, generation_config.json), and `lotus.json`,
+ * which those libraries ignore and which holds what LOTUS inference needs (K, c, R, the
+ * injection and the special-token ids). docs/export.md describes the directory.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { LotusMetaSchema } from "../model/checkpoint.ts";
+
+/** The ONNX files of an export, relative to its directory. */
+export const ONNX_FILES = {
+  /** Token ids in: the graph `@huggingface/transformers` loads for text generation. */
+  ids: "onnx/model.onnx",
+  /** Input embeddings in: the LOTUS loop passes. */
+  embeds: "onnx/model_embeds.onnx",
+  /** The weights both graphs name. */
+  weights: "onnx/model.onnx_data",
+} as const;
+
+/** `lotus.json`: what LOTUS inference needs beyond a GPT-2 directory. */
+export const LotusJsonSchema = z.object({
+  format: z.literal("lotus-export"),
+  version: z.literal(1),
+  /** How the checkpoint answers: LOTUS latents, or a baseline that decodes straight away. */
+  mode: z.enum(["lotus", "cot", "nocot"]),
+  /** The LOTUS shape the checkpoint reached (K = R = 0 for baselines). */
+  K: z.number().int().min(0),
+  c: z.number().int().min(1),
+  R: z.number().int().min(0),
+  injection: z.enum(["add", "replace"]),
+  special: z.object({
+    eos: z.number().int().min(0),
+    pad: z.number().int().min(0),
+    bot: z.number().int().min(0),
+    eot: z.number().int().min(0),
+    lat: z.number().int().min(0),
+  }),
+  /** The texts of the LOTUS tokens. */
+  tokens: z.object({ bot: z.string(), eot: z.string(), lat: z.string() }),
+  /** The checkpoint's epoch (its curriculum stage follows from it). */
+  epoch: z.number().int().min(0),
+  /** The checkpoint's model and training configuration. */
+  lotus: LotusMetaSchema,
+  /** The ONNX graphs, when exported. */
+  onnx: z.object({
+    ids: z.string(),
+    embeds: z.string(),
+    weights: z.string(),
+    opset: z.number().int(),
+  }).nullable(),
+  /** Where the export came from: the checkpoint and a sha256 of its config and weights. */
+  source: z.object({ checkpoint: z.string(), sha256: z.string() }),
+});
+
+/** A parsed `lotus.json`. */
+export type LotusJson = z.infer<typeof LotusJsonSchema>;
+
+/** The text of token `id` in a parsed tokenizer.json (added tokens first, then the vocabulary). */
+export function tokenText(tokenizer: unknown, id: number): string | undefined {
+  const t = tokenizer as {
+    added_tokens?: { id: number; content: string }[];
+    model?: { vocab?: Record<string, number> | [string, number][] };
+  };
+  const added = t.added_tokens?.find((a) => a.id === id);
+  if (added) return added.content;
+  const v = t.model?.vocab;
+  if (Array.isArray(v)) return v[id]?.[0];
+  if (v) { for (const [k, i] of Object.entries(v)) if (i === id) return k; }
+  return undefined;
+}
+
+export { gpt2ConfigJson } from "../model/hf_config.ts";
+
+/** The special-token texts of an export. */
+export interface SpecialTexts {
+  /** End of sequence (also BOS and UNK, as in GPT-2). */
+  eos: string;
+  /** Padding (EOS's text). */
+  pad: string;
+  /** `<|start-latent|>`. */
+  bot: string;
+  /** `<|end-latent|>`. */
+  eot: string;
+  /** `<|latent|>`. */
+  lat: string;
+}
+
+/**
+ * tokenizer_config.json. `PreTrainedTokenizerFast` makes both libraries read tokenizer.json
+ * as it is (a GPT-2 class would rebuild the pre-tokenizer, and the compact tokenizer splits
+ * digits differently).
+ */
+export function tokenizerConfigJson(
+  tokenizer: unknown,
+  texts: SpecialTexts,
+  maxPositions: number,
+): Record<string, unknown> {
+  const added = (tokenizer as { added_tokens?: Record<string, unknown>[] }).added_tokens ?? [];
+  const decoder: Record<string, unknown> = {};
+  for (const a of added) {
+    decoder[String(a.id)] = {
+      content: a.content,
+      lstrip: a.lstrip ?? false,
+      normalized: a.normalized ?? false,
+      rstrip: a.rstrip ?? false,
+      single_word: a.single_word ?? false,
+      special: a.special ?? true,
+    };
+  }
+  return {
+    tokenizer_class: "PreTrainedTokenizerFast",
+    added_tokens_decoder: decoder,
+    bos_token: texts.eos,
+    eos_token: texts.eos,
+    unk_token: texts.eos,
+    pad_token: texts.pad,
+    additional_special_tokens: [texts.bot, texts.eot, texts.lat],
+    add_bos_token: false,
+    add_prefix_space: false,
+    clean_up_tokenization_spaces: false,
+    model_max_length: maxPositions,
+  };
+}
+
+/** special_tokens_map.json. */
+export function specialTokensMapJson(texts: SpecialTexts): Record<string, unknown> {
+  return {
+    bos_token: texts.eos,
+    eos_token: texts.eos,
+    unk_token: texts.eos,
+    pad_token: texts.pad,
+    additional_special_tokens: [texts.bot, texts.eot, texts.lat],
+  };
+}
+
+/**
+ * generation_config.json: greedy decoding up to EOS, with the budget the checkpoint was
+ * evaluated with, so a text-generation pipeline reproduces `deno task infer` by default.
+ */
+export function generationConfigJson(
+  sp: LotusJson["special"],
+  maxNewTokens: number,
+): Record<string, unknown> {
+  return {
+    bos_token_id: sp.eos,
+    eos_token_id: sp.eos,
+    pad_token_id: sp.pad,
+    do_sample: false,
+    num_beams: 1,
+    max_new_tokens: maxNewTokens,
+  };
+}

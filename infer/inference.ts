@@ -1,0 +1,168 @@
+/**
+ * Inference from a checkpoint directory: load it on a backend, then answer questions given
+ * as text. This is the one entry point that evaluation (`deno task eval`) and `deno task
+ * infer` use, whatever the backend.
+ *
+ * @module
+ */
+
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import type { Engine, Precision } from "../engine/ffi.ts";
+import { Generator } from "../model/generate.ts";
+import {
+  type AnswerBatch,
+  type AnswerOptions,
+  DEFAULT_INFERENCE_BACKEND,
+  type InferenceBackend,
+  type InferenceSession,
+} from "./session.ts";
+import { Model } from "../model/model.ts";
+import { selectEngine } from "../engine/backend.ts";
+import { inferenceShape } from "../train/schedule.ts";
+import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { extractAnswer } from "../pipeline/answer.ts";
+import { exists } from "../base/exists.ts";
+
+export type {
+  Answer,
+  AnswerBatch,
+  AnswerOptions,
+  InferenceBackend,
+  InferenceSession,
+} from "./session.ts";
+export { DEFAULT_INFERENCE_BACKEND } from "./session.ts";
+
+/**
+ * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
+ * loads an export directory, or exports the checkpoint to a cache on first use (see
+ * infer/onnx_session.ts), and imports onnxruntime-node only then.
+ *
+ * @example
+ * ```ts ignore
+ * import { openInference } from "./inference.ts";
+ * const s = await openInference("out/runs/default", { backend: "cpu" });
+ * const r = await s.answer(["Ann has 2 pens and buys 3. How many pens?"]);
+ * console.log(r.answers[0].answer);
+ * await s.close();
+ * ```
+ */
+export async function openInference(
+  checkpoint: string,
+  opts: {
+    backend?: InferenceBackend;
+    /** Matmul precision on CUDA (default fp32). */
+    precision?: Precision;
+    threads?: number;
+    maxBatch?: number;
+    maxQuestionTokens?: number;
+    maxNewTokens?: number;
+  } = {},
+): Promise<InferenceSession> {
+  const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
+  if (backend === "onnx") {
+    // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
+    let onnx: typeof import("./onnx_session.ts");
+    try {
+      onnx = await import("./onnx_session.ts");
+    } catch (e) {
+      throw new Error(
+        `backend onnx: cannot load onnxruntime-node (${(e as Error).message.split("\n")[0]}); ` +
+          `run npm ci in the project, or use --backend cpu`,
+      );
+    }
+    return onnx.openOnnxInference(checkpoint, opts);
+  }
+  const isExport = await exists(`${checkpoint}/lotus.json`);
+  if (isExport) {
+    throw new Error(
+      `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
+        `checkpoint, or use --backend onnx`,
+    );
+  }
+  const ck = await loadCheckpoint(checkpoint);
+  const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
+  const eng: Engine = selectEngine(backend, {
+    threads: opts.threads ?? 0,
+    precision: opts.precision ?? "fp32",
+  });
+  const model = new Model(eng, ck.meta.model, ck.params, false);
+  const maxBatch = opts.maxBatch ?? 32;
+  const maxNew = opts.maxNewTokens ?? 64;
+  const base = inferenceShape(ck.meta, ck.state.epoch);
+  let gen: Generator | null = null;
+  const sp = ck.meta.special;
+  const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
+    ? ck.meta.train.mode
+    : "lotus";
+  return {
+    meta: ck.meta,
+    tokenizer: tok,
+    backend: eng.backend,
+    shape: base,
+    // Async like the ONNX backend's answer, so callers treat every backend alike; a throw
+    // becomes a rejection.
+    // deno-lint-ignore require-await
+    async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
+      if (questions.length > maxBatch) {
+        throw new RangeError(
+          `${questions.length} questions exceed the session's batch of ${maxBatch}`,
+        );
+      }
+      const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
+      const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
+      const P = Math.max(...ids.map((q) => q.length));
+      const budget = o.maxNewTokens ?? maxNew;
+      const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
+      if (need > ck.meta.model.maxPositions) {
+        throw new RangeError(
+          `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
+            `positions; the model has ${ck.meta.model.maxPositions}`,
+        );
+      }
+      // (Re)allocate the generator when the request outgrows it.
+      if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
+        gen?.free();
+        gen = new Generator(model, {
+          B: maxBatch,
+          P: Math.max(P, opts.maxQuestionTokens ?? 0),
+          K: mode === "lotus" ? Math.max(K, base.K) : 0,
+          c,
+          maxNewTokens: Math.max(budget, maxNew),
+        });
+      }
+      const g = gen.generate(ids, sp, {
+        mode,
+        K,
+        c,
+        R,
+        injection: ck.meta.train.injection,
+        maxNewTokens: budget,
+        latentLogits: o.latentLogits && mode === "lotus",
+      });
+      const L = 1 + K * c, V = ck.meta.model.vocabSize;
+      const answers = g.tokens.map((t, i) => {
+        const text = tok.decode(t);
+        return {
+          text,
+          answer: extractAnswer(text),
+          tokens: t,
+          latentLogits: g.latentLogits
+            ? g.latentLogits.slice(i * L * V, (i + 1) * L * V)
+            : undefined,
+        };
+      });
+      return {
+        answers,
+        timings: g.timings,
+        K: mode === "lotus" ? K : 0,
+        R: mode === "lotus" ? R : 0,
+        c,
+      };
+    },
+    close() {
+      gen?.free();
+      model.free();
+      eng.close();
+    },
+  };
+}

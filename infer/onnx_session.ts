@@ -1,0 +1,497 @@
+/**
+ * The ONNX inference backend: a LOTUS checkpoint run by onnxruntime-node on any CPU, without
+ * the native engine. {@linkcode OnnxBackbone} runs the exported graphs (export/onnx_gpt2.ts);
+ * {@linkcode openOnnxInference} drives the LOTUS schedule over them from TypeScript, as
+ * model/generate.ts does on the engine:
+ *
+ * 1. the question prefix once (token ids, left-padded; its keys and values are kept);
+ * 2. pass 0 over BOT and the K*c latents (token ids), then R passes whose inputs are input
+ *    embeddings: `e_LAT + h` ("add") or `h` ("replace") at the latents, BOT plain, with `h`
+ *    the previous pass's post-final-norm states at the same positions;
+ * 3. EOT attending to the prefix and pass R's keys and values, then greedy decoding with the
+ *    cache until EOS or the budget.
+ *
+ * Only this module (and the tests and benchmark) imports onnxruntime-node: infer/inference.ts
+ * loads it on demand, so the trainer's module graph stays free of it.
+ *
+ * @module
+ */
+
+import * as ort from "onnxruntime-node";
+import { leftPadQuestions } from "../model/generate.ts";
+import { checkpointDirOf } from "../model/checkpoint.ts";
+import {
+  checkpointFingerprint,
+  exportCheckpoint,
+  ExportError,
+  readLotusJson,
+} from "../export/export.ts";
+import { type LotusJson, ONNX_FILES } from "../export/hf_files.ts";
+import { decodeModel } from "../export/onnx_proto.ts";
+import { pastKey, pastValue, presentKey, presentValue } from "../export/onnx_gpt2.ts";
+import { inferenceShape } from "../train/schedule.ts";
+import type { Timings } from "../model/generate.ts";
+import type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "./session.ts";
+import { extractAnswer } from "../pipeline/answer.ts";
+import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import { exists } from "../base/exists.ts";
+
+/** The directory the ONNX backend keeps its export of a checkpoint in. */
+export const ONNX_CACHE_DIR = "onnx-cache";
+
+/** Keys and values of every layer for `length` positions: [B, heads, length, head size]. */
+export interface KvCache {
+  /** Positions held. */
+  readonly length: number;
+  /** Per layer: key, value. */
+  readonly layers: [ort.Tensor, ort.Tensor][];
+}
+
+/** The backbone's shape, read from the export. */
+export interface BackboneShape {
+  /** Transformer blocks. */
+  nLayer: number;
+  /** Attention heads. */
+  nHead: number;
+  /** Width of the residual stream (C). */
+  dModel: number;
+  /** Rows of the token embedding and of the logits (V). */
+  vocabSize: number;
+}
+
+/** What one backbone run returns (fields present when asked for). */
+export interface BackboneOutput {
+  /** [B, n, V]: the logits of the last n rows (n = logitsToKeep, or every row when 0). */
+  logits?: Float32Array;
+  /** [B, T, C] post-final-norm hidden states. */
+  hidden?: Float32Array;
+  /** The past followed by this run's keys and values. */
+  present: KvCache;
+}
+
+/** Arguments of {@linkcode OnnxBackbone.forward}. */
+export interface ForwardArgs {
+  /** [B, T] positions. */
+  positions: Int32Array;
+  /** [B, past + T]: 1 where a key may be attended to. */
+  mask: Uint8Array;
+  /** Keys and values to attend to (length 0 for none). */
+  past: KvCache;
+  /** Logits of the last n rows; 0 = every row; undefined = no logits. */
+  logitsToKeep?: number;
+  /** Return the hidden states. */
+  hidden?: boolean;
+}
+
+const i64 = (a: ArrayLike<number>, dims: number[]) =>
+  new ort.Tensor("int64", BigInt64Array.from(Array.from(a, (v) => BigInt(v))), dims);
+
+/** The two exported graphs in onnxruntime sessions. */
+export class OnnxBackbone {
+  /** The backbone's shape, from the export's lotus.json. */
+  readonly shape: BackboneShape;
+  readonly #ids: ort.InferenceSession;
+  readonly #embeds: ort.InferenceSession;
+  readonly #wte: { path: string; offset: number };
+
+  private constructor(
+    shape: BackboneShape,
+    ids: ort.InferenceSession,
+    embeds: ort.InferenceSession,
+    wte: { path: string; offset: number },
+  ) {
+    this.shape = shape;
+    this.#ids = ids;
+    this.#embeds = embeds;
+    this.#wte = wte;
+  }
+
+  /**
+   * Open the graphs of an export directory. `threads` sets onnxruntime's intra-op threads
+   * (0: its default, every core).
+   */
+  static async open(dir: string, opts: { threads?: number } = {}): Promise<OnnxBackbone> {
+    const lotus = await readLotusJson(dir);
+    if (!lotus.onnx) {
+      throw new ExportError(
+        `${dir}/lotus.json: field "onnx" is null: this export has no ONNX graphs; export ` +
+          `with --format onnx or both`,
+      );
+    }
+    const m = lotus.lotus.model;
+    const shape = {
+      nLayer: m.nLayer,
+      nHead: m.nHead,
+      dModel: m.dModel,
+      vocabSize: m.vocabSize,
+    };
+    const idsPath = `${dir}/${lotus.onnx.ids}`;
+    let graph;
+    try {
+      graph = decodeModel(await Deno.readFile(idsPath));
+    } catch (e) {
+      throw new ExportError(`${idsPath}: cannot read (${(e as Error).message}); export again`);
+    }
+    const wte = graph.graph.initializer.find((t) => t.name === "transformer.wte.weight");
+    const offset = Number(wte?.externalData?.find((e) => e.key === "offset")?.value ?? NaN);
+    const location = wte?.externalData?.find((e) => e.key === "location")?.value;
+    if (!location || !Number.isFinite(offset)) {
+      throw new ExportError(
+        `${idsPath}: the token embedding "transformer.wte.weight" is not in an external file`,
+      );
+    }
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders: ["cpu"],
+      graphOptimizationLevel: "all",
+      intraOpNumThreads: opts.threads ?? 0,
+      logSeverityLevel: 3,
+      // Idle pool threads would otherwise spin between runs and take the core that the
+      // JavaScript thread needs to prepare the next one: measured 2.6x slower decode steps
+      // on two cores (bench/onnx_vs_engine.ts).
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
+    };
+    const open = async (path: string) => {
+      try {
+        return await ort.InferenceSession.create(path, options);
+      } catch (e) {
+        throw new ExportError(
+          `${path}: onnxruntime cannot load it (${(e as Error).message}); export again`,
+        );
+      }
+    };
+    const dirOf = idsPath.slice(0, idsPath.lastIndexOf("/"));
+    return new OnnxBackbone(
+      shape,
+      await open(idsPath),
+      await open(`${dir}/${lotus.onnx.embeds}`),
+      { path: `${dirOf}/${location}`, offset },
+    );
+  }
+
+  /** A cache of no positions for a batch of `B`. */
+  emptyCache(B: number): KvCache {
+    const { nLayer, nHead, dModel } = this.shape;
+    const dims = [B, nHead, 0, dModel / nHead];
+    const t = () => new ort.Tensor("float32", new Float32Array(0), dims);
+    return { length: 0, layers: Array.from({ length: nLayer }, () => [t(), t()]) };
+  }
+
+  /** Rows of the token embedding table, read from the weight file: [ids.length, C]. */
+  async tokenEmbeddings(ids: number[]): Promise<Float32Array> {
+    const C = this.shape.dModel, out = new Float32Array(ids.length * C);
+    const f = await Deno.open(this.#wte.path, { read: true });
+    try {
+      for (let i = 0; i < ids.length; i++) {
+        const row = new Uint8Array(C * 4);
+        await f.seek(this.#wte.offset + ids[i] * C * 4, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < row.length) {
+          const n = await f.read(row.subarray(got));
+          if (n === null) throw new ExportError(`${this.#wte.path}: ends inside the embeddings`);
+          got += n;
+        }
+        out.set(new Float32Array(row.buffer), i * C);
+      }
+    } finally {
+      f.close();
+    }
+    return out;
+  }
+
+  /**
+   * Run the backbone over T new positions of a batch of B: token ids [B, T], or input
+   * embeddings [B, T, C] (without positions, which the graph adds).
+   */
+  async forward(
+    input: { ids: ArrayLike<number> } | { embeds: Float32Array },
+    B: number,
+    T: number,
+    args: ForwardArgs,
+  ): Promise<BackboneOutput> {
+    const { nLayer, dModel: C } = this.shape;
+    const S = args.past.length + T;
+    const feeds: Record<string, ort.Tensor> = {
+      attention_mask: i64(args.mask, [B, S]),
+      position_ids: i64(args.positions, [B, T]),
+      num_logits_to_keep: i64([args.logitsToKeep ?? 1], []),
+    };
+    let session = this.#ids;
+    if ("ids" in input) feeds.input_ids = i64(input.ids, [B, T]);
+    else {
+      feeds.inputs_embeds = new ort.Tensor("float32", input.embeds, [B, T, C]);
+      session = this.#embeds;
+    }
+    const fetches: string[] = [];
+    for (let l = 0; l < nLayer; l++) {
+      feeds[pastKey(l)] = args.past.layers[l][0];
+      feeds[pastValue(l)] = args.past.layers[l][1];
+      fetches.push(presentKey(l), presentValue(l));
+    }
+    if (args.logitsToKeep !== undefined) fetches.push("logits");
+    if (args.hidden) fetches.push("last_hidden_state");
+    const out = await session.run(feeds, fetches);
+    return {
+      logits: args.logitsToKeep !== undefined ? out.logits.data as Float32Array : undefined,
+      hidden: args.hidden ? out.last_hidden_state.data as Float32Array : undefined,
+      present: {
+        length: S,
+        layers: Array.from(
+          { length: nLayer },
+          (_, l) => [out[presentKey(l)], out[presentValue(l)]] as [ort.Tensor, ort.Tensor],
+        ),
+      },
+    };
+  }
+
+  /** Release the sessions. */
+  async close(): Promise<void> {
+    await this.#ids.release();
+    await this.#embeds.release();
+  }
+}
+
+async function isExport(dir: string): Promise<boolean> {
+  try {
+    await Deno.stat(`${dir}/lotus.json`);
+    await Deno.stat(`${dir}/${ONNX_FILES.ids}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The export directory for `path`: `path` itself when it is an export with ONNX graphs;
+ * otherwise `path` is a checkpoint (or a run directory), exported on first use to
+ * `<checkpoint>/onnx-cache/` and exported again whenever the checkpoint's weights or config
+ * change.
+ */
+export async function onnxExportFor(
+  path: string,
+  log: (s: string) => void = console.error,
+): Promise<string> {
+  if (await isExport(path)) return path;
+  if (await exists(`${path}/lotus.json`)) {
+    throw new ExportError(
+      `${path}: this export has no ONNX graphs (${ONNX_FILES.ids}); export with --format ` +
+        `onnx or both, or pass the checkpoint`,
+    );
+  }
+  const ck = checkpointDirOf(path);
+  if (!(await exists(`${ck}/config.json`))) {
+    throw new ExportError(
+      `${path}: neither an export (no lotus.json) nor a checkpoint (no config.json here or ` +
+        `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
+    );
+  }
+  const cache = `${ck}/${ONNX_CACHE_DIR}`;
+  if (await isExport(cache)) {
+    const [lotus, sha] = await Promise.all([readLotusJson(cache), checkpointFingerprint(ck)]);
+    if (lotus.source.sha256 === sha) return cache;
+  }
+  log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
+  await exportCheckpoint(ck, cache, { format: "onnx" });
+  return cache;
+}
+
+/** Index of the largest value of each of `rows` rows of width V (lowest index on ties). */
+function argmaxRows(logits: Float32Array, rows: number, V: number): Int32Array {
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0, bv = logits[r * V];
+    for (let v = 1; v < V; v++) {
+      const x = logits[r * V + v];
+      if (x > bv) bv = x, best = v;
+    }
+    out[r] = best;
+  }
+  return out;
+}
+
+/**
+ * Open an export directory, or a checkpoint (exported to a cache on first use, see
+ * {@linkcode onnxExportFor}), for inference on onnxruntime-node.
+ *
+ * @example
+ * ```ts ignore
+ * import { openOnnxInference } from "./onnx_session.ts";
+ * const s = await openOnnxInference("out/export/default");
+ * console.log((await s.answer(["Ann has 2 pens and buys 3. How many pens?"])).answers[0]);
+ * await s.close();
+ * ```
+ */
+export async function openOnnxInference(
+  path: string,
+  opts: { threads?: number; maxBatch?: number; maxNewTokens?: number } = {},
+): Promise<InferenceSession> {
+  const dir = await onnxExportFor(path);
+  const lotus: LotusJson = await readLotusJson(dir);
+  const tok = tokenizerFromJson(
+    await Deno.readTextFile(`${dir}/tokenizer.json`),
+    "file",
+    `${dir}/tokenizer.json`,
+  );
+  const net = await OnnxBackbone.open(dir, { threads: opts.threads });
+  const meta = lotus.lotus, sp = lotus.special, V = net.shape.vocabSize, C = net.shape.dModel;
+  const [eBot, eLat] = [
+    await net.tokenEmbeddings([sp.bot]),
+    await net.tokenEmbeddings([sp.lat]),
+  ];
+  const maxBatch = opts.maxBatch ?? 32, maxNew = opts.maxNewTokens ?? 64;
+  const base = inferenceShape(meta, lotus.epoch);
+  const lotusMode = lotus.mode === "lotus";
+
+  async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
+    if (questions.length > maxBatch) {
+      throw new RangeError(
+        `${questions.length} questions exceed the session's batch of ${maxBatch}`,
+      );
+    }
+    const { K, R, c } = inferenceShape(meta, lotus.epoch, o);
+    const budget = o.maxNewTokens ?? maxNew;
+    const B = questions.length;
+    const pre = leftPadQuestions(
+      questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n"))),
+      sp.pad,
+    );
+    const P = pre.P, L = lotusMode ? 1 + K * c : 0;
+    const need = P + L + budget + 1;
+    if (need > meta.model.maxPositions) {
+      throw new RangeError(
+        `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
+          `positions; the model has ${meta.model.maxPositions}`,
+      );
+    }
+    const T0 = performance.now();
+    const prefix = await net.forward({ ids: pre.ids }, B, P, {
+      positions: pre.pos,
+      mask: pre.valid,
+      past: net.emptyCache(B),
+      logitsToKeep: lotusMode ? undefined : 1,
+    });
+    const T1 = performance.now();
+
+    let past = prefix.present;
+    let latentLogits: Float32Array | undefined;
+    if (lotusMode) {
+      const ids = new Int32Array(B * L).fill(sp.lat), pos = new Int32Array(B * L);
+      const mask = new Uint8Array(B * (P + L));
+      for (let b = 0; b < B; b++) {
+        ids[b * L] = sp.bot;
+        for (let i = 0; i < L; i++) pos[b * L + i] = pre.qLen[b] + i;
+        mask.set(pre.valid.subarray(b * P, (b + 1) * P), b * (P + L));
+        mask.fill(1, b * (P + L) + P, (b + 1) * (P + L));
+      }
+      let h: Float32Array | undefined;
+      let pass: BackboneOutput | undefined;
+      for (let r = 0; r <= R; r++) {
+        const last = r === R;
+        const args = {
+          positions: pos,
+          mask,
+          past: prefix.present,
+          hidden: !last,
+          logitsToKeep: last && o.latentLogits ? 0 : undefined,
+        };
+        if (r === 0) pass = await net.forward({ ids }, B, L, args);
+        else {
+          // Latent i's input is e_LAT + h_i ("add") or h_i ("replace"); BOT stays plain.
+          const x = new Float32Array(B * L * C);
+          for (let b = 0; b < B; b++) {
+            x.set(eBot, b * L * C);
+            for (let i = 1; i < L; i++) {
+              const at = (b * L + i) * C;
+              for (let j = 0; j < C; j++) {
+                x[at + j] = (lotus.injection === "add" ? eLat[j] : 0) + h![at + j];
+              }
+            }
+          }
+          pass = await net.forward({ embeds: x }, B, L, args);
+        }
+        h = pass.hidden;
+      }
+      past = pass!.present;
+      latentLogits = pass!.logits;
+    }
+    const T2 = performance.now();
+
+    const out: number[][] = Array.from({ length: B }, () => []);
+    const done = new Uint8Array(B);
+    const accept = (next: Int32Array) => {
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        if (next[b] === sp.eos) done[b] = 1;
+        else out[b].push(next[b]);
+      }
+    };
+    const stepMs: number[] = [];
+    let steps = 0, tStep = T2;
+    let next: Int32Array = new Int32Array(B).fill(sp.eot);
+    if (!lotusMode) {
+      // The prefix's last row already predicts the first answer token.
+      next = argmaxRows(prefix.logits!, B, V);
+      accept(next);
+      steps = 1;
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
+    }
+    while (steps < budget && !done.every((d) => d === 1)) {
+      const len = past.length;
+      const pos = new Int32Array(B), mask = new Uint8Array(B * (len + 1));
+      for (let b = 0; b < B; b++) {
+        pos[b] = pre.qLen[b] + (len - P);
+        mask.set(pre.valid.subarray(b * P, (b + 1) * P), b * (len + 1));
+        mask.fill(1, b * (len + 1) + P, (b + 1) * (len + 1));
+      }
+      const step = await net.forward({ ids: next }, B, 1, {
+        positions: pos,
+        mask,
+        past,
+        logitsToKeep: 1,
+      });
+      past = step.present;
+      next = argmaxRows(step.logits!, B, V);
+      accept(next);
+      steps++;
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
+    }
+    const T3 = performance.now();
+    // Built as a variable: Timings may carry more fields on other branches (per-step times).
+    const timings = {
+      prefillMs: T1 - T0,
+      thoughtMs: T2 - T1,
+      decodeMs: T3 - T2,
+      decodeSteps: steps,
+      stepMs,
+    };
+    const answers: Answer[] = out.map((t, i) => {
+      const text = tok.decode(t);
+      return {
+        text,
+        answer: extractAnswer(text),
+        tokens: t,
+        latentLogits: latentLogits ? latentLogits.slice(i * L * V, (i + 1) * L * V) : undefined,
+      };
+    });
+    const result: Timings = timings;
+    return {
+      answers,
+      timings: result,
+      K: lotusMode ? K : 0,
+      R: lotusMode ? R : 0,
+      c,
+    };
+  }
+
+  return {
+    meta,
+    tokenizer: tok,
+    backend: "onnx",
+    shape: base,
+    answer,
+    async close() {
+      await net.close();
+    },
+  };
+}

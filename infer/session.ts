@@ -1,0 +1,75 @@
+/**
+ * What every inference backend offers: a session that answers batches of questions, with the
+ * answers, the phase timings and, for LOTUS, the latent readout. infer/inference.ts opens one
+ * on the native engines, infer/onnx_session.ts on onnxruntime.
+ *
+ * @module
+ */
+
+import type { LotusMeta } from "../model/checkpoint.ts";
+import type { Timings } from "../model/generate.ts";
+import type { Tokenizer } from "../pipeline/tokenizer.ts";
+import type { LotusShape } from "../train/schedule.ts";
+
+/**
+ * Where inference runs: the native engines ("auto": CUDA when usable, else the CPU), or
+ * onnxruntime-node ("onnx", infer/onnx_session.ts) over an export of the checkpoint.
+ */
+export type InferenceBackend = "cpu" | "cuda" | "auto" | "onnx";
+
+/**
+ * The backend used when none is given: the faster CPU path. On the `small` preset at batch
+ * 1 on two idle cores, the native engine takes 37 ms for the thought phase and 0.28 ms per
+ * answer token, against 39 ms and 0.99 ms for onnxruntime-node (bench/onnx_vs_engine.ts;
+ * figures in docs/export.md). On a GPU machine, ask for "cuda" or "auto".
+ */
+export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
+
+/** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
+export interface AnswerOptions {
+  /** Latent blocks (LOTUS); default: the checkpoint's K. */
+  k?: number;
+  /** Loop iterations (LOTUS); default: the checkpoint's R (= K when tied). */
+  r?: number;
+  /** Generation budget; default 64 (the reference's). */
+  maxNewTokens?: number;
+  /** Return the post-loop logits of the loop region. */
+  latentLogits?: boolean;
+}
+
+/** One answered question. */
+export interface Answer {
+  /** The generated text (without EOS). */
+  text: string;
+  /** The extracted answer (text after the last `###`). */
+  answer: string;
+  /** Generated token ids. */
+  tokens: number[];
+  /** [1 + K*c, V] post-loop logits of the loop region, when asked for (LOTUS only). */
+  latentLogits?: Float32Array;
+}
+
+/** A batch's answers with the phase timings. */
+export interface AnswerBatch {
+  answers: Answer[];
+  timings: Timings;
+  /** The LOTUS shape used (K = 0 for baselines). */
+  K: number;
+  R: number;
+  c: number;
+}
+
+/** A checkpoint loaded for inference. */
+export interface InferenceSession {
+  readonly meta: LotusMeta;
+  readonly tokenizer: Tokenizer;
+  readonly backend: string;
+  /** The default LOTUS shape (the stage the checkpoint reached). */
+  readonly shape: LotusShape;
+  /**
+   * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
+   * onnxruntime runs asynchronously; the native engines answer at once.
+   */
+  answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
+  close(): void | Promise<void>;
+}

@@ -1,0 +1,136 @@
+/**
+ * Model and training configuration: zod schemas, presets and defaults.
+ *
+ * Everything a run depends on is in these two plain objects, so a checkpoint's
+ * `config.json` describes it completely and `--resume` can check that nothing changed.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+
+/** The shape of a GPT-2-style decoder (plus the optional LOTUS-aux decoder). */
+export const ModelConfigSchema = z.object({
+  /** Vocabulary size, including the added LOTUS tokens. */
+  vocabSize: z.number().int().min(8),
+  /** Context length: the size of the learned position table. */
+  maxPositions: z.number().int().min(8),
+  /** Width of the residual stream. */
+  dModel: z.number().int().min(4),
+  /** Number of attention heads; must divide dModel. */
+  nHead: z.number().int().min(1),
+  /** Number of Transformer blocks. */
+  nLayer: z.number().int().min(1),
+  /** LOTUS-aux decoder blocks (0 = no auxiliary decoder). Training only; not exported. */
+  auxLayers: z.number().int().min(0).default(0),
+  /** LOTUS-aux decoder heads (the reference uses 8, or 4 when dModel < 512). */
+  auxHeads: z.number().int().min(1).default(4),
+}).refine((m) => m.dModel % m.nHead === 0, {
+  message: "dModel must be divisible by nHead",
+  path: ["nHead"],
+}).refine((m) => m.dModel % m.auxHeads === 0, {
+  message: "dModel must be divisible by auxHeads",
+  path: ["auxHeads"],
+});
+
+/** A validated model configuration. */
+export type ModelConfig = z.infer<typeof ModelConfigSchema>;
+
+/**
+ * The named model sizes, each with the learning rate `deno task train` uses when `--lr` is
+ * not given (training from scratch; smaller models tolerate larger rates). The vocabulary
+ * comes from the dataset's tokenizer.
+ */
+export const PRESETS = {
+  /** For tests and the default job: trains in minutes on two CPU cores. */
+  tiny: { maxPositions: 512, dModel: 64, nHead: 4, nLayer: 2, lr: 3e-3 },
+  /** A few million parameters, for CPU experiments. */
+  small: { maxPositions: 1024, dModel: 256, nHead: 4, nLayer: 4, lr: 1e-3 },
+  /** GPT-2 small (124M with the GPT-2 vocabulary), the reference implementation's backbone. */
+  gpt2: { maxPositions: 1024, dModel: 768, nHead: 12, nLayer: 12, lr: 3e-4 },
+} as const;
+
+/** The name of a preset. */
+export type PresetName = keyof typeof PRESETS;
+
+/**
+ * The model configuration of a preset for a vocabulary.
+ *
+ * @example
+ * ```ts
+ * import { presetConfig } from "./config.ts";
+ * const cfg = presetConfig("tiny", 512);
+ * console.assert(cfg.dModel === 64);
+ * ```
+ */
+export function presetConfig(name: PresetName, vocabSize: number, auxLayers = 0): ModelConfig {
+  const p = PRESETS[name];
+  if (!p) throw new Error(`unknown preset "${name}"; choose one of ${Object.keys(PRESETS)}`);
+  return ModelConfigSchema.parse({
+    maxPositions: p.maxPositions,
+    dModel: p.dModel,
+    nHead: p.nHead,
+    nLayer: p.nLayer,
+    vocabSize,
+    auxLayers,
+    auxHeads: p.dModel >= 512 ? 8 : 4,
+  });
+}
+
+/** What the model is trained to do. */
+export const ModeSchema = z.enum(["lotus", "lotus-aux", "cot", "nocot"]);
+/** Training mode: LOTUS, LOTUS with the auxiliary decoder, or a baseline. */
+export type Mode = z.infer<typeof ModeSchema>;
+
+/** The optimisation, schedule and LOTUS settings of a run. */
+export const TrainConfigSchema = z.object({
+  mode: ModeSchema.default("lotus"),
+  /** Latent blocks at the final curriculum stage (the reference's max_latent_stage). */
+  k: z.number().int().min(0).default(6),
+  /** Latent slots per block (c_thought). */
+  c: z.number().int().min(1).default(13),
+  /**
+   * Loop iterations R. null: tied to K at every stage, as the reference trains (R = K = s).
+   * A number fixes R at every stage with latents (0 is the "no loop" ablation).
+   */
+  r: z.number().int().min(0).nullable().default(null),
+  /** Weight of the step loss (the reference's intermediate_loss_weight). */
+  lambda: z.number().min(0).default(0.05),
+  /** Weight of the LOTUS-aux decoder loss. */
+  auxWeight: z.number().min(0).default(1),
+  /** Step loss on the final pass's logits ("after", the default) or per pass ("in-loop"). */
+  stepLoss: z.enum(["after", "in-loop"]).default("after"),
+  /** Latent injection: embedding + previous state ("add"), or the state alone ("replace"). */
+  injection: z.enum(["add", "replace"]).default("add"),
+  /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
+  epochsPerStage: z.number().int().min(0).default(1),
+  lr: z.number().positive().default(1e-3),
+  /** Learning-rate schedule after warmup. */
+  schedule: z.enum(["constant", "cosine"]).default("constant"),
+  warmupSteps: z.number().int().min(0).default(0),
+  /** Final LR as a fraction of lr, for the cosine schedule. */
+  minLrRatio: z.number().min(0).max(1).default(0.1),
+  weightDecay: z.number().min(0).default(0.01),
+  beta1: z.number().min(0).max(1).default(0.9),
+  beta2: z.number().min(0).max(1).default(0.999),
+  eps: z.number().positive().default(1e-8),
+  /** Global-norm gradient clip (0 = off). */
+  clip: z.number().min(0).default(1),
+  batch: z.number().int().min(1).default(16),
+  /** Total optimiser steps; null = derived from epochs. */
+  steps: z.number().int().min(1).nullable().default(null),
+  /** Epochs when steps is null. */
+  epochs: z.number().int().min(1).default(1),
+  seed: z.number().int().min(0).default(0),
+  /** Evaluate every this many steps (0 = only at the end). */
+  evalEvery: z.number().int().min(0).default(0),
+  /** Validation examples used for greedy accuracy (0 = all). */
+  evalExamples: z.number().int().min(0).default(200),
+  /** Maximum tokens generated per answer during evaluation. */
+  maxNewTokens: z.number().int().min(1).default(64),
+  /** Save a checkpoint every this many steps (0 = only at the end). */
+  saveEvery: z.number().int().min(0).default(0),
+});
+
+/** A validated training configuration. */
+export type TrainConfig = z.infer<typeof TrainConfigSchema>;

@@ -1,0 +1,341 @@
+/**
+ * Batched greedy generation with a key/value cache, for LOTUS checkpoints and for the
+ * explicit-CoT / no-CoT baselines.
+ *
+ * LOTUS (as the reference's `generate`): the question prefix once; pass 0 and R loop passes
+ * over BOT + K*c latents; then EOT is fed attending to prefix ‖ pass R's K/V, and tokens are
+ * decoded greedily until EOS or the budget. The post-loop logits of the loop region (the
+ * "latent readout") can be returned. Baselines decode straight after the question.
+ *
+ * Questions are left-padded so every example's next token sits in the same column; pads are
+ * masked as keys and positions restart at 0 after them.
+ *
+ * @module
+ */
+
+import type { Ptr } from "../engine/ffi.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import type { Model } from "./model.ts";
+import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "./stack.ts";
+
+/**
+ * Left-pad questions into [B, P] ids, positions and key validity. Shared by LOTUS batches
+ * and generation.
+ */
+export function leftPadQuestions(
+  qs: Int32Array[],
+  pad: number,
+): { P: number; ids: Int32Array; pos: Int32Array; valid: Uint8Array; qLen: Int32Array } {
+  const B = qs.length;
+  const P = Math.max(...qs.map((q) => q.length));
+  const ids = new Int32Array(B * P).fill(pad);
+  const pos = new Int32Array(B * P);
+  const valid = new Uint8Array(B * P);
+  const qLen = new Int32Array(B);
+  for (let b = 0; b < B; b++) {
+    const q = qs[b], off = b * P + (P - q.length);
+    qLen[b] = q.length;
+    ids.set(q, off);
+    for (let i = 0; i < q.length; i++) pos[off + i] = i, valid[off + i] = 1;
+  }
+  return { P, ids, pos, valid, qLen };
+}
+
+/** What to generate. */
+export interface GenerateOptions {
+  mode: "lotus" | "cot" | "nocot";
+  /** LOTUS: latent blocks, slots per block and loop iterations. */
+  K?: number;
+  c?: number;
+  R?: number;
+  injection?: "add" | "replace";
+  /** Most tokens generated per example (EOS included). */
+  maxNewTokens: number;
+  /** LOTUS: also return the post-loop logits of the loop region, [B, 1 + K*c, V]. */
+  latentLogits?: boolean;
+}
+
+/** Phase timings in milliseconds (wall clock, engine synchronised). */
+export interface Timings {
+  /** The question prefix. */
+  prefillMs: number;
+  /** LOTUS thought phase: pass 0 plus R loop passes (the readout projection excluded). 0 for baselines. */
+  thoughtMs: number;
+  /** Decoding (EOT onwards for LOTUS), all tokens. */
+  decodeMs: number;
+  /** Decode steps run (the longest example's count). */
+  decodeSteps: number;
+  /**
+   * Milliseconds of each decode step (engine synchronised by the argmax download), so that
+   * evaluation can time a CoT baseline's written thought: the steps before its first `#`.
+   */
+  stepMs: number[];
+}
+
+/** The result of {@linkcode Generator.generate}. */
+export interface Generation {
+  /** Generated ids per example, without the final EOS. */
+  tokens: number[][];
+  /** [B, 1 + K*c, V] when requested. */
+  latentLogits?: Float32Array;
+  timings: Timings;
+}
+
+/** The largest request a generator serves. */
+export interface GeneratorCapacity {
+  B: number;
+  /** Longest question. */
+  P: number;
+  /** Most latent blocks, slots per block (LOTUS); 0 for baselines. */
+  K: number;
+  c: number;
+  maxNewTokens: number;
+}
+
+/** Greedy generation on a model, with buffers allocated once for a capacity. */
+export class Generator {
+  readonly model: Model;
+  readonly cap: GeneratorCapacity;
+  #arena: Arena;
+  #sc: Scratch;
+  #pre: Chunk;
+  #pass: [Chunk, Chunk];
+  #dec: Chunk;
+  #cache: Ptr[];
+  #tcap: number;
+  #ids: Ptr;
+  #pos: Ptr;
+  #valid: Ptr;
+  #logits: Ptr;
+  #argmax: Ptr;
+
+  /** Allocate for `cap`. */
+  constructor(model: Model, cap: GeneratorCapacity) {
+    this.model = model;
+    this.cap = cap;
+    const C = model.cfg.dModel, V = model.cfg.vocabSize, shape = model.main.shape;
+    const a = this.#arena = new Arena(model.eng);
+    // A LOTUS model at K = 0 (curriculum stage 0) still runs BOT through the loop region, so
+    // the loop buffers always hold at least one position.
+    const L = 1 + cap.K * cap.c;
+    this.#tcap = cap.P + L + cap.maxNewTokens + 1;
+    const rows = cap.B * Math.max(cap.P, L, 1);
+    this.#sc = new Scratch(a, rows, C, false);
+    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, false);
+    this.#pass = [
+      new Chunk(a, shape, cap.B, L, cap.P, false),
+      new Chunk(a, shape, cap.B, L, cap.P, false),
+    ];
+    this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
+    this.#cache = Array.from({ length: model.cfg.nLayer }, () => a.f32(cap.B * this.#tcap * 2 * C));
+    this.#ids = a.i32(rows);
+    this.#pos = a.i32(rows);
+    this.#valid = a.bytes(cap.B * this.#tcap);
+    this.#logits = a.f32(rows * V);
+    this.#argmax = a.i32(rows);
+  }
+
+  /** Free the buffers. */
+  free(): void {
+    this.#arena.free();
+  }
+
+  /** Greedy-decode answers for tokenised questions (each `encode(question + "\n")`). */
+  generate(questions: Int32Array[], sp: SpecialIds, opts: GenerateOptions): Generation {
+    const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
+    const main = m.main, sc = this.#sc, cap = this.cap;
+    const B = questions.length;
+    const lotus = opts.mode === "lotus";
+    const K = lotus ? opts.K ?? 0 : 0, c = opts.c ?? 1, R = lotus ? opts.R ?? K : 0;
+    const L = lotus ? 1 + K * c : 0;
+    const pre = leftPadQuestions(questions, sp.pad);
+    const P = pre.P;
+    if (B > cap.B || P > cap.P || (lotus && L > 1 + cap.K * cap.c)) {
+      throw new RangeError(`request (B=${B}, P=${P}, L=${L}) exceeds the generator's capacity`);
+    }
+    if (opts.maxNewTokens > cap.maxNewTokens) {
+      throw new RangeError(`maxNewTokens ${opts.maxNewTokens} exceeds ${cap.maxNewTokens}`);
+    }
+    const T0 = performance.now();
+
+    // Prefix.
+    e.upload(this.#ids, pre.ids), e.upload(this.#pos, pre.pos), e.upload(this.#valid, pre.valid);
+    e.embedFwd(this.#pre.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * P, C);
+    main.forward(this.#pre, sc, B, P, null, this.#valid);
+    const tcap = this.#tcap;
+    for (let l = 0; l < m.cfg.nLayer; l++) {
+      e.copyRows(
+        this.#cache[l],
+        e.offset(this.#pre.qkv[l], C * F32),
+        B,
+        P,
+        2 * C,
+        tcap * 2 * C,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        false,
+      );
+    }
+    e.sync();
+    const T1 = performance.now();
+
+    let T2 = T1;
+    // Thought phase (LOTUS).
+    let latentLogits: Float32Array | undefined;
+    let len = P; // filled cache rows
+    const keyValid = new Uint8Array(B * tcap);
+    if (lotus) {
+      const ids = new Int32Array(B * L).fill(sp.lat), repl = new Int32Array(B * L).fill(-1);
+      const pos = new Int32Array(B * L), valid = new Uint8Array(B * (P + L));
+      for (let b = 0; b < B; b++) {
+        ids[b * L] = sp.bot, repl[b * L] = sp.bot;
+        for (let i = 0; i < L; i++) pos[b * L + i] = pre.qLen[b] + i;
+        valid.set(pre.valid.subarray(b * P, (b + 1) * P), b * (P + L));
+        valid.fill(1, b * (P + L) + P, (b + 1) * (P + L));
+      }
+      const prePast = pastOfChunk(this.#pre, C, e);
+      e.upload(this.#pos, pos), e.upload(this.#valid, valid);
+      let prev: Chunk | null = null;
+      for (let r = 0; r <= R; r++) {
+        const ch = this.#pass[r % 2];
+        e.upload(this.#ids, r > 0 && opts.injection === "replace" ? repl : ids);
+        e.embedFwd(ch.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * L, C);
+        if (prev) {
+          e.copyRows(
+            e.offset(ch.x[0], C * F32),
+            e.offset(prev.h, C * F32),
+            B,
+            L - 1,
+            C,
+            L * C,
+            C,
+            L * C,
+            C,
+            true,
+          );
+        }
+        main.forward(ch, sc, B, L, prePast, this.#valid);
+        prev = ch;
+      }
+      for (let l = 0; l < m.cfg.nLayer; l++) {
+        e.copyRows(
+          e.offset(this.#cache[l], P * 2 * C * F32),
+          e.offset(prev!.qkv[l], C * F32),
+          B,
+          L,
+          2 * C,
+          tcap * 2 * C,
+          2 * C,
+          L * 3 * C,
+          3 * C,
+          false,
+        );
+      }
+      len = P + L;
+      e.sync();
+      T2 = performance.now();
+      // The readout is a measurement, not part of answering: it is timed in no phase.
+      if (opts.latentLogits) {
+        e.matmulFwd(this.#logits, prev!.h, m.wte, null, B * L, C, V);
+        latentLogits = new Float32Array(B * L * V);
+        e.download(latentLogits, this.#logits);
+      }
+    }
+    e.sync();
+    if (!lotus) T2 = performance.now();
+    const T2d = performance.now();
+
+    // Decode.
+    for (let b = 0; b < B; b++) {
+      keyValid.set(pre.valid.subarray(b * P, (b + 1) * P), b * tcap);
+      keyValid.fill(1, b * tcap + P, (b + 1) * tcap);
+    }
+    const out: number[][] = Array.from({ length: B }, () => []);
+    const done = new Uint8Array(B);
+    const next = new Int32Array(B), pos = new Int32Array(B);
+    const argmax = new Int32Array(B);
+    let steps = 0;
+    const stepMs: number[] = [];
+    let tStep = performance.now();
+    if (!lotus) {
+      // The prefix's last column already predicts the first answer token.
+      e.copyRows(sc.tmp, e.offset(this.#pre.h, (P - 1) * C * F32), B, 1, C, C, C, P * C, C, false);
+      e.matmulFwd(this.#logits, sc.tmp, m.wte, null, B, C, V);
+      e.argmax(this.#argmax, this.#logits, B, V);
+      e.download(argmax, this.#argmax);
+      steps = 1;
+      this.#accept(argmax, out, done, sp.eos);
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
+    } else {
+      next.fill(sp.eot);
+    }
+    const dec = this.#dec;
+    const cachePast: Past = {
+      length: 0,
+      kv: (l) => this.#cache[l],
+      dkv: () => null,
+      bs: tcap * 2 * C,
+      rs: 2 * C,
+    };
+    const validRow = new Uint8Array(B * tcap);
+    while (steps < opts.maxNewTokens && !done.every((d) => d === 1)) {
+      if (!lotus || steps > 0) next.set(argmax);
+      for (let b = 0; b < B; b++) pos[b] = pre.qLen[b] + (len - P);
+      e.upload(this.#ids, next), e.upload(this.#pos, pos);
+      // key validity [B, len + 1] for this step
+      const kv = validRow.subarray(0, B * (len + 1));
+      for (let b = 0; b < B; b++) {
+        kv.set(keyValid.subarray(b * tcap, b * tcap + len + 1), b * (len + 1));
+      }
+      e.upload(this.#valid, kv);
+      e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
+      cachePast.length = len;
+      main.forward(dec, sc, B, 1, cachePast, this.#valid);
+      for (let l = 0; l < m.cfg.nLayer; l++) {
+        e.copyRows(
+          e.offset(this.#cache[l], len * 2 * C * F32),
+          e.offset(dec.qkv[l], C * F32),
+          B,
+          1,
+          2 * C,
+          tcap * 2 * C,
+          2 * C,
+          3 * C,
+          3 * C,
+          false,
+        );
+      }
+      len++;
+      e.matmulFwd(this.#logits, dec.h, m.wte, null, B, C, V);
+      e.argmax(this.#argmax, this.#logits, B, V);
+      e.download(argmax, this.#argmax);
+      steps++;
+      this.#accept(argmax, out, done, sp.eos);
+      const now = performance.now();
+      stepMs.push(now - tStep), tStep = now;
+    }
+    e.sync();
+    const T3 = performance.now();
+    return {
+      tokens: out,
+      latentLogits,
+      timings: {
+        prefillMs: T1 - T0,
+        thoughtMs: T2 - T1,
+        decodeMs: T3 - T2d,
+        decodeSteps: steps,
+        stepMs,
+      },
+    };
+  }
+
+  #accept(ids: Int32Array, out: number[][], done: Uint8Array, eos: number): void {
+    for (let b = 0; b < ids.length; b++) {
+      if (done[b]) continue;
+      if (ids[b] === eos) done[b] = 1;
+      else out[b].push(ids[b]);
+    }
+  }
+}

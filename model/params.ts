@@ -1,0 +1,158 @@
+/**
+ * The parameter layout: every weight of the model (and of the LOTUS-aux decoder) lives in one
+ * contiguous fp32 slab, so the optimiser, the gradient norm and checkpoints each work on one
+ * buffer. Tensors carry their Hugging Face GPT-2 names.
+ *
+ * Linear weights are stored [out, in] (y = x W^T + b). Hugging Face GPT-2 stores its Conv1D
+ * weights [in, out]; `hfTransposed` marks those, and checkpoint I/O transposes them.
+ *
+ * @module
+ */
+
+import { Rng } from "../base/rng.ts";
+import type { ModelConfig } from "./config.ts";
+
+/** One tensor in the slab. */
+export interface ParamTensor {
+  /** Hugging Face name (main model) or `aux.*` (auxiliary decoder). */
+  name: string;
+  /** Shape in our layout ([out, in] for linear weights). */
+  shape: number[];
+  /** Offset in floats from the start of the slab. */
+  offset: number;
+  /** Number of floats. */
+  size: number;
+  /** True for weights that Hugging Face stores transposed ([in, out], Conv1D). */
+  hfTransposed: boolean;
+  /** How the tensor is initialised. */
+  init: "normal" | "proj" | "zeros" | "ones";
+}
+
+/** Offsets (in floats) of one Transformer block's tensors. */
+export interface BlockLayout {
+  ln1w: number;
+  ln1b: number;
+  qkvw: number;
+  qkvb: number;
+  projw: number;
+  projb: number;
+  ln2w: number;
+  ln2b: number;
+  fcw: number;
+  fcb: number;
+  fcprojw: number;
+  fcprojb: number;
+}
+
+/** The whole layout. */
+export interface ParamLayout {
+  /** Every tensor, in slab order. */
+  tensors: ParamTensor[];
+  /** Total floats. */
+  total: number;
+  /** Floats of the main model (a prefix of the slab); the aux decoder follows. */
+  mainTotal: number;
+  /** Offsets of the main model. */
+  wte: number;
+  wpe: number;
+  blocks: BlockLayout[];
+  lnfw: number;
+  lnfb: number;
+  /** Offsets of the aux decoder (empty when auxLayers = 0). */
+  aux: { blocks: BlockLayout[]; lnfw: number; lnfb: number; head: number } | null;
+}
+
+/**
+ * Compute the layout of a model.
+ *
+ * @example
+ * ```ts
+ * import { paramLayout } from "./params.ts";
+ * const l = paramLayout({ vocabSize: 10, maxPositions: 8, dModel: 4, nHead: 2, nLayer: 1, auxLayers: 0, auxHeads: 2 });
+ * console.assert(l.tensors[0].name === "transformer.wte.weight");
+ * ```
+ */
+export function paramLayout(cfg: ModelConfig): ParamLayout {
+  const C = cfg.dModel, V = cfg.vocabSize;
+  const tensors: ParamTensor[] = [];
+  let off = 0;
+  const add = (
+    name: string,
+    shape: number[],
+    init: ParamTensor["init"],
+    hfTransposed = false,
+  ): number => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    tensors.push({ name, shape, offset: off, size, hfTransposed, init });
+    off += size;
+    return off - size;
+  };
+  const block = (prefix: string): BlockLayout => ({
+    ln1w: add(`${prefix}.ln_1.weight`, [C], "ones"),
+    ln1b: add(`${prefix}.ln_1.bias`, [C], "zeros"),
+    qkvw: add(`${prefix}.attn.c_attn.weight`, [3 * C, C], "normal", true),
+    qkvb: add(`${prefix}.attn.c_attn.bias`, [3 * C], "zeros"),
+    projw: add(`${prefix}.attn.c_proj.weight`, [C, C], "proj", true),
+    projb: add(`${prefix}.attn.c_proj.bias`, [C], "zeros"),
+    ln2w: add(`${prefix}.ln_2.weight`, [C], "ones"),
+    ln2b: add(`${prefix}.ln_2.bias`, [C], "zeros"),
+    fcw: add(`${prefix}.mlp.c_fc.weight`, [4 * C, C], "normal", true),
+    fcb: add(`${prefix}.mlp.c_fc.bias`, [4 * C], "zeros"),
+    fcprojw: add(`${prefix}.mlp.c_proj.weight`, [C, 4 * C], "proj", true),
+    fcprojb: add(`${prefix}.mlp.c_proj.bias`, [C], "zeros"),
+  });
+  const wte = add("transformer.wte.weight", [V, C], "normal");
+  const wpe = add("transformer.wpe.weight", [cfg.maxPositions, C], "normal");
+  const blocks: BlockLayout[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) blocks.push(block(`transformer.h.${l}`));
+  const lnfw = add("transformer.ln_f.weight", [C], "ones");
+  const lnfb = add("transformer.ln_f.bias", [C], "zeros");
+  const mainTotal = off;
+  let aux: ParamLayout["aux"] = null;
+  if (cfg.auxLayers > 0) {
+    const ab: BlockLayout[] = [];
+    for (let l = 0; l < cfg.auxLayers; l++) ab.push(block(`aux.h.${l}`));
+    aux = {
+      blocks: ab,
+      lnfw: add("aux.ln_f.weight", [C], "ones"),
+      lnfb: add("aux.ln_f.bias", [C], "zeros"),
+      head: add("aux.head.weight", [V, C], "normal"),
+    };
+  }
+  return { tensors, total: off, mainTotal, wte, wpe, blocks, lnfw, lnfb, aux };
+}
+
+/**
+ * GPT-2 initialisation (as Hugging Face's `_init_weights` does it): normal(0, 0.02) for
+ * weights and embeddings, residual projections scaled by 1/sqrt(2 * nLayer), zero biases,
+ * unit LayerNorm gains.
+ */
+export function initParams(layout: ParamLayout, cfg: ModelConfig, seed: number): Float32Array {
+  const p = new Float32Array(layout.total);
+  const rng = new Rng(seed);
+  const projStd = 0.02 / Math.sqrt(2 * cfg.nLayer);
+  for (const t of layout.tensors) {
+    const v = p.subarray(t.offset, t.offset + t.size);
+    if (t.init === "ones") v.fill(1);
+    else if (t.init === "normal" || t.init === "proj") {
+      const std = t.init === "proj" ? projStd : 0.02;
+      for (let i = 0; i < v.length; i++) v[i] = rng.normal() * std;
+    }
+  }
+  return p;
+}
+
+/**
+ * Initialise the rows of the new LOTUS tokens as the reference does: copy the embedding row of
+ * the token that begins `<<` into BOT, EOT and LAT (the LM head is tied, so it follows).
+ */
+export function initSpecialRows(
+  params: Float32Array,
+  layout: ParamLayout,
+  dModel: number,
+  sourceId: number,
+  targetIds: number[],
+): void {
+  const src = params.slice(layout.wte + sourceId * dModel, layout.wte + (sourceId + 1) * dModel);
+  for (const id of targetIds) params.set(src, layout.wte + id * dModel);
+}

@@ -1,0 +1,446 @@
+/**
+ * A stack of GPT-2 blocks run over one "chunk" of positions: the question prefix, one loop
+ * pass over BOT and the latents, the answer suffix, a decode step, or the auxiliary decoder's
+ * input. A chunk may attend to a "past" of keys and values held elsewhere (the prefix's qkv
+ * buffer, a K/V cache), which is how LOTUS computes the question once and reuses it in every
+ * pass.
+ *
+ * Each chunk keeps its own activations for backward. Its per-layer qkv gradient (`dqkv`)
+ * persists across the backward of later chunks: a later chunk that attended to this one
+ * writes its key/value gradient straight into this chunk's `dqkv` (the engine's backward ops
+ * accumulate), so by the time this chunk's own backward runs, its `dqkv` already holds
+ * everything. Chunks therefore run backward in the reverse order of their forward.
+ *
+ * Block (pre-LayerNorm, as GPT-2):
+ *   ln1 = LN(x); qkv = ln1 Wqkv^T; y = attn(qkv, past); r2 = x + y Wproj^T
+ *   ln2 = LN(r2); f = gelu(ln2 Wfc^T); x' = r2 + f Wfcproj^T
+ * and after the last block h = LN_f(x').
+ *
+ * @module
+ */
+
+import type { Engine, Ptr } from "../engine/ffi.ts";
+import type { BlockLayout } from "./params.ts";
+
+/** Bytes per fp32 element. */
+export const F32 = 4;
+
+/** Engine pointers of one block's tensors (parameters or their gradients). */
+export interface BlockPtrs {
+  ln1w: Ptr;
+  ln1b: Ptr;
+  qkvw: Ptr;
+  qkvb: Ptr;
+  projw: Ptr;
+  projb: Ptr;
+  ln2w: Ptr;
+  ln2b: Ptr;
+  fcw: Ptr;
+  fcb: Ptr;
+  fcprojw: Ptr;
+  fcprojb: Ptr;
+}
+
+/** Pointers of a whole stack: its blocks and the final LayerNorm. */
+export interface StackPtrs {
+  blocks: BlockPtrs[];
+  lnfw: Ptr;
+  lnfb: Ptr;
+}
+
+/** Resolve a stack's tensors inside a slab (parameters, gradients, ...). */
+export function stackPtrs(
+  eng: Engine,
+  slab: Ptr,
+  blocks: BlockLayout[],
+  lnfw: number,
+  lnfb: number,
+): StackPtrs {
+  const at = (off: number) => eng.offset(slab, off * F32);
+  return {
+    blocks: blocks.map((b) => ({
+      ln1w: at(b.ln1w),
+      ln1b: at(b.ln1b),
+      qkvw: at(b.qkvw),
+      qkvb: at(b.qkvb),
+      projw: at(b.projw),
+      projb: at(b.projb),
+      ln2w: at(b.ln2w),
+      ln2b: at(b.ln2b),
+      fcw: at(b.fcw),
+      fcb: at(b.fcb),
+      fcprojw: at(b.fcprojw),
+      fcprojb: at(b.fcprojb),
+    })),
+    lnfw: at(lnfw),
+    lnfb: at(lnfb),
+  };
+}
+
+/** A past of keys/values for layer l: row (b, t) of keys at kv + b*bs + t*rs, values C later. */
+export interface Past {
+  /** Number of past positions. */
+  length: number;
+  /** Key pointer of row (0, 0) for layer l. */
+  kv(l: number): Ptr;
+  /** Gradient pointer with the same strides, or null when no gradient is wanted. */
+  dkv(l: number): Ptr;
+  /** Batch stride in floats. */
+  bs: number;
+  /** Row stride in floats. */
+  rs: number;
+}
+
+/** Tracks engine allocations so they are freed together. */
+export class Arena {
+  #eng: Engine;
+  #ptrs: Ptr[] = [];
+  #bytes = 0;
+  /** Create an arena over an engine. */
+  constructor(eng: Engine) {
+    this.#eng = eng;
+  }
+  /** Allocate `n` fp32 elements (zeroed). */
+  f32(n: number): Ptr {
+    return this.bytes(Math.max(1, n) * F32);
+  }
+  /** Allocate `n` int32 elements (zeroed). */
+  i32(n: number): Ptr {
+    return this.bytes(Math.max(1, n) * 4);
+  }
+  /** Allocate `n` bytes (zeroed). */
+  bytes(n: number): Ptr {
+    const p = this.#eng.alloc(Math.max(1, n));
+    this.#ptrs.push(p);
+    this.#bytes += n;
+    return p;
+  }
+  /** Total bytes allocated through this arena. */
+  get allocated(): number {
+    return this.#bytes;
+  }
+  /** Free everything. */
+  free(): void {
+    for (const p of this.#ptrs) this.#eng.free(p);
+    this.#ptrs = [];
+    this.#bytes = 0;
+  }
+}
+
+/** The static shape of a stack. */
+export interface StackShape {
+  nLayer: number;
+  dModel: number;
+  nHead: number;
+}
+
+/**
+ * Scratch buffers shared by every chunk of a stack (never saved for backward), sized for the
+ * largest chunk: rows = B*T.
+ */
+export class Scratch {
+  /** [rows, C] */
+  readonly tmp: Ptr;
+  /** [rows, C] running residual gradient. */
+  readonly dres: Ptr;
+  /** [rows, C] */
+  readonly dtmp: Ptr;
+  /** [rows, 4C] */
+  readonly dfchg: Ptr;
+  /** [rows, 4C] */
+  readonly dfch: Ptr;
+  /** Maximum rows. */
+  readonly rows: number;
+  /** Allocate for `rows` rows of width C. */
+  constructor(arena: Arena, rows: number, C: number, withGrad: boolean) {
+    this.rows = rows;
+    this.tmp = arena.f32(rows * C);
+    this.dres = withGrad ? arena.f32(rows * C) : null;
+    this.dtmp = withGrad ? arena.f32(rows * C) : null;
+    this.dfchg = withGrad ? arena.f32(rows * 4 * C) : null;
+    this.dfch = withGrad ? arena.f32(rows * 4 * C) : null;
+  }
+}
+
+/**
+ * The saved activations of one chunk, allocated once for a maximum shape and reused with any
+ * smaller one.
+ *
+ * A chunk without gradients (inference, validation) keeps only what later chunks read: the
+ * per-layer qkv (their past) and the final hidden states `h`. Its other per-layer activations
+ * share one buffer across layers, since {@linkcode Stack.forward} reads layer l's only while
+ * computing layer l, and the residual stream `x` is one buffer that each layer updates. At the
+ * GPT-2 shape that cuts the generator's buffers at batch 64 from 11.3 to 4.0 GiB
+ * (bench/memory_plan.ts).
+ */
+export class Chunk {
+  /** Residual stream: x[0] is the chunk's input embedding, x[l+1] the output of block l. */
+  readonly x: Ptr[];
+  readonly ln1: Ptr[];
+  readonly ln1Mean: Ptr[];
+  readonly ln1Rstd: Ptr[];
+  /** [B, T, 3C] per layer: also the "past" for later chunks. */
+  readonly qkv: Ptr[];
+  readonly att: Ptr[];
+  readonly atty: Ptr[];
+  readonly resid2: Ptr[];
+  readonly ln2: Ptr[];
+  readonly ln2Mean: Ptr[];
+  readonly ln2Rstd: Ptr[];
+  readonly fch: Ptr[];
+  readonly fchg: Ptr[];
+  readonly lnfMean: Ptr;
+  readonly lnfRstd: Ptr;
+  /** [B, T, C] post-final-LayerNorm hidden states (what the LM head reads). */
+  readonly h: Ptr;
+  /** Per-layer qkv gradients (persist until this chunk's backward). Null without grad. */
+  readonly dqkv: Ptr[];
+  /** [B, T, C] gradient of h (accumulated by every consumer of h). */
+  readonly dh: Ptr;
+  /** Capacity. */
+  readonly maxRows: number;
+  readonly maxAtt: number;
+  /** Current shape, set by {@linkcode Stack.forward}. */
+  B = 0;
+  T = 0;
+  Tp = 0;
+
+  /**
+   * Allocate for up to `maxB * maxT` rows attending to up to `maxTp` past positions.
+   */
+  constructor(
+    arena: Arena,
+    shape: StackShape,
+    maxB: number,
+    maxT: number,
+    maxTp: number,
+    withGrad: boolean,
+  ) {
+    const { nLayer: L, dModel: C, nHead: NH } = shape;
+    const rows = maxB * maxT;
+    this.maxRows = rows;
+    this.maxAtt = maxB * NH * maxT * (maxTp + maxT);
+    const own = (n: number) => Array.from({ length: L }, () => arena.f32(n));
+    // Without gradients nothing reads a layer's activations after the next layer starts.
+    const per = withGrad ? own : (n: number) => Array<Ptr>(L).fill(arena.f32(n));
+    this.x = withGrad
+      ? Array.from({ length: L + 1 }, () => arena.f32(rows * C))
+      : Array<Ptr>(L + 1).fill(arena.f32(rows * C));
+    this.ln1 = per(rows * C);
+    this.ln1Mean = per(rows);
+    this.ln1Rstd = per(rows);
+    this.qkv = own(rows * 3 * C); // the past of later chunks: always one per layer
+    this.att = per(this.maxAtt);
+    this.atty = per(rows * C);
+    this.resid2 = per(rows * C);
+    this.ln2 = per(rows * C);
+    this.ln2Mean = per(rows);
+    this.ln2Rstd = per(rows);
+    this.fch = per(rows * 4 * C);
+    this.fchg = per(rows * 4 * C);
+    this.lnfMean = arena.f32(rows);
+    this.lnfRstd = arena.f32(rows);
+    this.h = arena.f32(rows * C);
+    this.dqkv = withGrad ? per(rows * 3 * C) : [];
+    this.dh = withGrad ? arena.f32(rows * C) : null;
+  }
+}
+
+/** A stack of blocks with its weights (and gradient slab pointers when training). */
+export class Stack {
+  readonly eng: Engine;
+  readonly shape: StackShape;
+  readonly w: StackPtrs;
+  readonly g: StackPtrs | null;
+
+  /** Bind a stack to its parameter (and optionally gradient) pointers. */
+  constructor(eng: Engine, shape: StackShape, w: StackPtrs, g: StackPtrs | null) {
+    this.eng = eng;
+    this.shape = shape;
+    this.w = w;
+    this.g = g;
+  }
+
+  /**
+   * Zero the gradient buffers that persist across chunks (dqkv, dh) for the current shape.
+   * Call at the start of every training step for every chunk that will run backward.
+   */
+  zeroGrads(ch: Chunk, B: number, T: number): void {
+    const C = this.shape.dModel;
+    const rows = B * T;
+    for (const p of ch.dqkv) this.eng.zero(p, rows * 3 * C * F32);
+    this.eng.zero(ch.dh, rows * C * F32);
+  }
+
+  /**
+   * Forward over a chunk whose input embeddings are already in `ch.x[0]` ([B, T, C]).
+   * `keyValid` is uint8 [B, Tp + T] (or null: all valid).
+   */
+  forward(ch: Chunk, sc: Scratch, B: number, T: number, past: Past | null, keyValid: Ptr): void {
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
+    const N = B * T, Tp = past ? past.length : 0;
+    if (N > ch.maxRows || N > sc.rows || B * NH * T * (Tp + T) > ch.maxAtt) {
+      throw new RangeError(
+        `chunk of B=${B}, T=${T}, past=${Tp} exceeds its allocation (rows ${ch.maxRows})`,
+      );
+    }
+    ch.B = B, ch.T = T, ch.Tp = Tp;
+    const w = this.w;
+    e.layernormFwd(
+      ch.ln1[0],
+      ch.ln1Mean[0],
+      ch.ln1Rstd[0],
+      ch.x[0],
+      w.blocks[0].ln1w,
+      w.blocks[0].ln1b,
+      N,
+      C,
+    );
+    for (let l = 0; l < L; l++) {
+      const b = w.blocks[l];
+      e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, 3 * C);
+      e.attentionFwd(
+        ch.atty[l],
+        ch.att[l],
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        keyValid,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
+      );
+      e.matmulFwd(sc.tmp, ch.atty[l], b.projw, b.projb, N, C, C);
+      e.residualLayernormFwd(
+        ch.resid2[l],
+        ch.ln2[l],
+        ch.ln2Mean[l],
+        ch.ln2Rstd[l],
+        ch.x[l],
+        sc.tmp,
+        b.ln2w,
+        b.ln2b,
+        N,
+        C,
+      );
+      e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, 4 * C);
+      e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
+      e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, 4 * C, C);
+      if (l + 1 < L) {
+        const nb = w.blocks[l + 1];
+        e.residualLayernormFwd(
+          ch.x[l + 1],
+          ch.ln1[l + 1],
+          ch.ln1Mean[l + 1],
+          ch.ln1Rstd[l + 1],
+          ch.resid2[l],
+          sc.tmp,
+          nb.ln1w,
+          nb.ln1b,
+          N,
+          C,
+        );
+      } else {
+        e.residualLayernormFwd(
+          ch.x[L],
+          ch.h,
+          ch.lnfMean,
+          ch.lnfRstd,
+          ch.resid2[l],
+          sc.tmp,
+          w.lnfw,
+          w.lnfb,
+          N,
+          C,
+        );
+      }
+    }
+  }
+
+  /**
+   * Backward over a chunk, from the gradient already accumulated in `ch.dh` (and in
+   * `ch.dqkv` by later chunks). Parameter gradients accumulate into the gradient slab,
+   * key/value gradients of the past into `past.dkv(l)`. Returns `sc.dres`, which then holds
+   * the gradient of the chunk's input embeddings [B, T, C] until the next backward.
+   */
+  backward(ch: Chunk, sc: Scratch, past: Past | null): Ptr {
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
+    const g = this.g;
+    if (!g) throw new Error("Stack.backward needs gradient pointers");
+    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w;
+    e.zero(sc.dres, N * C * F32);
+    e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
+    for (let l = L - 1; l >= 0; l--) {
+      const b = w.blocks[l], gb = g.blocks[l];
+      // sc.dres holds d x[l+1] = d(resid2 + fcproj).
+      e.zero(sc.dfchg, N * 4 * C * F32);
+      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, sc.dres, ch.fchg[l], b.fcprojw, N, 4 * C, C);
+      e.zero(sc.dfch, N * 4 * C * F32);
+      e.geluBwd(sc.dfch, ch.fch[l], sc.dfchg, N * 4 * C);
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, 4 * C);
+      e.layernormBwd(
+        sc.dres,
+        gb.ln2w,
+        gb.ln2b,
+        sc.dtmp,
+        ch.resid2[l],
+        b.ln2w,
+        ch.ln2Mean[l],
+        ch.ln2Rstd[l],
+        N,
+        C,
+      );
+      // sc.dres holds d resid2 = d(x[l] + attn proj).
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.projw, gb.projb, sc.dres, ch.atty[l], b.projw, N, C, C);
+      e.attentionBwd(
+        ch.dqkv[l],
+        past ? past.dkv(l) : null,
+        sc.dtmp,
+        ch.att[l],
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
+      );
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, 3 * C);
+      e.layernormBwd(
+        sc.dres,
+        gb.ln1w,
+        gb.ln1b,
+        sc.dtmp,
+        ch.x[l],
+        b.ln1w,
+        ch.ln1Mean[l],
+        ch.ln1Rstd[l],
+        N,
+        C,
+      );
+    }
+    return sc.dres;
+  }
+}
+
+/**
+ * A past that is another chunk's qkv buffer (keys at column C, values at 2C, row stride 3C),
+ * with gradients into that chunk's dqkv.
+ */
+export function pastOfChunk(ch: Chunk, C: number, eng: Engine): Past {
+  return {
+    length: ch.T,
+    kv: (l) => eng.offset(ch.qkv[l], C * F32),
+    dkv: (l) => ch.dqkv.length ? eng.offset(ch.dqkv[l], C * F32) : null,
+    bs: ch.T * 3 * C,
+    rs: 3 * C,
+  };
+}

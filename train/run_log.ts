@@ -1,0 +1,202 @@
+/**
+ * The run log, in one module: the record the trainer writes at every step and evaluation,
+ * the writer (log.jsonl and log.csv in the run directory), and the reader that evaluation and
+ * the experiment tables use. The record's schema is declared once, below; the CSV columns
+ * and the reader's checks derive from it.
+ *
+ * @example
+ * ```ts ignore
+ * import { readTrainLog } from "./run_log.ts";
+ * const log = await readTrainLog("out/runs/default");
+ * console.log(log.filter((r) => r.kind === "eval").map((r) => r.valAccuracy));
+ * ```
+ *
+ * @module
+ */
+import { parse } from "csv-parse/sync";
+import { stringify } from "csv-stringify/sync";
+import { z } from "zod";
+import { exists } from "../base/exists.ts";
+
+const num = z.number().optional();
+const LogRecordSchema = z.object({
+  kind: z.enum(["train", "eval"]),
+  step: z.number(),
+  epoch: z.number(),
+  stage: z.number(),
+  K: z.number(),
+  R: z.number(),
+  lr: num,
+  loss: num,
+  ansLoss: num,
+  stepLoss: num,
+  auxLoss: num,
+  gradNorm: num,
+  tokensPerSec: num,
+  valLoss: num,
+  valAccuracy: num,
+  valExamples: num,
+  seconds: z.number(),
+});
+
+/**
+ * One line of log.jsonl (one row of log.csv): a training step ("train": the losses, the
+ * gradient norm before clipping, the learning rate, throughput) or an evaluation ("eval":
+ * validation loss and accuracy), with the step, epoch and curriculum stage (K, R) it ran at
+ * and the seconds of training so far.
+ */
+export interface LogRecord {
+  /** A training step or an evaluation. */
+  kind: "train" | "eval";
+  /** Optimiser steps done. */
+  step: number;
+  /** The epoch (0-based). */
+  epoch: number;
+  /** The curriculum stage. */
+  stage: number;
+  /** Latent blocks at this stage. */
+  K: number;
+  /** Loop iterations at this stage. */
+  R: number;
+  /** Learning rate of this step. */
+  lr?: number;
+  /** Total loss. */
+  loss?: number;
+  /** Answer loss. */
+  ansLoss?: number;
+  /** Step loss (unweighted). */
+  stepLoss?: number;
+  /** LOTUS-aux decoder loss (unweighted). */
+  auxLoss?: number;
+  /** Global gradient norm before clipping. */
+  gradNorm?: number;
+  /** Token positions forwarded per second in this step. */
+  tokensPerSec?: number;
+  /** Validation answer loss. */
+  valLoss?: number;
+  /** Validation exact-match accuracy in [0, 1]. */
+  valAccuracy?: number;
+  /** Validation examples scored. */
+  valExamples?: number;
+  /** Seconds of training so far. */
+  seconds: number;
+}
+
+// The schema and the interface describe one record: a change to one that the other lacks
+// fails to type-check here.
+const _sameShape: [z.infer<typeof LogRecordSchema>, LogRecord] = [
+  {} as LogRecord,
+  {} as z.infer<typeof LogRecordSchema>,
+];
+
+/** The columns of log.csv, in order: the record's fields. */
+export const LOG_COLUMNS: readonly (keyof LogRecord)[] = Object.keys(
+  LogRecordSchema.shape,
+) as (keyof LogRecord)[];
+
+/**
+ * Appends log records to log.jsonl and log.csv in a run directory. A new run starts both
+ * files empty; a resumed one keeps the records up to the step it resumes from and drops
+ * those written after it (they are redone).
+ */
+export class RunLog {
+  #jsonl: string;
+  #csv: string;
+  /** Open the log of `dir`; `resumeStep` null starts a new log. */
+  constructor(dir: string, resumeStep: number | null) {
+    this.#jsonl = `${dir}/log.jsonl`;
+    this.#csv = `${dir}/log.csv`;
+    if (resumeStep === null) {
+      Deno.writeTextFileSync(this.#jsonl, "");
+      Deno.writeTextFileSync(this.#csv, stringify([LOG_COLUMNS as string[]]));
+      return;
+    }
+    let lines: string[] = [];
+    try {
+      lines = Deno.readTextFileSync(this.#jsonl).split("\n").filter((l) => l.trim() !== "");
+    } catch { /* no log yet */ }
+    const keep = lines.map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= resumeStep);
+    Deno.writeTextFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
+    Deno.writeTextFileSync(
+      this.#csv,
+      stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]),
+    );
+  }
+  /** Append one record to both files. */
+  write(r: LogRecord): void {
+    Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
+    Deno.writeTextFileSync(this.#csv, stringify([rowOf(r)]), { append: true });
+  }
+}
+
+function rowOf(r: LogRecord): (string | number)[] {
+  return LOG_COLUMNS.map((k) => r[k] ?? "");
+}
+
+/** A run's log that cannot be read; names the file and line. */
+export class TrainLogError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "TrainLogError";
+  }
+}
+
+/**
+ * The run directory of a checkpoint: the directory itself when it holds log.jsonl/log.csv,
+ * else its parent (`run/checkpoint` -> `run`), else null.
+ */
+export async function runDirOf(checkpoint: string): Promise<string | null> {
+  const dir = checkpoint.replace(/\/+$/, "");
+  const parent = dir.includes("/") ? dir.slice(0, dir.lastIndexOf("/")) || "/" : ".";
+  for (const d of [dir, parent]) {
+    if (await exists(`${d}/log.jsonl`) || await exists(`${d}/log.csv`)) return d;
+  }
+  return null;
+}
+
+/** The records of a run's log: log.jsonl when present, else log.csv. */
+export async function readTrainLog(runDir: string): Promise<LogRecord[]> {
+  const jsonl = `${runDir}/log.jsonl`;
+  if (await exists(jsonl)) {
+    const out: LogRecord[] = [];
+    const lines = (await Deno.readTextFile(jsonl)).split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      if (lines[i].trim() === "") continue;
+      let raw: unknown;
+      try {
+        raw = JSON.parse(lines[i]);
+      } catch (e) {
+        throw new TrainLogError(`${jsonl}:${i + 1}: invalid JSON (${(e as Error).message})`);
+      }
+      const r = LogRecordSchema.safeParse(raw);
+      if (!r.success) {
+        const is = r.error.issues[0];
+        throw new TrainLogError(
+          `${jsonl}:${i + 1}: field "${is.path.join(".")}": ${is.message}; ` +
+            "the file was not written by deno task train",
+        );
+      }
+      out.push(r.data);
+    }
+    return out;
+  }
+  const csv = `${runDir}/log.csv`;
+  if (!(await exists(csv))) {
+    throw new TrainLogError(`${runDir}: has neither log.jsonl nor log.csv; pass a run directory`);
+  }
+  const rows = parse(await Deno.readTextFile(csv), { columns: true }) as Record<string, string>[];
+  return rows.map((row, i) => {
+    const o: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(row)) {
+      if (v === "") continue;
+      o[k] = k === "kind" ? v : Number(v);
+    }
+    const r = LogRecordSchema.safeParse(o);
+    if (!r.success) {
+      const is = r.error.issues[0];
+      throw new TrainLogError(`${csv}:${i + 2}: column "${is.path.join(".")}": ${is.message}`);
+    }
+    return r.data;
+  });
+}

@@ -1,0 +1,97 @@
+/**
+ * The schedule of a run, in one place: the curriculum (which K and R each epoch trains at, and
+ * which shape a checkpoint answers with), the learning rate at each step, and the data order
+ * of each epoch. Pure functions of a {@linkcode TrainConfig}: training, inference and export
+ * all read the curriculum from here.
+ *
+ * @example
+ * ```ts
+ * import { TrainConfigSchema } from "../model/config.ts";
+ * import { stageOf, stageShape } from "./schedule.ts";
+ * const cfg = TrainConfigSchema.parse({ k: 3, c: 12 });
+ * // The reference's curriculum: stage s = epoch, K = R = s, up to K.
+ * console.assert(stageOf(cfg, 1) === 1 && stageShape(cfg, stageOf(cfg, 5)).k === 3);
+ * ```
+ *
+ * @module
+ */
+
+import type { LotusMeta } from "../model/checkpoint.ts";
+import type { TrainConfig } from "../model/config.ts";
+import { Rng } from "../base/rng.ts";
+
+/**
+ * K and R at curriculum stage `stage` (the reference: K = R = min(s, max)). With a fixed
+ * `r`, R is that value whenever K > 0. Baselines (cot, nocot) have no latents: K = R = 0.
+ */
+export function stageShape(cfg: TrainConfig, stage: number): { k: number; r: number } {
+  if (cfg.mode === "cot" || cfg.mode === "nocot") return { k: 0, r: 0 };
+  const k = Math.min(stage, cfg.k);
+  const r = cfg.r === null ? k : (k === 0 ? 0 : cfg.r);
+  return { k, r };
+}
+
+/** The curriculum stage of an epoch: min(epoch / epochsPerStage, K); K when off. */
+export function stageOf(cfg: TrainConfig, epoch: number): number {
+  if (cfg.epochsPerStage === 0) return cfg.k;
+  return Math.min(Math.floor(epoch / cfg.epochsPerStage), cfg.k);
+}
+
+/** The final stage of the curriculum (K), and the epoch at which a run reaches it. */
+export function finalStageEpoch(cfg: TrainConfig): number {
+  return cfg.epochsPerStage * cfg.k;
+}
+
+/** Learning rate at `step` (0-based): linear warmup, then constant or cosine to minLrRatio. */
+export function lrAt(cfg: TrainConfig, step: number, total: number): number {
+  if (cfg.warmupSteps > 0 && step < cfg.warmupSteps) return cfg.lr * (step + 1) / cfg.warmupSteps;
+  if (cfg.schedule === "constant") return cfg.lr;
+  const span = Math.max(1, total - cfg.warmupSteps);
+  const t = Math.min(1, (step - cfg.warmupSteps) / span);
+  const min = cfg.lr * cfg.minLrRatio;
+  return min + (cfg.lr - min) * 0.5 * (1 + Math.cos(Math.PI * t));
+}
+
+/** The example order of an epoch: a permutation of 0..n-1 seeded by `seed` and `epoch`. */
+export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
+  const idx = new Int32Array(n);
+  for (let i = 0; i < n; i++) idx[i] = i;
+  new Rng(seed, epoch).shuffle(idx);
+  return idx;
+}
+
+/** LOTUS shape overrides (the fields of an answer request that bear on the shape). */
+export interface ShapeOverrides {
+  /** Latent blocks; default: the checkpoint's K. */
+  k?: number;
+  /** Loop iterations; default: the checkpoint's R (= K when tied). */
+  r?: number;
+}
+
+/** A LOTUS shape: K latent blocks of c slots, R loop iterations (all 0 for the baselines). */
+export interface LotusShape {
+  /** Latent blocks. */
+  K: number;
+  /** Loop iterations. */
+  R: number;
+  /** Latent slots per block. */
+  c: number;
+}
+
+/**
+ * The LOTUS shape for inference: the curriculum stage the checkpoint reached (its final K
+ * and R once training ran through the curriculum), with overrides. As in the reference's
+ * eval, R follows K unless the run fixed R or `opts.r` is given.
+ */
+export function inferenceShape(
+  meta: LotusMeta,
+  epoch: number,
+  opts: ShapeOverrides = {},
+): LotusShape {
+  const t = meta.train;
+  if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: t.c };
+  const reached = stageShape(t, stageOf(t, epoch));
+  const K = opts.k ?? reached.k;
+  const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.r);
+  return { K, R, c: t.c };
+}

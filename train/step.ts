@@ -1,0 +1,523 @@
+/**
+ * The LOTUS training step (docs/method.md), and the explicit-CoT / no-CoT baseline step, on
+ * the engine ops. Forward:
+ *
+ *   1. prefix: the question, once;
+ *   2. pass 0 over the loop region (BOT + K*c latents) attending to the prefix's K/V;
+ *   3. passes r = 1..R: latent inputs e_LAT + h^(r-1) ("add") or h^(r-1) ("replace") at the
+ *      same position; BOT keeps its embedding; each pass attends to the same prefix K/V;
+ *   4. suffix (EOT, remaining steps, answer) attending to prefix ‖ pass R's K/V;
+ *   5. losses: answer CE on the suffix; step CE on pass R's logits at the BOT-offset slots
+ *      (or per pass, block r-1 at pass r, "in-loop"); the aux decoder's CE for LOTUS-aux.
+ *      Each is a token mean with its own denominator; loss = ans + lambda*step + w*aux.
+ *
+ * Backward runs the chunks in reverse, through every pass: no detach anywhere. Each loss's
+ * logits gradient is applied as soon as the loss is computed (the fused cross-entropy writes
+ * it in place), so only one logits buffer exists.
+ *
+ * @module
+ */
+
+import type { Ptr } from "../engine/ffi.ts";
+import {
+  type AuxBatch,
+  auxBatch,
+  type Example,
+  type LotusBatch,
+  type PlainBatch,
+} from "./batch.ts";
+import type { Model } from "../model/model.ts";
+import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "../model/stack.ts";
+
+/** The LOTUS options of a step. */
+export interface LotusOptions {
+  /** Step-loss weight. */
+  lambda: number;
+  /** Aux-decoder loss weight (LOTUS-aux only). */
+  auxWeight: number;
+  stepLoss: "after" | "in-loop";
+  injection: "add" | "replace";
+}
+
+/** The losses of one step (token means) and their denominators. */
+export interface StepLosses {
+  /** The optimised total: ans + lambda*step + auxWeight*aux. */
+  loss: number;
+  ans: number;
+  step: number;
+  aux: number;
+  nAns: number;
+  nStep: number;
+  nAux: number;
+}
+
+/** The largest batch a runner must handle. */
+export interface LotusCapacity {
+  B: number;
+  /** Longest prefix (question). */
+  P: number;
+  /** Most latent blocks. */
+  K: number;
+  c: number;
+  /** Most loop iterations. */
+  R: number;
+  /** Longest suffix. */
+  S: number;
+  /** Longest aux-decoder sequence (c + longest step); 0 without the aux decoder. */
+  auxT: number;
+}
+
+/** Buffers for uploading one region's ids, positions, key validity and targets. */
+interface Region {
+  ids: Ptr;
+  pos: Ptr;
+  valid: Ptr;
+  targets: Ptr;
+}
+
+function region(a: Arena, rows: number, keys: number): Region {
+  return { ids: a.i32(rows), pos: a.i32(rows), valid: a.bytes(keys), targets: a.i32(rows) };
+}
+
+/**
+ * Runs LOTUS steps on a model. Allocates every activation once for a capacity.
+ */
+export class LotusRunner {
+  readonly model: Model;
+  readonly cap: LotusCapacity;
+  #arena: Arena;
+  #sc: Scratch;
+  #pre: Chunk;
+  #loop: Chunk[];
+  #suf: Chunk;
+  #aux: Chunk | null;
+  #kvcat: Ptr[];
+  #dkvcat: Ptr[];
+  #logits: Ptr;
+  #losses: Ptr;
+  #preR: Region;
+  #loopR: Region;
+  #loopRepl: Ptr;
+  #sufR: Region;
+  #auxR: Region | null;
+  #training: boolean;
+
+  /** Allocate for `cap`. `training` allocates gradients. */
+  constructor(model: Model, cap: LotusCapacity, training: boolean) {
+    this.model = model;
+    this.cap = cap;
+    this.#training = training;
+    const cfg = model.cfg, C = cfg.dModel, V = cfg.vocabSize;
+    const a = this.#arena = new Arena(model.eng);
+    const shape = model.main.shape;
+    const Lmax = 1 + cap.K * cap.c;
+    const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
+    const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
+    this.#sc = new Scratch(a, rows, C, training);
+    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training);
+    this.#loop = Array.from(
+      { length: cap.R + 1 },
+      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training),
+    );
+    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training);
+    this.#aux = model.aux && cap.K > 0
+      ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
+      : null;
+    this.#kvcat = Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * 2 * C));
+    this.#dkvcat = training
+      ? Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * 2 * C))
+      : [];
+    const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
+    this.#logits = a.f32(logitRows * V);
+    this.#losses = a.f32(logitRows);
+    this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
+    this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
+    this.#loopRepl = a.i32(cap.B * Lmax);
+    this.#sufR = region(a, cap.B * cap.S, cap.B * (cap.P + Lmax + cap.S));
+    this.#auxR = this.#aux ? region(a, auxRows, 0) : null;
+  }
+
+  /** Bytes of engine memory held by the runner's activations. */
+  get bytes(): number {
+    return this.#arena.allocated;
+  }
+
+  /**
+   * The logits buffer that every head shares. After a step of a runner built without
+   * `training` and without the aux decoder, it holds the suffix's logits [B*S, V] of that
+   * step (the last head computed, unchanged since cross-entropy gets no gradient then).
+   * Used to compare engines and reference implementations.
+   */
+  get logits(): Ptr {
+    return this.#logits;
+  }
+
+  /** Free the activations. */
+  free(): void {
+    this.#arena.free();
+  }
+
+  /**
+   * Cross-entropy of `h` rows through a head against `targets` (already uploaded), with the
+   * head's backward applied at once into `dh` (and the head's gradient) when training.
+   * Returns the summed loss.
+   */
+  #headLoss(
+    h: Ptr,
+    dh: Ptr,
+    rows: number,
+    targets: Ptr,
+    weight: number,
+    count: number,
+    head: Ptr,
+    dhead: Ptr,
+  ): number {
+    const e = this.model.eng, C = this.model.cfg.dModel, V = this.model.cfg.vocabSize;
+    e.matmulFwd(this.#logits, h, head, null, rows, C, V);
+    const grad = this.#training && count > 0 && weight > 0;
+    e.xentFwdBwd(this.#logits, this.#losses, targets, rows, V, grad ? weight / count : 0);
+    if (grad) e.matmulBwd(dh, dhead, null, this.#logits, h, head, rows, C, V);
+    const l = new Float32Array(rows);
+    e.download(l, this.#losses);
+    let s = 0;
+    for (let i = 0; i < rows; i++) s += l[i];
+    return s;
+  }
+
+  /**
+   * One forward (and, when training, backward) of a LOTUS batch. Gradients accumulate into
+   * the model's gradient slab; the caller zeroes it and steps the optimiser. `exs` are the
+   * batch's examples, needed for the aux decoder.
+   */
+  step(b: LotusBatch, opts: LotusOptions, exs?: Example[]): StepLosses {
+    const m = this.model, e = m.eng, C = m.cfg.dModel, cap = this.cap;
+    const { B, P, L, S, K, R } = b;
+    if (B > cap.B || P > cap.P || L > 1 + cap.K * cap.c || S > cap.S || R > cap.R) {
+      throw new RangeError(
+        `batch (B=${B}, P=${P}, L=${L}, S=${S}, R=${R}) exceeds the runner's capacity`,
+      );
+    }
+    const train = this.#training, sc = this.#sc, main = m.main;
+    const pre = this.#pre, loop = this.#loop, suf = this.#suf;
+    if (train) {
+      main.zeroGrads(pre, B, P);
+      for (let r = 0; r <= R; r++) main.zeroGrads(loop[r], B, L);
+      main.zeroGrads(suf, B, S);
+    }
+
+    // 1. prefix
+    const pr = this.#preR;
+    e.upload(pr.ids, b.prefixIds), e.upload(pr.pos, b.prefixPos), e.upload(pr.valid, b.prefixValid);
+    e.embedFwd(pre.x[0], pr.ids, pr.pos, m.wte, m.wpe, B * P, C);
+    main.forward(pre, sc, B, P, null, pr.valid);
+    const prePast = pastOfChunk(pre, C, e);
+
+    // 2-3. loop passes
+    const lr = this.#loopR;
+    e.upload(lr.ids, b.loopIds), e.upload(lr.pos, b.loopPos), e.upload(lr.valid, b.loopValid);
+    if (opts.injection === "replace") e.upload(this.#loopRepl, b.loopIdsReplace);
+    const idsOfPass = (r: number) =>
+      r > 0 && opts.injection === "replace" ? this.#loopRepl : lr.ids;
+    let stepSum = 0;
+    const stepW = opts.lambda;
+    const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
+    for (let r = 0; r <= R; r++) {
+      const ch = loop[r];
+      e.embedFwd(ch.x[0], idsOfPass(r), lr.pos, m.wte, m.wpe, B * L, C);
+      if (r > 0) {
+        // x[b, i] += h^(r-1)[b, i] for the latents i = 1..L-1 (same position, no shift).
+        e.copyRows(
+          e.offset(ch.x[0], C * F32),
+          e.offset(loop[r - 1].h, C * F32),
+          B,
+          L - 1,
+          C,
+          L * C,
+          C,
+          L * C,
+          C,
+          true,
+        );
+      }
+      main.forward(ch, sc, B, L, prePast, lr.valid);
+      if (inLoopTargets && r > 0) {
+        // In-loop supervision: pass r supervises block r-1 only.
+        for (let i = 0; i < B * L; i++) {
+          inLoopTargets[i] = b.stepBlock[i] === r - 1 ? b.stepTargets[i] : -100;
+        }
+        e.upload(lr.targets, inLoopTargets);
+        stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, b.nStep, m.wte, m.gwte);
+      }
+    }
+    if (!inLoopTargets && K > 0) {
+      e.upload(lr.targets, b.stepTargets);
+      stepSum += this.#headLoss(
+        loop[R].h,
+        loop[R].dh,
+        B * L,
+        lr.targets,
+        stepW,
+        b.nStep,
+        m.wte,
+        m.gwte,
+      );
+    }
+
+    // 4. suffix on prefix ‖ pass R
+    const kvPast = this.#concatPast(b, loop[R]);
+    const sr = this.#sufR;
+    e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
+    e.upload(sr.targets, b.suffixTargets);
+    e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
+    main.forward(suf, sc, B, S, kvPast, sr.valid);
+    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, b.nAns, m.wte, m.gwte);
+
+    // 5. LOTUS-aux: the aux decoder reads each block's latents from pass R.
+    let auxSum = 0, nAux = 0;
+    if (this.#aux && m.aux && K > 0 && opts.auxWeight > 0) {
+      if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
+      const ab = auxBatch(exs, K, b.c);
+      nAux = ab.nTargets;
+      auxSum = this.#auxStep(ab, b, loop[R], opts.auxWeight);
+    }
+
+    if (train) {
+      // Backward, in reverse order of the forward.
+      main.backward(suf, sc, kvPast);
+      e.embedBwd(m.gwte, m.gwpe, sc.dres, sr.ids, sr.pos, B * S, C);
+      this.#scatterPastGrad(b, loop[R]);
+      for (let r = R; r >= 0; r--) {
+        const ch = loop[r];
+        const dx = main.backward(ch, sc, prePast);
+        e.embedBwd(m.gwte, m.gwpe, dx, idsOfPass(r), lr.pos, B * L, C);
+        if (r > 0) {
+          e.copyRows(
+            e.offset(loop[r - 1].dh, C * F32),
+            e.offset(dx, C * F32),
+            B,
+            L - 1,
+            C,
+            L * C,
+            C,
+            L * C,
+            C,
+            true,
+          );
+        }
+      }
+      const dx = main.backward(pre, sc, null);
+      e.embedBwd(m.gwte, m.gwpe, dx, pr.ids, pr.pos, B * P, C);
+    }
+
+    const ans = b.nAns ? ansSum / b.nAns : 0;
+    const step = b.nStep ? stepSum / b.nStep : 0;
+    const aux = nAux ? auxSum / nAux : 0;
+    return {
+      loss: ans + opts.lambda * step + opts.auxWeight * aux,
+      ans,
+      step,
+      aux,
+      nAns: b.nAns,
+      nStep: b.nStep,
+      nAux,
+    };
+  }
+
+  /** The suffix's past: per layer, prefix K/V ‖ pass R's K/V copied into one [B, P+L, 2C]. */
+  #concatPast(b: LotusBatch, last: Chunk): Past {
+    const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
+    const T = P + L;
+    for (let l = 0; l < this.#kvcat.length; l++) {
+      const dst = this.#kvcat[l];
+      e.copyRows(
+        dst,
+        e.offset(this.#pre.qkv[l], C * F32),
+        B,
+        P,
+        2 * C,
+        T * 2 * C,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        false,
+      );
+      e.copyRows(
+        e.offset(dst, P * 2 * C * F32),
+        e.offset(last.qkv[l], C * F32),
+        B,
+        L,
+        2 * C,
+        T * 2 * C,
+        2 * C,
+        L * 3 * C,
+        3 * C,
+        false,
+      );
+      if (this.#training) e.zero(this.#dkvcat[l], B * T * 2 * C * F32);
+    }
+    return {
+      length: T,
+      kv: (l) => this.#kvcat[l],
+      dkv: (l) => this.#training ? this.#dkvcat[l] : null,
+      bs: T * 2 * C,
+      rs: 2 * C,
+    };
+  }
+
+  /** Route the suffix's K/V gradient back to the prefix's and pass R's qkv gradients. */
+  #scatterPastGrad(b: LotusBatch, last: Chunk): void {
+    const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
+    const T = P + L;
+    for (let l = 0; l < this.#dkvcat.length; l++) {
+      const src = this.#dkvcat[l];
+      e.copyRows(
+        e.offset(this.#pre.dqkv[l], C * F32),
+        src,
+        B,
+        P,
+        2 * C,
+        P * 3 * C,
+        3 * C,
+        T * 2 * C,
+        2 * C,
+        true,
+      );
+      e.copyRows(
+        e.offset(last.dqkv[l], C * F32),
+        e.offset(src, P * 2 * C * F32),
+        B,
+        L,
+        2 * C,
+        L * 3 * C,
+        3 * C,
+        T * 2 * C,
+        2 * C,
+        true,
+      );
+    }
+  }
+
+  /**
+   * The aux decoder's forward, loss and (when training) backward, which adds its gradient
+   * into pass R's dh before the main backward starts. Returns the summed loss.
+   */
+  #auxStep(ab: AuxBatch, b: LotusBatch, last: Chunk, weight: number): number {
+    const m = this.model, e = m.eng, C = m.cfg.dModel, aux = m.aux!, ch = this.#aux!;
+    const ar = this.#auxR!, sc = this.#sc;
+    const { n, T } = ab, K = b.K, c = b.c, B = b.B, L = b.L;
+    if (T > this.cap.auxT) {
+      throw new RangeError(`aux sequence of ${T} exceeds the runner's capacity ${this.cap.auxT}`);
+    }
+    if (this.#training) aux.zeroGrads(ch, n, T);
+    e.upload(ar.ids, ab.ids), e.upload(ar.targets, ab.targets);
+    // Token rows get their embedding (no position: the reference's decoder has none);
+    // latent rows (id -1) start at zero and receive block k's states.
+    e.embedFwd(ch.x[0], ar.ids, ar.pos, m.wte, null, n * T, C);
+    for (let k = 0; k < K; k++) {
+      e.copyRows(
+        e.offset(ch.x[0], k * T * C * F32),
+        e.offset(last.h, (1 + k * c) * C * F32),
+        B,
+        c,
+        C,
+        K * T * C,
+        C,
+        L * C,
+        C,
+        true,
+      );
+    }
+    aux.forward(ch, sc, n, T, null, null);
+    const sum = this.#headLoss(
+      ch.h,
+      ch.dh,
+      n * T,
+      ar.targets,
+      weight,
+      ab.nTargets,
+      m.auxHead,
+      m.gAuxHead,
+    );
+    if (this.#training) {
+      const dx = aux.backward(ch, sc, null);
+      e.embedBwd(m.gwte, null, dx, ar.ids, ar.pos, n * T, C);
+      for (let k = 0; k < K; k++) {
+        e.copyRows(
+          e.offset(last.dh, (1 + k * c) * C * F32),
+          e.offset(dx, k * T * C * F32),
+          B,
+          c,
+          C,
+          L * C,
+          C,
+          K * T * C,
+          C,
+          true,
+        );
+      }
+    }
+    return sum;
+  }
+}
+
+/** Runs explicit-CoT and no-CoT steps: one causal chunk per example. */
+export class PlainRunner {
+  readonly model: Model;
+  #arena: Arena;
+  #sc: Scratch;
+  #ch: Chunk;
+  #r: Region;
+  #logits: Ptr;
+  #losses: Ptr;
+  #training: boolean;
+  readonly maxB: number;
+  readonly maxT: number;
+
+  /** Allocate for up to `maxB` sequences of `maxT` tokens. */
+  constructor(model: Model, maxB: number, maxT: number, training: boolean) {
+    this.model = model;
+    this.maxB = maxB;
+    this.maxT = maxT;
+    this.#training = training;
+    const a = this.#arena = new Arena(model.eng);
+    const rows = maxB * maxT;
+    this.#sc = new Scratch(a, rows, model.cfg.dModel, training);
+    this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training);
+    this.#r = region(a, rows, rows);
+    this.#logits = a.f32(rows * model.cfg.vocabSize);
+    this.#losses = a.f32(rows);
+  }
+
+  /** Free the activations. */
+  free(): void {
+    this.#arena.free();
+  }
+
+  /** One forward (and backward when training). Returns the mean token loss. */
+  step(b: PlainBatch): StepLosses {
+    const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
+    const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;
+    if (B > this.maxB || T > this.maxT) {
+      throw new RangeError(`batch (B=${B}, T=${T}) exceeds the runner's capacity`);
+    }
+    if (this.#training) m.main.zeroGrads(ch, B, T);
+    e.upload(r.ids, b.ids), e.upload(r.pos, b.pos), e.upload(r.valid, b.valid);
+    e.upload(r.targets, b.targets);
+    e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
+    m.main.forward(ch, this.#sc, B, T, null, r.valid);
+    e.matmulFwd(this.#logits, ch.h, m.wte, null, N, C, V);
+    const grad = this.#training && b.nTargets > 0;
+    e.xentFwdBwd(this.#logits, this.#losses, r.targets, N, V, grad ? 1 / b.nTargets : 0);
+    const l = new Float32Array(N);
+    e.download(l, this.#losses);
+    let s = 0;
+    for (let i = 0; i < N; i++) s += l[i];
+    if (grad) {
+      e.matmulBwd(ch.dh, m.gwte, null, this.#logits, ch.h, m.wte, N, C, V);
+      const dx = m.main.backward(ch, this.#sc, null);
+      e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
+    }
+    const ans = b.nTargets ? s / b.nTargets : 0;
+    return { loss: ans, ans, step: 0, aux: 0, nAns: b.nTargets, nStep: 0, nAux: 0 };
+  }
+}
