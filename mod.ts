@@ -1,176 +1,73 @@
 /**
- * lotus-deno: turn grade-school math problems into latent chain-of-thought training data,
- * and train looped Transformers on it (LOTUS).
+ * lotus-deno: turn grade-school math problems into latent chain-of-thought training data, and
+ * train looped Transformers on it with LOTUS ("Bridging the Gap Between Latent and Explicit
+ * Reasoning with Looped Transformers") on a native engine behind Deno FFI.
+ *
+ * This module exports the stages and their option and result types. Each layer has its own
+ * entry point with the rest of its API: `./pipeline/mod.ts`, `./model/mod.ts`,
+ * `./train/mod.ts`, `./infer/mod.ts`, `./export/mod.ts`, `./eval/mod.ts`, `./engine/mod.ts`
+ * and `./base/mod.ts` (the subpaths `./pipeline`, `./model`, … of deno.json's exports).
+ *
+ * @example Build a dataset, train 20 steps, answer a question
+ * ```ts ignore
+ * import { buildDataset, DEFAULT_BUILD, defaultSplits, openInference, train } from "./mod.ts";
+ *
+ * await buildDataset({ ...DEFAULT_BUILD, out: "out/data/lib", splits: defaultSplits() });
+ * const run = await train({ data: "out/data/lib", out: "out/runs/lib", train: { steps: 20 } });
+ * const session = await openInference(run.checkpoint);
+ * const { answers } = await session.answer(["Mia buys 3 packs of 4 pens. How many pens?"]);
+ * console.log(answers[0].text);
+ * await session.close();
+ * ```
  *
  * @module
  */
-export * from "./pipeline/types.ts";
-export * from "./base/safetensors.ts";
-export * from "./base/atomic.ts";
 
-// Pipeline: reading, segmentation and validation (docs/pipeline.md).
-export {
-  detectFormat,
-  type Format,
-  FormatError,
-  FORMATS,
-  InputError,
-  type ReadOptions,
-  readProblems,
-} from "./pipeline/read.ts";
+// The dataset pipeline.
+export type { Problem, SegmentedRecord, ValidatedRecord } from "./pipeline/types.ts";
+export { InputError, type ReadOptions, readProblems } from "./pipeline/read.ts";
 export { segment, type SegmentOptions } from "./pipeline/segment.ts";
+export { type CotForm, validate, type ValidateOptions } from "./pipeline/validate.ts";
 export {
-  type CotForm,
-  type ReasonInfo,
-  REASONS,
-  statusOf,
-  validate,
-  type ValidateOptions,
-} from "./pipeline/validate.ts";
+  fitCompactTokenizer,
+  gpt2Tokenizer,
+  type Tokenizer,
+  tokenizerFromFile,
+} from "./pipeline/tokenizer.ts";
 export {
-  type Agreement,
-  compareStated,
-  evaluateExpression,
-  ExpressionError,
-} from "./pipeline/arith.ts";
-export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./pipeline/numbers.ts";
-export { type AnnotationScan, scanAnnotations } from "./pipeline/annotations.ts";
-export { splitSentences } from "./pipeline/sentences.ts";
+  buildDataset,
+  BuildError,
+  type BuildOptions,
+  type BuildSummary,
+} from "./pipeline/build.ts";
+export { type Manifest, readManifest } from "./pipeline/manifest.ts";
+export { DEFAULT_BUILD, defaultSplits } from "./pipeline/default_data.ts";
 
-// Dataset pipeline: tokenization, packing, writing (pipe-build).
-export * from "./pipeline/tokenizer.ts";
-export * from "./pipeline/bpe_fit.ts";
-export * from "./pipeline/pack.ts";
-export * from "./pipeline/shard.ts";
-export * from "./pipeline/manifest.ts";
-export * from "./pipeline/writer.ts";
-export * from "./pipeline/build.ts";
-export * from "./pipeline/default_data.ts";
-export * from "./pipeline/summary.ts";
+// Models and checkpoints.
+export { type ModelConfig, type PresetName, PRESETS, type TrainConfig } from "./model/config.ts";
+export { type CheckpointData, loadCheckpoint, type LotusMeta } from "./model/checkpoint.ts";
 
-// ---- native engine (engine): building the library, and its FFI binding ----
-export { Engine, EngineError, LE_ABI_VERSION, openEngine } from "./engine/ffi.ts";
-export type { EngineOptions, Ptr } from "./engine/ffi.ts";
-export { buildEngine, EngineBuildError, planEngineBuild } from "./engine/build.ts";
+// Training.
+export { train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
+export { resolveTrainConfig, TrainConfigError } from "./train/options.ts";
+
+// Inference, export and evaluation.
+export { openInference, type OpenInferenceOptions } from "./infer/inference.ts";
 export type {
-  Backend as EngineBackend,
-  BuildEngineOptions,
-  EngineBuildPlan,
-} from "./engine/build.ts";
+  Answer,
+  AnswerBatch,
+  AnswerOptions,
+  InferenceBackend,
+  InferenceSession,
+} from "./infer/session.ts";
+export { exportCheckpoint, type ExportOptions, type ExportResult } from "./export/export.ts";
+export { checkExport } from "./export/export_check.ts";
+export { type EvalResult, type EvalRunOptions, runEval } from "./eval/evaluate.ts";
+export { type EvalItem, loadEvalItems } from "./eval/items.ts";
+export { writeEvalOutputs } from "./eval/report.ts";
 
-// ---- CUDA engine: choosing a backend, the driver probe, precision, engine parity checks ----
-export { type BackendName, selectEngine, type SelectEngineOptions } from "./engine/backend.ts";
-export { cudaMemInfo, type CudaProbe, probeCuda } from "./engine/cuda_probe.ts";
-export { type Precision, PRECISION_MODES } from "./engine/ffi.ts";
-/** Engine parity checks (what the GPU check runs): `parity.compareOps(test, ref, "bf16")`. */
-export * as parity from "./check/parity.ts";
-
-// ---- training: configuration, model, the LOTUS step, the trainer, checkpoints, inference ----
-export * from "./model/config.ts";
-export * from "./model/params.ts";
-export * from "./train/batch.ts";
-export * from "./train/dataset.ts";
-export * from "./model/stack.ts";
-export * from "./model/model.ts";
-export * from "./train/step.ts";
-export * from "./model/generate.ts";
-export * from "./model/checkpoint.ts";
-export * from "./train/trainer.ts";
-export * from "./infer/inference.ts";
-export * from "./infer/readout.ts";
-export * from "./pipeline/answer.ts";
-
-// Export: Hugging Face and ONNX directories from a checkpoint (docs/export.md). The ONNX
-// inference backend itself (infer/onnx_session.ts) is not re-exported here: it imports
-// onnxruntime-node, which importing mod.ts should not load; reach it through
-// openInference(dir, { backend: "onnx" }) in infer/inference.ts.
-export {
-  checkpointFingerprint,
-  exportCheckpoint,
-  ExportError,
-  type ExportFormat,
-  type ExportOptions,
-  type ExportResult,
-  readLotusJson,
-} from "./export/export.ts";
-export { checkExport, gpt2TensorShapes } from "./export/export_check.ts";
-export { type LotusJson, LotusJsonSchema, ONNX_FILES } from "./export/hf_files.ts";
-export {
-  gpt2Graph,
-  gpt2Weights,
-  type GraphInput,
-  ONNX_OPSET,
-  WEIGHTS_FILE,
-} from "./export/onnx_gpt2.ts";
-export { type Attr, type Dim, GraphBuilder, WeightFile } from "./export/onnx_builder.ts";
-export {
-  AttributeType,
-  DataType,
-  decodeModel,
-  encodeModel,
-  type OnnxAttribute,
-  type OnnxGraph,
-  type OnnxModel,
-  type OnnxNode,
-  type OnnxTensor,
-  type OnnxValueInfo,
-} from "./export/onnx_proto.ts";
-
-// Synthetic data and augmentation (docs/pipeline.md, "Synthetic problems" and "Augmentation").
-export {
-  FAMILIES,
-  type Family,
-  generate,
-  generateRecords,
-  MAX_STEPS,
-  otherFamilies,
-  type ResolvedSyntheticOptions,
-  resolveSyntheticOptions,
-  synthesize,
-  SyntheticGenerationError,
-  type SyntheticOptions,
-  SyntheticOptionsError,
-  type SyntheticRecord,
-} from "./pipeline/synthetic.ts";
-export { hashString, Rng } from "./base/rng.ts";
-export {
-  augment,
-  AUGMENT_REASONS,
-  type AugmentOptions,
-  AugmentOptionsError,
-  type AugmentOutcome,
-  augmentProblem,
-  type AugmentReason,
-  AugmentReport,
-  type AugmentSummary,
-  verifyVariant,
-} from "./pipeline/augment.ts";
-export {
-  excludeIndex,
-  type StreamAugmentOptions,
-  withVariants,
-} from "./pipeline/augment_stream.ts";
-export {
-  estimateWithExtras,
-  openSplitSource,
-  type SourceReadOptions,
-  type SplitExtras,
-  type SplitExtrasInfo,
-  type SplitSource,
-} from "./pipeline/split_source.ts";
-export {
-  NEAR_COPY_THRESHOLD,
-  type Nearest,
-  NgramIndex,
-  type NgramOptions,
-  ngrams,
-  words,
-} from "./pipeline/overlap.ts";
-
-// ---- evaluation (eval/): readers, scoring, latency, latent readout, pictures, report ----
-export * from "./eval/items.ts";
-export * from "./eval/alternatives.ts";
-export * from "./eval/evaluate.ts";
-export * from "./train/run_log.ts";
-export * from "./eval/svg.ts";
-export * from "./eval/report.ts";
+// The native engine.
+export type { BackendName } from "./engine/types.ts";
+export { type Engine, openEngine, type Precision } from "./engine/ffi.ts";
+export { selectEngine } from "./engine/backend.ts";
+export { buildEngine } from "./engine/build.ts";

@@ -35,8 +35,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type Engine, type Precision } from "../engine/ffi.ts";
-import { type BackendName, selectEngine } from "../engine/backend.ts";
+import type { Engine, Precision } from "../engine/ffi.ts";
+import { selectEngine } from "../engine/backend.ts";
+import type { BackendName } from "../engine/types.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
 import { presetConfig, type PresetName, TrainConfigSchema } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";

@@ -7,7 +7,7 @@
  */
 import type { Example } from "../train/batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
-import { Rng } from "../base/rng.ts";
+import type { Rng } from "../base/rng.ts";
 
 /** The measured bf16 dense peak of the H200 (../shared/docs/gpu.md). */
 export const PEAK_BF16_FLOPS = 790e12;

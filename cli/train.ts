@@ -6,9 +6,8 @@
  */
 
 import { z } from "zod";
-import { ModeSchema, PRESETS, type TrainConfig } from "../model/config.ts";
+import { ModeSchema, PRESET_NAMES, type PresetName, type TrainConfig } from "../model/config.ts";
 import { train } from "../train/trainer.ts";
-import { readManifest } from "../pipeline/manifest.ts";
 import { cliMain, parseCommandLine } from "./_common.ts";
 
 const HELP = `deno task train [options]
@@ -36,7 +35,7 @@ the default dataset (out/data/default) into out/runs/default.
   --clip X              global-norm gradient clip, 0 = off (default 1)
   --batch N             examples per step               (default 16)
   --steps N             optimiser steps (overrides --epochs)
-  --epochs N            epochs                          (default 1; the default job uses 15)
+  --epochs N            epochs                          (default 15)
   --seed N              seed for initialisation and data order (default 0)
   --eval-every N        evaluate every N steps (always at the end)
   --eval-examples N     validation examples for accuracy, 0 = all (default 200)
@@ -56,7 +55,7 @@ the default dataset (out/data/default) into out/runs/default.
 const ArgsSchema = z.object({
   data: z.string().default("out/data/default"),
   out: z.string().default("out/runs/default"),
-  preset: z.enum(Object.keys(PRESETS) as [keyof typeof PRESETS]).default("tiny"),
+  preset: z.enum(PRESET_NAMES as [PresetName, ...PresetName[]]).default("tiny"),
   backend: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
   precision: z.enum(["fp32", "tf32", "bf16"]).default("fp32"),
   threads: z.coerce.number().int().min(0).default(0),
@@ -141,8 +140,6 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const defaultJob = argv.length === 0;
-  const manifest = a.resume ? null : await readManifest(a.data);
   const t: Partial<TrainConfig> = {};
   const keys = [
     "mode",
@@ -169,12 +166,6 @@ async function main(argv: string[]): Promise<number> {
   ] as const;
   for (const k of keys) if (a[k] !== undefined) (t as Record<string, unknown>)[k] = a[k];
   if (a.warmup !== undefined) t.warmupSteps = a.warmup;
-  if (manifest) {
-    t.k ??= manifest.options.k;
-    t.c ??= manifest.options.c;
-  }
-  t.lr ??= PRESETS[a.preset].lr;
-  if (defaultJob) t.epochs = 15;
   const res = await train({
     data: a.data,
     out: a.out,

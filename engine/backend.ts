@@ -14,10 +14,8 @@
  * @module
  */
 import { type Engine, EngineError, openEngine, type Precision } from "./ffi.ts";
+import type { BackendName } from "./types.ts";
 import { probeCuda } from "./cuda_probe.ts";
-
-/** A backend name as the command lines take it. */
-export type BackendName = "cpu" | "cuda" | "auto";
 
 /** Options of {@linkcode selectEngine}. */
 export interface SelectEngineOptions {

@@ -16,9 +16,10 @@
  */
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
+import type { BackendName } from "./types.ts";
 
 /** Which engine library to build. */
-export type Backend = "cpu" | "cuda";
+type Backend = Exclude<BackendName, "auto">;
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {

@@ -25,6 +25,7 @@
  * @module
  */
 import { buildEngine } from "./build.ts";
+import type { BackendName } from "./types.ts";
 import { probeCuda } from "./cuda_probe.ts";
 
 /** Engine memory (host memory for the CPU engine, device memory for CUDA); null = NULL. */
@@ -58,7 +59,7 @@ export const PRECISION_MODES: Record<Precision, 0 | 1 | 2> = { fp32: 0, tf32: 1,
 /** Options of {@linkcode openEngine}. */
 export interface EngineOptions {
   /** "cpu" (default) or "cuda". */
-  backend?: "cpu" | "cuda";
+  backend?: Exclude<BackendName, "auto">;
   /** CPU: OpenMP threads (default: all cores, or OMP_NUM_THREADS). */
   threads?: number;
   /** CUDA: device ordinal (default 0). */
@@ -151,7 +152,7 @@ function closedSymbols(): Symbols {
  */
 export class Engine {
   /** "cpu" or "cuda", as reported by the library. */
-  readonly backend: "cpu" | "cuda";
+  readonly backend: Exclude<BackendName, "auto">;
   /** The loaded library file. */
   readonly libPath: string;
   #lib: Deno.DynamicLibrary<typeof SYMBOLS> | null;

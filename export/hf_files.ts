@@ -9,7 +9,8 @@
  */
 
 import { z } from "zod";
-import { LotusMetaSchema } from "../model/checkpoint.ts";
+import { type LotusMeta, LotusMetaSchema } from "../model/checkpoint.ts";
+import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** The ONNX files of an export, relative to its directory. */
 export const ONNX_FILES = {
@@ -22,7 +23,37 @@ export const ONNX_FILES = {
 } as const;
 
 /** `lotus.json`: what LOTUS inference needs beyond a GPT-2 directory. */
-export const LotusJsonSchema = z.object({
+export interface LotusJson {
+  /** Always "lotus-export". */
+  format: "lotus-export";
+  /** Always 1. */
+  version: 1;
+  /** How the checkpoint answers: LOTUS latents, or a baseline that decodes straight away. */
+  mode: "lotus" | "cot" | "nocot";
+  /** Latent blocks of the shape the checkpoint reached (0 for baselines). */
+  K: number;
+  /** Latent slots per block. */
+  c: number;
+  /** Loop iterations (0 for baselines). */
+  R: number;
+  /** Latent injection. */
+  injection: "add" | "replace";
+  /** The special token ids. */
+  special: SpecialIds;
+  /** The texts of the LOTUS tokens. */
+  tokens: { bot: string; eot: string; lat: string };
+  /** The checkpoint's epoch (its curriculum stage follows from it). */
+  epoch: number;
+  /** The checkpoint's model and training configuration. */
+  lotus: LotusMeta;
+  /** The ONNX graphs, when exported. */
+  onnx: { ids: string; embeds: string; weights: string; opset: number } | null;
+  /** Where the export came from: the checkpoint and a sha256 of its config and weights. */
+  source: { checkpoint: string; sha256: string };
+}
+
+/** The zod schema of {@linkcode LotusJson}. */
+export const LotusJsonSchema: z.ZodType<LotusJson> = z.object({
   format: z.literal("lotus-export"),
   version: z.literal(1),
   /** How the checkpoint answers: LOTUS latents, or a baseline that decodes straight away. */
@@ -55,9 +86,6 @@ export const LotusJsonSchema = z.object({
   /** Where the export came from: the checkpoint and a sha256 of its config and weights. */
   source: z.object({ checkpoint: z.string(), sha256: z.string() }),
 });
-
-/** A parsed `lotus.json`. */
-export type LotusJson = z.infer<typeof LotusJsonSchema>;
 
 /** The text of token `id` in a parsed tokenizer.json (added tokens first, then the vocabulary). */
 export function tokenText(tokenizer: unknown, id: number): string | undefined {

@@ -32,6 +32,22 @@ export type {
 } from "./session.ts";
 export { DEFAULT_INFERENCE_BACKEND } from "./session.ts";
 
+/** Options of {@linkcode openInference}. */
+export interface OpenInferenceOptions {
+  /** Where to run (default {@linkcode DEFAULT_INFERENCE_BACKEND}). */
+  backend?: InferenceBackend;
+  /** Matmul precision on CUDA (default fp32). */
+  precision?: Precision;
+  /** CPU threads (0 or unset: all cores). */
+  threads?: number;
+  /** Questions per answer() call at most (default 32). */
+  maxBatch?: number;
+  /** Question length, in tokens, to size the buffers for up front. */
+  maxQuestionTokens?: number;
+  /** Generation budget per answer (default 64). */
+  maxNewTokens?: number;
+}
+
 /**
  * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
  * loads an export directory, or exports the checkpoint to a cache on first use (see
@@ -48,15 +64,7 @@ export { DEFAULT_INFERENCE_BACKEND } from "./session.ts";
  */
 export async function openInference(
   checkpoint: string,
-  opts: {
-    backend?: InferenceBackend;
-    /** Matmul precision on CUDA (default fp32). */
-    precision?: Precision;
-    threads?: number;
-    maxBatch?: number;
-    maxQuestionTokens?: number;
-    maxNewTokens?: number;
-  } = {},
+  opts: OpenInferenceOptions = {},
 ): Promise<InferenceSession> {
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {

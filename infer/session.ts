@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { BackendName } from "../engine/types.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
 import type { Timings } from "../model/generate.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
@@ -15,7 +16,7 @@ import type { LotusShape } from "../train/schedule.ts";
  * Where inference runs: the native engines ("auto": CUDA when usable, else the CPU), or
  * onnxruntime-node ("onnx", infer/onnx_session.ts) over an export of the checkpoint.
  */
-export type InferenceBackend = "cpu" | "cuda" | "auto" | "onnx";
+export type InferenceBackend = BackendName | "onnx";
 
 /**
  * The backend used when none is given: the faster CPU path. On the `small` preset at batch

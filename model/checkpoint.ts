@@ -26,7 +26,12 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "./config.ts";
+import {
+  type ModelConfig,
+  ModelConfigSchema,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
 import { gpt2ConfigJson } from "./hf_config.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
@@ -41,7 +46,7 @@ export class CheckpointError extends Error {
 }
 
 /** The trainer's position, saved for an exact resume. */
-export const TrainStateSchema = z.object({
+export const TrainStateSchema: z.ZodType<TrainState> = z.object({
   /** Optimiser steps taken. */
   step: z.number().int().min(0),
   /** Current epoch (0-based) and the next batch within it. */
@@ -57,11 +62,26 @@ export const TrainStateSchema = z.object({
   seconds: z.number().min(0),
 });
 
-/** A validated training state. */
-export type TrainState = z.infer<typeof TrainStateSchema>;
+/** The trainer's position, saved in train_state.json for an exact resume. */
+export interface TrainState {
+  /** Optimiser steps taken. */
+  step: number;
+  /** Current epoch (0-based). */
+  epoch: number;
+  /** The next batch within the epoch. */
+  batchInEpoch: number;
+  /** RNG state (uint32). */
+  rng: number;
+  /** Best validation accuracy seen (-1: none yet). */
+  bestAccuracy: number;
+  /** Token positions processed so far. */
+  tokens: number;
+  /** Training wall time so far, seconds. */
+  seconds: number;
+}
 
 /** The `lotus` section of config.json. */
-export const LotusMetaSchema = z.object({
+export const LotusMetaSchema: z.ZodType<LotusMeta> = z.object({
   model: ModelConfigSchema,
   train: TrainConfigSchema,
   special: z.object({
@@ -76,8 +96,20 @@ export const LotusMetaSchema = z.object({
   preset: z.string(),
 });
 
-/** The `lotus` section of config.json. */
-export type LotusMeta = z.infer<typeof LotusMetaSchema>;
+/** The `lotus` section of config.json: what the model is and how it was trained. */
+export interface LotusMeta {
+  /** The model's shape. */
+  model: ModelConfig;
+  /** The run's training settings. */
+  train: TrainConfig;
+  /** The special token ids (EOS, PAD, BOT, EOT, LAT). */
+  special: SpecialIds;
+  /** The dataset it was trained on: directory, CoT form, K and c (informational). */
+  data: { dir: string; cot: string; k: number; c: number };
+  /** The preset the model was made from (tiny, small, gpt2, or another name for a
+   * model configured by hand). */
+  preset: string;
+}
 
 /** Everything a checkpoint holds. */
 export interface CheckpointData {

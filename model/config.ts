@@ -10,7 +10,25 @@
 import { z } from "zod";
 
 /** The shape of a GPT-2-style decoder (plus the optional LOTUS-aux decoder). */
-export const ModelConfigSchema = z.object({
+export interface ModelConfig {
+  /** Vocabulary size, including the added LOTUS tokens. */
+  vocabSize: number;
+  /** Context length: the size of the learned position table. */
+  maxPositions: number;
+  /** Width of the residual stream. */
+  dModel: number;
+  /** Number of attention heads; must divide dModel. */
+  nHead: number;
+  /** Number of Transformer blocks. */
+  nLayer: number;
+  /** LOTUS-aux decoder blocks (0 = no auxiliary decoder). Training only; not exported. */
+  auxLayers: number;
+  /** LOTUS-aux decoder heads (the reference uses 8, or 4 when dModel < 512). */
+  auxHeads: number;
+}
+
+/** The zod schema of {@linkcode ModelConfig} (config.json's "lotus.model"). */
+export const ModelConfigSchema: z.ZodType<ModelConfig> = z.object({
   /** Vocabulary size, including the added LOTUS tokens. */
   vocabSize: z.number().int().min(8),
   /** Context length: the size of the learned position table. */
@@ -33,25 +51,51 @@ export const ModelConfigSchema = z.object({
   path: ["auxHeads"],
 });
 
-/** A validated model configuration. */
-export type ModelConfig = z.infer<typeof ModelConfigSchema>;
+/**
+ * Validate a model configuration (missing optional fields get their defaults).
+ *
+ * @example
+ * ```ts
+ * import { parseModelConfig } from "./config.ts";
+ * const cfg = parseModelConfig({ vocabSize: 64, maxPositions: 32, dModel: 16, nHead: 2, nLayer: 1 });
+ * console.assert(cfg.auxLayers === 0);
+ * ```
+ */
+export function parseModelConfig(raw: unknown): ModelConfig {
+  return ModelConfigSchema.parse(raw);
+}
+
+/** The name of a preset model size. */
+export type PresetName = "tiny" | "small" | "gpt2";
+
+/** A named model size, with the learning rate training uses when none is given. */
+export interface Preset {
+  /** Context length. */
+  maxPositions: number;
+  /** Width of the residual stream. */
+  dModel: number;
+  /** Attention heads. */
+  nHead: number;
+  /** Transformer blocks. */
+  nLayer: number;
+  /** The default learning rate (training from scratch; smaller models tolerate larger rates). */
+  lr: number;
+}
 
 /**
- * The named model sizes, each with the learning rate `deno task train` uses when `--lr` is
- * not given (training from scratch; smaller models tolerate larger rates). The vocabulary
- * comes from the dataset's tokenizer.
+ * The named model sizes. The vocabulary comes from the dataset's tokenizer.
  */
-export const PRESETS = {
+export const PRESETS: Readonly<Record<PresetName, Preset>> = {
   /** For tests and the default job: trains in minutes on two CPU cores. */
   tiny: { maxPositions: 512, dModel: 64, nHead: 4, nLayer: 2, lr: 3e-3 },
   /** A few million parameters, for CPU experiments. */
   small: { maxPositions: 1024, dModel: 256, nHead: 4, nLayer: 4, lr: 1e-3 },
   /** GPT-2 small (124M with the GPT-2 vocabulary), the reference implementation's backbone. */
   gpt2: { maxPositions: 1024, dModel: 768, nHead: 12, nLayer: 12, lr: 3e-4 },
-} as const;
+};
 
-/** The name of a preset. */
-export type PresetName = keyof typeof PRESETS;
+/** Every {@linkcode PresetName}. */
+export const PRESET_NAMES: readonly PresetName[] = ["tiny", "small", "gpt2"];
 
 /**
  * The model configuration of a preset for a vocabulary.
@@ -77,13 +121,82 @@ export function presetConfig(name: PresetName, vocabSize: number, auxLayers = 0)
   });
 }
 
-/** What the model is trained to do. */
-export const ModeSchema = z.enum(["lotus", "lotus-aux", "cot", "nocot"]);
-/** Training mode: LOTUS, LOTUS with the auxiliary decoder, or a baseline. */
-export type Mode = z.infer<typeof ModeSchema>;
+/**
+ * What the model is trained to do: LOTUS, LOTUS with the auxiliary decoder, or a baseline
+ * (explicit chain of thought, or the answer alone).
+ */
+export type Mode = "lotus" | "lotus-aux" | "cot" | "nocot";
+
+/** Every {@linkcode Mode}. */
+export const MODES: readonly Mode[] = ["lotus", "lotus-aux", "cot", "nocot"];
+
+/** The zod schema of {@linkcode Mode}. */
+export const ModeSchema: z.ZodType<Mode> = z.enum(["lotus", "lotus-aux", "cot", "nocot"]);
+
+/** Epochs a run trains when neither steps nor epochs are given. */
+export const DEFAULT_EPOCHS = 15;
 
 /** The optimisation, schedule and LOTUS settings of a run. */
-export const TrainConfigSchema = z.object({
+export interface TrainConfig {
+  /** What the model is trained to do. */
+  mode: Mode;
+  /** Latent blocks at the final curriculum stage (the reference's max_latent_stage). */
+  k: number;
+  /** Latent slots per block (c_thought). */
+  c: number;
+  /**
+   * Loop iterations R. null: tied to K at every stage, as the reference trains (R = K = s).
+   * A number fixes R at every stage with latents (0 is the "no loop" ablation).
+   */
+  r: number | null;
+  /** Weight of the step loss (the reference's intermediate_loss_weight). */
+  lambda: number;
+  /** Weight of the LOTUS-aux decoder loss. */
+  auxWeight: number;
+  /** Step loss on the final pass's logits ("after", the default) or per pass ("in-loop"). */
+  stepLoss: "after" | "in-loop";
+  /** Latent injection: embedding + previous state ("add"), or the state alone ("replace"). */
+  injection: "add" | "replace";
+  /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
+  epochsPerStage: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Learning-rate schedule after warmup. */
+  schedule: "constant" | "cosine";
+  /** Linear warmup steps. */
+  warmupSteps: number;
+  /** Final LR as a fraction of lr, for the cosine schedule. */
+  minLrRatio: number;
+  /** AdamW weight decay. */
+  weightDecay: number;
+  /** AdamW beta1. */
+  beta1: number;
+  /** AdamW beta2. */
+  beta2: number;
+  /** AdamW epsilon. */
+  eps: number;
+  /** Global-norm gradient clip (0 = off). */
+  clip: number;
+  /** Examples per optimiser step. */
+  batch: number;
+  /** Total optimiser steps; null = derived from epochs. */
+  steps: number | null;
+  /** Epochs when steps is null. */
+  epochs: number;
+  /** Seed of initialisation and data order. */
+  seed: number;
+  /** Evaluate every this many steps (0 = only at the end). */
+  evalEvery: number;
+  /** Validation examples used for greedy accuracy (0 = all). */
+  evalExamples: number;
+  /** Maximum tokens generated per answer during evaluation. */
+  maxNewTokens: number;
+  /** Save a checkpoint every this many steps (0 = only at the end). */
+  saveEvery: number;
+}
+
+/** The zod schema of {@linkcode TrainConfig}, with every default. */
+export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   mode: ModeSchema.default("lotus"),
   /** Latent blocks at the final curriculum stage (the reference's max_latent_stage). */
   k: z.number().int().min(0).default(6),
@@ -120,7 +233,7 @@ export const TrainConfigSchema = z.object({
   /** Total optimiser steps; null = derived from epochs. */
   steps: z.number().int().min(1).nullable().default(null),
   /** Epochs when steps is null. */
-  epochs: z.number().int().min(1).default(1),
+  epochs: z.number().int().min(1).default(DEFAULT_EPOCHS),
   seed: z.number().int().min(0).default(0),
   /** Evaluate every this many steps (0 = only at the end). */
   evalEvery: z.number().int().min(0).default(0),
@@ -132,5 +245,18 @@ export const TrainConfigSchema = z.object({
   saveEvery: z.number().int().min(0).default(0),
 });
 
-/** A validated training configuration. */
-export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+/**
+ * Validate a training configuration; every missing field gets its default. The defaults
+ * that depend on the dataset and the preset (K, c, the learning rate) are filled by
+ * resolveTrainConfig in train/trainer.ts, which the library's train() and the CLI share.
+ *
+ * @example
+ * ```ts
+ * import { parseTrainConfig } from "./config.ts";
+ * const cfg = parseTrainConfig({ mode: "cot", k: 3 });
+ * console.assert(cfg.lambda === 0.05 && cfg.r === null);
+ * ```
+ */
+export function parseTrainConfig(raw: unknown): TrainConfig {
+  return TrainConfigSchema.parse(raw);
+}

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { augment, AugmentReport } from "./augment.ts";
+import { augment, type AugmentReport } from "./augment.ts";
 import { NEAR_COPY_THRESHOLD, NgramIndex } from "./overlap.ts";
 import { type ReadOptions, readProblems } from "./read.ts";
 import type { Problem } from "./types.ts";

@@ -1,7 +1,7 @@
 // Every op of the CPU engine against float64 references (forward) and central finite
 // differences through the engine's own forward (backward), plus accumulate semantics,
 // determinism and error handling. Tolerances are derived in tests/_engine_ref.ts.
-import { Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
+import { type Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   type AdamState,
@@ -974,7 +974,10 @@ Deno.test(
         }
         assertClose(`adamw p t=${t} clip=${clip}`, pool.read(pp, n), state.p, tolP);
         assertClose(`adamw m t=${t} clip=${clip}`, pool.read(pm, n), state.m, tolM);
-        assertClose(`adamw v t=${t} clip=${clip}`, pool.read(pv, n), state.v, 1e-30, 8 * t * U32);
+        // Under the clip, v also inherits the fp32 clip coefficient's error squared (the norm
+        // is passed in fp32, and 1 / norm rounds again): up to 4u more.
+        const tolV = (8 * t + (clip ? 4 : 0)) * U32;
+        assertClose(`adamw v t=${t} clip=${clip}`, pool.read(pv, n), state.v, 1e-30, tolV);
       }
       assertEquals(pool.read(pg, 3).length, 3); // g is read only
     }

@@ -13,13 +13,13 @@
  */
 
 import type { Precision } from "../engine/ffi.ts";
-import { type BackendName, selectEngine } from "../engine/backend.ts";
+import { selectEngine } from "../engine/backend.ts";
+import type { BackendName } from "../engine/types.ts";
 import {
   type ModelConfig,
   presetConfig,
   type PresetName,
   type TrainConfig,
-  TrainConfigSchema,
 } from "../model/config.ts";
 import {
   type Example,
@@ -33,6 +33,7 @@ import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
 import { epochOrder, lrAt, stageOf, stageShape } from "./schedule.ts";
 import { type LogRecord, RunLog } from "./run_log.ts";
+import { curriculumNotes, resolveTrainConfig } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import { LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
 import { Generator } from "../model/generate.ts";
@@ -56,10 +57,15 @@ export interface TrainOptions {
   data: string;
   /** Run directory: logs and `checkpoint/`. */
   out: string;
-  preset: PresetName;
-  /** Training settings (partial: the rest default). */
-  train: Partial<TrainConfig>;
-  backend: BackendName;
+  /** Model size (default "tiny"). */
+  preset?: PresetName;
+  /**
+   * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
+   * from the dataset, the learning rate from the preset, the rest from the defaults.
+   */
+  train?: Partial<TrainConfig>;
+  /** Where to run (default "cpu"). */
+  backend?: BackendName;
   /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (engine/ffi.ts). */
   precision?: Precision;
   /** CPU threads (0: all cores). */
@@ -223,19 +229,24 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   let resumed: CheckpointData | null = null;
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
-  const cfg: TrainConfig = resumed ? resumed.meta.train : TrainConfigSchema.parse(opts.train);
+  const trainData: SplitData = await loadSplit(opts.data, opts.trainSplit ?? "train");
+  const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  const cfg: TrainConfig = resumed
+    ? resumed.meta.train
+    : resolveTrainConfig(opts.train ?? {}, preset as PresetName, {
+      dir: opts.data,
+      k: trainData.manifest.options.k,
+      c: trainData.manifest.options.c,
+    });
   if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
     throw new Error("--mode lotus-aux needs --aux-weight > 0");
   }
-
-  const trainData: SplitData = await loadSplit(opts.data, opts.trainSplit ?? "train");
   const sp = trainData.special;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
-  const preset = resumed ? resumed.meta.preset : opts.preset;
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
   const mcfg: ModelConfig = resumed
     ? resumed.meta.model
-    : presetConfig(opts.preset, trainData.vocabSize, auxLayers);
+    : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
       `the checkpoint's vocabulary (${mcfg.vocabSize}) differs from the dataset's ` +
@@ -267,8 +278,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
   const total = cfg.steps ?? cfg.epochs * stepsPerEpoch;
+  if (!resumed) {
+    for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
+  }
 
-  const eng = selectEngine(opts.backend, {
+  const eng = selectEngine(opts.backend ?? "cpu", {
     threads: opts.threads ?? 0,
     log,
     precision: opts.precision,

@@ -1,0 +1,47 @@
+/**
+ * Evaluation: test items from any supported file (GSM8K, GSM-Hard, SVAMP, MultiArith, a
+ * built dataset), exact-match accuracy, thought-phase and per-token latency, the LOTUS latent
+ * readout scored against the gold steps (alternative valid steps included), and the report
+ * (CSV, JSON, SVG charts, one HTML page).
+ *
+ * @example
+ * ```ts ignore
+ * import { openInference } from "../infer/mod.ts";
+ * import { loadEvalItems, runEval } from "./mod.ts";
+ * const session = await openInference("out/runs/default");
+ * const items = await loadEvalItems("out/data/default", { split: "valid" });
+ * const result = await runEval(session, items, { batch: 32 });
+ * console.log(result.runs[0].accuracy);
+ * await session.close();
+ * ```
+ *
+ * @module
+ */
+export {
+  type BlockReadout,
+  type EvalResult,
+  type EvalRunOptions,
+  type ExampleResult,
+  type ReadoutSummary,
+  runEval,
+  type RunSummary,
+  type StepBucket,
+} from "./evaluate.ts";
+export {
+  EVAL_FORMATS,
+  type EvalFormat,
+  type EvalItem,
+  type EvalReadOptions,
+  loadEvalItems,
+  readEvalItems,
+} from "./items.ts";
+export {
+  type EvalProvenance,
+  type ReportFiles,
+  reportHtml,
+  type ReportOptions,
+  writeEvalOutputs,
+} from "./report.ts";
+export { classifyStep, type StepContext, type StepKind, type StepVerdict } from "./alternatives.ts";
+export { accuracySeries, lossSeries } from "./curves.ts";
+export { type LineChartOptions, lineChartSvg, readoutSvg, type Series } from "./svg.ts";

@@ -1,0 +1,33 @@
+/**
+ * Answering questions from a checkpoint: a session on the native engines (or on
+ * onnxruntime-node over an export), the answers with their phase timings, and the latent
+ * readout of LOTUS checkpoints.
+ *
+ * @example
+ * ```ts ignore
+ * import { openInference } from "./mod.ts";
+ * const s = await openInference("out/runs/default");
+ * const r = await s.answer(["Ann has 2 pens and buys 3 more. How many pens does she have?"]);
+ * console.log(r.answers[0].answer, r.timings);
+ * await s.close();
+ * ```
+ *
+ * @module
+ */
+export { openInference, type OpenInferenceOptions } from "./inference.ts";
+export {
+  type Answer,
+  type AnswerBatch,
+  type AnswerOptions,
+  DEFAULT_INFERENCE_BACKEND,
+  type InferenceBackend,
+  type InferenceSession,
+} from "./session.ts";
+export {
+  bestReadings,
+  type BlockScore,
+  readoutIds,
+  readoutTexts,
+  scoreReadout,
+  topK,
+} from "./readout.ts";

@@ -1,0 +1,51 @@
+/**
+ * The model layer that training, inference and export all stand on: the GPT-2-style decoder
+ * and its configuration, its parameters in engine memory, greedy generation with a key/value
+ * cache (the LOTUS thought phase included), and checkpoint files with Hugging Face GPT-2
+ * tensor names.
+ *
+ * @example
+ * ```ts
+ * import { paramLayout, presetConfig } from "./mod.ts";
+ * const cfg = presetConfig("tiny", 512);
+ * console.assert(paramLayout(cfg).mainTotal > 100_000);
+ * ```
+ *
+ * @module
+ */
+export {
+  type Mode,
+  type ModelConfig,
+  parseModelConfig,
+  parseTrainConfig,
+  presetConfig,
+  type PresetName,
+  PRESETS,
+  type TrainConfig,
+} from "./config.ts";
+export {
+  type BlockLayout,
+  initParams,
+  initSpecialRows,
+  type ParamLayout,
+  paramLayout,
+  type ParamTensor,
+} from "./params.ts";
+export { adamwOf, type AdamWStep, Model } from "./model.ts";
+export {
+  type GenerateOptions,
+  type Generation,
+  Generator,
+  type GeneratorCapacity,
+  type Timings,
+} from "./generate.ts";
+export {
+  type CheckpointData,
+  checkpointDirOf,
+  CheckpointError,
+  loadCheckpoint,
+  loadHfInit,
+  type LotusMeta,
+  saveCheckpoint,
+  type TrainState,
+} from "./checkpoint.ts";

@@ -1,0 +1,117 @@
+/**
+ * The dataset pipeline: read grade-school math problems (GSM8K JSON lines and Parquet, iCoT
+ * text, Coconut JSON, natural-language JSON lines, CSV), segment each chain of thought into
+ * per-latent gold steps in math and natural-language forms, validate them with mathjs,
+ * generate and augment problems, tokenize, pack into padded K-block tensors, and write a
+ * dataset directory (manifest, safetensors shards, records, report). docs/pipeline.md and
+ * docs/dataset-format.md describe each stage and the files.
+ *
+ * @example
+ * ```ts ignore
+ * import { readProblems, segment, validate } from "./mod.ts";
+ * for await (const p of readProblems("fixtures/pipeline/gsm8k.jsonl")) {
+ *   const r = validate(segment(p), { cot: "math" });
+ *   console.log(r.id, r.validation.status, r.math.map((s) => s.text));
+ * }
+ * ```
+ *
+ * @module
+ */
+export type {
+  MathStep,
+  Problem,
+  SegmentedRecord,
+  SourceRef,
+  ValidatedRecord,
+  Validation,
+  ValidationStatus,
+} from "./types.ts";
+
+// Reading, segmentation and validation.
+export {
+  detectFormat,
+  type Format,
+  FormatError,
+  FORMATS,
+  InputError,
+  type ReadOptions,
+  readProblems,
+} from "./read.ts";
+export { segment, type SegmentOptions } from "./segment.ts";
+export {
+  type CotForm,
+  type ReasonInfo,
+  REASONS,
+  statusOf,
+  validate,
+  type ValidateOptions,
+} from "./validate.ts";
+export { type Agreement, compareStated, evaluateExpression, ExpressionError } from "./arith.ts";
+export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./numbers.ts";
+export { answersMatch, extractAnswer } from "./answer.ts";
+export { type AnnotationScan, scanAnnotations } from "./annotations.ts";
+export { splitSentences } from "./sentences.ts";
+
+// Tokenizers.
+export {
+  type CompactOptions,
+  fitCompactTokenizer,
+  gpt2Tokenizer,
+  LOTUS_TOKENS,
+  type SpecialIds,
+  type Tokenizer,
+  TokenizerError,
+  tokenizerFromFile,
+  tokenizerFromJson,
+} from "./tokenizer.ts";
+
+// Packing and the dataset directory.
+export { IGNORE, type LongStep, type PackedRecord, type PackOptions, packRecord } from "./pack.ts";
+export {
+  type Manifest,
+  MANIFEST_FILE,
+  ManifestError,
+  parseManifest,
+  readManifest,
+  type ShardInfo,
+  type SplitInfo,
+} from "./manifest.ts";
+export { SHARD_TENSORS } from "./shard.ts";
+export {
+  buildDataset,
+  BuildError,
+  type BuildHooks,
+  type BuildOptions,
+  type BuildProgress,
+  type BuildSummary,
+  resolveBuildOptions,
+  type SplitSpec,
+} from "./build.ts";
+export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";
+export { formatSummary } from "./summary.ts";
+
+// Synthetic problems and augmentation.
+export {
+  FAMILIES,
+  type Family,
+  generate,
+  generateRecords,
+  MAX_STEPS,
+  synthesize,
+  SyntheticGenerationError,
+  type SyntheticOptions,
+  SyntheticOptionsError,
+  type SyntheticRecord,
+} from "./synthetic.ts";
+export {
+  augment,
+  AUGMENT_REASONS,
+  type AugmentOptions,
+  AugmentOptionsError,
+  type AugmentOutcome,
+  augmentProblem,
+  AugmentReport,
+  type AugmentSummary,
+} from "./augment.ts";
+export { excludeIndex, type StreamAugmentOptions, withVariants } from "./augment_stream.ts";
+export { NEAR_COPY_THRESHOLD, type Nearest, NgramIndex, type NgramOptions } from "./overlap.ts";

@@ -1,0 +1,49 @@
+/**
+ * LOTUS training: batches of the method's three regions, the LOTUS step (prefix once, R + 1
+ * loop passes, suffix, step and answer losses, the backward through every pass), the
+ * curriculum and learning-rate schedule, the run log, and the trainer that ties them to a
+ * dataset directory and writes checkpoints.
+ *
+ * @example
+ * ```ts ignore
+ * import { train } from "./mod.ts";
+ * const r = await train({ data: "out/data/default", out: "out/runs/lib", preset: "tiny" });
+ * console.log(r.valAccuracy, r.checkpoint);
+ * ```
+ *
+ * @module
+ */
+export { train, type TrainOptions, type TrainResult } from "./trainer.ts";
+export {
+  curriculumNotes,
+  type DatasetShape,
+  resolveTrainConfig,
+  TrainConfigError,
+} from "./options.ts";
+export {
+  epochOrder,
+  inferenceShape,
+  type LotusShape,
+  lrAt,
+  type ShapeOverrides,
+  stageOf,
+  stageShape,
+} from "./schedule.ts";
+export { LOG_COLUMNS, type LogRecord, readTrainLog, runDirOf, TrainLogError } from "./run_log.ts";
+export { DatasetError, loadSplit, type SplitData } from "./dataset.ts";
+export {
+  type AuxBatch,
+  auxBatch,
+  type Example,
+  type LotusBatch,
+  lotusBatch,
+  type PlainBatch,
+  plainBatch,
+} from "./batch.ts";
+export {
+  type LotusCapacity,
+  type LotusOptions,
+  LotusRunner,
+  PlainRunner,
+  type StepLosses,
+} from "./step.ts";

@@ -1,0 +1,112 @@
+/**
+ * One way to resolve a run's settings, shared by the library's train() and `deno task train`:
+ * what the user gave, then the dataset's K and c, then the preset's learning rate, then the
+ * schema's defaults. A value that contradicts the dataset is an error that names it.
+ *
+ * @module
+ */
+
+import { parseTrainConfig, type PresetName, PRESETS, type TrainConfig } from "../model/config.ts";
+import { finalStageEpoch } from "./schedule.ts";
+
+/** What {@linkcode resolveTrainConfig} needs to know of the dataset (its manifest's options). */
+export interface DatasetShape {
+  /** The dataset directory, for messages. */
+  dir: string;
+  /** Latent blocks the dataset's step targets were packed for. */
+  k: number;
+  /** Latent slots per block of the dataset's step targets. */
+  c: number;
+}
+
+/** A setting that contradicts the dataset it trains on. */
+export class TrainConfigError extends Error {
+  /** The option at fault, as the command line spells it (`--k`). */
+  readonly flag: string;
+  /** Create an error about `flag`. */
+  constructor(flag: string, message: string) {
+    super(message);
+    this.name = "TrainConfigError";
+    this.flag = flag;
+  }
+}
+
+/**
+ * The full training configuration of a run. `given` overrides everything; K and c default to
+ * the dataset's (an explicit c other than the dataset's, or a K above it, is a
+ * {@linkcode TrainConfigError}: the step targets were packed for the dataset's shape); the
+ * learning rate defaults to the preset's; every other field to the schema's default.
+ *
+ * @example
+ * ```ts
+ * import { resolveTrainConfig } from "./options.ts";
+ * const cfg = resolveTrainConfig({ mode: "lotus" }, "tiny", { dir: "d", k: 3, c: 16 });
+ * console.assert(cfg.k === 3 && cfg.c === 16 && cfg.lr === 3e-3);
+ * ```
+ */
+export function resolveTrainConfig(
+  given: Partial<TrainConfig>,
+  preset: PresetName,
+  dataset: DatasetShape,
+): TrainConfig {
+  const where = `the dataset ${dataset.dir}`;
+  if (given.c !== undefined && given.c !== dataset.c) {
+    throw new TrainConfigError(
+      "--c",
+      `--c ${given.c} contradicts ${where}, built with c = ${dataset.c} slots per block; ` +
+        `rebuild it with --c ${given.c}, or leave --c out to use ${dataset.c}`,
+    );
+  }
+  if (given.k !== undefined && given.k > dataset.k) {
+    throw new TrainConfigError(
+      "--k",
+      `--k ${given.k} exceeds ${where}, built with K = ${dataset.k} blocks; rebuild it with ` +
+        `--k ${given.k}, or give at most --k ${dataset.k}`,
+    );
+  }
+  const preset_ = PRESETS[preset];
+  if (!preset_) {
+    throw new TrainConfigError(
+      "--preset",
+      `unknown preset "${preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
+  return parseTrainConfig({
+    ...given,
+    k: given.k ?? dataset.k,
+    c: given.c ?? dataset.c,
+    lr: given.lr ?? preset_.lr,
+  });
+}
+
+/**
+ * Notes on a run's curriculum worth saying before it starts: a LOTUS run too short to leave
+ * stage 0 (explicit CoT, no latents), or one that never reaches its final K.
+ */
+export function curriculumNotes(
+  cfg: TrainConfig,
+  stepsPerEpoch: number,
+  totalSteps: number,
+): string[] {
+  if (cfg.mode === "cot" || cfg.mode === "nocot" || cfg.epochsPerStage === 0 || cfg.k === 0) {
+    return [];
+  }
+  const stage1 = cfg.epochsPerStage * stepsPerEpoch;
+  if (totalSteps <= stage1) {
+    return [
+      `this run of ${totalSteps} steps never leaves curriculum stage 0 (explicit CoT, no ` +
+      `latents): stage 1 starts at step ${stage1} (${cfg.epochsPerStage} epoch(s) of ` +
+      `${stepsPerEpoch} steps); train longer, or pass --epochs-per-stage 0 to train at ` +
+      `K = ${cfg.k} from the start`,
+    ];
+  }
+  const final = finalStageEpoch(cfg) * stepsPerEpoch;
+  if (totalSteps <= final) {
+    const reached = Math.floor((totalSteps - 1) / (cfg.epochsPerStage * stepsPerEpoch));
+    return [
+      `this run of ${totalSteps} steps stops at curriculum stage ${reached} of ${cfg.k}: the ` +
+      `final stage (K = ${cfg.k}) starts at step ${final}`,
+    ];
+  }
+  return [];
+}
