@@ -21,9 +21,10 @@ import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
 import { detectFormat } from "../pipeline/read/detect.ts";
-import { readLines } from "../pipeline/read/_lines.ts";
-import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/_record.ts";
-import { FILE_HINT, InputError } from "../pipeline/read/input_error.ts";
+import { readLines } from "../pipeline/read/lines.ts";
+import { readJsonArray } from "../pipeline/read/json_array.ts";
+import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/record.ts";
+import { InputError } from "../pipeline/read/input_error.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import type { SourceRef } from "../pipeline/types.ts";
@@ -142,26 +143,7 @@ function readInputTarget(path: string, withCode: boolean): AsyncGenerator<EvalIt
 }
 
 async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
-  const body = await Deno.readTextFile(path);
-  let data: unknown;
-  try {
-    data = JSON.parse(body);
-  } catch (e) {
-    throw new InputError({
-      file: path,
-      line: 0,
-      problem: `not valid JSON (${(e as Error).message})`,
-      hint: FILE_HINT,
-    });
-  }
-  if (!Array.isArray(data)) {
-    throw new InputError({
-      file: path,
-      line: 0,
-      problem: "expected a JSON array",
-      hint: FILE_HINT,
-    });
-  }
+  const data = await readJsonArray(path, "a JSON array of {Body, Question, Equation, Answer}");
   for (let i = 0; i < data.length; i++) {
     const at = { file: path, line: i + 1 };
     const r = checkRecord(SvampRecord, data[i], SVAMP_EXPECT, at);

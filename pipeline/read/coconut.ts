@@ -7,8 +7,9 @@
  */
 import { z } from "zod";
 import type { Problem } from "../types.ts";
-import { basename, checkRecord, classifySteps, makeProblem, type RecordAt } from "./_record.ts";
-import { FILE_HINT, InputError } from "./input_error.ts";
+import { readJsonArray } from "./json_array.ts";
+import { basename, checkRecord, classifySteps, makeProblem, type RecordAt } from "./record.ts";
+import { InputError } from "./input_error.ts";
 
 /** A Coconut record; `answer` and `idx` may be numbers. */
 export const CoconutRecord = z.object({
@@ -43,39 +44,11 @@ export function coconutProblem(raw: unknown, at: RecordAt): Problem | InputError
   });
 }
 
-/** 1-based line of a character offset in `text`. */
-function lineOf(text: string, offset: number): number {
-  let line = 1;
-  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
-  return line;
-}
-
 /**
  * Reads a Coconut JSON array. Invalid JSON, or JSON that is not an array, is a file-level
  * error and is thrown whatever the error policy. Each element's `line` is its 1-based index.
  */
 export async function* readCoconut(path: string): AsyncGenerator<Problem | InputError> {
-  const text = await Deno.readTextFile(path);
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (e) {
-    const m = /position (\d+)/.exec((e as Error).message);
-    throw new InputError({
-      file: path,
-      line: m ? lineOf(text, Number(m[1])) : 0,
-      problem: `invalid JSON (${(e as Error).message})`,
-      hint: FILE_HINT,
-      cause: e,
-    });
-  }
-  if (!Array.isArray(data)) {
-    throw new InputError({
-      file: path,
-      line: 0,
-      problem: "expected a JSON array of {question, steps, answer} objects",
-      hint: FILE_HINT,
-    });
-  }
+  const data = await readJsonArray(path, "a JSON array of {question, steps, answer} objects");
   for (let i = 0; i < data.length; i++) yield coconutProblem(data[i], { file: path, line: i + 1 });
 }

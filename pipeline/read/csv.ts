@@ -16,7 +16,7 @@ import {
   type RecordAt,
   splitCot,
   splitGsm8kAnswer,
-} from "./_record.ts";
+} from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
 
 /** Column positions found in the header. */

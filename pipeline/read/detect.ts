@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { readLines } from "./_lines.ts";
+import { readLines } from "./lines.ts";
 import { FormatError } from "./input_error.ts";
 
 /** The input formats the readers know. */

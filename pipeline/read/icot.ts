@@ -10,8 +10,8 @@
  * @module
  */
 import type { Problem } from "../types.ts";
-import { readLines } from "./_lines.ts";
-import { excerpt, makeProblem, type RecordAt, splitCot } from "./_record.ts";
+import { readLines } from "./lines.ts";
+import { excerpt, makeProblem, type RecordAt, splitCot } from "./record.ts";
 import { InputError } from "./input_error.ts";
 
 /** Parses one iCoT line, or says why it cannot. */

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import type { Problem } from "../types.ts";
-import { readLines } from "./_lines.ts";
+import { readLines } from "./lines.ts";
 import {
   checkRecord,
   GSM8K_ANSWER,
@@ -16,7 +16,7 @@ import {
   type RecordAt,
   splitCot,
   splitGsm8kAnswer,
-} from "./_record.ts";
+} from "./record.ts";
 import { InputError } from "./input_error.ts";
 
 const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });

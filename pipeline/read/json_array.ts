@@ -1,0 +1,40 @@
+/**
+ * Files that hold one JSON array of records (Coconut's format, SVAMP's original release):
+ * read whole, with a parse error reported at its line.
+ *
+ * @module
+ */
+import { FILE_HINT, InputError } from "./input_error.ts";
+
+/** 1-based line of a character offset in `text`. */
+function lineOf(text: string, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/**
+ * The elements of the JSON array in `path`. Invalid JSON (with the line where parsing
+ * failed) or JSON that is not an array is an {@linkcode InputError}; `expected` says what
+ * the file should hold.
+ */
+export async function readJsonArray(path: string, expected: string): Promise<unknown[]> {
+  const text = await Deno.readTextFile(path);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    const m = /position (\d+)/.exec((e as Error).message);
+    throw new InputError({
+      file: path,
+      line: m ? lineOf(text, Number(m[1])) : 0,
+      problem: `invalid JSON (${(e as Error).message})`,
+      hint: FILE_HINT,
+      cause: e,
+    });
+  }
+  if (!Array.isArray(data)) {
+    throw new InputError({ file: path, line: 0, problem: `expected ${expected}`, hint: FILE_HINT });
+  }
+  return data;
+}
