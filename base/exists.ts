@@ -5,12 +5,26 @@
  * @module
  */
 
-/** True when `path` exists (file or directory); false on any error (missing, no access). */
+/**
+ * Rethrows `e` when it says a permission is missing: Deno's (`NotCapable`, whose message
+ * names the flag, e.g. "run again with the --allow-read flag") or the operating system's
+ * (`PermissionDenied`). For the catch blocks that mean "the file is not there", so that a
+ * missing permission is never reported as a missing file.
+ */
+export function rethrowIfDenied(e: unknown): void {
+  if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) throw e;
+}
+
+/**
+ * True when `path` exists (file or directory), false when it does not. A missing permission
+ * is thrown, not read as absence.
+ */
 export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;
-  } catch {
+  } catch (e) {
+    rethrowIfDenied(e);
     return false;
   }
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const EMU = `${ROOT}/check/cuda_emu`;
@@ -48,9 +48,9 @@ export function buildCudaEmu(): string {
     `${ENGINE}/engine_checks.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
-  const h = createHash("sha256");
+  const h = new Sha256();
   for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
-  const dir = `${ROOT}/build/cuda_emu-${h.digest("hex").slice(0, 16)}`;
+  const dir = `${ROOT}/build/cuda_emu-${h.hex().slice(0, 16)}`;
   const lib = `${dir}/liblotus_engine_cuda_emu.so`;
   try {
     Deno.statSync(lib);

@@ -14,7 +14,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { parseArgs } from "node:util";
 import type { BackendName } from "./types.ts";
 
@@ -297,10 +298,11 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
 
   const hashedFiles = [source, header, checks];
   if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));
-  const h = createHash("sha256");
+  const h = sha256.create();
+  const utf8 = new TextEncoder();
   const part = (name: string, data: string | Uint8Array) => {
-    h.update(`${name}\0${typeof data === "string" ? data.length : data.byteLength}\0`);
-    h.update(data);
+    h.update(utf8.encode(`${name}\0${typeof data === "string" ? data.length : data.byteLength}\0`));
+    h.update(typeof data === "string" ? utf8.encode(data) : data);
   };
   part("backend", backend);
   part("compiler", compiler);
@@ -308,7 +310,7 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   part("flags", JSON.stringify(flags));
   part("cpu", cpu ?? "");
   for (const f of hashedFiles) part(f.slice(sourceDir.length + 1), Deno.readFileSync(f));
-  const hash = h.digest("hex");
+  const hash = bytesToHex(h.digest());
   const outPath = `${outDir}/liblotus_engine_${backend}-${hash.slice(0, 16)}.so`;
   return { backend, compiler, flags, source, hashedFiles, outPath, hash };
 }

@@ -541,6 +541,8 @@ export function openEngine(opts: EngineOptions = {}): Engine {
   try {
     lib = Deno.dlopen(libPath, SYMBOLS);
   } catch (e) {
+    // A missing --allow-ffi says so in Deno's own words; it is not a broken library.
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new EngineError(
       "dlopen",
       `dlopen: cannot load ${libPath}: ${(e as Error).message}; rebuild it with ` +

@@ -28,6 +28,7 @@ import { InputError } from "../pipeline/read/input_error.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import type { SourceRef } from "../pipeline/types.ts";
+import { rethrowIfDenied } from "../base/exists.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -262,7 +263,8 @@ async function firstChar(path: string): Promise<string> {
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isDirectory;
-  } catch {
+  } catch (e) {
+    rethrowIfDenied(e);
     return false;
   }
 }

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 import { checkpointDirOf, loadCheckpoint, toHfTensors } from "../model/checkpoint.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
@@ -72,7 +72,7 @@ export interface ExportResult {
  */
 export async function checkpointFingerprint(checkpoint: string): Promise<string> {
   const dir = checkpointDirOf(checkpoint);
-  const h = createHash("sha256");
+  const h = new Sha256();
   for (const f of ["config.json", "model.safetensors"]) {
     try {
       h.update(await Deno.readFile(`${dir}/${f}`));
@@ -82,7 +82,7 @@ export async function checkpointFingerprint(checkpoint: string): Promise<string>
       );
     }
   }
-  return h.digest("hex");
+  return h.hex();
 }
 
 /** Read and validate an export's `lotus.json`. */

@@ -35,6 +35,7 @@ import {
 import { type ParamLayout, paramLayout } from "./params.ts";
 import { gpt2ConfigJson } from "./hf_config.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import { rethrowIfDenied } from "../base/exists.ts";
 
 /** Raised for a checkpoint that cannot be read or does not fit; says what to do. */
 export class CheckpointError extends Error {
@@ -220,7 +221,8 @@ export function checkpointDirOf(runOrCheckpoint: string): string {
   try {
     Deno.statSync(`${runOrCheckpoint}/config.json`);
     return runOrCheckpoint;
-  } catch {
+  } catch (e) {
+    rethrowIfDenied(e);
     return `${runOrCheckpoint}/checkpoint`;
   }
 }

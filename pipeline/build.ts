@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 import { z } from "zod";
 import { detectFormat, type Format, FORMATS } from "./read.ts";
 import { segment } from "./segment.ts";
@@ -45,6 +45,7 @@ import {
   type SyntheticOptions,
   SyntheticOptionsError,
 } from "./synthetic.ts";
+import { rethrowIfDenied } from "../base/exists.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -219,7 +220,7 @@ export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {
 }
 
 async function fileSha256(path: string): Promise<{ sha256: string; bytes: number }> {
-  const h = createHash("sha256");
+  const h = new Sha256();
   let bytes = 0;
   const f = await Deno.open(path);
   try {
@@ -230,7 +231,7 @@ async function fileSha256(path: string): Promise<{ sha256: string; bytes: number
   } catch (e) {
     throw new BuildError(`${path}: cannot read (${(e as Error).message})`);
   }
-  return { sha256: h.digest("hex"), bytes };
+  return { sha256: h.hex(), bytes };
 }
 
 /** Newlines in a text file: an estimate of its record count for progress. */
@@ -256,7 +257,8 @@ async function estimateRecords(inputs: { path: string; format: Format }[]): Prom
 async function existingManifest(out: string): Promise<Manifest | null> {
   try {
     await Deno.stat(`${out}/${MANIFEST_FILE}`);
-  } catch {
+  } catch (e) {
+    rethrowIfDenied(e);
     return null;
   }
   try {
@@ -381,14 +383,16 @@ export async function buildDataset(
     for (const path of s.exclude ?? []) {
       try {
         await Deno.stat(path);
-      } catch {
+      } catch (e) {
+        rethrowIfDenied(e);
         throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
       }
     }
     for (const path of s.inputs) {
       try {
         await Deno.stat(path);
-      } catch {
+      } catch (e) {
+        rethrowIfDenied(e);
         throw new BuildError(`${path}: input file not found; check --input`);
       }
       const format = o.format === "auto" ? await detectFormat(path) : (o.format as Format);

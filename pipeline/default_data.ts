@@ -11,19 +11,17 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
-import { relative, resolve } from "node:path";
 import type { SplitSpec } from "./build.ts";
 
 /** Where the default build goes when `--out` is not given. */
 export const DEFAULT_OUT = "out/data/default";
 
 function fixture(name: string): string {
-  const abs = fileURLToPath(new URL(`../fixtures/default/${name}`, import.meta.url));
+  const abs = decodeURIComponent(new URL(`../fixtures/default/${name}`, import.meta.url).pathname);
   // Relative to the working directory when the project is under it, so the manifest names
   // the same path on every machine; absolute otherwise.
-  const rel = relative(Deno.cwd(), abs);
-  return rel.startsWith("..") || resolve(rel) !== abs ? abs : rel;
+  const cwd = Deno.cwd().replace(/\/$/, "") + "/";
+  return abs.startsWith(cwd) ? abs.slice(cwd.length) : abs;
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 
 import { z } from "zod";
+import { rethrowIfDenied } from "../base/exists.ts";
 
 /** The manifest format version this module writes and reads. */
 export const MANIFEST_VERSION = 1 as const;
@@ -410,7 +411,8 @@ export async function readManifest(dir: string): Promise<Manifest> {
   for (const f of files) {
     try {
       await Deno.stat(`${dir}/${f}`);
-    } catch {
+    } catch (e) {
+      rethrowIfDenied(e);
       throw new ManifestError(
         `${path}: lists ${f}, which is missing from ${dir}; rebuild the dataset`,
       );

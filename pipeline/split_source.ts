@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 import { AugmentReport } from "./augment.ts";
 import { excludeIndex, withVariants } from "./augment_stream.ts";
 import type { AugmentInfo, ExcludeInfo, SyntheticInfo } from "./manifest.ts";
@@ -71,7 +71,7 @@ export async function openSplitSource(
   const variants = extras.augment?.variants ?? 0;
   const seed = extras.augment?.seed ?? 0;
   const report = new AugmentReport();
-  const hash = createHash("sha256");
+  const hash = new Sha256();
   let current = "";
 
   async function* files(): AsyncGenerator<Problem> {
@@ -108,7 +108,7 @@ export async function openSplitSource(
           maxValue: synth.maxValue,
           digits: synth.digits,
           families: [...synth.families],
-          sha256: hash.digest("hex"),
+          sha256: hash.hex(),
         };
       }
       const { near_copy_of_excluded: excluded = 0, ...reasons } = s.reasons;

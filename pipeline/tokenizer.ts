@@ -17,7 +17,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import gpt2Ranks from "js-tiktoken/ranks/gpt2";
 import { z } from "zod";
@@ -93,7 +93,7 @@ const TokenizerJsonSchema = z.looseObject({
 type TokenizerJson = z.infer<typeof TokenizerJsonSchema>;
 
 function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return new Sha256().update(text).hex();
 }
 
 function addedToken(id: number, content: string): TokenizerJson["added_tokens"][number] {

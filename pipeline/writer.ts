@@ -14,7 +14,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { Sha256 } from "../base/sha256.ts";
 import { stringify } from "csv-stringify/sync";
 import { encodeSafetensors } from "../base/safetensors.ts";
 import type { PackOutcome } from "./pack.ts";
@@ -400,7 +400,7 @@ export class SplitWriter {
     this.#shards.push({
       file,
       records: this.#rows.length,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
+      sha256: new Sha256().update(bytes).hex(),
       tensors: Object.entries(tensors).map(([name, t]) => ({
         name,
         shape: t.shape,

@@ -1,0 +1,51 @@
+// lotus-deno used as a library by a project outside it, exactly as the README says: a deno.json
+// with "nodeModulesDir": "manual" and two import-map entries, nothing else. The project is
+// type-checked and then builds a dataset, trains 20 steps and answers a question through the
+// library. Nothing is downloaded: the library's npm packages resolve from its own node_modules.
+import { assert, assertEquals } from "./_assert.ts";
+import { ROOT, runDeno } from "./_run.ts";
+import { tempDir } from "./_tmp.ts";
+
+/** The consumer's deno.json, as the README gives it, for a checkout at `root`. */
+export function consumerConfig(root: string): string {
+  const lib = root.replace(/\/?$/, "/");
+  return JSON.stringify(
+    { nodeModulesDir: "manual", imports: { "lotus-deno": `${lib}mod.ts`, "lotus-deno/": lib } },
+    null,
+    2,
+  );
+}
+
+Deno.test({
+  name: "consumer: an outside project type-checks, builds, trains 20 steps and answers",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await tempDir();
+    await Deno.copyFile(`${ROOT}fixtures/consumer/main.ts`, `${dir}/main.ts`);
+    await Deno.writeTextFile(`${dir}/deno.json`, consumerConfig(ROOT));
+    // The README's snippet is this very configuration.
+    const readme = await Deno.readTextFile(`${ROOT}README.md`);
+    assert(readme.includes('"nodeModulesDir": "manual"'), "README documents the consumer setup");
+
+    const check = await runDeno(["check", "main.ts"], dir);
+    assertEquals(check.code, 0, check.stderr);
+
+    const run = await runDeno([
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-ffi",
+      "--allow-run",
+      "main.ts",
+      `${dir}/out`,
+    ], dir);
+    assertEquals(run.code, 0, run.stderr);
+    const res = JSON.parse(run.stdout.trim().split("\n").at(-1)!);
+    assertEquals(res.steps, 20);
+    assertEquals(res.stage, 0);
+    assert(typeof res.answer === "string", run.stdout);
+    assert(!/Download/.test(run.stderr + check.stderr), "nothing was downloaded");
+  },
+});
