@@ -3,13 +3,13 @@
  * outside native code.
  *
  *   deno run -A bench/train_bench.ts [--preset small] [--mode lotus] [--steps 10] [--batch 16]
- *                                    [--k 6] [--c 13] [--data DIR] [--threads 0]
+ *                                    [--k 6] [--c 13] [--data DIR] [--threads 0] [--no-save]
  *
  * The data is GSM8K train with the compact tokenizer when ../shared/data is present (so the
  * vocabulary is about 4,096, the "small" preset's intended size), else the default fixtures.
  * Every engine call is timed through a wrapper; time outside those calls (batch assembly,
  * uploads' host side, JavaScript) is "outside native code". The wrapper's own cost is
- * measured with a no-op and subtracted. Results are appended to bench/results/train.jsonl.
+ * measured with a no-op and subtracted. Results are appended to bench/results/train.jsonl (not with --no-save).
  */
 import { parseArgs } from "node:util";
 import { buildDataset } from "../pipeline/build.ts";
@@ -33,6 +33,7 @@ const { values: a } = parseArgs({
     c: { type: "string", default: "13" },
     data: { type: "string" },
     threads: { type: "string", default: "0" },
+    "no-save": { type: "boolean", default: false },
   },
 });
 
@@ -157,14 +158,14 @@ const result = {
   outsideNativeShare: +((wall - inside) / wall).toFixed(4),
 };
 console.log(JSON.stringify(result));
-await Deno.mkdir(new URL("./results", import.meta.url), { recursive: true });
-await Deno.writeTextFile(
-  new URL("./results/train.jsonl", import.meta.url),
-  JSON.stringify(result) + "\n",
-  {
-    append: true,
-  },
-);
+if (!a["no-save"]) {
+  await Deno.mkdir(new URL("./results", import.meta.url), { recursive: true });
+  await Deno.writeTextFile(
+    new URL("./results/train.jsonl", import.meta.url),
+    JSON.stringify(result) + "\n",
+    { append: true },
+  );
+}
 runner.free();
 model.free();
 eng.close();

@@ -508,6 +508,19 @@ export class Engine {
 }
 
 /**
+ * OpenMP threads that wait at a barrier sleep instead of spinning, unless the user chose
+ * otherwise (OMP_WAIT_POLICY set). libgomp reads the variable once, when the engine library
+ * loads it. On a machine whose cores other jobs share, a spinning thread holds a core that the
+ * thread it waits for needs; sleeping costs a little on an idle machine and saves a lot on a
+ * busy one (bench/threads_bench.sh has the figures).
+ */
+function passiveOpenMpByDefault(): void {
+  try {
+    if (Deno.env.get("OMP_WAIT_POLICY") === undefined) Deno.env.set("OMP_WAIT_POLICY", "passive");
+  } catch { /* no --allow-env: libgomp keeps its default */ }
+}
+
+/**
  * Builds the engine if needed (see buildEngine), loads it, initialises it and checks that
  * it speaks this binding's ABI version.
  *
@@ -537,6 +550,7 @@ export function openEngine(opts: EngineOptions = {}): Engine {
     }
   }
   const libPath = opts.libPath ?? buildEngine({ backend, quiet: opts.quiet });
+  if (backend === "cpu") passiveOpenMpByDefault();
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
     lib = Deno.dlopen(libPath, SYMBOLS);
