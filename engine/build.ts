@@ -152,6 +152,24 @@ function exists(path: string): boolean {
   }
 }
 
+/**
+ * The debug build's flags: LOTUS_ENGINE_SANITIZE=address,undefined (any list that g++'s
+ * -fsanitize takes) compiles the CPU engine with those sanitizers, frame pointers and debug
+ * information, under its own hash. A process that loads an AddressSanitizer build must
+ * preload the runtime: `LD_PRELOAD=$(g++ -print-file-name=libasan.so)`. docs/engine.md shows
+ * the command that runs the engine tests this way.
+ */
+function sanitizerFlags(): string[] {
+  const s = envVar("LOTUS_ENGINE_SANITIZE");
+  if (!s) return [];
+  if (!/^[a-z,-]+$/.test(s)) {
+    throw new EngineBuildError(
+      `LOTUS_ENGINE_SANITIZE="${s}": give g++ sanitizer names, e.g. address,undefined`,
+    );
+  }
+  return [`-fsanitize=${s}`, "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"];
+}
+
 function envVar(name: string): string | undefined {
   try {
     return Deno.env.get(name);
@@ -252,7 +270,7 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
     throw new EngineBuildError(`unknown backend "${backend}": use "cpu" or "cuda"`);
   }
   const sourceDir = opts.sourceDir ?? dirOfThisModule();
-  const outDir = opts.outDir ?? normalize(`${sourceDir}/../../build`);
+  const outDir = opts.outDir ?? normalize(`${sourceDir}/../build`);
   const source = `${sourceDir}/${backend === "cpu" ? CPU_SOURCE : CUDA_SOURCE}`;
   if (!exists(source)) {
     throw new EngineBuildError(
@@ -282,7 +300,12 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
     hint = "install a C++17 compiler with OpenMP (Debian/Ubuntu: apt-get install g++) " +
       "or set CXX";
     cpu = cpuIdentity();
-    flags = [...CPU_FLAGS, ...(cpu ? ["-march=native"] : []), ...(opts.extraFlags ?? [])];
+    flags = [
+      ...CPU_FLAGS,
+      ...(cpu ? ["-march=native"] : []),
+      ...sanitizerFlags(),
+      ...(opts.extraFlags ?? []),
+    ];
   } else {
     compiler = opts.compiler ?? findOnPath("nvcc") ??
       (exists("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc");

@@ -411,11 +411,15 @@ inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, i
     return fail("%s: C = %d is not divisible by NH = %d; the head size must be C / NH", fn, C,
                 NH);
   }
+  // The engines index keys with int: Tq + Tp must fit in one.
+  if ((int64_t)Tq + Tp > INT32_MAX) {
+    return fail("%s: Tq + Tp = %lld keys exceed %d", fn, (long long)Tq + Tp, INT32_MAX);
+  }
   if (Tp > 0) {
     if (past_rs < 2LL * C) {
-      return fail("%s: past_rs = %lld is smaller than 2C = %d, so a past row's keys would "
+      return fail("%s: past_rs = %lld is smaller than 2C = %lld, so a past row's keys would "
                   "overlap the next row; use 3C for a qkv buffer or 2C for a [B,T,2C] cache",
-                  fn, (long long)past_rs, 2 * C);
+                  fn, (long long)past_rs, 2LL * C);
     }
     REQUIRE_NONNEG(fn, "past_bs", past_bs);
     const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * C);
@@ -429,7 +433,7 @@ inline int validate_attention_fwd(const float* out, const float* att, const floa
                                   int Tp, int C, int NH, int64_t past_bs, int64_t past_rs) {
   const char* fn = "le_attention_fwd";
   TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
-  const int Tk = Tq + Tp;
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
   TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
@@ -445,7 +449,7 @@ inline int validate_attention_bwd(const float* dqkv, const float* dkv_past, cons
   if (Tp > 0 && dkv_past) {
     TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, dkv_past, "dkv_past"));
   }
-  const int Tk = Tq + Tp;
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
