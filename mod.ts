@@ -44,7 +44,13 @@ export { type Manifest, readManifest } from "./pipeline/manifest.ts";
 export { DEFAULT_BUILD, defaultSplits } from "./pipeline/default_data.ts";
 
 // Models and checkpoints.
-export { type ModelConfig, type PresetName, PRESETS, type TrainConfig } from "./model/config.ts";
+export {
+  type ModelConfig,
+  type Preset,
+  type PresetName,
+  PRESETS,
+  type TrainConfig,
+} from "./model/config.ts";
 export { type CheckpointData, loadCheckpoint, type LotusMeta } from "./model/checkpoint.ts";
 
 // Training.

@@ -13,6 +13,7 @@
  * @module
  */
 export {
+  type ArrayOf,
   decodeSafetensors,
   type Dtype,
   dtypeBytes,

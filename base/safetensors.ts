@@ -175,6 +175,19 @@ export function encodeSafetensors(
 
 /**
  * Write tensors to `path` atomically, streaming each tensor's bytes (no full copy in memory).
+ * `metadata` becomes the header's `__metadata__` map (Hugging Face transformers expects
+ * `{ format: "pt" }` in a model's weights).
+ *
+ * @example
+ * ```ts
+ * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * const w = Float32Array.of(1, 2, 3, 4);
+ * await writeSafetensors(path, { w: { dtype: "F32", shape: [2, 2], data: w } }, { format: "pt" });
+ * const f = await readSafetensors(path);
+ * console.assert(f.tensors.w.data[3] === 4 && f.metadata.format === "pt");
+ * await Deno.remove(path);
+ * ```
  */
 export async function writeSafetensors(
   path: string,
@@ -254,7 +267,21 @@ export function decodeSafetensors(bytes: Uint8Array, what = "<bytes>"): Safetens
   return { tensors, metadata };
 }
 
-/** Read and parse a safetensors file. */
+/**
+ * Read and parse a safetensors file. Tensors are views into the file's bytes where aligned.
+ *
+ * @throws {SafetensorsError} when the file cannot be read or is not a valid safetensors file.
+ *
+ * @example
+ * ```ts
+ * import { getTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await writeSafetensors(path, { ids: { dtype: "I32", shape: [3], data: Int32Array.of(7, 8, 9) } });
+ * const ids = getTensor(await readSafetensors(path), "ids", "I32", [-1]); // an Int32Array
+ * console.assert(ids.length === 3 && ids[0] === 7);
+ * await Deno.remove(path);
+ * ```
+ */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   let bytes: Uint8Array;
   try {
@@ -265,7 +292,10 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   return decodeSafetensors(bytes, path);
 }
 
-/** The typed array of a dtype. */
+/**
+ * The typed array that holds the elements of dtype `D`, as {@linkcode getTensor} returns it
+ * (U16, BF16 and F16 as Uint16Array; the half-precision ones as raw bits).
+ */
 export type ArrayOf<D extends Dtype> = D extends "F32" ? Float32Array
   : D extends "F64" ? Float64Array
   : D extends "I32" ? Int32Array
@@ -278,7 +308,10 @@ export type ArrayOf<D extends Dtype> = D extends "F32" ? Float32Array
 
 /**
  * Fetch tensor `name` from a parsed file, checking that it exists, has `dtype`, and (if
- * given) `shape`; -1 in `shape` matches any size. Errors name the file and the tensor.
+ * given) `shape`; -1 in `shape` matches any size. Errors name the file (`what`) and the
+ * tensor.
+ *
+ * @throws {SafetensorsError} when the tensor is missing or its dtype or shape differs.
  */
 export function getTensor<D extends Dtype>(
   file: SafetensorsFile,

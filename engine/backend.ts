@@ -36,6 +36,17 @@ export interface SelectEngineOptions {
  * anything is compiled). "auto" asks the NVIDIA driver for a GPU: with one it opens the
  * CUDA engine; without one, or when the CUDA engine cannot be built or initialised, it
  * reports why through `log` and opens the CPU engine.
+ *
+ * @throws {EngineError} for an unknown backend name, or when the engine asked for cannot be
+ * built, loaded or initialised (under "auto", only when the CPU engine cannot).
+ *
+ * @example
+ * ```ts
+ * import { selectEngine } from "./backend.ts";
+ * const eng = selectEngine("cpu", { threads: 1, quiet: true }); // builds the library once
+ * console.assert(eng.backend === "cpu");
+ * eng.close();
+ * ```
  */
 export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {}): Engine {
   // 0 resets the CPU engine to all cores (its setting outlives Engine.close()).

@@ -19,13 +19,10 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { parseArgs } from "node:util";
 import type { BackendName } from "./types.ts";
 
-/** Which engine library to build. */
-type Backend = Exclude<BackendName, "auto">;
-
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {
   /** "cpu" (default): g++ and OpenMP. "cuda": nvcc, needs engine/engine_cuda.cu. */
-  backend?: Backend;
+  backend?: Exclude<BackendName, "auto">;
   /** Rebuild even when the library for this hash already exists. */
   force?: boolean;
   /** Print nothing (otherwise a line goes to stderr when a build actually runs). */
@@ -44,7 +41,7 @@ export interface BuildEngineOptions {
 /** What {@linkcode buildEngine} would run, and where the library would land. */
 export interface EngineBuildPlan {
   /** The backend built. */
-  backend: Backend;
+  backend: Exclude<BackendName, "auto">;
   /** The compiler executable. */
   compiler: string;
   /** Compiler arguments, without `-o <output>` and the source file. */

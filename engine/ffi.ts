@@ -149,6 +149,19 @@ function closedSymbols(): Symbols {
 /**
  * An open engine library. Create it with {@linkcode openEngine}. Argument orders follow the
  * C functions of lotus_engine.h, whose comments give each op's exact semantics.
+ *
+ * @example
+ * ```ts
+ * import { openEngine } from "./ffi.ts";
+ * const eng = openEngine({ threads: 1, quiet: true });
+ * const p = eng.alloc(4 * 4); // bytes: four floats
+ * eng.upload(p, Float32Array.of(1, 2, 3, 4));
+ * const out = new Float32Array(4);
+ * eng.download(out, p);
+ * console.assert(out[3] === 4);
+ * eng.free(p);
+ * eng.close();
+ * ```
  */
 export class Engine {
   /** "cpu" or "cuda", as reported by the library. */

@@ -372,7 +372,20 @@ export async function* readEvalItems(
   }
 }
 
-/** All items of a file or dataset directory (see {@linkcode readEvalItems}). */
+/**
+ * All items of a file or dataset directory (see {@linkcode readEvalItems}).
+ *
+ * @example
+ * ```ts
+ * import { loadEvalItems } from "./items.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".jsonl" });
+ * const rec = { question: "Ann has 2 pens and buys 3. How many?", answer: "2+3 = <<2+3=5>>5\n#### 5" };
+ * await Deno.writeTextFile(path, JSON.stringify(rec) + "\n");
+ * const [item] = await loadEvalItems(path); // GSM8K JSON lines, detected
+ * console.assert(item.answer === "5" && item.math?.[0] === "<<2+3=5>>");
+ * await Deno.remove(path);
+ * ```
+ */
 export async function loadEvalItems(path: string, opts: EvalReadOptions = {}): Promise<EvalItem[]> {
   const out: EvalItem[] = [];
   for await (const it of readEvalItems(path, opts)) out.push(it);

@@ -44,4 +44,11 @@ export {
 } from "./report.ts";
 export { classifyStep, type StepContext, type StepKind, type StepVerdict } from "./alternatives.ts";
 export { accuracySeries, lossSeries } from "./curves.ts";
-export { type LineChartOptions, lineChartSvg, readoutSvg, type Series } from "./svg.ts";
+export {
+  type LineChartOptions,
+  lineChartSvg,
+  type ReadoutBlockView,
+  type ReadoutExampleView,
+  readoutSvg,
+  type Series,
+} from "./svg.ts";

@@ -204,8 +204,27 @@ ${table(["id", "R", "gold", "predicted", "correct", "generated"], first)}
  *
  * @example
  * ```ts ignore
+ * import { openInference } from "../infer/inference.ts";
+ * import { readTrainLog } from "../train/run_log.ts";
+ * import { runEval } from "./evaluate.ts";
+ * import { loadEvalItems } from "./items.ts";
  * import { writeEvalOutputs } from "./report.ts";
- * await writeEvalOutputs("out/eval", prov, result, { trainLog });
+ * const s = await openInference("out/runs/default");
+ * const result = await runEval(s, await loadEvalItems("out/data/default", { split: "valid" }));
+ * const prov = {
+ *   checkpoint: "out/runs/default",
+ *   data: "out/data/default",
+ *   format: "dataset",
+ *   split: "valid",
+ *   backend: s.backend,
+ *   mode: s.meta.train.mode,
+ *   preset: s.meta.preset,
+ *   cot: s.meta.data.cot,
+ * };
+ * const trainLog = await readTrainLog("out/runs/default");
+ * const files = await writeEvalOutputs("out/eval", prov, result, { trainLog });
+ * console.log(files.html);
+ * await s.close();
  * ```
  */
 export async function writeEvalOutputs(

@@ -52,25 +52,36 @@ export interface Answer {
 
 /** A batch's answers with the phase timings. */
 export interface AnswerBatch {
+  /** One answer per question, in the order asked. */
   answers: Answer[];
+  /** Phase timings of the whole batch. */
   timings: Timings;
-  /** The LOTUS shape used (K = 0 for baselines). */
+  /** Latent blocks used (0 for the baselines). */
   K: number;
+  /** Loop iterations used (0 for the baselines). */
   R: number;
+  /** Latent slots per block: the checkpoint's c. */
   c: number;
 }
 
 /** A checkpoint loaded for inference. */
 export interface InferenceSession {
+  /** The checkpoint's `lotus` settings: model shape, training settings, special ids. */
   readonly meta: LotusMeta;
+  /** The checkpoint's tokenizer, which encodes the questions and decodes the answers. */
   readonly tokenizer: Tokenizer;
+  /** Where the session runs: "cpu" or "cuda" (the native engines), or "onnx". */
   readonly backend: string;
   /** The default LOTUS shape (the stage the checkpoint reached). */
   readonly shape: LotusShape;
   /**
    * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
    * onnxruntime runs asynchronously; the native engines answer at once.
+   *
+   * @throws {RangeError} (as a rejection) when the batch exceeds maxBatch, or a question
+   * with the latents and the generation budget exceeds the model's context.
    */
   answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
+  /** Free the session's engine memory or onnxruntime session; await it before exiting. */
   close(): void | Promise<void>;
 }

@@ -114,12 +114,18 @@ export interface LotusMeta {
 
 /** Everything a checkpoint holds. */
 export interface CheckpointData {
+  /** The `lotus` section of config.json: model shape, training settings, special ids. */
   meta: LotusMeta;
-  /** The whole parameter slab (backbone and aux decoder). */
+  /** The whole parameter slab (backbone and aux decoder), in the model's own layout. */
   params: Float32Array;
-  /** AdamW moments, when saved. */
+  /**
+   * AdamW moments over the whole slab (optimizer.safetensors). Saved when given; loaded only
+   * when asked for (`withOptimizer`).
+   */
   moments?: { m: Float32Array; v: Float32Array };
+  /** The trainer's position (train_state.json). */
   state: TrainState;
+  /** The text of the dataset's tokenizer.json. */
   tokenizerJson: string;
 }
 
@@ -302,7 +308,17 @@ async function readSt(path: string): Promise<SafetensorsFile> {
 
 /**
  * Load a checkpoint directory (or a run directory holding `checkpoint/`). With
- * `withOptimizer`, the AdamW moments must be present.
+ * `withOptimizer`, the AdamW moments must be present and are returned in `moments`.
+ *
+ * @throws {CheckpointError} when a file is missing or unreadable, config.json was not
+ * written by the trainer, or a tensor's name, dtype or shape does not fit the model.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * const ck = await loadCheckpoint("out/runs/default");
+ * console.log(ck.meta.train.mode, ck.meta.model.nLayer, ck.state.step, ck.params.length);
+ * ```
  */
 export async function loadCheckpoint(
   dirIn: string,

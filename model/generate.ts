@@ -43,11 +43,21 @@ export function leftPadQuestions(
 
 /** What to generate. */
 export interface GenerateOptions {
+  /**
+   * "lotus": the thought phase over BOT and the latents, then EOT and the answer; "cot" and
+   * "nocot": decode straight after the question (the baselines write their steps, or not).
+   */
   mode: "lotus" | "cot" | "nocot";
-  /** LOTUS: latent blocks, slots per block and loop iterations. */
+  /** LOTUS: latent blocks (default 0: BOT alone goes through the loop). Ignored otherwise. */
   K?: number;
+  /** LOTUS: latent slots per block (default 1). */
   c?: number;
+  /** LOTUS: loop iterations after pass 0 (default K, as training ties them). */
   R?: number;
+  /**
+   * LOTUS: how a pass feeds the previous pass's states to the latents: added to the LAT
+   * embedding ("add", the default) or alone ("replace"). Must match training.
+   */
   injection?: "add" | "replace";
   /** Most tokens generated per example (EOS included). */
   maxNewTokens: number;
@@ -78,23 +88,32 @@ export interface Generation {
   tokens: number[][];
   /** [B, 1 + K*c, V] when requested. */
   latentLogits?: Float32Array;
+  /** How long each phase took. */
   timings: Timings;
 }
 
 /** The largest request a generator serves. */
 export interface GeneratorCapacity {
+  /** Most questions per call. */
   B: number;
-  /** Longest question. */
+  /** Longest question, in tokens. */
   P: number;
-  /** Most latent blocks, slots per block (LOTUS); 0 for baselines. */
+  /** Most latent blocks (LOTUS); 0 for baselines. */
   K: number;
+  /** Latent slots per block (LOTUS); any value for baselines, which have no loop region. */
   c: number;
+  /** Largest generation budget per call. */
   maxNewTokens: number;
 }
 
-/** Greedy generation on a model, with buffers allocated once for a capacity. */
+/**
+ * Greedy generation on a model, with buffers allocated once for a capacity. The buffers live
+ * in engine memory: call {@linkcode Generator.free} when done.
+ */
 export class Generator {
+  /** The model generated from (its backbone only; an aux decoder is not used). */
   readonly model: Model;
+  /** The largest request {@linkcode Generator.generate} accepts. */
   readonly cap: GeneratorCapacity;
   #arena: Arena;
   #sc: Scratch;
@@ -140,7 +159,13 @@ export class Generator {
     this.#arena.free();
   }
 
-  /** Greedy-decode answers for tokenised questions (each `encode(question + "\n")`). */
+  /**
+   * Greedy-decode answers for tokenised questions (each `encode(question + "\n")`), until
+   * EOS or `opts.maxNewTokens` tokens for every question.
+   *
+   * @throws {RangeError} when the batch, a question, the loop region or the budget exceeds
+   * {@linkcode Generator.cap}.
+   */
   generate(questions: Int32Array[], sp: SpecialIds, opts: GenerateOptions): Generation {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const main = m.main, sc = this.#sc, cap = this.cap;

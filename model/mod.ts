@@ -18,6 +18,7 @@ export {
   type ModelConfig,
   parseModelConfig,
   parseTrainConfig,
+  type Preset,
   presetConfig,
   type PresetName,
   PRESETS,

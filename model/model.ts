@@ -12,36 +12,68 @@ import { F32, Stack, stackPtrs } from "./stack.ts";
 
 /** The optimiser's hyper-parameters for one step. */
 export interface AdamWStep {
+  /** Learning rate of this step (the schedule's value, not the peak). */
   lr: number;
+  /** Decay rate of the first-moment (mean) estimate. */
   beta1: number;
+  /** Decay rate of the second-moment (uncentred variance) estimate. */
   beta2: number;
+  /** Added to the square root of the bias-corrected second moment, against division by zero. */
   eps: number;
+  /**
+   * Decoupled weight decay: each step first multiplies every parameter (biases and LayerNorm
+   * gains included) by `1 - lr * weightDecay`.
+   */
   weightDecay: number;
-  /** Global-norm clip; 0 = off. */
+  /** Global-norm clip: gradients are scaled so that their norm is at most this; 0 = off. */
   clip: number;
 }
 
-/** A model resident in an engine. */
+/**
+ * A model resident in an engine: the parameter slab and, when training, its gradient and
+ * AdamW moments, with pointers to the tensors that the training step and generation read.
+ * Engine memory is not garbage-collected: call {@linkcode Model.free} when done.
+ */
 export class Model {
+  /** The engine that holds the model's memory and runs its operations. */
   readonly eng: Engine;
+  /** The model's shape. */
   readonly cfg: ModelConfig;
+  /** Where each tensor lies in the slabs ({@linkcode paramLayout} of `cfg`). */
   readonly layout: ParamLayout;
-  /** Slabs of `layout.total` floats. */
+  /** The parameter slab: `layout.total` fp32 values in engine memory. */
   readonly params: Ptr;
+  /** The gradient slab, laid out as `params`; null unless the model was built for training. */
   readonly grads: Ptr;
+  /** AdamW first moments, laid out as `params`; null unless built for training. */
   readonly m: Ptr;
+  /** AdamW second moments, laid out as `params`; null unless built for training. */
   readonly v: Ptr;
-  /** The backbone. */
+  /**
+   * The backbone's blocks bound to the slabs. Internal to the model layer: the training step
+   * and generation drive it.
+   *
+   * @ignore
+   */
   readonly main: Stack;
-  /** The LOTUS-aux decoder, when configured. */
+  /**
+   * The LOTUS-aux decoder's blocks, or null when the config has none. Internal to the model
+   * layer, as `main`.
+   *
+   * @ignore
+   */
   readonly aux: Stack | null;
-  /** Token and position embeddings, and their gradients. */
+  /** The token embedding [vocabSize, dModel] inside `params`; also the tied LM head. */
   readonly wte: Ptr;
+  /** The position embedding [maxPositions, dModel] inside `params`. */
   readonly wpe: Ptr;
+  /** The gradient of `wte` inside `grads`; null unless built for training. */
   readonly gwte: Ptr;
+  /** The gradient of `wpe` inside `grads`; null unless built for training. */
   readonly gwpe: Ptr;
-  /** The aux decoder's untied head and its gradient. */
+  /** The aux decoder's untied output head [vocabSize, dModel]; null without the decoder. */
   readonly auxHead: Ptr;
+  /** The gradient of `auxHead`; null without the decoder or when not training. */
   readonly gAuxHead: Ptr;
   /** Device scalar for the squared gradient norm. */
   readonly normSq: Ptr;

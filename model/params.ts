@@ -28,19 +28,34 @@ export interface ParamTensor {
   init: "normal" | "proj" | "zeros" | "ones";
 }
 
-/** Offsets (in floats) of one Transformer block's tensors. */
+/**
+ * Offsets (in floats from the start of the slab) of one Transformer block's tensors. C is
+ * dModel; shapes are in the slab's layout ([out, in] for linear weights).
+ */
 export interface BlockLayout {
+  /** Gain of the LayerNorm before attention (`ln_1.weight`), [C]. */
   ln1w: number;
+  /** Bias of the LayerNorm before attention (`ln_1.bias`), [C]. */
   ln1b: number;
+  /** Query, key and value projection weight (`attn.c_attn.weight`), [3C, C]. */
   qkvw: number;
+  /** Query, key and value projection bias (`attn.c_attn.bias`), [3C]. */
   qkvb: number;
+  /** Attention output projection weight (`attn.c_proj.weight`), [C, C]. */
   projw: number;
+  /** Attention output projection bias (`attn.c_proj.bias`), [C]. */
   projb: number;
+  /** Gain of the LayerNorm before the MLP (`ln_2.weight`), [C]. */
   ln2w: number;
+  /** Bias of the LayerNorm before the MLP (`ln_2.bias`), [C]. */
   ln2b: number;
+  /** MLP input weight (`mlp.c_fc.weight`), [4C, C]. */
   fcw: number;
+  /** MLP input bias (`mlp.c_fc.bias`), [4C]. */
   fcb: number;
+  /** MLP output weight (`mlp.c_proj.weight`), [C, 4C]. */
   fcprojw: number;
+  /** MLP output bias (`mlp.c_proj.bias`), [C]. */
   fcprojb: number;
 }
 
@@ -52,13 +67,20 @@ export interface ParamLayout {
   total: number;
   /** Floats of the main model (a prefix of the slab); the aux decoder follows. */
   mainTotal: number;
-  /** Offsets of the main model. */
+  /** Offset of the token embedding (`transformer.wte.weight`), [vocabSize, dModel]. */
   wte: number;
+  /** Offset of the position embedding (`transformer.wpe.weight`), [maxPositions, dModel]. */
   wpe: number;
+  /** The backbone's blocks, `transformer.h.0` first. */
   blocks: BlockLayout[];
+  /** Offset of the final LayerNorm's gain (`transformer.ln_f.weight`), [dModel]. */
   lnfw: number;
+  /** Offset of the final LayerNorm's bias (`transformer.ln_f.bias`), [dModel]. */
   lnfb: number;
-  /** Offsets of the aux decoder (empty when auxLayers = 0). */
+  /**
+   * Offsets of the aux decoder: its blocks (`aux.h.*`), final LayerNorm and untied head
+   * [vocabSize, dModel]; null when auxLayers = 0.
+   */
   aux: { blocks: BlockLayout[]; lnfw: number; lnfb: number; head: number } | null;
 }
 

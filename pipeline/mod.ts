@@ -66,16 +66,31 @@ export {
 } from "./tokenizer.ts";
 
 // Packing and the dataset directory.
-export { IGNORE, type LongStep, type PackedRecord, type PackOptions, packRecord } from "./pack.ts";
 export {
+  IGNORE,
+  type LongStep,
+  type PackedRecord,
+  type PackOptions,
+  type PackOutcome,
+  packRecord,
+} from "./pack.ts";
+export {
+  type AugmentInfo,
+  type ExcludeInfo,
   type Manifest,
   MANIFEST_FILE,
   ManifestError,
   parseManifest,
   readManifest,
   type ShardInfo,
+  type SourceInfo,
+  type SplitCounts,
   type SplitInfo,
+  type SyntheticInfo,
+  type TensorInfo,
+  type TokenCounts,
 } from "./manifest.ts";
+export type { SplitExtras } from "./split_source.ts";
 export { SHARD_TENSORS } from "./shard.ts";
 export {
   buildDataset,
@@ -85,6 +100,7 @@ export {
   type BuildProgress,
   type BuildSummary,
   resolveBuildOptions,
+  type ResolvedBuildOptions,
   type SplitSpec,
 } from "./build.ts";
 export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";
@@ -97,6 +113,8 @@ export {
   generate,
   generateRecords,
   MAX_STEPS,
+  type ResolvedSyntheticOptions,
+  resolveSyntheticOptions,
   synthesize,
   SyntheticGenerationError,
   type SyntheticOptions,
@@ -110,6 +128,7 @@ export {
   AugmentOptionsError,
   type AugmentOutcome,
   augmentProblem,
+  type AugmentReason,
   AugmentReport,
   type AugmentSummary,
 } from "./augment.ts";

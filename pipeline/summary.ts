@@ -12,7 +12,9 @@ import type { Manifest } from "./manifest.ts";
  *
  * @example
  * ```ts ignore
+ * import { buildDataset, DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./mod.ts";
  * import { formatSummary } from "./summary.ts";
+ * const summary = await buildDataset({ ...DEFAULT_BUILD, out: DEFAULT_OUT, splits: defaultSplits() });
  * console.log(formatSummary(summary.manifest, summary.built));
  * ```
  */

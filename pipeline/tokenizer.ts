@@ -437,6 +437,16 @@ export function gpt2Tokenizer(): Promise<Tokenizer> {
  * Load a local `tokenizer.json`. The LOTUS tokens are appended when missing (so
  * {@linkcode Tokenizer.toJSON} may differ from the file); EOS is found by its usual names
  * ({@linkcode EOS_NAMES}).
+ *
+ * @example
+ * ```ts
+ * import { fitCompactTokenizer, tokenizerFromFile } from "./tokenizer.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".json" });
+ * await Deno.writeTextFile(path, fitCompactTokenizer(["Ann has 3 pens.\n"]).toJSON());
+ * const tok = await tokenizerFromFile(path);
+ * console.assert(tok.decode(tok.encode("Ann has 12 pens.")) === "Ann has 12 pens.");
+ * await Deno.remove(path);
+ * ```
  */
 export async function tokenizerFromFile(path: string): Promise<Tokenizer> {
   let text: string;

@@ -30,6 +30,7 @@ export interface Example {
 
 /** A LOTUS batch (all arrays row-major, B examples). */
 export interface LotusBatch {
+  /** Examples in the batch. */
   B: number;
   /** Prefix length (longest question). */
   P: number;
@@ -37,21 +38,31 @@ export interface LotusBatch {
   L: number;
   /** Suffix length (longest EOT + remaining steps + answer). */
   S: number;
+  /** Latent blocks: the first K steps of each example are replaced by latents. */
   K: number;
+  /** Loop iterations after pass 0. */
   R: number;
+  /** Latent slots per block. */
   c: number;
+  /** [B] each example's question length in tokens. */
   qLen: Int32Array;
+  /** [B, P] question ids, left-padded with PAD. */
   prefixIds: Int32Array;
+  /** [B, P] positions: 0 at each question's first token, and 0 on the pads. */
   prefixPos: Int32Array;
   /** [B, P] key validity of the prefix. */
   prefixValid: Uint8Array;
+  /** [B, L] loop ids: BOT, then K*c LAT. */
   loopIds: Int32Array;
   /** Loop ids for "replace" injection: BOT, then -1 (no token embedding) at latents. */
   loopIdsReplace: Int32Array;
+  /** [B, L] positions continuing from each question: qLen, qLen + 1, ... */
   loopPos: Int32Array;
   /** [B, P + L] key validity seen by the loop passes. */
   loopValid: Uint8Array;
+  /** [B, S] EOT, the steps not replaced (S_K onwards), the answer; right-padded with PAD. */
   suffixIds: Int32Array;
+  /** [B, S] positions continuing after the loop region: qLen + L, qLen + L + 1, ... */
   suffixPos: Int32Array;
   /** [B, P + L + S] key validity seen by the suffix. */
   suffixValid: Uint8Array;
@@ -64,21 +75,27 @@ export interface LotusBatch {
   stepTargets: Int32Array;
   /** [B, L] the block whose target sits at that row (-1: none), for in-loop supervision. */
   stepBlock: Int32Array;
-  /** Valid answer targets. */
+  /** Answer targets that are not IGNORE: the answer loss's denominator. */
   nAns: number;
-  /** Valid step targets. */
+  /** Step targets that are not IGNORE: the step loss's denominator. */
   nStep: number;
 }
 
 /** A baseline (explicit CoT or no-CoT) batch: one causal sequence per example. */
 export interface PlainBatch {
+  /** Sequences (examples) in the batch. */
   B: number;
+  /** Length of the longest sequence; the others are padded to it. */
   T: number;
+  /** [B, T] Q [S_0 ... S_{n-1}] A, right-padded with PAD. */
   ids: Int32Array;
+  /** [B, T] positions 0 .. T-1. */
   pos: Int32Array;
+  /** [B, T] key validity: 1 on each sequence's tokens, 0 on its pads. */
   valid: Uint8Array;
-  /** [B, T] next-token targets: everything after the question. */
+  /** [B, T] next-token targets: everything after the question; IGNORE elsewhere. */
   targets: Int32Array;
+  /** Targets that are not IGNORE: the loss's denominator. */
   nTargets: number;
 }
 
@@ -90,8 +107,9 @@ export interface AuxBatch {
   T: number;
   /** [n, T]: -1 on the c latent rows (filled from the loop's states), step tokens after. */
   ids: Int32Array;
-  /** [n, T]: row c-1+j predicts S_k[j] (teacher forcing). */
+  /** [n, T]: row c-1+j predicts S_k[j] (teacher forcing); IGNORE elsewhere. */
   targets: Int32Array;
+  /** Targets that are not IGNORE: the aux loss's denominator. */
   nTargets: number;
 }
 

@@ -19,9 +19,13 @@ export interface SplitData {
   name: string;
   /** The dataset directory. */
   dir: string;
+  /** The directory's manifest (every split, not only this one). */
   manifest: Manifest;
+  /** The split's records in shard order, as views into the shards' tensors. */
   examples: Example[];
+  /** The special token ids of the dataset's tokenizer. */
   special: SpecialIds;
+  /** Number of token ids of the dataset's tokenizer, LOTUS tokens included. */
   vocabSize: number;
 }
 

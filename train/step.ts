@@ -33,9 +33,17 @@ import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "../model/sta
 export interface LotusOptions {
   /** Step-loss weight. */
   lambda: number;
-  /** Aux-decoder loss weight (LOTUS-aux only). */
+  /** Aux-decoder loss weight (LOTUS-aux only; 0 skips the decoder). */
   auxWeight: number;
+  /**
+   * Where the step loss is taken: on the last pass's states ("after"), or per pass, block r-1
+   * at pass r ("in-loop").
+   */
   stepLoss: "after" | "in-loop";
+  /**
+   * What the latents of pass r > 0 receive: the LAT embedding plus the previous pass's state
+   * ("add"), or that state alone ("replace").
+   */
   injection: "add" | "replace";
 }
 
@@ -43,21 +51,29 @@ export interface LotusOptions {
 export interface StepLosses {
   /** The optimised total: ans + lambda*step + auxWeight*aux. */
   loss: number;
+  /** Mean cross-entropy (nats per token) of the answer targets. */
   ans: number;
+  /** Mean cross-entropy of the step targets (0 when there are none). */
   step: number;
+  /** Mean cross-entropy of the aux decoder's targets (0 when the decoder does not run). */
   aux: number;
+  /** Answer targets: the denominator of `ans`. */
   nAns: number;
+  /** Step targets: the denominator of `step`. */
   nStep: number;
+  /** Aux-decoder targets: the denominator of `aux`. */
   nAux: number;
 }
 
 /** The largest batch a runner must handle. */
 export interface LotusCapacity {
+  /** Most examples per batch. */
   B: number;
   /** Longest prefix (question). */
   P: number;
   /** Most latent blocks. */
   K: number;
+  /** Latent slots per block. */
   c: number;
   /** Most loop iterations. */
   R: number;
@@ -80,10 +96,13 @@ function region(a: Arena, rows: number, keys: number): Region {
 }
 
 /**
- * Runs LOTUS steps on a model. Allocates every activation once for a capacity.
+ * Runs LOTUS steps on a model. Allocates every activation once for a capacity, in engine
+ * memory: call {@linkcode LotusRunner.free} when done.
  */
 export class LotusRunner {
+  /** The model whose backbone (and aux decoder) the steps run. */
   readonly model: Model;
+  /** The largest batch {@linkcode LotusRunner.step} accepts. */
   readonly cap: LotusCapacity;
   #arena: Arena;
   #sc: Scratch;
@@ -188,6 +207,9 @@ export class LotusRunner {
    * One forward (and, when training, backward) of a LOTUS batch. Gradients accumulate into
    * the model's gradient slab; the caller zeroes it and steps the optimiser. `exs` are the
    * batch's examples, needed for the aux decoder.
+   *
+   * @throws {RangeError} when the batch exceeds {@linkcode LotusRunner.cap}.
+   * @throws {Error} when the aux decoder runs and `exs` is missing.
    */
   step(b: LotusBatch, opts: LotusOptions, exs?: Example[]): StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, cap = this.cap;
@@ -460,8 +482,12 @@ export class LotusRunner {
   }
 }
 
-/** Runs explicit-CoT and no-CoT steps: one causal chunk per example. */
+/**
+ * Runs explicit-CoT and no-CoT steps: one causal chunk per example. Allocates its
+ * activations once, in engine memory: call {@linkcode PlainRunner.free} when done.
+ */
 export class PlainRunner {
+  /** The model whose backbone the steps run. */
   readonly model: Model;
   #arena: Arena;
   #sc: Scratch;
@@ -470,7 +496,9 @@ export class PlainRunner {
   #logits: Ptr;
   #losses: Ptr;
   #training: boolean;
+  /** Most sequences per batch. */
   readonly maxB: number;
+  /** Longest sequence, in tokens. */
   readonly maxT: number;
 
   /** Allocate for up to `maxB` sequences of `maxT` tokens. */
@@ -493,7 +521,12 @@ export class PlainRunner {
     this.#arena.free();
   }
 
-  /** One forward (and backward when training). Returns the mean token loss. */
+  /**
+   * One forward (and backward when training) of a baseline batch. Gradients accumulate into
+   * the model's gradient slab. Returns the mean token loss as `loss` and `ans`.
+   *
+   * @throws {RangeError} when the batch exceeds maxB or maxT.
+   */
   step(b: PlainBatch): StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;

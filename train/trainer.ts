@@ -74,8 +74,12 @@ export interface TrainOptions {
   init?: string;
   /** A run or checkpoint directory to continue exactly. */
   resume?: string;
-  /** Split names. */
+  /** The split trained on (default "train"). */
   trainSplit?: string;
+  /**
+   * The split evaluated on (default "valid"); when the dataset lacks it, evaluation reports
+   * accuracy on the training examples.
+   */
   valSplit?: string;
   /** Stop (after saving a checkpoint) once this many steps have run in this process. */
   stopAfter?: number;
@@ -87,13 +91,24 @@ export interface TrainOptions {
 
 /** What a run returns. */
 export interface TrainResult {
+  /** Optimiser steps the model has taken, those before a resume included. */
   steps: number;
+  /** The total loss of the last step run (NaN when this call ran no step). */
   finalLoss: number;
+  /**
+   * Mean answer loss of the last evaluation this call ran: at the end of a completed run, or
+   * the latest periodic one (`evalEvery`) before a stop; undefined when none ran.
+   */
   valLoss?: number;
+  /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
   valAccuracy?: number;
+  /** The checkpoint directory written, `<out>/checkpoint`. */
   checkpoint: string;
+  /** Parameters of the backbone (what inference and export use; an aux decoder excluded). */
   params: number;
+  /** Token positions forwarded per second of training, over the whole run. */
   tokensPerSec: number;
+  /** Training wall time in seconds, over the whole run (the part before a resume included). */
   seconds: number;
 }
 
@@ -219,7 +234,32 @@ function seedTokenId(tok: Tokenizer): number {
 }
 
 /**
- * Train a model. Writes `out/log.jsonl`, `out/log.csv` and `out/checkpoint/`.
+ * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
+ * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
+ * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
+ * run exactly.
+ *
+ * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig).
+ * @throws {ManifestError} when the dataset directory has no readable manifest.
+ * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
+ * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
+ * @throws {EngineError} when the engine of `backend` cannot be opened.
+ * @throws {Error} when mode is lotus-aux with auxWeight 0, the checkpoint of `resume` has
+ * another vocabulary than the dataset, the training split has fewer usable examples than a
+ * batch, or the loss stops being finite.
+ *
+ * @example
+ * ```ts ignore
+ * import { train } from "./trainer.ts";
+ * const r = await train({
+ *   data: "out/data/default",
+ *   out: "out/runs/tiny",
+ *   preset: "tiny",
+ *   train: { mode: "lotus", steps: 200, batch: 16 },
+ *   quiet: true,
+ * });
+ * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
+ * ```
  */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = (s: string) => {
