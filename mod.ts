@@ -77,3 +77,44 @@ export type { BackendName } from "./engine/types.ts";
 export { type Engine, openEngine, type Precision } from "./engine/ffi.ts";
 export { selectEngine } from "./engine/backend.ts";
 export { buildEngine } from "./engine/build.ts";
+
+// Types that the signatures above use.
+export type { SelectEngineOptions } from "./engine/backend.ts";
+export type { BuildEngineOptions } from "./engine/build.ts";
+export type { EngineOptions, Ptr } from "./engine/ffi.ts";
+export type { StepKind } from "./eval/alternatives.ts";
+export type {
+  BlockReadout,
+  ExampleResult,
+  ReadoutSummary,
+  RunSummary,
+  StepBucket,
+} from "./eval/evaluate.ts";
+export type { EvalFormat, EvalReadOptions } from "./eval/items.ts";
+export type { EvalProvenance, ReportFiles, ReportOptions } from "./eval/report.ts";
+export type { ExportFormat } from "./export/export.ts";
+export type { LotusJson } from "./export/hf_files.ts";
+export type { TrainState } from "./model/checkpoint.ts";
+export type { Mode } from "./model/config.ts";
+export type { Timings } from "./model/generate.ts";
+export type { BuildHooks, BuildProgress, SplitSpec } from "./pipeline/build.ts";
+export type {
+  AugmentInfo,
+  ExcludeInfo,
+  ShardInfo,
+  SourceInfo,
+  SplitCounts,
+  SplitInfo,
+  SyntheticInfo,
+  TensorInfo,
+  TokenCounts,
+} from "./pipeline/manifest.ts";
+export type { LongStep } from "./pipeline/pack.ts";
+export type { Format } from "./pipeline/read/detect.ts";
+export type { SplitExtras } from "./pipeline/split_source.ts";
+export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";
+export type { CompactOptions, SpecialIds } from "./pipeline/tokenizer.ts";
+export type { MathStep, SourceRef, Validation, ValidationStatus } from "./pipeline/types.ts";
+export type { DatasetShape } from "./train/options.ts";
+export type { LogRecord } from "./train/run_log.ts";
+export type { LotusShape } from "./train/schedule.ts";

@@ -52,3 +52,15 @@ export {
   readoutSvg,
   type Series,
 } from "./svg.ts";
+
+// Types that the signatures above use.
+export type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "../infer/session.ts";
+export type { LotusMeta } from "../model/checkpoint.ts";
+export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
+export type { Timings } from "../model/generate.ts";
+export type { Format } from "../pipeline/read/detect.ts";
+export type { InputError } from "../pipeline/read/input_error.ts";
+export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
+export type { SourceRef } from "../pipeline/types.ts";
+export type { LogRecord } from "../train/run_log.ts";
+export type { LotusShape } from "../train/schedule.ts";

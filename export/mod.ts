@@ -23,3 +23,8 @@ export {
 } from "./export.ts";
 export { checkExport, gpt2TensorShapes } from "./export_check.ts";
 export { type LotusJson, ONNX_FILES } from "./hf_files.ts";
+
+// Types that the signatures above use.
+export type { LotusMeta } from "../model/checkpoint.ts";
+export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
+export type { SpecialIds } from "../pipeline/tokenizer.ts";

@@ -50,3 +50,8 @@ export {
   saveCheckpoint,
   type TrainState,
 } from "./checkpoint.ts";
+
+// Types that the signatures above use.
+export type { Engine, Ptr } from "../engine/ffi.ts";
+export type { BackendName } from "../engine/types.ts";
+export type { SpecialIds } from "../pipeline/tokenizer.ts";

@@ -30,8 +30,18 @@ import type { Ctx, Out } from "./synthetic/_kit.ts";
 import { FAMILY_BUILDERS } from "./synthetic/_families.ts";
 import { PEOPLE } from "./synthetic/_words.ts";
 
+/** A template family's name. */
+export type Family =
+  | "shopping"
+  | "travel"
+  | "sharing"
+  | "ages"
+  | "earnings"
+  | "cooking"
+  | "schedule";
+
 /** The template families, in a fixed order. */
-export const FAMILIES = [
+export const FAMILIES: readonly Family[] = [
   "shopping",
   "travel",
   "sharing",
@@ -39,10 +49,7 @@ export const FAMILIES = [
   "earnings",
   "cooking",
   "schedule",
-] as const;
-
-/** A template family's name. */
-export type Family = (typeof FAMILIES)[number];
+];
 
 /** Families whose money may carry cents. */
 const CENT_FAMILIES: ReadonlySet<Family> = new Set(["shopping", "cooking"]);

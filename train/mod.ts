@@ -47,3 +47,24 @@ export {
   PlainRunner,
   type StepLosses,
 } from "./step.ts";
+
+// Types that the signatures above use.
+export type { Engine, Precision, Ptr } from "../engine/ffi.ts";
+export type { BackendName } from "../engine/types.ts";
+export type { LotusMeta } from "../model/checkpoint.ts";
+export type { Mode, ModelConfig, PresetName, TrainConfig } from "../model/config.ts";
+export type { AdamWStep, Model } from "../model/model.ts";
+export type { BlockLayout, ParamLayout, ParamTensor } from "../model/params.ts";
+export type {
+  AugmentInfo,
+  ExcludeInfo,
+  Manifest,
+  ShardInfo,
+  SourceInfo,
+  SplitCounts,
+  SplitInfo,
+  SyntheticInfo,
+  TensorInfo,
+  TokenCounts,
+} from "../pipeline/manifest.ts";
+export type { SpecialIds } from "../pipeline/tokenizer.ts";
