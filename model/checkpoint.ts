@@ -93,7 +93,13 @@ export const LotusMetaSchema: z.ZodType<LotusMeta> = z.object({
     lat: z.number().int(),
   }),
   /** The dataset's CoT form and its K, c (informational). */
-  data: z.object({ dir: z.string(), cot: z.string(), k: z.number().int(), c: z.number().int() }),
+  data: z.object({
+    dir: z.string(),
+    cot: z.string(),
+    k: z.number().int(),
+    c: z.number().int(),
+    fingerprint: z.string().optional(),
+  }),
   preset: z.string(),
 });
 
@@ -105,8 +111,11 @@ export interface LotusMeta {
   train: TrainConfig;
   /** The special token ids (EOS, PAD, BOT, EOT, LAT). */
   special: SpecialIds;
-  /** The dataset it was trained on: directory, CoT form, K and c (informational). */
-  data: { dir: string; cot: string; k: number; c: number };
+  /**
+   * The dataset it was trained on: directory, CoT form, K and c, and a fingerprint of the
+   * training split (tokenizer and shard hashes) that a resume compares.
+   */
+  data: { dir: string; cot: string; k: number; c: number; fingerprint?: string };
   /** The preset the model was made from (tiny, small, gpt2, or another name for a
    * model configured by hand). */
   preset: string;
@@ -233,9 +242,36 @@ export function checkpointDirOf(runOrCheckpoint: string): string {
   }
 }
 
-/** Save a checkpoint to `dir` atomically (temporary directory, then renames). */
+/**
+ * The first non-finite value of a parameter slab, as "tensor[index] = value", or null when
+ * every value is finite.
+ */
+export function firstNonFinite(params: Float32Array, layout: ParamLayout): string | null {
+  for (let i = 0; i < params.length; i++) {
+    if (Number.isFinite(params[i])) continue;
+    const t = layout.tensors.find((t) => i >= t.offset && i < t.offset + t.size);
+    return `${t ? t.name : "parameter"}[${t ? i - t.offset : i}] = ${params[i]}`;
+  }
+  return null;
+}
+
+/**
+ * Save a checkpoint to `dir` atomically (temporary directory, then renames). Weights or
+ * optimiser moments that are not all finite are refused with a {@linkcode CheckpointError}
+ * before anything is written: the previous checkpoint stays.
+ */
 export async function saveCheckpoint(dir: string, data: CheckpointData): Promise<void> {
   const layout = paramLayout(data.meta.model);
+  const bad = firstNonFinite(data.params, layout) ??
+    (data.moments
+      ? firstNonFinite(data.moments.m, layout) ?? firstNonFinite(data.moments.v, layout)
+      : null);
+  if (bad !== null) {
+    throw new CheckpointError(
+      `${dir}: refusing to write a checkpoint with a non-finite value (${bad}); the previous ` +
+        `checkpoint, if any, is kept`,
+    );
+  }
   const tmp = `${dir}.tmp-${Deno.pid}`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });

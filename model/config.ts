@@ -193,6 +193,12 @@ export interface TrainConfig {
   maxNewTokens: number;
   /** Save a checkpoint every this many steps (0 = only at the end). */
   saveEvery: number;
+  /**
+   * A step whose loss or gradient norm is not finite: "stop" the run (the default; the
+   * weights stay those of the last good step), or "skip" its update and go on (at most ten
+   * in a row).
+   */
+  onNonFinite: "stop" | "skip";
 }
 
 /** The zod schema of {@linkcode TrainConfig}, with every default. */
@@ -243,6 +249,7 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   maxNewTokens: z.number().int().min(1).default(64),
   /** Save a checkpoint every this many steps (0 = only at the end). */
   saveEvery: z.number().int().min(0).default(0),
+  onNonFinite: z.enum(["stop", "skip"]).default("stop"),
 });
 
 /**

@@ -174,7 +174,9 @@ export class Model {
   }
 
   /**
-   * Global gradient norm (before clipping). Syncs: the value comes back to the host.
+   * Global gradient norm (before clipping): computes it on the engine into the buffer that
+   * the clip of {@linkcode Model.applyUpdate} reads, and returns it. Syncs: the value comes
+   * back to the host.
    */
   gradNorm(): number {
     this.eng.sumsq(this.normSq, this.grads, this.layout.total);
@@ -184,19 +186,17 @@ export class Model {
   }
 
   /**
-   * One AdamW step on every parameter, with the global-norm clip applied on the engine.
-   * Returns the gradient norm before clipping.
+   * One AdamW step on every parameter, with the global-norm clip applied on the engine from
+   * the norm that the last {@linkcode Model.gradNorm} computed. Call gradNorm first.
    */
-  optimizerStep(h: AdamWStep): number {
-    const e = this.eng, n = this.layout.total;
-    e.sumsq(this.normSq, this.grads, n);
+  applyUpdate(h: AdamWStep): void {
     this.step++;
-    e.adamw(
+    this.eng.adamw(
       this.params,
       this.grads,
       this.m,
       this.v,
-      n,
+      this.layout.total,
       h.lr,
       h.beta1,
       h.beta2,
@@ -206,9 +206,18 @@ export class Model {
       h.clip > 0 ? this.normSq : null,
       h.clip,
     );
-    const out = new Float32Array(1);
-    e.download(out, this.normSq);
-    return Math.sqrt(out[0]);
+  }
+
+  /**
+   * The gradient norm, then the AdamW step unless the norm is not finite (an infinite or NaN
+   * gradient would make every weight NaN): then the weights, moments and step count stay as
+   * they are. Returns the norm before clipping; check it with Number.isFinite to know whether
+   * the step was applied.
+   */
+  optimizerStep(h: AdamWStep): number {
+    const norm = this.gradNorm();
+    if (Number.isFinite(norm)) this.applyUpdate(h);
+    return norm;
   }
 
   /** Free engine memory. */

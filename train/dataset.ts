@@ -10,6 +10,7 @@
 
 import { type Manifest, readManifest } from "../pipeline/manifest.ts";
 import { getTensor, readSafetensors } from "../base/safetensors.ts";
+import { sha256Hex } from "../base/sha256.ts";
 import type { Example } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
@@ -88,6 +89,19 @@ export async function loadSplit(dir: string, split: string): Promise<SplitData> 
     special: manifest.tokenizer.special,
     vocabSize: manifest.tokenizer.vocabSize,
   };
+}
+
+/**
+ * A fingerprint of what a run trains on: the dataset's options and tokenizer and the shard
+ * hashes of split `split`. It does not change when other splits are added.
+ */
+export function datasetFingerprint(manifest: Manifest, split: string): string {
+  const info = manifest.splits[split];
+  return sha256Hex(JSON.stringify({
+    options: manifest.options,
+    tokenizer: manifest.tokenizer.sha256,
+    shards: info ? info.shards.map((s) => s.sha256) : null,
+  }));
 }
 
 /** The tokenizer file of a dataset directory. */

@@ -110,3 +110,66 @@ export function curriculumNotes(
   }
   return [];
 }
+
+/**
+ * The settings a resume may change: how long the run goes on (with a cosine schedule the rest
+ * of the decay follows the new total), and how often it evaluates and saves. Everything else
+ * defines the run and must stay as it was saved.
+ */
+export const RESUME_MAY_CHANGE: readonly (keyof TrainConfig)[] = [
+  "steps",
+  "epochs",
+  "evalEvery",
+  "evalExamples",
+  "saveEvery",
+  "maxNewTokens",
+  "onNonFinite",
+];
+
+/** The command-line flag of a training setting. */
+export function flagOf(key: keyof TrainConfig): string {
+  if (key === "warmupSteps") return "--warmup";
+  return "--" + key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}
+
+/**
+ * The configuration of a resumed run: the saved one, with the settings of
+ * {@linkcode RESUME_MAY_CHANGE} that `given` sets. Any other given setting that differs from
+ * the saved value is a {@linkcode TrainConfigError} naming its flag.
+ *
+ * @example
+ * ```ts
+ * import { parseTrainConfig } from "../model/config.ts";
+ * import { resumeTrainConfig } from "./options.ts";
+ * const saved = parseTrainConfig({ k: 3, c: 12, lr: 3e-3, steps: 100 });
+ * console.assert(resumeTrainConfig(saved, { steps: 200 }).steps === 200);
+ * try {
+ *   resumeTrainConfig(saved, { lr: 1e-3 });
+ * } catch (e) {
+ *   console.assert((e as Error).message.startsWith("--lr"));
+ * }
+ * ```
+ */
+export function resumeTrainConfig(
+  saved: TrainConfig,
+  given: Partial<TrainConfig>,
+): TrainConfig {
+  const out: TrainConfig = { ...saved };
+  for (const [k, v] of Object.entries(given) as [keyof TrainConfig, unknown][]) {
+    if (v === undefined) continue;
+    if (RESUME_MAY_CHANGE.includes(k)) {
+      (out as unknown as Record<string, unknown>)[k] = v;
+      // Steps and epochs are alternatives: the one given decides the length.
+      if (k === "epochs" && given.steps === undefined) out.steps = null;
+    } else if (v !== saved[k]) {
+      const flag = flagOf(k);
+      throw new TrainConfigError(
+        flag,
+        `${flag} ${v} contradicts the run being resumed, which trains with ${flag} ` +
+          `${saved[k]}; a resume continues the same run: leave ${flag} out, or start a new ` +
+          `run from its weights with --init <run>/checkpoint/model.safetensors`,
+      );
+    }
+  }
+  return parseTrainConfig(out);
+}

@@ -18,7 +18,14 @@ import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
 import { exists } from "../base/exists.ts";
 
-const num = z.number().optional();
+// A non-finite value (a diverged loss) is written as null in JSON and reads back as NaN.
+const num = z.union([z.number(), z.nan()]).optional();
+
+/** A record's JSON with null (how JSON writes NaN and infinities) read as NaN. */
+function nullsAsNaN(raw: unknown): unknown {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return raw;
+  return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, v === null ? NaN : v]));
+}
 const LogRecordSchema = z.object({
   kind: z.enum(["train", "eval"]),
   step: z.number(),
@@ -111,11 +118,13 @@ export class RunLog {
       Deno.writeTextFileSync(this.#csv, stringify([LOG_COLUMNS as string[]]));
       return;
     }
-    let lines: string[] = [];
+    let text = "";
     try {
-      lines = Deno.readTextFileSync(this.#jsonl).split("\n").filter((l) => l.trim() !== "");
-    } catch { /* no log yet */ }
-    const keep = lines.map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= resumeStep);
+      text = Deno.readTextFileSync(this.#jsonl);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const keep = parseLog(this.#jsonl, text).filter((r) => r.step <= resumeStep);
     Deno.writeTextFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
     Deno.writeTextFileSync(
       this.#csv,
@@ -127,6 +136,36 @@ export class RunLog {
     Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
     Deno.writeTextFileSync(this.#csv, stringify([rowOf(r)]), { append: true });
   }
+}
+
+/**
+ * The records of log.jsonl's text. A last line cut short (the process was killed while
+ * writing it) is dropped; any other bad line is a {@linkcode TrainLogError} naming it.
+ */
+function parseLog(path: string, text: string): LogRecord[] {
+  const lines = text.split("\n");
+  const out: LogRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i].trim() === "") continue;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(lines[i]);
+    } catch (e) {
+      const last = lines.slice(i + 1).every((l) => l.trim() === "");
+      if (last && !text.endsWith("\n")) break; // cut short by a kill: redone on resume
+      throw new TrainLogError(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`);
+    }
+    const r = LogRecordSchema.safeParse(nullsAsNaN(raw));
+    if (!r.success) {
+      const is = r.error.issues[0];
+      throw new TrainLogError(
+        `${path}:${i + 1}: field "${is.path.join(".")}": ${is.message}; ` +
+          "the file was not written by deno task train",
+      );
+    }
+    out.push(r.data);
+  }
+  return out;
 }
 
 function rowOf(r: LogRecord): (string | number)[] {
@@ -158,29 +197,7 @@ export async function runDirOf(checkpoint: string): Promise<string | null> {
 /** The records of a run's log: log.jsonl when present, else log.csv. */
 export async function readTrainLog(runDir: string): Promise<LogRecord[]> {
   const jsonl = `${runDir}/log.jsonl`;
-  if (await exists(jsonl)) {
-    const out: LogRecord[] = [];
-    const lines = (await Deno.readTextFile(jsonl)).split("\n");
-    for (let i = 0; i < lines.length; i++) {
-      if (lines[i].trim() === "") continue;
-      let raw: unknown;
-      try {
-        raw = JSON.parse(lines[i]);
-      } catch (e) {
-        throw new TrainLogError(`${jsonl}:${i + 1}: invalid JSON (${(e as Error).message})`);
-      }
-      const r = LogRecordSchema.safeParse(raw);
-      if (!r.success) {
-        const is = r.error.issues[0];
-        throw new TrainLogError(
-          `${jsonl}:${i + 1}: field "${is.path.join(".")}": ${is.message}; ` +
-            "the file was not written by deno task train",
-        );
-      }
-      out.push(r.data);
-    }
-    return out;
-  }
+  if (await exists(jsonl)) return parseLog(jsonl, await Deno.readTextFile(jsonl));
   const csv = `${runDir}/log.csv`;
   if (!(await exists(csv))) {
     throw new TrainLogError(`${runDir}: has neither log.jsonl nor log.csv; pass a run directory`);

@@ -33,11 +33,16 @@ import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
 import { epochOrder, lrAt, stageOf, stageShape } from "./schedule.ts";
 import { type LogRecord, RunLog } from "./run_log.ts";
-import { curriculumNotes, resolveTrainConfig } from "./options.ts";
+import {
+  curriculumNotes,
+  resolveTrainConfig,
+  resumeTrainConfig,
+  TrainConfigError,
+} from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import { LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
 import { Generator } from "../model/generate.ts";
-import { loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
+import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
 import {
   type CheckpointData,
   checkpointDirOf,
@@ -110,6 +115,55 @@ export interface TrainResult {
   tokensPerSec: number;
   /** Training wall time in seconds, over the whole run (the part before a resume included). */
   seconds: number;
+  /** The signal that stopped the run early (it was saved and can be resumed); null otherwise. */
+  interrupted: Deno.Signal | null;
+  /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
+  skippedSteps: number;
+}
+
+/** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+/** With `onNonFinite: "skip"`, this many skipped steps in a row stop the run all the same. */
+const MAX_SKIPS_IN_A_ROW = 10;
+
+/**
+ * A step's loss or gradient norm was not finite, so the run stopped before updating the
+ * weights (see {@linkcode TrainConfig.onNonFinite}). The last checkpoint holds finite weights.
+ */
+export class NonFiniteError extends Error {
+  /** The step (1-based) whose update was refused. */
+  readonly step: number;
+  /** Create the error for `step`. */
+  constructor(step: number, message: string) {
+    super(message);
+    this.name = "NonFiniteError";
+    this.step = step;
+  }
+}
+
+/**
+ * A resume must train on the dataset it started on: the same training split (shard hashes),
+ * tokenizer and options. Older checkpoints, saved without the fingerprint, are compared by
+ * K, c and CoT form.
+ */
+function checkResumeData(
+  meta: LotusMeta,
+  dataDir: string,
+  data: SplitData,
+  fingerprint: string,
+): void {
+  const o = data.manifest.options;
+  const same = meta.data.fingerprint !== undefined
+    ? meta.data.fingerprint === fingerprint
+    : meta.data.k === o.k && meta.data.c === o.c && meta.data.cot === o.cot;
+  if (!same) {
+    throw new TrainConfigError(
+      "--data",
+      `--data ${dataDir} is not the dataset the run being resumed trained on (${meta.data.dir}: ` +
+        `its training split, tokenizer or options differ); resume with --data ${meta.data.dir}`,
+    );
+  }
 }
 
 /** Tokens a step forwards (positions over all passes), for throughput. */
@@ -271,8 +325,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
   const trainData: SplitData = await loadSplit(opts.data, opts.trainSplit ?? "train");
   const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
+    throw new TrainConfigError(
+      "--preset",
+      `--preset ${opts.preset} contradicts the run being resumed (${resumed.meta.preset}); ` +
+        `leave --preset out`,
+    );
+  }
+  const trainSplit = opts.trainSplit ?? "train";
+  const fingerprint = datasetFingerprint(trainData.manifest, trainSplit);
+  if (resumed) checkResumeData(resumed.meta, opts.data, trainData, fingerprint);
   const cfg: TrainConfig = resumed
-    ? resumed.meta.train
+    ? resumeTrainConfig(resumed.meta.train, opts.train ?? {})
     : resolveTrainConfig(opts.train ?? {}, preset as PresetName, {
       dir: opts.data,
       k: trainData.manifest.options.k,
@@ -329,9 +393,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
   let model: Model | null = null;
   let runner: LotusRunner | PlainRunner | null = null;
-  // Ctrl-C finishes the current step, saves a checkpoint and returns (the run stays resumable).
-  let interrupted = false;
-  let onSig: (() => void) | null = null;
+  // SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves a checkpoint and returns
+  // (the run stays resumable). The loop yields to the event loop once a step, so a signal is
+  // seen within one step.
+  let interrupted: Deno.Signal | null = null;
+  const listeners = new Map<Deno.Signal, () => void>();
+  let failure: Error | null = null;
   try {
     // Parameters: resume, a local HF GPT-2, or GPT-2 initialisation.
     const layout = paramLayout(mcfg);
@@ -371,6 +438,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         cot: trainData.manifest.options.cot,
         k: trainData.manifest.options.k,
         c: trainData.manifest.options.c,
+        fingerprint,
       },
       preset,
     };
@@ -411,12 +479,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       return ev;
     };
 
-    onSig = () => {
-      interrupted = true;
-    };
-    try {
-      Deno.addSignalListener("SIGINT", onSig);
-    } catch { /* signals unsupported */ }
+    for (const sig of STOP_SIGNALS) {
+      const onSignal = () => {
+        interrupted ??= sig;
+      };
+      try {
+        Deno.addSignalListener(sig, onSignal);
+        listeners.set(sig, onSignal);
+      } catch { /* signals unsupported */ }
+    }
 
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
@@ -424,7 +495,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
     const tty = !opts.quiet && Deno.stderr.isTerminal();
-    let lastLoss = NaN, lastLine = 0, runSteps = 0;
+    let lastLoss = NaN, lastLine = 0, runSteps = 0, skipped = 0, skipsInARow = 0;
     let tokWindow = 0, timeWindow = 0;
     let lastEval: { loss: number; accuracy: number } | null = null;
     const t0 = performance.now() - state.seconds * 1000;
@@ -449,7 +520,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           injection: cfg.injection,
         }, exs);
       const lr = lrAt(cfg, state.step, total);
-      const gradNorm = model.optimizerStep(adamwOf(cfg, lr));
+      // The norm comes first: a step whose loss or gradient is not finite changes nothing.
+      const gradNorm = model.gradNorm();
+      if (Number.isFinite(l.loss) && Number.isFinite(gradNorm)) {
+        model.applyUpdate(adamwOf(cfg, lr));
+        skipsInARow = 0;
+      } else {
+        const what = `step ${state.step + 1}: the loss is ${l.loss} and the gradient norm ` +
+          `${gradNorm}`;
+        if (cfg.onNonFinite === "skip" && ++skipsInARow <= MAX_SKIPS_IN_A_ROW) {
+          skipped++;
+          log(`${what}; its update is skipped (--on-nonfinite skip)`);
+        } else {
+          failure = new NonFiniteError(
+            state.step + 1,
+            `${what}${skipsInARow > 1 ? ` (${skipsInARow} such steps in a row)` : ""}; the ` +
+              `weights were not updated, and the checkpoint holds those of step ${state.step}. ` +
+              `Lower --lr (or --lambda), or pass --on-nonfinite skip to step over rare spikes`,
+          );
+          break;
+        }
+      }
       const dt = (performance.now() - ts) / 1000;
       const toks = positionsOf(cfg.mode, exs, K, R, cfg.c);
       state.step++, state.batchInEpoch++, runSteps++;
@@ -457,9 +548,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       state.seconds = (performance.now() - t0) / 1000;
       tokWindow += toks, timeWindow += dt;
       lastLoss = l.loss;
-      if (!Number.isFinite(l.loss)) {
-        throw new Error(`the loss became ${l.loss} at step ${state.step}; lower --lr`);
-      }
       const tps = tokWindow / timeWindow;
       writeLog({
         kind: "train",
@@ -492,14 +580,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
       if (opts.stopAfter && runSteps >= opts.stopAfter) break;
+      // Let a pending signal's listener run (a macrotask); a few microseconds a step.
+      await new Promise((r) => setTimeout(r, 0));
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-    if (state.step >= total && !interrupted) {
+    if (state.step >= total && !interrupted && !failure) {
       lastEval = runEval(stageOf(cfg, state.epoch));
     } else if (interrupted) {
-      log(`interrupted at step ${state.step}; resume with --resume ${opts.out}`);
+      log(`${interrupted} at step ${state.step}: saving; resume with --resume ${opts.out}`);
     }
     await save();
+    if (failure) throw failure;
     await writeFileAtomic(
       `${opts.out}/summary.json`,
       JSON.stringify(
@@ -526,11 +617,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       params: layout.mainTotal,
       tokensPerSec: state.tokens / Math.max(1e-9, state.seconds),
       seconds: state.seconds,
+      interrupted,
+      skippedSteps: skipped,
     };
   } finally {
-    if (onSig) {
+    for (const [sig, h] of listeners) {
       try {
-        Deno.removeSignalListener("SIGINT", onSig);
+        Deno.removeSignalListener(sig, h);
       } catch { /* signals unsupported */ }
     }
     runner?.free();
