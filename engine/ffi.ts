@@ -541,6 +541,8 @@ export function openEngine(opts: EngineOptions = {}): Engine {
   try {
     lib = Deno.dlopen(libPath, SYMBOLS);
   } catch (e) {
+    // Deno was not given --allow-ffi: say so, not that the library is broken.
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new EngineError(
       "dlopen",
       `dlopen: cannot load ${libPath}: ${(e as Error).message}; rebuild it with ` +
