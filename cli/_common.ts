@@ -1,12 +1,42 @@
 /**
- * Shared plumbing of the command-line tools: one-line errors instead of stack traces, and
- * zod messages that name the flag.
+ * The one pattern of the command-line tools. A command is declared once, with
+ * {@linkcode defineCommand}, as a table of flags; its help text, its zod schema and its
+ * `node:util` parseArgs options are all derived from that table. {@linkcode cliMain} runs it:
+ * the help on `-h`/`--help`, and every error as one line.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { cliMain, defineCommand, wholeNumber } from "./_common.ts";
+ *
+ * const command = defineCommand({
+ *   name: "greet",
+ *   summary: "Say hello.",
+ *   flags: {
+ *     name: { value: "NAME", help: "whom to greet", schema: z.string(), default: "world" },
+ *     times: { value: "N", help: "how often", schema: wholeNumber(1), default: 1 },
+ *     shout: { help: "in capitals" },
+ *   },
+ *   examples: [
+ *     { what: "the default greeting", command: "deno task greet" },
+ *     { what: "three loud ones", command: "deno task greet --name Ann --times 3 --shout" },
+ *   ],
+ * });
+ * if (import.meta.main) {
+ *   await cliMain(command, (a) => {
+ *     const line = `hello, ${a.name}`;
+ *     for (let i = 0; i < a.times; i++) console.log(a.shout ? line.toUpperCase() : line);
+ *     return Promise.resolve(0);
+ *   });
+ * }
+ * ```
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import type { z } from "zod";
+import { z } from "zod";
+import denoJson from "../deno.json" with { type: "json" };
 
 /** A usage error: printed as one line, exit code 2. */
 export class CliError extends Error {
@@ -17,81 +47,523 @@ export class CliError extends Error {
   }
 }
 
-/** The first zod issue as "--flag: message". */
-export function zodMessage(err: z.ZodError, command: string): string {
-  const i = err.issues[0];
-  const flag = i.path.map((p) => String(p).replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(
-    ".",
-  );
-  return `--${flag}: ${i.message}; see deno task ${command} --help`;
+// ---------------------------------------------------------------------------------------------
+// Value schemas. Their messages are predicates ("must be ..."), read after the flag's name.
+
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/** A whole number of at least `min`, typed as digits ("must be a whole number"). */
+export function wholeNumber(min = 0): z.ZodType<number, string> {
+  return z.string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .refine((n) => n >= min, `must be at least ${min}`);
 }
 
-/** The flags a command takes (kebab-case names, as typed). */
-export interface FlagSpec {
-  /** Flags that take a value. */
-  strings: readonly string[];
-  /** Flags that are on or off (`--help`/`-h` is always added). */
-  booleans?: readonly string[];
-  /** Collect positional arguments under this key; without it, positionals are an error. */
-  positionals?: string;
+/** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`). */
+export function decimal(bound: { min?: number; above?: number } = {}): z.ZodType<number, string> {
+  return z.string()
+    .regex(DECIMAL, "must be a number, such as 0.5 or 3e-4")
+    .transform(Number)
+    .refine((n) => bound.min === undefined || n >= bound.min, `must be at least ${bound.min}`)
+    .refine((n) => bound.above === undefined || n > bound.above, `must be above ${bound.above}`);
+}
+
+/** One of `values` ("must be one of a|b|c"); the help lists them. */
+export function oneOf<const T extends string>(values: readonly T[]): z.ZodEnum<{ [K in T]: K }> {
+  return z.enum(values as [T, ...T[]], { error: `must be one of ${values.join("|")}` }) as never;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flag table.
+
+interface FlagBase {
+  /** What the flag does, for the help: a short phrase. */
+  help: string;
+  /** The flag's name when it is not the key in kebab-case (key `warmupSteps`, flag `warmup`). */
+  flag?: string;
+  /** A one-letter alias. */
+  short?: string;
+  /** The heading the help lists the flag under (default "Options"). */
+  group?: string;
+}
+
+/** A flag that takes a value: `--name VALUE`. */
+export interface ValueFlag extends FlagBase {
+  /** The value's name in the help: `DIR`, `N`, `FILE`. */
+  value: string;
+  /** Validates the string typed (each one, for `multiple`) and converts it. */
+  schema: z.ZodType;
+  /** The value when the flag is absent (already converted); the help shows it. */
+  default?: unknown;
+  /**
+   * The default in words, for the help, when the command leaves the value unset and the
+   * library decides it (for example "the dataset's K"); shown instead of `default`.
+   */
+  defaultText?: string;
+  /** The command cannot run without it. */
+  required?: boolean;
+  /** The flag may be repeated; its value is the list of the values given. */
+  multiple?: boolean;
+}
+
+/** A flag that is on or off: `--quiet`. Its value is false unless it is given. */
+export interface SwitchFlag extends FlagBase {
+  /** Switches take no value. */
+  value?: never;
+  /** Switches have no schema: their value is a boolean. */
+  schema?: never;
+}
+
+/** One entry of a command's flag table. */
+export type FlagDef = ValueFlag | SwitchFlag;
+
+/** A command's flags, keyed by their camelCase names. */
+export type FlagTable = Record<string, FlagDef>;
+
+/** The positional arguments of a command, all collected under one key. */
+export interface Positionals<N extends string = string> {
+  /** The key they are collected under. */
+  name: N;
+  /** Their name in the usage line, for example `QUESTION...`. */
+  value: string;
+  /** What they are, for the help. */
+  help: string;
+  /** Validates the list of strings given and converts it. */
+  schema: z.ZodType;
+}
+
+/** A worked example for the end of the help. */
+export interface Example {
+  /** What it does, as a short phrase. */
+  what: string;
+  /** The command line, runnable from the project root. */
+  command: string;
+}
+
+/** Everything a command is declared with; see {@linkcode defineCommand}. */
+export interface CommandSpec<F extends FlagTable, P extends Positionals | undefined> {
+  /** The task's name in deno.json: `deno task <name>`. */
+  name: string;
+  /** What the command does: the paragraph after the usage line. */
+  summary: string;
+  /** Usage lines after `deno task <name>`; by default one, from the required flags. */
+  usage?: readonly string[];
+  /** Every flag, once. */
+  flags: F;
+  /** The positional arguments, if the command takes any. */
+  positionals?: P;
+  /** Text printed after the flags (cross-flag rules and the like). */
+  notes?: string;
+  /** Worked examples: real commands that run from the project root. */
+  examples: readonly Example[];
+}
+
+type ValueOf<D> = D extends { schema: infer S extends z.ZodType }
+  ? D extends { multiple: true } ? z.output<S>[] : z.output<S>
+  : boolean;
+type AlwaysSet<D> = D extends { schema: z.ZodType }
+  ? D extends { required: true } ? true : D extends { default: unknown } ? true : false
+  : true;
+
+type SetKeys<F extends FlagTable> = {
+  [K in keyof F]: AlwaysSet<F[K]> extends true ? K : never;
+}[keyof F];
+
+/**
+ * The parsed values of a flag table, keyed like it: a flag without a default or `required` is
+ * optional, and absent when it was not given.
+ */
+export type FlagValues<F extends FlagTable> =
+  & { -readonly [K in SetKeys<F>]: ValueOf<F[K]> }
+  & { -readonly [K in Exclude<keyof F, SetKeys<F>>]?: ValueOf<F[K]> };
+
+/** What a command's {@linkcode Command.parse} returns: the flags and the positionals. */
+export type Args<F extends FlagTable, P extends Positionals | undefined> =
+  & FlagValues<F>
+  & (P extends Positionals ? { [K in P["name"]]: z.output<P["schema"]> } : unknown);
+
+/** The parsed values of a declared command: `ArgsOf<typeof command>`. */
+export type ArgsOf<C> = C extends Command<infer F, infer P> ? Args<F, P> : never;
+
+/** A declared command. */
+export interface Command<F extends FlagTable, P extends Positionals | undefined> {
+  /** The task's name. */
+  readonly name: string;
+  /** The flag table it was declared with. */
+  readonly flags: F;
+  /** Its positional arguments, if any. */
+  readonly positionals: P;
+  /** Its worked examples. */
+  readonly examples: readonly Example[];
+  /** The zod schema of the raw values, keyed by the table's keys. */
+  readonly schema: z.ZodType<Args<F, P>>;
+  /** The options given to `node:util` parseArgs (kebab-case names, plus `help`). */
+  readonly parseArgsOptions: ParseOptions;
+  /**
+   * Parse `argv`: "help" for `-h`/`--help`, else the validated values. Unknown flags and bad
+   * values are {@linkcode CliError}s naming the flag.
+   */
+  parse(argv: string[]): Args<F, P> | "help";
+  /** The help text. */
+  help(): string;
+  /** The flag of a table key as typed, with its dashes: `--max-new-tokens`. */
+  flagOf(key: keyof F & string): string;
+  /** A usage error whose message ends with the pointer to `--help`. */
+  error(message: string): CliError;
+}
+
+type ParseOptions = Record<
+  string,
+  { type: "string" | "boolean"; multiple?: boolean; short?: string }
+>;
+
+const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+const isSwitch = (d: FlagDef): d is SwitchFlag => d.value === undefined;
+
+/**
+ * Lets a flag table be declared apart from its command and still keep its literal types
+ * (`required: true`, defaults), which the parsed values' type depends on.
+ */
+export function flagTable<const F extends FlagTable>(flags: F): F {
+  return flags;
+}
+
+/** The same flags, each listed in the help under `group`. */
+export function inGroup<const F extends FlagTable>(group: string, flags: F): F {
+  return Object.fromEntries(
+    Object.entries(flags).map(([k, d]) => [k, { ...d, group }]),
+  ) as F;
 }
 
 /**
- * Parse `argv` with `node:util` parseArgs (which stands in for @std/cli's parseArgs), then
- * validate the values, keyed in camelCase, with `schema`. Returns "help" for `-h`/`--help`.
- * Unknown flags and invalid values are CliErrors naming the flag.
+ * Declare a command from one flag table. From it come the `node:util` parseArgs options
+ * (kebab-case names from the camelCase keys, a boolean for every flag without a `value`), the
+ * zod schema (each flag's schema, its default, optional unless `required`), and the help:
+ * usage, summary, every flag with its value name, help, choices and default, then the notes
+ * and the examples.
  */
-export function parseCommandLine<S extends z.ZodType>(
-  argv: string[],
-  command: string,
-  flags: FlagSpec,
-  schema: S,
-): z.infer<S> | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        ...Object.fromEntries(flags.strings.map((f) => [f, { type: "string" as const }])),
-        ...Object.fromEntries((flags.booleans ?? []).map((f) => [f, { type: "boolean" as const }])),
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: flags.positionals !== undefined,
-    });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}; see deno task ${command} --help`);
-  }
-  if (parsed.values.help) return "help";
-  const raw: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(parsed.values)) {
-    if (k !== "help") raw[k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())] = v;
-  }
-  if (flags.positionals) raw[flags.positionals] = parsed.positionals;
-  const res = schema.safeParse(raw);
-  if (!res.success) {
-    const issue = res.error.issues[0];
-    if (flags.positionals && issue.path[0] === flags.positionals) {
-      throw new CliError(`${issue.message}; see deno task ${command} --help`);
+export function defineCommand<const F extends FlagTable, const P extends Positionals | undefined>(
+  spec: CommandSpec<F, P>,
+): Command<F, P> {
+  const keys = Object.keys(spec.flags);
+  const names: Record<string, string> = {};
+  const options: ParseOptions = {};
+  const shape: Record<string, z.ZodType> = {};
+  for (const key of keys) {
+    const d = spec.flags[key];
+    const name = d.flag ?? kebab(key);
+    if (name === "help" || Object.values(names).includes(name)) {
+      throw new Error(`${spec.name}: --${name} is declared twice (--help is always there)`);
     }
-    throw new CliError(zodMessage(res.error, command));
+    names[key] = name;
+    if (isSwitch(d)) {
+      options[name] = { type: "boolean", ...(d.short ? { short: d.short } : {}) };
+      shape[key] = z.boolean().default(false);
+      continue;
+    }
+    options[name] = {
+      type: "string",
+      ...(d.multiple ? { multiple: true } : {}),
+      ...(d.short ? { short: d.short } : {}),
+    };
+    const s = d.multiple ? z.array(d.schema) : d.schema;
+    shape[key] = d.default !== undefined
+      ? s.default(d.default as never)
+      : d.required
+      ? s
+      : s.optional();
   }
-  return res.data;
+  options.help = { type: "boolean", short: "h" };
+  if (spec.positionals) shape[spec.positionals.name] = spec.positionals.schema;
+  const schema = z.object(shape) as unknown as z.ZodType<Args<F, P>>;
+  const hint = `see deno task ${spec.name} --help`;
+  const error = (message: string) => new CliError(`${message}; ${hint}`);
+
+  const parse = (argv: string[]): Args<F, P> | "help" => {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        options,
+        strict: true,
+        allowPositionals: spec.positionals !== undefined,
+      });
+    } catch (e) {
+      throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names)));
+    }
+    if (parsed.values.help) return "help";
+    const raw: Record<string, unknown> = {};
+    for (const key of keys) {
+      const v = parsed.values[names[key]];
+      const d = spec.flags[key];
+      if (v === undefined && !isSwitch(d) && d.required) {
+        throw error(`--${names[key]} ${d.value} is required: ${d.help}`);
+      }
+      if (v !== undefined) raw[key] = v;
+    }
+    if (spec.positionals) raw[spec.positionals.name] = parsed.positionals;
+    const res = schema.safeParse(raw);
+    if (res.success) return res.data;
+    const issue = res.error.issues[0];
+    if (spec.positionals && issue.path[0] === spec.positionals.name) throw error(issue.message);
+    throw new CliError(zodMessage(res.error, spec.name, (k) => names[k] ?? kebab(k)));
+  };
+
+  return {
+    name: spec.name,
+    flags: spec.flags,
+    positionals: spec.positionals as P,
+    examples: spec.examples,
+    schema,
+    parseArgsOptions: options,
+    parse,
+    help: () => renderHelp(spec, names),
+    flagOf: (key) => `--${names[key]}`,
+    error,
+  };
 }
 
 /**
- * Run a command's main: exit with its code; print any error as one line (the full stack only
- * with LOTUS_DEBUG=1) and exit 2 for usage errors, 1 otherwise.
+ * The first zod issue as "--flag message" (a predicate of ours, such as "must be a whole
+ * number") or "--flag: message" (zod's own), ending with the pointer to `--help`. `flagOf`
+ * names the flag of a key (default: the key in kebab-case).
  */
-export async function cliMain(main: () => Promise<number>): Promise<never> {
+export function zodMessage(
+  err: z.ZodError,
+  command: string,
+  flagOf: (key: string) => string = kebab,
+): string {
+  const i = err.issues[0];
+  const key = i.path.length > 0 ? String(i.path[0]) : "";
+  const rest = i.path.slice(1).filter((p) => typeof p !== "number").map(String);
+  const flag = [flagOf(key), ...rest.map(kebab)].join(".");
+  const sep = /^[a-z]/.test(i.message) ? " " : ": ";
+  return `--${flag}${sep}${i.message}; see deno task ${command} --help`;
+}
+
+/** Levenshtein distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** node:util parseArgs's errors, reworded to name the flag. */
+function parseArgsMessage(e: Error & { code?: string }, flags: string[]): string {
+  const quoted = /'([^' ]+)/.exec(e.message)?.[1] ?? "";
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const typed = kebab(quoted.replace(/^-+/, "").split("=")[0]);
+      const best = flags
+        .map((f) => ({
+          f,
+          d: typed.length >= 3 && (f.startsWith(typed) || typed.startsWith(f))
+            ? 1
+            : distance(typed, f),
+        }))
+        .sort((a, b) => a.d - b.d)[0];
+      const guess = best && best.d <= Math.max(1, Math.floor(typed.length / 3))
+        ? ` (did you mean --${best.f}?)`
+        : "";
+      return `unknown flag ${quoted}${guess}`;
+    }
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return /does not take an argument/.test(e.message)
+        ? `${quoted} takes no value`
+        : `${quoted} needs a value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument "${quoted}": this command takes only flags`;
+    default:
+      return e.message.split("\n")[0];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The help.
+
+const WIDTH = 80;
+const LABEL = 24;
+
+/**
+ * Word-wraps `text` to `width` columns, every line after the first indented by `indent`. A
+ * list such as `a|b|c` may break after a `|`.
+ */
+function wrap(text: string, width: number, indent: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/).filter((w) => w !== "")) {
+    const pieces = word.match(/[^|]+\|?|\|/g) ?? [word];
+    pieces.forEach((piece, i) => {
+      const glue = line === "" || i > 0 ? "" : " ";
+      if (line !== "" && line.length + glue.length + piece.length > width) {
+        lines.push(line);
+        line = piece;
+      } else line += glue + piece;
+    });
+  }
+  lines.push(line);
+  return lines.map((l, i) => (i === 0 ? l : " ".repeat(indent) + l));
+}
+
+function entry(label: string, text: string): string[] {
+  const first = `  ${label}`;
+  const body = wrap(text, WIDTH - LABEL, LABEL);
+  if (first.length < LABEL) return [first.padEnd(LABEL) + body[0], ...body.slice(1)];
+  return [first, " ".repeat(LABEL) + body[0], ...body.slice(1)];
+}
+
+function show(v: unknown): string {
+  return Array.isArray(v) ? v.join(",") : String(v);
+}
+
+/** The help line of one flag: its help, its choices, and its default or "required". */
+function describe(d: FlagDef): string {
+  if (isSwitch(d)) return d.help;
+  const extras: string[] = [];
+  if (d.schema instanceof z.ZodEnum) {
+    extras.push(`one of ${(d.schema.options as string[]).join("|")}`);
+  }
+  if (d.required) extras.push("required");
+  if (d.defaultText !== undefined) extras.push(`default: ${d.defaultText}`);
+  else if (d.default !== undefined) extras.push(`default ${show(d.default)}`);
+  if (d.multiple) extras.push("repeatable");
+  return extras.length ? `${d.help} (${extras.join("; ")})` : d.help;
+}
+
+function renderHelp(
+  spec: CommandSpec<FlagTable, Positionals | undefined>,
+  names: Record<string, string>,
+): string {
+  const defs = Object.entries(spec.flags);
+  const usage = spec.usage ?? [
+    [
+      ...defs.filter(([, d]) => !isSwitch(d) && d.required).map(([k, d]) =>
+        `--${names[k]} ${d.value}`
+      ),
+      ...(defs.some(([, d]) => isSwitch(d) || !d.required) ? ["[options]"] : []),
+      ...(spec.positionals ? [spec.positionals.value] : []),
+    ].join(" "),
+  ];
+  const out = [
+    "Usage:",
+    ...usage.map((u) => `  deno task ${spec.name}${u ? " " + u : ""}`),
+    "",
+    ...spec.summary.trim().split("\n\n").flatMap((p) => [...wrap(p, WIDTH, 0), ""]),
+  ];
+  if (spec.positionals) {
+    out.push("Arguments:", ...entry(spec.positionals.value, spec.positionals.help), "");
+  }
+  const groups = new Map<string, string[]>([["Options", []]]);
+  for (const [k, d] of defs) {
+    const g = d.group ?? "Options";
+    if (!groups.has(g)) groups.set(g, []);
+    const label = `${d.short ? `-${d.short}, ` : ""}--${names[k]}${
+      isSwitch(d) ? "" : ` ${d.value}`
+    }`;
+    groups.get(g)!.push(...entry(label, describe(d)));
+  }
+  groups.get("Options")!.push(...entry("-h, --help", "show this help"));
+  for (const [title, lines] of groups) {
+    if (lines.length) out.push(`${title}:`, ...lines, "");
+  }
+  if (spec.notes) {
+    out.push(...spec.notes.trim().split("\n\n").flatMap((p) => [...wrap(p, WIDTH, 0), ""]));
+  }
+  out.push("Examples:");
+  spec.examples.forEach((ex, i) => {
+    out.push(...(i > 0 ? [""] : []), `  # ${ex.what}`, `  ${ex.command}`);
+  });
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a command.
+
+const PERMISSIONS: Record<string, string> = {
+  read: "Deno's permission to read files",
+  write: "Deno's permission to write files",
+  env: "Deno's permission to read environment variables",
+  ffi: "Deno's permission to load native code: the engine, onnxruntime",
+  run: "Deno's permission to run programs: the compiler that builds the engine",
+  net: "Deno's permission to use the network",
+  sys: "Deno's permission to read system information",
+  import: "Deno's permission to import code from the network",
+};
+
+const TASKS: Record<string, string> = denoJson.tasks;
+
+/**
+ * The one line for a missing Deno permission, or undefined when `e` is something else. Deno
+ * 2 raises `Deno.errors.NotCapable` for a permission it was not given ("run again with the
+ * --allow-ffi flag"); `PermissionDenied` is the operating system's refusal, reported as it
+ * is unless its message names a Deno flag. The error's causes are searched too.
+ */
+export function permissionMessage(e: unknown, command: string): string | undefined {
+  for (let err = e, depth = 0; err instanceof Error && depth < 8; err = err.cause, depth++) {
+    const flag = /--allow-([a-z]+)/.exec(err.message)?.[1];
+    const deno = err instanceof Deno.errors.NotCapable ||
+      (flag !== undefined && /run again with the --allow-/.test(err.message));
+    if (!deno || flag === undefined) continue;
+    const what = PERMISSIONS[flag] ?? "a Deno permission";
+    const task = TASKS[command] ?? "";
+    const granted = /(^|\s)(-A|--allow-all)(\s|$)/.test(task) ||
+      new RegExp(`(^|\\s)--allow-${flag}(=|\\s|$)`).test(task);
+    return `this command needs --allow-${flag} (${what}); ` +
+      (granted
+        ? `run it through deno task ${command}, which grants it`
+        : `run it with --allow-${flag}`);
+  }
+  return undefined;
+}
+
+/**
+ * Run a command: parse `argv`, print the help for `-h`/`--help` (exit 0), else call `run`
+ * with the values and exit with its code (0 when it returns nothing). Any error is printed as
+ * one line, `error: ...` (the full stack, with causes, only with LOTUS_DEBUG=1), and exits 2
+ * for a {@linkcode CliError}, 1 otherwise; a missing Deno permission is named as such.
+ */
+export async function cliMain<F extends FlagTable, P extends Positionals | undefined>(
+  command: Command<F, P>,
+  run: (args: Args<F, P>) => Promise<number | void>,
+  argv: string[] = Deno.args,
+): Promise<never> {
   let code: number;
   try {
-    code = await main();
+    const a = command.parse(argv);
+    if (a === "help") {
+      console.log(command.help());
+      code = 0;
+    } else code = (await run(a)) ?? 0;
   } catch (e) {
-    const err = e as Error;
-    if (Deno.env.get("LOTUS_DEBUG")) console.error(err.stack);
-    console.error(`error: ${err.message}`);
+    let debug = false;
+    try {
+      debug = !!Deno.env.get("LOTUS_DEBUG");
+    } catch { /* no --allow-env: no debug output */ }
+    if (debug) console.error(e);
+    const message = permissionMessage(e, command.name) ??
+      (e instanceof Error ? e.message : String(e));
+    console.error(`error: ${message}`);
     code = e instanceof CliError ? 2 : 1;
   }
   Deno.exit(code);
+}
+
+/**
+ * The entries of `obj` under `keys`, leaving out the ones that are unset (undefined) rather
+ * than copying them as undefined.
+ */
+export function pickSet<T extends object, K extends keyof T>(
+  obj: T,
+  keys: readonly K[],
+): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
 }

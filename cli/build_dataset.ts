@@ -6,12 +6,12 @@
  */
 
 import process from "node:process";
-import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { z } from "zod";
 import { buildDataset, type BuildOptions, type BuildProgress } from "../pipeline/build.ts";
 import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
 import { FORMATS } from "../pipeline/read.ts";
+import { DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import {
   FAMILIES,
@@ -20,158 +20,216 @@ import {
   otherFamilies,
   type SyntheticOptions,
 } from "../pipeline/synthetic.ts";
+import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
-const HELP = `Build a LOTUS dataset directory (docs/dataset-format.md).
+const PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
-Usage:
-  deno task build-dataset --input FILE [--input FILE ...] --out DIR [options]
-  deno task build-dataset [--out DIR]      build train and valid from the default data
-                                           (4,000 + 200 synthetic problems and the
-                                           hand-written fixtures/default/, compact tokenizer,
-                                           K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}
+/** A comma-separated list of synthetic families. */
+const familyList = z.string()
+  .transform((s) => s.split(",").map((f) => f.trim()).filter((f) => f !== ""))
+  .refine((fs) => fs.length > 0, "needs at least one family")
+  .refine(
+    (fs) => fs.every((f) => (FAMILIES as readonly string[]).includes(f)),
+    `takes families from ${FAMILIES.join(",")}`,
+  )
+  .transform((fs) => fs as Family[]);
 
-Options:
-  --input FILE        input file (repeat for several); all go into one split
-  --split NAME        split to build (default train); other splits in DIR are kept
-  --out DIR           dataset directory (required with --input)
-  --format F          auto|${FORMATS.join("|")} (default auto: by extension and content)
-  --cot F             math|nl: calculator steps or sentences (default math, or DIR's)
-  --k N               latent blocks K (default 6, or DIR's)
-  --c N               latent slots per block c (default 13, or DIR's)
-  --tokenizer T       gpt2|compact|PATH to a tokenizer.json (default gpt2, or the one
-                      already in DIR)
-  --long-step S       truncate|drop: a step longer than c tokens (default truncate)
-  --socratic S        strip|keep: GSM8K socratic sub-questions (default strip)
-  --on-error E        throw|skip: a malformed input record (default throw)
-  --shard-size N      records per safetensors shard (default 16384)
-  -h, --help          show this help
+const MORE_DATA = "More data (docs/pipeline.md, sections 7-9)";
 
-More data (docs/pipeline.md, sections 7-9):
-  --synthetic N       add N generated problems to the split, after the inputs (with no
-                      --input, the split has only these)
-  --steps A..B        calculator steps per generated problem (default 1..6; max 20)
-  --seed S            seed of the generator and of --augment (default 0)
-  --max-value V       cap on every generated value (default 1000)
-  --digits D          most digits of a generated operand (default 2)
-  --families LIST     generate only these families, comma-separated:
-                      ${FAMILIES.join(",")}
-  --exclude-families LIST
-                      generate every family but these (a held-out split)
-  --augment N         add up to N variants of each input problem, with new numbers, next
-                      to it (generated problems are not augmented)
-  --exclude FILE      keep out of the split every input problem whose question is a near
-                      copy of one in FILE (any input format; repeat for several), and make
-                      no variants of it
+/** `deno task build-dataset`, declared. */
+export const command = defineCommand({
+  name: "build-dataset",
+  usage: [
+    "--input FILE [--input FILE ...] --out DIR [options]",
+    "--synthetic N --out DIR [options]",
+    "[--out DIR]",
+  ],
+  summary: `Build a LOTUS dataset directory (docs/dataset-format.md) from problem files, from \
+generated problems, or both.
 
-Held-out splits: --families or --exclude-families picks the template families, and a
+With neither --input nor --synthetic it builds train and valid from the default data \
+(4,000 + 200 synthetic problems and the hand-written fixtures/default/, ${DEFAULT_BUILD.tokenizer} \
+tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`,
+  flags: {
+    input: {
+      value: "FILE",
+      help: "input file; all of them go into one split",
+      schema: z.string().min(1, "needs a file name"),
+      multiple: true,
+    },
+    split: {
+      value: "NAME",
+      help: "split to build; other splits in DIR are kept",
+      schema: z.string().regex(
+        PATTERN,
+        "must use letters, digits, _ . - and not start with . or -",
+      ),
+      defaultText: "train",
+    },
+    out: {
+      value: "DIR",
+      help: "dataset directory; required with --input or --synthetic",
+      schema: z.string().min(1, "needs a directory"),
+      defaultText: `${DEFAULT_OUT} without them`,
+    },
+    format: {
+      value: "F",
+      help: "input format; auto goes by extension and content",
+      schema: oneOf(["auto", ...FORMATS]),
+      default: "auto",
+    },
+    cot: {
+      value: "F",
+      help: "calculator steps or sentences",
+      schema: oneOf(["math", "nl"]),
+      defaultText: "math, or DIR's",
+    },
+    k: { value: "N", help: "latent blocks K", schema: wholeNumber(0), defaultText: "6, or DIR's" },
+    c: {
+      value: "N",
+      help: "latent slots per block c",
+      schema: wholeNumber(1),
+      defaultText: "13, or DIR's",
+    },
+    tokenizer: {
+      value: "T",
+      help: "gpt2, compact or the PATH of a tokenizer.json",
+      schema: z.string().min(1, "needs gpt2, compact or a path"),
+      defaultText: "gpt2, or the one already in DIR",
+    },
+    longStep: {
+      value: "S",
+      help: "a step longer than c tokens",
+      schema: oneOf(["truncate", "drop"]),
+      default: "truncate",
+    },
+    socratic: {
+      value: "S",
+      help: "GSM8K socratic sub-questions",
+      schema: oneOf(["strip", "keep"]),
+      default: "strip",
+    },
+    onError: {
+      value: "E",
+      help: "a malformed input record",
+      schema: oneOf(["throw", "skip"]),
+      default: "throw",
+    },
+    shardSize: {
+      value: "N",
+      help: "records per safetensors shard",
+      schema: wholeNumber(1),
+      defaultText: String(DEFAULT_SHARD_SIZE),
+    },
+    synthetic: {
+      value: "N",
+      help: "add N generated problems to the split, after the inputs (with no --input, the " +
+        "split has only these)",
+      schema: wholeNumber(1),
+      group: MORE_DATA,
+    },
+    steps: {
+      value: "A..B",
+      help: `calculator steps per generated problem; at most ${MAX_STEPS}`,
+      schema: z.string().regex(/^\d+(\.\.\d+)?$/, "must be A..B, such as 2..6"),
+      defaultText: "1..6",
+      group: MORE_DATA,
+    },
+    seed: {
+      value: "S",
+      help: "seed of the generator and of --augment",
+      schema: wholeNumber(0),
+      defaultText: "0",
+      group: MORE_DATA,
+    },
+    maxValue: {
+      value: "V",
+      help: "cap on every generated value",
+      schema: wholeNumber(100),
+      defaultText: "1000",
+      group: MORE_DATA,
+    },
+    digits: {
+      value: "D",
+      help: "most digits of a generated operand",
+      schema: wholeNumber(1),
+      defaultText: "2",
+      group: MORE_DATA,
+    },
+    families: {
+      value: "LIST",
+      help: `generate only these families, comma-separated: ${FAMILIES.join(",")}`,
+      schema: familyList,
+      group: MORE_DATA,
+    },
+    excludeFamilies: {
+      value: "LIST",
+      help: "generate every family but these (a held-out split)",
+      schema: familyList,
+      group: MORE_DATA,
+    },
+    augment: {
+      value: "N",
+      help: "add up to N variants of each input problem, with new numbers, next to it " +
+        "(generated problems are not augmented)",
+      schema: wholeNumber(1),
+      group: MORE_DATA,
+    },
+    exclude: {
+      value: "FILE",
+      help: "keep out of the split every input problem whose question is a near copy of one in " +
+        "FILE (any input format), and make no variants of it",
+      schema: z.string().min(1, "needs a file name"),
+      multiple: true,
+      group: MORE_DATA,
+    },
+  },
+  notes: `Held-out splits: --families or --exclude-families picks the template families, and a \
 --steps range above the training one (train --steps 1..4, test --steps 5..8) the lengths.
 
-A second --split into an existing DIR reuses its tokenizer, K, c and --cot (giving other
-values is an error).
-`;
-
-function oneOf<T extends string>(flag: string, values: readonly T[]) {
-  return z.enum(values as [T, ...T[]], { error: `${flag} must be one of ${values.join("|")}` });
-}
-
-function wholeNumber(flag: string, min: number) {
-  return z.string()
-    .regex(/^\d+$/, `${flag} must be a whole number`)
-    .transform(Number)
-    .refine((n) => n >= min, `${flag} must be at least ${min}`);
-}
-
-const CliSchema = z.object({
-  input: z.array(z.string().min(1, "--input needs a file name")).optional(),
-  split: z.string().regex(
-    /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
-    "--split must use letters, digits, _ . - and not start with . or -",
-  ).optional(),
-  out: z.string().min(1, "--out needs a directory").optional(),
-  format: oneOf("--format", ["auto", ...FORMATS]).default("auto"),
-  cot: oneOf("--cot", ["math", "nl"] as const).optional(),
-  k: wholeNumber("--k", 0).optional(),
-  c: wholeNumber("--c", 1).optional(),
-  tokenizer: z.string().min(1, "--tokenizer needs gpt2, compact or a path").optional(),
-  "long-step": oneOf("--long-step", ["truncate", "drop"] as const).default("truncate"),
-  socratic: oneOf("--socratic", ["strip", "keep"] as const).default("strip"),
-  "on-error": oneOf("--on-error", ["throw", "skip"] as const).default("throw"),
-  "shard-size": wholeNumber("--shard-size", 1).optional(),
-  synthetic: wholeNumber("--synthetic", 1).optional(),
-  steps: z.string().regex(/^\d+(\.\.\d+)?$/, "--steps must be A..B, such as 2..6").optional(),
-  seed: wholeNumber("--seed", 0).optional(),
-  "max-value": wholeNumber("--max-value", 100).optional(),
-  digits: wholeNumber("--digits", 1).optional(),
-  families: familyList("--families").optional(),
-  "exclude-families": familyList("--exclude-families").optional(),
-  augment: wholeNumber("--augment", 1).optional(),
-  exclude: z.array(z.string().min(1, "--exclude needs a file name")).optional(),
-  help: z.boolean().optional(),
+A second --split into an existing DIR reuses its tokenizer, K, c and --cot (giving other values \
+is an error).`,
+  examples: [
+    { what: "the default dataset, into out/data/default", command: "deno task build-dataset" },
+    {
+      what: "GSM8K's training set, with the GPT-2 tokenizer",
+      command: "deno task build-dataset --input ../shared/data/gsm8k/train.jsonl " +
+        "--out out/data/gsm8k --tokenizer gpt2",
+    },
+    {
+      what: "GSM8K's test set, as a second split of that dataset (same tokenizer, K and c)",
+      command: "deno task build-dataset --input ../shared/data/gsm8k/test.jsonl --split test " +
+        "--out out/data/gsm8k",
+    },
+    {
+      what: "2,000 generated problems of 1 to 4 steps",
+      command: "deno task build-dataset --synthetic 2000 --steps 1..4 --tokenizer compact " +
+        "--out out/data/synth",
+    },
+  ],
 });
 
-function familyList(flag: string) {
-  return z.string().transform((s) => s.split(",").map((f) => f.trim()).filter((f) => f !== ""))
-    .refine((fs) => fs.length > 0, `${flag} needs at least one family`)
-    .refine(
-      (fs) => fs.every((f) => (FAMILIES as readonly string[]).includes(f)),
-      `${flag} takes families from ${FAMILIES.join(",")}`,
-    )
-    .transform((fs) => fs as Family[]);
+/** Validated `deno task build-dataset` values. */
+export type BuildArgs = ArgsOf<typeof command>;
+
+/** Parse the command line into build options, or "help" for -h/--help. */
+export function parseCli(args: string[]): BuildOptions | "help" {
+  const v = command.parse(args);
+  return v === "help" ? "help" : buildOptions(v);
 }
 
-/** Raised for command-line mistakes; exit code 2. */
-class UsageError extends Error {}
-
-/** Parse the command line into build options, or null for --help. */
-export function parseCli(args: string[]): BuildOptions | null {
-  let values: Record<string, unknown>;
-  try {
-    values = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        input: { type: "string", multiple: true },
-        split: { type: "string" },
-        out: { type: "string" },
-        format: { type: "string" },
-        cot: { type: "string" },
-        k: { type: "string" },
-        c: { type: "string" },
-        tokenizer: { type: "string" },
-        "long-step": { type: "string" },
-        socratic: { type: "string" },
-        "on-error": { type: "string" },
-        "shard-size": { type: "string" },
-        synthetic: { type: "string" },
-        steps: { type: "string" },
-        seed: { type: "string" },
-        "max-value": { type: "string" },
-        digits: { type: "string" },
-        families: { type: "string" },
-        "exclude-families": { type: "string" },
-        augment: { type: "string" },
-        exclude: { type: "string", multiple: true },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message.split("\n")[0]);
-  }
-  const res = CliSchema.safeParse(values);
-  if (!res.success) throw new UsageError(res.error.issues[0].message);
-  const v = res.data;
-  if (v.help) return null;
+/** The build options of parsed values; the rules that tie flags together are checked here. */
+export function buildOptions(v: BuildArgs): BuildOptions {
   const common = {
     format: v.format,
     cot: v.cot,
     k: v.k,
     c: v.c,
     tokenizer: v.tokenizer,
-    longStep: v["long-step"],
+    longStep: v.longStep,
     socratic: v.socratic,
-    onError: v["on-error"],
-    shardSize: v["shard-size"],
+    onError: v.onError,
+    shardSize: v.shardSize,
   };
   const synthetic = syntheticOptions(v);
   const extras = {
@@ -181,19 +239,19 @@ export function parseCli(args: string[]): BuildOptions | null {
   };
   if (!v.input || v.input.length === 0) {
     if (v.augment !== undefined) {
-      throw new UsageError("--augment needs --input: it adds variants of the input problems");
+      throw command.error("--augment needs --input: it adds variants of the input problems");
     }
     if (synthetic) {
-      if (!v.out) throw new UsageError("--out DIR is required with --synthetic");
+      if (!v.out) throw command.error("--out DIR is required with --synthetic");
       return {
         ...common,
         out: v.out,
         splits: [{ name: v.split ?? "train", inputs: [], ...extras }],
       };
     }
-    if (v.exclude) throw new UsageError("--exclude needs --input or --synthetic");
+    if (v.exclude) throw command.error("--exclude needs --input or --synthetic");
     if (v.split) {
-      throw new UsageError("--split needs --input (the default data builds train and valid)");
+      throw command.error("--split needs --input (the default data builds train and valid)");
     }
     return {
       ...common,
@@ -204,7 +262,7 @@ export function parseCli(args: string[]): BuildOptions | null {
       splits: defaultSplits(),
     };
   }
-  if (!v.out) throw new UsageError("--out DIR is required with --input");
+  if (!v.out) throw command.error("--out DIR is required with --input");
   return {
     ...common,
     out: v.out,
@@ -213,34 +271,34 @@ export function parseCli(args: string[]): BuildOptions | null {
 }
 
 /** The generator's options from the command line, or undefined without --synthetic. */
-function syntheticOptions(v: z.infer<typeof CliSchema>): SyntheticOptions | undefined {
-  const generatorFlags = ["steps", "max-value", "digits", "families", "exclude-families"] as const;
+function syntheticOptions(v: BuildArgs): SyntheticOptions | undefined {
+  const generatorFlags = ["steps", "maxValue", "digits", "families", "excludeFamilies"] as const;
   if (v.synthetic === undefined) {
     const stray = generatorFlags.find((f) => v[f] !== undefined);
-    if (stray) throw new UsageError(`--${stray} needs --synthetic N`);
+    if (stray) throw command.error(`${command.flagOf(stray)} needs --synthetic N`);
     return undefined;
   }
-  if (v.families && v["exclude-families"]) {
-    throw new UsageError("give --families or --exclude-families, not both");
+  if (v.families && v.excludeFamilies) {
+    throw command.error("give --families or --exclude-families, not both");
   }
   let minSteps: number | undefined;
   let maxSteps: number | undefined;
   if (v.steps !== undefined) {
     const [a, b = a] = v.steps.split("..").map(Number);
     if (a < 1 || b > MAX_STEPS || a > b) {
-      throw new UsageError(`--steps must be A..B with 1 <= A <= B <= ${MAX_STEPS}`);
+      throw command.error(`--steps must be A..B with 1 <= A <= B <= ${MAX_STEPS}`);
     }
     [minSteps, maxSteps] = [a, b];
   }
-  const families = v.families ?? (v["exclude-families"] && otherFamilies(v["exclude-families"]));
+  const families = v.families ?? (v.excludeFamilies && otherFamilies(v.excludeFamilies));
   if (families && families.length === 0) {
-    throw new UsageError("--exclude-families leaves no family to generate");
+    throw command.error("--exclude-families leaves no family to generate");
   }
   return {
     n: v.synthetic,
     ...(v.seed !== undefined ? { seed: v.seed } : {}),
     ...(minSteps !== undefined ? { minSteps, maxSteps } : {}),
-    ...(v["max-value"] !== undefined ? { maxValue: v["max-value"] } : {}),
+    ...(v.maxValue !== undefined ? { maxValue: v.maxValue } : {}),
     ...(v.digits !== undefined ? { digits: v.digits } : {}),
     ...(families ? { families } : {}),
   };
@@ -291,19 +349,9 @@ function progressReporter(): { onProgress(p: BuildProgress): void; stop(): void 
   };
 }
 
-/** Run the command; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let opts: BuildOptions | null;
-  try {
-    opts = parseCli(args);
-  } catch (e) {
-    console.error(`build-dataset: ${(e as Error).message} (see --help)`);
-    return 2;
-  }
-  if (opts === null) {
-    console.log(HELP);
-    return 0;
-  }
+/** Build the dataset the values describe, with progress on stderr and a summary on stdout. */
+async function main(v: BuildArgs): Promise<number> {
+  const opts = buildOptions(v);
   const progress = progressReporter();
   try {
     const t0 = performance.now();
@@ -315,12 +363,10 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   } catch (e) {
     progress.stop();
-    // One line, no stack: every error the pipeline raises names the file, line or option.
-    const msg = e instanceof Error ? e.message : String(e);
-    console.error(`build-dataset: error: ${msg.split("\n")[0]}`);
-    if (Deno.env.get("LOTUS_DEBUG")) console.error(e);
-    return 1;
+    // One line: every error the pipeline raises names the file, line or option first.
+    if (!(e instanceof Error) || !e.message.includes("\n")) throw e;
+    throw new Error(e.message.split("\n")[0], { cause: e });
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await cliMain(command, main);

@@ -6,7 +6,12 @@
  */
 
 import { z } from "zod";
-import { DEFAULT_INFERENCE_BACKEND, openInference } from "../infer/inference.ts";
+import { BACKENDS } from "../engine/types.ts";
+import {
+  DEFAULT_INFERENCE_BACKEND,
+  type InferenceBackend,
+  openInference,
+} from "../infer/inference.ts";
 import {
   datasetSplit,
   detectEvalFormat,
@@ -17,84 +22,122 @@ import {
 import { runEval } from "../eval/evaluate.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { readTrainLog, runDirOf } from "../train/run_log.ts";
-import { CliError, cliMain, parseCommandLine } from "./_common.ts";
-
-const HELP = `deno task eval --checkpoint DIR --data FILE|DIR [options]
-
-Answer an evaluation set with a checkpoint (greedy, batched), score exact-match accuracy,
-time the thought phase, read the LOTUS latents out through the LM head, and write
-predictions.csv, summary.json, accuracy_by_steps.csv, readout.csv, SVG pictures and
-report.html into --out.
-
-  --checkpoint DIR     a checkpoint (or run) directory from deno task train   (required)
-  --data FILE|DIR      evaluation file, or a dataset directory from build-dataset (required)
-  --format F           auto | ${EVAL_FORMATS.join(" | ")} (default auto)
-  --split NAME         split of a dataset directory (default test, else valid)
-  --batch N            questions per batch (default 16; 1 gives batch-1 latency)
-  --r LIST             loop iterations, e.g. 4 or 0,1,2,4,6 (default: the checkpoint's R)
-  --k N                latent blocks (default: the checkpoint's K)
-  --limit N            evaluate the first N items
-  --max-new-tokens N   generation budget (default 64)
-  --out DIR            output directory (default out/eval)
-  --backend B          cpu | cuda | auto | onnx (default ${DEFAULT_INFERENCE_BACKEND})
-  --threads N          CPU threads, 0 = all cores (default 0)
-  --readout-examples N examples drawn in readout.svg (default 6)
-  --on-error E         throw | skip malformed records (default throw)
-  --quiet              no progress output
-  -h, --help           this help
-`;
+import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
   const parts = s.split(",").map((p) => p.trim()).filter((p) => p !== "");
   const out = parts.map(Number);
   if (!out.length || out.some((n) => !Number.isInteger(n) || n < 0)) {
-    ctx.addIssue({ code: "custom", message: `expected a list of integers >= 0, got "${s}"` });
+    ctx.addIssue({ code: "custom", message: `must be a list of integers >= 0, got "${s}"` });
     return z.NEVER;
   }
   return out;
 });
 
-const ArgsSchema = z.object({
-  checkpoint: z.string({ error: "required: a checkpoint directory" }),
-  data: z.string({ error: "required: an evaluation file or dataset directory" }),
-  format: z.enum(["auto", ...EVAL_FORMATS] as [string, ...string[]]).default("auto"),
-  split: z.string().optional(),
-  batch: z.coerce.number().int().min(1).default(16),
-  r: rList.optional(),
-  k: z.coerce.number().int().min(0).optional(),
-  limit: z.coerce.number().int().min(1).optional(),
-  maxNewTokens: z.coerce.number().int().min(1).default(64),
-  out: z.string().default("out/eval"),
-  backend: z.enum(["cpu", "cuda", "auto", "onnx"]).default(DEFAULT_INFERENCE_BACKEND),
-  threads: z.coerce.number().int().min(0).default(0),
-  readoutExamples: z.coerce.number().int().min(0).default(6),
-  onError: z.enum(["throw", "skip"]).default("throw"),
-  quiet: z.boolean().default(false),
+/** `deno task eval`, declared. */
+export const command = defineCommand({
+  name: "eval",
+  summary: "Answer an evaluation set with a checkpoint (greedy, batched), score exact-match " +
+    "accuracy, time the thought phase, read the LOTUS latents out through the LM head, and " +
+    "write predictions.csv, summary.json, accuracy_by_steps.csv, readout.csv, SVG pictures " +
+    "and report.html into --out (docs/eval.md).",
+  flags: {
+    checkpoint: {
+      value: "DIR",
+      help: "a checkpoint (or run) directory from deno task train",
+      schema: z.string().min(1),
+      required: true,
+    },
+    data: {
+      value: "FILE|DIR",
+      help: "evaluation file, or a dataset directory from deno task build-dataset",
+      schema: z.string().min(1),
+      required: true,
+    },
+    format: {
+      value: "F",
+      help: "what --data is",
+      schema: oneOf(["auto", ...EVAL_FORMATS]),
+      default: "auto",
+    },
+    split: {
+      value: "NAME",
+      help: "split of a dataset directory",
+      schema: z.string().min(1),
+      defaultText: "test, else valid",
+    },
+    batch: {
+      value: "N",
+      help: "questions per batch; 1 gives batch-1 latency",
+      schema: wholeNumber(1),
+      default: 16,
+    },
+    r: {
+      value: "LIST",
+      help: "loop iterations, such as 4 or 0,1,2,4,6",
+      schema: rList,
+      defaultText: "the checkpoint's R",
+    },
+    k: {
+      value: "N",
+      help: "latent blocks",
+      schema: wholeNumber(0),
+      defaultText: "the checkpoint's K",
+    },
+    limit: { value: "N", help: "evaluate the first N items", schema: wholeNumber(1) },
+    maxNewTokens: { value: "N", help: "generation budget", schema: wholeNumber(1), default: 64 },
+    out: {
+      value: "DIR",
+      help: "output directory",
+      schema: z.string().min(1),
+      default: "out/eval",
+    },
+    backend: {
+      value: "B",
+      help: "where to run",
+      schema: oneOf<InferenceBackend>([...BACKENDS, "onnx"]),
+      default: DEFAULT_INFERENCE_BACKEND,
+    },
+    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    readoutExamples: {
+      value: "N",
+      help: "examples drawn in readout.svg",
+      schema: wholeNumber(0),
+      default: 6,
+    },
+    onError: {
+      value: "E",
+      help: "a malformed record",
+      schema: oneOf(["throw", "skip"]),
+      default: "throw",
+    },
+    quiet: { help: "no progress output" },
+  },
+  examples: [
+    {
+      what: "the default run on the default dataset's valid split",
+      command: "deno task eval --checkpoint out/runs/default --data out/data/default --split valid",
+    },
+    {
+      what: "an R sweep on the GSM8K test set",
+      command:
+        "deno task eval --checkpoint out/runs/gsm8k --data ../shared/data/gsm8k/test.jsonl " +
+        "--r 0,1,2,4,6 --out out/eval/gsm8k",
+    },
+    {
+      what: "batch-1 latency on the first 200 GSM-Hard problems",
+      command: "deno task eval --checkpoint out/runs/gsm8k --data " +
+        "../shared/data/gsm_hard/gsmhardv2.jsonl --batch 1 --limit 200 --out out/eval/gsm-hard",
+    },
+  ],
 });
 
-/** Validated `deno task eval` options. */
-export type EvalArgs = z.infer<typeof ArgsSchema>;
+/** Validated `deno task eval` values. */
+export type EvalArgs = ArgsOf<typeof command>;
 
-const STRING_FLAGS = [
-  "checkpoint",
-  "data",
-  "format",
-  "split",
-  "batch",
-  "r",
-  "k",
-  "limit",
-  "max-new-tokens",
-  "out",
-  "backend",
-  "threads",
-  "readout-examples",
-  "on-error",
-];
-
-/** Parse argv into validated options (exported for tests). */
+/** Parse argv into validated values, or "help" (exported for tests). */
 export function parseEvalArgs(argv: string[]): EvalArgs | "help" {
-  return parseCommandLine(argv, "eval", { strings: STRING_FLAGS, booleans: ["quiet"] }, ArgsSchema);
+  return command.parse(argv);
 }
 
 /** Run an evaluation as the command does; returns the summary path (exported for tests). */
@@ -170,14 +213,9 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   return files.summary;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const a = parseEvalArgs(argv);
-  if (a === "help") {
-    console.log(HELP);
-    return 0;
-  }
+async function main(a: EvalArgs): Promise<number> {
   await evalCommand(a, a.quiet ? () => {} : (s) => console.error(s));
   return 0;
 }
 
-if (import.meta.main) await cliMain(() => main(Deno.args));
+if (import.meta.main) await cliMain(command, main);

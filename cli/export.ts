@@ -8,44 +8,65 @@
 import { z } from "zod";
 import { exportCheckpoint } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
-import { cliMain, parseCommandLine } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, oneOf } from "./_common.ts";
 
-const HELP = `deno task export --checkpoint DIR --out DIR [--format hf|onnx|both]
+/** `deno task export`, declared. */
+export const command = defineCommand({
+  name: "export",
+  summary: `Export a checkpoint (or a run directory holding checkpoint/) to standard formats \
+(docs/export.md):
 
-Export a checkpoint (or a run directory holding checkpoint/) to standard formats:
+hf: config.json, model.safetensors and the tokenizer files; Python transformers loads the \
+directory as GPT2LMHeadModel.
 
-  hf     config.json, model.safetensors and the tokenizer files: Python transformers
-         loads the directory as GPT2LMHeadModel
-  onnx   onnx/model.onnx (token ids in), onnx/model_embeds.onnx (input embeddings in) and
-         their shared weights onnx/model.onnx_data, with the same JSON files:
-         @huggingface/transformers runs it, and so does --backend onnx of deno task infer
-  both   one directory with everything (the default)
+onnx: onnx/model.onnx (token ids in), onnx/model_embeds.onnx (input embeddings in) and their \
+shared weights onnx/model.onnx_data, with the same JSON files; @huggingface/transformers runs it, \
+and so does --backend onnx of deno task infer.
 
-Every export also holds lotus.json (K, c, R, the injection and the special-token ids).
-
-  --checkpoint DIR   checkpoint or run directory          (default out/runs/default)
-  --out DIR          export directory; an earlier export there is replaced
-  --format F         hf | onnx | both                     (default both)
-  -h, --help         this help
-`;
-
-const ArgsSchema = z.object({
-  checkpoint: z.string().min(1).default("out/runs/default"),
-  out: z.string({ error: "is required: the export directory" }).min(1),
-  format: z.enum(["hf", "onnx", "both"]).default("both"),
+both: one directory with everything. Every export also holds lotus.json (K, c, R, the injection \
+and the special-token ids).`,
+  flags: {
+    checkpoint: {
+      value: "DIR",
+      help: "checkpoint or run directory",
+      schema: z.string().min(1),
+      default: "out/runs/default",
+    },
+    out: {
+      value: "DIR",
+      help: "export directory; an earlier export there is replaced",
+      schema: z.string().min(1),
+      required: true,
+    },
+    format: {
+      value: "F",
+      help: "what to write",
+      schema: oneOf(["hf", "onnx", "both"]),
+      default: "both",
+    },
+  },
+  examples: [
+    {
+      what: "the default run, for transformers and onnxruntime",
+      command: "deno task export --checkpoint out/runs/default --out out/export/default",
+    },
+    {
+      what: "the Hugging Face files only",
+      command: "deno task export --checkpoint out/runs/default --out out/export/default-hf " +
+        "--format hf",
+    },
+  ],
 });
 
-/** Parse argv into validated options (exported for tests). */
-export function parseExportArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  return parseCommandLine(argv, "export", { strings: ["checkpoint", "out", "format"] }, ArgsSchema);
+/** Validated `deno task export` values. */
+export type ExportArgs = ArgsOf<typeof command>;
+
+/** Parse argv into validated values, or "help" (exported for tests). */
+export function parseExportArgs(argv: string[]): ExportArgs | "help" {
+  return command.parse(argv);
 }
 
-async function main(argv: string[]): Promise<number> {
-  const a = parseExportArgs(argv);
-  if (a === "help") {
-    console.log(HELP);
-    return 0;
-  }
+async function main(a: ExportArgs): Promise<number> {
   const r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format });
   const mb = (r.bytes / 1e6).toFixed(1);
   const shape = r.lotus.mode === "lotus"
@@ -63,4 +84,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) await cliMain(() => main(Deno.args));
+if (import.meta.main) await cliMain(command, main);

@@ -6,50 +6,85 @@
  */
 
 import { z } from "zod";
-import { type AnswerBatch, DEFAULT_INFERENCE_BACKEND, openInference } from "../infer/inference.ts";
+import { BACKENDS } from "../engine/types.ts";
+import {
+  type AnswerBatch,
+  DEFAULT_INFERENCE_BACKEND,
+  type InferenceBackend,
+  openInference,
+} from "../infer/inference.ts";
 import { readoutTexts } from "../infer/readout.ts";
-import { cliMain, parseCommandLine } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
-const HELP = `deno task infer --checkpoint DIR "question" ["question" ...] [options]
-
-Answer questions with a checkpoint and print, for each, the answer, the generated text, the
-latent readout of every block (the argmax token of each slot, decoded) and the phase timings.
-
-  --checkpoint DIR      checkpoint, run directory, or export directory (default out/runs/default)
-  --backend B           cpu | cuda | auto | onnx            (default ${DEFAULT_INFERENCE_BACKEND})
-                        onnx runs onnxruntime-node; given a checkpoint, it exports it once
-                        to DIR/onnx-cache/ (or pass a deno task export directory)
-  --k N                 latent blocks (default: the checkpoint's K)
-  --r N                 loop iterations (default: the checkpoint's R)
-  --max-new-tokens N    generation budget                   (default 64)
-  --threads N           CPU threads, 0 = all cores          (default 0)
-  --json                one JSON object per question instead of text
-  -h, --help            this help
-`;
-
-const int = (min: number) => z.coerce.number().int().min(min);
-
-const ArgsSchema = z.object({
-  checkpoint: z.string().min(1).default("out/runs/default"),
-  backend: z.enum(["cpu", "cuda", "auto", "onnx"]).default(DEFAULT_INFERENCE_BACKEND),
-  k: int(0).optional(),
-  r: int(0).optional(),
-  maxNewTokens: int(1).default(64),
-  threads: int(0).default(0),
-  json: z.boolean().default(false),
-  questions: z.array(z.string().trim().min(1, "a question is empty")).min(
-    1,
-    'give at least one question, e.g. deno task infer "Ann has 2 pens and buys 3. How many?"',
-  ),
+/** `deno task infer`, declared. */
+export const command = defineCommand({
+  name: "infer",
+  summary: "Answer questions with a checkpoint and print, for each, the answer, the generated " +
+    "text, the latent readout of every block (the argmax token of each slot, decoded) and the " +
+    "phase timings (docs/export.md).",
+  flags: {
+    checkpoint: {
+      value: "DIR",
+      help: "checkpoint, run directory, or export directory",
+      schema: z.string().min(1),
+      default: "out/runs/default",
+    },
+    backend: {
+      value: "B",
+      help: "where to run; onnx runs onnxruntime-node on an export directory, or exports " +
+        "a checkpoint once to DIR/onnx-cache/",
+      schema: oneOf<InferenceBackend>([...BACKENDS, "onnx"]),
+      default: DEFAULT_INFERENCE_BACKEND,
+    },
+    k: {
+      value: "N",
+      help: "latent blocks",
+      schema: wholeNumber(0),
+      defaultText: "the checkpoint's K",
+    },
+    r: {
+      value: "N",
+      help: "loop iterations",
+      schema: wholeNumber(0),
+      defaultText: "the checkpoint's R",
+    },
+    maxNewTokens: { value: "N", help: "generation budget", schema: wholeNumber(1), default: 64 },
+    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    json: { help: "one JSON object per question instead of text" },
+  },
+  positionals: {
+    name: "questions",
+    value: "QUESTION...",
+    help: "the questions, each quoted",
+    schema: z.array(z.string().trim().min(1, "a question is empty")).min(
+      1,
+      'give at least one question, e.g. deno task infer "Ann has 2 pens and buys 3. How many?"',
+    ),
+  },
+  examples: [
+    {
+      what: "one question to the default run, with its latent readout",
+      command: 'deno task infer "Mia buys 3 packs of 4 pencils. She gives away 5. How many are ' +
+        'left?"',
+    },
+    {
+      what: "an export on onnxruntime, as JSON",
+      command: "deno task infer --checkpoint out/export/default --backend onnx --json " +
+        '"Ann has 2 pens and buys 3. How many pens?"',
+    },
+    {
+      what: "the same checkpoint with fewer latent blocks and loop iterations",
+      command: 'deno task infer --k 1 --r 1 "Ann has 2 pens and buys 3. How many pens?"',
+    },
+  ],
 });
 
-/** Parse argv into validated options (exported for tests). */
-export function parseInferArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  return parseCommandLine(argv, "infer", {
-    strings: ["checkpoint", "backend", "k", "r", "max-new-tokens", "threads"],
-    booleans: ["json"],
-    positionals: "questions",
-  }, ArgsSchema);
+/** Validated `deno task infer` values. */
+export type InferArgs = ArgsOf<typeof command>;
+
+/** Parse argv into validated values, or "help" (exported for tests). */
+export function parseInferArgs(argv: string[]): InferArgs | "help" {
+  return command.parse(argv);
 }
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
@@ -89,12 +124,7 @@ export function formatAnswers(
   return lines.join("\n");
 }
 
-async function main(argv: string[]): Promise<number> {
-  const a = parseInferArgs(argv);
-  if (a === "help") {
-    console.log(HELP);
-    return 0;
-  }
+async function main(a: InferArgs): Promise<number> {
   const s = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
@@ -135,4 +165,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) await cliMain(() => main(Deno.args));
+if (import.meta.main) await cliMain(command, main);

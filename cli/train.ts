@@ -1,185 +1,306 @@
 /**
  * `deno task train`: a dataset directory in, a checkpoint out. A thin layer over
- * {@linkcode train} in train/trainer.ts.
+ * {@linkcode train} in train/trainer.ts, which resolves every setting left unset.
  *
  * @module
  */
 
 import { z } from "zod";
-import { ModeSchema, PRESET_NAMES, type PresetName, type TrainConfig } from "../model/config.ts";
+import {
+  MODES,
+  PRESET_NAMES,
+  PRESETS,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "../model/config.ts";
+import { BACKENDS } from "../engine/types.ts";
 import { train } from "../train/trainer.ts";
-import { cliMain, parseCommandLine } from "./_common.ts";
+import {
+  type ArgsOf,
+  cliMain,
+  decimal,
+  defineCommand,
+  type FlagTable,
+  flagTable,
+  inGroup,
+  oneOf,
+  pickSet,
+  wholeNumber,
+} from "./_common.ts";
 
-const HELP = `deno task train [options]
+/** The library's defaults, shown in the help; the command never fills them in itself. */
+const DEFAULTS = TrainConfigSchema.parse({});
+const libraryDefault = (key: keyof TrainConfig) => String(DEFAULTS[key]);
 
-Train a looped Transformer with LOTUS (or a baseline) on a dataset directory from
-deno task build-dataset, and write a checkpoint. With no options it trains the tiny preset on
-the default dataset (out/data/default) into out/runs/default.
-
-  --data DIR            dataset directory               (default out/data/default)
-  --out DIR             run directory: logs, checkpoint/ (default out/runs/default)
-  --preset NAME         tiny | small | gpt2             (default tiny)
-  --mode MODE           lotus | lotus-aux | cot | nocot (default lotus)
-  --k N                 latent blocks at the last stage (default: the dataset's K)
-  --c N                 latent slots per block          (default: the dataset's c)
-  --r N                 loop iterations; default: R = K at every stage (the reference)
-  --lambda X            step-loss weight                (default 0.05)
-  --aux-weight X        LOTUS-aux decoder loss weight   (default 1)
-  --step-loss WHERE     after | in-loop                 (default after)
-  --injection HOW       add | replace                   (default add)
-  --epochs-per-stage N  curriculum: stage s = min(epoch / N, K); 0 = no curriculum (default 1)
-  --lr X                learning rate (default: the preset's; tiny 3e-3, small 1e-3, gpt2 3e-4)
-  --schedule S          constant | cosine               (default constant)
-  --warmup N            warmup steps                    (default 0)
-  --weight-decay X      AdamW weight decay              (default 0.01)
-  --clip X              global-norm gradient clip, 0 = off (default 1)
-  --batch N             examples per step               (default 16)
-  --steps N             optimiser steps (overrides --epochs)
-  --epochs N            epochs                          (default 15)
-  --seed N              seed for initialisation and data order (default 0)
-  --eval-every N        evaluate every N steps (always at the end)
-  --eval-examples N     validation examples for accuracy, 0 = all (default 200)
-  --max-new-tokens N    generation budget during evaluation (default 64)
-  --save-every N        checkpoint every N steps (always at the end)
-  --backend B           cpu | cuda | auto               (default cpu)
-  --precision P         CUDA matmuls: fp32 | tf32 | bf16 (default fp32)
-  --threads N           CPU threads, 0 = all cores      (default 0)
-  --init PATH           start from a local Hugging Face GPT-2 model.safetensors
-  --resume DIR          continue a run (or checkpoint) directory exactly
-  --val-split NAME      validation split                (default valid)
-  --stop-after N        stop after N steps in this process (the run stays resumable)
-  --quiet               no progress output
-  -h, --help            this help
-`;
-
-const ArgsSchema = z.object({
-  data: z.string().default("out/data/default"),
-  out: z.string().default("out/runs/default"),
-  preset: z.enum(PRESET_NAMES as [PresetName, ...PresetName[]]).default("tiny"),
-  backend: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
-  precision: z.enum(["fp32", "tf32", "bf16"]).default("fp32"),
-  threads: z.coerce.number().int().min(0).default(0),
-  init: z.string().optional(),
-  resume: z.string().optional(),
-  valSplit: z.string().default("valid"),
-  stopAfter: z.coerce.number().int().min(1).optional(),
-  quiet: z.boolean().default(false),
-  // training config (validated again by TrainConfigSchema)
-  mode: ModeSchema.optional(),
-  k: z.coerce.number().int().min(0).optional(),
-  c: z.coerce.number().int().min(1).optional(),
-  r: z.coerce.number().int().min(0).optional(),
-  lambda: z.coerce.number().min(0).optional(),
-  auxWeight: z.coerce.number().min(0).optional(),
-  stepLoss: z.enum(["after", "in-loop"]).optional(),
-  injection: z.enum(["add", "replace"]).optional(),
-  epochsPerStage: z.coerce.number().int().min(0).optional(),
-  lr: z.coerce.number().positive().optional(),
-  schedule: z.enum(["constant", "cosine"]).optional(),
-  warmup: z.coerce.number().int().min(0).optional(),
-  weightDecay: z.coerce.number().min(0).optional(),
-  clip: z.coerce.number().min(0).optional(),
-  batch: z.coerce.number().int().min(1).optional(),
-  steps: z.coerce.number().int().min(1).optional(),
-  epochs: z.coerce.number().int().min(1).optional(),
-  seed: z.coerce.number().int().min(0).optional(),
-  evalEvery: z.coerce.number().int().min(0).optional(),
-  evalExamples: z.coerce.number().int().min(0).optional(),
-  maxNewTokens: z.coerce.number().int().min(1).optional(),
-  saveEvery: z.coerce.number().int().min(0).optional(),
-});
-
-const STRING_FLAGS = [
-  "data",
-  "out",
-  "preset",
-  "backend",
-  "precision",
-  "threads",
-  "init",
-  "resume",
-  "val-split",
-  "stop-after",
-  "mode",
-  "k",
-  "c",
-  "r",
-  "lambda",
-  "aux-weight",
-  "step-loss",
-  "injection",
-  "epochs-per-stage",
-  "lr",
-  "schedule",
-  "warmup",
-  "weight-decay",
-  "clip",
-  "batch",
-  "steps",
-  "epochs",
-  "seed",
-  "eval-every",
-  "eval-examples",
-  "max-new-tokens",
-  "save-every",
-];
-
-/** Parse argv into validated options (exported for tests). */
-export function parseTrainArgs(argv: string[]): z.infer<typeof ArgsSchema> | "help" {
-  return parseCommandLine(
-    argv,
-    "train",
-    { strings: STRING_FLAGS, booleans: ["quiet"] },
-    ArgsSchema,
-  );
+/** A flag table whose every key is a {@linkcode TrainConfig} field (checked by the compiler). */
+function settingFlags<
+  const F extends FlagTable & { [K in keyof F]: K extends keyof TrainConfig ? unknown : never },
+>(flags: F): F {
+  return flags;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const a = parseTrainArgs(argv);
-  if (a === "help") {
-    console.log(HELP);
-    return 0;
-  }
-  const t: Partial<TrainConfig> = {};
-  const keys = [
-    "mode",
-    "k",
-    "c",
-    "r",
-    "lambda",
-    "auxWeight",
-    "stepLoss",
-    "injection",
-    "epochsPerStage",
-    "lr",
-    "schedule",
-    "weightDecay",
-    "clip",
-    "batch",
-    "steps",
-    "epochs",
-    "seed",
-    "evalEvery",
-    "evalExamples",
-    "maxNewTokens",
-    "saveEvery",
-  ] as const;
-  for (const k of keys) if (a[k] !== undefined) (t as Record<string, unknown>)[k] = a[k];
-  if (a.warmup !== undefined) t.warmupSteps = a.warmup;
+/** The flags that set the run: where it reads and writes, and how it runs. */
+const RUN_FLAGS = flagTable({
+  data: {
+    value: "DIR",
+    help: "dataset directory from deno task build-dataset",
+    schema: z.string().min(1),
+    defaultText: "out/data/default; with --resume, the run's",
+  },
+  out: {
+    value: "DIR",
+    help: "run directory: logs, checkpoint/",
+    schema: z.string().min(1),
+    defaultText: "out/runs/default; with --resume, the resumed run's",
+  },
+  preset: {
+    value: "NAME",
+    help: "model size",
+    schema: oneOf(PRESET_NAMES),
+    defaultText: "tiny; with --resume, the run's",
+  },
+  backend: { value: "B", help: "where to run", schema: oneOf(BACKENDS), default: "cpu" },
+  precision: {
+    value: "P",
+    help: "CUDA matmuls",
+    schema: oneOf(["fp32", "tf32", "bf16"]),
+    default: "fp32",
+  },
+  threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+  init: {
+    value: "PATH",
+    help: "start from a local Hugging Face GPT-2 model.safetensors",
+    schema: z.string().min(1),
+  },
+  resume: {
+    value: "DIR",
+    help: "continue a run (or checkpoint) directory exactly",
+    schema: z.string().min(1),
+  },
+  valSplit: {
+    value: "NAME",
+    help: "validation split",
+    schema: z.string().min(1),
+    default: "valid",
+  },
+  stopAfter: {
+    value: "N",
+    help: "stop after N steps in this process (the run stays resumable)",
+    schema: wholeNumber(1),
+  },
+  quiet: { help: "no progress output" },
+});
+
+/**
+ * The flags that are training settings: each key is a {@linkcode TrainConfig} field, and only
+ * the ones given reach train(), which resolves the rest (docs/training.md).
+ */
+const CONFIG_FLAGS = inGroup(
+  "Training settings (docs/training.md)",
+  settingFlags({
+    mode: {
+      value: "MODE",
+      help: "what the model learns",
+      schema: oneOf(MODES),
+      defaultText: libraryDefault("mode"),
+    },
+    k: {
+      value: "N",
+      help: "latent blocks at the last curriculum stage",
+      schema: wholeNumber(0),
+      defaultText: "the dataset's K",
+    },
+    c: {
+      value: "N",
+      help: "latent slots per block",
+      schema: wholeNumber(1),
+      defaultText: "the dataset's c",
+    },
+    r: {
+      value: "N",
+      help: "loop iterations; 0 is the no-loop ablation",
+      schema: wholeNumber(0),
+      defaultText: "R = K at every stage, as the reference",
+    },
+    lambda: {
+      value: "X",
+      help: "step-loss weight",
+      schema: decimal({ min: 0 }),
+      defaultText: libraryDefault("lambda"),
+    },
+    auxWeight: {
+      value: "X",
+      help: "LOTUS-aux decoder loss weight",
+      schema: decimal({ min: 0 }),
+      defaultText: libraryDefault("auxWeight"),
+    },
+    stepLoss: {
+      value: "WHERE",
+      help: "step loss on the final pass or per pass",
+      schema: oneOf(["after", "in-loop"]),
+      defaultText: libraryDefault("stepLoss"),
+    },
+    injection: {
+      value: "HOW",
+      help: "latent injection",
+      schema: oneOf(["add", "replace"]),
+      defaultText: libraryDefault("injection"),
+    },
+    epochsPerStage: {
+      value: "N",
+      help: "curriculum: stage s = min(epoch / N, K); 0 = no curriculum",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("epochsPerStage"),
+    },
+    lr: {
+      value: "X",
+      help: "learning rate",
+      schema: decimal({ above: 0 }),
+      defaultText: `the preset's: ${
+        PRESET_NAMES.map((p) => `${p} ${PRESETS[p].lr.toExponential()}`).join(", ")
+      }`,
+    },
+    schedule: {
+      value: "S",
+      help: "learning-rate schedule after warmup",
+      schema: oneOf(["constant", "cosine"]),
+      defaultText: libraryDefault("schedule"),
+    },
+    warmupSteps: {
+      flag: "warmup",
+      value: "N",
+      help: "linear warmup steps",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("warmupSteps"),
+    },
+    weightDecay: {
+      value: "X",
+      help: "AdamW weight decay",
+      schema: decimal({ min: 0 }),
+      defaultText: libraryDefault("weightDecay"),
+    },
+    clip: {
+      value: "X",
+      help: "global-norm gradient clip, 0 = off",
+      schema: decimal({ min: 0 }),
+      defaultText: libraryDefault("clip"),
+    },
+    batch: {
+      value: "N",
+      help: "examples per step",
+      schema: wholeNumber(1),
+      defaultText: libraryDefault("batch"),
+    },
+    steps: {
+      value: "N",
+      help: "optimiser steps; overrides --epochs",
+      schema: wholeNumber(1),
+    },
+    epochs: {
+      value: "N",
+      help: "epochs",
+      schema: wholeNumber(1),
+      defaultText: libraryDefault("epochs"),
+    },
+    seed: {
+      value: "N",
+      help: "seed of initialisation and data order",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("seed"),
+    },
+    evalEvery: {
+      value: "N",
+      help: "evaluate every N steps as well as at the end; 0 = only at the end",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("evalEvery"),
+    },
+    evalExamples: {
+      value: "N",
+      help: "validation examples for accuracy, 0 = all",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("evalExamples"),
+    },
+    maxNewTokens: {
+      value: "N",
+      help: "generation budget during evaluation",
+      schema: wholeNumber(1),
+      defaultText: libraryDefault("maxNewTokens"),
+    },
+    saveEvery: {
+      value: "N",
+      help: "save a checkpoint every N steps as well as at the end; 0 = only at the end",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("saveEvery"),
+    },
+    onNonFinite: {
+      value: "WHAT",
+      help: "a step with a non-finite loss or gradient: stop the run, or skip its update " +
+        "(at most 10 in a row)",
+      schema: oneOf(["stop", "skip"]),
+      defaultText: libraryDefault("onNonFinite"),
+    },
+  }),
+);
+
+/** `deno task train`, declared. */
+export const command = defineCommand({
+  name: "train",
+  summary: "Train a looped Transformer with LOTUS (or a baseline) on a dataset directory from " +
+    "deno task build-dataset, and write a checkpoint. With no flags it trains the tiny preset " +
+    "on the default dataset (out/data/default) into out/runs/default.",
+  flags: { ...RUN_FLAGS, ...CONFIG_FLAGS },
+  examples: [
+    { what: "tiny LOTUS on the default dataset", command: "deno task train" },
+    {
+      what: "small LOTUS on a GSM8K dataset (see deno task build-dataset --help)",
+      command: "deno task train --data out/data/gsm8k --preset small --epochs 5 " +
+        "--out out/runs/gsm8k",
+    },
+    {
+      what: "the explicit chain-of-thought baseline on the same data",
+      command: "deno task train --data out/data/gsm8k --preset small --mode cot --epochs 5 " +
+        "--out out/runs/cot",
+    },
+    {
+      what: "continue a run exactly where it stopped",
+      command: "deno task train --resume out/runs/gsm8k",
+    },
+  ],
+});
+
+/** Validated `deno task train` values. */
+export type TrainArgs = ArgsOf<typeof command>;
+
+/** The run directory of `--resume DIR`: DIR, or its parent when DIR is the checkpoint itself. */
+function runDirOfCheckpoint(dir: string): string {
+  const d = dir.replace(/\/+$/, "");
+  return d.endsWith("/checkpoint") ? d.slice(0, -"/checkpoint".length) : d;
+}
+
+/** Parse argv into validated values, or "help" (exported for tests). */
+export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
+  return command.parse(argv);
+}
+
+/** The training settings given on the command line, and only those: train() resolves the rest. */
+export function trainSettings(a: TrainArgs): Partial<TrainConfig> {
+  return pickSet(a, Object.keys(CONFIG_FLAGS) as (keyof typeof CONFIG_FLAGS)[]);
+}
+
+async function main(a: TrainArgs): Promise<number> {
+  const run = pickSet(a, Object.keys(RUN_FLAGS) as (keyof typeof RUN_FLAGS)[]);
   const res = await train({
-    data: a.data,
-    out: a.out,
-    preset: a.preset,
-    train: t,
-    backend: a.backend,
-    precision: a.precision,
-    threads: a.threads,
-    init: a.init,
-    resume: a.resume,
-    valSplit: a.valSplit,
-    stopAfter: a.stopAfter,
-    quiet: a.quiet,
+    ...run,
+    out: a.out ?? (a.resume ? runDirOfCheckpoint(a.resume) : "out/runs/default"),
+    data: a.data ?? (a.resume ? undefined : "out/data/default"),
+    train: trainSettings(a),
   });
+  if (res.interrupted) {
+    console.log(
+      `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
+    );
+    return res.interrupted === "SIGINT" ? 130 : 143;
+  }
   console.log(
     `done: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}` +
       (res.valAccuracy !== undefined
@@ -190,4 +311,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) await cliMain(() => main(Deno.args));
+if (import.meta.main) await cliMain(command, main);

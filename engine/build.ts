@@ -9,14 +9,12 @@
  * compiled to a temporary file and renamed into place, because overwriting a .so that a
  * running Deno has dlopen'd can crash it.
  *
- * Also a CLI: `deno task build-engine [--backend cpu|cuda] [--force] [--quiet]` prints the
- * library's path.
+ * `deno task build-engine` (cli/build_engine.ts) is the command line over it.
  *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { parseArgs } from "node:util";
 import type { BackendName } from "./types.ts";
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
@@ -415,37 +413,4 @@ function removeQuietly(path: string): void {
   try {
     Deno.removeSync(path);
   } catch { /* never created */ }
-}
-
-const USAGE = `usage: deno task build-engine [--backend cpu|cuda] [--force] [--quiet]
-
-Builds the native engine library under build/ (only when its sources, flags, compiler or CPU
-changed) and prints its path.`;
-
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      backend: { type: "string", default: "cpu" },
-      force: { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  if (values.backend !== "cpu" && values.backend !== "cuda") {
-    console.error(`build-engine: --backend must be cpu or cuda (got "${values.backend}")`);
-    Deno.exit(2);
-  }
-  try {
-    console.log(buildEngine({ backend: values.backend, force: values.force, quiet: values.quiet }));
-  } catch (e) {
-    if (!(e instanceof EngineBuildError)) throw e;
-    console.error(`build-engine: ${e.message}`);
-    Deno.exit(1);
-  }
 }

@@ -1,6 +1,6 @@
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { buildDataset, BuildError } from "../pipeline/build.ts";
+import { buildDataset, BuildError, type BuildOptions } from "../pipeline/build.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import { parseCli } from "../cli/build_dataset.ts";
@@ -11,6 +11,13 @@ const CLI = `${ROOT}cli/build_dataset.ts`;
 
 function cli(args: string[]) {
   return runDeno(["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args]);
+}
+
+/** The build options of a command line (not --help). */
+function options(args: string[]): BuildOptions {
+  const o = parseCli(args);
+  assert(o !== "help");
+  return o;
 }
 
 async function ids(dir: string, split: string): Promise<string[]> {
@@ -53,7 +60,7 @@ async function files(dir: string) {
 }
 
 Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --augment, --exclude", () => {
-  const o = parseCli([
+  const o = options([
     "--synthetic",
     "500",
     "--steps",
@@ -68,7 +75,7 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     "ages,travel",
     "--out",
     "/tmp/x",
-  ])!;
+  ]);
   assertEquals(o.splits, [{
     name: "train",
     inputs: [],
@@ -82,7 +89,7 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
       families: ["ages", "travel"],
     },
   }]);
-  const held = parseCli([
+  const held = options([
     "--synthetic",
     "10",
     "--exclude-families",
@@ -93,7 +100,7 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     "test",
     "--out",
     "/tmp/x",
-  ])!;
+  ]);
   assertEquals(held.splits[0].name, "test");
   assertEquals(held.splits[0].synthetic!.families, [
     "shopping",
@@ -103,7 +110,7 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     "schedule",
   ]);
   assertEquals([held.splits[0].synthetic!.minSteps, held.splits[0].synthetic!.maxSteps], [7, 7]);
-  const aug = parseCli([
+  const aug = options([
     "--input",
     "a.jsonl",
     "--augment",
@@ -112,7 +119,7 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     "t.jsonl",
     "--out",
     "o",
-  ])!;
+  ]);
   assertEquals(aug.splits, [{
     name: "train",
     inputs: ["a.jsonl"],

@@ -149,16 +149,16 @@ Deno.test("CLI: prints the library path; rejects a bad backend", () => {
       args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-run", ...args],
       stdout: "piped",
       stderr: "piped",
-      cwd: `${ENGINE_DIR}/../..`,
+      cwd: `${ENGINE_DIR}/..`,
     }).outputSync();
     const dec = new TextDecoder();
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
   };
   const expected = buildEngine({ quiet: true });
-  const ok = run("engine/build.ts", "--quiet");
+  const ok = run("cli/build_engine.ts", "--quiet");
   assertEquals(ok.code, 0, ok.stderr);
   assertEquals(ok.stdout.trim(), expected);
-  const bad = run("engine/build.ts", "--backend", "tpu");
+  const bad = run("cli/build_engine.ts", "--backend", "tpu");
   assertEquals(bad.code, 2);
-  assert(bad.stderr.includes("--backend must be cpu or cuda"), bad.stderr);
+  assert(bad.stderr.includes("--backend must be one of cpu|cuda"), bad.stderr);
 });

@@ -55,9 +55,9 @@ function graph(): Map<string, string[]> {
   const g = new Map<string, string[]>();
   // This file's own examples of import statements are data, not imports.
   for (const f of tsFiles("").filter((f) => f !== "tests/layout_test.ts")) {
-    const deps = importsOf(Deno.readTextFileSync(join(ROOT, f))).map((s) =>
-      relative(ROOT, normalize(join(ROOT, dirname(f), s)))
-    );
+    // Modules only: a JSON import (deno.json's tasks) is data.
+    const deps = importsOf(Deno.readTextFileSync(join(ROOT, f))).filter((s) => s.endsWith(".ts"))
+      .map((s) => relative(ROOT, normalize(join(ROOT, dirname(f), s))));
     g.set(f, deps);
   }
   return g;

@@ -58,8 +58,8 @@ import { writeFileAtomic } from "../base/atomic.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
-  /** Dataset directory. */
-  data: string;
+  /** Dataset directory; with `resume`, defaults to the one the run trained on. */
+  data?: string;
   /** Run directory: logs and `checkpoint/`. */
   out: string;
   /** Model size (default "tiny"). */
@@ -323,7 +323,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   let resumed: CheckpointData | null = null;
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
-  const trainData: SplitData = await loadSplit(opts.data, opts.trainSplit ?? "train");
+  const dataDir = opts.data ?? resumed?.meta.data.dir;
+  if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
+  const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train");
   const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
@@ -334,11 +336,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   const trainSplit = opts.trainSplit ?? "train";
   const fingerprint = datasetFingerprint(trainData.manifest, trainSplit);
-  if (resumed) checkResumeData(resumed.meta, opts.data, trainData, fingerprint);
+  if (resumed) checkResumeData(resumed.meta, dataDir, trainData, fingerprint);
   const cfg: TrainConfig = resumed
     ? resumeTrainConfig(resumed.meta.train, opts.train ?? {})
     : resolveTrainConfig(opts.train ?? {}, preset as PresetName, {
-      dir: opts.data,
+      dir: dataDir,
       k: trainData.manifest.options.k,
       c: trainData.manifest.options.c,
     });
@@ -361,9 +363,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let valExamples: Example[] = [];
   const valName = opts.valSplit ?? "valid";
   if (trainData.manifest.splits[valName]) {
-    valExamples = (await loadSplit(opts.data, valName)).examples;
+    valExamples = (await loadSplit(dataDir, valName)).examples;
   } else {
-    log(`no "${valName}" split in ${opts.data}: evaluation reports training-set accuracy`);
+    log(`no "${valName}" split in ${dataDir}: evaluation reports training-set accuracy`);
   }
   const { kept: trainEx, cut } = fitting(trainData.examples, cfg, mcfg.maxPositions);
   if (cut > 0) {
@@ -434,7 +436,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       train: cfg,
       special: sp,
       data: {
-        dir: opts.data,
+        dir: dataDir,
         cot: trainData.manifest.options.cot,
         k: trainData.manifest.options.k,
         c: trainData.manifest.options.c,

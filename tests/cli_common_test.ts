@@ -1,0 +1,220 @@
+/**
+ * Every command follows the one pattern of cli/_common.ts: its help lists every flag of its
+ * table and ends with worked examples that parse; unknown flags and bad values are one-line
+ * usage errors naming the flag; a missing Deno permission is named as such.
+ */
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { ROOT, runDeno } from "./_run.ts";
+import {
+  CliError,
+  type Command,
+  defineCommand,
+  type FlagTable,
+  oneOf,
+  permissionMessage,
+  type Positionals,
+  wholeNumber,
+} from "../cli/_common.ts";
+import { command as buildDataset } from "../cli/build_dataset.ts";
+import { command as buildEngine } from "../cli/build_engine.ts";
+import { command as evalCmd } from "../cli/eval.ts";
+import { command as exportCmd } from "../cli/export.ts";
+import { command as infer } from "../cli/infer.ts";
+import { command as train, parseTrainArgs, trainSettings } from "../cli/train.ts";
+import { z } from "zod";
+
+type AnyCommand = Command<FlagTable, Positionals | undefined>;
+
+/** Each command, with its module. */
+const COMMANDS: [string, AnyCommand][] = [
+  ["cli/build_dataset.ts", buildDataset],
+  ["cli/build_engine.ts", buildEngine],
+  ["cli/eval.ts", evalCmd],
+  ["cli/export.ts", exportCmd],
+  ["cli/infer.ts", infer],
+  ["cli/train.ts", train],
+] as [string, AnyCommand][];
+
+const TASKS = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
+  string,
+  string
+>;
+
+/** The words of a command line, as a POSIX shell splits it (quotes, no expansions). */
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  for (const m of line.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)) words.push(m[1] ?? m[2] ?? m[3]);
+  return words;
+}
+
+/** The flags a command cannot run without, with a value each, and a question if it takes any. */
+function minimal(c: AnyCommand): string[] {
+  const args = Object.entries(c.flags).flatMap(([k, d]) =>
+    "required" in d && d.required ? [c.flagOf(k), "v"] : []
+  );
+  return c.positionals ? [...args, "a question"] : args;
+}
+
+function assertUsageError(fn: () => unknown, c: AnyCommand, ...parts: string[]) {
+  const e = assertThrows(fn, CliError);
+  assertEquals(e.message.split("\n").length, 1, e.message);
+  for (const p of [...parts, `see deno task ${c.name} --help`]) {
+    assert(e.message.includes(p), `${c.name}: "${p}" not in: ${e.message}`);
+  }
+}
+
+for (const [module, c] of COMMANDS) {
+  Deno.test(`${c.name}: a task runs ${module}; the help lists every flag, then examples`, () => {
+    assert(TASKS[c.name]?.endsWith(` ${module}`), `deno task ${c.name} runs ${module}`);
+    const help = c.help();
+    assert(help.startsWith(`Usage:\n  deno task ${c.name}`), help);
+    const lines = help.split("\n");
+    for (const [key, d] of Object.entries(c.flags)) {
+      const label = d.value === undefined ? c.flagOf(key) : `${c.flagOf(key)} ${d.value}`;
+      const line = lines.find((l) => l.trimStart().startsWith(label));
+      assert(line, `${c.name}: the help lacks ${label}`);
+      // Its help text follows, on the same line or the next one.
+      const at = lines.indexOf(line);
+      const text = `${line} ${lines[at + 1]}`.replace(/\s+/g, " ");
+      const firstWords = d.help.split(/\s+/).slice(0, 2).join(" ");
+      assert(text.includes(firstWords), `${c.name}: ${label} lacks its help: ${text}`);
+      if ("default" in d && d.default !== undefined) {
+        assert(help.includes("default "), `${c.name}: ${label} shows its default`);
+      }
+    }
+    assert(lines.some((l) => l.trimStart().startsWith("-h, --help")));
+    const examples = help.slice(help.indexOf("\nExamples:\n"));
+    const commands = examples.split("\n").filter((l) => l.startsWith(`  deno task ${c.name}`));
+    assert(commands.length >= 2 && commands.length <= 4, `${c.name}: ${commands.length} examples`);
+    assertEquals(commands.length, c.examples.length);
+  });
+
+  Deno.test(`${c.name}: every example is a command line it accepts`, () => {
+    for (const ex of c.examples) {
+      const [deno, task, name, ...argv] = shellWords(ex.command);
+      assertEquals([deno, task, name], ["deno", "task", c.name], ex.command);
+      const a = c.parse(argv);
+      assert(a !== "help", ex.command);
+    }
+  });
+
+  Deno.test(`${c.name}: an unknown flag and bad values are one-line errors naming the flag`, () => {
+    assertEquals(c.parse(["--help"]), "help");
+    assertEquals(c.parse(["-h"]), "help");
+    assertUsageError(() => c.parse([...minimal(c), "--no-such-flag"]), c, "--no-such-flag");
+    let rejected = 0;
+    for (const [key, d] of Object.entries(c.flags)) {
+      const flag = c.flagOf(key);
+      if (d.value === undefined) {
+        assertUsageError(() => c.parse([...minimal(c), `${flag}=yes`]), c, flag);
+        continue;
+      }
+      assertUsageError(() => c.parse([...minimal(c), flag]), c, flag);
+      if (d.schema.safeParse("§bad§").success) continue; // any text is a valid value
+      assertUsageError(() => c.parse([...minimal(c), flag, "§bad§"]), c, flag);
+      rejected++;
+    }
+    assert(rejected > 0, `${c.name}: no flag rejects a bad value`);
+  });
+}
+
+Deno.test("flag tables: kebab-case names, switches, defaults, renamed and repeated flags", () => {
+  const c = defineCommand({
+    name: "demo",
+    summary: "A demonstration.",
+    flags: {
+      maxNewTokens: { value: "N", help: "a budget", schema: wholeNumber(1), default: 64 },
+      warmupSteps: { flag: "warmup", value: "N", help: "warmup", schema: wholeNumber(0) },
+      mode: { value: "M", help: "a mode", schema: oneOf(["a", "b"]), defaultText: "the data's" },
+      input: { value: "FILE", help: "a file", schema: z.string(), multiple: true },
+      out: { value: "DIR", help: "where", schema: z.string(), required: true },
+      quiet: { help: "say less" },
+    },
+    examples: [
+      { what: "one", command: "deno task demo --out o" },
+      { what: "two", command: "deno task demo --out o --warmup 3 --quiet" },
+    ],
+  });
+  const a = c.parse(["--out", "o", "--warmup", "3", "--input", "x", "--input", "y"]);
+  assert(a !== "help");
+  assertEquals(a, {
+    maxNewTokens: 64,
+    warmupSteps: 3,
+    input: ["x", "y"],
+    out: "o",
+    quiet: false,
+  });
+  assertUsageError(() => c.parse([]), c, "--out DIR is required");
+  assertUsageError(() => c.parse(["--out", "o", "--max-new-tokens", "0"]), c, "--max-new-tokens");
+  assertUsageError(() => c.parse(["--out", "o", "--mode", "c"]), c, "--mode must be one of a|b");
+  assertUsageError(() => c.parse(["--warmup-steps", "1"]), c, "did you mean --warmup?");
+  assertUsageError(() => c.parse(["--out", "o", "stray"]), c, '"stray"');
+  const help = c.help();
+  for (
+    const s of [
+      "deno task demo --out DIR [options]",
+      "--max-new-tokens N",
+      "(default 64)",
+      "--warmup N",
+      "(one of a|b; default: the data's)",
+      "(repeatable)",
+      "(required)",
+      "--quiet",
+      "# two\n  deno task demo --out o --warmup 3 --quiet",
+    ]
+  ) assert(help.includes(s), `"${s}" not in:\n${help}`);
+});
+
+Deno.test("train passes on only the settings given: the library resolves K, c and lr", () => {
+  const given = parseTrainArgs(["--warmup", "5", "--mode", "cot", "--quiet", "--data", "d"]);
+  assert(given !== "help");
+  assertEquals(trainSettings(given), { warmupSteps: 5, mode: "cot" });
+  const none = parseTrainArgs([]);
+  assert(none !== "help");
+  assertEquals(trainSettings(none), {});
+});
+
+Deno.test("a missing Deno permission is named, with the task that grants it", () => {
+  const ffi = new Deno.errors.NotCapable(
+    'Requires ffi access to "build/x.so", run again with the --allow-ffi flag',
+  );
+  assertEquals(
+    permissionMessage(ffi, "train"),
+    "this command needs --allow-ffi (Deno's permission to load native code: the engine, " +
+      "onnxruntime); run it through deno task train, which grants it",
+  );
+  // Found through an error's causes; a task that does not grant it is not offered.
+  const wrapped = new Error("cannot export", { cause: ffi });
+  assertEquals(
+    permissionMessage(wrapped, "export"),
+    "this command needs --allow-ffi (Deno's permission to load native code: the engine, " +
+      "onnxruntime); run it with --allow-ffi",
+  );
+  // The operating system's refusal is another matter.
+  assertEquals(
+    permissionMessage(new Deno.errors.PermissionDenied("os error 13"), "train"),
+    undefined,
+  );
+  assertEquals(permissionMessage(new Error("no config.json"), "train"), undefined);
+});
+
+Deno.test("commands: --help needs no permission; a missing one is one line, exit 1", async () => {
+  for (const [module, c] of COMMANDS) {
+    const r = await runDeno(["run", module, "--help"]);
+    assertEquals(r.code, 0, `${c.name}: ${r.stderr}`);
+    assert(r.stdout.includes("\nExamples:\n"), r.stdout);
+  }
+  const r = await runDeno(["run", "cli/export.ts", "--checkpoint", "nowhere", "--out", "x"]);
+  assertEquals(r.code, 1, r.stderr);
+  assertEquals(
+    r.stderr.trim(),
+    "error: this command needs --allow-read (Deno's permission to read files); run it through " +
+      "deno task export, which grants it",
+  );
+  const usage = await runDeno(["run", "cli/train.ts", "--epochs", "many"]);
+  assertEquals(usage.code, 2, usage.stderr);
+  assertEquals(
+    usage.stderr.trim(),
+    "error: --epochs must be a whole number; see deno task train --help",
+  );
+});
