@@ -6,11 +6,12 @@
  *   npx deno run --allow-read tools/doc_paths.ts [--all]
  *
  * A markdown link resolves against its file's folder; any other path against the repository
- * root, or, in a script's comment, against the script's folder when it starts with ./ or ../. A bare file name with a
- * source extension (`step.ts`) must name some file of the repository. Paths that runs write
- * (out/, runs/, build/, a temporary folder), placeholders (NAME, <split>, $OUT) and paths
- * outside the repository (../shared/...) are skipped. Exit status 1 when a path is missing;
- * --all also prints the paths that exist.
+ * root, or, in a script's comment, against the script's folder when it starts with ./ or ../.
+ * A bare file name with a source extension (`step.ts`) must name some file of the repository,
+ * and so must a path such as `cuda/common.cuh` that starts below the root. Paths that runs
+ * write (out/, runs/, build/, bench/results/, a temporary folder), placeholders (NAME,
+ * <split>, $OUT), package specifiers and paths outside the repository (../shared/...) are
+ * skipped. Exit status 1 when a path is missing; --all also prints the paths that exist.
  *
  * @module
  */
@@ -78,7 +79,7 @@ function mentions(file: string): Mention[] {
     ) {
       const p = m[0].replace(/[.,;:]+$/, "");
       const before = span[m.index! - 1] ?? "";
-      if (/[\w$<>{@:\/-]/.test(before)) continue; // part of a longer token, a URL or a specifier
+      if (/[\w$<>{@:*\/-]/.test(before)) continue; // part of a longer token, a URL or a specifier
       out.push({ file, path: p, link: false });
     }
   }
@@ -92,7 +93,7 @@ function skipped(p: string): string | null {
   }
   if (/NAME|RUN|DIR|<|\$|\*|\.\.\.|\{/.test(p)) return "a placeholder";
   if (p.startsWith("../shared") || p.startsWith("../../shared")) return "outside the repository";
-  if (/^(npm|jsr|node):/.test(p)) return "a package specifier";
+  if (/^(npm|jsr|node):/.test(p) || p.startsWith("lotus-deno/")) return "a package specifier";
   return null;
 }
 
