@@ -3,9 +3,10 @@
  * others were not, the variants made and the time, with the test questions excluded as near
  * copies (decontamination).
  *
- *   deno run --allow-read --allow-env bench/augment_bench.ts [variants] [data dir]
+ *   npx deno run --allow-read --allow-env bench/augment_bench.ts [variants] [data dir]
  *
- * The data dir defaults to ../shared/data/gsm8k (from the repository root).
+ * The data dir holds GSM8K's train.jsonl and test.jsonl; it defaults to ../shared/data/gsm8k,
+ * a folder beside the clone.
  *
  * @module
  */

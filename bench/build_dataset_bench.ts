@@ -1,16 +1,17 @@
 /**
  * Build benchmarks (figures go to docs/pipeline.md).
  *
- *   deno run -A bench/build_dataset_bench.ts gsm8k
+ *   npx deno run -A bench/build_dataset_bench.ts gsm8k
  *     GSM8K train + test (8,792 records) in both CoT forms with GPT-2, through the CLI
  *     (one process per split and form, as a user runs it) and in one process through
  *     buildDataset.
  *
- *   deno run -A bench/build_dataset_bench.ts big [copies]
+ *   npx deno run -A bench/build_dataset_bench.ts big [copies]
  *     GSM8K train repeated `copies` times (default 54: 403,542 records) into a file under
  *     /tmp, built through the CLI under /usr/bin/time -v: wall time and peak RSS.
  *
- * Reads ../shared/data/gsm8k; writes only under the system temp directory.
+ * Reads GSM8K's train.jsonl and test.jsonl from ../shared/data/gsm8k, a folder beside the
+ * clone; writes only under the system temp directory.
  *
  * @module
  */

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The LOTUS-versus-CoT experiment of docs/results.md, every row, from nothing:
-#   synthetic problems -> one dataset -> six models at the same backbone and budget ->
+# The LOTUS-versus-CoT experiment of docs/results.md (its main table and R sweep), from nothing:
+#   synthetic problems -> one dataset -> eight models at the same backbone and budget ->
 #   evaluation on the held-out synthetic test split (and GSM8K test when it is present) ->
 #   the results table.
 #
 #   bash bench/experiment.sh [OUT]            (default out/experiment; about an hour on 2 idle cores)
 #
-# Environment: THREADS (default 2); GSM8K, a GSM8K test.jsonl (default ../shared/data/gsm8k/,
-# skipped when absent); TRAIN_N and EPOCHS (default 6400 and 8: 1,600 steps of 32), which a
-# quick smoke run lowers; SYNTH_SCRIPT, another copy of bench/synth_data.ts.
+# Environment: THREADS (default 2); GSM8K, GSM8K's test.jsonl (default
+# ../shared/data/gsm8k/test.jsonl, a folder beside the clone; skipped when absent); TRAIN_N and
+# EPOCHS (default 6400 and 8: 1,600 steps of 32), which a quick smoke run lowers;
+# SYNTH_SCRIPT, another copy of bench/synth_data.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1

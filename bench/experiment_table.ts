@@ -4,7 +4,7 @@
  * Also draws every run's validation accuracy and loss into one picture each.
  *
  * ```sh
- * deno run --allow-read --allow-write bench/experiment_table.ts out/experiment
+ * npx deno run --allow-read --allow-write bench/experiment_table.ts out/experiment
  * ```
  *
  * @module

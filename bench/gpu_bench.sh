@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one command (docs/gpu-bench.md). On the GPU machine, from the project
-# root, after ../shared/tools/device-pack has written .device/ here:
+# The GPU benchmark in one command (docs/gpu-bench.md). On a machine with an NVIDIA GPU, from
+# the project root:
 #
-#   bash .device/run.sh bash bench/gpu_bench.sh
+#   npx deno task bench:gpu [--skip-check] ...     (or: bash bench/gpu_bench.sh ...)
 #
 # It runs the correctness checks first (check/gpu_check.ts; a failure stops it), then
 # training, batch-1 inference and evaluation throughput, and prints a table last. Results go
-# to $OUT (on the GPU machine) or bench/results/gpu_bench/. Anywhere else: `deno task
-# bench:gpu`, a dry run on the CPU engine at a small shape. Arguments go to
-# bench/gpu_bench.ts. GPU_BENCH_TIMEOUT (seconds, default 560) bounds the whole run.
+# to --out, else $OUT when set, else bench/results/gpu_bench/. Without a GPU it is a dry run
+# on the CPU engine at a small shape. Arguments go to bench/gpu_bench.ts. GPU_BENCH_TIMEOUT
+# (seconds, default 560) bounds the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source check/_native_deno.sh gpu_bench

@@ -1,15 +1,15 @@
 /**
- * The GPU benchmark (issue 8's targets), in one run. On the GPU machine the one command is
- * `bash .device/run.sh bash bench/gpu_bench.sh` (docs/gpu-bench.md); anywhere else
- * `deno task bench:gpu`, which without a GPU is a dry run on the CPU engine at a small shape.
+ * The GPU benchmark (docs/gpu-bench.md: its targets and how to run it), in one run. The one
+ * command is `npx deno task bench:gpu` (bash bench/gpu_bench.sh, which adds a time limit);
+ * without a GPU it is a dry run on the CPU engine at a small shape.
  *
- *   deno run --allow-all bench/gpu_bench.ts [--backend auto|cuda|cpu] [--precision bf16]
+ *   npx deno run --allow-all bench/gpu_bench.ts [--backend auto|cuda|cpu] [--precision bf16]
  *       [--preset gpt2] [--batch 64] [--steps 10] [--question 60] [--answer 8] [--k 6]
  *       [--c 13] [--runs 20] [--eval-questions 1319] [--eval-batch 64] [--skip-check]
  *       [--skip-torch] [--python python3] [--out DIR]
  *
  * In order:
- *  1. The correctness checks of the CUDA issue (check/gpu_check.ts); a failure stops here.
+ *  1. The correctness checks of the CUDA engine (check/gpu_check.ts); a failure stops here.
  *  2. Training at the reference's shape (GPT-2 small, c = 13, K = R = 6, a 60-token question,
  *     an 8-token answer, batch 64, random tokens): examples/s, token positions/s, MFU and peak
  *     device memory of this project's engine, then check/torch_reference.py eager and with
@@ -23,8 +23,8 @@
  * table.txt and rows.jsonl (each row as it is measured) to --out (default $OUT when set, else
  * bench/results/gpu_bench), and on a GPU a copy of the JSON to bench/results/gpu_bench.json.
  *
- * Weights are random (seeded): speed does not depend on them, and the GPU machine holds no
- * trained GPT-2. So that every run does the same work, EOS is ignored: LOTUS decodes exactly
+ * Weights are random (seeded): speed does not depend on them, and no trained GPT-2 is
+ * needed. So that every run does the same work, EOS is ignored: LOTUS decodes exactly
  * `--answer` tokens and CoT exactly 30 or 90. Question ids are random, with lengths drawn
  * from 40..80 for the evaluation (mean 60) and exactly `--question` elsewhere.
  *

@@ -5,7 +5,7 @@
  * nothing. The CUDA engine's own scratch (cuBLAS workspace, bf16 operand copies) is not
  * included.
  *
- *   deno run -A bench/memory_plan.ts [--preset gpt2] [--vocab 50260] [--batch 64] [--question 60]
+ *   npx deno run -A bench/memory_plan.ts [--preset gpt2] [--vocab 50260] [--batch 64] [--question 60]
  *       [--answer 8] [--k 6] [--c 13] [--eval-batch 64] [--eval-question 80]
  *
  * @module

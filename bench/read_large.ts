@@ -3,7 +3,7 @@
  * the time and the process's resident memory, to check that reading streams: memory should
  * stay near that of a small file, far below the file's size.
  *
- *   deno run --allow-read --allow-write bench/read_large.ts [lines]
+ *   npx deno run --allow-read --allow-write bench/read_large.ts [lines]
  *
  * The file is made of one made-up problem with varying numbers and is deleted afterwards.
  *

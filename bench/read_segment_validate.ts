@@ -4,9 +4,10 @@
  * expression cache), as `deno task build-dataset` would see it; the later runs show the warm
  * speed.
  *
- *   deno run --allow-read bench/read_segment_validate.ts [data dir] [runs]
+ *   npx deno run --allow-read bench/read_segment_validate.ts [data dir] [runs]
  *
- * The data dir defaults to ../shared/data/gsm8k (from the repository root).
+ * The data dir holds GSM8K's train.jsonl and test.jsonl; it defaults to ../shared/data/gsm8k,
+ * a folder beside the clone.
  *
  * @module
  */

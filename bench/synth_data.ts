@@ -3,7 +3,7 @@
  * experiment (bench/experiment.sh). Every option of `generate` is a flag.
  *
  * ```sh
- * deno run --allow-read --allow-write bench/synth_data.ts --out train.jsonl --n 20000 --seed 1 \
+ * npx deno run --allow-read --allow-write bench/synth_data.ts --out train.jsonl --n 20000 --seed 1 \
  *   --min-steps 2 --max-steps 3 --families ages --max-value 100 --digits 1
  * ```
  *

@@ -3,7 +3,7 @@
  * segmented and validated (math form), streamed one at a time as the build does, and checks
  * that a second run with the same seed gives the same records (by a hash of every field).
  *
- *   deno run --allow-read --allow-env bench/synthetic_bench.ts [n] [seed] [minSteps..maxSteps]
+ *   npx deno run --allow-read --allow-env bench/synthetic_bench.ts [n] [seed] [minSteps..maxSteps]
  *
  * Prints the time of each part, records per second, the peak resident memory seen, and the
  * status counts (all should be ok).

@@ -4,7 +4,7 @@
  * peak RSS of each run and whether the two directories are identical (manifest synthetic hash
  * and every shard's sha256).
  *
- *   deno run -A bench/synthetic_build_bench.ts [n] [steps] [extra build-dataset args...]
+ *   npx deno run -A bench/synthetic_build_bench.ts [n] [steps] [extra build-dataset args...]
  *
  * n defaults to 385,000 (GSM8K-Aug's size) and steps to 1..6. Writes only under the system
  * temp directory and removes what it wrote.

@@ -2,14 +2,15 @@
  * Training throughput of a preset on the CPU engine, and the share of step time spent
  * outside native code.
  *
- *   deno run -A bench/train_bench.ts [--preset small] [--mode lotus] [--steps 10] [--batch 16]
- *                                    [--k 6] [--c 13] [--data DIR] [--threads 0] [--no-save]
+ *   npx deno run -A bench/train_bench.ts [--preset small] [--mode lotus] [--steps 10]
+ *       [--batch 16] [--k 6] [--c 13] [--data DIR] [--threads 0] [--no-save]
  *
- * The data is GSM8K train with the compact tokenizer when ../shared/data is present (so the
- * vocabulary is about 4,096, the "small" preset's intended size), else the default fixtures.
- * Every engine call is timed through a wrapper; time outside those calls (batch assembly,
- * uploads' host side, JavaScript) is "outside native code". The wrapper's own cost is
- * measured with a no-op and subtracted. Results are appended to bench/results/train.jsonl (not with --no-save).
+ * The data is GSM8K train with the compact tokenizer when ../shared/data/gsm8k (a folder beside
+ * the clone) is present, so that the vocabulary is about 4,096, the "small" preset's intended
+ * size; else the default fixtures. Every engine call is timed through a wrapper; time outside
+ * those calls (batch assembly, uploads' host side, JavaScript) is "outside native code". The
+ * wrapper's own cost is measured with a no-op and subtracted. Results are appended to
+ * bench/results/train.jsonl (not with --no-save).
  */
 import { parseArgs } from "node:util";
 import { buildDataset } from "../pipeline/build.ts";

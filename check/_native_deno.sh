@@ -1,9 +1,8 @@
 # Sourced by check/gpu_check.sh and bench/gpu_bench.sh: finds the Deno executable itself and
-# prepares the environment of a GPU run. `deno task` and node_modules/.bin/deno are not used:
-# that is a JavaScript shim that starts node_modules/deno/deno, which device-pack leaves out,
-# and the GPU machine has no node. So: $DENO if set, else the first `deno` on PATH that is a
-# native executable (.device/run.sh puts one in /tmp/devbin), else the one npm installed.
-# Sets deno_bin; $1 names the caller in messages.
+# prepares the environment of a GPU run. node_modules/.bin/deno is not used: it is a
+# JavaScript shim that needs node, and a GPU machine may have Deno without node. So: $DENO if
+# set, else the first `deno` on PATH that is a native executable, else the one npm installed
+# (node_modules/deno/deno). Sets deno_bin; $1 names the caller in messages.
 
 is_native() { [ -x "$1" ] && [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
@@ -16,7 +15,7 @@ if [ -z "$deno_bin" ]; then
 fi
 if [ -z "$deno_bin" ] || ! is_native "$deno_bin"; then
   echo "$1: no native deno executable found (PATH, node_modules/@deno, \$DENO);" \
-    "on the GPU machine run it as: bash .device/run.sh bash bench/$1.sh" >&2
+    "run npm ci, or set DENO to the path of a deno executable" >&2
   exit 2
 fi
 

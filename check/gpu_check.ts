@@ -1,10 +1,10 @@
 /**
  * The GPU check: builds the CUDA engine and compares it with the CPU engine, loaded in the
  * same process, then with the PyTorch reference (check/torch_reference.py) and Hugging Face's
- * GPT2LMHeadModel. docs/gpu-check.md says what each check does and how to run it; on the GPU
- * machine the one command is `bash .device/run.sh bash check/gpu_check.sh`.
+ * GPT2LMHeadModel. docs/gpu-check.md says what each check does and how to run it; the one
+ * command is `npx deno task test:gpu` (bash check/gpu_check.sh, which adds a time limit).
  *
- *   deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
+ *   npx deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
  *                                          [--cpu-only] [--emulate] [--skip-torch]
  *                                          [--python python3]
  *

@@ -9,11 +9,11 @@ import type { Example } from "../train/batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import type { Rng } from "../base/rng.ts";
 
-/** The measured bf16 dense peak of the H200 (../shared/docs/gpu.md). */
+/** The measured bf16 dense peak of the H200, as the reference implementation reports it. */
 export const PEAK_BF16_FLOPS = 790e12;
 
-/** The GPU benchmark's targets, derived from the reference implementation's measured figures
- * (../shared/docs/gpu.md). */
+/** The GPU benchmark's targets, derived from the reference implementation's figures on an H200
+ * (docs/gpu-bench.md, "Targets"). */
 export const TARGETS = {
   trainExamplesPerSec: 690,
   peakGiB: 18,
