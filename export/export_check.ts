@@ -1,6 +1,6 @@
 /**
  * A structural check of an export directory against what its readers expect, without
- * running them (Python `transformers` cannot be installed here):
+ * running them:
  *
  * - `GPT2Config` fields in config.json, consistent with each other (`n_embd` divisible by
  *   `n_head`, GELU "gelu_new", LayerNorm eps 1e-5, tied embeddings);

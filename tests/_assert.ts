@@ -1,6 +1,6 @@
 /**
- * Test assertions. `@std/assert` lives on JSR, which no machine of this project reaches, so
- * the tests use Node's `node:assert/strict` behind the same names.
+ * Test assertions with @std/assert's names, on Node's `node:assert/strict` (the project
+ * takes nothing from JSR; README, "Substitutes for JSR packages").
  *
  * @module
  */

@@ -1,7 +1,8 @@
 /**
  * The training loop (nanoGPT's shape): data, forward, backward, clip, step, log, evaluate,
- * checkpoint. The LOTUS-specific parts live in lotus.ts; this module owns the curriculum,
- * the learning-rate schedule, the data order, logs and checkpoints.
+ * checkpoint. The LOTUS step lives in step.ts, the curriculum, learning rate and data order
+ * in schedule.ts, the log format in run_log.ts; this module runs them, and owns faults,
+ * signals, evaluation during training and checkpoints.
  *
  * Determinism: the data order of epoch e is a shuffle seeded by seed + 100003*e (as the
  * reference does), the CPU engine is deterministic for a fixed thread count, and the state
