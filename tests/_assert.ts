@@ -48,12 +48,12 @@ export function assertThrows(
 }
 
 /** The promise rejects with an instance of `cls` whose message contains `includes`. */
-export async function assertRejects(
+export async function assertRejects<E extends Error = Error>(
   fn: () => Promise<unknown>,
   // deno-lint-ignore no-explicit-any
-  cls?: new (...args: any[]) => Error,
+  cls?: new (...args: any[]) => E,
   includes?: string,
-): Promise<Error> {
+): Promise<E> {
   try {
     await fn();
   } catch (e) {
@@ -61,7 +61,7 @@ export async function assertRejects(
     if (includes && !(e as Error).message.includes(includes)) {
       throw new Error(`expected message to include "${includes}", got "${(e as Error).message}"`);
     }
-    return e as Error;
+    return e as E;
   }
   throw new Error("expected the promise to reject");
 }

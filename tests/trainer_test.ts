@@ -4,7 +4,6 @@
  * configurations and bad safetensors files are rejected with clear errors.
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
 import {
   CheckpointError,
@@ -14,59 +13,12 @@ import {
 } from "../model/checkpoint.ts";
 import { ModelConfigSchema, presetConfig, TrainConfigSchema } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
-import { Rng } from "../base/rng.ts";
 import { getTensor, readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { parseTrainArgs } from "../cli/train.ts";
+import { tempDir } from "./_tmp.ts";
+import { fixtureData } from "./_task.ts";
 
-const tmpDirs: string[] = [];
-globalThis.addEventListener("unload", () => {
-  for (const d of tmpDirs) {
-    try {
-      Deno.removeSync(d, { recursive: true });
-    } catch { /* gone */ }
-  }
-});
-async function tmp(): Promise<string> {
-  const d = await Deno.makeTempDir({ prefix: "lotus-trainer-test-" });
-  tmpDirs.push(d);
-  return d;
-}
-
-/**
- * A small two-step task: "x has a, gets b, then doubles" with single digits. Chance accuracy
- * over the 37 possible answers is under 3%.
- */
-function fixtureTask(n: number, seed: number): string {
-  const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const who = names[rng.below(names.length)], a = rng.below(10), b = rng.below(10), s = a + b;
-    const question = `${who} has ${a} pens and gets ${b} more, then doubles them. How many pens?`;
-    const answer = `${who} has ${a}+${b}=<<${a}+${b}=${s}>>${s} pens.\n` +
-      `Doubled, that is ${s}*2=<<${s}*2=${2 * s}>>${2 * s} pens.\n#### ${2 * s}`;
-    lines.push(JSON.stringify({ question, answer }));
-  }
-  return lines.join("\n") + "\n";
-}
-
-let dataDir: string | null = null;
-async function fixtureData(): Promise<string> {
-  if (dataDir) return dataDir;
-  const d = await tmp();
-  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(600, 1));
-  await Deno.writeTextFile(`${d}/valid.jsonl`, fixtureTask(60, 2));
-  await buildDataset({
-    out: `${d}/data`,
-    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }, {
-      name: "valid",
-      inputs: [`${d}/valid.jsonl`],
-    }],
-    tokenizer: "compact",
-    k: 2,
-    c: 10,
-  });
-  dataDir = `${d}/data`;
-  return dataDir;
-}
+const tmp = tempDir;
 
 Deno.test("a tiny LOTUS model learns a two-step task on the CPU: loss falls 10x, accuracy far above chance", async () => {
   const data = await fixtureData();

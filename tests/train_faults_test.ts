@@ -1,0 +1,242 @@
+// Training under faults: a diverging run stops before it updates the weights and never saves a
+// non-finite one; SIGINT and SIGTERM stop `deno task train` within a step, with a resumable
+// checkpoint; a resume that contradicts the saved run or its dataset is refused, naming the
+// flag; a log line cut short by a kill does not block a resume; the library resolves K, c and
+// the learning rate from the dataset and the preset, and says when a run cannot leave stage 0.
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { train } from "../train/trainer.ts";
+import { NonFiniteError } from "../train/trainer.ts";
+import { curriculumNotes, TrainConfigError } from "../train/options.ts";
+import { parseTrainConfig } from "../model/config.ts";
+import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { readTrainLog } from "../train/run_log.ts";
+import { ROOT } from "./_run.ts";
+import { tempDir } from "./_tmp.ts";
+import { fixtureData } from "./_task.ts";
+
+const base = { preset: "tiny" as const, backend: "cpu" as const, quiet: true, threads: 1 };
+const short = { steps: 6, batch: 8, evalExamples: 4, epochsPerStage: 0 };
+
+function allFinite(a: Float32Array): boolean {
+  return a.every((x) => Number.isFinite(x));
+}
+
+Deno.test("faults: a huge learning rate stops the run before a non-finite update", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const err = await assertRejects(
+    () => train({ ...base, data, out, train: { ...short, steps: 40, lr: 1e6, clip: 0 } }),
+    NonFiniteError,
+  );
+  assert(/step \d+: the loss is .* and the gradient norm/.test(err.message), err.message);
+  const ck = await loadCheckpoint(out);
+  assert(allFinite(ck.params), "the saved weights are finite");
+  assertEquals(ck.state.step, err.step - 1, "the checkpoint is the last good step");
+});
+
+Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const err = await assertRejects(
+    () => train({ ...base, data, out, train: { ...short, lambda: 1e30 } }),
+    NonFiniteError,
+  );
+  assertEquals(err.step, 1);
+  assert(allFinite((await loadCheckpoint(out)).params));
+});
+
+Deno.test("faults: --on-nonfinite skip steps over bad updates, then stops after ten", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const err = await assertRejects(
+    () =>
+      train({
+        ...base,
+        data,
+        out,
+        train: { ...short, steps: 30, lambda: 1e30, onNonFinite: "skip" },
+      }),
+    NonFiniteError,
+  );
+  assertEquals(err.step, 11);
+  assert(err.message.includes("11 such steps in a row"), err.message);
+  // The skipped steps are in the log, their NaN loss written as null and read back as NaN.
+  const log = await readTrainLog(out);
+  const trainRecs = log.filter((r) => r.kind === "train");
+  assertEquals(trainRecs.length, 10);
+  assert(trainRecs.every((r) => !Number.isFinite(r.gradNorm!)), "gradient norms read as NaN");
+});
+
+Deno.test("faults: a checkpoint with a non-finite weight or moment is never written", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short });
+  const ck = await loadCheckpoint(out, { withOptimizer: true });
+  const before = await Deno.readFile(`${out}/checkpoint/model.safetensors`);
+  const bad = ck.params.slice();
+  bad[7] = NaN;
+  const err = await assertRejects(
+    () => saveCheckpoint(`${out}/checkpoint`, { ...ck, params: bad }),
+    CheckpointError,
+  );
+  assert(err.message.includes("[7] = NaN"), err.message);
+  const v = ck.moments!.v.slice();
+  v[3] = Infinity;
+  await assertRejects(
+    () => saveCheckpoint(`${out}/checkpoint`, { ...ck, moments: { m: ck.moments!.m, v } }),
+    CheckpointError,
+  );
+  assertEquals(await Deno.readFile(`${out}/checkpoint/model.safetensors`), before);
+});
+
+Deno.test("faults: a resume that contradicts the saved run names the flag", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: { ...short, lr: 2e-3 } });
+  for (
+    const [given, flag] of [
+      [{ lr: 1e-3 }, "--lr"],
+      [{ batch: 4 }, "--batch"],
+      [{ mode: "cot" }, "--mode"],
+      [{ warmupSteps: 3 }, "--warmup"],
+    ] as const
+  ) {
+    const err = await assertRejects(
+      () => train({ ...base, data, out, resume: out, train: given }),
+      TrainConfigError,
+    );
+    assertEquals(err.flag, flag);
+    assert(err.message.startsWith(flag), err.message);
+  }
+  await assertRejects(
+    () => train({ ...base, preset: "small", data, out, resume: out }),
+    TrainConfigError,
+    "--preset",
+  );
+  // --steps may change: the run goes on to the new total.
+  const r = await train({ ...base, data, out, resume: out, train: { steps: 8 } });
+  assertEquals(r.steps, 8);
+});
+
+Deno.test("faults: a resume on another dataset is refused", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short });
+  // The same files with one shard changed: another training split.
+  const other = await tempDir();
+  for await (const e of Deno.readDir(data)) {
+    await Deno.copyFile(`${data}/${e.name}`, `${other}/${e.name}`);
+  }
+  const m = JSON.parse(await Deno.readTextFile(`${other}/manifest.json`));
+  m.splits.train.shards[0].sha256 = "0".repeat(64);
+  await Deno.writeTextFile(`${other}/manifest.json`, JSON.stringify(m));
+  const err = await assertRejects(
+    () => train({ ...base, data: other, out, resume: out }),
+    TrainConfigError,
+  );
+  assertEquals(err.flag, "--data");
+  // Without --data, a resume uses the dataset the run trained on.
+  const r = await train({ ...base, out, resume: out, train: { steps: 7 } });
+  assertEquals(r.steps, 7);
+});
+
+Deno.test("faults: a log line cut short by a kill does not block a resume", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short, stopAfter: 3 });
+  await Deno.writeTextFile(`${out}/log.jsonl`, '{"kind":"train","step":4,"ep', { append: true });
+  const r = await train({ ...base, data, out, resume: out });
+  assertEquals(r.steps, 6);
+  const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
+  assertEquals(steps, [1, 2, 3, 4, 5, 6]);
+});
+
+Deno.test("defaults: K and c come from the dataset, the learning rate from the preset", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: { steps: 2, batch: 8, evalExamples: 2 } });
+  const t = (await loadCheckpoint(out)).meta.train;
+  assertEquals([t.k, t.c, t.lr], [2, 10, 3e-3]);
+  await assertRejects(
+    async () => train({ ...base, data, out: await tempDir(), train: { ...short, c: 12 } }),
+    TrainConfigError,
+    "--c 12 contradicts",
+  );
+  await assertRejects(
+    async () => train({ ...base, data, out: await tempDir(), train: { ...short, k: 5 } }),
+    TrainConfigError,
+    "--k 5 exceeds",
+  );
+});
+
+Deno.test("defaults: a run too short to leave curriculum stage 0 says so", () => {
+  const cfg = parseTrainConfig({ k: 3, c: 8 });
+  assert(curriculumNotes(cfg, 100, 50)[0].includes("never leaves curriculum stage 0"));
+  assert(curriculumNotes(cfg, 100, 250)[0].includes("stops at curriculum stage 2 of 3"));
+  assertEquals(curriculumNotes(cfg, 100, 400), []);
+  assertEquals(curriculumNotes({ ...cfg, mode: "cot" }, 100, 50), []);
+  assertEquals(curriculumNotes({ ...cfg, epochsPerStage: 0 }, 100, 50), []);
+});
+
+/** Start `deno task train`-like training in a child process; resolves once step `n` is logged. */
+async function trainChild(data: string, out: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-ffi",
+      "--allow-run",
+      `${ROOT}cli/train.ts`,
+      "--data",
+      data,
+      "--out",
+      out,
+      "--steps",
+      "100000",
+      "--batch",
+      "8",
+      "--epochs-per-stage",
+      "0",
+      "--threads",
+      "1",
+      "--quiet",
+    ],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stepsLogged = async () => {
+    try {
+      return (await Deno.readTextFile(`${out}/log.jsonl`)).split("\n").filter((l) => l).length;
+    } catch {
+      return 0;
+    }
+  };
+  const deadline = Date.now() + 60_000;
+  while ((await stepsLogged()) < 5) {
+    if (Date.now() > deadline) throw new Error("training did not start");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return child;
+}
+
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.test({
+    name: `faults: ${signal} stops training within a step, saves, and the run resumes`,
+    sanitizeResources: false,
+    async fn() {
+      const data = await fixtureData(), out = await tempDir();
+      const child = await trainChild(data, out);
+      const sent = Date.now();
+      child.kill(signal);
+      // A child that ignores the signal is killed after 20 s, and the test fails.
+      const guard = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const res = await child.output();
+      clearTimeout(guard);
+      const waited = Date.now() - sent;
+      const stdout = new TextDecoder().decode(res.stdout);
+      assertEquals(res.code, code, new TextDecoder().decode(res.stderr));
+      assert(stdout.includes(`stopped by ${signal}`), stdout);
+      // A step of this model takes milliseconds; saving takes well under a second.
+      assert(waited < 10_000, `stopped after ${waited} ms`);
+      const ck = await loadCheckpoint(out);
+      assert(ck.state.step >= 5, `checkpoint at step ${ck.state.step}`);
+      const r = await train({ ...base, out, resume: out, train: { steps: ck.state.step + 2 } });
+      assertEquals(r.steps, ck.state.step + 2);
+    },
+  });
+}
