@@ -17,7 +17,8 @@ import { saveCheckpoint } from "../model/checkpoint.ts";
 import { presetConfig, TrainConfigSchema } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { exportCheckpoint } from "../export/export.ts";
-import { type InferenceSession, openInference } from "../infer/inference.ts";
+import { openInference } from "../infer/inference.ts";
+import type { InferenceSession } from "../infer/session.ts";
 import { fitCompactTokenizer, gpt2Tokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
 
 const { values: cli } = parseArgs({

@@ -7,11 +7,8 @@
 
 import { z } from "zod";
 import { BACKENDS } from "../engine/types.ts";
-import {
-  DEFAULT_INFERENCE_BACKEND,
-  type InferenceBackend,
-  openInference,
-} from "../infer/inference.ts";
+import { openInference } from "../infer/inference.ts";
+import { DEFAULT_INFERENCE_BACKEND, type InferenceBackend } from "../infer/session.ts";
 import {
   datasetSplit,
   detectEvalFormat,

@@ -7,12 +7,12 @@
 
 import { z } from "zod";
 import { BACKENDS } from "../engine/types.ts";
+import { openInference } from "../infer/inference.ts";
 import {
   type AnswerBatch,
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
-  openInference,
-} from "../infer/inference.ts";
+} from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
 import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { InferenceSession } from "../infer/inference.ts";
+import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
 import { bestReadings, scoreReadout } from "../infer/readout.ts";
 import { classifyStep, type StepKind, validStepValue } from "./alternatives.ts";

@@ -23,15 +23,6 @@ import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { exists } from "../base/exists.ts";
 
-export type {
-  Answer,
-  AnswerBatch,
-  AnswerOptions,
-  InferenceBackend,
-  InferenceSession,
-} from "./session.ts";
-export { DEFAULT_INFERENCE_BACKEND } from "./session.ts";
-
 /** Options of {@linkcode openInference}. */
 export interface OpenInferenceOptions {
   /** Where to run (default {@linkcode DEFAULT_INFERENCE_BACKEND}). */

@@ -12,6 +12,15 @@ export interface Run {
   stderr: string;
 }
 
+/** The permissions `deno task train` (and eval, infer) grants, for scripts run like it. */
+export const TASK_PERMISSIONS: readonly string[] = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+  "--allow-run",
+];
+
 /** The project root. */
 export const ROOT = new URL("..", import.meta.url).pathname;
 

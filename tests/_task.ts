@@ -9,14 +9,21 @@ import { buildDataset } from "../pipeline/build.ts";
 import { Rng } from "../base/rng.ts";
 import { tempDir } from "./_tmp.ts";
 
-/** `n` GSM8K-format JSON lines of the task, from `seed`. */
-export function fixtureTask(n: number, seed: number): string {
+/**
+ * `n` GSM8K-format JSON lines of the task, from `seed`: "x has a pens and gets b more, then
+ * doubles them" (`then: "double"`), or "... then c more" (`then: "more"`).
+ */
+export function fixtureTask(n: number, seed: number, then: "double" | "more" = "double"): string {
   const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
   for (let i = 0; i < n; i++) {
     const who = names[rng.below(names.length)], a = rng.below(10), b = rng.below(10), s = a + b;
-    const question = `${who} has ${a} pens and gets ${b} more, then doubles them. How many pens?`;
+    const c = then === "more" ? rng.below(10) : 2;
+    const [op, last, how] = then === "more"
+      ? ["+", s + c, `${c} more`]
+      : ["*", 2 * s, "doubles them"];
+    const question = `${who} has ${a} pens and gets ${b} more, then ${how}. How many pens?`;
     const answer = `${who} has ${a}+${b}=<<${a}+${b}=${s}>>${s} pens.\n` +
-      `Doubled, that is ${s}*2=<<${s}*2=${2 * s}>>${2 * s} pens.\n#### ${2 * s}`;
+      `Then ${s}${op}${c}=<<${s}${op}${c}=${last}>>${last} pens.\n#### ${last}`;
     lines.push(JSON.stringify({ question, answer }));
   }
   return lines.join("\n") + "\n";

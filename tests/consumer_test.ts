@@ -3,7 +3,7 @@
 // type-checked and then builds a dataset, trains 20 steps and answers a question through the
 // library. Nothing is downloaded: the library's npm packages resolve from its own node_modules.
 import { assert, assertEquals } from "./_assert.ts";
-import { ROOT, runDeno } from "./_run.ts";
+import { ROOT, runDeno, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
 
 /** The consumer's deno.json, as the README gives it, for a checkout at `root`. */
@@ -31,16 +31,7 @@ Deno.test({
     const check = await runDeno(["check", "main.ts"], dir);
     assertEquals(check.code, 0, check.stderr);
 
-    const run = await runDeno([
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-run",
-      "main.ts",
-      `${dir}/out`,
-    ], dir);
+    const run = await runDeno(["run", ...TASK_PERMISSIONS, "main.ts", `${dir}/out`], dir);
     assertEquals(run.code, 0, run.stderr);
     const res = JSON.parse(run.stdout.trim().split("\n").at(-1)!);
     assertEquals(res.steps, 20);

@@ -8,29 +8,13 @@ import { parse } from "csv-parse/sync";
 import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
-import { Rng } from "../base/rng.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
-
-/** "Ann has a pens and gets b more, then buys c more": two steps, single digits. */
-function fixtureTask(n: number, seed: number): string {
-  const rng = new Rng(seed), names = ["Ann", "Bo", "Cy", "Di"], lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const who = names[rng.below(names.length)],
-      a = rng.below(10),
-      b = rng.below(10),
-      c = rng.below(10);
-    const question = `${who} has ${a} pens and gets ${b} more, then ${c} more. How many pens?`;
-    const answer = `${who} has ${a}+${b}=<<${a}+${b}=${a + b}>>${a + b} pens.\n` +
-      `Then ${a + b}+${c}=<<${a + b}+${c}=${a + b + c}>>${a + b + c} pens.\n#### ${a + b + c}`;
-    lines.push(JSON.stringify({ question, answer }));
-  }
-  return lines.join("\n") + "\n";
-}
+import { fixtureTask } from "./_task.ts";
 
 interface Setup {
   dir: string;
@@ -45,8 +29,8 @@ let setup: Setup | null = null;
 async function trained(): Promise<Setup> {
   if (setup) return setup;
   const dir = await tempDir();
-  await Deno.writeTextFile(`${dir}/train.jsonl`, fixtureTask(160, 1));
-  await Deno.writeTextFile(`${dir}/valid.jsonl`, fixtureTask(24, 2));
+  await Deno.writeTextFile(`${dir}/train.jsonl`, fixtureTask(160, 1, "more"));
+  await Deno.writeTextFile(`${dir}/valid.jsonl`, fixtureTask(24, 2, "more"));
   await buildDataset({
     out: `${dir}/data`,
     splits: [

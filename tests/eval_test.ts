@@ -17,7 +17,7 @@ import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alt
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
-import type { InferenceSession } from "../infer/inference.ts";
+import type { InferenceSession } from "../infer/session.ts";
 import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";

@@ -10,7 +10,7 @@ import { curriculumNotes, TrainConfigError } from "../train/options.ts";
 import { parseTrainConfig } from "../model/config.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT } from "./_run.ts";
+import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
 import { fixtureData } from "./_task.ts";
 
@@ -175,11 +175,7 @@ async function trainChild(data: string, out: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-run",
+      ...TASK_PERMISSIONS,
       `${ROOT}cli/train.ts`,
       "--data",
       data,
@@ -208,7 +204,10 @@ async function trainChild(data: string, out: string) {
   };
   const deadline = Date.now() + 60_000;
   while ((await stepsLogged()) < 5) {
-    if (Date.now() > deadline) throw new Error("training did not start");
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error("training did not start");
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   return child;
@@ -221,6 +220,12 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     async fn() {
       const data = await fixtureData(), out = await tempDir();
       const child = await trainChild(data, out);
+      // Whatever happens below, the child does not outlive the test.
+      globalThis.addEventListener("unload", () => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already gone */ }
+      });
       const sent = Date.now();
       child.kill(signal);
       // A child that ignores the signal is killed after 20 s, and the test fails.
