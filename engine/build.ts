@@ -188,9 +188,50 @@ function commandLine(cmd: string, args: string[]): string {
 
 const versionCache = new Map<string, string>();
 
-function compilerVersion(compiler: string, hint: string): string {
-  const cached = versionCache.get(compiler);
+/**
+ * What identifies a compiler executable without running it: its real path, size and
+ * modification time. undefined when it cannot be found or read.
+ */
+function compilerKey(compiler: string): string | undefined {
+  const path = compiler.includes("/") ? compiler : findOnPath(compiler);
+  if (!path) return undefined;
+  try {
+    const real = Deno.realPathSync(path);
+    const st = Deno.statSync(real);
+    return `${real}\0${st.size}\0${st.mtime?.getTime() ?? 0}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file in the build directory that remembers each compiler's `--version` output. */
+const COMPILERS_FILE = "compilers.json";
+
+function readCompilerCache(outDir: string): Record<string, string> {
+  try {
+    const o = JSON.parse(Deno.readTextFileSync(`${outDir}/${COMPILERS_FILE}`));
+    return o && typeof o === "object" && !Array.isArray(o) ? o : {};
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * The compiler's `--version` output, which enters the library's hash. It is remembered in
+ * the build directory under the compiler's path, size and date, so that opening an engine
+ * that is already built runs no compiler at all (`deno task train` needs --allow-run only
+ * when a build is due).
+ */
+function compilerVersion(compiler: string, hint: string, outDir: string): string {
+  const key = compilerKey(compiler);
+  const memo = key ?? compiler;
+  const cached = versionCache.get(memo);
   if (cached !== undefined) return cached;
+  const known = key === undefined ? undefined : readCompilerCache(outDir)[key];
+  if (known !== undefined) {
+    versionCache.set(memo, known);
+    return known;
+  }
   let out: Deno.CommandOutput;
   try {
     out = new Deno.Command(compiler, { args: ["--version"], stdout: "piped", stderr: "piped" })
@@ -209,7 +250,15 @@ function compilerVersion(compiler: string, hint: string): string {
     );
   }
   const version = new TextDecoder().decode(out.stdout).trim();
-  versionCache.set(compiler, version);
+  versionCache.set(memo, version);
+  if (key !== undefined && exists(outDir)) {
+    const all = { ...readCompilerCache(outDir), [key]: version };
+    const tmp = `${outDir}/${COMPILERS_FILE}.tmp-${Deno.pid}`;
+    try {
+      Deno.writeTextFileSync(tmp, JSON.stringify(all, null, 2) + "\n");
+      Deno.renameSync(tmp, `${outDir}/${COMPILERS_FILE}`);
+    } catch { /* a read-only build directory: ask the compiler again next time */ }
+  }
   return version;
 }
 
@@ -312,7 +361,7 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
       ...(opts.extraFlags ?? []),
     ];
   }
-  const version = compilerVersion(compiler, hint);
+  const version = compilerVersion(compiler, hint, outDir);
 
   const hashedFiles = [source, header, checks];
   if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));

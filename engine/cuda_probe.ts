@@ -43,8 +43,39 @@ let cached: CudaProbe | null = null;
 function errorName(d: Driver, code: number): string {
   const out = new BigUint64Array(1);
   if (d.symbols.cuGetErrorName(code, out) !== 0 || out[0] === 0n) return `CUresult ${code}`;
-  const p = Deno.UnsafePointer.create(out[0]);
-  return p ? Deno.UnsafePointerView.getCString(p) : `CUresult ${code}`;
+  try {
+    const p = Deno.UnsafePointer.create(out[0]);
+    return p ? `${Deno.UnsafePointerView.getCString(p)} (${code})` : `CUresult ${code}`;
+  } catch {
+    return `CUresult ${code}`; // reading C strings needs --allow-ffi without a path
+  }
+}
+
+/**
+ * Where the driver library usually is, for a process whose --allow-ffi names paths (the
+ * deno.json tasks grant these): the loader's name first, then the distributions' paths.
+ */
+const LIBCUDA_PATHS: readonly string[] = [
+  "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+  "/usr/lib64/libcuda.so.1",
+  "/usr/lib/wsl/lib/libcuda.so.1",
+];
+
+function openDriver(): Driver {
+  try {
+    return Deno.dlopen("libcuda.so.1", DRIVER_SYMBOLS);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable)) throw e;
+    for (const path of LIBCUDA_PATHS) {
+      try {
+        return Deno.dlopen(path, DRIVER_SYMBOLS);
+      } catch { /* not there, or not granted */ }
+    }
+    throw new Error(
+      "Deno may not load the NVIDIA driver library: grant --allow-ffi for libcuda.so.1 " +
+        `(the tasks grant ${LIBCUDA_PATHS.join(", ")})`,
+    );
+  }
 }
 
 /**
@@ -56,7 +87,7 @@ export function probeCuda(): CudaProbe {
   if (cached) return cached;
   const no = (reason: string): CudaProbe => (cached = { available: false, devices: 0, reason });
   try {
-    driver ??= Deno.dlopen("libcuda.so.1", DRIVER_SYMBOLS);
+    driver ??= openDriver();
   } catch (e) {
     const msg = (e as Error).message.replaceAll("Could not open library: ", "");
     return no(`no NVIDIA driver on this machine (${msg})`);

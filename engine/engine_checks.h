@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <cstring>
 
 namespace le {
 namespace {
@@ -44,6 +45,17 @@ __attribute__((format(printf, 1, 2))) inline int fail(const char* fmt, ...) {
   vsnprintf(g_err, sizeof g_err, fmt, ap);
   va_end(ap);
   return 1;
+}
+
+// le_last_error's body, shared by both engines.
+inline uint64_t copy_last_error(char* buf, uint64_t cap) {
+  const size_t len = strlen(g_err);
+  if (buf != nullptr && cap > 0) {
+    const size_t n = len < cap - 1 ? len : (size_t)(cap - 1);
+    memcpy(buf, g_err, n);
+    buf[n] = '\0';
+  }
+  return len;
 }
 
 #define TRY(expr)       \

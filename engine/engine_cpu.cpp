@@ -419,8 +419,8 @@ extern "C" {
 // ---- lifecycle and memory -----------------------------------------------------------------
 
 int le_abi_version(void) { return LE_ABI_VERSION; }
-const char* le_backend(void) { return "cpu"; }
-const char* le_last_error(void) { return g_err; }
+int le_backend(void) { return 0; }
+uint64_t le_last_error(char* buf, uint64_t cap) { return copy_last_error(buf, cap); }
 
 int le_init(int device) {
   (void)device;

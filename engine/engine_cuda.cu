@@ -167,8 +167,8 @@ int init(int device) {
 // ---- lifecycle ----------------------------------------------------------------------------
 
 LE_API int le_abi_version(void) { return LE_ABI_VERSION; }
-LE_API const char* le_backend(void) { return "cuda"; }
-LE_API const char* le_last_error(void) { return le::g_err; }
+LE_API int le_backend(void) { return 1; }
+LE_API uint64_t le_last_error(char* buf, uint64_t cap) { return le::copy_last_error(buf, cap); }
 
 // Idempotent: Engine.close() leaves the library loaded (-z nodelete), so a later openEngine
 // calls le_init again on the same state.

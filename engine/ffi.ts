@@ -28,11 +28,15 @@ import { buildEngine } from "./build.ts";
 import type { BackendName } from "./types.ts";
 import { probeCuda } from "./cuda_probe.ts";
 
-/** Engine memory (host memory for the CPU engine, device memory for CUDA); null = NULL. */
-export type Ptr = Deno.PointerValue;
+/**
+ * An address in engine memory (host memory for the CPU engine, device memory for CUDA), as
+ * an integer; null is NULL. Addresses are plain numbers rather than Deno pointer objects, so
+ * that arithmetic on them needs no FFI permission beyond loading the engine's own library.
+ */
+export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 1;
+export const LE_ABI_VERSION = 2;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -72,11 +76,11 @@ export interface EngineOptions {
   quiet?: boolean;
 }
 
-const P = "pointer";
+const P = "usize";
 const SYMBOLS = {
   le_abi_version: { parameters: [], result: "i32" },
-  le_backend: { parameters: [], result: P },
-  le_last_error: { parameters: [], result: P },
+  le_backend: { parameters: [], result: "i32" },
+  le_last_error: { parameters: ["buffer", "u64"], result: "u64" },
   le_init: { parameters: ["i32"], result: "i32" },
   le_set_num_threads: { parameters: ["i32"], result: "i32" },
   le_set_precision: { parameters: ["i32"], result: "i32" },
@@ -130,8 +134,20 @@ type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 // call (measured in bench/engine_ops_bench.ts). BigInt() of a small integer costs ~4 ns.
 const I = BigInt;
 
-function cString(p: Ptr): string {
-  return p === null ? "" : Deno.UnsafePointerView.getCString(p);
+/** An address as the C functions take it: NULL is 0. */
+function addr(p: Ptr): bigint {
+  return p ?? 0n;
+}
+
+/** The engine's last error message (le_last_error copies it into a buffer we own). */
+function lastError(s: Symbols): string {
+  let buf = new Uint8Array(512);
+  const len = Number(s.le_last_error(buf, I(buf.length)));
+  if (len >= buf.length) {
+    buf = new Uint8Array(len + 1);
+    s.le_last_error(buf, I(buf.length));
+  }
+  return new TextDecoder().decode(buf.subarray(0, Math.min(len, buf.length - 1)));
 }
 
 /** Stand-ins installed by close(): a call on a closed engine throws instead of jumping into
@@ -176,15 +192,15 @@ export class Engine {
     this.#lib = lib;
     this.#s = lib.symbols;
     this.libPath = libPath;
-    const b = cString(lib.symbols.le_backend());
-    if (b !== "cpu" && b !== "cuda") {
-      throw new EngineError("le_backend", `le_backend: unknown backend "${b}" in ${libPath}`);
+    const b = lib.symbols.le_backend();
+    if (b !== 0 && b !== 1) {
+      throw new EngineError("le_backend", `le_backend: unknown backend ${b} in ${libPath}`);
     }
-    this.backend = b;
+    this.backend = b === 0 ? "cpu" : "cuda";
   }
 
   #fail(op: string): never {
-    throw new EngineError(op, cString(this.#s.le_last_error()));
+    throw new EngineError(op, lastError(this.#s));
   }
 
   /** Unloads the library. Free engine memory first: it cannot be freed afterwards. Later
@@ -208,14 +224,14 @@ export class Engine {
 
   /** Zero-filled engine memory of `bytes` bytes. Throws EngineError when it cannot. */
   alloc(bytes: number): Ptr {
-    const p = this.#s.le_alloc(I(bytes));
-    if (p === null) this.#fail("le_alloc");
+    const p = BigInt(this.#s.le_alloc(I(bytes)));
+    if (p === 0n) this.#fail("le_alloc");
     return p;
   }
 
   /** Frees memory from alloc (null: no-op). */
   free(p: Ptr): void {
-    if (this.#s.le_free(p) !== 0) this.#fail("le_free");
+    if (this.#s.le_free(addr(p)) !== 0) this.#fail("le_free");
   }
 
   /** Bytes currently allocated through alloc. */
@@ -226,22 +242,22 @@ export class Engine {
   /** Copies src.byteLength bytes from host memory to engine memory at dst. Any view works,
    * including a subarray with a non-zero byteOffset (FFI "buffer" arguments honour it). */
   upload(dst: Ptr, src: ArrayBufferView): void {
-    if (this.#s.le_upload(dst, src, I(src.byteLength)) !== 0) this.#fail("le_upload");
+    if (this.#s.le_upload(addr(dst), src, I(src.byteLength)) !== 0) this.#fail("le_upload");
   }
 
   /** Copies dst.byteLength bytes from engine memory at src into dst. */
   download(dst: ArrayBufferView, src: Ptr): void {
-    if (this.#s.le_download(dst, src, I(dst.byteLength)) !== 0) this.#fail("le_download");
+    if (this.#s.le_download(dst, addr(src), I(dst.byteLength)) !== 0) this.#fail("le_download");
   }
 
   /** Zeroes `bytes` bytes of engine memory. */
   zero(dst: Ptr, bytes: number): void {
-    if (this.#s.le_zero(dst, I(bytes)) !== 0) this.#fail("le_zero");
+    if (this.#s.le_zero(addr(dst), I(bytes)) !== 0) this.#fail("le_zero");
   }
 
   /** Copies `bytes` bytes between engine buffers (they may overlap). */
   copy(dst: Ptr, src: Ptr, bytes: number): void {
-    if (this.#s.le_copy(dst, src, I(bytes)) !== 0) this.#fail("le_copy");
+    if (this.#s.le_copy(addr(dst), addr(src), I(bytes)) !== 0) this.#fail("le_copy");
   }
 
   /** Waits for queued work (CUDA); a no-op on the CPU. */
@@ -254,8 +270,8 @@ export class Engine {
    * for any address, including device addresses that TypeScript never dereferences.
    */
   offset(p: Ptr, bytes: number): Ptr {
-    if (p === null) return bytes === 0 ? null : Deno.UnsafePointer.create(BigInt(bytes));
-    return Deno.UnsafePointer.offset(p, bytes);
+    const q = (p ?? 0n) + BigInt(bytes);
+    return q === 0n ? null : q;
   }
 
   /** Strided copy of fp32 rows (le_copy_rows); strides in elements. */
@@ -273,8 +289,8 @@ export class Engine {
   ): void {
     if (
       this.#s.le_copy_rows(
-        dst,
-        src,
+        addr(dst),
+        addr(src),
         nb,
         rows,
         cols,
@@ -289,22 +305,26 @@ export class Engine {
 
   /** out = a + b over n floats (out may alias a or b). */
   add(out: Ptr, a: Ptr, b: Ptr, n: number): void {
-    if (this.#s.le_add(out, a, b, I(n)) !== 0) this.#fail("le_add");
+    if (this.#s.le_add(addr(out), addr(a), addr(b), I(n)) !== 0) this.#fail("le_add");
   }
 
   /** x *= s over n floats. */
   scale(x: Ptr, s: number, n: number): void {
-    if (this.#s.le_scale(x, s, I(n)) !== 0) this.#fail("le_scale");
+    if (this.#s.le_scale(addr(x), s, I(n)) !== 0) this.#fail("le_scale");
   }
 
   /** out[N,C] = wte[ids] + wpe[pos] (ids < 0: no token row; wpe null: no position row). */
   embedFwd(out: Ptr, ids: Ptr, pos: Ptr, wte: Ptr, wpe: Ptr, N: number, C: number): void {
-    if (this.#s.le_embed_fwd(out, ids, pos, wte, wpe, N, C) !== 0) this.#fail("le_embed_fwd");
+    if (this.#s.le_embed_fwd(addr(out), addr(ids), addr(pos), addr(wte), addr(wpe), N, C) !== 0) {
+      this.#fail("le_embed_fwd");
+    }
   }
 
   /** dwte[ids] += dout, dwpe[pos] += dout (either gradient nullable). */
   embedBwd(dwte: Ptr, dwpe: Ptr, dout: Ptr, ids: Ptr, pos: Ptr, N: number, C: number): void {
-    if (this.#s.le_embed_bwd(dwte, dwpe, dout, ids, pos, N, C) !== 0) {
+    if (
+      this.#s.le_embed_bwd(addr(dwte), addr(dwpe), addr(dout), addr(ids), addr(pos), N, C) !== 0
+    ) {
       this.#fail("le_embed_bwd");
     }
   }
@@ -320,7 +340,18 @@ export class Engine {
     N: number,
     C: number,
   ): void {
-    if (this.#s.le_layernorm_fwd(out, mean, rstd, inp, w, b, N, C) !== 0) {
+    if (
+      this.#s.le_layernorm_fwd(
+        addr(out),
+        addr(mean),
+        addr(rstd),
+        addr(inp),
+        addr(w),
+        addr(b),
+        N,
+        C,
+      ) !== 0
+    ) {
       this.#fail("le_layernorm_fwd");
     }
   }
@@ -338,7 +369,20 @@ export class Engine {
     N: number,
     C: number,
   ): void {
-    if (this.#s.le_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C) !== 0) {
+    if (
+      this.#s.le_layernorm_bwd(
+        addr(dinp),
+        addr(dw),
+        addr(db),
+        addr(dout),
+        addr(inp),
+        addr(w),
+        addr(mean),
+        addr(rstd),
+        N,
+        C,
+      ) !== 0
+    ) {
       this.#fail("le_layernorm_bwd");
     }
   }
@@ -356,14 +400,27 @@ export class Engine {
     N: number,
     C: number,
   ): void {
-    if (this.#s.le_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C) !== 0) {
+    if (
+      this.#s.le_residual_layernorm_fwd(
+        addr(resid),
+        addr(out),
+        addr(mean),
+        addr(rstd),
+        addr(a),
+        addr(b),
+        addr(w),
+        addr(bias),
+        N,
+        C,
+      ) !== 0
+    ) {
       this.#fail("le_residual_layernorm_fwd");
     }
   }
 
   /** out[N,Cout] = inp[N,Cin] W[Cout,Cin]^T + bias (bias nullable). */
   matmulFwd(out: Ptr, inp: Ptr, w: Ptr, bias: Ptr, N: number, Cin: number, Cout: number): void {
-    if (this.#s.le_matmul_fwd(out, inp, w, bias, N, Cin, Cout) !== 0) {
+    if (this.#s.le_matmul_fwd(addr(out), addr(inp), addr(w), addr(bias), N, Cin, Cout) !== 0) {
       this.#fail("le_matmul_fwd");
     }
   }
@@ -380,19 +437,33 @@ export class Engine {
     Cin: number,
     Cout: number,
   ): void {
-    if (this.#s.le_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout) !== 0) {
+    if (
+      this.#s.le_matmul_bwd(
+        addr(dinp),
+        addr(dw),
+        addr(dbias),
+        addr(dout),
+        addr(inp),
+        addr(w),
+        N,
+        Cin,
+        Cout,
+      ) !== 0
+    ) {
       this.#fail("le_matmul_bwd");
     }
   }
 
   /** GELU (tanh approximation) over n floats. */
   geluFwd(out: Ptr, inp: Ptr, n: number): void {
-    if (this.#s.le_gelu_fwd(out, inp, I(n)) !== 0) this.#fail("le_gelu_fwd");
+    if (this.#s.le_gelu_fwd(addr(out), addr(inp), I(n)) !== 0) this.#fail("le_gelu_fwd");
   }
 
   /** dinp += gelu'(inp) dout. */
   geluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, n: number): void {
-    if (this.#s.le_gelu_bwd(dinp, inp, dout, I(n)) !== 0) this.#fail("le_gelu_bwd");
+    if (this.#s.le_gelu_bwd(addr(dinp), addr(inp), addr(dout), I(n)) !== 0) {
+      this.#fail("le_gelu_bwd");
+    }
   }
 
   /** Causal attention of Tq queries against [Tp past keys ‖ own keys]; see lotus_engine.h. */
@@ -412,11 +483,11 @@ export class Engine {
   ): void {
     if (
       this.#s.le_attention_fwd(
-        out,
-        att,
-        qkv,
-        kvPast,
-        keyValid,
+        addr(out),
+        addr(att),
+        addr(qkv),
+        addr(kvPast),
+        addr(keyValid),
         B,
         Tq,
         Tp,
@@ -447,12 +518,12 @@ export class Engine {
   ): void {
     if (
       this.#s.le_attention_bwd(
-        dqkv,
-        dkvPast,
-        dout,
-        att,
-        qkv,
-        kvPast,
+        addr(dqkv),
+        addr(dkvPast),
+        addr(dout),
+        addr(att),
+        addr(qkv),
+        addr(kvPast),
         B,
         Tq,
         Tp,
@@ -467,19 +538,19 @@ export class Engine {
   /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the
    * gradient dscale (softmax - onehot). */
   xentFwdBwd(logits: Ptr, losses: Ptr, targets: Ptr, N: number, V: number, dscale: number): void {
-    if (this.#s.le_xent_fwd_bwd(logits, losses, targets, N, V, dscale) !== 0) {
+    if (this.#s.le_xent_fwd_bwd(addr(logits), addr(losses), addr(targets), N, V, dscale) !== 0) {
       this.#fail("le_xent_fwd_bwd");
     }
   }
 
   /** out[n] = argmax of logits row n (lowest index on ties). */
   argmax(out: Ptr, logits: Ptr, N: number, V: number): void {
-    if (this.#s.le_argmax(out, logits, N, V) !== 0) this.#fail("le_argmax");
+    if (this.#s.le_argmax(addr(out), addr(logits), N, V) !== 0) this.#fail("le_argmax");
   }
 
   /** out[0] = sum g^2 (double accumulation). */
   sumsq(out: Ptr, g: Ptr, n: number): void {
-    if (this.#s.le_sumsq(out, g, I(n)) !== 0) this.#fail("le_sumsq");
+    if (this.#s.le_sumsq(addr(out), addr(g), I(n)) !== 0) this.#fail("le_sumsq");
   }
 
   /** One PyTorch-style AdamW step, with the global-norm clip when gnormSq is given and
@@ -501,10 +572,10 @@ export class Engine {
   ): void {
     if (
       this.#s.le_adamw(
-        p,
-        g,
-        m,
-        v,
+        addr(p),
+        addr(g),
+        addr(m),
+        addr(v),
         I(n),
         lr,
         beta1,
@@ -512,7 +583,7 @@ export class Engine {
         eps,
         weightDecay,
         t,
-        gnormSq,
+        addr(gnormSq),
         maxNorm,
       ) !==
         0
@@ -600,7 +671,7 @@ export function openEngine(opts: EngineOptions = {}): Engine {
       );
     }
     if (lib.symbols.le_init(opts.device ?? 0) !== 0) {
-      throw new EngineError("le_init", cString(lib.symbols.le_last_error()));
+      throw new EngineError("le_init", lastError(lib.symbols));
     }
     if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
     // Always set: the library's state outlives Engine.close(), so an earlier engine's mode

@@ -2,14 +2,17 @@
  * lotus_engine.h: the C ABI of the LOTUS training engine.
  *
  * Two libraries implement exactly these symbols:
- *   engine_cpu.cpp  (g++ -O3 -fopenmp): the slow, obvious reference; what CI runs;
+ *   engine_cpu.cpp  (g++ -O3 -fopenmp): fp32 on the CPU (a cache-blocked GEMM); the
+ *                   reference the CUDA engine is checked against, and what CI runs;
  *   engine_cuda.cu  (nvcc, cuBLAS resolved with dlopen): the fast one.
  * The TypeScript side (engine/ffi.ts) owns the parameter layout, the activation buffers
  * and the LOTUS schedule, and calls these coarse ops synchronously from one thread.
  *
  * Conventions
- *  - Every function returns 0 on success and non-zero on failure; le_last_error() then returns
- *    a message (valid until the next failing call). Nothing aborts the process.
+ *  - Every function returns 0 on success and non-zero on failure; le_last_error() then copies
+ *    a message into the caller's buffer. Nothing aborts the process.
+ *  - No function returns a pointer the caller must read through, and addresses are plain
+ *    integers to the caller: a binding needs no pointer dereference of its own.
  *  - "Engine memory" is memory from le_alloc: host memory in the CPU engine, device memory in
  *    the CUDA engine. Every tensor argument is engine memory; only le_upload/le_download touch
  *    host memory.
@@ -40,13 +43,15 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 1
+#define LE_ABI_VERSION 2
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
 int le_abi_version(void);                 /* returns LE_ABI_VERSION */
-const char* le_backend(void);             /* "cpu" or "cuda" */
-const char* le_last_error(void);          /* message of the last failure, "" if none */
+int le_backend(void);                     /* 0: the CPU engine, 1: the CUDA engine */
+/* Copies the message of the last failure ("" if none), NUL-terminated and truncated to cap - 1
+ * bytes, into buf (when cap > 0); returns the message's full length in bytes. */
+uint64_t le_last_error(char* buf, uint64_t cap);
 int le_init(int device);                  /* CPU: ignored; CUDA: device ordinal */
 int le_set_num_threads(int n);            /* CPU: OpenMP threads (n <= 0: default); CUDA: no-op */
 /* 0 = fp32, 1 = fp32 with TF32 matmuls, 2 = bf16 matmuls with fp32 storage. CPU: only 0. */

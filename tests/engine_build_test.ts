@@ -1,5 +1,6 @@
 // The engine build: hashed file names, reuse, atomic replacement, and clear errors.
 import { buildEngine, EngineBuildError, planEngineBuild } from "../engine/build.ts";
+import { LE_ABI_VERSION } from "../engine/ffi.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 
 const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/, "");
@@ -77,12 +78,40 @@ Deno.test(
       // A new file renamed into place (new inode), not the loaded one overwritten: the loaded
       // copy keeps working.
       assert(Deno.statSync(path).ino !== st1.ino, "force writes a new file and renames it");
-      assertEquals(lib.symbols.le_abi_version(), 1);
+      assertEquals(lib.symbols.le_abi_version(), LE_ABI_VERSION);
     } finally {
       lib.close();
     }
-    const names = [...Deno.readDirSync(out)].map((e) => e.name);
+    const names = [...Deno.readDirSync(out)].map((e) => e.name).filter((n) =>
+      n !== "compilers.json"
+    );
     assertEquals(names, [path.slice(out.length + 1)], "no temporary files are left behind");
+  }),
+);
+
+Deno.test(
+  "plan: the compiler's --version is remembered, so a built engine opens without running it",
+  withTempDirs((src, out) => {
+    // A compiler wrapper that counts its runs.
+    const count = `${src}/runs.txt`, wrapper = `${src}/cxx.sh`;
+    Deno.writeTextFileSync(wrapper, `#!/bin/sh\necho x >> '${count}'\nexec g++ "$@"\n`);
+    Deno.chmodSync(wrapper, 0o755);
+    const runs = () => {
+      try {
+        return Deno.readTextFileSync(count).split("\n").filter((l) => l).length;
+      } catch {
+        return 0;
+      }
+    };
+    const p1 = planEngineBuild({ sourceDir: src, outDir: out, compiler: wrapper }).outPath;
+    assertEquals(runs(), 1, "the first plan asks the compiler its version");
+    const p2 = planEngineBuild({ sourceDir: src, outDir: out, compiler: wrapper }).outPath;
+    assertEquals(p2, p1);
+    assertEquals(runs(), 1, "the second plan reads it from compilers.json");
+    // Another compiler file (another size and date) is asked again.
+    Deno.writeTextFileSync(wrapper, "\n# changed\n", { append: true });
+    planEngineBuild({ sourceDir: src, outDir: out, compiler: wrapper });
+    assertEquals(runs(), 2);
   }),
 );
 

@@ -119,21 +119,25 @@ Deno.test({
     }
     // Every op before le_init fails cleanly too.
     const raw = Deno.dlopen(lib, {
-      le_alloc: { parameters: ["u64"], result: "pointer" },
+      le_alloc: { parameters: ["u64"], result: "usize" },
       le_matmul_fwd: {
-        parameters: ["pointer", "pointer", "pointer", "pointer", "i32", "i32", "i32"],
+        parameters: ["usize", "usize", "usize", "usize", "i32", "i32", "i32"],
         result: "i32",
       },
-      le_last_error: { parameters: [], result: "pointer" },
+      le_last_error: { parameters: ["buffer", "u64"], result: "u64" },
       le_set_precision: { parameters: ["i32"], result: "i32" },
-      le_backend: { parameters: [], result: "pointer" },
+      le_backend: { parameters: [], result: "i32" },
     });
     try {
-      const msg = () => Deno.UnsafePointerView.getCString(raw.symbols.le_last_error()!);
-      assertEquals(Deno.UnsafePointerView.getCString(raw.symbols.le_backend()!), "cuda");
-      assertEquals(raw.symbols.le_alloc(16n), null);
+      const msg = () => {
+        const buf = new Uint8Array(1024);
+        const n = Number(raw.symbols.le_last_error(buf, 1024n));
+        return new TextDecoder().decode(buf.subarray(0, n));
+      };
+      assertEquals(raw.symbols.le_backend(), 1, "the CUDA engine");
+      assertEquals(Number(raw.symbols.le_alloc(16n)), 0);
       assert(msg().includes("call le_init first"), msg());
-      assertEquals(raw.symbols.le_matmul_fwd(null, null, null, null, 1, 1, 1), 1);
+      assertEquals(raw.symbols.le_matmul_fwd(0n, 0n, 0n, 0n, 1, 1, 1), 1);
       assert(msg().startsWith("le_matmul_fwd: the CUDA engine is not initialised"), msg());
       assertEquals(raw.symbols.le_set_precision(2), 0, "bf16 is a CUDA mode");
       assertEquals(raw.symbols.le_set_precision(3), 1);

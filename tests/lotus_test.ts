@@ -18,6 +18,7 @@ import { Rng } from "../base/rng.ts";
 import type { Model } from "../model/model.ts";
 import { Arena, Chunk, F32, Scratch } from "../model/stack.ts";
 import type { ModelConfig } from "../model/config.ts";
+import type { Ptr } from "../engine/ffi.ts";
 
 const K = 2, c = 2, R = 2;
 
@@ -194,7 +195,7 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
         C,
         true,
       );
-    const injectBack = (dst: Chunk, dx: Deno.PointerValue, n: number) =>
+    const injectBack = (dst: Chunk, dx: Ptr, n: number) =>
       e.copyRows(
         e.offset(dst.dh, (P + 1) * C * F32),
         e.offset(dx, (P + 1) * C * F32),
@@ -207,7 +208,7 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
         C,
         true,
       );
-    const head = (ch: Chunk, rows: number, targets: Deno.PointerValue, w: number, n: number) => {
+    const head = (ch: Chunk, rows: number, targets: Ptr, w: number, n: number) => {
       e.matmulFwd(logits, ch.h, model.wte, null, rows, C, V);
       e.xentFwdBwd(logits, losses, targets, rows, V, w / n);
       e.matmulBwd(ch.dh, model.gwte, null, logits, ch.h, model.wte, rows, C, V);

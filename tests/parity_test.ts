@@ -3,7 +3,7 @@
 // every op of the ABI is exercised, and the table says what happened.
 import { assert, assertEquals } from "./_assert.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { type Engine, openEngine } from "../engine/ffi.ts";
+import { type Engine, openEngine, type Ptr } from "../engine/ffi.ts";
 import {
   checkRow,
   compareLotusStep,
@@ -35,7 +35,7 @@ function patched(eng: Engine, over: Partial<Record<keyof Engine, unknown>>): Eng
 /** An engine whose GELU forward output is scaled by 1 + rel after the real op ran. */
 function perturbedGelu(eng: Engine, rel: number): Engine {
   return patched(eng, {
-    geluFwd: (out: Deno.PointerValue, inp: Deno.PointerValue, n: number) => {
+    geluFwd: (out: Ptr, inp: Ptr, n: number) => {
       eng.geluFwd(out, inp, n);
       eng.scale(out, 1 + rel, n);
     },
@@ -127,7 +127,7 @@ Deno.test("ops: a 1e-4 error in one op fails fp32, and a NaN fails every precisi
   assert(out.err <= TOLERANCES.tf32.op && out.err <= TOLERANCES.bf16.op);
 
   const nan = patched(eng, {
-    geluFwd: (o: Deno.PointerValue, i: Deno.PointerValue, n: number) => {
+    geluFwd: (o: Ptr, i: Ptr, n: number) => {
       eng.geluFwd(o, i, n);
       eng.upload(o, new Float32Array([NaN]));
     },
@@ -141,7 +141,7 @@ Deno.test("ops: a 1e-4 error in one op fails fp32, and a NaN fails every precisi
   // An integer output that differs by one element fails with its count.
   const argmaxCase = OP_CASES.filter((c) => c.name === "argmax");
   const off = patched(eng, {
-    argmax: (o: Deno.PointerValue, l: Deno.PointerValue, N: number, V: number) => {
+    argmax: (o: Ptr, l: Ptr, N: number, V: number) => {
       eng.argmax(o, l, N, V);
       eng.upload(o, Int32Array.of(-5));
     },
@@ -160,12 +160,12 @@ Deno.test("lotus step: identical engines agree; a wrong weight gradient is caugh
   // dW 0.1% too large in every linear layer: the loss is the same, the gradients are not.
   const wrong = patched(eng, {
     matmulBwd: (
-      dinp: Deno.PointerValue,
-      dw: Deno.PointerValue,
-      db: Deno.PointerValue,
-      dout: Deno.PointerValue,
-      inp: Deno.PointerValue,
-      w: Deno.PointerValue,
+      dinp: Ptr,
+      dw: Ptr,
+      db: Ptr,
+      dout: Ptr,
+      inp: Ptr,
+      w: Ptr,
       N: number,
       Cin: number,
       Cout: number,
@@ -209,7 +209,7 @@ Deno.test("memory cycles: a clean engine passes, one that leaks a block per cycl
   const rows = memoryCycles(open, { cycles: 4, warm: 2 });
   assert(rows[0].pass && rows[0].err === 0, `${rows[0].err}`);
   assert(rows[1].skipped, "no driver: the driver's view is skipped, not passed");
-  let leaks: Deno.PointerValue[] = [];
+  let leaks: Ptr[] = [];
   const leaky = () => {
     const eng = open();
     leaks.push(eng.alloc(4096)); // never freed by the cycle

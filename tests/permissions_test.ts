@@ -1,0 +1,66 @@
+// Least privilege: each command's task grants Deno only what it needs. FFI is scoped to the
+// engine's build directory (and onnxruntime's package for eval and infer, and the NVIDIA
+// driver's usual paths), processes to the compilers and `cat`, the environment to the
+// variables the project reads; and an engine that is already built opens without running
+// any compiler.
+import { assert, assertEquals } from "./_assert.ts";
+import { ROOT, runDeno } from "./_run.ts";
+import { tempDir } from "./_tmp.ts";
+import { fixtureData } from "./_task.ts";
+
+const TASKS = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
+  string,
+  string
+>;
+const COMMANDS = ["build-dataset", "train", "eval", "infer", "export", "build-engine"];
+
+/** The value of `--allow-<name>` in a task: null when absent, "" when unscoped. */
+function grant(task: string, name: string): string | null {
+  const m = new RegExp(`--allow-${name}(=(\\S+))?(\\s|$)`).exec(task);
+  return m === null ? null : m[2] ?? "";
+}
+
+Deno.test("permissions: no command task grants everything, or FFI, run or env unscoped", () => {
+  for (const c of COMMANDS) {
+    const t = TASKS[c];
+    assert(!/(^|\s)(-A|--allow-all)(\s|$)/.test(t), `${c}: ${t}`);
+    for (const name of ["ffi", "run", "env"]) {
+      assert(grant(t, name) !== "", `${c} grants --allow-${name} unscoped: ${t}`);
+    }
+  }
+  // Only the commands that load the engine may load native code or run a compiler.
+  for (const c of ["build-dataset", "export"]) {
+    assertEquals([grant(TASKS[c], "ffi"), grant(TASKS[c], "run")], [null, null], c);
+  }
+  assert(grant(TASKS.train, "ffi")!.split(",").includes("build"), TASKS.train);
+  assert(grant(TASKS.infer, "ffi")!.split(",").includes("node_modules"), TASKS.infer);
+});
+
+Deno.test("permissions: a built engine trains with no compiler allowed to run", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  // Build first (or find it built), as a user's first run does.
+  const built = await runDeno(["task", "build-engine", "--quiet"]);
+  assertEquals(built.code, 0, built.stderr);
+  const r = await runDeno([
+    "run",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-ffi=build",
+    "--allow-run=cat",
+    "cli/train.ts",
+    "--data",
+    data,
+    "--out",
+    out,
+    "--steps",
+    "2",
+    "--batch",
+    "4",
+    "--threads",
+    "1",
+    "--quiet",
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes("done: 2 steps"), r.stdout);
+});
