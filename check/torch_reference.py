@@ -234,6 +234,9 @@ def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="af
                           past, b["suffix_valid"])
     logits = h_suf @ wte.T
     n_ans, n_step = counts or target_counts(b)
+    if step_loss == "in-loop" and counts is None:
+        # Only the blocks some pass supervises count: block r-1 at pass r, blocks 0..R-1.
+        n_step = int(((b["step_block"] >= 0) & (b["step_block"] < R)).sum())
     ans = ce_sum(torch, logits, b["suffix_targets"]) / max(n_ans, 1)
     step = step_sum / max(n_step, 1)
     return dict(loss=ans + lam * step, ans=ans, step=step, suffix_logits=logits)

@@ -2,7 +2,7 @@
  * The LOTUS step on the CPU engine: its gradient against finite differences, and the
  * prefix-cached schedule against a naive recomputation of the full sequence on every pass.
  */
-import { assert, assertAlmostEquals } from "./_assert.ts";
+import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
 import {
   cpuEngine,
   randomExamples,
@@ -293,4 +293,26 @@ Deno.test("gradients reach the LAT embedding row and the prefix through every pa
     model.free();
   }
   cpuEngine();
+});
+
+Deno.test("in-loop step loss with R < K averages over the blocks the passes supervise", () => {
+  const cfg = tinyConfig();
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(3, cfg.vocabSize, 12, sp.eos);
+  const model = tinyModel(cfg, tinyParams(cfg, 4));
+  const shape = { K: 2, R: 1, c };
+  const runner = new LotusRunner(model, { ...capacity(exs, exs.length), ...shape }, false);
+  try {
+    const b = lotusBatch(exs, sp, shape);
+    const inBlock0 = b.stepBlock.filter((k) => k === 0).length;
+    assert(inBlock0 > 0 && inBlock0 < b.nStep, "the batch has targets in both blocks");
+    const l = runner.step(b, { ...base, stepLoss: "in-loop" }, exs);
+    // Pass 1 supervises block 0 only: its targets are the denominator, not all K blocks'.
+    assertEquals(l.nStep, inBlock0);
+    const after = runner.step(b, base, exs);
+    assertEquals(after.nStep, b.nStep);
+  } finally {
+    runner.free();
+    model.free();
+  }
 });

@@ -243,6 +243,13 @@ export class LotusRunner {
     let stepSum = 0;
     const stepW = opts.lambda;
     const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
+    // The step loss's token-mean denominator: every target after the loop; in the loop, only
+    // the targets of the blocks some pass supervises (block r-1 at pass r: blocks 0..R-1).
+    let nStep = b.nStep;
+    if (inLoopTargets) {
+      nStep = 0;
+      for (let i = 0; i < B * L; i++) if (b.stepBlock[i] >= 0 && b.stepBlock[i] < R) nStep++;
+    }
     for (let r = 0; r <= R; r++) {
       const ch = loop[r];
       e.embedFwd(ch.x[0], idsOfPass(r), lr.pos, m.wte, m.wpe, B * L, C);
@@ -268,7 +275,7 @@ export class LotusRunner {
           inLoopTargets[i] = b.stepBlock[i] === r - 1 ? b.stepTargets[i] : -100;
         }
         e.upload(lr.targets, inLoopTargets);
-        stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, b.nStep, m.wte, m.gwte);
+        stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
       }
     }
     if (!inLoopTargets && K > 0) {
@@ -332,7 +339,7 @@ export class LotusRunner {
     }
 
     const ans = b.nAns ? ansSum / b.nAns : 0;
-    const step = b.nStep ? stepSum / b.nStep : 0;
+    const step = nStep ? stepSum / nStep : 0;
     const aux = nAux ? auxSum / nAux : 0;
     return {
       loss: ans + opts.lambda * step + opts.auxWeight * aux,
@@ -340,7 +347,7 @@ export class LotusRunner {
       step,
       aux,
       nAns: b.nAns,
-      nStep: b.nStep,
+      nStep,
       nAux,
     };
   }
