@@ -134,6 +134,12 @@ const CONFIG_FLAGS = inGroup(
       schema: decimal({ min: 0 }),
       defaultText: libraryDefault("auxWeight"),
     },
+    auxReads: {
+      value: "WHERE",
+      help: "LOTUS-aux: the decoder reads every block after the loop, or block r-1 at pass r",
+      schema: oneOf(["after", "in-loop"]),
+      defaultText: libraryDefault("auxReads"),
+    },
     stepLoss: {
       value: "WHERE",
       help: "step loss on the final pass or per pass",

@@ -153,6 +153,11 @@ export interface TrainConfig {
   lambda: number;
   /** Weight of the LOTUS-aux decoder loss. */
   auxWeight: number;
+  /**
+   * Which states the LOTUS-aux decoder reads: every block after the loop ("after"), or block
+   * r-1 at pass r ("in-loop", the reference's default).
+   */
+  auxReads: "after" | "in-loop";
   /** Step loss on the final pass's logits ("after", the default) or per pass ("in-loop"). */
   stepLoss: "after" | "in-loop";
   /** Latent injection: embedding + previous state ("add"), or the state alone ("replace"). */
@@ -217,6 +222,7 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   lambda: z.number().min(0).default(0.05),
   /** Weight of the LOTUS-aux decoder loss. */
   auxWeight: z.number().min(0).default(1),
+  auxReads: z.enum(["after", "in-loop"]).default("after"),
   /** Step loss on the final pass's logits ("after", the default) or per pass ("in-loop"). */
   stepLoss: z.enum(["after", "in-loop"]).default("after"),
   /** Latent injection: embedding + previous state ("add"), or the state alone ("replace"). */

@@ -121,6 +121,36 @@ Deno.test("LOTUS-aux step gradient matches finite differences", () => {
   checkFiniteDifferences({ ...base, auxWeight: 0.7 }, tinyConfig({ auxLayers: 1 }), "aux");
 });
 
+Deno.test("LOTUS-aux reading block r-1 at pass r: gradient matches finite differences", () => {
+  checkFiniteDifferences(
+    { ...base, auxWeight: 0.7, auxReads: "in-loop" },
+    tinyConfig({ auxLayers: 1 }),
+    "aux in-loop",
+  );
+});
+
+Deno.test("LOTUS-aux in the loop decodes only the blocks a pass reaches", () => {
+  const cfg = tinyConfig({ auxLayers: 1 });
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(3, cfg.vocabSize, 13, sp.eos);
+  const model = tinyModel(cfg, tinyParams(cfg, 5));
+  const shape = { K: 2, R: 1, c };
+  const runner = new LotusRunner(model, { ...capacity(exs, exs.length), ...shape }, false);
+  try {
+    const b = lotusBatch(exs, sp, shape);
+    const opts = { ...base, auxWeight: 0.7 };
+    const inLoop = runner.step(b, { ...opts, auxReads: "in-loop" }, exs);
+    const after = runner.step(b, opts, exs);
+    // With R = 1 < K = 2 only block 0 is decoded in the loop; after the loop both are.
+    const block0 = exs.reduce((n, e) => n + (e.steps[0]?.length ?? 0), 0);
+    assertEquals(inLoop.nAux, block0);
+    assert(after.nAux > block0, `${after.nAux}`);
+  } finally {
+    runner.free();
+    model.free();
+  }
+});
+
 /**
  * The naive schedule: every pass recomputes the whole sequence [prefix ‖ loop] from scratch,
  * and the suffix recomputes [prefix ‖ pass-R loop inputs ‖ suffix]. No K/V is shared.

@@ -259,11 +259,12 @@ export function plainBatch(exs: Example[], sp: SpecialIds, withSteps: boolean): 
 }
 
 /**
- * The auxiliary decoder's batch (LOTUS-aux, after-loop): for every example b and block
- * k < K, the sequence [c latents of block k ‖ S_k], where latent row c-1+j predicts S_k[j].
- * Blocks beyond an example's step count have no targets.
+ * The auxiliary decoder's batch (LOTUS-aux): for every example b and block k < K, the
+ * sequence [c latents of block k ‖ S_k], where latent row c-1+j predicts S_k[j]. Blocks
+ * beyond an example's step count have no targets, nor have blocks k >= `supervised` (the
+ * in-loop variant with R < K, where no pass reads them).
  */
-export function auxBatch(exs: Example[], K: number, c: number): AuxBatch {
+export function auxBatch(exs: Example[], K: number, c: number, supervised = K): AuxBatch {
   const B = exs.length, n = B * K;
   let longest = 0;
   for (const e of exs) {
@@ -278,7 +279,7 @@ export function auxBatch(exs: Example[], K: number, c: number): AuxBatch {
   for (let b = 0; b < B; b++) {
     for (let k = 0; k < K; k++) {
       const st = exs[b].steps[k];
-      if (!st) continue;
+      if (!st || k >= supervised) continue;
       const row = (b * K + k) * T;
       for (let j = 0; j < st.length; j++) {
         // Inputs after the latents are the step's own tokens (teacher forcing); the last

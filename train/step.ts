@@ -45,6 +45,12 @@ export interface LotusOptions {
    * ("add"), or that state alone ("replace").
    */
   injection: "add" | "replace";
+  /**
+   * Which states the LOTUS-aux decoder reads: every block from the last pass ("after", the
+   * default), or block k from pass k + 1 ("in-loop", the reference's default: pass r's decoder
+   * reads block r-1; blocks no pass reaches when R < K are not decoded).
+   */
+  auxReads?: "after" | "in-loop";
 }
 
 /** The losses of one step (token means) and their denominators. */
@@ -301,13 +307,15 @@ export class LotusRunner {
     main.forward(suf, sc, B, S, kvPast, sr.valid);
     const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, b.nAns, m.wte, m.gwte);
 
-    // 5. LOTUS-aux: the aux decoder reads each block's latents from pass R.
+    // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
+    // block k from pass k + 1.
     let auxSum = 0, nAux = 0;
     if (this.#aux && m.aux && K > 0 && opts.auxWeight > 0) {
       if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
-      const ab = auxBatch(exs, K, b.c);
+      const inLoop = opts.auxReads === "in-loop";
+      const ab = auxBatch(exs, K, b.c, inLoop ? R : K);
       nAux = ab.nTargets;
-      auxSum = this.#auxStep(ab, b, loop[R], opts.auxWeight);
+      auxSum = this.#auxStep(ab, b, (k) => (inLoop ? loop[k + 1] : loop[R]), opts.auxWeight);
     }
 
     if (train) {
@@ -428,9 +436,15 @@ export class LotusRunner {
 
   /**
    * The aux decoder's forward, loss and (when training) backward, which adds its gradient
-   * into pass R's dh before the main backward starts. Returns the summed loss.
+   * into the dh of the pass each block is read from (`passOf`) before the main backward
+   * starts. Returns the summed loss.
    */
-  #auxStep(ab: AuxBatch, b: LotusBatch, last: Chunk, weight: number): number {
+  #auxStep(
+    ab: AuxBatch,
+    b: LotusBatch,
+    passOf: (block: number) => Chunk | undefined,
+    weight: number,
+  ): number {
     const m = this.model, e = m.eng, C = m.cfg.dModel, aux = m.aux!, ch = this.#aux!;
     const ar = this.#auxR!, sc = this.#sc;
     const { n, T } = ab, K = b.K, c = b.c, B = b.B, L = b.L;
@@ -443,9 +457,11 @@ export class LotusRunner {
     // latent rows (id -1) start at zero and receive block k's states.
     e.embedFwd(ch.x[0], ar.ids, ar.pos, m.wte, null, n * T, C);
     for (let k = 0; k < K; k++) {
+      const src = passOf(k);
+      if (!src) continue; // no pass reaches the block: zero latents, no targets
       e.copyRows(
         e.offset(ch.x[0], k * T * C * F32),
-        e.offset(last.h, (1 + k * c) * C * F32),
+        e.offset(src.h, (1 + k * c) * C * F32),
         B,
         c,
         C,
@@ -471,8 +487,10 @@ export class LotusRunner {
       const dx = aux.backward(ch, sc, null);
       e.embedBwd(m.gwte, null, dx, ar.ids, ar.pos, n * T, C);
       for (let k = 0; k < K; k++) {
+        const src = passOf(k);
+        if (!src) continue;
         e.copyRows(
-          e.offset(last.dh, (1 + k * c) * C * F32),
+          e.offset(src.dh, (1 + k * c) * C * F32),
           e.offset(dx, k * T * C * F32),
           B,
           c,

@@ -253,6 +253,7 @@ export function evaluate(
           auxWeight: 0,
           stepLoss: cfg.stepLoss,
           injection: cfg.injection,
+          auxReads: cfg.auxReads,
         }, part);
       lossSum += l.ans * l.nAns, lossN += l.nAns;
       const g = gen.generate(part.map((e) => e.q), sp, {
@@ -521,6 +522,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           auxWeight: cfg.mode === "lotus-aux" ? cfg.auxWeight : 0,
           stepLoss: cfg.stepLoss,
           injection: cfg.injection,
+          auxReads: cfg.auxReads,
         }, exs);
       const lr = lrAt(cfg, state.step, total);
       // The norm comes first: a step whose loss or gradient is not finite changes nothing.
