@@ -304,6 +304,20 @@ export const OP_CASES: OpCase[] = [
     },
   },
   {
+    name: "dropout fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const n = 10007, p = 0.1;
+        const x = b.f32(randn(rng, n)), mask = b.u8(new Uint8Array(n));
+        eng.dropoutFwd(x, mask, n, p, BigInt(seed) * 7919n + 3n);
+        const dout = b.f32(randn(rng, n)), dinp = b.f32(n);
+        eng.dropoutBwd(dinp, dout, mask, n, p);
+        return { out: b.get(x, n), dinp: b.get(dinp, n) };
+      });
+    },
+  },
+  {
     name: "add, scale",
     run(eng, seed) {
       const rng = new Rng(seed);

@@ -410,6 +410,46 @@ inline int validate_gelu_bwd(const float* dinp, const float* inp, const float* d
   return check_span(fn, "dout", dout, mul(n, 4));
 }
 
+inline int check_drop_p(const char* fn, float p) {
+  if (!(p >= 0.0f && p < 1.0f)) {
+    return fail("%s: p = %g must be in [0, 1): the probability of dropping an element", fn,
+                (double)p);
+  }
+  return 0;
+}
+
+inline int validate_dropout_fwd(const float* x, const uint8_t* mask, int64_t n, float p) {
+  const char* fn = "le_dropout_fwd";
+  REQUIRE_NONNEG(fn, "n", n);
+  TRY(check_drop_p(fn, p));
+  if (n == 0) return 0;
+  TRY(check_span(fn, "x", x, mul(n, 4)));
+  return check_span(fn, "mask", mask, (uint64_t)n);
+}
+
+inline int validate_dropout_bwd(const float* dinp, const float* dout, const uint8_t* mask,
+                                int64_t n, float p) {
+  const char* fn = "le_dropout_bwd";
+  REQUIRE_NONNEG(fn, "n", n);
+  TRY(check_drop_p(fn, p));
+  if (n == 0) return 0;
+  TRY(check_span(fn, "dinp", dinp, mul(n, 4)));
+  TRY(check_span(fn, "dout", dout, mul(n, 4)));
+  return check_span(fn, "mask", mask, (uint64_t)n);
+}
+
+// The dropout decision of element i: identical bits in both engines (host and device).
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+inline bool drop_keep(uint64_t seed, int64_t i, float p) {
+  uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
 // The shape, and the past (kv_past or dkv_past, named past_name) when Tp > 0.
 inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, int NH,
                                  int64_t past_bs, int64_t past_rs, const float* past,

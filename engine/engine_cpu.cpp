@@ -552,6 +552,30 @@ int le_scale(float* x, float s, int64_t n) {
   return 0;
 }
 
+// ---- dropout ------------------------------------------------------------------------------
+
+int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed) {
+  TRY(validate_dropout_fwd(x, mask, n, p));
+  if (n == 0) return 0;
+  const float scale = 1.0f / (1.0f - p);
+  par_for(n, n > kParMin, [&](int64_t i) {
+    const bool keep = drop_keep(seed, i, p);
+    mask[i] = keep;
+    x[i] = keep ? x[i] * scale : 0.0f;
+  });
+  return 0;
+}
+
+int le_dropout_bwd(float* dinp, const float* dout, const uint8_t* mask, int64_t n, float p) {
+  TRY(validate_dropout_bwd(dinp, dout, mask, n, p));
+  if (n == 0) return 0;
+  const float scale = 1.0f / (1.0f - p);
+  par_for(n, n > kParMin, [&](int64_t i) {
+    dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
+  });
+  return 0;
+}
+
 // ---- embedding ----------------------------------------------------------------------------
 
 // Validates ids and pos against the rows their tables' blocks can hold (the ABI passes no

@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 2;
+export const LE_ABI_VERSION = 3;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -110,6 +110,8 @@ const SYMBOLS = {
   le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32"], result: "i32" },
   le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
   le_gelu_bwd: { parameters: [P, P, P, "i64"], result: "i32" },
+  le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64"], result: "i32" },
+  le_dropout_bwd: { parameters: [P, P, P, "i64", "f32"], result: "i32" },
   le_attention_fwd: {
     parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
@@ -463,6 +465,24 @@ export class Engine {
   geluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, n: number): void {
     if (this.#s.le_gelu_bwd(addr(dinp), addr(inp), addr(dout), I(n)) !== 0) {
       this.#fail("le_gelu_bwd");
+    }
+  }
+
+  /**
+   * Dropout in place over n floats with drop probability p: kept elements scaled by
+   * 1 / (1 - p), the decisions written to `mask` (uint8). The decision of element i depends
+   * only on (seed, i), identically in both engines.
+   */
+  dropoutFwd(x: Ptr, mask: Ptr, n: number, p: number, seed: bigint): void {
+    if (this.#s.le_dropout_fwd(addr(x), addr(mask), I(n), p, seed) !== 0) {
+      this.#fail("le_dropout_fwd");
+    }
+  }
+
+  /** dinp = mask ? dout / (1 - p) : 0 over n floats (written; dinp may be dout). */
+  dropoutBwd(dinp: Ptr, dout: Ptr, mask: Ptr, n: number, p: number): void {
+    if (this.#s.le_dropout_bwd(addr(dinp), addr(dout), addr(mask), I(n), p) !== 0) {
+      this.#fail("le_dropout_bwd");
     }
   }
 

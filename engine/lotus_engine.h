@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 2
+#define LE_ABI_VERSION 3
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -118,6 +118,14 @@ int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const
 /* GELU, tanh approximation (GPT-2's "gelu_new"). */
 int le_gelu_fwd(float* out, const float* inp, int64_t n);
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n);
+
+/* Dropout with drop probability p in [0, 1), in place: element i is kept when
+ * u_i >= p, where u_i is the top 24 bits of splitmix64's finaliser of
+ * seed + (i + 1) * 0x9E3779B97F4A7C15, over 2^24 (the same bits in both engines); kept
+ * elements are scaled by 1 / (1 - p), dropped ones set to 0, and mask[i] = kept (uint8). */
+int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed);
+/* dinp[i] = mask[i] ? dout[i] / (1 - p) : 0 (written, not accumulated; dinp may be dout). */
+int le_dropout_bwd(float* dinp, const float* dout, const uint8_t* mask, int64_t n, float p);
 
 /* Causal multi-head attention of a chunk of Tq queries against [past keys ‖ own keys].
  *  qkv      [B,Tq,3C] contiguous: q at column 0, k at C, v at 2C (the QKV matmul output).

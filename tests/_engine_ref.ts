@@ -24,6 +24,19 @@ export function uniforms(rng: Rng, n: number, lo: number, hi: number): Float32Ar
   return out;
 }
 
+/**
+ * The engine's dropout decision for element i (lotus_engine.h): kept when the top 24 bits of
+ * splitmix64's finaliser of seed + (i + 1) * golden, over 2^24, are at least p (as a float).
+ */
+export function dropKeep(seed: bigint, i: number, p: number): boolean {
+  const M = (1n << 64n) - 1n;
+  let z = (seed + BigInt(i + 1) * 0x9E3779B97F4A7C15n) & M;
+  z = ((z ^ (z >> 30n)) * 0xBF58476D1CE4E5B9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94D049BB133111EBn) & M;
+  z ^= z >> 31n;
+  return Number(z >> 40n) / 16777216 >= Math.fround(p);
+}
+
 /** Engine buffers that a test frees in one call. */
 export class Pool {
   readonly eng: Engine;
@@ -57,6 +70,12 @@ export class Pool {
     const p = this.raw(host.byteLength);
     this.eng.upload(p, host);
     return p;
+  }
+  /** n bytes read back from p. */
+  readU8(p: Ptr, n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    this.eng.download(out, p);
+    return out;
   }
   /** n floats read back from p. */
   read(p: Ptr, n: number): Float32Array {

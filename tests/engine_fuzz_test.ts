@@ -8,9 +8,12 @@ import { assert, assertEquals } from "./_assert.ts";
 import { Rng } from "../base/rng.ts";
 import { type Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
 
-type Kind = "p" | "i" | "n" | "f" | "b";
+type Kind = "p" | "i" | "n" | "f" | "b" | "s";
 
-/** Every op of the engine and the kind of each argument: pointer, int, size, float, bool. */
+/**
+ * Every op of the engine and the kind of each argument: pointer, int, size, float, bool, or a
+ * 64-bit seed.
+ */
 const OPS: Record<string, Kind[]> = {
   zero: ["p", "n"],
   copy: ["p", "p", "n"],
@@ -26,6 +29,8 @@ const OPS: Record<string, Kind[]> = {
   matmulBwd: ["p", "p", "p", "p", "p", "p", "i", "i", "i"],
   geluFwd: ["p", "p", "i"],
   geluBwd: ["p", "p", "p", "i"],
+  dropoutFwd: ["p", "p", "i", "f", "s"],
+  dropoutBwd: ["p", "p", "p", "i", "f"],
   attentionFwd: ["p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
   attentionBwd: ["p", "p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
   xentFwdBwd: ["p", "p", "p", "i", "i", "f"],
@@ -94,6 +99,8 @@ class Fuzzer {
         ? this.size()
         : k === "f"
         ? this.float()
+        : k === "s"
+        ? BigInt(this.rng.next())
         : this.rng.chance(0.5)
     );
   }

@@ -10,6 +10,7 @@ import {
   assertGrad,
   attentionRef,
   dotLoss,
+  dropKeep,
   finiteDiff,
   gamma,
   geluRef,
@@ -434,6 +435,49 @@ Deno.test(
     assertGrad("gelu dinp", g, finiteDiff(eng, x, px, loss, H), S, 16);
     eng.geluBwd(dx, px, pr, n);
     assertClose("gelu dinp twice", pool.read(dx, n), g.map((v) => 2 * v), 0, 4 * U32);
+  }),
+);
+
+// ---------------------------------------------------------------------------------------------
+// dropout
+// ---------------------------------------------------------------------------------------------
+
+Deno.test(
+  "dropout: the documented decisions, scaled by 1/(1-p); backward masks the same elements",
+  withPool((pool) => {
+    const rng = new Rng(14), n = 5003, seed = 0xDEADBEEFn;
+    for (const p of [0, 0.1, 0.5]) {
+      const x = rng.normals(n), px = pool.f32(x), mask = pool.u8(new Uint8Array(n));
+      eng.dropoutFwd(px, mask, n, p, seed);
+      const out = pool.read(px, n), m = pool.readU8(mask, n);
+      const scale = Math.fround(1 / Math.fround(1 - Math.fround(p)));
+      let kept = 0;
+      for (let i = 0; i < n; i++) {
+        const keep = dropKeep(seed, i, p);
+        assertEquals(m[i], keep ? 1 : 0, `mask[${i}] at p = ${p}`);
+        assertEquals(out[i], keep ? Math.fround(x[i] * scale) : 0, `out[${i}] at p = ${p}`);
+        kept += m[i];
+      }
+      // About 1 - p kept: within 5 standard deviations of the binomial.
+      const sd = Math.sqrt(n * p * (1 - p));
+      assert(Math.abs(kept - n * (1 - p)) <= 5 * sd + 1e-9, `kept ${kept} of ${n} at p = ${p}`);
+      const dout = rng.normals(n), pd = pool.f32(dout), dinp = pool.f32(n);
+      eng.dropoutBwd(dinp, pd, mask, n, p);
+      const g = pool.read(dinp, n);
+      for (let i = 0; i < n; i++) {
+        assertEquals(g[i], m[i] ? Math.fround(dout[i] * scale) : 0, `dinp[${i}] at p = ${p}`);
+      }
+    }
+    // Another seed drops other elements; the same seed the same ones.
+    const a = pool.u8(new Uint8Array(n)), b = pool.u8(new Uint8Array(n));
+    const x = pool.f32(n);
+    eng.dropoutFwd(x, a, n, 0.5, 1n);
+    eng.dropoutFwd(x, b, n, 0.5, 2n);
+    const ma = pool.readU8(a, n), mb = pool.readU8(b, n);
+    assert(ma.some((v, i) => v !== mb[i]), "seeds 1 and 2 give different masks");
+    assertThrows(() => eng.dropoutFwd(x, a, n, 1, 1n), EngineError, "p = 1 must be in [0, 1)");
+    const big = pool.f32(n + 1);
+    assertThrows(() => eng.dropoutFwd(big, a, n + 1, 0.1, 1n), EngineError, "mask needs");
   }),
 );
 

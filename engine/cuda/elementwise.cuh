@@ -1,4 +1,4 @@
-// elementwise.cuh: strided row copies, add, scale and GELU (forward and backward).
+// elementwise.cuh: strided row copies, add, scale, GELU and dropout (forward and backward).
 //
 // One thread per element, grid-stride. le_copy_rows with overlapping destination rows (a zero
 // stride, say) must apply its rows in order (b outer, r inner), so that case runs one thread
@@ -83,6 +83,24 @@ __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout
   }
 }
 
+__global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, float scale,
+                                   uint64_t seed) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const bool keep = drop_keep(seed, i, p);
+    mask[i] = keep;
+    x[i] = keep ? x[i] * scale : 0.0f;
+  }
+}
+
+__global__ void dropout_bwd_kernel(float* dinp, const float* dout, const uint8_t* mask,
+                                   int64_t n, float scale) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
+  }
+}
+
 }  // namespace le
 
 // dst[b*dst_bs + r*dst_rs + c] (=|+=) src[b*src_bs + r*src_rs + c]
@@ -144,4 +162,23 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   if (n == 0) return 0;
   LAUNCH(gelu_bwd_kernel, grid_for(n, 256), 256, 0)(dinp, inp, dout, n);
   return op_done("le_gelu_bwd");
+}
+
+LE_API int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed) {
+  using namespace le;
+  REQUIRE_INIT("le_dropout_fwd");
+  TRY(validate_dropout_fwd(x, mask, n, p));
+  if (n == 0) return 0;
+  LAUNCH(dropout_fwd_kernel, grid_for(n, 256), 256, 0)(x, mask, n, p, 1.0f / (1.0f - p), seed);
+  return op_done("le_dropout_fwd");
+}
+
+LE_API int le_dropout_bwd(float* dinp, const float* dout, const uint8_t* mask, int64_t n,
+                          float p) {
+  using namespace le;
+  REQUIRE_INIT("le_dropout_bwd");
+  TRY(validate_dropout_bwd(dinp, dout, mask, n, p));
+  if (n == 0) return 0;
+  LAUNCH(dropout_bwd_kernel, grid_for(n, 256), 256, 0)(dinp, dout, mask, n, 1.0f / (1.0f - p));
+  return op_done("le_dropout_bwd");
 }
