@@ -132,3 +132,17 @@ export class Rng {
     }
   }
 }
+
+/**
+ * A 64-bit seed derived from `seed` and `tag` by splitmix64's finaliser: distinct tags give
+ * unrelated seeds (for the engine's counter-based dropout, whose streams from seeds that
+ * differ by a multiple of its step would overlap).
+ */
+export function mixSeed(seed: bigint, tag: number): bigint {
+  const M = (1n << 64n) - 1n;
+  let z = (seed ^ (BigInt(tag) * 0xD1B54A32D192ED03n)) & M;
+  z = (z + 0x9E3779B97F4A7C15n) & M;
+  z = ((z ^ (z >> 30n)) * 0xBF58476D1CE4E5B9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94D049BB133111EBn) & M;
+  return z ^ (z >> 31n);
+}

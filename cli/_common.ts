@@ -60,13 +60,16 @@ export function wholeNumber(min = 0): z.ZodType<number, string> {
     .refine((n) => n >= min, `must be at least ${min}`);
 }
 
-/** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`). */
-export function decimal(bound: { min?: number; above?: number } = {}): z.ZodType<number, string> {
+/** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`. */
+export function decimal(
+  bound: { min?: number; above?: number; max?: number } = {},
+): z.ZodType<number, string> {
   return z.string()
     .regex(DECIMAL, "must be a number, such as 0.5 or 3e-4")
     .transform(Number)
     .refine((n) => bound.min === undefined || n >= bound.min, `must be at least ${bound.min}`)
-    .refine((n) => bound.above === undefined || n > bound.above, `must be above ${bound.above}`);
+    .refine((n) => bound.above === undefined || n > bound.above, `must be above ${bound.above}`)
+    .refine((n) => bound.max === undefined || n <= bound.max, `must be at most ${bound.max}`);
 }
 
 /** One of `values` ("must be one of a|b|c"); the help lists them. */

@@ -166,6 +166,12 @@ const CONFIG_FLAGS = inGroup(
         PRESET_NAMES.map((p) => `${p} ${PRESETS[p].lr.toExponential()}`).join(", ")
       }`,
     },
+    dropout: {
+      value: "P",
+      help: "dropout probability in training (block inputs, attention and MLP outputs)",
+      schema: decimal({ min: 0, max: 0.9 }),
+      defaultText: libraryDefault("dropout"),
+    },
     schedule: {
       value: "S",
       help: "learning-rate schedule after warmup",

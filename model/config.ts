@@ -164,6 +164,12 @@ export interface TrainConfig {
   injection: "add" | "replace";
   /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
   epochsPerStage: number;
+  /**
+   * Dropout probability during training (0 = none): on each block's input and on each
+   * attention and MLP projection's output, with masks drawn afresh for every chunk (the
+   * question, each loop pass, the answer) and step.
+   */
+  dropout: number;
   /** Peak learning rate. */
   lr: number;
   /** Learning-rate schedule after warmup. */
@@ -229,6 +235,7 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   injection: z.enum(["add", "replace"]).default("add"),
   /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
   epochsPerStage: z.number().int().min(0).default(1),
+  dropout: z.number().min(0).max(0.9).default(0),
   lr: z.number().positive().default(1e-3),
   /** Learning-rate schedule after warmup. */
   schedule: z.enum(["constant", "cosine"]).default("constant"),

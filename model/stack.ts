@@ -21,6 +21,7 @@
 
 import type { Engine, Ptr } from "../engine/ffi.ts";
 import type { BlockLayout } from "./params.ts";
+import { mixSeed } from "../base/rng.ts";
 
 /** Bytes per fp32 element. */
 export const F32 = 4;
@@ -127,6 +128,18 @@ export class Arena {
   }
 }
 
+/**
+ * Dropout during one chunk's forward (training only): drop probability `p` and the chunk's
+ * seed, from which every site of every layer derives its own (a fresh draw per chunk, so per
+ * loop pass and per step).
+ */
+export interface Dropout {
+  /** Drop probability in [0, 1). */
+  p: number;
+  /** The chunk's seed. */
+  seed: bigint;
+}
+
 /** The static shape of a stack. */
 export interface StackShape {
   nLayer: number;
@@ -197,6 +210,15 @@ export class Chunk {
   readonly dqkv: Ptr[];
   /** [B, T, C] gradient of h (accumulated by every consumer of h). */
   readonly dh: Ptr;
+  /**
+   * Dropout masks (uint8 [B, T, C]): of the block input, then per layer of the attention and
+   * MLP projections' outputs. Empty unless allocated with dropout.
+   */
+  readonly dropIn: Ptr;
+  readonly dropAttn: Ptr[];
+  readonly dropMlp: Ptr[];
+  /** The dropout of the last forward (null: none), which the backward undoes. */
+  drop: Dropout | null = null;
   /** Capacity. */
   readonly maxRows: number;
   readonly maxAtt: number;
@@ -206,7 +228,8 @@ export class Chunk {
   Tp = 0;
 
   /**
-   * Allocate for up to `maxB * maxT` rows attending to up to `maxTp` past positions.
+   * Allocate for up to `maxB * maxT` rows attending to up to `maxTp` past positions; with
+   * `withDropout` (training only), the masks dropout needs.
    */
   constructor(
     arena: Arena,
@@ -215,6 +238,7 @@ export class Chunk {
     maxT: number,
     maxTp: number,
     withGrad: boolean,
+    withDropout = false,
   ) {
     const { nLayer: L, dModel: C, nHead: NH } = shape;
     const rows = maxB * maxT;
@@ -243,6 +267,10 @@ export class Chunk {
     this.h = arena.f32(rows * C);
     this.dqkv = withGrad ? per(rows * 3 * C) : [];
     this.dh = withGrad ? arena.f32(rows * C) : null;
+    const masks = withGrad && withDropout;
+    this.dropIn = masks ? arena.bytes(rows * C) : null;
+    this.dropAttn = masks ? Array.from({ length: L }, () => arena.bytes(rows * C)) : [];
+    this.dropMlp = masks ? Array.from({ length: L }, () => arena.bytes(rows * C)) : [];
   }
 }
 
@@ -274,9 +302,21 @@ export class Stack {
 
   /**
    * Forward over a chunk whose input embeddings are already in `ch.x[0]` ([B, T, C]).
-   * `keyValid` is uint8 [B, Tp + T] (or null: all valid).
+   * `keyValid` is uint8 [B, Tp + T] (or null: all valid). With `drop` (a chunk allocated
+   * with dropout), dropout applies to the block input (GPT-2's embedding dropout; in LOTUS
+   * the embeddings plus the injected states) and to each attention and MLP projection's output
+   * before its residual add, as GPT-2's resid_pdrop does. Attention probabilities are not
+   * dropped.
    */
-  forward(ch: Chunk, sc: Scratch, B: number, T: number, past: Past | null, keyValid: Ptr): void {
+  forward(
+    ch: Chunk,
+    sc: Scratch,
+    B: number,
+    T: number,
+    past: Past | null,
+    keyValid: Ptr,
+    drop: Dropout | null = null,
+  ): void {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
     const N = B * T, Tp = past ? past.length : 0;
     if (N > ch.maxRows || N > sc.rows || B * NH * T * (Tp + T) > ch.maxAtt) {
@@ -284,8 +324,13 @@ export class Stack {
         `chunk of B=${B}, T=${T}, past=${Tp} exceeds its allocation (rows ${ch.maxRows})`,
       );
     }
-    ch.B = B, ch.T = T, ch.Tp = Tp;
+    const dropping = drop !== null && drop.p > 0;
+    if (dropping && ch.dropIn === null) {
+      throw new Error("dropout needs a chunk allocated with its masks (withDropout)");
+    }
+    ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null;
     const w = this.w;
+    if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, mixSeed(drop.seed, 0));
     e.layernormFwd(
       ch.ln1[0],
       ch.ln1Mean[0],
@@ -314,6 +359,9 @@ export class Stack {
         past ? past.rs : 0,
       );
       e.matmulFwd(sc.tmp, ch.atty[l], b.projw, b.projb, N, C, C);
+      if (dropping) {
+        e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, mixSeed(drop.seed, 1 + 2 * l));
+      }
       e.residualLayernormFwd(
         ch.resid2[l],
         ch.ln2[l],
@@ -329,6 +377,9 @@ export class Stack {
       e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, 4 * C);
       e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
       e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, 4 * C, C);
+      if (dropping) {
+        e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, mixSeed(drop.seed, 2 + 2 * l));
+      }
       if (l + 1 < L) {
         const nb = w.blocks[l + 1];
         e.residualLayernormFwd(
@@ -370,14 +421,20 @@ export class Stack {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
-    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w;
+    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w, drop = ch.drop;
     e.zero(sc.dres, N * C * F32);
     e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
     for (let l = L - 1; l >= 0; l--) {
       const b = w.blocks[l], gb = g.blocks[l];
-      // sc.dres holds d x[l+1] = d(resid2 + fcproj).
+      // sc.dres holds d x[l+1] = d(resid2 + fcproj); through dropout, the projection's
+      // output gradient is the masked copy of it (in sc.dtmp, free until its next zero).
+      let dfcproj = sc.dres;
+      if (drop) {
+        e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
+        dfcproj = sc.dtmp;
+      }
       e.zero(sc.dfchg, N * 4 * C * F32);
-      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, sc.dres, ch.fchg[l], b.fcprojw, N, 4 * C, C);
+      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, dfcproj, ch.fchg[l], b.fcprojw, N, 4 * C, C);
       e.zero(sc.dfch, N * 4 * C * F32);
       e.geluBwd(sc.dfch, ch.fch[l], sc.dfchg, N * 4 * C);
       e.zero(sc.dtmp, N * C * F32);
@@ -394,9 +451,15 @@ export class Stack {
         N,
         C,
       );
-      // sc.dres holds d resid2 = d(x[l] + attn proj).
+      // sc.dres holds d resid2 = d(x[l] + attn proj); through dropout, the masked copy (in
+      // sc.dfch, which the MLP's backward above is done with).
+      let dproj = sc.dres;
+      if (drop) {
+        e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
+        dproj = sc.dfch;
+      }
       e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.projw, gb.projb, sc.dres, ch.atty[l], b.projw, N, C, C);
+      e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C);
       e.attentionBwd(
         ch.dqkv[l],
         past ? past.dkv(l) : null,
@@ -427,6 +490,7 @@ export class Stack {
         C,
       );
     }
+    if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
     return sc.dres;
   }
 }

@@ -346,3 +346,54 @@ Deno.test("in-loop step loss with R < K averages over the blocks the passes supe
     model.free();
   }
 });
+
+Deno.test("LOTUS step with dropout: gradient matches finite differences under fixed masks", () => {
+  const cfg = tinyConfig();
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(3, cfg.vocabSize, 11, sp.eos);
+  const params = tinyParams(cfg, 3);
+  const model = tinyModel(cfg, params);
+  // A training runner for the gradient and for every finite difference: the masks depend on
+  // the seed alone, so the loss is a fixed function of the weights.
+  const runner = new LotusRunner(model, { ...capacity(exs, exs.length), dropout: true }, true);
+  const opts: LotusOptions = { ...base, dropout: { p: 0.2, seed: 77n } };
+  const loss = () => {
+    model.zeroGrad();
+    return runner.step(lotusBatch(exs, sp, { K, R, c }), opts, exs).loss;
+  };
+  try {
+    const l0 = loss();
+    const grad = model.downloadGrads();
+    const idx = probeIndices(cfg, 6), eps = 2e-3;
+    let num = 0, den = 0;
+    for (const i of idx) {
+      const p = params.slice();
+      p[i] += eps;
+      model.uploadParams(p);
+      const up = loss();
+      p[i] -= 2 * eps;
+      model.uploadParams(p);
+      const down = loss();
+      const fd = (up - down) / (2 * eps);
+      num += (fd - grad[i]) ** 2, den += grad[i] ** 2;
+    }
+    model.uploadParams(params);
+    assert(den > 1e-6, "probed gradients are all ~0");
+    assert(Math.sqrt(num / den) < 2e-2, `relative error ${Math.sqrt(num / den)}`);
+    // Dropout is on: another seed gives another loss; p = 0 is the plain step.
+    const other = runner.step(lotusBatch(exs, sp, { K, R, c }), {
+      ...opts,
+      dropout: { p: 0.2, seed: 78n },
+    }, exs).loss;
+    assert(other !== l0, "another seed drops other elements");
+    const none = runner.step(lotusBatch(exs, sp, { K, R, c }), {
+      ...opts,
+      dropout: { p: 0, seed: 77n },
+    }, exs).loss;
+    const plain = runner.step(lotusBatch(exs, sp, { K, R, c }), base, exs).loss;
+    assertEquals(none, plain);
+  } finally {
+    runner.free();
+    model.free();
+  }
+});

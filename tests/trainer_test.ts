@@ -212,3 +212,22 @@ Deno.test("a safetensors file with wrong names or shapes is rejected by --init a
   assertEquals(r.vocabRows, 17);
   await assertRejects(() => loadCheckpoint(`${dir}/nowhere`), CheckpointError, "config.json");
 });
+
+Deno.test("with dropout, an interrupted and resumed run still ends bit-identical", async () => {
+  const data = await fixtureData();
+  const a = await tmp(), b = await tmp();
+  const t = { steps: 12, batch: 8, lr: 2e-3, evalExamples: 4, seed: 5, dropout: 0.1 };
+  const common = { data, preset: "tiny" as const, backend: "cpu" as const, quiet: true };
+  await train({ ...common, out: a, train: t });
+  await train({ ...common, out: b, train: t, stopAfter: 5 });
+  await train({ ...common, out: b, resume: b });
+  const pa = (await loadCheckpoint(a)).params, pb = (await loadCheckpoint(b)).params;
+  let diff = 0;
+  for (let i = 0; i < pa.length; i++) if (pa[i] !== pb[i]) diff++;
+  assertEquals(diff, 0, `${diff} parameters differ after resume`);
+  // And dropout changed the run: without it the weights differ.
+  const c = await tmp();
+  await train({ ...common, out: c, train: { ...t, dropout: 0 } });
+  const pc = (await loadCheckpoint(c)).params;
+  assert(pc.some((v, i) => v !== pa[i]), "dropout 0.1 trains differently from none");
+});

@@ -27,7 +27,16 @@ import {
   type PlainBatch,
 } from "./batch.ts";
 import type { Model } from "../model/model.ts";
-import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "../model/stack.ts";
+import {
+  Arena,
+  Chunk,
+  type Dropout,
+  F32,
+  type Past,
+  pastOfChunk,
+  Scratch,
+} from "../model/stack.ts";
+import { mixSeed } from "../base/rng.ts";
 
 /** The LOTUS options of a step. */
 export interface LotusOptions {
@@ -51,6 +60,11 @@ export interface LotusOptions {
    * reads block r-1; blocks no pass reaches when R < K are not decoded).
    */
   auxReads?: "after" | "in-loop";
+  /**
+   * Dropout of this step (training only, with a runner allocated for it): every chunk (the
+   * prefix, each loop pass, the suffix) draws its own masks from a seed derived from this one.
+   */
+  dropout?: Dropout;
 }
 
 /** The losses of one step (token means) and their denominators. */
@@ -87,6 +101,8 @@ export interface LotusCapacity {
   S: number;
   /** Longest aux-decoder sequence (c + longest step); 0 without the aux decoder. */
   auxT: number;
+  /** Allocate the masks that dropout needs (training with dropout only). */
+  dropout?: boolean;
 }
 
 /** Buffers for uploading one region's ids, positions, key validity and targets. */
@@ -139,12 +155,13 @@ export class LotusRunner {
     const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#sc = new Scratch(a, rows, C, training);
-    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training);
+    const masks = training && cap.dropout === true;
+    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks);
     this.#loop = Array.from(
       { length: cap.R + 1 },
-      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training),
+      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training, masks),
     );
-    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training);
+    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks);
     this.#aux = model.aux && cap.K > 0
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
       : null;
@@ -237,7 +254,11 @@ export class LotusRunner {
     const pr = this.#preR;
     e.upload(pr.ids, b.prefixIds), e.upload(pr.pos, b.prefixPos), e.upload(pr.valid, b.prefixValid);
     e.embedFwd(pre.x[0], pr.ids, pr.pos, m.wte, m.wpe, B * P, C);
-    main.forward(pre, sc, B, P, null, pr.valid);
+    const drop = train && opts.dropout && opts.dropout.p > 0 ? opts.dropout : null;
+    /** The dropout of chunk `tag` (0 prefix, 1 + r loop pass r, -1 suffix). */
+    const dropOf = (tag: number): Dropout | null =>
+      drop && { p: drop.p, seed: mixSeed(drop.seed, tag) };
+    main.forward(pre, sc, B, P, null, pr.valid, dropOf(0));
     const prePast = pastOfChunk(pre, C, e);
 
     // 2-3. loop passes
@@ -274,7 +295,7 @@ export class LotusRunner {
           true,
         );
       }
-      main.forward(ch, sc, B, L, prePast, lr.valid);
+      main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r));
       if (inLoopTargets && r > 0) {
         // In-loop supervision: pass r supervises block r-1 only.
         for (let i = 0; i < B * L; i++) {
@@ -304,7 +325,7 @@ export class LotusRunner {
     e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
     e.upload(sr.targets, b.suffixTargets);
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
-    main.forward(suf, sc, B, S, kvPast, sr.valid);
+    main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1));
     const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, b.nAns, m.wte, m.gwte);
 
     // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
@@ -526,8 +547,11 @@ export class PlainRunner {
   /** Longest sequence, in tokens. */
   readonly maxT: number;
 
-  /** Allocate for up to `maxB` sequences of `maxT` tokens. */
-  constructor(model: Model, maxB: number, maxT: number, training: boolean) {
+  /**
+   * Allocate for up to `maxB` sequences of `maxT` tokens (with `dropout`, the masks a training
+   * step with dropout needs).
+   */
+  constructor(model: Model, maxB: number, maxT: number, training: boolean, dropout = false) {
     this.model = model;
     this.maxB = maxB;
     this.maxT = maxT;
@@ -535,7 +559,7 @@ export class PlainRunner {
     const a = this.#arena = new Arena(model.eng);
     const rows = maxB * maxT;
     this.#sc = new Scratch(a, rows, model.cfg.dModel, training);
-    this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training);
+    this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training, training && dropout);
     this.#r = region(a, rows, rows);
     this.#logits = a.f32(rows * model.cfg.vocabSize);
     this.#losses = a.f32(rows);
@@ -552,7 +576,7 @@ export class PlainRunner {
    *
    * @throws {RangeError} when the batch exceeds maxB or maxT.
    */
-  step(b: PlainBatch): StepLosses {
+  step(b: PlainBatch, dropout: Dropout | null = null): StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;
     if (B > this.maxB || T > this.maxT) {
@@ -562,7 +586,8 @@ export class PlainRunner {
     e.upload(r.ids, b.ids), e.upload(r.pos, b.pos), e.upload(r.valid, b.valid);
     e.upload(r.targets, b.targets);
     e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
-    m.main.forward(ch, this.#sc, B, T, null, r.valid);
+    const drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
+    m.main.forward(ch, this.#sc, B, T, null, r.valid, drop);
     e.matmulFwd(this.#logits, ch.h, m.wte, null, N, C, V);
     const grad = this.#training && b.nTargets > 0;
     e.xentFwdBwd(this.#logits, this.#losses, r.targets, N, V, grad ? 1 / b.nTargets : 0);

@@ -56,6 +56,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { mixSeed } from "../base/rng.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -124,6 +125,9 @@ export interface TrainResult {
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+/** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
+const DROPOUT_TAG = 0x4452_0000;
 
 /** With `onNonFinite: "skip"`, this many skipped steps in a row stop the run all the same. */
 const MAX_SKIPS_IN_A_ROW = 10;
@@ -430,9 +434,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     };
     const cap = capacityOf(trainEx, cfg, cfg.batch);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
+    const withDropout = cfg.dropout > 0;
     runner = cfg.mode === "cot" || cfg.mode === "nocot"
-      ? new PlainRunner(model, cfg.batch, cap.T, true)
-      : new LotusRunner(model, cap, true);
+      ? new PlainRunner(model, cfg.batch, cap.T, true, withDropout)
+      : new LotusRunner(model, { ...cap, dropout: withDropout }, true);
     const meta: LotusMeta = {
       model: mcfg,
       train: cfg,
@@ -515,14 +520,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const exs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
       const ts = performance.now();
       model.zeroGrad();
+      // Masks depend on the seed and the step alone, so a resumed run draws the same ones.
+      const dropout = cfg.dropout > 0
+        ? { p: cfg.dropout, seed: mixSeed(BigInt(cfg.seed), DROPOUT_TAG + state.step) }
+        : undefined;
       const l = runner instanceof PlainRunner
-        ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"))
+        ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"), dropout)
         : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c }), {
           lambda: cfg.lambda,
           auxWeight: cfg.mode === "lotus-aux" ? cfg.auxWeight : 0,
           stepLoss: cfg.stepLoss,
           injection: cfg.injection,
           auxReads: cfg.auxReads,
+          dropout,
         }, exs);
       const lr = lrAt(cfg, state.step, total);
       // The norm comes first: a step whose loss or gradient is not finite changes nothing.
