@@ -55,6 +55,7 @@ export type { LotusMeta } from "../model/checkpoint.ts";
 export type { Mode, ModelConfig, PresetName, TrainConfig } from "../model/config.ts";
 export type { AdamWStep, Model } from "../model/model.ts";
 export type { BlockLayout, ParamLayout, ParamTensor } from "../model/params.ts";
+export type { Dropout } from "../model/stack.ts";
 export type {
   AugmentInfo,
   ExcludeInfo,
