@@ -115,6 +115,6 @@ export type { SplitExtras } from "./pipeline/split_source.ts";
 export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";
 export type { CompactOptions, SpecialIds } from "./pipeline/tokenizer.ts";
 export type { MathStep, SourceRef, Validation, ValidationStatus } from "./pipeline/types.ts";
-export type { DatasetShape } from "./train/options.ts";
+export type { DatasetShape, RecipeName } from "./train/options.ts";
 export type { LogRecord } from "./train/run_log.ts";
 export type { LotusShape } from "./train/schedule.ts";

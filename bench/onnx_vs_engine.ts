@@ -97,6 +97,7 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
         batchInEpoch: 0,
         rng: 0,
         bestAccuracy: -1,
+        bestStep: -1,
         tokens: 0,
         seconds: 0,
       },

@@ -78,7 +78,16 @@ export async function writeTorchCase(
       preset: "gpu-check",
     },
     params,
-    state: { step: 0, epoch: 0, batchInEpoch: 0, rng: 0, bestAccuracy: -1, tokens: 0, seconds: 0 },
+    state: {
+      step: 0,
+      epoch: 0,
+      batchInEpoch: 0,
+      rng: 0,
+      bestAccuracy: -1,
+      bestStep: -1,
+      tokens: 0,
+      seconds: 0,
+    },
     tokenizerJson: '{"note": "random-token test case: no tokenizer"}\n',
   });
   const PB = 3, PT = 20;

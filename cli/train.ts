@@ -69,7 +69,8 @@ const RUN_FLAGS = flagTable({
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
   init: {
     value: "PATH",
-    help: "start from a local Hugging Face GPT-2 model.safetensors",
+    help: "start from a local Hugging Face GPT-2 model.safetensors, or a run's checkpoint " +
+      "(a CoT run, for LOTUS)",
     schema: z.string().min(1),
   },
   resume: {
@@ -87,6 +88,13 @@ const RUN_FLAGS = flagTable({
     value: "N",
     help: "stop after N steps in this process (the run stays resumable)",
     schema: wholeNumber(1),
+  },
+  recipe: {
+    value: "NAME",
+    help: "settings in one flag, under the ones given: paper = the reference's LOTUS " +
+      "protocol (docs/training.md)",
+    schema: oneOf(["none", "paper"]),
+    defaultText: "none",
   },
   quiet: { help: "no progress output" },
 });
@@ -157,6 +165,26 @@ const CONFIG_FLAGS = inGroup(
       help: "curriculum: stage s = min(epoch / N, K); 0 = no curriculum",
       schema: wholeNumber(0),
       defaultText: libraryDefault("epochsPerStage"),
+    },
+    stepsPerStage: {
+      value: "N",
+      help: "curriculum in steps instead: stage s = min(step / N, K); 0 = use epochs",
+      schema: wholeNumber(0),
+      defaultText: libraryDefault("stepsPerStage"),
+    },
+    finalStageSteps: {
+      value: "N",
+      help: "train N steps once the final stage is reached (then --steps and --epochs are unused)",
+      schema: wholeNumber(1),
+    },
+    lrLatent: {
+      value: "X",
+      help: "learning rate from stage 1 on (the latent stages)",
+      schema: decimal({ above: 0 }),
+      defaultText: "--lr",
+    },
+    keepBest: {
+      help: "evaluate after every epoch of the final stage and keep the best in <out>/best",
     },
     lr: {
       value: "X",
@@ -296,7 +324,13 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
 
 /** The training settings given on the command line, and only those: train() resolves the rest. */
 export function trainSettings(a: TrainArgs): Partial<TrainConfig> {
-  return pickSet(a, Object.keys(CONFIG_FLAGS) as (keyof typeof CONFIG_FLAGS)[]);
+  const s: Partial<TrainConfig> = pickSet(
+    a,
+    Object.keys(CONFIG_FLAGS) as (keyof typeof CONFIG_FLAGS)[],
+  );
+  // A switch left off is not a setting: the library's default (or a recipe's) stands.
+  if (s.keepBest === false) delete s.keepBest;
+  return s;
 }
 
 async function main(a: TrainArgs): Promise<number> {

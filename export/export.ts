@@ -176,7 +176,7 @@ export async function exportCheckpoint(
     eot: text(sp.eot, "EOT"),
     lat: text(sp.lat, "LAT"),
   };
-  const shape = inferenceShape(meta, ck.state.epoch);
+  const shape = inferenceShape(meta, ck.state);
   const mode = meta.train.mode === "cot" || meta.train.mode === "nocot" ? meta.train.mode : "lotus";
   const withHf = format !== "onnx", withOnnx = format !== "hf";
   const lotus: LotusJson = {
@@ -190,6 +190,7 @@ export async function exportCheckpoint(
     special: sp,
     tokens: { bot: texts.bot, eot: texts.eot, lat: texts.lat },
     epoch: ck.state.epoch,
+    step: ck.state.step,
     lotus: meta,
     onnx: withOnnx ? { ...ONNX_FILES, opset: ONNX_OPSET } : null,
     source: { checkpoint: dir, sha256: await checkpointFingerprint(dir) },

@@ -44,6 +44,8 @@ export interface LotusJson {
   tokens: { bot: string; eot: string; lat: string };
   /** The checkpoint's epoch (its curriculum stage follows from it). */
   epoch: number;
+  /** The checkpoint's optimiser steps (the stage follows from them with stepsPerStage). */
+  step?: number;
   /** The checkpoint's model and training configuration. */
   lotus: LotusMeta;
   /** The ONNX graphs, when exported. */
@@ -74,6 +76,7 @@ export const LotusJsonSchema: z.ZodType<LotusJson> = z.object({
   tokens: z.object({ bot: z.string(), eot: z.string(), lat: z.string() }),
   /** The checkpoint's epoch (its curriculum stage follows from it). */
   epoch: z.number().int().min(0),
+  step: z.number().int().min(0).optional(),
   /** The checkpoint's model and training configuration. */
   lotus: LotusMetaSchema,
   /** The ONNX graphs, when exported. */

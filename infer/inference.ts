@@ -87,7 +87,7 @@ export async function openInference(
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
-  const base = inferenceShape(ck.meta, ck.state.epoch);
+  const base = inferenceShape(ck.meta, ck.state);
   let gen: Generator | null = null;
   const sp = ck.meta.special;
   const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
@@ -107,7 +107,7 @@ export async function openInference(
           `${questions.length} questions exceed the session's batch of ${maxBatch}`,
         );
       }
-      const { K, R, c } = inferenceShape(ck.meta, ck.state.epoch, o);
+      const { K, R, c } = inferenceShape(ck.meta, ck.state, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
       const P = Math.max(...ids.map((q) => q.length));
       const budget = o.maxNewTokens ?? maxNew;

@@ -338,7 +338,7 @@ export async function openOnnxInference(
     await net.tokenEmbeddings([sp.lat]),
   ];
   const maxBatch = opts.maxBatch ?? 32, maxNew = opts.maxNewTokens ?? 64;
-  const base = inferenceShape(meta, lotus.epoch);
+  const base = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 });
   const lotusMode = lotus.mode === "lotus";
 
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
@@ -347,7 +347,7 @@ export async function openOnnxInference(
         `${questions.length} questions exceed the session's batch of ${maxBatch}`,
       );
     }
-    const { K, R, c } = inferenceShape(meta, lotus.epoch, o);
+    const { K, R, c } = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 }, o);
     const budget = o.maxNewTokens ?? maxNew;
     const B = questions.length;
     const pre = leftPadQuestions(

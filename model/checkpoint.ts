@@ -57,6 +57,7 @@ export const TrainStateSchema: z.ZodType<TrainState> = z.object({
   rng: z.number().int(),
   /** Best validation accuracy seen (-1: none yet). */
   bestAccuracy: z.number(),
+  bestStep: z.number().int().min(-1).default(-1),
   /** Token positions processed so far. */
   tokens: z.number().min(0),
   /** Training wall time so far, seconds. */
@@ -75,6 +76,8 @@ export interface TrainState {
   rng: number;
   /** Best validation accuracy seen (-1: none yet). */
   bestAccuracy: number;
+  /** The step of that accuracy (-1: none). */
+  bestStep: number;
   /** Token positions processed so far. */
   tokens: number;
   /** Training wall time so far, seconds. */

@@ -165,6 +165,24 @@ export interface TrainConfig {
   /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
   epochsPerStage: number;
   /**
+   * Optimiser steps per curriculum stage, instead of epochs (0: stages follow
+   * epochsPerStage); stage s = min(step / stepsPerStage, k).
+   */
+  stepsPerStage: number;
+  /**
+   * Steps to train once the final stage (K) is reached; the run's length then follows from the
+   * curriculum, and steps and epochs are ignored. null: the length is steps or epochs.
+   */
+  finalStageSteps: number | null;
+  /** The learning rate from stage 1 on (the latent stages); null: lr throughout. */
+  lrLatent: number | null;
+  /**
+   * Keep the best checkpoint of the final stage in `<out>/best`: the run evaluates at the end of
+   * every epoch of its final stage (at the trained K and R) and saves when validation accuracy
+   * improves.
+   */
+  keepBest: boolean;
+  /**
    * Dropout probability during training (0 = none): on each block's input and on each
    * attention and MLP projection's output, with masks drawn afresh for every chunk (the
    * question, each loop pass, the answer) and step.
@@ -235,6 +253,10 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   injection: z.enum(["add", "replace"]).default("add"),
   /** Epochs per curriculum stage; stage s = min(epoch / epochsPerStage, k). 0 = no curriculum. */
   epochsPerStage: z.number().int().min(0).default(1),
+  stepsPerStage: z.number().int().min(0).default(0),
+  finalStageSteps: z.number().int().min(1).nullable().default(null),
+  lrLatent: z.number().positive().nullable().default(null),
+  keepBest: z.boolean().default(false),
   dropout: z.number().min(0).max(0.9).default(0),
   lr: z.number().positive().default(1e-3),
   /** Learning-rate schedule after warmup. */

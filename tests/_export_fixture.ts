@@ -81,6 +81,7 @@ export async function tinyCheckpoint(
       batchInEpoch: 0,
       rng: 1,
       bestAccuracy: -1,
+      bestStep: -1,
       tokens: 0,
       seconds: 0,
     },

@@ -1,6 +1,16 @@
 import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
 import { TrainConfigSchema } from "../model/config.ts";
-import { epochOrder, lrAt, stageOf, stageShape } from "../train/schedule.ts";
+import {
+  epochOrder,
+  finalStageStart,
+  inferenceShape,
+  lrAt,
+  stageOf,
+  stageShape,
+  totalSteps,
+} from "../train/schedule.ts";
+import { RECIPES, resolveTrainConfig } from "../train/options.ts";
+import type { LotusMeta } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 
 Deno.test("curriculum: K = R = min(stage, k); stage = epoch / epochsPerStage", () => {
@@ -41,4 +51,33 @@ Deno.test("answer extraction: several ###, none, commas, negatives, decimals, fr
   assert(answersMatch("18.0", "18"));
   assert(!answersMatch("18", "19"));
   assert(answersMatch("abc", "abc"));
+});
+
+Deno.test("curriculum in steps, a final-stage length, and a latent-phase learning rate", () => {
+  const c = TrainConfigSchema.parse({ k: 3, stepsPerStage: 10, finalStageSteps: 25, lr: 1e-3 });
+  assertEquals([0, 9, 10, 29, 30, 99].map((s) => stageOf(c, 0, s)), [0, 0, 1, 2, 3, 3]);
+  assertEquals(finalStageStart(c, 7), 30);
+  assertEquals(totalSteps(c, 7), 55, "the final stage's start, then 25 steps");
+  const e = TrainConfigSchema.parse({ k: 2, epochsPerStage: 2, finalStageSteps: 5 });
+  assertEquals(finalStageStart(e, 10), 40);
+  assertEquals(totalSteps(e, 10), 45);
+  assertEquals(totalSteps(TrainConfigSchema.parse({ epochs: 3 }), 10), 30);
+  const l = TrainConfigSchema.parse({ lr: 1e-3, lrLatent: 1e-4 });
+  assertEquals([lrAt(l, 5, 100, 0), lrAt(l, 5, 100, 1), lrAt(l, 5, 100, 3)], [1e-3, 1e-4, 1e-4]);
+  // Inference answers at the stage of the last step trained.
+  const meta = { train: c } as LotusMeta;
+  assertEquals(inferenceShape(meta, { epoch: 0, step: 30 }).K, 2);
+  assertEquals(inferenceShape(meta, { epoch: 0, step: 31 }).K, 3);
+});
+
+Deno.test("recipe paper: the reference's protocol, under the settings given", () => {
+  const ds = { dir: "d", k: 6, c: 13 };
+  const paper = resolveTrainConfig({ ...RECIPES.paper }, "gpt2", ds);
+  assertEquals(
+    [paper.lr, paper.batch, paper.epochs, paper.epochsPerStage, paper.dropout, paper.keepBest],
+    [1e-4, 128, 30, 1, 0.1, true],
+  );
+  assertEquals([paper.k, paper.c, paper.lambda, paper.stepLoss], [6, 13, 0.05, "after"]);
+  const mine = resolveTrainConfig({ ...RECIPES.paper, lr: 3e-4, batch: 32 }, "gpt2", ds);
+  assertEquals([mine.lr, mine.batch, mine.dropout], [3e-4, 32, 0.1]);
 });

@@ -16,6 +16,7 @@ import { initParams, paramLayout } from "../model/params.ts";
 import { getTensor, readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { parseTrainArgs } from "../cli/train.ts";
 import { tempDir } from "./_tmp.ts";
+import { readTrainLog } from "../train/run_log.ts";
 import { fixtureData } from "./_task.ts";
 
 const tmp = tempDir;
@@ -67,6 +68,7 @@ Deno.test("checkpoint round trip, with Hugging Face names and Conv1D layout", as
     batchInEpoch: 2,
     rng: 5,
     bestAccuracy: 0.5,
+    bestStep: -1,
     tokens: 100,
     seconds: 3,
   };
@@ -230,4 +232,47 @@ Deno.test("with dropout, an interrupted and resumed run still ends bit-identical
   await train({ ...common, out: c, train: { ...t, dropout: 0 } });
   const pc = (await loadCheckpoint(c)).params;
   assert(pc.some((v, i) => v !== pa[i]), "dropout 0.1 trains differently from none");
+});
+
+Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final stage's best", async () => {
+  const data = await fixtureData();
+  const cot = await tmp(), lotus = await tmp();
+  const common = { data, preset: "tiny" as const, backend: "cpu" as const, quiet: true };
+  await train({ ...common, out: cot, train: { mode: "cot", steps: 30, batch: 16, lr: 3e-3 } });
+  const res = await train({
+    ...common,
+    out: lotus,
+    init: cot,
+    train: {
+      batch: 16,
+      epochs: 4,
+      epochsPerStage: 1,
+      keepBest: true,
+      evalExamples: 8,
+      lr: 1e-3,
+    },
+  });
+  // k = 2: stages 0 and 1, then the final stage 2 from epoch 2: its two epochs end in an eval.
+  const best = await loadCheckpoint(`${lotus}/best`);
+  const stepsPerEpoch = res.steps / 4;
+  assert(best.state.bestStep >= 2 * stepsPerEpoch, `best at step ${best.state.bestStep}`);
+  const summary = JSON.parse(await Deno.readTextFile(`${lotus}/summary.json`));
+  assertEquals(summary.best.step, best.state.step);
+  const evals = (await readTrainLog(lotus)).filter((r) => r.kind === "eval");
+  assert(evals.filter((r) => r.stage === 2).length >= 2, JSON.stringify(evals));
+  // The LOTUS run started from the CoT weights, not from a fresh initialisation.
+  const fresh = await tmp();
+  await train({ ...common, out: fresh, train: { batch: 16, steps: 1, lr: 1e-9, evalExamples: 1 } });
+  const started = await tmp();
+  await train({
+    ...common,
+    out: started,
+    init: `${cot}/checkpoint`,
+    train: { batch: 16, steps: 1, lr: 1e-9, evalExamples: 1 },
+  });
+  const c = (await loadCheckpoint(cot)).params, s = (await loadCheckpoint(started)).params;
+  const f = (await loadCheckpoint(fresh)).params;
+  const near = (a: Float32Array, b: Float32Array) => a.every((v, i) => Math.abs(v - b[i]) < 1e-3);
+  assert(near(s.subarray(0, 1000), c.subarray(0, 1000)), "starts from the CoT weights");
+  assert(!near(s.subarray(0, 1000), f.subarray(0, 1000)), "not from a fresh initialisation");
 });

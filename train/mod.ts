@@ -17,17 +17,21 @@ export { train, type TrainOptions, type TrainResult } from "./trainer.ts";
 export {
   curriculumNotes,
   type DatasetShape,
+  RECIPES,
   resolveTrainConfig,
+  resumeTrainConfig,
   TrainConfigError,
 } from "./options.ts";
 export {
   epochOrder,
+  finalStageStart,
   inferenceShape,
   type LotusShape,
   lrAt,
   type ShapeOverrides,
   stageOf,
   stageShape,
+  totalSteps,
 } from "./schedule.ts";
 export { LOG_COLUMNS, type LogRecord, readTrainLog, runDirOf, TrainLogError } from "./run_log.ts";
 export { DatasetError, loadSplit, type SplitData } from "./dataset.ts";
@@ -69,3 +73,5 @@ export type {
   TokenCounts,
 } from "../pipeline/manifest.ts";
 export type { SpecialIds } from "../pipeline/tokenizer.ts";
+export type { RecipeName } from "./options.ts";
+export type { RunProgress } from "./schedule.ts";

@@ -7,7 +7,7 @@
  */
 
 import { parseTrainConfig, type PresetName, PRESETS, type TrainConfig } from "../model/config.ts";
-import { finalStageEpoch } from "./schedule.ts";
+import { finalStageStart } from "./schedule.ts";
 
 /** What {@linkcode resolveTrainConfig} needs to know of the dataset (its manifest's options). */
 export interface DatasetShape {
@@ -88,21 +88,24 @@ export function curriculumNotes(
   stepsPerEpoch: number,
   totalSteps: number,
 ): string[] {
-  if (cfg.mode === "cot" || cfg.mode === "nocot" || cfg.epochsPerStage === 0 || cfg.k === 0) {
-    return [];
-  }
-  const stage1 = cfg.epochsPerStage * stepsPerEpoch;
-  if (totalSteps <= stage1) {
+  const off = cfg.stepsPerStage === 0 && cfg.epochsPerStage === 0;
+  if (cfg.mode === "cot" || cfg.mode === "nocot" || off || cfg.k === 0) return [];
+  const stageLength = cfg.stepsPerStage > 0
+    ? cfg.stepsPerStage
+    : cfg.epochsPerStage * stepsPerEpoch;
+  const unit = cfg.stepsPerStage > 0
+    ? `${cfg.stepsPerStage} steps each`
+    : `${cfg.epochsPerStage} epoch(s) of ${stepsPerEpoch} steps`;
+  if (totalSteps <= stageLength) {
     return [
       `this run of ${totalSteps} steps never leaves curriculum stage 0 (explicit CoT, no ` +
-      `latents): stage 1 starts at step ${stage1} (${cfg.epochsPerStage} epoch(s) of ` +
-      `${stepsPerEpoch} steps); train longer, or pass --epochs-per-stage 0 to train at ` +
-      `K = ${cfg.k} from the start`,
+      `latents): stage 1 starts at step ${stageLength} (${unit}); train longer, or pass ` +
+      `--epochs-per-stage 0 to train at K = ${cfg.k} from the start`,
     ];
   }
-  const final = finalStageEpoch(cfg) * stepsPerEpoch;
+  const final = finalStageStart(cfg, stepsPerEpoch);
   if (totalSteps <= final) {
-    const reached = Math.floor((totalSteps - 1) / (cfg.epochsPerStage * stepsPerEpoch));
+    const reached = Math.floor((totalSteps - 1) / stageLength);
     return [
       `this run of ${totalSteps} steps stops at curriculum stage ${reached} of ${cfg.k}: the ` +
       `final stage (K = ${cfg.k}) starts at step ${final}`,
@@ -173,3 +176,35 @@ export function resumeTrainConfig(
   }
   return parseTrainConfig(out);
 }
+
+/** The name of a recipe: a set of settings given in one flag (`--recipe`). */
+export type RecipeName = "none" | "paper";
+
+/**
+ * Recipes. "paper" is the reference implementation's LOTUS protocol for GPT-2: a curriculum of
+ * one epoch per stage up to K = R (30 epochs in all, so most of training at the final K), the
+ * learning rate 1e-4, constant, at batch 128, weight decay 0.01 and clip 1, λ 0.05 after the
+ * loop, dropout 0.1, the aux decoder (if any) reading block r-1 at pass r, and the best
+ * checkpoint of the final stage kept. The reference starts it from its explicit-CoT model:
+ * give `init` (a CoT run's directory). Values the caller gives override the recipe's.
+ */
+export const RECIPES: Readonly<Record<RecipeName, Partial<TrainConfig>>> = {
+  none: {},
+  paper: {
+    epochsPerStage: 1,
+    stepsPerStage: 0,
+    epochs: 30,
+    lr: 1e-4,
+    schedule: "constant",
+    warmupSteps: 0,
+    weightDecay: 0.01,
+    clip: 1,
+    batch: 128,
+    lambda: 0.05,
+    stepLoss: "after",
+    injection: "add",
+    dropout: 0.1,
+    auxReads: "in-loop",
+    keepBest: true,
+  },
+};

@@ -31,25 +31,47 @@ export function stageShape(cfg: TrainConfig, stage: number): { k: number; r: num
   return { k, r };
 }
 
-/** The curriculum stage of an epoch: min(epoch / epochsPerStage, K); K when off. */
-export function stageOf(cfg: TrainConfig, epoch: number): number {
+/**
+ * The curriculum stage of a step (0-based `step`, in epoch `epoch`): min(step /
+ * stepsPerStage, K) when stages are counted in steps, else min(epoch / epochsPerStage, K); K
+ * when the curriculum is off. Baselines are always at their only stage.
+ */
+export function stageOf(cfg: TrainConfig, epoch: number, step = 0): number {
+  if (cfg.stepsPerStage > 0) return Math.min(Math.floor(step / cfg.stepsPerStage), cfg.k);
   if (cfg.epochsPerStage === 0) return cfg.k;
   return Math.min(Math.floor(epoch / cfg.epochsPerStage), cfg.k);
 }
 
-/** The final stage of the curriculum (K), and the epoch at which a run reaches it. */
-export function finalStageEpoch(cfg: TrainConfig): number {
-  return cfg.epochsPerStage * cfg.k;
+/** The first step of the final stage (K), for a run of `stepsPerEpoch` steps an epoch. */
+export function finalStageStart(cfg: TrainConfig, stepsPerEpoch: number): number {
+  if (cfg.mode === "cot" || cfg.mode === "nocot") return 0;
+  if (cfg.stepsPerStage > 0) return cfg.stepsPerStage * cfg.k;
+  return cfg.epochsPerStage * cfg.k * stepsPerEpoch;
 }
 
-/** Learning rate at `step` (0-based): linear warmup, then constant or cosine to minLrRatio. */
-export function lrAt(cfg: TrainConfig, step: number, total: number): number {
-  if (cfg.warmupSteps > 0 && step < cfg.warmupSteps) return cfg.lr * (step + 1) / cfg.warmupSteps;
-  if (cfg.schedule === "constant") return cfg.lr;
+/**
+ * The run's length in optimiser steps: the final stage's start plus `finalStageSteps` when it
+ * is set, else `steps`, else `epochs` epochs.
+ */
+export function totalSteps(cfg: TrainConfig, stepsPerEpoch: number): number {
+  if (cfg.finalStageSteps !== null) {
+    return finalStageStart(cfg, stepsPerEpoch) + cfg.finalStageSteps;
+  }
+  return cfg.steps ?? cfg.epochs * stepsPerEpoch;
+}
+
+/**
+ * Learning rate at `step` (0-based) in curriculum stage `stage`: the base rate is `lrLatent`
+ * from stage 1 on when set, else `lr`; linear warmup, then constant or cosine to minLrRatio.
+ */
+export function lrAt(cfg: TrainConfig, step: number, total: number, stage = 0): number {
+  const lr = stage >= 1 && cfg.lrLatent !== null ? cfg.lrLatent : cfg.lr;
+  if (cfg.warmupSteps > 0 && step < cfg.warmupSteps) return lr * (step + 1) / cfg.warmupSteps;
+  if (cfg.schedule === "constant") return lr;
   const span = Math.max(1, total - cfg.warmupSteps);
   const t = Math.min(1, (step - cfg.warmupSteps) / span);
-  const min = cfg.lr * cfg.minLrRatio;
-  return min + (cfg.lr - min) * 0.5 * (1 + Math.cos(Math.PI * t));
+  const min = lr * cfg.minLrRatio;
+  return min + (lr - min) * 0.5 * (1 + Math.cos(Math.PI * t));
 }
 
 /** The example order of an epoch: a permutation of 0..n-1 seeded by `seed` and `epoch`. */
@@ -78,19 +100,27 @@ export interface LotusShape {
   c: number;
 }
 
+/** Where a run stands: its epoch, and the optimiser steps it has taken. */
+export interface RunProgress {
+  /** The epoch of the last step taken (0-based). */
+  epoch: number;
+  /** Optimiser steps taken. */
+  step: number;
+}
+
 /**
- * The LOTUS shape for inference: the curriculum stage the checkpoint reached (its final K
- * and R once training ran through the curriculum), with overrides. As in the reference's
- * eval, R follows K unless the run fixed R or `opts.r` is given.
+ * The LOTUS shape for inference: the curriculum stage of the last step the checkpoint trained
+ * (its final K and R once training ran through the curriculum), with overrides. As in the
+ * reference's eval, R follows K unless the run fixed R or `opts.r` is given.
  */
 export function inferenceShape(
   meta: LotusMeta,
-  epoch: number,
+  at: RunProgress,
   opts: ShapeOverrides = {},
 ): LotusShape {
   const t = meta.train;
   if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: t.c };
-  const reached = stageShape(t, stageOf(t, epoch));
+  const reached = stageShape(t, stageOf(t, at.epoch, Math.max(0, at.step - 1)));
   const K = opts.k ?? reached.k;
   const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.r);
   return { K, R, c: t.c };

@@ -32,10 +32,12 @@ import {
 } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
-import { epochOrder, lrAt, stageOf, stageShape } from "./schedule.ts";
+import { epochOrder, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
 import { type LogRecord, RunLog } from "./run_log.ts";
 import {
   curriculumNotes,
+  type RecipeName,
+  RECIPES,
   resolveTrainConfig,
   resumeTrainConfig,
   TrainConfigError,
@@ -56,6 +58,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 
 /** Everything `deno task train` takes. */
@@ -77,8 +80,16 @@ export interface TrainOptions {
   precision?: Precision;
   /** CPU threads (0: all cores). */
   threads?: number;
-  /** A local Hugging Face GPT-2 model.safetensors to start from. */
+  /**
+   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, or a run or checkpoint
+   * directory (the reference starts LOTUS from its explicit-CoT model this way).
+   */
   init?: string;
+  /**
+   * A named recipe whose settings apply under the ones `train` gives: "paper" is the
+   * reference's LOTUS protocol (train/options.ts, RECIPES).
+   */
+  recipe?: RecipeName;
   /** A run or checkpoint directory to continue exactly. */
   resume?: string;
   /** The split trained on (default "train"). */
@@ -121,6 +132,21 @@ export interface TrainResult {
   interrupted: Deno.Signal | null;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
   skippedSteps: number;
+}
+
+/**
+ * The weights file `--init` names: a model.safetensors, or a run or checkpoint directory (a CoT
+ * run's, say), whose model.safetensors it takes.
+ */
+async function initFile(path: string): Promise<string> {
+  let dir = false;
+  try {
+    dir = (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    throw new TrainConfigError("--init", `--init ${path}: not found`);
+  }
+  return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
 }
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
@@ -345,11 +371,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (resumed) checkResumeData(resumed.meta, dataDir, trainData, fingerprint);
   const cfg: TrainConfig = resumed
     ? resumeTrainConfig(resumed.meta.train, opts.train ?? {})
-    : resolveTrainConfig(opts.train ?? {}, preset as PresetName, {
-      dir: dataDir,
-      k: trainData.manifest.options.k,
-      c: trainData.manifest.options.c,
-    });
+    : resolveTrainConfig(
+      { ...RECIPES[opts.recipe ?? "none"], ...opts.train },
+      preset as PresetName,
+      {
+        dir: dataDir,
+        k: trainData.manifest.options.k,
+        c: trainData.manifest.options.c,
+      },
+    );
   if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
     throw new Error("--mode lotus-aux needs --aux-weight > 0");
   }
@@ -389,7 +419,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   );
 
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
-  const total = cfg.steps ?? cfg.epochs * stepsPerEpoch;
+  const total = totalSteps(cfg, stepsPerEpoch);
   if (!resumed) {
     for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
   }
@@ -415,16 +445,23 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     else {
       params = initParams(layout, mcfg, cfg.seed);
       if (opts.init) {
-        const r = await loadHfInit(opts.init, mcfg, params);
+        const r = await loadHfInit(await initFile(opts.init), mcfg, params);
         params = r.params;
         log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
       }
       initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), [sp.bot, sp.eot, sp.lat]);
     }
     model = new Model(eng, mcfg, params, true);
-    const state: TrainState = resumed
-      ? { ...resumed.state }
-      : { step: 0, epoch: 0, batchInEpoch: 0, rng: 0, bestAccuracy: -1, tokens: 0, seconds: 0 };
+    const state: TrainState = resumed ? { ...resumed.state } : {
+      step: 0,
+      epoch: 0,
+      batchInEpoch: 0,
+      rng: 0,
+      bestAccuracy: -1,
+      bestStep: -1,
+      tokens: 0,
+      seconds: 0,
+    };
     if (resumed?.moments) model.uploadMoments(resumed.moments.m, resumed.moments.v, state.step);
 
     const runLog = new RunLog(opts.out, resumed ? state.step : null);
@@ -452,9 +489,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       preset,
     };
     const ckptDir = `${opts.out}/checkpoint`;
-    const save = async () => {
+    const save = async (dir = ckptDir) => {
       const mom = model!.downloadMoments();
-      await saveCheckpoint(ckptDir, {
+      await saveCheckpoint(dir, {
         meta,
         params: model!.downloadParams(),
         moments: mom,
@@ -484,8 +521,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         }% ` +
           `(${ev.n} examples, K=${K}, R=${R})`,
       );
-      state.bestAccuracy = Math.max(state.bestAccuracy, ev.accuracy);
+      if (!cfg.keepBest) state.bestAccuracy = Math.max(state.bestAccuracy, ev.accuracy);
       return ev;
+    };
+    // --keep-best: the final stage's best validation accuracy, and its weights in best/.
+    const finalStage = cfg.mode === "cot" || cfg.mode === "nocot" ? 0 : cfg.k;
+    const bestDir = `${opts.out}/best`;
+    const considerBest = async (ev: { accuracy: number }, stage: number) => {
+      if (!cfg.keepBest || stage !== finalStage || !(ev.accuracy > state.bestAccuracy)) return;
+      state.bestAccuracy = ev.accuracy;
+      state.bestStep = state.step;
+      await save(bestDir);
+      log(`best of the final stage: ${(100 * ev.accuracy).toFixed(1)}% at step ${state.step}`);
     };
 
     for (const sig of STOP_SIGNALS) {
@@ -514,7 +561,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         state.epoch++, state.batchInEpoch = 0;
         order = epochOrder(trainEx.length, cfg.seed, state.epoch);
       }
-      const stage = stageOf(cfg, state.epoch);
+      const stage = stageOf(cfg, state.epoch, state.step);
       const { k: K, r: R } = stageShape(cfg, stage);
       const start = state.batchInEpoch * cfg.batch;
       const exs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
@@ -534,7 +581,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           auxReads: cfg.auxReads,
           dropout,
         }, exs);
-      const lr = lrAt(cfg, state.step, total);
+      const lr = lrAt(cfg, state.step, total, stage);
       // The norm comes first: a step whose loss or gradient is not finite changes nothing.
       const gradNorm = model.gradNorm();
       if (Number.isFinite(l.loss) && Number.isFinite(gradNorm)) {
@@ -589,9 +636,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         else console.error(line);
         lastLine = now;
       }
-      if (cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0 && state.step < total) {
+      const periodic = cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0;
+      // With --keep-best, every epoch of the final stage ends with an evaluation.
+      const epochEnd = cfg.keepBest && stage === finalStage && state.batchInEpoch >= stepsPerEpoch;
+      if ((periodic || epochEnd) && state.step < total) {
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
         lastEval = runEval(stage);
+        await considerBest(lastEval, stage);
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
       if (opts.stopAfter && runSteps >= opts.stopAfter) break;
@@ -600,7 +651,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
     if (state.step >= total && !interrupted && !failure) {
-      lastEval = runEval(stageOf(cfg, state.epoch));
+      const stage = stageOf(cfg, state.epoch, Math.max(0, state.step - 1));
+      lastEval = runEval(stage);
+      await considerBest(lastEval, stage);
     } else if (interrupted) {
       log(`${interrupted} at step ${state.step}: saving; resume with --resume ${opts.out}`);
     }
@@ -615,6 +668,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           finalLoss: lastLoss,
           valLoss: lastEval?.loss,
           valAccuracy: lastEval?.accuracy,
+          ...(cfg.keepBest
+            ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
+            : {}),
           tokens: state.tokens,
           seconds: state.seconds,
         },
