@@ -215,7 +215,6 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function deno(args: string[], log: string, timeoutMs: number): Promise<number> {
-  const file = await Deno.open(log, { write: true, create: true, append: true });
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: ROOT,
@@ -225,14 +224,16 @@ async function deno(args: string[], log: string, timeoutMs: number): Promise<num
   }).spawn();
   // A run past its time is stopped like Ctrl-C: it saves and can be resumed.
   const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-  const [, , status] = await Promise.all([
-    child.stdout.pipeTo(file.writable, { preventClose: true }),
-    child.stderr.pipeTo(file.writable, { preventClose: true }),
-    child.status,
-  ]);
+  const out = await child.output();
   clearTimeout(timer);
-  file.close();
-  return status.code;
+  const dec = new TextDecoder();
+  await Deno.writeTextFile(
+    log,
+    `$ deno ${args.join(" ")}\n${dec.decode(out.stdout)}` +
+      `${dec.decode(out.stderr)}exit ${out.code}\n`,
+    { append: true },
+  );
+  return out.code;
 }
 
 async function buildData(d: DataSpec): Promise<void> {
