@@ -37,7 +37,8 @@ export function accuracySeries(log: LogRecord[], name = "validation accuracy"): 
  * ```ts
  * import { curveNotes } from "./curves.ts";
  * const rec = { kind: "train" as const, epoch: 0, stage: 0, K: 0, R: 0, seconds: 1 };
- * const note = curveNotes([{ ...rec, step: 1, loss: 3 }, { ...rec, step: 2, loss: NaN }], "log.jsonl");
+ * const log = [{ ...rec, step: 1, loss: 3 }, { ...rec, step: 2, loss: NaN }];
+ * const note = curveNotes(log, "log.jsonl");
  * console.assert(note!.includes("1 of 2 training records"));
  * ```
  */

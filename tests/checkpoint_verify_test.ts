@@ -237,7 +237,7 @@ Deno.test("deno task export and infer exit 1 with one line on a NaN checkpoint",
   }
 });
 
-Deno.test("a sound checkpoint loads with its tokenizer, and a resume checks its moments", async () => {
+Deno.test("a sound checkpoint loads with its tokenizer; a resume checks the moments", async () => {
   const dir = await goodCheckpoint();
   const ck = await loadCheckpoint(dir);
   assertEquals(ck.tokenizer.vocabSize, ck.meta.model.vocabSize);

@@ -119,7 +119,7 @@ Deno.test("eval goes on without the curves when the run's log cannot be read", a
   }
 });
 
-Deno.test("eval of a run that diverged late: the curves up to the divergence, and why", async () => {
+Deno.test("eval of a run that diverged late: the curves up to the divergence, why", async () => {
   // Finite up to step 6, then non-finite losses (written as null), as --on-nonfinite skip
   // logs them; the checkpoint holds the last good step.
   const recs = [
