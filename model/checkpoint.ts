@@ -705,19 +705,15 @@ export async function loadCheckpoint(
   const auxPath = `${dir}/aux.safetensors`, optPath = `${dir}/optimizer.safetensors`;
   const aux = await exists(auxPath) ? await readSt(auxPath) : null;
   let optimizer: CheckpointFiles["optimizer"] = null;
-  if (opts.withOptimizer) {
-    const file = await readSt(optPath);
-    const header: SafetensorsHeader = { tensors: {}, metadata: file.metadata, dataStart: 0 };
-    for (const [k, t] of Object.entries(file.tensors)) {
-      header.tensors[k] = { dtype: t.dtype, shape: t.shape, dataOffsets: [0, t.data.byteLength] };
-    }
-    optimizer = { header, file };
-  } else if (await exists(optPath)) {
+  if (opts.withOptimizer || await exists(optPath)) {
+    let header: SafetensorsHeader;
     try {
-      optimizer = { header: await readSafetensorsHeader(optPath) };
+      header = await readSafetensorsHeader(optPath);
     } catch (e) {
       throw new CheckpointError((e as Error).message);
     }
+    // The moments themselves only for a resume: eval, infer and export never use them.
+    optimizer = { header, file: opts.withOptimizer ? await readSt(optPath) : undefined };
   }
   let tokenizerJson: string;
   try {
