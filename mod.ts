@@ -51,7 +51,12 @@ export {
   PRESETS,
   type TrainConfig,
 } from "./model/config.ts";
-export { type CheckpointData, loadCheckpoint, type LotusMeta } from "./model/checkpoint.ts";
+export {
+  type CheckpointData,
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  type LotusMeta,
+} from "./model/checkpoint.ts";
 
 // Training.
 export { train, type TrainOptions, type TrainResult } from "./train/trainer.ts";

@@ -20,10 +20,13 @@ export {
   encodeSafetensors,
   getTensor,
   readSafetensors,
+  readSafetensorsHeader,
   SafetensorsError,
   type SafetensorsFile,
+  type SafetensorsHeader,
   type Tensor,
   type TensorData,
+  type TensorEntry,
   writeSafetensors,
 } from "./safetensors.ts";
 export { writeFileAtomic, writeFileAtomicSync } from "./atomic.ts";

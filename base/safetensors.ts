@@ -214,9 +214,132 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
 }
 
+/** One tensor's entry in a safetensors header. */
+export interface TensorEntry {
+  /** Element type. */
+  dtype: Dtype;
+  /** Dimensions. */
+  shape: number[];
+  /** Its bytes: [begin, end) in the data region after the header. */
+  dataOffsets: [number, number];
+}
+
+/** A safetensors header, checked against the size of the data region. */
+export interface SafetensorsHeader {
+  /** Tensor entries by name, in the header's order. */
+  tensors: Record<string, TensorEntry>;
+  /** The `__metadata__` map, or `{}`. */
+  metadata: Record<string, string>;
+  /** Bytes before the data region: the 8-byte length and the header. */
+  dataStart: number;
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * Parse and check a header. Every entry needs a known dtype, a shape of whole numbers and
+ * `data_offsets` whose length is the dtype's size times the element count; sorted by
+ * offset, the tensors must tile the data region `[0, dataLen)` exactly, with no byte
+ * shared, none left over and none outside it.
+ */
+function parseHeader(
+  head: Uint8Array,
+  dataLen: number,
+  what: string,
+): SafetensorsHeader {
+  const fail = (msg: string) =>
+    new SafetensorsError(
+      `${what}: ${msg}; the file is damaged or was not written by a safetensors writer: ` +
+        `replace it with an intact copy`,
+    );
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder().decode(head));
+  } catch (e) {
+    throw new SafetensorsError(`${what}: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (header === null || typeof header !== "object" || Array.isArray(header)) {
+    throw fail("the header is not a JSON object");
+  }
+  const tensors: Record<string, TensorEntry> = {};
+  let metadata: Record<string, string> = {};
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      if (raw === null) continue;
+      if (
+        typeof raw !== "object" || Array.isArray(raw) ||
+        Object.values(raw).some((v) => typeof v !== "string")
+      ) {
+        throw fail(`field "__metadata__" must map names to strings`);
+      }
+      metadata = raw as Record<string, string>;
+      continue;
+    }
+    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown } | null;
+    if (!e || typeof e.dtype !== "string" || !(e.dtype in BYTES)) {
+      throw new SafetensorsError(`${what}: tensor "${name}" has unsupported dtype ${e?.dtype}`);
+    }
+    const dtype = e.dtype as Dtype;
+    if (!Array.isArray(e.shape) || !e.shape.every(isCount)) {
+      throw fail(`tensor "${name}" has shape ${JSON.stringify(e.shape)}, not a list of sizes`);
+    }
+    const offs = e.data_offsets;
+    if (!Array.isArray(offs) || offs.length !== 2) {
+      throw fail(`tensor "${name}" has data_offsets ${JSON.stringify(offs)}, not [begin, end]`);
+    }
+    const [b, end] = offs;
+    if (!isCount(b) || !isCount(end) || end < b) {
+      throw fail(`tensor "${name}" has offsets [${b}, ${end}], not a byte range`);
+    }
+    if (end > dataLen) {
+      throw fail(
+        `tensor "${name}" has offsets [${b}, ${end}], past the end of the ${dataLen}-byte ` +
+          `data region (the file is cut short?)`,
+      );
+    }
+    const shape = e.shape as number[];
+    const need = numel(shape) * BYTES[dtype];
+    if (end - b !== need) {
+      throw fail(
+        `tensor "${name}" has offsets [${b}, ${end}] (${end - b} bytes), but shape [${shape}] ` +
+          `${dtype} takes ${need} bytes`,
+      );
+    }
+    tensors[name] = { dtype, shape, dataOffsets: [b, end] };
+  }
+  // Sorted by offset, each tensor starts where the previous one ended: no overlap, no gap.
+  const order = Object.entries(tensors).sort(([, x], [, y]) =>
+    x.dataOffsets[0] - y.dataOffsets[0] || x.dataOffsets[1] - y.dataOffsets[1]
+  );
+  let at = 0, prev = "";
+  for (const [name, t] of order) {
+    const [b, end] = t.dataOffsets;
+    if (b < at) {
+      throw fail(
+        `tensor "${name}" has offsets [${b}, ${end}], which overlap tensor "${prev}" ` +
+          `(it ends at ${at})`,
+      );
+    }
+    if (b > at) throw fail(`bytes [${at}, ${b}] of the data region belong to no tensor`);
+    if (end > b) prev = name;
+    at = end;
+  }
+  if (at !== dataLen) {
+    throw fail(
+      `${dataLen - at} bytes after the last tensor (bytes [${at}, ${dataLen}] of the data ` +
+        `region) belong to no tensor`,
+    );
+  }
+  return { tensors, metadata, dataStart: 8 + head.length };
+}
+
 /**
  * Parse safetensors bytes. Tensors are zero-copy views when the data is aligned, copies
  * otherwise. `what` names the source in error messages.
+ *
+ * @throws {SafetensorsError} when the header is not a JSON object of valid entries, the
+ * tensors' offsets do not tile the data region exactly (out of bounds, overlapping, gaps,
+ * bytes left over), or a tensor's dtype and shape do not fit its byte length.
  */
 export function decodeSafetensors(bytes: Uint8Array, what = "<bytes>"): SafetensorsFile {
   if (bytes.length < 8) throw new SafetensorsError(`${what}: too short to be a safetensors file`);
@@ -224,47 +347,71 @@ export function decodeSafetensors(bytes: Uint8Array, what = "<bytes>"): Safetens
   if (n > bytes.length - 8) {
     throw new SafetensorsError(`${what}: header length ${n} exceeds the file size ${bytes.length}`);
   }
-  let header: Record<string, unknown>;
-  try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  } catch (e) {
-    throw new SafetensorsError(`${what}: header is not valid JSON (${(e as Error).message})`);
-  }
-  const base = 8 + n;
-  const dataLen = bytes.length - base;
+  const h = parseHeader(bytes.subarray(8, 8 + n), bytes.length - 8 - n, what);
+  const base = h.dataStart;
   const tensors: Record<string, Tensor> = {};
-  let metadata: Record<string, string> = {};
-  for (const [name, raw] of Object.entries(header)) {
-    if (name === "__metadata__") {
-      metadata = (raw ?? {}) as Record<string, string>;
-      continue;
-    }
-    const e = raw as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-    if (!e || typeof e.dtype !== "string" || !(e.dtype in BYTES)) {
-      throw new SafetensorsError(`${what}: tensor "${name}" has unsupported dtype ${e?.dtype}`);
-    }
-    const dtype = e.dtype as Dtype;
-    if (!Array.isArray(e.shape) || !Array.isArray(e.data_offsets)) {
-      throw new SafetensorsError(`${what}: tensor "${name}" lacks shape or data_offsets`);
-    }
-    const [b, end] = e.data_offsets;
+  for (const [name, e] of Object.entries(h.tensors)) {
+    const [b, end] = e.dataOffsets;
     const count = numel(e.shape);
-    if (end - b !== count * BYTES[dtype] || b < 0 || end > dataLen) {
-      throw new SafetensorsError(
-        `${what}: tensor "${name}" offsets [${b}, ${end}] do not match shape [${e.shape}] ${dtype}`,
-      );
-    }
     const abs = bytes.byteOffset + base + b;
     let data: TensorData;
-    if (abs % BYTES[dtype] === 0) {
-      data = viewOf(dtype, bytes.buffer as ArrayBuffer, abs, count);
+    if (abs % BYTES[e.dtype] === 0) {
+      data = viewOf(e.dtype, bytes.buffer as ArrayBuffer, abs, count);
     } else {
       const copy = bytes.slice(base + b, base + end);
-      data = viewOf(dtype, copy.buffer, 0, count);
+      data = viewOf(e.dtype, copy.buffer, 0, count);
     }
-    tensors[name] = { dtype, shape: e.shape, data };
+    tensors[name] = { dtype: e.dtype, shape: e.shape, data };
   }
-  return { tensors, metadata };
+  return { tensors, metadata: h.metadata };
+}
+
+/**
+ * Read and check the header of a safetensors file without reading its tensors: the entries
+ * must tile the rest of the file exactly, as {@linkcode decodeSafetensors} requires.
+ *
+ * @throws {SafetensorsError} when the file cannot be read or its header is not sound.
+ *
+ * @example
+ * ```ts
+ * import { readSafetensorsHeader, writeSafetensors } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await writeSafetensors(path, { m: { dtype: "F32", shape: [4], data: new Float32Array(4) } });
+ * const h = await readSafetensorsHeader(path);
+ * console.assert(h.tensors.m.shape[0] === 4 && h.tensors.m.dataOffsets[1] === 16);
+ * await Deno.remove(path);
+ * ```
+ */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  try {
+    const size = (await f.stat()).size;
+    const readExactly = async (n: number): Promise<Uint8Array> => {
+      const buf = new Uint8Array(n);
+      let got = 0;
+      while (got < n) {
+        const k = await f.read(buf.subarray(got));
+        if (k === null) break;
+        got += k;
+      }
+      if (got < n) throw new SafetensorsError(`${path}: ends inside its header`);
+      return buf;
+    };
+    if (size < 8) throw new SafetensorsError(`${path}: too short to be a safetensors file`);
+    const lenBytes = await readExactly(8);
+    const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+    if (n > size - 8) {
+      throw new SafetensorsError(`${path}: header length ${n} exceeds the file size ${size}`);
+    }
+    return parseHeader(await readExactly(n), size - 8 - n, path);
+  } finally {
+    f.close();
+  }
 }
 
 /**

@@ -19,7 +19,12 @@ import { initParams, paramLayout } from "../model/params.ts";
 import { exportCheckpoint } from "../export/export.ts";
 import { openInference } from "../infer/inference.ts";
 import type { InferenceSession } from "../infer/session.ts";
-import { fitCompactTokenizer, gpt2Tokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
+import {
+  fitCompactTokenizer,
+  gpt2Tokenizer,
+  type Tokenizer,
+  tokenizerFromJson,
+} from "../pipeline/tokenizer.ts";
 
 const { values: cli } = parseArgs({
   args: Deno.args,
@@ -42,9 +47,25 @@ async function tokenizer(kind: string): Promise<Tokenizer> {
   const lines =
     (await Deno.readTextFile(new URL("../fixtures/default/train.jsonl", import.meta.url)))
       .split("\n").filter((l) => l.trim());
-  return fitCompactTokenizer(lines.map((l) => Object.values(JSON.parse(l)).join("\n")), {
+  const tok = fitCompactTokenizer(lines.map((l) => Object.values(JSON.parse(l)).join("\n")), {
     maxVocab: 4096,
   });
+  // The fixture's text fits about 1,000 tokens; unused added tokens fill the vocabulary up to
+  // the compact tokenizer's 4,096, so that the LM head has its full size and the checkpoint's
+  // vocabulary is its tokenizer's, as loading requires.
+  const json = JSON.parse(tok.toJSON()) as { added_tokens: Record<string, unknown>[] };
+  for (let id = tok.vocabSize; id < 4096; id++) {
+    json.added_tokens.push({
+      id,
+      content: `<|unused-${id}|>`,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+  }
+  return tokenizerFromJson(JSON.stringify(json), "compact");
 }
 
 const median = (xs: number[]) => xs.toSorted((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -77,7 +98,7 @@ async function measure(sessions: InferenceSession[]): Promise<Figures[]> {
 const results: Record<string, unknown>[] = [];
 for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
   const tok = await tokenizer(kind);
-  const V = kind === "gpt2" ? tok.vocabSize : 4096;
+  const V = tok.vocabSize;
   const cfg = presetConfig("small", V);
   const dir = await Deno.makeTempDir({ prefix: "lotus-bench-" });
   try {

@@ -18,7 +18,8 @@ import {
 } from "../eval/items.ts";
 import { runEval } from "../eval/evaluate.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
-import { readTrainLog, runDirOf } from "../train/run_log.ts";
+import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
+import { curveNotes } from "../eval/curves.ts";
 import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
@@ -137,6 +138,28 @@ export function parseEvalArgs(argv: string[]): EvalArgs | "help" {
   return command.parse(argv);
 }
 
+/**
+ * The run's log for the report's curves, or null. A log that cannot be read never blocks the
+ * evaluation: one line says why, and the report goes without the curves; so does a line for
+ * the records the curves leave out (a run that diverged).
+ */
+async function readCurves(
+  checkpoint: string,
+  log: (s: string) => void,
+): Promise<LogRecord[] | null> {
+  try {
+    const runDir = await runDirOf(checkpoint);
+    if (!runDir) return null;
+    const records = await readTrainLog(runDir);
+    const note = curveNotes(records, await trainLogPath(runDir));
+    if (note) log(note);
+    return records;
+  } catch (e) {
+    log(`${(e as Error).message.split("\n")[0]}; evaluating without the training curves`);
+    return null;
+  }
+}
+
 /** Run an evaluation as the command does; returns the summary path (exported for tests). */
 export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promise<string> {
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
@@ -154,6 +177,7 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
     `${items.length} items from ${a.data} (${format}${split ? `, split ${split}` : ""})` +
       (skipped ? `, ${skipped} malformed records skipped` : ""),
   );
+  const trainLog = await readCurves(a.checkpoint, log);
   const session = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
@@ -177,8 +201,6 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   } finally {
     session.close();
   }
-  const runDir = await runDirOf(a.checkpoint);
-  const trainLog = runDir ? await readTrainLog(runDir) : null;
   const files = await writeEvalOutputs(
     a.out,
     {

@@ -43,7 +43,7 @@ export {
   writeEvalOutputs,
 } from "./report.ts";
 export { classifyStep, type StepContext, type StepKind, type StepVerdict } from "./alternatives.ts";
-export { accuracySeries, lossSeries } from "./curves.ts";
+export { accuracySeries, curveNotes, lossSeries } from "./curves.ts";
 export {
   type LineChartOptions,
   lineChartSvg,

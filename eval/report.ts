@@ -338,7 +338,8 @@ export async function writeEvalOutputs(
   }
   const pictures: { title: string; svg: string; inline: boolean; file: string }[] = [];
   const log = opts.trainLog;
-  if (log && log.some((r) => r.kind === "train")) {
+  // A curve needs a value to draw: records of a diverged run hold none (eval/curves.ts).
+  if (log && log.some((r) => r.kind === "train" && Number.isFinite(r.loss))) {
     pictures.push({
       title: "Training loss",
       file: "training_loss.svg",
@@ -351,7 +352,7 @@ export async function writeEvalOutputs(
       }),
     });
   }
-  if (log && log.some((r) => r.kind === "eval")) {
+  if (log && log.some((r) => r.kind === "eval" && Number.isFinite(r.valAccuracy))) {
     const acc: Series = accuracySeries(log);
     pictures.push({
       title: "Validation accuracy during training",

@@ -3,15 +3,18 @@
  * running them:
  *
  * - `GPT2Config` fields in config.json, consistent with each other (`n_embd` divisible by
- *   `n_head`, GELU "gelu_new", LayerNorm eps 1e-5, tied embeddings);
+ *   `n_head`, `n_ctx` equal to `n_positions`, GELU "gelu_new", LayerNorm eps 1e-5, tied
+ *   embeddings) and with lotus.json (the model's shape, the special ids, which lie in the
+ *   vocabulary and are distinct where they must be);
  * - `GPT2LMHeadModel.from_pretrained` on model.safetensors: `__metadata__.format` "pt" (the
  *   loader refuses other files), F32 tensors with the Hugging Face names and Conv1D shapes
- *   ([in, out]), nothing unexpected; `lm_head.weight` may be absent (tied);
- * - the tokenizer files: tokenizer.json loads, its ids fit `vocab_size`, the special tokens
+ *   ([in, out]), nothing unexpected, every value finite; `lm_head.weight` may be absent
+ *   (tied);
+ * - the tokenizer files: tokenizer.json loads, has `vocab_size` tokens, the special tokens
  *   named in tokenizer_config.json and special_tokens_map.json exist with the ids of
  *   config.json, generation_config.json and lotus.json;
  * - the ONNX graphs: the input and output names of `@huggingface/transformers`' decoder
- *   convention, and external weights that lie inside their file.
+ *   convention, and external weights that lie inside their file and are finite.
  *
  * @module
  */
@@ -61,6 +64,24 @@ async function readJson(dir: string, name: string, problems: string[]): Promise<
     problems.push(`${name}: cannot read (${(e as Error).message})`);
   }
   return null;
+}
+
+/** "[i] = value; k of n values" for the first non-finite value of `data`, or null. */
+function nonFinite(data: Float32Array): string | null {
+  for (let i = 0; i < data.length; i++) {
+    if (Number.isFinite(data[i])) continue;
+    let k = 0;
+    for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j])) k++;
+    return `[${i}] = ${data[i]}; ${k} of its ${data.length} values`;
+  }
+  return null;
+}
+
+/** `n` little-endian floats at byte `offset` of `bytes` (a view when aligned). */
+function floatsAt(bytes: Uint8Array, offset: number, n: number): Float32Array {
+  const at = bytes.byteOffset + offset;
+  if (at % 4 === 0) return new Float32Array(bytes.buffer, at, n);
+  return new Float32Array(bytes.slice(offset, offset + 4 * n).buffer);
 }
 
 const sameShape = (a: number[], b: number[]) =>
@@ -115,6 +136,9 @@ export async function checkExport(dir: string): Promise<string[]> {
   }
   const eos = int("eos_token_id", 0), bos = int("bos_token_id", 0);
   if (eos >= V || bos >= V) bad(`config.json: "eos_token_id"/"bos_token_id" must be < vocab_size`);
+  if (cfg.n_ctx !== undefined && cfg.n_ctx !== NP) {
+    bad(`config.json: field "n_ctx" is ${JSON.stringify(cfg.n_ctx)}, "n_positions" is ${NP}`);
+  }
 
   // lotus.json
   const lres = lotusRaw ? LotusJsonSchema.safeParse(lotusRaw) : null;
@@ -125,11 +149,60 @@ export async function checkExport(dir: string): Promise<string[]> {
   const lotus = lres?.success ? lres.data : null;
   if (lotus) {
     const m = lotus.lotus.model;
-    if (m.vocabSize !== V || m.dModel !== C || m.nLayer !== NL || m.nHead !== NH) {
-      bad(`lotus.json: field "lotus.model" disagrees with config.json`);
+    const shape = [
+      ["vocabSize", "vocab_size", V],
+      ["maxPositions", "n_positions", NP],
+      ["dModel", "n_embd", C],
+      ["nLayer", "n_layer", NL],
+      ["nHead", "n_head", NH],
+    ] as const;
+    for (const [ours, hf, theirs] of shape) {
+      if (m[ours] !== theirs) {
+        bad(
+          `lotus.json: field "lotus.model.${ours}" is ${m[ours]}, config.json field "${hf}" is ` +
+            `${theirs}; field "lotus.model" disagrees with config.json`,
+        );
+      }
     }
-    if (lotus.special.eos !== eos) {
-      bad(`lotus.json: field "special.eos" is ${lotus.special.eos}, config.json says ${eos}`);
+    const sp = lotus.special;
+    for (const k of ["eos", "pad", "bot", "eot", "lat"] as const) {
+      if (sp[k] !== lotus.lotus.special[k]) {
+        bad(`lotus.json: field "special" disagrees with "lotus.special" (${k})`);
+        break;
+      }
+    }
+    for (const k of ["eos", "pad", "bot", "eot", "lat"] as const) {
+      if (Number.isInteger(V) && sp[k] >= V) {
+        bad(`lotus.json: field "special.${k}" is ${sp[k]}, outside the vocabulary [0, ${V})`);
+      }
+    }
+    const pairs = [
+      ["eos", "bot"],
+      ["eos", "eot"],
+      ["eos", "lat"],
+      ["bot", "eot"],
+      ["bot", "lat"],
+      ["eot", "lat"],
+      ["pad", "bot"],
+      ["pad", "eot"],
+      ["pad", "lat"],
+    ] as const;
+    for (const [a, b] of pairs) {
+      if (sp[a] === sp[b]) {
+        bad(
+          `lotus.json: fields "special.${a}" and "special.${b}" are both ${sp[a]}; EOS, BOT, ` +
+            `EOT and LAT must be distinct (PAD may share EOS's id only)`,
+        );
+      }
+    }
+    if (sp.eos !== eos) {
+      bad(`lotus.json: field "special.eos" is ${sp.eos}, config.json says ${eos}`);
+    }
+    if (cfg.pad_token_id !== undefined && cfg.pad_token_id !== sp.pad) {
+      bad(
+        `config.json: field "pad_token_id" is ${JSON.stringify(cfg.pad_token_id)}, ` +
+          `lotus.json's "special.pad" is ${sp.pad}`,
+      );
     }
   }
 
@@ -157,6 +230,11 @@ export async function checkExport(dir: string): Promise<string[]> {
         if (name === "lm_head.weight" && sameShape(t.shape, [V, C])) continue;
         bad(`model.safetensors: tensor "${name}" is not a GPT-2 tensor`);
       }
+      for (const [name, t] of Object.entries(st.tensors)) {
+        if (t.dtype !== "F32") continue;
+        const nf = nonFinite(t.data as Float32Array);
+        if (nf) bad(`model.safetensors: tensor "${name}" holds non-finite values (${nf})`);
+      }
     } catch (e) {
       bad(`model.safetensors: ${(e as Error).message}`);
     }
@@ -170,8 +248,11 @@ export async function checkExport(dir: string): Promise<string[]> {
     const text = await Deno.readTextFile(`${dir}/tokenizer.json`);
     tokJson = JSON.parse(text);
     const tok = tokenizerFromJson(text, "file", `${dir}/tokenizer.json`);
-    if (tok.vocabSize > V) {
-      bad(`tokenizer.json: ids up to ${tok.vocabSize - 1} do not fit vocab_size ${V}`);
+    if (tok.vocabSize !== V) {
+      bad(
+        `tokenizer.json: ${tok.vocabSize} tokens, but config.json field "vocab_size" is ${V}; ` +
+          `the tokenizer is not the model's`,
+      );
     }
   } catch (e) {
     bad(`tokenizer.json: ${(e as Error).message}`);
@@ -245,12 +326,14 @@ export async function checkExport(dir: string): Promise<string[]> {
   // ONNX graphs
   if (lotus?.onnx) {
     const files = lotus.onnx;
-    let dataSize = -1;
+    let weightBytes: Uint8Array | null = null;
     try {
-      dataSize = (await Deno.stat(`${dir}/${files.weights}`)).size;
+      weightBytes = await Deno.readFile(`${dir}/${files.weights}`);
     } catch {
       bad(`${files.weights}: missing`);
     }
+    const dataSize = weightBytes ? weightBytes.length : -1;
+    const scanned = new Set<string>();
     for (const [file, first] of [[files.ids, "input_ids"], [files.embeds, "inputs_embeds"]]) {
       let m;
       try {
@@ -278,6 +361,11 @@ export async function checkExport(dir: string): Promise<string[]> {
           bad(`${file}: weight "${t.name}" is in ${get("location")}, not ${files.weights}`);
         } else if (len !== n || (dataSize >= 0 && off + len > dataSize)) {
           bad(`${file}: weight "${t.name}" [${t.dims}] does not fit ${files.weights}`);
+        } else if (weightBytes && !scanned.has(t.name)) {
+          // One pass per weight, however many graphs share it.
+          scanned.add(t.name);
+          const nf = nonFinite(floatsAt(weightBytes, off, len / 4));
+          if (nf) bad(`${files.weights}: weight "${t.name}" holds non-finite values (${nf})`);
         }
       }
     }

@@ -19,7 +19,6 @@ import {
 import { Model } from "../model/model.ts";
 import { selectEngine } from "../engine/backend.ts";
 import { inferenceShape } from "../train/schedule.ts";
-import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { exists } from "../base/exists.ts";
 
@@ -78,8 +77,9 @@ export async function openInference(
         `checkpoint, or use --backend onnx`,
     );
   }
+  // Verified on load: the weights, config.json and tokenizer.json describe one finite model.
   const ck = await loadCheckpoint(checkpoint);
-  const tok = await tokenizerFromJson(ck.tokenizerJson, "file");
+  const tok = ck.tokenizer;
   const eng: Engine = selectEngine(backend, {
     threads: opts.threads ?? 0,
     precision: opts.precision ?? "fp32",

@@ -19,7 +19,7 @@
 
 import * as ort from "onnxruntime-node";
 import { leftPadQuestions } from "../model/generate.ts";
-import { checkpointDirOf } from "../model/checkpoint.ts";
+import { checkpointDirOf, loadCheckpoint } from "../model/checkpoint.ts";
 import {
   checkpointFingerprint,
   exportCheckpoint,
@@ -287,7 +287,13 @@ export async function onnxExportFor(
   const cache = `${ck}/${ONNX_CACHE_DIR}`;
   if (await isExport(cache)) {
     const [lotus, sha] = await Promise.all([readLotusJson(cache), checkpointFingerprint(ck)]);
-    if (lotus.source.sha256 === sha) return cache;
+    if (lotus.source.sha256 === sha) {
+      // The cache was exported from a sound checkpoint, but the checkpoint is verified again:
+      // a file damaged or replaced since (tokenizer.json, optimizer.safetensors) is refused
+      // here as the engines refuse it.
+      await loadCheckpoint(ck);
+      return cache;
+    }
   }
   log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
   await exportCheckpoint(ck, cache, { format: "onnx" });

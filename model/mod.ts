@@ -44,14 +44,26 @@ export {
   type CheckpointData,
   checkpointDirOf,
   CheckpointError,
+  type CheckpointFiles,
   loadCheckpoint,
+  type LoadedCheckpoint,
   loadHfInit,
   type LotusMeta,
   saveCheckpoint,
   type TrainState,
+  type VerifiedCheckpoint,
+  verifyCheckpoint,
 } from "./checkpoint.ts";
 
 // Types that the signatures above use.
 export type { Engine, Ptr } from "../engine/ffi.ts";
 export type { BackendName } from "../engine/types.ts";
-export type { SpecialIds } from "../pipeline/tokenizer.ts";
+export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
+export type {
+  Dtype,
+  SafetensorsFile,
+  SafetensorsHeader,
+  Tensor,
+  TensorData,
+  TensorEntry,
+} from "../base/safetensors.ts";

@@ -9,7 +9,7 @@ import { Rng } from "../base/rng.ts";
 import { perturbedParams } from "../check/parity.ts";
 import { Model } from "../model/model.ts";
 import type { Example } from "../train/batch.ts";
-import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import { LOTUS_TOKENS, type SpecialIds } from "../pipeline/tokenizer.ts";
 
 let shared: Engine | null = null;
 
@@ -46,6 +46,34 @@ export function tinyModel(cfg: ModelConfig, params: Float32Array, training = tru
 /** Special ids for a vocabulary of `v`: the last four ids. */
 export function tinySpecials(v: number): SpecialIds {
   return { eos: v - 4, pad: v - 4, bot: v - 3, eot: v - 2, lat: v - 1 };
+}
+
+/**
+ * A tokenizer.json for a vocabulary of `v` whose special ids are {@linkcode tinySpecials}:
+ * one letter per id below v - 4 (BPE without merges), then EOS and the LOTUS tokens.
+ */
+export function tinyTokenizerJson(v: number): string {
+  const n = v - 4, vocab: Record<string, number> = {};
+  for (let i = 0; i < n; i++) vocab[String.fromCharCode(0x61 + i)] = i;
+  const texts = ["<|endoftext|>", LOTUS_TOKENS.bot, LOTUS_TOKENS.eot, LOTUS_TOKENS.lat];
+  const added = texts.map((content, i) => ({
+    id: n + i,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  }));
+  return JSON.stringify({
+    version: "1.0",
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    model: { type: "BPE", unk_token: null, vocab, merges: [] },
+  });
 }
 
 /** Random examples over ids [0, v-4). */

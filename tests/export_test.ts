@@ -170,6 +170,65 @@ Deno.test("the structural check names what is wrong in a damaged export", async 
   has(`tokenizer_config.json: field "eos_token" names no token`);
 });
 
+Deno.test("the structural check reports non-finite weights and configs that disagree", async () => {
+  const d = await tempDir();
+  const { cfg, tok } = await tinyCheckpoint(`${d}/ck`);
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  assertEquals(await checkExport(`${d}/ex`), []);
+  // Weights that are not finite, in the safetensors file and in the ONNX weight file.
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  const tensors = { ...st.tensors };
+  const lnf = Float32Array.from(tensors["transformer.ln_f.weight"].data as Float32Array);
+  lnf[3] = NaN;
+  tensors["transformer.ln_f.weight"] = { ...tensors["transformer.ln_f.weight"], data: lnf };
+  await writeSafetensors(`${d}/ex/model.safetensors`, tensors, st.metadata);
+  const graph = decodeModel(await Deno.readFile(`${d}/ex/onnx/model.onnx`));
+  const wpe = graph.graph.initializer.find((t) => t.name === "transformer.wpe.weight")!;
+  const offset = Number(wpe.externalData!.find((e) => e.key === "offset")!.value);
+  const f = await Deno.open(`${d}/ex/onnx/model.onnx_data`, { write: true });
+  await f.seek(offset + 4 * 7, Deno.SeekMode.Start);
+  await f.write(new Uint8Array(Float32Array.of(Infinity).buffer));
+  f.close();
+  // lotus.json and config.json that disagree on the context and the special ids.
+  const lotus = await readJson(`${d}/ex/lotus.json`);
+  const model = (lotus.lotus as { model: Record<string, unknown> }).model;
+  model.maxPositions = 64;
+  const special = lotus.special as Record<string, number>;
+  special.lat = cfg.vocabSize + 5;
+  special.eot = special.bot;
+  await Deno.writeTextFile(`${d}/ex/lotus.json`, JSON.stringify(lotus));
+  const c = await readJson(`${d}/ex/config.json`);
+  await Deno.writeTextFile(
+    `${d}/ex/config.json`,
+    JSON.stringify({ ...c, pad_token_id: tok.special.bot, n_ctx: 256 }),
+  );
+  const problems = await checkExport(`${d}/ex`);
+  const has = (s: string) =>
+    assert(problems.some((p) => p.includes(s)), `no problem "${s}" in\n${problems.join("\n")}`);
+  has(`model.safetensors: tensor "transformer.ln_f.weight" holds non-finite values ([3] = NaN`);
+  has(`onnx/model.onnx_data: weight "transformer.wpe.weight" holds non-finite values ([7] = Inf`);
+  has(`lotus.json: field "lotus.model.maxPositions" is 64, config.json field "n_positions" is 128`);
+  has(`lotus.json: field "special.lat" is ${cfg.vocabSize + 5}, outside the vocabulary [0, `);
+  has(`lotus.json: fields "special.bot" and "special.eot" are both ${tok.special.bot}`);
+  has(`lotus.json: field "special" disagrees with "lotus.special"`);
+  has(`config.json: field "pad_token_id" is ${tok.special.bot}, lotus.json's "special.pad" is`);
+  has(`config.json: field "n_ctx" is 256, "n_positions" is 128`);
+  // A tokenizer with fewer tokens than the model's vocabulary is another tokenizer.
+  const other = await tempDir();
+  await tinyCheckpoint(`${other}/ck`);
+  await exportCheckpoint(`${other}/ck`, `${other}/ex`, { format: "hf" });
+  const c2 = await readJson(`${other}/ex/config.json`);
+  await Deno.writeTextFile(
+    `${other}/ex/config.json`,
+    JSON.stringify({ ...c2, vocab_size: cfg.vocabSize + 64 }),
+  );
+  const p2 = await checkExport(`${other}/ex`);
+  assert(
+    p2.some((p) => p.includes(`tokenizer.json: ${tok.vocabSize} tokens, but config.json field`)),
+    p2.join("\n"),
+  );
+});
+
 Deno.test("export fails clearly for a checkpoint with a missing or wrong file", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`);

@@ -18,6 +18,7 @@ import { parseTrainArgs } from "../cli/train.ts";
 import { tempDir } from "./_tmp.ts";
 import { readTrainLog } from "../train/run_log.ts";
 import { fixtureData } from "./_task.ts";
+import { tinySpecials, tinyTokenizerJson } from "./_tiny.ts";
 
 const tmp = tempDir;
 
@@ -61,7 +62,7 @@ Deno.test("checkpoint round trip, with Hugging Face names and Conv1D layout", as
   });
   const layout = paramLayout(cfg);
   const params = initParams(layout, cfg, 3);
-  const sp = { eos: 16, pad: 16, bot: 17, eot: 18, lat: 19 };
+  const sp = tinySpecials(20);
   const state = {
     step: 7,
     epoch: 1,
@@ -84,7 +85,7 @@ Deno.test("checkpoint round trip, with Hugging Face names and Conv1D layout", as
     params,
     moments: { m, v },
     state,
-    tokenizerJson: "{}",
+    tokenizerJson: tinyTokenizerJson(20),
   });
   const back = await loadCheckpoint(`${dir}/ck`, { withOptimizer: true });
   assertEquals(Array.from(back.params), Array.from(params));

@@ -33,7 +33,14 @@ export {
   stageShape,
   totalSteps,
 } from "./schedule.ts";
-export { LOG_COLUMNS, type LogRecord, readTrainLog, runDirOf, TrainLogError } from "./run_log.ts";
+export {
+  LOG_COLUMNS,
+  type LogRecord,
+  readTrainLog,
+  runDirOf,
+  TrainLogError,
+  trainLogPath,
+} from "./run_log.ts";
 export { DatasetError, loadSplit, type SplitData } from "./dataset.ts";
 export {
   type AuxBatch,

@@ -18,8 +18,9 @@ import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
 import { exists } from "../base/exists.ts";
 
-// A non-finite value (a diverged loss) is written as null in JSON and reads back as NaN.
-const num = z.union([z.number(), z.nan()]).optional();
+// A non-finite value (a diverged loss) is written as null in JSON and reads back as NaN; in
+// log.csv it is written as NaN, Infinity or -Infinity and reads back as that number.
+const num = z.union([z.number(), z.nan(), z.literal(Infinity), z.literal(-Infinity)]).optional();
 
 /** A record's JSON with null (how JSON writes NaN and infinities) read as NaN. */
 function nullsAsNaN(raw: unknown): unknown {
@@ -159,8 +160,8 @@ function parseLog(path: string, text: string): LogRecord[] {
     if (!r.success) {
       const is = r.error.issues[0];
       throw new TrainLogError(
-        `${path}:${i + 1}: field "${is.path.join(".")}": ${is.message}; ` +
-          "the file was not written by deno task train",
+        `${path}:${i + 1}: field "${is.path.join(".")}": ${is.message}; the line is not a ` +
+          "record of deno task train's log (damaged, or written by another program)",
       );
     }
     out.push(r.data);
@@ -194,11 +195,17 @@ export async function runDirOf(checkpoint: string): Promise<string | null> {
   return null;
 }
 
+/** The file {@linkcode readTrainLog} reads in a run directory: log.jsonl, else log.csv. */
+export async function trainLogPath(runDir: string): Promise<string> {
+  const jsonl = `${runDir}/log.jsonl`;
+  return await exists(jsonl) ? jsonl : `${runDir}/log.csv`;
+}
+
 /** The records of a run's log: log.jsonl when present, else log.csv. */
 export async function readTrainLog(runDir: string): Promise<LogRecord[]> {
-  const jsonl = `${runDir}/log.jsonl`;
-  if (await exists(jsonl)) return parseLog(jsonl, await Deno.readTextFile(jsonl));
-  const csv = `${runDir}/log.csv`;
+  const path = await trainLogPath(runDir);
+  if (path.endsWith(".jsonl")) return parseLog(path, await Deno.readTextFile(path));
+  const csv = path;
   if (!(await exists(csv))) {
     throw new TrainLogError(`${runDir}: has neither log.jsonl nor log.csv; pass a run directory`);
   }

@@ -1,0 +1,262 @@
+/**
+ * Loading verifies a checkpoint, so eval, infer, export and resume never accept an
+ * inconsistent one: damaged safetensors offsets, a config.json whose GPT-2 fields, "lotus"
+ * section and weights disagree, special ids outside the vocabulary or not distinct, a
+ * tokenizer.json from another checkpoint, non-finite weights, an optimizer file of another
+ * model. Each damage is refused by loadCheckpoint, by both inference backends, by export and
+ * by the command lines, with a CheckpointError naming the file and the field.
+ */
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { ROOT, runDeno } from "./_run.ts";
+import { CheckpointError, loadCheckpoint } from "../model/checkpoint.ts";
+import { exportCheckpoint, ExportError } from "../export/export.ts";
+import { openInference } from "../infer/inference.ts";
+import { readSafetensors, writeSafetensors } from "../base/safetensors.ts";
+import { fitCompactTokenizer } from "../pipeline/tokenizer.ts";
+import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
+
+type Json = Record<string, unknown>;
+
+let good: Promise<string> | null = null;
+/** One sound tiny checkpoint per test process. */
+function goodCheckpoint(): Promise<string> {
+  good ??= (async () => {
+    const d = await tempDir();
+    await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+    return `${d}/ck`;
+  })();
+  return good;
+}
+
+/** A copy of the sound checkpoint, damaged by `damage`. */
+async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
+  const src = await goodCheckpoint(), dir = `${await tempDir()}/ck`;
+  await Deno.mkdir(dir);
+  for (const e of Deno.readDirSync(src)) {
+    if (e.isFile) await Deno.copyFile(`${src}/${e.name}`, `${dir}/${e.name}`);
+  }
+  await damage(dir);
+  return dir;
+}
+
+async function editConfig(dir: string, edit: (cfg: Json, lotus: Json) => void): Promise<void> {
+  const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Json;
+  edit(cfg, cfg.lotus as Json);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(cfg, null, 2));
+}
+
+/** Rewrite the JSON header of a safetensors file, keeping its data bytes. */
+async function editHeader(path: string, edit: (h: Record<string, Json>) => void): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  edit(header);
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const h = new TextEncoder().encode(json), data = bytes.subarray(8 + n);
+  const out = new Uint8Array(8 + h.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  out.set(data, 8 + h.length);
+  await Deno.writeFile(path, out);
+}
+
+/** Every tensor of model.safetensors mapped through `f` (same names, shapes, metadata). */
+async function mapWeights(dir: string, f: (x: Float32Array, name: string) => void) {
+  const st = await readSafetensors(`${dir}/model.safetensors`);
+  const tensors = { ...st.tensors };
+  for (const [name, t] of Object.entries(tensors)) {
+    const data = (t.data as Float32Array).slice();
+    f(data, name);
+    tensors[name] = { ...t, data };
+  }
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, st.metadata);
+}
+
+/** The damages, each with the parts its error message must hold. */
+const CASES: [string, (dir: string) => Promise<void>, string[]][] = [
+  [
+    "overlapping tensor offsets in model.safetensors",
+    (dir) =>
+      editHeader(`${dir}/model.safetensors`, (h) => {
+        h["transformer.ln_f.bias"].data_offsets = h["transformer.ln_f.weight"].data_offsets;
+      }),
+    ["model.safetensors", `"transformer.ln_f`, "overlap"],
+  ],
+  [
+    "n_head of config.json contradicts lotus.model.nHead",
+    (dir) => editConfig(dir, (cfg) => cfg.n_head = 4),
+    ["config.json", `"n_head" is 4`, `"lotus.model.nHead" is 2`],
+  ],
+  [
+    "n_layer of config.json contradicts lotus.model.nLayer",
+    (dir) => editConfig(dir, (cfg) => cfg.n_layer = 3),
+    ["config.json", `"n_layer" is 3`, `"lotus.model.nLayer" is 2`],
+  ],
+  [
+    "fewer layers in config.json than in the weights",
+    (dir) =>
+      editConfig(dir, (cfg, lotus) => {
+        cfg.n_layer = 1;
+        (lotus.model as Json).nLayer = 1;
+      }),
+    ["model.safetensors", `tensor "transformer.h.1.`, "lotus.model.nLayer"],
+  ],
+  [
+    "more layers in config.json than in the weights",
+    (dir) =>
+      editConfig(dir, (cfg, lotus) => {
+        cfg.n_layer = 3;
+        (lotus.model as Json).nLayer = 3;
+      }),
+    ["model.safetensors", `tensor "transformer.h.2.`, "missing"],
+  ],
+  [
+    "vocab_size of config.json contradicts the lotus section",
+    (dir) => editConfig(dir, (cfg) => cfg.vocab_size = 50260),
+    ["config.json", `"vocab_size" is 50260`, `"lotus.model.vocabSize"`],
+  ],
+  [
+    "n_positions of config.json contradicts the lotus section",
+    (dir) => editConfig(dir, (cfg) => cfg.n_positions = 1024),
+    ["config.json", `"n_positions" is 1024`, `"lotus.model.maxPositions" is 128`],
+  ],
+  [
+    "a negative EOS id",
+    (dir) =>
+      editConfig(dir, (cfg, lotus) => {
+        const sp = lotus.special as Json;
+        sp.eos =
+          sp.pad =
+          cfg.eos_token_id =
+          cfg.bos_token_id =
+          cfg.pad_token_id =
+            -1;
+      }),
+    ["config.json", `"lotus.special.eos" is -1`, "[0, "],
+  ],
+  [
+    "LAT and BOT share an id",
+    (dir) =>
+      editConfig(dir, (_cfg, lotus) => {
+        const sp = lotus.special as Json;
+        sp.lat = sp.bot;
+      }),
+    ["config.json", `"lotus.special.lat"`, `"lotus.special.bot"`, "distinct"],
+  ],
+  [
+    "a tokenizer.json from another checkpoint",
+    (dir) =>
+      Deno.writeTextFile(
+        `${dir}/tokenizer.json`,
+        fitCompactTokenizer(["Other words entirely, 12 + 30 = 42.\n"]).toJSON(),
+      ),
+    ["tokenizer.json", `"lotus.model.vocabSize"`, "does not belong"],
+  ],
+  [
+    "all weights NaN",
+    (dir) => mapWeights(dir, (x) => x.fill(NaN)),
+    ["model.safetensors", `tensor "transformer.wte.weight"`, "NaN", "non-finite"],
+  ],
+  [
+    "one infinite weight deep in the last layer",
+    (dir) => mapWeights(dir, (x, name) => name.endsWith("h.1.mlp.c_proj.weight") && (x[5] = -1e39)),
+    ["model.safetensors", `"transformer.h.1.mlp.c_proj.weight"`, "[5]", "-Infinity"],
+  ],
+  [
+    "an optimizer.safetensors of another model",
+    (dir) =>
+      writeSafetensors(`${dir}/optimizer.safetensors`, {
+        m: { dtype: "F32", shape: [10], data: new Float32Array(10) },
+        v: { dtype: "F32", shape: [10], data: new Float32Array(10) },
+      }),
+    ["optimizer.safetensors", "[10]", "parameters"],
+  ],
+];
+
+for (const [what, damage, parts] of CASES) {
+  Deno.test(`a checkpoint with ${what} is refused by load, infer, eval and export`, async () => {
+    const dir = await damaged(damage);
+    const has = (e: Error, where: string) => {
+      for (const p of parts) {
+        assert(e.message.includes(p), `${where}: "${e.message}" lacks ${JSON.stringify(p)}`);
+      }
+    };
+    has(await assertRejects(() => loadCheckpoint(dir), CheckpointError), "loadCheckpoint");
+    has(await assertRejects(() => openInference(dir, { backend: "cpu" })), "infer (cpu)");
+    has(
+      await assertRejects(() => exportCheckpoint(dir, `${dir}-export`), ExportError),
+      "export",
+    );
+    await assertRejects(() => Deno.stat(`${dir}-export`));
+  });
+}
+
+Deno.test("the ONNX backend and the eval command refuse a damaged checkpoint too", async () => {
+  const dir = await damaged((d) => mapWeights(d, (x) => x.fill(NaN)));
+  const e = await assertRejects(() => openInference(dir, { backend: "onnx" }));
+  assert(e.message.includes("non-finite"), e.message);
+  // An ONNX cache made while the checkpoint was sound is no way around the check.
+  const sound = await damaged(async () => {});
+  await (await openInference(sound, { backend: "onnx" })).close();
+  await Deno.writeTextFile(
+    `${sound}/tokenizer.json`,
+    fitCompactTokenizer(["Other words entirely, 12 + 30 = 42.\n"]).toJSON(),
+  );
+  const e2 = await assertRejects(() => openInference(sound, { backend: "onnx" }));
+  assert(e2.message.includes("tokenizer.json"), e2.message);
+
+  const data = `${await tempDir()}/q.jsonl`;
+  await Deno.writeTextFile(
+    data,
+    FIXTURE_QUESTIONS.map((q) => JSON.stringify({ question: q, answer: "#### 1" })).join("\n"),
+  );
+  const a = parseEvalArgs(["--checkpoint", dir, "--data", data, "--out", `${dir}-eval`]);
+  assert(a !== "help");
+  const e3 = await assertRejects(() => evalCommand(a, () => {}), CheckpointError);
+  assert(e3.message.includes("non-finite"), e3.message);
+});
+
+Deno.test("deno task export and infer exit 1 with one line on a NaN checkpoint", async () => {
+  const dir = await damaged((d) => mapWeights(d, (x) => x.fill(NaN)));
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
+  const task = (name: string, args: string[]) =>
+    runDeno([...tasks[name].split(" ").slice(1), ...args]);
+  for (
+    const r of [
+      await task("export", ["--checkpoint", dir, "--out", `${dir}-ex`]),
+      await task("infer", ["--checkpoint", dir, "--backend", "cpu", FIXTURE_QUESTIONS[0]]),
+    ]
+  ) {
+    assertEquals(r.code, 1, r.stdout + r.stderr);
+    assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert(r.stderr.includes("non-finite"), r.stderr);
+    assert(!r.stdout.includes("structural check: ok"), r.stdout);
+  }
+});
+
+Deno.test("a sound checkpoint loads with its tokenizer; a resume checks the moments", async () => {
+  const dir = await goodCheckpoint();
+  const ck = await loadCheckpoint(dir);
+  assertEquals(ck.tokenizer.vocabSize, ck.meta.model.vocabSize);
+  assertEquals(ck.tokenizer.special, ck.meta.special);
+  // Moments of the right size but not finite: a resume would carry the NaN into training.
+  const bad = await damaged(async (d) => {
+    const n = ck.params.length, m = new Float32Array(n), v = new Float32Array(n);
+    v[n - 1] = NaN;
+    await writeSafetensors(`${d}/optimizer.safetensors`, {
+      m: { dtype: "F32", shape: [n], data: m },
+      v: { dtype: "F32", shape: [n], data: v },
+    });
+  });
+  await loadCheckpoint(bad); // eval and export do not read the moments
+  const e = await assertRejects(
+    () => loadCheckpoint(bad, { withOptimizer: true }),
+    CheckpointError,
+  );
+  for (const p of ["optimizer.safetensors", `tensor "v"`, "NaN"]) {
+    assert(e.message.includes(p), `"${e.message}" lacks ${p}`);
+  }
+});
