@@ -239,7 +239,14 @@ Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final sta
   const data = await fixtureData();
   const cot = await tmp(), lotus = await tmp();
   const common = { data, preset: "tiny" as const, backend: "cpu" as const, quiet: true };
-  await train({ ...common, out: cot, train: { mode: "cot", steps: 30, batch: 16, lr: 3e-3 } });
+  await train({
+    ...common,
+    out: cot,
+    train: { mode: "cot", epochs: 3, batch: 32, lr: 3e-3, keepBest: true, evalExamples: 8 },
+  });
+  // A baseline has one stage: every epoch ends in an evaluation.
+  const cotEvals = (await readTrainLog(cot)).filter((r) => r.kind === "eval");
+  assertEquals(cotEvals.length, 3);
   const res = await train({
     ...common,
     out: lotus,

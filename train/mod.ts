@@ -26,6 +26,7 @@ export {
   epochOrder,
   finalStageStart,
   inferenceShape,
+  isFinalStage,
   type LotusShape,
   lrAt,
   type ShapeOverrides,

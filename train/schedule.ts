@@ -42,6 +42,11 @@ export function stageOf(cfg: TrainConfig, epoch: number, step = 0): number {
   return Math.min(Math.floor(epoch / cfg.epochsPerStage), cfg.k);
 }
 
+/** Whether `stage` is the run's last: K for LOTUS; the baselines have only one. */
+export function isFinalStage(cfg: TrainConfig, stage: number): boolean {
+  return cfg.mode === "cot" || cfg.mode === "nocot" || stage >= cfg.k;
+}
+
 /** The first step of the final stage (K), for a run of `stepsPerEpoch` steps an epoch. */
 export function finalStageStart(cfg: TrainConfig, stepsPerEpoch: number): number {
   if (cfg.mode === "cot" || cfg.mode === "nocot") return 0;

@@ -32,7 +32,7 @@ import {
 } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
-import { epochOrder, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
+import { epochOrder, isFinalStage, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
 import { type LogRecord, RunLog } from "./run_log.ts";
 import {
   curriculumNotes,
@@ -525,10 +525,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       return ev;
     };
     // --keep-best: the final stage's best validation accuracy, and its weights in best/.
-    const finalStage = cfg.mode === "cot" || cfg.mode === "nocot" ? 0 : cfg.k;
     const bestDir = `${opts.out}/best`;
     const considerBest = async (ev: { accuracy: number }, stage: number) => {
-      if (!cfg.keepBest || stage !== finalStage || !(ev.accuracy > state.bestAccuracy)) return;
+      if (!cfg.keepBest || !isFinalStage(cfg, stage) || !(ev.accuracy > state.bestAccuracy)) {
+        return;
+      }
       state.bestAccuracy = ev.accuracy;
       state.bestStep = state.step;
       await save(bestDir);
@@ -638,7 +639,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       const periodic = cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0;
       // With --keep-best, every epoch of the final stage ends with an evaluation.
-      const epochEnd = cfg.keepBest && stage === finalStage && state.batchInEpoch >= stepsPerEpoch;
+      const epochEnd = cfg.keepBest && isFinalStage(cfg, stage) &&
+        state.batchInEpoch >= stepsPerEpoch;
       if ((periodic || epochEnd) && state.step < total) {
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
         lastEval = runEval(stage);
