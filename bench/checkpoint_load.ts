@@ -12,7 +12,12 @@
 // machine may be shared; the checkpoints are written to a temporary directory (about 500 MB
 // for gpt2) and removed.
 import { parseArgs } from "node:util";
-import { loadCheckpoint, saveCheckpoint, verifyCheckpoint } from "../model/checkpoint.ts";
+import {
+  freshTrainState,
+  loadCheckpoint,
+  saveCheckpoint,
+  verifyCheckpoint,
+} from "../model/checkpoint.ts";
 import { presetConfig, type PresetName, TrainConfigSchema } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { readSafetensors } from "../base/safetensors.ts";
@@ -73,16 +78,7 @@ for (const preset of presets) {
         preset,
       },
       params: initParams(layout, cfg, 0),
-      state: {
-        step: 0,
-        epoch: 6,
-        batchInEpoch: 0,
-        rng: 0,
-        bestAccuracy: -1,
-        bestStep: -1,
-        tokens: 0,
-        seconds: 0,
-      },
+      state: { ...freshTrainState(), epoch: 6 },
       tokenizerJson: tok.toJSON(),
     });
     const t = { load: [] as number[], read: [] as number[], verify: [] as number[] };

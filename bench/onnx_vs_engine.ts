@@ -13,7 +13,7 @@
 // Runs alternate between the backends; the load average is recorded, since the machine
 // may be shared.
 import { parseArgs } from "node:util";
-import { saveCheckpoint } from "../model/checkpoint.ts";
+import { freshTrainState, saveCheckpoint } from "../model/checkpoint.ts";
 import { presetConfig, TrainConfigSchema } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { exportCheckpoint } from "../export/export.ts";
@@ -112,16 +112,7 @@ for (const kind of cli.vocab === "all" ? ["compact", "gpt2"] : [cli.vocab!]) {
         preset: "small",
       },
       params: initParams(paramLayout(cfg), cfg, 0),
-      state: {
-        step: 0,
-        epoch: 6,
-        batchInEpoch: 0,
-        rng: 0,
-        bestAccuracy: -1,
-        bestStep: -1,
-        tokens: 0,
-        seconds: 0,
-      },
+      state: { ...freshTrainState(), epoch: 6 },
       tokenizerJson: tok.toJSON(),
     });
     await exportCheckpoint(`${dir}/ck`, `${dir}/ex`, { format: "onnx" });

@@ -19,7 +19,7 @@ import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
 import { Rng } from "../base/rng.ts";
 import { TrainConfigSchema } from "../model/config.ts";
-import { saveCheckpoint } from "../model/checkpoint.ts";
+import { freshTrainState, saveCheckpoint } from "../model/checkpoint.ts";
 import { type Tensor, writeSafetensors } from "../base/safetensors.ts";
 
 /** A plain (non-looped) forward's logits [B*T, V], positions 0..T-1, no padding. */
@@ -78,16 +78,7 @@ export async function writeTorchCase(
       preset: "gpu-check",
     },
     params,
-    state: {
-      step: 0,
-      epoch: 0,
-      batchInEpoch: 0,
-      rng: 0,
-      bestAccuracy: -1,
-      bestStep: -1,
-      tokens: 0,
-      seconds: 0,
-    },
+    state: freshTrainState(),
     tokenizerJson: '{"note": "random-token test case: no tokenizer"}\n',
   });
   const PB = 3, PT = 20;

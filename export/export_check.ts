@@ -23,6 +23,7 @@ import { LotusJsonSchema, tokenText } from "./hf_files.ts";
 import { decodeModel } from "./onnx_proto.ts";
 import { pastKey, pastValue, presentKey, presentValue } from "./onnx_gpt2.ts";
 import { readSafetensors } from "../base/safetensors.ts";
+import { DISTINCT_SPECIALS } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
 
@@ -176,18 +177,7 @@ export async function checkExport(dir: string): Promise<string[]> {
         bad(`lotus.json: field "special.${k}" is ${sp[k]}, outside the vocabulary [0, ${V})`);
       }
     }
-    const pairs = [
-      ["eos", "bot"],
-      ["eos", "eot"],
-      ["eos", "lat"],
-      ["bot", "eot"],
-      ["bot", "lat"],
-      ["eot", "lat"],
-      ["pad", "bot"],
-      ["pad", "eot"],
-      ["pad", "lat"],
-    ] as const;
-    for (const [a, b] of pairs) {
+    for (const [a, b] of DISTINCT_SPECIALS) {
       if (sp[a] === sp[b]) {
         bad(
           `lotus.json: fields "special.${a}" and "special.${b}" are both ${sp[a]}; EOS, BOT, ` +

@@ -126,6 +126,20 @@ export interface LotusMeta {
   preset: string;
 }
 
+/** The train state of a run that has not started: step 0, no evaluation yet. */
+export function freshTrainState(): TrainState {
+  return {
+    step: 0,
+    epoch: 0,
+    batchInEpoch: 0,
+    rng: 0,
+    bestAccuracy: -1,
+    bestStep: -1,
+    tokens: 0,
+    seconds: 0,
+  };
+}
+
 /** Everything a checkpoint holds. */
 export interface CheckpointData {
   /** The `lotus` section of config.json: model shape, training settings, special ids. */
@@ -393,7 +407,7 @@ const GPT2_IDS = [["eos_token_id", "eos"], ["bos_token_id", "eos"], [
 ]] as const;
 
 /** Pairs of special tokens that must have distinct ids (PAD may share EOS's). */
-const DISTINCT = [
+export const DISTINCT_SPECIALS: readonly (readonly [keyof SpecialIds, keyof SpecialIds])[] = [
   ["eos", "bot"],
   ["eos", "eot"],
   ["eos", "lat"],
@@ -541,7 +555,7 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
       );
     }
   }
-  for (const [a, b] of DISTINCT) {
+  for (const [a, b] of DISTINCT_SPECIALS) {
     if (sp[a] === sp[b]) {
       throw new CheckpointError(
         `${cfgPath}: fields "lotus.special.${a}" and "lotus.special.${b}" are both ${sp[a]}; ` +

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { saveCheckpoint } from "../model/checkpoint.ts";
+import { freshTrainState, saveCheckpoint } from "../model/checkpoint.ts";
 import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
 import { fitCompactTokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
 import { tinyParams } from "./_tiny.ts";
@@ -75,16 +75,7 @@ export async function tinyCheckpoint(
     },
     params,
     // The final curriculum stage: K = R = k.
-    state: {
-      step: 10,
-      epoch: k,
-      batchInEpoch: 0,
-      rng: 1,
-      bestAccuracy: -1,
-      bestStep: -1,
-      tokens: 0,
-      seconds: 0,
-    },
+    state: { ...freshTrainState(), step: 10, epoch: k, rng: 1 },
     tokenizerJson: tok.toJSON(),
   });
   return { cfg, tok, params };

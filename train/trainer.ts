@@ -49,6 +49,7 @@ import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "
 import {
   type CheckpointData,
   checkpointDirOf,
+  freshTrainState,
   loadCheckpoint,
   loadHfInit,
   type LotusMeta,
@@ -452,16 +453,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), [sp.bot, sp.eot, sp.lat]);
     }
     model = new Model(eng, mcfg, params, true);
-    const state: TrainState = resumed ? { ...resumed.state } : {
-      step: 0,
-      epoch: 0,
-      batchInEpoch: 0,
-      rng: 0,
-      bestAccuracy: -1,
-      bestStep: -1,
-      tokens: 0,
-      seconds: 0,
-    };
+    const state: TrainState = resumed ? { ...resumed.state } : freshTrainState();
     if (resumed?.moments) model.uploadMoments(resumed.moments.m, resumed.moments.v, state.step);
 
     const runLog = new RunLog(opts.out, resumed ? state.step : null);
