@@ -47,6 +47,7 @@ export {
   loadCheckpoint,
   loadHfInit,
   type LotusMeta,
+  recoverCheckpoint,
   saveCheckpoint,
   type TrainState,
 } from "./checkpoint.ts";
