@@ -15,6 +15,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
 import { train } from "../train/trainer.ts";
+import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
   type ArgsOf,
   cliMain,
@@ -87,6 +88,13 @@ const RUN_FLAGS = flagTable({
     value: "N",
     help: "stop after N steps in this process (the run stays resumable)",
     schema: wholeNumber(1),
+  },
+  verifyData: {
+    value: "HOW",
+    help: "check the dataset against its manifest: basic (counts, shapes, offsets, token ids) " +
+      "or full (also every file's sha256)",
+    schema: oneOf(VERIFY_MODES),
+    default: "basic",
   },
   quiet: { help: "no progress output" },
 });

@@ -30,7 +30,7 @@ export {
   stageShape,
 } from "./schedule.ts";
 export { LOG_COLUMNS, type LogRecord, readTrainLog, runDirOf, TrainLogError } from "./run_log.ts";
-export { DatasetError, loadSplit, type SplitData } from "./dataset.ts";
+export { DatasetError, loadSplit, type LoadSplitOptions, type SplitData } from "./dataset.ts";
 export {
   type AuxBatch,
   auxBatch,
@@ -67,4 +67,5 @@ export type {
   TensorInfo,
   TokenCounts,
 } from "../pipeline/manifest.ts";
+export type { VerifyMode } from "../pipeline/shard.ts";
 export type { SpecialIds } from "../pipeline/tokenizer.ts";
