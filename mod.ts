@@ -115,6 +115,7 @@ export type {
   TokenCounts,
 } from "./pipeline/manifest.ts";
 export type { LongStep } from "./pipeline/pack.ts";
+export type { VerifyMode } from "./pipeline/shard.ts";
 export type { Format } from "./pipeline/read/detect.ts";
 export type { SplitExtras } from "./pipeline/split_source.ts";
 export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";

@@ -1,6 +1,7 @@
 /**
  * The floor of lotus-deno: file formats and utilities that know nothing of LOTUS. Safetensors
- * files (read and write, numpy-compatible), atomic file writes, and the one seeded random
+ * files (read and write, numpy-compatible), atomic file writes, directories replaced whole
+ * with the leftovers of killed processes cleared (staging.ts), and the one seeded random
  * generator every stage uses.
  *
  * @example
@@ -30,4 +31,12 @@ export {
   writeSafetensors,
 } from "./safetensors.ts";
 export { writeFileAtomic, writeFileAtomicSync } from "./atomic.ts";
+export {
+  replaceDir,
+  splitPath,
+  StagingError,
+  type SweepResult,
+  sweepStale,
+  TempLease,
+} from "./staging.ts";
 export { hashString, Rng } from "./rng.ts";

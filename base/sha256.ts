@@ -36,3 +36,22 @@ export class Sha256 {
 export function sha256Hex(data: string | Uint8Array): string {
   return new Sha256().update(data).hex();
 }
+
+/**
+ * The SHA-256 of bytes as 64 lowercase hex digits, computed by the runtime's Web Crypto
+ * (several times faster than {@linkcode sha256Hex} on large buffers), or by
+ * {@linkcode sha256Hex} where Web Crypto is missing.
+ *
+ * @example
+ * ```ts
+ * import { sha256Hex, sha256HexAsync } from "./sha256.ts";
+ * const bytes = new TextEncoder().encode("abc");
+ * console.assert((await sha256HexAsync(bytes)) === sha256Hex(bytes));
+ * ```
+ */
+export async function sha256HexAsync(data: Uint8Array): Promise<string> {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return sha256Hex(data);
+  const digest = new Uint8Array(await subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+  return bytesToHex(digest);
+}

@@ -20,6 +20,7 @@ import { runEval } from "../eval/evaluate.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
+import { VERIFY_MODES } from "../pipeline/shard.ts";
 import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
@@ -109,6 +110,13 @@ export const command = defineCommand({
       schema: oneOf(["throw", "skip"]),
       default: "throw",
     },
+    verifyData: {
+      value: "HOW",
+      help: "check a dataset directory against its manifest: basic (counts, shapes, offsets, " +
+        "token ids) or full (also every file's sha256)",
+      schema: oneOf(VERIFY_MODES),
+      default: "basic",
+    },
     quiet: { help: "no progress output" },
   },
   examples: [
@@ -171,6 +179,7 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
     limit: a.limit,
     onError: a.onError,
     onSkip: () => skipped++,
+    verify: a.verifyData,
   });
   if (items.length === 0) throw new CliError(`${a.data}: no items to evaluate`);
   log(

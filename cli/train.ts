@@ -15,6 +15,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
 import { train } from "../train/trainer.ts";
+import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
   type ArgsOf,
   cliMain,
@@ -95,6 +96,13 @@ const RUN_FLAGS = flagTable({
       "protocol (docs/training.md)",
     schema: oneOf(["none", "paper"]),
     defaultText: "none",
+  },
+  verifyData: {
+    value: "HOW",
+    help: "check the dataset against its manifest: basic (counts, shapes, offsets, token ids) " +
+      "or full (also every file's sha256)",
+    schema: oneOf(VERIFY_MODES),
+    default: "basic",
   },
   quiet: { help: "no progress output" },
 });

@@ -27,6 +27,7 @@ import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/r
 import { InputError } from "../pipeline/read/input_error.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
+import { DatasetError, readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
 import type { SourceRef } from "../pipeline/types.ts";
 import { rethrowIfDenied } from "../base/exists.ts";
 
@@ -70,6 +71,11 @@ export interface EvalReadOptions {
   onError?: "throw" | "skip";
   /** Called with each skipped record's error. */
   onSkip?: (e: InputError) => void;
+  /**
+   * How much of a dataset directory to check against its manifest before reading it:
+   * `basic` (the default) or `full` (also every file's sha256); docs/dataset-format.md.
+   */
+  verify?: VerifyMode;
 }
 
 /**
@@ -225,10 +231,30 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
   });
 }
 
-async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalItem | InputError> {
+async function* readDataset(
+  dir: string,
+  split: string | undefined,
+  verify: VerifyMode | undefined,
+): AsyncGenerator<EvalItem | InputError> {
   const name = await datasetSplit(dir, split);
   const m = await readManifest(dir);
-  yield* readJsonl(`${dir}/${m.splits[name].records}`, (raw, at): EvalItem | InputError | null => {
+  const info = m.splits[name];
+  // The items come from the records file; the shards are what training saw, checked so that
+  // a directory that does not match its manifest is refused here as it is by training.
+  await readSplitShards(dir, m, name, { verify });
+  const path = `${dir}/${info.records}`;
+  const rebuild = `; the records file does not match the manifest: rebuild the dataset with ` +
+    `deno task build-dataset --out ${dir}`;
+  let lines = 0, kept = 0;
+  yield* readJsonl(path, (raw, at): EvalItem | InputError | null => {
+    // Line n holds record n - 1.
+    const index = (raw as { index?: unknown } | null)?.index;
+    if (index !== at.line - 1) {
+      throw new DatasetError(
+        `${path}:${at.line}: index ${index}, expected ${at.line - 1}${rebuild}`,
+      );
+    }
+    lines++;
     const r = checkRecord(DatasetRecord, raw, {
       id: "a string",
       source: "{file, line}",
@@ -241,6 +267,7 @@ async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalIte
     if (r instanceof InputError) return r;
     // Dropped records are not in the split's tensors; evaluate what training saw.
     if (r.validation.status === "dropped") return null;
+    kept++;
     return {
       id: r.id,
       source: r.source,
@@ -250,6 +277,12 @@ async function* readDataset(dir: string, split?: string): AsyncGenerator<EvalIte
       nl: r.nl,
     };
   });
+  if (lines !== info.counts.read || kept !== info.counts.kept) {
+    throw new DatasetError(
+      `${path}: ${lines} records (${kept} kept), the manifest counts ${info.counts.read} ` +
+        `(${info.counts.kept} kept)${rebuild}`,
+    );
+  }
 }
 
 async function firstChar(path: string): Promise<string> {
@@ -335,7 +368,7 @@ export async function* readEvalItems(
   let source: AsyncGenerator<EvalItem | InputError>;
   switch (format) {
     case "dataset":
-      source = readDataset(path, opts.split);
+      source = readDataset(path, opts.split, opts.verify);
       break;
     case "gsm-hard":
       source = readInputTarget(path, true);

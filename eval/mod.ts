@@ -60,6 +60,7 @@ export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";
 export type { Format } from "../pipeline/read/detect.ts";
 export type { InputError } from "../pipeline/read/input_error.ts";
+export type { VerifyMode } from "../pipeline/shard.ts";
 export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
 export type { SourceRef } from "../pipeline/types.ts";
 export type { LogRecord } from "../train/run_log.ts";

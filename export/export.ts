@@ -9,14 +9,21 @@
  * - `both`: one directory with everything.
  *
  * Every export also holds `lotus.json` (K, c, R, the injection, the special-token ids). The
- * directory is written beside its destination and renamed into place, so an interrupted
- * export never leaves half a directory.
+ * directory is written beside its destination and renamed into place (base/staging.ts,
+ * replaceDir), so an interrupted export never leaves half a directory, and what a killed
+ * export leaves beside it is cleared by the next one.
  *
  * @module
  */
 
 import { Sha256 } from "../base/sha256.ts";
-import { checkpointDirOf, loadCheckpoint, toHfTensors } from "../model/checkpoint.ts";
+import {
+  checkpointDirOf,
+  loadCheckpoint,
+  recoverCheckpoint,
+  toHfTensors,
+} from "../model/checkpoint.ts";
+import { replaceDir } from "../base/staging.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { gpt2Graph, gpt2Weights, ONNX_OPSET } from "./onnx_gpt2.ts";
@@ -124,6 +131,7 @@ export async function exportCheckpoint(
   opts: ExportOptions = {},
 ): Promise<ExportResult> {
   const format = opts.format ?? "both";
+  await recoverCheckpoint(checkpoint);
   const dir = checkpointDirOf(checkpoint);
   if (!(await exists(`${dir}/config.json`))) {
     throw new ExportError(
@@ -184,15 +192,12 @@ export async function exportCheckpoint(
       );
     }
   }
-  const tmp = `${out}.tmp-${Deno.pid}`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await Deno.mkdir(tmp, { recursive: true });
   const files: string[] = [];
-  const json = async (name: string, obj: unknown) => {
-    await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
-    files.push(name);
-  };
-  try {
+  await replaceDir(out, async (tmp) => {
+    const json = async (name: string, obj: unknown) => {
+      await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
+      files.push(name);
+    };
     await json("config.json", gpt2ConfigJson(cfg, sp, withOnnx));
     await Deno.writeTextFile(`${tmp}/tokenizer.json`, ck.tokenizerJson);
     files.push("tokenizer.json");
@@ -216,18 +221,7 @@ export async function exportCheckpoint(
       );
       files.push(ONNX_FILES.weights, ONNX_FILES.ids, ONNX_FILES.embeds);
     }
-    const old = `${out}.old-${Deno.pid}`;
-    let hadOld = false;
-    try {
-      await Deno.rename(out, old);
-      hadOld = true;
-    } catch { /* no earlier export */ }
-    await Deno.rename(tmp, out);
-    if (hadOld) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
+  });
   let bytes = 0;
   for (const f of files) bytes += (await Deno.stat(`${out}/${f}`)).size;
   return { dir: out, files, bytes, lotus };

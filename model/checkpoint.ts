@@ -12,8 +12,10 @@
  *   train_state.json       step, epoch, position in the data order, RNG state, best accuracy
  * ```
  *
- * A checkpoint is written into a temporary sibling directory and swapped in with renames, so
- * an interrupted save leaves the previous checkpoint intact.
+ * A checkpoint is written into a temporary sibling directory and swapped in with renames
+ * (base/staging.ts, replaceDir), so an interrupted save leaves the previous checkpoint intact;
+ * what a killed save leaves beside it is cleared, and a set-aside checkpoint put back, by the
+ * next save or load.
  *
  * @module
  */
@@ -28,6 +30,7 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { replaceDir, splitPath, sweepStale } from "../base/staging.ts";
 import {
   type ModelConfig,
   ModelConfigSchema,
@@ -291,10 +294,7 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
         `checkpoint, if any, is kept`,
     );
   }
-  const tmp = `${dir}.tmp-${Deno.pid}`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await Deno.mkdir(tmp, { recursive: true });
-  try {
+  await replaceDir(dir, async (tmp) => {
     await writeSafetensors(
       `${tmp}/model.safetensors`,
       toHfTensors(data.params, layout, "transformer."),
@@ -317,17 +317,18 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
     await writeFileAtomic(`${tmp}/config.json`, JSON.stringify(cfg, null, 2) + "\n");
     await writeFileAtomic(`${tmp}/tokenizer.json`, data.tokenizerJson);
     await writeFileAtomic(`${tmp}/train_state.json`, JSON.stringify(data.state, null, 2) + "\n");
-    const old = `${dir}.old-${Deno.pid}`;
-    let hadOld = false;
-    try {
-      await Deno.rename(dir, old);
-      hadOld = true;
-    } catch { /* first save */ }
-    await Deno.rename(tmp, dir);
-    if (hadOld) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
+  });
+}
+
+/**
+ * Put back a checkpoint that a process killed in the middle of {@linkcode saveCheckpoint}'s
+ * swap left set aside, and remove the temporary directories of dead saves, for a run or
+ * checkpoint directory (base/staging.ts). Loading calls it; it changes nothing otherwise.
+ */
+export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> {
+  for (const target of [runOrCheckpoint, `${runOrCheckpoint}/checkpoint`]) {
+    const { parent, stem } = splitPath(target);
+    await sweepStale(parent, stem, ["tmp", "old"]);
   }
 }
 
@@ -716,6 +717,7 @@ export async function loadCheckpoint(
   dirIn: string,
   opts: { withOptimizer?: boolean } = {},
 ): Promise<LoadedCheckpoint> {
+  await recoverCheckpoint(dirIn);
   const dir = checkpointDirOf(dirIn);
   const config = await readJson(`${dir}/config.json`);
   const model = await readSt(`${dir}/model.safetensors`);

@@ -49,6 +49,7 @@ export {
   type LoadedCheckpoint,
   loadHfInit,
   type LotusMeta,
+  recoverCheckpoint,
   saveCheckpoint,
   type TrainState,
   type VerifiedCheckpoint,

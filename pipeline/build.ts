@@ -26,6 +26,7 @@ import {
   MANIFEST_FILE,
   MANIFEST_VERSION,
   ManifestError,
+  manifestFiles,
   manifestText,
   readManifest,
   type Schema,
@@ -108,6 +109,11 @@ export interface BuildProgress {
 export interface BuildHooks {
   /** Called with progress; must be cheap. */
   onProgress?(p: BuildProgress): void;
+  /**
+   * Called before each change the commit makes to `--out` (a rename into place, a removal),
+   * with a description of it. Throwing stops the commit there, as a kill would.
+   */
+  onCommitStep?(step: string): void;
 }
 
 /** What a build did. */
@@ -474,7 +480,7 @@ export async function buildDataset(
         ...result,
         ...source.info(),
       };
-      files.push(...SplitWriter.files(spec.name, result.shards));
+      files.push(...SplitWriter.files(result));
     }
     const manifest: Manifest = {
       format: "lotus-dataset",
@@ -491,9 +497,10 @@ export async function buildDataset(
     };
     await Deno.writeTextFile(`${staged.path}/${MANIFEST_FILE}`, manifestText(manifest));
     files.push(MANIFEST_FILE);
-    // Shards of a rebuilt split that the new build no longer has.
-    const stale = o.splits.flatMap((s) => old?.splits[s.name]?.shards.map((x) => x.file) ?? []);
-    await staged.commit(files, stale);
+    // The files have names of their own content, the manifest goes last: until its rename
+    // the old dataset is intact, after it the new one is complete. Files no manifest names
+    // (the replaced splits', and those of builds killed before their manifest) go last.
+    await staged.commit(files, manifestFiles(manifest), hooks.onCommitStep);
     return { out: o.out, manifest, built: o.splits.map((s) => s.name), reusedTokenizer: reused };
   } catch (e) {
     writer?.abort();

@@ -24,7 +24,7 @@ export interface TensorInfo {
 
 /** One safetensors shard of a split. */
 export interface ShardInfo {
-  /** File name inside the directory, `<split>-NNNNN.safetensors`. */
+  /** File name inside the directory, `<split>-<build id>-NNNNN.safetensors`. */
   file: string;
   /** Records in the shard (N). */
   records: number;
@@ -160,10 +160,14 @@ export interface SplitInfo {
   stepHistogram: Record<string, number>;
   /** Token counts. */
   tokens: TokenCounts;
-  /** `<split>.records.jsonl`. */
+  /** `<split>-<build id>.records.jsonl`. */
   records: string;
-  /** `<split>.report.csv`. */
+  /** `<split>-<build id>.report.csv`. */
   report: string;
+  /** Hex sha256 of the records file (absent in directories built before it was recorded). */
+  recordsSha256?: string;
+  /** Hex sha256 of the report file (absent in directories built before it was recorded). */
+  reportSha256?: string;
   /** The shards, in record order. */
   shards: ShardInfo[];
   /** Generated records added after the inputs, when the split has any. */
@@ -276,6 +280,8 @@ const SplitInfoSchema = z.object({
   }),
   records: fileName,
   report: fileName,
+  recordsSha256: sha256.optional(),
+  reportSha256: sha256.optional(),
   shards: z.array(ShardInfoSchema),
   synthetic: z.object({
     n: count,
@@ -377,6 +383,20 @@ export function parseManifest(text: string, what = MANIFEST_FILE): Manifest {
 }
 
 /**
+ * Every file a manifest names, the manifest itself excluded: the tokenizer, then per split
+ * (in name order) its records, its report and its shards. A dataset directory is exactly
+ * these files and manifest.json; nothing else in it is read.
+ */
+export function manifestFiles(m: Manifest): string[] {
+  const files = [m.tokenizer.file];
+  for (const name of Object.keys(m.splits).sort()) {
+    const s = m.splits[name];
+    files.push(s.records, s.report, ...s.shards.map((x) => x.file));
+  }
+  return files;
+}
+
+/**
  * Read and validate `<dir>/manifest.json`, and check that every file it names exists.
  *
  * @example
@@ -400,15 +420,7 @@ export async function readManifest(dir: string): Promise<Manifest> {
     throw new ManifestError(`${path}: cannot read (${(e as Error).message})`);
   }
   const m = parseManifest(text, path);
-  const files = [m.tokenizer.file];
-  for (const s of Object.values(m.splits)) {
-    files.push(
-      s.records,
-      s.report,
-      ...s.shards.map((x) => x.file),
-    );
-  }
-  for (const f of files) {
+  for (const f of manifestFiles(m)) {
     try {
       await Deno.stat(`${dir}/${f}`);
     } catch (e) {

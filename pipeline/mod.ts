@@ -80,6 +80,7 @@ export {
   type Manifest,
   MANIFEST_FILE,
   ManifestError,
+  manifestFiles,
   parseManifest,
   readManifest,
   type ShardInfo,
@@ -91,7 +92,19 @@ export {
   type TokenCounts,
 } from "./manifest.ts";
 export type { SplitExtras } from "./split_source.ts";
-export { SHARD_TENSORS } from "./shard.ts";
+export {
+  checkShard,
+  DatasetError,
+  readShard,
+  readSplitShards,
+  SHARD_SHAPES,
+  SHARD_TENSORS,
+  type ShardContext,
+  type ShardData,
+  type ShardTensorName,
+  VERIFY_MODES,
+  type VerifyMode,
+} from "./shard.ts";
 export {
   buildDataset,
   BuildError,

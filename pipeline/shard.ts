@@ -1,13 +1,23 @@
 /**
- * Shard assembly: packed records in, the named int32 tensors of one safetensors shard out
- * (docs/dataset-format.md, "Tensors in each shard"). Padded layouts are right-padded to the
- * longest row of the shard: ids with PAD, labels with -100.
+ * Shards, both ways (docs/dataset-format.md, "Tensors in each shard"). {@linkcode shardTensors}
+ * turns packed records into the named int32 tensors of one safetensors shard; padded layouts
+ * are right-padded to the longest row of the shard: ids with PAD, labels with -100.
+ * {@linkcode readShard} and {@linkcode readSplitShards} read them back for training and
+ * evaluation, and check them against the manifest on the way (see "Verification" in
+ * docs/dataset-format.md): a dataset that does not match its manifest is refused, never used.
  *
  * @module
  */
 
 import { IGNORE, type PackedRecord } from "./pack.ts";
-import type { Tensor } from "../base/safetensors.ts";
+import {
+  decodeSafetensors,
+  dtypeBytes,
+  SafetensorsError,
+  type Tensor,
+} from "../base/safetensors.ts";
+import { sha256HexAsync } from "../base/sha256.ts";
+import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {
@@ -49,6 +59,36 @@ export const SHARD_TENSORS = [
   "nocot_labels",
   "nocot_lengths",
 ] as const;
+
+/** The name of a shard tensor. */
+export type ShardTensorName = typeof SHARD_TENSORS[number];
+
+/**
+ * The shape of each tensor, by dimension: `N` is the shard's records, `K` and `c` the
+ * build's; any other letter is a length that must be equal wherever it repeats, and `X+1`
+ * is one more than `X`.
+ */
+export const SHARD_SHAPES: { readonly [K in ShardTensorName]: readonly string[] } = {
+  question_ids: ["Q"],
+  question_offsets: ["N+1"],
+  step_ids: ["S"],
+  step_offsets: ["M+1"],
+  record_step_offsets: ["N+1"],
+  answer_ids: ["A"],
+  answer_offsets: ["N+1"],
+  record_index: ["N"],
+  lotus_input_ids: ["N", "T"],
+  lotus_labels: ["N", "T"],
+  lotus_lengths: ["N"],
+  lotus_bot: ["N"],
+  lotus_step_targets: ["N", "K", "c"],
+  cot_input_ids: ["N", "U"],
+  cot_labels: ["N", "U"],
+  cot_lengths: ["N"],
+  nocot_input_ids: ["N", "V"],
+  nocot_labels: ["N", "V"],
+  nocot_lengths: ["N"],
+};
 
 function i32(shape: number[], data: Int32Array): Tensor {
   return { dtype: "I32", shape, data };
@@ -132,4 +172,296 @@ export function shardTensors(rows: ShardRow[], opts: ShardOptions): Record<strin
     nocot_labels: ny,
     nocot_lengths: nl,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a shard back, checked against the manifest.
+
+/** A shard's tensors by name, as views into the file's bytes. */
+export type ShardData = { readonly [K in ShardTensorName]: Int32Array };
+
+/**
+ * How much a dataset is checked on load. `basic` (the default) costs a pass over the data
+ * already in memory: counts, dtypes, shapes, file sizes, offsets, token ids, record indices.
+ * `full` also hashes every file of the split and the tokenizer against the manifest.
+ */
+export type VerifyMode = "basic" | "full";
+
+/** The names of {@linkcode VerifyMode}, for option parsing. */
+export const VERIFY_MODES: readonly VerifyMode[] = ["basic", "full"];
+
+/** Raised when a dataset directory cannot be used; the message names the file and what to do. */
+export class DatasetError extends Error {
+  /** Create an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DatasetError";
+  }
+}
+
+/** What a shard is checked against, besides its manifest entry. */
+export interface ShardContext {
+  /** The dataset directory (for the advice in errors). */
+  dir: string;
+  /** The tokenizer's vocabulary size: every token id is below it. */
+  vocabSize: number;
+  /** The build's K. */
+  k: number;
+  /** The build's c. */
+  c: number;
+  /** Lines of the split's records file: every record_index is below it. */
+  records: number;
+  /** Every record_index must be above this one (the previous shard's last); default -1. */
+  after?: number;
+  /** How much to check (default `basic`). */
+  verify?: VerifyMode;
+}
+
+function damaged(what: string, dir: string): DatasetError {
+  return new DatasetError(
+    `${what}; the dataset does not match its manifest (damaged, edited, or written by an ` +
+      `interrupted copy): rebuild it with deno task build-dataset --out ${dir}`,
+  );
+}
+
+/** The manifest's listing of a shard follows {@linkcode SHARD_TENSORS} and the shape rules. */
+function checkListing(info: ShardInfo, k: number, c: number, where: string, dir: string) {
+  const names = info.tensors.map((t) => t.name);
+  if (names.join() !== SHARD_TENSORS.join()) {
+    throw damaged(`${where}: lists tensors [${names}], expected [${SHARD_TENSORS}]`, dir);
+  }
+  const bound = new Map<string, number>([["N", info.records], ["K", k], ["c", c]]);
+  for (const t of info.tensors) {
+    const rule = SHARD_SHAPES[t.name as ShardTensorName];
+    const ok = t.dtype === "I32" && t.shape.length === rule.length &&
+      rule.every((sym, i) => {
+        const plus = sym.endsWith("+1") ? 1 : 0;
+        const name = plus ? sym.slice(0, -2) : sym;
+        const v = t.shape[i] - plus;
+        if (v < 0) return false;
+        if (!bound.has(name)) bound.set(name, v);
+        return bound.get(name) === v;
+      });
+    if (!ok) {
+      throw damaged(
+        `${where}: tensor "${t.name}" is listed as ${t.dtype} [${t.shape}], expected I32 ` +
+          `[${rule}] with N = ${info.records} records, K = ${k}, c = ${c}`,
+        dir,
+      );
+    }
+  }
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** The first index of `a` outside [lo, hi) (and not `IGNORE` when `ignore`), or -1. */
+function firstOutside(a: Int32Array, lo: number, hi: number, ignore = false): number {
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i];
+    if ((v < lo || v >= hi) && !(ignore && v === IGNORE)) return i;
+  }
+  return -1;
+}
+
+/**
+ * Decode and check the bytes of one shard against its manifest entry `info`: the dtype and
+ * shape of every tensor as listed, the file size they imply, offsets that start at 0, never
+ * decrease and end at their ids' length, token ids in [0, vocabSize) (labels and step targets
+ * may also be -100), lengths within their rows, and record indices increasing and below
+ * `ctx.records`. With `verify: "full"`, the sha256 of the bytes too. `path` names the file in
+ * errors.
+ *
+ * @throws {DatasetError} naming the file, the tensor and the record, saying to rebuild.
+ */
+export async function checkShard(
+  bytes: Uint8Array,
+  info: ShardInfo,
+  ctx: ShardContext,
+  path: string,
+): Promise<ShardData> {
+  const dir = ctx.dir;
+  if (ctx.verify === "full") {
+    const got = await sha256HexAsync(bytes);
+    if (got !== info.sha256) {
+      throw damaged(`${path}: sha256 is ${got}, the manifest lists ${info.sha256}`, dir);
+    }
+  }
+  let file;
+  try {
+    file = decodeSafetensors(bytes, path);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw damaged(e.message, dir);
+    throw e;
+  }
+  const out = {} as Record<ShardTensorName, Int32Array>;
+  const listed = new Map<string, TensorInfo>(info.tensors.map((t) => [t.name, t]));
+  for (const [name, t] of Object.entries(file.tensors)) {
+    const want = listed.get(name);
+    if (!want) {
+      throw damaged(`${path}: has tensor "${name}", which the manifest does not list`, dir);
+    }
+    if (t.dtype !== want.dtype || t.shape.join() !== want.shape.join()) {
+      throw damaged(
+        `${path}: tensor "${name}" has dtype ${t.dtype} and shape [${t.shape}], the manifest ` +
+          `lists ${want.dtype} [${want.shape}]`,
+        dir,
+      );
+    }
+    out[name as ShardTensorName] = t.data as Int32Array;
+  }
+  for (const t of info.tensors) {
+    if (!out[t.name as ShardTensorName]) {
+      throw damaged(`${path}: tensor "${t.name}" is missing`, dir);
+    }
+  }
+  // The listed tensors fill the file exactly: nothing is appended.
+  const data = info.tensors.reduce((a, t) => a + numel(t.shape) * dtypeBytes(t.dtype), 0);
+  const header = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (8 + header + data !== bytes.length) {
+    throw damaged(
+      `${path}: ${bytes.length} bytes, but its ${header}-byte header and the manifest's ` +
+        `tensors (${data} bytes) make ${8 + header + data} bytes`,
+      dir,
+    );
+  }
+  checkListing(info, ctx.k, ctx.c, `${path}: the manifest`, dir);
+  checkValues(out, ctx, path);
+  return out;
+}
+
+function checkValues(t: ShardData, ctx: ShardContext, path: string): void {
+  const dir = ctx.dir, v = ctx.vocabSize, n = t.record_index.length;
+  const fail = (name: string, what: string) => damaged(`${path}: tensor "${name}": ${what}`, dir);
+  const offsets = (name: ShardTensorName, len: number) => {
+    const o = t[name];
+    if (o[0] !== 0) throw fail(name, `starts at ${o[0]}, not 0`);
+    for (let i = 1; i < o.length; i++) {
+      if (o[i] < o[i - 1]) throw fail(name, `decreases at entry ${i} (${o[i - 1]} > ${o[i]})`);
+    }
+    if (o[o.length - 1] !== len) {
+      throw fail(name, `ends at ${o[o.length - 1]}, not at ${len} (the length it indexes)`);
+    }
+  };
+  offsets("question_offsets", t.question_ids.length);
+  offsets("answer_offsets", t.answer_ids.length);
+  offsets("step_offsets", t.step_ids.length);
+  offsets("record_step_offsets", t.step_offsets.length - 1);
+  const ids = (name: ShardTensorName, ignore = false) => {
+    const i = firstOutside(t[name], 0, v, ignore);
+    if (i >= 0) {
+      throw fail(name, `token id ${t[name][i]} at index ${i} is outside [0, ${v}), the vocabulary`);
+    }
+  };
+  for (const name of ["question_ids", "step_ids", "answer_ids"] as const) ids(name);
+  for (const layout of ["lotus", "cot", "nocot"] as const) {
+    ids(`${layout}_input_ids`);
+    ids(`${layout}_labels`, true);
+    const lens = t[`${layout}_lengths`];
+    const width = n === 0 ? 0 : t[`${layout}_input_ids`].length / n;
+    const i = firstOutside(lens, 0, width + 1);
+    if (i >= 0) throw fail(`${layout}_lengths`, `record ${i}: ${lens[i]} outside [0, ${width}]`);
+  }
+  ids("lotus_step_targets", true);
+  for (let i = 0; i < n; i++) {
+    const b = t.lotus_bot[i];
+    if (b < 0 || b >= t.lotus_lengths[i]) {
+      throw fail("lotus_bot", `record ${i}: ${b} outside [0, ${t.lotus_lengths[i]})`);
+    }
+  }
+  let prev = ctx.after ?? -1;
+  for (let i = 0; i < n; i++) {
+    const r = t.record_index[i];
+    if (r <= prev || r >= ctx.records) {
+      throw fail(
+        "record_index",
+        `record ${i}: ${r} is ` +
+          (r <= prev
+            ? `not above the one before (${prev})`
+            : `not below ${ctx.records}, the number of lines of the records file`),
+      );
+    }
+    prev = r;
+  }
+}
+
+/**
+ * Read shard `info` of the dataset in `ctx.dir` and check it ({@linkcode checkShard}).
+ *
+ * @throws {DatasetError} when the file is missing or does not match the manifest.
+ */
+export async function readShard(info: ShardInfo, ctx: ShardContext): Promise<ShardData> {
+  const path = `${ctx.dir}/${info.file}`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`, ctx.dir);
+    throw e;
+  }
+  return checkShard(bytes, info, ctx, path);
+}
+
+/** Check the hex sha256 of file `file` of `dir` against the manifest's `want`. */
+async function checkFileHash(dir: string, file: string, want: string): Promise<void> {
+  const path = `${dir}/${file}`;
+  const got = await sha256HexAsync(await Deno.readFile(path));
+  if (got !== want) throw damaged(`${path}: sha256 is ${got}, the manifest lists ${want}`, dir);
+}
+
+/**
+ * Read every shard of split `split` of the dataset in `dir`, whose manifest is `manifest`,
+ * checking the split's record count (`counts.kept` against the shards' records) and each
+ * shard ({@linkcode checkShard}). With `verify: "full"`, also the sha256 of every file of
+ * the split (shards, records, report) and of the tokenizer.
+ *
+ * @throws {DatasetError} when the split is missing or does not match the manifest.
+ *
+ * @example
+ * ```ts ignore
+ * import { readManifest } from "./manifest.ts";
+ * import { readSplitShards } from "./shard.ts";
+ * const dir = "out/data/default";
+ * const shards = await readSplitShards(dir, await readManifest(dir), "train", { verify: "full" });
+ * console.log(shards.reduce((n, s) => n + s.record_index.length, 0));
+ * ```
+ */
+export async function readSplitShards(
+  dir: string,
+  manifest: Manifest,
+  split: string,
+  opts: { verify?: VerifyMode } = {},
+): Promise<ShardData[]> {
+  const info = manifest.splits[split];
+  if (!info) {
+    throw new DatasetError(
+      `${dir}: has no split "${split}" (it has: ${Object.keys(manifest.splits).join(", ")}); ` +
+        `build it with deno task build-dataset --split ${split} --out ${dir}`,
+    );
+  }
+  const listed = info.shards.reduce((a, s) => a + s.records, 0);
+  if (listed !== info.counts.kept) {
+    throw damaged(
+      `${dir}/manifest.json: split "${split}" counts ${info.counts.kept} kept records, its ` +
+        `shards list ${listed} records`,
+      dir,
+    );
+  }
+  const verify = opts.verify ?? "basic";
+  if (verify === "full") {
+    await checkFileHash(dir, manifest.tokenizer.file, manifest.tokenizer.sha256);
+    if (info.recordsSha256) await checkFileHash(dir, info.records, info.recordsSha256);
+    if (info.reportSha256) await checkFileHash(dir, info.report, info.reportSha256);
+  }
+  const { vocabSize } = manifest.tokenizer, { k, c } = manifest.options;
+  const out: ShardData[] = [];
+  let after = -1;
+  for (const shard of info.shards) {
+    const ctx = { dir, vocabSize, k, c, records: info.counts.read, after, verify };
+    const data = await readShard(shard, ctx);
+    if (data.record_index.length > 0) after = data.record_index[data.record_index.length - 1];
+    out.push(data);
+  }
+  return out;
 }

@@ -1,11 +1,18 @@
 /**
  * Writing a dataset directory (docs/dataset-format.md).
  *
- * {@linkcode StagedDir} keeps `--out` free of half-written files: everything is written into
- * `<out>/.staging-<pid>` and renamed into place at the end, the manifest last; the staging
- * directory is removed on error and on SIGINT/SIGTERM. A signal that arrives while the files
- * are being moved into place waits until they all are, so an interrupted build leaves either
- * the previous output or the complete new one, never a mix.
+ * {@linkcode StagedDir} keeps `--out` free of half-written files and commits a build as a
+ * whole. Everything is written into `<out>/.staging-<pid>` under names unique to the build's
+ * content (`<split>-<build id>-NNNNN.safetensors`, `<split>-<build id>.records.jsonl`, ...),
+ * moved into `--out`, where no file of the current dataset has such a name, and then the
+ * manifest, which names every file, replaces the old one in one rename. Until that rename the
+ * old manifest and the old files are untouched; after it, the new ones are complete. Files
+ * that no manifest names are removed last, and by the next build if this one is killed first.
+ *
+ * The staging directory is removed on error and on SIGINT/SIGTERM; a signal that arrives
+ * while the files are being moved into place waits until they all are. One left by a killed
+ * build is removed by the next build into the same directory (base/staging.ts decides,
+ * with a lock, that its owner is gone).
  *
  * {@linkcode SplitWriter} streams one split: each record's line goes to records.jsonl and
  * report.csv as it arrives, kept records gather into a shard that is written when it fills,
@@ -14,14 +21,15 @@
  * @module
  */
 
-import { Sha256 } from "../base/sha256.ts";
+import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { stringify } from "csv-stringify/sync";
 import { encodeSafetensors } from "../base/safetensors.ts";
 import type { PackOutcome } from "./pack.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
-import type { ShardInfo, SplitInfo } from "./manifest.ts";
+import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
 import { exists } from "../base/exists.ts";
+import { sweepStale, TempLease } from "../base/staging.ts";
 
 /** Raised when the output directory cannot be written. */
 export class WriteError extends Error {
@@ -66,6 +74,24 @@ function unlisten(): void {
   handlers.clear();
 }
 
+/** The tag of the staging directory: `<out>/.staging-<pid>` (base/staging.ts names). */
+const STAGING = "staging";
+
+/**
+ * The files a dataset directory may hold that a build removes when no manifest names them:
+ * shards, records and reports, by their extensions. Anything else in `--out` is left alone.
+ */
+export const DATASET_FILE: RegExp =
+  /^[A-Za-z0-9_][A-Za-z0-9_.-]*\.(safetensors|records\.jsonl|report\.csv)$/;
+
+/** Holds an exclusive lock on a directory, so that two commits into it do not interleave. */
+async function lockDir(dir: string): Promise<Deno.FsFile | null> {
+  if (Deno.build.os === "windows") return null;
+  const f = await Deno.open(dir, { read: true });
+  await f.lock(true);
+  return f;
+}
+
 /**
  * A staging directory inside an output directory. Files are written under
  * {@linkcode StagedDir.path} and moved into the output by {@linkcode StagedDir.commit}.
@@ -78,27 +104,34 @@ export class StagedDir {
   /** The staging directory, `<out>/.staging-<pid>`. */
   readonly path: string;
   #open = true;
+  #lease: TempLease | null = null;
   readonly #createdOut: boolean;
 
-  private constructor(out: string, path: string, createdOut: boolean) {
+  private constructor(out: string, createdOut: boolean) {
     this.out = out;
-    this.path = path;
+    this.path = `${out}/.${STAGING}-${Deno.pid}`;
     this.#createdOut = createdOut;
   }
 
-  /** Create `out` (if needed) and a fresh staging directory inside it. */
+  /**
+   * Create `out` (if needed) and a fresh staging directory inside it, after removing the
+   * staging directories that builds killed earlier left there.
+   */
   static async open(out: string): Promise<StagedDir> {
-    const path = `${out}/.staging-${Deno.pid}`;
-    const s = new StagedDir(out, path, !(await exists(out)));
+    const s = new StagedDir(out, !(await exists(out)));
     // Listen before anything is created, so that no signal can leave a staging directory
     // behind (removeSync tolerates one that does not exist yet).
     active.add(s);
     listen();
     try {
       await Deno.mkdir(out, { recursive: true });
-      await Deno.remove(path, { recursive: true }).catch(() => {});
-      await Deno.mkdir(path);
+      await sweepStale(out, "", [STAGING]);
+      s.#lease = TempLease.acquire(out, "");
+      s.#lease.path(STAGING);
+      await Deno.remove(s.path, { recursive: true }).catch(() => {});
+      await Deno.mkdir(s.path);
     } catch (e) {
+      s.removeSync();
       s.#close();
       throw new WriteError(`${out}: cannot create the output directory (${(e as Error).message})`);
     }
@@ -107,18 +140,34 @@ export class StagedDir {
 
   /**
    * Move `files` (names inside the staging directory) into the output directory in the
-   * given order, then delete `stale` files from the output, then remove the staging
-   * directory. Put the manifest last in `files`.
+   * given order, then remove the files of the output that `named` does not list and
+   * {@linkcode DATASET_FILE} matches, then the staging directory. Put the manifest last in
+   * `files`, and let no other name in `files` be one the output's current manifest lists
+   * with other content: then the output holds the old dataset until the manifest's rename
+   * and the new one after it. `onStep` is called before each change to the output (tests
+   * interrupt the commit with it).
    */
-  async commit(files: string[], stale: string[] = []): Promise<void> {
+  async commit(
+    files: string[],
+    named: Iterable<string>,
+    onStep?: (step: string) => void,
+  ): Promise<void> {
     committing++; // a signal from here on waits for the last rename
+    let dirLock: Deno.FsFile | null = null;
     try {
-      for (const f of files) await Deno.rename(`${this.path}/${f}`, `${this.out}/${f}`);
-      for (const f of stale) {
-        if (!files.includes(f)) await Deno.remove(`${this.out}/${f}`).catch(() => {});
+      dirLock = await lockDir(this.out);
+      for (const f of files) {
+        onStep?.(`rename ${f}`);
+        await Deno.rename(`${this.path}/${f}`, `${this.out}/${f}`);
       }
-      await Deno.remove(this.path, { recursive: true }).catch(() => {});
+      const keep = new Set([...named, ...files, MANIFEST_FILE]);
+      for (const f of await unnamedFiles(this.out, keep)) {
+        onStep?.(`remove ${f}`);
+        await Deno.remove(`${this.out}/${f}`).catch(() => {});
+      }
     } finally {
+      dirLock?.close();
+      await this.#lease?.release();
       committing--;
       this.#close();
       if (pendingExit !== null && committing === 0) onSignal(pendingExit);
@@ -131,7 +180,7 @@ export class StagedDir {
    */
   async abort(): Promise<void> {
     if (!this.#open) return;
-    await Deno.remove(this.path, { recursive: true }).catch(() => {});
+    await this.#lease?.release();
     // Without recursive, remove fails on a non-empty directory, which is what we want.
     if (this.#createdOut) await Deno.remove(this.out).catch(() => {});
     this.#close();
@@ -145,20 +194,33 @@ export class StagedDir {
 
   /** Synchronous twin of {@linkcode StagedDir.abort}, for signal handlers. */
   removeSync(): void {
-    try {
-      Deno.removeSync(this.path, { recursive: true });
-    } catch { /* not created yet, or already gone */ }
+    if (this.#lease) this.#lease.releaseSync();
+    else {
+      try {
+        Deno.removeSync(this.path, { recursive: true });
+      } catch { /* not created yet, or already gone */ }
+    }
     try {
       if (this.#createdOut) Deno.removeSync(this.out);
     } catch { /* not created yet, or not empty */ }
   }
 }
 
-/** A file written in large appends through an in-memory buffer. */
+/** The dataset files of `dir` ({@linkcode DATASET_FILE}) that `keep` does not list. */
+async function unnamedFiles(dir: string, keep: Set<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && DATASET_FILE.test(e.name) && !keep.has(e.name)) out.push(e.name);
+  }
+  return out.sort();
+}
+
+/** A file written in large appends through an in-memory buffer, hashed as it is written. */
 class BufferedFile {
   #file: Deno.FsFile;
   #parts: string[] = [];
   #size = 0;
+  readonly #hash = new Sha256();
   static readonly FLUSH = 1 << 20;
   readonly #enc = new TextEncoder();
 
@@ -177,13 +239,16 @@ class BufferedFile {
     const bytes = this.#enc.encode(this.#parts.join(""));
     this.#parts = [];
     this.#size = 0;
+    this.#hash.update(bytes);
     let off = 0;
     while (off < bytes.length) off += await this.#file.write(bytes.subarray(off));
   }
 
-  async close(): Promise<void> {
+  /** Flush, close, and return the hex sha256 of everything written. */
+  async close(): Promise<string> {
     await this.flush();
     this.#file.close();
+    return this.#hash.hex();
   }
 
   closeQuietly(): void {
@@ -210,10 +275,17 @@ export interface SplitWriterOptions {
 /** The file and count parts of a split's manifest entry, as a {@linkcode SplitWriter} saw them. */
 export type SplitResult = Pick<
   SplitInfo,
-  "counts" | "stepHistogram" | "tokens" | "records" | "report" | "shards"
+  | "counts"
+  | "stepHistogram"
+  | "tokens"
+  | "records"
+  | "report"
+  | "recordsSha256"
+  | "reportSha256"
+  | "shards"
 >;
 
-/** Header of `<split>.report.csv`. */
+/** Header of the report file, `<split>-<build id>.report.csv`. */
 export const REPORT_COLUMNS = [
   "index",
   "id",
@@ -246,8 +318,19 @@ function bump(m: Map<string, number>, k: string): void {
 }
 
 /**
- * Streams one split into a staging directory: `<split>.records.jsonl`,
- * `<split>.report.csv` and `<split>-NNNNN.safetensors`.
+ * The build id of a split: 12 hex digits of a hash of its files' hashes, so that the same
+ * content always gets the same file names and other content other ones.
+ */
+export function buildId(shardHashes: string[], records: string, report: string): string {
+  return sha256Hex(JSON.stringify({ shards: shardHashes, records, report })).slice(0, 12);
+}
+
+/**
+ * Streams one split into a staging directory. While it writes, the files have provisional
+ * names (starting with `.`); {@linkcode SplitWriter.finish} gives them their final ones,
+ * `<split>-<build id>.records.jsonl`, `<split>-<build id>.report.csv` and
+ * `<split>-<build id>-NNNNN.safetensors`, the build id ({@linkcode buildId}) coming from
+ * their content.
  *
  * @example
  * ```ts ignore
@@ -304,8 +387,8 @@ export class SplitWriter {
       throw new WriteError(`shardSize = ${full.shardSize}: must be an integer >= 1`);
     }
     const create = { write: true, create: true, truncate: true } as const;
-    const records = new BufferedFile(await Deno.open(`${dir}/${split}.records.jsonl`, create));
-    const report = new BufferedFile(await Deno.open(`${dir}/${split}.report.csv`, create));
+    const records = new BufferedFile(await Deno.open(`${dir}/.${split}.records.jsonl`, create));
+    const report = new BufferedFile(await Deno.open(`${dir}/.${split}.report.csv`, create));
     await report.write(stringify([[...REPORT_COLUMNS]]));
     return new SplitWriter(dir, split, full, records, report);
   }
@@ -392,8 +475,13 @@ export class SplitWriter {
     if (this.#rows.length >= this.#opts.shardSize) await this.#flushShard();
   }
 
+  /** The provisional name of shard `i` (the final one has the build id). */
+  #part(i: number): string {
+    return `.${this.#split}-${String(i).padStart(5, "0")}.safetensors`;
+  }
+
   async #flushShard(): Promise<void> {
-    const file = `${this.#split}-${String(this.#shards.length).padStart(5, "0")}.safetensors`;
+    const file = this.#part(this.#shards.length);
     const tensors = shardTensors(this.#rows, this.#opts);
     const bytes = encodeSafetensors(tensors);
     await Deno.writeFile(`${this.#dir}/${file}`, bytes);
@@ -412,13 +500,23 @@ export class SplitWriter {
 
   /**
    * Write the last shard (a split always has at least one, possibly with 0 records), close
-   * the files and return the split's counts. `skipped` is the number of input records the
-   * reader skipped.
+   * the files, give them their final names and return the split's counts. `skipped` is the
+   * number of input records the reader skipped.
    */
   async finish(skipped = 0): Promise<SplitResult> {
     if (this.#rows.length > 0 || this.#shards.length === 0) await this.#flushShard();
-    await this.#records.close();
-    await this.#report.close();
+    const recordsSha256 = await this.#records.close();
+    const reportSha256 = await this.#report.close();
+    const id = buildId(this.#shards.map((s) => s.sha256), recordsSha256, reportSha256);
+    const name = `${this.#split}-${id}`;
+    const rename = (from: string, to: string) =>
+      Deno.rename(`${this.#dir}/${from}`, `${this.#dir}/${to}`);
+    await rename(`.${this.#split}.records.jsonl`, `${name}.records.jsonl`);
+    await rename(`.${this.#split}.report.csv`, `${name}.report.csv`);
+    for (const [i, s] of this.#shards.entries()) {
+      s.file = `${name}-${String(i).padStart(5, "0")}.safetensors`;
+      await rename(this.#part(i), s.file);
+    }
     const hist: Record<string, number> = {};
     for (const k of [...this.#hist.keys()].sort((a, b) => a - b)) {
       hist[String(k)] = this.#hist.get(k)!;
@@ -436,8 +534,10 @@ export class SplitWriter {
       },
       stepHistogram: hist,
       tokens: { ...this.#tokens },
-      records: `${this.#split}.records.jsonl`,
-      report: `${this.#split}.report.csv`,
+      records: `${name}.records.jsonl`,
+      report: `${name}.report.csv`,
+      recordsSha256,
+      reportSha256,
       shards: this.#shards,
     };
   }
@@ -448,8 +548,8 @@ export class SplitWriter {
     this.#report.closeQuietly();
   }
 
-  /** The file names this split produces, given its shard count. */
-  static files(split: string, shards: ShardInfo[]): string[] {
-    return [`${split}.records.jsonl`, `${split}.report.csv`, ...shards.map((s) => s.file)];
+  /** The files of a finished split: the records, the report and the shards. */
+  static files(result: Pick<SplitInfo, "records" | "report" | "shards">): string[] {
+    return [result.records, result.report, ...result.shards.map((s) => s.file)];
   }
 }

@@ -21,7 +21,8 @@ function options(args: string[]): BuildOptions {
 }
 
 async function ids(dir: string, split: string): Promise<string[]> {
-  const text = await Deno.readTextFile(`${dir}/${split}.records.jsonl`);
+  const m = await readManifest(dir);
+  const text = await Deno.readTextFile(`${dir}/${m.splits[split].records}`);
   return text.trimEnd().split("\n").map((l) => JSON.parse(l).id as string);
 }
 

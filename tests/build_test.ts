@@ -2,7 +2,7 @@ import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
-import { readManifest } from "../pipeline/manifest.ts";
+import { manifestFiles, readManifest } from "../pipeline/manifest.ts";
 import { getTensor, readSafetensors } from "../base/safetensors.ts";
 import { IGNORE } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
@@ -56,17 +56,15 @@ Deno.test("build: default splits give a complete directory and a valid manifest"
     assertEquals(info.sources[0].format, "gsm8k");
     assertEquals(info.sources[0].sha256.length, 64);
   }
+  // Exactly the files the manifest names, each named by its split and build id.
   const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
-  assertEquals(names, [
-    "manifest.json",
-    "tokenizer.json",
-    "train-00000.safetensors",
-    "train.records.jsonl",
-    "train.report.csv",
-    "valid-00000.safetensors",
-    "valid.records.jsonl",
-    "valid.report.csv",
-  ]);
+  assertEquals(names, ["manifest.json", ...manifestFiles(m)].sort());
+  for (const split of ["train", "valid"]) {
+    const id = m.splits[split].records.slice(split.length + 1, -".records.jsonl".length);
+    assert(/^[0-9a-f]{12}$/.test(id), m.splits[split].records);
+    assertEquals(m.splits[split].report, `${split}-${id}.report.csv`);
+    assertEquals(m.splits[split].shards.map((s) => s.file), [`${split}-${id}-00000.safetensors`]);
+  }
   const shard = m.splits.train.shards[0];
   const t = shard.tensors.find((x) => x.name === "lotus_step_targets")!;
   assertEquals(t.shape, [m.splits.train.counts.kept, 6, 13]);
@@ -75,10 +73,10 @@ Deno.test("build: default splits give a complete directory and a valid manifest"
 
 Deno.test("build: a record's latent slots decode to its step text from records.jsonl", async () => {
   const out = `${await tempDir()}/ds`;
-  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
+  const { manifest: m } = await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }] });
   const tok = await gpt2Tokenizer();
-  const f = await readSafetensors(`${out}/train-00000.safetensors`);
-  const lines = (await Deno.readTextFile(`${out}/train.records.jsonl`)).trimEnd().split("\n");
+  const f = await readSafetensors(`${out}/${m.splits.train.shards[0].file}`);
+  const lines = (await Deno.readTextFile(`${out}/${m.splits.train.records}`)).trimEnd().split("\n");
   const recIndex = getTensor(f, "record_index", "I32");
   const n = recIndex.length;
   const targets = getTensor(f, "lotus_step_targets", "I32", [n, 6, 13]);
@@ -114,7 +112,8 @@ Deno.test("build: two builds give byte-identical directories (gpt2 and compact)"
     await buildDataset({ out: `${base}/b`, ...opts });
     const a = await snapshot(`${base}/a`);
     assertSameTree(a, await snapshot(`${base}/b`));
-    assert(a.has("train-00002.safetensors"), `${tokenizer}: 4,081 records in shards of 32`);
+    const shards = [...a.keys()].filter((n) => /^train-[0-9a-f]{12}-\d{5}\.safetensors$/.test(n));
+    assert(shards.length > 2, `${tokenizer}: 4,081 records in shards of 32`);
   }
 });
 
@@ -132,7 +131,7 @@ Deno.test("build: a second split reuses the directory's tokenizer and keeps the 
   const m = await readManifest(out);
   assertEquals(Object.keys(m.splits), ["train", "valid"]);
   assertEquals(m.tokenizer.kind, "compact");
-  assert(after.has("valid-00000.safetensors"));
+  assert(after.has(m.splits.valid.shards[0].file));
 
   // The same two splits built together give the same bytes.
   const together = `${await tempDir()}/ds`;
@@ -176,12 +175,18 @@ Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fai
 Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
   const out = `${await tempDir()}/ds`;
   const train = [{ name: "train", inputs: [TRAIN] }];
-  await buildDataset({ out, splits: train, shardSize: 10 });
-  assert((await snapshot(out)).has("train-00008.safetensors"));
+  const first = await buildDataset({ out, splits: train, shardSize: 10 });
+  assertEquals(first.manifest.splits.train.shards.length, 9);
   await buildDataset({ out, splits: train, shardSize: 100 });
   const names = [...(await snapshot(out)).keys()].filter((n) => n.endsWith(".safetensors"));
-  assertEquals(names, ["train-00000.safetensors"]);
-  assertEquals((await readManifest(out)).splits.train.shards.length, 1);
+  const m = await readManifest(out);
+  assertEquals(names, [m.splits.train.shards[0].file]);
+  assertEquals(m.splits.train.shards.length, 1);
+  // The records and report of the first build went with its shards.
+  assertEquals(
+    [...(await snapshot(out)).keys()].sort(),
+    ["manifest.json", ...manifestFiles(m)].sort(),
+  );
 });
 
 Deno.test("build: bad input fails with file:line and leaves no files in --out", async () => {

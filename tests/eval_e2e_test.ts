@@ -7,6 +7,7 @@
 import { parse } from "csv-parse/sync";
 import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
+import { readManifest } from "../pipeline/manifest.ts";
 import { train } from "../train/trainer.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
@@ -130,7 +131,8 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   // Readout positions: every gold step, tokenised with the checkpoint's tokenizer as the
   // dataset does, scored up to c slots in each of the K = 2 blocks.
   const session = await openInference(s.lotus, { maxBatch: 1 });
-  const records = (await Deno.readTextFile(`${s.data}/valid.records.jsonl`)).trim().split("\n")
+  const validRecords = (await readManifest(s.data)).splits.valid.records;
+  const records = (await Deno.readTextFile(`${s.data}/${validRecords}`)).trim().split("\n")
     .map((l) => JSON.parse(l) as { math: { text: string }[] });
   let positions = 0;
   for (const r of records) {

@@ -3,7 +3,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts"
 import { parse } from "csv-parse/sync";
 import { IGNORE, packRecord } from "../pipeline/pack.ts";
 import { getTensor, readSafetensors } from "../base/safetensors.ts";
-import { REPORT_COLUMNS, SplitWriter, StagedDir } from "../pipeline/writer.ts";
+import { buildId, REPORT_COLUMNS, SplitWriter, StagedDir } from "../pipeline/writer.ts";
 import {
   type Manifest,
   ManifestError,
@@ -37,11 +37,18 @@ async function writeSplit(dir: string, shardSize: number) {
 Deno.test("writer: shards hold the ragged and padded tensors of the kept records", async () => {
   const dir = await tempDir();
   const res = await writeSplit(dir, 3);
+  // Final names carry the build id, a hash of the content; the provisional ones are gone.
+  const id = buildId(res.shards.map((s) => s.sha256), res.recordsSha256!, res.reportSha256!);
   assertEquals(res.shards.map((s) => [s.file, s.records]), [
-    ["train-00000.safetensors", 3],
-    ["train-00001.safetensors", 1],
+    [`train-${id}-00000.safetensors`, 3],
+    [`train-${id}-00001.safetensors`, 1],
   ]);
-  const f = await readSafetensors(`${dir}/train-00000.safetensors`);
+  assertEquals([res.records, res.report], [`train-${id}.records.jsonl`, `train-${id}.report.csv`]);
+  assertEquals(
+    [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+    SplitWriter.files(res).sort(),
+  );
+  const f = await readSafetensors(`${dir}/${res.shards[0].file}`);
   assertEquals(Object.keys(f.tensors), [...SHARD_TENSORS]);
   assertEquals(Array.from(getTensor(f, "record_index", "I32", [3])), [0, 1, 2]);
   assertEquals(Array.from(getTensor(f, "question_offsets", "I32", [4])), [0, 3, 8, 10]);
@@ -83,14 +90,14 @@ Deno.test("writer: shards hold the ragged and padded tensors of the kept records
   assertEquals(Array.from(nx.data.subarray(0, p0.nocotIds.length) as Int32Array), p0.nocotIds);
 
   // The second shard holds record 4 (record 3 was dropped).
-  const g = await readSafetensors(`${dir}/train-00001.safetensors`);
+  const g = await readSafetensors(`${dir}/${res.shards[1].file}`);
   assertEquals(Array.from(getTensor(g, "record_index", "I32", [1])), [4]);
 });
 
 Deno.test("writer: records.jsonl, report.csv and counts", async () => {
   const dir = await tempDir();
   const res = await writeSplit(dir, 100);
-  const lines = (await Deno.readTextFile(`${dir}/train.records.jsonl`)).trimEnd().split("\n")
+  const lines = (await Deno.readTextFile(`${dir}/${res.records}`)).trimEnd().split("\n")
     .map((l) => JSON.parse(l));
   assertEquals(lines.length, 5);
   assertEquals(lines.map((l) => l.index), [0, 1, 2, 3, 4]);
@@ -109,7 +116,7 @@ Deno.test("writer: records.jsonl, report.csv and counts", async () => {
   assertEquals(lines[1].math.map((s: { text: string }) => s.text), ["d", "e", "fg"]);
   assertEquals(lines[0].source, { file: "fixture.jsonl", line: 1 });
 
-  const rows = parse(await Deno.readTextFile(`${dir}/train.report.csv`)) as string[][];
+  const rows = parse(await Deno.readTextFile(`${dir}/${res.report}`)) as string[][];
   assertEquals(rows[0], [...REPORT_COLUMNS]);
   assertEquals(rows.length, 6);
   assertEquals(rows[4].slice(0, 6), [
@@ -155,7 +162,7 @@ Deno.test({
   ignore: !HAS_NUMPY,
 }, async (t) => {
   const dir = await tempDir();
-  await writeSplit(dir, 100);
+  const res = await writeSplit(dir, 100);
   const script = `
 import json, struct, sys, numpy as np
 raw = open(sys.argv[1], "rb").read()
@@ -168,7 +175,7 @@ print(json.dumps({"shape": list(a.shape), "row1": a[1].tolist()}))
 `;
   await t.step("python", () => {
     const out = new Deno.Command("python3", {
-      args: ["-c", script, `${dir}/train-00000.safetensors`],
+      args: ["-c", script, `${dir}/${res.shards[0].file}`],
     }).outputSync();
     assert(out.success, new TextDecoder().decode(out.stderr));
     const got = JSON.parse(new TextDecoder().decode(out.stdout));
@@ -177,15 +184,27 @@ print(json.dumps({"shape": list(a.shape), "row1": a[1].tolist()}))
   });
 });
 
-Deno.test("staging: commit moves files in order and removes the staging directory", async () => {
+Deno.test("staging: commit moves files in order, removes unnamed dataset files", async () => {
   const out = await tempDir();
   await Deno.writeTextFile(`${out}/old-00001.safetensors`, "stale");
+  await Deno.writeTextFile(`${out}/kept-00000.safetensors`, "named by the manifest");
+  await Deno.writeTextFile(`${out}/notes.txt`, "not a dataset file: left alone");
   const st = await StagedDir.open(out);
-  await Deno.writeTextFile(`${st.path}/a.txt`, "a");
+  await Deno.writeTextFile(`${st.path}/a.report.csv`, "a");
   await Deno.writeTextFile(`${st.path}/manifest.json`, "{}");
-  await st.commit(["a.txt", "manifest.json"], ["old-00001.safetensors"]);
+  const steps: string[] = [];
+  await st.commit(
+    ["a.report.csv", "manifest.json"],
+    ["a.report.csv", "kept-00000.safetensors"],
+    (s) => steps.push(s),
+  );
+  assertEquals(steps, [
+    "rename a.report.csv",
+    "rename manifest.json",
+    "remove old-00001.safetensors",
+  ]);
   const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
-  assertEquals(names, ["a.txt", "manifest.json"]);
+  assertEquals(names, ["a.report.csv", "kept-00000.safetensors", "manifest.json", "notes.txt"]);
 });
 
 Deno.test("staging: abort leaves the output directory untouched", async () => {

@@ -9,10 +9,12 @@
  */
 
 import { type Manifest, readManifest } from "../pipeline/manifest.ts";
-import { getTensor, readSafetensors } from "../base/safetensors.ts";
+import { readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import type { Example } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
+
+export { DatasetError } from "../pipeline/shard.ts";
 
 /** A split loaded for training or evaluation. */
 export interface SplitData {
@@ -30,54 +32,46 @@ export interface SplitData {
   vocabSize: number;
 }
 
-/** Raised when a dataset directory cannot be used; the message says what to do. */
-export class DatasetError extends Error {
-  /** Create an error. */
-  constructor(message: string) {
-    super(message);
-    this.name = "DatasetError";
-  }
+/** Options of {@linkcode loadSplit}. */
+export interface LoadSplitOptions {
+  /**
+   * How much to check against the manifest: `basic` (the default: counts, shapes, sizes,
+   * offsets, token ids) or `full` (also every file's sha256); docs/dataset-format.md.
+   */
+  verify?: VerifyMode;
 }
 
 /**
- * Load split `split` of the dataset in `dir`.
+ * Load split `split` of the dataset in `dir`, checked against its manifest
+ * (pipeline/shard.ts, {@linkcode readSplitShards}).
+ *
+ * @throws {DatasetError} when the split is missing or does not match the manifest.
+ * @throws {ManifestError} when the manifest is missing or invalid.
  *
  * @example
  * ```ts ignore
  * import { loadSplit } from "./dataset.ts";
- * const train = await loadSplit("out/data/default", "train");
+ * const train = await loadSplit("out/data/default", "train", { verify: "full" });
  * console.log(train.examples.length);
  * ```
  */
-export async function loadSplit(dir: string, split: string): Promise<SplitData> {
+export async function loadSplit(
+  dir: string,
+  split: string,
+  opts: LoadSplitOptions = {},
+): Promise<SplitData> {
   const manifest = await readManifest(dir);
-  const info = manifest.splits[split];
-  if (!info) {
-    throw new DatasetError(
-      `${dir}: has no split "${split}" (it has: ${Object.keys(manifest.splits).join(", ")}); ` +
-        `build it with deno task build-dataset --split ${split} --out ${dir}`,
-    );
-  }
   const examples: Example[] = [];
-  for (const shard of info.shards) {
-    const path = `${dir}/${shard.file}`;
-    const f = await readSafetensors(path);
-    const g = (name: string) => getTensor(f, name, "I32", undefined, path);
-    const qIds = g("question_ids"), qOff = g("question_offsets");
-    const sIds = g("step_ids"), sOff = g("step_offsets"), rsOff = g("record_step_offsets");
-    const aIds = g("answer_ids"), aOff = g("answer_offsets"), rec = g("record_index");
-    const n = rec.length;
-    if (qOff.length !== n + 1 || aOff.length !== n + 1 || rsOff.length !== n + 1) {
-      throw new DatasetError(`${path}: offset tensors do not match record_index (${n} records)`);
-    }
-    for (let i = 0; i < n; i++) {
+  for (const t of await readSplitShards(dir, manifest, split, opts)) {
+    const rsOff = t.record_step_offsets, sOff = t.step_offsets, sIds = t.step_ids;
+    for (let i = 0; i < t.record_index.length; i++) {
       const steps: Int32Array[] = [];
       for (let s = rsOff[i]; s < rsOff[i + 1]; s++) steps.push(sIds.subarray(sOff[s], sOff[s + 1]));
       examples.push({
-        q: qIds.subarray(qOff[i], qOff[i + 1]),
+        q: t.question_ids.subarray(t.question_offsets[i], t.question_offsets[i + 1]),
         steps,
-        ans: aIds.subarray(aOff[i], aOff[i + 1]),
-        index: rec[i],
+        ans: t.answer_ids.subarray(t.answer_offsets[i], t.answer_offsets[i + 1]),
+        index: t.record_index[i],
       });
     }
   }

@@ -42,7 +42,7 @@ export {
   TrainLogError,
   trainLogPath,
 } from "./run_log.ts";
-export { DatasetError, loadSplit, type SplitData } from "./dataset.ts";
+export { DatasetError, loadSplit, type LoadSplitOptions, type SplitData } from "./dataset.ts";
 export {
   type AuxBatch,
   auxBatch,
@@ -80,6 +80,7 @@ export type {
   TensorInfo,
   TokenCounts,
 } from "../pipeline/manifest.ts";
+export type { VerifyMode } from "../pipeline/shard.ts";
 export type { SpecialIds } from "../pipeline/tokenizer.ts";
 export type { RecipeName } from "./options.ts";
 export type { RunProgress } from "./schedule.ts";

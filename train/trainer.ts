@@ -61,6 +61,7 @@ import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
+import type { VerifyMode } from "../pipeline/shard.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -102,6 +103,12 @@ export interface TrainOptions {
   valSplit?: string;
   /** Stop (after saving a checkpoint) once this many steps have run in this process. */
   stopAfter?: number;
+  /**
+   * How much of the dataset to check against its manifest on load: `basic` (the default:
+   * counts, shapes, sizes, offsets, token ids) or `full` (also every file's sha256);
+   * docs/dataset-format.md.
+   */
+  verifyData?: VerifyMode;
   /** No progress line. */
   quiet?: boolean;
   /** Called with every log record. */
@@ -358,7 +365,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
   const dataDir = opts.data ?? resumed?.meta.data.dir;
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
-  const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train");
+  const verify = { verify: opts.verifyData };
+  const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
   const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
@@ -400,7 +408,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let valExamples: Example[] = [];
   const valName = opts.valSplit ?? "valid";
   if (trainData.manifest.splits[valName]) {
-    valExamples = (await loadSplit(dataDir, valName)).examples;
+    valExamples = (await loadSplit(dataDir, valName, verify)).examples;
   } else {
     log(`no "${valName}" split in ${dataDir}: evaluation reports training-set accuracy`);
   }
