@@ -111,6 +111,7 @@ export type {
 } from "./pipeline/manifest.ts";
 export type { LongStep } from "./pipeline/pack.ts";
 export type { Format } from "./pipeline/read/detect.ts";
+export type { InputReason } from "./pipeline/read/input_error.ts";
 export type { SplitExtras } from "./pipeline/split_source.ts";
 export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";
 export type { CompactOptions, SpecialIds } from "./pipeline/tokenizer.ts";

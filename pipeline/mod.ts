@@ -34,9 +34,16 @@ export {
   FormatError,
   FORMATS,
   InputError,
+  type InputReason,
   type ReadOptions,
   readProblems,
 } from "./read.ts";
+export {
+  DEFAULT_MAX_COT_STEPS,
+  DEFAULT_MAX_FIELD_BYTES,
+  fieldSizeError,
+  stepCountError,
+} from "./limits.ts";
 export { segment, type SegmentOptions } from "./segment.ts";
 export {
   type CotForm,
