@@ -53,7 +53,14 @@ export {
   validate,
   type ValidateOptions,
 } from "./validate.ts";
-export { type Agreement, compareStated, evaluateExpression, ExpressionError } from "./arith.ts";
+export {
+  type Agreement,
+  compareStated,
+  evaluateExpression,
+  ExpressionError,
+  MAX_EXACT,
+  NumberTooLargeError,
+} from "./arith.ts";
 export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./numbers.ts";
 export { answersMatch, extractAnswer } from "./answer.ts";
 export { type AnnotationScan, scanAnnotations } from "./annotations.ts";

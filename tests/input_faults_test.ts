@@ -1,6 +1,7 @@
 /**
  * Bad input gets a clear error naming the file and the line, never a silent change: invalid
- * UTF-8 in every reader, a damaged Parquet page and an oversized record.
+ * UTF-8 in every reader, large integers in calculator annotations, a damaged Parquet page and
+ * an oversized record.
  *
  * @module
  */
@@ -14,6 +15,10 @@ import { writePageHeader } from "hyparquet-writer/src/datapage.js";
 import { writeMetadata } from "hyparquet-writer/src/metadata.js";
 import { detectFormat, InputError, type ReadOptions, readProblems } from "../pipeline/read.ts";
 import type { Problem } from "../pipeline/types.ts";
+import { segment } from "../pipeline/segment.ts";
+import { validate } from "../pipeline/validate.ts";
+import { compareStated } from "../pipeline/arith.ts";
+import { readNumber } from "../pipeline/numbers.ts";
 
 const enc = new TextEncoder();
 
@@ -216,6 +221,74 @@ Deno.test("invalid UTF-8 in the first line: detection looks further, the reader 
   const { problems, skipped } = await readSkipping(path);
   assertEquals(problems.map((p) => p.source.line), [2]);
   assertEquals(skipped.map((x) => [x.line, x.offset]), [[1, 14]]);
+});
+
+// --- integers are compared exactly -------------------------------------------------------
+
+function check(rationale: string, answer: string, cot: "math" | "nl" = "math") {
+  const p: Problem = {
+    id: "x:1",
+    source: { file: "x", line: 1 },
+    question: "q?",
+    rationale,
+    mathSteps: null,
+    answer,
+  };
+  return validate(segment(p), { cot }).validation;
+}
+
+Deno.test("validate: an integer result off by 499 in 10^12 is wrong, not equal", () => {
+  const wrong = check(
+    "1000000000000 + 1 = <<1000000000000+1=1000000000500>>1000000000500",
+    "1000000000500",
+  );
+  assertEquals([wrong.status, wrong.reasons], ["dropped", ["wrong_value"]]);
+  const detail = wrong.details?.[0] ?? "";
+  assert(detail.includes("evaluates to 1000000000001"), detail);
+  const right = check(
+    "1000000000000 + 1 = <<1000000000000+1=1000000000001>>1000000000001",
+    "1000000000001",
+  );
+  assertEquals([right.status, right.reasons], ["ok", []]);
+  // The final answer is compared exactly too.
+  const mismatch = check(
+    "1000000000000 + 1 = <<1000000000000+1=1000000000001>>1000000000001",
+    "1000000000500",
+  );
+  assertEquals(mismatch.reasons, ["final_mismatch"]);
+  assertEquals(compareStated(1000000000001, readNumber("1,000,000,000,500")!), "wrong");
+  assertEquals(compareStated(7, readNumber("7")!), "equal");
+  assertEquals(compareStated(7, readNumber("8")!), "wrong");
+});
+
+Deno.test("validate: decimals keep the rounding rule, without the large-number loophole", () => {
+  assertEquals(check("<<0.1+0.2=0.3>>0.3", "0.3").status, "ok");
+  assertEquals(check("<<1.1*3=3.3>>3.3", "3.3").status, "ok");
+  // 0.1*3*10 is 3.0000000000000004 in floating point: still equal to a stated 3.
+  assertEquals(check("<<0.1*3*10=3>>3", "3").status, "ok");
+  assertEquals(check("<<10/3=3.33>>3.33", "3.33").reasons, ["rounded_value"]);
+  assertEquals(check("<<100/30=4>>4", "4").reasons, ["rounded_value"]);
+  assertEquals(check("<<10/3=3.5>>3.5", "3.5").reasons, ["wrong_value"]);
+  const big = check("<<1000000000000.5+1=1000000000500.5>>1000000000500.5", "1000000000500.5");
+  assertEquals(big.reasons, ["wrong_value"]);
+});
+
+Deno.test("validate: numbers beyond 2^53 are refused with number_too_large", () => {
+  for (
+    const rationale of [
+      "<<9007199254740993-1=9007199254740992>>9007199254740992", // the operand
+      "<<9007199254740990+10=9007199254741000>>9007199254741000", // the result
+      "<<99999999999*99999999999/99999999999=99999999999>>99999999999", // a partial result
+      "<<3*3=10000000000000000001>>10000000000000000001", // the stated value
+    ]
+  ) {
+    const answer = rationale.slice(rationale.lastIndexOf(">") + 1);
+    const math = check(rationale, answer, "math");
+    assertEquals([math.status, math.reasons], ["dropped", ["number_too_large"]], rationale);
+    const detail = math.details?.[0] ?? "";
+    assert(detail.includes("2^53"), detail);
+    assertEquals(check(rationale, answer, "nl").status, "flagged", rationale);
+  }
 });
 
 // --- Parquet page checksums --------------------------------------------------------------
