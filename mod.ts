@@ -97,7 +97,7 @@ export type { LotusJson } from "./export/hf_files.ts";
 export type { TrainState } from "./model/checkpoint.ts";
 export type { Mode } from "./model/config.ts";
 export type { Timings } from "./model/generate.ts";
-export type { BuildHooks, BuildProgress, SplitSpec } from "./pipeline/build.ts";
+export type { BuildHooks, BuildProgress, SkippedRecord, SplitSpec } from "./pipeline/build.ts";
 export type {
   AugmentInfo,
   ExcludeInfo,

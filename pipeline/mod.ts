@@ -115,6 +115,8 @@ export {
   type BuildSummary,
   resolveBuildOptions,
   type ResolvedBuildOptions,
+  SKIPPED_LISTED,
+  type SkippedRecord,
   type SplitSpec,
 } from "./build.ts";
 export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";

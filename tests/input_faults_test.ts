@@ -1,13 +1,14 @@
 /**
  * Bad input gets a clear error naming the file and the line, never a silent change: invalid
- * UTF-8 in every reader, large integers in calculator annotations, a damaged Parquet page and
- * an oversized record.
+ * UTF-8 in every reader, large integers in calculator annotations, a damaged Parquet page, an
+ * oversized record, and the list of the records skipped under `--on-error skip`.
  *
  * @module
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { crc32 } from "node:zlib";
+import { parse as parseCsv } from "csv-parse/sync";
 import { parquetMetadata } from "hyparquet";
 import { parquetHeader } from "hyparquet/src/column.js";
 import { ByteWriter, parquetWriteBuffer } from "hyparquet-writer";
@@ -19,6 +20,10 @@ import { segment } from "../pipeline/segment.ts";
 import { validate } from "../pipeline/validate.ts";
 import { compareStated } from "../pipeline/arith.ts";
 import { readNumber } from "../pipeline/numbers.ts";
+import { buildDataset } from "../pipeline/build.ts";
+import { formatSummary } from "../pipeline/summary.ts";
+import { parseCli } from "../cli/build_dataset.ts";
+import { runDeno, TASK_PERMISSIONS } from "./_run.ts";
 
 const enc = new TextEncoder();
 
@@ -398,4 +403,115 @@ Deno.test("size limits: a line far too long for any record is refused without be
     2,
     "too_large",
   ]]]);
+});
+
+Deno.test("size limits: more steps than --max-cot-steps stop the build, or are skipped", async () => {
+  const dir = await tempDir();
+  const steps = Array.from({ length: 300 }, (_, i) => `Add one: <<${i}+1=${i + 1}>>${i + 1}.`);
+  const rec = JSON.stringify({
+    question: "Count to 300?",
+    answer: `${steps.join("\n")}\n#### 300`,
+  });
+  const path = await bytesFile("long.jsonl", [gsm8k("q1?", 1), rec + "\n"]);
+  const splits = [{ name: "train", inputs: [path] }];
+  const e = await assertRejects(
+    () => buildDataset({ out: `${dir}/a`, splits, k: 2, c: 8 }),
+    InputError,
+    `${path}:2: 300 math steps, over the limit of 256 (--max-cot-steps)`,
+  );
+  assertEquals((e as InputError).reason, "too_large");
+  const s = await buildDataset({ out: `${dir}/b`, splits, k: 2, c: 8, onError: "skip" });
+  assertEquals([s.manifest.splits.train.counts.read, s.manifest.splits.train.counts.skipped], [
+    1,
+    1,
+  ]);
+  const more = await buildDataset({ out: `${dir}/c`, splits, k: 2, c: 8, maxCotSteps: 300 });
+  assertEquals(more.manifest.splits.train.counts.read, 2);
+  const small = buildDataset({ out: `${dir}/d`, splits, k: 2, c: 8, maxFieldBytes: 10 });
+  await assertRejects(() => small, InputError, "over the limit of 10 (--max-field-bytes)");
+});
+
+Deno.test("size limits: --max-field-bytes and --max-cot-steps on the command line", () => {
+  const o = parseCli([
+    "--input",
+    "x.jsonl",
+    "--out",
+    "o",
+    "--max-field-bytes",
+    "1000",
+    "--max-cot-steps",
+    "12",
+  ]);
+  assert(o !== "help");
+  assertEquals([o.maxFieldBytes, o.maxCotSteps], [1000, 12]);
+  const d = parseCli(["--input", "x.jsonl", "--out", "o"]);
+  assert(d !== "help");
+  assertEquals([d.maxFieldBytes, d.maxCotSteps], [undefined, undefined]);
+});
+
+// --- skipped records are listed ----------------------------------------------------------
+
+Deno.test("skipped records: each one is a report.csv row and a line of the summary", async () => {
+  const dir = await tempDir();
+  const path = await bytesFile("mixed.jsonl", [
+    gsm8k("q1?", 1),
+    '{"question": "q2?", "answer": \n',
+    '{"question": "q',
+    [0xff],
+    '3?", "answer": "#### 3"}\n',
+    gsm8k("z".repeat(70_000), 4),
+    gsm8k("q5?", 5),
+  ]);
+  const s = await buildDataset({
+    out: dir,
+    splits: [{ name: "train", inputs: [path] }],
+    onError: "skip",
+  });
+  const counts = s.manifest.splits.train.counts;
+  assertEquals([counts.read, counts.skipped], [2, 3]);
+  assertEquals(s.skipped.map((x) => [x.split, x.file, x.line, x.reason]), [
+    ["train", path, 2, "malformed"],
+    ["train", path, 3, "invalid_utf8"],
+    ["train", path, 4, "too_large"],
+  ]);
+
+  const rows: Record<string, string>[] = parseCsv(
+    await Deno.readTextFile(`${dir}/train.report.csv`),
+    { columns: true },
+  );
+  const skippedRows = rows.filter((r) => r.status === "skipped");
+  assertEquals(
+    skippedRows.map((r) => [r.index, r.id, r.file, r.line, r.reasons]),
+    [
+      ["", "mixed.jsonl:2", path, "2", "malformed"],
+      ["", "mixed.jsonl:3", path, "3", "invalid_utf8"],
+      ["", "mixed.jsonl:4", path, "4", "too_large"],
+    ],
+  );
+  assert(skippedRows[0].error.startsWith("invalid JSON"), skippedRows[0].error);
+  assert(skippedRows[1].error.includes("byte 0xFF"), skippedRows[1].error);
+  assert(skippedRows[2].error.startsWith('field "question": 70,000 bytes'), skippedRows[2].error);
+  // In input order, between the records read.
+  assertEquals(rows.map((r) => r.line), ["1", "2", "3", "4", "5"]);
+
+  const table = formatSummary(s.manifest, s.built, s.skipped);
+  assert(table.includes(`${path}:3  invalid_utf8  invalid UTF-8: byte 0xFF`), table);
+});
+
+Deno.test("skipped records: the command's summary lists them", async () => {
+  const dir = await tempDir();
+  const path = await bytesFile("bad.jsonl", [gsm8k("q1?", 1), '{"question": "q2?"}\n']);
+  const r = await runDeno([
+    "run",
+    ...TASK_PERMISSIONS,
+    "cli/build_dataset.ts",
+    "--input",
+    path,
+    "--out",
+    `${dir}/ds`,
+    "--on-error",
+    "skip",
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes(`${path}:2  malformed  field "answer": expected`), r.stdout);
 });
