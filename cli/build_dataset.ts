@@ -112,7 +112,8 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     },
     onError: {
       value: "E",
-      help: "a malformed input record",
+      help: "an input record that is malformed, not UTF-8 or over a size limit; skipped ones " +
+        "are listed in the summary and report.csv",
       schema: oneOf(["throw", "skip"]),
       default: "throw",
     },
@@ -125,7 +126,7 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     maxFieldBytes: {
       value: "N",
       help: "most UTF-8 bytes in a record's question, chain of thought or answer; a longer " +
-        "one is an input error (see --on-error)",
+        "one is an input error, as --on-error says",
       schema: wholeNumber(1),
       defaultText: String(DEFAULT_MAX_FIELD_BYTES),
     },
