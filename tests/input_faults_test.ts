@@ -74,7 +74,7 @@ const gsm8k = (q: string, n: number) =>
 
 // --- invalid UTF-8 -----------------------------------------------------------------------
 
-Deno.test("invalid UTF-8, JSON lines: an error naming file, line and byte offset; skip goes on", async () => {
+Deno.test("invalid UTF-8, JSON lines: file, line and byte offset named; skip goes on", async () => {
   const line1 = gsm8k("q1?", 1);
   const before = '{"question": "caf';
   const path = await bytesFile("latin1.jsonl", [
@@ -98,7 +98,7 @@ Deno.test("invalid UTF-8, JSON lines: an error naming file, line and byte offset
   assertEquals(skipped.map((x) => [x.line, x.offset]), [[2, offset]]);
 });
 
-Deno.test("invalid UTF-8: characters across 64 KiB reads are fine; bad bytes far in are found", async () => {
+Deno.test("invalid UTF-8: characters across 64 KiB reads are fine; far bytes found", async () => {
   // Line 1 puts a 2-byte and a 4-byte character across the first two 64 KiB read boundaries.
   const head = '{"question": "';
   const pad1 = "a".repeat(65536 - bytesOf(head) - 1);
@@ -132,7 +132,7 @@ Deno.test("invalid UTF-8: characters across 64 KiB reads are fine; bad bytes far
   assert(skipped[0].message.includes("byte 0x80"), skipped[0].message);
 });
 
-Deno.test("invalid UTF-8, iCoT: the line is an error; a byte order mark is still dropped", async () => {
+Deno.test("invalid UTF-8, iCoT: the line is an error; a byte order mark goes", async () => {
   const path = await bytesFile("aug.txt", [
     [0xef, 0xbb, 0xbf],
     "Half of 8?||<<8/2=4>> #### 4\n",
@@ -148,7 +148,7 @@ Deno.test("invalid UTF-8, iCoT: the line is an error; a byte order mark is still
   assertEquals(skipped.map((x) => x.line), [2]);
 });
 
-Deno.test("invalid UTF-8, CSV: the record is an error at the byte's line; skip goes on", async () => {
+Deno.test("invalid UTF-8, CSV: the record is an error at the byte's line", async () => {
   const head = "question,answer\nq1?,#### 1\n";
   const before = '"Line one\nline ';
   const path = await bytesFile("x.csv", [head, before, [0xc3, 0x28], 'two?",#### 2\nq3?,#### 3\n']);
@@ -203,7 +203,7 @@ function find(bytes: Uint8Array, text: string): number {
 const QUESTIONS = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"];
 const ANSWERS = ["1 + 1 = <<1+1=2>>2\n#### 2", "2 + 2 = <<2+2=4>>4\n#### 4", "#### 6"];
 
-Deno.test("invalid UTF-8, Parquet: the cell is an error naming row and field; skip goes on", async () => {
+Deno.test("invalid UTF-8, Parquet: the cell is an error naming row and field", async () => {
   const bytes = parquet({ question: QUESTIONS, answer: ANSWERS }, { codec: "UNCOMPRESSED" });
   bytes[find(bytes, "What is 2")] = 0xff;
   const path = await bytesFile("bad.parquet", [[...bytes]]);
@@ -215,7 +215,7 @@ Deno.test("invalid UTF-8, Parquet: the cell is an error naming row and field; sk
   assertEquals(skipped.map((x) => x.line), [2]);
 });
 
-Deno.test("invalid UTF-8 in the first line: detection looks further, the reader reports it", async () => {
+Deno.test("invalid UTF-8 on the first line: detection looks on, the reader reports", async () => {
   const path = await bytesFile("first.jsonl", [
     '{"question": "',
     [0xff],
@@ -340,7 +340,7 @@ function withPageChecksums(file: Uint8Array): Uint8Array {
   return w.getBytes();
 }
 
-Deno.test("parquet: page checksums are verified; a flipped bit is an error, not new text", async () => {
+Deno.test("parquet: page CRC-32s are verified; a flipped bit is an error, not text", async () => {
   // Compressed, with dictionary pages and two row groups: read as written.
   const snappy = withPageChecksums(
     parquet({ question: QUESTIONS, answer: ANSWERS }, { rowGroupSize: 2 }),
@@ -362,7 +362,7 @@ Deno.test("parquet: page checksums are verified; a flipped bit is an error, not 
 
 // --- record size limits ------------------------------------------------------------------
 
-Deno.test("size limits: a field over --max-field-bytes is an error before anything else", async () => {
+Deno.test("size limits: a field over --max-field-bytes is an error", async () => {
   const huge = "How many? ".repeat(20_000); // 200,000 bytes
   const path = await bytesFile("big.jsonl", [gsm8k("q1?", 1), gsm8k(huge, 2), gsm8k("q3?", 3)]);
   const e = await inputError(path);
@@ -380,7 +380,7 @@ Deno.test("size limits: a field over --max-field-bytes is an error before anythi
   assert(c.message.includes(": the chain of thought is 70,0"), c.message);
 });
 
-Deno.test("size limits: a line far too long for any record is refused without being held", async () => {
+Deno.test("size limits: a line far too long for any record is refused unread", async () => {
   const before = gsm8k("q1?", 1);
   const long = gsm8k("w".repeat(2_500_000), 2);
   const path = await bytesFile("long.jsonl", [before, long, gsm8k("q3?", 3)]);
@@ -405,7 +405,7 @@ Deno.test("size limits: a line far too long for any record is refused without be
   ]]]);
 });
 
-Deno.test("size limits: more steps than --max-cot-steps stop the build, or are skipped", async () => {
+Deno.test("size limits: more steps than --max-cot-steps: an error, or skipped", async () => {
   const dir = await tempDir();
   const steps = Array.from({ length: 300 }, (_, i) => `Add one: <<${i}+1=${i + 1}>>${i + 1}.`);
   const rec = JSON.stringify({

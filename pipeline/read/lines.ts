@@ -30,11 +30,11 @@ export interface LineOptions {
 }
 
 /**
- * Yields the lines of a UTF-8 file, and an {@linkcode InputError} (reason `invalid_utf8`)
- * in place of each line holding bytes that are not UTF-8, or longer than `opts.maxBytes`;
- * reading goes on after it, so a reader can skip that record. Only `\n` ends a line: some GSM8K-Aug lines carry U+2028
- * inside a question, which must not split the record. A final line without a newline is
- * yielded; a trailing newline does not add an empty line.
+ * Yields the lines of a UTF-8 file, and an {@linkcode InputError} in place of each line
+ * holding bytes that are not UTF-8 (reason `invalid_utf8`) or longer than `opts.maxBytes`;
+ * reading goes on after it, so a reader can skip that record. Only `\n` ends a line: some
+ * GSM8K-Aug lines carry U+2028 inside a question, which must not split the record. A final
+ * line without a newline is yielded; a trailing newline does not add an empty line.
  */
 export async function* readLinesOrErrors(
   path: string,
@@ -52,16 +52,13 @@ export async function* readLinesOrErrors(
   // The current line is refused (not UTF-8, or too long): its bytes are dropped to its end,
   // the file offset where it ends gives its error.
   let bad: ((end: number) => InputError) | null = null;
-  let first = true;
   const buf = new Uint8Array(CHUNK);
 
   // The complete lines of carry + text; the unfinished rest stays in carry. Only the new
-  // text is searched, so a very long line costs no more than its length.
-  function* split(text: string): Generator<Line> {
-    if (first && text !== "") {
-      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-      first = false;
-    }
+  // text is searched, so a very long line costs no more than its length. A byte order mark
+  // is dropped when the text starts the file.
+  function* split(text: string, atFileStart: boolean): Generator<Line> {
+    if (atFileStart && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     let start = 0;
     let nl: number;
     while ((nl = text.indexOf("\n", start)) !== -1) {
@@ -119,7 +116,7 @@ export async function* readLinesOrErrors(
           const nl = data.lastIndexOf(10, at);
           decoder = newDecoder();
           if (nl >= i) {
-            yield* split(decoder.decode(data.subarray(i, nl + 1)));
+            yield* split(decoder.decode(data.subarray(i, nl + 1)), pos + i === 0);
             decoder = newDecoder();
             lineStart = pos + nl + 1;
           }
@@ -133,7 +130,7 @@ export async function* readLinesOrErrors(
           i = at + 1;
           continue;
         }
-        yield* split(text);
+        yield* split(text, pos + i === 0);
         afterLastNewline(data, i, cut);
         i = cut;
         if (carry !== "" && pos + cut - lineStart > maxBytes) {
