@@ -77,14 +77,14 @@ export function lineLimit(file: string, maxFieldBytes: number): LineOptions {
  */
 export function fieldSizeError(p: Problem, maxBytes: number): InputError | null {
   const at = { file: p.source.file, line: p.source.line, reason: "too_large" as const };
-  const over = `over the limit of ${count(maxBytes)} (--max-field-bytes)`;
+  const over = () => `over the limit of ${count(maxBytes)} (--max-field-bytes)`;
   for (const field of ["question", "answer"] as const) {
     if (fits(p[field], maxBytes)) continue;
     const n = utf8Length(p[field]);
     return new InputError({
       ...at,
       field,
-      problem: `${count(n)} bytes, ${over}`,
+      problem: `${count(n)} bytes, ${over()}`,
       hint: FIELD_HINT,
     });
   }
@@ -92,7 +92,7 @@ export function fieldSizeError(p: Problem, maxBytes: number): InputError | null 
   if (!fits(cot, maxBytes)) {
     return new InputError({
       ...at,
-      problem: `the chain of thought is ${count(utf8Length(cot))} bytes, ${over}`,
+      problem: `the chain of thought is ${count(utf8Length(cot))} bytes, ${over()}`,
       hint: FIELD_HINT,
     });
   }
