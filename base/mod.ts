@@ -1,7 +1,7 @@
 /**
  * The floor of lotus-deno: file formats and utilities that know nothing of LOTUS. Safetensors
- * files (read and write, numpy-compatible), atomic file writes, and the one seeded random
- * generator every stage uses.
+ * files (read and write, numpy-compatible), atomic file writes, the one seeded random
+ * generator every stage uses, and CRC-32.
  *
  * @example
  * ```ts
@@ -28,3 +28,4 @@ export {
 } from "./safetensors.ts";
 export { writeFileAtomic, writeFileAtomicSync } from "./atomic.ts";
 export { hashString, Rng } from "./rng.ts";
+export { crc32 } from "./crc32.ts";

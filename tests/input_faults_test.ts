@@ -8,6 +8,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { crc32 } from "node:zlib";
+import { crc32 as crc32Of } from "../base/crc32.ts";
 import { parse as parseCsv } from "csv-parse/sync";
 import { parquetMetadata } from "hyparquet";
 import { parquetHeader } from "hyparquet/src/column.js";
@@ -297,6 +298,13 @@ Deno.test("validate: numbers beyond 2^53 are refused with number_too_large", () 
 });
 
 // --- Parquet page checksums --------------------------------------------------------------
+
+Deno.test("crc32: zlib's CRC-32", () => {
+  assertEquals(crc32Of(enc.encode("hello")), 0x3610a686);
+  assertEquals(crc32Of(new Uint8Array(0)), 0);
+  const bytes = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7919) & 0xff);
+  assertEquals(crc32Of(bytes), crc32(bytes));
+});
 
 /** The same Parquet file with a CRC-32 in every page header, as parquet-mr and Arrow can write. */
 function withPageChecksums(file: Uint8Array): Uint8Array {

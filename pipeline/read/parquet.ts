@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { crc32 } from "node:zlib";
 import {
   type AsyncBuffer,
   type FileMetaData,
@@ -21,6 +20,7 @@ import {
   type RowGroup,
 } from "hyparquet";
 import { parquetHeader } from "hyparquet/src/column.js";
+import { crc32 } from "../../base/crc32.ts";
 import type { Problem } from "../types.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { gsm8kProblem, nlProblem } from "./jsonl.ts";
