@@ -102,7 +102,7 @@ export type { LotusJson } from "./export/hf_files.ts";
 export type { TrainState } from "./model/checkpoint.ts";
 export type { Mode } from "./model/config.ts";
 export type { Timings } from "./model/generate.ts";
-export type { BuildHooks, BuildProgress, SplitSpec } from "./pipeline/build.ts";
+export type { BuildHooks, BuildProgress, SkippedRecord, SplitSpec } from "./pipeline/build.ts";
 export type {
   AugmentInfo,
   ExcludeInfo,
@@ -117,6 +117,7 @@ export type {
 export type { LongStep } from "./pipeline/pack.ts";
 export type { VerifyMode } from "./pipeline/shard.ts";
 export type { Format } from "./pipeline/read/detect.ts";
+export type { InputReason } from "./pipeline/read/input_error.ts";
 export type { SplitExtras } from "./pipeline/split_source.ts";
 export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";
 export type { CompactOptions, SpecialIds } from "./pipeline/tokenizer.ts";

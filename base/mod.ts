@@ -1,8 +1,8 @@
 /**
  * The floor of lotus-deno: file formats and utilities that know nothing of LOTUS. Safetensors
  * files (read and write, numpy-compatible), atomic file writes, directories replaced whole
- * with the leftovers of killed processes cleared (staging.ts), and the one seeded random
- * generator every stage uses.
+ * with the leftovers of killed processes cleared (staging.ts), the one seeded random
+ * generator every stage uses, and CRC-32.
  *
  * @example
  * ```ts
@@ -40,3 +40,4 @@ export {
   TempLease,
 } from "./staging.ts";
 export { hashString, Rng } from "./rng.ts";
+export { crc32 } from "./crc32.ts";

@@ -13,6 +13,7 @@ import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_d
 import { FORMATS } from "../pipeline/read.ts";
 import { DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
 import { formatSummary } from "../pipeline/summary.ts";
+import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES } from "../pipeline/limits.ts";
 import {
   FAMILIES,
   type Family,
@@ -111,7 +112,8 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     },
     onError: {
       value: "E",
-      help: "a malformed input record",
+      help: "an input record that is malformed, not UTF-8 or over a size limit; skipped ones " +
+        "are listed in the summary and report.csv",
       schema: oneOf(["throw", "skip"]),
       default: "throw",
     },
@@ -120,6 +122,19 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
       help: "records per safetensors shard",
       schema: wholeNumber(1),
       defaultText: String(DEFAULT_SHARD_SIZE),
+    },
+    maxFieldBytes: {
+      value: "N",
+      help: "most UTF-8 bytes in a record's question, chain of thought or answer; a longer " +
+        "one is an input error, as --on-error says",
+      schema: wholeNumber(1),
+      defaultText: String(DEFAULT_MAX_FIELD_BYTES),
+    },
+    maxCotSteps: {
+      value: "N",
+      help: "most steps a record may have in either CoT form; more is an input error",
+      schema: wholeNumber(1),
+      defaultText: String(DEFAULT_MAX_COT_STEPS),
     },
     synthetic: {
       value: "N",
@@ -230,6 +245,8 @@ export function buildOptions(v: BuildArgs): BuildOptions {
     socratic: v.socratic,
     onError: v.onError,
     shardSize: v.shardSize,
+    maxFieldBytes: v.maxFieldBytes,
+    maxCotSteps: v.maxCotSteps,
   };
   const synthetic = syntheticOptions(v);
   const extras = {
@@ -357,7 +374,7 @@ async function main(v: BuildArgs): Promise<number> {
     const t0 = performance.now();
     const summary = await buildDataset(opts, { onProgress: progress.onProgress });
     progress.stop();
-    console.log(formatSummary(summary.manifest, summary.built));
+    console.log(formatSummary(summary.manifest, summary.built, summary.skipped));
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     console.log(`wrote ${summary.built.join(", ")} to ${summary.out} in ${secs} s`);
     return 0;

@@ -59,7 +59,7 @@ export type { LotusMeta } from "../model/checkpoint.ts";
 export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";
 export type { Format } from "../pipeline/read/detect.ts";
-export type { InputError } from "../pipeline/read/input_error.ts";
+export type { InputError, InputReason } from "../pipeline/read/input_error.ts";
 export type { VerifyMode } from "../pipeline/shard.ts";
 export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
 export type { SourceRef } from "../pipeline/types.ts";

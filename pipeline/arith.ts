@@ -10,20 +10,31 @@
  * mathjs parse tree may hold only numeric constants, parentheses, `+ - * / ^ mod`, unary minus
  * and plus (implicit multiplication such as `2(3+4)` is a multiplication and is allowed).
  * Anything else, or a result that is not a finite number (`1/0`), is an
- * {@linkcode ExpressionError}.
+ * {@linkcode ExpressionError}. A number beyond 2^53 − 1 in magnitude (an operand, a partial
+ * result or the result), where floating point no longer holds every integer, is a
+ * {@linkcode NumberTooLargeError}: such an expression cannot be checked exactly.
  *
  * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
- * after its decimal point (read by `readNumber` of pipeline/numbers.ts).
- * - `equal`: |x − v| ≤ 1e-9·max(1, |x|, |v|), which absorbs binary floating-point error.
- * - `rounded`: otherwise, |x − v| < 10^−d, i.e. v is x rounded, truncated or rounded up to d
- *   decimals (`10/3=3.33`, `10/3=3.34`, `100/30=4` buses). Accepted, and flagged.
- * - `wrong`: anything else. A stated fraction (`3/4`) only matches exactly. A stated `N%`
- *   matches x = N or x = N/100.
+ * after its decimal point (read by `readNumber` of pipeline/numbers.ts); the resolution r of
+ * v is 10^−d, or 10^−6 for a stated fraction (`3/4`).
+ * - `equal`: when x and v are both whole numbers, x = v exactly. Otherwise, with
+ *   M = max(1, |x|, |v|): |x − v| ≤ 1e-9·M, which absorbs binary floating-point error, and
+ *   |x − v| < max(r, 1e-14·M), so that the tolerance never exceeds the digits v shows (a
+ *   value written to more digits than floating point holds, such as Python's
+ *   `933.3333333333333`, still matches to within its precision).
+ * - `rounded`: otherwise, |x − v| < r for a decimal v, i.e. v is x rounded, truncated or
+ *   rounded up to d decimals (`10/3=3.33`, `10/3=3.34`, `100/30=4` buses). Accepted, and
+ *   flagged.
+ * - `wrong`: anything else. A stated fraction only matches when equal. A stated `N%` matches
+ *   x = N or x = N/100 (with resolution r/100).
  *
  * @module
  */
-import { type MathNode, parse } from "mathjs";
+import { type MathNode, mod, parse, pow } from "mathjs";
 import { sameNumber, type WrittenNumber } from "./numbers.ts";
+
+/** The largest magnitude at which floating point holds every integer: 2^53 − 1. */
+export const MAX_EXACT: number = Number.MAX_SAFE_INTEGER;
 
 /** An expression that is not allowed, does not parse, or has no finite value. */
 export class ExpressionError extends Error {
@@ -34,6 +45,22 @@ export class ExpressionError extends Error {
     super(`expression ${JSON.stringify(expr)}: ${why}`);
     this.name = "ExpressionError";
     this.expr = expr;
+  }
+}
+
+/**
+ * An expression whose operands, partial results or result go beyond {@linkcode MAX_EXACT}:
+ * floating point cannot check it exactly, so it is refused rather than compared.
+ */
+export class NumberTooLargeError extends ExpressionError {
+  /** `what` names the number, e.g. `99999999999*99999999999 = 9.9999999998e+21`. */
+  constructor(expr: string, what: string) {
+    super(
+      expr,
+      `${what} is beyond 2^53 (9,007,199,254,740,991), where floating point cannot check it ` +
+        "exactly",
+    );
+    this.name = "NumberTooLargeError";
   }
 }
 
@@ -114,16 +141,59 @@ function evaluateUncached(expr: string): number {
     throw new ExpressionError(expr, `does not parse (${(e as Error).message})`);
   }
   check(node, expr);
-  let value: unknown;
-  try {
-    value = node.evaluate();
-  } catch (e) {
-    throw new ExpressionError(expr, `does not evaluate (${(e as Error).message})`);
+  return evaluateNode(node, expr);
+}
+
+/** Evaluates a checked tree, refusing any number beyond {@linkcode MAX_EXACT}. */
+function evaluateNode(node: MathNode, expr: string): number {
+  switch (node.type) {
+    case "ConstantNode": {
+      const v = (node as unknown as { value: number }).value;
+      if (Math.abs(v) > MAX_EXACT) throw new NumberTooLargeError(expr, `the number ${v}`);
+      return v;
+    }
+    case "ParenthesisNode":
+      return evaluateNode((node as unknown as { content: MathNode }).content, expr);
+    default: {
+      const op = node as unknown as { fn: string; args: MathNode[] };
+      const a = op.args.map((n) => evaluateNode(n, expr));
+      let r: unknown;
+      try {
+        r = operate(op.fn, a);
+      } catch (e) {
+        throw new ExpressionError(expr, `does not evaluate (${(e as Error).message})`);
+      }
+      if (typeof r !== "number" || !Number.isFinite(r)) {
+        throw new ExpressionError(expr, `has no finite value (${String(r)})`);
+      }
+      if (Math.abs(r) > MAX_EXACT) {
+        throw new NumberTooLargeError(expr, `${node.toString()} = ${r}`);
+      }
+      return r;
+    }
   }
-  if (typeof value !== "number" || !Number.isFinite(value)) {
-    throw new ExpressionError(expr, `has no finite value (${String(value)})`);
+}
+
+/** One operator of the allowed set, applied as mathjs applies it. */
+function operate(fn: string, a: number[]): unknown {
+  switch (fn) {
+    case "add":
+      return a[0] + a[1];
+    case "subtract":
+      return a[0] - a[1];
+    case "multiply":
+      return a[0] * a[1];
+    case "divide":
+      return a[0] / a[1];
+    case "pow":
+      return pow(a[0], a[1]);
+    case "mod":
+      return mod(a[0], a[1]);
+    case "unaryMinus":
+      return -a[0];
+    default: // unaryPlus
+      return a[0];
   }
-  return value;
 }
 
 /**
@@ -136,7 +206,8 @@ function evaluateUncached(expr: string): number {
  * console.assert(evaluateExpression("54/3") === 18);
  * console.assert(evaluateExpression("80,000*5%") === 4000);
  * ```
- * @throws {ExpressionError} when the expression is not allowed or has no finite value.
+ * @throws {ExpressionError} when the expression is not allowed or has no finite value;
+ * {@linkcode NumberTooLargeError} when a number in it is beyond {@linkcode MAX_EXACT}.
  */
 export function evaluateExpression(expr: string): number {
   let r = cache.get(expr);
@@ -158,7 +229,8 @@ export function evaluateExpression(expr: string): number {
 export type Agreement = "equal" | "rounded" | "wrong";
 
 /**
- * Compares a computed value with a stated value by the rounding rule.
+ * Compares a computed value with a stated value by the rounding rule. Both must be within
+ * {@linkcode MAX_EXACT}; validation refuses larger ones before comparing.
  *
  * @example
  * ```ts
@@ -170,11 +242,19 @@ export type Agreement = "equal" | "rounded" | "wrong";
  * ```
  */
 export function compareStated(x: number, stated: WrittenNumber): Agreement {
+  const r = stated.decimals === null ? FRACTION_RESOLUTION : 10 ** -stated.decimals;
   const targets = stated.percent
-    ? [{ v: stated.value, scale: 1 }, { v: stated.value / 100, scale: 0.01 }]
-    : [{ v: stated.value, scale: 1 }];
-  if (targets.some((t) => sameNumber(x, t.v))) return "equal";
+    ? [{ v: stated.value, r }, { v: stated.value / 100, r: r / 100 }]
+    : [{ v: stated.value, r }];
+  const m = Math.max(1, Math.abs(x));
+  const equal = (v: number, r: number) =>
+    Number.isInteger(x) && Number.isInteger(v)
+      ? x === v
+      : sameNumber(x, v) && Math.abs(x - v) < Math.max(r, 1e-14 * Math.max(m, Math.abs(v)));
+  if (targets.some((t) => equal(t.v, t.r))) return "equal";
   if (stated.decimals === null) return "wrong";
-  const step = 10 ** -stated.decimals;
-  return targets.some((t) => Math.abs(x - t.v) < step * t.scale) ? "rounded" : "wrong";
+  return targets.some((t) => Math.abs(x - t.v) < t.r) ? "rounded" : "wrong";
 }
+
+/** The resolution of a stated fraction, which has no decimals to go by. */
+const FRACTION_RESOLUTION = 1e-6;

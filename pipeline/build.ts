@@ -9,7 +9,9 @@
 
 import { Sha256 } from "../base/sha256.ts";
 import { z } from "zod";
-import { detectFormat, type Format, FORMATS } from "./read.ts";
+import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
+import { basename } from "./read/record.ts";
+import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
 import {
@@ -89,6 +91,13 @@ export interface BuildOptions {
   onError?: "throw" | "skip";
   /** Records per shard (default 16,384). */
   shardSize?: number;
+  /**
+   * The most UTF-8 bytes an input record's question, chain of thought and answer may each
+   * have (default 65,536); a longer one is an input error (reason `too_large`).
+   */
+  maxFieldBytes?: number;
+  /** The most steps a record may have in either CoT form (default 256); checked likewise. */
+  maxCotSteps?: number;
 }
 
 /** Progress of a build, reported about once per 1,000 records and at each file's end. */
@@ -116,6 +125,23 @@ export interface BuildHooks {
   onCommitStep?(step: string): void;
 }
 
+/** An input record the build skipped (`--on-error skip`), as the summary lists it. */
+export interface SkippedRecord {
+  /** The split it was read for. */
+  split: string;
+  /** The input file, as given. */
+  file: string;
+  /** 1-based line (row, element) of the record. */
+  line: number;
+  /** Why: `malformed`, `invalid_utf8` or `too_large`. */
+  reason: InputReason;
+  /** What is wrong (the field, if one is, and the problem). */
+  problem: string;
+}
+
+/** How many skipped records per split {@linkcode BuildSummary.skipped} lists. */
+export const SKIPPED_LISTED = 20;
+
 /** What a build did. */
 export interface BuildSummary {
   /** The dataset directory. */
@@ -126,6 +152,11 @@ export interface BuildSummary {
   built: string[];
   /** Whether the directory's existing tokenizer was reused. */
   reusedTokenizer: boolean;
+  /**
+   * The first {@linkcode SKIPPED_LISTED} input records of each split that were skipped as
+   * unusable, in input order; the split's report.csv has them all, the manifest their count.
+   */
+  skipped: SkippedRecord[];
 }
 
 /** Raised for bad options or a directory that does not fit them; the message says what to do. */
@@ -161,6 +192,10 @@ export interface ResolvedBuildOptions {
   onError: "throw" | "skip";
   /** Records per shard. */
   shardSize: number;
+  /** The most UTF-8 bytes per question, chain of thought and answer. */
+  maxFieldBytes: number;
+  /** The most steps in either CoT form. */
+  maxCotSteps: number;
 }
 
 const positiveInt = z.number().int().min(1);
@@ -197,6 +232,8 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   socratic: z.enum(["strip", "keep"]).default("strip"),
   onError: z.enum(["throw", "skip"]).default("throw"),
   shardSize: positiveInt.default(DEFAULT_SHARD_SIZE),
+  maxFieldBytes: positiveInt.default(DEFAULT_MAX_FIELD_BYTES),
+  maxCotSteps: positiveInt.default(DEFAULT_MAX_COT_STEPS),
 });
 
 /** Validate options and apply defaults; throws {@linkcode BuildError} naming the field. */
@@ -309,10 +346,25 @@ async function reuseTokenizer(
 
 type Stage = (p: BuildProgress) => void;
 
-/** Segment and validate every problem of a split's source, in order. */
-async function* validated(source: SplitSource, o: ResolvedBuildOptions) {
+/**
+ * Segment and validate every problem of a split's source, in order. A record with more steps
+ * than `maxCotSteps` is an input error: thrown, or passed to `skip`, before it is validated
+ * or tokenized.
+ */
+async function* validated(
+  source: SplitSource,
+  o: ResolvedBuildOptions,
+  skip: (e: InputError) => void,
+) {
   for await (const { path, problem } of source.problems) {
-    yield { path, record: validate(segment(problem, { socratic: o.socratic }), { cot: o.cot }) };
+    const segmented = segment(problem, { socratic: o.socratic });
+    const tooMany = stepCountError(segmented, o.maxCotSteps);
+    if (tooMany !== null) {
+      if (o.onError === "throw") throw tooMany;
+      skip(tooMany);
+      continue;
+    }
+    yield { path, record: validate(segmented, { cot: o.cot }) };
   }
 }
 
@@ -325,8 +377,12 @@ async function fitCompact(
 ): Promise<Tokenizer> {
   const fitter = new BpeFitter();
   let n = 0;
-  const source = await openSplitSource(inputs, spec, { onError: o.onError, onSkip: () => {} });
-  for await (const { path, record } of validated(source, o)) {
+  const source = await openSplitSource(inputs, spec, {
+    onError: o.onError,
+    onSkip: () => {},
+    maxFieldBytes: o.maxFieldBytes,
+  });
+  for await (const { path, record } of validated(source, o, () => {})) {
     if (++n % 1000 === 0) {
       progress({ phase: "fit", split: spec.name, file: path, records: n, total });
     }
@@ -437,6 +493,7 @@ export async function buildDataset(
       files.push("tokenizer.json");
     }
     const splits: Record<string, SplitInfo> = { ...(old?.splits ?? {}) };
+    const listed: SkippedRecord[] = [];
     for (const spec of o.splits) {
       const inputs = inputsBySplit.get(spec.name)!;
       const total = totals.get(spec.name) ?? null;
@@ -450,17 +507,39 @@ export async function buildDataset(
       let skipped = 0;
       let n = 0;
       let lastFile = "";
+      // Skips arrive from the reader between records; their report rows are written in
+      // input order, before the next record's.
+      const pending: InputError[] = [];
+      const onSkip = (e: InputError) => pending.push(e);
+      const writeSkips = async (w: SplitWriter) => {
+        for (const e of pending.splice(0)) {
+          const id = `${basename(e.file)}:${e.line}`;
+          await w.skip({ id, file: e.file, line: e.line, reason: e.reason, error: e.problem });
+          if (skipped++ < SKIPPED_LISTED) {
+            listed.push({
+              split: spec.name,
+              file: e.file,
+              line: e.line,
+              reason: e.reason,
+              problem: e.problem,
+            });
+          }
+        }
+      };
       const source = await openSplitSource(inputs, spec, {
         onError: o.onError,
-        onSkip: () => skipped++,
+        onSkip,
+        maxFieldBytes: o.maxFieldBytes,
       });
-      for await (const { path, record } of validated(source, o)) {
+      for await (const { path, record } of validated(source, o, onSkip)) {
+        await writeSkips(writer);
         await writer.add(record, packRecord(record, tok, packOpts));
         lastFile = path;
         if (++n % 1000 === 0) {
           progress({ phase: "build", split: spec.name, file: path, records: n, total });
         }
       }
+      await writeSkips(writer);
       progress({ phase: "build", split: spec.name, file: lastFile, records: n, total: total ?? n });
       const result = await writer.finish(skipped);
       writer = undefined;
@@ -501,7 +580,13 @@ export async function buildDataset(
     // the old dataset is intact, after it the new one is complete. Files no manifest names
     // (the replaced splits', and those of builds killed before their manifest) go last.
     await staged.commit(files, manifestFiles(manifest), hooks.onCommitStep);
-    return { out: o.out, manifest, built: o.splits.map((s) => s.name), reusedTokenizer: reused };
+    return {
+      out: o.out,
+      manifest,
+      built: o.splits.map((s) => s.name),
+      reusedTokenizer: reused,
+      skipped: listed,
+    };
   } catch (e) {
     writer?.abort();
     await staged.abort();

@@ -34,9 +34,16 @@ export {
   FormatError,
   FORMATS,
   InputError,
+  type InputReason,
   type ReadOptions,
   readProblems,
 } from "./read.ts";
+export {
+  DEFAULT_MAX_COT_STEPS,
+  DEFAULT_MAX_FIELD_BYTES,
+  fieldSizeError,
+  stepCountError,
+} from "./limits.ts";
 export { segment, type SegmentOptions } from "./segment.ts";
 export {
   type CotForm,
@@ -46,7 +53,14 @@ export {
   validate,
   type ValidateOptions,
 } from "./validate.ts";
-export { type Agreement, compareStated, evaluateExpression, ExpressionError } from "./arith.ts";
+export {
+  type Agreement,
+  compareStated,
+  evaluateExpression,
+  ExpressionError,
+  MAX_EXACT,
+  NumberTooLargeError,
+} from "./arith.ts";
 export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./numbers.ts";
 export { answersMatch, extractAnswer } from "./answer.ts";
 export { type AnnotationScan, scanAnnotations } from "./annotations.ts";
@@ -114,6 +128,8 @@ export {
   type BuildSummary,
   resolveBuildOptions,
   type ResolvedBuildOptions,
+  SKIPPED_LISTED,
+  type SkippedRecord,
   type SplitSpec,
 } from "./build.ts";
 export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";

@@ -112,7 +112,19 @@ export function numbersInText(text: string): number[] {
   return out;
 }
 
-/** True when a and b agree to 1e-9 relative (1e-9 absolute near zero). */
+/**
+ * True when a and b are the same number: equal when both are whole numbers (a relative
+ * tolerance would let 1000000000000 pass for 1000000000500), else agreeing to 1e-9 relative
+ * (1e-9 absolute near zero), which absorbs binary floating-point error.
+ *
+ * @example
+ * ```ts
+ * import { sameNumber } from "./numbers.ts";
+ * console.assert(sameNumber(0.1 + 0.2, 0.3));
+ * console.assert(!sameNumber(1000000000001, 1000000000500));
+ * ```
+ */
 export function sameNumber(a: number, b: number): boolean {
+  if (Number.isInteger(a) && Number.isInteger(b)) return a === b;
   return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b));
 }

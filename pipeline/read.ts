@@ -11,9 +11,11 @@
  * | `csv`     | header with `question`, `answer`, optional `cot` or `steps` | either                  |
  *
  * Text, JSON lines and CSV stream line by line, Parquet row group by row group; only a
- * Coconut array is parsed whole. A structurally bad record raises {@linkcode InputError}
- * naming `file:line` and the field, or is skipped with `onError: "skip"`. Problems with a
- * whole file (not JSON, a missing column) always throw. See docs/pipeline.md.
+ * Coconut array is parsed whole. Text must be UTF-8. A structurally bad record, one that is
+ * not UTF-8 or one with a field over `maxFieldBytes` raises {@linkcode InputError} naming
+ * `file:line` and the field, or is skipped with `onError: "skip"`. Problems with a whole file
+ * (not JSON, a missing column, a Parquet page that fails its checksum) always throw. See
+ * docs/pipeline.md.
  *
  * @module
  */
@@ -25,9 +27,12 @@ import { FormatError, InputError } from "./read/input_error.ts";
 import { readIcot } from "./read/icot.ts";
 import { readGsm8kJsonl, readNlJsonl } from "./read/jsonl.ts";
 import { readParquet } from "./read/parquet.ts";
+import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "./limits.ts";
+import type { LineOptions } from "./read/lines.ts";
 
 export { detectFormat, FormatError, FORMATS, InputError };
 export type { Format };
+export type { InputReason } from "./read/input_error.ts";
 
 /** Options of {@linkcode readProblems}. */
 export interface ReadOptions {
@@ -37,9 +42,18 @@ export interface ReadOptions {
   onError?: "throw" | "skip";
   /** Called with each malformed record's error when skipping. */
   onSkip?: (e: InputError) => void;
+  /**
+   * The most UTF-8 bytes the question, the chain of thought and the answer may each have
+   * (default 65,536); a longer one is an InputError with reason `too_large`.
+   */
+  maxFieldBytes?: number;
 }
 
-const READERS: Record<Format, (path: string) => AsyncGenerator<Problem | InputError>> = {
+/** The readers; the line-based ones refuse a line too long to hold fields within limits. */
+const READERS: Record<
+  Format,
+  (path: string, lines: LineOptions) => AsyncGenerator<Problem | InputError>
+> = {
   gsm8k: readGsm8kJsonl,
   parquet: readParquet,
   icot: readIcot,
@@ -67,12 +81,14 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
   const reader = READERS[format];
   if (reader === undefined) throw new FormatError(path, `unknown format "${format}"`);
   const skip = opts.onError === "skip";
-  for await (const item of reader(path)) {
-    if (item instanceof InputError) {
-      if (!skip) throw item;
-      opts.onSkip?.(item);
+  const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
+  for await (const item of reader(path, lineLimit(path, maxBytes))) {
+    const bad = item instanceof InputError ? item : fieldSizeError(item, maxBytes);
+    if (bad !== null) {
+      if (!skip) throw bad;
+      opts.onSkip?.(bad);
       continue;
     }
-    yield item;
+    yield item as Problem;
   }
 }

@@ -10,7 +10,7 @@ import { AugmentReport } from "./augment.ts";
 import { excludeIndex, withVariants } from "./augment_stream.ts";
 import type { AugmentInfo, ExcludeInfo, SyntheticInfo } from "./manifest.ts";
 import { NEAR_COPY_THRESHOLD, type NgramIndex } from "./overlap.ts";
-import { type Format, readProblems } from "./read.ts";
+import { type Format, type InputError, readProblems } from "./read.ts";
 import { generate, resolveSyntheticOptions, type SyntheticOptions } from "./synthetic.ts";
 import type { Problem } from "./types.ts";
 
@@ -46,8 +46,10 @@ export interface SplitSource {
 export interface SourceReadOptions {
   /** Throw or skip a malformed record. */
   onError: "throw" | "skip";
-  /** Called for each skipped record. */
-  onSkip: () => void;
+  /** Called for each skipped record, with why it was skipped. */
+  onSkip: (e: InputError) => void;
+  /** The most UTF-8 bytes a question, chain of thought or answer may have (default 65,536). */
+  maxFieldBytes?: number;
 }
 
 /**
@@ -77,7 +79,12 @@ export async function openSplitSource(
   async function* files(): AsyncGenerator<Problem> {
     for (const { path, format } of inputs) {
       current = path;
-      yield* readProblems(path, { format, onError: read.onError, onSkip: read.onSkip });
+      yield* readProblems(path, {
+        format,
+        onError: read.onError,
+        onSkip: read.onSkip,
+        maxFieldBytes: read.maxFieldBytes,
+      });
     }
   }
 

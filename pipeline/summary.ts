@@ -6,9 +6,12 @@
  */
 
 import type { Manifest } from "./manifest.ts";
+import type { SkippedRecord } from "./build.ts";
 
 /**
- * Format the summary of `splits` (default: all) from a manifest.
+ * Format the summary of `splits` (default: all) from a manifest. `skipped` (the `skipped`
+ * list of `buildDataset`'s result) adds the input records skipped as unusable, one line each
+ * with `file:line`, the reason and the problem.
  *
  * @example
  * ```ts ignore
@@ -18,7 +21,11 @@ import type { Manifest } from "./manifest.ts";
  * console.log(formatSummary(summary.manifest, summary.built));
  * ```
  */
-export function formatSummary(m: Manifest, splits: string[] = Object.keys(m.splits)): string {
+export function formatSummary(
+  m: Manifest,
+  splits: string[] = Object.keys(m.splits),
+  skipped: readonly SkippedRecord[] = [],
+): string {
   const infos = splits.map((s) => m.splits[s]);
   const rows: [string, (string | number)[]][] = [];
   const row = (label: string, f: (i: (typeof infos)[number]) => string | number) =>
@@ -83,5 +90,17 @@ export function formatSummary(m: Manifest, splits: string[] = Object.keys(m.spli
     `K = ${m.options.k}, c = ${m.options.c}, cot = ${m.options.cot}; tokenizer ${t.kind} ` +
       `(${t.vocabSize} ids, sha256 ${t.sha256.slice(0, 12)})`,
   );
+  const shown = skipped.filter((s) => splits.includes(s.split));
+  if (shown.length > 0) {
+    lines.push("skipped records (each one is a row of its split's report.csv):");
+    for (const split of splits) {
+      const mine = shown.filter((s) => s.split === split);
+      for (const s of mine) {
+        lines.push(`  ${split}  ${s.file}:${s.line}  ${s.reason}  ${s.problem}`);
+      }
+      const more = m.splits[split].counts.skipped - mine.length;
+      if (more > 0) lines.push(`  ${split}  and ${more} more in ${m.splits[split].report}`);
+    }
+  }
   return lines.join("\n");
 }

@@ -4,9 +4,12 @@
  *
  * Every math step's expression is evaluated safely ({@linkcode evaluateExpression}: numbers,
  * `+ - * / ^`, parentheses, unary signs, percent and modulo only) and compared with its
- * stated value by the rounding rule of pipeline/arith.ts: equal within 1e-9 relative is
- * fine; a stated value with d decimals that is within 10^-d of the computed one is a rounding
- * (`10/3=3.33`), kept and flagged `rounded_value`; anything else is `wrong_value`.
+ * stated value by the rounding rule of pipeline/arith.ts: whole numbers must be equal, other
+ * values equal within 1e-9 relative and within the digits shown; a stated value with d
+ * decimals that is within 10^-d of the computed one is a rounding (`10/3=3.33`), kept and
+ * flagged `rounded_value`; anything else is `wrong_value`. A number beyond 2^53 − 1 (an
+ * operand, a partial result, the result or the stated value) cannot be checked exactly in
+ * floating point and gives `number_too_large`.
  *
  * The chain's last stated value must equal the final answer (`final_mismatch` otherwise), and
  * unless the NL form was derived from the math, the NL steps must carry every number the math
@@ -20,7 +23,13 @@
  *
  * @module
  */
-import { compareStated, evaluateExpression, ExpressionError } from "./arith.ts";
+import {
+  compareStated,
+  evaluateExpression,
+  ExpressionError,
+  MAX_EXACT,
+  NumberTooLargeError,
+} from "./arith.ts";
 import { numbersInText, readNumber, sameNumber } from "./numbers.ts";
 import type { SegmentedRecord, ValidatedRecord, ValidationStatus } from "./types.ts";
 
@@ -67,6 +76,11 @@ export const REASONS: Record<string, ReasonInfo> = {
   },
   bad_value: {
     description: "a step's stated value is not a number (e.g. ~11.67, 3:15, or missing)",
+    math: "drop",
+    nl: "flag",
+  },
+  number_too_large: {
+    description: "a number in a step is beyond 2^53, where floating point cannot check it exactly",
     math: "drop",
     nl: "flag",
   },
@@ -153,11 +167,20 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
     try {
       x = evaluateExpression(step.expr);
     } catch (e) {
-      if (!(e instanceof ExpressionError)) throw e;
-      add("bad_expression", `${at}: ${e.message}`);
+      if (e instanceof NumberTooLargeError) add("number_too_large", `${at}: ${e.message}`);
+      else if (e instanceof ExpressionError) add("bad_expression", `${at}: ${e.message}`);
+      else throw e;
     }
     if (v === null) {
       add("bad_value", `${at}: stated value ${JSON.stringify(step.value)} is not a number`);
+      return;
+    }
+    if (Math.abs(v.value) > MAX_EXACT) {
+      add(
+        "number_too_large",
+        `${at}: stated value ${step.value} is beyond 2^53 (9,007,199,254,740,991), where ` +
+          "floating point cannot check it exactly",
+      );
       return;
     }
     if (x === null) return;

@@ -302,7 +302,25 @@ export const REPORT_COLUMNS = [
   "cot_length",
   "nocot_length",
   "truncated_steps",
+  "error",
 ] as const;
+
+/**
+ * The report row of an input record the build could not use and skipped (`--on-error skip`):
+ * it has no records.jsonl line, so its `index` and count columns are empty.
+ */
+export interface SkippedRow {
+  /** `<file basename>:<line>`, the id the record would have had. */
+  id: string;
+  /** The input file, as given. */
+  file: string;
+  /** 1-based line (row, element) of the record. */
+  line: number;
+  /** Why: `malformed`, `invalid_utf8` or `too_large`; the row's `reasons` column. */
+  reason: string;
+  /** What is wrong, for the `error` column. */
+  error: string;
+}
 
 /** Default records per shard. */
 export const DEFAULT_SHARD_SIZE = 16384;
@@ -444,6 +462,7 @@ export class SplitWriter {
       p ? p.cotIds.length : "",
       p ? p.nocotIds.length : "",
       p ? p.truncatedSteps : "",
+      "",
     ]]));
 
     if (v.status === "dropped" || !p) {
@@ -478,6 +497,14 @@ export class SplitWriter {
   /** The provisional name of shard `i` (the final one has the build id). */
   #part(i: number): string {
     return `.${this.#split}-${String(i).padStart(5, "0")}.safetensors`;
+  }
+
+  /** Write the report row of a skipped input record, in input order among the others. */
+  async skip(row: SkippedRow): Promise<void> {
+    const empty = new Array(REPORT_COLUMNS.length - 7).fill("");
+    await this.#report.write(
+      stringify([["", row.id, row.file, row.line, "skipped", row.reason, ...empty, row.error]]),
+    );
   }
 
   async #flushShard(): Promise<void> {

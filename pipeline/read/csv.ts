@@ -18,6 +18,7 @@ import {
   splitGsm8kAnswer,
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { type BadByte, invalidUtf8Error, UTF8_FILE_HINT, Utf8Checker } from "./utf8.ts";
 
 /** Column positions found in the header. */
 interface Columns {
@@ -116,14 +117,33 @@ export function csvProblem(row: string[], cols: Columns, at: RecordAt): Problem 
   return makeProblem(at, { question, ...parts, answer });
 }
 
+/** The first bad byte before stream offset `end`, dropping every one before it. */
+function badBefore(checker: Utf8Checker, end: number): BadByte | null {
+  const first = checker.bad.length > 0 && checker.bad[0].offset < end ? checker.bad[0] : null;
+  while (checker.bad.length > 0 && checker.bad[0].offset < end) checker.bad.shift();
+  return first;
+}
+
+function utf8Error(path: string, b: BadByte, hint?: string): InputError {
+  return invalidUtf8Error(
+    { file: path, line: b.line, offset: b.offset, ...(hint ? { hint } : {}) },
+    b.byte,
+    b.column,
+  );
+}
+
 /**
- * Streams a CSV file. A missing column, or CSV that cannot be tokenized (an unclosed quote),
- * is a file-level error and is thrown; a row with the wrong number of fields or an empty
- * required field comes out as an InputError in place.
+ * Streams a CSV file. A missing column, CSV that cannot be tokenized (an unclosed quote) or a
+ * header that is not UTF-8 is a file-level error and is thrown; a row with the wrong number of
+ * fields, an empty required field or bytes that are not UTF-8 comes out as an InputError in
+ * place (a bad byte is named by its own line and offset).
  */
 export async function* readCsv(path: string): AsyncGenerator<Problem | InputError> {
   const file = await Deno.open(path);
-  const rows = file.readable.pipeThrough(
+  // csv-parse decodes the bytes itself, replacing what is not UTF-8; the checker sees every
+  // byte first and records where the bad ones are, so that their records are refused.
+  const checker = new Utf8Checker();
+  const rows = file.readable.pipeThrough(checker.stream()).pipeThrough(
     parse({ info: true, bom: true, relax_column_count: true, skip_empty_lines: true }),
   );
   let cols: Columns | null = null;
@@ -136,11 +156,15 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
       const start = prevEnd + 1 + (info.empty_lines - prevEmpty);
       prevEnd = info.lines;
       prevEmpty = info.empty_lines;
+      // info.bytes is the offset just past the record: its bytes end there.
+      const bad = badBefore(checker, info.bytes);
       if (cols === null) {
+        if (bad) throw utf8Error(path, bad, UTF8_FILE_HINT);
         cols = headerColumns(path, record as string[]);
         continue;
       }
-      yield csvProblem(record as string[], cols, { file: path, line: start });
+      if (bad) yield utf8Error(path, bad);
+      else yield csvProblem(record as string[], cols, { file: path, line: start });
     }
   } catch (e) {
     if (e instanceof InputError) throw e;
@@ -153,6 +177,7 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
       cause: e,
     });
   }
+  if (checker.bad.length > 0) throw utf8Error(path, checker.bad[0], UTF8_FILE_HINT);
   if (cols === null) {
     throw new InputError({
       file: path,

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { readLines } from "./lines.ts";
-import { FormatError } from "./input_error.ts";
+import { readLinesOrErrors } from "./lines.ts";
+import { FormatError, InputError } from "./input_error.ts";
 
 /** The input formats the readers know. */
 export type Format = "gsm8k" | "parquet" | "icot" | "coconut" | "nl" | "csv";
@@ -29,10 +29,13 @@ async function startsWithParquetMagic(path: string): Promise<boolean> {
   }
 }
 
-/** The first non-blank line of a text file, or null. Reads only as far as that line. */
+/**
+ * The first non-blank line of a text file, or null. Reads only as far as that line. A line
+ * that is not UTF-8 is passed over: the reader reports it, as it does any bad record.
+ */
 async function firstLine(path: string): Promise<{ line: number; text: string } | null> {
-  for await (const l of readLines(path)) {
-    if (l.text.trim() !== "") return l;
+  for await (const l of readLinesOrErrors(path)) {
+    if (!(l instanceof InputError) && l.text.trim() !== "") return l;
   }
   return null;
 }

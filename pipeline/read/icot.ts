@@ -10,7 +10,7 @@
  * @module
  */
 import type { Problem } from "../types.ts";
-import { readLines } from "./lines.ts";
+import { type LineOptions, readLinesOrErrors } from "./lines.ts";
 import { excerpt, makeProblem, type RecordAt, splitCot } from "./record.ts";
 import { InputError } from "./input_error.ts";
 
@@ -54,10 +54,16 @@ export function icotProblem(text: string, at: RecordAt): Problem | InputError {
   return makeProblem(at, { question, ...splitCot(rest.slice(0, hash), "math"), answer });
 }
 
-/** Streams an iCoT text file. Blank lines are skipped; bad lines come out as InputErrors. */
-export async function* readIcot(path: string): AsyncGenerator<Problem | InputError> {
-  for await (const { line, text } of readLines(path)) {
-    if (text.trim() === "") continue;
-    yield icotProblem(text, { file: path, line });
+/**
+ * Streams an iCoT text file. Blank lines are skipped; bad lines (and lines that are not
+ * UTF-8) come out as InputErrors; `lines` can refuse overlong lines unread.
+ */
+export async function* readIcot(
+  path: string,
+  lines: LineOptions = {},
+): AsyncGenerator<Problem | InputError> {
+  for await (const l of readLinesOrErrors(path, lines)) {
+    if (l instanceof InputError) yield l;
+    else if (l.text.trim() !== "") yield icotProblem(l.text, { file: path, line: l.line });
   }
 }

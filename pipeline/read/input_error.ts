@@ -10,6 +10,13 @@ export const RECORD_HINT = "fix the record or pass --on-error skip";
 /** The hint for a problem with the whole file, which skipping records cannot cure. */
 export const FILE_HINT = "fix the file or pass the right --format";
 
+/**
+ * Why a record cannot be used: `malformed` (invalid JSON, a missing or wrongly typed field, no
+ * `####`...), `invalid_utf8` (bytes that are not UTF-8 text), `too_large` (a field or a chain
+ * of thought over the size limits) or `checksum_mismatch` (a damaged Parquet page).
+ */
+export type InputReason = "malformed" | "invalid_utf8" | "too_large" | "checksum_mismatch";
+
 /** Fields of {@linkcode InputError}'s constructor. */
 export interface InputErrorInit {
   /** The source file, as given. */
@@ -22,6 +29,10 @@ export interface InputErrorInit {
   problem: string;
   /** What to do about it; defaults to {@linkcode RECORD_HINT}. */
   hint?: string;
+  /** Why the record cannot be used; defaults to `malformed`. */
+  reason?: InputReason;
+  /** The byte offset in the file of what is wrong, when it is known. */
+  offset?: number;
   /** The underlying error, if any. */
   cause?: unknown;
 }
@@ -48,18 +59,27 @@ export class InputError extends Error {
   readonly line: number;
   /** The field at fault, when one is. */
   readonly field?: string;
+  /** Why the record cannot be used. */
+  readonly reason: InputReason;
+  /** The byte offset in the file of what is wrong, when it is known. */
+  readonly offset?: number;
+  /** What is wrong, with the field but without the place and the hint: for reports. */
+  readonly problem: string;
 
   /** Builds the error and its message from the parts. */
   constructor(init: InputErrorInit) {
     const where = init.line > 0 ? `${init.file}:${init.line}` : init.file;
-    const field = init.field === undefined ? "" : ` field "${init.field}":`;
-    super(`${where}:${field} ${init.problem}; ${init.hint ?? RECORD_HINT}`, {
-      cause: init.cause,
-    });
+    const problem = init.field === undefined
+      ? init.problem
+      : `field "${init.field}": ${init.problem}`;
+    super(`${where}: ${problem}; ${init.hint ?? RECORD_HINT}`, { cause: init.cause });
     this.name = "InputError";
     this.file = init.file;
     this.line = init.line;
+    this.reason = init.reason ?? "malformed";
+    this.problem = problem;
     if (init.field !== undefined) this.field = init.field;
+    if (init.offset !== undefined) this.offset = init.offset;
   }
 }
 

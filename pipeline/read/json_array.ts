@@ -5,6 +5,7 @@
  * @module
  */
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { decodeUtf8File } from "./utf8.ts";
 
 /** 1-based line of a character offset in `text`. */
 function lineOf(text: string, offset: number): number {
@@ -14,12 +15,12 @@ function lineOf(text: string, offset: number): number {
 }
 
 /**
- * The elements of the JSON array in `path`. Invalid JSON (with the line where parsing
- * failed) or JSON that is not an array is an {@linkcode InputError}; `expected` says what
- * the file should hold.
+ * The elements of the JSON array in `path`. Bytes that are not UTF-8, invalid JSON (with the
+ * line where parsing failed) or JSON that is not an array is an {@linkcode InputError};
+ * `expected` says what the file should hold.
  */
 export async function readJsonArray(path: string, expected: string): Promise<unknown[]> {
-  const text = await Deno.readTextFile(path);
+  const text = decodeUtf8File(path, await Deno.readFile(path));
   let data: unknown;
   try {
     data = JSON.parse(text);

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import type { Problem } from "../types.ts";
-import { readLines } from "./lines.ts";
+import { type LineOptions, readLinesOrErrors } from "./lines.ts";
 import {
   checkRecord,
   GSM8K_ANSWER,
@@ -80,14 +80,20 @@ export function parseJsonLine(text: string, at: RecordAt): unknown | InputError 
 
 /**
  * Streams the non-blank lines of a JSON-lines file through `convert`. A line that is not JSON
- * comes out as an InputError naming it, in place; a line that `convert` maps to null is left
- * out.
+ * or not UTF-8 comes out as an InputError naming it, in place; a line that `convert` maps to
+ * null is left out.
  */
 export async function* readJsonl<T>(
   path: string,
   convert: (raw: unknown, at: RecordAt) => T | InputError | null,
+  lines: LineOptions = {},
 ): AsyncGenerator<T | InputError> {
-  for await (const { line, text } of readLines(path)) {
+  for await (const l of readLinesOrErrors(path, lines)) {
+    if (l instanceof InputError) {
+      yield l;
+      continue;
+    }
+    const { line, text } = l;
     if (text.trim() === "") continue;
     const at = { file: path, line };
     const raw = parseJsonLine(text, at);
@@ -96,12 +102,21 @@ export async function* readJsonl<T>(
   }
 }
 
-/** Streams a GSM8K JSON-lines file. Bad records come out as InputErrors, in place. */
-export function readGsm8kJsonl(path: string): AsyncGenerator<Problem | InputError> {
-  return readJsonl(path, gsm8kProblem);
+/**
+ * Streams a GSM8K JSON-lines file. Bad records come out as InputErrors, in place; `lines`
+ * can refuse overlong lines unread.
+ */
+export function readGsm8kJsonl(
+  path: string,
+  lines: LineOptions = {},
+): AsyncGenerator<Problem | InputError> {
+  return readJsonl(path, gsm8kProblem, lines);
 }
 
-/** Streams a `{question, cot, answer}` JSON-lines file (GSM8K-Aug-NL). */
-export function readNlJsonl(path: string): AsyncGenerator<Problem | InputError> {
-  return readJsonl(path, nlProblem);
+/** Streams a `{question, cot, answer}` JSON-lines file (GSM8K-Aug-NL), like the above. */
+export function readNlJsonl(
+  path: string,
+  lines: LineOptions = {},
+): AsyncGenerator<Problem | InputError> {
+  return readJsonl(path, nlProblem, lines);
 }
