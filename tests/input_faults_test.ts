@@ -484,7 +484,7 @@ Deno.test("skipped records: each one is a report.csv row and a line of the summa
   ]);
 
   const rows: Record<string, string>[] = parseCsv(
-    await Deno.readTextFile(`${dir}/train.report.csv`),
+    await Deno.readTextFile(`${dir}/${s.manifest.splits.train.report}`),
     { columns: true },
   );
   const skippedRows = rows.filter((r) => r.status === "skipped");
