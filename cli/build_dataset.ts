@@ -208,12 +208,12 @@ is an error).`,
     { what: "the default dataset, into out/data/default", command: "deno task build-dataset" },
     {
       what: "GSM8K's training set, with the GPT-2 tokenizer",
-      command: "deno task build-dataset --input ../shared/data/gsm8k/train.jsonl " +
+      command: "deno task build-dataset --input data/gsm8k/train.jsonl " +
         "--out out/data/gsm8k --tokenizer gpt2",
     },
     {
       what: "GSM8K's test set, as a second split of that dataset (same tokenizer, K and c)",
-      command: "deno task build-dataset --input ../shared/data/gsm8k/test.jsonl --split test " +
+      command: "deno task build-dataset --input data/gsm8k/test.jsonl --split test " +
         "--out out/data/gsm8k",
     },
     {

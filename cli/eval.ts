@@ -126,14 +126,13 @@ export const command = defineCommand({
     },
     {
       what: "an R sweep on the GSM8K test set",
-      command:
-        "deno task eval --checkpoint out/runs/gsm8k --data ../shared/data/gsm8k/test.jsonl " +
+      command: "deno task eval --checkpoint out/runs/gsm8k --data data/gsm8k/test.jsonl " +
         "--r 0,1,2,4,6 --out out/eval/gsm8k",
     },
     {
       what: "batch-1 latency on the first 200 GSM-Hard problems",
       command: "deno task eval --checkpoint out/runs/gsm8k --data " +
-        "../shared/data/gsm_hard/gsmhardv2.jsonl --batch 1 --limit 200 --out out/eval/gsm-hard",
+        "data/gsm_hard/gsmhardv2.jsonl --batch 1 --limit 200 --out out/eval/gsm-hard",
     },
   ],
 });

@@ -10,7 +10,7 @@
  * A bare file name with a source extension (`step.ts`) must name some file of the repository,
  * and so must a path such as `cuda/common.cuh` that starts below the root. Paths that runs
  * write (out/, runs/, build/, bench/results/, a temporary folder), placeholders (NAME,
- * <split>, $OUT), package specifiers and paths outside the repository (../shared/...) are
+ * <split>, $OUT), package specifiers and paths outside the repository (../anything) are
  * skipped. Exit status 1 when a path is missing; --all also prints the paths that exist.
  *
  * @module
@@ -87,12 +87,18 @@ function mentions(file: string): Mention[] {
 }
 
 /** Why a path is not checked, or null. */
+/** The repository's top-level names. */
+const TOP = new Set([...Deno.readDirSync(new URL("..", import.meta.url))].map((e) => e.name));
+
 function skipped(p: string): string | null {
   if (/^(out|runs|build|bench\/results|\/tmp|\/usr|\/proc|\/path)\b/.test(p)) {
     return "written by a run, or a system path";
   }
   if (/NAME|RUN|DIR|<|\$|\*|\.\.\.|\{/.test(p)) return "a placeholder";
-  if (p.startsWith("../shared") || p.startsWith("../../shared")) return "outside the repository";
+  // `../x/...` where x is not a folder of the repository: a sibling of the checkout.
+  if (p.startsWith("../") && !TOP.has(p.replace(/^(\.\.\/)+/, "").split("/")[0])) {
+    return "outside the repository";
+  }
   if (/^(npm|jsr|node):/.test(p) || p.startsWith("lotus-deno/")) return "a package specifier";
   return null;
 }
