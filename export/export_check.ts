@@ -23,7 +23,7 @@ import { LotusJsonSchema, tokenText } from "./hf_files.ts";
 import { decodeModel } from "./onnx_proto.ts";
 import { pastKey, pastValue, presentKey, presentValue } from "./onnx_gpt2.ts";
 import { readSafetensors } from "../base/safetensors.ts";
-import { DISTINCT_SPECIALS } from "../model/checkpoint.ts";
+import { DISTINCT_SPECIALS, nonFinite } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
 
@@ -68,14 +68,9 @@ async function readJson(dir: string, name: string, problems: string[]): Promise<
 }
 
 /** "[i] = value; k of n values" for the first non-finite value of `data`, or null. */
-function nonFinite(data: Float32Array): string | null {
-  for (let i = 0; i < data.length; i++) {
-    if (Number.isFinite(data[i])) continue;
-    let k = 0;
-    for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j])) k++;
-    return `[${i}] = ${data[i]}; ${k} of its ${data.length} values`;
-  }
-  return null;
+function nonFiniteText(data: Float32Array): string | null {
+  const bad = nonFinite(data);
+  return bad && `[${bad.at}] = ${bad.value}; ${bad.count} of its ${data.length} values`;
 }
 
 /** `n` little-endian floats at byte `offset` of `bytes` (a view when aligned). */
@@ -222,7 +217,7 @@ export async function checkExport(dir: string): Promise<string[]> {
       }
       for (const [name, t] of Object.entries(st.tensors)) {
         if (t.dtype !== "F32") continue;
-        const nf = nonFinite(t.data as Float32Array);
+        const nf = nonFiniteText(t.data as Float32Array);
         if (nf) bad(`model.safetensors: tensor "${name}" holds non-finite values (${nf})`);
       }
     } catch (e) {
@@ -354,7 +349,7 @@ export async function checkExport(dir: string): Promise<string[]> {
         } else if (weightBytes && !scanned.has(t.name)) {
           // One pass per weight, however many graphs share it.
           scanned.add(t.name);
-          const nf = nonFinite(floatsAt(weightBytes, off, len / 4));
+          const nf = nonFiniteText(floatsAt(weightBytes, off, len / 4));
           if (nf) bad(`${files.weights}: weight "${t.name}" holds non-finite values (${nf})`);
         }
       }

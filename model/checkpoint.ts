@@ -269,12 +269,10 @@ export function checkpointDirOf(runOrCheckpoint: string): string {
  * every value is finite.
  */
 export function firstNonFinite(params: Float32Array, layout: ParamLayout): string | null {
-  for (let i = 0; i < params.length; i++) {
-    if (Number.isFinite(params[i])) continue;
-    const t = layout.tensors.find((t) => i >= t.offset && i < t.offset + t.size);
-    return `${t ? t.name : "parameter"}[${t ? i - t.offset : i}] = ${params[i]}`;
-  }
-  return null;
+  const bad = nonFinite(params);
+  if (bad === null) return null;
+  const i = bad.at, t = layout.tensors.find((t) => i >= t.offset && i < t.offset + t.size);
+  return `${t ? t.name : "parameter"}[${t ? i - t.offset : i}] = ${bad.value}`;
 }
 
 /**
@@ -424,7 +422,7 @@ const isRecord = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === "object" && !Array.isArray(v);
 
 /** The first non-finite value of `data`, with the count of them, or null. */
-function nonFinite(data: Float32Array): { at: number; value: number; count: number } | null {
+export function nonFinite(data: Float32Array): { at: number; value: number; count: number } | null {
   for (let i = 0; i < data.length; i++) {
     if (Number.isFinite(data[i])) continue;
     let count = 1;
