@@ -143,6 +143,18 @@ function runs(): RunSpec[] {
       cotOf("tiny-ages23-cot-lr3e-3"),
     );
   }
+  // 4. small, the size the goal is set at: CoT at its best rate of the main table (3e-4), LOTUS
+  //    from it at that rate and at a third of it (the ratio that won at tiny), then CoT at 1e-3.
+  add("small-ages23-cot-lr3e-4", "ages23", "small", cot("3e-4"));
+  for (const lr of ["3e-4", "1e-4"]) {
+    add(
+      `small-ages23-fromcot-lr${lr}`,
+      "ages23",
+      "small",
+      fromCot(lr),
+      cotOf("small-ages23-cot-lr3e-4"),
+    );
+  }
   // 2. LOTUS from scratch at three learning rates; CoT at two more; CoT with the same total
   //    compute as CoT + LOTUS (16 epochs).
   for (const lr of ["1e-3", "3e-3", "1e-2"]) {
@@ -182,17 +194,16 @@ function runs(): RunSpec[] {
     fromCot(best),
     cotOf("tiny-ages23k6-cot-lr3e-3"),
   );
-  // 4. small: CoT at two rates, LOTUS from CoT at two.
-  for (const lr of ["3e-4", "1e-3"]) add(`small-ages23-cot-lr${lr}`, "ages23", "small", cot(lr));
-  for (const lr of ["1e-4", "3e-4"]) {
-    add(
-      `small-ages23-fromcot-lr${lr}`,
-      "ages23",
-      "small",
-      fromCot(lr),
-      cotOf("small-ages23-cot-lr3e-4"),
-    );
-  }
+  // A final stage twice as long (16 epochs in all): the best step of every 8-epoch LOTUS run above
+  // is its last, so the model is still learning when it stops.
+  add(
+    `tiny-ages23-fromcot-lr${best}-ep16`,
+    "ages23",
+    "tiny",
+    fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    cotOf("tiny-ages23-cot-lr3e-3"),
+  );
+  add("small-ages23-cot-lr1e-3", "ages23", "small", cot("1e-3"));
   // 5. 1-6 steps, K = R = 6.
   add("tiny-mix16-cot-lr3e-3", "mix16", "tiny", cot("3e-3"));
   add(
