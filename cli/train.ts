@@ -15,6 +15,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
 import { train } from "../train/trainer.ts";
+import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
   type ArgsOf,
@@ -92,10 +93,11 @@ const RUN_FLAGS = flagTable({
   },
   recipe: {
     value: "NAME",
-    help: "settings in one flag, under the ones given: paper = the reference's LOTUS " +
-      "protocol (docs/training.md)",
-    schema: oneOf(["none", "paper"]),
-    defaultText: "none",
+    help: "settings in one flag, under the ones given: from-cot = explicit CoT first, then " +
+      "LOTUS from it at a third of the learning rate; paper = the reference's LOTUS protocol; " +
+      "none (docs/training.md)",
+    schema: oneOf(RECIPE_NAMES),
+    defaultText: "from-cot for lotus and lotus-aux, none for cot and nocot",
   },
   verifyData: {
     value: "HOW",
@@ -191,6 +193,13 @@ const CONFIG_FLAGS = inGroup(
       schema: decimal({ above: 0 }),
       defaultText: "--lr",
     },
+    cotStartEpochs: {
+      value: "N",
+      help: "LOTUS: first train explicit CoT for N epochs (into <out>/cot-start) and start " +
+        "from it; 0 = no CoT start. An --init run directory skips it",
+      schema: wholeNumber(0),
+      defaultText: `${DEFAULT_COT_START_EPOCHS} with --recipe from-cot, else 0`,
+    },
     keepBest: {
       help: "evaluate after every epoch of the final stage and keep the best in <out>/best",
     },
@@ -200,7 +209,7 @@ const CONFIG_FLAGS = inGroup(
       schema: decimal({ above: 0 }),
       defaultText: `the preset's: ${
         PRESET_NAMES.map((p) => `${p} ${PRESETS[p].lr.toExponential()}`).join(", ")
-      }`,
+      }; a third of it for LOTUS with --recipe from-cot`,
     },
     dropout: {
       value: "P",
@@ -354,6 +363,16 @@ async function main(a: TrainArgs): Promise<number> {
       `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
     );
     return res.interrupted === "SIGINT" ? 130 : 143;
+  }
+  if (res.cotStart) {
+    const c = res.cotStart;
+    console.log(
+      `CoT start: ${c.steps} steps` +
+        (c.valAccuracy !== undefined
+          ? `, validation accuracy ${(100 * c.valAccuracy).toFixed(1)}%`
+          : "") +
+        `; LOTUS started from it`,
+    );
   }
   console.log(
     `done: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}` +

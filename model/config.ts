@@ -177,6 +177,12 @@ export interface TrainConfig {
   /** The learning rate from stage 1 on (the latent stages); null: lr throughout. */
   lrLatent: number | null;
   /**
+   * Epochs of explicit CoT trained first, in `<out>/cot-start`, for a LOTUS run to start from
+   * (the reference starts LOTUS from its CoT model); 0 = none. Used only by lotus and
+   * lotus-aux runs without an `init`.
+   */
+  cotStartEpochs: number;
+  /**
    * Keep the best checkpoint of the final stage in `<out>/best`: the run evaluates at the end of
    * every epoch of its final stage (at the trained K and R) and saves when validation accuracy
    * improves.
@@ -256,6 +262,7 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
   stepsPerStage: z.number().int().min(0).default(0),
   finalStageSteps: z.number().int().min(1).nullable().default(null),
   lrLatent: z.number().positive().nullable().default(null),
+  cotStartEpochs: z.number().int().min(0).default(0),
   keepBest: z.boolean().default(false),
   dropout: z.number().min(0).max(0.9).default(0),
   lr: z.number().positive().default(1e-3),

@@ -48,6 +48,7 @@ async function trained(): Promise<Setup> {
     backend: "cpu" as const,
     threads: 2,
     quiet: true,
+    recipe: "none" as const,
   };
   const lotus = await train({
     ...common,

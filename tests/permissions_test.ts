@@ -57,10 +57,14 @@ Deno.test("permissions: a built engine trains with no compiler allowed to run", 
     "2",
     "--batch",
     "4",
+    // The default recipe's CoT start, kept short: both phases write under the task's grants.
+    "--cot-start-epochs",
+    "1",
     "--threads",
     "1",
     "--quiet",
   ]);
   assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes("CoT start: "), r.stdout);
   assert(r.stdout.includes("done: 2 steps"), r.stdout);
 });

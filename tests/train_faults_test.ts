@@ -14,7 +14,13 @@ import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
 import { fixtureData } from "./_task.ts";
 
-const base = { preset: "tiny" as const, backend: "cpu" as const, quiet: true, threads: 1 };
+const base = {
+  preset: "tiny" as const,
+  backend: "cpu" as const,
+  quiet: true,
+  threads: 1,
+  recipe: "none" as const,
+};
 const short = { steps: 6, batch: 8, evalExamples: 4, epochsPerStage: 0 };
 
 function allFinite(a: Float32Array): boolean {
@@ -187,6 +193,8 @@ async function trainChild(data: string, out: string) {
       "8",
       "--epochs-per-stage",
       "0",
+      "--recipe",
+      "none",
       "--threads",
       "1",
       "--quiet",

@@ -9,7 +9,7 @@ import {
   stageShape,
   totalSteps,
 } from "../train/schedule.ts";
-import { RECIPES, resolveTrainConfig } from "../train/options.ts";
+import { defaultRecipe, recipeSettings, resolveTrainConfig } from "../train/options.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 
@@ -72,12 +72,32 @@ Deno.test("curriculum in steps, a final-stage length, and a latent-phase learnin
 
 Deno.test("recipe paper: the reference's protocol, under the settings given", () => {
   const ds = { dir: "d", k: 6, c: 13 };
-  const paper = resolveTrainConfig({ ...RECIPES.paper }, "gpt2", ds);
+  const paper = resolveTrainConfig(recipeSettings("paper", "gpt2"), "gpt2", ds);
   assertEquals(
     [paper.lr, paper.batch, paper.epochs, paper.epochsPerStage, paper.dropout, paper.keepBest],
     [1e-4, 128, 30, 1, 0.1, true],
   );
   assertEquals([paper.k, paper.c, paper.lambda, paper.stepLoss], [6, 13, 0.05, "after"]);
-  const mine = resolveTrainConfig({ ...RECIPES.paper, lr: 3e-4, batch: 32 }, "gpt2", ds);
+  const mine = resolveTrainConfig(
+    { ...recipeSettings("paper", "gpt2"), lr: 3e-4, batch: 32 },
+    "gpt2",
+    ds,
+  );
   assertEquals([mine.lr, mine.batch, mine.dropout], [3e-4, 32, 0.1]);
+});
+
+Deno.test("recipe from-cot: the default of LOTUS, a CoT start and a third of the preset's rate", () => {
+  const ds = { dir: "d", k: 3, c: 12 };
+  assertEquals(
+    [defaultRecipe("lotus"), defaultRecipe("lotus-aux"), defaultRecipe("cot")],
+    ["from-cot", "from-cot", "none"],
+  );
+  assertEquals(defaultRecipe("nocot"), "none");
+  for (const [preset, lr] of [["tiny", 1e-3], ["small", 1e-3 / 3]] as const) {
+    const cfg = resolveTrainConfig(recipeSettings("from-cot", preset), preset, ds);
+    assert(Math.abs(cfg.lr - lr) < 1e-15, `${preset}: ${cfg.lr}`);
+    assertEquals([cfg.cotStartEpochs, cfg.epochsPerStage, cfg.keepBest], [8, 1, true]);
+  }
+  const none = resolveTrainConfig(recipeSettings("none", "tiny"), "tiny", ds);
+  assertEquals([none.cotStartEpochs, none.lr, none.keepBest], [0, 3e-3, false]);
 });

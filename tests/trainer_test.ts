@@ -3,7 +3,13 @@
  * round-trip; an interrupted and resumed run is bit-identical to an uninterrupted one; bad
  * configurations and bad safetensors files are rejected with clear errors.
  */
-import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+} from "./_assert.ts";
 import { train } from "../train/trainer.ts";
 import {
   CheckpointError,
@@ -16,6 +22,7 @@ import { initParams, paramLayout } from "../model/params.ts";
 import { getTensor, readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { parseTrainArgs } from "../cli/train.ts";
 import { tempDir } from "./_tmp.ts";
+import { exists } from "../base/exists.ts";
 import { readTrainLog } from "../train/run_log.ts";
 import { fixtureData } from "./_task.ts";
 import { tinySpecials, tinyTokenizerJson } from "./_tiny.ts";
@@ -32,6 +39,7 @@ Deno.test("a tiny LOTUS model learns a two-step task on the CPU: loss falls 10x,
     preset: "tiny",
     backend: "cpu",
     quiet: true,
+    recipe: "none",
     train: { k: 2, c: 10, epochs: 24, batch: 16, lr: 3e-3, evalExamples: 60, seed: 0 },
     onLog: (r) => {
       if (r.kind === "train") losses.push(r.loss!);
@@ -118,13 +126,22 @@ Deno.test("an interrupted and resumed run ends bit-identical to an uninterrupted
     epochsPerStage: 0,
     seed: 4,
   };
-  await train({ data, out: a, preset: "tiny", backend: "cpu", quiet: true, train: t });
+  await train({
+    data,
+    out: a,
+    preset: "tiny",
+    backend: "cpu",
+    quiet: true,
+    recipe: "none",
+    train: t,
+  });
   await train({
     data,
     out: b,
     preset: "tiny",
     backend: "cpu",
     quiet: true,
+    recipe: "none",
     train: t,
     stopAfter: 10,
   });
@@ -220,7 +237,13 @@ Deno.test("with dropout, an interrupted and resumed run still ends bit-identical
   const data = await fixtureData();
   const a = await tmp(), b = await tmp();
   const t = { steps: 12, batch: 8, lr: 2e-3, evalExamples: 4, seed: 5, dropout: 0.1 };
-  const common = { data, preset: "tiny" as const, backend: "cpu" as const, quiet: true };
+  const common = {
+    data,
+    preset: "tiny" as const,
+    backend: "cpu" as const,
+    quiet: true,
+    recipe: "none" as const,
+  };
   await train({ ...common, out: a, train: t });
   await train({ ...common, out: b, train: t, stopAfter: 5 });
   await train({ ...common, out: b, resume: b });
@@ -238,7 +261,13 @@ Deno.test("with dropout, an interrupted and resumed run still ends bit-identical
 Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final stage's best", async () => {
   const data = await fixtureData();
   const cot = await tmp(), lotus = await tmp();
-  const common = { data, preset: "tiny" as const, backend: "cpu" as const, quiet: true };
+  const common = {
+    data,
+    preset: "tiny" as const,
+    backend: "cpu" as const,
+    quiet: true,
+    recipe: "none" as const,
+  };
   await train({
     ...common,
     out: cot,
@@ -283,4 +312,51 @@ Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final sta
   const near = (a: Float32Array, b: Float32Array) => a.every((v, i) => Math.abs(v - b[i]) < 1e-3);
   assert(near(s.subarray(0, 1000), c.subarray(0, 1000)), "starts from the CoT weights");
   assert(!near(s.subarray(0, 1000), f.subarray(0, 1000)), "not from a fresh initialisation");
+});
+
+Deno.test("LOTUS by default trains its CoT start first; a stop in it resumes both phases exactly", async () => {
+  const data = await fixtureData();
+  const common = {
+    data,
+    preset: "tiny" as const,
+    backend: "cpu" as const,
+    quiet: true,
+    threads: 1,
+  };
+  const t = { k: 2, cotStartEpochs: 2, epochs: 3, batch: 32, evalExamples: 4, seed: 3 };
+  const a = await tmp();
+  const res = await train({ ...common, out: a, train: t });
+  assert(res.completed && res.cotStart?.completed, "both phases complete");
+  const cot = await loadCheckpoint(`${a}/cot-start/best`);
+  assertEquals([cot.meta.train.mode, cot.meta.train.lr, cot.meta.train.epochs], ["cot", 3e-3, 2]);
+  const lotus = await loadCheckpoint(a);
+  // The from-cot recipe: a third of the preset's rate, one epoch per stage, the best kept.
+  assertEquals(lotus.meta.train.mode, "lotus");
+  assertAlmostEquals(lotus.meta.train.lr, 1e-3, 1e-12);
+  assertEquals([lotus.meta.train.epochsPerStage, lotus.meta.train.keepBest], [1, true]);
+  const plan = JSON.parse(await Deno.readTextFile(`${a}/plan.json`));
+  assertEquals(plan.phase, "lotus");
+
+  // Stopped in the CoT start, then resumed from the run directory: the same weights.
+  const b = await tmp();
+  const stopped = await train({ ...common, out: b, train: t, stopAfter: 3 });
+  assertEquals([stopped.completed, stopped.steps], [false, 3]);
+  assertEquals(JSON.parse(await Deno.readTextFile(`${b}/plan.json`)).phase, "cot-start");
+  const resumed = await train({ ...common, resume: b, out: b });
+  assert(resumed.completed, "the resumed run completes");
+  const pa = lotus.params, pb = (await loadCheckpoint(b)).params;
+  let diff = 0;
+  for (let i = 0; i < pa.length; i++) if (pa[i] !== pb[i]) diff++;
+  assertEquals(diff, 0, `${diff} parameters differ after a resume in the CoT start`);
+
+  // A baseline, an explicit recipe "none", or an --init run directory trains one phase.
+  const c = await tmp();
+  const one = await train({
+    ...common,
+    out: c,
+    init: `${a}/cot-start`,
+    train: { ...t, epochs: 1 },
+  });
+  assertEquals(one.cotStart, undefined);
+  assertEquals(await exists(`${c}/cot-start`), false);
 });

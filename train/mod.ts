@@ -17,7 +17,11 @@ export { train, type TrainOptions, type TrainResult } from "./trainer.ts";
 export {
   curriculumNotes,
   type DatasetShape,
-  RECIPES,
+  DEFAULT_COT_START_EPOCHS,
+  defaultRecipe,
+  LOTUS_FROM_COT_LR_RATIO,
+  RECIPE_NAMES,
+  recipeSettings,
   resolveTrainConfig,
   resumeTrainConfig,
   TrainConfigError,

@@ -178,33 +178,82 @@ export function resumeTrainConfig(
 }
 
 /** The name of a recipe: a set of settings given in one flag (`--recipe`). */
-export type RecipeName = "none" | "paper";
+export type RecipeName = "none" | "paper" | "from-cot";
+
+/** Recipe names, for option parsing. */
+export const RECIPE_NAMES: readonly RecipeName[] = ["none", "paper", "from-cot"];
 
 /**
- * Recipes. "paper" is the reference implementation's LOTUS protocol for GPT-2: a curriculum of
- * one epoch per stage up to K = R (30 epochs in all, so most of training at the final K), the
- * learning rate 1e-4, constant, at batch 128, weight decay 0.01 and clip 1, λ 0.05 after the
- * loop, dropout 0.1, the aux decoder (if any) reading block r-1 at pass r, and the best
- * checkpoint of the final stage kept. The reference starts it from its explicit-CoT model:
- * give `init` (a CoT run's directory). Values the caller gives override the recipe's.
+ * The learning rate of LOTUS started from trained weights, as a fraction of the preset's: at
+ * `tiny`, LOTUS from the CoT model reached 52.4% test accuracy at a third of the preset's rate,
+ * 47.7% at the preset's, 35.8% at a tenth and 21.7% at a thirtieth (three seeds each,
+ * docs/results.md).
  */
-export const RECIPES: Readonly<Record<RecipeName, Partial<TrainConfig>>> = {
-  none: {},
-  paper: {
-    epochsPerStage: 1,
-    stepsPerStage: 0,
-    epochs: 30,
-    lr: 1e-4,
-    schedule: "constant",
-    warmupSteps: 0,
-    weightDecay: 0.01,
-    clip: 1,
-    batch: 128,
-    lambda: 0.05,
-    stepLoss: "after",
-    injection: "add",
-    dropout: 0.1,
-    auxReads: "in-loop",
-    keepBest: true,
-  },
-};
+export const LOTUS_FROM_COT_LR_RATIO = 1 / 3;
+
+/** Epochs of explicit CoT that the from-cot recipe trains before LOTUS. */
+export const DEFAULT_COT_START_EPOCHS = 8;
+
+/**
+ * The settings of a recipe for a preset. Values the caller gives override the recipe's.
+ *
+ * - "none": nothing; the schema's defaults and the preset's learning rate.
+ * - "from-cot" (the default of LOTUS runs): explicit CoT first ({@linkcode
+ *   DEFAULT_COT_START_EPOCHS} epochs at the preset's learning rate, best checkpoint kept), then
+ *   LOTUS from it at {@linkcode LOTUS_FROM_COT_LR_RATIO} of that rate, one epoch per curriculum
+ *   stage, the best checkpoint of the final stage kept. The best recipe of the training study
+ *   (docs/results.md).
+ * - "paper": the reference implementation's LOTUS protocol for GPT-2: one epoch per stage up
+ *   to K = R (30 epochs in all, so most of training at the final K), the learning rate 1e-4,
+ *   constant, at batch 128, weight decay 0.01 and clip 1, λ 0.05 after the loop, dropout 0.1,
+ *   the aux decoder (if any) reading block r-1 at pass r, and the best checkpoint of the final
+ *   stage kept. The reference starts it from its explicit-CoT model: give `init` (a CoT run's
+ *   directory) or `cotStartEpochs`.
+ *
+ * @example
+ * ```ts
+ * import { recipeSettings } from "./options.ts";
+ * console.assert(recipeSettings("paper", "gpt2").lr === 1e-4);
+ * console.assert(recipeSettings("from-cot", "tiny").cotStartEpochs === 8);
+ * ```
+ */
+export function recipeSettings(name: RecipeName, preset: PresetName): Partial<TrainConfig> {
+  switch (name) {
+    case "none":
+      return {};
+    case "from-cot":
+      return {
+        cotStartEpochs: DEFAULT_COT_START_EPOCHS,
+        lr: (PRESETS[preset]?.lr ?? 1e-3) * LOTUS_FROM_COT_LR_RATIO,
+        epochsPerStage: 1,
+        stepsPerStage: 0,
+        keepBest: true,
+      };
+    case "paper":
+      return {
+        epochsPerStage: 1,
+        stepsPerStage: 0,
+        epochs: 30,
+        lr: 1e-4,
+        schedule: "constant",
+        warmupSteps: 0,
+        weightDecay: 0.01,
+        clip: 1,
+        batch: 128,
+        lambda: 0.05,
+        stepLoss: "after",
+        injection: "add",
+        dropout: 0.1,
+        auxReads: "in-loop",
+        keepBest: true,
+      };
+  }
+}
+
+/**
+ * The recipe a run gets when it names none: "from-cot" for LOTUS (lotus, lotus-aux), "none" for
+ * the baselines.
+ */
+export function defaultRecipe(mode: TrainConfig["mode"]): RecipeName {
+  return mode === "lotus" || mode === "lotus-aux" ? "from-cot" : "none";
+}

@@ -16,11 +16,14 @@
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
+import { z } from "zod";
 import {
   type ModelConfig,
+  PRESET_NAMES,
   presetConfig,
   type PresetName,
   type TrainConfig,
+  TrainConfigSchema,
 } from "../model/config.ts";
 import {
   type Example,
@@ -36,8 +39,9 @@ import { epochOrder, isFinalStage, lrAt, stageOf, stageShape, totalSteps } from 
 import { type LogRecord, RunLog } from "./run_log.ts";
 import {
   curriculumNotes,
+  defaultRecipe,
   type RecipeName,
-  RECIPES,
+  recipeSettings,
   resolveTrainConfig,
   resumeTrainConfig,
   TrainConfigError,
@@ -59,7 +63,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { rethrowIfDenied } from "../base/exists.ts";
+import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
 
@@ -88,8 +92,9 @@ export interface TrainOptions {
    */
   init?: string;
   /**
-   * A named recipe whose settings apply under the ones `train` gives: "paper" is the
-   * reference's LOTUS protocol (train/options.ts, RECIPES).
+   * A named recipe whose settings apply under the ones `train` gives (train/options.ts,
+   * recipeSettings): "from-cot" (the default for LOTUS: explicit CoT first, then LOTUS from it),
+   * "paper" (the reference's LOTUS protocol) or "none" (the default for the baselines).
    */
   recipe?: RecipeName;
   /** A run or checkpoint directory to continue exactly. */
@@ -140,6 +145,10 @@ export interface TrainResult {
   interrupted: Deno.Signal | null;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
   skippedSteps: number;
+  /** True when the run reached its last step (not stopped by a signal or `stopAfter`). */
+  completed: boolean;
+  /** The explicit-CoT run this LOTUS run started from (`cotStartEpochs`), when it trained one. */
+  cotStart?: TrainResult;
 }
 
 /**
@@ -327,35 +336,8 @@ function seedTokenId(tok: Tokenizer): number {
   return ids.length ? ids[0] : 0;
 }
 
-/**
- * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
- * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
- * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
- * run exactly.
- *
- * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig).
- * @throws {ManifestError} when the dataset directory has no readable manifest.
- * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
- * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
- * @throws {EngineError} when the engine of `backend` cannot be opened.
- * @throws {Error} when mode is lotus-aux with auxWeight 0, the checkpoint of `resume` has
- * another vocabulary than the dataset, the training split has fewer usable examples than a
- * batch, or the loss stops being finite.
- *
- * @example
- * ```ts ignore
- * import { train } from "./trainer.ts";
- * const r = await train({
- *   data: "out/data/default",
- *   out: "out/runs/tiny",
- *   preset: "tiny",
- *   train: { mode: "lotus", steps: 200, batch: 16 },
- *   quiet: true,
- * });
- * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
- * ```
- */
-export async function train(opts: TrainOptions): Promise<TrainResult> {
+/** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */
+async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const log = (s: string) => {
     if (!opts.quiet) console.error(s);
   };
@@ -381,7 +363,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const cfg: TrainConfig = resumed
     ? resumeTrainConfig(resumed.meta.train, opts.train ?? {})
     : resolveTrainConfig(
-      { ...RECIPES[opts.recipe ?? "none"], ...opts.train },
+      { ...recipeSettings(opts.recipe ?? "none", preset as PresetName), ...opts.train },
       preset as PresetName,
       {
         dir: dataDir,
@@ -692,6 +674,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       seconds: state.seconds,
       interrupted,
       skippedSteps: skipped,
+      completed: state.step >= total && !interrupted,
     };
   } finally {
     for (const [sig, h] of listeners) {
@@ -703,4 +686,214 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     model?.free();
     eng.close();
   }
+}
+/**
+ * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
+ * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
+ * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
+ * run exactly.
+ *
+ * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
+ * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
+ * checkpoint kept), then LOTUS from that checkpoint; `out/plan.json` records the run so that
+ * `resume` continues it in either phase. An `init` directory (a trained run) skips the CoT
+ * start; an `init` model.safetensors is where the CoT start begins.
+ *
+ * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig).
+ * @throws {ManifestError} when the dataset directory has no readable manifest.
+ * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
+ * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
+ * @throws {EngineError} when the engine of `backend` cannot be opened.
+ * @throws {Error} when mode is lotus-aux with auxWeight 0, the checkpoint of `resume` has
+ * another vocabulary than the dataset, the training split has fewer usable examples than a
+ * batch, or the loss stops being finite.
+ *
+ * @example
+ * ```ts ignore
+ * import { train } from "./trainer.ts";
+ * const r = await train({
+ *   data: "out/data/default",
+ *   out: "out/runs/tiny",
+ *   preset: "tiny",
+ *   train: { mode: "lotus", steps: 200, batch: 16 },
+ *   quiet: true,
+ * });
+ * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
+ * ```
+ */
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  if (opts.resume) {
+    const run = opts.resume.replace(/\/+$/, "");
+    const plan = (await exists(`${run}/${PLAN_FILE}`))
+      ? await readPlan(`${run}/${PLAN_FILE}`)
+      : null;
+    // Stopped in the CoT start, or before LOTUS saved anything: pick the plan up where it is.
+    if (
+      plan && (plan.phase === "cot-start" || !(await exists(`${checkpointDirOf(run)}/config.json`)))
+    ) {
+      const { phase: _, ...planned } = plan;
+      return await trainWithCotStart({ ...opts, ...planned, out: run, resume: undefined }, true);
+    }
+    return await trainRun(opts);
+  }
+  const preset = opts.preset ?? "tiny";
+  const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
+  const given: Partial<TrainConfig> = {
+    ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
+    ...opts.train,
+  };
+  const lotus = mode === "lotus" || mode === "lotus-aux";
+  const initIsRun = opts.init !== undefined && await isDirectory(opts.init);
+  const run = { ...opts, recipe: "none" as const, train: given };
+  if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
+    return await trainWithCotStart(run, false);
+  }
+  // A fresh run replaces what the directory held, an earlier run's plan included.
+  await Deno.remove(`${opts.out}/${PLAN_FILE}`).catch(rethrowIfDenied);
+  return await trainRun(run);
+}
+
+/** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
+const PLAN_FILE = "plan.json";
+
+/** The part of {@linkcode TrainOptions} a plan keeps: what defines the run. */
+const PlanSchema = z.object({
+  data: z.string(),
+  preset: z.enum(PRESET_NAMES as [PresetName, ...PresetName[]]),
+  train: z.record(z.string(), z.unknown()),
+  init: z.string().optional(),
+  trainSplit: z.string().optional(),
+  valSplit: z.string().optional(),
+  /** The phase under way: the CoT start, or LOTUS from it. */
+  phase: z.enum(["cot-start", "lotus"]),
+});
+
+/** A run's plan, checked: its settings as the schema takes them. */
+async function readPlan(
+  path: string,
+): Promise<Partial<TrainOptions> & { phase: "cot-start" | "lotus" }> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    rethrowIfDenied(e);
+    throw new TrainConfigError("--resume", `${path}: unreadable (${(e as Error).message})`);
+  }
+  const p = PlanSchema.safeParse(raw);
+  if (!p.success) {
+    throw new TrainConfigError(
+      "--resume",
+      `${path}: not a run plan (${p.error.issues[0].path.join(".")}: ` +
+        `${p.error.issues[0].message}); start the run again without --resume`,
+    );
+  }
+  // Unknown or invalid settings fail here, naming the field.
+  TrainConfigSchema.parse({ ...p.data.train });
+  return { ...p.data, train: p.data.train as Partial<TrainConfig> };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    throw new TrainConfigError("--init", `--init ${path}: not found`);
+  }
+}
+
+/** Whether the run in `dir` reached its last step (its summary says so). */
+async function completedRun(dir: string): Promise<boolean> {
+  try {
+    const s = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+    return typeof s.steps === "number" && s.steps >= s.total;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
+}
+
+/**
+ * What the CoT start shares with the LOTUS run: the data order, batch, evaluation and the
+ * optimiser's settings. Its length, mode and learning rate (the preset's) are its own.
+ */
+const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
+  "batch",
+  "seed",
+  "evalEvery",
+  "evalExamples",
+  "maxNewTokens",
+  "saveEvery",
+  "onNonFinite",
+  "dropout",
+  "schedule",
+  "warmupSteps",
+  "minLrRatio",
+  "weightDecay",
+  "beta1",
+  "beta2",
+  "eps",
+  "clip",
+];
+
+/**
+ * The CoT start, then LOTUS from it. `resuming`: continue what `out` holds (a CoT start
+ * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
+ */
+async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise<TrainResult> {
+  const log = (s: string) => {
+    if (!opts.quiet) console.error(s);
+  };
+  const given = opts.train ?? {};
+  if (opts.data === undefined) throw new TrainConfigError("--data", "give a dataset directory");
+  await Deno.mkdir(opts.out, { recursive: true });
+  const writePlan = (phase: "cot-start" | "lotus") => {
+    const plan: z.input<typeof PlanSchema> = {
+      data: opts.data!,
+      preset: opts.preset ?? "tiny",
+      train: given,
+      init: opts.init,
+      trainSplit: opts.trainSplit,
+      valSplit: opts.valSplit,
+      phase,
+    };
+    return writeFileAtomic(`${opts.out}/${PLAN_FILE}`, JSON.stringify(plan, null, 2) + "\n");
+  };
+  await writePlan("cot-start");
+  const cotDir = `${opts.out}/cot-start`;
+  const cotTrain: Partial<TrainConfig> = {
+    mode: "cot",
+    epochs: given.cotStartEpochs,
+    keepBest: true,
+  };
+  for (const key of SHARED_WITH_COT_START) {
+    if (given[key] !== undefined) (cotTrain as Record<string, unknown>)[key] = given[key];
+  }
+  let cotStart: TrainResult | undefined;
+  if (resuming && await completedRun(cotDir)) {
+    log(`the CoT start in ${cotDir} is complete`);
+  } else {
+    const again = resuming && await exists(`${checkpointDirOf(cotDir)}/config.json`);
+    log(
+      `phase 1 of 2: explicit CoT for ${given.cotStartEpochs} epochs into ${cotDir}, the ` +
+        `model LOTUS starts from${again ? " (resumed)" : ""}`,
+    );
+    cotStart = await trainRun({
+      ...opts,
+      out: cotDir,
+      recipe: "none",
+      resume: again ? cotDir : undefined,
+      train: again ? {} : cotTrain,
+    });
+    if (!cotStart.completed) {
+      if (cotStart.interrupted) {
+        log(`stopped in the CoT start; --resume ${opts.out} continues both phases`);
+      }
+      return { ...cotStart, cotStart };
+    }
+  }
+  const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
+  await writePlan("lotus");
+  log(`phase 2 of 2: LOTUS from ${start}`);
+  const res = await trainRun({ ...opts, init: start, recipe: "none", resume: undefined });
+  return cotStart ? { ...res, cotStart } : res;
 }
