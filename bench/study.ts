@@ -146,6 +146,9 @@ function runs(): RunSpec[] {
   // 4. small, the size the goal is set at: CoT at its best rate of the main table (3e-4), LOTUS
   //    from it at that rate and at a third of it (the ratio that won at tiny), then CoT at 1e-3.
   add("small-ages23-cot-lr3e-4", "ages23", "small", cot("3e-4"));
+  //    Seed by seed, so that both rates have results early (a small LOTUS run takes most of an
+  //    hour on one thread).
+  const first = out.length;
   for (const lr of ["3e-4", "1e-4"]) {
     add(
       `small-ages23-fromcot-lr${lr}`,
@@ -155,6 +158,7 @@ function runs(): RunSpec[] {
       cotOf("small-ages23-cot-lr3e-4"),
     );
   }
+  out.splice(first, out.length - first, ...out.slice(first).sort((x, y) => x.seed - y.seed));
   // 2. LOTUS from scratch at three learning rates; CoT at two more; CoT with the same total
   //    compute as CoT + LOTUS (16 epochs).
   for (const lr of ["1e-3", "3e-3", "1e-2"]) {
