@@ -74,7 +74,18 @@ interface RunSpec {
 }
 
 const SEEDS = [0, 1, 2];
-const COMMON = ["--batch", "32", "--eval-examples", "300", "--threads", "1", "--quiet"];
+// Every setting is given: no recipe stands under them (LOTUS runs default to "from-cot").
+const COMMON = [
+  "--recipe",
+  "none",
+  "--batch",
+  "32",
+  "--eval-examples",
+  "300",
+  "--threads",
+  "1",
+  "--quiet",
+];
 
 function runs(): RunSpec[] {
   const out: RunSpec[] = [];
