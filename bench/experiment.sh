@@ -38,13 +38,14 @@ deno task build-dataset --out "$OUT/data" --split test --input "$OUT/src/test.js
 
 # 2. Training: one backbone (tiny), one data order (seed 0), the same optimiser steps for every
 #    model (EPOCHS epochs of TRAIN_N / 32 steps). LOTUS runs the reference curriculum
-#    (stage s = epoch, K = R = s, up to K = 3).
+#    (stage s = epoch, K = R = s, up to K = 3). Every setting is given (--recipe none), as
+#    when the table was made: LOTUS runs no longer start from a CoT run of their own.
 train() {
   local name=$1
   shift
   deno task train --data "$OUT/data" --out "$OUT/runs/$name" --preset tiny --batch 32 \
     --epochs "$EPOCHS" --lr 3e-3 --seed 0 --eval-every 200 --eval-examples 300 \
-    --threads "$THREADS" --quiet "$@"
+    --threads "$THREADS" --recipe none --quiet "$@"
 }
 train cot --mode cot
 train nocot --mode nocot

@@ -515,7 +515,8 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       state.bestAccuracy = ev.accuracy;
       state.bestStep = state.step;
       await save(bestDir);
-      log(`best of the final stage: ${(100 * ev.accuracy).toFixed(1)}% at step ${state.step}`);
+      const what = runner instanceof PlainRunner ? "best so far" : "best of the final stage";
+      log(`${what}: ${(100 * ev.accuracy).toFixed(1)}% at step ${state.step}`);
     };
 
     for (const sig of STOP_SIGNALS) {
@@ -613,7 +614,10 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       const now = performance.now();
       if (!opts.quiet && (tty || now - lastLine > 5000 || state.step === total)) {
         const eta = (total - state.step) * (timeWindow / Math.max(1, runSteps));
-        const line = `step ${state.step}/${total} | stage ${stage} (K=${K}, R=${R}) | loss ` +
+        const where = runner instanceof PlainRunner
+          ? `epoch ${state.epoch + 1}`
+          : `stage ${stage} (K=${K}, R=${R})`;
+        const line = `step ${state.step}/${total} | ${where} | loss ` +
           `${l.loss.toFixed(4)} | ${Math.round(tps)} tok/s | ETA ${fmtTime(eta)}`;
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
         else console.error(line);
