@@ -23,6 +23,7 @@ import { buildCudaEmu } from "./cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../engine/build.ts";
 import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
+import { GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_shapes.ts";
 import {
   type CheckRow,
   checkRow,
@@ -32,6 +33,7 @@ import {
   type Curve,
   formatTable,
   memoryCycles,
+  OP_CASES,
   skippedRow,
   STEP_SPECS,
   summarizeOps,
@@ -241,7 +243,7 @@ const opRows: CheckRow[] = [];
 for (const p of precisions) {
   t = performance.now();
   try {
-    opRows.push(...compareOps(test, ref, p));
+    opRows.push(...compareOps(test, ref, p, { cases: [...OP_CASES, ...GPT2_OP_CASES] }));
   } catch (e) {
     opRows.push({ ...failure("ops", "ops", e), precision: p });
   }
@@ -251,7 +253,7 @@ push(...mark(summarizeOps(opRows)));
 detail.ops = opRows;
 
 for (const p of precisions) {
-  for (const spec of STEP_SPECS) {
+  for (const spec of [...STEP_SPECS, REAL_STEP_SPEC]) {
     try {
       push(...mark(compareLotusStep(test, ref, p, spec)));
     } catch (e) {
