@@ -98,6 +98,7 @@ export function buildEmuSelftest(): string {
   const inputs = [
     `${EMU}/emu.h`,
     `${EMU}/selftest.cpp`,
+    `${ENGINE}/cuda/cublas_api.cuh`,
     ...files(`${EMU}/include`, /\.h$/),
   ];
   const h = new Sha256();

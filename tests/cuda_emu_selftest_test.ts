@@ -92,3 +92,58 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cuBLAS lookup: explicit file, sonames, toolkit directories, then pip packages, in order",
+  ignore: !OK,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lotus-cublas-" });
+    try {
+      const lib = (dir: string, v = "13") => {
+        Deno.mkdirSync(`${root}${dir}`, { recursive: true });
+        Deno.writeTextFileSync(`${root}${dir}/libcublas.so.${v}`, "");
+      };
+      lib("/usr/local/cuda/lib64");
+      lib("/usr/local/cuda-12.4/targets/x86_64-linux/lib", "12");
+      lib("/usr/local/cuda-13.0/targets/x86_64-linux/lib");
+      lib("/venv/lib/python3.12/site-packages/nvidia/cublas/lib");
+      lib("/usr/local/lib/python3.11/dist-packages/nvidia/cu13/lib");
+      lib("/home/u/.local/lib/python3.10/site-packages/nvidia/cublas/lib", "12");
+      lib("/toolkit/lib64");
+      const run = (env: Record<string, string>) => {
+        const out = new Deno.Command(buildEmuSelftest(), {
+          args: ["cublas-candidates", root],
+          env: { HOME: `${root}/home/u`, ...env },
+          clearEnv: true,
+          stdout: "piped",
+        }).outputSync();
+        assert(out.success);
+        return new TextDecoder().decode(out.stdout).trim().split("\n").map((l) =>
+          l.replaceAll(root, "")
+        );
+      };
+      assertEquals(run({ VIRTUAL_ENV: `${root}/venv`, CUDA_HOME: `${root}/toolkit` }), [
+        "libcublas.so.13 libcublasLt.so.13",
+        "libcublas.so.12 libcublasLt.so.12",
+        "/toolkit/lib64/libcublas.so.13 /toolkit/lib64/libcublasLt.so.13",
+        "/usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublasLt.so.13",
+        "/usr/local/cuda-13.0/targets/x86_64-linux/lib/libcublas.so.13 " +
+        "/usr/local/cuda-13.0/targets/x86_64-linux/lib/libcublasLt.so.13",
+        "/usr/local/cuda-12.4/targets/x86_64-linux/lib/libcublas.so.12 " +
+        "/usr/local/cuda-12.4/targets/x86_64-linux/lib/libcublasLt.so.12",
+        "/venv/lib/python3.12/site-packages/nvidia/cublas/lib/libcublas.so.13 " +
+        "/venv/lib/python3.12/site-packages/nvidia/cublas/lib/libcublasLt.so.13",
+        "/home/u/.local/lib/python3.10/site-packages/nvidia/cublas/lib/libcublas.so.12 " +
+        "/home/u/.local/lib/python3.10/site-packages/nvidia/cublas/lib/libcublasLt.so.12",
+        "/usr/local/lib/python3.11/dist-packages/nvidia/cu13/lib/libcublas.so.13 " +
+        "/usr/local/lib/python3.11/dist-packages/nvidia/cu13/lib/libcublasLt.so.13",
+      ]);
+      // An explicit file is the only candidate: a wrong path fails instead of falling back.
+      assertEquals(run({ LOTUS_CUBLAS: "/opt/x/libcublas.so.12" }), [
+        "/opt/x/libcublas.so.12 /opt/x/libcublasLt.so.12",
+      ]);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});

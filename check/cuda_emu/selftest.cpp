@@ -5,10 +5,16 @@
 //   <case> <faults> <detail>
 // where <faults> is 1 when the emulation reported a fault (or refused the launch) and 0
 // otherwise, and <detail> is what the case measured.
+//
+// `selftest cublas-candidates ROOT` instead prints, one per line, the cuBLAS files that the
+// engine would try (engine/cuda/cublas_api.cuh candidates), with ROOT before every absolute
+// directory: the lookup's order, tested without a GPU.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+
+#include "../../engine/cuda/cublas_api.cuh"
 
 namespace {
 
@@ -104,7 +110,13 @@ __global__ void stale_shared(float* out) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "cublas-candidates") {
+    for (const auto& c : cublas::candidates(&cublas::real_getenv, argv[2])) {
+      std::printf("%s %s\n", c.lib.c_str(), c.lt.c_str());
+    }
+    return 0;
+  }
   // (a)
   {
     float* out = dev_floats(64, 0.f);
