@@ -373,7 +373,7 @@ async function torchChecks(): Promise<CheckRow[]> {
         stdout: "piped",
         stderr: "piped",
         signal: ac.signal,
-        env: { PYTHONUNBUFFERED: "1" },
+        env: { PYTHONUNBUFFERED: "1", HF_HUB_OFFLINE: "1", TRANSFORMERS_OFFLINE: "1" },
       }).output();
     } catch (e) {
       return [

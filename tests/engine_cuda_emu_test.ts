@@ -172,3 +172,25 @@ Deno.test({
 });
 
 globalThis.addEventListener("unload", () => emu?.close());
+
+Deno.test({
+  name: "both engines: a typed pointer that is not aligned to its element is refused",
+  ignore: !OK,
+  fn() {
+    for (const e of [emulated(), cpuEngine()]) {
+      const p = e.alloc(64 * 4);
+      try {
+        let msg = "";
+        try {
+          e.geluFwd(e.offset(p, 2), p, 8);
+        } catch (err) {
+          msg = (err as Error).message;
+        }
+        assert(msg.startsWith("le_gelu_fwd: out (0x"), `${e.backend}: ${msg}`);
+        assert(msg.includes("is not aligned to 4 bytes"), `${e.backend}: ${msg}`);
+      } finally {
+        e.free(p);
+      }
+    }
+  },
+});
