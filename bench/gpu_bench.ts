@@ -227,7 +227,6 @@ async function main(): Promise<void> {
     const m = gpu ? cudaMemInfo() : null;
     return m ? m.total - m.free : null;
   };
-  const base = used();
   const eng: Engine = (() => {
     try {
       return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
@@ -235,6 +234,8 @@ async function main(): Promise<void> {
       return finish(1, `the engine did not open: ${(e as Error).message}`);
     }
   })();
+  // Only now: the driver reports memory for the current context, which the engine creates.
+  const base = used();
   log(`${eng.backend} engine, ${precision}, preset ${preset} (${(nParams / 1e6).toFixed(1)} M)`);
   const params = initParams(paramLayout(mcfg), mcfg, 0);
   const draw = new Rng(1);
@@ -443,6 +444,17 @@ async function main(): Promise<void> {
       for (const mode of ["eager", "compile"] as const) {
         const r = torch.results[mode];
         if (!r) continue;
+        if (r.error !== undefined) {
+          push({
+            section: "torch",
+            name: `torch ${mode} ${precision}: examples/s`,
+            value: null,
+            unit: "",
+            target: "",
+            note: `failed: ${r.error}`,
+          });
+          continue;
+        }
         push({
           section: "torch",
           name: `torch ${mode} ${precision}: examples/s`,
@@ -454,11 +466,12 @@ async function main(): Promise<void> {
           } GiB`,
         });
       }
-      const comp = torch.results.compile ?? torch.results.eager;
+      const ok = (r?: TorchResult) => r && r.error === undefined ? r : undefined;
+      const comp = ok(torch.results.compile) ?? ok(torch.results.eager);
       if (comp) {
         push({
           section: "torch",
-          name: `engine / torch ${torch.results.compile ? "compile" : "eager"}`,
+          name: `engine / torch ${ok(torch.results.compile) ? "compile" : "eager"}`,
           value: ours / comp.examples_per_s,
           unit: "x",
           target: ">= 1",
@@ -486,6 +499,8 @@ interface TorchResult {
   examples_per_s: number;
   positions_per_s: number;
   peak_gib: number | null;
+  /** Set instead of the figures when this section failed. */
+  error?: string;
 }
 
 /** Runs `torch_reference.py bench` at the shape; `{skipped}` when torch is missing or fails. */
@@ -509,6 +524,8 @@ async function torchBench(
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
     const out = await new Deno.Command(python, {
+      // offline: the benchmark builds its model from scratch and must never download
+      env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_OFFLINE: "1" },
       args: [
         script,
         "bench",

@@ -87,3 +87,49 @@ export function buildCudaEmu(): string {
   }
   return lib;
 }
+
+/**
+ * Path of the emulation's self-test program (check/cuda_emu/selftest.cpp), built if needed:
+ * deliberately faulty kernels beside their correct versions, compiled with the emulation as
+ * the engine is. It prints `<case> <0|1> <detail>` lines; 1 means the emulation reported a
+ * fault (or the case's own check saw the GPU's behaviour).
+ */
+export function buildEmuSelftest(): string {
+  const inputs = [
+    `${EMU}/emu.h`,
+    `${EMU}/selftest.cpp`,
+    `${ENGINE}/cuda/cublas_api.cuh`,
+    ...files(`${EMU}/include`, /\.h$/),
+  ];
+  const h = new Sha256();
+  for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
+  const dir = `${ROOT}/build/cuda_emu_selftest-${h.hex().slice(0, 16)}`;
+  const exe = `${dir}/selftest`;
+  try {
+    Deno.statSync(exe);
+    return exe;
+  } catch { /* build it */ }
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  Deno.mkdirSync(tmp, { recursive: true });
+  run("g++", [
+    "-std=c++20",
+    "-O1",
+    "-x",
+    "c++",
+    "-include",
+    `${EMU}/emu.h`,
+    "-I",
+    `${EMU}/include`,
+    `-DEMU_LIB_DIR="${tmp}"`,
+    "-o",
+    `${tmp}/selftest`,
+    `${EMU}/selftest.cpp`,
+    "-ldl",
+  ]);
+  try {
+    Deno.renameSync(tmp, dir);
+  } catch {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+  return exe;
+}

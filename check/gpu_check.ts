@@ -5,15 +5,17 @@
  * command is `npx deno task test:gpu` (bash check/gpu_check.sh, which adds a time limit).
  *
  *   npx deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
- *                                          [--cpu-only] [--emulate] [--skip-torch]
- *                                          [--python python3]
+ *                                          [--engine-lib PATH] [--cpu-only] [--emulate]
+ *                                          [--skip-torch] [--python python3]
  *
- * Without a usable GPU (or with --cpu-only) it is a dry run: the CPU engine stands in for the
- * CUDA engine in fp32, so every piece of the check's own logic still runs, and the CUDA rows
- * say SKIPPED. It prints a table last and writes report.json and table.txt to --out (default
- * $OUT when set, else out/gpu_check). Exit status 1 when any check failed. With --emulate
- * the CUDA engine's own source, compiled for CPU threads (check/cuda_emu), stands in for the
- * GPU: every path of the check runs, at every precision, without one.
+ * It can only pass on a GPU: without a usable GPU, or when the CUDA engine cannot be built
+ * or loaded, it fails (exit status 1). --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA
+ * library built elsewhere instead of building one. The first line on stdout names the device,
+ * driver, runtime and the cuBLAS file loaded; the table comes last; report.json (in --out,
+ * default $OUT when set, else out/gpu_check) holds every number. Dry runs, asked for
+ * explicitly, check the check's own logic: --cpu-only lets the CPU engine stand in for the
+ * CUDA engine (fp32 only); --emulate uses the CUDA engine's own source compiled for CPU
+ * threads (check/cuda_emu), at every precision. Their rows say what stood in.
  *
  * @module
  */
@@ -23,6 +25,7 @@ import { buildCudaEmu } from "./cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../engine/build.ts";
 import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
+import { GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_shapes.ts";
 import {
   type CheckRow,
   checkRow,
@@ -32,10 +35,12 @@ import {
   type Curve,
   formatTable,
   memoryCycles,
+  OP_CASES,
   skippedRow,
   STEP_SPECS,
   summarizeOps,
   tally,
+  TOLERANCES,
   trainCurve,
 } from "./parity.ts";
 
@@ -46,6 +51,7 @@ const { values: a } = parseArgs({
     steps: { type: "string", default: "50" },
     cycles: { type: "string", default: "100" },
     "cpu-only": { type: "boolean", default: false },
+    "engine-lib": { type: "string" },
     emulate: { type: "boolean", default: false },
     "skip-torch": { type: "boolean", default: false },
     python: { type: "string", default: "python3" },
@@ -56,7 +62,7 @@ const { values: a } = parseArgs({
 if (a.help) {
   console.log(
     "deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100] " +
-      "[--cpu-only] [--emulate] [--skip-torch] [--python python3]",
+      "[--engine-lib PATH] [--cpu-only] [--emulate] [--skip-torch] [--python python3]",
   );
   Deno.exit(0);
 }
@@ -87,6 +93,9 @@ function push(...rs: CheckRow[]): void {
   }
 }
 
+const dryAsked = a["cpu-only"] || a.emulate;
+const engineLib = a["engine-lib"] ?? Deno.env.get("LOTUS_CUDA_LIB") ?? null;
+
 function failure(section: string, name: string, e: unknown): CheckRow {
   const msg = e instanceof Error ? e.message : String(e);
   log(`${section}: ${name}: ${msg}`);
@@ -104,7 +113,21 @@ function report(dryRun: boolean): never {
     Deno.writeTextFileSync(`${outDir}/table.txt`, `${table}\n${summary}\n`);
     Deno.writeTextFileSync(
       `${outDir}/report.json`,
-      JSON.stringify({ rows, detail, dry: dryRun, probe: probeCuda() }, null, 1) + "\n",
+      JSON.stringify(
+        {
+          summary: { passed, failed, skipped, seconds: (performance.now() - t0) / 1000 },
+          dry: dryRun,
+          device: detail.device ?? null,
+          engineLib: detail.engineLib ?? null,
+          nvcc: detail.nvcc ?? null,
+          tolerances: TOLERANCES,
+          probe: probeCuda(),
+          rows,
+          detail,
+        },
+        null,
+        1,
+      ) + "\n",
     );
   } catch (e) {
     log(`could not write the report to ${outDir}: ${(e as Error).message}`);
@@ -138,8 +161,18 @@ const dry = a["cpu-only"] || !probe.available;
 push(
   probe.available
     ? checkRow("env", "NVIDIA driver", "-", 0, 0, `${probe.devices} GPU(s)`)
-    : skippedRow("env", "NVIDIA driver", probe.reason),
+    : dryAsked
+    ? skippedRow("env", "NVIDIA driver", probe.reason)
+    // Without --cpu-only or --emulate the check is for a GPU: no GPU is a failure.
+    : failure("env", "NVIDIA driver and GPU", new Error(probe.reason)),
 );
+try {
+  const v = new Deno.Command("nvcc", { args: ["--version"], stdout: "piped", stderr: "null" })
+    .outputSync();
+  detail.nvcc = new TextDecoder().decode(v.stdout).trim().split("\n").pop() ?? null;
+} catch {
+  detail.nvcc = null;
+}
 
 let t = performance.now();
 let ref: Engine;
@@ -154,8 +187,15 @@ try {
 let cudaLib: string | null = null;
 t = performance.now();
 try {
-  cudaLib = buildEngine({ backend: "cuda", quiet: true });
-  push(checkRow("build", "CUDA engine compiles (nvcc)", "-", 0, 0, secs(t)));
+  if (engineLib) {
+    Deno.statSync(engineLib); // a missing file fails here, with its path
+    cudaLib = engineLib;
+    push(checkRow("build", "CUDA engine: prebuilt library", "-", 0, 0, engineLib));
+  } else {
+    cudaLib = buildEngine({ backend: "cuda", quiet: true });
+    push(checkRow("build", "CUDA engine compiles (nvcc)", "-", 0, 0, secs(t)));
+  }
+  detail.engineLib = cudaLib;
   let got: string[] | null = null;
   try {
     got = exportedSymbols(cudaLib);
@@ -183,9 +223,13 @@ try {
   }
 } catch (e) {
   push(
-    e instanceof EngineBuildError && e.message.startsWith("compiler not found")
+    dryAsked && e instanceof EngineBuildError && e.message.startsWith("compiler not found")
       ? skippedRow("build", "CUDA engine compiles (nvcc)", e.message.split(";")[0])
-      : failure("build", "CUDA engine compiles (nvcc)", e),
+      : failure(
+        "build",
+        engineLib ? `CUDA engine: prebuilt library ${engineLib}` : "CUDA engine compiles (nvcc)",
+        e,
+      ),
   );
 }
 
@@ -215,6 +259,20 @@ if ((!dry || a.emulate) && testLib) {
 }
 const standIn = test === ref;
 const emulated = !standIn && !!a.emulate;
+// The first line on stdout: what the CUDA engine runs on (or why nothing).
+if (!standIn) {
+  detail.device = test.deviceInfo();
+  const d = detail.device as Record<string, unknown>;
+  console.log(
+    `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}` +
+      (emulated ? " [host emulation]" : ""),
+  );
+} else {
+  console.log(`device: none (${a["cpu-only"] ? "--cpu-only" : probe.reason})`);
+}
+if (standIn && !dryAsked) {
+  push(failure("cuda", "CUDA engine on a GPU", new Error("the CUDA engine did not load")));
+}
 if (emulated) {
   push(
     skippedRow("cuda", "CUDA on a GPU", "--emulate: the CUDA engine's kernels run on CPU threads"),
@@ -241,7 +299,7 @@ const opRows: CheckRow[] = [];
 for (const p of precisions) {
   t = performance.now();
   try {
-    opRows.push(...compareOps(test, ref, p));
+    opRows.push(...compareOps(test, ref, p, { cases: [...OP_CASES, ...GPT2_OP_CASES] }));
   } catch (e) {
     opRows.push({ ...failure("ops", "ops", e), precision: p });
   }
@@ -251,7 +309,7 @@ push(...mark(summarizeOps(opRows)));
 detail.ops = opRows;
 
 for (const p of precisions) {
-  for (const spec of STEP_SPECS) {
+  for (const spec of [...STEP_SPECS, REAL_STEP_SPEC]) {
     try {
       push(...mark(compareLotusStep(test, ref, p, spec)));
     } catch (e) {
@@ -315,7 +373,7 @@ async function torchChecks(): Promise<CheckRow[]> {
         stdout: "piped",
         stderr: "piped",
         signal: ac.signal,
-        env: { PYTHONUNBUFFERED: "1" },
+        env: { PYTHONUNBUFFERED: "1", HF_HUB_OFFLINE: "1", TRANSFORMERS_OFFLINE: "1" },
       }).output();
     } catch (e) {
       return [

@@ -30,6 +30,7 @@ import {
 } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Rng } from "../base/rng.ts";
+import { randi, randn, withBufs } from "./_op_bufs.ts";
 import { type Example, lotusBatch } from "../train/batch.ts";
 import { type LotusCapacity, type LotusOptions, LotusRunner } from "../train/step.ts";
 import { adamwOf, Model } from "../model/model.ts";
@@ -109,6 +110,11 @@ export interface CheckRow {
   skipped?: boolean;
   /** Anything worth a word in the table. */
   note?: string;
+  /** Op rows: the largest |out - ref| of any element. */
+  maxAbs?: number;
+  /** Op rows: the largest |ref| of any element (maxAbs / refMax is the worst element's error
+   * relative to the output's scale). */
+  refMax?: number;
 }
 
 /** A row from a measured error: passes when the error is finite and at most `tol`. */
@@ -141,82 +147,20 @@ export function skippedRow(section: string, name: string, why: string): CheckRow
 // Op cases
 // ============================================================================================
 
-/** Engine buffers of one case, freed together. */
-class Bufs {
-  #eng: Engine;
-  #ptrs: Ptr[] = [];
-  constructor(eng: Engine) {
-    this.#eng = eng;
-  }
-  /** fp32 buffer holding `data`, or n zeros. */
-  f32(data: Float32Array | number): Ptr {
-    const n = typeof data === "number" ? data : data.length;
-    const p = this.#eng.alloc(Math.max(1, n) * 4);
-    this.#ptrs.push(p);
-    if (typeof data !== "number") this.#eng.upload(p, data);
-    return p;
-  }
-  i32(data: Int32Array): Ptr {
-    const p = this.#eng.alloc(Math.max(1, data.length) * 4);
-    this.#ptrs.push(p);
-    this.#eng.upload(p, data);
-    return p;
-  }
-  u8(data: Uint8Array): Ptr {
-    const p = this.#eng.alloc(Math.max(1, data.length));
-    this.#ptrs.push(p);
-    this.#eng.upload(p, data);
-    return p;
-  }
-  get(p: Ptr, n: number): Float32Array {
-    const out = new Float32Array(n);
-    this.#eng.download(out, p);
-    return out;
-  }
-  geti(p: Ptr, n: number): Int32Array {
-    const out = new Int32Array(n);
-    this.#eng.download(out, p);
-    return out;
-  }
-  at(p: Ptr, floats: number): Ptr {
-    return this.#eng.offset(p, floats * 4);
-  }
-  free(): void {
-    for (const p of this.#ptrs) this.#eng.free(p);
-    this.#ptrs = [];
-  }
-}
-
-function withBufs<T>(eng: Engine, fn: (b: Bufs) => T): T {
-  const b = new Bufs(eng);
-  try {
-    return fn(b);
-  } finally {
-    b.free();
-  }
-}
-
-function randn(rng: Rng, n: number, scale = 1, shift = 0): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = shift + scale * rng.normal();
-  return out;
-}
-
-function randi(rng: Rng, n: number, hi: number): Int32Array {
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = rng.below(hi);
-  return out;
-}
-
 /** An op (or a few ops) run on one engine from inputs drawn from `seed`. */
 export interface OpCase {
   /** For reports, e.g. "matmul bwd". */
   name: string;
+  /** True when the outputs go through a matmul, the only op whose arithmetic changes with
+   * the precision: they get the precision's bound. Every other op is fp32 at all three
+   * precisions and gets the fp32 bound ({@linkcode opTolerance}). */
+  matmul?: boolean;
   /** Run on `eng` and download every output. The same seed gives the same inputs. */
   run(eng: Engine, seed: number): Record<string, Float32Array | Int32Array>;
 }
 
-interface AttnSpec {
+/** The shape of an attention case ({@linkcode attentionCase}). */
+export interface AttnSpec {
   B: number;
   Tq: number;
   Tp: number;
@@ -228,7 +172,8 @@ interface AttnSpec {
   pad: number[];
 }
 
-function attentionCase(name: string, s: AttnSpec): OpCase {
+/** An attention case: forward and backward, with the past kind and left padding of `s`. */
+export function attentionCase(name: string, s: AttnSpec): OpCase {
   return {
     name,
     run(eng, seed) {
@@ -403,6 +348,7 @@ export const OP_CASES: OpCase[] = [
   },
   {
     name: "matmul fwd",
+    matmul: true,
     run(eng, seed) {
       const rng = new Rng(seed);
       return withBufs(eng, (b) => {
@@ -420,6 +366,7 @@ export const OP_CASES: OpCase[] = [
   },
   {
     name: "matmul bwd",
+    matmul: true,
     run(eng, seed) {
       const rng = new Rng(seed);
       return withBufs(eng, (b) => {
@@ -569,6 +516,30 @@ export const OP_CASES: OpCase[] = [
 ];
 
 /**
+ * The bound of one op case at one precision: the precision's op bound for matmul cases,
+ * the fp32 bound for every other op (their kernels do not change with the precision).
+ */
+export function opTolerance(c: OpCase, precision: Precision): number {
+  return c.matmul ? TOLERANCES[precision].op : TOLERANCES.fp32.op;
+}
+
+/** The largest |out - ref| and the largest |ref| (Infinity when anything is not finite). */
+export function absStats(
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+): { maxAbs: number; refMax: number } {
+  if (out.length !== ref.length) return { maxAbs: Infinity, refMax: 0 };
+  let maxAbs = 0, refMax = 0;
+  for (let i = 0; i < out.length; i++) {
+    const d = Math.abs(out[i] - ref[i]);
+    if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d;
+    const r = Math.abs(ref[i]);
+    if (r > refMax) refMax = r;
+  }
+  return { maxAbs, refMax };
+}
+
+/**
  * Runs every op case on `test` (at `precision`) and on `ref` (fp32) and compares each output:
  * relative error for floats, the number of differing elements for integers (which must be 0).
  * The test engine is left at fp32.
@@ -581,10 +552,10 @@ export function compareOps(
 ): CheckRow[] {
   const seed = opts.seed ?? 1234;
   const rows: CheckRow[] = [];
-  const tol = TOLERANCES[precision].op;
   test.setPrecision(PRECISION_MODES[precision]);
   try {
     for (const c of opts.cases ?? OP_CASES) {
+      const tol = opTolerance(c, precision);
       const a = c.run(test, seed), r = c.run(ref, seed);
       for (const [k, refOut] of Object.entries(r)) {
         const out = a[k];
@@ -593,15 +564,16 @@ export function compareOps(
             checkRow("ops", `${c.name}: ${k}`, precision, mismatches(out, refOut), 0, "mismatches"),
           );
         } else {
-          rows.push(
-            checkRow(
+          rows.push({
+            ...checkRow(
               "ops",
               `${c.name}: ${k}`,
               precision,
               out ? relErr(out, refOut) : Infinity,
               tol,
             ),
-          );
+            ...(out ? absStats(out, refOut) : { maxAbs: Infinity, refMax: 0 }),
+          });
         }
       }
     }
@@ -696,6 +668,8 @@ export interface StepSpec {
   B: number;
   /** The LOTUS options of the step. */
   opts: LotusOptions;
+  /** The examples (default {@linkcode randomExamples}: short questions and steps). */
+  examples?: (n: number, v: number, seed: number) => Example[];
 }
 
 /** The two step configurations of the GPU check: the default LOTUS step, and LOTUS-aux with
@@ -776,7 +750,7 @@ export function compareLotusStep(
   spec: StepSpec,
   seed = 7,
 ): CheckRow[] {
-  const exs = randomExamples(spec.B, spec.model.vocabSize, seed);
+  const exs = (spec.examples ?? randomExamples)(spec.B, spec.model.vocabSize, seed);
   const params = perturbedParams(spec.model, seed);
   test.setPrecision(PRECISION_MODES[precision]);
   let a;

@@ -3,8 +3,11 @@
  * `build/`, only when needed.
  *
  * The file name carries a hash of everything that decides the library's bits: the backend,
- * the compiler and its `--version` output, every flag, the source files' contents and, for a
- * `-march=native` build, the CPU's model name and feature flags. A changed source or flag
+ * the compiler's `--version` output, every flag, the source files' contents and, for a
+ * `-march=native` build, the CPU's model name and feature flags. Nothing that names this
+ * machine enters it (not the compiler's path, nor the checkout's: flags are hashed with the
+ * source directory written as `<src>`), so a CUDA library built on one machine is found by
+ * the same name on another with the same nvcc version and sources. A changed source or flag
  * therefore gives a new file name, and a stale library is never loaded. The library is
  * compiled to a temporary file and renamed into place, because overwriting a .so that a
  * running Deno has dlopen'd can crash it.
@@ -94,8 +97,10 @@ const CPU_FLAGS = [
 // exported, not the static CUDA runtime or C++ template instantiations. -z nodelete, as for
 // the CPU library: Engine.close() must not unload the static CUDA runtime, whose state (and
 // the engine's device, stream and cuBLAS handle) a later openEngine reuses.
+// -lineinfo: source lines for compute-sanitizer and profilers, at no cost to the code.
 const CUDA_FLAGS = [
   "-O3",
+  "-lineinfo",
   "-shared",
   "-Xcompiler",
   "-fPIC",
@@ -372,9 +377,8 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
     h.update(typeof data === "string" ? utf8.encode(data) : data);
   };
   part("backend", backend);
-  part("compiler", compiler);
   part("version", version);
-  part("flags", JSON.stringify(flags));
+  part("flags", JSON.stringify(flags.map((f) => f.replaceAll(sourceDir, "<src>"))));
   part("cpu", cpu ?? "");
   for (const f of hashedFiles) part(f.slice(sourceDir.length + 1), Deno.readFileSync(f));
   const hash = bytesToHex(h.digest());

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <cstring>
 
 namespace le {
@@ -159,8 +160,27 @@ inline int check_span(const char* fn, const char* name, const void* p, uint64_t 
   return 0;
 }
 
+// Typed arguments (float*, int32_t*) must also be aligned to their element: a GPU faults on a
+// misaligned load (a sticky error that ends the process's CUDA context), and the CPU engine's
+// vector loads assume it too. Engine pointers are offsets into le_alloc blocks (256-byte
+// aligned), so this catches an offset that is not a whole number of elements.
+template <class T, class = std::enable_if_t<!std::is_void_v<T>>>
+inline int check_span(const char* fn, const char* name, const T* p, uint64_t bytes) {
+  TRY(check_span(fn, name, static_cast<const void*>(p), bytes));
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
+    return fail("%s: %s (%p) is not aligned to %zu bytes, the size of its elements; an offset "
+                "into a block must be a whole number of elements",
+                fn, name, static_cast<const void*>(p), alignof(T));
+  }
+  return 0;
+}
+
 // Like check_span, but NULL is allowed (a nullable argument).
 inline int check_opt(const char* fn, const char* name, const void* p, uint64_t bytes) {
+  return p == nullptr ? 0 : check_span(fn, name, p, bytes);
+}
+template <class T, class = std::enable_if_t<!std::is_void_v<T>>>
+inline int check_opt(const char* fn, const char* name, const T* p, uint64_t bytes) {
   return p == nullptr ? 0 : check_span(fn, name, p, bytes);
 }
 

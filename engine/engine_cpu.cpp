@@ -422,6 +422,17 @@ int le_abi_version(void) { return LE_ABI_VERSION; }
 int le_backend(void) { return 0; }
 uint64_t le_last_error(char* buf, uint64_t cap) { return copy_last_error(buf, cap); }
 
+uint64_t le_device_info(char* buf, uint64_t cap) {
+  char info[96];
+  const int len = snprintf(info, sizeof info, "{\"backend\":\"cpu\",\"threads\":%d}", nthreads());
+  if (buf != nullptr && cap > 0) {
+    const size_t n = (uint64_t)len < cap - 1 ? (size_t)len : (size_t)(cap - 1);
+    memcpy(buf, info, n);
+    buf[n] = '\0';
+  }
+  return (uint64_t)len;
+}
+
 int le_init(int device) {
   (void)device;
   nthreads();

@@ -46,6 +46,12 @@
 
 namespace le {
 
+// What le_device_info reports, filled by init.
+struct Info {
+  char device[256] = "";
+  int major = 0, minor = 0, driver = 0, runtime = 0, cublas = 0;
+} g_info;
+
 // Undo le_init (only used when le_init switches to another device with nothing allocated).
 void teardown() {
   if (g.handle) g.blas.destroy(g.handle);
@@ -114,8 +120,14 @@ int init(int device) {
                 device, prop.name, prop.major, prop.minor, prop.major, prop.minor);
   }
   CUDA_TRY(fn, cudaSetDevice(device));
+  snprintf(g_info.device, sizeof g_info.device, "%s", prop.name);
+  g_info.major = prop.major;
+  g_info.minor = prop.minor;
+  if (cudaDriverGetVersion(&g_info.driver) != cudaSuccess) g_info.driver = 0;
+  if (cudaRuntimeGetVersion(&g_info.runtime) != cudaSuccess) g_info.runtime = 0;
+  (void)cudaGetLastError();
   CUDA_TRY(fn, cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
-  char err[768];
+  char err[4096];
   if (cublas::load(&g.blas, err, sizeof err)) {
     cudaStreamDestroy(g.stream);
     g.stream = nullptr;
@@ -127,6 +139,7 @@ int init(int device) {
     g.stream = nullptr;
     return fail("le_init: cublasCreate failed: %s", cublas::status_name(s));
   }
+  if (g.blas.get_version(g.handle, &g_info.cublas) != cublas::kSuccess) g_info.cublas = 0;
   const char* step = "cublasSetStream";
   s = g.blas.set_stream(g.handle, g.stream);
   if (s == cublas::kSuccess) {
@@ -169,6 +182,37 @@ int init(int device) {
 LE_API int le_abi_version(void) { return LE_ABI_VERSION; }
 LE_API int le_backend(void) { return 1; }
 LE_API uint64_t le_last_error(char* buf, uint64_t cap) { return le::copy_last_error(buf, cap); }
+
+LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
+  using namespace le;
+  std::string s;
+  if (!g.ready) {
+    s = "{\"backend\":\"cuda\",\"ready\":false}";
+  } else {
+    auto quoted = [](const char* v) {
+      std::string q = "\"";
+      for (const char* p = v; *p; p++) {
+        if (*p == '"' || *p == '\\') q += '\\';
+        if ((unsigned char)*p >= 0x20) q += *p;
+      }
+      return q + "\"";
+    };
+    char nums[256];
+    snprintf(nums, sizeof nums,
+             ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
+             "\"cublasLtVersion\":%zu}",
+             g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
+             g.blas.lt_version);
+    s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
+        ",\"cublas\":" + quoted(g.blas.path) + nums;
+  }
+  if (buf != nullptr && cap > 0) {
+    const size_t n = s.size() < cap - 1 ? s.size() : (size_t)(cap - 1);
+    memcpy(buf, s.data(), n);
+    buf[n] = '\0';
+  }
+  return s.size();
+}
 
 // Idempotent: Engine.close() leaves the library loaded (-z nodelete), so a later openEngine
 // calls le_init again on the same state.

@@ -81,6 +81,7 @@ const SYMBOLS = {
   le_abi_version: { parameters: [], result: "i32" },
   le_backend: { parameters: [], result: "i32" },
   le_last_error: { parameters: ["buffer", "u64"], result: "u64" },
+  le_device_info: { parameters: ["buffer", "u64"], result: "u64", optional: true },
   le_init: { parameters: ["i32"], result: "i32" },
   le_set_num_threads: { parameters: ["i32"], result: "i32" },
   le_set_precision: { parameters: ["i32"], result: "i32" },
@@ -203,6 +204,23 @@ export class Engine {
 
   #fail(op: string): never {
     throw new EngineError(op, lastError(this.#s));
+  }
+
+  /**
+   * What the engine runs on, as le_device_info reports it: for the CUDA engine the device,
+   * compute capability, driver and runtime versions and the cuBLAS file and version it
+   * loaded; for the CPU engine its thread count. `{}` when the library predates the call.
+   */
+  deviceInfo(): Record<string, string | number | boolean> {
+    const fn = this.#s.le_device_info;
+    if (!fn) return {};
+    let buf = new Uint8Array(1024);
+    const len = Number(fn(buf, I(buf.length)));
+    if (len >= buf.length) {
+      buf = new Uint8Array(len + 1);
+      fn(buf, I(buf.length));
+    }
+    return JSON.parse(new TextDecoder().decode(buf.subarray(0, len)));
   }
 
   /** Unloads the library. Free engine memory first: it cannot be freed afterwards. Later

@@ -177,6 +177,15 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
              float beta2, float eps, float weight_decay, int t, const float* gnorm_sq,
              float max_norm);
 
+/* ---- appended ------------------------------------------------------------------------ */
+
+/* A one-line JSON object describing what the engine runs on, copied like le_last_error
+ * (NUL-terminated, truncated to cap - 1 bytes; returns the full length). CPU:
+ * {"backend":"cpu","threads":N}. CUDA, after le_init: {"backend":"cuda","device":NAME,
+ * "cc":"9.0","driver":13000,"runtime":13000,"cublas":PATH,"cublasVersion":130000,
+ * "cublasLtVersion":130000}; before le_init: {"backend":"cuda","ready":false}. */
+uint64_t le_device_info(char* buf, uint64_t cap);
+
 #ifdef __cplusplus
 }
 #endif

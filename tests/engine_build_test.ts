@@ -191,3 +191,23 @@ Deno.test("CLI: prints the library path; rejects a bad backend", () => {
   assertEquals(bad.code, 2);
   assert(bad.stderr.includes("--backend must be one of cpu|cuda"), bad.stderr);
 });
+
+Deno.test(
+  "plan: the name names no machine path: another checkout or compiler path gives the same name",
+  withTempDirs((src, out) => {
+    const src2 = copySources();
+    const bin = Deno.makeTempDirSync({ prefix: "lotus_engine_bin_" });
+    try {
+      const gpp = new Deno.Command("sh", { args: ["-c", "command -v g++"], stdout: "piped" })
+        .outputSync();
+      const real = new TextDecoder().decode(gpp.stdout).trim();
+      Deno.symlinkSync(real, `${bin}/g++`);
+      const a = planEngineBuild({ sourceDir: src, outDir: out, compiler: "g++" });
+      const b = planEngineBuild({ sourceDir: src2, outDir: out, compiler: `${bin}/g++` });
+      assertEquals(a.hash, b.hash, "same sources, flags and compiler version: same hash");
+    } finally {
+      Deno.removeSync(src2, { recursive: true });
+      Deno.removeSync(bin, { recursive: true });
+    }
+  }),
+);

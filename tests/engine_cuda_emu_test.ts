@@ -16,6 +16,7 @@ import {
   STEP_SPECS,
   summarizeOps,
 } from "../check/parity.ts";
+import { GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("engine_cuda_emu_test: g++ (C++20, Linux) not found: tests skipped");
@@ -45,6 +46,31 @@ Deno.test({
       // A reduced precision must show: TF32 and bf16 rounding leave visible errors.
       else assert(mm.err > 1e-5, `${p} matmul error ${mm.err} is too small to be reduced`);
       assertEquals(summarizeOps(rows)[0].pass, true);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: every op at GPT-2 small's shapes (C 768, 12x64 heads, 150 keys, " +
+    "V 50260) matches at fp32, TF32 and bf16, and a LOTUS step at 150 keys",
+  ignore: !OK,
+  fn() {
+    const e = emulated();
+    for (const p of ["fp32", "tf32", "bf16"] as const) {
+      const rows = compareOps(e, cpuEngine(), p, { cases: GPT2_OP_CASES });
+      const failed = rows.filter((r) => !r.pass).map((r) => `${r.name}: ${r.err}`);
+      assertEquals(failed, [], `${p}: ${failed.join("; ")}`);
+      // every op that is not a matmul is fp32 at every precision, and close to the CPU's
+      for (
+        const r of rows.filter((r) => !r.name.includes("matmul") && !r.name.includes("classifier"))
+      ) {
+        assert(r.err <= 1e-6, `${p}: ${r.name}: ${r.err}`);
+      }
+    }
+    for (const p of ["fp32", "bf16"] as const) {
+      for (const r of compareLotusStep(e, cpuEngine(), p, REAL_STEP_SPEC)) {
+        assert(r.pass, `${p} ${r.name}: ${r.err}`);
+      }
     }
   },
 });
@@ -146,3 +172,25 @@ Deno.test({
 });
 
 globalThis.addEventListener("unload", () => emu?.close());
+
+Deno.test({
+  name: "both engines: a typed pointer that is not aligned to its element is refused",
+  ignore: !OK,
+  fn() {
+    for (const e of [emulated(), cpuEngine()]) {
+      const p = e.alloc(64 * 4);
+      try {
+        let msg = "";
+        try {
+          e.geluFwd(e.offset(p, 2), p, 8);
+        } catch (err) {
+          msg = (err as Error).message;
+        }
+        assert(msg.startsWith("le_gelu_fwd: out (0x"), `${e.backend}: ${msg}`);
+        assert(msg.includes("is not aligned to 4 bytes"), `${e.backend}: ${msg}`);
+      } finally {
+        e.free(p);
+      }
+    }
+  },
+});

@@ -2,15 +2,35 @@
 // (see README.md beside this file). Force-included (g++ -include) before
 // engine/engine_cuda.cu, compiled as C++20.
 //
-// A launch runs its blocks one after another. Each block runs as blockDim fibers (on the
-// calling thread), each with its own stack: a fiber runs until it reaches a barrier or
-// returns, then the next one runs. So __syncthreads is a real barrier, warp shuffles really
-// exchange values between lanes, and a kernel that reads what another thread has not written
-// yet, or forgets a barrier, gives wrong results here as it would on a GPU (threads run in
-// index order between barriers: one fixed interleaving among the GPU's many). `__shared__`
-// variables become function-local statics: one copy, used by one block at a time. A thread
-// that returns early counts as arrived at later barriers, as exited threads do on the GPU; a
-// barrier that can never be released aborts with a message.
+// A launch is queued (cuda_runtime.h) and runs when the stream is synchronised. It runs its
+// blocks one after another. Each block runs as blockDim fibers (on the calling thread), each
+// with its own stack: a fiber runs until it reaches a barrier or returns, then the next one
+// runs. So __syncthreads is a real barrier, warp shuffles really exchange values between
+// lanes, and a kernel that reads what another thread has not written yet, or forgets a
+// barrier, gives wrong results here as it would on a GPU. `__shared__` variables become
+// function-local statics in one linker section, and that section and the dynamic shared
+// memory are filled with NaN bytes (0xFF) before every block, as a GPU gives no block the
+// previous block's values. A thread that returns early counts as arrived at later barriers,
+// as exited threads do on the GPU.
+//
+// What a GPU would reject or get wrong fails here too, as a sticky launch failure with a
+// message (cuda_runtime.h's fault()):
+//   - a barrier that can never be released;
+//   - a full-mask warp shuffle or __syncwarp while some of the warp's 32 lanes have exited
+//     or do not exist (a block size that is not a multiple of 32);
+//   - launch configurations over the device's limits (more than 1024 threads, grid
+//     dimensions, more than 48 KiB of dynamic shared memory without cudaFuncSetAttribute):
+//     cudaErrorInvalidConfiguration or cudaErrorInvalidValue from the launch, as on a GPU.
+// Two checks cost time and are switched on by LOTUS_EMU_CHECK (a comma list, read at each
+// launch):
+//   order   each launch runs twice from the same memory: threads and blocks in index order,
+//           then both in reverse order; different results mean a missing barrier or blocks
+//           that read each other's writes (what a GPU's interleavings would expose).
+//   writes  after each block, the bytes it changed in the buffers that the kernel's non-const
+//           pointer arguments point into are recorded; a byte changed by two blocks of one
+//           launch, other than through an atomic, is a race a GPU would lose updates to.
+//   all     both.
+// LOTUS_EMU_ORDER=reverse runs every launch with threads and blocks in reverse order.
 #pragma once
 
 #define LE_HOST_EMULATION 1
@@ -26,6 +46,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -55,7 +77,11 @@ inline void* emu_dlopen(const char* name, int flags) {
 #define __global__
 #define __device__
 #define __host__
-#define __shared__ static
+// Every __shared__ variable lands in the section emu_shared, whose bounds the linker
+// provides, so that run_block can poison it before each block.
+#define __shared__ static __attribute__((section("emu_shared")))
+extern "C" unsigned char __start_emu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" unsigned char __stop_emu_shared[] __attribute__((weak, visibility("hidden")));
 #define __align__(n) alignas(n)
 
 struct dim3 {
@@ -107,6 +133,7 @@ struct Fiber {
   dim3 tidx;
   unsigned lin = 0;
   Wait wait = Wait::none;
+  unsigned mask = 0;  // the mask of the warp operation it waits at
 };
 
 struct Launch_ {
@@ -119,6 +146,9 @@ struct Launch_ {
   std::function<void()> kernel;
   dim3 bidx, bdim, gdim;
   Fiber* cur = nullptr;
+  const char* name = "";
+  bool reverse = false;                  // run threads (and blocks) in reverse order
+  std::vector<uintptr_t> atomic_addrs;  // words written by atomics in this launch
 };
 
 inline Launch_ state;         // reused by every launch: fiber stacks are allocated once
@@ -153,9 +183,10 @@ inline void fiber_main() {
 
 inline void fiber_main_uc(unsigned, unsigned) { fiber_main(); }
 
-inline void yield(Wait w) {
+inline void yield(Wait w, unsigned mask = 0xffffffffu) {
   Fiber* f = L->cur;
   f->wait = w;
+  f->mask = mask;
   to_scheduler(f);
 }
 
@@ -179,35 +210,59 @@ inline void start_fiber(Fiber& f) {
 #endif
 }
 
-[[noreturn]] inline void deadlock(const char* why) {
-  std::fprintf(stderr, "cuda emulation: %s (block %u,%u,%u)\n", why, L->bidx.x, L->bidx.y,
-               L->bidx.z);
-  std::abort();
+inline void stuck(const char* why) {
+  fault("%s: %s (block %u,%u,%u)", L->name, why, L->bidx.x, L->bidx.y, L->bidx.z);
+}
+
+// Fills shared memory (static and dynamic) with NaN bytes: a block finds no values there.
+inline void poison_shared() {
+  std::memset(L->smem.data(), 0xFF, L->smem.size());
+  if (__start_emu_shared && __stop_emu_shared > __start_emu_shared) {
+    std::memset(__start_emu_shared, 0xFF, size_t(__stop_emu_shared - __start_emu_shared));
+  }
 }
 
 // Runs one block: resume every runnable fiber in turn; when all have stopped, release the
 // barrier they wait at. A block barrier is released when every fiber that has not returned
 // waits at it (returned threads count as arrived, as on the GPU); a warp barrier when every
-// lane of that warp that has not returned waits at it.
-inline void run_block() {
+// lane of that warp that has not returned waits at it, and the lanes its mask names are all
+// there. Returns false after a fault (the block is abandoned).
+inline bool run_block() {
   Fiber* F = L->fibers.data();
   const unsigned n = L->n;
+  poison_shared();
   for (unsigned i = 0; i < n; i++) {
     start_fiber(F[i]);
     F[i].wait = Wait::none;
   }
   for (;;) {
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned k = 0; k < n; k++) {
+      const unsigned i = L->reverse ? n - 1 - k : k;
       if (F[i].wait == Wait::none) to_fiber(&F[i]);
     }
     bool any = false;
     for (unsigned w = 0; w * 32 < n; w++) {
       bool all = true, some = false;
+      unsigned there = 0, need = 0;
       for (unsigned i = w * 32; i < std::min(n, w * 32 + 32); i++) {
-        if (F[i].wait == Wait::warp) some = true;
-        else if (F[i].wait != Wait::done) all = false;
+        if (F[i].wait == Wait::warp) {
+          some = true;
+          there |= 1u << (i % 32);
+          need |= F[i].mask;
+        } else if (F[i].wait != Wait::done) {
+          all = false;
+        }
       }
       if (some && all) {
+        if (need & ~there) {
+          char why[160];
+          std::snprintf(why, sizeof why,
+                        "a warp shuffle or __syncwarp with mask 0x%08x in warp %u, whose lanes "
+                        "0x%08x have exited or do not exist (blockDim %u)",
+                        need, w, need & ~there, n);
+          stuck(why);
+          return false;
+        }
         for (unsigned i = w * 32; i < std::min(n, w * 32 + 32); i++) {
           if (F[i].wait == Wait::warp) F[i].wait = Wait::none;
         }
@@ -221,18 +276,99 @@ inline void run_block() {
       else if (F[i].wait != Wait::done) all = false;
     }
     if (!some) {
-      if (!all) deadlock("threads wait at different barriers");
-      return;  // every thread has returned
+      if (!all) {
+        stuck("threads wait at different barriers");
+        return false;
+      }
+      return true;  // every thread has returned
     }
-    if (!all) deadlock("__syncthreads while some threads of a warp wait at a warp barrier");
+    if (!all) {
+      stuck("__syncthreads while some threads of a warp wait at a warp barrier");
+      return false;
+    }
     for (unsigned i = 0; i < n; i++) {
       if (F[i].wait == Wait::block) F[i].wait = Wait::none;
     }
   }
 }
 
+// The buffers a kernel may write: the allocations that its non-const pointer arguments
+// point into (kernels write nowhere else).
+struct Region {
+  unsigned char* p;
+  size_t n;
+};
+
+template <class A>
+void add_region(std::vector<Region>& out, const A& a) {
+  if constexpr (std::is_pointer_v<A> && !std::is_const_v<std::remove_pointer_t<A>> &&
+                !std::is_function_v<std::remove_pointer_t<A>>) {
+    const auto x = reinterpret_cast<uintptr_t>(a);
+    auto it = allocs.upper_bound(x);
+    if (!a || it == allocs.begin()) return;
+    --it;
+    if (x >= it->first + it->second) return;
+    for (auto& r : out) {
+      if (reinterpret_cast<uintptr_t>(r.p) == it->first) return;
+    }
+    out.push_back({reinterpret_cast<unsigned char*>(it->first), it->second});
+  }
+}
+
+inline bool is_atomic(uintptr_t a) {
+  for (uintptr_t w : L->atomic_addrs) {
+    if (a >= w && a < w + 8) return true;
+  }
+  return false;
+}
+
+inline std::string check_modes() {
+  const char* e = std::getenv("LOTUS_EMU_CHECK");
+  return e ? e : "";
+}
+
+// Runs every block of a launch; with `writes`, tracks which block changed which byte of the
+// regions. Returns false after a fault.
+inline bool run_blocks(const std::vector<Region>* writes) {
+  const uint64_t blocks = (uint64_t)L->gdim.x * L->gdim.y * L->gdim.z;
+  std::vector<std::vector<unsigned char>> prev;
+  std::vector<std::vector<int64_t>> owner;
+  if (writes) {
+    for (auto& r : *writes) {
+      prev.emplace_back(r.p, r.p + r.n);
+      owner.emplace_back(r.n, -1);
+    }
+  }
+  for (uint64_t k = 0; k < blocks; k++) {
+    const uint64_t b = L->reverse ? blocks - 1 - k : k;
+    const dim3 g = L->gdim;
+    L->bidx = dim3(unsigned(b % g.x), unsigned((b / g.x) % g.y),
+                   unsigned(b / ((uint64_t)g.x * g.y)));
+    if (!run_block()) return false;
+    if (!writes) continue;
+    for (size_t r = 0; r < writes->size(); r++) {
+      unsigned char* p = (*writes)[r].p;
+      const size_t n = (*writes)[r].n;
+      if (std::memcmp(p, prev[r].data(), n) == 0) continue;
+      for (size_t i = 0; i < n; i++) {
+        if (p[i] == prev[r][i]) continue;
+        prev[r][i] = p[i];
+        const int64_t o = owner[r][i];
+        if (o >= 0 && o != (int64_t)b && !is_atomic(reinterpret_cast<uintptr_t>(p + i))) {
+          fault("%s: blocks %lld and %lld both wrote byte %zu of the %zu-byte buffer at %p "
+                "without an atomic: on a GPU one update would be lost",
+                L->name, (long long)o, (long long)b, i, n, (void*)p);
+          return false;
+        }
+        owner[r][i] = (int64_t)b;
+      }
+    }
+  }
+  return true;
+}
+
 template <class Kernel, class... Args>
-void run(Kernel k, dim3 grid, dim3 blk, size_t smem, Args... args) {
+void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... args) {
   L = &state;
   const unsigned n = blk.x * blk.y * blk.z;
   while (state.fibers.size() < n) {
@@ -248,36 +384,98 @@ void run(Kernel k, dim3 grid, dim3 blk, size_t smem, Args... args) {
   state.smem.assign(smem + 16, 0);
   state.bdim = blk;
   state.gdim = grid;
+  state.name = name;
+  state.atomic_addrs.clear();
   state.kernel = [&]() { k(args...); };
-  const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
-  for (uint64_t b = 0; b < blocks; b++) {
-    state.bidx = dim3(unsigned(b % grid.x), unsigned((b / grid.x) % grid.y),
-                      unsigned(b / ((uint64_t)grid.x * grid.y)));
-    run_block();
+  const std::string modes = check_modes();
+  const bool all = modes.find("all") != std::string::npos;
+  const bool check_order = all || modes.find("order") != std::string::npos;
+  const bool check_writes = all || modes.find("writes") != std::string::npos;
+  const char* ord = std::getenv("LOTUS_EMU_ORDER");
+  state.reverse = ord && std::strcmp(ord, "reverse") == 0;
+  std::vector<Region> regions;
+  if (check_order || check_writes) (add_region(regions, args), ...);
+  std::vector<std::vector<unsigned char>> before, after;
+  if (check_order) {
+    for (auto& r : regions) before.emplace_back(r.p, r.p + r.n);
+  }
+  bool ok = run_blocks(check_writes ? &regions : nullptr);
+  if (ok && check_order) {
+    for (size_t r = 0; r < regions.size(); r++) {
+      after.emplace_back(regions[r].p, regions[r].p + regions[r].n);
+      std::memcpy(regions[r].p, before[r].data(), regions[r].n);
+    }
+    state.reverse = !state.reverse;
+    state.atomic_addrs.clear();
+    ok = run_blocks(nullptr);
+    state.reverse = !state.reverse;
+    for (size_t r = 0; ok && r < regions.size(); r++) {
+      if (std::memcmp(regions[r].p, after[r].data(), regions[r].n) == 0) continue;
+      size_t i = 0;
+      while (regions[r].p[i] == after[r][i]) i++;
+      fault("%s: the result depends on the order its threads or blocks run in (byte %zu of "
+            "the %zu-byte buffer at %p: 0x%02x in index order, 0x%02x in reverse order): a "
+            "missing __syncthreads, or blocks that read each other's writes",
+            name, i, regions[r].n, (void*)regions[r].p, after[r][i], regions[r].p[i]);
+      ok = false;
+    }
   }
   L = nullptr;
 }
 
+// The device's limits (compute capability 9.0), checked when a kernel is launched.
+inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t smem) {
+  const uint64_t threads = (uint64_t)blk.x * blk.y * blk.z;
+  if (threads == 0 || threads > 1024 || blk.x > 1024 || blk.y > 1024 || blk.z > 64 ||
+      grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
+      grid.z > 65535) {
+    return cudaErrorInvalidConfiguration;
+  }
+  size_t limit = 48 * 1024;
+  auto it = emu_smem_optin().find(kernel);
+  if (it != emu_smem_optin().end()) limit = std::max(limit, it->second);
+  if (smem > limit) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+// A launch: checks the configuration now (a bad one fails the launch, as on a GPU: the error
+// comes from cudaGetLastError) and queues the kernel, with its arguments by value.
 template <class Kernel>
 struct Launch {
   Kernel k;
   dim3 grid, blk;
   size_t smem;
+  const char* name;
   template <class... Args>
   void operator()(Args... args) const {
-    run(k, grid, blk, smem, args...);
+    if (sticky != cudaSuccess) return;
+    const cudaError_t e = check_config(reinterpret_cast<const void*>(k), grid, blk, smem);
+    if (e != cudaSuccess) {
+      std::fprintf(stderr,
+                   "cuda emulation: launch of %s refused: grid (%u,%u,%u), block (%u,%u,%u), "
+                   "%zu bytes of dynamic shared memory: %s\n",
+                   name, grid.x, grid.y, grid.z, blk.x, blk.y, blk.z, smem,
+                   cudaGetErrorName(e));
+      fail(e);
+      return;
+    }
+    const Kernel kk = k;
+    const dim3 g = grid, b = blk;
+    const size_t sm = smem;
+    const char* nm = name;
+    enqueue([=]() { run(nm, kk, g, b, sm, args...); });
   }
 };
 
 template <class T>
-T shuffle(T v, unsigned src) {
+T shuffle(unsigned mask, T v, unsigned src) {
   const unsigned lin = L->cur->lin, base = lin - lin % 32;
   static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
   std::memcpy(&L->lanes[lin], &v, sizeof(T));
-  yield(Wait::warp);
-  T r;
-  std::memcpy(&r, &L->lanes[base + src], sizeof(T));
-  yield(Wait::warp);
+  yield(Wait::warp, mask);
+  T r{};
+  if (base + src < L->n) std::memcpy(&r, &L->lanes[base + src], sizeof(T));
+  yield(Wait::warp, mask);
   return r;
 }
 
@@ -289,7 +487,7 @@ T shuffle(T v, unsigned src) {
 #define gridDim (::emu::L->gdim)
 
 #define LAUNCH(kernel, grid, block, smem) \
-  ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem)}
+  ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem), #kernel}
 
 template <class T>
 inline T* dyn_shared() {
@@ -297,23 +495,24 @@ inline T* dyn_shared() {
 }
 
 inline void __syncthreads() { ::emu::yield(::emu::Wait::block); }
-inline void __syncwarp(unsigned = 0xffffffffu) { ::emu::yield(::emu::Wait::warp); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::yield(::emu::Wait::warp, mask); }
 
 template <class T>
-inline T __shfl_down_sync(unsigned, T v, unsigned delta) {
+inline T __shfl_down_sync(unsigned m, T v, unsigned delta) {
   const unsigned lane = ::emu::L->cur->lin % 32;
-  return ::emu::shuffle(v, lane + delta < 32 ? lane + delta : lane);
+  return ::emu::shuffle(m, v, lane + delta < 32 ? lane + delta : lane);
 }
 template <class T>
-inline T __shfl_xor_sync(unsigned, T v, unsigned mask) {
-  return ::emu::shuffle(v, (::emu::L->cur->lin % 32) ^ mask);
+inline T __shfl_xor_sync(unsigned m, T v, unsigned mask) {
+  return ::emu::shuffle(m, v, (::emu::L->cur->lin % 32) ^ mask);
 }
 template <class T>
-inline T __shfl_sync(unsigned, T v, unsigned src) {
-  return ::emu::shuffle(v, src % 32);
+inline T __shfl_sync(unsigned m, T v, unsigned src) {
+  return ::emu::shuffle(m, v, src % 32);
 }
 
 inline int atomicMin(int* p, int v) {
+  ::emu::L->atomic_addrs.push_back(reinterpret_cast<uintptr_t>(p));
   std::atomic_ref<int> a(*p);
   int old = a.load();
   while (v < old && !a.compare_exchange_weak(old, v)) {

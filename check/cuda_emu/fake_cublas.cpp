@@ -19,6 +19,12 @@ extern "C" {
 
 #if defined(FAKE_CUBLAS)
 
+// The emulation's stream (include/cuda_runtime.h): the queue of work before a GEMM runs
+// first, as the GEMM would wait for it on the GPU's stream.
+struct emu_stream {
+  void (*drain)();
+};
+
 struct Ctx {
   void* stream = nullptr;
   void* workspace = nullptr;
@@ -70,6 +76,7 @@ int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha
                  int at, int lda, const void* B, int bt, int ldb, const void* beta, void* C,
                  int ct, int ldc, int compute, int algo) {
   if (!h || !static_cast<Ctx*>(h)->workspace) return 1;  // not initialised as the engine does
+  if (void* s = static_cast<Ctx*>(h)->stream) static_cast<emu_stream*>(s)->drain();
   if (m < 0 || n < 0 || k < 0 || (ta != 0 && ta != 1) || (tb != 0 && tb != 1)) return 7;
   if (lda < (ta == 0 ? m : k) || lda < 1 || ldb < (tb == 0 ? k : n) || ldb < 1 || ldc < m) {
     return 7;

@@ -132,9 +132,16 @@ struct DevScratch {
   void* get(const char* fn, size_t need) {
     if (need <= bytes && p) return p;
     if (p) {
-      // Kernels queued earlier may still read the old buffer.
-      cudaStreamSynchronize(g.stream);
-      cudaFree(p);
+      // Kernels queued earlier may still read the old buffer. A failure here is one of
+      // theirs (an earlier kernel's fault), not a lack of memory: say so.
+      cudaError_t e = cudaStreamSynchronize(g.stream);
+      if (e == cudaSuccess) e = cudaFree(p);
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cuda_fail(fn, "cudaStreamSynchronize before growing the device scratch space (the "
+                  "error comes from work queued earlier; LOTUS_CUDA_SYNC=1 names the op)", e);
+        return nullptr;
+      }
       p = nullptr;
       bytes = 0;
     }

@@ -15,11 +15,18 @@
 #pragma once
 
 #include <dlfcn.h>
+#include <glob.h>
 #include <library_types.h>  // cudaDataType_t: CUDA_R_32F = 0, CUDA_R_16BF = 14
+#include <link.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace cublas {
 
@@ -63,6 +70,7 @@ struct Api {
   void* lib = nullptr;
   void* lt = nullptr;
   const char* lib_name = "";
+  char path[512] = "";  // the file the loader opened for libcublas
   size_t lt_version = 0;
   CreateFn create = nullptr;
   DestroyFn destroy = nullptr;
@@ -90,39 +98,142 @@ inline const char* status_name(Status s) {
   }
 }
 
-// Loads libcublasLt and libcublas (.so.13, else .so.12) and resolves every entry point.
-// Returns 0, or 1 with a message in err.
+// One place to look for cuBLAS: libcublasLt and libcublas of the same version, each a bare
+// soname (the dynamic loader's search) or a full path.
+struct Candidate {
+  std::string lt, lib;
+};
+
+typedef const char* (*EnvFn)(const char*);
+
+// Sorted matches of a glob pattern, newest-looking first (cuda-13.1 before cuda-12.4).
+inline std::vector<std::string> glob_dirs(const std::string& pattern) {
+  std::vector<std::string> out;
+  glob_t g;
+  if (glob(pattern.c_str(), GLOB_ONLYDIR | GLOB_NOSORT, nullptr, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; i++) out.push_back(g.gl_pathv[i]);
+  }
+  globfree(&g);
+  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+    return a > b;
+  });
+  return out;
+}
+
+// Where the engine looks for cuBLAS, in order (root prefixes every absolute directory, for
+// the tests; "" in the engine):
+//   1. LOTUS_CUBLAS=/path/libcublas.so.N: that file, with libcublasLt.so.N beside it, and
+//      nothing else (an explicit choice never falls back silently);
+//   2. the bare sonames libcublas.so.13, then .so.12 (LD_LIBRARY_PATH, the loader's cache);
+//   3. the CUDA toolkit: $CUDA_HOME and $CUDA_PATH, /usr/local/cuda, /usr/local/cuda-*,
+//      /opt/cuda, each in lib64 and targets/x86_64-linux/lib;
+//   4. NVIDIA's Python packages (nvidia/cublas/lib, nvidia/cu13/lib) in the site-packages of
+//      $VIRTUAL_ENV, $CONDA_PREFIX, ~/.local, /usr/local/lib, /usr/lib, /opt/conda.
+// Directories are listed only when they exist; each gives .so.13 then .so.12.
+inline std::vector<Candidate> candidates(EnvFn env, const std::string& root = "") {
+  std::vector<Candidate> out;
+  const char* explicit_path = env("LOTUS_CUBLAS");
+  if (explicit_path && explicit_path[0]) {
+    std::string lib = explicit_path;
+    const size_t slash = lib.rfind('/');
+    const std::string dir = slash == std::string::npos ? "" : lib.substr(0, slash + 1);
+    const std::string base = slash == std::string::npos ? lib : lib.substr(slash + 1);
+    const size_t so = base.find(".so");
+    const std::string suffix = so == std::string::npos ? "" : base.substr(so);
+    out.push_back({dir + "libcublasLt" + suffix, lib});
+    return out;
+  }
+  const char* versions[] = {".so.13", ".so.12"};
+  for (const char* v : versions) {
+    out.push_back({std::string("libcublasLt") + v, std::string("libcublas") + v});
+  }
+  std::vector<std::string> dirs;
+  auto toolkit = [&](const std::string& top) {
+    dirs.push_back(top + "/lib64");
+    dirs.push_back(top + "/targets/x86_64-linux/lib");
+  };
+  for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
+    const char* v = env(var);
+    if (v && v[0]) toolkit(v);
+  }
+  toolkit(root + "/usr/local/cuda");
+  for (const std::string& d : glob_dirs(root + "/usr/local/cuda-*")) toolkit(d);
+  toolkit(root + "/opt/cuda");
+  std::vector<std::string> sites;
+  auto site = [&](const std::string& prefix) {
+    for (const char* kind : {"site-packages", "dist-packages"}) {
+      for (const std::string& d : glob_dirs(prefix + "/lib/python3*/" + kind)) sites.push_back(d);
+    }
+  };
+  for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"}) {
+    const char* v = env(var);
+    if (v && v[0]) site(v);
+  }
+  if (const char* home = env("HOME")) site(std::string(home) + "/.local");
+  site(root + "/usr/local");
+  site(root + "/usr");
+  site(root + "/opt/conda");
+  for (const std::string& d : glob_dirs(root + "/usr/lib/python3/dist-packages")) sites.push_back(d);
+  for (const std::string& s : sites) {
+    dirs.push_back(s + "/nvidia/cublas/lib");
+    dirs.push_back(s + "/nvidia/cu13/lib");
+  }
+  std::vector<std::string> seen;
+  for (const std::string& d : dirs) {
+    if (std::find(seen.begin(), seen.end(), d) != seen.end()) continue;
+    seen.push_back(d);
+    for (const char* v : versions) {
+      const std::string lib = d + "/libcublas" + v;
+      if (access(lib.c_str(), F_OK) != 0) continue;
+      out.push_back({d + "/libcublasLt" + v, lib});
+    }
+  }
+  return out;
+}
+
+inline const char* real_getenv(const char* name) { return std::getenv(name); }
+
+// Loads libcublasLt and libcublas from the first candidate that loads, and resolves every
+// entry point. Returns 0, or 1 with a message in err naming every path tried.
 inline int load(Api* api, char* err, size_t errn) {
-  const char* names[][2] = {{"libcublasLt.so.13", "libcublas.so.13"},
-                            {"libcublasLt.so.12", "libcublas.so.12"}};
-  char tried[512] = "";
-  for (auto& pair : names) {
-    void* lt = dlopen(pair[0], RTLD_NOW | RTLD_GLOBAL);
+  std::string tried;
+  const std::vector<Candidate> cands = candidates(&real_getenv);
+  for (const Candidate& c : cands) {
+    void* lt = dlopen(c.lt.c_str(), RTLD_NOW | RTLD_GLOBAL);
     if (!lt) {
       const char* e = dlerror();
-      size_t used = strlen(tried);
-      snprintf(tried + used, sizeof tried - used, "%s%s", used ? "; " : "", e ? e : pair[0]);
+      tried += "\n  " + c.lt + ": " + (e ? e : "cannot be loaded");
       continue;
     }
-    void* lib = dlopen(pair[1], RTLD_NOW | RTLD_LOCAL);
+    void* lib = dlopen(c.lib.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* e = dlerror();
-      size_t used = strlen(tried);
-      snprintf(tried + used, sizeof tried - used, "%s%s", used ? "; " : "", e ? e : pair[1]);
+      tried += "\n  " + c.lib + ": " + (e ? e : "cannot be loaded");
       dlclose(lt);
       continue;
     }
     api->lib = lib;
     api->lt = lt;
-    api->lib_name = pair[1];
+    api->lib_name = c.lib.find("so.12") != std::string::npos ? "libcublas.so.12"
+                                                               : "libcublas.so.13";
+    struct link_map* lm = nullptr;
+    if (dlinfo(lib, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0]) {
+      snprintf(api->path, sizeof api->path, "%s", lm->l_name);
+    } else {
+      snprintf(api->path, sizeof api->path, "%s", c.lib.c_str());
+    }
     break;
   }
   if (!api->lib) {
+    const char* explicit_path = std::getenv("LOTUS_CUBLAS");
     snprintf(err, errn,
-             "cannot load cuBLAS (%s); install the CUDA 13 toolkit's cuBLAS and put its lib "
-             "directory (for example /usr/local/cuda/targets/x86_64-linux/lib) on "
-             "LD_LIBRARY_PATH",
-             tried);
+             "cannot load cuBLAS; tried:%s\n%s", tried.c_str(),
+             explicit_path && explicit_path[0]
+                 ? "LOTUS_CUBLAS names the library to load: point it at an existing "
+                   "libcublas.so.13 (or .so.12) with its libcublasLt beside it"
+                 : "install the CUDA 13 toolkit's cuBLAS (or pip's nvidia-cublas), or set "
+                   "LOTUS_CUBLAS=/path/to/libcublas.so.13, or put its directory on "
+                   "LD_LIBRARY_PATH");
     return 1;
   }
   struct Sym {

@@ -1,17 +1,33 @@
 // cuda_runtime.h for the host emulation (check/cuda_emu/README.md): the CUDA runtime calls
-// that engine/engine_cuda.cu makes, implemented on host memory. Kernels run at launch,
-// so every "asynchronous" call here has completed when it returns.
+// that engine/engine_cuda.cu makes, implemented on host memory.
+//
+// Asynchronous calls are asynchronous here too: kernel launches, cudaMemsetAsync and
+// cudaMemcpyAsync join one queue (the engine uses one stream), which runs in order only when
+// something waits for it: cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree, or the
+// stand-in cuBLAS before it computes. So host code that reads a download's destination, or
+// reuses an upload's source, before synchronising sees what a GPU would give it: stale data.
+//
+// A fault found while a kernel runs (a race, a shuffle with exited lanes, a barrier that can
+// never be released) is sticky, as on a GPU: every later call returns it, and
+// cudaGetErrorString gives the emulation's description. emu_reset() clears it (tests only).
 #pragma once
 
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
 
 typedef enum cudaError {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
   cudaErrorECCUncorrectable = 214,
   cudaErrorIllegalAddress = 700,
   cudaErrorAssert = 710,
@@ -29,8 +45,15 @@ enum cudaMemcpyKind {
   cudaMemcpyDeviceToDevice = 3,
 };
 
+// A stream: the stand-in cuBLAS calls drain() before it computes (fake_cublas.cpp declares
+// the same layout), so that a GEMM sees every operation queued before it.
+struct emu_stream {
+  void (*drain)();
+};
 typedef struct emu_stream* cudaStream_t;
 #define cudaStreamNonBlocking 0x01
+
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 struct cudaDeviceProp {
   char name[256];
@@ -41,9 +64,46 @@ struct cudaDeviceProp {
 namespace emu {
 inline thread_local cudaError_t last_error = cudaSuccess;
 inline size_t allocated = 0;
+// Live device allocations (start -> bytes), so that a launch can find the buffers its
+// pointer arguments lie in (emu.h's race checks).
+inline std::map<uintptr_t, size_t> allocs;
 inline cudaError_t fail(cudaError_t e) {
   last_error = e;
   return e;
+}
+// The sticky fault: set by fault(), returned by every later synchronising call.
+inline cudaError_t sticky = cudaSuccess;
+inline std::string fault_msg;
+inline int faults = 0;  // how many faults were reported (tests read it)
+inline void fault(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  faults++;
+  if (sticky == cudaSuccess) {
+    sticky = cudaErrorLaunchFailure;
+    fault_msg = std::string("cuda emulation: ") + buf;
+  }
+  std::fprintf(stderr, "cuda emulation: %s\n", buf);
+}
+// The queue of the stream's pending work, run in order by drain().
+inline std::vector<std::function<void()>> queue;
+inline bool draining = false;
+inline void drain() {
+  if (draining) return;
+  draining = true;
+  for (size_t i = 0; i < queue.size(); i++) {
+    if (sticky != cudaSuccess) break;  // after a fault the context runs nothing more
+    queue[i]();
+  }
+  queue.clear();
+  draining = false;
+}
+inline void enqueue(std::function<void()> f) {
+  if (sticky != cudaSuccess) return;
+  queue.push_back(std::move(f));
 }
 // Block sizes, so that cudaMemGetInfo can report what is in use.
 struct Header {
@@ -52,18 +112,46 @@ struct Header {
 };
 }  // namespace emu
 
+// Clears a sticky fault and the pending queue (the emulation's tests run one faulty kernel
+// after another in one process; a GPU would need a new process).
+inline void emu_reset() {
+  emu::queue.clear();
+  emu::sticky = cudaSuccess;
+  emu::fault_msg.clear();
+  emu::last_error = cudaSuccess;
+}
+
 inline const char* cudaGetErrorString(cudaError_t e) {
-  return e == cudaSuccess ? "no error" : e == cudaErrorInvalidValue ? "invalid argument"
-                                                                     : "emulated CUDA error";
+  if (e == emu::sticky && !emu::fault_msg.empty()) return emu::fault_msg.c_str();
+  return e == cudaSuccess                   ? "no error"
+         : e == cudaErrorInvalidValue         ? "invalid argument"
+         : e == cudaErrorInvalidConfiguration ? "invalid configuration argument"
+                                              : "emulated CUDA error";
 }
 inline const char* cudaGetErrorName(cudaError_t e) {
-  return e == cudaSuccess ? "cudaSuccess" : e == cudaErrorInvalidValue ? "cudaErrorInvalidValue"
-                                                                        : "cudaErrorUnknown";
+  return e == cudaSuccess                     ? "cudaSuccess"
+         : e == cudaErrorInvalidValue         ? "cudaErrorInvalidValue"
+         : e == cudaErrorInvalidConfiguration ? "cudaErrorInvalidConfiguration"
+         : e == cudaErrorLaunchFailure        ? "cudaErrorLaunchFailure"
+                                              : "cudaErrorUnknown";
 }
 inline cudaError_t cudaGetLastError() {
+  if (emu::sticky != cudaSuccess) return emu::sticky;
   const cudaError_t e = emu::last_error;
   emu::last_error = cudaSuccess;
   return e;
+}
+inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+  emu::drain();
+  return emu::sticky;
 }
 inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
@@ -77,14 +165,18 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = reinterpret_cast<cudaStream_t>(new char);
+  *s = new emu_stream{&emu::drain};
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
+  emu::drain();
+  delete s;
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  emu::drain();
+  return emu::sticky;
+}
 // Fresh blocks are filled with a pattern, not zeros: le_alloc must zero them itself.
 inline cudaError_t cudaMalloc(void** p, size_t n) {
   auto* h = static_cast<emu::Header*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + 256));
@@ -93,12 +185,16 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   emu::allocated += n;
   *p = reinterpret_cast<char*>(h) + 256;
   std::memset(*p, 0xA5, n);
+  emu::allocs[reinterpret_cast<uintptr_t>(*p)] = n;
   return cudaSuccess;
 }
+// As on a GPU, cudaFree waits for the work queued before it.
 inline cudaError_t cudaFree(void* p) {
+  emu::drain();
   if (!p) return cudaSuccess;
   auto* h = reinterpret_cast<emu::Header*>(static_cast<char*>(p) - 256);
   emu::allocated -= h->bytes;
+  emu::allocs.erase(reinterpret_cast<uintptr_t>(p));
   std::free(h);
   return cudaSuccess;
 }
@@ -110,15 +206,31 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
-  std::memset(p, v, n);
+  if (emu::sticky != cudaSuccess) return emu::sticky;
+  emu::enqueue([=] { std::memset(p, v, n); });
   return cudaSuccess;
 }
-// Overlapping ranges are undefined for cudaMemcpy: the emulation refuses them.
+// Overlapping ranges are undefined for cudaMemcpy: the emulation refuses them. The copy
+// happens when the queue runs, not now.
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind,
                                    cudaStream_t) {
+  if (emu::sticky != cudaSuccess) return emu::sticky;
   const auto a = reinterpret_cast<uintptr_t>(d), b = reinterpret_cast<uintptr_t>(s);
   if (n && a < b + n && b < a + n) return emu::fail(cudaErrorInvalidValue);
-  std::memcpy(d, s, n);
+  emu::enqueue([=] { std::memcpy(d, s, n); });
+  return cudaSuccess;
+}
+// Raising a kernel's dynamic shared memory limit (up to 227 KiB on compute capability 9.0).
+inline std::map<const void*, size_t>& emu_smem_optin() {
+  static std::map<const void*, size_t> m;
+  return m;
+}
+template <class F>
+inline cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 232448) {
+    return emu::fail(cudaErrorInvalidValue);
+  }
+  emu_smem_optin()[reinterpret_cast<const void*>(f)] = size_t(value);
   return cudaSuccess;
 }
 // The typed overloads cuda_runtime.h also has.
