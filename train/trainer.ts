@@ -145,6 +145,11 @@ export interface TrainResult {
   interrupted: Deno.Signal | null;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
   skippedSteps: number;
+  /**
+   * With `keepBest`: the best validation accuracy of the final stage, its step and the
+   * directory holding its weights (`<out>/best`); undefined when no evaluation improved on it.
+   */
+  best?: { step: number; valAccuracy: number; dir: string };
   /** True when the run reached its last step (not stopped by a signal or `stopAfter`). */
   completed: boolean;
   /** The explicit-CoT run this LOTUS run started from (`cotStartEpochs`), when it trained one. */
@@ -679,6 +684,9 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       interrupted,
       skippedSteps: skipped,
       completed: state.step >= total && !interrupted,
+      ...(cfg.keepBest && state.bestStep > 0
+        ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
+        : {}),
     };
   } finally {
     for (const [sig, h] of listeners) {
