@@ -228,7 +228,7 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
   c: positiveInt.max(256, "c must be at most 256").default(13),
   tokenizer: z.string().min(1).optional(),
-  longStep: z.enum(["truncate", "drop"]).default("truncate"),
+  longStep: z.enum(["truncate", "drop", "spill"]).default("truncate"),
   socratic: z.enum(["strip", "keep"]).default("strip"),
   onError: z.enum(["throw", "skip"]).default("throw"),
   shardSize: positiveInt.default(DEFAULT_SHARD_SIZE),
@@ -503,6 +503,7 @@ export async function buildDataset(
         pad: tok.special.pad,
         cot: o.cot,
         shardSize: o.shardSize,
+        longStep: o.longStep,
       });
       let skipped = 0;
       let n = 0;

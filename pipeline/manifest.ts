@@ -76,7 +76,7 @@ export interface TokenCounts {
   maxNocot: number;
   /** Longest step. */
   maxStep: number;
-  /** Steps among the first K longer than c tokens (truncated as targets). */
+  /** Steps among the first K longer than c tokens (truncated, or spilled under `spill`). */
   truncatedSteps: number;
 }
 
@@ -150,7 +150,7 @@ export interface SplitInfo {
   options: {
     format: string;
     socratic: "strip" | "keep";
-    longStep: "truncate" | "drop";
+    longStep: "truncate" | "drop" | "spill";
     onError: "throw" | "skip";
     shardSize: number;
   };
@@ -250,7 +250,7 @@ const SplitInfoSchema = z.object({
   options: z.object({
     format: z.string(),
     socratic: z.enum(["strip", "keep"]),
-    longStep: z.enum(["truncate", "drop"]),
+    longStep: z.enum(["truncate", "drop", "spill"]),
     onError: z.enum(["throw", "skip"]),
     shardSize: count,
   }),

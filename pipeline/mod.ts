@@ -89,6 +89,14 @@ export {
   packRecord,
 } from "./pack.ts";
 export {
+  blockTargets,
+  LONG_STEPS,
+  type SlotTargets,
+  slotTargets,
+  stepTargetWidth,
+  supervisedLength,
+} from "./step_targets.ts";
+export {
   type AugmentInfo,
   type ExcludeInfo,
   type Manifest,
