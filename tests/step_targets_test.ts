@@ -5,7 +5,7 @@ import {
   stepTargetWidth,
   supervisedLength,
 } from "../pipeline/step_targets.ts";
-import { checkPackOptions, packRecord, PackOptionsError } from "../pipeline/pack.ts";
+import { checkPackOptions, PackOptionsError, packRecord } from "../pipeline/pack.ts";
 import { charTokenizer, ids, record } from "./_fake_tokenizer.ts";
 
 const X = -100;
