@@ -10,7 +10,7 @@ import { charTokenizer, ids, record } from "./_fake_tokenizer.ts";
 
 const X = -100;
 const tok = charTokenizer();
-const [a, b, cc, d, e, f, g, h, nl] = ids("abcdefgh\n");
+const [a, b, cc, d, e, f, g, , nl] = ids("abcdefgh\n");
 
 Deno.test("step targets: width is c, or K*c + 1 under spill", () => {
   assertEquals(stepTargetWidth(6, 13, "truncate"), 13);
