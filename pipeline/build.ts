@@ -23,6 +23,7 @@ import {
 } from "./tokenizer.ts";
 import { BpeFitter } from "./bpe_fit.ts";
 import { checkPackOptions, type LongStep, packRecord, stepTexts } from "./pack.ts";
+import { StepLengths } from "./step_lengths.ts";
 import {
   type Manifest,
   MANIFEST_FILE,
@@ -532,9 +533,17 @@ export async function buildDataset(
         onSkip,
         maxFieldBytes: o.maxFieldBytes,
       });
+      const lengths = { math: new StepLengths(), nl: new StepLengths() };
       for await (const { path, record } of validated(source, o, onSkip)) {
         await writeSkips(writer);
-        await writer.add(record, packRecord(record, tok, packOpts));
+        const outcome = packRecord(record, tok, packOpts);
+        if (outcome.packed) {
+          // Both forms' step lengths, whichever is built: the report's basis for choosing c.
+          for (const s of outcome.packed.steps) lengths[o.cot].add(s.length);
+          const other = o.cot === "math" ? "nl" : "math";
+          for (const s of stepTexts(record, other)) lengths[other].add(tok.encode(s + "\n").length);
+        }
+        await writer.add(record, outcome);
         lastFile = path;
         if (++n % 1000 === 0) {
           progress({ phase: "build", split: spec.name, file: path, records: n, total });
@@ -558,6 +567,7 @@ export async function buildDataset(
           shardSize: o.shardSize,
         },
         ...result,
+        stepLengths: { math: lengths.math.stats(o.c), nl: lengths.nl.stats(o.c) },
         ...source.info(),
       };
       files.push(...SplitWriter.files(result));

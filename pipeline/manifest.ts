@@ -8,6 +8,7 @@
 
 import { z } from "zod";
 import { rethrowIfDenied } from "../base/exists.ts";
+import type { StepLengthStats } from "./step_lengths.ts";
 
 /** The manifest format version this module writes and reads. */
 export const MANIFEST_VERSION = 1 as const;
@@ -158,6 +159,12 @@ export interface SplitInfo {
   counts: SplitCounts;
   /** Kept records by step count (chosen CoT form); keys are step counts. */
   stepHistogram: Record<string, number>;
+  /**
+   * Step lengths in tokens of the kept records, under the dataset's tokenizer, in both CoT
+   * forms whichever was built (pipeline/step_lengths.ts); `overC` counts against the build's
+   * c. Absent in datasets built before it was recorded.
+   */
+  stepLengths?: { math: StepLengthStats; nl: StepLengthStats };
   /** Token counts. */
   tokens: TokenCounts;
   /** `<split>-<build id>.records.jsonl`. */
@@ -245,6 +252,16 @@ const ShardInfoSchema = z.object({
   })),
 });
 
+const StepLengthStatsSchema = z.object({
+  steps: count,
+  p50: count,
+  p90: count,
+  p99: count,
+  max: count,
+  overC: count,
+  suggestedC: count,
+});
+
 const SplitInfoSchema = z.object({
   sources: z.array(z.object({ path: z.string(), format: z.string(), bytes: count, sha256 })),
   options: z.object({
@@ -265,6 +282,7 @@ const SplitInfoSchema = z.object({
     flaggedByReason: z.record(z.string(), count),
   }),
   stepHistogram: z.record(z.string(), count),
+  stepLengths: z.object({ math: StepLengthStatsSchema, nl: StepLengthStatsSchema }).optional(),
   tokens: z.object({
     question: count,
     steps: count,
