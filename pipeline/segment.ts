@@ -70,11 +70,11 @@ function nlFromRationale(
     const found = scanAnnotations(line).inner.length;
     const text = socratic === "strip" ? stripSocratic(line) : line;
     const clean = scanAnnotations(text).stripped.replace(/\s+/g, " ").trim();
-    const at = clean === "" || lines.length === 1 ? null : out.length;
+    // One line split into several sentences: which sentence holds which step is unknown.
+    const parts = clean === "" ? [] : lines.length === 1 ? splitSentences(clean) : [clean];
+    const at = parts.length === 1 ? out.length : null;
     for (let i = 0; i < found; i++) nlOfMath.push(at);
-    if (clean === "") continue;
-    if (lines.length === 1) out.push(...splitSentences(clean));
-    else out.push(clean);
+    out.push(...parts);
   }
   return { nl: out, nlOfMath };
 }
