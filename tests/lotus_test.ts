@@ -397,3 +397,45 @@ Deno.test("LOTUS step with dropout: gradient matches finite differences under fi
     model.free();
   }
 });
+
+Deno.test("spilled step targets: the step loss sums one cross-entropy per layer", () => {
+  const cfg = tinyConfig();
+  const sp = tinySpecials(cfg.vocabSize);
+  // Steps longer than c = 2 so that every example spills.
+  const exs = randomExamples(3, cfg.vocabSize, 21, sp.eos).map((e) => ({
+    ...e,
+    steps: e.steps.map((s, i) => i === 0 ? Int32Array.from([...s, ...s, 5]) : s),
+  }));
+  const model = tinyModel(cfg, tinyParams(cfg, 5));
+  const runner = new LotusRunner(model, capacity(exs, exs.length), false);
+  try {
+    for (const stepLoss of ["after", "in-loop"] as const) {
+      const opts = { ...base, stepLoss };
+      const spill = lotusBatch(exs, sp, { K, R, c, longStep: "spill" });
+      assert(spill.spillTargets.length > 0, "the batch spills");
+      const all = runner.step(spill, opts, exs);
+      assert(all.nStep > lotusBatch(exs, sp, { K, R, c }).nStep);
+      // Each layer alone, as if it were the only one: the sums must add up.
+      const layers = [spill.stepTargets, ...spill.spillTargets];
+      const blocks = [spill.stepBlock, ...spill.spillBlock];
+      let sum = 0, n = 0;
+      for (let m = 0; m < layers.length; m++) {
+        const one: LotusBatch = {
+          ...spill,
+          stepTargets: layers[m],
+          stepBlock: blocks[m],
+          spillTargets: [],
+          spillBlock: [],
+          nStep: layers[m].filter((t) => t >= 0).length,
+        };
+        const l = runner.step(one, opts, exs);
+        sum += l.step * l.nStep, n += l.nStep;
+      }
+      assertEquals(all.nStep, n);
+      assertAlmostEquals(all.step * all.nStep, sum, 1e-3 * Math.max(1, sum));
+    }
+  } finally {
+    runner.free();
+    model.free();
+  }
+});

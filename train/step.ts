@@ -8,7 +8,8 @@
  *      same position; BOT keeps its embedding; each pass attends to the same prefix K/V;
  *   4. suffix (EOT, remaining steps, answer) attending to prefix ‖ pass R's K/V;
  *   5. losses: answer CE on the suffix; step CE on pass R's logits at the BOT-offset slots
- *      (or per pass, block r-1 at pass r, "in-loop"); the aux decoder's CE for LOTUS-aux.
+ *      (or per pass, block r-1 at pass r, "in-loop"), one CE per target layer when steps
+ *      spill past their block; the aux decoder's CE for LOTUS-aux.
  *      Each is a token mean with its own denominator; loss = ans + lambda*step + w*aux.
  *
  * Backward runs the chunks in reverse, through every pass: no detach anywhere. Each loss's
@@ -272,10 +273,17 @@ export class LotusRunner {
     const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
     // The step loss's token-mean denominator: every target after the loop; in the loop, only
     // the targets of the blocks some pass supervises (block r-1 at pass r: blocks 0..R-1).
+    // Under --long-step spill, more target layers over the same rows: one more CE each.
+    const layers = [
+      { targets: b.stepTargets, block: b.stepBlock },
+      ...b.spillTargets.map((t, m) => ({ targets: t, block: b.spillBlock[m] })),
+    ];
     let nStep = b.nStep;
     if (inLoopTargets) {
       nStep = 0;
-      for (let i = 0; i < B * L; i++) if (b.stepBlock[i] >= 0 && b.stepBlock[i] < R) nStep++;
+      for (const ly of layers) {
+        for (let i = 0; i < B * L; i++) if (ly.block[i] >= 0 && ly.block[i] < R) nStep++;
+      }
     }
     for (let r = 0; r <= R; r++) {
       const ch = loop[r];
@@ -298,25 +306,33 @@ export class LotusRunner {
       main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r));
       if (inLoopTargets && r > 0) {
         // In-loop supervision: pass r supervises block r-1 only.
-        for (let i = 0; i < B * L; i++) {
-          inLoopTargets[i] = b.stepBlock[i] === r - 1 ? b.stepTargets[i] : -100;
+        for (const ly of layers) {
+          let any = false;
+          for (let i = 0; i < B * L; i++) {
+            const own = ly.block[i] === r - 1;
+            inLoopTargets[i] = own ? ly.targets[i] : -100;
+            any ||= own;
+          }
+          if (!any && ly !== layers[0]) continue;
+          e.upload(lr.targets, inLoopTargets);
+          stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
         }
-        e.upload(lr.targets, inLoopTargets);
-        stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
       }
     }
     if (!inLoopTargets && K > 0) {
-      e.upload(lr.targets, b.stepTargets);
-      stepSum += this.#headLoss(
-        loop[R].h,
-        loop[R].dh,
-        B * L,
-        lr.targets,
-        stepW,
-        b.nStep,
-        m.wte,
-        m.gwte,
-      );
+      for (const ly of layers) {
+        e.upload(lr.targets, ly.targets);
+        stepSum += this.#headLoss(
+          loop[R].h,
+          loop[R].dh,
+          B * L,
+          lr.targets,
+          stepW,
+          b.nStep,
+          m.wte,
+          m.gwte,
+        );
+      }
     }
 
     // 4. suffix on prefix ‖ pass R

@@ -380,6 +380,8 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     throw new Error("--mode lotus-aux needs --aux-weight > 0");
   }
   const sp = trainData.special;
+  // Steps longer than c: the training split's policy (spill adds target layers to a batch).
+  const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
   const mcfg: ModelConfig = resumed
@@ -471,6 +473,7 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         cot: trainData.manifest.options.cot,
         k: trainData.manifest.options.k,
         c: trainData.manifest.options.c,
+        longStep,
         fingerprint,
       },
       preset,
@@ -562,7 +565,7 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         : undefined;
       const l = runner instanceof PlainRunner
         ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"), dropout)
-        : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c }), {
+        : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), {
           lambda: cfg.lambda,
           auxWeight: cfg.mode === "lotus-aux" ? cfg.auxWeight : 0,
           stepLoss: cfg.stepLoss,
