@@ -121,6 +121,14 @@ const SYMBOLS = {
     parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
+  le_attention_stats_fwd: {
+    parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_stats_bwd: {
+    parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
   le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32"], result: "i32" },
   le_argmax: { parameters: [P, P, "i32", "i32"], result: "i32" },
   le_sumsq: { parameters: [P, P, "i64"], result: "i32" },
@@ -571,6 +579,83 @@ export class Engine {
         I(pastRs),
       ) !== 0
     ) this.#fail("le_attention_bwd");
+  }
+
+  /**
+   * Attention that saves per-row softmax statistics `stats` [B, NH, Tq, 2] (max, 1/sum;
+   * nullable: nothing saved) instead of the probabilities; see lotus_engine.h.
+   */
+  attentionStatsFwd(
+    out: Ptr,
+    stats: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    keyValid: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_stats_fwd(
+        addr(out),
+        addr(stats),
+        addr(qkv),
+        addr(kvPast),
+        addr(keyValid),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_stats_fwd");
+  }
+
+  /**
+   * Backward of {@linkcode Engine.attentionStatsFwd}, recomputing the probabilities from
+   * `stats`, qkv, the past and `keyValid` (the forward's, unchanged): dqkv += ..., dkvPast +=
+   * ... (same strides as kvPast; nullable).
+   */
+  attentionStatsBwd(
+    dqkv: Ptr,
+    dkvPast: Ptr,
+    dout: Ptr,
+    stats: Ptr,
+    keyValid: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_stats_bwd(
+        addr(dqkv),
+        addr(dkvPast),
+        addr(dout),
+        addr(stats),
+        addr(keyValid),
+        addr(qkv),
+        addr(kvPast),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_stats_bwd");
   }
 
   /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the

@@ -16,7 +16,7 @@ import {
   STEP_SPECS,
   summarizeOps,
 } from "../check/parity.ts";
-import { GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
+import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("engine_cuda_emu_test: g++ (C++20, Linux) not found: tests skipped");
@@ -67,6 +67,10 @@ Deno.test({
         assert(r.err <= 1e-6, `${p}: ${r.name}: ${r.err}`);
       }
     }
+    // The statistics form of attention, fp32 only (attention is fp32 at every precision).
+    const stats = compareOps(e, cpuEngine(), "fp32", { cases: GPT2_ATTN_STATS_CASES });
+    for (const r of stats) assert(r.pass && r.err <= 1e-6, `fp32: ${r.name}: ${r.err}`);
+    assertEquals(stats.length, 8, "out and dqkv of each case, and dkv_past of the two pasts");
     for (const p of ["fp32", "bf16"] as const) {
       for (const r of compareLotusStep(e, cpuEngine(), p, REAL_STEP_SPEC)) {
         assert(r.pass, `${p} ${r.name}: ${r.err}`);

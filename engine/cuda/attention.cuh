@@ -472,3 +472,30 @@ LE_API int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, con
   TRY(attention_bwd(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s));
   return op_done(fn);
 }
+
+LE_API int le_attention_stats_fwd(float* out, float* stats, const float* qkv,
+                                  const float* kv_past, const uint8_t* key_valid, int B, int Tq,
+                                  int Tp, int C, int NH, int64_t past_bs, int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_stats_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
+                                   past_bs, past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s));
+  return op_done(fn);
+}
+
+LE_API int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
+                                  const float* stats, const uint8_t* key_valid, const float* qkv,
+                                  const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                                  int64_t past_bs, int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_stats_bwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
+                                   Tp, C, NH, past_bs, past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past, s));
+  return op_done(fn);
+}
