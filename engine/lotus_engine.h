@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 4
+#define LE_ABI_VERSION 5
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
