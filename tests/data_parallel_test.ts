@@ -4,7 +4,8 @@
 // ends the job, the checkpoint stays whole and a resume on 2 ranks ends where an uninterrupted
 // run does; a rank that hangs makes the other end the job within the collective timeout, with
 // a message. Skips, saying so, where mpirun is not installed.
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { EngineError, openEngine } from "../engine/ffi.ts";
 import { train, type TrainOptions } from "../train/trainer.ts";
 import { shardRange, worldFromEnv } from "../train/data_parallel.ts";
 import type { TrainConfig } from "../model/config.ts";
@@ -157,6 +158,26 @@ Deno.test("data parallel: ranks come from Open MPI's variables; shards cover the
       next = end;
     }
     assertEquals(next, n);
+  }
+});
+
+Deno.test("data parallel: collectives before joining, or without MPI, fail with a message", () => {
+  const eng = openEngine({ backend: "cpu", threads: 1, quiet: true });
+  const p = eng.alloc(4);
+  try {
+    assertThrows(() => eng.allReduceSum(p, 1), EngineError, "has not joined an MPI job");
+    assertThrows(() => eng.barrier(), EngineError, "call le_comm_init first");
+    const before = Deno.env.get("LOTUS_LIBMPI");
+    Deno.env.set("LOTUS_LIBMPI", "/nonexistent/libmpi.so.40");
+    try {
+      assertThrows(() => eng.commInit(10), EngineError, "cannot load MPI");
+    } finally {
+      if (before === undefined) Deno.env.delete("LOTUS_LIBMPI");
+      else Deno.env.set("LOTUS_LIBMPI", before);
+    }
+  } finally {
+    eng.free(p);
+    eng.close();
   }
 });
 
