@@ -55,6 +55,10 @@ function mpirunArgs(np: number): string[] {
     "--mca",
     "btl_vader_single_copy_mechanism",
     "none",
+    // A waiting rank yields its core: on 2 shared cores a spinning rank slows the other.
+    "--mca",
+    "mpi_yield_when_idle",
+    "1",
     "-np",
     String(np),
   ];

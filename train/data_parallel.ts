@@ -97,6 +97,10 @@ export class DataParallel {
   /** Ranks in the job. */
   readonly size: number;
   #buf: Ptr;
+  /** Seconds spent in the gradient all-reduce so far, and how many there were. */
+  gradSeconds = 0;
+  /** Gradient all-reduces so far. */
+  gradReductions = 0;
 
   private constructor(eng: Engine, rank: number, size: number) {
     this.eng = eng;
@@ -146,7 +150,10 @@ export class DataParallel {
 
   /** Sum the model's gradient over the ranks, in place. */
   allReduceGrads(model: Model): void {
+    const t0 = performance.now();
     this.eng.allReduceSum(model.grads, model.layout.total);
+    this.gradSeconds += (performance.now() - t0) / 1000;
+    this.gradReductions++;
   }
 
   /** Rank 0's parameters (and, with `moments`, its optimiser state) to every rank. */

@@ -789,6 +789,13 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
         ) + "\n",
       );
     }
+    if (dp && dp.gradReductions > 0) {
+      // Rank 0's wait includes the others' lag behind it (load imbalance), not only transfer.
+      log(
+        `data parallel: ${dp.size} ranks; the gradient all-reduce took ` +
+          `${(1000 * dp.gradSeconds / dp.gradReductions).toFixed(1)} ms a step on rank 0`,
+      );
+    }
     log(`checkpoint written to ${checkpointDirOf(opts.out)}`);
     return {
       steps: state.step,
