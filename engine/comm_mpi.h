@@ -38,7 +38,6 @@ typedef int (*AllreduceFn)(const void*, void*, int, Handle, Handle, Handle);
 typedef int (*BcastFn)(void*, int, Handle, int, Handle);
 typedef int (*BarrierFn)(Handle);
 typedef int (*FinalizeFn)(void);
-typedef int (*AbortFn)(Handle, int);
 typedef int (*ErrorStringFn)(int, char*, int*);
 
 // MPI counts are ints: large buffers go in pieces of this many elements.
@@ -57,7 +56,6 @@ struct State {
   BcastFn bcast = nullptr;
   BarrierFn barrier = nullptr;
   FinalizeFn finalize = nullptr;
-  AbortFn abort = nullptr;
   ErrorStringFn error_string = nullptr;
   bool joined = false, left = false;
   int rank = -1, size = 0;
@@ -161,10 +159,9 @@ inline int load(const char* fn) {
   s.bcast = (BcastFn)sym("MPI_Bcast");
   s.barrier = (BarrierFn)sym("MPI_Barrier");
   s.finalize = (FinalizeFn)sym("MPI_Finalize");
-  s.abort = (AbortFn)sym("MPI_Abort");
   s.error_string = (ErrorStringFn)sym("MPI_Error_string");
   if (!s.initialized || !s.finalized || !s.init || !s.rank_fn || !s.size_fn || !s.allreduce ||
-      !s.bcast || !s.barrier || !s.finalize || !s.abort) {
+      !s.bcast || !s.barrier || !s.finalize) {
     dlclose(lib);
     s.lib = nullptr;
     return fail("%s: %s lacks an MPI function the engine needs (MPI_Init, MPI_Allreduce, "
@@ -277,14 +274,6 @@ inline int leave(const char* fn) {
     if (rc != 0) return mpi_fail(fn, "MPI_Finalize", rc);
   }
   return 0;
-}
-
-// Ends every rank of the job at once (MPI_Abort); returns only when the process never joined.
-inline int abort_job(const char* fn, int code) {
-  State& s = st();
-  if (!s.joined) return fail("%s: this process has not joined an MPI job", fn);
-  s.abort(s.world, code);
-  _exit(code);
 }
 
 }  // namespace comm
