@@ -252,6 +252,45 @@ for (const c of CASES) {
   });
 }
 
+Deno.test({
+  name: "data parallel: the from-cot recipe (CoT start, then LOTUS) on 2 ranks equals 1 process",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData();
+    const t = { mode: "lotus" as const, cotStartEpochs: 1, steps: 4, batch: 32, evalExamples: 4 };
+    const one = await tempDir(), two = await tempDir();
+    await train({ ...base, recipe: "from-cot", data, out: one, train: t });
+    const r = await finish(
+      mpiTrain(2, [
+        "--data",
+        data,
+        "--out",
+        two,
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--recipe",
+        "from-cot",
+        "--quiet",
+        ...flags(t),
+      ]),
+    );
+    assertEquals(r.code, 0, r.stderr);
+    for (const phase of ["cot-start", ""]) {
+      const a = await curve(`${one}/${phase}`), b = await curve(`${two}/${phase}`);
+      assertEquals(b.loss.length, a.loss.length);
+      const dl = maxAbsDiff(a.loss, b.loss), dw = maxAbsDiff(a.params, b.params);
+      console.log(
+        `from-cot ${phase || "lotus"}: ${a.loss.length} steps, max |loss diff| ` +
+          `${dl.toExponential(2)}, max |weight diff| ${dw.toExponential(2)}`,
+      );
+      assert(dl <= LOSS_TOL, `loss differs by ${dl}`);
+      assert(dw <= WEIGHT_TOL_LONG, `weights differ by ${dw}`);
+    }
+  },
+});
+
 /**
  * The pid of the given rank among mpirun's children (any of its threads may have started
  * them), found by the rank in their environment.
