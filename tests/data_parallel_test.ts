@@ -292,26 +292,18 @@ Deno.test({
 });
 
 /**
- * The pid of the given rank among mpirun's children (any of its threads may have started
- * them), found by the rank in their environment.
+ * The pid of the given rank among mpirun's children, found by the rank in their environment
+ * (`ps e` prints it; Deno itself reads /proc only with --allow-all).
  */
 async function rankPid(mpirunPid: number, rank: number): Promise<number | null> {
-  const kids: string[] = [];
-  try {
-    for await (const t of Deno.readDir(`/proc/${mpirunPid}/task`)) {
-      try {
-        const c = await Deno.readTextFile(`/proc/${mpirunPid}/task/${t.name}/children`);
-        kids.push(...c.trim().split(/\s+/).filter(Boolean));
-      } catch { /* the thread ended */ }
-    }
-  } catch {
-    return null;
-  }
-  for (const k of kids) {
-    try {
-      const env = await Deno.readTextFile(`/proc/${k}/environ`);
-      if (env.split("\0").includes(`OMPI_COMM_WORLD_RANK=${rank}`)) return Number(k);
-    } catch { /* exited */ }
+  const out = await new Deno.Command("ps", {
+    args: ["e", "--ppid", String(mpirunPid), "-o", "pid=,args="],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const m = /^\s*(\d+)\s/.exec(line);
+    if (m && line.split(/\s+/).includes(`OMPI_COMM_WORLD_RANK=${rank}`)) return Number(m[1]);
   }
   return null;
 }
