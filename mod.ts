@@ -114,6 +114,7 @@ export type {
   TensorInfo,
   TokenCounts,
 } from "./pipeline/manifest.ts";
+export type { StepLengthStats } from "./pipeline/step_lengths.ts";
 export type { LongStep } from "./pipeline/pack.ts";
 export type { VerifyMode } from "./pipeline/shard.ts";
 export type { Format } from "./pipeline/read/detect.ts";

@@ -42,8 +42,8 @@ export async function studyTable(): Promise<string> {
     groups.set(g, [...(groups.get(g) ?? []), r]);
   }
   const lines = [
-    "| configuration | seeds | test acc % (mean) | 95% CI (pooled) | per seed | steps (with its CoT start) | positions (M) | best step |",
-    "| --- | --: | --: | --: | --- | --: | --: | --: |",
+    "| configuration | seeds | test acc % (mean) | 95% CI (pooled) | per seed | minus its CoT start (points) | steps (with its CoT start) | positions (M) | best step |",
+    "| --- | --: | --: | --: | --- | --: | --: | --: | --: |",
   ];
   for (const [name, rs] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
     const correct = rs.reduce((s, r) => s + r.test.correct, 0);
@@ -55,10 +55,16 @@ export async function studyTable(): Promise<string> {
     const tokens = rs.map((r) => r.summary.tokens + (start(r)?.summary.tokens ?? 0));
     const avg = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
     const from = rs[0].spec.from ? `${rs[0].summary.steps} + ${start(rs[0])?.summary.steps}` : "";
+    // The goal's measure: LOTUS against the CoT model it started from, seed by seed.
+    const gaps = rs.flatMap((r) => {
+      const s = start(r);
+      return s ? [100 * (r.test.accuracy - s.test.accuracy)] : [];
+    });
+    const gap = gaps.length ? avg(gaps).toFixed(1) : "–";
     lines.push(
       `| ${name} | ${rs.length} | ${(100 * mean).toFixed(1)} | ${(100 * lo).toFixed(1)}–${
         (100 * hi).toFixed(1)
-      } | ${rs.map((r) => (100 * r.test.accuracy).toFixed(1)).join(", ")} | ${
+      } | ${rs.map((r) => (100 * r.test.accuracy).toFixed(1)).join(", ")} | ${gap} | ${
         from || Math.round(avg(steps))
       } | ${(avg(tokens) / 1e6).toFixed(2)} | ${
         rs.map((r) => r.summary.best?.step ?? "–").join(", ")

@@ -49,7 +49,7 @@ export function buildCudaEmu(): string {
     `${ENGINE}/comm_mpi.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
-  const h = new Sha256();
+  const h = new Sha256().update("emu_counters");
   for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
   const dir = `${ROOT}/build/cuda_emu-${h.hex().slice(0, 16)}`;
   const lib = `${dir}/liblotus_engine_cuda_emu.so`;
@@ -64,6 +64,11 @@ export function buildCudaEmu(): string {
   run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libemu_cublas.so`, fake]);
   run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libemu_cublaslt.so`, fake]);
   run("g++", [...cc, "-o", `${tmp}/libemu_cuda.so`, fake]);
+  // The engine's exports, plus emu_counters (emuCounters).
+  Deno.writeTextFileSync(
+    `${tmp}/exports.map`,
+    "{\n  global: le_*; emu_counters;\n  local: *;\n};\n",
+  );
   run("g++", [
     ...cc,
     "-x",
@@ -75,7 +80,7 @@ export function buildCudaEmu(): string {
     // where the engine's dlopen calls lead (see emu.h)
     `-DEMU_LIB_DIR="${dir}"`,
     "-fvisibility=hidden",
-    `-Wl,--version-script=${ENGINE}/cuda/exports.map`,
+    `-Wl,--version-script=${tmp}/exports.map`,
     "-o",
     `${tmp}/liblotus_engine_cuda_emu.so`,
     `${ENGINE}/engine_cuda.cu`,
@@ -133,4 +138,37 @@ export function buildEmuSelftest(): string {
     Deno.removeSync(tmp, { recursive: true });
   }
   return exe;
+}
+
+/** What the emulated engine has asked of its stream since the library was loaded. */
+export interface EmuCounters {
+  /** Kernel launches (the engine's LAUNCH sites). */
+  launches: number;
+  /** cudaMemsetAsync and cudaMemcpyAsync operations. */
+  memops: number;
+  /** Host waits: cudaStreamSynchronize, cudaDeviceSynchronize and cudaFree calls. */
+  syncs: number;
+  /** cublasGemmEx calls (each at least one kernel on a GPU). */
+  gemms: number;
+}
+
+/**
+ * The counters of the emulated engine at `lib` (a path from {@linkcode buildCudaEmu}), which
+ * this process must already have opened (openEngine): the same library is opened again, so
+ * its counters are the engine's. Subtract two readings to count what a piece of work does.
+ */
+export function emuCounters(lib: string): EmuCounters {
+  const h = Deno.dlopen(lib, { emu_counters: { parameters: ["buffer"], result: "void" } });
+  try {
+    const out = new BigUint64Array(4);
+    h.symbols.emu_counters(out);
+    return {
+      launches: Number(out[0]),
+      memops: Number(out[1]),
+      syncs: Number(out[2]),
+      gemms: Number(out[3]),
+    };
+  } finally {
+    h.close();
+  }
 }

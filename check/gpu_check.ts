@@ -25,7 +25,7 @@ import { buildCudaEmu } from "./cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../engine/build.ts";
 import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
-import { GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_shapes.ts";
+import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_shapes.ts";
 import {
   type CheckRow,
   checkRow,
@@ -299,7 +299,9 @@ const opRows: CheckRow[] = [];
 for (const p of precisions) {
   t = performance.now();
   try {
-    opRows.push(...compareOps(test, ref, p, { cases: [...OP_CASES, ...GPT2_OP_CASES] }));
+    opRows.push(...compareOps(test, ref, p, {
+      cases: [...OP_CASES, ...GPT2_OP_CASES, ...GPT2_ATTN_STATS_CASES],
+    }));
   } catch (e) {
     opRows.push({ ...failure("ops", "ops", e), precision: p });
   }

@@ -172,8 +172,12 @@ export interface AttnSpec {
   pad: number[];
 }
 
-/** An attention case: forward and backward, with the past kind and left padding of `s`. */
-export function attentionCase(name: string, s: AttnSpec): OpCase {
+/**
+ * An attention case: forward and backward, with the past kind and left padding of `s`. With
+ * `form` "stats", through le_attention_stats_fwd / _bwd (per-row statistics, the
+ * probabilities recomputed in the backward), whose outputs are the same but for `att`.
+ */
+export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" = "att"): OpCase {
   return {
     name,
     run(eng, seed) {
@@ -204,15 +208,22 @@ export function attentionCase(name: string, s: AttnSpec): OpCase {
           for (let j = 0; j < (s.pad[bb] ?? 0); j++) valid[bb * Tk + j] = 0;
         }
         const kv = b.u8(valid);
-        const out = b.f32(B * Tq * C), att = b.f32(B * NH * Tq * Tk);
-        eng.attentionFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
-        const dout = b.f32(randn(rng, B * Tq * C));
-        eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
-        const res: Record<string, Float32Array> = {
-          out: b.get(out, B * Tq * C),
-          att: b.get(att, B * NH * Tq * Tk),
-          dqkv: b.get(dqkv, B * Tq * 3 * C),
-        };
+        const out = b.f32(B * Tq * C);
+        const res: Record<string, Float32Array> = {};
+        if (form === "stats") {
+          const stats = b.f32(B * NH * Tq * 2);
+          eng.attentionStatsFwd(out, stats, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
+          const dout = b.f32(randn(rng, B * Tq * C));
+          eng.attentionStatsBwd(dqkv, dpast, dout, stats, kv, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+        } else {
+          const att = b.f32(B * NH * Tq * Tk);
+          eng.attentionFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
+          const dout = b.f32(randn(rng, B * Tq * C));
+          eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+          res.att = b.get(att, B * NH * Tq * Tk);
+        }
+        res.out = b.get(out, B * Tq * C);
+        res.dqkv = b.get(dqkv, B * Tq * 3 * C);
         if (dpastBuf) res.dkv_past = b.get(dpastBuf, pastFloats);
         return res;
       });
@@ -448,6 +459,26 @@ export const OP_CASES: OpCase[] = [
     past: "shared",
     pad: [0, 0, 0],
   }),
+  // The statistics form: dead query rows (entry 1's first 3), a qkv past, and the dq tile
+  // recomputing probabilities of keys in several key tiles.
+  attentionCase("attention (stats), past in a qkv buffer", {
+    B: 2,
+    Tq: 37,
+    Tp: 11,
+    C: 64,
+    NH: 2,
+    past: "qkv",
+    pad: [2, 14],
+  }, "stats"),
+  attentionCase("attention (stats), past shared by the batch", {
+    B: 3,
+    Tq: 6,
+    Tp: 9,
+    C: 32,
+    NH: 2,
+    past: "shared",
+    pad: [0, 4, 0],
+  }, "stats"),
   {
     name: "xent fwd+bwd",
     run(eng, seed) {

@@ -236,6 +236,41 @@ export const GPT2_OP_CASES: OpCase[] = [
   },
 ];
 
+/**
+ * The attention of {@linkcode GPT2_OP_CASES} through the statistics form
+ * (le_attention_stats_fwd / _bwd), the one training uses. Attention is fp32 at every
+ * precision, so a check may run these at fp32 only.
+ */
+export const GPT2_ATTN_STATS_CASES: OpCase[] = [
+  attentionCase("gpt2: attention (stats), 150 keys, no past", {
+    B: 1,
+    Tq: 150,
+    Tp: 0,
+    C,
+    NH,
+    past: "none",
+    pad: [3],
+  }, "stats"),
+  attentionCase("gpt2: attention (stats), 60 past + 90 queries (qkv past)", {
+    B: 1,
+    Tq: 90,
+    Tp: 60,
+    C,
+    NH,
+    past: "qkv",
+    pad: [5],
+  }, "stats"),
+  attentionCase("gpt2: attention (stats), K/V cache of 200, 1 query", {
+    B: 2,
+    Tq: 1,
+    Tp: 200,
+    C,
+    NH,
+    past: "cache",
+    pad: [0, 9],
+  }, "stats"),
+];
+
 /** Examples shaped like the reference LOTUS sequences: a `q`-token question, K steps of up
  * to c tokens, an 8-token answer ending in EOS. */
 export function longExamples(q: number, K: number, c: number) {

@@ -100,8 +100,9 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     },
     longStep: {
       value: "S",
-      help: "a step longer than c tokens",
-      schema: oneOf(["truncate", "drop"]),
+      help: "a step longer than c tokens: truncate its targets, drop the record, or spill its " +
+        "targets into the next block's slots",
+      schema: oneOf(["truncate", "drop", "spill"]),
       default: "truncate",
     },
     socratic: {

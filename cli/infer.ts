@@ -141,7 +141,14 @@ async function main(a: InferArgs): Promise<number> {
     const V = s.meta.model.vocabSize;
     const readouts = batch.answers.map((ans) =>
       ans.latentLogits && batch.K > 0
-        ? readoutTexts(ans.latentLogits, batch.K, batch.c, V, (ids) => s.tokenizer.decode(ids))
+        ? readoutTexts(
+          ans.latentLogits,
+          batch.K,
+          batch.c,
+          V,
+          (ids) => s.tokenizer.decode(ids),
+          s.meta.data.longStep === "spill",
+        )
         : []
     );
     if (a.json) {

@@ -375,14 +375,17 @@ async function main(a: TrainArgs): Promise<number> {
     );
     return res.interrupted === "SIGINT" ? 130 : 143;
   }
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   if (res.cotStart) {
     const c = res.cotStart;
     console.log(
       `CoT start: ${c.steps} steps` +
-        (c.valAccuracy !== undefined
-          ? `, validation accuracy ${(100 * c.valAccuracy).toFixed(1)}%`
+        (c.best
+          ? `, best validation accuracy ${pct(c.best.valAccuracy)} at step ${c.best.step}`
+          : c.valAccuracy !== undefined
+          ? `, validation accuracy ${pct(c.valAccuracy)}`
           : "") +
-        `; LOTUS started from it`,
+        `; LOTUS started from ${c.best?.dir ?? c.checkpoint}`,
     );
   }
   console.log(
@@ -392,6 +395,12 @@ async function main(a: TrainArgs): Promise<number> {
         : "") +
       `, ${Math.round(res.tokensPerSec)} tok/s; checkpoint in ${res.checkpoint}`,
   );
+  if (res.best) {
+    console.log(
+      `best of the final stage: ${pct(res.best.valAccuracy)} at step ${res.best.step}, in ` +
+        res.best.dir,
+    );
+  }
   return 0;
 }
 

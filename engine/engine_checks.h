@@ -529,6 +529,45 @@ inline int validate_attention_bwd(const float* dqkv, const float* dkv_past, cons
   return check_span(fn, "qkv", qkv, qkv_bytes);
 }
 
+// The statistics variants: stats [B,NH,Tq,2] instead of att (nullable in the forward).
+inline int validate_attention_stats_fwd(const float* out, const float* stats, const float* qkv,
+                                        const float* kv_past, const uint8_t* key_valid, int B,
+                                        int Tq, int Tp, int C, int NH, int64_t past_bs,
+                                        int64_t past_rs) {
+  const char* fn = "le_attention_stats_fwd";
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_opt(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
+  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
+  return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
+}
+
+inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past,
+                                        const float* dout, const float* stats,
+                                        const uint8_t* key_valid, const float* qkv,
+                                        const float* kv_past, int B, int Tq, int Tp, int C,
+                                        int NH, int64_t past_bs, int64_t past_rs) {
+  const char* fn = "le_attention_stats_bwd";
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  if (Tp > 0 && dkv_past) {
+    TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, dkv_past, "dkv_past"));
+  }
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
+  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
+  TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
+  return check_span(fn, "qkv", qkv, qkv_bytes);
+}
+
+// True when the byte ranges [a, a + an) and [b, b + bn) share a byte.
+inline bool spans_overlap(const void* a, uint64_t an, const void* b, uint64_t bn) {
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + bn && y < x + an;
+}
+
 // Then each engine checks targets against V (fail_bad_target).
 inline int validate_xent_fwd_bwd(const float* logits, const float* losses,
                                  const int32_t* targets, int N, int V) {
@@ -537,7 +576,13 @@ inline int validate_xent_fwd_bwd(const float* logits, const float* losses,
   REQUIRE_POS(fn, "V", V);
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
   TRY(check_span(fn, "losses", losses, mul(N, 4)));
-  return check_span(fn, "targets", targets, mul(N, 4));
+  TRY(check_span(fn, "targets", targets, mul(N, 4)));
+  // Rows are written while later rows' targets are still to be read.
+  if (spans_overlap(targets, mul(N, 4), logits, mul(mul(N, V), 4)) ||
+      spans_overlap(targets, mul(N, 4), losses, mul(N, 4))) {
+    return fail("%s: targets overlaps logits or losses; give the targets their own buffer", fn);
+  }
+  return 0;
 }
 
 inline int validate_argmax(const int32_t* out, const float* logits, int N, int V) {

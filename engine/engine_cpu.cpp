@@ -1010,16 +1010,96 @@ void kv_grad_rows(float* dk, float* dv, const float* ds, int64_t ld_ds, const fl
   }
 }
 
-// Unnormalised log-probabilities to probabilities in place: a[0..nk) holds scores (-inf for
-// masked keys) and their max m; a[nk..Tk) becomes 0.
-void softmax_row(float* a, int nk, int Tk, float m) {
+// a[0..nk) = exp(a - m) in place. Not inlined, so that the statistics backward, which
+// recomputes probabilities through it, rounds exactly as the forward did.
+__attribute__((noinline)) void exp_row(float* a, int nk, float m) {
   const vf mv = splat(m);
   int j = 0;
   for (; j + VW <= nk; j += VW) storeu(a + j, vexp(loadu(a + j) - mv));
   if (j < nk) store_part(a + j, vexp(load_part(a + j, nk - j) - mv), nk - j);
-  const float inv = (float)(1.0 / sum_d(a, nk));
+}
+
+// a[0..nk) *= inv; a[nk..Tk) = 0.
+__attribute__((noinline)) void scale_row(float* a, int nk, int Tk, float inv) {
+  int j = 0;
   for (j = 0; j < nk; j++) a[j] *= inv;
   for (j = nk; j < Tk; j++) a[j] = 0.f;
+}
+
+// Unnormalised log-probabilities to probabilities in place: a[0..nk) holds scores (-inf for
+// masked keys) and their max m; a[nk..Tk) becomes 0. Returns 1 / sum.
+float softmax_row(float* a, int nk, int Tk, float m) {
+  exp_row(a, nk, m);
+  const float inv = (float)(1.0 / sum_d(a, nk));
+  scale_row(a, nk, Tk, inv);
+  return inv;
+}
+
+// a[j] = scale * row[j] for the visible valid keys j < nk, -inf for masked ones; returns
+// their max (-inf when none). Not inlined, for the reason exp_row gives.
+__attribute__((noinline)) float scaled_scores(float* a, const float* row, int nk,
+                                              const uint8_t* valid, float scale) {
+  float m = -INFINITY;
+  for (int j = 0; j < nk; j++) {
+    const bool ok = !valid || valid[j];
+    a[j] = ok ? row[j] * scale : -INFINITY;  // vexp maps -inf to exactly 0
+    if (ok) m = std::max(m, a[j]);
+  }
+  return m;
+}
+
+}  // namespace
+}  // extern "C++"
+
+extern "C++" {
+namespace {
+
+// The forward of both ABI forms: att [B,NH,Tq,Tk] and stats [B,NH,Tq,2] are each nullable
+// (without att, each thread keeps the row's probabilities in its scratch).
+int attention_fwd_cpu(const char* fn, float* out, float* att, float* stats, const float* qkv,
+                      const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
+  const int B = s.B, Tq = s.Tq, Tp = s.Tp, C = s.C, NH = s.NH;
+  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
+  const bool transposed = Tq >= kTransposeMinTq;
+  const float scale = (float)(1.0 / std::sqrt((double)HS));
+  const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
+  // per thread: a score row [ldk], KT [HS][ldk] (transposed path only), a probability row
+  // [ldk] (without att)
+  const size_t per_thread = (transposed ? (size_t)HS * ldk : 0) + ldk + (att ? 0 : ldk);
+  float* ws = g_attn.get((size_t)T * per_thread);
+  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
+  par_for(B * NH, T > 1, [&](int64_t bh_) {
+    const int bh = (int)bh_;
+    const int b = bh / NH, h = bh % NH;
+    float* row = ws + (size_t)omp_get_thread_num() * per_thread;
+    float* kt = row + ldk;
+    float* prow = kt + (transposed ? (size_t)HS * ldk : 0);
+    if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
+    const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
+    for (int i = 0; i < Tq; i++) {
+      const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
+      float* a = att ? att + (((int64_t)b * NH + h) * Tq + i) * Tk : prow;
+      float* st = stats ? stats + (((int64_t)b * NH + h) * Tq + i) * 2 : nullptr;
+      float* o = out + ((int64_t)b * Tq + i) * C + h * HS;
+      const int nk = Tp + i + 1;  // visible keys
+      if (transposed) {
+        tdot(row, kt, ldk, q, HS, nk);
+      } else {
+        for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+      }
+      const float m = scaled_scores(a, row, nk, valid, scale);
+      for (int d = 0; d < HS; d++) o[d] = 0.f;
+      if (m == -INFINITY) {  // no visible valid key: output 0, probabilities 0
+        for (int j = 0; j < Tk; j++) a[j] = 0.f;
+        if (st) st[0] = -INFINITY, st[1] = 0.f;
+        continue;
+      }
+      const float inv = softmax_row(a, nk, Tk, m);
+      if (st) st[0] = m, st[1] = inv;
+      combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
+    }
+  });
+  return 0;
 }
 
 }  // namespace
@@ -1033,68 +1113,45 @@ int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_p
   TRY(validate_attention_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
   const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
-  const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
-  const bool transposed = Tq >= kTransposeMinTq;
-  const float scale = (float)(1.0 / std::sqrt((double)HS));
-  const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
-  // per thread: KT [HS][ldk] (transposed path only), a score row [ldk]
-  const size_t per_thread = (transposed ? (size_t)HS * ldk : 0) + ldk;
-  float* ws = g_attn.get((size_t)T * per_thread);
-  if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
-  par_for(B * NH, T > 1, [&](int64_t bh_) {
-    const int bh = (int)bh_;
-    const int b = bh / NH, h = bh % NH;
-    float* row = ws + (size_t)omp_get_thread_num() * per_thread;
-    float* kt = row + ldk;
-    if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
-    const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
-    for (int i = 0; i < Tq; i++) {
-      const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
-      float* a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
-      float* o = out + ((int64_t)b * Tq + i) * C + h * HS;
-      const int nk = Tp + i + 1;  // visible keys
-      if (transposed) {
-        tdot(row, kt, ldk, q, HS, nk);
-      } else {
-        for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
-      }
-      float m = -INFINITY;
-      for (int j = 0; j < nk; j++) {
-        const bool ok = !valid || valid[j];
-        a[j] = ok ? row[j] * scale : -INFINITY;  // vexp maps -inf to exactly 0
-        if (ok) m = std::max(m, a[j]);
-      }
-      for (int d = 0; d < HS; d++) o[d] = 0.f;
-      if (m == -INFINITY) {  // no visible valid key: output 0, probabilities 0
-        for (int j = 0; j < Tk; j++) a[j] = 0.f;
-        continue;
-      }
-      softmax_row(a, nk, Tk, m);
-      combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
-    }
-  });
-  return 0;
+  return attention_fwd_cpu(fn, out, att, nullptr, qkv, kv_past, key_valid, s);
 }
 
-// With p = att row, dp_j = dout_i . v_j, ds_j = p_j (dp_j - sum_j p_j dp_j):
-//   dq_i += scale sum_j ds_j k_j;  dk_j += scale ds_j q_i;  dv_j += p_j dout_i
-int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
-                     const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
-                     int NH, int64_t past_bs, int64_t past_rs) {
-  const char* fn = "le_attention_bwd";
-  TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
-                             past_rs));
+// out [B,Tq,C], stats [B,NH,Tq,2] (nullable)
+int le_attention_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
+                           const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                           int64_t past_bs, int64_t past_rs) {
+  const char* fn = "le_attention_stats_fwd";
+  TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
+                                   past_bs, past_rs));
   const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  return attention_fwd_cpu(fn, out, nullptr, stats, qkv, kv_past, key_valid, s);
+}
+
+extern "C++" {
+namespace {
+
+// The backward of both ABI forms: from att (stats and key_valid null), or from stats and
+// key_valid (att null), recomputing each probability row exactly as the forward made it (the
+// same scores, scaled_scores, exp_row and scale_row), so both forms give the same bits.
+int attention_bwd_cpu(const char* fn, float* dqkv, float* dkv_past, const float* dout,
+                      const float* att, const float* stats, const uint8_t* key_valid,
+                      const float* qkv, const float* kv_past, const AttnShape& s) {
+  const int B = s.B, Tq = s.Tq, Tp = s.Tp, C = s.C, NH = s.NH;
+  const int64_t past_bs = s.past_bs, past_rs = s.past_rs;
   const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
   const bool transposed = Tq >= kTransposeMinTq;
+  const bool recompute = att == nullptr;
   const float scale = (float)(1.0 / std::sqrt((double)HS));
   // Past rows of different batches that overlap (past_bs = 0 shares one past across the
   // batch) would race on dkv_past, so then only heads run in parallel and b runs in order.
   const bool share_b =
       Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2LL * C;
   const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
-  // per thread: dS [Tq][ldk], dp [ldk], VT [HS][ldk] (transposed path only)
-  const size_t per_thread = (size_t)Tq * ldk + ldk + (transposed ? (size_t)HS * ldk : 0);
+  // per thread: dS [Tq][ldk], dp [ldk], VT [HS][ldk] (transposed path only); recomputing:
+  // P [Tq][ldk], a score row [ldk], KT [HS][ldk] (transposed path only)
+  const size_t tile = transposed ? (size_t)HS * ldk : 0;
+  const size_t per_thread =
+      (size_t)Tq * ldk + ldk + tile + (recompute ? (size_t)Tq * ldk + ldk + tile : 0);
   float* ws = g_attn.get((size_t)T * per_thread);
   if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
   const int items = share_b ? NH : B * NH;
@@ -1103,16 +1160,43 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
     float* dS = ws + (size_t)omp_get_thread_num() * per_thread;
     float* dp = dS + (size_t)Tq * ldk;
     float* vt = dp + ldk;
+    float* P = vt + tile;           // recomputing only
+    float* row = P + (size_t)Tq * ldk;
+    float* kt = row + ldk;
     const int b_lo = share_b ? 0 : it / NH, b_hi = share_b ? B : it / NH + 1;
     const int h = it % NH;
     for (int b = b_lo; b < b_hi; b++) {
-      const float* att_bh = att + ((int64_t)b * NH + h) * Tq * Tk;
+      const float* att_bh = recompute ? P : att + ((int64_t)b * NH + h) * Tq * Tk;
+      const int64_t ld_p = recompute ? ldk : Tk;
       const float* q0 = qkv + (int64_t)b * Tq * 3 * C + h * HS;
       const float* d0 = dout + (int64_t)b * Tq * C + h * HS;
       if (transposed) transpose_kv(vt, ldk, s, qkv, kv_past, b, h, C);
+      if (recompute) {
+        // The forward's probability rows, from its scores and (max, 1/sum).
+        if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
+        const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
+        for (int i = 0; i < Tq; i++) {
+          const float* q = q0 + (int64_t)i * 3 * C;
+          const float* st = stats + (((int64_t)b * NH + h) * Tq + i) * 2;
+          float* a = P + (int64_t)i * ldk;
+          const int nk = Tp + i + 1;
+          if (st[1] == 0.f) {  // no visible valid key
+            for (int j = 0; j < Tk; j++) a[j] = 0.f;
+            continue;
+          }
+          if (transposed) {
+            tdot(row, kt, ldk, q, HS, nk);
+          } else {
+            for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+          }
+          scaled_scores(a, row, nk, valid, scale);
+          exp_row(a, nk, st[0]);
+          scale_row(a, nk, Tk, st[1]);
+        }
+      }
       // Pass 1, per query: dp, ds (kept for pass 2) and dq.
       for (int i = 0; i < Tq; i++) {
-        const float* a = att_bh + (int64_t)i * Tk;
+        const float* a = att_bh + (int64_t)i * ld_p;
         const float* d = d0 + (int64_t)i * C;
         float* ds = dS + (int64_t)i * ldk;
         const int nk = Tp + i + 1;
@@ -1136,12 +1220,39 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
         } else {
           dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
         }
-        kv_grad_rows(dk, dk + C, dS + j, ldk, att_bh + j, Tk, std::max(0, j - Tp), Tq, q0, d0,
-                     HS, C);
+        kv_grad_rows(dk, dk + C, dS + j, ldk, att_bh + j, ld_p, std::max(0, j - Tp), Tq, q0,
+                     d0, HS, C);
       }
     }
   });
   return 0;
+}
+
+}  // namespace
+}  // extern "C++"
+
+// With p = att row, dp_j = dout_i . v_j, ds_j = p_j (dp_j - sum_j p_j dp_j):
+//   dq_i += scale sum_j ds_j k_j;  dk_j += scale ds_j q_i;  dv_j += p_j dout_i
+int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
+                     const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
+                     int NH, int64_t past_bs, int64_t past_rs) {
+  const char* fn = "le_attention_bwd";
+  TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
+                             past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  return attention_bwd_cpu(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s);
+}
+
+int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* stats,
+                           const uint8_t* key_valid, const float* qkv, const float* kv_past,
+                           int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
+                           int64_t past_rs) {
+  const char* fn = "le_attention_stats_bwd";
+  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
+                                   Tp, C, NH, past_bs, past_rs));
+  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  return attention_bwd_cpu(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past,
+                           s);
 }
 
 // ---- softmax cross-entropy ----------------------------------------------------------------

@@ -48,6 +48,18 @@
 
 namespace le {
 
+// Pinned host memory that le_upload copies through, so that an upload needs no host wait: the
+// caller's buffer is copied here at once (the ABI lets the caller reuse it on return) and the
+// device copy is queued from here. Used front to back; when an upload does not fit in what is
+// left, the stream is synchronised (every queued copy from here has then run) and it starts
+// again from the front. Uploads larger than the whole buffer wait as before.
+struct Staging {
+  unsigned char* p = nullptr;
+  size_t bytes = 0, used = 0;
+};
+Staging g_staging;
+constexpr size_t kStagingBytes = 8u << 20;
+
 // What le_device_info reports, filled by init.
 struct Info {
   char device[256] = "";
@@ -67,6 +79,9 @@ void teardown() {
   g.dflag = nullptr;
   if (g.hflag) cudaFreeHost(g.hflag);
   g.hflag = nullptr;
+  if (g_staging.p) cudaFreeHost(g_staging.p);
+  g_staging = Staging{};
+  forget_checked(nullptr, 0);
   if (g.stream) cudaStreamDestroy(g.stream);
   g.stream = nullptr;
   g.ready = false;
@@ -283,6 +298,7 @@ LE_API int le_free(void* p) {
   if (!p) return 0;
   Block b{};
   TRY(unregister_block(p, &b));
+  forget_checked(p, b.bytes ? b.bytes : 1);
   // cudaFree waits for queued kernels that may still use the block.
   CUDA_TRY("le_free", cudaFree(p));
   return 0;
@@ -295,6 +311,22 @@ LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_upload");
   TRY(validate_upload(dst, host_src, bytes));
+  forget_checked(dst, bytes);
+  if (!g_staging.p && cudaMallocHost(&g_staging.p, kStagingBytes) == cudaSuccess) {
+    g_staging.bytes = kStagingBytes;
+  }
+  (void)cudaGetLastError();  // without staging memory, uploads wait as below
+  if (bytes <= g_staging.bytes) {
+    if (g_staging.used + bytes > g_staging.bytes) {
+      CUDA_TRY("le_upload", cudaStreamSynchronize(g.stream));  // the staged copies have run
+      g_staging.used = 0;
+    }
+    unsigned char* stage = g_staging.p + g_staging.used;
+    g_staging.used += (bytes + 255) / 256 * 256;
+    memcpy(stage, host_src, bytes);
+    CUDA_TRY("le_upload", cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, g.stream));
+    return op_done("le_upload");
+  }
   CUDA_TRY("le_upload",
            cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, g.stream));
   // Synchronous, as the ABI promises: the caller may reuse host_src at once.
@@ -318,6 +350,7 @@ LE_API int le_zero(void* dst, uint64_t bytes) {
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_zero");
   TRY(validate_zero(dst, bytes));
+  forget_checked(dst, bytes);
   CUDA_TRY("le_zero", cudaMemsetAsync(dst, 0, bytes, g.stream));
   return op_done("le_zero");
 }
@@ -330,6 +363,7 @@ LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
   REQUIRE_INIT("le_copy");
   TRY(validate_copy(dst, src, bytes));
   if (dst == src) return 0;
+  forget_checked(dst, bytes);
   const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
   const bool overlap = d < s + bytes && s < d + bytes;
   if (overlap) {

@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 4;
+export const LE_ABI_VERSION = 5;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -119,6 +119,14 @@ const SYMBOLS = {
   },
   le_attention_bwd: {
     parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_stats_fwd: {
+    parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_stats_bwd: {
+    parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
   le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32"], result: "i32" },
@@ -580,6 +588,83 @@ export class Engine {
         I(pastRs),
       ) !== 0
     ) this.#fail("le_attention_bwd");
+  }
+
+  /**
+   * Attention that saves per-row softmax statistics `stats` [B, NH, Tq, 2] (max, 1/sum;
+   * nullable: nothing saved) instead of the probabilities; see lotus_engine.h.
+   */
+  attentionStatsFwd(
+    out: Ptr,
+    stats: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    keyValid: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_stats_fwd(
+        addr(out),
+        addr(stats),
+        addr(qkv),
+        addr(kvPast),
+        addr(keyValid),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_stats_fwd");
+  }
+
+  /**
+   * Backward of {@linkcode Engine.attentionStatsFwd}, recomputing the probabilities from
+   * `stats`, qkv, the past and `keyValid` (the forward's, unchanged): dqkv += ..., dkvPast +=
+   * ... (same strides as kvPast; nullable).
+   */
+  attentionStatsBwd(
+    dqkv: Ptr,
+    dkvPast: Ptr,
+    dout: Ptr,
+    stats: Ptr,
+    keyValid: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_stats_bwd(
+        addr(dqkv),
+        addr(dkvPast),
+        addr(dout),
+        addr(stats),
+        addr(keyValid),
+        addr(qkv),
+        addr(kvPast),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_stats_bwd");
   }
 
   /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the

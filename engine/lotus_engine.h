@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 4
+#define LE_ABI_VERSION 5
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -186,6 +186,22 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
  * "cublasLtVersion":130000}; before le_init: {"backend":"cuda","ready":false}. */
 uint64_t le_device_info(char* buf, uint64_t cap);
 
+/* Attention that keeps per-row softmax statistics instead of the probabilities: the same
+ * semantics and arguments as le_attention_fwd / le_attention_bwd, with att replaced by
+ *  stats    [B,NH,Tq,2] float: row (b,h,i) holds the max m of its scaled visible scores and
+ *           1/sum_j exp(s_j - m) (m = -inf and 0 for a query with no visible valid key).
+ *           Nullable in the forward (inference: nothing is saved).
+ * The backward recomputes p_ij = exp(q_i.k_j * scale - m_i) / sum_i from qkv, the past and
+ * key_valid, which must be the forward's (same buffers, unchanged since). B*NH*Tq*2 floats
+ * replace B*NH*Tq*(Tp+Tq).
+ * The CPU engine's out and gradients are bit-identical to le_attention_fwd / _bwd's. */
+int le_attention_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
+                           const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                           int64_t past_bs, int64_t past_rs);
+int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* stats,
+                           const uint8_t* key_valid, const float* qkv, const float* kv_past,
+                           int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
+                           int64_t past_rs);
 
 /* ---- data-parallel collectives (appended) ---------------------------------------------- */
 /* Several processes started by mpirun train one model: each joins the job, the initial

@@ -118,3 +118,120 @@ export function classifyStep(text: string, ctx: StepContext): StepVerdict {
   }
   return { kind: "alternative" };
 }
+
+/**
+ * The last calculation an NL step writes, `expr = value` (`He pays 3 * $12 = $36.` gives
+ * `{ expr: "3 * 12", value: "36" }`), or null when it writes none. The expression is the run of
+ * numbers, operators (`+ - * / x × ÷ ^`), parentheses and currency signs before the `=`;
+ * `$` and thousands commas are removed, `x` and `×` read as `*`.
+ */
+export function nlCalculation(text: string): { expr: string; value: string } | null {
+  const NUM = String.raw`[$€£]?\d[\d,]*(?:\.\d+)?%?`;
+  const OP = String.raw`\s*(?:[-+*/^×÷x]|\*\*)\s*`;
+  const re = new RegExp(
+    String.raw`((?:\(\s*)*${NUM}(?:\s*\))*(?:${OP}(?:\(\s*)*${NUM}(?:\s*\))*)+)\s*=\s*` +
+      String.raw`(-?[$€£]?\d[\d,]*(?:\.\d+)?%?)`,
+    "g",
+  );
+  let last: RegExpExecArray | null = null;
+  for (const m of text.matchAll(re)) last = m;
+  if (!last) return null;
+  const expr = normalizeExpression(last[1].replace(/(?<=[\d)\s])x(?=[\s\d($])/g, "*"));
+  const value = normalizeExpression(last[2]).replace(/(\d),(?=\d)/g, "$1");
+  return { expr, value };
+}
+
+/** What an NL block's readout is judged against. */
+export interface NlStepContext {
+  /** The question text (its numbers ground operands). */
+  question: string;
+  /** The example's gold NL steps. */
+  goldNl: string[];
+  /** Its gold math steps, `<<expr=value>>`, when the item has them (grounding constants). */
+  goldMath: string[] | null;
+  /** Block index k. */
+  block: number;
+  /** Values of valid read-out calculations of blocks before k. */
+  earlierResults?: number[];
+}
+
+/**
+ * Classify an NL read-out step. The text is first compared with the gold NL steps: the
+ * block's own is `gold`, another block's `gold-elsewhere`. Otherwise, where the reading writes
+ * a calculation (`expr = value`, {@linkcode nlCalculation}), that calculation is judged as
+ * {@linkcode classifyStep} judges a math step, against the gold math steps: the block's own
+ * calculation in other words is `gold`, another block's `gold-elsewhere`, a correct grounded
+ * one `alternative`, anything else `invalid`. A reading that writes numbers but no calculation
+ * is `gold` when its last number is the value the block's gold step computes, `gold-elsewhere`
+ * when it is another block's, else `invalid`. A reading with no number at all is not judged:
+ * null.
+ *
+ * @example
+ * ```ts
+ * import { classifyNlStep } from "./alternatives.ts";
+ * const ctx = {
+ *   question: "Ann has 3 boxes of 3 eggs. An hour has 60 minutes.",
+ *   goldNl: ["She has 3*3 = 9 eggs."], goldMath: ["<<3*3=9>>"], block: 0,
+ * };
+ * console.assert(classifyNlStep("She has 3*3 = 9 eggs.", ctx)?.kind === "gold");
+ * console.assert(classifyNlStep("Ann owns 3 x 3 = 9 eggs.", ctx)?.kind === "gold");
+ * console.assert(classifyNlStep("That is 3*60 = 180 minutes.", ctx)?.kind === "alternative");
+ * console.assert(classifyNlStep("That is 3*60 = 170 minutes.", ctx)?.kind === "invalid");
+ * console.assert(classifyNlStep("She has some eggs.", ctx) === null);
+ * ```
+ */
+export function classifyNlStep(text: string, ctx: NlStepContext): StepVerdict | null {
+  const t = text.trim();
+  if (t === ctx.goldNl[ctx.block]?.trim()) return { kind: "gold" };
+  if (ctx.goldNl.some((g, i) => i !== ctx.block && g.trim() === t)) {
+    return { kind: "gold-elsewhere" };
+  }
+  const gold = ctx.goldMath ?? [];
+  const calc = nlCalculation(t);
+  if (calc) {
+    const mine = parseStep(`<<${calc.expr}=${calc.value}>>`);
+    const same = (g: string) => {
+      const p = parseStep(g);
+      return p !== null && mine !== null &&
+        normalizeExpression(p.expr).replace(/\s+/g, "") === calc.expr.replace(/\s+/g, "") &&
+        sameValue(p.value, calc.value);
+    };
+    if (gold[ctx.block] !== undefined && same(gold[ctx.block])) return { kind: "gold" };
+    if (gold.some((g, i) => i !== ctx.block && same(g))) return { kind: "gold-elsewhere" };
+    const v = classifyStep(`<<${calc.expr}=${calc.value}>>`, {
+      question: ctx.question,
+      gold,
+      block: ctx.block,
+      earlierResults: ctx.earlierResults,
+    });
+    // A math-form "gold" here would be a textual match the checks above already made.
+    return v.kind === "gold" || v.kind === "gold-elsewhere" ? { kind: "alternative" } : v;
+  }
+  const nums = numbersInText(t);
+  if (nums.length === 0) return null;
+  const last = nums[nums.length - 1];
+  const values = gold.map((g) => {
+    const p = parseStep(g);
+    return p ? readNumber(p.value)?.value : undefined;
+  });
+  const hit = (v: number | undefined) => v !== undefined && sameNumber(Math.abs(v), last);
+  if (hit(values[ctx.block])) return { kind: "gold" };
+  if (values.some((v, i) => i !== ctx.block && hit(v))) return { kind: "gold-elsewhere" };
+  return {
+    kind: "invalid",
+    reason: gold.length
+      ? `states ${last} with no calculation, and no gold step gives it`
+      : `states ${last} with no calculation`,
+  };
+}
+
+/** The value of an NL reading's calculation when it holds, else null (earlier results). */
+export function validNlValue(text: string): number | null {
+  const calc = nlCalculation(text);
+  return calc ? validStepValue(`<<${calc.expr}=${calc.value}>>`) : null;
+}
+
+function sameValue(a: string, b: string): boolean {
+  const x = readNumber(a), y = readNumber(b);
+  return x !== null && y !== null && sameNumber(x.value, y.value);
+}

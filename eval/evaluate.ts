@@ -13,8 +13,14 @@
  */
 import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
-import { bestReadings, scoreReadout } from "../infer/readout.ts";
-import { classifyStep, type StepKind, validStepValue } from "./alternatives.ts";
+import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
+import {
+  classifyNlStep,
+  classifyStep,
+  type StepKind,
+  validNlValue,
+  validStepValue,
+} from "./alternatives.ts";
 import type { EvalItem } from "./items.ts";
 
 /** Options of {@linkcode runEval}. */
@@ -41,17 +47,20 @@ export interface BlockReadout {
   gold: string;
   /** The argmax readout, decoded and cut at its first newline. */
   text: string;
-  /** S_k token by token, and the argmax of each of the c slots, decoded one by one. */
+  /** S_k token by token, decoded one by one. */
   goldTokens: string[];
-  /** The argmax of each of the c slots, decoded one by one. */
+  /** The argmax of each row the block reads (c; more under spill), decoded one by one. */
   readoutTokens: string[];
-  /** Per scored slot (j < min(c, |S_k|)): argmax is gold; gold in the top 5. */
+  /** Per scored slot (j < min(rows read, |S_k|)): argmax is gold; gold in the top 5. */
   top1: boolean[];
   /** Per scored slot: the gold token is among the 5 largest logits. */
   top5: boolean[];
-  /** The argmax reading's kind (math steps only; null for natural-language steps). */
+  /**
+   * The argmax reading's kind: math steps always; NL steps where the reading carries a number
+   * (eval/alternatives.ts, `classifyNlStep`), else null.
+   */
   kind: StepKind | null;
-  /** Some reading among the block's 5 best is an alternative valid intermediate (math only). */
+  /** Some reading among the block's 5 best is an alternative valid intermediate. */
   alternativeTop5: boolean | null;
 }
 
@@ -222,6 +231,8 @@ export async function runEval(
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";
   const cot = session.meta.data.cot;
+  // A model trained with spilled step targets is read on past its blocks' c rows.
+  const spill = session.meta.data.longStep === "spill";
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;
@@ -284,7 +295,7 @@ export async function runEval(
           decodeMs: t.decodeMs / B,
         };
         if (a.latentLogits && steps && steps.length > 0) {
-          row.readout = readoutOf(a.latentLogits, it, steps, cot, res.K, res.c, V, tok);
+          row.readout = readoutOf(a.latentLogits, it, steps, cot, res.K, res.c, V, tok, spill);
         }
         rows.push(row);
       }
@@ -360,22 +371,38 @@ function readoutOf(
   c: number,
   V: number,
   tok: { encode(t: string): number[]; decode(ids: ArrayLike<number>): string },
+  spill: boolean,
 ): BlockReadout[] {
   // Gold steps are tokenised as the dataset does: encode(step + "\n").
   const gold = steps.map((s) => tok.encode(s + "\n"));
-  const scores = scoreReadout(logits, K, c, V, gold);
+  const scores = scoreReadout(logits, K, c, V, gold, spill);
   const decode = (ids: number[]) => tok.decode(ids);
   const earlier: number[] = [];
   return scores.map((s) => {
     const full = tok.decode(s.readout), nl = full.indexOf("\n");
     const text = nl >= 0 ? full.slice(0, nl) : full;
     let kind: StepKind | null = null, alternativeTop5: boolean | null = null;
+    const rows = readoutRows(s.block, K, c, spill);
     if (cot === "math") {
       const ctx = { question: item.question, gold: steps, block: s.block, earlierResults: earlier };
       kind = classifyStep(text, ctx).kind;
-      alternativeTop5 = bestReadings(logits, s.block, c, V, 5, decode)
+      alternativeTop5 = bestReadings(logits, s.block, c, V, 5, decode, 20, rows)
         .some((r) => classifyStep(r.text, ctx).kind === "alternative");
       const v = validStepValue(text);
+      if (v !== null) earlier.push(v);
+    } else if (cot === "nl") {
+      // NL blocks are judged where the reading carries a number (eval/alternatives.ts).
+      const ctx = {
+        question: item.question,
+        goldNl: steps,
+        goldMath: item.math,
+        block: s.block,
+        earlierResults: earlier,
+      };
+      kind = classifyNlStep(text, ctx)?.kind ?? null;
+      alternativeTop5 = bestReadings(logits, s.block, c, V, 5, decode, 20, rows)
+        .some((r) => classifyNlStep(r.text, ctx)?.kind === "alternative");
+      const v = validNlValue(text);
       if (v !== null) earlier.push(v);
     }
     return {

@@ -42,7 +42,16 @@ export {
   type ReportOptions,
   writeEvalOutputs,
 } from "./report.ts";
-export { classifyStep, type StepContext, type StepKind, type StepVerdict } from "./alternatives.ts";
+export {
+  classifyNlStep,
+  classifyStep,
+  nlCalculation,
+  type NlStepContext,
+  type StepContext,
+  type StepKind,
+  type StepVerdict,
+  validNlValue,
+} from "./alternatives.ts";
 export { accuracySeries, curveNotes, lossSeries } from "./curves.ts";
 export {
   type LineChartOptions,

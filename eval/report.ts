@@ -155,6 +155,13 @@ export function reportHtml(
   const steps = runs.flatMap((r) =>
     r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, pct(b.accuracy)])
   );
+  // The readout as text, block by block (the picture shows tokens; long NL steps read better
+  // as text), for the first examples of the first R.
+  const withText = result.examples.filter((e) => e.readout?.length);
+  const readR = withText[0]?.R;
+  const readRows = withText.filter((e) => e.R === readR).slice(0, 12).flatMap((e) =>
+    e.readout!.map((b) => [e.id, b.block, b.gold, b.text, b.kind ?? ""])
+  );
   const first = result.examples.slice(0, 50).map((e) => [
     e.id,
     e.R,
@@ -193,6 +200,12 @@ ${table(head, summaryRows(runs))}
 ${table(["R", "gold steps", "n", "correct", "accuracy"], steps)}
 <h2>Pictures</h2>
 ${figs.join("\n")}
+${
+    readRows.length
+      ? `<h2>Latent readout as text (R=${readR})</h2>
+${table(["id", "block", "gold step", "readout", "kind"], readRows)}`
+      : ""
+  }
 <h2>First predictions</h2>
 ${table(["id", "R", "gold", "predicted", "correct", "generated"], first)}
 </body></html>

@@ -27,6 +27,7 @@ export {
   bestReadings,
   type BlockScore,
   readoutIds,
+  readoutRows,
   readoutTexts,
   scoreReadout,
   topK,

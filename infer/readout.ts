@@ -3,8 +3,19 @@
  * owns loop rows k*c .. k*c+c-1 (row 0 is BOT: the reference's BOT offset), so its slots are
  * scored against the gold step S_k position by position (docs/method.md).
  *
+ * A model trained with `--long-step spill` was taught to continue a long step past its block,
+ * into the next block's rows, up to the loop region's last row K*c. Its readout (`spill`
+ * true) therefore reads block k from row k*c on, for up to (K - k)*c + 1 rows, and cuts the
+ * text at its first newline as always; the rows it reads past c are also the next block's
+ * first rows, where one argmax serves both (pipeline/step_targets.ts).
+ *
  * @module
  */
+
+/** How many loop rows block k's readout reads: c, or (K - k)*c + 1 when steps spill. */
+export function readoutRows(k: number, K: number, c: number, spill = false): number {
+  return spill ? (K - k) * c + 1 : c;
+}
 
 /** Indices of the `k` largest values of `row` (descending; lowest index on ties). */
 export function topK(row: Float32Array, k: number): number[] {
@@ -22,7 +33,8 @@ export function topK(row: Float32Array, k: number): number[] {
 }
 
 /**
- * The argmax token of every slot of every block: `[K][c]` ids, from `[1 + K*c, V]` logits.
+ * The argmax token of every slot of every block: `[K][c]` ids, from `[1 + K*c, V]` logits
+ * (with `spill`, block k has {@linkcode readoutRows} ids).
  *
  * @example
  * ```ts
@@ -31,11 +43,17 @@ export function topK(row: Float32Array, k: number): number[] {
  * console.assert(JSON.stringify(readoutIds(logits, 1, 2, V)) === "[[1,0]]");
  * ```
  */
-export function readoutIds(logits: Float32Array, K: number, c: number, V: number): number[][] {
+export function readoutIds(
+  logits: Float32Array,
+  K: number,
+  c: number,
+  V: number,
+  spill = false,
+): number[][] {
   const out: number[][] = [];
   for (let k = 0; k < K; k++) {
     const ids: number[] = [];
-    for (let j = 0; j < c; j++) {
+    for (let j = 0; j < readoutRows(k, K, c, spill); j++) {
       const row = logits.subarray((k * c + j) * V, (k * c + j + 1) * V);
       let best = 0;
       for (let v = 1; v < V; v++) if (row[v] > row[best]) best = v;
@@ -56,8 +74,9 @@ export function readoutTexts(
   c: number,
   V: number,
   decode: (ids: number[]) => string,
+  spill = false,
 ): string[] {
-  return readoutIds(logits, K, c, V).map((ids) => {
+  return readoutIds(logits, K, c, V, spill).map((ids) => {
     const text = decode(ids);
     const nl = text.indexOf("\n");
     return nl >= 0 ? text.slice(0, nl) : text;
@@ -70,9 +89,9 @@ export interface BlockScore {
   block: number;
   /** The gold step's token ids, S_k (whole, even past c). */
   gold: number[];
-  /** The argmax id of each of the block's c slots. */
+  /** The argmax id of each row the block reads: c, or more when steps spill. */
   readout: number[];
-  /** Per scored slot j < min(c, |S_k|): the argmax is S_k[j]. */
+  /** Per scored slot j < min(rows read, |S_k|): the argmax is S_k[j]. */
   top1: boolean[];
   /** Per scored slot: S_k[j] is among the slot's 5 largest logits. */
   top5: boolean[];
@@ -80,8 +99,9 @@ export interface BlockScore {
 
 /**
  * Score the readout of every block that has a gold step: block k's slot j (loop row k*c+j)
- * against S_k[j], for k < min(K, steps) and j < min(c, |S_k|). Top-1: the argmax is the gold
- * token; top-5: the gold token is among the 5 largest logits.
+ * against S_k[j], for k < min(K, steps) and j < min(c, |S_k|) (with `spill`, j < min(rows
+ * read, |S_k|)). Top-1: the argmax is the gold token; top-5: the gold token is among the 5
+ * largest logits.
  *
  * @example
  * ```ts
@@ -99,13 +119,14 @@ export function scoreReadout(
   c: number,
   V: number,
   gold: ArrayLike<number>[],
+  spill = false,
 ): BlockScore[] {
-  const ids = readoutIds(logits, K, c, V);
+  const ids = readoutIds(logits, K, c, V, spill);
   const out: BlockScore[] = [];
   for (let k = 0; k < Math.min(K, gold.length); k++) {
     const g = Array.from(gold[k]);
     const top1: boolean[] = [], top5: boolean[] = [];
-    for (let j = 0; j < Math.min(c, g.length); j++) {
+    for (let j = 0; j < Math.min(ids[k].length, g.length); j++) {
       const row = logits.subarray((k * c + j) * V, (k * c + j + 1) * V);
       top1.push(ids[k][j] === g[j]);
       top5.push(topK(row, 5).includes(g[j]));
@@ -120,7 +141,8 @@ export function scoreReadout(
  * a reading's score is the sum of its slots' log-softmax, and a beam over each slot's top
  * `width` tokens finds the best sequences exactly when `width` >= the beam. Readings are cut
  * at their first newline (a step ends with "\n") and deduplicated by that text, which is why
- * the beam is wider than `n`.
+ * the beam is wider than `n`. `rows` is how many rows the block reads (default c; see
+ * {@linkcode readoutRows}).
  */
 export function bestReadings(
   logits: Float32Array,
@@ -130,9 +152,10 @@ export function bestReadings(
   n: number,
   decode: (ids: number[]) => string,
   width = 4 * n,
+  rows = c,
 ): { text: string; logProb: number }[] {
   let beam: { ids: number[]; lp: number }[] = [{ ids: [], lp: 0 }];
-  for (let j = 0; j < c; j++) {
+  for (let j = 0; j < rows; j++) {
     const row = logits.subarray((k * c + j) * V, (k * c + j + 1) * V);
     let max = -Infinity;
     for (let v = 0; v < V; v++) max = Math.max(max, row[v]);

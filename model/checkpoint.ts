@@ -106,6 +106,7 @@ export const LotusMetaSchema: z.ZodType<LotusMeta> = z.object({
     cot: z.string(),
     k: z.number().int(),
     c: z.number().int(),
+    longStep: z.enum(["truncate", "drop", "spill"]).optional(),
     fingerprint: z.string().optional(),
   }),
   preset: z.string(),
@@ -120,10 +121,18 @@ export interface LotusMeta {
   /** The special token ids (EOS, PAD, BOT, EOT, LAT). */
   special: SpecialIds;
   /**
-   * The dataset it was trained on: directory, CoT form, K and c, and a fingerprint of the
+   * The dataset it was trained on: directory, CoT form, K and c, the training split's
+   * long-step policy (absent in older checkpoints: `truncate`), and a fingerprint of the
    * training split (tokenizer and shard hashes) that a resume compares.
    */
-  data: { dir: string; cot: string; k: number; c: number; fingerprint?: string };
+  data: {
+    dir: string;
+    cot: string;
+    k: number;
+    c: number;
+    longStep?: "truncate" | "drop" | "spill";
+    fingerprint?: string;
+  };
   /** The preset the model was made from (tiny, small, gpt2, or another name for a
    * model configured by hand). */
   preset: string;

@@ -179,6 +179,10 @@ export class Scratch {
  * The saved activations of one chunk, allocated once for a maximum shape and reused with any
  * smaller one.
  *
+ * Attention saves two floats per query row and head (its softmax statistics), not the
+ * B x NH x T x (past + T) probabilities: the backward recomputes those from q, k and the key
+ * mask.
+ *
  * A chunk without gradients (inference, validation) keeps only what later chunks read: the
  * per-layer qkv (their past) and the final hidden states `h`. Its other per-layer activations
  * share one buffer across layers, since {@linkcode Stack.forward} reads layer l's only while
@@ -194,7 +198,12 @@ export class Chunk {
   readonly ln1Rstd: Ptr[];
   /** [B, T, 3C] per layer: also the "past" for later chunks. */
   readonly qkv: Ptr[];
-  readonly att: Ptr[];
+  /**
+   * [B, NH, T, 2] per layer: each query row's softmax max and 1/sum, from which the backward
+   * recomputes the attention probabilities (le_attention_stats_fwd). Empty without gradients,
+   * where nothing is saved.
+   */
+  readonly stats: Ptr[];
   readonly atty: Ptr[];
   readonly resid2: Ptr[];
   readonly ln2: Ptr[];
@@ -219,8 +228,14 @@ export class Chunk {
   readonly dropMlp: Ptr[];
   /** The dropout of the last forward (null: none), which the backward undoes. */
   drop: Dropout | null = null;
+  /**
+   * The key mask of the last forward, which the backward reads again to recompute the
+   * probabilities: its buffer must keep its contents until this chunk's backward.
+   */
+  keyValid: Ptr = null;
   /** Capacity. */
   readonly maxRows: number;
+  /** Capacity in attention scores, B * NH * T * (past + T): bounds the past's length. */
   readonly maxAtt: number;
   /** Current shape, set by {@linkcode Stack.forward}. */
   B = 0;
@@ -254,7 +269,7 @@ export class Chunk {
     this.ln1Mean = per(rows);
     this.ln1Rstd = per(rows);
     this.qkv = own(rows * 3 * C); // the past of later chunks: always one per layer
-    this.att = per(this.maxAtt);
+    this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
     this.atty = per(rows * C);
     this.resid2 = per(rows * C);
     this.ln2 = per(rows * C);
@@ -302,7 +317,8 @@ export class Stack {
 
   /**
    * Forward over a chunk whose input embeddings are already in `ch.x[0]` ([B, T, C]).
-   * `keyValid` is uint8 [B, Tp + T] (or null: all valid). With `drop` (a chunk allocated
+   * `keyValid` is uint8 [B, Tp + T] (or null: all valid); a chunk that will run backward
+   * reads it again then, so its contents must not change until then. With `drop` (a chunk allocated
    * with dropout), dropout applies to the block input (GPT-2's embedding dropout; in LOTUS
    * the embeddings plus the injected states) and to each attention and MLP projection's output
    * before its residual add, as GPT-2's resid_pdrop does. Attention probabilities are not
@@ -328,7 +344,7 @@ export class Stack {
     if (dropping && ch.dropIn === null) {
       throw new Error("dropout needs a chunk allocated with its masks (withDropout)");
     }
-    ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null;
+    ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null, ch.keyValid = keyValid;
     const w = this.w;
     if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, mixSeed(drop.seed, 0));
     e.layernormFwd(
@@ -344,9 +360,9 @@ export class Stack {
     for (let l = 0; l < L; l++) {
       const b = w.blocks[l];
       e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, 3 * C);
-      e.attentionFwd(
+      e.attentionStatsFwd(
         ch.atty[l],
-        ch.att[l],
+        ch.stats.length ? ch.stats[l] : null,
         ch.qkv[l],
         past ? past.kv(l) : null,
         keyValid,
@@ -460,11 +476,12 @@ export class Stack {
       }
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C);
-      e.attentionBwd(
+      e.attentionStatsBwd(
         ch.dqkv[l],
         past ? past.dkv(l) : null,
         sc.dtmp,
-        ch.att[l],
+        ch.stats[l],
+        ch.keyValid,
         ch.qkv[l],
         past ? past.kv(l) : null,
         B,

@@ -23,6 +23,7 @@ import {
 } from "./tokenizer.ts";
 import { BpeFitter } from "./bpe_fit.ts";
 import { checkPackOptions, type LongStep, packRecord, stepTexts } from "./pack.ts";
+import { StepLengths } from "./step_lengths.ts";
 import {
   type Manifest,
   MANIFEST_FILE,
@@ -228,7 +229,7 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
   c: positiveInt.max(256, "c must be at most 256").default(13),
   tokenizer: z.string().min(1).optional(),
-  longStep: z.enum(["truncate", "drop"]).default("truncate"),
+  longStep: z.enum(["truncate", "drop", "spill"]).default("truncate"),
   socratic: z.enum(["strip", "keep"]).default("strip"),
   onError: z.enum(["throw", "skip"]).default("throw"),
   shardSize: positiveInt.default(DEFAULT_SHARD_SIZE),
@@ -503,6 +504,7 @@ export async function buildDataset(
         pad: tok.special.pad,
         cot: o.cot,
         shardSize: o.shardSize,
+        longStep: o.longStep,
       });
       let skipped = 0;
       let n = 0;
@@ -531,9 +533,17 @@ export async function buildDataset(
         onSkip,
         maxFieldBytes: o.maxFieldBytes,
       });
+      const lengths = { math: new StepLengths(), nl: new StepLengths() };
       for await (const { path, record } of validated(source, o, onSkip)) {
         await writeSkips(writer);
-        await writer.add(record, packRecord(record, tok, packOpts));
+        const outcome = packRecord(record, tok, packOpts);
+        if (outcome.packed) {
+          // Both forms' step lengths, whichever is built: the report's basis for choosing c.
+          for (const s of outcome.packed.steps) lengths[o.cot].add(s.length);
+          const other = o.cot === "math" ? "nl" : "math";
+          for (const s of stepTexts(record, other)) lengths[other].add(tok.encode(s + "\n").length);
+        }
+        await writer.add(record, outcome);
         lastFile = path;
         if (++n % 1000 === 0) {
           progress({ phase: "build", split: spec.name, file: path, records: n, total });
@@ -557,6 +567,7 @@ export async function buildDataset(
           shardSize: o.shardSize,
         },
         ...result,
+        stepLengths: { math: lengths.math.stats(o.c), nl: lengths.nl.stats(o.c) },
         ...source.info(),
       };
       files.push(...SplitWriter.files(result));

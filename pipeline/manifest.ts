@@ -8,6 +8,7 @@
 
 import { z } from "zod";
 import { rethrowIfDenied } from "../base/exists.ts";
+import type { StepLengthStats } from "./step_lengths.ts";
 
 /** The manifest format version this module writes and reads. */
 export const MANIFEST_VERSION = 1 as const;
@@ -76,7 +77,7 @@ export interface TokenCounts {
   maxNocot: number;
   /** Longest step. */
   maxStep: number;
-  /** Steps among the first K longer than c tokens (truncated as targets). */
+  /** Steps among the first K longer than c tokens (truncated, or spilled under `spill`). */
   truncatedSteps: number;
 }
 
@@ -150,7 +151,7 @@ export interface SplitInfo {
   options: {
     format: string;
     socratic: "strip" | "keep";
-    longStep: "truncate" | "drop";
+    longStep: "truncate" | "drop" | "spill";
     onError: "throw" | "skip";
     shardSize: number;
   };
@@ -158,6 +159,12 @@ export interface SplitInfo {
   counts: SplitCounts;
   /** Kept records by step count (chosen CoT form); keys are step counts. */
   stepHistogram: Record<string, number>;
+  /**
+   * Step lengths in tokens of the kept records, under the dataset's tokenizer, in both CoT
+   * forms whichever was built (pipeline/step_lengths.ts); `overC` counts against the build's
+   * c. Absent in datasets built before it was recorded.
+   */
+  stepLengths?: { math: StepLengthStats; nl: StepLengthStats };
   /** Token counts. */
   tokens: TokenCounts;
   /** `<split>-<build id>.records.jsonl`. */
@@ -245,12 +252,22 @@ const ShardInfoSchema = z.object({
   })),
 });
 
+const StepLengthStatsSchema = z.object({
+  steps: count,
+  p50: count,
+  p90: count,
+  p99: count,
+  max: count,
+  overC: count,
+  suggestedC: count,
+});
+
 const SplitInfoSchema = z.object({
   sources: z.array(z.object({ path: z.string(), format: z.string(), bytes: count, sha256 })),
   options: z.object({
     format: z.string(),
     socratic: z.enum(["strip", "keep"]),
-    longStep: z.enum(["truncate", "drop"]),
+    longStep: z.enum(["truncate", "drop", "spill"]),
     onError: z.enum(["throw", "skip"]),
     shardSize: count,
   }),
@@ -265,6 +282,7 @@ const SplitInfoSchema = z.object({
     flaggedByReason: z.record(z.string(), count),
   }),
   stepHistogram: z.record(z.string(), count),
+  stepLengths: z.object({ math: StepLengthStatsSchema, nl: StepLengthStatsSchema }).optional(),
   tokens: z.object({
     question: count,
     steps: count,

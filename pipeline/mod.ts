@@ -89,6 +89,14 @@ export {
   packRecord,
 } from "./pack.ts";
 export {
+  blockTargets,
+  LONG_STEPS,
+  type SlotTargets,
+  slotTargets,
+  stepTargetWidth,
+  supervisedLength,
+} from "./step_targets.ts";
+export {
   type AugmentInfo,
   type ExcludeInfo,
   type Manifest,
@@ -134,6 +142,7 @@ export {
 } from "./build.ts";
 export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";
 export { formatSummary } from "./summary.ts";
+export { nearestRank, StepLengths, type StepLengthStats } from "./step_lengths.ts";
 
 // Synthetic problems and augmentation.
 export {

@@ -5,9 +5,10 @@
  *
  * The LOTUS layout follows the reference implementation (see docs/method.md): the latent
  * region is always K*c slots long, whatever the record's step count, and the step targets
- * put step k's tokens at loop indices k*c .. k*c+c-1, counted from BOT. Unlike the
- * reference, a step longer than c does not spill into the next block: it is truncated to c
- * target tokens (and the record flagged) or the record is dropped, by `longStep`.
+ * put step k's tokens at loop indices k*c, k*c+1, ..., counted from BOT. A step longer than c
+ * is truncated to c target tokens (and the record flagged), drops the record, or, as in the
+ * reference, spills into the following slots (and the record is flagged), by `longStep`;
+ * pipeline/step_targets.ts has the layout of each policy.
  *
  * @module
  */
@@ -15,12 +16,12 @@
 import type { Tokenizer } from "./tokenizer.ts";
 import type { ValidatedRecord, Validation } from "./types.ts";
 import type { CotForm, ReasonInfo } from "./validate.ts";
+import { blockTargets, LONG_STEPS, type LongStep, supervisedLength } from "./step_targets.ts";
+
+export type { LongStep } from "./step_targets.ts";
 
 /** The label value the loss ignores. */
 export const IGNORE: -100 = -100;
-
-/** What to do with a step longer than c tokens. */
-export type LongStep = "truncate" | "drop";
 
 /** Options of {@linkcode packRecord}. */
 export interface PackOptions {
@@ -30,7 +31,10 @@ export interface PackOptions {
   c: number;
   /** Which step form to tokenise. */
   cot: CotForm;
-  /** A step (among the first K) longer than c: `truncate` its targets or `drop` the record. */
+  /**
+   * A step (among the first K) longer than c: `truncate` its targets, `drop` the record, or
+   * `spill` its targets into the following slots.
+   */
   longStep: LongStep;
 }
 
@@ -52,6 +56,20 @@ export const PACK_REASONS: Record<string, ReasonInfo> = {
     math: "drop",
     nl: "drop",
   },
+  step_spilled: {
+    description:
+      "a step among the first K is longer than c tokens; its targets run on into the next " +
+      "block's slots (--long-step spill)",
+    math: "flag",
+    nl: "flag",
+  },
+  step_spill_cut: {
+    description:
+      "a spilled step runs past the last latent slot (K*c); the targets beyond it are cut " +
+      "(--long-step spill)",
+    math: "flag",
+    nl: "flag",
+  },
 };
 
 /** The token sequences of one record. All ids are plain numbers; labels use -100. */
@@ -68,7 +86,11 @@ export interface PackedRecord {
   lotusLabels: number[];
   /** Column of BOT (= Q's length). */
   lotusBot: number;
-  /** [K*c] row-major [k, j]: S_k[j], or -100 where block k has no step or S_k is shorter. */
+  /**
+   * [K, W] row-major (W = c, or K*c + 1 under `spill`): [k, j] = S_k[j], the target of loop
+   * row k*c + j, or -100 where block k has no step, S_k is shorter, or the row is cut
+   * (pipeline/step_targets.ts).
+   */
   stepTargets: Int32Array;
   /** `Q S_0 ... S_{n-1} A`. */
   cotIds: number[];
@@ -78,8 +100,10 @@ export interface PackedRecord {
   nocotIds: number[];
   /** -100 on Q, then the ids. */
   nocotLabels: number[];
-  /** Number of steps among the first K longer than c tokens. */
+  /** Number of steps among the first K longer than c tokens (truncated or spilled). */
   truncatedSteps: number;
+  /** Step tokens among the first K steps without a target (truncated, or cut under spill). */
+  unsupervisedTokens: number;
 }
 
 /** What packing made of a record: its final validation and, unless dropped, its tokens. */
@@ -110,8 +134,10 @@ export function checkPackOptions(opts: PackOptions): void {
   if (opts.cot !== "math" && opts.cot !== "nl") {
     throw new PackOptionsError(`cot = ${opts.cot}: must be "math" or "nl"`);
   }
-  if (opts.longStep !== "truncate" && opts.longStep !== "drop") {
-    throw new PackOptionsError(`longStep = ${opts.longStep}: must be "truncate" or "drop"`);
+  if (!LONG_STEPS.includes(opts.longStep)) {
+    throw new PackOptionsError(
+      `longStep = ${opts.longStep}: must be one of ${LONG_STEPS.map((l) => `"${l}"`).join(", ")}`,
+    );
   }
 }
 
@@ -173,18 +199,26 @@ export function packRecord(r: ValidatedRecord, tok: Tokenizer, opts: PackOptions
   }
   const truncatedSteps = long.length;
   let validation = r.validation;
+  let unsupervisedTokens = 0;
+  const cut: string[] = [];
+  for (let s = 0; s < Math.min(K, steps.length); s++) {
+    const n = supervisedLength(s, steps[s].length, K, c, opts.longStep);
+    unsupervisedTokens += steps[s].length - n;
+    if (opts.longStep === "spill" && n < steps[s].length) {
+      cut.push(`step ${s + 1}: ${steps[s].length - n} of ${steps[s].length} tokens past slot K*c`);
+    }
+  }
   if (truncatedSteps > 0) {
     if (opts.longStep === "drop") {
       return { validation: withReason(validation, "step_too_long", "drop", long), packed: null };
     }
-    validation = withReason(validation, "step_truncated", "flag", long);
+    if (opts.longStep === "spill") {
+      validation = withReason(validation, "step_spilled", "flag", long);
+      if (cut.length) validation = withReason(validation, "step_spill_cut", "flag", cut);
+    } else validation = withReason(validation, "step_truncated", "flag", long);
   }
 
-  const stepTargets = new Int32Array(K * c).fill(IGNORE);
-  for (let s = 0; s < Math.min(K, steps.length); s++) {
-    const st = steps[s];
-    for (let j = 0; j < Math.min(c, st.length); j++) stepTargets[s * c + j] = st[j];
-  }
+  const stepTargets = blockTargets(steps, K, c, opts.longStep);
 
   const lotusIds: number[] = [...question, bot];
   for (let i = 0; i < K * c; i++) lotusIds.push(lat);
@@ -213,6 +247,7 @@ export function packRecord(r: ValidatedRecord, tok: Tokenizer, opts: PackOptions
       nocotIds,
       nocotLabels: ignoreThen(question.length, nocotIds),
       truncatedSteps,
+      unsupervisedTokens,
     },
   };
 }

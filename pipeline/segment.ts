@@ -59,17 +59,24 @@ export function stripSocratic(line: string): string {
   return line.slice(i + SOCRATIC.length);
 }
 
-function nlFromRationale(rationale: string, socratic: "strip" | "keep"): string[] {
+function nlFromRationale(
+  rationale: string,
+  socratic: "strip" | "keep",
+): { nl: string[]; nlOfMath: (number | null)[] } {
   const lines = rationale.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-  const out: string[] = [];
+  const out: string[] = [], nlOfMath: (number | null)[] = [];
   for (const line of lines) {
+    // The line's annotations, in order, as segment() finds them in the whole rationale.
+    const found = scanAnnotations(line).inner.length;
     const text = socratic === "strip" ? stripSocratic(line) : line;
     const clean = scanAnnotations(text).stripped.replace(/\s+/g, " ").trim();
-    if (clean === "") continue;
-    if (lines.length === 1) out.push(...splitSentences(clean));
-    else out.push(clean);
+    // One line split into several sentences: which sentence holds which step is unknown.
+    const parts = clean === "" ? [] : lines.length === 1 ? splitSentences(clean) : [clean];
+    const at = parts.length === 1 ? out.length : null;
+    for (let i = 0; i < found; i++) nlOfMath.push(at);
+    out.push(...parts);
   }
-  return out;
+  return { nl: out, nlOfMath };
 }
 
 /**
@@ -104,11 +111,18 @@ export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord 
     unbalanced += scan.unbalanced;
     for (const inner of scan.inner) math.push(mathStep(inner));
   }
-  let nl = p.rationale === null ? [] : nlFromRationale(p.rationale, socratic);
+  const fromProse = p.rationale === null ? null : nlFromRationale(p.rationale, socratic);
+  let nl = fromProse?.nl ?? [];
   let nlDerived = false;
+  // Which NL step holds each math step: known when the math came from the same lines.
+  let nlOfMath: (number | null)[] | undefined = p.mathSteps === null && fromProse &&
+      fromProse.nlOfMath.length === math.length
+    ? fromProse.nlOfMath
+    : undefined;
   if (nl.length === 0 && math.length > 0) {
     nl = math.map((s) => `${s.expr} = ${s.value}`);
     nlDerived = true;
+    nlOfMath = undefined;
   }
   return {
     ...p,
@@ -117,5 +131,6 @@ export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord 
     answerValue: answerNumber(p.answer),
     nlDerived,
     unbalancedAnnotations: unbalanced,
+    ...(nlOfMath ? { nlOfMath } : {}),
   };
 }

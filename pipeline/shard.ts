@@ -10,6 +10,7 @@
  */
 
 import { IGNORE, type PackedRecord } from "./pack.ts";
+import { type LongStep, stepTargetWidth } from "./step_targets.ts";
 import {
   decodeSafetensors,
   dtypeBytes,
@@ -35,6 +36,8 @@ export interface ShardOptions {
   c: number;
   /** The PAD id (= EOS). */
   pad: number;
+  /** The long-step policy, which sets the step targets' width W (default `truncate`: W = c). */
+  longStep?: LongStep;
 }
 
 /** Tensor names in the order they are written. */
@@ -64,8 +67,9 @@ export const SHARD_TENSORS = [
 export type ShardTensorName = typeof SHARD_TENSORS[number];
 
 /**
- * The shape of each tensor, by dimension: `N` is the shard's records, `K` and `c` the
- * build's; any other letter is a length that must be equal wherever it repeats, and `X+1`
+ * The shape of each tensor, by dimension: `N` is the shard's records, `K` the build's, `W` the
+ * step targets' width (c, or K*c + 1 under `--long-step spill`; pipeline/step_targets.ts); any
+ * other letter is a length that must be equal wherever it repeats, and `X+1`
  * is one more than `X`.
  */
 export const SHARD_SHAPES: { readonly [K in ShardTensorName]: readonly string[] } = {
@@ -81,7 +85,7 @@ export const SHARD_SHAPES: { readonly [K in ShardTensorName]: readonly string[] 
   lotus_labels: ["N", "T"],
   lotus_lengths: ["N"],
   lotus_bot: ["N"],
-  lotus_step_targets: ["N", "K", "c"],
+  lotus_step_targets: ["N", "K", "W"],
   cot_input_ids: ["N", "U"],
   cot_labels: ["N", "U"],
   cot_lengths: ["N"],
@@ -145,9 +149,18 @@ export function shardTensors(rows: ShardRow[], opts: ShardOptions): Record<strin
   }
   const [sIds, sOff] = ragged(allSteps);
   const [aIds, aOff] = ragged(p.map((r) => r.answer));
-  const kc = opts.k * opts.c;
-  const targets = new Int32Array(n * kc);
-  for (let i = 0; i < n; i++) targets.set(p[i].stepTargets, i * kc);
+  const w = stepTargetWidth(opts.k, opts.c, opts.longStep ?? "truncate");
+  const kw = opts.k * w;
+  const targets = new Int32Array(n * kw);
+  for (let i = 0; i < n; i++) {
+    if (p[i].stepTargets.length !== kw) {
+      throw new RangeError(
+        `record ${rows[i].recordIndex}: ${p[i].stepTargets.length} step targets, expected ` +
+          `K*W = ${kw} (packed with another K, c or long-step policy)`,
+      );
+    }
+    targets.set(p[i].stepTargets, i * kw);
+  }
   const [lx, ly, ll] = padded(p.map((r) => r.lotusIds), p.map((r) => r.lotusLabels), opts.pad);
   const [cx, cy, cl] = padded(p.map((r) => r.cotIds), p.map((r) => r.cotLabels), opts.pad);
   const [nx, ny, nl] = padded(p.map((r) => r.nocotIds), p.map((r) => r.nocotLabels), opts.pad);
@@ -164,7 +177,7 @@ export function shardTensors(rows: ShardRow[], opts: ShardOptions): Record<strin
     lotus_labels: ly,
     lotus_lengths: ll,
     lotus_bot: i32([n], Int32Array.from(p, (r) => r.lotusBot)),
-    lotus_step_targets: i32([n, opts.k, opts.c], targets),
+    lotus_step_targets: i32([n, opts.k, w], targets),
     cot_input_ids: cx,
     cot_labels: cy,
     cot_lengths: cl,
@@ -209,6 +222,8 @@ export interface ShardContext {
   k: number;
   /** The build's c. */
   c: number;
+  /** The split's long-step policy (default `truncate`), which sets the step targets' width. */
+  longStep?: LongStep;
   /** Lines of the split's records file: every record_index is below it. */
   records: number;
   /** Every record_index must be above this one (the previous shard's last); default -1. */
@@ -225,12 +240,19 @@ function damaged(what: string, dir: string): DatasetError {
 }
 
 /** The manifest's listing of a shard follows {@linkcode SHARD_TENSORS} and the shape rules. */
-function checkListing(info: ShardInfo, k: number, c: number, where: string, dir: string) {
+function checkListing(
+  info: ShardInfo,
+  k: number,
+  c: number,
+  w: number,
+  where: string,
+  dir: string,
+) {
   const names = info.tensors.map((t) => t.name);
   if (names.join() !== SHARD_TENSORS.join()) {
     throw damaged(`${where}: lists tensors [${names}], expected [${SHARD_TENSORS}]`, dir);
   }
-  const bound = new Map<string, number>([["N", info.records], ["K", k], ["c", c]]);
+  const bound = new Map<string, number>([["N", info.records], ["K", k], ["W", w]]);
   for (const t of info.tensors) {
     const rule = SHARD_SHAPES[t.name as ShardTensorName];
     const ok = t.dtype === "I32" && t.shape.length === rule.length &&
@@ -245,7 +267,7 @@ function checkListing(info: ShardInfo, k: number, c: number, where: string, dir:
     if (!ok) {
       throw damaged(
         `${where}: tensor "${t.name}" is listed as ${t.dtype} [${t.shape}], expected I32 ` +
-          `[${rule}] with N = ${info.records} records, K = ${k}, c = ${c}`,
+          `[${rule}] with N = ${info.records} records, K = ${k}, W = ${w} (c = ${c})`,
         dir,
       );
     }
@@ -326,7 +348,8 @@ export async function checkShard(
       dir,
     );
   }
-  checkListing(info, ctx.k, ctx.c, `${path}: the manifest`, dir);
+  const w = stepTargetWidth(ctx.k, ctx.c, ctx.longStep ?? "truncate");
+  checkListing(info, ctx.k, ctx.c, w, `${path}: the manifest`, dir);
   checkValues(out, ctx, path);
   return out;
 }
@@ -458,7 +481,8 @@ export async function readSplitShards(
   const out: ShardData[] = [];
   let after = -1;
   for (const shard of info.shards) {
-    const ctx = { dir, vocabSize, k, c, records: info.counts.read, after, verify };
+    const longStep = info.options.longStep;
+    const ctx = { dir, vocabSize, k, c, longStep, records: info.counts.read, after, verify };
     const data = await readShard(shard, ctx);
     if (data.record_index.length > 0) after = data.record_index[data.record_index.length - 1];
     out.push(data);

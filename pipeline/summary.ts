@@ -52,7 +52,26 @@ export function formatSummary(
   row("tokens: steps", (i) => i.tokens.steps);
   row("tokens: answers", (i) => i.tokens.answer);
   row("longest step", (i) => i.tokens.maxStep);
-  row(`steps > c = ${m.options.c} (truncated)`, (i) => i.tokens.truncatedSteps);
+  row(
+    `steps > c = ${m.options.c} (${[...new Set(infos.map((i) => i.options.longStep))].join("/")})`,
+    (i) => i.tokens.truncatedSteps,
+  );
+  // Step lengths in both forms under this tokenizer, and the c that holds 9 steps in 10.
+  if (infos.some((i) => i.stepLengths)) {
+    for (const form of ["math", "nl"] as const) {
+      row(
+        `${form} step tokens p50/p90/p99/max`,
+        (i) => {
+          const s = i.stepLengths?.[form];
+          return s ? `${s.p50}/${s.p90}/${s.p99}/${s.max}` : "";
+        },
+      );
+      row(`  ${form} steps > c; suggested c`, (i) => {
+        const s = i.stepLengths?.[form];
+        return s ? `${s.overC}/${s.steps}; ${s.suggestedC}` : "";
+      });
+    }
+  }
   row(
     "longest lotus / cot / nocot",
     (i) => `${i.tokens.maxLotus}/${i.tokens.maxCot}/${i.tokens.maxNocot}`,

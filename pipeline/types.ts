@@ -69,6 +69,13 @@ export interface SegmentedRecord extends Problem {
    * means 0. Validation reports a non-zero count as `unbalanced_annotation`.
    */
   unbalancedAnnotations?: number;
+  /**
+   * For each math step, the index of the NL step written on the same rationale line, or null
+   * where that is not known (single-paragraph rationales split into sentences, math steps
+   * given apart from the prose, derived NL). Set by `segment`; validation's per-step check
+   * (`nl_step_mismatch`) uses it. Absent means unknown throughout.
+   */
+  nlOfMath?: (number | null)[];
 }
 
 /** What validation concluded about a record. */

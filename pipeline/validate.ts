@@ -14,7 +14,10 @@
  * The chain's last stated value must equal the final answer (`final_mismatch` otherwise), and
  * unless the NL form was derived from the math, the NL steps must carry every number the math
  * steps produce: each stated value must appear, as a magnitude, among the numbers written in
- * the NL steps (`nl_missing_number` otherwise; see {@linkcode numbersInText}).
+ * the NL steps (`nl_missing_number` otherwise; see {@linkcode numbersInText}). Where segmentation
+ * knows which NL step was written on each math step's line (`nlOfMath`: one step per line), that
+ * NL step must state the value mathjs computes for the math step, or its stated value when that
+ * is a rounding of it (`nl_step_mismatch` otherwise, naming the step, the value and the text).
  *
  * Each reason drops or flags depending on the CoT form ({@linkcode REASONS}). Status is
  * `dropped` if any reason drops under the chosen form, else `flagged` if there is any reason,
@@ -109,6 +112,13 @@ export const REASONS: Record<string, ReasonInfo> = {
     math: "flag",
     nl: "flag",
   },
+  nl_step_mismatch: {
+    description:
+      "the NL step written on a math step's line does not state the value mathjs computes " +
+      "for that step",
+    math: "flag",
+    nl: "flag",
+  },
 };
 
 /** The status that a list of reasons gives under a CoT form. */
@@ -159,6 +169,7 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
   if (r.math.length === 0 && !empty) add("no_annotation");
 
   const stated: (number | null)[] = [];
+  const computed: (number | null)[] = [];
   r.math.forEach((step, i) => {
     const at = `step ${i + 1} ${step.text}`;
     const v = readNumber(step.value);
@@ -171,6 +182,7 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
       else if (e instanceof ExpressionError) add("bad_expression", `${at}: ${e.message}`);
       else throw e;
     }
+    computed.push(x);
     if (v === null) {
       add("bad_value", `${at}: stated value ${JSON.stringify(step.value)} is not a number`);
       return;
@@ -205,6 +217,25 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
     if (missing.length > 0) {
       add("nl_missing_number", `NL steps lack ${missing.map((s) => s.value).join(", ")}`);
     }
+  }
+
+  if (!r.nlDerived && r.nlOfMath) {
+    r.math.forEach((step, i) => {
+      const at = r.nlOfMath![i], x = computed[i];
+      if (at === null || at === undefined || x === null || x === undefined) return;
+      const text = r.nl[at];
+      if (text === undefined) return;
+      const v = readNumber(step.value);
+      const want = [x, ...(v ? [v.value] : []), ...(v?.percent ? [v.value / 100] : [])];
+      const seen = numbersInText(text);
+      if (!want.some((w) => seen.some((n) => sameNumber(n, Math.abs(w))))) {
+        add(
+          "nl_step_mismatch",
+          `NL step ${at + 1} ${JSON.stringify(text)} does not state ${fmt(x)}, the value of ` +
+            `math step ${i + 1} ${step.text}`,
+        );
+      }
+    });
   }
 
   return {

@@ -24,7 +24,7 @@
 import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { stringify } from "csv-stringify/sync";
 import { encodeSafetensors } from "../base/safetensors.ts";
-import type { PackOutcome } from "./pack.ts";
+import type { LongStep, PackOutcome } from "./pack.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
 import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
@@ -270,6 +270,8 @@ export interface SplitWriterOptions {
   shardSize?: number;
   /** Which step form the tokens came from (for the step histogram). */
   cot: "math" | "nl";
+  /** The long-step policy the records were packed with (default `truncate`). */
+  longStep?: LongStep;
 }
 
 /** The file and count parts of a split's manifest entry, as a {@linkcode SplitWriter} saw them. */
@@ -400,7 +402,7 @@ export class SplitWriter {
 
   /** Start writing split `split` into directory `dir`. */
   static async open(dir: string, split: string, opts: SplitWriterOptions): Promise<SplitWriter> {
-    const full = { shardSize: DEFAULT_SHARD_SIZE, ...opts };
+    const full = { shardSize: DEFAULT_SHARD_SIZE, longStep: "truncate" as LongStep, ...opts };
     if (!Number.isInteger(full.shardSize) || full.shardSize < 1) {
       throw new WriteError(`shardSize = ${full.shardSize}: must be an integer >= 1`);
     }

@@ -90,3 +90,26 @@ Deno.test("auxBatch: the last latent predicts the step's first token, teacher-fo
 Deno.test("suffixOf keeps steps from K on", () => {
   assertEquals(Array.from(suffixOf(ex([1], [[5], [6]], [7]), 1, 2)), [2, 6, 7]);
 });
+
+Deno.test("lotusBatch: --long-step spill adds target layers over the same rows", () => {
+  // K = 2, c = 2, L = 5. Example a: S_0 = [20, 21, 22] spills its third token onto row 2,
+  // where S_1 = [30] starts. Example b: S_0 = [60, 61, 62, 63, 64, 65] reaches the last row
+  // (4 = K*c) and its last token is cut.
+  const a = ex([10, 11, 12], [[20, 21, 22], [30], [40, 41]], [50, 0]);
+  const b = ex([13], [[60, 61, 62, 63, 64, 65]], [70, 0]);
+  const bt = lotusBatch([a, b], sp, { K: 2, R: 2, c: 2, longStep: "spill" });
+  const X = IGNORE;
+  assertEquals(Array.from(bt.stepTargets), [20, 21, 30, X, X, 60, 61, X, X, X]);
+  assertEquals(Array.from(bt.stepBlock), [0, 0, 1, -1, -1, 0, 0, -1, -1, -1]);
+  assertEquals(bt.spillTargets.length, 2);
+  assertEquals(Array.from(bt.spillTargets[0]), [X, X, 22, X, X, X, X, 62, 63, X]);
+  assertEquals(Array.from(bt.spillBlock[0]), [-1, -1, 0, -1, -1, -1, -1, 0, 0, -1]);
+  assertEquals(Array.from(bt.spillTargets[1]), [X, X, X, X, X, X, X, X, X, 64]);
+  assertEquals(Array.from(bt.spillBlock[1]), [-1, -1, -1, -1, -1, -1, -1, -1, -1, 0]);
+  assertEquals(bt.nStep, 5 + 4);
+  // Truncate (the default) has no spill layers, and the suffix is the same either way.
+  const tr = lotusBatch([a, b], sp, { K: 2, R: 2, c: 2 });
+  assertEquals(tr.spillTargets.length, 0);
+  assertEquals(tr.nStep, 5);
+  assertEquals(Array.from(tr.suffixIds), Array.from(bt.suffixIds));
+});

@@ -3,8 +3,8 @@
 // cycles, the error messages and determinism. This checks the kernels' logic, indexing,
 // barriers and reductions and the matmul mapping onto column-major cuBLAS; it cannot check
 // the GPU itself (docs/gpu-check.md). Skips, saying so, where g++ cannot build it.
-import { assert, assertEquals } from "./_assert.ts";
-import { buildCudaEmu, canEmulate } from "../check/cuda_emu.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
@@ -16,7 +16,7 @@ import {
   STEP_SPECS,
   summarizeOps,
 } from "../check/parity.ts";
-import { GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
+import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("engine_cuda_emu_test: g++ (C++20, Linux) not found: tests skipped");
@@ -67,6 +67,10 @@ Deno.test({
         assert(r.err <= 1e-6, `${p}: ${r.name}: ${r.err}`);
       }
     }
+    // The statistics form of attention, fp32 only (attention is fp32 at every precision).
+    const stats = compareOps(e, cpuEngine(), "fp32", { cases: GPT2_ATTN_STATS_CASES });
+    for (const r of stats) assert(r.pass && r.err <= 1e-6, `fp32: ${r.name}: ${r.err}`);
+    assertEquals(stats.length, 8, "out and dqkv of each case, and dkv_past of the two pasts");
     for (const p of ["fp32", "bf16"] as const) {
       for (const r of compareLotusStep(e, cpuEngine(), p, REAL_STEP_SPEC)) {
         assert(r.pass, `${p} ${r.name}: ${r.err}`);
@@ -191,6 +195,36 @@ Deno.test({
       } finally {
         e.free(p);
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: uploads and repeated index checks need no host wait, and a " +
+    "rewritten id array is checked again",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu();
+    const C = 4, V = 8, N = 3;
+    const wte = e.alloc(V * C * 4), wpe = e.alloc(V * C * 4), out = e.alloc(N * C * 4);
+    const ids = e.alloc(N * 4), pos = e.alloc(N * 4);
+    try {
+      e.upload(pos, Int32Array.of(0, 1, 2));
+      const c0 = emuCounters(lib);
+      e.upload(ids, Int32Array.of(1, 2, 3));
+      assertEquals(emuCounters(lib).syncs - c0.syncs, 0, "a small upload waits");
+      e.embedFwd(out, ids, pos, wte, wpe, N, C);
+      const c1 = emuCounters(lib);
+      assertEquals(c1.syncs - c0.syncs, 1, "the first check waits once");
+      e.embedFwd(out, ids, pos, wte, wpe, N, C);
+      e.embedBwd(wte, wpe, out, ids, pos, N, C);
+      assertEquals(emuCounters(lib).syncs - c1.syncs, 0, "ids that passed were checked again");
+      e.upload(ids, Int32Array.of(1, 99, 3));
+      assertThrows(() => e.embedFwd(out, ids, pos, wte, wpe, N, C), EngineError, "99");
+      e.zero(ids, N * 4);
+      e.embedFwd(out, ids, pos, wte, wpe, N, C);
+    } finally {
+      for (const p of [wte, wpe, out, ids, pos]) e.free(p);
     }
   },
 });

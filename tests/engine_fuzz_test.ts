@@ -33,6 +33,8 @@ const OPS: Record<string, Kind[]> = {
   dropoutBwd: ["p", "p", "p", "i", "f"],
   attentionFwd: ["p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
   attentionBwd: ["p", "p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
+  attentionStatsFwd: ["p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
+  attentionStatsBwd: ["p", "p", "p", "p", "p", "p", "p", "i", "i", "i", "i", "i", "i", "i"],
   xentFwdBwd: ["p", "p", "p", "i", "i", "f"],
   argmax: ["p", "p", "i", "i"],
   sumsq: ["p", "p", "i"],

@@ -846,9 +846,211 @@ Deno.test(
   }),
 );
 
+/** Zeroed gradient buffers of an attention case, and a backward into them in either form. */
+function attentionGrads(pool: Pool, s: ReturnType<typeof setupAttention>, c: AttnCase) {
+  const dqkv = pool.f32(s.qkv.length);
+  const dpast = s.past ? pool.f32(s.past.buf.length) : null;
+  const dkv = dpast ? eng.offset(dpast, 4 * s.past!.off) : null;
+  const bs = s.past?.bs ?? 0, rs = s.past?.rs ?? 0;
+  const { B, Tq, Tp, C, NH } = c;
+  return {
+    dqkv,
+    dpast,
+    att: (dout: Ptr) =>
+      eng.attentionBwd(dqkv, dkv, dout, s.att, s.pqkv, s.kvPast, B, Tq, Tp, C, NH, bs, rs),
+    stats: (dout: Ptr, stats: Ptr) =>
+      eng.attentionStatsBwd(
+        dqkv,
+        dkv,
+        dout,
+        stats,
+        s.valid,
+        s.pqkv,
+        s.kvPast,
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        bs,
+        rs,
+      ),
+  };
+}
+
+Deno.test(
+  "attention_stats_fwd/bwd give the same bits as attention_fwd/bwd, masks and a shared past",
+  withPool((pool) => {
+    const rng = new Rng(23);
+    const cases: AttnCase[] = [
+      ...ATTN_FWD_CASES,
+      { B: 2, Tq: 5, Tp: 0, C: 6, NH: 2, layout: "qkv", valid: [1, 1, 1, 1, 1, 0, 0, 1, 1, 1] },
+      {
+        B: 2,
+        Tq: 9,
+        Tp: 3,
+        C: 8,
+        NH: 2,
+        layout: "qkv",
+        valid: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+      },
+      {
+        B: 2,
+        Tq: 3,
+        Tp: 3,
+        C: 6,
+        NH: 2,
+        layout: "cache",
+        valid: [1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1],
+      },
+    ];
+    for (const c of cases) {
+      const name = `attention stats ${JSON.stringify(c)}`;
+      const s = setupAttention(pool, rng, c);
+      const { B, Tq, Tp, C, NH } = c;
+      const nOut = B * Tq * C, nRows = B * NH * Tq;
+      s.fwd();
+      const out = pool.read(s.out, nOut), att = pool.read(s.att, nRows * s.Tk);
+      const stats = pool.f32(2 * nRows), out2 = pool.f32(nOut), out3 = pool.f32(nOut);
+      const bs = s.past?.bs ?? 0, rs = s.past?.rs ?? 0;
+      eng.attentionStatsFwd(out2, stats, s.pqkv, s.kvPast, s.valid, B, Tq, Tp, C, NH, bs, rs);
+      eng.attentionStatsFwd(out3, null, s.pqkv, s.kvPast, s.valid, B, Tq, Tp, C, NH, bs, rs);
+      assertEquals(pool.read(out2, nOut), out, `${name}: out`);
+      assertEquals(pool.read(out3, nOut), out, `${name}: out without stats`);
+      // The statistics describe the saved rows: 1/sum > 0 exactly when some key is visible,
+      // and the largest probability of a row is exp(0) * (1/sum).
+      const st = pool.read(stats, 2 * nRows);
+      for (let row = 0; row < nRows; row++) {
+        const a = att.subarray(row * s.Tk, (row + 1) * s.Tk);
+        const top = a.reduce((x, y) => Math.max(x, y), 0);
+        if (top === 0) {
+          assertEquals([st[2 * row], st[2 * row + 1]], [-Infinity, 0], `${name}: dead row ${row}`);
+        } else {
+          assert(Number.isFinite(st[2 * row]), `${name}: max of row ${row}`);
+          assertEquals(top, st[2 * row + 1], `${name}: 1/sum of row ${row}`);
+        }
+      }
+      const dout = pool.f32(rng.normals(nOut));
+      const ga = attentionGrads(pool, s, c), gs = attentionGrads(pool, s, c);
+      ga.att(dout);
+      gs.stats(dout, stats);
+      assertEquals(pool.read(gs.dqkv, s.qkv.length), pool.read(ga.dqkv, s.qkv.length), name);
+      if (s.past) {
+        const n = s.past.buf.length;
+        assertEquals(pool.read(gs.dpast!, n), pool.read(ga.dpast!, n), `${name}: dkv_past`);
+      }
+    }
+    // One past shared by the whole batch (past_bs = 0): the backward walks b in order.
+    const B = 3, Tq = 9, Tp = 4, C = 16, NH = 2, Tk = Tp + Tq;
+    const qkv = pool.f32(rng.normals(B * Tq * 3 * C)), past = pool.f32(rng.normals(Tp * 2 * C));
+    const out = pool.f32(B * Tq * C), att = pool.f32(B * NH * Tq * Tk);
+    const stats = pool.f32(B * NH * Tq * 2), dout = pool.f32(rng.normals(B * Tq * C));
+    const grads = [0, 1].map(() => [pool.f32(B * Tq * 3 * C), pool.f32(Tp * 2 * C)]);
+    eng.attentionFwd(out, att, qkv, past, null, B, Tq, Tp, C, NH, 0, 2 * C);
+    eng.attentionStatsFwd(out, stats, qkv, past, null, B, Tq, Tp, C, NH, 0, 2 * C);
+    eng.attentionBwd(grads[0][0], grads[0][1], dout, att, qkv, past, B, Tq, Tp, C, NH, 0, 2 * C);
+    eng.attentionStatsBwd(
+      grads[1][0],
+      grads[1][1],
+      dout,
+      stats,
+      null,
+      qkv,
+      past,
+      B,
+      Tq,
+      Tp,
+      C,
+      NH,
+      0,
+      2 * C,
+    );
+    assertEquals(pool.read(grads[1][0], B * Tq * 3 * C), pool.read(grads[0][0], B * Tq * 3 * C));
+    assertEquals(pool.read(grads[1][1], Tp * 2 * C), pool.read(grads[0][1], Tp * 2 * C));
+    // Errors name the new functions and the stats buffer.
+    assertThrows(
+      () => eng.attentionStatsBwd(out, null, dout, null, null, qkv, null, 1, 1, 0, C, NH, 0, 0),
+      EngineError,
+      "le_attention_stats_bwd: stats is NULL",
+    );
+    const small = pool.f32(3);
+    assertThrows(
+      () => eng.attentionStatsFwd(out, small, qkv, null, null, 1, 2, 0, C, NH, 0, 0),
+      EngineError,
+      "le_attention_stats_fwd: stats",
+    );
+  }),
+);
+
+Deno.test(
+  "attention_stats_bwd: finite differences for qkv and both past layouts, with masks",
+  withPool((pool) => {
+    const rng = new Rng(24);
+    const cases: AttnCase[] = [
+      { B: 1, Tq: 1, Tp: 0, C: 3, NH: 1, layout: "qkv" },
+      { B: 2, Tq: 4, Tp: 0, C: 6, NH: 2, layout: "qkv", valid: [1, 1, 1, 1, 0, 1, 1, 1] },
+      { B: 2, Tq: 3, Tp: 4, C: 6, NH: 2, layout: "cache", Tmax: 6 },
+      {
+        B: 2,
+        Tq: 9,
+        Tp: 3,
+        C: 8,
+        NH: 2,
+        layout: "qkv",
+        valid: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+      },
+    ];
+    for (const c of cases) {
+      const name = `attention stats bwd ${JSON.stringify(c)}`;
+      const s = setupAttention(pool, rng, c);
+      const { B, Tq, Tp, C, NH } = c;
+      const nOut = B * Tq * C, bs = s.past?.bs ?? 0, rs = s.past?.rs ?? 0;
+      const stats = pool.f32(2 * B * NH * Tq);
+      const r = rng.normals(nOut);
+      const loss = () => {
+        eng.attentionStatsFwd(s.out, stats, s.pqkv, s.kvPast, s.valid, B, Tq, Tp, C, NH, bs, rs);
+        return dotLoss(pool.read(s.out, nOut), r);
+      };
+      loss();
+      const reach = attentionReach(c, s.past, pool.read(s.out, nOut), r);
+      const g = attentionGrads(pool, s, c);
+      g.stats(pool.f32(r), stats);
+      const depth = 4 * (C / NH + s.Tk) + 16;
+      const gq = pool.read(g.dqkv, s.qkv.length);
+      assertGrad(`${name} dqkv`, gq, finiteDiff(eng, s.qkv, s.pqkv, loss, H), reach.sq, depth);
+      if (s.past) {
+        assertGrad(
+          `${name} dkv_past`,
+          pool.read(g.dpast!, s.past.buf.length),
+          finiteDiff(eng, s.past.buf, s.pastBuf, loss, H),
+          reach.sp,
+          depth,
+        );
+      }
+    }
+  }),
+);
+
 // ---------------------------------------------------------------------------------------------
 // cross-entropy, argmax
 // ---------------------------------------------------------------------------------------------
+
+Deno.test(
+  "xent_fwd_bwd: targets overlapping logits or losses are rejected before anything is written",
+  withPool((pool) => {
+    const buf = pool.f32(Float32Array.from({ length: 40 }, (_, i) => i % 3));
+    const before = pool.read(buf, 40);
+    const losses = pool.f32(6);
+    const at = (i: number) => eng.offset(buf, 4 * i);
+    assertThrows(
+      () => eng.xentFwdBwd(buf, losses, at(4), 6, 4, 1),
+      EngineError,
+      "targets overlaps logits or losses",
+    );
+    assertThrows(() => eng.xentFwdBwd(buf, at(30), at(32), 6, 4, 1), EngineError, "overlaps");
+    assertEquals(pool.read(buf, 40), before);
+  }),
+);
 
 Deno.test(
   "xent_fwd_bwd: losses, ignored rows, dscale, finite differences",

@@ -166,6 +166,15 @@ Deno.test("eval outputs: predictions, summary, by-steps and readout files agree 
     const svg = await Deno.readTextFile(p);
     assert(svg.startsWith("<svg") && svg.trimEnd().endsWith("</svg>"), p);
   }
+  // report.html shows the readout as text, block by block, for the first R's examples.
+  const html = await Deno.readTextFile(files.html);
+  const first = res.examples.filter((e) => e.readout?.length && e.R === res.examples[0].R);
+  assert(html.includes(`Latent readout as text (R=${first[0].R})`), "readout text table");
+  const esc = (t: string) =>
+    t.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+  for (const b of first[0].readout!) {
+    assert(html.includes(`<td>${esc(b.gold)}</td><td>${esc(b.text)}</td>`), b.text);
+  }
 });
 
 const CHROMIUM = findChromium();
@@ -190,6 +199,10 @@ Deno.test({
     }
     assertEquals(page.svgs.length, 1, "the readout view, inline");
     assert(page.svgs[0].width > 0 && page.svgs[0].height > 0, JSON.stringify(page.svgs));
-    assertEquals(page.tables.map((t) => t.rows), [2, 2, 6], "summary, by steps, predictions");
+    assertEquals(
+      page.tables.map((t) => t.rows),
+      [2, 2, 6, 6],
+      "summary, by steps, predictions, the readout as text",
+    );
   },
 });

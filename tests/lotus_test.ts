@@ -397,3 +397,81 @@ Deno.test("LOTUS step with dropout: gradient matches finite differences under fi
     model.free();
   }
 });
+
+Deno.test("spilled step targets: the step loss sums one cross-entropy per layer", () => {
+  const cfg = tinyConfig();
+  const sp = tinySpecials(cfg.vocabSize);
+  // Steps longer than c = 2 so that every example spills.
+  const exs = randomExamples(3, cfg.vocabSize, 21, sp.eos).map((e) => ({
+    ...e,
+    steps: e.steps.map((s, i) => i === 0 ? Int32Array.from([...s, ...s, 5]) : s),
+  }));
+  const model = tinyModel(cfg, tinyParams(cfg, 5));
+  const runner = new LotusRunner(model, capacity(exs, exs.length), false);
+  try {
+    for (const stepLoss of ["after", "in-loop"] as const) {
+      const opts = { ...base, stepLoss };
+      const spill = lotusBatch(exs, sp, { K, R, c, longStep: "spill" });
+      assert(spill.spillTargets.length > 0, "the batch spills");
+      const all = runner.step(spill, opts, exs);
+      assert(all.nStep > lotusBatch(exs, sp, { K, R, c }).nStep);
+      // Each layer alone, as if it were the only one: the sums must add up.
+      const layers = [spill.stepTargets, ...spill.spillTargets];
+      const blocks = [spill.stepBlock, ...spill.spillBlock];
+      let sum = 0, n = 0;
+      for (let m = 0; m < layers.length; m++) {
+        const one: LotusBatch = {
+          ...spill,
+          stepTargets: layers[m],
+          stepBlock: blocks[m],
+          spillTargets: [],
+          spillBlock: [],
+          nStep: layers[m].filter((t) => t >= 0).length,
+        };
+        const l = runner.step(one, opts, exs);
+        sum += l.step * l.nStep, n += l.nStep;
+      }
+      assertEquals(all.nStep, n);
+      assertAlmostEquals(all.step * all.nStep, sum, 1e-3 * Math.max(1, sum));
+    }
+  } finally {
+    runner.free();
+    model.free();
+  }
+});
+
+Deno.test("the LM head in row chunks gives the step's losses and gradients of one whole pass", () => {
+  const cfg = tinyConfig({ auxLayers: 1 });
+  const sp = tinySpecials(cfg.vocabSize);
+  const exs = randomExamples(4, cfg.vocabSize, 61, sp.eos);
+  const model = tinyModel(cfg, tinyParams(cfg, 5));
+  const opts: LotusOptions = { ...base, auxWeight: 0.7 };
+  const run = (headRows?: number) => {
+    const runner = new LotusRunner(model, { ...capacity(exs, exs.length), headRows }, true);
+    try {
+      model.zeroGrad();
+      const l = runner.step(lotusBatch(exs, sp, { K, R, c }), opts, exs);
+      return { l, grad: model.downloadGrads(), bytes: runner.bytes };
+    } finally {
+      runner.free();
+    }
+  };
+  try {
+    const whole = run(), chunked = run(5); // 5 rows: every head runs in several chunks
+    assert(chunked.bytes < whole.bytes, "a smaller logits buffer");
+    for (const k of ["loss", "ans", "step", "aux"] as const) {
+      assert(whole.l[k] > 0, k);
+      assertAlmostEquals(chunked.l[k], whole.l[k], 1e-6 * whole.l[k], k);
+    }
+    let maxG = 0, maxD = 0;
+    for (let i = 0; i < whole.grad.length; i++) {
+      maxG = Math.max(maxG, Math.abs(whole.grad[i]));
+      maxD = Math.max(maxD, Math.abs(whole.grad[i] - chunked.grad[i]));
+    }
+    // Only summation order differs (the head's gradient is summed chunk by chunk): measured
+    // 2e-7 of the largest gradient.
+    assert(maxG > 0 && maxD / maxG < 1e-5, `gradients differ: ${maxD} vs ${maxG}`);
+  } finally {
+    model.free();
+  }
+});

@@ -96,6 +96,8 @@ Deno.test("ops: the same engine on both sides agrees exactly, and every ABI op i
     "geluBwd",
     "attentionFwd",
     "attentionBwd",
+    "attentionStatsFwd",
+    "attentionStatsBwd",
     "xentFwdBwd",
     "argmax",
     "sumsq",

@@ -174,10 +174,50 @@ Deno.test("validate: NL steps must carry the numbers the math produces", () => {
     answer: "19",
   }));
   const v = validate(lost, { cot: "nl" });
-  assertEquals(outcome(v), ["flagged", ["nl_missing_number"]]);
-  assertEquals(v.validation.details, ["NL steps lack 18"]);
+  assertEquals(outcome(v), ["flagged", ["nl_missing_number", "nl_step_mismatch"]]);
+  assertEquals(v.validation.details, [
+    "NL steps lack 18",
+    `NL step 1 "A third of the 54 is eighteen." does not state 18, the value of math step 1 ` +
+    "<<54/3=18>>",
+  ]);
   // Derived NL carries its numbers by construction and is not checked.
   assertEquals(outcome(chain(["54/3=18"], "18").nl), ["ok", []]);
+});
+
+Deno.test("validate: each NL step states the value mathjs computes for its line's math step", () => {
+  // A line that states its value anywhere in its text passes.
+  const swapped = segment(problem({
+    rationale: "She has 54/3 = <<54/3=18>>18 pens.\nThen 6*4 = <<6*4=24>>18 pens... so 24 in all.",
+    answer: "24",
+  }));
+  assertEquals(swapped.nlOfMath, [0, 1]);
+  assertEquals(outcome(validate(swapped, { cot: "nl" })), ["ok", []]);
+  // Here line 2 states 18 (a value of the chain, so nl_missing_number is silent, and 24 is on
+  // line 3), but its own calculation 6*4 is 24: the NL step does not say what it computes.
+  const wrong = segment(problem({
+    rationale: "She has 54/3 = <<54/3=18>>18 pens.\nShe buys 6*4 = <<6*4=24>> more, 18 in all.\n" +
+      "So 24 pens.",
+    answer: "24",
+  }));
+  assertEquals(wrong.nlOfMath, [0, 1]);
+  const v = validate(wrong, { cot: "nl" });
+  assertEquals(outcome(v), ["flagged", ["nl_step_mismatch"]]);
+  assertEquals(v.validation.details, [
+    `NL step 2 "She buys 6*4 = more, 18 in all." does not state 24, the value of math step 2 ` +
+    "<<6*4=24>>",
+  ]);
+  // The stated value of a rounded step counts: 10/3 computes 3.333..., the prose says 3.33.
+  const rounded = segment(
+    problem({ rationale: "Each gets 10/3 = <<10/3=3.33>>3.33.", answer: "3.33" }),
+  );
+  assertEquals(validate(rounded).validation.reasons, ["rounded_value"]);
+  // A single paragraph is split into sentences: which sentence holds which step is unknown.
+  const para = segment(problem({
+    rationale: "He has 2*3 = <<2*3=6>>6. Then 6+1 = <<6+1=7>>7.",
+    answer: "7",
+  }));
+  assertEquals(para.nlOfMath, [null, null]);
+  assertEquals(validate(para).validation.reasons, []);
 });
 
 Deno.test("validate: reasons come once each, in the order found; details keep every step", () => {

@@ -13,6 +13,7 @@
  */
 
 import { IGNORE } from "../pipeline/pack.ts";
+import { type LongStep, slotTargets } from "../pipeline/step_targets.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { leftPadQuestions } from "../model/generate.ts";
 
@@ -75,9 +76,17 @@ export interface LotusBatch {
   stepTargets: Int32Array;
   /** [B, L] the block whose target sits at that row (-1: none), for in-loop supervision. */
   stepBlock: Int32Array;
+  /**
+   * Under `--long-step spill`: the further target layers, each [B, L]; layer m - 1 of this
+   * list holds S_k[j] for m*c <= j < (m+1)*c at row k*c + j (pipeline/step_targets.ts).
+   * Empty otherwise. Each layer is one more cross-entropy over the same logits.
+   */
+  spillTargets: Int32Array[];
+  /** The block of each spilled target, as `stepBlock` is for `stepTargets`. */
+  spillBlock: Int32Array[];
   /** Answer targets that are not IGNORE: the answer loss's denominator. */
   nAns: number;
-  /** Step targets that are not IGNORE: the step loss's denominator. */
+  /** Step targets that are not IGNORE, in every layer: the step loss's denominator. */
   nStep: number;
 }
 
@@ -140,7 +149,9 @@ export function plainLength(ex: Example, withSteps: boolean): number {
 }
 
 /**
- * Assemble a LOTUS batch at K blocks of c latents and R loop iterations.
+ * Assemble a LOTUS batch at K blocks of c latents and R loop iterations. `longStep`
+ * (default `truncate`) is the dataset's policy for steps longer than c: under `spill` their
+ * targets run on into the following rows ({@linkcode LotusBatch.spillTargets}).
  *
  * @example
  * ```ts
@@ -154,9 +165,10 @@ export function plainLength(ex: Example, withSteps: boolean): number {
 export function lotusBatch(
   exs: Example[],
   sp: SpecialIds,
-  shape: { K: number; R: number; c: number },
+  shape: { K: number; R: number; c: number; longStep?: LongStep },
 ): LotusBatch {
   const { K, R, c } = shape;
+  const longStep = shape.longStep ?? "truncate";
   const B = exs.length, L = 1 + K * c;
   const pre = leftPadQuestions(exs.map((e) => e.q), sp.pad);
   const P = pre.P;
@@ -173,6 +185,7 @@ export function lotusBatch(
   const suffixTargets = new Int32Array(B * S).fill(IGNORE);
   const stepTargets = new Int32Array(B * L).fill(IGNORE);
   const stepBlock = new Int32Array(B * L).fill(-1);
+  const spillTargets: Int32Array[] = [], spillBlock: Int32Array[] = [];
   let nAns = 0, nStep = 0;
 
   for (let b = 0; b < B; b++) {
@@ -192,16 +205,18 @@ export function lotusBatch(
     suffixValid.set(pre.valid.subarray(b * P, (b + 1) * P), kv);
     suffixValid.fill(1, kv + P, kv + P + L + s.length);
 
-    const ex = exs[b];
-    const blocks = Math.min(ex.steps.length, K);
-    for (let k = 0; k < blocks; k++) {
-      const st = ex.steps[k], n = Math.min(st.length, c);
-      for (let j = 0; j < n; j++) {
-        stepTargets[b * L + k * c + j] = st[j];
-        stepBlock[b * L + k * c + j] = k;
+    const st = slotTargets(exs[b].steps, K, c, longStep);
+    stepTargets.set(st.layers[0], b * L);
+    stepBlock.set(st.blocks[0], b * L);
+    for (let m = 1; m < st.layers.length; m++) {
+      while (spillTargets.length < m) {
+        spillTargets.push(new Int32Array(B * L).fill(IGNORE));
+        spillBlock.push(new Int32Array(B * L).fill(-1));
       }
-      nStep += n;
+      spillTargets[m - 1].set(st.layers[m], b * L);
+      spillBlock[m - 1].set(st.blocks[m], b * L);
     }
+    nStep += st.count;
   }
   return {
     B,
@@ -225,6 +240,8 @@ export function lotusBatch(
     suffixTargets,
     stepTargets,
     stepBlock,
+    spillTargets,
+    spillBlock,
     nAns,
     nStep,
   };

@@ -87,6 +87,8 @@ export type {
   TokenCounts,
 } from "../pipeline/manifest.ts";
 export type { VerifyMode } from "../pipeline/shard.ts";
+export type { StepLengthStats } from "../pipeline/step_lengths.ts";
+export type { LongStep } from "../pipeline/step_targets.ts";
 export type { SpecialIds } from "../pipeline/tokenizer.ts";
 export type { RecipeName } from "./options.ts";
 export type { RunProgress } from "./schedule.ts";

@@ -8,17 +8,20 @@
  *      same position; BOT keeps its embedding; each pass attends to the same prefix K/V;
  *   4. suffix (EOT, remaining steps, answer) attending to prefix ‖ pass R's K/V;
  *   5. losses: answer CE on the suffix; step CE on pass R's logits at the BOT-offset slots
- *      (or per pass, block r-1 at pass r, "in-loop"); the aux decoder's CE for LOTUS-aux.
+ *      (or per pass, block r-1 at pass r, "in-loop"), one CE per target layer when steps
+ *      spill past their block; the aux decoder's CE for LOTUS-aux.
  *      Each is a token mean with its own denominator; loss = ans + lambda*step + w*aux.
  *
  * Backward runs the chunks in reverse, through every pass: no detach anywhere. Each loss's
  * logits gradient is applied as soon as the loss is computed (the fused cross-entropy writes
- * it in place), so only one logits buffer exists.
+ * it in place), so only one logits buffer exists. In training that buffer holds a fixed number
+ * of rows ({@linkcode HEAD_CHUNK_ROWS}): the LM head, the cross-entropy and the head's backward
+ * run over the rows a chunk at a time, so the full rows x V logits are never held at once.
  *
  * @module
  */
 
-import type { Ptr } from "../engine/ffi.ts";
+import type { Engine, Ptr } from "../engine/ffi.ts";
 import {
   type AuxBatch,
   auxBatch,
@@ -122,6 +125,52 @@ export interface LotusCapacity {
   auxT: number;
   /** Allocate the masks that dropout needs (training with dropout only). */
   dropout?: boolean;
+  /**
+   * Rows of logits held at once in training (default {@linkcode HEAD_CHUNK_ROWS}). A runner
+   * without `training` holds all the rows of its largest head, whose logits
+   * {@linkcode LotusRunner.logits} then exposes.
+   */
+  headRows?: number;
+}
+
+/**
+ * Rows of logits a training runner holds at once (the default of
+ * {@linkcode LotusCapacity.headRows}): 1,024 x 50,260 floats is 0.19 GiB at GPT-2's
+ * vocabulary, against 0.95 GiB for the 5,056 rows of a loop pass at batch 64.
+ */
+export const HEAD_CHUNK_ROWS = 1024;
+
+/**
+ * Cross-entropy of `rows` rows of `h` through a tied head [V, C] against `targets`, `chunk`
+ * rows at a time through one logits buffer of `chunk` x V; per-row losses go to `losses`.
+ * With `dscale` != 0, the head's backward is applied chunk by chunk: dh += dlogits W and
+ * dhead += dlogits^T h. Each row's loss and dh are those of one whole-rows pass; dhead is
+ * summed over the chunks in order, so it differs from one pass only by fp32 rounding.
+ */
+function chunkedHeadLoss(
+  e: Engine,
+  logits: Ptr,
+  chunk: number,
+  losses: Ptr,
+  h: Ptr,
+  dh: Ptr,
+  rows: number,
+  C: number,
+  V: number,
+  targets: Ptr,
+  dscale: number,
+  head: Ptr,
+  dhead: Ptr,
+): void {
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const n = Math.min(chunk, rows - r0);
+    const hc = e.offset(h, r0 * C * F32);
+    e.matmulFwd(logits, hc, head, null, n, C, V);
+    e.xentFwdBwd(logits, e.offset(losses, r0 * F32), e.offset(targets, r0 * 4), n, V, dscale);
+    if (dscale !== 0) {
+      e.matmulBwd(e.offset(dh, r0 * C * F32), dhead, null, logits, hc, head, n, C, V);
+    }
+  }
 }
 
 /** Buffers for uploading one region's ids, positions, key validity and targets. */
@@ -154,6 +203,7 @@ export class LotusRunner {
   #kvcat: Ptr[];
   #dkvcat: Ptr[];
   #logits: Ptr;
+  #logitRows: number;
   #losses: Ptr;
   #preR: Region;
   #loopR: Region;
@@ -189,7 +239,10 @@ export class LotusRunner {
       ? Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * 2 * C))
       : [];
     const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
-    this.#logits = a.f32(logitRows * V);
+    this.#logitRows = training
+      ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
+      : logitRows;
+    this.#logits = a.f32(this.#logitRows * V);
     this.#losses = a.f32(logitRows);
     this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
     this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
@@ -234,10 +287,23 @@ export class LotusRunner {
     dhead: Ptr,
   ): number {
     const e = this.model.eng, C = this.model.cfg.dModel, V = this.model.cfg.vocabSize;
-    e.matmulFwd(this.#logits, h, head, null, rows, C, V);
     const grad = this.#training && count > 0 && weight > 0;
-    e.xentFwdBwd(this.#logits, this.#losses, targets, rows, V, grad ? weight / count : 0);
-    if (grad) e.matmulBwd(dh, dhead, null, this.#logits, h, head, rows, C, V);
+    const ds = grad ? weight / count : 0;
+    chunkedHeadLoss(
+      e,
+      this.#logits,
+      this.#logitRows,
+      this.#losses,
+      h,
+      dh,
+      rows,
+      C,
+      V,
+      targets,
+      ds,
+      head,
+      dhead,
+    );
     const l = new Float32Array(rows);
     e.download(l, this.#losses);
     let s = 0;
@@ -254,8 +320,8 @@ export class LotusRunner {
     let nStep = b.nStep;
     if (opts.stepLoss === "in-loop") {
       nStep = 0;
-      for (let i = 0; i < b.B * b.L; i++) {
-        if (b.stepBlock[i] >= 0 && b.stepBlock[i] < b.R) nStep++;
+      for (const block of [b.stepBlock, ...b.spillBlock]) {
+        for (let i = 0; i < b.B * b.L; i++) if (block[i] >= 0 && block[i] < b.R) nStep++;
       }
     }
     let nAux = 0;
@@ -313,10 +379,17 @@ export class LotusRunner {
     // The step loss's token-mean denominator: every target after the loop; in the loop, only
     // the targets of the blocks some pass supervises (block r-1 at pass r: blocks 0..R-1).
     // Data-parallel training divides by the global batch's counts instead.
+    // Under --long-step spill, more target layers over the same rows: one more CE each.
+    const layers = [
+      { targets: b.stepTargets, block: b.stepBlock },
+      ...b.spillTargets.map((t, m) => ({ targets: t, block: b.spillBlock[m] })),
+    ];
     let nStep = b.nStep;
     if (inLoopTargets) {
       nStep = 0;
-      for (let i = 0; i < B * L; i++) if (b.stepBlock[i] >= 0 && b.stepBlock[i] < R) nStep++;
+      for (const ly of layers) {
+        for (let i = 0; i < B * L; i++) if (ly.block[i] >= 0 && ly.block[i] < R) nStep++;
+      }
     }
     const den = opts.denominators;
     if (den) nStep = den.nStep;
@@ -342,25 +415,33 @@ export class LotusRunner {
       main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r));
       if (inLoopTargets && r > 0) {
         // In-loop supervision: pass r supervises block r-1 only.
-        for (let i = 0; i < B * L; i++) {
-          inLoopTargets[i] = b.stepBlock[i] === r - 1 ? b.stepTargets[i] : -100;
+        for (const ly of layers) {
+          let any = false;
+          for (let i = 0; i < B * L; i++) {
+            const own = ly.block[i] === r - 1;
+            inLoopTargets[i] = own ? ly.targets[i] : -100;
+            any ||= own;
+          }
+          if (!any && ly !== layers[0]) continue;
+          e.upload(lr.targets, inLoopTargets);
+          stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
         }
-        e.upload(lr.targets, inLoopTargets);
-        stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
       }
     }
     if (!inLoopTargets && K > 0) {
-      e.upload(lr.targets, b.stepTargets);
-      stepSum += this.#headLoss(
-        loop[R].h,
-        loop[R].dh,
-        B * L,
-        lr.targets,
-        stepW,
-        nStep,
-        m.wte,
-        m.gwte,
-      );
+      for (const ly of layers) {
+        e.upload(lr.targets, ly.targets);
+        stepSum += this.#headLoss(
+          loop[R].h,
+          loop[R].dh,
+          B * L,
+          lr.targets,
+          stepW,
+          nStep,
+          m.wte,
+          m.gwte,
+        );
+      }
     }
 
     // 4. suffix on prefix ‖ pass R
@@ -591,6 +672,7 @@ export class PlainRunner {
   #ch: Chunk;
   #r: Region;
   #logits: Ptr;
+  #logitRows: number;
   #losses: Ptr;
   #training: boolean;
   /** Most sequences per batch. */
@@ -612,7 +694,8 @@ export class PlainRunner {
     this.#sc = new Scratch(a, rows, model.cfg.dModel, training);
     this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training, training && dropout);
     this.#r = region(a, rows, rows);
-    this.#logits = a.f32(rows * model.cfg.vocabSize);
+    this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
+    this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);
     this.#losses = a.f32(rows);
   }
 
@@ -641,16 +724,30 @@ export class PlainRunner {
     e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
     const drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
     m.main.forward(ch, this.#sc, B, T, null, r.valid, drop);
-    e.matmulFwd(this.#logits, ch.h, m.wte, null, N, C, V);
     const den = nTargets ?? b.nTargets;
     const grad = this.#training && den > 0;
-    e.xentFwdBwd(this.#logits, this.#losses, r.targets, N, V, grad ? 1 / den : 0);
+    const ds = grad ? 1 / den : 0;
+    const lr = this.#logitRows;
+    chunkedHeadLoss(
+      e,
+      this.#logits,
+      lr,
+      this.#losses,
+      ch.h,
+      ch.dh,
+      N,
+      C,
+      V,
+      r.targets,
+      ds,
+      m.wte,
+      m.gwte,
+    );
     const l = new Float32Array(N);
     e.download(l, this.#losses);
     let s = 0;
     for (let i = 0; i < N; i++) s += l[i];
     if (grad) {
-      e.matmulBwd(ch.dh, m.gwte, null, this.#logits, ch.h, m.wte, N, C, V);
       const dx = m.main.backward(ch, this.#sc, null);
       e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
     }

@@ -153,6 +153,11 @@ export interface TrainResult {
   interrupted: Deno.Signal | null;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
   skippedSteps: number;
+  /**
+   * With `keepBest`: the best validation accuracy of the final stage, its step and the
+   * directory holding its weights (`<out>/best`); undefined when no evaluation improved on it.
+   */
+  best?: { step: number; valAccuracy: number; dir: string };
   /** True when the run reached its last step (not stopped by a signal or `stopAfter`). */
   completed: boolean;
   /** The explicit-CoT run this LOTUS run started from (`cotStartEpochs`), when it trained one. */
@@ -424,6 +429,8 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
     throw new Error("--mode lotus-aux needs --aux-weight > 0");
   }
   const sp = trainData.special;
+  // Steps longer than c: the training split's policy (spill adds target layers to a batch).
+  const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
   const mcfg: ModelConfig = resumed
@@ -536,6 +543,7 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
         cot: trainData.manifest.options.cot,
         k: trainData.manifest.options.k,
         c: trainData.manifest.options.c,
+        longStep,
         fingerprint,
       },
       preset,
@@ -660,10 +668,10 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
           dropout,
         };
         if (dp) {
-          const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c });
+          const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c, longStep });
           lopts.denominators = runner.denominators(global, lopts, batchExs);
         }
-        l = runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c }), lopts, exs);
+        l = runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), lopts, exs);
       }
       if (dp) {
         // The global gradient and losses: each rank's are its share of the global means.
@@ -809,6 +817,9 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
       interrupted,
       skippedSteps: skipped,
       completed: state.step >= total && !interrupted,
+      ...(cfg.keepBest && state.bestStep > 0
+        ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
+        : {}),
       ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
     };
   } finally {

@@ -72,10 +72,15 @@ static float widen(const void* p, int type, size_t i, bool tf32) {
   return f;
 }
 
+// GEMM calls so far (emu_counters in emu.h reads it).
+static uint64_t gemm_calls = 0;
+uint64_t emu_gemm_calls(void) { return gemm_calls; }
+
 int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* A,
                  int at, int lda, const void* B, int bt, int ldb, const void* beta, void* C,
                  int ct, int ldc, int compute, int algo) {
   if (!h || !static_cast<Ctx*>(h)->workspace) return 1;  // not initialised as the engine does
+  gemm_calls++;
   if (void* s = static_cast<Ctx*>(h)->stream) static_cast<emu_stream*>(s)->drain();
   if (m < 0 || n < 0 || k < 0 || (ta != 0 && ta != 1) || (tb != 0 && tb != 1)) return 7;
   if (lda < (ta == 0 ? m : k) || lda < 1 || ldb < (tb == 0 ? k : n) || ldb < 1 || ldc < m) {

@@ -193,10 +193,52 @@ __global__ void fill_int_kernel(int* p, int n, int v) {
 
 constexpr int kNoBad = 0x7fffffff;
 
+// Index arrays that passed a check, so that a later check of the same array against the same
+// or a looser bound needs no host wait (the embedding's forward and backward, and every loop
+// pass, read the same ids). An entry is dropped when its bytes are written through the
+// engine's entry points that write integers or raw bytes (le_upload, le_copy, le_zero,
+// le_argmax) or freed (le_free): index arrays are never the float outputs of other ops.
+struct CheckedIndices {
+  const int32_t* p;
+  int n;
+  int64_t hi;
+  bool neg;
+};
+constexpr int kCheckedSlots = 16;
+CheckedIndices g_checked[kCheckedSlots];
+int g_checked_next = 0;
+
+inline bool indices_checked(const int32_t* p, int n, int64_t hi, bool neg) {
+  for (const CheckedIndices& c : g_checked) {
+    if (c.p == p && c.n >= n && c.hi <= hi && (neg || !c.neg)) return true;
+  }
+  return false;
+}
+
+inline void remember_checked(const int32_t* p, int n, int64_t hi, bool neg) {
+  g_checked[g_checked_next] = CheckedIndices{p, n, hi, neg};
+  g_checked_next = (g_checked_next + 1) % kCheckedSlots;
+}
+
+// Forgets the checked arrays that overlap [p, p + bytes) (bytes 0: everything).
+inline void forget_checked(const void* p, uint64_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (CheckedIndices& c : g_checked) {
+    if (!c.p) continue;
+    const uintptr_t b = reinterpret_cast<uintptr_t>(c.p);
+    if (bytes == 0 || (a < b + (uint64_t)c.n * 4 && b < a + bytes)) c = CheckedIndices{};
+  }
+}
+
 // Runs up to two index checks (slots 0 and 1; pass idx = nullptr to skip one) and returns the
-// first bad positions in bad[0..1] (kNoBad when none). Synchronises the stream.
+// first bad positions in bad[0..1] (kNoBad when none). Synchronises the stream, unless every
+// array was checked before (g_checked).
 inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bool neg0,
                             const int32_t* idx1, int64_t hi1, bool neg1, int n, int bad[2]) {
+  bad[0] = bad[1] = kNoBad;
+  if (idx0 && indices_checked(idx0, n, hi0, neg0)) idx0 = nullptr;
+  if (idx1 && indices_checked(idx1, n, hi1, neg1)) idx1 = nullptr;
+  if (!idx0 && !idx1) return 0;
   const unsigned blocks = grid_for(n, 256);
   LAUNCH(fill_int_kernel, 1, 32, 0)(g.dflag, 4, kNoBad);
   if (idx0) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 0, idx0, n, hi0, neg0);
@@ -207,6 +249,8 @@ inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bo
   CUDA_TRY(fn, cudaStreamSynchronize(g.stream));
   bad[0] = g.hflag[0];
   bad[1] = g.hflag[1];
+  if (idx0 && bad[0] == kNoBad) remember_checked(idx0, n, hi0, neg0);
+  if (idx1 && bad[1] == kNoBad) remember_checked(idx1, n, hi1, neg1);
   return 0;
 }
 

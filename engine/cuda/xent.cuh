@@ -105,6 +105,7 @@ LE_API int le_argmax(int32_t* out, const float* logits, int N, int V) {
   const char* fn = "le_argmax";
   REQUIRE_INIT(fn);
   TRY(validate_argmax(out, logits, N, V));
+  forget_checked(out, (uint64_t)N * 4);
   LAUNCH(argmax_kernel, (unsigned)N, kRowThreads, 0)(out, logits, V);
   return op_done(fn);
 }

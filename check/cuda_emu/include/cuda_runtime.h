@@ -102,6 +102,10 @@ inline void drain() {
   queue.clear();
   draining = false;
 }
+// What the engine asks of the stream, counted for check/cuda_emu.ts's emuCounters (read with
+// emu_counters, emu.h): kernel launches (LAUNCH), memset/memcpy operations, and host waits
+// (cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree).
+inline uint64_t n_launches = 0, n_memops = 0, n_syncs = 0;
 inline void enqueue(std::function<void()> f) {
   if (sticky != cudaSuccess) return;
   queue.push_back(std::move(f));
@@ -151,6 +155,7 @@ inline cudaError_t cudaRuntimeGetVersion(int* v) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize() {
+  emu::n_syncs++;
   emu::drain();
   return emu::sticky;
 }
@@ -175,6 +180,7 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  emu::n_syncs++;
   emu::drain();
   return emu::sticky;
 }
@@ -193,6 +199,7 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
 }
 // As on a GPU, cudaFree waits for the work queued before it.
 inline cudaError_t cudaFree(void* p) {
+  emu::n_syncs++;
   emu::drain();
   if (!p) return cudaSuccess;
   auto* h = reinterpret_cast<emu::Header*>(static_cast<char*>(p) - 256);
@@ -210,6 +217,7 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
   if (emu::sticky != cudaSuccess) return emu::sticky;
+  emu::n_memops++;
   emu::enqueue([=] { std::memset(p, v, n); });
   return cudaSuccess;
 }
@@ -220,6 +228,7 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyK
   if (emu::sticky != cudaSuccess) return emu::sticky;
   const auto a = reinterpret_cast<uintptr_t>(d), b = reinterpret_cast<uintptr_t>(s);
   if (n && a < b + n && b < a + n) return emu::fail(cudaErrorInvalidValue);
+  emu::n_memops++;
   emu::enqueue([=] { std::memcpy(d, s, n); });
   return cudaSuccess;
 }

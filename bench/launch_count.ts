@@ -1,0 +1,90 @@
+/**
+ * Kernel launches, GEMMs, memory operations and host waits of one LOTUS training step (zero
+ * the gradients, forward and backward through every pass, gradient norm, AdamW), counted by
+ * the CUDA engine's host emulation (check/cuda_emu.ts, emuCounters). The op sequence is the
+ * reference shape's: 12 layers, K = R = 6 blocks of c = 13 latents, a 60-token question and
+ * an 8-token answer. Widths are reduced (C 128, two heads of 64, vocabulary 96, batch 2) so
+ * that the emulation runs it in seconds: no launch site of the engine loops over a width, so
+ * the counts are those of the full-width model. The second of two steps is counted (the
+ * first grows the engine's scratch buffers).
+ *
+ *   npx deno run -A bench/launch_count.ts [--precision fp32|tf32|bf16] [--injection add|replace]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
+import { perturbedParams, specialsFor } from "../check/parity.ts";
+import { longExamples } from "../check/parity_shapes.ts";
+import { openEngine, type Precision, PRECISION_MODES } from "../engine/ffi.ts";
+import { ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
+import { adamwOf, Model } from "../model/model.ts";
+import { lotusBatch } from "../train/batch.ts";
+import { LotusRunner } from "../train/step.ts";
+
+const { values: a } = parseArgs({
+  args: Deno.args,
+  options: {
+    precision: { type: "string", default: "bf16" },
+    injection: { type: "string", default: "add" },
+  },
+  strict: true,
+});
+if (!canEmulate()) {
+  console.error("launch_count: needs g++ (C++20) on Linux for the CUDA emulation");
+  Deno.exit(2);
+}
+const K = 6, R = 6, c = 13, B = 2, V = 96;
+const cfg = ModelConfigSchema.parse({
+  vocabSize: V,
+  maxPositions: 192,
+  dModel: 128,
+  nHead: 2,
+  nLayer: 12,
+});
+const lib = buildCudaEmu();
+const eng = openEngine({ backend: "cuda", libPath: lib });
+eng.setPrecision(PRECISION_MODES[a.precision as Precision]);
+const sp = specialsFor(V);
+const exs = longExamples(60, K, c)(B, V, 7);
+const batch = lotusBatch(exs, sp, { K, R, c });
+const model = new Model(eng, cfg, perturbedParams(cfg, 7), true);
+const runner = new LotusRunner(
+  model,
+  { B, P: batch.P, K, c, R, S: batch.S, auxT: 0 },
+  true,
+);
+const train = TrainConfigSchema.parse({ k: K, c, r: R });
+const opts = {
+  lambda: 0.5,
+  auxWeight: 0,
+  stepLoss: "after" as const,
+  injection: a.injection as "add" | "replace",
+};
+const step = () => {
+  model.zeroGrad();
+  const l = runner.step(batch, opts, exs);
+  model.optimizerStep(adamwOf(train, train.lr));
+  return l.loss;
+};
+step();
+eng.sync();
+const before = emuCounters(lib);
+const loss = step();
+eng.sync();
+const after = emuCounters(lib);
+runner.free();
+model.free();
+eng.close();
+const d = (k: keyof typeof before) => after[k] - before[k];
+console.log(JSON.stringify({
+  shape: { nLayer: 12, K, R, c, question: 60, answer: 8 },
+  precision: a.precision,
+  injection: a.injection,
+  kernelLaunches: d("launches"),
+  gemms: d("gemms"),
+  memops: d("memops"),
+  // the eng.sync() after the step is the caller's, not the step's
+  hostWaits: d("syncs") - 1,
+  loss,
+}));
