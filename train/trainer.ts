@@ -68,6 +68,7 @@ import { mixSeed } from "../base/rng.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
+import { probeCuda } from "../engine/cuda_probe.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -371,15 +372,17 @@ function seedTokenId(tok: Tokenizer): number {
 const DEFAULT_COMM_TIMEOUT = 600;
 
 /**
- * The engine of a run. A data-parallel rank on CUDA takes the GPU of its local rank (the
- * N ranks mpirun starts on one machine take GPUs 0..N-1).
+ * The engine of a run. A data-parallel rank on CUDA (or "auto" with a GPU) takes the GPU of
+ * its local rank, modulo the GPUs it sees: the N ranks mpirun starts on one machine take GPUs
+ * 0..N-1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES set per rank) takes that one.
  */
 function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => void): Engine {
   const backend = opts.backend ?? "cpu";
-  if (world && backend === "cuda") {
+  const probe = world && backend !== "cpu" ? probeCuda() : null;
+  if (world && probe && (backend === "cuda" || (backend === "auto" && probe.available))) {
     return openEngine({
-      backend,
-      device: world.localRank,
+      backend: "cuda",
+      device: probe.devices > 0 ? world.localRank % probe.devices : world.localRank,
       threads: opts.threads ?? 0,
       precision: opts.precision,
       quiet: true,
