@@ -1407,4 +1407,21 @@ int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
 int le_comm_barrier(void) { return le::comm::barrier("le_comm_barrier"); }
 int le_comm_finalize(void) { return le::comm::leave("le_comm_finalize"); }
 
+// Overlap: MPI_Iallreduce now, MPI_Testall between ops, MPI_Waitall at the end.
+int le_comm_allreduce_start(float* buf, int64_t n) {
+  const char* fn = "le_comm_allreduce_start";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  if (n == 0) return le::comm::require_joined(fn);
+  return le::comm::allreduce_start(fn, buf, n);
+}
+int le_comm_progress(void) {
+  TRY(le::comm::require_joined("le_comm_progress"));
+  return le::comm::progress("le_comm_progress");
+}
+int le_comm_wait(void) {
+  TRY(le::comm::require_joined("le_comm_wait"));
+  return le::comm::wait_pending("le_comm_wait");
+}
+
 }  // extern "C"

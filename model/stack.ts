@@ -432,8 +432,11 @@ export class Stack {
    * `ch.dqkv` by later chunks). Parameter gradients accumulate into the gradient slab,
    * key/value gradients of the past into `past.dkv(l)`. Returns `sc.dres`, which then holds
    * the gradient of the chunk's input embeddings [B, T, C] until the next backward.
+   * `onLayer(l)` is called once the backward of block l (for the last block, also of the
+   * final LayerNorm) is issued, l = L-1 down to 0: data-parallel training starts reducing
+   * the gradients that are then final, and lets started reductions advance.
    */
-  backward(ch: Chunk, sc: Scratch, past: Past | null): Ptr {
+  backward(ch: Chunk, sc: Scratch, past: Past | null, onLayer?: (l: number) => void): Ptr {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
@@ -506,6 +509,7 @@ export class Stack {
         N,
         C,
       );
+      onLayer?.(l);
     }
     if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
     return sc.dres;
