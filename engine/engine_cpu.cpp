@@ -41,6 +41,13 @@ using namespace le;  // the shared checks: fail, TRY, check_span, validate_<op>,
 
 namespace {
 
+// Open MPI moves a started all-reduce (le_comm_allreduce_start) on only inside MPI calls: the
+// heavy ops give the started ones a turn when they begin, so that the sums advance while the
+// backward computes. Nothing started: one test of an empty list.
+inline void comm_poll() {
+  if (!le::comm::st().pending.empty()) le::comm::progress("le_comm_progress");
+}
+
 // ============================================================================================
 // Memory
 // ============================================================================================
@@ -691,6 +698,7 @@ int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, con
 int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                      const float* w, const float* mean, const float* rstd, int N, int C) {
   TRY(validate_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C));
+  comm_poll();
   const bool par = (int64_t)N * C > kParMin;
   if (dinp) {
     par_for(N, par, [&](int64_t n_) {
@@ -760,6 +768,7 @@ constexpr int kGemvMaxRows = 4;
 int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
                   int Cin, int Cout) {
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  comm_poll();
   if (g_reference) {
     matmul_fwd_naive(out, inp, w, bias, N, Cin, Cout);
     return 0;
@@ -785,12 +794,14 @@ int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const
                   const float* w, int N, int Cin, int Cout) {
   const char* fn = "le_matmul_bwd";
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
+  comm_poll();
   if (dbias) colsum_add(dbias, dout, N, Cout);
   if (g_reference) {
     matmul_bwd_naive(dinp, dw, dout, inp, w, N, Cin, Cout);
     return 0;
   }
   if (dinp) TRY(gemm(fn, N, Cin, Cout, dout, Cout, 1, w, Cin, 1, dinp, Cin, true, nullptr));
+  comm_poll();
   if (dw) TRY(gemm(fn, Cout, Cin, N, dout, 1, Cout, inp, Cin, 1, dw, Cin, true, nullptr));
   return 0;
 }
@@ -834,6 +845,7 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
+  comm_poll();
   if (n == 0) return 0;
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
@@ -1250,6 +1262,7 @@ int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, cons
   const char* fn = "le_attention_stats_bwd";
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
                                    Tp, C, NH, past_bs, past_rs));
+  comm_poll();
   const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
   return attention_bwd_cpu(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past,
                            s);
