@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 6;
+export const LE_ABI_VERSION = 7;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {

@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 6
+#define LE_ABI_VERSION 7
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
