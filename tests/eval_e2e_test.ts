@@ -126,8 +126,8 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   // At the checkpoint's own R, eval reproduces the trainer's final validation accuracy
   // (same examples, same greedy decoding, same batch size).
   assertEquals(summary.runs[1].accuracy, s.lotusAccuracy);
-  // Three loop passes cost more than one.
-  assert(summary.runs[1].latency.thoughtMsPerExample > summary.runs[0].latency.thoughtMsPerExample);
+  // (How the thought time grows with R is a timing, measured by the benchmarks and
+  // docs/results.md's R sweep, not asserted here: on a loaded machine it is noise.)
 
   // Readout positions: every gold step, tokenised with the checkpoint's tokenizer as the
   // dataset does, scored up to c slots in each of the K = 2 blocks.
