@@ -13,6 +13,7 @@
  * @module
  */
 
+import { llamaInitConfig, loadLlamaWeights, modelConfigFromLlamaJson } from "../model/hf_llama.ts";
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
@@ -83,8 +84,10 @@ export interface TrainOptions {
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
-   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, or a run or checkpoint
-   * directory (the reference starts LOTUS from its explicit-CoT model this way).
+   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, a run or checkpoint
+   * directory (the reference starts LOTUS from its explicit-CoT model this way), or a local
+   * Hugging Face Llama directory (config.json with model_type "llama", model.safetensors or
+   * sharded safetensors), whose config.json then sets the model's shape.
    */
   init?: string;
   /**
@@ -155,6 +158,16 @@ async function initFile(path: string): Promise<string> {
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
   return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
+}
+
+/** Whether a path is a directory (false when it is missing). */
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
 }
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
@@ -395,8 +408,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const sp = trainData.special;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed
-    ? resumed.meta.model
+  // --init at a Hugging Face Llama directory: the model's shape is its config.json's.
+  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
+  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  const mcfg: ModelConfig = resumed ? resumed.meta.model : llamaJson
+    ? modelConfigFromLlamaJson(
+      llamaJson,
+      trainData.vocabSize,
+      auxLayers,
+      `${llamaDir}/config.json`,
+    )
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
@@ -453,7 +474,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (resumed) params = resumed.params;
     else {
       params = initParams(layout, mcfg, cfg.seed);
-      if (opts.init) {
+      if (llamaJson) {
+        const r = await loadLlamaWeights(llamaDir!, layout, params);
+        log(`initialised from ${llamaDir} (Llama, ${r.vocabRows} vocabulary rows)`);
+      } else if (opts.init) {
         const r = await loadHfInit(await initFile(opts.init), mcfg, params);
         params = r.params;
         log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);

@@ -1,0 +1,264 @@
+/**
+ * Llama checkpoints: our checkpoints of a Llama model (Hugging Face Llama tensor names and
+ * config.json), and `--init` from a Hugging Face Llama directory built here in its layout
+ * (config.json, BF16 or F32 weights in one file or in shards with an index, a tokenizer.json
+ * whose EOS is Llama 3's `<|end_of_text|>`). Nothing is downloaded.
+ */
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { tempDir } from "./_tmp.ts";
+import { fixtureTask } from "./_task.ts";
+import { tinySpecials, tinyTokenizerJson } from "./_tiny.ts";
+import { type Tensor, writeSafetensors } from "../base/safetensors.ts";
+import { readSafetensors } from "../base/safetensors.ts";
+import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import {
+  HfLlamaError,
+  llamaConfigJson,
+  loadLlamaWeights,
+  modelConfigFromLlamaJson,
+} from "../model/hf_llama.ts";
+import { Rng } from "../base/rng.ts";
+import { fitCompactTokenizer, LOTUS_TOKENS, tokenizerFromFile } from "../pipeline/tokenizer.ts";
+import { buildDataset } from "../pipeline/build.ts";
+import { train } from "../train/trainer.ts";
+
+function llamaCfg(over: Partial<ModelConfig> = {}): ModelConfig {
+  return ModelConfigSchema.parse({
+    vocabSize: 20,
+    maxPositions: 32,
+    dModel: 8,
+    nHead: 4,
+    nLayer: 2,
+    arch: "llama",
+    nKvHead: 2,
+    dFf: 12,
+    ropeTheta: 500000,
+    ropeScaling: { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+    normEps: 1e-5,
+    tieEmbeddings: true,
+    ...over,
+  });
+}
+
+const state = {
+  step: 3,
+  epoch: 0,
+  batchInEpoch: 3,
+  rng: 1,
+  bestAccuracy: -1,
+  bestStep: -1,
+  tokens: 10,
+  seconds: 1,
+};
+
+for (const tie of [true, false]) {
+  Deno.test(`a Llama checkpoint round-trips with Hugging Face Llama names (${tie ? "tied" : "untied"} head)`, async () => {
+    const dir = await tempDir();
+    const cfg = llamaCfg({ tieEmbeddings: tie });
+    const layout = paramLayout(cfg);
+    const params = initParams(layout, cfg, 5);
+    await saveCheckpoint(`${dir}/ck`, {
+      meta: {
+        model: cfg,
+        train: TrainConfigSchema.parse({}),
+        special: tinySpecials(20),
+        data: { dir: "d", cot: "math", k: 6, c: 13 },
+        preset: "llama-tiny",
+      },
+      params,
+      state,
+      tokenizerJson: tinyTokenizerJson(20),
+    });
+    const back = await loadCheckpoint(`${dir}/ck`);
+    assertEquals(Array.from(back.params), Array.from(params));
+    assertEquals(back.meta.model.arch, "llama");
+    const st = await readSafetensors(`${dir}/ck/model.safetensors`);
+    assertEquals(st.tensors["model.layers.1.self_attn.k_proj.weight"].shape, [4, 8]);
+    assertEquals(st.tensors["model.layers.0.mlp.gate_proj.weight"].shape, [12, 8]);
+    assertEquals(st.tensors["model.norm.weight"].shape, [8]);
+    assertEquals("lm_head.weight" in st.tensors, !tie);
+    assert(!Object.keys(st.tensors).some((n) => n.startsWith("transformer.")));
+    const hf = JSON.parse(await Deno.readTextFile(`${dir}/ck/config.json`));
+    assertEquals(
+      [hf.model_type, hf.hidden_size, hf.num_key_value_heads, hf.intermediate_size],
+      ["llama", 8, 2, 12],
+    );
+    assertEquals(hf.rope_scaling.rope_type, "llama3");
+    assertEquals(hf.tie_word_embeddings, tie);
+    // The config our checkpoint writes reads back into the same model config.
+    const again = modelConfigFromLlamaJson(hf, 20, 0, "config.json");
+    assertEquals({ ...again, auxHeads: cfg.auxHeads }, cfg);
+  });
+}
+
+/** Write a Hugging Face Llama directory of `cfg` with random weights; returns the weights. */
+async function writeHfLlama(
+  dir: string,
+  cfg: ModelConfig,
+  opts: { dtype: "BF16" | "F32"; shards: number },
+): Promise<Map<string, Float32Array>> {
+  await Deno.mkdir(dir, { recursive: true });
+  const layout = paramLayout(cfg), rng = new Rng(17);
+  const values = new Map<string, Float32Array>();
+  const tensors: [string, Tensor][] = [];
+  for (const t of layout.tensors) {
+    const v = new Float32Array(t.size);
+    for (let i = 0; i < v.length; i++) v[i] = rng.normal() * 0.5;
+    if (opts.dtype === "BF16") {
+      // keep values exactly representable in bf16
+      const u = new Uint32Array(v.buffer);
+      for (let i = 0; i < u.length; i++) u[i] &= 0xffff0000;
+      const bits = new Uint16Array(v.length);
+      for (let i = 0; i < u.length; i++) bits[i] = u[i] >>> 16;
+      tensors.push([t.name, { dtype: "BF16", shape: t.shape, data: bits }]);
+    } else {
+      tensors.push([t.name, { dtype: "F32", shape: t.shape, data: v }]);
+    }
+    values.set(t.name, v);
+  }
+  const json = { ...llamaConfigJson(cfg, { eos: cfg.vocabSize - 1, pad: cfg.vocabSize - 1 }) };
+  json.torch_dtype = opts.dtype === "BF16" ? "bfloat16" : "float32";
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(json));
+  if (opts.shards === 1) {
+    await writeSafetensors(`${dir}/model.safetensors`, Object.fromEntries(tensors));
+  } else {
+    const per = Math.ceil(tensors.length / opts.shards), map: Record<string, string> = {};
+    for (let s = 0; s < opts.shards; s++) {
+      const name = `model-${String(s + 1).padStart(5, "0")}-of-${
+        String(opts.shards).padStart(5, "0")
+      }.safetensors`;
+      const part = tensors.slice(s * per, (s + 1) * per);
+      for (const [n] of part) map[n] = name;
+      await writeSafetensors(`${dir}/${name}`, Object.fromEntries(part));
+    }
+    await Deno.writeTextFile(
+      `${dir}/model.safetensors.index.json`,
+      JSON.stringify({ metadata: {}, weight_map: map }),
+    );
+  }
+  return values;
+}
+
+for (const [dtype, shards] of [["BF16", 3], ["F32", 1]] as const) {
+  Deno.test(`a Hugging Face Llama directory loads (${dtype}, ${shards} file(s)), the vocabulary grown by 3`, async () => {
+    const dir = await tempDir();
+    const file = llamaCfg({ vocabSize: 17, tieEmbeddings: false });
+    const values = await writeHfLlama(dir, file, { dtype, shards });
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    const cfg = modelConfigFromLlamaJson(json, 20, 0, "config.json");
+    assertEquals([cfg.vocabSize, cfg.nKvHead, cfg.dFf, cfg.tieEmbeddings], [20, 2, 12, false]);
+    const layout = paramLayout(cfg);
+    const params = new Float32Array(layout.total).fill(7);
+    const { vocabRows } = await loadLlamaWeights(dir, layout, params);
+    assertEquals(vocabRows, 17);
+    for (const t of layout.tensors) {
+      const want = values.get(t.name)!;
+      const got = params.subarray(t.offset, t.offset + want.length);
+      assertEquals(Array.from(got), Array.from(want), t.name);
+    }
+    // The rows of the three new tokens are left for the caller.
+    const emb = layout.tensors[0];
+    assertEquals(params[emb.offset + 17 * 8], 7);
+  });
+}
+
+Deno.test("a Llama directory that does not fit is refused with the field or tensor named", async () => {
+  const dir = await tempDir();
+  const cfg = llamaCfg({ vocabSize: 17 });
+  await writeHfLlama(dir, cfg, { dtype: "F32", shards: 1 });
+  const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+  const refuse = (over: Record<string, unknown>, what: string) => {
+    let msg = "";
+    try {
+      modelConfigFromLlamaJson({ ...json, ...over }, 20, 0, "config.json");
+    } catch (e) {
+      assert(e instanceof HfLlamaError);
+      msg = e.message;
+    }
+    assert(msg.includes(what), `expected "${what}" in: ${msg}`);
+  };
+  refuse({ attention_bias: true }, "attention_bias");
+  refuse({ hidden_act: "gelu" }, "hidden_act");
+  refuse({ rope_scaling: { ...json.rope_scaling, rope_type: "yarn" } }, "rope_type");
+  refuse({ vocab_size: 99 }, "vocab_size");
+  refuse({ hidden_size: "wide" }, "hidden_size");
+  // Weights of another shape: two layers in the file, three in the config.
+  const bigger = modelConfigFromLlamaJson({ ...json, num_hidden_layers: 3 }, 20, 0, "c");
+  const layout = paramLayout(bigger);
+  await assertRejects(
+    () => loadLlamaWeights(dir, layout, new Float32Array(layout.total)),
+    HfLlamaError,
+    "model.layers.2.",
+  );
+  await assertRejects(
+    () => loadLlamaWeights(`${dir}/nowhere`, layout, new Float32Array(layout.total)),
+    HfLlamaError,
+    "model.safetensors",
+  );
+});
+
+Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a LOTUS run trains, evaluates and checkpoints as Llama", async () => {
+  const root = await tempDir();
+  await Deno.writeTextFile(`${root}/train.jsonl`, fixtureTask(64, 1));
+  await Deno.writeTextFile(`${root}/valid.jsonl`, fixtureTask(8, 2));
+  // A tokenizer.json in Llama 3's manner: EOS is <|end_of_text|>, no LOTUS tokens yet.
+  const texts = fixtureTask(64, 1).split("\n").map((l) => l ? JSON.parse(l) : null).filter(
+    Boolean,
+  ).flatMap((r) => [r.question, r.answer]);
+  const fitted = JSON.parse(fitCompactTokenizer(texts).toJSON());
+  const lotus = new Set(Object.values(LOTUS_TOKENS) as string[]);
+  fitted.added_tokens = fitted.added_tokens.filter((t: { content: string }) =>
+    !lotus.has(t.content)
+  ).map((t: { content: string }) =>
+    t.content === "<|endoftext|>" ? { ...t, content: "<|end_of_text|>" } : t
+  );
+  const hf = `${root}/Llama-tiny`;
+  await Deno.mkdir(hf);
+  await Deno.writeTextFile(`${hf}/tokenizer.json`, JSON.stringify(fitted));
+  const tok = await tokenizerFromFile(`${hf}/tokenizer.json`);
+  const base = tok.vocabSize - 3;
+  assertEquals(tok.special.bot, base);
+  assertEquals(tok.decode([tok.special.eos]), "<|end_of_text|>");
+  await writeHfLlama(hf, llamaCfg({ vocabSize: base, dModel: 16, maxPositions: 256 }), {
+    dtype: "BF16",
+    shards: 2,
+  });
+  await buildDataset({
+    out: `${root}/data`,
+    splits: [
+      { name: "train", inputs: [`${root}/train.jsonl`] },
+      { name: "valid", inputs: [`${root}/valid.jsonl`] },
+    ],
+    tokenizer: `${hf}/tokenizer.json`,
+    k: 2,
+    c: 4,
+  });
+  const out = `${root}/run`;
+  const losses: number[] = [];
+  const res = await train({
+    data: `${root}/data`,
+    out,
+    preset: "llama-tiny",
+    init: hf,
+    backend: "cpu",
+    threads: 1,
+    quiet: true,
+    train: { steps: 3, batch: 4, lr: 1e-3, evalExamples: 4, maxNewTokens: 8, epochsPerStage: 0 },
+    onLog: (r) => {
+      if (r.kind === "train") losses.push(r.loss!);
+    },
+  });
+  assertEquals(res.steps, 3);
+  assert(losses.every(Number.isFinite), `losses ${losses}`);
+  const ck = await loadCheckpoint(out);
+  assertEquals([ck.meta.model.arch, ck.meta.model.dModel, ck.meta.model.nKvHead], [
+    "llama",
+    16,
+    2,
+  ]);
+  assertEquals(ck.meta.model.vocabSize, tok.vocabSize);
+  const cfgJson = JSON.parse(await Deno.readTextFile(`${out}/checkpoint/config.json`));
+  assertEquals(cfgJson.model_type, "llama");
+});
