@@ -826,6 +826,34 @@ export const STEP_SPECS: StepSpec[] = [
   },
 ];
 
+/**
+ * A Llama step for the same checks: grouped-query attention (4 heads, 2 KV heads), SwiGLU,
+ * rotary positions with Llama 3's scaling set so that the batch's positions meet all three of
+ * its bands, an untied LM head.
+ */
+export const LLAMA_STEP_SPEC: StepSpec = {
+  name: "llama lotus (add, step loss after; GQA, untied head)",
+  model: ModelConfigSchema.parse({
+    vocabSize: 88,
+    maxPositions: 128,
+    dModel: 64,
+    nHead: 4,
+    nLayer: 2,
+    arch: "llama",
+    nKvHead: 2,
+    dFf: 96,
+    ropeTheta: 10000,
+    ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 },
+    normEps: 1e-5,
+    tieEmbeddings: false,
+  }),
+  K: 2,
+  R: 2,
+  c: 3,
+  B: 3,
+  opts: { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" },
+};
+
 function capacityFor(
   exs: Example[],
   spec: { K: number; R: number; c: number; B: number },
