@@ -269,6 +269,30 @@ export const PRESET_NAMES: readonly PresetName[] = [
 ];
 
 /**
+ * The preset of an architecture: a Llama preset for "llama" (tiny becomes llama-tiny; the
+ * llama-* presets stay), a GPT-2 one for "gpt2" (llama-tiny becomes tiny). Other pairs have
+ * no counterpart and are refused, naming the presets to choose from.
+ *
+ * @example
+ * ```ts
+ * import { presetForArch } from "./config.ts";
+ * console.assert(presetForArch("tiny", "llama") === "llama-tiny");
+ * ```
+ */
+export function presetForArch(preset: PresetName, arch: Arch): PresetName {
+  const isLlama = PRESETS[preset]?.llama !== undefined;
+  if ((arch === "llama") === isLlama) return preset;
+  if (arch === "llama" && preset === "tiny") return "llama-tiny";
+  if (arch === "gpt2" && preset === "llama-tiny") return "tiny";
+  const choices = PRESET_NAMES.filter((p) =>
+    (PRESETS[p].llama !== undefined) === (arch === "llama")
+  );
+  throw new Error(
+    `preset "${preset}" has no ${arch} counterpart; choose one of ${choices.join(", ")}`,
+  );
+}
+
+/**
  * The model configuration of a preset for a vocabulary.
  *
  * @example

@@ -116,8 +116,6 @@ export class Model {
     this.head = L.lmHead < 0 ? this.wte : at(this.params, L.lmHead);
     this.ghead = L.lmHead < 0 ? this.gwte : at(this.grads, L.lmHead);
     const llama = archOf(cfg) === "llama", ls = llamaShape(cfg);
-    const extra = (nKvHead: number): Partial<StackShape> =>
-      llama ? { arch: "llama", nKvHead, dFf: ls.dFf, normEps: ls.normEps } : {};
     if (llama) {
       const f = ropeInvFreq(cfg.dModel / cfg.nHead, ls.ropeTheta, ls.ropeScaling);
       this.invFreq = eng.alloc(f.byteLength);
@@ -125,12 +123,7 @@ export class Model {
     } else {
       this.invFreq = null;
     }
-    const shape: StackShape = {
-      nLayer: cfg.nLayer,
-      dModel: cfg.dModel,
-      nHead: cfg.nHead,
-      ...extra(ls.nKvHead),
-    };
+    const shape = stackShapeOf(cfg, false);
     this.main = new Stack(
       eng,
       shape,
@@ -140,12 +133,7 @@ export class Model {
     );
     if (L.aux) {
       // The aux decoder reads no positions (as the GPT-2 one): no rotary embedding.
-      const ashape: StackShape = {
-        nLayer: cfg.auxLayers,
-        dModel: cfg.dModel,
-        nHead: cfg.auxHeads,
-        ...extra(cfg.auxHeads),
-      };
+      const ashape = stackShapeOf(cfg, true);
       this.aux = new Stack(
         eng,
         ashape,
@@ -260,6 +248,27 @@ export class Model {
       if (p !== null) this.eng.free(p);
     }
   }
+}
+
+/**
+ * The shape of a config's backbone stack, or (`aux`) of its LOTUS-aux decoder: a Llama
+ * model's aux decoder has Llama blocks with auxHeads heads, all of them key/value heads.
+ */
+export function stackShapeOf(cfg: ModelConfig, aux: boolean): StackShape {
+  const base = {
+    nLayer: aux ? cfg.auxLayers : cfg.nLayer,
+    dModel: cfg.dModel,
+    nHead: aux ? cfg.auxHeads : cfg.nHead,
+  };
+  if (archOf(cfg) !== "llama") return base;
+  const ls = llamaShape(cfg);
+  return {
+    ...base,
+    arch: "llama",
+    nKvHead: aux ? cfg.auxHeads : ls.nKvHead,
+    dFf: ls.dFf,
+    normEps: ls.normEps,
+  };
 }
 
 /** The optimiser settings of a training config. */

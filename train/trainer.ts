@@ -18,8 +18,10 @@ import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import {
+  type Arch,
   type ModelConfig,
   presetConfig,
+  presetForArch,
   type PresetName,
   type TrainConfig,
 } from "../model/config.ts";
@@ -72,6 +74,11 @@ export interface TrainOptions {
   out: string;
   /** Model size (default "tiny"). */
   preset?: PresetName;
+  /**
+   * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
+   * (tiny and llama-tiny; see presetForArch). Absent: the preset's own.
+   */
+  arch?: Arch;
   /**
    * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
    * from the dataset, the learning rate from the preset, the rest from the defaults.
@@ -380,7 +387,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
-  const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  let preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  if (!resumed && opts.arch) {
+    try {
+      preset = presetForArch(preset as PresetName, opts.arch);
+    } catch (e) {
+      throw new TrainConfigError("--arch", (e as Error).message);
+    }
+  }
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
       "--preset",
