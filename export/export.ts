@@ -148,6 +148,13 @@ export async function exportCheckpoint(
   // loadCheckpoint verified the checkpoint: config.json, the weights (finite) and the
   // tokenizer (its vocabulary and special ids) describe one model.
   const meta = ck.meta, cfg = meta.model, sp = meta.special;
+  if (cfg.arch === "llama") {
+    throw new ExportError(
+      `${dir}: a Llama checkpoint; exports cover the GPT-2 backbone only (its ONNX graphs and ` +
+        `checks). The checkpoint directory itself holds config.json and model.safetensors in ` +
+        `the Hugging Face Llama layout and names`,
+    );
+  }
   const tokPath = `${dir}/tokenizer.json`;
   const parsedTok = JSON.parse(ck.tokenizerJson);
   const text = (id: number, what: string) => {

@@ -23,6 +23,8 @@ import { Rng } from "../base/rng.ts";
 import { fitCompactTokenizer, LOTUS_TOKENS, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
+import { openInference } from "../infer/inference.ts";
+import { exportCheckpoint, ExportError } from "../export/export.ts";
 
 function llamaCfg(over: Partial<ModelConfig> = {}): ModelConfig {
   return ModelConfigSchema.parse({
@@ -261,4 +263,14 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   assertEquals(ck.meta.model.vocabSize, tok.vocabSize);
   const cfgJson = JSON.parse(await Deno.readTextFile(`${out}/checkpoint/config.json`));
   assertEquals(cfgJson.model_type, "llama");
+  // Inference on the CPU engine answers from the Llama checkpoint.
+  const session = await openInference(out, { backend: "cpu", threads: 1 });
+  try {
+    const ans = await session.answer(["Ann has 2 pens and gets 3 more, then doubles them."]);
+    assertEquals(ans.answers.length, 1);
+  } finally {
+    await session.close();
+  }
+  // Exports cover the GPT-2 backbone only: a Llama checkpoint is refused, saying so.
+  await assertRejects(() => exportCheckpoint(out, `${root}/exp`), ExportError, "Llama");
 });
