@@ -31,6 +31,7 @@ import {
   compareTraining,
   type Curve,
   formatTable,
+  LLAMA_STEP_SPEC,
   memoryCycles,
   skippedRow,
   STEP_SPECS,
@@ -251,7 +252,7 @@ push(...mark(summarizeOps(opRows)));
 detail.ops = opRows;
 
 for (const p of precisions) {
-  for (const spec of STEP_SPECS) {
+  for (const spec of [...STEP_SPECS, LLAMA_STEP_SPEC]) {
     try {
       push(...mark(compareLotusStep(test, ref, p, spec)));
     } catch (e) {
