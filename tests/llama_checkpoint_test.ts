@@ -242,8 +242,7 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   const res = await train({
     data: `${root}/data`,
     out,
-    preset: "llama-tiny",
-    init: hf,
+    init: hf, // no --preset: the defaults of the Llama preset of its size
     backend: "cpu",
     threads: 1,
     quiet: true,
@@ -261,6 +260,7 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
     2,
   ]);
   assertEquals(ck.meta.model.vocabSize, tok.vocabSize);
+  assertEquals(ck.meta.preset, "llama-tiny");
   const cfgJson = JSON.parse(await Deno.readTextFile(`${out}/checkpoint/config.json`));
   assertEquals(cfgJson.model_type, "llama");
   // Inference on the CPU engine answers from the Llama checkpoint.

@@ -167,6 +167,12 @@ async function initFile(path: string): Promise<string> {
   return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
 }
 
+/** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
+function llamaPresetOf(json: unknown): PresetName {
+  const hidden = Number((json as Record<string, unknown>).hidden_size);
+  return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
+}
+
 /** Whether a path is a directory (false when it is missing). */
 async function isDir(path: string): Promise<boolean> {
   try {
@@ -387,7 +393,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
-  let preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
+  // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
+  // given.
+  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
+  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  let preset: string = resumed
+    ? resumed.meta.preset
+    : opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny");
   if (!resumed && opts.arch) {
     try {
       preset = presetForArch(preset as PresetName, opts.arch);
@@ -422,9 +435,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const sp = trainData.special;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  // --init at a Hugging Face Llama directory: the model's shape is its config.json's.
-  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
-  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
   const mcfg: ModelConfig = resumed ? resumed.meta.model : llamaJson
     ? modelConfigFromLlamaJson(
       llamaJson,
