@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
-import { fixtureTask } from "./_task.ts";
+import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinySpecials, tinyTokenizerJson } from "./_tiny.ts";
 import { type Tensor, writeSafetensors } from "../base/safetensors.ts";
 import { readSafetensors } from "../base/safetensors.ts";
@@ -273,4 +273,27 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   }
   // Exports cover the GPT-2 backbone only: a Llama checkpoint is refused, saying so.
   await assertRejects(() => exportCheckpoint(out, `${root}/exp`), ExportError, "Llama");
+});
+
+Deno.test("--arch llama: a tiny Llama's LOTUS loss falls 5x in 150 steps on the two-step task", async () => {
+  const data = await fixtureData();
+  const out = await tempDir();
+  const losses: number[] = [];
+  await train({
+    data,
+    out,
+    preset: "tiny",
+    arch: "llama",
+    backend: "cpu",
+    threads: 1,
+    quiet: true,
+    train: { k: 2, c: 10, steps: 150, batch: 16, lr: 3e-3, evalExamples: 8, epochsPerStage: 0 },
+    onLog: (r) => {
+      if (r.kind === "train") losses.push(r.loss!);
+    },
+  });
+  const avg = (a: number[]) => a.reduce((x, y) => x + y) / a.length;
+  const first = avg(losses.slice(0, 5)), last = avg(losses.slice(-5));
+  assert(first / last > 5, `loss fell only from ${first} to ${last}`);
+  assertEquals((await loadCheckpoint(out)).meta.preset, "llama-tiny");
 });

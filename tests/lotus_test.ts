@@ -11,8 +11,8 @@ import {
   tinyParams,
   tinySpecials,
 } from "./_tiny.ts";
-import { auxBatch, type Example, type LotusBatch, lotusBatch } from "../train/batch.ts";
-import { type LotusOptions, LotusRunner } from "../train/step.ts";
+import { auxBatch, type Example, type LotusBatch, lotusBatch, plainBatch } from "../train/batch.ts";
+import { type LotusOptions, LotusRunner, PlainRunner } from "../train/step.ts";
 import { paramLayout } from "../model/params.ts";
 import { Rng } from "../base/rng.ts";
 import type { Model } from "../model/model.ts";
@@ -439,3 +439,44 @@ Deno.test("LOTUS step with dropout: gradient matches finite differences under fi
     model.free();
   }
 });
+
+for (
+  const [label, cfg] of [
+    ["GPT-2", tinyConfig()],
+    ["Llama, untied head", llamaConfig({ tieEmbeddings: false })],
+  ] as const
+) {
+  Deno.test(`explicit-CoT step gradient matches finite differences (${label})`, () => {
+    const sp = tinySpecials(cfg.vocabSize);
+    const exs = randomExamples(3, cfg.vocabSize, 12, sp.eos);
+    const params = tinyParams(cfg, 4);
+    const model = tinyModel(cfg, params);
+    const b = plainBatch(exs, sp, true);
+    const train = new PlainRunner(model, b.B, b.T, true);
+    const evalR = new PlainRunner(model, b.B, b.T, false);
+    try {
+      model.zeroGrad();
+      train.step(b);
+      const grad = model.downloadGrads();
+      const eps = 2e-3;
+      let num = 0, den = 0;
+      for (const i of probeIndices(cfg, 7)) {
+        const p = params.slice();
+        p[i] += eps;
+        model.uploadParams(p);
+        const up = evalR.step(b).loss;
+        p[i] -= 2 * eps;
+        model.uploadParams(p);
+        const down = evalR.step(b).loss;
+        const fd = (up - down) / (2 * eps);
+        num += (fd - grad[i]) ** 2, den += grad[i] ** 2;
+      }
+      assert(den > 1e-6, "probed gradients are all ~0");
+      assert(Math.sqrt(num / den) < 2e-2, `relative error ${Math.sqrt(num / den)}`);
+    } finally {
+      train.free();
+      evalR.free();
+      model.free();
+    }
+  });
+}
