@@ -297,3 +297,108 @@ Deno.test("--arch llama: a tiny Llama's LOTUS loss falls 5x in 150 steps on the 
   assert(first / last > 5, `loss fell only from ${first} to ${last}`);
   assertEquals((await loadCheckpoint(out)).meta.preset, "llama-tiny");
 });
+
+/** GPT-2's byte-to-character table of byte-level BPE (printable bytes map to themselves). */
+function byteChars(): string[] {
+  const keep: number[] = [];
+  for (let b = 33; b <= 126; b++) keep.push(b);
+  for (let b = 161; b <= 172; b++) keep.push(b);
+  for (let b = 174; b <= 255; b++) keep.push(b);
+  const out: string[] = [];
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    out.push(String.fromCodePoint(keep.includes(b) ? b : 256 + extra++));
+  }
+  return out;
+}
+
+Deno.test("a tokenizer.json in Llama 3's form loads: no BOS added, round trips, LOTUS tokens after the reserved ones", async () => {
+  const chars = byteChars();
+  const vocab: Record<string, number> = {};
+  chars.forEach((c, i) => (vocab[c] = i));
+  const G = chars[" ".charCodeAt(0)];
+  const merges = ["h a", `${G} ha`];
+  vocab["ha"] = 256, vocab[`${G}ha`] = 257;
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  const added = [
+    special(258, "<|begin_of_text|>"),
+    special(259, "<|end_of_text|>"),
+    special(260, "<|reserved_special_token_0|>"),
+    special(261, "<|eot_id|>"),
+  ];
+  const pattern = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?" +
+    "[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const json = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [
+        { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false },
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: {
+      type: "Sequence",
+      processors: [
+        { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
+        {
+          type: "TemplateProcessing",
+          single: [
+            { SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } },
+            { Sequence: { id: "A", type_id: 0 } },
+          ],
+          pair: [
+            { SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } },
+            { Sequence: { id: "A", type_id: 0 } },
+            { SpecialToken: { id: "<|begin_of_text|>", type_id: 1 } },
+            { Sequence: { id: "B", type_id: 1 } },
+          ],
+          special_tokens: {
+            "<|begin_of_text|>": {
+              id: "<|begin_of_text|>",
+              ids: [258],
+              tokens: ["<|begin_of_text|>"],
+            },
+          },
+        },
+      ],
+    },
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: true,
+      vocab,
+      merges,
+    },
+  };
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+  const tok = await tokenizerFromFile(`${dir}/tokenizer.json`);
+  assertEquals(tok.special.eos, 259);
+  assertEquals([tok.special.bot, tok.special.eot, tok.special.lat], [262, 263, 264]);
+  assertEquals(tok.vocabSize, 265);
+  const text = "Ann has 12 pens.\nShe's here: 48/2=24 <<48/2=24>> ha ha";
+  const ids = tok.encode(text);
+  assert(!ids.includes(258), "no <|begin_of_text|> is added");
+  assert(ids.includes(257), "the merge ' ha' applies");
+  assertEquals(tok.decode(ids), text);
+  assertEquals(tok.decode(tok.encode("<|latent|>")), "<|latent|>");
+});
