@@ -25,6 +25,7 @@ import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
 import { openInference } from "../infer/inference.ts";
 import { exportCheckpoint, ExportError } from "../export/export.ts";
+import { checkExport } from "../export/export_check.ts";
 
 function llamaCfg(over: Partial<ModelConfig> = {}): ModelConfig {
   return ModelConfigSchema.parse({
@@ -271,8 +272,25 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   } finally {
     await session.close();
   }
-  // Exports cover the GPT-2 backbone only: a Llama checkpoint is refused, saying so.
-  await assertRejects(() => exportCheckpoint(out, `${root}/exp`), ExportError, "Llama");
+  // A Llama export is the Hugging Face directory only: ONNX is refused, saying so.
+  await assertRejects(() => exportCheckpoint(out, `${root}/exp`), ExportError, "--format hf");
+  const ex = await exportCheckpoint(out, `${root}/exp`, { format: "hf" });
+  assert(ex.files.includes("model.safetensors") && !ex.files.some((f) => f.startsWith("onnx")));
+  assertEquals(await checkExport(`${root}/exp`), []);
+  const exCfg = JSON.parse(await Deno.readTextFile(`${root}/exp/config.json`));
+  assertEquals([exCfg.model_type, exCfg.architectures[0]], ["llama", "LlamaForCausalLM"]);
+  // The structural check names a tensor of the wrong shape.
+  const st = await readSafetensors(`${root}/exp/model.safetensors`);
+  const k = st.tensors["model.layers.0.self_attn.k_proj.weight"];
+  await writeSafetensors(`${root}/exp/model.safetensors`, {
+    ...st.tensors,
+    "model.layers.0.self_attn.k_proj.weight": { ...k, shape: [k.shape[1], k.shape[0]] },
+  }, { format: "pt" });
+  const problems = await checkExport(`${root}/exp`);
+  assert(
+    problems.some((p) => p.includes("k_proj") && p.includes("Llama needs")),
+    problems.join("\n"),
+  );
 });
 
 Deno.test("--arch llama: a tiny Llama's LOTUS loss falls 5x in 150 steps on the two-step task", async () => {
