@@ -234,9 +234,12 @@ export function fromHfTensors(
     const short = t.name.startsWith("transformer.") ? t.name.slice(prefix.length) : t.name;
     const src = file.tensors[t.name] ?? file.tensors[short];
     if (!src) {
+      const llamaName = t.name.startsWith("model.") || t.name === "lm_head.weight";
       throw new CheckpointError(
-        `${what}: tensor "${t.name}" is missing; expected Hugging Face GPT-2 names ` +
-          `(e.g. transformer.h.0.attn.c_attn.weight)`,
+        `${what}: tensor "${t.name}" is missing; expected Hugging Face ` +
+          (llamaName
+            ? `Llama names (e.g. model.layers.0.self_attn.q_proj.weight)`
+            : `GPT-2 names (e.g. transformer.h.0.attn.c_attn.weight)`),
       );
     }
     if (src.dtype !== "F32") {
