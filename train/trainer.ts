@@ -13,14 +13,17 @@
  * @module
  */
 
+import { llamaInitConfig, loadLlamaWeights, modelConfigFromLlamaJson } from "../model/hf_llama.ts";
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
 import {
+  type Arch,
   type ModelConfig,
   PRESET_NAMES,
   presetConfig,
+  presetForArch,
   type PresetName,
   type TrainConfig,
   TrainConfigSchema,
@@ -76,6 +79,11 @@ export interface TrainOptions {
   /** Model size (default "tiny"). */
   preset?: PresetName;
   /**
+   * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
+   * (tiny and llama-tiny; see presetForArch). Absent: the preset's own.
+   */
+  arch?: Arch;
+  /**
    * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
    * from the dataset, the learning rate from the preset, the rest from the defaults.
    */
@@ -87,8 +95,10 @@ export interface TrainOptions {
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
-   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, or a run or checkpoint
-   * directory (the reference starts LOTUS from its explicit-CoT model this way).
+   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, a run or checkpoint
+   * directory (the reference starts LOTUS from its explicit-CoT model this way), or a local
+   * Hugging Face Llama directory (config.json with model_type "llama", model.safetensors or
+   * sharded safetensors), whose config.json then sets the model's shape.
    */
   init?: string;
   /**
@@ -169,6 +179,22 @@ async function initFile(path: string): Promise<string> {
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
   return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
+}
+
+/** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
+function llamaPresetOf(json: unknown): PresetName {
+  const hidden = Number((json as Record<string, unknown>).hidden_size);
+  return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
+}
+
+/** Whether a path is a directory (false when it is missing). */
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
 }
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
@@ -354,7 +380,21 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
-  const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
+  // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
+  // given.
+  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
+  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  let preset: string = resumed
+    ? resumed.meta.preset
+    : opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny");
+  if (!resumed && opts.arch) {
+    try {
+      preset = presetForArch(preset as PresetName, opts.arch);
+    } catch (e) {
+      throw new TrainConfigError("--arch", (e as Error).message);
+    }
+  }
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
       "--preset",
@@ -384,8 +424,13 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed
-    ? resumed.meta.model
+  const mcfg: ModelConfig = resumed ? resumed.meta.model : llamaJson
+    ? modelConfigFromLlamaJson(
+      llamaJson,
+      trainData.vocabSize,
+      auxLayers,
+      `${llamaDir}/config.json`,
+    )
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
@@ -442,7 +487,10 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     if (resumed) params = resumed.params;
     else {
       params = initParams(layout, mcfg, cfg.seed);
-      if (opts.init) {
+      if (llamaJson) {
+        const r = await loadLlamaWeights(llamaDir!, layout, params);
+        log(`initialised from ${llamaDir} (Llama, ${r.vocabRows} vocabulary rows)`);
+      } else if (opts.init) {
         const r = await loadHfInit(await initFile(opts.init), mcfg, params);
         params = r.params;
         log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
