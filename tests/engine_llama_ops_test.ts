@@ -427,6 +427,123 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "attention_gqa_stats_*: the same bits as attention_gqa_* (out, dqkv, dpast); with NKV = NH, " +
+    "le_attention_stats_*'s",
+  withPool((pool) => {
+    const rng = new Rng(26);
+    // The cases above, a dead query row (entry 0's only key masked) and a past shared by the batch.
+    const cases: GqaCase[] = [
+      ...GQA_CASES,
+      { B: 2, Tq: 2, Tp: 0, C: 8, NH: 4, NKV: 2, layout: "qkv", valid: [0, 1, 1, 1] },
+      { B: 2, Tq: 9, Tp: 3, C: 12, NH: 6, NKV: 3, layout: "qkv", valid: undefined },
+    ];
+    for (const c of cases) {
+      const name = JSON.stringify({ ...c, valid: c.valid ? "masked" : undefined });
+      const s = setupGqa(pool, rng, c);
+      const nOut = c.B * c.Tq * c.C, bs = s.past?.bs ?? 0, rs = s.past?.rs ?? 0;
+      s.fwd();
+      const dout = pool.f32(rng.normals(nOut));
+      const grads = (stats: boolean, mha: boolean) => {
+        const out = pool.f32(nOut), st = pool.f32(c.B * c.NH * c.Tq * 2);
+        const dqkv = pool.f32(s.qkv.length);
+        const dpast = s.past ? pool.f32(s.past.buf.length) : null;
+        const dkv = dpast ? eng.offset(dpast, 4 * s.past!.off) : null;
+        const { B, Tq, Tp, C, NH, NKV } = c;
+        if (!stats) {
+          s.fwd();
+          eng.attentionGqaBwd(
+            dqkv,
+            dkv,
+            dout,
+            s.att,
+            s.pqkv,
+            s.kvPast,
+            B,
+            Tq,
+            Tp,
+            C,
+            NH,
+            NKV,
+            bs,
+            rs,
+          );
+          return { out: pool.read(s.out, nOut), dqkv: pool.read(dqkv, s.qkv.length), dpast };
+        }
+        if (mha) {
+          eng.attentionStatsFwd(out, st, s.pqkv, s.kvPast, s.valid, B, Tq, Tp, C, NH, bs, rs);
+          eng.attentionStatsBwd(
+            dqkv,
+            dkv,
+            dout,
+            st,
+            s.valid,
+            s.pqkv,
+            s.kvPast,
+            B,
+            Tq,
+            Tp,
+            C,
+            NH,
+            bs,
+            rs,
+          );
+        } else {
+          eng.attentionGqaStatsFwd(
+            out,
+            st,
+            s.pqkv,
+            s.kvPast,
+            s.valid,
+            B,
+            Tq,
+            Tp,
+            C,
+            NH,
+            NKV,
+            bs,
+            rs,
+          );
+          eng.attentionGqaStatsBwd(
+            dqkv,
+            dkv,
+            dout,
+            st,
+            s.valid,
+            s.pqkv,
+            s.kvPast,
+            B,
+            Tq,
+            Tp,
+            C,
+            NH,
+            NKV,
+            bs,
+            rs,
+          );
+        }
+        return { out: pool.read(out, nOut), dqkv: pool.read(dqkv, s.qkv.length), dpast };
+      };
+      const att = grads(false, false), gst = grads(true, false);
+      assert(att.dqkv.some((v) => v !== 0), `${name}: gradients are all zero`);
+      assertEquals(gst.out, att.out, `${name} out`);
+      assertEquals(gst.dqkv, att.dqkv, `${name} dqkv`);
+      if (att.dpast) {
+        assertEquals(
+          pool.read(gst.dpast!, s.past!.buf.length),
+          pool.read(att.dpast, s.past!.buf.length),
+          `${name} dpast`,
+        );
+      }
+      if (c.NKV === c.NH) {
+        const mha = grads(true, true);
+        assertEquals(mha.out, gst.out, `${name} out (stats)`);
+        assertEquals(mha.dqkv, gst.dqkv, `${name} dqkv (stats)`);
+      }
+    }
+  }),
+);
+
 Deno.test("finite-difference table of the Llama ops", () => {
   assert(table.length > 0, "the gradient tests ran first");
   const rows = table.map((t) =>

@@ -799,15 +799,28 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     return await trainRun(opts);
   }
-  const preset = opts.preset ?? "tiny";
+  // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
+  // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
+  // resolved here so that the recipe's rate and the plan name the model both phases train.
+  const hfLlama = opts.init !== undefined && await isDir(opts.init)
+    ? await llamaInitConfig(opts.init)
+    : null;
+  let preset: PresetName = opts.preset ?? (hfLlama ? llamaPresetOf(hfLlama) : "tiny");
+  if (opts.arch) {
+    try {
+      preset = presetForArch(preset, opts.arch);
+    } catch (e) {
+      throw new TrainConfigError("--arch", (e as Error).message);
+    }
+  }
   const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
   const given: Partial<TrainConfig> = {
     ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
     ...opts.train,
   };
   const lotus = mode === "lotus" || mode === "lotus-aux";
-  const initIsRun = opts.init !== undefined && await isDirectory(opts.init);
-  const run = { ...opts, recipe: "none" as const, train: given };
+  const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
+  const run = { ...opts, preset, recipe: "none" as const, train: given };
   if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
     return await trainWithCotStart(run, false);
   }
