@@ -254,6 +254,10 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   });
   assertEquals(res.steps, 3);
   assert(losses.every(Number.isFinite), `losses ${losses}`);
+  // The from-cot recipe: the CoT start began at the Llama directory, in its shape.
+  assert(res.cotStart?.completed, "the CoT start ran");
+  const cot = await loadCheckpoint(`${out}/cot-start`);
+  assertEquals([cot.meta.model.arch, cot.meta.model.dModel], ["llama", 16]);
   const ck = await loadCheckpoint(out);
   assertEquals([ck.meta.model.arch, ck.meta.model.dModel, ck.meta.model.nKvHead], [
     "llama",

@@ -368,7 +368,12 @@ function seedTokenId(tok: Tokenizer): number {
 }
 
 /** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */
-async function trainRun(opts: TrainOptions): Promise<TrainResult> {
+/**
+ * One training run. `shapeFrom`: a Hugging Face Llama directory whose config.json gives the
+ * model's shape while `opts.init` (a run that started there, such as the CoT start) gives the
+ * weights.
+ */
+async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainResult> {
   const log = (s: string) => {
     if (!opts.quiet) console.error(s);
   };
@@ -385,9 +390,11 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   // given.
   const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
   const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  const shapeDir = llamaJson ? llamaDir : !resumed && shapeFrom ? shapeFrom : null;
+  const shapeJson = llamaJson ?? (shapeDir ? await llamaInitConfig(shapeDir) : null);
   let preset: string = resumed
     ? resumed.meta.preset
-    : opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny");
+    : opts.preset ?? (shapeJson ? llamaPresetOf(shapeJson) : "tiny");
   if (!resumed && opts.arch) {
     try {
       preset = presetForArch(preset as PresetName, opts.arch);
@@ -424,12 +431,12 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed ? resumed.meta.model : llamaJson
+  const mcfg: ModelConfig = resumed ? resumed.meta.model : shapeJson
     ? modelConfigFromLlamaJson(
-      llamaJson,
+      shapeJson,
       trainData.vocabSize,
       auxLayers,
-      `${llamaDir}/config.json`,
+      `${shapeDir}/config.json`,
     )
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
@@ -970,6 +977,14 @@ async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
   await writePlan("lotus");
   log(`phase 2 of 2: LOTUS from ${start}`);
-  const res = await trainRun({ ...opts, init: start, recipe: "none", resume: undefined });
+  // Started from a Hugging Face Llama directory: LOTUS keeps the shape its config.json gave.
+  const hfInit = opts.init !== undefined && await isDir(opts.init) &&
+      await llamaInitConfig(opts.init) !== null
+    ? opts.init
+    : undefined;
+  const res = await trainRun(
+    { ...opts, init: start, recipe: "none", resume: undefined },
+    hfInit,
+  );
   return cotStart ? { ...res, cotStart } : res;
 }
