@@ -46,6 +46,7 @@ export function buildCudaEmu(): string {
     `${ENGINE}/engine_cuda.cu`,
     `${ENGINE}/lotus_engine.h`,
     `${ENGINE}/engine_checks.h`,
+    `${ENGINE}/comm_mpi.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
   const h = new Sha256().update("emu_counters");

@@ -4,9 +4,10 @@
 #
 #   npx deno task test:gpu ...     (or: bash check/gpu_check.sh ...)
 #
-# Without a GPU it is a dry run: the CPU engine stands in for CUDA, and the CUDA rows say
-# SKIPPED. Arguments go to check/gpu_check.ts (--steps, --cycles, --cpu-only, --emulate,
-# --skip-torch, --python, --out). GPU_CHECK_TIMEOUT (seconds, default 290) bounds the whole
+# It passes only on a GPU: without one, or without a CUDA engine that builds and loads, it
+# fails (exit 1). --cpu-only (the CPU engine stands in for CUDA) and --emulate (the CUDA
+# engine's source on CPU threads) check the check itself. Arguments go to check/gpu_check.ts
+# (--steps, --cycles, --cpu-only, --emulate, --engine-lib, --skip-torch, --python, --out). GPU_CHECK_TIMEOUT (seconds, default 290) bounds the whole
 # run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -114,6 +114,13 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(VERIFY_MODES),
     default: "basic",
   },
+  commTimeout: {
+    value: "S",
+    help: "under mpirun: seconds a rank waits at a collective for the others before it " +
+      "ends the job (0 = no limit; docs/distributed.md)",
+    schema: wholeNumber(0),
+    default: 600,
+  },
   quiet: { help: "no progress output" },
 });
 
@@ -366,6 +373,10 @@ async function main(a: TrainArgs): Promise<number> {
     data: a.data ?? (a.resume ? undefined : "out/data/default"),
     train: trainSettings(a),
   });
+  // A data-parallel run's result is the same on every rank: rank 0 reports it.
+  if (res.world && res.world.rank !== 0) {
+    return res.interrupted ? (res.interrupted === "SIGINT" ? 130 : 143) : 0;
+  }
   if (res.interrupted) {
     console.log(
       `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,

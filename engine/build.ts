@@ -48,7 +48,7 @@ export interface EngineBuildPlan {
   /** Compiler arguments, without `-o <output>` and the source file. */
   flags: string[];
   /** The main source file (the headers it includes are hashed too: lotus_engine.h,
-   * engine_checks.h and, for cuda, everything under cuda/). */
+   * engine_checks.h, comm_mpi.h and, for cuda, everything under cuda/). */
   source: string;
   /** Every file whose contents enter the hash. */
   hashedFiles: string[];
@@ -78,6 +78,8 @@ const CUDA_SOURCE = "engine_cuda.cu";
 const HEADER = "lotus_engine.h";
 /** The argument checks and block registry that both engines include. */
 const CHECKS = "engine_checks.h";
+/** The MPI collectives that both engines include (libmpi is dlopen'd at run time). */
+const COMM = "comm_mpi.h";
 
 // -ffp-contract=fast: the micro-kernels rely on a*b+c becoming one FMA (faster, and one
 // rounding instead of two); ISO mode (-std=c++17) would otherwise forbid the contraction.
@@ -369,6 +371,7 @@ export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan 
   const version = compilerVersion(compiler, hint, outDir);
 
   const hashedFiles = [source, header, checks];
+  if (exists(`${sourceDir}/${COMM}`)) hashedFiles.push(`${sourceDir}/${COMM}`);
   if (backend === "cuda") hashedFiles.push(...cudaParts(sourceDir));
   const h = sha256.create();
   const utf8 = new TextEncoder();

@@ -25,6 +25,7 @@
 
 #include "lotus_engine.h"
 #include "engine_checks.h"
+#include "comm_mpi.h"
 
 #include <omp.h>
 #include <sys/mman.h>
@@ -1546,5 +1547,27 @@ int le_cpu_set_reference(int on) {
   g_reference = on != 0;
   return prev;
 }
+
+// ---- data-parallel collectives: MPI on host memory (comm_mpi.h) ----------------------------
+
+int le_comm_init(double timeout_s) { return le::comm::join("le_comm_init", timeout_s); }
+int le_comm_rank(void) { return le::comm::st().joined ? le::comm::st().rank : -1; }
+int le_comm_size(void) { return le::comm::st().joined ? le::comm::st().size : 0; }
+
+int le_comm_allreduce_sum(float* buf, int64_t n) {
+  const char* fn = "le_comm_allreduce_sum";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  return le::comm::allreduce_host(fn, buf, n);
+}
+
+int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
+  const char* fn = "le_comm_broadcast";
+  if (bytes > 0) TRY(check_span(fn, "buf", buf, bytes));
+  return le::comm::broadcast_host(fn, buf, bytes, root);
+}
+
+int le_comm_barrier(void) { return le::comm::barrier("le_comm_barrier"); }
+int le_comm_finalize(void) { return le::comm::leave("le_comm_finalize"); }
 
 }  // extern "C"

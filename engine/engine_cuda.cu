@@ -16,6 +16,7 @@
 //   cuda/attention.cuh    causal attention with a strided past
 //   cuda/xent.cuh         fused softmax cross-entropy, argmax
 //   cuda/adamw.cuh        sumsq, fused AdamW
+//   cuda/nccl_api.cuh     data-parallel collectives: NCCL (dlopen'd), started over MPI
 //
 // This file holds the lifecycle and memory functions. Every op checks that the engine is
 // initialised (REQUIRE_INIT), then runs its validate_<op> from engine_checks.h, then any
@@ -44,6 +45,7 @@
 #include "cuda/llama.cuh"
 #include "cuda/xent.cuh"
 #include "cuda/adamw.cuh"
+#include "cuda/nccl_api.cuh"
 
 namespace le {
 
@@ -383,3 +385,36 @@ LE_API int le_sync(void) {
   CUDA_TRY("le_sync", cudaGetLastError());
   return 0;
 }
+
+// ---- data-parallel collectives (cuda/nccl_api.cuh, ../comm_mpi.h) ------------------------
+
+LE_API int le_comm_init(double timeout_s) {
+  REQUIRE_INIT("le_comm_init");
+  return nccl::join("le_comm_init", timeout_s);
+}
+LE_API int le_comm_rank(void) { return le::comm::st().joined ? le::comm::st().rank : -1; }
+LE_API int le_comm_size(void) { return le::comm::st().joined ? le::comm::st().size : 0; }
+
+LE_API int le_comm_allreduce_sum(float* buf, int64_t n) {
+  using namespace le;
+  const char* fn = "le_comm_allreduce_sum";
+  REQUIRE_INIT(fn);
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  return nccl::allreduce_sum(fn, buf, n);
+}
+
+LE_API int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
+  using namespace le;
+  const char* fn = "le_comm_broadcast";
+  REQUIRE_INIT(fn);
+  if (bytes > 0) TRY(check_span(fn, "buf", buf, bytes));
+  return nccl::broadcast(fn, buf, bytes, root);
+}
+
+LE_API int le_comm_barrier(void) {
+  REQUIRE_INIT("le_comm_barrier");
+  return nccl::barrier("le_comm_barrier");
+}
+
+LE_API int le_comm_finalize(void) { return nccl::leave("le_comm_finalize"); }

@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 6;
+export const LE_ABI_VERSION = 7;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -136,6 +136,15 @@ const SYMBOLS = {
     parameters: [P, P, P, P, "i64", "f32", "f32", "f32", "f32", "f32", "i32", P, "f32"],
     result: "i32",
   },
+  // Appended: data-parallel collectives (optional, so that a library without them still
+  // loads; Engine.commInit says when they are missing).
+  le_comm_init: { parameters: ["f64"], result: "i32", optional: true },
+  le_comm_rank: { parameters: [], result: "i32", optional: true },
+  le_comm_size: { parameters: [], result: "i32", optional: true },
+  le_comm_allreduce_sum: { parameters: [P, "i64"], result: "i32", optional: true },
+  le_comm_broadcast: { parameters: [P, "u64", "i32"], result: "i32", optional: true },
+  le_comm_barrier: { parameters: [], result: "i32", optional: true },
+  le_comm_finalize: { parameters: [], result: "i32", optional: true },
   le_rmsnorm_fwd: { parameters: [P, P, P, P, "i32", "i32", "f32"], result: "i32" },
   le_rmsnorm_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32"], result: "i32" },
   le_rope: { parameters: [P, P, P, "i32", "i32", "i32", "i64", "i32"], result: "i32" },
@@ -953,6 +962,52 @@ export class Engine {
       ) !==
         0
     ) this.#fail("le_adamw");
+  }
+
+  /**
+   * Join the MPI job this process was started in (mpirun): loads libmpi, runs MPI_Init once
+   * per process (the CUDA engine also creates its NCCL communicator) and returns this rank
+   * and the job's size. `timeoutS` > 0: a collective that waits longer than that for the
+   * other ranks ends this process with a message and exit status 75 (0: no limit).
+   * Idempotent; see lotus_engine.h for the whole contract.
+   */
+  commInit(timeoutS: number): { rank: number; size: number } {
+    const s = this.#s;
+    if (!s.le_comm_init || !s.le_comm_rank || !s.le_comm_size) {
+      throw new EngineError(
+        "le_comm_init",
+        `le_comm_init: ${this.libPath} has no collectives; rebuild it with ` +
+          `deno task build-engine --force`,
+      );
+    }
+    if (s.le_comm_init(timeoutS) !== 0) this.#fail("le_comm_init");
+    return { rank: s.le_comm_rank(), size: s.le_comm_size() };
+  }
+
+  /** Replace `n` floats at `buf` with their sum over all ranks (the same bits on each). */
+  allReduceSum(buf: Ptr, n: number): void {
+    if (this.#s.le_comm_allreduce_sum!(addr(buf), I(n)) !== 0) {
+      this.#fail("le_comm_allreduce_sum");
+    }
+  }
+
+  /** Copy `bytes` bytes at `buf` from rank `root` to every other rank. */
+  broadcast(buf: Ptr, bytes: number, root = 0): void {
+    if (this.#s.le_comm_broadcast!(addr(buf), I(bytes), root) !== 0) {
+      this.#fail("le_comm_broadcast");
+    }
+  }
+
+  /** Return once every rank has called it. */
+  barrier(): void {
+    if (this.#s.le_comm_barrier!() !== 0) this.#fail("le_comm_barrier");
+  }
+
+  /** Leave the MPI job (MPI_Finalize): once per process, after its last collective. */
+  commFinalize(): void {
+    if (this.#s.le_comm_finalize && this.#s.le_comm_finalize() !== 0) {
+      this.#fail("le_comm_finalize");
+    }
   }
 }
 

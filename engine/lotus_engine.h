@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 6
+#define LE_ABI_VERSION 7
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -202,6 +202,33 @@ int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, cons
                            const uint8_t* key_valid, const float* qkv, const float* kv_past,
                            int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
                            int64_t past_rs);
+
+/* ---- data-parallel collectives (appended) ---------------------------------------------- */
+/* Several processes started by mpirun train one model: each joins the job, the initial
+ * parameters are broadcast from rank 0, and after each backward the gradient is summed over
+ * the ranks. MPI is loaded with dlopen at le_comm_init (Open MPI's libmpi.so.40, or the file
+ * LOTUS_LIBMPI names), so no library needs MPI to build or to run one process. The CPU engine
+ * reduces through MPI; the CUDA engine through NCCL (libnccl.so.2, or LOTUS_NCCL, dlopen'd),
+ * on the device of le_init, its communicator's unique id broadcast from rank 0 over MPI.
+ *
+ * le_comm_init joins the job (MPI_Init unless the process already did) and is idempotent. Its
+ * timeout_s > 0 arms a watchdog: a collective that waits longer than that for the other ranks
+ * prints a message naming the rank and the collective and ends the process with exit status
+ * 75, so that mpirun ends the job instead of hanging (<= 0: no limit; a later call changes
+ * it). Every collective must be called by every rank, in the same order. */
+int le_comm_init(double timeout_s);
+int le_comm_rank(void);   /* this process's rank; -1 before le_comm_init */
+int le_comm_size(void);   /* ranks in the job; 0 before le_comm_init */
+/* buf [n] fp32 engine memory: replaced by its sum over all ranks, with the same bits on every
+ * rank. */
+int le_comm_allreduce_sum(float* buf, int64_t n);
+/* bytes of engine memory from rank root to every other rank. */
+int le_comm_broadcast(void* buf, uint64_t bytes, int root);
+/* Returns once every rank has called it (CUDA: after this rank's queued work is done). */
+int le_comm_barrier(void);
+/* Leaves the job (CUDA: the NCCL communicator is destroyed first; then MPI_Finalize). Every
+ * rank calls it once, last; no collective may follow in this process. No-op if never joined. */
+int le_comm_finalize(void);
 
 /* ---- Llama-family ops ----------------------------------------------------------------- */
 

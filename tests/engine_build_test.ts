@@ -8,7 +8,7 @@ const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/
 /** A scratch copy of the engine sources, so tests can edit them. */
 function copySources(): string {
   const dir = Deno.makeTempDirSync({ prefix: "lotus_engine_src_" });
-  for (const f of ["engine_cpu.cpp", "lotus_engine.h", "engine_checks.h"]) {
+  for (const f of ["engine_cpu.cpp", "lotus_engine.h", "engine_checks.h", "comm_mpi.h"]) {
     Deno.copyFileSync(`${ENGINE_DIR}/${f}`, `${dir}/${f}`);
   }
   return dir;

@@ -46,6 +46,7 @@ export {
   TrainLogError,
   trainLogPath,
 } from "./run_log.ts";
+export { DataParallel, shardRange, type World, worldFromEnv } from "./data_parallel.ts";
 export { DatasetError, loadSplit, type LoadSplitOptions, type SplitData } from "./dataset.ts";
 export {
   type AuxBatch,
@@ -57,6 +58,7 @@ export {
   plainBatch,
 } from "./batch.ts";
 export {
+  type LossDenominators,
   type LotusCapacity,
   type LotusOptions,
   LotusRunner,

@@ -68,13 +68,32 @@ export interface LotusOptions {
    * prefix, each loop pass, the suffix) draws its own masks from a seed derived from this one.
    */
   dropout?: Dropout;
+  /**
+   * The token-mean denominators to divide by instead of this batch's own: in data-parallel
+   * training, those of the whole global batch, so that the losses (and gradients) of the
+   * ranks' parts add up to the global batch's ({@linkcode LotusRunner.denominators}).
+   */
+  denominators?: LossDenominators;
+}
+
+/** The token counts that divide each loss of a step. */
+export interface LossDenominators {
+  /** Answer targets. */
+  nAns: number;
+  /** Step targets that the step loss covers. */
+  nStep: number;
+  /** Aux-decoder targets (0 when the decoder does not run). */
+  nAux: number;
 }
 
 /** The losses of one step (token means) and their denominators. */
 export interface StepLosses {
   /** The optimised total: ans + lambda*step + auxWeight*aux. */
   loss: number;
-  /** Mean cross-entropy (nats per token) of the answer targets. */
+  /**
+   * Mean cross-entropy (nats per token) of the answer targets. With denominators given
+   * ({@linkcode LotusOptions.denominators}), this batch's share of the global batch's mean.
+   */
   ans: number;
   /** Mean cross-entropy of the step targets (0 when there are none). */
   step: number;
@@ -294,6 +313,27 @@ export class LotusRunner {
   }
 
   /**
+   * The denominators a step of `b` divides its losses by (with the same options): the
+   * answer targets, the step targets the step loss covers (with `stepLoss: "in-loop"`, only
+   * those of blocks some pass supervises) and the aux decoder's targets when it runs.
+   */
+  denominators(b: LotusBatch, opts: LotusOptions, exs?: Example[]): LossDenominators {
+    let nStep = b.nStep;
+    if (opts.stepLoss === "in-loop") {
+      nStep = 0;
+      for (const block of [b.stepBlock, ...b.spillBlock]) {
+        for (let i = 0; i < b.B * b.L; i++) if (block[i] >= 0 && block[i] < b.R) nStep++;
+      }
+    }
+    let nAux = 0;
+    if (this.#aux && this.model.aux && b.K > 0 && opts.auxWeight > 0) {
+      if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
+      nAux = auxBatch(exs, b.K, b.c, opts.auxReads === "in-loop" ? b.R : b.K).nTargets;
+    }
+    return { nAns: b.nAns, nStep, nAux };
+  }
+
+  /**
    * One forward (and, when training, backward) of a LOTUS batch. Gradients accumulate into
    * the model's gradient slab; the caller zeroes it and steps the optimiser. `exs` are the
    * batch's examples, needed for the aux decoder.
@@ -339,6 +379,7 @@ export class LotusRunner {
     const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
     // The step loss's token-mean denominator: every target after the loop; in the loop, only
     // the targets of the blocks some pass supervises (block r-1 at pass r: blocks 0..R-1).
+    // Data-parallel training divides by the global batch's counts instead.
     // Under --long-step spill, more target layers over the same rows: one more CE each.
     const layers = [
       { targets: b.stepTargets, block: b.stepBlock },
@@ -351,6 +392,9 @@ export class LotusRunner {
         for (let i = 0; i < B * L; i++) if (ly.block[i] >= 0 && ly.block[i] < R) nStep++;
       }
     }
+    const den = opts.denominators;
+    if (den) nStep = den.nStep;
+    const nAns = den ? den.nAns : b.nAns;
     for (let r = 0; r <= R; r++) {
       const ch = loop[r];
       e.embedFwd(ch.x[0], idsOfPass(r), lr.pos, m.wte, m.wpe, B * L, C);
@@ -394,7 +438,7 @@ export class LotusRunner {
           B * L,
           lr.targets,
           stepW,
-          b.nStep,
+          nStep,
           m.head,
           m.ghead,
         );
@@ -408,7 +452,7 @@ export class LotusRunner {
     e.upload(sr.targets, b.suffixTargets);
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
     main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1), sr.pos);
-    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, b.nAns, m.head, m.ghead);
+    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.head, m.ghead);
 
     // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
     // block k from pass k + 1.
@@ -417,8 +461,14 @@ export class LotusRunner {
       if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
       const inLoop = opts.auxReads === "in-loop";
       const ab = auxBatch(exs, K, b.c, inLoop ? R : K);
-      nAux = ab.nTargets;
-      auxSum = this.#auxStep(ab, b, (k) => (inLoop ? loop[k + 1] : loop[R]), opts.auxWeight);
+      nAux = den ? den.nAux : ab.nTargets;
+      auxSum = this.#auxStep(
+        ab,
+        b,
+        (k) => (inLoop ? loop[k + 1] : loop[R]),
+        opts.auxWeight,
+        nAux,
+      );
     }
 
     if (train) {
@@ -449,7 +499,7 @@ export class LotusRunner {
       e.embedBwd(m.gwte, m.gwpe, dx, pr.ids, pr.pos, B * P, C);
     }
 
-    const ans = b.nAns ? ansSum / b.nAns : 0;
+    const ans = nAns ? ansSum / nAns : 0;
     const step = nStep ? stepSum / nStep : 0;
     const aux = nAux ? auxSum / nAux : 0;
     return {
@@ -457,7 +507,7 @@ export class LotusRunner {
       ans,
       step,
       aux,
-      nAns: b.nAns,
+      nAns,
       nStep,
       nAux,
     };
@@ -523,13 +573,14 @@ export class LotusRunner {
   /**
    * The aux decoder's forward, loss and (when training) backward, which adds its gradient
    * into the dh of the pass each block is read from (`passOf`) before the main backward
-   * starts. Returns the summed loss.
+   * starts. `count` is the loss's token-mean denominator. Returns the summed loss.
    */
   #auxStep(
     ab: AuxBatch,
     b: LotusBatch,
     passOf: (block: number) => Chunk | undefined,
     weight: number,
+    count: number,
   ): number {
     const m = this.model, e = m.eng, C = m.cfg.dModel, aux = m.aux!, ch = this.#aux!;
     const ar = this.#auxR!, sc = this.#sc;
@@ -565,7 +616,7 @@ export class LotusRunner {
       n * T,
       ar.targets,
       weight,
-      ab.nTargets,
+      count,
       m.auxHead,
       m.gAuxHead,
     );
@@ -639,11 +690,13 @@ export class PlainRunner {
 
   /**
    * One forward (and backward when training) of a baseline batch. Gradients accumulate into
-   * the model's gradient slab. Returns the mean token loss as `loss` and `ans`.
+   * the model's gradient slab. Returns the mean token loss as `loss` and `ans`. `nTargets`:
+   * the denominator instead of the batch's own target count (data-parallel training: the
+   * global batch's, so that the ranks' losses and gradients add up to it).
    *
    * @throws {RangeError} when the batch exceeds maxB or maxT.
    */
-  step(b: PlainBatch, dropout: Dropout | null = null): StepLosses {
+  step(b: PlainBatch, dropout: Dropout | null = null, nTargets?: number): StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;
     if (B > this.maxB || T > this.maxT) {
@@ -655,8 +708,9 @@ export class PlainRunner {
     e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
     const drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
     m.main.forward(ch, this.#sc, B, T, null, r.valid, drop, r.pos);
-    const grad = this.#training && b.nTargets > 0;
-    const ds = grad ? 1 / b.nTargets : 0;
+    const den = nTargets ?? b.nTargets;
+    const grad = this.#training && den > 0;
+    const ds = grad ? 1 / den : 0;
     const lr = this.#logitRows;
     chunkedHeadLoss(
       e,
@@ -681,7 +735,7 @@ export class PlainRunner {
       const dx = m.main.backward(ch, this.#sc, null);
       e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
     }
-    const ans = b.nTargets ? s / b.nTargets : 0;
-    return { loss: ans, ans, step: 0, aux: 0, nAns: b.nTargets, nStep: 0, nAux: 0 };
+    const ans = den ? s / den : 0;
+    return { loss: ans, ans, step: 0, aux: 0, nAns: den, nStep: 0, nAux: 0 };
   }
 }

@@ -50,7 +50,7 @@ import {
   TrainConfigError,
 } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
-import { LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
+import { type LotusOptions, LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
 import { Generator } from "../model/generate.ts";
 import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
 import {
@@ -69,6 +69,9 @@ import { writeFileAtomic } from "../base/atomic.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
+import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
+import { type Engine, openEngine } from "../engine/ffi.ts";
+import { probeCuda } from "../engine/cuda_probe.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -126,8 +129,14 @@ export interface TrainOptions {
   verifyData?: VerifyMode;
   /** No progress line. */
   quiet?: boolean;
-  /** Called with every log record. */
+  /** Called with every log record (on every rank of a data-parallel run). */
   onLog?: (rec: LogRecord) => void;
+  /**
+   * Data-parallel runs (started by mpirun, docs/distributed.md): how many seconds a rank
+   * waits at a collective for the others before it ends the job with a message (default
+   * 600; 0: no limit). Ignored by a single process.
+   */
+  commTimeout?: number;
 }
 
 /** What a run returns. */
@@ -164,6 +173,8 @@ export interface TrainResult {
   completed: boolean;
   /** The explicit-CoT run this LOTUS run started from (`cotStartEpochs`), when it trained one. */
   cotStart?: TrainResult;
+  /** This process's rank and the job's size, in a data-parallel run; undefined otherwise. */
+  world?: { rank: number; size: number };
 }
 
 /**
@@ -309,6 +320,22 @@ export function evaluate(
   batch: number,
 ): { loss: number; accuracy: number; n: number } {
   if (exs.length === 0) return { loss: NaN, accuracy: NaN, n: 0 };
+  const s = evaluateSums(model, exs, sp, tok, cfg, K, R, batch);
+  return { loss: s.lossN ? s.lossSum / s.lossN : NaN, accuracy: s.correct / exs.length, n: s.n };
+}
+
+/** What {@linkcode evaluate} adds up: summed answer loss, its tokens, correct answers. */
+function evaluateSums(
+  model: Model,
+  exs: Example[],
+  sp: SpecialIds,
+  tok: Tokenizer,
+  cfg: TrainConfig,
+  K: number,
+  R: number,
+  batch: number,
+): { lossSum: number; lossN: number; correct: number; n: number } {
+  if (exs.length === 0) return { lossSum: 0, lossN: 0, correct: 0, n: 0 };
   const cap = capacityOf(exs, cfg, batch);
   let lossSum = 0, lossN = 0, correct = 0;
   const gen = new Generator(model, {
@@ -352,7 +379,7 @@ export function evaluate(
     lotusRun?.free();
     plainRun?.free();
   }
-  return { loss: lossN ? lossSum / lossN : NaN, accuracy: correct / exs.length, n: exs.length };
+  return { lossSum, lossN, correct, n: exs.length };
 }
 
 function fmtTime(s: number): string {
@@ -367,17 +394,46 @@ function seedTokenId(tok: Tokenizer): number {
   return ids.length ? ids[0] : 0;
 }
 
+/** Seconds a data-parallel rank waits at a collective before it ends the job. */
+const DEFAULT_COMM_TIMEOUT = 600;
+
+/**
+ * The engine of a run. A data-parallel rank on CUDA (or "auto" with a GPU) takes the GPU of
+ * its local rank, modulo the GPUs it sees: the N ranks mpirun starts on one machine take GPUs
+ * 0..N-1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES set per rank) takes that one.
+ */
+function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => void): Engine {
+  const backend = opts.backend ?? "cpu";
+  const probe = world && backend !== "cpu" ? probeCuda() : null;
+  if (world && probe && (backend === "cuda" || (backend === "auto" && probe.available))) {
+    return openEngine({
+      backend: "cuda",
+      device: probe.devices > 0 ? world.localRank % probe.devices : world.localRank,
+      threads: opts.threads ?? 0,
+      precision: opts.precision,
+      quiet: true,
+    });
+  }
+  return selectEngine(backend, { threads: opts.threads ?? 0, log, precision: opts.precision });
+}
+
 /** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */
 /**
- * One training run. `shapeFrom`: a Hugging Face Llama directory whose config.json gives the
- * model's shape while `opts.init` (a run that started there, such as the CoT start) gives the
- * weights.
+ * One training run; `world`: this rank in a data-parallel run. `shapeFrom`: a Hugging Face
+ * Llama directory whose config.json gives the model's shape while `opts.init` (a run that
+ * started there, such as the CoT start) gives the weights.
  */
-async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainResult> {
+async function trainRun(
+  opts: TrainOptions,
+  world: World | null = null,
+  shapeFrom?: string,
+): Promise<TrainResult> {
+  // In a data-parallel run, rank 0 alone prints and writes.
+  const root = world === null || world.rank === 0;
   const log = (s: string) => {
-    if (!opts.quiet) console.error(s);
+    if (!opts.quiet && root) console.error(s);
   };
-  await Deno.mkdir(opts.out, { recursive: true });
+  if (root) await Deno.mkdir(opts.out, { recursive: true });
 
   let resumed: CheckpointData | null = null;
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
@@ -474,11 +530,8 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
     for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
   }
 
-  const eng = selectEngine(opts.backend ?? "cpu", {
-    threads: opts.threads ?? 0,
-    log,
-    precision: opts.precision,
-  });
+  const eng = engineFor(opts, world, log);
+  let dp: DataParallel | null = null;
   let model: Model | null = null;
   let runner: LotusRunner | PlainRunner | null = null;
   // SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves a checkpoint and returns
@@ -488,6 +541,16 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
   const listeners = new Map<Deno.Signal, () => void>();
   let failure: Error | null = null;
   try {
+    if (world) {
+      dp = DataParallel.join(eng, world, opts.commTimeout ?? DEFAULT_COMM_TIMEOUT);
+      if (cfg.batch < dp.size) {
+        throw new TrainConfigError(
+          "--batch",
+          `--batch ${cfg.batch} is smaller than the ${dp.size} ranks: each rank needs at least ` +
+            `one example of every batch`,
+        );
+      }
+    }
     // Parameters: resume, a local HF GPT-2, or GPT-2 initialisation.
     const layout = paramLayout(mcfg);
     let params: Float32Array;
@@ -507,17 +570,31 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
     model = new Model(eng, mcfg, params, true);
     const state: TrainState = resumed ? { ...resumed.state } : freshTrainState();
     if (resumed?.moments) model.uploadMoments(resumed.moments.m, resumed.moments.v, state.step);
+    if (dp) {
+      // Every rank must run the same schedule on the same data from the same point.
+      dp.agree("the run (examples, steps, batch, resume step, epoch, dataset)", [
+        trainEx.length,
+        total,
+        cfg.batch,
+        state.step,
+        state.epoch,
+        state.batchInEpoch,
+        ...[0, 4, 8, 12].map((i) => parseInt(fingerprint.slice(i, i + 4), 16) || 0),
+      ]);
+      dp.broadcastModel(model, resumed?.moments !== undefined);
+    }
 
-    const runLog = new RunLog(opts.out, resumed ? state.step : null);
+    const runLog = root ? new RunLog(opts.out, resumed ? state.step : null) : null;
     const writeLog = (r: LogRecord) => {
-      runLog.write(r);
+      runLog?.write(r);
       opts.onLog?.(r);
     };
-    const cap = capacityOf(trainEx, cfg, cfg.batch);
+    // Each rank's runner holds its part of a batch only.
+    const cap = capacityOf(trainEx, cfg, dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
     const withDropout = cfg.dropout > 0;
     runner = cfg.mode === "cot" || cfg.mode === "nocot"
-      ? new PlainRunner(model, cfg.batch, cap.T, true, withDropout)
+      ? new PlainRunner(model, cap.B, cap.T, true, withDropout)
       : new LotusRunner(model, { ...cap, dropout: withDropout }, true);
     const meta: LotusMeta = {
       model: mcfg,
@@ -535,6 +612,7 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
     };
     const ckptDir = `${opts.out}/checkpoint`;
     const save = async (dir = ckptDir) => {
+      if (!root) return;
       const mom = model!.downloadMoments();
       await saveCheckpoint(dir, {
         meta,
@@ -546,7 +624,17 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
     };
     const runEval = (stage: number) => {
       const { k: K, r: R } = stageShape(cfg, stage);
-      const ev = evaluate(model!, evalSet, sp, tok, cfg, K, R, cfg.batch);
+      const part = dp ? dp.shard(evalSet) : evalSet;
+      let sums = evaluateSums(model!, part, sp, tok, cfg, K, R, cfg.batch);
+      if (dp) {
+        const [lossSum, lossN, correct] = dp.sum([sums.lossSum, sums.lossN, sums.correct]);
+        sums = { lossSum, lossN, correct, n: evalSet.length };
+      }
+      const ev = {
+        loss: sums.lossN ? sums.lossSum / sums.lossN : NaN,
+        accuracy: evalSet.length ? sums.correct / evalSet.length : NaN,
+        n: evalSet.length,
+      };
       const rec: LogRecord = {
         kind: "eval",
         step: state.step,
@@ -597,13 +685,17 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
         `${trainEx.length} examples, ${total} steps of ${cfg.batch}, backend ${eng.backend}` +
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
-    const tty = !opts.quiet && Deno.stderr.isTerminal();
+    const quiet = opts.quiet || !root;
+    const tty = !quiet && Deno.stderr.isTerminal();
     let lastLoss = NaN, lastLine = 0, runSteps = 0, skipped = 0, skipsInARow = 0;
     let tokWindow = 0, timeWindow = 0;
     let lastEval: { loss: number; accuracy: number } | null = null;
     const t0 = performance.now() - state.seconds * 1000;
     let order = epochOrder(trainEx.length, cfg.seed, state.epoch);
-    while (state.step < total && !interrupted) {
+    // Data-parallel ranks stop together: a signal seen by any rank is summed with the next
+    // step's losses, and every rank stops after that step.
+    let stopAll = false;
+    while (state.step < total && !(dp ? stopAll : interrupted)) {
       if (state.batchInEpoch >= stepsPerEpoch) {
         state.epoch++, state.batchInEpoch = 0;
         order = epochOrder(trainEx.length, cfg.seed, state.epoch);
@@ -611,23 +703,54 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
       const stage = stageOf(cfg, state.epoch, state.step);
       const { k: K, r: R } = stageShape(cfg, stage);
       const start = state.batchInEpoch * cfg.batch;
-      const exs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
+      const batchExs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
+      // A data-parallel rank runs its part of the global batch.
+      const exs = dp ? dp.shard(batchExs) : batchExs;
       const ts = performance.now();
       model.zeroGrad();
-      // Masks depend on the seed and the step alone, so a resumed run draws the same ones.
+      // Masks depend on the seed and the step alone, so a resumed run draws the same ones
+      // (each rank of a data-parallel run its own).
+      const dropSeed = mixSeed(BigInt(cfg.seed), DROPOUT_TAG + state.step);
       const dropout = cfg.dropout > 0
-        ? { p: cfg.dropout, seed: mixSeed(BigInt(cfg.seed), DROPOUT_TAG + state.step) }
+        ? { p: cfg.dropout, seed: dp ? mixSeed(dropSeed, dp.rank) : dropSeed }
         : undefined;
-      const l = runner instanceof PlainRunner
-        ? runner.step(plainBatch(exs, sp, cfg.mode === "cot"), dropout)
-        : runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), {
+      let l: StepLosses;
+      if (runner instanceof PlainRunner) {
+        const cot = cfg.mode === "cot";
+        // The global batch's target count divides every rank's loss.
+        const den = dp ? plainBatch(batchExs, sp, cot).nTargets : undefined;
+        l = runner.step(plainBatch(exs, sp, cot), dropout, den);
+      } else {
+        const lopts: LotusOptions = {
           lambda: cfg.lambda,
           auxWeight: cfg.mode === "lotus-aux" ? cfg.auxWeight : 0,
           stepLoss: cfg.stepLoss,
           injection: cfg.injection,
           auxReads: cfg.auxReads,
           dropout,
-        }, exs);
+        };
+        if (dp) {
+          const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c, longStep });
+          lopts.denominators = runner.denominators(global, lopts, batchExs);
+        }
+        l = runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), lopts, exs);
+      }
+      if (dp) {
+        // The global gradient and losses: each rank's are its share of the global means.
+        dp.allReduceGrads(model);
+        const [loss, ans, stp, aux, stop] = dp.sum([
+          l.loss,
+          l.ans,
+          l.step,
+          l.aux,
+          interrupted ? 1 : 0,
+        ]);
+        l = { ...l, loss, ans, step: stp, aux };
+        if (stop > 0) {
+          stopAll = true;
+          interrupted ??= "SIGTERM";
+        }
+      }
       const lr = lrAt(cfg, state.step, total, stage);
       // The norm comes first: a step whose loss or gradient is not finite changes nothing.
       const gradNorm = model.gradNorm();
@@ -651,7 +774,7 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
         }
       }
       const dt = (performance.now() - ts) / 1000;
-      const toks = positionsOf(cfg.mode, exs, K, R, cfg.c);
+      const toks = positionsOf(cfg.mode, batchExs, K, R, cfg.c);
       state.step++, state.batchInEpoch++, runSteps++;
       state.tokens += toks;
       state.seconds = (performance.now() - t0) / 1000;
@@ -675,7 +798,7 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
         seconds: state.seconds,
       });
       const now = performance.now();
-      if (!opts.quiet && (tty || now - lastLine > 5000 || state.step === total)) {
+      if (!quiet && (tty || now - lastLine > 5000 || state.step === total)) {
         const eta = (total - state.step) * (timeWindow / Math.max(1, runSteps));
         const where = runner instanceof PlainRunner
           ? `epoch ${state.epoch + 1}`
@@ -701,6 +824,8 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
       await new Promise((r) => setTimeout(r, 0));
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    // A signal after the ranks' last agreed step changes nothing: they all finish alike.
+    if (dp && !stopAll) interrupted = null;
     if (state.step >= total && !interrupted && !failure) {
       const stage = stageOf(cfg, state.epoch, Math.max(0, state.step - 1));
       lastEval = runEval(stage);
@@ -709,26 +834,38 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
       log(`${interrupted} at step ${state.step}: saving; resume with --resume ${opts.out}`);
     }
     await save();
+    // The others wait for rank 0's checkpoint, so that what follows (a next phase, a resume)
+    // finds it complete.
+    dp?.barrier();
     if (failure) throw failure;
-    await writeFileAtomic(
-      `${opts.out}/summary.json`,
-      JSON.stringify(
-        {
-          steps: state.step,
-          total,
-          finalLoss: lastLoss,
-          valLoss: lastEval?.loss,
-          valAccuracy: lastEval?.accuracy,
-          ...(cfg.keepBest
-            ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
-            : {}),
-          tokens: state.tokens,
-          seconds: state.seconds,
-        },
-        null,
-        2,
-      ) + "\n",
-    );
+    if (root) {
+      await writeFileAtomic(
+        `${opts.out}/summary.json`,
+        JSON.stringify(
+          {
+            steps: state.step,
+            total,
+            finalLoss: lastLoss,
+            valLoss: lastEval?.loss,
+            valAccuracy: lastEval?.accuracy,
+            ...(cfg.keepBest
+              ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
+              : {}),
+            tokens: state.tokens,
+            seconds: state.seconds,
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+    }
+    if (dp && dp.gradReductions > 0) {
+      // Rank 0's wait includes the others' lag behind it (load imbalance), not only transfer.
+      log(
+        `data parallel: ${dp.size} ranks; the gradient all-reduce took ` +
+          `${(1000 * dp.gradSeconds / dp.gradReductions).toFixed(1)} ms a step on rank 0`,
+      );
+    }
     log(`checkpoint written to ${checkpointDirOf(opts.out)}`);
     return {
       steps: state.step,
@@ -745,6 +882,7 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
       ...(cfg.keepBest && state.bestStep > 0
         ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
         : {}),
+      ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
     };
   } finally {
     for (const [sig, h] of listeners) {
@@ -754,6 +892,7 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
     }
     runner?.free();
     model?.free();
+    dp?.free();
     eng.close();
   }
 }
@@ -792,6 +931,23 @@ async function trainRun(opts: TrainOptions, shapeFrom?: string): Promise<TrainRe
  * ```
  */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const world = worldFromEnv();
+  if (world === null) return await trainPhases(opts, null);
+  // A data-parallel rank (mpirun): leave the job once the run is done. A failure leaves
+  // without MPI_Finalize: the process exits non-zero and mpirun ends the other ranks.
+  const res = await trainPhases(opts, world);
+  const eng = engineFor(opts, world, () => {});
+  try {
+    eng.commFinalize();
+  } finally {
+    eng.close();
+  }
+  return res;
+}
+
+/** {@linkcode train} in this process, as one rank of `world` when it is given. */
+async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
+  const root = world === null || world.rank === 0;
   if (opts.resume) {
     const run = opts.resume.replace(/\/+$/, "");
     const plan = (await exists(`${run}/${PLAN_FILE}`))
@@ -802,9 +958,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       plan && (plan.phase === "cot-start" || !(await exists(`${checkpointDirOf(run)}/config.json`)))
     ) {
       const { phase: _, ...planned } = plan;
-      return await trainWithCotStart({ ...opts, ...planned, out: run, resume: undefined }, true);
+      return await trainWithCotStart(
+        { ...opts, ...planned, out: run, resume: undefined },
+        true,
+        world,
+      );
     }
-    return await trainRun(opts);
+    return await trainRun(opts, world);
   }
   // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
   // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
@@ -829,11 +989,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
   const run = { ...opts, preset, recipe: "none" as const, train: given };
   if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
-    return await trainWithCotStart(run, false);
+    return await trainWithCotStart(run, false, world);
   }
   // A fresh run replaces what the directory held, an earlier run's plan included.
-  await Deno.remove(`${opts.out}/${PLAN_FILE}`).catch(rethrowIfDenied);
-  return await trainRun(run);
+  if (root) await Deno.remove(`${opts.out}/${PLAN_FILE}`).catch(rethrowIfDenied);
+  return await trainRun(run, world);
 }
 
 /** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
@@ -922,14 +1082,20 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * The CoT start, then LOTUS from it. `resuming`: continue what `out` holds (a CoT start
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
  */
-async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise<TrainResult> {
+async function trainWithCotStart(
+  opts: TrainOptions,
+  resuming: boolean,
+  world: World | null,
+): Promise<TrainResult> {
+  const root = world === null || world.rank === 0;
   const log = (s: string) => {
-    if (!opts.quiet) console.error(s);
+    if (!opts.quiet && root) console.error(s);
   };
   const given = opts.train ?? {};
   if (opts.data === undefined) throw new TrainConfigError("--data", "give a dataset directory");
-  await Deno.mkdir(opts.out, { recursive: true });
-  const writePlan = (phase: "cot-start" | "lotus") => {
+  if (root) await Deno.mkdir(opts.out, { recursive: true });
+  const writePlan = async (phase: "cot-start" | "lotus") => {
+    if (!root) return;
     const plan: z.input<typeof PlanSchema> = {
       data: opts.data!,
       preset: opts.preset ?? "tiny",
@@ -939,7 +1105,7 @@ async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise
       valSplit: opts.valSplit,
       phase,
     };
-    return writeFileAtomic(`${opts.out}/${PLAN_FILE}`, JSON.stringify(plan, null, 2) + "\n");
+    await writeFileAtomic(`${opts.out}/${PLAN_FILE}`, JSON.stringify(plan, null, 2) + "\n");
   };
   await writePlan("cot-start");
   const cotDir = `${opts.out}/cot-start`;
@@ -966,7 +1132,7 @@ async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise
       recipe: "none",
       resume: again ? cotDir : undefined,
       train: again ? {} : cotTrain,
-    });
+    }, world);
     if (!cotStart.completed) {
       if (cotStart.interrupted) {
         log(`stopped in the CoT start; --resume ${opts.out} continues both phases`);
@@ -984,6 +1150,7 @@ async function trainWithCotStart(opts: TrainOptions, resuming: boolean): Promise
     : undefined;
   const res = await trainRun(
     { ...opts, init: start, recipe: "none", resume: undefined },
+    world,
     hfInit,
   );
   return cotStart ? { ...res, cotStart } : res;

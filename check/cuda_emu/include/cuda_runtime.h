@@ -28,6 +28,7 @@ typedef enum cudaError {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorNotReady = 600,
   cudaErrorECCUncorrectable = 214,
   cudaErrorIllegalAddress = 700,
   cudaErrorAssert = 710,
@@ -183,6 +184,8 @@ inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
   emu::drain();
   return emu::sticky;
 }
+// The emulation finishes queued work when asked: a query drains the queue and reports done.
+inline cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 // Fresh blocks are filled with a pattern, not zeros: le_alloc must zero them itself.
 inline cudaError_t cudaMalloc(void** p, size_t n) {
   auto* h = static_cast<emu::Header*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + 256));

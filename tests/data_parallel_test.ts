@@ -1,0 +1,428 @@
+// Data-parallel training under Open MPI on the CPU engine: 2 ranks at global batch B give the
+// loss curve and the final weights of 1 process at batch B (up to summation order), for
+// LOTUS, LOTUS-aux, explicit CoT and no-CoT, across a curriculum stage; a rank killed part way
+// ends the job, the checkpoint stays whole and a resume on 2 ranks ends where an uninterrupted
+// run does; a rank that hangs makes the other end the job within the collective timeout, with
+// a message. Skips, saying so, where mpirun is not installed.
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { EngineError, openEngine } from "../engine/ffi.ts";
+import { train, type TrainOptions } from "../train/trainer.ts";
+import { shardRange, worldFromEnv } from "../train/data_parallel.ts";
+import type { TrainConfig } from "../model/config.ts";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { readTrainLog } from "../train/run_log.ts";
+import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
+import { tempDir } from "./_tmp.ts";
+import { fixtureData } from "./_task.ts";
+
+/**
+ * Loss differences allowed between 2 ranks and 1 process: fp32 summation order only (the
+ * ranks' partial sums, the all-reduce). Observed: about 3e-7 on losses of about 5.
+ */
+const LOSS_TOL = 1e-5;
+/**
+ * Weight differences allowed, as a fraction of the tiny preset's learning rate (3e-3): AdamW
+ * divides each update by its gradient's running magnitude, so a summation-order difference in
+ * a gradient that nearly cancels can move a weight by a small fraction of one step's update
+ * (at most lr). Observed: under 1% of lr after 6 steps, about 1% after 30 (up to 4% after 60).
+ */
+const LR = 3e-3;
+const WEIGHT_TOL = 0.02 * LR;
+const WEIGHT_TOL_LONG = 0.1 * LR;
+
+function hasMpirun(): boolean {
+  try {
+    return new Deno.Command("mpirun", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+const MPI = hasMpirun();
+if (!MPI) {
+  console.error(
+    "data_parallel_test: mpirun not found; the data-parallel tests skip (install Open MPI: " +
+      "apt-get install openmpi-bin libopenmpi-dev)",
+  );
+}
+
+/** mpirun's arguments: root allowed (CI runs as root), two ranks on two cores or fewer. */
+function mpirunArgs(np: number): string[] {
+  return [
+    "--oversubscribe",
+    "--bind-to",
+    "none",
+    "--mca",
+    "btl_vader_single_copy_mechanism",
+    "none",
+    // A waiting rank yields its core: on 2 shared cores a spinning rank slows the other.
+    "--mca",
+    "mpi_yield_when_idle",
+    "1",
+    "-np",
+    String(np),
+  ];
+}
+const MPI_ENV = { OMPI_ALLOW_RUN_AS_ROOT: "1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1", NO_COLOR: "1" };
+
+/** `deno task train`'s command under mpirun. */
+function mpiTrain(np: number, args: string[]): Deno.ChildProcess {
+  return new Deno.Command("mpirun", {
+    args: [
+      ...mpirunArgs(np),
+      Deno.execPath(),
+      "run",
+      ...TASK_PERMISSIONS,
+      `${ROOT}cli/train.ts`,
+      ...args,
+    ],
+    cwd: ROOT,
+    env: MPI_ENV,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function finish(p: Deno.ChildProcess, limitMs = 180_000) {
+  const timer = setTimeout(() => {
+    try {
+      p.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, limitMs);
+  const out = await p.output();
+  clearTimeout(timer);
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** The CLI flags of a TrainConfig subset. */
+function flags(t: Partial<TrainConfig>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(t)) {
+    const flag = k === "warmupSteps" ? "warmup" : k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+    out.push(`--${flag}`, String(v));
+  }
+  return out;
+}
+
+const base = {
+  preset: "tiny" as const,
+  backend: "cpu" as const,
+  quiet: true,
+  threads: 1,
+  recipe: "none" as const,
+};
+
+/** ||a - b|| / ||a||. */
+function relNorm(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) d += (a[i] - b[i]) ** 2, n += a[i] ** 2;
+  return Math.sqrt(d / n);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assertEquals(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Losses per step and final weights of a run directory. */
+async function curve(dir: string) {
+  const recs = (await readTrainLog(dir)).filter((r) => r.kind === "train");
+  return {
+    loss: recs.map((r) => r.loss as number),
+    stage: recs.map((r) => r.stage as number),
+    params: (await loadCheckpoint(dir)).params,
+  };
+}
+
+Deno.test("data parallel: ranks come from Open MPI's variables; shards cover the batch", () => {
+  const env = (o: Record<string, string>) => (n: string) => o[n];
+  assertEquals(worldFromEnv(env({})), null);
+  assertEquals(worldFromEnv(env({ OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "1" })), null);
+  assertEquals(
+    worldFromEnv(env({
+      OMPI_COMM_WORLD_RANK: "1",
+      OMPI_COMM_WORLD_SIZE: "4",
+      OMPI_COMM_WORLD_LOCAL_RANK: "1",
+    })),
+    { rank: 1, size: 4, localRank: 1 },
+  );
+  assertEquals(worldFromEnv(env({ PMI_RANK: "2", PMI_SIZE: "3" })), {
+    rank: 2,
+    size: 3,
+    localRank: 0,
+  });
+  for (const [n, size] of [[8, 2], [7, 2], [10, 4], [3, 3]]) {
+    let next = 0;
+    for (let r = 0; r < size; r++) {
+      const { start, end } = shardRange(n, r, size);
+      assertEquals(start, next);
+      assert(end - start >= Math.floor(n / size) && end - start <= Math.ceil(n / size));
+      next = end;
+    }
+    assertEquals(next, n);
+  }
+});
+
+Deno.test("data parallel: collectives before joining, or without MPI, fail with a message", () => {
+  const eng = openEngine({ backend: "cpu", threads: 1, quiet: true });
+  const p = eng.alloc(4);
+  try {
+    assertThrows(() => eng.allReduceSum(p, 1), EngineError, "has not joined an MPI job");
+    assertThrows(() => eng.barrier(), EngineError, "call le_comm_init first");
+    const before = Deno.env.get("LOTUS_LIBMPI");
+    Deno.env.set("LOTUS_LIBMPI", "/nonexistent/libmpi.so.40");
+    try {
+      assertThrows(() => eng.commInit(10), EngineError, "cannot load MPI");
+    } finally {
+      if (before === undefined) Deno.env.delete("LOTUS_LIBMPI");
+      else Deno.env.set("LOTUS_LIBMPI", before);
+    }
+  } finally {
+    eng.free(p);
+    eng.close();
+  }
+});
+
+const CASES: { name: string; train: Partial<TrainConfig> }[] = [
+  // LOTUS across stage 0 -> 1 (3 steps a stage), step loss after the loop.
+  { name: "lotus", train: { mode: "lotus", steps: 6, batch: 8, stepsPerStage: 3 } },
+  // LOTUS-aux with in-loop step loss and in-loop aux reads, an odd batch (shards of 3 and 4).
+  {
+    name: "lotus-aux",
+    train: {
+      mode: "lotus-aux",
+      steps: 6,
+      batch: 7,
+      stepsPerStage: 3,
+      auxWeight: 0.5,
+      stepLoss: "in-loop",
+      auxReads: "in-loop",
+    },
+  },
+  { name: "cot", train: { mode: "cot", steps: 5, batch: 7 } },
+  { name: "nocot", train: { mode: "nocot", steps: 5, batch: 8 } },
+];
+
+for (const c of CASES) {
+  Deno.test({
+    name: `data parallel: ${c.name} on 2 ranks equals 1 process at the same global batch`,
+    ignore: !MPI,
+    fn: async () => {
+      const data = await fixtureData();
+      const t = { ...c.train, evalExamples: 6, seed: 3 };
+      const one = await tempDir(), two = await tempDir();
+      await train({ ...base, data, out: one, train: t } as TrainOptions);
+      const r = await finish(
+        mpiTrain(2, [
+          "--data",
+          data,
+          "--out",
+          two,
+          "--preset",
+          "tiny",
+          "--threads",
+          "1",
+          "--recipe",
+          "none",
+          "--quiet",
+          ...flags(t),
+        ]),
+      );
+      assertEquals(r.code, 0, r.stderr);
+      const a = await curve(one), b = await curve(two);
+      assertEquals(b.loss.length, a.loss.length);
+      assertEquals(b.stage, a.stage);
+      if (c.train.stepsPerStage) assert(new Set(a.stage).size > 1, "the run crosses a stage");
+      const dl = maxAbsDiff(a.loss, b.loss), dw = maxAbsDiff(a.params, b.params);
+      console.log(
+        `${c.name}: max |loss diff| ${dl.toExponential(2)}, max |weight diff| ` +
+          `${dw.toExponential(2)}, relative ${relNorm(a.params, b.params).toExponential(2)}, ` +
+          `over ${a.loss.length} steps`,
+      );
+      assert(dl <= LOSS_TOL, `loss differs by ${dl}`);
+      assert(dw <= WEIGHT_TOL, `weights differ by ${dw}`);
+      // The update changed the weights: equality is not that of two untouched copies.
+      const init = await tempDir();
+      await train({ ...base, data, out: init, train: { ...t, steps: 1 } } as TrainOptions);
+      assert(maxAbsDiff((await curve(init)).params, b.params) > 100 * WEIGHT_TOL);
+    },
+  });
+}
+
+Deno.test({
+  name: "data parallel: the from-cot recipe (CoT start, then LOTUS) on 2 ranks equals 1 process",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData();
+    const t = { mode: "lotus" as const, cotStartEpochs: 1, steps: 4, batch: 32, evalExamples: 4 };
+    const one = await tempDir(), two = await tempDir();
+    await train({ ...base, recipe: "from-cot", data, out: one, train: t });
+    const r = await finish(
+      mpiTrain(2, [
+        "--data",
+        data,
+        "--out",
+        two,
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--recipe",
+        "from-cot",
+        "--quiet",
+        ...flags(t),
+      ]),
+    );
+    assertEquals(r.code, 0, r.stderr);
+    for (const phase of ["cot-start", ""]) {
+      const a = await curve(`${one}/${phase}`), b = await curve(`${two}/${phase}`);
+      assertEquals(b.loss.length, a.loss.length);
+      const dl = maxAbsDiff(a.loss, b.loss), dw = maxAbsDiff(a.params, b.params);
+      console.log(
+        `from-cot ${phase || "lotus"}: ${a.loss.length} steps, max |loss diff| ` +
+          `${dl.toExponential(2)}, max |weight diff| ${dw.toExponential(2)}`,
+      );
+      assert(dl <= LOSS_TOL, `loss differs by ${dl}`);
+      assert(dw <= WEIGHT_TOL_LONG, `weights differ by ${dw}`);
+    }
+  },
+});
+
+/**
+ * The pid of the given rank among mpirun's children, found by the rank in their environment
+ * (`ps e` prints it; Deno itself reads /proc only with --allow-all).
+ */
+async function rankPid(mpirunPid: number, rank: number): Promise<number | null> {
+  const out = await new Deno.Command("ps", {
+    args: ["e", "--ppid", String(mpirunPid), "-o", "pid=,args="],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const m = /^\s*(\d+)\s/.exec(line);
+    if (m && line.split(/\s+/).includes(`OMPI_COMM_WORLD_RANK=${rank}`)) return Number(m[1]);
+  }
+  return null;
+}
+
+/** Wait until the run's checkpoint has at least `step` steps; false when the job ended first. */
+async function waitForCheckpoint(dir: string, step: number, p: Deno.ChildProcess) {
+  let ended = false;
+  p.status.then(() => ended = true);
+  for (let i = 0; i < 1200 && !ended; i++) {
+    try {
+      const s = JSON.parse(await Deno.readTextFile(`${dir}/checkpoint/train_state.json`));
+      if (s.step >= step) return true;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+/**
+ * The run that is killed or hung part way: long (400 steps), so that it is still running when
+ * its first checkpoint appears, with a constant learning rate, so that a resume may shorten it
+ * (--steps 30) and still match 30 steps of one process.
+ */
+const KILL_RUN = {
+  mode: "lotus" as const,
+  steps: 400,
+  batch: 4,
+  stepsPerStage: 20,
+  seed: 5,
+  schedule: "constant" as const,
+  warmupSteps: 0,
+  saveEvery: 3,
+  evalExamples: 4,
+};
+const RESUMED_STEPS = 30;
+
+Deno.test({
+  name: "data parallel: a killed rank ends the job; 2 ranks resume from the last checkpoint",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData(), out = await tempDir(), ref = await tempDir();
+    const t = KILL_RUN;
+    const common = ["--data", data, "--preset", "tiny", "--threads", "1", "--recipe", "none"];
+    const p = mpiTrain(2, [...common, "--out", out, "--quiet", ...flags(t)]);
+    assert(await waitForCheckpoint(out, 3, p), "the job saved a checkpoint before it ended");
+    const pid = await rankPid(p.pid, 1);
+    assert(pid !== null, "rank 1's process was found");
+    const t0 = performance.now();
+    Deno.kill(pid, "SIGKILL");
+    const r = await finish(p, 120_000);
+    const waited = (performance.now() - t0) / 1000;
+    assert(r.code !== 0, "the job failed");
+    assert(waited < 60, `the job ended ${waited.toFixed(1)} s after the kill`);
+    const ck = await loadCheckpoint(out);
+    assert(ck.state.step >= 3 && ck.state.step % 3 === 0 && ck.state.step < RESUMED_STEPS);
+    assert(ck.params.every(Number.isFinite));
+    const again = await finish(
+      mpiTrain(2, ["--resume", out, "--steps", String(RESUMED_STEPS), "--threads", "1", "--quiet"]),
+    );
+    assertEquals(again.code, 0, again.stderr);
+    await train({ ...base, data, out: ref, train: { ...t, steps: RESUMED_STEPS } });
+    const a = await curve(ref), b = await curve(out);
+    assertEquals(b.loss.length, RESUMED_STEPS, "the resumed log holds every step once");
+    const dw = maxAbsDiff(a.params, b.params), dl = maxAbsDiff(a.loss, b.loss);
+    console.log(
+      `killed at step ${ck.state.step}, resumed on 2 ranks: max |loss diff| ` +
+        `${dl.toExponential(2)}, max |weight diff| ${dw.toExponential(2)} (relative ` +
+        `${relNorm(a.params, b.params).toExponential(2)}) vs 1 process over ${RESUMED_STEPS} ` +
+        `steps; the job ended ${waited.toFixed(1)} s after the kill`,
+    );
+    assert(dl <= LOSS_TOL, `loss differs by ${dl}`);
+    assert(dw <= WEIGHT_TOL_LONG, `weights differ by ${dw}`);
+  },
+});
+
+Deno.test({
+  name: "data parallel: a hung rank makes the other end the job within --comm-timeout",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData(), out = await tempDir();
+    const t = KILL_RUN;
+    const p = mpiTrain(2, [
+      "--data",
+      data,
+      "--preset",
+      "tiny",
+      "--threads",
+      "1",
+      "--recipe",
+      "none",
+      "--out",
+      out,
+      "--quiet",
+      "--comm-timeout",
+      "3",
+      ...flags(t),
+    ]);
+    assert(await waitForCheckpoint(out, 3, p), "the job saved a checkpoint before it ended");
+    const pid = await rankPid(p.pid, 1);
+    assert(pid !== null, "rank 1's process was found");
+    const t0 = performance.now();
+    Deno.kill(pid, "SIGSTOP");
+    let r;
+    try {
+      r = await finish(p, 120_000);
+    } finally {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    const waited = (performance.now() - t0) / 1000;
+    assert(r.code !== 0, "the job failed");
+    assert(
+      /rank 0 of 2: le_comm_\w+ waited more than 3 s for the other ranks/.test(r.stderr),
+      r.stderr,
+    );
+    assert(waited < 60, `the job ended ${waited.toFixed(1)} s after the hang`);
+    console.log(`rank 1 stopped: the job ended ${waited.toFixed(1)} s later (timeout 3 s)`);
+    const ck = await loadCheckpoint(out);
+    assert(ck.state.step >= 3 && ck.params.every(Number.isFinite));
+  },
+});
