@@ -121,6 +121,14 @@ const RUN_FLAGS = flagTable({
     schema: wholeNumber(0),
     default: 600,
   },
+  commOverlap: {
+    value: "ON",
+    help: "under mpirun: on = sum each block's gradient over the ranks as soon as the " +
+      "backward is done with it, off = the whole gradient after the backward " +
+      "(docs/distributed.md)",
+    schema: oneOf(["on", "off"]),
+    default: "on",
+  },
   quiet: { help: "no progress output" },
 });
 

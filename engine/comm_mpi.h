@@ -14,6 +14,11 @@
 // hangs, or is far behind), prints which rank and which collective and ends the process with
 // status 75. mpirun then ends the job. A blocked MPI call cannot be interrupted any other way,
 // and an error inside MPI already ends the job (MPI_ERRORS_ARE_FATAL, the default).
+//
+// Overlap. allreduce_start begins a nonblocking sum (MPI_Iallreduce) and returns; progress
+// (MPI_Testall) lets it advance while the caller computes; wait_pending (MPI_Waitall, under
+// the watchdog) finishes every one started. Any other collective first waits for them, so
+// collectives complete in the order every rank started them.
 #pragma once
 
 #include <dlfcn.h>
@@ -26,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 namespace le {
 namespace comm {
@@ -39,6 +45,10 @@ typedef int (*BcastFn)(void*, int, Handle, int, Handle);
 typedef int (*BarrierFn)(Handle);
 typedef int (*FinalizeFn)(void);
 typedef int (*ErrorStringFn)(int, char*, int*);
+typedef void* Request;  // Open MPI: MPI_Request is a pointer
+typedef int (*IallreduceFn)(const void*, void*, int, Handle, Handle, Handle, Request*);
+typedef int (*TestallFn)(int, Request*, int*, void*);  // statuses: MPI_STATUSES_IGNORE (0)
+typedef int (*WaitallFn)(int, Request*, void*);
 
 // MPI counts are ints: large buffers go in pieces of this many elements.
 constexpr int64_t kMaxCount = 1 << 30;
@@ -57,6 +67,13 @@ struct State {
   BarrierFn barrier = nullptr;
   FinalizeFn finalize = nullptr;
   ErrorStringFn error_string = nullptr;
+  // Nonblocking all-reduce (MPI-3); optional: without them the started all-reduces run
+  // blocking, at once.
+  IallreduceFn iallreduce = nullptr;
+  TestallFn testall = nullptr;
+  WaitallFn waitall = nullptr;
+  // The all-reduces started and not yet waited for, in the order they were started.
+  std::vector<Request> pending;
   bool joined = false, left = false;
   int rank = -1, size = 0;
   // The watchdog: the deadline (ms since the steady clock's epoch; 0: no collective waits)
@@ -160,6 +177,12 @@ inline int load(const char* fn) {
   s.barrier = (BarrierFn)sym("MPI_Barrier");
   s.finalize = (FinalizeFn)sym("MPI_Finalize");
   s.error_string = (ErrorStringFn)sym("MPI_Error_string");
+  s.iallreduce = (IallreduceFn)sym("MPI_Iallreduce");
+  s.testall = (TestallFn)sym("MPI_Testall");
+  s.waitall = (WaitallFn)sym("MPI_Waitall");
+  if (!s.iallreduce || !s.testall || !s.waitall) {
+    s.iallreduce = nullptr, s.testall = nullptr, s.waitall = nullptr;
+  }
   if (!s.initialized || !s.finalized || !s.init || !s.rank_fn || !s.size_fn || !s.allreduce ||
       !s.bcast || !s.barrier || !s.finalize) {
     dlclose(lib);
@@ -216,10 +239,60 @@ inline int require_joined(const char* fn) {
   return 0;
 }
 
+// Waits for every all-reduce that allreduce_start began (under the watchdog). Every
+// collective calls it first, so that collectives complete in the order they were started.
+inline int wait_pending(const char* fn) {
+  State& s = st();
+  if (s.pending.empty()) return 0;
+  Guard g(fn);
+  const int rc = s.waitall((int)s.pending.size(), s.pending.data(), nullptr);
+  s.pending.clear();
+  if (rc != 0) return mpi_fail(fn, "MPI_Waitall", rc);
+  return 0;
+}
+
+// Lets the started all-reduces advance: Open MPI moves a nonblocking collective on only
+// inside MPI calls, so the caller calls this between pieces of its own work. Never blocks.
+inline int progress(const char* fn) {
+  State& s = st();
+  if (s.pending.empty()) return 0;
+  int done = 0;
+  const int rc = s.testall((int)s.pending.size(), s.pending.data(), &done, nullptr);
+  if (rc != 0) return mpi_fail(fn, "MPI_Testall", rc);
+  if (done) s.pending.clear();
+  return 0;
+}
+
+// Starts the in-place sum of n floats of host memory over all ranks (MPI_Iallreduce); the
+// buffer must not be touched until wait_pending. Without MPI-3's nonblocking collectives in
+// the library, the sum runs blocking, now.
+inline int allreduce_start(const char* fn, float* buf, int64_t n) {
+  State& s = st();
+  TRY(require_joined(fn));
+  if (!s.iallreduce) {
+    Guard g(fn);
+    for (int64_t i = 0; i < n; i += kMaxCount) {
+      const int cnt = (int)(n - i < kMaxCount ? n - i : kMaxCount);
+      const int rc = s.allreduce(in_place(), buf + i, cnt, s.f32, s.sum, s.world);
+      if (rc != 0) return mpi_fail(fn, "MPI_Allreduce", rc);
+    }
+    return 0;
+  }
+  for (int64_t i = 0; i < n; i += kMaxCount) {
+    const int cnt = (int)(n - i < kMaxCount ? n - i : kMaxCount);
+    Request r = nullptr;
+    const int rc = s.iallreduce(in_place(), buf + i, cnt, s.f32, s.sum, s.world, &r);
+    if (rc != 0) return mpi_fail(fn, "MPI_Iallreduce", rc);
+    s.pending.push_back(r);
+  }
+  return progress(fn);
+}
+
 // In-place sum of n floats of host memory over all ranks.
 inline int allreduce_host(const char* fn, float* buf, int64_t n) {
   State& s = st();
   TRY(require_joined(fn));
+  TRY(wait_pending(fn));
   Guard g(fn);
   for (int64_t i = 0; i < n; i += kMaxCount) {
     const int cnt = (int)(n - i < kMaxCount ? n - i : kMaxCount);
@@ -241,6 +314,7 @@ inline int broadcast_host(const char* fn, void* buf, uint64_t bytes, int root) {
   State& s = st();
   TRY(require_joined(fn));
   TRY(check_root(fn, root));
+  TRY(wait_pending(fn));
   Guard g(fn);
   char* p = static_cast<char*>(buf);
   for (uint64_t i = 0; i < bytes; i += (uint64_t)kMaxCount) {
@@ -254,6 +328,7 @@ inline int broadcast_host(const char* fn, void* buf, uint64_t bytes, int root) {
 inline int barrier(const char* fn) {
   State& s = st();
   TRY(require_joined(fn));
+  TRY(wait_pending(fn));
   Guard g(fn);
   const int rc = s.barrier(s.world);
   if (rc != 0) return mpi_fail(fn, "MPI_Barrier", rc);
@@ -264,6 +339,7 @@ inline int barrier(const char* fn) {
 inline int leave(const char* fn) {
   State& s = st();
   if (!s.joined) return 0;
+  TRY(wait_pending(fn));
   s.joined = false;
   s.left = true;
   Guard g(fn);

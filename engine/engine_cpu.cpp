@@ -41,6 +41,13 @@ using namespace le;  // the shared checks: fail, TRY, check_span, validate_<op>,
 
 namespace {
 
+// Open MPI moves a started all-reduce (le_comm_allreduce_start) on only inside MPI calls: the
+// heavy ops give the started ones a turn when they begin, so that the sums advance while the
+// backward computes. Nothing started: one test of an empty list.
+inline void comm_poll() {
+  if (!le::comm::st().pending.empty()) le::comm::progress("le_comm_progress");
+}
+
 // ============================================================================================
 // Memory
 // ============================================================================================
@@ -691,6 +698,7 @@ int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, con
 int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                      const float* w, const float* mean, const float* rstd, int N, int C) {
   TRY(validate_layernorm_bwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C));
+  comm_poll();
   const bool par = (int64_t)N * C > kParMin;
   if (dinp) {
     par_for(N, par, [&](int64_t n_) {
@@ -760,6 +768,7 @@ constexpr int kGemvMaxRows = 4;
 int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
                   int Cin, int Cout) {
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  comm_poll();
   if (g_reference) {
     matmul_fwd_naive(out, inp, w, bias, N, Cin, Cout);
     return 0;
@@ -785,12 +794,14 @@ int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const
                   const float* w, int N, int Cin, int Cout) {
   const char* fn = "le_matmul_bwd";
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
+  comm_poll();
   if (dbias) colsum_add(dbias, dout, N, Cout);
   if (g_reference) {
     matmul_bwd_naive(dinp, dw, dout, inp, w, N, Cin, Cout);
     return 0;
   }
   if (dinp) TRY(gemm(fn, N, Cin, Cout, dout, Cout, 1, w, Cin, 1, dinp, Cin, true, nullptr));
+  comm_poll();
   if (dw) TRY(gemm(fn, Cout, Cin, N, dout, 1, Cout, inp, Cin, 1, dw, Cin, true, nullptr));
   return 0;
 }
@@ -834,6 +845,7 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
+  comm_poll();
   if (n == 0) return 0;
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
@@ -1287,6 +1299,7 @@ int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, cons
                            int64_t past_rs) {
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
                                    Tp, C, NH, past_bs, past_rs));
+  comm_poll();
   return attention_bwd_cpu("le_attention_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
                            key_valid, qkv, kv_past,
                            attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
@@ -1307,6 +1320,7 @@ int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
                                int NKV, int64_t past_bs, int64_t past_rs) {
   TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B,
                                        Tq, Tp, C, NH, NKV, past_bs, past_rs));
+  comm_poll();
   return attention_bwd_cpu("le_attention_gqa_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
                            key_valid, qkv, kv_past,
                            attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
@@ -1569,5 +1583,22 @@ int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
 
 int le_comm_barrier(void) { return le::comm::barrier("le_comm_barrier"); }
 int le_comm_finalize(void) { return le::comm::leave("le_comm_finalize"); }
+
+// Overlap: MPI_Iallreduce now, MPI_Testall between ops, MPI_Waitall at the end.
+int le_comm_allreduce_start(float* buf, int64_t n) {
+  const char* fn = "le_comm_allreduce_start";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  if (n == 0) return le::comm::require_joined(fn);
+  return le::comm::allreduce_start(fn, buf, n);
+}
+int le_comm_progress(void) {
+  TRY(le::comm::require_joined("le_comm_progress"));
+  return le::comm::progress("le_comm_progress");
+}
+int le_comm_wait(void) {
+  TRY(le::comm::require_joined("le_comm_wait"));
+  return le::comm::wait_pending("le_comm_wait");
+}
 
 }  // extern "C"

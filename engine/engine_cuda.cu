@@ -418,3 +418,24 @@ LE_API int le_comm_barrier(void) {
 }
 
 LE_API int le_comm_finalize(void) { return nccl::leave("le_comm_finalize"); }
+
+LE_API int le_comm_allreduce_start(float* buf, int64_t n) {
+  using namespace le;
+  const char* fn = "le_comm_allreduce_start";
+  REQUIRE_INIT(fn);
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  return nccl::allreduce_start(fn, buf, n);
+}
+
+// NCCL advances on the device by itself: nothing to do.
+LE_API int le_comm_progress(void) {
+  REQUIRE_INIT("le_comm_progress");
+  return nccl::require_comm("le_comm_progress");
+}
+
+LE_API int le_comm_wait(void) {
+  REQUIRE_INIT("le_comm_wait");
+  TRY(nccl::require_comm("le_comm_wait"));
+  return nccl::wait_pending("le_comm_wait");
+}

@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 7;
+export const LE_ABI_VERSION = 8;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -145,6 +145,9 @@ const SYMBOLS = {
   le_comm_broadcast: { parameters: [P, "u64", "i32"], result: "i32", optional: true },
   le_comm_barrier: { parameters: [], result: "i32", optional: true },
   le_comm_finalize: { parameters: [], result: "i32", optional: true },
+  le_comm_allreduce_start: { parameters: [P, "i64"], result: "i32", optional: true },
+  le_comm_progress: { parameters: [], result: "i32", optional: true },
+  le_comm_wait: { parameters: [], result: "i32", optional: true },
   le_rmsnorm_fwd: { parameters: [P, P, P, P, "i32", "i32", "f32"], result: "i32" },
   le_rmsnorm_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32"], result: "i32" },
   le_rope: { parameters: [P, P, P, "i32", "i32", "i32", "i64", "i32"], result: "i32" },
@@ -989,6 +992,37 @@ export class Engine {
     if (this.#s.le_comm_allreduce_sum!(addr(buf), I(n)) !== 0) {
       this.#fail("le_comm_allreduce_sum");
     }
+  }
+
+  /**
+   * Whether the engine can start an all-reduce and return before it completes
+   * ({@linkcode Engine.allReduceStart}); an older library cannot.
+   */
+  get canOverlap(): boolean {
+    const s = this.#s;
+    return !!s.le_comm_allreduce_start && !!s.le_comm_progress && !!s.le_comm_wait;
+  }
+
+  /**
+   * Start replacing `n` floats at `buf` with their sum over all ranks, after the work issued
+   * so far, and return without waiting for the other ranks. `buf` must not be read or
+   * written until {@linkcode Engine.commWait}. Every rank starts the same ones in the same
+   * order.
+   */
+  allReduceStart(buf: Ptr, n: number): void {
+    if (this.#s.le_comm_allreduce_start!(addr(buf), I(n)) !== 0) {
+      this.#fail("le_comm_allreduce_start");
+    }
+  }
+
+  /** Let the started all-reduces advance (call between ops); never blocks. */
+  commProgress(): void {
+    if (this.#s.le_comm_progress!() !== 0) this.#fail("le_comm_progress");
+  }
+
+  /** Wait for every started all-reduce: then their buffers hold the sums. */
+  commWait(): void {
+    if (this.#s.le_comm_wait!() !== 0) this.#fail("le_comm_wait");
   }
 
   /** Copy `bytes` bytes at `buf` from rank `root` to every other rank. */

@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 7
+#define LE_ABI_VERSION 8
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -229,6 +229,24 @@ int le_comm_barrier(void);
 /* Leaves the job (CUDA: the NCCL communicator is destroyed first; then MPI_Finalize). Every
  * rank calls it once, last; no collective may follow in this process. No-op if never joined. */
 int le_comm_finalize(void);
+
+/* ---- overlapped gradient all-reduce (appended) ----------------------------------------- */
+/* For reducing a gradient piece by piece while the backward still runs. le_comm_allreduce_start
+ * begins the in-place sum over the ranks of buf [n] fp32 engine memory, as
+ * le_comm_allreduce_sum would compute it, after the work already issued that writes buf, and
+ * returns without waiting for the other ranks. Until le_comm_wait returns, nothing may read or
+ * write buf. Several may be in flight; every rank must start the same ones in the same order.
+ * CPU: MPI_Iallreduce on host memory (a library without it: the blocking all-reduce, at once).
+ * CUDA: ncclAllReduce on a second stream that first waits (an event) for the work issued so
+ * far on the engine's stream; the engine's stream goes on with the backward meanwhile.
+ * le_comm_progress lets the started sums advance (Open MPI advances a nonblocking collective
+ * only inside MPI calls: call it between ops); it never blocks (CUDA: no-op).
+ * le_comm_wait waits, under the watchdog, for every started sum: afterwards the buffers hold
+ * the sums (CUDA: the engine's stream is ordered after them, and the host has waited for
+ * them). Every other collective, and le_comm_finalize, waits for the started sums first. */
+int le_comm_allreduce_start(float* buf, int64_t n);
+int le_comm_progress(void);
+int le_comm_wait(void);
 
 /* ---- Llama-family ops ----------------------------------------------------------------- */
 

@@ -513,13 +513,16 @@ export class Stack {
    * `ch.dqkv` by later chunks). Parameter gradients accumulate into the gradient slab,
    * key/value gradients of the past into `past.dkv(l)`. Returns `sc.dres`, which then holds
    * the gradient of the chunk's input embeddings [B, T, C] until the next backward.
+   * `onLayer(l)` is called once the backward of block l (for the last block, also of the
+   * final LayerNorm) is issued, l = L-1 down to 0: data-parallel training starts reducing
+   * the gradients that are then final, and lets started reductions advance.
    */
-  backward(ch: Chunk, sc: Scratch, past: Past | null): Ptr {
+  backward(ch: Chunk, sc: Scratch, past: Past | null, onLayer?: (l: number) => void): Ptr {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
     const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w, drop = ch.drop;
-    if (this.#wd.llama) return this.#backwardLlama(ch, sc, past);
+    if (this.#wd.llama) return this.#backwardLlama(ch, sc, past, onLayer);
     e.zero(sc.dres, N * C * F32);
     e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
     for (let l = L - 1; l >= 0; l--) {
@@ -588,6 +591,7 @@ export class Stack {
         N,
         C,
       );
+      onLayer?.(l);
     }
     if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
     return sc.dres;
@@ -653,7 +657,12 @@ export class Stack {
   }
 
   /** The Llama backward of {@linkcode Stack.backward}. */
-  #backwardLlama(ch: Chunk, sc: Scratch, past: Past | null): Ptr {
+  #backwardLlama(
+    ch: Chunk,
+    sc: Scratch,
+    past: Past | null,
+    onLayer?: (l: number) => void,
+  ): Ptr {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
     const g = this.g!, w = this.w, drop = ch.drop, rotate = this.invFreq !== null;
     const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, I = wd.ffOut;
@@ -702,6 +711,7 @@ export class Stack {
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.qkvw, null, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
       e.rmsnormBwd(sc.dres, gb.ln1w, sc.dtmp, ch.x[l], b.ln1w, ch.ln1Rstd[l], N, C);
+      onLayer?.(l);
     }
     if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
     return sc.dres;

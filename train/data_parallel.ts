@@ -3,8 +3,10 @@
  * Every rank reads the same data in the same order and builds the same global batch; rank r
  * runs forward and backward on its own contiguous part of it ({@linkcode shardRange}), with
  * each loss divided by the token count of the whole global batch, so that the gradients summed
- * over the ranks (one all-reduce per step, through the engine) are exactly the single-process
- * gradient, up to the order of summation. The loss reported is the same sum. Every rank then
+ * over the ranks (all-reduces through the engine) are exactly the single-process
+ * gradient, up to the order of summation. Each block's part of the gradient is summed as soon
+ * as the backward has finished with it, while the backward goes on
+ * ({@linkcode DataParallel.overlap}). The loss reported is the same sum. Every rank then
  * applies the same update to the same weights, and the weights stay identical without being
  * sent again; rank 0 broadcasts them once at the start.
  *
@@ -25,6 +27,8 @@
 
 import type { Engine, Ptr } from "../engine/ffi.ts";
 import type { Model } from "../model/model.ts";
+import type { ParamLayout } from "../model/params.ts";
+import type { GradReady } from "./step.ts";
 
 /** Where this process stands in a job started by mpirun. */
 export interface World {
@@ -81,6 +85,37 @@ export function shardRange(n: number, rank: number, size: number): { start: numb
   return { start: Math.floor(rank * n / size), end: Math.floor((rank + 1) * n / size) };
 }
 
+/** A part of the gradient slab reduced in one all-reduce: floats [start, end). */
+export interface GradBucket {
+  /** First float. */
+  start: number;
+  /** One past the last float. */
+  end: number;
+}
+
+/**
+ * The parts of the gradient slab that become final at different times in a step's backward
+ * (`GradReady`, train/step.ts), each contiguous in the slab: `blocks[l]` is backbone block l
+ * (the last one with the final LayerNorm), `aux` the LOTUS-aux decoder (blocks, LayerNorm,
+ * head; null without it), `embeddings` the token and position embeddings, final last.
+ * Together they cover the slab once.
+ */
+export function gradBuckets(
+  layout: ParamLayout,
+): { blocks: GradBucket[]; aux: GradBucket | null; embeddings: GradBucket } {
+  const n = layout.blocks.length;
+  const blocks = layout.blocks.map((b, l) => ({
+    start: b.ln1w,
+    end: l + 1 < n ? layout.blocks[l + 1].ln1w : layout.mainTotal,
+  }));
+  const first = n > 0 ? layout.blocks[0].ln1w : layout.lnfw;
+  return {
+    blocks,
+    aux: layout.total > layout.mainTotal ? { start: layout.mainTotal, end: layout.total } : null,
+    embeddings: { start: 0, end: first },
+  };
+}
+
 /** Scalars exchanged in one collective (losses, counts, flags). */
 const SCALARS = 16;
 
@@ -97,10 +132,20 @@ export class DataParallel {
   /** Ranks in the job. */
   readonly size: number;
   #buf: Ptr;
-  /** Seconds spent in the gradient all-reduce so far, and how many there were. */
+  /**
+   * Seconds the trainer spent in the gradient all-reduce so far (with overlap: only the part
+   * the backward did not hide, from the end of the backward until the sums are there).
+   */
   gradSeconds = 0;
-  /** Gradient all-reduces so far. */
+  /** Gradient all-reduces so far (one a step). */
   gradReductions = 0;
+  /** Gradient floats whose all-reduce started during a backward, summed over the steps. */
+  overlappedFloats = 0;
+  /** Gradient floats reduced, summed over the steps. */
+  reducedFloats = 0;
+  /** The buckets started during the current step's backward (null: no overlap running). */
+  #started: Set<GradBucket> | null = null;
+  #buckets: GradBucket[] = [];
 
   private constructor(eng: Engine, rank: number, size: number) {
     this.eng = eng;
@@ -148,12 +193,63 @@ export class DataParallel {
     return Array.from(out);
   }
 
-  /** Sum the model's gradient over the ranks, in place. */
+  /**
+   * Whether this engine can overlap the gradient's all-reduce with the backward (an engine
+   * library without the nonblocking collectives cannot: the trainer then reduces after it).
+   */
+  get canOverlap(): boolean {
+    return this.eng.canOverlap;
+  }
+
+  /**
+   * Start overlapping this step's gradient all-reduce with its backward: pass the returned
+   * {@linkcode GradReady} to the step, which reports each part of the gradient as soon as it
+   * is final, and that part's all-reduce starts at once. Then call
+   * {@linkcode DataParallel.allReduceGrads}, which starts the rest and waits for all of them.
+   * The sums are those of the whole-slab all-reduce, piece by piece.
+   */
+  overlap(model: Model): GradReady {
+    const eng = this.eng, g = gradBuckets(model.layout);
+    const started = this.#started = new Set<GradBucket>();
+    this.#buckets = [g.embeddings, ...g.blocks, ...(g.aux ? [g.aux] : [])];
+    const start = (b: GradBucket) => {
+      if (started.has(b)) return;
+      started.add(b);
+      this.overlappedFloats += b.end - b.start;
+      eng.allReduceStart(eng.offset(model.grads, b.start * 4), b.end - b.start);
+    };
+    return {
+      block: (l) => start(g.blocks[l]),
+      aux: () => {
+        if (g.aux) start(g.aux);
+      },
+      progress: () => {
+        if (started.size > 0) eng.commProgress();
+      },
+    };
+  }
+
+  /**
+   * Sum the model's gradient over the ranks, in place. After {@linkcode DataParallel.overlap}:
+   * start the parts the backward did not report (in slab order, the same on every rank) and
+   * wait for every part.
+   */
   allReduceGrads(model: Model): void {
     const t0 = performance.now();
-    this.eng.allReduceSum(model.grads, model.layout.total);
+    const started = this.#started;
+    if (started) {
+      this.#started = null;
+      for (const b of this.#buckets) {
+        if (started.has(b) || b.end === b.start) continue;
+        this.eng.allReduceStart(this.eng.offset(model.grads, b.start * 4), b.end - b.start);
+      }
+      this.eng.commWait();
+    } else {
+      this.eng.allReduceSum(model.grads, model.layout.total);
+    }
     this.gradSeconds += (performance.now() - t0) / 1000;
     this.gradReductions++;
+    this.reducedFloats += model.layout.total;
   }
 
   /** Rank 0's parameters (and, with `moments`, its optimiser state) to every rank. */

@@ -46,7 +46,14 @@ export {
   TrainLogError,
   trainLogPath,
 } from "./run_log.ts";
-export { DataParallel, shardRange, type World, worldFromEnv } from "./data_parallel.ts";
+export {
+  DataParallel,
+  type GradBucket,
+  gradBuckets,
+  shardRange,
+  type World,
+  worldFromEnv,
+} from "./data_parallel.ts";
 export { DatasetError, loadSplit, type LoadSplitOptions, type SplitData } from "./dataset.ts";
 export {
   type AuxBatch,
@@ -58,6 +65,7 @@ export {
   plainBatch,
 } from "./batch.ts";
 export {
+  type GradReady,
   type LossDenominators,
   type LotusCapacity,
   type LotusOptions,

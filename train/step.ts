@@ -74,6 +74,29 @@ export interface LotusOptions {
    * ranks' parts add up to the global batch's ({@linkcode LotusRunner.denominators}).
    */
   denominators?: LossDenominators;
+  /** Told when parts of the gradient are final during the backward (data-parallel overlap). */
+  ready?: GradReady;
+}
+
+/**
+ * Told during a training step's backward when parts of the model's gradient are final (no
+ * later op of the step adds to them), so that data-parallel training can start summing them
+ * over the ranks while the backward goes on (`DataParallel.overlap`, train/data_parallel.ts).
+ *
+ * When each part is final: a backbone block is used by every chunk of the step (LOTUS: the
+ * question prefix, each of the R + 1 loop passes and the suffix), so its gradient is final
+ * only once the last chunk's backward, the prefix's, has passed it: block l right after the
+ * prefix's backward of block l, the last block together with the final LayerNorm. The tied
+ * embedding and the position embedding receive gradient until the very end (the prefix's
+ * embedding backward). The LOTUS-aux decoder is done before the backbone's backward starts.
+ */
+export interface GradReady {
+  /** Backbone block `layer` (the last one: with the final LayerNorm) has its final gradient. */
+  block(layer: number): void;
+  /** The aux decoder's gradient (its blocks, final LayerNorm and head) is final. */
+  aux(): void;
+  /** Called between pieces of the backward: started reductions may advance. */
+  progress(): void;
 }
 
 /** The token counts that divide each loss of a step. */
@@ -469,16 +492,20 @@ export class LotusRunner {
         opts.auxWeight,
         nAux,
       );
+      if (train) opts.ready?.aux();
     }
 
     if (train) {
-      // Backward, in reverse order of the forward.
-      main.backward(suf, sc, kvPast);
+      // Backward, in reverse order of the forward. Every chunk runs every block, so a block's
+      // gradient is final only after the prefix's backward has passed it (GradReady).
+      const ready = opts.ready;
+      const progress = ready ? () => ready.progress() : undefined;
+      main.backward(suf, sc, kvPast, progress);
       e.embedBwd(m.gwte, m.gwpe, sc.dres, sr.ids, sr.pos, B * S, C);
       this.#scatterPastGrad(b, loop[R]);
       for (let r = R; r >= 0; r--) {
         const ch = loop[r];
-        const dx = main.backward(ch, sc, prePast);
+        const dx = main.backward(ch, sc, prePast, progress);
         e.embedBwd(m.gwte, m.gwpe, dx, idsOfPass(r), lr.pos, B * L, C);
         if (r > 0) {
           e.copyRows(
@@ -495,7 +522,7 @@ export class LotusRunner {
           );
         }
       }
-      const dx = main.backward(pre, sc, null);
+      const dx = main.backward(pre, sc, null, ready ? (l) => ready.block(l) : undefined);
       e.embedBwd(m.gwte, m.gwpe, dx, pr.ids, pr.pos, B * P, C);
     }
 
@@ -692,11 +719,17 @@ export class PlainRunner {
    * One forward (and backward when training) of a baseline batch. Gradients accumulate into
    * the model's gradient slab. Returns the mean token loss as `loss` and `ans`. `nTargets`:
    * the denominator instead of the batch's own target count (data-parallel training: the
-   * global batch's, so that the ranks' losses and gradients add up to it).
+   * global batch's, so that the ranks' losses and gradients add up to it). `ready`: told
+   * when each block's gradient is final during the backward (data-parallel overlap).
    *
    * @throws {RangeError} when the batch exceeds maxB or maxT.
    */
-  step(b: PlainBatch, dropout: Dropout | null = null, nTargets?: number): StepLosses {
+  step(
+    b: PlainBatch,
+    dropout: Dropout | null = null,
+    nTargets?: number,
+    ready?: GradReady,
+  ): StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;
     if (B > this.maxB || T > this.maxT) {
@@ -732,7 +765,8 @@ export class PlainRunner {
     let s = 0;
     for (let i = 0; i < N; i++) s += l[i];
     if (grad) {
-      const dx = m.main.backward(ch, this.#sc, null);
+      // One chunk: each block's gradient is final as soon as its backward is issued.
+      const dx = m.main.backward(ch, this.#sc, null, ready ? (l) => ready.block(l) : undefined);
       e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
     }
     const ans = den ? s / den : 0;

@@ -137,6 +137,12 @@ export interface TrainOptions {
    * 600; 0: no limit). Ignored by a single process.
    */
   commTimeout?: number;
+  /**
+   * Data-parallel runs: "on" (the default) sums each block's gradient over the ranks as soon
+   * as the backward is done with it, while the backward goes on; "off" sums the whole
+   * gradient once, after the backward. The result is the same (docs/distributed.md).
+   */
+  commOverlap?: "on" | "off";
 }
 
 /** What a run returns. */
@@ -695,6 +701,10 @@ async function trainRun(
     // Data-parallel ranks stop together: a signal seen by any rank is summed with the next
     // step's losses, and every rank stops after that step.
     let stopAll = false;
+    // Data-parallel: each part of the gradient is summed as soon as the backward is done
+    // with it (an engine library without the nonblocking collectives: after the backward).
+    const overlap = dp !== null && opts.commOverlap !== "off" && dp.canOverlap;
+    const overlapOf = () => (overlap ? dp!.overlap(model!) : undefined);
     while (state.step < total && !(dp ? stopAll : interrupted)) {
       if (state.batchInEpoch >= stepsPerEpoch) {
         state.epoch++, state.batchInEpoch = 0;
@@ -719,7 +729,7 @@ async function trainRun(
         const cot = cfg.mode === "cot";
         // The global batch's target count divides every rank's loss.
         const den = dp ? plainBatch(batchExs, sp, cot).nTargets : undefined;
-        l = runner.step(plainBatch(exs, sp, cot), dropout, den);
+        l = runner.step(plainBatch(exs, sp, cot), dropout, den, overlapOf());
       } else {
         const lopts: LotusOptions = {
           lambda: cfg.lambda,
@@ -732,6 +742,7 @@ async function trainRun(
         if (dp) {
           const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c, longStep });
           lopts.denominators = runner.denominators(global, lopts, batchExs);
+          lopts.ready = overlapOf();
         }
         l = runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), lopts, exs);
       }
@@ -863,7 +874,10 @@ async function trainRun(
       // Rank 0's wait includes the others' lag behind it (load imbalance), not only transfer.
       log(
         `data parallel: ${dp.size} ranks; the gradient all-reduce took ` +
-          `${(1000 * dp.gradSeconds / dp.gradReductions).toFixed(1)} ms a step on rank 0`,
+          `${(1000 * dp.gradSeconds / dp.gradReductions).toFixed(1)} ms a step on rank 0 ` +
+          `after the backward; ` +
+          `${(100 * dp.overlappedFloats / dp.reducedFloats).toFixed(1)}% of the gradient ` +
+          `started during it`,
       );
     }
     log(`checkpoint written to ${checkpointDirOf(opts.out)}`);

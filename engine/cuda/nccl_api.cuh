@@ -12,9 +12,15 @@
 // are synchronous, so the engine then polls the stream (cudaStreamQuery) and NCCL's
 // asynchronous error state (ncclCommGetAsyncError) until the work is done, an error shows,
 // or the watchdog's timeout passes: then the communicator is aborted (ncclCommAbort, which
-// frees a kernel waiting for a dead peer) and the call fails with a message. Overlapping the
-// all-reduce with the backward pass (bucketed reductions on a second stream) is not done:
-// the whole gradient is reduced once, after the backward.
+// frees a kernel waiting for a dead peer) and the call fails with a message.
+//
+// Overlap. allreduce_start queues a sum on a second stream (the comm stream) that first waits
+// for an event recorded on the engine's stream, so it reads the gradient only once the work
+// issued before it has written it; the engine's stream meanwhile goes on with the backward.
+// wait_pending records an event on the comm stream, makes the engine's stream wait for it
+// (later work such as the next zeroing of the gradient is ordered after the sums) and polls
+// the comm stream as above. Every other collective first waits for the started sums, so
+// NCCL sees the collectives of one communicator in the same order on every rank.
 #pragma once
 
 #include <dlfcn.h>
@@ -77,6 +83,10 @@ struct State {
   Api api;
   CommT comm = nullptr;
   int device = -1;  // the device the communicator was created on
+  cudaStream_t comm_stream = nullptr;  // the overlapped sums (allreduce_start)
+  cudaEvent_t issued = nullptr;        // recorded on the engine's stream before each start
+  cudaEvent_t reduced = nullptr;       // recorded on the comm stream by wait_pending
+  bool pending = false;                // sums started and not yet waited for
 };
 
 inline State& st() {
@@ -161,13 +171,13 @@ inline int load(const char* fn) {
 // Waits for the engine's stream after a collective was queued on it, watching NCCL's
 // asynchronous errors and the watchdog's deadline. On an error or a timeout the communicator
 // is aborted (it cannot be used again) and the call fails.
-inline int wait(const char* fn) {
+inline int wait_stream(const char* fn, cudaStream_t stream) {
   using namespace ::le;
   State& s = st();
   const int64_t timeout = comm::st().timeout_ms.load();
   const int64_t deadline = timeout > 0 ? comm::now_ms() + timeout : 0;
   for (;;) {
-    const cudaError_t e = cudaStreamQuery(g.stream);
+    const cudaError_t e = cudaStreamQuery(stream);
     if (e == cudaSuccess) return 0;
     if (e != cudaErrorNotReady) return cuda_fail(fn, "cudaStreamQuery", e);
     Result async = kSuccess;
@@ -192,6 +202,19 @@ inline int wait(const char* fn) {
   }
 }
 
+inline int wait(const char* fn) { return wait_stream(fn, ::le::g.stream); }
+
+// Waits for every sum allreduce_start queued; the engine's stream is ordered after them.
+inline int wait_pending(const char* fn) {
+  using namespace ::le;
+  State& s = st();
+  if (!s.pending) return 0;
+  s.pending = false;
+  CUDA_TRY(fn, cudaEventRecord(s.reduced, s.comm_stream));
+  CUDA_TRY(fn, cudaStreamWaitEvent(g.stream, s.reduced, 0));
+  return wait_stream(fn, s.comm_stream);
+}
+
 // Joins the MPI job, then creates the NCCL communicator on the engine's device: rank 0 makes
 // the unique id and MPI broadcasts it. Idempotent.
 inline int join(const char* fn, double timeout_s) {
@@ -207,6 +230,11 @@ inline int join(const char* fn, double timeout_s) {
   comm::Guard guard(fn);  // ncclCommInitRank waits for every rank
   NCCL_TRY(fn, s.api.comm_init_rank(&s.comm, comm::st().size, id, comm::st().rank));
   s.device = g.device;
+  if (!s.comm_stream) {
+    CUDA_TRY(fn, cudaStreamCreateWithFlags(&s.comm_stream, cudaStreamNonBlocking));
+    CUDA_TRY(fn, cudaEventCreateWithFlags(&s.issued, cudaEventDisableTiming));
+    CUDA_TRY(fn, cudaEventCreateWithFlags(&s.reduced, cudaEventDisableTiming));
+  }
   return 0;
 }
 
@@ -219,8 +247,23 @@ inline int require_comm(const char* fn) {
   return 0;
 }
 
+// Queues the in-place sum of buf [n] on the comm stream, after the work issued so far on the
+// engine's stream; returns without waiting.
+inline int allreduce_start(const char* fn, float* buf, int64_t n) {
+  using namespace ::le;
+  TRY(require_comm(fn));
+  if (n == 0) return 0;
+  State& s = st();
+  CUDA_TRY(fn, cudaEventRecord(s.issued, g.stream));
+  CUDA_TRY(fn, cudaStreamWaitEvent(s.comm_stream, s.issued, 0));
+  NCCL_TRY(fn, s.api.all_reduce(buf, buf, (size_t)n, kFloat32, kSum, s.comm, s.comm_stream));
+  s.pending = true;
+  return 0;
+}
+
 inline int allreduce_sum(const char* fn, float* buf, int64_t n) {
   TRY(require_comm(fn));
+  TRY(wait_pending(fn));
   if (n == 0) return 0;
   NCCL_TRY(fn, st().api.all_reduce(buf, buf, (size_t)n, kFloat32, kSum, st().comm,
                                    ::le::g.stream));
@@ -230,6 +273,7 @@ inline int allreduce_sum(const char* fn, float* buf, int64_t n) {
 inline int broadcast(const char* fn, void* buf, uint64_t bytes, int root) {
   TRY(require_comm(fn));
   TRY(::le::comm::check_root(fn, root));
+  TRY(wait_pending(fn));
   if (bytes == 0) return 0;
   NCCL_TRY(fn, st().api.broadcast(buf, buf, (size_t)bytes, kUint8, root, st().comm,
                                   ::le::g.stream));
@@ -239,6 +283,7 @@ inline int broadcast(const char* fn, void* buf, uint64_t bytes, int root) {
 // The device's queued work first, then MPI's barrier.
 inline int barrier(const char* fn) {
   TRY(require_comm(fn));
+  TRY(wait_pending(fn));
   TRY(wait(fn));
   return ::le::comm::barrier(fn);
 }
@@ -246,9 +291,17 @@ inline int barrier(const char* fn) {
 inline int leave(const char* fn) {
   State& s = st();
   if (s.comm) {
+    if (s.pending) cudaStreamSynchronize(s.comm_stream);
+    s.pending = false;
     cudaStreamSynchronize(::le::g.stream);
     s.api.comm_destroy(s.comm);
     s.comm = nullptr;
+  }
+  if (s.comm_stream) {
+    cudaEventDestroy(s.issued);
+    cudaEventDestroy(s.reduced);
+    cudaStreamDestroy(s.comm_stream);
+    s.comm_stream = nullptr, s.issued = nullptr, s.reduced = nullptr;
   }
   return ::le::comm::leave(fn);
 }

@@ -186,6 +186,25 @@ inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
 }
 // The emulation finishes queued work when asked: a query drains the queue and reports done.
 inline cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
+// Events order one stream after another. The emulation has one queue for every stream, run
+// in the order work was issued, so an event only needs to exist.
+struct emu_event {
+  int unused;
+};
+typedef struct emu_event* cudaEvent_t;
+#define cudaEventDisableTiming 0x02
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = new emu_event{0};
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return emu::sticky; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) {
+  return emu::sticky;
+}
 // Fresh blocks are filled with a pattern, not zeros: le_alloc must zero them itself.
 inline cudaError_t cudaMalloc(void** p, size_t n) {
   auto* h = static_cast<emu::Header*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + 256));
