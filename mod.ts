@@ -45,10 +45,12 @@ export { DEFAULT_BUILD, defaultSplits } from "./pipeline/default_data.ts";
 
 // Models and checkpoints.
 export {
+  type Arch,
   type ModelConfig,
   type Preset,
   type PresetName,
   PRESETS,
+  type RopeScaling,
   type TrainConfig,
 } from "./model/config.ts";
 export {

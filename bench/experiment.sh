@@ -6,7 +6,8 @@
 #
 #   bash bench/experiment.sh [OUT]            (default out/experiment; about an hour on 2 idle cores)
 #
-# Environment: THREADS (default 2); GSM8K, GSM8K's test.jsonl (default
+# Environment: ARCH (gpt2, the default, or llama: every model then has the Llama backbone of the
+# same size, llama-tiny); THREADS (default 2); GSM8K, GSM8K's test.jsonl (default
 # ../shared/data/gsm8k/test.jsonl, a folder beside the clone; skipped when absent); TRAIN_N and
 # EPOCHS (default 6400 and 8: 1,600 steps of 32), which a quick smoke run lowers;
 # SYNTH_SCRIPT, another copy of bench/synth_data.ts.
@@ -16,6 +17,7 @@ export PATH="$PWD/node_modules/.bin:$PATH" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 
 OUT=${1:-out/experiment}
 THREADS=${THREADS:-2}
+ARCH=${ARCH:-gpt2}
 GSM8K=${GSM8K:-../shared/data/gsm8k/test.jsonl}
 TRAIN_N=${TRAIN_N:-6400}
 EPOCHS=${EPOCHS:-8}
@@ -43,7 +45,7 @@ deno task build-dataset --out "$OUT/data" --split test --input "$OUT/src/test.js
 train() {
   local name=$1
   shift
-  deno task train --data "$OUT/data" --out "$OUT/runs/$name" --preset tiny --batch 32 \
+  deno task train --data "$OUT/data" --out "$OUT/runs/$name" --preset tiny --arch "$ARCH" --batch 32 \
     --epochs "$EPOCHS" --lr 3e-3 --seed 0 --eval-every 200 --eval-examples 300 \
     --threads "$THREADS" --recipe none --quiet "$@"
 }

@@ -1,31 +1,38 @@
 /**
- * The engine memory a training shape and an evaluation shape allocate, measured without running
+ * The engine memory a training shape and an evaluation shape allocate, planned without running
  * them, plus the CUDA engine's device scratch at that shape and a design estimate of what two
  * planned changes would save. Buffers are planned in TypeScript (train/step.ts,
- * model/generate.ts) and are the same for both engines; the CPU engine maps large blocks
- * lazily, so allocating them here costs nothing.
+ * model/generate.ts) and are the same for both engines; this script builds the runner and the
+ * generator over an engine that only counts the bytes they allocate, so even the 3B Llama's
+ * plan costs nothing.
  *
  *   npx deno run -A bench/memory_plan.ts [--preset gpt2] [--vocab 50260] [--batch 64] [--question 60]
  *       [--answer 8] [--k 6] [--c 13] [--eval-batch 64] [--eval-question 80] [--head-rows 1024]
+ *       [--gpu-gb 141]
  *
  * Rows of the output:
- *  - measured: the bytes le_alloc hands out for the model (parameters, gradients, AdamW moments),
- *    a training runner and a generator;
+ *  - planned: the model (fp32 weights, gradients and AdamW moments: 16 bytes a parameter), a
+ *    training runner and a generator; besides the engine's layout today, the layout of bf16
+ *    weights with fp32 master copies (bf16 weights 2, fp32 master 4, fp32 gradient 4, fp32 m
+ *    and v 8: 18 bytes a parameter; activations fp32 as the engine keeps them), and for each
+ *    the largest batch whose training allocation fits in `--gpu-gb` decimal gigabytes (an H200
+ *    has 141);
  *  - `deviceScratch` (computed from the CUDA engine's scratch rules, engine/cuda/matmul.cuh and
  *    attention.cuh, at the largest op of a training step): the cuBLAS workspace, the rounded
  *    operand copies of matmuls at TF32 / bf16 (one per operand slot, grown to the largest), and
  *    the attention backward's per-row scratch. The CUDA context (a few hundred MiB) is not in it;
  *  - `designEstimate` (NOT implemented; arithmetic over the activations the training runner
  *    keeps per layer and row): keeping the saved activations in bf16, and recomputing the
- *    LayerNorm and GELU outputs in the backward instead of keeping them.
+ *    normalisation and MLP activation outputs in the backward instead of keeping them.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { openEngine } from "../engine/ffi.ts";
+import type { Engine, Ptr } from "../engine/ffi.ts";
 import { presetConfig, type PresetName } from "../model/config.ts";
 import { paramLayout } from "../model/params.ts";
-import { Model } from "../model/model.ts";
+import { type Model, stackShapeOf } from "../model/model.ts";
+import { stackWidths } from "../model/stack.ts";
 import { HEAD_CHUNK_ROWS, LotusRunner } from "../train/step.ts";
 import { Generator } from "../model/generate.ts";
 
@@ -42,6 +49,7 @@ const { values: a } = parseArgs({
     "eval-batch": { type: "string", default: "64" },
     "eval-question": { type: "string", default: "80" },
     "head-rows": { type: "string", default: String(HEAD_CHUNK_ROWS) },
+    "gpu-gb": { type: "string", default: "141" },
   },
   strict: true,
 });
@@ -50,27 +58,77 @@ const cfg = presetConfig(a.preset as PresetName, n(a.vocab));
 const K = n(a.k), c = n(a.c), B = n(a.batch), A = n(a.answer), P = n(a.question);
 const headRows = n(a["head-rows"]);
 const GiB = (b: number) => +(b / 2 ** 30).toFixed(2);
-const eng = openEngine({ backend: "cpu", quiet: true });
+
+/** An engine that hands out fake addresses and counts the bytes allocated. */
+function countingEngine(): { eng: Engine; bytes: () => number } {
+  let next = 1n << 40n, live = 0;
+  const sizes = new Map<bigint, number>();
+  const eng = {
+    alloc(bytes: number): Ptr {
+      const p = next;
+      next += BigInt(Math.ceil(bytes / 64) * 64 + 64);
+      sizes.set(p, bytes);
+      live += bytes;
+      return p;
+    },
+    free(p: Ptr): void {
+      if (p === null) return;
+      live -= sizes.get(p) ?? 0;
+      sizes.delete(p);
+    },
+  };
+  return { eng: eng as unknown as Engine, bytes: () => live };
+}
+
+/** A model as the runner and the generator see it while they allocate: config and shapes. */
+function plannedModel(eng: Engine): Model {
+  const shape = stackShapeOf(cfg, false);
+  return {
+    eng,
+    cfg,
+    main: { shape, widths: stackWidths(shape) },
+    aux: null,
+  } as unknown as Model;
+}
+
+/** Bytes of the LOTUS training activations at batch `b`. */
+function trainBytes(b: number): number {
+  const { eng, bytes } = countingEngine();
+  const cap = { B: b, P, K, c, R: K, S: 1 + A, auxT: 0, headRows };
+  const r = new LotusRunner(plannedModel(eng), cap, true);
+  const out = bytes();
+  r.free();
+  return out;
+}
+
 const lay = paramLayout(cfg);
-const model = new Model(eng, cfg, new Float32Array(lay.total), true);
-const modelBytes = eng.bytesInUse();
-const S = 1 + A, L = 1 + K * c;
-const runner = new LotusRunner(model, { B, P, K, c, R: K, S, auxT: 0, headRows }, true);
-const trainBytes = eng.bytesInUse() - modelBytes;
-runner.free();
-const gen = new Generator(model, {
+const params = lay.mainTotal;
+const act = trainBytes(B);
+// Activations grow linearly in B once the head's row chunk is full (its logits buffer is
+// then fixed): the step from B - 1 to B is one example's.
+const perExample = trainBytes(Math.max(2, B)) - trainBytes(Math.max(1, B - 1));
+const fixedAct = trainBytes(Math.max(2, B)) - Math.max(2, B) * perExample;
+const { eng: geng, bytes: gbytes } = countingEngine();
+const gen = new Generator(plannedModel(geng), {
   B: n(a["eval-batch"]),
   P: n(a["eval-question"]),
   K,
   c,
   maxNewTokens: A,
 });
-const evalBytes = eng.bytesInUse() - modelBytes;
+const evalBytes = gbytes();
 gen.free();
-model.free();
-eng.close();
-
+const budget = n(a["gpu-gb"]) * 1e9;
+const layouts = { fp32: 16, "bf16+fp32master": 18 } as const;
+const fits = Object.fromEntries(
+  Object.entries(layouts).map(([k, perParam]) => {
+    const free = budget - perParam * params - fixedAct;
+    return [k, free > 0 ? Math.floor(free / perExample) : 0];
+  }),
+);
 const { dModel: C, nHead: NH, nLayer: NL, vocabSize: V } = cfg;
+const wd = stackWidths(stackShapeOf(cfg, false));
+const S = 1 + A, L = 1 + K * c;
 // Row counts of a training step's chunks: the prefix, R + 1 loop passes, the suffix.
 const chunks = [B * P, ...Array(K + 1).fill(B * L), B * S];
 const rows = chunks.reduce((s, r) => s + r, 0);
@@ -79,12 +137,12 @@ const logitRows = Math.min(headRows, Math.max(B * L, B * S));
 
 // Device scratch of the CUDA engine. Matmul operand slots: a holds W (forward) or dout
 // (backward), b the input (forward) or W (backward), c the input (backward).
-const gemms = [[C, 3 * C], [C, C], [C, 4 * C], [4 * C, C]].map(([cin, cout]) => ({
+const gemms = [[C, wd.qkv], [C, C], [C, wd.ffIn], [wd.ffOut, C]].map(([cin, cout]) => ({
   N: maxRows,
   cin,
   cout,
 }));
-gemms.push({ N: logitRows, cin: C, cout: V }); // the tied LM head, one row chunk
+gemms.push({ N: logitRows, cin: C, cout: V }); // the LM head, one row chunk
 const slotA = Math.max(...gemms.map((g) => Math.max(g.cout * g.cin, g.N * g.cout)));
 const slotB = Math.max(...gemms.map((g) => Math.max(g.N * g.cin, g.cout * g.cin)));
 const slotC = Math.max(...gemms.map((g) => g.N * g.cin));
@@ -93,25 +151,29 @@ const attnD = B * NH * Math.max(P, L, S) * 4;
 const scratch = (bytesPerElem: number) =>
   workspace + (slotA + slotB + slotC) * bytesPerElem + attnD;
 
-// Design estimate. Per layer and row a training chunk keeps, in fp32: x, ln1, qkv (3C), the
-// attention output, resid2, ln2, the MLP pre-activation and GELU output (4C each), and the qkv
-// gradient (3C, an accumulator that stays fp32).
+// Design estimate. Per layer and row a training chunk keeps, in fp32: x, ln1, qkv, the
+// attention output, resid2, ln2, the MLP's input-side projection and its activation output,
+// and the qkv gradient (an accumulator that stays fp32).
 const perRowLayer = (floats: number) => rows * NL * floats;
-const savedFloats = C * (1 + 1 + 3 + 1 + 1 + 1 + 4 + 4); // what bf16 storage would halve
+const savedFloats = 5 * C + wd.qkv + wd.ffIn + wd.ffOut; // what bf16 storage would halve
 const bf16Saving = perRowLayer(savedFloats) * 2;
-const recomputeFloats = C * (1 + 1 + 4); // ln1, ln2, GELU output
+const recomputeFloats = 2 * C + wd.ffOut; // ln1, ln2, the MLP activation's output
 const recomputeSavingBf16 = perRowLayer(recomputeFloats) * 2;
-const total = modelBytes + trainBytes;
+const total = 16 * params + act;
 
 console.log(JSON.stringify(
   {
     preset: a.preset,
-    params: lay.mainTotal,
+    params,
     shape: { B, question: P, answer: A, K, c, R: K, headRows },
-    modelAndOptimizerGiB: GiB(modelBytes),
-    trainActivationsGiB: GiB(trainBytes),
+    modelAndOptimizerGiB: GiB(16 * params),
+    modelAndOptimizerBf16MasterGiB: GiB(18 * params),
+    trainActivationsGiB: GiB(act),
+    trainActivationsPerExampleGiB: GiB(perExample),
     trainTotalGiB: GiB(total),
+    trainTotalBf16MasterGiB: GiB(18 * params + act),
     evalBuffersGiB: GiB(evalBytes),
+    maxBatchIn: { gb: n(a["gpu-gb"]), ...fits },
     deviceScratch: {
       note: "computed from the CUDA engine's scratch rules; excludes the CUDA context",
       fp32GiB: GiB(workspace + attnD),
@@ -122,7 +184,7 @@ console.log(JSON.stringify(
     designEstimate: {
       note: "NOT implemented: arithmetic over the per-layer activations kept for the backward",
       bf16ActivationsSaveGiB: GiB(bf16Saving),
-      recomputeLayerNormAndGeluSaveGiB: GiB(recomputeSavingBf16),
+      recomputeNormsAndMlpActivationSaveGiB: GiB(recomputeSavingBf16),
       trainTotalWithBothAndBf16ScratchGiB: GiB(
         total + scratch(2) - bf16Saving - recomputeSavingBf16,
       ),

@@ -34,6 +34,7 @@ import {
   compareTraining,
   type Curve,
   formatTable,
+  LLAMA_STEP_SPEC,
   memoryCycles,
   OP_CASES,
   skippedRow,
@@ -311,7 +312,7 @@ push(...mark(summarizeOps(opRows)));
 detail.ops = opRows;
 
 for (const p of precisions) {
-  for (const spec of [...STEP_SPECS, REAL_STEP_SPEC]) {
+  for (const spec of [...STEP_SPECS, REAL_STEP_SPEC, LLAMA_STEP_SPEC]) {
     try {
       push(...mark(compareLotusStep(test, ref, p, spec)));
     } catch (e) {

@@ -166,6 +166,8 @@ export interface AttnSpec {
   Tp: number;
   C: number;
   NH: number;
+  /** Key/value heads: grouped-query attention (le_attention_gqa_*); absent: NKV = NH. */
+  NKV?: number;
   /** "none", "qkv" (the prefix's own qkv buffer), "cache" ([B, Tmax, 2C]), "shared" (bs 0). */
   past: "none" | "qkv" | "cache" | "shared";
   /** Leading masked keys per batch entry. */
@@ -175,7 +177,9 @@ export interface AttnSpec {
 /**
  * An attention case: forward and backward, with the past kind and left padding of `s`. With
  * `form` "stats", through le_attention_stats_fwd / _bwd (per-row statistics, the
- * probabilities recomputed in the backward), whose outputs are the same but for `att`.
+ * probabilities recomputed in the backward), whose outputs are the same but for `att`; with
+ * `s.NKV`, through the grouped-query forms (le_attention_gqa_fwd / _bwd, or
+ * le_attention_gqa_stats_fwd / _bwd).
  */
 export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" = "att"): OpCase {
   return {
@@ -183,17 +187,19 @@ export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" =
     run(eng, seed) {
       const rng = new Rng(seed);
       const { B, Tq, Tp, C, NH } = s, Tk = Tp + Tq;
+      // Grouped-query attention when NKV is given: rows [q (C) | k (Ckv) | v (Ckv)].
+      const gqa = s.NKV !== undefined, Ckv = gqa ? (C / NH) * s.NKV! : C, W = C + 2 * Ckv;
       return withBufs(eng, (b) => {
-        const qkv = b.f32(randn(rng, B * Tq * 3 * C));
-        const dqkv = b.f32(randn(rng, B * Tq * 3 * C, 0.1));
+        const qkv = b.f32(randn(rng, B * Tq * W));
+        const dqkv = b.f32(randn(rng, B * Tq * W, 0.1));
         let past: Ptr = null, dpast: Ptr = null, bs = 0, rs = 0, pastFloats = 0;
         if (s.past === "qkv") {
-          pastFloats = B * Tp * 3 * C, rs = 3 * C, bs = Tp * rs;
+          pastFloats = B * Tp * W, rs = W, bs = Tp * rs;
         } else if (s.past === "cache") {
           const Tmax = Tp + 5;
-          pastFloats = B * Tmax * 2 * C, rs = 2 * C, bs = Tmax * rs;
+          pastFloats = B * Tmax * 2 * Ckv, rs = 2 * Ckv, bs = Tmax * rs;
         } else if (s.past === "shared") {
-          pastFloats = Tp * 2 * C, rs = 2 * C, bs = 0;
+          pastFloats = Tp * 2 * Ckv, rs = 2 * Ckv, bs = 0;
         }
         let pastBuf: Ptr = null, dpastBuf: Ptr = null;
         if (s.past !== "none") {
@@ -210,20 +216,62 @@ export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" =
         const kv = b.u8(valid);
         const out = b.f32(B * Tq * C);
         const res: Record<string, Float32Array> = {};
+        const NKV = s.NKV ?? NH;
         if (form === "stats") {
           const stats = b.f32(B * NH * Tq * 2);
-          eng.attentionStatsFwd(out, stats, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
           const dout = b.f32(randn(rng, B * Tq * C));
-          eng.attentionStatsBwd(dqkv, dpast, dout, stats, kv, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+          if (gqa) {
+            eng.attentionGqaStatsFwd(out, stats, qkv, past, kv, B, Tq, Tp, C, NH, NKV, bs, rs);
+            eng.attentionGqaStatsBwd(
+              dqkv,
+              dpast,
+              dout,
+              stats,
+              kv,
+              qkv,
+              past,
+              B,
+              Tq,
+              Tp,
+              C,
+              NH,
+              NKV,
+              bs,
+              rs,
+            );
+          } else {
+            eng.attentionStatsFwd(out, stats, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
+            eng.attentionStatsBwd(
+              dqkv,
+              dpast,
+              dout,
+              stats,
+              kv,
+              qkv,
+              past,
+              B,
+              Tq,
+              Tp,
+              C,
+              NH,
+              bs,
+              rs,
+            );
+          }
         } else {
           const att = b.f32(B * NH * Tq * Tk);
-          eng.attentionFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
           const dout = b.f32(randn(rng, B * Tq * C));
-          eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+          if (gqa) {
+            eng.attentionGqaFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, NKV, bs, rs);
+            eng.attentionGqaBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, NKV, bs, rs);
+          } else {
+            eng.attentionFwd(out, att, qkv, past, kv, B, Tq, Tp, C, NH, bs, rs);
+            eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+          }
           res.att = b.get(att, B * NH * Tq * Tk);
         }
         res.out = b.get(out, B * Tq * C);
-        res.dqkv = b.get(dqkv, B * Tq * 3 * C);
+        res.dqkv = b.get(dqkv, B * Tq * W);
         if (dpastBuf) res.dkv_past = b.get(dpastBuf, pastFloats);
         return res;
       });
@@ -414,6 +462,88 @@ export const OP_CASES: OpCase[] = [
     },
   },
   // Left padding; in batch entry 1 the first 5 queries see no valid key (fully masked rows).
+  {
+    name: "rmsnorm fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 37, C = 200;
+        const x = b.f32(randn(rng, N * C)), w = b.f32(randn(rng, C));
+        const out = b.f32(N * C), rstd = b.f32(N);
+        eng.rmsnormFwd(out, rstd, x, w, N, C, 1e-5);
+        const dx = b.f32(randn(rng, N * C, 0.1)), dw = b.f32(randn(rng, C, 0.1));
+        eng.rmsnormBwd(dx, dw, b.f32(randn(rng, N * C)), x, w, rstd, N, C);
+        return {
+          out: b.get(out, N * C),
+          rstd: b.get(rstd, N),
+          dinp: b.get(dx, N * C),
+          dw: b.get(dw, C),
+        };
+      });
+    },
+  },
+  {
+    name: "rope, forward and inverse",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 29, nh = 6, HS = 16, rs = nh * HS + 32;
+        const x = b.f32(randn(rng, N * rs));
+        const pos = b.i32(Int32Array.from({ length: N }, (_, n) => (n * 53) % 300));
+        const f = b.f32(
+          Float32Array.from({ length: HS / 2 }, (_, i) => 1 / 500000 ** ((2 * i) / HS)),
+        );
+        eng.rope(x, pos, f, N, nh, HS, rs, false);
+        const y = b.get(x, N * rs);
+        eng.rope(x, pos, f, N, nh - 2, HS, rs, true);
+        return { fwd: y, inv: b.get(x, N * rs) };
+      });
+    },
+  },
+  {
+    name: "swiglu fwd, bwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 41, I = 123;
+        const x = b.f32(randn(rng, N * 2 * I, 3)), out = b.f32(N * I);
+        eng.swigluFwd(out, x, N, I);
+        const dx = b.f32(randn(rng, N * 2 * I, 0.1));
+        eng.swigluBwd(dx, x, b.f32(randn(rng, N * I)), N, I);
+        return { out: b.get(out, N * I), dinp: b.get(dx, N * 2 * I) };
+      });
+    },
+  },
+  attentionCase("attention gqa, past in a qkv buffer", {
+    B: 2,
+    Tq: 17,
+    Tp: 11,
+    C: 96,
+    NH: 6,
+    NKV: 2,
+    past: "qkv",
+    pad: [3, 0],
+  }),
+  attentionCase("attention gqa, K/V cache, 1 query", {
+    B: 3,
+    Tq: 1,
+    Tp: 30,
+    C: 64,
+    NH: 4,
+    NKV: 1,
+    past: "cache",
+    pad: [0, 0, 7],
+  }),
+  attentionCase("attention gqa, past shared by the batch", {
+    B: 3,
+    Tq: 6,
+    Tp: 9,
+    C: 32,
+    NH: 4,
+    NKV: 2,
+    past: "shared",
+    pad: [0, 0, 0],
+  }),
   attentionCase("attention, no past", {
     B: 3,
     Tq: 23,
@@ -476,6 +606,28 @@ export const OP_CASES: OpCase[] = [
     Tp: 9,
     C: 32,
     NH: 2,
+    past: "shared",
+    pad: [0, 4, 0],
+  }, "stats"),
+  // Grouped-query attention in the statistics form: a group's heads summed into one key/value
+  // head's gradients over several key and query tiles, a qkv past and a shared one.
+  attentionCase("attention gqa (stats), past in a qkv buffer", {
+    B: 2,
+    Tq: 37,
+    Tp: 11,
+    C: 96,
+    NH: 6,
+    NKV: 2,
+    past: "qkv",
+    pad: [2, 14],
+  }, "stats"),
+  attentionCase("attention gqa (stats), past shared by the batch", {
+    B: 3,
+    Tq: 6,
+    Tp: 9,
+    C: 32,
+    NH: 4,
+    NKV: 1,
     past: "shared",
     pad: [0, 4, 0],
   }, "stats"),
@@ -739,6 +891,34 @@ export const STEP_SPECS: StepSpec[] = [
     opts: { lambda: 0.3, auxWeight: 0.7, stepLoss: "in-loop", injection: "replace" },
   },
 ];
+
+/**
+ * A Llama step for the same checks: grouped-query attention (4 heads, 2 KV heads), SwiGLU,
+ * rotary positions with Llama 3's scaling set so that the batch's positions meet all three of
+ * its bands, an untied LM head.
+ */
+export const LLAMA_STEP_SPEC: StepSpec = {
+  name: "llama lotus (add, step loss after; GQA, untied head)",
+  model: ModelConfigSchema.parse({
+    vocabSize: 88,
+    maxPositions: 128,
+    dModel: 64,
+    nHead: 4,
+    nLayer: 2,
+    arch: "llama",
+    nKvHead: 2,
+    dFf: 96,
+    ropeTheta: 10000,
+    ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 },
+    normEps: 1e-5,
+    tieEmbeddings: false,
+  }),
+  K: 2,
+  R: 2,
+  c: 3,
+  B: 3,
+  opts: { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" },
+};
 
 function capacityFor(
   exs: Example[],

@@ -27,14 +27,14 @@ function plainLogits(model: Model, ids: Int32Array, B: number, T: number): Float
   const eng = model.eng, C = model.cfg.dModel, V = model.cfg.vocabSize;
   const arena = new Arena(eng);
   try {
-    const sc = new Scratch(arena, B * T, C, false);
+    const sc = new Scratch(arena, B * T, C, false, model.main.shape);
     const ch = new Chunk(arena, model.main.shape, B, T, 0, false);
     const pid = arena.i32(B * T), ppos = arena.i32(B * T), logits = arena.f32(B * T * V);
     eng.upload(pid, ids);
     eng.upload(ppos, Int32Array.from({ length: B * T }, (_, i) => i % T));
     eng.embedFwd(ch.x[0], pid, ppos, model.wte, model.wpe, B * T, C);
-    model.main.forward(ch, sc, B, T, null, null);
-    eng.matmulFwd(logits, ch.h, model.wte, null, B * T, C, V);
+    model.main.forward(ch, sc, B, T, null, null, null, ppos);
+    eng.matmulFwd(logits, ch.h, model.head, null, B * T, C, V);
     const out = new Float32Array(B * T * V);
     eng.download(out, logits);
     return out;

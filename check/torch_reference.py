@@ -4,7 +4,9 @@
 It reads the project's own files: a checkpoint directory written by `deno task train`
 (model.safetensors with Hugging Face GPT-2 names, config.json) and a dataset directory written
 by `deno task build-dataset` (safetensors shards, docs/dataset-format.md). The model is plain
-GPT-2 (pre-LayerNorm, tanh GELU, tied head) run on the LOTUS schedule of train/step.ts and
+GPT-2 (pre-LayerNorm, tanh GELU, tied head), or a Llama (RMSNorm, rotary positions with Llama 3's
+frequency scaling, grouped-query attention, SwiGLU, tied or untied head) when config.json's
+model_type is "llama", run on the LOTUS schedule of train/step.ts and
 docs/method.md: the question once, pass 0 and R loop passes over BOT and the K*c latents
 (latent input e_LAT + h^(r-1), or h^(r-1) with "replace"), then the suffix attending to
 the question's and pass R's keys and values; loss = answer CE + lambda * step CE. The
@@ -80,8 +82,19 @@ def load_checkpoint(path):
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)
     sd, _ = read_safetensors(os.path.join(path, "model.safetensors"))
-    sd = {k if k.startswith("transformer.") else "transformer." + k: v for k, v in sd.items()}
+    if cfg.get("model_type") != "llama":
+        sd = {k if k.startswith("transformer.") else "transformer." + k: v for k, v in sd.items()}
     return sd, cfg, path
+
+
+def model_spec(cfg):
+    """What the forward needs besides the tensors: GPT-2's head count, or a Llama config's
+    fields (a dict)."""
+    if cfg.get("model_type") != "llama":
+        return cfg["n_head"]
+    return dict(n_head=cfg["num_attention_heads"], n_kv=cfg["num_key_value_heads"],
+                eps=cfg["rms_norm_eps"], theta=cfg["rope_theta"],
+                scaling=cfg.get("rope_scaling"))
 
 
 def load_split(data_dir, split):
@@ -161,18 +174,100 @@ def n_layers(P):
     return sum(1 for k in P if k.endswith(".ln_1.weight"))
 
 
+def is_llama(P):
+    return "model.embed_tokens.weight" in P
+
+
+def head_weight(P):
+    """The LM head [V, C]: the token embedding (tied) or Llama's lm_head.weight."""
+    if is_llama(P):
+        return P.get("lm_head.weight", P["model.embed_tokens.weight"])
+    return P["transformer.wte.weight"]
+
+
 def embed(torch, P, ids, pos):
-    """wte[ids] (zero rows where ids < 0: "replace" injection) + wpe[pos] (pos may be None)."""
-    wte = P["transformer.wte.weight"]
+    """wte[ids] (zero rows where ids < 0: "replace" injection) + wpe[pos] (pos may be None;
+    a Llama model has no position table: its positions rotate queries and keys)."""
+    wte = P["model.embed_tokens.weight"] if is_llama(P) else P["transformer.wte.weight"]
     x = wte[ids.long().clamp(min=0)] * (ids >= 0).unsqueeze(-1).to(wte.dtype)
-    return x if pos is None else x + P["transformer.wpe.weight"][pos.long()]
+    return x if pos is None or is_llama(P) else x + P["transformer.wpe.weight"][pos.long()]
 
 
-def run_blocks(torch, P, n_head, x, past=None, valid=None):
+def llama_inv_freq(torch, hs, theta, scaling):
+    """Rotary frequencies theta^(-2i/hs), with Llama 3's scaling when given (the published
+    rule: wavelengths longer than L/low_freq_factor are divided by factor, those shorter than
+    L/high_freq_factor kept, the band between interpolated in L/wavelength)."""
+    f = 1.0 / theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+    if scaling:
+        L = scaling["original_max_position_embeddings"]
+        lo, hi, factor = scaling["low_freq_factor"], scaling["high_freq_factor"], scaling["factor"]
+        wavelen = 2 * math.pi / f
+        smooth = (L / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * f / factor + smooth * f
+        f = torch.where(wavelen < L / hi, f, torch.where(wavelen > L / lo, f / factor, mid))
+    return f.float()
+
+
+def llama_blocks(torch, P, spec, x, pos, past=None, valid=None):
+    """A Llama decoder (Llama 3's architecture) over x [B,T,C] at positions pos [B,T]: per
+    layer, RMSNorm, grouped-query attention with rotary queries and keys (rotate-half form),
+    RMSNorm, SwiGLU MLP, each added to the residual; a final RMSNorm. past and valid as in
+    run_blocks; the (k, v) returned per layer are [B, n_kv, T, HS], keys rotated."""
+    import torch.nn.functional as F
+    B, T, C = x.shape
+    NH, NKV, eps = spec["n_head"], spec["n_kv"], spec["eps"]
+    HS, G = C // NH, NH // NKV
+    Tp = past[0][0].shape[2] if past else 0
+    inv = llama_inv_freq(torch, HS, spec["theta"], spec["scaling"]).to(x.device)
+    ang = pos.float()[..., None] * inv  # [B, T, HS/2]
+    cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None]  # [B, 1, T, HS]
+    sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None]
+
+    def rotate(z):
+        half = torch.cat([-z[..., HS // 2:], z[..., :HS // 2]], -1)
+        return z * cos + half * sin
+
+    def rms(h, w):
+        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    i = torch.arange(T, device=x.device)[:, None]
+    j = torch.arange(Tp + T, device=x.device)[None, :]
+    mask = (j <= Tp + i)[None, None]
+    if valid is not None:
+        mask = mask & valid.bool()[:, None, None, :]
+    visible = mask.any(-1, keepdim=True)
+    kvs = []
+    n = sum(1 for k in P if k.endswith(".input_layernorm.weight") and k.startswith("model."))
+    for layer in range(n):
+        p = f"model.layers.{layer}."
+        h = rms(x, P[p + "input_layernorm.weight"])
+        q = (h @ P[p + "self_attn.q_proj.weight"].T).view(B, T, NH, HS).transpose(1, 2)
+        k = (h @ P[p + "self_attn.k_proj.weight"].T).view(B, T, NKV, HS).transpose(1, 2)
+        v = (h @ P[p + "self_attn.v_proj.weight"].T).view(B, T, NKV, HS).transpose(1, 2)
+        q, k = rotate(q), rotate(k)
+        kvs.append((k, v))
+        if past:
+            k, v = torch.cat([past[layer][0], k], 2), torch.cat([past[layer][1], v], 2)
+        k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))
+        att = att.masked_fill(~mask, torch.finfo(att.dtype).min).softmax(-1)
+        att = torch.where(visible, att, torch.zeros((), dtype=att.dtype, device=att.device))
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ P[p + "self_attn.o_proj.weight"].T
+        h = rms(x, P[p + "post_attention_layernorm.weight"])
+        gate = F.silu(h @ P[p + "mlp.gate_proj.weight"].T)
+        x = x + (gate * (h @ P[p + "mlp.up_proj.weight"].T)) @ P[p + "mlp.down_proj.weight"].T
+    return rms(x, P["model.norm.weight"]), kvs
+
+
+def run_blocks(torch, P, n_head, x, past=None, valid=None, pos=None):
     """The GPT-2 stack over x [B,T,C] attending to past (per layer (k, v) [B,NH,Tp,HS]) and to
     itself causally; valid [B, Tp+T] masks keys. A query that sees no valid key gets output 0,
-    as in the engine. Returns the final-LayerNorm states and this chunk's (k, v) per layer."""
+    as in the engine. Returns the final-LayerNorm states and this chunk's (k, v) per layer.
+    With a Llama spec (a dict from model_spec) it runs llama_blocks at positions pos."""
     import torch.nn.functional as F
+    if isinstance(n_head, dict):
+        return llama_blocks(torch, P, n_head, x, pos, past, valid)
     B, T, C = x.shape
     HS = C // n_head
     Tp = past[0][0].shape[2] if past else 0
@@ -215,9 +310,9 @@ def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="af
     """train/step.ts LotusRunner.step's forward: losses and the suffix logits. `counts`
     (answer and step targets) may be given to keep the function free of host syncs, which
     torch.compile would otherwise have to break the graph for."""
-    wte = P["transformer.wte.weight"]
+    wte = head_weight(P)
     h_pre, kv_pre = run_blocks(torch, P, n_head, embed(torch, P, b["prefix_ids"], b["prefix_pos"]),
-                               None, b["prefix_valid"])
+                               None, b["prefix_valid"], b["prefix_pos"])
     step_sum = torch.zeros((), device=wte.device)
     h_prev = kv_r = None
     for r in range(R + 1):
@@ -225,7 +320,7 @@ def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="af
         x = embed(torch, P, ids, b["loop_pos"])
         if r > 0:  # latents get the previous pass's states at the same position; BOT does not
             x = torch.cat([x[:, :1], x[:, 1:] + h_prev[:, 1:]], 1)
-        h_prev, kv_r = run_blocks(torch, P, n_head, x, kv_pre, b["loop_valid"])
+        h_prev, kv_r = run_blocks(torch, P, n_head, x, kv_pre, b["loop_valid"], b["loop_pos"])
         if step_loss == "in-loop" and r > 0:
             t = torch.where(b["step_block"] == r - 1, b["step_targets"],
                             torch.full_like(b["step_targets"], IGNORE))
@@ -235,7 +330,7 @@ def lotus_forward(torch, P, n_head, b, K, R, lam, injection="add", step_loss="af
     past = [(torch.cat([kp, kr], 2), torch.cat([vp, vr], 2))
             for (kp, vp), (kr, vr) in zip(kv_pre, kv_r)]
     h_suf, _ = run_blocks(torch, P, n_head, embed(torch, P, b["suffix_ids"], b["suffix_pos"]),
-                          past, b["suffix_valid"])
+                          past, b["suffix_valid"], b["suffix_pos"])
     logits = h_suf @ wte.T
     n_ans, n_step = counts or target_counts(b)
     if step_loss == "in-loop" and counts is None:
@@ -255,8 +350,8 @@ def plain_logits(torch, P, n_head, ids):
     """A plain causal forward over ids [B, T] from position 0, no padding."""
     T = ids.shape[1]
     pos = torch.arange(T, device=ids.device)[None].expand_as(ids)
-    h, _ = run_blocks(torch, P, n_head, embed(torch, P, ids, pos))
-    return h @ P["transformer.wte.weight"].T
+    h, _ = run_blocks(torch, P, n_head, embed(torch, P, ids, pos), pos=pos)
+    return h @ head_weight(P).T
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -282,7 +377,7 @@ def cmd_compare(args):
     sd, cfg, ckdir = load_checkpoint(os.path.join(args.case, "checkpoint"))
     t, meta = read_safetensors(os.path.join(args.case, "batch.safetensors"))
     P = to_torch(torch, sd, dev)
-    nh = cfg["n_head"]
+    nh = model_spec(cfg)
     b = {k: torch.tensor(np.array(v), device=dev) for k, v in t.items()
          if not k.startswith("deno.")}
     K, R = int(meta["K"]), int(meta["R"])
@@ -308,21 +403,23 @@ def cmd_compare(args):
                                                                 logits), 1e-4)
         row(f"torch reference vs {eng}: plain logits", rel_err(t[f"deno.{eng}.plain_logits"],
                                                                plain), 1e-4)
+    hf_name = "LlamaForCausalLM" if cfg.get("model_type") == "llama" else "GPT2LMHeadModel"
     try:
-        from transformers import GPT2LMHeadModel
+        import transformers
+        HfModel = getattr(transformers, hf_name)
         try:
-            hf = GPT2LMHeadModel.from_pretrained(ckdir, dtype=torch.float32)
+            hf = HfModel.from_pretrained(ckdir, dtype=torch.float32)
         except TypeError:  # transformers < 4.56 names it torch_dtype
-            hf = GPT2LMHeadModel.from_pretrained(ckdir, torch_dtype=torch.float32)
+            hf = HfModel.from_pretrained(ckdir, torch_dtype=torch.float32)
         hf = hf.to(dev).eval()
         with torch.no_grad():
             hl = hf(input_ids=b["plain_ids"].long()).logits.float().cpu().numpy()
-        row("GPT2LMHeadModel vs torch reference: plain logits", rel_err(hl, plain), 1e-4)
+        row(f"{hf_name} vs torch reference: plain logits", rel_err(hl, plain), 1e-4)
         for eng in meta["engines"].split(","):
-            row(f"GPT2LMHeadModel vs {eng}: plain logits",
+            row(f"{hf_name} vs {eng}: plain logits",
                 rel_err(t[f"deno.{eng}.plain_logits"], hl), 1e-4)
     except ImportError as e:
-        rows.append({"name": "GPT2LMHeadModel", "err": None, "tol": 0, "pass": False,
+        rows.append({"name": hf_name, "err": None, "tol": 0, "pass": False,
                      "skipped": True, "note": f"transformers is not installed ({e})"})
     except Exception as e:  # noqa: BLE001 - any other failure is this row's, not the run's
         rows.append({"name": "GPT2LMHeadModel", "err": None, "tol": 0, "pass": False,
@@ -354,7 +451,7 @@ def cmd_loss(args):
     part = exs[args.start:args.start + args.batch]
     b = batch_to_torch(torch, lotus_batch(part, sp, K, R, c), dev)
     with torch.no_grad():
-        res = lotus_forward(torch, to_torch(torch, sd, dev), cfg["n_head"], b, K, R, lam,
+        res = lotus_forward(torch, to_torch(torch, sd, dev), model_spec(cfg), b, K, R, lam,
                             args.injection or lot.get("injection", "add"),
                             args.step_loss or lot.get("stepLoss", "after"))
     print(json.dumps(dict(loss=float(res["loss"]), ans=float(res["ans"]),
@@ -401,7 +498,7 @@ def cmd_bench(args):
     # fused AdamW exists on CUDA only (and PyTorch before 2.0 has no `fused` argument at all).
     fused = dict(fused=True) if dev == "cuda" else {}
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **fused)
-    nh = cfg["n_head"]
+    nh = model_spec(cfg)
     counts = target_counts(b)
 
     def loss_fn():

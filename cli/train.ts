@@ -7,6 +7,7 @@
 
 import { z } from "zod";
 import {
+  ARCHS,
   MODES,
   PRESET_NAMES,
   PRESETS,
@@ -61,6 +62,12 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(PRESET_NAMES),
     defaultText: "tiny; with --resume, the run's",
   },
+  arch: {
+    value: "A",
+    help: "backbone architecture: the preset's counterpart in gpt2 or llama (tiny <-> llama-tiny)",
+    schema: oneOf(ARCHS),
+    defaultText: "the preset's",
+  },
   backend: { value: "B", help: "where to run", schema: oneOf(BACKENDS), default: "cpu" },
   precision: {
     value: "P",
@@ -71,8 +78,9 @@ const RUN_FLAGS = flagTable({
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
   init: {
     value: "PATH",
-    help: "start from a local Hugging Face GPT-2 model.safetensors, or a run's checkpoint " +
-      "(a CoT run, for LOTUS)",
+    help: "start from a local Hugging Face GPT-2 model.safetensors, a run's checkpoint " +
+      "(a CoT run, for LOTUS), or a downloaded Hugging Face Llama directory (its config.json " +
+      "sets the model)",
     schema: z.string().min(1),
   },
   resume: {

@@ -624,5 +624,179 @@ inline int validate_adamw(const float* p, const float* g, const float* m, const 
   return 0;
 }
 
+// ============================================================================================
+// Llama-family ops: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention
+// ============================================================================================
+
+inline int validate_rmsnorm_fwd(const float* out, const float* rstd, const float* inp,
+                                const float* w, int N, int C, float eps) {
+  const char* fn = "le_rmsnorm_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  if (!(eps > 0.f)) return fail("%s: eps = %g must be > 0 (Llama uses 1e-5 or 1e-6)", fn, eps);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_span(fn, "out", out, nc4));
+  TRY(check_span(fn, "inp", inp, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  return check_opt(fn, "rstd", rstd, mul(N, 4));
+}
+
+inline int validate_rmsnorm_bwd(const float* dinp, const float* dw, const float* dout,
+                                const float* inp, const float* w, const float* rstd, int N,
+                                int C) {
+  const char* fn = "le_rmsnorm_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_opt(fn, "dinp", dinp, nc4));
+  TRY(check_opt(fn, "dw", dw, mul(C, 4)));
+  TRY(check_span(fn, "dout", dout, nc4));
+  TRY(check_span(fn, "inp", inp, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  return check_span(fn, "rstd", rstd, mul(N, 4));
+}
+
+// Positions are checked by each engine (>= 0), with fail_bad_rope_pos.
+inline int validate_rope(const float* x, const int32_t* pos, const float* inv_freq, int N, int nh,
+                         int HS, int64_t rs) {
+  const char* fn = "le_rope";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "nh", nh);
+  REQUIRE_POS(fn, "HS", HS);
+  if (HS % 2 != 0) return fail("%s: HS = %d must be even (pairs i, i + HS/2 rotate)", fn, HS);
+  if (rs < (int64_t)nh * HS) {
+    return fail("%s: row stride rs = %lld is smaller than nh*HS = %lld", fn, (long long)rs,
+                (long long)nh * HS);
+  }
+  TRY(check_span(fn, "x", x, mul(add(mul(N - 1, rs), mul(nh, HS)), 4)));
+  TRY(check_span(fn, "pos", pos, mul(N, 4)));
+  return check_span(fn, "inv_freq", inv_freq, mul(HS / 2, 4));
+}
+
+inline int fail_bad_rope_pos(const char* fn, int n, int32_t pos) {
+  return fail("%s: pos[%d] = %d is negative; positions must be >= 0", fn, n, pos);
+}
+
+inline int validate_swiglu_fwd(const float* out, const float* inp, int N, int I) {
+  const char* fn = "le_swiglu_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "I", I);
+  TRY(check_span(fn, "out", out, mul(mul(N, I), 4)));
+  return check_span(fn, "inp", inp, mul(mul(N, 2ull * I), 4));
+}
+
+inline int validate_swiglu_bwd(const float* dinp, const float* inp, const float* dout, int N,
+                               int I) {
+  const char* fn = "le_swiglu_bwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "I", I);
+  TRY(check_span(fn, "dinp", dinp, mul(mul(N, 2ull * I), 4)));
+  TRY(check_span(fn, "inp", inp, mul(mul(N, 2ull * I), 4)));
+  return check_span(fn, "dout", dout, mul(mul(N, I), 4));
+}
+
+inline int check_gqa_shape(const char* fn, int B, int Tq, int Tp, int C, int NH, int NKV,
+                           int64_t past_bs, int64_t past_rs, const float* past,
+                           const char* past_name) {
+  REQUIRE_POS(fn, "B", B);
+  REQUIRE_POS(fn, "Tq", Tq);
+  REQUIRE_NONNEG(fn, "Tp", Tp);
+  REQUIRE_POS(fn, "C", C);
+  REQUIRE_POS(fn, "NH", NH);
+  REQUIRE_POS(fn, "NKV", NKV);
+  if (C % NH != 0) {
+    return fail("%s: C = %d is not divisible by NH = %d; the head size must be C / NH", fn, C,
+                NH);
+  }
+  if (NH % NKV != 0) {
+    return fail("%s: NH = %d is not divisible by NKV = %d; each key/value head serves NH / NKV "
+                "query heads",
+                fn, NH, NKV);
+  }
+  if ((int64_t)Tq + Tp > INT32_MAX) {
+    return fail("%s: Tq + Tp = %lld keys exceed %d", fn, (long long)Tq + Tp, INT32_MAX);
+  }
+  const int64_t ckv = (int64_t)(C / NH) * NKV;
+  if (Tp > 0) {
+    if (past_rs < 2 * ckv) {
+      return fail("%s: past_rs = %lld is smaller than 2*Ckv = %lld, so a past row's keys would "
+                  "overlap the next row; use C + 2*Ckv for a qkv buffer or 2*Ckv for a cache",
+                  fn, (long long)past_rs, (long long)(2 * ckv));
+    }
+    REQUIRE_NONNEG(fn, "past_bs", past_bs);
+    const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * ckv);
+    TRY(check_span(fn, past_name, past, mul(span, 4)));
+  }
+  return 0;
+}
+
+inline int validate_attention_gqa_fwd(const float* out, const float* att, const float* qkv,
+                                      const float* kv_past, const uint8_t* key_valid, int B,
+                                      int Tq, int Tp, int C, int NH, int NKV, int64_t past_bs,
+                                      int64_t past_rs) {
+  const char* fn = "le_attention_gqa_fwd";
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
+  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), width), 4)));
+  return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
+}
+
+inline int validate_attention_gqa_bwd(const float* dqkv, const float* dkv_past,
+                                      const float* dout, const float* att, const float* qkv,
+                                      const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                                      int NKV, int64_t past_bs, int64_t past_rs) {
+  const char* fn = "le_attention_gqa_bwd";
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  if (Tp > 0 && dkv_past) {
+    TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, dkv_past, "dkv_past"));
+  }
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
+  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), width), 4);
+  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
+  return check_span(fn, "qkv", qkv, qkv_bytes);
+}
+
+inline int validate_attention_gqa_stats_fwd(const float* out, const float* stats,
+                                            const float* qkv, const float* kv_past,
+                                            const uint8_t* key_valid, int B, int Tq, int Tp,
+                                            int C, int NH, int NKV, int64_t past_bs,
+                                            int64_t past_rs) {
+  const char* fn = "le_attention_gqa_stats_fwd";
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_opt(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
+  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), width), 4)));
+  return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
+}
+
+inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_past,
+                                            const float* dout, const float* stats,
+                                            const uint8_t* key_valid, const float* qkv,
+                                            const float* kv_past, int B, int Tq, int Tp, int C,
+                                            int NH, int NKV, int64_t past_bs,
+                                            int64_t past_rs) {
+  const char* fn = "le_attention_gqa_stats_bwd";
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  if (Tp > 0 && dkv_past) {
+    TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, dkv_past, "dkv_past"));
+  }
+  const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
+  const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
+  const uint64_t qkv_bytes = mul(mul(mul(B, Tq), width), 4);
+  TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
+  TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
+  return check_span(fn, "qkv", qkv, qkv_bytes);
+}
+
 }  // namespace
 }  // namespace le

@@ -886,24 +886,37 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
 extern "C++" {  // the helpers below use templates, which cannot have C linkage
 namespace {
 
+// G = NH / NKV query heads share a key/value head; QS is the qkv row stride (3C, or C + 2Ckv
+// with grouped-query attention) and VO the offset of a value from its key (C, or Ckv).
 struct AttnShape {
   int B, Tq, Tp, C, NH, HS, Tk;
   int64_t past_bs, past_rs;
+  int G;
+  int64_t QS, VO;
 };
+
+inline AttnShape attn_shape(int B, int Tq, int Tp, int C, int NH, int NKV, int64_t past_bs,
+                            int64_t past_rs) {
+  const int HS = C / NH;
+  const int64_t ckv = (int64_t)HS * NKV;
+  return AttnShape{B, Tq, Tp, C, NH, HS, Tq + Tp, past_bs, past_rs, NH / NKV, C + 2 * ckv,
+                   NKV == NH ? (int64_t)C : ckv};
+}
 
 // Below this many queries per (b, h), scores use direct dot products (no transpose).
 constexpr int kTransposeMinTq = 8;
 
 inline const float* key_ptr(const AttnShape& s, const float* qkv, const float* past, int b,
                             int h, int j) {
-  if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + h * s.HS;
-  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * 3 * s.C + s.C + h * s.HS;
+  const int64_t kh = (int64_t)(h / s.G) * s.HS;
+  if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + kh;
+  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + kh;
 }
 
 inline int round_up_vw(int n) { return (n + VW - 1) / VW * VW; }
 
 // dst[d*ld + j] = row_j[off + d] for the Tk keys of (b, h), zero for Tk <= j < ld.
-// off = 0 for keys, C for values. Blocks of 16 keys keep the written lines in L1.
+// off = 0 for keys, VO for values. Blocks of 16 keys keep the written lines in L1.
 void transpose_kv(float* dst, int64_t ld, const AttnShape& s, const float* qkv,
                   const float* past, int b, int h, int off) {
   for (int j0 = 0; j0 < s.Tk; j0 += 16) {
@@ -981,9 +994,10 @@ void combine_rows(float* out, const float* w, int n, const AttnShape& s, const f
 
 // Gradients of key and value j of (b, h), added once to their rows:
 //   dk += sum_{i >= i0} ds[i][j] q_i,   dv += sum_{i >= i0} p[i][j] dout_i   (i in order)
-// q_i = q0 + i*3C, dout_i = d0 + i*C; ds and p rows have strides ld_ds and ld_p.
+// q_i = q0 + i*QS, dout_i = d0 + i*C; ds and p rows have strides ld_ds and ld_p.
 void kv_grad_rows(float* dk, float* dv, const float* ds, int64_t ld_ds, const float* p,
-                  int64_t ld_p, int i0, int Tq, const float* q0, const float* d0, int HS, int C) {
+                  int64_t ld_p, int i0, int Tq, const float* q0, const float* d0, int HS, int C,
+                  int64_t QS) {
   for (int c0 = 0; c0 < HS; c0 += 4 * VW) {
     const int len = std::min(4 * VW, HS - c0);
     const int nv = (len + VW - 1) / VW;
@@ -992,7 +1006,7 @@ void kv_grad_rows(float* dk, float* dv, const float* ds, int64_t ld_ds, const fl
     for (int i = i0; i < Tq; i++) {
       const float wk = ds[i * ld_ds], wv = p[i * ld_p];
       if (wk == 0.f && wv == 0.f) continue;
-      const float* q = q0 + (int64_t)i * 3 * C + c0;
+      const float* q = q0 + (int64_t)i * QS + c0;
       const float* d = d0 + (int64_t)i * C + c0;
       if (len == 4 * VW) {
         for (int u = 0; u < 4; u++) {
@@ -1089,7 +1103,7 @@ int attention_fwd_cpu(const char* fn, float* out, float* att, float* stats, cons
     if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
     const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
     for (int i = 0; i < Tq; i++) {
-      const float* q = qkv + ((int64_t)b * Tq + i) * 3 * C + h * HS;
+      const float* q = qkv + ((int64_t)b * Tq + i) * s.QS + h * HS;
       float* a = att ? att + (((int64_t)b * NH + h) * Tq + i) * Tk : prow;
       float* st = stats ? stats + (((int64_t)b * NH + h) * Tq + i) * 2 : nullptr;
       float* o = out + ((int64_t)b * Tq + i) * C + h * HS;
@@ -1108,7 +1122,7 @@ int attention_fwd_cpu(const char* fn, float* out, float* att, float* stats, cons
       }
       const float inv = softmax_row(a, nk, Tk, m);
       if (st) st[0] = m, st[1] = inv;
-      combine_rows(o, a, nk, s, qkv, kv_past, b, h, C);
+      combine_rows(o, a, nk, s, qkv, kv_past, b, h, (int)s.VO);
     }
   });
   return 0;
@@ -1121,35 +1135,55 @@ int attention_fwd_cpu(const char* fn, float* out, float* att, float* stats, cons
 int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
                      const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                      int64_t past_bs, int64_t past_rs) {
-  const char* fn = "le_attention_fwd";
   TRY(validate_attention_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
-  return attention_fwd_cpu(fn, out, att, nullptr, qkv, kv_past, key_valid, s);
+  return attention_fwd_cpu("le_attention_fwd", out, att, nullptr, qkv, kv_past, key_valid,
+                           attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
 }
 
 // out [B,Tq,C], stats [B,NH,Tq,2] (nullable)
 int le_attention_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
                            const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                            int64_t past_bs, int64_t past_rs) {
-  const char* fn = "le_attention_stats_fwd";
   TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                    past_bs, past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
-  return attention_fwd_cpu(fn, out, nullptr, stats, qkv, kv_past, key_valid, s);
+  return attention_fwd_cpu("le_attention_stats_fwd", out, nullptr, stats, qkv, kv_past,
+                           key_valid, attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
+}
+
+int le_attention_gqa_fwd(float* out, float* att, const float* qkv, const float* kv_past,
+                         const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH, int NKV,
+                         int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_gqa_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, NKV,
+                                 past_bs, past_rs));
+  return attention_fwd_cpu("le_attention_gqa_fwd", out, att, nullptr, qkv, kv_past, key_valid,
+                           attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
+}
+
+int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
+                               const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                               int NKV, int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_gqa_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
+                                       NKV, past_bs, past_rs));
+  return attention_fwd_cpu("le_attention_gqa_stats_fwd", out, nullptr, stats, qkv, kv_past,
+                           key_valid, attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
 }
 
 extern "C++" {
 namespace {
 
-// The backward of both ABI forms: from att (stats and key_valid null), or from stats and
+// The backward of every ABI form: from att (stats and key_valid null), or from stats and
 // key_valid (att null), recomputing each probability row exactly as the forward made it (the
 // same scores, scaled_scores, exp_row and scale_row), so both forms give the same bits.
+// With p = att row, dp_j = dout_i . v_j, ds_j = p_j (dp_j - sum_j p_j dp_j):
+//   dq_i += scale sum_j ds_j k_j;  dk_j += scale ds_j q_i;  dv_j += p_j dout_i
+// Work items are (b, key/value head); the G query heads of a group run in order inside one,
+// so the key/value gradients they share are summed by one thread in a fixed order.
 int attention_bwd_cpu(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                       const float* att, const float* stats, const uint8_t* key_valid,
                       const float* qkv, const float* kv_past, const AttnShape& s) {
-  const int B = s.B, Tq = s.Tq, Tp = s.Tp, C = s.C, NH = s.NH;
-  const int64_t past_bs = s.past_bs, past_rs = s.past_rs;
+  const int B = s.B, Tq = s.Tq, Tp = s.Tp, C = s.C, NH = s.NH, G = s.G, NKV = NH / G;
+  const int64_t past_bs = s.past_bs, past_rs = s.past_rs, QS = s.QS, VO = s.VO;
   const int HS = s.HS, Tk = s.Tk, ldk = round_up_vw(Tk);
   const bool transposed = Tq >= kTransposeMinTq;
   const bool recompute = att == nullptr;
@@ -1157,7 +1191,7 @@ int attention_bwd_cpu(const char* fn, float* dqkv, float* dkv_past, const float*
   // Past rows of different batches that overlap (past_bs = 0 shares one past across the
   // batch) would race on dkv_past, so then only heads run in parallel and b runs in order.
   const bool share_b =
-      Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2LL * C;
+      Tp > 0 && dkv_past && B > 1 && past_bs < (int64_t)(Tp - 1) * past_rs + 2 * VO;
   const int T = (int64_t)B * Tq * Tk * C > kParMin ? nthreads() : 1;
   // per thread: dS [Tq][ldk], dp [ldk], VT [HS][ldk] (transposed path only); recomputing:
   // P [Tq][ldk], a score row [ldk], KT [HS][ldk] (transposed path only)
@@ -1166,74 +1200,81 @@ int attention_bwd_cpu(const char* fn, float* dqkv, float* dkv_past, const float*
       (size_t)Tq * ldk + ldk + tile + (recompute ? (size_t)Tq * ldk + ldk + tile : 0);
   float* ws = g_attn.get((size_t)T * per_thread);
   if (!ws) return fail("%s: cannot allocate %zu floats of scratch space", fn, T * per_thread);
-  const int items = share_b ? NH : B * NH;
+  const int items = share_b ? NKV : B * NKV;
   par_for(items, T > 1, [&](int64_t it_) {
     const int it = (int)it_;
     float* dS = ws + (size_t)omp_get_thread_num() * per_thread;
     float* dp = dS + (size_t)Tq * ldk;
     float* vt = dp + ldk;
-    float* P = vt + tile;           // recomputing only
+    float* P = vt + tile;  // recomputing only
     float* row = P + (size_t)Tq * ldk;
     float* kt = row + ldk;
-    const int b_lo = share_b ? 0 : it / NH, b_hi = share_b ? B : it / NH + 1;
-    const int h = it % NH;
+    const int b_lo = share_b ? 0 : it / NKV, b_hi = share_b ? B : it / NKV + 1;
+    const int kvh = it % NKV;
     for (int b = b_lo; b < b_hi; b++) {
-      const float* att_bh = recompute ? P : att + ((int64_t)b * NH + h) * Tq * Tk;
-      const int64_t ld_p = recompute ? ldk : Tk;
-      const float* q0 = qkv + (int64_t)b * Tq * 3 * C + h * HS;
-      const float* d0 = dout + (int64_t)b * Tq * C + h * HS;
-      if (transposed) transpose_kv(vt, ldk, s, qkv, kv_past, b, h, C);
-      if (recompute) {
-        // The forward's probability rows, from its scores and (max, 1/sum).
-        if (transposed) transpose_kv(kt, ldk, s, qkv, kv_past, b, h, 0);
-        const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
+      const uint8_t* valid = key_valid ? key_valid + (int64_t)b * Tk : nullptr;
+      // The group's heads share their keys and values: transposed once per (b, group).
+      if (transposed) transpose_kv(vt, ldk, s, qkv, kv_past, b, kvh * G, (int)VO);
+      if (transposed && recompute) transpose_kv(kt, ldk, s, qkv, kv_past, b, kvh * G, 0);
+      for (int h = kvh * G; h < (kvh + 1) * G; h++) {
+        const float* att_bh = recompute ? P : att + ((int64_t)b * NH + h) * Tq * Tk;
+        const int64_t ld_p = recompute ? ldk : Tk;
+        const float* q0 = qkv + (int64_t)b * Tq * QS + h * HS;
+        const float* d0 = dout + (int64_t)b * Tq * C + h * HS;
+        if (recompute) {
+          // The forward's probability rows, from its scores and (max, 1/sum).
+          for (int i = 0; i < Tq; i++) {
+            const float* q = q0 + (int64_t)i * QS;
+            const float* st = stats + (((int64_t)b * NH + h) * Tq + i) * 2;
+            float* a = P + (int64_t)i * ldk;
+            const int nk = Tp + i + 1;
+            if (st[1] == 0.f) {  // no visible valid key
+              for (int j = 0; j < Tk; j++) a[j] = 0.f;
+              continue;
+            }
+            if (transposed) {
+              tdot(row, kt, ldk, q, HS, nk);
+            } else {
+              for (int j = 0; j < nk; j++) {
+                row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+              }
+            }
+            scaled_scores(a, row, nk, valid, scale);
+            exp_row(a, nk, st[0]);
+            scale_row(a, nk, Tk, st[1]);
+          }
+        }
+        // Pass 1, per query: dp, ds (kept for pass 2) and dq.
         for (int i = 0; i < Tq; i++) {
-          const float* q = q0 + (int64_t)i * 3 * C;
-          const float* st = stats + (((int64_t)b * NH + h) * Tq + i) * 2;
-          float* a = P + (int64_t)i * ldk;
+          const float* a = att_bh + (int64_t)i * ld_p;
+          const float* d = d0 + (int64_t)i * C;
+          float* ds = dS + (int64_t)i * ldk;
           const int nk = Tp + i + 1;
-          if (st[1] == 0.f) {  // no visible valid key
-            for (int j = 0; j < Tk; j++) a[j] = 0.f;
-            continue;
-          }
           if (transposed) {
-            tdot(row, kt, ldk, q, HS, nk);
+            tdot(dp, vt, ldk, d, HS, nk);
           } else {
-            for (int j = 0; j < nk; j++) row[j] = dot(q, key_ptr(s, qkv, kv_past, b, h, j), HS);
+            for (int j = 0; j < nk; j++) {
+              dp[j] = dot(d, key_ptr(s, qkv, kv_past, b, h, j) + VO, HS);
+            }
           }
-          scaled_scores(a, row, nk, valid, scale);
-          exp_row(a, nk, st[0]);
-          scale_row(a, nk, Tk, st[1]);
+          const float tf = (float)dot_d(a, dp, nk);
+          for (int j = 0; j < nk; j++) ds[j] = a[j] * (dp[j] - tf) * scale;
+          for (int j = nk; j < Tk; j++) ds[j] = 0.f;
+          combine_rows(dqkv + ((int64_t)b * Tq + i) * QS + h * HS, ds, nk, s, qkv, kv_past, b, h,
+                       0);
         }
-      }
-      // Pass 1, per query: dp, ds (kept for pass 2) and dq.
-      for (int i = 0; i < Tq; i++) {
-        const float* a = att_bh + (int64_t)i * ld_p;
-        const float* d = d0 + (int64_t)i * C;
-        float* ds = dS + (int64_t)i * ldk;
-        const int nk = Tp + i + 1;
-        if (transposed) {
-          tdot(dp, vt, ldk, d, HS, nk);
-        } else {
-          for (int j = 0; j < nk; j++) dp[j] = dot(d, key_ptr(s, qkv, kv_past, b, h, j) + C, HS);
+        // Pass 2, per key: dk and dv from the queries that see it (i >= j - Tp).
+        for (int j = 0; j < Tk; j++) {
+          float* dk;
+          if (j < Tp) {
+            if (!dkv_past) continue;
+            dk = dkv_past + b * past_bs + j * past_rs + (int64_t)kvh * HS;
+          } else {
+            dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * QS + C + (int64_t)kvh * HS;
+          }
+          kv_grad_rows(dk, dk + VO, dS + j, ldk, att_bh + j, ld_p, std::max(0, j - Tp), Tq, q0,
+                       d0, HS, C, QS);
         }
-        const float tf = (float)dot_d(a, dp, nk);
-        for (int j = 0; j < nk; j++) ds[j] = a[j] * (dp[j] - tf) * scale;
-        for (int j = nk; j < Tk; j++) ds[j] = 0.f;
-        combine_rows(dqkv + ((int64_t)b * Tq + i) * 3 * C + h * HS, ds, nk, s, qkv, kv_past, b,
-                     h, 0);
-      }
-      // Pass 2, per key: dk and dv from the queries that see it (i >= j - Tp).
-      for (int j = 0; j < Tk; j++) {
-        float* dk;
-        if (j < Tp) {
-          if (!dkv_past) continue;
-          dk = dkv_past + b * past_bs + j * past_rs + h * HS;
-        } else {
-          dk = dqkv + ((int64_t)b * Tq + (j - Tp)) * 3 * C + C + h * HS;
-        }
-        kv_grad_rows(dk, dk + C, dS + j, ldk, att_bh + j, ld_p, std::max(0, j - Tp), Tq, q0,
-                     d0, HS, C);
       }
     }
   });
@@ -1243,29 +1284,46 @@ int attention_bwd_cpu(const char* fn, float* dqkv, float* dkv_past, const float*
 }  // namespace
 }  // extern "C++"
 
-// With p = att row, dp_j = dout_i . v_j, ds_j = p_j (dp_j - sum_j p_j dp_j):
-//   dq_i += scale sum_j ds_j k_j;  dk_j += scale ds_j q_i;  dv_j += p_j dout_i
 int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
                      const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
                      int NH, int64_t past_bs, int64_t past_rs) {
-  const char* fn = "le_attention_bwd";
   TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
-  return attention_bwd_cpu(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s);
+  return attention_bwd_cpu("le_attention_bwd", dqkv, dkv_past, dout, att, nullptr, nullptr, qkv,
+                           kv_past, attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
 }
 
 int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* stats,
                            const uint8_t* key_valid, const float* qkv, const float* kv_past,
                            int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
                            int64_t past_rs) {
-  const char* fn = "le_attention_stats_bwd";
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
                                    Tp, C, NH, past_bs, past_rs));
   comm_poll();
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
-  return attention_bwd_cpu(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past,
-                           s);
+  return attention_bwd_cpu("le_attention_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
+                           key_valid, qkv, kv_past,
+                           attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
+}
+
+int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
+                         const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
+                         int NH, int NKV, int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_gqa_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, NKV,
+                                 past_bs, past_rs));
+  return attention_bwd_cpu("le_attention_gqa_bwd", dqkv, dkv_past, dout, att, nullptr, nullptr,
+                           qkv, kv_past, attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
+}
+
+int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
+                               const float* stats, const uint8_t* key_valid, const float* qkv,
+                               const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                               int NKV, int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B,
+                                       Tq, Tp, C, NH, NKV, past_bs, past_rs));
+  comm_poll();
+  return attention_bwd_cpu("le_attention_gqa_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
+                           key_valid, qkv, kv_past,
+                           attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
 }
 
 // ---- softmax cross-entropy ----------------------------------------------------------------
@@ -1384,6 +1442,112 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
     m[i] = mi;
     v[i] = vi;
     p[i] = p[i] * decay - step * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+  });
+  return 0;
+}
+
+// ---- Llama-family ops ---------------------------------------------------------------------
+
+// out = inp * rstd * w, rstd = 1 / sqrt(mean(inp^2) + eps), the mean of squares in double.
+int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, int N, int C,
+                   float eps) {
+  TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n) {
+    const float* x = inp + n * C;
+    float* o = out + n * C;
+    const float rs = (float)(1.0 / std::sqrt(dot_d(x, x, C) / C + (double)eps));
+    for (int c = 0; c < C; c++) o[c] = x[c] * rs * w[c];
+    if (rstd) rstd[n] = rs;
+  });
+  return 0;
+}
+
+// norm = x rstd, dnorm = dout w:  dinp += rstd (dnorm - norm mean(dnorm norm));  dw += dout norm
+int le_rmsnorm_bwd(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                   const float* rstd, int N, int C) {
+  TRY(validate_rmsnorm_bwd(dinp, dw, dout, inp, w, rstd, N, C));
+  const bool par = (int64_t)N * C > kParMin;
+  if (dinp) {
+    par_for(N, par, [&](int64_t n) {
+      const float* x = inp + n * C;
+      const float* d = dout + n * C;
+      float* dx = dinp + n * C;
+      const float rs = rstd[n];
+      double s2 = 0;
+      for (int c = 0; c < C; c++) s2 += (double)(d[c] * w[c]) * (x[c] * rs);
+      const float bb = (float)(s2 / C);
+      for (int c = 0; c < C; c++) dx[c] += (d[c] * w[c] - x[c] * rs * bb) * rs;
+    });
+  }
+  if (dw) {
+    const int blocks = (C + 63) / 64;
+    par_for(blocks, par, [&](int64_t bk) {
+      const int c0 = (int)bk * 64, c1 = std::min(C, c0 + 64);
+      double aw[64] = {0};
+      for (int n = 0; n < N; n++) {
+        const float* x = inp + (int64_t)n * C;
+        const float* d = dout + (int64_t)n * C;
+        const float rs = rstd[n];
+        for (int c = c0; c < c1; c++) aw[c - c0] += (double)d[c] * (x[c] * rs);
+      }
+      for (int c = c0; c < c1; c++) dw[c] += (float)aw[c - c0];
+    });
+  }
+  return 0;
+}
+
+// Pairs (i, i + HS/2) of each head rotate by a = (float)pos * inv_freq[i] (fp32 product, as
+// the Hugging Face Llama computes it; cos and sin in double, rounded to fp32).
+int le_rope(float* x, const int32_t* pos, const float* inv_freq, int N, int nh, int HS,
+            int64_t rs, int inverse) {
+  const char* fn = "le_rope";
+  TRY(validate_rope(x, pos, inv_freq, N, nh, HS, rs));
+  for (int n = 0; n < N; n++)
+    if (pos[n] < 0) return fail_bad_rope_pos(fn, n, pos[n]);
+  const int half = HS / 2;
+  par_for(N, (int64_t)N * nh * HS > kParMin, [&](int64_t n) {
+    float* row = x + n * rs;
+    const float p = (float)pos[n];
+    for (int i = 0; i < half; i++) {
+      const double a = (double)(p * inv_freq[i]);
+      const float c = (float)std::cos(a), sn = inverse ? -(float)std::sin(a) : (float)std::sin(a);
+      for (int h = 0; h < nh; h++) {
+        float* v = row + (int64_t)h * HS;
+        const float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c - x2 * sn;
+        v[i + half] = x2 * c + x1 * sn;
+      }
+    }
+  });
+  return 0;
+}
+
+// out[n, i] = silu(g) u with g = inp[n, i], u = inp[n, I + i], silu(g) = g / (1 + exp(-g)).
+int le_swiglu_fwd(float* out, const float* inp, int N, int I) {
+  TRY(validate_swiglu_fwd(out, inp, N, I));
+  par_for(N, (int64_t)N * I > kParMin, [&](int64_t n) {
+    const float* g = inp + n * 2 * I;
+    float* o = out + n * I;
+    for (int i = 0; i < I; i++) {
+      const float sg = 1.f / (1.f + std::exp(-g[i]));
+      o[i] = g[i] * sg * g[I + i];
+    }
+  });
+  return 0;
+}
+
+// dg += dout u sg (1 + g (1 - sg));  du += dout silu(g)
+int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I) {
+  TRY(validate_swiglu_bwd(dinp, inp, dout, N, I));
+  par_for(N, (int64_t)N * I > kParMin, [&](int64_t n) {
+    const float* g = inp + n * 2 * I;
+    const float* d = dout + n * I;
+    float* dg = dinp + n * 2 * I;
+    for (int i = 0; i < I; i++) {
+      const float sg = 1.f / (1.f + std::exp(-g[i]));
+      dg[i] += d[i] * g[I + i] * sg * (1.f + g[i] * (1.f - sg));
+      dg[I + i] += d[i] * g[i] * sg;
+    }
   });
   return 0;
 }

@@ -42,6 +42,7 @@
 #include "cuda/layernorm.cuh"
 #include "cuda/matmul.cuh"
 #include "cuda/attention.cuh"
+#include "cuda/llama.cuh"
 #include "cuda/xent.cuh"
 #include "cuda/adamw.cuh"
 #include "cuda/nccl_api.cuh"

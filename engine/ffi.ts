@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 7;
+export const LE_ABI_VERSION = 8;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -148,6 +148,27 @@ const SYMBOLS = {
   le_comm_allreduce_start: { parameters: [P, "i64"], result: "i32", optional: true },
   le_comm_progress: { parameters: [], result: "i32", optional: true },
   le_comm_wait: { parameters: [], result: "i32", optional: true },
+  le_rmsnorm_fwd: { parameters: [P, P, P, P, "i32", "i32", "f32"], result: "i32" },
+  le_rmsnorm_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32"], result: "i32" },
+  le_rope: { parameters: [P, P, P, "i32", "i32", "i32", "i64", "i32"], result: "i32" },
+  le_swiglu_fwd: { parameters: [P, P, "i32", "i32"], result: "i32" },
+  le_swiglu_bwd: { parameters: [P, P, P, "i32", "i32"], result: "i32" },
+  le_attention_gqa_fwd: {
+    parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_gqa_bwd: {
+    parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_gqa_stats_fwd: {
+    parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
+  le_attention_gqa_stats_bwd: {
+    parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -668,6 +689,227 @@ export class Engine {
         I(pastRs),
       ) !== 0
     ) this.#fail("le_attention_stats_bwd");
+  }
+
+  /** RMSNorm: out = inp * rstd * w, rstd = 1/sqrt(mean(inp^2) + eps); rstd [N] nullable. */
+  rmsnormFwd(out: Ptr, rstd: Ptr, inp: Ptr, w: Ptr, N: number, C: number, eps: number): void {
+    if (this.#s.le_rmsnorm_fwd(addr(out), addr(rstd), addr(inp), addr(w), N, C, eps) !== 0) {
+      this.#fail("le_rmsnorm_fwd");
+    }
+  }
+
+  /** RMSNorm backward: dinp += ..., dw += ... (each nullable). */
+  rmsnormBwd(
+    dinp: Ptr,
+    dw: Ptr,
+    dout: Ptr,
+    inp: Ptr,
+    w: Ptr,
+    rstd: Ptr,
+    N: number,
+    C: number,
+  ): void {
+    if (
+      this.#s.le_rmsnorm_bwd(
+        addr(dinp),
+        addr(dw),
+        addr(dout),
+        addr(inp),
+        addr(w),
+        addr(rstd),
+        N,
+        C,
+      ) !==
+        0
+    ) this.#fail("le_rmsnorm_bwd");
+  }
+
+  /**
+   * Rotary position embedding in place on the first `nh` heads of `HS` elements of N rows of
+   * stride `rs`, by angles pos[n] * invFreq[i]; `inverse` rotates back (the backward, applied
+   * to a gradient).
+   */
+  rope(
+    x: Ptr,
+    pos: Ptr,
+    invFreq: Ptr,
+    N: number,
+    nh: number,
+    HS: number,
+    rs: number,
+    inverse: boolean,
+  ): void {
+    if (
+      this.#s.le_rope(addr(x), addr(pos), addr(invFreq), N, nh, HS, I(rs), inverse ? 1 : 0) !== 0
+    ) this.#fail("le_rope");
+  }
+
+  /** SwiGLU: out [N, I] = silu(inp[:, :I]) * inp[:, I:]. */
+  swigluFwd(out: Ptr, inp: Ptr, N: number, In: number): void {
+    if (this.#s.le_swiglu_fwd(addr(out), addr(inp), N, In) !== 0) this.#fail("le_swiglu_fwd");
+  }
+
+  /** SwiGLU backward: dinp [N, 2I] += ... */
+  swigluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number, In: number): void {
+    if (this.#s.le_swiglu_bwd(addr(dinp), addr(inp), addr(dout), N, In) !== 0) {
+      this.#fail("le_swiglu_bwd");
+    }
+  }
+
+  /**
+   * Grouped-query attention: {@linkcode Engine.attentionFwd} with NKV key/value heads; qkv rows
+   * are [q (C) | k (Ckv) | v (Ckv)], Ckv = NKV * C / NH; see lotus_engine.h.
+   */
+  attentionGqaFwd(
+    out: Ptr,
+    att: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    keyValid: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    NKV: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_gqa_fwd(
+        addr(out),
+        addr(att),
+        addr(qkv),
+        addr(kvPast),
+        addr(keyValid),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        NKV,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_gqa_fwd");
+  }
+
+  /** Grouped-query attention backward: dqkv += ..., dkvPast += ... (nullable). */
+  attentionGqaBwd(
+    dqkv: Ptr,
+    dkvPast: Ptr,
+    dout: Ptr,
+    att: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    NKV: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_gqa_bwd(
+        addr(dqkv),
+        addr(dkvPast),
+        addr(dout),
+        addr(att),
+        addr(qkv),
+        addr(kvPast),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        NKV,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_gqa_bwd");
+  }
+
+  /**
+   * Grouped-query attention with per-row softmax statistics: {@linkcode Engine.attentionStatsFwd}
+   * with NKV key/value heads and {@linkcode Engine.attentionGqaFwd}'s qkv layout.
+   */
+  attentionGqaStatsFwd(
+    out: Ptr,
+    stats: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    keyValid: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    NKV: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_gqa_stats_fwd(
+        addr(out),
+        addr(stats),
+        addr(qkv),
+        addr(kvPast),
+        addr(keyValid),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        NKV,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_gqa_stats_fwd");
+  }
+
+  /**
+   * Backward of {@linkcode Engine.attentionGqaStatsFwd}, recomputing the probabilities from
+   * `stats` (the forward's qkv, past and `keyValid`, unchanged): dqkv += ..., dkvPast += ...
+   * (nullable).
+   */
+  attentionGqaStatsBwd(
+    dqkv: Ptr,
+    dkvPast: Ptr,
+    dout: Ptr,
+    stats: Ptr,
+    keyValid: Ptr,
+    qkv: Ptr,
+    kvPast: Ptr,
+    B: number,
+    Tq: number,
+    Tp: number,
+    C: number,
+    NH: number,
+    NKV: number,
+    pastBs: number,
+    pastRs: number,
+  ): void {
+    if (
+      this.#s.le_attention_gqa_stats_bwd(
+        addr(dqkv),
+        addr(dkvPast),
+        addr(dout),
+        addr(stats),
+        addr(keyValid),
+        addr(qkv),
+        addr(kvPast),
+        B,
+        Tq,
+        Tp,
+        C,
+        NH,
+        NKV,
+        I(pastBs),
+        I(pastRs),
+      ) !== 0
+    ) this.#fail("le_attention_gqa_stats_bwd");
   }
 
   /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the

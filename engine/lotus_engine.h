@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 7
+#define LE_ABI_VERSION 8
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -247,6 +247,60 @@ int le_comm_finalize(void);
 int le_comm_allreduce_start(float* buf, int64_t n);
 int le_comm_progress(void);
 int le_comm_wait(void);
+
+/* ---- Llama-family ops ----------------------------------------------------------------- */
+
+/* RMSNorm over the last dim: out = inp * rstd * w, rstd = 1/sqrt(mean(inp^2) + eps) (the mean
+ * of squares in double), eps > 0 (the model's rms_norm_eps). rstd [N] is saved for backward;
+ * nullable in the forward. Backward: dinp += ..., dw += sum_n dout * inp * rstd; dinp and dw
+ * are each nullable. */
+int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, int N, int C,
+                   float eps);
+int le_rmsnorm_bwd(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                   const float* rstd, int N, int C);
+
+/* Rotary position embedding, IN PLACE, on the first nh heads of HS (even) elements of each of
+ * N rows (row n starts at x + n*rs, rs >= nh*HS). For i < HS/2, with the angle
+ * a = (float)pos[n] * inv_freq[i] (an fp32 product), c = cos(a), s = sin(a):
+ *   x1 = x[i], x2 = x[i + HS/2];  x[i] = x1 c - x2 s;  x[i + HS/2] = x2 c + x1 s
+ * (the Hugging Face Llama's rotate-half convention). inverse != 0 rotates by -a, which is the
+ * backward: applied in place to a gradient it gives the gradient before the rotation (written,
+ * not accumulated). pos [N] int32, each >= 0; inv_freq [HS/2] fp32 (frequency scaling, such as
+ * Llama 3's, is the caller's). A qkv buffer rotates its queries and keys in one call
+ * (nh = NH + NKV: the key heads follow the query heads). */
+int le_rope(float* x, const int32_t* pos, const float* inv_freq, int N, int nh, int HS,
+            int64_t rs, int inverse);
+
+/* SwiGLU: inp [N, 2I] holds the gate projection in columns 0..I and the up projection in
+ * I..2I; out [N, I] = silu(gate) * up, silu(g) = g / (1 + exp(-g)). N, I > 0.
+ * Backward: dinp [N, 2I] += the gradients of gate and up. */
+int le_swiglu_fwd(float* out, const float* inp, int N, int I);
+int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I);
+
+/* Grouped-query attention: le_attention_fwd / le_attention_bwd with NKV key/value heads
+ * (NH % NKV == 0; query head h reads key/value head h / (NH / NKV)). With HS = C/NH and
+ * Ckv = NKV*HS, qkv is [B, Tq, C + 2Ckv]: queries at column 0, keys at C, values at C + Ckv.
+ * A past key row is as in le_attention_fwd, its values Ckv elements later; past_rs >= 2Ckv
+ * (C + 2Ckv for a qkv buffer, 2Ckv for a [B, Tmax, 2Ckv] cache). att is [B, NH, Tq, Tp+Tq].
+ * With NKV == NH the results are exactly le_attention_fwd's and le_attention_bwd's. */
+int le_attention_gqa_fwd(float* out, float* att, const float* qkv, const float* kv_past,
+                         const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH, int NKV,
+                         int64_t past_bs, int64_t past_rs);
+int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
+                         const float* qkv, const float* kv_past, int B, int Tq, int Tp, int C,
+                         int NH, int NKV, int64_t past_bs, int64_t past_rs);
+
+/* Grouped-query attention with per-row softmax statistics: le_attention_stats_fwd /
+ * le_attention_stats_bwd with le_attention_gqa_fwd's NKV and qkv layout (stats [B,NH,Tq,2] per
+ * query head). With NKV == NH the results are exactly le_attention_stats_fwd's and _bwd's; the
+ * CPU engine's out and gradients are bit-identical to le_attention_gqa_fwd / _bwd's. */
+int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
+                               const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                               int NKV, int64_t past_bs, int64_t past_rs);
+int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
+                               const float* stats, const uint8_t* key_valid, const float* qkv,
+                               const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                               int NKV, int64_t past_bs, int64_t past_rs);
 
 #ifdef __cplusplus
 }

@@ -65,7 +65,7 @@ export {
 // Types that the signatures above use.
 export type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "../infer/session.ts";
 export type { LotusMeta } from "../model/checkpoint.ts";
-export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
+export type { Arch, Mode, ModelConfig, RopeScaling, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";
 export type { Format } from "../pipeline/read/detect.ts";
 export type { InputError, InputReason } from "../pipeline/read/input_error.ts";

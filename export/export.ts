@@ -27,6 +27,7 @@ import { replaceDir } from "../base/staging.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { gpt2Graph, gpt2Weights, ONNX_OPSET } from "./onnx_gpt2.ts";
+import { llamaConfigJson } from "../model/hf_llama.ts";
 import { encodeModel } from "./onnx_proto.ts";
 import {
   generationConfigJson,
@@ -148,6 +149,13 @@ export async function exportCheckpoint(
   // loadCheckpoint verified the checkpoint: config.json, the weights (finite) and the
   // tokenizer (its vocabulary and special ids) describe one model.
   const meta = ck.meta, cfg = meta.model, sp = meta.special;
+  const llama = cfg.arch === "llama";
+  if (llama && format !== "hf") {
+    throw new ExportError(
+      `${dir}: a Llama checkpoint; its export is the Hugging Face directory only (the ONNX ` +
+        `graphs cover the GPT-2 backbone): use --format hf`,
+    );
+  }
   const tokPath = `${dir}/tokenizer.json`;
   const parsedTok = JSON.parse(ck.tokenizerJson);
   const text = (id: number, what: string) => {
@@ -198,7 +206,10 @@ export async function exportCheckpoint(
       await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
       files.push(name);
     };
-    await json("config.json", gpt2ConfigJson(cfg, sp, withOnnx));
+    await json(
+      "config.json",
+      llama ? llamaConfigJson(cfg, sp) : gpt2ConfigJson(cfg, sp, withOnnx),
+    );
     await Deno.writeTextFile(`${tmp}/tokenizer.json`, ck.tokenizerJson);
     files.push("tokenizer.json");
     await json("tokenizer_config.json", tokenizerConfigJson(parsedTok, texts, cfg.maxPositions));

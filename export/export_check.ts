@@ -26,6 +26,8 @@ import { readSafetensors } from "../base/safetensors.ts";
 import { DISTINCT_SPECIALS, nonFinite } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
+import { modelConfigFromLlamaJson } from "../model/hf_llama.ts";
+import { paramLayout } from "../model/params.ts";
 
 /** The Hugging Face GPT-2 tensors of a model and their shapes (Conv1D weights [in, out]). */
 export function gpt2TensorShapes(
@@ -101,7 +103,7 @@ export async function checkExport(dir: string): Promise<string[]> {
   const lotusRaw = await readJson(dir, "lotus.json", problems);
   if (!cfg) return problems;
 
-  // config.json (GPT2Config)
+  // config.json (GPT2Config, or LlamaConfig)
   const int = (k: string, min = 1) => {
     const v = cfg[k];
     if (!Number.isInteger(v) || (v as number) < min) {
@@ -110,29 +112,41 @@ export async function checkExport(dir: string): Promise<string[]> {
     }
     return v as number;
   };
-  if (cfg.model_type !== "gpt2") bad(`config.json: field "model_type" must be "gpt2"`);
-  if (!Array.isArray(cfg.architectures) || !cfg.architectures.includes("GPT2LMHeadModel")) {
-    bad(`config.json: field "architectures" must include "GPT2LMHeadModel"`);
+  const llama = cfg.model_type === "llama";
+  // The HF field of each shape field, per architecture.
+  const F = llama
+    ? {
+      positions: "max_position_embeddings",
+      width: "hidden_size",
+      layers: "num_hidden_layers",
+      heads: "num_attention_heads",
+    }
+    : { positions: "n_positions", width: "n_embd", layers: "n_layer", heads: "n_head" };
+  const arch = llama ? "LlamaForCausalLM" : "GPT2LMHeadModel";
+  if (!llama && cfg.model_type !== "gpt2") {
+    bad(`config.json: field "model_type" must be "gpt2" (or "llama")`);
   }
-  const V = int("vocab_size"), NP = int("n_positions"), C = int("n_embd");
-  const NL = int("n_layer"), NH = int("n_head");
-  if (C % NH !== 0) bad(`config.json: field "n_embd" (${C}) must be divisible by "n_head" (${NH})`);
-  if (cfg.n_inner !== null && cfg.n_inner !== undefined && cfg.n_inner !== 4 * C) {
-    bad(`config.json: field "n_inner" must be null or ${4 * C}`);
+  if (!Array.isArray(cfg.architectures) || !cfg.architectures.includes(arch)) {
+    bad(`config.json: field "architectures" must include "${arch}"`);
   }
-  if (cfg.activation_function !== "gelu_new") {
-    bad(`config.json: field "activation_function" must be "gelu_new" (GELU, tanh form)`);
+  const V = int("vocab_size"), NP = int(F.positions), C = int(F.width);
+  const NL = int(F.layers), NH = int(F.heads);
+  // A Llama export's tensors: those of the model its config.json describes.
+  let llamaShapes: Map<string, number[]> | null = null;
+  if (llama) {
+    try {
+      const m = modelConfigFromLlamaJson(cfg, V, 0, "config.json");
+      llamaShapes = new Map(
+        paramLayout(m).tensors.map((t) => [t.name, t.shape] as [string, number[]]),
+      );
+    } catch (e) {
+      bad((e as Error).message);
+    }
   }
-  if (cfg.layer_norm_epsilon !== 1e-5) bad(`config.json: field "layer_norm_epsilon" must be 1e-5`);
-  if (cfg.tie_word_embeddings === false) {
-    bad(`config.json: field "tie_word_embeddings" must be true (the LM head is wte)`);
-  }
-  if (cfg.scale_attn_weights === false || cfg.scale_attn_by_inverse_layer_idx === true) {
-    bad(`config.json: attention must be scaled by 1/sqrt(head size) only`);
-  }
+  if (!llama) gpt2ConfigChecks(cfg, C, NH, bad);
   const eos = int("eos_token_id", 0), bos = int("bos_token_id", 0);
   if (eos >= V || bos >= V) bad(`config.json: "eos_token_id"/"bos_token_id" must be < vocab_size`);
-  if (cfg.n_ctx !== undefined && cfg.n_ctx !== NP) {
+  if (!llama && cfg.n_ctx !== undefined && cfg.n_ctx !== NP) {
     bad(`config.json: field "n_ctx" is ${JSON.stringify(cfg.n_ctx)}, "n_positions" is ${NP}`);
   }
 
@@ -147,10 +161,10 @@ export async function checkExport(dir: string): Promise<string[]> {
     const m = lotus.lotus.model;
     const shape = [
       ["vocabSize", "vocab_size", V],
-      ["maxPositions", "n_positions", NP],
-      ["dModel", "n_embd", C],
-      ["nLayer", "n_layer", NL],
-      ["nHead", "n_head", NH],
+      ["maxPositions", F.positions, NP],
+      ["dModel", F.width, C],
+      ["nLayer", F.layers, NL],
+      ["nHead", F.heads, NH],
     ] as const;
     for (const [ours, hf, theirs] of shape) {
       if (m[ours] !== theirs) {
@@ -200,20 +214,24 @@ export async function checkExport(dir: string): Promise<string[]> {
           `model.safetensors: field "__metadata__.format" must be "pt" (transformers refuses others)`,
         );
       }
-      const want = gpt2TensorShapes({ vocabSize: V, maxPositions: NP, dModel: C, nLayer: NL });
+      const want = llamaShapes ??
+        gpt2TensorShapes({ vocabSize: V, maxPositions: NP, dModel: C, nLayer: NL });
+      const family = llama ? "Llama" : "GPT-2";
       for (const [name, shape] of want) {
         const t = st.tensors[name];
         if (!t) bad(`model.safetensors: tensor "${name}" is missing`);
         else if (t.dtype !== "F32") {
           bad(`model.safetensors: tensor "${name}" is ${t.dtype}, not F32`);
         } else if (!sameShape(t.shape, shape)) {
-          bad(`model.safetensors: tensor "${name}" has shape [${t.shape}], GPT-2 needs [${shape}]`);
+          bad(
+            `model.safetensors: tensor "${name}" has shape [${t.shape}], ${family} needs [${shape}]`,
+          );
         }
       }
       for (const [name, t] of Object.entries(st.tensors)) {
         if (want.has(name)) continue;
         if (name === "lm_head.weight" && sameShape(t.shape, [V, C])) continue;
-        bad(`model.safetensors: tensor "${name}" is not a GPT-2 tensor`);
+        bad(`model.safetensors: tensor "${name}" is not a ${family} tensor`);
       }
       for (const [name, t] of Object.entries(st.tensors)) {
         if (t.dtype !== "F32") continue;
@@ -356,4 +374,27 @@ export async function checkExport(dir: string): Promise<string[]> {
     }
   }
   return problems;
+}
+
+/** The GPT-2 fields of config.json that the engine's GPT-2 fixes. */
+function gpt2ConfigChecks(
+  cfg: Record<string, unknown>,
+  C: number,
+  NH: number,
+  bad: (s: string) => void,
+): void {
+  if (C % NH !== 0) bad(`config.json: field "n_embd" (${C}) must be divisible by "n_head" (${NH})`);
+  if (cfg.n_inner !== null && cfg.n_inner !== undefined && cfg.n_inner !== 4 * C) {
+    bad(`config.json: field "n_inner" must be null or ${4 * C}`);
+  }
+  if (cfg.activation_function !== "gelu_new") {
+    bad(`config.json: field "activation_function" must be "gelu_new" (GELU, tanh form)`);
+  }
+  if (cfg.layer_norm_epsilon !== 1e-5) bad(`config.json: field "layer_norm_epsilon" must be 1e-5`);
+  if (cfg.tie_word_embeddings === false) {
+    bad(`config.json: field "tie_word_embeddings" must be true (the LM head is wte)`);
+  }
+  if (cfg.scale_attn_weights === false || cfg.scale_attn_by_inverse_layer_idx === true) {
+    bad(`config.json: attention must be scaled by 1/sqrt(head size) only`);
+  }
 }

@@ -26,5 +26,5 @@ export { type LotusJson, ONNX_FILES } from "./hf_files.ts";
 
 // Types that the signatures above use.
 export type { LotusMeta } from "../model/checkpoint.ts";
-export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
+export type { Arch, Mode, ModelConfig, RopeScaling, TrainConfig } from "../model/config.ts";
 export type { SpecialIds } from "../pipeline/tokenizer.ts";

@@ -37,7 +37,7 @@ export {
 export type { Precision } from "../engine/ffi.ts";
 export type { BackendName } from "../engine/types.ts";
 export type { LotusMeta } from "../model/checkpoint.ts";
-export type { Mode, ModelConfig, TrainConfig } from "../model/config.ts";
+export type { Arch, Mode, ModelConfig, RopeScaling, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";
 export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
 export type { LotusShape } from "../train/schedule.ts";

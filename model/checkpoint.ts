@@ -39,6 +39,8 @@ import {
 } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
 import { gpt2ConfigJson } from "./hf_config.ts";
+import { llamaConfigJson } from "./hf_llama.ts";
+import { archOf } from "./config.ts";
 import { type SpecialIds, type Tokenizer, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 
@@ -169,13 +171,23 @@ export interface CheckpointData {
   tokenizerJson: string;
 }
 
-/** A Hugging Face GPT-2 config for a model, with the run's "lotus" section. */
+/** A Hugging Face GPT-2 or Llama config for a model, with the run's "lotus" section. */
 export function hfConfig(
   cfg: ModelConfig,
   sp: SpecialIds,
   meta: LotusMeta,
 ): Record<string, unknown> {
-  return { ...gpt2ConfigJson(cfg, sp, false), lotus: meta };
+  const hf = archOf(cfg) === "llama" ? llamaConfigJson(cfg, sp) : gpt2ConfigJson(cfg, sp, false);
+  return { ...hf, lotus: meta };
+}
+
+/**
+ * Whether tensor `name` belongs to the part `prefix` names: "aux." the aux decoder, any
+ * other prefix the backbone (GPT-2's "transformer." names, or Llama's "model." and
+ * "lm_head.").
+ */
+function inPart(name: string, prefix: string): boolean {
+  return prefix === "aux." ? name.startsWith("aux.") : !name.startsWith("aux.");
 }
 
 /** Transpose a row-major [r, c] matrix. */
@@ -196,7 +208,7 @@ export function toHfTensors(
 ): Record<string, Tensor> {
   const out: Record<string, Tensor> = {};
   for (const t of layout.tensors) {
-    if (!t.name.startsWith(prefix)) continue;
+    if (!inPart(t.name, prefix)) continue;
     const v = params.subarray(t.offset, t.offset + t.size);
     if (t.hfTransposed) {
       out[t.name] = {
@@ -227,13 +239,16 @@ export function fromHfTensors(
 ): { vocabRows: number } {
   let vocabRows = -1;
   for (const t of layout.tensors) {
-    if (!t.name.startsWith(prefix)) continue;
-    const short = prefix === "transformer." ? t.name.slice(prefix.length) : t.name;
+    if (!inPart(t.name, prefix)) continue;
+    const short = t.name.startsWith("transformer.") ? t.name.slice(prefix.length) : t.name;
     const src = file.tensors[t.name] ?? file.tensors[short];
     if (!src) {
+      const llamaName = t.name.startsWith("model.") || t.name === "lm_head.weight";
       throw new CheckpointError(
-        `${what}: tensor "${t.name}" is missing; expected Hugging Face GPT-2 names ` +
-          `(e.g. transformer.h.0.attn.c_attn.weight)`,
+        `${what}: tensor "${t.name}" is missing; expected Hugging Face ` +
+          (llamaName
+            ? `Llama names (e.g. model.layers.0.self_attn.q_proj.weight)`
+            : `GPT-2 names (e.g. transformer.h.0.attn.c_attn.weight)`),
       );
     }
     if (src.dtype !== "F32") {
@@ -242,13 +257,16 @@ export function fromHfTensors(
     const want = t.hfTransposed ? [t.shape[1], t.shape[0]] : t.shape;
     const dst = params.subarray(t.offset, t.offset + t.size);
     const data = src.data as Float32Array;
-    const isWte = t.name.endsWith("wte.weight") || t.name === "aux.head.weight";
+    const isWte = t.name.endsWith("wte.weight") || t.name === "aux.head.weight" ||
+      t.name === "model.embed_tokens.weight" || t.name === "lm_head.weight";
     if (
       isWte && opts.allowVocabGrowth && src.shape.length === 2 && src.shape[1] === want[1] &&
       src.shape[0] <= want[0]
     ) {
       dst.set(data.subarray(0, src.shape[0] * want[1]));
-      if (t.name.endsWith("wte.weight")) vocabRows = src.shape[0];
+      if (t.name.endsWith("wte.weight") || t.name === "model.embed_tokens.weight") {
+        vocabRows = src.shape[0];
+      }
       continue;
     }
     if (src.shape.length !== want.length || src.shape.some((d, i) => d !== want[i])) {
@@ -400,6 +418,15 @@ export interface VerifiedCheckpoint {
 const RESTORE = "restore the checkpoint's files from the run that wrote them, or train again";
 
 /** config.json's GPT-2 fields and the fields of "lotus.model" they must equal. */
+/** config.json's Llama fields and the "lotus.model" fields they must equal. */
+const LLAMA_FIELDS = [
+  ["vocab_size", "vocabSize"],
+  ["max_position_embeddings", "maxPositions"],
+  ["hidden_size", "dModel"],
+  ["num_hidden_layers", "nLayer"],
+  ["num_attention_heads", "nHead"],
+] as const;
+
 const GPT2_FIELDS = [
   ["vocab_size", "vocabSize"],
   ["n_positions", "maxPositions"],
@@ -459,8 +486,8 @@ function checkTensorNames(
   const fix = `the weights and config.json are of different models: ${RESTORE}`;
   const keys = new Map<string, string>();
   for (const t of layout.tensors) {
-    if (!t.name.startsWith(prefix)) continue;
-    const short = prefix === "transformer." ? t.name.slice(prefix.length) : t.name;
+    if (!inPart(t.name, prefix)) continue;
+    const short = t.name.startsWith("transformer.") ? t.name.slice(prefix.length) : t.name;
     const key = t.name in file.tensors ? t.name : short in file.tensors ? short : null;
     if (key === null) {
       throw new CheckpointError(
@@ -485,7 +512,7 @@ function checkTensorNames(
   const used = new Set(keys.values());
   for (const name of Object.keys(file.tensors)) {
     if (used.has(name)) continue;
-    const layer = /(?:^|\.)h\.(\d+)\./.exec(name);
+    const layer = /(?:^|\.)(?:h|layers)\.(\d+)\./.exec(name);
     const field = prefix === "aux." ? "auxLayers" : "nLayer";
     throw new CheckpointError(
       layer && Number(layer[1]) >= m[field]
@@ -573,8 +600,9 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
     }
   }
 
-  // The GPT-2 fields, which Hugging Face readers use, against the "lotus" section.
-  for (const [hf, ours] of GPT2_FIELDS) {
+  // The GPT-2 (or Llama) fields, which Hugging Face readers use, against the "lotus" section.
+  const llama = archOf(m) === "llama";
+  for (const [hf, ours] of llama ? LLAMA_FIELDS : GPT2_FIELDS) {
     if (cfg[hf] !== m[ours]) {
       throw new CheckpointError(
         `${cfgPath}: field "${hf}" is ${JSON.stringify(cfg[hf])}, but "lotus.model.${ours}" ` +

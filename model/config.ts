@@ -9,7 +9,43 @@
 
 import { z } from "zod";
 
-/** The shape of a GPT-2-style decoder (plus the optional LOTUS-aux decoder). */
+/** The backbone's architecture: GPT-2 (the default) or the Llama family (Llama 3.x). */
+export type Arch = "gpt2" | "llama";
+
+/** Every {@linkcode Arch}. */
+export const ARCHS: readonly Arch[] = ["gpt2", "llama"];
+
+/**
+ * Llama 3's rotary frequency scaling (config.json's `rope_scaling` with
+ * `rope_type: "llama3"`): long wavelengths are divided by `factor`, short ones kept, and the
+ * band between blended.
+ */
+export interface RopeScaling {
+  /** How much longer the context is than the one trained at first. */
+  factor: number;
+  /** Wavelengths above originalMaxPositions / lowFreqFactor are divided by factor. */
+  lowFreqFactor: number;
+  /** Wavelengths below originalMaxPositions / highFreqFactor are kept. */
+  highFreqFactor: number;
+  /** The context length the scaling refers to. */
+  originalMaxPositions: number;
+}
+
+/** The zod schema of {@linkcode RopeScaling}. */
+export const RopeScalingSchema: z.ZodType<RopeScaling> = z.object({
+  factor: z.number().positive(),
+  lowFreqFactor: z.number().positive(),
+  highFreqFactor: z.number().positive(),
+  originalMaxPositions: z.number().int().positive(),
+}).refine((r) => r.highFreqFactor > r.lowFreqFactor, {
+  message: "highFreqFactor must be greater than lowFreqFactor",
+  path: ["highFreqFactor"],
+});
+
+/**
+ * The shape of the decoder (plus the optional LOTUS-aux decoder). The fields from `arch` on
+ * matter only to the Llama architecture; a GPT-2 config leaves them out.
+ */
 export interface ModelConfig {
   /** Vocabulary size, including the added LOTUS tokens. */
   vocabSize: number;
@@ -25,6 +61,53 @@ export interface ModelConfig {
   auxLayers: number;
   /** LOTUS-aux decoder heads (the reference uses 8, or 4 when dModel < 512). */
   auxHeads: number;
+  /** The architecture (absent: "gpt2"). */
+  arch?: Arch;
+  /** Llama: key/value heads (grouped-query attention); must divide nHead. Absent: nHead. */
+  nKvHead?: number;
+  /** Llama: the MLP's intermediate width (SwiGLU). Absent: 4 * dModel. */
+  dFf?: number;
+  /** Llama: the rotary base (rope_theta). Absent: 500000. */
+  ropeTheta?: number;
+  /** Llama: Llama 3's rotary frequency scaling, or null / absent for none. */
+  ropeScaling?: RopeScaling | null;
+  /** Llama: RMSNorm's epsilon (rms_norm_eps). Absent: 1e-5. */
+  normEps?: number;
+  /** Llama: the LM head is the token embedding (absent: true); false adds `lm_head.weight`. */
+  tieEmbeddings?: boolean;
+}
+
+/** The Llama fields of a config with their defaults filled in. */
+export interface LlamaShape {
+  /** Key/value heads. */
+  nKvHead: number;
+  /** SwiGLU intermediate width. */
+  dFf: number;
+  /** Rotary base. */
+  ropeTheta: number;
+  /** Llama 3 frequency scaling, or null. */
+  ropeScaling: RopeScaling | null;
+  /** RMSNorm epsilon. */
+  normEps: number;
+  /** Whether the LM head is the token embedding. */
+  tieEmbeddings: boolean;
+}
+
+/** The architecture of a config ("gpt2" when the field is absent). */
+export function archOf(cfg: ModelConfig): Arch {
+  return cfg.arch ?? "gpt2";
+}
+
+/** The Llama fields of a config, defaults filled in (GPT-2 configs get the same defaults). */
+export function llamaShape(cfg: ModelConfig): LlamaShape {
+  return {
+    nKvHead: cfg.nKvHead ?? cfg.nHead,
+    dFf: cfg.dFf ?? 4 * cfg.dModel,
+    ropeTheta: cfg.ropeTheta ?? 500000,
+    ropeScaling: cfg.ropeScaling ?? null,
+    normEps: cfg.normEps ?? 1e-5,
+    tieEmbeddings: cfg.tieEmbeddings ?? true,
+  };
 }
 
 /** The zod schema of {@linkcode ModelConfig} (config.json's "lotus.model"). */
@@ -43,12 +126,28 @@ export const ModelConfigSchema: z.ZodType<ModelConfig> = z.object({
   auxLayers: z.number().int().min(0).default(0),
   /** LOTUS-aux decoder heads (the reference uses 8, or 4 when dModel < 512). */
   auxHeads: z.number().int().min(1).default(4),
+  arch: z.enum(["gpt2", "llama"]).optional(),
+  nKvHead: z.number().int().min(1).optional(),
+  dFf: z.number().int().min(1).optional(),
+  ropeTheta: z.number().positive().optional(),
+  ropeScaling: RopeScalingSchema.nullable().optional(),
+  normEps: z.number().positive().optional(),
+  tieEmbeddings: z.boolean().optional(),
 }).refine((m) => m.dModel % m.nHead === 0, {
   message: "dModel must be divisible by nHead",
   path: ["nHead"],
 }).refine((m) => m.dModel % m.auxHeads === 0, {
   message: "dModel must be divisible by auxHeads",
   path: ["auxHeads"],
+}).refine((m) => m.nHead % (m.nKvHead ?? m.nHead) === 0, {
+  message: "nHead must be divisible by nKvHead",
+  path: ["nKvHead"],
+}).refine((m) => m.arch !== "llama" || (m.dModel / m.nHead) % 2 === 0, {
+  message: "a Llama head size (dModel / nHead) must be even (rotary pairs)",
+  path: ["nHead"],
+}).refine((m) => m.arch === "llama" || m.nKvHead === undefined || m.nKvHead === m.nHead, {
+  message: "nKvHead differs from nHead only in the Llama architecture",
+  path: ["nKvHead"],
 });
 
 /**
@@ -66,7 +165,7 @@ export function parseModelConfig(raw: unknown): ModelConfig {
 }
 
 /** The name of a preset model size. */
-export type PresetName = "tiny" | "small" | "gpt2";
+export type PresetName = "tiny" | "small" | "gpt2" | "llama-tiny" | "llama-1b" | "llama-3b";
 
 /** A named model size, with the learning rate training uses when none is given. */
 export interface Preset {
@@ -80,7 +179,24 @@ export interface Preset {
   nLayer: number;
   /** The default learning rate (training from scratch; smaller models tolerate larger rates). */
   lr: number;
+  /** The architecture and its fields (absent: GPT-2). */
+  llama?: {
+    nKvHead: number;
+    dFf: number;
+    ropeTheta: number;
+    ropeScaling: RopeScaling | null;
+    normEps: number;
+    tieEmbeddings: boolean;
+  };
 }
+
+/** Llama 3.2's rotary scaling (config.json of Llama-3.2-1B and -3B). */
+export const LLAMA32_ROPE_SCALING: RopeScaling = {
+  factor: 32,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositions: 8192,
+};
 
 /**
  * The named model sizes. The vocabulary comes from the dataset's tokenizer.
@@ -92,10 +208,89 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
   small: { maxPositions: 1024, dModel: 256, nHead: 4, nLayer: 4, lr: 1e-3 },
   /** GPT-2 small (124M with the GPT-2 vocabulary), the reference implementation's backbone. */
   gpt2: { maxPositions: 1024, dModel: 768, nHead: 12, nLayer: 12, lr: 3e-4 },
+  /** A Llama-architecture model the size of "tiny" (grouped-query attention, 2 KV heads). */
+  "llama-tiny": {
+    maxPositions: 512,
+    dModel: 64,
+    nHead: 4,
+    nLayer: 2,
+    lr: 3e-3,
+    llama: {
+      nKvHead: 2,
+      dFf: 176,
+      ropeTheta: 500000,
+      ropeScaling: LLAMA32_ROPE_SCALING,
+      normEps: 1e-5,
+      tieEmbeddings: true,
+    },
+  },
+  /** Llama-3.2-1B's shape (1.24B parameters with its 128256-token vocabulary). */
+  "llama-1b": {
+    maxPositions: 131072,
+    dModel: 2048,
+    nHead: 32,
+    nLayer: 16,
+    lr: 1e-5,
+    llama: {
+      nKvHead: 8,
+      dFf: 8192,
+      ropeTheta: 500000,
+      ropeScaling: LLAMA32_ROPE_SCALING,
+      normEps: 1e-5,
+      tieEmbeddings: true,
+    },
+  },
+  /** Llama-3.2-3B's shape (3.21B parameters with its 128256-token vocabulary). */
+  "llama-3b": {
+    maxPositions: 131072,
+    dModel: 3072,
+    nHead: 24,
+    nLayer: 28,
+    lr: 1e-5,
+    llama: {
+      nKvHead: 8,
+      dFf: 8192,
+      ropeTheta: 500000,
+      ropeScaling: LLAMA32_ROPE_SCALING,
+      normEps: 1e-5,
+      tieEmbeddings: true,
+    },
+  },
 };
 
 /** Every {@linkcode PresetName}. */
-export const PRESET_NAMES: readonly PresetName[] = ["tiny", "small", "gpt2"];
+export const PRESET_NAMES: readonly PresetName[] = [
+  "tiny",
+  "small",
+  "gpt2",
+  "llama-tiny",
+  "llama-1b",
+  "llama-3b",
+];
+
+/**
+ * The preset of an architecture: a Llama preset for "llama" (tiny becomes llama-tiny; the
+ * llama-* presets stay), a GPT-2 one for "gpt2" (llama-tiny becomes tiny). Other pairs have
+ * no counterpart and are refused, naming the presets to choose from.
+ *
+ * @example
+ * ```ts
+ * import { presetForArch } from "./config.ts";
+ * console.assert(presetForArch("tiny", "llama") === "llama-tiny");
+ * ```
+ */
+export function presetForArch(preset: PresetName, arch: Arch): PresetName {
+  const isLlama = PRESETS[preset]?.llama !== undefined;
+  if ((arch === "llama") === isLlama) return preset;
+  if (arch === "llama" && preset === "tiny") return "llama-tiny";
+  if (arch === "gpt2" && preset === "llama-tiny") return "tiny";
+  const choices = PRESET_NAMES.filter((p) =>
+    (PRESETS[p].llama !== undefined) === (arch === "llama")
+  );
+  throw new Error(
+    `preset "${preset}" has no ${arch} counterpart; choose one of ${choices.join(", ")}`,
+  );
+}
 
 /**
  * The model configuration of a preset for a vocabulary.
@@ -118,6 +313,7 @@ export function presetConfig(name: PresetName, vocabSize: number, auxLayers = 0)
     vocabSize,
     auxLayers,
     auxHeads: p.dModel >= 512 ? 8 : 4,
+    ...(p.llama ? { arch: "llama", ...p.llama } : {}),
   });
 }
 

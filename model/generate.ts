@@ -133,20 +133,21 @@ export class Generator {
     this.model = model;
     this.cap = cap;
     const C = model.cfg.dModel, V = model.cfg.vocabSize, shape = model.main.shape;
+    const KW = model.main.widths.kv;
     const a = this.#arena = new Arena(model.eng);
     // A LOTUS model at K = 0 (curriculum stage 0) still runs BOT through the loop region, so
     // the loop buffers always hold at least one position.
     const L = 1 + cap.K * cap.c;
     this.#tcap = cap.P + L + cap.maxNewTokens + 1;
     const rows = cap.B * Math.max(cap.P, L, 1);
-    this.#sc = new Scratch(a, rows, C, false);
+    this.#sc = new Scratch(a, rows, C, false, shape);
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, false);
     this.#pass = [
       new Chunk(a, shape, cap.B, L, cap.P, false),
       new Chunk(a, shape, cap.B, L, cap.P, false),
     ];
     this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
-    this.#cache = Array.from({ length: model.cfg.nLayer }, () => a.f32(cap.B * this.#tcap * 2 * C));
+    this.#cache = Array.from({ length: model.cfg.nLayer }, () => a.f32(cap.B * this.#tcap * KW));
     this.#ids = a.i32(rows);
     this.#pos = a.i32(rows);
     this.#valid = a.bytes(cap.B * this.#tcap);
@@ -169,6 +170,7 @@ export class Generator {
   generate(questions: Int32Array[], sp: SpecialIds, opts: GenerateOptions): Generation {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const main = m.main, sc = this.#sc, cap = this.cap;
+    const { qkv: W, kv: KW } = main.widths;
     const B = questions.length;
     const lotus = opts.mode === "lotus";
     const K = lotus ? opts.K ?? 0 : 0, c = opts.c ?? 1, R = lotus ? opts.R ?? K : 0;
@@ -186,7 +188,7 @@ export class Generator {
     // Prefix.
     e.upload(this.#ids, pre.ids), e.upload(this.#pos, pre.pos), e.upload(this.#valid, pre.valid);
     e.embedFwd(this.#pre.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * P, C);
-    main.forward(this.#pre, sc, B, P, null, this.#valid);
+    main.forward(this.#pre, sc, B, P, null, this.#valid, null, this.#pos);
     const tcap = this.#tcap;
     for (let l = 0; l < m.cfg.nLayer; l++) {
       e.copyRows(
@@ -194,11 +196,11 @@ export class Generator {
         e.offset(this.#pre.qkv[l], C * F32),
         B,
         P,
-        2 * C,
-        tcap * 2 * C,
-        2 * C,
-        P * 3 * C,
-        3 * C,
+        KW,
+        tcap * KW,
+        KW,
+        P * W,
+        W,
         false,
       );
     }
@@ -219,7 +221,7 @@ export class Generator {
         valid.set(pre.valid.subarray(b * P, (b + 1) * P), b * (P + L));
         valid.fill(1, b * (P + L) + P, (b + 1) * (P + L));
       }
-      const prePast = pastOfChunk(this.#pre, C, e);
+      const prePast = pastOfChunk(this.#pre, C, e, main.shape);
       e.upload(this.#pos, pos), e.upload(this.#valid, valid);
       let prev: Chunk | null = null;
       for (let r = 0; r <= R; r++) {
@@ -240,20 +242,20 @@ export class Generator {
             true,
           );
         }
-        main.forward(ch, sc, B, L, prePast, this.#valid);
+        main.forward(ch, sc, B, L, prePast, this.#valid, null, this.#pos);
         prev = ch;
       }
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
-          e.offset(this.#cache[l], P * 2 * C * F32),
+          e.offset(this.#cache[l], P * KW * F32),
           e.offset(prev!.qkv[l], C * F32),
           B,
           L,
-          2 * C,
-          tcap * 2 * C,
-          2 * C,
-          L * 3 * C,
-          3 * C,
+          KW,
+          tcap * KW,
+          KW,
+          L * W,
+          W,
           false,
         );
       }
@@ -262,7 +264,7 @@ export class Generator {
       T2 = performance.now();
       // The readout is a measurement, not part of answering: it is timed in no phase.
       if (opts.latentLogits) {
-        e.matmulFwd(this.#logits, prev!.h, m.wte, null, B * L, C, V);
+        e.matmulFwd(this.#logits, prev!.h, m.head, null, B * L, C, V);
         latentLogits = new Float32Array(B * L * V);
         e.download(latentLogits, this.#logits);
       }
@@ -286,7 +288,7 @@ export class Generator {
     if (!lotus) {
       // The prefix's last column already predicts the first answer token.
       e.copyRows(sc.tmp, e.offset(this.#pre.h, (P - 1) * C * F32), B, 1, C, C, C, P * C, C, false);
-      e.matmulFwd(this.#logits, sc.tmp, m.wte, null, B, C, V);
+      e.matmulFwd(this.#logits, sc.tmp, m.head, null, B, C, V);
       e.argmax(this.#argmax, this.#logits, B, V);
       e.download(argmax, this.#argmax);
       steps = 1;
@@ -301,8 +303,8 @@ export class Generator {
       length: 0,
       kv: (l) => this.#cache[l],
       dkv: () => null,
-      bs: tcap * 2 * C,
-      rs: 2 * C,
+      bs: tcap * KW,
+      rs: KW,
     };
     const validRow = new Uint8Array(B * tcap);
     while (steps < opts.maxNewTokens && !done.every((d) => d === 1)) {
@@ -317,23 +319,23 @@ export class Generator {
       e.upload(this.#valid, kv);
       e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
       cachePast.length = len;
-      main.forward(dec, sc, B, 1, cachePast, this.#valid);
+      main.forward(dec, sc, B, 1, cachePast, this.#valid, null, this.#pos);
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
-          e.offset(this.#cache[l], len * 2 * C * F32),
+          e.offset(this.#cache[l], len * KW * F32),
           e.offset(dec.qkv[l], C * F32),
           B,
           1,
-          2 * C,
-          tcap * 2 * C,
-          2 * C,
-          3 * C,
-          3 * C,
+          KW,
+          tcap * KW,
+          KW,
+          W,
+          W,
           false,
         );
       }
       len++;
-      e.matmulFwd(this.#logits, dec.h, m.wte, null, B, C, V);
+      e.matmulFwd(this.#logits, dec.h, m.head, null, B, C, V);
       e.argmax(this.#argmax, this.#logits, B, V);
       e.download(argmax, this.#argmax);
       steps++;

@@ -1,6 +1,6 @@
 /**
- * The model layer that training, inference and export all stand on: the GPT-2-style decoder
- * and its configuration, its parameters in engine memory, greedy generation with a key/value
+ * The model layer that training, inference and export all stand on: the decoder (GPT-2 or
+ * Llama architecture) and its configuration, its parameters in engine memory, greedy generation with a key/value
  * cache (the LOTUS thought phase included), and checkpoint files with Hugging Face GPT-2
  * tensor names.
  *
@@ -14,6 +14,12 @@
  * @module
  */
 export {
+  type Arch,
+  archOf,
+  ARCHS,
+  LLAMA32_ROPE_SCALING,
+  type LlamaShape,
+  llamaShape,
   type Mode,
   type ModelConfig,
   parseModelConfig,
@@ -22,8 +28,10 @@ export {
   presetConfig,
   type PresetName,
   PRESETS,
+  type RopeScaling,
   type TrainConfig,
 } from "./config.ts";
+export { ropeInvFreq } from "./rope.ts";
 export {
   type BlockLayout,
   initParams,

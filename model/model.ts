@@ -6,9 +6,10 @@
  */
 
 import type { Engine, Ptr } from "../engine/ffi.ts";
-import type { ModelConfig, TrainConfig } from "./config.ts";
+import { archOf, llamaShape, type ModelConfig, type TrainConfig } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
-import { F32, Stack, stackPtrs } from "./stack.ts";
+import { F32, Stack, stackPtrs, type StackShape } from "./stack.ts";
+import { ropeInvFreq } from "./rope.ts";
 
 /** The optimiser's hyper-parameters for one step. */
 export interface AdamWStep {
@@ -65,8 +66,14 @@ export class Model {
   readonly aux: Stack | null;
   /** The token embedding [vocabSize, dModel] inside `params`; also the tied LM head. */
   readonly wte: Ptr;
-  /** The position embedding [maxPositions, dModel] inside `params`. */
+  /** The position embedding [maxPositions, dModel] inside `params`; null in Llama models. */
   readonly wpe: Ptr;
+  /** The LM head [vocabSize, dModel]: `wte` when tied, else `lm_head.weight`. */
+  readonly head: Ptr;
+  /** The gradient of `head` (`gwte` when tied); null unless built for training. */
+  readonly ghead: Ptr;
+  /** Llama: the rotary frequency table [HS/2] in engine memory; null for GPT-2. */
+  readonly invFreq: Ptr;
   /** The gradient of `wte` inside `grads`; null unless built for training. */
   readonly gwte: Ptr;
   /** The gradient of `wpe` inside `grads`; null unless built for training. */
@@ -100,20 +107,33 @@ export class Model {
     this.v = training ? eng.alloc(n * F32) : null;
     this.normSq = eng.alloc(F32);
     const L = this.layout;
-    const at = (slab: Ptr, off: number) => slab === null ? null : eng.offset(slab, off * F32);
+    const at = (slab: Ptr, off: number) =>
+      slab === null || off < 0 ? null : eng.offset(slab, off * F32);
     this.wte = at(this.params, L.wte);
     this.wpe = at(this.params, L.wpe);
     this.gwte = at(this.grads, L.wte);
     this.gwpe = at(this.grads, L.wpe);
-    const shape = { nLayer: cfg.nLayer, dModel: cfg.dModel, nHead: cfg.nHead };
+    this.head = L.lmHead < 0 ? this.wte : at(this.params, L.lmHead);
+    this.ghead = L.lmHead < 0 ? this.gwte : at(this.grads, L.lmHead);
+    const llama = archOf(cfg) === "llama", ls = llamaShape(cfg);
+    if (llama) {
+      const f = ropeInvFreq(cfg.dModel / cfg.nHead, ls.ropeTheta, ls.ropeScaling);
+      this.invFreq = eng.alloc(f.byteLength);
+      eng.upload(this.invFreq, f);
+    } else {
+      this.invFreq = null;
+    }
+    const shape = stackShapeOf(cfg, false);
     this.main = new Stack(
       eng,
       shape,
       stackPtrs(eng, this.params, L.blocks, L.lnfw, L.lnfb),
       training ? stackPtrs(eng, this.grads, L.blocks, L.lnfw, L.lnfb) : null,
+      this.invFreq,
     );
     if (L.aux) {
-      const ashape = { nLayer: cfg.auxLayers, dModel: cfg.dModel, nHead: cfg.auxHeads };
+      // The aux decoder reads no positions (as the GPT-2 one): no rotary embedding.
+      const ashape = stackShapeOf(cfg, true);
       this.aux = new Stack(
         eng,
         ashape,
@@ -224,10 +244,31 @@ export class Model {
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    for (const p of [this.params, this.grads, this.m, this.v, this.normSq]) {
+    for (const p of [this.params, this.grads, this.m, this.v, this.normSq, this.invFreq]) {
       if (p !== null) this.eng.free(p);
     }
   }
+}
+
+/**
+ * The shape of a config's backbone stack, or (`aux`) of its LOTUS-aux decoder: a Llama
+ * model's aux decoder has Llama blocks with auxHeads heads, all of them key/value heads.
+ */
+export function stackShapeOf(cfg: ModelConfig, aux: boolean): StackShape {
+  const base = {
+    nLayer: aux ? cfg.auxLayers : cfg.nLayer,
+    dModel: cfg.dModel,
+    nHead: aux ? cfg.auxHeads : cfg.nHead,
+  };
+  if (archOf(cfg) !== "llama") return base;
+  const ls = llamaShape(cfg);
+  return {
+    ...base,
+    arch: "llama",
+    nKvHead: aux ? cfg.auxHeads : ls.nKvHead,
+    dFf: ls.dFf,
+    normEps: ls.normEps,
+  };
 }
 
 /** The optimiser settings of a training config. */

@@ -10,7 +10,7 @@
  */
 
 import { Rng } from "../base/rng.ts";
-import type { ModelConfig } from "./config.ts";
+import { archOf, llamaShape, type ModelConfig } from "./config.ts";
 
 /** One tensor in the slab. */
 export interface ParamTensor {
@@ -30,7 +30,11 @@ export interface ParamTensor {
 
 /**
  * Offsets (in floats from the start of the slab) of one Transformer block's tensors. C is
- * dModel; shapes are in the slab's layout ([out, in] for linear weights).
+ * dModel; shapes are in the slab's layout ([out, in] for linear weights). The names are
+ * GPT-2's; a Llama block maps onto them (its tensor names in brackets): ln1w
+ * [input_layernorm], qkvw [q_proj, k_proj, v_proj, contiguous: [C + 2Ckv, C]], projw
+ * [o_proj], ln2w [post_attention_layernorm], fcw [gate_proj, up_proj, contiguous: [2I, C]],
+ * fcprojw [down_proj, [C, I]]. It has no biases: those offsets are -1.
  */
 export interface BlockLayout {
   /** Gain of the LayerNorm before attention (`ln_1.weight`), [C]. */
@@ -69,13 +73,18 @@ export interface ParamLayout {
   mainTotal: number;
   /** Offset of the token embedding (`transformer.wte.weight`), [vocabSize, dModel]. */
   wte: number;
-  /** Offset of the position embedding (`transformer.wpe.weight`), [maxPositions, dModel]. */
+  /**
+   * Offset of the position embedding (`transformer.wpe.weight`), [maxPositions, dModel]; -1
+   * in the Llama architecture (rotary positions, no table).
+   */
   wpe: number;
+  /** Offset of an untied LM head (`lm_head.weight`, [vocabSize, dModel]), or -1 when tied. */
+  lmHead: number;
   /** The backbone's blocks, `transformer.h.0` first. */
   blocks: BlockLayout[];
   /** Offset of the final LayerNorm's gain (`transformer.ln_f.weight`), [dModel]. */
   lnfw: number;
-  /** Offset of the final LayerNorm's bias (`transformer.ln_f.bias`), [dModel]. */
+  /** Offset of the final LayerNorm's bias (`transformer.ln_f.bias`), [dModel]; -1 in Llama. */
   lnfb: number;
   /**
    * Offsets of the aux decoder: its blocks (`aux.h.*`), final LayerNorm and untied head
@@ -95,6 +104,7 @@ export interface ParamLayout {
  * ```
  */
 export function paramLayout(cfg: ModelConfig): ParamLayout {
+  if (archOf(cfg) === "llama") return llamaLayout(cfg);
   const C = cfg.dModel, V = cfg.vocabSize;
   const tensors: ParamTensor[] = [];
   let off = 0;
@@ -141,13 +151,71 @@ export function paramLayout(cfg: ModelConfig): ParamLayout {
       head: add("aux.head.weight", [V, C], "normal"),
     };
   }
-  return { tensors, total: off, mainTotal, wte, wpe, blocks, lnfw, lnfb, aux };
+  return { tensors, total: off, mainTotal, wte, wpe, lmHead: -1, blocks, lnfw, lnfb, aux };
+}
+
+/** The layout of a Llama-architecture model, with the Hugging Face Llama tensor names. */
+function llamaLayout(cfg: ModelConfig): ParamLayout {
+  const C = cfg.dModel, V = cfg.vocabSize, ls = llamaShape(cfg);
+  const ckv = (C / cfg.nHead) * ls.nKvHead, I = ls.dFf;
+  const tensors: ParamTensor[] = [];
+  let off = 0;
+  const add = (name: string, shape: number[], init: ParamTensor["init"]): number => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    tensors.push({ name, shape, offset: off, size, hfTransposed: false, init });
+    off += size;
+    return off - size;
+  };
+  const block = (prefix: string): BlockLayout => {
+    const ln1w = add(`${prefix}.input_layernorm.weight`, [C], "ones");
+    const qkvw = add(`${prefix}.self_attn.q_proj.weight`, [C, C], "normal");
+    add(`${prefix}.self_attn.k_proj.weight`, [ckv, C], "normal");
+    add(`${prefix}.self_attn.v_proj.weight`, [ckv, C], "normal");
+    const projw = add(`${prefix}.self_attn.o_proj.weight`, [C, C], "normal");
+    const ln2w = add(`${prefix}.post_attention_layernorm.weight`, [C], "ones");
+    const fcw = add(`${prefix}.mlp.gate_proj.weight`, [I, C], "normal");
+    add(`${prefix}.mlp.up_proj.weight`, [I, C], "normal");
+    const fcprojw = add(`${prefix}.mlp.down_proj.weight`, [C, I], "normal");
+    return {
+      ln1w,
+      ln1b: -1,
+      qkvw,
+      qkvb: -1,
+      projw,
+      projb: -1,
+      ln2w,
+      ln2b: -1,
+      fcw,
+      fcb: -1,
+      fcprojw,
+      fcprojb: -1,
+    };
+  };
+  const wte = add("model.embed_tokens.weight", [V, C], "normal");
+  const blocks: BlockLayout[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) blocks.push(block(`model.layers.${l}`));
+  const lnfw = add("model.norm.weight", [C], "ones");
+  const lmHead = ls.tieEmbeddings ? -1 : add("lm_head.weight", [V, C], "normal");
+  const mainTotal = off;
+  let aux: ParamLayout["aux"] = null;
+  if (cfg.auxLayers > 0) {
+    const ab: BlockLayout[] = [];
+    for (let l = 0; l < cfg.auxLayers; l++) ab.push(block(`aux.layers.${l}`));
+    aux = {
+      blocks: ab,
+      lnfw: add("aux.norm.weight", [C], "ones"),
+      lnfb: -1,
+      head: add("aux.head.weight", [V, C], "normal"),
+    };
+  }
+  return { tensors, total: off, mainTotal, wte, wpe: -1, lmHead, blocks, lnfw, lnfb: -1, aux };
 }
 
 /**
  * GPT-2 initialisation (as Hugging Face's `_init_weights` does it): normal(0, 0.02) for
  * weights and embeddings, residual projections scaled by 1/sqrt(2 * nLayer), zero biases,
- * unit LayerNorm gains.
+ * unit LayerNorm gains. A Llama layout has no "proj" tensors: normal(0, 0.02) throughout, unit
+ * RMSNorm gains, as the Hugging Face Llama initialises.
  */
 export function initParams(layout: ParamLayout, cfg: ModelConfig, seed: number): Float32Array {
   const p = new Float32Array(layout.total);
@@ -166,7 +234,8 @@ export function initParams(layout: ParamLayout, cfg: ModelConfig, seed: number):
 
 /**
  * Initialise the rows of the new LOTUS tokens as the reference does: copy the embedding row of
- * the token that begins `<<` into BOT, EOT and LAT (the LM head is tied, so it follows).
+ * the token that begins `<<` into BOT, EOT and LAT (a tied LM head follows; an untied one gets
+ * the same copy of its own rows).
  */
 export function initSpecialRows(
   params: Float32Array,
@@ -177,4 +246,10 @@ export function initSpecialRows(
 ): void {
   const src = params.slice(layout.wte + sourceId * dModel, layout.wte + (sourceId + 1) * dModel);
   for (const id of targetIds) params.set(src, layout.wte + id * dModel);
+  if (layout.lmHead >= 0) {
+    // An untied head (some Llama models): its rows of the new tokens follow the same token.
+    const o = layout.lmHead;
+    const hs = params.slice(o + sourceId * dModel, o + (sourceId + 1) * dModel);
+    for (const id of targetIds) params.set(hs, o + id * dModel);
+  }
 }

@@ -16,6 +16,14 @@
  *   ln2 = LN(r2); f = gelu(ln2 Wfc^T); x' = r2 + f Wfcproj^T
  * and after the last block h = LN_f(x').
  *
+ * Llama block (pre-RMSNorm), when the shape's arch is "llama":
+ *   n1 = RMS(x); qkv = n1 [Wq; Wk; Wv]^T, queries and keys rotated by their positions;
+ *   y = gqa_attn(qkv, past); r2 = x + y Wo^T; n2 = RMS(r2); gu = n2 [Wgate; Wup]^T;
+ *   x' = r2 + swiglu(gu) Wdown^T
+ * and after the last block h = RMS_f(x'). The past holds rotated keys, so a later chunk reads
+ * them as they are; a chunk's backward rotates its qkv gradient back (the inverse rotation)
+ * once every later chunk has added to it, just before the projection's backward.
+ *
  * @module
  */
 
@@ -42,7 +50,7 @@ export interface BlockPtrs {
   fcprojb: Ptr;
 }
 
-/** Pointers of a whole stack: its blocks and the final LayerNorm. */
+/** Pointers of a whole stack: its blocks and the final LayerNorm (or RMSNorm). */
 export interface StackPtrs {
   blocks: BlockPtrs[];
   lnfw: Ptr;
@@ -57,7 +65,7 @@ export function stackPtrs(
   lnfw: number,
   lnfb: number,
 ): StackPtrs {
-  const at = (off: number) => eng.offset(slab, off * F32);
+  const at = (off: number) => off < 0 ? null : eng.offset(slab, off * F32);
   return {
     blocks: blocks.map((b) => ({
       ln1w: at(b.ln1w),
@@ -140,11 +148,53 @@ export interface Dropout {
   seed: bigint;
 }
 
-/** The static shape of a stack. */
+/** The static shape of a stack. The fields after nHead are the Llama architecture's. */
 export interface StackShape {
   nLayer: number;
   dModel: number;
   nHead: number;
+  /** "llama": RMSNorm, rotary positions, grouped-query attention, SwiGLU. Absent: GPT-2. */
+  arch?: "gpt2" | "llama";
+  /** Key/value heads (absent: nHead). */
+  nKvHead?: number;
+  /** SwiGLU intermediate width (Llama). */
+  dFf?: number;
+  /** RMSNorm epsilon (Llama; absent: 1e-5). */
+  normEps?: number;
+}
+
+/** The buffer widths a stack shape implies. */
+export interface StackWidths {
+  /** Whether the blocks are Llama blocks. */
+  llama: boolean;
+  /** Key/value heads. */
+  nKv: number;
+  /** Head size. */
+  hs: number;
+  /** Row width of a qkv buffer: 3C, or C + 2Ckv. */
+  qkv: number;
+  /** Row width of a K/V cache: 2C, or 2Ckv. */
+  kv: number;
+  /** Width of the MLP's first matmul output: 4C, or 2I (gate and up). */
+  ffIn: number;
+  /** Width of the MLP's activation output: 4C, or I. */
+  ffOut: number;
+}
+
+/** The widths of a stack's buffers. */
+export function stackWidths(s: StackShape): StackWidths {
+  const llama = s.arch === "llama";
+  const C = s.dModel, hs = C / s.nHead, nKv = llama ? s.nKvHead ?? s.nHead : s.nHead;
+  const I = llama ? s.dFf ?? 4 * C : 4 * C;
+  return {
+    llama,
+    nKv,
+    hs,
+    qkv: C + 2 * hs * nKv,
+    kv: 2 * hs * nKv,
+    ffIn: llama ? 2 * I : 4 * C,
+    ffOut: llama ? I : 4 * C,
+  };
 }
 
 /**
@@ -158,20 +208,24 @@ export class Scratch {
   readonly dres: Ptr;
   /** [rows, C] */
   readonly dtmp: Ptr;
-  /** [rows, 4C] */
+  /** [rows, 4C] (Llama: [rows, I]) */
   readonly dfchg: Ptr;
-  /** [rows, 4C] */
+  /** [rows, 4C] (Llama: [rows, max(2I, C)]) */
   readonly dfch: Ptr;
   /** Maximum rows. */
   readonly rows: number;
-  /** Allocate for `rows` rows of width C. */
-  constructor(arena: Arena, rows: number, C: number, withGrad: boolean) {
+  /**
+   * Allocate for `rows` rows of width C; a Llama stack passes its shape for the MLP's widths.
+   */
+  constructor(arena: Arena, rows: number, C: number, withGrad: boolean, shape?: StackShape) {
     this.rows = rows;
+    const w = shape ? stackWidths(shape) : null;
+    const ffIn = Math.max(w ? w.ffIn : 4 * C, C), ffOut = w ? w.ffOut : 4 * C;
     this.tmp = arena.f32(rows * C);
     this.dres = withGrad ? arena.f32(rows * C) : null;
     this.dtmp = withGrad ? arena.f32(rows * C) : null;
-    this.dfchg = withGrad ? arena.f32(rows * 4 * C) : null;
-    this.dfch = withGrad ? arena.f32(rows * 4 * C) : null;
+    this.dfchg = withGrad ? arena.f32(rows * ffOut) : null;
+    this.dfch = withGrad ? arena.f32(rows * ffIn) : null;
   }
 }
 
@@ -196,11 +250,12 @@ export class Chunk {
   readonly ln1: Ptr[];
   readonly ln1Mean: Ptr[];
   readonly ln1Rstd: Ptr[];
-  /** [B, T, 3C] per layer: also the "past" for later chunks. */
+  /** [B, T, 3C] per layer (Llama: [B, T, C + 2Ckv]): also the "past" for later chunks. */
   readonly qkv: Ptr[];
   /**
    * [B, NH, T, 2] per layer: each query row's softmax max and 1/sum, from which the backward
-   * recomputes the attention probabilities (le_attention_stats_fwd). Empty without gradients,
+   * recomputes the attention probabilities (le_attention_stats_fwd; Llama:
+   * le_attention_gqa_stats_fwd, per query head). Empty without gradients,
    * where nothing is saved.
    */
   readonly stats: Ptr[];
@@ -233,6 +288,8 @@ export class Chunk {
    * probabilities: its buffer must keep its contents until this chunk's backward.
    */
   keyValid: Ptr = null;
+  /** The positions of the last forward (Llama: the rotary angles), which the backward reuses. */
+  pos: Ptr = null;
   /** Capacity. */
   readonly maxRows: number;
   /** Capacity in attention scores, B * NH * T * (past + T): bounds the past's length. */
@@ -256,6 +313,7 @@ export class Chunk {
     withDropout = false,
   ) {
     const { nLayer: L, dModel: C, nHead: NH } = shape;
+    const wd = stackWidths(shape);
     const rows = maxB * maxT;
     this.maxRows = rows;
     this.maxAtt = maxB * NH * maxT * (maxTp + maxT);
@@ -268,19 +326,19 @@ export class Chunk {
     this.ln1 = per(rows * C);
     this.ln1Mean = per(rows);
     this.ln1Rstd = per(rows);
-    this.qkv = own(rows * 3 * C); // the past of later chunks: always one per layer
+    this.qkv = own(rows * wd.qkv); // the past of later chunks: always one per layer
     this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
     this.atty = per(rows * C);
     this.resid2 = per(rows * C);
     this.ln2 = per(rows * C);
     this.ln2Mean = per(rows);
     this.ln2Rstd = per(rows);
-    this.fch = per(rows * 4 * C);
-    this.fchg = per(rows * 4 * C);
+    this.fch = per(rows * wd.ffIn);
+    this.fchg = per(rows * wd.ffOut);
     this.lnfMean = arena.f32(rows);
     this.lnfRstd = arena.f32(rows);
     this.h = arena.f32(rows * C);
-    this.dqkv = withGrad ? per(rows * 3 * C) : [];
+    this.dqkv = withGrad ? per(rows * wd.qkv) : [];
     this.dh = withGrad ? arena.f32(rows * C) : null;
     const masks = withGrad && withDropout;
     this.dropIn = masks ? arena.bytes(rows * C) : null;
@@ -295,13 +353,32 @@ export class Stack {
   readonly shape: StackShape;
   readonly w: StackPtrs;
   readonly g: StackPtrs | null;
+  /** Llama: the rotary frequency table [HS/2] in engine memory; null: no rotary positions. */
+  readonly invFreq: Ptr;
+  readonly #wd: StackWidths;
 
-  /** Bind a stack to its parameter (and optionally gradient) pointers. */
-  constructor(eng: Engine, shape: StackShape, w: StackPtrs, g: StackPtrs | null) {
+  /**
+   * Bind a stack to its parameter (and optionally gradient) pointers; a Llama stack with
+   * rotary positions also takes its frequency table.
+   */
+  constructor(
+    eng: Engine,
+    shape: StackShape,
+    w: StackPtrs,
+    g: StackPtrs | null,
+    invFreq: Ptr = null,
+  ) {
     this.eng = eng;
     this.shape = shape;
     this.w = w;
     this.g = g;
+    this.invFreq = invFreq;
+    this.#wd = stackWidths(shape);
+  }
+
+  /** The widths of this stack's buffers. */
+  get widths(): StackWidths {
+    return this.#wd;
   }
 
   /**
@@ -311,7 +388,7 @@ export class Stack {
   zeroGrads(ch: Chunk, B: number, T: number): void {
     const C = this.shape.dModel;
     const rows = B * T;
-    for (const p of ch.dqkv) this.eng.zero(p, rows * 3 * C * F32);
+    for (const p of ch.dqkv) this.eng.zero(p, rows * this.#wd.qkv * F32);
     this.eng.zero(ch.dh, rows * C * F32);
   }
 
@@ -322,7 +399,8 @@ export class Stack {
    * with dropout), dropout applies to the block input (GPT-2's embedding dropout; in LOTUS
    * the embeddings plus the injected states) and to each attention and MLP projection's output
    * before its residual add, as GPT-2's resid_pdrop does. Attention probabilities are not
-   * dropped.
+   * dropped. `pos` (int32 [B*T], engine memory) are the rows' positions, which a Llama stack
+   * with rotary positions needs (GPT-2 reads positions from its embedding instead).
    */
   forward(
     ch: Chunk,
@@ -332,6 +410,7 @@ export class Stack {
     past: Past | null,
     keyValid: Ptr,
     drop: Dropout | null = null,
+    pos: Ptr = null,
   ): void {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
     const N = B * T, Tp = past ? past.length : 0;
@@ -345,8 +424,10 @@ export class Stack {
       throw new Error("dropout needs a chunk allocated with its masks (withDropout)");
     }
     ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null, ch.keyValid = keyValid;
+    ch.pos = pos;
     const w = this.w;
     if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, mixSeed(drop.seed, 0));
+    if (this.#wd.llama) return this.#forwardLlama(ch, sc, B, T, past, keyValid, ch.drop);
     e.layernormFwd(
       ch.ln1[0],
       ch.ln1Mean[0],
@@ -441,6 +522,7 @@ export class Stack {
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
     const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w, drop = ch.drop;
+    if (this.#wd.llama) return this.#backwardLlama(ch, sc, past, onLayer);
     e.zero(sc.dres, N * C * F32);
     e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
     for (let l = L - 1; l >= 0; l--) {
@@ -514,18 +596,140 @@ export class Stack {
     if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
     return sc.dres;
   }
+
+  /** The Llama forward of {@linkcode Stack.forward} (dropout of the input already applied). */
+  #forwardLlama(
+    ch: Chunk,
+    sc: Scratch,
+    B: number,
+    T: number,
+    past: Past | null,
+    keyValid: Ptr,
+    drop: Dropout | null,
+  ): void {
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
+    const N = B * T, Tp = past ? past.length : 0, eps = this.shape.normEps ?? 1e-5;
+    const w = this.w, rotate = this.invFreq !== null;
+    if (rotate && ch.pos === null) throw new Error("a rotary stack needs the rows' positions");
+    e.rmsnormFwd(ch.ln1[0], ch.ln1Rstd[0], ch.x[0], w.blocks[0].ln1w, N, C, eps);
+    for (let l = 0; l < L; l++) {
+      const b = w.blocks[l];
+      e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, null, N, C, wd.qkv);
+      if (rotate) e.rope(ch.qkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, false);
+      e.attentionGqaStatsFwd(
+        ch.atty[l],
+        ch.stats.length ? ch.stats[l] : null,
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        keyValid,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        wd.nKv,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
+      );
+      e.matmulFwd(sc.tmp, ch.atty[l], b.projw, null, N, C, C);
+      if (drop) e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, mixSeed(drop.seed, 1 + 2 * l));
+      e.add(ch.resid2[l], ch.x[l], sc.tmp, N * C);
+      e.rmsnormFwd(ch.ln2[l], ch.ln2Rstd[l], ch.resid2[l], b.ln2w, N, C, eps);
+      e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, null, N, C, wd.ffIn);
+      e.swigluFwd(ch.fchg[l], ch.fch[l], N, wd.ffOut);
+      e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, null, N, wd.ffOut, C);
+      if (drop) e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, mixSeed(drop.seed, 2 + 2 * l));
+      e.add(ch.x[l + 1], ch.resid2[l], sc.tmp, N * C);
+      if (l + 1 < L) {
+        e.rmsnormFwd(
+          ch.ln1[l + 1],
+          ch.ln1Rstd[l + 1],
+          ch.x[l + 1],
+          w.blocks[l + 1].ln1w,
+          N,
+          C,
+          eps,
+        );
+      } else {
+        e.rmsnormFwd(ch.h, ch.lnfRstd, ch.x[L], w.lnfw, N, C, eps);
+      }
+    }
+  }
+
+  /** The Llama backward of {@linkcode Stack.backward}. */
+  #backwardLlama(
+    ch: Chunk,
+    sc: Scratch,
+    past: Past | null,
+    onLayer?: (l: number) => void,
+  ): Ptr {
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
+    const g = this.g!, w = this.w, drop = ch.drop, rotate = this.invFreq !== null;
+    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, I = wd.ffOut;
+    e.zero(sc.dres, N * C * F32);
+    e.rmsnormBwd(sc.dres, g.lnfw, ch.dh, ch.x[L], w.lnfw, ch.lnfRstd, N, C);
+    for (let l = L - 1; l >= 0; l--) {
+      const b = w.blocks[l], gb = g.blocks[l];
+      let dfcproj = sc.dres;
+      if (drop) {
+        e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
+        dfcproj = sc.dtmp;
+      }
+      e.zero(sc.dfchg, N * I * F32);
+      e.matmulBwd(sc.dfchg, gb.fcprojw, null, dfcproj, ch.fchg[l], b.fcprojw, N, I, C);
+      e.zero(sc.dfch, N * wd.ffIn * F32);
+      e.swigluBwd(sc.dfch, ch.fch[l], sc.dfchg, N, I);
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.fcw, null, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn);
+      e.rmsnormBwd(sc.dres, gb.ln2w, sc.dtmp, ch.resid2[l], b.ln2w, ch.ln2Rstd[l], N, C);
+      let dproj = sc.dres;
+      if (drop) {
+        e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
+        dproj = sc.dfch;
+      }
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.projw, null, dproj, ch.atty[l], b.projw, N, C, C);
+      e.attentionGqaStatsBwd(
+        ch.dqkv[l],
+        past ? past.dkv(l) : null,
+        sc.dtmp,
+        ch.stats[l],
+        ch.keyValid,
+        ch.qkv[l],
+        past ? past.kv(l) : null,
+        B,
+        T,
+        Tp,
+        C,
+        NH,
+        wd.nKv,
+        past ? past.bs : 0,
+        past ? past.rs : 0,
+      );
+      // Every later chunk has added its key gradient by now: rotate the whole gradient back.
+      if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
+      e.zero(sc.dtmp, N * C * F32);
+      e.matmulBwd(sc.dtmp, gb.qkvw, null, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
+      e.rmsnormBwd(sc.dres, gb.ln1w, sc.dtmp, ch.x[l], b.ln1w, ch.ln1Rstd[l], N, C);
+      onLayer?.(l);
+    }
+    if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
+    return sc.dres;
+  }
 }
 
 /**
- * A past that is another chunk's qkv buffer (keys at column C, values at 2C, row stride 3C),
- * with gradients into that chunk's dqkv.
+ * A past that is another chunk's qkv buffer (keys at column C, values after the keys, row
+ * stride 3C, or C + 2Ckv with grouped-query attention), with gradients into that chunk's dqkv.
+ * `shape` (the stack's) gives the row width; without it the row is GPT-2's 3C.
  */
-export function pastOfChunk(ch: Chunk, C: number, eng: Engine): Past {
+export function pastOfChunk(ch: Chunk, C: number, eng: Engine, shape?: StackShape): Past {
+  const W = shape ? stackWidths(shape).qkv : 3 * C;
   return {
     length: ch.T,
     kv: (l) => eng.offset(ch.qkv[l], C * F32),
     dkv: (l) => ch.dqkv.length ? eng.offset(ch.dqkv[l], C * F32) : null,
-    bs: ch.T * 3 * C,
-    rs: 3 * C,
+    bs: ch.T * W,
+    rs: W,
   };
 }

@@ -64,7 +64,7 @@ export const LOTUS_TOKENS = {
 } as const;
 
 /** Token texts recognised as EOS in a tokenizer.json, in order of preference. */
-export const EOS_NAMES: readonly string[] = ["<|endoftext|>", "</s>", "<eos>"];
+export const EOS_NAMES: readonly string[] = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"];
 
 /** Raised when a tokenizer cannot be built or loaded; the message says what to do. */
 export class TokenizerError extends Error {

@@ -6,7 +6,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { buildCudaEmu, buildEmuSelftest, canEmulate } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { openEngine } from "../engine/ffi.ts";
-import { compareLotusStep, compareOps, STEP_SPECS } from "../check/parity.ts";
+import { compareLotusStep, compareOps, LLAMA_STEP_SPEC, STEP_SPECS } from "../check/parity.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("cuda_emu_selftest_test: g++ (C++20, Linux) not found: tests skipped");
@@ -68,7 +68,8 @@ function withEnv(vars: Record<string, string>, fn: () => void): void {
 }
 
 Deno.test({
-  name: "cuda emulation: the engine's kernels pass the order and write checks, and reverse order",
+  name:
+    "cuda emulation: the engine's kernels (GPT-2 and Llama steps) pass the order and write checks, and reverse order",
   ignore: !OK,
   fn() {
     const e = openEngine({ backend: "cuda", libPath: buildCudaEmu() });
@@ -82,8 +83,10 @@ Deno.test({
           const rows = compareOps(e, cpuEngine(), "fp32");
           const failed = rows.filter((r) => !r.pass).map((r) => `${r.name}: ${r.err}`);
           assertEquals(failed, [], `${JSON.stringify(env)}: ${failed.join("; ")}`);
-          for (const r of compareLotusStep(e, cpuEngine(), "fp32", STEP_SPECS[1])) {
-            assert(r.pass, `${JSON.stringify(env)}: ${r.name}: ${r.err}`);
+          for (const spec of [STEP_SPECS[1], LLAMA_STEP_SPEC]) {
+            for (const r of compareLotusStep(e, cpuEngine(), "fp32", spec)) {
+              assert(r.pass, `${JSON.stringify(env)}: ${spec.name}: ${r.name}: ${r.err}`);
+            }
           }
         });
       }

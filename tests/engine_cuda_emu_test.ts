@@ -11,6 +11,7 @@ import {
   compareLotusStep,
   compareOps,
   compareTraining,
+  LLAMA_STEP_SPEC,
   memoryCycles,
   OP_CASES,
   STEP_SPECS,
@@ -80,16 +81,19 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: whole LOTUS steps match (both configurations; fp32 and bf16)",
+  name:
+    "emulated CUDA engine: whole LOTUS steps match (both GPT-2 configurations and Llama; fp32 and bf16)",
   ignore: !OK,
   fn() {
-    for (const spec of STEP_SPECS) {
+    for (const spec of [...STEP_SPECS, LLAMA_STEP_SPEC]) {
       for (const r of compareLotusStep(emulated(), cpuEngine(), "fp32", spec)) {
         assert(r.pass, `${r.name}: ${r.err}`);
       }
     }
-    for (const r of compareLotusStep(emulated(), cpuEngine(), "bf16", STEP_SPECS[0])) {
-      assert(r.pass, `bf16 ${r.name}: ${r.err}`);
+    for (const spec of [STEP_SPECS[0], LLAMA_STEP_SPEC]) {
+      for (const r of compareLotusStep(emulated(), cpuEngine(), "bf16", spec)) {
+        assert(r.pass, `bf16 ${spec.name}: ${r.name}: ${r.err}`);
+      }
     }
   },
 });

@@ -11,8 +11,8 @@ import {
   tinyParams,
   tinySpecials,
 } from "./_tiny.ts";
-import { auxBatch, type Example, type LotusBatch, lotusBatch } from "../train/batch.ts";
-import { type LotusOptions, LotusRunner } from "../train/step.ts";
+import { auxBatch, type Example, type LotusBatch, lotusBatch, plainBatch } from "../train/batch.ts";
+import { type LotusOptions, LotusRunner, PlainRunner } from "../train/step.ts";
 import { paramLayout } from "../model/params.ts";
 import { Rng } from "../base/rng.ts";
 import type { Model } from "../model/model.ts";
@@ -105,6 +105,38 @@ function checkFiniteDifferences(opts: LotusOptions, cfg: ModelConfig, label: str
 
 const base: LotusOptions = { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" };
 
+/**
+ * A tiny Llama: grouped-query attention (2 heads, 1 KV head), SwiGLU, and Llama 3 rotary
+ * scaling set so that the test's positions meet all three bands (kept, blended, divided).
+ */
+function llamaConfig(over: Partial<ModelConfig> = {}): ModelConfig {
+  return tinyConfig({
+    arch: "llama",
+    nKvHead: 1,
+    dFf: 24,
+    ropeTheta: 10000,
+    ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16 },
+    normEps: 1e-5,
+    ...over,
+  });
+}
+
+Deno.test("Llama: LOTUS step gradient matches finite differences (add, after; tied head)", () => {
+  checkFiniteDifferences(base, llamaConfig(), "llama add/after");
+});
+
+Deno.test("Llama: LOTUS step gradient matches finite differences (replace, in-loop; untied)", () => {
+  checkFiniteDifferences(
+    { ...base, injection: "replace", stepLoss: "in-loop" },
+    llamaConfig({ tieEmbeddings: false }),
+    "llama replace/in-loop",
+  );
+});
+
+Deno.test("Llama: LOTUS-aux step gradient matches finite differences", () => {
+  checkFiniteDifferences({ ...base, auxWeight: 0.7 }, llamaConfig({ auxLayers: 1 }), "llama aux");
+});
+
 Deno.test("LOTUS step gradient matches finite differences (add injection, step loss after the loop)", () => {
   checkFiniteDifferences(base, tinyConfig(), "add/after");
 });
@@ -162,7 +194,7 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
   const { B, P, L, S } = b, T = P + L, TS = P + L + S;
   const a = new Arena(e);
   try {
-    const sc = new Scratch(a, B * TS, C, true);
+    const sc = new Scratch(a, B * TS, C, true, model.main.shape);
     const passes = Array.from(
       { length: R + 1 },
       () => new Chunk(a, model.main.shape, B, T, 0, true),
@@ -239,9 +271,9 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
         true,
       );
     const head = (ch: Chunk, rows: number, targets: Ptr, w: number, n: number) => {
-      e.matmulFwd(logits, ch.h, model.wte, null, rows, C, V);
+      e.matmulFwd(logits, ch.h, model.head, null, rows, C, V);
       e.xentFwdBwd(logits, losses, targets, rows, V, w / n);
-      e.matmulBwd(ch.dh, model.gwte, null, logits, ch.h, model.wte, rows, C, V);
+      e.matmulBwd(ch.dh, model.ghead, null, logits, ch.h, model.head, rows, C, V);
       const l = new Float32Array(rows);
       e.download(l, losses);
       return l.reduce((s, x) => s + x, 0) / n;
@@ -249,12 +281,12 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
     for (let r = 0; r <= R; r++) {
       e.embedFwd(passes[r].x[0], dIds, dPos, model.wte, model.wpe, B * T, C);
       if (r > 0) inject(passes[r], T, passes[r - 1]);
-      model.main.forward(passes[r], sc, B, T, null, dValid);
+      model.main.forward(passes[r], sc, B, T, null, dValid, null, dPos);
     }
     const step = head(passes[R], B * T, dTgt, opts.lambda, b.nStep);
     e.embedFwd(suf.x[0], dSids, dSpos, model.wte, model.wpe, B * TS, C);
     if (R > 0) inject(suf, TS, passes[R - 1]);
-    model.main.forward(suf, sc, B, TS, null, dSvalid);
+    model.main.forward(suf, sc, B, TS, null, dSvalid, null, dSpos);
     const ans = head(suf, B * TS, dStgt, 1, b.nAns);
     let dx = model.main.backward(suf, sc, null);
     e.embedBwd(model.gwte, model.gwpe, dx, dSids, dSpos, B * TS, C);
@@ -270,8 +302,18 @@ function naiveLossAndGrad(model: Model, exs: Example[], opts: LotusOptions) {
   }
 }
 
-Deno.test("prefix-cached R+1-pass schedule equals a naive full recomputation: loss and gradients", () => {
-  const cfg = tinyConfig();
+for (
+  const [label, cfg] of [
+    ["GPT-2", tinyConfig()],
+    ["Llama, GQA, untied head", llamaConfig({ tieEmbeddings: false })],
+  ] as const
+) {
+  Deno.test(`prefix-cached R+1-pass schedule equals a naive full recomputation (${label})`, () => {
+    naiveEqualsCached(cfg);
+  });
+}
+
+function naiveEqualsCached(cfg: ModelConfig) {
   const exs = randomExamples(3, cfg.vocabSize, 21, tinySpecials(cfg.vocabSize).eos);
   const model = tinyModel(cfg, tinyParams(cfg, 9));
   try {
@@ -288,7 +330,7 @@ Deno.test("prefix-cached R+1-pass schedule equals a naive full recomputation: lo
   } finally {
     model.free();
   }
-});
+}
 
 Deno.test("aux batch shape feeds the runner without error for examples with fewer steps than K", () => {
   const cfg = tinyConfig({ auxLayers: 1 });
@@ -475,3 +517,44 @@ Deno.test("the LM head in row chunks gives the step's losses and gradients of on
     model.free();
   }
 });
+
+for (
+  const [label, cfg] of [
+    ["GPT-2", tinyConfig()],
+    ["Llama, untied head", llamaConfig({ tieEmbeddings: false })],
+  ] as const
+) {
+  Deno.test(`explicit-CoT step gradient matches finite differences (${label})`, () => {
+    const sp = tinySpecials(cfg.vocabSize);
+    const exs = randomExamples(3, cfg.vocabSize, 12, sp.eos);
+    const params = tinyParams(cfg, 4);
+    const model = tinyModel(cfg, params);
+    const b = plainBatch(exs, sp, true);
+    const train = new PlainRunner(model, b.B, b.T, true);
+    const evalR = new PlainRunner(model, b.B, b.T, false);
+    try {
+      model.zeroGrad();
+      train.step(b);
+      const grad = model.downloadGrads();
+      const eps = 2e-3;
+      let num = 0, den = 0;
+      for (const i of probeIndices(cfg, 7)) {
+        const p = params.slice();
+        p[i] += eps;
+        model.uploadParams(p);
+        const up = evalR.step(b).loss;
+        p[i] -= 2 * eps;
+        model.uploadParams(p);
+        const down = evalR.step(b).loss;
+        const fd = (up - down) / (2 * eps);
+        num += (fd - grad[i]) ** 2, den += grad[i] ** 2;
+      }
+      assert(den > 1e-6, "probed gradients are all ~0");
+      assert(Math.sqrt(num / den) < 2e-2, `relative error ${Math.sqrt(num / den)}`);
+    } finally {
+      train.free();
+      evalR.free();
+      model.free();
+    }
+  });
+}

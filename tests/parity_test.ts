@@ -10,6 +10,7 @@ import {
   compareOps,
   compareTraining,
   formatTable,
+  LLAMA_STEP_SPEC,
   memoryCycles,
   mismatches,
   OP_CASES,
@@ -98,6 +99,15 @@ Deno.test("ops: the same engine on both sides agrees exactly, and every ABI op i
     "attentionBwd",
     "attentionStatsFwd",
     "attentionStatsBwd",
+    "rmsnormFwd",
+    "rmsnormBwd",
+    "rope",
+    "swigluFwd",
+    "swigluBwd",
+    "attentionGqaFwd",
+    "attentionGqaBwd",
+    "attentionGqaStatsFwd",
+    "attentionGqaStatsBwd",
     "xentFwdBwd",
     "argmax",
     "sumsq",
@@ -154,7 +164,7 @@ Deno.test("ops: a 1e-4 error in one op fails fp32, and a NaN fails every precisi
 
 Deno.test("lotus step: identical engines agree; a wrong weight gradient is caught", () => {
   const eng = cpuEngine();
-  for (const spec of STEP_SPECS) {
+  for (const spec of [...STEP_SPECS, LLAMA_STEP_SPEC]) {
     const rows = compareLotusStep(eng, eng, "fp32", spec);
     assertEquals(rows.length, 2);
     for (const r of rows) assert(r.pass && r.err === 0, `${r.name}: ${r.err}`);

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { writeTorchCase } from "../check/torch_case.ts";
-import { randomExamples, specialsFor, STEP_SPECS } from "../check/parity.ts";
+import { LLAMA_STEP_SPEC, randomExamples, specialsFor, STEP_SPECS } from "../check/parity.ts";
 import { lotusBatch } from "../train/batch.ts";
 import type { Engine } from "../engine/ffi.ts";
 
@@ -183,6 +183,45 @@ Deno.test({
         assert(x.pass && x.err !== null && x.err <= x.tol, `${spec.name}: ${x.name}: ${x.err}`);
       }
     }
+  },
+});
+
+Deno.test({
+  name:
+    "torch reference (real PyTorch): a Llama (GQA, rotary, SwiGLU) gives the CPU engine's losses and logits",
+  ignore: !TORCH_PY,
+  async fn() {
+    const r = await compare([["cpu", cpuEngine()]], LLAMA_STEP_SPEC, TORCH_PY);
+    const ours = r.rows.filter((x) => x.name.startsWith("torch reference vs cpu"));
+    assertEquals(ours.length, 5, r.stdout + r.stderr);
+    for (const x of ours) {
+      assert(x.pass && x.err !== null && x.err <= x.tol, `${x.name}: ${x.err}`);
+    }
+    console.log(r.stdout.trim());
+  },
+});
+
+Deno.test({
+  name: "torch reference (real PyTorch): an engine 0.1% off fails the Llama comparison",
+  ignore: !TORCH_PY,
+  async fn() {
+    const eng = cpuEngine();
+    const off = new Proxy(eng, {
+      get(target, key) {
+        if (key === "swigluFwd") {
+          return (...a: Parameters<Engine["swigluFwd"]>) => {
+            target.swigluFwd(...a);
+            target.scale(a[0], 1.001, a[2] * a[3]);
+          };
+        }
+        const v = Reflect.get(target, key, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const r = await compare([["off", off]], LLAMA_STEP_SPEC, TORCH_PY);
+    assertEquals(r.code, 1, r.stdout);
+    const logits = r.rows.find((x) => x.name === "torch reference vs off: suffix logits")!;
+    assert(!logits.pass, `${logits.err}`);
   },
 });
 

@@ -78,7 +78,14 @@ export {
 export type { Engine, Precision, Ptr } from "../engine/ffi.ts";
 export type { BackendName } from "../engine/types.ts";
 export type { LotusMeta } from "../model/checkpoint.ts";
-export type { Mode, ModelConfig, PresetName, TrainConfig } from "../model/config.ts";
+export type {
+  Arch,
+  Mode,
+  ModelConfig,
+  PresetName,
+  RopeScaling,
+  TrainConfig,
+} from "../model/config.ts";
 export type { AdamWStep, Model } from "../model/model.ts";
 export type { BlockLayout, ParamLayout, ParamTensor } from "../model/params.ts";
 export type { Dropout } from "../model/stack.ts";

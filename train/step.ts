@@ -164,7 +164,7 @@ export interface LotusCapacity {
 export const HEAD_CHUNK_ROWS = 1024;
 
 /**
- * Cross-entropy of `rows` rows of `h` through a tied head [V, C] against `targets`, `chunk`
+ * Cross-entropy of `rows` rows of `h` through a head [V, C] (tied or not) against `targets`, `chunk`
  * rows at a time through one logits buffer of `chunk` x V; per-row losses go to `losses`.
  * With `dscale` != 0, the head's backward is applied chunk by chunk: dh += dlogits W and
  * dhead += dlogits^T h. Each row's loss and dh are those of one whole-rows pass; dhead is
@@ -246,7 +246,7 @@ export class LotusRunner {
     const Lmax = 1 + cap.K * cap.c;
     const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
-    this.#sc = new Scratch(a, rows, C, training);
+    this.#sc = new Scratch(a, rows, C, training, shape);
     const masks = training && cap.dropout === true;
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks);
     this.#loop = Array.from(
@@ -257,9 +257,10 @@ export class LotusRunner {
     this.#aux = model.aux && cap.K > 0
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
       : null;
-    this.#kvcat = Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * 2 * C));
+    const KW = model.main.widths.kv;
+    this.#kvcat = Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * KW));
     this.#dkvcat = training
-      ? Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * 2 * C))
+      ? Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * KW))
       : [];
     const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#logitRows = training
@@ -387,8 +388,8 @@ export class LotusRunner {
     /** The dropout of chunk `tag` (0 prefix, 1 + r loop pass r, -1 suffix). */
     const dropOf = (tag: number): Dropout | null =>
       drop && { p: drop.p, seed: mixSeed(drop.seed, tag) };
-    main.forward(pre, sc, B, P, null, pr.valid, dropOf(0));
-    const prePast = pastOfChunk(pre, C, e);
+    main.forward(pre, sc, B, P, null, pr.valid, dropOf(0), pr.pos);
+    const prePast = pastOfChunk(pre, C, e, main.shape);
 
     // 2-3. loop passes
     const lr = this.#loopR;
@@ -435,7 +436,7 @@ export class LotusRunner {
           true,
         );
       }
-      main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r));
+      main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r), lr.pos);
       if (inLoopTargets && r > 0) {
         // In-loop supervision: pass r supervises block r-1 only.
         for (const ly of layers) {
@@ -447,7 +448,7 @@ export class LotusRunner {
           }
           if (!any && ly !== layers[0]) continue;
           e.upload(lr.targets, inLoopTargets);
-          stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.wte, m.gwte);
+          stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.head, m.ghead);
         }
       }
     }
@@ -461,8 +462,8 @@ export class LotusRunner {
           lr.targets,
           stepW,
           nStep,
-          m.wte,
-          m.gwte,
+          m.head,
+          m.ghead,
         );
       }
     }
@@ -473,8 +474,8 @@ export class LotusRunner {
     e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
     e.upload(sr.targets, b.suffixTargets);
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
-    main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1));
-    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.wte, m.gwte);
+    main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1), sr.pos);
+    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.head, m.ghead);
 
     // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
     // block k from pass k + 1.
@@ -539,75 +540,58 @@ export class LotusRunner {
     };
   }
 
-  /** The suffix's past: per layer, prefix K/V ‖ pass R's K/V copied into one [B, P+L, 2C]. */
+  /**
+   * The suffix's past: per layer, prefix K/V ‖ pass R's K/V copied into one [B, P+L, KW]
+   * (KW = 2C, or 2Ckv with grouped-query attention).
+   */
   #concatPast(b: LotusBatch, last: Chunk): Past {
     const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
+    const { qkv: W, kv: KW } = this.model.main.widths;
     const T = P + L;
     for (let l = 0; l < this.#kvcat.length; l++) {
       const dst = this.#kvcat[l];
+      e.copyRows(dst, e.offset(this.#pre.qkv[l], C * F32), B, P, KW, T * KW, KW, P * W, W, false);
       e.copyRows(
-        dst,
-        e.offset(this.#pre.qkv[l], C * F32),
-        B,
-        P,
-        2 * C,
-        T * 2 * C,
-        2 * C,
-        P * 3 * C,
-        3 * C,
-        false,
-      );
-      e.copyRows(
-        e.offset(dst, P * 2 * C * F32),
+        e.offset(dst, P * KW * F32),
         e.offset(last.qkv[l], C * F32),
         B,
         L,
-        2 * C,
-        T * 2 * C,
-        2 * C,
-        L * 3 * C,
-        3 * C,
+        KW,
+        T * KW,
+        KW,
+        L * W,
+        W,
         false,
       );
-      if (this.#training) e.zero(this.#dkvcat[l], B * T * 2 * C * F32);
+      if (this.#training) e.zero(this.#dkvcat[l], B * T * KW * F32);
     }
     return {
       length: T,
       kv: (l) => this.#kvcat[l],
       dkv: (l) => this.#training ? this.#dkvcat[l] : null,
-      bs: T * 2 * C,
-      rs: 2 * C,
+      bs: T * KW,
+      rs: KW,
     };
   }
 
   /** Route the suffix's K/V gradient back to the prefix's and pass R's qkv gradients. */
   #scatterPastGrad(b: LotusBatch, last: Chunk): void {
     const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
+    const { qkv: W, kv: KW } = this.model.main.widths;
     const T = P + L;
     for (let l = 0; l < this.#dkvcat.length; l++) {
       const src = this.#dkvcat[l];
-      e.copyRows(
-        e.offset(this.#pre.dqkv[l], C * F32),
-        src,
-        B,
-        P,
-        2 * C,
-        P * 3 * C,
-        3 * C,
-        T * 2 * C,
-        2 * C,
-        true,
-      );
+      e.copyRows(e.offset(this.#pre.dqkv[l], C * F32), src, B, P, KW, P * W, W, T * KW, KW, true);
       e.copyRows(
         e.offset(last.dqkv[l], C * F32),
-        e.offset(src, P * 2 * C * F32),
+        e.offset(src, P * KW * F32),
         B,
         L,
-        2 * C,
-        L * 3 * C,
-        3 * C,
-        T * 2 * C,
-        2 * C,
+        KW,
+        L * W,
+        W,
+        T * KW,
+        KW,
         true,
       );
     }
@@ -718,7 +702,7 @@ export class PlainRunner {
     this.#training = training;
     const a = this.#arena = new Arena(model.eng);
     const rows = maxB * maxT;
-    this.#sc = new Scratch(a, rows, model.cfg.dModel, training);
+    this.#sc = new Scratch(a, rows, model.cfg.dModel, training, model.main.shape);
     this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training, training && dropout);
     this.#r = region(a, rows, rows);
     this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
@@ -756,7 +740,7 @@ export class PlainRunner {
     e.upload(r.targets, b.targets);
     e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
     const drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
-    m.main.forward(ch, this.#sc, B, T, null, r.valid, drop);
+    m.main.forward(ch, this.#sc, B, T, null, r.valid, drop, r.pos);
     const den = nTargets ?? b.nTargets;
     const grad = this.#training && den > 0;
     const ds = grad ? 1 / den : 0;
@@ -773,8 +757,8 @@ export class PlainRunner {
       V,
       r.targets,
       ds,
-      m.wte,
-      m.gwte,
+      m.head,
+      m.ghead,
     );
     const l = new Float32Array(N);
     e.download(l, this.#losses);

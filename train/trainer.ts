@@ -13,14 +13,17 @@
  * @module
  */
 
+import { llamaInitConfig, loadLlamaWeights, modelConfigFromLlamaJson } from "../model/hf_llama.ts";
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
 import {
+  type Arch,
   type ModelConfig,
   PRESET_NAMES,
   presetConfig,
+  presetForArch,
   type PresetName,
   type TrainConfig,
   TrainConfigSchema,
@@ -79,6 +82,11 @@ export interface TrainOptions {
   /** Model size (default "tiny"). */
   preset?: PresetName;
   /**
+   * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
+   * (tiny and llama-tiny; see presetForArch). Absent: the preset's own.
+   */
+  arch?: Arch;
+  /**
    * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
    * from the dataset, the learning rate from the preset, the rest from the defaults.
    */
@@ -90,8 +98,10 @@ export interface TrainOptions {
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
-   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, or a run or checkpoint
-   * directory (the reference starts LOTUS from its explicit-CoT model this way).
+   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, a run or checkpoint
+   * directory (the reference starts LOTUS from its explicit-CoT model this way), or a local
+   * Hugging Face Llama directory (config.json with model_type "llama", model.safetensors or
+   * sharded safetensors), whose config.json then sets the model's shape.
    */
   init?: string;
   /**
@@ -186,6 +196,22 @@ async function initFile(path: string): Promise<string> {
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
   return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
+}
+
+/** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
+function llamaPresetOf(json: unknown): PresetName {
+  const hidden = Number((json as Record<string, unknown>).hidden_size);
+  return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
+}
+
+/** Whether a path is a directory (false when it is missing). */
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
 }
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
@@ -398,7 +424,16 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
 }
 
 /** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */
-async function trainRun(opts: TrainOptions, world: World | null = null): Promise<TrainResult> {
+/**
+ * One training run; `world`: this rank in a data-parallel run. `shapeFrom`: a Hugging Face
+ * Llama directory whose config.json gives the model's shape while `opts.init` (a run that
+ * started there, such as the CoT start) gives the weights.
+ */
+async function trainRun(
+  opts: TrainOptions,
+  world: World | null = null,
+  shapeFrom?: string,
+): Promise<TrainResult> {
   // In a data-parallel run, rank 0 alone prints and writes.
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -412,7 +447,23 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
-  const preset: string = resumed ? resumed.meta.preset : opts.preset ?? "tiny";
+  // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
+  // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
+  // given.
+  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
+  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  const shapeDir = llamaJson ? llamaDir : !resumed && shapeFrom ? shapeFrom : null;
+  const shapeJson = llamaJson ?? (shapeDir ? await llamaInitConfig(shapeDir) : null);
+  let preset: string = resumed
+    ? resumed.meta.preset
+    : opts.preset ?? (shapeJson ? llamaPresetOf(shapeJson) : "tiny");
+  if (!resumed && opts.arch) {
+    try {
+      preset = presetForArch(preset as PresetName, opts.arch);
+    } catch (e) {
+      throw new TrainConfigError("--arch", (e as Error).message);
+    }
+  }
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
       "--preset",
@@ -442,8 +493,13 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed
-    ? resumed.meta.model
+  const mcfg: ModelConfig = resumed ? resumed.meta.model : shapeJson
+    ? modelConfigFromLlamaJson(
+      shapeJson,
+      trainData.vocabSize,
+      auxLayers,
+      `${shapeDir}/config.json`,
+    )
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
@@ -507,7 +563,10 @@ async function trainRun(opts: TrainOptions, world: World | null = null): Promise
     if (resumed) params = resumed.params;
     else {
       params = initParams(layout, mcfg, cfg.seed);
-      if (opts.init) {
+      if (llamaJson) {
+        const r = await loadLlamaWeights(llamaDir!, layout, params);
+        log(`initialised from ${llamaDir} (Llama, ${r.vocabRows} vocabulary rows)`);
+      } else if (opts.init) {
         const r = await loadHfInit(await initFile(opts.init), mcfg, params);
         params = r.params;
         log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
@@ -921,15 +980,28 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     }
     return await trainRun(opts, world);
   }
-  const preset = opts.preset ?? "tiny";
+  // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
+  // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
+  // resolved here so that the recipe's rate and the plan name the model both phases train.
+  const hfLlama = opts.init !== undefined && await isDir(opts.init)
+    ? await llamaInitConfig(opts.init)
+    : null;
+  let preset: PresetName = opts.preset ?? (hfLlama ? llamaPresetOf(hfLlama) : "tiny");
+  if (opts.arch) {
+    try {
+      preset = presetForArch(preset, opts.arch);
+    } catch (e) {
+      throw new TrainConfigError("--arch", (e as Error).message);
+    }
+  }
   const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
   const given: Partial<TrainConfig> = {
     ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
     ...opts.train,
   };
   const lotus = mode === "lotus" || mode === "lotus-aux";
-  const initIsRun = opts.init !== undefined && await isDirectory(opts.init);
-  const run = { ...opts, recipe: "none" as const, train: given };
+  const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
+  const run = { ...opts, preset, recipe: "none" as const, train: given };
   if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
     return await trainWithCotStart(run, false, world);
   }
@@ -1085,6 +1157,15 @@ async function trainWithCotStart(
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
   await writePlan("lotus");
   log(`phase 2 of 2: LOTUS from ${start}`);
-  const res = await trainRun({ ...opts, init: start, recipe: "none", resume: undefined }, world);
+  // Started from a Hugging Face Llama directory: LOTUS keeps the shape its config.json gave.
+  const hfInit = opts.init !== undefined && await isDir(opts.init) &&
+      await llamaInitConfig(opts.init) !== null
+    ? opts.init
+    : undefined;
+  const res = await trainRun(
+    { ...opts, init: start, recipe: "none", resume: undefined },
+    world,
+    hfInit,
+  );
   return cotStart ? { ...res, cotStart } : res;
 }

@@ -1,9 +1,11 @@
 // attention.cuh: causal multi-head attention of Tq queries against [Tp past keys ‖ own keys],
 // forward and backward (the semantics are lotus_engine.h's; read them there).
 //
-// Key j of batch b, head h (Tk = Tp + Tq keys):
-//   j <  Tp: kv_past + b*past_bs + j*past_rs + h*HS      (value: C elements later)
-//   j >= Tp: qkv + (b*Tq + j - Tp)*3C + C + h*HS         (value: C elements later)
+// Key j of batch b, query head h, with NKV key/value heads (G = NH / NKV query heads share
+// one: h reads key/value head kh = h / G; QS = C + 2*NKV*HS is the qkv row stride, VO the
+// offset of a value from its key: C when NKV == NH, NKV*HS otherwise; Tk = Tp + Tq keys):
+//   j <  Tp: kv_past + b*past_bs + j*past_rs + kh*HS      (value: VO elements later)
+//   j >= Tp: qkv + (b*Tq + j - Tp)*QS + C + kh*HS         (value: VO elements later)
 // Query i sees keys 0 .. Tp+i that key_valid does not mask.
 //
 // Fused and tiled. A thread block of 4 warps takes a tile of kQT = 16 queries of one (b, h);
@@ -26,12 +28,13 @@
 //   dq kernel, one block per query tile: D (one pass over the key tiles, summed in double per
 //     lane, then over lanes in order), then dq_i += sum_j ds_ij k_j (a second pass); D goes
 //     to a small scratch [B,NH,Tq] for
-//   dkv kernel, one block per key tile: over the query tiles that see it, in order,
-//     dk_j += sum_i ds_ij q_i and dv_j += sum_i p_ij dout_i, accumulated in shared memory
-//     (each element by one thread) and added once into dqkv or dkv_past.
+//   dkv kernel, one block per key tile of a key/value head: over the group's query heads,
+//     then the query tiles that see it, in order, dk_j += sum_i ds_ij q_i and
+//     dv_j += sum_i p_ij dout_i, accumulated in shared memory (each element by one thread)
+//     and added once into dqkv or dkv_past.
 // No atomics and no stored dS: every gradient element is written by one thread in a fixed
 // order. When past rows of different batch entries overlap (past_bs = 0 shares one past
-// across the batch), the dkv kernel runs one block per head that walks b, then the key
+// across the batch), the dkv kernel runs one block per key/value head that walks b, then the key
 // tiles, in order, as the CPU engine does.
 #pragma once
 
@@ -42,12 +45,23 @@ namespace le {
 struct AttnShape {
   int B, Tq, Tp, C, NH, HS, Tk;
   int64_t past_bs, past_rs;
+  int G;
+  int64_t QS, VO;
 };
+
+inline AttnShape attn_shape(int B, int Tq, int Tp, int C, int NH, int NKV, int64_t past_bs,
+                            int64_t past_rs) {
+  const int HS = C / NH;
+  const int64_t ckv = (int64_t)HS * NKV;
+  return AttnShape{B, Tq, Tp, C, NH, HS, Tq + Tp, past_bs, past_rs, NH / NKV, C + 2 * ckv,
+                   NKV == NH ? (int64_t)C : ckv};
+}
 
 __device__ inline const float* key_ptr(const AttnShape& s, const float* qkv, const float* past,
                                        int b, int h, int j) {
-  if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + h * s.HS;
-  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * 3 * s.C + s.C + h * s.HS;
+  const int64_t kh = (int64_t)(h / s.G) * s.HS;
+  if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + kh;
+  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + kh;
 }
 
 constexpr int kAttnThreads = 128;  // 4 warps
@@ -96,7 +110,7 @@ __global__ void attention_fwd_kernel(float* out, float* att, float* stats, const
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   const int i0 = qt * kQT, nq = min(kQT, s.Tq - i0);
   stage_rows(Qs, ld, kQT, nq, HS, [&](int r) {
-    return qkv + ((int64_t)b * s.Tq + i0 + r) * 3 * s.C + h * HS;
+    return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS;
   });
   for (int e = tid; e < kQT * HS; e += blockDim.x) Os[e] = 0.f;
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
@@ -109,7 +123,7 @@ __global__ void attention_fwd_kernel(float* out, float* att, float* stats, const
     __syncthreads();  // the previous tile is no longer read (and Qs, Os are published)
     stage_rows(Ks, ld, kKT, nkt, HS, [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r); });
     stage_rows(Vs, ld, kKT, nkt, HS,
-               [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r) + s.C; });
+               [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r) + s.VO; });
     __syncthreads();
     const int j = j0 + lane;
     const bool key_ok = lane < nkt && (!valid || valid[j]);
@@ -245,7 +259,7 @@ __global__ void attention_bwd_dq_kernel(float* dqkv, float* Dg, const float* dou
   stage_rows(dOs, ld, kQT, nq, HS,
              [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
   stage_rows(Qs, ld, kQT, nq, HS,
-             [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * 3 * s.C + h * HS; });
+             [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS; });
   for (int e = tid; e < kQT * HS; e += blockDim.x) dQs[e] = 0.f;
   if (tid < kQT) {
     const bool in = recompute && tid < nq;
@@ -265,7 +279,7 @@ __global__ void attention_bwd_dq_kernel(float* dqkv, float* Dg, const float* dou
                    [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r); });
       }
       stage_rows(Vs, ld, kKT, nkt, HS,
-                 [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r) + s.C; });
+                 [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r) + s.VO; });
       __syncthreads();
       tile_p_dp(p, dp, s, ap, bh, i0, nq, j0, nkt, Qs, Ks, Vs, dOs, scale);
       if (pass == 0) {
@@ -299,19 +313,19 @@ __global__ void attention_bwd_dq_kernel(float* dqkv, float* Dg, const float* dou
   for (int r = 0; r < 4; r++) {
     const int row = w + 4 * r;
     if (row >= nq) continue;
-    float* dq = dqkv + ((int64_t)b * s.Tq + i0 + row) * 3 * s.C + h * HS;
+    float* dq = dqkv + ((int64_t)b * s.Tq + i0 + row) * s.QS + h * HS;
     for (int d = lane; d < HS; d += 32) dq[d] += dQs[row * HS + d];
   }
 }
 
-// grid: B*NH*nkt blocks (key tile fastest), or NH blocks with share_b (each walks b, then the
-// key tiles, in order); dynamic shared memory: attn_dkv_smem(HS).
+// grid: B*NKV*nkt blocks (key tile fastest), or NKV blocks with share_b (each walks b, then
+// the key tiles, in order); dynamic shared memory: attn_dkv_smem(HS).
 __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg,
                                          const float* dout, const float* att, const float* stats,
                                          const uint8_t* key_valid, const float* qkv,
                                          const float* past, AttnShape s, float scale, int nkt_all,
                                          bool share_b) {
-  const int HS = s.HS, ld = HS + 1;
+  const int HS = s.HS, ld = HS + 1, NKV = s.NH / s.G;
   float* Ks = dyn_shared<float>();  // [kKT][ld]
   float* Vs = Ks + kKT * ld;        // [kKT][ld]
   float* Qs = Vs + kKT * ld;        // [kQT][ld]
@@ -325,53 +339,57 @@ __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const flo
   float* dVs = dKs + kKT * HS;      // [kKT][HS]
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   const bool recompute = att == nullptr;
-  const int h = share_b ? (int)blockIdx.x : (int)(blockIdx.x / nkt_all) % s.NH;
-  const int b_lo = share_b ? 0 : (int)(blockIdx.x / nkt_all) / s.NH;
+  const int kvh = share_b ? (int)blockIdx.x : (int)(blockIdx.x / nkt_all) % NKV;
+  const int b_lo = share_b ? 0 : (int)(blockIdx.x / nkt_all) / NKV;
   const int b_hi = share_b ? s.B : b_lo + 1;
   const int t_lo = share_b ? 0 : (int)(blockIdx.x % nkt_all), t_hi = share_b ? nkt_all : t_lo + 1;
+  const int h_lo = kvh * s.G, h_hi = h_lo + s.G;  // the query heads that read this key head
   for (int b = b_lo; b < b_hi; b++) {
-    const int bh = b * s.NH + h;
     const AttnP ap{att, ms, invs, key_valid ? key_valid + (int64_t)b * s.Tk : nullptr};
     for (int t = t_lo; t < t_hi; t++) {
       const int j0 = t * kKT, nkt = min(kKT, s.Tk - j0);
       if (j0 + nkt <= s.Tp && !dkv_past) continue;  // past keys without a gradient
       __syncthreads();  // the previous tile's results are written
-      stage_rows(Ks, ld, kKT, nkt, HS, [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r); });
+      stage_rows(Ks, ld, kKT, nkt, HS,
+                 [&](int r) { return key_ptr(s, qkv, past, b, h_lo, j0 + r); });
       stage_rows(Vs, ld, kKT, nkt, HS,
-                 [&](int r) { return key_ptr(s, qkv, past, b, h, j0 + r) + s.C; });
+                 [&](int r) { return key_ptr(s, qkv, past, b, h_lo, j0 + r) + s.VO; });
       for (int e = tid; e < kKT * HS; e += blockDim.x) dKs[e] = 0.f, dVs[e] = 0.f;
       const int i_first = j0 - s.Tp > 0 ? j0 - s.Tp : 0;  // the first query that sees key j0
-      for (int i0 = i_first; i0 < s.Tq; i0 += kQT) {
-        const int nq = min(kQT, s.Tq - i0);
-        __syncthreads();  // the previous query tile is no longer read
-        stage_rows(Qs, ld, kQT, nq, HS,
-                   [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * 3 * s.C + h * HS; });
-        stage_rows(dOs, ld, kQT, nq, HS,
-                   [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
-        if (tid < kQT) {
-          const bool in = tid < nq;
-          const int64_t rr = (int64_t)bh * s.Tq + i0 + tid;
-          Ds[tid] = in ? Dg[rr] : 0.f;
-          ms[tid] = in && recompute ? stats[rr * 2] : 0.f;
-          invs[tid] = in && recompute ? stats[rr * 2 + 1] : 0.f;
-        }
-        __syncthreads();
-        float p[4], dp[4];
-        tile_p_dp(p, dp, s, ap, bh, i0, nq, j0, nkt, Qs, Ks, Vs, dOs, scale);
-        for (int r = 0; r < 4; r++) {
-          const int row = w + 4 * r;
-          Ps[row * kKT + lane] = p[r];
-          dSs[row * kKT + lane] = p[r] * (dp[r] - Ds[row]) * scale;
-        }
-        __syncthreads();
-        for (int e = tid; e < kKT * HS; e += blockDim.x) {
-          const int k = e / HS, d = e % HS;
-          float ak = dKs[e], av = dVs[e];
-          for (int r = 0; r < nq; r++) {
-            ak += dSs[r * kKT + k] * Qs[r * ld + d];
-            av += Ps[r * kKT + k] * dOs[r * ld + d];
+      for (int h = h_lo; h < h_hi; h++) {
+        const int bh = b * s.NH + h;
+        for (int i0 = i_first; i0 < s.Tq; i0 += kQT) {
+          const int nq = min(kQT, s.Tq - i0);
+          __syncthreads();  // the previous query tile is no longer read
+          stage_rows(Qs, ld, kQT, nq, HS,
+                     [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS; });
+          stage_rows(dOs, ld, kQT, nq, HS,
+                     [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
+          if (tid < kQT) {
+            const bool in = tid < nq;
+            const int64_t rr = (int64_t)bh * s.Tq + i0 + tid;
+            Ds[tid] = in ? Dg[rr] : 0.f;
+            ms[tid] = in && recompute ? stats[rr * 2] : 0.f;
+            invs[tid] = in && recompute ? stats[rr * 2 + 1] : 0.f;
           }
-          dKs[e] = ak, dVs[e] = av;
+          __syncthreads();
+          float p[4], dp[4];
+          tile_p_dp(p, dp, s, ap, bh, i0, nq, j0, nkt, Qs, Ks, Vs, dOs, scale);
+          for (int r = 0; r < 4; r++) {
+            const int row = w + 4 * r;
+            Ps[row * kKT + lane] = p[r];
+            dSs[row * kKT + lane] = p[r] * (dp[r] - Ds[row]) * scale;
+          }
+          __syncthreads();
+          for (int e = tid; e < kKT * HS; e += blockDim.x) {
+            const int k = e / HS, d = e % HS;
+            float ak = dKs[e], av = dVs[e];
+            for (int r = 0; r < nq; r++) {
+              ak += dSs[r * kKT + k] * Qs[r * ld + d];
+              av += Ps[r * kKT + k] * dOs[r * ld + d];
+            }
+            dKs[e] = ak, dVs[e] = av;
+          }
         }
       }
       // Each element of dKs / dVs is added by the thread that summed it.
@@ -380,12 +398,12 @@ __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const flo
         float* dk;
         if (j < s.Tp) {
           if (!dkv_past) continue;
-          dk = dkv_past + b * s.past_bs + j * s.past_rs + h * HS;
+          dk = dkv_past + b * s.past_bs + j * s.past_rs + (int64_t)kvh * HS;
         } else {
-          dk = dqkv + ((int64_t)b * s.Tq + (j - s.Tp)) * 3 * s.C + s.C + h * HS;
+          dk = dqkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
         }
         dk[d] += dKs[e];
-        dk[s.C + d] += dVs[e];
+        dk[s.VO + d] += dVs[e];
       }
     }
   }
@@ -426,20 +444,21 @@ inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const flo
                          const float* qkv, const float* kv_past, const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kQT - 1) / kQT, nkt = (s.Tk + kKT - 1) / kKT;
-  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * s.NH * nkt;
+  const int NKV = s.NH / s.G;
+  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
   if (qblocks > 0x7fffffffLL || kblocks > 0x7fffffffLL) {
     return fail("%s: B*NH*(Tq+Tp) = %lld is too large", fn, (long long)kblocks);
   }
   float* D = (float*)g_scr_ds.get(fn, mul(mul(mul(s.B, s.NH), s.Tq), 4));
   if (!D) return 1;
   const bool share_b = s.Tp > 0 && dkv_past && s.B > 1 &&
-                       s.past_bs < (int64_t)(s.Tp - 1) * s.past_rs + 2LL * s.C;
+                       s.past_bs < (int64_t)(s.Tp - 1) * s.past_rs + 2 * s.VO;
   const size_t smem_q = attn_dq_smem(s.HS), smem_k = attn_dkv_smem(s.HS);
   TRY(attn_smem_optin(fn, attention_bwd_dq_kernel, smem_q));
   TRY(attn_smem_optin(fn, attention_bwd_dkv_kernel, smem_k));
   LAUNCH(attention_bwd_dq_kernel, (unsigned)qblocks, kAttnThreads, smem_q)(
       dqkv, D, dout, att, stats, key_valid, qkv, kv_past, s, scale, nqt);
-  LAUNCH(attention_bwd_dkv_kernel, share_b ? (unsigned)s.NH : (unsigned)kblocks, kAttnThreads,
+  LAUNCH(attention_bwd_dkv_kernel, share_b ? (unsigned)NKV : (unsigned)kblocks, kAttnThreads,
          smem_k)(dqkv, dkv_past, D, dout, att, stats, key_valid, qkv, kv_past, s, scale, nkt,
                  share_b);
   return 0;
@@ -455,7 +474,7 @@ LE_API int le_attention_fwd(float* out, float* att, const float* qkv, const floa
   REQUIRE_INIT(fn);
   TRY(validate_attention_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
   TRY(attention_fwd(fn, out, att, nullptr, qkv, kv_past, key_valid, s));
   return op_done(fn);
 }
@@ -468,7 +487,7 @@ LE_API int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, con
   REQUIRE_INIT(fn);
   TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
   TRY(attention_bwd(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s));
   return op_done(fn);
 }
@@ -481,7 +500,7 @@ LE_API int le_attention_stats_fwd(float* out, float* stats, const float* qkv,
   REQUIRE_INIT(fn);
   TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                    past_bs, past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
   TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s));
   return op_done(fn);
 }
@@ -495,7 +514,63 @@ LE_API int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dou
   REQUIRE_INIT(fn);
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
                                    Tp, C, NH, past_bs, past_rs));
-  const AttnShape s{B, Tq, Tp, C, NH, C / NH, Tq + Tp, past_bs, past_rs};
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past, s));
+  return op_done(fn);
+}
+
+LE_API int le_attention_gqa_fwd(float* out, float* att, const float* qkv, const float* kv_past,
+                                const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
+                                int NKV, int64_t past_bs, int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_gqa_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_gqa_fwd(out, att, qkv, kv_past, key_valid, B, Tq, Tp, C, NH, NKV,
+                                 past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
+  TRY(attention_fwd(fn, out, att, nullptr, qkv, kv_past, key_valid, s));
+  return op_done(fn);
+}
+
+LE_API int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout,
+                                const float* att, const float* qkv, const float* kv_past, int B,
+                                int Tq, int Tp, int C, int NH, int NKV, int64_t past_bs,
+                                int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_gqa_bwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_gqa_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, NKV,
+                                 past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s));
+  return op_done(fn);
+}
+
+LE_API int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv,
+                                      const float* kv_past, const uint8_t* key_valid, int B,
+                                      int Tq, int Tp, int C, int NH, int NKV, int64_t past_bs,
+                                      int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_gqa_stats_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_gqa_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
+                                       NKV, past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
+  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s));
+  return op_done(fn);
+}
+
+LE_API int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
+                                      const float* stats, const uint8_t* key_valid,
+                                      const float* qkv, const float* kv_past, int B, int Tq,
+                                      int Tp, int C, int NH, int NKV, int64_t past_bs,
+                                      int64_t past_rs) {
+  using namespace le;
+  const char* fn = "le_attention_gqa_stats_bwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B,
+                                       Tq, Tp, C, NH, NKV, past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
   TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past, s));
   return op_done(fn);
 }

@@ -1,0 +1,169 @@
+// llama.cuh: the Llama-family ops: RMSNorm (forward, backward), rotary position embeddings
+// (in place, forward and inverse) and SwiGLU (forward, backward). Semantics are
+// lotus_engine.h's; grouped-query attention is in attention.cuh.
+//
+// RMSNorm follows layernorm.cuh: one warp per row, the mean of squares in double, and dw as
+// deterministic column sums in two stages (fixed chunks of rows, then the chunks in order).
+// RoPE and SwiGLU are elementwise: one thread per (row, pair) or (row, channel).
+#pragma once
+
+#include "common.cuh"
+
+namespace le {
+
+__global__ void rmsnorm_fwd_kernel(float* out, float* rstd, const float* inp, const float* w,
+                                   int N, int C, float eps) {
+  const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31;
+  const float* x = inp + (int64_t)n * C;
+  double s = 0;
+  for (int c = lane; c < C; c += 32) s += (double)x[c] * x[c];
+  s = warp_sum(s);
+  const double ms = __shfl_sync(0xffffffffu, s, 0) / C;
+  const float rs = (float)(1.0 / sqrt(ms + (double)eps));
+  float* o = out + (int64_t)n * C;
+  for (int c = lane; c < C; c += 32) o[c] = x[c] * rs * w[c];
+  if (lane == 0 && rstd) rstd[n] = rs;
+}
+
+__global__ void rmsnorm_bwd_dinp_kernel(float* dinp, const float* dout, const float* inp,
+                                        const float* w, const float* rstd, int N, int C) {
+  const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t off = (int64_t)n * C;
+  const float* x = inp + off;
+  const float* d = dout + off;
+  const float rs = rstd[n];
+  double s2 = 0;
+  for (int c = lane; c < C; c += 32) s2 += (double)(d[c] * w[c]) * (x[c] * rs);
+  s2 = warp_sum(s2);
+  const float bb = (float)(__shfl_sync(0xffffffffu, s2, 0) / C);
+  float* dx = dinp + off;
+  for (int c = lane; c < C; c += 32) dx[c] += (d[c] * w[c] - x[c] * rs * bb) * rs;
+}
+
+// Stage 1 of dw: grid (ceil(C/128), chunks); part [chunks, C].
+__global__ void rmsnorm_bwd_part_kernel(double* part, const float* dout, const float* inp,
+                                        const float* rstd, int N, int C, int chunk) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
+  double aw = 0;
+  for (int n = n0; n < n1; n++) {
+    const int64_t i = (int64_t)n * C + c;
+    aw += (double)dout[i] * (inp[i] * rstd[n]);
+  }
+  part[(int64_t)blockIdx.y * C + c] = aw;
+}
+
+// One thread per (row, pair i); it rotates pair i of every head of the row.
+__global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq, int N, int nh,
+                            int HS, int64_t rs, int inverse) {
+  const int half = HS / 2;
+  const int64_t total = (int64_t)N * half;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t n = k / half;
+    const int i = (int)(k % half);
+    const double a = (double)((float)pos[n] * inv_freq[i]);
+    const float c = (float)cos(a), sn = inverse ? -(float)sin(a) : (float)sin(a);
+    float* row = x + n * rs;
+    for (int h = 0; h < nh; h++) {
+      float* v = row + (int64_t)h * HS;
+      const float x1 = v[i], x2 = v[i + half];
+      v[i] = x1 * c - x2 * sn;
+      v[i + half] = x2 * c + x1 * sn;
+    }
+  }
+}
+
+__global__ void swiglu_fwd_kernel(float* out, const float* inp, int N, int I) {
+  const int64_t total = (int64_t)N * I;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t n = k / I, i = k % I;
+    const float g = inp[n * 2 * I + i], u = inp[n * 2 * I + I + i];
+    const float sg = 1.f / (1.f + expf(-g));
+    out[k] = g * sg * u;
+  }
+}
+
+__global__ void swiglu_bwd_kernel(float* dinp, const float* inp, const float* dout, int N, int I) {
+  const int64_t total = (int64_t)N * I;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t n = k / I, i = k % I;
+    const float g = inp[n * 2 * I + i], u = inp[n * 2 * I + I + i];
+    const float sg = 1.f / (1.f + expf(-g));
+    const float d = dout[k];
+    dinp[n * 2 * I + i] += d * u * sg * (1.f + g * (1.f - sg));
+    dinp[n * 2 * I + I + i] += d * g * sg;
+  }
+}
+
+}  // namespace le
+
+LE_API int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, int N, int C,
+                          float eps) {
+  using namespace le;
+  const char* fn = "le_rmsnorm_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
+  LAUNCH(rmsnorm_fwd_kernel, (unsigned)((N + 7) / 8), 256, 0)(out, rstd, inp, w, N, C, eps);
+  return op_done(fn);
+}
+
+LE_API int le_rmsnorm_bwd(float* dinp, float* dw, const float* dout, const float* inp,
+                          const float* w, const float* rstd, int N, int C) {
+  using namespace le;
+  const char* fn = "le_rmsnorm_bwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_rmsnorm_bwd(dinp, dw, dout, inp, w, rstd, N, C));
+  if (dinp) {
+    LAUNCH(rmsnorm_bwd_dinp_kernel, (unsigned)((N + 7) / 8), 256, 0)(dinp, dout, inp, w, rstd, N,
+                                                                     C);
+  }
+  if (dw) {
+    const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
+    double* part = (double*)g_scr_part.get(fn, (size_t)chunks * C * sizeof(double));
+    if (!part) return 1;
+    dim3 grid((C + 127) / 128, chunks);
+    LAUNCH(rmsnorm_bwd_part_kernel, grid, 128, 0)(part, dout, inp, rstd, N, C, chunk);
+    LAUNCH(colsum_finish_kernel, (C + 127) / 128, 128, 0)(dw, part, chunks, C);
+  }
+  return op_done(fn);
+}
+
+LE_API int le_rope(float* x, const int32_t* pos, const float* inv_freq, int N, int nh, int HS,
+                   int64_t rs, int inverse) {
+  using namespace le;
+  const char* fn = "le_rope";
+  REQUIRE_INIT(fn);
+  TRY(validate_rope(x, pos, inv_freq, N, nh, HS, rs));
+  int bad[2];
+  TRY(find_bad_indices(fn, pos, (int64_t)1 << 40, false, nullptr, 0, false, N, bad));
+  if (bad[0] != kNoBad) return fail_bad_rope_pos(fn, bad[0], read_int(pos + bad[0]));
+  LAUNCH(rope_kernel, grid_for((int64_t)N * (HS / 2), 256), 256, 0)(x, pos, inv_freq, N, nh, HS,
+                                                                     rs, inverse);
+  return op_done(fn);
+}
+
+LE_API int le_swiglu_fwd(float* out, const float* inp, int N, int I) {
+  using namespace le;
+  const char* fn = "le_swiglu_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_swiglu_fwd(out, inp, N, I));
+  LAUNCH(swiglu_fwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(out, inp, N, I);
+  return op_done(fn);
+}
+
+LE_API int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I) {
+  using namespace le;
+  const char* fn = "le_swiglu_bwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_swiglu_bwd(dinp, inp, dout, N, I));
+  LAUNCH(swiglu_bwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(dinp, inp, dout, N, I);
+  return op_done(fn);
+}
