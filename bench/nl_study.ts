@@ -23,6 +23,8 @@
  */
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { exists } from "../base/exists.ts";
+import { denoLogged } from "./_child.ts";
 import type { SyntheticOptions } from "../pipeline/synthetic.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import { wilson } from "./experiment_table.ts";
@@ -162,35 +164,8 @@ function runs(): RunSpec[] {
   return out;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function deno(args: string[], log: string, timeoutMs: number): Promise<number> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // A run past its time is stopped like Ctrl-C: it saves and can be resumed.
-  const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-  const out = await child.output();
-  clearTimeout(timer);
-  const dec = new TextDecoder();
-  await Deno.writeTextFile(
-    log,
-    `$ deno ${args.join(" ")}\n${dec.decode(out.stdout)}` +
-      `${dec.decode(out.stderr)}exit ${out.code}\n`,
-    { append: true },
-  );
-  return out.code;
+function deno(args: string[], log: string, timeoutMs: number): Promise<number> {
+  return denoLogged(ROOT, args, log, timeoutMs);
 }
 
 /** The three splits' problems, once, shared by both forms. */
