@@ -45,7 +45,8 @@ export async function studyTable(): Promise<string> {
     "| configuration | seeds | test acc % (mean) | 95% CI (pooled) | per seed | minus its CoT start (points) | steps (with its CoT start) | positions (M) | best step |",
     "| --- | --: | --: | --: | --- | --: | --: | --: | --: |",
   ];
-  for (const [name, rs] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [name, unsorted] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
+    const rs = [...unsorted].sort((x, y) => x.spec.seed - y.spec.seed);
     const correct = rs.reduce((s, r) => s + r.test.correct, 0);
     const n = rs.reduce((s, r) => s + r.test.n, 0);
     const [lo, hi] = wilson(correct, n);
