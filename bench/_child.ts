@@ -32,3 +32,42 @@ export async function denoLogged(
   );
   return out.code;
 }
+
+/** The permissions a study's child commands run with. */
+export const PERMS = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-run"];
+
+/** What one study run trains: where, on what, and with which settings. */
+export interface TrainRun {
+  run: string;
+  data: string;
+  preset: string;
+  seed: number;
+  flags: string[];
+  /** The checkpoint it starts from, when any. */
+  init?: string;
+}
+
+/**
+ * The `deno` arguments that train `t` on one thread: a resume of its run directory when `resume`
+ * (a run past its time stopped and saved), else a fresh run.
+ */
+export function trainArgs(t: TrainRun, resume: boolean): string[] {
+  if (resume) {
+    return ["run", ...PERMS, "cli/train.ts", "--resume", t.run, "--threads", "1", "--quiet"];
+  }
+  return [
+    "run",
+    ...PERMS,
+    "cli/train.ts",
+    "--data",
+    t.data,
+    "--out",
+    t.run,
+    "--preset",
+    t.preset,
+    "--seed",
+    String(t.seed),
+    ...t.flags,
+    ...(t.init ? ["--init", t.init] : []),
+  ];
+}

@@ -24,7 +24,7 @@
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { exists } from "../base/exists.ts";
-import { denoLogged } from "./_child.ts";
+import { denoLogged, PERMS, trainArgs } from "./_child.ts";
 import type { SyntheticOptions } from "../pipeline/synthetic.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import { wilson } from "./experiment_table.ts";
@@ -54,7 +54,6 @@ const SYNTH_FLAGS = [
 ];
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const PERMS = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-run"];
 
 /** One dataset: a CoT form, its c and its long-step policy (K = 3 for both). */
 interface DataSpec {
@@ -272,23 +271,17 @@ async function runOne(r: RunSpec, minutes: number): Promise<void> {
   const log = `${res}/console.log`;
   const t0 = performance.now();
   const resume = await exists(`${run}/checkpoint/config.json`);
-  const args = resume
-    ? ["run", ...PERMS, "cli/train.ts", "--resume", run, "--threads", "1", "--quiet"]
-    : [
-      "run",
-      ...PERMS,
-      "cli/train.ts",
-      "--data",
-      data,
-      "--out",
+  const args = trainArgs(
+    {
       run,
-      "--preset",
-      "tiny",
-      "--seed",
-      String(r.seed),
-      ...r.flags,
-      ...(r.from ? ["--init", await checkpointOf(`${OUT}/runs/${r.from}`)] : []),
-    ];
+      data,
+      preset: "tiny",
+      seed: r.seed,
+      flags: r.flags,
+      init: r.from ? await checkpointOf(`${OUT}/runs/${r.from}`) : undefined,
+    },
+    resume,
+  );
   console.error(`${r.name}: training${resume ? " (resumed)" : ""}`);
   const code = await deno(args, log, minutes * 60_000);
   if (code !== 0) {

@@ -13,12 +13,11 @@
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { exists } from "../base/exists.ts";
-import { denoLogged } from "./_child.ts";
+import { denoLogged, PERMS, trainArgs } from "./_child.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const OUT = `${ROOT}out/study`;
 const RESULTS = `${ROOT}bench/results/study`;
-const PERMS = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-run"];
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -315,23 +314,17 @@ async function runOne(r: RunSpec, minutes: number): Promise<void> {
   const log = `${res}/console.log`;
   const t0 = performance.now();
   const resume = await exists(`${run}/checkpoint/config.json`);
-  const args = resume
-    ? ["run", ...PERMS, "cli/train.ts", "--resume", run, "--threads", "1", "--quiet"]
-    : [
-      "run",
-      ...PERMS,
-      "cli/train.ts",
-      "--data",
-      data,
-      "--out",
+  const args = trainArgs(
+    {
       run,
-      "--preset",
-      r.preset,
-      "--seed",
-      String(r.seed),
-      ...r.flags,
-      ...(r.from ? ["--init", `${OUT}/runs/${r.from}/best`] : []),
-    ];
+      data,
+      preset: r.preset,
+      seed: r.seed,
+      flags: r.flags,
+      init: r.from ? `${OUT}/runs/${r.from}/best` : undefined,
+    },
+    resume,
+  );
   console.error(`${r.name}: training${resume ? " (resumed)" : ""}`);
   const code = await deno(args, log, minutes * 60_000);
   if (code !== 0) {
