@@ -219,6 +219,15 @@ function runs(): RunSpec[] {
     fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
     cotOf("tiny-ages23-cot-lr3e-3"),
   );
+  // The same longer final stage at small, from the small CoT models (3e-4, the rate of the
+  // 8-epoch small row).
+  add(
+    "small-ages23-fromcot-lr3e-4-ep16",
+    "ages23",
+    "small",
+    fromCot("3e-4").map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    cotOf("small-ages23-cot-lr3e-4"),
+  );
   add("small-ages23-cot-lr1e-3", "ages23", "small", cot("1e-3"));
   // 5. 1-6 steps, K = R = 6.
   add("tiny-mix16-cot-lr3e-3", "mix16", "tiny", cot("3e-3"));
