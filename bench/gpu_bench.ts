@@ -248,7 +248,8 @@ async function main(): Promise<void> {
       (_, i) => randomExample(draw, V, { question: Q, answer: A, K, c }, i),
     );
     const S = suffixOf(exs[0], K, sp.eot).length;
-    const runner = new LotusRunner(model, { B, P: Q, K, c, R, S, auxT: 0 }, true);
+    // Recomputation on, as training on CUDA defaults to.
+    const runner = new LotusRunner(model, { B, P: Q, K, c, R, S, auxT: 0, recompute: true }, true);
     const batch = lotusBatch(exs, sp, { K, R, c });
     const opts: LotusOptions = {
       lambda: cfg.lambda,

@@ -9,6 +9,10 @@
  * first grows the engine's scratch buffers).
  *
  *   npx deno run -A bench/launch_count.ts [--precision fp32|tf32|bf16] [--injection add|replace]
+ *       [--recompute on|off]
+ *
+ * `--recompute on` (the default, as training on CUDA) counts the step of a runner that rebuilds
+ * the normalisations, attention outputs and MLP activations in the backward.
  *
  * @module
  */
@@ -27,6 +31,7 @@ const { values: a } = parseArgs({
   options: {
     precision: { type: "string", default: "bf16" },
     injection: { type: "string", default: "add" },
+    recompute: { type: "string", default: "on" },
   },
   strict: true,
 });
@@ -51,7 +56,7 @@ const batch = lotusBatch(exs, sp, { K, R, c });
 const model = new Model(eng, cfg, perturbedParams(cfg, 7), true);
 const runner = new LotusRunner(
   model,
-  { B, P: batch.P, K, c, R, S: batch.S, auxT: 0 },
+  { B, P: batch.P, K, c, R, S: batch.S, auxT: 0, recompute: a.recompute === "on" },
   true,
 );
 const train = TrainConfigSchema.parse({ k: K, c, r: R });
@@ -81,6 +86,7 @@ console.log(JSON.stringify({
   shape: { nLayer: 12, K, R, c, question: 60, answer: 8 },
   precision: a.precision,
   injection: a.injection,
+  recompute: a.recompute,
   kernelLaunches: d("launches"),
   gemms: d("gemms"),
   memops: d("memops"),

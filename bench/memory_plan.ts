@@ -12,7 +12,8 @@
  *
  * Rows of the output:
  *  - planned: the model (fp32 weights, gradients and AdamW moments: 16 bytes a parameter), a
- *    training runner and a generator; besides the engine's layout today, the layout of bf16
+ *    training runner (keeping every activation, and with recomputation, `--recompute on`, the
+ *    CUDA engine's default) and a generator; besides the engine's layout today, the layout of bf16
  *    weights with fp32 master copies (bf16 weights 2, fp32 master 4, fp32 gradient 4, fp32 m
  *    and v 8: 18 bytes a parameter; activations fp32 as the engine keeps them), and for each
  *    the largest batch whose training allocation fits in `--gpu-gb` decimal gigabytes (an H200
@@ -21,9 +22,8 @@
  *    attention.cuh, at the largest op of a training step): the cuBLAS workspace, the rounded
  *    operand copies of matmuls at TF32 / bf16 (one per operand slot, grown to the largest), and
  *    the attention backward's per-row scratch. The CUDA context (a few hundred MiB) is not in it;
- *  - `designEstimate` (NOT implemented; arithmetic over the activations the training runner
- *    keeps per layer and row): keeping the saved activations in bf16, and recomputing the
- *    normalisation and MLP activation outputs in the backward instead of keeping them.
+ *  - `designEstimate` (NOT implemented; arithmetic over the activations a recomputing training
+ *    runner keeps per layer and row): keeping those activations in bf16.
  *
  * @module
  */
@@ -92,9 +92,9 @@ function plannedModel(eng: Engine): Model {
 }
 
 /** Bytes of the LOTUS training activations at batch `b`. */
-function trainBytes(b: number): number {
+function trainBytes(b: number, recompute = false): number {
   const { eng, bytes } = countingEngine();
-  const cap = { B: b, P, K, c, R: K, S: 1 + A, auxT: 0, headRows };
+  const cap = { B: b, P, K, c, R: K, S: 1 + A, auxT: 0, headRows, recompute };
   const r = new LotusRunner(plannedModel(eng), cap, true);
   const out = bytes();
   r.free();
@@ -103,11 +103,16 @@ function trainBytes(b: number): number {
 
 const lay = paramLayout(cfg);
 const params = lay.mainTotal;
-const act = trainBytes(B);
+const act = trainBytes(B), actRc = trainBytes(B, true);
 // Activations grow linearly in B once the head's row chunk is full (its logits buffer is
 // then fixed): the step from B - 1 to B is one example's.
-const perExample = trainBytes(Math.max(2, B)) - trainBytes(Math.max(1, B - 1));
-const fixedAct = trainBytes(Math.max(2, B)) - Math.max(2, B) * perExample;
+const linear = (recompute: boolean) => {
+  const hi = trainBytes(Math.max(2, B), recompute);
+  const perExample = hi - trainBytes(Math.max(1, B - 1), recompute);
+  return { perExample, fixed: hi - Math.max(2, B) * perExample };
+};
+const { perExample, fixed: fixedAct } = linear(false);
+const rcLine = linear(true);
 const { eng: geng, bytes: gbytes } = countingEngine();
 const gen = new Generator(plannedModel(geng), {
   B: n(a["eval-batch"]),
@@ -120,12 +125,14 @@ const evalBytes = gbytes();
 gen.free();
 const budget = n(a["gpu-gb"]) * 1e9;
 const layouts = { fp32: 16, "bf16+fp32master": 18 } as const;
-const fits = Object.fromEntries(
-  Object.entries(layouts).map(([k, perParam]) => {
-    const free = budget - perParam * params - fixedAct;
-    return [k, free > 0 ? Math.floor(free / perExample) : 0];
-  }),
-);
+const fitsOf = (line: { perExample: number; fixed: number }) =>
+  Object.fromEntries(
+    Object.entries(layouts).map(([k, perParam]) => {
+      const free = budget - perParam * params - line.fixed;
+      return [k, free > 0 ? Math.floor(free / line.perExample) : 0];
+    }),
+  );
+const fits = fitsOf({ perExample, fixed: fixedAct });
 const { dModel: C, nHead: NH, nLayer: NL, vocabSize: V } = cfg;
 const wd = stackWidths(stackShapeOf(cfg, false));
 const S = 1 + A, L = 1 + K * c;
@@ -151,15 +158,12 @@ const attnD = B * NH * Math.max(P, L, S) * 4;
 const scratch = (bytesPerElem: number) =>
   workspace + (slotA + slotB + slotC) * bytesPerElem + attnD;
 
-// Design estimate. Per layer and row a training chunk keeps, in fp32: x, ln1, qkv, the
-// attention output, resid2, ln2, the MLP's input-side projection and its activation output,
-// and the qkv gradient (an accumulator that stays fp32).
-const perRowLayer = (floats: number) => rows * NL * floats;
-const savedFloats = 5 * C + wd.qkv + wd.ffIn + wd.ffOut; // what bf16 storage would halve
-const bf16Saving = perRowLayer(savedFloats) * 2;
-const recomputeFloats = 2 * C + wd.ffOut; // ln1, ln2, the MLP activation's output
-const recomputeSavingBf16 = perRowLayer(recomputeFloats) * 2;
-const total = 16 * params + act;
+// Design estimate. Per layer and row a recomputing training chunk keeps, in fp32: x, resid2,
+// qkv and the MLP's input-side projection, which bf16 storage would halve; its qkv gradient
+// (an accumulator) stays fp32.
+const savedFloats = 2 * C + wd.qkv + wd.ffIn;
+const bf16Saving = rows * NL * savedFloats * 2;
+const total = 16 * params + act, totalRc = 16 * params + actRc;
 
 console.log(JSON.stringify(
   {
@@ -172,6 +176,14 @@ console.log(JSON.stringify(
     trainActivationsPerExampleGiB: GiB(perExample),
     trainTotalGiB: GiB(total),
     trainTotalBf16MasterGiB: GiB(18 * params + act),
+    recompute: {
+      note: "--recompute on (the CUDA engine's default): what the backward rebuilds is not kept",
+      trainActivationsGiB: GiB(actRc),
+      trainActivationsPerExampleGiB: GiB(rcLine.perExample),
+      trainTotalGiB: GiB(totalRc),
+      trainTotalWithBf16ScratchGiB: GiB(totalRc + scratch(2)),
+      maxBatchIn: { gb: n(a["gpu-gb"]), ...fitsOf(rcLine) },
+    },
     evalBuffersGiB: GiB(evalBytes),
     maxBatchIn: { gb: n(a["gpu-gb"]), ...fits },
     deviceScratch: {
@@ -182,12 +194,9 @@ console.log(JSON.stringify(
     },
     trainTotalWithBf16ScratchGiB: GiB(total + scratch(2)),
     designEstimate: {
-      note: "NOT implemented: arithmetic over the per-layer activations kept for the backward",
+      note: "NOT implemented: the activations a recomputing runner keeps, stored in bf16",
       bf16ActivationsSaveGiB: GiB(bf16Saving),
-      recomputeNormsAndMlpActivationSaveGiB: GiB(recomputeSavingBf16),
-      trainTotalWithBothAndBf16ScratchGiB: GiB(
-        total + scratch(2) - bf16Saving - recomputeSavingBf16,
-      ),
+      trainTotalWithRecomputeBf16ActivationsAndScratchGiB: GiB(totalRc + scratch(2) - bf16Saving),
     },
   },
   null,

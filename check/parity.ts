@@ -920,15 +920,22 @@ export const LLAMA_STEP_SPEC: StepSpec = {
   opts: { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" },
 };
 
+/**
+ * A training runner's capacity for `exs`, recomputing on the CUDA engine as training there
+ * does by default (so the CUDA side of a comparison runs the rebuilt activations against the
+ * CPU engine's kept ones).
+ */
 function capacityFor(
   exs: Example[],
   spec: { K: number; R: number; c: number; B: number },
   sp: SpecialIds,
+  eng: Engine,
 ): LotusCapacity {
   const b = lotusBatch(exs, sp, { K: spec.K, R: spec.R, c: spec.c });
   let longest = 0;
   for (const e of exs) for (const s of e.steps) longest = Math.max(longest, s.length);
-  return { B: spec.B, P: b.P, K: spec.K, c: spec.c, R: spec.R, S: b.S, auxT: spec.c + longest };
+  const { B, K, R, c } = spec;
+  return { B, P: b.P, K, c, R, S: b.S, auxT: c + longest, recompute: eng.backend === "cuda" };
 }
 
 /** One training step's loss and gradient slab on an engine. */
@@ -942,7 +949,7 @@ export function lotusLossAndGrad(
   const model = new Model(eng, spec.model, params, true);
   let runner: LotusRunner | null = null;
   try {
-    runner = new LotusRunner(model, capacityFor(exs, spec, sp), true);
+    runner = new LotusRunner(model, capacityFor(exs, spec, sp, eng), true);
     model.zeroGrad();
     const l = runner.step(lotusBatch(exs, sp, spec), spec.opts, exs);
     return { loss: l.loss, grad: model.downloadGrads() };
@@ -1013,7 +1020,7 @@ export function trainCurve(eng: Engine, steps: number, seed = 11): Curve {
   const model = new Model(eng, cfg, initParams(paramLayout(cfg), cfg, seed), true);
   let runner: LotusRunner | null = null;
   try {
-    runner = new LotusRunner(model, capacityFor(pool, spec, sp), true);
+    runner = new LotusRunner(model, capacityFor(pool, spec, sp, eng), true);
     const losses: number[] = [];
     const order = Int32Array.from({ length: pool.length }, (_, i) => i);
     const rng = new Rng(seed);

@@ -75,6 +75,13 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(["fp32", "tf32", "bf16"]),
     default: "fp32",
   },
+  recompute: {
+    value: "on|off",
+    help: "keep fewer activations in training and recompute the normalisations, attention " +
+      "outputs and MLP activations in the backward (same gradients, less memory)",
+    schema: oneOf(["on", "off"]),
+    defaultText: "on with the CUDA engine, off on the CPU",
+  },
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
   init: {
     value: "PATH",
@@ -377,6 +384,7 @@ async function main(a: TrainArgs): Promise<number> {
   const run = pickSet(a, Object.keys(RUN_FLAGS) as (keyof typeof RUN_FLAGS)[]);
   const res = await train({
     ...run,
+    recompute: a.recompute === undefined ? undefined : a.recompute === "on",
     out: a.out ?? (a.resume ? runDirOfCheckpoint(a.resume) : "out/runs/default"),
     data: a.data ?? (a.resume ? undefined : "out/data/default"),
     train: trainSettings(a),

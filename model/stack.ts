@@ -212,13 +212,33 @@ export class Scratch {
   readonly dfchg: Ptr;
   /** [rows, 4C] (Llama: [rows, max(2I, C)]) */
   readonly dfch: Ptr;
+  /**
+   * [rows, C]: with recomputation, the one buffer of every recomputing chunk's normalisation
+   * outputs (ln1, ln2) at every layer; null without.
+   */
+  readonly norm: Ptr;
+  /** [rows, C]: with recomputation, the attention outputs' one buffer; null without. */
+  readonly atty: Ptr;
+  /** [rows, 4C] (Llama: [rows, I]): with recomputation, the MLP activation's; null without. */
+  readonly act: Ptr;
   /** Maximum rows. */
   readonly rows: number;
+  /** Whether chunks may recompute into this scratch ({@linkcode ChunkSharing}). */
+  readonly recompute: boolean;
   /**
    * Allocate for `rows` rows of width C; a Llama stack passes its shape for the MLP's widths.
+   * `recompute` adds the buffers of recomputed activations (training only).
    */
-  constructor(arena: Arena, rows: number, C: number, withGrad: boolean, shape?: StackShape) {
+  constructor(
+    arena: Arena,
+    rows: number,
+    C: number,
+    withGrad: boolean,
+    shape?: StackShape,
+    recompute = false,
+  ) {
     this.rows = rows;
+    this.recompute = recompute && withGrad;
     const w = shape ? stackWidths(shape) : null;
     const ffIn = Math.max(w ? w.ffIn : 4 * C, C), ffOut = w ? w.ffOut : 4 * C;
     this.tmp = arena.f32(rows * C);
@@ -226,7 +246,38 @@ export class Scratch {
     this.dtmp = withGrad ? arena.f32(rows * C) : null;
     this.dfchg = withGrad ? arena.f32(rows * ffOut) : null;
     this.dfch = withGrad ? arena.f32(rows * ffIn) : null;
+    this.norm = this.recompute ? arena.f32(rows * C) : null;
+    this.atty = this.recompute ? arena.f32(rows * C) : null;
+    this.act = this.recompute ? arena.f32(rows * ffOut) : null;
   }
+}
+
+/**
+ * What a training chunk may hold in buffers shared with other chunks instead of its own.
+ *
+ * - `recompute`: a scratch allocated with `recompute`. The chunk keeps, per layer, only what
+ *   the backward cannot rebuild without a matmul (the residual stream x and resid2, the
+ *   normalisation statistics, qkv, the softmax statistics and the MLP's first projection);
+ *   the normalisation outputs, the attention output and the MLP activation's output live in
+ *   the scratch, and {@linkcode Stack.backward} recomputes each from what was kept just before
+ *   reading it. Those ops are deterministic, so the gradients are bit-identical to a chunk
+ *   that keeps everything; the cost is one normalisation pair, one attention forward and one
+ *   activation per layer, no matmul. At GPT-2's shape that is 7 of the 16 floats per row and
+ *   layer that a training chunk keeps.
+ * - `dqkv`: per-layer qkv gradient buffers [rows, qkv width] shared by chunks whose qkv is no
+ *   later chunk's past while their own backward has not run. The chunk does not zero them in
+ *   {@linkcode Stack.zeroGrads}: whoever runs the backward zeroes them first (and may then add
+ *   the gradient that later chunks route to it).
+ */
+export interface ChunkSharing {
+  recompute?: Scratch;
+  dqkv?: Ptr[];
+}
+
+/** Per-layer qkv gradient buffers for {@linkcode ChunkSharing.dqkv}, sized for `rows` rows. */
+export function sharedDqkv(arena: Arena, shape: StackShape, rows: number): Ptr[] {
+  const W = stackWidths(shape).qkv;
+  return Array.from({ length: shape.nLayer }, () => arena.f32(rows * W));
 }
 
 /**
@@ -290,6 +341,10 @@ export class Chunk {
   keyValid: Ptr = null;
   /** The positions of the last forward (Llama: the rotary angles), which the backward reuses. */
   pos: Ptr = null;
+  /** Whether the backward recomputes ln1, ln2, atty and fchg ({@linkcode ChunkSharing}). */
+  readonly recompute: boolean;
+  /** Whether `dqkv` is this chunk's own (false: shared, {@linkcode ChunkSharing}). */
+  readonly ownsDqkv: boolean;
   /** Capacity. */
   readonly maxRows: number;
   /** Capacity in attention scores, B * NH * T * (past + T): bounds the past's length. */
@@ -301,7 +356,8 @@ export class Chunk {
 
   /**
    * Allocate for up to `maxB * maxT` rows attending to up to `maxTp` past positions; with
-   * `withDropout` (training only), the masks dropout needs.
+   * `withDropout` (training only), the masks dropout needs; with `share` (training only), the
+   * buffers it names are shared instead of allocated.
    */
   constructor(
     arena: Arena,
@@ -311,11 +367,18 @@ export class Chunk {
     maxTp: number,
     withGrad: boolean,
     withDropout = false,
+    share: ChunkSharing = {},
   ) {
     const { nLayer: L, dModel: C, nHead: NH } = shape;
     const wd = stackWidths(shape);
     const rows = maxB * maxT;
     this.maxRows = rows;
+    const rc = withGrad && share.recompute ? share.recompute : null;
+    if (rc && (!rc.recompute || rc.rows < rows)) {
+      throw new Error(`a recomputing chunk of ${rows} rows needs a recompute scratch that large`);
+    }
+    this.recompute = rc !== null;
+    this.ownsDqkv = !(withGrad && share.dqkv);
     this.maxAtt = maxB * NH * maxT * (maxTp + maxT);
     const own = (n: number) => Array.from({ length: L }, () => arena.f32(n));
     // Without gradients nothing reads a layer's activations after the next layer starts.
@@ -323,22 +386,26 @@ export class Chunk {
     this.x = withGrad
       ? Array.from({ length: L + 1 }, () => arena.f32(rows * C))
       : Array<Ptr>(L + 1).fill(arena.f32(rows * C));
-    this.ln1 = per(rows * C);
+    const inScratch = (p: Ptr) => Array<Ptr>(L).fill(p);
+    this.ln1 = rc ? inScratch(rc.norm) : per(rows * C);
     this.ln1Mean = per(rows);
     this.ln1Rstd = per(rows);
     this.qkv = own(rows * wd.qkv); // the past of later chunks: always one per layer
     this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
-    this.atty = per(rows * C);
+    this.atty = rc ? inScratch(rc.atty) : per(rows * C);
     this.resid2 = per(rows * C);
-    this.ln2 = per(rows * C);
+    this.ln2 = rc ? inScratch(rc.norm) : per(rows * C);
     this.ln2Mean = per(rows);
     this.ln2Rstd = per(rows);
     this.fch = per(rows * wd.ffIn);
-    this.fchg = per(rows * wd.ffOut);
+    this.fchg = rc ? inScratch(rc.act) : per(rows * wd.ffOut);
     this.lnfMean = arena.f32(rows);
     this.lnfRstd = arena.f32(rows);
     this.h = arena.f32(rows * C);
-    this.dqkv = withGrad ? per(rows * wd.qkv) : [];
+    if (share.dqkv && withGrad && share.dqkv.length !== L) {
+      throw new Error(`shared dqkv buffers: ${share.dqkv.length} layers, the stack has ${L}`);
+    }
+    this.dqkv = withGrad ? share.dqkv ?? per(rows * wd.qkv) : [];
     this.dh = withGrad ? arena.f32(rows * C) : null;
     const masks = withGrad && withDropout;
     this.dropIn = masks ? arena.bytes(rows * C) : null;
@@ -383,13 +450,18 @@ export class Stack {
 
   /**
    * Zero the gradient buffers that persist across chunks (dqkv, dh) for the current shape.
-   * Call at the start of every training step for every chunk that will run backward.
+   * Call at the start of every training step for every chunk that will run backward. Shared
+   * dqkv buffers are left to {@linkcode Stack.zeroDqkv}, called just before the backward.
    */
   zeroGrads(ch: Chunk, B: number, T: number): void {
     const C = this.shape.dModel;
-    const rows = B * T;
-    for (const p of ch.dqkv) this.eng.zero(p, rows * this.#wd.qkv * F32);
-    this.eng.zero(ch.dh, rows * C * F32);
+    if (ch.ownsDqkv) this.zeroDqkv(ch, B, T);
+    this.eng.zero(ch.dh, B * T * C * F32);
+  }
+
+  /** Zero a chunk's qkv gradients for `B * T` rows. */
+  zeroDqkv(ch: Chunk, B: number, T: number): void {
+    for (const p of ch.dqkv) this.eng.zero(p, B * T * this.#wd.qkv * F32);
   }
 
   /**
@@ -522,6 +594,7 @@ export class Stack {
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
     const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w, drop = ch.drop;
+    const rc = ch.recompute;
     if (this.#wd.llama) return this.#backwardLlama(ch, sc, past, onLayer);
     e.zero(sc.dres, N * C * F32);
     e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
@@ -534,10 +607,12 @@ export class Stack {
         e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
         dfcproj = sc.dtmp;
       }
+      if (rc) e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
       e.zero(sc.dfchg, N * 4 * C * F32);
       e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, dfcproj, ch.fchg[l], b.fcprojw, N, 4 * C, C);
       e.zero(sc.dfch, N * 4 * C * F32);
       e.geluBwd(sc.dfch, ch.fch[l], sc.dfchg, N * 4 * C);
+      if (rc) e.layernormFwd(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N, C);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, 4 * C);
       e.layernormBwd(
@@ -559,6 +634,22 @@ export class Stack {
         e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
         dproj = sc.dfch;
       }
+      if (rc) {
+        e.attentionStatsFwd(
+          ch.atty[l],
+          null,
+          ch.qkv[l],
+          past ? past.kv(l) : null,
+          ch.keyValid,
+          B,
+          T,
+          Tp,
+          C,
+          NH,
+          past ? past.bs : 0,
+          past ? past.rs : 0,
+        );
+      }
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C);
       e.attentionStatsBwd(
@@ -577,6 +668,7 @@ export class Stack {
         past ? past.bs : 0,
         past ? past.rs : 0,
       );
+      if (rc) e.layernormFwd(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N, C);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, 3 * C);
       e.layernormBwd(
@@ -665,7 +757,8 @@ export class Stack {
   ): Ptr {
     const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
     const g = this.g!, w = this.w, drop = ch.drop, rotate = this.invFreq !== null;
-    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, I = wd.ffOut;
+    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, I = wd.ffOut, rc = ch.recompute;
+    const eps = this.shape.normEps ?? 1e-5;
     e.zero(sc.dres, N * C * F32);
     e.rmsnormBwd(sc.dres, g.lnfw, ch.dh, ch.x[L], w.lnfw, ch.lnfRstd, N, C);
     for (let l = L - 1; l >= 0; l--) {
@@ -675,10 +768,12 @@ export class Stack {
         e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
         dfcproj = sc.dtmp;
       }
+      if (rc) e.swigluFwd(ch.fchg[l], ch.fch[l], N, I);
       e.zero(sc.dfchg, N * I * F32);
       e.matmulBwd(sc.dfchg, gb.fcprojw, null, dfcproj, ch.fchg[l], b.fcprojw, N, I, C);
       e.zero(sc.dfch, N * wd.ffIn * F32);
       e.swigluBwd(sc.dfch, ch.fch[l], sc.dfchg, N, I);
+      if (rc) e.rmsnormFwd(ch.ln2[l], null, ch.resid2[l], b.ln2w, N, C, eps);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.fcw, null, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn);
       e.rmsnormBwd(sc.dres, gb.ln2w, sc.dtmp, ch.resid2[l], b.ln2w, ch.ln2Rstd[l], N, C);
@@ -686,6 +781,23 @@ export class Stack {
       if (drop) {
         e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
         dproj = sc.dfch;
+      }
+      if (rc) {
+        e.attentionGqaStatsFwd(
+          ch.atty[l],
+          null,
+          ch.qkv[l],
+          past ? past.kv(l) : null,
+          ch.keyValid,
+          B,
+          T,
+          Tp,
+          C,
+          NH,
+          wd.nKv,
+          past ? past.bs : 0,
+          past ? past.rs : 0,
+        );
       }
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.projw, null, dproj, ch.atty[l], b.projw, N, C, C);
@@ -708,6 +820,7 @@ export class Stack {
       );
       // Every later chunk has added its key gradient by now: rotate the whole gradient back.
       if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
+      if (rc) e.rmsnormFwd(ch.ln1[l], null, ch.x[l], b.ln1w, N, C, eps);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.qkvw, null, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
       e.rmsnormBwd(sc.dres, gb.ln1w, sc.dtmp, ch.x[l], b.ln1w, ch.ln1Rstd[l], N, C);

@@ -33,6 +33,22 @@ export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
   });
 }
 
+/**
+ * A tiny Llama ({@linkcode tinyConfig} with `over`): grouped-query attention (2 heads, 1 KV head), SwiGLU, and Llama 3 rotary
+ * scaling set so that the test's positions meet all three bands (kept, blended, divided).
+ */
+export function tinyLlamaConfig(over: Partial<ModelConfig> = {}): ModelConfig {
+  return tinyConfig({
+    arch: "llama",
+    nKvHead: 1,
+    dFf: 24,
+    ropeTheta: 10000,
+    ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16 },
+    normEps: 1e-5,
+    ...over,
+  });
+}
+
 /** GPT-2 initialisation, with weights scaled up so that gradients are not tiny. */
 export function tinyParams(cfg: ModelConfig, seed: number, scale = 5): Float32Array {
   return perturbedParams(cfg, seed, scale);

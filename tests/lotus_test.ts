@@ -7,6 +7,7 @@ import {
   cpuEngine,
   randomExamples,
   tinyConfig,
+  tinyLlamaConfig as llamaConfig,
   tinyModel,
   tinyParams,
   tinySpecials,
@@ -104,22 +105,6 @@ function checkFiniteDifferences(opts: LotusOptions, cfg: ModelConfig, label: str
 }
 
 const base: LotusOptions = { lambda: 0.5, auxWeight: 0, stepLoss: "after", injection: "add" };
-
-/**
- * A tiny Llama: grouped-query attention (2 heads, 1 KV head), SwiGLU, and Llama 3 rotary
- * scaling set so that the test's positions meet all three bands (kept, blended, divided).
- */
-function llamaConfig(over: Partial<ModelConfig> = {}): ModelConfig {
-  return tinyConfig({
-    arch: "llama",
-    nKvHead: 1,
-    dFf: 24,
-    ropeTheta: 10000,
-    ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16 },
-    normEps: 1e-5,
-    ...over,
-  });
-}
 
 Deno.test("Llama: LOTUS step gradient matches finite differences (add, after; tied head)", () => {
   checkFiniteDifferences(base, llamaConfig(), "llama add/after");

@@ -38,6 +38,7 @@ import {
   type Past,
   pastOfChunk,
   Scratch,
+  sharedDqkv,
 } from "../model/stack.ts";
 import { mixSeed } from "../base/rng.ts";
 
@@ -149,6 +150,12 @@ export interface LotusCapacity {
   /** Allocate the masks that dropout needs (training with dropout only). */
   dropout?: boolean;
   /**
+   * Training only: keep fewer activations and recompute the rest in the backward (the
+   * normalisation outputs, the attention output and the MLP activation, no matmul;
+   * ChunkSharing in model/stack.ts). The gradients are bit-identical either way.
+   */
+  recompute?: boolean;
+  /**
    * Rows of logits held at once in training (default {@linkcode HEAD_CHUNK_ROWS}). A runner
    * without `training` holds all the rows of its largest head, whose logits
    * {@linkcode LotusRunner.logits} then exposes.
@@ -246,14 +253,18 @@ export class LotusRunner {
     const Lmax = 1 + cap.K * cap.c;
     const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
-    this.#sc = new Scratch(a, rows, C, training, shape);
+    this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
     const masks = training && cap.dropout === true;
-    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks);
+    const rc = this.#sc.recompute ? { recompute: this.#sc } : {};
+    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
+    // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
+    // just before that pass's backward: the passes share one set of qkv gradient buffers.
+    const loopDqkv = training ? { dqkv: sharedDqkv(a, shape, cap.B * Lmax) } : {};
     this.#loop = Array.from(
       { length: cap.R + 1 },
-      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training, masks),
+      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training, masks, { ...rc, ...loopDqkv }),
     );
-    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks);
+    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
     this.#aux = model.aux && cap.K > 0
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
       : null;
@@ -502,9 +513,13 @@ export class LotusRunner {
       const progress = ready ? () => ready.progress() : undefined;
       main.backward(suf, sc, kvPast, progress);
       e.embedBwd(m.gwte, m.gwpe, sc.dres, sr.ids, sr.pos, B * S, C);
+      // The passes' shared qkv gradients: zeroed before each pass's backward (pass R's before
+      // the suffix's key/value gradient is routed to it).
+      main.zeroDqkv(loop[R], B, L);
       this.#scatterPastGrad(b, loop[R]);
       for (let r = R; r >= 0; r--) {
         const ch = loop[r];
+        if (r < R) main.zeroDqkv(ch, B, L);
         const dx = main.backward(ch, sc, prePast, progress);
         e.embedBwd(m.gwte, m.gwpe, dx, idsOfPass(r), lr.pos, B * L, C);
         if (r > 0) {
@@ -693,17 +708,41 @@ export class PlainRunner {
 
   /**
    * Allocate for up to `maxB` sequences of `maxT` tokens (with `dropout`, the masks a training
-   * step with dropout needs).
+   * step with dropout needs; with `recompute`, fewer activations kept, as
+   * {@linkcode LotusCapacity.recompute}).
    */
-  constructor(model: Model, maxB: number, maxT: number, training: boolean, dropout = false) {
+  constructor(
+    model: Model,
+    maxB: number,
+    maxT: number,
+    training: boolean,
+    dropout = false,
+    recompute = false,
+  ) {
     this.model = model;
     this.maxB = maxB;
     this.maxT = maxT;
     this.#training = training;
     const a = this.#arena = new Arena(model.eng);
     const rows = maxB * maxT;
-    this.#sc = new Scratch(a, rows, model.cfg.dModel, training, model.main.shape);
-    this.#ch = new Chunk(a, model.main.shape, maxB, maxT, 0, training, training && dropout);
+    const sc = this.#sc = new Scratch(
+      a,
+      rows,
+      model.cfg.dModel,
+      training,
+      model.main.shape,
+      recompute,
+    );
+    this.#ch = new Chunk(
+      a,
+      model.main.shape,
+      maxB,
+      maxT,
+      0,
+      training,
+      training && dropout,
+      sc.recompute ? { recompute: sc } : {},
+    );
     this.#r = region(a, rows, rows);
     this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
     this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);

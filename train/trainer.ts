@@ -95,6 +95,13 @@ export interface TrainOptions {
   backend?: BackendName;
   /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (engine/ffi.ts). */
   precision?: Precision;
+  /**
+   * Keep fewer activations and recompute the normalisations, attention outputs and MLP
+   * activations in the backward (no matmul; bit-identical gradients; LotusCapacity.recompute
+   * in train/step.ts). Default: on with the CUDA engine, where memory is the limit; off on the
+   * CPU, where the extra work costs time and memory is plenty.
+   */
+  recompute?: boolean;
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
@@ -599,9 +606,10 @@ async function trainRun(
     const cap = capacityOf(trainEx, cfg, dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
     const withDropout = cfg.dropout > 0;
+    const recompute = opts.recompute ?? eng.backend === "cuda";
     runner = cfg.mode === "cot" || cfg.mode === "nocot"
-      ? new PlainRunner(model, cap.B, cap.T, true, withDropout)
-      : new LotusRunner(model, { ...cap, dropout: withDropout }, true);
+      ? new PlainRunner(model, cap.B, cap.T, true, withDropout, recompute)
+      : new LotusRunner(model, { ...cap, dropout: withDropout, recompute }, true);
     const meta: LotusMeta = {
       model: mcfg,
       train: cfg,
