@@ -311,11 +311,18 @@ async function runOne(r: RunSpec, minutes: number): Promise<void> {
     return;
   }
   if (r.from && !(await exists(`${OUT}/runs/${r.from}/best/config.json`))) {
-    // A fresh clone has the CoT run's result but not its checkpoint: train it again (the run
-    // is deterministic, so it is the same model).
+    // A fresh clone has the CoT run's result but not its checkpoint: train it again. The run
+    // is deterministic on one engine version, but a change of summation order since (the LM
+    // head's row chunks, say) gives another model: the table keeps the first result, and the
+    // retrained one goes to rerun.json, which the runs started from it record as their start.
     const from = runs().find((x) => x.name === r.from)!;
-    await Deno.remove(`${RESULTS}/${from.name}/result.json`);
+    const dir = `${RESULTS}/${from.name}`;
+    await Deno.rename(`${dir}/result.json`, `${dir}/result.prev.json`);
     await runOne(from, minutes);
+    if (await exists(`${dir}/result.json`)) {
+      await Deno.rename(`${dir}/result.json`, `${dir}/rerun.json`);
+    }
+    await Deno.rename(`${dir}/result.prev.json`, `${dir}/result.json`);
     if (!(await exists(`${OUT}/runs/${r.from}/best/config.json`))) return;
   }
   await Deno.mkdir(res, { recursive: true });
@@ -375,9 +382,26 @@ async function runOne(r: RunSpec, minutes: number): Promise<void> {
   const config = JSON.parse(await Deno.readTextFile(`${ck}/config.json`)).lotus;
   await Deno.writeTextFile(`${res}/log.jsonl`, await thinLog(run));
   await writeFileAtomic(`${res}/config.json`, JSON.stringify({ spec: r, lotus: config }, null, 2));
+  // The CoT model this run started from, as it was then: a start retrained on a fresh clone
+  // may differ from the one an earlier result was measured against.
+  const startFile = r.from && (await exists(`${RESULTS}/${r.from}/rerun.json`))
+    ? `${RESULTS}/${r.from}/rerun.json`
+    : `${RESULTS}/${r.from}/result.json`;
+  const start = r.from ? JSON.parse(await Deno.readTextFile(startFile)) : null;
   await writeFileAtomic(
     `${res}/result.json`,
-    JSON.stringify({ spec: r, summary, test: test.runs[0], checkpoint: ck, trainSeconds }, null, 2),
+    JSON.stringify(
+      {
+        spec: r,
+        summary,
+        test: test.runs[0],
+        checkpoint: ck,
+        trainSeconds,
+        start: start && { test: start.test, summary: start.summary },
+      },
+      null,
+      2,
+    ),
   );
   console.error(
     `${r.name}: test accuracy ${(100 * test.runs[0].accuracy).toFixed(1)}% (${ck})`,

@@ -20,6 +20,8 @@ interface Result {
   summary: { steps: number; tokens: number; best?: { step: number; valAccuracy: number } };
   test: RunSummary;
   trainSeconds: number;
+  /** The CoT start's result when this run was made (absent: look it up by name). */
+  start?: { test: RunSummary; summary: Result["summary"] };
 }
 
 async function results(): Promise<Map<string, Result>> {
@@ -51,7 +53,7 @@ export async function studyTable(): Promise<string> {
     const n = rs.reduce((s, r) => s + r.test.n, 0);
     const [lo, hi] = wilson(correct, n);
     const mean = rs.reduce((s, r) => s + r.test.accuracy, 0) / rs.length;
-    const start = (r: Result) => (r.spec.from ? all.get(r.spec.from) : undefined);
+    const start = (r: Result) => r.start ?? (r.spec.from ? all.get(r.spec.from) : undefined);
     const steps = rs.map((r) => r.summary.steps + (start(r)?.summary.steps ?? 0));
     const tokens = rs.map((r) => r.summary.tokens + (start(r)?.summary.tokens ?? 0));
     const avg = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
