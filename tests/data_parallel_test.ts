@@ -187,9 +187,15 @@ Deno.test("data parallel: collectives before joining, or without MPI, fail with 
   }
 });
 
-const CASES: { name: string; train: Partial<TrainConfig> }[] = [
+const CASES: { name: string; preset?: "llama-tiny"; train: Partial<TrainConfig> }[] = [
   // LOTUS across stage 0 -> 1 (3 steps a stage), step loss after the loop.
   { name: "lotus", train: { mode: "lotus", steps: 6, batch: 8, stepsPerStage: 3 } },
+  // The same on the Llama backbone (grouped-query attention, rotary positions, SwiGLU).
+  {
+    name: "lotus (Llama)",
+    preset: "llama-tiny",
+    train: { mode: "lotus", steps: 6, batch: 7, stepsPerStage: 3 },
+  },
   // LOTUS-aux with in-loop step loss and in-loop aux reads, an odd batch (shards of 3 and 4).
   {
     name: "lotus-aux",
@@ -214,8 +220,9 @@ for (const c of CASES) {
     fn: async () => {
       const data = await fixtureData();
       const t = { ...c.train, evalExamples: 6, seed: 3 };
+      const preset = c.preset ?? "tiny";
       const one = await tempDir(), two = await tempDir();
-      await train({ ...base, data, out: one, train: t } as TrainOptions);
+      await train({ ...base, preset, data, out: one, train: t } as TrainOptions);
       const r = await finish(
         mpiTrain(2, [
           "--data",
@@ -223,7 +230,7 @@ for (const c of CASES) {
           "--out",
           two,
           "--preset",
-          "tiny",
+          preset,
           "--threads",
           "1",
           "--recipe",
@@ -247,7 +254,7 @@ for (const c of CASES) {
       assert(dw <= WEIGHT_TOL, `weights differ by ${dw}`);
       // The update changed the weights: equality is not that of two untouched copies.
       const init = await tempDir();
-      await train({ ...base, data, out: init, train: { ...t, steps: 1 } } as TrainOptions);
+      await train({ ...base, preset, data, out: init, train: { ...t, steps: 1 } } as TrainOptions);
       assert(maxAbsDiff((await curve(init)).params, b.params) > 100 * WEIGHT_TOL);
     },
   });
