@@ -484,7 +484,7 @@ export class Stack {
     drop: Dropout | null = null,
     pos: Ptr = null,
   ): void {
-    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
     const N = B * T, Tp = past ? past.length : 0;
     if (N > ch.maxRows || N > sc.rows || B * NH * T * (Tp + T) > ch.maxAtt) {
       throw new RangeError(
@@ -495,43 +495,24 @@ export class Stack {
     if (dropping && ch.dropIn === null) {
       throw new Error("dropout needs a chunk allocated with its masks (withDropout)");
     }
+    const rotate = this.invFreq !== null;
+    if (rotate && pos === null) throw new Error("a rotary stack needs the rows' positions");
     ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null, ch.keyValid = keyValid;
     ch.pos = pos;
     const w = this.w;
     if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, mixSeed(drop.seed, 0));
-    if (this.#wd.llama) return this.#forwardLlama(ch, sc, B, T, past, keyValid, ch.drop);
-    e.layernormFwd(
-      ch.ln1[0],
-      ch.ln1Mean[0],
-      ch.ln1Rstd[0],
-      ch.x[0],
-      w.blocks[0].ln1w,
-      w.blocks[0].ln1b,
-      N,
-      C,
-    );
+    const b0 = w.blocks[0];
+    this.#norm(ch.ln1[0], ch.ln1Mean[0], ch.ln1Rstd[0], ch.x[0], b0.ln1w, b0.ln1b, N);
     for (let l = 0; l < L; l++) {
       const b = w.blocks[l];
-      e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, 3 * C);
-      e.attentionStatsFwd(
-        ch.atty[l],
-        ch.stats.length ? ch.stats[l] : null,
-        ch.qkv[l],
-        past ? past.kv(l) : null,
-        keyValid,
-        B,
-        T,
-        Tp,
-        C,
-        NH,
-        past ? past.bs : 0,
-        past ? past.rs : 0,
-      );
+      e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, wd.qkv);
+      if (rotate) e.rope(ch.qkv[l], pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, false);
+      this.#attention(ch, l, ch.stats.length ? ch.stats[l] : null, past);
       e.matmulFwd(sc.tmp, ch.atty[l], b.projw, b.projb, N, C, C);
       if (dropping) {
         e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, mixSeed(drop.seed, 1 + 2 * l));
       }
-      e.residualLayernormFwd(
+      this.#residualNorm(
         ch.resid2[l],
         ch.ln2[l],
         ch.ln2Mean[l],
@@ -541,42 +522,26 @@ export class Stack {
         b.ln2w,
         b.ln2b,
         N,
-        C,
       );
-      e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, 4 * C);
-      e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
-      e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, 4 * C, C);
+      e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, wd.ffIn);
+      this.#activation(ch.fchg[l], ch.fch[l], N);
+      e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, wd.ffOut, C);
       if (dropping) {
         e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, mixSeed(drop.seed, 2 + 2 * l));
       }
-      if (l + 1 < L) {
-        const nb = w.blocks[l + 1];
-        e.residualLayernormFwd(
-          ch.x[l + 1],
-          ch.ln1[l + 1],
-          ch.ln1Mean[l + 1],
-          ch.ln1Rstd[l + 1],
-          ch.resid2[l],
-          sc.tmp,
-          nb.ln1w,
-          nb.ln1b,
-          N,
-          C,
-        );
-      } else {
-        e.residualLayernormFwd(
-          ch.x[L],
-          ch.h,
-          ch.lnfMean,
-          ch.lnfRstd,
-          ch.resid2[l],
-          sc.tmp,
-          w.lnfw,
-          w.lnfb,
-          N,
-          C,
-        );
-      }
+      // The residual stream goes on into the next block's first normalisation, or the final one.
+      const last = l + 1 === L, nb = last ? null : w.blocks[l + 1];
+      this.#residualNorm(
+        ch.x[l + 1],
+        last ? ch.h : ch.ln1[l + 1],
+        last ? ch.lnfMean : ch.ln1Mean[l + 1],
+        last ? ch.lnfRstd : ch.ln1Rstd[l + 1],
+        ch.resid2[l],
+        sc.tmp,
+        nb ? nb.ln1w : w.lnfw,
+        nb ? nb.ln1b : w.lnfb,
+        N,
+      );
     }
   }
 
@@ -590,14 +555,13 @@ export class Stack {
    * the gradients that are then final, and lets started reductions advance.
    */
   backward(ch: Chunk, sc: Scratch, past: Past | null, onLayer?: (l: number) => void): Ptr {
-    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape;
+    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
     const g = this.g;
     if (!g) throw new Error("Stack.backward needs gradient pointers");
-    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, w = this.w, drop = ch.drop;
-    const rc = ch.recompute;
-    if (this.#wd.llama) return this.#backwardLlama(ch, sc, past, onLayer);
+    const N = ch.B * ch.T, w = this.w, drop = ch.drop, rc = ch.recompute;
+    const rotate = this.invFreq !== null;
     e.zero(sc.dres, N * C * F32);
-    e.layernormBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N, C);
+    this.#normBwd(sc.dres, g.lnfw, g.lnfb, ch.dh, ch.x[L], w.lnfw, ch.lnfMean, ch.lnfRstd, N);
     for (let l = L - 1; l >= 0; l--) {
       const b = w.blocks[l], gb = g.blocks[l];
       // sc.dres holds d x[l+1] = d(resid2 + fcproj); through dropout, the projection's
@@ -607,15 +571,16 @@ export class Stack {
         e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
         dfcproj = sc.dtmp;
       }
-      if (rc) e.geluFwd(ch.fchg[l], ch.fch[l], N * 4 * C);
-      e.zero(sc.dfchg, N * 4 * C * F32);
-      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, dfcproj, ch.fchg[l], b.fcprojw, N, 4 * C, C);
-      e.zero(sc.dfch, N * 4 * C * F32);
-      e.geluBwd(sc.dfch, ch.fch[l], sc.dfchg, N * 4 * C);
-      if (rc) e.layernormFwd(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N, C);
+      // With recomputation, each activation below is rebuilt just before it is read.
+      if (rc) this.#activation(ch.fchg[l], ch.fch[l], N);
+      e.zero(sc.dfchg, N * wd.ffOut * F32);
+      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, dfcproj, ch.fchg[l], b.fcprojw, N, wd.ffOut, C);
+      e.zero(sc.dfch, N * wd.ffIn * F32);
+      this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N);
+      if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N);
       e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, 4 * C);
-      e.layernormBwd(
+      e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn);
+      this.#normBwd(
         sc.dres,
         gb.ln2w,
         gb.ln2b,
@@ -625,7 +590,6 @@ export class Stack {
         ch.ln2Mean[l],
         ch.ln2Rstd[l],
         N,
-        C,
       );
       // sc.dres holds d resid2 = d(x[l] + attn proj); through dropout, the masked copy (in
       // sc.dfch, which the MLP's backward above is done with).
@@ -634,44 +598,16 @@ export class Stack {
         e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
         dproj = sc.dfch;
       }
-      if (rc) {
-        e.attentionStatsFwd(
-          ch.atty[l],
-          null,
-          ch.qkv[l],
-          past ? past.kv(l) : null,
-          ch.keyValid,
-          B,
-          T,
-          Tp,
-          C,
-          NH,
-          past ? past.bs : 0,
-          past ? past.rs : 0,
-        );
-      }
+      if (rc) this.#attention(ch, l, null, past);
       e.zero(sc.dtmp, N * C * F32);
       e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C);
-      e.attentionStatsBwd(
-        ch.dqkv[l],
-        past ? past.dkv(l) : null,
-        sc.dtmp,
-        ch.stats[l],
-        ch.keyValid,
-        ch.qkv[l],
-        past ? past.kv(l) : null,
-        B,
-        T,
-        Tp,
-        C,
-        NH,
-        past ? past.bs : 0,
-        past ? past.rs : 0,
-      );
-      if (rc) e.layernormFwd(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N, C);
+      this.#attentionBwd(ch, l, sc.dtmp, past);
+      // Every later chunk has added its key gradient by now: rotate the whole gradient back.
+      if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
+      if (rc) this.#norm(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N);
       e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, 3 * C);
-      e.layernormBwd(
+      e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
+      this.#normBwd(
         sc.dres,
         gb.ln1w,
         gb.ln1b,
@@ -681,7 +617,6 @@ export class Stack {
         ch.ln1Mean[l],
         ch.ln1Rstd[l],
         N,
-        C,
       );
       onLayer?.(l);
     }
@@ -689,145 +624,91 @@ export class Stack {
     return sc.dres;
   }
 
-  /** The Llama forward of {@linkcode Stack.forward} (dropout of the input already applied). */
-  #forwardLlama(
-    ch: Chunk,
-    sc: Scratch,
-    B: number,
-    T: number,
-    past: Past | null,
-    keyValid: Ptr,
-    drop: Dropout | null,
+  // The ops in which the two architectures differ. GPT-2: LayerNorm (fused with the residual
+  // add), multi-head attention, GELU. Llama: RMSNorm (after a plain add), grouped-query
+  // attention, SwiGLU; its matmuls have no biases (null pointers) and its rotary positions
+  // are applied by the callers.
+
+  /** out = norm(inp) with its statistics (mean and rstd, either may be null). */
+  #norm(out: Ptr, mean: Ptr, rstd: Ptr, inp: Ptr, w: Ptr, b: Ptr, N: number): void {
+    const C = this.shape.dModel;
+    if (this.#wd.llama) this.eng.rmsnormFwd(out, rstd, inp, w, N, C, this.#eps);
+    else this.eng.layernormFwd(out, mean, rstd, inp, w, b, N, C);
+  }
+
+  /** resid = a + r; out = norm(resid). */
+  #residualNorm(
+    resid: Ptr,
+    out: Ptr,
+    mean: Ptr,
+    rstd: Ptr,
+    a: Ptr,
+    r: Ptr,
+    w: Ptr,
+    b: Ptr,
+    N: number,
   ): void {
-    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
-    const N = B * T, Tp = past ? past.length : 0, eps = this.shape.normEps ?? 1e-5;
-    const w = this.w, rotate = this.invFreq !== null;
-    if (rotate && ch.pos === null) throw new Error("a rotary stack needs the rows' positions");
-    e.rmsnormFwd(ch.ln1[0], ch.ln1Rstd[0], ch.x[0], w.blocks[0].ln1w, N, C, eps);
-    for (let l = 0; l < L; l++) {
-      const b = w.blocks[l];
-      e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, null, N, C, wd.qkv);
-      if (rotate) e.rope(ch.qkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, false);
-      e.attentionGqaStatsFwd(
-        ch.atty[l],
-        ch.stats.length ? ch.stats[l] : null,
-        ch.qkv[l],
-        past ? past.kv(l) : null,
-        keyValid,
-        B,
-        T,
-        Tp,
-        C,
-        NH,
-        wd.nKv,
-        past ? past.bs : 0,
-        past ? past.rs : 0,
-      );
-      e.matmulFwd(sc.tmp, ch.atty[l], b.projw, null, N, C, C);
-      if (drop) e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, mixSeed(drop.seed, 1 + 2 * l));
-      e.add(ch.resid2[l], ch.x[l], sc.tmp, N * C);
-      e.rmsnormFwd(ch.ln2[l], ch.ln2Rstd[l], ch.resid2[l], b.ln2w, N, C, eps);
-      e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, null, N, C, wd.ffIn);
-      e.swigluFwd(ch.fchg[l], ch.fch[l], N, wd.ffOut);
-      e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, null, N, wd.ffOut, C);
-      if (drop) e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, mixSeed(drop.seed, 2 + 2 * l));
-      e.add(ch.x[l + 1], ch.resid2[l], sc.tmp, N * C);
-      if (l + 1 < L) {
-        e.rmsnormFwd(
-          ch.ln1[l + 1],
-          ch.ln1Rstd[l + 1],
-          ch.x[l + 1],
-          w.blocks[l + 1].ln1w,
-          N,
-          C,
-          eps,
-        );
-      } else {
-        e.rmsnormFwd(ch.h, ch.lnfRstd, ch.x[L], w.lnfw, N, C, eps);
-      }
-    }
+    const e = this.eng, C = this.shape.dModel;
+    if (this.#wd.llama) {
+      e.add(resid, a, r, N * C);
+      e.rmsnormFwd(out, rstd, resid, w, N, C, this.#eps);
+    } else e.residualLayernormFwd(resid, out, mean, rstd, a, r, w, b, N, C);
   }
 
-  /** The Llama backward of {@linkcode Stack.backward}. */
-  #backwardLlama(
-    ch: Chunk,
-    sc: Scratch,
-    past: Past | null,
-    onLayer?: (l: number) => void,
-  ): Ptr {
-    const e = this.eng, { nLayer: L, dModel: C, nHead: NH } = this.shape, wd = this.#wd;
-    const g = this.g!, w = this.w, drop = ch.drop, rotate = this.invFreq !== null;
-    const B = ch.B, T = ch.T, Tp = ch.Tp, N = B * T, I = wd.ffOut, rc = ch.recompute;
-    const eps = this.shape.normEps ?? 1e-5;
-    e.zero(sc.dres, N * C * F32);
-    e.rmsnormBwd(sc.dres, g.lnfw, ch.dh, ch.x[L], w.lnfw, ch.lnfRstd, N, C);
-    for (let l = L - 1; l >= 0; l--) {
-      const b = w.blocks[l], gb = g.blocks[l];
-      let dfcproj = sc.dres;
-      if (drop) {
-        e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
-        dfcproj = sc.dtmp;
-      }
-      if (rc) e.swigluFwd(ch.fchg[l], ch.fch[l], N, I);
-      e.zero(sc.dfchg, N * I * F32);
-      e.matmulBwd(sc.dfchg, gb.fcprojw, null, dfcproj, ch.fchg[l], b.fcprojw, N, I, C);
-      e.zero(sc.dfch, N * wd.ffIn * F32);
-      e.swigluBwd(sc.dfch, ch.fch[l], sc.dfchg, N, I);
-      if (rc) e.rmsnormFwd(ch.ln2[l], null, ch.resid2[l], b.ln2w, N, C, eps);
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.fcw, null, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn);
-      e.rmsnormBwd(sc.dres, gb.ln2w, sc.dtmp, ch.resid2[l], b.ln2w, ch.ln2Rstd[l], N, C);
-      let dproj = sc.dres;
-      if (drop) {
-        e.dropoutBwd(sc.dfch, sc.dres, ch.dropAttn[l], N * C, drop.p);
-        dproj = sc.dfch;
-      }
-      if (rc) {
-        e.attentionGqaStatsFwd(
-          ch.atty[l],
-          null,
-          ch.qkv[l],
-          past ? past.kv(l) : null,
-          ch.keyValid,
-          B,
-          T,
-          Tp,
-          C,
-          NH,
-          wd.nKv,
-          past ? past.bs : 0,
-          past ? past.rs : 0,
-        );
-      }
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.projw, null, dproj, ch.atty[l], b.projw, N, C, C);
-      e.attentionGqaStatsBwd(
-        ch.dqkv[l],
-        past ? past.dkv(l) : null,
-        sc.dtmp,
-        ch.stats[l],
-        ch.keyValid,
-        ch.qkv[l],
-        past ? past.kv(l) : null,
-        B,
-        T,
-        Tp,
-        C,
-        NH,
-        wd.nKv,
-        past ? past.bs : 0,
-        past ? past.rs : 0,
-      );
-      // Every later chunk has added its key gradient by now: rotate the whole gradient back.
-      if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
-      if (rc) e.rmsnormFwd(ch.ln1[l], null, ch.x[l], b.ln1w, N, C, eps);
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.qkvw, null, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
-      e.rmsnormBwd(sc.dres, gb.ln1w, sc.dtmp, ch.x[l], b.ln1w, ch.ln1Rstd[l], N, C);
-      onLayer?.(l);
-    }
-    if (drop) e.dropoutBwd(sc.dres, sc.dres, ch.dropIn, N * C, drop.p);
-    return sc.dres;
+  /** The norm's backward: dinp += ..., dw (and, for LayerNorm, db) accumulated. */
+  #normBwd(
+    dinp: Ptr,
+    dw: Ptr,
+    db: Ptr,
+    dout: Ptr,
+    inp: Ptr,
+    w: Ptr,
+    mean: Ptr,
+    rstd: Ptr,
+    N: number,
+  ): void {
+    const C = this.shape.dModel;
+    if (this.#wd.llama) this.eng.rmsnormBwd(dinp, dw, dout, inp, w, rstd, N, C);
+    else this.eng.layernormBwd(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+  }
+
+  /** Layer l's attention over the chunk's qkv (and the past) into `ch.atty[l]`. */
+  #attention(ch: Chunk, l: number, stats: Ptr, past: Past | null): void {
+    const { dModel: C, nHead: NH } = this.shape, { B, T, Tp } = ch;
+    const kv = past ? past.kv(l) : null, bs = past ? past.bs : 0, rs = past ? past.rs : 0;
+    const [out, qkv, valid] = [ch.atty[l], ch.qkv[l], ch.keyValid];
+    if (this.#wd.llama) {
+      const nKv = this.#wd.nKv;
+      this.eng.attentionGqaStatsFwd(out, stats, qkv, kv, valid, B, T, Tp, C, NH, nKv, bs, rs);
+    } else this.eng.attentionStatsFwd(out, stats, qkv, kv, valid, B, T, Tp, C, NH, bs, rs);
+  }
+
+  /** Layer l's attention backward from `dout`: into `ch.dqkv[l]` and the past's gradient. */
+  #attentionBwd(ch: Chunk, l: number, dout: Ptr, past: Past | null): void {
+    const e = this.eng, { dModel: C, nHead: NH } = this.shape, { B, T, Tp } = ch;
+    const kv = past ? past.kv(l) : null, dkv = past ? past.dkv(l) : null;
+    const bs = past ? past.bs : 0, rs = past ? past.rs : 0;
+    const [dqkv, st, valid, qkv] = [ch.dqkv[l], ch.stats[l], ch.keyValid, ch.qkv[l]];
+    if (this.#wd.llama) {
+      const nKv = this.#wd.nKv;
+      e.attentionGqaStatsBwd(dqkv, dkv, dout, st, valid, qkv, kv, B, T, Tp, C, NH, nKv, bs, rs);
+    } else e.attentionStatsBwd(dqkv, dkv, dout, st, valid, qkv, kv, B, T, Tp, C, NH, bs, rs);
+  }
+
+  /** The MLP's activation: GELU over [N, 4C], or SwiGLU from [N, 2I] (gate ‖ up) to [N, I]. */
+  #activation(out: Ptr, inp: Ptr, N: number): void {
+    if (this.#wd.llama) this.eng.swigluFwd(out, inp, N, this.#wd.ffOut);
+    else this.eng.geluFwd(out, inp, N * this.#wd.ffOut);
+  }
+
+  /** The activation's backward: dinp += ... from dout. */
+  #activationBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number): void {
+    if (this.#wd.llama) this.eng.swigluBwd(dinp, inp, dout, N, this.#wd.ffOut);
+    else this.eng.geluBwd(dinp, inp, dout, N * this.#wd.ffOut);
+  }
+
+  get #eps(): number {
+    return this.shape.normEps ?? 1e-5;
   }
 }
 
