@@ -17,11 +17,11 @@ export const command = defineCommand({
 (docs/export.md):
 
 hf: config.json, model.safetensors and the tokenizer files; Python transformers loads the \
-directory as GPT2LMHeadModel.
+directory as GPT2LMHeadModel (LlamaForCausalLM for a Llama checkpoint).
 
 onnx: onnx/model.onnx (token ids in), onnx/model_embeds.onnx (input embeddings in) and their \
-shared weights onnx/model.onnx_data, with the same JSON files; @huggingface/transformers runs it, \
-and so does --backend onnx of deno task infer.
+shared weights onnx/model.onnx_data, with the same JSON files, for GPT-2 and Llama checkpoints; \
+@huggingface/transformers runs it, and so does --backend onnx of deno task infer.
 
 both: one directory with everything. Every export also holds lotus.json (K, c, R, the injection \
 and the special-token ids).`,

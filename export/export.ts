@@ -1,11 +1,13 @@
 /**
  * Export a checkpoint to standard formats (docs/export.md):
  *
- * - `hf`: a Hugging Face GPT-2 directory (config.json, model.safetensors, the tokenizer
- *   files, generation_config.json) that Python `transformers` loads as GPT2LMHeadModel;
+ * - `hf`: a Hugging Face directory (config.json, model.safetensors, the tokenizer files,
+ *   generation_config.json) that Python `transformers` loads as GPT2LMHeadModel, or as
+ *   LlamaForCausalLM for a Llama checkpoint;
  * - `onnx`: the backbone as ONNX graphs under `onnx/` (token ids in, and input embeddings in,
- *   sharing one weight file), with the same JSON files, which `@huggingface/transformers`
- *   runs for text generation and which the ONNX inference backend drives for LOTUS;
+ *   sharing one weight file; export/onnx_gpt2.ts or export/onnx_llama.ts), with the same JSON
+ *   files, which `@huggingface/transformers` runs for text generation and which the ONNX
+ *   inference backend drives for LOTUS;
  * - `both`: one directory with everything.
  *
  * Every export also holds `lotus.json` (K, c, R, the injection, the special-token ids). The
@@ -26,7 +28,9 @@ import {
 import { replaceDir } from "../base/staging.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
-import { gpt2Graph, gpt2Weights, ONNX_OPSET } from "./onnx_gpt2.ts";
+import { gpt2Graph, gpt2Weights } from "./onnx_gpt2.ts";
+import { llamaGraph, llamaWeights } from "./onnx_llama.ts";
+import { ONNX_OPSET } from "./onnx_decoder.ts";
 import { llamaConfigJson } from "../model/hf_llama.ts";
 import { encodeModel } from "./onnx_proto.ts";
 import {
@@ -150,12 +154,6 @@ export async function exportCheckpoint(
   // tokenizer (its vocabulary and special ids) describe one model.
   const meta = ck.meta, cfg = meta.model, sp = meta.special;
   const llama = cfg.arch === "llama";
-  if (llama && format !== "hf") {
-    throw new ExportError(
-      `${dir}: a Llama checkpoint; its export is the Hugging Face directory only (the ONNX ` +
-        `graphs cover the GPT-2 backbone): use --format hf`,
-    );
-  }
   const tokPath = `${dir}/tokenizer.json`;
   const parsedTok = JSON.parse(ck.tokenizerJson);
   const text = (id: number, what: string) => {
@@ -208,7 +206,7 @@ export async function exportCheckpoint(
     };
     await json(
       "config.json",
-      llama ? llamaConfigJson(cfg, sp) : gpt2ConfigJson(cfg, sp, withOnnx),
+      llama ? llamaConfigJson(cfg, sp, withOnnx) : gpt2ConfigJson(cfg, sp, withOnnx),
     );
     await Deno.writeTextFile(`${tmp}/tokenizer.json`, ck.tokenizerJson);
     files.push("tokenizer.json");
@@ -223,12 +221,13 @@ export async function exportCheckpoint(
     }
     if (withOnnx) {
       await Deno.mkdir(`${tmp}/onnx`);
-      const weights = gpt2Weights(cfg, ck.params);
+      const [weigh, graph] = llama ? [llamaWeights, llamaGraph] : [gpt2Weights, gpt2Graph];
+      const weights = weigh(cfg, ck.params);
       await weights.write(`${tmp}/${ONNX_FILES.weights}`);
-      await Deno.writeFile(`${tmp}/${ONNX_FILES.ids}`, encodeModel(gpt2Graph(cfg, weights, "ids")));
+      await Deno.writeFile(`${tmp}/${ONNX_FILES.ids}`, encodeModel(graph(cfg, weights, "ids")));
       await Deno.writeFile(
         `${tmp}/${ONNX_FILES.embeds}`,
-        encodeModel(gpt2Graph(cfg, weights, "embeds")),
+        encodeModel(graph(cfg, weights, "embeds")),
       );
       files.push(ONNX_FILES.weights, ONNX_FILES.ids, ONNX_FILES.embeds);
     }

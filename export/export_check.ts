@@ -21,7 +21,7 @@
 
 import { LotusJsonSchema, tokenText } from "./hf_files.ts";
 import { decodeModel } from "./onnx_proto.ts";
-import { pastKey, pastValue, presentKey, presentValue } from "./onnx_gpt2.ts";
+import { pastKey, pastValue, presentKey, presentValue } from "./onnx_decoder.ts";
 import { readSafetensors } from "../base/safetensors.ts";
 import { DISTINCT_SPECIALS, nonFinite } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";

@@ -1,5 +1,5 @@
 /**
- * Export: a checkpoint to a Hugging Face GPT-2 directory (loadable by transformers and
+ * Export: a checkpoint to a Hugging Face GPT-2 or Llama directory (loadable by transformers and
  * @huggingface/transformers) and/or an ONNX one (the backbone with a key/value cache, for
  * onnxruntime), with the LOTUS settings in lotus.json, and the structural check of an export.
  *

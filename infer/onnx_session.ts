@@ -1,6 +1,7 @@
 /**
  * The ONNX inference backend: a LOTUS checkpoint run by onnxruntime-node on any CPU, without
- * the native engine. {@linkcode OnnxBackbone} runs the exported graphs (export/onnx_gpt2.ts);
+ * the native engine. {@linkcode OnnxBackbone} runs the exported graphs (export/onnx_gpt2.ts,
+ * export/onnx_llama.ts);
  * {@linkcode openOnnxInference} drives the LOTUS schedule over them from TypeScript, as
  * model/generate.ts does on the engine:
  *
@@ -28,7 +29,14 @@ import {
 } from "../export/export.ts";
 import { type LotusJson, ONNX_FILES } from "../export/hf_files.ts";
 import { decodeModel } from "../export/onnx_proto.ts";
-import { pastKey, pastValue, presentKey, presentValue } from "../export/onnx_gpt2.ts";
+import {
+  kvHeads,
+  pastKey,
+  pastValue,
+  presentKey,
+  presentValue,
+  tokenEmbeddingName,
+} from "../export/onnx_decoder.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import type { Timings } from "../model/generate.ts";
 import type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "./session.ts";
@@ -39,7 +47,10 @@ import { exists } from "../base/exists.ts";
 /** The directory the ONNX backend keeps its export of a checkpoint in. */
 export const ONNX_CACHE_DIR = "onnx-cache";
 
-/** Keys and values of every layer for `length` positions: [B, heads, length, head size]. */
+/**
+ * Keys and values of every layer for `length` positions: [B, kv heads, length, head size]
+ * (kv heads: nHead, or a Llama's nKvHead).
+ */
 export interface KvCache {
   /** Positions held. */
   readonly length: number;
@@ -53,6 +64,8 @@ export interface BackboneShape {
   nLayer: number;
   /** Attention heads. */
   nHead: number;
+  /** Key/value heads: the cache's (nHead, or fewer in a Llama with grouped-query attention). */
+  nKvHead: number;
   /** Width of the residual stream (C). */
   dModel: number;
   /** Rows of the token embedding and of the logits (V). */
@@ -122,6 +135,7 @@ export class OnnxBackbone {
     const shape = {
       nLayer: m.nLayer,
       nHead: m.nHead,
+      nKvHead: kvHeads(m),
       dModel: m.dModel,
       vocabSize: m.vocabSize,
     };
@@ -132,12 +146,13 @@ export class OnnxBackbone {
     } catch (e) {
       throw new ExportError(`${idsPath}: cannot read (${(e as Error).message}); export again`);
     }
-    const wte = graph.graph.initializer.find((t) => t.name === "transformer.wte.weight");
+    const wteName = tokenEmbeddingName(m);
+    const wte = graph.graph.initializer.find((t) => t.name === wteName);
     const offset = Number(wte?.externalData?.find((e) => e.key === "offset")?.value ?? NaN);
     const location = wte?.externalData?.find((e) => e.key === "location")?.value;
     if (!location || !Number.isFinite(offset)) {
       throw new ExportError(
-        `${idsPath}: the token embedding "transformer.wte.weight" is not in an external file`,
+        `${idsPath}: the token embedding "${wteName}" is not in an external file`,
       );
     }
     const options: ort.InferenceSession.SessionOptions = {
@@ -170,8 +185,8 @@ export class OnnxBackbone {
 
   /** A cache of no positions for a batch of `B`. */
   emptyCache(B: number): KvCache {
-    const { nLayer, nHead, dModel } = this.shape;
-    const dims = [B, nHead, 0, dModel / nHead];
+    const { nLayer, nHead, nKvHead, dModel } = this.shape;
+    const dims = [B, nKvHead, 0, dModel / nHead];
     const t = () => new ort.Tensor("float32", new Float32Array(0), dims);
     return { length: 0, layers: Array.from({ length: nLayer }, () => [t(), t()]) };
   }

@@ -42,11 +42,14 @@ export function gpt2ConfigJson(
     tie_word_embeddings: true,
     torch_dtype: "float32",
   };
-  if (onnx) {
-    out["transformers.js_config"] = {
-      dtype: "fp32",
-      use_external_data_format: { "model.onnx": 1 },
-    };
-  }
+  if (onnx) out["transformers.js_config"] = transformersJsConfig();
   return out;
+}
+
+/**
+ * The `transformers.js_config` section of an export with ONNX graphs: `@huggingface/transformers`
+ * loads the fp32 `onnx/model.onnx` and its one external weight file, `model.onnx_data`.
+ */
+export function transformersJsConfig(): Record<string, unknown> {
+  return { dtype: "fp32", use_external_data_format: { "model.onnx": 1 } };
 }

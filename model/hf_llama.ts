@@ -12,6 +12,7 @@ import { readSafetensorsHeader, type SafetensorsHeader } from "../base/safetenso
 import { exists } from "../base/exists.ts";
 import { llamaShape, type ModelConfig, ModelConfigSchema } from "./config.ts";
 import type { ParamLayout } from "./params.ts";
+import { transformersJsConfig } from "./hf_config.ts";
 
 /** Raised for a Llama model directory that cannot be read or does not fit; says what to do. */
 export class HfLlamaError extends Error {
@@ -24,6 +25,8 @@ export class HfLlamaError extends Error {
 
 /**
  * config.json for LlamaForCausalLM (the fields transformers reads), from a Llama config.
+ * `onnx` adds the `transformers.js_config` section that tells `@huggingface/transformers` to
+ * use the fp32 graph and its external weight file.
  *
  * @example
  * ```ts
@@ -36,9 +39,10 @@ export class HfLlamaError extends Error {
 export function llamaConfigJson(
   cfg: ModelConfig,
   sp: { eos: number; pad: number },
+  onnx = false,
 ): Record<string, unknown> {
   const ls = llamaShape(cfg);
-  return {
+  const out: Record<string, unknown> = {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",
     vocab_size: cfg.vocabSize,
@@ -73,6 +77,8 @@ export function llamaConfigJson(
     pad_token_id: sp.pad,
     torch_dtype: "float32",
   };
+  if (onnx) out["transformers.js_config"] = transformersJsConfig();
+  return out;
 }
 
 const RopeScalingJson = z.looseObject({

@@ -1,7 +1,8 @@
 /**
  * Tiny checkpoints for the export and ONNX tests: a compact tokenizer fitted to a few
- * problems written here, random GPT-2 weights scaled up so that greedy decoding does not
- * collapse onto one token, saved as `deno task train` saves them.
+ * problems written here, random GPT-2 (or Llama, {@linkcode TINY_LLAMA}) weights scaled up so
+ * that greedy decoding does not collapse onto one token, saved as `deno task train` saves
+ * them.
  *
  * @module
  */
@@ -25,6 +26,25 @@ const TEXTS = [
   "<<7*5=35>>\n### 35\n",
   "<<9+8=17>>\n### 17\n",
 ];
+
+/**
+ * The model fields of a tiny Llama (pass as `model`, with `nKvHead` and `tieEmbeddings` to
+ * taste): head size 16 with rope_theta 10000 puts the rotary wavelengths at 6.3, 20, 63, ...
+ * positions, so that Llama 3's scaling (original length 32, frequency factors 1 and 4) keeps
+ * the first, blends the second and divides the rest.
+ */
+export const TINY_LLAMA: Partial<ModelConfig> = {
+  arch: "llama",
+  dModel: 64,
+  nHead: 4,
+  nLayer: 2,
+  nKvHead: 2,
+  dFf: 96,
+  ropeTheta: 10000,
+  ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 },
+  normEps: 1e-5,
+  tieEmbeddings: true,
+};
 
 /** What kind of tiny checkpoint to make. */
 export interface TinyCheckpointOptions {

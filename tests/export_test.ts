@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
-import { tinyCheckpoint } from "./_export_fixture.ts";
+import { TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { exportCheckpoint, ExportError, readLotusJson } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
 import { decodeModel, encodeModel } from "../export/onnx_proto.ts";
@@ -16,6 +16,7 @@ import { parseExportArgs } from "../cli/export.ts";
 import { parseInferArgs } from "../cli/infer.ts";
 import { CliError } from "../cli/_common.ts";
 import { paramLayout } from "../model/params.ts";
+import type { ModelConfig } from "../model/config.ts";
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(path));
@@ -334,6 +335,89 @@ Deno.test("a LOTUS-aux checkpoint exports its backbone only: the aux decoder is 
   assertEquals((await readLotusJson(`${d}/ex`)).mode, "lotus");
 });
 
+Deno.test("a Llama checkpoint exports --format both: LlamaForCausalLM files and ONNX graphs with a KV-head cache", async () => {
+  const d = await tempDir();
+  const { cfg } = await tinyCheckpoint(`${d}/ck`, {
+    model: { ...TINY_LLAMA, nKvHead: 2, tieEmbeddings: false },
+  });
+  const r = await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
+  assert(r.files.includes("model.safetensors") && r.files.includes("onnx/model_embeds.onnx"));
+  assertEquals(await checkExport(`${d}/ex`), []);
+  const c = await readJson(`${d}/ex/config.json`);
+  assertEquals([c.model_type, c.architectures, c.num_key_value_heads, c.tie_word_embeddings], [
+    "llama",
+    ["LlamaForCausalLM"],
+    2,
+    false,
+  ]);
+  assertEquals((c.rope_scaling as Record<string, unknown>).rope_type, "llama3");
+  assertEquals(c["transformers.js_config"], {
+    dtype: "fp32",
+    use_external_data_format: { "model.onnx": 1 },
+  });
+  assert((await readLotusJson(`${d}/ex`)).onnx !== null);
+
+  const C = cfg.dModel, HS = C / cfg.nHead, L = cfg.nLayer;
+  const ids = decodeModel(await Deno.readFile(`${d}/ex/onnx/model.onnx`));
+  const emb = decodeModel(await Deno.readFile(`${d}/ex/onnx/model_embeds.onnx`));
+  for (const [m, first] of [[ids, "input_ids"], [emb, "inputs_embeds"]] as const) {
+    assertEquals(m.graph.input.map((i) => i.name), [
+      first,
+      "attention_mask",
+      "position_ids",
+      ...Array.from(
+        { length: L },
+        (_, l) => [`past_key_values.${l}.key`, `past_key_values.${l}.value`],
+      )
+        .flat(),
+      "num_logits_to_keep",
+    ]);
+    assertEquals(m.graph.output.map((o) => o.name), [
+      "logits",
+      "last_hidden_state",
+      ...Array.from({ length: L }, (_, l) => [`present.${l}.key`, `present.${l}.value`]).flat(),
+    ]);
+    // The cache holds the 2 key/value heads, as the Hugging Face Llama's does.
+    const dims = (v: (typeof m.graph.input)[number]) =>
+      v.type.tensorType.shape.dim.map((x) => "dimParam" in x ? x.dimParam : x.dimValue);
+    assertEquals(dims(m.graph.input[3]), ["batch_size", 2, "past_sequence_length", HS]);
+    assertEquals(dims(m.graph.output[2]), ["batch_size", 2, "total_sequence_length", HS]);
+    // Standard operators only (the default domain), the Llama block's among them.
+    const ops = new Set(m.graph.node.map((n) => n.opType));
+    assert(m.graph.node.every((n) => !n.domain), "a node outside the default domain");
+    for (const op of ["ReduceMean", "Reciprocal", "Cos", "Sin", "Sigmoid", "Tile", "Gemm"]) {
+      assert(ops.has(op), `no ${op} node`);
+    }
+    assert(!ops.has("LayerNormalization"), "a Llama has no LayerNorm");
+  }
+  const ext = (m: typeof ids) =>
+    m.graph.initializer.filter((x) => x.dataLocation === 1).map((x) =>
+      `${x.name}@${x.externalData!.find((e) => e.key === "offset")!.value}`
+    ).sort();
+  // The same weights at the same offsets; with an untied head, the embeddings graph reads no
+  // token embedding at all.
+  assertEquals(ext(emb), ext(ids).filter((w) => !w.startsWith("model.embed_tokens.weight@")));
+  // embed_tokens, 6 per layer (q/k/v and gate/up fused), the final norm and the untied head.
+  assertEquals(ext(ids).length, 1 + 6 * L + 1 + 1);
+
+  // The fused q/k/v weight holds q_proj, k_proj and v_proj rows in that order.
+  const st = await readSafetensors(`${d}/ex/model.safetensors`);
+  const qkv = ids.graph.initializer.find((t) =>
+    t.name === "model.layers.1.self_attn.qkv_proj.weight"
+  )!;
+  const kvRows = 2 * HS;
+  assertEquals(qkv.dims, [C + 2 * kvRows, C]);
+  const at = Number(qkv.externalData!.find((e) => e.key === "offset")!.value);
+  const data = await Deno.readFile(`${d}/ex/onnx/model.onnx_data`);
+  const fused = new Float32Array(data.buffer, at, (C + 2 * kvRows) * C);
+  const part = (n: string) =>
+    getTensor(st, `model.layers.1.self_attn.${n}.weight`, "F32", [n === "q_proj" ? C : kvRows, C]);
+  assertEquals(
+    Array.from(fused),
+    [...part("q_proj"), ...part("k_proj"), ...part("v_proj")],
+  );
+});
+
 // The official ONNX library's checker, where a python3 has it (Debian's python3-onnx, which
 // .ci/run installs): the full check, with shape inference, on both graphs and their external
 // weights.
@@ -349,14 +433,19 @@ if (!ONNX_PY) {
   console.error("export_test: no python3 with the onnx package: the onnx.checker test is skipped");
 }
 
-Deno.test({
-  name: "the exported ONNX graphs pass onnx.checker's full check",
-  ignore: !ONNX_PY,
-  async fn() {
-    const d = await tempDir();
-    await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
-    await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
-    const code = `
+for (const [name, model] of [["GPT-2", {}], ["Llama", TINY_LLAMA]] as const) {
+  Deno.test({
+    name: `the exported ONNX graphs pass onnx.checker's full check (${name})`,
+    ignore: !ONNX_PY,
+    fn: () => onnxChecker(model),
+  });
+}
+
+async function onnxChecker(model: Partial<ModelConfig>): Promise<void> {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3, model });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+  const code = `
 import sys, onnx
 for name in ("model.onnx", "model_embeds.onnx"):
     path = sys.argv[1] + "/onnx/" + name
@@ -364,15 +453,14 @@ for name in ("model.onnx", "model_embeds.onnx"):
     m = onnx.load(path)
     print(name, m.opset_import[0].version, len(m.graph.input), len(m.graph.output))
 `;
-    const out = new Deno.Command(ONNX_PY!, {
-      args: ["-c", code, `${d}/ex`],
-      stdout: "piped",
-      stderr: "piped",
-    }).outputSync();
-    const dec = new TextDecoder();
-    assert(out.success, dec.decode(out.stderr));
-    const lines = dec.decode(out.stdout).trim().split("\n");
-    assertEquals(lines.length, 2, dec.decode(out.stdout));
-    for (const l of lines) assert(/ 17 \d+ \d+$/.test(l), `opset 17 with inputs and outputs: ${l}`);
-  },
-});
+  const out = new Deno.Command(ONNX_PY!, {
+    args: ["-c", code, `${d}/ex`],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const dec = new TextDecoder();
+  assert(out.success, dec.decode(out.stderr));
+  const lines = dec.decode(out.stdout).trim().split("\n");
+  assertEquals(lines.length, 2, dec.decode(out.stdout));
+  for (const l of lines) assert(/ 17 \d+ \d+$/.test(l), `opset 17 with inputs and outputs: ${l}`);
+}

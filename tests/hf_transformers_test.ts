@@ -2,22 +2,37 @@
  * An explicit-CoT checkpoint exported with --format both runs as it is in
  * `@huggingface/transformers`: its tokenizer encodes as ours does, and its `text-generation`
  * pipeline (onnx/model.onnx on onnxruntime-node) continues greedily with exactly the tokens
- * the native CPU engine generates.
+ * the native CPU engine generates. Both backbones: GPT-2, and a Llama with grouped-query
+ * attention and an untied head (its cache has the key/value heads, which the library sizes
+ * from `num_key_value_heads`).
  */
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
-import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { exportCheckpoint } from "../export/export.ts";
 import { openInference } from "../infer/inference.ts";
+import type { ModelConfig } from "../model/config.ts";
 
-Deno.test("@huggingface/transformers loads the export and continues greedily as the engine does", async () => {
+const CASES: [string, Partial<ModelConfig>][] = [
+  ["GPT-2", {}],
+  ["Llama", { ...TINY_LLAMA, nKvHead: 1, tieEmbeddings: false }],
+];
+
+for (const [name, model] of CASES) {
+  Deno.test(
+    `@huggingface/transformers loads the export (${name}) and continues greedily as the engine does`,
+    () => continuesAsTheEngine(model),
+  );
+}
+
+async function continuesAsTheEngine(shape: Partial<ModelConfig>): Promise<void> {
   const { AutoModelForCausalLM, AutoTokenizer, env, pipeline } = await import(
     "@huggingface/transformers"
   );
   // Everything is local: never reach for the Hub.
   env.allowRemoteModels = false;
   const d = await tempDir();
-  await tinyCheckpoint(`${d}/ck`, { mode: "cot", seed: 5 });
+  await tinyCheckpoint(`${d}/ck`, { mode: "cot", seed: 5, model: shape });
   await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
   const n = 16;
   const engine = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
@@ -56,4 +71,4 @@ Deno.test("@huggingface/transformers loads the export and continues greedily as 
     await model.dispose();
     await gen.dispose();
   }
-});
+}

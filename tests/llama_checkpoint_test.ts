@@ -24,7 +24,7 @@ import { fitCompactTokenizer, LOTUS_TOKENS, tokenizerFromFile } from "../pipelin
 import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
 import { openInference } from "../infer/inference.ts";
-import { exportCheckpoint, ExportError } from "../export/export.ts";
+import { exportCheckpoint } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
 
 function llamaCfg(over: Partial<ModelConfig> = {}): ModelConfig {
@@ -269,18 +269,33 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   const cfgJson = JSON.parse(await Deno.readTextFile(`${out}/checkpoint/config.json`));
   assertEquals(cfgJson.model_type, "llama");
   // Inference on the CPU engine answers from the Llama checkpoint.
+  const question = ["Ann has 2 pens and gets 3 more, then doubles them."];
   const session = await openInference(out, { backend: "cpu", threads: 1 });
+  let engineAnswer;
   try {
-    const ans = await session.answer(["Ann has 2 pens and gets 3 more, then doubles them."]);
+    const ans = await session.answer(question, { maxNewTokens: 8 });
     assertEquals(ans.answers.length, 1);
+    engineAnswer = ans.answers[0].tokens;
   } finally {
     await session.close();
   }
-  // A Llama export is the Hugging Face directory only: ONNX is refused, saying so.
-  await assertRejects(() => exportCheckpoint(out, `${root}/exp`), ExportError, "--format hf");
-  const ex = await exportCheckpoint(out, `${root}/exp`, { format: "hf" });
-  assert(ex.files.includes("model.safetensors") && !ex.files.some((f) => f.startsWith("onnx")));
+  // A Llama export holds both the Hugging Face directory and the ONNX graphs, and the ONNX
+  // backend answers from it as the engine does.
+  const ex = await exportCheckpoint(out, `${root}/exp`);
+  assert(ex.files.includes("model.safetensors") && ex.files.includes("onnx/model.onnx"));
   assertEquals(await checkExport(`${root}/exp`), []);
+  const onnx = await openInference(`${root}/exp`, { backend: "onnx", threads: 1 });
+  try {
+    assertEquals(
+      (await onnx.answer(question, { maxNewTokens: 8 })).answers[0].tokens,
+      engineAnswer,
+    );
+  } finally {
+    await onnx.close();
+  }
+  const hfOnly = await exportCheckpoint(out, `${root}/exp-hf`, { format: "hf" });
+  assert(!hfOnly.files.some((f) => f.startsWith("onnx")));
+  assertEquals(await checkExport(`${root}/exp-hf`), []);
   const exCfg = JSON.parse(await Deno.readTextFile(`${root}/exp/config.json`));
   assertEquals([exCfg.model_type, exCfg.architectures[0]], ["llama", "LlamaForCausalLM"]);
   // The structural check names a tensor of the wrong shape.

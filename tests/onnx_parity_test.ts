@@ -1,8 +1,10 @@
 /**
- * The ONNX backend against the native CPU engine on tiny models: logits of the prefix, of a
- * loop pass with injection and of a decode step on fresh random tokens (relative error at
- * most 1e-4, fp32), whole LOTUS answers (the same greedy tokens and latent readout), and the
- * export cache of `--backend onnx`.
+ * The ONNX backend against the native CPU engine on tiny GPT-2 and Llama models: logits of the
+ * prefix, of a loop pass with injection and of a decode step on fresh random tokens (relative
+ * error at most 1e-4, fp32), whole LOTUS answers (the same greedy tokens and latent readout),
+ * and the export cache of `--backend onnx`. The Llama cases cover grouped-query attention
+ * (2 and 4 query heads per key/value head, and none), Llama 3 rotary scaling whose three bands
+ * the test's positions meet, and tied and untied LM heads.
  *
  * The engine side recomputes the whole sequence for every check (no cache), so the ONNX
  * side's cached prefix, its loop passes over the cache and its decode step are each checked
@@ -11,7 +13,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { exportCheckpoint } from "../export/export.ts";
 import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../infer/onnx_session.ts";
 import { openInference } from "../infer/inference.ts";
@@ -20,6 +22,7 @@ import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
 import { Rng } from "../base/rng.ts";
 import { leftPadQuestions } from "../model/generate.ts";
+import type { ModelConfig } from "../model/config.ts";
 
 /** Full-sequence forward on the engine: ids (-1: no token embedding), optional added rows. */
 function engineForward(
@@ -41,11 +44,13 @@ function engineForward(
       e.upload(p, x);
       return p;
     };
-    e.embedFwd(ch.x[0], up(ids), up(pos), model.wte, model.wpe, N, C);
+    const posPtr = up(pos);
+    e.embedFwd(ch.x[0], up(ids), posPtr, model.wte, model.wpe, N, C);
     if (add) e.copyRows(ch.x[0], up(add), 1, N, C, N * C, C, N * C, C, true);
-    model.main.forward(ch, sc, B, T, null, up(valid));
+    // The positions also go to the stack: a Llama rotates queries and keys by them.
+    model.main.forward(ch, sc, B, T, null, up(valid), null, posPtr);
     const lg = a.f32(N * V);
-    e.matmulFwd(lg, ch.h, model.wte, null, N, C, V);
+    e.matmulFwd(lg, ch.h, model.head, null, N, C, V);
     const logits = new Float32Array(N * V), h = new Float32Array(N * C);
     e.download(logits, lg);
     e.download(h, ch.h);
@@ -55,8 +60,17 @@ function engineForward(
   }
 }
 
-/** max |a - b| / max |b| over the rows where `use` is true (rows of width `w`). */
-function relError(a: Float32Array, b: Float32Array, w: number, use: (row: number) => boolean) {
+/**
+ * max |a - b| / max |b| over the rows where `use` is true (rows of width `w`); the largest
+ * absolute error seen goes into `worst`.
+ */
+function relError(
+  a: Float32Array,
+  b: Float32Array,
+  w: number,
+  use: (row: number) => boolean,
+  worst?: { abs: number; rel: number },
+) {
   assertEquals(a.length, b.length);
   let num = 0, den = 0;
   for (let r = 0; r < a.length / w; r++) {
@@ -67,17 +81,46 @@ function relError(a: Float32Array, b: Float32Array, w: number, use: (row: number
     }
   }
   assert(den > 1, `logits are too small (${den}) for a meaningful comparison`);
+  if (worst) worst.abs = Math.max(worst.abs, num), worst.rel = Math.max(worst.rel, num / den);
   return num / den;
 }
 
-for (const injection of ["add", "replace"] as const) {
-  Deno.test(`ONNX logits match the CPU engine (1e-4): prefix, loop pass (${injection}), decode step`, async () => {
+const PARITY_CASES: {
+  name: string;
+  injection: "add" | "replace";
+  model: Partial<ModelConfig>;
+  scale: number;
+}[] = [
+  { name: "GPT-2", injection: "add", model: { dModel: 32, nHead: 4, nLayer: 2 }, scale: 4 },
+  { name: "GPT-2", injection: "replace", model: { dModel: 32, nHead: 4, nLayer: 2 }, scale: 4 },
+  {
+    name: "Llama, 4 heads on 2 KV heads, rope scaling, tied head",
+    injection: "add",
+    model: { ...TINY_LLAMA, nKvHead: 2, tieEmbeddings: true },
+    scale: 6,
+  },
+  {
+    name: "Llama, 4 heads on 1 KV head, rope scaling, untied head",
+    injection: "replace",
+    model: { ...TINY_LLAMA, nKvHead: 1, tieEmbeddings: false },
+    scale: 6,
+  },
+  {
+    name: "Llama, 4 KV heads, no rope scaling, untied head",
+    injection: "add",
+    model: { ...TINY_LLAMA, nKvHead: 4, ropeScaling: null, normEps: 1e-6, tieEmbeddings: false },
+    scale: 6,
+  },
+];
+
+for (const { name, injection, model: over, scale } of PARITY_CASES) {
+  Deno.test(`ONNX logits match the CPU engine (1e-4), ${name}: prefix, loop pass (${injection}), decode step`, async () => {
     const d = await tempDir();
     const { cfg, tok } = await tinyCheckpoint(`${d}/ck`, {
       injection,
-      model: { dModel: 32, nHead: 4, nLayer: 2 },
+      model: over,
       seed: 11,
-      scale: 4,
+      scale,
     });
     await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
     const ck = await loadCheckpoint(`${d}/ck`);
@@ -90,6 +133,7 @@ for (const injection of ["add", "replace"] as const) {
       const B = qs.length, K = 2, c = 3, L = 1 + K * c;
       const pre = leftPadQuestions(qs, sp.pad), P = pre.P, S = P + L;
       const where = `(seed ${seed})`;
+      const worst = { abs: 0, rel: 0 };
 
       // Prefix.
       const onnxPre = await net.forward({ ids: pre.ids }, B, P, {
@@ -99,7 +143,7 @@ for (const injection of ["add", "replace"] as const) {
         logitsToKeep: 0,
       });
       const engPre = engineForward(model, B, P, pre.ids, pre.pos, pre.valid, null);
-      const ePre = relError(onnxPre.logits!, engPre.logits, V, (r) => pre.valid[r] === 1);
+      const ePre = relError(onnxPre.logits!, engPre.logits, V, (r) => pre.valid[r] === 1, worst);
       assert(ePre <= 1e-4, `prefix logits: relative error ${ePre} ${where}`);
 
       // Loop region: pass 0 (ids), then pass 1 (embeddings with the injection).
@@ -151,8 +195,8 @@ for (const injection of ["add", "replace"] as const) {
         }
         return out;
       };
-      const e0 = relError(pass0.logits!, loopRows(eng0.logits), V, () => true);
-      const e1 = relError(pass1.logits!, loopRows(eng1.logits), V, () => true);
+      const e0 = relError(pass0.logits!, loopRows(eng0.logits), V, () => true, worst);
+      const e1 = relError(pass1.logits!, loopRows(eng1.logits), V, () => true, worst);
       assert(e0 <= 1e-4, `loop pass 0 logits: relative error ${e0} ${where}`);
       assert(e1 <= 1e-4, `loop pass 1 (${injection}) logits: relative error ${e1} ${where}`);
 
@@ -181,9 +225,18 @@ for (const injection of ["add", "replace"] as const) {
       for (let b = 0; b < B; b++) {
         lastRows.set(engDec.logits.subarray((b * (S + 1) + S) * V, (b + 1) * (S + 1) * V), b * V);
       }
-      const eDec = relError(step.logits!, lastRows, V, () => true);
+      const eDec = relError(step.logits!, lastRows, V, () => true, worst);
       assert(eDec <= 1e-4, `decode step logits: relative error ${eDec} ${where}`);
       assertEquals(step.present.length, S + 1);
+      // The cache holds the key/value heads only (a Llama's nKvHead), as Hugging Face's does.
+      const kv = cfg.nKvHead ?? cfg.nHead;
+      for (const t of step.present.layers.flat()) {
+        assertEquals(t.dims, [B, kv, S + 1, C / cfg.nHead]);
+      }
+      console.log(
+        `${name} (${injection}): max |Δ logit| ${worst.abs.toExponential(2)}, relative ` +
+          `${worst.rel.toExponential(2)} ${where}`,
+      );
     } finally {
       await net.close();
       model.free();
@@ -191,10 +244,16 @@ for (const injection of ["add", "replace"] as const) {
   });
 }
 
-for (const mode of ["lotus", "cot"] as const) {
-  Deno.test(`ONNX inference answers as the engine does (${mode}): greedy tokens and readout`, async () => {
+const ANSWER_CASES: { mode: "lotus" | "cot"; name: string; model?: Partial<ModelConfig> }[] = [
+  { mode: "lotus", name: "GPT-2" },
+  { mode: "cot", name: "GPT-2" },
+  { mode: "lotus", name: "Llama", model: { ...TINY_LLAMA, nKvHead: 2, tieEmbeddings: false } },
+];
+
+for (const { mode, name, model: over } of ANSWER_CASES) {
+  Deno.test(`ONNX inference answers as the engine does (${name}, ${mode}): greedy tokens and readout`, async () => {
     const d = await tempDir();
-    await tinyCheckpoint(`${d}/ck`, { mode, k: 2, c: 3, seed: 7, injection: "add" });
+    await tinyCheckpoint(`${d}/ck`, { mode, k: 2, c: 3, seed: 7, injection: "add", model: over });
     await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
     const cpu = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
     const onnx = await openInference(`${d}/ex`, { backend: "onnx", threads: 2 });
