@@ -18,6 +18,13 @@
  *   npx deno run -A bench/nl_study.ts [--seeds 0,1,2] [--forms nl,math] [--minutes 40] [--list]
  *   npx deno run -A bench/nl_study.ts --smoke     # a few steps per run, under out/nl-smoke/
  *   npx deno run -A bench/nl_study.ts --table     # the table only, from the results there
+ *   npx deno run -A bench/nl_study.ts --relatency 3   # latency again, on an idle machine
+ *
+ * The latency measured right after each run shares the machine with whatever else runs then
+ * (on two cores, the other study's training: a decode step was seen to take from 0.05 to 0.2
+ * ms). `--relatency N` measures every finished run's batch-1 latency again, N rounds with the
+ * runs interleaved in each, and keeps the median of the rounds as `latencyIdle` in its result,
+ * which the table then uses. Run it with nothing else on the machine.
  *
  * @module
  */
@@ -94,6 +101,7 @@ const { values: a } = parseArgs({
     smoke: { type: "boolean", default: false },
     list: { type: "boolean", default: false },
     table: { type: "boolean", default: false },
+    relatency: { type: "string", default: "0" },
   },
 });
 const SMOKE = a.smoke!;
@@ -317,6 +325,55 @@ interface Result {
   spec: RunSpec;
   test: RunSummary;
   latency: RunSummary;
+  checkpoint: string;
+  /** `--relatency`: the median over rounds, measured with nothing else running. */
+  latencyIdle?: { rounds: number; thoughtMsMedian: number[]; msPerAnswerToken: number[] };
+}
+
+/** The thought latency a result reports: the idle re-measurement's median when there is one. */
+function thoughtMs(r: Result): number {
+  return r.latencyIdle ? median(r.latencyIdle.thoughtMsMedian) : r.latency.latency.thoughtMsMedian;
+}
+
+/** Every finished result of `dir`, by run name. */
+async function resultsIn(dir: string): Promise<Map<string, Result>> {
+  const out = new Map<string, Result>();
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isDirectory || !(await exists(`${dir}/${e.name}/result.json`))) continue;
+    out.set(e.name, JSON.parse(await Deno.readTextFile(`${dir}/${e.name}/result.json`)));
+  }
+  return out;
+}
+
+/**
+ * Measure every finished run's batch-1 latency `rounds` times, the runs interleaved within a
+ * round, and store the per-round figures as `latencyIdle` in each result.
+ */
+async function relatency(rounds: number): Promise<void> {
+  const all = [...(await resultsIn(RESULTS))].sort(([x], [y]) => x.localeCompare(y));
+  const got = new Map<string, { t: number[]; a: number[] }>();
+  for (let round = 1; round <= rounds; round++) {
+    for (const [name, r] of all) {
+      const run = `${OUT}/runs/${name}`, out = `${run}/eval-latency-idle-${round}`;
+      const args = evalArgs(r.checkpoint, `${OUT}/data/${r.spec.data}`, out, 1, [
+        "--limit",
+        String(SIZES.latency),
+      ]);
+      if (await deno(args, `${RESULTS}/${name}/console.log`, 30 * 60_000) !== 0) {
+        throw new Error(`${name}: latency eval exited non-zero; see its console.log`);
+      }
+      const lat = JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).runs[0].latency;
+      const g = got.get(name) ?? { t: [], a: [] };
+      g.t.push(lat.thoughtMsMedian), g.a.push(lat.msPerAnswerToken);
+      got.set(name, g);
+      console.error(`${name}: round ${round}, thought ${lat.thoughtMsMedian.toFixed(2)} ms`);
+    }
+  }
+  for (const [name, r] of all) {
+    const g = got.get(name)!;
+    r.latencyIdle = { rounds, thoughtMsMedian: g.t, msPerAnswerToken: g.a };
+    await writeFileAtomic(`${RESULTS}/${name}/result.json`, JSON.stringify(r, null, 2));
+  }
 }
 
 const median = (xs: number[]) => {
@@ -327,9 +384,7 @@ const median = (xs: number[]) => {
 /** The table: accuracy pooled over seeds with Wilson's interval, thought latency, the ratios. */
 export async function nlTable(dir: string): Promise<string> {
   const by = new Map<string, Result[]>();
-  for await (const e of Deno.readDir(dir)) {
-    if (!e.isDirectory || !(await exists(`${dir}/${e.name}/result.json`))) continue;
-    const r = JSON.parse(await Deno.readTextFile(`${dir}/${e.name}/result.json`)) as Result;
+  for (const r of (await resultsIn(dir)).values()) {
     by.set(r.spec.model, [...(by.get(r.spec.model) ?? []), r]);
   }
   const lines = [
@@ -343,7 +398,7 @@ export async function nlTable(dir: string): Promise<string> {
     const correct = rs.reduce((s, r) => s + r.test.correct, 0);
     const n = rs.reduce((s, r) => s + r.test.n, 0);
     const [lo, hi] = wilson(correct, n);
-    const ms = median(rs.map((r) => r.latency.latency.thoughtMsMedian));
+    const ms = median(rs.map(thoughtMs));
     thought.set(model, ms);
     const toks = median(rs.map((r) => r.latency.latency.thoughtTokensMean));
     const top1 = rs.every((r) => r.test.readout)
@@ -368,6 +423,13 @@ export async function nlTable(dir: string): Promise<string> {
 if (import.meta.main) {
   if (a.table) {
     console.log(await nlTable(RESULTS));
+    Deno.exit(0);
+  }
+  if (Number(a.relatency) > 0) {
+    await relatency(Number(a.relatency));
+    const table = await nlTable(RESULTS);
+    await writeFileAtomic(`${RESULTS}/table.md`, table + "\n");
+    console.log(table);
     Deno.exit(0);
   }
   const plan = runs();
