@@ -28,7 +28,7 @@
 
 import type { ModelConfig } from "../model/config.ts";
 import { archOf, llamaShape } from "../model/config.ts";
-import { paramLayout } from "../model/params.ts";
+import { type ParamLayout, paramLayout } from "../model/params.ts";
 import { ropeInvFreq } from "../model/rope.ts";
 import { GraphBuilder, WeightFile } from "./onnx_builder.ts";
 import { DataType, type OnnxModel } from "./onnx_proto.ts";
@@ -41,7 +41,6 @@ import {
   decoderOutputs,
   type GraphInput,
   ONNX_OPSET,
-  tokenEmbeddingName,
   WEIGHTS_FILE,
 } from "./onnx_decoder.ts";
 
@@ -49,6 +48,15 @@ import {
 export const llamaQkvName = (l: number): string => `model.layers.${l}.self_attn.qkv_proj.weight`;
 /** The fused gate/up weight of layer `l` in the ONNX weight file: [2 I, C]. */
 export const llamaGateUpName = (l: number): string => `model.layers.${l}.mlp.gate_up_proj.weight`;
+
+/**
+ * The Hugging Face name of each tensor of a layout, by its offset: the one place the names are
+ * written is model/params.ts, which the weight file and the graph both read here.
+ */
+function namesOf(layout: ParamLayout): (offset: number) => string {
+  const byOffset = new Map(layout.tensors.map((t) => [t.offset, t.name]));
+  return (offset) => byOffset.get(offset)!;
+}
 
 function requireLlama(cfg: ModelConfig): void {
   if (archOf(cfg) !== "llama") {
@@ -82,18 +90,18 @@ export function llamaWeights(cfg: ModelConfig, params: Float32Array): WeightFile
     const n = dims.reduce((a, b) => a * b, 1);
     file.add(name, dims, params.subarray(offset, offset + n));
   };
-  add(tokenEmbeddingName(cfg), layout.wte, [V, C]);
+  const name = namesOf(layout);
+  add(name(layout.wte), layout.wte, [V, C]);
   layout.blocks.forEach((b, l) => {
-    const p = `model.layers.${l}`;
-    add(`${p}.input_layernorm.weight`, b.ln1w, [C]);
+    add(name(b.ln1w), b.ln1w, [C]);
     add(llamaQkvName(l), b.qkvw, [qkvRows, C]);
-    add(`${p}.self_attn.o_proj.weight`, b.projw, [C, C]);
-    add(`${p}.post_attention_layernorm.weight`, b.ln2w, [C]);
+    add(name(b.projw), b.projw, [C, C]);
+    add(name(b.ln2w), b.ln2w, [C]);
     add(llamaGateUpName(l), b.fcw, [2 * I, C]);
-    add(`${p}.mlp.down_proj.weight`, b.fcprojw, [C, I]);
+    add(name(b.fcprojw), b.fcprojw, [C, I]);
   });
-  add("model.norm.weight", layout.lnfw, [C]);
-  if (layout.lmHead >= 0) add("lm_head.weight", layout.lmHead, [V, C]);
+  add(name(layout.lnfw), layout.lnfw, [C]);
+  if (layout.lmHead >= 0) add(name(layout.lmHead), layout.lmHead, [V, C]);
   return file;
 }
 
@@ -120,13 +128,14 @@ export function llamaGraph(cfg: ModelConfig, w: WeightFile, input: GraphInput): 
   const C = cfg.dModel, NH = cfg.nHead, HS = C / NH, KV = ls.nKvHead, G = NH / KV;
   const CKV = KV * HS, I = ls.dFf;
   const g = new GraphBuilder(input === "ids" ? "llama" : "llama_inputs_embeds");
-  const W = (name: string) => g.weight(w, name);
+  const W = (weight: string) => g.weight(w, weight);
+  const layout = paramLayout(cfg), name = namesOf(layout);
   const inp = decoderInputs(g, input, cfg);
 
   // Embeddings (no position table: positions enter through the rotation).
   g.scope("embed");
   const tok = input === "ids"
-    ? g.op("Gather", [W(tokenEmbeddingName(cfg)), inp.src], { axis: { int: 0 } })
+    ? g.op("Gather", [W(name(layout.wte)), inp.src], { axis: { int: 0 } })
     : inp.src;
   // The residual stream is kept as [B*T, C] rows, so that every linear layer is one Gemm;
   // only attention needs the [B, T, ...] shape back.
@@ -180,8 +189,8 @@ export function llamaGraph(cfg: ModelConfig, w: WeightFile, input: GraphInput): 
 
   for (let l = 0; l < cfg.nLayer; l++) {
     g.scope(`layers.${l}`);
-    const p = `model.layers.${l}`;
-    const qkv = linear(rmsNorm(x, `${p}.input_layernorm.weight`), llamaQkvName(l));
+    const b = layout.blocks[l];
+    const qkv = linear(rmsNorm(x, name(b.ln1w)), llamaQkvName(l));
     const [qk, v] = g.opN("Split", [qkv, qkvSplit], 2, { axis: { int: 1 } });
     // Queries and keys rotate together ([B, T, NH + KV, HS]), as the engine rotates them.
     const [q, k] = g.opN("Split", [rotate(g.op("Reshape", [qk, qkShape])), qkSplit], 2, {
@@ -207,16 +216,16 @@ export function llamaGraph(cfg: ModelConfig, w: WeightFile, input: GraphInput): 
       }),
       rowShape,
     ]);
-    x = g.op("Add", [x, linear(y, `${p}.self_attn.o_proj.weight`)]);
-    const gu = linear(rmsNorm(x, `${p}.post_attention_layernorm.weight`), llamaGateUpName(l));
+    x = g.op("Add", [x, linear(y, name(b.projw))]);
+    const gu = linear(rmsNorm(x, name(b.ln2w)), llamaGateUpName(l));
     const [gate, up] = g.opN("Split", [gu, ffSplit], 2, { axis: { int: 1 } });
     const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
-    x = g.op("Add", [x, linear(act, `${p}.mlp.down_proj.weight`)]);
+    x = g.op("Add", [x, linear(act, name(b.fcprojw))]);
   }
 
   g.scope("head");
-  const head = ls.tieEmbeddings ? tokenEmbeddingName(cfg) : "lm_head.weight";
-  decoderHead(g, inp, cfg, rmsNorm(x, "model.norm.weight"), bt, W(head));
+  const head = name(layout.lmHead >= 0 ? layout.lmHead : layout.wte);
+  decoderHead(g, inp, cfg, rmsNorm(x, name(layout.lnfw)), bt, W(head));
   decoderOutputs(g, cfg);
   return g.model({
     opset: ONNX_OPSET,
