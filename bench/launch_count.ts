@@ -11,6 +11,11 @@
  *   npx deno run -A bench/launch_count.ts [--precision fp32|tf32|bf16] [--injection add|replace]
  *       [--recompute on|off]
  *
+ * It then counts batch-1 inference on the same model (the real shape's 12 layers, K = R = 6,
+ * c = 13, a 60-token question): the thought phase (pass 0 and R loop passes: a LOTUS generation
+ * of one token less a CoT generation of one token, which share the prefill and the first
+ * token) and one answer token (from LOTUS generations of 1 and 9 tokens).
+ *
  * `--recompute on` (the default, as training on CUDA) counts the step of a runner that rebuilds
  * the normalisations, attention outputs and MLP activations in the backward.
  *
@@ -22,6 +27,7 @@ import { perturbedParams, specialsFor } from "../check/parity.ts";
 import { longExamples } from "../check/parity_shapes.ts";
 import { openEngine, type Precision, PRECISION_MODES } from "../engine/ffi.ts";
 import { ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
+import { Generator } from "../model/generate.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import { lotusBatch } from "../train/batch.ts";
 import { LotusRunner } from "../train/step.ts";
@@ -80,6 +86,24 @@ eng.sync();
 const after = emuCounters(lib);
 runner.free();
 model.free();
+
+// Batch-1 inference: counts of one generation, after a warm-up that grows the scratch.
+const imodel = new Model(eng, cfg, perturbedParams(cfg, 7), false);
+const gen = new Generator(imodel, { B: 1, P: 60, K, c, maxNewTokens: 9 });
+const noEos = { ...sp, eos: -1 };
+const q = [exs[0].q];
+const launchesOf = (mode: "lotus" | "cot", n: number) => {
+  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n });
+  eng.sync();
+  const c0 = emuCounters(lib);
+  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n });
+  eng.sync();
+  const c1 = emuCounters(lib);
+  return { launches: c1.launches - c0.launches, gemms: c1.gemms - c0.gemms };
+};
+const lotus1 = launchesOf("lotus", 1), lotus9 = launchesOf("lotus", 9), cot1 = launchesOf("cot", 1);
+gen.free();
+imodel.free();
 eng.close();
 const d = (k: keyof typeof before) => after[k] - before[k];
 console.log(JSON.stringify({
@@ -93,4 +117,14 @@ console.log(JSON.stringify({
   // the eng.sync() after the step is the caller's, not the step's
   hostWaits: d("syncs") - 1,
   loss,
+  batch1: {
+    thought: {
+      kernelLaunches: lotus1.launches - cot1.launches,
+      gemms: lotus1.gemms - cot1.gemms,
+    },
+    answerToken: {
+      kernelLaunches: (lotus9.launches - lotus1.launches) / 8,
+      gemms: (lotus9.gemms - lotus1.gemms) / 8,
+    },
+  },
 }));

@@ -20,8 +20,9 @@
  *    has 141);
  *  - `deviceScratch` (computed from the CUDA engine's scratch rules, engine/cuda/matmul.cuh and
  *    attention.cuh, at the largest op of a training step): the cuBLAS workspace, the rounded
- *    operand copies of matmuls at TF32 / bf16 (one per operand slot, grown to the largest), and
- *    the attention backward's per-row scratch. The CUDA context (a few hundred MiB) is not in it;
+ *    operand copies of matmuls at TF32 / bf16 (one per operand slot, grown to the largest; at
+ *    bf16 the weights' kept copy instead of rounded weights, engine/cuda/weights.cuh), and the
+ *    attention backward's per-row scratch. The CUDA context (a few hundred MiB) is not in it;
  *  - `designEstimate` (NOT implemented; arithmetic over the activations a recomputing training
  *    runner keeps per layer and row): keeping those activations in bf16.
  *
@@ -155,8 +156,13 @@ const slotB = Math.max(...gemms.map((g) => Math.max(g.N * g.cin, g.cout * g.cin)
 const slotC = Math.max(...gemms.map((g) => g.N * g.cin));
 const workspace = 32 * 2 ** 20;
 const attnD = B * NH * Math.max(P, L, S) * 4;
-const scratch = (bytesPerElem: number) =>
-  workspace + (slotA + slotB + slotC) * bytesPerElem + attnD;
+// TF32 rounds every operand, weights too, into the slots. bf16 reads the weights from the copy
+// the engine keeps of them (le_keep_bf16: 2 bytes a parameter), so the slots only ever hold
+// activations: dout in a, the input in b and c.
+const tf32Scratch = workspace + (slotA + slotB + slotC) * 4 + attnD;
+const actSlots = Math.max(...gemms.map((g) => g.N * g.cout)) +
+  2 * Math.max(...gemms.map((g) => g.N * g.cin));
+const bf16Scratch = workspace + actSlots * 2 + 2 * params + attnD;
 
 // Design estimate. Per layer and row a recomputing training chunk keeps, in fp32: x, resid2,
 // qkv and the MLP's input-side projection, which bf16 storage would halve; its qkv gradient
@@ -181,7 +187,7 @@ console.log(JSON.stringify(
       trainActivationsGiB: GiB(actRc),
       trainActivationsPerExampleGiB: GiB(rcLine.perExample),
       trainTotalGiB: GiB(totalRc),
-      trainTotalWithBf16ScratchGiB: GiB(totalRc + scratch(2)),
+      trainTotalWithBf16ScratchGiB: GiB(totalRc + bf16Scratch),
       maxBatchIn: { gb: n(a["gpu-gb"]), ...fitsOf(rcLine) },
     },
     evalBuffersGiB: GiB(evalBytes),
@@ -189,14 +195,15 @@ console.log(JSON.stringify(
     deviceScratch: {
       note: "computed from the CUDA engine's scratch rules; excludes the CUDA context",
       fp32GiB: GiB(workspace + attnD),
-      tf32GiB: GiB(scratch(4)),
-      bf16GiB: GiB(scratch(2)),
+      tf32GiB: GiB(tf32Scratch),
+      bf16GiB: GiB(bf16Scratch),
+      bf16KeptWeightsGiB: GiB(2 * params),
     },
-    trainTotalWithBf16ScratchGiB: GiB(total + scratch(2)),
+    trainTotalWithBf16ScratchGiB: GiB(total + bf16Scratch),
     designEstimate: {
       note: "NOT implemented: the activations a recomputing runner keeps, stored in bf16",
       bf16ActivationsSaveGiB: GiB(bf16Saving),
-      trainTotalWithRecomputeBf16ActivationsAndScratchGiB: GiB(totalRc + scratch(2) - bf16Saving),
+      trainTotalWithRecomputeBf16ActivationsAndScratchGiB: GiB(totalRc + bf16Scratch - bf16Saving),
     },
   },
   null,

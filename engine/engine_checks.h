@@ -624,6 +624,13 @@ inline int validate_adamw(const float* p, const float* g, const float* m, const 
   return 0;
 }
 
+inline int validate_keep_bf16(const float* p, int64_t n) {
+  const char* fn = "le_keep_bf16";
+  REQUIRE_NONNEG(fn, "n", n);
+  if (n == 0) return p == nullptr ? fail("%s: p is NULL", fn) : 0;
+  return check_span(fn, "p", p, mul(n, 4));
+}
+
 // ============================================================================================
 // Llama-family ops: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention
 // ============================================================================================

@@ -1446,6 +1446,9 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
   return 0;
 }
 
+// The CPU engine multiplies in fp32: there is nothing to keep.
+int le_keep_bf16(const float* p, int64_t n) { return validate_keep_bf16(p, n); }
+
 // ---- Llama-family ops ---------------------------------------------------------------------
 
 // out = inp * rstd * w, rstd = 1 / sqrt(mean(inp^2) + eps), the mean of squares in double.

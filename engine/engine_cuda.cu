@@ -12,6 +12,7 @@
 //   cuda/elementwise.cuh  copy_rows, add, scale, GELU
 //   cuda/embed.cuh        token + position embedding
 //   cuda/layernorm.cuh    LayerNorm, fused residual + LayerNorm
+//   cuda/weights.cuh      bf16 copies of the weights (le_keep_bf16), kept fresh by le_adamw
 //   cuda/matmul.cuh       linear layers through cublasGemmEx; the precision modes
 //   cuda/attention.cuh    causal attention with a strided past
 //   cuda/xent.cuh         fused softmax cross-entropy, argmax
@@ -37,6 +38,7 @@
 // to the CPU engine's.
 
 #include "cuda/common.cuh"
+#include "cuda/weights.cuh"
 #include "cuda/elementwise.cuh"
 #include "cuda/embed.cuh"
 #include "cuda/layernorm.cuh"
@@ -83,6 +85,7 @@ void teardown() {
   if (g_staging.p) cudaFreeHost(g_staging.p);
   g_staging = Staging{};
   forget_checked(nullptr, 0);
+  for (WeightCopy& w : g_weights) drop_weight_copy(w);
   if (g.stream) cudaStreamDestroy(g.stream);
   g.stream = nullptr;
   g.ready = false;
@@ -299,7 +302,7 @@ LE_API int le_free(void* p) {
   if (!p) return 0;
   Block b{};
   TRY(unregister_block(p, &b));
-  forget_checked(p, b.bytes ? b.bytes : 1);
+  freed(p, b.bytes ? b.bytes : 1);
   // cudaFree waits for queued kernels that may still use the block.
   CUDA_TRY("le_free", cudaFree(p));
   return 0;
@@ -312,7 +315,7 @@ LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_upload");
   TRY(validate_upload(dst, host_src, bytes));
-  forget_checked(dst, bytes);
+  wrote(dst, bytes);
   if (!g_staging.p && cudaMallocHost(&g_staging.p, kStagingBytes) == cudaSuccess) {
     g_staging.bytes = kStagingBytes;
   }
@@ -351,7 +354,7 @@ LE_API int le_zero(void* dst, uint64_t bytes) {
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_zero");
   TRY(validate_zero(dst, bytes));
-  forget_checked(dst, bytes);
+  wrote(dst, bytes);
   CUDA_TRY("le_zero", cudaMemsetAsync(dst, 0, bytes, g.stream));
   return op_done("le_zero");
 }
@@ -364,7 +367,7 @@ LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
   REQUIRE_INIT("le_copy");
   TRY(validate_copy(dst, src, bytes));
   if (dst == src) return 0;
-  forget_checked(dst, bytes);
+  wrote(dst, bytes);
   const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
   const bool overlap = d < s + bytes && s < d + bytes;
   if (overlap) {
@@ -401,6 +404,7 @@ LE_API int le_comm_allreduce_sum(float* buf, int64_t n) {
   REQUIRE_INIT(fn);
   REQUIRE_NONNEG(fn, "n", n);
   if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  wrote(buf, (uint64_t)n * 4);
   return nccl::allreduce_sum(fn, buf, n);
 }
 
@@ -409,6 +413,7 @@ LE_API int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
   const char* fn = "le_comm_broadcast";
   REQUIRE_INIT(fn);
   if (bytes > 0) TRY(check_span(fn, "buf", buf, bytes));
+  wrote(buf, bytes);
   return nccl::broadcast(fn, buf, bytes, root);
 }
 
@@ -425,6 +430,7 @@ LE_API int le_comm_allreduce_start(float* buf, int64_t n) {
   REQUIRE_INIT(fn);
   REQUIRE_NONNEG(fn, "n", n);
   if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
+  wrote(buf, (uint64_t)n * 4);
   return nccl::allreduce_start(fn, buf, n);
 }
 

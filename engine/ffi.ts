@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 8;
+export const LE_ABI_VERSION = 9;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -136,6 +136,7 @@ const SYMBOLS = {
     parameters: [P, P, P, P, "i64", "f32", "f32", "f32", "f32", "f32", "i32", P, "f32"],
     result: "i32",
   },
+  le_keep_bf16: { parameters: [P, "i64"], result: "i32" },
   // Appended: data-parallel collectives (optional, so that a library without them still
   // loads; Engine.commInit says when they are missing).
   le_comm_init: { parameters: ["f64"], result: "i32", optional: true },
@@ -965,6 +966,17 @@ export class Engine {
       ) !==
         0
     ) this.#fail("le_adamw");
+  }
+
+  /**
+   * Declares that `n` floats from `p` hold weights that matmuls read as their `w`. In bf16 mode
+   * the CUDA engine then keeps a bf16 copy of them, updated by {@linkcode Engine.adamw} in the
+   * same pass and rebuilt after any other write, instead of rounding every weight again at every
+   * matmul; results are bit-identical. The CPU engine checks the span and keeps nothing.
+   * `n = 0` forgets the range that starts at `p`. The contract: le_keep_bf16 in lotus_engine.h.
+   */
+  keepBf16(p: Ptr, n: number): void {
+    if (this.#s.le_keep_bf16(addr(p), I(n)) !== 0) this.#fail("le_keep_bf16");
   }
 
   /**

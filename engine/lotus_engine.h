@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 8
+#define LE_ABI_VERSION 9
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -301,6 +301,19 @@ int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
                                const float* stats, const uint8_t* key_valid, const float* qkv,
                                const float* kv_past, int B, int Tq, int Tp, int C, int NH,
                                int NKV, int64_t past_bs, int64_t past_rs);
+
+/* Declares that [p, p + n) floats (inside one le_alloc block) hold weights that the matmuls
+ * read as their w operand. In bf16 mode (le_set_precision(2)) the CUDA engine then keeps a bf16
+ * copy of the range, so a matmul reads its weight without rounding it again at every call:
+ * the copy is made at the first matmul that reads the range, le_adamw updates it in the same
+ * kernel as the fp32 weights, and any other write into the range (le_upload, le_zero, le_copy,
+ * le_copy_rows, le_add, le_scale, le_comm_broadcast, le_comm_allreduce_*) has it rebuilt at the
+ * next matmul. No other op may write into a declared range. Results are bit-identical to
+ * rounding at every call. The copy (2n bytes) is the engine's, not counted by
+ * le_bytes_in_use, and goes with the block (le_free). n = 0 forgets the range that starts at
+ * p. At most 8 ranges; ranges must not overlap. The CPU engine checks the span and keeps
+ * nothing (it multiplies in fp32). */
+int le_keep_bf16(const float* p, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -102,6 +102,8 @@ export class Model {
     }
     this.params = eng.alloc(n * F32);
     eng.upload(this.params, init);
+    // Every matmul weight lies in this slab: in bf16 mode the CUDA engine keeps them rounded.
+    eng.keepBf16(this.params, n);
     this.grads = training ? eng.alloc(n * F32) : null;
     this.m = training ? eng.alloc(n * F32) : null;
     this.v = training ? eng.alloc(n * F32) : null;

@@ -6,6 +6,7 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
+import { Rng } from "../base/rng.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
   compareLotusStep,
@@ -229,6 +230,109 @@ Deno.test({
       e.embedFwd(out, ids, pos, wte, wpe, N, C);
     } finally {
       for (const p of [wte, wpe, out, ids, pos]) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: bf16 matmuls read kept weight copies (le_keep_bf16) with the bits " +
+    "of rounding at every call, through AdamW, uploads, copies, scaling and a freed block",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), rng = new Rng(7);
+    const N = 5, Cin = 24, Cout = 16, W = Cout * Cin, n = 3 * W;
+    // Two slabs of three weight matrices with the same values: `kept` declared, `plain` not.
+    const kept = e.alloc(n * 4), plain = e.alloc(n * 4), g = e.alloc(n * 4);
+    const m = [e.alloc(n * 4), e.alloc(n * 4)], v = [e.alloc(n * 4), e.alloc(n * 4)];
+    const x = e.alloc(N * Cin * 4), y = e.alloc(N * Cout * 4);
+    const yKept = new Float32Array(N * Cout), yPlain = new Float32Array(N * Cout);
+    e.setPrecision(2);
+    let freed = false;
+    try {
+      const init = rng.normals(n);
+      e.upload(kept, init);
+      e.upload(plain, init);
+      e.upload(x, rng.normals(N * Cin));
+      e.keepBf16(kept, n);
+      // Every matrix of each slab gives the same bits; after the first matmul made the copy,
+      // a kept weight costs one launch less than a rounded one.
+      const check = (what: string) => {
+        for (let k = 0; k < 3; k++) {
+          e.matmulFwd(y, x, e.offset(kept, k * W * 4), null, N, Cin, Cout);
+          e.download(yKept, y);
+          e.matmulFwd(y, x, e.offset(plain, k * W * 4), null, N, Cin, Cout);
+          e.download(yPlain, y);
+          assertEquals(yKept, yPlain, `${what}: matrix ${k}`);
+        }
+      };
+      check("fresh");
+      const c0 = emuCounters(lib);
+      e.matmulFwd(y, x, e.offset(kept, W * 4), null, N, Cin, Cout);
+      const c1 = emuCounters(lib);
+      e.matmulFwd(y, x, e.offset(plain, W * 4), null, N, Cin, Cout);
+      const c2 = emuCounters(lib);
+      assertEquals(c2.launches - c1.launches - (c1.launches - c0.launches), 1);
+      // AdamW updates the copy in its own kernel: no rebuild, and the same bits.
+      for (let t = 1; t <= 3; t++) {
+        e.upload(g, rng.normals(n));
+        e.adamw(kept, g, m[0], v[0], n, 1e-2, 0.9, 0.95, 1e-8, 0.1, t, null, 0);
+        e.adamw(plain, g, m[1], v[1], n, 1e-2, 0.9, 0.95, 1e-8, 0.1, t, null, 0);
+        // Three kept matmuls round x (one launch each), three plain ones x and w (two).
+        const before = emuCounters(lib).launches;
+        check(`after AdamW step ${t}`);
+        assertEquals(emuCounters(lib).launches - before, 9, "the copy was rebuilt after AdamW");
+      }
+      // AdamW over part of the range, then the generic writers: each leaves the copy right.
+      const mid = e.offset(kept, W * 4), midPlain = e.offset(plain, W * 4);
+      e.upload(g, rng.normals(n));
+      e.adamw(mid, g, m[0], v[0], W, 1e-2, 0.9, 0.95, 1e-8, 0.1, 4, null, 0);
+      e.adamw(midPlain, g, m[1], v[1], W, 1e-2, 0.9, 0.95, 1e-8, 0.1, 4, null, 0);
+      check("after a partial AdamW");
+      const part = rng.normals(W);
+      e.upload(mid, part);
+      e.upload(midPlain, part);
+      check("after an upload");
+      for (const s of [kept, plain]) e.scale(s, 0.5, W);
+      check("after le_scale");
+      for (const s of [kept, plain]) e.copy(e.offset(s, 2 * W * 4), s, W * 4);
+      check("after le_copy");
+      for (const s of [kept, plain]) e.add(s, s, e.offset(s, W * 4), W);
+      check("after le_add");
+      for (const s of [kept, plain]) e.copyRows(s, e.offset(s, W * 4), 1, 1, 7, 0, 0, 0, 0, true);
+      check("after le_copy_rows");
+      for (const s of [kept, plain]) e.zero(e.offset(s, 3 * 4), 40);
+      check("after le_zero");
+      // The backward's dinp reads the weight too.
+      const dx = [e.alloc(N * Cin * 4), e.alloc(N * Cin * 4)];
+      const dxHost = [new Float32Array(N * Cin), new Float32Array(N * Cin)];
+      e.upload(y, rng.normals(N * Cout));
+      [kept, plain].forEach((s, i) => {
+        e.matmulBwd(dx[i], null, null, y, x, e.offset(s, 2 * W * 4), N, Cin, Cout);
+        e.download(dxHost[i], dx[i]);
+      });
+      assertEquals(dxHost[0], dxHost[1], "matmul backward");
+      for (const p of dx) e.free(p);
+      // Declaring twice is a no-op; an overlapping range or a bad span is an error.
+      e.keepBf16(kept, n);
+      assertThrows(() => e.keepBf16(e.offset(kept, 4), W), EngineError, "overlaps");
+      assertThrows(() => e.keepBf16(kept, n + 1), EngineError, "le_keep_bf16");
+      // A freed block takes its copy along: a new block at the same address is not read
+      // through the old copy.
+      e.free(kept);
+      freed = true;
+      const again = e.alloc(n * 4);
+      e.upload(again, init);
+      e.upload(plain, init);
+      const ya = new Float32Array(N * Cout);
+      e.matmulFwd(y, x, again, null, N, Cin, Cout);
+      e.download(ya, y);
+      e.matmulFwd(y, x, plain, null, N, Cin, Cout);
+      e.download(yPlain, y);
+      assertEquals(ya, yPlain, "a new block after le_free");
+      e.free(again);
+    } finally {
+      e.setPrecision(0);
+      for (const p of [freed ? null : kept, plain, g, ...m, ...v, x, y]) e.free(p);
     }
   },
 });

@@ -48,6 +48,7 @@ const OPS: Record<string, Kind[]> = {
   argmax: ["p", "p", "i", "i"],
   sumsq: ["p", "p", "i"],
   adamw: ["p", "p", "p", "p", "i", "f", "f", "f", "f", "f", "i", "p", "f"],
+  keepBf16: ["p", "i"],
 };
 
 class Fuzzer {

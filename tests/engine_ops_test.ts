@@ -1386,6 +1386,26 @@ Deno.test("errors: an allocation that is too large fails cleanly and the engine 
   eng.free(p);
 });
 
+Deno.test("le_keep_bf16: the CPU engine checks the span and changes nothing", () => {
+  const n = 24, p = eng.alloc(n * 4), x = eng.alloc(8 * 4), y = eng.alloc(2 * 3 * 4);
+  try {
+    eng.upload(p, rng19(n));
+    eng.upload(x, rng19(8));
+    const before = new Float32Array(6), after = new Float32Array(6);
+    eng.matmulFwd(y, x, p, null, 2, 4, 3);
+    eng.download(before, y);
+    eng.keepBf16(p, n);
+    eng.matmulFwd(y, x, p, null, 2, 4, 3);
+    eng.download(after, y);
+    assertEquals(after, before, "fp32 matmuls are unchanged");
+    assertThrows(() => eng.keepBf16(p, n + 1), EngineError, "le_keep_bf16: p");
+    assertThrows(() => eng.keepBf16(p, -1), EngineError, "le_keep_bf16: n");
+    eng.keepBf16(p, 0);
+  } finally {
+    for (const b of [p, x, y]) eng.free(b);
+  }
+});
+
 Deno.test("openEngine: a missing library and a closed engine give EngineError", () => {
   assertThrows(
     () => openEngine({ libPath: "/nonexistent/liblotus.so" }),

@@ -5,7 +5,8 @@
 //
 // le_adamw is one kernel per step: global-norm clip, decoupled weight decay, both moments and
 // the bias-corrected update, reading each of p, g, m, v once and writing p, m, v once (PyTorch
-// needs several passes for the same, or its fused kernel). The clip factor comes from
+// needs several passes for the same, or its fused kernel), and the bf16 copy of p when the
+// weights have one (le_keep_bf16, weights.cuh). The clip factor comes from
 // *gnorm_sq, which lives in engine (device) memory: every thread computes it from that one
 // value, so the host never waits for the norm. The scalar factors are computed on the host in
 // double exactly as the CPU engine computes them, so the two engines apply the same update
@@ -13,6 +14,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "weights.cuh"
 
 namespace le {
 
@@ -38,7 +40,8 @@ __global__ void sumsq_finish_kernel(float* out, const double* part) {
 
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n,
                              float one_b1, float beta2, float one_b2, float eps, float decay,
-                             float step, float bc2_sqrt, const float* gnorm_sq, float max_norm) {
+                             float step, float bc2_sqrt, const float* gnorm_sq, float max_norm,
+                             __nv_bfloat16* p16) {
   float clip = 1.f;
   if (gnorm_sq) {
     const float coef = (float)(max_norm / (sqrt((double)*gnorm_sq) + 1e-6));
@@ -51,7 +54,9 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
     const float vi = beta2 * v[i] + one_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * decay - step * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    const float pi = p[i] * decay - step * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    p[i] = pi;
+    if (p16) p16[i] = __float2bfloat16_rn(pi);
   }
 }
 
@@ -83,8 +88,16 @@ LE_API int le_adamw(float* p, const float* gr, float* m, float* v, int64_t n, fl
   const double bc2 = 1.0 - pow((double)beta2, t);
   const float step = (float)(lr / bc1);
   const float bc2_sqrt = (float)sqrt(bc2);
+  // Weights with a bf16 copy (le_keep_bf16) get it updated here, with no pass of their own; a
+  // range only partly updated here has its copy rebuilt at the next matmul instead.
+  __nv_bfloat16* p16 = nullptr;
+  if (WeightCopy* w = weight_copy_of(p, n); w && w->h) {
+    p16 = w->h + (p - w->p);
+  } else {
+    wrote(p, (uint64_t)n * 4);
+  }
   LAUNCH(adamw_kernel, grid_for(n, 256), 256, 0)(p, gr, m, v, n, 1.f - beta1, beta2, 1.f - beta2,
                                                  eps, decay, step, bc2_sqrt,
-                                                 clip ? gnorm_sq : nullptr, max_norm);
+                                                 clip ? gnorm_sq : nullptr, max_norm, p16);
   return op_done(fn);
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "weights.cuh"
 
 namespace le {
 
@@ -111,6 +112,7 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
   REQUIRE_INIT(fn);
   TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs));
   if (nb == 0 || rows == 0 || cols == 0) return 0;
+  wrote(dst, ((uint64_t)(nb - 1) * dst_bs + (uint64_t)(rows - 1) * dst_rs + cols) * 4);
   const bool disjoint = (rows == 1 || dst_rs >= cols) &&
                         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
   if (disjoint) {
@@ -133,6 +135,7 @@ LE_API int le_add(float* out, const float* a, const float* b, int64_t n) {
   REQUIRE_INIT("le_add");
   TRY(validate_add(out, a, b, n));
   if (n == 0) return 0;
+  wrote(out, (uint64_t)n * 4);
   LAUNCH(add_kernel, grid_for(n, 256), 256, 0)(out, a, b, n);
   return op_done("le_add");
 }
@@ -142,6 +145,7 @@ LE_API int le_scale(float* x, float s, int64_t n) {
   REQUIRE_INIT("le_scale");
   TRY(validate_scale(x, n));
   if (n == 0) return 0;
+  wrote(x, (uint64_t)n * 4);
   LAUNCH(scale_kernel, grid_for(n, 256), 256, 0)(x, s, n);
   return op_done("le_scale");
 }

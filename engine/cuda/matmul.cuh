@@ -19,7 +19,8 @@
 //      fp32 accumulation (A, B CUDA_R_16BF, C CUDA_R_32F, CUBLAS_COMPUTE_32F). Outputs,
 //      the bias and every accumulated gradient stay fp32.
 // The weights in engine memory stay fp32 in every mode (they are the optimiser's master
-// copy); only these per-call operand copies are reduced.
+// copy); only these per-call operand copies are reduced. A weight range declared with
+// le_keep_bf16 is not rounded per call: its kept bf16 copy is read instead (weights.cuh).
 //
 // Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
 // stream and a fixed workspace are used (both set at le_init); dbias uses fixed chunks.
@@ -28,14 +29,9 @@
 #include <cuda_bf16.h>
 
 #include "common.cuh"
+#include "weights.cuh"
 
 namespace le {
-
-__global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = __float2bfloat16_rn(in[i]);
-}
 
 // Round to the nearest TF32 (ties away from zero, as cvt.rna.tf32.f32 does): keep 10
 // mantissa bits. Inf and NaN pass unchanged.
@@ -84,6 +80,12 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t n, 
     if (!dst) return 1;
     LAUNCH(to_tf32_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
     *op = {dst, CUDA_R_32F};
+    return 0;
+  }
+  const __nv_bfloat16* kept;
+  TRY(kept_bf16(fn, x, n, &kept));  // a weight with a bf16 copy (weights.cuh)
+  if (kept) {
+    *op = {kept, CUDA_R_16BF};
     return 0;
   }
   __nv_bfloat16* dst = (__nv_bfloat16*)slot.get(fn, (size_t)n * sizeof(__nv_bfloat16));
