@@ -99,7 +99,11 @@ const launchesOf = (mode: "lotus" | "cot", n: number) => {
   gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n });
   eng.sync();
   const c1 = emuCounters(lib);
-  return { launches: c1.launches - c0.launches, gemms: c1.gemms - c0.gemms };
+  return {
+    launches: c1.launches - c0.launches,
+    gemms: c1.gemms - c0.gemms,
+    syncs: c1.syncs - c0.syncs,
+  };
 };
 const lotus1 = launchesOf("lotus", 1), lotus9 = launchesOf("lotus", 9), cot1 = launchesOf("cot", 1);
 gen.free();
@@ -121,10 +125,13 @@ console.log(JSON.stringify({
     thought: {
       kernelLaunches: lotus1.launches - cot1.launches,
       gemms: lotus1.gemms - cot1.gemms,
+      hostWaits: lotus1.syncs - cot1.syncs,
     },
     answerToken: {
       kernelLaunches: (lotus9.launches - lotus1.launches) / 8,
       gemms: (lotus9.gemms - lotus1.gemms) / 8,
+      // the argmax download that greedy decoding reads, and any index check
+      hostWaits: (lotus9.syncs - lotus1.syncs) / 8,
     },
   },
 }));

@@ -71,9 +71,9 @@ const RUN_FLAGS = flagTable({
   backend: { value: "B", help: "where to run", schema: oneOf(BACKENDS), default: "cpu" },
   precision: {
     value: "P",
-    help: "CUDA matmuls",
+    help: "CUDA matmuls (the CPU has only fp32)",
     schema: oneOf(["fp32", "tf32", "bf16"]),
-    default: "fp32",
+    defaultText: "bf16 on CUDA, fp32 on the CPU",
   },
   recompute: {
     value: "on|off",

@@ -24,6 +24,9 @@ export interface SelectEngineOptions {
   /** Matmul precision on CUDA (default "fp32"). The CPU engine has only "fp32": asking it for
    * another is an error, except under "auto", which falls back to fp32 and says so. */
   precision?: Precision;
+  /** The precision the CUDA engine gets when `precision` is not given (default "fp32"); the
+   * CPU engine then runs fp32 without a word. Training asks for "bf16". */
+  cudaPrecision?: Precision;
   /** Where "auto" reports a fallback to the CPU (default: stderr). */
   log?: (line: string) => void;
   /** Build the library without printing the compiler command. */
@@ -52,8 +55,10 @@ export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {
   // 0 resets the CPU engine to all cores (its setting outlives Engine.close()).
   const threads = opts.threads ?? 0;
   const precision = opts.precision ?? "fp32";
+  const cudaPrecision = opts.precision ?? opts.cudaPrecision ?? "fp32";
   if (backend === "cpu" || backend === "cuda") {
-    return openEngine({ backend, threads, precision, quiet: opts.quiet });
+    const p = backend === "cuda" ? cudaPrecision : precision;
+    return openEngine({ backend, threads, precision: p, quiet: opts.quiet });
   }
   if (backend !== "auto") {
     throw new EngineError("backend", `unknown backend "${backend}": use cpu, cuda or auto`);
@@ -68,7 +73,7 @@ export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {
     return openEngine({ backend: "cpu", threads, quiet: opts.quiet });
   }
   try {
-    return openEngine({ backend: "cuda", precision, quiet: true });
+    return openEngine({ backend: "cuda", precision: cudaPrecision, quiet: true });
   } catch (e) {
     const why = (e as Error).message.split("\n")[0];
     log(

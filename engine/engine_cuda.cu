@@ -316,6 +316,7 @@ LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   REQUIRE_INIT("le_upload");
   TRY(validate_upload(dst, host_src, bytes));
   wrote(dst, bytes);
+  remember_uploaded(dst, host_src, bytes);  // an index array's range, known without a wait
   if (!g_staging.p && cudaMallocHost(&g_staging.p, kStagingBytes) == cudaSuccess) {
     g_staging.bytes = kStagingBytes;
   }

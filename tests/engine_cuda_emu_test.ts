@@ -205,31 +205,50 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: uploads and repeated index checks need no host wait, and a " +
-    "rewritten id array is checked again",
+  name: "emulated CUDA engine: uploaded and argmax ids need no host wait, ids written on the " +
+    "device are checked once, and a bad id is still a message",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu();
     const C = 4, V = 8, N = 3;
     const wte = e.alloc(V * C * 4), wpe = e.alloc(V * C * 4), out = e.alloc(N * C * 4);
-    const ids = e.alloc(N * 4), pos = e.alloc(N * 4);
+    const ids = e.alloc(N * 4), pos = e.alloc(N * 4), src = e.alloc(N * 4);
+    const logits = e.alloc(N * V * 4);
+    const waits = (f: () => void) => {
+      const c0 = emuCounters(lib).syncs;
+      f();
+      return emuCounters(lib).syncs - c0;
+    };
     try {
       e.upload(pos, Int32Array.of(0, 1, 2));
-      const c0 = emuCounters(lib);
-      e.upload(ids, Int32Array.of(1, 2, 3));
-      assertEquals(emuCounters(lib).syncs - c0.syncs, 0, "a small upload waits");
-      e.embedFwd(out, ids, pos, wte, wpe, N, C);
-      const c1 = emuCounters(lib);
-      assertEquals(c1.syncs - c0.syncs, 1, "the first check waits once");
-      e.embedFwd(out, ids, pos, wte, wpe, N, C);
-      e.embedBwd(wte, wpe, out, ids, pos, N, C);
-      assertEquals(emuCounters(lib).syncs - c1.syncs, 0, "ids that passed were checked again");
+      assertEquals(waits(() => e.upload(ids, Int32Array.of(1, 2, 3))), 0, "a small upload waits");
+      // The ranges of uploaded arrays are known on the host: no device check at all.
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 0, "uploaded ids");
+      assertEquals(waits(() => e.embedBwd(wte, wpe, out, ids, pos, N, C)), 0, "the backward");
+      // A part of a known array is known too.
+      assertEquals(waits(() => e.embedFwd(out, e.offset(ids, 4), pos, wte, wpe, 2, C)), 0);
+      // Out of range: the device check runs, and the message names the id.
       e.upload(ids, Int32Array.of(1, 99, 3));
       assertThrows(() => e.embedFwd(out, ids, pos, wte, wpe, N, C), EngineError, "99");
+      e.upload(ids, Int32Array.of(1, 2, 3));
+      e.upload(pos, Int32Array.of(0, -1, 2)); // positions may not be negative
+      assertThrows(() => e.embedFwd(out, ids, pos, wte, wpe, N, C), EngineError, "-1");
+      e.upload(ids, Int32Array.of(1, -1, 3)); // a negative id means "skip this row"
+      e.upload(pos, Int32Array.of(0, 1, 2));
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 0, "skipped rows");
+      // Ids written on the device: checked once, with a wait, then remembered.
+      e.upload(src, Int32Array.of(4, 5, 6));
+      e.copy(ids, src, N * 4);
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 1, "copied ids");
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 0, "checked before");
       e.zero(ids, N * 4);
-      e.embedFwd(out, ids, pos, wte, wpe, N, C);
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 1, "zeroed ids");
+      // argmax writes ids in [0, V): a decoding step embeds them without a wait.
+      e.upload(logits, new Float32Array(N * V).map((_, i) => (i * 7) % 5));
+      e.argmax(ids, logits, N, V);
+      assertEquals(waits(() => e.embedFwd(out, ids, pos, wte, wpe, N, C)), 0, "argmax ids");
     } finally {
-      for (const p of [wte, wpe, out, ids, pos]) e.free(p);
+      for (const p of [wte, wpe, out, ids, pos, src, logits]) e.free(p);
     }
   },
 });

@@ -181,6 +181,22 @@ Deno.test({
     } finally {
       eng2.close();
     }
+    // Training's CUDA default (cudaPrecision) is no request: the CPU runs fp32 without a word.
+    const lines3: string[] = [];
+    const eng3 = selectEngine("auto", {
+      threads: 1,
+      log: (s) => lines3.push(s),
+      cudaPrecision: "bf16",
+    });
+    try {
+      assertEquals(eng3.backend, "cpu");
+      assert(lines3[0].endsWith("; using the CPU"), lines3[0]);
+    } finally {
+      eng3.close();
+    }
+    const eng4 = selectEngine("cpu", { cudaPrecision: "bf16", quiet: true });
+    assertEquals(eng4.backend, "cpu");
+    eng4.close();
   },
 });
 

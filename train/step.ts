@@ -203,6 +203,53 @@ function chunkedHeadLoss(
   }
 }
 
+/**
+ * The per-row losses that a step's heads leave in engine memory, read back with one download
+ * at the end of the step rather than one per head (each download is a host wait on the CUDA
+ * engine). Each head's rows are summed in double, in row order, and added to its total in call
+ * order: the same numbers as reading each head at once.
+ */
+class LossReadback {
+  #pending: { off: number; rows: number; into: number }[] = [];
+  #used = 0;
+  #sums: number[] = [];
+
+  constructor(readonly eng: Engine, readonly buf: Ptr, readonly capacity: number) {}
+
+  /** Where the next head writes `rows` losses, to be added to total `into`. */
+  slot(rows: number, into: number): Ptr {
+    if (this.#used + rows > this.capacity) this.#flush();
+    const off = this.#used;
+    this.#used += rows;
+    this.#pending.push({ off, rows, into });
+    return this.eng.offset(this.buf, off * F32);
+  }
+
+  #flush(): void {
+    if (this.#used === 0) return;
+    const l = new Float32Array(this.#used);
+    this.eng.download(l, this.buf);
+    for (const p of this.#pending) {
+      let s = 0;
+      for (let i = p.off; i < p.off + p.rows; i++) s += l[i];
+      this.#sums[p.into] = (this.#sums[p.into] ?? 0) + s;
+    }
+    this.#pending = [];
+    this.#used = 0;
+  }
+
+  /** Reads what is pending and returns totals 0..n-1 (0 where no head wrote), then resets. */
+  read(n: number): number[] {
+    this.#flush();
+    const out = Array.from({ length: n }, (_, i) => this.#sums[i] ?? 0);
+    this.#sums = [];
+    return out;
+  }
+}
+
+/** The totals a LOTUS step's heads add to. */
+const STEP = 0, ANS = 1, AUX = 2;
+
 /** Buffers for uploading one region's ids, positions, key validity and targets. */
 interface Region {
   ids: Ptr;
@@ -234,7 +281,7 @@ export class LotusRunner {
   #dkvcat: Ptr[];
   #logits: Ptr;
   #logitRows: number;
-  #losses: Ptr;
+  #losses: LossReadback;
   #preR: Region;
   #loopR: Region;
   #loopRepl: Ptr;
@@ -278,7 +325,9 @@ export class LotusRunner {
       ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
       : logitRows;
     this.#logits = a.f32(this.#logitRows * V);
-    this.#losses = a.f32(logitRows);
+    // Room for every head of a step: in-loop supervision has one a pass.
+    const lossRows = logitRows * (cap.R + 3);
+    this.#losses = new LossReadback(model.eng, a.f32(lossRows), lossRows);
     this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
     this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
     this.#loopRepl = a.i32(cap.B * Lmax);
@@ -308,8 +357,8 @@ export class LotusRunner {
 
   /**
    * Cross-entropy of `h` rows through a head against `targets` (already uploaded), with the
-   * head's backward applied at once into `dh` (and the head's gradient) when training.
-   * Returns the summed loss.
+   * head's backward applied at once into `dh` (and the head's gradient) when training. The
+   * summed loss goes to total `into` of the step's {@linkcode LossReadback}.
    */
   #headLoss(
     h: Ptr,
@@ -320,7 +369,8 @@ export class LotusRunner {
     count: number,
     head: Ptr,
     dhead: Ptr,
-  ): number {
+    into: number,
+  ): void {
     const e = this.model.eng, C = this.model.cfg.dModel, V = this.model.cfg.vocabSize;
     const grad = this.#training && count > 0 && weight > 0;
     const ds = grad ? weight / count : 0;
@@ -328,7 +378,7 @@ export class LotusRunner {
       e,
       this.#logits,
       this.#logitRows,
-      this.#losses,
+      this.#losses.slot(rows, into),
       h,
       dh,
       rows,
@@ -339,11 +389,6 @@ export class LotusRunner {
       head,
       dhead,
     );
-    const l = new Float32Array(rows);
-    e.download(l, this.#losses);
-    let s = 0;
-    for (let i = 0; i < rows; i++) s += l[i];
-    return s;
   }
 
   /**
@@ -408,7 +453,6 @@ export class LotusRunner {
     if (opts.injection === "replace") e.upload(this.#loopRepl, b.loopIdsReplace);
     const idsOfPass = (r: number) =>
       r > 0 && opts.injection === "replace" ? this.#loopRepl : lr.ids;
-    let stepSum = 0;
     const stepW = opts.lambda;
     const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
     // The step loss's token-mean denominator: every target after the loop; in the loop, only
@@ -459,14 +503,14 @@ export class LotusRunner {
           }
           if (!any && ly !== layers[0]) continue;
           e.upload(lr.targets, inLoopTargets);
-          stepSum += this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.head, m.ghead);
+          this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.head, m.ghead, STEP);
         }
       }
     }
     if (!inLoopTargets && K > 0) {
       for (const ly of layers) {
         e.upload(lr.targets, ly.targets);
-        stepSum += this.#headLoss(
+        this.#headLoss(
           loop[R].h,
           loop[R].dh,
           B * L,
@@ -475,6 +519,7 @@ export class LotusRunner {
           nStep,
           m.head,
           m.ghead,
+          STEP,
         );
       }
     }
@@ -486,17 +531,17 @@ export class LotusRunner {
     e.upload(sr.targets, b.suffixTargets);
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
     main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1), sr.pos);
-    const ansSum = this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.head, m.ghead);
+    this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.head, m.ghead, ANS);
 
     // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
     // block k from pass k + 1.
-    let auxSum = 0, nAux = 0;
+    let nAux = 0;
     if (this.#aux && m.aux && K > 0 && opts.auxWeight > 0) {
       if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
       const inLoop = opts.auxReads === "in-loop";
       const ab = auxBatch(exs, K, b.c, inLoop ? R : K);
       nAux = den ? den.nAux : ab.nTargets;
-      auxSum = this.#auxStep(
+      this.#auxStep(
         ab,
         b,
         (k) => (inLoop ? loop[k + 1] : loop[R]),
@@ -541,6 +586,8 @@ export class LotusRunner {
       e.embedBwd(m.gwte, m.gwpe, dx, pr.ids, pr.pos, B * P, C);
     }
 
+    // The one host wait of the step's losses, after the backward has been queued.
+    const [stepSum, ansSum, auxSum] = this.#losses.read(3);
     const ans = nAns ? ansSum / nAns : 0;
     const step = nStep ? stepSum / nStep : 0;
     const aux = nAux ? auxSum / nAux : 0;
@@ -615,7 +662,8 @@ export class LotusRunner {
   /**
    * The aux decoder's forward, loss and (when training) backward, which adds its gradient
    * into the dh of the pass each block is read from (`passOf`) before the main backward
-   * starts. `count` is the loss's token-mean denominator. Returns the summed loss.
+   * starts. `count` is the loss's token-mean denominator. Its summed loss goes to the step's
+   * AUX total.
    */
   #auxStep(
     ab: AuxBatch,
@@ -623,7 +671,7 @@ export class LotusRunner {
     passOf: (block: number) => Chunk | undefined,
     weight: number,
     count: number,
-  ): number {
+  ): void {
     const m = this.model, e = m.eng, C = m.cfg.dModel, aux = m.aux!, ch = this.#aux!;
     const ar = this.#auxR!, sc = this.#sc;
     const { n, T } = ab, K = b.K, c = b.c, B = b.B, L = b.L;
@@ -652,16 +700,7 @@ export class LotusRunner {
       );
     }
     aux.forward(ch, sc, n, T, null, null);
-    const sum = this.#headLoss(
-      ch.h,
-      ch.dh,
-      n * T,
-      ar.targets,
-      weight,
-      count,
-      m.auxHead,
-      m.gAuxHead,
-    );
+    this.#headLoss(ch.h, ch.dh, n * T, ar.targets, weight, count, m.auxHead, m.gAuxHead, AUX);
     if (this.#training) {
       const dx = aux.backward(ch, sc, null);
       e.embedBwd(m.gwte, null, dx, ar.ids, ar.pos, n * T, C);
@@ -682,7 +721,6 @@ export class LotusRunner {
         );
       }
     }
-    return sum;
   }
 }
 

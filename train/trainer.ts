@@ -93,7 +93,8 @@ export interface TrainOptions {
   train?: Partial<TrainConfig>;
   /** Where to run (default "cpu"). */
   backend?: BackendName;
-  /** Matmul precision on CUDA: fp32 (default), tf32 or bf16 (engine/ffi.ts). */
+  /** Matmul precision on CUDA: bf16 (default), tf32 or fp32 (engine/ffi.ts). The CPU engine
+   * has only fp32, its default. */
   precision?: Precision;
   /**
    * Keep fewer activations and recompute the normalisations, attention outputs and MLP
@@ -407,6 +408,10 @@ function seedTokenId(tok: Tokenizer): number {
   return ids.length ? ids[0] : 0;
 }
 
+/** Matmul precision of training on the CUDA engine unless asked otherwise: bf16 operands, fp32
+ * accumulation, fp32 master weights and AdamW state, as the reference trains. */
+const CUDA_TRAIN_PRECISION = "bf16" as const;
+
 /** Seconds a data-parallel rank waits at a collective before it ends the job. */
 const DEFAULT_COMM_TIMEOUT = 600;
 
@@ -423,11 +428,16 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
       backend: "cuda",
       device: probe.devices > 0 ? world.localRank % probe.devices : world.localRank,
       threads: opts.threads ?? 0,
-      precision: opts.precision,
+      precision: opts.precision ?? CUDA_TRAIN_PRECISION,
       quiet: true,
     });
   }
-  return selectEngine(backend, { threads: opts.threads ?? 0, log, precision: opts.precision });
+  return selectEngine(backend, {
+    threads: opts.threads ?? 0,
+    log,
+    precision: opts.precision,
+    cudaPrecision: CUDA_TRAIN_PRECISION,
+  });
 }
 
 /** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */

@@ -193,31 +193,55 @@ __global__ void fill_int_kernel(int* p, int n, int v) {
 
 constexpr int kNoBad = 0x7fffffff;
 
-// Index arrays that passed a check, so that a later check of the same array against the same
-// or a looser bound needs no host wait (the embedding's forward and backward, and every loop
-// pass, read the same ids). An entry is dropped when its bytes are written through the
-// engine's entry points that write integers or raw bytes (le_upload, le_copy, le_zero,
-// le_argmax) or freed (le_free): index arrays are never the float outputs of other ops.
+// Index arrays known to be in range, so that a check of the same array (or of a part of it)
+// against the same or a looser bound needs no host wait: the embedding's forward and backward
+// and every loop pass read the same ids. An entry says that every value of [p, p + n) is in
+// [0, hi), or negative when `neg`. Entries come from three places, each exact:
+//  - le_upload of at most kSummaryBytes whose length is a multiple of 4: the host reads the
+//    bytes it stages anyway as int32 and records their range (for an upload of floats or masks
+//    the entry is meaningless and harmless: only index checks look it up, by address);
+//  - le_argmax, whose outputs are in [0, V) by construction;
+//  - a device check that passed (find_bad_indices).
+// An entry is dropped when its bytes are written through the engine's entry points that write
+// integers or raw bytes (le_upload, le_copy, le_zero, le_argmax: wrote() in weights.cuh) or
+// freed (le_free): index arrays are never the float outputs of other ops.
 struct CheckedIndices {
   const int32_t* p;
-  int n;
+  int64_t n;
   int64_t hi;
   bool neg;
 };
-constexpr int kCheckedSlots = 16;
+constexpr int kCheckedSlots = 64;
+constexpr uint64_t kSummaryBytes = 1u << 20;
 CheckedIndices g_checked[kCheckedSlots];
 int g_checked_next = 0;
 
 inline bool indices_checked(const int32_t* p, int n, int64_t hi, bool neg) {
   for (const CheckedIndices& c : g_checked) {
-    if (c.p == p && c.n >= n && c.hi <= hi && (neg || !c.neg)) return true;
+    if (c.p && c.p <= p && p + n <= c.p + c.n && c.hi <= hi && (neg || !c.neg)) return true;
   }
   return false;
 }
 
-inline void remember_checked(const int32_t* p, int n, int64_t hi, bool neg) {
+inline void remember_checked(const int32_t* p, int64_t n, int64_t hi, bool neg) {
   g_checked[g_checked_next] = CheckedIndices{p, n, hi, neg};
   g_checked_next = (g_checked_next + 1) % kCheckedSlots;
+}
+
+// Records the range of `bytes` bytes just uploaded from `host` to `dst`, read as int32.
+inline void remember_uploaded(const void* dst, const void* host, uint64_t bytes) {
+  if (bytes % 4 != 0 || bytes > kSummaryBytes || reinterpret_cast<uintptr_t>(dst) % 4 != 0) {
+    return;
+  }
+  const int64_t n = (int64_t)(bytes / 4);
+  int32_t lo = INT32_MAX, top = INT32_MIN;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t v;
+    memcpy(&v, static_cast<const unsigned char*>(host) + 4 * i, 4);
+    lo = v < lo ? v : lo;
+    top = v > top ? v : top;
+  }
+  remember_checked(static_cast<const int32_t*>(dst), n, top < 0 ? 0 : (int64_t)top + 1, lo < 0);
 }
 
 // Forgets the checked arrays that overlap [p, p + bytes) (bytes 0: everything).

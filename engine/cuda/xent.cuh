@@ -107,5 +107,8 @@ LE_API int le_argmax(int32_t* out, const float* logits, int N, int V) {
   TRY(validate_argmax(out, logits, N, V));
   forget_checked(out, (uint64_t)N * 4);
   LAUNCH(argmax_kernel, (unsigned)N, kRowThreads, 0)(out, logits, V);
+  // Its outputs are token ids in [0, V) by construction: feeding them to the next decoding
+  // step's embedding needs no check.
+  if (N > 0) remember_checked(out, N, V, false);
   return op_done(fn);
 }
