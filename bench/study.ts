@@ -219,6 +219,15 @@ function runs(): RunSpec[] {
     fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
     cotOf("tiny-ages23-cot-lr3e-3"),
   );
+  // LOTUS from the CoT models trained twice as long (the cot16 row, 3,200 steps), 8 epochs: the
+  //    same total compute as the ep16 row (4,800 steps) with the compute moved to the CoT start.
+  add(
+    `tiny-ages23-fromcot16-lr${best}`,
+    "ages23",
+    "tiny",
+    fromCot(best),
+    cotOf("tiny-ages23-cot16-lr3e-3"),
+  );
   // The same longer final stage at small, from the small CoT models (3e-4, the rate of the
   // 8-epoch small row).
   add(
