@@ -14,7 +14,9 @@
  * It then counts batch-1 inference on the same model (the real shape's 12 layers, K = R = 6,
  * c = 13, a 60-token question): the thought phase (pass 0 and R loop passes: a LOTUS generation
  * of one token less a CoT generation of one token, which share the prefill and the first
- * token) and one answer token (from LOTUS generations of 1 and 9 tokens).
+ * token), with loop passes 1..R replayed from CUDA graphs (the default) and without, and one
+ * answer token (from LOTUS generations of 1 and 9 tokens). Counts are of a second generation,
+ * after one that grew the scratch and recorded the graphs.
  *
  * `--recompute on` (the default, as training on CUDA) counts the step of a runner that rebuilds
  * the normalisations, attention outputs and MLP activations in the backward.
@@ -92,20 +94,32 @@ const imodel = new Model(eng, cfg, perturbedParams(cfg, 7), false);
 const gen = new Generator(imodel, { B: 1, P: 60, K, c, maxNewTokens: 9 });
 const noEos = { ...sp, eos: -1 };
 const q = [exs[0].q];
-const launchesOf = (mode: "lotus" | "cot", n: number) => {
-  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n });
+const launchesOf = (mode: "lotus" | "cot", n: number, graphs: boolean) => {
+  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n, graphs });
   eng.sync();
   const c0 = emuCounters(lib);
-  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n });
+  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n, graphs });
   eng.sync();
   const c1 = emuCounters(lib);
   return {
     launches: c1.launches - c0.launches,
     gemms: c1.gemms - c0.gemms,
     syncs: c1.syncs - c0.syncs,
+    graphs: c1.graphLaunches - c0.graphLaunches,
   };
 };
-const lotus1 = launchesOf("lotus", 1), lotus9 = launchesOf("lotus", 9), cot1 = launchesOf("cot", 1);
+const cot1 = launchesOf("cot", 1, false);
+const thoughtOf = (graphs: boolean) => {
+  const l = launchesOf("lotus", 1, graphs);
+  return {
+    kernelLaunches: l.launches - cot1.launches,
+    gemms: l.gemms - cot1.gemms,
+    hostWaits: l.syncs - cot1.syncs,
+    graphLaunches: l.graphs,
+  };
+};
+const thoughtGraphs = thoughtOf(true), thoughtPlain = thoughtOf(false);
+const lotus1 = launchesOf("lotus", 1, true), lotus9 = launchesOf("lotus", 9, true);
 gen.free();
 imodel.free();
 eng.close();
@@ -122,11 +136,9 @@ console.log(JSON.stringify({
   hostWaits: d("syncs") - 1,
   loss,
   batch1: {
-    thought: {
-      kernelLaunches: lotus1.launches - cot1.launches,
-      gemms: lotus1.gemms - cot1.gemms,
-      hostWaits: lotus1.syncs - cot1.syncs,
-    },
+    // loop passes 1..R replayed from CUDA graphs (the CUDA engine's default), and without
+    thought: thoughtGraphs,
+    thoughtWithoutGraphs: thoughtPlain,
     answerToken: {
       kernelLaunches: (lotus9.launches - lotus1.launches) / 8,
       gemms: (lotus9.gemms - lotus1.gemms) / 8,

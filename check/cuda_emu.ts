@@ -150,6 +150,8 @@ export interface EmuCounters {
   syncs: number;
   /** cublasGemmEx calls (each at least one kernel on a GPU). */
   gemms: number;
+  /** cudaGraphLaunch calls; the work they replay is not counted in the fields above. */
+  graphLaunches: number;
 }
 
 /**
@@ -160,13 +162,14 @@ export interface EmuCounters {
 export function emuCounters(lib: string): EmuCounters {
   const h = Deno.dlopen(lib, { emu_counters: { parameters: ["buffer"], result: "void" } });
   try {
-    const out = new BigUint64Array(4);
+    const out = new BigUint64Array(5);
     h.symbols.emu_counters(out);
     return {
       launches: Number(out[0]),
       memops: Number(out[1]),
       syncs: Number(out[2]),
       gemms: Number(out[3]),
+      graphLaunches: Number(out[4]),
     };
   } finally {
     h.close();

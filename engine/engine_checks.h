@@ -38,9 +38,12 @@ namespace {
 // ============================================================================================
 
 thread_local char g_err[1024] = "";
+// Failures so far (the CUDA engine's graph recording compares it before and after).
+thread_local uint64_t g_failures = 0;
 
 // Sets the message le_last_error returns; always returns 1, so `return fail(...)` fails an op.
 __attribute__((format(printf, 1, 2))) inline int fail(const char* fmt, ...) {
+  g_failures++;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(g_err, sizeof g_err, fmt, ap);

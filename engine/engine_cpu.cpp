@@ -1449,6 +1449,16 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
 // The CPU engine multiplies in fp32: there is nothing to keep.
 int le_keep_bf16(const float* p, int64_t n) { return validate_keep_bf16(p, n); }
 
+// Graphs are the CUDA engine's: here every op runs when it is called.
+static int no_graphs(const char* fn) {
+  return fail("%s: graphs are the CUDA engine's; the CPU engine runs each op when it is called",
+              fn);
+}
+int le_graph_begin(void) { return no_graphs("le_graph_begin"); }
+int le_graph_end(int) { return no_graphs("le_graph_end"); }
+int le_graph_launch(int) { return no_graphs("le_graph_launch"); }
+int le_graph_free(int) { return 0; }
+
 // ---- Llama-family ops ---------------------------------------------------------------------
 
 // out = inp * rstd * w, rstd = 1 / sqrt(mean(inp^2) + eps), the mean of squares in double.

@@ -18,6 +18,7 @@
 //   cuda/xent.cuh         fused softmax cross-entropy, argmax
 //   cuda/adamw.cuh        sumsq, fused AdamW
 //   cuda/nccl_api.cuh     data-parallel collectives: NCCL (dlopen'd), started over MPI
+//   cuda/graphs.cuh       CUDA graphs of the engine's ops (le_graph_*)
 //
 // This file holds the lifecycle and memory functions. Every op checks that the engine is
 // initialised (REQUIRE_INIT), then runs its validate_<op> from engine_checks.h, then any
@@ -48,6 +49,7 @@
 #include "cuda/xent.cuh"
 #include "cuda/adamw.cuh"
 #include "cuda/nccl_api.cuh"
+#include "cuda/graphs.cuh"
 
 namespace le {
 
@@ -86,6 +88,7 @@ void teardown() {
   g_staging = Staging{};
   forget_checked(nullptr, 0);
   for (WeightCopy& w : g_weights) drop_weight_copy(w);
+  for (Graph& gr : g_graphs) drop_graph(gr);
   if (g.stream) cudaStreamDestroy(g.stream);
   g.stream = nullptr;
   g.ready = false;
@@ -239,6 +242,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
 // calls le_init again on the same state.
 LE_API int le_init(int device) {
   using namespace le;
+  REQUIRE_NOT_CAPTURING("le_init");
   if (g.ready) {
     if (device == g.device) return 0;
     const size_t blocks = live_blocks();
@@ -259,6 +263,7 @@ LE_API int le_set_num_threads(int n) {
 }
 
 LE_API int le_set_precision(int mode) {
+  REQUIRE_NOT_CAPTURING("le_set_precision");
   TRY(le::validate_set_precision(mode));
   le::g.precision = mode;
   return 0;
@@ -270,6 +275,11 @@ LE_API void* le_alloc(uint64_t bytes) {
   using namespace le;
   if (!g.ready) {
     fail("le_alloc: the CUDA engine is not initialised; call le_init first (openEngine does)");
+    return nullptr;
+  }
+  if (g.capturing) {
+    fail("le_alloc: not allowed while a graph is being captured (le_graph_begin); allocate "
+         "before le_graph_begin");
     return nullptr;
   }
   if (validate_alloc(bytes)) return nullptr;
@@ -300,6 +310,7 @@ LE_API void* le_alloc(uint64_t bytes) {
 LE_API int le_free(void* p) {
   using namespace le;
   if (!p) return 0;
+  REQUIRE_NOT_CAPTURING("le_free");
   Block b{};
   TRY(unregister_block(p, &b));
   freed(p, b.bytes ? b.bytes : 1);
@@ -314,6 +325,7 @@ LE_API int le_upload(void* dst, const void* host_src, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_upload");
+  REQUIRE_NOT_CAPTURING("le_upload");
   TRY(validate_upload(dst, host_src, bytes));
   wrote(dst, bytes);
   remember_uploaded(dst, host_src, bytes);  // an index array's range, known without a wait
@@ -343,6 +355,7 @@ LE_API int le_download(void* host_dst, const void* src, uint64_t bytes) {
   using namespace le;
   if (bytes == 0) return 0;
   REQUIRE_INIT("le_download");
+  REQUIRE_NOT_CAPTURING("le_download");
   TRY(validate_download(host_dst, src, bytes));
   CUDA_TRY("le_download",
            cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
@@ -385,6 +398,7 @@ LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
 LE_API int le_sync(void) {
   using namespace le;
   REQUIRE_INIT("le_sync");
+  REQUIRE_NOT_CAPTURING("le_sync");
   CUDA_TRY("le_sync", cudaStreamSynchronize(g.stream));
   CUDA_TRY("le_sync", cudaGetLastError());
   return 0;
@@ -394,6 +408,7 @@ LE_API int le_sync(void) {
 
 LE_API int le_comm_init(double timeout_s) {
   REQUIRE_INIT("le_comm_init");
+  REQUIRE_NOT_CAPTURING("le_comm_init");
   return nccl::join("le_comm_init", timeout_s);
 }
 LE_API int le_comm_rank(void) { return le::comm::st().joined ? le::comm::st().rank : -1; }
@@ -403,6 +418,7 @@ LE_API int le_comm_allreduce_sum(float* buf, int64_t n) {
   using namespace le;
   const char* fn = "le_comm_allreduce_sum";
   REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
   REQUIRE_NONNEG(fn, "n", n);
   if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
   wrote(buf, (uint64_t)n * 4);
@@ -413,6 +429,7 @@ LE_API int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
   using namespace le;
   const char* fn = "le_comm_broadcast";
   REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
   if (bytes > 0) TRY(check_span(fn, "buf", buf, bytes));
   wrote(buf, bytes);
   return nccl::broadcast(fn, buf, bytes, root);
@@ -420,6 +437,7 @@ LE_API int le_comm_broadcast(void* buf, uint64_t bytes, int root) {
 
 LE_API int le_comm_barrier(void) {
   REQUIRE_INIT("le_comm_barrier");
+  REQUIRE_NOT_CAPTURING("le_comm_barrier");
   return nccl::barrier("le_comm_barrier");
 }
 
@@ -429,6 +447,7 @@ LE_API int le_comm_allreduce_start(float* buf, int64_t n) {
   using namespace le;
   const char* fn = "le_comm_allreduce_start";
   REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
   REQUIRE_NONNEG(fn, "n", n);
   if (n > 0) TRY(check_span(fn, "buf", buf, mul((uint64_t)n, 4)));
   wrote(buf, (uint64_t)n * 4);
@@ -438,11 +457,13 @@ LE_API int le_comm_allreduce_start(float* buf, int64_t n) {
 // NCCL advances on the device by itself: nothing to do.
 LE_API int le_comm_progress(void) {
   REQUIRE_INIT("le_comm_progress");
+  REQUIRE_NOT_CAPTURING("le_comm_progress");
   return nccl::require_comm("le_comm_progress");
 }
 
 LE_API int le_comm_wait(void) {
   REQUIRE_INIT("le_comm_wait");
+  REQUIRE_NOT_CAPTURING("le_comm_wait");
   TRY(nccl::require_comm("le_comm_wait"));
   return nccl::wait_pending("le_comm_wait");
 }

@@ -36,7 +36,10 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 9;
+export const LE_ABI_VERSION = 10;
+
+/** Graph slots of the engine (le_graph_end). */
+const GRAPH_SLOTS = 32;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -137,6 +140,10 @@ const SYMBOLS = {
     result: "i32",
   },
   le_keep_bf16: { parameters: [P, "i64"], result: "i32" },
+  le_graph_begin: { parameters: [], result: "i32" },
+  le_graph_end: { parameters: ["i32"], result: "i32" },
+  le_graph_launch: { parameters: ["i32"], result: "i32" },
+  le_graph_free: { parameters: ["i32"], result: "i32" },
   // Appended: data-parallel collectives (optional, so that a library without them still
   // loads; Engine.commInit says when they are missing).
   le_comm_init: { parameters: ["f64"], result: "i32", optional: true },
@@ -243,6 +250,8 @@ export class Engine {
     }
     this.backend = b === 0 ? "cpu" : "cuda";
   }
+
+  #graphSlots = new Set<number>();
 
   #fail(op: string): never {
     throw new EngineError(op, lastError(this.#s));
@@ -977,6 +986,47 @@ export class Engine {
    */
   keepBf16(p: Ptr, n: number): void {
     if (this.#s.le_keep_bf16(addr(p), I(n)) !== 0) this.#fail("le_keep_bf16");
+  }
+
+  /**
+   * Start recording ops into a graph (CUDA engine only): until {@linkcode Engine.graphEnd} the
+   * engine records the ops it is called with instead of running them. Whatever would wait for
+   * the device, touch host memory or allocate fails meanwhile; run the ops once before
+   * recording them. The contract: le_graph_begin in lotus_engine.h.
+   */
+  graphBegin(): void {
+    if (this.#s.le_graph_begin() !== 0) this.#fail("le_graph_begin");
+  }
+
+  /** Stop recording and keep the graph in `slot` (0..31); a negative slot discards it. */
+  graphEnd(slot: number): void {
+    if (this.#s.le_graph_end(slot) !== 0) this.#fail("le_graph_end");
+  }
+
+  /** Run the graph in `slot` on what its buffers hold now. */
+  graphLaunch(slot: number): void {
+    if (this.#s.le_graph_launch(slot) !== 0) this.#fail("le_graph_launch");
+  }
+
+  /** Free the graph in `slot` (a negative slot: every graph), and the slot. */
+  graphFree(slot: number): void {
+    if (this.#s.le_graph_free(slot) !== 0) this.#fail("le_graph_free");
+    if (slot < 0) this.#graphSlots.clear();
+    else this.#graphSlots.delete(slot);
+  }
+
+  /** A graph slot no other user of this engine holds, until {@linkcode Engine.graphFree}. */
+  graphSlot(): number {
+    for (let i = 0; i < GRAPH_SLOTS; i++) {
+      if (!this.#graphSlots.has(i)) {
+        this.#graphSlots.add(i);
+        return i;
+      }
+    }
+    throw new EngineError(
+      "le_graph_end",
+      `le_graph_end: all ${GRAPH_SLOTS} graph slots are in use; free one with graphFree`,
+    );
   }
 
   /**

@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 9
+#define LE_ABI_VERSION 10
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -314,6 +314,24 @@ int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
  * p. At most 8 ranges; ranges must not overlap. The CPU engine checks the span and keeps
  * nothing (it multiplies in fp32). */
 int le_keep_bf16(const float* p, int64_t n);
+
+/* Graphs: record a sequence of ops once and replay it with one call. Between le_graph_begin and
+ * le_graph_end(slot) the CUDA engine records the ops it is called with instead of running them,
+ * each with its arguments as given (buffers, shapes, scalars); le_graph_end stores the recording
+ * in slot 0..31 (replacing what was there; slot < 0 discards it) and le_graph_launch(slot) runs
+ * it, reading what the buffers hold then. Host checks run at the recording. While recording,
+ * whatever would wait for the device, touch host memory or allocate fails at once with a message
+ * (le_upload, le_download, le_sync, le_alloc, le_free, le_set_precision, le_keep_bf16, the
+ * collectives, a scratch buffer that would have to grow, an index array whose range the engine
+ * does not know yet), and the recording then ends with an error at le_graph_end: run the ops
+ * once before recording them. A graph is refused at another precision mode than it was recorded
+ * at, and is invalid once a buffer it uses is freed. le_graph_free(slot) frees one graph (slot < 0:
+ * all). The CPU engine runs every op when it is called: le_graph_begin, le_graph_end and
+ * le_graph_launch fail there with a message, and le_graph_free does nothing. */
+int le_graph_begin(void);
+int le_graph_end(int slot);
+int le_graph_launch(int slot);
+int le_graph_free(int slot);
 
 #ifdef __cplusplus
 }

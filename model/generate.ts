@@ -63,6 +63,12 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** LOTUS: also return the post-loop logits of the loop region, [B, 1 + K*c, V]. */
   latentLogits?: boolean;
+  /**
+   * LOTUS on the CUDA engine: replay loop passes 1..R from graphs recorded at their first run
+   * (one per shape and pass parity), one host call a pass instead of one an op. Default true
+   * there; the CPU engine has no graphs. Results are the same bits either way.
+   */
+  graphs?: boolean;
 }
 
 /** Phase timings in milliseconds (wall clock, engine synchronised). */
@@ -127,6 +133,8 @@ export class Generator {
   #valid: Ptr;
   #logits: Ptr;
   #argmax: Ptr;
+  /** Graph slots of recorded loop passes, by batch shape and pass parity. */
+  #graphs = new Map<string, number>();
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
@@ -155,9 +163,31 @@ export class Generator {
     this.#argmax = a.i32(rows);
   }
 
-  /** Free the buffers. */
+  /** Free the buffers (and the recorded loop passes). */
   free(): void {
+    for (const slot of this.#graphs.values()) this.model.eng.graphFree(slot);
+    this.#graphs.clear();
     this.#arena.free();
+  }
+
+  /** Runs `ops` from the graph recorded under `key`, recording it first if there is none. */
+  #replay(key: string, ops: () => void): void {
+    const e = this.model.eng;
+    let slot = this.#graphs.get(key);
+    if (slot === undefined) {
+      slot = e.graphSlot();
+      e.graphBegin();
+      try {
+        ops();
+      } catch (err) {
+        e.graphEnd(-1);
+        e.graphFree(slot);
+        throw err;
+      }
+      e.graphEnd(slot);
+      this.#graphs.set(key, slot);
+    }
+    e.graphLaunch(slot);
   }
 
   /**
@@ -223,26 +253,35 @@ export class Generator {
       }
       const prePast = pastOfChunk(this.#pre, C, e, main.shape);
       e.upload(this.#pos, pos), e.upload(this.#valid, valid);
+      const replace = opts.injection === "replace";
+      const graphs = (opts.graphs ?? true) && e.backend === "cuda";
       let prev: Chunk | null = null;
       for (let r = 0; r <= R; r++) {
-        const ch = this.#pass[r % 2];
-        e.upload(this.#ids, r > 0 && opts.injection === "replace" ? repl : ids);
-        e.embedFwd(ch.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * L, C);
-        if (prev) {
-          e.copyRows(
-            e.offset(ch.x[0], C * F32),
-            e.offset(prev.h, C * F32),
-            B,
-            L - 1,
-            C,
-            L * C,
-            C,
-            L * C,
-            C,
-            true,
-          );
-        }
-        main.forward(ch, sc, B, L, prePast, this.#valid, null, this.#pos);
+        const ch = this.#pass[r % 2], from = prev;
+        // The ids change at pass 1 with replace injection, and never after.
+        if (r === 0 || (r === 1 && replace)) e.upload(this.#ids, r > 0 && replace ? repl : ids);
+        const pass = () => {
+          e.embedFwd(ch.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * L, C);
+          if (from) {
+            e.copyRows(
+              e.offset(ch.x[0], C * F32),
+              e.offset(from.h, C * F32),
+              B,
+              L - 1,
+              C,
+              L * C,
+              C,
+              L * C,
+              C,
+              true,
+            );
+          }
+          main.forward(ch, sc, B, L, prePast, this.#valid, null, this.#pos);
+        };
+        // Passes 1..R of one parity run the same ops on the same buffers: record the first,
+        // replay it (pass 0 ran the same shapes, so nothing grows while recording).
+        if (graphs && r > 0) this.#replay(`${B},${P},${L},${r % 2}`, pass);
+        else pass();
         prev = ch;
       }
       for (let l = 0; l < m.cfg.nLayer; l++) {

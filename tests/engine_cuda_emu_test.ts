@@ -7,6 +7,9 @@ import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
+import { ModelConfigSchema } from "../model/config.ts";
+import { Generator } from "../model/generate.ts";
+import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
   compareLotusStep,
@@ -15,6 +18,8 @@ import {
   LLAMA_STEP_SPEC,
   memoryCycles,
   OP_CASES,
+  perturbedParams,
+  specialsFor,
   STEP_SPECS,
   summarizeOps,
 } from "../check/parity.ts";
@@ -352,6 +357,143 @@ Deno.test({
     } finally {
       e.setPrecision(0);
       for (const p of [freed ? null : kept, plain, g, ...m, ...v, x, y]) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a recorded graph replays with the bits of running its ops, on " +
+    "what the buffers hold then, and what cannot be recorded fails with a message",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), rng = new Rng(11);
+    const N = 4, Cin = 16, Cout = 8, V = 12;
+    const x = e.alloc(N * Cin * 4), w = e.alloc(Cout * Cin * 4), y = e.alloc(N * Cout * 4);
+    const z = e.alloc(N * Cout * 4), ids = e.alloc(N * 4), src = e.alloc(N * 4);
+    const wte = e.alloc(V * Cin * 4);
+    const got = new Float32Array(N * Cout), want = new Float32Array(N * Cout);
+    // The sequence: an embedding into x, a matmul, GELU.
+    const ops = () => {
+      e.embedFwd(x, ids, null, wte, null, N, Cin);
+      e.matmulFwd(y, x, w, null, N, Cin, Cout);
+      e.geluFwd(z, y, N * Cout);
+    };
+    const direct = () => {
+      ops();
+      e.download(want, z);
+    };
+    try {
+      for (const p of [2, 0] as const) {
+        e.setPrecision(p);
+        e.keepBf16(w, Cout * Cin);
+        e.upload(wte, rng.normals(V * Cin));
+        e.upload(w, rng.normals(Cout * Cin));
+        e.upload(ids, Int32Array.of(3, 1, 4, 1));
+        direct();
+        // Recording runs nothing.
+        e.zero(z, N * Cout * 4);
+        const c0 = emuCounters(lib);
+        e.graphBegin();
+        ops();
+        e.graphEnd(3);
+        e.download(got, z);
+        assertEquals(got, new Float32Array(N * Cout), "recording ran the ops");
+        // A replay: one host call, the ops' bits, on the buffers' current contents (new ids and,
+        // at bf16, new weights, whose kept copy is brought up to date first).
+        for (let round = 0; round < 2; round++) {
+          e.upload(ids, Int32Array.of(round, 5, 9, 2));
+          e.upload(w, rng.normals(Cout * Cin));
+          direct();
+          e.zero(z, N * Cout * 4);
+          const c1 = emuCounters(lib);
+          e.graphLaunch(3);
+          e.download(got, z);
+          const c2 = emuCounters(lib);
+          assertEquals(got, want, `precision ${p}, replay ${round}`);
+          assertEquals(c2.graphLaunches - c1.graphLaunches, 1);
+          assertEquals(c2.gemms, c1.gemms, "a replay calls no GEMM from the host");
+        }
+        assert(emuCounters(lib).launches > c0.launches);
+        e.keepBf16(w, 0);
+      }
+      // Recorded at fp32, replayed at bf16: refused.
+      e.setPrecision(2);
+      assertThrows(() => e.graphLaunch(3), EngineError, "recorded at precision mode 0");
+      e.setPrecision(0);
+      // What would wait or touch the host fails while recording, and voids the recording.
+      e.graphBegin();
+      assertThrows(() => e.upload(ids, Int32Array.of(1, 2, 3, 4)), EngineError, "captured");
+      assertThrows(() => e.sync(), EngineError, "le_sync: not allowed while a graph");
+      assertThrows(() => e.alloc(64), EngineError, "le_alloc: not allowed");
+      assertThrows(() => e.graphEnd(4), EngineError, "an op failed while the graph was");
+      assertThrows(() => e.graphLaunch(4), EngineError, "slot 4 holds no graph");
+      // Ids written on the device have no known range: checking them would wait.
+      e.upload(src, Int32Array.of(1, 2, 3, 4));
+      e.copy(ids, src, N * 4);
+      e.graphBegin();
+      assertThrows(() => ops(), EngineError, "not known to be in range");
+      e.graphEnd(-1); // discarded, no error
+      ops(); // outside a recording, the device check runs
+      assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
+      assertThrows(() => e.graphLaunch(32), EngineError, "slots 0..31");
+      e.graphFree(3);
+      assertThrows(() => e.graphLaunch(3), EngineError, "holds no graph");
+      e.graphFree(-1);
+    } finally {
+      e.setPrecision(0);
+      for (const p of [x, w, y, z, ids, src, wte]) e.free(p);
+    }
+    // The CPU engine runs ops as they come.
+    assertThrows(() => cpuEngine().graphBegin(), EngineError, "graphs are the CUDA engine's");
+    cpuEngine().graphFree(-1);
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: the thought phase replays loop passes from graphs, with the " +
+    "bits of running them, one host call a pass",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu();
+    const V = 40, K = 3, c = 2, R = 4;
+    const cfg = ModelConfigSchema.parse({
+      vocabSize: V,
+      maxPositions: 64,
+      dModel: 32,
+      nHead: 2,
+      nLayer: 2,
+    });
+    const sp = { ...specialsFor(V), eos: -1 };
+    const rng = new Rng(5);
+    const qs = [8, 6].map((n) => Int32Array.from({ length: n }, () => rng.below(V - 4)));
+    for (const precision of [0, 2] as const) {
+      e.setPrecision(precision);
+      const model = new Model(e, cfg, perturbedParams(cfg, 3), false);
+      const gen = new Generator(model, { B: 2, P: 8, K, c, maxNewTokens: 3 });
+      try {
+        for (const injection of ["add", "replace"] as const) {
+          const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 3, latentLogits: true };
+          const plain = gen.generate(qs, sp, { ...opts, injection, graphs: false });
+          const first = gen.generate(qs, sp, { ...opts, injection }); // records
+          const c0 = emuCounters(lib);
+          const again = gen.generate(qs, sp, { ...opts, injection }); // replays
+          const c1 = emuCounters(lib);
+          gen.generate(qs, sp, { ...opts, injection, graphs: false });
+          const c2 = emuCounters(lib);
+          for (const g of [first, again]) {
+            assertEquals(g.tokens, plain.tokens, `${precision} ${injection}: tokens`);
+            assertEquals(g.latentLogits, plain.latentLogits, `${precision} ${injection}: latents`);
+          }
+          assertEquals(c1.graphLaunches - c0.graphLaunches, R, "one graph launch a loop pass");
+          // Passes 1..R cost their ops' launches without graphs, and none with them.
+          const without = c2.launches - c1.launches, withGraphs = c1.launches - c0.launches;
+          assert(without - withGraphs >= R * cfg.nLayer * 4, `${without} vs ${withGraphs}`);
+        }
+      } finally {
+        gen.free();
+        model.free();
+        e.setPrecision(0);
+      }
     }
   },
 });

@@ -19,10 +19,11 @@ extern "C" {
 
 #if defined(FAKE_CUBLAS)
 
-// The emulation's stream (include/cuda_runtime.h): the queue of work before a GEMM runs
-// first, as the GEMM would wait for it on the GPU's stream.
+// The emulation's stream (include/cuda_runtime.h): a GEMM is queued behind the work before it,
+// as on the GPU's stream, and recorded like it while the stream is captured into a graph.
 struct emu_stream {
   void (*drain)();
+  void (*submit)(void (*run)(void*), void* arg, void (*release)(void*));
 };
 
 struct Ctx {
@@ -76,32 +77,52 @@ static float widen(const void* p, int type, size_t i, bool tf32) {
 static uint64_t gemm_calls = 0;
 uint64_t emu_gemm_calls(void) { return gemm_calls; }
 
+// One GEMM's arguments, alpha and beta read at the call (host pointer mode), as cuBLAS does.
+struct Gemm {
+  int ta, tb, m, n, k, at, lda, bt, ldb, ldc;
+  bool tf32;
+  float a, b;
+  const void *A, *B;
+  float* C;
+};
+
+static void run_gemm(void* p) {
+  const Gemm& g = *static_cast<const Gemm*>(p);
+  for (int j = 0; j < g.n; j++)
+    for (int i = 0; i < g.m; i++) {
+      float acc = 0.f;
+      for (int q = 0; q < g.k; q++) {
+        const size_t ia = g.ta == 0 ? i + (size_t)q * g.lda : q + (size_t)i * g.lda;
+        const size_t ib = g.tb == 0 ? q + (size_t)j * g.ldb : j + (size_t)q * g.ldb;
+        acc += widen(g.A, g.at, ia, g.tf32) * widen(g.B, g.bt, ib, g.tf32);
+      }
+      float& out = g.C[i + (size_t)j * g.ldc];
+      out = g.b == 0.f ? g.a * acc : g.a * acc + g.b * out;
+    }
+}
+
+static void release_gemm(void* p) { delete static_cast<Gemm*>(p); }
+
 int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* A,
                  int at, int lda, const void* B, int bt, int ldb, const void* beta, void* C,
                  int ct, int ldc, int compute, int algo) {
   if (!h || !static_cast<Ctx*>(h)->workspace) return 1;  // not initialised as the engine does
   gemm_calls++;
-  if (void* s = static_cast<Ctx*>(h)->stream) static_cast<emu_stream*>(s)->drain();
   if (m < 0 || n < 0 || k < 0 || (ta != 0 && ta != 1) || (tb != 0 && tb != 1)) return 7;
   if (lda < (ta == 0 ? m : k) || lda < 1 || ldb < (tb == 0 ? k : n) || ldb < 1 || ldc < m) {
     return 7;
   }
   if (ct != 0 || at != bt || (at != 0 && at != 14) || algo != -1) return 7;
   if (compute != 68 && !(compute == 77 && at == 0)) return 7;
-  const bool tf32 = compute == 77;
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  float* c = static_cast<float*>(C);
-  for (int j = 0; j < n; j++)
-    for (int i = 0; i < m; i++) {
-      float acc = 0.f;
-      for (int p = 0; p < k; p++) {
-        const size_t ia = ta == 0 ? i + (size_t)p * lda : p + (size_t)i * lda;
-        const size_t ib = tb == 0 ? p + (size_t)j * ldb : j + (size_t)p * ldb;
-        acc += widen(A, at, ia, tf32) * widen(B, bt, ib, tf32);
-      }
-      float& out = c[i + (size_t)j * ldc];
-      out = b == 0.f ? a * acc : a * acc + b * out;
-    }
+  auto* g = new Gemm{ta, tb, m, n, k, at, lda, bt, ldb, ldc, compute == 77,
+                     *static_cast<const float*>(alpha), *static_cast<const float*>(beta), A, B,
+                     static_cast<float*>(C)};
+  if (void* s = static_cast<Ctx*>(h)->stream) {
+    static_cast<emu_stream*>(s)->submit(&run_gemm, g, &release_gemm);
+  } else {
+    run_gemm(g);
+    release_gemm(g);
+  }
   return 0;
 }
 

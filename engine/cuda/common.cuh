@@ -84,6 +84,8 @@ struct State {
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
+  bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
+  uint64_t capture_failures = 0;  // g_failures at le_graph_begin
   int* dflag = nullptr;       // device int[4]: results of validation kernels
   int* hflag = nullptr;       // pinned host copy
 };
@@ -102,12 +104,23 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
     }                                                                                        \
   } while (0)
 
+// Entry points that wait for the stream, touch host memory at run time or allocate cannot be
+// recorded into a graph: between le_graph_begin and le_graph_end they fail at once.
+#define REQUIRE_NOT_CAPTURING(fn)                                                            \
+  do {                                                                                       \
+    if (::le::g.capturing) {                                                                 \
+      return ::le::fail("%s: not allowed while a graph is being captured (le_graph_begin); "  \
+                        "do it before le_graph_begin or after le_graph_end",                 \
+                        fn);                                                                 \
+    }                                                                                        \
+  } while (0)
+
 // Ends an op: reports a failed launch (bad configuration), and in LOTUS_CUDA_SYNC mode
 // waits for the op's kernels so that a fault is reported by the op that caused it.
 inline int op_done(const char* fn) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_fail(fn, "a kernel launch", e);
-  if (g.sync_each_op) {
+  if (g.sync_each_op && !g.capturing) {
     e = cudaStreamSynchronize(g.stream);
     if (e != cudaSuccess) return cuda_fail(fn, "cudaStreamSynchronize (LOTUS_CUDA_SYNC)", e);
   }
@@ -131,6 +144,13 @@ struct DevScratch {
   // Returns the buffer with at least `need` bytes, or nullptr with a message.
   void* get(const char* fn, size_t need) {
     if (need <= bytes && p) return p;
+    if (g.capturing) {
+      fail("%s: needs %zu bytes of device scratch space, more than it has, while a graph is "
+           "being captured (growing it would wait for the GPU); run the same ops once before "
+           "le_graph_begin",
+           fn, need);
+      return nullptr;
+    }
     if (p) {
       // Kernels queued earlier may still read the old buffer. A failure here is one of
       // theirs (an earlier kernel's fault), not a lack of memory: say so.
@@ -263,6 +283,12 @@ inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bo
   if (idx0 && indices_checked(idx0, n, hi0, neg0)) idx0 = nullptr;
   if (idx1 && indices_checked(idx1, n, hi1, neg1)) idx1 = nullptr;
   if (!idx0 && !idx1) return 0;
+  if (g.capturing) {
+    return fail("%s: the %s at %p are not known to be in range, and checking them on the device "
+                "would wait for the GPU inside a graph capture; upload them with le_upload, or "
+                "run the op once, before le_graph_begin",
+                fn, idx0 ? "ids" : "positions or targets", (const void*)(idx0 ? idx0 : idx1));
+  }
   const unsigned blocks = grid_for(n, 256);
   LAUNCH(fill_int_kernel, 1, 32, 0)(g.dflag, 4, kNoBad);
   if (idx0) LAUNCH(first_bad_index_kernel, blocks, 256, 0)(g.dflag, 0, idx0, n, hi0, neg0);

@@ -103,6 +103,7 @@ LE_API int le_keep_bf16(const float* p, int64_t n) {
   using namespace le;
   const char* fn = "le_keep_bf16";
   REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
   TRY(validate_keep_bf16(p, n));
   if (n == 0) {
     for (WeightCopy& w : g_weights) {

@@ -2,9 +2,10 @@
 // that engine/engine_cuda.cu makes, implemented on host memory.
 //
 // Asynchronous calls are asynchronous here too: kernel launches, cudaMemsetAsync and
-// cudaMemcpyAsync join one queue (the engine uses one stream), which runs in order only when
-// something waits for it: cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree, or the
-// stand-in cuBLAS before it computes. So host code that reads a download's destination, or
+// cudaMemcpyAsync join one queue (the engine uses one stream), as do the stand-in cuBLAS's
+// GEMMs, and it runs in order only when something waits for it: cudaStreamSynchronize,
+// cudaDeviceSynchronize or cudaFree. While the stream is captured into a graph, the work is
+// recorded instead, and cudaGraphLaunch queues it again. So host code that reads a download's destination, or
 // reuses an upload's source, before synchronising sees what a GPU would give it: stale data.
 //
 // A fault found while a kernel runs (a race, a shuffle with exited lanes, a barrier that can
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,9 @@ typedef enum cudaError {
   cudaErrorMisalignedAddress = 716,
   cudaErrorInvalidPc = 718,
   cudaErrorLaunchFailure = 719,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorIllegalState = 401,
 } cudaError_t;
 
 enum cudaMemcpyKind {
@@ -46,10 +51,13 @@ enum cudaMemcpyKind {
   cudaMemcpyDeviceToDevice = 3,
 };
 
-// A stream: the stand-in cuBLAS calls drain() before it computes (fake_cublas.cpp declares
-// the same layout), so that a GEMM sees every operation queued before it.
+// A stream: the stand-in cuBLAS queues its GEMMs through submit (fake_cublas.cpp declares the
+// same layout), so that a GEMM runs after every operation queued before it, and is recorded
+// like any other work while the stream is being captured into a graph. submit takes a
+// function, its argument and what releases the argument when the queue or graph is done.
 struct emu_stream {
   void (*drain)();
+  void (*submit)(void (*run)(void*), void* arg, void (*release)(void*));
 };
 typedef struct emu_stream* cudaStream_t;
 #define cudaStreamNonBlocking 0x01
@@ -105,10 +113,27 @@ inline void drain() {
 // What the engine asks of the stream, counted for check/cuda_emu.ts's emuCounters (read with
 // emu_counters, emu.h): kernel launches (LAUNCH), memset/memcpy operations, and host waits
 // (cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree).
-inline uint64_t n_launches = 0, n_memops = 0, n_syncs = 0;
+inline uint64_t n_launches = 0, n_memops = 0, n_syncs = 0, n_graph_launches = 0;
+// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture): work is recorded here
+// instead of queued. A call that would wait for the stream, or allocate, during a capture
+// fails and invalidates it, as on a GPU in the global and thread-local capture modes.
+inline std::vector<std::function<void()>>* capturing = nullptr;
+inline bool capture_invalid = false;
+inline cudaError_t refuse_in_capture() {
+  capture_invalid = true;
+  return fail(cudaErrorStreamCaptureUnsupported);
+}
 inline void enqueue(std::function<void()> f) {
   if (sticky != cudaSuccess) return;
+  if (capturing) {
+    capturing->push_back(std::move(f));
+    return;
+  }
   queue.push_back(std::move(f));
+}
+inline void submit(void (*run)(void*), void* arg, void (*release)(void*)) {
+  std::shared_ptr<void> a(arg, release);
+  enqueue([run, a] { run(a.get()); });
 }
 // Block sizes, so that cudaMemGetInfo can report what is in use.
 struct Header {
@@ -155,6 +180,7 @@ inline cudaError_t cudaRuntimeGetVersion(int* v) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize() {
+  if (emu::capturing) return emu::refuse_in_capture();
   emu::n_syncs++;
   emu::drain();
   return emu::sticky;
@@ -171,7 +197,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = new emu_stream{&emu::drain};
+  *s = new emu_stream{&emu::drain, &emu::submit};
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
@@ -180,6 +206,7 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  if (emu::capturing) return emu::refuse_in_capture();
   emu::n_syncs++;
   emu::drain();
   return emu::sticky;
@@ -207,6 +234,7 @@ inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) {
 }
 // Fresh blocks are filled with a pattern, not zeros: le_alloc must zero them itself.
 inline cudaError_t cudaMalloc(void** p, size_t n) {
+  if (emu::capturing) return emu::refuse_in_capture();
   auto* h = static_cast<emu::Header*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + 256));
   if (!h) return emu::fail(cudaErrorMemoryAllocation);
   h->bytes = n;
@@ -218,6 +246,7 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
 }
 // As on a GPU, cudaFree waits for the work queued before it.
 inline cudaError_t cudaFree(void* p) {
+  if (emu::capturing) return emu::refuse_in_capture();
   emu::n_syncs++;
   emu::drain();
   if (!p) return cudaSuccess;
@@ -264,6 +293,61 @@ inline cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute attr, int value)
   emu_smem_optin()[reinterpret_cast<const void*>(f)] = size_t(value);
   return cudaSuccess;
 }
+// CUDA graphs: a capture records the stream's work; an instantiated graph queues a copy of it
+// at each cudaGraphLaunch, which counts as one host call (n_graph_launches), not as the
+// launches inside it.
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+struct emu_graph {
+  std::vector<std::function<void()>> ops;
+};
+typedef struct emu_graph* cudaGraph_t;
+typedef struct emu_graph* cudaGraphExec_t;
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (emu::sticky != cudaSuccess) return emu::sticky;
+  if (emu::capturing) return emu::fail(cudaErrorIllegalState);
+  emu::capturing = new std::vector<std::function<void()>>();
+  emu::capture_invalid = false;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
+  if (!emu::capturing) return emu::fail(cudaErrorIllegalState);
+  auto* ops = emu::capturing;
+  emu::capturing = nullptr;
+  *g = nullptr;
+  if (emu::capture_invalid) {
+    delete ops;
+    return emu::fail(cudaErrorStreamCaptureInvalidated);
+  }
+  *g = new emu_graph{std::move(*ops)};
+  delete ops;
+  return emu::sticky;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
+  if (!g) return emu::fail(cudaErrorInvalidValue);
+  *e = new emu_graph{g->ops};
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+  if (emu::sticky != cudaSuccess) return emu::sticky;
+  if (!e) return emu::fail(cudaErrorInvalidValue);
+  if (emu::capturing) return emu::refuse_in_capture();
+  emu::n_graph_launches++;
+  for (const auto& f : e->ops) emu::queue.push_back(f);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete g;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+  delete e;
+  return cudaSuccess;
+}
+
 // The typed overloads cuda_runtime.h also has.
 template <class T>
 inline cudaError_t cudaMalloc(T** p, size_t n) {

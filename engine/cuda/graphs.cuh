@@ -1,0 +1,134 @@
+// graphs.cuh: CUDA graphs of the engine's own ops (le_graph_begin, le_graph_end,
+// le_graph_launch, le_graph_free).
+//
+// A batch-1 loop pass is about 170 small kernels and GEMMs, each too short to hide its own
+// launch: launched one by one from the host, the pass costs what the launches cost. Captured
+// once into a graph, it is replayed with one host call, and the GPU runs the kernels back to
+// back.
+//
+// Between le_graph_begin and le_graph_end the ops are recorded, not run, with their arguments
+// as they were at the call: the same buffers, shapes and scalars every replay. Host checks run
+// at the recording, as for any call. What cannot be recorded fails at once, with a message:
+// uploads, downloads, syncs, allocation and freeing (REQUIRE_NOT_CAPTURING), a scratch buffer
+// that would have to grow, and an index array whose range the engine does not know already
+// (upload it with le_upload, which records its range, or run the op once first). So the usual
+// way is to run the ops once, then record them, then replay them.
+//
+// A replay reads what the buffers hold when it runs. The weights' bf16 copies (weights.cuh)
+// are brought up to date before each replay, so a graph recorded before new weights were
+// uploaded multiplies with the new ones. A graph records the matmuls of the precision it was
+// recorded at: a replay at another precision is refused.
+#pragma once
+
+#include "common.cuh"
+#include "weights.cuh"
+
+namespace le {
+
+struct Graph {
+  cudaGraphExec_t exec = nullptr;
+  int precision = 0;
+};
+constexpr int kGraphSlots = 32;
+Graph g_graphs[kGraphSlots];
+
+inline void drop_graph(Graph& gr) {
+  if (gr.exec) cudaGraphExecDestroy(gr.exec);
+  gr = Graph{};
+}
+
+inline int check_slot(const char* fn, int slot) {
+  if (slot < 0 || slot >= kGraphSlots) {
+    return fail("%s: slot %d does not exist; graphs have slots 0..%d", fn, slot,
+                kGraphSlots - 1);
+  }
+  return 0;
+}
+
+}  // namespace le
+
+LE_API int le_graph_begin(void) {
+  using namespace le;
+  const char* fn = "le_graph_begin";
+  REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
+  CUDA_TRY(fn, cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
+  g.capturing = true;
+  g.capture_failures = g_failures;
+  return 0;
+}
+
+LE_API int le_graph_end(int slot) {
+  using namespace le;
+  const char* fn = "le_graph_end";
+  REQUIRE_INIT(fn);
+  if (!g.capturing) return fail("%s: no graph is being captured; call le_graph_begin first", fn);
+  if (slot >= 0) TRY(check_slot(fn, slot));
+  g.capturing = false;
+  // An op that failed while recording left a hole in the sequence: the recording is void.
+  const bool failed = g_failures != g.capture_failures;
+  char first[512] = "";
+  if (failed) snprintf(first, sizeof first, "%s", g_err);
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(g.stream, &graph);
+  if (failed && e == cudaSuccess) {
+    cudaGraphDestroy(graph);
+    return slot < 0 ? 0
+                    : fail("%s: an op failed while the graph was being recorded, so nothing was "
+                           "kept (the last failure: %s)",
+                           fn, first);
+  }
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (graph) cudaGraphDestroy(graph);
+    return slot < 0 ? 0
+                    : fail("%s: the capture failed: %s (%s); an op inside it must have failed "
+                           "or waited for the GPU",
+                           fn, cudaGetErrorString(e), cudaGetErrorName(e));
+  }
+  if (slot < 0) {  // discard
+    cudaGraphDestroy(graph);
+    return 0;
+  }
+  cudaGraphExec_t exec = nullptr;
+  e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) return cuda_fail(fn, "cudaGraphInstantiate", e);
+  drop_graph(g_graphs[slot]);
+  g_graphs[slot] = Graph{exec, g.precision};
+  return 0;
+}
+
+LE_API int le_graph_launch(int slot) {
+  using namespace le;
+  const char* fn = "le_graph_launch";
+  REQUIRE_INIT(fn);
+  REQUIRE_NOT_CAPTURING(fn);
+  TRY(check_slot(fn, slot));
+  Graph& gr = g_graphs[slot];
+  if (!gr.exec) return fail("%s: slot %d holds no graph; record one with le_graph_end", fn, slot);
+  if (gr.precision != g.precision) {
+    return fail("%s: the graph in slot %d was recorded at precision mode %d, and the engine "
+                "now computes at mode %d; record it again",
+                fn, slot, gr.precision, g.precision);
+  }
+  for (WeightCopy& w : g_weights) {
+    if (w.h && !w.fresh) {
+      LAUNCH(to_bf16_kernel, grid_for(w.n, 256), 256, 0)(w.h, w.p, w.n);
+      w.fresh = true;
+    }
+  }
+  CUDA_TRY(fn, cudaGraphLaunch(gr.exec, g.stream));
+  return op_done(fn);
+}
+
+LE_API int le_graph_free(int slot) {
+  using namespace le;
+  if (slot < 0) {
+    for (Graph& gr : g_graphs) drop_graph(gr);
+    return 0;
+  }
+  TRY(check_slot("le_graph_free", slot));
+  drop_graph(g_graphs[slot]);
+  return 0;
+}
