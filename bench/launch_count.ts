@@ -15,8 +15,8 @@
  * c = 13, a 60-token question): the thought phase (pass 0 and R loop passes: a LOTUS generation
  * of one token less a CoT generation of one token, which share the prefill and the first
  * token), with loop passes 1..R replayed from CUDA graphs (the default) and without, and one
- * answer token (from LOTUS generations of 1 and 9 tokens). Counts are of a second generation,
- * after one that grew the scratch and recorded the graphs.
+ * answer token (from LOTUS generations of 1 and 9 tokens). Counts are of a third generation,
+ * after two that grew the scratch and recorded the graphs.
  *
  * `--recompute on` (the default, as training on CUDA) counts the step of a runner that rebuilds
  * the normalisations, attention outputs and MLP activations in the backward.
@@ -95,7 +95,8 @@ const gen = new Generator(imodel, { B: 1, P: 60, K, c, maxNewTokens: 9 });
 const noEos = { ...sp, eos: -1 };
 const q = [exs[0].q];
 const launchesOf = (mode: "lotus" | "cot", n: number, graphs: boolean) => {
-  gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n, graphs });
+  // Two warm-ups: the first grows the scratch and records loop passes 1..R, the second pass 0.
+  for (let i = 0; i < 2; i++) gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n, graphs });
   eng.sync();
   const c0 = emuCounters(lib);
   gen.generate(q, noEos, { mode, K, c, R, maxNewTokens: n, graphs });

@@ -65,8 +65,9 @@ export interface GenerateOptions {
   latentLogits?: boolean;
   /**
    * LOTUS on the CUDA engine: replay loop passes 1..R from graphs recorded at their first run
-   * (one per shape and pass parity), one host call a pass instead of one an op. Default true
-   * there; the CPU engine has no graphs. Results are the same bits either way.
+   * (one per shape and pass parity), and pass 0 from the second generation of a shape on, one
+   * host call a pass instead of one an op. Default true there; the CPU engine has no graphs.
+   * Results are the same bits either way.
    */
   graphs?: boolean;
 }
@@ -135,6 +136,8 @@ export class Generator {
   #argmax: Ptr;
   /** Graph slots of recorded loop passes, by batch shape and pass parity. */
   #graphs = new Map<string, number>();
+  /** Batch shapes whose loop passes have all run once. */
+  #ran = new Set<string>();
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
@@ -167,6 +170,7 @@ export class Generator {
   free(): void {
     for (const slot of this.#graphs.values()) this.model.eng.graphFree(slot);
     this.#graphs.clear();
+    this.#ran.clear();
     this.#arena.free();
   }
 
@@ -253,7 +257,7 @@ export class Generator {
       }
       const prePast = pastOfChunk(this.#pre, C, e, main.shape);
       e.upload(this.#pos, pos), e.upload(this.#valid, valid);
-      const replace = opts.injection === "replace";
+      const replace = opts.injection === "replace", shape = `${B},${P},${L}`;
       const graphs = (opts.graphs ?? true) && e.backend === "cuda";
       let prev: Chunk | null = null;
       for (let r = 0; r <= R; r++) {
@@ -279,11 +283,14 @@ export class Generator {
           main.forward(ch, sc, B, L, prePast, this.#valid, null, this.#pos);
         };
         // Passes 1..R of one parity run the same ops on the same buffers: record the first,
-        // replay it (pass 0 ran the same shapes, so nothing grows while recording).
-        if (graphs && r > 0) this.#replay(`${B},${P},${L},${r % 2}`, pass);
+        // replay it (pass 0 ran the same shapes, so nothing grows while recording). Pass 0 is
+        // recorded once a whole generation of the shape has run.
+        if (graphs && r > 0) this.#replay(`${shape},${r % 2}`, pass);
+        else if (graphs && this.#ran.has(shape)) this.#replay(`${shape},first`, pass);
         else pass();
         prev = ch;
       }
+      this.#ran.add(shape);
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
           e.offset(this.#cache[l], P * KW * F32),
