@@ -228,6 +228,14 @@ function runs(): RunSpec[] {
     fromCot(best),
     cotOf("tiny-ages23-cot16-lr3e-3"),
   );
+  //    And with the longer final stage too (16 epochs): does LOTUS keep a strong start?
+  add(
+    `tiny-ages23-fromcot16-lr${best}-ep16`,
+    "ages23",
+    "tiny",
+    fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    cotOf("tiny-ages23-cot16-lr3e-3"),
+  );
   // The same longer final stage at small, from the small CoT models (3e-4, the rate of the
   // 8-epoch small row).
   add(
