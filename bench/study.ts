@@ -143,6 +143,9 @@ function runs(): RunSpec[] {
     ...extra,
   ];
   const cotOf = (prefix: string) => (seed: number) => `${prefix}-s${seed}`;
+  // The same flags with another --epochs.
+  const epochs = (flags: string[], n: string) =>
+    flags.map((f, i, all) => (all[i - 1] === "--epochs" ? n : f));
 
   // 1. tiny, the 2-3-step task: the CoT model, then LOTUS from it at three learning rates.
   add("tiny-ages23-cot-lr3e-3", "ages23", "tiny", cot("3e-3"));
@@ -216,7 +219,7 @@ function runs(): RunSpec[] {
     `tiny-ages23-fromcot-lr${best}-ep16`,
     "ages23",
     "tiny",
-    fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    epochs(fromCot(best), "16"),
     cotOf("tiny-ages23-cot-lr3e-3"),
   );
   // LOTUS from the CoT models trained twice as long (the cot16 row, 3,200 steps), 8 epochs: the
@@ -233,7 +236,7 @@ function runs(): RunSpec[] {
     `tiny-ages23-fromcot16-lr${best}-ep16`,
     "ages23",
     "tiny",
-    fromCot(best).map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    epochs(fromCot(best), "16"),
     cotOf("tiny-ages23-cot16-lr3e-3"),
   );
   // The same longer final stage at small, from the small CoT models (3e-4, the rate of the
@@ -242,7 +245,7 @@ function runs(): RunSpec[] {
     "small-ages23-fromcot-lr3e-4-ep16",
     "ages23",
     "small",
-    fromCot("3e-4").map((f, i, all) => (all[i - 1] === "--epochs" ? "16" : f)),
+    epochs(fromCot("3e-4"), "16"),
     cotOf("small-ages23-cot-lr3e-4"),
   );
   add("small-ages23-cot-lr1e-3", "ages23", "small", cot("1e-3"));
