@@ -114,6 +114,8 @@ Deno.test({
     assert(exs.value! > 0 && Number.isFinite(exs.value!), `${exs.value}`);
     const th = rows.find((x) => x.name.startsWith("thought phase"))!;
     assert(th.value! > 0, "thought phase timed");
+    const plain = rows.find((x) => x.name.startsWith("thought phase without CUDA graphs"))!;
+    assert(plain.value! > 0, "the thought phase without graphs timed");
     assertEquals(report.detail.eval.questions, 5);
     const lines = (await Deno.readTextFile(`${out}/rows.jsonl`)).trim().split("\n");
     assertEquals(lines.length, rows.length, "every row was also written as it came");
