@@ -29,6 +29,7 @@ import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_s
 import {
   type CheckRow,
   checkRow,
+  compareGraphReplay,
   compareLotusStep,
   compareOps,
   compareTraining,
@@ -333,6 +334,18 @@ for (const p of precisions) {
     (detail.curves as Record<string, number[]>).ref = r.ref.losses;
   } catch (e) {
     push({ ...failure("training", `tiny, ${steps} steps`, e), precision: p });
+  }
+}
+
+// ---- generation with the loop passes replayed from CUDA graphs ---------------------------------
+
+if (test.backend === "cuda") {
+  for (const p of ["fp32", "bf16"] as const) {
+    try {
+      push(...mark(compareGraphReplay(test, p)));
+    } catch (e) {
+      push({ ...failure("generation", "CUDA graphs replay the loop passes", e), precision: p });
+    }
   }
 }
 

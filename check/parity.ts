@@ -34,6 +34,7 @@ import { randi, randn, withBufs } from "./_op_bufs.ts";
 import { type Example, lotusBatch } from "../train/batch.ts";
 import { type LotusCapacity, type LotusOptions, LotusRunner } from "../train/step.ts";
 import { adamwOf, Model } from "../model/model.ts";
+import { Generator } from "../model/generate.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** The tolerances of each check, by precision. */
@@ -1193,4 +1194,64 @@ export function tally(rows: CheckRow[]): { passed: number; failed: number; skipp
     else failed++;
   }
   return { passed, failed, skipped };
+}
+
+/**
+ * Batch-1 and batch-2 LOTUS generation on `eng` (a CUDA engine) with the loop passes replayed
+ * from CUDA graphs against the same generation launched op by op: tokens and post-loop latent
+ * logits must be the same bits, in the generation that records the graphs and in one that
+ * replays them, for add and replace injection. `err` counts the differing tokens plus the
+ * largest |Δ| of the latent logits.
+ */
+export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[] {
+  const V = 40, K = 3, c = 2, R = 4;
+  const cfg = ModelConfigSchema.parse({
+    vocabSize: V,
+    maxPositions: 64,
+    dModel: 64,
+    nHead: 2,
+    nLayer: 2,
+  });
+  const sp = { ...specialsFor(V), eos: -1 };
+  const rng = new Rng(5);
+  eng.setPrecision(PRECISION_MODES[precision]);
+  const model = new Model(eng, cfg, perturbedParams(cfg, 3), false);
+  const gen = new Generator(model, { B: 2, P: 8, K, c, maxNewTokens: 3 });
+  const rows: CheckRow[] = [];
+  try {
+    for (const B of [1, 2]) {
+      const qs = Array.from(
+        { length: B },
+        (_, i) => Int32Array.from({ length: 8 - 2 * i }, () => rng.below(V - 4)),
+      );
+      for (const injection of ["add", "replace"] as const) {
+        const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 3, latentLogits: true };
+        const plain = gen.generate(qs, sp, { ...opts, injection, graphs: false });
+        let err = 0;
+        for (let run = 0; run < 3; run++) { // records passes 1..R, then pass 0, then replays
+          const g = gen.generate(qs, sp, { ...opts, injection });
+          g.tokens.forEach((t, b) =>
+            t.forEach((id, i) => {
+              if (id !== plain.tokens[b][i]) err++;
+            })
+          );
+          err += absStats(g.latentLogits!, plain.latentLogits!).maxAbs;
+        }
+        rows.push(
+          checkRow(
+            "generation",
+            `CUDA graphs replay the loop passes bit for bit (B=${B}, ${injection})`,
+            precision,
+            err,
+            0,
+          ),
+        );
+      }
+    }
+  } finally {
+    gen.free();
+    model.free();
+    eng.setPrecision(0);
+  }
+  return rows;
 }

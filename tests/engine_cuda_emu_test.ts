@@ -12,6 +12,7 @@ import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
+  compareGraphReplay,
   compareLotusStep,
   compareOps,
   compareTraining,
@@ -500,6 +501,12 @@ Deno.test({
         model.free();
         e.setPrecision(0);
       }
+    }
+    // What check/gpu_check.ts runs on a GPU.
+    for (const p of ["fp32", "bf16"] as const) {
+      const rows = compareGraphReplay(e, p);
+      assertEquals(rows.length, 4);
+      for (const r of rows) assert(r.pass, `${p} ${r.name}: ${r.err}`);
     }
   },
 });
