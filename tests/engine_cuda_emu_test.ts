@@ -437,6 +437,9 @@ Deno.test({
       ops(); // outside a recording, the device check runs
       assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
       assertThrows(() => e.graphLaunch(32), EngineError, "slots 0..31");
+      e.graphBegin();
+      assertThrows(() => e.graphEnd(32), EngineError, "slots 0..31");
+      assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
       e.graphFree(3);
       assertThrows(() => e.graphLaunch(3), EngineError, "holds no graph");
       e.graphFree(-1);

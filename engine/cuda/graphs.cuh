@@ -63,7 +63,10 @@ LE_API int le_graph_end(int slot) {
   const char* fn = "le_graph_end";
   REQUIRE_INIT(fn);
   if (!g.capturing) return fail("%s: no graph is being captured; call le_graph_begin first", fn);
-  if (slot >= 0) TRY(check_slot(fn, slot));
+  if (slot >= kGraphSlots) {  // the recording ends here all the same: discard it
+    le_graph_end(-1);
+    return check_slot(fn, slot);
+  }
   g.capturing = false;
   // An op that failed while recording left a hole in the sequence: the recording is void.
   const bool failed = g_failures != g.capture_failures;
