@@ -382,9 +382,7 @@ LE_API int le_copy(void* dst, const void* src, uint64_t bytes) {
   TRY(validate_copy(dst, src, bytes));
   if (dst == src) return 0;
   wrote(dst, bytes);
-  const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
-  const bool overlap = d < s + bytes && s < d + bytes;
-  if (overlap) {
+  if (overlaps(dst, bytes, src, bytes)) {
     void* tmp = g_scr_bounce.get("le_copy", bytes);
     if (!tmp) return 1;
     CUDA_TRY("le_copy", cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, g.stream));

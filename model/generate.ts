@@ -136,8 +136,6 @@ export class Generator {
   #argmax: Ptr;
   /** Graph slots of recorded loop passes, by batch shape and pass parity. */
   #graphs = new Map<string, number>();
-  /** Batch shapes whose loop passes have all run once. */
-  #ran = new Set<string>();
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
@@ -170,7 +168,6 @@ export class Generator {
   free(): void {
     for (const slot of this.#graphs.values()) this.model.eng.graphFree(slot);
     this.#graphs.clear();
-    this.#ran.clear();
     this.#arena.free();
   }
 
@@ -284,13 +281,12 @@ export class Generator {
         };
         // Passes 1..R of one parity run the same ops on the same buffers: record the first,
         // replay it (pass 0 ran the same shapes, so nothing grows while recording). Pass 0 is
-        // recorded once a whole generation of the shape has run.
+        // recorded once pass 1 has been, in an earlier generation of the shape.
         if (graphs && r > 0) this.#replay(`${shape},${r % 2}`, pass);
-        else if (graphs && this.#ran.has(shape)) this.#replay(`${shape},first`, pass);
+        else if (graphs && this.#graphs.has(`${shape},1`)) this.#replay(`${shape},first`, pass);
         else pass();
         prev = ch;
       }
-      this.#ran.add(shape);
       for (let l = 0; l < m.cfg.nLayer; l++) {
         e.copyRows(
           e.offset(this.#cache[l], P * KW * F32),

@@ -737,7 +737,7 @@ export class PlainRunner {
   #r: Region;
   #logits: Ptr;
   #logitRows: number;
-  #losses: Ptr;
+  #losses: LossReadback;
   #training: boolean;
   /** Most sequences per batch. */
   readonly maxB: number;
@@ -784,7 +784,7 @@ export class PlainRunner {
     this.#r = region(a, rows, rows);
     this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
     this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);
-    this.#losses = a.f32(rows);
+    this.#losses = new LossReadback(model.eng, a.f32(rows), rows);
   }
 
   /** Free the activations. */
@@ -826,7 +826,7 @@ export class PlainRunner {
       e,
       this.#logits,
       lr,
-      this.#losses,
+      this.#losses.slot(N, 0),
       ch.h,
       ch.dh,
       N,
@@ -837,15 +837,13 @@ export class PlainRunner {
       m.head,
       m.ghead,
     );
-    const l = new Float32Array(N);
-    e.download(l, this.#losses);
-    let s = 0;
-    for (let i = 0; i < N; i++) s += l[i];
     if (grad) {
       // One chunk: each block's gradient is final as soon as its backward is issued.
       const dx = m.main.backward(ch, this.#sc, null, ready ? (l) => ready.block(l) : undefined);
       e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
     }
+    // The step's one host wait for its loss, after the backward has been queued.
+    const [s] = this.#losses.read(1);
     const ans = den ? s / den : 0;
     return { loss: ans, ans, step: 0, aux: 0, nAns: den, nStep: 0, nAux: 0 };
   }

@@ -264,13 +264,16 @@ inline void remember_uploaded(const void* dst, const void* host, uint64_t bytes)
   remember_checked(static_cast<const int32_t*>(dst), n, top < 0 ? 0 : (int64_t)top + 1, lo < 0);
 }
 
+// Whether [a, a + abytes) and [b, b + bbytes) share a byte.
+inline bool overlaps(const void* a, uint64_t abytes, const void* b, uint64_t bbytes) {
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + bbytes && y < x + abytes;
+}
+
 // Forgets the checked arrays that overlap [p, p + bytes) (bytes 0: everything).
 inline void forget_checked(const void* p, uint64_t bytes) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   for (CheckedIndices& c : g_checked) {
-    if (!c.p) continue;
-    const uintptr_t b = reinterpret_cast<uintptr_t>(c.p);
-    if (bytes == 0 || (a < b + (uint64_t)c.n * 4 && b < a + bytes)) c = CheckedIndices{};
+    if (c.p && (bytes == 0 || overlaps(p, bytes, c.p, (uint64_t)c.n * 4))) c = CheckedIndices{};
   }
 }
 

@@ -70,8 +70,8 @@ LE_API int le_graph_end(int slot) {
   g.capturing = false;
   // An op that failed while recording left a hole in the sequence: the recording is void.
   const bool failed = g_failures != g.capture_failures;
-  char first[512] = "";
-  if (failed) snprintf(first, sizeof first, "%s", g_err);
+  char last[512] = "";
+  if (failed) snprintf(last, sizeof last, "%s", g_err);
   cudaGraph_t graph = nullptr;
   cudaError_t e = cudaStreamEndCapture(g.stream, &graph);
   if (failed && e == cudaSuccess) {
@@ -79,7 +79,7 @@ LE_API int le_graph_end(int slot) {
     return slot < 0 ? 0
                     : fail("%s: an op failed while the graph was being recorded, so nothing was "
                            "kept (the last failure: %s)",
-                           fn, first);
+                           fn, last);
   }
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
@@ -116,10 +116,7 @@ LE_API int le_graph_launch(int slot) {
                 fn, slot, gr.precision, g.precision);
   }
   for (WeightCopy& w : g_weights) {
-    if (w.h && !w.fresh) {
-      LAUNCH(to_bf16_kernel, grid_for(w.n, 256), 256, 0)(w.h, w.p, w.n);
-      w.fresh = true;
-    }
+    if (w.h) refresh(w);
   }
   CUDA_TRY(fn, cudaGraphLaunch(gr.exec, g.stream));
   return op_done(fn);

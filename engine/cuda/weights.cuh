@@ -36,11 +36,6 @@ struct WeightCopy {
 constexpr int kWeightCopies = 8;
 WeightCopy g_weights[kWeightCopies];
 
-inline bool overlaps(const void* a, uint64_t abytes, const void* b, uint64_t bbytes) {
-  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + bbytes && y < x + abytes;
-}
-
 inline void drop_weight_copy(WeightCopy& w) {
   // cudaFree waits for queued kernels that may still read the twin.
   if (w.h) cudaFree(w.h);
@@ -56,11 +51,12 @@ inline WeightCopy* weight_copy_of(const float* x, int64_t n) {
 }
 
 // The engine wrote [p, p + bytes) through a generic entry point: forget index checks there
-// (common.cuh) and mark the weight copies it touches stale (bytes 0: everything).
+// (common.cuh) and mark the weight copies it touches stale. Writing no bytes touches nothing.
 inline void wrote(const void* p, uint64_t bytes) {
+  if (bytes == 0) return;
   forget_checked(p, bytes);
   for (WeightCopy& w : g_weights) {
-    if (w.p && (bytes == 0 || overlaps(p, bytes, w.p, (uint64_t)w.n * 4))) w.fresh = false;
+    if (w.p && overlaps(p, bytes, w.p, (uint64_t)w.n * 4)) w.fresh = false;
   }
 }
 
@@ -70,6 +66,13 @@ inline void freed(const void* p, uint64_t bytes) {
   for (WeightCopy& w : g_weights) {
     if (w.p && overlaps(p, bytes, w.p, (uint64_t)w.n * 4)) drop_weight_copy(w);
   }
+}
+
+// Rounds a stale copy again from its fp32 range (one launch); a fresh one is left as it is.
+inline void refresh(WeightCopy& w) {
+  if (w.fresh) return;
+  LAUNCH(to_bf16_kernel, grid_for(w.n, 256), 256, 0)(w.h, w.p, w.n);
+  w.fresh = true;
 }
 
 // The bf16 twin of [x, x + n) if x lies in a declared range, made fresh first if needed; else
@@ -89,10 +92,7 @@ inline int kept_bf16(const char* fn, const float* x, int64_t n, const __nv_bfloa
     }
     w->fresh = false;
   }
-  if (!w->fresh) {
-    LAUNCH(to_bf16_kernel, grid_for(w->n, 256), 256, 0)(w->h, w->p, w->n);
-    w->fresh = true;
-  }
+  refresh(*w);
   *out = w->h + (x - w->p);
   return 0;
 }

@@ -5,8 +5,9 @@
 // cudaMemcpyAsync join one queue (the engine uses one stream), as do the stand-in cuBLAS's
 // GEMMs, and it runs in order only when something waits for it: cudaStreamSynchronize,
 // cudaDeviceSynchronize or cudaFree. While the stream is captured into a graph, the work is
-// recorded instead, and cudaGraphLaunch queues it again. So host code that reads a download's destination, or
-// reuses an upload's source, before synchronising sees what a GPU would give it: stale data.
+// recorded instead, and cudaGraphLaunch queues it again. So host code that reads a download's
+// destination, or reuses an upload's source, before synchronising sees what a GPU would give
+// it: stale data.
 //
 // A fault found while a kernel runs (a race, a shuffle with exited lanes, a barrier that can
 // never be released) is sticky, as on a GPU: every later call returns it, and
