@@ -49,10 +49,35 @@ function join(parent: string, name: string): string {
   return parent.endsWith("/") ? parent + name : `${parent}/${name}`;
 }
 
-function removeSyncQuietly(path: string): void {
-  try {
-    Deno.removeSync(path, { recursive: true });
-  } catch { /* already gone */ }
+/** Block the thread for `ms` milliseconds (signal handlers cannot await). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Remove `path` and everything in it, synchronously, for signal handlers; a path that does
+ * not exist is fine. A signal handler runs while the process's asynchronous file operations
+ * may still be in flight on other threads: a file one of them creates after the tree was
+ * emptied makes the final `rmdir` fail (the directory is not empty). The removal is then tried
+ * again, every millisecond for up to `tries` times, until it succeeds: once the directory is
+ * gone, nothing can be created inside it. Returns whether `path` is gone. `remove` is the
+ * removal to use (tests make it fail).
+ */
+export function removeTreeSync(
+  path: string,
+  tries = 200,
+  remove: (path: string, options: Deno.RemoveOptions) => void = Deno.removeSync,
+): boolean {
+  for (let i = 1;; i++) {
+    try {
+      remove(path, { recursive: true });
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return true;
+      if (i >= tries) return false;
+      sleepSync(1);
+    }
+  }
 }
 
 /**
@@ -129,7 +154,7 @@ export class TempLease {
    */
   releaseSync(): void {
     if (this.#file === null) return;
-    for (const p of this.#paths) removeSyncQuietly(p);
+    for (const p of this.#paths) removeTreeSync(p);
     // A kept path still needs its lock file gone, so that the next sweep sees it as dead.
     try {
       Deno.removeSync(this.lockPath);

@@ -29,7 +29,7 @@ import { type ShardRow, shardTensors } from "./shard.ts";
 import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
 import { exists } from "../base/exists.ts";
-import { sweepStale, TempLease } from "../base/staging.ts";
+import { removeTreeSync, sweepStale, TempLease } from "../base/staging.ts";
 
 /** Raised when the output directory cannot be written. */
 export class WriteError extends Error {
@@ -128,8 +128,10 @@ export class StagedDir {
       await sweepStale(out, "", [STAGING]);
       s.#lease = TempLease.acquire(out, "");
       s.#lease.path(STAGING);
-      await Deno.remove(s.path, { recursive: true }).catch(() => {});
-      await Deno.mkdir(s.path);
+      // Synchronous, so that a signal handler never runs while the directory is being made
+      // (an asynchronous mkdir still in flight would create it after the handler removed it).
+      removeTreeSync(s.path);
+      Deno.mkdirSync(s.path);
     } catch (e) {
       s.removeSync();
       s.#close();
@@ -195,11 +197,7 @@ export class StagedDir {
   /** Synchronous twin of {@linkcode StagedDir.abort}, for signal handlers. */
   removeSync(): void {
     if (this.#lease) this.#lease.releaseSync();
-    else {
-      try {
-        Deno.removeSync(this.path, { recursive: true });
-      } catch { /* not created yet, or already gone */ }
-    }
+    else removeTreeSync(this.path);
     try {
       if (this.#createdOut) Deno.removeSync(this.out);
     } catch { /* not created yet, or not empty */ }

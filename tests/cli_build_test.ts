@@ -157,11 +157,15 @@ Deno.test("cli: SIGINT the moment the staging directory appears leaves nothing b
     // Nothing, or (when the signal came while files were moved into place, which it waits
     // for) the complete dataset; never a staging directory or a part of the files.
     const left = await entries(out);
+    const staging = left.find((n) => n.startsWith(".staging-"));
+    assert(
+      !staging,
+      `run ${i}: ${staging} left, holding [${staging && await entries(`${out}/${staging}`)}]`,
+    );
     assert(
       left.length === 0 || (left.includes("manifest.json") && left.includes("tokenizer.json")),
       `run ${i}: ${left}`,
     );
-    assert(!left.some((n) => n.startsWith(".staging-")), `run ${i}: ${left}`);
   }
   assert(exercised > 0, "at least one run was interrupted");
 });

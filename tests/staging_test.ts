@@ -6,7 +6,13 @@
  */
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { replaceDir, StagingError, sweepStale, TempLease } from "../base/staging.ts";
+import {
+  removeTreeSync,
+  replaceDir,
+  StagingError,
+  sweepStale,
+  TempLease,
+} from "../base/staging.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
@@ -204,4 +210,39 @@ Deno.test("staging: a SIGKILLed process's lock is free, so its leftovers go", as
   const r = await sweepStale(d, "t", ["tmp"]);
   assertEquals(r.kept, []);
   assertEquals(await names(d), ["hold.ts"]);
+});
+
+Deno.test("removeTreeSync: a file created while the tree is removed does not keep it", async () => {
+  const dir = await tempDir();
+  const t = `${dir}/.staging-1`;
+  await Deno.mkdir(t);
+  await Deno.writeTextFile(`${t}/a.bin`, "x");
+  // What a signal handler meets: an asynchronous write still in flight creates a file after
+  // the tree was emptied, so the final rmdir fails (twice here).
+  let calls = 0;
+  const racing = (p: string, o: Deno.RemoveOptions) => {
+    if (++calls <= 2) {
+      for (const e of Deno.readDirSync(p)) Deno.removeSync(`${p}/${e.name}`);
+      Deno.writeTextFileSync(`${p}/late-${calls}.bin`, "x");
+      Deno.removeSync(p); // not empty: throws
+    }
+    Deno.removeSync(p, o);
+  };
+  assert(removeTreeSync(t, 200, racing));
+  assertEquals(calls, 3);
+  assertEquals(await names(dir), []);
+  // A removal that keeps failing is reported, after the given number of tries.
+  await Deno.mkdir(t);
+  calls = 0;
+  const failing = (p: string) => {
+    calls++;
+    Deno.writeTextFileSync(`${p}/late.bin`, "x");
+    Deno.removeSync(p);
+  };
+  assert(!removeTreeSync(t, 5, failing));
+  assertEquals(calls, 5);
+  assert(removeTreeSync(t));
+  // A path that does not exist is gone already.
+  assert(removeTreeSync(`${dir}/none`));
+  assertEquals(await names(dir), []);
 });
