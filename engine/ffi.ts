@@ -1003,7 +1003,10 @@ export class Engine {
     if (this.#s.le_graph_end(slot) !== 0) this.#fail("le_graph_end");
   }
 
-  /** Run the graph in `slot` on what its buffers hold now. */
+  /**
+   * Run the graph in `slot` on what its buffers hold now. The index arrays it reads are checked
+   * first against the bounds they were recorded for; one out of range throws, and nothing runs.
+   */
   graphLaunch(slot: number): void {
     if (this.#s.le_graph_launch(slot) !== 0) this.#fail("le_graph_launch");
   }

@@ -324,8 +324,11 @@ int le_keep_bf16(const float* p, int64_t n);
  * (le_upload, le_download, le_sync, le_alloc, le_free, le_set_precision, le_keep_bf16, the
  * collectives, a scratch buffer that would have to grow, an index array whose range the engine
  * does not know yet), and the recording then ends with an error at le_graph_end: run the ops
- * once before recording them. A graph is refused at another precision mode than it was recorded
- * at, and is invalid once a buffer it uses is freed. le_graph_free(slot) frees one graph (slot < 0:
+ * once before recording them. Before each replay, le_graph_launch checks again every index array
+ * the recording read (ids, positions, targets: their contents may have changed since) against
+ * the bound it was recorded for, without a wait when the array was uploaded since, and refuses
+ * the replay with a message if one is out of range. A graph is refused at another precision
+ * mode than it was recorded at, and is invalid once a buffer it uses is freed. le_graph_free(slot) frees one graph (slot < 0:
  * all). The CPU engine runs every op when it is called: le_graph_begin, le_graph_end and
  * le_graph_launch fail there with a message, and le_graph_free does nothing. */
 int le_graph_begin(void);

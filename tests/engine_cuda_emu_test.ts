@@ -417,6 +417,25 @@ Deno.test({
         assert(emuCounters(lib).launches > c0.launches);
         e.keepBf16(w, 0);
       }
+      // The recording read the ids: each replay checks them again against the bound it was
+      // recorded for (V rows). Out of range, the replay is refused and nothing runs.
+      e.upload(ids, Int32Array.of(1, V, 2, 3));
+      e.zero(z, N * Cout * 4);
+      assertThrows(() => e.graphLaunch(3), EngineError, "index 1 is now 12; nothing ran");
+      e.download(got, z);
+      assertEquals(got, new Float32Array(N * Cout), "a refused replay ran");
+      // Ids written on the device have no known range: the replay checks them there, then
+      // runs (and knows them from then on).
+      e.upload(src, Int32Array.of(7, 0, 11, 6));
+      e.copy(ids, src, N * 4);
+      direct();
+      e.zero(z, N * Cout * 4);
+      e.graphLaunch(3);
+      e.download(got, z);
+      assertEquals(got, want, "a replay after the device check");
+      e.upload(src, Int32Array.of(7, 40, 11, 6));
+      e.copy(ids, src, N * 4);
+      assertThrows(() => e.graphLaunch(3), EngineError, "index 1 is now 40");
       // Recorded at fp32, replayed at bf16: refused.
       e.setPrecision(2);
       assertThrows(() => e.graphLaunch(3), EngineError, "recorded at precision mode 0");

@@ -225,27 +225,71 @@ constexpr int kNoBad = 0x7fffffff;
 // An entry is dropped when its bytes are written through the engine's entry points that write
 // integers or raw bytes (le_upload, le_copy, le_zero, le_argmax: wrote() in weights.cuh) or
 // freed (le_free): index arrays are never the float outputs of other ops.
+//
+// While a graph is recorded (graphs.cuh) nothing runs, so an entry made then (an le_argmax in
+// the recording) holds only for the ops recorded after it, and le_graph_end drops it. A check
+// that an entry from before the recording satisfies becomes one of the graph's index needs:
+// the graph reads whatever the array holds when it is replayed, so le_graph_launch checks the
+// array again then.
 struct CheckedIndices {
   const int32_t* p;
   int64_t n;
   int64_t hi;
   bool neg;
+  bool recorded;  // made while a graph was being recorded
 };
 constexpr int kCheckedSlots = 64;
 constexpr uint64_t kSummaryBytes = 1u << 20;
 CheckedIndices g_checked[kCheckedSlots];
 int g_checked_next = 0;
 
-inline bool indices_checked(const int32_t* p, int n, int64_t hi, bool neg) {
+// An index array a graph reads, and the bound its recording checked it against.
+struct IndexNeed {
+  const int32_t* p;
+  int n;
+  int64_t hi;
+  bool neg;
+};
+constexpr int kGraphNeeds = 64;
+IndexNeed g_needs[kGraphNeeds];  // the needs of the graph being recorded
+int g_needs_n = 0;
+
+inline const CheckedIndices* find_checked(const int32_t* p, int n, int64_t hi, bool neg) {
   for (const CheckedIndices& c : g_checked) {
-    if (c.p && c.p <= p && p + n <= c.p + c.n && c.hi <= hi && (neg || !c.neg)) return true;
+    if (c.p && c.p <= p && p + n <= c.p + c.n && c.hi <= hi && (neg || !c.neg)) return &c;
   }
-  return false;
+  return nullptr;
+}
+
+inline void note_need(const char* fn, const int32_t* p, int n, int64_t hi, bool neg) {
+  for (int i = 0; i < g_needs_n; i++) {
+    const IndexNeed& d = g_needs[i];
+    if (d.p == p && d.n == n && d.hi == hi && d.neg == neg) return;
+  }
+  if (g_needs_n == kGraphNeeds) {
+    fail("%s: a graph may read at most %d index arrays; record a shorter sequence", fn,
+         kGraphNeeds);
+    return;  // the failure voids the recording
+  }
+  g_needs[g_needs_n++] = IndexNeed{p, n, hi, neg};
+}
+
+inline bool indices_checked(const char* fn, const int32_t* p, int n, int64_t hi, bool neg) {
+  const CheckedIndices* c = find_checked(p, n, hi, neg);
+  if (c && g.capturing && !c->recorded) note_need(fn, p, n, hi, neg);
+  return c != nullptr;
 }
 
 inline void remember_checked(const int32_t* p, int64_t n, int64_t hi, bool neg) {
-  g_checked[g_checked_next] = CheckedIndices{p, n, hi, neg};
+  g_checked[g_checked_next] = CheckedIndices{p, n, hi, neg, g.capturing};
   g_checked_next = (g_checked_next + 1) % kCheckedSlots;
+}
+
+// Drops the entries made while a graph was being recorded (le_graph_end).
+inline void forget_recorded() {
+  for (CheckedIndices& c : g_checked) {
+    if (c.recorded) c = CheckedIndices{};
+  }
 }
 
 // Records the range of `bytes` bytes just uploaded from `host` to `dst`, read as int32.
@@ -283,8 +327,8 @@ inline void forget_checked(const void* p, uint64_t bytes) {
 inline int find_bad_indices(const char* fn, const int32_t* idx0, int64_t hi0, bool neg0,
                             const int32_t* idx1, int64_t hi1, bool neg1, int n, int bad[2]) {
   bad[0] = bad[1] = kNoBad;
-  if (idx0 && indices_checked(idx0, n, hi0, neg0)) idx0 = nullptr;
-  if (idx1 && indices_checked(idx1, n, hi1, neg1)) idx1 = nullptr;
+  if (idx0 && indices_checked(fn, idx0, n, hi0, neg0)) idx0 = nullptr;
+  if (idx1 && indices_checked(fn, idx1, n, hi1, neg1)) idx1 = nullptr;
   if (!idx0 && !idx1) return 0;
   if (g.capturing) {
     return fail("%s: the %s at %p are not known to be in range, and checking them on the device "

@@ -14,7 +14,11 @@
 // (upload it with le_upload, which records its range, or run the op once first). So the usual
 // way is to run the ops once, then record them, then replay them.
 //
-// A replay reads what the buffers hold when it runs. The weights' bf16 copies (weights.cuh)
+// A replay reads what the buffers hold when it runs. Each index array the recording read
+// (ids, positions, targets) is checked again before a replay, against the bound it was
+// recorded for: without a wait when the engine knows the array's range (an le_upload since,
+// for one), with the device check otherwise. An array out of range refuses the replay, and
+// nothing runs. The weights' bf16 copies (weights.cuh)
 // are brought up to date before each replay, so a graph recorded before new weights were
 // uploaded multiplies with the new ones. A graph records the matmuls of the precision it was
 // recorded at: a replay at another precision is refused.
@@ -28,6 +32,8 @@ namespace le {
 struct Graph {
   cudaGraphExec_t exec = nullptr;
   int precision = 0;
+  IndexNeed needs[kGraphNeeds];  // the index arrays it reads (common.cuh)
+  int n_needs = 0;
 };
 constexpr int kGraphSlots = 32;
 Graph g_graphs[kGraphSlots];
@@ -55,6 +61,7 @@ LE_API int le_graph_begin(void) {
   CUDA_TRY(fn, cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
   g.capturing = true;
   g.capture_failures = g_failures;
+  g_needs_n = 0;
   return 0;
 }
 
@@ -68,6 +75,7 @@ LE_API int le_graph_end(int slot) {
     return check_slot(fn, slot);
   }
   g.capturing = false;
+  forget_recorded();
   // An op that failed while recording left a hole in the sequence: the recording is void.
   const bool failed = g_failures != g.capture_failures;
   char last[512] = "";
@@ -97,8 +105,12 @@ LE_API int le_graph_end(int slot) {
   e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) return cuda_fail(fn, "cudaGraphInstantiate", e);
-  drop_graph(g_graphs[slot]);
-  g_graphs[slot] = Graph{exec, g.precision};
+  Graph& gr = g_graphs[slot];
+  drop_graph(gr);
+  gr.exec = exec;
+  gr.precision = g.precision;
+  gr.n_needs = g_needs_n;
+  memcpy(gr.needs, g_needs, sizeof(IndexNeed) * (size_t)g_needs_n);
   return 0;
 }
 
@@ -114,6 +126,18 @@ LE_API int le_graph_launch(int slot) {
     return fail("%s: the graph in slot %d was recorded at precision mode %d, and the engine "
                 "now computes at mode %d; record it again",
                 fn, slot, gr.precision, g.precision);
+  }
+  for (int i = 0; i < gr.n_needs; i++) {
+    const IndexNeed& d = gr.needs[i];
+    int bad[2];
+    TRY(find_bad_indices(fn, d.p, d.hi, d.neg, nullptr, 0, false, d.n, bad));
+    if (bad[0] != kNoBad) {
+      return fail("%s: the graph in slot %d reads %d indices at %p, recorded for values %s "
+                  "%lld, and index %d is now %d; nothing ran (upload indices in range first)",
+                  fn, slot, d.n, (const void*)d.p,
+                  d.neg ? "(negatives skipped) below" : "in 0 up to below", (long long)d.hi,
+                  bad[0], read_int(d.p + bad[0]));
+    }
   }
   for (WeightCopy& w : g_weights) {
     if (w.h) refresh(w);
