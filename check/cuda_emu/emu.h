@@ -89,6 +89,11 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// The vector type of 16-byte loads and stores, as vector_types.h declares it.
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+
 namespace emu {
 
 // One CUDA thread of the block being run: a fiber with its own stack. Everything

@@ -9,12 +9,22 @@
 // row is read once instead of being written by one kernel and read back by the next. Each
 // lane reads and writes the same elements, so resid may alias a or b.
 //
+// Rows of up to kLnVecMaxC elements whose buffers are 16-byte aligned (C a multiple of 4) take
+// the vector path: each lane loads its elements as float4, once, keeps them in registers for
+// the three passes (sum, squared deviations, normalisation) and stores float4; the backward's
+// dinp kernel likewise holds its row of dout and x. Other rows take the scalar kernels, which
+// read the row from memory at each pass. The two paths sum the row's elements in different
+// orders (a lane owns elements 4l..4l+3, 128 + 4l.. rather than l, 32 + l, ..), in double both.
+//
 // Backward, per row: dnorm = dout * w,
 //   dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))   (sums in double)
 // and, over rows: dw += sum_n dout * norm, db += sum_n dout. Those two column sums would
 // race across rows, so they run in two deterministic stages: fixed chunks of rows
 // give double partial sums, which a second kernel adds up in chunk order.
 #pragma once
+
+#include <initializer_list>
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -65,6 +75,135 @@ __global__ void residual_layernorm_fwd_kernel(float* resid, float* out, float* m
   __syncwarp();
   layernorm_row_warp(out + off, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr,
                      resid + off, w, bias, C, lane);
+}
+
+constexpr int kLnVecMaxC = 32 * 4 * 8;  // 8 float4 a lane
+
+__device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ inline double sum4(float4 v) {
+  return (double)v.x + (double)v.y + (double)v.z + (double)v.w;
+}
+
+// The vector forward: out = LayerNorm(x), x = a (kResid false) or resid = a + bb (true),
+// NV = the float4 count a lane holds, ceil(C / 128).
+template <int NV, bool kResid>
+__global__ void layernorm_fwd_vec_kernel(float* resid, float* out, float* mean, float* rstd,
+                                         const float* a, const float* bb, const float* w,
+                                         const float* bias, int N, int C) {
+  const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31, C4 = C / 4;
+  const int64_t off = (int64_t)n * C;
+  float4 x[NV];
+  double s = 0;
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    const int c = 4 * (lane + 32 * i);
+    if (c < 4 * C4) {
+      float4 v = ld4(a + off + c);
+      if (kResid) {
+        const float4 u = ld4(bb + off + c);
+        v = float4{v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w};
+        st4(resid + off + c, v);
+      }
+      x[i] = v;
+      s += sum4(v);
+    }
+  }
+  s = warp_sum(s);
+  const double m = __shfl_sync(0xffffffffu, s, 0) / C;
+  double q = 0;
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    if (4 * (lane + 32 * i) < 4 * C4) {
+      const double d0 = x[i].x - m, d1 = x[i].y - m, d2 = x[i].z - m, d3 = x[i].w - m;
+      q += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    }
+  }
+  q = warp_sum(q);
+  const double var = __shfl_sync(0xffffffffu, q, 0) / C;
+  const float mf = (float)m, rs = (float)(1.0 / sqrt(var + kLnEps));
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    const int c = 4 * (lane + 32 * i);
+    if (c < 4 * C4) {
+      const float4 wv = ld4(w + c), bv = ld4(bias + c), v = x[i];
+      st4(out + off + c, float4{(v.x - mf) * rs * wv.x + bv.x, (v.y - mf) * rs * wv.y + bv.y,
+                                (v.z - mf) * rs * wv.z + bv.z, (v.w - mf) * rs * wv.w + bv.w});
+    }
+  }
+  if (lane == 0) {
+    if (mean) mean[n] = mf;
+    if (rstd) rstd[n] = rs;
+  }
+}
+
+// The vector backward's dinp (see layernorm_bwd_dinp_kernel).
+template <int NV>
+__global__ void layernorm_bwd_dinp_vec_kernel(float* dinp, const float* dout, const float* inp,
+                                              const float* w, const float* mean,
+                                              const float* rstd, int N, int C) {
+  const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31, C4 = C / 4;
+  const int64_t off = (int64_t)n * C;
+  const float m = mean[n], rs = rstd[n];
+  float4 dn[NV], nm[NV];  // dout * w, and the normalised input
+  double s1 = 0, s2 = 0;
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    const int c = 4 * (lane + 32 * i);
+    if (c < 4 * C4) {
+      const float4 d = ld4(dout + off + c), x = ld4(inp + off + c), wv = ld4(w + c);
+      dn[i] = float4{d.x * wv.x, d.y * wv.y, d.z * wv.z, d.w * wv.w};
+      nm[i] = float4{(x.x - m) * rs, (x.y - m) * rs, (x.z - m) * rs, (x.w - m) * rs};
+      s1 += sum4(dn[i]);
+      s2 += (double)dn[i].x * nm[i].x + (double)dn[i].y * nm[i].y +
+            (double)dn[i].z * nm[i].z + (double)dn[i].w * nm[i].w;
+    }
+  }
+  s1 = warp_sum(s1);
+  s2 = warp_sum(s2);
+  const float a = (float)(__shfl_sync(0xffffffffu, s1, 0) / C);
+  const float bb = (float)(__shfl_sync(0xffffffffu, s2, 0) / C);
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    const int c = 4 * (lane + 32 * i);
+    if (c < 4 * C4) {
+      float4 g = ld4(dinp + off + c);
+      const float4 d = dn[i], x = nm[i];
+      g.x += (d.x - a - x.x * bb) * rs;
+      g.y += (d.y - a - x.y * bb) * rs;
+      g.z += (d.z - a - x.z * bb) * rs;
+      g.w += (d.w - a - x.w * bb) * rs;
+      st4(dinp + off + c, g);
+    }
+  }
+}
+
+// Whether a row of C floats at every pointer given can take the vector path.
+inline bool ln_vec_ok(int C, std::initializer_list<const void*> ps) {
+  if (C % 4 != 0 || C > kLnVecMaxC) return false;
+  for (const void* p : ps) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
+// Calls f(std::integral_constant<int, NV>) with NV = ceil(C / 128), 1..8.
+template <typename F>
+inline void ln_vec_dispatch(int C, F f) {
+  switch ((C + 127) / 128) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
 }
 
 __global__ void layernorm_bwd_dinp_kernel(float* dinp, const float* dout, const float* inp,
@@ -122,8 +261,15 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   REQUIRE_INIT(fn);
   TRY(validate_layernorm_fwd(out, mean, rstd, inp, w, b, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-  LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, mean, rstd, inp, w, b, N,
-                                                                C);
+  if (ln_vec_ok(C, {out, inp, w, b})) {
+    ln_vec_dispatch(C, [&](auto nv) {
+      LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, false>), blocks,
+             32 * kLnRowsPerBlock, 0)(nullptr, out, mean, rstd, inp, nullptr, w, b, N, C);
+    });
+  } else {
+    LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, mean, rstd, inp, w, b,
+                                                                  N, C);
+  }
   return op_done(fn);
 }
 
@@ -142,8 +288,15 @@ LE_API int le_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout
   }
   if (dinp) {
     const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-    LAUNCH(layernorm_bwd_dinp_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
-        dinp, dout, inp, w, mean, rstd, N, C);
+    if (ln_vec_ok(C, {dinp, dout, inp, w})) {
+      ln_vec_dispatch(C, [&](auto nv) {
+        LAUNCH(layernorm_bwd_dinp_vec_kernel<decltype(nv)::value>, blocks,
+               32 * kLnRowsPerBlock, 0)(dinp, dout, inp, w, mean, rstd, N, C);
+      });
+    } else {
+      LAUNCH(layernorm_bwd_dinp_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
+          dinp, dout, inp, w, mean, rstd, N, C);
+    }
   }
   if (dw || db) {
     double* partw = dw ? part : nullptr;
@@ -165,7 +318,14 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   REQUIRE_INIT(fn);
   TRY(validate_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
-  LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
-      resid, out, mean, rstd, a, b, w, bias, N, C);
+  if (ln_vec_ok(C, {resid, out, a, b, w, bias})) {
+    ln_vec_dispatch(C, [&](auto nv) {
+      LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, true>), blocks,
+             32 * kLnRowsPerBlock, 0)(resid, out, mean, rstd, a, b, w, bias, N, C);
+    });
+  } else {
+    LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
+        resid, out, mean, rstd, a, b, w, bias, N, C);
+  }
   return op_done(fn);
 }
