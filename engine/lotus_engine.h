@@ -327,7 +327,9 @@ int le_keep_bf16(const float* p, int64_t n);
  * once before recording them. Before each replay, le_graph_launch checks again every index array
  * the recording read (ids, positions, targets: their contents may have changed since) against
  * the bound it was recorded for, without a wait when the array was uploaded since, and refuses
- * the replay with a message if one is out of range. A graph is refused at another precision
+ * the replay with a message if one is out of range. Recording runs nothing and leaves what the
+ * engine knows of the buffers (index ranges, bf16 weight copies) as it was; each replay applies
+ * what its ops write there. A graph is refused at another precision
  * mode than it was recorded at, and is invalid once a buffer it uses is freed. le_graph_free(slot) frees one graph (slot < 0:
  * all). The CPU engine runs every op when it is called: le_graph_begin, le_graph_end and
  * le_graph_launch fail there with a message, and le_graph_free does nothing. */

@@ -473,6 +473,79 @@ Deno.test({
 });
 
 Deno.test({
+  name: "emulated CUDA engine: recording changes nothing the engine knows; a replay applies " +
+    "what its ops write (index ranges forgotten or known, weight copies stale)",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu();
+    const N = 3, Cin = 8, Cout = 4, V = 6;
+    const x = e.alloc(N * Cin * 4), w = e.alloc(Cout * Cin * 4), plain = e.alloc(Cout * Cin * 4);
+    const y = e.alloc(N * Cout * 4), ids = e.alloc(N * 4), src = e.alloc(N * 4);
+    const wte = e.alloc(V * Cin * 4), logits = e.alloc(N * V * 4);
+    const got = new Float32Array(N * Cout), want = new Float32Array(N * Cout);
+    const waits = (f: () => void) => {
+      const c0 = emuCounters(lib).syncs;
+      f();
+      return emuCounters(lib).syncs - c0;
+    };
+    const rng = new Rng(5);
+    try {
+      e.setPrecision(2);
+      e.keepBf16(w, Cout * Cin);
+      const init = rng.normals(Cout * Cin);
+      e.upload(x, rng.normals(N * Cin));
+      e.upload(w, init);
+      e.upload(plain, init);
+      e.matmulFwd(y, x, w, null, N, Cin, Cout); // makes the kept copy, fresh
+      // A graph that scales the weights and reads them no more: the copy a replay leaves is
+      // stale, and the next matmul rebuilds it.
+      e.graphBegin();
+      e.scale(w, 0.5, Cout * Cin);
+      e.graphEnd(5);
+      e.matmulFwd(y, x, w, null, N, Cin, Cout); // nothing ran: the weights are as they were
+      e.download(got, y);
+      e.matmulFwd(y, x, plain, null, N, Cin, Cout);
+      e.download(want, y);
+      assertEquals(got, want, "after the recording");
+      e.graphLaunch(5);
+      e.scale(plain, 0.5, Cout * Cin);
+      e.matmulFwd(y, x, w, null, N, Cin, Cout);
+      e.download(got, y);
+      e.matmulFwd(y, x, plain, null, N, Cin, Cout);
+      e.download(want, y);
+      assertEquals(got, want, "after the replay, the matmul reads the scaled weights");
+      e.keepBf16(w, 0);
+      e.setPrecision(0);
+
+      // A graph that copies ids into an array it does not read: the range known of that array
+      // before a replay no longer holds after it.
+      e.upload(src, Int32Array.of(1, 2, 3));
+      e.graphBegin();
+      e.copy(ids, src, N * 4);
+      e.graphEnd(5);
+      e.upload(ids, Int32Array.of(0, 1, 2)); // known in range
+      e.upload(src, Int32Array.of(1, V + 4, 3));
+      e.graphLaunch(5); // ids now hold V + 4
+      assertThrows(() => e.embedFwd(x, ids, null, wte, null, N, Cin), EngineError, `${V + 4}`);
+      // A graph's argmax leaves its outputs known in [0, V) after each replay, and only then.
+      e.upload(logits, rng.normals(N * V));
+      e.upload(ids, Int32Array.of(V + 1, 0, 0)); // known, out of range
+      e.graphBegin();
+      e.argmax(ids, logits, N, V);
+      e.embedFwd(x, ids, null, wte, null, N, Cin); // reads the recorded argmax: no need
+      e.graphEnd(5);
+      assertThrows(() => e.embedFwd(x, ids, null, wte, null, N, Cin), EngineError, `${V + 1}`);
+      e.graphLaunch(5);
+      assertEquals(waits(() => e.embedFwd(x, ids, null, wte, null, N, Cin)), 0, "argmax ids");
+    } finally {
+      e.setPrecision(0);
+      e.graphFree(5);
+      for (const p of [x, w, plain, y, ids, src, wte, logits]) e.free(p);
+    }
+  },
+});
+
+Deno.test({
   name: "emulated CUDA engine: the thought phase replays loop passes from graphs, with the " +
     "bits of running them, one host call a pass",
   ignore: !OK,

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "../engine_checks.h"
 #include "../lotus_engine.h"
@@ -226,11 +227,12 @@ constexpr int kNoBad = 0x7fffffff;
 // integers or raw bytes (le_upload, le_copy, le_zero, le_argmax: wrote() in weights.cuh) or
 // freed (le_free): index arrays are never the float outputs of other ops.
 //
-// While a graph is recorded (graphs.cuh) nothing runs, so an entry made then (an le_argmax in
-// the recording) holds only for the ops recorded after it, and le_graph_end drops it. A check
-// that an entry from before the recording satisfies becomes one of the graph's index needs:
-// the graph reads whatever the array holds when it is replayed, so le_graph_launch checks the
-// array again then.
+// While a graph is recorded (graphs.cuh) nothing runs: the entries change as if the recorded
+// ops ran, so that the ops recorded after a write see it, and each change is noted as one of
+// the recording's effects. le_graph_end puts the entries back as they were before the
+// recording, and le_graph_launch applies the effects after each replay. A check that an entry
+// from before the recording satisfies becomes one of the graph's index needs: the graph reads
+// whatever the array holds when it is replayed, so le_graph_launch checks the array again then.
 struct CheckedIndices {
   const int32_t* p;
   int64_t n;
@@ -280,16 +282,21 @@ inline bool indices_checked(const char* fn, const int32_t* p, int n, int64_t hi,
   return c != nullptr;
 }
 
+// A change a recorded op makes to the entries: forget [p, p + bytes), or remember that the
+// n = bytes / 4 int32 at p are in [0, hi) (or negative when neg).
+struct CheckEffect {
+  const void* p;
+  uint64_t bytes;
+  int64_t hi;
+  bool neg;
+  bool remember;
+};
+std::vector<CheckEffect> g_effects;  // the effects of the graph being recorded
+
 inline void remember_checked(const int32_t* p, int64_t n, int64_t hi, bool neg) {
+  if (g.capturing) g_effects.push_back(CheckEffect{p, (uint64_t)n * 4, hi, neg, true});
   g_checked[g_checked_next] = CheckedIndices{p, n, hi, neg, g.capturing};
   g_checked_next = (g_checked_next + 1) % kCheckedSlots;
-}
-
-// Drops the entries made while a graph was being recorded (le_graph_end).
-inline void forget_recorded() {
-  for (CheckedIndices& c : g_checked) {
-    if (c.recorded) c = CheckedIndices{};
-  }
 }
 
 // Records the range of `bytes` bytes just uploaded from `host` to `dst`, read as int32.
@@ -316,6 +323,7 @@ inline bool overlaps(const void* a, uint64_t abytes, const void* b, uint64_t bby
 
 // Forgets the checked arrays that overlap [p, p + bytes) (bytes 0: everything).
 inline void forget_checked(const void* p, uint64_t bytes) {
+  if (g.capturing) g_effects.push_back(CheckEffect{p, bytes, 0, false, false});
   for (CheckedIndices& c : g_checked) {
     if (c.p && (bytes == 0 || overlaps(p, bytes, c.p, (uint64_t)c.n * 4))) c = CheckedIndices{};
   }

@@ -14,6 +14,13 @@
 // (upload it with le_upload, which records its range, or run the op once first). So the usual
 // way is to run the ops once, then record them, then replay them.
 //
+// Recording runs nothing, so le_graph_end leaves the engine's knowledge of the buffers as it
+// was at le_graph_begin: the index ranges it knows (common.cuh) and which bf16 weight copies
+// are fresh (weights.cuh). What the recorded ops would change there is kept with the graph and
+// applied after each replay: the index arrays it writes are forgotten (le_argmax's outputs are
+// known in range again), and a weight copy that the recording left stale (a generic write into
+// the weights after the copy's last refresh) is marked stale.
+//
 // A replay reads what the buffers hold when it runs. Each index array the recording read
 // (ids, positions, targets) is checked again before a replay, against the bound it was
 // recorded for: without a wait when the engine knows the array's range (an le_upload since,
@@ -23,6 +30,9 @@
 // uploaded multiplies with the new ones. A graph records the matmuls of the precision it was
 // recorded at: a replay at another precision is refused.
 #pragma once
+
+#include <algorithm>
+#include <vector>
 
 #include "common.cuh"
 #include "weights.cuh"
@@ -34,9 +44,16 @@ struct Graph {
   int precision = 0;
   IndexNeed needs[kGraphNeeds];  // the index arrays it reads (common.cuh)
   int n_needs = 0;
+  std::vector<CheckEffect> effects;  // applied to the index entries after each replay
+  std::vector<const float*> stale;   // weight copies (by range start) a replay leaves stale
 };
 constexpr int kGraphSlots = 32;
 Graph g_graphs[kGraphSlots];
+
+// The knowledge of the buffers at le_graph_begin, put back at le_graph_end.
+CheckedIndices g_checked_before[kCheckedSlots];
+int g_checked_next_before = 0;
+bool g_fresh_before[kWeightCopies];
 
 inline void drop_graph(Graph& gr) {
   if (gr.exec) cudaGraphExecDestroy(gr.exec);
@@ -62,6 +79,10 @@ LE_API int le_graph_begin(void) {
   g.capturing = true;
   g.capture_failures = g_failures;
   g_needs_n = 0;
+  g_effects.clear();
+  std::copy(g_checked, g_checked + kCheckedSlots, g_checked_before);
+  g_checked_next_before = g_checked_next;
+  for (int i = 0; i < kWeightCopies; i++) g_fresh_before[i] = g_weights[i].fresh;
   return 0;
 }
 
@@ -75,7 +96,14 @@ LE_API int le_graph_end(int slot) {
     return check_slot(fn, slot);
   }
   g.capturing = false;
-  forget_recorded();
+  // What the recording left stale, then the knowledge of before it (nothing ran).
+  std::vector<const float*> stale;
+  for (int i = 0; i < kWeightCopies; i++) {
+    if (g_weights[i].p && !g_weights[i].fresh) stale.push_back(g_weights[i].p);
+    g_weights[i].fresh = g_fresh_before[i];
+  }
+  std::copy(g_checked_before, g_checked_before + kCheckedSlots, g_checked);
+  g_checked_next = g_checked_next_before;
   // An op that failed while recording left a hole in the sequence: the recording is void.
   const bool failed = g_failures != g.capture_failures;
   char last[512] = "";
@@ -111,6 +139,8 @@ LE_API int le_graph_end(int slot) {
   gr.precision = g.precision;
   gr.n_needs = g_needs_n;
   memcpy(gr.needs, g_needs, sizeof(IndexNeed) * (size_t)g_needs_n);
+  gr.effects = g_effects;
+  gr.stale = std::move(stale);
   return 0;
 }
 
@@ -143,6 +173,18 @@ LE_API int le_graph_launch(int slot) {
     if (w.h) refresh(w);
   }
   CUDA_TRY(fn, cudaGraphLaunch(gr.exec, g.stream));
+  for (const CheckEffect& x : gr.effects) {
+    if (x.remember) {
+      remember_checked(static_cast<const int32_t*>(x.p), (int64_t)(x.bytes / 4), x.hi, x.neg);
+    } else {
+      forget_checked(x.p, x.bytes);
+    }
+  }
+  for (const float* p : gr.stale) {
+    for (WeightCopy& w : g_weights) {
+      if (w.p == p) w.fresh = false;
+    }
+  }
   return op_done(fn);
 }
 
