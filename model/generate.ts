@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Ptr } from "../engine/ffi.ts";
+import { EngineError, type Ptr } from "../engine/ffi.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import type { Model } from "./model.ts";
 import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "./stack.ts";
@@ -40,6 +40,12 @@ export function leftPadQuestions(
   }
   return { P, ids, pos, valid, qLen };
 }
+
+/**
+ * The most graphs a {@linkcode Generator} keeps (two or three a batch shape): the engine has
+ * 32 slots, shared by every user of it.
+ */
+export const MAX_GRAPHS = 16;
 
 /** What to generate. */
 export interface GenerateOptions {
@@ -134,7 +140,11 @@ export class Generator {
   #valid: Ptr;
   #logits: Ptr;
   #argmax: Ptr;
-  /** Graph slots of recorded loop passes, by batch shape and pass parity. */
+  /**
+   * Graph slots of recorded loop passes, by batch shape and pass parity, least recently used
+   * first: at most {@linkcode MAX_GRAPHS}, so that generations of ever new shapes (questions
+   * of new lengths) drop the oldest shapes' graphs rather than run out of the engine's slots.
+   */
   #graphs = new Map<string, number>();
 
   /** Allocate for `cap`. */
@@ -171,12 +181,19 @@ export class Generator {
     this.#arena.free();
   }
 
-  /** Runs `ops` from the graph recorded under `key`, recording it first if there is none. */
+  /**
+   * Runs `ops` from the graph recorded under `key`, recording it first if there is none; runs
+   * them op by op if every graph slot of the engine is held by its other users.
+   */
   #replay(key: string, ops: () => void): void {
     const e = this.model.eng;
     let slot = this.#graphs.get(key);
-    if (slot === undefined) {
-      slot = e.graphSlot();
+    if (slot !== undefined) {
+      this.#graphs.delete(key); // most recently used last
+      this.#graphs.set(key, slot);
+    } else {
+      slot = this.#freeSlot() ?? undefined;
+      if (slot === undefined) return ops();
       e.graphBegin();
       try {
         ops();
@@ -189,6 +206,24 @@ export class Generator {
       this.#graphs.set(key, slot);
     }
     e.graphLaunch(slot);
+  }
+
+  /** A graph slot for a new recording, freeing this generator's least recently used ones. */
+  #freeSlot(): number | null {
+    const e = this.model.eng;
+    for (;;) {
+      if (this.#graphs.size < MAX_GRAPHS) {
+        try {
+          return e.graphSlot();
+        } catch (err) {
+          if (!(err instanceof EngineError)) throw err;
+          if (this.#graphs.size === 0) return null; // all held elsewhere
+        }
+      }
+      const [key, slot] = this.#graphs.entries().next().value!;
+      e.graphFree(slot);
+      this.#graphs.delete(key);
+    }
   }
 
   /**

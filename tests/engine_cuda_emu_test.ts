@@ -8,7 +8,7 @@ import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
 import { ModelConfigSchema } from "../model/config.ts";
-import { Generator } from "../model/generate.ts";
+import { Generator, MAX_GRAPHS } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
@@ -541,6 +541,72 @@ Deno.test({
       e.setPrecision(0);
       e.graphFree(5);
       for (const p of [x, w, plain, y, ids, src, wte, logits]) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: generations of many shapes keep at most MAX_GRAPHS graphs, and " +
+    "run op by op when the engine's slots are all held elsewhere",
+  ignore: !OK,
+  fn() {
+    const e = emulated();
+    const V = 40, K = 2, c = 2, R = 3;
+    const cfg = ModelConfigSchema.parse({
+      vocabSize: V,
+      maxPositions: 64,
+      dModel: 16,
+      nHead: 2,
+      nLayer: 1,
+    });
+    const sp = { ...specialsFor(V), eos: -1 };
+    const rng = new Rng(8);
+    // 14 question lengths: 14 batch shapes, two or three graphs each, more than the 32 slots.
+    const qs = Array.from(
+      { length: 14 },
+      (_, i) => Int32Array.from({ length: i + 2 }, () => rng.below(V - 4)),
+    );
+    const model = new Model(e, cfg, perturbedParams(cfg, 4), false);
+    const gen = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
+    const held: number[] = [];
+    try {
+      const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 2, latentLogits: true };
+      const plain = qs.map((q) => gen.generate([q], sp, { ...opts, graphs: false }));
+      for (let round = 0; round < 2; round++) {
+        qs.forEach((q, i) => {
+          const g = gen.generate([q], sp, opts);
+          assertEquals(g.latentLogits, plain[i].latentLogits, `round ${round}, shape ${i}`);
+        });
+      }
+      // The generator holds MAX_GRAPHS slots; the others are free.
+      for (;;) {
+        try {
+          held.push(e.graphSlot());
+        } catch {
+          break;
+        }
+      }
+      assertEquals(held.length, 32 - MAX_GRAPHS);
+      gen.free();
+      while (held.length < 32) held.push(e.graphSlot());
+      // Every slot held elsewhere: the passes run op by op. One slot left: its graphs take
+      // turns in it. Either way the answers are the same.
+      const gen2 = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
+      try {
+        for (const free of [0, 1]) {
+          if (free) e.graphFree(held.pop()!);
+          for (const i of [3, 3, 9]) {
+            const g = gen2.generate([qs[i]], sp, opts);
+            assertEquals(g.latentLogits, plain[i].latentLogits, `${free} slots free, shape ${i}`);
+          }
+        }
+      } finally {
+        gen2.free();
+      }
+    } finally {
+      for (const s of held) e.graphFree(s);
+      gen.free();
+      model.free();
     }
   },
 });
