@@ -14,9 +14,9 @@
  * It then counts batch-1 inference on the same model (the real shape's 12 layers, K = R = 6,
  * c = 13, a 60-token question): the thought phase (pass 0 and R loop passes: a LOTUS generation
  * of one token less a CoT generation of one token, which share the prefill and the first
- * token), with loop passes 1..R replayed from CUDA graphs (the default) and without, and one
- * answer token (from LOTUS generations of 1 and 9 tokens). Counts are of a third generation,
- * after two that grew the scratch and recorded the graphs.
+ * token), and one answer token (from LOTUS generations of 1 and 9 tokens), each with the
+ * prefill, loop passes and decoding steps replayed from CUDA graphs (the default) and without.
+ * Counts are of a third generation, after two that grew the scratch and recorded the graphs.
  *
  * `--recompute on` (the default, as training on CUDA) counts the step of a runner that rebuilds
  * the normalisations, attention outputs and MLP activations in the backward.
@@ -109,18 +109,27 @@ const launchesOf = (mode: "lotus" | "cot", n: number, graphs: boolean) => {
     graphs: c1.graphLaunches - c0.graphLaunches,
   };
 };
-const cot1 = launchesOf("cot", 1, false);
 const thoughtOf = (graphs: boolean) => {
-  const l = launchesOf("lotus", 1, graphs);
+  const cot1 = launchesOf("cot", 1, graphs), l = launchesOf("lotus", 1, graphs);
   return {
     kernelLaunches: l.launches - cot1.launches,
     gemms: l.gemms - cot1.gemms,
     hostWaits: l.syncs - cot1.syncs,
-    graphLaunches: l.graphs,
+    graphLaunches: l.graphs - cot1.graphs,
   };
 };
 const thoughtGraphs = thoughtOf(true), thoughtPlain = thoughtOf(false);
-const lotus1 = launchesOf("lotus", 1, true), lotus9 = launchesOf("lotus", 9, true);
+const tokenOf = (graphs: boolean) => {
+  const one = launchesOf("lotus", 1, graphs), nine = launchesOf("lotus", 9, graphs);
+  return {
+    kernelLaunches: (nine.launches - one.launches) / 8,
+    gemms: (nine.gemms - one.gemms) / 8,
+    // the argmax download that greedy decoding reads, and any index check
+    hostWaits: (nine.syncs - one.syncs) / 8,
+    graphLaunches: (nine.graphs - one.graphs) / 8,
+  };
+};
+const tokenGraphs = tokenOf(true), tokenPlain = tokenOf(false);
 gen.free();
 imodel.free();
 eng.close();
@@ -137,14 +146,11 @@ console.log(JSON.stringify({
   hostWaits: d("syncs") - 1,
   loss,
   batch1: {
-    // loop passes 1..R replayed from CUDA graphs (the CUDA engine's default), and without
+    // replayed from CUDA graphs (the CUDA engine's default: the third generation of the shape
+    // replays the prefill, every loop pass and every decoding step), and without
     thought: thoughtGraphs,
     thoughtWithoutGraphs: thoughtPlain,
-    answerToken: {
-      kernelLaunches: (lotus9.launches - lotus1.launches) / 8,
-      gemms: (lotus9.gemms - lotus1.gemms) / 8,
-      // the argmax download that greedy decoding reads, and any index check
-      hostWaits: (lotus9.syncs - lotus1.syncs) / 8,
-    },
+    answerToken: tokenGraphs,
+    answerTokenWithoutGraphs: tokenPlain,
   },
 }));

@@ -1250,13 +1250,33 @@ export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[
         rows.push(
           checkRow(
             "generation",
-            `CUDA graphs replay the loop passes bit for bit (B=${B}, ${injection})`,
+            `CUDA graphs replay the prefill, loop passes and decoding steps bit for bit (B=${B}, ${injection})`,
             precision,
             err,
             0,
           ),
         );
       }
+      // Explicit CoT decodes through the same graphs (the CoT baseline's speed-ups).
+      const cot = { mode: "cot" as const, maxNewTokens: 3 };
+      const plain = gen.generate(qs, sp, { ...cot, graphs: false });
+      let err = 0;
+      for (let run = 0; run < 3; run++) {
+        gen.generate(qs, sp, cot).tokens.forEach((t, b) =>
+          t.forEach((id, i) => {
+            if (id !== plain.tokens[b][i]) err++;
+          })
+        );
+      }
+      rows.push(
+        checkRow(
+          "generation",
+          `CUDA graphs replay explicit CoT's prefill and decoding steps (B=${B})`,
+          precision,
+          err,
+          0,
+        ),
+      );
     }
   } finally {
     gen.free();

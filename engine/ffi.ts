@@ -36,10 +36,10 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 10;
+export const LE_ABI_VERSION = 11;
 
 /** Graph slots of the engine (le_graph_end). */
-const GRAPH_SLOTS = 32;
+const GRAPH_SLOTS = 128;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -252,6 +252,7 @@ export class Engine {
   }
 
   #graphSlots = new Set<number>();
+  #precision: 0 | 1 | 2 = 0;
 
   #fail(op: string): never {
     throw new EngineError(op, lastError(this.#s));
@@ -291,6 +292,12 @@ export class Engine {
   /** 0 = fp32, 1 = TF32 matmuls, 2 = bf16 matmuls (fp32 storage). CPU: only 0. */
   setPrecision(mode: 0 | 1 | 2): void {
     if (this.#s.le_set_precision(mode) !== 0) this.#fail("le_set_precision");
+    this.#precision = mode;
+  }
+
+  /** The precision mode of the matmuls ({@linkcode Engine.setPrecision}; 0 until set). */
+  get precision(): 0 | 1 | 2 {
+    return this.#precision;
   }
 
   /** Zero-filled engine memory of `bytes` bytes. Throws EngineError when it cannot. */
@@ -998,7 +1005,7 @@ export class Engine {
     if (this.#s.le_graph_begin() !== 0) this.#fail("le_graph_begin");
   }
 
-  /** Stop recording and keep the graph in `slot` (0..31); a negative slot discards it. */
+  /** Stop recording and keep the graph in `slot` (0..127); a negative slot discards it. */
   graphEnd(slot: number): void {
     if (this.#s.le_graph_end(slot) !== 0) this.#fail("le_graph_end");
   }

@@ -42,10 +42,10 @@ export function leftPadQuestions(
 }
 
 /**
- * The most graphs a {@linkcode Generator} keeps (two or three a batch shape): the engine has
- * 32 slots, shared by every user of it.
+ * The most graphs a {@linkcode Generator} keeps: for a batch shape, the prefill, three loop-pass
+ * graphs and one a decoding step. The engine has 128 slots, shared by every user of it.
  */
-export const MAX_GRAPHS = 16;
+export const MAX_GRAPHS = 96;
 
 /** What to generate. */
 export interface GenerateOptions {
@@ -70,10 +70,10 @@ export interface GenerateOptions {
   /** LOTUS: also return the post-loop logits of the loop region, [B, 1 + K*c, V]. */
   latentLogits?: boolean;
   /**
-   * LOTUS on the CUDA engine: replay loop passes 1..R from graphs recorded at their first run
-   * (one per shape and pass parity), and pass 0 from the second generation of a shape on, one
-   * host call a pass instead of one an op. Default true there; the CPU engine has no graphs.
-   * Results are the same bits either way.
+   * On the CUDA engine: replay LOTUS loop passes 1..R from graphs recorded at their first run
+   * (one per shape and pass parity), and the prefill, pass 0 and each decoding step from the
+   * second generation of a batch shape on: one host call each instead of one an op. Default
+   * true there; the CPU engine has no graphs. Results are the same bits either way.
    */
   graphs?: boolean;
 }
@@ -146,6 +146,8 @@ export class Generator {
    * of new lengths) drop the oldest shapes' graphs rather than run out of the engine's slots.
    */
   #graphs = new Map<string, number>();
+  /** The batch shapes generated so far (see {@linkcode Generator.generate}'s graphs). */
+  #shapes = new Set<string>();
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
@@ -183,7 +185,8 @@ export class Generator {
 
   /**
    * Runs `ops` from the graph recorded under `key`, recording it first if there is none; runs
-   * them op by op if every graph slot of the engine is held by its other users.
+   * them op by op if every graph slot of the engine is held by its other users, or if they
+   * cannot be recorded (an error they raise then is raised again, by running them).
    */
   #replay(key: string, ops: () => void): void {
     const e = this.model.eng;
@@ -197,15 +200,25 @@ export class Generator {
       e.graphBegin();
       try {
         ops();
-      } catch (err) {
+      } catch {
+        // Something in ops cannot be recorded yet (a scratch buffer that would have to grow, at
+        // a step no earlier generation reached): nothing ran, so run them op by op.
         e.graphEnd(-1);
         e.graphFree(slot);
-        throw err;
+        return ops();
       }
       e.graphEnd(slot);
       this.#graphs.set(key, slot);
     }
     e.graphLaunch(slot);
+  }
+
+  /** Whether a generation of `shape` ran before (remembering it for the next call). */
+  #seen(shape: string): boolean {
+    if (this.#shapes.has(shape)) return true;
+    if (this.#shapes.size >= 4096) this.#shapes.clear();
+    this.#shapes.add(shape);
+    return false;
   }
 
   /** A graph slot for a new recording, freeing this generator's least recently used ones. */
@@ -251,25 +264,36 @@ export class Generator {
     }
     const T0 = performance.now();
 
+    // Graphs (CUDA): the loop passes from a shape's first generation on; the prefill, pass 0
+    // and each decoding step (one graph a step: the cache length differs) from its second,
+    // after a first generation has grown the scratch and made the weights' bf16 copy.
+    const graphs = (opts.graphs ?? true) && e.backend === "cuda";
+    const shape = `${B},${P},${L},${e.precision}`;
+    const again = graphs && this.#seen(shape);
+    const run = (key: string, ops: () => void) =>
+      again ? this.#replay(`${shape},${key}`, ops) : ops();
+
     // Prefix.
     e.upload(this.#ids, pre.ids), e.upload(this.#pos, pre.pos), e.upload(this.#valid, pre.valid);
-    e.embedFwd(this.#pre.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * P, C);
-    main.forward(this.#pre, sc, B, P, null, this.#valid, null, this.#pos);
     const tcap = this.#tcap;
-    for (let l = 0; l < m.cfg.nLayer; l++) {
-      e.copyRows(
-        this.#cache[l],
-        e.offset(this.#pre.qkv[l], C * F32),
-        B,
-        P,
-        KW,
-        tcap * KW,
-        KW,
-        P * W,
-        W,
-        false,
-      );
-    }
+    run("prefill", () => {
+      e.embedFwd(this.#pre.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * P, C);
+      main.forward(this.#pre, sc, B, P, null, this.#valid, null, this.#pos);
+      for (let l = 0; l < m.cfg.nLayer; l++) {
+        e.copyRows(
+          this.#cache[l],
+          e.offset(this.#pre.qkv[l], C * F32),
+          B,
+          P,
+          KW,
+          tcap * KW,
+          KW,
+          P * W,
+          W,
+          false,
+        );
+      }
+    });
     e.sync();
     const T1 = performance.now();
 
@@ -289,8 +313,7 @@ export class Generator {
       }
       const prePast = pastOfChunk(this.#pre, C, e, main.shape);
       e.upload(this.#pos, pos), e.upload(this.#valid, valid);
-      const replace = opts.injection === "replace", shape = `${B},${P},${L}`;
-      const graphs = (opts.graphs ?? true) && e.backend === "cuda";
+      const replace = opts.injection === "replace";
       let prev: Chunk | null = null;
       for (let r = 0; r <= R; r++) {
         const ch = this.#pass[r % 2], from = prev;
@@ -315,11 +338,9 @@ export class Generator {
           main.forward(ch, sc, B, L, prePast, this.#valid, null, this.#pos);
         };
         // Passes 1..R of one parity run the same ops on the same buffers: record the first,
-        // replay it (pass 0 ran the same shapes, so nothing grows while recording). Pass 0 is
-        // recorded once pass 1 has been, in an earlier generation of the shape.
+        // replay it (pass 0 ran the same shapes, so nothing grows while recording).
         if (graphs && r > 0) this.#replay(`${shape},${r % 2}`, pass);
-        else if (graphs && this.#graphs.has(`${shape},1`)) this.#replay(`${shape},first`, pass);
-        else pass();
+        else run("first", pass);
         prev = ch;
       }
       for (let l = 0; l < m.cfg.nLayer; l++) {
@@ -394,26 +415,28 @@ export class Generator {
         kv.set(keyValid.subarray(b * tcap, b * tcap + len + 1), b * (len + 1));
       }
       e.upload(this.#valid, kv);
-      e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
-      cachePast.length = len;
-      main.forward(dec, sc, B, 1, cachePast, this.#valid, null, this.#pos);
-      for (let l = 0; l < m.cfg.nLayer; l++) {
-        e.copyRows(
-          e.offset(this.#cache[l], len * KW * F32),
-          e.offset(dec.qkv[l], C * F32),
-          B,
-          1,
-          KW,
-          tcap * KW,
-          KW,
-          W,
-          W,
-          false,
-        );
-      }
+      run(`decode ${len}`, () => {
+        e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
+        cachePast.length = len;
+        main.forward(dec, sc, B, 1, cachePast, this.#valid, null, this.#pos);
+        for (let l = 0; l < m.cfg.nLayer; l++) {
+          e.copyRows(
+            e.offset(this.#cache[l], len * KW * F32),
+            e.offset(dec.qkv[l], C * F32),
+            B,
+            1,
+            KW,
+            tcap * KW,
+            KW,
+            W,
+            W,
+            false,
+          );
+        }
+        e.matmulFwd(this.#logits, dec.h, m.head, null, B, C, V);
+        e.argmax(this.#argmax, this.#logits, B, V);
+      });
       len++;
-      e.matmulFwd(this.#logits, dec.h, m.head, null, B, C, V);
-      e.argmax(this.#argmax, this.#logits, B, V);
       e.download(argmax, this.#argmax);
       steps++;
       this.#accept(argmax, out, done, sp.eos);

@@ -455,9 +455,9 @@ Deno.test({
       e.graphEnd(-1); // discarded, no error
       ops(); // outside a recording, the device check runs
       assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
-      assertThrows(() => e.graphLaunch(32), EngineError, "slots 0..31");
+      assertThrows(() => e.graphLaunch(128), EngineError, "slots 0..127");
       e.graphBegin();
-      assertThrows(() => e.graphEnd(32), EngineError, "slots 0..31");
+      assertThrows(() => e.graphEnd(128), EngineError, "slots 0..127");
       assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
       e.graphFree(3);
       assertThrows(() => e.graphLaunch(3), EngineError, "holds no graph");
@@ -561,13 +561,14 @@ Deno.test({
     });
     const sp = { ...specialsFor(V), eos: -1 };
     const rng = new Rng(8);
-    // 14 question lengths: 14 batch shapes, two or three graphs each, more than the 32 slots.
+    // 24 question lengths: 24 batch shapes, six graphs each over two generations (two loop
+    // passes, then the prefill, pass 0 and two decoding steps), more than the 128 slots.
     const qs = Array.from(
-      { length: 14 },
+      { length: 24 },
       (_, i) => Int32Array.from({ length: i + 2 }, () => rng.below(V - 4)),
     );
     const model = new Model(e, cfg, perturbedParams(cfg, 4), false);
-    const gen = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
+    const gen = new Generator(model, { B: 1, P: 26, K, c, maxNewTokens: 2 });
     const held: number[] = [];
     try {
       const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 2, latentLogits: true };
@@ -586,12 +587,12 @@ Deno.test({
           break;
         }
       }
-      assertEquals(held.length, 32 - MAX_GRAPHS);
+      assertEquals(held.length, 128 - MAX_GRAPHS);
       gen.free();
-      while (held.length < 32) held.push(e.graphSlot());
+      while (held.length < 128) held.push(e.graphSlot());
       // Every slot held elsewhere: the passes run op by op. One slot left: its graphs take
       // turns in it. Either way the answers are the same.
-      const gen2 = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
+      const gen2 = new Generator(model, { B: 1, P: 26, K, c, maxNewTokens: 2 });
       try {
         for (const free of [0, 1]) {
           if (free) e.graphFree(held.pop()!);
@@ -612,8 +613,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: the thought phase replays loop passes from graphs, with the " +
-    "bits of running them, one host call a pass",
+  name: "emulated CUDA engine: generation replays the prefill, loop passes and decoding steps " +
+    "from graphs, with the bits of running them, one host call each",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu();
@@ -646,16 +647,29 @@ Deno.test({
             assertEquals(g.tokens, plain.tokens, `${precision} ${injection}: tokens`);
             assertEquals(g.latentLogits, plain.latentLogits, `${precision} ${injection}: latents`);
           }
-          // Passes 1..R from the first generation on, pass 0 from the second.
-          assertEquals(c1.graphLaunches - c0.graphLaunches, R + 1, "one graph launch a pass");
+          // Passes 1..R from the first generation on; the prefill, pass 0 and every decoding
+          // step from the second.
+          assertEquals(
+            c1.graphLaunches - c0.graphLaunches,
+            1 + (R + 1) + again.timings.decodeSteps,
+            "one graph launch a pass and a step",
+          );
+          assertEquals(again.timings.decodeSteps, 3);
           const more = gen.generate(qs, sp, { ...opts, injection });
           assertEquals(more.latentLogits, plain.latentLogits, "pass 0 replayed");
+          assertEquals(more.tokens, plain.tokens, "the prefill and decoding steps replayed");
           // The passes cost their ops' launches without graphs, and none with them.
           const c3 = emuCounters(lib);
           gen.generate(qs, sp, { ...opts, injection });
           const withGraphs = emuCounters(lib).launches - c3.launches;
           const without = c2.launches - c1.launches;
           assert(without - withGraphs >= (R + 1) * cfg.nLayer * 4, `${without} vs ${withGraphs}`);
+        }
+        // Explicit CoT: the prefill and decoding steps, the same way.
+        const cot = { mode: "cot" as const, maxNewTokens: 3 };
+        const cotPlain = gen.generate(qs, sp, { ...cot, graphs: false });
+        for (let i = 0; i < 3; i++) {
+          assertEquals(gen.generate(qs, sp, cot).tokens, cotPlain.tokens, `${precision} cot ${i}`);
         }
       } finally {
         gen.free();
@@ -666,7 +680,7 @@ Deno.test({
     // What check/gpu_check.ts runs on a GPU.
     for (const p of ["fp32", "bf16"] as const) {
       const rows = compareGraphReplay(e, p);
-      assertEquals(rows.length, 4);
+      assertEquals(rows.length, 6);
       for (const r of rows) assert(r.pass, `${p} ${r.name}: ${r.err}`);
     }
   },
