@@ -39,7 +39,7 @@ export type Ptr = bigint | null;
 export const LE_ABI_VERSION = 11;
 
 /** Graph slots of the engine (le_graph_end). */
-const GRAPH_SLOTS = 128;
+const GRAPH_SLOTS = 512;
 
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
@@ -1005,7 +1005,7 @@ export class Engine {
     if (this.#s.le_graph_begin() !== 0) this.#fail("le_graph_begin");
   }
 
-  /** Stop recording and keep the graph in `slot` (0..127); a negative slot discards it. */
+  /** Stop recording and keep the graph in `slot` (0..511); a negative slot discards it. */
   graphEnd(slot: number): void {
     if (this.#s.le_graph_end(slot) !== 0) this.#fail("le_graph_end");
   }

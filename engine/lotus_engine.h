@@ -318,7 +318,7 @@ int le_keep_bf16(const float* p, int64_t n);
 /* Graphs: record a sequence of ops once and replay it with one call. Between le_graph_begin and
  * le_graph_end(slot) the CUDA engine records the ops it is called with instead of running them,
  * each with its arguments as given (buffers, shapes, scalars); le_graph_end stores the recording
- * in slot 0..127 (replacing what was there; slot < 0 discards it) and le_graph_launch(slot) runs
+ * in slot 0..511 (replacing what was there; slot < 0 discards it) and le_graph_launch(slot) runs
  * it, reading what the buffers hold then. Host checks run at the recording. While recording,
  * whatever would wait for the device, touch host memory or allocate fails at once with a message
  * (le_upload, le_download, le_sync, le_alloc, le_free, le_set_precision, le_keep_bf16, the

@@ -42,10 +42,11 @@ export function leftPadQuestions(
 }
 
 /**
- * The most graphs a {@linkcode Generator} keeps: for a batch shape, the prefill, three loop-pass
- * graphs and one a decoding step. The engine has 128 slots, shared by every user of it.
+ * The most graphs a {@linkcode Generator} keeps by default: for a batch shape, the prefill,
+ * three loop-pass graphs and one a decoding step (a 90-token CoT answer and a LOTUS one of the
+ * same question hold about 100). The engine has 512 slots, shared by every user of it.
  */
-export const MAX_GRAPHS = 96;
+export const MAX_GRAPHS = 384;
 
 /** What to generate. */
 export interface GenerateOptions {
@@ -117,6 +118,11 @@ export interface GeneratorCapacity {
   c: number;
   /** Largest generation budget per call. */
   maxNewTokens: number;
+  /**
+   * Most CUDA graphs kept ({@linkcode MAX_GRAPHS} by default): the least recently used are
+   * freed first.
+   */
+  maxGraphs?: number;
 }
 
 /**
@@ -143,7 +149,8 @@ export class Generator {
   /**
    * Graph slots of recorded loop passes, by batch shape and pass parity, least recently used
    * first: at most {@linkcode MAX_GRAPHS}, so that generations of ever new shapes (questions
-   * of new lengths) drop the oldest shapes' graphs rather than run out of the engine's slots.
+   * of new lengths) drop the oldest shapes' graphs rather than run out of the engine's slots
+   * ({@linkcode GeneratorCapacity.maxGraphs}).
    */
   #graphs = new Map<string, number>();
   /** The batch shapes generated so far (see {@linkcode Generator.generate}'s graphs). */
@@ -225,7 +232,7 @@ export class Generator {
   #freeSlot(): number | null {
     const e = this.model.eng;
     for (;;) {
-      if (this.#graphs.size < MAX_GRAPHS) {
+      if (this.#graphs.size < (this.cap.maxGraphs ?? MAX_GRAPHS)) {
         try {
           return e.graphSlot();
         } catch (err) {

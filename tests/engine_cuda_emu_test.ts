@@ -8,7 +8,7 @@ import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
 import { ModelConfigSchema } from "../model/config.ts";
-import { Generator, MAX_GRAPHS } from "../model/generate.ts";
+import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
@@ -455,9 +455,9 @@ Deno.test({
       e.graphEnd(-1); // discarded, no error
       ops(); // outside a recording, the device check runs
       assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
-      assertThrows(() => e.graphLaunch(128), EngineError, "slots 0..127");
+      assertThrows(() => e.graphLaunch(512), EngineError, "slots 0..511");
       e.graphBegin();
-      assertThrows(() => e.graphEnd(128), EngineError, "slots 0..127");
+      assertThrows(() => e.graphEnd(512), EngineError, "slots 0..511");
       assertThrows(() => e.graphEnd(0), EngineError, "no graph is being captured");
       e.graphFree(3);
       assertThrows(() => e.graphLaunch(3), EngineError, "holds no graph");
@@ -546,7 +546,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: generations of many shapes keep at most MAX_GRAPHS graphs, and " +
+  name: "emulated CUDA engine: generations of many shapes keep at most maxGraphs graphs, and " +
     "run op by op when the engine's slots are all held elsewhere",
   ignore: !OK,
   fn() {
@@ -561,14 +561,14 @@ Deno.test({
     });
     const sp = { ...specialsFor(V), eos: -1 };
     const rng = new Rng(8);
-    // 24 question lengths: 24 batch shapes, six graphs each over two generations (two loop
-    // passes, then the prefill, pass 0 and two decoding steps), more than the 128 slots.
+    // 12 question lengths: 12 batch shapes, six graphs each over two generations (two loop
+    // passes, then the prefill, pass 0 and two decoding steps), more than the 16 kept.
     const qs = Array.from(
-      { length: 24 },
+      { length: 12 },
       (_, i) => Int32Array.from({ length: i + 2 }, () => rng.below(V - 4)),
     );
     const model = new Model(e, cfg, perturbedParams(cfg, 4), false);
-    const gen = new Generator(model, { B: 1, P: 26, K, c, maxNewTokens: 2 });
+    const gen = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2, maxGraphs: 16 });
     const held: number[] = [];
     try {
       const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 2, latentLogits: true };
@@ -579,7 +579,7 @@ Deno.test({
           assertEquals(g.latentLogits, plain[i].latentLogits, `round ${round}, shape ${i}`);
         });
       }
-      // The generator holds MAX_GRAPHS slots; the others are free.
+      // The generator holds its 16 slots; the others are free.
       for (;;) {
         try {
           held.push(e.graphSlot());
@@ -587,12 +587,12 @@ Deno.test({
           break;
         }
       }
-      assertEquals(held.length, 128 - MAX_GRAPHS);
+      assertEquals(held.length, 512 - 16);
       gen.free();
-      while (held.length < 128) held.push(e.graphSlot());
+      while (held.length < 512) held.push(e.graphSlot());
       // Every slot held elsewhere: the passes run op by op. One slot left: its graphs take
       // turns in it. Either way the answers are the same.
-      const gen2 = new Generator(model, { B: 1, P: 26, K, c, maxNewTokens: 2 });
+      const gen2 = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
       try {
         for (const free of [0, 1]) {
           if (free) e.graphFree(held.pop()!);

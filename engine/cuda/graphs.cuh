@@ -47,7 +47,7 @@ struct Graph {
   std::vector<CheckEffect> effects;  // applied to the index entries after each replay
   std::vector<const float*> stale;   // weight copies (by range start) a replay leaves stale
 };
-constexpr int kGraphSlots = 128;
+constexpr int kGraphSlots = 512;
 Graph g_graphs[kGraphSlots];
 
 // The knowledge of the buffers at le_graph_begin, put back at le_graph_end.
