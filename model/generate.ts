@@ -147,10 +147,10 @@ export class Generator {
   #logits: Ptr;
   #argmax: Ptr;
   /**
-   * Graph slots of recorded loop passes, by batch shape and pass parity, least recently used
-   * first: at most {@linkcode MAX_GRAPHS}, so that generations of ever new shapes (questions
-   * of new lengths) drop the oldest shapes' graphs rather than run out of the engine's slots
-   * ({@linkcode GeneratorCapacity.maxGraphs}).
+   * Graph slots of the recorded prefills, loop passes and decoding steps, by batch shape and
+   * part, least recently used first: at most {@linkcode GeneratorCapacity.maxGraphs}, so that
+   * generations of ever new shapes (questions of new lengths) drop the oldest graphs rather
+   * than run out of the engine's slots.
    */
   #graphs = new Map<string, number>();
   /** The batch shapes generated so far (see {@linkcode Generator.generate}'s graphs). */
