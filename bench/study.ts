@@ -258,6 +258,15 @@ function runs(): RunSpec[] {
     fromCot(best),
     cotOf("tiny-mix16-cot-lr3e-3"),
   );
+  // 6. The tiny baseline again (LOTUS from CoT at 1e-3, 8 epochs), from the retrained CoT starts
+  //    that the dropout, λ and stage-length rows used: the control those rows compare with.
+  add(
+    `tiny-ages23-fromcot-lr${best}-again`,
+    "ages23",
+    "tiny",
+    fromCot(best),
+    cotOf("tiny-ages23-cot-lr3e-3"),
+  );
   return out;
 }
 
