@@ -89,7 +89,7 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-// The vector type of 16-byte loads and stores, as vector_types.h declares it.
+// The vector type of 16-byte loads and stores, as the CUDA toolkit declares it.
 struct alignas(16) float4 {
   float x, y, z, w;
 };
