@@ -151,17 +151,19 @@ const gemms = [[C, wd.qkv], [C, C], [C, wd.ffIn], [wd.ffOut, C]].map(([cin, cout
   cout,
 }));
 gemms.push({ N: logitRows, cin: C, cout: V }); // the LM head, one row chunk
-const slotA = Math.max(...gemms.map((g) => Math.max(g.cout * g.cin, g.N * g.cout)));
-const slotB = Math.max(...gemms.map((g) => Math.max(g.N * g.cin, g.cout * g.cin)));
-const slotC = Math.max(...gemms.map((g) => g.N * g.cin));
+// A reduced copy's rows are padded to 16 bytes: 4 TF32 or 8 bf16 values.
+const pad = (cols: number, q: number) => Math.ceil(cols / q) * q;
+const slotA = Math.max(...gemms.map((g) => Math.max(g.cout * pad(g.cin, 4), g.N * pad(g.cout, 4))));
+const slotB = Math.max(...gemms.map((g) => Math.max(g.N * pad(g.cin, 4), g.cout * pad(g.cin, 4))));
+const slotC = Math.max(...gemms.map((g) => g.N * pad(g.cin, 4)));
 const workspace = 32 * 2 ** 20;
 const attnD = B * NH * Math.max(P, L, S) * 4;
 // TF32 rounds every operand, weights too, into the slots. bf16 reads the weights from the copy
 // the engine keeps of them (le_keep_bf16: 2 bytes a parameter), so the slots only ever hold
 // activations: dout in a, the input in b and c.
 const tf32Scratch = workspace + (slotA + slotB + slotC) * 4 + attnD;
-const actSlots = Math.max(...gemms.map((g) => g.N * g.cout)) +
-  2 * Math.max(...gemms.map((g) => g.N * g.cin));
+const actSlots = Math.max(...gemms.map((g) => g.N * pad(g.cout, 8))) +
+  2 * Math.max(...gemms.map((g) => g.N * pad(g.cin, 8)));
 const bf16Scratch = workspace + actSlots * 2 + 2 * params + attnD;
 
 // Design estimate. Per layer and row a recomputing training chunk keeps, in fp32: x, resid2,

@@ -460,6 +460,28 @@ export const OP_CASES: OpCase[] = [
     },
   },
   {
+    // Widths that are no multiple of 8: the reduced copies' rows are padded (matmul.cuh).
+    name: "matmul fwd, bwd, odd widths",
+    matmul: true,
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 33, Cin = 45, Cout = 37;
+        const x = b.f32(randn(rng, N * Cin)), w = b.f32(randn(rng, Cout * Cin, 0.1));
+        const out = b.f32(N * Cout);
+        eng.matmulFwd(out, x, w, null, N, Cin, Cout);
+        const dout = b.f32(randn(rng, N * Cout));
+        const dinp = b.f32(randn(rng, N * Cin, 0.1)), dw = b.f32(randn(rng, Cout * Cin, 0.1));
+        eng.matmulBwd(dinp, dw, null, dout, x, w, N, Cin, Cout);
+        return {
+          out: b.get(out, N * Cout),
+          dinp: b.get(dinp, N * Cin),
+          dw: b.get(dw, Cout * Cin),
+        };
+      });
+    },
+  },
+  {
     name: "gelu fwd, bwd",
     run(eng, seed) {
       const rng = new Rng(seed);

@@ -19,7 +19,10 @@
 //      fp32 accumulation (A, B CUDA_R_16BF, C CUDA_R_32F, CUBLAS_COMPUTE_32F). Outputs,
 //      the bias and every accumulated gradient stay fp32.
 // The weights in engine memory stay fp32 in every mode (they are the optimiser's master
-// copy); only these per-call operand copies are reduced. A weight range declared with
+// copy); only these per-call operand copies are reduced. A reduced copy's rows are padded to
+// 16 bytes (8 bf16 or 4 TF32 values; the padding is never read), so that every row starts
+// aligned, as the tensor-core kernels want: the LM head's gradient has rows of 50,260 values,
+// which would otherwise send both backward GEMMs of the head to slower kernels. A weight range declared with
 // le_keep_bf16 is not rounded per call: its kept bf16 copy is read instead (weights.cuh).
 //
 // Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
@@ -63,41 +66,84 @@ __global__ void colsum_part_kernel(double* part, const float* x, int N, int C, i
   part[(int64_t)blockIdx.y * C + c] = s;
 }
 
+// The rounding kernels into a copy whose rows are ld apart (ld > cols; else the flat ones).
+__global__ void to_tf32_rows_kernel(float* out, const float* in, int64_t rows, int cols,
+                                    int ld) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    uint32_t u = __float_as_uint(in[i]);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    out[i / cols * ld + i % cols] = __uint_as_float(u);
+  }
+}
+
+__global__ void to_bf16_rows_kernel(__nv_bfloat16* out, const float* in, int64_t rows, int cols,
+                                    int ld) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i / cols * ld + i % cols] = __float2bfloat16_rn(in[i]);
+}
+
 // An operand ready for cublasGemmEx in the current precision: the fp32 buffer itself
-// (mode 0), or a reduced copy in scratch slot `slot`.
+// (mode 0), a kept bf16 weight copy, or a reduced copy in scratch slot `slot`; ld is the
+// distance between its rows, in elements.
 struct Operand {
   const void* p;
   cudaDataType_t type;
+  int ld;
 };
 
-inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t n, Operand* op) {
+// The row pitch of a reduced copy of rows `cols` wide: a multiple of 16 bytes.
+inline int padded_ld(int cols) {
+  const int q = g.precision == 2 ? 8 : 4;
+  return (cols + q - 1) / q * q;
+}
+
+// x is [rows, cols] with rows cols apart.
+inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t rows, int cols,
+                   Operand* op) {
+  const int64_t n = rows * cols;
   if (g.precision == 0) {
-    *op = {x, CUDA_R_32F};
+    *op = {x, CUDA_R_32F, cols};
     return 0;
   }
+  const int ld = padded_ld(cols);
+  const unsigned blocks = grid_for(n, 256);
   if (g.precision == 1) {
-    float* dst = (float*)slot.get(fn, (size_t)n * sizeof(float));
+    float* dst = (float*)slot.get(fn, (size_t)(rows * ld) * sizeof(float));
     if (!dst) return 1;
-    LAUNCH(to_tf32_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
-    *op = {dst, CUDA_R_32F};
+    if (ld == cols) {
+      LAUNCH(to_tf32_kernel, blocks, 256, 0)(dst, x, n);
+    } else {
+      LAUNCH(to_tf32_rows_kernel, blocks, 256, 0)(dst, x, rows, cols, ld);
+    }
+    *op = {dst, CUDA_R_32F, ld};
     return 0;
   }
   const __nv_bfloat16* kept;
   TRY(kept_bf16(fn, x, n, &kept));  // a weight with a bf16 copy (weights.cuh)
   if (kept) {
-    *op = {kept, CUDA_R_16BF};
+    *op = {kept, CUDA_R_16BF, cols};
     return 0;
   }
-  __nv_bfloat16* dst = (__nv_bfloat16*)slot.get(fn, (size_t)n * sizeof(__nv_bfloat16));
+  __nv_bfloat16* dst =
+      (__nv_bfloat16*)slot.get(fn, (size_t)(rows * ld) * sizeof(__nv_bfloat16));
   if (!dst) return 1;
-  LAUNCH(to_bf16_kernel, grid_for(n, 256), 256, 0)(dst, x, n);
-  *op = {dst, CUDA_R_16BF};
+  if (ld == cols) {
+    LAUNCH(to_bf16_kernel, blocks, 256, 0)(dst, x, n);
+  } else {
+    LAUNCH(to_bf16_rows_kernel, blocks, 256, 0)(dst, x, rows, cols, ld);
+  }
+  *op = {dst, CUDA_R_16BF, ld};
   return 0;
 }
 
 // Column-major C[m,n] = A op B (+ C when accumulate), through cublasGemmEx.
-inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Operand A, int lda,
-                Operand B, int ldb, float* C, int ldc, bool accumulate) {
+inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
+                Operand B, float* C, int ldc, bool accumulate) {
+  const int lda = A.ld, ldb = B.ld;
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
   const cublas::Status s =
@@ -121,9 +167,9 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   REQUIRE_INIT(fn);
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
   Operand A, B;
-  TRY(prepare(fn, g_scr_a, w, (int64_t)Cout * Cin, &A));
-  TRY(prepare(fn, g_scr_b, inp, (int64_t)N * Cin, &B));
-  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, Cin, B, Cin, out, Cout, false));
+  TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
+  TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
+  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false));
   if (bias) {
     LAUNCH(add_bias_kernel, grid_for((int64_t)N * Cout, 256), 256, 0)(out, bias, N, Cout);
   }
@@ -146,16 +192,16 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   }
   if (dinp || dw) {
     Operand D;
-    TRY(prepare(fn, g_scr_a, dout, (int64_t)N * Cout, &D));
+    TRY(prepare(fn, g_scr_a, dout, N, Cout, &D));
     if (dinp) {
       Operand W;
-      TRY(prepare(fn, g_scr_b, w, (int64_t)Cout * Cin, &W));
-      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, Cin, D, Cout, dinp, Cin, true));
+      TRY(prepare(fn, g_scr_b, w, Cout, Cin, &W));
+      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, D, dinp, Cin, true));
     }
     if (dw) {
       Operand X;
-      TRY(prepare(fn, g_scr_c, inp, (int64_t)N * Cin, &X));
-      TRY(gemm(fn, cublas::kOpN, cublas::kOpT, Cin, Cout, N, X, Cin, D, Cout, dw, Cin, true));
+      TRY(prepare(fn, g_scr_c, inp, N, Cin, &X));
+      TRY(gemm(fn, cublas::kOpN, cublas::kOpT, Cin, Cout, N, X, D, dw, Cin, true));
     }
   }
   return op_done(fn);
