@@ -105,7 +105,7 @@ LE_API int le_argmax(int32_t* out, const float* logits, int N, int V) {
   const char* fn = "le_argmax";
   REQUIRE_INIT(fn);
   TRY(validate_argmax(out, logits, N, V));
-  forget_checked(out, (uint64_t)N * 4);
+  if (N > 0) forget_checked(out, (uint64_t)N * 4);  // (0 bytes would mean everything)
   LAUNCH(argmax_kernel, (unsigned)N, kRowThreads, 0)(out, logits, V);
   // Its outputs are token ids in [0, V) by construction: feeding them to the next decoding
   // step's embedding needs no check.
