@@ -267,6 +267,15 @@ function runs(): RunSpec[] {
     fromCot(best),
     cotOf("tiny-ages23-cot-lr3e-3"),
   );
+  //    And no curriculum: all 8 epochs at the final K = R = 3 (a longer final stage helped, a
+  //    shorter one hurt; is the curriculum needed at all from a CoT start?).
+  add(
+    `tiny-ages23-fromcot-lr${best}-nocurr`,
+    "ages23",
+    "tiny",
+    fromCot(best, [], "0"),
+    cotOf("tiny-ages23-cot-lr3e-3"),
+  );
   return out;
 }
 
