@@ -1013,9 +1013,14 @@ export class Engine {
   /**
    * Run the graph in `slot` on what its buffers hold now. The index arrays it reads are checked
    * first against the bounds they were recorded for; one out of range throws, and nothing runs.
+   * Returns false, running nothing, when the graph is out of date (device scratch or a weight
+   * copy it reads was freed since its recording: record it again).
    */
-  graphLaunch(slot: number): void {
-    if (this.#s.le_graph_launch(slot) !== 0) this.#fail("le_graph_launch");
+  graphLaunch(slot: number): boolean {
+    const r = this.#s.le_graph_launch(slot);
+    if (r === 2) return false;
+    if (r !== 0) this.#fail("le_graph_launch");
+    return true;
   }
 
   /** Free the graph in `slot` (a negative slot: every graph), and the slot. */

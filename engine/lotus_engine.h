@@ -327,7 +327,10 @@ int le_keep_bf16(const float* p, int64_t n);
  * once before recording them. Before each replay, le_graph_launch checks again every index array
  * the recording read (ids, positions, targets: their contents may have changed since) against
  * the bound it was recorded for, without a wait when the array was uploaded since, and refuses
- * the replay with a message if one is out of range. Recording runs nothing and leaves what the
+ * the replay with a message if one is out of range. A graph is out of date once device memory it
+ * may read has been freed since its recording (a scratch buffer that grew for a larger op, a
+ * dropped bf16 weight copy): le_graph_launch then runs nothing and returns 2 (with a message);
+ * record it again. Recording runs nothing and leaves what the
  * engine knows of the buffers (index ranges, bf16 weight copies) as it was; each replay applies
  * what its ops write there. A graph is refused at another precision
  * mode than it was recorded at, and is invalid once a buffer it uses is freed. le_graph_free(slot) frees one graph (slot < 0:

@@ -155,6 +155,10 @@ export class Generator {
   #graphs = new Map<string, number>();
   /** The batch shapes generated so far (see {@linkcode Generator.generate}'s graphs). */
   #shapes = new Set<string>();
+  /** {@linkcode GeneratorCapacity.maxGraphs}. */
+  get #maxGraphs(): number {
+    return Math.max(0, this.cap.maxGraphs ?? MAX_GRAPHS);
+  }
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
@@ -197,27 +201,38 @@ export class Generator {
    */
   #replay(key: string, ops: () => void): void {
     const e = this.model.eng;
-    let slot = this.#graphs.get(key);
-    if (slot !== undefined) {
-      this.#graphs.delete(key); // most recently used last
-      this.#graphs.set(key, slot);
-    } else {
-      slot = this.#freeSlot() ?? undefined;
-      if (slot === undefined) return ops();
+    const kept = this.#graphs.get(key);
+    if (kept !== undefined) {
+      this.#graphs.delete(key);
+      if (e.graphLaunch(kept)) {
+        this.#graphs.set(key, kept); // most recently used last
+        return;
+      }
+      e.graphFree(kept); // out of date (the engine's scratch grew since): record it again
+    }
+    const slot = this.#freeSlot();
+    if (slot === null) return ops();
+    let recorded = false;
+    try {
       e.graphBegin();
       try {
         ops();
-      } catch {
-        // Something in ops cannot be recorded yet (a scratch buffer that would have to grow, at
-        // a step no earlier generation reached): nothing ran, so run them op by op.
+      } catch (err) {
         e.graphEnd(-1);
-        e.graphFree(slot);
-        return ops();
+        throw err;
       }
       e.graphEnd(slot);
-      this.#graphs.set(key, slot);
+      recorded = true;
+    } catch {
+      // Something in ops cannot be recorded yet (a scratch buffer that would have to grow, at
+      // a step no earlier generation reached): nothing ran, so run them op by op.
     }
-    e.graphLaunch(slot);
+    if (!recorded) {
+      e.graphFree(slot);
+      return ops();
+    }
+    this.#graphs.set(key, slot);
+    if (!e.graphLaunch(slot)) throw new Error("a graph recorded just now is out of date");
   }
 
   /** Whether a generation of `shape` ran before (remembering it for the next call). */
@@ -232,7 +247,7 @@ export class Generator {
   #freeSlot(): number | null {
     const e = this.model.eng;
     for (;;) {
-      if (this.#graphs.size < (this.cap.maxGraphs ?? MAX_GRAPHS)) {
+      if (this.#graphs.size < this.#maxGraphs) {
         try {
           return e.graphSlot();
         } catch (err) {
@@ -240,7 +255,9 @@ export class Generator {
           if (this.#graphs.size === 0) return null; // all held elsewhere
         }
       }
-      const [key, slot] = this.#graphs.entries().next().value!;
+      const oldest = this.#graphs.entries().next();
+      if (oldest.done) return null; // maxGraphs 0
+      const [key, slot] = oldest.value;
       e.graphFree(slot);
       this.#graphs.delete(key);
     }
@@ -274,7 +291,7 @@ export class Generator {
     // Graphs (CUDA): the loop passes from a shape's first generation on; the prefill, pass 0
     // and each decoding step (one graph a step: the cache length differs) from its second,
     // after a first generation has grown the scratch and made the weights' bf16 copy.
-    const graphs = (opts.graphs ?? true) && e.backend === "cuda";
+    const graphs = (opts.graphs ?? true) && e.backend === "cuda" && this.#maxGraphs > 0;
     const shape = `${B},${P},${L},${e.precision}`;
     const again = graphs && this.#seen(shape);
     const run = (key: string, ops: () => void) =>
@@ -422,7 +439,10 @@ export class Generator {
         kv.set(keyValid.subarray(b * tcap, b * tcap + len + 1), b * (len + 1));
       }
       e.upload(this.#valid, kv);
-      run(`decode ${len}`, () => {
+      // One graph a step, for the first steps only: a generation must not need more graphs than
+      // the generator keeps, or each would drop the one it needs next.
+      const decode = steps < this.#maxGraphs - 8 ? run : (_: string, ops: () => void) => ops();
+      decode(`decode ${len}`, () => {
         e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
         cachePast.length = len;
         main.forward(dec, sc, B, 1, cachePast, this.#valid, null, this.#pos);

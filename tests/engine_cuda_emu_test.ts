@@ -436,6 +436,43 @@ Deno.test({
       e.upload(src, Int32Array.of(7, 40, 11, 6));
       e.copy(ids, src, N * 4);
       assertThrows(() => e.graphLaunch(3), EngineError, "index 1 is now 40");
+      // A graph whose scratch was freed since (a larger matmul grew it) is out of date: the
+      // launch runs nothing and says so; recorded again, it runs.
+      e.setPrecision(1);
+      const big = e.alloc(64 * Cin * 4), bigOut = e.alloc(64 * Cout * 4);
+      try {
+        e.upload(ids, Int32Array.of(3, 1, 4, 1));
+        direct();
+        e.graphBegin();
+        ops();
+        e.graphEnd(6);
+        assert(e.graphLaunch(6));
+        e.matmulFwd(bigOut, big, w, null, 64, Cin, Cout); // grows the TF32 operand scratch
+        e.zero(z, N * Cout * 4);
+        assertEquals(e.graphLaunch(6), false, "out of date");
+        e.download(got, z);
+        assertEquals(got, new Float32Array(N * Cout), "an out-of-date graph ran");
+        e.graphBegin();
+        ops();
+        e.graphEnd(6);
+        assert(e.graphLaunch(6));
+        e.download(got, z);
+        assertEquals(got, want, "recorded again");
+        // Dropping a kept bf16 weight copy the graph reads puts it out of date too.
+        e.setPrecision(2);
+        e.keepBf16(w, Cout * Cin);
+        direct();
+        e.graphBegin();
+        ops();
+        e.graphEnd(6);
+        assert(e.graphLaunch(6));
+        e.keepBf16(w, 0);
+        assertEquals(e.graphLaunch(6), false, "its weight copy was dropped");
+      } finally {
+        e.graphFree(6);
+        e.setPrecision(0);
+        e.free(big), e.free(bigOut);
+      }
       // Recorded at fp32, replayed at bf16: refused.
       e.setPrecision(2);
       assertThrows(() => e.graphLaunch(3), EngineError, "recorded at precision mode 0");
@@ -567,6 +604,9 @@ Deno.test({
       { length: 12 },
       (_, i) => Int32Array.from({ length: i + 2 }, () => rng.below(V - 4)),
     );
+    // bf16: the matmuls' operand scratch grows with the questions, so graphs recorded for
+    // the shorter ones go out of date and are recorded again.
+    e.setPrecision(2);
     const model = new Model(e, cfg, perturbedParams(cfg, 4), false);
     const gen = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2, maxGraphs: 16 });
     const held: number[] = [];
@@ -589,6 +629,24 @@ Deno.test({
       }
       assertEquals(held.length, 512 - 16);
       gen.free();
+      for (const s of held.splice(0)) e.graphFree(s);
+      // Graphs whose weight copy was dropped and made again (as when the scratch grows) are
+      // out of date: recorded again, they give the same answers.
+      const gen3 = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
+      try {
+        for (const [n, i] of [0, 0, 0, 11, 0, 0].entries()) {
+          if (n === 3) {
+            const total = model.layout.total;
+            e.keepBf16(model.params, 0);
+            e.keepBf16(model.params, total);
+          }
+          const g = gen3.generate([qs[i]], sp, opts);
+          assertEquals(g.latentLogits, plain[i].latentLogits, `scratch grown, shape ${i}`);
+          assertEquals(g.tokens, plain[i].tokens, `scratch grown, shape ${i}: tokens`);
+        }
+      } finally {
+        gen3.free();
+      }
       while (held.length < 512) held.push(e.graphSlot());
       // Every slot held elsewhere: the passes run op by op. One slot left: its graphs take
       // turns in it. Either way the answers are the same.
@@ -608,6 +666,7 @@ Deno.test({
       for (const s of held) e.graphFree(s);
       gen.free();
       model.free();
+      e.setPrecision(0);
     }
   },
 });

@@ -139,6 +139,11 @@ inline unsigned grid_for(int64_t n, int threads) {
 // caller's). After the first training step nothing is allocated any more.
 // ============================================================================================
 
+// Counts the frees of device memory that recorded graphs may point at: a scratch buffer that
+// grew (its old block is freed) and a weight copy that was dropped. A graph records the count
+// and is out of date once it changes (graphs.cuh).
+uint64_t g_memory_epoch = 0;
+
 struct DevScratch {
   void* p = nullptr;
   size_t bytes = 0;
@@ -165,6 +170,7 @@ struct DevScratch {
       }
       p = nullptr;
       bytes = 0;
+      g_memory_epoch++;
     }
     const size_t want = need < 256 ? 256 : need;
     cudaError_t e = cudaMalloc(&p, want);

@@ -42,6 +42,7 @@ namespace le {
 struct Graph {
   cudaGraphExec_t exec = nullptr;
   int precision = 0;
+  uint64_t epoch = 0;  // g_memory_epoch at the recording (common.cuh)
   IndexNeed needs[kGraphNeeds];  // the index arrays it reads (common.cuh)
   int n_needs = 0;
   std::vector<CheckEffect> effects;  // applied to the index entries after each replay
@@ -75,6 +76,13 @@ LE_API int le_graph_begin(void) {
   const char* fn = "le_graph_begin";
   REQUIRE_INIT(fn);
   REQUIRE_NOT_CAPTURING(fn);
+  // A replay starts with fresh weight copies (le_graph_launch): start the recording so too,
+  // so that it neither records a rounding of the whole copy nor counts an untouched copy as
+  // one it leaves stale.
+  for (WeightCopy& w : g_weights) {
+    if (w.h) refresh(w);
+  }
+  CUDA_TRY(fn, cudaGetLastError());
   CUDA_TRY(fn, cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
   g.capturing = true;
   g.capture_failures = g_failures;
@@ -137,6 +145,7 @@ LE_API int le_graph_end(int slot) {
   drop_graph(gr);
   gr.exec = exec;
   gr.precision = g.precision;
+  gr.epoch = g_memory_epoch;
   gr.n_needs = g_needs_n;
   memcpy(gr.needs, g_needs, sizeof(IndexNeed) * (size_t)g_needs_n);
   gr.effects = g_effects;
@@ -156,6 +165,13 @@ LE_API int le_graph_launch(int slot) {
     return fail("%s: the graph in slot %d was recorded at precision mode %d, and the engine "
                 "now computes at mode %d; record it again",
                 fn, slot, gr.precision, g.precision);
+  }
+  if (gr.epoch != g_memory_epoch) {
+    fail("%s: the graph in slot %d reads engine scratch or a bf16 weight copy that has been "
+         "freed since it was recorded (a larger op grew the scratch, or le_keep_bf16 or le_free "
+         "dropped a copy); nothing ran: record it again",
+         fn, slot);
+    return 2;
   }
   for (int i = 0; i < gr.n_needs; i++) {
     const IndexNeed& d = gr.needs[i];

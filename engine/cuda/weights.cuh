@@ -38,7 +38,10 @@ WeightCopy g_weights[kWeightCopies];
 
 inline void drop_weight_copy(WeightCopy& w) {
   // cudaFree waits for queued kernels that may still read the twin.
-  if (w.h) cudaFree(w.h);
+  if (w.h) {
+    cudaFree(w.h);
+    g_memory_epoch++;  // graphs that read it are out of date
+  }
   w = WeightCopy{};
 }
 
