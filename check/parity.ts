@@ -280,10 +280,10 @@ export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" =
   };
 }
 
-/** LayerNorm forward and backward on N rows of C. */
-function layernormCase(N: number, C: number): OpCase {
+/** LayerNorm forward and backward on N rows of C; `prefix` starts the case's name. */
+export function layernormCase(N: number, C: number, prefix = ""): OpCase {
   return {
-    name: `layernorm fwd, bwd (C=${C})`,
+    name: `${prefix}layernorm fwd, bwd (C=${C})`,
     run(eng, seed) {
       const rng = new Rng(seed);
       return withBufs(eng, (b) => {
@@ -308,10 +308,10 @@ function layernormCase(N: number, C: number): OpCase {
   };
 }
 
-/** The residual add fused with LayerNorm, in place on the residual stream. */
-function residualLayernormCase(N: number, C: number): OpCase {
+/** The residual add fused with LayerNorm, in place on the residual stream, on N rows of C. */
+export function residualLayernormCase(N: number, C: number, prefix = ""): OpCase {
   return {
-    name: `residual layernorm fwd (C=${C})`,
+    name: `${prefix}residual layernorm fwd (C=${C})`,
     run(eng, seed) {
       const rng = new Rng(seed);
       return withBufs(eng, (b) => {

@@ -13,7 +13,14 @@ import { Rng } from "../base/rng.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import type { Example } from "../train/batch.ts";
 import { bigUniform, randi, randn, withBufs } from "./_op_bufs.ts";
-import { attentionCase, type OpCase, specialsFor, type StepSpec } from "./parity.ts";
+import {
+  attentionCase,
+  layernormCase,
+  type OpCase,
+  residualLayernormCase,
+  specialsFor,
+  type StepSpec,
+} from "./parity.ts";
 
 /** GPT-2 small's width, heads, MLP width, vocabulary (with the four LOTUS tokens) and
  * positions. */
@@ -56,34 +63,8 @@ export const GPT2_OP_CASES: OpCase[] = [
       });
     },
   },
-  {
-    name: "gpt2: layernorm fwd, bwd (C 768)",
-    run(eng, seed) {
-      const rng = new Rng(seed);
-      return withBufs(eng, (b) => {
-        const N = 24;
-        const x = b.f32(randn(rng, N * C, 2, 3));
-        const w = b.f32(randn(rng, C, 0.2, 1)), bias = b.f32(randn(rng, C, 0.1));
-        const out = b.f32(N * C), mean = b.f32(N), rstd = b.f32(N);
-        eng.layernormFwd(out, mean, rstd, x, w, bias, N, C);
-        const dout = b.f32(randn(rng, N * C));
-        const dinp = b.f32(randn(rng, N * C, 0.1));
-        const dw = b.f32(randn(rng, C, 0.1)), db = b.f32(randn(rng, C, 0.1));
-        eng.layernormBwd(dinp, dw, db, dout, x, w, mean, rstd, N, C);
-        const a = b.f32(randn(rng, N * C)), y = b.f32(randn(rng, N * C));
-        const out2 = b.f32(N * C);
-        eng.residualLayernormFwd(a, out2, mean, rstd, a, y, w, bias, N, C);
-        return {
-          out: b.get(out, N * C),
-          dinp: b.get(dinp, N * C),
-          dw: b.get(dw, C),
-          db: b.get(db, C),
-          "residual: resid": b.get(a, N * C),
-          "residual: out": b.get(out2, N * C),
-        };
-      });
-    },
-  },
+  layernormCase(24, C, "gpt2: "),
+  residualLayernormCase(24, C, "gpt2: "),
   {
     name: "gpt2: matmul qkv 768->2304, proj 3072->768 fwd, bwd",
     matmul: true,
