@@ -34,7 +34,7 @@ import { randi, randn, withBufs } from "./_op_bufs.ts";
 import { type Example, lotusBatch } from "../train/batch.ts";
 import { type LotusCapacity, type LotusOptions, LotusRunner } from "../train/step.ts";
 import { adamwOf, Model } from "../model/model.ts";
-import { Generator } from "../model/generate.ts";
+import { type GenerateOptions, Generator } from "../model/generate.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** The tolerances of each check, by precision. */
@@ -1230,11 +1230,11 @@ export function tally(rows: CheckRow[]): { passed: number; failed: number; skipp
 }
 
 /**
- * Batch-1 and batch-2 LOTUS generation on `eng` (a CUDA engine) with the loop passes replayed
- * from CUDA graphs against the same generation launched op by op: tokens and post-loop latent
- * logits must be the same bits, in the generation that records the graphs and in one that
- * replays them, for add and replace injection. `err` counts the differing tokens plus the
- * largest |Δ| of the latent logits.
+ * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
+ * decoding steps replayed from CUDA graphs against the same generation launched op by op:
+ * tokens and post-loop latent logits must be the same bits, in the generations that record the
+ * graphs and in one that replays them, for LOTUS with add and replace injection and for CoT.
+ * `err` counts the differing tokens plus the largest |Δ| of the latent logits.
  */
 export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[] {
   const V = 40, K = 3, c = 2, R = 4;
@@ -1250,7 +1250,26 @@ export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[
   eng.setPrecision(PRECISION_MODES[precision]);
   const model = new Model(eng, cfg, perturbedParams(cfg, 3), false);
   const gen = new Generator(model, { B: 2, P: 8, K, c, maxNewTokens: 3 });
+  // Differing tokens, plus the largest |Δ| of the latent logits, of three generations with
+  // graphs (the first records passes 1..R, the second the prefill, pass 0 and the decoding
+  // steps, the third replays) against one without.
+  const replayErr = (qs: Int32Array[], opts: GenerateOptions) => {
+    const plain = gen.generate(qs, sp, { ...opts, graphs: false });
+    let err = 0;
+    for (let run = 0; run < 3; run++) {
+      const g = gen.generate(qs, sp, opts);
+      g.tokens.forEach((t, b) =>
+        t.forEach((id, i) => {
+          if (id !== plain.tokens[b][i]) err++;
+        })
+      );
+      if (g.latentLogits) err += absStats(g.latentLogits, plain.latentLogits!).maxAbs;
+    }
+    return err;
+  };
   const rows: CheckRow[] = [];
+  const row = (name: string, err: number) =>
+    rows.push(checkRow("generation", name, precision, err, 0));
   try {
     for (const B of [1, 2]) {
       const qs = Array.from(
@@ -1258,47 +1277,24 @@ export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[
         (_, i) => Int32Array.from({ length: 8 - 2 * i }, () => rng.below(V - 4)),
       );
       for (const injection of ["add", "replace"] as const) {
-        const opts = { mode: "lotus" as const, K, c, R, maxNewTokens: 3, latentLogits: true };
-        const plain = gen.generate(qs, sp, { ...opts, injection, graphs: false });
-        let err = 0;
-        for (let run = 0; run < 3; run++) { // records passes 1..R, then pass 0, then replays
-          const g = gen.generate(qs, sp, { ...opts, injection });
-          g.tokens.forEach((t, b) =>
-            t.forEach((id, i) => {
-              if (id !== plain.tokens[b][i]) err++;
-            })
-          );
-          err += absStats(g.latentLogits!, plain.latentLogits!).maxAbs;
-        }
-        rows.push(
-          checkRow(
-            "generation",
-            `CUDA graphs replay the prefill, loop passes and decoding steps bit for bit (B=${B}, ${injection})`,
-            precision,
-            err,
-            0,
-          ),
+        const opts: GenerateOptions = {
+          mode: "lotus",
+          K,
+          c,
+          R,
+          maxNewTokens: 3,
+          latentLogits: true,
+          injection,
+        };
+        row(
+          `CUDA graphs replay the prefill, loop passes and decoding steps bit for bit (B=${B}, ${injection})`,
+          replayErr(qs, opts),
         );
       }
       // Explicit CoT decodes through the same graphs (the CoT baseline's speed-ups).
-      const cot = { mode: "cot" as const, maxNewTokens: 3 };
-      const plain = gen.generate(qs, sp, { ...cot, graphs: false });
-      let err = 0;
-      for (let run = 0; run < 3; run++) {
-        gen.generate(qs, sp, cot).tokens.forEach((t, b) =>
-          t.forEach((id, i) => {
-            if (id !== plain.tokens[b][i]) err++;
-          })
-        );
-      }
-      rows.push(
-        checkRow(
-          "generation",
-          `CUDA graphs replay explicit CoT's prefill and decoding steps (B=${B})`,
-          precision,
-          err,
-          0,
-        ),
+      row(
+        `CUDA graphs replay explicit CoT's prefill and decoding steps (B=${B})`,
+        replayErr(qs, { mode: "cot", maxNewTokens: 3 }),
       );
     }
   } finally {

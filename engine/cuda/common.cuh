@@ -258,9 +258,8 @@ struct IndexNeed {
   int64_t hi;
   bool neg;
 };
-constexpr int kGraphNeeds = 64;
-IndexNeed g_needs[kGraphNeeds];  // the needs of the graph being recorded
-int g_needs_n = 0;
+constexpr size_t kGraphNeeds = 64;
+std::vector<IndexNeed> g_needs;  // the needs of the graph being recorded
 
 inline const CheckedIndices* find_checked(const int32_t* p, int n, int64_t hi, bool neg) {
   for (const CheckedIndices& c : g_checked) {
@@ -270,16 +269,15 @@ inline const CheckedIndices* find_checked(const int32_t* p, int n, int64_t hi, b
 }
 
 inline void note_need(const char* fn, const int32_t* p, int n, int64_t hi, bool neg) {
-  for (int i = 0; i < g_needs_n; i++) {
-    const IndexNeed& d = g_needs[i];
+  for (const IndexNeed& d : g_needs) {
     if (d.p == p && d.n == n && d.hi == hi && d.neg == neg) return;
   }
-  if (g_needs_n == kGraphNeeds) {
-    fail("%s: a graph may read at most %d index arrays; record a shorter sequence", fn,
+  if (g_needs.size() == kGraphNeeds) {
+    fail("%s: a graph may read at most %zu index arrays; record a shorter sequence", fn,
          kGraphNeeds);
     return;  // the failure voids the recording
   }
-  g_needs[g_needs_n++] = IndexNeed{p, n, hi, neg};
+  g_needs.push_back(IndexNeed{p, n, hi, neg});
 }
 
 inline bool indices_checked(const char* fn, const int32_t* p, int n, int64_t hi, bool neg) {

@@ -43,8 +43,7 @@ struct Graph {
   cudaGraphExec_t exec = nullptr;
   int precision = 0;
   uint64_t epoch = 0;  // g_memory_epoch at the recording (common.cuh)
-  IndexNeed needs[kGraphNeeds];  // the index arrays it reads (common.cuh)
-  int n_needs = 0;
+  std::vector<IndexNeed> needs;      // the index arrays it reads (common.cuh)
   std::vector<CheckEffect> effects;  // applied to the index entries after each replay
   std::vector<const float*> stale;   // weight copies (by range start) a replay leaves stale
 };
@@ -86,7 +85,7 @@ LE_API int le_graph_begin(void) {
   CUDA_TRY(fn, cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
   g.capturing = true;
   g.capture_failures = g_failures;
-  g_needs_n = 0;
+  g_needs.clear();
   g_effects.clear();
   std::copy(g_checked, g_checked + kCheckedSlots, g_checked_before);
   g_checked_next_before = g_checked_next;
@@ -146,8 +145,7 @@ LE_API int le_graph_end(int slot) {
   gr.exec = exec;
   gr.precision = g.precision;
   gr.epoch = g_memory_epoch;
-  gr.n_needs = g_needs_n;
-  memcpy(gr.needs, g_needs, sizeof(IndexNeed) * (size_t)g_needs_n);
+  gr.needs = g_needs;
   gr.effects = g_effects;
   gr.stale = std::move(stale);
   return 0;
@@ -173,8 +171,7 @@ LE_API int le_graph_launch(int slot) {
          fn, slot);
     return 2;
   }
-  for (int i = 0; i < gr.n_needs; i++) {
-    const IndexNeed& d = gr.needs[i];
+  for (const IndexNeed& d : gr.needs) {
     int bad[2];
     TRY(find_bad_indices(fn, d.p, d.hi, d.neg, nullptr, 0, false, d.n, bad));
     if (bad[0] != kNoBad) {

@@ -38,14 +38,16 @@ namespace le {
 
 // Round to the nearest TF32 (ties away from zero, as cvt.rna.tf32.f32 does): keep 10
 // mantissa bits. Inf and NaN pass unchanged.
+__device__ inline float round_tf32(float x) {
+  uint32_t u = __float_as_uint(x);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  return __uint_as_float(u);
+}
+
 __global__ void to_tf32_kernel(float* out, const float* in, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const float x = in[i];
-    uint32_t u = __float_as_uint(x);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-    out[i] = __uint_as_float(u);
-  }
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = round_tf32(in[i]);
 }
 
 // out[n, o] += bias[o]
@@ -71,11 +73,8 @@ __global__ void to_tf32_rows_kernel(float* out, const float* in, int64_t rows, i
                                     int ld) {
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    uint32_t u = __float_as_uint(in[i]);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-    out[i / cols * ld + i % cols] = __uint_as_float(u);
-  }
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i / cols * ld + i % cols] = round_tf32(in[i]);
 }
 
 __global__ void to_bf16_rows_kernel(__nv_bfloat16* out, const float* in, int64_t rows, int cols,
