@@ -6,7 +6,9 @@
  * an 8-token answer. Widths are reduced (C 128, two heads of 64, vocabulary 96, batch 2) so
  * that the emulation runs it in seconds: no launch site of the engine loops over a width, so
  * the counts are those of the full-width model. The second of two steps is counted (the
- * first grows the engine's scratch buffers).
+ * first grows the engine's scratch buffers), and the third step of a runner that records a
+ * shape's step as a CUDA graph at its second occurrence and replays it from the third
+ * (`stepFromGraph`, the CUDA engine's default in training).
  *
  *   npx deno run -A bench/launch_count.ts [--precision fp32|tf32|bf16] [--injection add|replace]
  *       [--recompute on|off]
@@ -61,12 +63,6 @@ eng.setPrecision(PRECISION_MODES[a.precision as Precision]);
 const sp = specialsFor(V);
 const exs = longExamples(60, K, c)(B, V, 7);
 const batch = lotusBatch(exs, sp, { K, R, c });
-const model = new Model(eng, cfg, perturbedParams(cfg, 7), true);
-const runner = new LotusRunner(
-  model,
-  { B, P: batch.P, K, c, R, S: batch.S, auxT: 0, recompute: a.recompute === "on" },
-  true,
-);
 const train = TrainConfigSchema.parse({ k: K, c, r: R });
 const opts = {
   lambda: 0.5,
@@ -74,20 +70,43 @@ const opts = {
   stepLoss: "after" as const,
   injection: a.injection as "add" | "replace",
 };
-const step = () => {
-  model.zeroGrad();
-  const l = runner.step(batch, opts, exs);
-  model.optimizerStep(adamwOf(train, train.lr));
-  return l.loss;
+/**
+ * Counts step `n` (1-based) of a fresh model and runner: with graphs, the first step of a
+ * shape runs op by op, the second is recorded, the third on are replays.
+ */
+const countStep = (n: number, maxGraphs: number) => {
+  const model = new Model(eng, cfg, perturbedParams(cfg, 7), true);
+  const runner = new LotusRunner(
+    model,
+    { B, P: batch.P, K, c, R, S: batch.S, auxT: 0, recompute: a.recompute === "on", maxGraphs },
+    true,
+  );
+  const step = () => {
+    model.zeroGrad();
+    const l = runner.step(batch, opts, exs);
+    model.optimizerStep(adamwOf(train, train.lr));
+    return l.loss;
+  };
+  for (let i = 1; i < n; i++) step();
+  eng.sync();
+  const before = emuCounters(lib);
+  const loss = step();
+  eng.sync();
+  const after = emuCounters(lib);
+  runner.free();
+  model.free();
+  const d = (k: keyof typeof before) => after[k] - before[k];
+  return {
+    kernelLaunches: d("launches"),
+    gemms: d("gemms"),
+    memops: d("memops"),
+    // the eng.sync() after the step is the caller's, not the step's
+    hostWaits: d("syncs") - 1,
+    graphLaunches: d("graphLaunches"),
+    loss,
+  };
 };
-step();
-eng.sync();
-const before = emuCounters(lib);
-const loss = step();
-eng.sync();
-const after = emuCounters(lib);
-runner.free();
-model.free();
+const stepPlain = countStep(2, 0), stepGraphs = countStep(3, 16);
 
 // Batch-1 inference: counts of one generation, after a warm-up that grows the scratch.
 const imodel = new Model(eng, cfg, perturbedParams(cfg, 7), false);
@@ -133,18 +152,15 @@ const tokenGraphs = tokenOf(true), tokenPlain = tokenOf(false);
 gen.free();
 imodel.free();
 eng.close();
-const d = (k: keyof typeof before) => after[k] - before[k];
 console.log(JSON.stringify({
   shape: { nLayer: 12, K, R, c, question: 60, answer: 8 },
   precision: a.precision,
   injection: a.injection,
   recompute: a.recompute,
-  kernelLaunches: d("launches"),
-  gemms: d("gemms"),
-  memops: d("memops"),
-  // the eng.sync() after the step is the caller's, not the step's
-  hostWaits: d("syncs") - 1,
-  loss,
+  // the second step of a runner without graphs (the first grows the scratch)
+  ...stepPlain,
+  // the third step of a runner with graphs (the first runs op by op, the second records)
+  stepFromGraph: stepGraphs,
   batch1: {
     // replayed from CUDA graphs (the CUDA engine's default: the third generation of the shape
     // replays the prefill, every loop pass and every decoding step), and without

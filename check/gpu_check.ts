@@ -32,6 +32,7 @@ import {
   compareGraphReplay,
   compareLotusStep,
   compareOps,
+  compareStepGraphs,
   compareTraining,
   type Curve,
   formatTable,
@@ -337,7 +338,7 @@ for (const p of precisions) {
   }
 }
 
-// ---- generation with the loop passes replayed from CUDA graphs ---------------------------------
+// ---- generation and training steps replayed from CUDA graphs ------------------------------------
 
 if (test.backend === "cuda") {
   for (const p of ["fp32", "bf16"] as const) {
@@ -345,6 +346,11 @@ if (test.backend === "cuda") {
       push(...mark(compareGraphReplay(test, p)));
     } catch (e) {
       push({ ...failure("generation", "CUDA graphs replay the loop passes", e), precision: p });
+    }
+    try {
+      push(...mark(compareStepGraphs(test, p)));
+    } catch (e) {
+      push({ ...failure("training graphs", "recorded steps replay bit for bit", e), precision: p });
     }
   }
 }

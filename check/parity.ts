@@ -29,10 +29,16 @@ import {
   TrainConfigSchema,
 } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
-import { Rng } from "../base/rng.ts";
+import { mixSeed, Rng } from "../base/rng.ts";
 import { randi, randn, withBufs } from "./_op_bufs.ts";
-import { type Example, lotusBatch } from "../train/batch.ts";
-import { type LotusCapacity, type LotusOptions, LotusRunner } from "../train/step.ts";
+import { type Example, lotusBatch, plainBatch } from "../train/batch.ts";
+import {
+  type LotusCapacity,
+  type LotusOptions,
+  LotusRunner,
+  PlainRunner,
+  type StepLosses,
+} from "../train/step.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import { type GenerateOptions, Generator } from "../model/generate.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
@@ -1303,4 +1309,123 @@ export function compareGraphReplay(eng: Engine, precision: Precision): CheckRow[
     eng.setPrecision(0);
   }
   return rows;
+}
+
+/**
+ * Training steps recorded as CUDA graphs against the same steps run op by op, from the same
+ * weights: seven AdamW steps over two batch shapes, each shape's batches differing in content
+ * (the examples in another order), in the losses' denominators and in dropout seeds, so that
+ * the recorded steps (each shape's from its second step on) must read every input, target,
+ * loss scale and seed from what was uploaded for them. Rows: the number of steps whose loss differs plus the largest
+ * |Δ| of the final weights (0 passes), for both step configurations of
+ * {@linkcode STEP_SPECS} (the first with dropout 0.1) and the explicit-CoT step. On an engine
+ * without graphs (the CPU engine) both sides run op by op; on the CUDA engine a run that
+ * recorded no step fails.
+ */
+export function compareStepGraphs(eng: Engine, precision: Precision): CheckRow[] {
+  const rows: CheckRow[] = [];
+  const order = [0, 1, 2, 3, 0, 2, 1]; // batches X, Y, X reversed, Y reversed
+  const cuda = eng.backend === "cuda";
+  eng.setPrecision(PRECISION_MODES[precision]);
+  try {
+    for (const [i, spec] of STEP_SPECS.entries()) {
+      const sp = specialsFor(spec.model.vocabSize);
+      const pool = randomExamples(2 * spec.B, spec.model.vocabSize, 21 + i);
+      const x = pool.slice(0, spec.B), y = pool.slice(spec.B);
+      const batches = [x, y, x.toReversed(), y.toReversed()];
+      const p = i === 0 ? 0.1 : 0;
+      const cap = { ...capacityFor(pool, spec, sp, eng), dropout: p > 0 };
+      const run = (maxGraphs: number) =>
+        trainSteps(eng, spec.model, 3 + i, (model) => {
+          const runner = new LotusRunner(model, { ...cap, maxGraphs }, true);
+          return {
+            step: (s) => {
+              const exs = batches[order[s]];
+              const dropout = p > 0 ? { p, seed: mixSeed(9n, s) } : undefined;
+              const b = lotusBatch(exs, sp, spec), opts = { ...spec.opts, dropout };
+              // Denominators that differ at every step (as a data-parallel global batch's do),
+              // so that a replay must read each loss's gradient scale anew.
+              const d = runner.denominators(b, opts, exs);
+              const denominators = { nAns: d.nAns + s, nStep: d.nStep + s, nAux: d.nAux + s };
+              return runner.step(b, { ...opts, denominators }, exs);
+            },
+            recorded: () => runner.recordedSteps,
+            free: () => runner.free(),
+          };
+        }, order.length);
+      rows.push(graphRow(`${spec.name}${p ? ", dropout 0.1" : ""}`, run(0), run(16)));
+    }
+    const cfg = STEP_SPECS[0].model, sp = specialsFor(cfg.vocabSize);
+    const pool = randomExamples(6, cfg.vocabSize, 31);
+    const batches = [pool.slice(0, 3), pool.slice(3)];
+    batches.push(batches[0].toReversed(), batches[1].toReversed());
+    const T = Math.max(...batches.map((b) => plainBatch(b, sp, true).T));
+    const run = (maxGraphs: number) =>
+      trainSteps(eng, cfg, 5, (model) => {
+        const runner = new PlainRunner(model, 3, T, true, true, cuda, maxGraphs);
+        return {
+          step: (s) => {
+            const b = plainBatch(batches[order[s]], sp, true);
+            return runner.step(b, { p: 0.1, seed: BigInt(s) }, b.nTargets + s);
+          },
+          recorded: () => runner.recordedSteps,
+          free: () => runner.free(),
+        };
+      }, order.length);
+    rows.push(graphRow("explicit CoT, dropout 0.1", run(0), run(16)));
+  } finally {
+    eng.setPrecision(0);
+  }
+  return rows;
+
+  function graphRow(name: string, plain: StepsRun, graphs: StepsRun): CheckRow {
+    let err = 0;
+    plain.losses.forEach((l, s) => {
+      if (!Object.is(l, graphs.losses[s])) err++;
+    });
+    err += absStats(graphs.params, plain.params).maxAbs;
+    if (cuda && graphs.recorded === 0) err = Infinity; // nothing was replayed: no check
+    return checkRow(
+      "training graphs",
+      `recorded steps replay bit for bit: ${name}`,
+      precision,
+      err,
+      0,
+      `${graphs.recorded} steps recorded`,
+    );
+  }
+}
+
+/** What {@linkcode trainSteps} returns. */
+interface StepsRun {
+  losses: number[];
+  params: Float32Array;
+  /** Steps kept as graphs at the end. */
+  recorded: number;
+}
+
+/** `steps` AdamW steps of a fresh model through a runner that `make` builds on it. */
+function trainSteps(
+  eng: Engine,
+  cfg: ModelConfig,
+  seed: number,
+  make: (m: Model) => { step(s: number): StepLosses; recorded(): number; free(): void },
+  steps: number,
+): StepsRun {
+  const model = new Model(eng, cfg, perturbedParams(cfg, seed), true);
+  const train = TrainConfigSchema.parse({});
+  let r: ReturnType<typeof make> | null = null;
+  try {
+    r = make(model);
+    const losses: number[] = [];
+    for (let s = 0; s < steps; s++) {
+      model.zeroGrad();
+      losses.push(r.step(s).loss);
+      model.optimizerStep(adamwOf(train, train.lr));
+    }
+    return { losses, params: model.downloadParams(), recorded: r.recorded() };
+  } finally {
+    r?.free();
+    model.free();
+  }
 }

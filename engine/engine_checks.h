@@ -441,12 +441,14 @@ inline int check_drop_p(const char* fn, float p) {
   return 0;
 }
 
-inline int validate_dropout_fwd(const float* x, const uint8_t* mask, int64_t n, float p) {
+inline int validate_dropout_fwd(const float* x, const uint8_t* mask, int64_t n, float p,
+                                const uint64_t* seed_at) {
   const char* fn = "le_dropout_fwd";
   REQUIRE_NONNEG(fn, "n", n);
   TRY(check_drop_p(fn, p));
   if (n == 0) return 0;
   TRY(check_span(fn, "x", x, mul(n, 4)));
+  if (seed_at) TRY(check_span(fn, "seed_at", seed_at, 8));
   return check_span(fn, "mask", mask, (uint64_t)n);
 }
 
@@ -573,13 +575,14 @@ inline bool spans_overlap(const void* a, uint64_t an, const void* b, uint64_t bn
 
 // Then each engine checks targets against V (fail_bad_target).
 inline int validate_xent_fwd_bwd(const float* logits, const float* losses,
-                                 const int32_t* targets, int N, int V) {
+                                 const int32_t* targets, int N, int V, const float* dscale_at) {
   const char* fn = "le_xent_fwd_bwd";
   REQUIRE_POS(fn, "N", N);
   REQUIRE_POS(fn, "V", V);
   TRY(check_span(fn, "logits", logits, mul(mul(N, V), 4)));
   TRY(check_span(fn, "losses", losses, mul(N, 4)));
   TRY(check_span(fn, "targets", targets, mul(N, 4)));
+  if (dscale_at) TRY(check_span(fn, "dscale_at", dscale_at, 4));
   // Rows are written while later rows' targets are still to be read.
   if (spans_overlap(targets, mul(N, 4), logits, mul(mul(N, V), 4)) ||
       spans_overlap(targets, mul(N, 4), losses, mul(N, 4))) {

@@ -573,9 +573,11 @@ int le_scale(float* x, float s, int64_t n) {
 
 // ---- dropout ------------------------------------------------------------------------------
 
-int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed) {
-  TRY(validate_dropout_fwd(x, mask, n, p));
+int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed,
+                   const uint64_t* seed_at) {
+  TRY(validate_dropout_fwd(x, mask, n, p, seed_at));
   if (n == 0) return 0;
+  if (seed_at) seed = *seed_at;
   const float scale = 1.0f / (1.0f - p);
   par_for(n, n > kParMin, [&](int64_t i) {
     const bool keep = drop_keep(seed, i, p);
@@ -1329,18 +1331,20 @@ int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
 // ---- softmax cross-entropy ----------------------------------------------------------------
 
 int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
-                    float dscale) {
-  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V));
+                    float dscale, const float* dscale_at) {
+  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V, dscale_at));
   for (int n = 0; n < N; n++) {
     if (targets[n] >= V) return fail_bad_target("le_xent_fwd_bwd", n, targets[n], V);
   }
+  const bool grad = dscale != 0.f;
+  if (grad && dscale_at) dscale = *dscale_at;
   par_for(N, (int64_t)N * V > kParMin, [&](int64_t n_) {
     const int n = (int)n_;
     float* x = logits + (int64_t)n * V;
     const int t = targets[n];
     if (t < 0) {
       losses[n] = 0.f;
-      if (dscale != 0.f) std::memset(x, 0, (size_t)V * sizeof(float));
+      if (grad) std::memset(x, 0, (size_t)V * sizeof(float));
       return;
     }
     vf mx = splat(-INFINITY);
@@ -1366,7 +1370,7 @@ int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N,
     for (int l = 0; l < VW; l++) sum += acc[l];
     const double lse = (double)m + std::log(sum);
     losses[n] = (float)(lse - (double)x[t]);
-    if (dscale != 0.f) {
+    if (grad) {
       const vf k = splat((float)(1.0 / sum)), ds = splat(dscale);
       // p_t - 1 before scaling, which is accurate when p_t is close to 1
       const float pt_minus_1 = (vexp(splat(x[t]) - mv) * k)[0] - 1.f;

@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 11;
+export const LE_ABI_VERSION = 12;
 
 /** Graph slots of the engine (le_graph_end). */
 const GRAPH_SLOTS = 512;
@@ -114,7 +114,7 @@ const SYMBOLS = {
   le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32"], result: "i32" },
   le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
   le_gelu_bwd: { parameters: [P, P, P, "i64"], result: "i32" },
-  le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64"], result: "i32" },
+  le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64", P], result: "i32" },
   le_dropout_bwd: { parameters: [P, P, P, "i64", "f32"], result: "i32" },
   le_attention_fwd: {
     parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
@@ -132,7 +132,7 @@ const SYMBOLS = {
     parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
-  le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32"], result: "i32" },
+  le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32", P], result: "i32" },
   le_argmax: { parameters: [P, P, "i32", "i32"], result: "i32" },
   le_sumsq: { parameters: [P, P, "i64"], result: "i32" },
   le_adamw: {
@@ -547,10 +547,11 @@ export class Engine {
   /**
    * Dropout in place over n floats with drop probability p: kept elements scaled by
    * 1 / (1 - p), the decisions written to `mask` (uint8). The decision of element i depends
-   * only on (seed, i), identically in both engines.
+   * only on (seed, i), identically in both engines. With `seedAt`, the seed is the uint64 in
+   * engine memory there, read when the op runs (what a recorded graph replays with).
    */
-  dropoutFwd(x: Ptr, mask: Ptr, n: number, p: number, seed: bigint): void {
-    if (this.#s.le_dropout_fwd(addr(x), addr(mask), I(n), p, seed) !== 0) {
+  dropoutFwd(x: Ptr, mask: Ptr, n: number, p: number, seed: bigint, seedAt: Ptr = null): void {
+    if (this.#s.le_dropout_fwd(addr(x), addr(mask), I(n), p, seed, addr(seedAt)) !== 0) {
       this.#fail("le_dropout_fwd");
     }
   }
@@ -929,10 +930,24 @@ export class Engine {
     ) this.#fail("le_attention_gqa_stats_bwd");
   }
 
-  /** Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the
-   * gradient dscale (softmax - onehot). */
-  xentFwdBwd(logits: Ptr, losses: Ptr, targets: Ptr, N: number, V: number, dscale: number): void {
-    if (this.#s.le_xent_fwd_bwd(addr(logits), addr(losses), addr(targets), N, V, dscale) !== 0) {
+  /**
+   * Softmax cross-entropy; targets < 0 ignored; dscale != 0 overwrites logits with the
+   * gradient dscale (softmax - onehot), where the scale is, with `dscaleAt`, the float in
+   * engine memory there, read when the op runs (what a recorded graph replays with).
+   */
+  xentFwdBwd(
+    logits: Ptr,
+    losses: Ptr,
+    targets: Ptr,
+    N: number,
+    V: number,
+    dscale: number,
+    dscaleAt: Ptr = null,
+  ): void {
+    const at = addr(dscaleAt);
+    if (
+      this.#s.le_xent_fwd_bwd(addr(logits), addr(losses), addr(targets), N, V, dscale, at) !== 0
+    ) {
       this.#fail("le_xent_fwd_bwd");
     }
   }

@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 11
+#define LE_ABI_VERSION 12
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -122,8 +122,11 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n);
 /* Dropout with drop probability p in [0, 1), in place: element i is kept when
  * u_i >= p, where u_i is the top 24 bits of splitmix64's finaliser of
  * seed + (i + 1) * 0x9E3779B97F4A7C15, over 2^24 (the same bits in both engines); kept
- * elements are scaled by 1 / (1 - p), dropped ones set to 0, and mask[i] = kept (uint8). */
-int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed);
+ * elements are scaled by 1 / (1 - p), dropped ones set to 0, and mask[i] = kept (uint8).
+ * seed_at: NULL, or engine memory holding the seed, read when the op runs instead of seed (a
+ * recorded graph then draws new masks at each replay from what was uploaded there). */
+int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed,
+                   const uint64_t* seed_at);
 /* dinp[i] = mask[i] ? dout[i] / (1 - p) : 0 (written, not accumulated; dinp may be dout). */
 int le_dropout_bwd(float* dinp, const float* dout, const uint8_t* mask, int64_t n, float p);
 
@@ -153,10 +156,13 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
 /* Fused softmax + cross-entropy over logits [N,V]. Rows whose target < 0 are ignored; a
  * target >= V is an error (reported before anything is written).
  * losses[N] = -log softmax(logits[n])[target[n]] (0 for ignored rows).
- * If dscale != 0, logits is overwritten with its gradient: dscale * (softmax - onehot) for
- * valid rows, 0 for ignored rows (dscale = weight / number of valid targets for a mean). */
+ * If dscale != 0, logits is overwritten with its gradient: s * (softmax - onehot) for
+ * valid rows, 0 for ignored rows (s = weight / number of valid targets for a mean), where s is
+ * dscale, or, when dscale_at is not NULL, the float in engine memory at dscale_at, read when
+ * the op runs (dscale then only says that the gradient is written): a recorded graph then
+ * scales each replay by what was uploaded there. */
 int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
-                    float dscale);
+                    float dscale, const float* dscale_at);
 
 /* out[n] = argmax_v logits[n,v] (lowest index on ties; NaN never wins unless the whole row
  * is NaN, which gives V-1). */

@@ -13,7 +13,8 @@
  * @module
  */
 
-import { EngineError, type Ptr } from "../engine/ffi.ts";
+import type { Ptr } from "../engine/ffi.ts";
+import { GraphCache } from "./graphs.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import type { Model } from "./model.ts";
 import { Arena, Chunk, F32, type Past, pastOfChunk, Scratch } from "./stack.ts";
@@ -147,23 +148,17 @@ export class Generator {
   #logits: Ptr;
   #argmax: Ptr;
   /**
-   * Graph slots of the recorded prefills, loop passes and decoding steps, by batch shape and
-   * part, least recently used first: at most {@linkcode GeneratorCapacity.maxGraphs}, so that
-   * generations of ever new shapes (questions of new lengths) drop the oldest graphs rather
-   * than run out of the engine's slots.
+   * The recorded prefills, loop passes and decoding steps, by batch shape and part: at most
+   * {@linkcode GeneratorCapacity.maxGraphs}, so that generations of ever new shapes (questions
+   * of new lengths) drop the oldest graphs rather than run out of the engine's slots.
    */
-  #graphs = new Map<string, number>();
-  /** The batch shapes generated so far (see {@linkcode Generator.generate}'s graphs). */
-  #shapes = new Set<string>();
-  /** {@linkcode GeneratorCapacity.maxGraphs}. */
-  get #maxGraphs(): number {
-    return Math.max(0, this.cap.maxGraphs ?? MAX_GRAPHS);
-  }
+  #graphs: GraphCache;
 
   /** Allocate for `cap`. */
   constructor(model: Model, cap: GeneratorCapacity) {
     this.model = model;
     this.cap = cap;
+    this.#graphs = new GraphCache(model.eng, Math.max(0, cap.maxGraphs ?? MAX_GRAPHS));
     const C = model.cfg.dModel, V = model.cfg.vocabSize, shape = model.main.shape;
     const KW = model.main.widths.kv;
     const a = this.#arena = new Arena(model.eng);
@@ -189,78 +184,8 @@ export class Generator {
 
   /** Free the buffers (and the recorded loop passes). */
   free(): void {
-    for (const slot of this.#graphs.values()) this.model.eng.graphFree(slot);
     this.#graphs.clear();
     this.#arena.free();
-  }
-
-  /**
-   * Runs `ops` from the graph recorded under `key`, recording it first if there is none; runs
-   * them op by op if every graph slot of the engine is held by its other users, or if they
-   * cannot be recorded (an error they raise then is raised again, by running them).
-   */
-  #replay(key: string, ops: () => void): void {
-    const e = this.model.eng;
-    const kept = this.#graphs.get(key);
-    if (kept !== undefined) {
-      this.#graphs.delete(key);
-      if (e.graphLaunch(kept)) {
-        this.#graphs.set(key, kept); // most recently used last
-        return;
-      }
-      e.graphFree(kept); // out of date (the engine's scratch grew since): record it again
-    }
-    const slot = this.#freeSlot();
-    if (slot === null) return ops();
-    let recorded = false;
-    try {
-      e.graphBegin();
-      try {
-        ops();
-      } catch (err) {
-        e.graphEnd(-1);
-        throw err;
-      }
-      e.graphEnd(slot);
-      recorded = true;
-    } catch {
-      // Something in ops cannot be recorded yet (a scratch buffer that would have to grow, at
-      // a step no earlier generation reached): nothing ran, so run them op by op.
-    }
-    if (!recorded) {
-      e.graphFree(slot);
-      return ops();
-    }
-    this.#graphs.set(key, slot);
-    if (!e.graphLaunch(slot)) throw new Error("a graph recorded just now is out of date");
-  }
-
-  /** Whether a generation of `shape` ran before (remembering it for the next call). */
-  #seen(shape: string): boolean {
-    if (this.#shapes.has(shape)) return true;
-    if (this.#shapes.size >= 4096) this.#shapes.clear();
-    this.#shapes.add(shape);
-    return false;
-  }
-
-  /** A graph slot for a new recording, freeing this generator's least recently used ones. */
-  #freeSlot(): number | null {
-    const e = this.model.eng;
-    for (;;) {
-      if (this.#graphs.size < this.#maxGraphs) {
-        try {
-          return e.graphSlot();
-        } catch (err) {
-          if (!(err instanceof EngineError)) throw err;
-          if (this.#graphs.size === 0) return null; // all held elsewhere
-        }
-      }
-      const oldest = this.#graphs.entries().next();
-      if (oldest.done) return null; // maxGraphs 0
-      const [key, slot] = oldest.value;
-      e.graphFree(slot);
-      this.#graphs.delete(key);
-    }
   }
 
   /**
@@ -291,11 +216,11 @@ export class Generator {
     // Graphs (CUDA): the loop passes from a shape's first generation on; the prefill, pass 0
     // and each decoding step (one graph a step: the cache length differs) from its second,
     // after a first generation has grown the scratch and made the weights' bf16 copy.
-    const graphs = (opts.graphs ?? true) && e.backend === "cuda" && this.#maxGraphs > 0;
+    const g = this.#graphs;
+    const graphs = (opts.graphs ?? true) && e.backend === "cuda" && g.maxGraphs > 0;
     const shape = `${B},${P},${L},${e.precision}`;
-    const again = graphs && this.#seen(shape);
-    const run = (key: string, ops: () => void) =>
-      again ? this.#replay(`${shape},${key}`, ops) : ops();
+    const again = graphs && g.seen(shape);
+    const run = (key: string, ops: () => void) => again ? g.run(`${shape},${key}`, ops) : ops();
 
     // Prefix.
     e.upload(this.#ids, pre.ids), e.upload(this.#pos, pre.pos), e.upload(this.#valid, pre.valid);
@@ -363,7 +288,7 @@ export class Generator {
         };
         // Passes 1..R of one parity run the same ops on the same buffers: record the first,
         // replay it (pass 0 ran the same shapes, so nothing grows while recording).
-        if (graphs && r > 0) this.#replay(`${shape},${r % 2}`, pass);
+        if (graphs && r > 0) g.run(`${shape},${r % 2}`, pass);
         else run("first", pass);
         prev = ch;
       }
@@ -441,7 +366,7 @@ export class Generator {
       e.upload(this.#valid, kv);
       // One graph a step, for the first steps only: a generation must not need more graphs than
       // the generator keeps, or each would drop the one it needs next.
-      const decode = steps < this.#maxGraphs - 8 ? run : (_: string, ops: () => void) => ops();
+      const decode = steps < g.maxGraphs - 8 ? run : (_: string, ops: () => void) => ops();
       decode(`decode ${len}`, () => {
         e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
         cachePast.length = len;

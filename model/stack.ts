@@ -146,6 +146,17 @@ export interface Dropout {
   p: number;
   /** The chunk's seed. */
   seed: bigint;
+  /**
+   * Engine memory holding each site's seed, `mixSeed(seed, site)` for site s at byte 8 s,
+   * read when the ops run (so that a recorded step replays with the seeds uploaded there).
+   * Without it the seeds are passed with each op.
+   */
+  seeds?: Ptr;
+}
+
+/** The seed of dropout site `site` of a chunk, and where the engine reads it when it does. */
+function dropSeed(e: Engine, d: Dropout, site: number): [bigint, Ptr] {
+  return [mixSeed(d.seed, site), d.seeds ? e.offset(d.seeds, site * 8) : null];
 }
 
 /** The static shape of a stack. The fields after nHead are the Llama architecture's. */
@@ -500,7 +511,7 @@ export class Stack {
     ch.B = B, ch.T = T, ch.Tp = Tp, ch.drop = dropping ? drop : null, ch.keyValid = keyValid;
     ch.pos = pos;
     const w = this.w;
-    if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, mixSeed(drop.seed, 0));
+    if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, ...dropSeed(e, drop, 0));
     const b0 = w.blocks[0];
     this.#norm(ch.ln1[0], ch.ln1Mean[0], ch.ln1Rstd[0], ch.x[0], b0.ln1w, b0.ln1b, N);
     for (let l = 0; l < L; l++) {
@@ -510,7 +521,7 @@ export class Stack {
       this.#attention(ch, l, ch.stats.length ? ch.stats[l] : null, past);
       e.matmulFwd(sc.tmp, ch.atty[l], b.projw, b.projb, N, C, C);
       if (dropping) {
-        e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, mixSeed(drop.seed, 1 + 2 * l));
+        e.dropoutFwd(sc.tmp, ch.dropAttn[l], N * C, drop.p, ...dropSeed(e, drop, 1 + 2 * l));
       }
       this.#residualNorm(
         ch.resid2[l],
@@ -527,7 +538,7 @@ export class Stack {
       this.#activation(ch.fchg[l], ch.fch[l], N);
       e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, wd.ffOut, C);
       if (dropping) {
-        e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, mixSeed(drop.seed, 2 + 2 * l));
+        e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, ...dropSeed(e, drop, 2 + 2 * l));
       }
       // The residual stream goes on into the next block's first normalisation, or the final one.
       const last = l + 1 === L, nb = last ? null : w.blocks[l + 1];

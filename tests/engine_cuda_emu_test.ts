@@ -15,6 +15,7 @@ import {
   compareGraphReplay,
   compareLotusStep,
   compareOps,
+  compareStepGraphs,
   compareTraining,
   LLAMA_STEP_SPEC,
   memoryCycles,
@@ -756,6 +757,23 @@ Deno.test({
       const rows = compareGraphReplay(e, p);
       assertEquals(rows.length, 6);
       for (const r of rows) assert(r.pass, `${p} ${r.name}: ${r.err}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: training steps recorded as graphs replay bit for bit with new " +
+    "batches, loss scales and dropout seeds, and cost one launch a step",
+  ignore: !OK,
+  fn() {
+    const e = emulated();
+    // What check/gpu_check.ts runs on a GPU: LOTUS (add with dropout; aux, replace, in-loop)
+    // and explicit CoT, seven steps over two shapes.
+    for (const p of ["fp32", "bf16"] as const) {
+      const rows = compareStepGraphs(e, p);
+      assertEquals(rows.length, 3);
+      for (const r of rows) assert(r.pass, `${p} ${r.name}: ${r.err} (${r.note})`);
+      for (const r of rows) assertEquals(r.note, "2 steps recorded");
     }
   },
 });

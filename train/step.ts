@@ -22,6 +22,8 @@
  */
 
 import type { Engine, Ptr } from "../engine/ffi.ts";
+import { GraphCache } from "../model/graphs.ts";
+import { type Head, HeadPlan } from "./heads.ts";
 import {
   type AuxBatch,
   auxBatch,
@@ -161,6 +163,13 @@ export interface LotusCapacity {
    * {@linkcode LotusRunner.logits} then exposes.
    */
   headRows?: number;
+  /**
+   * Training on the CUDA engine: the most recorded steps kept (graphs, one a batch shape and
+   * set of options; {@linkcode MAX_STEP_GRAPHS} by default; 0 runs every step op by op). A
+   * shape's step is recorded at its second occurrence and replayed from then on. Results are
+   * the same bits either way.
+   */
+  maxGraphs?: number;
 }
 
 /**
@@ -173,7 +182,8 @@ export const HEAD_CHUNK_ROWS = 1024;
 /**
  * Cross-entropy of `rows` rows of `h` through a head [V, C] (tied or not) against `targets`, `chunk`
  * rows at a time through one logits buffer of `chunk` x V; per-row losses go to `losses`.
- * With `dscale` != 0, the head's backward is applied chunk by chunk: dh += dlogits W and
+ * With `dscale` (engine memory holding the gradient's scale, read when the ops run), the
+ * logits' gradient is written and the head's backward applied chunk by chunk: dh += dlogits W and
  * dhead += dlogits^T h. Each row's loss and dh are those of one whole-rows pass; dhead is
  * summed over the chunks in order, so it differs from one pass only by fp32 rounding.
  */
@@ -188,88 +198,100 @@ function chunkedHeadLoss(
   C: number,
   V: number,
   targets: Ptr,
-  dscale: number,
+  dscale: Ptr,
   head: Ptr,
   dhead: Ptr,
 ): void {
+  const grad = dscale !== null;
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const n = Math.min(chunk, rows - r0);
     const hc = e.offset(h, r0 * C * F32);
     e.matmulFwd(logits, hc, head, null, n, C, V);
-    e.xentFwdBwd(logits, e.offset(losses, r0 * F32), e.offset(targets, r0 * 4), n, V, dscale);
-    if (dscale !== 0) {
+    const lc = e.offset(losses, r0 * F32), tc = e.offset(targets, r0 * 4);
+    e.xentFwdBwd(logits, lc, tc, n, V, grad ? 1 : 0, dscale);
+    if (grad) {
       e.matmulBwd(e.offset(dh, r0 * C * F32), dhead, null, logits, hc, head, n, C, V);
     }
   }
 }
 
-/**
- * The per-row losses that a step's heads leave in engine memory, read back with one download
- * at the end of the step rather than one per head (each download is a host wait on the CUDA
- * engine). Each head's rows are summed in double, in row order, and added to its total in call
- * order: the same numbers as reading each head at once.
- */
-class LossReadback {
-  #pending: { off: number; rows: number; into: number }[] = [];
-  #used = 0;
-  #sums: number[] = [];
-
-  constructor(readonly eng: Engine, readonly buf: Ptr, readonly capacity: number) {}
-
-  /** Where the next head writes `rows` losses, to be added to total `into`. */
-  slot(rows: number, into: number): Ptr {
-    if (this.#used + rows > this.capacity) this.#flush();
-    const off = this.#used;
-    this.#used += rows;
-    this.#pending.push({ off, rows, into });
-    return this.eng.offset(this.buf, off * F32);
-  }
-
-  #flush(): void {
-    if (this.#used === 0) return;
-    const l = new Float32Array(this.#used);
-    this.eng.download(l, this.buf);
-    for (const p of this.#pending) {
-      let s = 0;
-      for (let i = p.off; i < p.off + p.rows; i++) s += l[i];
-      this.#sums[p.into] = (this.#sums[p.into] ?? 0) + s;
-    }
-    this.#pending = [];
-    this.#used = 0;
-  }
-
-  /** Reads what is pending and returns totals 0..n-1 (0 where no head wrote), then resets. */
-  read(n: number): number[] {
-    this.#flush();
-    const out = Array.from({ length: n }, (_, i) => this.#sums[i] ?? 0);
-    this.#sums = [];
-    return out;
-  }
-}
-
 /** The totals a LOTUS step's heads add to. */
 const STEP = 0, ANS = 1, AUX = 2;
+/** Where a LOTUS step's heads run, beside loop passes 1..R (in-loop step loss). */
+const AFTER_LOOP = -1, SUFFIX = -2, AUX_HEAD = -3;
 
-/** Buffers for uploading one region's ids, positions, key validity and targets. */
+/**
+ * The most recorded steps a training runner keeps by default (CUDA engine): one a batch shape
+ * (and curriculum stage), the least recently used dropped first.
+ */
+export const MAX_STEP_GRAPHS = 16;
+
+/** Buffers for uploading one region's ids, positions and key validity. */
 interface Region {
   ids: Ptr;
   pos: Ptr;
   valid: Ptr;
-  targets: Ptr;
 }
 
 function region(a: Arena, rows: number, keys: number): Region {
-  return { ids: a.i32(rows), pos: a.i32(rows), valid: a.bytes(keys), targets: a.i32(rows) };
+  return { ids: a.i32(rows), pos: a.i32(rows), valid: a.bytes(keys) };
+}
+
+/**
+ * Dropout seeds in engine memory, for the chunks of one step: chunk i's sites (the block
+ * input and each layer's two residual branches, as model/stack.ts numbers them) at
+ * `i * sites`. Uploaded before the step's ops, so that a recorded step draws new masks.
+ */
+class SeedTable {
+  readonly sites: number;
+  readonly buf: Ptr;
+  constructor(a: Arena, nLayer: number, readonly chunks: number) {
+    this.sites = 1 + 2 * nLayer;
+    this.buf = a.bytes(chunks * this.sites * 8);
+  }
+
+  /** Uploads the seeds of `drops` (chunk i: `drops[i]`) and returns each chunk's dropout. */
+  upload(eng: Engine, drops: Dropout[]): Dropout[] {
+    const t = new BigUint64Array(drops.length * this.sites);
+    for (let i = 0; i < drops.length; i++) {
+      for (let s = 0; s < this.sites; s++) t[i * this.sites + s] = mixSeed(drops[i].seed, s);
+    }
+    eng.upload(this.buf, t);
+    return drops.map((d, i) => ({ ...d, seeds: eng.offset(this.buf, i * this.sites * 8) }));
+  }
+}
+
+/** Step targets of the blocks that some pass supervises in the loop (blocks 0..R-1). */
+function inLoopSteps(b: LotusBatch): number {
+  let n = 0;
+  for (const block of [b.stepBlock, ...b.spillBlock]) {
+    for (let i = 0; i < b.B * b.L; i++) if (block[i] >= 0 && block[i] < b.R) n++;
+  }
+  return n;
+}
+
+/** Runs `ops` from `graphs` under `key` when the key was seen before, else op by op. */
+function runRecorded(graphs: GraphCache | null, key: string, ops: () => void): void {
+  if (graphs && graphs.maxGraphs > 0 && graphs.seen(key)) graphs.run(key, ops);
+  else ops();
 }
 
 /**
  * Runs LOTUS steps on a model. Allocates every activation once for a capacity, in engine
  * memory: call {@linkcode LotusRunner.free} when done.
+ *
+ * On the CUDA engine, a training step whose batch shape and options were seen before is
+ * recorded as one graph (forward, losses and backward) and replayed from then on: one host
+ * call instead of thousands. Everything that differs between batches of one shape (ids,
+ * positions, key validity, targets, the losses' gradient scales, dropout seeds) is uploaded
+ * before the step's ops, which read it from engine memory, so a replay computes exactly what
+ * running the ops would. Steps that tell data-parallel training of ready gradients run op by
+ * op.
  */
 export class LotusRunner {
   /** The model whose backbone (and aux decoder) the steps run. */
   readonly model: Model;
-  /** The largest batch {@linkcode LotusRunner.step} accepts. */
+  /** The largest batch the runner takes. */
   readonly cap: LotusCapacity;
   #arena: Arena;
   #sc: Scratch;
@@ -281,15 +303,17 @@ export class LotusRunner {
   #dkvcat: Ptr[];
   #logits: Ptr;
   #logitRows: number;
-  #losses: LossReadback;
+  #heads: HeadPlan;
   #preR: Region;
   #loopR: Region;
   #loopRepl: Ptr;
   #sufR: Region;
   #auxR: Region | null;
+  #seeds: SeedTable | null;
+  #graphs: GraphCache | null;
   #training: boolean;
 
-  /** Allocate for `cap`. `training` allocates gradients. */
+  /** Allocate for `cap`; `training` keeps what the backward needs. */
   constructor(model: Model, cap: LotusCapacity, training: boolean) {
     this.model = model;
     this.cap = cap;
@@ -325,19 +349,30 @@ export class LotusRunner {
       ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
       : logitRows;
     this.#logits = a.f32(this.#logitRows * V);
-    // Room for every head of a step: in-loop supervision has one a pass.
-    const lossRows = logitRows * (cap.R + 3);
-    this.#losses = new LossReadback(model.eng, a.f32(lossRows), lossRows);
+    const graphs = training && model.eng.backend === "cuda"
+      ? new GraphCache(model.eng, Math.max(0, cap.maxGraphs ?? MAX_STEP_GRAPHS))
+      : null;
+    this.#graphs = graphs;
+    // Room for every head of a step: in-loop supervision has one a pass (more buffer is
+    // allocated when a step needs it: more step-target layers under --long-step spill).
+    this.#heads = new HeadPlan(
+      model.eng,
+      logitRows * (cap.R + 3),
+      cap.R + 3,
+      () => graphs?.clear(),
+    );
     this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
     this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
     this.#loopRepl = a.i32(cap.B * Lmax);
     this.#sufR = region(a, cap.B * cap.S, cap.B * (cap.P + Lmax + cap.S));
     this.#auxR = this.#aux ? region(a, auxRows, 0) : null;
+    // Chunks: the prefix, passes 0..R, the suffix.
+    this.#seeds = masks ? new SeedTable(a, cfg.nLayer, cap.R + 3) : null;
   }
 
   /** Bytes of engine memory held by the runner's activations. */
   get bytes(): number {
-    return this.#arena.allocated;
+    return this.#arena.allocated + this.#heads.bytes;
   }
 
   /**
@@ -350,42 +385,37 @@ export class LotusRunner {
     return this.#logits;
   }
 
-  /** Free the activations. */
+  /** Steps recorded as graphs and kept now (CUDA engine, training). */
+  get recordedSteps(): number {
+    return this.#graphs?.size ?? 0;
+  }
+
+  /** Free the activations (and the recorded steps). */
   free(): void {
+    this.#graphs?.clear();
+    this.#heads.free();
     this.#arena.free();
   }
 
   /**
-   * Cross-entropy of `h` rows through a head against `targets` (already uploaded), with the
-   * head's backward applied at once into `dh` (and the head's gradient) when training. The
-   * summed loss goes to total `into` of the step's {@linkcode LossReadback}.
+   * Cross-entropy of `h` rows through a head against the head's targets, with the head's
+   * backward applied at once into `dh` (and the head's gradient) when the head has one.
    */
-  #headLoss(
-    h: Ptr,
-    dh: Ptr,
-    rows: number,
-    targets: Ptr,
-    weight: number,
-    count: number,
-    head: Ptr,
-    dhead: Ptr,
-    into: number,
-  ): void {
+  #headLoss(hd: Head, h: Ptr, dh: Ptr, head: Ptr, dhead: Ptr): void {
     const e = this.model.eng, C = this.model.cfg.dModel, V = this.model.cfg.vocabSize;
-    const grad = this.#training && count > 0 && weight > 0;
-    const ds = grad ? weight / count : 0;
+    const heads = this.#heads;
     chunkedHeadLoss(
       e,
       this.#logits,
       this.#logitRows,
-      this.#losses.slot(rows, into),
+      heads.losses(hd),
       h,
       dh,
-      rows,
+      hd.rows,
       C,
       V,
-      targets,
-      ds,
+      heads.targets(hd),
+      heads.scale(hd),
       head,
       dhead,
     );
@@ -397,13 +427,7 @@ export class LotusRunner {
    * those of blocks some pass supervises) and the aux decoder's targets when it runs.
    */
   denominators(b: LotusBatch, opts: LotusOptions, exs?: Example[]): LossDenominators {
-    let nStep = b.nStep;
-    if (opts.stepLoss === "in-loop") {
-      nStep = 0;
-      for (const block of [b.stepBlock, ...b.spillBlock]) {
-        for (let i = 0; i < b.B * b.L; i++) if (block[i] >= 0 && block[i] < b.R) nStep++;
-      }
-    }
+    const nStep = opts.stepLoss === "in-loop" ? inLoopSteps(b) : b.nStep;
     let nAux = 0;
     if (this.#aux && this.model.aux && b.K > 0 && opts.auxWeight > 0) {
       if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
@@ -421,15 +445,123 @@ export class LotusRunner {
    * @throws {Error} when the aux decoder runs and `exs` is missing.
    */
   step(b: LotusBatch, opts: LotusOptions, exs?: Example[]): StepLosses {
-    const m = this.model, e = m.eng, C = m.cfg.dModel, cap = this.cap;
+    const m = this.model, e = m.eng, cap = this.cap;
     const { B, P, L, S, K, R } = b;
     if (B > cap.B || P > cap.P || L > 1 + cap.K * cap.c || S > cap.S || R > cap.R) {
       throw new RangeError(
         `batch (B=${B}, P=${P}, L=${L}, S=${S}, R=${R}) exceeds the runner's capacity`,
       );
     }
+    const train = this.#training, heads = this.#heads;
+
+    // Plan the heads, in the order the ops run them, with their denominators: the answer
+    // targets; the step targets, every one after the loop, or in the loop only those of the
+    // blocks some pass supervises (block r-1 at pass r: blocks 0..R-1), under --long-step
+    // spill over several target layers (one cross-entropy each); the aux decoder's targets.
+    // Data-parallel training divides by the global batch's counts instead.
+    heads.reset();
+    const layers = [
+      { targets: b.stepTargets, block: b.stepBlock },
+      ...b.spillTargets.map((t, m) => ({ targets: t, block: b.spillBlock[m] })),
+    ];
+    const inLoop = opts.stepLoss === "in-loop";
+    const den = opts.denominators;
+    const nStep = den ? den.nStep : inLoop ? inLoopSteps(b) : b.nStep;
+    const nAns = den ? den.nAns : b.nAns;
+    const stepW = opts.lambda;
+    const grad = (w: number, n: number) => train && n > 0 && w > 0;
+    if (inLoop) {
+      for (let r = 1; r <= R; r++) {
+        for (const ly of layers) {
+          const t = new Int32Array(B * L).fill(-100);
+          let any = false;
+          for (let i = 0; i < B * L; i++) {
+            if (ly.block[i] === r - 1) t[i] = ly.targets[i], any = true;
+          }
+          if (any || ly === layers[0]) heads.add(t, STEP, r, grad(stepW, nStep), stepW, nStep);
+        }
+      }
+    } else if (K > 0) {
+      for (const ly of layers) {
+        heads.add(ly.targets, STEP, AFTER_LOOP, grad(stepW, nStep), stepW, nStep);
+      }
+    }
+    heads.add(b.suffixTargets, ANS, SUFFIX, grad(1, nAns), 1, nAns);
+    let ab: AuxBatch | null = null, nAux = 0;
+    if (this.#aux && m.aux && K > 0 && opts.auxWeight > 0) {
+      if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
+      ab = auxBatch(exs, K, b.c, opts.auxReads === "in-loop" ? R : K);
+      if (ab.T > cap.auxT) {
+        throw new RangeError(`aux sequence of ${ab.T} exceeds the runner's capacity ${cap.auxT}`);
+      }
+      nAux = den ? den.nAux : ab.nTargets;
+      heads.add(ab.targets, AUX, AUX_HEAD, grad(opts.auxWeight, nAux), opts.auxWeight, nAux);
+    }
+
+    // Everything the ops read that differs between batches goes up before them.
+    const pr = this.#preR, lr = this.#loopR, sr = this.#sufR;
+    e.upload(pr.ids, b.prefixIds), e.upload(pr.pos, b.prefixPos), e.upload(pr.valid, b.prefixValid);
+    e.upload(lr.ids, b.loopIds), e.upload(lr.pos, b.loopPos), e.upload(lr.valid, b.loopValid);
+    if (opts.injection === "replace") e.upload(this.#loopRepl, b.loopIdsReplace);
+    e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
+    if (ab) e.upload(this.#auxR!.ids, ab.ids);
+    heads.upload();
+    const drop = train && opts.dropout && opts.dropout.p > 0 ? opts.dropout : null;
+    // Chunk i's dropout: 0 the prefix, 1 + r loop pass r, R + 2 the suffix (seed tags 0,
+    // 1 + r and -1).
+    let drops: (Dropout | null)[] = Array.from({ length: R + 3 }, () => null);
+    if (drop) {
+      const tags = drops.map((_, i) => (i === R + 2 ? -1 : i));
+      const own = tags.map((t) => ({ p: drop.p, seed: mixSeed(drop.seed, t) }));
+      drops = this.#seeds ? this.#seeds.upload(e, own) : own;
+    }
+
+    const ops = () => this.#ops(b, opts, ab, drops);
+    if (opts.ready) ops(); // data-parallel callbacks run between the ops
+    else {
+      const key = [
+        B,
+        P,
+        L,
+        S,
+        K,
+        R,
+        b.c,
+        opts.injection,
+        drop ? drop.p : 0,
+        ab ? `${ab.n}x${ab.T},${opts.auxReads}` : "-",
+        e.precision,
+        heads.heads.map((h) => `${h.at}:${h.rows}${h.grad ? "g" : ""}`).join(" "),
+      ].join(",");
+      runRecorded(this.#graphs, key, ops);
+    }
+
+    // The one host wait of the step's losses, after the backward has been queued.
+    const [stepSum, ansSum, auxSum] = heads.read(3);
+    const ans = nAns ? ansSum / nAns : 0;
+    const step = nStep ? stepSum / nStep : 0;
+    const aux = nAux ? auxSum / nAux : 0;
+    return {
+      loss: ans + opts.lambda * step + opts.auxWeight * aux,
+      ans,
+      step,
+      aux,
+      nAns,
+      nStep,
+      nAux,
+    };
+  }
+
+  /** The engine ops of a step whose inputs, targets, scales and seeds are uploaded. */
+  #ops(b: LotusBatch, opts: LotusOptions, ab: AuxBatch | null, drops: (Dropout | null)[]): void {
+    const m = this.model, e = m.eng, C = m.cfg.dModel;
+    const { B, P, L, S, R } = b;
     const train = this.#training, sc = this.#sc, main = m.main;
     const pre = this.#pre, loop = this.#loop, suf = this.#suf;
+    const heads = this.#heads.heads;
+    const headsAt = (at: number, ch: Chunk) => {
+      for (const hd of heads) if (hd.at === at) this.#headLoss(hd, ch.h, ch.dh, m.head, m.ghead);
+    };
     if (train) {
       main.zeroGrads(pre, B, P);
       for (let r = 0; r <= R; r++) main.zeroGrads(loop[r], B, L);
@@ -438,41 +570,14 @@ export class LotusRunner {
 
     // 1. prefix
     const pr = this.#preR;
-    e.upload(pr.ids, b.prefixIds), e.upload(pr.pos, b.prefixPos), e.upload(pr.valid, b.prefixValid);
     e.embedFwd(pre.x[0], pr.ids, pr.pos, m.wte, m.wpe, B * P, C);
-    const drop = train && opts.dropout && opts.dropout.p > 0 ? opts.dropout : null;
-    /** The dropout of chunk `tag` (0 prefix, 1 + r loop pass r, -1 suffix). */
-    const dropOf = (tag: number): Dropout | null =>
-      drop && { p: drop.p, seed: mixSeed(drop.seed, tag) };
-    main.forward(pre, sc, B, P, null, pr.valid, dropOf(0), pr.pos);
+    main.forward(pre, sc, B, P, null, pr.valid, drops[0], pr.pos);
     const prePast = pastOfChunk(pre, C, e, main.shape);
 
-    // 2-3. loop passes
+    // 2-3. loop passes, each with its in-loop heads (pass r supervises block r-1)
     const lr = this.#loopR;
-    e.upload(lr.ids, b.loopIds), e.upload(lr.pos, b.loopPos), e.upload(lr.valid, b.loopValid);
-    if (opts.injection === "replace") e.upload(this.#loopRepl, b.loopIdsReplace);
     const idsOfPass = (r: number) =>
       r > 0 && opts.injection === "replace" ? this.#loopRepl : lr.ids;
-    const stepW = opts.lambda;
-    const inLoopTargets = opts.stepLoss === "in-loop" ? new Int32Array(B * L) : null;
-    // The step loss's token-mean denominator: every target after the loop; in the loop, only
-    // the targets of the blocks some pass supervises (block r-1 at pass r: blocks 0..R-1).
-    // Data-parallel training divides by the global batch's counts instead.
-    // Under --long-step spill, more target layers over the same rows: one more CE each.
-    const layers = [
-      { targets: b.stepTargets, block: b.stepBlock },
-      ...b.spillTargets.map((t, m) => ({ targets: t, block: b.spillBlock[m] })),
-    ];
-    let nStep = b.nStep;
-    if (inLoopTargets) {
-      nStep = 0;
-      for (const ly of layers) {
-        for (let i = 0; i < B * L; i++) if (ly.block[i] >= 0 && ly.block[i] < R) nStep++;
-      }
-    }
-    const den = opts.denominators;
-    if (den) nStep = den.nStep;
-    const nAns = den ? den.nAns : b.nAns;
     for (let r = 0; r <= R; r++) {
       const ch = loop[r];
       e.embedFwd(ch.x[0], idsOfPass(r), lr.pos, m.wte, m.wpe, B * L, C);
@@ -491,63 +596,24 @@ export class LotusRunner {
           true,
         );
       }
-      main.forward(ch, sc, B, L, prePast, lr.valid, dropOf(1 + r), lr.pos);
-      if (inLoopTargets && r > 0) {
-        // In-loop supervision: pass r supervises block r-1 only.
-        for (const ly of layers) {
-          let any = false;
-          for (let i = 0; i < B * L; i++) {
-            const own = ly.block[i] === r - 1;
-            inLoopTargets[i] = own ? ly.targets[i] : -100;
-            any ||= own;
-          }
-          if (!any && ly !== layers[0]) continue;
-          e.upload(lr.targets, inLoopTargets);
-          this.#headLoss(ch.h, ch.dh, B * L, lr.targets, stepW, nStep, m.head, m.ghead, STEP);
-        }
-      }
+      main.forward(ch, sc, B, L, prePast, lr.valid, drops[1 + r], lr.pos);
+      if (r > 0) headsAt(r, ch);
     }
-    if (!inLoopTargets && K > 0) {
-      for (const ly of layers) {
-        e.upload(lr.targets, ly.targets);
-        this.#headLoss(
-          loop[R].h,
-          loop[R].dh,
-          B * L,
-          lr.targets,
-          stepW,
-          nStep,
-          m.head,
-          m.ghead,
-          STEP,
-        );
-      }
-    }
+    headsAt(AFTER_LOOP, loop[R]);
 
     // 4. suffix on prefix ‖ pass R
     const kvPast = this.#concatPast(b, loop[R]);
     const sr = this.#sufR;
-    e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
-    e.upload(sr.targets, b.suffixTargets);
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
-    main.forward(suf, sc, B, S, kvPast, sr.valid, dropOf(-1), sr.pos);
-    this.#headLoss(suf.h, suf.dh, B * S, sr.targets, 1, nAns, m.head, m.ghead, ANS);
+    main.forward(suf, sc, B, S, kvPast, sr.valid, drops[R + 2], sr.pos);
+    headsAt(SUFFIX, suf);
 
     // 5. LOTUS-aux: the aux decoder reads each block's latents, from pass R or (in-loop)
     // block k from pass k + 1.
-    let nAux = 0;
-    if (this.#aux && m.aux && K > 0 && opts.auxWeight > 0) {
-      if (!exs) throw new Error("LOTUS-aux needs the batch's examples");
+    if (ab) {
+      const hd = heads.find((h) => h.at === AUX_HEAD)!;
       const inLoop = opts.auxReads === "in-loop";
-      const ab = auxBatch(exs, K, b.c, inLoop ? R : K);
-      nAux = den ? den.nAux : ab.nTargets;
-      this.#auxStep(
-        ab,
-        b,
-        (k) => (inLoop ? loop[k + 1] : loop[R]),
-        opts.auxWeight,
-        nAux,
-      );
+      this.#auxStep(ab, hd, b, (k) => (inLoop ? loop[k + 1] : loop[R]));
       if (train) opts.ready?.aux();
     }
 
@@ -585,21 +651,6 @@ export class LotusRunner {
       const dx = main.backward(pre, sc, null, ready ? (l) => ready.block(l) : undefined);
       e.embedBwd(m.gwte, m.gwpe, dx, pr.ids, pr.pos, B * P, C);
     }
-
-    // The one host wait of the step's losses, after the backward has been queued.
-    const [stepSum, ansSum, auxSum] = this.#losses.read(3);
-    const ans = nAns ? ansSum / nAns : 0;
-    const step = nStep ? stepSum / nStep : 0;
-    const aux = nAux ? auxSum / nAux : 0;
-    return {
-      loss: ans + opts.lambda * step + opts.auxWeight * aux,
-      ans,
-      step,
-      aux,
-      nAns,
-      nStep,
-      nAux,
-    };
   }
 
   /**
@@ -662,24 +713,18 @@ export class LotusRunner {
   /**
    * The aux decoder's forward, loss and (when training) backward, which adds its gradient
    * into the dh of the pass each block is read from (`passOf`) before the main backward
-   * starts. `count` is the loss's token-mean denominator. Its summed loss goes to the step's
-   * AUX total.
+   * starts, through its planned head `hd`.
    */
   #auxStep(
     ab: AuxBatch,
+    hd: Head,
     b: LotusBatch,
     passOf: (block: number) => Chunk | undefined,
-    weight: number,
-    count: number,
   ): void {
     const m = this.model, e = m.eng, C = m.cfg.dModel, aux = m.aux!, ch = this.#aux!;
     const ar = this.#auxR!, sc = this.#sc;
     const { n, T } = ab, K = b.K, c = b.c, B = b.B, L = b.L;
-    if (T > this.cap.auxT) {
-      throw new RangeError(`aux sequence of ${T} exceeds the runner's capacity ${this.cap.auxT}`);
-    }
     if (this.#training) aux.zeroGrads(ch, n, T);
-    e.upload(ar.ids, ab.ids), e.upload(ar.targets, ab.targets);
     // Token rows get their embedding (no position: the reference's decoder has none);
     // latent rows (id -1) start at zero and receive block k's states.
     e.embedFwd(ch.x[0], ar.ids, ar.pos, m.wte, null, n * T, C);
@@ -700,7 +745,7 @@ export class LotusRunner {
       );
     }
     aux.forward(ch, sc, n, T, null, null);
-    this.#headLoss(ch.h, ch.dh, n * T, ar.targets, weight, count, m.auxHead, m.gAuxHead, AUX);
+    this.#headLoss(hd, ch.h, ch.dh, m.auxHead, m.gAuxHead);
     if (this.#training) {
       const dx = aux.backward(ch, sc, null);
       e.embedBwd(m.gwte, null, dx, ar.ids, ar.pos, n * T, C);
@@ -737,7 +782,9 @@ export class PlainRunner {
   #r: Region;
   #logits: Ptr;
   #logitRows: number;
-  #losses: LossReadback;
+  #heads: HeadPlan;
+  #seeds: SeedTable | null;
+  #graphs: GraphCache | null;
   #training: boolean;
   /** Most sequences per batch. */
   readonly maxB: number;
@@ -747,7 +794,7 @@ export class PlainRunner {
   /**
    * Allocate for up to `maxB` sequences of `maxT` tokens (with `dropout`, the masks a training
    * step with dropout needs; with `recompute`, fewer activations kept, as
-   * {@linkcode LotusCapacity.recompute}).
+   * {@linkcode LotusCapacity.recompute}; `maxGraphs`: as {@linkcode LotusCapacity.maxGraphs}).
    */
   constructor(
     model: Model,
@@ -756,6 +803,7 @@ export class PlainRunner {
     training: boolean,
     dropout = false,
     recompute = false,
+    maxGraphs = MAX_STEP_GRAPHS,
   ) {
     this.model = model;
     this.maxB = maxB;
@@ -784,11 +832,23 @@ export class PlainRunner {
     this.#r = region(a, rows, rows);
     this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
     this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);
-    this.#losses = new LossReadback(model.eng, a.f32(rows), rows);
+    const graphs = training && model.eng.backend === "cuda"
+      ? new GraphCache(model.eng, Math.max(0, maxGraphs))
+      : null;
+    this.#graphs = graphs;
+    this.#heads = new HeadPlan(model.eng, rows, 1, () => graphs?.clear());
+    this.#seeds = training && dropout ? new SeedTable(a, model.cfg.nLayer, 1) : null;
   }
 
-  /** Free the activations. */
+  /** Steps recorded as graphs and kept now (CUDA engine, training). */
+  get recordedSteps(): number {
+    return this.#graphs?.size ?? 0;
+  }
+
+  /** Free the activations (and the recorded steps). */
   free(): void {
+    this.#graphs?.clear();
+    this.#heads.free();
     this.#arena.free();
   }
 
@@ -812,38 +872,44 @@ export class PlainRunner {
     if (B > this.maxB || T > this.maxT) {
       throw new RangeError(`batch (B=${B}, T=${T}) exceeds the runner's capacity`);
     }
-    if (this.#training) m.main.zeroGrads(ch, B, T);
-    e.upload(r.ids, b.ids), e.upload(r.pos, b.pos), e.upload(r.valid, b.valid);
-    e.upload(r.targets, b.targets);
-    e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
-    const drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
-    m.main.forward(ch, this.#sc, B, T, null, r.valid, drop, r.pos);
     const den = nTargets ?? b.nTargets;
     const grad = this.#training && den > 0;
-    const ds = grad ? 1 / den : 0;
-    const lr = this.#logitRows;
-    chunkedHeadLoss(
-      e,
-      this.#logits,
-      lr,
-      this.#losses.slot(N, 0),
-      ch.h,
-      ch.dh,
-      N,
-      C,
-      V,
-      r.targets,
-      ds,
-      m.head,
-      m.ghead,
-    );
-    if (grad) {
-      // One chunk: each block's gradient is final as soon as its backward is issued.
-      const dx = m.main.backward(ch, this.#sc, null, ready ? (l) => ready.block(l) : undefined);
-      e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
-    }
+    const heads = this.#heads;
+    heads.reset();
+    const hd = heads.add(b.targets, 0, 0, grad, 1, den);
+    e.upload(r.ids, b.ids), e.upload(r.pos, b.pos), e.upload(r.valid, b.valid);
+    heads.upload();
+    let drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
+    if (drop && this.#seeds) drop = this.#seeds.upload(e, [drop])[0];
+    const ops = () => {
+      if (this.#training) m.main.zeroGrads(ch, B, T);
+      e.embedFwd(ch.x[0], r.ids, r.pos, m.wte, m.wpe, N, C);
+      m.main.forward(ch, this.#sc, B, T, null, r.valid, drop, r.pos);
+      chunkedHeadLoss(
+        e,
+        this.#logits,
+        this.#logitRows,
+        heads.losses(hd),
+        ch.h,
+        ch.dh,
+        N,
+        C,
+        V,
+        heads.targets(hd),
+        heads.scale(hd),
+        m.head,
+        m.ghead,
+      );
+      if (grad) {
+        // One chunk: each block's gradient is final as soon as its backward is issued.
+        const dx = m.main.backward(ch, this.#sc, null, ready ? (l) => ready.block(l) : undefined);
+        e.embedBwd(m.gwte, m.gwpe, dx, r.ids, r.pos, N, C);
+      }
+    };
+    if (ready) ops();
+    else runRecorded(this.#graphs, `${B},${T},${drop ? drop.p : 0},${e.precision},${grad}`, ops);
     // The step's one host wait for its loss, after the backward has been queued.
-    const [s] = this.#losses.read(1);
+    const [s] = heads.read(1);
     const ans = den ? s / den : 0;
     return { loss: ans, ans, step: 0, aux: 0, nAns: den, nStep: 0, nAux: 0 };
   }

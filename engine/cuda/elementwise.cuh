@@ -85,7 +85,8 @@ __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout
 }
 
 __global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, float scale,
-                                   uint64_t seed) {
+                                   uint64_t seed, const uint64_t* seed_at) {
+  if (seed_at) seed = *seed_at;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const bool keep = drop_keep(seed, i, p);
@@ -168,12 +169,14 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   return op_done("le_gelu_bwd");
 }
 
-LE_API int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed) {
+LE_API int le_dropout_fwd(float* x, uint8_t* mask, int64_t n, float p, uint64_t seed,
+                          const uint64_t* seed_at) {
   using namespace le;
   REQUIRE_INIT("le_dropout_fwd");
-  TRY(validate_dropout_fwd(x, mask, n, p));
+  TRY(validate_dropout_fwd(x, mask, n, p, seed_at));
   if (n == 0) return 0;
-  LAUNCH(dropout_fwd_kernel, grid_for(n, 256), 256, 0)(x, mask, n, p, 1.0f / (1.0f - p), seed);
+  LAUNCH(dropout_fwd_kernel, grid_for(n, 256), 256, 0)(x, mask, n, p, 1.0f / (1.0f - p), seed,
+                                                       seed_at);
   return op_done("le_dropout_fwd");
 }
 

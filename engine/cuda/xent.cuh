@@ -22,17 +22,20 @@ namespace le {
 
 constexpr int kRowThreads = 256;
 
+// grad: write the gradient, scaled by *dscale_at when given (read here, so that a replayed
+// graph uses what was uploaded since), else by dscale.
 __global__ void xent_kernel(float* logits, float* losses, const int32_t* targets, int V,
-                            float dscale) {
+                            bool grad, float dscale, const float* dscale_at) {
   __shared__ double dred[33];
   __shared__ float fred[33];
   const int64_t n = blockIdx.x;
   float* x = logits + n * V;
   const int t = targets[n];
   const int tid = threadIdx.x, nt = blockDim.x;
+  if (grad && dscale_at) dscale = *dscale_at;
   if (t < 0) {
     if (tid == 0) losses[n] = 0.f;
-    if (dscale != 0.f)
+    if (grad)
       for (int v = tid; v < V; v += nt) x[v] = 0.f;
     return;
   }
@@ -44,7 +47,7 @@ __global__ void xent_kernel(float* logits, float* losses, const int32_t* targets
   sum = block_sum(sum, dred);
   const float xt = x[t];
   if (tid == 0) losses[n] = (float)((double)m + log(sum) - (double)xt);
-  if (dscale != 0.f) {
+  if (grad) {
     const float k = (float)(1.0 / sum);
     const float pt_minus_1 = expf(xt - m) * k - 1.f;
     __syncthreads();  // everyone has read x[t] before it is overwritten
@@ -88,15 +91,16 @@ __global__ void argmax_kernel(int32_t* out, const float* logits, int V) {
 }  // namespace le
 
 LE_API int le_xent_fwd_bwd(float* logits, float* losses, const int32_t* targets, int N, int V,
-                           float dscale) {
+                           float dscale, const float* dscale_at) {
   using namespace le;
   const char* fn = "le_xent_fwd_bwd";
   REQUIRE_INIT(fn);
-  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V));
+  TRY(validate_xent_fwd_bwd(logits, losses, targets, N, V, dscale_at));
   int bad[2] = {kNoBad, kNoBad};
   TRY(find_bad_indices(fn, targets, V, true, nullptr, 0, false, N, bad));
   if (bad[0] != kNoBad) return fail_bad_target(fn, bad[0], read_int(targets + bad[0]), V);
-  LAUNCH(xent_kernel, (unsigned)N, kRowThreads, 0)(logits, losses, targets, V, dscale);
+  LAUNCH(xent_kernel, (unsigned)N, kRowThreads, 0)(logits, losses, targets, V, dscale != 0.f, dscale,
+                                                          dscale_at);
   return op_done(fn);
 }
 
