@@ -16,13 +16,20 @@
 import { type Engine, EngineError } from "../engine/ffi.ts";
 
 /**
- * Graphs by key, at most `maxGraphs`, the least recently used dropped first, so that calls
- * of ever new keys (batches of new shapes) recycle slots rather than run out of the engine's
- * 512, which every user of the engine shares.
+ * Graphs by key, at most `maxGraphs`, so that calls of ever new keys (batches of new shapes)
+ * recycle slots rather than run out of the engine's 512, which every user of the engine
+ * shares. When the cache is full, a key is recorded only if it has been run more often than
+ * the least recently used graph, which it then replaces; otherwise its ops run op by op.
+ * Run counts are halved every `8 maxGraphs` runs (at least 64), so that keys that stopped
+ * coming (a finished curriculum stage) give way. Without that admission rule, more keys in
+ * turn than the cache holds would be recorded at every call and never replayed: a recording
+ * costs the ops' host time plus the graph's instantiation.
  */
 export class GraphCache {
   #graphs = new Map<string, number>();
   #seen = new Set<string>();
+  #runs = new Map<string, number>();
+  #ticks = 0;
 
   /** A cache of at most `maxGraphs` graphs (0: none; every call runs op by op). */
   constructor(readonly eng: Engine, readonly maxGraphs: number) {}
@@ -51,6 +58,7 @@ export class GraphCache {
    */
   run(key: string, ops: () => void): void {
     const e = this.eng;
+    const runs = this.#count(key);
     const kept = this.#graphs.get(key);
     if (kept !== undefined) {
       this.#graphs.delete(key);
@@ -60,7 +68,7 @@ export class GraphCache {
       }
       e.graphFree(kept); // out of date (memory it read was freed since): record it again
     }
-    const slot = this.#freeSlot();
+    const slot = this.#freeSlot(runs);
     if (slot === null) return ops();
     let recorded = false;
     try {
@@ -85,14 +93,31 @@ export class GraphCache {
     if (!e.graphLaunch(slot)) throw new Error("a graph recorded just now is out of date");
   }
 
-  /** Frees every graph kept (the keys seen are remembered). */
+  /** Frees every graph kept (the keys seen, and how often they ran, are remembered). */
   clear(): void {
     for (const slot of this.#graphs.values()) this.eng.graphFree(slot);
     this.#graphs.clear();
   }
 
-  /** A graph slot for a new recording, freeing this cache's least recently used ones. */
-  #freeSlot(): number | null {
+  /** Counts a run of `key` (ageing every count now and then); returns its count. */
+  #count(key: string): number {
+    const n = (this.#runs.get(key) ?? 0) + 1;
+    this.#runs.set(key, n);
+    if (++this.#ticks >= Math.max(64, 8 * this.maxGraphs)) {
+      this.#ticks = 0;
+      for (const [k, c] of this.#runs) {
+        if (c > 1) this.#runs.set(k, c >> 1);
+        else if (!this.#graphs.has(k)) this.#runs.delete(k);
+      }
+    }
+    return n;
+  }
+
+  /**
+   * A graph slot for a new recording of a key run `runs` times, freeing this cache's least
+   * recently used graphs as long as they were run less often; null: run op by op.
+   */
+  #freeSlot(runs: number): number | null {
     const e = this.eng;
     for (;;) {
       if (this.#graphs.size < this.maxGraphs) {
@@ -106,6 +131,7 @@ export class GraphCache {
       const oldest = this.#graphs.entries().next();
       if (oldest.done) return null; // maxGraphs 0
       const [key, slot] = oldest.value;
+      if ((this.#runs.get(key) ?? 0) >= runs) return null; // it stays: run this key op by op
       e.graphFree(slot);
       this.#graphs.delete(key);
     }

@@ -664,8 +664,8 @@ Deno.test({
         gen3.free();
       }
       while (held.length < 512) held.push(e.graphSlot());
-      // Every slot held elsewhere: the passes run op by op. One slot left: its graphs take
-      // turns in it. Either way the answers are the same.
+      // Every slot held elsewhere: the passes run op by op. One slot left: a graph takes it
+      // from the one there when its key ran more often. Either way the answers are the same.
       const gen2 = new Generator(model, { B: 1, P: 16, K, c, maxNewTokens: 2 });
       try {
         for (const free of [0, 1]) {
