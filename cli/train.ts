@@ -82,6 +82,13 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(["on", "off"]),
     defaultText: "on with the CUDA engine, off on the CPU",
   },
+  graphs: {
+    value: "on|off",
+    help: "CUDA: record each batch shape's training step as a CUDA graph at its second step " +
+      "and replay it from the third (same results, one host call a step)",
+    schema: oneOf(["on", "off"]),
+    defaultText: "on (the CPU engine has no graphs)",
+  },
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
   init: {
     value: "PATH",
@@ -385,6 +392,7 @@ async function main(a: TrainArgs): Promise<number> {
   const res = await train({
     ...run,
     recompute: a.recompute === undefined ? undefined : a.recompute === "on",
+    graphs: a.graphs === undefined ? undefined : a.graphs === "on",
     out: a.out ?? (a.resume ? runDirOfCheckpoint(a.resume) : "out/runs/default"),
     data: a.data ?? (a.resume ? undefined : "out/data/default"),
     train: trainSettings(a),

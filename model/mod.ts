@@ -46,8 +46,10 @@ export {
   type Generation,
   Generator,
   type GeneratorCapacity,
+  MAX_GRAPHS,
   type Timings,
 } from "./generate.ts";
+export { GraphCache } from "./graphs.ts";
 export {
   type CheckpointData,
   checkpointDirOf,

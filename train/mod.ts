@@ -70,6 +70,7 @@ export {
   type LotusCapacity,
   type LotusOptions,
   LotusRunner,
+  MAX_STEP_GRAPHS,
   PlainRunner,
   type StepLosses,
 } from "./step.ts";

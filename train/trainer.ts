@@ -50,7 +50,13 @@ import {
   TrainConfigError,
 } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
-import { type LotusOptions, LotusRunner, PlainRunner, type StepLosses } from "./step.ts";
+import {
+  type LotusOptions,
+  LotusRunner,
+  MAX_STEP_GRAPHS,
+  PlainRunner,
+  type StepLosses,
+} from "./step.ts";
 import { Generator } from "../model/generate.ts";
 import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
 import {
@@ -103,6 +109,12 @@ export interface TrainOptions {
    * CPU, where the extra work costs time and memory is plenty.
    */
   recompute?: boolean;
+  /**
+   * CUDA engine: record a batch shape's training step as a CUDA graph at its second
+   * occurrence and replay it from the third (LotusCapacity.maxGraphs in train/step.ts; the
+   * same bits as running its ops). Default on; the CPU engine has no graphs.
+   */
+  graphs?: boolean;
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
@@ -617,9 +629,10 @@ async function trainRun(
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
     const withDropout = cfg.dropout > 0;
     const recompute = opts.recompute ?? eng.backend === "cuda";
+    const maxGraphs = opts.graphs === false ? 0 : MAX_STEP_GRAPHS;
     runner = cfg.mode === "cot" || cfg.mode === "nocot"
-      ? new PlainRunner(model, cap.B, cap.T, true, withDropout, recompute)
-      : new LotusRunner(model, { ...cap, dropout: withDropout, recompute }, true);
+      ? new PlainRunner(model, cap.B, cap.T, true, withDropout, recompute, maxGraphs)
+      : new LotusRunner(model, { ...cap, dropout: withDropout, recompute, maxGraphs }, true);
     const meta: LotusMeta = {
       model: mcfg,
       train: cfg,
