@@ -164,7 +164,10 @@ const attnD = B * NH * Math.max(P, L, S) * 4;
 const tf32Scratch = workspace + (slotA + slotB + slotC) * 4 + attnD;
 const actSlots = Math.max(...gemms.map((g) => g.N * pad(g.cout, 8))) +
   2 * Math.max(...gemms.map((g) => g.N * pad(g.cin, 8)));
-const bf16Scratch = workspace + actSlots * 2 + 2 * params + attnD;
+// Plus the slot where a LayerNorm or GELU writes the bf16 copy of its output for the matmul
+// that reads it next (engine/cuda/common.cuh's produced operands).
+const prodSlot = maxRows * Math.max(pad(C, 8), wd.ffIn);
+const bf16Scratch = workspace + (actSlots + prodSlot) * 2 + 2 * params + attnD;
 
 // Design estimate. Per layer and row a recomputing training chunk keeps, in fp32: x, resid2,
 // qkv and the MLP's input-side projection, which bf16 storage would halve; its qkv gradient

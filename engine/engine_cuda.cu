@@ -77,9 +77,11 @@ void teardown() {
   g.handle = nullptr;
   if (g.workspace) cudaFree(g.workspace);
   g.workspace = nullptr;
-  for (DevScratch* s : {&g_scr_a, &g_scr_b, &g_scr_c, &g_scr_ds, &g_scr_part, &g_scr_bounce}) {
+  for (DevScratch* s :
+       {&g_scr_a, &g_scr_b, &g_scr_c, &g_scr_ds, &g_scr_part, &g_scr_bounce, &g_scr_prod}) {
     s->release();
   }
+  g_produced = ProducedCopy{};
   if (g.dflag) cudaFree(g.dflag);
   g.dflag = nullptr;
   if (g.hflag) cudaFreeHost(g.hflag);
@@ -265,6 +267,7 @@ LE_API int le_set_num_threads(int n) {
 LE_API int le_set_precision(int mode) {
   REQUIRE_NOT_CAPTURING("le_set_precision");
   TRY(le::validate_set_precision(mode));
+  le::g_op_serial++;  // a produced bf16 copy is not read across (common.cuh)
   le::g.precision = mode;
   return 0;
 }
@@ -273,6 +276,7 @@ LE_API int le_set_precision(int mode) {
 
 LE_API void* le_alloc(uint64_t bytes) {
   using namespace le;
+  g_op_serial++;  // a new block may start where a freed output was (common.cuh)
   if (!g.ready) {
     fail("le_alloc: the CUDA engine is not initialised; call le_init first (openEngine does)");
     return nullptr;
@@ -310,6 +314,7 @@ LE_API void* le_alloc(uint64_t bytes) {
 LE_API int le_free(void* p) {
   using namespace le;
   if (!p) return 0;
+  g_op_serial++;
   REQUIRE_NOT_CAPTURING("le_free");
   Block b{};
   TRY(unregister_block(p, &b));

@@ -7,6 +7,7 @@ import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
+import { randn } from "../check/_op_bufs.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
@@ -774,6 +775,80 @@ Deno.test({
       assertEquals(rows.length, 3);
       for (const r of rows) assert(r.pass, `${p} ${r.name}: ${r.err} (${r.note})`);
       for (const r of rows) assertEquals(r.note, "2 steps recorded");
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: the bf16 copy a LayerNorm or GELU makes of its output feeds the " +
+    "next matmul with the bits of rounding it there, one launch fewer, and never after another call",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu();
+    const rng = new Rng(12);
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      return p;
+    };
+    const other = e.alloc(4);
+    const call = () => e.zero(other, 4); // any engine call between producer and matmul
+    e.setPrecision(2);
+    try {
+      // C 24: the LayerNorm's vector kernels; C 25: its scalar ones, and a copy whose rows are
+      // padded to 32 values.
+      for (const C of [24, 25]) {
+        const N = 6, F = 40, Cout = 16;
+        const x = up(randn(rng, N * C)), w = up(randn(rng, C, 0.5, 1)), b = up(randn(rng, C));
+        const W = up(randn(rng, Cout * C, 0.3)), W2 = up(randn(rng, Cout * F, 0.3));
+        const h = up(randn(rng, N * F)), ln = e.alloc(N * C * 4), g = e.alloc(N * F * 4);
+        const resid = e.alloc(N * C * 4), out = e.alloc(N * Cout * 4);
+        const get = () => {
+          const r = new Float32Array(N * Cout);
+          e.download(r, out);
+          return r;
+        };
+        try {
+          // `between` runs between the producer and the matmul of rows r0..r0+rows-1.
+          const norm = (between: () => void, rows = N, r0 = 0, resid0 = false) => {
+            if (resid0) e.residualLayernormFwd(resid, ln, null, null, x, h, w, b, N, C);
+            else e.layernormFwd(ln, null, null, x, w, b, N, C);
+            between();
+            const c0 = emuCounters(lib);
+            e.matmulFwd(out, e.offset(ln, r0 * C * 4), W, null, rows, C, Cout);
+            e.sync();
+            return { r: get(), launches: emuCounters(lib).launches - c0.launches };
+          };
+          const made = norm(() => {}), rounded = norm(call);
+          assertEquals(made.r, rounded.r, `C ${C}: LayerNorm's copy, the same bits`);
+          assertEquals(rounded.launches - made.launches, 1, "no rounding kernel");
+          // A write into the output between them: the matmul reads what is there now.
+          const scaled = norm(() => e.scale(ln, 2, N * C));
+          const scaledRef = norm(() => (e.scale(ln, 2, N * C), call()));
+          assertEquals(scaled.r, scaledRef.r, `C ${C}: a write between them`);
+          assert(scaled.r[0] !== made.r[0], "the write changed the product");
+          // Rows 2..4 of the output: the copy covers them.
+          const part = norm(() => {}, 3, 2), partRef = norm(call, 3, 2);
+          assertEquals(part.r.subarray(0, 3 * Cout), partRef.r.subarray(0, 3 * Cout));
+          assertEquals(partRef.launches - part.launches, 1);
+          const res = norm(() => {}, N, 0, true), resRef = norm(call, N, 0, true);
+          assertEquals(res.r, resRef.r, `C ${C}: residual LayerNorm's copy, the same bits`);
+          assertEquals(resRef.launches - res.launches, 1);
+          // GELU's flat copy, read as [N, F] rows (F a multiple of 8: no row padding).
+          const gelu = (between: () => void) => {
+            e.geluFwd(g, h, N * F);
+            between();
+            e.matmulFwd(out, g, W2, null, N, F, Cout);
+            return get();
+          };
+          assertEquals(gelu(() => {}), gelu(call), "GELU's copy: the same bits");
+        } finally {
+          for (const p of [x, w, b, W, W2, h, ln, g, resid, out]) e.free(p);
+        }
+      }
+    } finally {
+      e.setPrecision(0);
+      e.free(other);
     }
   },
 });

@@ -13,6 +13,7 @@
 // such a fault to the op that caused it.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -93,6 +94,11 @@ struct State {
 
 State g;
 
+// Counts the engine calls that may run work or change memory (every op, le_alloc, le_free,
+// le_set_precision, the collectives' progress): a bf16 copy that an op makes of its output is
+// read only by the call right after it (ProducedCopy, below).
+uint64_t g_op_serial = 0;
+
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
 // Every op's first check, before its validate_<op> (engine_checks.h).
@@ -103,6 +109,7 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
                         "(openEngine does)",                                                 \
                         fn);                                                                 \
     }                                                                                        \
+    ::le::g_op_serial++;                                                                     \
   } while (0)
 
 // Entry points that wait for the stream, touch host memory at run time or allocate cannot be
@@ -196,6 +203,64 @@ struct DevScratch {
 // attention backward keeps its dS rows in ds; column reductions keep their partial sums in
 // part; le_copy of overlapping ranges bounces through bounce.
 DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce;
+
+// ============================================================================================
+// Produced operands. In bf16 mode a matmul reads bf16 operands, and rounds each fp32 operand
+// into scratch first (matmul.cuh). The ops whose output a matmul reads next (LayerNorm, its
+// residual form, GELU) write that rounded copy themselves, in the same kernel, into g_scr_prod:
+// the matmul right after them then reads it instead of rounding the output again (one kernel
+// and one read of the output fewer; the same bits). The copy is trusted only by the engine
+// call right after the one that made it, so no other write can have come between.
+// ============================================================================================
+
+// Row pitch of a reduced (bf16 or TF32) copy of rows `cols` wide: a multiple of 16 bytes.
+inline int padded_ld(int cols) {
+  const int q = g.precision == 2 ? 8 : 4;
+  return (cols + q - 1) / q * q;
+}
+
+struct ProducedCopy {
+  const float* src = nullptr;  // the fp32 output it rounds (nullptr: none)
+  int64_t rows = 0;
+  int cols = 0;  // 0: a flat copy of `rows` values
+  int ld = 0;    // its row pitch, in elements
+  uint64_t serial = 0;
+};
+ProducedCopy g_produced;
+DevScratch g_scr_prod;
+
+// Where an op of engine call g_op_serial writes the bf16 copy of its output [rows, cols]
+// (cols 0: `rows` values, flat), or nullptr outside bf16 mode or when the scratch cannot
+// hold it now (while a graph is being captured); *ld is the copy's row pitch.
+inline __nv_bfloat16* produce_bf16(const char* fn, const float* out, int64_t rows, int cols,
+                                   int* ld) {
+  g_produced.src = nullptr;
+  *ld = cols ? padded_ld(cols) : 0;
+  if (g.precision != 2 || rows <= 0) return nullptr;
+  const size_t need = (size_t)(cols ? rows * *ld : rows) * sizeof(__nv_bfloat16);
+  if (need > g_scr_prod.bytes && g.capturing) return nullptr;  // growing would wait: skip it
+  void* p = g_scr_prod.get(fn, need);
+  if (!p) return nullptr;  // no memory for it: the matmul rounds the output itself
+  g_produced = {out, rows, cols, *ld, g_op_serial};
+  return (__nv_bfloat16*)p;
+}
+
+// The produced bf16 copy of x [rows, cols] (rows cols apart) when the previous engine call
+// made one that covers it, with its row pitch; nullptr otherwise.
+inline const __nv_bfloat16* produced_bf16(const float* x, int64_t rows, int cols, int* ld) {
+  const ProducedCopy& c = g_produced;
+  if (!c.src || g.precision != 2 || c.serial + 1 != g_op_serial || x < c.src) return nullptr;
+  const int64_t at = x - c.src;  // elements from the copy's start
+  const auto* p = (const __nv_bfloat16*)g_scr_prod.p;
+  if (c.cols == 0) {  // flat: usable as rows when they need no padding
+    if (padded_ld(cols) != cols || at + rows * cols > c.rows) return nullptr;
+    *ld = cols;
+    return p + at;
+  }
+  if (c.cols != cols || at % cols != 0 || at / cols + rows > c.rows) return nullptr;
+  *ld = c.ld;
+  return p + at / cols * c.ld;
+}
 
 // ============================================================================================
 // Validation kernels: data-dependent checks (token ids, targets) run on the device, and the

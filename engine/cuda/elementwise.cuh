@@ -63,12 +63,15 @@ constexpr float kGeluB = 0.044715f;
 
 __device__ inline float exp_clamped(float t) { return expf(fminf(t, 88.3f)); }
 
-__global__ void gelu_fwd_kernel(float* out, const float* inp, int64_t n) {
+// out16: the bf16 rounding of out as well, when given (common.cuh's produced operands).
+__global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* inp, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const float x = inp[i];
     const float u = kGeluA * (x + kGeluB * x * x * x);
-    out[i] = x / (1.f + exp_clamped(-2.f * u));
+    const float v = x / (1.f + exp_clamped(-2.f * u));
+    out[i] = v;
+    if (out16) out16[i] = __float2bfloat16_rn(v);
   }
 }
 
@@ -156,7 +159,9 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   REQUIRE_INIT("le_gelu_fwd");
   TRY(validate_gelu_fwd(out, inp, n));
   if (n == 0) return 0;
-  LAUNCH(gelu_fwd_kernel, grid_for(n, 256), 256, 0)(out, inp, n);
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16("le_gelu_fwd", out, n, 0, &ld16);
+  LAUNCH(gelu_fwd_kernel, grid_for(n, 256), 256, 0)(out, out16, inp, n);
   return op_done("le_gelu_fwd");
 }
 

@@ -33,9 +33,11 @@ namespace le {
 constexpr double kLnEps = 1e-5;
 constexpr int kLnRowsPerBlock = 8;  // 8 warps
 
-// Normalises row x into o (and saves mean/rstd) with one warp.
-__device__ inline void layernorm_row_warp(float* o, float* mean, float* rstd, const float* x,
-                                          const float* w, const float* b, int C, int lane) {
+// Normalises row x into o (and its bf16 rounding into o16 when given; common.cuh's produced
+// operands), saving mean/rstd, with one warp.
+__device__ inline void layernorm_row_warp(float* o, __nv_bfloat16* o16, float* mean, float* rstd,
+                                          const float* x, const float* w, const float* b, int C,
+                                          int lane) {
   double s = 0;
   for (int c = lane; c < C; c += 32) s += x[c];
   s = warp_sum(s);
@@ -48,33 +50,41 @@ __device__ inline void layernorm_row_warp(float* o, float* mean, float* rstd, co
   v = warp_sum(v);
   const double var = __shfl_sync(0xffffffffu, v, 0) / C;
   const float mf = (float)m, rs = (float)(1.0 / sqrt(var + kLnEps));
-  for (int c = lane; c < C; c += 32) o[c] = (x[c] - mf) * rs * w[c] + b[c];
+  for (int c = lane; c < C; c += 32) {
+    const float v = (x[c] - mf) * rs * w[c] + b[c];
+    o[c] = v;
+    if (o16) o16[c] = __float2bfloat16_rn(v);
+  }
   if (lane == 0) {
     if (mean) *mean = mf;
     if (rstd) *rstd = rs;
   }
 }
 
-__global__ void layernorm_fwd_kernel(float* out, float* mean, float* rstd, const float* inp,
-                                     const float* w, const float* b, int N, int C) {
+__global__ void layernorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* mean,
+                                     float* rstd, const float* inp, const float* w,
+                                     const float* b, int N, int C) {
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int64_t off = (int64_t)n * C;
-  layernorm_row_warp(out + off, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, inp + off,
-                     w, b, C, threadIdx.x & 31);
+  layernorm_row_warp(out + off, out16 ? out16 + (int64_t)n * ld16 : nullptr,
+                     mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, inp + off, w, b, C,
+                     threadIdx.x & 31);
 }
 
-__global__ void residual_layernorm_fwd_kernel(float* resid, float* out, float* mean, float* rstd,
-                                              const float* a, const float* bb, const float* w,
-                                              const float* bias, int N, int C) {
+__global__ void residual_layernorm_fwd_kernel(float* resid, float* out, __nv_bfloat16* out16,
+                                              int ld16, float* mean, float* rstd, const float* a,
+                                              const float* bb, const float* w, const float* bias,
+                                              int N, int C) {
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
   const int64_t off = (int64_t)n * C;
   for (int c = lane; c < C; c += 32) resid[off + c] = a[off + c] + bb[off + c];
   __syncwarp();
-  layernorm_row_warp(out + off, mean ? mean + n : nullptr, rstd ? rstd + n : nullptr,
-                     resid + off, w, bias, C, lane);
+  layernorm_row_warp(out + off, out16 ? out16 + (int64_t)n * ld16 : nullptr,
+                     mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, resid + off, w, bias,
+                     C, lane);
 }
 
 constexpr int kLnVecMaxC = 32 * 4 * 8;  // 8 float4 a lane
@@ -88,9 +98,10 @@ __device__ inline double sum4(float4 v) {
 // The vector forward: out = LayerNorm(x), x = a (kResid false) or resid = a + bb (true),
 // NV = the float4 count a lane holds, ceil(C / 128).
 template <int NV, bool kResid>
-__global__ void layernorm_fwd_vec_kernel(float* resid, float* out, float* mean, float* rstd,
-                                         const float* a, const float* bb, const float* w,
-                                         const float* bias, int N, int C) {
+__global__ void layernorm_fwd_vec_kernel(float* resid, float* out, __nv_bfloat16* out16,
+                                         int ld16, float* mean, float* rstd, const float* a,
+                                         const float* bb, const float* w, const float* bias,
+                                         int N, int C) {
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31, C4 = C / 4;
@@ -129,8 +140,14 @@ __global__ void layernorm_fwd_vec_kernel(float* resid, float* out, float* mean, 
     const int c = 4 * (lane + 32 * i);
     if (c < 4 * C4) {
       const float4 wv = ld4(w + c), bv = ld4(bias + c), v = x[i];
-      st4(out + off + c, float4{(v.x - mf) * rs * wv.x + bv.x, (v.y - mf) * rs * wv.y + bv.y,
-                                (v.z - mf) * rs * wv.z + bv.z, (v.w - mf) * rs * wv.w + bv.w});
+      const float4 o = {(v.x - mf) * rs * wv.x + bv.x, (v.y - mf) * rs * wv.y + bv.y,
+                        (v.z - mf) * rs * wv.z + bv.z, (v.w - mf) * rs * wv.w + bv.w};
+      st4(out + off + c, o);
+      if (out16) {
+        __nv_bfloat16* r = out16 + (int64_t)n * ld16 + c;
+        r[0] = __float2bfloat16_rn(o.x), r[1] = __float2bfloat16_rn(o.y);
+        r[2] = __float2bfloat16_rn(o.z), r[3] = __float2bfloat16_rn(o.w);
+      }
     }
   }
   if (lane == 0) {
@@ -261,14 +278,17 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   REQUIRE_INIT(fn);
   TRY(validate_layernorm_fwd(out, mean, rstd, inp, w, b, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
   if (ln_vec_ok(C, {out, inp, w, b})) {
     ln_vec_dispatch(C, [&](auto nv) {
       LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, false>), blocks,
-             32 * kLnRowsPerBlock, 0)(nullptr, out, mean, rstd, inp, nullptr, w, b, N, C);
+             32 * kLnRowsPerBlock, 0)(nullptr, out, out16, ld16, mean, rstd, inp, nullptr, w, b,
+                                      N, C);
     });
   } else {
-    LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, mean, rstd, inp, w, b,
-                                                                  N, C);
+    LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, out16, ld16, mean, rstd,
+                                                                  inp, w, b, N, C);
   }
   return op_done(fn);
 }
@@ -318,14 +338,16 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   REQUIRE_INIT(fn);
   TRY(validate_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C));
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
   if (ln_vec_ok(C, {resid, out, a, b, w, bias})) {
     ln_vec_dispatch(C, [&](auto nv) {
       LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, true>), blocks,
-             32 * kLnRowsPerBlock, 0)(resid, out, mean, rstd, a, b, w, bias, N, C);
+             32 * kLnRowsPerBlock, 0)(resid, out, out16, ld16, mean, rstd, a, b, w, bias, N, C);
     });
   } else {
     LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
-        resid, out, mean, rstd, a, b, w, bias, N, C);
+        resid, out, out16, ld16, mean, rstd, a, b, w, bias, N, C);
   }
   return op_done(fn);
 }

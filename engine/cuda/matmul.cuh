@@ -23,7 +23,8 @@
 // 16 bytes (8 bf16 or 4 TF32 values; the padding is never read), so that every row starts
 // aligned, as the tensor-core kernels want: the LM head's gradient has rows of 50,260 values,
 // which would otherwise send both backward GEMMs of the head to slower kernels. A weight range declared with
-// le_keep_bf16 is not rounded per call: its kept bf16 copy is read instead (weights.cuh).
+// le_keep_bf16 is not rounded per call: its kept bf16 copy is read instead (weights.cuh); nor is
+// the output of a LayerNorm or GELU called just before, which wrote its own copy (common.cuh).
 //
 // Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
 // stream and a fixed workspace are used (both set at le_init); dbias uses fixed chunks.
@@ -94,12 +95,6 @@ struct Operand {
   int ld;
 };
 
-// The row pitch of a reduced copy of rows `cols` wide: a multiple of 16 bytes.
-inline int padded_ld(int cols) {
-  const int q = g.precision == 2 ? 8 : 4;
-  return (cols + q - 1) / q * q;
-}
-
 // x is [rows, cols] with rows cols apart.
 inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t rows, int cols,
                    Operand* op) {
@@ -125,6 +120,11 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t row
   TRY(kept_bf16(fn, x, n, &kept));  // a weight with a bf16 copy (weights.cuh)
   if (kept) {
     *op = {kept, CUDA_R_16BF, cols};
+    return 0;
+  }
+  int pld = 0;
+  if (const __nv_bfloat16* made = produced_bf16(x, rows, cols, &pld)) {
+    *op = {made, CUDA_R_16BF, pld};  // rounded by the op that wrote x (common.cuh)
     return 0;
   }
   __nv_bfloat16* dst =
