@@ -780,7 +780,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: the bf16 copy a LayerNorm or GELU makes of its output feeds the " +
+  name:
+    "emulated CUDA engine: the bf16 copy a normalisation, activation or attention makes of its output feeds the " +
     "next matmul with the bits of rounding it there, one launch fewer, and never after another call",
   ignore: !OK,
   fn() {
@@ -842,6 +843,35 @@ Deno.test({
             return get();
           };
           assertEquals(gelu(() => {}), gelu(call), "GELU's copy: the same bits");
+          // RMSNorm's and SwiGLU's (rows of F / 2 = 20, padded to 24).
+          const rms = (between: () => void) => {
+            e.rmsnormFwd(ln, null, x, w, N, C, 1e-5);
+            between();
+            e.matmulFwd(out, ln, W, null, N, C, Cout);
+            return get();
+          };
+          assertEquals(rms(() => {}), rms(call), `C ${C}: RMSNorm's copy, the same bits`);
+          const I = F / 2, Wi = up(randn(rng, Cout * I, 0.3));
+          const swi = (between: () => void) => {
+            e.swigluFwd(g, h, N, I);
+            between();
+            e.matmulFwd(out, g, Wi, null, N, I, Cout);
+            return get();
+          };
+          assertEquals(swi(() => {}), swi(call), `C ${C}: SwiGLU's copy, the same bits`);
+          e.free(Wi);
+          // Attention's output (two heads of C / 2 when C is 24; one of 25), into the projection.
+          const NH = C % 2 ? 1 : 2, T = 3, Bq = N / T, qkv = up(randn(rng, N * 3 * C));
+          const valid = e.alloc(N), stats = e.alloc(N * NH * 2 * 4);
+          e.upload(valid, new Uint8Array(N).fill(1));
+          const attn = (between: () => void) => {
+            e.attentionStatsFwd(ln, stats, qkv, null, valid, Bq, T, 0, C, NH, 0, 0);
+            between();
+            e.matmulFwd(out, ln, W, null, N, C, Cout);
+            return get();
+          };
+          assertEquals(attn(() => {}), attn(call), `C ${C}: attention's copy, the same bits`);
+          e.free(qkv), e.free(valid), e.free(stats);
         } finally {
           for (const p of [x, w, b, W, W2, h, ln, g, resid, out]) e.free(p);
         }

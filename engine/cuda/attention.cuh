@@ -96,9 +96,10 @@ inline size_t attn_dkv_smem(int HS) {
 
 // grid: B*NH*nqt blocks (query tile fastest); dynamic shared memory: attn_fwd_smem(HS).
 // att and stats are each nullable.
-__global__ void attention_fwd_kernel(float* out, float* att, float* stats, const float* qkv,
-                                     const float* past, const uint8_t* key_valid, AttnShape s,
-                                     float scale, int nqt) {
+__global__ void attention_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* att,
+                                     float* stats, const float* qkv, const float* past,
+                                     const uint8_t* key_valid, AttnShape s, float scale,
+                                     int nqt) {
   const int HS = s.HS, ld = HS + 1;
   float* Qs = dyn_shared<float>();  // [kQT][ld]
   float* Ks = Qs + kQT * ld;        // [kKT][ld]
@@ -177,7 +178,12 @@ __global__ void attention_fwd_kernel(float* out, float* att, float* stats, const
     const bool none = l[r] == 0.f;  // no visible valid key: output 0, probabilities 0
     const float inv = none ? 0.f : 1.f / l[r];
     float* o = out + ((int64_t)b * s.Tq + i) * s.C + h * HS;
-    for (int d = lane; d < HS; d += 32) o[d] = Os[row * HS + d] * inv;
+    __nv_bfloat16* o16 = out16 ? out16 + ((int64_t)b * s.Tq + i) * ld16 + h * HS : nullptr;
+    for (int d = lane; d < HS; d += 32) {
+      const float v = Os[row * HS + d] * inv;
+      o[d] = v;
+      if (o16) o16[d] = __float2bfloat16_rn(v);  // common.cuh's produced operands
+    }
     if (att) {
       // Lane j % 32 wrote score j above: each lane rewrites its own.
       float* a = att + row0 + (int64_t)row * s.Tk;
@@ -432,9 +438,10 @@ inline int attention_fwd(const char* fn, float* out, float* att, float* stats, c
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
   const size_t smem = attn_fwd_smem(s.HS);
   TRY(attn_smem_optin(fn, attention_fwd_kernel, smem));
-  LAUNCH(attention_fwd_kernel, (unsigned)blocks, kAttnThreads, smem)(out, att, stats, qkv,
-                                                                      kv_past, key_valid, s,
-                                                                      scale, nqt);
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
+  LAUNCH(attention_fwd_kernel, (unsigned)blocks, kAttnThreads, smem)(
+      out, out16, ld16, att, stats, qkv, kv_past, key_valid, s, scale, nqt);
   return 0;
 }
 
