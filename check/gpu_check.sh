@@ -7,11 +7,14 @@
 # It passes only on a GPU: without one, or without a CUDA engine that builds and loads, it
 # fails (exit 1). --cpu-only (the CPU engine stands in for CUDA) and --emulate (the CUDA
 # engine's source on CPU threads) check the check itself. Arguments go to check/gpu_check.ts
-# (--steps, --cycles, --cpu-only, --emulate, --engine-lib, --skip-torch, --python, --out). GPU_CHECK_TIMEOUT (seconds, default 290) bounds the whole
-# run.
+# (--steps, --cycles, --cpu-only, --emulate, --engine-lib, --skip-torch, --python, --out).
+# GPU_CHECK_TIMEOUT (seconds; default 290, 1200 with --emulate, whose kernels run on CPU
+# threads) bounds the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source check/_native_deno.sh gpu_check
 # A hung kernel would block the check forever: stop it after the time limit (the rows already
 # measured are in rows.jsonl and on stderr).
-exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-290}" "$deno_bin" run --allow-all check/gpu_check.ts "$@"
+limit=290
+for a in "$@"; do [ "$a" = --emulate ] && limit=1200; done
+exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-$limit}" "$deno_bin" run --allow-all check/gpu_check.ts "$@"
