@@ -341,28 +341,61 @@ async function thinLog(runDir: string): Promise<string> {
   }).join("\n") + "\n";
 }
 
+/** Whether the training run in `dir` ran all its steps (its summary.json says so). */
+async function trainedFully(dir: string): Promise<boolean> {
+  try {
+    const s = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+    return typeof s.steps === "number" && typeof s.total === "number" && s.steps >= s.total;
+  } catch {
+    return false;
+  }
+}
+
 async function runOne(r: RunSpec, minutes: number): Promise<void> {
   const res = `${RESULTS}/${r.name}`;
+  // A retraining of this run that an earlier invocation left unfinished: go on with it.
+  if (!(await exists(`${res}/result.json`)) && (await exists(`${res}/result.prev.json`))) {
+    return await retrain(r, minutes);
+  }
   if (await exists(`${res}/result.json`)) return;
   if (r.from && !(await exists(`${RESULTS}/${r.from}/result.json`))) {
     console.error(`${r.name}: waiting for ${r.from}`);
     return;
   }
-  if (r.from && !(await exists(`${OUT}/runs/${r.from}/best/config.json`))) {
-    // A fresh clone has the CoT run's result but not its checkpoint: train it again. The run
-    // is deterministic on one engine version, but a change of summation order since (the LM
-    // head's row chunks, say) gives another model: the table keeps the first result, and the
-    // retrained one goes to rerun.json, which the runs started from it record as their start.
-    const from = runs().find((x) => x.name === r.from)!;
-    const dir = `${RESULTS}/${from.name}`;
-    await Deno.rename(`${dir}/result.json`, `${dir}/result.prev.json`);
-    await runOne(from, minutes);
-    if (await exists(`${dir}/result.json`)) {
-      await Deno.rename(`${dir}/result.json`, `${dir}/rerun.json`);
+  const start = `${OUT}/runs/${r.from}`;
+  if (r.from && !((await exists(`${start}/best/config.json`)) && (await trainedFully(start)))) {
+    // A fresh clone has the CoT run's result but not its checkpoint: train it again (resuming
+    // what an earlier invocation began). A start is used only once it ran all its steps.
+    await retrain(runs().find((x) => x.name === r.from)!, minutes);
+    if (!(await trainedFully(start)) || !(await exists(`${start}/best/config.json`))) {
+      console.error(`${r.name}: waiting for ${r.from} to be trained again`);
+      return;
     }
-    await Deno.rename(`${dir}/result.prev.json`, `${dir}/result.json`);
-    if (!(await exists(`${OUT}/runs/${r.from}/best/config.json`))) return;
   }
+  await trainAndEval(r, minutes);
+}
+
+/**
+ * Trains run `r` again for its checkpoint. It is deterministic on one engine version, but a
+ * change of summation order since (the LM head's row chunks, say) gives another model: the
+ * table keeps the first result (result.prev.json meanwhile), and the retrained one goes to
+ * rerun.json, which the runs started from it record as their start.
+ */
+async function retrain(r: RunSpec, minutes: number): Promise<void> {
+  const dir = `${RESULTS}/${r.name}`;
+  if (await exists(`${dir}/result.json`)) {
+    await Deno.rename(`${dir}/result.json`, `${dir}/result.prev.json`);
+  }
+  await trainAndEval(r, minutes);
+  if (await exists(`${dir}/result.json`)) {
+    await Deno.rename(`${dir}/result.json`, `${dir}/rerun.json`);
+  }
+  await Deno.rename(`${dir}/result.prev.json`, `${dir}/result.json`);
+}
+
+/** Trains run `r` (resuming its checkpoint when there is one) and evaluates it on test. */
+async function trainAndEval(r: RunSpec, minutes: number): Promise<void> {
+  const res = `${RESULTS}/${r.name}`;
   await Deno.mkdir(res, { recursive: true });
   const run = `${OUT}/runs/${r.name}`, data = `${OUT}/data/${r.data}`;
   const log = `${res}/console.log`;
