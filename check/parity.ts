@@ -26,6 +26,7 @@ import {
   type ModelConfig,
   ModelConfigSchema,
   presetConfig,
+  type TrainConfig,
   TrainConfigSchema,
 } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
@@ -1057,32 +1058,28 @@ export function trainCurve(eng: Engine, steps: number, seed = 11): Curve {
   const sp = specialsFor(V);
   const pool = randomExamples(32, V, seed);
   const train = TrainConfigSchema.parse({ k: 2, c: 3, r: 2 });
-  const model = new Model(eng, cfg, initParams(paramLayout(cfg), cfg, seed), true);
-  let runner: LotusRunner | null = null;
-  try {
-    runner = new LotusRunner(model, capacityFor(pool, spec, sp, eng), true);
-    const losses: number[] = [];
-    const order = Int32Array.from({ length: pool.length }, (_, i) => i);
-    const rng = new Rng(seed);
-    for (let s = 0; s < steps; s++) {
-      const at = (s * B) % pool.length;
-      if (at === 0) rng.shuffle(order);
-      const exs = Array.from(order.subarray(at, at + B), (i) => pool[i]);
-      model.zeroGrad();
-      const l = runner.step(lotusBatch(exs, sp, spec), {
-        lambda: train.lambda,
-        auxWeight: 0,
-        stepLoss: "after",
-        injection: "add",
-      }, exs);
-      model.optimizerStep(adamwOf(train, train.lr));
-      losses.push(l.loss);
-    }
-    return { losses, params: model.downloadParams() };
-  } finally {
-    runner?.free();
-    model.free();
-  }
+  const order = Int32Array.from({ length: pool.length }, (_, i) => i);
+  const rng = new Rng(seed);
+  const opts: LotusOptions = {
+    lambda: train.lambda,
+    auxWeight: 0,
+    stepLoss: "after",
+    injection: "add",
+  };
+  const run = trainSteps(eng, cfg, initParams(paramLayout(cfg), cfg, seed), train, (model) => {
+    const runner = new LotusRunner(model, capacityFor(pool, spec, sp, eng), true);
+    return {
+      step: (s) => {
+        const at = (s * B) % pool.length;
+        if (at === 0) rng.shuffle(order);
+        const exs = Array.from(order.subarray(at, at + B), (i) => pool[i]);
+        return runner.step(lotusBatch(exs, sp, spec), opts, exs);
+      },
+      recorded: () => runner.recordedSteps,
+      free: () => runner.free(),
+    };
+  }, steps);
+  return { losses: run.losses, params: run.params };
 }
 
 /** A training run on both engines: the largest relative loss difference over the curve, and
@@ -1326,6 +1323,7 @@ export function compareStepGraphs(eng: Engine, precision: Precision): CheckRow[]
   const rows: CheckRow[] = [];
   const order = [0, 1, 2, 3, 0, 2, 1]; // batches X, Y, X reversed, Y reversed
   const cuda = eng.backend === "cuda";
+  const train = TrainConfigSchema.parse({});
   eng.setPrecision(PRECISION_MODES[precision]);
   try {
     for (const [i, spec] of STEP_SPECS.entries()) {
@@ -1336,7 +1334,7 @@ export function compareStepGraphs(eng: Engine, precision: Precision): CheckRow[]
       const p = i === 0 ? 0.1 : 0;
       const cap = { ...capacityFor(pool, spec, sp, eng), dropout: p > 0 };
       const run = (maxGraphs: number) =>
-        trainSteps(eng, spec.model, 3 + i, (model) => {
+        trainSteps(eng, spec.model, perturbedParams(spec.model, 3 + i), train, (model) => {
           const runner = new LotusRunner(model, { ...cap, maxGraphs }, true);
           return {
             step: (s) => {
@@ -1361,7 +1359,7 @@ export function compareStepGraphs(eng: Engine, precision: Precision): CheckRow[]
     batches.push(batches[0].toReversed(), batches[1].toReversed());
     const T = Math.max(...batches.map((b) => plainBatch(b, sp, true).T));
     const run = (maxGraphs: number) =>
-      trainSteps(eng, cfg, 5, (model) => {
+      trainSteps(eng, cfg, perturbedParams(cfg, 5), train, (model) => {
         const runner = new PlainRunner(model, 3, T, true, true, cuda, maxGraphs);
         return {
           step: (s) => {
@@ -1404,16 +1402,19 @@ interface StepsRun {
   recorded: number;
 }
 
-/** `steps` AdamW steps of a fresh model through a runner that `make` builds on it. */
+/**
+ * `steps` AdamW steps (`train`'s settings) of a model of `cfg` from `params`, through a
+ * runner that `make` builds on it.
+ */
 function trainSteps(
   eng: Engine,
   cfg: ModelConfig,
-  seed: number,
+  params: Float32Array,
+  train: TrainConfig,
   make: (m: Model) => { step(s: number): StepLosses; recorded(): number; free(): void },
   steps: number,
 ): StepsRun {
-  const model = new Model(eng, cfg, perturbedParams(cfg, seed), true);
-  const train = TrainConfigSchema.parse({});
+  const model = new Model(eng, cfg, params, true);
   let r: ReturnType<typeof make> | null = null;
   try {
     r = make(model);

@@ -206,8 +206,9 @@ DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce;
 
 // ============================================================================================
 // Produced operands. In bf16 mode a matmul reads bf16 operands, and rounds each fp32 operand
-// into scratch first (matmul.cuh). The ops whose output a matmul reads next (LayerNorm, its
-// residual form, GELU) write that rounded copy themselves, in the same kernel, into g_scr_prod:
+// into scratch first (matmul.cuh). The ops whose output a matmul reads next (LayerNorm and its
+// residual form, the attention forwards, GELU, RMSNorm, SwiGLU) write that rounded copy
+// themselves, in the same kernel, into g_scr_prod:
 // the matmul right after them then reads it instead of rounding the output again (one kernel
 // and one read of the output fewer; the same bits). The copy is trusted only by the engine
 // call right after the one that made it, so no other write can have come between.

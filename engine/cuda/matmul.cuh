@@ -24,7 +24,8 @@
 // aligned, as the tensor-core kernels want: the LM head's gradient has rows of 50,260 values,
 // which would otherwise send both backward GEMMs of the head to slower kernels. A weight range declared with
 // le_keep_bf16 is not rounded per call: its kept bf16 copy is read instead (weights.cuh); nor is
-// the output of a LayerNorm or GELU called just before, which wrote its own copy (common.cuh).
+// the output of the op called just before when that op wrote its own copy (a normalisation,
+// attention or activation: common.cuh's produced operands).
 //
 // Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
 // stream and a fixed workspace are used (both set at le_init); dbias uses fixed chunks.
