@@ -267,7 +267,9 @@ if (!standIn) {
   detail.device = test.deviceInfo();
   const d = detail.device as Record<string, unknown>;
   console.log(
-    `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}` +
+    `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}, bias epilogue ${
+      d.biasEpilogue ? "on" : "off"
+    }` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {

@@ -73,6 +73,9 @@ struct Info {
 
 // Undo le_init (only used when le_init switches to another device with nothing allocated).
 void teardown() {
+  drop_lt_plans();
+  if (g.lt) g.blas.lt_destroy(g.lt);
+  g.lt = nullptr;
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   if (g.workspace) cudaFree(g.workspace);
@@ -103,9 +106,25 @@ void teardown() {
 void at_exit() {
   if (!g.ready) return;
   if (g.stream) cudaStreamSynchronize(g.stream);
+  drop_lt_plans();
+  if (g.lt) g.blas.lt_destroy(g.lt);
+  g.lt = nullptr;
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   g.ready = false;
+}
+
+// cuBLASLt for the bias epilogue (matmul.cuh), unless LOTUS_CUBLASLT=0; without it biases
+// are added by a kernel, which is also what a failed cublasLtCreate leaves. Read at every
+// le_init, so a process can open the engine again with the other setting.
+void configure_lt() {
+  const char* env = getenv("LOTUS_CUBLASLT");
+  const bool off = env && strcmp(env, "0") == 0;
+  if (off == !g.lt) return;
+  drop_lt_plans();
+  if (g.lt) g.blas.lt_destroy(g.lt);
+  g.lt = nullptr;
+  if (!off && g.blas.lt_matmul && g.blas.lt_create(&g.lt) != cublas::kSuccess) g.lt = nullptr;
 }
 
 int init(int device) {
@@ -186,6 +205,7 @@ int init(int device) {
     teardown();
     return fail("le_init: %s failed: %s", step, cublas::status_name(s));
   }
+  configure_lt();
   e = cudaMalloc(&g.dflag, 4 * sizeof(int));
   if (e == cudaSuccess) e = cudaMallocHost(&g.hflag, 4 * sizeof(int));
   if (e != cudaSuccess) {
@@ -226,9 +246,9 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     char nums[256];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu}",
+             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
-             g.blas.lt_version);
+             g.blas.lt_version, g.lt ? "true" : "false");
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }
@@ -246,7 +266,10 @@ LE_API int le_init(int device) {
   using namespace le;
   REQUIRE_NOT_CAPTURING("le_init");
   if (g.ready) {
-    if (device == g.device) return 0;
+    if (device == g.device) {
+      configure_lt();
+      return 0;
+    }
     const size_t blocks = live_blocks();
     if (blocks != 0) {
       return fail("le_init: the engine already runs on device %d with %zu blocks allocated; "

@@ -882,3 +882,68 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "emulated CUDA engine: a forward's bias added in cuBLASLt's epilogue gives the bits of " +
+    "the GEMM and bias kernel it replaces, one launch fewer, on misaligned row ranges too",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu();
+    const rng = new Rng(31);
+    const N = 9, Cin = 24, Cout = 16;
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      return p;
+    };
+    const x = up(randn(rng, N * Cin)), W = up(randn(rng, Cout * Cin, 0.3));
+    const bias = up(randn(rng, Cout)), out = e.alloc(N * Cout * 4);
+    // Each case: precision, first row (row 1 of x starts 96 bytes in: 32-byte aligned, and the
+    // output 64 bytes in), rows.
+    const cases = [[0, 0, N], [1, 0, N], [2, 0, N], [2, 1, N - 1], [0, 3, 5]] as const;
+    const run = (eng: Engine) =>
+      cases.map(([p, r0, rows]) => {
+        eng.setPrecision(p);
+        const c0 = emuCounters(lib);
+        eng.matmulFwd(
+          eng.offset(out, r0 * Cout * 4),
+          eng.offset(x, r0 * Cin * 4),
+          W,
+          bias,
+          rows,
+          Cin,
+          Cout,
+        );
+        eng.sync();
+        const c1 = emuCounters(lib);
+        const r = new Float32Array(rows * Cout);
+        eng.download(r, eng.offset(out, r0 * Cout * 4));
+        return { r, launches: c1.launches - c0.launches, gemms: c1.gemms - c0.gemms };
+      });
+    try {
+      assertEquals(e.deviceInfo().biasEpilogue, true);
+      const lt = run(e);
+      // The same library opened again with LOTUS_CUBLASLT=0: the bias kernel instead.
+      Deno.env.set("LOTUS_CUBLASLT", "0");
+      let off: Engine | null = null;
+      try {
+        off = openEngine({ backend: "cuda", libPath: lib });
+        assertEquals(off.deviceInfo().biasEpilogue, false);
+        const kernel = run(off);
+        for (let i = 0; i < cases.length; i++) {
+          assertEquals(lt[i].r, kernel[i].r, `case ${cases[i]}: the same bits`);
+          assertEquals(kernel[i].launches - lt[i].launches, 1, `case ${cases[i]}: launches`);
+          assertEquals([lt[i].gemms, kernel[i].gemms], [1, 1]);
+        }
+      } finally {
+        Deno.env.delete("LOTUS_CUBLASLT");
+        off?.close();
+        openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: epilogue back
+      }
+      assertEquals(e.deviceInfo().biasEpilogue, true);
+    } finally {
+      e.setPrecision(0);
+      for (const p of [x, W, bias, out]) e.free(p);
+    }
+  },
+});

@@ -539,7 +539,7 @@ inline float __uint_as_float(uint32_t u) {
 }
 using std::isnan;
 
-// The stream's counters (cuda_runtime.h) and the stand-in cuBLAS's GEMM calls:
+// The stream's counters (cuda_runtime.h) and the stand-in cuBLAS's and cuBLASLt's GEMM calls:
 // out[0] kernel launches, out[1] memset/memcpy operations, out[2] host waits, out[3] GEMMs,
 // out[4] graph launches. Work replayed by a graph launch is not counted again.
 // Exported (check/cuda_emu.ts's version script) for emuCounters.
@@ -549,9 +549,11 @@ extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64
   out[2] = ::emu::n_syncs;
   out[3] = 0;
   out[4] = ::emu::n_graph_launches;
-  if (void* h = emu_dlopen("libcublas.so.13", RTLD_NOW | RTLD_NOLOAD)) {
-    using Count = uint64_t (*)();
-    if (auto f = reinterpret_cast<Count>(dlsym(h, "emu_gemm_calls"))) out[3] = f();
-    dlclose(h);
+  for (const char* lib : {"libcublas.so.13", "libcublasLt.so.13"}) {
+    if (void* h = emu_dlopen(lib, RTLD_NOW | RTLD_NOLOAD)) {
+      using Count = uint64_t (*)();
+      if (auto f = reinterpret_cast<Count>(dlsym(h, "emu_gemm_calls"))) out[3] += f();
+      dlclose(h);
+    }
   }
 }

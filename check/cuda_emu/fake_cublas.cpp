@@ -2,7 +2,8 @@
 // host emulation of the CUDA engine (README.md beside this file). Built three times, under
 // names of their own (emu.h redirects the engine's dlopen calls to them):
 //   -DFAKE_CUBLAS    libemu_cublas.so: the entry points the engine resolves, GemmEx in loops
-//   -DFAKE_CUBLASLT  libemu_cublaslt.so: cublasLtGetVersion
+//   -DFAKE_CUBLASLT  libemu_cublaslt.so: cublasLtGetVersion and the cublasLtMatmul path the
+//                    engine takes for a forward with a bias (the BIAS epilogue only)
 //   (neither)        libemu_cuda.so: empty (le_init only checks that the driver loads)
 //
 // cublasGemmEx follows the cuBLAS documentation: column-major C[m,n] = alpha op(A) op(B) +
@@ -10,14 +11,16 @@
 // cuBLAS rejects (a leading dimension smaller than the stored rows, type combinations the
 // engine must not use) with CUBLAS_STATUS_INVALID_VALUE. TF32 compute truncates fp32 operands
 // to 10 mantissa bits, the pessimistic reading of the tensor cores' conversion; bf16 operands
-// (CUDA_R_16BF = 14) are widened exactly.
+// (CUDA_R_16BF = 14) are widened exactly. cublasLtMatmul runs the same loops and adds the bias
+// after alpha * sum, as the epilogue does; the heuristic's algorithm records the alignments the
+// preference promised, and the matmul rejects operands that do not have them.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 extern "C" {
 
-#if defined(FAKE_CUBLAS)
+#if defined(FAKE_CUBLAS) || defined(FAKE_CUBLASLT)
 
 // The emulation's stream (include/cuda_runtime.h): a GEMM is queued behind the work before it,
 // as on the GPU's stream, and recorded like it while the stream is captured into a graph.
@@ -26,10 +29,73 @@ struct emu_stream {
   void (*submit)(void (*run)(void*), void* arg, void (*release)(void*));
 };
 
+static float widen(const void* p, int type, size_t i, bool tf32) {
+  if (type == 14) {
+    const uint32_t u = uint32_t(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  float f = static_cast<const float*>(p)[i];
+  if (tf32) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u &= 0xffffe000u;
+    std::memcpy(&f, &u, 4);
+  }
+  return f;
+}
+
+// One GEMM's arguments, alpha and beta read at the call (host pointer mode), as cuBLAS does.
+struct Gemm {
+  int ta, tb, m, n, k, at, lda, bt, ldb, ldc;
+  bool tf32;
+  float a, b;
+  const void *A, *B;
+  float* C;
+  const float* bias;  // the BIAS epilogue's vector of m values (cublasLtMatmul), or null
+};
+
+static void run_gemm(void* p) {
+  const Gemm& g = *static_cast<const Gemm*>(p);
+  for (int j = 0; j < g.n; j++)
+    for (int i = 0; i < g.m; i++) {
+      float acc = 0.f;
+      for (int q = 0; q < g.k; q++) {
+        const size_t ia = g.ta == 0 ? i + (size_t)q * g.lda : q + (size_t)i * g.lda;
+        const size_t ib = g.tb == 0 ? q + (size_t)j * g.ldb : j + (size_t)q * g.ldb;
+        acc += widen(g.A, g.at, ia, g.tf32) * widen(g.B, g.bt, ib, g.tf32);
+      }
+      float& out = g.C[i + (size_t)j * g.ldc];
+      out = g.b == 0.f ? g.a * acc : g.a * acc + g.b * out;
+      if (g.bias) out += g.bias[i];
+    }
+}
+
+static void release_gemm(void* p) { delete static_cast<Gemm*>(p); }
+
+// GEMM calls so far, of this library (emu_counters in emu.h adds both libraries' counts).
+static uint64_t gemm_calls = 0;
+uint64_t emu_gemm_calls(void) { return gemm_calls; }
+
+static void submit_gemm(void* stream, Gemm* g) {
+  if (stream) {
+    static_cast<emu_stream*>(stream)->submit(&run_gemm, g, &release_gemm);
+  } else {
+    run_gemm(g);
+    release_gemm(g);
+  }
+}
+
+#endif
+
+#if defined(FAKE_CUBLAS)
+
 struct Ctx {
   void* stream = nullptr;
   void* workspace = nullptr;
 };
+
 
 int cublasCreate_v2(void** h) {
   *h = new Ctx();
@@ -56,53 +122,6 @@ int cublasGetVersion_v2(void*, int* v) {
 }
 const char* cublasGetStatusString(int s) { return s == 0 ? "success" : "invalid value"; }
 
-static float widen(const void* p, int type, size_t i, bool tf32) {
-  if (type == 14) {
-    const uint32_t u = uint32_t(static_cast<const uint16_t*>(p)[i]) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
-  float f = static_cast<const float*>(p)[i];
-  if (tf32) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    u &= 0xffffe000u;
-    std::memcpy(&f, &u, 4);
-  }
-  return f;
-}
-
-// GEMM calls so far (emu_counters in emu.h reads it).
-static uint64_t gemm_calls = 0;
-uint64_t emu_gemm_calls(void) { return gemm_calls; }
-
-// One GEMM's arguments, alpha and beta read at the call (host pointer mode), as cuBLAS does.
-struct Gemm {
-  int ta, tb, m, n, k, at, lda, bt, ldb, ldc;
-  bool tf32;
-  float a, b;
-  const void *A, *B;
-  float* C;
-};
-
-static void run_gemm(void* p) {
-  const Gemm& g = *static_cast<const Gemm*>(p);
-  for (int j = 0; j < g.n; j++)
-    for (int i = 0; i < g.m; i++) {
-      float acc = 0.f;
-      for (int q = 0; q < g.k; q++) {
-        const size_t ia = g.ta == 0 ? i + (size_t)q * g.lda : q + (size_t)i * g.lda;
-        const size_t ib = g.tb == 0 ? q + (size_t)j * g.ldb : j + (size_t)q * g.ldb;
-        acc += widen(g.A, g.at, ia, g.tf32) * widen(g.B, g.bt, ib, g.tf32);
-      }
-      float& out = g.C[i + (size_t)j * g.ldc];
-      out = g.b == 0.f ? g.a * acc : g.a * acc + g.b * out;
-    }
-}
-
-static void release_gemm(void* p) { delete static_cast<Gemm*>(p); }
-
 int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* A,
                  int at, int lda, const void* B, int bt, int ldb, const void* beta, void* C,
                  int ct, int ldc, int compute, int algo) {
@@ -116,19 +135,167 @@ int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha
   if (compute != 68 && !(compute == 77 && at == 0)) return 7;
   auto* g = new Gemm{ta, tb, m, n, k, at, lda, bt, ldb, ldc, compute == 77,
                      *static_cast<const float*>(alpha), *static_cast<const float*>(beta), A, B,
-                     static_cast<float*>(C)};
-  if (void* s = static_cast<Ctx*>(h)->stream) {
-    static_cast<emu_stream*>(s)->submit(&run_gemm, g, &release_gemm);
-  } else {
-    run_gemm(g);
-    release_gemm(g);
-  }
+                     static_cast<float*>(C), nullptr};
+  submit_gemm(static_cast<Ctx*>(h)->stream, g);
   return 0;
 }
 
 #elif defined(FAKE_CUBLASLT)
 
 size_t cublasLtGetVersion(void) { return 130000; }
+
+struct LtCtx {
+  int magic = 0x17;
+};
+struct LtDesc {
+  int compute, ta = 0, tb = 0;
+  uint32_t epilogue = 1;  // CUBLASLT_EPILOGUE_DEFAULT
+  const float* bias = nullptr;
+};
+struct LtLayout {
+  int type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct LtPref {
+  uint64_t workspace = 0;
+  uint32_t align[4] = {256, 256, 256, 256};  // cuBLASLt's default minimum alignments
+};
+struct LtAlgo {
+  uint64_t data[8];
+};
+struct LtHeuristic {
+  LtAlgo algo;
+  size_t workspace_size;
+  int state;
+  float waves_count;
+  int reserved[4];
+};
+
+int cublasLtCreate(LtCtx** h) {
+  *h = new LtCtx();
+  return 0;
+}
+int cublasLtDestroy(LtCtx* h) {
+  delete h;
+  return 0;
+}
+int cublasLtMatmulDescCreate(LtDesc** d, int compute, int scale_type) {
+  if (scale_type != 0 || (compute != 68 && compute != 77)) return 7;
+  *d = new LtDesc{compute};
+  return 0;
+}
+int cublasLtMatmulDescDestroy(LtDesc* d) {
+  delete d;
+  return 0;
+}
+// Only the attributes the engine sets, each with its documented size.
+int cublasLtMatmulDescSetAttribute(LtDesc* d, int attr, const void* buf, size_t n) {
+  if (!d || !buf) return 7;
+  if ((attr == 3 || attr == 4) && n == 4) {
+    const int32_t v = *static_cast<const int32_t*>(buf);
+    if (v != 0 && v != 1) return 7;
+    (attr == 3 ? d->ta : d->tb) = v;
+    return 0;
+  }
+  if (attr == 7 && n == 4) {
+    const uint32_t v = *static_cast<const uint32_t*>(buf);
+    if (v != 1 && v != 4) return 15;  // only DEFAULT and BIAS are emulated
+    d->epilogue = v;
+    return 0;
+  }
+  if (attr == 8 && n == sizeof(void*)) {
+    d->bias = *static_cast<const float* const*>(buf);
+    return 0;
+  }
+  return 7;
+}
+int cublasLtMatrixLayoutCreate(LtLayout** l, int type, uint64_t rows, uint64_t cols,
+                               int64_t ld) {
+  if ((type != 0 && type != 14) || ld < 1 || (uint64_t)ld < rows) return 7;
+  *l = new LtLayout{type, rows, cols, ld};
+  return 0;
+}
+int cublasLtMatrixLayoutDestroy(LtLayout* l) {
+  delete l;
+  return 0;
+}
+int cublasLtMatmulPreferenceCreate(LtPref** p) {
+  *p = new LtPref();
+  return 0;
+}
+int cublasLtMatmulPreferenceDestroy(LtPref* p) {
+  delete p;
+  return 0;
+}
+int cublasLtMatmulPreferenceSetAttribute(LtPref* p, int attr, const void* buf, size_t n) {
+  if (!p || !buf) return 7;
+  if (attr == 1 && n == 8) {
+    p->workspace = *static_cast<const uint64_t*>(buf);
+    return 0;
+  }
+  if (attr >= 5 && attr <= 8 && n == 4) {
+    const uint32_t a = *static_cast<const uint32_t*>(buf);
+    if (a == 0 || (a & (a - 1))) return 7;
+    p->align[attr - 5] = a;
+    return 0;
+  }
+  return 7;
+}
+
+// The shapes of D = op(A) op(B): m, n, k from the layouts, or false when they do not agree.
+static bool lt_shape(const LtDesc* d, const LtLayout* a, const LtLayout* b, const LtLayout* c,
+                     const LtLayout* dd, int* m, int* n, int* k) {
+  *m = (int)dd->rows;
+  *n = (int)dd->cols;
+  *k = (int)(d->ta ? a->rows : a->cols);
+  const uint64_t am = d->ta ? a->cols : a->rows;
+  const uint64_t bk = d->tb ? b->cols : b->rows, bn = d->tb ? b->rows : b->cols;
+  if (c != dd && (c->rows != dd->rows || c->cols != dd->cols || c->ld != dd->ld)) return false;
+  return am == (uint64_t)*m && bk == (uint64_t)*k && bn == (uint64_t)*n && dd->type == 0 &&
+         a->type == b->type && !(d->compute == 77 && a->type != 0);
+}
+
+int cublasLtMatmulAlgoGetHeuristic(LtCtx* h, LtDesc* d, LtLayout* a, LtLayout* b, LtLayout* c,
+                                   LtLayout* dd, LtPref* p, int requested, LtHeuristic* out,
+                                   int* returned) {
+  if (!h || !d || !a || !b || !c || !dd || !p || requested < 1 || !out || !returned) return 7;
+  int m, n, k;
+  if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return 7;
+  *out = LtHeuristic{};
+  out->algo.data[0] = 0x1a;  // this fake's one algorithm
+  for (int i = 0; i < 4; i++) out->algo.data[1 + i] = p->align[i];
+  out->workspace_size = 0;
+  out->state = 0;
+  out->waves_count = 1.f;
+  *returned = 1;
+  return 0;
+}
+
+int cublasLtMatmul(LtCtx* h, LtDesc* d, const void* alpha, const void* A, LtLayout* a,
+                   const void* B, LtLayout* b, const void* beta, const void* C, LtLayout* c,
+                   void* D, LtLayout* dd, const LtAlgo* algo, void* workspace, size_t ws,
+                   void* stream) {
+  if (!h || !d || !alpha || !beta || !a || !b || !c || !dd || !algo || !D) return 7;
+  if (algo->data[0] != 0x1a) return 7;
+  int m, n, k;
+  if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return 7;
+  if (d->epilogue == 4 && !d->bias) return 7;
+  const void* ptrs[4] = {A, B, C, D};
+  for (int i = 0; i < 4; i++) {
+    if (reinterpret_cast<uintptr_t>(ptrs[i]) % algo->data[1 + i]) return 7;  // misaligned
+  }
+  const float b0 = *static_cast<const float*>(beta);
+  if (b0 != 0.f && C != D) return 15;  // the engine only writes in place
+  (void)workspace;
+  (void)ws;
+  gemm_calls++;
+  auto* g = new Gemm{d->ta, d->tb, m, n, k, a->type, (int)a->ld, b->type, (int)b->ld,
+                     (int)dd->ld, d->compute == 77, *static_cast<const float*>(alpha), b0, A, B,
+                     static_cast<float*>(D), d->epilogue == 4 ? d->bias : nullptr};
+  submit_gemm(stream, g);
+  return 0;
+}
 
 #endif
 

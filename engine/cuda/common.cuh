@@ -83,6 +83,7 @@ struct State {
   cudaStream_t stream = nullptr;
   cublas::Api blas;
   cublas::Handle handle = nullptr;
+  cublas::LtHandle lt = nullptr;  // null: biases added by a kernel (matmul.cuh)
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1

@@ -6,8 +6,9 @@
 // whose cuBLAS lives outside the linker's default path. So the types, enums and signatures
 // below are written from NVIDIA's public cuBLAS documentation (the "cuBLAS Datatypes
 // Reference" and "cuBLAS Helper Function Reference" chapters), only for what the engine
-// calls. The numeric enum values are part of cuBLAS's stable ABI; cudaDataType comes from
-// the CUDA runtime's library_types.h, which nvcc always has.
+// calls, and for cuBLASLt from its API reference (the matmul descriptor, layout, preference,
+// heuristic and cublasLtMatmul). The numeric enum values are part of cuBLAS's stable ABI;
+// cudaDataType comes from the CUDA runtime's library_types.h, which nvcc always has.
 //
 // Symbol names: since cuBLAS v2 the handle-based functions are exported with a `_v2` suffix
 // (cublas_v2.h maps cublasCreate to cublasCreate_v2 with a macro); cublasGemmEx,
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,6 +66,54 @@ typedef Status (*GemmExFn)(Handle, int transa, int transb, int m, int n, int k,
                            void* C, cudaDataType_t Ctype, int ldc, int computeType, int algo);
 typedef size_t (*LtGetVersionFn)(void);  // cublasLtGetVersion
 
+// cuBLASLt, for the matmuls whose bias is added in the GEMM's epilogue (matmul.cuh). Values
+// from the cuBLASLt API reference (cublasLtEpilogue_t, cublasLtMatmulDescAttributes_t,
+// cublasLtMatmulPreferenceAttributes_t); descriptors and handles are opaque pointers.
+typedef struct LtContext* LtHandle;        // cublasLtHandle_t
+typedef struct LtDescOpaque* LtDesc;       // cublasLtMatmulDesc_t
+typedef struct LtLayoutOpaque* LtLayout;   // cublasLtMatrixLayout_t
+typedef struct LtPrefOpaque* LtPref;       // cublasLtMatmulPreference_t
+struct LtAlgo {                            // cublasLtMatmulAlgo_t
+  uint64_t data[8];
+};
+struct LtHeuristic {  // cublasLtMatmulHeuristicResult_t
+  LtAlgo algo;
+  size_t workspace_size;
+  Status state;
+  float waves_count;
+  int reserved[4];
+};
+constexpr int kLtDescTransA = 3;           // CUBLASLT_MATMUL_DESC_TRANSA (int32)
+constexpr int kLtDescTransB = 4;           // CUBLASLT_MATMUL_DESC_TRANSB (int32)
+constexpr int kLtDescEpilogue = 7;         // CUBLASLT_MATMUL_DESC_EPILOGUE (uint32)
+constexpr int kLtDescBiasPointer = 8;      // CUBLASLT_MATMUL_DESC_BIAS_POINTER (void*)
+constexpr int kLtEpilogueBias = 4;         // CUBLASLT_EPILOGUE_BIAS
+constexpr int kLtPrefMaxWorkspace = 1;     // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (uint64)
+constexpr int kLtPrefMinAlignA = 5;        // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES (uint32)
+constexpr int kLtPrefMinAlignB = 6;        // ..._B_BYTES
+constexpr int kLtPrefMinAlignC = 7;        // ..._C_BYTES
+constexpr int kLtPrefMinAlignD = 8;        // ..._D_BYTES
+typedef Status (*LtCreateFn)(LtHandle*);
+typedef Status (*LtDestroyFn)(LtHandle);
+typedef Status (*LtDescCreateFn)(LtDesc*, int computeType, cudaDataType_t scaleType);
+typedef Status (*LtDescDestroyFn)(LtDesc);
+typedef Status (*LtDescSetFn)(LtDesc, int attr, const void* buf, size_t bytes);
+typedef Status (*LtLayoutCreateFn)(LtLayout*, cudaDataType_t, uint64_t rows, uint64_t cols,
+                                   int64_t ld);
+typedef Status (*LtLayoutDestroyFn)(LtLayout);
+typedef Status (*LtPrefCreateFn)(LtPref*);
+typedef Status (*LtPrefDestroyFn)(LtPref);
+typedef Status (*LtPrefSetFn)(LtPref, int attr, const void* buf, size_t bytes);
+typedef Status (*LtHeuristicFn)(LtHandle, LtDesc, LtLayout A, LtLayout B, LtLayout C,
+                                LtLayout D, LtPref, int requested, LtHeuristic* results,
+                                int* returned);
+// cublasLtMatmul: D = alpha op(A) op(B) + beta C, then the epilogue; alpha and beta are host
+// floats (the default pointer mode).
+typedef Status (*LtMatmulFn)(LtHandle, LtDesc, const void* alpha, const void* A, LtLayout,
+                             const void* B, LtLayout, const void* beta, const void* C,
+                             LtLayout, void* D, LtLayout, const LtAlgo* algo, void* workspace,
+                             size_t workspace_bytes, cudaStream_t stream);
+
 // The resolved library. cuBLASLt is loaded first and explicitly: libcublas needs it, and
 // loading it ourselves gives a clear message naming the file when it is missing.
 struct Api {
@@ -80,6 +130,20 @@ struct Api {
   GetVersionFn get_version = nullptr;
   GetStatusStringFn status_string = nullptr;  // optional
   GemmExFn gemm_ex = nullptr;
+  // cuBLASLt's matmul entry points: all resolved, or none (lt_matmul is then null and the
+  // engine adds biases with its own kernel).
+  LtCreateFn lt_create = nullptr;
+  LtDestroyFn lt_destroy = nullptr;
+  LtDescCreateFn lt_desc_create = nullptr;
+  LtDescDestroyFn lt_desc_destroy = nullptr;
+  LtDescSetFn lt_desc_set = nullptr;
+  LtLayoutCreateFn lt_layout_create = nullptr;
+  LtLayoutDestroyFn lt_layout_destroy = nullptr;
+  LtPrefCreateFn lt_pref_create = nullptr;
+  LtPrefDestroyFn lt_pref_destroy = nullptr;
+  LtPrefSetFn lt_pref_set = nullptr;
+  LtHeuristicFn lt_heuristic = nullptr;
+  LtMatmulFn lt_matmul = nullptr;
 };
 
 inline const char* status_name(Status s) {
@@ -266,6 +330,25 @@ inline int load(Api* api, char* err, size_t errn) {
     }
   }
   api->lt_version = lt_version();
+  Sym lt_syms[] = {
+      {(void**)&api->lt_create, api->lt, "cublasLtCreate", false},
+      {(void**)&api->lt_destroy, api->lt, "cublasLtDestroy", false},
+      {(void**)&api->lt_desc_create, api->lt, "cublasLtMatmulDescCreate", false},
+      {(void**)&api->lt_desc_destroy, api->lt, "cublasLtMatmulDescDestroy", false},
+      {(void**)&api->lt_desc_set, api->lt, "cublasLtMatmulDescSetAttribute", false},
+      {(void**)&api->lt_layout_create, api->lt, "cublasLtMatrixLayoutCreate", false},
+      {(void**)&api->lt_layout_destroy, api->lt, "cublasLtMatrixLayoutDestroy", false},
+      {(void**)&api->lt_pref_create, api->lt, "cublasLtMatmulPreferenceCreate", false},
+      {(void**)&api->lt_pref_destroy, api->lt, "cublasLtMatmulPreferenceDestroy", false},
+      {(void**)&api->lt_pref_set, api->lt, "cublasLtMatmulPreferenceSetAttribute", false},
+      {(void**)&api->lt_heuristic, api->lt, "cublasLtMatmulAlgoGetHeuristic", false},
+      {(void**)&api->lt_matmul, api->lt, "cublasLtMatmul", false},
+  };
+  bool all = true;
+  for (auto& s : lt_syms) all = (*s.slot = dlsym(s.lib, s.name)) != nullptr && all;
+  if (!all) {
+    for (auto& s : lt_syms) *s.slot = nullptr;
+  }
   return 0;
 }
 

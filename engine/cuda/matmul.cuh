@@ -1,4 +1,5 @@
-// matmul.cuh: the linear layer through cuBLAS (cublasGemmEx), forward and backward.
+// matmul.cuh: the linear layer through cuBLAS (cublasGemmEx; cublasLtMatmul for a forward with
+// a bias), forward and backward.
 //
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
@@ -32,6 +33,10 @@
 #pragma once
 
 #include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "common.cuh"
 #include "weights.cuh"
@@ -158,6 +163,144 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
   return 0;
 }
 
+// ---- The forward's bias in the GEMM's epilogue (cuBLASLt) -------------------------------
+//
+// With a bias, le_matmul_fwd calls cublasLtMatmul with CUBLASLT_EPILOGUE_BIAS: the bias is
+// added as the GEMM writes its output, instead of by add_bias_kernel re-reading and rewriting
+// [N, Cout] after it. Same operands, same compute type; the GEMM may sum in another order
+// than cublasGemmEx's kernel, so results agree to the precision's rounding, not to the bit.
+// Descriptors, layouts and the algorithm chosen by cublasLtMatmulAlgoGetHeuristic are kept
+// per shape (LtPlan), so a call after the first is the matmul alone; the bias pointer is the
+// only attribute set per call. The heuristic is told the operands' real alignment (a row
+// range of a buffer need not be 256-byte aligned). Without cuBLASLt's matmul entry points,
+// with LOTUS_CUBLASLT=0, or when no algorithm fits a shape, the GEMM and the bias kernel run
+// as before. GELU stays in its own kernel, which also writes the bf16 copy the next matmul
+// reads (common.cuh's produced operands): a GELU epilogue would write fp32 that then needs
+// its own rounding pass, the same traffic and launches as now.
+
+struct LtKey {
+  int transa, transb, m, n, k, atype, lda, btype, ldb, ldc, compute;
+  unsigned align[3];  // A, B, D (C is D)
+  bool operator==(const LtKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
+};
+
+struct LtPlan {
+  LtKey key;
+  cublas::LtDesc desc = nullptr;
+  cublas::LtLayout a = nullptr, b = nullptr, d = nullptr;
+  cublas::LtAlgo algo{};
+  bool ok = false;  // false: no algorithm for this shape; use the GEMM and the bias kernel
+  uint64_t used = 0;
+};
+
+constexpr size_t kMaxLtPlans = 64;
+std::vector<LtPlan> g_lt_plans;
+uint64_t g_lt_clock = 0;
+
+inline void drop_lt_plan(LtPlan& p) {
+  if (p.desc) g.blas.lt_desc_destroy(p.desc);
+  for (cublas::LtLayout l : {p.a, p.b, p.d}) {
+    if (l) g.blas.lt_layout_destroy(l);
+  }
+  p = LtPlan{};
+}
+
+inline void drop_lt_plans() {
+  for (LtPlan& p : g_lt_plans) drop_lt_plan(p);
+  g_lt_plans.clear();
+}
+
+inline unsigned alignment_of(const void* p) {
+  const uintptr_t u = (uintptr_t)p;
+  unsigned a = 256;
+  while (a > 1 && u % a) a /= 2;
+  return a;
+}
+
+// Builds the plan for `key` (ok = false when cuBLASLt has no algorithm for it).
+inline void build_lt_plan(LtPlan& p) {
+  const LtKey& k = p.key;
+  using namespace cublas;
+  bool ok = g.blas.lt_desc_create(&p.desc, k.compute, CUDA_R_32F) == kSuccess;
+  const int32_t ta = k.transa, tb = k.transb;
+  const uint32_t epi = kLtEpilogueBias;
+  ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransA, &ta, sizeof ta) == kSuccess;
+  ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransB, &tb, sizeof tb) == kSuccess;
+  ok = ok && g.blas.lt_desc_set(p.desc, kLtDescEpilogue, &epi, sizeof epi) == kSuccess;
+  // Stored shapes (column-major): op(A) is [m, k], so A is [m, k] (N) or [k, m] (T).
+  ok = ok && g.blas.lt_layout_create(&p.a, (cudaDataType_t)k.atype, k.transa ? k.k : k.m,
+                                     k.transa ? k.m : k.k, k.lda) == kSuccess;
+  ok = ok && g.blas.lt_layout_create(&p.b, (cudaDataType_t)k.btype, k.transb ? k.n : k.k,
+                                     k.transb ? k.k : k.n, k.ldb) == kSuccess;
+  ok = ok && g.blas.lt_layout_create(&p.d, CUDA_R_32F, k.m, k.n, k.ldc) == kSuccess;
+  LtPref pref = nullptr;
+  ok = ok && g.blas.lt_pref_create(&pref) == kSuccess;
+  const uint64_t ws = kWorkspaceBytes;
+  ok = ok && g.blas.lt_pref_set(pref, kLtPrefMaxWorkspace, &ws, sizeof ws) == kSuccess;
+  const int attrs[3] = {kLtPrefMinAlignA, kLtPrefMinAlignB, kLtPrefMinAlignD};
+  for (int i = 0; i < 3; i++) {
+    const uint32_t a = k.align[i];
+    ok = ok && g.blas.lt_pref_set(pref, attrs[i], &a, sizeof a) == kSuccess;
+  }
+  const uint32_t ac = k.align[2];
+  ok = ok && g.blas.lt_pref_set(pref, kLtPrefMinAlignC, &ac, sizeof ac) == kSuccess;
+  LtHeuristic h{};
+  int found = 0;
+  ok = ok && g.blas.lt_heuristic(g.lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &h, &found) ==
+                 kSuccess;
+  if (pref) g.blas.lt_pref_destroy(pref);
+  p.ok = ok && found > 0 && h.state == kSuccess && h.workspace_size <= kWorkspaceBytes;
+  if (p.ok) p.algo = h.algo;
+}
+
+// C[m,n] = A op B + bias (per row of the column-major C) through cublasLtMatmul. Returns 0
+// done, 1 failed (message set), -1 not possible here: the caller runs the GEMM and the bias
+// kernel.
+inline int gemm_bias_lt(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
+                        Operand B, float* C, int ldc, const float* bias) {
+  if (!g.lt) return -1;
+  const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
+  LtKey key{transa, transb, m, n, k, (int)A.type, A.ld, (int)B.type, B.ld, ldc, compute,
+            {alignment_of(A.p), alignment_of(B.p), alignment_of(C)}};
+  LtPlan* plan = nullptr;
+  for (LtPlan& p : g_lt_plans) {
+    if (p.key == key) plan = &p;
+  }
+  if (!plan) {
+    if (g_lt_plans.size() >= kMaxLtPlans) {
+      auto oldest = std::min_element(g_lt_plans.begin(), g_lt_plans.end(),
+                                     [](const LtPlan& a, const LtPlan& b) {
+                                       return a.used < b.used;
+                                     });
+      drop_lt_plan(*oldest);
+      g_lt_plans.erase(oldest);
+    }
+    g_lt_plans.push_back(LtPlan{});
+    plan = &g_lt_plans.back();
+    plan->key = key;
+    build_lt_plan(*plan);
+  }
+  plan->used = ++g_lt_clock;
+  if (!plan->ok) return -1;
+  const void* bp = bias;
+  cublas::Status s =
+      g.blas.lt_desc_set(plan->desc, cublas::kLtDescBiasPointer, &bp, sizeof bp);
+  const float alpha = 1.f, beta = 0.f;
+  if (s == cublas::kSuccess) {
+    s = g.blas.lt_matmul(g.lt, plan->desc, &alpha, A.p, plan->a, B.p, plan->b, &beta, C,
+                         plan->d, C, plan->d, &plan->algo, g.workspace, kWorkspaceBytes,
+                         g.stream);
+  }
+  if (s != cublas::kSuccess) {
+    return fail("%s: cublasLtMatmul with the bias epilogue (m=%d, n=%d, k=%d, precision mode "
+                "%d) failed: %s%s%s; LOTUS_CUBLASLT=0 adds the bias with a kernel instead",
+                fn, m, n, k, g.precision, cublas::status_name(s),
+                g.blas.status_string ? ": " : "",
+                g.blas.status_string ? g.blas.status_string(s) : "");
+  }
+  return 0;
+}
+
 }  // namespace le
 
 LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
@@ -169,6 +312,11 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
+  if (bias) {
+    const int r = gemm_bias_lt(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout,
+                               bias);
+    if (r >= 0) return r ? r : op_done(fn);
+  }
   TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false));
   if (bias) {
     LAUNCH(add_bias_kernel, grid_for((int64_t)N * Cout, 256), 256, 0)(out, bias, N, Cout);
