@@ -898,7 +898,7 @@ Deno.test({
     };
     const x = up(randn(rng, N * Cin)), W = up(randn(rng, Cout * Cin, 0.3));
     const bias = up(randn(rng, Cout)), out = e.alloc(N * Cout * 4);
-    // Each case: precision, first row (row 1 of x starts 96 bytes in: 32-byte aligned, and the
+    // Each case (the last at fp32, which the misaligned-bias check below reuses): precision, first row (row 1 of x starts 96 bytes in: 32-byte aligned, and the
     // output 64 bytes in), rows.
     const cases = [[0, 0, N], [1, 0, N], [2, 0, N], [2, 1, N - 1], [0, 3, 5]] as const;
     const run = (eng: Engine) =>
@@ -941,6 +941,20 @@ Deno.test({
         openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: epilogue back
       }
       assertEquals(e.deviceInfo().biasEpilogue, true);
+      // A bias 4 bytes off a 16-byte boundary takes the bias kernel.
+      const bias2 = e.alloc((Cout + 1) * 4);
+      try {
+        e.copy(e.offset(bias2, 4), bias, Cout * 4);
+        const c0 = emuCounters(lib);
+        e.matmulFwd(out, x, W, e.offset(bias2, 4), N, Cin, Cout);
+        e.sync();
+        const r = new Float32Array(N * Cout);
+        e.download(r, out);
+        assertEquals(emuCounters(lib).launches - c0.launches, 1, "the bias kernel after the GEMM");
+        assertEquals(r, lt[0].r);
+      } finally {
+        e.free(bias2);
+      }
     } finally {
       e.setPrecision(0);
       for (const p of [x, W, bias, out]) e.free(p);

@@ -258,7 +258,9 @@ inline void build_lt_plan(LtPlan& p) {
 // kernel.
 inline int gemm_bias_lt(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
                         Operand B, float* C, int ldc, const float* bias) {
-  if (!g.lt) return -1;
+  // The epilogue reads the bias with vector loads on some kernels, and no preference says how
+  // aligned the bias is: one off a 16-byte boundary takes the kernel path.
+  if (!g.lt || alignment_of(bias) < 16) return -1;
   const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
   LtKey key{transa, transb, m, n, k, (int)A.type, A.ld, (int)B.type, B.ld, ldc, compute,
             {alignment_of(A.p), alignment_of(B.p), alignment_of(C)}};
