@@ -73,9 +73,7 @@ struct Info {
 
 // Undo le_init (only used when le_init switches to another device with nothing allocated).
 void teardown() {
-  drop_lt_plans();
-  if (g.lt) g.blas.lt_destroy(g.lt);
-  g.lt = nullptr;
+  release_lt();
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   if (g.workspace) cudaFree(g.workspace);
@@ -106,9 +104,7 @@ void teardown() {
 void at_exit() {
   if (!g.ready) return;
   if (g.stream) cudaStreamSynchronize(g.stream);
-  drop_lt_plans();
-  if (g.lt) g.blas.lt_destroy(g.lt);
-  g.lt = nullptr;
+  release_lt();
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   g.ready = false;
@@ -121,9 +117,7 @@ void configure_lt() {
   const char* env = getenv("LOTUS_CUBLASLT");
   const bool off = env && strcmp(env, "0") == 0;
   if (off == !g.lt) return;
-  drop_lt_plans();
-  if (g.lt) g.blas.lt_destroy(g.lt);
-  g.lt = nullptr;
+  release_lt();
   if (!off && g.blas.lt_matmul && g.blas.lt_create(&g.lt) != cublas::kSuccess) g.lt = nullptr;
 }
 

@@ -173,8 +173,8 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
 // per shape (LtPlan), so a call after the first is the matmul alone; the bias pointer is the
 // only attribute set per call. The heuristic is told the operands' real alignment (a row
 // range of a buffer need not be 256-byte aligned). Without cuBLASLt's matmul entry points,
-// with LOTUS_CUBLASLT=0, or when no algorithm fits a shape, the GEMM and the bias kernel run
-// as before. GELU stays in its own kernel, which also writes the bf16 copy the next matmul
+// with LOTUS_CUBLASLT=0, when no algorithm fits a shape, or for a bias off a 16-byte
+// boundary, the GEMM and the bias kernel run as before. GELU stays in its own kernel, which also writes the bf16 copy the next matmul
 // reads (common.cuh's produced operands): a GELU epilogue would write fp32 that then needs
 // its own rounding pass, the same traffic and launches as now.
 
@@ -205,9 +205,12 @@ inline void drop_lt_plan(LtPlan& p) {
   p = LtPlan{};
 }
 
-inline void drop_lt_plans() {
+// Drops every plan and the cuBLASLt handle: biases go back to the kernel.
+inline void release_lt() {
   for (LtPlan& p : g_lt_plans) drop_lt_plan(p);
   g_lt_plans.clear();
+  if (g.lt) g.blas.lt_destroy(g.lt);
+  g.lt = nullptr;
 }
 
 inline unsigned alignment_of(const void* p) {
@@ -237,13 +240,12 @@ inline void build_lt_plan(LtPlan& p) {
   ok = ok && g.blas.lt_pref_create(&pref) == kSuccess;
   const uint64_t ws = kWorkspaceBytes;
   ok = ok && g.blas.lt_pref_set(pref, kLtPrefMaxWorkspace, &ws, sizeof ws) == kSuccess;
-  const int attrs[3] = {kLtPrefMinAlignA, kLtPrefMinAlignB, kLtPrefMinAlignD};
-  for (int i = 0; i < 3; i++) {
-    const uint32_t a = k.align[i];
-    ok = ok && g.blas.lt_pref_set(pref, attrs[i], &a, sizeof a) == kSuccess;
+  // C is D: both get D's alignment.
+  const int attrs[4] = {kLtPrefMinAlignA, kLtPrefMinAlignB, kLtPrefMinAlignC, kLtPrefMinAlignD};
+  const uint32_t aligns[4] = {k.align[0], k.align[1], k.align[2], k.align[2]};
+  for (int i = 0; i < 4; i++) {
+    ok = ok && g.blas.lt_pref_set(pref, attrs[i], &aligns[i], sizeof aligns[i]) == kSuccess;
   }
-  const uint32_t ac = k.align[2];
-  ok = ok && g.blas.lt_pref_set(pref, kLtPrefMinAlignC, &ac, sizeof ac) == kSuccess;
   LtHeuristic h{};
   int found = 0;
   ok = ok && g.blas.lt_heuristic(g.lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &h, &found) ==
