@@ -269,7 +269,7 @@ if (!standIn) {
   console.log(
     `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}, bias epilogue ${
       d.biasEpilogue ? "on" : "off"
-    }` +
+    }, tensor-core attention ${d.tcAttention ? "on" : "off"}` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {

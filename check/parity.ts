@@ -159,10 +159,14 @@ export function skippedRow(section: string, name: string, why: string): CheckRow
 export interface OpCase {
   /** For reports, e.g. "matmul bwd". */
   name: string;
-  /** True when the outputs go through a matmul, the only op whose arithmetic changes with
-   * the precision: they get the precision's bound. Every other op is fp32 at all three
-   * precisions and gets the fp32 bound ({@linkcode opTolerance}). */
+  /** True when the outputs go through a matmul, whose arithmetic changes with the
+   * precision: they get the precision's bound. Every other op is fp32 at all three
+   * precisions and gets the fp32 bound ({@linkcode opTolerance}), except where
+   * `tensorCores` says otherwise. */
   matmul?: boolean;
+  /** The precision at which the CUDA engine runs this op's products on tensor cores (the
+   * statistics form of attention: bf16); the outputs get that precision's bound there. */
+  tensorCores?: Precision;
   /** Run on `eng` and download every output. The same seed gives the same inputs. */
   run(eng: Engine, seed: number): Record<string, Float32Array | Int32Array>;
 }
@@ -192,6 +196,7 @@ export interface AttnSpec {
 export function attentionCase(name: string, s: AttnSpec, form: "att" | "stats" = "att"): OpCase {
   return {
     name,
+    ...(form === "stats" ? { tensorCores: "bf16" as const } : {}),
     run(eng, seed) {
       const rng = new Rng(seed);
       const { B, Tq, Tp, C, NH } = s, Tk = Tp + Tq;
@@ -650,6 +655,16 @@ export const OP_CASES: OpCase[] = [
     past: "shared",
     pad: [0, 4, 0],
   }, "stats"),
+  // Key 32, the first of a 16-key tile, is seen by query 32 alone, the last.
+  attentionCase("attention (stats), no past, a key seen by the last query only", {
+    B: 2,
+    Tq: 33,
+    Tp: 0,
+    C: 64,
+    NH: 2,
+    past: "none",
+    pad: [0, 3],
+  }, "stats"),
   // Grouped-query attention in the statistics form: a group's heads summed into one key/value
   // head's gradients over several key and query tiles, a qkv past and a shared one.
   attentionCase("attention gqa (stats), past in a qkv buffer", {
@@ -740,11 +755,12 @@ export const OP_CASES: OpCase[] = [
 ];
 
 /**
- * The bound of one op case at one precision: the precision's op bound for matmul cases,
- * the fp32 bound for every other op (their kernels do not change with the precision).
+ * The bound of one op case at one precision: the precision's op bound for matmul cases and
+ * for cases that run on tensor cores at that precision, the fp32 bound for every other op
+ * (their kernels do not change with the precision).
  */
 export function opTolerance(c: OpCase, precision: Precision): number {
-  return c.matmul ? TOLERANCES[precision].op : TOLERANCES.fp32.op;
+  return c.matmul || c.tensorCores === precision ? TOLERANCES[precision].op : TOLERANCES.fp32.op;
 }
 
 /** The largest |out - ref| and the largest |ref| (Infinity when anything is not finite). */

@@ -219,8 +219,8 @@ export const GPT2_OP_CASES: OpCase[] = [
 
 /**
  * The attention of {@linkcode GPT2_OP_CASES} through the statistics form
- * (le_attention_stats_fwd / _bwd), the one training uses. Attention is fp32 at every
- * precision, so a check may run these at fp32 only.
+ * (le_attention_stats_fwd / _bwd), the one training uses: fp32 kernels at fp32 and TF32,
+ * tensor cores in bf16 (the CUDA engine's attention_tc.cuh).
  */
 export const GPT2_ATTN_STATS_CASES: OpCase[] = [
   attentionCase("gpt2: attention (stats), 150 keys, no past", {

@@ -45,6 +45,7 @@
 #include "cuda/layernorm.cuh"
 #include "cuda/matmul.cuh"
 #include "cuda/attention.cuh"
+#include "cuda/attention_tc.cuh"
 #include "cuda/llama.cuh"
 #include "cuda/xent.cuh"
 #include "cuda/adamw.cuh"
@@ -119,6 +120,13 @@ void configure_lt() {
   if (off == !g.lt) return;
   release_lt();
   if (!off && g.blas.lt_matmul && g.blas.lt_create(&g.lt) != cublas::kSuccess) g.lt = nullptr;
+}
+
+// bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
+// the fp32 kernels of attention.cuh in every precision. Read at every le_init, as above.
+void configure_attention() {
+  const char* env = getenv("LOTUS_TC_ATTENTION");
+  g.tc_attention = !(env && strcmp(env, "0") == 0);
 }
 
 int init(int device) {
@@ -200,6 +208,7 @@ int init(int device) {
     return fail("le_init: %s failed: %s", step, cublas::status_name(s));
   }
   configure_lt();
+  configure_attention();
   e = cudaMalloc(&g.dflag, 4 * sizeof(int));
   if (e == cudaSuccess) e = cudaMallocHost(&g.hflag, 4 * sizeof(int));
   if (e != cudaSuccess) {
@@ -240,9 +249,9 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     char nums[256];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s}",
+             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s,\"tcAttention\":%s}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
-             g.blas.lt_version, g.lt ? "true" : "false");
+             g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false");
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }
@@ -262,6 +271,7 @@ LE_API int le_init(int device) {
   if (g.ready) {
     if (device == g.device) {
       configure_lt();
+      configure_attention();
       return 0;
     }
     const size_t blocks = live_blocks();

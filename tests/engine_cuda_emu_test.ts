@@ -13,6 +13,7 @@ import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import {
+  absStats,
   compareGraphReplay,
   compareLotusStep,
   compareOps,
@@ -22,6 +23,7 @@ import {
   memoryCycles,
   OP_CASES,
   perturbedParams,
+  relErr,
   specialsFor,
   STEP_SPECS,
   summarizeOps,
@@ -47,8 +49,12 @@ Deno.test({
       const rows = compareOps(e, cpuEngine(), p);
       const failed = rows.filter((r) => !r.pass).map((r) => `${r.name}: ${r.err}`);
       assertEquals(failed, [], `${p}: ${failed.join("; ")}`);
-      // Only the matmuls change with the precision; every other op stays fp32.
-      for (const r of rows.filter((r) => !r.name.startsWith("matmul"))) {
+      // Only the matmuls, and in bf16 the statistics form of attention (on tensor cores,
+      // checked below), change with the precision; every other op stays fp32.
+      const fp32Ops = rows.filter((r) =>
+        !r.name.startsWith("matmul") && !(p === "bf16" && r.name.includes("(stats)"))
+      );
+      for (const r of fp32Ops) {
         assert(r.err <= 1e-6, `${p}: ${r.name}: ${r.err}`);
       }
       const mm = rows.filter((r) => r.name.startsWith("matmul fwd: 300"))[0];
@@ -77,7 +83,7 @@ Deno.test({
         assert(r.err <= 1e-6, `${p}: ${r.name}: ${r.err}`);
       }
     }
-    // The statistics form of attention, fp32 only (attention is fp32 at every precision).
+    // The statistics form of attention (bf16's tensor-core kernels: the test below).
     const stats = compareOps(e, cpuEngine(), "fp32", { cases: GPT2_ATTN_STATS_CASES });
     for (const r of stats) assert(r.pass && r.err <= 1e-6, `fp32: ${r.name}: ${r.err}`);
     assertEquals(stats.length, 8, "out and dqkv of each case, and dkv_past of the two pasts");
@@ -959,5 +965,72 @@ Deno.test({
       e.setPrecision(0);
       for (const p of [x, W, bias, out]) e.free(p);
     }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: bf16 attention on tensor cores stays within bf16's bound of the " +
+    "CPU engine on every output and element, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();
+    // Several query and key tiles of 64, padding, dead rows, a qkv past, a shared past, a
+    // K/V cache, grouped-query heads, head sizes 16, 32 and 64, a key that only the last
+    // query sees at the start of a warp's 16 keys.
+    const cases = [
+      ...OP_CASES.filter((c) => c.tensorCores === "bf16"),
+      GPT2_ATTN_STATS_CASES[1],
+      GPT2_ATTN_STATS_CASES[2],
+    ];
+    assertEquals(cases.length, 7);
+    const outputs = (eng: Engine) => {
+      eng.setPrecision(2);
+      try {
+        return cases.map((c) => c.run(eng, 7));
+      } finally {
+        eng.setPrecision(0);
+      }
+    };
+    const ref = cases.map((c) => c.run(cpu, 7));
+    assertEquals(e.deviceInfo().tcAttention, true);
+    // The order and race checks (each launch also run in reverse order) on the small cases.
+    Deno.env.set("LOTUS_EMU_CHECK", "order,writes");
+    let tc: Record<string, Float32Array | Int32Array>[];
+    try {
+      tc = outputs(e);
+    } finally {
+      Deno.env.delete("LOTUS_EMU_CHECK");
+    }
+    for (let i = 0; i < cases.length; i++) {
+      for (const [k, want] of Object.entries(ref[i])) {
+        const got = tc[i][k], what = `${cases[i].name}: ${k}`;
+        const err = relErr(got, want);
+        // bf16's op bound, and visibly reduced: these are not the fp32 kernels.
+        assert(err <= 1e-2 && err > 1e-4, `${what}: relative error ${err}`);
+        // Element by element: a wrongly masked or skipped key moves some outputs by about
+        // their own size, which a norm over many rows could hide.
+        const { maxAbs, refMax } = absStats(got, want);
+        assert(maxAbs <= 0.03 * refMax, `${what}: largest difference ${maxAbs} of ${refMax}`);
+      }
+    }
+    // The same library opened again with LOTUS_TC_ATTENTION=0: the fp32 kernels in bf16 too.
+    Deno.env.set("LOTUS_TC_ATTENTION", "0");
+    let off: Engine | null = null;
+    try {
+      off = openEngine({ backend: "cuda", libPath: lib });
+      assertEquals(off.deviceInfo().tcAttention, false);
+      const fp32 = outputs(off);
+      for (let i = 0; i < cases.length; i++) {
+        for (const [k, want] of Object.entries(ref[i])) {
+          const err = relErr(fp32[i][k], want);
+          assert(err <= 1e-6, `${cases[i].name}: ${k}: ${err} with LOTUS_TC_ATTENTION=0`);
+        }
+      }
+    } finally {
+      Deno.env.delete("LOTUS_TC_ATTENTION");
+      off?.close();
+      openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: tensor cores back
+    }
+    assertEquals(e.deviceInfo().tcAttention, true);
   },
 });

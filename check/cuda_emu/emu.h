@@ -386,7 +386,7 @@ void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... a
     state.fibers[i].tidx = dim3(i % blk.x, (i / blk.x) % blk.y, i / (blk.x * blk.y));
   }
   state.lanes.assign(n, 0);
-  state.smem.assign(smem + 16, 0);
+  state.smem.assign(smem + 144, 0);  // room to start at a 128-byte boundary (dyn_shared)
   state.bdim = blk;
   state.gdim = grid;
   state.name = name;
@@ -495,9 +495,11 @@ T shuffle(unsigned mask, T v, unsigned src) {
 #define LAUNCH(kernel, grid, block, smem) \
   ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem), #kernel}
 
+// Dynamic shared memory starts 128-byte aligned, as the engine declares it (common.cuh).
 template <class T>
 inline T* dyn_shared() {
-  return reinterpret_cast<T*>(::emu::L->smem.data());
+  const auto p = reinterpret_cast<uintptr_t>(::emu::L->smem.data());
+  return reinterpret_cast<T*>((p + 127) & ~uintptr_t(127));
 }
 
 inline void __syncthreads() { ::emu::yield(::emu::Wait::block); }
@@ -527,6 +529,7 @@ inline int atomicMin(int* p, int v) {
 }
 
 inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline uint32_t __float_as_uint(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);

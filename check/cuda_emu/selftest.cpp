@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <mma.h>
+
 #include "../../engine/cuda/cublas_api.cuh"
 
 namespace {
@@ -106,6 +108,47 @@ __global__ void stale_shared(float* out) {
   if (blockIdx.x == 0 && threadIdx.x == 0) s = 5.f;
   __syncthreads();
   if (threadIdx.x == 0) out[blockIdx.x] = s;
+}
+
+// ---- (g) warp matrix operations (mma.h) ---------------------------------------------------
+// One warp multiplies two 16x16 bf16 tiles that its lanes wrote to shared memory, and copies
+// the product out. `sync` 0 leaves out the __syncwarp before the operands are loaded, 2 the
+// one after the product is stored; `offset` moves the A tile off a 32-byte boundary.
+__global__ void wmma_tile(float* out, const float* a, const float* b, int sync, int offset) {
+  namespace w = nvcuda::wmma;
+  __nv_bfloat16* As = dyn_shared<__nv_bfloat16>() + offset;  // [16][16], then B, then C
+  __nv_bfloat16* Bs = dyn_shared<__nv_bfloat16>() + 512;
+  float* Cs = dyn_shared<float>() + 512;
+  const int lane = threadIdx.x;
+  for (int e = lane; e < 256; e += 32) {
+    As[e] = __float2bfloat16_rn(a[e]);
+    Bs[e] = __float2bfloat16_rn(b[e]);
+  }
+  if (sync != 0) __syncwarp();
+  w::fragment<w::matrix_a, 16, 16, 16, __nv_bfloat16, w::row_major> fa;
+  w::fragment<w::matrix_b, 16, 16, 16, __nv_bfloat16, w::col_major> fb;  // B^T
+  w::fragment<w::accumulator, 16, 16, 16, float> fc;
+  w::fill_fragment(fc, 0.f);
+  w::load_matrix_sync(fa, As, 16);
+  w::load_matrix_sync(fb, Bs, 16);
+  w::mma_sync(fc, fa, fb, fc);
+  w::store_matrix_sync(Cs, fc, 16, w::mem_row_major);
+  if (sync != 2) __syncwarp();
+  for (int e = lane; e < 256; e += 32) out[e] = Cs[e];
+}
+
+// out = a b^T for 16x16 row-major tiles of small integers (exact in bf16 and fp32): the
+// number of elements that differ.
+int wmma_wrong(const float* out, const float* a, const float* b) {
+  int wrong = 0;
+  for (int m = 0; m < 16; m++) {
+    for (int n = 0; n < 16; n++) {
+      float want = 0.f;
+      for (int k = 0; k < 16; k++) want += a[m * 16 + k] * b[n * 16 + k];
+      wrong += !(out[m * 16 + n] == want);
+    }
+  }
+  return wrong;
 }
 
 }  // namespace
@@ -224,6 +267,31 @@ int main(int argc, char** argv) {
          "before sync " + std::to_string(before) + ", after " + std::to_string(h[0]));
     cudaStreamDestroy(s);
     cudaFree(d);
+  }
+  // (g)
+  {
+    float* out = dev_floats(256, 0.f);
+    float* a = dev_floats(256, 0.f);
+    float* b = dev_floats(256, 0.f);
+    for (int i = 0; i < 256; i++) a[i] = float(i % 7 - 3), b[i] = float(i % 5 - 2);
+    const size_t smem = 512 * 2 + 256 * 4 + 64;
+    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 1, 0);
+    int f = settle();
+    const int wrong = wmma_wrong(out, a, b);
+    line("wmma-product", f || wrong, std::to_string(wrong) + " of 256 elements wrong");
+    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 0, 0);
+    f = settle();
+    line("wmma-load-nosync", f || wmma_wrong(out, a, b) ? 1 : 0,
+         "operands loaded before the other lanes wrote them");
+    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 2, 0);
+    f = settle();
+    line("wmma-store-nosync", f || wmma_wrong(out, a, b) ? 1 : 0,
+         "product read before the other lanes stored it");
+    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 1, 8);
+    line("wmma-misaligned", settle(), "a tile 16 bytes off a 32-byte boundary");
+    cudaFree(out);
+    cudaFree(a);
+    cudaFree(b);
   }
   return 0;
 }

@@ -39,7 +39,7 @@
 #define LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem), ::le::g.stream>>>
 template <class T>
 __device__ inline T* dyn_shared() {
-  extern __shared__ __align__(16) unsigned char le_dyn_smem[];
+  extern __shared__ __align__(128) unsigned char le_dyn_smem[];  // wmma tiles need 32
   return reinterpret_cast<T*>(le_dyn_smem);
 }
 #endif
@@ -86,6 +86,7 @@ struct State {
   cublas::LtHandle lt = nullptr;  // null: biases added by a kernel (matmul.cuh)
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
+  bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
   uint64_t capture_failures = 0;  // g_failures at le_graph_begin

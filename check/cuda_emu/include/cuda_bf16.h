@@ -14,3 +14,10 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
   return {uint16_t(u >> 16)};
 }
+
+inline float __bfloat162float(__nv_bfloat16 h) {
+  const uint32_t u = uint32_t(h.x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
