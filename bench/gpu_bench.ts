@@ -39,21 +39,18 @@ import type { Engine, Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
-import { presetConfig, type PresetName, TrainConfigSchema } from "../model/config.ts";
+import { presetConfig, type PresetName } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
-import { adamwOf, Model } from "../model/model.ts";
-import { type LotusOptions, LotusRunner } from "../train/step.ts";
-import { lotusBatch, suffixOf } from "../train/batch.ts";
+import { Model } from "../model/model.ts";
+import { referenceStep } from "./_reference_step.ts";
 import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import {
   type BenchRow,
   formatBenchTable,
   judge,
-  lotusPositions,
   median,
   mfu,
-  randomExample,
   specialsOf,
   TARGETS,
 } from "../check/measure.ts";
@@ -241,34 +238,13 @@ async function main(): Promise<void> {
   const draw = new Rng(1);
   {
     const t = performance.now();
-    const cfg = TrainConfigSchema.parse({ mode: "lotus", k: K, c, batch: B });
-    const model = new Model(eng, mcfg, params, true);
-    const exs = Array.from(
-      { length: B },
-      (_, i) => randomExample(draw, V, { question: Q, answer: A, K, c }, i),
-    );
-    const S = suffixOf(exs[0], K, sp.eot).length;
-    // Recomputation on, as training on CUDA defaults to.
-    const runner = new LotusRunner(model, { B, P: Q, K, c, R, S, auxT: 0, recompute: true }, true);
-    const batch = lotusBatch(exs, sp, { K, R, c });
-    const opts: LotusOptions = {
-      lambda: cfg.lambda,
-      auxWeight: 0,
-      stepLoss: cfg.stepLoss,
-      injection: "add",
-    };
-    const positions = lotusPositions(Q, K, c, R, S);
+    const ref = referenceStep(eng, { preset, V, B, Q, A, K, c }, draw);
+    const { step, positions } = ref;
     let peakUsed = 0, peakEngine = 0;
     const sample = () => {
       const u = used();
       if (u !== null && base !== null) peakUsed = Math.max(peakUsed, u - base);
       peakEngine = Math.max(peakEngine, eng.bytesInUse());
-    };
-    const step = () => {
-      model.zeroGrad();
-      const l = runner.step(batch, opts, exs);
-      model.optimizerStep(adamwOf(cfg, 1e-4));
-      return l;
     };
     for (let i = 0; i < 2; i++) step(), sample(); // warm-up
     eng.sync();
@@ -323,8 +299,7 @@ async function main(): Promise<void> {
         } GiB`
         : "engine blocks (host memory in a dry run)",
     });
-    runner.free();
-    model.free();
+    ref.free();
   }
 
   // 3. Batch-1 inference.

@@ -26,7 +26,7 @@ Commands:
 
   bench (or --bench) [--checkpoint DIR | --preset tiny|small|gpt2 --vocab V] [--batch 64]
         [--question 60] [--answer 8] [--k 6] [--c 13] [--r R] [--dtype fp32|tf32|bf16]
-        [--steps 20] [--no-compile]
+        [--steps 20] [--no-compile] [--modes eager,compile]
       Training throughput (forward, backward, clip, fused AdamW) in examples/s at one shape,
       eager and with torch.compile, on random tokens.
 
@@ -508,7 +508,11 @@ def cmd_bench(args):
         return lotus_forward(torch, P, nh, b, K, R, 0.05, counts=counts)["loss"]
 
     results = {}
-    modes = ["eager"] + ([] if args.no_compile else ["compile"])
+    modes = [m for m in args.modes.split(",") if not (m == "compile" and args.no_compile)]
+    if not modes or any(m not in ("eager", "compile") for m in modes):
+        print(f"--modes {args.modes}: a comma-separated list of eager and compile",
+              file=sys.stderr)
+        return 2
     if "compile" in modes and not hasattr(torch, "compile"):
         print(f"torch {torch.__version__} has no torch.compile: eager only", file=sys.stderr)
         modes.remove("compile")
@@ -526,8 +530,11 @@ def cmd_bench(args):
                 opt.zero_grad(set_to_none=True)
                 return loss
 
+            tw = time.perf_counter()
             for _ in range(3):  # warm-up (and compilation)
                 step()
+            print(f"{mode}: warm-up (3 steps, compilation included) "
+                  f"{time.perf_counter() - tw:.1f} s", file=sys.stderr)
             sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
             if dev == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -586,6 +593,8 @@ def main(argv):
     p.add_argument("--dtype", choices=["fp32", "tf32", "bf16"], default="bf16")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--modes", default="eager,compile",
+                   help="comma-separated: eager, compile (default both)")
     args = ap.parse_args(argv)
     return {"compare": cmd_compare, "loss": cmd_loss, "bench": cmd_bench}[args.cmd](args)
 

@@ -1,0 +1,125 @@
+/**
+ * Where a training step's time goes, op by op: the reference step of bench/gpu_bench.ts
+ * (GPT-2 small, K = R = 6, c = 13, a 60-token question, an 8-token answer, batch 64, bf16 on a
+ * GPU) with every op timed from the host (bench/op_profile.ts), then the batch-1 thought phase
+ * the same way. Without a GPU it is a dry run on the CPU engine at a small shape (tiny, batch 4).
+ *
+ *   npx deno run --allow-all bench/gpu_profile.ts [--backend auto|cuda|cpu] [--precision bf16]
+ *       [--preset gpt2] [--batch 64] [--steps 2] [--out DIR]
+ *
+ * It prints, and writes to profile.txt and profile.json in --out (default $OUT, else
+ * bench/results/gpu_profile): the step time with CUDA graphs (as training runs) and launched op
+ * by op, each the mean of --steps steps after two warm-ups; then the profiled steps' ms per step
+ * by op and by op and shape. A profiled op includes its launch and a synchronisation, so the
+ * profile's total exceeds the op-by-op step time by about 10 µs an op on a GPU.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import type { Precision } from "../engine/ffi.ts";
+import { selectEngine } from "../engine/backend.ts";
+import { probeCuda } from "../engine/cuda_probe.ts";
+import { presetConfig, type PresetName } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { Model } from "../model/model.ts";
+import { Generator } from "../model/generate.ts";
+import { Rng } from "../base/rng.ts";
+import { specialsOf } from "../check/measure.ts";
+import { referenceStep } from "./_reference_step.ts";
+import { formatProfile, profileOps } from "./op_profile.ts";
+
+const { values: a } = parseArgs({
+  args: Deno.args,
+  options: {
+    backend: { type: "string", default: "auto" },
+    precision: { type: "string" },
+    preset: { type: "string" },
+    batch: { type: "string" },
+    steps: { type: "string", default: "2" },
+    out: { type: "string" },
+  },
+  strict: true,
+});
+const fail = (m: string): never => {
+  console.error(`gpu-profile: ${m}`);
+  Deno.exit(2);
+};
+const gpu = a.backend === "cuda" || (a.backend === "auto" && probeCuda().available);
+const precision = (a.precision ?? (gpu ? "bf16" : "fp32")) as Precision;
+if (!["fp32", "tf32", "bf16"].includes(precision)) {
+  fail(`--precision ${precision}: fp32, tf32 or bf16`);
+}
+const preset = (a.preset ?? (gpu ? "gpt2" : "tiny")) as PresetName;
+const B = Number(a.batch ?? (gpu ? 64 : 4)), steps = Number(a.steps);
+if (!(B > 0 && Number.isInteger(B))) fail(`--batch ${a.batch}: a positive integer`);
+if (!(steps > 0 && Number.isInteger(steps))) fail(`--steps ${a.steps}: a positive integer`);
+const outDir = a.out ?? Deno.env.get("OUT") ??
+  new URL("./results/gpu_profile", import.meta.url).pathname;
+Deno.mkdirSync(outDir, { recursive: true });
+
+const V = 50260, Q = 60, A = 8, K = 6, c = 13;
+const eng = selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+const out: string[] = [];
+const say = (s: string) => (console.log(s), out.push(s));
+say(`gpu-profile: ${eng.backend} engine, ${precision}, ${preset}, B=${B}, K=R=${K}, c=${c}`);
+
+/** Mean ms of `n` calls of `f` after two warm-ups, the engine synchronised around. */
+const timeIt = (f: () => unknown, n: number) => {
+  for (let i = 0; i < 2; i++) f();
+  eng.sync();
+  const t = performance.now();
+  for (let i = 0; i < n; i++) f();
+  eng.sync();
+  return (performance.now() - t) / n;
+};
+
+const shape = { preset, V, B, Q, A, K, c };
+const report: Record<string, unknown> = { precision, shape, steps };
+{
+  const ref = referenceStep(eng, shape, new Rng(1));
+  report.stepGraphsMs = timeIt(ref.step, steps);
+  ref.free();
+}
+{
+  const ref = referenceStep(eng, shape, new Rng(1), { maxGraphs: 0 });
+  report.stepEagerMs = timeIt(ref.step, steps);
+  const prof = profileOps(eng);
+  for (let i = 0; i < steps; i++) ref.step();
+  prof.restore();
+  report.stepProfiledMs = prof.totalMs() / steps;
+  report.stepByName = prof.byName();
+  report.stepByShape = prof.byShape();
+  ref.free();
+  say(
+    `training step: ${(report.stepGraphsMs as number).toFixed(1)} ms with CUDA graphs, ${
+      (report.stepEagerMs as number).toFixed(1)
+    } ms op by op, ${(report.stepProfiledMs as number).toFixed(1)} ms profiled`,
+  );
+  say("\nby op (ms and calls a step)\n" + formatProfile(prof.byName(), steps));
+  say("\nby op and shape\n" + formatProfile(prof.byShape(), steps, 40));
+}
+{
+  const mcfg = presetConfig(preset, V);
+  const model = new Model(eng, mcfg, initParams(paramLayout(mcfg), mcfg, 0), false);
+  const gen = new Generator(model, { B: 1, P: Q, K, c, maxNewTokens: A });
+  const draw = new Rng(2);
+  const q = [Int32Array.from({ length: Q }, () => draw.below(V - 4))];
+  const noEos = { ...specialsOf(V), eos: -1 };
+  const run = () =>
+    gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: 1, graphs: false });
+  for (let i = 0; i < 3; i++) run();
+  const prof = profileOps(eng);
+  const runs = 5;
+  for (let i = 0; i < runs; i++) run();
+  prof.restore();
+  report.thoughtByName = prof.byName();
+  say(
+    `\nbatch-1 LOTUS generation of one token (prefill, thought phase, one token), op by op, ` +
+      `profiled\n` + formatProfile(prof.byName(), runs),
+  );
+  gen.free();
+  model.free();
+}
+eng.close();
+Deno.writeTextFileSync(`${outDir}/profile.txt`, out.join("\n") + "\n");
+Deno.writeTextFileSync(`${outDir}/profile.json`, JSON.stringify(report, null, 1) + "\n");

@@ -1,0 +1,82 @@
+// The op profile (bench/op_profile.ts) on the CPU engine: calls counted by op and by shape,
+// wrappers that change no result and come off again, the table, and a dry run of
+// bench/gpu_profile.ts end to end.
+import { assert, assertEquals } from "./_assert.ts";
+import { cpuEngine } from "./_tiny.ts";
+import { tempDir } from "./_tmp.ts";
+import { runDeno } from "./_run.ts";
+import { withBufs } from "../check/_op_bufs.ts";
+import { formatProfile, profileOps } from "../bench/op_profile.ts";
+
+Deno.test("op profile: counts each op by name and by shape, and restore removes the wrappers", () => {
+  const eng = cpuEngine();
+  withBufs(eng, (b) => {
+    const x = b.f32(Float32Array.of(1, 2, 3, 4, 5, 6)),
+      y = b.f32(Float32Array.of(1, 1, 1, 1, 1, 1));
+    const prof = profileOps(eng);
+    try {
+      eng.add(x, x, y, 6);
+      eng.add(x, x, y, 4);
+      eng.add(x, x, y, 4);
+      eng.scale(x, 2.5, 6);
+      eng.sync(); // not an op
+      assertEquals(b.get(x, 6), Float32Array.of(10, 12.5, 15, 17.5, 15, 17.5), "results unchanged");
+    } finally {
+      prof.restore();
+    }
+    const byName = new Map(prof.byName().map((t) => [t.key, t.calls]));
+    assertEquals(byName.get("add"), 3);
+    assertEquals(byName.get("scale"), 1);
+    assertEquals(byName.has("sync"), false);
+    const byShape = new Map(prof.byShape().map((t) => [t.key, t.calls]));
+    assertEquals(byShape.get("add(6)"), 1);
+    assertEquals(byShape.get("add(4)"), 2);
+    assertEquals(byShape.get("scale(6)"), 1, "only integer arguments name the shape");
+    const total = prof.byName().reduce((s, t) => s + t.ms, 0);
+    assert(total > 0 && Math.abs(total - prof.totalMs()) < 1e-9, `${total}`);
+    assertEquals(Object.hasOwn(eng, "add"), false, "the instance's wrappers are gone");
+    eng.add(x, x, y, 6);
+    assertEquals(prof.byName().find((t) => t.key === "add")!.calls, 3, "no longer counted");
+    prof.reset();
+    assertEquals(prof.byName().length, 0);
+  });
+});
+
+Deno.test("op profile: the table gives ms and calls a step, the rest folded into one row", () => {
+  const rows = [
+    { key: "a", calls: 4, ms: 6 },
+    { key: "b", calls: 2, ms: 3 },
+    { key: "c", calls: 2, ms: 1 },
+  ];
+  const t = formatProfile(rows, 2, 2).split("\n");
+  assertEquals(t.length, 5); // header, a, b, (1 more), total
+  assert(/^a\s+3\.00\s+2\s+60\.0%$/.test(t[1]), t[1]);
+  assert(/^\(1 more\)\s+0\.50\s+1\s+10\.0%$/.test(t[3]), t[3]);
+  assert(/^total\s+5\.00\s+4\s+100\.0%$/.test(t[4]), t[4]);
+});
+
+Deno.test({
+  name: "gpu profile: a dry run on the CPU profiles a training step and a generation",
+  async fn() {
+    const out = await tempDir();
+    const script = new URL("../bench/gpu_profile.ts", import.meta.url).pathname;
+    const r = await runDeno([
+      "run",
+      "--allow-all",
+      script,
+      "--backend",
+      "cpu",
+      "--steps",
+      "1",
+      "--out",
+      out,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    const text = Deno.readTextFileSync(`${out}/profile.txt`);
+    assert(text.includes("training step:") && text.includes("matmulFwd"), text);
+    assert(text.includes("batch-1 LOTUS generation") && text.includes("attentionStatsFwd"), text);
+    const json = JSON.parse(Deno.readTextFileSync(`${out}/profile.json`));
+    assert(json.stepEagerMs > 0 && json.stepProfiledMs > 0, JSON.stringify(json).slice(0, 200));
+    assert(json.stepByName.length > 5);
+  },
+});
