@@ -405,6 +405,7 @@ export const OP_CASES: OpCase[] = [
       return withBufs(eng, (b) => {
         const V = 50, P = 40, C = 48, N = 77;
         const ids = randi(rng, N, V);
+        for (let i = 20; i < 40; i++) ids[i] = 3; // a run of one row, as latent positions hold
         for (let i = 0; i < N; i += 7) ids[i] = -1; // "replace" injection rows
         const pos = randi(rng, N, P);
         const wte = b.f32(randn(rng, V * C)), wpe = b.f32(randn(rng, P * C));
@@ -664,6 +665,17 @@ export const OP_CASES: OpCase[] = [
     NH: 2,
     past: "none",
     pad: [0, 3],
+  }, "stats"),
+  // A head size of 15: the tensor-core kernels stage rows with scalar loads (not a multiple of
+  // 4 channels, and rows of 90 floats alternate in 16-byte alignment) and pad to 16 channels.
+  attentionCase("attention (stats), head size 15, rows not 16-byte aligned", {
+    B: 2,
+    Tq: 20,
+    Tp: 5,
+    C: 30,
+    NH: 2,
+    past: "qkv",
+    pad: [1, 0],
   }, "stats"),
   // Grouped-query attention in the statistics form: a group's heads summed into one key/value
   // head's gradients over several key and query tiles, a qkv past and a shared one.

@@ -38,6 +38,10 @@ export const GPT2_OP_CASES: OpCase[] = [
         const N = 48;
         const ids = randi(rng, N, V);
         ids[0] = V - 1, ids[1] = 0, ids[2] = -1, ids[3] = ids[4]; // both ends, a skip, a repeat
+        // Rows 0, 1 and 2 share a range of the backward's threads: it switches between rows
+        // (0, 1, 0, 1) and sums a run of one row (2) in a register.
+        ids[5] = 1, ids[6] = 0, ids[7] = 1;
+        for (let n = 8; n < 16; n++) ids[n] = n === 11 ? -1 : 2;
         const pos = randi(rng, N, P);
         const wte = b.f32(bigUniform(seed, V * C, 0.1)), wpe = b.f32(randn(rng, P * C, 0.02));
         const pid = b.i32(ids), ppos = b.i32(pos);

@@ -90,13 +90,43 @@ struct TcDkvSmem {
 };
 
 // Stages n rows of HS floats (row r at src(r)) into dst[r * (HSP + 8) + d] as bf16, zeros in
-// the padding columns and in rows n .. kTcTile - 1; all threads of the block.
+// the padding columns and in rows n .. kTcTile - 1; all threads of the block. A thread takes
+// four channels at a time (one float4 load where the row is 16-byte aligned and holds all four,
+// else scalar loads) and issues kTcStageU of those loads before it stores any: staging is
+// bound by the latency of global loads, and a thread with one load in flight at a time left a
+// tile's staging tens of microseconds long.
+constexpr int kTcStageU = 8;
 template <class Src>
 __device__ inline void tc_stage(__nv_bfloat16* dst, int n, int HS, int HSP, Src src) {
-  const int ld = HSP + 8;
-  for (int e = threadIdx.x; e < kTcTile * HSP; e += blockDim.x) {
-    const int r = e / HSP, d = e % HSP;
-    dst[r * ld + d] = __float2bfloat16_rn(r < n && d < HS ? src(r)[d] : 0.f);
+  const int ld = HSP + 8, q4 = HSP / 4, total = kTcTile * q4;
+  for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
+    float4 v[kTcStageU];
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x, r = e / q4, d = (e % q4) * 4;
+      v[u] = float4{0.f, 0.f, 0.f, 0.f};
+      if (e < total && r < n && d < HS) {
+        const float* p = src(r) + d;
+        if (d + 4 <= HS && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+          v[u] = ld4(p);
+        } else {
+          v[u].x = p[0];
+          if (d + 1 < HS) v[u].y = p[1];
+          if (d + 2 < HS) v[u].z = p[2];
+          if (d + 3 < HS) v[u].w = p[3];
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x, r = e / q4, d = (e % q4) * 4;
+      if (e >= total) continue;
+      __nv_bfloat16* o = dst + r * ld + d;
+      o[0] = __float2bfloat16_rn(v[u].x);
+      o[1] = __float2bfloat16_rn(v[u].y);
+      o[2] = __float2bfloat16_rn(v[u].z);
+      o[3] = __float2bfloat16_rn(v[u].w);
+    }
   }
 }
 
@@ -303,9 +333,22 @@ __global__ void attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout
     }
   }
   __syncwarp();
-  for (int rr = 0; rr < wn; rr++) {
-    float* dq = dqkv + ((int64_t)b * s.Tq + i0 + wr0 + rr) * s.QS + h * HS;
-    for (int d = lane; d < HS; d += 32) dq[d] += dQs[(wr0 + rr) * ldo + d];
+  // The warp adds its rows to dqkv, kTcStageU read-modify-writes in flight a lane.
+  for (int e0 = lane; e0 < wn * HS; e0 += kTcStageU * 32) {
+    float* dq[kTcStageU];
+    float x[kTcStageU];
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + 32 * u, rr = e / HS, d = e % HS;
+      dq[u] = e < wn * HS ? dqkv + ((int64_t)b * s.Tq + i0 + wr0 + rr) * s.QS + h * HS + d
+                          : nullptr;
+      if (dq[u]) x[u] = *dq[u];
+    }
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + 32 * u;
+      if (dq[u]) *dq[u] = x[u] + dQs[(wr0 + e / HS) * ldo + e % HS];
+    }
   }
 }
 
@@ -397,18 +440,30 @@ __global__ void attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const floa
         }
       }
       __syncthreads();  // every warp's accumulators are stored
-      // Each element of dKs / dVs is added by one thread.
-      for (int e = tid; e < nkt * HS; e += blockDim.x) {
-        const int k = e / HS, d = e % HS, jj = j0 + k;
-        float* dk;
-        if (jj < s.Tp) {
-          if (!dkv_past) continue;
-          dk = dkv_past + b * s.past_bs + jj * s.past_rs + (int64_t)kvh * HS;
-        } else {
-          dk = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
+      // Each element of dKs / dVs is added by one thread, kTcStageU elements (two
+      // read-modify-writes each) in flight.
+      for (int e0 = tid; e0 < nkt * HS; e0 += kTcStageU * blockDim.x) {
+        float* dk[kTcStageU];
+        float xk[kTcStageU], xv[kTcStageU];
+#pragma unroll
+        for (int u = 0; u < kTcStageU; u++) {
+          const int e = e0 + u * (int)blockDim.x, k = e / HS, d = e % HS, jj = j0 + k;
+          dk[u] = nullptr;
+          if (e >= nkt * HS) continue;
+          if (jj < s.Tp) {
+            if (dkv_past) dk[u] = dkv_past + b * s.past_bs + jj * s.past_rs + (int64_t)kvh * HS + d;
+          } else {
+            dk[u] = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS + d;
+          }
+          if (dk[u]) xk[u] = dk[u][0], xv[u] = dk[u][s.VO];
         }
-        dk[d] += dKs[k * ldo + d];
-        dk[s.VO + d] += dVs[k * ldo + d];
+#pragma unroll
+        for (int u = 0; u < kTcStageU; u++) {
+          const int e = e0 + u * (int)blockDim.x, k = e / HS, d = e % HS;
+          if (!dk[u]) continue;
+          dk[u][0] = xk[u] + dKs[k * ldo + d];
+          dk[u][s.VO] = xv[u] + dVs[k * ldo + d];
+        }
       }
     }
   }

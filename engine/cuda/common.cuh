@@ -137,6 +137,10 @@ inline int op_done(const char* fn) {
   return 0;
 }
 
+// 16-byte vector load and store (p 16-byte aligned).
+__device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+
 // Grid size for n elements with blocks of `threads`, capped (kernels loop grid-stride).
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;

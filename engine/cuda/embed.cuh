@@ -9,7 +9,7 @@
 // Every gradient element is therefore summed over n in ascending order in fp32, exactly as
 // the CPU engine does: the results are bit-identical to it. The ids are read by every thread
 // of a block at the same address (a broadcast), so the cost is N reads per thread plus the
-// rows that match.
+// rows that match; a run of matches of one row is summed in a register.
 //
 // The ABI carries no vocabulary size: ids and pos are checked against the rows that fit in
 // the blocks holding wte and wpe, on the device, before anything is written.
@@ -38,11 +38,22 @@ __global__ void embed_bwd_kernel(float* table_grad, const float* dout, const int
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int64_t v0 = rows * blockIdx.y / ranges, v1 = rows * (blockIdx.y + 1) / ranges;
+  // The row being summed stays in a register while consecutive matches repeat it (LOTUS's
+  // latent positions all hold one id): the same additions in the same order as a
+  // read-modify-write of memory per match, without a dependent global round trip each.
+  int64_t cur = -1;
+  float acc = 0.f;
   for (int n = 0; n < N; n++) {
     const int64_t v = idx[n];
     if (v < v0 || v >= v1) continue;  // also skips negative ids (no token row)
-    table_grad[v * C + c] += dout[(int64_t)n * C + c];
+    if (v != cur) {
+      if (cur >= 0) table_grad[cur * C + c] = acc;
+      cur = v;
+      acc = table_grad[v * C + c];
+    }
+    acc += dout[(int64_t)n * C + c];
   }
+  if (cur >= 0) table_grad[cur * C + c] = acc;
 }
 
 // Validates ids and pos against the table rows that fit in their blocks. wte / wpe NULL: that

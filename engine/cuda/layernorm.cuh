@@ -89,8 +89,6 @@ __global__ void residual_layernorm_fwd_kernel(float* resid, float* out, __nv_bfl
 
 constexpr int kLnVecMaxC = 32 * 4 * 8;  // 8 float4 a lane
 
-__device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 __device__ inline double sum4(float4 v) {
   return (double)v.x + (double)v.y + (double)v.z + (double)v.w;
 }
