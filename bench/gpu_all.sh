@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one bounded command (about 8 minutes at most), for a machine that is
-# lent for minutes. From the project root:
+# Every GPU measurement in one bounded command, for a machine that is lent for minutes. From
+# the project root:
 #
-#   bash bench/gpu_all.sh [OUT_DIR]
+#   bash bench/gpu_all.sh [--quick] [OUT_DIR]
 #
 # In order, each with its own time limit so that a hang or a failure in one still leaves the
 # others' results:
-#   1. the correctness check (check/gpu_check.sh, 30 training steps): CUDA against the CPU
-#      engine at every precision, and the PyTorch rows;
+#   1. the correctness check (check/gpu_check.sh): CUDA against the CPU engine at every
+#      precision, and the PyTorch rows;
 #   2. the benchmark (bench/gpu_bench.sh --skip-check): training at the reference shape in bf16,
 #      batch-1 inference, the 1,319-question evaluation, the PyTorch reference eager and compiled;
-#   3. the same training and inference with the fp32 attention kernels (LOTUS_TC_ATTENTION=0),
-#      the tensor-core attention's before;
-#   4. the same in TF32 and in fp32, the bf16 path's before.
-# Results go to OUT_DIR, else $OUT, else bench/results/gpu_all: run.log (everything printed),
-# check/ and bench/ (each table.txt, rows.jsonl and its JSON report) and variants.txt (the tables
-# of 3 and 4, whose rows are also in run.log). The tables are printed last. Limits in seconds: CHECK_S (150), BENCH_S (220),
-# VARIANT_S (45 each).
+#   3. the op profile of a training step and of a batch-1 generation (bench/gpu_profile.ts);
+#   4. training and inference with the fp32 attention kernels (LOTUS_TC_ATTENTION=0), the
+#      tensor-core attention's before, then in TF32 and fp32, the bf16 path's before.
+# --quick (about 3 minutes at most) skips PyTorch, the TF32 and fp32 variants, and shortens
+# the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eight files:
+# run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
+# bench.json, profile.txt and profile.json, variants.txt. The tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+if [ "${1:-}" = --quick ]; then quick=1; shift; fi
 out=${1:-${OUT:-bench/results/gpu_all}}
 mkdir -p "$out"
 log=$out/run.log
 : >"$log"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
+if [ $quick = 1 ]; then
+  check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
+  check_s=55 bench_s=45 profile_s=40 variant_s=25 variants=(fp32-attention)
+else
+  check_args=(--steps 30) bench_args=()
+  check_s=150 bench_s=220 profile_s=60 variant_s=45 variants=(fp32-attention tf32 fp32)
+fi
 
-say "start $(date -u +%FT%TZ)"
+say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
   command -v nvcc >/dev/null && nvcc --version | tail -1
@@ -34,33 +45,46 @@ say "start $(date -u +%FT%TZ)"
 } >>"$log" 2>&1
 
 say "1. correctness check"
-GPU_CHECK_TIMEOUT=${CHECK_S:-150} bash check/gpu_check.sh --steps 30 --out "$out/check" \
+GPU_CHECK_TIMEOUT=$check_s bash check/gpu_check.sh "${check_args[@]}" --out "$tmp/check" \
   >>"$log" 2>&1
 say "check exit $?"
+cp "$tmp/check/table.txt" "$out/check.txt" 2>/dev/null
+cp "$tmp/check/report.json" "$out/check.json" 2>/dev/null
 
 say "2. benchmark (bf16, tensor-core attention)"
-GPU_BENCH_TIMEOUT=${BENCH_S:-220} bash bench/gpu_bench.sh --skip-check --out "$out/bench" \
-  >>"$log" 2>&1
+GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check "${bench_args[@]}" \
+  --out "$tmp/bench" >>"$log" 2>&1
 say "bench exit $?"
+cp "$tmp/bench/table.txt" "$out/bench.txt" 2>/dev/null
+cp "$tmp/bench/gpu_bench.json" "$out/bench.json" 2>/dev/null
 
-variant() { # name, env assignment or "", bench arguments...
+say "3. op profile"
+source check/_native_deno.sh gpu_all 2>>"$log"
+timeout --kill-after=5 "$profile_s" "$deno_bin" run --allow-all bench/gpu_profile.ts \
+  --out "$tmp/profile" >>"$log" 2>&1
+say "profile exit $?"
+cp "$tmp/profile/profile.txt" "$tmp/profile/profile.json" "$out/" 2>/dev/null
+
+variant() { # name, then KEY=VALUE environment or "", then bench arguments
   local name=$1 envset=$2
   shift 2
-  local dir
-  dir=$(mktemp -d)
   say "variant $name"
-  env $envset GPU_BENCH_TIMEOUT="${VARIANT_S:-45}" bash bench/gpu_bench.sh --skip-check \
-    --skip-torch --runs 5 --eval-questions 64 --steps 5 --out "$dir" "$@" >>"$log" 2>&1
+  rm -rf "$tmp/variant"
+  env $envset GPU_BENCH_TIMEOUT="$variant_s" bash bench/gpu_bench.sh --skip-check \
+    --skip-torch --runs 5 --eval-questions 64 --steps 5 --out "$tmp/variant" "$@" >>"$log" 2>&1
   say "variant $name exit $?"
-  [ -f "$dir/rows.jsonl" ] && sed "s/^/$name: /" "$dir/rows.jsonl" >>"$log"
-  [ -f "$dir/table.txt" ] && { echo "== $name"; cat "$dir/table.txt"; } >>"$out/variants.txt"
-  rm -rf "$dir"
+  [ -f "$tmp/variant/rows.jsonl" ] && sed "s/^/$name: /" "$tmp/variant/rows.jsonl" >>"$log"
+  [ -f "$tmp/variant/table.txt" ] && { echo "== $name"; cat "$tmp/variant/table.txt"; } \
+    >>"$out/variants.txt"
 }
-variant fp32-attention LOTUS_TC_ATTENTION=0
-variant tf32 "" --precision tf32
-variant fp32 "" --precision fp32
+for v in "${variants[@]}"; do
+  case $v in
+    fp32-attention) variant "$v" LOTUS_TC_ATTENTION=0 ;;
+    *) variant "$v" "" --precision "$v" ;;
+  esac
+done
 
 say "end $(date -u +%FT%TZ)"
-for f in "$out/check/table.txt" "$out/bench/table.txt" "$out/variants.txt"; do
-  [ -f "$f" ] && { echo "== $f"; cat "$f"; }
+for f in check.txt bench.txt profile.txt variants.txt; do
+  [ -f "$out/$f" ] && { echo "== $f"; cat "$out/$f"; }
 done

@@ -69,12 +69,24 @@ constexpr int kQT = 16;            // queries per tile: 4 per warp
 constexpr int kKT = 32;            // keys per tile: one per lane
 
 // Stages `n` rows of HS floats (row r at src(r), r < n; zeros for n <= r < rows) into
-// dst[r * ld + d], all threads of the block.
+// dst[r * ld + d], all threads of the block. A thread issues kStageU loads before it stores
+// any: staging is bound by the latency of global loads, not their bandwidth.
+constexpr int kStageU = 8;
 template <class Src>
 __device__ inline void stage_rows(float* dst, int ld, int rows, int n, int HS, Src src) {
-  for (int e = threadIdx.x; e < rows * HS; e += blockDim.x) {
-    const int r = e / HS, d = e % HS;
-    dst[r * ld + d] = r < n ? src(r)[d] : 0.f;
+  const int total = rows * HS;
+  for (int e0 = threadIdx.x; e0 < total; e0 += kStageU * blockDim.x) {
+    float v[kStageU];
+#pragma unroll
+    for (int u = 0; u < kStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x, r = e / HS, d = e % HS;
+      v[u] = e < total && r < n ? src(r)[d] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x;
+      if (e < total) dst[(e / HS) * ld + e % HS] = v[u];
+    }
   }
 }
 
