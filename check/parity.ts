@@ -403,7 +403,7 @@ export const OP_CASES: OpCase[] = [
     run(eng, seed) {
       const rng = new Rng(seed);
       return withBufs(eng, (b) => {
-        const V = 50, P = 40, C = 48, N = 77;
+        const V = 50, P = 40, C = 48, N = 4200; // more ids than the CUDA backward stages at once
         const ids = randi(rng, N, V);
         for (let i = 20; i < 40; i++) ids[i] = 3; // a run of one row, as latent positions hold
         for (let i = 0; i < N; i += 7) ids[i] = -1; // "replace" injection rows

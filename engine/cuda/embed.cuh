@@ -9,7 +9,7 @@
 // Every gradient element is therefore summed over n in ascending order in fp32, exactly as
 // the CPU engine does: the results are bit-identical to it. The ids are read by every thread
 // of a block at the same address (a broadcast), so the cost is N reads per thread plus the
-// rows that match; a run of matches of one row is summed in a register.
+// rows that match, read a few at a time; a run of matches of one row is summed in a register.
 //
 // The ABI carries no vocabulary size: ids and pos are checked against the rows that fit in
 // the blocks holding wte and wpe, on the device, before anything is written.
@@ -33,27 +33,51 @@ __global__ void embed_fwd_kernel(float* out, const int32_t* ids, const int32_t* 
 }
 
 // grid: (ceil(C / blockDim.x), ranges); range r covers table rows [r*rows/ranges, ...).
+// The ids are staged in shared memory kEmbedIds at a time (every thread walks all of them).
+// A thread reads kEmbedU ids and issues the dout loads of those that fall in its range before
+// it adds any: the walk is bound by load latency, and the thread that owns the row of
+// LOTUS's latent token adds thousands of rows of dout. The row being summed stays in a
+// register while consecutive matches repeat it. The additions are those of a read-modify-write
+// of memory per match, in the same order (dout must not overlap the table, as everywhere).
+constexpr int kEmbedIds = 2048;
+constexpr int kEmbedU = 8;
 __global__ void embed_bwd_kernel(float* table_grad, const float* dout, const int32_t* idx, int N,
                                  int C, int64_t rows, int ranges) {
+  __shared__ int32_t ids[kEmbedIds];
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  const bool active = c < C;  // no early return: every thread stages ids
   const int64_t v0 = rows * blockIdx.y / ranges, v1 = rows * (blockIdx.y + 1) / ranges;
-  // The row being summed stays in a register while consecutive matches repeat it (LOTUS's
-  // latent positions all hold one id): the same additions in the same order as a
-  // read-modify-write of memory per match, without a dependent global round trip each.
   int64_t cur = -1;
   float acc = 0.f;
-  for (int n = 0; n < N; n++) {
-    const int64_t v = idx[n];
-    if (v < v0 || v >= v1) continue;  // also skips negative ids (no token row)
-    if (v != cur) {
-      if (cur >= 0) table_grad[cur * C + c] = acc;
-      cur = v;
-      acc = table_grad[v * C + c];
+  for (int n0 = 0; n0 < N; n0 += kEmbedIds) {
+    const int nn = min(kEmbedIds, N - n0);
+    __syncthreads();  // the previous chunk is no longer read
+    for (int k = threadIdx.x; k < nn; k += blockDim.x) ids[k] = idx[n0 + k];
+    __syncthreads();
+    if (!active) continue;
+    for (int k0 = 0; k0 < nn; k0 += kEmbedU) {
+      int64_t v[kEmbedU];
+      float x[kEmbedU];
+#pragma unroll
+      for (int u = 0; u < kEmbedU; u++) {
+        const int k = k0 + u;
+        v[u] = k < nn ? ids[k] : -1;
+        if (v[u] < v0 || v[u] >= v1) v[u] = -1;  // also negative ids (no token row)
+        x[u] = v[u] >= 0 ? dout[(int64_t)(n0 + k) * C + c] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kEmbedU; u++) {
+        if (v[u] < 0) continue;
+        if (v[u] != cur) {
+          if (cur >= 0) table_grad[cur * C + c] = acc;
+          cur = v[u];
+          acc = table_grad[cur * C + c];
+        }
+        acc += x[u];
+      }
     }
-    acc += dout[(int64_t)n * C + c];
   }
-  if (cur >= 0) table_grad[cur * C + c] = acc;
+  if (active && cur >= 0) table_grad[cur * C + c] = acc;
 }
 
 // Validates ids and pos against the table rows that fit in their blocks. wte / wpe NULL: that
