@@ -42,7 +42,7 @@ import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
 import { presetConfig, type PresetName } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Model } from "../model/model.ts";
-import { referenceStep } from "./_reference_step.ts";
+import { type ReferenceShape, referenceStep } from "./_reference_step.ts";
 import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import {
@@ -493,17 +493,7 @@ interface TorchResult {
 /** Runs `torch_reference.py bench` at the shape; `{skipped}` when torch is missing or fails. */
 async function torchBench(
   python: string,
-  s: {
-    preset: string;
-    V: number;
-    B: number;
-    Q: number;
-    A: number;
-    K: number;
-    c: number;
-    steps: number;
-    dtype: string;
-  },
+  s: ReferenceShape & { steps: number; dtype: string },
   timeoutMs: number,
 ): Promise<{ results: Partial<Record<"eager" | "compile", TorchResult>> } | { skipped: string }> {
   const script = new URL("../check/torch_reference.py", import.meta.url).pathname;
