@@ -504,7 +504,17 @@ export const OP_CASES: OpCase[] = [
         eng.geluFwd(out, x, n);
         const dinp = b.f32(randn(rng, n, 0.1)), dout = b.f32(randn(rng, n));
         eng.geluBwd(dinp, x, dout, n);
-        return { out: b.get(out, n), dinp: b.get(dinp, n) };
+        // One element in: pointers off 16-byte alignment (the CUDA kernels' scalar path).
+        const at = (p: typeof x) => eng.offset(p, 4);
+        const out1 = b.f32(n), dinp1 = b.f32(randn(rng, n, 0.1));
+        eng.geluFwd(at(out1), at(x), n - 1);
+        eng.geluBwd(at(dinp1), at(x), at(dout), n - 1);
+        return {
+          out: b.get(out, n),
+          dinp: b.get(dinp, n),
+          "out (unaligned)": b.get(out1, n),
+          "dinp (unaligned)": b.get(dinp1, n),
+        };
       });
     },
   },

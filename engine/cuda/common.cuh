@@ -504,12 +504,24 @@ inline int col_chunk_rows(int N) {
   return r;
 }
 
+// Rows (or chunks) whose loads a column-sum thread issues before adding them, in order: the
+// sums are bound by load latency.
+constexpr int kColU = 8;
+
 // out[c] += (float) sum_k part[k*C + c], k in order.
 __global__ void colsum_finish_kernel(float* out, const double* part, int chunks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   double s = 0;
-  for (int k = 0; k < chunks; k++) s += part[(int64_t)k * C + c];
+  for (int kb = 0; kb < chunks; kb += kColU) {
+    double p[kColU];
+#pragma unroll
+    for (int u = 0; u < kColU; u++) p[u] = kb + u < chunks ? part[(int64_t)(kb + u) * C + c] : 0.0;
+#pragma unroll
+    for (int u = 0; u < kColU; u++) {
+      if (kb + u < chunks) s += p[u];
+    }
+  }
   out[c] += (float)s;
 }
 

@@ -256,11 +256,23 @@ __global__ void layernorm_bwd_part_kernel(double* partw, double* partb, const fl
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
   double aw = 0, ab = 0;
-  for (int n = n0; n < n1; n++) {
-    const int64_t i = (int64_t)n * C + c;
-    const float d = dout[i];
-    aw += (double)d * ((inp[i] - mean[n]) * rstd[n]);
-    ab += d;
+  // kColU rows' loads in flight before their terms are added, in row order.
+  for (int nb = n0; nb < n1; nb += kColU) {
+    float d[kColU], t[kColU];
+#pragma unroll
+    for (int u = 0; u < kColU; u++) {
+      const int n = nb + u;
+      if (n >= n1) break;
+      const int64_t i = (int64_t)n * C + c;
+      d[u] = dout[i];
+      t[u] = (inp[i] - mean[n]) * rstd[n];
+    }
+#pragma unroll
+    for (int u = 0; u < kColU; u++) {
+      if (nb + u >= n1) break;
+      aw += (double)d[u] * t[u];
+      ab += d[u];
+    }
   }
   const int64_t k = (int64_t)blockIdx.y * C + c;
   if (partw) partw[k] = aw;

@@ -71,7 +71,15 @@ __global__ void colsum_part_kernel(double* part, const float* x, int N, int C, i
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
   double s = 0;
-  for (int n = n0; n < n1; n++) s += x[(int64_t)n * C + c];
+  for (int nb = n0; nb < n1; nb += kColU) {  // kColU rows' loads in flight, added in order
+    float v[kColU];
+#pragma unroll
+    for (int u = 0; u < kColU; u++) v[u] = nb + u < n1 ? x[(int64_t)(nb + u) * C + c] : 0.f;
+#pragma unroll
+    for (int u = 0; u < kColU; u++) {
+      if (nb + u < n1) s += v[u];
+    }
+  }
   part[(int64_t)blockIdx.y * C + c] = s;
 }
 
