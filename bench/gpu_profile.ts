@@ -1,7 +1,7 @@
 /**
  * Where a training step's time goes, op by op: the reference step of bench/gpu_bench.ts
  * (GPT-2 small, K = R = 6, c = 13, a 60-token question, an 8-token answer, batch 64, bf16 on a
- * GPU) with every op timed from the host (bench/op_profile.ts), then the batch-1 thought phase
+ * GPU) with every op timed from the host (check/op_profile.ts), then the batch-1 thought phase
  * the same way. Without a GPU it is a dry run on the CPU engine at a small shape (tiny, batch 4).
  *
  *   npx deno run --allow-all bench/gpu_profile.ts [--backend auto|cuda|cpu] [--precision bf16]
@@ -26,7 +26,7 @@ import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import { specialsOf } from "../check/measure.ts";
 import { referenceStep } from "./_reference_step.ts";
-import { formatProfile, profileOps } from "./op_profile.ts";
+import { formatProfile, profileOps } from "../check/op_profile.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,

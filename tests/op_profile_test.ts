@@ -1,4 +1,4 @@
-// The op profile (bench/op_profile.ts) on the CPU engine: calls counted by op and by shape,
+// The op profile (check/op_profile.ts) on the CPU engine: calls counted by op and by shape,
 // wrappers that change no result and come off again, the table, and a dry run of
 // bench/gpu_profile.ts end to end.
 import { assert, assertEquals } from "./_assert.ts";
@@ -6,7 +6,7 @@ import { cpuEngine } from "./_tiny.ts";
 import { tempDir } from "./_tmp.ts";
 import { runDeno } from "./_run.ts";
 import { withBufs } from "../check/_op_bufs.ts";
-import { formatProfile, profileOps } from "../bench/op_profile.ts";
+import { formatProfile, profileOps } from "../check/op_profile.ts";
 
 Deno.test("op profile: counts each op by name and by shape, and restore removes the wrappers", () => {
   const eng = cpuEngine();
