@@ -249,6 +249,8 @@ function runs(): RunSpec[] {
     cotOf("small-ages23-cot-lr3e-4"),
   );
   add("small-ages23-cot-lr1e-3", "ages23", "small", cot("1e-3"));
+  // A third rate for CoT at small, below the main table's.
+  add("small-ages23-cot-lr1e-4", "ages23", "small", cot("1e-4"));
   // 5. 1-6 steps, K = R = 6.
   add("tiny-mix16-cot-lr3e-3", "mix16", "tiny", cot("3e-3"));
   add(
