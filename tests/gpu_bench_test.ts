@@ -122,3 +122,37 @@ Deno.test({
     assert(r.stdout.trimEnd().endsWith("no target judged)"), "the summary line comes last");
   },
 });
+
+Deno.test({
+  name: "gpu all: without a GPU the one command still runs every step and leaves its eight files",
+  async fn() {
+    const out = await tempDir();
+    const r = await new Deno.Command("bash", {
+      args: ["bench/gpu_all.sh", "--quick", out],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { DENO: Deno.execPath(), NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(r.stderr);
+    assertEquals(r.code, 0, err);
+    const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    assertEquals(files, [
+      "bench.json",
+      "bench.txt",
+      "check.json",
+      "check.txt",
+      "profile.json",
+      "profile.txt",
+      "run.log",
+      "variants.txt",
+    ]);
+    const log = Deno.readTextFileSync(`${out}/run.log`);
+    // The check fails without a GPU; the later steps run anyway.
+    assert(/check exit [1-9]/.test(log), log.slice(0, 2000));
+    assert(log.includes("bench exit 0") && log.includes("profile exit 0"), log.slice(-2000));
+    assert(Deno.readTextFileSync(`${out}/bench.txt`).includes("DRY RUN"));
+    assert(Deno.readTextFileSync(`${out}/profile.txt`).includes("training step:"));
+    assert(Deno.readTextFileSync(`${out}/variants.txt`).startsWith("== fp32-attention"));
+  },
+});
