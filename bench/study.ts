@@ -249,8 +249,16 @@ function runs(): RunSpec[] {
     cotOf("small-ages23-cot-lr3e-4"),
   );
   add("small-ages23-cot-lr1e-3", "ages23", "small", cot("1e-3"));
-  // A third rate for CoT at small, below the main table's.
+  // A third rate for CoT at small, below the main table's, and for LOTUS above it (1e-3, the
+  // rate that won for LOTUS at tiny).
   add("small-ages23-cot-lr1e-4", "ages23", "small", cot("1e-4"));
+  add(
+    "small-ages23-fromcot-lr1e-3",
+    "ages23",
+    "small",
+    fromCot("1e-3"),
+    cotOf("small-ages23-cot-lr3e-4"),
+  );
   // 5. 1-6 steps, K = R = 6.
   add("tiny-mix16-cot-lr3e-3", "mix16", "tiny", cot("3e-3"));
   add(
