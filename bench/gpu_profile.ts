@@ -58,7 +58,13 @@ const outDir = a.out ?? Deno.env.get("OUT") ??
 Deno.mkdirSync(outDir, { recursive: true });
 
 const V = 50260, Q = 60, A = 8, K = 6, c = 13;
-const eng = selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+const eng = (() => {
+  try {
+    return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+  } catch (e) {
+    return fail(`the engine did not open: ${(e as Error).message}`);
+  }
+})();
 const out: string[] = [];
 const say = (s: string) => (console.log(s), out.push(s));
 say(`gpu-profile: ${eng.backend} engine, ${precision}, ${preset}, B=${B}, K=R=${K}, c=${c}`);
