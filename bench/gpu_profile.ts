@@ -44,6 +44,9 @@ const fail = (m: string): never => {
   console.error(`gpu-profile: ${m}`);
   Deno.exit(2);
 };
+if (!["auto", "cuda", "cpu"].includes(a.backend!)) {
+  fail(`--backend ${a.backend}: auto, cuda or cpu`);
+}
 const gpu = a.backend === "cuda" || (a.backend === "auto" && probeCuda().available);
 const precision = (a.precision ?? (gpu ? "bf16" : "fp32")) as Precision;
 if (!["fp32", "tf32", "bf16"].includes(precision)) {
