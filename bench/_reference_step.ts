@@ -39,21 +39,21 @@ export interface ReferenceStep {
 }
 
 /**
- * Builds the model (weights seeded with 0), a batch of random examples drawn from `draw`, and a
- * runner with recomputation on, as training on CUDA defaults to. `maxGraphs: 0` launches every
- * op from the host (no CUDA graphs).
+ * Builds the model (weights `opts.params`, else seeded with 0), a batch of random examples drawn
+ * from `draw`, and a runner with recomputation on, as training on CUDA defaults to.
+ * `maxGraphs: 0` launches every op from the host (no CUDA graphs).
  */
 export function referenceStep(
   eng: Engine,
   s: ReferenceShape,
   draw: Rng,
-  opts: { maxGraphs?: number } = {},
+  opts: { maxGraphs?: number; params?: Float32Array } = {},
 ): ReferenceStep {
   const mcfg = presetConfig(s.preset, s.V);
   const layout = paramLayout(mcfg);
   const sp = specialsOf(s.V);
   const cfg = TrainConfigSchema.parse({ mode: "lotus", k: s.K, c: s.c, batch: s.B });
-  const model = new Model(eng, mcfg, initParams(layout, mcfg, 0), true);
+  const model = new Model(eng, mcfg, opts.params ?? initParams(layout, mcfg, 0), true);
   const shape = { question: s.Q, answer: s.A, K: s.K, c: s.c };
   const exs = Array.from({ length: s.B }, (_, i) => randomExample(draw, s.V, shape, i));
   const S = suffixOf(exs[0], s.K, sp.eot).length;

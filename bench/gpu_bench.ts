@@ -238,7 +238,7 @@ async function main(): Promise<void> {
   const draw = new Rng(1);
   {
     const t = performance.now();
-    const ref = referenceStep(eng, { preset, V, B, Q, A, K, c }, draw);
+    const ref = referenceStep(eng, { preset, V, B, Q, A, K, c }, draw, { params });
     const { step, positions } = ref;
     let peakUsed = 0, peakEngine = 0;
     const sample = () => {

@@ -83,14 +83,16 @@ const timeIt = (f: () => unknown, n: number) => {
 };
 
 const shape = { preset, V, B, Q, A, K, c };
+const mcfg = presetConfig(preset, V);
+const params = initParams(paramLayout(mcfg), mcfg, 0); // one set of weights for every run
 const report: Record<string, unknown> = { precision, shape, steps };
 {
-  const ref = referenceStep(eng, shape, new Rng(1));
+  const ref = referenceStep(eng, shape, new Rng(1), { params });
   report.stepGraphsMs = timeIt(ref.step, steps);
   ref.free();
 }
 {
-  const ref = referenceStep(eng, shape, new Rng(1), { maxGraphs: 0 });
+  const ref = referenceStep(eng, shape, new Rng(1), { maxGraphs: 0, params });
   report.stepEagerMs = timeIt(ref.step, steps);
   const prof = profileOps(eng);
   for (let i = 0; i < steps; i++) ref.step();
@@ -108,8 +110,7 @@ const report: Record<string, unknown> = { precision, shape, steps };
   say("\nby op and shape\n" + formatProfile(prof.byShape(), steps, 40));
 }
 {
-  const mcfg = presetConfig(preset, V);
-  const model = new Model(eng, mcfg, initParams(paramLayout(mcfg), mcfg, 0), false);
+  const model = new Model(eng, mcfg, params, false);
   const gen = new Generator(model, { B: 1, P: Q, K, c, maxNewTokens: A });
   const draw = new Rng(2);
   const q = [Int32Array.from({ length: Q }, () => draw.below(V - 4))];

@@ -107,7 +107,7 @@ __device__ inline void tc_stage(__nv_bfloat16* dst, int n, int HS, int HSP, Src 
       v[u] = float4{0.f, 0.f, 0.f, 0.f};
       if (e < total && r < n && d < HS) {
         const float* p = src(r) + d;
-        if (d + 4 <= HS && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+        if (d + 4 <= HS && aligned16(p)) {
           v[u] = ld4(p);
         } else {
           v[u].x = p[0];

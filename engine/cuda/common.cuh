@@ -137,7 +137,10 @@ inline int op_done(const char* fn) {
   return 0;
 }
 
-// 16-byte vector load and store (p 16-byte aligned).
+// 16-byte vector load and store (p 16-byte aligned: aligned16).
+__host__ __device__ inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
 __device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
@@ -508,20 +511,28 @@ inline int col_chunk_rows(int N) {
 // sums are bound by load latency.
 constexpr int kColU = 8;
 
+// sum_{k = k0 .. k1-1} load(k) in double, k in order, kColU loads (of type T) in flight.
+template <class T, class Load>
+__device__ inline double sum_in_order(int k0, int k1, Load load) {
+  double s = 0;
+  for (int kb = k0; kb < k1; kb += kColU) {
+    T v[kColU];
+#pragma unroll
+    for (int u = 0; u < kColU; u++) v[u] = kb + u < k1 ? load(kb + u) : T(0);
+#pragma unroll
+    for (int u = 0; u < kColU; u++) {
+      if (kb + u < k1) s += v[u];
+    }
+  }
+  return s;
+}
+
 // out[c] += (float) sum_k part[k*C + c], k in order.
 __global__ void colsum_finish_kernel(float* out, const double* part, int chunks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  double s = 0;
-  for (int kb = 0; kb < chunks; kb += kColU) {
-    double p[kColU];
-#pragma unroll
-    for (int u = 0; u < kColU; u++) p[u] = kb + u < chunks ? part[(int64_t)(kb + u) * C + c] : 0.0;
-#pragma unroll
-    for (int u = 0; u < kColU; u++) {
-      if (kb + u < chunks) s += p[u];
-    }
-  }
+  const double s =
+      sum_in_order<double>(0, chunks, [&](int k) { return part[(int64_t)k * C + c]; });
   out[c] += (float)s;
 }
 

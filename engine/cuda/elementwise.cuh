@@ -116,8 +116,6 @@ __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout
   for (int64_t i = 4 * nv + t0; i < n; i += stride) dinp[i] += gelu_grad_of(inp[i]) * dout[i];
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 __global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, float scale,
                                    uint64_t seed, const uint64_t* seed_at) {
   if (seed_at) seed = *seed_at;

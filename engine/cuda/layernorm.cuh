@@ -201,7 +201,7 @@ __global__ void layernorm_bwd_dinp_vec_kernel(float* dinp, const float* dout, co
 inline bool ln_vec_ok(int C, std::initializer_list<const void*> ps) {
   if (C % 4 != 0 || C > kLnVecMaxC) return false;
   for (const void* p : ps) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    if (!aligned16(p)) return false;
   }
   return true;
 }

@@ -70,17 +70,8 @@ __global__ void colsum_part_kernel(double* part, const float* x, int N, int C, i
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
-  double s = 0;
-  for (int nb = n0; nb < n1; nb += kColU) {  // kColU rows' loads in flight, added in order
-    float v[kColU];
-#pragma unroll
-    for (int u = 0; u < kColU; u++) v[u] = nb + u < n1 ? x[(int64_t)(nb + u) * C + c] : 0.f;
-#pragma unroll
-    for (int u = 0; u < kColU; u++) {
-      if (nb + u < n1) s += v[u];
-    }
-  }
-  part[(int64_t)blockIdx.y * C + c] = s;
+  part[(int64_t)blockIdx.y * C + c] =
+      sum_in_order<float>(n0, n1, [&](int n) { return x[(int64_t)n * C + c]; });
 }
 
 // The rounding kernels into a copy whose rows are ld apart (ld > cols; else the flat ones).
