@@ -463,11 +463,15 @@ export const OP_CASES: OpCase[] = [
         // nullable outputs: only dw, with no w
         const dw2 = b.f32(Cout * Cin);
         eng.matmulBwd(null, dw2, null, dout, x, null, N, Cin, Cout);
+        // dinp overwritten (accumulate false): its old values must not show.
+        const dinp3 = b.f32(randn(rng, N * Cin, 100));
+        eng.matmulBwd(dinp3, null, null, dout, x, w, N, Cin, Cout, false);
         return {
           dinp: b.get(dinp, N * Cin),
           dw: b.get(dw, Cout * Cin),
           dbias: b.get(dbias, Cout),
           "dw only": b.get(dw2, Cout * Cin),
+          "dinp overwritten": b.get(dinp3, N * Cin),
         };
       });
     },
@@ -509,11 +513,17 @@ export const OP_CASES: OpCase[] = [
         const out1 = b.f32(n), dinp1 = b.f32(randn(rng, n, 0.1));
         eng.geluFwd(at(out1), at(x), n - 1);
         eng.geluBwd(at(dinp1), at(x), at(dout), n - 1);
+        // Overwritten (accumulate false), aligned and not: the old values must not show.
+        const dinp2 = b.f32(randn(rng, n, 100)), dinp3 = b.f32(randn(rng, n, 100));
+        eng.geluBwd(dinp2, x, dout, n, false);
+        eng.geluBwd(at(dinp3), at(x), at(dout), n - 1, false);
         return {
           out: b.get(out, n),
           dinp: b.get(dinp, n),
           "out (unaligned)": b.get(out1, n),
           "dinp (unaligned)": b.get(dinp1, n),
+          "dinp overwritten": b.get(dinp2, n),
+          "dinp overwritten (unaligned)": b.get(dinp3, n),
         };
       });
     },
@@ -565,9 +575,15 @@ export const OP_CASES: OpCase[] = [
         const N = 41, I = 123;
         const x = b.f32(randn(rng, N * 2 * I, 3)), out = b.f32(N * I);
         eng.swigluFwd(out, x, N, I);
-        const dx = b.f32(randn(rng, N * 2 * I, 0.1));
-        eng.swigluBwd(dx, x, b.f32(randn(rng, N * I)), N, I);
-        return { out: b.get(out, N * I), dinp: b.get(dx, N * 2 * I) };
+        const dx = b.f32(randn(rng, N * 2 * I, 0.1)), dout = b.f32(randn(rng, N * I));
+        eng.swigluBwd(dx, x, dout, N, I);
+        const dx2 = b.f32(randn(rng, N * 2 * I, 100));
+        eng.swigluBwd(dx2, x, dout, N, I, false);
+        return {
+          out: b.get(out, N * I),
+          dinp: b.get(dx, N * 2 * I),
+          "dinp overwritten": b.get(dx2, N * 2 * I),
+        };
       });
     },
   },

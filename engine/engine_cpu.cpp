@@ -375,9 +375,9 @@ void matmul_fwd_naive(float* out, const float* inp, const float* w, const float*
     }
 }
 
-// dinp[N,Cin] += dout W;  dw[Cout,Cin] += dout^T inp
+// dinp[N,Cin] (+)= dout W;  dw[Cout,Cin] += dout^T inp
 void matmul_bwd_naive(float* dinp, float* dw, const float* dout, const float* inp,
-                      const float* w, int N, int Cin, int Cout) {
+                      const float* w, int N, int Cin, int Cout, bool accumulate) {
   if (dinp) {
 #pragma omp parallel for schedule(static) num_threads(nthreads())
     for (int n = 0; n < N; n++)
@@ -385,7 +385,8 @@ void matmul_bwd_naive(float* dinp, float* dw, const float* dout, const float* in
         float acc = 0.f;
         for (int o = 0; o < Cout; o++)
           acc += dout[(int64_t)n * Cout + o] * w[(int64_t)o * Cin + k];
-        dinp[(int64_t)n * Cin + k] += acc;
+        float* d = dinp + (int64_t)n * Cin + k;
+        *d = (accumulate ? *d : 0.f) + acc;
       }
   }
   if (dw) {
@@ -793,16 +794,18 @@ int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bia
 }
 
 int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
-                  const float* w, int N, int Cin, int Cout) {
+                  const float* w, int N, int Cin, int Cout, int accumulate) {
   const char* fn = "le_matmul_bwd";
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
   comm_poll();
   if (dbias) colsum_add(dbias, dout, N, Cout);
   if (g_reference) {
-    matmul_bwd_naive(dinp, dw, dout, inp, w, N, Cin, Cout);
+    matmul_bwd_naive(dinp, dw, dout, inp, w, N, Cin, Cout, accumulate != 0);
     return 0;
   }
-  if (dinp) TRY(gemm(fn, N, Cin, Cout, dout, Cout, 1, w, Cin, 1, dinp, Cin, true, nullptr));
+  if (dinp) {
+    TRY(gemm(fn, N, Cin, Cout, dout, Cout, 1, w, Cin, 1, dinp, Cin, accumulate != 0, nullptr));
+  }
   comm_poll();
   if (dw) TRY(gemm(fn, Cout, Cin, N, dout, 1, Cout, inp, Cin, 1, dw, Cin, true, nullptr));
   return 0;
@@ -845,21 +848,22 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   return 0;
 }
 
-int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
+int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate) {
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
   comm_poll();
   if (n == 0) return 0;
   const int64_t nv = (n + VW - 1) / VW;
+  // Overwriting adds to 0 rather than to dinp: the same bits as a zero-fill and an add.
   par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
     if (i + VW <= n) {
-      storeu(dinp + i, loadu(dinp + i) + gelu_grad_v(loadu(inp + i)) * loadu(dout + i));
+      const vf base = accumulate ? loadu(dinp + i) : splat(0.f);
+      storeu(dinp + i, base + gelu_grad_v(loadu(inp + i)) * loadu(dout + i));
     } else {
       const int k = (int)(n - i);
+      const vf base = accumulate ? load_part(dinp + i, k) : splat(0.f);
       store_part(dinp + i,
-                 load_part(dinp + i, k) + gelu_grad_v(load_part(inp + i, k)) *
-                                              load_part(dout + i, k),
-                 k);
+                 base + gelu_grad_v(load_part(inp + i, k)) * load_part(dout + i, k), k);
     }
   });
   return 0;
@@ -1553,8 +1557,9 @@ int le_swiglu_fwd(float* out, const float* inp, int N, int I) {
   return 0;
 }
 
-// dg += dout u sg (1 + g (1 - sg));  du += dout silu(g)
-int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I) {
+// dg (+)= dout u sg (1 + g (1 - sg));  du (+)= dout silu(g)
+int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I,
+                  int accumulate) {
   TRY(validate_swiglu_bwd(dinp, inp, dout, N, I));
   par_for(N, (int64_t)N * I > kParMin, [&](int64_t n) {
     const float* g = inp + n * 2 * I;
@@ -1562,8 +1567,9 @@ int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I
     float* dg = dinp + n * 2 * I;
     for (int i = 0; i < I; i++) {
       const float sg = 1.f / (1.f + std::exp(-g[i]));
-      dg[i] += d[i] * g[I + i] * sg * (1.f + g[i] * (1.f - sg));
-      dg[I + i] += d[i] * g[i] * sg;
+      const float bg = accumulate ? dg[i] : 0.f, bu = accumulate ? dg[I + i] : 0.f;
+      dg[i] = bg + d[i] * g[I + i] * sg * (1.f + g[i] * (1.f - sg));
+      dg[I + i] = bu + d[i] * g[i] * sg;
     }
   });
   return 0;

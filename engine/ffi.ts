@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 12;
+export const LE_ABI_VERSION = 13;
 
 /** Graph slots of the engine (le_graph_end). */
 const GRAPH_SLOTS = 512;
@@ -111,9 +111,9 @@ const SYMBOLS = {
     result: "i32",
   },
   le_matmul_fwd: { parameters: [P, P, P, P, "i32", "i32", "i32"], result: "i32" },
-  le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32"], result: "i32" },
+  le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32"], result: "i32" },
   le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
-  le_gelu_bwd: { parameters: [P, P, P, "i64"], result: "i32" },
+  le_gelu_bwd: { parameters: [P, P, P, "i64", "i32"], result: "i32" },
   le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64", P], result: "i32" },
   le_dropout_bwd: { parameters: [P, P, P, "i64", "f32"], result: "i32" },
   le_attention_fwd: {
@@ -160,7 +160,7 @@ const SYMBOLS = {
   le_rmsnorm_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32"], result: "i32" },
   le_rope: { parameters: [P, P, P, "i32", "i32", "i32", "i64", "i32"], result: "i32" },
   le_swiglu_fwd: { parameters: [P, P, "i32", "i32"], result: "i32" },
-  le_swiglu_bwd: { parameters: [P, P, P, "i32", "i32"], result: "i32" },
+  le_swiglu_bwd: { parameters: [P, P, P, "i32", "i32", "i32"], result: "i32" },
   le_attention_gqa_fwd: {
     parameters: [P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
@@ -503,7 +503,11 @@ export class Engine {
     }
   }
 
-  /** dinp += dout W; dw += dout^T inp; dbias += sum dout (each nullable). */
+  /**
+   * dinp += dout W; dw += dout^T inp; dbias += sum dout (each nullable). With `accumulate`
+   * false, dinp = dout W: dinp is not read, so it needs no zero-fill first (the parameter
+   * gradients still accumulate).
+   */
   matmulBwd(
     dinp: Ptr,
     dw: Ptr,
@@ -514,6 +518,7 @@ export class Engine {
     N: number,
     Cin: number,
     Cout: number,
+    accumulate = true,
   ): void {
     if (
       this.#s.le_matmul_bwd(
@@ -526,6 +531,7 @@ export class Engine {
         N,
         Cin,
         Cout,
+        accumulate ? 1 : 0,
       ) !== 0
     ) {
       this.#fail("le_matmul_bwd");
@@ -537,9 +543,9 @@ export class Engine {
     if (this.#s.le_gelu_fwd(addr(out), addr(inp), I(n)) !== 0) this.#fail("le_gelu_fwd");
   }
 
-  /** dinp += gelu'(inp) dout. */
-  geluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, n: number): void {
-    if (this.#s.le_gelu_bwd(addr(dinp), addr(inp), addr(dout), I(n)) !== 0) {
+  /** dinp += gelu'(inp) dout; with `accumulate` false, dinp = gelu'(inp) dout (not read). */
+  geluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, n: number, accumulate = true): void {
+    if (this.#s.le_gelu_bwd(addr(dinp), addr(inp), addr(dout), I(n), accumulate ? 1 : 0) !== 0) {
       this.#fail("le_gelu_bwd");
     }
   }
@@ -767,9 +773,10 @@ export class Engine {
     if (this.#s.le_swiglu_fwd(addr(out), addr(inp), N, In) !== 0) this.#fail("le_swiglu_fwd");
   }
 
-  /** SwiGLU backward: dinp [N, 2I] += ... */
-  swigluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number, In: number): void {
-    if (this.#s.le_swiglu_bwd(addr(dinp), addr(inp), addr(dout), N, In) !== 0) {
+  /** SwiGLU backward: dinp [N, 2I] += ... (with `accumulate` false, = ..., dinp not read). */
+  swigluBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number, In: number, accumulate = true): void {
+    const acc = accumulate ? 1 : 0;
+    if (this.#s.le_swiglu_bwd(addr(dinp), addr(inp), addr(dout), N, In, acc) !== 0) {
       this.#fail("le_swiglu_bwd");
     }
   }

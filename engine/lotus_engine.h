@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 12
+#define LE_ABI_VERSION 13
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -111,13 +111,16 @@ int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd
 int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
                   int Cin, int Cout);
 /* dinp += dout W; dw += dout^T inp; dbias += sum_n dout. Each of dinp, dw, dbias nullable;
- * inp may be NULL when dw is, and w when dinp is. dbias is summed in double. */
+ * inp may be NULL when dw is, and w when dinp is. dbias is summed in double.
+ * accumulate == 0: dinp = dout W instead (dinp is not read; a backward whose input gradient
+ * has one writer needs no zero-fill before it). The parameter gradients always accumulate. */
 int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
-                  const float* w, int N, int Cin, int Cout);
+                  const float* w, int N, int Cin, int Cout, int accumulate);
 
 /* GELU, tanh approximation (GPT-2's "gelu_new"). */
 int le_gelu_fwd(float* out, const float* inp, int64_t n);
-int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n);
+/* dinp += gelu'(inp) dout; accumulate == 0: dinp = gelu'(inp) dout (dinp not read). */
+int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate);
 
 /* Dropout with drop probability p in [0, 1), in place: element i is kept when
  * u_i >= p, where u_i is the top 24 bits of splitmix64's finaliser of
@@ -279,9 +282,11 @@ int le_rope(float* x, const int32_t* pos, const float* inv_freq, int N, int nh, 
 
 /* SwiGLU: inp [N, 2I] holds the gate projection in columns 0..I and the up projection in
  * I..2I; out [N, I] = silu(gate) * up, silu(g) = g / (1 + exp(-g)). N, I > 0.
- * Backward: dinp [N, 2I] += the gradients of gate and up. */
+ * Backward: dinp [N, 2I] += the gradients of gate and up (accumulate == 0: dinp = them,
+ * dinp not read). */
 int le_swiglu_fwd(float* out, const float* inp, int N, int I);
-int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I);
+int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I,
+                  int accumulate);
 
 /* Grouped-query attention: le_attention_fwd / le_attention_bwd with NKV key/value heads
  * (NH % NKV == 0; query head h reads key/value head h / (NH / NKV)). With HS = C/NH and

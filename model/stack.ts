@@ -576,21 +576,32 @@ export class Stack {
     for (let l = L - 1; l >= 0; l--) {
       const b = w.blocks[l], gb = g.blocks[l];
       // sc.dres holds d x[l+1] = d(resid2 + fcproj); through dropout, the projection's
-      // output gradient is the masked copy of it (in sc.dtmp, free until its next zero).
+      // output gradient is the masked copy of it (in sc.dtmp, free until its next write).
       let dfcproj = sc.dres;
       if (drop) {
         e.dropoutBwd(sc.dtmp, sc.dres, ch.dropMlp[l], N * C, drop.p);
         dfcproj = sc.dtmp;
       }
       // With recomputation, each activation below is rebuilt just before it is read.
+      // The scratch gradients below have one writer each: the backward ops overwrite them
+      // (accumulate false) rather than adding into a zero-filled buffer.
       if (rc) this.#activation(ch.fchg[l], ch.fch[l], N);
-      e.zero(sc.dfchg, N * wd.ffOut * F32);
-      e.matmulBwd(sc.dfchg, gb.fcprojw, gb.fcprojb, dfcproj, ch.fchg[l], b.fcprojw, N, wd.ffOut, C);
-      e.zero(sc.dfch, N * wd.ffIn * F32);
+      const ffOut = wd.ffOut;
+      e.matmulBwd(
+        sc.dfchg,
+        gb.fcprojw,
+        gb.fcprojb,
+        dfcproj,
+        ch.fchg[l],
+        b.fcprojw,
+        N,
+        ffOut,
+        C,
+        false,
+      );
       this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N);
       if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N);
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn);
+      e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn, false);
       this.#normBwd(
         sc.dres,
         gb.ln2w,
@@ -610,14 +621,12 @@ export class Stack {
         dproj = sc.dfch;
       }
       if (rc) this.#attention(ch, l, null, past);
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C);
+      e.matmulBwd(sc.dtmp, gb.projw, gb.projb, dproj, ch.atty[l], b.projw, N, C, C, false);
       this.#attentionBwd(ch, l, sc.dtmp, past);
       // Every later chunk has added its key gradient by now: rotate the whole gradient back.
       if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
       if (rc) this.#norm(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N);
-      e.zero(sc.dtmp, N * C * F32);
-      e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv);
+      e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv, false);
       this.#normBwd(
         sc.dres,
         gb.ln1w,
@@ -712,10 +721,10 @@ export class Stack {
     else this.eng.geluFwd(out, inp, N * this.#wd.ffOut);
   }
 
-  /** The activation's backward: dinp += ... from dout. */
+  /** The activation's backward: dinp = ... from dout (overwritten, not added to). */
   #activationBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number): void {
-    if (this.#wd.llama) this.eng.swigluBwd(dinp, inp, dout, N, this.#wd.ffOut);
-    else this.eng.geluBwd(dinp, inp, dout, N * this.#wd.ffOut);
+    if (this.#wd.llama) this.eng.swigluBwd(dinp, inp, dout, N, this.#wd.ffOut, false);
+    else this.eng.geluBwd(dinp, inp, dout, N * this.#wd.ffOut, false);
   }
 
   get #eps(): number {

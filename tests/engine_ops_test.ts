@@ -399,6 +399,58 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "backward ops with accumulate false overwrite dinp: the bits of a zero-fill and an add, the old values never read",
+  withPool((pool) => {
+    const rng = new Rng(12);
+    // Each op runs twice: into zeros, adding; into NaNs, overwriting.
+    const both = (n: number, op: (dinp: Ptr, accumulate: boolean) => void) => {
+      const zeros = pool.f32(new Float32Array(n)), nans = pool.f32(new Float32Array(n).fill(NaN));
+      op(zeros, true);
+      op(nans, false);
+      return [pool.read(zeros, n), pool.read(nans, n)];
+    };
+    for (const [N, Cin, Cout] of [[37, 19, 23], [290, 150, 2070]]) {
+      const px = pool.f32(rng.normals(N * Cin)), pw = pool.f32(rng.normals(Cout * Cin));
+      const pd = pool.f32(rng.normals(N * Cout));
+      for (const reference of [false, true]) {
+        const prev = hook.symbols.le_cpu_set_reference(reference ? 1 : 0);
+        try {
+          const dw = pool.f32(Cout * Cin);
+          let first: Float32Array = new Float32Array();
+          const [added, put] = both(N * Cin, (dx, acc) => {
+            eng.matmulBwd(dx, dw, null, pd, px, pw, N, Cin, Cout, acc);
+            if (acc) first = pool.read(dw, Cout * Cin);
+          });
+          assertEquals(put, added, `matmul ${N}x${Cin}x${Cout}, reference ${reference}`);
+          assert(put.every(Number.isFinite));
+          // The weight gradient accumulates either way: twice its first value after both.
+          assertClose(
+            "dw twice",
+            pool.read(dw, Cout * Cin),
+            first.map((v) => 2 * v),
+            1e-5,
+            4 * U32,
+          );
+        } finally {
+          hook.symbols.le_cpu_set_reference(prev);
+        }
+      }
+    }
+    for (const n of [1, 37, 1001]) {
+      const px = pool.f32(uniforms(rng, n, -6, 6)), pd = pool.f32(rng.normals(n));
+      const [added, put] = both(n, (dx, acc) => eng.geluBwd(dx, px, pd, n, acc));
+      assertEquals(put, added, `gelu ${n}`);
+      assert(put.every(Number.isFinite));
+    }
+    const N = 7, I = 13;
+    const px = pool.f32(uniforms(rng, N * 2 * I, -6, 6)), pd = pool.f32(rng.normals(N * I));
+    const [added, put] = both(N * 2 * I, (dx, acc) => eng.swigluBwd(dx, px, pd, N, I, acc));
+    assertEquals(put, added, "swiglu");
+    assert(put.every(Number.isFinite));
+  }),
+);
+
 // ---------------------------------------------------------------------------------------------
 // GELU
 // ---------------------------------------------------------------------------------------------

@@ -299,8 +299,8 @@ export class LotusRunner {
   #loop: Chunk[];
   #suf: Chunk;
   #aux: Chunk | null;
-  #kvcat: Ptr[];
-  #dkvcat: Ptr[];
+  #kvcat: Ptr;
+  #dkvcat: Ptr;
   #logits: Ptr;
   #logitRows: number;
   #heads: HeadPlan;
@@ -340,10 +340,9 @@ export class LotusRunner {
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
       : null;
     const KW = model.main.widths.kv;
-    this.#kvcat = Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * KW));
-    this.#dkvcat = training
-      ? Array.from({ length: cfg.nLayer }, () => a.f32(cap.B * (cap.P + Lmax) * KW))
-      : [];
+    // The suffix's past, one layer at a time (#suffixPast).
+    this.#kvcat = a.f32(cap.B * (cap.P + Lmax) * KW);
+    this.#dkvcat = training ? a.f32(cap.B * (cap.P + Lmax) * KW) : null;
     const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#logitRows = training
       ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
@@ -602,7 +601,7 @@ export class LotusRunner {
     headsAt(AFTER_LOOP, loop[R]);
 
     // 4. suffix on prefix ‖ pass R
-    const kvPast = this.#concatPast(b, loop[R]);
+    const kvPast = this.#suffixPast(b, loop[R]);
     const sr = this.#sufR;
     e.embedFwd(suf.x[0], sr.ids, sr.pos, m.wte, m.wpe, B * S, C);
     main.forward(suf, sc, B, S, kvPast, sr.valid, drops[R + 2], sr.pos);
@@ -622,12 +621,12 @@ export class LotusRunner {
       // gradient is final only after the prefix's backward has passed it (GradReady).
       const ready = opts.ready;
       const progress = ready ? () => ready.progress() : undefined;
-      main.backward(suf, sc, kvPast, progress);
-      e.embedBwd(m.gwte, m.gwpe, sc.dres, sr.ids, sr.pos, B * S, C);
-      // The passes' shared qkv gradients: zeroed before each pass's backward (pass R's before
-      // the suffix's key/value gradient is routed to it).
+      // The passes' shared qkv gradients: zeroed before each pass's backward, pass R's before
+      // the suffix's, whose key/value gradient is routed to it layer by layer.
       main.zeroDqkv(loop[R], B, L);
-      this.#scatterPastGrad(b, loop[R]);
+      main.backward(suf, sc, kvPast, progress);
+      kvPast.flush();
+      e.embedBwd(m.gwte, m.gwpe, sc.dres, sr.ids, sr.pos, B * S, C);
       for (let r = R; r >= 0; r--) {
         const ch = loop[r];
         if (r < R) main.zeroDqkv(ch, B, L);
@@ -654,60 +653,63 @@ export class LotusRunner {
   }
 
   /**
-   * The suffix's past: per layer, prefix K/V ‖ pass R's K/V copied into one [B, P+L, KW]
-   * (KW = 2C, or 2Ckv with grouped-query attention).
+   * The suffix's past: prefix K/V ‖ pass R's K/V, copied into one [B, P+L, KW] buffer (KW = 2C,
+   * or 2Ckv with grouped-query attention). One buffer serves every layer: a layer's keys and
+   * values are copied in when the suffix's attention asks for them (in the forward, and again
+   * in the backward, which meets the layers in the other order). Their gradient gathers in one
+   * buffer too; it is routed to the prefix's and pass R's qkv gradients before the next
+   * layer's claims it, and the last layer's by `flush()`, before the passes' backward reads
+   * them. Per-layer buffers would hold the same values in 2 x nLayer times the memory.
    */
-  #concatPast(b: LotusBatch, last: Chunk): Past {
+  #suffixPast(b: LotusBatch, last: Chunk): Past & { flush(): void } {
     const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
     const { qkv: W, kv: KW } = this.model.main.widths;
-    const T = P + L;
-    for (let l = 0; l < this.#kvcat.length; l++) {
-      const dst = this.#kvcat[l];
-      e.copyRows(dst, e.offset(this.#pre.qkv[l], C * F32), B, P, KW, T * KW, KW, P * W, W, false);
-      e.copyRows(
-        e.offset(dst, P * KW * F32),
-        e.offset(last.qkv[l], C * F32),
-        B,
-        L,
-        KW,
-        T * KW,
-        KW,
-        L * W,
-        W,
-        false,
-      );
-      if (this.#training) e.zero(this.#dkvcat[l], B * T * KW * F32);
-    }
+    const T = P + L, kv = this.#kvcat, dkv = this.#dkvcat;
+    let held = -1, pending = -1;
+    // Route the gradient of layer l's past back to the two qkv gradients it came from.
+    const route = (l: number) => {
+      e.copyRows(e.offset(this.#pre.dqkv[l], C * F32), dkv, B, P, KW, P * W, W, T * KW, KW, true);
+      const tail = e.offset(dkv, P * KW * F32);
+      e.copyRows(e.offset(last.dqkv[l], C * F32), tail, B, L, KW, L * W, W, T * KW, KW, true);
+    };
     return {
       length: T,
-      kv: (l) => this.#kvcat[l],
-      dkv: (l) => this.#training ? this.#dkvcat[l] : null,
+      kv: (l) => {
+        if (held !== l) {
+          e.copyRows(
+            kv,
+            e.offset(this.#pre.qkv[l], C * F32),
+            B,
+            P,
+            KW,
+            T * KW,
+            KW,
+            P * W,
+            W,
+            false,
+          );
+          const tail = e.offset(kv, P * KW * F32);
+          e.copyRows(tail, e.offset(last.qkv[l], C * F32), B, L, KW, T * KW, KW, L * W, W, false);
+          held = l;
+        }
+        return kv;
+      },
+      dkv: (l) => {
+        if (dkv === null) return null;
+        if (pending !== l) {
+          if (pending >= 0) route(pending);
+          e.zero(dkv, B * T * KW * F32);
+          pending = l;
+        }
+        return dkv;
+      },
+      flush: () => {
+        if (pending >= 0) route(pending);
+        pending = -1;
+      },
       bs: T * KW,
       rs: KW,
     };
-  }
-
-  /** Route the suffix's K/V gradient back to the prefix's and pass R's qkv gradients. */
-  #scatterPastGrad(b: LotusBatch, last: Chunk): void {
-    const e = this.model.eng, C = this.model.cfg.dModel, { B, P, L } = b;
-    const { qkv: W, kv: KW } = this.model.main.widths;
-    const T = P + L;
-    for (let l = 0; l < this.#dkvcat.length; l++) {
-      const src = this.#dkvcat[l];
-      e.copyRows(e.offset(this.#pre.dqkv[l], C * F32), src, B, P, KW, P * W, W, T * KW, KW, true);
-      e.copyRows(
-        e.offset(last.dqkv[l], C * F32),
-        e.offset(src, P * KW * F32),
-        B,
-        L,
-        KW,
-        L * W,
-        W,
-        T * KW,
-        KW,
-        true,
-      );
-    }
   }
 
   /**

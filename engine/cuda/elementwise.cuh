@@ -101,19 +101,24 @@ __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* i
   }
 }
 
+// acc: dinp += ..., else dinp = 0 + ... without reading dinp (the bits of a zero-fill and
+// an add).
 template <bool kVec>
-__global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout, int64_t n) {
+__global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout, int64_t n,
+                                bool acc) {
   const int64_t t0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t nv = kVec ? n / 4 : 0;
   for (int64_t i = t0; i < nv; i += stride) {
     const float4 x = ld4(inp + 4 * i), d = ld4(dout + 4 * i);
-    float4 g = ld4(dinp + 4 * i);
+    float4 g = acc ? ld4(dinp + 4 * i) : float4{0.f, 0.f, 0.f, 0.f};
     g.x += gelu_grad_of(x.x) * d.x, g.y += gelu_grad_of(x.y) * d.y;
     g.z += gelu_grad_of(x.z) * d.z, g.w += gelu_grad_of(x.w) * d.w;
     st4(dinp + 4 * i, g);
   }
-  for (int64_t i = 4 * nv + t0; i < n; i += stride) dinp[i] += gelu_grad_of(inp[i]) * dout[i];
+  for (int64_t i = 4 * nv + t0; i < n; i += stride) {
+    dinp[i] = (acc ? dinp[i] : 0.f) + gelu_grad_of(inp[i]) * dout[i];
+  }
 }
 
 __global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, float scale,
@@ -198,15 +203,17 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   return op_done("le_gelu_fwd");
 }
 
-LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n) {
+LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n,
+                       int accumulate) {
   using namespace le;
   REQUIRE_INIT("le_gelu_bwd");
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
+  const bool acc = accumulate != 0;
   if (aligned16(dinp) && aligned16(inp) && aligned16(dout)) {
-    LAUNCH(gelu_bwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(dinp, inp, dout, n);
+    LAUNCH(gelu_bwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(dinp, inp, dout, n, acc);
   } else {
-    LAUNCH(gelu_bwd_kernel<false>, grid_for(n, 256), 256, 0)(dinp, inp, dout, n);
+    LAUNCH(gelu_bwd_kernel<false>, grid_for(n, 256), 256, 0)(dinp, inp, dout, n, acc);
   }
   return op_done("le_gelu_bwd");
 }

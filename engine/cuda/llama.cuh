@@ -100,7 +100,8 @@ __global__ void swiglu_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, co
   }
 }
 
-__global__ void swiglu_bwd_kernel(float* dinp, const float* inp, const float* dout, int N, int I) {
+__global__ void swiglu_bwd_kernel(float* dinp, const float* inp, const float* dout, int N, int I,
+                                  bool accumulate) {
   const int64_t total = (int64_t)N * I;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
        k += (int64_t)gridDim.x * blockDim.x) {
@@ -108,8 +109,10 @@ __global__ void swiglu_bwd_kernel(float* dinp, const float* inp, const float* do
     const float g = inp[n * 2 * I + i], u = inp[n * 2 * I + I + i];
     const float sg = 1.f / (1.f + expf(-g));
     const float d = dout[k];
-    dinp[n * 2 * I + i] += d * u * sg * (1.f + g * (1.f - sg));
-    dinp[n * 2 * I + I + i] += d * g * sg;
+    float* dg = dinp + n * 2 * I + i;
+    const float bg = accumulate ? dg[0] : 0.f, bu = accumulate ? dg[I] : 0.f;
+    dg[0] = bg + d * u * sg * (1.f + g * (1.f - sg));
+    dg[I] = bu + d * g * sg;
   }
 }
 
@@ -174,11 +177,13 @@ LE_API int le_swiglu_fwd(float* out, const float* inp, int N, int I) {
   return op_done(fn);
 }
 
-LE_API int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I) {
+LE_API int le_swiglu_bwd(float* dinp, const float* inp, const float* dout, int N, int I,
+                         int accumulate) {
   using namespace le;
   const char* fn = "le_swiglu_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_swiglu_bwd(dinp, inp, dout, N, I));
-  LAUNCH(swiglu_bwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(dinp, inp, dout, N, I);
+  LAUNCH(swiglu_bwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(dinp, inp, dout, N, I,
+                                                                    accumulate != 0);
   return op_done(fn);
 }

@@ -328,7 +328,8 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
 }
 
 LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout,
-                         const float* inp, const float* w, int N, int Cin, int Cout) {
+                         const float* inp, const float* w, int N, int Cin, int Cout,
+                         int accumulate) {
   using namespace le;
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
@@ -347,7 +348,7 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
     if (dinp) {
       Operand W;
       TRY(prepare(fn, g_scr_b, w, Cout, Cin, &W));
-      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, D, dinp, Cin, true));
+      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, D, dinp, Cin, accumulate != 0));
     }
     if (dw) {
       Operand X;
