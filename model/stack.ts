@@ -586,19 +586,8 @@ export class Stack {
       // The scratch gradients below have one writer each: the backward ops overwrite them
       // (accumulate false) rather than adding into a zero-filled buffer.
       if (rc) this.#activation(ch.fchg[l], ch.fch[l], N);
-      const ffOut = wd.ffOut;
-      e.matmulBwd(
-        sc.dfchg,
-        gb.fcprojw,
-        gb.fcprojb,
-        dfcproj,
-        ch.fchg[l],
-        b.fcprojw,
-        N,
-        ffOut,
-        C,
-        false,
-      );
+      const [dW, dB, ffOut] = [gb.fcprojw, gb.fcprojb, wd.ffOut];
+      e.matmulBwd(sc.dfchg, dW, dB, dfcproj, ch.fchg[l], b.fcprojw, N, ffOut, C, false);
       this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N);
       if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N);
       e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn, false);
