@@ -666,30 +666,26 @@ export class LotusRunner {
     const { qkv: W, kv: KW } = this.model.main.widths;
     const T = P + L, kv = this.#kvcat, dkv = this.#dkvcat;
     let held = -1, pending = -1;
+    // Layer l's two pieces of the past (or of its gradient): the chunk's K/V columns, where
+    // they start in the concatenation, and their rows (the prefix's P, then pass R's L).
+    const pieces = (l: number, grad: boolean) =>
+      [
+        [e.offset((grad ? this.#pre.dqkv : this.#pre.qkv)[l], C * F32), 0, P],
+        [e.offset((grad ? last.dqkv : last.qkv)[l], C * F32), P, L],
+      ] as const;
     // Route the gradient of layer l's past back to the two qkv gradients it came from.
     const route = (l: number) => {
-      e.copyRows(e.offset(this.#pre.dqkv[l], C * F32), dkv, B, P, KW, P * W, W, T * KW, KW, true);
-      const tail = e.offset(dkv, P * KW * F32);
-      e.copyRows(e.offset(last.dqkv[l], C * F32), tail, B, L, KW, L * W, W, T * KW, KW, true);
+      for (const [dst, at, n] of pieces(l, true)) {
+        e.copyRows(dst, e.offset(dkv, at * KW * F32), B, n, KW, n * W, W, T * KW, KW, true);
+      }
     };
     return {
       length: T,
       kv: (l) => {
         if (held !== l) {
-          e.copyRows(
-            kv,
-            e.offset(this.#pre.qkv[l], C * F32),
-            B,
-            P,
-            KW,
-            T * KW,
-            KW,
-            P * W,
-            W,
-            false,
-          );
-          const tail = e.offset(kv, P * KW * F32);
-          e.copyRows(tail, e.offset(last.qkv[l], C * F32), B, L, KW, T * KW, KW, L * W, W, false);
+          for (const [src, at, n] of pieces(l, false)) {
+            e.copyRows(e.offset(kv, at * KW * F32), src, B, n, KW, T * KW, KW, n * W, W, false);
+          }
           held = l;
         }
         return kv;
