@@ -51,12 +51,10 @@ Deno.test({
       "stale-shared": 1,
       // (f) cudaMemcpyAsync lands at the synchronisation, not before
       "async-copy": 1,
-      // (g) warp matrix operations: an exact product; operands loaded, or a product read,
-      // without the __syncwarp that publishes the other lanes' writes; a misaligned tile
-      "wmma-product": 0,
-      "wmma-load-nosync": 1,
-      "wmma-store-nosync": 1,
-      "wmma-misaligned": 1,
+      // (g) the tensor-core product: exact from registers laid out as PTX documents them;
+      // a warp with lanes gone faults
+      "mma-product": 0,
+      "mma-exited": 1,
     });
     const err = new TextDecoder().decode(out.stderr);
     assert(err.includes("neighbour_nosync: the result depends on the order"), err);

@@ -147,6 +147,7 @@ struct Launch_ {
   std::vector<Fiber> fibers;  // grow-only; the first n run this launch
   unsigned n = 0;
   std::vector<uint64_t> lanes;  // one 8-byte slot per thread, for shuffles
+  std::vector<uint32_t> mma;    // six words per thread: its operand registers of an mma
   std::vector<unsigned char> smem;
   std::function<void()> kernel;
   dim3 bidx, bdim, gdim;
@@ -386,6 +387,7 @@ void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... a
     state.fibers[i].tidx = dim3(i % blk.x, (i / blk.x) % blk.y, i / (blk.x * blk.y));
   }
   state.lanes.assign(n, 0);
+  state.mma.assign(6 * size_t(n), 0);
   state.smem.assign(smem + 144, 0);  // room to start at a 128-byte boundary (dyn_shared)
   state.bdim = blk;
   state.gdim = grid;
@@ -485,8 +487,52 @@ T shuffle(unsigned mask, T v, unsigned src) {
   return r;
 }
 
+// PTX's mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for the calling warp: D += A B
+// with A 16 x 16 and B 16 x 8 in bf16, D 16 x 8 in fp32. The registers' layout, as the PTX
+// ISA documents it for this shape (lane L, g = L / 4, t = L % 4; a 32-bit register holds two
+// bf16, the one of lower column or row index in its low half):
+//   a[0]: A(g, 2t..2t+1)   a[1]: A(g+8, 2t..2t+1)   a[2]: A(g, 2t+8..2t+9)   a[3]: A(g+8, 2t+8..)
+//   b[0]: B(2t..2t+1, g)   b[1]: B(2t+8..2t+9, g)
+//   d[0], d[1]: D(g, 2t), D(g, 2t+1)   d[2], d[3]: D(g+8, 2t), D(g+8, 2t+1)
+// Every lane publishes its six operand words and the warp meets (a full-mask warp barrier,
+// so a warp with exited or missing lanes faults, as mma.sync requires all 32); each lane then
+// sums its four elements of D from the others' words, in k order with fp32 fused
+// multiply-adds starting from d (the tensor cores' own order and rounding of the sum are not
+// modelled), and the warp meets again before any lane may publish its next operands.
+inline float mma_half(const uint32_t* regs, unsigned lane, int reg, int hi) {
+  const uint32_t u = (regs[6 * lane + reg] >> (16 * hi)) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
+  const unsigned lin = L->cur->lin, base = lin - lin % 32, lane = lin % 32;
+  uint32_t* mine = &L->mma[6 * size_t(lin)];
+  for (int r = 0; r < 4; r++) mine[r] = a[r];
+  mine[4] = b[0], mine[5] = b[1];
+  yield(Wait::warp, 0xffffffffu);
+  const uint32_t* w = &L->mma[6 * size_t(base)];
+  const int g = int(lane / 4), t = int(lane % 4);
+  float out[4];
+  for (int r = 0; r < 4; r++) {
+    const int m = g + 8 * (r / 2), n = 2 * t + r % 2;
+    float acc = d[r];
+    for (int k = 0; k < 16; k++) {
+      // A(m, k): lane 4 (m % 8) + (k % 8) / 2, register (m / 8) + 2 (k / 8), half k % 2.
+      const float x = mma_half(w, unsigned(4 * (m % 8) + (k % 8) / 2), m / 8 + 2 * (k / 8), k % 2);
+      // B(k, n): lane 4 n + (k % 8) / 2, register 4 + k / 8, half k % 2.
+      const float y = mma_half(w, unsigned(4 * n + (k % 8) / 2), 4 + k / 8, k % 2);
+      acc = std::fmaf(x, y, acc);
+    }
+    out[r] = acc;
+  }
+  yield(Wait::warp, 0xffffffffu);
+  for (int r = 0; r < 4; r++) d[r] = out[r];
+}
+
 }  // namespace emu
 
+#define __launch_bounds__(...)  // the registers a GPU would allot are not modelled
 #define threadIdx (::emu::L->cur->tidx)
 #define blockIdx (::emu::L->bidx)
 #define blockDim (::emu::L->bdim)

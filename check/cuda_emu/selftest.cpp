@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <string>
 
-#include <mma.h>
+#include <cuda_bf16.h>
 
 #include "../../engine/cuda/cublas_api.cuh"
 
@@ -110,42 +110,39 @@ __global__ void stale_shared(float* out) {
   if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 
-// ---- (g) warp matrix operations (mma.h) ---------------------------------------------------
-// One warp multiplies two 16x16 bf16 tiles that its lanes wrote to shared memory, and copies
-// the product out. `sync` 0 leaves out the __syncwarp before the operands are loaded, 2 the
-// one after the product is stored; `offset` moves the A tile off a 32-byte boundary.
-__global__ void wmma_tile(float* out, const float* a, const float* b, int sync, int offset) {
-  namespace w = nvcuda::wmma;
-  __nv_bfloat16* As = dyn_shared<__nv_bfloat16>() + offset;  // [16][16], then B, then C
-  __nv_bfloat16* Bs = dyn_shared<__nv_bfloat16>() + 512;
-  float* Cs = dyn_shared<float>() + 512;
-  const int lane = threadIdx.x;
-  for (int e = lane; e < 256; e += 32) {
-    As[e] = __float2bfloat16_rn(a[e]);
-    Bs[e] = __float2bfloat16_rn(b[e]);
-  }
-  if (sync != 0) __syncwarp();
-  w::fragment<w::matrix_a, 16, 16, 16, __nv_bfloat16, w::row_major> fa;
-  w::fragment<w::matrix_b, 16, 16, 16, __nv_bfloat16, w::col_major> fb;  // B^T
-  w::fragment<w::accumulator, 16, 16, 16, float> fc;
-  w::fill_fragment(fc, 0.f);
-  w::load_matrix_sync(fa, As, 16);
-  w::load_matrix_sync(fb, Bs, 16);
-  w::mma_sync(fc, fa, fb, fc);
-  w::store_matrix_sync(Cs, fc, 16, w::mem_row_major);
-  if (sync != 2) __syncwarp();
-  for (int e = lane; e < 256; e += 32) out[e] = Cs[e];
+// ---- (g) the tensor-core product (emu.h's mma_bf16_16816) ---------------------------------
+// One warp computes D = A B (A 16x16, B 16x8, small integers: exact in bf16 and fp32) from
+// registers filled as the PTX ISA lays out mma.m16n8k16's fragments, and writes D row-major.
+// `exit_half` makes lanes 16..31 return first: mma.sync needs all 32, so that must fault.
+uint32_t pair(const float* m, int i0, int i1) {
+  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(m[i0]))) |
+         uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(m[i1]))) << 16;
+}
+__global__ void mma_tile(float* out, const float* a, const float* b, int exit_half) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  if (exit_half && lane >= 16) return;
+  auto A = [&](int m, int k) { return m * 16 + k; };  // a: row-major 16 x 16
+  auto B = [&](int k, int n) { return k * 8 + n; };   // b: row-major 16 x 8
+  const uint32_t ra[4] = {pair(a, A(g, 2 * t), A(g, 2 * t + 1)),
+                          pair(a, A(g + 8, 2 * t), A(g + 8, 2 * t + 1)),
+                          pair(a, A(g, 2 * t + 8), A(g, 2 * t + 9)),
+                          pair(a, A(g + 8, 2 * t + 8), A(g + 8, 2 * t + 9))};
+  const uint32_t rb[2] = {pair(b, B(2 * t, g), B(2 * t + 1, g)),
+                          pair(b, B(2 * t + 8, g), B(2 * t + 9, g))};
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  ::emu::mma_bf16_16816(d, ra, rb);
+  out[g * 8 + 2 * t] = d[0], out[g * 8 + 2 * t + 1] = d[1];
+  out[(g + 8) * 8 + 2 * t] = d[2], out[(g + 8) * 8 + 2 * t + 1] = d[3];
 }
 
-// out = a b^T for 16x16 row-major tiles of small integers (exact in bf16 and fp32): the
-// number of elements that differ.
-int wmma_wrong(const float* out, const float* a, const float* b) {
+// The number of elements of out (16 x 8) that differ from a b.
+int mma_wrong(const float* out, const float* a, const float* b) {
   int wrong = 0;
   for (int m = 0; m < 16; m++) {
-    for (int n = 0; n < 16; n++) {
+    for (int n = 0; n < 8; n++) {
       float want = 0.f;
-      for (int k = 0; k < 16; k++) want += a[m * 16 + k] * b[n * 16 + k];
-      wrong += !(out[m * 16 + n] == want);
+      for (int k = 0; k < 16; k++) want += a[m * 16 + k] * b[k * 8 + n];
+      wrong += !(out[m * 8 + n] == want);
     }
   }
   return wrong;
@@ -270,25 +267,17 @@ int main(int argc, char** argv) {
   }
   // (g)
   {
-    float* out = dev_floats(256, 0.f);
+    float* out = dev_floats(128, 0.f);
     float* a = dev_floats(256, 0.f);
-    float* b = dev_floats(256, 0.f);
-    for (int i = 0; i < 256; i++) a[i] = float(i % 7 - 3), b[i] = float(i % 5 - 2);
-    const size_t smem = 512 * 2 + 256 * 4 + 64;
-    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 1, 0);
-    int f = settle();
-    const int wrong = wmma_wrong(out, a, b);
-    line("wmma-product", f || wrong, std::to_string(wrong) + " of 256 elements wrong");
-    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 0, 0);
-    f = settle();
-    line("wmma-load-nosync", f || wmma_wrong(out, a, b) ? 1 : 0,
-         "operands loaded before the other lanes wrote them");
-    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 2, 0);
-    f = settle();
-    line("wmma-store-nosync", f || wmma_wrong(out, a, b) ? 1 : 0,
-         "product read before the other lanes stored it");
-    LAUNCH(wmma_tile, 1, 32, smem)(out, a, b, 1, 8);
-    line("wmma-misaligned", settle(), "a tile 16 bytes off a 32-byte boundary");
+    float* b = dev_floats(128, 0.f);
+    for (int i = 0; i < 256; i++) a[i] = float(i % 7 - 3);
+    for (int i = 0; i < 128; i++) b[i] = float(i % 5 - 2);
+    LAUNCH(mma_tile, 1, 32, 0)(out, a, b, 0);
+    const int f = settle();
+    const int wrong = mma_wrong(out, a, b);
+    line("mma-product", f || wrong, std::to_string(wrong) + " of 128 elements wrong");
+    LAUNCH(mma_tile, 1, 32, 0)(out, a, b, 1);
+    line("mma-exited", settle(), "lanes 16..31 returned before the product");
     cudaFree(out);
     cudaFree(a);
     cudaFree(b);

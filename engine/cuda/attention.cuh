@@ -443,7 +443,7 @@ inline int attn_smem_optin(const char* fn, K kernel, size_t bytes) {
 
 // bf16 mode's tensor-core kernels for the statistics form (attention_tc.cuh, which the
 // engine includes after this file).
-inline bool tc_attention_on();
+inline bool tc_attention_on(const AttnShape& s);
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
                             const float* kv_past, const uint8_t* key_valid, const AttnShape& s);
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
@@ -457,7 +457,7 @@ inline int attention_fwd(const char* fn, float* out, float* att, float* stats, c
   const int nqt = (s.Tq + kQT - 1) / kQT;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  if (att == nullptr && tc_attention_on()) {
+  if (att == nullptr && tc_attention_on(s)) {
     return attention_tc_fwd(fn, out, stats, qkv, kv_past, key_valid, s);
   }
   const size_t smem = attn_fwd_smem(s.HS);
@@ -484,7 +484,7 @@ inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const flo
   if (!D) return 1;
   const bool share_b = s.Tp > 0 && dkv_past && s.B > 1 &&
                        s.past_bs < (int64_t)(s.Tp - 1) * s.past_rs + 2 * s.VO;
-  if (att == nullptr && tc_attention_on()) {
+  if (att == nullptr && tc_attention_on(s)) {
     return attention_tc_bwd(fn, dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, s,
                             share_b, D);
   }

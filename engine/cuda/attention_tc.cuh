@@ -1,21 +1,31 @@
-// attention_tc.cuh: the attention kernels of bf16 mode, on tensor cores (nvcuda::wmma,
-// 16x16x16 bf16 products summed in fp32). Same semantics and the same two forms of output as
-// attention.cuh's fp32 kernels, which describes them; these serve the statistics form
-// (le_attention_*stats_*: per-row max and 1 / sum instead of stored probabilities) when the
-// precision is bf16, unless LOTUS_TC_ATTENTION=0.
+// attention_tc.cuh: the attention kernels of bf16 mode, on tensor cores (mma.sync m16n8k16,
+// bf16 operands summed in fp32; common.cuh's mma_bf16_16816). Same semantics and the same
+// statistics form as attention.cuh's fp32 kernels, which describes them; these serve
+// le_attention_*stats_* when the precision is bf16 and the head size is at most 128, unless
+// LOTUS_TC_ATTENTION=0.
 //
-// A block of 4 warps takes 64 rows: queries of one (b, h) in the forward and the dq kernel,
-// keys of one (b, key/value head) in the dkv kernel; warp w owns rows 16w .. 16w+15. The other
-// side streams through shared memory 64 rows at a time. Operands are rounded to bf16 as they
-// are staged (rows padded with zeros to HSP, the head size rounded up to 16, and a row pitch of
-// HSP + 8 so that rows start in different banks). Each warp forms its 16 x 64 tile of scores
-// with tensor cores into fp32 shared memory; then lanes 2r and 2r + 1 take row r of the tile,
-// the even and the odd columns, for the softmax's arithmetic (in fp32, max and sum combined
-// with one shuffle); the bf16 probabilities (or dS) go back to shared memory for the next
-// product. Output and gradient accumulators are fp32 tiles in shared memory that the warp
-// loads, multiplies into and stores (the forward's rows rescaled by exp(m_old - m_new) in
-// between). As in attention.cuh: no atomics, every gradient element written by one thread in
-// a fixed order (deterministic), D_i = sum_j p_ij dp_ij formed by the dq kernel in double.
+// Flash-style: scores, probabilities, dS and every accumulator live in registers. A block of
+// 4 warps owns 64 rows (queries of one (b, h) in the forward and the dq kernel, keys of one
+// (b, key/value head) in the dkv kernel), warp w rows 16w .. 16w + 15; the other side streams
+// through shared memory NC rows at a time (NC = 64, or 32 when the head size is over 64, to
+// bound the registers). Operands are rounded to bf16 as they are staged (rows padded with
+// zeros to HSP, the head size rounded up to 16, at a pitch of HSP + 8 elements so that the
+// fragment loads of a warp hit 32 different banks). A warp forms its 16 x NC scores with
+// mma.sync: lane (g, t) holds rows g and g + 8, columns 2t, 2t + 1 of each 8-column tile, so
+// a row's max and sum combine over the four lanes of a group (two shuffles). The accumulator
+// layout of two adjacent 8-column tiles is the A operand layout of a 16-column slice, so the
+// probabilities (and dS) are packed to bf16 in registers and go straight into the next
+// product, P V (dS K, P^T dout, dS^T q), without a trip through shared memory. The forward's
+// output rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each
+// thread's partial row sum is combined over its group once at the end.
+//
+// Shared memory per block, at HSP = 64: 27 KiB (forward), 37 KiB (dq, dkv): against 72 and
+// more for a version with the scores and accumulators in shared memory, so several blocks fit
+// on a multiprocessor to hide the staging's load latency.
+//
+// As in attention.cuh: no atomics, every gradient element written by one thread in a fixed
+// order (deterministic), D_i = sum_j p_ij dp_ij formed by the dq kernel in double (a first
+// pass over the keys), the probabilities recomputed from the forward's statistics.
 //
 // Precision: q.k, p.v, dout.v, ds.k, ds.q and p.dout take bf16 operands (q, k, v, dout as
 // staged, p and ds rounded after the fp32 softmax arithmetic) with fp32 sums, as a bf16
@@ -23,82 +33,37 @@
 // 2^-8 relative per element (check/parity.ts's bf16 op bound).
 #pragma once
 
-#include <mma.h>
-
 #include "attention.cuh"
 
 namespace le {
 
 constexpr int kTcWarps = 4;
-constexpr int kTcRows = 16;                   // rows per warp (one wmma tile)
-constexpr int kTcTile = kTcWarps * kTcRows;   // rows per block, and per streamed tile
-constexpr int kTcSld = kTcTile + 4;           // fp32 score tile pitch (floats)
-constexpr int kTcPld = kTcTile + 8;           // bf16 probability tile pitch (elements)
+constexpr int kTcRows = 16;                  // rows per warp (one m16 tile)
+constexpr int kTcTile = kTcWarps * kTcRows;  // rows per block
 
-__host__ __device__ inline int tc_hsp(int HS) { return (HS + 15) / 16 * 16; }
+// The head size rounded up to a kernel instance (16, 32, 64 or 128); 0 when over 128.
+__host__ __device__ inline int tc_hsp(int HS) {
+  return HS <= 16 ? 16 : HS <= 32 ? 32 : HS <= 64 ? 64 : HS <= 128 ? 128 : 0;
+}
+// Rows of the streamed side per step.
+__host__ __device__ constexpr int tc_cols(int HSP) { return HSP <= 64 ? 64 : 32; }
 
-// Shared memory regions of a kernel, each starting 128 bytes from the last boundary (wmma's
-// pointers need 32): the same sizes on the host (total) and in the kernel (offsets).
-struct TcCarve {
-  size_t off = 0;
-  __host__ __device__ size_t take(size_t bytes) {
-    const size_t at = off;
-    off += (bytes + 127) / 128 * 128;
-    return at;
-  }
-};
-
-// A [kTcTile][HSP + 8] bf16 tile, a [kTcTile][kTcSld] fp32 score tile, a [kTcTile][kTcPld]
-// bf16 probability tile, a [kTcTile][HSP + 4] fp32 accumulator tile.
-__host__ __device__ inline size_t tc_op_bytes(int HSP) { return (size_t)kTcTile * (HSP + 8) * 2; }
-__host__ __device__ inline size_t tc_s_bytes() { return (size_t)kTcTile * kTcSld * 4; }
-__host__ __device__ inline size_t tc_p_bytes() { return (size_t)kTcTile * kTcPld * 2; }
-__host__ __device__ inline size_t tc_acc_bytes(int HSP) { return (size_t)kTcTile * (HSP + 4) * 4; }
-
-struct TcFwdSmem {
-  size_t q, k, v, s, p, o, total;
-  __host__ __device__ explicit TcFwdSmem(int HSP) {
-    TcCarve c;
-    q = c.take(tc_op_bytes(HSP)), k = c.take(tc_op_bytes(HSP)), v = c.take(tc_op_bytes(HSP));
-    s = c.take(tc_s_bytes()), p = c.take(tc_p_bytes()), o = c.take(tc_acc_bytes(HSP));
-    total = c.off;
-  }
-};
-
-struct TcDqSmem {
-  size_t q, dout, k, v, s, ds, dq, total;
-  __host__ __device__ explicit TcDqSmem(int HSP) {
-    TcCarve c;
-    q = c.take(tc_op_bytes(HSP)), dout = c.take(tc_op_bytes(HSP));
-    k = c.take(tc_op_bytes(HSP)), v = c.take(tc_op_bytes(HSP));
-    s = c.take(tc_s_bytes()), ds = c.take(tc_p_bytes()), dq = c.take(tc_acc_bytes(HSP));
-    total = c.off;
-  }
-};
-
-struct TcDkvSmem {
-  size_t k, v, q, dout, rows, s, p, ds, dk, dv, total;
-  __host__ __device__ explicit TcDkvSmem(int HSP) {
-    TcCarve c;
-    k = c.take(tc_op_bytes(HSP)), v = c.take(tc_op_bytes(HSP));
-    q = c.take(tc_op_bytes(HSP)), dout = c.take(tc_op_bytes(HSP));
-    rows = c.take(3 * kTcTile * sizeof(float));  // the query tile's m, 1 / sum and D
-    s = c.take(tc_s_bytes()), p = c.take(tc_p_bytes()), ds = c.take(tc_p_bytes());
-    dk = c.take(tc_acc_bytes(HSP)), dv = c.take(tc_acc_bytes(HSP));
-    total = c.off;
-  }
-};
+// Dynamic shared memory: `own` rows and 2 * NC streamed rows of bf16 at pitch HSP + 8, then
+// `extra` bytes.
+__host__ __device__ inline size_t tc_smem(int HSP, int own, size_t extra) {
+  return (size_t)(own + 2 * tc_cols(HSP)) * (HSP + 8) * 2 + extra;
+}
 
 // Stages n rows of HS floats (row r at src(r)) into dst[r * (HSP + 8) + d] as bf16, zeros in
-// the padding columns and in rows n .. kTcTile - 1; all threads of the block. A thread takes
+// the padding columns and in rows n .. rows - 1; all threads of the block. A thread takes
 // four channels at a time (one float4 load where the row is 16-byte aligned and holds all four,
 // else scalar loads) and issues kTcStageU of those loads before it stores any: staging is
 // bound by the latency of global loads, and a thread with one load in flight at a time left a
 // tile's staging tens of microseconds long.
 constexpr int kTcStageU = 8;
 template <class Src>
-__device__ inline void tc_stage(__nv_bfloat16* dst, int n, int HS, int HSP, Src src) {
-  const int ld = HSP + 8, q4 = HSP / 4, total = kTcTile * q4;
+__device__ inline void tc_stage(__nv_bfloat16* dst, int rows, int n, int HS, int HSP, Src src) {
+  const int ld = HSP + 8, q4 = HSP / 4, total = rows * q4;
   for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
     float4 v[kTcStageU];
 #pragma unroll
@@ -130,284 +95,339 @@ __device__ inline void tc_stage(__nv_bfloat16* dst, int n, int HS, int HSP, Src 
   }
 }
 
-namespace wmma = nvcuda::wmma;
-using TcA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using TcBrow = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using TcBcol = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
-using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+// Fragment loads from a staged bf16 tile T of pitch ld (g, t: the lane's group and place).
+__device__ inline uint32_t ld_bf16x2(const __nv_bfloat16* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+// A = rows r0 .. r0 + 15 of T, columns k0 .. k0 + 15.
+__device__ inline void tc_frag_a(uint32_t (&a)[4], const __nv_bfloat16* T, int ld, int r0, int k0,
+                                 int g, int t) {
+  const __nv_bfloat16* p = T + (r0 + g) * ld + k0 + 2 * t;
+  a[0] = ld_bf16x2(p), a[1] = ld_bf16x2(p + 8 * ld);
+  a[2] = ld_bf16x2(p + 8), a[3] = ld_bf16x2(p + 8 * ld + 8);
+}
+// B(k, n) = T[n0 + n][k0 + k]: T's rows are B's columns (keys in q k^T).
+__device__ inline void tc_frag_bt(uint32_t (&b)[2], const __nv_bfloat16* T, int ld, int n0,
+                                  int k0, int g, int t) {
+  const __nv_bfloat16* p = T + (n0 + g) * ld + k0 + 2 * t;
+  b[0] = ld_bf16x2(p), b[1] = ld_bf16x2(p + 8);
+}
+// B(k, n) = T[k0 + k][n0 + n]: T's rows are B's rows (values in p v).
+__device__ inline void tc_frag_b(uint32_t (&b)[2], const __nv_bfloat16* T, int ld, int k0, int n0,
+                                 int g, int t) {
+  const unsigned short* p =
+      reinterpret_cast<const unsigned short*>(T + (k0 + 2 * t) * ld + n0 + g);
+  b[0] = (uint32_t)p[0] | ((uint32_t)p[ld] << 16);
+  b[1] = (uint32_t)p[8 * ld] | ((uint32_t)p[9 * ld] << 16);
+}
 
-// The warp's 16 x 64 tile S = A B^T into fp32 S (pitch kTcSld): A's 16 rows and B's 64 rows
-// are bf16 tiles of pitch HSP + 8, summed over HSP columns.
-__device__ inline void tc_abt(float* S, const __nv_bfloat16* A, const __nv_bfloat16* B, int HSP) {
-  const int ld = HSP + 8;
-  for (int t = 0; t < kTcTile / 16; t++) {
-    TcAcc acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int kk = 0; kk < HSP; kk += 16) {
-      TcA a;
-      TcBcol bt;
-      wmma::load_matrix_sync(a, A + kk, ld);
-      wmma::load_matrix_sync(bt, B + 16 * t * ld + kk, ld);
-      wmma::mma_sync(acc, a, bt, acc);
+// The warp's 16 x NC products S = A B^T: A = 16 rows of A_s from row r0, B = NC rows of B_s,
+// both staged tiles, summed over HSP columns. s[n][r] is the lane's element r of the n-th
+// 8-column tile.
+template <int HSP, int NC>
+__device__ inline void tc_scores(float (&s)[NC / 8][4], const __nv_bfloat16* A_s, int r0,
+                                 const __nv_bfloat16* B_s, int g, int t) {
+  constexpr int ld = HSP + 8;
+#pragma unroll
+  for (int n = 0; n < NC / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kd = 0; kd < HSP / 16; kd++) {
+    uint32_t a[4];
+    tc_frag_a(a, A_s, ld, r0, 16 * kd, g, t);
+#pragma unroll
+    for (int n = 0; n < NC / 8; n++) {
+      uint32_t b[2];
+      tc_frag_bt(b, B_s, ld, 8 * n, 16 * kd, g, t);
+      mma_bf16_16816(s[n], a, b);
     }
-    wmma::store_matrix_sync(S + 16 * t, acc, kTcSld, wmma::mem_row_major);
   }
 }
 
-// The warp's 16 x HSP accumulator tile Acc (fp32, pitch HSP + 4) += P B: P's 16 rows are bf16
-// of pitch kTcPld over 64 columns, B's 64 rows bf16 of pitch HSP + 8.
-__device__ inline void tc_acc_pb(float* Acc, const __nv_bfloat16* P, const __nv_bfloat16* B,
-                                 int HSP) {
-  const int ld = HSP + 8, lda = HSP + 4;
-  for (int t = 0; t < HSP; t += 16) {
-    TcAcc acc;
-    wmma::load_matrix_sync(acc, Acc + t, lda, wmma::mem_row_major);
-    for (int kk = 0; kk < kTcTile; kk += 16) {
-      TcA a;
-      TcBrow bm;
-      wmma::load_matrix_sync(a, P + kk, kTcPld);
-      wmma::load_matrix_sync(bm, B + kk * ld + t, ld);
-      wmma::mma_sync(acc, a, bm, acc);
+// acc (16 x HSP, as HSP / 8 tiles) += P B: P the lane's 16 x NC registers in the accumulator
+// layout (rounded to bf16 here), B = NC staged rows of B_s.
+template <int HSP, int NC>
+__device__ inline void tc_acc_pb(float (&acc)[HSP / 8][4], const float (&p)[NC / 8][4],
+                                 const __nv_bfloat16* B_s, int g, int t) {
+  constexpr int ld = HSP + 8;
+#pragma unroll
+  for (int kc = 0; kc < NC / 16; kc++) {
+    const uint32_t a[4] = {pack_bf16x2(p[2 * kc][0], p[2 * kc][1]),
+                           pack_bf16x2(p[2 * kc][2], p[2 * kc][3]),
+                           pack_bf16x2(p[2 * kc + 1][0], p[2 * kc + 1][1]),
+                           pack_bf16x2(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+    for (int nd = 0; nd < HSP / 8; nd++) {
+      uint32_t b[2];
+      tc_frag_b(b, B_s, ld, 16 * kc, 8 * nd, g, t);
+      mma_bf16_16816(acc[nd], a, b);
     }
-    wmma::store_matrix_sync(Acc + t, acc, lda, wmma::mem_row_major);
   }
 }
 
-// grid: B*NH*nqt blocks (64-query tiles, fastest); dynamic shared memory: TcFwdSmem(HSP).total.
-// stats is nullable.
-__global__ void attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16,
+// Sum, or max, of a value over the four lanes of a group (the lanes that share a row).
+__device__ inline float group_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+template <class T>
+__device__ inline T group_sum(T v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// grid: B*NH*nqt blocks (64-query tiles, fastest); dynamic shared memory:
+// tc_smem(HSP, kTcTile, NC). stats is nullable.
+template <int HSP>
+__global__ void __launch_bounds__(128, 4) attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16,
                                         float* stats, const float* qkv, const float* past,
                                         const uint8_t* key_valid, AttnShape s, float scale,
                                         int nqt) {
-  const int HS = s.HS, HSP = tc_hsp(HS), ldh = HSP + 8, ldo = HSP + 4;
-  const TcFwdSmem at(HSP);
-  unsigned char* base = dyn_shared<unsigned char>();
-  auto* Qs = reinterpret_cast<__nv_bfloat16*>(base + at.q);
-  auto* Ks = reinterpret_cast<__nv_bfloat16*>(base + at.k);
-  auto* Vs = reinterpret_cast<__nv_bfloat16*>(base + at.v);
-  auto* Ss = reinterpret_cast<float*>(base + at.s);
-  auto* Ps = reinterpret_cast<__nv_bfloat16*>(base + at.p);
-  auto* Os = reinterpret_cast<float*>(base + at.o);
+  constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
+  const int HS = s.HS;
+  auto* Qs = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
+  __nv_bfloat16* Ks = Qs + kTcTile * ld;   // [NC][ld]
+  __nv_bfloat16* Vs = Ks + NC * ld;        // [NC][ld]
+  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]: key exists and is valid
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
-  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage(Qs, nq, HS, HSP, [&](int r) {
+  tc_stage(Qs, kTcTile, nq, HS, HSP, [&](int r) {
     return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS;
   });
-  for (int e = tid; e < kTcTile * ldo; e += blockDim.x) Os[e] = 0.f;
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
-  // The warp's rows; lanes 2r and 2r + 1 hold row r's state.
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
-  const int r = lane >> 1, half = lane & 1, i = i0 + wr0 + r;
-  float* Sw = Ss + wr0 * kTcSld;
-  float m = -INFINITY, l = 0.f;
-  const int nk_max = s.Tp + i0 + nq;   // keys the block's last query sees
+  const int ig = i0 + wr0 + g;  // the lane's rows: ig and ig + 8 (query indices)
+  float o[HSP / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int nk_max = s.Tp + i0 + nq;        // keys the block's last query sees
   const int wk_max = s.Tp + i0 + wr0 + wn;  // keys the warp's last query sees
-  for (int j0 = 0; j0 < nk_max; j0 += kTcTile) {
-    const int nkt = min(kTcTile, nk_max - j0);
-    __syncthreads();  // the previous tile is no longer read (and Qs, Os are published)
-    tc_stage(Ks, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
-    tc_stage(Vs, nkt, HS, HSP,
+  for (int j0 = 0; j0 < nk_max; j0 += NC) {
+    const int nkt = min(NC, nk_max - j0);
+    __syncthreads();  // the previous tile is no longer read
+    tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
+    tc_stage(Vs, NC, nkt, HS, HSP,
              [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
+    if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
-    tc_abt(Sw, Qs + wr0 * ldh, Ks, HSP);
-    __syncwarp();
-    float sc[kTcTile / 2], tmax = -INFINITY;
-    for (int c = 0; c < kTcTile / 2; c++) {
-      const int kk = 2 * c + half, j = j0 + kk;
-      const bool ok = r < wn && kk < nkt && (!valid || valid[j]) && j <= s.Tp + i;
-      sc[c] = ok ? Sw[r * kTcSld + kk] * scale : -INFINITY;
-      tmax = fmaxf(tmax, sc[c]);
+    float sc[NT][4];
+    tc_scores<HSP, NC>(sc, Qs, wr0, Ks, g, t);
+    float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
+        const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi;
+        sc[n][r] = ok ? sc[n][r] * scale : -INFINITY;
+        tmax[hi] = fmaxf(tmax[hi], sc[n][r]);
+      }
     }
-    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-    const float mn = fmaxf(m, tmax);
-    const float alpha = mn == -INFINITY ? 1.f : expf(m - mn);  // m = -inf: exp(-inf) = 0
-    m = mn;
-    float t = 0.f;
-    for (int c = 0; c < kTcTile / 2; c++) {
-      const float p = sc[c] == -INFINITY ? 0.f : expf(sc[c] - m);
-      t += p;
-      Ps[(wr0 + r) * kTcPld + 2 * c + half] = __float2bfloat16_rn(p);
+    float alpha[2];
+#pragma unroll
+    for (int hi = 0; hi < 2; hi++) {
+      const float mn = fmaxf(m[hi], group_max(tmax[hi]));
+      alpha[hi] = mn == -INFINITY ? 1.f : expf(m[hi] - mn);  // m = -inf: exp(-inf) = 0
+      m[hi] = mn;
+      l[hi] *= alpha[hi];
     }
-    t += __shfl_xor_sync(0xffffffffu, t, 1);  // both lanes: the same two halves, summed
-    l = l * alpha + t;
-    for (int d = half; d < HSP; d += 2) Os[(wr0 + r) * ldo + d] *= alpha;
-    __syncwarp();
-    tc_acc_pb(Os + wr0 * ldo, Ps + wr0 * kTcPld, Vs, HSP);
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int hi = r >> 1;
+        sc[n][r] = sc[n][r] == -INFINITY ? 0.f : expf(sc[n][r] - m[hi]);
+        l[hi] += sc[n][r];
+      }
+    }
+#pragma unroll
+    for (int nd = 0; nd < HSP / 8; nd++) {
+      o[nd][0] *= alpha[0], o[nd][1] *= alpha[0], o[nd][2] *= alpha[1], o[nd][3] *= alpha[1];
+    }
+    tc_acc_pb<HSP, NC>(o, sc, Vs, g, t);
   }
-  __syncwarp();
-  // The warp writes its rows, lanes along the channels (row r's state from lane 2r).
-  for (int rr = 0; rr < kTcRows; rr++) {
-    const float lr = __shfl_sync(0xffffffffu, l, 2 * rr);
-    const float mr = __shfl_sync(0xffffffffu, m, 2 * rr);
+#pragma unroll
+  for (int hi = 0; hi < 2; hi++) {
+    const float lr = group_sum(l[hi]);
+    const int rr = g + 8 * hi, ii = ig + 8 * hi;
     if (rr >= wn) continue;
-    const int ii = i0 + wr0 + rr;
     const bool none = lr == 0.f;  // no visible valid key: output 0
     const float inv = none ? 0.f : 1.f / lr;
-    float* o = out + ((int64_t)b * s.Tq + ii) * s.C + h * HS;
+    float* orow = out + ((int64_t)b * s.Tq + ii) * s.C + h * HS;
     __nv_bfloat16* o16 = out16 ? out16 + ((int64_t)b * s.Tq + ii) * ld16 + h * HS : nullptr;
-    for (int d = lane; d < HS; d += 32) {
-      const float v = Os[(wr0 + rr) * ldo + d] * inv;
-      o[d] = v;
-      if (o16) o16[d] = __float2bfloat16_rn(v);  // common.cuh's produced operands
+#pragma unroll
+    for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        const int d = 8 * nd + 2 * t + c;
+        if (d >= HS) continue;
+        const float v = o[nd][2 * hi + c] * inv;
+        orow[d] = v;
+        if (o16) o16[d] = __float2bfloat16_rn(v);  // common.cuh's produced operands
+      }
     }
-    if (stats && lane == 0) {  // null: a chunk without gradients keeps nothing
-      stats[((int64_t)bh * s.Tq + ii) * 2] = none ? -INFINITY : mr;
+    if (stats && t == 0) {  // null: a chunk without gradients keeps nothing
+      stats[((int64_t)bh * s.Tq + ii) * 2] = none ? -INFINITY : m[hi];
       stats[((int64_t)bh * s.Tq + ii) * 2 + 1] = inv;
     }
   }
 }
 
-// grid: B*NH*nqt blocks; dynamic shared memory: TcDqSmem(HSP).total. Writes D to Dg [B,NH,Tq].
-__global__ void attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout,
+// grid: B*NH*nqt blocks; dynamic shared memory: tc_smem(HSP, 2 * kTcTile, NC). Writes D to
+// Dg [B,NH,Tq] and adds dq to dqkv.
+template <int HSP>
+__global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout,
                                        const float* stats, const uint8_t* key_valid,
                                        const float* qkv, const float* past, AttnShape s,
                                        float scale, int nqt) {
-  const int HS = s.HS, HSP = tc_hsp(HS), ldh = HSP + 8, ldo = HSP + 4;
-  const TcDqSmem at(HSP);
-  unsigned char* base = dyn_shared<unsigned char>();
-  auto* Qs = reinterpret_cast<__nv_bfloat16*>(base + at.q);
-  auto* dOs = reinterpret_cast<__nv_bfloat16*>(base + at.dout);
-  auto* Ks = reinterpret_cast<__nv_bfloat16*>(base + at.k);
-  auto* Vs = reinterpret_cast<__nv_bfloat16*>(base + at.v);
-  auto* Ss = reinterpret_cast<float*>(base + at.s);
-  auto* dSs = reinterpret_cast<__nv_bfloat16*>(base + at.ds);
-  auto* dQs = reinterpret_cast<float*>(base + at.dq);
+  constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
+  const int HS = s.HS;
+  auto* Qs = dyn_shared<__nv_bfloat16>();   // [kTcTile][ld]
+  __nv_bfloat16* dOs = Qs + kTcTile * ld;   // [kTcTile][ld]
+  __nv_bfloat16* Ks = dOs + kTcTile * ld;   // [NC][ld]
+  __nv_bfloat16* Vs = Ks + NC * ld;         // [NC][ld]
+  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
-  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage(Qs, nq, HS, HSP, [&](int r) {
+  tc_stage(Qs, kTcTile, nq, HS, HSP, [&](int r) {
     return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS;
   });
-  tc_stage(dOs, nq, HS, HSP,
+  tc_stage(dOs, kTcTile, nq, HS, HSP,
            [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
-  for (int e = tid; e < kTcTile * ldo; e += blockDim.x) dQs[e] = 0.f;
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
-  const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
-  const int r = lane >> 1, half = lane & 1, i = i0 + wr0 + r;
-  const bool row_ok = r < wn;
-  const float mi = row_ok ? stats[((int64_t)bh * s.Tq + i) * 2] : 0.f;
-  const float inv = row_ok ? stats[((int64_t)bh * s.Tq + i) * 2 + 1] : 0.f;
-  float* Sw = Ss + wr0 * kTcSld;
+  const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
+  float mi[2], inv[2];
+#pragma unroll
+  for (int hi = 0; hi < 2; hi++) {
+    const bool in = g + 8 * hi < wn;
+    mi[hi] = in ? stats[((int64_t)bh * s.Tq + ig + 8 * hi) * 2] : 0.f;
+    inv[hi] = in ? stats[((int64_t)bh * s.Tq + ig + 8 * hi) * 2 + 1] : 0.f;
+  }
   const int nk_max = s.Tp + i0 + nq, wk_max = s.Tp + i0 + wr0 + wn;
-  double part = 0;
-  float D = 0.f;
+  double part[2] = {0, 0};
+  float D[2] = {0.f, 0.f};
+  float dq[HSP / 8][4] = {};
   for (int pass = 0; pass < 2; pass++) {
-    for (int j0 = 0; j0 < nk_max; j0 += kTcTile) {
-      const int nkt = min(kTcTile, nk_max - j0);
+    for (int j0 = 0; j0 < nk_max; j0 += NC) {
+      const int nkt = min(NC, nk_max - j0);
       __syncthreads();
-      tc_stage(Ks, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
-      tc_stage(Vs, nkt, HS, HSP,
+      tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
+      tc_stage(Vs, NC, nkt, HS, HSP,
                [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
+      if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
       __syncthreads();
       if (wn == 0 || j0 >= wk_max) continue;
-      // p from the recomputed scores, kept in registers; then dp into the same tile.
-      tc_abt(Sw, Qs + wr0 * ldh, Ks, HSP);
-      __syncwarp();
-      float p[kTcTile / 2];
-      for (int c = 0; c < kTcTile / 2; c++) {
-        const int kk = 2 * c + half, j = j0 + kk;
-        const bool ok = row_ok && kk < nkt && (!valid || valid[j]) && j <= s.Tp + i && inv != 0.f;
-        p[c] = ok ? expf(Sw[r * kTcSld + kk] * scale - mi) * inv : 0.f;
+      float p[NT][4], dp[NT][4];
+      tc_scores<HSP, NC>(p, Qs, wr0, Ks, g, t);
+      tc_scores<HSP, NC>(dp, dOs, wr0, Vs, g, t);
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+          const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
+          const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi &&
+                          inv[hi] != 0.f;
+          p[n][r] = ok ? expf(p[n][r] * scale - mi[hi]) * inv[hi] : 0.f;
+          if (pass == 0) {
+            part[hi] += (double)p[n][r] * dp[n][r];
+          } else {
+            p[n][r] = p[n][r] * (dp[n][r] - D[hi]) * scale;  // dS
+          }
+        }
       }
-      __syncwarp();  // every lane has read the scores
-      tc_abt(Sw, dOs + wr0 * ldh, Vs, HSP);
-      __syncwarp();
-      if (pass == 0) {
-        for (int c = 0; c < kTcTile / 2; c++) part += (double)p[c] * Sw[r * kTcSld + 2 * c + half];
-        continue;
-      }
-      for (int c = 0; c < kTcTile / 2; c++) {
-        const float dp = Sw[r * kTcSld + 2 * c + half];
-        dSs[(wr0 + r) * kTcPld + 2 * c + half] = __float2bfloat16_rn(p[c] * (dp - D) * scale);
-      }
-      __syncwarp();
-      tc_acc_pb(dQs + wr0 * ldo, dSs + wr0 * kTcPld, Ks, HSP);
+      if (pass == 1) tc_acc_pb<HSP, NC>(dq, p, Ks, g, t);
     }
     if (pass == 0) {
-      D = (float)(part + __shfl_xor_sync(0xffffffffu, part, 1));  // the same sum in both lanes
-      if (row_ok && half == 0) Dg[(int64_t)bh * s.Tq + i] = D;
+#pragma unroll
+      for (int hi = 0; hi < 2; hi++) {
+        D[hi] = (float)group_sum(part[hi]);  // the same sum in the group's four lanes
+        if (g + 8 * hi < wn && t == 0) Dg[(int64_t)bh * s.Tq + ig + 8 * hi] = D[hi];
+      }
     }
   }
-  __syncwarp();
-  // The warp adds its rows to dqkv, kTcStageU read-modify-writes in flight a lane.
-  for (int e0 = lane; e0 < wn * HS; e0 += kTcStageU * 32) {
-    float* dq[kTcStageU];
-    float x[kTcStageU];
+  // The lane adds its elements to dqkv: all loads first, then the stores.
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
-      const int e = e0 + 32 * u, rr = e / HS, d = e % HS;
-      dq[u] = e < wn * HS ? dqkv + ((int64_t)b * s.Tq + i0 + wr0 + rr) * s.QS + h * HS + d
-                          : nullptr;
-      if (dq[u]) x[u] = *dq[u];
+  for (int hi = 0; hi < 2; hi++) {
+    if (g + 8 * hi >= wn) continue;
+    float* row = dqkv + ((int64_t)b * s.Tq + ig + 8 * hi) * s.QS + h * HS;
+    float x[HSP / 8][2];
+#pragma unroll
+    for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        const int d = 8 * nd + 2 * t + c;
+        x[nd][c] = d < HS ? row[d] : 0.f;
+      }
     }
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
-      const int e = e0 + 32 * u;
-      if (dq[u]) *dq[u] = x[u] + dQs[(wr0 + e / HS) * ldo + e % HS];
+    for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        const int d = 8 * nd + 2 * t + c;
+        if (d < HS) row[d] = x[nd][c] + dq[nd][2 * hi + c];
+      }
     }
   }
 }
 
 // grid: B*NKV*nkt blocks (64-key tiles, fastest), or NKV blocks with share_b (each walks b,
-// then the key tiles, in order); dynamic shared memory: TcDkvSmem(HSP).total.
-__global__ void attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg,
+// then the key tiles, in order); dynamic shared memory: tc_smem(HSP, 2 * kTcTile, 3 NC floats).
+template <int HSP>
+__global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2) attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg,
                                         const float* dout, const float* stats,
                                         const uint8_t* key_valid, const float* qkv,
                                         const float* past, AttnShape s, float scale,
                                         int nkt_all, bool share_b) {
-  const int HS = s.HS, HSP = tc_hsp(HS), ldh = HSP + 8, ldo = HSP + 4, NKV = s.NH / s.G;
-  const TcDkvSmem at(HSP);
-  unsigned char* base = dyn_shared<unsigned char>();
-  auto* Ks = reinterpret_cast<__nv_bfloat16*>(base + at.k);
-  auto* Vs = reinterpret_cast<__nv_bfloat16*>(base + at.v);
-  auto* Qs = reinterpret_cast<__nv_bfloat16*>(base + at.q);
-  auto* dOs = reinterpret_cast<__nv_bfloat16*>(base + at.dout);
-  auto* ms = reinterpret_cast<float*>(base + at.rows);  // [kTcTile] each
-  float* invs = ms + kTcTile;
-  float* Ds = invs + kTcTile;
-  auto* Ss = reinterpret_cast<float*>(base + at.s);
-  auto* Ps = reinterpret_cast<__nv_bfloat16*>(base + at.p);
-  auto* dSs = reinterpret_cast<__nv_bfloat16*>(base + at.ds);
-  auto* dKs = reinterpret_cast<float*>(base + at.dk);
-  auto* dVs = reinterpret_cast<float*>(base + at.dv);
-  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
+  const int HS = s.HS, NKV = s.NH / s.G;
+  auto* Ks = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
+  __nv_bfloat16* Vs = Ks + kTcTile * ld;   // [kTcTile][ld]
+  __nv_bfloat16* Qs = Vs + kTcTile * ld;   // [NC][ld]
+  __nv_bfloat16* dOs = Qs + NC * ld;       // [NC][ld]
+  auto* ms = reinterpret_cast<float*>(dOs + NC * ld);  // [NC] each: m, 1 / sum, D
+  float* invs = ms + NC;
+  float* Ds = invs + NC;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int kvh = share_b ? (int)blockIdx.x : (int)(blockIdx.x / nkt_all) % NKV;
   const int b_lo = share_b ? 0 : (int)(blockIdx.x / nkt_all) / NKV;
   const int b_hi = share_b ? s.B : b_lo + 1;
   const int t_lo = share_b ? 0 : (int)(blockIdx.x % nkt_all), t_hi = share_b ? nkt_all : t_lo + 1;
   const int h_lo = kvh * s.G, h_hi = h_lo + s.G;  // the query heads that read this key head
-  // The warp's 16 keys are rows of the score tiles here (S^T = K Q^T); lanes 2r and 2r + 1
-  // take key r, the even and the odd queries.
-  const int wr0 = kTcRows * w, r = lane >> 1, half = lane & 1;
-  float* Sw = Ss + wr0 * kTcSld;
+  // The warp's 16 keys are the rows of its products here (S^T = K Q^T); the lane holds keys
+  // jg and jg + 8.
+  const int wr0 = kTcRows * w;
   for (int b = b_lo; b < b_hi; b++) {
     const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
-    for (int t = t_lo; t < t_hi; t++) {
-      const int j0 = t * kTcTile, nkt = min(kTcTile, s.Tk - j0);
+    for (int tile = t_lo; tile < t_hi; tile++) {
+      const int j0 = tile * kTcTile, nkt = min(kTcTile, s.Tk - j0);
       if (j0 + nkt <= s.Tp && !dkv_past) continue;  // past keys without a gradient
-      const int wn = max(0, min(kTcRows, nkt - wr0)), j = j0 + wr0 + r;
-      const bool key_ok = r < wn && (!valid || valid[j]);
-      __syncthreads();  // the previous tile's results are written
-      tc_stage(Ks, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h_lo, j0 + k); });
-      tc_stage(Vs, nkt, HS, HSP,
+      const int wn = max(0, min(kTcRows, nkt - wr0)), jg = j0 + wr0 + g;
+      bool key_ok[2];
+#pragma unroll
+      for (int hi = 0; hi < 2; hi++) {
+        key_ok[hi] = g + 8 * hi < wn && (!valid || valid[jg + 8 * hi]);
+      }
+      __syncthreads();  // the previous tile's keys are no longer read
+      tc_stage(Ks, kTcTile, nkt, HS, HSP,
+               [&](int k) { return key_ptr(s, qkv, past, b, h_lo, j0 + k); });
+      tc_stage(Vs, kTcTile, nkt, HS, HSP,
                [&](int k) { return key_ptr(s, qkv, past, b, h_lo, j0 + k) + s.VO; });
-      for (int e = tid; e < kTcTile * ldo; e += blockDim.x) dKs[e] = 0.f, dVs[e] = 0.f;
+      float dk[HSP / 8][4] = {}, dv[HSP / 8][4] = {};
       const int i_first = j0 - s.Tp > 0 ? j0 - s.Tp : 0;  // the first query that sees key j0
       for (int h = h_lo; h < h_hi; h++) {
         const int bh = b * s.NH + h;
-        for (int i0 = i_first; i0 < s.Tq; i0 += kTcTile) {
-          const int nq = min(kTcTile, s.Tq - i0);
+        for (int i0 = i_first; i0 < s.Tq; i0 += NC) {
+          const int nq = min(NC, s.Tq - i0);
           __syncthreads();  // the previous query tile is no longer read
-          tc_stage(Qs, nq, HS, HSP, [&](int q) {
+          tc_stage(Qs, NC, nq, HS, HSP, [&](int q) {
             return qkv + ((int64_t)b * s.Tq + i0 + q) * s.QS + h * HS;
           });
-          tc_stage(dOs, nq, HS, HSP,
+          tc_stage(dOs, NC, nq, HS, HSP,
                    [&](int q) { return dout + ((int64_t)b * s.Tq + i0 + q) * s.C + h * HS; });
-          if (tid < kTcTile) {
+          if (tid < NC) {
             const bool in = tid < nq;
             const int64_t rr = (int64_t)bh * s.Tq + i0 + tid;
             ms[tid] = in ? stats[rr * 2] : 0.f;
@@ -417,94 +437,128 @@ __global__ void attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const floa
           __syncthreads();
           // Warp-uniform: the warp's keys exist and some query of the tile sees the first.
           if (wn == 0 || j0 + wr0 > s.Tp + i0 + nq - 1) continue;
-          tc_abt(Sw, Ks + wr0 * ldh, Qs, HSP);
-          __syncwarp();
-          float p[kTcTile / 2];
-          for (int c = 0; c < kTcTile / 2; c++) {
-            const int q = 2 * c + half, iq = i0 + q;
-            const bool ok = key_ok && q < nq && j <= s.Tp + iq && invs[q] != 0.f;
-            p[c] = ok ? expf(Sw[r * kTcSld + q] * scale - ms[q]) * invs[q] : 0.f;
-            Ps[(wr0 + r) * kTcPld + q] = __float2bfloat16_rn(p[c]);
+          float p[NT][4], dp[NT][4];
+          tc_scores<HSP, NC>(p, Ks, wr0, Qs, g, t);    // S^T
+          tc_scores<HSP, NC>(dp, Vs, wr0, dOs, g, t);  // dP^T
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+              const int hi = r >> 1, q = 8 * n + 2 * t + (r & 1);
+              const bool ok = key_ok[hi] && q < nq && jg + 8 * hi <= s.Tp + i0 + q &&
+                              invs[q] != 0.f;
+              p[n][r] = ok ? expf(p[n][r] * scale - ms[q]) * invs[q] : 0.f;
+              dp[n][r] = p[n][r] * (dp[n][r] - Ds[q]) * scale;  // dS^T
+            }
           }
-          __syncwarp();  // every lane has read the scores
-          tc_abt(Sw, Vs + wr0 * ldh, dOs, HSP);  // dp^T
-          __syncwarp();
-          for (int c = 0; c < kTcTile / 2; c++) {
-            const int q = 2 * c + half;
-            const float ds = p[c] * (Sw[r * kTcSld + q] - Ds[q]) * scale;
-            dSs[(wr0 + r) * kTcPld + q] = __float2bfloat16_rn(ds);
-          }
-          __syncwarp();
-          tc_acc_pb(dVs + wr0 * ldo, Ps + wr0 * kTcPld, dOs, HSP);
-          tc_acc_pb(dKs + wr0 * ldo, dSs + wr0 * kTcPld, Qs, HSP);
+          tc_acc_pb<HSP, NC>(dv, p, dOs, g, t);
+          tc_acc_pb<HSP, NC>(dk, dp, Qs, g, t);
         }
       }
-      __syncthreads();  // every warp's accumulators are stored
-      // Each element of dKs / dVs is added by one thread, kTcStageU elements (two
-      // read-modify-writes each) in flight.
-      for (int e0 = tid; e0 < nkt * HS; e0 += kTcStageU * blockDim.x) {
-        float* dk[kTcStageU];
-        float xk[kTcStageU], xv[kTcStageU];
+      // The lane adds its elements (two read-modify-writes each) to the key's gradient rows:
+      // all loads first, then the stores.
 #pragma unroll
-        for (int u = 0; u < kTcStageU; u++) {
-          const int e = e0 + u * (int)blockDim.x, k = e / HS, d = e % HS, jj = j0 + k;
-          dk[u] = nullptr;
-          if (e >= nkt * HS) continue;
-          if (jj < s.Tp) {
-            if (dkv_past) dk[u] = dkv_past + b * s.past_bs + jj * s.past_rs + (int64_t)kvh * HS + d;
-          } else {
-            dk[u] = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS + d;
+      for (int hi = 0; hi < 2; hi++) {
+        const int jj = jg + 8 * hi;
+        if (g + 8 * hi >= wn) continue;
+        float* row;
+        if (jj < s.Tp) {
+          if (!dkv_past) continue;
+          row = dkv_past + b * s.past_bs + jj * s.past_rs + (int64_t)kvh * HS;
+        } else {
+          row = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
+        }
+        float xk[HSP / 8][2], xv[HSP / 8][2];
+#pragma unroll
+        for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+          for (int c = 0; c < 2; c++) {
+            const int d = 8 * nd + 2 * t + c;
+            xk[nd][c] = d < HS ? row[d] : 0.f;
+            xv[nd][c] = d < HS ? row[d + s.VO] : 0.f;
           }
-          if (dk[u]) xk[u] = dk[u][0], xv[u] = dk[u][s.VO];
         }
 #pragma unroll
-        for (int u = 0; u < kTcStageU; u++) {
-          const int e = e0 + u * (int)blockDim.x, k = e / HS, d = e % HS;
-          if (!dk[u]) continue;
-          dk[u][0] = xk[u] + dKs[k * ldo + d];
-          dk[u][s.VO] = xv[u] + dVs[k * ldo + d];
+        for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+          for (int c = 0; c < 2; c++) {
+            const int d = 8 * nd + 2 * t + c;
+            if (d >= HS) continue;
+            row[d] = xk[nd][c] + dk[nd][2 * hi + c];
+            row[d + s.VO] = xv[nd][c] + dv[nd][2 * hi + c];
+          }
         }
       }
     }
   }
 }
 
-// Whether bf16 attention runs on tensor cores (the statistics form in bf16 mode, unless
-// LOTUS_TC_ATTENTION=0), and the launches.
-inline bool tc_attention_on() { return g.precision == 2 && g.tc_attention; }
+// Whether bf16 attention of this shape runs on tensor cores (the statistics form in bf16
+// mode, head sizes up to 128, unless LOTUS_TC_ATTENTION=0), and the launches.
+inline bool tc_attention_on(const AttnShape& s) {
+  return g.precision == 2 && g.tc_attention && tc_hsp(s.HS) != 0;
+}
 
-inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
-                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
+template <int HSP>
+inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const float* qkv,
+                               const float* kv_past, const uint8_t* key_valid,
+                               const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kTcTile - 1) / kTcTile;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  const size_t smem = TcFwdSmem(tc_hsp(s.HS)).total;
-  TRY(attn_smem_optin(fn, attention_tc_fwd_kernel, smem));
+  const size_t smem = tc_smem(HSP, kTcTile, tc_cols(HSP));
+  TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP>, smem));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
-  LAUNCH(attention_tc_fwd_kernel, (unsigned)blocks, kTcWarps * 32, smem)(
+  LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, kTcWarps * 32, smem)(
       out, out16, ld16, stats, qkv, kv_past, key_valid, s, scale, nqt);
   return 0;
+}
+
+template <int HSP>
+inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, const float* dout,
+                               const float* stats, const uint8_t* key_valid, const float* qkv,
+                               const float* kv_past, const AttnShape& s, bool share_b,
+                               float* D) {
+  const float scale = (float)(1.0 / sqrt((double)s.HS));
+  const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
+  const int NKV = s.NH / s.G;
+  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
+  const size_t smem_q = tc_smem(HSP, 2 * kTcTile, tc_cols(HSP));
+  const size_t smem_k = tc_smem(HSP, 2 * kTcTile, 3 * tc_cols(HSP) * sizeof(float));
+  TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP>, smem_q));
+  TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP>, smem_k));
+  LAUNCH(attention_tc_dq_kernel<HSP>, (unsigned)qblocks, kTcWarps * 32, smem_q)(
+      dqkv, D, dout, stats, key_valid, qkv, kv_past, s, scale, nqt);
+  LAUNCH(attention_tc_dkv_kernel<HSP>, share_b ? (unsigned)NKV : (unsigned)kblocks,
+         kTcWarps * 32, smem_k)(dqkv, dkv_past, D, dout, stats, key_valid, qkv, kv_past, s,
+                                scale, nkt, share_b);
+  return 0;
+}
+
+inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
+                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
+  switch (tc_hsp(s.HS)) {
+    case 16: return attention_tc_fwd_at<16>(fn, out, stats, qkv, kv_past, key_valid, s);
+    case 32: return attention_tc_fwd_at<32>(fn, out, stats, qkv, kv_past, key_valid, s);
+    case 64: return attention_tc_fwd_at<64>(fn, out, stats, qkv, kv_past, key_valid, s);
+    default: return attention_tc_fwd_at<128>(fn, out, stats, qkv, kv_past, key_valid, s);
+  }
 }
 
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                             const float* stats, const uint8_t* key_valid, const float* qkv,
                             const float* kv_past, const AttnShape& s, bool share_b, float* D) {
-  const float scale = (float)(1.0 / sqrt((double)s.HS));
-  const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
-  const int NKV = s.NH / s.G;
-  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
-  const int HSP = tc_hsp(s.HS);
-  const size_t smem_q = TcDqSmem(HSP).total, smem_k = TcDkvSmem(HSP).total;
-  TRY(attn_smem_optin(fn, attention_tc_dq_kernel, smem_q));
-  TRY(attn_smem_optin(fn, attention_tc_dkv_kernel, smem_k));
-  LAUNCH(attention_tc_dq_kernel, (unsigned)qblocks, kTcWarps * 32, smem_q)(
-      dqkv, D, dout, stats, key_valid, qkv, kv_past, s, scale, nqt);
-  LAUNCH(attention_tc_dkv_kernel, share_b ? (unsigned)NKV : (unsigned)kblocks, kTcWarps * 32,
-         smem_k)(dqkv, dkv_past, D, dout, stats, key_valid, qkv, kv_past, s, scale, nkt,
-                 share_b);
-  return 0;
+#define LE_TC_BWD(HSP) \
+  attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, s, share_b, D)
+  switch (tc_hsp(s.HS)) {
+    case 16: return LE_TC_BWD(16);
+    case 32: return LE_TC_BWD(32);
+    case 64: return LE_TC_BWD(64);
+    default: return LE_TC_BWD(128);
+  }
+#undef LE_TC_BWD
 }
 
 }  // namespace le

@@ -39,7 +39,7 @@
 #define LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem), ::le::g.stream>>>
 template <class T>
 __device__ inline T* dyn_shared() {
-  extern __shared__ __align__(128) unsigned char le_dyn_smem[];  // wmma tiles need 32
+  extern __shared__ __align__(128) unsigned char le_dyn_smem[];
   return reinterpret_cast<T*>(le_dyn_smem);
 }
 #endif
@@ -143,6 +143,32 @@ __host__ __device__ inline bool aligned16(const void* p) {
 }
 __device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+
+// One warp's tensor-core product D (16 x 8, fp32) += A (16 x 16, bf16) B (16 x 8, bf16): PTX's
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, all 32 lanes converged. Lane L, with
+// g = L / 4 and t = L % 4, holds a[r] = A(g + 8 (r % 2), 2t + 8 (r / 2) + {0, 1}),
+// b[r] = B(2t + 8 r + {0, 1}, g) and d[r] = D(g + 8 (r / 2), 2t + r % 2); a register's two
+// bf16 hold the lower index in the low half. (The emulation implements the same layout.)
+#ifndef LE_HOST_EMULATION
+__device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4],
+                                      const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  ::emu::mma_bf16_16816(d, a, b);
+}
+#endif
+
+// Two floats rounded to bf16 and packed as one mma operand register (lo in the low half).
+__device__ inline uint32_t pack_bf16x2(float lo, float hi) {
+  return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+         ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+}
 
 // Grid size for n elements with blocks of `threads`, capped (kernels loop grid-stride).
 inline unsigned grid_for(int64_t n, int threads) {
