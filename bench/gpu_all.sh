@@ -2,7 +2,7 @@
 # Every GPU measurement in one bounded command, for a machine that is lent for minutes. From
 # the project root:
 #
-#   bash bench/gpu_all.sh [--quick] [OUT_DIR]
+#   bash bench/gpu_all.sh [--quick] [--baseline-lib PATH] [OUT_DIR]
 #
 # In order, each with its own time limit so that a hang or a failure in one still leaves the
 # others' results:
@@ -12,15 +12,27 @@
 #      batch-1 inference, the 1,319-question evaluation, the PyTorch reference eager and compiled;
 #   3. the op profile of a training step and of a batch-1 generation (bench/gpu_profile.ts);
 #   4. training and inference with the fp32 attention kernels (LOTUS_TC_ATTENTION=0), the
-#      tensor-core attention's before, then in TF32 and fp32, the bf16 path's before.
+#      tensor-core attention's before, then in TF32 and fp32, the bf16 path's before;
+#   5. with --baseline-lib PATH (a CUDA engine library built from an earlier commit of the same
+#      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
+#      there): the variant "baseline" on that library, then "current" on this one, the same
+#      short benchmark back to back, so that a change's before and after come from one run.
 # --quick (about 3 minutes at most) skips PyTorch, the TF32 and fp32 variants, and shortens
 # the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eight files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
 # bench.json, profile.txt and profile.json, variants.txt. The tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-quick=0
-if [ "${1:-}" = --quick ]; then quick=1; shift; fi
+quick=0 baseline=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1; shift ;;
+    --baseline-lib)
+      [ -f "${2:-}" ] || { echo "gpu-all: --baseline-lib ${2:-}: no such file" >&2; exit 2; }
+      baseline=$(readlink -f "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
 out=${1:-${OUT:-bench/results/gpu_all}}
 mkdir -p "$out"
 log=$out/run.log
@@ -83,6 +95,10 @@ for v in "${variants[@]}"; do
     *) variant "$v" "" --precision "$v" ;;
   esac
 done
+if [ -n "$baseline" ]; then
+  variant baseline "" --engine-lib "$baseline"
+  variant current ""
+fi
 
 say "end $(date -u +%FT%TZ)"
 for f in check.txt bench.txt profile.txt variants.txt; do

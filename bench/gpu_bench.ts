@@ -6,7 +6,7 @@
  *   npx deno run --allow-all bench/gpu_bench.ts [--backend auto|cuda|cpu] [--precision bf16]
  *       [--preset gpt2] [--batch 64] [--steps 10] [--question 60] [--answer 8] [--k 6]
  *       [--c 13] [--runs 20] [--eval-questions 1319] [--eval-batch 64] [--skip-check]
- *       [--skip-torch] [--python python3] [--out DIR]
+ *       [--skip-torch] [--python python3] [--engine-lib PATH] [--out DIR]
  *
  * In order:
  *  1. The correctness checks of the CUDA engine (check/gpu_check.ts); a failure stops here.
@@ -19,6 +19,8 @@
  *     question on this engine; the speed-up ratios.
  *  4. Evaluation throughput: batched greedy LOTUS decoding of 1,319 questions (GSM8K test's
  *     count) at the same shape.
+ * --engine-lib PATH loads that CUDA engine library for steps 2-4 instead of building one: a
+ * library built from an earlier commit of the same ABI gives a before/after in one session.
  * It prints a table last (targets judged only on a GPU) and writes gpu_bench.json and
  * table.txt and rows.jsonl (each row as it is measured) to --out (default $OUT when set, else
  * bench/results/gpu_bench), and on a GPU a copy of the JSON to bench/results/gpu_bench.json.
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
       "skip-check": { type: "boolean", default: false },
       "skip-torch": { type: "boolean", default: false },
       python: { type: "string", default: "python3" },
+      "engine-lib": { type: "string" },
       out: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -226,14 +229,18 @@ async function main(): Promise<void> {
   };
   const eng: Engine = (() => {
     try {
-      return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+      const cudaLibPath = a["engine-lib"];
+      return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true, cudaLibPath });
     } catch (e) {
       return finish(1, `the engine did not open: ${(e as Error).message}`);
     }
   })();
   // Only now: the driver reports memory for the current context, which the engine creates.
   const base = used();
-  log(`${eng.backend} engine, ${precision}, preset ${preset} (${(nParams / 1e6).toFixed(1)} M)`);
+  log(
+    `${eng.backend} engine, ${precision}, preset ${preset} (${(nParams / 1e6).toFixed(1)} M)` +
+      (a["engine-lib"] ? `, library ${eng.libPath}` : ""),
+  );
   const params = initParams(paramLayout(mcfg), mcfg, 0);
   const draw = new Rng(1);
   {

@@ -31,6 +31,8 @@ export interface SelectEngineOptions {
   log?: (line: string) => void;
   /** Build the library without printing the compiler command. */
   quiet?: boolean;
+  /** A prebuilt CUDA engine library to load instead of building one ("cuda" only). */
+  cudaLibPath?: string;
 }
 
 /**
@@ -58,7 +60,8 @@ export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {
   const cudaPrecision = opts.precision ?? opts.cudaPrecision ?? "fp32";
   if (backend === "cpu" || backend === "cuda") {
     const p = backend === "cuda" ? cudaPrecision : precision;
-    return openEngine({ backend, threads, precision: p, quiet: opts.quiet });
+    const libPath = backend === "cuda" ? opts.cudaLibPath : undefined;
+    return openEngine({ backend, threads, precision: p, quiet: opts.quiet, libPath });
   }
   if (backend !== "auto") {
     throw new EngineError("backend", `unknown backend "${backend}": use cpu, cuda or auto`);

@@ -12,6 +12,7 @@ import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
+import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
   compareGraphReplay,
@@ -1032,5 +1033,30 @@ Deno.test({
       openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: tensor cores back
     }
     assertEquals(e.deviceInfo().tcAttention, true);
+  },
+});
+
+Deno.test({
+  name: "selectEngine: a prebuilt CUDA library (cudaLibPath) is opened as it is, at the asked " +
+    "precision, and the CPU engine ignores it",
+  ignore: !OK,
+  fn() {
+    const lib = buildCudaEmu();
+    const e = selectEngine("cuda", { precision: "bf16", quiet: true, cudaLibPath: lib });
+    try {
+      assertEquals(e.backend, "cuda");
+      assertEquals(e.libPath, lib);
+      assertEquals(e.precision, 2);
+    } finally {
+      e.setPrecision(0);
+      e.close();
+    }
+    const c = selectEngine("cpu", { threads: 1, quiet: true, cudaLibPath: lib });
+    try {
+      assertEquals(c.backend, "cpu");
+      assert(c.libPath !== lib);
+    } finally {
+      c.close();
+    }
   },
 });

@@ -124,11 +124,26 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gpu all: without a GPU the one command still runs every step and leaves its eight files",
+  name: "gpu all: without a GPU the one command still runs every step and leaves its eight " +
+    "files; a baseline library adds the baseline and current variants, and a missing one is refused",
   async fn() {
+    const root = new URL("..", import.meta.url).pathname;
+    const missing = await new Deno.Command("bash", {
+      args: ["bench/gpu_all.sh", "--quick", "--baseline-lib", "build/no-such-library.so"],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(missing.code, 2);
+    assert(
+      new TextDecoder().decode(missing.stderr).includes("no-such-library.so: no such file"),
+    );
     const out = await tempDir();
+    // A dry run never loads the library (the CPU engine stands in); any file will do.
+    const lib = `${await tempDir()}/baseline.so`;
+    Deno.writeTextFileSync(lib, "");
     const r = await new Deno.Command("bash", {
-      args: ["bench/gpu_all.sh", "--quick", out],
+      args: ["bench/gpu_all.sh", "--quick", "--baseline-lib", lib, out],
       cwd: new URL("..", import.meta.url).pathname,
       env: { DENO: Deno.execPath(), NO_COLOR: "1" },
       stdout: "piped",
@@ -153,6 +168,10 @@ Deno.test({
     assert(log.includes("bench exit 0") && log.includes("profile exit 0"), log.slice(-2000));
     assert(Deno.readTextFileSync(`${out}/bench.txt`).includes("DRY RUN"));
     assert(Deno.readTextFileSync(`${out}/profile.txt`).includes("training step:"));
-    assert(Deno.readTextFileSync(`${out}/variants.txt`).startsWith("== fp32-attention"));
+    const variants = Deno.readTextFileSync(`${out}/variants.txt`);
+    assert(variants.startsWith("== fp32-attention"), variants.slice(0, 200));
+    const b = variants.indexOf("== baseline"), c = variants.indexOf("== current");
+    assert(b > 0 && c > b, "baseline, then current, after the other variants");
+    assert(log.includes("variant baseline exit 0") && log.includes("variant current exit 0"));
   },
 });
