@@ -549,7 +549,7 @@ inline int validate_attention_stats_fwd(const float* out, const float* stats, co
 }
 
 inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past,
-                                        const float* dout, const float* stats,
+                                        const float* dout, const float* out, const float* stats,
                                         const uint8_t* key_valid, const float* qkv,
                                         const float* kv_past, int B, int Tq, int Tp, int C,
                                         int NH, int64_t past_bs, int64_t past_rs) {
@@ -562,6 +562,7 @@ inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
   return check_span(fn, "qkv", qkv, qkv_bytes);
@@ -791,7 +792,8 @@ inline int validate_attention_gqa_stats_fwd(const float* out, const float* stats
 }
 
 inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_past,
-                                            const float* dout, const float* stats,
+                                            const float* dout, const float* out,
+                                            const float* stats,
                                             const uint8_t* key_valid, const float* qkv,
                                             const float* kv_past, int B, int Tq, int Tp, int C,
                                             int NH, int NKV, int64_t past_bs,
@@ -806,6 +808,7 @@ inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), width), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
+  TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
   return check_span(fn, "qkv", qkv, qkv_bytes);

@@ -1299,12 +1299,12 @@ int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const floa
                            kv_past, attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
 }
 
-int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* stats,
-                           const uint8_t* key_valid, const float* qkv, const float* kv_past,
-                           int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
-                           int64_t past_rs) {
-  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
-                                   Tp, C, NH, past_bs, past_rs));
+int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* out,
+                           const float* stats, const uint8_t* key_valid, const float* qkv,
+                           const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                           int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, B,
+                                   Tq, Tp, C, NH, past_bs, past_rs));
   comm_poll();
   return attention_bwd_cpu("le_attention_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
                            key_valid, qkv, kv_past,
@@ -1321,11 +1321,11 @@ int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout, const 
 }
 
 int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
-                               const float* stats, const uint8_t* key_valid, const float* qkv,
-                               const float* kv_past, int B, int Tq, int Tp, int C, int NH,
-                               int NKV, int64_t past_bs, int64_t past_rs) {
-  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B,
-                                       Tq, Tp, C, NH, NKV, past_bs, past_rs));
+                               const float* out, const float* stats, const uint8_t* key_valid,
+                               const float* qkv, const float* kv_past, int B, int Tq, int Tp,
+                               int C, int NH, int NKV, int64_t past_bs, int64_t past_rs) {
+  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past,
+                                       B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
   comm_poll();
   return attention_bwd_cpu("le_attention_gqa_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
                            key_valid, qkv, kv_past,

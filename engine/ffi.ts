@@ -36,7 +36,7 @@ import { probeCuda } from "./cuda_probe.ts";
 export type Ptr = bigint | null;
 
 /** The C ABI version this binding speaks (LE_ABI_VERSION in lotus_engine.h). */
-export const LE_ABI_VERSION = 13;
+export const LE_ABI_VERSION = 14;
 
 /** Graph slots of the engine (le_graph_end). */
 const GRAPH_SLOTS = 512;
@@ -129,7 +129,7 @@ const SYMBOLS = {
     result: "i32",
   },
   le_attention_stats_bwd: {
-    parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    parameters: [P, P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
   le_xent_fwd_bwd: { parameters: [P, P, P, "i32", "i32", "f32", P], result: "i32" },
@@ -174,7 +174,7 @@ const SYMBOLS = {
     result: "i32",
   },
   le_attention_gqa_stats_bwd: {
-    parameters: [P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
+    parameters: [P, P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -677,12 +677,14 @@ export class Engine {
   /**
    * Backward of {@linkcode Engine.attentionStatsFwd}, recomputing the probabilities from
    * `stats`, qkv, the past and `keyValid` (the forward's, unchanged): dqkv += ..., dkvPast +=
-   * ... (same strides as kvPast; nullable).
+   * ... (same strides as kvPast; nullable). `out` is the forward's output, unchanged: the
+   * CUDA engine forms each row's sum p . dp as dout . out from it.
    */
   attentionStatsBwd(
     dqkv: Ptr,
     dkvPast: Ptr,
     dout: Ptr,
+    out: Ptr,
     stats: Ptr,
     keyValid: Ptr,
     qkv: Ptr,
@@ -700,6 +702,7 @@ export class Engine {
         addr(dqkv),
         addr(dkvPast),
         addr(dout),
+        addr(out),
         addr(stats),
         addr(keyValid),
         addr(qkv),
@@ -897,12 +900,13 @@ export class Engine {
   /**
    * Backward of {@linkcode Engine.attentionGqaStatsFwd}, recomputing the probabilities from
    * `stats` (the forward's qkv, past and `keyValid`, unchanged): dqkv += ..., dkvPast += ...
-   * (nullable).
+   * (nullable). `out` is the forward's output, unchanged (see attentionStatsBwd).
    */
   attentionGqaStatsBwd(
     dqkv: Ptr,
     dkvPast: Ptr,
     dout: Ptr,
+    out: Ptr,
     stats: Ptr,
     keyValid: Ptr,
     qkv: Ptr,
@@ -921,6 +925,7 @@ export class Engine {
         addr(dqkv),
         addr(dkvPast),
         addr(dout),
+        addr(out),
         addr(stats),
         addr(keyValid),
         addr(qkv),

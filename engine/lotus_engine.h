@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define LE_ABI_VERSION 13
+#define LE_ABI_VERSION 14
 
 /* ---- lifecycle and memory ------------------------------------------------------------- */
 
@@ -202,15 +202,20 @@ uint64_t le_device_info(char* buf, uint64_t cap);
  *           Nullable in the forward (inference: nothing is saved).
  * The backward recomputes p_ij = exp(q_i.k_j * scale - m_i) / sum_i from qkv, the past and
  * key_valid, which must be the forward's (same buffers, unchanged since). B*NH*Tq*2 floats
- * replace B*NH*Tq*(Tp+Tq).
+ * replace B*NH*Tq*(Tp+Tq). It also takes the forward's output
+ *  out      [B,Tq,C] float, unchanged since: D_i = sum_j p_ij dp_ij, which the gradient needs,
+ *           equals dout_i . out_i, and an engine may form it either way (equal but for
+ *           rounding). The CPU engine sums p_ij dp_ij (in double; out is only checked); the
+ *           CUDA engine's tensor-core kernels (bf16 mode) take dout_i . out_i, which spares
+ *           them a pass over the keys.
  * The CPU engine's out and gradients are bit-identical to le_attention_fwd / _bwd's. */
 int le_attention_stats_fwd(float* out, float* stats, const float* qkv, const float* kv_past,
                            const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                            int64_t past_bs, int64_t past_rs);
-int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* stats,
-                           const uint8_t* key_valid, const float* qkv, const float* kv_past,
-                           int B, int Tq, int Tp, int C, int NH, int64_t past_bs,
-                           int64_t past_rs);
+int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, const float* out,
+                           const float* stats, const uint8_t* key_valid, const float* qkv,
+                           const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                           int64_t past_bs, int64_t past_rs);
 
 /* ---- data-parallel collectives (appended) ---------------------------------------------- */
 /* Several processes started by mpirun train one model: each joins the job, the initial
@@ -309,9 +314,9 @@ int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv, const
                                const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                                int NKV, int64_t past_bs, int64_t past_rs);
 int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
-                               const float* stats, const uint8_t* key_valid, const float* qkv,
-                               const float* kv_past, int B, int Tq, int Tp, int C, int NH,
-                               int NKV, int64_t past_bs, int64_t past_rs);
+                               const float* out, const float* stats, const uint8_t* key_valid,
+                               const float* qkv, const float* kv_past, int B, int Tq, int Tp,
+                               int C, int NH, int NKV, int64_t past_bs, int64_t past_rs);
 
 /* Declares that [p, p + n) floats (inside one le_alloc block) hold weights that the matmuls
  * read as their w operand. In bf16 mode (le_set_precision(2)) the CUDA engine then keeps a bf16

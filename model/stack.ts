@@ -698,10 +698,11 @@ export class Stack {
     const kv = past ? past.kv(l) : null, dkv = past ? past.dkv(l) : null;
     const bs = past ? past.bs : 0, rs = past ? past.rs : 0;
     const [dqkv, st, valid, qkv] = [ch.dqkv[l], ch.stats[l], ch.keyValid, ch.qkv[l]];
+    const o = ch.atty[l]; // the forward's output: kept, or recomputed just before
     if (this.#wd.llama) {
       const nKv = this.#wd.nKv;
-      e.attentionGqaStatsBwd(dqkv, dkv, dout, st, valid, qkv, kv, B, T, Tp, C, NH, nKv, bs, rs);
-    } else e.attentionStatsBwd(dqkv, dkv, dout, st, valid, qkv, kv, B, T, Tp, C, NH, bs, rs);
+      e.attentionGqaStatsBwd(dqkv, dkv, dout, o, st, valid, qkv, kv, B, T, Tp, C, NH, nKv, bs, rs);
+    } else e.attentionStatsBwd(dqkv, dkv, dout, o, st, valid, qkv, kv, B, T, Tp, C, NH, bs, rs);
   }
 
   /** The MLP's activation: GELU over [N, 4C], or SwiGLU from [N, 2I] (gate ‖ up) to [N, I]. */

@@ -910,11 +910,12 @@ function attentionGrads(pool: Pool, s: ReturnType<typeof setupAttention>, c: Att
     dpast,
     att: (dout: Ptr) =>
       eng.attentionBwd(dqkv, dkv, dout, s.att, s.pqkv, s.kvPast, B, Tq, Tp, C, NH, bs, rs),
-    stats: (dout: Ptr, stats: Ptr) =>
+    stats: (dout: Ptr, out: Ptr, stats: Ptr) =>
       eng.attentionStatsBwd(
         dqkv,
         dkv,
         dout,
+        out,
         stats,
         s.valid,
         s.pqkv,
@@ -985,7 +986,7 @@ Deno.test(
       const dout = pool.f32(rng.normals(nOut));
       const ga = attentionGrads(pool, s, c), gs = attentionGrads(pool, s, c);
       ga.att(dout);
-      gs.stats(dout, stats);
+      gs.stats(dout, out2, stats);
       assertEquals(pool.read(gs.dqkv, s.qkv.length), pool.read(ga.dqkv, s.qkv.length), name);
       if (s.past) {
         const n = s.past.buf.length;
@@ -1005,6 +1006,7 @@ Deno.test(
       grads[1][0],
       grads[1][1],
       dout,
+      out,
       stats,
       null,
       qkv,
@@ -1019,11 +1021,18 @@ Deno.test(
     );
     assertEquals(pool.read(grads[1][0], B * Tq * 3 * C), pool.read(grads[0][0], B * Tq * 3 * C));
     assertEquals(pool.read(grads[1][1], Tp * 2 * C), pool.read(grads[0][1], Tp * 2 * C));
-    // Errors name the new functions and the stats buffer.
+    // Errors name the new functions and the stats and out buffers.
     assertThrows(
-      () => eng.attentionStatsBwd(out, null, dout, null, null, qkv, null, 1, 1, 0, C, NH, 0, 0),
+      () =>
+        eng.attentionStatsBwd(out, null, dout, out, null, null, qkv, null, 1, 1, 0, C, NH, 0, 0),
       EngineError,
       "le_attention_stats_bwd: stats is NULL",
+    );
+    assertThrows(
+      () =>
+        eng.attentionStatsBwd(out, null, dout, null, stats, null, qkv, null, 1, 1, 0, C, NH, 0, 0),
+      EngineError,
+      "le_attention_stats_bwd: out is NULL",
     );
     const small = pool.f32(3);
     assertThrows(
@@ -1066,7 +1075,7 @@ Deno.test(
       loss();
       const reach = attentionReach(c, s.past, pool.read(s.out, nOut), r);
       const g = attentionGrads(pool, s, c);
-      g.stats(pool.f32(r), stats);
+      g.stats(pool.f32(r), s.out, stats);
       const depth = 4 * (C / NH + s.Tk) + 16;
       const gq = pool.read(g.dqkv, s.qkv.length);
       assertGrad(`${name} dqkv`, gq, finiteDiff(eng, s.qkv, s.pqkv, loss, H), reach.sq, depth);

@@ -447,7 +447,7 @@ inline bool tc_attention_on(const AttnShape& s);
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
                             const float* kv_past, const uint8_t* key_valid, const AttnShape& s);
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                            const float* stats, const uint8_t* key_valid, const float* qkv,
+                            const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
                             const float* kv_past, const AttnShape& s, bool share_b, float* D);
 
 // The forward: att and stats each nullable (the ABI functions pass one of them).
@@ -469,9 +469,12 @@ inline int attention_fwd(const char* fn, float* out, float* att, float* stats, c
   return 0;
 }
 
-// The backward from att (stats and key_valid null) or from stats and key_valid (att null).
+// The backward from att (out, stats and key_valid null) or from out (the forward's output),
+// stats and key_valid (att null). The fp32 kernels form D from p and dp; the tensor-core
+// kernels from dout and out.
 inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                         const float* att, const float* stats, const uint8_t* key_valid,
+                         const float* out, const float* att, const float* stats,
+                         const uint8_t* key_valid,
                          const float* qkv, const float* kv_past, const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kQT - 1) / kQT, nkt = (s.Tk + kKT - 1) / kKT;
@@ -485,7 +488,7 @@ inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const flo
   const bool share_b = s.Tp > 0 && dkv_past && s.B > 1 &&
                        s.past_bs < (int64_t)(s.Tp - 1) * s.past_rs + 2 * s.VO;
   if (att == nullptr && tc_attention_on(s)) {
-    return attention_tc_bwd(fn, dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, s,
+    return attention_tc_bwd(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, s,
                             share_b, D);
   }
   const size_t smem_q = attn_dq_smem(s.HS), smem_k = attn_dkv_smem(s.HS);
@@ -523,7 +526,7 @@ LE_API int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, con
   TRY(validate_attention_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, past_bs,
                              past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, att, nullptr, nullptr, qkv, kv_past, s));
   return op_done(fn);
 }
 
@@ -541,16 +544,16 @@ LE_API int le_attention_stats_fwd(float* out, float* stats, const float* qkv,
 }
 
 LE_API int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
-                                  const float* stats, const uint8_t* key_valid, const float* qkv,
-                                  const float* kv_past, int B, int Tq, int Tp, int C, int NH,
-                                  int64_t past_bs, int64_t past_rs) {
+                                  const float* out, const float* stats, const uint8_t* key_valid,
+                                  const float* qkv, const float* kv_past, int B, int Tq, int Tp,
+                                  int C, int NH, int64_t past_bs, int64_t past_rs) {
   using namespace le;
   const char* fn = "le_attention_stats_bwd";
   REQUIRE_INIT(fn);
-  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B, Tq,
-                                   Tp, C, NH, past_bs, past_rs));
+  TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, B,
+                                   Tq, Tp, C, NH, past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s));
   return op_done(fn);
 }
 
@@ -577,7 +580,7 @@ LE_API int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout,
   TRY(validate_attention_gqa_bwd(dqkv, dkv_past, dout, att, qkv, kv_past, B, Tq, Tp, C, NH, NKV,
                                  past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, att, nullptr, nullptr, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, att, nullptr, nullptr, qkv, kv_past, s));
   return op_done(fn);
 }
 
@@ -596,16 +599,16 @@ LE_API int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv
 }
 
 LE_API int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
-                                      const float* stats, const uint8_t* key_valid,
-                                      const float* qkv, const float* kv_past, int B, int Tq,
-                                      int Tp, int C, int NH, int NKV, int64_t past_bs,
-                                      int64_t past_rs) {
+                                      const float* out, const float* stats,
+                                      const uint8_t* key_valid, const float* qkv,
+                                      const float* kv_past, int B, int Tq, int Tp, int C, int NH,
+                                      int NKV, int64_t past_bs, int64_t past_rs) {
   using namespace le;
   const char* fn = "le_attention_gqa_stats_bwd";
   REQUIRE_INIT(fn);
-  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, B,
-                                       Tq, Tp, C, NH, NKV, past_bs, past_rs));
+  TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past,
+                                       B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, nullptr, stats, key_valid, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s));
   return op_done(fn);
 }

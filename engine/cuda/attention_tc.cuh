@@ -24,8 +24,10 @@
 // on a multiprocessor to hide the staging's load latency.
 //
 // As in attention.cuh: no atomics, every gradient element written by one thread in a fixed
-// order (deterministic), D_i = sum_j p_ij dp_ij formed by the dq kernel in double (a first
-// pass over the keys), the probabilities recomputed from the forward's statistics.
+// order (deterministic), the probabilities recomputed from the forward's statistics. D_i =
+// sum_j p_ij dp_ij is formed by the dq kernel as dout_i . out_i (equal, as out_i = sum_j p_ij
+// v_j), summed in double from the fp32 rows, rather than by a first pass over the keys that
+// would repeat both score products.
 //
 // Precision: q.k, p.v, dout.v, ds.k, ds.q and p.dout take bf16 operands (q, k, v, dout as
 // staged, p and ds rounded after the fp32 softmax arithmetic) with fp32 sums, as a bf16
@@ -278,7 +280,8 @@ __global__ void __launch_bounds__(128, 4) attention_tc_fwd_kernel(float* out, __
 // Dg [B,NH,Tq] and adds dq to dqkv.
 template <int HSP>
 __global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout,
-                                       const float* stats, const uint8_t* key_valid,
+                                       const float* out, const float* stats,
+                                       const uint8_t* key_valid,
                                        const float* qkv, const float* past, AttnShape s,
                                        float scale, int nqt) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
@@ -299,54 +302,50 @@ __global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, fl
            [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
-  float mi[2], inv[2];
+  // The lane's rows' statistics, and D = dout . out: the group's four lanes split the row's
+  // channels (d = t, t + 4, ...), sum in double and combine with two shuffles.
+  float mi[2], inv[2], D[2];
 #pragma unroll
   for (int hi = 0; hi < 2; hi++) {
     const bool in = g + 8 * hi < wn;
+    const int64_t row = (int64_t)b * s.Tq + ig + 8 * hi;
     mi[hi] = in ? stats[((int64_t)bh * s.Tq + ig + 8 * hi) * 2] : 0.f;
     inv[hi] = in ? stats[((int64_t)bh * s.Tq + ig + 8 * hi) * 2 + 1] : 0.f;
+    double part = 0;
+    if (in) {
+      const float* dor = dout + row * s.C + h * HS;
+      const float* orow = out + row * s.C + h * HS;
+      for (int d = t; d < HS; d += 4) part += (double)dor[d] * orow[d];
+    }
+    D[hi] = (float)group_sum(part);
+    if (in && t == 0) Dg[(int64_t)bh * s.Tq + ig + 8 * hi] = D[hi];
   }
   const int nk_max = s.Tp + i0 + nq, wk_max = s.Tp + i0 + wr0 + wn;
-  double part[2] = {0, 0};
-  float D[2] = {0.f, 0.f};
   float dq[HSP / 8][4] = {};
-  for (int pass = 0; pass < 2; pass++) {
-    for (int j0 = 0; j0 < nk_max; j0 += NC) {
-      const int nkt = min(NC, nk_max - j0);
-      __syncthreads();
-      tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
-      tc_stage(Vs, NC, nkt, HS, HSP,
-               [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
-      if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
-      __syncthreads();
-      if (wn == 0 || j0 >= wk_max) continue;
-      float p[NT][4], dp[NT][4];
-      tc_scores<HSP, NC>(p, Qs, wr0, Ks, g, t);
-      tc_scores<HSP, NC>(dp, dOs, wr0, Vs, g, t);
+  for (int j0 = 0; j0 < nk_max; j0 += NC) {
+    const int nkt = min(NC, nk_max - j0);
+    __syncthreads();
+    tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
+    tc_stage(Vs, NC, nkt, HS, HSP,
+             [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
+    if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
+    __syncthreads();
+    if (wn == 0 || j0 >= wk_max) continue;
+    float p[NT][4], dp[NT][4];
+    tc_scores<HSP, NC>(p, Qs, wr0, Ks, g, t);
+    tc_scores<HSP, NC>(dp, dOs, wr0, Vs, g, t);
 #pragma unroll
-      for (int n = 0; n < NT; n++) {
+    for (int n = 0; n < NT; n++) {
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-          const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
-          const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi &&
-                          inv[hi] != 0.f;
-          p[n][r] = ok ? expf(p[n][r] * scale - mi[hi]) * inv[hi] : 0.f;
-          if (pass == 0) {
-            part[hi] += (double)p[n][r] * dp[n][r];
-          } else {
-            p[n][r] = p[n][r] * (dp[n][r] - D[hi]) * scale;  // dS
-          }
-        }
-      }
-      if (pass == 1) tc_acc_pb<HSP, NC>(dq, p, Ks, g, t);
-    }
-    if (pass == 0) {
-#pragma unroll
-      for (int hi = 0; hi < 2; hi++) {
-        D[hi] = (float)group_sum(part[hi]);  // the same sum in the group's four lanes
-        if (g + 8 * hi < wn && t == 0) Dg[(int64_t)bh * s.Tq + ig + 8 * hi] = D[hi];
+      for (int r = 0; r < 4; r++) {
+        const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
+        const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi &&
+                        inv[hi] != 0.f;
+        const float pr = ok ? expf(p[n][r] * scale - mi[hi]) * inv[hi] : 0.f;
+        p[n][r] = pr * (dp[n][r] - D[hi]) * scale;  // dS
       }
     }
+    tc_acc_pb<HSP, NC>(dq, p, Ks, g, t);
   }
   // The lane adds its elements to dqkv: all loads first, then the stores.
 #pragma unroll
@@ -518,7 +517,7 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
 
 template <int HSP>
 inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                               const float* stats, const uint8_t* key_valid, const float* qkv,
+                               const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
                                const float* kv_past, const AttnShape& s, bool share_b,
                                float* D) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
@@ -530,7 +529,7 @@ inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, con
   TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP>, smem_q));
   TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP>, smem_k));
   LAUNCH(attention_tc_dq_kernel<HSP>, (unsigned)qblocks, kTcWarps * 32, smem_q)(
-      dqkv, D, dout, stats, key_valid, qkv, kv_past, s, scale, nqt);
+      dqkv, D, dout, out, stats, key_valid, qkv, kv_past, s, scale, nqt);
   LAUNCH(attention_tc_dkv_kernel<HSP>, share_b ? (unsigned)NKV : (unsigned)kblocks,
          kTcWarps * 32, smem_k)(dqkv, dkv_past, D, dout, stats, key_valid, qkv, kv_past, s,
                                 scale, nkt, share_b);
@@ -548,10 +547,11 @@ inline int attention_tc_fwd(const char* fn, float* out, float* stats, const floa
 }
 
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                            const float* stats, const uint8_t* key_valid, const float* qkv,
+                            const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
                             const float* kv_past, const AttnShape& s, bool share_b, float* D) {
 #define LE_TC_BWD(HSP) \
-  attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, stats, key_valid, qkv, kv_past, s, share_b, D)
+  attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, s, \
+                           share_b, D)
   switch (tc_hsp(s.HS)) {
     case 16: return LE_TC_BWD(16);
     case 32: return LE_TC_BWD(32);
