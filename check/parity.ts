@@ -705,6 +705,27 @@ export const OP_CASES: OpCase[] = [
     past: "qkv",
     pad: [1, 0],
   }, "stats"),
+  // Head sizes over 64: the tensor-core kernels' 128-channel instance, which streams 32 rows
+  // at a time (Llama 3B's head size 128, grouped; 80 padded to 128 with zero channels).
+  attentionCase("attention gqa (stats), head size 128, 32-row streamed tiles", {
+    B: 1,
+    Tq: 70,
+    Tp: 40,
+    C: 256,
+    NH: 2,
+    NKV: 1,
+    past: "qkv",
+    pad: [3],
+  }, "stats"),
+  attentionCase("attention (stats), head size 80, padded to 128 channels", {
+    B: 2,
+    Tq: 33,
+    Tp: 0,
+    C: 160,
+    NH: 2,
+    past: "none",
+    pad: [0, 5],
+  }, "stats"),
   // Grouped-query attention in the statistics form: a group's heads summed into one key/value
   // head's gradients over several key and query tiles, a qkv past and a shared one.
   attentionCase("attention gqa (stats), past in a qkv buffer", {

@@ -976,14 +976,15 @@ Deno.test({
   fn() {
     const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();
     // Several query and key tiles of 64, padding, dead rows, a qkv past, a shared past, a
-    // K/V cache, grouped-query heads, head sizes 15, 16, 32 and 64 (15: scalar staging, rows
-    // not 16-byte aligned), a key that only the last query sees at the start of a warp's 16 keys.
+    // K/V cache, grouped-query heads, head sizes 15, 16, 32, 64, 80 and 128 (15: scalar staging,
+    // rows not 16-byte aligned; over 64: 32-row streamed tiles), a key that only the last query
+    // sees at the start of a warp's 16 keys.
     const cases = [
       ...OP_CASES.filter((c) => c.tensorCores === "bf16"),
       GPT2_ATTN_STATS_CASES[1],
       GPT2_ATTN_STATS_CASES[2],
     ];
-    assertEquals(cases.length, 8);
+    assertEquals(cases.length, 10);
     const outputs = (eng: Engine) => {
       eng.setPrecision(2);
       try {
