@@ -537,9 +537,10 @@ inline int col_chunk_rows(int N) {
 // sums are bound by load latency.
 constexpr int kColU = 8;
 
-// sum_{k = k0 .. k1-1} load(k) in double, k in order, kColU loads (of type T) in flight.
-template <class T, class Load>
-__device__ inline double sum_in_order(int k0, int k1, Load load) {
+// sum_{k = k0 .. k1-1} load(k) in double, k in order, kColU loads (of type T) in flight;
+// visit(k, value) is called for each k as it is added (after the group's loads are issued).
+template <class T, class Load, class Visit>
+__device__ inline double sum_in_order(int k0, int k1, Load load, Visit visit) {
   double s = 0;
   for (int kb = k0; kb < k1; kb += kColU) {
     T v[kColU];
@@ -547,10 +548,17 @@ __device__ inline double sum_in_order(int k0, int k1, Load load) {
     for (int u = 0; u < kColU; u++) v[u] = kb + u < k1 ? load(kb + u) : T(0);
 #pragma unroll
     for (int u = 0; u < kColU; u++) {
-      if (kb + u < k1) s += v[u];
+      if (kb + u < k1) {
+        visit(kb + u, v[u]);
+        s += v[u];
+      }
     }
   }
   return s;
+}
+template <class T, class Load>
+__device__ inline double sum_in_order(int k0, int k1, Load load) {
+  return sum_in_order<T>(k0, k1, load, [](int, T) {});
 }
 
 // out[c] += (float) sum_k part[k*C + c], k in order.

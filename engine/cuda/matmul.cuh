@@ -4,7 +4,8 @@
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
 //             dw[Cout,Cin] += dout^T inp
-//             dbias[Cout]  += sum_n dout[n]       (double, two deterministic stages)
+//             dbias[Cout]  += sum_n dout[n]       (double, two deterministic stages; in bf16
+//                                                 mode the first also rounds dout for the GEMMs)
 //
 // cuBLAS is column-major; a row-major [R, K] matrix is the column-major [K, R] matrix, its
 // transpose. So out^T = W inp^T is gemm(T, N) with m = Cout, n = N, k = Cin; dinp^T = W^T
@@ -65,13 +66,20 @@ __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Co
     out[t] += bias[t % Cout];
 }
 
-// Stage 1 of dbias: grid (ceil(C/128), chunks); part [chunks, C].
-__global__ void colsum_part_kernel(double* part, const float* x, int N, int C, int chunk) {
+// Stage 1 of dbias: grid (ceil(C/128), chunks); part [chunks, C]. With x16 (bf16 mode, when
+// the backward's GEMMs need dout rounded and no op has made that copy), the same pass over x
+// also writes the bf16 copy, rows ld16 apart: one read of dout instead of two, and the
+// rounding kernel's launch saved.
+__global__ void colsum_part_kernel(double* part, const float* x, int N, int C, int chunk,
+                                   __nv_bfloat16* x16, int ld16) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
-  part[(int64_t)blockIdx.y * C + c] =
-      sum_in_order<float>(n0, n1, [&](int n) { return x[(int64_t)n * C + c]; });
+  part[(int64_t)blockIdx.y * C + c] = sum_in_order<float>(
+      n0, n1, [&](int n) { return x[(int64_t)n * C + c]; },
+      [&](int n, float v) {
+        if (x16) x16[(int64_t)n * ld16 + c] = __float2bfloat16_rn(v);
+      });
 }
 
 // The rounding kernels into a copy whose rows are ld apart (ld > cols; else the flat ones).
@@ -334,17 +342,27 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
+  Operand D{nullptr, CUDA_R_32F, 0};  // dout as the GEMMs read it, once prepared
   if (dbias) {
     const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
+    // In bf16 mode, the column sums' pass also rounds dout for the GEMMs, unless the op
+    // before made that copy (prepare's order: a produced copy first, else a rounding pass).
+    __nv_bfloat16* d16 = nullptr;
+    int pld = 0;
+    if (g.precision == 2 && (dinp || dw) && !produced_bf16(dout, N, Cout, &pld)) {
+      pld = padded_ld(Cout);
+      d16 = (__nv_bfloat16*)g_scr_a.get(fn, (size_t)N * pld * sizeof(__nv_bfloat16));
+      if (!d16) return 1;
+      D = {d16, CUDA_R_16BF, pld};
+    }
     dim3 grid((Cout + 127) / 128, chunks);
-    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk);
+    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk, d16, pld);
     LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
   }
   if (dinp || dw) {
-    Operand D;
-    TRY(prepare(fn, g_scr_a, dout, N, Cout, &D));
+    if (!D.p) TRY(prepare(fn, g_scr_a, dout, N, Cout, &D));
     if (dinp) {
       Operand W;
       TRY(prepare(fn, g_scr_b, w, Cout, Cin, &W));
