@@ -166,6 +166,30 @@ __device__ inline void tc_acc_pb(float (&acc)[HSP / 8][4], const float (&p)[NC /
   }
 }
 
+// row[0 .. HS) += the lane's elements of row g + 8 hi of a 16 x HSP accumulator (columns
+// 8 nd + 2t and 8 nd + 2t + 1): all the loads first, then the stores.
+template <int HSP>
+__device__ inline void tc_add_row(float* row, const float (&acc)[HSP / 8][4], int hi, int t,
+                                  int HS) {
+  float x[HSP / 8][2];
+#pragma unroll
+  for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      const int d = 8 * nd + 2 * t + c;
+      x[nd][c] = d < HS ? row[d] : 0.f;
+    }
+  }
+#pragma unroll
+  for (int nd = 0; nd < HSP / 8; nd++) {
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      const int d = 8 * nd + 2 * t + c;
+      if (d < HS) row[d] = x[nd][c] + acc[nd][2 * hi + c];
+    }
+  }
+}
+
 // Sum, or max, of a value over the four lanes of a group (the lanes that share a row).
 __device__ inline float group_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -347,28 +371,11 @@ __global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, fl
     }
     tc_acc_pb<HSP, NC>(dq, p, Ks, g, t);
   }
-  // The lane adds its elements to dqkv: all loads first, then the stores.
+  // The lane adds its elements to dqkv.
 #pragma unroll
   for (int hi = 0; hi < 2; hi++) {
     if (g + 8 * hi >= wn) continue;
-    float* row = dqkv + ((int64_t)b * s.Tq + ig + 8 * hi) * s.QS + h * HS;
-    float x[HSP / 8][2];
-#pragma unroll
-    for (int nd = 0; nd < HSP / 8; nd++) {
-#pragma unroll
-      for (int c = 0; c < 2; c++) {
-        const int d = 8 * nd + 2 * t + c;
-        x[nd][c] = d < HS ? row[d] : 0.f;
-      }
-    }
-#pragma unroll
-    for (int nd = 0; nd < HSP / 8; nd++) {
-#pragma unroll
-      for (int c = 0; c < 2; c++) {
-        const int d = 8 * nd + 2 * t + c;
-        if (d < HS) row[d] = x[nd][c] + dq[nd][2 * hi + c];
-      }
-    }
+    tc_add_row<HSP>(dqkv + ((int64_t)b * s.Tq + ig + 8 * hi) * s.QS + h * HS, dq, hi, t, HS);
   }
 }
 
@@ -454,8 +461,7 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2) attention_tc_dkv_kerne
           tc_acc_pb<HSP, NC>(dk, dp, Qs, g, t);
         }
       }
-      // The lane adds its elements (two read-modify-writes each) to the key's gradient rows:
-      // all loads first, then the stores.
+      // The lane adds its elements to the key's gradient rows (the value's VO later).
 #pragma unroll
       for (int hi = 0; hi < 2; hi++) {
         const int jj = jg + 8 * hi;
@@ -467,26 +473,8 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2) attention_tc_dkv_kerne
         } else {
           row = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
         }
-        float xk[HSP / 8][2], xv[HSP / 8][2];
-#pragma unroll
-        for (int nd = 0; nd < HSP / 8; nd++) {
-#pragma unroll
-          for (int c = 0; c < 2; c++) {
-            const int d = 8 * nd + 2 * t + c;
-            xk[nd][c] = d < HS ? row[d] : 0.f;
-            xv[nd][c] = d < HS ? row[d + s.VO] : 0.f;
-          }
-        }
-#pragma unroll
-        for (int nd = 0; nd < HSP / 8; nd++) {
-#pragma unroll
-          for (int c = 0; c < 2; c++) {
-            const int d = 8 * nd + 2 * t + c;
-            if (d >= HS) continue;
-            row[d] = xk[nd][c] + dk[nd][2 * hi + c];
-            row[d + s.VO] = xv[nd][c] + dv[nd][2 * hi + c];
-          }
-        }
+        tc_add_row<HSP>(row, dk, hi, t, HS);
+        tc_add_row<HSP>(row + s.VO, dv, hi, t, HS);
       }
     }
   }
