@@ -519,9 +519,10 @@ inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
     float acc = d[r];
     for (int k = 0; k < 16; k++) {
       // A(m, k): lane 4 (m % 8) + (k % 8) / 2, register (m / 8) + 2 (k / 8), half k % 2.
-      const float x = mma_half(w, unsigned(4 * (m % 8) + (k % 8) / 2), m / 8 + 2 * (k / 8), k % 2);
+      const unsigned la = unsigned(4 * (m % 8) + (k % 8) / 2), lb = unsigned(4 * n + (k % 8) / 2);
+      const float x = mma_half(w, la, m / 8 + 2 * (k / 8), k % 2);
       // B(k, n): lane 4 n + (k % 8) / 2, register 4 + k / 8, half k % 2.
-      const float y = mma_half(w, unsigned(4 * n + (k % 8) / 2), 4 + k / 8, k % 2);
+      const float y = mma_half(w, lb, 4 + k / 8, k % 2);
       acc = std::fmaf(x, y, acc);
     }
     out[r] = acc;

@@ -447,8 +447,9 @@ inline bool tc_attention_on(const AttnShape& s);
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
                             const float* kv_past, const uint8_t* key_valid, const AttnShape& s);
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                            const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
-                            const float* kv_past, const AttnShape& s, bool share_b, float* D);
+                            const float* out, const float* stats, const uint8_t* key_valid,
+                            const float* qkv, const float* kv_past, const AttnShape& s,
+                            bool share_b, float* D);
 
 // The forward: att and stats each nullable (the ABI functions pass one of them).
 inline int attention_fwd(const char* fn, float* out, float* att, float* stats, const float* qkv,
@@ -474,8 +475,8 @@ inline int attention_fwd(const char* fn, float* out, float* att, float* stats, c
 // kernels from dout and out.
 inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                          const float* out, const float* att, const float* stats,
-                         const uint8_t* key_valid,
-                         const float* qkv, const float* kv_past, const AttnShape& s) {
+                         const uint8_t* key_valid, const float* qkv, const float* kv_past,
+                         const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kQT - 1) / kQT, nkt = (s.Tk + kKT - 1) / kKT;
   const int NKV = s.NH / s.G;

@@ -204,10 +204,10 @@ __device__ inline T group_sum(T v) {
 // grid: B*NH*nqt blocks (64-query tiles, fastest); dynamic shared memory:
 // tc_smem(HSP, kTcTile, NC). stats is nullable.
 template <int HSP>
-__global__ void __launch_bounds__(128, 4) attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16,
-                                        float* stats, const float* qkv, const float* past,
-                                        const uint8_t* key_valid, AttnShape s, float scale,
-                                        int nqt) {
+__global__ void __launch_bounds__(128, 4)
+    attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
+                            const float* qkv, const float* past, const uint8_t* key_valid,
+                            AttnShape s, float scale, int nqt) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   auto* Qs = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
@@ -303,11 +303,10 @@ __global__ void __launch_bounds__(128, 4) attention_tc_fwd_kernel(float* out, __
 // grid: B*NH*nqt blocks; dynamic shared memory: tc_smem(HSP, 2 * kTcTile, NC). Writes D to
 // Dg [B,NH,Tq] and adds dq to dqkv.
 template <int HSP>
-__global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout,
-                                       const float* out, const float* stats,
-                                       const uint8_t* key_valid,
-                                       const float* qkv, const float* past, AttnShape s,
-                                       float scale, int nqt) {
+__global__ void __launch_bounds__(128, 3)
+    attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout, const float* out,
+                           const float* stats, const uint8_t* key_valid, const float* qkv,
+                           const float* past, AttnShape s, float scale, int nqt) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   auto* Qs = dyn_shared<__nv_bfloat16>();   // [kTcTile][ld]
@@ -382,11 +381,11 @@ __global__ void __launch_bounds__(128, 3) attention_tc_dq_kernel(float* dqkv, fl
 // grid: B*NKV*nkt blocks (64-key tiles, fastest), or NKV blocks with share_b (each walks b,
 // then the key tiles, in order); dynamic shared memory: tc_smem(HSP, 2 * kTcTile, 3 NC floats).
 template <int HSP>
-__global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2) attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg,
-                                        const float* dout, const float* stats,
-                                        const uint8_t* key_valid, const float* qkv,
-                                        const float* past, AttnShape s, float scale,
-                                        int nkt_all, bool share_b) {
+__global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
+    attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* dout,
+                            const float* stats, const uint8_t* key_valid, const float* qkv,
+                            const float* past, AttnShape s, float scale, int nkt_all,
+                            bool share_b) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS, NKV = s.NH / s.G;
   auto* Ks = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
@@ -505,9 +504,9 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
 
 template <int HSP>
 inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                               const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
-                               const float* kv_past, const AttnShape& s, bool share_b,
-                               float* D) {
+                               const float* out, const float* stats, const uint8_t* key_valid,
+                               const float* qkv, const float* kv_past, const AttnShape& s,
+                               bool share_b, float* D) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
   const int NKV = s.NH / s.G;
@@ -535,8 +534,9 @@ inline int attention_tc_fwd(const char* fn, float* out, float* stats, const floa
 }
 
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
-                            const float* out, const float* stats, const uint8_t* key_valid, const float* qkv,
-                            const float* kv_past, const AttnShape& s, bool share_b, float* D) {
+                            const float* out, const float* stats, const uint8_t* key_valid,
+                            const float* qkv, const float* kv_past, const AttnShape& s,
+                            bool share_b, float* D) {
 #define LE_TC_BWD(HSP) \
   attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, s, \
                            share_b, D)
