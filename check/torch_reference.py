@@ -271,8 +271,7 @@ def run_blocks(torch, P, n_head, x, past=None, valid=None, pos=None):
     import torch.nn.functional as F
     if isinstance(n_head, dict):
         return llama_blocks(torch, P, n_head, x, pos, past, valid)
-    B, T, C = x.shape
-    HS = C // n_head
+    T, C = x.shape[1], x.shape[2]
     Tp = past[0][0].shape[2] if past else 0
     i = torch.arange(T, device=x.device)[:, None]
     j = torch.arange(Tp + T, device=x.device)[None, :]
