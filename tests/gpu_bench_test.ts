@@ -144,7 +144,7 @@ Deno.test({
     Deno.writeTextFileSync(lib, "");
     const r = await new Deno.Command("bash", {
       args: ["bench/gpu_all.sh", "--quick", "--baseline-lib", lib, out],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: root,
       env: { DENO: Deno.execPath(), NO_COLOR: "1" },
       stdout: "piped",
       stderr: "piped",
