@@ -269,7 +269,13 @@ if (!standIn) {
   console.log(
     `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}, bias epilogue ${
       d.biasEpilogue ? "on" : "off"
-    }, tensor-core attention ${d.tcAttention ? "on" : "off"}` +
+    }, tensor-core attention ${
+      d.tcAttention
+        ? "on"
+        : d.mmaProbe === -1
+        ? "off"
+        : `off (the mma probe found ${d.mmaProbe} of 128 elements wrong)`
+    }` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {

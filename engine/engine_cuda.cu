@@ -123,10 +123,14 @@ void configure_lt() {
 }
 
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
-// the fp32 kernels of attention.cuh in every precision. Read at every le_init, as above.
+// the fp32 kernels of attention.cuh in every precision, or unless the tensor cores' register
+// layout is not the one the kernels assume (probe_mma). Read at every le_init, as above; needs
+// g.dflag.
 void configure_attention() {
   const char* env = getenv("LOTUS_TC_ATTENTION");
   g.tc_attention = !(env && strcmp(env, "0") == 0);
+  g.mma_probe = g.tc_attention ? probe_mma() : -1;
+  if (g.mma_probe != 0) g.tc_attention = false;
 }
 
 int init(int device) {
@@ -208,13 +212,13 @@ int init(int device) {
     return fail("le_init: %s failed: %s", step, cublas::status_name(s));
   }
   configure_lt();
-  configure_attention();
   e = cudaMalloc(&g.dflag, 4 * sizeof(int));
   if (e == cudaSuccess) e = cudaMallocHost(&g.hflag, 4 * sizeof(int));
   if (e != cudaSuccess) {
     teardown();
     return cuda_fail(fn, "cudaMalloc of 16 bytes", e);
   }
+  configure_attention();
   const char* sync = getenv("LOTUS_CUDA_SYNC");
   g.sync_each_op = sync && sync[0] && strcmp(sync, "0") != 0;
   g.device = device;
@@ -249,9 +253,11 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     char nums[256];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s,\"tcAttention\":%s}",
+             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s,\"tcAttention\":%s,"
+             "\"mmaProbe\":%d}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
-             g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false");
+             g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
+             g.mma_probe);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }

@@ -1169,6 +1169,19 @@ function shortOpenMpSpinByDefault(): void {
   } catch { /* no --allow-env: libgomp keeps its default */ }
 }
 
+/** le_init probes the GPU's tensor-core register layout; when it is not the one the bf16
+ * attention kernels assume, the engine runs the fp32 kernels instead, and says so here. */
+function warnIfMmaProbeFailed(eng: Engine): void {
+  const wrong = eng.deviceInfo().mmaProbe;
+  if (typeof wrong === "number" && wrong > 0) {
+    console.error(
+      `CUDA engine: le_init's tensor-core probe found ${wrong} of 128 elements wrong, so bf16 ` +
+        `attention runs on the fp32 kernels (correct, slower); deno task test:gpu checks the ` +
+        `engine on this GPU`,
+    );
+  }
+}
+
 /**
  * Builds the engine if needed (see buildEngine), loads it, initialises it and checks that
  * it speaks this binding's ABI version.
@@ -1231,6 +1244,7 @@ export function openEngine(opts: EngineOptions = {}): Engine {
     if (lib.symbols.le_init(opts.device ?? 0) !== 0) {
       throw new EngineError("le_init", lastError(lib.symbols));
     }
+    if (backend === "cuda") warnIfMmaProbeFailed(eng);
     if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
     // Always set: the library's state outlives Engine.close(), so an earlier engine's mode
     // must not leak into this one.

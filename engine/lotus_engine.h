@@ -191,8 +191,12 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
 /* A one-line JSON object describing what the engine runs on, copied like le_last_error
  * (NUL-terminated, truncated to cap - 1 bytes; returns the full length). CPU:
  * {"backend":"cpu","threads":N}. CUDA, after le_init: {"backend":"cuda","device":NAME,
- * "cc":"9.0","driver":13000,"runtime":13000,"cublas":PATH,"cublasVersion":130000,
- * "cublasLtVersion":130000}; before le_init: {"backend":"cuda","ready":false}. */
+ * "cublas":PATH,"cc":"9.0","driver":13000,"runtime":13000,"cublasVersion":130000,
+ * "cublasLtVersion":130000,"biasEpilogue":true,"tcAttention":true,"mmaProbe":0}, where
+ * tcAttention says whether bf16 attention runs on tensor cores and mmaProbe how many of 128
+ * elements le_init's check of the tensor cores' register layout got wrong (-1: not run, with
+ * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off); before le_init:
+ * {"backend":"cuda","ready":false}. */
 uint64_t le_device_info(char* buf, uint64_t cap);
 
 /* Attention that keeps per-row softmax statistics instead of the probabilities: the same

@@ -995,6 +995,7 @@ Deno.test({
     };
     const ref = cases.map((c) => c.run(cpu, 7));
     assertEquals(e.deviceInfo().tcAttention, true);
+    assertEquals(e.deviceInfo().mmaProbe, 0, "le_init's probe of the mma register layout");
     // The order and race checks (each launch also run in reverse order) on the small cases.
     Deno.env.set("LOTUS_EMU_CHECK", "order,writes");
     let tc: Record<string, Float32Array | Int32Array>[];
@@ -1021,6 +1022,7 @@ Deno.test({
     try {
       off = openEngine({ backend: "cuda", libPath: lib });
       assertEquals(off.deviceInfo().tcAttention, false);
+      assertEquals(off.deviceInfo().mmaProbe, -1, "not probed when switched off");
       const fp32 = outputs(off);
       for (let i = 0; i < cases.length; i++) {
         for (const [k, want] of Object.entries(ref[i])) {

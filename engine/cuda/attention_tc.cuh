@@ -479,8 +479,52 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
   }
 }
 
+// The register layout these kernels assume is PTX's documentation, which the host emulation
+// implements; only a GPU can confirm it. le_init does, once: one warp multiplies small integer
+// matrices (exact in bf16 and fp32) through mma_bf16_16816 with its operands placed as
+// documented, and counts the elements of D that differ from the exact product. Any: the
+// tensor-core kernels are not used (the fp32 kernels serve bf16 mode too) and le_device_info
+// says so, rather than attention's gradients being silently wrong.
+__global__ void mma_probe_kernel(int* wrong) {
+  const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+  auto A = [](int m, int k) { return (float)((m * 16 + k) % 7 - 3); };  // 16 x 16
+  auto B = [](int k, int n) { return (float)((k * 8 + n) % 5 - 2); };   // 16 x 8
+  const uint32_t a[4] = {pack_bf16x2(A(g, 2 * t), A(g, 2 * t + 1)),
+                         pack_bf16x2(A(g + 8, 2 * t), A(g + 8, 2 * t + 1)),
+                         pack_bf16x2(A(g, 2 * t + 8), A(g, 2 * t + 9)),
+                         pack_bf16x2(A(g + 8, 2 * t + 8), A(g + 8, 2 * t + 9))};
+  const uint32_t b[2] = {pack_bf16x2(B(2 * t, g), B(2 * t + 1, g)),
+                         pack_bf16x2(B(2 * t + 8, g), B(2 * t + 9, g))};
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  mma_bf16_16816(d, a, b);
+  int bad = 0;
+  for (int r = 0; r < 4; r++) {
+    const int m = g + 8 * (r / 2), n = 2 * t + r % 2;
+    float want = 0.f;
+    for (int k = 0; k < 16; k++) want += A(m, k) * B(k, n);
+    bad += d[r] != want;
+  }
+  for (int o = 16; o > 0; o /= 2) bad += __shfl_xor_sync(0xffffffffu, bad, o);
+  if (lane == 0) *wrong = bad;
+}
+
+// Runs the probe into g.dflag[3] and returns the wrong elements (of 128), or -1 when it could
+// not run (then the tensor-core kernels stay off too).
+inline int probe_mma() {
+  LAUNCH(mma_probe_kernel, 1, 32, 0)(g.dflag + 3);
+  if (cudaGetLastError() != cudaSuccess ||
+      cudaMemcpyAsync(g.hflag + 3, g.dflag + 3, sizeof(int), cudaMemcpyDeviceToHost,
+                      g.stream) != cudaSuccess ||
+      cudaStreamSynchronize(g.stream) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return g.hflag[3];
+}
+
 // Whether bf16 attention of this shape runs on tensor cores (the statistics form in bf16
-// mode, head sizes up to 128, unless LOTUS_TC_ATTENTION=0), and the launches.
+// mode, head sizes up to 128, unless LOTUS_TC_ATTENTION=0 or le_init's probe failed), and the
+// launches.
 inline bool tc_attention_on(const AttnShape& s) {
   return g.precision == 2 && g.tc_attention && tc_hsp(s.HS) != 0;
 }

@@ -87,6 +87,7 @@ struct State {
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
+  int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
   uint64_t capture_failures = 0;  // g_failures at le_graph_begin
