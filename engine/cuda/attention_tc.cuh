@@ -19,9 +19,10 @@
 // output rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each
 // thread's partial row sum is combined over its group once at the end.
 //
-// Shared memory per block, at HSP = 64: 27 KiB (forward), 37 KiB (dq, dkv): against 72 and
-// more for a version with the scores and accumulators in shared memory, so several blocks fit
-// on a multiprocessor to hide the staging's load latency.
+// Shared memory per block, at HSP = 64: 27 KiB (forward), 37 KiB (dq, dkv), where kernels that
+// keep the scores and accumulators in shared memory need 70 to 106 KiB; so 3 or 4 blocks fit
+// on a multiprocessor (registers permitting: __launch_bounds__ below) to hide the staging's
+// load latency.
 //
 // As in attention.cuh: no atomics, every gradient element written by one thread in a fixed
 // order (deterministic), the probabilities recomputed from the forward's statistics. D_i =
