@@ -108,9 +108,12 @@ struct Operand {
   int ld;
 };
 
-// x is [rows, cols] with rows cols apart.
+// x is [rows, cols] with rows cols apart. With `defer`, a bf16 rounding pass is not launched:
+// *defer gets the scratch copy *op points at, for the caller's own kernel to write (nullptr
+// when a kept or produced copy serves, or outside bf16 mode).
 inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t rows, int cols,
-                   Operand* op) {
+                   Operand* op, __nv_bfloat16** defer = nullptr) {
+  if (defer) *defer = nullptr;
   const int64_t n = rows * cols;
   if (g.precision == 0) {
     *op = {x, CUDA_R_32F, cols};
@@ -143,12 +146,16 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t row
   __nv_bfloat16* dst =
       (__nv_bfloat16*)slot.get(fn, (size_t)(rows * ld) * sizeof(__nv_bfloat16));
   if (!dst) return 1;
+  *op = {dst, CUDA_R_16BF, ld};
+  if (defer) {
+    *defer = dst;
+    return 0;
+  }
   if (ld == cols) {
     LAUNCH(to_bf16_kernel, blocks, 256, 0)(dst, x, n);
   } else {
     LAUNCH(to_bf16_rows_kernel, blocks, 256, 0)(dst, x, rows, cols, ld);
   }
-  *op = {dst, CUDA_R_16BF, ld};
   return 0;
 }
 
@@ -342,37 +349,28 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
-  Operand D{nullptr, CUDA_R_32F, 0};  // dout as the GEMMs read it, once prepared
+  // dout as the GEMMs read it. With a bias, a bf16 rounding of dout is left to the column
+  // sums' pass (d16), which reads dout anyway.
+  Operand D{};
+  __nv_bfloat16* d16 = nullptr;
+  if (dinp || dw) TRY(prepare(fn, g_scr_a, dout, N, Cout, &D, dbias ? &d16 : nullptr));
   if (dbias) {
     const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
-    // In bf16 mode, the column sums' pass also rounds dout for the GEMMs, unless the op
-    // before made that copy (prepare's order: a produced copy first, else a rounding pass).
-    __nv_bfloat16* d16 = nullptr;
-    int pld = 0;
-    if (g.precision == 2 && (dinp || dw) && !produced_bf16(dout, N, Cout, &pld)) {
-      pld = padded_ld(Cout);
-      d16 = (__nv_bfloat16*)g_scr_a.get(fn, (size_t)N * pld * sizeof(__nv_bfloat16));
-      if (!d16) return 1;
-      D = {d16, CUDA_R_16BF, pld};
-    }
     dim3 grid((Cout + 127) / 128, chunks);
-    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk, d16, pld);
+    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk, d16, D.ld);
     LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
   }
-  if (dinp || dw) {
-    if (!D.p) TRY(prepare(fn, g_scr_a, dout, N, Cout, &D));
-    if (dinp) {
-      Operand W;
-      TRY(prepare(fn, g_scr_b, w, Cout, Cin, &W));
-      TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, D, dinp, Cin, accumulate != 0));
-    }
-    if (dw) {
-      Operand X;
-      TRY(prepare(fn, g_scr_c, inp, N, Cin, &X));
-      TRY(gemm(fn, cublas::kOpN, cublas::kOpT, Cin, Cout, N, X, D, dw, Cin, true));
-    }
+  if (dinp) {
+    Operand W;
+    TRY(prepare(fn, g_scr_b, w, Cout, Cin, &W));
+    TRY(gemm(fn, cublas::kOpN, cublas::kOpN, Cin, N, Cout, W, D, dinp, Cin, accumulate != 0));
+  }
+  if (dw) {
+    Operand X;
+    TRY(prepare(fn, g_scr_c, inp, N, Cin, &X));
+    TRY(gemm(fn, cublas::kOpN, cublas::kOpT, Cin, Cout, N, X, D, dw, Cin, true));
   }
   return op_done(fn);
 }
