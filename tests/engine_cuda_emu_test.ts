@@ -1079,11 +1079,12 @@ Deno.test({
           return p;
         });
         const [dout, x, w] = bufs;
-        const grads = [N * Cin, Cout * Cin, Cout].map((n) => e.alloc(n * 4));
+        const sizes = [N * Cin, Cout * Cin, Cout]; // dinp, dW, dbias
+        const grads = sizes.map((n) => e.alloc(n * 4));
         const [dinp, dw, db] = grads;
         const read = () =>
           grads.map((p, i) => {
-            const out = new Float32Array([N * Cin, Cout * Cin, Cout][i]);
+            const out = new Float32Array(sizes[i]);
             e.download(out, p);
             return out;
           });
@@ -1093,7 +1094,7 @@ Deno.test({
           e.sync();
           return emuCounters(lib).launches - c0;
         };
-        const zero = () => grads.forEach((p, i) => e.zero(p, 4 * [N * Cin, Cout * Cin, Cout][i]));
+        const zero = () => grads.forEach((p, i) => e.zero(p, 4 * sizes[i]));
         zero();
         const fused = launches(() => e.matmulBwd(dinp, dw, db, dout, x, w, N, Cin, Cout, false));
         const a = read();
