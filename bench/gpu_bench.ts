@@ -294,6 +294,22 @@ async function main(): Promise<void> {
       unit: "%",
       target: "",
     });
+    const info = eng.deviceInfo();
+    if (info.gemmTuneShapes !== undefined) {
+      // What timing the heuristic's candidate GEMM algorithms (matmul.cuh) changed: one call
+      // of every timed shape of the step, with the heuristic's first and with the one kept.
+      const heur = Number(info.gemmTuneHeuristicUs), chosen = Number(info.gemmTuneChosenUs);
+      push({
+        section: "train",
+        name: "engine: GEMM shapes where timing changed the algorithm",
+        value: Number(info.gemmTuneChanged),
+        unit: "shapes",
+        target: "",
+        note: `of ${info.gemmTuneShapes} timed (${info.gemmTuneCandidates} candidates each); ` +
+          `one call of each: ${heur.toFixed(0)} us with the heuristic's first, ` +
+          `${chosen.toFixed(0)} us with the kept`,
+      });
+    }
     push({
       section: "train",
       name: "engine: peak device memory",

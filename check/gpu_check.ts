@@ -267,8 +267,14 @@ if (!standIn) {
   detail.device = test.deviceInfo();
   const d = detail.device as Record<string, unknown>;
   console.log(
-    `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}, bias epilogue ${
-      d.biasEpilogue ? "on" : "off"
+    `device: ${d.device} (cc ${d.cc}), driver ${d.driver}, runtime ${d.runtime}, cuBLAS ${d.cublasVersion} from ${d.cublas}, cuBLASLt ${
+      d.cublasLt
+        ? `on (${
+          d.gemmTuneCandidates === 1
+            ? "heuristic's first algorithm"
+            : `${d.gemmTuneCandidates} GEMM algorithms timed a shape`
+        })`
+        : "off"
     }, tensor-core attention ${
       d.tcAttention
         ? "on"

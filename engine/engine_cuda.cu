@@ -111,15 +111,30 @@ void at_exit() {
   g.ready = false;
 }
 
-// cuBLASLt for the bias epilogue (matmul.cuh), unless LOTUS_CUBLASLT=0; without it biases
-// are added by a kernel, which is also what a failed cublasLtCreate leaves. Read at every
-// le_init, so a process can open the engine again with the other setting.
-void configure_lt() {
+// cuBLASLt for every GEMM (matmul.cuh), unless LOTUS_CUBLASLT=0; without it cublasGemmEx
+// serves and biases are added by a kernel, which is also what a failed cublasLtCreate leaves.
+// LOTUS_GEMM_TUNE: how many of the heuristic's algorithms are timed per GEMM shape (default 8;
+// 0 or 1: its first, untimed). Read at every le_init, so a process can open the engine again
+// with other settings; the plans and choices made are kept while both stay the same.
+int configure_lt(const char* fn) {
   const char* env = getenv("LOTUS_CUBLASLT");
   const bool off = env && strcmp(env, "0") == 0;
-  if (off == !g.lt) return;
+  int tune = 8;
+  if (const char* t = getenv("LOTUS_GEMM_TUNE"); t && t[0]) {
+    char* end = nullptr;
+    const long v = strtol(t, &end, 10);
+    if (*end || v < 0 || v > 64) {
+      return fail("%s: LOTUS_GEMM_TUNE=%s: expected the number of GEMM algorithms to time per "
+                  "shape, 0 to 64 (0 or 1: the heuristic's first, untimed; unset: 8)",
+                  fn, t);
+    }
+    tune = v < 1 ? 1 : (int)v;
+  }
+  if (off == !g.lt && tune == g.tune_candidates) return 0;
   release_lt();
+  g.tune_candidates = tune;
   if (!off && g.blas.lt_matmul && g.blas.lt_create(&g.lt) != cublas::kSuccess) g.lt = nullptr;
+  return 0;
 }
 
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
@@ -211,7 +226,10 @@ int init(int device) {
     teardown();
     return fail("le_init: %s failed: %s", step, cublas::status_name(s));
   }
-  configure_lt();
+  if (configure_lt(fn) != 0) {
+    teardown();
+    return 1;
+  }
   e = cudaMalloc(&g.dflag, 4 * sizeof(int));
   if (e == cudaSuccess) e = cudaMallocHost(&g.hflag, 4 * sizeof(int));
   if (e != cudaSuccess) {
@@ -250,14 +268,17 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
       }
       return q + "\"";
     };
-    char nums[256];
+    char nums[512];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"biasEpilogue\":%s,\"tcAttention\":%s,"
-             "\"mmaProbe\":%d}",
+             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,"
+             "\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
+             "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
+             "\"gemmTuneChosenUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
-             g.mma_probe);
+             g.mma_probe, g.tune_candidates, g_tune.shapes,
+             g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }
@@ -276,7 +297,7 @@ LE_API int le_init(int device) {
   REQUIRE_NOT_CAPTURING("le_init");
   if (g.ready) {
     if (device == g.device) {
-      configure_lt();
+      TRY(configure_lt("le_init"));
       configure_attention();
       return 0;
     }

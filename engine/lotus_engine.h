@@ -192,10 +192,17 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
  * (NUL-terminated, truncated to cap - 1 bytes; returns the full length). CPU:
  * {"backend":"cpu","threads":N}. CUDA, after le_init: {"backend":"cuda","device":NAME,
  * "cublas":PATH,"cc":"9.0","driver":13000,"runtime":13000,"cublasVersion":130000,
- * "cublasLtVersion":130000,"biasEpilogue":true,"tcAttention":true,"mmaProbe":0}, where
- * tcAttention says whether bf16 attention runs on tensor cores and mmaProbe how many of 128
+ * "cublasLtVersion":130000,"cublasLt":true,"tcAttention":true,"mmaProbe":0,
+ * "gemmTuneCandidates":8,"gemmTuneShapes":0,"gemmTuneChanged":0,"gemmTuneHeuristicUs":0.0,
+ * "gemmTuneChosenUs":0.0}, where cublasLt says whether the GEMMs run through cublasLtMatmul
+ * (biases in its epilogue; LOTUS_CUBLASLT=0 or a library without it: cublasGemmEx),
+ * tcAttention whether bf16 attention runs on tensor cores and mmaProbe how many of 128
  * elements le_init's check of the tensor cores' register layout got wrong (-1: not run, with
- * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off); before le_init:
+ * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off). The gemmTune fields: how many of
+ * the heuristic's algorithms are timed per GEMM shape (LOTUS_GEMM_TUNE; 1: none timed), the
+ * shapes timed so far, those where another than the heuristic's first won, and one call of
+ * every timed shape summed, with the heuristic's first and with the one kept, in
+ * microseconds. Before le_init:
  * {"backend":"cuda","ready":false}. */
 uint64_t le_device_info(char* buf, uint64_t cap);
 

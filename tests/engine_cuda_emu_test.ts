@@ -11,7 +11,7 @@ import { randn } from "../check/_op_bufs.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
-import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
+import { type Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
@@ -928,14 +928,14 @@ Deno.test({
         return { r, launches: c1.launches - c0.launches, gemms: c1.gemms - c0.gemms };
       });
     try {
-      assertEquals(e.deviceInfo().biasEpilogue, true);
+      assertEquals(e.deviceInfo().cublasLt, true);
       const lt = run(e);
       // The same library opened again with LOTUS_CUBLASLT=0: the bias kernel instead.
       Deno.env.set("LOTUS_CUBLASLT", "0");
       let off: Engine | null = null;
       try {
         off = openEngine({ backend: "cuda", libPath: lib });
-        assertEquals(off.deviceInfo().biasEpilogue, false);
+        assertEquals(off.deviceInfo().cublasLt, false);
         const kernel = run(off);
         for (let i = 0; i < cases.length; i++) {
           assertEquals(lt[i].r, kernel[i].r, `case ${cases[i]}: the same bits`);
@@ -947,7 +947,7 @@ Deno.test({
         off?.close();
         openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: epilogue back
       }
-      assertEquals(e.deviceInfo().biasEpilogue, true);
+      assertEquals(e.deviceInfo().cublasLt, true);
       // A bias 4 bytes off a 16-byte boundary takes the bias kernel.
       const bias2 = e.alloc((Cout + 1) * 4);
       try {
@@ -965,6 +965,108 @@ Deno.test({
     } finally {
       e.setPrecision(0);
       for (const p of [x, W, bias, out]) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: every GEMM goes through cuBLASLt, timing the heuristic's " +
+    "candidates keeps the fastest without changing a bit (accumulating GEMMs included), and a " +
+    "shape first met while recording a graph keeps the heuristic's first",
+  ignore: !OK,
+  fn() {
+    const lib = buildCudaEmu();
+    const rng = new Rng(37);
+    const N = 7, Cin = 12, Cout = 20;
+    const x = randn(rng, N * Cin), w = randn(rng, Cout * Cin, 0.3), bias = randn(rng, Cout);
+    const dout = randn(rng, N * Cout), dw0 = randn(rng, Cout * Cin), dx0 = randn(rng, N * Cin);
+    // A forward with and without the bias, and a backward whose dinp and dW both accumulate
+    // into values already there: four GEMM shapes, at fp32 and at bf16.
+    const run = (e: Engine) => {
+      const up = (a: Float32Array) => {
+        const p = e.alloc(a.length * 4);
+        e.upload(p, a);
+        return p;
+      };
+      const px = up(x), pw = up(w), pb = up(bias), pd = up(dout);
+      const out = e.alloc(N * Cout * 4), dw = up(dw0), dx = up(dx0);
+      const got: Float32Array[] = [];
+      const read = (p: Ptr, n: number) => {
+        const r = new Float32Array(n);
+        e.download(r, p);
+        got.push(r);
+      };
+      try {
+        for (const precision of [0, 2] as const) {
+          e.setPrecision(precision);
+          e.matmulFwd(out, px, pw, pb, N, Cin, Cout);
+          read(out, N * Cout);
+          e.matmulFwd(out, px, pw, null, N, Cin, Cout);
+          read(out, N * Cout);
+          e.matmulBwd(dx, dw, null, pd, px, pw, N, Cin, Cout, true);
+          read(dx, N * Cin);
+          read(dw, Cout * Cin);
+        }
+        // Once timed, a shape's call is one GEMM and no wait.
+        const c0 = emuCounters(lib);
+        e.matmulBwd(dx, dw, null, pd, px, pw, N, Cin, Cout, true);
+        const c1 = emuCounters(lib);
+        assertEquals([c1.gemms - c0.gemms, c1.syncs - c0.syncs], [2, 0], "a second call");
+        return got;
+      } finally {
+        e.setPrecision(0);
+        for (const p of [px, pw, pb, pd, out, dw, dx]) e.free(p);
+      }
+    };
+    const open = (env: Record<string, string>) => {
+      for (const k of ["LOTUS_GEMM_TUNE", "EMU_LT_ALGOS", "EMU_LT_SLOW_ALGO"]) {
+        if (env[k] === undefined) Deno.env.delete(k);
+        else Deno.env.set(k, env[k]);
+      }
+      return openEngine({ backend: "cuda", libPath: lib });
+    };
+    try {
+      // The heuristic's first choice, untimed: the reference bits.
+      let e = open({ LOTUS_GEMM_TUNE: "1", EMU_LT_ALGOS: "3", EMU_LT_SLOW_ALGO: "0" });
+      const untimed = run(e);
+      assertEquals(e.deviceInfo().gemmTuneShapes, 0);
+      e.close();
+      // Three candidates, the heuristic's first 2 ms slower a call: timed, another is kept.
+      e = open({ EMU_LT_ALGOS: "3", EMU_LT_SLOW_ALGO: "0" });
+      assertEquals(e.deviceInfo().gemmTuneCandidates, 8);
+      const timed = run(e);
+      for (let i = 0; i < untimed.length; i++) assertEquals(timed[i], untimed[i], `output ${i}`);
+      const info = e.deviceInfo();
+      assertEquals([info.gemmTuneShapes, info.gemmTuneChanged], [8, 8], JSON.stringify(info));
+      const saved = Number(info.gemmTuneHeuristicUs) - Number(info.gemmTuneChosenUs);
+      assert(saved > 8 * 1500, `the slow algorithm's 2 ms a call: ${saved} us saved`);
+      // A shape met first while recording a graph: the heuristic's first, untimed (a timing
+      // would wait for the GPU), and kept; the replay gives the bits of a call outside it.
+      const px = e.alloc(3 * Cin * 4), pw = e.alloc(Cout * Cin * 4), out = e.alloc(3 * Cout * 4);
+      try {
+        e.upload(px, x.subarray(0, 3 * Cin));
+        e.upload(pw, w);
+        const slot = e.graphSlot();
+        e.graphBegin();
+        e.matmulFwd(out, px, pw, null, 3, Cin, Cout);
+        e.graphEnd(slot);
+        assert(e.graphLaunch(slot));
+        const fromGraph = new Float32Array(3 * Cout), direct = new Float32Array(3 * Cout);
+        e.download(fromGraph, out);
+        e.graphFree(slot);
+        assertEquals(e.deviceInfo().gemmTuneShapes, 8, "nothing timed while recording");
+        e.matmulFwd(out, px, pw, null, 3, Cin, Cout);
+        e.download(direct, out);
+        assertEquals(fromGraph, direct);
+        assertEquals(e.deviceInfo().gemmTuneShapes, 8, "the choice made while recording stays");
+      } finally {
+        for (const p of [px, pw, out]) e.free(p);
+      }
+      e.close();
+      // A setting that is not a number is refused by le_init, naming it.
+      assertThrows(() => open({ LOTUS_GEMM_TUNE: "many" }), Error, "LOTUS_GEMM_TUNE=many");
+    } finally {
+      open({}).close(); // le_init again with the defaults
     }
   },
 });

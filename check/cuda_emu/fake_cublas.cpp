@@ -3,7 +3,7 @@
 // names of their own (emu.h redirects the engine's dlopen calls to them):
 //   -DFAKE_CUBLAS    libemu_cublas.so: the entry points the engine resolves, GemmEx in loops
 //   -DFAKE_CUBLASLT  libemu_cublaslt.so: cublasLtGetVersion and the cublasLtMatmul path the
-//                    engine takes for a forward with a bias (the BIAS epilogue only)
+//                    engine takes for every GEMM (the DEFAULT and BIAS epilogues)
 //   (neither)        libemu_cuda.so: empty (le_init only checks that the driver loads)
 //
 // cublasGemmEx follows the cuBLAS documentation: column-major C[m,n] = alpha op(A) op(B) +
@@ -12,11 +12,16 @@
 // engine must not use) with CUBLAS_STATUS_INVALID_VALUE. TF32 compute truncates fp32 operands
 // to 10 mantissa bits, the pessimistic reading of the tensor cores' conversion; bf16 operands
 // (CUDA_R_16BF = 14) are widened exactly. cublasLtMatmul runs the same loops and adds the bias
-// after alpha * sum, as the epilogue does; the heuristic's algorithm records the alignments the
-// preference promised, and the matmul rejects operands that do not have them.
+// after alpha * sum, as the epilogue does; the heuristic's algorithms record the alignments the
+// preference promised, and the matmul rejects operands that do not have them. The heuristic
+// offers one algorithm, or EMU_LT_ALGOS of them (all the same loops), and EMU_LT_SLOW_ALGO=r
+// makes algorithm r 2 ms slower a call, so that the engine's timing of candidates is tested.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 extern "C" {
 
@@ -54,10 +59,12 @@ struct Gemm {
   const void *A, *B;
   float* C;
   const float* bias;  // the BIAS epilogue's vector of m values (cublasLtMatmul), or null
+  int sleep_us = 0;   // an algorithm made slow on purpose (EMU_LT_SLOW_ALGO)
 };
 
 static void run_gemm(void* p) {
   const Gemm& g = *static_cast<const Gemm*>(p);
+  if (g.sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(g.sleep_us));
   for (int j = 0; j < g.n; j++)
     for (int i = 0; i < g.m; i++) {
       float acc = 0.f;
@@ -262,13 +269,19 @@ int cublasLtMatmulAlgoGetHeuristic(LtCtx* h, LtDesc* d, LtLayout* a, LtLayout* b
   if (!h || !d || !a || !b || !c || !dd || !p || requested < 1 || !out || !returned) return 7;
   int m, n, k;
   if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return 7;
-  *out = LtHeuristic{};
-  out->algo.data[0] = 0x1a;  // this fake's one algorithm
-  for (int i = 0; i < 4; i++) out->algo.data[1 + i] = p->align[i];
-  out->workspace_size = 0;
-  out->state = 0;
-  out->waves_count = 1.f;
-  *returned = 1;
+  // EMU_LT_ALGOS algorithms (default 1), ranked 0, 1, ...: they compute the same loops.
+  const char* env = std::getenv("EMU_LT_ALGOS");
+  const int algos = env && std::atoi(env) > 0 ? std::atoi(env) : 1;
+  *returned = algos < requested ? algos : requested;
+  for (int r = 0; r < *returned; r++) {
+    out[r] = LtHeuristic{};
+    out[r].algo.data[0] = 0x1a;  // this fake's algorithms
+    for (int i = 0; i < 4; i++) out[r].algo.data[1 + i] = p->align[i];
+    out[r].algo.data[5] = (uint64_t)r;
+    out[r].workspace_size = 0;
+    out[r].state = 0;
+    out[r].waves_count = 1.f;
+  }
   return 0;
 }
 
@@ -293,6 +306,9 @@ int cublasLtMatmul(LtCtx* h, LtDesc* d, const void* alpha, const void* A, LtLayo
   auto* g = new Gemm{d->ta, d->tb, m, n, k, a->type, (int)a->ld, b->type, (int)b->ld,
                      (int)dd->ld, d->compute == 77, *static_cast<const float*>(alpha), b0, A, B,
                      static_cast<float*>(D), d->epilogue == 4 ? d->bias : nullptr};
+  // EMU_LT_SLOW_ALGO=r: algorithm r takes 2 ms longer a call (for the timing's tests).
+  const char* slow = std::getenv("EMU_LT_SLOW_ALGO");
+  if (slow && slow[0] && (uint64_t)std::atoi(slow) == algo->data[5]) g->sleep_us = 2000;
   submit_gemm(stream, g);
   return 0;
 }

@@ -83,7 +83,8 @@ struct State {
   cudaStream_t stream = nullptr;
   cublas::Api blas;
   cublas::Handle handle = nullptr;
-  cublas::LtHandle lt = nullptr;  // null: biases added by a kernel (matmul.cuh)
+  cublas::LtHandle lt = nullptr;  // null: cublasGemmEx, biases added by a kernel (matmul.cuh)
+  int tune_candidates = 8;        // the GEMM algorithms timed per shape (LOTUS_GEMM_TUNE)
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)

@@ -1,5 +1,5 @@
-// matmul.cuh: the linear layer through cuBLAS (cublasGemmEx; cublasLtMatmul for a forward with
-// a bias), forward and backward.
+// matmul.cuh: the linear layer through cuBLAS (cublasLtMatmul, each shape's algorithm chosen
+// by timing; cublasGemmEx without it), forward and backward.
 //
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
@@ -29,14 +29,17 @@
 // the output of the op called just before when that op wrote its own copy (a normalisation,
 // attention or activation: common.cuh's produced operands).
 //
-// Determinism: cuBLAS gives bit-identical results for the same shapes, mode and GPU when one
-// stream and a fixed workspace are used (both set at le_init); dbias uses fixed chunks.
+// Determinism: cuBLAS gives bit-identical results for the same shapes, mode, algorithm and GPU
+// when one stream and a fixed workspace are used (both set at le_init; a shape's algorithm is
+// fixed once chosen, below); dbias uses fixed chunks.
 #pragma once
 
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common.cuh"
@@ -159,9 +162,10 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t row
   return 0;
 }
 
-// Column-major C[m,n] = A op B (+ C when accumulate), through cublasGemmEx.
-inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
-                Operand B, float* C, int ldc, bool accumulate) {
+// Column-major C[m,n] = A op B (+ C when accumulate), through cublasGemmEx: the path without
+// cuBLASLt (below).
+inline int gemm_ex(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
+                   Operand B, float* C, int ldc, bool accumulate) {
   const int lda = A.ld, ldb = B.ld;
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
@@ -177,39 +181,79 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
   return 0;
 }
 
-// ---- The forward's bias in the GEMM's epilogue (cuBLASLt) -------------------------------
+// ---- GEMMs through cuBLASLt, each shape's algorithm chosen by timing -------------------
 //
-// With a bias, le_matmul_fwd calls cublasLtMatmul with CUBLASLT_EPILOGUE_BIAS: the bias is
-// added as the GEMM writes its output, instead of by add_bias_kernel re-reading and rewriting
-// [N, Cout] after it. Same operands, same compute type; the GEMM may sum in another order
-// than cublasGemmEx's kernel, so results agree to the precision's rounding, not to the bit.
-// Descriptors, layouts and the algorithm chosen by cublasLtMatmulAlgoGetHeuristic are kept
-// per shape (LtPlan), so a call after the first is the matmul alone; the bias pointer is the
-// only attribute set per call. The heuristic is told the operands' real alignment (a row
-// range of a buffer need not be 256-byte aligned). Without cuBLASLt's matmul entry points,
-// with LOTUS_CUBLASLT=0, when no algorithm fits a shape, or for a bias off a 16-byte
-// boundary, the GEMM and the bias kernel run as before. GELU stays in its own kernel, which also writes the bf16 copy the next matmul
-// reads (common.cuh's produced operands): a GELU epilogue would write fp32 that then needs
-// its own rounding pass, the same traffic and launches as now.
+// Every GEMM goes through cublasLtMatmul when cuBLASLt's matmul entry points loaded (and
+// LOTUS_CUBLASLT is not 0). A forward with a bias adds it in the epilogue
+// (CUBLASLT_EPILOGUE_BIAS) instead of add_bias_kernel re-reading and rewriting [N, Cout]; the
+// others use the default epilogue, with beta = 1 in place (C is D) where they accumulate. The
+// GEMM may sum in another order than cublasGemmEx's kernel, so results agree with that path to
+// the precision's rounding, not to the bit.
+//
+// Descriptors, layouts and the algorithm are kept per shape, precision, epilogue and operand
+// alignment (LtPlan; a row range of a buffer need not start 256 bytes in, and the heuristic is
+// told each operand's real alignment), so a call after the first is the matmul alone: the
+// bias pointer is the only attribute set per call.
+//
+// The algorithm. cublasLtMatmulAlgoGetHeuristic ranks up to g.tune_candidates algorithms
+// (LOTUS_GEMM_TUNE, default 8) for the key. Its first is a model's guess, and at the shapes
+// here (a few thousand rows of 768 to 3,072 channels, or the 79 rows of a batch-1 loop pass,
+// where split-K decides the speed) a guess can miss by tens of percent. So at the key's first
+// call outside a graph recording, each candidate runs once and is then timed over kTuneRuns
+// calls between two events, and the fastest is kept for the rest of the process, unless it
+// beats the heuristic's first by under kTuneMargin (timing noise would otherwise choose among
+// equals at random). A GEMM that accumulates is timed into a zeroed temporary output, so that
+// its real output is written once, by the real call; over kTuneScratchMax bytes (the tied LM
+// head's weight gradient) it keeps the heuristic's first, as does a key met first while a
+// graph is being recorded (a timing waits for the GPU; callers run a sequence once before
+// recording it, model/graphs.ts).
+//
+// Determinism: an algorithm gives the same bits every call, and a key's choice is fixed for
+// the process once made (kept even when its plan is dropped). Two processes may choose
+// differently where candidates time within noise of each other; LOTUS_GEMM_TUNE=1 keeps the
+// heuristic's first choice, the same in every process. le_device_info reports the keys timed
+// (gemmTuneShapes), those where another algorithm won (gemmTuneChanged), and one call of every
+// timed key with the heuristic's choice and with the kept one, summed (gemmTuneHeuristicUs,
+// gemmTuneChosenUs).
+//
+// Without cuBLASLt, with LOTUS_CUBLASLT=0, when no algorithm fits a key, or for a bias off a
+// 16-byte boundary (no preference states the bias's alignment), cublasGemmEx and the bias
+// kernel run as before.
+
+constexpr int kTuneRuns = 5;
+constexpr float kTuneMargin = 0.05f;
+constexpr size_t kTuneScratchMax = 64u << 20;
+constexpr size_t kMaxLtPlans = 1024;
 
 struct LtKey {
-  int transa, transb, m, n, k, atype, lda, btype, ldb, ldc, compute;
+  int transa, transb, m, n, k, atype, lda, btype, ldb, ldc, compute, bias, accumulate;
   unsigned align[3];  // A, B, D (C is D)
   bool operator==(const LtKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
-
-struct LtPlan {
-  LtKey key;
-  cublas::LtDesc desc = nullptr;
-  cublas::LtLayout a = nullptr, b = nullptr, d = nullptr;
-  cublas::LtAlgo algo{};
-  bool ok = false;  // false: no algorithm for this shape; use the GEMM and the bias kernel
-  uint64_t used = 0;
+struct LtKeyHash {
+  size_t operator()(const LtKey& k) const {
+    return std::hash<std::string_view>()(std::string_view((const char*)&k, sizeof k));
+  }
 };
 
-constexpr size_t kMaxLtPlans = 64;
-std::vector<LtPlan> g_lt_plans;
-uint64_t g_lt_clock = 0;
+struct LtPlan {
+  cublas::LtDesc desc = nullptr;
+  cublas::LtLayout a = nullptr, b = nullptr, d = nullptr;
+  std::vector<cublas::LtAlgo> candidates;  // the heuristic's, best first, until chosen
+  cublas::LtAlgo algo{};
+  bool ok = false;      // false: no algorithm for this key; cublasGemmEx and the bias kernel
+  bool chosen = false;  // the algorithm is final (timed, or only one candidate)
+};
+
+std::unordered_map<LtKey, LtPlan, LtKeyHash> g_lt_plans;
+// Each key's final algorithm, kept when the plans are dropped (kMaxLtPlans), so that a key
+// never changes algorithm within a process; cleared with the cuBLASLt handle (release_lt).
+std::unordered_map<LtKey, cublas::LtAlgo, LtKeyHash> g_lt_chosen;
+
+struct TuneStats {
+  int shapes = 0, changed = 0;
+  double heuristic_us = 0, chosen_us = 0;
+} g_tune;
 
 inline void drop_lt_plan(LtPlan& p) {
   if (p.desc) g.blas.lt_desc_destroy(p.desc);
@@ -219,10 +263,16 @@ inline void drop_lt_plan(LtPlan& p) {
   p = LtPlan{};
 }
 
-// Drops every plan and the cuBLASLt handle: biases go back to the kernel.
-inline void release_lt() {
-  for (LtPlan& p : g_lt_plans) drop_lt_plan(p);
+inline void drop_lt_plans() {
+  for (auto& kv : g_lt_plans) drop_lt_plan(kv.second);
   g_lt_plans.clear();
+}
+
+// Drops every plan, every choice and the cuBLASLt handle: GEMMs go back to cublasGemmEx.
+inline void release_lt() {
+  drop_lt_plans();
+  g_lt_chosen.clear();
+  g_tune = TuneStats{};
   if (g.lt) g.blas.lt_destroy(g.lt);
   g.lt = nullptr;
 }
@@ -234,13 +284,13 @@ inline unsigned alignment_of(const void* p) {
   return a;
 }
 
-// Builds the plan for `key` (ok = false when cuBLASLt has no algorithm for it).
-inline void build_lt_plan(LtPlan& p) {
-  const LtKey& k = p.key;
+// Builds the plan for `key`: descriptors, layouts, and the heuristic's candidates (ok = false
+// when it has none), or the algorithm chosen for the key earlier in the process.
+inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   using namespace cublas;
   bool ok = g.blas.lt_desc_create(&p.desc, k.compute, CUDA_R_32F) == kSuccess;
   const int32_t ta = k.transa, tb = k.transb;
-  const uint32_t epi = kLtEpilogueBias;
+  const uint32_t epi = k.bias ? kLtEpilogueBias : kLtEpilogueDefault;
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransA, &ta, sizeof ta) == kSuccess;
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransB, &tb, sizeof tb) == kSuccess;
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescEpilogue, &epi, sizeof epi) == kSuccess;
@@ -250,8 +300,15 @@ inline void build_lt_plan(LtPlan& p) {
   ok = ok && g.blas.lt_layout_create(&p.b, (cudaDataType_t)k.btype, k.transb ? k.n : k.k,
                                      k.transb ? k.k : k.n, k.ldb) == kSuccess;
   ok = ok && g.blas.lt_layout_create(&p.d, CUDA_R_32F, k.m, k.n, k.ldc) == kSuccess;
+  if (!ok) return;
+  const auto known = g_lt_chosen.find(k);
+  if (known != g_lt_chosen.end()) {
+    p.algo = known->second;
+    p.ok = p.chosen = true;
+    return;
+  }
   LtPref pref = nullptr;
-  ok = ok && g.blas.lt_pref_create(&pref) == kSuccess;
+  ok = g.blas.lt_pref_create(&pref) == kSuccess;
   const uint64_t ws = kWorkspaceBytes;
   ok = ok && g.blas.lt_pref_set(pref, kLtPrefMaxWorkspace, &ws, sizeof ws) == kSuccess;
   // C is D: both get D's alignment.
@@ -260,61 +317,152 @@ inline void build_lt_plan(LtPlan& p) {
   for (int i = 0; i < 4; i++) {
     ok = ok && g.blas.lt_pref_set(pref, attrs[i], &aligns[i], sizeof aligns[i]) == kSuccess;
   }
-  LtHeuristic h{};
+  std::vector<LtHeuristic> h(g.tune_candidates);
   int found = 0;
-  ok = ok && g.blas.lt_heuristic(g.lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &h, &found) ==
-                 kSuccess;
+  ok = ok && g.blas.lt_heuristic(g.lt, p.desc, p.a, p.b, p.d, p.d, pref, g.tune_candidates,
+                                 h.data(), &found) == kSuccess;
   if (pref) g.blas.lt_pref_destroy(pref);
-  p.ok = ok && found > 0 && h.state == kSuccess && h.workspace_size <= kWorkspaceBytes;
-  if (p.ok) p.algo = h.algo;
+  for (int i = 0; ok && i < found && i < g.tune_candidates; i++) {
+    if (h[i].state == kSuccess && h[i].workspace_size <= kWorkspaceBytes) {
+      p.candidates.push_back(h[i].algo);
+    }
+  }
+  p.ok = !p.candidates.empty();
+  if (p.ok) p.algo = p.candidates[0];
+  if (p.candidates.size() == 1) {
+    p.chosen = true;
+    g_lt_chosen[k] = p.algo;
+  }
 }
 
-// C[m,n] = A op B + bias (per row of the column-major C) through cublasLtMatmul. Returns 0
-// done, 1 failed (message set), -1 not possible here: the caller runs the GEMM and the bias
-// kernel.
-inline int gemm_bias_lt(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
-                        Operand B, float* C, int ldc, const float* bias) {
+// The GEMM of `plan` with algorithm `algo` into C (beta 1: C += ...).
+inline cublas::Status run_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
+                             Operand B, float* C, bool accumulate) {
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  return g.blas.lt_matmul(g.lt, plan.desc, &alpha, A.p, plan.a, B.p, plan.b, &beta, C, plan.d,
+                          C, plan.d, &algo, g.workspace, kWorkspaceBytes, g.stream);
+}
+
+// Microseconds a call of `algo`, over kTuneRuns calls after one untimed; a negative value
+// when the algorithm fails (it is then not a candidate).
+inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A, Operand B,
+                      float* C, bool accumulate, cudaEvent_t ev[2]) {
+  if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
+  if (cudaEventRecord(ev[0], g.stream) != cudaSuccess) return -1;
+  for (int r = 0; r < kTuneRuns; r++) {
+    if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
+  }
+  float ms = 0;
+  if (cudaEventRecord(ev[1], g.stream) != cudaSuccess ||
+      cudaEventSynchronize(ev[1]) != cudaSuccess ||
+      cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess) {
+    return -1;
+  }
+  return 1000.0 * ms / kTuneRuns;
+}
+
+// Chooses the plan's algorithm for good: by timing its candidates on these operands (see
+// above), or, while a graph is being recorded, the heuristic's first. Returns 1 with a message
+// when the GPU reports a fault.
+inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Operand B,
+                   float* C, bool accumulate) {
+  float* out = C;
+  float* temp = nullptr;
+  const size_t out_bytes = (size_t)key.ldc * key.n * sizeof(float);
+  cudaEvent_t ev[2] = {nullptr, nullptr};
+  bool timed = false;
+  std::vector<double> us;
+  if (!g.capturing && (!accumulate || out_bytes <= kTuneScratchMax)) {
+    if (accumulate && cudaMalloc(&temp, out_bytes) == cudaSuccess) {
+      out = temp;
+      if (cudaMemsetAsync(temp, 0, out_bytes, g.stream) != cudaSuccess) out = nullptr;
+    }
+    if (out && (out != C || !accumulate) && cudaEventCreate(&ev[0]) == cudaSuccess &&
+        cudaEventCreate(&ev[1]) == cudaSuccess) {
+      for (const cublas::LtAlgo& a : plan.candidates) {
+        us.push_back(time_lt(plan, a, A, B, out, accumulate, ev));
+      }
+      timed = true;
+    }
+  }
+  for (cudaEvent_t e : ev) {
+    if (e) cudaEventDestroy(e);
+  }
+  if (temp) cudaFree(temp);
+  const cudaError_t e = cudaGetLastError();  // a failed candidate leaves nothing behind
+  if (is_sticky(e)) return cuda_fail(fn, "timing the GEMM's candidate algorithms", e);
+  size_t best = 0;
+  if (timed) {
+    for (size_t i = 1; i < us.size(); i++) {
+      if (us[i] >= 0 && (us[best] < 0 || us[i] < (1.0 - kTuneMargin) * us[best])) best = i;
+    }
+    if (us[best] < 0) {
+      plan.ok = false;  // no candidate ran: cublasGemmEx
+      return 0;
+    }
+    if (us[0] >= 0) {
+      g_tune.shapes++;
+      g_tune.changed += best != 0;
+      g_tune.heuristic_us += us[0];
+      g_tune.chosen_us += us[best];
+    }
+  }
+  plan.algo = plan.candidates[best];
+  plan.candidates.clear();
+  plan.chosen = true;
+  g_lt_chosen[key] = plan.algo;
+  return 0;
+}
+
+// Column-major C[m,n] = A op B (+ bias per row of C) (+ C when accumulate) through
+// cublasLtMatmul. Returns 0 done, 1 failed (message set), -1 not possible here: the caller
+// runs cublasGemmEx (and the bias kernel).
+inline int gemm_lt(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
+                   Operand B, float* C, int ldc, const float* bias, bool accumulate) {
   // The epilogue reads the bias with vector loads on some kernels, and no preference says how
   // aligned the bias is: one off a 16-byte boundary takes the kernel path.
-  if (!g.lt || alignment_of(bias) < 16) return -1;
+  if (!g.lt || (bias && alignment_of(bias) < 16)) return -1;
   const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
-  LtKey key{transa, transb, m, n, k, (int)A.type, A.ld, (int)B.type, B.ld, ldc, compute,
-            {alignment_of(A.p), alignment_of(B.p), alignment_of(C)}};
-  LtPlan* plan = nullptr;
-  for (LtPlan& p : g_lt_plans) {
-    if (p.key == key) plan = &p;
+  const LtKey key{transa, transb, m, n, k, (int)A.type, A.ld, (int)B.type, B.ld, ldc, compute,
+                  bias != nullptr, accumulate, {alignment_of(A.p), alignment_of(B.p),
+                  alignment_of(C)}};
+  auto it = g_lt_plans.find(key);
+  if (it == g_lt_plans.end()) {
+    if (g_lt_plans.size() >= kMaxLtPlans) drop_lt_plans();  // the choices stay
+    it = g_lt_plans.emplace(key, LtPlan{}).first;
+    build_lt_plan(key, it->second);
   }
-  if (!plan) {
-    if (g_lt_plans.size() >= kMaxLtPlans) {
-      auto oldest = std::min_element(g_lt_plans.begin(), g_lt_plans.end(),
-                                     [](const LtPlan& a, const LtPlan& b) {
-                                       return a.used < b.used;
-                                     });
-      drop_lt_plan(*oldest);
-      g_lt_plans.erase(oldest);
-    }
-    g_lt_plans.push_back(LtPlan{});
-    plan = &g_lt_plans.back();
-    plan->key = key;
-    build_lt_plan(*plan);
+  LtPlan& plan = it->second;
+  if (!plan.ok) return -1;
+  cublas::Status s = cublas::kSuccess;
+  if (bias) {
+    const void* bp = bias;
+    s = g.blas.lt_desc_set(plan.desc, cublas::kLtDescBiasPointer, &bp, sizeof bp);
   }
-  plan->used = ++g_lt_clock;
-  if (!plan->ok) return -1;
-  const void* bp = bias;
-  cublas::Status s =
-      g.blas.lt_desc_set(plan->desc, cublas::kLtDescBiasPointer, &bp, sizeof bp);
-  const float alpha = 1.f, beta = 0.f;
-  if (s == cublas::kSuccess) {
-    s = g.blas.lt_matmul(g.lt, plan->desc, &alpha, A.p, plan->a, B.p, plan->b, &beta, C,
-                         plan->d, C, plan->d, &plan->algo, g.workspace, kWorkspaceBytes,
-                         g.stream);
+  if (s == cublas::kSuccess && !plan.chosen) {
+    TRY(tune_lt(fn, key, plan, A, B, C, accumulate));
+    if (!plan.ok) return -1;
   }
+  if (s == cublas::kSuccess) s = run_lt(plan, plan.algo, A, B, C, accumulate);
   if (s != cublas::kSuccess) {
-    return fail("%s: cublasLtMatmul with the bias epilogue (m=%d, n=%d, k=%d, precision mode "
-                "%d) failed: %s%s%s; LOTUS_CUBLASLT=0 adds the bias with a kernel instead",
-                fn, m, n, k, g.precision, cublas::status_name(s),
-                g.blas.status_string ? ": " : "",
+    return fail("%s: cublasLtMatmul%s (m=%d, n=%d, k=%d, precision mode %d) failed: %s%s%s; "
+                "LOTUS_CUBLASLT=0 uses cublasGemmEx instead",
+                fn, bias ? " with the bias epilogue" : "", m, n, k, g.precision,
+                cublas::status_name(s), g.blas.status_string ? ": " : "",
                 g.blas.status_string ? g.blas.status_string(s) : "");
+  }
+  return 0;
+}
+
+// C = A op B (+ C when accumulate) (+ bias per row of C), through cuBLASLt where it can,
+// else cublasGemmEx and the bias kernel.
+inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
+                Operand B, float* C, int ldc, bool accumulate, const float* bias = nullptr) {
+  const int r = gemm_lt(fn, transa, transb, m, n, k, A, B, C, ldc, bias, accumulate);
+  if (r >= 0) return r;
+  TRY(gemm_ex(fn, transa, transb, m, n, k, A, B, C, ldc, accumulate));
+  if (bias) {  // C is [n rows of m]: the bias is per row of the column-major C
+    LAUNCH(add_bias_kernel, grid_for((int64_t)n * m, 256), 256, 0)(C, bias, n, m);
   }
   return 0;
 }
@@ -330,15 +478,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
-  if (bias) {
-    const int r = gemm_bias_lt(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout,
-                               bias);
-    if (r >= 0) return r ? r : op_done(fn);
-  }
-  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false));
-  if (bias) {
-    LAUNCH(add_bias_kernel, grid_for((int64_t)N * Cout, 256), 256, 0)(out, bias, N, Cout);
-  }
+  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false, bias));
   return op_done(fn);
 }
 

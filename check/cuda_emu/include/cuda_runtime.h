@@ -14,6 +14,7 @@
 // cudaGetErrorString gives the emulation's description. emu_reset() clears it (tests only).
 #pragma once
 
+#include <chrono>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdint>
@@ -215,21 +216,42 @@ inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
 // The emulation finishes queued work when asked: a query drains the queue and reports done.
 inline cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 // Events order one stream after another. The emulation has one queue for every stream, run
-// in the order work was issued, so an event only needs to exist.
+// in the order work was issued, so ordering needs nothing. A recorded event takes the host's
+// clock when the queue reaches it, so the time between two events is the time the work
+// between them took to run (a GEMM's algorithm timing, matmul.cuh).
 struct emu_event {
-  int unused;
+  double ms = -1;  // steady clock at the last record's turn in the queue; -1 never reached
 };
 typedef struct emu_event* cudaEvent_t;
 #define cudaEventDisableTiming 0x02
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = new emu_event{0};
+  *e = new emu_event{};
   return cudaSuccess;
 }
+inline cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
 inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
-inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return emu::sticky; }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  emu::enqueue([e] {
+    e->ms = std::chrono::duration<double, std::milli>(
+                std::chrono::steady_clock::now().time_since_epoch())
+                .count();
+  });
+  return emu::sticky;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  if (emu::capturing) return emu::refuse_in_capture();
+  emu::n_syncs++;
+  emu::drain();
+  return emu::sticky;
+}
+inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  if (a->ms < 0 || b->ms < 0) return emu::fail(cudaErrorInvalidValue);
+  *ms = (float)(b->ms - a->ms);
+  return cudaSuccess;
+}
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) {
   return emu::sticky;
 }
