@@ -58,6 +58,10 @@ const cfg = ModelConfigSchema.parse({
   nLayer: 12,
 });
 const lib = buildCudaEmu();
+// The stand-in cuBLASLt offers two algorithms, so that the engine times them at each GEMM
+// shape's first call (outside the counted steps, which the second algorithm does not change:
+// both compute the same loops) and le_device_info counts the shapes.
+Deno.env.set("EMU_LT_ALGOS", "2");
 const eng = openEngine({ backend: "cuda", libPath: lib });
 eng.setPrecision(PRECISION_MODES[a.precision as Precision]);
 const sp = specialsFor(V);
@@ -107,6 +111,9 @@ const countStep = (n: number, maxGraphs: number) => {
   };
 };
 const stepPlain = countStep(2, 0), stepGraphs = countStep(3, 16);
+// Distinct GEMM shapes (shape, precision, epilogue, operand alignment) of both runners' steps:
+// each is timed once a process (engine/cuda/matmul.cuh).
+const gemmShapes = eng.deviceInfo().gemmTuneShapes;
 
 // Batch-1 inference: counts of one generation, after a warm-up that grows the scratch.
 const imodel = new Model(eng, cfg, perturbedParams(cfg, 7), false);
@@ -161,6 +168,7 @@ console.log(JSON.stringify({
   ...stepPlain,
   // the third step of a runner with graphs (the first runs op by op, the second records)
   stepFromGraph: stepGraphs,
+  gemmShapes,
   batch1: {
     // replayed from CUDA graphs (the CUDA engine's default: the third generation of the shape
     // replays the prefill, every loop pass and every decoding step), and without

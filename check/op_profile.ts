@@ -7,7 +7,9 @@
  * that calls another op is timed once, as the outer op.
  *
  * Ops are keyed by name, and by name with their integer arguments (the shapes), so that the
- * matrix products of different shapes are told apart.
+ * matrix products of different shapes are told apart. The matrix products also count their
+ * floating-point operations, so that the table gives their rate (TFLOP/s), a lower bound since
+ * the time includes the launch and the synchronisation.
  *
  * @module
  */
@@ -45,6 +47,22 @@ export interface OpTotal {
   calls: number;
   /** Milliseconds, summed over the calls. */
   ms: number;
+  /** Floating-point operations, summed over the calls (matrix products; 0 for other ops). */
+  flops: number;
+}
+
+/**
+ * The floating-point operations of a call of `name` with `args` (two a multiply-add), for the
+ * matrix products: the forward's one product, the backward's one for each gradient asked for
+ * (dinp, dW); 0 for other ops.
+ */
+export function opFlops(name: string, args: readonly unknown[]): number {
+  const dims = (i: number) => Number(args[i]) * Number(args[i + 1]) * Number(args[i + 2]);
+  if (name === "matmulFwd") return 2 * dims(4); // (out, inp, w, bias, N, Cin, Cout)
+  if (name === "matmulBwd") { // (dinp, dw, dbias, dout, inp, w, N, Cin, Cout, accumulate)
+    return 2 * dims(6) * ((args[0] !== null ? 1 : 0) + (args[1] !== null ? 1 : 0));
+  }
+  return 0;
 }
 
 /** A running profile of an engine's ops. */
@@ -75,10 +93,11 @@ export interface OpProfile {
 export function profileOps(eng: Engine): OpProfile {
   const names = new Map<string, OpTotal>();
   const shapes = new Map<string, OpTotal>();
-  const add = (m: Map<string, OpTotal>, key: string, ms: number) => {
-    const t = m.get(key) ?? m.set(key, { key, calls: 0, ms: 0 }).get(key)!;
+  const add = (m: Map<string, OpTotal>, key: string, ms: number, flops: number) => {
+    const t = m.get(key) ?? m.set(key, { key, calls: 0, ms: 0, flops: 0 }).get(key)!;
     t.calls++;
     t.ms += ms;
+    t.flops += flops;
   };
   const sync = Engine.prototype.sync;
   const wrapped: string[] = [];
@@ -99,10 +118,10 @@ export function profileOps(eng: Engine): OpProfile {
       } finally {
         depth--;
         sync.call(this);
-        const ms = performance.now() - t;
-        add(names, name, ms);
+        const ms = performance.now() - t, flops = opFlops(name, args);
+        add(names, name, ms, flops);
         const dims = args.filter((a) => typeof a === "number" && Number.isInteger(a));
-        add(shapes, `${name}(${dims.join(",")})`, ms);
+        add(shapes, `${name}(${dims.join(",")})`, ms, flops);
       }
     };
     wrapped.push(name);
@@ -121,29 +140,27 @@ export function profileOps(eng: Engine): OpProfile {
 
 /**
  * A text table of op totals divided by `per` (the number of steps profiled): ms and calls per
- * step and the share of the total; at most `top` rows, then one row for the rest.
+ * step, the share of the total, and for the rows of one op that counts floating-point operations
+ * their rate in TFLOP/s; at most `top` rows, then one row for the rest.
  */
 export function formatProfile(rows: OpTotal[], per = 1, top = 30): string {
   const total = rows.reduce((s, r) => s + r.ms, 0);
   const shown = rows.slice(0, top);
   const rest = rows.slice(top);
-  const line = (key: string, ms: number, calls: number) =>
+  const sum = (rs: OpTotal[], k: "ms" | "calls" | "flops") => rs.reduce((s, r) => s + r[k], 0);
+  const line = (key: string, ms: number, calls: number, flops: number) =>
     `${key.padEnd(48)} ${(ms / per).toFixed(2).padStart(9)} ${
       (calls / per).toFixed(0).padStart(7)
-    } ${(100 * ms / (total || 1)).toFixed(1).padStart(6)}%`;
+    } ${(100 * ms / (total || 1)).toFixed(1).padStart(6)}%` +
+    (flops > 0 && ms > 0 ? ` ${(flops / (ms * 1e9)).toFixed(1).padStart(8)}` : "");
   const out = [
-    `${"op".padEnd(48)} ${"ms".padStart(9)} ${"calls".padStart(7)} ${"share".padStart(7)}`,
+    `${"op".padEnd(48)} ${"ms".padStart(9)} ${"calls".padStart(7)} ${"share".padStart(7)} ${
+      "TFLOP/s".padStart(8)
+    }`,
   ];
-  for (const r of shown) out.push(line(r.key, r.ms, r.calls));
-  if (rest.length) {
-    out.push(
-      line(
-        `(${rest.length} more)`,
-        rest.reduce((s, r) => s + r.ms, 0),
-        rest.reduce((s, r) => s + r.calls, 0),
-      ),
-    );
-  }
-  out.push(line("total", total, rows.reduce((s, r) => s + r.calls, 0)));
+  for (const r of shown) out.push(line(r.key, r.ms, r.calls, r.flops));
+  // The folded and total rows mix products with other ops: no rate.
+  if (rest.length) out.push(line(`(${rest.length} more)`, sum(rest, "ms"), sum(rest, "calls"), 0));
+  out.push(line("total", total, sum(rows, "calls"), 0));
   return out.join("\n");
 }

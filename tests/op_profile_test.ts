@@ -6,7 +6,7 @@ import { cpuEngine } from "./_tiny.ts";
 import { tempDir } from "./_tmp.ts";
 import { runDeno } from "./_run.ts";
 import { withBufs } from "../check/_op_bufs.ts";
-import { formatProfile, profileOps } from "../check/op_profile.ts";
+import { formatProfile, opFlops, profileOps } from "../check/op_profile.ts";
 
 Deno.test("op profile: counts each op by name and by shape, and restore removes the wrappers", () => {
   const eng = cpuEngine();
@@ -32,6 +32,7 @@ Deno.test("op profile: counts each op by name and by shape, and restore removes 
     assertEquals(byShape.get("add(6)"), 1);
     assertEquals(byShape.get("add(4)"), 2);
     assertEquals(byShape.get("scale(6)"), 1, "only integer arguments name the shape");
+    assertEquals(prof.byName().find((t) => t.key === "add")!.flops, 0);
     const total = prof.byName().reduce((s, t) => s + t.ms, 0);
     assert(total > 0 && Math.abs(total - prof.totalMs()) < 1e-9, `${total}`);
     assertEquals(Object.hasOwn(eng, "add"), false, "the instance's wrappers are gone");
@@ -42,15 +43,27 @@ Deno.test("op profile: counts each op by name and by shape, and restore removes 
   });
 });
 
+Deno.test("op profile: a matrix product counts two operations a multiply-add, for each gradient asked", () => {
+  const N = 5, Cin = 3, Cout = 7, p = 1n;
+  assertEquals(opFlops("matmulFwd", [p, p, p, null, N, Cin, Cout]), 2 * N * Cin * Cout);
+  assertEquals(opFlops("matmulBwd", [p, p, null, p, p, p, N, Cin, Cout, true]), 4 * N * Cin * Cout);
+  assertEquals(
+    opFlops("matmulBwd", [null, p, p, p, p, p, N, Cin, Cout, false]),
+    2 * N * Cin * Cout,
+  );
+  assertEquals(opFlops("layernormFwd", [p, p, p, p, p, p, N, Cin]), 0);
+});
+
 Deno.test("op profile: the table gives ms and calls a step, the rest folded into one row", () => {
   const rows = [
-    { key: "a", calls: 4, ms: 6 },
-    { key: "b", calls: 2, ms: 3 },
-    { key: "c", calls: 2, ms: 1 },
+    { key: "a", calls: 4, ms: 6, flops: 0 },
+    { key: "b", calls: 2, ms: 3, flops: 6e12 },
+    { key: "c", calls: 2, ms: 1, flops: 0 },
   ];
   const t = formatProfile(rows, 2, 2).split("\n");
   assertEquals(t.length, 5); // header, a, b, (1 more), total
   assert(/^a\s+3\.00\s+2\s+60\.0%$/.test(t[1]), t[1]);
+  assert(/^b\s+1\.50\s+1\s+30\.0%\s+2000\.0$/.test(t[2]), `6e12 in 3 ms: ${t[2]}`);
   assert(/^\(1 more\)\s+0\.50\s+1\s+10\.0%$/.test(t[3]), t[3]);
   assert(/^total\s+5\.00\s+4\s+100\.0%$/.test(t[4]), t[4]);
 });
