@@ -62,39 +62,90 @@ __host__ __device__ inline size_t tc_smem(int HSP, int own, size_t extra) {
 // four channels at a time (one float4 load where the row is 16-byte aligned and holds all four,
 // else scalar loads) and issues kTcStageU of those loads before it stores any: staging is
 // bound by the latency of global loads, and a thread with one load in flight at a time left a
-// tile's staging tens of microseconds long.
+// tile's staging tens of microseconds long. tc_stage2 stages two such tiles of the same rows
+// (keys and values, queries and dout) with the loads of both in flight together: a tile pair
+// costs one round trip to memory where tc_stage twice costs two.
 constexpr int kTcStageU = 8;
+// Element e of a staging pass: its row and first channel.
+struct TcElem {
+  int r, d;
+};
+__device__ inline TcElem tc_elem(int e, int HSP) { return {e / (HSP / 4), (e % (HSP / 4)) * 4}; }
+template <class Src>
+__device__ inline float4 tc_load4(Src src, TcElem x, bool in, int n, int HS) {
+  float4 v{0.f, 0.f, 0.f, 0.f};
+  if (in && x.r < n && x.d < HS) {
+    const float* p = src(x.r) + x.d;
+    if (x.d + 4 <= HS && aligned16(p)) {
+      v = ld4(p);
+    } else {
+      v.x = p[0];
+      if (x.d + 1 < HS) v.y = p[1];
+      if (x.d + 2 < HS) v.z = p[2];
+      if (x.d + 3 < HS) v.w = p[3];
+    }
+  }
+  return v;
+}
+__device__ inline void tc_store4(__nv_bfloat16* dst, TcElem x, int ld, float4 v) {
+  __nv_bfloat16* o = dst + x.r * ld + x.d;
+  o[0] = __float2bfloat16_rn(v.x);
+  o[1] = __float2bfloat16_rn(v.y);
+  o[2] = __float2bfloat16_rn(v.z);
+  o[3] = __float2bfloat16_rn(v.w);
+}
 template <class Src>
 __device__ inline void tc_stage(__nv_bfloat16* dst, int rows, int n, int HS, int HSP, Src src) {
-  const int ld = HSP + 8, q4 = HSP / 4, total = rows * q4;
+  const int ld = HSP + 8, total = rows * (HSP / 4);
   for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
     float4 v[kTcStageU];
 #pragma unroll
     for (int u = 0; u < kTcStageU; u++) {
-      const int e = e0 + u * (int)blockDim.x, r = e / q4, d = (e % q4) * 4;
-      v[u] = float4{0.f, 0.f, 0.f, 0.f};
-      if (e < total && r < n && d < HS) {
-        const float* p = src(r) + d;
-        if (d + 4 <= HS && aligned16(p)) {
-          v[u] = ld4(p);
-        } else {
-          v[u].x = p[0];
-          if (d + 1 < HS) v[u].y = p[1];
-          if (d + 2 < HS) v[u].z = p[2];
-          if (d + 3 < HS) v[u].w = p[3];
-        }
-      }
+      const int e = e0 + u * (int)blockDim.x;
+      v[u] = tc_load4(src, tc_elem(e, HSP), e < total, n, HS);
     }
 #pragma unroll
     for (int u = 0; u < kTcStageU; u++) {
-      const int e = e0 + u * (int)blockDim.x, r = e / q4, d = (e % q4) * 4;
-      if (e >= total) continue;
-      __nv_bfloat16* o = dst + r * ld + d;
-      o[0] = __float2bfloat16_rn(v[u].x);
-      o[1] = __float2bfloat16_rn(v[u].y);
-      o[2] = __float2bfloat16_rn(v[u].z);
-      o[3] = __float2bfloat16_rn(v[u].w);
+      const int e = e0 + u * (int)blockDim.x;
+      if (e < total) tc_store4(dst, tc_elem(e, HSP), ld, v[u]);
     }
+  }
+}
+template <class Src1, class Src2>
+__device__ inline void tc_stage2(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
+                                 int HS, int HSP, Src1 src1, Src2 src2) {
+  const int ld = HSP + 8, total = rows * (HSP / 4);
+  for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
+    float4 v1[kTcStageU], v2[kTcStageU];
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x;
+      v1[u] = tc_load4(src1, tc_elem(e, HSP), e < total, n, HS);
+      v2[u] = tc_load4(src2, tc_elem(e, HSP), e < total, n, HS);
+    }
+#pragma unroll
+    for (int u = 0; u < kTcStageU; u++) {
+      const int e = e0 + u * (int)blockDim.x;
+      if (e < total) {
+        tc_store4(dst1, tc_elem(e, HSP), ld, v1[u]);
+        tc_store4(dst2, tc_elem(e, HSP), ld, v2[u]);
+      }
+    }
+  }
+}
+
+// A key tile and its value tile (rows vo floats after the keys'): both loads in flight together
+// up to head size 64; above it, where holding both would spill the kernels' registers, one
+// tile after the other.
+template <int HSP, class Src>
+__device__ inline void tc_stage_kv(__nv_bfloat16* Ks, __nv_bfloat16* Vs, int rows, int n, int HS,
+                                   Src key, int64_t vo) {
+  auto val = [&](int k) { return key(k) + vo; };
+  if constexpr (HSP <= 64) {
+    tc_stage2(Ks, Vs, rows, n, HS, HSP, key, val);
+  } else {
+    tc_stage(Ks, rows, n, HS, HSP, key);
+    tc_stage(Vs, rows, n, HS, HSP, val);
   }
 }
 
@@ -232,9 +283,8 @@ __global__ void __launch_bounds__(128, 4)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();  // the previous tile is no longer read
-    tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
-    tc_stage(Vs, NC, nkt, HS, HSP,
-             [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
+    tc_stage_kv<HSP>(Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); },
+                     s.VO);
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
@@ -319,11 +369,10 @@ __global__ void __launch_bounds__(128, 3)
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage(Qs, kTcTile, nq, HS, HSP, [&](int r) {
-    return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS;
-  });
-  tc_stage(dOs, kTcTile, nq, HS, HSP,
-           [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
+  tc_stage2(
+      Qs, dOs, kTcTile, nq, HS, HSP,
+      [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS; },
+      [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
   // The lane's rows' statistics, and D = dout . out: the group's four lanes split the row's
@@ -349,9 +398,8 @@ __global__ void __launch_bounds__(128, 3)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();
-    tc_stage(Ks, NC, nkt, HS, HSP, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); });
-    tc_stage(Vs, NC, nkt, HS, HSP,
-             [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k) + s.VO; });
+    tc_stage_kv<HSP>(Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); },
+                     s.VO);
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;
