@@ -536,8 +536,11 @@ inline int col_chunk_rows(int N) {
 }
 
 // Rows (or chunks) whose loads a column-sum thread issues before adding them, in order: the
-// sums are bound by load latency.
-constexpr int kColU = 8;
+// sums are bound by load latency. A column sum's grid is small (a [5,056, 768] gradient gives 240
+// blocks of 128 threads, under two a multiprocessor), so what a thread has in flight is what the
+// GPU has: 32 loads a thread, a 128-row chunk in four round trips (the kernels stay under 100
+// registers, without spills).
+constexpr int kColU = 32;
 
 // sum_{k = k0 .. k1-1} load(k) in double, k in order, kColU loads (of type T) in flight;
 // visit(k, value) is called for each k as it is added (after the group's loads are issued).

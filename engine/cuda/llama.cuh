@@ -57,12 +57,10 @@ __global__ void rmsnorm_bwd_part_kernel(double* part, const float* dout, const f
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
-  double aw = 0;
-  for (int n = n0; n < n1; n++) {
+  part[(int64_t)blockIdx.y * C + c] = sum_in_order<double>(n0, n1, [&](int n) {
     const int64_t i = (int64_t)n * C + c;
-    aw += (double)dout[i] * (inp[i] * rstd[n]);
-  }
-  part[(int64_t)blockIdx.y * C + c] = aw;
+    return (double)dout[i] * (inp[i] * rstd[n]);
+  });
 }
 
 // One thread per (row, pair i); it rotates pair i of every head of the row.
