@@ -1019,7 +1019,15 @@ Deno.test({
       }
     };
     const open = (env: Record<string, string>) => {
-      for (const k of ["LOTUS_GEMM_TUNE", "EMU_LT_ALGOS", "EMU_LT_SLOW_ALGO"]) {
+      for (
+        const k of [
+          "LOTUS_GEMM_TUNE",
+          "LOTUS_CUBLASLT",
+          "EMU_LT_ALGOS",
+          "EMU_LT_SLOW_ALGO",
+          "EMU_LT_FAIL",
+        ]
+      ) {
         if (env[k] === undefined) Deno.env.delete(k);
         else Deno.env.set(k, env[k]);
       }
@@ -1063,6 +1071,27 @@ Deno.test({
         for (const p of [px, pw, out]) e.free(p);
       }
       e.close();
+      // Candidates that all fail when timed: cublasGemmEx serves the shape, for good.
+      const fallback = (env: Record<string, string>) => {
+        const f = open(env);
+        const px = f.alloc(5 * Cin * 4), pw = f.alloc(Cout * Cin * 4), out = f.alloc(5 * Cout * 4);
+        try {
+          f.upload(px, x.subarray(0, 5 * Cin));
+          f.upload(pw, w);
+          return [0, 1].map(() => {
+            f.matmulFwd(out, px, pw, null, 5, Cin, Cout);
+            const r = new Float32Array(5 * Cout);
+            f.download(r, out);
+            return r;
+          });
+        } finally {
+          for (const p of [px, pw, out]) f.free(p);
+          f.close();
+        }
+      };
+      const [viaGemmEx] = fallback({ LOTUS_CUBLASLT: "0" });
+      const failing = fallback({ EMU_LT_ALGOS: "3", EMU_LT_FAIL: "1" });
+      assertEquals(failing, [viaGemmEx, viaGemmEx], "cuBLASLt refused: cublasGemmEx's bits");
       // A setting that is not a number is refused by le_init, naming it.
       assertThrows(() => open({ LOTUS_GEMM_TUNE: "many" }), Error, "LOTUS_GEMM_TUNE=many");
     } finally {

@@ -15,7 +15,8 @@
 // after alpha * sum, as the epilogue does; the heuristic's algorithms record the alignments the
 // preference promised, and the matmul rejects operands that do not have them. The heuristic
 // offers one algorithm, or EMU_LT_ALGOS of them (all the same loops), and EMU_LT_SLOW_ALGO=r
-// makes algorithm r 2 ms slower a call, so that the engine's timing of candidates is tested.
+// makes algorithm r 2 ms slower a call, so that the engine's timing of candidates is tested;
+// EMU_LT_FAIL=1 refuses every call.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -306,6 +307,11 @@ int cublasLtMatmul(LtCtx* h, LtDesc* d, const void* alpha, const void* A, LtLayo
   auto* g = new Gemm{d->ta, d->tb, m, n, k, a->type, (int)a->ld, b->type, (int)b->ld,
                      (int)dd->ld, d->compute == 77, *static_cast<const float*>(alpha), b0, A, B,
                      static_cast<float*>(D), d->epilogue == 4 ? d->bias : nullptr};
+  // EMU_LT_FAIL=1: every algorithm is refused at the call, as CUBLAS_STATUS_NOT_SUPPORTED.
+  if (const char* f = std::getenv("EMU_LT_FAIL"); f && f[0] == '1') {
+    delete g;
+    return 15;
+  }
   // EMU_LT_SLOW_ALGO=r: algorithm r takes 2 ms longer a call (for the timing's tests).
   const char* slow = std::getenv("EMU_LT_SLOW_ALGO");
   if (slow && slow[0] && (uint64_t)std::atoi(slow) == algo->data[5]) g->sleep_us = 2000;

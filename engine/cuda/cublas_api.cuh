@@ -66,7 +66,8 @@ typedef Status (*GemmExFn)(Handle, int transa, int transb, int m, int n, int k,
                            void* C, cudaDataType_t Ctype, int ldc, int computeType, int algo);
 typedef size_t (*LtGetVersionFn)(void);  // cublasLtGetVersion
 
-// cuBLASLt, for the matmuls whose bias is added in the GEMM's epilogue (matmul.cuh). Values
+// cuBLASLt, which runs the engine's GEMMs (matmul.cuh: algorithms chosen by timing, a bias in
+// the epilogue). Values
 // from the cuBLASLt API reference (cublasLtEpilogue_t, cublasLtMatmulDescAttributes_t,
 // cublasLtMatmulPreferenceAttributes_t); descriptors and handles are opaque pointers.
 typedef struct LtContext* LtHandle;        // cublasLtHandle_t
@@ -131,8 +132,8 @@ struct Api {
   GetVersionFn get_version = nullptr;
   GetStatusStringFn status_string = nullptr;  // optional
   GemmExFn gemm_ex = nullptr;
-  // cuBLASLt's matmul entry points: all resolved, or none (lt_matmul is then null and the
-  // engine adds biases with its own kernel).
+  // cuBLASLt's matmul entry points: all resolved, or none (lt_matmul is then null, the GEMMs
+  // go through cublasGemmEx and the engine adds biases with its own kernel).
   LtCreateFn lt_create = nullptr;
   LtDestroyFn lt_destroy = nullptr;
   LtDescCreateFn lt_desc_create = nullptr;

@@ -200,13 +200,15 @@ inline int gemm_ex(const char* fn, int transa, int transb, int m, int n, int k, 
 // here (a few thousand rows of 768 to 3,072 channels, or the 79 rows of a batch-1 loop pass,
 // where split-K decides the speed) a guess can miss by tens of percent. So at the key's first
 // call outside a graph recording, each candidate runs once and is then timed over kTuneRuns
-// calls between two events, and the fastest is kept for the rest of the process, unless it
-// beats the heuristic's first by under kTuneMargin (timing noise would otherwise choose among
-// equals at random). A GEMM that accumulates is timed into a zeroed temporary output, so that
-// its real output is written once, by the real call; over kTuneScratchMax bytes (the tied LM
-// head's weight gradient) it keeps the heuristic's first, as does a key met first while a
-// graph is being recorded (a timing waits for the GPU; callers run a sequence once before
-// recording it, model/graphs.ts).
+// calls between two events (queued behind a short hold of the stream, so that they run back to
+// back), and the fastest is kept for the rest of the process, unless it beats the heuristic's
+// first by under kTuneMargin (timing noise would otherwise choose among equals at random). A
+// GEMM that accumulates is timed into a zeroed temporary output, so that its real output is
+// written once, by the real call: a transient allocation of up to kTuneScratchMax bytes at the
+// key's first call. Over that (the tied LM head's weight gradient), or when the allocation
+// fails, it keeps the heuristic's first, as does a key met first while a graph is being
+// recorded (a timing waits for the GPU; callers run a sequence once before recording it,
+// model/graphs.ts). A key none of whose candidates runs takes cublasGemmEx for good.
 //
 // Determinism: an algorithm gives the same bits every call, and a key's choice is fixed for
 // the process once made (kept even when its plan is dropped). Two processes may choose
@@ -246,9 +248,14 @@ struct LtPlan {
 };
 
 std::unordered_map<LtKey, LtPlan, LtKeyHash> g_lt_plans;
-// Each key's final algorithm, kept when the plans are dropped (kMaxLtPlans), so that a key
-// never changes algorithm within a process; cleared with the cuBLASLt handle (release_lt).
-std::unordered_map<LtKey, cublas::LtAlgo, LtKeyHash> g_lt_chosen;
+// Each key's final choice, kept when the plans are dropped (kMaxLtPlans), so that a key never
+// changes algorithm within a process: the algorithm, or ok = false when none of its candidates
+// ran (cublasGemmEx serves it). Cleared with the cuBLASLt handle (release_lt).
+struct LtChoice {
+  bool ok;
+  cublas::LtAlgo algo;
+};
+std::unordered_map<LtKey, LtChoice, LtKeyHash> g_lt_chosen;
 
 struct TuneStats {
   int shapes = 0, changed = 0;
@@ -303,8 +310,9 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   if (!ok) return;
   const auto known = g_lt_chosen.find(k);
   if (known != g_lt_chosen.end()) {
-    p.algo = known->second;
-    p.ok = p.chosen = true;
+    p.ok = known->second.ok;
+    p.algo = known->second.algo;
+    p.chosen = true;
     return;
   }
   LtPref pref = nullptr;
@@ -331,7 +339,7 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   if (p.ok) p.algo = p.candidates[0];
   if (p.candidates.size() == 1) {
     p.chosen = true;
-    g_lt_chosen[k] = p.algo;
+    g_lt_chosen[k] = LtChoice{true, p.algo};
   }
 }
 
@@ -343,11 +351,21 @@ inline cublas::Status run_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Ope
                           C, plan.d, &algo, g.workspace, kWorkspaceBytes, g.stream);
 }
 
+// Holds the stream for about `ns` nanoseconds (one thread), so that the calls queued behind it
+// run back to back once it ends, however long the host takes to queue them.
+__global__ void hold_stream_kernel(unsigned ns) {
+  for (unsigned slept = 0; slept < ns; slept += 50000) __nanosleep(50000);
+}
+constexpr unsigned kTuneHoldNs = 200000;
+
 // Microseconds a call of `algo`, over kTuneRuns calls after one untimed; a negative value
-// when the algorithm fails (it is then not a candidate).
+// when the algorithm fails (it is then not a candidate). The timed calls queue behind
+// hold_stream_kernel: a GEMM of a few microseconds (batch 1) would otherwise be timed at the
+// rate the host issues cublasLtMatmul calls, not at the rate the GPU runs them.
 inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A, Operand B,
                       float* C, bool accumulate, cudaEvent_t ev[2]) {
   if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
+  LAUNCH(hold_stream_kernel, 1, 1, 0)(kTuneHoldNs);
   if (cudaEventRecord(ev[0], g.stream) != cudaSuccess) return -1;
   for (int r = 0; r < kTuneRuns; r++) {
     if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
@@ -363,9 +381,11 @@ inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
 
 // Chooses the plan's algorithm for good: by timing its candidates on these operands (see
 // above), or, while a graph is being recorded, the heuristic's first. Returns 1 with a message
-// when the GPU reports a fault.
+// when the GPU reports a fault. With a launch error pending from the op's earlier kernels it
+// chooses nothing yet (op_done reports that error; a later call times the key).
 inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Operand B,
                    float* C, bool accumulate) {
+  if (cudaPeekAtLastError() != cudaSuccess) return 0;
   float* out = C;
   float* temp = nullptr;
   const size_t out_bytes = (size_t)key.ldc * key.n * sizeof(float);
@@ -388,18 +408,28 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
   for (cudaEvent_t e : ev) {
     if (e) cudaEventDestroy(e);
   }
+  // cudaFree waits for the device, so candidates still queued (a timing that failed part-way)
+  // finish before temp goes.
   if (temp) cudaFree(temp);
-  const cudaError_t e = cudaGetLastError();  // a failed candidate leaves nothing behind
+  // Only the calls above can have left an error (none was pending): a candidate that failed,
+  // a failed allocation. A fault is sticky and reported.
+  const cudaError_t e = cudaGetLastError();
   if (is_sticky(e)) return cuda_fail(fn, "timing the GEMM's candidate algorithms", e);
   size_t best = 0;
   if (timed) {
+    // The fastest that ran; the heuristic's first unless the fastest beats it by kTuneMargin.
+    size_t fastest = 0;
     for (size_t i = 1; i < us.size(); i++) {
-      if (us[i] >= 0 && (us[best] < 0 || us[i] < (1.0 - kTuneMargin) * us[best])) best = i;
+      if (us[i] >= 0 && (us[fastest] < 0 || us[i] < us[fastest])) fastest = i;
     }
-    if (us[best] < 0) {
-      plan.ok = false;  // no candidate ran: cublasGemmEx
+    if (us[fastest] < 0) {
+      plan.ok = false;  // no candidate ran: cublasGemmEx, for good
+      plan.candidates.clear();
+      plan.chosen = true;
+      g_lt_chosen[key] = LtChoice{false, {}};
       return 0;
     }
+    best = us[0] < 0 || us[fastest] < (1.0 - kTuneMargin) * us[0] ? fastest : 0;
     if (us[0] >= 0) {
       g_tune.shapes++;
       g_tune.changed += best != 0;
@@ -410,7 +440,7 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
   plan.algo = plan.candidates[best];
   plan.candidates.clear();
   plan.chosen = true;
-  g_lt_chosen[key] = plan.algo;
+  g_lt_chosen[key] = LtChoice{true, plan.algo};
   return 0;
 }
 

@@ -173,6 +173,9 @@ inline cudaError_t cudaGetLastError() {
   emu::last_error = cudaSuccess;
   return e;
 }
+inline cudaError_t cudaPeekAtLastError() {
+  return emu::sticky != cudaSuccess ? emu::sticky : emu::last_error;
+}
 inline cudaError_t cudaDriverGetVersion(int* v) {
   *v = 13000;
   return cudaSuccess;
@@ -229,8 +232,13 @@ inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   return cudaSuccess;
 }
 inline cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
+// As on a GPU, an event recorded but not yet reached is released once the queue reaches it.
 inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
+  if (emu::queue.empty() || emu::sticky != cudaSuccess) {
+    delete e;
+  } else {
+    emu::queue.push_back([e] { delete e; });
+  }
   return cudaSuccess;
 }
 inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
