@@ -551,9 +551,6 @@ inline T* dyn_shared() {
 
 inline void __syncthreads() { ::emu::yield(::emu::Wait::block); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::yield(::emu::Wait::warp, mask); }
-// A thread's sleep: the emulation runs the stream's work when the host waits, after everything
-// is queued, so a kernel that holds the stream while the host queues work has nothing to wait for.
-inline void __nanosleep(unsigned) {}
 
 template <class T>
 inline T __shfl_down_sync(unsigned m, T v, unsigned delta) {

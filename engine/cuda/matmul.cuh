@@ -351,10 +351,20 @@ inline cublas::Status run_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Ope
                           C, plan.d, &algo, g.workspace, kWorkspaceBytes, g.stream);
 }
 
-// Holds the stream for about `ns` nanoseconds (one thread), so that the calls queued behind it
-// run back to back once it ends, however long the host takes to queue them.
+// Holds the stream for `ns` nanoseconds of the GPU's global timer (one thread spinning), so that
+// the calls queued behind it run back to back once it ends, however long the host takes to
+// queue them. The emulation runs queued work only when the host waits, so it has nothing to do.
 __global__ void hold_stream_kernel(unsigned ns) {
-  for (unsigned slept = 0; slept < ns; slept += 50000) __nanosleep(50000);
+#ifndef LE_HOST_EMULATION
+  uint64_t t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+#else
+  (void)ns;
+#endif
 }
 constexpr unsigned kTuneHoldNs = 200000;
 
