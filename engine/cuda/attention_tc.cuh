@@ -285,8 +285,8 @@ __global__ void __launch_bounds__(128, 4)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();  // the previous tile is no longer read
-    tc_stage_kv<HSP>(Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); },
-                     s.VO);
+    tc_stage_kv<HSP>(
+        Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); }, s.VO);
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
@@ -400,8 +400,8 @@ __global__ void __launch_bounds__(128, 3)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();
-    tc_stage_kv<HSP>(Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); },
-                     s.VO);
+    tc_stage_kv<HSP>(
+        Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); }, s.VO);
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;
