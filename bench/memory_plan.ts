@@ -167,7 +167,15 @@ const actSlots = Math.max(...gemms.map((g) => g.N * pad(g.cout, 8))) +
 // Plus the slot where a LayerNorm or GELU writes the bf16 copy of its output for the matmul
 // that reads it next (engine/cuda/common.cuh's produced operands).
 const prodSlot = maxRows * Math.max(pad(C, 8), wd.ffIn);
-const bf16Scratch = workspace + (actSlots + prodSlot) * 2 + 2 * params + attnD;
+// The tensor-core attention backward's bf16 copies of the rows it stages: qkv and dout of the
+// chunk's rows, and the keys and values of its past (engine/cuda/attention_tc.cuh).
+const pastCols = wd.qkv - C;
+const att16 = Math.max(
+  B * P * (wd.qkv + C),
+  B * L * (wd.qkv + C) + B * P * pastCols,
+  B * S * (wd.qkv + C) + B * (P + L) * pastCols,
+);
+const bf16Scratch = workspace + (actSlots + prodSlot + att16) * 2 + 2 * params + attnD;
 
 // Design estimate. Per layer and row a recomputing training chunk keeps, in fp32: x, resid2,
 // qkv and the MLP's input-side projection, which bf16 storage would halve; its qkv gradient

@@ -80,7 +80,8 @@ void teardown() {
   if (g.workspace) cudaFree(g.workspace);
   g.workspace = nullptr;
   for (DevScratch* s :
-       {&g_scr_a, &g_scr_b, &g_scr_c, &g_scr_ds, &g_scr_part, &g_scr_bounce, &g_scr_prod}) {
+       {&g_scr_a, &g_scr_b, &g_scr_c, &g_scr_ds, &g_scr_part, &g_scr_bounce, &g_scr_prod,
+        &g_scr_att16}) {
     s->release();
   }
   g_produced = ProducedCopy{};
@@ -139,11 +140,14 @@ int configure_lt(const char* fn) {
 
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
 // the fp32 kernels of attention.cuh in every precision, or unless the tensor cores' register
-// layout is not the one the kernels assume (probe_mma). Read at every le_init, as above; needs
-// g.dflag.
+// layout is not the one the kernels assume (probe_mma); its backward stages bf16 copies of its
+// rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way). Read at every le_init, as above;
+// needs g.dflag.
 void configure_attention() {
   const char* env = getenv("LOTUS_TC_ATTENTION");
   g.tc_attention = !(env && strcmp(env, "0") == 0);
+  const char* rows = getenv("LOTUS_TC_BF16_ROWS");
+  g.tc_bf16_rows = !(rows && strcmp(rows, "0") == 0);
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
 }

@@ -1102,7 +1102,8 @@ Deno.test({
 
 Deno.test({
   name: "emulated CUDA engine: bf16 attention on tensor cores stays within bf16's bound of the " +
-    "CPU engine on every output and element, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
+    "CPU engine on every output and element, its backward gives the same bits from bf16 copies " +
+    "of its rows as from the fp32 rows, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();
@@ -1146,6 +1147,20 @@ Deno.test({
         const { maxAbs, refMax } = absStats(got, want);
         assert(maxAbs <= 0.03 * refMax, `${what}: largest difference ${maxAbs} of ${refMax}`);
       }
+    }
+    // The backward staging the fp32 rows itself (LOTUS_TC_BF16_ROWS=0) instead of bf16 copies
+    // made once: the same bits (the same rounding, done earlier).
+    Deno.env.set("LOTUS_TC_BF16_ROWS", "0");
+    try {
+      const fromF32 = outputs(openEngine({ backend: "cuda", libPath: lib }));
+      for (let i = 0; i < cases.length; i++) {
+        for (const k of Object.keys(ref[i])) {
+          assertEquals(fromF32[i][k], tc[i][k], `${cases[i].name}: ${k}, fp32 rows staged`);
+        }
+      }
+    } finally {
+      Deno.env.delete("LOTUS_TC_BF16_ROWS");
+      openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: bf16 rows back
     }
     // The same library opened again with LOTUS_TC_ATTENTION=0: the fp32 kernels in bf16 too.
     Deno.env.set("LOTUS_TC_ATTENTION", "0");

@@ -89,9 +89,12 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-// The vector type of 16-byte loads and stores, as the CUDA toolkit declares it.
+// The vector types of 16-byte loads and stores, as the CUDA toolkit declares them.
 struct alignas(16) float4 {
   float x, y, z, w;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
 };
 
 namespace emu {

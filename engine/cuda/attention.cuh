@@ -57,11 +57,18 @@ inline AttnShape attn_shape(int B, int Tq, int Tp, int C, int NH, int NKV, int64
                    NKV == NH ? (int64_t)C : ckv};
 }
 
+// Key j's row of head h's key/value head (its value at + VO): in the past (rows past_rs apart,
+// batches past_bs apart) for j < Tp, else in qkv. T: fp32, or a bf16 copy (attention_tc.cuh).
+template <class T>
+__device__ inline const T* key_ptr(const AttnShape& s, const T* qkv, const T* past,
+                                   int64_t past_bs, int64_t past_rs, int b, int h, int j) {
+  const int64_t kh = (int64_t)(h / s.G) * s.HS;
+  if (j < s.Tp) return past + b * past_bs + j * past_rs + kh;
+  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + kh;
+}
 __device__ inline const float* key_ptr(const AttnShape& s, const float* qkv, const float* past,
                                        int b, int h, int j) {
-  const int64_t kh = (int64_t)(h / s.G) * s.HS;
-  if (j < s.Tp) return past + b * s.past_bs + j * s.past_rs + kh;
-  return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + kh;
+  return key_ptr(s, qkv, past, s.past_bs, s.past_rs, b, h, j);
 }
 
 constexpr int kAttnThreads = 128;  // 4 warps

@@ -30,6 +30,11 @@
 // v_j), summed in double from the fp32 rows, rather than by a first pass over the keys that
 // would repeat both score products.
 //
+// The backward first rounds its rows (qkv, the past, dout) into packed bf16 copies, once a call
+// (attention_tc_bwd_at), and its kernels stage those: every block that stages a row would
+// otherwise round it again, from twice the bytes. LOTUS_TC_BF16_ROWS=0 stages the fp32 rows;
+// the bits are the same.
+//
 // Precision: q.k, p.v, dout.v, ds.k, ds.q and p.dout take bf16 operands (q, k, v, dout as
 // staged, p and ds rounded after the fp32 softmax arithmetic) with fp32 sums, as a bf16
 // autocast attention does. Against the fp32 kernels, outputs and gradients differ by about
@@ -57,99 +62,141 @@ __host__ __device__ inline size_t tc_smem(int HSP, int own, size_t extra) {
   return (size_t)(own + 2 * tc_cols(HSP)) * (HSP + 8) * 2 + extra;
 }
 
-// Stages n rows of HS floats (row r at src(r)) into dst[r * (HSP + 8) + d] as bf16, zeros in
-// the padding columns and in rows n .. rows - 1; all threads of the block. A thread takes
-// four channels at a time (one float4 load where the row is 16-byte aligned and holds all four,
-// else scalar loads) and issues kTcStageU of those loads before it stores any: staging is
-// bound by the latency of global loads, and a thread with one load in flight at a time left a
-// tile's staging tens of microseconds long. tc_stage2 stages two such tiles of the same rows
-// (keys and values, queries and dout) with the loads of both in flight together: a tile pair
-// costs one round trip to memory where tc_stage twice costs two.
-constexpr int kTcStageU = 8;
+// Stages n rows of HS elements (row r at src(r): fp32, or bf16 already rounded) into
+// dst[r * (HSP + 8) + d] as bf16, zeros in the padding columns and in rows n .. rows - 1; all
+// threads of the block. A thread takes 16 bytes of a row at a time (four fp32 or eight bf16
+// channels: one vector load where the row is 16-byte aligned and holds them all, else scalar
+// loads) and issues kTcStageU of those loads before it stores any: staging is bound by the
+// latency of global loads, and a thread with one load in flight at a time left a tile's staging
+// tens of microseconds long. tc_stage2 stages two such tiles of the same rows (keys and values,
+// queries and dout) with the loads of both in flight together: a tile pair costs one round trip
+// to memory where tc_stage twice costs two. From bf16 rows a thread needs half the loads for a
+// tile, so the same registers hold a pair.
+template <class T>
+struct TcSrc;  // how a staging thread reads 16 bytes of T
+template <>
+struct TcSrc<float> {
+  static constexpr int V = 4;  // channels a load
+  static constexpr int U = 8;  // loads in flight
+  using Raw = float4;
+};
+template <>
+struct TcSrc<__nv_bfloat16> {
+  static constexpr int V = 8;
+  static constexpr int U = 4;
+  using Raw = uint4;
+};
 // Element e of a staging pass: its row and first channel.
 struct TcElem {
   int r, d;
 };
-__device__ inline TcElem tc_elem(int e, int HSP) { return {e / (HSP / 4), (e % (HSP / 4)) * 4}; }
-template <class Src>
-__device__ inline float4 tc_load4(Src src, TcElem x, bool in, int n, int HS) {
-  float4 v{0.f, 0.f, 0.f, 0.f};
+template <class T>
+__device__ inline TcElem tc_elem(int e, int HSP) {
+  constexpr int V = TcSrc<T>::V;
+  return {e / (HSP / V), (e % (HSP / V)) * V};
+}
+template <class T, class Src>
+__device__ inline typename TcSrc<T>::Raw tc_load(Src src, TcElem x, bool in, int n, int HS) {
+  constexpr int V = TcSrc<T>::V;
+  typename TcSrc<T>::Raw v{};
   if (in && x.r < n && x.d < HS) {
-    const float* p = src(x.r) + x.d;
-    if (x.d + 4 <= HS && aligned16(p)) {
-      v = ld4(p);
-    } else {
-      v.x = p[0];
-      if (x.d + 1 < HS) v.y = p[1];
-      if (x.d + 2 < HS) v.z = p[2];
-      if (x.d + 3 < HS) v.w = p[3];
+    const T* p = src(x.r) + x.d;
+    if (x.d + V <= HS && aligned16(p)) {
+      v = *reinterpret_cast<const typename TcSrc<T>::Raw*>(p);
+    } else {  // element by element into an array of T (not through a T* into v: aliasing)
+      T e[V] = {};
+      for (int i = 0; i < V && x.d + i < HS; i++) e[i] = p[i];
+      memcpy(&v, e, sizeof v);
     }
   }
   return v;
 }
-__device__ inline void tc_store4(__nv_bfloat16* dst, TcElem x, int ld, float4 v) {
+__device__ inline void tc_store(__nv_bfloat16* dst, TcElem x, int ld, float4 v) {
   __nv_bfloat16* o = dst + x.r * ld + x.d;
   o[0] = __float2bfloat16_rn(v.x);
   o[1] = __float2bfloat16_rn(v.y);
   o[2] = __float2bfloat16_rn(v.z);
   o[3] = __float2bfloat16_rn(v.w);
 }
-template <class Src>
+__device__ inline void tc_store(__nv_bfloat16* dst, TcElem x, int ld, uint4 v) {
+  *reinterpret_cast<uint4*>(dst + x.r * ld + x.d) = v;  // pitch and channel 16-byte aligned
+}
+template <class T, class Src>
 __device__ inline void tc_stage(__nv_bfloat16* dst, int rows, int n, int HS, int HSP, Src src) {
-  const int ld = HSP + 8, total = rows * (HSP / 4);
-  for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
-    float4 v[kTcStageU];
+  constexpr int U = TcSrc<T>::U;
+  const int ld = HSP + 8, total = rows * (HSP / TcSrc<T>::V);
+  for (int e0 = threadIdx.x; e0 < total; e0 += U * blockDim.x) {
+    typename TcSrc<T>::Raw v[U];
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
+    for (int u = 0; u < U; u++) {
       const int e = e0 + u * (int)blockDim.x;
-      v[u] = tc_load4(src, tc_elem(e, HSP), e < total, n, HS);
+      v[u] = tc_load<T>(src, tc_elem<T>(e, HSP), e < total, n, HS);
     }
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
+    for (int u = 0; u < U; u++) {
       const int e = e0 + u * (int)blockDim.x;
-      if (e < total) tc_store4(dst, tc_elem(e, HSP), ld, v[u]);
+      if (e < total) tc_store(dst, tc_elem<T>(e, HSP), ld, v[u]);
     }
   }
 }
-template <class Src1, class Src2>
+template <class T, class Src1, class Src2>
 __device__ inline void tc_stage2(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
                                  int HS, int HSP, Src1 src1, Src2 src2) {
-  const int ld = HSP + 8, total = rows * (HSP / 4);
-  for (int e0 = threadIdx.x; e0 < total; e0 += kTcStageU * blockDim.x) {
-    float4 v1[kTcStageU], v2[kTcStageU];
+  constexpr int U = TcSrc<T>::U;
+  const int ld = HSP + 8, total = rows * (HSP / TcSrc<T>::V);
+  for (int e0 = threadIdx.x; e0 < total; e0 += U * blockDim.x) {
+    typename TcSrc<T>::Raw v1[U], v2[U];
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
+    for (int u = 0; u < U; u++) {
       const int e = e0 + u * (int)blockDim.x;
-      v1[u] = tc_load4(src1, tc_elem(e, HSP), e < total, n, HS);
-      v2[u] = tc_load4(src2, tc_elem(e, HSP), e < total, n, HS);
+      v1[u] = tc_load<T>(src1, tc_elem<T>(e, HSP), e < total, n, HS);
+      v2[u] = tc_load<T>(src2, tc_elem<T>(e, HSP), e < total, n, HS);
     }
 #pragma unroll
-    for (int u = 0; u < kTcStageU; u++) {
+    for (int u = 0; u < U; u++) {
       const int e = e0 + u * (int)blockDim.x;
       if (e < total) {
-        tc_store4(dst1, tc_elem(e, HSP), ld, v1[u]);
-        tc_store4(dst2, tc_elem(e, HSP), ld, v2[u]);
+        tc_store(dst1, tc_elem<T>(e, HSP), ld, v1[u]);
+        tc_store(dst2, tc_elem<T>(e, HSP), ld, v2[u]);
       }
     }
   }
 }
 
-// A key tile and its value tile (rows vo floats after the keys'): both tiles' loads in flight
-// together up to head size 64, one tile after the other above it. Holding both costs the
-// forward kernel its last registers: at head size 64 it spills 16 bytes (8 at 32, 4 at 16; the
-// dq kernel none), a few local-memory round trips against one global round trip saved a tile;
-// at 128 it would spill 400.
-template <int HSP, class Src>
-__device__ inline void tc_stage_kv(__nv_bfloat16* Ks, __nv_bfloat16* Vs, int rows, int n, int HS,
-                                   Src key, int64_t vo) {
-  auto val = [&](int k) { return key(k) + vo; };
-  if constexpr (HSP <= 64) {
-    tc_stage2(Ks, Vs, rows, n, HS, HSP, key, val);
+// Two tiles of the same rows (keys and values, queries and dout): both tiles' loads in flight
+// together from bf16 rows, and from fp32 rows where the kernel has the registers (Fp32Pairs),
+// else one tile after the other. Holding both fp32 tiles costs the forward kernel its last
+// registers: at head size 64 it spills 16 bytes (8 at 32, 4 at 16; the dq kernel none), a few
+// local-memory round trips against one global round trip saved a tile; at 128 it would spill
+// 400, and the dkv kernel, at its limit already, more.
+template <class T, bool Fp32Pairs, class Src1, class Src2>
+__device__ inline void tc_stage_two(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
+                                    int HS, int HSP, Src1 src1, Src2 src2) {
+  if constexpr (TcSrc<T>::V == 8 || Fp32Pairs) {
+    tc_stage2<T>(dst1, dst2, rows, n, HS, HSP, src1, src2);
   } else {
-    tc_stage(Ks, rows, n, HS, HSP, key);
-    tc_stage(Vs, rows, n, HS, HSP, val);
+    tc_stage<T>(dst1, rows, n, HS, HSP, src1);
+    tc_stage<T>(dst2, rows, n, HS, HSP, src2);
   }
 }
+
+// Where a kernel stages its rows from: qkv [B*Tq, QS], the past (rows past_rs apart, batches
+// past_bs apart) and dout [B*Tq, C], as the engine's fp32 buffers or as bf16 copies of them
+// (the backward's, made by tc_round_rows_kernel: the same rounding as staging fp32 rows).
+template <class T>
+struct TcRows {
+  const T *qkv, *past, *dout;
+  int64_t past_bs, past_rs;
+  __device__ const T* key(const AttnShape& s, int b, int h, int j) const {
+    return key_ptr(s, qkv, past, past_bs, past_rs, b, h, j);
+  }
+  __device__ const T* query(const AttnShape& s, int b, int h, int i) const {
+    return qkv + ((int64_t)b * s.Tq + i) * s.QS + h * s.HS;
+  }
+  __device__ const T* dout_row(const AttnShape& s, int b, int h, int i) const {
+    return dout + ((int64_t)b * s.Tq + i) * s.C + h * s.HS;
+  }
+};
 
 // Fragment loads from a staged bf16 tile T of pitch ld (g, t: the lane's group and place).
 __device__ inline uint32_t ld_bf16x2(const __nv_bfloat16* p) {
@@ -260,8 +307,9 @@ __device__ inline T group_sum(T v) {
 template <int HSP>
 __global__ void __launch_bounds__(128, 4)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
-                            const float* qkv, const float* past, const uint8_t* key_valid,
-                            AttnShape s, float scale, int nqt) {
+                            TcRows<float> src, const uint8_t* key_valid, AttnShape s,
+                            float scale, int nqt) {
+  using T = float;
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   auto* Qs = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
@@ -272,9 +320,7 @@ __global__ void __launch_bounds__(128, 4)
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage(Qs, kTcTile, nq, HS, HSP, [&](int r) {
-    return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS;
-  });
+  tc_stage<T>(Qs, kTcTile, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
   const int ig = i0 + wr0 + g;  // the lane's rows: ig and ig + 8 (query indices)
@@ -285,8 +331,9 @@ __global__ void __launch_bounds__(128, 4)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();  // the previous tile is no longer read
-    tc_stage_kv<HSP>(
-        Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); }, s.VO);
+    tc_stage_two<T, HSP <= 64>(
+        Ks, Vs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
+        [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
@@ -355,11 +402,12 @@ __global__ void __launch_bounds__(128, 4)
 
 // grid: B*NH*nqt blocks; dynamic shared memory: tc_smem(HSP, 2 * kTcTile, NC). Writes D to
 // Dg [B,NH,Tq] and adds dq to dqkv.
-template <int HSP>
+// src: the rows staged (fp32 or bf16 copies); dout and out: fp32, for D.
+template <int HSP, class T>
 __global__ void __launch_bounds__(128, 3)
     attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout, const float* out,
-                           const float* stats, const uint8_t* key_valid, const float* qkv,
-                           const float* past, AttnShape s, float scale, int nqt) {
+                           const float* stats, const uint8_t* key_valid, TcRows<T> src,
+                           AttnShape s, float scale, int nqt) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   auto* Qs = dyn_shared<__nv_bfloat16>();   // [kTcTile][ld]
@@ -371,10 +419,9 @@ __global__ void __launch_bounds__(128, 3)
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage2(
-      Qs, dOs, kTcTile, nq, HS, HSP,
-      [&](int r) { return qkv + ((int64_t)b * s.Tq + i0 + r) * s.QS + h * HS; },
-      [&](int r) { return dout + ((int64_t)b * s.Tq + i0 + r) * s.C + h * HS; });
+  tc_stage2<T>(
+      Qs, dOs, kTcTile, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); },
+      [&](int r) { return src.dout_row(s, b, h, i0 + r); });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
   // The lane's rows' statistics, and D = dout . out: the group's four lanes split the row's
@@ -400,8 +447,9 @@ __global__ void __launch_bounds__(128, 3)
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
     const int nkt = min(NC, nk_max - j0);
     __syncthreads();
-    tc_stage_kv<HSP>(
-        Ks, Vs, NC, nkt, HS, [&](int k) { return key_ptr(s, qkv, past, b, h, j0 + k); }, s.VO);
+    tc_stage_two<T, HSP <= 64>(
+        Ks, Vs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
+        [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
     if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;
@@ -431,12 +479,11 @@ __global__ void __launch_bounds__(128, 3)
 
 // grid: B*NKV*nkt blocks (64-key tiles, fastest), or NKV blocks with share_b (each walks b,
 // then the key tiles, in order); dynamic shared memory: tc_smem(HSP, 2 * kTcTile, 3 NC floats).
-template <int HSP>
+template <int HSP, class T>
 __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
-    attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* dout,
-                            const float* stats, const uint8_t* key_valid, const float* qkv,
-                            const float* past, AttnShape s, float scale, int nkt_all,
-                            bool share_b) {
+    attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* stats,
+                            const uint8_t* key_valid, TcRows<T> src, AttnShape s, float scale,
+                            int nkt_all, bool share_b) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS, NKV = s.NH / s.G;
   auto* Ks = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
@@ -467,10 +514,9 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
         key_ok[hi] = g + 8 * hi < wn && (!valid || valid[jg + 8 * hi]);
       }
       __syncthreads();  // the previous tile's keys are no longer read
-      tc_stage(Ks, kTcTile, nkt, HS, HSP,
-               [&](int k) { return key_ptr(s, qkv, past, b, h_lo, j0 + k); });
-      tc_stage(Vs, kTcTile, nkt, HS, HSP,
-               [&](int k) { return key_ptr(s, qkv, past, b, h_lo, j0 + k) + s.VO; });
+      tc_stage_two<T, false>(
+          Ks, Vs, kTcTile, nkt, HS, HSP, [&](int k) { return src.key(s, b, h_lo, j0 + k); },
+          [&](int k) { return src.key(s, b, h_lo, j0 + k) + s.VO; });
       float dk[HSP / 8][4] = {}, dv[HSP / 8][4] = {};
       const int i_first = j0 - s.Tp > 0 ? j0 - s.Tp : 0;  // the first query that sees key j0
       for (int h = h_lo; h < h_hi; h++) {
@@ -478,11 +524,9 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
         for (int i0 = i_first; i0 < s.Tq; i0 += NC) {
           const int nq = min(NC, s.Tq - i0);
           __syncthreads();  // the previous query tile is no longer read
-          tc_stage(Qs, NC, nq, HS, HSP, [&](int q) {
-            return qkv + ((int64_t)b * s.Tq + i0 + q) * s.QS + h * HS;
-          });
-          tc_stage(dOs, NC, nq, HS, HSP,
-                   [&](int q) { return dout + ((int64_t)b * s.Tq + i0 + q) * s.C + h * HS; });
+          tc_stage_two<T, false>(
+              Qs, dOs, NC, nq, HS, HSP, [&](int q) { return src.query(s, b, h, i0 + q); },
+              [&](int q) { return src.dout_row(s, b, h, i0 + q); });
           if (tid < NC) {
             const bool in = tid < nq;
             const int64_t rr = (int64_t)bh * s.Tq + i0 + tid;
@@ -592,8 +636,45 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
   TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP>, smem));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
+  const TcRows<float> src{qkv, kv_past, nullptr, s.past_bs, s.past_rs};
   LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, kTcWarps * 32, smem)(
-      out, out16, ld16, stats, qkv, kv_past, key_valid, s, scale, nqt);
+      out, out16, ld16, stats, src, key_valid, s, scale, nqt);
+  return 0;
+}
+
+// dst row b * rows + r (cols values) = src's row at b * bs + r * rs, rounded to bf16.
+__global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
+                                     int rows, int cols, int64_t bs, int64_t rs) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t k = blockIdx.y; k < nrows; k += gridDim.y) {
+    const float* row = src + (k / rows) * bs + (k % rows) * rs;
+    dst[k * cols + c] = __float2bfloat16_rn(row[c]);
+  }
+}
+
+// The backward's rows in bf16 (g.tc_bf16_rows): qkv, the past and dout rounded once into
+// g_scr_att16, each copy's rows packed, where each kernel would otherwise round the fp32 rows
+// it stages, several times over (every query tile's block stages the same keys): the same
+// bf16 values in shared memory, from half the bytes and half the loads.
+template <int HSP, class T>
+inline int attention_tc_bwd_rows(const char* fn, float* dqkv, float* dkv_past,
+                                 const float* dout, const float* out, const float* stats,
+                                 const uint8_t* key_valid, const TcRows<T>& src,
+                                 const AttnShape& s, bool share_b, float* D) {
+  const float scale = (float)(1.0 / sqrt((double)s.HS));
+  const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
+  const int NKV = s.NH / s.G;
+  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
+  const size_t smem_q = tc_smem(HSP, 2 * kTcTile, tc_cols(HSP));
+  const size_t smem_k = tc_smem(HSP, 2 * kTcTile, 3 * tc_cols(HSP) * sizeof(float));
+  TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP, T>, smem_q));
+  TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP, T>, smem_k));
+  LAUNCH((attention_tc_dq_kernel<HSP, T>), (unsigned)qblocks, kTcWarps * 32, smem_q)(
+      dqkv, D, dout, out, stats, key_valid, src, s, scale, nqt);
+  LAUNCH((attention_tc_dkv_kernel<HSP, T>), share_b ? (unsigned)NKV : (unsigned)kblocks,
+         kTcWarps * 32, smem_k)(dqkv, dkv_past, D, stats, key_valid, src, s, scale, nkt,
+                                share_b);
   return 0;
 }
 
@@ -602,20 +683,36 @@ inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, con
                                const float* out, const float* stats, const uint8_t* key_valid,
                                const float* qkv, const float* kv_past, const AttnShape& s,
                                bool share_b, float* D) {
-  const float scale = (float)(1.0 / sqrt((double)s.HS));
-  const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
-  const int NKV = s.NH / s.G;
-  const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
-  const size_t smem_q = tc_smem(HSP, 2 * kTcTile, tc_cols(HSP));
-  const size_t smem_k = tc_smem(HSP, 2 * kTcTile, 3 * tc_cols(HSP) * sizeof(float));
-  TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP>, smem_q));
-  TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP>, smem_k));
-  LAUNCH(attention_tc_dq_kernel<HSP>, (unsigned)qblocks, kTcWarps * 32, smem_q)(
-      dqkv, D, dout, out, stats, key_valid, qkv, kv_past, s, scale, nqt);
-  LAUNCH(attention_tc_dkv_kernel<HSP>, share_b ? (unsigned)NKV : (unsigned)kblocks,
-         kTcWarps * 32, smem_k)(dqkv, dkv_past, D, dout, stats, key_valid, qkv, kv_past, s,
-                                scale, nkt, share_b);
-  return 0;
+  const TcRows<float> f32{qkv, kv_past, dout, s.past_bs, s.past_rs};
+  if (!g.tc_bf16_rows) {
+    return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, f32, s,
+                                      share_b, D);
+  }
+  // Packed copies, each starting 16 bytes after a multiple: qkv [B*Tq, QS], the past
+  // [B or 1, Tp, VO + HS * NKV] (its keys, then its values at VO as in the fp32 rows), dout
+  // [B*Tq, C].
+  const int64_t nq = (int64_t)s.B * s.Tq;
+  const int pcols = (int)(s.VO + (int64_t)s.HS * (s.NH / s.G));
+  const int64_t pb = s.Tp == 0 ? 0 : s.past_bs != 0 ? s.B : 1;
+  auto up8 = [](int64_t n) { return (n + 7) / 8 * 8; };
+  const int64_t n_qkv = up8(nq * s.QS), n_past = up8(pb * s.Tp * pcols), n_dout = up8(nq * s.C);
+  auto* base = (__nv_bfloat16*)g_scr_att16.get(
+      fn, (size_t)(n_qkv + n_past + n_dout) * sizeof(__nv_bfloat16));
+  if (!base) return 1;
+  __nv_bfloat16 *qkv16 = base, *past16 = base + n_qkv, *dout16 = past16 + n_past;
+  auto round = [&](__nv_bfloat16* dst, const float* from, int64_t nrows, int rows, int cols,
+                   int64_t bs, int64_t rs) {
+    if (nrows == 0) return;
+    const dim3 grid((cols + 255) / 256, (unsigned)std::min<int64_t>(nrows, 65535));
+    LAUNCH(tc_round_rows_kernel, grid, 256, 0)(dst, from, nrows, rows, cols, bs, rs);
+  };
+  round(qkv16, qkv, nq, (int)nq, (int)s.QS, 0, s.QS);
+  round(past16, kv_past, pb * s.Tp, s.Tp, pcols, s.past_bs, s.past_rs);
+  round(dout16, dout, nq, (int)nq, s.C, 0, s.C);
+  const TcRows<__nv_bfloat16> b16{qkv16, past16, dout16,
+                                  s.past_bs != 0 ? (int64_t)s.Tp * pcols : 0, pcols};
+  return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, b16, s,
+                                    share_b, D);
 }
 
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,

@@ -88,6 +88,7 @@ struct State {
   void* workspace = nullptr;  // cuBLAS workspace, owned here so its size is fixed
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
+  bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
@@ -237,9 +238,10 @@ struct DevScratch {
 };
 
 // Scratch slots. Matmul operand conversions (bf16 or TF32-rounded copies) use a, b, c; the
-// attention backward keeps its dS rows in ds; column reductions keep their partial sums in
-// part; le_copy of overlapping ranges bounces through bounce.
-DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce;
+// attention backward keeps its D rows in ds, and on tensor cores the bf16 copies of the rows
+// it stages in att16; column reductions keep their partial sums in part; le_copy of
+// overlapping ranges bounces through bounce.
+DevScratch g_scr_a, g_scr_b, g_scr_c, g_scr_ds, g_scr_part, g_scr_bounce, g_scr_att16;
 
 // ============================================================================================
 // Produced operands. In bf16 mode a matmul reads bf16 operands, and rounds each fp32 operand
