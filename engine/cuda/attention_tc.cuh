@@ -166,7 +166,7 @@ __device__ inline void tc_stage2(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int r
 // Two tiles of the same rows (keys and values, queries and dout): both tiles' loads in flight
 // together from bf16 rows, and from fp32 rows where the kernel has the registers (Fp32Pairs),
 // else one tile after the other. Holding both fp32 tiles costs the forward kernel its last
-// registers: at head size 64 it spills 16 bytes (8 at 32, 4 at 16; the dq kernel none), a few
+// registers: at head size 64 it spills 16 bytes (8 at 32; the dq kernel none), a few
 // local-memory round trips against one global round trip saved a tile; at 128 it would spill
 // 400, and the dkv kernel, at its limit already, more.
 template <class T, bool Fp32Pairs, class Src1, class Src2>
@@ -644,7 +644,7 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
 
 // dst row b * rows + r (cols values) = src's row at b * bs + r * rs, rounded to bf16.
 __global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
-                                     int rows, int cols, int64_t bs, int64_t rs) {
+                                     int64_t rows, int cols, int64_t bs, int64_t rs) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t k = blockIdx.y; k < nrows; k += gridDim.y) {
@@ -684,31 +684,34 @@ inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, con
                                const float* qkv, const float* kv_past, const AttnShape& s,
                                bool share_b, float* D) {
   const TcRows<float> f32{qkv, kv_past, dout, s.past_bs, s.past_rs};
-  if (!g.tc_bf16_rows) {
-    return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, f32, s,
-                                      share_b, D);
-  }
-  // Packed copies, each starting 16 bytes after a multiple: qkv [B*Tq, QS], the past
-  // [B or 1, Tp, VO + HS * NKV] (its keys, then its values at VO as in the fp32 rows), dout
-  // [B*Tq, C].
+  // Packed copies, each at a multiple of 16 bytes: qkv [B*Tq, QS], the past [B or 1, Tp,
+  // VO + HS * NKV] (its keys, then its values at VO as in the fp32 rows), dout [B*Tq, C].
   const int64_t nq = (int64_t)s.B * s.Tq;
-  const int pcols = (int)(s.VO + (int64_t)s.HS * (s.NH / s.G));
+  const int64_t pcols = s.VO + (int64_t)s.HS * (s.NH / s.G);
   const int64_t pb = s.Tp == 0 ? 0 : s.past_bs != 0 ? s.B : 1;
   auto up8 = [](int64_t n) { return (n + 7) / 8 * 8; };
   const int64_t n_qkv = up8(nq * s.QS), n_past = up8(pb * s.Tp * pcols), n_dout = up8(nq * s.C);
-  auto* base = (__nv_bfloat16*)g_scr_att16.get(
-      fn, (size_t)(n_qkv + n_past + n_dout) * sizeof(__nv_bfloat16));
+  const size_t bytes = (size_t)(n_qkv + n_past + n_dout) * sizeof(__nv_bfloat16);
+  // The fp32 rows serve (the same bits) when copies are off, when a row is too wide for the
+  // copy kernel, and while a graph is being recorded if the slot would have to grow (growing
+  // waits for the GPU).
+  if (!g.tc_bf16_rows || s.QS > INT32_MAX || pcols > INT32_MAX ||
+      (g.capturing && bytes > g_scr_att16.bytes)) {
+    return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, f32, s,
+                                      share_b, D);
+  }
+  auto* base = (__nv_bfloat16*)g_scr_att16.get(fn, bytes);
   if (!base) return 1;
   __nv_bfloat16 *qkv16 = base, *past16 = base + n_qkv, *dout16 = past16 + n_past;
-  auto round = [&](__nv_bfloat16* dst, const float* from, int64_t nrows, int rows, int cols,
-                   int64_t bs, int64_t rs) {
+  auto round = [&](__nv_bfloat16* dst, const float* from, int64_t nrows, int64_t rows,
+                   int64_t cols, int64_t bs, int64_t rs) {
     if (nrows == 0) return;
-    const dim3 grid((cols + 255) / 256, (unsigned)std::min<int64_t>(nrows, 65535));
-    LAUNCH(tc_round_rows_kernel, grid, 256, 0)(dst, from, nrows, rows, cols, bs, rs);
+    const dim3 grid((unsigned)((cols + 255) / 256), (unsigned)std::min<int64_t>(nrows, 65535));
+    LAUNCH(tc_round_rows_kernel, grid, 256, 0)(dst, from, nrows, rows, (int)cols, bs, rs);
   };
-  round(qkv16, qkv, nq, (int)nq, (int)s.QS, 0, s.QS);
+  round(qkv16, qkv, nq, nq, s.QS, 0, s.QS);
   round(past16, kv_past, pb * s.Tp, s.Tp, pcols, s.past_bs, s.past_rs);
-  round(dout16, dout, nq, (int)nq, s.C, 0, s.C);
+  round(dout16, dout, nq, nq, s.C, 0, s.C);
   const TcRows<__nv_bfloat16> b16{qkv16, past16, dout16,
                                   s.past_bs != 0 ? (int64_t)s.Tp * pcols : 0, pcols};
   return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, b16, s,
