@@ -66,12 +66,12 @@ __host__ __device__ inline size_t tc_smem(int HSP, int own, size_t extra) {
 // dst[r * (HSP + 8) + d] as bf16, zeros in the padding columns and in rows n .. rows - 1; all
 // threads of the block. A thread takes 16 bytes of a row at a time (four fp32 or eight bf16
 // channels: one vector load where the row is 16-byte aligned and holds them all, else scalar
-// loads) and issues kTcStageU of those loads before it stores any: staging is bound by the
-// latency of global loads, and a thread with one load in flight at a time left a tile's staging
-// tens of microseconds long. tc_stage2 stages two such tiles of the same rows (keys and values,
-// queries and dout) with the loads of both in flight together: a tile pair costs one round trip
-// to memory where tc_stage twice costs two. From bf16 rows a thread needs half the loads for a
-// tile, so the same registers hold a pair.
+// loads) and issues TcSrc<T>::U of those loads (eight fp32, four bf16) before it stores any:
+// staging is bound by the latency of global loads, and a thread with one load in flight at a
+// time left a tile's staging tens of microseconds long. tc_stage2 stages two such tiles of the
+// same rows (keys and values, queries and dout) with the loads of both in flight together: a
+// tile pair costs one round trip to memory where tc_stage twice costs two. From bf16 rows a
+// thread needs half the loads for a tile, so the same registers hold a pair.
 template <class T>
 struct TcSrc;  // how a staging thread reads 16 bytes of T
 template <>
