@@ -20,8 +20,9 @@
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
 #      there): the variant "baseline" on that library, then "current" on this one, the same
 #      short benchmark back to back, so that a change's before and after come from one run.
-# --quick (about 4 minutes at most, 5 with --baseline-lib) skips PyTorch, the TF32 and fp32 variants, and shortens
-# the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eight files:
+# --quick (about 4 minutes at most, 5 with --baseline-lib) skips PyTorch, the TF32 and fp32
+# variants, and shortens the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
+# as eight files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
 # bench.json, profile.txt and profile.json, variants.txt. The tables are printed last.
 set -uo pipefail
