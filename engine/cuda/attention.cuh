@@ -58,10 +58,11 @@ inline AttnShape attn_shape(int B, int Tq, int Tp, int C, int NH, int NKV, int64
 }
 
 // Key j's row of head h's key/value head (its value at + VO): in the past (rows past_rs apart,
-// batches past_bs apart) for j < Tp, else in qkv. T: fp32, or a bf16 copy (attention_tc.cuh).
-template <class T>
-__device__ inline const T* key_ptr(const AttnShape& s, const T* qkv, const T* past,
-                                   int64_t past_bs, int64_t past_rs, int b, int h, int j) {
+// batches past_bs apart) for j < Tp, else in qkv. P: the fp32 rows, a bf16 copy of them
+// (attention_tc.cuh), or the gradients (dkv_past and dqkv, same layouts) a backward adds to.
+template <class P>
+__device__ inline P key_ptr(const AttnShape& s, P qkv, P past, int64_t past_bs, int64_t past_rs,
+                            int b, int h, int j) {
   const int64_t kh = (int64_t)(h / s.G) * s.HS;
   if (j < s.Tp) return past + b * past_bs + j * past_rs + kh;
   return qkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + kh;
@@ -420,13 +421,8 @@ __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const flo
       // Each element of dKs / dVs is added by the thread that summed it.
       for (int e = tid; e < nkt * HS; e += blockDim.x) {
         const int k = e / HS, d = e % HS, j = j0 + k;
-        float* dk;
-        if (j < s.Tp) {
-          if (!dkv_past) continue;
-          dk = dkv_past + b * s.past_bs + j * s.past_rs + (int64_t)kvh * HS;
-        } else {
-          dk = dqkv + ((int64_t)b * s.Tq + (j - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
-        }
+        if (j < s.Tp && !dkv_past) continue;
+        float* dk = key_ptr(s, dqkv, dkv_past, s.past_bs, s.past_rs, b, h_lo, j);
         dk[d] += dKs[e];
         dk[s.VO + d] += dVs[e];
       }

@@ -41,6 +41,8 @@
 // 2^-8 relative per element (check/parity.ts's bf16 op bound).
 #pragma once
 
+#include <type_traits>
+
 #include "attention.cuh"
 
 namespace le {
@@ -560,13 +562,8 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
       for (int hi = 0; hi < 2; hi++) {
         const int jj = jg + 8 * hi;
         if (g + 8 * hi >= wn) continue;
-        float* row;
-        if (jj < s.Tp) {
-          if (!dkv_past) continue;
-          row = dkv_past + b * s.past_bs + jj * s.past_rs + (int64_t)kvh * HS;
-        } else {
-          row = dqkv + ((int64_t)b * s.Tq + (jj - s.Tp)) * s.QS + s.C + (int64_t)kvh * HS;
-        }
+        if (jj < s.Tp && !dkv_past) continue;
+        float* row = key_ptr(s, dqkv, dkv_past, s.past_bs, s.past_rs, b, h_lo, jj);
         tc_add_row<HSP>(row, dk, hi, t, HS);
         tc_add_row<HSP>(row + s.VO, dv, hi, t, HS);
       }
@@ -718,30 +715,32 @@ inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, con
                                     share_b, D);
 }
 
+// Calls f(std::integral_constant<int, HSP>{}) with head size HS's kernel instance.
+template <class F>
+inline int tc_dispatch(int HS, F f) {
+  switch (tc_hsp(HS)) {
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    default: return f(std::integral_constant<int, 128>{});
+  }
+}
+
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
                             const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
-  switch (tc_hsp(s.HS)) {
-    case 16: return attention_tc_fwd_at<16>(fn, out, stats, qkv, kv_past, key_valid, s);
-    case 32: return attention_tc_fwd_at<32>(fn, out, stats, qkv, kv_past, key_valid, s);
-    case 64: return attention_tc_fwd_at<64>(fn, out, stats, qkv, kv_past, key_valid, s);
-    default: return attention_tc_fwd_at<128>(fn, out, stats, qkv, kv_past, key_valid, s);
-  }
+  return tc_dispatch(s.HS, [&](auto hsp) {
+    return attention_tc_fwd_at<decltype(hsp)::value>(fn, out, stats, qkv, kv_past, key_valid, s);
+  });
 }
 
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                             const float* out, const float* stats, const uint8_t* key_valid,
                             const float* qkv, const float* kv_past, const AttnShape& s,
                             bool share_b, float* D) {
-#define LE_TC_BWD(HSP) \
-  attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, s, \
-                           share_b, D)
-  switch (tc_hsp(s.HS)) {
-    case 16: return LE_TC_BWD(16);
-    case 32: return LE_TC_BWD(32);
-    case 64: return LE_TC_BWD(64);
-    default: return LE_TC_BWD(128);
-  }
-#undef LE_TC_BWD
+  return tc_dispatch(s.HS, [&](auto hsp) {
+    return attention_tc_bwd_at<decltype(hsp)::value>(fn, dqkv, dkv_past, dout, out, stats,
+                                                     key_valid, qkv, kv_past, s, share_b, D);
+  });
 }
 
 }  // namespace le

@@ -241,10 +241,11 @@ struct LtKeyHash {
 struct LtPlan {
   cublas::LtDesc desc = nullptr;
   cublas::LtLayout a = nullptr, b = nullptr, d = nullptr;
-  std::vector<cublas::LtAlgo> candidates;  // the heuristic's, best first, until chosen
+  // The heuristic's candidates, best first, while there are several to time; empty once the
+  // algorithm is final (timed, the only one, or chosen earlier in the process).
+  std::vector<cublas::LtAlgo> candidates;
   cublas::LtAlgo algo{};
-  bool ok = false;      // false: no algorithm for this key; cublasGemmEx and the bias kernel
-  bool chosen = false;  // the algorithm is final (timed, or only one candidate)
+  bool ok = false;  // false: no algorithm for this key; cublasGemmEx and the bias kernel
 };
 
 std::unordered_map<LtKey, LtPlan, LtKeyHash> g_lt_plans;
@@ -312,7 +313,6 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   if (known != g_lt_chosen.end()) {
     p.ok = known->second.ok;
     p.algo = known->second.algo;
-    p.chosen = true;
     return;
   }
   LtPref pref = nullptr;
@@ -338,7 +338,7 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   p.ok = !p.candidates.empty();
   if (p.ok) p.algo = p.candidates[0];
   if (p.candidates.size() == 1) {
-    p.chosen = true;
+    p.candidates.clear();
     g_lt_chosen[k] = LtChoice{true, p.algo};
   }
 }
@@ -396,24 +396,27 @@ inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
 inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Operand B,
                    float* C, bool accumulate) {
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
-  float* out = C;
-  float* temp = nullptr;
+  // Where the candidates write: C itself, or for an accumulating GEMM a zeroed temporary;
+  // nowhere (untimed) while recording or when the temporary is too large or not allocated.
   const size_t out_bytes = (size_t)key.ldc * key.n * sizeof(float);
+  float* out = nullptr;
+  float* temp = nullptr;
+  if (!g.capturing) {
+    if (!accumulate) {
+      out = C;
+    } else if (out_bytes <= kTuneScratchMax && cudaMalloc(&temp, out_bytes) == cudaSuccess &&
+               cudaMemsetAsync(temp, 0, out_bytes, g.stream) == cudaSuccess) {
+      out = temp;
+    }
+  }
   cudaEvent_t ev[2] = {nullptr, nullptr};
   bool timed = false;
   std::vector<double> us;
-  if (!g.capturing && (!accumulate || out_bytes <= kTuneScratchMax)) {
-    if (accumulate && cudaMalloc(&temp, out_bytes) == cudaSuccess) {
-      out = temp;
-      if (cudaMemsetAsync(temp, 0, out_bytes, g.stream) != cudaSuccess) out = nullptr;
+  if (out && cudaEventCreate(&ev[0]) == cudaSuccess && cudaEventCreate(&ev[1]) == cudaSuccess) {
+    for (const cublas::LtAlgo& a : plan.candidates) {
+      us.push_back(time_lt(plan, a, A, B, out, accumulate, ev));
     }
-    if (out && (out != C || !accumulate) && cudaEventCreate(&ev[0]) == cudaSuccess &&
-        cudaEventCreate(&ev[1]) == cudaSuccess) {
-      for (const cublas::LtAlgo& a : plan.candidates) {
-        us.push_back(time_lt(plan, a, A, B, out, accumulate, ev));
-      }
-      timed = true;
-    }
+    timed = true;
   }
   for (cudaEvent_t e : ev) {
     if (e) cudaEventDestroy(e);
@@ -435,7 +438,6 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
     if (us[fastest] < 0) {
       plan.ok = false;  // no candidate ran: cublasGemmEx, for good
       plan.candidates.clear();
-      plan.chosen = true;
       g_lt_chosen[key] = LtChoice{false, {}};
       return 0;
     }
@@ -449,7 +451,6 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
   }
   plan.algo = plan.candidates[best];
   plan.candidates.clear();
-  plan.chosen = true;
   g_lt_chosen[key] = LtChoice{true, plan.algo};
   return 0;
 }
@@ -479,7 +480,7 @@ inline int gemm_lt(const char* fn, int transa, int transb, int m, int n, int k, 
     const void* bp = bias;
     s = g.blas.lt_desc_set(plan.desc, cublas::kLtDescBiasPointer, &bp, sizeof bp);
   }
-  if (s == cublas::kSuccess && !plan.chosen) {
+  if (s == cublas::kSuccess && !plan.candidates.empty()) {
     TRY(tune_lt(fn, key, plan, A, B, C, accumulate));
     if (!plan.ok) return -1;
   }
