@@ -152,6 +152,8 @@ export interface EmuCounters {
   gemms: number;
   /** cudaGraphLaunch calls; the work they replay is not counted in the fields above. */
   graphLaunches: number;
+  /** Thread blocks of the kernel launches (their grids' sizes, summed). */
+  blocks: number;
 }
 
 /**
@@ -162,7 +164,7 @@ export interface EmuCounters {
 export function emuCounters(lib: string): EmuCounters {
   const h = Deno.dlopen(lib, { emu_counters: { parameters: ["buffer"], result: "void" } });
   try {
-    const out = new BigUint64Array(5);
+    const out = new BigUint64Array(6);
     h.symbols.emu_counters(out);
     return {
       launches: Number(out[0]),
@@ -170,6 +172,7 @@ export function emuCounters(lib: string): EmuCounters {
       syncs: Number(out[2]),
       gemms: Number(out[3]),
       graphLaunches: Number(out[4]),
+      blocks: Number(out[5]),
     };
   } finally {
     h.close();

@@ -29,6 +29,7 @@ import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_s
 import {
   type CheckRow,
   checkRow,
+  compareAttentionSettings,
   compareGraphReplay,
   compareLotusStep,
   compareOps,
@@ -349,6 +350,18 @@ for (const p of precisions) {
     (detail.curves as Record<string, number[]>).ref = r.ref.losses;
   } catch (e) {
     push({ ...failure("training", `tiny, ${steps} steps`, e), precision: p });
+  }
+}
+
+// ---- tensor-core attention settings that must not change a bit -------------------------------
+
+if (test.backend === "cuda") {
+  try {
+    const tcCases = [...OP_CASES.filter((c) => c.tensorCores === "bf16"), ...GPT2_ATTN_STATS_CASES];
+    const open = () => openEngine({ backend: "cuda", libPath: testLib! });
+    push(...mark(compareAttentionSettings(open, tcCases)));
+  } catch (e) {
+    push({ ...failure("ops", "tensor-core attention settings", e), precision: "bf16" });
   }
 }
 

@@ -1310,6 +1310,63 @@ export function tally(rows: CheckRow[]): { passed: number; failed: number; skipp
 }
 
 /**
+ * The settings of the CUDA engine's tensor-core attention that must not change a bit: the
+ * backward staging the fp32 rows rather than bf16 copies of them (`LOTUS_TC_BF16_ROWS=0`),
+ * and blocks of at most 4 warps, 64 rows, whatever the sequence (`LOTUS_TC_WARPS=4`), each
+ * against the defaults on `cases` (the statistics form, in bf16). `open` opens the engine
+ * again, whose le_init reads the settings; the defaults are restored before returning. `err`
+ * counts the elements whose bits differ.
+ */
+export function compareAttentionSettings(
+  open: () => Engine,
+  cases: OpCase[],
+  seed = 7,
+): CheckRow[] {
+  const run = (env: Record<string, string>) => {
+    for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+    try {
+      const eng = open();
+      eng.setPrecision(2);
+      try {
+        return cases.map((c) => c.run(eng, seed));
+      } finally {
+        eng.setPrecision(0);
+        eng.close(); // the library stays loaded, and its state with it
+      }
+    } finally {
+      for (const k of Object.keys(env)) Deno.env.delete(k);
+      open().close(); // le_init again, with the defaults
+    }
+  };
+  const base = run({});
+  const settings: [string, Record<string, string>][] = [
+    ["backward from fp32 rows (LOTUS_TC_BF16_ROWS=0)", { LOTUS_TC_BF16_ROWS: "0" }],
+    ["64-row blocks (LOTUS_TC_WARPS=4)", { LOTUS_TC_WARPS: "4" }],
+  ];
+  return settings.map(([what, env]) => {
+    const got = run(env);
+    let differ = 0, total = 0;
+    for (let i = 0; i < cases.length; i++) {
+      for (const [k, want] of Object.entries(base[i])) {
+        const bits = (x: Float32Array | Int32Array) =>
+          new Uint32Array(x.buffer, x.byteOffset, x.length);
+        const a = bits(got[i][k]), b = bits(want);
+        total += b.length;
+        for (let j = 0; j < b.length; j++) differ += a[j] !== b[j] ? 1 : 0;
+      }
+    }
+    return checkRow(
+      "ops",
+      `tensor-core attention, ${what}: the defaults' bits`,
+      "bf16",
+      differ,
+      0,
+      `${differ} of ${total} values differ over ${cases.length} cases`,
+    );
+  });
+}
+
+/**
  * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
  * decoding steps replayed from CUDA graphs against the same generation launched op by op:
  * tokens and post-loop latent logits must be the same bits, in the generations that record the

@@ -141,15 +141,29 @@ int configure_lt(const char* fn) {
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
 // the fp32 kernels of attention.cuh in every precision, or unless the tensor cores' register
 // layout is not the one the kernels assume (probe_mma); its backward stages bf16 copies of its
-// rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way). Read at every le_init, as above;
-// needs g.dflag.
-void configure_attention() {
+// rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way); LOTUS_TC_WARPS (4 to 8, unset:
+// 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles whatever the
+// sequence, the same bits). Read at every le_init, as above; needs g.dflag.
+int configure_attention(const char* fn) {
+  int warps = 8;
+  if (const char* w = getenv("LOTUS_TC_WARPS"); w && w[0]) {
+    char* end = nullptr;
+    const long v = strtol(w, &end, 10);
+    if (*end || v < kTcMinWarps || v > 8) {
+      return fail("%s: LOTUS_TC_WARPS=%s: expected the most warps of a tensor-core attention "
+                  "block, %d to 8 (unset: 8)",
+                  fn, w, kTcMinWarps);
+    }
+    warps = (int)v;
+  }
+  g.tc_max_warps = warps;
   const char* env = getenv("LOTUS_TC_ATTENTION");
   g.tc_attention = !(env && strcmp(env, "0") == 0);
   const char* rows = getenv("LOTUS_TC_BF16_ROWS");
   g.tc_bf16_rows = !(rows && strcmp(rows, "0") == 0);
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
+  return 0;
 }
 
 int init(int device) {
@@ -240,7 +254,10 @@ int init(int device) {
     teardown();
     return cuda_fail(fn, "cudaMalloc of 16 bytes", e);
   }
-  configure_attention();
+  if (configure_attention(fn) != 0) {
+    teardown();
+    return 1;
+  }
   const char* sync = getenv("LOTUS_CUDA_SYNC");
   g.sync_each_op = sync && sync[0] && strcmp(sync, "0") != 0;
   g.device = device;
@@ -302,7 +319,7 @@ LE_API int le_init(int device) {
   if (g.ready) {
     if (device == g.device) {
       TRY(configure_lt("le_init"));
-      configure_attention();
+      TRY(configure_attention("le_init"));
       return 0;
     }
     const size_t blocks = live_blocks();

@@ -6,8 +6,34 @@
  */
 import assert from "node:assert/strict";
 
-/** Deep strict equality. */
+/**
+ * Deep strict equality. Two typed arrays of one kind are compared bit for bit, and a failure
+ * names the first element that differs (a diff of millions of elements would not fit in
+ * memory).
+ */
 export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
+  if (
+    ArrayBuffer.isView(actual) && ArrayBuffer.isView(expected) &&
+    !(actual instanceof DataView) && actual.constructor === expected.constructor
+  ) {
+    const a = actual as unknown as ArrayLike<unknown> & ArrayBufferView;
+    const e = expected as unknown as ArrayLike<unknown> & ArrayBufferView;
+    const bytes = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    const ab = bytes(a), eb = bytes(e);
+    let i = a.length === e.length ? ab.findIndex((x, k) => x !== eb[k]) : -2;
+    if (i === -1) return;
+    const what = msg ? `${msg}: ` : "";
+    if (i === -2) {
+      throw new assert.AssertionError({
+        message: `${what}${a.length} elements, expected ${e.length}`,
+      });
+    }
+    i = Math.floor(i / (a.byteLength / a.length));
+    const show = (v: unknown) => Object.is(v, -0) ? "-0" : String(v);
+    throw new assert.AssertionError({
+      message: `${what}element ${i} of ${a.length} is ${show(a[i])}, expected ${show(e[i])}`,
+    });
+  }
   assert.deepStrictEqual(actual, expected, msg);
 }
 

@@ -15,6 +15,7 @@ import { type Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
+  compareAttentionSettings,
   compareGraphReplay,
   compareLotusStep,
   compareOps,
@@ -1103,7 +1104,8 @@ Deno.test({
 Deno.test({
   name: "emulated CUDA engine: bf16 attention on tensor cores stays within bf16's bound of the " +
     "CPU engine on every output and element, its backward gives the same bits from bf16 copies " +
-    "of its rows as from the fp32 rows, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
+    "of its rows as from the fp32 rows, blocks sized to the sequence give the bits of 64-row " +
+    "blocks, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();
@@ -1148,19 +1150,32 @@ Deno.test({
         assert(maxAbs <= 0.03 * refMax, `${what}: largest difference ${maxAbs} of ${refMax}`);
       }
     }
-    // The backward staging the fp32 rows itself (LOTUS_TC_BF16_ROWS=0) instead of bf16 copies
-    // made once: the same bits (the same rounding, done earlier).
-    Deno.env.set("LOTUS_TC_BF16_ROWS", "0");
-    try {
-      const fromF32 = outputs(openEngine({ backend: "cuda", libPath: lib }));
-      for (let i = 0; i < cases.length; i++) {
-        for (const k of Object.keys(ref[i])) {
-          assertEquals(fromF32[i][k], tc[i][k], `${cases[i].name}: ${k}, fp32 rows staged`);
-        }
+    // What check/gpu_check.ts runs on a GPU: the backward staging the fp32 rows itself
+    // (LOTUS_TC_BF16_ROWS=0) rather than bf16 copies made once, and blocks of 4 warps whatever
+    // the sequence (LOTUS_TC_WARPS=4: 64-row tiles) give the defaults' bits.
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    for (const r of compareAttentionSettings(open, cases)) assert(r.pass, `${r.name}: ${r.note}`);
+    // Where by default 70 and 90 queries take one block of 5 and 6 warps, and 150 keys two
+    // blocks of 5: 4-warp blocks are more.
+    const blocks = (env: Record<string, string>) => {
+      for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+      try {
+        const b0 = emuCounters(lib).blocks;
+        outputs(open());
+        return emuCounters(lib).blocks - b0;
+      } finally {
+        for (const k of Object.keys(env)) Deno.env.delete(k);
+        open().close();
       }
+    };
+    const [wide, narrow] = [blocks({}), blocks({ LOTUS_TC_WARPS: "4" })];
+    assert(narrow > wide, `blocks: ${wide} by default, ${narrow} at 4 warps`);
+    Deno.env.set("LOTUS_TC_WARPS", "9");
+    try {
+      assertThrows(open, Error, "LOTUS_TC_WARPS=9");
     } finally {
-      Deno.env.delete("LOTUS_TC_BF16_ROWS");
-      openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: bf16 rows back
+      Deno.env.delete("LOTUS_TC_WARPS");
+      open().close();
     }
     // The same library opened again with LOTUS_TC_ATTENTION=0: the fp32 kernels in bf16 too.
     Deno.env.set("LOTUS_TC_ATTENTION", "0");

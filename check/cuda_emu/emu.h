@@ -470,6 +470,7 @@ struct Launch {
       return;
     }
     n_launches++;
+    n_blocks += (uint64_t)grid.x * grid.y * grid.z;
     const Kernel kk = k;
     const dim3 g = grid, b = blk;
     const size_t sm = smem;
@@ -499,9 +500,11 @@ T shuffle(unsigned mask, T v, unsigned src) {
 //   d[0], d[1]: D(g, 2t), D(g, 2t+1)   d[2], d[3]: D(g+8, 2t), D(g+8, 2t+1)
 // Every lane publishes its six operand words and the warp meets (a full-mask warp barrier,
 // so a warp with exited or missing lanes faults, as mma.sync requires all 32); each lane then
-// sums its four elements of D from the others' words, in k order with fp32 fused
-// multiply-adds starting from d (the tensor cores' own order and rounding of the sum are not
-// modelled), and the warp meets again before any lane may publish its next operands.
+// forms its four elements of D from the others' words: the 16 products (exact in double)
+// summed in double and added to d with one rounding to fp32, as the tensor cores round a
+// product's sum once rather than after each term (their exact internal precision is not
+// modelled). So, as on a GPU, how a long sum is cut into 16-term products shows in the bits.
+// The warp meets again before any lane may publish its next operands.
 inline float mma_half(const uint32_t* regs, unsigned lane, int reg, int hi) {
   const uint32_t u = (regs[6 * lane + reg] >> (16 * hi)) << 16;
   float f;
@@ -519,16 +522,16 @@ inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
   float out[4];
   for (int r = 0; r < 4; r++) {
     const int m = g + 8 * (r / 2), n = 2 * t + r % 2;
-    float acc = d[r];
+    double acc = 0;
     for (int k = 0; k < 16; k++) {
       // A(m, k): lane 4 (m % 8) + (k % 8) / 2, register (m / 8) + 2 (k / 8), half k % 2.
       const unsigned la = unsigned(4 * (m % 8) + (k % 8) / 2), lb = unsigned(4 * n + (k % 8) / 2);
       const float x = mma_half(w, la, m / 8 + 2 * (k / 8), k % 2);
       // B(k, n): lane 4 n + (k % 8) / 2, register 4 + k / 8, half k % 2.
       const float y = mma_half(w, lb, 4 + k / 8, k % 2);
-      acc = std::fmaf(x, y, acc);
+      acc += (double)x * y;
     }
-    out[r] = acc;
+    out[r] = (float)((double)d[r] + acc);
   }
   yield(Wait::warp, 0xffffffffu);
   for (int r = 0; r < 4; r++) d[r] = out[r];
@@ -594,7 +597,8 @@ using std::isnan;
 
 // The stream's counters (cuda_runtime.h) and the stand-in cuBLAS's and cuBLASLt's GEMM calls:
 // out[0] kernel launches, out[1] memset/memcpy operations, out[2] host waits, out[3] GEMMs,
-// out[4] graph launches. Work replayed by a graph launch is not counted again.
+// out[4] graph launches, out[5] thread blocks of the kernel launches. Work replayed by a graph
+// launch is not counted again.
 // Exported (check/cuda_emu.ts's version script) for emuCounters.
 extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64_t* out) {
   out[0] = ::emu::n_launches;
@@ -602,6 +606,7 @@ extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64
   out[2] = ::emu::n_syncs;
   out[3] = 0;
   out[4] = ::emu::n_graph_launches;
+  out[5] = ::emu::n_blocks;
   for (const char* lib : {"libcublas.so.13", "libcublasLt.so.13"}) {
     if (void* h = emu_dlopen(lib, RTLD_NOW | RTLD_NOLOAD)) {
       using Count = uint64_t (*)();

@@ -4,25 +4,28 @@
 // le_attention_*stats_* when the precision is bf16 and the head size is at most 128, unless
 // LOTUS_TC_ATTENTION=0.
 //
-// Flash-style: scores, probabilities, dS and every accumulator live in registers. A block of
-// 4 warps owns 64 rows (queries of one (b, h) in the forward and the dq kernel, keys of one
-// (b, key/value head) in the dkv kernel), warp w rows 16w .. 16w + 15; the other side streams
-// through shared memory NC rows at a time (NC = 64, or 32 when the head size is over 64, to
-// bound the registers). Operands are rounded to bf16 as they are staged (rows padded with
-// zeros to HSP, the head size rounded up to 16, at a pitch of HSP + 8 elements so that the
-// fragment loads of a warp hit 32 different banks). A warp forms its 16 x NC scores with
-// mma.sync: lane (g, t) holds rows g and g + 8, columns 2t, 2t + 1 of each 8-column tile, so
-// a row's max and sum combine over the four lanes of a group (two shuffles). The accumulator
-// layout of two adjacent 8-column tiles is the A operand layout of a 16-column slice, so the
-// probabilities (and dS) are packed to bf16 in registers and go straight into the next
-// product, P V (dS K, P^T dout, dS^T q), without a trip through shared memory. The forward's
-// output rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each
-// thread's partial row sum is combined over its group once at the end.
+// Flash-style: scores, probabilities, dS and every accumulator live in registers. A block of W
+// warps owns 16 W rows (queries of one (b, h) in the forward and the dq kernel, keys of one (b,
+// key/value head) in the dkv kernel), warp w rows 16w .. 16w + 15, with W from 4 to 8 sized to the
+// sequence (tc_warps) so that the other side is staged once for all of a short sequence's rows;
+// that side streams through shared memory NC rows at a time (NC = 64, or 32 when the head size is
+// over 64, to bound the registers). A row's result does not depend on W: its sums run over the same
+// streamed tiles and 16-row slices, in the same order. Operands are rounded to bf16 as they are
+// staged (rows padded with zeros to HSP, the head size rounded up to 16, at a pitch of HSP + 8
+// elements so that the fragment loads of a warp hit 32 different banks). A warp forms its 16 x NC
+// scores with mma.sync: lane (g, t) holds rows g and g + 8, columns 2t, 2t + 1 of each 8-column
+// tile, so a row's max and sum combine over the four lanes of a group (two shuffles). The
+// accumulator layout of two adjacent 8-column tiles is the A operand layout of a 16-column slice,
+// so the probabilities (and dS) are packed to bf16 in registers and go straight into the next
+// product, P V (dS K, P^T dout, dS^T q), without a trip through shared memory. The forward's output
+// rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each thread's partial
+// row sum is combined over its group once at the end.
 //
-// Shared memory per block, at HSP = 64: 27 KiB (forward), 37 KiB (dq, dkv), where kernels that
-// keep the scores and accumulators in shared memory need 70 to 106 KiB; so 3 or 4 blocks fit
-// on a multiprocessor (registers permitting: __launch_bounds__ below) to hide the staging's
-// load latency.
+// Shared memory per block, at HSP = 64 and W = 4: 27 KiB (forward), 37 KiB (dq, dkv), where
+// kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB; 2.25 KiB
+// (forward) or 4.5 KiB (dq, dkv) more a warp over 4. Registers bound the blocks a
+// multiprocessor holds (__launch_bounds__ below: 128 a thread in the forward, 168 in dq and
+// dkv): 4 or 3 blocks of 4 warps, 3 or 2 of 5, to hide the staging's load latency.
 //
 // As in attention.cuh: no atomics, every gradient element written by one thread in a fixed
 // order (deterministic), the probabilities recomputed from the forward's statistics. D_i =
@@ -47,9 +50,25 @@
 
 namespace le {
 
-constexpr int kTcWarps = 4;
-constexpr int kTcRows = 16;                  // rows per warp (one m16 tile)
-constexpr int kTcTile = kTcWarps * kTcRows;  // rows per block
+constexpr int kTcRows = 16;  // rows per warp (one m16 tile)
+// Warps a block: at least kTcMinWarps (the staging's loads in flight), at most the kernel's
+// register budget allows at two blocks a multiprocessor (the forward keeps 128 registers a
+// thread, the dq and dkv kernels 168), and at most g.tc_max_warps (tc_warps).
+constexpr int kTcMinWarps = 4;
+constexpr int kTcFwdWarps = 8;
+constexpr int kTcBwdWarps = 6;
+
+// The warps of each block over n rows (a block's own side: queries of a (b, h), keys of a
+// (b, key/value head)), at most max_w: one block when n rows fit, else the fewest blocks,
+// filled evenly, each at least kTcMinWarps. A loop pass's 79 queries take one block of 5
+// warps, where 64-row blocks took two, the second with 15 rows: its keys and values staged
+// again for a warp's work.
+inline int tc_warps(int64_t n, int max_w) {
+  max_w = std::max(kTcMinWarps, std::min(max_w, g.tc_max_warps));
+  const int64_t r16 = (n + kTcRows - 1) / kTcRows, blocks = (r16 + max_w - 1) / max_w;
+  const int64_t w = blocks > 0 ? (r16 + blocks - 1) / blocks : 1;
+  return (int)std::max<int64_t>(kTcMinWarps, std::min<int64_t>(max_w, w));
+}
 
 // The head size rounded up to a kernel instance (16, 32, 64 or 128); 0 when over 128.
 __host__ __device__ inline int tc_hsp(int HS) {
@@ -304,25 +323,26 @@ __device__ inline T group_sum(T v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// grid: B*NH*nqt blocks (64-query tiles, fastest); dynamic shared memory:
-// tc_smem(HSP, kTcTile, NC). stats is nullable.
+// grid: B*NH*nqt blocks (query tiles of 16 W rows, fastest; W = blockDim.x / 32); dynamic
+// shared memory: tc_smem(HSP, 16 W, NC). stats is nullable.
 template <int HSP>
-__global__ void __launch_bounds__(128, 4)
+__global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
                             TcRows<float> src, const uint8_t* key_valid, AttnShape s,
                             float scale, int nqt) {
   using T = float;
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
-  auto* Qs = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
-  __nv_bfloat16* Ks = Qs + kTcTile * ld;   // [NC][ld]
-  __nv_bfloat16* Vs = Ks + NC * ld;        // [NC][ld]
+  const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
+  auto* Qs = dyn_shared<__nv_bfloat16>();       // [TR][ld]
+  __nv_bfloat16* Ks = Qs + TR * ld;             // [NC][ld]
+  __nv_bfloat16* Vs = Ks + NC * ld;             // [NC][ld]
   auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]: key exists and is valid
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
-  tc_stage<T>(Qs, kTcTile, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
+  const int i0 = qt * TR, nq = min(TR, s.Tq - i0);
+  tc_stage<T>(Qs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
   const int ig = i0 + wr0 + g;  // the lane's rows: ig and ig + 8 (query indices)
@@ -402,27 +422,28 @@ __global__ void __launch_bounds__(128, 4)
   }
 }
 
-// grid: B*NH*nqt blocks; dynamic shared memory: tc_smem(HSP, 2 * kTcTile, NC). Writes D to
-// Dg [B,NH,Tq] and adds dq to dqkv.
+// grid: B*NH*nqt blocks (as the forward's); dynamic shared memory: tc_smem(HSP, 32 W, NC).
+// Writes D to Dg [B,NH,Tq] and adds dq to dqkv.
 // src: the rows staged (fp32 or bf16 copies); dout and out: fp32, for D.
 template <int HSP, class T>
-__global__ void __launch_bounds__(128, 3)
+__global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout, const float* out,
                            const float* stats, const uint8_t* key_valid, TcRows<T> src,
                            AttnShape s, float scale, int nqt) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
-  auto* Qs = dyn_shared<__nv_bfloat16>();   // [kTcTile][ld]
-  __nv_bfloat16* dOs = Qs + kTcTile * ld;   // [kTcTile][ld]
-  __nv_bfloat16* Ks = dOs + kTcTile * ld;   // [NC][ld]
-  __nv_bfloat16* Vs = Ks + NC * ld;         // [NC][ld]
+  const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
+  auto* Qs = dyn_shared<__nv_bfloat16>();       // [TR][ld]
+  __nv_bfloat16* dOs = Qs + TR * ld;            // [TR][ld]
+  __nv_bfloat16* Ks = dOs + TR * ld;            // [NC][ld]
+  __nv_bfloat16* Vs = Ks + NC * ld;             // [NC][ld]
   auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int i0 = qt * kTcTile, nq = min(kTcTile, s.Tq - i0);
+  const int i0 = qt * TR, nq = min(TR, s.Tq - i0);
   tc_stage2<T>(
-      Qs, dOs, kTcTile, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); },
+      Qs, dOs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); },
       [&](int r) { return src.dout_row(s, b, h, i0 + r); });
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
@@ -479,18 +500,22 @@ __global__ void __launch_bounds__(128, 3)
   }
 }
 
-// grid: B*NKV*nkt blocks (64-key tiles, fastest), or NKV blocks with share_b (each walks b,
-// then the key tiles, in order); dynamic shared memory: tc_smem(HSP, 2 * kTcTile, 3 NC floats).
+// grid: B*NKV*nkt blocks (key tiles of 16 W rows, fastest; W = blockDim.x / 32), or NKV
+// blocks with share_b (each walks b, then the key tiles, in order); dynamic shared memory:
+// tc_smem(HSP, 32 W, 3 NC floats). A key's gradient is summed over the same 16-query slices
+// (one mma.sync each, rounded once), in the same order, whatever W is: they start at multiples
+// of 16 (slices of queries that do not see the key add zeros).
 template <int HSP, class T>
-__global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
+__global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
     attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* stats,
                             const uint8_t* key_valid, TcRows<T> src, AttnShape s, float scale,
                             int nkt_all, bool share_b) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS, NKV = s.NH / s.G;
-  auto* Ks = dyn_shared<__nv_bfloat16>();  // [kTcTile][ld]
-  __nv_bfloat16* Vs = Ks + kTcTile * ld;   // [kTcTile][ld]
-  __nv_bfloat16* Qs = Vs + kTcTile * ld;   // [NC][ld]
+  const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's key rows
+  auto* Ks = dyn_shared<__nv_bfloat16>();       // [TR][ld]
+  __nv_bfloat16* Vs = Ks + TR * ld;             // [TR][ld]
+  __nv_bfloat16* Qs = Vs + TR * ld;             // [NC][ld]
   __nv_bfloat16* dOs = Qs + NC * ld;       // [NC][ld]
   auto* ms = reinterpret_cast<float*>(dOs + NC * ld);  // [NC] each: m, 1 / sum, D
   float* invs = ms + NC;
@@ -507,7 +532,7 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
   for (int b = b_lo; b < b_hi; b++) {
     const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
     for (int tile = t_lo; tile < t_hi; tile++) {
-      const int j0 = tile * kTcTile, nkt = min(kTcTile, s.Tk - j0);
+      const int j0 = tile * TR, nkt = min(TR, s.Tk - j0);
       if (j0 + nkt <= s.Tp && !dkv_past) continue;  // past keys without a gradient
       const int wn = max(0, min(kTcRows, nkt - wr0)), jg = j0 + wr0 + g;
       bool key_ok[2];
@@ -517,10 +542,11 @@ __global__ void __launch_bounds__(128, HSP <= 64 ? 3 : 2)
       }
       __syncthreads();  // the previous tile's keys are no longer read
       tc_stage_two<T, false>(
-          Ks, Vs, kTcTile, nkt, HS, HSP, [&](int k) { return src.key(s, b, h_lo, j0 + k); },
+          Ks, Vs, TR, nkt, HS, HSP, [&](int k) { return src.key(s, b, h_lo, j0 + k); },
           [&](int k) { return src.key(s, b, h_lo, j0 + k) + s.VO; });
       float dk[HSP / 8][4] = {}, dv[HSP / 8][4] = {};
-      const int i_first = j0 - s.Tp > 0 ? j0 - s.Tp : 0;  // the first query that sees key j0
+      // From the 16-query slice of the first query that sees key j0 (below).
+      const int i_first = (j0 - s.Tp > 0 ? j0 - s.Tp : 0) / kTcRows * kTcRows;
       for (int h = h_lo; h < h_hi; h++) {
         const int bh = b * s.NH + h;
         for (int i0 = i_first; i0 < s.Tq; i0 += NC) {
@@ -626,15 +652,15 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
                                const float* kv_past, const uint8_t* key_valid,
                                const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
-  const int nqt = (s.Tq + kTcTile - 1) / kTcTile;
+  const int W = tc_warps(s.Tq, kTcFwdWarps), TR = W * kTcRows, nqt = (s.Tq + TR - 1) / TR;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  const size_t smem = tc_smem(HSP, kTcTile, tc_cols(HSP));
+  const size_t smem = tc_smem(HSP, TR, tc_cols(HSP));
   TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP>, smem));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
   const TcRows<float> src{qkv, kv_past, nullptr, s.past_bs, s.past_rs};
-  LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, kTcWarps * 32, smem)(
+  LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, W * 32, smem)(
       out, out16, ld16, stats, src, key_valid, s, scale, nqt);
   return 0;
 }
@@ -660,18 +686,19 @@ inline int attention_tc_bwd_rows(const char* fn, float* dqkv, float* dkv_past,
                                  const uint8_t* key_valid, const TcRows<T>& src,
                                  const AttnShape& s, bool share_b, float* D) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
-  const int nqt = (s.Tq + kTcTile - 1) / kTcTile, nkt = (s.Tk + kTcTile - 1) / kTcTile;
+  const int Wq = tc_warps(s.Tq, kTcBwdWarps), Wk = tc_warps(s.Tk, kTcBwdWarps);
+  const int TQ = Wq * kTcRows, TK = Wk * kTcRows;
+  const int nqt = (s.Tq + TQ - 1) / TQ, nkt = (s.Tk + TK - 1) / TK;
   const int NKV = s.NH / s.G;
   const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
-  const size_t smem_q = tc_smem(HSP, 2 * kTcTile, tc_cols(HSP));
-  const size_t smem_k = tc_smem(HSP, 2 * kTcTile, 3 * tc_cols(HSP) * sizeof(float));
+  const size_t smem_q = tc_smem(HSP, 2 * TQ, tc_cols(HSP));
+  const size_t smem_k = tc_smem(HSP, 2 * TK, 3 * tc_cols(HSP) * sizeof(float));
   TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP, T>, smem_q));
   TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP, T>, smem_k));
-  LAUNCH((attention_tc_dq_kernel<HSP, T>), (unsigned)qblocks, kTcWarps * 32, smem_q)(
+  LAUNCH((attention_tc_dq_kernel<HSP, T>), (unsigned)qblocks, Wq * 32, smem_q)(
       dqkv, D, dout, out, stats, key_valid, src, s, scale, nqt);
   LAUNCH((attention_tc_dkv_kernel<HSP, T>), share_b ? (unsigned)NKV : (unsigned)kblocks,
-         kTcWarps * 32, smem_k)(dqkv, dkv_past, D, stats, key_valid, src, s, scale, nkt,
-                                share_b);
+         Wk * 32, smem_k)(dqkv, dkv_past, D, stats, key_valid, src, s, scale, nkt, share_b);
   return 0;
 }
 

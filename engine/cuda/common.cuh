@@ -89,6 +89,7 @@ struct State {
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
   bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
+  int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)

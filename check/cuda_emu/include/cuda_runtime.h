@@ -115,7 +115,7 @@ inline void drain() {
 // What the engine asks of the stream, counted for check/cuda_emu.ts's emuCounters (read with
 // emu_counters, emu.h): kernel launches (LAUNCH), memset/memcpy operations, and host waits
 // (cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree).
-inline uint64_t n_launches = 0, n_memops = 0, n_syncs = 0, n_graph_launches = 0;
+inline uint64_t n_launches = 0, n_memops = 0, n_syncs = 0, n_graph_launches = 0, n_blocks = 0;
 // Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture): work is recorded here
 // instead of queued. A call that would wait for the stream, or allocate, during a capture
 // fails and invalidates it, as on a GPU in the global and thread-local capture modes.
