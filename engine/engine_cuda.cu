@@ -339,10 +339,23 @@ LE_API int le_set_num_threads(int n) {
   return 0;
 }
 
+// The hint is for the next engine call (common.cuh's fp32_dest); it queues nothing, so it
+// may come while a graph is being captured.
+LE_API int le_operand_only(const float* out) {
+  using namespace le;
+  if (!g.ready) {
+    return fail("le_operand_only: the CUDA engine is not initialised; call le_init first "
+                "(openEngine does)");
+  }
+  g_operand_only = {out, g_op_serial + 1};
+  return 0;
+}
+
 LE_API int le_set_precision(int mode) {
   REQUIRE_NOT_CAPTURING("le_set_precision");
   TRY(le::validate_set_precision(mode));
   le::g_op_serial++;  // a produced bf16 copy is not read across (common.cuh)
+  TRY(le::check_operand_consumed("le_set_precision"));
   le::g.precision = mode;
   return 0;
 }
@@ -352,6 +365,7 @@ LE_API int le_set_precision(int mode) {
 LE_API void* le_alloc(uint64_t bytes) {
   using namespace le;
   g_op_serial++;  // a new block may start where a freed output was (common.cuh)
+  if (check_operand_consumed("le_alloc")) return nullptr;
   if (!g.ready) {
     fail("le_alloc: the CUDA engine is not initialised; call le_init first (openEngine does)");
     return nullptr;
@@ -390,6 +404,7 @@ LE_API int le_free(void* p) {
   using namespace le;
   if (!p) return 0;
   g_op_serial++;
+  TRY(check_operand_consumed("le_free"));
   REQUIRE_NOT_CAPTURING("le_free");
   Block b{};
   TRY(unregister_block(p, &b));

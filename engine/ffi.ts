@@ -113,6 +113,8 @@ const SYMBOLS = {
   le_matmul_fwd: { parameters: [P, P, P, P, "i32", "i32", "i32"], result: "i32" },
   le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32"], result: "i32" },
   le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
+  // Optional: a library without it writes every output in fp32, the same results.
+  le_operand_only: { parameters: [P], result: "i32", optional: true },
   le_gelu_bwd: { parameters: [P, P, P, "i64", "i32"], result: "i32" },
   le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64", P], result: "i32" },
   le_dropout_bwd: { parameters: [P, P, P, "i64", "f32"], result: "i32" },
@@ -536,6 +538,18 @@ export class Engine {
     ) {
       this.#fail("le_matmul_bwd");
     }
+  }
+
+  /**
+   * A hint for the next op, which writes `out`: a matmul reads it right after, as its input,
+   * and nothing reads its fp32 values later. In bf16 mode the CUDA engine then writes only the
+   * bf16 copy the matmul reads (the same results), and any other op right after the producer
+   * fails. The producers: geluFwd, layernormFwd, residualLayernormFwd (their `out`),
+   * rmsnormFwd, swigluFwd. A no-op on the CPU engine and in fp32 and TF32 modes.
+   */
+  operandOnly(out: Ptr): void {
+    const f = this.#s.le_operand_only;
+    if (f && f(addr(out)) !== 0) this.#fail("le_operand_only");
   }
 
   /** GELU (tanh approximation) over n floats. */

@@ -119,6 +119,17 @@ int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const
 
 /* GELU, tanh approximation (GPT-2's "gelu_new"). */
 int le_gelu_fwd(float* out, const float* inp, int64_t n);
+
+/* A hint for the op that comes next, if it writes `out` and a matmul reads `out` right after
+ * it, as its input, and nothing reads out's fp32 values later (they are scratch, overwritten
+ * before any other read): le_gelu_fwd, le_layernorm_fwd and le_residual_layernorm_fwd (their
+ * `out`), le_rmsnorm_fwd, le_swiglu_fwd. In bf16 mode the CUDA engine then writes only the
+ * bf16 copy that the matmul reads (common.cuh's produced operands) and leaves out's fp32
+ * values as they were; the matmul's results are the same bits. Any other op right after the
+ * producer fails, naming both, as does a matmul that cannot use the copy. The CPU engine, and
+ * the CUDA engine in fp32 and TF32 modes, write `out` as usual. Optional: a library built
+ * before it lacks the symbol, and the binding then does without it. */
+int le_operand_only(const float* out);
 /* dinp += gelu'(inp) dout; accumulate == 0: dinp = gelu'(inp) dout (dinp not read). */
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate);
 

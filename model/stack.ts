@@ -425,6 +425,17 @@ export class Chunk {
   }
 }
 
+/**
+ * Whether a chunk's normalisation and activation outputs (ln1, ln2, the MLP activation; not
+ * the final normalisation's h) are read only by the matmul right after the op that writes
+ * them: a chunk without a backward, or one whose backward rebuilds them just before reading
+ * them ({@linkcode ChunkSharing}). Their producers then get {@linkcode Engine.operandOnly}, and
+ * in bf16 the CUDA engine writes only the bf16 copy that matmul reads.
+ */
+function operandsOnly(ch: Chunk): boolean {
+  return ch.recompute || ch.dh === null;
+}
+
 /** A stack of blocks with its weights (and gradient slab pointers when training). */
 export class Stack {
   readonly eng: Engine;
@@ -512,8 +523,8 @@ export class Stack {
     ch.pos = pos;
     const w = this.w;
     if (dropping) e.dropoutFwd(ch.x[0], ch.dropIn, N * C, drop.p, ...dropSeed(e, drop, 0));
-    const b0 = w.blocks[0];
-    this.#norm(ch.ln1[0], ch.ln1Mean[0], ch.ln1Rstd[0], ch.x[0], b0.ln1w, b0.ln1b, N);
+    const b0 = w.blocks[0], only = operandsOnly(ch);
+    this.#norm(ch.ln1[0], ch.ln1Mean[0], ch.ln1Rstd[0], ch.x[0], b0.ln1w, b0.ln1b, N, only);
     for (let l = 0; l < L; l++) {
       const b = w.blocks[l];
       e.matmulFwd(ch.qkv[l], ch.ln1[l], b.qkvw, b.qkvb, N, C, wd.qkv);
@@ -533,9 +544,10 @@ export class Stack {
         b.ln2w,
         b.ln2b,
         N,
+        only,
       );
       e.matmulFwd(ch.fch[l], ch.ln2[l], b.fcw, b.fcb, N, C, wd.ffIn);
-      this.#activation(ch.fchg[l], ch.fch[l], N);
+      this.#activation(ch.fchg[l], ch.fch[l], N, only);
       e.matmulFwd(sc.tmp, ch.fchg[l], b.fcprojw, b.fcprojb, N, wd.ffOut, C);
       if (dropping) {
         e.dropoutFwd(sc.tmp, ch.dropMlp[l], N * C, drop.p, ...dropSeed(e, drop, 2 + 2 * l));
@@ -552,6 +564,7 @@ export class Stack {
         nb ? nb.ln1w : w.lnfw,
         nb ? nb.ln1b : w.lnfb,
         N,
+        only && !last, // h is read by the LM head and later chunks
       );
     }
   }
@@ -585,11 +598,11 @@ export class Stack {
       // With recomputation, each activation below is rebuilt just before it is read.
       // The scratch gradients below have one writer each: the backward ops overwrite them
       // (accumulate false) rather than adding into a zero-filled buffer.
-      if (rc) this.#activation(ch.fchg[l], ch.fch[l], N);
+      if (rc) this.#activation(ch.fchg[l], ch.fch[l], N, true);
       const [dW, dB, ffOut] = [gb.fcprojw, gb.fcprojb, wd.ffOut];
       e.matmulBwd(sc.dfchg, dW, dB, dfcproj, ch.fchg[l], b.fcprojw, N, ffOut, C, false);
       this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N);
-      if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N);
+      if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N, true);
       e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn, false);
       this.#normBwd(
         sc.dres,
@@ -614,7 +627,7 @@ export class Stack {
       this.#attentionBwd(ch, l, sc.dtmp, past);
       // Every later chunk has added its key gradient by now: rotate the whole gradient back.
       if (rotate) e.rope(ch.dqkv[l], ch.pos, this.invFreq, N, NH + wd.nKv, wd.hs, wd.qkv, true);
-      if (rc) this.#norm(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N);
+      if (rc) this.#norm(ch.ln1[l], null, null, ch.x[l], b.ln1w, b.ln1b, N, true);
       e.matmulBwd(sc.dtmp, gb.qkvw, gb.qkvb, ch.dqkv[l], ch.ln1[l], b.qkvw, N, C, wd.qkv, false);
       this.#normBwd(
         sc.dres,
@@ -638,14 +651,18 @@ export class Stack {
   // attention, SwiGLU; its matmuls have no biases (null pointers) and its rotary positions
   // are applied by the callers.
 
-  /** out = norm(inp) with its statistics (mean and rstd, either may be null). */
-  #norm(out: Ptr, mean: Ptr, rstd: Ptr, inp: Ptr, w: Ptr, b: Ptr, N: number): void {
+  /**
+   * out = norm(inp) with its statistics (mean and rstd, either may be null). `only`: out is
+   * read just by the matmul right after, as its input ({@linkcode operandsOnly}).
+   */
+  #norm(out: Ptr, mean: Ptr, rstd: Ptr, inp: Ptr, w: Ptr, b: Ptr, N: number, only = false) {
     const C = this.shape.dModel;
+    if (only) this.eng.operandOnly(out);
     if (this.#wd.llama) this.eng.rmsnormFwd(out, rstd, inp, w, N, C, this.#eps);
     else this.eng.layernormFwd(out, mean, rstd, inp, w, b, N, C);
   }
 
-  /** resid = a + r; out = norm(resid). */
+  /** resid = a + r; out = norm(resid). `only` as for {@linkcode Stack.#norm}. */
   #residualNorm(
     resid: Ptr,
     out: Ptr,
@@ -656,12 +673,17 @@ export class Stack {
     w: Ptr,
     b: Ptr,
     N: number,
+    only: boolean,
   ): void {
     const e = this.eng, C = this.shape.dModel;
     if (this.#wd.llama) {
       e.add(resid, a, r, N * C);
+      if (only) e.operandOnly(out);
       e.rmsnormFwd(out, rstd, resid, w, N, C, this.#eps);
-    } else e.residualLayernormFwd(resid, out, mean, rstd, a, r, w, b, N, C);
+    } else {
+      if (only) e.operandOnly(out);
+      e.residualLayernormFwd(resid, out, mean, rstd, a, r, w, b, N, C);
+    }
   }
 
   /** The norm's backward: dinp += ..., dw (and, for LayerNorm, db) accumulated. */
@@ -705,8 +727,12 @@ export class Stack {
     } else e.attentionStatsBwd(dqkv, dkv, dout, o, st, valid, qkv, kv, B, T, Tp, C, NH, bs, rs);
   }
 
-  /** The MLP's activation: GELU over [N, 4C], or SwiGLU from [N, 2I] (gate ‖ up) to [N, I]. */
-  #activation(out: Ptr, inp: Ptr, N: number): void {
+  /**
+   * The MLP's activation: GELU over [N, 4C], or SwiGLU from [N, 2I] (gate ‖ up) to [N, I].
+   * `only` as for {@linkcode Stack.#norm}.
+   */
+  #activation(out: Ptr, inp: Ptr, N: number, only: boolean): void {
+    if (only) this.eng.operandOnly(out);
     if (this.#wd.llama) this.eng.swigluFwd(out, inp, N, this.#wd.ffOut);
     else this.eng.geluFwd(out, inp, N * this.#wd.ffOut);
   }

@@ -892,6 +892,100 @@ Deno.test({
 });
 
 Deno.test({
+  name: "emulated CUDA engine: after le_operand_only a producer writes only the bf16 copy its " +
+    "matmul reads, in bf16 (the same bits, the fp32 output untouched), and any other next op, " +
+    "or a matmul that cannot use the copy, fails naming both",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), rng = new Rng(14);
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      return p;
+    };
+    const N = 6, F = 40, Cout = 16, I = F / 2;
+    const bufs: Ptr[] = [];
+    const keep = (p: Ptr) => (bufs.push(p), p);
+    const h = keep(up(randn(rng, N * F))), dst = keep(e.alloc(N * F * 4));
+    const resid = keep(e.alloc(N * F * 4)), out = keep(e.alloc(N * Cout * 4));
+    const other = keep(e.alloc(4));
+    const sentinel = new Float32Array(N * F).fill(7);
+    // Each producer writes dst [N, cols]; the matmul reads it as its input.
+    const producers: [string, number, () => void][] = [];
+    for (const C of [24, 25]) { // LayerNorm's vector kernels, then its scalar ones
+      const x = keep(up(randn(rng, N * C))), w = keep(up(randn(rng, C, 0.5, 1)));
+      const b = keep(up(randn(rng, C)));
+      producers.push(
+        ["le_layernorm_fwd", C, () => e.layernormFwd(dst, null, null, x, w, b, N, C)],
+        [
+          "le_residual_layernorm_fwd",
+          C,
+          () => e.residualLayernormFwd(resid, dst, null, null, x, h, w, b, N, C),
+        ],
+        ["le_rmsnorm_fwd", C, () => e.rmsnormFwd(dst, null, x, w, N, C, 1e-5)],
+      );
+    }
+    producers.push(
+      ["le_gelu_fwd", F, () => e.geluFwd(dst, h, N * F)],
+      ["le_swiglu_fwd", I, () => e.swigluFwd(dst, h, N, I)],
+    );
+    const weights = new Map<number, Ptr>();
+    const product = (cols: number) => {
+      if (!weights.has(cols)) weights.set(cols, keep(up(randn(rng, Cout * cols, 0.3))));
+      e.matmulFwd(out, dst, weights.get(cols)!, null, N, cols, Cout);
+      const r = new Float32Array(N * Cout);
+      e.download(r, out);
+      return r;
+    };
+    const fp32Of = (cols: number) => {
+      const r = new Float32Array(N * cols);
+      e.download(r, dst);
+      return r;
+    };
+    try {
+      for (const precision of [2, 0] as const) {
+        e.setPrecision(precision);
+        for (const [fn, cols, run] of producers) {
+          const what = `${fn} (${cols} columns, precision ${precision})`;
+          run();
+          const want = product(cols), written = fp32Of(cols);
+          e.upload(dst, sentinel);
+          e.operandOnly(dst);
+          run();
+          assertEquals(product(cols), want, `${what}: the matmul's bits`);
+          // bf16: the fp32 values were not written; fp32: the hint changes nothing.
+          const left = fp32Of(cols);
+          if (precision === 2) assertEquals(left, sentinel.subarray(0, N * cols), what);
+          else assertEquals(left, written, what);
+          if (precision !== 2) continue;
+          // Another op next: it fails, naming the producer.
+          e.operandOnly(dst);
+          run();
+          assertThrows(() => e.zero(other, 4), Error, `le_zero: the op before it, ${fn}`);
+          // A matmul that reads the output as rows twice as wide: no copy to read (GELU's flat
+          // copy serves any rows).
+          if (fn !== "le_gelu_fwd") {
+            const W2 = keep(up(randn(rng, Cout * 2 * cols, 0.3)));
+            e.operandOnly(dst);
+            run();
+            assertThrows(
+              () => e.matmulFwd(out, dst, W2, null, N / 2, 2 * cols, Cout),
+              Error,
+              `is not the bf16 copy that ${fn} made`,
+            );
+          }
+          run();
+          assertEquals(product(cols), want, `${what}: the engine goes on`);
+        }
+      }
+    } finally {
+      e.setPrecision(0);
+      for (const p of bufs) e.free(p);
+    }
+  },
+});
+
+Deno.test({
   name: "emulated CUDA engine: a forward's bias added in cuBLASLt's epilogue gives the bits of " +
     "the GEMM and bias kernel it replaces, one launch fewer, on misaligned row ranges too",
   ignore: !OK,

@@ -490,6 +490,20 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "operandOnly is a no-op on the CPU engine: the next op writes its fp32 output, and any op " +
+    "may follow",
+  withPool((pool) => {
+    const x = uniforms(new Rng(11), 64, -4, 4), px = pool.f32(x);
+    const plain = pool.f32(64), hinted = pool.f32(64);
+    eng.geluFwd(plain, px, 64);
+    eng.operandOnly(hinted);
+    eng.geluFwd(hinted, px, 64);
+    eng.add(hinted, hinted, plain, 64); // not a matmul: allowed here
+    assertEquals(pool.read(hinted, 64), pool.read(plain, 64).map((v) => Math.fround(2 * v)));
+  }),
+);
+
 // ---------------------------------------------------------------------------------------------
 // dropout
 // ---------------------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
                         fn);                                                                 \
     }                                                                                        \
     ::le::g_op_serial++;                                                                     \
+    TRY(::le::check_operand_consumed(fn));                                                   \
   } while (0)
 
 // Entry points that wait for the stream, touch host memory at run time or allocate cannot be
@@ -266,9 +267,39 @@ struct ProducedCopy {
   int cols = 0;  // 0: a flat copy of `rows` values
   int ld = 0;    // its row pitch, in elements
   uint64_t serial = 0;
+  const char* by = "";  // the op that made it
+  bool fp32 = true;     // false: src's fp32 values were not written (le_operand_only)
 };
 ProducedCopy g_produced;
 DevScratch g_scr_prod;
+
+// le_operand_only: engine call `serial` may write only the bf16 copy of `out`, which the
+// matmul right after it reads, and leave the fp32 values unwritten.
+struct OperandOnly {
+  const float* out = nullptr;
+  uint64_t serial = 0;
+};
+OperandOnly g_operand_only;
+
+// The fp32 destination of an op of this call that makes out16, the bf16 copy of out: out, or
+// nullptr when le_operand_only named out for this call (then only out16 is written).
+inline float* fp32_dest(float* out, const __nv_bfloat16* out16) {
+  if (!out16 || g_operand_only.out != out || g_operand_only.serial != g_op_serial) return out;
+  g_produced.fp32 = false;
+  return nullptr;
+}
+
+// REQUIRE_INIT's check: after an op that wrote only the bf16 copy of its output, the next
+// op must be the matmul that reads it (it has no fp32 values to read).
+inline int check_operand_consumed(const char* fn) {
+  const ProducedCopy& c = g_produced;
+  if (!c.src || c.fp32 || c.serial + 1 != g_op_serial) return 0;
+  if (strcmp(fn, "le_matmul_fwd") == 0 || strcmp(fn, "le_matmul_bwd") == 0) return 0;
+  return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for a matmul "
+              "to read next (le_operand_only), so %s has no fp32 values to read; run that "
+              "matmul right after %s, or do not give the hint",
+              fn, c.by, fn, c.by);
+}
 
 // Where an op of engine call g_op_serial writes the bf16 copy of its output [rows, cols]
 // (cols 0: `rows` values, flat), or nullptr outside bf16 mode or when the scratch cannot
@@ -282,7 +313,7 @@ inline __nv_bfloat16* produce_bf16(const char* fn, const float* out, int64_t row
   if (need > g_scr_prod.bytes && g.capturing) return nullptr;  // growing would wait: skip it
   void* p = g_scr_prod.get(fn, need);
   if (!p) return nullptr;  // no memory for it: the matmul rounds the output itself
-  g_produced = {out, rows, cols, *ld, g_op_serial};
+  g_produced = {out, rows, cols, *ld, g_op_serial, fn};
   return (__nv_bfloat16*)p;
 }
 

@@ -76,7 +76,8 @@ __device__ inline float gelu_grad_of(float x) {
   return s + x * s * (1.f - s) * 2.f * du;
 }
 
-// out16: the bf16 rounding of out as well, when given (common.cuh's produced operands).
+// out16: the bf16 rounding of out as well, when given (common.cuh's produced operands); out
+// null: only that copy (le_operand_only).
 // kVec: float4 loads and stores over the first n / 4 * 4 elements (every pointer 16-byte
 // aligned), the rest one at a time; the same arithmetic per element either way.
 template <bool kVec>
@@ -87,7 +88,7 @@ __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* i
   for (int64_t i = t0; i < nv; i += stride) {
     const float4 x = ld4(inp + 4 * i);
     const float4 v = {gelu_of(x.x), gelu_of(x.y), gelu_of(x.z), gelu_of(x.w)};
-    st4(out + 4 * i, v);
+    if (out) st4(out + 4 * i, v);
     if (out16) {
       __nv_bfloat16* o = out16 + 4 * i;
       o[0] = __float2bfloat16_rn(v.x), o[1] = __float2bfloat16_rn(v.y);
@@ -96,7 +97,7 @@ __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* i
   }
   for (int64_t i = 4 * nv + t0; i < n; i += stride) {
     const float v = gelu_of(inp[i]);
-    out[i] = v;
+    if (out) out[i] = v;
     if (out16) out16[i] = __float2bfloat16_rn(v);
   }
 }
@@ -195,10 +196,11 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   if (n == 0) return 0;
   int ld16;
   __nv_bfloat16* out16 = produce_bf16("le_gelu_fwd", out, n, 0, &ld16);
+  float* o = fp32_dest(out, out16);
   if (aligned16(out) && aligned16(inp)) {
-    LAUNCH(gelu_fwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(out, out16, inp, n);
+    LAUNCH(gelu_fwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(o, out16, inp, n);
   } else {
-    LAUNCH(gelu_fwd_kernel<false>, grid_for(n, 256), 256, 0)(out, out16, inp, n);
+    LAUNCH(gelu_fwd_kernel<false>, grid_for(n, 256), 256, 0)(o, out16, inp, n);
   }
   return op_done("le_gelu_fwd");
 }

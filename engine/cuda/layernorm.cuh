@@ -34,7 +34,7 @@ constexpr double kLnEps = 1e-5;
 constexpr int kLnRowsPerBlock = 8;  // 8 warps
 
 // Normalises row x into o (and its bf16 rounding into o16 when given; common.cuh's produced
-// operands), saving mean/rstd, with one warp.
+// operands; o null: only o16, le_operand_only), saving mean/rstd, with one warp.
 __device__ inline void layernorm_row_warp(float* o, __nv_bfloat16* o16, float* mean, float* rstd,
                                           const float* x, const float* w, const float* b, int C,
                                           int lane) {
@@ -52,7 +52,7 @@ __device__ inline void layernorm_row_warp(float* o, __nv_bfloat16* o16, float* m
   const float mf = (float)m, rs = (float)(1.0 / sqrt(var + kLnEps));
   for (int c = lane; c < C; c += 32) {
     const float v = (x[c] - mf) * rs * w[c] + b[c];
-    o[c] = v;
+    if (o) o[c] = v;
     if (o16) o16[c] = __float2bfloat16_rn(v);
   }
   if (lane == 0) {
@@ -67,7 +67,7 @@ __global__ void layernorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16,
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int64_t off = (int64_t)n * C;
-  layernorm_row_warp(out + off, out16 ? out16 + (int64_t)n * ld16 : nullptr,
+  layernorm_row_warp(out ? out + off : nullptr, out16 ? out16 + (int64_t)n * ld16 : nullptr,
                      mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, inp + off, w, b, C,
                      threadIdx.x & 31);
 }
@@ -82,7 +82,7 @@ __global__ void residual_layernorm_fwd_kernel(float* resid, float* out, __nv_bfl
   const int64_t off = (int64_t)n * C;
   for (int c = lane; c < C; c += 32) resid[off + c] = a[off + c] + bb[off + c];
   __syncwarp();
-  layernorm_row_warp(out + off, out16 ? out16 + (int64_t)n * ld16 : nullptr,
+  layernorm_row_warp(out ? out + off : nullptr, out16 ? out16 + (int64_t)n * ld16 : nullptr,
                      mean ? mean + n : nullptr, rstd ? rstd + n : nullptr, resid + off, w, bias,
                      C, lane);
 }
@@ -140,7 +140,7 @@ __global__ void layernorm_fwd_vec_kernel(float* resid, float* out, __nv_bfloat16
       const float4 wv = ld4(w + c), bv = ld4(bias + c), v = x[i];
       const float4 o = {(v.x - mf) * rs * wv.x + bv.x, (v.y - mf) * rs * wv.y + bv.y,
                         (v.z - mf) * rs * wv.z + bv.z, (v.w - mf) * rs * wv.w + bv.w};
-      st4(out + off + c, o);
+      if (out) st4(out + off + c, o);
       if (out16) {
         __nv_bfloat16* r = out16 + (int64_t)n * ld16 + c;
         r[0] = __float2bfloat16_rn(o.x), r[1] = __float2bfloat16_rn(o.y);
@@ -290,14 +290,15 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
+  float* o = fp32_dest(out, out16);
   if (ln_vec_ok(C, {out, inp, w, b})) {
     ln_vec_dispatch(C, [&](auto nv) {
       LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, false>), blocks,
-             32 * kLnRowsPerBlock, 0)(nullptr, out, out16, ld16, mean, rstd, inp, nullptr, w, b,
-                                      N, C);
+             32 * kLnRowsPerBlock, 0)(nullptr, o, out16, ld16, mean, rstd, inp, nullptr, w, b, N,
+                                      C);
     });
   } else {
-    LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(out, out16, ld16, mean, rstd,
+    LAUNCH(layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(o, out16, ld16, mean, rstd,
                                                                   inp, w, b, N, C);
   }
   return op_done(fn);
@@ -350,14 +351,15 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
+  float* o = fp32_dest(out, out16);
   if (ln_vec_ok(C, {resid, out, a, b, w, bias})) {
     ln_vec_dispatch(C, [&](auto nv) {
       LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, true>), blocks,
-             32 * kLnRowsPerBlock, 0)(resid, out, out16, ld16, mean, rstd, a, b, w, bias, N, C);
+             32 * kLnRowsPerBlock, 0)(resid, o, out16, ld16, mean, rstd, a, b, w, bias, N, C);
     });
   } else {
     LAUNCH(residual_layernorm_fwd_kernel, blocks, 32 * kLnRowsPerBlock, 0)(
-        resid, out, out16, ld16, mean, rstd, a, b, w, bias, N, C);
+        resid, o, out16, ld16, mean, rstd, a, b, w, bias, N, C);
   }
   return op_done(fn);
 }

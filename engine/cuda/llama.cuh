@@ -12,7 +12,7 @@
 namespace le {
 
 // out16: the bf16 rounding of out as well, rows ld16 apart, when given (common.cuh's produced
-// operands); the same for swiglu_fwd_kernel.
+// operands); out null: only that copy (le_operand_only). The same for swiglu_fwd_kernel.
 __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* rstd,
                                    const float* inp, const float* w, int N, int C, float eps) {
   const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
@@ -24,11 +24,11 @@ __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, f
   s = warp_sum(s);
   const double ms = __shfl_sync(0xffffffffu, s, 0) / C;
   const float rs = (float)(1.0 / sqrt(ms + (double)eps));
-  float* o = out + (int64_t)n * C;
+  float* o = out ? out + (int64_t)n * C : nullptr;
   __nv_bfloat16* o16 = out16 ? out16 + (int64_t)n * ld16 : nullptr;
   for (int c = lane; c < C; c += 32) {
     const float v = x[c] * rs * w[c];
-    o[c] = v;
+    if (o) o[c] = v;
     if (o16) o16[c] = __float2bfloat16_rn(v);
   }
   if (lane == 0 && rstd) rstd[n] = rs;
@@ -93,7 +93,7 @@ __global__ void swiglu_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, co
     const float g = inp[n * 2 * I + i], u = inp[n * 2 * I + I + i];
     const float sg = 1.f / (1.f + expf(-g));
     const float v = g * sg * u;
-    out[k] = v;
+    if (out) out[k] = v;
     if (out16) out16[n * ld16 + i] = __float2bfloat16_rn(v);
   }
 }
@@ -124,8 +124,8 @@ LE_API int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float
   TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
-  LAUNCH(rmsnorm_fwd_kernel, (unsigned)((N + 7) / 8), 256, 0)(out, out16, ld16, rstd, inp, w, N,
-                                                              C, eps);
+  LAUNCH(rmsnorm_fwd_kernel, (unsigned)((N + 7) / 8), 256, 0)(fp32_dest(out, out16), out16, ld16,
+                                                              rstd, inp, w, N, C, eps);
   return op_done(fn);
 }
 
@@ -171,7 +171,8 @@ LE_API int le_swiglu_fwd(float* out, const float* inp, int N, int I) {
   TRY(validate_swiglu_fwd(out, inp, N, I));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, I, &ld16);
-  LAUNCH(swiglu_fwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(out, out16, ld16, inp, N, I);
+  LAUNCH(swiglu_fwd_kernel, grid_for((int64_t)N * I, 256), 256, 0)(fp32_dest(out, out16), out16,
+                                                                    ld16, inp, N, I);
   return op_done(fn);
 }
 

@@ -146,6 +146,14 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t row
     *op = {made, CUDA_R_16BF, pld};  // rounded by the op that wrote x (common.cuh)
     return 0;
   }
+  const ProducedCopy& c = g_produced;
+  if (c.src && !c.fp32 && c.serial + 1 == g_op_serial && x >= c.src &&
+      x < c.src + (c.cols ? c.rows * c.cols : c.rows)) {
+    return fail("%s: its operand [%lld, %d] is not the bf16 copy that %s made of [%lld, %d] "
+                "with only that copy written (le_operand_only), so it has no fp32 values to "
+                "round; read the whole output, or do not give the hint",
+                fn, (long long)rows, cols, c.by, (long long)c.rows, c.cols);
+  }
   __nv_bfloat16* dst =
       (__nv_bfloat16*)slot.get(fn, (size_t)(rows * ld) * sizeof(__nv_bfloat16));
   if (!dst) return 1;
