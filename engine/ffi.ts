@@ -113,9 +113,9 @@ const SYMBOLS = {
   le_matmul_fwd: { parameters: [P, P, P, P, "i32", "i32", "i32"], result: "i32" },
   le_matmul_bwd: { parameters: [P, P, P, P, P, P, "i32", "i32", "i32", "i32"], result: "i32" },
   le_gelu_fwd: { parameters: [P, P, "i64"], result: "i32" },
+  le_gelu_bwd: { parameters: [P, P, P, "i64", "i32"], result: "i32" },
   // Optional: a library without it writes every output in fp32, the same results.
   le_operand_only: { parameters: [P], result: "i32", optional: true },
-  le_gelu_bwd: { parameters: [P, P, P, "i64", "i32"], result: "i32" },
   le_dropout_fwd: { parameters: [P, P, "i64", "f32", "u64", P], result: "i32" },
   le_dropout_bwd: { parameters: [P, P, P, "i64", "f32"], result: "i32" },
   le_attention_fwd: {

@@ -119,6 +119,8 @@ int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const
 
 /* GELU, tanh approximation (GPT-2's "gelu_new"). */
 int le_gelu_fwd(float* out, const float* inp, int64_t n);
+/* dinp += gelu'(inp) dout; accumulate == 0: dinp = gelu'(inp) dout (dinp not read). */
+int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate);
 
 /* A hint for the op that comes next, if it writes `out` and a matmul reads `out` right after
  * it, as its input, and nothing reads out's fp32 values later (they are scratch, overwritten
@@ -130,8 +132,6 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n);
  * the CUDA engine in fp32 and TF32 modes, write `out` as usual. Optional: a library built
  * before it lacks the symbol, and the binding then does without it. */
 int le_operand_only(const float* out);
-/* dinp += gelu'(inp) dout; accumulate == 0: dinp = gelu'(inp) dout (dinp not read). */
-int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate);
 
 /* Dropout with drop probability p in [0, 1), in place: element i is kept when
  * u_i >= p, where u_i is the top 24 bits of splitmix64's finaliser of
