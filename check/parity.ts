@@ -1310,6 +1310,30 @@ export function tally(rows: CheckRow[]): { passed: number; failed: number; skipp
 }
 
 /**
+ * `fn` on the engine opened by `open` with the environment settings `env` (which le_init
+ * reads); afterwards the settings are removed and the engine opened again, so that le_init
+ * restores the defaults. Closing an engine leaves its library, and its state, loaded.
+ */
+export function withEngineSettings<T>(
+  open: () => Engine,
+  env: Record<string, string>,
+  fn: (eng: Engine) => T,
+): T {
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    const eng = open();
+    try {
+      return fn(eng);
+    } finally {
+      eng.close();
+    }
+  } finally {
+    for (const k of Object.keys(env)) Deno.env.delete(k);
+    open().close();
+  }
+}
+
+/**
  * The settings of the CUDA engine's tensor-core attention that must not change a bit: the
  * backward staging the fp32 rows rather than bf16 copies of them (`LOTUS_TC_BF16_ROWS=0`),
  * and blocks of at most 4 warps, 64 rows, whatever the sequence (`LOTUS_TC_WARPS=4`), each
@@ -1322,22 +1346,15 @@ export function compareAttentionSettings(
   cases: OpCase[],
   seed = 7,
 ): CheckRow[] {
-  const run = (env: Record<string, string>) => {
-    for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-    try {
-      const eng = open();
+  const run = (env: Record<string, string>) =>
+    withEngineSettings(open, env, (eng) => {
       eng.setPrecision(2);
       try {
         return cases.map((c) => c.run(eng, seed));
       } finally {
         eng.setPrecision(0);
-        eng.close(); // the library stays loaded, and its state with it
       }
-    } finally {
-      for (const k of Object.keys(env)) Deno.env.delete(k);
-      open().close(); // le_init again, with the defaults
-    }
-  };
+    });
   const base = run({});
   const settings: [string, Record<string, string>][] = [
     ["backward from fp32 rows (LOTUS_TC_BF16_ROWS=0)", { LOTUS_TC_BF16_ROWS: "0" }],

@@ -29,6 +29,7 @@ import {
   specialsFor,
   STEP_SPECS,
   summarizeOps,
+  withEngineSettings,
 } from "../check/parity.ts";
 import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
 
@@ -1251,26 +1252,16 @@ Deno.test({
     for (const r of compareAttentionSettings(open, cases)) assert(r.pass, `${r.name}: ${r.note}`);
     // Where by default 70 and 90 queries take one block of 5 and 6 warps, and 150 keys two
     // blocks of 5: 4-warp blocks are more.
-    const blocks = (env: Record<string, string>) => {
-      for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-      try {
+    const blocks = (env: Record<string, string>) =>
+      withEngineSettings(open, env, (eng) => {
         const b0 = emuCounters(lib).blocks;
-        outputs(open());
+        outputs(eng);
         return emuCounters(lib).blocks - b0;
-      } finally {
-        for (const k of Object.keys(env)) Deno.env.delete(k);
-        open().close();
-      }
-    };
+      });
     const [wide, narrow] = [blocks({}), blocks({ LOTUS_TC_WARPS: "4" })];
     assert(narrow > wide, `blocks: ${wide} by default, ${narrow} at 4 warps`);
-    Deno.env.set("LOTUS_TC_WARPS", "9");
-    try {
-      assertThrows(open, Error, "LOTUS_TC_WARPS=9");
-    } finally {
-      Deno.env.delete("LOTUS_TC_WARPS");
-      open().close();
-    }
+    const tooMany = () => withEngineSettings(open, { LOTUS_TC_WARPS: "9" }, () => {});
+    assertThrows(tooMany, Error, "LOTUS_TC_WARPS=9");
     // The same library opened again with LOTUS_TC_ATTENTION=0: the fp32 kernels in bf16 too.
     Deno.env.set("LOTUS_TC_ATTENTION", "0");
     let off: Engine | null = null;
