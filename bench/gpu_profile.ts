@@ -1,17 +1,23 @@
 /**
  * Where a training step's time goes, op by op: the reference step of bench/gpu_bench.ts
  * (GPT-2 small, K = R = 6, c = 13, a 60-token question, an 8-token answer, batch 64, bf16 on a
- * GPU) with every op timed from the host (check/op_profile.ts), then the batch-1 thought phase
- * the same way. Without a GPU it is a dry run on the CPU engine at a small shape (tiny, batch 4).
+ * GPU), then a batch-1 LOTUS generation of one token. Without a GPU it is a dry run on the CPU
+ * engine at a small shape (tiny, batch 4).
  *
  *   npx deno run --allow-all bench/gpu_profile.ts [--backend auto|cuda|cpu] [--precision bf16]
  *       [--preset gpt2] [--batch 64] [--steps 2] [--out DIR]
  *
- * It prints, and writes to profile.txt and profile.json in --out (default $OUT, else
- * bench/results/gpu_profile): the step time with CUDA graphs (as training runs) and launched op
- * by op, each the mean of --steps steps after two warm-ups; then the profiled steps' ms per step
- * by op and by op and shape. A profiled op includes its launch and a synchronisation, so the
- * profile's total exceeds the op-by-op step time by about 10 µs an op on a GPU.
+ * In order, each the mean of --steps steps after warm-ups: the step time with CUDA graphs (as
+ * training runs); the step's ops on the device's clock (`timeOpsOnDevice`: timing marks before
+ * and after each op, recorded into the step's CUDA graphs, so that each op is timed as training
+ * runs it, with nothing waiting around it, and the time between ops, launch gaps and work
+ * outside ops, given apart), by op and by op and shape; the step launched op by op, then
+ * profiled from the host (`profileOps`: a synchronisation around each op, so the total exceeds
+ * the op-by-op time by about 10 µs an op on a GPU, and an op's bf16 output copy no longer
+ * reaches the matmul after it, which then rounds its input itself); the generation from the
+ * host, then on the device's clock. The device-clock parts need an engine library with marks.
+ * It prints, and writes profile.txt and profile.json to --out (default $OUT, else
+ * bench/results/gpu_profile) after each part, so that a time limit keeps what was done.
  *
  * @module
  */
@@ -26,7 +32,7 @@ import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import { specialsOf } from "../check/measure.ts";
 import { referenceStep } from "./_reference_step.ts";
-import { formatProfile, profileOps } from "../check/op_profile.ts";
+import { formatProfile, profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -69,7 +75,14 @@ const eng = (() => {
   }
 })();
 const out: string[] = [];
-const say = (s: string) => (console.log(s), out.push(s));
+const report: Record<string, unknown> = {};
+/** Prints a line and rewrites both files, so that a run stopped by a time limit keeps its parts. */
+const say = (s: string) => {
+  console.log(s);
+  out.push(s);
+  Deno.writeTextFileSync(`${outDir}/profile.txt`, out.join("\n") + "\n");
+  Deno.writeTextFileSync(`${outDir}/profile.json`, JSON.stringify(report, null, 1) + "\n");
+};
 say(`gpu-profile: ${eng.backend} engine, ${precision}, ${preset}, B=${B}, K=R=${K}, c=${c}`);
 
 /** Mean ms of `n` calls of `f` after two warm-ups, the engine synchronised around. */
@@ -85,11 +98,37 @@ const timeIt = (f: () => unknown, n: number) => {
 const shape = { preset, V, B, Q, A, K, c };
 const mcfg = presetConfig(preset, V);
 const params = initParams(paramLayout(mcfg), mcfg, 0); // one set of weights for every run
-const report: Record<string, unknown> = { precision, shape, steps };
+Object.assign(report, { precision, shape, steps });
 {
   const ref = referenceStep(eng, shape, new Rng(1), { params });
   report.stepGraphsMs = timeIt(ref.step, steps);
   ref.free();
+  const how = eng.backend === "cuda" ? "with CUDA graphs" : "(the CPU engine has no graphs)";
+  say(`training step: ${(report.stepGraphsMs as number).toFixed(1)} ms ${how}`);
+}
+// The step timed on the device's clock: marks between the ops, recorded into the step's
+// CUDA graphs, so that each op is timed as training runs it, with no wait around it.
+if (eng.hasMarks) {
+  const dev = timeOpsOnDevice(eng);
+  const ref = referenceStep(eng, shape, new Rng(1), { params });
+  for (let i = 0; i < 3; i++) ref.step(); // op by op, then recorded, then replayed
+  dev.reset();
+  for (let i = 0; i < steps; i++) ref.step();
+  report.stepDeviceOpsMs = dev.totalMs() / steps;
+  report.stepDeviceBetweenMs = dev.betweenMs() / steps;
+  report.stepDeviceByName = dev.byName();
+  report.stepDeviceByShape = dev.byShape();
+  ref.free();
+  dev.restore();
+  say(
+    `\ntraining step on the device's clock${eng.backend === "cuda" ? ", from CUDA graphs" : ""}: ${
+      (report.stepDeviceOpsMs as number).toFixed(1)
+    } ms in ops, ${(report.stepDeviceBetweenMs as number).toFixed(1)} ms between them\n` +
+      formatProfile(dev.byName(), steps),
+  );
+  say("\nby op and shape, on the device's clock\n" + formatProfile(dev.byShape(), steps, 40));
+} else {
+  say(`\n(${eng.libPath} has no timing marks: no profile on the device's clock)`);
 }
 {
   const ref = referenceStep(eng, shape, new Rng(1), { maxGraphs: 0, params });
@@ -102,9 +141,9 @@ const report: Record<string, unknown> = { precision, shape, steps };
   report.stepByShape = prof.byShape();
   ref.free();
   say(
-    `training step: ${(report.stepGraphsMs as number).toFixed(1)} ms with CUDA graphs, ${
-      (report.stepEagerMs as number).toFixed(1)
-    } ms op by op, ${(report.stepProfiledMs as number).toFixed(1)} ms profiled`,
+    `\ntraining step op by op: ${(report.stepEagerMs as number).toFixed(1)} ms, ${
+      (report.stepProfiledMs as number).toFixed(1)
+    } ms profiled from the host (a synchronisation around each op)`,
   );
   say("\nby op (ms and calls a step)\n" + formatProfile(prof.byName(), steps));
   say("\nby op and shape\n" + formatProfile(prof.byShape(), steps, 40));
@@ -127,9 +166,26 @@ const report: Record<string, unknown> = { precision, shape, steps };
     `\nbatch-1 LOTUS generation of one token (prefill, thought phase, one token), op by op, ` +
       `profiled\n` + formatProfile(prof.byName(), runs),
   );
+  if (eng.hasMarks) {
+    const dev = timeOpsOnDevice(eng);
+    const graphed = () => gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: 1 });
+    for (let i = 0; i < 3; i++) graphed(); // op by op, then recorded, then replayed
+    dev.reset();
+    for (let i = 0; i < runs; i++) graphed();
+    report.thoughtDeviceOpsMs = dev.totalMs() / runs;
+    report.thoughtDeviceBetweenMs = dev.betweenMs() / runs;
+    report.thoughtDeviceByName = dev.byName();
+    say(
+      `\nthe same generation on the device's clock${
+        eng.backend === "cuda" ? ", from CUDA graphs" : ""
+      }: ${(report.thoughtDeviceOpsMs as number).toFixed(2)} ms in ops, ${
+        (report.thoughtDeviceBetweenMs as number).toFixed(2)
+      } ms between them\n` +
+        formatProfile(dev.byName(), runs),
+    );
+    dev.restore();
+  }
   gen.free();
   model.free();
 }
 eng.close();
-Deno.writeTextFileSync(`${outDir}/profile.txt`, out.join("\n") + "\n");
-Deno.writeTextFileSync(`${outDir}/profile.json`, JSON.stringify(report, null, 1) + "\n");

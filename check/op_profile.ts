@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { Engine } from "../engine/ffi.ts";
+import { Engine, MARKS } from "../engine/ffi.ts";
 
 /** Engine methods that are not ops: bookkeeping, memory, graphs and collectives. */
 const NOT_OPS = new Set([
@@ -32,6 +32,10 @@ const NOT_OPS = new Set([
   "graphLaunch",
   "graphFree",
   "graphSlot",
+  "hasMarks",
+  "mark",
+  "markElapsed",
+  "operandOnly",
   "commInit",
   "commProgress",
   "commWait",
@@ -79,6 +83,77 @@ export interface OpProfile {
   restore(): void;
 }
 
+/** Totals kept by op name and by op name and shape. */
+class Tally {
+  #names = new Map<string, OpTotal>();
+  #shapes = new Map<string, OpTotal>();
+
+  add(name: string, args: readonly unknown[], ms: number): void {
+    const flops = opFlops(name, args);
+    const dims = args.filter((a) => typeof a === "number" && Number.isInteger(a));
+    for (
+      const [m, key] of [[this.#names, name], [this.#shapes, `${name}(${dims.join(",")})`]] as const
+    ) {
+      const t = m.get(key) ?? m.set(key, { key, calls: 0, ms: 0, flops: 0 }).get(key)!;
+      t.calls++;
+      t.ms += ms;
+      t.flops += flops;
+    }
+  }
+
+  byName = () => Tally.#sorted(this.#names);
+  byShape = () => Tally.#sorted(this.#shapes);
+  totalMs = () => [...this.#names.values()].reduce((s, t) => s + t.ms, 0);
+  clear = () => (this.#names.clear(), this.#shapes.clear());
+
+  static #sorted(m: Map<string, OpTotal>): OpTotal[] {
+    return [...m.values()].sort((a, b) => b.ms - a.ms);
+  }
+}
+
+type Method = (...a: unknown[]) => unknown;
+
+/**
+ * Puts a wrapper on the instance `eng` for each op method (not those in NOT_OPS): a top-level
+ * call runs `around(name, args, call)`, where `call()` runs the op; an op that an op calls
+ * runs as it is. `extra` wraps more methods by name (given the class's method). Returns the
+ * function that removes every wrapper.
+ */
+function wrapOps(
+  eng: Engine,
+  around: (name: string, args: unknown[], call: () => unknown) => unknown,
+  extra: Record<string, (orig: Method) => Method> = {},
+): () => void {
+  const own = eng as unknown as Record<string, unknown>;
+  const wrapped: string[] = [];
+  let depth = 0;
+  for (const name of Object.getOwnPropertyNames(Engine.prototype)) {
+    const d = Object.getOwnPropertyDescriptor(Engine.prototype, name);
+    if (!d || typeof d.value !== "function") continue;
+    const orig = d.value as Method;
+    if (extra[name]) {
+      const f = extra[name](orig);
+      own[name] = function (this: Engine, ...args: unknown[]) {
+        return f.apply(this, args);
+      };
+    } else if (!NOT_OPS.has(name)) {
+      own[name] = function (this: Engine, ...args: unknown[]) {
+        if (depth > 0) return orig.apply(this, args);
+        depth++;
+        try {
+          return around(name, args, () => orig.apply(this, args));
+        } finally {
+          depth--;
+        }
+      };
+    } else continue;
+    wrapped.push(name);
+  }
+  return () => {
+    for (const n of wrapped) delete own[n];
+  };
+}
+
 /**
  * Wraps the op methods of `eng` (the instance only) with synchronised timers.
  *
@@ -91,49 +166,180 @@ export interface OpProfile {
  * ```
  */
 export function profileOps(eng: Engine): OpProfile {
-  const names = new Map<string, OpTotal>();
-  const shapes = new Map<string, OpTotal>();
-  const add = (m: Map<string, OpTotal>, key: string, ms: number, flops: number) => {
-    const t = m.get(key) ?? m.set(key, { key, calls: 0, ms: 0, flops: 0 }).get(key)!;
-    t.calls++;
-    t.ms += ms;
-    t.flops += flops;
-  };
-  const sync = Engine.prototype.sync;
-  const wrapped: string[] = [];
-  let depth = 0;
-  const own = eng as unknown as Record<string, unknown>;
-  for (const name of Object.getOwnPropertyNames(Engine.prototype)) {
-    if (NOT_OPS.has(name)) continue;
-    const d = Object.getOwnPropertyDescriptor(Engine.prototype, name);
-    if (!d || typeof d.value !== "function") continue;
-    const orig = d.value as (...a: unknown[]) => unknown;
-    own[name] = function (this: Engine, ...args: unknown[]) {
-      if (depth > 0) return orig.apply(this, args);
-      sync.call(this);
-      const t = performance.now();
-      depth++;
-      try {
-        return orig.apply(this, args);
-      } finally {
-        depth--;
-        sync.call(this);
-        const ms = performance.now() - t, flops = opFlops(name, args);
-        add(names, name, ms, flops);
-        const dims = args.filter((a) => typeof a === "number" && Number.isInteger(a));
-        add(shapes, `${name}(${dims.join(",")})`, ms, flops);
-      }
-    };
-    wrapped.push(name);
-  }
-  const sorted = (m: Map<string, OpTotal>) => [...m.values()].sort((a, b) => b.ms - a.ms);
+  const tally = new Tally();
+  const sync = () => Engine.prototype.sync.call(eng);
+  const restore = wrapOps(eng, (name, args, call) => {
+    sync();
+    const t = performance.now();
+    try {
+      return call();
+    } finally {
+      sync();
+      tally.add(name, args, performance.now() - t);
+    }
+  });
   return {
-    byName: () => sorted(names),
-    byShape: () => sorted(shapes),
-    totalMs: () => [...names.values()].reduce((s, t) => s + t.ms, 0),
-    reset: () => (names.clear(), shapes.clear()),
+    byName: tally.byName,
+    byShape: tally.byShape,
+    totalMs: tally.totalMs,
+    reset: tally.clear,
+    restore,
+  };
+}
+
+/** A profile timed on the device's clock ({@linkcode timeOpsOnDevice}). */
+export interface DeviceProfile extends OpProfile {
+  /**
+   * Reads the marks of the ops that have been issued and not read yet, waiting for the device
+   * to reach them. The totals call it themselves; a graph launch and `reset` call it first.
+   */
+  collect(): void;
+  /**
+   * Milliseconds between ops: in each stretch of ops read together (those issued between two
+   * reads), the time from the first op's start to the last op's end, less the ops' own times.
+   * Launch gaps, waits for the host and work done outside ops (a bf16 weight copy refreshed
+   * before a graph replay) land here.
+   */
+  betweenMs(): number;
+}
+
+/** One timed call: the op, its arguments, and its start and end marks. */
+interface Timed {
+  name: string;
+  args: unknown[];
+  start: number;
+  end: number;
+}
+
+/**
+ * Wraps the op methods of `eng` (the instance only) with timing marks on the device's clock
+ * (`Engine.mark`): a mark before and after each op, read later, so that nothing waits between
+ * ops and the ops run as they do unprofiled (a bf16 copy that an op produces for the matmul
+ * after it is still used, which a host timer's synchronisation prevents). Ops recorded into a
+ * CUDA graph take their marks into the graph: each replay times them as training runs them,
+ * back to back. On the CPU engine a mark is the clock at the call, and an op's time is its
+ * host time.
+ *
+ * Throws when the engine library has no marks (`eng.hasMarks`).
+ *
+ * @example
+ * ```ts ignore
+ * const prof = timeOpsOnDevice(eng);
+ * for (let i = 0; i < 3; i++) step(); // the first records the graphs, say
+ * prof.reset();
+ * step();
+ * console.log(formatProfile(prof.byName()));
+ * prof.restore();
+ * ```
+ */
+export function timeOpsOnDevice(eng: Engine): DeviceProfile {
+  if (!eng.hasMarks) {
+    throw new Error(
+      `${eng.libPath} has no timing marks (le_mark); rebuild it with deno task build-engine --force`,
+    );
+  }
+  const tally = new Tally();
+  const mark = (i: number) => Engine.prototype.mark.call(eng, i);
+  const elapsed = (a: number, b: number) => Engine.prototype.markElapsed.call(eng, a, b);
+  let fresh = 0, between = 0;
+  const free: number[] = []; // read marks of ops run outside graphs, for reuse
+  const graphs = new Map<number, Timed[]>(); // each graph slot's ops, with the marks it holds
+  let recording: Timed[] | null = null; // the ops of the graph being recorded
+  let pending: Timed[] = []; // issued, not read yet, in the order the device runs them
+  const collect = () => {
+    if (recording || pending.length === 0) return;
+    let own = 0;
+    for (const t of pending) {
+      const ms = elapsed(t.start, t.end);
+      own += ms;
+      tally.add(t.name, t.args, ms);
+    }
+    between += Math.max(0, elapsed(pending[0].start, pending.at(-1)!.end) - own);
+    const inGraphs = new Set([...graphs.values()].flat());
+    for (const t of pending) if (!inGraphs.has(t)) free.push(t.start, t.end);
+    pending = [];
+  };
+  const take = () => {
+    if (free.length === 0 && fresh === MARKS) collect();
+    const i = free.pop() ?? (fresh < MARKS ? fresh++ : -1);
+    if (i < 0) {
+      throw new Error(
+        `timeOpsOnDevice: all ${MARKS} timing marks are held by recorded graphs and the ops ` +
+          "being recorded; free graphs (graphFree) or profile fewer",
+      );
+    }
+    return i;
+  };
+  const release = (ts: readonly Timed[]) => {
+    for (const t of ts) free.push(t.start, t.end);
+  };
+  const restore = wrapOps(eng, (name, args, call) => {
+    const t: Timed = { name, args, start: take(), end: -1 };
+    mark(t.start);
+    let r: unknown;
+    try {
+      r = call();
+    } catch (e) {
+      free.push(t.start);
+      throw e;
+    }
+    t.end = take();
+    mark(t.end);
+    (recording ?? pending).push(t);
+    return r;
+  }, {
+    graphBegin: (orig) =>
+      function (this: Engine) {
+        collect();
+        orig.call(this);
+        recording = [];
+      },
+    graphEnd: (orig) =>
+      function (this: Engine, slot: unknown) {
+        const ops = recording!;
+        recording = null;
+        try {
+          orig.call(this, slot);
+        } catch (e) {
+          release(ops);
+          throw e;
+        }
+        if ((slot as number) < 0) return release(ops);
+        release(graphs.get(slot as number) ?? []);
+        graphs.set(slot as number, ops);
+      },
+    graphLaunch: (orig) =>
+      function (this: Engine, slot: unknown) {
+        collect();
+        const ran = orig.call(this, slot);
+        if (ran) pending.push(...(graphs.get(slot as number) ?? []));
+        return ran;
+      },
+    graphFree: (orig) =>
+      function (this: Engine, slot: unknown) {
+        collect();
+        orig.call(this, slot);
+        for (const s of (slot as number) < 0 ? [...graphs.keys()] : [slot as number]) {
+          release(graphs.get(s) ?? []);
+          graphs.delete(s);
+        }
+      },
+  });
+  const read = <T>(f: () => T) => () => (collect(), f());
+  return {
+    byName: read(tally.byName),
+    byShape: read(tally.byShape),
+    totalMs: read(tally.totalMs),
+    betweenMs: read(() => between),
+    collect,
+    reset: () => {
+      collect();
+      tally.clear();
+      between = 0;
+    },
     restore: () => {
-      for (const n of wrapped) delete own[n];
+      collect();
+      restore();
     },
   };
 }

@@ -233,6 +233,16 @@ inline int validate_set_precision(int mode) {
   return 0;
 }
 
+// Timing marks (le_mark, le_mark_elapsed): their number, and the check of an index.
+constexpr int kMarks = 65536;
+
+inline int validate_mark(const char* fn, int i) {
+  if (i < 0 || i >= kMarks) {
+    return fail("%s: mark %d does not exist; marks are 0..%d", fn, i, kMarks - 1);
+  }
+  return 0;
+}
+
 inline int validate_alloc(uint64_t bytes) {
   if (bytes > (1ull << 48)) {
     return fail("le_alloc: cannot allocate %llu bytes (more than 2^48); check the requested "

@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -457,6 +458,31 @@ int le_set_num_threads(int n) {
 // Every output is written in fp32: nothing to skip.
 int le_operand_only(const float* out) {
   (void)out;
+  return 0;
+}
+
+// Timing marks: an op has run when it returns, so a mark is the clock at the call.
+static double g_marks[kMarks];  // steady clock in ms; 0: never recorded
+static bool g_marked[kMarks];
+
+int le_mark(int i) {
+  TRY(validate_mark("le_mark", i));
+  g_marks[i] = std::chrono::duration<double, std::milli>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+                   .count();
+  g_marked[i] = true;
+  return 0;
+}
+
+int le_mark_elapsed(int a, int b, float* ms) {
+  const char* fn = "le_mark_elapsed";
+  TRY(validate_mark(fn, a));
+  TRY(validate_mark(fn, b));
+  for (int i : {a, b}) {
+    if (!g_marked[i]) return fail("%s: mark %d was never recorded (le_mark)", fn, i);
+  }
+  if (!ms) return fail("%s: ms is NULL", fn);
+  *ms = (float)(g_marks[b] - g_marks[a]);
   return 0;
 }
 

@@ -19,6 +19,7 @@
 //   cuda/adamw.cuh        sumsq, fused AdamW
 //   cuda/nccl_api.cuh     data-parallel collectives: NCCL (dlopen'd), started over MPI
 //   cuda/graphs.cuh       CUDA graphs of the engine's ops (le_graph_*)
+//   cuda/marks.cuh        timing marks on the device's clock (le_mark, le_mark_elapsed)
 //
 // This file holds the lifecycle and memory functions. Every op checks that the engine is
 // initialised (REQUIRE_INIT), then runs its validate_<op> from engine_checks.h, then any
@@ -94,6 +95,7 @@ void teardown() {
   forget_checked(nullptr, 0);
   for (WeightCopy& w : g_weights) drop_weight_copy(w);
   for (Graph& gr : g_graphs) drop_graph(gr);
+  drop_marks();
   if (g.stream) cudaStreamDestroy(g.stream);
   g.stream = nullptr;
   g.ready = false;

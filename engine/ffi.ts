@@ -41,6 +41,9 @@ export const LE_ABI_VERSION = 14;
 /** Graph slots of the engine (le_graph_end). */
 const GRAPH_SLOTS = 512;
 
+/** Timing marks of the engine (le_mark): indices 0 up to this. */
+export const MARKS = 65536;
+
 /** A failed engine call. The message is le_last_error(), which starts with the C op name. */
 export class EngineError extends Error {
   /** The C function that failed, for example "le_matmul_fwd". */
@@ -146,6 +149,9 @@ const SYMBOLS = {
   le_graph_end: { parameters: ["i32"], result: "i32" },
   le_graph_launch: { parameters: ["i32"], result: "i32" },
   le_graph_free: { parameters: ["i32"], result: "i32" },
+  // Optional: without them the binding cannot time ops on the device (hasMarks is false).
+  le_mark: { parameters: ["i32"], result: "i32", optional: true },
+  le_mark_elapsed: { parameters: ["i32", "i32", "buffer"], result: "i32", optional: true },
   // Appended: data-parallel collectives (optional, so that a library without them still
   // loads; Engine.commInit says when they are missing).
   le_comm_init: { parameters: ["f64"], result: "i32", optional: true },
@@ -254,6 +260,7 @@ export class Engine {
   }
 
   #graphSlots = new Set<number>();
+  #ms = new Float32Array(1); // le_mark_elapsed's result
   #precision: 0 | 1 | 2 = 0;
 
   #fail(op: string): never {
@@ -1069,6 +1076,39 @@ export class Engine {
     if (this.#s.le_graph_free(slot) !== 0) this.#fail("le_graph_free");
     if (slot < 0) this.#graphSlots.clear();
     else this.#graphSlots.delete(slot);
+  }
+
+  /** Whether the library has timing marks ({@linkcode Engine.mark}). */
+  get hasMarks(): boolean {
+    return !!this.#s.le_mark && !!this.#s.le_mark_elapsed;
+  }
+
+  /**
+   * Record timing mark `i` (0 ≤ i < {@linkcode MARKS}) once the work issued before it has run,
+   * on the device's clock: an event on the CUDA engine's stream (recorded into a graph while
+   * one is being recorded, and again at each replay), the clock on the CPU engine. It queues no
+   * work and waits for nothing. The contract: le_mark in lotus_engine.h.
+   */
+  mark(i: number): void {
+    const f = this.#s.le_mark;
+    if (!f) return this.#noMarks("le_mark");
+    if (f(i) !== 0) this.#fail("le_mark");
+  }
+
+  /** Milliseconds from mark `a` to mark `b`, as last reached; waits until `b` is reached. */
+  markElapsed(a: number, b: number): number {
+    const f = this.#s.le_mark_elapsed;
+    if (!f) return this.#noMarks("le_mark_elapsed");
+    if (f(a, b, this.#ms) !== 0) this.#fail("le_mark_elapsed");
+    return this.#ms[0];
+  }
+
+  #noMarks(fn: string): never {
+    throw new EngineError(
+      fn,
+      `${fn}: ${this.libPath} has no timing marks; rebuild it with ` +
+        `deno task build-engine --force`,
+    );
   }
 
   /** A graph slot no other user of this engine holds, until {@linkcode Engine.graphFree}. */

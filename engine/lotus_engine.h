@@ -379,6 +379,19 @@ int le_graph_end(int slot);
 int le_graph_launch(int slot);
 int le_graph_free(int slot);
 
+/* Timing marks, for profiling on the device's own clock. le_mark(i) records mark i
+ * (0 <= i < 65536) once the work issued before it has run: the CUDA engine records an event on
+ * its stream (between le_graph_begin and le_graph_end the recording holds it, and each replay
+ * records it again), the CPU engine, whose ops have run when they return, reads its clock. A
+ * mark queues no work and leaves what the ops see as it was (a le_operand_only hint still
+ * applies to the next op). le_mark_elapsed(a, b, ms) waits until mark b has been reached and
+ * writes the milliseconds from mark a to mark b, as last recorded, to *ms; it fails, naming
+ * the mark, when one was never reached (never recorded, or recorded only into a graph not yet
+ * launched), and while a graph is being recorded. Optional: a library built before them lacks
+ * both symbols, and the binding then reports that it cannot time on the device. */
+int le_mark(int i);
+int le_mark_elapsed(int a, int b, float* ms);
+
 #ifdef __cplusplus
 }
 #endif

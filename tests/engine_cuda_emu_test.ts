@@ -11,7 +11,9 @@ import { randn } from "../check/_op_bufs.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
-import { type Engine, EngineError, openEngine, type Ptr } from "../engine/ffi.ts";
+import { type Engine, EngineError, MARKS, openEngine, type Ptr } from "../engine/ffi.ts";
+import { profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
+import { referenceStep } from "../bench/_reference_step.ts";
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
@@ -1364,6 +1366,129 @@ Deno.test({
         for (let i = 0; i < 3; i++) assertEquals(c[i], d[i], `${N}x${Cout}: produced ${i}`);
         for (const p of [...bufs, ...grads, pre]) e.free(p);
       }
+    } finally {
+      e.setPrecision(0);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: ops timed by marks on the stream run as unprofiled (a producer's " +
+    "bf16 copy still reaches its matmul), and a graph's marks time each replay",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), rng = new Rng(41);
+    const N = 8, C = 32, Cout = 16;
+    const bufs: Ptr[] = [];
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      bufs.push(p);
+      return p;
+    };
+    const x = up(randn(rng, N * C)), w = up(randn(rng, C, 0.5, 1)), b = up(randn(rng, C));
+    const W = up(randn(rng, Cout * C, 0.3)), dst = up(new Float32Array(N * C).fill(7));
+    const out = up(new Float32Array(N * Cout));
+    const get = (p: Ptr, n: number) => {
+      const r = new Float32Array(n);
+      e.download(r, p);
+      return r;
+    };
+    const ops = () => {
+      e.scale(x, 1.5, N * C);
+      e.operandOnly(dst);
+      e.layernormFwd(dst, null, null, x, w, b, N, C);
+      e.matmulFwd(out, dst, W, null, N, C, Cout);
+    };
+    const x0 = get(x, N * C);
+    let slot = -1, replayed = new Float32Array(0);
+    try {
+      e.setPrecision(2);
+      ops();
+      const want = get(out, N * Cout);
+      const c0 = emuCounters(lib);
+      e.upload(x, x0);
+      const prof = timeOpsOnDevice(e);
+      try {
+        ops();
+        assertEquals(get(out, N * Cout), want, "the matmul's bits with marks between the ops");
+        assertEquals(get(dst, 4), Float32Array.of(7, 7, 7, 7), "the hint still applied");
+        const c1 = emuCounters(lib);
+        assertEquals(
+          c1.launches - c0.launches,
+          3,
+          "scale, LayerNorm, the GEMM: marks launch nothing",
+        );
+        const byName = new Map(prof.byName().map((t) => [t.key, t]));
+        assertEquals([...byName.keys()].sort(), ["download", "layernormFwd", "matmulFwd", "scale"]);
+        assert(byName.get("matmulFwd")!.ms > 0, "the GEMM took time on the stream's clock");
+        assertEquals(byName.get("matmulFwd")!.flops, 2 * N * C * Cout);
+        // Recorded into a graph, the ops' marks are replayed: two launches, two calls each.
+        e.upload(x, x0);
+        prof.reset();
+        slot = e.graphSlot();
+        e.graphBegin();
+        e.mark(MARKS - 1); // the profile's marks come from 0 up
+        ops();
+        e.graphEnd(slot);
+        assertEquals(prof.byName().length, 0, "recording runs nothing, and times nothing");
+        assertThrows(
+          () => e.markElapsed(0, MARKS - 1),
+          Error,
+          `mark ${MARKS - 1} was never reached`,
+        );
+        for (let i = 0; i < 2; i++) e.graphLaunch(slot);
+        const calls = new Map(prof.byName().map((t) => [t.key, t.calls]));
+        assertEquals(calls, new Map([["scale", 2], ["layernormFwd", 2], ["matmulFwd", 2]]));
+        assert(
+          prof.totalMs() > 0 && prof.betweenMs() >= 0,
+          `${prof.totalMs()} ${prof.betweenMs()}`,
+        );
+        assertEquals(e.markElapsed(MARKS - 1, MARKS - 1), 0, "reached by the replays");
+        replayed = get(x, N * C);
+      } finally {
+        prof.restore();
+      }
+      // The two replays ran the recorded scale twice.
+      e.upload(x, x0);
+      for (let i = 0; i < 2; i++) e.scale(x, 1.5, N * C);
+      assertEquals(replayed, get(x, N * C));
+      assertThrows(() => e.mark(MARKS), Error, `le_mark: mark ${MARKS} does not exist`);
+    } finally {
+      e.setPrecision(0);
+      if (slot >= 0) e.graphFree(slot);
+      for (const p of bufs) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a LOTUS step replayed from CUDA graphs, timed by marks, keeps its " +
+    "losses and counts the ops that a step launched one by one counts",
+  ignore: !OK,
+  fn() {
+    const e = emulated();
+    const shape = { preset: "tiny" as const, V: 300, B: 2, Q: 6, A: 2, K: 2, c: 2 };
+    const run = (timed: boolean) => {
+      const ref = referenceStep(e, shape, new Rng(1), timed ? {} : { maxGraphs: 0 });
+      const dev = timed ? timeOpsOnDevice(e) : profileOps(e);
+      try {
+        // Timed: op by op, recorded, then replayed from the graphs; the fourth step is counted.
+        const losses = [0, 1, 2].map(() => ref.step().loss);
+        dev.reset();
+        losses.push(ref.step().loss);
+        return { losses, calls: new Map(dev.byName().map((t) => [t.key, t.calls])) };
+      } finally {
+        ref.free();
+        dev.restore();
+      }
+    };
+    try {
+      e.setPrecision(2);
+      const graphs = run(true), eager = run(false);
+      assertEquals(graphs.losses, eager.losses);
+      assertEquals(graphs.calls, eager.calls);
+      assert((graphs.calls.get("attentionStatsBwd") ?? 0) > 0, [...graphs.calls.keys()].join());
     } finally {
       e.setPrecision(0);
     }

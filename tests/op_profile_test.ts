@@ -6,7 +6,9 @@ import { cpuEngine } from "./_tiny.ts";
 import { tempDir } from "./_tmp.ts";
 import { runDeno } from "./_run.ts";
 import { withBufs } from "../check/_op_bufs.ts";
-import { formatProfile, opFlops, profileOps } from "../check/op_profile.ts";
+import { formatProfile, opFlops, profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
+import { MARKS } from "../engine/ffi.ts";
+import { assertThrows } from "./_assert.ts";
 
 Deno.test("op profile: counts each op by name and by shape, and restore removes the wrappers", () => {
   const eng = cpuEngine();
@@ -41,6 +43,51 @@ Deno.test("op profile: counts each op by name and by shape, and restore removes 
     prof.reset();
     assertEquals(prof.byName().length, 0);
   });
+});
+
+Deno.test("device-timed profile: each op between two marks, counted as the host-timed profile counts it", () => {
+  const eng = cpuEngine();
+  assert(eng.hasMarks, "the CPU engine has timing marks");
+  withBufs(eng, (b) => {
+    const n = 1 << 16;
+    const x = b.f32(new Float32Array(n).fill(1)), y = b.f32(new Float32Array(n).fill(2));
+    const prof = timeOpsOnDevice(eng);
+    try {
+      eng.add(x, x, y, n);
+      eng.scale(x, 0.5, n);
+      eng.sync(); // not an op
+      assertEquals(b.get(x, 2), Float32Array.of(1.5, 1.5), "results unchanged");
+      assertEquals(
+        new Map(prof.byShape().map((t) => [t.key, t.calls])),
+        new Map([["add(65536)", 1], ["scale(65536)", 1], ["download()", 1]]),
+      );
+      const total = prof.byName().reduce((s, t) => s + t.ms, 0);
+      assert(total > 0 && Math.abs(total - prof.totalMs()) < 1e-9, `${total}`);
+      assert(prof.betweenMs() >= 0, `${prof.betweenMs()}`);
+      prof.reset();
+      assertEquals(prof.byName().length, 0);
+      // More ops than marks: the profile reads and reuses them as it goes.
+      for (let i = 0; i < MARKS / 2 + 10; i++) eng.scale(x, 1, 1);
+      assertEquals(prof.byName()[0].calls, MARKS / 2 + 10);
+    } finally {
+      prof.restore();
+    }
+    assertEquals(Object.hasOwn(eng, "add"), false, "the instance's wrappers are gone");
+  });
+});
+
+Deno.test("timing marks: the CPU engine's marks read its clock, and bad marks are named", () => {
+  const eng = cpuEngine();
+  eng.mark(5);
+  eng.mark(6);
+  const ms = eng.markElapsed(5, 6);
+  assert(ms >= 0 && ms < 1000, `${ms}`);
+  assertThrows(
+    () => eng.mark(MARKS),
+    Error,
+    `le_mark: mark ${MARKS} does not exist; marks are 0..${MARKS - 1}`,
+  );
+  assertThrows(() => eng.mark(-1), Error, "le_mark: mark -1 does not exist");
 });
 
 Deno.test("op profile: a matrix product counts two operations a multiply-add, for each gradient asked", () => {
@@ -91,5 +138,13 @@ Deno.test({
     const json = JSON.parse(Deno.readTextFileSync(`${out}/profile.json`));
     assert(json.stepEagerMs > 0 && json.stepProfiledMs > 0, JSON.stringify(json).slice(0, 200));
     assert(json.stepByName.length > 5);
+    assert(text.includes("training step on the device's clock"), text);
+    assert(json.stepDeviceOpsMs > 0 && json.stepDeviceBetweenMs >= 0, `${json.stepDeviceOpsMs}`);
+    assertEquals(
+      json.stepDeviceByName.map((t: { key: string }) => t.key).sort(),
+      json.stepByName.map((t: { key: string }) => t.key).sort(),
+      "the same ops in both profiles",
+    );
+    assert(json.thoughtDeviceOpsMs > 0, `${json.thoughtDeviceOpsMs}`);
   },
 });

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "marks.cuh"
 #include "weights.cuh"
 
 namespace le {
@@ -46,6 +47,7 @@ struct Graph {
   std::vector<IndexNeed> needs;      // the index arrays it reads (common.cuh)
   std::vector<CheckEffect> effects;  // applied to the index entries after each replay
   std::vector<const float*> stale;   // weight copies (by range start) a replay leaves stale
+  std::vector<int> marks;            // timing marks (marks.cuh) a replay records
 };
 constexpr int kGraphSlots = 512;
 Graph g_graphs[kGraphSlots];
@@ -87,6 +89,7 @@ LE_API int le_graph_begin(void) {
   g.capture_failures = g_failures;
   g_needs.clear();
   g_effects.clear();
+  g_capture_marks.clear();
   std::copy(g_checked, g_checked + kCheckedSlots, g_checked_before);
   g_checked_next_before = g_checked_next;
   for (int i = 0; i < kWeightCopies; i++) g_fresh_before[i] = g_weights[i].fresh;
@@ -148,6 +151,7 @@ LE_API int le_graph_end(int slot) {
   gr.needs = g_needs;
   gr.effects = g_effects;
   gr.stale = std::move(stale);
+  gr.marks = g_capture_marks;
   return 0;
 }
 
@@ -186,6 +190,7 @@ LE_API int le_graph_launch(int slot) {
     if (w.h) refresh(w);
   }
   CUDA_TRY(fn, cudaGraphLaunch(gr.exec, g.stream));
+  for (int i : gr.marks) g_mark_recorded[i] = true;
   for (const CheckEffect& x : gr.effects) {
     if (x.remember) {
       remember_checked(static_cast<const int32_t*>(x.p), (int64_t)(x.bytes / 4), x.hi, x.neg);

@@ -249,6 +249,13 @@ inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   });
   return emu::sticky;
 }
+// During a capture the record is one of the graph's work items, as an event record node is
+// (cudaEventRecordExternal): each replay takes the clock again.
+#define cudaEventRecordDefault 0x00
+#define cudaEventRecordExternal 0x01
+inline cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) {
+  return cudaEventRecord(e, s);
+}
 // One queue serves every stream: waiting for an event waits for the stream.
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaStreamSynchronize(nullptr); }
 inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
