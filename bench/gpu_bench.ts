@@ -44,7 +44,7 @@ import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
 import { presetConfig, type PresetName } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Model } from "../model/model.ts";
-import { type ReferenceShape, referenceStep } from "./_reference_step.ts";
+import { type ReferenceShape, referenceStep } from "../check/reference_step.ts";
 import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import {

@@ -31,7 +31,7 @@ import { Model } from "../model/model.ts";
 import { Generator } from "../model/generate.ts";
 import { Rng } from "../base/rng.ts";
 import { specialsOf } from "../check/measure.ts";
-import { referenceStep } from "./_reference_step.ts";
+import { referenceStep } from "../check/reference_step.ts";
 import { formatProfile, profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
 
 const { values: a } = parseArgs({

@@ -13,7 +13,7 @@ import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
 import { type Engine, EngineError, MARKS, openEngine, type Ptr } from "../engine/ffi.ts";
 import { profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
-import { referenceStep } from "../bench/_reference_step.ts";
+import { referenceStep } from "../check/reference_step.ts";
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,

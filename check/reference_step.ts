@@ -2,7 +2,8 @@
  * One LOTUS training step at the reference's shape (GPT-2 small by default, K = R = 6, c = 13,
  * a 60-token question, an 8-token answer, batch 64; random tokens and seeded random weights),
  * as the trainer runs it: zero the gradients, forward and backward through every pass, the
- * global-norm clip and AdamW. Shared by the GPU benchmark and the op profile.
+ * global-norm clip and AdamW. Shared by the GPU benchmark, the op profile and the emulated
+ * engine's tests.
  *
  * @module
  */
@@ -13,7 +14,7 @@ import { adamwOf, Model } from "../model/model.ts";
 import { type LotusOptions, LotusRunner, type StepLosses } from "../train/step.ts";
 import { lotusBatch, suffixOf } from "../train/batch.ts";
 import type { Rng } from "../base/rng.ts";
-import { lotusPositions, randomExample, specialsOf } from "../check/measure.ts";
+import { lotusPositions, randomExample, specialsOf } from "./measure.ts";
 
 /** The shape of the reference step. */
 export interface ReferenceShape {
