@@ -30,6 +30,7 @@ import {
   type CheckRow,
   checkRow,
   compareAttentionSettings,
+  compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
   compareOps,
@@ -362,6 +363,13 @@ if (test.backend === "cuda") {
     push(...mark(compareAttentionSettings(open, tcCases)));
   } catch (e) {
     push({ ...failure("ops", "tensor-core attention settings", e), precision: "bf16" });
+  }
+  try {
+    push(
+      ...mark([compareFewRowForwards(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
+    );
+  } catch (e) {
+    push({ ...failure("ops", "bf16 forwards of 1 to 8 rows", e), precision: "bf16" });
   }
 }
 

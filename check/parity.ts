@@ -1383,6 +1383,75 @@ export function compareAttentionSettings(
   });
 }
 
+/** `v` rounded to the nearest bf16 (ties to even), as the engines' bf16 rounding does. */
+export function bf16Round(v: number): number {
+  const u = new Uint32Array(Float32Array.of(v).buffer)[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return v; // NaN
+  const r = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
+  return new Float32Array(Uint32Array.of(r >>> 0).buffer)[0];
+}
+
+/**
+ * The CUDA engine's bf16 forwards of 1 to 8 rows over a weight with a kept bf16 copy
+ * (gemv_bf16_kernel, matmul.cuh) at GPT-2 small's widths, against the bf16 products summed in
+ * double, and against the same calls through cuBLAS's GEMM (`LOTUS_GEMV=0`): the same
+ * operands, summed in fp32 in another order, so they agree to fp32's rounding. `err` is the
+ * kernel's largest relative error against the double sums (tolerance 1e-5); the note gives
+ * the GEMM's and the largest difference between the two. `open` opens the engine again, whose
+ * le_init reads the setting; the default is restored before returning.
+ */
+export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
+  const shapes = [[1, 768, 2304, true], [4, 3072, 768, true], [8, 768, 3072, false]] as const;
+  const rng = new Rng(seed);
+  const data = shapes.map(([N, Cin, Cout]) => ({
+    x: randn(rng, N * Cin),
+    w: randn(rng, Cout * Cin, 0.05),
+    b: randn(rng, Cout, 0.1),
+  }));
+  const run = (env: Record<string, string>) =>
+    withEngineSettings(open, env, (eng) =>
+      withBufs(eng, (bufs) => {
+        eng.setPrecision(2);
+        try {
+          return shapes.map(([N, Cin, Cout, bias], i) => {
+            const { x, w, b } = data[i];
+            const wp = bufs.f32(w), out = bufs.f32(N * Cout);
+            eng.keepBf16(wp, w.length);
+            eng.matmulFwd(out, bufs.f32(x), wp, bias ? bufs.f32(b) : null, N, Cin, Cout);
+            return bufs.get(out, N * Cout);
+          });
+        } finally {
+          eng.setPrecision(0);
+        }
+      }));
+  const kernel = run({}), gemm = run({ LOTUS_GEMV: "0" });
+  let err = 0, gemmErr = 0, between = 0;
+  shapes.forEach(([N, Cin, Cout, bias], i) => {
+    const { x, w, b } = data[i];
+    const want = new Float64Array(N * Cout);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < Cout; c++) {
+        let acc = bias ? b[c] : 0;
+        for (let k = 0; k < Cin; k++) acc += bf16Round(x[n * Cin + k]) * bf16Round(w[c * Cin + k]);
+        want[n * Cout + c] = acc;
+      }
+    }
+    err = Math.max(err, relErr(kernel[i], want));
+    gemmErr = Math.max(gemmErr, relErr(gemm[i], want));
+    between = Math.max(between, relErr(kernel[i], gemm[i]));
+  });
+  return checkRow(
+    "ops",
+    "bf16 forwards of 1 to 8 rows (gemv kernel) against the bf16 products summed in double",
+    "bf16",
+    err,
+    1e-5,
+    `${shapes.length} shapes at GPT-2's widths; cuBLAS's GEMM (LOTUS_GEMV=0) ${
+      gemmErr.toExponential(1)
+    }; kernel against GEMM ${between.toExponential(1)}`,
+  );
+}
+
 /**
  * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
  * decoding steps replayed from CUDA graphs against the same generation launched op by op:

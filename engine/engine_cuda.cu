@@ -145,8 +145,9 @@ int configure_lt(const char* fn) {
 // layout is not the one the kernels assume (probe_mma); its backward stages bf16 copies of its
 // rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way); LOTUS_TC_WARPS (4 to 8, unset:
 // 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles whatever the
-// sequence, the same bits). Read at every le_init, as above; needs g.dflag.
-int configure_attention(const char* fn) {
+// sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel unless
+// LOTUS_GEMV=0 (matmul.cuh). Read at every le_init, as above; needs g.dflag.
+int configure_kernels(const char* fn) {
   int warps = 8;
   if (const char* w = getenv("LOTUS_TC_WARPS"); w && w[0]) {
     char* end = nullptr;
@@ -165,6 +166,8 @@ int configure_attention(const char* fn) {
   g.tc_bf16_rows = !(rows && strcmp(rows, "0") == 0);
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
+  const char* gemv = getenv("LOTUS_GEMV");
+  g.gemv = !(gemv && strcmp(gemv, "0") == 0);
   return 0;
 }
 
@@ -256,7 +259,7 @@ int init(int device) {
     teardown();
     return cuda_fail(fn, "cudaMalloc of 16 bytes", e);
   }
-  if (configure_attention(fn) != 0) {
+  if (configure_kernels(fn) != 0) {
     teardown();
     return 1;
   }
@@ -294,12 +297,13 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     char nums[512];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,"
+             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
              "\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
+             g.gemv ? "true" : "false",
              g.mma_probe, g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
@@ -321,7 +325,7 @@ LE_API int le_init(int device) {
   if (g.ready) {
     if (device == g.device) {
       TRY(configure_lt("le_init"));
-      TRY(configure_attention("le_init"));
+      TRY(configure_kernels("le_init"));
       return 0;
     }
     const size_t blocks = live_blocks();

@@ -17,7 +17,9 @@ import { referenceStep } from "../check/reference_step.ts";
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
+  bf16Round,
   compareAttentionSettings,
+  compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
   compareOps,
@@ -278,7 +280,9 @@ Deno.test({
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu(), rng = new Rng(7);
-    const N = 5, Cin = 24, Cout = 16, W = Cout * Cin, n = 3 * W;
+    // N over 8 rows: both slabs' matmuls take the GEMM (fewer rows, with a kept copy, take
+    // gemv_bf16_kernel, whose sums run in another order).
+    const N = 9, Cin = 24, Cout = 16, W = Cout * Cin, n = 3 * W;
     // Two slabs of three weight matrices with the same values: `kept` declared, `plain` not.
     const kept = e.alloc(n * 4), plain = e.alloc(n * 4), g = e.alloc(n * 4);
     const m = [e.alloc(n * 4), e.alloc(n * 4)], v = [e.alloc(n * 4), e.alloc(n * 4)];
@@ -1491,6 +1495,95 @@ Deno.test({
       assert((graphs.calls.get("attentionStatsBwd") ?? 0) > 0, [...graphs.calls.keys()].join());
     } finally {
       e.setPrecision(0);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: bf16 forwards of up to 8 rows run one kernel over the weight's " +
+    "kept copy, with the bf16 GEMM's operands and cuBLAS's results to fp32 rounding",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), rng = new Rng(43);
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    const bufs: Ptr[] = [];
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      bufs.push(p);
+      return p;
+    };
+    const get = (eng: Engine, p: Ptr, n: number) => {
+      const r = new Float32Array(n);
+      eng.download(r, p);
+      return r;
+    };
+    try {
+      e.setPrecision(2);
+      const cases = [[1, 64, 36, true], [3, 16, 6, false], [8, 256, 130, true], [9, 64, 36, true]];
+      for (const [N, Cin, Cout, withBias] of cases as [number, number, number, boolean][]) {
+        const what = `N ${N}, Cin ${Cin}, Cout ${Cout}`;
+        const xs = randn(rng, N * Cin), ws = randn(rng, Cout * Cin, 0.2), bs = randn(rng, Cout);
+        const x = up(xs), w = up(ws), b = withBias ? up(bs) : null;
+        const out = up(new Float32Array(N * Cout));
+        e.keepBf16(w, Cout * Cin);
+        const run = (eng: Engine) => {
+          eng.setPrecision(2); // an engine opened again starts in fp32
+          eng.matmulFwd(out, x, w, b, N, Cin, Cout); // the weight's copy is made here
+          const c0 = emuCounters(lib);
+          eng.matmulFwd(out, x, w, b, N, Cin, Cout);
+          const c1 = emuCounters(lib);
+          return {
+            y: get(eng, out, N * Cout),
+            gemms: c1.gemms - c0.gemms,
+            kernels: c1.launches - c0.launches,
+          };
+        };
+        const few = run(e), gemm = withEngineSettings(open, { LOTUS_GEMV: "0" }, run);
+        assertEquals(gemm.gemms, 1, what);
+        if (N > 8) {
+          assertEquals(few.gemms, 1, `${what}: over 8 rows, cuBLAS`);
+          continue;
+        }
+        assertEquals([few.gemms, few.kernels], [0, 1], `${what}: one kernel, no GEMM`);
+        const want = new Float64Array(N * Cout);
+        for (let n = 0; n < N; n++) {
+          for (let c = 0; c < Cout; c++) {
+            let s = withBias ? bs[c] : 0;
+            for (let k = 0; k < Cin; k++) {
+              s += bf16Round(xs[n * Cin + k]) * bf16Round(ws[c * Cin + k]);
+            }
+            want[n * Cout + c] = s;
+          }
+        }
+        for (const [name, y] of [["kernel", few.y], ["cuBLAS", gemm.y]] as const) {
+          const err = relErr(y, want);
+          assert(err < 1e-6, `${what}: ${name} against the bf16 products summed in double: ${err}`);
+        }
+      }
+      // The input as its producer rounded it (a LayerNorm told that only this matmul reads it)
+      // or as the kernel rounds it from fp32 (another call in between): the same bits.
+      const N = 2, C = 64, Cout = 20;
+      const x = up(randn(rng, N * C)), lw = up(randn(rng, C, 0.5, 1)), lb = up(randn(rng, C));
+      const ln = up(new Float32Array(N * C)), w = up(randn(rng, Cout * C, 0.2));
+      const out = up(new Float32Array(N * Cout));
+      e.keepBf16(w, Cout * C);
+      e.setPrecision(2);
+      e.operandOnly(ln);
+      e.layernormFwd(ln, null, null, x, lw, lb, N, C);
+      e.matmulFwd(out, ln, w, null, N, C, Cout);
+      const fromCopy = get(e, out, N * Cout);
+      e.layernormFwd(ln, null, null, x, lw, lb, N, C);
+      e.sync();
+      e.matmulFwd(out, ln, w, null, N, C, Cout);
+      assertEquals(get(e, out, N * Cout), fromCopy);
+      assertEquals(e.deviceInfo().gemv, true);
+      // The GPU check's row, at GPT-2's widths.
+      const row = compareFewRowForwards(open);
+      assert(row.pass, `${row.name}: ${row.err} (${row.note})`);
+    } finally {
+      e.setPrecision(0);
+      for (const p of bufs) e.free(p);
     }
   },
 });

@@ -90,6 +90,7 @@ struct State {
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
   bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
+  bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)

@@ -1,5 +1,6 @@
 // matmul.cuh: the linear layer through cuBLAS (cublasLtMatmul, each shape's algorithm chosen
-// by timing; cublasGemmEx without it), forward and backward.
+// by timing; cublasGemmEx without it), forward and backward; bf16 forwards of 1 to 8 rows by a
+// kernel of our own (gemv_bf16_kernel, at the end).
 //
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
@@ -516,6 +517,112 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
   return 0;
 }
 
+// ---- Forwards of a few rows in bf16: one block an output column group ---------------------
+//
+// A batch-1 answer token multiplies one row by each weight (a generation of B questions, B
+// rows). cuBLAS's GEMM kernels tile the output in blocks of 64 rows or more, so such a call
+// runs a few dozen thread blocks, each streaming a large slice of the weight with its other
+// rows idle; the weight's bytes (3.5 MB for GPT-2's qkv, 77 MB for the LM head) are the whole
+// cost, and few SMs read them. Here a block of kGemvThreads threads owns kGemvCols output
+// columns, that is kGemvCols whole weight rows: its threads read them in 16-byte groups of 8
+// values (thread t the groups t, t + kGemvThreads, ...), with the matching 8 inputs of each
+// row, so a call runs Cout / kGemvCols blocks over every SM with their loads in flight. The
+// operands are the bf16 GEMM's: the weight's kept bf16 copy (weights.cuh) and the input
+// rounded to bf16 (or read from the copy its producer made), products summed in fp32. Each
+// output is summed in a fixed order (a thread's groups in turn, a shuffle tree over the warp,
+// the warps in turn), so results are deterministic, but in another order than cuBLAS's: the
+// two agree to the rounding of an fp32 sum, not to the bit.
+//
+// Used for 1 to kGemvRows rows in bf16 mode when the weight has a kept copy and every row
+// starts 16 bytes aligned (Cin a multiple of 8, aligned bases); otherwise, and with
+// LOTUS_GEMV=0 (g.gemv), cuBLAS runs as before.
+constexpr int kGemvRows = 8, kGemvCols = 4, kGemvThreads = 128;
+
+__device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// 8 consecutive inputs as the bf16 GEMM sees them: fp32 rounded to bf16, or bf16 already.
+__device__ inline void load8(const float* p, float f[8]) {
+  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  for (int i = 0; i < 8; i++) f[i] = bf16_round(v[i]);
+}
+__device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
+  const uint4 q = *(const uint4*)p;
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+// out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for n < N <= kGemvRows; x rows ldx apart;
+// grid ceil(Cout / kGemvCols), kGemvThreads threads.
+template <typename XT>
+__global__ void __launch_bounds__(kGemvThreads)
+    gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
+                     const float* bias, int N, int Cin, int Cout) {
+  __shared__ float part[kGemvThreads / 32][kGemvRows * kGemvCols];
+  const int c0 = blockIdx.x * kGemvCols;
+  float acc[kGemvRows][kGemvCols];
+  for (int r = 0; r < kGemvRows; r++) {
+    for (int c = 0; c < kGemvCols; c++) acc[r][c] = 0.f;
+  }
+  for (int j = threadIdx.x; j < Cin / 8; j += kGemvThreads) {
+    float wf[kGemvCols][8];
+    for (int c = 0; c < kGemvCols; c++) {  // a last group's missing columns read its first row
+      const int col = c0 + c < Cout ? c0 + c : c0;
+      load8(w + (int64_t)col * Cin + 8 * j, wf[c]);
+    }
+    for (int r = 0; r < kGemvRows && r < N; r++) {
+      float xf[8];
+      load8(x + (int64_t)r * ldx + 8 * j, xf);
+      for (int c = 0; c < kGemvCols; c++) {
+        for (int i = 0; i < 8; i++) acc[r][c] = fmaf(xf[i], wf[c][i], acc[r][c]);
+      }
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = 0; r < kGemvRows && r < N; r++) {
+    for (int c = 0; c < kGemvCols; c++) {
+      float v = acc[r][c];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) part[warp][r * kGemvCols + c] = v;
+    }
+  }
+  __syncthreads();
+  const int t = threadIdx.x, r = t / kGemvCols, col = c0 + t % kGemvCols;
+  if (r < N && col < Cout) {
+    float v = part[0][t];
+    for (int q = 1; q < kGemvThreads / 32; q++) v += part[q][t];
+    out[(int64_t)r * Cout + col] = bias ? v + bias[col] : v;
+  }
+}
+
+// le_matmul_fwd by gemv_bf16_kernel where it applies (above): 1 launched, 0 not applicable
+// (cuBLAS runs), -1 failed (message set).
+inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w,
+                    const float* bias, int N, int Cin, int Cout) {
+  if (!g.gemv || g.precision != 2 || N < 1 || N > kGemvRows || Cin % 8 != 0) return 0;
+  const __nv_bfloat16* w16;
+  if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
+  if (!w16 || alignment_of(w16) < 16) return 0;
+  const unsigned blocks = (unsigned)((Cout + kGemvCols - 1) / kGemvCols);
+  int ld = 0;
+  if (const __nv_bfloat16* x16 = produced_bf16(inp, N, Cin, &ld)) {
+    if (alignment_of(x16) < 16 || ld % 8 != 0) return 0;
+    LAUNCH(gemv_bf16_kernel<__nv_bfloat16>, blocks, kGemvThreads, 0)(out, x16, ld, w16, bias,
+                                                                       N, Cin, Cout);
+    return 1;
+  }
+  // The previous op wrote only a bf16 copy, and not of these rows: the GEMM path says so.
+  const ProducedCopy& c = g_produced;
+  if (c.src && !c.fp32 && c.serial + 1 == g_op_serial) return 0;
+  if (alignment_of(inp) < 16) return 0;
+  LAUNCH(gemv_bf16_kernel<float>, blocks, kGemvThreads, 0)(out, inp, Cin, w16, bias, N, Cin,
+                                                            Cout);
+  return 1;
+}
+
 }  // namespace le
 
 LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
@@ -524,6 +631,9 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   const char* fn = "le_matmul_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  const int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
+  if (few < 0) return 1;
+  if (few > 0) return op_done(fn);
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
