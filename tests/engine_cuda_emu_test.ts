@@ -7,7 +7,7 @@ import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
-import { randn } from "../check/_op_bufs.ts";
+import { Bufs, randn } from "../check/_op_bufs.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
@@ -1383,21 +1383,11 @@ Deno.test({
   fn() {
     const e = emulated(), lib = buildCudaEmu(), rng = new Rng(41);
     const N = 8, C = 32, Cout = 16;
-    const bufs: Ptr[] = [];
-    const up = (a: Float32Array) => {
-      const p = e.alloc(a.length * 4);
-      e.upload(p, a);
-      bufs.push(p);
-      return p;
-    };
+    const bufs = new Bufs(e), up = (a: Float32Array) => bufs.f32(a);
+    const get = (p: Ptr, n: number) => bufs.get(p, n);
     const x = up(randn(rng, N * C)), w = up(randn(rng, C, 0.5, 1)), b = up(randn(rng, C));
     const W = up(randn(rng, Cout * C, 0.3)), dst = up(new Float32Array(N * C).fill(7));
     const out = up(new Float32Array(N * Cout));
-    const get = (p: Ptr, n: number) => {
-      const r = new Float32Array(n);
-      e.download(r, p);
-      return r;
-    };
     const ops = () => {
       e.scale(x, 1.5, N * C);
       e.operandOnly(dst);
@@ -1405,7 +1395,7 @@ Deno.test({
       e.matmulFwd(out, dst, W, null, N, C, Cout);
     };
     const x0 = get(x, N * C);
-    let slot = -1, replayed = new Float32Array(0);
+    let slot = -1, replayed: Float32Array = new Float32Array(0);
     try {
       e.setPrecision(2);
       ops();
@@ -1461,7 +1451,7 @@ Deno.test({
     } finally {
       e.setPrecision(0);
       if (slot >= 0) e.graphFree(slot);
-      for (const p of bufs) e.free(p);
+      bufs.free();
     }
   },
 });
@@ -1506,18 +1496,8 @@ Deno.test({
   fn() {
     const e = emulated(), lib = buildCudaEmu(), rng = new Rng(43);
     const open = () => openEngine({ backend: "cuda", libPath: lib });
-    const bufs: Ptr[] = [];
-    const up = (a: Float32Array) => {
-      const p = e.alloc(a.length * 4);
-      e.upload(p, a);
-      bufs.push(p);
-      return p;
-    };
-    const get = (eng: Engine, p: Ptr, n: number) => {
-      const r = new Float32Array(n);
-      eng.download(r, p);
-      return r;
-    };
+    const bufs = new Bufs(e), up = (a: Float32Array) => bufs.f32(a);
+    const get = (p: Ptr, n: number) => bufs.get(p, n);
     try {
       e.setPrecision(2);
       const cases = [[1, 64, 36, true], [3, 16, 6, false], [8, 256, 130, true], [9, 64, 36, true]];
@@ -1534,7 +1514,7 @@ Deno.test({
           eng.matmulFwd(out, x, w, b, N, Cin, Cout);
           const c1 = emuCounters(lib);
           return {
-            y: get(eng, out, N * Cout),
+            y: get(out, N * Cout),
             gemms: c1.gemms - c0.gemms,
             kernels: c1.launches - c0.launches,
           };
@@ -1572,18 +1552,18 @@ Deno.test({
       e.operandOnly(ln);
       e.layernormFwd(ln, null, null, x, lw, lb, N, C);
       e.matmulFwd(out, ln, w, null, N, C, Cout);
-      const fromCopy = get(e, out, N * Cout);
+      const fromCopy = get(out, N * Cout);
       e.layernormFwd(ln, null, null, x, lw, lb, N, C);
       e.sync();
       e.matmulFwd(out, ln, w, null, N, C, Cout);
-      assertEquals(get(e, out, N * Cout), fromCopy);
+      assertEquals(get(out, N * Cout), fromCopy);
       assertEquals(e.deviceInfo().gemv, true);
       // The GPU check's row, at GPT-2's widths.
       const row = compareFewRowForwards(open);
       assert(row.pass, `${row.name}: ${row.err} (${row.note})`);
     } finally {
       e.setPrecision(0);
-      for (const p of bufs) e.free(p);
+      bufs.free();
     }
   },
 });
