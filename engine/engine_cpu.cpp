@@ -31,8 +31,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -462,8 +462,8 @@ int le_operand_only(const float* out) {
 }
 
 // Timing marks: an op has run when it returns, so a mark is the clock at the call.
-static double g_marks[kMarks];  // steady clock in ms; 0: never recorded
-static bool g_marked[kMarks];
+static double g_marks[kMarks];  // the steady clock at the mark, in ms
+static bool g_marked[kMarks];   // whether mark i was ever recorded
 
 int le_mark(int i) {
   TRY(validate_mark("le_mark", i));

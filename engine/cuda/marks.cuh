@@ -18,8 +18,8 @@
 
 namespace le {
 
-// Events, made on first use; reached[i]: mark i was recorded outside a capture, or in a graph
-// that has been launched since (set by le_graph_launch through graph_marks).
+// Events, made on first use. g_mark_recorded[i]: mark i was last recorded outside a capture,
+// or into a graph that has been launched since (le_graph_launch sets it from Graph::marks).
 cudaEvent_t g_mark_events[kMarks];
 bool g_mark_recorded[kMarks];
 std::vector<int> g_capture_marks;  // the marks recorded since le_graph_begin
