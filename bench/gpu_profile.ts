@@ -15,7 +15,9 @@
  * profiled from the host (`profileOps`: a synchronisation around each op, so the total exceeds
  * the op-by-op time by about 10 µs an op on a GPU, and an op's bf16 output copy no longer
  * reaches the matmul after it, which then rounds its input itself); the generation from the
- * host, then on the device's clock. The device-clock parts need an engine library with marks.
+ * host, then on the device's clock, and an answer token's ops on the device's clock (a
+ * generation of 8 tokens less one of 1, by op, over 7). The device-clock parts need an engine
+ * library with marks.
  * It prints, and writes profile.txt and profile.json to --out (default $OUT, else
  * bench/results/gpu_profile) after each part, so that a time limit keeps what was done.
  *
@@ -167,23 +169,50 @@ if (eng.hasMarks) {
       `profiled\n` + formatProfile(prof.byName(), runs),
   );
   if (eng.hasMarks) {
-    const dev = timeOpsOnDevice(eng);
-    const graphed = () => gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: 1 });
-    for (let i = 0; i < 3; i++) graphed(); // op by op, then recorded, then replayed
-    dev.reset();
-    for (let i = 0; i < runs; i++) graphed();
-    report.thoughtDeviceOpsMs = dev.totalMs() / runs;
-    report.thoughtDeviceBetweenMs = dev.betweenMs() / runs;
-    report.thoughtDeviceByName = dev.byName();
+    // Generations of 1 and of A tokens from their CUDA graphs, on the device's clock: the
+    // first as a whole, and their difference by op over A - 1 tokens, an answer token's ops.
+    const timed = (tokens: number) => {
+      const dev = timeOpsOnDevice(eng);
+      try {
+        const graphed = () =>
+          gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: tokens });
+        for (let i = 0; i < 3; i++) graphed(); // op by op, then recorded, then replayed
+        dev.reset();
+        for (let i = 0; i < runs; i++) graphed();
+        return { ms: dev.totalMs() / runs, between: dev.betweenMs() / runs, rows: dev.byName() };
+      } finally {
+        dev.restore();
+      }
+    };
+    const one = timed(1), many = timed(A);
+    report.thoughtDeviceOpsMs = one.ms;
+    report.thoughtDeviceBetweenMs = one.between;
+    report.thoughtDeviceByName = one.rows;
+    const graphs = eng.backend === "cuda" ? ", from CUDA graphs" : "";
     say(
-      `\nthe same generation on the device's clock${
-        eng.backend === "cuda" ? ", from CUDA graphs" : ""
-      }: ${(report.thoughtDeviceOpsMs as number).toFixed(2)} ms in ops, ${
-        (report.thoughtDeviceBetweenMs as number).toFixed(2)
-      } ms between them\n` +
-        formatProfile(dev.byName(), runs),
+      `\nthe same generation on the device's clock${graphs}: ${one.ms.toFixed(2)} ms in ops, ${
+        one.between.toFixed(2)
+      } ms between them\n` + formatProfile(one.rows, runs),
     );
-    dev.restore();
+    const base = new Map(one.rows.map((t) => [t.key, t]));
+    const perToken = many.rows.map((t) => {
+      const b = base.get(t.key);
+      return {
+        key: t.key,
+        calls: t.calls - (b?.calls ?? 0),
+        ms: Math.max(0, t.ms - (b?.ms ?? 0)),
+        flops: t.flops - (b?.flops ?? 0),
+      };
+    }).filter((t) => t.calls > 0).sort((x, y) => y.ms - x.ms);
+    const n = runs * (A - 1);
+    report.tokenDeviceOpsMs = (many.ms - one.ms) / (A - 1);
+    report.tokenDeviceByName = perToken;
+    say(
+      `\nan answer token on the device's clock${graphs} (a generation of ${A} tokens less one ` +
+        `of 1, over ${A - 1}): ${(report.tokenDeviceOpsMs as number).toFixed(3)} ms in ops ` +
+        `(by op, a difference below 0 shows as 0)\n` +
+        formatProfile(perToken, n),
+    );
   }
   gen.free();
   model.free();

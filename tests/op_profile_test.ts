@@ -146,5 +146,12 @@ Deno.test({
       "the same ops in both profiles",
     );
     assert(json.thoughtDeviceOpsMs > 0, `${json.thoughtDeviceOpsMs}`);
+    assert(text.includes("an answer token on the device's clock"), text);
+    // Four matmuls a layer of the tiny preset's two, and the LM head: a token's nine.
+    const tokenOps = new Map(json.tokenDeviceByName.map((t: { key: string; calls: number }) => [
+      t.key,
+      t.calls,
+    ]));
+    assertEquals(tokenOps.get("matmulFwd"), 9 * 5 * 7, "five runs of seven tokens");
   },
 });
