@@ -187,9 +187,9 @@ __device__ inline void tc_stage2(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int r
 // Two tiles of the same rows (keys and values, queries and dout): both tiles' loads in flight
 // together from bf16 rows, and from fp32 rows where the kernel has the registers (Fp32Pairs),
 // else one tile after the other. Holding both fp32 tiles costs the forward kernel its last
-// registers: at head size 64 it spills 16 bytes (8 at 32; the dq kernel none), a few
-// local-memory round trips against one global round trip saved a tile; at 128 it would spill
-// 400, and the dkv kernel, at its limit already, more.
+// registers: at head size 64 it spills 8 bytes (nvcc 13 for sm_90, with blocks sized to the
+// sequence; the dq kernel none), a few local-memory round trips against one global round trip
+// saved a tile; at 128 it would spill 400, and the dkv kernel, at its limit already, more.
 template <class T, bool Fp32Pairs, class Src1, class Src2>
 __device__ inline void tc_stage_two(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
                                     int HS, int HSP, Src1 src1, Src2 src2) {

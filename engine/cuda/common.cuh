@@ -345,10 +345,11 @@ inline const __nv_bfloat16* produced_bf16(const float* x, int64_t rows, int cols
 // allow_negative: negative values are allowed (they mean "skip this row").
 __global__ void first_bad_index_kernel(int* flag, int slot, const int32_t* idx, int n,
                                        int64_t hi, bool allow_negative) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int v = idx[i];
     const bool bad = v < 0 ? !allow_negative : (int64_t)v >= hi;
-    if (bad) atomicMin(flag + slot, i);
+    if (bad) atomicMin(flag + slot, (int)i);
   }
 }
 

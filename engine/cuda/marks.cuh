@@ -4,7 +4,8 @@
 // 10 µs) is as long as many of a step's kernels. A mark is an event recorded on the engine's
 // stream instead: it takes the GPU's clock when the work before it has run, and nothing waits
 // until the marks are read, after the work. Recorded while a graph is being captured, a mark
-// becomes one of the graph's nodes (cudaEventRecordExternal), so each replay takes its time
+// becomes one of the graph's nodes (cudaEventRecordExternal, a flag only valid while
+// capturing), so each replay takes its time
 // again and the ops can be timed as training runs them, back to back.
 //
 // A mark touches no engine state: it is not an op (g_op_serial does not move), so an op's
@@ -49,7 +50,14 @@ LE_API int le_mark(int i) {
     }
   }
   if (!e) CUDA_TRY(fn, cudaEventCreate(&e));
-  CUDA_TRY(fn, cudaEventRecordWithFlags(e, g.stream, cudaEventRecordExternal));
+  // While capturing, the external flag makes the record a node of the graph (without it the
+  // capture would treat the event as a dependency between streams, and record nothing); outside
+  // a capture the flag is invalid.
+  if (g.capturing) {
+    CUDA_TRY(fn, cudaEventRecordWithFlags(e, g.stream, cudaEventRecordExternal));
+  } else {
+    CUDA_TRY(fn, cudaEventRecord(e, g.stream));
+  }
   // Recorded into a graph, the mark is reached when a replay runs: until then, it is not.
   g_mark_recorded[i] = !g.capturing;
   if (g.capturing) g_capture_marks.push_back(i);
@@ -74,6 +82,9 @@ LE_API int le_mark_elapsed(int a, int b, float* ms) {
     }
   }
   if (!ms) return fail("%s: ms is NULL", fn);
+  // Both: mark a may come after mark b on the stream (a mark recorded again, or in a later
+  // replay), and the time between two events needs both reached.
+  CUDA_TRY(fn, cudaEventSynchronize(g_mark_events[a]));
   CUDA_TRY(fn, cudaEventSynchronize(g_mark_events[b]));
   CUDA_TRY(fn, cudaEventElapsedTime(ms, g_mark_events[a], g_mark_events[b]));
   return 0;

@@ -253,7 +253,11 @@ inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
 // (cudaEventRecordExternal): each replay takes the clock again.
 #define cudaEventRecordDefault 0x00
 #define cudaEventRecordExternal 0x01
-inline cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) {
+// The external flag is invalid outside a capture, as the driver documents.
+inline cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned flags) {
+  if ((flags & cudaEventRecordExternal) && !emu::capturing) {
+    return emu::fail(cudaErrorInvalidValue);
+  }
   return cudaEventRecord(e, s);
 }
 // One queue serves every stream: waiting for an event waits for the stream.
