@@ -7,7 +7,7 @@ import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { buildCudaEmu, canEmulate, emuCounters } from "../check/cuda_emu.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { Rng } from "../base/rng.ts";
-import { Bufs, randn } from "../check/_op_bufs.ts";
+import { Bufs, randn, withBufs } from "../check/_op_bufs.ts";
 import { ModelConfigSchema } from "../model/config.ts";
 import { Generator } from "../model/generate.ts";
 import { Model } from "../model/model.ts";
@@ -1565,5 +1565,41 @@ Deno.test({
       e.setPrecision(0);
       bufs.free();
     }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a kept bf16 weight copy is not made while a graph is recorded; " +
+    "the message says to run the ops once first",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), rng = new Rng(47);
+    const N = 9, Cin = 16, Cout = 8;
+    withBufs(e, (b) => {
+      const x = b.f32(randn(rng, N * Cin)), w = b.f32(randn(rng, Cout * Cin)), y = b.f32(N * Cout);
+      e.keepBf16(w, Cout * Cin);
+      e.setPrecision(2);
+      try {
+        e.graphBegin();
+        assertThrows(
+          () => e.matmulFwd(y, x, w, null, N, Cin, Cout),
+          Error,
+          "is made at their first matmul, which cannot be recorded into a graph",
+        );
+        e.graphEnd(-1);
+        e.matmulFwd(y, x, w, null, N, Cin, Cout); // the copy is made
+        const slot = e.graphSlot();
+        try {
+          e.graphBegin();
+          e.matmulFwd(y, x, w, null, N, Cin, Cout);
+          e.graphEnd(slot);
+          assert(e.graphLaunch(slot));
+        } finally {
+          e.graphFree(slot);
+        }
+      } finally {
+        e.setPrecision(0);
+      }
+    });
   },
 });

@@ -84,6 +84,12 @@ inline int kept_bf16(const char* fn, const float* x, int64_t n, const __nv_bfloa
   *out = nullptr;
   WeightCopy* w = weight_copy_of(x, n);
   if (!w) return 0;
+  if (!w->h && g.capturing) {  // allocating would end the capture
+    return fail("%s: the bf16 copy of these weights (le_keep_bf16) is made at their first "
+                "matmul, which cannot be recorded into a graph; run the ops once before "
+                "le_graph_begin",
+                fn);
+  }
   if (!w->h) {
     cudaError_t e = cudaMalloc(&w->h, (size_t)w->n * sizeof(__nv_bfloat16));
     if (e != cudaSuccess) {
