@@ -5,7 +5,10 @@
  * engine at a small shape (tiny, batch 4).
  *
  *   npx deno run --allow-all bench/gpu_profile.ts [--backend auto|cuda|cpu] [--precision bf16]
- *       [--preset gpt2] [--batch 64] [--steps 2] [--out DIR]
+ *       [--preset gpt2] [--batch 64] [--steps 2] [--vocab 50260] [--engine-lib PATH] [--out DIR]
+ *
+ * --engine-lib loads that CUDA engine library (another build, or the host emulation's for a
+ * dry run of the CUDA graphs' profile at a small --preset, --batch and --vocab).
  *
  * In order, each the mean of --steps steps after warm-ups: the step time with CUDA graphs (as
  * training runs); the step's ops on the device's clock (`timeOpsOnDevice`: timing marks before
@@ -44,6 +47,8 @@ const { values: a } = parseArgs({
     preset: { type: "string" },
     batch: { type: "string" },
     steps: { type: "string", default: "2" },
+    vocab: { type: "string", default: "50260" },
+    "engine-lib": { type: "string" },
     out: { type: "string" },
   },
   strict: true,
@@ -55,7 +60,12 @@ const fail = (m: string): never => {
 if (!["auto", "cuda", "cpu"].includes(a.backend!)) {
   fail(`--backend ${a.backend}: auto, cuda or cpu`);
 }
-const gpu = a.backend === "cuda" || (a.backend === "auto" && probeCuda().available);
+const lib = a["engine-lib"];
+if (lib !== undefined && a.backend === "cpu") {
+  fail("--engine-lib loads a CUDA engine: not with --backend cpu");
+}
+const gpu = lib !== undefined || a.backend === "cuda" ||
+  (a.backend === "auto" && probeCuda().available);
 const precision = (a.precision ?? (gpu ? "bf16" : "fp32")) as Precision;
 if (!["fp32", "tf32", "bf16"].includes(precision)) {
   fail(`--precision ${precision}: fp32, tf32 or bf16`);
@@ -68,10 +78,11 @@ const outDir = a.out ?? Deno.env.get("OUT") ??
   new URL("./results/gpu_profile", import.meta.url).pathname;
 Deno.mkdirSync(outDir, { recursive: true });
 
-const V = 50260, Q = 60, A = 8, K = 6, c = 13;
+const V = Number(a.vocab), Q = 60, A = 8, K = 6, c = 13;
+if (!(V >= 16 && Number.isInteger(V))) fail(`--vocab ${a.vocab}: an integer of at least 16`);
 const eng = (() => {
   try {
-    return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true });
+    return selectEngine(gpu ? "cuda" : "cpu", { precision, quiet: true, cudaLibPath: lib });
   } catch (e) {
     return fail(`the engine did not open: ${(e as Error).message}`);
   }
@@ -171,20 +182,23 @@ if (eng.hasMarks) {
   if (eng.hasMarks) {
     // Generations of 1 and of A tokens from their CUDA graphs, on the device's clock: the
     // first as a whole, and their difference by op over A - 1 tokens, an answer token's ops.
+    // One profile for both, so that the graphs the first records are timed in the second.
+    const dev = timeOpsOnDevice(eng);
     const timed = (tokens: number) => {
-      const dev = timeOpsOnDevice(eng);
-      try {
-        const graphed = () =>
-          gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: tokens });
-        for (let i = 0; i < 3; i++) graphed(); // op by op, then recorded, then replayed
-        dev.reset();
-        for (let i = 0; i < runs; i++) graphed();
-        return { ms: dev.totalMs() / runs, between: dev.betweenMs() / runs, rows: dev.byName() };
-      } finally {
-        dev.restore();
-      }
+      const graphed = () =>
+        gen.generate(q, noEos, { mode: "lotus", K, c, R: K, maxNewTokens: tokens });
+      for (let i = 0; i < 3; i++) graphed(); // op by op, then recorded, then replayed
+      dev.reset();
+      for (let i = 0; i < runs; i++) graphed();
+      return { ms: dev.totalMs() / runs, between: dev.betweenMs() / runs, rows: dev.byName() };
     };
-    const one = timed(1), many = timed(A);
+    let one, many;
+    try {
+      one = timed(1);
+      many = timed(A);
+    } finally {
+      dev.restore();
+    }
     report.thoughtDeviceOpsMs = one.ms;
     report.thoughtDeviceBetweenMs = one.between;
     report.thoughtDeviceByName = one.rows;

@@ -106,8 +106,9 @@ class Tally {
   totalMs = () => [...this.#names.values()].reduce((s, t) => s + t.ms, 0);
   clear = () => (this.#names.clear(), this.#shapes.clear());
 
+  /** Copies, largest first: later counting leaves a returned table as it was. */
   static #sorted(m: Map<string, OpTotal>): OpTotal[] {
-    return [...m.values()].sort((a, b) => b.ms - a.ms);
+    return [...m.values()].map((t) => ({ ...t })).sort((a, b) => b.ms - a.ms);
   }
 }
 

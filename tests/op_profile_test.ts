@@ -8,6 +8,7 @@ import { runDeno } from "./_run.ts";
 import { withBufs } from "../check/_op_bufs.ts";
 import { formatProfile, opFlops, profileOps, timeOpsOnDevice } from "../check/op_profile.ts";
 import { MARKS } from "../engine/ffi.ts";
+import { buildCudaEmu, canEmulate } from "../check/cuda_emu.ts";
 import { assertThrows } from "./_assert.ts";
 
 Deno.test("op profile: counts each op by name and by shape, and restore removes the wrappers", () => {
@@ -153,5 +154,35 @@ Deno.test({
       t.calls,
     ]));
     assertEquals(tokenOps.get("matmulFwd"), 9 * 5 * 7, "five runs of seven tokens");
+  },
+});
+
+Deno.test({
+  name: "gpu profile: on the emulated CUDA engine, ops replayed from CUDA graphs are timed by " +
+    "their marks and counted as launched one by one",
+  ignore: !canEmulate(),
+  async fn() {
+    const out = await tempDir();
+    const script = new URL("../bench/gpu_profile.ts", import.meta.url).pathname;
+    const r = await runDeno([
+      "run",
+      "--allow-all",
+      script,
+      ...["--engine-lib", buildCudaEmu(), "--preset", "tiny", "--batch", "2", "--vocab", "300"],
+      ...["--steps", "1", "--out", out],
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    const json = JSON.parse(Deno.readTextFileSync(`${out}/profile.json`));
+    const calls = (rows: { key: string; calls: number }[]) =>
+      new Map(rows.map((t) => [t.key, t.calls]));
+    // The step: the same ops from its graph as launched one by one (uploads aside: the first
+    // step of a shape uploads more).
+    const [fromGraph, eager] = [calls(json.stepDeviceByName), calls(json.stepByName)];
+    for (const [k, n] of eager) if (k !== "upload") assertEquals(fromGraph.get(k), n, k);
+    // The generation of one token, and an answer token's nine matmuls (two layers' four and
+    // the LM head) in each of five runs of seven.
+    assertEquals(calls(json.thoughtDeviceByName).get("matmulFwd"), 73 * 5);
+    assertEquals(calls(json.thoughtByName).get("matmulFwd"), 73 * 5);
+    assertEquals(calls(json.tokenDeviceByName).get("matmulFwd"), 9 * 5 * 7);
   },
 });
