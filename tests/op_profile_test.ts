@@ -116,27 +116,28 @@ Deno.test("op profile: the table gives ms and calls a step, the rest folded into
   assert(/^total\s+5\.00\s+4\s+100\.0%$/.test(t[4]), t[4]);
 });
 
+/** Runs bench/gpu_profile.ts with `args` (one step); its two files' contents. */
+async function runProfile(args: string[]) {
+  const out = await tempDir();
+  const script = new URL("../bench/gpu_profile.ts", import.meta.url).pathname;
+  const r = await runDeno(["run", "--allow-all", script, ...args, "--steps", "1", "--out", out]);
+  assertEquals(r.code, 0, r.stderr);
+  return {
+    text: Deno.readTextFileSync(`${out}/profile.txt`),
+    json: JSON.parse(Deno.readTextFileSync(`${out}/profile.json`)),
+  };
+}
+
+/** A profile table's calls by op. */
+const callsOf = (rows: { key: string; calls: number }[]) =>
+  new Map(rows.map((t) => [t.key, t.calls]));
+
 Deno.test({
   name: "gpu profile: a dry run on the CPU profiles a training step and a generation",
   async fn() {
-    const out = await tempDir();
-    const script = new URL("../bench/gpu_profile.ts", import.meta.url).pathname;
-    const r = await runDeno([
-      "run",
-      "--allow-all",
-      script,
-      "--backend",
-      "cpu",
-      "--steps",
-      "1",
-      "--out",
-      out,
-    ]);
-    assertEquals(r.code, 0, r.stderr);
-    const text = Deno.readTextFileSync(`${out}/profile.txt`);
+    const { text, json } = await runProfile(["--backend", "cpu"]);
     assert(text.includes("training step:") && text.includes("matmulFwd"), text);
     assert(text.includes("batch-1 LOTUS generation") && text.includes("attentionStatsFwd"), text);
-    const json = JSON.parse(Deno.readTextFileSync(`${out}/profile.json`));
     assert(json.stepEagerMs > 0 && json.stepProfiledMs > 0, JSON.stringify(json).slice(0, 200));
     assert(json.stepByName.length > 5);
     assert(text.includes("training step on the device's clock"), text);
@@ -149,10 +150,7 @@ Deno.test({
     assert(json.thoughtDeviceOpsMs > 0, `${json.thoughtDeviceOpsMs}`);
     assert(text.includes("an answer token on the device's clock"), text);
     // Four matmuls a layer of the tiny preset's two, and the LM head: a token's nine.
-    const tokenOps = new Map(json.tokenDeviceByName.map((t: { key: string; calls: number }) => [
-      t.key,
-      t.calls,
-    ]));
+    const tokenOps = callsOf(json.tokenDeviceByName);
     assertEquals(tokenOps.get("matmulFwd"), 9 * 5 * 7, "five runs of seven tokens");
   },
 });
@@ -162,27 +160,17 @@ Deno.test({
     "their marks and counted as launched one by one",
   ignore: !canEmulate(),
   async fn() {
-    const out = await tempDir();
-    const script = new URL("../bench/gpu_profile.ts", import.meta.url).pathname;
-    const r = await runDeno([
-      "run",
-      "--allow-all",
-      script,
-      ...["--engine-lib", buildCudaEmu(), "--preset", "tiny", "--batch", "2", "--vocab", "300"],
-      ...["--steps", "1", "--out", out],
-    ]);
-    assertEquals(r.code, 0, r.stderr);
-    const json = JSON.parse(Deno.readTextFileSync(`${out}/profile.json`));
-    const calls = (rows: { key: string; calls: number }[]) =>
-      new Map(rows.map((t) => [t.key, t.calls]));
+    const { json } = await runProfile(
+      ["--engine-lib", buildCudaEmu(), "--preset", "tiny", "--batch", "2", "--vocab", "300"],
+    );
     // The step: the same ops from its graph as launched one by one (uploads aside: the first
     // step of a shape uploads more).
-    const [fromGraph, eager] = [calls(json.stepDeviceByName), calls(json.stepByName)];
+    const [fromGraph, eager] = [callsOf(json.stepDeviceByName), callsOf(json.stepByName)];
     for (const [k, n] of eager) if (k !== "upload") assertEquals(fromGraph.get(k), n, k);
     // The generation of one token, and an answer token's nine matmuls (two layers' four and
     // the LM head) in each of five runs of seven.
-    assertEquals(calls(json.thoughtDeviceByName).get("matmulFwd"), 73 * 5);
-    assertEquals(calls(json.thoughtByName).get("matmulFwd"), 73 * 5);
-    assertEquals(calls(json.tokenDeviceByName).get("matmulFwd"), 9 * 5 * 7);
+    assertEquals(callsOf(json.thoughtDeviceByName).get("matmulFwd"), 73 * 5);
+    assertEquals(callsOf(json.thoughtByName).get("matmulFwd"), 73 * 5);
+    assertEquals(callsOf(json.tokenDeviceByName).get("matmulFwd"), 9 * 5 * 7);
   },
 });
