@@ -283,7 +283,7 @@ if (!standIn) {
         : d.mmaProbe === -1
         ? "off"
         : `off (the mma probe found ${d.mmaProbe} of 128 elements wrong)`
-    }` +
+    }, few-row kernel ${d.gemv === false ? "off (LOTUS_GEMV=0)" : "on"}` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {
