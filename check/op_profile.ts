@@ -133,10 +133,7 @@ function wrapOps(
     if (!d || typeof d.value !== "function") continue;
     const orig = d.value as Method;
     if (extra[name]) {
-      const f = extra[name](orig);
-      own[name] = function (this: Engine, ...args: unknown[]) {
-        return f.apply(this, args);
-      };
+      own[name] = extra[name](orig);
     } else if (!NOT_OPS.has(name)) {
       own[name] = function (this: Engine, ...args: unknown[]) {
         if (depth > 0) return orig.apply(this, args);
@@ -204,12 +201,13 @@ export interface DeviceProfile extends OpProfile {
   betweenMs(): number;
 }
 
-/** One timed call: the op, its arguments, and its start and end marks. */
+/** One timed call: the op, its arguments, its start and end marks, and whether a graph holds them. */
 interface Timed {
   name: string;
   args: unknown[];
   start: number;
   end: number;
+  inGraph: boolean;
 }
 
 /**
@@ -247,6 +245,9 @@ export function timeOpsOnDevice(eng: Engine): DeviceProfile {
   const graphs = new Map<number, Timed[]>(); // each graph slot's ops, with the marks it holds
   let recording: Timed[] | null = null; // the ops of the graph being recorded
   let pending: Timed[] = []; // issued, not read yet, in the order the device runs them
+  const release = (ts: readonly Timed[]) => {
+    for (const t of ts) free.push(t.start, t.end);
+  };
   const collect = () => {
     if (recording || pending.length === 0) return;
     let own = 0;
@@ -256,8 +257,7 @@ export function timeOpsOnDevice(eng: Engine): DeviceProfile {
       tally.add(t.name, t.args, ms);
     }
     between += Math.max(0, elapsed(pending[0].start, pending.at(-1)!.end) - own);
-    const inGraphs = new Set([...graphs.values()].flat());
-    for (const t of pending) if (!inGraphs.has(t)) free.push(t.start, t.end);
+    release(pending.filter((t) => !t.inGraph)); // a graph's marks are its own until freed
     pending = [];
   };
   const take = () => {
@@ -271,11 +271,8 @@ export function timeOpsOnDevice(eng: Engine): DeviceProfile {
     }
     return i;
   };
-  const release = (ts: readonly Timed[]) => {
-    for (const t of ts) free.push(t.start, t.end);
-  };
   const restore = wrapOps(eng, (name, args, call) => {
-    const t: Timed = { name, args, start: take(), end: -1 };
+    const t: Timed = { name, args, start: take(), end: -1, inGraph: recording !== null };
     mark(t.start);
     let r: unknown;
     try {

@@ -1384,11 +1384,34 @@ export function compareAttentionSettings(
 }
 
 /** `v` rounded to the nearest bf16 (ties to even), as the engines' bf16 rounding does. */
-export function bf16Round(v: number): number {
+function bf16Round(v: number): number {
   const u = new Uint32Array(Float32Array.of(v).buffer)[0];
   if ((u & 0x7fffffff) > 0x7f800000) return v; // NaN
   const r = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
   return new Float32Array(Uint32Array.of(r >>> 0).buffer)[0];
+}
+
+/**
+ * The bf16 matmul's forward, exactly: out[n, c] = bias[c] + sum_k bf16(x[n, k]) bf16(w[c, k]),
+ * summed in double (x [N, Cin], w [Cout, Cin], bias [Cout] or null).
+ */
+export function bf16Forward(
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  N: number,
+  Cin: number,
+  Cout: number,
+): Float64Array {
+  const out = new Float64Array(N * Cout);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < Cout; c++) {
+      let acc = bias ? bias[c] : 0;
+      for (let k = 0; k < Cin; k++) acc += bf16Round(x[n * Cin + k]) * bf16Round(w[c * Cin + k]);
+      out[n * Cout + c] = acc;
+    }
+  }
+  return out;
 }
 
 /**
@@ -1428,14 +1451,7 @@ export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
   let err = 0, gemmErr = 0, between = 0;
   shapes.forEach(([N, Cin, Cout, bias], i) => {
     const { x, w, b } = data[i];
-    const want = new Float64Array(N * Cout);
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < Cout; c++) {
-        let acc = bias ? b[c] : 0;
-        for (let k = 0; k < Cin; k++) acc += bf16Round(x[n * Cin + k]) * bf16Round(w[c * Cin + k]);
-        want[n * Cout + c] = acc;
-      }
-    }
+    const want = bf16Forward(x, w, bias ? b : null, N, Cin, Cout);
     err = Math.max(err, relErr(kernel[i], want));
     gemmErr = Math.max(gemmErr, relErr(gemm[i], want));
     between = Math.max(between, relErr(kernel[i], gemm[i]));

@@ -17,7 +17,7 @@ import { referenceStep } from "../check/reference_step.ts";
 import { selectEngine } from "../engine/backend.ts";
 import {
   absStats,
-  bf16Round,
+  bf16Forward,
   compareAttentionSettings,
   compareFewRowForwards,
   compareGraphReplay,
@@ -1526,16 +1526,7 @@ Deno.test({
           continue;
         }
         assertEquals([few.gemms, few.kernels], [0, 1], `${what}: one kernel, no GEMM`);
-        const want = new Float64Array(N * Cout);
-        for (let n = 0; n < N; n++) {
-          for (let c = 0; c < Cout; c++) {
-            let s = withBias ? bs[c] : 0;
-            for (let k = 0; k < Cin; k++) {
-              s += bf16Round(xs[n * Cin + k]) * bf16Round(ws[c * Cin + k]);
-            }
-            want[n * Cout + c] = s;
-          }
-        }
+        const want = bf16Forward(xs, ws, withBias ? bs : null, N, Cin, Cout);
         for (const [name, y] of [["kernel", few.y], ["cuBLAS", gemm.y]] as const) {
           const err = relErr(y, want);
           assert(err < 1e-6, `${what}: ${name} against the bf16 products summed in double: ${err}`);

@@ -290,16 +290,23 @@ inline float* fp32_dest(float* out, const __nv_bfloat16* out16) {
   return nullptr;
 }
 
+// The copy the previous engine call made when it wrote only that copy of its output
+// (le_operand_only), leaving the fp32 values unwritten; nullptr otherwise.
+inline const ProducedCopy* operand_only_copy() {
+  const ProducedCopy& c = g_produced;
+  return c.src && !c.fp32 && c.serial + 1 == g_op_serial ? &c : nullptr;
+}
+
 // REQUIRE_INIT's check: after an op that wrote only the bf16 copy of its output, the next
 // op must be the matmul that reads it (it has no fp32 values to read).
 inline int check_operand_consumed(const char* fn) {
-  const ProducedCopy& c = g_produced;
-  if (!c.src || c.fp32 || c.serial + 1 != g_op_serial) return 0;
+  const ProducedCopy* c = operand_only_copy();
+  if (!c) return 0;
   if (strcmp(fn, "le_matmul_fwd") == 0 || strcmp(fn, "le_matmul_bwd") == 0) return 0;
   return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for a matmul "
               "to read next (le_operand_only), so %s has no fp32 values to read; run that "
               "matmul right after %s, or do not give the hint",
-              fn, c.by, fn, c.by);
+              fn, c->by, fn, c->by);
 }
 
 // Where an op of engine call g_op_serial writes the bf16 copy of its output [rows, cols]

@@ -147,13 +147,12 @@ inline int prepare(const char* fn, DevScratch& slot, const float* x, int64_t row
     *op = {made, CUDA_R_16BF, pld};  // rounded by the op that wrote x (common.cuh)
     return 0;
   }
-  const ProducedCopy& c = g_produced;
-  if (c.src && !c.fp32 && c.serial + 1 == g_op_serial && x >= c.src &&
-      x < c.src + (c.cols ? c.rows * c.cols : c.rows)) {
+  const ProducedCopy* c = operand_only_copy();
+  if (c && x >= c->src && x < c->src + (c->cols ? c->rows * c->cols : c->rows)) {
     return fail("%s: its operand [%lld, %d] is not the bf16 copy that %s made of [%lld, %d] "
                 "with only that copy written (le_operand_only), so it has no fp32 values to "
                 "round; read the whole output, or do not give the hint",
-                fn, (long long)rows, cols, c.by, (long long)c.rows, c.cols);
+                fn, (long long)rows, cols, c->by, (long long)c->rows, c->cols);
   }
   __nv_bfloat16* dst =
       (__nv_bfloat16*)slot.get(fn, (size_t)(rows * ld) * sizeof(__nv_bfloat16));
@@ -615,9 +614,7 @@ inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w
     return 1;
   }
   // The previous op wrote only a bf16 copy, and not of these rows: the GEMM path says so.
-  const ProducedCopy& c = g_produced;
-  if (c.src && !c.fp32 && c.serial + 1 == g_op_serial) return 0;
-  if (alignment_of(inp) < 16) return 0;
+  if (operand_only_copy() || alignment_of(inp) < 16) return 0;
   LAUNCH(gemv_bf16_kernel<float>, blocks, kGemvThreads, 0)(out, inp, Cin, w16, bias, N, Cin,
                                                             Cout);
   return 1;
