@@ -1,0 +1,293 @@
+/**
+ * The CUDA engine's kernels as the compiler built them: registers, spills, stack and static
+ * shared memory of every kernel, from ptxas's report (`nvcc -cubin -Xptxas -v`), which needs
+ * nvcc but no GPU. The host emulation runs the kernels' logic but models none of this, and it
+ * is what decides whether a kernel runs at the speed its design assumes: a kernel that spills
+ * registers goes through local memory in its loops, and one that takes more registers than
+ * planned holds fewer warps a multiprocessor to hide its loads.
+ *
+ * {@linkcode SPILL_BUDGET} lists the kernels allowed to spill, with the most bytes each may
+ * spill and why; every other kernel must spill nothing. `tests/engine_cuda_test.ts` holds the
+ * engine to it, and a listed kernel that no longer spills must leave the list.
+ *
+ * As a script, prints the table (and writes it as JSON with `--json PATH`):
+ *
+ *   npx deno run -A check/kernel_resources.ts [--compiler PATH] [--arch 90] [--json PATH]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/** One kernel's resources, as ptxas reported them for one architecture. */
+export interface KernelResources {
+  /** The kernel's demangled name with its template arguments, without its parameters. */
+  name: string;
+  /** Its mangled (symbol) name. */
+  symbol: string;
+  registers: number;
+  spillStoreBytes: number;
+  spillLoadBytes: number;
+  stackFrameBytes: number;
+  /** Statically declared shared memory; dynamic shared memory is set per launch. */
+  staticSmemBytes: number;
+  /** Warps a multiprocessor can hold by registers alone (sm_90: 64 K registers, at most 64). */
+  warpsBySM: number;
+}
+
+/** A kernel allowed to spill: the most bytes of spill stores, and why that is accepted. */
+export interface SpillAllowance {
+  maxStoreBytes: number;
+  why: string;
+}
+
+const FP32_PAIRS = "both fp32 tiles' loads held in flight together (tc_stage_two) cost the " +
+  "last registers under the two-blocks-a-multiprocessor bound; a few local-memory round " +
+  "trips a tile against one global round trip saved";
+const DKV = "the dkv kernel holds dK and dV (16 x HSP each), S and dP (16 x 64 each) in " +
+  "registers under its 168-register bound (two blocks of 6 warps a multiprocessor); the spill " +
+  "is of values live across a query tile's staging, not of the products' operands";
+
+/**
+ * Kernels allowed to spill (ptxas for sm_90, nvcc 13), keyed by demangled name. Everything else
+ * must spill nothing. The budgets sit a little above today's figures (the figures in brackets)
+ * so that another nvcc release's register allocation does not fail the tests, while a change
+ * that doubles a spill does.
+ */
+export const SPILL_BUDGET: Readonly<Record<string, SpillAllowance>> = {
+  "le::attention_tc_fwd_kernel<128>": { maxStoreBytes: 64, why: `[36] ${FP32_PAIRS}` },
+  "le::attention_tc_fwd_kernel<64>": { maxStoreBytes: 16, why: `[8] ${FP32_PAIRS}` },
+  "le::attention_tc_fwd_kernel<32>": { maxStoreBytes: 24, why: `[12] ${FP32_PAIRS}` },
+  "le::attention_tc_dkv_kernel<64, __nv_bfloat16>": { maxStoreBytes: 64, why: `[48] ${DKV}` },
+  "le::attention_tc_dkv_kernel<64, float>": { maxStoreBytes: 40, why: `[24] ${DKV}` },
+  "le::attention_tc_dkv_kernel<32, __nv_bfloat16>": { maxStoreBytes: 16, why: `[4] ${DKV}` },
+  "le::attention_tc_dkv_kernel<32, float>": { maxStoreBytes: 48, why: `[28] ${DKV}` },
+  "le::attention_tc_dkv_kernel<16, __nv_bfloat16>": { maxStoreBytes: 16, why: `[4] ${DKV}` },
+  "le::attention_tc_dkv_kernel<16, float>": { maxStoreBytes: 64, why: `[40] ${DKV}` },
+};
+
+/** Registers a multiprocessor has, and the warps it can hold (sm_90). */
+const SM_REGISTERS = 65536, SM_MAX_WARPS = 64, REG_ALLOC_UNIT = 256;
+
+/** Warps a multiprocessor holds when each thread takes `regs` registers (allocated per warp in
+ * units of 256). */
+export function warpsByRegisters(regs: number): number {
+  if (regs <= 0) return SM_MAX_WARPS;
+  const perWarp = Math.ceil((regs * 32) / REG_ALLOC_UNIT) * REG_ALLOC_UNIT;
+  return Math.min(SM_MAX_WARPS, Math.floor(SM_REGISTERS / perWarp));
+}
+
+/** Error for a report that cannot be read: names the line and what was expected. */
+export class KernelReportError extends Error {
+  override name = "KernelReportError";
+}
+
+/**
+ * Parses ptxas's verbose report (`-Xptxas -v`, stderr) into one entry per kernel, in report
+ * order. `demangle` turns a symbol into its C++ name (c++filt; the symbol itself without it).
+ * Device functions compiled apart (not entry points) are skipped.
+ */
+export function parsePtxasReport(
+  text: string,
+  demangle: (symbols: string[]) => string[] = (s) => s,
+): KernelResources[] {
+  type Partial = Omit<KernelResources, "name" | "warpsBySM"> & { seen: boolean };
+  const out: Partial[] = [];
+  let cur: Partial | null = null;
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const entry = line.match(/Compiling entry function '([^']+)'/);
+    if (entry) {
+      cur = {
+        symbol: entry[1],
+        registers: 0,
+        spillStoreBytes: 0,
+        spillLoadBytes: 0,
+        stackFrameBytes: 0,
+        staticSmemBytes: 0,
+        seen: false,
+      };
+      out.push(cur);
+      continue;
+    }
+    if (!cur) continue;
+    const spill = line.match(
+      /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/,
+    );
+    if (spill) {
+      cur.stackFrameBytes = Number(spill[1]);
+      cur.spillStoreBytes = Number(spill[2]);
+      cur.spillLoadBytes = Number(spill[3]);
+      continue;
+    }
+    const used = line.match(/Used (\d+) registers/);
+    if (used) {
+      cur.registers = Number(used[1]);
+      const smem = line.match(/(\d+) bytes smem/);
+      cur.staticSmemBytes = smem ? Number(smem[1]) : 0;
+      cur.seen = true;
+    }
+  }
+  const missing = out.find((k) => !k.seen);
+  if (missing) {
+    throw new KernelReportError(
+      `ptxas report: the entry ${missing.symbol} has no "Used N registers" line; was it ` +
+        `compiled with -Xptxas -v?`,
+    );
+  }
+  const names = demangle(out.map((k) => k.symbol));
+  return out.map(({ seen: _, ...k }, i) => ({
+    name: names[i].replace(/\(.*$/, "").replace(/^void /, ""),
+    ...k,
+    warpsBySM: warpsByRegisters(k.registers),
+  }));
+}
+
+/** Demangles with c++filt (binutils); the symbols unchanged where it is missing. */
+export function cxxFilt(symbols: string[]): string[] {
+  if (symbols.length === 0) return [];
+  try {
+    const out = new Deno.Command("c++filt", { args: symbols, stdout: "piped", stderr: "null" })
+      .outputSync();
+    const names = new TextDecoder().decode(out.stdout).trimEnd().split("\n");
+    if (out.success && names.length === symbols.length) return names;
+  } catch { /* not installed */ }
+  return symbols;
+}
+
+/** Where nvcc is: PATH, then /usr/local/cuda/bin; null when neither has it. */
+export function findNvcc(): string | null {
+  for (const d of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/local/cuda/bin"]) {
+    try {
+      if (d && Deno.statSync(`${d}/nvcc`).isFile) return `${d}/nvcc`;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+const ENGINE_SOURCE = new URL("../engine/engine_cuda.cu", import.meta.url).pathname;
+
+/**
+ * Compiles the CUDA engine's kernels for one architecture (a cubin, as the engine's build
+ * compiles them: -O3 -lineinfo) and returns ptxas's report of each. About 15 s on two cores.
+ * Throws a KernelReportError that names the compiler's message when it fails.
+ */
+export function compileKernelReport(
+  opts: { compiler?: string; arch?: number } = {},
+): KernelResources[] {
+  const nvcc = opts.compiler ?? findNvcc();
+  if (!nvcc) {
+    throw new KernelReportError("nvcc not found: install the CUDA toolkit or pass --compiler");
+  }
+  const arch = opts.arch ?? 90;
+  const tmp = Deno.makeTempFileSync({ suffix: ".cubin" });
+  try {
+    const out = new Deno.Command(nvcc, {
+      args: [
+        "-O3",
+        "-lineinfo",
+        "-cubin",
+        "-gencode",
+        `arch=compute_${arch},code=sm_${arch}`,
+        "-Xptxas",
+        "-v",
+        "-o",
+        tmp,
+        ENGINE_SOURCE,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const err = new TextDecoder().decode(out.stderr);
+    if (!out.success) {
+      throw new KernelReportError(`${nvcc} failed to compile ${ENGINE_SOURCE}:\n${err}`);
+    }
+    return parsePtxasReport(err, cxxFilt);
+  } finally {
+    Deno.removeSync(tmp);
+  }
+}
+
+/** A kernel outside its spill budget, or a budget entry no kernel needs: what to do. */
+export function spillViolations(
+  kernels: KernelResources[],
+  budget: Readonly<Record<string, SpillAllowance>> = SPILL_BUDGET,
+): string[] {
+  const bad: string[] = [];
+  for (const k of kernels) {
+    const allow = budget[k.name]?.maxStoreBytes ?? 0;
+    if (k.spillStoreBytes > allow) {
+      bad.push(
+        `${k.name} spills ${k.spillStoreBytes} bytes (${k.registers} registers), over its ` +
+          `budget of ${allow}: free registers in the kernel, or list it in SPILL_BUDGET ` +
+          `(check/kernel_resources.ts) with the reason`,
+      );
+    }
+  }
+  for (const name of Object.keys(budget)) {
+    const k = kernels.find((x) => x.name === name);
+    if (!k) bad.push(`SPILL_BUDGET lists ${name}, which the engine no longer has: remove it`);
+    else if (k.spillStoreBytes === 0) {
+      bad.push(`SPILL_BUDGET lists ${name}, which no longer spills: remove it`);
+    }
+  }
+  return bad;
+}
+
+/** The report as a fixed-width table, one kernel a line, sorted by name. */
+export function formatKernelTable(kernels: KernelResources[]): string {
+  const rows = [...kernels].sort((a, b) => a.name.localeCompare(b.name));
+  const w = Math.max(6, ...rows.map((k) => k.name.length));
+  const head = `${"kernel".padEnd(w)}  regs  warps/SM  spill st/ld  stack  smem`;
+  const lines = rows.map((k) =>
+    `${k.name.padEnd(w)}  ${String(k.registers).padStart(4)}  ${String(k.warpsBySM).padStart(8)}  ${
+      `${k.spillStoreBytes}/${k.spillLoadBytes}`.padStart(11)
+    }  ${String(k.stackFrameBytes).padStart(5)}  ${String(k.staticSmemBytes).padStart(4)}`
+  );
+  return [head, ...lines].join("\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      compiler: { type: "string" },
+      arch: { type: "string", default: "90" },
+      json: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(
+      "usage: deno run -A check/kernel_resources.ts [--compiler PATH] [--arch 90] [--json PATH]",
+    );
+    Deno.exit(0);
+  }
+  const arch = Number(values.arch);
+  if (!Number.isInteger(arch) || arch < 50) {
+    console.error(`kernel_resources: --arch ${values.arch}: give a compute capability like 90`);
+    Deno.exit(2);
+  }
+  try {
+    const kernels = compileKernelReport({ compiler: values.compiler, arch });
+    console.log(formatKernelTable(kernels));
+    const bad = arch === 90 ? spillViolations(kernels) : [];
+    console.log(
+      `${kernels.length} kernels for sm_${arch}; ` +
+        `${kernels.filter((k) => k.spillStoreBytes > 0).length} spill` +
+        (bad.length ? `; ${bad.length} outside the budget:\n${bad.join("\n")}` : ""),
+    );
+    if (values.json) {
+      const tmp = `${values.json}.tmp`;
+      Deno.writeTextFileSync(tmp, JSON.stringify({ arch, kernels }, null, 1) + "\n");
+      Deno.renameSync(tmp, values.json);
+    }
+    if (bad.length) Deno.exit(1);
+  } catch (e) {
+    if (e instanceof KernelReportError) {
+      console.error(`kernel_resources: ${e.message}`);
+      Deno.exit(1);
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,79 @@
+// The CUDA kernels' registers and spills as ptxas reports them (check/kernel_resources.ts):
+// the report's parser on a written report, and the engine held to its spill budget where
+// nvcc is installed (no GPU needed).
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import {
+  compileKernelReport,
+  findNvcc,
+  formatKernelTable,
+  KernelReportError,
+  parsePtxasReport,
+  SPILL_BUDGET,
+  spillViolations,
+  warpsByRegisters,
+} from "../check/kernel_resources.ts";
+
+const NVCC = findNvcc();
+if (!NVCC) console.error("kernel_resources_test: nvcc not found: the compiled report is skipped");
+
+const REPORT = `ptxas info    : 272 bytes gmem
+ptxas info    : Compiling entry function '_ZN2le4zetaEv' for 'sm_90'
+ptxas info    : Function properties for _ZN2le4zetaEv
+    32 bytes stack frame, 48 bytes spill stores, 80 bytes spill loads
+ptxas info    : Used 168 registers, used 1 barriers, 32 bytes cumulative stack size
+ptxas info    : Compile time = 165.169 ms
+ptxas info    : Compiling entry function '_ZN2le5alphaEv' for 'sm_90'
+ptxas info    : Function properties for _ZN2le5alphaEv
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 27 registers, used 1 barriers, 384 bytes smem
+`;
+
+Deno.test("kernel report: every entry's registers, spills, stack and static shared memory", () => {
+  const k = parsePtxasReport(REPORT, (s) => s.map((x) => `void ${x}(int)`));
+  assertEquals(k.map((x) => x.name), ["_ZN2le4zetaEv", "_ZN2le5alphaEv"]);
+  assertEquals(
+    [k[0].registers, k[0].spillStoreBytes, k[0].spillLoadBytes, k[0].stackFrameBytes],
+    [168, 48, 80, 32],
+  );
+  assertEquals([k[1].registers, k[1].spillStoreBytes, k[1].staticSmemBytes], [27, 0, 384]);
+  // 168 registers: 5,376 a warp, 12 warps in 64 K; 27 rounds up to 1,024 a warp: the cap of 64.
+  assertEquals([k[0].warpsBySM, k[1].warpsBySM], [12, 64]);
+  assertEquals([warpsByRegisters(128), warpsByRegisters(255)], [16, 8]);
+  const table = formatKernelTable(k);
+  assert(table.split("\n")[1].startsWith("_ZN2le4zetaEv"), "sorted by name");
+  assert(table.includes("48/80"), table);
+});
+
+Deno.test("kernel report: an entry without its register line is an error that says why", () => {
+  const cut = REPORT.split("\n").filter((l) => !l.includes("Used 27")).join("\n");
+  assertThrows(() => parsePtxasReport(cut), KernelReportError, "-Xptxas -v");
+});
+
+Deno.test("kernel report: spills over budget, and budget entries no kernel needs, are named", () => {
+  const k = parsePtxasReport(REPORT);
+  const bad = spillViolations(k, { "_ZN2le5alphaEv": { maxStoreBytes: 8, why: "x" } });
+  assertEquals(bad.length, 2, bad.join("\n"));
+  assert(bad[0].includes("_ZN2le4zetaEv spills 48 bytes") && bad[0].includes("budget of 0"));
+  assert(bad[1].includes("no longer spills"));
+  assertEquals(spillViolations(k, { "_ZN2le4zetaEv": { maxStoreBytes: 48, why: "x" } }), []);
+  assert(
+    spillViolations(k, { "le::gone": { maxStoreBytes: 8, why: "x" } })
+      .some((m) => m.includes("no longer has")),
+  );
+});
+
+Deno.test({
+  name: "kernel report: the CUDA engine's kernels keep to the spill budget (nvcc, sm_90)",
+  ignore: !NVCC,
+  fn() {
+    const k = compileKernelReport({ compiler: NVCC! });
+    assert(k.length > 50, `${k.length} kernels`);
+    assertEquals(spillViolations(k), []);
+    // The kernels the budget names are the tensor-core attention's: the rest spill nothing.
+    for (const name of Object.keys(SPILL_BUDGET)) assert(name.startsWith("le::attention_tc_"));
+    // The few-row forward and the LayerNorm kernels leave room for their loads in flight.
+    for (const x of k.filter((x) => /gemv|layernorm_fwd_vec/.test(x.name))) {
+      assert(x.registers <= 128, `${x.name}: ${x.registers} registers`);
+    }
+  },
+});
