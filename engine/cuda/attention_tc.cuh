@@ -267,24 +267,53 @@ __device__ inline void tc_scores(float (&s)[NC / 8][4], const __nv_bfloat16* A_s
   }
 }
 
+// Columns c0 .. c0 + 15 of tc_scores's products: s[n] is the lane's part of the 8-column tile
+// c0 / 8 + n, summed over the same steps in the same order as tc_scores sums it, so the bits are
+// the same. The A operands are loaded again for each call (a few shared-memory loads) rather
+// than held across calls: 16 x HSP of them would cost the registers this saves.
+template <int HSP>
+__device__ inline void tc_scores16(float (&s)[2][4], const __nv_bfloat16* A_s, int r0,
+                                   const __nv_bfloat16* B_s, int c0, int g, int t) {
+#pragma unroll
+  for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kd = 0; kd < HSP / 16; kd++) {
+    uint32_t a[4];
+    tc_frag_a(a, A_s, HSP + 8, r0, 16 * kd, g, t);
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+      uint32_t b[2];
+      tc_frag_bt(b, B_s, HSP + 8, c0 + 8 * n, 16 * kd, g, t);
+      mma_bf16_16816(s[n], a, b);
+    }
+  }
+}
+
+// acc (16 x HSP, as HSP / 8 tiles) += P B for one 16-column slice of P: p[0], p[1] the lane's
+// registers of its two 8-column tiles in the accumulator layout (rounded to bf16 here), B the
+// 16 staged rows of B_s from row k0.
+template <int HSP>
+__device__ inline void tc_acc_pb16(float (&acc)[HSP / 8][4], const float (&p0)[4],
+                                   const float (&p1)[4], const __nv_bfloat16* B_s, int k0, int g,
+                                   int t) {
+  const uint32_t a[4] = {pack_bf16x2(p0[0], p0[1]), pack_bf16x2(p0[2], p0[3]),
+                         pack_bf16x2(p1[0], p1[1]), pack_bf16x2(p1[2], p1[3])};
+#pragma unroll
+  for (int nd = 0; nd < HSP / 8; nd++) {
+    uint32_t b[2];
+    tc_frag_b(b, B_s, HSP + 8, k0, 8 * nd, g, t);
+    mma_bf16_16816(acc[nd], a, b);
+  }
+}
+
 // acc (16 x HSP, as HSP / 8 tiles) += P B: P the lane's 16 x NC registers in the accumulator
 // layout (rounded to bf16 here), B = NC staged rows of B_s.
 template <int HSP, int NC>
 __device__ inline void tc_acc_pb(float (&acc)[HSP / 8][4], const float (&p)[NC / 8][4],
                                  const __nv_bfloat16* B_s, int g, int t) {
-  constexpr int ld = HSP + 8;
 #pragma unroll
   for (int kc = 0; kc < NC / 16; kc++) {
-    const uint32_t a[4] = {pack_bf16x2(p[2 * kc][0], p[2 * kc][1]),
-                           pack_bf16x2(p[2 * kc][2], p[2 * kc][3]),
-                           pack_bf16x2(p[2 * kc + 1][0], p[2 * kc + 1][1]),
-                           pack_bf16x2(p[2 * kc + 1][2], p[2 * kc + 1][3])};
-#pragma unroll
-    for (int nd = 0; nd < HSP / 8; nd++) {
-      uint32_t b[2];
-      tc_frag_b(b, B_s, ld, 16 * kc, 8 * nd, g, t);
-      mma_bf16_16816(acc[nd], a, b);
-    }
+    tc_acc_pb16<HSP>(acc, p[2 * kc], p[2 * kc + 1], B_s, 16 * kc, g, t);
   }
 }
 
@@ -565,22 +594,46 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
           __syncthreads();
           // Warp-uniform: the warp's keys exist and some query of the tile sees the first.
           if (wn == 0 || j0 + wr0 > s.Tp + i0 + nq - 1) continue;
-          float p[NT][4], dp[NT][4];
-          tc_scores<HSP, NC>(p, Ks, wr0, Qs, g, t);    // S^T
-          tc_scores<HSP, NC>(dp, Vs, wr0, dOs, g, t);  // dP^T
+          // The lane's probability and dS^T of key row g + 8 hi and query q, from its scores.
+          auto ds_t = [&](float& pr, float& ds, int hi, int q) {
+            const bool ok = key_ok[hi] && q < nq && jg + 8 * hi <= s.Tp + i0 + q &&
+                            invs[q] != 0.f;
+            pr = ok ? expf(pr * scale - ms[q]) * invs[q] : 0.f;
+            ds = pr * (ds - Ds[q]) * scale;
+          };
+          if constexpr (HSP <= 64) {
+            // 16 queries at a time: their scores, probabilities and dS^T, then their terms of
+            // dV and dK. Each accumulator takes the same products in the same order as below,
+            // so the bits are the same, with 2 x 16 x 16 scores live instead of 2 x 16 x NC:
+            // at head size 64 the kernel spills 12 bytes instead of 48 (bf16 rows; nvcc 13,
+            // sm_90), at 32 and 16 none. At 128 (NC = 32) ptxas does better with the order below.
 #pragma unroll
-          for (int n = 0; n < NT; n++) {
+            for (int kc = 0; kc < NC / 16; kc++) {
+              float p[2][4], dp[2][4];
+              tc_scores16<HSP>(p, Ks, wr0, Qs, 16 * kc, g, t);    // S^T
+              tc_scores16<HSP>(dp, Vs, wr0, dOs, 16 * kc, g, t);  // dP^T
 #pragma unroll
-            for (int r = 0; r < 4; r++) {
-              const int hi = r >> 1, q = 8 * n + 2 * t + (r & 1);
-              const bool ok = key_ok[hi] && q < nq && jg + 8 * hi <= s.Tp + i0 + q &&
-                              invs[q] != 0.f;
-              p[n][r] = ok ? expf(p[n][r] * scale - ms[q]) * invs[q] : 0.f;
-              dp[n][r] = p[n][r] * (dp[n][r] - Ds[q]) * scale;  // dS^T
+              for (int r = 0; r < 8; r++) {
+                ds_t(p[r / 4][r % 4], dp[r / 4][r % 4], (r % 4) >> 1,
+                     16 * kc + 8 * (r / 4) + 2 * t + (r & 1));
+              }
+              tc_acc_pb16<HSP>(dv, p[0], p[1], dOs, 16 * kc, g, t);
+              tc_acc_pb16<HSP>(dk, dp[0], dp[1], Qs, 16 * kc, g, t);
             }
+          } else {
+            float p[NT][4], dp[NT][4];
+            tc_scores<HSP, NC>(p, Ks, wr0, Qs, g, t);    // S^T
+            tc_scores<HSP, NC>(dp, Vs, wr0, dOs, g, t);  // dP^T
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+#pragma unroll
+              for (int r = 0; r < 4; r++) {
+                ds_t(p[n][r], dp[n][r], r >> 1, 8 * n + 2 * t + (r & 1));
+              }
+            }
+            tc_acc_pb<HSP, NC>(dv, p, dOs, g, t);
+            tc_acc_pb<HSP, NC>(dk, dp, Qs, g, t);
           }
-          tc_acc_pb<HSP, NC>(dv, p, dOs, g, t);
-          tc_acc_pb<HSP, NC>(dk, dp, Qs, g, t);
         }
       }
       // The lane adds its elements to the key's gradient rows (the value's VO later).
