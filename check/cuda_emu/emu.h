@@ -142,6 +142,15 @@ struct Fiber {
   unsigned lin = 0;
   Wait wait = Wait::none;
   unsigned mask = 0;  // the mask of the warp operation it waits at
+  // cp.async: the copies it issued since its last commit, then its committed groups, oldest
+  // first. A copy reads its source when issued; its bytes reach shared memory only when
+  // cp.async.wait_group completes its group, so a read before the wait sees the old bytes.
+  struct AsyncCopy {
+    void* dst;
+    unsigned char bytes[16];
+  };
+  std::vector<AsyncCopy> open;
+  std::vector<std::vector<AsyncCopy>> groups;
 };
 
 struct Launch_ {
@@ -182,9 +191,13 @@ inline void to_fiber(Fiber* f) {
 }
 
 // Where a fiber starts; it never returns (its last switch leaves it for good).
+inline void stuck(const char* why);
 inline void fiber_main() {
   Fiber* f = L->cur;
   L->kernel();
+  if (!f->open.empty() || !f->groups.empty()) {
+    stuck("a thread returned with cp.async copies not waited for (cp.async.wait_group 0)");
+  }
   f->wait = Wait::done;
   to_scheduler(f);
   std::abort();
@@ -201,6 +214,8 @@ inline void yield(Wait w, unsigned mask = 0xffffffffu) {
 
 // Prepares f to start at fiber_main on its own stack.
 inline void start_fiber(Fiber& f) {
+  f.open.clear();
+  f.groups.clear();
 #if defined(__x86_64__)
   // The stack as emu_switch leaves it: six saved registers, then a return address into
   // fiber_main, placed so that fiber_main starts as if called (rsp = 8 mod 16).
@@ -489,6 +504,34 @@ T shuffle(unsigned mask, T v, unsigned src) {
   if (base + src < L->n) std::memcpy(&r, &L->lanes[base + src], sizeof(T));
   yield(Wait::warp, mask);
   return r;
+}
+
+// PTX's cp.async.cg.shared.global of 16 bytes, cp.async.commit_group and
+// cp.async.wait_group n for the calling thread (see Fiber). Both addresses must be 16-byte
+// aligned and the destination in the block's shared memory, as on a GPU.
+inline void cp_async16(void* dst, const void* src) {
+  const auto d = reinterpret_cast<uintptr_t>(dst), b = reinterpret_cast<uintptr_t>(L->smem.data());
+  if (d % 16 || reinterpret_cast<uintptr_t>(src) % 16 || d < b || d + 16 > b + L->smem.size()) {
+    stuck("cp.async of 16 bytes to an address outside dynamic shared memory or off a 16-byte "
+          "boundary");
+    return;
+  }
+  Fiber::AsyncCopy c;
+  c.dst = dst;
+  std::memcpy(c.bytes, src, 16);
+  L->cur->open.push_back(c);
+}
+inline void cp_async_commit() {
+  Fiber* f = L->cur;
+  f->groups.push_back(std::move(f->open));
+  f->open.clear();
+}
+inline void cp_async_wait(size_t pending) {
+  Fiber* f = L->cur;
+  while (f->groups.size() > pending) {
+    for (const auto& c : f->groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    f->groups.erase(f->groups.begin());
+  }
 }
 
 // PTX's mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for the calling warp: D += A B

@@ -148,6 +148,26 @@ int mma_wrong(const float* out, const float* a, const float* b) {
   return wrong;
 }
 
+// ---- (h) cp.async: the bytes land at the wait; a thread waits before it returns ----------
+// Thread t copies 16 bytes (4 floats) into shared memory by cp.async, then reads the next
+// thread's. mode 0: commit, wait, barrier, read (correct); 1: read before waiting; 2: wait
+// without a barrier (another thread's copy may not have landed); 3: never wait.
+__global__ void async_rows(float* out, const float* in, int mode) {
+  float* s = dyn_shared<float>();
+  const int t = threadIdx.x, next = (t + 1) % (int)blockDim.x;
+  ::emu::cp_async16(s + 4 * t, in + 4 * t);
+  ::emu::cp_async_commit();
+  if (mode == 1) {
+    __syncthreads();
+    out[t] = s[4 * next];
+    ::emu::cp_async_wait(0);
+    return;
+  }
+  if (mode != 3) ::emu::cp_async_wait(0);
+  if (mode != 2) __syncthreads();
+  out[t] = s[4 * next];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -281,6 +301,27 @@ int main(int argc, char** argv) {
     cudaFree(out);
     cudaFree(a);
     cudaFree(b);
+  }
+  // (h)
+  {
+    float* out = dev_floats(32, 0.f);
+    float* in = dev_floats(128, 0.f);
+    for (int i = 0; i < 128; i++) in[i] = float(i);
+    setenv("LOTUS_EMU_CHECK", "order", 1);
+    LAUNCH(async_rows, 1, 32, 512)(out, in, 0);
+    int f = settle();
+    line("cp-async", f || out[0] != 4.f, "out[0]=" + std::to_string(out[0]));
+    LAUNCH(async_rows, 1, 32, 512)(out, in, 1);
+    f = settle();
+    line("cp-async-before-wait", f || std::isnan(out[0]) ? 1 : 0,
+         "read before the wait: " + std::to_string(out[0]));
+    LAUNCH(async_rows, 1, 32, 512)(out, in, 2);
+    line("cp-async-no-barrier", settle(), "another thread's copy read after this one's wait");
+    unsetenv("LOTUS_EMU_CHECK");
+    LAUNCH(async_rows, 1, 32, 512)(out, in, 3);
+    line("cp-async-never-waited", settle(), "threads returned with copies in flight");
+    cudaFree(out);
+    cudaFree(in);
   }
   return 0;
 }

@@ -21,9 +21,15 @@
 // rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each thread's partial
 // row sum is combined over its group once at the end.
 //
-// Shared memory per block, at HSP = 64 and W = 4: 27 KiB (forward), 37 KiB (dq, dkv), where
-// kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB; 2.25 KiB
-// (forward) or 4.5 KiB (dq, dkv) more a warp over 4. Registers bound the blocks a
+// The backward's kernels stream their tiles double-buffered: while a step's products run, the
+// next step's tile is on its way into the other buffer (tc_stage_ahead: cp.async from the bf16
+// rows, so no register holds it), and a step waits only for what the previous step's products
+// did not cover. The forward, which rounds fp32 rows as it stages them, loads each tile when it
+// needs it.
+//
+// Shared memory per block, at HSP = 64 and W = 4: 27 KiB (forward), 54 KiB (dq), 56 KiB (dkv),
+// where kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB;
+// 2.25 KiB (forward) or 4.5 KiB (dq, dkv) more a warp over 4. Registers bound the blocks a
 // multiprocessor holds (__launch_bounds__ below: 128 a thread in the forward, 168 in dq and
 // dkv): 4 or 3 blocks of 4 warps, 3 or 2 of 5, to hide the staging's load latency.
 //
@@ -198,6 +204,40 @@ __device__ inline void tc_stage_two(__nv_bfloat16* dst1, __nv_bfloat16* dst2, in
   } else {
     tc_stage<T>(dst1, rows, n, HS, HSP, src1);
     tc_stage<T>(dst2, rows, n, HS, HSP, src2);
+  }
+}
+
+// One 16-byte group of a staged row (tc_stage's element x) by cp.async when the row holds it
+// whole and aligned; a row's ragged end, and the padding (zeros), are stored at once.
+template <class T, class Src>
+__device__ inline void tc_copy16(__nv_bfloat16* dst, TcElem x, int ld, Src src, int n, int HS) {
+  if (x.r < n && x.d + 8 <= HS) {
+    const T* p = src(x.r) + x.d;
+    if (aligned16(p)) {
+      cp_async16(dst + x.r * ld + x.d, p);
+      return;
+    }
+  }
+  tc_store(dst, x, ld, tc_load<T>(src, x, true, n, HS));
+}
+
+// A tile pair staged ahead of the step that reads it, while the step before computes. From
+// bf16 rows, each 16-byte group goes by cp.async (tc_copy16): no register holds the tiles in
+// flight, and the loads overlap the products instead of preceding them. From fp32 rows, which
+// are rounded on the way, by tc_stage_two at once. Either way the tiles may be read after the
+// thread's cp_async_commit and cp_async_wait and a barrier.
+template <class T, bool Fp32Pairs, class Src1, class Src2>
+__device__ inline void tc_stage_ahead(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
+                                      int HS, int HSP, Src1 src1, Src2 src2) {
+  if constexpr (TcSrc<T>::V != 8) {
+    tc_stage_two<T, Fp32Pairs>(dst1, dst2, rows, n, HS, HSP, src1, src2);
+  } else {
+    const int ld = HSP + 8, total = rows * (HSP / 8);
+    for (int e = threadIdx.x; e < total; e += blockDim.x) {
+      const TcElem x = tc_elem<T>(e, HSP);
+      tc_copy16<T>(dst1, x, ld, src1, n, HS);
+      tc_copy16<T>(dst2, x, ld, src2, n, HS);
+    }
   }
 }
 
@@ -451,7 +491,8 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
   }
 }
 
-// grid: B*NH*nqt blocks (as the forward's); dynamic shared memory: tc_smem(HSP, 32 W, NC).
+// grid: B*NH*nqt blocks (as the forward's); dynamic shared memory:
+// tc_smem(HSP, 32 W + 2 NC, 2 NC).
 // Writes D to Dg [B,NH,Tq] and adds dq to dqkv.
 // src: the rows staged (fp32 or bf16 copies); dout and out: fp32, for D.
 template <int HSP, class T>
@@ -464,9 +505,11 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
   auto* Qs = dyn_shared<__nv_bfloat16>();       // [TR][ld]
   __nv_bfloat16* dOs = Qs + TR * ld;            // [TR][ld]
-  __nv_bfloat16* Ks = dOs + TR * ld;            // [NC][ld]
-  __nv_bfloat16* Vs = Ks + NC * ld;             // [NC][ld]
-  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]
+  // Two buffers of each streamed tile: the next key tile is staged into one while the other
+  // is read (tc_stage_ahead).
+  __nv_bfloat16* Ks = dOs + TR * ld;                          // [2][NC][ld]
+  __nv_bfloat16* Vs = Ks + 2 * NC * ld;                       // [2][NC][ld]
+  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + 2 * NC * ld);  // [2][NC]
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -496,30 +539,48 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
   }
   const int nk_max = s.Tp + i0 + nq, wk_max = s.Tp + i0 + wr0 + wn;
   float dq[HSP / 8][4] = {};
-  for (int j0 = 0; j0 < nk_max; j0 += NC) {
+  // Key tile it sits in buffer it & 1. Its rows are staged an iteration ahead, and its keys'
+  // validity loaded into a register then (ok_next), stored where the tile is used.
+  bool ok_next = false;
+  auto ahead = [&](int j0, int buf) {
     const int nkt = min(NC, nk_max - j0);
-    __syncthreads();
-    tc_stage_two<T, HSP <= 64>(
-        Ks, Vs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
+    tc_stage_ahead<T, HSP <= 64>(
+        Ks + buf * NC * ld, Vs + buf * NC * ld, NC, nkt, HS, HSP,
+        [&](int k) { return src.key(s, b, h, j0 + k); },
         [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
-    if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
-    __syncthreads();
+    ok_next = tid < nkt && (!valid || valid[j0 + tid]);
+    cp_async_commit();
+  };
+  ahead(0, 0);
+  for (int j0 = 0, it = 0; j0 < nk_max; j0 += NC, it++) {
+    const int buf = it & 1;
+    if (tid < NC) ok_s[buf * NC + tid] = ok_next;
+    __syncthreads();  // the other buffer's tile (the previous one) is no longer read
+    if (j0 + NC < nk_max) {
+      ahead(j0 + NC, buf ^ 1);
+      cp_async_wait<1>();  // this thread's copies of tile it have landed
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // and every thread's
     if (wn == 0 || j0 >= wk_max) continue;
+    const __nv_bfloat16 *Kt = Ks + buf * NC * ld, *Vt = Vs + buf * NC * ld;
+    const uint8_t* okt = ok_s + buf * NC;
     float p[NT][4], dp[NT][4];
-    tc_scores<HSP, NC>(p, Qs, wr0, Ks, g, t);
-    tc_scores<HSP, NC>(dp, dOs, wr0, Vs, g, t);
+    tc_scores<HSP, NC>(p, Qs, wr0, Kt, g, t);
+    tc_scores<HSP, NC>(dp, dOs, wr0, Vt, g, t);
 #pragma unroll
     for (int n = 0; n < NT; n++) {
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
-        const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi &&
+        const bool ok = g + 8 * hi < wn && okt[kk] && j <= s.Tp + ig + 8 * hi &&
                         inv[hi] != 0.f;
         const float pr = ok ? expf(p[n][r] * scale - mi[hi]) * inv[hi] : 0.f;
         p[n][r] = pr * (dp[n][r] - D[hi]) * scale;  // dS
       }
     }
-    tc_acc_pb<HSP, NC>(dq, p, Ks, g, t);
+    tc_acc_pb<HSP, NC>(dq, p, Kt, g, t);
   }
   // The lane adds its elements to dqkv.
 #pragma unroll
@@ -531,7 +592,7 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
 
 // grid: B*NKV*nkt blocks (key tiles of 16 W rows, fastest; W = blockDim.x / 32), or NKV
 // blocks with share_b (each walks b, then the key tiles, in order); dynamic shared memory:
-// tc_smem(HSP, 32 W, 3 NC floats). A key's gradient is summed over the same 16-query slices
+// tc_smem(HSP, 32 W + 2 NC, 6 NC floats). A key's gradient is summed over the same 16-query slices
 // (one mma.sync each, rounded once), in the same order, whatever W is: they start at multiples
 // of 16 (slices of queries that do not see the key add zeros).
 template <int HSP, class T>
@@ -544,11 +605,11 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's key rows
   auto* Ks = dyn_shared<__nv_bfloat16>();       // [TR][ld]
   __nv_bfloat16* Vs = Ks + TR * ld;             // [TR][ld]
-  __nv_bfloat16* Qs = Vs + TR * ld;             // [NC][ld]
-  __nv_bfloat16* dOs = Qs + NC * ld;       // [NC][ld]
-  auto* ms = reinterpret_cast<float*>(dOs + NC * ld);  // [NC] each: m, 1 / sum, D
-  float* invs = ms + NC;
-  float* Ds = invs + NC;
+  // Two buffers of each streamed tile: the next query tile is staged into one while the other
+  // is read (tc_stage_ahead).
+  __nv_bfloat16* Qs = Vs + TR * ld;                        // [2][NC][ld]
+  __nv_bfloat16* dOs = Qs + 2 * NC * ld;                   // [2][NC][ld]
+  auto* stat_s = reinterpret_cast<float*>(dOs + 2 * NC * ld);  // [2][3][NC]: m, 1 / sum, D
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int kvh = share_b ? (int)blockIdx.x : (int)(blockIdx.x / nkt_all) % NKV;
   const int b_lo = share_b ? 0 : (int)(blockIdx.x / nkt_all) / NKV;
@@ -569,71 +630,89 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
       for (int hi = 0; hi < 2; hi++) {
         key_ok[hi] = g + 8 * hi < wn && (!valid || valid[jg + 8 * hi]);
       }
-      __syncthreads();  // the previous tile's keys are no longer read
-      tc_stage_two<T, false>(
-          Ks, Vs, TR, nkt, HS, HSP, [&](int k) { return src.key(s, b, h_lo, j0 + k); },
-          [&](int k) { return src.key(s, b, h_lo, j0 + k) + s.VO; });
       float dk[HSP / 8][4] = {}, dv[HSP / 8][4] = {};
       // From the 16-query slice of the first query that sees key j0 (below).
       const int i_first = (j0 - s.Tp > 0 ? j0 - s.Tp : 0) / kTcRows * kTcRows;
-      for (int h = h_lo; h < h_hi; h++) {
-        const int bh = b * s.NH + h;
-        for (int i0 = i_first; i0 < s.Tq; i0 += NC) {
-          const int nq = min(NC, s.Tq - i0);
-          __syncthreads();  // the previous query tile is no longer read
-          tc_stage_two<T, false>(
-              Qs, dOs, NC, nq, HS, HSP, [&](int q) { return src.query(s, b, h, i0 + q); },
-              [&](int q) { return src.dout_row(s, b, h, i0 + q); });
-          if (tid < NC) {
-            const bool in = tid < nq;
-            const int64_t rr = (int64_t)bh * s.Tq + i0 + tid;
-            ms[tid] = in ? stats[rr * 2] : 0.f;
-            invs[tid] = in ? stats[rr * 2 + 1] : 0.f;
-            Ds[tid] = in ? Dg[rr] : 0.f;
-          }
-          __syncthreads();
-          // Warp-uniform: the warp's keys exist and some query of the tile sees the first.
-          if (wn == 0 || j0 + wr0 > s.Tp + i0 + nq - 1) continue;
-          // The lane's probability and dS^T of key row g + 8 hi and query q, from its scores.
-          auto ds_t = [&](float& pr, float& ds, int hi, int q) {
-            const bool ok = key_ok[hi] && q < nq && jg + 8 * hi <= s.Tp + i0 + q &&
-                            invs[q] != 0.f;
-            pr = ok ? expf(pr * scale - ms[q]) * invs[q] : 0.f;
-            ds = pr * (ds - Ds[q]) * scale;
-          };
-          if constexpr (HSP <= 64) {
-            // 16 queries at a time: their scores, probabilities and dS^T, then their terms of
-            // dV and dK. Each accumulator takes the same products in the same order as below,
-            // so the bits are the same, with 2 x 16 x 16 scores live instead of 2 x 16 x NC:
-            // at head size 64 the kernel spills 12 bytes instead of 48 (bf16 rows; nvcc 13,
-            // sm_90), at 32 and 16 none. At 128 (NC = 32) ptxas does better with the order below.
+      // Step k takes query tile k % nqs of head h_lo + k / nqs, from buffer k & 1. Its rows
+      // are staged a step ahead, and its statistics loaded into registers then (st_next),
+      // stored where the tile is used.
+      const int nqs = i_first < s.Tq ? (s.Tq - i_first + NC - 1) / NC : 0;
+      const int steps = (h_hi - h_lo) * nqs;
+      float st_next[3] = {0.f, 0.f, 0.f};
+      auto ahead = [&](int k, int buf) {
+        const int h = h_lo + k / nqs, i0 = i_first + k % nqs * NC, nq = min(NC, s.Tq - i0);
+        tc_stage_ahead<T, false>(
+            Qs + buf * NC * ld, dOs + buf * NC * ld, NC, nq, HS, HSP,
+            [&](int q) { return src.query(s, b, h, i0 + q); },
+            [&](int q) { return src.dout_row(s, b, h, i0 + q); });
+        if (tid < NC) {
+          const bool in = tid < nq;
+          const int64_t rr = (int64_t)(b * s.NH + h) * s.Tq + i0 + tid;
+          st_next[0] = in ? stats[rr * 2] : 0.f;
+          st_next[1] = in ? stats[rr * 2 + 1] : 0.f;
+          st_next[2] = in ? Dg[rr] : 0.f;
+        }
+        cp_async_commit();
+      };
+      __syncthreads();  // the previous tile's keys and queries are no longer read
+      if (steps > 0) ahead(0, 0);  // in flight while the keys are staged
+      tc_stage_two<T, false>(
+          Ks, Vs, TR, nkt, HS, HSP, [&](int k) { return src.key(s, b, h_lo, j0 + k); },
+          [&](int k) { return src.key(s, b, h_lo, j0 + k) + s.VO; });
+      for (int k = 0; k < steps; k++) {
+        const int buf = k & 1, i0 = i_first + k % nqs * NC, nq = min(NC, s.Tq - i0);
+        float* ms = stat_s + buf * 3 * NC;
+        float *invs = ms + NC, *Ds = invs + NC;
+        if (tid < NC) ms[tid] = st_next[0], invs[tid] = st_next[1], Ds[tid] = st_next[2];
+        __syncthreads();  // the other buffer's tile (the previous step's) is no longer read
+        if (k + 1 < steps) {
+          ahead(k + 1, buf ^ 1);
+          cp_async_wait<1>();  // this thread's copies of step k's tile have landed
+        } else {
+          cp_async_wait<0>();
+        }
+        __syncthreads();  // and every thread's
+        // Warp-uniform: the warp's keys exist and some query of the tile sees the first.
+        if (wn == 0 || j0 + wr0 > s.Tp + i0 + nq - 1) continue;
+        const __nv_bfloat16 *Qt = Qs + buf * NC * ld, *dOt = dOs + buf * NC * ld;
+        // The lane's probability and dS^T of key row g + 8 hi and query q, from its scores.
+        auto ds_t = [&](float& pr, float& ds, int hi, int q) {
+          const bool ok = key_ok[hi] && q < nq && jg + 8 * hi <= s.Tp + i0 + q &&
+                          invs[q] != 0.f;
+          pr = ok ? expf(pr * scale - ms[q]) * invs[q] : 0.f;
+          ds = pr * (ds - Ds[q]) * scale;
+        };
+        if constexpr (HSP <= 64) {
+          // 16 queries at a time: their scores, probabilities and dS^T, then their terms of
+          // dV and dK. Each accumulator takes the same products in the same order as below, so
+          // the bits are the same, with 2 x 16 x 16 scores live instead of 2 x 16 x NC. At 128
+          // (NC = 32) ptxas allocates better with the order below.
 #pragma unroll
-            for (int kc = 0; kc < NC / 16; kc++) {
-              float p[2][4], dp[2][4];
-              tc_scores16<HSP>(p, Ks, wr0, Qs, 16 * kc, g, t);    // S^T
-              tc_scores16<HSP>(dp, Vs, wr0, dOs, 16 * kc, g, t);  // dP^T
+          for (int kc = 0; kc < NC / 16; kc++) {
+            float p[2][4], dp[2][4];
+            tc_scores16<HSP>(p, Ks, wr0, Qt, 16 * kc, g, t);    // S^T
+            tc_scores16<HSP>(dp, Vs, wr0, dOt, 16 * kc, g, t);  // dP^T
 #pragma unroll
-              for (int r = 0; r < 8; r++) {
-                ds_t(p[r / 4][r % 4], dp[r / 4][r % 4], (r % 4) >> 1,
-                     16 * kc + 8 * (r / 4) + 2 * t + (r & 1));
-              }
-              tc_acc_pb16<HSP>(dv, p[0], p[1], dOs, 16 * kc, g, t);
-              tc_acc_pb16<HSP>(dk, dp[0], dp[1], Qs, 16 * kc, g, t);
+            for (int r = 0; r < 8; r++) {
+              ds_t(p[r / 4][r % 4], dp[r / 4][r % 4], (r % 4) >> 1,
+                   16 * kc + 8 * (r / 4) + 2 * t + (r & 1));
             }
-          } else {
-            float p[NT][4], dp[NT][4];
-            tc_scores<HSP, NC>(p, Ks, wr0, Qs, g, t);    // S^T
-            tc_scores<HSP, NC>(dp, Vs, wr0, dOs, g, t);  // dP^T
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-#pragma unroll
-              for (int r = 0; r < 4; r++) {
-                ds_t(p[n][r], dp[n][r], r >> 1, 8 * n + 2 * t + (r & 1));
-              }
-            }
-            tc_acc_pb<HSP, NC>(dv, p, dOs, g, t);
-            tc_acc_pb<HSP, NC>(dk, dp, Qs, g, t);
+            tc_acc_pb16<HSP>(dv, p[0], p[1], dOt, 16 * kc, g, t);
+            tc_acc_pb16<HSP>(dk, dp[0], dp[1], Qt, 16 * kc, g, t);
           }
+        } else {
+          float p[NT][4], dp[NT][4];
+          tc_scores<HSP, NC>(p, Ks, wr0, Qt, g, t);    // S^T
+          tc_scores<HSP, NC>(dp, Vs, wr0, dOt, g, t);  // dP^T
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+              ds_t(p[n][r], dp[n][r], r >> 1, 8 * n + 2 * t + (r & 1));
+            }
+          }
+          tc_acc_pb<HSP, NC>(dv, p, dOt, g, t);
+          tc_acc_pb<HSP, NC>(dk, dp, Qt, g, t);
         }
       }
       // The lane adds its elements to the key's gradient rows (the value's VO later).
@@ -744,8 +823,10 @@ inline int attention_tc_bwd_rows(const char* fn, float* dqkv, float* dkv_past,
   const int nqt = (s.Tq + TQ - 1) / TQ, nkt = (s.Tk + TK - 1) / TK;
   const int NKV = s.NH / s.G;
   const int64_t qblocks = (int64_t)s.B * s.NH * nqt, kblocks = (int64_t)s.B * NKV * nkt;
-  const size_t smem_q = tc_smem(HSP, 2 * TQ, tc_cols(HSP));
-  const size_t smem_k = tc_smem(HSP, 2 * TK, 3 * tc_cols(HSP) * sizeof(float));
+  // Both kernels hold two buffers of their streamed tiles (a pair of NC rows each).
+  const int NC = tc_cols(HSP);
+  const size_t smem_q = tc_smem(HSP, 2 * TQ + 2 * NC, 2 * NC);
+  const size_t smem_k = tc_smem(HSP, 2 * TK + 2 * NC, 6 * NC * sizeof(float));
   TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP, T>, smem_q));
   TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP, T>, smem_k));
   LAUNCH((attention_tc_dq_kernel<HSP, T>), (unsigned)qblocks, Wq * 32, smem_q)(

@@ -170,6 +170,30 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
 }
 #endif
 
+// Asynchronous copies from global into shared memory (sm_80 and later): cp_async16 queues a
+// 16-byte copy (both addresses 16-byte aligned) without holding it in registers;
+// cp_async_commit closes the thread's copies issued since its last commit into a group;
+// cp_async_wait<N> waits until at most N of the thread's groups are still in flight. Other
+// threads see the bytes after a barrier that follows their writer's wait.
+#ifndef LE_HOST_EMULATION
+__device__ inline void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#else
+inline void cp_async16(void* smem, const void* gmem) { ::emu::cp_async16(smem, gmem); }
+inline void cp_async_commit() { ::emu::cp_async_commit(); }
+template <int N>
+inline void cp_async_wait() {
+  ::emu::cp_async_wait(N);
+}
+#endif
+
 // Two floats rounded to bf16 and packed as one mma operand register (lo in the low half).
 __device__ inline uint32_t pack_bf16x2(float lo, float hi) {
   return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
