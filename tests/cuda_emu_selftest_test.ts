@@ -61,6 +61,10 @@ Deno.test({
       "cp-async-before-wait": 1,
       "cp-async-no-barrier": 1,
       "cp-async-never-waited": 1,
+      // ... and a copy over a buffer that another thread may still read is caught by the order
+      // check, whose second run lands copies when they are issued
+      "cp-async-overwrite": 1,
+      "cp-async-overwrite-barrier": 0,
     });
     const err = new TextDecoder().decode(out.stderr);
     assert(err.includes("neighbour_nosync: the result depends on the order"), err);

@@ -24,8 +24,10 @@
 // Two checks cost time and are switched on by LOTUS_EMU_CHECK (a comma list, read at each
 // launch):
 //   order   each launch runs twice from the same memory: threads and blocks in index order,
-//           then both in reverse order; different results mean a missing barrier or blocks
-//           that read each other's writes (what a GPU's interleavings would expose).
+//           then both in reverse order, with cp.async copies landing when issued rather than
+//           at their wait; different results mean a missing barrier, blocks that read each
+//           other's writes, or a copy into a buffer still being read (what a GPU's
+//           interleavings would expose).
 //   writes  after each block, the bytes it changed in the buffers that the kernel's non-const
 //           pointer arguments point into are recorded; a byte changed by two blocks of one
 //           launch, other than through an atomic, is a race a GPU would lose updates to.
@@ -166,6 +168,10 @@ struct Launch_ {
   Fiber* cur = nullptr;
   const char* name = "";
   bool reverse = false;                  // run threads (and blocks) in reverse order
+  // cp.async copies land when issued instead of at their wait (the order check's second run):
+  // a buffer overwritten by a copy while other threads still read it then shows.
+  bool eager_async = false;
+  size_t dyn_bytes = 0;  // the launch's dynamic shared memory, from dyn_shared()'s base
   std::vector<uintptr_t> atomic_addrs;  // words written by atomics in this launch
 };
 
@@ -407,6 +413,7 @@ void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... a
   state.lanes.assign(n, 0);
   state.mma.assign(6 * size_t(n), 0);
   state.smem.assign(smem + 144, 0);  // room to start at a 128-byte boundary (dyn_shared)
+  state.dyn_bytes = smem;
   state.bdim = blk;
   state.gdim = grid;
   state.name = name;
@@ -431,8 +438,10 @@ void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... a
       std::memcpy(regions[r].p, before[r].data(), regions[r].n);
     }
     state.reverse = !state.reverse;
+    state.eager_async = true;
     state.atomic_addrs.clear();
     ok = run_blocks(nullptr);
+    state.eager_async = false;
     state.reverse = !state.reverse;
     for (size_t r = 0; ok && r < regions.size(); r++) {
       if (std::memcmp(regions[r].p, after[r].data(), regions[r].n) == 0) continue;
@@ -510,8 +519,9 @@ T shuffle(unsigned mask, T v, unsigned src) {
 // cp.async.wait_group n for the calling thread (see Fiber). Both addresses must be 16-byte
 // aligned and the destination in the block's shared memory, as on a GPU.
 inline void cp_async16(void* dst, const void* src) {
-  const auto d = reinterpret_cast<uintptr_t>(dst), b = reinterpret_cast<uintptr_t>(L->smem.data());
-  if (d % 16 || reinterpret_cast<uintptr_t>(src) % 16 || d < b || d + 16 > b + L->smem.size()) {
+  const auto d = reinterpret_cast<uintptr_t>(dst);
+  const auto b = (reinterpret_cast<uintptr_t>(L->smem.data()) + 127) & ~uintptr_t(127);
+  if (d % 16 || reinterpret_cast<uintptr_t>(src) % 16 || d < b || d + 16 > b + L->dyn_bytes) {
     stuck("cp.async of 16 bytes to an address outside dynamic shared memory or off a 16-byte "
           "boundary");
     return;
@@ -519,6 +529,10 @@ inline void cp_async16(void* dst, const void* src) {
   Fiber::AsyncCopy c;
   c.dst = dst;
   std::memcpy(c.bytes, src, 16);
+  if (L->eager_async) {  // landed now; kept in its group for the accounting
+    std::memcpy(dst, c.bytes, 16);
+    c.dst = nullptr;
+  }
   L->cur->open.push_back(c);
 }
 inline void cp_async_commit() {
@@ -529,7 +543,9 @@ inline void cp_async_commit() {
 inline void cp_async_wait(size_t pending) {
   Fiber* f = L->cur;
   while (f->groups.size() > pending) {
-    for (const auto& c : f->groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    for (const auto& c : f->groups.front()) {
+      if (c.dst) std::memcpy(c.dst, c.bytes, 16);
+    }
     f->groups.erase(f->groups.begin());
   }
 }

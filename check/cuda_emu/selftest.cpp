@@ -168,6 +168,25 @@ __global__ void async_rows(float* out, const float* in, int mode) {
   out[t] = s[4 * next];
 }
 
+// A buffer overwritten by cp.async while other threads may still read it: each thread reads
+// the next thread's chunk, then copies a new chunk over its own, waited for only at the end.
+// Without the barrier between, the next thread's read and this thread's copy race.
+__global__ void async_overwrite(float* out, const float* in, int with_barrier) {
+  float* s = dyn_shared<float>();
+  const int t = threadIdx.x, next = (t + 1) % (int)blockDim.x;
+  ::emu::cp_async16(s + 4 * t, in + 4 * t);
+  ::emu::cp_async_commit();
+  ::emu::cp_async_wait(0);
+  __syncthreads();
+  const float v = s[4 * next];
+  if (with_barrier) __syncthreads();
+  ::emu::cp_async16(s + 4 * t, in + 128 + 4 * t);
+  ::emu::cp_async_commit();
+  __syncthreads();
+  out[t] = v;
+  ::emu::cp_async_wait(0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -317,6 +336,14 @@ int main(int argc, char** argv) {
          "read before the wait: " + std::to_string(out[0]));
     LAUNCH(async_rows, 1, 32, 512)(out, in, 2);
     line("cp-async-no-barrier", settle(), "another thread's copy read after this one's wait");
+    float* in2 = dev_floats(256, 0.f);
+    for (int i = 0; i < 256; i++) in2[i] = float(i);
+    LAUNCH(async_overwrite, 1, 32, 512)(out, in2, 0);
+    line("cp-async-overwrite", settle(), "a copy over a chunk another thread may still read");
+    LAUNCH(async_overwrite, 1, 32, 512)(out, in2, 1);
+    f = settle();
+    line("cp-async-overwrite-barrier", f || out[0] != 4.f, "out[0]=" + std::to_string(out[0]));
+    cudaFree(in2);
     unsetenv("LOTUS_EMU_CHECK");
     LAUNCH(async_rows, 1, 32, 512)(out, in, 3);
     line("cp-async-never-waited", settle(), "threads returned with copies in flight");

@@ -21,17 +21,19 @@
 // rows are rescaled by exp(m_old - m_new) in registers (online softmax) and each thread's partial
 // row sum is combined over its group once at the end.
 //
-// The backward's kernels stream their tiles double-buffered: while a step's products run, the
-// next step's tile is on its way into the other buffer (tc_stage_ahead: cp.async from the bf16
-// rows, so no register holds it), and a step waits only for what the previous step's products
-// did not cover. The forward, which rounds fp32 rows as it stages them, loads each tile when it
-// needs it.
+// Every kernel streams its tiles one step ahead: while a step's products run, the next step's
+// tile is on its way into shared memory by cp.async, which holds no register, and a step waits
+// only for what the previous step's products did not cover. The backward's kernels copy the
+// bf16 rows into a second buffer of bf16 tiles (tc_stage_ahead); the forward, whose rows are
+// fp32, lands them in an fp32 buffer and rounds them into its bf16 tiles when their step comes
+// (tc_land, tc_unland).
 //
-// Shared memory per block, at HSP = 64 and W = 4: 27 KiB (forward), 54 KiB (dq), 56 KiB (dkv),
+// Shared memory per block, at HSP = 64 and W = 4: 59 KiB (forward), 54 KiB (dq), 56 KiB (dkv),
 // where kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB;
 // 2.25 KiB (forward) or 4.5 KiB (dq, dkv) more a warp over 4. Registers bound the blocks a
 // multiprocessor holds (__launch_bounds__ below: 128 a thread in the forward, 168 in dq and
-// dkv): 4 or 3 blocks of 4 warps, 3 or 2 of 5, to hide the staging's load latency.
+// dkv): 4 or 3 blocks of 4 warps, 3 or 2 of 5, to hide what latency remains; the forward's
+// shared memory allows 3 blocks of 4 or 5 warps (227 KiB a multiprocessor on the H200).
 //
 // As in attention.cuh: no atomics, every gradient element written by one thread in a fixed
 // order (deterministic), the probabilities recomputed from the forward's statistics. D_i =
@@ -192,10 +194,9 @@ __device__ inline void tc_stage2(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int r
 
 // Two tiles of the same rows (keys and values, queries and dout): both tiles' loads in flight
 // together from bf16 rows, and from fp32 rows where the kernel has the registers (Fp32Pairs),
-// else one tile after the other. Holding both fp32 tiles costs the forward kernel its last
-// registers: at head size 64 it spills 8 bytes (nvcc 13 for sm_90, with blocks sized to the
-// sequence; the dq kernel none), a few local-memory round trips against one global round trip
-// saved a tile; at 128 it would spill 400, and the dkv kernel, at its limit already, more.
+// else one tile after the other. Holding both fp32 tiles' loads costs registers: the dq kernel
+// pairs them at head sizes up to 64; at 128, and in the dkv kernel, already at its register
+// bound, they come one after the other.
 template <class T, bool Fp32Pairs, class Src1, class Src2>
 __device__ inline void tc_stage_two(__nv_bfloat16* dst1, __nv_bfloat16* dst2, int rows, int n,
                                     int HS, int HSP, Src1 src1, Src2 src2) {
@@ -238,6 +239,43 @@ __device__ inline void tc_stage_ahead(__nv_bfloat16* dst1, __nv_bfloat16* dst2, 
       tc_copy16<T>(dst1, x, ld, src1, n, HS);
       tc_copy16<T>(dst2, x, ld, src2, n, HS);
     }
+  }
+}
+
+// The forward's tiles from fp32 rows, a tile ahead: tc_land starts two tiles of the same rows
+// (keys and values) on their way into F ([2][rows][HSP] fp32) by cp.async, each thread the
+// 16-byte groups tc_stage would give it (a row's ragged end and the padding stored at once, as
+// tc_load reads them), and commits them; after the thread's cp_async_wait, tc_unland rounds the
+// same groups into the bf16 tiles, as tc_stage would have. A thread reads back only what it
+// copied, so no barrier is needed between the two, and F is free for the next tile as soon as
+// the thread has read its groups back.
+template <class Src1, class Src2>
+__device__ inline void tc_land(float* F, int rows, int n, int HS, int HSP, Src1 src1, Src2 src2) {
+  const int total = rows * (HSP / 4);
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
+    const TcElem x = tc_elem<float>(e, HSP);
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+      float* f = F + (k * rows + x.r) * HSP + x.d;
+      const float* p = x.r < n && x.d + 4 <= HS ? (k ? src2(x.r) : src1(x.r)) + x.d : nullptr;
+      if (p && aligned16(p)) {
+        cp_async16(f, p);
+      } else if (k) {
+        st4(f, tc_load<float>(src2, x, true, n, HS));
+      } else {
+        st4(f, tc_load<float>(src1, x, true, n, HS));
+      }
+    }
+  }
+  cp_async_commit();
+}
+__device__ inline void tc_unland(__nv_bfloat16* dst1, __nv_bfloat16* dst2, const float* F,
+                                 int rows, int HSP) {
+  const int total = rows * (HSP / 4), ld = HSP + 8;
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
+    const TcElem x = tc_elem<float>(e, HSP);
+    tc_store(dst1, x, ld, ld4(F + x.r * HSP + x.d));
+    tc_store(dst2, x, ld, ld4(F + (rows + x.r) * HSP + x.d));
   }
 }
 
@@ -393,7 +431,7 @@ __device__ inline T group_sum(T v) {
 }
 
 // grid: B*NH*nqt blocks (query tiles of 16 W rows, fastest; W = blockDim.x / 32); dynamic
-// shared memory: tc_smem(HSP, 16 W, NC). stats is nullable.
+// shared memory: tc_smem(HSP, 16 W, 128 + 2 NC HSP floats). stats is nullable.
 template <int HSP>
 __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
@@ -407,25 +445,36 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
   __nv_bfloat16* Ks = Qs + TR * ld;             // [NC][ld]
   __nv_bfloat16* Vs = Ks + NC * ld;             // [NC][ld]
   auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]: key exists and is valid
+  // The next tile's keys and values as they arrive, fp32 (tc_land): [2][NC][HSP].
+  auto* Fs = reinterpret_cast<float*>(ok_s + 128);
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * TR, nq = min(TR, s.Tq - i0);
-  tc_stage<T>(Qs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
+  const int nk_max = s.Tp + i0 + nq;  // keys the block's last query sees
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
+  // Key tile j0's rows start on their way into Fs (each thread its own elements), and its keys'
+  // validity into a register (ok_next).
+  bool ok_next = false;
+  auto land = [&](int j0) {
+    const int nkt = min(NC, nk_max - j0);
+    tc_land(Fs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
+            [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
+    ok_next = tid < nkt && (!valid || valid[j0 + tid]);
+  };
+  land(0);  // in flight while the queries are staged
+  tc_stage<T>(Qs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
   const int ig = i0 + wr0 + g;  // the lane's rows: ig and ig + 8 (query indices)
   float o[HSP / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const int nk_max = s.Tp + i0 + nq;        // keys the block's last query sees
   const int wk_max = s.Tp + i0 + wr0 + wn;  // keys the warp's last query sees
   for (int j0 = 0; j0 < nk_max; j0 += NC) {
-    const int nkt = min(NC, nk_max - j0);
     __syncthreads();  // the previous tile is no longer read
-    tc_stage_two<T, HSP <= 64>(
-        Ks, Vs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
-        [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
-    if (tid < NC) ok_s[tid] = tid < nkt && (!valid || valid[j0 + tid]);
+    cp_async_wait<0>();  // this thread's elements of the tile have landed in Fs
+    tc_unland(Ks, Vs, Fs, NC, HSP);  // rounded to bf16, as staging rounds them
+    if (tid < NC) ok_s[tid] = ok_next;
+    if (j0 + NC < nk_max) land(j0 + NC);  // the next tile, while this one's products run
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
     float sc[NT][4];
@@ -514,10 +563,24 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
   const int b = bh / s.NH, h = bh % s.NH;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
   const int i0 = qt * TR, nq = min(TR, s.Tq - i0);
+  const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
+  const int nk_max = s.Tp + i0 + nq;
+  // Key tile it sits in buffer it & 1. Its rows are staged an iteration ahead, and its keys'
+  // validity loaded into a register then (ok_next), stored where the tile is used.
+  bool ok_next = false;
+  auto ahead = [&](int j0, int buf) {
+    const int nkt = min(NC, nk_max - j0);
+    tc_stage_ahead<T, HSP <= 64>(
+        Ks + buf * NC * ld, Vs + buf * NC * ld, NC, nkt, HS, HSP,
+        [&](int k) { return src.key(s, b, h, j0 + k); },
+        [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
+    ok_next = tid < nkt && (!valid || valid[j0 + tid]);
+    cp_async_commit();
+  };
+  ahead(0, 0);  // in flight while the queries are staged and D is formed
   tc_stage2<T>(
       Qs, dOs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); },
       [&](int r) { return src.dout_row(s, b, h, i0 + r); });
-  const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0)), ig = i0 + wr0 + g;
   // The lane's rows' statistics, and D = dout . out: the group's four lanes split the row's
   // channels (d = t, t + 4, ...), sum in double and combine with two shuffles.
@@ -537,21 +600,8 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     D[hi] = (float)group_sum(part);
     if (in && t == 0) Dg[(int64_t)bh * s.Tq + ig + 8 * hi] = D[hi];
   }
-  const int nk_max = s.Tp + i0 + nq, wk_max = s.Tp + i0 + wr0 + wn;
+  const int wk_max = s.Tp + i0 + wr0 + wn;
   float dq[HSP / 8][4] = {};
-  // Key tile it sits in buffer it & 1. Its rows are staged an iteration ahead, and its keys'
-  // validity loaded into a register then (ok_next), stored where the tile is used.
-  bool ok_next = false;
-  auto ahead = [&](int j0, int buf) {
-    const int nkt = min(NC, nk_max - j0);
-    tc_stage_ahead<T, HSP <= 64>(
-        Ks + buf * NC * ld, Vs + buf * NC * ld, NC, nkt, HS, HSP,
-        [&](int k) { return src.key(s, b, h, j0 + k); },
-        [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
-    ok_next = tid < nkt && (!valid || valid[j0 + tid]);
-    cp_async_commit();
-  };
-  ahead(0, 0);
   for (int j0 = 0, it = 0; j0 < nk_max; j0 += NC, it++) {
     const int buf = it & 1;
     if (tid < NC) ok_s[buf * NC + tid] = ok_next;
@@ -787,7 +837,8 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
   const int W = tc_warps(s.Tq, kTcFwdWarps), TR = W * kTcRows, nqt = (s.Tq + TR - 1) / TR;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  const size_t smem = tc_smem(HSP, TR, tc_cols(HSP));
+  // ok_s padded to 128 bytes, then the landing tiles (tc_land).
+  const size_t smem = tc_smem(HSP, TR, 128 + 2 * tc_cols(HSP) * HSP * sizeof(float));
   TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP>, smem));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
