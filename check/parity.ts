@@ -1336,7 +1336,8 @@ export function withEngineSettings<T>(
 /**
  * The settings of the CUDA engine's tensor-core attention that must not change a bit: the
  * backward staging the fp32 rows rather than bf16 copies of them (`LOTUS_TC_BF16_ROWS=0`),
- * and blocks of at most 4 warps, 64 rows, whatever the sequence (`LOTUS_TC_WARPS=4`), each
+ * blocks of at most 4 warps, 64 rows, whatever the sequence (`LOTUS_TC_WARPS=4`), and each
+ * tile waited for before the products that its staging would overlap (`LOTUS_TC_AHEAD=0`), each
  * against the defaults on `cases` (the statistics form, in bf16). `open` opens the engine
  * again, whose le_init reads the settings; the defaults are restored before returning. `err`
  * counts the elements whose bits differ.
@@ -1359,6 +1360,7 @@ export function compareAttentionSettings(
   const settings: [string, Record<string, string>][] = [
     ["backward from fp32 rows (LOTUS_TC_BF16_ROWS=0)", { LOTUS_TC_BF16_ROWS: "0" }],
     ["64-row blocks (LOTUS_TC_WARPS=4)", { LOTUS_TC_WARPS: "4" }],
+    ["tiles waited for before the products (LOTUS_TC_AHEAD=0)", { LOTUS_TC_AHEAD: "0" }],
   ];
   return settings.map(([what, env]) => {
     const got = run(env);

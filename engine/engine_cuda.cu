@@ -143,9 +143,10 @@ int configure_lt(const char* fn) {
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
 // the fp32 kernels of attention.cuh in every precision, or unless the tensor cores' register
 // layout is not the one the kernels assume (probe_mma); its backward stages bf16 copies of its
-// rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way); LOTUS_TC_WARPS (4 to 8, unset:
-// 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles whatever the
-// sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel unless
+// rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way); its kernels stage each tile
+// while the products before it run unless LOTUS_TC_AHEAD=0 (the same bits); LOTUS_TC_WARPS (4
+// to 8, unset: 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles
+// whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel unless
 // LOTUS_GEMV=0 (matmul.cuh). Read at every le_init, as above; needs g.dflag.
 int configure_kernels(const char* fn) {
   int warps = 8;
@@ -164,6 +165,8 @@ int configure_kernels(const char* fn) {
   g.tc_attention = !(env && strcmp(env, "0") == 0);
   const char* rows = getenv("LOTUS_TC_BF16_ROWS");
   g.tc_bf16_rows = !(rows && strcmp(rows, "0") == 0);
+  const char* ahead = getenv("LOTUS_TC_AHEAD");
+  g.tc_ahead = !(ahead && strcmp(ahead, "0") == 0);
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   const char* gemv = getenv("LOTUS_GEMV");

@@ -1206,7 +1206,8 @@ Deno.test({
   name: "emulated CUDA engine: bf16 attention on tensor cores stays within bf16's bound of the " +
     "CPU engine on every output and element, its backward gives the same bits from bf16 copies " +
     "of its rows as from the fp32 rows, blocks sized to the sequence give the bits of 64-row " +
-    "blocks, and LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
+    "blocks, tiles waited for before the products give the bits of tiles staged ahead, and " +
+    "LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();

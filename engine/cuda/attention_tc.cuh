@@ -26,7 +26,8 @@
 // only for what the previous step's products did not cover. The backward's kernels copy the
 // bf16 rows into a second buffer of bf16 tiles (tc_stage_ahead); the forward, whose rows are
 // fp32, lands them in an fp32 buffer and rounds them into its bf16 tiles when their step comes
-// (tc_land, tc_unland).
+// (tc_land, tc_unland). LOTUS_TC_AHEAD=0 waits for the next tile before the products instead:
+// the same bits, the staging's latency exposed again (a measurement's before).
 //
 // Shared memory per block, at HSP = 64 and W = 4: 59 KiB (forward), 54 KiB (dq), 56 KiB (dkv),
 // where kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB;
@@ -436,7 +437,7 @@ template <int HSP>
 __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
                             TcRows<float> src, const uint8_t* key_valid, AttnShape s,
-                            float scale, int nqt) {
+                            float scale, int nqt, bool overlap) {
   using T = float;
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
@@ -474,7 +475,10 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     cp_async_wait<0>();  // this thread's elements of the tile have landed in Fs
     tc_unland(Ks, Vs, Fs, NC, HSP);  // rounded to bf16, as staging rounds them
     if (tid < NC) ok_s[tid] = ok_next;
-    if (j0 + NC < nk_max) land(j0 + NC);  // the next tile, while this one's products run
+    if (j0 + NC < nk_max) {
+      land(j0 + NC);  // the next tile, while this one's products run
+      if (!overlap) cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: before them
+    }
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
     float sc[NT][4];
@@ -548,7 +552,7 @@ template <int HSP, class T>
 __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout, const float* out,
                            const float* stats, const uint8_t* key_valid, TcRows<T> src,
-                           AttnShape s, float scale, int nqt) {
+                           AttnShape s, float scale, int nqt, bool overlap) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
@@ -608,7 +612,11 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     __syncthreads();  // the other buffer's tile (the previous one) is no longer read
     if (j0 + NC < nk_max) {
       ahead(j0 + NC, buf ^ 1);
-      cp_async_wait<1>();  // this thread's copies of tile it have landed
+      if (overlap) {
+        cp_async_wait<1>();  // this thread's copies of tile it have landed
+      } else {
+        cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: and the next tile's too
+      }
     } else {
       cp_async_wait<0>();
     }
@@ -649,7 +657,7 @@ template <int HSP, class T>
 __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
     attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* stats,
                             const uint8_t* key_valid, TcRows<T> src, AttnShape s, float scale,
-                            int nkt_all, bool share_b) {
+                            int nkt_all, bool share_b, bool overlap) {
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS, NKV = s.NH / s.G;
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's key rows
@@ -717,7 +725,11 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
         __syncthreads();  // the other buffer's tile (the previous step's) is no longer read
         if (k + 1 < steps) {
           ahead(k + 1, buf ^ 1);
-          cp_async_wait<1>();  // this thread's copies of step k's tile have landed
+          if (overlap) {
+            cp_async_wait<1>();  // this thread's copies of step k's tile have landed
+          } else {
+            cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: and the next step's too
+          }
         } else {
           cp_async_wait<0>();
         }
@@ -844,7 +856,7 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
   const TcRows<float> src{qkv, kv_past, nullptr, s.past_bs, s.past_rs};
   LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, W * 32, smem)(
-      out, out16, ld16, stats, src, key_valid, s, scale, nqt);
+      out, out16, ld16, stats, src, key_valid, s, scale, nqt, g.tc_ahead);
   return 0;
 }
 
@@ -881,9 +893,10 @@ inline int attention_tc_bwd_rows(const char* fn, float* dqkv, float* dkv_past,
   TRY(attn_smem_optin(fn, attention_tc_dq_kernel<HSP, T>, smem_q));
   TRY(attn_smem_optin(fn, attention_tc_dkv_kernel<HSP, T>, smem_k));
   LAUNCH((attention_tc_dq_kernel<HSP, T>), (unsigned)qblocks, Wq * 32, smem_q)(
-      dqkv, D, dout, out, stats, key_valid, src, s, scale, nqt);
+      dqkv, D, dout, out, stats, key_valid, src, s, scale, nqt, g.tc_ahead);
   LAUNCH((attention_tc_dkv_kernel<HSP, T>), share_b ? (unsigned)NKV : (unsigned)kblocks,
-         Wk * 32, smem_k)(dqkv, dkv_past, D, stats, key_valid, src, s, scale, nkt, share_b);
+         Wk * 32, smem_k)(dqkv, dkv_past, D, stats, key_valid, src, s, scale, nkt, share_b,
+                          g.tc_ahead);
   return 0;
 }
 

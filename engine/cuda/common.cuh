@@ -89,6 +89,7 @@ struct State {
   int precision = 0;          // 0 fp32, 1 TF32, 2 bf16 (le_set_precision)
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
   bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
+  bool tc_ahead = true;       // its kernels' tiles overlap the products before them
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
