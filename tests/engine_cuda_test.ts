@@ -6,17 +6,10 @@ import { buildEngine, EngineBuildError, planEngineBuild } from "../engine/build.
 import { EngineError, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { selectEngine } from "../engine/backend.ts";
+import { findNvcc } from "../check/kernel_resources.ts";
 
 const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/, "");
 
-function findNvcc(): string | null {
-  for (const d of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/local/cuda/bin"]) {
-    try {
-      if (d && Deno.statSync(`${d}/nvcc`).isFile) return `${d}/nvcc`;
-    } catch { /* not here */ }
-  }
-  return null;
-}
 const NVCC = findNvcc();
 const GPU = probeCuda().available;
 if (!NVCC) console.error("engine_cuda_test: nvcc not found: the CUDA build tests are skipped");
