@@ -91,12 +91,15 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-// The vector types of 16-byte loads and stores, as the CUDA toolkit declares them.
+// The vector types of 16- and 8-byte loads and stores, as the CUDA toolkit declares them.
 struct alignas(16) float4 {
   float x, y, z, w;
 };
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
+};
+struct alignas(8) uint2 {
+  unsigned x, y;
 };
 
 namespace emu {
