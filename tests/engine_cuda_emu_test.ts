@@ -1595,3 +1595,39 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "emulated CUDA engine: a graph recorded with a larger attention block still replays " +
+    "after a smaller launch of the same kernel (its shared memory limit only rises)",
+  ignore: !OK,
+  fn() {
+    // Head size 64 in bf16: the tensor-core forward's blocks need over 47 KiB of shared memory,
+    // more for 79 queries (5 warps) than for 9 (4 warps). The emulation checks each launch's
+    // limit again when a graph replays it, as a GPU does.
+    const e = emulated(), rng = new Rng(53);
+    const B = 1, NH = 2, C = 128;
+    withBufs(e, (b) => {
+      const big = { Tq: 79, qkv: b.f32(randn(rng, 79 * 3 * C)), out: b.f32(79 * C) };
+      const small = { Tq: 9, qkv: b.f32(randn(rng, 9 * 3 * C)), out: b.f32(9 * C) };
+      const stats = b.f32(B * NH * 79 * 2);
+      const attend = (x: typeof big) =>
+        e.attentionStatsFwd(x.out, stats, x.qkv, null, null, B, x.Tq, 0, C, NH, 0, 0);
+      e.setPrecision(2);
+      const slot = e.graphSlot();
+      try {
+        attend(big);
+        const want = b.get(big.out, 79 * C);
+        e.zero(big.out, 79 * C * 4);
+        e.graphBegin();
+        attend(big);
+        e.graphEnd(slot);
+        attend(small);
+        assert(e.graphLaunch(slot));
+        assertEquals(b.get(big.out, 79 * C), want, "the replay's output");
+      } finally {
+        e.graphFree(slot);
+        e.setPrecision(0);
+      }
+    });
+  },
+});

@@ -400,8 +400,18 @@ inline bool run_blocks(const std::vector<Region>* writes) {
   return true;
 }
 
+inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t smem);
+
 template <class Kernel, class... Args>
 void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... args) {
+  // The limits again when the work runs, as a GPU applies them to a graph's nodes at each replay:
+  // a kernel's shared memory limit lowered since the launch was queued or recorded refuses it.
+  if (check_config(reinterpret_cast<const void*>(k), grid, blk, smem) != cudaSuccess) {
+    fault("%s: %zu bytes of dynamic shared memory, over the kernel's limit when it runs (lowered "
+          "by cudaFuncSetAttribute since the launch was queued or recorded)",
+          name, smem);
+    return;
+  }
   L = &state;
   const unsigned n = blk.x * blk.y * blk.z;
   while (state.fibers.size() < n) {

@@ -38,6 +38,9 @@
 // tiles, in order, as the CPU engine does.
 #pragma once
 
+#include <map>
+#include <utility>
+
 #include "common.cuh"
 
 namespace le {
@@ -432,7 +435,10 @@ __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const flo
 
 // Raises a kernel's dynamic shared memory limit when it needs more than the default: 48 KiB
 // less the kernel's static shared memory (at most 128 bytes here, attention_bwd_dq_kernel's),
-// so anything over 47 KiB opts in.
+// so anything over 47 KiB opts in. The limit only ever rises (the most a launch of the kernel
+// on this device has asked for): a CUDA graph recorded with a launch of one size is replayed
+// after launches of others, and a limit lowered since would refuse its node.
+inline std::map<std::pair<int, const void*>, size_t> g_smem_optin;
 template <class K>
 inline int attn_smem_optin(const char* fn, K kernel, size_t bytes) {
   if (bytes <= 47 * 1024) return 0;
@@ -441,8 +447,11 @@ inline int attn_smem_optin(const char* fn, K kernel, size_t bytes) {
                 "over the GPU's 227 KiB",
                 fn, bytes);
   }
+  size_t& set = g_smem_optin[{g.device, reinterpret_cast<const void*>(kernel)}];
+  if (bytes <= set) return 0;
   CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)bytes));
+  set = bytes;
   return 0;
 }
 

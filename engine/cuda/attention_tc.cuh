@@ -863,7 +863,7 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
 // dst row b * rows + r (cols values) = src's row at b * bs + r * rs, rounded to bf16.
 __global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
                                      int64_t rows, int cols, int64_t bs, int64_t rs) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t k = blockIdx.y; k < nrows; k += gridDim.y) {
     const float* row = src + (k / rows) * bs + (k % rows) * rs;
@@ -876,7 +876,7 @@ __global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64
 // blockDim.x), up to ceil(nrows / 4)).
 __global__ void tc_round_rows4_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
                                       int64_t rows, int cols, int64_t bs, int64_t rs) {
-  const int c = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
+  const int64_t c = 4 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
   if (c >= cols) return;
   for (int64_t k0 = 4 * (int64_t)blockIdx.y; k0 < nrows; k0 += 4 * (int64_t)gridDim.y) {
     float4 v[4];
