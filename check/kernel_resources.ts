@@ -42,9 +42,6 @@ export interface SpillAllowance {
 
 const FWD = "the forward holds its output rows (16 x HSP), a tile's scores (16 x NC) and the " +
   "online softmax's state under 128 registers (four blocks of 4 warps a multiprocessor)";
-const DKV = "the dkv kernel holds dK and dV (16 x 64 each) in registers under its " +
-  "168-register bound (two blocks of 6 warps a multiprocessor), and forms 16 queries' scores " +
-  "at a time beside them; what spills is live across a tile's staging, not the products";
 
 /**
  * Kernels allowed to spill (ptxas for sm_90, nvcc 13), keyed by demangled name. Everything else
@@ -55,8 +52,6 @@ const DKV = "the dkv kernel holds dK and dV (16 x 64 each) in registers under it
 export const SPILL_BUDGET: Readonly<Record<string, SpillAllowance>> = {
   "le::attention_tc_fwd_kernel<128>": { maxStoreBytes: 16, why: `[4] ${FWD}` },
   "le::attention_tc_fwd_kernel<64>": { maxStoreBytes: 16, why: `[8] ${FWD}` },
-  "le::attention_tc_dkv_kernel<64, __nv_bfloat16>": { maxStoreBytes: 24, why: `[12] ${DKV}` },
-  "le::attention_tc_dkv_kernel<64, float>": { maxStoreBytes: 32, why: `[20] ${DKV}` },
 };
 
 /** Registers a multiprocessor has, and the warps it can hold (sm_90). */

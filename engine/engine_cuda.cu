@@ -119,9 +119,14 @@ void at_exit() {
 // LOTUS_GEMM_TUNE: how many of the heuristic's algorithms are timed per GEMM shape (default 8;
 // 0 or 1: its first, untimed). Read at every le_init, so a process can open the engine again
 // with other settings; the plans and choices made are kept while both stay the same.
+// Whether the environment variable `name` is "0": a setting turned off.
+inline bool env_off(const char* name) {
+  const char* v = getenv(name);
+  return v && strcmp(v, "0") == 0;
+}
+
 int configure_lt(const char* fn) {
-  const char* env = getenv("LOTUS_CUBLASLT");
-  const bool off = env && strcmp(env, "0") == 0;
+  const bool off = env_off("LOTUS_CUBLASLT");
   int tune = 8;
   if (const char* t = getenv("LOTUS_GEMM_TUNE"); t && t[0]) {
     char* end = nullptr;
@@ -146,8 +151,8 @@ int configure_lt(const char* fn) {
 // rows unless LOTUS_TC_BF16_ROWS=0 (the same bits either way); its kernels stage each tile
 // while the products before it run unless LOTUS_TC_AHEAD=0 (the same bits); LOTUS_TC_WARPS (4
 // to 8, unset: 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles
-// whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel unless
-// LOTUS_GEMV=0 (matmul.cuh). Read at every le_init, as above; needs g.dflag.
+// whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel
+// unless LOTUS_GEMV=0 (matmul.cuh). Read at every le_init, as above; needs g.dflag.
 int configure_kernels(const char* fn) {
   int warps = 8;
   if (const char* w = getenv("LOTUS_TC_WARPS"); w && w[0]) {
@@ -161,16 +166,12 @@ int configure_kernels(const char* fn) {
     warps = (int)v;
   }
   g.tc_max_warps = warps;
-  const char* env = getenv("LOTUS_TC_ATTENTION");
-  g.tc_attention = !(env && strcmp(env, "0") == 0);
-  const char* rows = getenv("LOTUS_TC_BF16_ROWS");
-  g.tc_bf16_rows = !(rows && strcmp(rows, "0") == 0);
-  const char* ahead = getenv("LOTUS_TC_AHEAD");
-  g.tc_ahead = !(ahead && strcmp(ahead, "0") == 0);
+  g.tc_attention = !env_off("LOTUS_TC_ATTENTION");
+  g.tc_bf16_rows = !env_off("LOTUS_TC_BF16_ROWS");
+  g.tc_ahead = !env_off("LOTUS_TC_AHEAD");
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
-  const char* gemv = getenv("LOTUS_GEMV");
-  g.gemv = !(gemv && strcmp(gemv, "0") == 0);
+  g.gemv = !env_off("LOTUS_GEMV");
   return 0;
 }
 

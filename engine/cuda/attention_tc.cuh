@@ -148,8 +148,11 @@ __device__ inline void tc_store(__nv_bfloat16* dst, TcElem x, int ld, float4 v) 
   o[2] = __float2bfloat16_rn(v.z);
   o[3] = __float2bfloat16_rn(v.w);
 }
+// A 16-byte group stored as loaded: 8 bf16 (already rounded), or 4 fp32 (a landing buffer).
+__device__ inline void tc_put(__nv_bfloat16* o, uint4 v) { *reinterpret_cast<uint4*>(o) = v; }
+__device__ inline void tc_put(float* o, float4 v) { st4(o, v); }
 __device__ inline void tc_store(__nv_bfloat16* dst, TcElem x, int ld, uint4 v) {
-  *reinterpret_cast<uint4*>(dst + x.r * ld + x.d) = v;  // pitch and channel 16-byte aligned
+  tc_put(dst + x.r * ld + x.d, v);  // pitch and channel 16-byte aligned
 }
 template <class T, class Src>
 __device__ inline void tc_stage(__nv_bfloat16* dst, int rows, int n, int HS, int HSP, Src src) {
@@ -209,18 +212,19 @@ __device__ inline void tc_stage_two(__nv_bfloat16* dst1, __nv_bfloat16* dst2, in
   }
 }
 
-// One 16-byte group of a staged row (tc_stage's element x) by cp.async when the row holds it
-// whole and aligned; a row's ragged end, and the padding (zeros), are stored at once.
+// One 16-byte group of a row (tc_stage's element x of rows of T) copied as it is to o, by
+// cp.async when the row holds it whole and aligned; a row's ragged end, and the padding
+// (zeros), are stored at once, as tc_load reads them.
 template <class T, class Src>
-__device__ inline void tc_copy16(__nv_bfloat16* dst, TcElem x, int ld, Src src, int n, int HS) {
-  if (x.r < n && x.d + 8 <= HS) {
+__device__ inline void tc_copy16(T* o, TcElem x, Src src, int n, int HS) {
+  if (x.r < n && x.d + TcSrc<T>::V <= HS) {
     const T* p = src(x.r) + x.d;
     if (aligned16(p)) {
-      cp_async16(dst + x.r * ld + x.d, p);
+      cp_async16(o, p);
       return;
     }
   }
-  tc_store(dst, x, ld, tc_load<T>(src, x, true, n, HS));
+  tc_put(o, tc_load<T>(src, x, true, n, HS));
 }
 
 // A tile pair staged ahead of the step that reads it, while the step before computes. From
@@ -237,9 +241,20 @@ __device__ inline void tc_stage_ahead(__nv_bfloat16* dst1, __nv_bfloat16* dst2, 
     const int ld = HSP + 8, total = rows * (HSP / 8);
     for (int e = threadIdx.x; e < total; e += blockDim.x) {
       const TcElem x = tc_elem<T>(e, HSP);
-      tc_copy16<T>(dst1, x, ld, src1, n, HS);
-      tc_copy16<T>(dst2, x, ld, src2, n, HS);
+      tc_copy16<T>(dst1 + x.r * ld + x.d, x, src1, n, HS);
+      tc_copy16<T>(dst2 + x.r * ld + x.d, x, src2, n, HS);
     }
+  }
+}
+
+// After a step has sent the next step's tile (sent_next), this thread's copies of its own tile:
+// waits for all but that last group, or with LOTUS_TC_AHEAD=0 (overlap false) for all of them,
+// the next tile's too, so that its staging no longer overlaps the products.
+__device__ inline void tc_wait_own(bool sent_next, bool overlap) {
+  if (sent_next && overlap) {
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
   }
 }
 
@@ -255,18 +270,8 @@ __device__ inline void tc_land(float* F, int rows, int n, int HS, int HSP, Src1 
   const int total = rows * (HSP / 4);
   for (int e = threadIdx.x; e < total; e += blockDim.x) {
     const TcElem x = tc_elem<float>(e, HSP);
-#pragma unroll
-    for (int k = 0; k < 2; k++) {
-      float* f = F + (k * rows + x.r) * HSP + x.d;
-      const float* p = x.r < n && x.d + 4 <= HS ? (k ? src2(x.r) : src1(x.r)) + x.d : nullptr;
-      if (p && aligned16(p)) {
-        cp_async16(f, p);
-      } else if (k) {
-        st4(f, tc_load<float>(src2, x, true, n, HS));
-      } else {
-        st4(f, tc_load<float>(src1, x, true, n, HS));
-      }
-    }
+    tc_copy16<float>(F + x.r * HSP + x.d, x, src1, n, HS);
+    tc_copy16<float>(F + (rows + x.r) * HSP + x.d, x, src2, n, HS);
   }
   cp_async_commit();
 }
@@ -475,10 +480,8 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     cp_async_wait<0>();  // this thread's elements of the tile have landed in Fs
     tc_unland(Ks, Vs, Fs, NC, HSP);  // rounded to bf16, as staging rounds them
     if (tid < NC) ok_s[tid] = ok_next;
-    if (j0 + NC < nk_max) {
-      land(j0 + NC);  // the next tile, while this one's products run
-      if (!overlap) cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: before them
-    }
+    if (j0 + NC < nk_max) land(j0 + NC);  // the next tile, while this one's products run
+    if (!overlap) cp_async_wait<0>();       // LOTUS_TC_AHEAD=0: before them
     __syncthreads();
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
     float sc[NT][4];
@@ -610,17 +613,10 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     const int buf = it & 1;
     if (tid < NC) ok_s[buf * NC + tid] = ok_next;
     __syncthreads();  // the other buffer's tile (the previous one) is no longer read
-    if (j0 + NC < nk_max) {
-      ahead(j0 + NC, buf ^ 1);
-      if (overlap) {
-        cp_async_wait<1>();  // this thread's copies of tile it have landed
-      } else {
-        cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: and the next tile's too
-      }
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // and every thread's
+    const bool more = j0 + NC < nk_max;
+    if (more) ahead(j0 + NC, buf ^ 1);
+    tc_wait_own(more, overlap);  // this thread's copies of tile it have landed
+    __syncthreads();             // and every thread's
     if (wn == 0 || j0 >= wk_max) continue;
     const __nv_bfloat16 *Kt = Ks + buf * NC * ld, *Vt = Vs + buf * NC * ld;
     const uint8_t* okt = ok_s + buf * NC;
@@ -723,17 +719,10 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
         float *invs = ms + NC, *Ds = invs + NC;
         if (tid < NC) ms[tid] = st_next[0], invs[tid] = st_next[1], Ds[tid] = st_next[2];
         __syncthreads();  // the other buffer's tile (the previous step's) is no longer read
-        if (k + 1 < steps) {
-          ahead(k + 1, buf ^ 1);
-          if (overlap) {
-            cp_async_wait<1>();  // this thread's copies of step k's tile have landed
-          } else {
-            cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: and the next step's too
-          }
-        } else {
-          cp_async_wait<0>();
-        }
-        __syncthreads();  // and every thread's
+        const bool more = k + 1 < steps;
+        if (more) ahead(k + 1, buf ^ 1);
+        tc_wait_own(more, overlap);  // this thread's copies of step k's tile have landed
+        __syncthreads();             // and every thread's
         // Warp-uniform: the warp's keys exist and some query of the tile sees the first.
         if (wn == 0 || j0 + wr0 > s.Tp + i0 + nq - 1) continue;
         const __nv_bfloat16 *Qt = Qs + buf * NC * ld, *dOt = dOs + buf * NC * ld;
