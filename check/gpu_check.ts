@@ -30,6 +30,7 @@ import {
   type CheckRow,
   checkRow,
   compareAttentionSettings,
+  compareDeferredGeluBwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -370,6 +371,13 @@ if (test.backend === "cuda") {
     );
   } catch (e) {
     push({ ...failure("ops", "bf16 forwards of 1 to 8 rows", e), precision: "bf16" });
+  }
+  try {
+    push(
+      ...mark([compareDeferredGeluBwd(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
+    );
+  } catch (e) {
+    push({ ...failure("ops", "GELU's backward left to the fc matmul", e), precision: "bf16" });
   }
 }
 

@@ -1471,6 +1471,76 @@ export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
 }
 
 /**
+ * GPT-2's MLP backward at its widths (C 768, 4C 3,072; `N` rows) as the stack runs it with
+ * recomputation, in bf16: ln2 rebuilt for its matmul only, GELU's backward, then the fc
+ * matmul's backward. With the CUDA engine's default, GELU's backward is left to that matmul,
+ * whose column-sum pass forms its values (`Engine.defersGeluBwd`); with
+ * `LOTUS_DEFER_GELU_BWD=0` it runs as its own kernel. The three gradients must be the same bits
+ * either way (`err` counts the values that differ), and the deferred GELU's fp32 output is
+ * never written (the note says so). `open` opens the engine again, whose le_init reads the
+ * setting; the default is restored before returning.
+ */
+export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): CheckRow {
+  const C = 768, F = 3072, rng = new Rng(seed);
+  const data = {
+    h: randn(rng, N * F),
+    da: randn(rng, N * F, 0.1),
+    x: randn(rng, N * C),
+    lw: randn(rng, C, 0.2, 1),
+    lb: randn(rng, C, 0.1),
+    w: randn(rng, F * C, 0.05),
+  };
+  const sentinel = 7;
+  const run = (env: Record<string, string>) =>
+    withEngineSettings(open, env, (eng) =>
+      withBufs(eng, (bufs) => {
+        const [h, da, x, lw, lb, w] = [data.h, data.da, data.x, data.lw, data.lb, data.w].map(
+          (a) => bufs.f32(a),
+        );
+        const dfch = bufs.f32(new Float32Array(N * F).fill(sentinel)), ln = bufs.f32(N * C);
+        const dx = bufs.f32(N * C), dW = bufs.f32(F * C), dB = bufs.f32(F);
+        eng.keepBf16(w, F * C);
+        eng.setPrecision(2);
+        try {
+          const late = eng.defersGeluBwd; // the order of Stack.backward
+          const gelu = () => {
+            if (late) eng.operandOnly(dfch);
+            eng.geluBwd(dfch, h, da, N * F, false);
+          };
+          if (!late) gelu();
+          eng.operandOnly(ln);
+          eng.layernormFwd(ln, null, null, x, lw, lb, N, C);
+          if (late) gelu();
+          eng.matmulBwd(dx, dW, dB, dfch, ln, w, N, C, F, false);
+          const left = bufs.get(dfch, N * F).every((v) => v === sentinel);
+          return { late, left, grads: [bufs.get(dx, N * C), bufs.get(dW, F * C), bufs.get(dB, F)] };
+        } finally {
+          eng.setPrecision(0);
+        }
+      }));
+  const deferred = run({}), apart = run({ LOTUS_DEFER_GELU_BWD: "0" });
+  let differ = 0, total = 0;
+  deferred.grads.forEach((g, i) => {
+    const a = new Uint32Array(g.buffer), b = new Uint32Array(apart.grads[i].buffer);
+    total += b.length;
+    for (let j = 0; j < b.length; j++) differ += a[j] !== b[j] ? 1 : 0;
+  });
+  const wrong = !deferred.late || apart.late || !deferred.left || apart.left;
+  return checkRow(
+    "ops",
+    "GELU's backward left to the fc matmul's backward: the bits of running it apart",
+    "bf16",
+    wrong ? Math.max(differ, 1) : differ,
+    0,
+    `${differ} of ${total} values differ (${N} rows at GPT-2's widths); deferred ${
+      deferred.late ? "by default" : "NOT by default"
+    }, GELU's output ${deferred.left ? "unwritten" : "WRITTEN"}; LOTUS_DEFER_GELU_BWD=0 ${
+      apart.late ? "still defers" : "runs it apart"
+    }`,
+  );
+}
+
+/**
  * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
  * decoding steps replayed from CUDA graphs against the same generation launched op by op:
  * tokens and post-loop latent logits must be the same bits, in the generations that record the

@@ -172,6 +172,7 @@ int configure_kernels(const char* fn) {
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
+  g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
   return 0;
 }
 
@@ -302,12 +303,12 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
-             "\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
+             "\"deferGeluBwd\":%s,\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
-             g.gemv ? "true" : "false",
+             g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
              g.mma_probe, g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +

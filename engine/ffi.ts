@@ -552,11 +552,27 @@ export class Engine {
    * and nothing reads its fp32 values later. In bf16 mode the CUDA engine then writes only the
    * bf16 copy the matmul reads (the same results), and any other op right after the producer
    * fails. The producers: geluFwd, layernormFwd, residualLayernormFwd (their `out`),
-   * rmsnormFwd, swigluFwd. A no-op on the CPU engine and in fp32 and TF32 modes.
+   * rmsnormFwd, swigluFwd. Also geluBwd overwriting `out` (accumulate false) when the matmul
+   * backward right after reads it as its dout: where {@linkcode Engine.defersGeluBwd}, that
+   * matmul forms it instead, and the bf16 copy made by the op before geluBwd still reaches it.
+   * A no-op on the CPU engine and in fp32 and TF32 modes.
    */
   operandOnly(out: Ptr): void {
     const f = this.#s.le_operand_only;
     if (f && f(addr(out)) !== 0) this.#fail("le_operand_only");
+  }
+
+  #defersGeluBwd: boolean | undefined;
+
+  /**
+   * Whether a hinted geluBwd ({@linkcode Engine.operandOnly}) is left to the matmul backward
+   * right after it, in bf16 mode: the CUDA engine unless `LOTUS_DEFER_GELU_BWD=0`, as
+   * le_device_info reports it. A library without it runs the two ops apart, and then any op
+   * but the matmul between a hinted producer and its matmul fails.
+   */
+  get defersGeluBwd(): boolean {
+    this.#defersGeluBwd ??= this.deviceInfo().deferGeluBwd === true;
+    return this.#defersGeluBwd;
   }
 
   /** GELU (tanh approximation) over n floats. */

@@ -130,7 +130,13 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int
  * values as they were; the matmul's results are the same bits. Any other op right after the
  * producer fails, naming both, as does a matmul that cannot use the copy. The CPU engine, and
  * the CUDA engine in fp32 and TF32 modes, write `out` as usual. Optional: a library built
- * before it lacks the symbol, and the binding then does without it. */
+ * before it lacks the symbol, and the binding then does without it.
+ * Also le_gelu_bwd with accumulate == 0 (its `dinp`), when le_matmul_bwd right after reads
+ * dinp as its dout: in bf16 mode the CUDA engine (le_device_info's "deferGeluBwd") then
+ * launches nothing for the GELU backward, and that matmul backward forms the values, the
+ * same bits, in the pass that sums its bias gradient; dinp is not written. Any other op right
+ * after it fails, as does a matmul backward with another dout. Launching nothing, it leaves
+ * the bf16 copy that the op before it made to that matmul. */
 int le_operand_only(const float* out);
 
 /* Dropout with drop probability p in [0, 1), in place: element i is kept when

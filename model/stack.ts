@@ -601,8 +601,13 @@ export class Stack {
       if (rc) this.#activation(ch.fchg[l], ch.fch[l], N, true);
       const [dW, dB, ffOut] = [gb.fcprojw, gb.fcprojb, wd.ffOut];
       e.matmulBwd(sc.dfchg, dW, dB, dfcproj, ch.fchg[l], b.fcprojw, N, ffOut, C, false);
-      this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N);
+      // Where the engine leaves GELU's backward to the matmul that reads its output
+      // (Engine.defersGeluBwd), it goes right before that matmul, after ln2's rebuild, whose
+      // copy still reaches the matmul; else before the rebuild.
+      const late = !wd.llama && e.defersGeluBwd;
+      if (!late) this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N, false);
       if (rc) this.#norm(ch.ln2[l], null, null, ch.resid2[l], b.ln2w, b.ln2b, N, true);
+      if (late) this.#activationBwd(sc.dfch, ch.fch[l], sc.dfchg, N, true);
       e.matmulBwd(sc.dtmp, gb.fcw, gb.fcb, sc.dfch, ch.ln2[l], b.fcw, N, C, wd.ffIn, false);
       this.#normBwd(
         sc.dres,
@@ -737,8 +742,12 @@ export class Stack {
     else this.eng.geluFwd(out, inp, N * this.#wd.ffOut);
   }
 
-  /** The activation's backward: dinp = ... from dout (overwritten, not added to). */
-  #activationBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number): void {
+  /**
+   * The activation's backward: dinp = ... from dout (overwritten, not added to). `only`: dinp
+   * is read just by the matmul backward right after, as its dout ({@linkcode Engine.operandOnly}).
+   */
+  #activationBwd(dinp: Ptr, inp: Ptr, dout: Ptr, N: number, only: boolean): void {
+    if (only) this.eng.operandOnly(dinp);
     if (this.#wd.llama) this.eng.swigluBwd(dinp, inp, dout, N, this.#wd.ffOut, false);
     else this.eng.geluBwd(dinp, inp, dout, N * this.#wd.ffOut, false);
   }

@@ -19,6 +19,7 @@ import {
   absStats,
   bf16Forward,
   compareAttentionSettings,
+  compareDeferredGeluBwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -1373,6 +1374,101 @@ Deno.test({
       }
     } finally {
       e.setPrecision(0);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a GELU backward hinted by le_operand_only is formed by the " +
+    "matmul backward right after it, in bf16 (the same bits, one launch fewer, its output " +
+    "untouched, the copy of the op before it still read); another next op or dout fails",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), lib = buildCudaEmu(), rng = new Rng(28);
+    const bufs = new Bufs(e), up = (a: Float32Array | number) => bufs.f32(a);
+    const get = (p: Ptr, n: number) => bufs.get(p, n);
+    const N = 150, C = 24; // 150 rows: two chunks of the column sums
+    try {
+      for (const F of [40, 37]) { // 37: the bf16 copy's rows padded
+        const n = N * F, what = (s: string) => `F ${F}: ${s}`;
+        const h = up(randn(rng, n)), da = up(randn(rng, n)), dfch = up(n);
+        const x = up(randn(rng, N * C)), lw = up(randn(rng, C, 0.5, 1)), lb = up(randn(rng, C));
+        const ln = up(N * C), W = up(randn(rng, F * C, 0.3)), other = up(n);
+        const dx = up(N * C), dW = up(F * C), dB = up(F);
+        const sentinel = new Float32Array(n).fill(7), lnSentinel = new Float32Array(N * C).fill(7);
+        // ln = LayerNorm(x) then dfch = gelu'(h) da, in either order, then the fc matmul's
+        // backward: its three gradients, and the kernels launched.
+        const step = (hints: boolean, full = true) => {
+          e.zero(dW, F * C * 4);
+          e.zero(dB, F * 4);
+          e.upload(dfch, sentinel);
+          e.upload(ln, lnSentinel);
+          if (hints) e.operandOnly(ln);
+          e.layernormFwd(ln, null, null, x, lw, lb, N, C);
+          if (hints) e.operandOnly(dfch);
+          const c0 = emuCounters(lib);
+          e.geluBwd(dfch, h, da, n, false);
+          if (full) e.matmulBwd(dx, dW, dB, dfch, ln, W, N, C, F, false);
+          else e.matmulBwd(dx, null, null, dfch, ln, W, N, C, F, false);
+          const launches = emuCounters(lib).launches - c0.launches;
+          return {
+            grads: [get(dx, N * C), ...(full ? [get(dW, F * C), get(dB, F)] : [])],
+            launches,
+            dfch: get(dfch, n),
+            ln: get(ln, N * C),
+          };
+        };
+        for (const precision of [2, 0] as const) {
+          e.setPrecision(precision);
+          for (const full of [true, false]) {
+            const plain = step(false, full), hinted = step(true, full);
+            const how = what(`precision ${precision}, ${full ? "with" : "without"} dw and dbias`);
+            assertEquals(hinted.grads, plain.grads, `${how}: the bits`);
+            if (precision === 2) {
+              // GELU's kernel saved, and with dw the rounding of ln, whose copy now reaches it.
+              const saved = full ? 2 : 1;
+              assertEquals(hinted.launches, plain.launches - saved, `${how}: launches`);
+              assertEquals(hinted.dfch, sentinel, `${how}: GELU's output unwritten`);
+              assertEquals(hinted.ln, lnSentinel, `${how}: LayerNorm's copy read`);
+            } else assertEquals(hinted.dfch, plain.dfch, `${how}: the hint changes nothing`);
+          }
+        }
+        e.setPrecision(2);
+        const want = step(false).grads;
+        // Accumulating, the hint is not taken: GELU's output is written as without it.
+        e.upload(dfch, sentinel);
+        e.operandOnly(dfch);
+        e.geluBwd(dfch, h, da, n, true);
+        const added = get(dfch, n);
+        e.upload(dfch, sentinel);
+        e.geluBwd(dfch, h, da, n, true);
+        assertEquals(added, get(dfch, n), what("accumulating"));
+        // Another op next, or a matmul backward with another dout: it fails, naming GELU.
+        e.operandOnly(dfch);
+        e.geluBwd(dfch, h, da, n, false);
+        assertThrows(() => e.zero(other, 4), Error, "le_zero: the op before it, le_gelu_bwd");
+        e.operandOnly(dfch);
+        e.geluBwd(dfch, h, da, n, false);
+        assertThrows(
+          () => e.matmulBwd(dx, dW, dB, other, ln, W, N, C, F, false),
+          Error,
+          "le_matmul_bwd: the op before it, le_gelu_bwd, left its output",
+        );
+        assertEquals(step(true).grads, want, what("the engine goes on"));
+      }
+      assertEquals([e.deviceInfo().deferGeluBwd, e.defersGeluBwd], [true, true]);
+      const off = withEngineSettings(
+        () => openEngine({ backend: "cuda", libPath: lib }),
+        { LOTUS_DEFER_GELU_BWD: "0" },
+        (eng) => eng.defersGeluBwd,
+      );
+      assertEquals(off, false, "LOTUS_DEFER_GELU_BWD=0");
+      // The GPU check's row, at GPT-2's widths.
+      const row = compareDeferredGeluBwd(() => openEngine({ backend: "cuda", libPath: lib }), 200);
+      assert(row.pass, `${row.name}: ${row.err} (${row.note})`);
+    } finally {
+      e.setPrecision(0);
+      bufs.free();
     }
   },
 });

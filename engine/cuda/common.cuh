@@ -92,6 +92,7 @@ struct State {
   bool tc_ahead = true;       // its kernels' tiles overlap the products before them
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
+  bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
@@ -109,14 +110,19 @@ uint64_t g_op_serial = 0;
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
-// Every op's first check, before its validate_<op> (engine_checks.h).
-#define REQUIRE_INIT(fn)                                                                     \
+#define REQUIRE_READY(fn)                                                                    \
   do {                                                                                       \
     if (!::le::g.ready) {                                                                    \
       return ::le::fail("%s: the CUDA engine is not initialised; call le_init first "        \
                         "(openEngine does)",                                                 \
                         fn);                                                                 \
     }                                                                                        \
+  } while (0)
+
+// Every op's first check, before its validate_<op> (engine_checks.h).
+#define REQUIRE_INIT(fn)                                                                     \
+  do {                                                                                       \
+    REQUIRE_READY(fn);                                                                       \
     ::le::g_op_serial++;                                                                     \
     TRY(::le::check_operand_consumed(fn));                                                   \
   } while (0)
@@ -322,9 +328,39 @@ inline const ProducedCopy* operand_only_copy() {
   return c.src && !c.fp32 && c.serial + 1 == g_op_serial ? &c : nullptr;
 }
 
+// A deferred GELU backward. In bf16 mode, le_gelu_bwd told by le_operand_only that its output
+// dinp is read only by the matmul backward right after it, as that matmul's dout, launches
+// nothing: that matmul's column-sum pass (matmul.cuh) forms the values as gelu_bwd_kernel
+// would (0 + gelu'(inp) dout), rounds them into the bf16 copy its GEMMs read and sums them into
+// the bias gradient. dinp's fp32 values are never written (8 bytes an element less traffic and
+// one launch fewer). Launching nothing, it also leaves the bf16 copy that the op before it made
+// to that matmul (the LayerNorm recomputed for the same matmul's input).
+struct DeferredGelu {
+  const float* dinp = nullptr;
+  const float* inp = nullptr;
+  const float* dout = nullptr;
+  int64_t n = 0;
+  uint64_t serial = 0;
+};
+DeferredGelu g_deferred_gelu;
+
+// The GELU backward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
+inline const DeferredGelu* deferred_gelu() {
+  const DeferredGelu& d = g_deferred_gelu;
+  return d.dinp && d.serial + 1 == g_op_serial ? &d : nullptr;
+}
+
 // REQUIRE_INIT's check: after an op that wrote only the bf16 copy of its output, the next
-// op must be the matmul that reads it (it has no fp32 values to read).
+// op must be the matmul that reads it (it has no fp32 values to read); after a deferred GELU
+// backward, the matmul backward that forms its output.
 inline int check_operand_consumed(const char* fn) {
+  if (deferred_gelu() && strcmp(fn, "le_matmul_bwd") != 0) {
+    return fail("%s: the op before it, le_gelu_bwd, left its output to be formed by the matmul "
+                "backward right after it (le_operand_only), so %s has no values to read; run "
+                "that matmul backward, with le_gelu_bwd's output as its dout, right after "
+                "le_gelu_bwd, or do not give the hint",
+                fn, fn);
+  }
   const ProducedCopy* c = operand_only_copy();
   if (!c) return 0;
   if (strcmp(fn, "le_matmul_fwd") == 0 || strcmp(fn, "le_matmul_bwd") == 0) return 0;
@@ -610,24 +646,30 @@ inline int col_chunk_rows(int N) {
 // registers, without spills).
 constexpr int kColU = 32;
 
-// sum_{k = k0 .. k1-1} load(k) in double, k in order, kColU loads (of type T) in flight;
-// visit(k, value) is called for each k as it is added (after the group's loads are issued).
-template <class T, class Load, class Visit>
-__device__ inline double sum_in_order(int k0, int k1, Load load, Visit visit) {
+// sum_{k = k0 .. k1-1} value(load(k)) in double, k in order, kColU loads (of type T) in
+// flight; visit(k, value) is called for each k as it is added (after the group's loads are
+// issued, so that a value formed from what was loaded does not hold the next load back).
+template <class T, class Load, class Visit, class Value>
+__device__ inline double sum_in_order(int k0, int k1, Load load, Visit visit, Value value) {
   double s = 0;
   for (int kb = k0; kb < k1; kb += kColU) {
     T v[kColU];
 #pragma unroll
-    for (int u = 0; u < kColU; u++) v[u] = kb + u < k1 ? load(kb + u) : T(0);
+    for (int u = 0; u < kColU; u++) v[u] = kb + u < k1 ? load(kb + u) : T{};
 #pragma unroll
     for (int u = 0; u < kColU; u++) {
       if (kb + u < k1) {
-        visit(kb + u, v[u]);
-        s += v[u];
+        const auto y = value(v[u]);
+        visit(kb + u, y);
+        s += y;
       }
     }
   }
   return s;
+}
+template <class T, class Load, class Visit>
+__device__ inline double sum_in_order(int k0, int k1, Load load, Visit visit) {
+  return sum_in_order<T>(k0, k1, load, visit, [](T v) { return v; });
 }
 template <class T, class Load>
 __device__ inline double sum_in_order(int k0, int k1, Load load) {

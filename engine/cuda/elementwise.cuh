@@ -208,9 +208,22 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n,
                        int accumulate) {
   using namespace le;
-  REQUIRE_INIT("le_gelu_bwd");
+  const char* fn = "le_gelu_bwd";
+  REQUIRE_READY(fn);
+  g_op_serial++;
+  // Deferred to the matmul backward right after it (common.cuh's DeferredGelu): told so by
+  // le_operand_only, in bf16 mode, overwriting dinp.
+  const bool defer = g.defer_gelu_bwd && g.precision == 2 && accumulate == 0 && n > 0 &&
+                     g_operand_only.out == dinp && g_operand_only.serial == g_op_serial;
+  if (!defer) TRY(check_operand_consumed(fn));
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
+  if (defer) {
+    g_deferred_gelu = {dinp, inp, dout, n, g_op_serial};
+    // Nothing is written: the copy the op before made still serves the matmul after.
+    if (g_produced.src && g_produced.serial + 1 == g_op_serial) g_produced.serial = g_op_serial;
+    return 0;
+  }
   const bool acc = accumulate != 0;
   if (aligned16(dinp) && aligned16(inp) && aligned16(dout)) {
     LAUNCH(gelu_bwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(dinp, inp, dout, n, acc);

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "elementwise.cuh"
 #include "weights.cuh"
 
 namespace le {
@@ -73,17 +74,33 @@ __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Co
 // Stage 1 of dbias: grid (ceil(C/128), chunks); part [chunks, C]. With x16 (bf16 mode, when
 // the backward's GEMMs need dout rounded and no op has made that copy), the same pass over x
 // also writes the bf16 copy, rows ld16 apart: one read of dout instead of two, and the
-// rounding kernel's launch saved.
-__global__ void colsum_part_kernel(double* part, const float* x, int N, int C, int chunk,
-                                   __nv_bfloat16* x16, int ld16) {
+// rounding kernel's launch saved. kGelu (a deferred GELU backward, common.cuh): the values
+// summed and rounded are that op's, 0 + gelu'(gelu_in) x, as gelu_bwd_kernel forms them.
+template <bool kGelu>
+__global__ void colsum_part_kernel(double* part, const float* x, const float* gelu_in, int N,
+                                   int C, int chunk, __nv_bfloat16* x16, int ld16) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
-  part[(int64_t)blockIdx.y * C + c] = sum_in_order<float>(
-      n0, n1, [&](int n) { return x[(int64_t)n * C + c]; },
-      [&](int n, float v) {
-        if (x16) x16[(int64_t)n * ld16 + c] = __float2bfloat16_rn(v);
-      });
+  const auto round = [&](int n, float v) {
+    if (x16) x16[(int64_t)n * ld16 + c] = __float2bfloat16_rn(v);
+  };
+  double s;
+  if constexpr (kGelu) {  // both loads of a group in flight before any gelu' is formed
+    struct Pair {
+      float h, d;
+    };
+    s = sum_in_order<Pair>(
+        n0, n1,
+        [&](int n) {
+          const int64_t i = (int64_t)n * C + c;
+          return Pair{gelu_in[i], x[i]};
+        },
+        round, [](Pair p) { return 0.f + gelu_grad_of(p.h) * p.d; });
+  } else {
+    s = sum_in_order<float>(n0, n1, [&](int n) { return x[(int64_t)n * C + c]; }, round);
+  }
+  part[(int64_t)blockIdx.y * C + c] = s;
 }
 
 // The rounding kernels into a copy whose rows are ld apart (ld > cols; else the flat ones).
@@ -645,18 +662,41 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
-  // dout as the GEMMs read it. With a bias, a bf16 rounding of dout is left to the column
-  // sums' pass (d16), which reads dout anyway.
+  // dout, when the GELU backward just before left it to this call to form (common.cuh).
+  const DeferredGelu* dg = deferred_gelu();
+  if (dg && (dg->dinp != dout || dg->n != (int64_t)N * Cout)) {
+    return fail("%s: the op before it, le_gelu_bwd, left its output of %lld values to be formed "
+                "by this matmul backward as its dout (le_operand_only), but dout [%d, %d] is "
+                "not that output; pass it as dout, or do not give the hint",
+                fn, (long long)dg->n, N, Cout);
+  }
+  // dout as the GEMMs read it. With a bias or a deferred GELU backward, its bf16 rounding is
+  // left to the column sums' pass (d16), which reads dout (or forms it) anyway.
   Operand D{};
   __nv_bfloat16* d16 = nullptr;
-  if (dinp || dw) TRY(prepare(fn, g_scr_a, dout, N, Cout, &D, dbias ? &d16 : nullptr));
-  if (dbias) {
+  if ((dinp || dw) && dg) {
+    const int ld = padded_ld(Cout);
+    d16 = (__nv_bfloat16*)g_scr_a.get(fn, (size_t)N * ld * sizeof(__nv_bfloat16));
+    if (!d16) return 1;
+    D = {d16, CUDA_R_16BF, ld};
+  } else if (dinp || dw) {
+    TRY(prepare(fn, g_scr_a, dout, N, Cout, &D, dbias ? &d16 : nullptr));
+  }
+  if (dbias || dg) {  // without dbias, the pass runs for its copy (its sums are not read)
     const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
     dim3 grid((Cout + 127) / 128, chunks);
-    LAUNCH(colsum_part_kernel, grid, 128, 0)(part, dout, N, Cout, chunk, d16, D.ld);
-    LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
+    if (dg) {
+      LAUNCH(colsum_part_kernel<true>, grid, 128, 0)(part, dg->dout, dg->inp, N, Cout, chunk,
+                                                     d16, D.ld);
+    } else {
+      LAUNCH(colsum_part_kernel<false>, grid, 128, 0)(part, dout, nullptr, N, Cout, chunk, d16,
+                                                      D.ld);
+    }
+    if (dbias) {
+      LAUNCH(colsum_finish_kernel, (Cout + 127) / 128, 128, 0)(dbias, part, chunks, Cout);
+    }
   }
   if (dinp) {
     Operand W;
