@@ -18,14 +18,15 @@
 #      forwards of 1 to 8 rows through cuBLAS's GEMM (LOTUS_GEMV=0), the before of the few-row
 #      kernel; with each attention tile waited for before the products its staging overlaps
 #      (LOTUS_TC_AHEAD=0), the before of staging a tile ahead; with GELU's backward as its own
-#      kernel (LOTUS_DEFER_GELU_BWD=0), the before of its deferral to the fc matmul; with the fp32
+#      kernel (LOTUS_DEFER_GELU_BWD=0), the before of its deferral to the fc matmul; with kernels
+#      launched without programmatic dependent launch (LOTUS_PDL=0), its before; with the fp32
 #      attention kernels (LOTUS_TC_ATTENTION=0), the tensor-core attention's before; then in
 #      TF32 and fp32, the bf16 path's before;
 #   5. with --baseline-lib PATH (a CUDA engine library built from an earlier commit of the same
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
 #      there): the variant "baseline" on that library, then "current" on this one, the same
 #      short benchmark back to back, so that a change's before and after come from one run.
-# --quick (315 s of limits, 365 with --baseline-lib) skips PyTorch, the TF32 and fp32
+# --quick (340 s of limits, 390 with --baseline-lib) skips PyTorch, the TF32 and fp32
 # variants, and shortens the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
 # as eight files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
@@ -53,12 +54,12 @@ if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
   check_s=55 bench_s=45 profile_s=40 variant_s=25
   variants=(heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead separate-gelu-bwd
-    fp32-attention)
+    no-pdl fp32-attention)
 else
   check_args=(--steps 30) bench_args=()
   check_s=150 bench_s=220 profile_s=60 variant_s=45
   variants=(heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead separate-gelu-bwd
-    fp32-attention tf32 fp32)
+    no-pdl fp32-attention tf32 fp32)
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
@@ -110,6 +111,7 @@ for v in "${variants[@]}"; do
     gemm-few-rows) variant "$v" LOTUS_GEMV=0 ;;
     no-lookahead) variant "$v" LOTUS_TC_AHEAD=0 ;;
     separate-gelu-bwd) variant "$v" LOTUS_DEFER_GELU_BWD=0 ;;
+    no-pdl) variant "$v" LOTUS_PDL=0 ;;
     fp32-attention) variant "$v" LOTUS_TC_ATTENTION=0 ;;
     *) variant "$v" "" --precision "$v" ;;
   esac

@@ -36,6 +36,7 @@ import {
   compareLotusStep,
   compareOps,
   compareStepGraphs,
+  compareStepSettings,
   compareTraining,
   type Curve,
   formatTable,
@@ -284,7 +285,8 @@ if (!standIn) {
         : d.mmaProbe === -1
         ? "off"
         : `off (the mma probe found ${d.mmaProbe} of 128 elements wrong)`
-    }, few-row kernel ${d.gemv === false ? "off (LOTUS_GEMV=0)" : "on"}` +
+    }, few-row kernel ${d.gemv === false ? "off (LOTUS_GEMV=0)" : "on"}, programmatic dependent ` +
+      `launch ${d.pdl ? "on" : "off (LOTUS_PDL=0, or le_init's probe failed)"}` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {
@@ -378,6 +380,12 @@ if (test.backend === "cuda") {
     );
   } catch (e) {
     push({ ...failure("ops", "GELU's backward left to the fc matmul", e), precision: "bf16" });
+  }
+  try {
+    const open = () => openEngine({ backend: "cuda", libPath: testLib! });
+    push(...mark(compareStepSettings(open, REAL_STEP_SPEC)));
+  } catch (e) {
+    push({ ...failure("lotus step", "settings that keep a step's bits", e), precision: "bf16" });
   }
 }
 

@@ -7,8 +7,9 @@
  * planned holds fewer warps a multiprocessor to hide its loads.
  *
  * {@linkcode SPILL_BUDGET} lists the kernels allowed to spill, with the most bytes each may
- * spill and why; every other kernel must spill nothing. `tests/engine_cuda_test.ts` holds the
- * engine to it, and a listed kernel that no longer spills must leave the list.
+ * spill and why; every other kernel must spill nothing. `tests/kernel_resources_test.ts` holds
+ * the engine to it, and a listed kernel that no longer spills must leave the list. It also holds
+ * every kernel's PTX to waiting for the kernels before it first ({@linkcode pdlViolations}).
  *
  * As a script, prints the table (and writes it as JSON with `--json PATH`):
  *
@@ -158,18 +159,19 @@ const ENGINE_SOURCE = new URL("../engine/engine_cuda.cu", import.meta.url).pathn
 
 /**
  * Compiles the CUDA engine's kernels for one architecture (a cubin, as the engine's build
- * compiles them: -O3 -lineinfo) and returns ptxas's report of each. About 15 s on two cores.
- * Throws a KernelReportError that names the compiler's message when it fails.
+ * compiles them: -O3 -lineinfo) and returns ptxas's report of each, and the PTX it compiled
+ * from. About 20 s on two cores. Throws a KernelReportError that names the compiler's message
+ * when it fails.
  */
-export function compileKernelReport(
+export function compileKernels(
   opts: { compiler?: string; arch?: number } = {},
-): KernelResources[] {
+): { kernels: KernelResources[]; ptx: string } {
   const nvcc = opts.compiler ?? findNvcc();
   if (!nvcc) {
     throw new KernelReportError("nvcc not found: install the CUDA toolkit or pass --compiler");
   }
   const arch = opts.arch ?? 90;
-  const tmp = Deno.makeTempFileSync({ suffix: ".cubin" });
+  const dir = Deno.makeTempDirSync({ prefix: "lotus_kernels_" });
   try {
     const out = new Deno.Command(nvcc, {
       args: [
@@ -180,8 +182,11 @@ export function compileKernelReport(
         `arch=compute_${arch},code=sm_${arch}`,
         "-Xptxas",
         "-v",
+        "--keep",
+        "--keep-dir",
+        dir,
         "-o",
-        tmp,
+        `${dir}/engine.cubin`,
         ENGINE_SOURCE,
       ],
       stdout: "piped",
@@ -191,10 +196,69 @@ export function compileKernelReport(
     if (!out.success) {
       throw new KernelReportError(`${nvcc} failed to compile ${ENGINE_SOURCE}:\n${err}`);
     }
-    return parsePtxasReport(err, cxxFilt);
+    const ptxFile = [...Deno.readDirSync(dir)].find((e) => e.name.endsWith(".ptx"));
+    if (!ptxFile) throw new KernelReportError(`${nvcc} --keep left no PTX file in ${dir}`);
+    return {
+      kernels: parsePtxasReport(err, cxxFilt),
+      ptx: Deno.readTextFileSync(`${dir}/${ptxFile.name}`),
+    };
   } finally {
-    Deno.removeSync(tmp);
+    Deno.removeSync(dir, { recursive: true });
   }
+}
+
+/** {@linkcode compileKernels}'s report alone. */
+export function compileKernelReport(
+  opts: { compiler?: string; arch?: number } = {},
+): KernelResources[] {
+  return compileKernels(opts).kernels;
+}
+
+/**
+ * Every kernel of the engine begins with pdl_begin() (engine/cuda/common.cuh): it must wait
+ * for the kernels it depends on (`griddepcontrol.wait`) before it touches memory, since with
+ * programmatic dependent launch its blocks may start while the kernel before it still runs.
+ * Checks each entry of `ptx` in instruction order: before its first `griddepcontrol.wait`
+ * only parameter loads and arithmetic may come, no other load, store, atomic, copy, barrier,
+ * branch or call (so the wait is also unconditional). Returns one message per kernel that
+ * breaks this (none for the engine), each naming the kernel and the first offending line.
+ */
+export function pdlViolations(
+  ptx: string,
+  demangle: (symbols: string[]) => string[] = (s) => s,
+): { entries: number; bad: string[] } {
+  const entries = [...ptx.matchAll(/\.entry\s+([\w$]+)\s*\(/g)];
+  const names = demangle(entries.map((m) => m[1]))
+    .map((n) => n.replace(/\(.*$/, "").replace(/^void /, ""));
+  const touches =
+    /^\s*(?:@!?%\w+\s+)?(?:(?:ld|st|atom|red|prefetch|tex|suld|sust|cp|mbarrier)\.(?!param\b)|(?:bar|barrier|bra|call|ret|exit)\b)/;
+  const bad: string[] = [];
+  entries.forEach((m, i) => {
+    const start = ptx.indexOf("{", m.index!);
+    const end = i + 1 < entries.length ? entries[i + 1].index! : ptx.length;
+    let found = false;
+    for (const line of ptx.slice(start, end).split("\n")) {
+      if (/\bgriddepcontrol\.wait\b/.test(line)) {
+        found = true;
+        break;
+      }
+      if (touches.test(line)) {
+        bad.push(
+          `${names[i]}: "${line.trim()}" comes before griddepcontrol.wait: begin the ` +
+            "kernel with pdl_begin() (engine/cuda/common.cuh)",
+        );
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      bad.push(
+        `${names[i]}: never calls griddepcontrol.wait: begin it with pdl_begin() ` +
+          "(engine/cuda/common.cuh)",
+      );
+    }
+  });
+  return { entries: entries.length, bad };
 }
 
 /** A kernel outside its spill budget, or a budget entry no kernel needs: what to do. */
@@ -261,14 +325,20 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   try {
-    const kernels = compileKernelReport({ compiler: values.compiler, arch });
+    const { kernels, ptx } = compileKernels({ compiler: values.compiler, arch });
     console.log(formatKernelTable(kernels));
     const bad = arch === 90 ? spillViolations(kernels) : [];
+    const pdl = pdlViolations(ptx, cxxFilt);
     console.log(
       `${kernels.length} kernels for sm_${arch}; ` +
         `${kernels.filter((k) => k.spillStoreBytes > 0).length} spill` +
         (bad.length ? `; ${bad.length} outside the budget:\n${bad.join("\n")}` : ""),
     );
+    console.log(
+      `${pdl.entries - pdl.bad.length} of ${pdl.entries} kernels wait (griddepcontrol.wait) ` +
+        "before touching memory" + (pdl.bad.length ? `:\n${pdl.bad.join("\n")}` : ""),
+    );
+    bad.push(...pdl.bad);
     if (values.json) {
       const tmp = `${values.json}.tmp`;
       Deno.writeTextFileSync(tmp, JSON.stringify({ arch, kernels }, null, 1) + "\n");

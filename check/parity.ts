@@ -1333,6 +1333,59 @@ export function withEngineSettings<T>(
   }
 }
 
+/** How many elements of `a` and `b` (the same length) differ in their bits. */
+export function differingBits(a: Float32Array | Int32Array, b: Float32Array | Int32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  let n = Math.abs(x.length - y.length);
+  for (let j = 0; j < Math.min(x.length, y.length); j++) n += x[j] !== y[j] ? 1 : 0;
+  return n;
+}
+
+/**
+ * Settings of the CUDA engine that must not change a bit of a whole LOTUS step (`spec`, in
+ * bf16, launched op by op): kernels launched without programmatic dependent launch
+ * (`LOTUS_PDL=0`; a kernel that touched memory before its wait could race with the kernel
+ * before it only with it on) and GELU's backward run as its own kernel rather than by the fc
+ * matmul's backward (`LOTUS_DEFER_GELU_BWD=0`), each against the defaults: the loss and every
+ * gradient. `open` opens the engine again, whose le_init reads the settings; the defaults are
+ * restored before returning. `err` counts the values whose bits differ.
+ */
+export function compareStepSettings(open: () => Engine, spec: StepSpec, seed = 7): CheckRow[] {
+  const exs = (spec.examples ?? randomExamples)(spec.B, spec.model.vocabSize, seed);
+  const params = perturbedParams(spec.model, seed);
+  const run = (env: Record<string, string>) =>
+    withEngineSettings(open, env, (eng) => {
+      eng.setPrecision(2);
+      try {
+        const r = lotusLossAndGrad(eng, spec, params, exs);
+        return { info: eng.deviceInfo(), loss: Float32Array.of(r.loss), grad: r.grad };
+      } finally {
+        eng.setPrecision(0);
+      }
+    });
+  const base = run({});
+  const settings: [string, string, string][] = [
+    ["kernels launched without programmatic dependent launch", "LOTUS_PDL", "pdl"],
+    ["GELU's backward as its own kernel", "LOTUS_DEFER_GELU_BWD", "deferGeluBwd"],
+  ];
+  return settings.map(([what, key, info]) => {
+    const got = run({ [key]: "0" });
+    const differ = differingBits(got.loss, base.loss) + differingBits(got.grad, base.grad);
+    const took = base.info[info] === true && got.info[info] === false;
+    return checkRow(
+      "lotus step",
+      `${spec.name}, ${what} (${key}=0): the defaults' bits`,
+      "bf16",
+      took ? differ : Math.max(differ, 1),
+      0,
+      `${differ} of ${1 + got.grad.length} values differ; le_device_info's ${info}: ${
+        base.info[info]
+      } by default, ${got.info[info]} with ${key}=0`,
+    );
+  });
+}
+
 /**
  * The settings of the CUDA engine's tensor-core attention that must not change a bit: the
  * backward staging the fp32 rows rather than bf16 copies of them (`LOTUS_TC_BF16_ROWS=0`),
@@ -1367,11 +1420,8 @@ export function compareAttentionSettings(
     let differ = 0, total = 0;
     for (let i = 0; i < cases.length; i++) {
       for (const [k, want] of Object.entries(base[i])) {
-        const bits = (x: Float32Array | Int32Array) =>
-          new Uint32Array(x.buffer, x.byteOffset, x.length);
-        const a = bits(got[i][k]), b = bits(want);
-        total += b.length;
-        for (let j = 0; j < b.length; j++) differ += a[j] !== b[j] ? 1 : 0;
+        differ += differingBits(got[i][k], want);
+        total += want.length;
       }
     }
     return checkRow(
@@ -1521,9 +1571,8 @@ export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): 
   const deferred = run({}), apart = run({ LOTUS_DEFER_GELU_BWD: "0" });
   let differ = 0, total = 0;
   deferred.grads.forEach((g, i) => {
-    const a = new Uint32Array(g.buffer), b = new Uint32Array(apart.grads[i].buffer);
-    total += b.length;
-    for (let j = 0; j < b.length; j++) differ += a[j] !== b[j] ? 1 : 0;
+    differ += differingBits(g, apart.grads[i]);
+    total += g.length;
   });
   const wrong = !deferred.late || apart.late || !deferred.left || apart.left;
   return checkRow(

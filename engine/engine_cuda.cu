@@ -145,6 +145,46 @@ int configure_lt(const char* fn) {
   return 0;
 }
 
+// le_init's check of programmatic dependent launch (common.cuh's LAUNCH): two kernels that add
+// to one word, launched with it back to back, then recorded into a graph and replayed. true
+// when every call succeeded and the word ends as 6; otherwise kernels are launched without it.
+__global__ void pdl_probe_kernel(int* word, int add) {
+  pdl_begin();
+  if (threadIdx.x == 0) *word += add;
+}
+
+bool probe_pdl() {
+  g.pdl = true;
+  int* w = g.dflag + 3;
+  bool ok = cudaMemsetAsync(w, 0, sizeof(int), g.stream) == cudaSuccess;
+  const auto twice = [&] {
+    LAUNCH(pdl_probe_kernel, 1, 32, 0)(w, 1);
+    LAUNCH(pdl_probe_kernel, 1, 32, 0)(w, 2);
+    return cudaGetLastError() == cudaSuccess;
+  };
+  if (ok) ok = twice();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  if (ok && cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+    ok = twice();
+    ok = cudaStreamEndCapture(g.stream, &graph) == cudaSuccess && ok;
+  } else {
+    ok = false;
+  }
+  if (ok) ok = cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  if (ok) ok = cudaGraphLaunch(exec, g.stream) == cudaSuccess;
+  if (ok) {
+    ok = cudaMemcpyAsync(g.hflag + 3, w, sizeof(int), cudaMemcpyDeviceToHost, g.stream) ==
+             cudaSuccess &&
+         cudaStreamSynchronize(g.stream) == cudaSuccess && g.hflag[3] == 6;
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  (void)cudaGetLastError();
+  g.pdl = ok;
+  return ok;
+}
+
 // bf16 attention on tensor cores (attention_tc.cuh) unless LOTUS_TC_ATTENTION=0, which keeps
 // the fp32 kernels of attention.cuh in every precision, or unless the tensor cores' register
 // layout is not the one the kernels assume (probe_mma); its backward stages bf16 copies of its
@@ -152,7 +192,9 @@ int configure_lt(const char* fn) {
 // while the products before it run unless LOTUS_TC_AHEAD=0 (the same bits); LOTUS_TC_WARPS (4
 // to 8, unset: 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles
 // whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel
-// unless LOTUS_GEMV=0 (matmul.cuh). Read at every le_init, as above; needs g.dflag.
+// unless LOTUS_GEMV=0 (matmul.cuh). Kernels are launched with programmatic dependent launch
+// (common.cuh) unless LOTUS_PDL=0 or probe_pdl fails. Read at every le_init, as above; needs
+// g.dflag.
 int configure_kernels(const char* fn) {
   int warps = 8;
   if (const char* w = getenv("LOTUS_TC_WARPS"); w && w[0]) {
@@ -173,6 +215,8 @@ int configure_kernels(const char* fn) {
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
+  g.pdl = false;
+  if (!env_off("LOTUS_PDL")) probe_pdl();
   return 0;
 }
 
@@ -303,13 +347,13 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
-             "\"deferGeluBwd\":%s,\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
+             "\"deferGeluBwd\":%s,\"pdl\":%s,\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
-             g.mma_probe, g.tune_candidates, g_tune.shapes,
+             g.pdl ? "true" : "false", g.mma_probe, g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;

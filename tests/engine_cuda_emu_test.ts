@@ -25,6 +25,7 @@ import {
   compareLotusStep,
   compareOps,
   compareStepGraphs,
+  compareStepSettings,
   compareTraining,
   LLAMA_STEP_SPEC,
   memoryCycles,
@@ -1469,6 +1470,23 @@ Deno.test({
     } finally {
       e.setPrecision(0);
       bufs.free();
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: kernels are launched with programmatic dependent launch once " +
+    "le_init's probe passes, every kernel waits first, and turning it or the GELU deferral off " +
+    "keeps a LOTUS step's bits",
+  ignore: !OK,
+  fn() {
+    const lib = buildCudaEmu();
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    assertEquals(emulated().deviceInfo().pdl, true, "the probe passed");
+    // Every engine kernel the step runs began with pdl_begin(): the emulation faults a thread
+    // that returns without it (check/cuda_emu/emu.h's require_dep_wait).
+    for (const row of compareStepSettings(open, REAL_STEP_SPEC)) {
+      assert(row.pass, `${row.name}: ${row.err} (${row.note})`);
     }
   },
 });

@@ -3,11 +3,12 @@
 // nvcc is installed (no GPU needed).
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
-  compileKernelReport,
+  compileKernels,
   findNvcc,
   formatKernelTable,
   KernelReportError,
   parsePtxasReport,
+  pdlViolations,
   SPILL_BUDGET,
   spillViolations,
   warpsByRegisters,
@@ -62,11 +63,64 @@ Deno.test("kernel report: spills over budget, and budget entries no kernel needs
   );
 });
 
+const PTX = `.visible .entry _ZN2le4goodEPi(
+	.param .u64 _ZN2le4goodEPi_param_0
+)
+{
+	.reg .b64 %rd<3>;
+	ld.param.u64 	%rd1, [_ZN2le4goodEPi_param_0];
+	cvta.to.global.u64 	%rd2, %rd1;
+	griddepcontrol.wait;
+	griddepcontrol.launch_dependents;
+	st.global.u32 	[%rd2], 0;
+	ret;
+}
+.visible .entry _ZN2le5earlyEPi(
+	.param .u64 _ZN2le5earlyEPi_param_0
+)
+{
+	ld.param.u64 	%rd1, [_ZN2le5earlyEPi_param_0];
+	ld.global.u32 	%r1, [%rd1];
+	griddepcontrol.wait;
+	ret;
+}
+.visible .entry _ZN2le6branchEPi(
+	.param .u64 _ZN2le6branchEPi_param_0
+)
+{
+	@%p1 bra 	$L__BB2_2;
+	griddepcontrol.wait;
+$L__BB2_2:
+	ret;
+}
+.visible .entry _ZN2le5neverEPi(
+	.param .u64 _ZN2le5neverEPi_param_0
+)
+{
+	st.shared.u32 	[%r1], 0;
+}
+`;
+
+Deno.test("kernel PTX: a load, branch or store before griddepcontrol.wait, or no wait, is named", () => {
+  const { entries, bad } = pdlViolations(PTX);
+  assertEquals(entries, 4);
+  assertEquals(bad.length, 3, bad.join("\n"));
+  assert(bad[0].startsWith('_ZN2le5earlyEPi: "ld.global.u32'), bad[0]);
+  assert(bad[1].startsWith('_ZN2le6branchEPi: "@%p1 bra'), bad[1]);
+  assert(bad[2].startsWith('_ZN2le5neverEPi: "st.shared'), bad[2]);
+  const cut = PTX.replace("\tst.shared.u32 \t[%r1], 0;\n", "");
+  assert(pdlViolations(cut).bad[2].includes("never calls griddepcontrol.wait"));
+});
+
 Deno.test({
-  name: "kernel report: the CUDA engine's kernels keep to the spill budget (nvcc, sm_90)",
+  name: "kernel report: the CUDA engine's kernels keep to the spill budget and each waits for " +
+    "the kernels before it before touching memory (nvcc, sm_90)",
   ignore: !NVCC,
   fn() {
-    const k = compileKernelReport({ compiler: NVCC! });
+    const { kernels: k, ptx } = compileKernels({ compiler: NVCC! });
+    const pdl = pdlViolations(ptx);
+    assertEquals(pdl.bad, []);
+    assertEquals(pdl.entries, k.length, "every kernel's PTX was read");
     assert(k.length > 50, `${k.length} kernels`);
     assertEquals(spillViolations(k), []);
     // The kernels the budget names are the tensor-core attention's: the rest spill nothing.

@@ -156,6 +156,7 @@ struct Fiber {
   };
   std::vector<AsyncCopy> open;
   std::vector<std::vector<AsyncCopy>> groups;
+  bool dep_waited = false;  // pdl_begin() called (griddepcontrol.wait)
 };
 
 struct Launch_ {
@@ -177,6 +178,11 @@ struct Launch_ {
   size_t dyn_bytes = 0;  // the launch's dynamic shared memory, from dyn_shared()'s base
   std::vector<uintptr_t> atomic_addrs;  // words written by atomics in this launch
 };
+
+// Set by a source whose kernels must each begin with pdl_begin() (the engine's, common.cuh):
+// a thread that returns without having called it is a fault, as on a GPU it could have run
+// before the kernel it depends on had finished.
+inline bool require_dep_wait = false;
 
 inline Launch_ state;         // reused by every launch: fiber stacks are allocated once
 inline Launch_* L = nullptr;  // the launch in progress (launches never overlap)
@@ -207,6 +213,10 @@ inline void fiber_main() {
   if (!f->open.empty() || !f->groups.empty()) {
     stuck("a thread returned with cp.async copies not waited for (cp.async.wait_group 0)");
   }
+  if (require_dep_wait && !f->dep_waited) {
+    stuck("a thread returned without calling pdl_begin() (griddepcontrol.wait), which every "
+          "kernel of the engine begins with");
+  }
   f->wait = Wait::done;
   to_scheduler(f);
   std::abort();
@@ -225,6 +235,7 @@ inline void yield(Wait w, unsigned mask = 0xffffffffu) {
 inline void start_fiber(Fiber& f) {
   f.open.clear();
   f.groups.clear();
+  f.dep_waited = false;
 #if defined(__x86_64__)
   // The stack as emu_switch leaves it: six saved registers, then a return address into
   // fiber_main, placed so that fiber_main starts as if called (rsp = 8 mod 16).
@@ -626,6 +637,10 @@ inline T* dyn_shared() {
   const auto p = reinterpret_cast<uintptr_t>(::emu::L->smem.data());
   return reinterpret_cast<T*>((p + 127) & ~uintptr_t(127));
 }
+
+// Programmatic dependent launch: launches run one after another here, so the wait is met at
+// once; it is recorded for require_dep_wait's check.
+inline void pdl_begin() { ::emu::L->cur->dep_waited = true; }
 
 inline void __syncthreads() { ::emu::yield(::emu::Wait::block); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::yield(::emu::Wait::warp, mask); }

@@ -22,6 +22,7 @@ constexpr int kSumsqChunks = 1024;
 constexpr int kSumsqThreads = 256;
 
 __global__ void sumsq_part_kernel(double* part, const float* g, int64_t n) {
+  pdl_begin();
   __shared__ double red[33];
   const int64_t c = blockIdx.x;
   const int64_t i0 = n * c / kSumsqChunks, i1 = n * (c + 1) / kSumsqChunks;
@@ -32,6 +33,7 @@ __global__ void sumsq_part_kernel(double* part, const float* g, int64_t n) {
 }
 
 __global__ void sumsq_finish_kernel(float* out, const double* part) {
+  pdl_begin();
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
   double total = 0;
   for (int c = 0; c < kSumsqChunks; c++) total += part[c];
@@ -42,6 +44,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
                              float one_b1, float beta2, float one_b2, float eps, float decay,
                              float step, float bc2_sqrt, const float* gnorm_sq, float max_norm,
                              __nv_bfloat16* p16) {
+  pdl_begin();
   float clip = 1.f;
   if (gnorm_sq) {
     const float coef = (float)(max_norm / (sqrt((double)*gnorm_sq) + 1e-6));

@@ -123,6 +123,7 @@ __global__ void attention_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16,
                                      float* stats, const float* qkv, const float* past,
                                      const uint8_t* key_valid, AttnShape s, float scale,
                                      int nqt) {
+  pdl_begin();
   const int HS = s.HS, ld = HS + 1;
   float* Qs = dyn_shared<float>();  // [kQT][ld]
   float* Ks = Qs + kQT * ld;        // [kKT][ld]
@@ -271,6 +272,7 @@ __global__ void attention_bwd_dq_kernel(float* dqkv, float* Dg, const float* dou
                                         const float* att, const float* stats,
                                         const uint8_t* key_valid, const float* qkv,
                                         const float* past, AttnShape s, float scale, int nqt) {
+  pdl_begin();
   const int HS = s.HS, ld = HS + 1;
   double* Dd = dyn_shared<double>();               // [kQT][32] per-lane partial D
   float* Qs = reinterpret_cast<float*>(Dd + kQT * 32);  // [kQT][ld]
@@ -354,6 +356,7 @@ __global__ void attention_bwd_dkv_kernel(float* dqkv, float* dkv_past, const flo
                                          const uint8_t* key_valid, const float* qkv,
                                          const float* past, AttnShape s, float scale, int nkt_all,
                                          bool share_b) {
+  pdl_begin();
   const int HS = s.HS, ld = HS + 1, NKV = s.NH / s.G;
   float* Ks = dyn_shared<float>();  // [kKT][ld]
   float* Vs = Ks + kKT * ld;        // [kKT][ld]

@@ -443,6 +443,7 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
                             TcRows<float> src, const uint8_t* key_valid, AttnShape s,
                             float scale, int nqt, bool overlap) {
+  pdl_begin();
   using T = float;
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
@@ -556,6 +557,7 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, 2)
     attention_tc_dq_kernel(float* dqkv, float* Dg, const float* dout, const float* out,
                            const float* stats, const uint8_t* key_valid, TcRows<T> src,
                            AttnShape s, float scale, int nqt, bool overlap) {
+  pdl_begin();
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS;
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
@@ -654,6 +656,7 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
     attention_tc_dkv_kernel(float* dqkv, float* dkv_past, const float* Dg, const float* stats,
                             const uint8_t* key_valid, TcRows<T> src, AttnShape s, float scale,
                             int nkt_all, bool share_b, bool overlap) {
+  pdl_begin();
   constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
   const int HS = s.HS, NKV = s.NH / s.G;
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's key rows
@@ -787,6 +790,7 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
 // tensor-core kernels are not used (the fp32 kernels serve bf16 mode too) and le_device_info
 // says so, rather than attention's gradients being silently wrong.
 __global__ void mma_probe_kernel(int* wrong) {
+  pdl_begin();
   const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
   auto A = [](int m, int k) { return (float)((m * 16 + k) % 7 - 3); };  // 16 x 16
   auto B = [](int k, int n) { return (float)((k * 8 + n) % 5 - 2); };   // 16 x 8
@@ -852,6 +856,7 @@ inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const f
 // dst row b * rows + r (cols values) = src's row at b * bs + r * rs, rounded to bf16.
 __global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
                                      int64_t rows, int cols, int64_t bs, int64_t rs) {
+  pdl_begin();
   const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t k = blockIdx.y; k < nrows; k += gridDim.y) {
@@ -865,6 +870,7 @@ __global__ void tc_round_rows_kernel(__nv_bfloat16* dst, const float* src, int64
 // blockDim.x), up to ceil(nrows / 4)).
 __global__ void tc_round_rows4_kernel(__nv_bfloat16* dst, const float* src, int64_t nrows,
                                       int64_t rows, int cols, int64_t bs, int64_t rs) {
+  pdl_begin();
   const int64_t c = 4 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
   if (c >= cols) return;
   for (int64_t k0 = 4 * (int64_t)blockIdx.y; k0 < nrows; k0 += 4 * (int64_t)gridDim.y) {

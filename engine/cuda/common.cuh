@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "../engine_checks.h"
@@ -35,13 +36,30 @@
 // macros/helpers rather than <<<>>> and `extern __shared__` at each site so that the tests
 // can compile this very source as C++ and run its kernels on CPU threads
 // (check/cuda_emu/emu.h defines LE_HOST_EMULATION and its own versions).
+//
+// Programmatic dependent launch. Every kernel begins with pdl_begin(): griddepcontrol.wait,
+// which returns once the kernels it depends on have finished and their writes are visible,
+// then griddepcontrol.launch_dependents, which lets the next kernel on the stream be launched
+// now. With g.pdl (le_init's probe passed; LOTUS_PDL=0 turns it off) LAUNCH asks for
+// programmatic serialisation, so the next kernel's blocks are scheduled while this one runs
+// and wait at their own pdl_begin(): the gap between dependent kernels, which dominates a
+// batch-1 pass's small kernels, is overlapped. Since nothing is read or written before the
+// wait, the results are those of plain stream order (the bits are the same either way), and
+// a kernel launched without the attribute (cuBLAS's, or all of them without g.pdl) finds the
+// wait already satisfied. check/kernel_resources.ts's PTX check holds every kernel to it.
 #ifndef LE_HOST_EMULATION
-#define LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem), ::le::g.stream>>>
+#define LAUNCH(kernel, grid, block, smem) ::le::Launch(kernel, (grid), (block), (smem))
 template <class T>
 __device__ inline T* dyn_shared() {
   extern __shared__ __align__(128) unsigned char le_dyn_smem[];
   return reinterpret_cast<T*>(le_dyn_smem);
 }
+__device__ inline void pdl_begin() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+#else
+inline const bool le_kernels_wait = (::emu::require_dep_wait = true);  // emu.h's pdl_begin
 #endif
 
 namespace le {
@@ -93,6 +111,7 @@ struct State {
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
+  bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
@@ -102,6 +121,37 @@ struct State {
 };
 
 State g;
+
+#ifndef LE_HOST_EMULATION
+// What LAUNCH makes: kernel<<<grid, block, smem, g.stream>>>(args...), with programmatic
+// serialisation when g.pdl. A failed launch is reported by the op's op_done
+// (cudaGetLastError), as with <<<>>>.
+template <class... P>
+struct Launch {
+  void (*kernel)(P...);
+  dim3 grid, block;
+  size_t smem;
+  Launch(void (*k)(P...), dim3 gr, dim3 bl, size_t sm) : kernel(k), grid(gr), block(bl), smem(sm) {}
+  template <class... A>
+  void operator()(A&&... args) const {
+    if (!g.pdl) {
+      kernel<<<grid, block, smem, g.stream>>>(std::forward<A>(args)...);
+      return;
+    }
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = g.stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+  }
+};
+#endif
 
 // Counts the engine calls that may run work or change memory (every op, le_alloc, le_free,
 // le_set_precision, the collectives' progress): a bf16 copy that an op makes of its output is
@@ -413,6 +463,7 @@ inline const __nv_bfloat16* produced_bf16(const float* x, int64_t rows, int cols
 // allow_negative: negative values are allowed (they mean "skip this row").
 __global__ void first_bad_index_kernel(int* flag, int slot, const int32_t* idx, int n,
                                        int64_t hi, bool allow_negative) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int v = idx[i];
@@ -422,6 +473,7 @@ __global__ void first_bad_index_kernel(int* flag, int slot, const int32_t* idx, 
 }
 
 __global__ void fill_int_kernel(int* p, int n, int v) {
+  pdl_begin();
   if ((int)threadIdx.x < n) p[threadIdx.x] = v;
 }
 
@@ -678,6 +730,7 @@ __device__ inline double sum_in_order(int k0, int k1, Load load) {
 
 // out[c] += (float) sum_k part[k*C + c], k in order.
 __global__ void colsum_finish_kernel(float* out, const double* part, int chunks, int C) {
+  pdl_begin();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const double s =

@@ -18,6 +18,7 @@ namespace le {
 __global__ void copy_rows_kernel(float* dst, const float* src, int rows, int cols,
                                  int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs,
                                  int64_t total, bool accumulate) {
+  pdl_begin();
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = t % cols, br = t / cols;
@@ -34,6 +35,7 @@ __global__ void copy_rows_kernel(float* dst, const float* src, int rows, int col
 __global__ void copy_rows_ordered_kernel(float* dst, const float* src, int nb, int rows, int cols,
                                          int64_t dst_bs, int64_t dst_rs, int64_t src_bs,
                                          int64_t src_rs, bool accumulate, bool serial) {
+  pdl_begin();
   const int c0 = serial ? 0 : blockIdx.x * blockDim.x + threadIdx.x;
   const int c1 = serial ? cols : c0 + 1;
   if (c0 >= cols) return;
@@ -47,12 +49,14 @@ __global__ void copy_rows_ordered_kernel(float* dst, const float* src, int nb, i
 }
 
 __global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     out[i] = a[i] + b[i];
 }
 
 __global__ void scale_kernel(float* x, float s, int64_t n) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     x[i] *= s;
@@ -82,6 +86,7 @@ __device__ inline float gelu_grad_of(float x) {
 // aligned), the rest one at a time; the same arithmetic per element either way.
 template <bool kVec>
 __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* inp, int64_t n) {
+  pdl_begin();
   const int64_t t0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t nv = kVec ? n / 4 : 0;
@@ -107,6 +112,7 @@ __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* i
 template <bool kVec>
 __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout, int64_t n,
                                 bool acc) {
+  pdl_begin();
   const int64_t t0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t nv = kVec ? n / 4 : 0;
@@ -124,6 +130,7 @@ __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout
 
 __global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, float scale,
                                    uint64_t seed, const uint64_t* seed_at) {
+  pdl_begin();
   if (seed_at) seed = *seed_at;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -135,6 +142,7 @@ __global__ void dropout_fwd_kernel(float* x, uint8_t* mask, int64_t n, float p, 
 
 __global__ void dropout_bwd_kernel(float* dinp, const float* dout, const uint8_t* mask,
                                    int64_t n, float scale) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     dinp[i] = mask[i] ? dout[i] * scale : 0.0f;

@@ -21,6 +21,7 @@ namespace le {
 
 __global__ void embed_fwd_kernel(float* out, const int32_t* ids, const int32_t* pos,
                                  const float* wte, const float* wpe, int N, int C) {
+  pdl_begin();
   const int64_t total = (int64_t)N * C;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
@@ -43,6 +44,7 @@ constexpr int kEmbedIds = 2048;
 constexpr int kEmbedU = 8;
 __global__ void embed_bwd_kernel(float* table_grad, const float* dout, const int32_t* idx, int N,
                                  int C, int64_t rows, int ranges) {
+  pdl_begin();
   __shared__ int32_t ids[kEmbedIds];
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   const bool active = c < C;  // no early return: every thread stages ids

@@ -64,6 +64,7 @@ __device__ inline void layernorm_row_warp(float* o, __nv_bfloat16* o16, float* m
 __global__ void layernorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* mean,
                                      float* rstd, const float* inp, const float* w,
                                      const float* b, int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int64_t off = (int64_t)n * C;
@@ -76,6 +77,7 @@ __global__ void residual_layernorm_fwd_kernel(float* resid, float* out, __nv_bfl
                                               int ld16, float* mean, float* rstd, const float* a,
                                               const float* bb, const float* w, const float* bias,
                                               int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
@@ -100,6 +102,7 @@ __global__ void layernorm_fwd_vec_kernel(float* resid, float* out, __nv_bfloat16
                                          int ld16, float* mean, float* rstd, const float* a,
                                          const float* bb, const float* w, const float* bias,
                                          int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31, C4 = C / 4;
@@ -159,6 +162,7 @@ template <int NV>
 __global__ void layernorm_bwd_dinp_vec_kernel(float* dinp, const float* dout, const float* inp,
                                               const float* w, const float* mean,
                                               const float* rstd, int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31, C4 = C / 4;
@@ -224,6 +228,7 @@ inline void ln_vec_dispatch(int C, F f) {
 __global__ void layernorm_bwd_dinp_kernel(float* dinp, const float* dout, const float* inp,
                                           const float* w, const float* mean, const float* rstd,
                                           int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * kLnRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
@@ -252,6 +257,7 @@ __global__ void layernorm_bwd_dinp_kernel(float* dinp, const float* dout, const 
 __global__ void layernorm_bwd_part_kernel(double* partw, double* partb, const float* dout,
                                           const float* inp, const float* mean, const float* rstd,
                                           int N, int C, int chunk) {
+  pdl_begin();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);

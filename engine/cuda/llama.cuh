@@ -15,6 +15,7 @@ namespace le {
 // operands); out null: only that copy (le_operand_only). The same for swiglu_fwd_kernel.
 __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* rstd,
                                    const float* inp, const float* w, int N, int C, float eps) {
+  pdl_begin();
   const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
@@ -36,6 +37,7 @@ __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, f
 
 __global__ void rmsnorm_bwd_dinp_kernel(float* dinp, const float* dout, const float* inp,
                                         const float* w, const float* rstd, int N, int C) {
+  pdl_begin();
   const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
@@ -54,6 +56,7 @@ __global__ void rmsnorm_bwd_dinp_kernel(float* dinp, const float* dout, const fl
 // Stage 1 of dw: grid (ceil(C/128), chunks); part [chunks, C].
 __global__ void rmsnorm_bwd_part_kernel(double* part, const float* dout, const float* inp,
                                         const float* rstd, int N, int C, int chunk) {
+  pdl_begin();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
@@ -66,6 +69,7 @@ __global__ void rmsnorm_bwd_part_kernel(double* part, const float* dout, const f
 // One thread per (row, pair i); it rotates pair i of every head of the row.
 __global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq, int N, int nh,
                             int HS, int64_t rs, int inverse) {
+  pdl_begin();
   const int half = HS / 2;
   const int64_t total = (int64_t)N * half;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
@@ -86,6 +90,7 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq,
 
 __global__ void swiglu_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, const float* inp,
                                   int N, int I) {
+  pdl_begin();
   const int64_t total = (int64_t)N * I;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
        k += (int64_t)gridDim.x * blockDim.x) {
@@ -100,6 +105,7 @@ __global__ void swiglu_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, co
 
 __global__ void swiglu_bwd_kernel(float* dinp, const float* inp, const float* dout, int N, int I,
                                   bool accumulate) {
+  pdl_begin();
   const int64_t total = (int64_t)N * I;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
        k += (int64_t)gridDim.x * blockDim.x) {

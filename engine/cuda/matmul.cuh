@@ -58,6 +58,7 @@ __device__ inline float round_tf32(float x) {
 }
 
 __global__ void to_tf32_kernel(float* out, const float* in, int64_t n) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     out[i] = round_tf32(in[i]);
@@ -65,6 +66,7 @@ __global__ void to_tf32_kernel(float* out, const float* in, int64_t n) {
 
 // out[n, o] += bias[o]
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Cout) {
+  pdl_begin();
   const int64_t total = N * Cout;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x)
@@ -79,6 +81,7 @@ __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Co
 template <bool kGelu>
 __global__ void colsum_part_kernel(double* part, const float* x, const float* gelu_in, int N,
                                    int C, int chunk, __nv_bfloat16* x16, int ld16) {
+  pdl_begin();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int n0 = blockIdx.y * chunk, n1 = min(N, n0 + chunk);
@@ -106,6 +109,7 @@ __global__ void colsum_part_kernel(double* part, const float* x, const float* ge
 // The rounding kernels into a copy whose rows are ld apart (ld > cols; else the flat ones).
 __global__ void to_tf32_rows_kernel(float* out, const float* in, int64_t rows, int cols,
                                     int ld) {
+  pdl_begin();
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
@@ -114,6 +118,7 @@ __global__ void to_tf32_rows_kernel(float* out, const float* in, int64_t rows, i
 
 __global__ void to_bf16_rows_kernel(__nv_bfloat16* out, const float* in, int64_t rows, int cols,
                                     int ld) {
+  pdl_begin();
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
@@ -380,6 +385,7 @@ inline cublas::Status run_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Ope
 // the calls queued behind it run back to back once it ends, however long the host takes to
 // queue them. The emulation runs queued work only when the host waits, so it has nothing to do.
 __global__ void hold_stream_kernel(unsigned ns) {
+  pdl_begin();
 #ifndef LE_HOST_EMULATION
   uint64_t t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
@@ -577,6 +583,7 @@ template <typename XT>
 __global__ void __launch_bounds__(kGemvThreads)
     gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
                      const float* bias, int N, int Cin, int Cout) {
+  pdl_begin();
   __shared__ float part[kGemvThreads / 32][kGemvRows * kGemvCols];
   const int c0 = blockIdx.x * kGemvCols;
   float acc[kGemvRows][kGemvCols];

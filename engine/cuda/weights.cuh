@@ -22,6 +22,7 @@
 namespace le {
 
 __global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, int64_t n) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16_rn(in[i]);

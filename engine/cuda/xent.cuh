@@ -26,6 +26,7 @@ constexpr int kRowThreads = 256;
 // graph uses what was uploaded since), else by dscale.
 __global__ void xent_kernel(float* logits, float* losses, const int32_t* targets, int V,
                             bool grad, float dscale, const float* dscale_at) {
+  pdl_begin();
   __shared__ double dred[33];
   __shared__ float fred[33];
   const int64_t n = blockIdx.x;
@@ -64,6 +65,7 @@ __device__ inline bool better(float v, int i, float bv, int bi) {
 }
 
 __global__ void argmax_kernel(int32_t* out, const float* logits, int V) {
+  pdl_begin();
   __shared__ float sv[kRowThreads];
   __shared__ int si[kRowThreads];
   const int64_t n = blockIdx.x;
