@@ -28,9 +28,11 @@
 #      short benchmark back to back, so that a change's before and after come from one run.
 # --quick (340 s of limits, 390 with --baseline-lib) skips PyTorch, the TF32 and fp32
 # variants, and shortens the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
-# as eight files:
+# as ten files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
-# bench.json, profile.txt and profile.json, variants.txt. The tables are printed last.
+# bench.json, profile.txt and profile.json, variants.txt, and predictions.txt and
+# predictions.json (each change's predicted effect against its variant's measured one). The
+# tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=0 baseline=
@@ -121,7 +123,12 @@ if [ -n "$baseline" ]; then
   variant current ""
 fi
 
+# Each change's predicted effect against the default less its variant (check/predictions.ts).
+timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" --json "$out/predictions.json" \
+  >"$out/predictions.txt" 2>>"$log"
+say "predictions exit $?"
+
 say "end $(date -u +%FT%TZ)"
-for f in check.txt bench.txt profile.txt variants.txt; do
+for f in check.txt bench.txt profile.txt variants.txt predictions.txt; do
   [ -f "$out/$f" ] && { echo "== $f"; cat "$out/$f"; }
 done
