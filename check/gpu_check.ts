@@ -286,7 +286,13 @@ if (!standIn) {
         ? "off"
         : `off (the mma probe found ${d.mmaProbe} of 128 elements wrong)`
     }, few-row kernel ${d.gemv === false ? "off (LOTUS_GEMV=0)" : "on"}, programmatic dependent ` +
-      `launch ${d.pdl ? "on" : "off (LOTUS_PDL=0, or le_init's probe failed)"}` +
+      `launch ${
+        d.pdl
+          ? "on"
+          : d.pdlDropped
+          ? "off (a launch or a recording failed with it)"
+          : "off (LOTUS_PDL=0, or le_init's probe failed)"
+      }` +
       (emulated ? " [host emulation]" : ""),
   );
 } else {

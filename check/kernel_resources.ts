@@ -215,13 +215,54 @@ export function compileKernelReport(
 }
 
 /**
+ * Instructions a kernel may run before its `griddepcontrol.wait`: parameter loads, moves,
+ * conversions, arithmetic and comparisons, none of which touches memory or branches.
+ */
+const BEFORE_WAIT = new Set([
+  "abs",
+  "add",
+  "and",
+  "bfe",
+  "bfi",
+  "brev",
+  "clz",
+  "cnot",
+  "copysign",
+  "cvt",
+  "cvta",
+  "div",
+  "fma",
+  "mad",
+  "mad24",
+  "max",
+  "min",
+  "mov",
+  "mul",
+  "mul24",
+  "neg",
+  "not",
+  "or",
+  "popc",
+  "prmt",
+  "rem",
+  "sad",
+  "selp",
+  "setp",
+  "shl",
+  "shr",
+  "sub",
+  "xor",
+]);
+
+/**
  * Every kernel of the engine begins with pdl_begin() (engine/cuda/common.cuh): it must wait
  * for the kernels it depends on (`griddepcontrol.wait`) before it touches memory, since with
  * programmatic dependent launch its blocks may start while the kernel before it still runs.
  * Checks each entry of `ptx` in instruction order: before its first `griddepcontrol.wait`
- * only parameter loads and arithmetic may come, no other load, store, atomic, copy, barrier,
- * branch or call (so the wait is also unconditional). Returns one message per kernel that
- * breaks this (none for the engine), each naming the kernel and the first offending line.
+ * only {@linkcode BEFORE_WAIT}'s instructions and parameter loads (`ld.param`) may come, and
+ * the wait itself must not be predicated. Returns the entries read and one message per kernel
+ * that breaks this (none for the engine), each naming the kernel and the first offending
+ * instruction. This reads PTX: that ptxas keeps the order is the instruction's contract.
  */
 export function pdlViolations(
   ptx: string,
@@ -230,33 +271,27 @@ export function pdlViolations(
   const entries = [...ptx.matchAll(/\.entry\s+([\w$]+)\s*\(/g)];
   const names = demangle(entries.map((m) => m[1]))
     .map((n) => n.replace(/\(.*$/, "").replace(/^void /, ""));
-  const touches =
-    /^\s*(?:@!?%\w+\s+)?(?:(?:ld|st|atom|red|prefetch|tex|suld|sust|cp|mbarrier)\.(?!param\b)|(?:bar|barrier|bra|call|ret|exit)\b)/;
   const bad: string[] = [];
+  const fix = "begin the kernel with pdl_begin() (engine/cuda/common.cuh)";
   entries.forEach((m, i) => {
-    const start = ptx.indexOf("{", m.index!);
+    const start = ptx.indexOf("{", m.index!) + 1;
     const end = i + 1 < entries.length ? entries[i + 1].index! : ptx.length;
-    let found = false;
-    for (const line of ptx.slice(start, end).split("\n")) {
-      if (/\bgriddepcontrol\.wait\b/.test(line)) {
-        found = true;
+    const body = ptx.slice(start, end).replace(/\/\/[^\n]*/g, "");
+    let verdict: string | null = `never calls griddepcontrol.wait: ${fix}`;
+    for (const raw of body.split(/[;\n]/)) {
+      const ins = raw.replace(/[{}]/g, "").trim();
+      if (!ins || ins.startsWith(".") || ins.endsWith(":")) continue; // declarations, labels
+      const pred = ins.match(/^@!?%\w+\s+/);
+      const op = ins.slice(pred ? pred[0].length : 0).split(/\s/)[0];
+      if (op === "griddepcontrol.wait") {
+        verdict = pred ? `"${ins}": the wait is predicated: ${fix}` : null;
         break;
       }
-      if (touches.test(line)) {
-        bad.push(
-          `${names[i]}: "${line.trim()}" comes before griddepcontrol.wait: begin the ` +
-            "kernel with pdl_begin() (engine/cuda/common.cuh)",
-        );
-        found = true;
-        break;
-      }
+      if (op.startsWith("ld.param") || BEFORE_WAIT.has(op.split(".")[0])) continue;
+      verdict = `"${ins}" comes before griddepcontrol.wait: ${fix}`;
+      break;
     }
-    if (!found) {
-      bad.push(
-        `${names[i]}: never calls griddepcontrol.wait: begin it with pdl_begin() ` +
-          "(engine/cuda/common.cuh)",
-      );
-    }
+    if (verdict) bad.push(`${names[i]}: ${verdict}`);
   });
   return { entries: entries.length, bad };
 }

@@ -145,43 +145,52 @@ int configure_lt(const char* fn) {
   return 0;
 }
 
-// le_init's check of programmatic dependent launch (common.cuh's LAUNCH): two kernels that add
-// to one word, launched with it back to back, then recorded into a graph and replayed. true
-// when every call succeeded and the word ends as 6; otherwise kernels are launched without it.
+// le_init's check of programmatic dependent launch (common.cuh's LAUNCH): a memset, then
+// kernels that add to one word, launched with it back to back with a timing mark's kind of
+// event record between them, on the stream, then recorded into a graph and replayed: the
+// nodes a recorded step puts before a kernel. true when every call succeeded and the word
+// holds 3 each time; otherwise kernels are launched without it (cuBLAS's nodes before ours are
+// covered by le_graph_end, which turns it off if a recording fails although its ops did not).
 __global__ void pdl_probe_kernel(int* word, int add) {
   pdl_begin();
   if (threadIdx.x == 0) *word += add;
 }
 
 bool probe_pdl() {
+  (void)cudaGetLastError();  // nothing earlier is taken for the probe's failure
   g.pdl = true;
   int* w = g.dflag + 3;
-  bool ok = cudaMemsetAsync(w, 0, sizeof(int), g.stream) == cudaSuccess;
-  const auto twice = [&] {
+  cudaEvent_t ev = nullptr;
+  bool ok = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess;
+  const auto run = [&](unsigned record_flags) {
+    if (cudaMemsetAsync(w, 0, sizeof(int), g.stream) != cudaSuccess) return false;
     LAUNCH(pdl_probe_kernel, 1, 32, 0)(w, 1);
+    if (cudaEventRecordWithFlags(ev, g.stream, record_flags) != cudaSuccess) return false;
     LAUNCH(pdl_probe_kernel, 1, 32, 0)(w, 2);
-    return cudaGetLastError() == cudaSuccess;
+    return cudaGetLastError() == cudaSuccess && g.pdl;
   };
-  if (ok) ok = twice();
+  const auto word_is_3 = [&] {
+    return cudaMemcpyAsync(g.hflag + 3, w, sizeof(int), cudaMemcpyDeviceToHost, g.stream) ==
+               cudaSuccess &&
+           cudaStreamSynchronize(g.stream) == cudaSuccess && g.hflag[3] == 3;
+  };
+  ok = ok && run(cudaEventRecordDefault) && word_is_3();
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   if (ok && cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
-    ok = twice();
+    ok = run(cudaEventRecordExternal);
     ok = cudaStreamEndCapture(g.stream, &graph) == cudaSuccess && ok;
   } else {
     ok = false;
   }
   if (ok) ok = cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-  if (ok) ok = cudaGraphLaunch(exec, g.stream) == cudaSuccess;
-  if (ok) {
-    ok = cudaMemcpyAsync(g.hflag + 3, w, sizeof(int), cudaMemcpyDeviceToHost, g.stream) ==
-             cudaSuccess &&
-         cudaStreamSynchronize(g.stream) == cudaSuccess && g.hflag[3] == 6;
-  }
+  if (ok) ok = cudaGraphLaunch(exec, g.stream) == cudaSuccess && word_is_3();
   if (exec) cudaGraphExecDestroy(exec);
   if (graph) cudaGraphDestroy(graph);
+  if (ev) cudaEventDestroy(ev);
   (void)cudaGetLastError();
   g.pdl = ok;
+  g.pdl_dropped = false;
   return ok;
 }
 
@@ -347,13 +356,15 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
-             "\"deferGeluBwd\":%s,\"pdl\":%s,\"mmaProbe\":%d,\"gemmTuneCandidates\":%d,"
+             "\"deferGeluBwd\":%s,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
+             "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
-             g.pdl ? "true" : "false", g.mma_probe, g.tune_candidates, g_tune.shapes,
+             g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
+             g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;

@@ -1455,6 +1455,24 @@ Deno.test({
           Error,
           "le_matmul_bwd: the op before it, le_gelu_bwd, left its output",
         );
+        // A second deferred GELU backward before the matmul, whose first output would never be
+        // formed, and one that reads an output written only in bf16: each fails.
+        e.operandOnly(dfch);
+        e.geluBwd(dfch, h, da, n, false);
+        e.operandOnly(other);
+        assertThrows(
+          () => e.geluBwd(other, h, dfch, n, false),
+          Error,
+          "le_gelu_bwd: the op before it, le_gelu_bwd, left its output",
+        );
+        e.operandOnly(other);
+        e.geluFwd(other, h, n);
+        e.operandOnly(dfch);
+        assertThrows(
+          () => e.geluBwd(dfch, other, da, n, false),
+          Error,
+          "le_gelu_bwd: the op before it, le_gelu_fwd, wrote only the bf16 copy",
+        );
         assertEquals(step(true).grads, want, what("the engine goes on"));
       }
       assertEquals([e.deviceInfo().deferGeluBwd, e.defersGeluBwd], [true, true]);

@@ -124,7 +124,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gpu all: without a GPU the one command still runs every step and leaves its eight " +
+  name: "gpu all: without a GPU the one command still runs every step and leaves its ten " +
     "files; a baseline library adds the baseline and current variants, and a missing one is refused",
   async fn() {
     const root = new URL("..", import.meta.url).pathname;
@@ -157,6 +157,8 @@ Deno.test({
       "bench.txt",
       "check.json",
       "check.txt",
+      "predictions.json",
+      "predictions.txt",
       "profile.json",
       "profile.txt",
       "run.log",
@@ -174,5 +176,9 @@ Deno.test({
     const b = variants.indexOf("== baseline"), c = variants.indexOf("== current");
     assert(b > 0 && c > b, "baseline, then current, after the other variants");
     assert(log.includes("variant baseline exit 0") && log.includes("variant current exit 0"));
+    // Each change's prediction beside its variant's figures (a dry run's, here).
+    assert(log.includes("predictions exit 0"), log.slice(-2000));
+    const predictions = Deno.readTextFileSync(`${out}/predictions.txt`);
+    assert(predictions.includes("29. programmatic dependent launch"), predictions);
   },
 });

@@ -99,15 +99,33 @@ $L__BB2_2:
 {
 	st.shared.u32 	[%r1], 0;
 }
+.visible .entry _ZN2le4predEPi(
+	.param .u64 _ZN2le4predEPi_param_0
+)
+{
+	.reg .pred %p<2>;
+	mov.u32 	%r1, %tid.x; // a comment: ld.global
+	setp.ne.s32 	%p1, %r1, 0;
+	@%p1 griddepcontrol.wait;
+}
+.visible .entry _ZN2le6inlineEPi(
+	.param .u64 _ZN2le6inlineEPi_param_0
+)
+{
+	{ ldu.global.u32 %r2, [%rd1]; }
+	griddepcontrol.wait;
+}
 `;
 
 Deno.test("kernel PTX: a load, branch or store before griddepcontrol.wait, or no wait, is named", () => {
   const { entries, bad } = pdlViolations(PTX);
-  assertEquals(entries, 4);
-  assertEquals(bad.length, 3, bad.join("\n"));
+  assertEquals(entries, 6);
+  assertEquals(bad.length, 5, bad.join("\n"));
   assert(bad[0].startsWith('_ZN2le5earlyEPi: "ld.global.u32'), bad[0]);
   assert(bad[1].startsWith('_ZN2le6branchEPi: "@%p1 bra'), bad[1]);
   assert(bad[2].startsWith('_ZN2le5neverEPi: "st.shared'), bad[2]);
+  assert(bad[3].includes("the wait is predicated"), bad[3]);
+  assert(bad[4].startsWith('_ZN2le6inlineEPi: "ldu.global'), bad[4]);
   const cut = PTX.replace("\tst.shared.u32 \t[%r1], 0;\n", "");
   assert(pdlViolations(cut).bad[2].includes("never calls griddepcontrol.wait"));
 });

@@ -112,6 +112,7 @@ struct State {
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
+  bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
   bool sync_each_op = false;  // LOTUS_CUDA_SYNC=1
   bool capturing = false;     // between le_graph_begin and le_graph_end (graphs.cuh)
@@ -125,7 +126,10 @@ State g;
 #ifndef LE_HOST_EMULATION
 // What LAUNCH makes: kernel<<<grid, block, smem, g.stream>>>(args...), with programmatic
 // serialisation when g.pdl. A failed launch is reported by the op's op_done
-// (cudaGetLastError), as with <<<>>>.
+// (cudaGetLastError), as with <<<>>>. If a launch with programmatic serialisation fails, it is
+// turned off for the process (g.pdl_dropped; le_device_info says so): outside a recording the
+// kernel is launched again without it, and a recording fails as with any failed op, so that
+// the caller's next recording runs without it (model/graphs.ts runs the ops one by one).
 template <class... P>
 struct Launch {
   void (*kernel)(P...);
@@ -148,7 +152,12 @@ struct Launch {
     cfg.stream = g.stream;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+    if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return;
+    g.pdl = false;
+    g.pdl_dropped = true;
+    if (g.capturing) return;  // the error stays for op_done: this recording fails
+    (void)cudaGetLastError();
+    kernel<<<grid, block, smem, g.stream>>>(std::forward<A>(args)...);
   }
 };
 #endif

@@ -80,6 +80,12 @@ __device__ inline float gelu_grad_of(float x) {
   return s + x * s * (1.f - s) * 2.f * du;
 }
 
+// acc + gelu'(x) d with one rounding (an explicit fma, so that every kernel forming it, this
+// file's and matmul.cuh's column sums, gives the same bits whatever the compiler contracts).
+__device__ inline float gelu_bwd_of(float x, float d, float acc) {
+  return fmaf(gelu_grad_of(x), d, acc);
+}
+
 // out16: the bf16 rounding of out as well, when given (common.cuh's produced operands); out
 // null: only that copy (le_operand_only).
 // kVec: float4 loads and stores over the first n / 4 * 4 elements (every pointer 16-byte
@@ -119,12 +125,12 @@ __global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout
   for (int64_t i = t0; i < nv; i += stride) {
     const float4 x = ld4(inp + 4 * i), d = ld4(dout + 4 * i);
     float4 g = acc ? ld4(dinp + 4 * i) : float4{0.f, 0.f, 0.f, 0.f};
-    g.x += gelu_grad_of(x.x) * d.x, g.y += gelu_grad_of(x.y) * d.y;
-    g.z += gelu_grad_of(x.z) * d.z, g.w += gelu_grad_of(x.w) * d.w;
+    g.x = gelu_bwd_of(x.x, d.x, g.x), g.y = gelu_bwd_of(x.y, d.y, g.y);
+    g.z = gelu_bwd_of(x.z, d.z, g.z), g.w = gelu_bwd_of(x.w, d.w, g.w);
     st4(dinp + 4 * i, g);
   }
   for (int64_t i = 4 * nv + t0; i < n; i += stride) {
-    dinp[i] = (acc ? dinp[i] : 0.f) + gelu_grad_of(inp[i]) * dout[i];
+    dinp[i] = gelu_bwd_of(inp[i], dout[i], acc ? dinp[i] : 0.f);
   }
 }
 
@@ -223,7 +229,18 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   // le_operand_only, in bf16 mode, overwriting dinp.
   const bool defer = g.defer_gelu_bwd && g.precision == 2 && accumulate == 0 && n > 0 &&
                      g_operand_only.out == dinp && g_operand_only.serial == g_op_serial;
-  if (!defer) TRY(check_operand_consumed(fn));
+  // Deferred, it still must not follow another deferred GELU backward (whose output would
+  // never be formed) nor read an output that its producer wrote only in bf16.
+  if (!defer || deferred_gelu()) TRY(check_operand_consumed(fn));
+  if (const ProducedCopy* c = defer ? operand_only_copy() : nullptr) {
+    const float* end = c->src + (c->cols ? c->rows * c->cols : c->rows);
+    if ((inp < end && c->src < inp + n) || (dout < end && c->src < dout + n)) {
+      return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for a "
+                  "matmul to read next (le_operand_only), so %s has no fp32 values to read; run "
+                  "that matmul right after %s, or do not give the hint",
+                  fn, c->by, fn, c->by);
+    }
+  }
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
   if (defer) {

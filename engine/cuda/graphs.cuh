@@ -127,9 +127,17 @@ LE_API int le_graph_end(int slot) {
                            "kept (the last failure: %s)",
                            fn, last);
   }
+  // A capture or instantiation that fails although every op succeeded may be the driver's
+  // refusal of programmatic edges after some node: the next recording runs without them.
+  const auto drop_pdl = [] {
+    if (!g.pdl) return;
+    g.pdl = false;
+    g.pdl_dropped = true;
+  };
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     if (graph) cudaGraphDestroy(graph);
+    drop_pdl();
     return slot < 0 ? 0
                     : fail("%s: the capture failed: %s (%s); an op inside it must have failed "
                            "or waited for the GPU",
@@ -142,7 +150,10 @@ LE_API int le_graph_end(int slot) {
   cudaGraphExec_t exec = nullptr;
   e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
-  if (e != cudaSuccess) return cuda_fail(fn, "cudaGraphInstantiate", e);
+  if (e != cudaSuccess) {
+    drop_pdl();
+    return cuda_fail(fn, "cudaGraphInstantiate", e);
+  }
   Graph& gr = g_graphs[slot];
   drop_graph(gr);
   gr.exec = exec;

@@ -77,7 +77,8 @@ __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Co
 // the backward's GEMMs need dout rounded and no op has made that copy), the same pass over x
 // also writes the bf16 copy, rows ld16 apart: one read of dout instead of two, and the
 // rounding kernel's launch saved. kGelu (a deferred GELU backward, common.cuh): the values
-// summed and rounded are that op's, 0 + gelu'(gelu_in) x, as gelu_bwd_kernel forms them.
+// summed and rounded are that op's, 0 + gelu'(gelu_in) x, as gelu_bwd_kernel forms them
+// (gelu_bwd_of).
 template <bool kGelu>
 __global__ void colsum_part_kernel(double* part, const float* x, const float* gelu_in, int N,
                                    int C, int chunk, __nv_bfloat16* x16, int ld16) {
@@ -99,7 +100,7 @@ __global__ void colsum_part_kernel(double* part, const float* x, const float* ge
           const int64_t i = (int64_t)n * C + c;
           return Pair{gelu_in[i], x[i]};
         },
-        round, [](Pair p) { return 0.f + gelu_grad_of(p.h) * p.d; });
+        round, [](Pair p) { return gelu_bwd_of(p.h, p.d, 0.f); });
   } else {
     s = sum_in_order<float>(n0, n1, [&](int n) { return x[(int64_t)n * C + c]; }, round);
   }
@@ -689,7 +690,7 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   } else if (dinp || dw) {
     TRY(prepare(fn, g_scr_a, dout, N, Cout, &D, dbias ? &d16 : nullptr));
   }
-  if (dbias || dg) {  // without dbias, the pass runs for its copy (its sums are not read)
+  if (dbias || d16) {  // without dbias, the pass runs for its copy (its sums are not read)
     const int chunk = col_chunk_rows(N), chunks = (N + chunk - 1) / chunk;
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
