@@ -409,6 +409,23 @@ inline const DeferredGelu* deferred_gelu() {
   return d.dinp && d.serial + 1 == g_op_serial ? &d : nullptr;
 }
 
+// Whether the n values at x overlap what copy c was made of.
+inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n) {
+  const float* end = c->src + (c->cols ? c->rows * c->cols : c->rows);
+  return x < end && c->src < x + n;
+}
+
+// A matmul's check, after an op that wrote only the bf16 copy of its output: the matmul must
+// read it (`read`), or the fp32 values that were never written would go unnoticed.
+inline int check_copy_read(const char* fn, bool read, const char* as) {
+  const ProducedCopy* c = operand_only_copy();
+  if (!c || read) return 0;
+  return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for the matmul "
+              "right after it to read (le_operand_only), but this call does not read that output "
+              "%s, and its fp32 values were never written; pass it, or do not give the hint",
+              fn, c->by, as);
+}
+
 // REQUIRE_INIT's check: after an op that wrote only the bf16 copy of its output, the next
 // op must be the matmul that reads it (it has no fp32 values to read); after a deferred GELU
 // backward, the matmul backward that forms its output.

@@ -233,8 +233,7 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   // never be formed) nor read an output that its producer wrote only in bf16.
   if (!defer || deferred_gelu()) TRY(check_operand_consumed(fn));
   if (const ProducedCopy* c = defer ? operand_only_copy() : nullptr) {
-    const float* end = c->src + (c->cols ? c->rows * c->cols : c->rows);
-    if ((inp < end && c->src < inp + n) || (dout < end && c->src < dout + n)) {
+    if (copy_overlaps(c, inp, n) || copy_overlaps(c, dout, n)) {
       return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for a "
                   "matmul to read next (le_operand_only), so %s has no fp32 values to read; run "
                   "that matmul right after %s, or do not give the hint",

@@ -653,6 +653,9 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   const char* fn = "le_matmul_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  if (const ProducedCopy* c = operand_only_copy()) {
+    TRY(check_copy_read(fn, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
+  }
   const int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
   if (few < 0) return 1;
   if (few > 0) return op_done(fn);
@@ -670,6 +673,11 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
+  if (const ProducedCopy* c = operand_only_copy()) {
+    const bool read = ((dinp || dw) && copy_overlaps(c, dout, (int64_t)N * Cout)) ||
+                      (dw && copy_overlaps(c, inp, (int64_t)N * Cin));
+    TRY(check_copy_read(fn, read, "as dout nor as the input of its weight gradient"));
+  }
   // dout, when the GELU backward just before left it to this call to form (common.cuh).
   const DeferredGelu* dg = deferred_gelu();
   if (dg && (dg->dinp != dout || dg->n != (int64_t)N * Cout)) {
