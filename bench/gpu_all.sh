@@ -11,8 +11,9 @@
 #   2. the benchmark (bench/gpu_bench.sh --skip-check): training at the reference shape in bf16,
 #      batch-1 inference, the 1,319-question evaluation, the PyTorch reference eager and compiled;
 #   3. the op profile of a training step and of a batch-1 generation (bench/gpu_profile.ts);
-#   4. training and inference with every GEMM on the heuristic's first algorithm
-#      (LOTUS_GEMM_TUNE=1), the timed choice's before; with the attention backward staging its
+#   4. the same short benchmark with the defaults (variant "default", what the others are
+#      compared with), then training and inference with every GEMM on the heuristic's first
+#      algorithm (LOTUS_GEMM_TUNE=1), the timed choice's before; with the attention backward staging its
 #      fp32 rows (LOTUS_TC_BF16_ROWS=0), the bf16 copies' before; with the tensor-core attention
 #      in 64-row blocks (LOTUS_TC_WARPS=4), the before of blocks sized to the sequence; with
 #      forwards of 1 to 8 rows through cuBLAS's GEMM (LOTUS_GEMV=0), the before of the few-row
@@ -26,7 +27,7 @@
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
 #      there): the variant "baseline" on that library, then "current" on this one, the same
 #      short benchmark back to back, so that a change's before and after come from one run.
-# --quick (340 s of limits, 390 with --baseline-lib) skips PyTorch, the TF32 and fp32
+# --quick (365 s of limits, 415 with --baseline-lib) skips PyTorch, the TF32 and fp32
 # variants, and shortens the rest. Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
 # as ten files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
@@ -55,13 +56,13 @@ say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
 if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
   check_s=55 bench_s=45 profile_s=40 variant_s=25
-  variants=(heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead separate-gelu-bwd
-    no-pdl fp32-attention)
+  variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
+    separate-gelu-bwd no-pdl fp32-attention)
 else
   check_args=(--steps 30) bench_args=()
   check_s=150 bench_s=220 profile_s=60 variant_s=45
-  variants=(heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead separate-gelu-bwd
-    no-pdl fp32-attention tf32 fp32)
+  variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
+    separate-gelu-bwd no-pdl fp32-attention tf32 fp32)
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
@@ -107,6 +108,7 @@ variant() { # name, then KEY=VALUE environment or "", then bench arguments
 }
 for v in "${variants[@]}"; do
   case $v in
+    default) variant "$v" "" ;;
     heuristic-gemm) variant "$v" LOTUS_GEMM_TUNE=1 ;;
     fp32-rows) variant "$v" LOTUS_TC_BF16_ROWS=0 ;;
     64-row-blocks) variant "$v" LOTUS_TC_WARPS=4 ;;

@@ -8,10 +8,12 @@
  *
  *   npx deno run -A check/predictions.ts DIR [--json PATH]
  *
- * DIR is a gpu_all.sh output folder: bench.json (the defaults) and run.log (each variant's rows,
- * `variant: {row}`). Prints one line a change and measure: predicted, measured, and whether the
- * measurement fell in the predicted range, beyond it (saved more) or short of it. The variants
- * run fewer steps than the defaults' benchmark, so differences of a few percent are noise.
+ * DIR is a gpu_all.sh output folder: run.log (each variant's rows, `variant: {row}`, among them
+ * the variant "default", the same short benchmark with the defaults) and bench.json (the full
+ * benchmark, used for the defaults when run.log has no "default"). Prints one line a change and
+ * measure: predicted, measured, and whether the measurement fell in the predicted range, beyond
+ * it (saved more) or short of it. The variants run a few steps each, so differences of a few
+ * percent are noise.
  *
  * @module
  */
@@ -108,6 +110,18 @@ export function variantRows(log: string): Map<string, Row[]> {
   return out;
 }
 
+/**
+ * The defaults' figures: the variant "default" of run.log (the same short benchmark as the
+ * others) when it ran, else the full benchmark's rows (bench.json's, read by `benchRows`).
+ */
+export function defaultFigures(
+  variants: Map<string, Row[]>,
+  benchRows: () => unknown,
+): Partial<Record<Measure, number>> {
+  const short = variants.get("default");
+  return figuresOf(short ?? z.array(RowSchema).parse(benchRows()));
+}
+
 /** One line of the comparison. */
 export interface Check {
   change: string;
@@ -185,19 +199,21 @@ if (import.meta.main) {
     Deno.exit(values.help ? 0 : 2);
   }
   const dir = positionals[0];
-  let defaults: Partial<Record<Measure, number>>, log: string;
+  let defaults: Partial<Record<Measure, number>>, variants: Map<string, Row[]>;
   try {
-    const bench = JSON.parse(Deno.readTextFileSync(`${dir}/bench.json`));
-    defaults = figuresOf(z.array(RowSchema).parse(bench.rows));
-    log = Deno.readTextFileSync(`${dir}/run.log`);
+    variants = variantRows(Deno.readTextFileSync(`${dir}/run.log`));
+    defaults = defaultFigures(
+      variants,
+      () => JSON.parse(Deno.readTextFileSync(`${dir}/bench.json`)).rows,
+    );
   } catch (e) {
     console.error(
-      `predictions: ${dir}: cannot read bench.json and run.log (${(e as Error).message}); ` +
+      `predictions: ${dir}: cannot read run.log and bench.json (${(e as Error).message}); ` +
         "give the folder that bench/gpu_all.sh wrote",
     );
     Deno.exit(1);
   }
-  const checks = checkPredictions(defaults, variantRows(log));
+  const checks = checkPredictions(defaults, variants);
   console.log(formatChecks(checks));
   if (values.json) {
     const tmp = `${values.json}.tmp`;

@@ -171,7 +171,8 @@ Deno.test({
     assert(Deno.readTextFileSync(`${out}/bench.txt`).includes("DRY RUN"));
     assert(Deno.readTextFileSync(`${out}/profile.txt`).includes("training step:"));
     const variants = Deno.readTextFileSync(`${out}/variants.txt`);
-    assert(variants.startsWith("== heuristic-gemm"), variants.slice(0, 200));
+    assert(variants.startsWith("== default\n"), variants.slice(0, 200));
+    assert(variants.includes("== heuristic-gemm"), variants.slice(0, 400));
     assert(variants.includes("== fp32-attention"), variants.slice(0, 400));
     const b = variants.indexOf("== baseline"), c = variants.indexOf("== current");
     assert(b > 0 && c > b, "baseline, then current, after the other variants");

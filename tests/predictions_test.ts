@@ -3,6 +3,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import {
   checkPredictions,
+  defaultFigures,
   figuresOf,
   formatChecks,
   PREDICTIONS,
@@ -62,8 +63,16 @@ Deno.test("predictions: within the range, beyond it, short of it, or not measure
   assertEquals(table.split("\n").length, 2 + checks.length);
 });
 
+Deno.test("predictions: the defaults are the short run's when it ran, else the benchmark's", () => {
+  const bench = () => rows(110, 4, 0.5).map((r) => JSON.parse(r));
+  const withDefault = variantRows(rows(120, 4.5, 0.6).map((r) => `default: ${r}`).join("\n"));
+  assertEquals(defaultFigures(withDefault, bench), { step: 120, thought: 4.5, token: 0.6 });
+  assertEquals(defaultFigures(new Map(), bench), { step: 110, thought: 4, token: 0.5 });
+});
+
 Deno.test("predictions: every variant named is one that bench/gpu_all.sh runs", () => {
   const script = Deno.readTextFileSync(new URL("../bench/gpu_all.sh", import.meta.url));
+  assert(/^\s+default\) variant /m.test(script), "the defaults' short run");
   for (const p of PREDICTIONS) {
     assert(new RegExp(`^\\s+${p.variant}\\) variant `, "m").test(script), p.variant);
     for (const [lo, hi] of Object.values(p.effect)) assert(lo <= hi, `${p.variant}: ${lo} ${hi}`);
