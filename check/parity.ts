@@ -1333,6 +1333,22 @@ export function withEngineSettings<T>(
   }
 }
 
+/** {@linkcode withEngineSettings} with the engine in bf16 (mode 2) for `fn`, fp32 again after. */
+export function withBf16Settings<T>(
+  open: () => Engine,
+  env: Record<string, string>,
+  fn: (eng: Engine) => T,
+): T {
+  return withEngineSettings(open, env, (eng) => {
+    eng.setPrecision(2);
+    try {
+      return fn(eng);
+    } finally {
+      eng.setPrecision(0);
+    }
+  });
+}
+
 /** How many elements of `a` and `b` (the same length) differ in their bits. */
 export function differingBits(a: Float32Array | Int32Array, b: Float32Array | Int32Array): number {
   const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
@@ -1355,14 +1371,9 @@ export function compareStepSettings(open: () => Engine, spec: StepSpec, seed = 7
   const exs = (spec.examples ?? randomExamples)(spec.B, spec.model.vocabSize, seed);
   const params = perturbedParams(spec.model, seed);
   const run = (env: Record<string, string>) =>
-    withEngineSettings(open, env, (eng) => {
-      eng.setPrecision(2);
-      try {
-        const r = lotusLossAndGrad(eng, spec, params, exs);
-        return { info: eng.deviceInfo(), loss: Float32Array.of(r.loss), grad: r.grad };
-      } finally {
-        eng.setPrecision(0);
-      }
+    withBf16Settings(open, env, (eng) => {
+      const r = lotusLossAndGrad(eng, spec, params, exs);
+      return { info: eng.deviceInfo(), loss: Float32Array.of(r.loss), grad: r.grad };
     });
   const base = run({});
   const settings: [string, string, string][] = [
@@ -1401,14 +1412,7 @@ export function compareAttentionSettings(
   seed = 7,
 ): CheckRow[] {
   const run = (env: Record<string, string>) =>
-    withEngineSettings(open, env, (eng) => {
-      eng.setPrecision(2);
-      try {
-        return cases.map((c) => c.run(eng, seed));
-      } finally {
-        eng.setPrecision(0);
-      }
-    });
+    withBf16Settings(open, env, (eng) => cases.map((c) => c.run(eng, seed)));
   const base = run({});
   const settings: [string, Record<string, string>][] = [
     ["backward from fp32 rows (LOTUS_TC_BF16_ROWS=0)", { LOTUS_TC_BF16_ROWS: "0" }],
@@ -1484,21 +1488,19 @@ export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
     b: randn(rng, Cout, 0.1),
   }));
   const run = (env: Record<string, string>) =>
-    withEngineSettings(open, env, (eng) =>
-      withBufs(eng, (bufs) => {
-        eng.setPrecision(2);
-        try {
-          return shapes.map(([N, Cin, Cout, bias], i) => {
+    withBf16Settings(
+      open,
+      env,
+      (eng) =>
+        withBufs(eng, (bufs) =>
+          shapes.map(([N, Cin, Cout, bias], i) => {
             const { x, w, b } = data[i];
             const wp = bufs.f32(w), out = bufs.f32(N * Cout);
             eng.keepBf16(wp, w.length);
             eng.matmulFwd(out, bufs.f32(x), wp, bias ? bufs.f32(b) : null, N, Cin, Cout);
             return bufs.get(out, N * Cout);
-          });
-        } finally {
-          eng.setPrecision(0);
-        }
-      }));
+          })),
+    );
   const kernel = run({}), gemm = run({ LOTUS_GEMV: "0" });
   let err = 0, gemmErr = 0, between = 0;
   shapes.forEach(([N, Cin, Cout, bias], i) => {
@@ -1542,7 +1544,7 @@ export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): 
   };
   const sentinel = 7;
   const run = (env: Record<string, string>) =>
-    withEngineSettings(open, env, (eng) =>
+    withBf16Settings(open, env, (eng) =>
       withBufs(eng, (bufs) => {
         const [h, da, x, lw, lb, w] = [data.h, data.da, data.x, data.lw, data.lb, data.w].map(
           (a) => bufs.f32(a),
@@ -1550,23 +1552,18 @@ export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): 
         const dfch = bufs.f32(new Float32Array(N * F).fill(sentinel)), ln = bufs.f32(N * C);
         const dx = bufs.f32(N * C), dW = bufs.f32(F * C), dB = bufs.f32(F);
         eng.keepBf16(w, F * C);
-        eng.setPrecision(2);
-        try {
-          const late = eng.defersGeluBwd; // the order of Stack.backward
-          const gelu = () => {
-            if (late) eng.operandOnly(dfch);
-            eng.geluBwd(dfch, h, da, N * F, false);
-          };
-          if (!late) gelu();
-          eng.operandOnly(ln);
-          eng.layernormFwd(ln, null, null, x, lw, lb, N, C);
-          if (late) gelu();
-          eng.matmulBwd(dx, dW, dB, dfch, ln, w, N, C, F, false);
-          const left = bufs.get(dfch, N * F).every((v) => v === sentinel);
-          return { late, left, grads: [bufs.get(dx, N * C), bufs.get(dW, F * C), bufs.get(dB, F)] };
-        } finally {
-          eng.setPrecision(0);
-        }
+        const late = eng.defersGeluBwd; // the order of Stack.backward
+        const gelu = () => {
+          if (late) eng.operandOnly(dfch);
+          eng.geluBwd(dfch, h, da, N * F, false);
+        };
+        if (!late) gelu();
+        eng.operandOnly(ln);
+        eng.layernormFwd(ln, null, null, x, lw, lb, N, C);
+        if (late) gelu();
+        eng.matmulBwd(dx, dW, dB, dfch, ln, w, N, C, F, false);
+        const left = bufs.get(dfch, N * F).every((v) => v === sentinel);
+        return { late, left, grads: [bufs.get(dx, N * C), bufs.get(dW, F * C), bufs.get(dB, F)] };
       }));
   const deferred = run({}), apart = run({ LOTUS_DEFER_GELU_BWD: "0" });
   let differ = 0, total = 0;

@@ -175,7 +175,7 @@ struct Launch_ {
   // cp.async copies land when issued instead of at their wait (the order check's second run):
   // a buffer overwritten by a copy while other threads still read it then shows.
   bool eager_async = false;
-  size_t dyn_bytes = 0;  // the launch's dynamic shared memory, from dyn_shared()'s base
+  size_t dyn_bytes = 0;  // the launch's dynamic shared memory, from dyn_base()
   std::vector<uintptr_t> atomic_addrs;  // words written by atomics in this launch
 };
 
@@ -539,12 +539,17 @@ T shuffle(unsigned mask, T v, unsigned src) {
   return r;
 }
 
+// Where the launch's dynamic shared memory starts: 128-byte aligned, as the engine declares
+// it (common.cuh).
+inline uintptr_t dyn_base() {
+  return (reinterpret_cast<uintptr_t>(L->smem.data()) + 127) & ~uintptr_t(127);
+}
+
 // PTX's cp.async.cg.shared.global of 16 bytes, cp.async.commit_group and
 // cp.async.wait_group n for the calling thread (see Fiber). Both addresses must be 16-byte
 // aligned and the destination in the block's shared memory, as on a GPU.
 inline void cp_async16(void* dst, const void* src) {
-  const auto d = reinterpret_cast<uintptr_t>(dst);
-  const auto b = (reinterpret_cast<uintptr_t>(L->smem.data()) + 127) & ~uintptr_t(127);
+  const auto d = reinterpret_cast<uintptr_t>(dst), b = dyn_base();
   if (d % 16 || reinterpret_cast<uintptr_t>(src) % 16 || d < b || d + 16 > b + L->dyn_bytes) {
     stuck("cp.async of 16 bytes to an address outside dynamic shared memory or off a 16-byte "
           "boundary");
@@ -631,11 +636,9 @@ inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
 #define LAUNCH(kernel, grid, block, smem) \
   ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem), #kernel}
 
-// Dynamic shared memory starts 128-byte aligned, as the engine declares it (common.cuh).
 template <class T>
 inline T* dyn_shared() {
-  const auto p = reinterpret_cast<uintptr_t>(::emu::L->smem.data());
-  return reinterpret_cast<T*>((p + 127) & ~uintptr_t(127));
+  return reinterpret_cast<T*>(::emu::dyn_base());
 }
 
 // Programmatic dependent launch: launches run one after another here, so the wait is met at

@@ -123,6 +123,14 @@ struct State {
 
 State g;
 
+// Programmatic dependent launch failed after le_init's probe: off for the process, and
+// le_device_info says so (pdlDropped).
+inline void drop_pdl() {
+  if (!g.pdl) return;
+  g.pdl = false;
+  g.pdl_dropped = true;
+}
+
 #ifndef LE_HOST_EMULATION
 // What LAUNCH makes: kernel<<<grid, block, smem, g.stream>>>(args...), with programmatic
 // serialisation when g.pdl. A failed launch is reported by the op's op_done
@@ -153,8 +161,7 @@ struct Launch {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return;
-    g.pdl = false;
-    g.pdl_dropped = true;
+    drop_pdl();
     if (g.capturing) return;  // the error stays for op_done: this recording fails
     (void)cudaGetLastError();
     kernel<<<grid, block, smem, g.stream>>>(std::forward<A>(args)...);
@@ -415,11 +422,10 @@ inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n) {
   return x < end && c->src < x + n;
 }
 
-// A matmul's check, after an op that wrote only the bf16 copy of its output: the matmul must
-// read it (`read`), or the fp32 values that were never written would go unnoticed.
-inline int check_copy_read(const char* fn, bool read, const char* as) {
-  const ProducedCopy* c = operand_only_copy();
-  if (!c || read) return 0;
+// A matmul's check, after an op that wrote only the bf16 copy c of its output: the matmul
+// must read it (`read`), or the fp32 values that were never written would go unnoticed.
+inline int check_copy_read(const char* fn, const ProducedCopy* c, bool read, const char* as) {
+  if (read) return 0;
   return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for the matmul "
               "right after it to read (le_operand_only), but this call does not read that output "
               "%s, and its fp32 values were never written; pass it, or do not give the hint",

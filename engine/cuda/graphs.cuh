@@ -128,12 +128,8 @@ LE_API int le_graph_end(int slot) {
                            fn, last);
   }
   // A capture or instantiation that fails although every op succeeded may be the driver's
-  // refusal of programmatic edges after some node: the next recording runs without them.
-  const auto drop_pdl = [] {
-    if (!g.pdl) return;
-    g.pdl = false;
-    g.pdl_dropped = true;
-  };
+  // refusal of programmatic edges after some node: the next recording runs without them
+  // (drop_pdl).
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     if (graph) cudaGraphDestroy(graph);

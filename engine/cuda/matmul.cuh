@@ -654,7 +654,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   REQUIRE_INIT(fn);
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
   if (const ProducedCopy* c = operand_only_copy()) {
-    TRY(check_copy_read(fn, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
+    TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
   const int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
   if (few < 0) return 1;
@@ -676,7 +676,7 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   if (const ProducedCopy* c = operand_only_copy()) {
     const bool read = ((dinp || dw) && copy_overlaps(c, dout, (int64_t)N * Cout)) ||
                       (dw && copy_overlaps(c, inp, (int64_t)N * Cin));
-    TRY(check_copy_read(fn, read, "as dout nor as the input of its weight gradient"));
+    TRY(check_copy_read(fn, c, read, "as dout nor as the input of its weight gradient"));
   }
   // dout, when the GELU backward just before left it to this call to form (common.cuh).
   const DeferredGelu* dg = deferred_gelu();
