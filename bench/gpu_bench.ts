@@ -390,6 +390,21 @@ async function main(): Promise<void> {
         target: `>= ${n === 30 ? TARGETS.speedup30 : TARGETS.speedup90}`,
       });
     }
+    const info = eng.deviceInfo();
+    if (info.skinnyShapes !== undefined) {
+      // Where the split-K kernel for 9 to 128 rows (skinny.cuh) beat cuBLAS when timed: one
+      // call of every timed shape (a loop pass's four, the prefill's) by each.
+      push({
+        section: "infer",
+        name: "engine: forward shapes of 9 to 128 rows kept on the split-K kernel",
+        value: Number(info.skinnyChosen),
+        unit: "shapes",
+        target: "",
+        note: `of ${info.skinnyShapes} timed (LOTUS_SKINNY=${info.skinny}); one call of each: ${
+          Number(info.skinnyCublasUs).toFixed(0)
+        } us by cuBLAS, ${Number(info.skinnyKernelUs).toFixed(0)} us by the kernel`,
+      });
+    }
   }
 
   // 4. Evaluation throughput: 1,319 questions, batched greedy LOTUS decoding.

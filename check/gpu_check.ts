@@ -35,6 +35,7 @@ import {
   compareGraphReplay,
   compareLotusStep,
   compareOps,
+  compareSkinnyForwards,
   compareStepGraphs,
   compareStepSettings,
   compareTraining,
@@ -379,6 +380,13 @@ if (test.backend === "cuda") {
     );
   } catch (e) {
     push({ ...failure("ops", "bf16 forwards of 1 to 8 rows", e), precision: "bf16" });
+  }
+  try {
+    push(
+      ...mark([compareSkinnyForwards(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
+    );
+  } catch (e) {
+    push({ ...failure("ops", "bf16 forwards of 9 to 128 rows", e), precision: "bf16" });
   }
   try {
     push(

@@ -1470,27 +1470,35 @@ export function bf16Forward(
   return out;
 }
 
+/** A forward's shape in the own-kernel comparisons: rows, Cin, Cout, with a bias or not. */
+export type ForwardShape = readonly [number, number, number, boolean];
+
 /**
- * The CUDA engine's bf16 forwards of 1 to 8 rows over a weight with a kept bf16 copy
- * (gemv_bf16_kernel, matmul.cuh) at GPT-2 small's widths, against the bf16 products summed in
- * double, and against the same calls through cuBLAS's GEMM (`LOTUS_GEMV=0`): the same
- * operands, summed in fp32 in another order, so they agree to fp32's rounding. `err` is the
- * kernel's largest relative error against the double sums (tolerance 1e-5); the note gives
- * the GEMM's and the largest difference between the two. `open` opens the engine again, whose
- * le_init reads the setting; the default is restored before returning.
+ * bf16 forwards over weights with a kept bf16 copy, run with `kernelEnv` (the CUDA engine's
+ * own kernel serving them) and with `gemmEnv` (cuBLAS's GEMM), against the bf16 products
+ * summed in double: the same operands, summed in fp32 in other orders, so both agree with the
+ * double sums, and with each other, to fp32's rounding. `err` is the kernel's largest relative
+ * error against the double sums (tolerance 1e-5); the note gives cuBLAS's and the largest
+ * difference between the two.
  */
-export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
-  const shapes = [[1, 768, 2304, true], [4, 3072, 768, true], [8, 768, 3072, false]] as const;
+function compareOwnForwards(
+  open: () => Engine,
+  seed: number,
+  shapes: readonly ForwardShape[],
+  env: { kernel: Record<string, string>; gemm: Record<string, string>; gemmName: string },
+  name: string,
+  where: string,
+): CheckRow {
   const rng = new Rng(seed);
   const data = shapes.map(([N, Cin, Cout]) => ({
     x: randn(rng, N * Cin),
     w: randn(rng, Cout * Cin, 0.05),
     b: randn(rng, Cout, 0.1),
   }));
-  const run = (env: Record<string, string>) =>
+  const run = (settings: Record<string, string>) =>
     withBf16Settings(
       open,
-      env,
+      settings,
       (eng) =>
         withBufs(eng, (bufs) =>
           shapes.map(([N, Cin, Cout, bias], i) => {
@@ -1501,7 +1509,7 @@ export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
             return bufs.get(out, N * Cout);
           })),
     );
-  const kernel = run({}), gemm = run({ LOTUS_GEMV: "0" });
+  const kernel = run(env.kernel), gemm = run(env.gemm);
   let err = 0, gemmErr = 0, between = 0;
   shapes.forEach(([N, Cin, Cout, bias], i) => {
     const { x, w, b } = data[i];
@@ -1512,13 +1520,63 @@ export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
   });
   return checkRow(
     "ops",
-    "bf16 forwards of 1 to 8 rows (gemv kernel) against the bf16 products summed in double",
+    name,
     "bf16",
     err,
     1e-5,
-    `${shapes.length} shapes at GPT-2's widths; cuBLAS's GEMM (LOTUS_GEMV=0) ${
+    `${shapes.length} shapes ${where}; cuBLAS's GEMM (${env.gemmName}) ${
       gemmErr.toExponential(1)
     }; kernel against GEMM ${between.toExponential(1)}`,
+  );
+}
+
+/**
+ * The CUDA engine's bf16 forwards of 1 to 8 rows over a weight with a kept bf16 copy
+ * (gemv_bf16_kernel, matmul.cuh) at GPT-2 small's widths, against the bf16 products summed in
+ * double and against the same calls through cuBLAS's GEMM (`LOTUS_GEMV=0`), as
+ * compareOwnForwards says. `open` opens the engine again, whose le_init reads the setting; the
+ * default is restored before returning.
+ */
+export function compareFewRowForwards(open: () => Engine, seed = 11): CheckRow {
+  return compareOwnForwards(
+    open,
+    seed,
+    [[1, 768, 2304, true], [4, 3072, 768, true], [8, 768, 3072, false]],
+    { kernel: {}, gemm: { LOTUS_GEMV: "0" }, gemmName: "LOTUS_GEMV=0" },
+    "bf16 forwards of 1 to 8 rows (gemv kernel) against the bf16 products summed in double",
+    "at GPT-2's widths",
+  );
+}
+
+/** GPT-2 small's four forwards of a batch-1 loop pass (79 rows) and of 9, 60 and 128 rows. */
+export const SKINNY_SHAPES: readonly ForwardShape[] = [
+  [79, 768, 2304, true],
+  [79, 768, 768, true],
+  [79, 768, 3072, true],
+  [79, 3072, 768, true],
+  [9, 768, 2304, true],
+  [60, 3072, 768, false],
+  [128, 768, 3072, true],
+];
+
+/**
+ * The CUDA engine's bf16 forwards of 9 to 128 rows by its split-K kernel
+ * (skinny_gemm_kernel, `LOTUS_SKINNY=2`: wherever it applies, untimed) against the bf16
+ * products summed in double and against cuBLAS's GEMM (`LOTUS_SKINNY=0`), as
+ * compareOwnForwards says; `shapes` defaults to GPT-2's widths (SKINNY_SHAPES).
+ */
+export function compareSkinnyForwards(
+  open: () => Engine,
+  shapes: readonly ForwardShape[] = SKINNY_SHAPES,
+  seed = 12,
+): CheckRow {
+  return compareOwnForwards(
+    open,
+    seed,
+    shapes,
+    { kernel: { LOTUS_SKINNY: "2" }, gemm: { LOTUS_SKINNY: "0" }, gemmName: "LOTUS_SKINNY=0" },
+    "bf16 forwards of 9 to 128 rows (split-K kernel) against the bf16 products summed in double",
+    shapes === SKINNY_SHAPES ? "at GPT-2's widths, 79 rows a loop pass" : "at reduced widths",
   );
 }
 

@@ -67,6 +67,11 @@ export const PREDICTIONS: readonly Prediction[] = [
     change: "29. programmatic dependent launch of every kernel",
     effect: { step: [-4, -1], thought: [-1, -0.3], token: [-0.2, -0.05] },
   },
+  {
+    variant: "gemm-skinny-rows",
+    change: "30. bf16 forwards of 9 to 128 rows by a split-K kernel, where timing keeps it",
+    effect: { step: [-0.2, 0.2], thought: [-1.5, 0], token: [-0.05, 0.05] },
+  },
 ];
 
 const RowSchema = z.object({

@@ -76,6 +76,7 @@ struct Info {
 // Undo le_init (only used when le_init switches to another device with nothing allocated).
 void teardown() {
   release_lt();
+  release_skinny();
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   if (g.workspace) cudaFree(g.workspace);
@@ -201,7 +202,8 @@ bool probe_pdl() {
 // while the products before it run unless LOTUS_TC_AHEAD=0 (the same bits); LOTUS_TC_WARPS (4
 // to 8, unset: 8) bounds its blocks' warps (attention_tc.cuh's tc_warps; 4: 64-row tiles
 // whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel
-// unless LOTUS_GEMV=0 (matmul.cuh). Kernels are launched with programmatic dependent launch
+// unless LOTUS_GEMV=0, and of 9 to 128 rows skinny_gemm_kernel as LOTUS_SKINNY says
+// (matmul.cuh). Kernels are launched with programmatic dependent launch
 // (common.cuh) unless LOTUS_PDL=0 or probe_pdl fails. Read at every le_init, as above; needs
 // g.dflag.
 int configure_kernels(const char* fn) {
@@ -223,6 +225,20 @@ int configure_kernels(const char* fn) {
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
+#ifdef LE_HOST_EMULATION
+  g.skinny = 0;  // its clock cannot rank the kernel against the stand-in cuBLAS (matmul.cuh)
+#else
+  g.skinny = 1;
+#endif
+  if (const char* v = getenv("LOTUS_SKINNY"); v && v[0]) {
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0) {
+      return fail("%s: LOTUS_SKINNY=%s: expected 0 (bf16 forwards of 9 to 128 rows by cuBLAS), "
+                  "1 (by our kernel where timing says it is faster; the default) or 2 (by our "
+                  "kernel wherever it applies)",
+                  fn, v);
+    }
+    g.skinny = v[0] - '0';
+  }
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
   g.pdl = false;
   if (!env_off("LOTUS_PDL")) probe_pdl();
@@ -270,6 +286,7 @@ int init(int device) {
   snprintf(g_info.device, sizeof g_info.device, "%s", prop.name);
   g_info.major = prop.major;
   g_info.minor = prop.minor;
+  g.sms = prop.multiProcessorCount;
   if (cudaDriverGetVersion(&g_info.driver) != cudaSuccess) g_info.driver = 0;
   if (cudaRuntimeGetVersion(&g_info.runtime) != cudaSuccess) g_info.runtime = 0;
   (void)cudaGetLastError();
@@ -352,20 +369,22 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
       }
       return q + "\"";
     };
-    char nums[512];
+    char nums[768];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
              "\"deferGeluBwd\":%s,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
-             "\"gemmTuneChosenUs\":%.1f}",
+             "\"gemmTuneChosenUs\":%.1f,\"skinny\":%d,\"skinnyShapes\":%d,"
+             "\"skinnyChosen\":%d,\"skinnyCublasUs\":%.1f,\"skinnyKernelUs\":%.1f}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
              g.tune_candidates, g_tune.shapes,
-             g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us);
+             g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_sk.shapes,
+             g_sk.chosen, g_sk.cublas_us, g_sk.kernel_us);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }

@@ -24,9 +24,11 @@ import {
   compareGraphReplay,
   compareLotusStep,
   compareOps,
+  compareSkinnyForwards,
   compareStepGraphs,
   compareStepSettings,
   compareTraining,
+  type ForwardShape,
   LLAMA_STEP_SPEC,
   memoryCycles,
   OP_CASES,
@@ -35,6 +37,7 @@ import {
   specialsFor,
   STEP_SPECS,
   summarizeOps,
+  withBf16Settings,
   withEngineSettings,
 } from "../check/parity.ts";
 import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "../check/parity_shapes.ts";
@@ -1706,6 +1709,106 @@ Deno.test({
       e.setPrecision(0);
       bufs.free();
     }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: bf16 forwards of 9 to 128 rows by the split-K kernel: the bf16 " +
+    "products to fp32 rounding, deterministic, kept by timing only where faster than cuBLAS",
+  ignore: !OK,
+  fn() {
+    const lib = buildCudaEmu(), rng = new Rng(53);
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    // One K slice (S 1), a part-filled column tile, and 8, 3 and 12 slices added by the last
+    // block of a tile to arrive (132 multiprocessors, as the emulation reports).
+    const shapes: ForwardShape[] = [
+      [9, 32, 64, true],
+      [16, 64, 100, false],
+      [79, 256, 192, true],
+      [128, 96, 64, true],
+      [60, 768, 64, true],
+    ];
+    const row = compareSkinnyForwards(open, shapes);
+    assert(row.pass && row.err < 1e-6, `${row.name}: ${row.err} (${row.note})`);
+    const [N, Cin, Cout] = [79, 256, 192];
+    const xs = randn(rng, N * Cin), ws = randn(rng, Cout * Cin, 0.1), bs = randn(rng, Cout);
+    const lnw = randn(rng, Cin, 0.5, 1), lnb = randn(rng, Cin);
+    // Forced (2): one kernel and no GEMM a call; the same bits twice, with the threads and
+    // blocks run in reverse order (another last block to arrive), and from the bf16 copy that
+    // a LayerNorm wrote for it alone (the kernel stages that copy rather than rounding fp32).
+    const forced = withBf16Settings(open, { LOTUS_SKINNY: "2" }, (e) =>
+      withBufs(e, (b) => {
+        const x = b.f32(xs), w = b.f32(ws), bias = b.f32(bs), out = b.f32(N * Cout);
+        e.keepBf16(w, Cout * Cin);
+        e.matmulFwd(out, x, w, bias, N, Cin, Cout);
+        const c0 = emuCounters(lib);
+        e.matmulFwd(out, x, w, bias, N, Cin, Cout);
+        const c1 = emuCounters(lib);
+        assertEquals([c1.gemms - c0.gemms, c1.launches - c0.launches], [0, 1], "one kernel");
+        const first = b.get(out, N * Cout);
+        Deno.env.set("LOTUS_EMU_CHECK", "order,writes");
+        try {
+          e.matmulFwd(out, x, w, bias, N, Cin, Cout);
+          assertEquals(b.get(out, N * Cout), first, "the same bits in reverse order");
+        } finally {
+          Deno.env.delete("LOTUS_EMU_CHECK");
+        }
+        const ln = b.f32(N * Cin), y = b.f32(N * Cin);
+        e.layernormFwd(y, null, null, x, b.f32(lnw), b.f32(lnb), N, Cin);
+        e.matmulFwd(out, y, w, bias, N, Cin, Cout);
+        const fromFp32 = b.get(out, N * Cout);
+        const want = bf16Forward(b.get(y, N * Cin), ws, bs, N, Cin, Cout);
+        assert(relErr(fromFp32, want) < 1e-6, "a later call's own products, not the last ones");
+        e.operandOnly(ln);
+        e.layernormFwd(ln, null, null, x, b.f32(lnw), b.f32(lnb), N, Cin);
+        e.matmulFwd(out, ln, w, bias, N, Cin, Cout);
+        assertEquals(b.get(out, N * Cout), fromFp32, "from the LayerNorm's bf16 copy");
+        assertEquals(e.deviceInfo().skinny, 2);
+        const w1 = b.f32(ws.subarray(0, Cout * 32)), out1 = b.f32(12 * Cout);
+        e.keepBf16(w1, Cout * 32);
+        e.matmulFwd(out1, b.f32(xs.subarray(0, 12 * 32)), w1, bias, 12, 32, Cout);
+        return b.get(out1, 12 * Cout);
+      }));
+    // Timed (1) against a cuBLAS made 2 ms slower a call, at a shape small enough for the
+    // emulated kernel to be faster (12 rows, Cin 32): the kernel is kept, and gives the forced
+    // run's bits; a shape first met while a graph is recorded runs cuBLAS untimed.
+    const env = { LOTUS_SKINNY: "1", EMU_LT_SLOW_ALGO: "0" };
+    withBf16Settings(open, env, (e) =>
+      withBufs(e, (b) => {
+        const [N, Cin] = [12, 32];
+        const x = b.f32(xs.subarray(0, N * Cin)), w = b.f32(ws.subarray(0, Cout * Cin));
+        const bias = b.f32(bs), out = b.f32(N * Cout);
+        e.keepBf16(w, Cout * Cin);
+        e.matmulFwd(out, x, w, bias, N, Cin, Cout);
+        const info = e.deviceInfo();
+        assertEquals([info.skinnyShapes, info.skinnyChosen], [1, 1], JSON.stringify(info));
+        assert(Number(info.skinnyCublasUs) > Number(info.skinnyKernelUs) + 1500);
+        assertEquals(b.get(out, N * Cout), forced);
+        const c0 = emuCounters(lib);
+        e.matmulFwd(out, x, w, bias, N, Cin, Cout);
+        const c1 = emuCounters(lib);
+        assertEquals([c1.gemms - c0.gemms, c1.launches - c0.launches, c1.syncs - c0.syncs], [
+          0,
+          1,
+          0,
+        ], "once chosen, one kernel and no wait");
+        const M = 10, out2 = b.f32(M * Cout);
+        const slot = e.graphSlot();
+        e.graphBegin();
+        e.matmulFwd(out2, x, w, bias, M, Cin, Cout);
+        e.graphEnd(slot);
+        e.graphFree(slot);
+        assertEquals(e.deviceInfo().skinnyShapes, 1, "nothing timed while recording");
+        e.matmulFwd(out2, x, w, bias, M, Cin, Cout);
+        assertEquals(e.deviceInfo().skinnyShapes, 2, "timed at its next call outside one");
+      }));
+    assertThrows(
+      () => withEngineSettings(open, { LOTUS_SKINNY: "3" }, () => {}),
+      Error,
+      "LOTUS_SKINNY=3",
+    );
+    // Off in the emulation by default: its clock cannot rank the kernel against cuBLAS.
+    withEngineSettings(open, {}, (e) => assertEquals(e.deviceInfo().skinny, 0));
   },
 });
 

@@ -671,6 +671,14 @@ inline int atomicMin(int* p, int v) {
   return old;
 }
 
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  ::emu::L->atomic_addrs.push_back(reinterpret_cast<uintptr_t>(p));
+  return std::atomic_ref<unsigned>(*p).fetch_add(v);
+}
+// Blocks run one after another here: every write is seen by the blocks after it.
+inline void __threadfence() {}
+inline float __ldcg(const float* p) { return *p; }
+
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline uint32_t __float_as_uint(float f) {

@@ -303,23 +303,6 @@ struct TcRows {
   }
 };
 
-// Fragment loads from a staged bf16 tile T of pitch ld (g, t: the lane's group and place).
-__device__ inline uint32_t ld_bf16x2(const __nv_bfloat16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-// A = rows r0 .. r0 + 15 of T, columns k0 .. k0 + 15.
-__device__ inline void tc_frag_a(uint32_t (&a)[4], const __nv_bfloat16* T, int ld, int r0, int k0,
-                                 int g, int t) {
-  const __nv_bfloat16* p = T + (r0 + g) * ld + k0 + 2 * t;
-  a[0] = ld_bf16x2(p), a[1] = ld_bf16x2(p + 8 * ld);
-  a[2] = ld_bf16x2(p + 8), a[3] = ld_bf16x2(p + 8 * ld + 8);
-}
-// B(k, n) = T[n0 + n][k0 + k]: T's rows are B's columns (keys in q k^T).
-__device__ inline void tc_frag_bt(uint32_t (&b)[2], const __nv_bfloat16* T, int ld, int n0,
-                                  int k0, int g, int t) {
-  const __nv_bfloat16* p = T + (n0 + g) * ld + k0 + 2 * t;
-  b[0] = ld_bf16x2(p), b[1] = ld_bf16x2(p + 8);
-}
 // B(k, n) = T[k0 + k][n0 + n]: T's rows are B's rows (values in p v).
 __device__ inline void tc_frag_b(uint32_t (&b)[2], const __nv_bfloat16* T, int ld, int k0, int n0,
                                  int g, int t) {

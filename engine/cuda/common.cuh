@@ -110,6 +110,8 @@ struct State {
   bool tc_ahead = true;       // its kernels' tiles overlap the products before them
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
+  int skinny = 1;  // forwards of 9 to 128 rows: 0 cuBLAS, 1 timed, 2 skinny_gemm_kernel
+  int sms = 0;     // the device's multiprocessors
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
@@ -243,6 +245,23 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
 }
 #endif
 
+// Fragment loads from a staged bf16 tile T of pitch ld (g, t: the lane's group and place).
+__device__ inline uint32_t ld_bf16x2(const __nv_bfloat16* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+// A = rows r0 .. r0 + 15 of T, columns k0 .. k0 + 15.
+__device__ inline void tc_frag_a(uint32_t (&a)[4], const __nv_bfloat16* T, int ld, int r0, int k0,
+                                 int g, int t) {
+  const __nv_bfloat16* p = T + (r0 + g) * ld + k0 + 2 * t;
+  a[0] = ld_bf16x2(p), a[1] = ld_bf16x2(p + 8 * ld);
+  a[2] = ld_bf16x2(p + 8), a[3] = ld_bf16x2(p + 8 * ld + 8);
+}
+// B(k, n) = T[n0 + n][k0 + k]: T's rows are B's columns (keys in q k^T).
+__device__ inline void tc_frag_bt(uint32_t (&b)[2], const __nv_bfloat16* T, int ld, int n0,
+                                  int k0, int g, int t) {
+  const __nv_bfloat16* p = T + (n0 + g) * ld + k0 + 2 * t;
+  b[0] = ld_bf16x2(p), b[1] = ld_bf16x2(p + 8);
+}
 // Asynchronous copies from global into shared memory (sm_80 and later): cp_async16 queues a
 // 16-byte copy (both addresses 16-byte aligned) without holding it in registers;
 // cp_async_commit closes the thread's copies issued since its last commit into a group;

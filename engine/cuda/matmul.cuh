@@ -1,6 +1,7 @@
 // matmul.cuh: the linear layer through cuBLAS (cublasLtMatmul, each shape's algorithm chosen
 // by timing; cublasGemmEx without it), forward and backward; bf16 forwards of 1 to 8 rows by a
-// kernel of our own (gemv_bf16_kernel, at the end).
+// kernel of our own (gemv_bf16_kernel, near the end), and of 9 to 128 rows by another
+// (skinny.cuh) where timing says it beats cuBLAS.
 //
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
@@ -45,6 +46,7 @@
 
 #include "common.cuh"
 #include "elementwise.cuh"
+#include "skinny.cuh"
 #include "weights.cuh"
 
 namespace le {
@@ -645,6 +647,165 @@ inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w
   return 1;
 }
 
+// ---- Forwards of 9 to 128 rows in bf16: skinny_gemm_kernel or cuBLAS, chosen by timing ----
+//
+// skinny_gemm_kernel (skinny.cuh) serves bf16 forwards of kSkMinRows to kSkMaxRows rows over a
+// weight with a kept bf16 copy, where Cin is a multiple of kSkK and the operands start 16
+// bytes aligned. Whether it is faster than cuBLAS's kernel, whose algorithm is itself chosen
+// by timing (above), depends on the GPU and the shape, so at a shape's first call outside a
+// graph recording both are timed (kTuneRuns calls each, queued behind a hold of the stream, as
+// tune_lt does) and the kernel is kept for the rest of the process only if it beats cuBLAS by
+// kTuneMargin. A shape met first while a graph is recorded runs cuBLAS and is timed at its next
+// call outside one. LOTUS_SKINNY (read at le_init): 0 never the kernel, 2 always (where it
+// applies; for tests), unset or 1 timed. The host emulation's clock cannot rank its kernels
+// against the stand-in cuBLAS, so there the default is 0. le_device_info reports the shapes
+// timed (skinnyShapes), those the kernel won (skinnyChosen), and one call of each timed shape
+// by cuBLAS and by the kernel, summed (skinnyCublasUs, skinnyKernelUs).
+//
+// Determinism: the kernel sums in a fixed order (skinny.cuh), and a shape's choice is fixed
+// for the process once made; two processes may choose differently where the two time within
+// noise of each other, and their outputs then differ by fp32's rounding.
+
+struct SkKey {
+  int N, Cin, Cout, bias, x16;
+  bool operator==(const SkKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
+};
+struct SkKeyHash {
+  size_t operator()(const SkKey& k) const {
+    return std::hash<std::string_view>()(std::string_view((const char*)&k, sizeof k));
+  }
+};
+std::unordered_map<SkKey, bool, SkKeyHash> g_sk_chosen;  // true: the kernel serves the shape
+struct SkStats {
+  int shapes = 0, chosen = 0;
+  double cublas_us = 0, kernel_us = 0;
+} g_sk;
+unsigned* g_sk_arrived = nullptr;  // the kernel's counters, one a column tile, zero between calls
+
+inline void release_skinny() {
+  g_sk_chosen.clear();
+  g_sk = SkStats{};
+  if (g_sk_arrived) cudaFree(g_sk_arrived);
+  g_sk_arrived = nullptr;
+}
+
+// One call of skinny_gemm_kernel: x16 (x's bf16 copy, rows ldx apart) or x (fp32, Cin apart).
+inline int skinny_launch(const char* fn, float* out, const float* x, const __nv_bfloat16* x16,
+                         int ldx, const __nv_bfloat16* w16, const float* bias, int N, int Cin,
+                         int Cout) {
+  const int S = skinny_splits(Cin, Cout, g.sms);
+  const dim3 grid((Cout + kSkCols - 1) / kSkCols, S);
+  float* part = nullptr;
+  if (S > 1) {
+    part = (float*)g_scr_part.get(fn, (size_t)S * N * Cout * sizeof(float));
+    if (!part) return 1;
+  }
+  if (x16) {
+    LAUNCH(skinny_gemm_kernel<__nv_bfloat16>, grid, kSkThreads, kSkSmem)(
+        out, x16, ldx, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
+  } else {
+    LAUNCH(skinny_gemm_kernel<float>, grid, kSkThreads, kSkSmem)(
+        out, x, Cin, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
+  }
+  return 0;
+}
+
+// Times the kernel against cuBLAS on this call's operands and records the shape's choice in
+// *use (see above). Returns 1 with a message when a GEMM fails or the GPU reports a fault;
+// with a launch error pending from earlier work it chooses nothing (*use false, untimed).
+inline int skinny_choose(const char* fn, const SkKey& key, float* out, const float* inp,
+                         const __nv_bfloat16* x16, int ldx, const float* w,
+                         const __nv_bfloat16* w16, const float* bias, int N, int Cin, int Cout,
+                         bool* use) {
+  *use = false;
+  if (cudaPeekAtLastError() != cudaSuccess) return 0;
+  Operand A, B;
+  TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
+  TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
+  const auto by_cublas = [&] {
+    return gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false, bias);
+  };
+  const auto by_kernel = [&] {
+    return skinny_launch(fn, out, inp, x16, ldx, w16, bias, N, Cin, Cout);
+  };
+  // One untimed call of each: cuBLAS's own algorithm is chosen in its first (tune_lt).
+  TRY(by_cublas());
+  TRY(by_kernel());
+  cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr};
+  bool timed = true;
+  for (cudaEvent_t& e : ev) timed = timed && cudaEventCreate(&e) == cudaSuccess;
+  int failed = 0;
+  float ms[2] = {0, 0};
+  for (int i = 0; i < 2 && timed && !failed; i++) {
+    LAUNCH(hold_stream_kernel, 1, 1, 0)(kTuneHoldNs);
+    timed = cudaEventRecord(ev[2 * i], g.stream) == cudaSuccess;
+    for (int r = 0; r < kTuneRuns && timed && !failed; r++) failed = i ? by_kernel() : by_cublas();
+    timed = timed && !failed && cudaEventRecord(ev[2 * i + 1], g.stream) == cudaSuccess;
+  }
+  timed = timed && !failed && cudaEventSynchronize(ev[3]) == cudaSuccess &&
+          cudaEventElapsedTime(&ms[0], ev[0], ev[1]) == cudaSuccess &&
+          cudaEventElapsedTime(&ms[1], ev[2], ev[3]) == cudaSuccess;
+  for (cudaEvent_t e : ev) {
+    if (e) cudaEventDestroy(e);
+  }
+  if (failed) return 1;
+  const cudaError_t e = cudaGetLastError();
+  if (is_sticky(e)) return cuda_fail(fn, "timing the few-row kernel against cuBLAS", e);
+  if (!timed) return 0;  // no events: cuBLAS this call, timed again at the next
+  const double cublas_us = 1000.0 * ms[0] / kTuneRuns, kernel_us = 1000.0 * ms[1] / kTuneRuns;
+  *use = kernel_us < (1.0 - kTuneMargin) * cublas_us;
+  g_sk_chosen[key] = *use;
+  g_sk.shapes++;
+  g_sk.chosen += *use;
+  g_sk.cublas_us += cublas_us;
+  g_sk.kernel_us += kernel_us;
+  return 0;
+}
+
+// le_matmul_fwd by skinny_gemm_kernel where it applies and serves the shape (above): 1
+// launched, 0 not applicable or cuBLAS's (the caller runs cuBLAS), -1 failed (message set).
+inline int skinny_fwd(const char* fn, float* out, const float* inp, const float* w,
+                      const float* bias, int N, int Cin, int Cout) {
+  if (!g.skinny || g.precision != 2 || N < kSkMinRows || N > kSkMaxRows || Cin % kSkK != 0 ||
+      (Cout + kSkCols - 1) / kSkCols > kSkMaxTiles) {
+    return 0;
+  }
+  const __nv_bfloat16* w16;
+  if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
+  if (!w16 || alignment_of(w16) < 16) return 0;
+  int ld = 0;
+  const __nv_bfloat16* x16 = produced_bf16(inp, N, Cin, &ld);
+  if (x16 ? alignment_of(x16) < 16 || ld % 8 != 0
+          : operand_only_copy() != nullptr || alignment_of(inp) < 16) {
+    return 0;
+  }
+  if (!g_sk_arrived) {  // made once, outside a recording (a memset the graph would not hold)
+    const size_t bytes = kSkMaxTiles * sizeof(unsigned);
+    if (g.capturing) return 0;
+    if (cudaMalloc(&g_sk_arrived, bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      g_sk_arrived = nullptr;
+      return 0;
+    }
+    if (const cudaError_t e = cudaMemsetAsync(g_sk_arrived, 0, bytes, g.stream); e) {
+      cuda_fail(fn, "zeroing the few-row kernel's counters", e);
+      return -1;
+    }
+  }
+  const SkKey key{N, Cin, Cout, bias != nullptr, x16 != nullptr};
+  bool use = g.skinny == 2;
+  if (!use) {
+    const auto it = g_sk_chosen.find(key);
+    if (it != g_sk_chosen.end()) {
+      use = it->second;
+    } else if (!g.capturing) {
+      if (skinny_choose(fn, key, out, inp, x16, ld, w, w16, bias, N, Cin, Cout, &use)) return -1;
+    }
+  }
+  if (!use) return 0;
+  return skinny_launch(fn, out, inp, x16, ld, w16, bias, N, Cin, Cout) ? -1 : 1;
+}
+
 }  // namespace le
 
 LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
@@ -656,7 +817,8 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   if (const ProducedCopy* c = operand_only_copy()) {
     TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
-  const int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
+  int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
+  if (few == 0) few = skinny_fwd(fn, out, inp, w, bias, N, Cin, Cout);
   if (few < 0) return 1;
   if (few > 0) return op_done(fn);
   Operand A, B;

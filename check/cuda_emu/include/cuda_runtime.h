@@ -70,6 +70,7 @@ struct cudaDeviceProp {
   char name[256];
   int major;
   int minor;
+  int multiProcessorCount;
 };
 
 namespace emu {
@@ -198,6 +199,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::strcpy(p->name, "host emulation");
   p->major = 9;
+  p->multiProcessorCount = 132;  // an H100's or H200's: kernels size their grids by it
   return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
