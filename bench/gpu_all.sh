@@ -22,14 +22,15 @@
 #      kernel (LOTUS_DEFER_GELU_BWD=0), the before of its deferral to the fc matmul; with kernels
 #      launched without programmatic dependent launch (LOTUS_PDL=0), its before; with forwards
 #      of 9 to 128 rows always through cuBLAS (LOTUS_SKINNY=0), the before of the split-K
-#      kernel; with the fp32 attention kernels (LOTUS_TC_ATTENTION=0), the tensor-core
-#      attention's before; then in TF32 and fp32, the bf16 path's before;
+#      kernel; with GELU's forward as its own kernel (LOTUS_DEFER_GELU_FWD=0), the before of
+#      its deferral to the few-row kernels; with the fp32 attention kernels
+#      (LOTUS_TC_ATTENTION=0), the tensor-core attention's before; then in TF32 and fp32, the bf16 path's before;
 #   5. with --baseline-lib PATH (a CUDA engine library built from an earlier commit of the same
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
 #      there): the variant "baseline" on that library, then "current" on this one, the same
 #      short benchmark back to back, so that a change's before and after come from one run.
-# --quick (365 s of limits, 415 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
-# and fp32 variants, and shortens the rest (970 s of limits without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
+# --quick (390 s of limits, 440 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
+# and fp32 variants, and shortens the rest (1,015 s of limits without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
 # as ten files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
 # bench.json, profile.txt and profile.json, variants.txt, and predictions.txt and
@@ -58,12 +59,12 @@ if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
   check_s=55 bench_s=45 profile_s=40 variant_s=25
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
-    separate-gelu-bwd no-pdl gemm-skinny-rows)
+    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd)
 else
   check_args=(--steps 30) bench_args=()
   check_s=150 bench_s=220 profile_s=60 variant_s=45
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
-    separate-gelu-bwd no-pdl gemm-skinny-rows fp32-attention tf32 fp32)
+    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-attention tf32 fp32)
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
@@ -118,6 +119,7 @@ for v in "${variants[@]}"; do
     separate-gelu-bwd) variant "$v" LOTUS_DEFER_GELU_BWD=0 ;;
     no-pdl) variant "$v" LOTUS_PDL=0 ;;
     gemm-skinny-rows) variant "$v" LOTUS_SKINNY=0 ;;
+    separate-gelu-fwd) variant "$v" LOTUS_DEFER_GELU_FWD=0 ;;
     fp32-attention) variant "$v" LOTUS_TC_ATTENTION=0 ;;
     *) variant "$v" "" --precision "$v" ;;
   esac

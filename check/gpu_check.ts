@@ -31,6 +31,7 @@ import {
   checkRow,
   compareAttentionSettings,
   compareDeferredGeluBwd,
+  compareDeferredGeluFwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -387,6 +388,13 @@ if (test.backend === "cuda") {
     );
   } catch (e) {
     push({ ...failure("ops", "bf16 forwards of 9 to 128 rows", e), precision: "bf16" });
+  }
+  try {
+    push(
+      ...mark([compareDeferredGeluFwd(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
+    );
+  } catch (e) {
+    push({ ...failure("ops", "GELU's forward left to its matmul", e), precision: "bf16" });
   }
   try {
     push(

@@ -1645,6 +1645,58 @@ export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): 
 }
 
 /**
+ * GPT-2's MLP forward at its widths (C 768, 4C 3,072) as an inference chunk runs it in bf16:
+ * the fc matmul, GELU told that only the next matmul reads its output
+ * ({@linkcode Engine.operandOnly}), the projection. With the CUDA engine's default, GELU's
+ * forward is left to that matmul: a few-row kernel forms its output as it stages its operand
+ * (1 row: the gemv kernel; 79 rows: the split-K kernel, forced by `LOTUS_SKINNY=2`), and at
+ * `big` rows cuBLAS reads GELU's kernel's copy, run by the matmul. With
+ * `LOTUS_DEFER_GELU_FWD=0` GELU runs as its own kernel: the outputs must be the same bits.
+ */
+export function compareDeferredGeluFwd(open: () => Engine, big = 200, seed = 14): CheckRow {
+  const C = 768, F = 3072, rows = [1, 79, big], rng = new Rng(seed);
+  const data = {
+    x: randn(rng, big * C),
+    w1: randn(rng, F * C, 0.05),
+    b1: randn(rng, F, 0.1),
+    w2: randn(rng, C * F, 0.05),
+    b2: randn(rng, C, 0.1),
+  };
+  const run = (env: Record<string, string>) =>
+    withBf16Settings(open, { LOTUS_SKINNY: "2", ...env }, (eng) =>
+      withBufs(eng, (bufs) => {
+        const [x, w1, b1, w2, b2] = [data.x, data.w1, data.b1, data.w2, data.b2].map((a) =>
+          bufs.f32(a)
+        );
+        eng.keepBf16(w1, F * C);
+        eng.keepBf16(w2, C * F);
+        const h = bufs.f32(big * F), a = bufs.f32(big * F), y = bufs.f32(big * C);
+        return rows.map((N) => {
+          eng.matmulFwd(h, x, w1, b1, N, C, F);
+          eng.operandOnly(a);
+          eng.geluFwd(a, h, N * F);
+          eng.matmulFwd(y, a, w2, b2, N, F, C);
+          return bufs.get(y, N * C);
+        });
+      }));
+  const deferred = run({}), apart = run({ LOTUS_DEFER_GELU_FWD: "0" });
+  let differ = 0, total = 0;
+  deferred.forEach((y, i) => {
+    differ += differingBits(y, apart[i]);
+    total += y.length;
+  });
+  return checkRow(
+    "ops",
+    "GELU's forward left to the projection's matmul: the bits of running it apart",
+    "bf16",
+    differ,
+    0,
+    `${differ} of ${total} values differ (${rows.join(", ")} rows at GPT-2's widths; ` +
+      "the gemv kernel, the split-K kernel and cuBLAS)",
+  );
+}
+
+/**
  * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
  * decoding steps replayed from CUDA graphs against the same generation launched op by op:
  * tokens and post-loop latent logits must be the same bits, in the generations that record the

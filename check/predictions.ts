@@ -72,6 +72,11 @@ export const PREDICTIONS: readonly Prediction[] = [
     change: "30. bf16 forwards of 9 to 128 rows by a split-K kernel, where timing keeps it",
     effect: { step: [-0.2, 0.2], thought: [-1.5, 0], token: [-0.05, 0.05] },
   },
+  {
+    variant: "separate-gelu-fwd",
+    change: "31. GELU's forward formed by the few-row kernel after it",
+    effect: { step: [-0.2, 0.2], thought: [-0.4, 0], token: [-0.06, -0.02] },
+  },
 ];
 
 const RowSchema = z.object({

@@ -87,6 +87,7 @@ void teardown() {
     s->release();
   }
   g_produced = ProducedCopy{};
+  g_deferred_gelu_fwd = DeferredGeluFwd{};
   if (g.dflag) cudaFree(g.dflag);
   g.dflag = nullptr;
   if (g.hflag) cudaFreeHost(g.hflag);
@@ -240,6 +241,7 @@ int configure_kernels(const char* fn) {
     g.skinny = v[0] - '0';
   }
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
+  g.defer_gelu_fwd = !env_off("LOTUS_DEFER_GELU_FWD");
   g.pdl = false;
   if (!env_off("LOTUS_PDL")) probe_pdl();
   return 0;
@@ -373,7 +375,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
-             "\"deferGeluBwd\":%s,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
+             "\"deferGeluBwd\":%s,\"deferGeluFwd\":%s,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f,\"skinny\":%d,\"skinnyShapes\":%d,"
@@ -381,6 +383,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
+             g.defer_gelu_fwd ? "true" : "false",
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
              g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_sk.shapes,

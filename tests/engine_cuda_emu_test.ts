@@ -20,6 +20,7 @@ import {
   bf16Forward,
   compareAttentionSettings,
   compareDeferredGeluBwd,
+  compareDeferredGeluFwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -1809,6 +1810,55 @@ Deno.test({
     );
     // Off in the emulation by default: its clock cannot rank the kernel against cuBLAS.
     withEngineSettings(open, {}, (e) => assertEquals(e.deviceInfo().skinny, 0));
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a hinted GELU forward is formed by the matmul after it, to the " +
+    "bits of its own kernel; misuse fails",
+  ignore: !OK,
+  fn() {
+    const lib = buildCudaEmu(), rng = new Rng(59);
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    const row = compareDeferredGeluFwd(open, 150);
+    assert(row.pass, `${row.name}: ${row.note}`);
+    const N = 3, C = 32, F = 64;
+    const launches = (env: Record<string, string>) =>
+      withBf16Settings(open, env, (e) =>
+        withBufs(e, (b) => {
+          const x = b.f32(randn(rng, N * C)), w1 = b.f32(randn(rng, F * C, 0.2));
+          const w2 = b.f32(randn(rng, C * F, 0.2));
+          const h = b.f32(N * F), a = b.f32(N * F), y = b.f32(N * C);
+          e.keepBf16(w1, F * C);
+          e.keepBf16(w2, C * F);
+          const chain = () => {
+            e.matmulFwd(h, x, w1, null, N, C, F);
+            e.operandOnly(a);
+            e.geluFwd(a, h, N * F);
+            e.matmulFwd(y, a, w2, null, N, F, C);
+          };
+          chain(); // the weights' copies are made here
+          const c0 = emuCounters(lib);
+          chain();
+          const n = emuCounters(lib).launches - c0.launches;
+          // Misuse: GELU's deferred output read by another op, or a matmul that does not read it.
+          e.operandOnly(a);
+          e.geluFwd(a, h, N * F);
+          const deferred = e.deviceInfo().deferGeluFwd === true;
+          const unread = deferred ? "le_gelu_fwd, left its output" : "wrote only the bf16 copy";
+          assertThrows(() => b.get(a, N * F), EngineError, unread);
+          e.operandOnly(a);
+          e.geluFwd(a, h, N * F);
+          assertThrows(
+            () => e.matmulFwd(y, h, w2, null, N, F, C),
+            EngineError,
+            "wrote only the bf16 copy",
+          );
+          return { n, info: e.deviceInfo() };
+        }));
+    const on = launches({}), off = launches({ LOTUS_DEFER_GELU_FWD: "0" });
+    assertEquals([on.info.deferGeluFwd, off.info.deferGeluFwd], [true, false]);
+    assertEquals([on.n, off.n], [2, 3], "GELU's launch saved by the few-row kernel");
   },
 });
 

@@ -173,7 +173,8 @@ Deno.test({
     const variants = Deno.readTextFileSync(`${out}/variants.txt`);
     assert(variants.startsWith("== default\n"), variants.slice(0, 200));
     assert(variants.includes("== heuristic-gemm"), variants.slice(0, 400));
-    assert(variants.includes("== fp32-attention"), variants.slice(0, 400));
+    assert(variants.includes("== gemm-skinny-rows"), variants.slice(0, 400));
+    assert(variants.includes("== separate-gelu-fwd"), variants.slice(0, 400));
     const b = variants.indexOf("== baseline"), c = variants.indexOf("== current");
     assert(b > 0 && c > b, "baseline, then current, after the other variants");
     assert(log.includes("variant baseline exit 0") && log.includes("variant current exit 0"));
@@ -181,5 +182,6 @@ Deno.test({
     assert(log.includes("predictions exit 0"), log.slice(-2000));
     const predictions = Deno.readTextFileSync(`${out}/predictions.txt`);
     assert(predictions.includes("29. programmatic dependent launch"), predictions);
+    assert(predictions.includes("31. GELU's forward formed"), predictions);
   },
 });

@@ -675,6 +675,9 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
   ::emu::L->atomic_addrs.push_back(reinterpret_cast<uintptr_t>(p));
   return std::atomic_ref<unsigned>(*p).fetch_add(v);
 }
+// Single roundings, as written: float arithmetic here is IEEE single (SSE), never fused.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 // Blocks run one after another here: every write is seen by the blocks after it.
 inline void __threadfence() {}
 inline float __ldcg(const float* p) { return *p; }

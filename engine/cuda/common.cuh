@@ -113,6 +113,7 @@ struct State {
   int skinny = 1;  // forwards of 9 to 128 rows: 0 cuBLAS, 1 timed, 2 skinny_gemm_kernel
   int sms = 0;     // the device's multiprocessors
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
+  bool defer_gelu_fwd = true;  // a hinted GELU forward formed by its matmul (DeferredGeluFwd)
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
@@ -435,6 +436,27 @@ inline const DeferredGelu* deferred_gelu() {
   return d.dinp && d.serial + 1 == g_op_serial ? &d : nullptr;
 }
 
+// A deferred GELU forward. In bf16 mode, le_gelu_fwd told by le_operand_only that its output
+// `out` is read only by the matmul right after it launches nothing. That matmul, when one of
+// the engine's own few-row kernels serves it with all of `out` as its input, forms
+// bf16(gelu(inp)) as it stages its operand, one launch and the copy's round trip fewer (the
+// batch-1 thought phase and answer tokens); otherwise it first runs GELU's kernel into the
+// bf16 copy, as le_gelu_fwd would have (run_deferred_gelu_fwd, elementwise.cuh). The same
+// bits either way: both form each value with gelu_of and round it once.
+struct DeferredGeluFwd {
+  float* out = nullptr;
+  const float* inp = nullptr;
+  int64_t n = 0;
+  uint64_t serial = 0;
+};
+DeferredGeluFwd g_deferred_gelu_fwd;
+
+// The GELU forward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
+inline const DeferredGeluFwd* deferred_gelu_fwd() {
+  const DeferredGeluFwd& d = g_deferred_gelu_fwd;
+  return d.out && d.serial + 1 == g_op_serial ? &d : nullptr;
+}
+
 // Whether the n values at x overlap what copy c was made of.
 inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n) {
   const float* end = c->src + (c->cols ? c->rows * c->cols : c->rows);
@@ -462,9 +484,16 @@ inline int check_operand_consumed(const char* fn) {
                 "le_gelu_bwd, or do not give the hint",
                 fn, fn);
   }
+  const bool matmul = strcmp(fn, "le_matmul_fwd") == 0 || strcmp(fn, "le_matmul_bwd") == 0;
+  if (deferred_gelu_fwd() && !matmul) {
+    return fail("%s: the op before it, le_gelu_fwd, left its output to be formed by the matmul "
+                "right after it (le_operand_only), so %s has no values to read; run that "
+                "matmul, with le_gelu_fwd's output as its input, right after le_gelu_fwd, or "
+                "do not give the hint",
+                fn, fn);
+  }
   const ProducedCopy* c = operand_only_copy();
-  if (!c) return 0;
-  if (strcmp(fn, "le_matmul_fwd") == 0 || strcmp(fn, "le_matmul_bwd") == 0) return 0;
+  if (!c || matmul) return 0;
   return fail("%s: the op before it, %s, wrote only the bf16 copy of its output for a matmul "
               "to read next (le_operand_only), so %s has no fp32 values to read; run that "
               "matmul right after %s, or do not give the hint",

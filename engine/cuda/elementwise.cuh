@@ -67,9 +67,12 @@ constexpr float kGeluB = 0.044715f;
 
 __device__ inline float exp_clamped(float t) { return expf(fminf(t, 88.3f)); }
 
+// Each operation rounded on its own (no contraction into fma), so that every kernel forming
+// it (GELU's, and the matmul kernels that stage a deferred GELU's output) gives the same bits.
 __device__ inline float gelu_of(float x) {
-  const float u = kGeluA * (x + kGeluB * x * x * x);
-  return x / (1.f + exp_clamped(-2.f * u));
+  const float x3 = __fmul_rn(__fmul_rn(__fmul_rn(kGeluB, x), x), x);
+  const float u = __fmul_rn(kGeluA, __fadd_rn(x, x3));
+  return x / __fadd_rn(1.f, exp_clamped(__fmul_rn(-2.f, u)));
 }
 
 // d gelu / dx = s + x s (1 - s) 2 u',  s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
@@ -203,20 +206,56 @@ LE_API int le_scale(float* x, float s, int64_t n) {
   return op_done("le_scale");
 }
 
+namespace le {
+
+// GELU's kernel over n values: out (fp32; null: not written) and out16 (bf16; null: none).
+inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const float* inp, int64_t n) {
+  if ((!out || aligned16(out)) && aligned16(inp)) {
+    LAUNCH(gelu_fwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(out, out16, inp, n);
+  } else {
+    LAUNCH(gelu_fwd_kernel<false>, grid_for(n, 256), 256, 0)(out, out16, inp, n);
+  }
+}
+
+// Runs the GELU forward that the previous engine call deferred (common.cuh's DeferredGeluFwd)
+// as le_gelu_fwd would have run it: its output's bf16 copy only, recorded as that call's, so
+// that the matmul calling this reads it as any producer's. Where no copy can be made now (a
+// graph is recorded and the scratch is too small), the fp32 output is written instead, and the
+// matmul rounds it as it would any input. Returns the copy (nullptr: the fp32 output instead).
+inline __nv_bfloat16* run_deferred_gelu_fwd(const char* fn) {
+  const DeferredGeluFwd d = g_deferred_gelu_fwd;
+  g_deferred_gelu_fwd = DeferredGeluFwd{};
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, d.out, d.n, 0, &ld16);
+  if (out16) {
+    g_produced.serial = g_op_serial - 1;
+    g_produced.by = "le_gelu_fwd";
+    g_produced.fp32 = false;
+  }
+  launch_gelu_fwd(out16 ? nullptr : d.out, out16, d.inp, d.n);
+  return out16;
+}
+
+}  // namespace le
+
 LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   using namespace le;
-  REQUIRE_INIT("le_gelu_fwd");
+  const char* fn = "le_gelu_fwd";
+  REQUIRE_INIT(fn);
   TRY(validate_gelu_fwd(out, inp, n));
   if (n == 0) return 0;
-  int ld16;
-  __nv_bfloat16* out16 = produce_bf16("le_gelu_fwd", out, n, 0, &ld16);
-  float* o = fp32_dest(out, out16);
-  if (aligned16(out) && aligned16(inp)) {
-    LAUNCH(gelu_fwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(o, out16, inp, n);
-  } else {
-    LAUNCH(gelu_fwd_kernel<false>, grid_for(n, 256), 256, 0)(o, out16, inp, n);
+  // Deferred to the matmul right after it (common.cuh's DeferredGeluFwd): told so by
+  // le_operand_only, in bf16 mode; that matmul stages from inp with float4 loads.
+  if (g.defer_gelu_fwd && g.precision == 2 && g_operand_only.out == out &&
+      g_operand_only.serial == g_op_serial && aligned16(inp)) {
+    g_deferred_gelu_fwd = {out, inp, n, g_op_serial};
+    g_produced.src = nullptr;  // no copy of anything from this call yet
+    return 0;
   }
-  return op_done("le_gelu_fwd");
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, out, n, 0, &ld16);
+  launch_gelu_fwd(fp32_dest(out, out16), out16, inp, n);
+  return op_done(fn);
 }
 
 LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n,

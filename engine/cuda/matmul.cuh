@@ -571,6 +571,13 @@ __device__ inline void load8(const float* p, float f[8]) {
   const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
   for (int i = 0; i < 8; i++) f[i] = bf16_round(v[i]);
 }
+// The same for a deferred GELU's output (common.cuh's DeferredGeluFwd): from its input p,
+// each value gelu_of'd and rounded to bf16, as GELU's kernel writes its copy.
+__device__ inline void load8_gelu(const float* p, float f[8]) {
+  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  for (int i = 0; i < 8; i++) f[i] = bf16_round(gelu_of(v[i]));
+}
 __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
   const uint4 q = *(const uint4*)p;
   const uint32_t w[4] = {q.x, q.y, q.z, q.w};
@@ -581,8 +588,9 @@ __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
 }
 
 // out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for n < N <= kGemvRows; x rows ldx apart;
-// grid ceil(Cout / kGemvCols), kGemvThreads threads.
-template <typename XT>
+// grid ceil(Cout / kGemvCols), kGemvThreads threads. kGelu (XT float): x is a deferred GELU's
+// input, its output formed as it is loaded (load8_gelu).
+template <typename XT, bool kGelu = false>
 __global__ void __launch_bounds__(kGemvThreads)
     gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
                      const float* bias, int N, int Cin, int Cout) {
@@ -601,7 +609,11 @@ __global__ void __launch_bounds__(kGemvThreads)
     }
     for (int r = 0; r < kGemvRows && r < N; r++) {
       float xf[8];
-      load8(x + (int64_t)r * ldx + 8 * j, xf);
+      if constexpr (kGelu) {
+        load8_gelu(x + (int64_t)r * ldx + 8 * j, xf);
+      } else {
+        load8(x + (int64_t)r * ldx + 8 * j, xf);
+      }
       for (int c = 0; c < kGemvCols; c++) {
         for (int i = 0; i < 8; i++) acc[r][c] = fmaf(xf[i], wf[c][i], acc[r][c]);
       }
@@ -626,13 +638,19 @@ __global__ void __launch_bounds__(kGemvThreads)
 
 // le_matmul_fwd by gemv_bf16_kernel where it applies (above): 1 launched, 0 not applicable
 // (cuBLAS runs), -1 failed (message set).
+// gelu_in: the input of the GELU forward whose output inp is (deferred, common.cuh).
 inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w,
-                    const float* bias, int N, int Cin, int Cout) {
+                    const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
   if (!g.gemv || g.precision != 2 || N < 1 || N > kGemvRows || Cin % 8 != 0) return 0;
   const __nv_bfloat16* w16;
   if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
   if (!w16 || alignment_of(w16) < 16) return 0;
   const unsigned blocks = (unsigned)((Cout + kGemvCols - 1) / kGemvCols);
+  if (gelu_in) {
+    LAUNCH((gemv_bf16_kernel<float, true>), blocks, kGemvThreads, 0)(out, gelu_in, Cin, w16,
+                                                                      bias, N, Cin, Cout);
+    return 1;
+  }
   int ld = 0;
   if (const __nv_bfloat16* x16 = produced_bf16(inp, N, Cin, &ld)) {
     if (alignment_of(x16) < 16 || ld % 8 != 0) return 0;
@@ -667,7 +685,7 @@ inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w
 // noise of each other, and their outputs then differ by fp32's rounding.
 
 struct SkKey {
-  int N, Cin, Cout, bias, x16;
+  int N, Cin, Cout, bias, x16, gelu;
   bool operator==(const SkKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
 struct SkKeyHash {
@@ -689,10 +707,11 @@ inline void release_skinny() {
   g_sk_arrived = nullptr;
 }
 
-// One call of skinny_gemm_kernel: x16 (x's bf16 copy, rows ldx apart) or x (fp32, Cin apart).
+// One call of skinny_gemm_kernel: x16 (x's bf16 copy, rows ldx apart), or x (fp32, Cin apart)
+// rounded as staged, or gelu_in (a deferred GELU forward's input) formed as staged.
 inline int skinny_launch(const char* fn, float* out, const float* x, const __nv_bfloat16* x16,
-                         int ldx, const __nv_bfloat16* w16, const float* bias, int N, int Cin,
-                         int Cout) {
+                         int ldx, const float* gelu_in, const __nv_bfloat16* w16,
+                         const float* bias, int N, int Cin, int Cout) {
   const int S = skinny_splits(Cin, Cout, g.sms);
   const dim3 grid((Cout + kSkCols - 1) / kSkCols, S);
   float* part = nullptr;
@@ -700,7 +719,10 @@ inline int skinny_launch(const char* fn, float* out, const float* x, const __nv_
     part = (float*)g_scr_part.get(fn, (size_t)S * N * Cout * sizeof(float));
     if (!part) return 1;
   }
-  if (x16) {
+  if (gelu_in) {
+    LAUNCH((skinny_gemm_kernel<float, true>), grid, kSkThreads, kSkSmem)(
+        out, gelu_in, Cin, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
+  } else if (x16) {
     LAUNCH(skinny_gemm_kernel<__nv_bfloat16>, grid, kSkThreads, kSkSmem)(
         out, x16, ldx, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
   } else {
@@ -713,20 +735,24 @@ inline int skinny_launch(const char* fn, float* out, const float* x, const __nv_
 // Times the kernel against cuBLAS on this call's operands and records the shape's choice in
 // *use (see above). Returns 1 with a message when a GEMM fails or the GPU reports a fault;
 // with a launch error pending from earlier work it chooses nothing (*use false, untimed).
+// With gelu_in (a deferred GELU forward), cuBLAS's side runs GELU's kernel into the copy it
+// reads, each call, as it would without the kernel; that deferred op is then no longer pending.
 inline int skinny_choose(const char* fn, const SkKey& key, float* out, const float* inp,
-                         const __nv_bfloat16* x16, int ldx, const float* w,
-                         const __nv_bfloat16* w16, const float* bias, int N, int Cin, int Cout,
-                         bool* use) {
+                         const __nv_bfloat16* x16, int ldx, const float* gelu_in,
+                         const float* w, const __nv_bfloat16* w16, const float* bias, int N,
+                         int Cin, int Cout, bool* use) {
   *use = false;
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
+  __nv_bfloat16* gelu16 = gelu_in ? run_deferred_gelu_fwd(fn) : nullptr;
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
   const auto by_cublas = [&] {
+    if (gelu16) launch_gelu_fwd(nullptr, gelu16, gelu_in, (int64_t)N * Cin);
     return gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false, bias);
   };
   const auto by_kernel = [&] {
-    return skinny_launch(fn, out, inp, x16, ldx, w16, bias, N, Cin, Cout);
+    return skinny_launch(fn, out, inp, x16, ldx, gelu_in, w16, bias, N, Cin, Cout);
   };
   // One untimed call of each: cuBLAS's own algorithm is chosen in its first (tune_lt).
   TRY(by_cublas());
@@ -764,8 +790,9 @@ inline int skinny_choose(const char* fn, const SkKey& key, float* out, const flo
 
 // le_matmul_fwd by skinny_gemm_kernel where it applies and serves the shape (above): 1
 // launched, 0 not applicable or cuBLAS's (the caller runs cuBLAS), -1 failed (message set).
+// gelu_in as for gemv_fwd.
 inline int skinny_fwd(const char* fn, float* out, const float* inp, const float* w,
-                      const float* bias, int N, int Cin, int Cout) {
+                      const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
   if (!g.skinny || g.precision != 2 || N < kSkMinRows || N > kSkMaxRows || Cin % kSkK != 0 ||
       (Cout + kSkCols - 1) / kSkCols > kSkMaxTiles) {
     return 0;
@@ -774,9 +801,10 @@ inline int skinny_fwd(const char* fn, float* out, const float* inp, const float*
   if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
   if (!w16 || alignment_of(w16) < 16) return 0;
   int ld = 0;
-  const __nv_bfloat16* x16 = produced_bf16(inp, N, Cin, &ld);
-  if (x16 ? alignment_of(x16) < 16 || ld % 8 != 0
-          : operand_only_copy() != nullptr || alignment_of(inp) < 16) {
+  const __nv_bfloat16* x16 = gelu_in ? nullptr : produced_bf16(inp, N, Cin, &ld);
+  if (gelu_in ? alignment_of(gelu_in) < 16
+      : x16   ? alignment_of(x16) < 16 || ld % 8 != 0
+              : operand_only_copy() != nullptr || alignment_of(inp) < 16) {
     return 0;
   }
   if (!g_sk_arrived) {  // made once, outside a recording (a memset the graph would not hold)
@@ -792,18 +820,20 @@ inline int skinny_fwd(const char* fn, float* out, const float* inp, const float*
       return -1;
     }
   }
-  const SkKey key{N, Cin, Cout, bias != nullptr, x16 != nullptr};
+  const SkKey key{N, Cin, Cout, bias != nullptr, x16 != nullptr, gelu_in != nullptr};
   bool use = g.skinny == 2;
   if (!use) {
     const auto it = g_sk_chosen.find(key);
     if (it != g_sk_chosen.end()) {
       use = it->second;
     } else if (!g.capturing) {
-      if (skinny_choose(fn, key, out, inp, x16, ld, w, w16, bias, N, Cin, Cout, &use)) return -1;
+      if (skinny_choose(fn, key, out, inp, x16, ld, gelu_in, w, w16, bias, N, Cin, Cout, &use)) {
+        return -1;
+      }
     }
   }
   if (!use) return 0;
-  return skinny_launch(fn, out, inp, x16, ld, w16, bias, N, Cin, Cout) ? -1 : 1;
+  return skinny_launch(fn, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout) ? -1 : 1;
 }
 
 }  // namespace le
@@ -814,13 +844,27 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   const char* fn = "le_matmul_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  // A GELU forward deferred to this call: formed by a few-row kernel that reads all of its
+  // output, else run now into the bf16 copy, which the checks and cuBLAS then see as made.
+  const float* gelu_in = nullptr;
+  if (const DeferredGeluFwd* d = deferred_gelu_fwd()) {
+    if (inp == d->out && (int64_t)N * Cin == d->n) {
+      gelu_in = d->inp;
+    } else {
+      run_deferred_gelu_fwd(fn);
+    }
+  }
   if (const ProducedCopy* c = operand_only_copy()) {
     TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
-  int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout);
-  if (few == 0) few = skinny_fwd(fn, out, inp, w, bias, N, Cin, Cout);
+  int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
+  if (few == 0) few = skinny_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
   if (few < 0) return 1;
-  if (few > 0) return op_done(fn);
+  if (few > 0) {
+    g_deferred_gelu_fwd = DeferredGeluFwd{};
+    return op_done(fn);
+  }
+  if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
@@ -835,6 +879,7 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
   const char* fn = "le_matmul_bwd";
   REQUIRE_INIT(fn);
   TRY(validate_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, Cin, Cout));
+  if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);  // its copy, checked as any producer's
   if (const ProducedCopy* c = operand_only_copy()) {
     const bool read = ((dinp || dw) && copy_overlaps(c, dout, (int64_t)N * Cout)) ||
                       (dw && copy_overlaps(c, inp, (int64_t)N * Cin));

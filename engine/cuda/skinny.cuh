@@ -25,6 +25,7 @@
 #include <cuda_bf16.h>
 
 #include "common.cuh"
+#include "elementwise.cuh"
 
 namespace le {
 
@@ -49,11 +50,22 @@ __device__ inline void sk_stage8(__nv_bfloat16* dst, const float* src) {
   *reinterpret_cast<uint4*>(dst) = q;
 }
 
+// The same for a deferred GELU's output (common.cuh's DeferredGeluFwd): from its input src,
+// each value gelu_of'd and rounded to bf16, as GELU's kernel writes its copy.
+__device__ inline void sk_stage8_gelu(__nv_bfloat16* dst, const float* src) {
+  const float4 a = ld4(src), b = ld4(src + 4);
+  uint4 q;
+  q.x = pack_bf16x2(gelu_of(a.x), gelu_of(a.y)), q.y = pack_bf16x2(gelu_of(a.z), gelu_of(a.w));
+  q.z = pack_bf16x2(gelu_of(b.x), gelu_of(b.y)), q.w = pack_bf16x2(gelu_of(b.z), gelu_of(b.w));
+  *reinterpret_cast<uint4*>(dst) = q;
+}
+
 // out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for kSkMinRows <= N <= kSkMaxRows, x rows ldx
 // apart, w the weight's kept bf16 copy [Cout, Cin]; grid (ceil(Cout / kSkCols), S), S *
 // kslice = Cin, kslice a multiple of kSkK; kSkThreads threads. part: [S, N, Cout] fp32
-// scratch, arrived: a zeroed counter per column tile (both unused when S = 1).
-template <class XT>
+// scratch, arrived: a zeroed counter per column tile (both unused when S = 1). kGelu (XT
+// float): x is a deferred GELU's input, its output formed as it is staged.
+template <class XT, bool kGelu = false>
 __global__ void __launch_bounds__(kSkThreads)
     skinny_gemm_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
                        const float* bias, int N, int Cin, int Cout, int kslice, float* part,
@@ -73,12 +85,18 @@ __global__ void __launch_bounds__(kSkThreads)
     const int k = k0 + s * kSkK;
     for (int i = tid; i < N * (kSkK / 8); i += kSkThreads) {
       const int r = i / (kSkK / 8), q = i % (kSkK / 8);
-      sk_stage8(xs + b * kSkXTile + r * kSkPitch + 8 * q, x + (int64_t)r * ldx + k + 8 * q);
+      __nv_bfloat16* dst = xs + b * kSkXTile + r * kSkPitch + 8 * q;
+      if constexpr (kGelu) {
+        sk_stage8_gelu(dst, x + (int64_t)r * ldx + k + 8 * q);
+      } else {
+        sk_stage8(dst, x + (int64_t)r * ldx + k + 8 * q);
+      }
     }
     for (int i = tid; i < kSkCols * (kSkK / 8); i += kSkThreads) {
       const int c = i / (kSkK / 8), q = i % (kSkK / 8);
       if (c0 + c < Cout) {
-        cp_async16(ws + b * kSkWTile + c * kSkPitch + 8 * q, w + (int64_t)(c0 + c) * Cin + k + 8 * q);
+        cp_async16(ws + b * kSkWTile + c * kSkPitch + 8 * q,
+                   w + (int64_t)(c0 + c) * Cin + k + 8 * q);
       }
     }
   };
