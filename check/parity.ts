@@ -1650,8 +1650,9 @@ export function compareDeferredGeluBwd(open: () => Engine, N = 320, seed = 13): 
  * ({@linkcode Engine.operandOnly}), the projection. With the CUDA engine's default, GELU's
  * forward is left to that matmul: a few-row kernel forms its output as it stages its operand
  * (1 row: the gemv kernel; 79 rows: the split-K kernel, forced by `LOTUS_SKINNY=2`), and at
- * `big` rows cuBLAS reads GELU's kernel's copy, run by the matmul. With
- * `LOTUS_DEFER_GELU_FWD=0` GELU runs as its own kernel: the outputs must be the same bits.
+ * `big` rows cuBLAS reads GELU's kernel's copy, run by the matmul; `LOTUS_DEFER_GELU_FWD=2`
+ * makes the kernels form it untimed. With `LOTUS_DEFER_GELU_FWD=0` GELU runs as its own
+ * kernel: the outputs must be the same bits.
  */
 export function compareDeferredGeluFwd(open: () => Engine, big = 200, seed = 14): CheckRow {
   const C = 768, F = 3072, rows = [1, 79, big], rng = new Rng(seed);
@@ -1679,7 +1680,7 @@ export function compareDeferredGeluFwd(open: () => Engine, big = 200, seed = 14)
           return bufs.get(y, N * C);
         });
       }));
-  const deferred = run({}), apart = run({ LOTUS_DEFER_GELU_FWD: "0" });
+  const deferred = run({ LOTUS_DEFER_GELU_FWD: "2" }), apart = run({ LOTUS_DEFER_GELU_FWD: "0" });
   let differ = 0, total = 0;
   deferred.forEach((y, i) => {
     differ += differingBits(y, apart[i]);

@@ -76,7 +76,7 @@ struct Info {
 // Undo le_init (only used when le_init switches to another device with nothing allocated).
 void teardown() {
   release_lt();
-  release_skinny();
+  release_own();
   if (g.handle) g.blas.destroy(g.handle);
   g.handle = nullptr;
   if (g.workspace) cudaFree(g.workspace);
@@ -241,7 +241,19 @@ int configure_kernels(const char* fn) {
     g.skinny = v[0] - '0';
   }
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
-  g.defer_gelu_fwd = !env_off("LOTUS_DEFER_GELU_FWD");
+  g.defer_gelu_fwd = 2;
+#ifndef LE_HOST_EMULATION
+  g.defer_gelu_fwd = 1;  // timed against GELU's kernel (matmul.cuh's own_fwd)
+#endif
+  if (const char* v = getenv("LOTUS_DEFER_GELU_FWD"); v && v[0]) {
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0) {
+      return fail("%s: LOTUS_DEFER_GELU_FWD=%s: expected 0 (GELU's forward always its own "
+                  "kernel), 1 (formed by the few-row kernel after it where timing says it is "
+                  "faster; the default) or 2 (wherever such a kernel follows)",
+                  fn, v);
+    }
+    g.defer_gelu_fwd = v[0] - '0';
+  }
   g.pdl = false;
   if (!env_off("LOTUS_PDL")) probe_pdl();
   return 0;
@@ -375,19 +387,20 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
-             "\"deferGeluBwd\":%s,\"deferGeluFwd\":%s,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
+             "\"deferGeluBwd\":%s,\"deferGeluFwd\":%d,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f,\"skinny\":%d,\"skinnyShapes\":%d,"
-             "\"skinnyChosen\":%d,\"skinnyCublasUs\":%.1f,\"skinnyKernelUs\":%.1f}",
+             "\"skinnyChosen\":%d,\"skinnyCublasUs\":%.1f,\"skinnyKernelUs\":%.1f,"
+             "\"geluFwdShapes\":%d,\"geluFwdFused\":%d}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
-             g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false",
-             g.defer_gelu_fwd ? "true" : "false",
+             g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
              g.tune_candidates, g_tune.shapes,
-             g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_sk.shapes,
-             g_sk.chosen, g_sk.cublas_us, g_sk.kernel_us);
+             g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_own.sk_shapes,
+             g_own.sk_chosen, g_own.sk_cublas_us, g_own.sk_kernel_us, g_own.gelu_shapes,
+             g_own.gelu_fused);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }

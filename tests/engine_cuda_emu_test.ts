@@ -1486,13 +1486,14 @@ Deno.test({
           Error,
           "le_gelu_bwd: the op before it, le_gelu_bwd, left its output",
         );
+        // (GELU's forward, hinted, is itself left to the matmul after it here, by default.)
         e.operandOnly(other);
         e.geluFwd(other, h, n);
         e.operandOnly(dfch);
         assertThrows(
           () => e.geluBwd(dfch, other, da, n, false),
           Error,
-          "le_gelu_bwd: the op before it, le_gelu_fwd, wrote only the bf16 copy",
+          "le_gelu_bwd: the op before it, le_gelu_fwd, left its output",
         );
         assertEquals(step(true).grads, want, what("the engine goes on"));
       }
@@ -1780,10 +1781,13 @@ Deno.test({
         const x = b.f32(xs.subarray(0, N * Cin)), w = b.f32(ws.subarray(0, Cout * Cin));
         const bias = b.f32(bs), out = b.f32(N * Cout);
         e.keepBf16(w, Cout * Cin);
+        // Counts since `at` (the library keeps its choices and counts across engines).
+        const at = e.deviceInfo();
+        const since = (k: string) => Number(e.deviceInfo()[k]) - Number(at[k]);
         e.matmulFwd(out, x, w, bias, N, Cin, Cout);
         const info = e.deviceInfo();
-        assertEquals([info.skinnyShapes, info.skinnyChosen], [1, 1], JSON.stringify(info));
-        assert(Number(info.skinnyCublasUs) > Number(info.skinnyKernelUs) + 1500);
+        assertEquals([since("skinnyShapes"), since("skinnyChosen")], [1, 1], JSON.stringify(info));
+        assert(since("skinnyCublasUs") > since("skinnyKernelUs") + 1500);
         assertEquals(b.get(out, N * Cout), forced);
         const c0 = emuCounters(lib);
         e.matmulFwd(out, x, w, bias, N, Cin, Cout);
@@ -1799,9 +1803,9 @@ Deno.test({
         e.matmulFwd(out2, x, w, bias, M, Cin, Cout);
         e.graphEnd(slot);
         e.graphFree(slot);
-        assertEquals(e.deviceInfo().skinnyShapes, 1, "nothing timed while recording");
+        assertEquals(since("skinnyShapes"), 1, "nothing timed while recording");
         e.matmulFwd(out2, x, w, bias, M, Cin, Cout);
-        assertEquals(e.deviceInfo().skinnyShapes, 2, "timed at its next call outside one");
+        assertEquals(since("skinnyShapes"), 2, "timed at its next call outside one");
       }));
     assertThrows(
       () => withEngineSettings(open, { LOTUS_SKINNY: "3" }, () => {}),
@@ -1818,6 +1822,9 @@ Deno.test({
     "bits of its own kernel; misuse fails",
   ignore: !OK,
   fn() {
+    // The shared engine stays open, so the library (and the choices it has timed) outlives each
+    // Engine opened and closed below.
+    emulated();
     const lib = buildCudaEmu(), rng = new Rng(59);
     const open = () => openEngine({ backend: "cuda", libPath: lib });
     const row = compareDeferredGeluFwd(open, 150);
@@ -1844,7 +1851,7 @@ Deno.test({
           // Misuse: GELU's deferred output read by another op, or a matmul that does not read it.
           e.operandOnly(a);
           e.geluFwd(a, h, N * F);
-          const deferred = e.deviceInfo().deferGeluFwd === true;
+          const deferred = e.deviceInfo().deferGeluFwd !== 0;
           const unread = deferred ? "le_gelu_fwd, left its output" : "wrote only the bf16 copy";
           assertThrows(() => b.get(a, N * F), EngineError, unread);
           e.operandOnly(a);
@@ -1857,8 +1864,52 @@ Deno.test({
           return { n, info: e.deviceInfo() };
         }));
     const on = launches({}), off = launches({ LOTUS_DEFER_GELU_FWD: "0" });
-    assertEquals([on.info.deferGeluFwd, off.info.deferGeluFwd], [true, false]);
+    assertEquals([on.info.deferGeluFwd, off.info.deferGeluFwd], [2, 0], "the emulation's default");
     assertEquals([on.n, off.n], [2, 3], "GELU's launch saved by the few-row kernel");
+    // As on a GPU: each way timed (LOTUS_DEFER_GELU_FWD=1), the split-K kernel's against a
+    // cuBLAS made 2 ms slower a call (LOTUS_SKINNY=1). Whichever way is kept, the outputs have
+    // the bits of GELU run apart, and a shape's second call times nothing.
+    const xs = randn(rng, 12 * C), w1s = randn(rng, F * C, 0.2), w2s = randn(rng, C * F, 0.2);
+    const mlp = (env: Record<string, string>) =>
+      withBf16Settings(
+        open,
+        { LOTUS_SKINNY: "1", EMU_LT_SLOW_ALGO: "0", ...env },
+        (e) =>
+          withBufs(e, (b) => {
+            const x = b.f32(xs), w1 = b.f32(w1s), w2 = b.f32(w2s);
+            const h = b.f32(12 * F), a = b.f32(12 * F), y = b.f32(12 * C);
+            e.keepBf16(w1, F * C);
+            e.keepBf16(w2, C * F);
+            const ys: Float32Array[] = [];
+            const before = e.deviceInfo();
+            let waits = 0;
+            for (const rows of [12, 1, 12, 1]) {
+              const c0 = emuCounters(lib);
+              e.matmulFwd(h, x, w1, null, rows, C, F);
+              e.operandOnly(a);
+              e.geluFwd(a, h, rows * F);
+              e.matmulFwd(y, a, w2, null, rows, F, C);
+              waits = emuCounters(lib).syncs - c0.syncs;
+              ys.push(b.get(y, rows * C));
+            }
+            assertEquals(waits, 0, "the last call times nothing");
+            // Counts since `before`: the engine, and its choices, outlive an Engine's close.
+            const after = e.deviceInfo(), info: Record<string, number> = {};
+            for (const k of ["skinnyShapes", "skinnyChosen", "geluFwdShapes"]) {
+              info[k] = Number(after[k]) - Number(before[k]);
+            }
+            info.deferGeluFwd = Number(after.deferGeluFwd);
+            return { ys, info };
+          }),
+      );
+    const timed = mlp({ LOTUS_DEFER_GELU_FWD: "1" }), apart = mlp({ LOTUS_DEFER_GELU_FWD: "0" });
+    timed.ys.forEach((y, i) => assertEquals(y, apart.ys[i], `call ${i}`));
+    const t = timed.info;
+    assertEquals([t.deferGeluFwd, t.skinnyShapes, t.skinnyChosen], [1, 2, 2], JSON.stringify(t));
+    assertEquals(t.geluFwdShapes, 2, "the split-K and gemv kernels each timed forming GELU");
+    // Apart, only the projection reading GELU's copy is a new shape: the fc matmul's choice
+    // was made in the first run, and the library keeps it.
+    assertEquals([apart.info.skinnyShapes, apart.info.geluFwdShapes], [1, 0]);
   },
 });
 

@@ -113,7 +113,7 @@ struct State {
   int skinny = 1;  // forwards of 9 to 128 rows: 0 cuBLAS, 1 timed, 2 skinny_gemm_kernel
   int sms = 0;     // the device's multiprocessors
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
-  bool defer_gelu_fwd = true;  // a hinted GELU forward formed by its matmul (DeferredGeluFwd)
+  int defer_gelu_fwd = 1;  // a hinted GELU forward formed by its matmul: 0 no, 1 timed, 2 always
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)

@@ -269,11 +269,13 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   const bool defer = g.defer_gelu_bwd && g.precision == 2 && accumulate == 0 && n > 0 &&
                      g_operand_only.out == dinp && g_operand_only.serial == g_op_serial;
   // Deferred, it may stand between a producer and its matmul, but it still must not follow
-  // another deferred GELU backward (whose output would never be formed) nor read an output
-  // that its producer wrote only in bf16: then the check fails as for any other op.
+  // another deferred GELU backward or forward (whose output would never be formed) nor read an
+  // output that its producer wrote only in bf16: then the check fails as for any other op.
   const ProducedCopy* c = operand_only_copy();
   const bool reads_copy = c && (copy_overlaps(c, inp, n) || copy_overlaps(c, dout, n));
-  if (!defer || deferred_gelu() || reads_copy) TRY(check_operand_consumed(fn));
+  if (!defer || deferred_gelu() || deferred_gelu_fwd() || reads_copy) {
+    TRY(check_operand_consumed(fn));
+  }
   TRY(validate_gelu_bwd(dinp, inp, dout, n));
   if (n == 0) return 0;
   if (defer) {

@@ -1,7 +1,7 @@
 // matmul.cuh: the linear layer through cuBLAS (cublasLtMatmul, each shape's algorithm chosen
 // by timing; cublasGemmEx without it), forward and backward; bf16 forwards of 1 to 8 rows by a
 // kernel of our own (gemv_bf16_kernel, near the end), and of 9 to 128 rows by another
-// (skinny.cuh) where timing says it beats cuBLAS.
+// (skinny.cuh) where timing says it beats cuBLAS (own_fwd).
 //
 //   forward   out[N,Cout]   = inp[N,Cin] W[Cout,Cin]^T + bias
 //   backward  dinp[N,Cin]  += dout[N,Cout] W
@@ -38,6 +38,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string_view>
@@ -636,167 +637,220 @@ __global__ void __launch_bounds__(kGemvThreads)
   }
 }
 
-// le_matmul_fwd by gemv_bf16_kernel where it applies (above): 1 launched, 0 not applicable
-// (cuBLAS runs), -1 failed (message set).
-// gelu_in: the input of the GELU forward whose output inp is (deferred, common.cuh).
-inline int gemv_fwd(const char* fn, float* out, const float* inp, const float* w,
-                    const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
-  if (!g.gemv || g.precision != 2 || N < 1 || N > kGemvRows || Cin % 8 != 0) return 0;
-  const __nv_bfloat16* w16;
-  if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
-  if (!w16 || alignment_of(w16) < 16) return 0;
-  const unsigned blocks = (unsigned)((Cout + kGemvCols - 1) / kGemvCols);
-  if (gelu_in) {
-    LAUNCH((gemv_bf16_kernel<float, true>), blocks, kGemvThreads, 0)(out, gelu_in, Cin, w16,
-                                                                      bias, N, Cin, Cout);
-    return 1;
-  }
-  int ld = 0;
-  if (const __nv_bfloat16* x16 = produced_bf16(inp, N, Cin, &ld)) {
-    if (alignment_of(x16) < 16 || ld % 8 != 0) return 0;
-    LAUNCH(gemv_bf16_kernel<__nv_bfloat16>, blocks, kGemvThreads, 0)(out, x16, ld, w16, bias,
-                                                                       N, Cin, Cout);
-    return 1;
-  }
-  // The previous op wrote only a bf16 copy, and not of these rows: the GEMM path says so.
-  if (operand_only_copy() || alignment_of(inp) < 16) return 0;
-  LAUNCH(gemv_bf16_kernel<float>, blocks, kGemvThreads, 0)(out, inp, Cin, w16, bias, N, Cin,
-                                                            Cout);
-  return 1;
-}
-
-// ---- Forwards of 9 to 128 rows in bf16: skinny_gemm_kernel or cuBLAS, chosen by timing ----
+// ---- The engine's own forwards of 1 to 128 rows, and a deferred GELU formed in them -------
 //
-// skinny_gemm_kernel (skinny.cuh) serves bf16 forwards of kSkMinRows to kSkMaxRows rows over a
-// weight with a kept bf16 copy, where Cin is a multiple of kSkK and the operands start 16
-// bytes aligned. Whether it is faster than cuBLAS's kernel, whose algorithm is itself chosen
-// by timing (above), depends on the GPU and the shape, so at a shape's first call outside a
-// graph recording both are timed (kTuneRuns calls each, queued behind a hold of the stream, as
-// tune_lt does) and the kernel is kept for the rest of the process only if it beats cuBLAS by
-// kTuneMargin. A shape met first while a graph is recorded runs cuBLAS and is timed at its next
-// call outside one. LOTUS_SKINNY (read at le_init): 0 never the kernel, 2 always (where it
-// applies; for tests), unset or 1 timed. The host emulation's clock cannot rank its kernels
-// against the stand-in cuBLAS, so there the default is 0. le_device_info reports the shapes
-// timed (skinnyShapes), those the kernel won (skinnyChosen), and one call of each timed shape
-// by cuBLAS and by the kernel, summed (skinnyCublasUs, skinnyKernelUs).
+// Two kernels of the engine's own serve bf16 forwards of few rows over a weight with a kept
+// bf16 copy, where the operands start 16 bytes aligned: gemv_bf16_kernel (above) 1 to
+// kGemvRows rows, Cin a multiple of 8; skinny_gemm_kernel (skinny.cuh) kSkMinRows to
+// kSkMaxRows rows, Cin a multiple of kSkK. Either can also form a deferred GELU forward's
+// output (common.cuh's DeferredGeluFwd) as it stages its operand, instead of reading the copy
+// GELU's kernel would write. A call has up to three ways to run (OwnPath): cuBLAS, the kernel
+// (after GELU's kernel, if one is deferred), the kernel forming GELU. Which is fastest depends
+// on the GPU and the shape: cuBLAS's kernels tile 64 or 128 rows deep and leave a few-row call
+// a few dozen blocks; forming GELU saves a launch and the copy's round trip, but every block
+// that stages an input forms it again (each of a gemv call's Cout / 4 blocks forms all N x Cin).
+// So a shape's ways are timed against each other at its first call outside a graph recording
+// (kTuneRuns calls each behind a hold of the stream, as tune_lt does; each way runs GELU's
+// kernel itself when it reads the copy), and the fastest is kept for the process; the first
+// way listed is kept unless another beats it by kTuneMargin. A shape first met while a graph is
+// recorded runs its first way and is timed at its next call outside one.
 //
-// Determinism: the kernel sums in a fixed order (skinny.cuh), and a shape's choice is fixed
-// for the process once made; two processes may choose differently where the two time within
-// noise of each other, and their outputs then differ by fp32's rounding.
+// The ways listed: cuBLAS for the split-K kernel's rows when LOTUS_SKINNY is 1 (its default on
+// a GPU; 0: never the kernel, 2: the kernel untimed); the kernel, unless a GELU is deferred and
+// LOTUS_DEFER_GELU_FWD is 2; the kernel forming GELU when one is deferred (LOTUS_DEFER_GELU_FWD
+// 1, the GPU's default, or 2; 0: GELU is never deferred). A single way is taken untimed. The host
+// emulation's clock cannot rank kernels, so there LOTUS_SKINNY defaults to 0 and
+// LOTUS_DEFER_GELU_FWD to 2. le_device_info reports the split-K shapes timed against cuBLAS
+// (skinnyShapes), those a kernel way won (skinnyChosen), one call of each by cuBLAS and by the
+// faster kernel way, summed (skinnyCublasUs, skinnyKernelUs; with GELU's kernel where that way
+// runs it), and the shapes where forming GELU was timed against reading its copy
+// (geluFwdShapes) and won (geluFwdFused).
+//
+// Determinism: both kernels sum in a fixed order, and a shape's way is fixed for the process
+// once chosen. The kernel and the kernel forming GELU give the same bits; cuBLAS's differ by
+// fp32's rounding, so two processes may differ there where cuBLAS and a kernel time within
+// noise of each other. A shape is its rows, widths, bias and input's form, so every new number
+// of rows (a question's prefill length) is timed once, with a host wait.
 
-struct SkKey {
-  int N, Cin, Cout, bias, x16, gelu;
-  bool operator==(const SkKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
+enum OwnPath : int { kByCublas = 0, kByKernel = 1, kByKernelGelu = 2 };
+
+struct OwnKey {
+  int skinny, N, Cin, Cout, bias, x16, gelu, ways;  // ways: a bit for each way timed
+  bool operator==(const OwnKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
-struct SkKeyHash {
-  size_t operator()(const SkKey& k) const {
+struct OwnKeyHash {
+  size_t operator()(const OwnKey& k) const {
     return std::hash<std::string_view>()(std::string_view((const char*)&k, sizeof k));
   }
 };
-std::unordered_map<SkKey, bool, SkKeyHash> g_sk_chosen;  // true: the kernel serves the shape
-struct SkStats {
-  int shapes = 0, chosen = 0;
-  double cublas_us = 0, kernel_us = 0;
-} g_sk;
-unsigned* g_sk_arrived = nullptr;  // the kernel's counters, one a column tile, zero between calls
+std::unordered_map<OwnKey, int, OwnKeyHash> g_own_chosen;  // each timed shape's OwnPath
+struct OwnStats {
+  int sk_shapes = 0, sk_chosen = 0, gelu_shapes = 0, gelu_fused = 0;
+  double sk_cublas_us = 0, sk_kernel_us = 0;
+} g_own;
+unsigned* g_sk_arrived = nullptr;  // the split-K kernel's counters, one a column tile, zero
 
-inline void release_skinny() {
-  g_sk_chosen.clear();
-  g_sk = SkStats{};
+inline void release_own() {
+  g_own_chosen.clear();
+  g_own = OwnStats{};
   if (g_sk_arrived) cudaFree(g_sk_arrived);
   g_sk_arrived = nullptr;
 }
 
-// One call of skinny_gemm_kernel: x16 (x's bf16 copy, rows ldx apart), or x (fp32, Cin apart)
-// rounded as staged, or gelu_in (a deferred GELU forward's input) formed as staged.
-inline int skinny_launch(const char* fn, float* out, const float* x, const __nv_bfloat16* x16,
-                         int ldx, const float* gelu_in, const __nv_bfloat16* w16,
-                         const float* bias, int N, int Cin, int Cout) {
-  const int S = skinny_splits(Cin, Cout, g.sms);
-  const dim3 grid((Cout + kSkCols - 1) / kSkCols, S);
+// A few-row call's operands: the weight's kept copy and the input as the kernel reads it, one
+// of x16 (a bf16 copy, rows ldx apart), x (fp32, rounded as staged) or gelu_in (a deferred
+// GELU forward's input, formed as staged).
+struct OwnCall {
+  bool skinny;
+  float* out;
+  const float* x;
+  const __nv_bfloat16* x16;
+  int ldx;
+  const float* gelu_in;
+  const __nv_bfloat16* w16;
+  const float* bias;
+  int N, Cin, Cout;
+};
+
+// One launch of the call's kernel.
+inline int own_launch(const char* fn, const OwnCall& c) {
+  if (!c.skinny) {
+    const unsigned blocks = (unsigned)((c.Cout + kGemvCols - 1) / kGemvCols);
+    if (c.gelu_in) {
+      LAUNCH((gemv_bf16_kernel<float, true>), blocks, kGemvThreads, 0)(
+          c.out, c.gelu_in, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout);
+    } else if (c.x16) {
+      LAUNCH(gemv_bf16_kernel<__nv_bfloat16>, blocks, kGemvThreads, 0)(
+          c.out, c.x16, c.ldx, c.w16, c.bias, c.N, c.Cin, c.Cout);
+    } else {
+      LAUNCH(gemv_bf16_kernel<float>, blocks, kGemvThreads, 0)(c.out, c.x, c.Cin, c.w16, c.bias,
+                                                                c.N, c.Cin, c.Cout);
+    }
+    return 0;
+  }
+  const int S = skinny_splits(c.Cin, c.Cout, g.sms);
+  const dim3 grid((c.Cout + kSkCols - 1) / kSkCols, S);
   float* part = nullptr;
   if (S > 1) {
-    part = (float*)g_scr_part.get(fn, (size_t)S * N * Cout * sizeof(float));
+    part = (float*)g_scr_part.get(fn, (size_t)S * c.N * c.Cout * sizeof(float));
     if (!part) return 1;
   }
-  if (gelu_in) {
+  const int ks = c.Cin / S;
+  if (c.gelu_in) {
     LAUNCH((skinny_gemm_kernel<float, true>), grid, kSkThreads, kSkSmem)(
-        out, gelu_in, Cin, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
-  } else if (x16) {
+        c.out, c.gelu_in, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ks, part, g_sk_arrived);
+  } else if (c.x16) {
     LAUNCH(skinny_gemm_kernel<__nv_bfloat16>, grid, kSkThreads, kSkSmem)(
-        out, x16, ldx, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
+        c.out, c.x16, c.ldx, c.w16, c.bias, c.N, c.Cin, c.Cout, ks, part, g_sk_arrived);
   } else {
     LAUNCH(skinny_gemm_kernel<float>, grid, kSkThreads, kSkSmem)(
-        out, x, Cin, w16, bias, N, Cin, Cout, Cin / S, part, g_sk_arrived);
+        c.out, c.x, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ks, part, g_sk_arrived);
   }
   return 0;
 }
 
-// Times the kernel against cuBLAS on this call's operands and records the shape's choice in
-// *use (see above). Returns 1 with a message when a GEMM fails or the GPU reports a fault;
-// with a launch error pending from earlier work it chooses nothing (*use false, untimed).
-// With gelu_in (a deferred GELU forward), cuBLAS's side runs GELU's kernel into the copy it
-// reads, each call, as it would without the kernel; that deferred op is then no longer pending.
-inline int skinny_choose(const char* fn, const SkKey& key, float* out, const float* inp,
-                         const __nv_bfloat16* x16, int ldx, const float* gelu_in,
-                         const float* w, const __nv_bfloat16* w16, const float* bias, int N,
-                         int Cin, int Cout, bool* use) {
-  *use = false;
+// The call as kByKernel runs it when a GELU is deferred: that GELU run into its copy first
+// (run_deferred_gelu_fwd), the kernel reading the copy, or its fp32 output where no copy
+// could be made.
+inline OwnCall reading_copy(OwnCall c, __nv_bfloat16* gelu16) {
+  c.x16 = gelu16;
+  c.ldx = c.Cin;
+  c.gelu_in = nullptr;
+  return c;
+}
+
+// Times the call's ways (see above) and returns the one to keep in *path, or -1 when nothing
+// could be timed (a launch error pending from earlier work, no events): then the first way
+// runs, untimed. With a GELU deferred it is run into its copy first (no longer pending), and
+// the ways that read the copy run GELU's kernel again each timed call. Returns 1 with a
+// message when a way fails or the GPU reports a fault.
+inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>& ways, OwnCall c,
+                      const float* w, int* path) {
+  *path = -1;
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
-  __nv_bfloat16* gelu16 = gelu_in ? run_deferred_gelu_fwd(fn) : nullptr;
-  Operand A, B;
-  TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
-  TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
-  const auto by_cublas = [&] {
-    if (gelu16) launch_gelu_fwd(nullptr, gelu16, gelu_in, (int64_t)N * Cin);
-    return gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false, bias);
+  const int64_t n = (int64_t)c.N * c.Cin;
+  __nv_bfloat16* gelu16 = c.gelu_in ? run_deferred_gelu_fwd(fn) : nullptr;
+  const OwnCall copy = c.gelu_in ? reading_copy(c, gelu16) : c;
+  const auto gelu = [&] {
+    if (c.gelu_in && gelu16) launch_gelu_fwd(nullptr, gelu16, c.gelu_in, n);
   };
-  const auto by_kernel = [&] {
-    return skinny_launch(fn, out, inp, x16, ldx, gelu_in, w16, bias, N, Cin, Cout);
+  Operand A{}, B{};
+  if (ways[0] == kByCublas) {
+    TRY(prepare(fn, g_scr_a, w, c.Cout, c.Cin, &A));
+    TRY(prepare(fn, g_scr_b, c.x, c.N, c.Cin, &B));
+  }
+  const auto run = [&](int way) {
+    if (way == kByKernelGelu) return own_launch(fn, c);
+    gelu();
+    if (way == kByKernel) return own_launch(fn, copy);
+    return gemm(fn, cublas::kOpT, cublas::kOpN, c.Cout, c.N, c.Cin, A, B, c.out, c.Cout, false,
+                c.bias);
   };
-  // One untimed call of each: cuBLAS's own algorithm is chosen in its first (tune_lt).
-  TRY(by_cublas());
-  TRY(by_kernel());
-  cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr};
+  for (int way : ways) TRY(run(way));  // untimed: cuBLAS chooses its algorithm in its first
+  std::vector<cudaEvent_t> ev(2 * ways.size(), nullptr);
   bool timed = true;
   for (cudaEvent_t& e : ev) timed = timed && cudaEventCreate(&e) == cudaSuccess;
   int failed = 0;
-  float ms[2] = {0, 0};
-  for (int i = 0; i < 2 && timed && !failed; i++) {
+  for (size_t i = 0; i < ways.size() && timed && !failed; i++) {
     LAUNCH(hold_stream_kernel, 1, 1, 0)(kTuneHoldNs);
     timed = cudaEventRecord(ev[2 * i], g.stream) == cudaSuccess;
-    for (int r = 0; r < kTuneRuns && timed && !failed; r++) failed = i ? by_kernel() : by_cublas();
+    for (int r = 0; r < kTuneRuns && timed && !failed; r++) failed = run(ways[i]);
     timed = timed && !failed && cudaEventRecord(ev[2 * i + 1], g.stream) == cudaSuccess;
   }
-  timed = timed && !failed && cudaEventSynchronize(ev[3]) == cudaSuccess &&
-          cudaEventElapsedTime(&ms[0], ev[0], ev[1]) == cudaSuccess &&
-          cudaEventElapsedTime(&ms[1], ev[2], ev[3]) == cudaSuccess;
+  std::vector<double> us(ways.size(), 0.0);
+  timed = timed && !failed && cudaEventSynchronize(ev.back()) == cudaSuccess;
+  for (size_t i = 0; i < ways.size() && timed; i++) {
+    float ms = 0;
+    timed = cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) == cudaSuccess;
+    us[i] = 1000.0 * ms / kTuneRuns;
+  }
   for (cudaEvent_t e : ev) {
     if (e) cudaEventDestroy(e);
   }
   if (failed) return 1;
   const cudaError_t e = cudaGetLastError();
-  if (is_sticky(e)) return cuda_fail(fn, "timing the few-row kernel against cuBLAS", e);
-  if (!timed) return 0;  // no events: cuBLAS this call, timed again at the next
-  const double cublas_us = 1000.0 * ms[0] / kTuneRuns, kernel_us = 1000.0 * ms[1] / kTuneRuns;
-  *use = kernel_us < (1.0 - kTuneMargin) * cublas_us;
-  g_sk_chosen[key] = *use;
-  g_sk.shapes++;
-  g_sk.chosen += *use;
-  g_sk.cublas_us += cublas_us;
-  g_sk.kernel_us += kernel_us;
+  if (is_sticky(e)) return cuda_fail(fn, "timing the few-row kernels against each other", e);
+  if (!timed) return 0;
+  size_t best = 0;
+  for (size_t i = 1; i < ways.size(); i++) {
+    if (us[i] < us[best]) best = i;
+  }
+  if (us[best] >= (1.0 - kTuneMargin) * us[0]) best = 0;
+  *path = ways[best];
+  g_own_chosen[key] = *path;
+  if (ways[0] == kByCublas) {
+    double kernel_us = us[1];
+    for (size_t i = 2; i < ways.size(); i++) kernel_us = std::min(kernel_us, us[i]);
+    g_own.sk_shapes++;
+    g_own.sk_chosen += *path != kByCublas;
+    g_own.sk_cublas_us += us[0];
+    g_own.sk_kernel_us += kernel_us;
+  }
+  const bool both = std::find(ways.begin(), ways.end(), (int)kByKernel) != ways.end() &&
+                    std::find(ways.begin(), ways.end(), (int)kByKernelGelu) != ways.end();
+  if (both) {
+    g_own.gelu_shapes++;
+    g_own.gelu_fused += *path == kByKernelGelu;
+  }
   return 0;
 }
 
-// le_matmul_fwd by skinny_gemm_kernel where it applies and serves the shape (above): 1
-// launched, 0 not applicable or cuBLAS's (the caller runs cuBLAS), -1 failed (message set).
-// gelu_in as for gemv_fwd.
-inline int skinny_fwd(const char* fn, float* out, const float* inp, const float* w,
-                      const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
-  if (!g.skinny || g.precision != 2 || N < kSkMinRows || N > kSkMaxRows || Cin % kSkK != 0 ||
-      (Cout + kSkCols - 1) / kSkCols > kSkMaxTiles) {
-    return 0;
-  }
+// le_matmul_fwd by one of the engine's own kernels where one applies and the call's way (see
+// above) is not cuBLAS: 1 launched, 0 cuBLAS's (the caller runs a deferred GELU, then cuBLAS),
+// -1 failed (message set). gelu_in: the input of the GELU forward whose output is all of inp,
+// deferred to this call.
+inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
+                   const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
+  if (g.precision != 2) return 0;
+  const bool gemv = g.gemv && N >= 1 && N <= kGemvRows && Cin % 8 == 0;
+  const bool skinny = g.skinny && N >= kSkMinRows && N <= kSkMaxRows && Cin % kSkK == 0 &&
+                      (Cout + kSkCols - 1) / kSkCols <= kSkMaxTiles;
+  if (!gemv && !skinny) return 0;
+  // Outputs written over the input (which the timing would read back, overwritten) take cuBLAS.
+  const auto over = [&](const float* x) {
+    return x && out < x + (int64_t)N * Cin && x < out + (int64_t)N * Cout;
+  };
+  if (over(inp) || over(gelu_in)) return 0;
   const __nv_bfloat16* w16;
   if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
   if (!w16 || alignment_of(w16) < 16) return 0;
@@ -805,9 +859,9 @@ inline int skinny_fwd(const char* fn, float* out, const float* inp, const float*
   if (gelu_in ? alignment_of(gelu_in) < 16
       : x16   ? alignment_of(x16) < 16 || ld % 8 != 0
               : operand_only_copy() != nullptr || alignment_of(inp) < 16) {
-    return 0;
+    return 0;  // (an operand-only copy that is not of these rows: the GEMM path says so)
   }
-  if (!g_sk_arrived) {  // made once, outside a recording (a memset the graph would not hold)
+  if (skinny && !g_sk_arrived) {  // made once, outside a recording (a graph would not hold it)
     const size_t bytes = kSkMaxTiles * sizeof(unsigned);
     if (g.capturing) return 0;
     if (cudaMalloc(&g_sk_arrived, bytes) != cudaSuccess) {
@@ -816,24 +870,40 @@ inline int skinny_fwd(const char* fn, float* out, const float* inp, const float*
       return 0;
     }
     if (const cudaError_t e = cudaMemsetAsync(g_sk_arrived, 0, bytes, g.stream); e) {
-      cuda_fail(fn, "zeroing the few-row kernel's counters", e);
+      cudaFree(g_sk_arrived);
+      g_sk_arrived = nullptr;
+      cuda_fail(fn, "zeroing the split-K kernel's counters", e);
       return -1;
     }
   }
-  const SkKey key{N, Cin, Cout, bias != nullptr, x16 != nullptr, gelu_in != nullptr};
-  bool use = g.skinny == 2;
-  if (!use) {
-    const auto it = g_sk_chosen.find(key);
-    if (it != g_sk_chosen.end()) {
-      use = it->second;
+  std::vector<int> ways;
+  if (skinny && g.skinny == 1) ways.push_back(kByCublas);
+  if (!gelu_in || g.defer_gelu_fwd == 1) ways.push_back(kByKernel);
+  if (gelu_in) ways.push_back(kByKernelGelu);
+  const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout};
+  int mask = 0;
+  for (int way : ways) mask |= 1 << way;
+  const OwnKey key{skinny, N, Cin, Cout, bias != nullptr, x16 != nullptr, gelu_in != nullptr,
+                   mask};
+  int path = ways[0];
+  if (ways.size() > 1) {
+    if (const auto it = g_own_chosen.find(key); it != g_own_chosen.end()) {
+      path = it->second;
     } else if (!g.capturing) {
-      if (skinny_choose(fn, key, out, inp, x16, ld, gelu_in, w, w16, bias, N, Cin, Cout, &use)) {
-        return -1;
-      }
+      if (own_choose(fn, key, ways, c, w, &path)) return -1;
+      if (path < 0) path = ways[0];
     }
   }
-  if (!use) return 0;
-  return skinny_launch(fn, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout) ? -1 : 1;
+  if (path == kByCublas) return 0;
+  if (path == kByKernelGelu) return own_launch(fn, c) ? -1 : 1;
+  if (!gelu_in) return own_launch(fn, c) ? -1 : 1;
+  // kByKernel with a GELU deferred: it runs first (unless the timing above ran it), and the
+  // kernel reads its copy, or its fp32 output where no copy could be made.
+  if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
+  OwnCall k = c;
+  k.gelu_in = nullptr;
+  k.x16 = produced_bf16(inp, N, Cin, &k.ldx);
+  return own_launch(fn, k) ? -1 : 1;
 }
 
 }  // namespace le
@@ -857,8 +927,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   if (const ProducedCopy* c = operand_only_copy()) {
     TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
-  int few = gemv_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
-  if (few == 0) few = skinny_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
+  const int few = own_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
   if (few < 0) return 1;
   if (few > 0) {
     g_deferred_gelu_fwd = DeferredGeluFwd{};
