@@ -404,6 +404,15 @@ async function main(): Promise<void> {
           Number(info.skinnyCublasUs).toFixed(0)
         } us by cuBLAS, ${Number(info.skinnyKernelUs).toFixed(0)} us by the kernel`,
       });
+      // Where forming a deferred GELU in the few-row kernels beat GELU's own kernel.
+      push({
+        section: "infer",
+        name: "engine: few-row shapes kept forming GELU's output",
+        value: Number(info.geluFwdFused),
+        unit: "shapes",
+        target: "",
+        note: `of ${info.geluFwdShapes} timed (LOTUS_DEFER_GELU_FWD=${info.deferGeluFwd})`,
+      });
     }
   }
 

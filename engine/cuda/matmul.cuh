@@ -878,7 +878,9 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   }
   std::vector<int> ways;
   if (skinny && g.skinny == 1) ways.push_back(kByCublas);
-  if (!gelu_in || g.defer_gelu_fwd == 1) ways.push_back(kByKernel);
+  // Reading a deferred GELU's output, the kernel may have to read its fp32 values (no copy could
+  // be made), with 16-byte loads: not where that output is less aligned.
+  if (!gelu_in || (g.defer_gelu_fwd == 1 && alignment_of(inp) >= 16)) ways.push_back(kByKernel);
   if (gelu_in) ways.push_back(kByKernelGelu);
   const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout};
   int mask = 0;
