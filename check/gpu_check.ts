@@ -375,33 +375,19 @@ if (test.backend === "cuda") {
   } catch (e) {
     push({ ...failure("ops", "tensor-core attention settings", e), precision: "bf16" });
   }
-  try {
-    push(
-      ...mark([compareFewRowForwards(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
-    );
-  } catch (e) {
-    push({ ...failure("ops", "bf16 forwards of 1 to 8 rows", e), precision: "bf16" });
-  }
-  try {
-    push(
-      ...mark([compareSkinnyForwards(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
-    );
-  } catch (e) {
-    push({ ...failure("ops", "bf16 forwards of 9 to 128 rows", e), precision: "bf16" });
-  }
-  try {
-    push(
-      ...mark([compareDeferredGeluFwd(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
-    );
-  } catch (e) {
-    push({ ...failure("ops", "GELU's forward left to its matmul", e), precision: "bf16" });
-  }
-  try {
-    push(
-      ...mark([compareDeferredGeluBwd(() => openEngine({ backend: "cuda", libPath: testLib! }))]),
-    );
-  } catch (e) {
-    push({ ...failure("ops", "GELU's backward left to the fc matmul", e), precision: "bf16" });
+  // One bf16 row of section ops each, from a comparison that reopens the engine.
+  const reopening: [string, (open: () => Engine) => CheckRow][] = [
+    ["bf16 forwards of 1 to 8 rows", compareFewRowForwards],
+    ["bf16 forwards of 9 to 128 rows", compareSkinnyForwards],
+    ["GELU's forward left to its matmul", compareDeferredGeluFwd],
+    ["GELU's backward left to the fc matmul", compareDeferredGeluBwd],
+  ];
+  for (const [what, compare] of reopening) {
+    try {
+      push(...mark([compare(() => openEngine({ backend: "cuda", libPath: testLib! }))]));
+    } catch (e) {
+      push({ ...failure("ops", what, e), precision: "bf16" });
+    }
   }
   try {
     const open = () => openEngine({ backend: "cuda", libPath: testLib! });

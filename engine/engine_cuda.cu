@@ -127,6 +127,19 @@ inline bool env_off(const char* name) {
   return v && strcmp(v, "0") == 0;
 }
 
+// A setting of 0, 1 or 2 in the environment variable `name`: *mode is `dflt` when it is unset
+// or empty; another value fails, saying what each does (`meaning`).
+int env_mode(const char* fn, const char* name, int dflt, const char* meaning, int* mode) {
+  *mode = dflt;
+  const char* v = getenv(name);
+  if (!v || !v[0]) return 0;
+  if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0) {
+    return fail("%s: %s=%s: expected %s", fn, name, v, meaning);
+  }
+  *mode = v[0] - '0';
+  return 0;
+}
+
 int configure_lt(const char* fn) {
   const bool off = env_off("LOTUS_CUBLASLT");
   int tune = 8;
@@ -226,34 +239,22 @@ int configure_kernels(const char* fn) {
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
+  // The host emulation's clock cannot rank kernels against each other (matmul.cuh's own_fwd).
 #ifdef LE_HOST_EMULATION
-  g.skinny = 0;  // its clock cannot rank the kernel against the stand-in cuBLAS (matmul.cuh)
+  constexpr bool emulated = true;
 #else
-  g.skinny = 1;
+  constexpr bool emulated = false;
 #endif
-  if (const char* v = getenv("LOTUS_SKINNY"); v && v[0]) {
-    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0) {
-      return fail("%s: LOTUS_SKINNY=%s: expected 0 (bf16 forwards of 9 to 128 rows by cuBLAS), "
-                  "1 (by our kernel where timing says it is faster; the default) or 2 (by our "
-                  "kernel wherever it applies)",
-                  fn, v);
-    }
-    g.skinny = v[0] - '0';
-  }
+  TRY(env_mode(fn, "LOTUS_SKINNY", emulated ? 0 : 1,
+               "0 (bf16 forwards of 9 to 128 rows by cuBLAS), 1 (by our kernel where timing says "
+               "it is faster; the default on a GPU) or 2 (by our kernel wherever it applies)",
+               &g.skinny));
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
-  g.defer_gelu_fwd = 2;
-#ifndef LE_HOST_EMULATION
-  g.defer_gelu_fwd = 1;  // timed against GELU's kernel (matmul.cuh's own_fwd)
-#endif
-  if (const char* v = getenv("LOTUS_DEFER_GELU_FWD"); v && v[0]) {
-    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0) {
-      return fail("%s: LOTUS_DEFER_GELU_FWD=%s: expected 0 (GELU's forward always its own "
-                  "kernel), 1 (formed by the few-row kernel after it where timing says it is "
-                  "faster; the default) or 2 (wherever such a kernel follows)",
-                  fn, v);
-    }
-    g.defer_gelu_fwd = v[0] - '0';
-  }
+  TRY(env_mode(fn, "LOTUS_DEFER_GELU_FWD", emulated ? 2 : 1,
+               "0 (GELU's forward always its own kernel), 1 (formed by the few-row kernel after "
+               "it where timing says it is faster; the default on a GPU) or 2 (wherever such a "
+               "kernel follows)",
+               &g.defer_gelu_fwd));
   g.pdl = false;
   if (!env_off("LOTUS_PDL")) probe_pdl();
   return 0;

@@ -1787,7 +1787,9 @@ Deno.test({
         e.matmulFwd(out, x, w, bias, N, Cin, Cout);
         const info = e.deviceInfo();
         assertEquals([since("skinnyShapes"), since("skinnyChosen")], [1, 1], JSON.stringify(info));
-        assert(since("skinnyCublasUs") > since("skinnyKernelUs") + 1500);
+        assert(
+          since("skinnyCublasUs") >= 2000 && since("skinnyKernelUs") < since("skinnyCublasUs"),
+        );
         assertEquals(b.get(out, N * Cout), forced);
         const c0 = emuCounters(lib);
         e.matmulFwd(out, x, w, bias, N, Cin, Cout);
