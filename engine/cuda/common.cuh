@@ -177,6 +177,10 @@ struct Launch {
 // read only by the call right after it (ProducedCopy, below).
 uint64_t g_op_serial = 0;
 
+// Whether something recorded at engine call `serial` was made by the call just before this one
+// (a produced copy, a deferred op: each is for that next call only).
+inline bool by_previous_call(uint64_t serial) { return serial + 1 == g_op_serial; }
+
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
 #define REQUIRE_READY(fn)                                                                    \
@@ -411,7 +415,7 @@ inline float* fp32_dest(float* out, const __nv_bfloat16* out16) {
 // (le_operand_only), leaving the fp32 values unwritten; nullptr otherwise.
 inline const ProducedCopy* operand_only_copy() {
   const ProducedCopy& c = g_produced;
-  return c.src && !c.fp32 && c.serial + 1 == g_op_serial ? &c : nullptr;
+  return c.src && !c.fp32 && by_previous_call(c.serial) ? &c : nullptr;
 }
 
 // A deferred GELU backward. In bf16 mode, le_gelu_bwd told by le_operand_only that its output
@@ -433,7 +437,7 @@ DeferredGelu g_deferred_gelu;
 // The GELU backward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
 inline const DeferredGelu* deferred_gelu() {
   const DeferredGelu& d = g_deferred_gelu;
-  return d.dinp && d.serial + 1 == g_op_serial ? &d : nullptr;
+  return d.dinp && by_previous_call(d.serial) ? &d : nullptr;
 }
 
 // A deferred GELU forward. In bf16 mode, le_gelu_fwd told by le_operand_only that its output
@@ -454,7 +458,7 @@ DeferredGeluFwd g_deferred_gelu_fwd;
 // The GELU forward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
 inline const DeferredGeluFwd* deferred_gelu_fwd() {
   const DeferredGeluFwd& d = g_deferred_gelu_fwd;
-  return d.out && d.serial + 1 == g_op_serial ? &d : nullptr;
+  return d.out && by_previous_call(d.serial) ? &d : nullptr;
 }
 
 // Whether the n values at x overlap what copy c was made of.
@@ -520,7 +524,7 @@ inline __nv_bfloat16* produce_bf16(const char* fn, const float* out, int64_t row
 // made one that covers it, with its row pitch; nullptr otherwise.
 inline const __nv_bfloat16* produced_bf16(const float* x, int64_t rows, int cols, int* ld) {
   const ProducedCopy& c = g_produced;
-  if (!c.src || g.precision != 2 || c.serial + 1 != g_op_serial || x < c.src) return nullptr;
+  if (!c.src || g.precision != 2 || !by_previous_call(c.serial) || x < c.src) return nullptr;
   const int64_t at = x - c.src;  // elements from the copy's start
   const auto* p = (const __nv_bfloat16*)g_scr_prod.p;
   if (c.cols == 0) {  // flat: usable as rows when they need no padding

@@ -75,6 +75,14 @@ __device__ inline float gelu_of(float x) {
   return x / __fadd_rn(1.f, exp_clamped(__fmul_rn(-2.f, u)));
 }
 
+// Eight consecutive fp32 values from p (16-byte aligned), or with kGelu each one's gelu_of.
+template <bool kGelu>
+__device__ inline void ld8_f32(const float* p, float v[8]) {
+  const float4 a = ld4(p), b = ld4(p + 4);
+  const float x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  for (int i = 0; i < 8; i++) v[i] = kGelu ? gelu_of(x[i]) : x[i];
+}
+
 // d gelu / dx = s + x s (1 - s) 2 u',  s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 __device__ inline float gelu_grad_of(float x) {
   const float u = kGeluA * (x + kGeluB * x * x * x);
@@ -281,7 +289,7 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   if (defer) {
     g_deferred_gelu = {dinp, inp, dout, n, g_op_serial};
     // Nothing is written: the copy the op before made still serves the matmul after.
-    if (g_produced.src && g_produced.serial + 1 == g_op_serial) g_produced.serial = g_op_serial;
+    if (g_produced.src && by_previous_call(g_produced.serial)) g_produced.serial = g_op_serial;
     return 0;
   }
   const bool acc = accumulate != 0;

@@ -403,17 +403,15 @@ __global__ void hold_stream_kernel(unsigned ns) {
 }
 constexpr unsigned kTuneHoldNs = 200000;
 
-// Microseconds a call of `algo`, over kTuneRuns calls after one untimed; a negative value
-// when the algorithm fails (it is then not a candidate). The timed calls queue behind
-// hold_stream_kernel: a GEMM of a few microseconds (batch 1) would otherwise be timed at the
-// rate the host issues cublasLtMatmul calls, not at the rate the GPU runs them.
-inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A, Operand B,
-                      float* C, bool accumulate, cudaEvent_t ev[2]) {
-  if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
+// Microseconds a call of run() (0: succeeded) takes, over kTuneRuns calls queued behind
+// hold_stream_kernel: a call of a few microseconds (batch 1) would otherwise be timed at the
+// rate the host issues it, not at the rate the GPU runs it. -1 when a call or an event fails.
+template <class F>
+inline double time_calls(const F& run, cudaEvent_t ev[2]) {
   LAUNCH(hold_stream_kernel, 1, 1, 0)(kTuneHoldNs);
   if (cudaEventRecord(ev[0], g.stream) != cudaSuccess) return -1;
   for (int r = 0; r < kTuneRuns; r++) {
-    if (run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess) return -1;
+    if (run() != 0) return -1;
   }
   float ms = 0;
   if (cudaEventRecord(ev[1], g.stream) != cudaSuccess ||
@@ -422,6 +420,14 @@ inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
     return -1;
   }
   return 1000.0 * ms / kTuneRuns;
+}
+
+// Microseconds a call of `algo`, after one untimed (time_calls); a negative value when the
+// algorithm fails (it is then not a candidate).
+inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A, Operand B,
+                      float* C, bool accumulate, cudaEvent_t ev[2]) {
+  const auto run = [&] { return run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess; };
+  return run() ? -1 : time_calls(run, ev);
 }
 
 // Chooses the plan's algorithm for good: by timing its candidates on these operands (see
@@ -567,17 +573,12 @@ constexpr int kGemvRows = 8, kGemvCols = 4, kGemvThreads = 128;
 __device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
 // 8 consecutive inputs as the bf16 GEMM sees them: fp32 rounded to bf16, or bf16 already.
+// kGelu: p is a deferred GELU's input (common.cuh's DeferredGeluFwd), whose output is formed
+// (ld8_f32), as GELU's kernel writes its copy.
+template <bool kGelu = false>
 __device__ inline void load8(const float* p, float f[8]) {
-  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  for (int i = 0; i < 8; i++) f[i] = bf16_round(v[i]);
-}
-// The same for a deferred GELU's output (common.cuh's DeferredGeluFwd): from its input p,
-// each value gelu_of'd and rounded to bf16, as GELU's kernel writes its copy.
-__device__ inline void load8_gelu(const float* p, float f[8]) {
-  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  for (int i = 0; i < 8; i++) f[i] = bf16_round(gelu_of(v[i]));
+  ld8_f32<kGelu>(p, f);
+  for (int i = 0; i < 8; i++) f[i] = bf16_round(f[i]);
 }
 __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
   const uint4 q = *(const uint4*)p;
@@ -590,7 +591,7 @@ __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
 
 // out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for n < N <= kGemvRows; x rows ldx apart;
 // grid ceil(Cout / kGemvCols), kGemvThreads threads. kGelu (XT float): x is a deferred GELU's
-// input, its output formed as it is loaded (load8_gelu).
+// input, its output formed as it is loaded (load8<true>).
 template <typename XT, bool kGelu = false>
 __global__ void __launch_bounds__(kGemvThreads)
     gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
@@ -611,7 +612,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     for (int r = 0; r < kGemvRows && r < N; r++) {
       float xf[8];
       if constexpr (kGelu) {
-        load8_gelu(x + (int64_t)r * ldx + 8 * j, xf);
+        load8<true>(x + (int64_t)r * ldx + 8 * j, xf);
       } else {
         load8(x + (int64_t)r * ldx + 8 * j, xf);
       }
@@ -752,10 +753,9 @@ inline int own_launch(const char* fn, const OwnCall& c) {
 // The call as kByKernel runs it when a GELU is deferred: that GELU run into its copy first
 // (run_deferred_gelu_fwd), the kernel reading the copy, or its fp32 output where no copy
 // could be made.
-inline OwnCall reading_copy(OwnCall c, __nv_bfloat16* gelu16) {
-  c.x16 = gelu16;
-  c.ldx = c.Cin;
+inline OwnCall reading_copy(OwnCall c) {
   c.gelu_in = nullptr;
+  c.x16 = produced_bf16(c.x, c.N, c.Cin, &c.ldx);
   return c;
 }
 
@@ -770,7 +770,7 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
   const int64_t n = (int64_t)c.N * c.Cin;
   __nv_bfloat16* gelu16 = c.gelu_in ? run_deferred_gelu_fwd(fn) : nullptr;
-  const OwnCall copy = c.gelu_in ? reading_copy(c, gelu16) : c;
+  const OwnCall copy = c.gelu_in ? reading_copy(c) : c;
   const auto gelu = [&] {
     if (c.gelu_in && gelu16) launch_gelu_fwd(nullptr, gelu16, c.gelu_in, n);
   };
@@ -787,22 +787,13 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
                 c.bias);
   };
   for (int way : ways) TRY(run(way));  // untimed: cuBLAS chooses its algorithm in its first
-  std::vector<cudaEvent_t> ev(2 * ways.size(), nullptr);
-  bool timed = true;
-  for (cudaEvent_t& e : ev) timed = timed && cudaEventCreate(&e) == cudaSuccess;
-  int failed = 0;
-  for (size_t i = 0; i < ways.size() && timed && !failed; i++) {
-    LAUNCH(hold_stream_kernel, 1, 1, 0)(kTuneHoldNs);
-    timed = cudaEventRecord(ev[2 * i], g.stream) == cudaSuccess;
-    for (int r = 0; r < kTuneRuns && timed && !failed; r++) failed = run(ways[i]);
-    timed = timed && !failed && cudaEventRecord(ev[2 * i + 1], g.stream) == cudaSuccess;
-  }
+  cudaEvent_t ev[2] = {nullptr, nullptr};
+  bool timed = cudaEventCreate(&ev[0]) == cudaSuccess && cudaEventCreate(&ev[1]) == cudaSuccess;
+  int failed = 0;  // a way's error (its message set), as against an event's
   std::vector<double> us(ways.size(), 0.0);
-  timed = timed && !failed && cudaEventSynchronize(ev.back()) == cudaSuccess;
   for (size_t i = 0; i < ways.size() && timed; i++) {
-    float ms = 0;
-    timed = cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) == cudaSuccess;
-    us[i] = 1000.0 * ms / kTuneRuns;
+    us[i] = time_calls([&] { return failed = run(ways[i]); }, ev);
+    timed = us[i] >= 0;
   }
   for (cudaEvent_t e : ev) {
     if (e) cudaEventDestroy(e);
@@ -902,10 +893,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   // kByKernel with a GELU deferred: it runs first (unless the timing above ran it), and the
   // kernel reads its copy, or its fp32 output where no copy could be made.
   if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
-  OwnCall k = c;
-  k.gelu_in = nullptr;
-  k.x16 = produced_bf16(inp, N, Cin, &k.ldx);
-  return own_launch(fn, k) ? -1 : 1;
+  return own_launch(fn, reading_copy(c)) ? -1 : 1;
 }
 
 }  // namespace le

@@ -38,25 +38,20 @@ constexpr size_t kSkSmem = kSkStages * (kSkXTile + kSkWTile) * sizeof(__nv_bfloa
 static_assert(kSkSmem <= 48 * 1024, "within the dynamic shared memory a launch may ask for");
 
 // Eight consecutive x values into shared memory as bf16: one cp.async from a bf16 copy, or
-// two float4 loads rounded to the nearest bf16 (the bf16 GEMM's operand) from fp32.
+// two float4 loads rounded to the nearest bf16 (the bf16 GEMM's operand) from fp32; kGelu: a
+// deferred GELU's input (common.cuh's DeferredGeluFwd), whose output is formed (ld8_f32), as
+// GELU's kernel writes its copy.
+template <bool kGelu = false>
 __device__ inline void sk_stage8(__nv_bfloat16* dst, const __nv_bfloat16* src) {
   cp_async16(dst, src);
 }
+template <bool kGelu = false>
 __device__ inline void sk_stage8(__nv_bfloat16* dst, const float* src) {
-  const float4 a = ld4(src), b = ld4(src + 4);
+  float v[8];
+  ld8_f32<kGelu>(src, v);
   uint4 q;
-  q.x = pack_bf16x2(a.x, a.y), q.y = pack_bf16x2(a.z, a.w);
-  q.z = pack_bf16x2(b.x, b.y), q.w = pack_bf16x2(b.z, b.w);
-  *reinterpret_cast<uint4*>(dst) = q;
-}
-
-// The same for a deferred GELU's output (common.cuh's DeferredGeluFwd): from its input src,
-// each value gelu_of'd and rounded to bf16, as GELU's kernel writes its copy.
-__device__ inline void sk_stage8_gelu(__nv_bfloat16* dst, const float* src) {
-  const float4 a = ld4(src), b = ld4(src + 4);
-  uint4 q;
-  q.x = pack_bf16x2(gelu_of(a.x), gelu_of(a.y)), q.y = pack_bf16x2(gelu_of(a.z), gelu_of(a.w));
-  q.z = pack_bf16x2(gelu_of(b.x), gelu_of(b.y)), q.w = pack_bf16x2(gelu_of(b.z), gelu_of(b.w));
+  q.x = pack_bf16x2(v[0], v[1]), q.y = pack_bf16x2(v[2], v[3]);
+  q.z = pack_bf16x2(v[4], v[5]), q.w = pack_bf16x2(v[6], v[7]);
   *reinterpret_cast<uint4*>(dst) = q;
 }
 
@@ -85,12 +80,7 @@ __global__ void __launch_bounds__(kSkThreads)
     const int k = k0 + s * kSkK;
     for (int i = tid; i < N * (kSkK / 8); i += kSkThreads) {
       const int r = i / (kSkK / 8), q = i % (kSkK / 8);
-      __nv_bfloat16* dst = xs + b * kSkXTile + r * kSkPitch + 8 * q;
-      if constexpr (kGelu) {
-        sk_stage8_gelu(dst, x + (int64_t)r * ldx + k + 8 * q);
-      } else {
-        sk_stage8(dst, x + (int64_t)r * ldx + k + 8 * q);
-      }
+      sk_stage8<kGelu>(xs + b * kSkXTile + r * kSkPitch + 8 * q, x + (int64_t)r * ldx + k + 8 * q);
     }
     for (int i = tid; i < kSkCols * (kSkK / 8); i += kSkThreads) {
       const int c = i / (kSkK / 8), q = i % (kSkK / 8);
