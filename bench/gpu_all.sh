@@ -29,13 +29,16 @@
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
 #      there): the variant "baseline" on that library, then "current" on this one, the same
 #      short benchmark back to back, so that a change's before and after come from one run.
-# --quick (390 s of limits, 440 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
-# and fp32 variants, and shortens the rest (1,015 s of limits without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all,
-# as ten files:
+#   6. the kernel tour under compute-sanitizer (check/gpu_sanitize.sh): every kernel of the
+#      engine at small shapes, under memcheck and racecheck (--quick) or all four tools.
+# --quick (470 s of limits, 520 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
+# and fp32 variants, and two of the sanitizer's tools, and shortens the rest (1,315 s of limits
+# without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eleven files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
-# bench.json, profile.txt and profile.json, variants.txt, and predictions.txt and
-# predictions.json (each change's predicted effect against its variant's measured one). The
-# tables are printed last.
+# bench.json, profile.txt and profile.json, variants.txt, predictions.txt and
+# predictions.json (each change's predicted effect against its variant's measured one), and
+# sanitize.txt (a line a sanitizer tool; its reports, where it ran, in the folder sanitize/).
+# The tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=0 baseline=
@@ -57,12 +60,13 @@ trap 'rm -rf "$tmp"' EXIT
 say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
 if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
-  check_s=55 bench_s=45 profile_s=40 variant_s=25
+  check_s=55 bench_s=45 profile_s=40 variant_s=25 sanitize_s=40 tools=memcheck,racecheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
     separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd)
 else
   check_args=(--steps 30) bench_args=()
-  check_s=150 bench_s=220 profile_s=60 variant_s=45
+  check_s=150 bench_s=220 profile_s=60 variant_s=45 sanitize_s=75
+  tools=memcheck,racecheck,synccheck,initcheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
     separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-attention tf32 fp32)
 fi
@@ -134,7 +138,16 @@ timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" --json "$out/
   >"$out/predictions.txt" 2>>"$log"
 say "predictions exit $?"
 
+say "6. kernel tour under compute-sanitizer ($tools)"
+bash check/gpu_sanitize.sh --tools "$tools" --limit "$sanitize_s" "$tmp/sanitize" >>"$log" 2>&1
+say "sanitize exit $?"
+cp "$tmp/sanitize/sanitize.txt" "$out/" 2>/dev/null
+# The sanitizer's reports, where it ran (each at most 25 of them).
+if ls "$tmp"/sanitize/sanitize-*.log >/dev/null 2>&1; then
+  mkdir -p "$out/sanitize" && cp "$tmp"/sanitize/sanitize-*.log "$out/sanitize/"
+fi
+
 say "end $(date -u +%FT%TZ)"
-for f in check.txt bench.txt profile.txt variants.txt predictions.txt; do
+for f in check.txt bench.txt profile.txt variants.txt predictions.txt sanitize.txt; do
   [ -f "$out/$f" ] && { echo "== $f"; cat "$out/$f"; }
 done

@@ -49,7 +49,7 @@ export function buildCudaEmu(): string {
     `${ENGINE}/comm_mpi.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
-  const h = new Sha256().update("emu_counters");
+  const h = new Sha256().update("emu_counters emu_launch_sites");
   for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
   const dir = `${ROOT}/build/cuda_emu-${h.hex().slice(0, 16)}`;
   const lib = `${dir}/liblotus_engine_cuda_emu.so`;
@@ -64,10 +64,10 @@ export function buildCudaEmu(): string {
   run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libemu_cublas.so`, fake]);
   run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libemu_cublaslt.so`, fake]);
   run("g++", [...cc, "-o", `${tmp}/libemu_cuda.so`, fake]);
-  // The engine's exports, plus emu_counters (emuCounters).
+  // The engine's exports, plus emu_counters (emuCounters) and emu_launch_sites.
   Deno.writeTextFileSync(
     `${tmp}/exports.map`,
-    "{\n  global: le_*; emu_counters;\n  local: *;\n};\n",
+    "{\n  global: le_*; emu_counters; emu_launch_sites;\n  local: *;\n};\n",
   );
   run("g++", [
     ...cc,
@@ -177,4 +177,58 @@ export function emuCounters(lib: string): EmuCounters {
   } finally {
     h.close();
   }
+}
+
+/**
+ * The engine's LAUNCH sites that have launched a kernel in the emulated engine at `lib` since
+ * it was loaded (this process must have it open, as for {@linkcode emuCounters}), each as the
+ * site spells its kernel with the outer parentheses and spaces dropped, e.g.
+ * `gemv_bf16_kernel<float,true>`: what {@linkcode launchSites} lists from the source.
+ */
+export function emuLaunchSites(lib: string): Set<string> {
+  const h = Deno.dlopen(lib, {
+    emu_launch_sites: { parameters: ["buffer", "u64"], result: "u64" },
+  });
+  try {
+    let buf = new Uint8Array(1 << 14);
+    const need = Number(h.symbols.emu_launch_sites(buf, BigInt(buf.length)));
+    if (need > buf.length) {
+      buf = new Uint8Array(need);
+      h.symbols.emu_launch_sites(buf, BigInt(buf.length));
+    }
+    const text = new TextDecoder().decode(buf.subarray(0, need - 1));
+    return new Set(text.split("\n").filter((l) => l).map(siteName));
+  } finally {
+    h.close();
+  }
+}
+
+/** A LAUNCH site's kernel as one spelling: outer parentheses and all white space dropped. */
+function siteName(kernel: string): string {
+  let k = kernel.replace(/\s+/g, "");
+  while (k.startsWith("(") && k.endsWith(")")) k = k.slice(1, -1);
+  return k;
+}
+
+/**
+ * Every LAUNCH site in the CUDA engine's source (engine/engine_cuda.cu and engine/cuda/),
+ * its kernel spelt as {@linkcode emuLaunchSites} gives it, with the file and line of its
+ * first occurrence.
+ */
+export function launchSites(): Map<string, string> {
+  const sites = new Map<string, string>();
+  const srcs = [`${ENGINE}/engine_cuda.cu`, ...files(`${ENGINE}/cuda`, /\.cuh$/)];
+  for (const f of srcs) {
+    const text = Deno.readTextFileSync(f);
+    // LAUNCH(kernel, ...) where kernel may be parenthesised and hold template arguments
+    for (
+      const m of text.matchAll(/\bLAUNCH\(\s*((?:\([^()]*(?:\([^()]*\)[^()]*)*\))|[^,]+?)\s*,/g)
+    ) {
+      if (m[1] === "kernel") continue; // the macro's own definition
+      const line = text.slice(0, m.index).split("\n").length;
+      const name = siteName(m[1]);
+      if (!sites.has(name)) sites.set(name, `${f.slice(ROOT.length + 1)}:${line}`);
+    }
+  }
+  return sites;
 }

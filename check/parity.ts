@@ -1566,19 +1566,28 @@ export const SKINNY_SHAPES: readonly ForwardShape[] = [
  * The CUDA engine's bf16 forwards of 9 to 128 rows by its split-K kernel
  * (skinny_gemm_kernel, `LOTUS_SKINNY=2`: wherever it applies, untimed) against the bf16
  * products summed in double and against cuBLAS's GEMM (`LOTUS_SKINNY=0`), as
- * compareOwnForwards says; `shapes` defaults to GPT-2's widths (SKINNY_SHAPES).
+ * compareOwnForwards says; `shapes` defaults to GPT-2's widths (SKINNY_SHAPES). With `timed`,
+ * `LOTUS_SKINNY=1` in place of 2: each shape's first call times the kernel against cuBLAS and
+ * keeps the faster, so either may serve the row's calls.
  */
 export function compareSkinnyForwards(
   open: () => Engine,
   shapes: readonly ForwardShape[] = SKINNY_SHAPES,
   seed = 12,
+  timed = false,
 ): CheckRow {
   return compareOwnForwards(
     open,
     seed,
     shapes,
-    { kernel: { LOTUS_SKINNY: "2" }, gemm: { LOTUS_SKINNY: "0" }, gemmName: "LOTUS_SKINNY=0" },
-    "bf16 forwards of 9 to 128 rows (split-K kernel) against the bf16 products summed in double",
+    {
+      kernel: { LOTUS_SKINNY: timed ? "1" : "2" },
+      gemm: { LOTUS_SKINNY: "0" },
+      gemmName: "LOTUS_SKINNY=0",
+    },
+    `bf16 forwards of 9 to 128 rows (${
+      timed ? "split-K kernel or cuBLAS, as timed" : "split-K kernel"
+    }) against the bf16 products summed in double`,
     shapes === SKINNY_SHAPES ? "at GPT-2's widths, 79 rows a loop pass" : "at reduced widths",
   );
 }

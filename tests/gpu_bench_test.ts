@@ -124,7 +124,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gpu all: without a GPU the one command still runs every step and leaves its ten " +
+  name: "gpu all: without a GPU the one command still runs every step and leaves its eleven " +
     "files; a baseline library adds the baseline and current variants, and a missing one is refused",
   async fn() {
     const root = new URL("..", import.meta.url).pathname;
@@ -162,6 +162,7 @@ Deno.test({
       "profile.json",
       "profile.txt",
       "run.log",
+      "sanitize.txt",
       "variants.txt",
     ]);
     const log = Deno.readTextFileSync(`${out}/run.log`);
@@ -183,5 +184,10 @@ Deno.test({
     const predictions = Deno.readTextFileSync(`${out}/predictions.txt`);
     assert(predictions.includes("29. programmatic dependent launch"), predictions);
     assert(predictions.includes("31. GELU's forward formed"), predictions);
+    // The sanitizer's stage runs last, and says why it checked nothing here.
+    assert(log.includes("6. kernel tour under compute-sanitizer (memcheck,racecheck)"));
+    assert(/sanitize exit [12]/.test(log), log.slice(-2000));
+    const sanitize = Deno.readTextFileSync(`${out}/sanitize.txt`);
+    assert(sanitize.startsWith("sanitize"), sanitize);
   },
 });

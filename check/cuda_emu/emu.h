@@ -48,6 +48,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -496,6 +497,13 @@ inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t 
   return cudaSuccess;
 }
 
+// The engine's LAUNCH sites that have launched a kernel, each as its LAUNCH macro spells the
+// kernel (emu_launch_sites: check/kernel_tour.ts's coverage).
+inline std::set<std::string>& launched_sites() {
+  static std::set<std::string> s;
+  return s;
+}
+
 // A launch: checks the configuration now (a bad one fails the launch, as on a GPU: the error
 // comes from cudaGetLastError) and queues the kernel, with its arguments by value.
 template <class Kernel>
@@ -519,6 +527,7 @@ struct Launch {
     }
     n_launches++;
     n_blocks += (uint64_t)grid.x * grid.y * grid.z;
+    launched_sites().insert(name);
     const Kernel kk = k;
     const dim3 g = grid, b = blk;
     const size_t sm = smem;
@@ -715,4 +724,15 @@ extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64
       dlclose(h);
     }
   }
+}
+
+// The LAUNCH sites that have launched a kernel since the library was loaded, one a line, into
+// buf (at most cap bytes, NUL-terminated when it fits); returns the bytes the whole list needs.
+// Exported (check/cuda_emu.ts's version script) for emuLaunchSites.
+extern "C" __attribute__((visibility("default"), used)) uint64_t emu_launch_sites(char* buf,
+                                                                                  uint64_t cap) {
+  std::string all;
+  for (const std::string& s : ::emu::launched_sites()) all += s + "\n";
+  if (cap > all.size()) std::memcpy(buf, all.c_str(), all.size() + 1);
+  return all.size() + 1;
 }

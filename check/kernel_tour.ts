@@ -1,0 +1,271 @@
+/**
+ * The kernel tour: every kernel of the CUDA engine, run at small shapes and checked against the
+ * CPU engine, in a few seconds of GPU time. It is the program that check/gpu_sanitize.sh runs
+ * under NVIDIA's compute-sanitizer (memcheck, racecheck, synccheck, initcheck), so that every
+ * kernel, in every form the engine launches it (each precision, the tensor-core attention's
+ * settings, the few-row and split-K forwards, the deferred GELU passes, CUDA graphs, a Llama
+ * step), meets the sanitizer's checks of out-of-bounds and misaligned accesses, shared-memory
+ * races and barrier misuse: what the host emulation (check/cuda_emu) cannot see.
+ *
+ *   npx deno run -A check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--json PATH]
+ *
+ * --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA library built elsewhere, else it is built
+ * here with nvcc. --emulate runs the engine's source in the host emulation instead, and then
+ * also checks coverage: every LAUNCH site of the engine's source (engine/engine_cuda.cu and
+ * engine/cuda/) must have launched a kernel, so that a kernel added later and left out of the
+ * tour fails the tour's test (tests/kernel_tour_test.ts). Prints the check table last and
+ * exits 1 if a row failed.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { buildCudaEmu, emuLaunchSites, launchSites } from "./cuda_emu.ts";
+import { buildEngine } from "../engine/build.ts";
+import { type Engine, EngineError, openEngine, type Precision } from "../engine/ffi.ts";
+import { Rng } from "../base/rng.ts";
+import { randn, withBufs } from "./_op_bufs.ts";
+import {
+  type CheckRow,
+  checkRow,
+  compareAttentionSettings,
+  compareDeferredGeluBwd,
+  compareDeferredGeluFwd,
+  compareFewRowForwards,
+  compareGraphReplay,
+  compareLotusStep,
+  compareOps,
+  compareSkinnyForwards,
+  compareStepGraphs,
+  compareStepSettings,
+  compareTraining,
+  formatTable,
+  type ForwardShape,
+  LLAMA_STEP_SPEC,
+  memoryCycles,
+  OP_CASES,
+  relErr,
+  STEP_SPECS,
+  summarizeOps,
+  tally,
+  withEngineSettings,
+} from "./parity.ts";
+
+/** Split-K forwards at reduced widths: one K slice, a part-filled column tile, many slices. */
+export const TOUR_SKINNY_SHAPES: readonly ForwardShape[] = [
+  [9, 32, 64, true],
+  [16, 64, 100, false],
+  [79, 256, 192, true],
+  [128, 96, 64, true],
+];
+
+/**
+ * The embedding forward over more ids than the engine summarises at upload (1 MiB of them),
+ * so that its range check runs on the device (first_bad_index_kernel): the rows against the
+ * table's, then with one id past the table, which must fail naming that id's index.
+ */
+export function deviceIndexCheck(eng: Engine): CheckRow[] {
+  const V = 16, P = 8, C = 8, n = (1 << 18) + 24, bad = n - 5;
+  const rng = new Rng(5);
+  const wte = randn(rng, V * C), wpe = randn(rng, P * C);
+  const ids = Int32Array.from({ length: n }, (_, i) => (i * 7) % V);
+  const pos = Int32Array.from({ length: n }, (_, i) => i % P);
+  return withBufs(eng, (b) => {
+    const pw = b.f32(wte), pp = b.f32(wpe), out = b.f32(n * C), pi = b.i32(ids), ppos = b.i32(pos);
+    eng.embedFwd(out, pi, ppos, pw, pp, n, C);
+    const got = b.get(out, n * C), want = new Float32Array(n * C);
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < C; c++) want[r * C + c] = wte[ids[r] * C + c] + wpe[pos[r] * C + c];
+    }
+    const rows = [
+      checkRow(
+        "index checks",
+        `embedding of ${n} ids checked on the device`,
+        "-",
+        relErr(got, want),
+        1e-6,
+      ),
+    ];
+    ids[bad] = V;
+    const pb = b.i32(ids);
+    let msg = "no error";
+    try {
+      eng.embedFwd(out, pb, ppos, pw, pp, n, C);
+    } catch (e) {
+      msg = e instanceof EngineError ? e.message : `not an EngineError: ${(e as Error).message}`;
+    }
+    const named = msg.includes(String(bad));
+    rows.push(
+      checkRow(
+        "index checks",
+        `an id past the table, at index ${bad} of ${n}: le_embed_fwd fails naming it`,
+        "-",
+        named ? 0 : 1,
+        0,
+        msg.split("\n")[0].slice(0, 120),
+      ),
+    );
+    return rows;
+  });
+}
+
+/** The tour's outcome: its rows, and in the emulation the LAUNCH sites that never ran. */
+export interface TourResult {
+  rows: CheckRow[];
+  /** LAUNCH sites of the source that launched nothing (file:line each); null off the emulation. */
+  notRun: string[] | null;
+  seconds: number;
+}
+
+/**
+ * Runs the tour on the CUDA engine library at `lib` (a GPU's, or the emulation's when
+ * `emulated`), against a CPU engine. `log` gets a line a section.
+ */
+export function kernelTour(
+  lib: string,
+  emulated: boolean,
+  log: (s: string) => void = () => {},
+): TourResult {
+  const t0 = performance.now();
+  const rows: CheckRow[] = [];
+  const open = () => openEngine({ backend: "cuda", libPath: lib });
+  const fail = (section: string, name: string, e: unknown, precision: Precision | "-" = "-") => {
+    const msg = e instanceof Error ? e.message : String(e);
+    rows.push({
+      ...checkRow(section, name, precision, Infinity, 0),
+      note: msg.split("\n")[0].slice(0, 160),
+    });
+  };
+  const section = (name: string, fn: () => void) => {
+    const t = performance.now();
+    try {
+      fn();
+    } catch (e) {
+      fail(name, `${name}: ran to the end`, e);
+    }
+    log(`${name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  };
+  const ref = openEngine({ backend: "cpu", quiet: true });
+  // The engine stays open throughout, so its library (and the sites it has launched) stays
+  // loaded across the sections that open and close engines of their own.
+  const test = open();
+  try {
+    const precisions: Precision[] = ["fp32", "tf32", "bf16"];
+    section("ops", () => {
+      const opRows: CheckRow[] = [];
+      for (const p of precisions) opRows.push(...compareOps(test, ref, p, { cases: OP_CASES }));
+      rows.push(...summarizeOps(opRows));
+    });
+    section("lotus step", () => {
+      for (const p of precisions) {
+        for (const spec of [...STEP_SPECS, LLAMA_STEP_SPEC]) {
+          rows.push(...compareLotusStep(test, ref, p, spec));
+        }
+      }
+      rows.push(...compareStepSettings(open, STEP_SPECS[0]));
+    });
+    section("GEMMs without cuBLASLt", () => {
+      // cublasGemmEx and the bias kernel: the path where cuBLASLt is missing or declines.
+      const matmuls = OP_CASES.filter((c) => c.matmul);
+      withEngineSettings(open, { LOTUS_CUBLASLT: "0" }, (eng) => {
+        const opRows: CheckRow[] = [];
+        for (const p of precisions) opRows.push(...compareOps(eng, ref, p, { cases: matmuls }));
+        rows.push(
+          ...summarizeOps(opRows).map((r) => ({ ...r, name: `${r.name} (LOTUS_CUBLASLT=0)` })),
+        );
+      });
+    });
+    section("index checks", () => {
+      rows.push(...deviceIndexCheck(test));
+    });
+    section("training", () => {
+      rows.push(...compareTraining(test, ref, "bf16", 3).rows);
+    });
+    section("attention settings", () => {
+      rows.push(...compareAttentionSettings(open, OP_CASES.filter((c) => c.tensorCores)));
+    });
+    section("own forwards", () => {
+      rows.push(compareFewRowForwards(open));
+      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES));
+      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES, 12, true));
+      rows.push(compareDeferredGeluFwd(open, 150));
+      rows.push(compareDeferredGeluBwd(open, 200));
+    });
+    section("graphs", () => {
+      for (const p of ["fp32", "bf16"] as const) {
+        rows.push(...compareGraphReplay(test, p), ...compareStepGraphs(test, p));
+      }
+    });
+    section("memory", () => {
+      rows.push(...memoryCycles(open, { cycles: 2, warm: 1 }));
+    });
+    let notRun: string[] | null = null;
+    if (emulated) {
+      const ran = emuLaunchSites(lib);
+      const sites = launchSites();
+      notRun = [...sites].filter(([k]) => !ran.has(k)).map(([k, at]) => `${k} (${at})`);
+      rows.push(
+        checkRow(
+          "coverage",
+          "every LAUNCH site of the engine's source launched a kernel",
+          "-",
+          notRun.length,
+          0,
+          notRun.length ? `not run: ${notRun.join(", ")}` : `${sites.size} sites`,
+        ),
+      );
+    }
+    return { rows, notRun, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    test.close();
+    ref.close();
+  }
+}
+
+if (import.meta.main) {
+  const { values: a } = parseArgs({
+    args: Deno.args,
+    options: {
+      "engine-lib": { type: "string" },
+      emulate: { type: "boolean", default: false },
+      json: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (a.help) {
+    console.log(
+      "deno run --allow-all check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--json PATH]",
+    );
+    Deno.exit(0);
+  }
+  const log = (s: string) => console.error(`kernel-tour: ${s}`);
+  let lib: string;
+  try {
+    lib = a.emulate ? buildCudaEmu() : a["engine-lib"] ?? Deno.env.get("LOTUS_CUDA_LIB") ??
+      buildEngine({ backend: "cuda", quiet: true });
+  } catch (e) {
+    console.error(`kernel-tour: no CUDA engine library: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+  let r: TourResult;
+  try {
+    r = kernelTour(lib, a.emulate, log);
+  } catch (e) {
+    // Opening the engines failed: nothing ran.
+    console.error(`kernel-tour: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+  const { passed, failed, skipped } = tally(r.rows);
+  const summary = `kernel tour: ${passed} passed, ${failed} failed, ${skipped} skipped in ${
+    r.seconds.toFixed(1)
+  } s${a.emulate ? " (host emulation)" : ""}`;
+  if (a.json) {
+    Deno.writeTextFileSync(
+      a.json,
+      JSON.stringify({ summary: { passed, failed, skipped, seconds: r.seconds }, ...r }, null, 1),
+    );
+  }
+  console.log(formatTable(r.rows));
+  console.log(summary);
+  Deno.exit(failed > 0 ? 1 : 0);
+}
