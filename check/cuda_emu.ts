@@ -179,28 +179,60 @@ export function emuCounters(lib: string): EmuCounters {
   }
 }
 
+/** What the emulated engine has launched since it was loaded ({@linkcode emuLaunches}). */
+export interface EmuLaunches {
+  /** The LAUNCH sites that launched a kernel, spelt as {@linkcode launchSites} spells them. */
+  sites: Set<string>;
+  /** The kernel instances launched, by their offset in the library ({@linkcode kernelInstances}). */
+  kernels: Set<number>;
+}
+
 /**
- * The engine's LAUNCH sites that have launched a kernel in the emulated engine at `lib` since
- * it was loaded (this process must have it open, as for {@linkcode emuCounters}), each as the
- * site spells its kernel with the outer parentheses and spaces dropped, e.g.
- * `gemv_bf16_kernel<float,true>`: what {@linkcode launchSites} lists from the source.
+ * The LAUNCH sites, and the kernel instances, that the emulated engine at `lib` has launched
+ * since it was loaded (this process must have it open, as for {@linkcode emuCounters}). A site
+ * is spelt as in the source with the outer parentheses and spaces dropped, e.g.
+ * `gemv_bf16_kernel<float,true>`.
  */
-export function emuLaunchSites(lib: string): Set<string> {
+export function emuLaunches(lib: string): EmuLaunches {
   const h = Deno.dlopen(lib, {
     emu_launch_sites: { parameters: ["buffer", "u64"], result: "u64" },
   });
   try {
-    let buf = new Uint8Array(1 << 14);
+    let buf = new Uint8Array(1 << 15);
     const need = Number(h.symbols.emu_launch_sites(buf, BigInt(buf.length)));
     if (need > buf.length) {
       buf = new Uint8Array(need);
       h.symbols.emu_launch_sites(buf, BigInt(buf.length));
     }
-    const text = new TextDecoder().decode(buf.subarray(0, need - 1));
-    return new Set(text.split("\n").filter((l) => l).map(siteName));
+    const out: EmuLaunches = { sites: new Set(), kernels: new Set() };
+    for (const l of new TextDecoder().decode(buf.subarray(0, need - 1)).split("\n")) {
+      if (!l) continue;
+      const [site, off] = l.split("\t");
+      out.sites.add(siteName(site));
+      out.kernels.add(parseInt(off, 16));
+    }
+    return out;
   } finally {
     h.close();
   }
+}
+
+/**
+ * Every kernel instance compiled into the emulated engine at `lib`, by its offset in the
+ * library, with its name as `nm -C` gives it (template arguments included, parameters dropped):
+ * the functions of namespace le named `*_kernel`, each template instance apart.
+ */
+export function kernelInstances(lib: string): Map<number, string> {
+  const out = new Deno.Command("nm", { args: ["-C", "--defined-only", lib], stdout: "piped" })
+    .outputSync();
+  if (!out.success) throw new Error(`nm -C ${lib} failed`);
+  const kernels = new Map<number, string>();
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const m = /^([0-9a-f]+) [tTwW] (?:void )?(le::\w+_kernel(?:<[^()]*>)?)\(([^()]|\([^()]*\))*\)$/
+      .exec(line);
+    if (m) kernels.set(parseInt(m[1], 16), m[2]);
+  }
+  return kernels;
 }
 
 /** A LAUNCH site's kernel as one spelling: outer parentheses and all white space dropped. */

@@ -19,12 +19,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { buildCudaEmu, emuLaunchSites, launchSites } from "./cuda_emu.ts";
+import { buildCudaEmu, emuLaunches, kernelInstances, launchSites } from "./cuda_emu.ts";
 import { buildEngine } from "../engine/build.ts";
 import { type Engine, EngineError, openEngine, type Precision } from "../engine/ffi.ts";
 import { Rng } from "../base/rng.ts";
 import { randn, withBufs } from "./_op_bufs.ts";
 import {
+  attentionCase,
   type CheckRow,
   checkRow,
   compareAttentionSettings,
@@ -40,15 +41,48 @@ import {
   compareTraining,
   formatTable,
   type ForwardShape,
+  layernormCase,
   LLAMA_STEP_SPEC,
   memoryCycles,
   OP_CASES,
+  type OpCase,
   relErr,
+  residualLayernormCase,
   STEP_SPECS,
   summarizeOps,
   tally,
   withEngineSettings,
 } from "./parity.ts";
+
+/**
+ * Op cases beyond OP_CASES, so that every compiled kernel instance runs: LayerNorm's vector
+ * kernels at each of their eight widths (C = 128 NV - 4, so each also meets a ragged last group),
+ * and the tensor-core attention at head size 64, GPT-2's, with and without a past.
+ */
+export const TOUR_CASES: OpCase[] = [
+  ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((nv) => [
+    layernormCase(3, 128 * nv - 4, "tour: "),
+    residualLayernormCase(3, 128 * nv - 4, "tour: "),
+  ]),
+  attentionCase("tour: attention (stats), head size 64, no past", {
+    B: 2,
+    Tq: 21,
+    Tp: 0,
+    C: 128,
+    NH: 2,
+    past: "none",
+    pad: [0, 4],
+  }, "stats"),
+  attentionCase("tour: attention (stats), head size 64, 9 past in the qkv buffer", {
+    B: 1,
+    Tq: 17,
+    Tp: 9,
+    C: 128,
+    NH: 2,
+    past: "qkv",
+    pad: [2],
+  }, "stats"),
+];
 
 /** Split-K forwards at reduced widths: one K slice, a part-filled column tile, many slices. */
 export const TOUR_SKINNY_SHAPES: readonly ForwardShape[] = [
@@ -111,7 +145,8 @@ export function deviceIndexCheck(eng: Engine): CheckRow[] {
 /** The tour's outcome: its rows, and in the emulation the LAUNCH sites that never ran. */
 export interface TourResult {
   rows: CheckRow[];
-  /** LAUNCH sites of the source that launched nothing (file:line each); null off the emulation. */
+  /** LAUNCH sites of the source (with file:line) and compiled kernel instances that never ran;
+   * null off the emulation. */
   notRun: string[] | null;
   seconds: number;
 }
@@ -152,7 +187,8 @@ export function kernelTour(
     const precisions: Precision[] = ["fp32", "tf32", "bf16"];
     section("ops", () => {
       const opRows: CheckRow[] = [];
-      for (const p of precisions) opRows.push(...compareOps(test, ref, p, { cases: OP_CASES }));
+      const cases = [...OP_CASES, ...TOUR_CASES];
+      for (const p of precisions) opRows.push(...compareOps(test, ref, p, { cases }));
       rows.push(...summarizeOps(opRows));
     });
     section("lotus step", () => {
@@ -181,7 +217,8 @@ export function kernelTour(
       rows.push(...compareTraining(test, ref, "bf16", 3).rows);
     });
     section("attention settings", () => {
-      rows.push(...compareAttentionSettings(open, OP_CASES.filter((c) => c.tensorCores)));
+      const tc = [...OP_CASES, ...TOUR_CASES].filter((c) => c.tensorCores);
+      rows.push(...compareAttentionSettings(open, tc));
     });
     section("own forwards", () => {
       rows.push(compareFewRowForwards(open));
@@ -200,19 +237,32 @@ export function kernelTour(
     });
     let notRun: string[] | null = null;
     if (emulated) {
-      const ran = emuLaunchSites(lib);
+      const ran = emuLaunches(lib);
       const sites = launchSites();
-      notRun = [...sites].filter(([k]) => !ran.has(k)).map(([k, at]) => `${k} (${at})`);
+      const idle = [...sites].filter(([k]) => !ran.sites.has(k)).map(([k, at]) => `${k} (${at})`);
       rows.push(
         checkRow(
           "coverage",
           "every LAUNCH site of the engine's source launched a kernel",
           "-",
-          notRun.length,
+          idle.length,
           0,
-          notRun.length ? `not run: ${notRun.join(", ")}` : `${sites.size} sites`,
+          idle.length ? `not run: ${idle.join(", ")}` : `${sites.size} sites`,
         ),
       );
+      const instances = kernelInstances(lib);
+      const unrun = [...instances].filter(([off]) => !ran.kernels.has(off)).map(([, n]) => n);
+      rows.push(
+        checkRow(
+          "coverage",
+          "every kernel instance compiled into the engine ran",
+          "-",
+          unrun.length,
+          0,
+          unrun.length ? `not run: ${unrun.join(", ")}` : `${instances.size} instances`,
+        ),
+      );
+      notRun = [...idle, ...unrun];
     }
     return { rows, notRun, seconds: (performance.now() - t0) / 1000 };
   } finally {

@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT, runDeno } from "./_run.ts";
-import { canEmulate, launchSites } from "../check/cuda_emu.ts";
+import { buildCudaEmu, canEmulate, kernelInstances, launchSites } from "../check/cuda_emu.ts";
 
 const OK = canEmulate();
 if (!OK) console.error("kernel_tour_test: g++ cannot build the CUDA emulation: skipped");
@@ -24,7 +24,27 @@ Deno.test("kernel tour: the source's LAUNCH sites are found, spelt as the emulat
 });
 
 Deno.test({
-  name: "kernel tour (emulated): every row passes and every LAUNCH site launched a kernel",
+  name: "kernel tour: the emulated library's kernel instances, each template instance apart",
+  ignore: !OK,
+  fn() {
+    const names = [...kernelInstances(buildCudaEmu()).values()];
+    for (
+      const k of [
+        "le::attention_tc_fwd_kernel<64>",
+        "le::attention_tc_dq_kernel<128, __nv_bfloat16>",
+        "le::layernorm_fwd_vec_kernel<8, true>",
+        "le::gemv_bf16_kernel<float, true>",
+        "le::xent_kernel",
+      ]
+    ) assert(names.includes(k), `${k} among ${names.join(" ")}`);
+    assert(names.every((n) => !n.includes("lambda") && !n.includes("tc_stage")), "kernels only");
+    assertEquals(new Set(names).size, names.length, "one entry an instance");
+  },
+});
+
+Deno.test({
+  name: "kernel tour (emulated): every row passes, and every LAUNCH site and every compiled " +
+    "kernel instance ran",
   ignore: !OK,
   async fn() {
     const json = `${await tempDir()}/tour.json`;
@@ -43,7 +63,9 @@ Deno.test({
       !x.pass && !x.skipped
     );
     assertEquals(failed, [], r.stdout.slice(-3000));
-    assertEquals(report.notRun, [], "every LAUNCH site ran");
+    assertEquals(report.notRun, [], "every LAUNCH site and kernel instance ran");
+    const coverage = report.rows.filter((x: { section: string }) => x.section === "coverage");
+    assertEquals(coverage.length, 2);
     assertEquals(r.code, 0, r.stderr.slice(-2000));
     const sections = new Set(report.rows.map((x: { section: string }) => x.section));
     for (const s of ["ops", "lotus step", "training", "index checks", "generation", "coverage"]) {

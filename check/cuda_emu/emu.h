@@ -498,10 +498,16 @@ inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t 
 }
 
 // The engine's LAUNCH sites that have launched a kernel, each as its LAUNCH macro spells the
-// kernel (emu_launch_sites: check/kernel_tour.ts's coverage).
-inline std::set<std::string>& launched_sites() {
-  static std::set<std::string> s;
+// kernel, with the kernel's offset in the library (the template instance launched):
+// emu_launch_sites, check/kernel_tour.ts's coverage.
+inline std::set<std::pair<std::string, uintptr_t>>& launched_sites() {
+  static std::set<std::pair<std::string, uintptr_t>> s;
   return s;
+}
+inline uintptr_t offset_in_library(const void* f) {
+  Dl_info info;
+  if (!dladdr(f, &info) || !info.dli_fbase) return 0;
+  return reinterpret_cast<uintptr_t>(f) - reinterpret_cast<uintptr_t>(info.dli_fbase);
 }
 
 // A launch: checks the configuration now (a bad one fails the launch, as on a GPU: the error
@@ -527,7 +533,7 @@ struct Launch {
     }
     n_launches++;
     n_blocks += (uint64_t)grid.x * grid.y * grid.z;
-    launched_sites().insert(name);
+    launched_sites().insert({name, offset_in_library(reinterpret_cast<const void*>(k))});
     const Kernel kk = k;
     const dim3 g = grid, b = blk;
     const size_t sm = smem;
@@ -726,13 +732,19 @@ extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64
   }
 }
 
-// The LAUNCH sites that have launched a kernel since the library was loaded, one a line, into
-// buf (at most cap bytes, NUL-terminated when it fits); returns the bytes the whole list needs.
-// Exported (check/cuda_emu.ts's version script) for emuLaunchSites.
+// The LAUNCH sites that have launched a kernel since the library was loaded, a line each
+// kernel instance they launched: the site's spelling of the kernel, a tab, the instance's
+// offset in the library in hex. Into buf (at most cap bytes, NUL-terminated when it fits);
+// returns the bytes the whole list needs. Exported (check/cuda_emu.ts's version script) for
+// emuLaunches.
 extern "C" __attribute__((visibility("default"), used)) uint64_t emu_launch_sites(char* buf,
                                                                                   uint64_t cap) {
   std::string all;
-  for (const std::string& s : ::emu::launched_sites()) all += s + "\n";
+  char hex[32];
+  for (const auto& [site, off] : ::emu::launched_sites()) {
+    std::snprintf(hex, sizeof hex, "%llx", (unsigned long long)off);
+    all += site + "\t" + hex + "\n";
+  }
   if (cap > all.size()) std::memcpy(buf, all.c_str(), all.size() + 1);
   return all.size() + 1;
 }
