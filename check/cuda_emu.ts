@@ -37,8 +37,15 @@ export function canEmulate(): boolean {
   }
 }
 
-/** Path of the emulated CUDA engine library, built if needed. */
-export function buildCudaEmu(): string {
+/**
+ * Path of the emulated CUDA engine library, built if needed. With `sanitize`, the engine and
+ * the stand-in libraries are built with AddressSanitizer and UBSan (`-fsanitize=address,undefined`,
+ * every UBSan finding fatal), under a cache name of their own: a kernel's access past the end
+ * (or before the start) of a device buffer, or a vector access off its alignment, then stops
+ * the process with a report. A process that loads it must have libasan preloaded
+ * ({@linkcode asanRuntime}).
+ */
+export function buildCudaEmu(opts: { sanitize?: boolean } = {}): string {
   const inputs = [
     `${EMU}/emu.h`,
     `${EMU}/fake_cublas.cpp`,
@@ -49,9 +56,10 @@ export function buildCudaEmu(): string {
     `${ENGINE}/comm_mpi.h`,
     ...files(`${ENGINE}/cuda`, /\.(cuh|map)$/),
   ];
-  const h = new Sha256().update("emu_counters emu_launch_sites");
+  const sanitize = opts.sanitize ? SANITIZE_FLAGS : [];
+  const h = new Sha256().update("emu_counters emu_launch_sites").update(sanitize.join(" "));
   for (const f of inputs) h.update(f.slice(ROOT.length)).update(Deno.readFileSync(f));
-  const dir = `${ROOT}/build/cuda_emu-${h.hex().slice(0, 16)}`;
+  const dir = `${ROOT}/build/cuda_emu${opts.sanitize ? "_asan" : ""}-${h.hex().slice(0, 16)}`;
   const lib = `${dir}/liblotus_engine_cuda_emu.so`;
   try {
     Deno.statSync(lib);
@@ -59,7 +67,7 @@ export function buildCudaEmu(): string {
   } catch { /* build it */ }
   const tmp = `${dir}.tmp-${Deno.pid}`;
   Deno.mkdirSync(tmp, { recursive: true });
-  const cc = ["-std=c++20", "-O2", "-fPIC", "-shared"];
+  const cc = ["-std=c++20", ...(opts.sanitize ? sanitize : ["-O2"]), "-fPIC", "-shared"];
   const fake = `${EMU}/fake_cublas.cpp`;
   run("g++", [...cc, "-DFAKE_CUBLAS", "-o", `${tmp}/libemu_cublas.so`, fake]);
   run("g++", [...cc, "-DFAKE_CUBLASLT", "-o", `${tmp}/libemu_cublaslt.so`, fake]);
@@ -92,6 +100,30 @@ export function buildCudaEmu(): string {
     Deno.removeSync(tmp, { recursive: true }); // another process built it first
   }
   return lib;
+}
+
+/** The compiler flags of {@linkcode buildCudaEmu}'s sanitized build. */
+const SANITIZE_FLAGS = [
+  "-O1",
+  "-g",
+  "-fno-omit-frame-pointer",
+  "-fsanitize=address,undefined",
+  "-fno-sanitize-recover=undefined",
+];
+
+/**
+ * The AddressSanitizer runtime that a process loading {@linkcode buildCudaEmu}'s sanitized
+ * library must preload (LD_PRELOAD), as g++ names it; null when g++ has none.
+ */
+export function asanRuntime(): string | null {
+  try {
+    const out = new Deno.Command("g++", { args: ["-print-file-name=libasan.so"], stdout: "piped" })
+      .outputSync();
+    const path = new TextDecoder().decode(out.stdout).trim();
+    return path.startsWith("/") ? path : null; // g++ echoes the bare name when it has none
+  } catch {
+    return null;
+  }
 }
 
 /**

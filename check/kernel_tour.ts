@@ -7,19 +7,29 @@
  * step), meets the sanitizer's checks of out-of-bounds and misaligned accesses, shared-memory
  * races and barrier misuse: what the host emulation (check/cuda_emu) cannot see.
  *
- *   npx deno run -A check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--json PATH]
+ *   npx deno run -A check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--sanitize]
+ *                                          [--json PATH]
  *
  * --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA library built elsewhere, else it is built
  * here with nvcc. --emulate runs the engine's source in the host emulation instead, and then
  * also checks coverage: every LAUNCH site of the engine's source (engine/engine_cuda.cu and
- * engine/cuda/) must have launched a kernel, so that a kernel added later and left out of the
- * tour fails the tour's test (tests/kernel_tour_test.ts). Prints the check table last and
- * exits 1 if a row failed.
+ * engine/cuda/) and every kernel instance compiled into the library must have run, so that a
+ * kernel added later and left out of the tour fails the tour's test (tests/kernel_tour_test.ts).
+ * --sanitize (implies --emulate) builds the emulation with AddressSanitizer and UBSan, so that
+ * an access past a device buffer's ends or off a vector's alignment stops the tour with a
+ * report, on the CPU; it runs itself again with libasan preloaded when it is not. Prints the
+ * check table last and exits 1 if a row failed.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { buildCudaEmu, emuLaunches, kernelInstances, launchSites } from "./cuda_emu.ts";
+import {
+  asanRuntime,
+  buildCudaEmu,
+  emuLaunches,
+  kernelInstances,
+  launchSites,
+} from "./cuda_emu.ts";
 import { buildEngine } from "../engine/build.ts";
 import { type Engine, EngineError, openEngine, type Precision } from "../engine/ffi.ts";
 import { Rng } from "../base/rng.ts";
@@ -277,6 +287,7 @@ if (import.meta.main) {
     options: {
       "engine-lib": { type: "string" },
       emulate: { type: "boolean", default: false },
+      sanitize: { type: "boolean", default: false },
       json: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -284,22 +295,44 @@ if (import.meta.main) {
   });
   if (a.help) {
     console.log(
-      "deno run --allow-all check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--json PATH]",
+      "deno run --allow-all check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--sanitize] " +
+        "[--json PATH]",
     );
     Deno.exit(0);
   }
   const log = (s: string) => console.error(`kernel-tour: ${s}`);
+  if (a.sanitize && !(Deno.env.get("LD_PRELOAD") ?? "").includes("libasan")) {
+    // The sanitized library needs the ASan runtime loaded first: run again with it preloaded.
+    const asan = asanRuntime();
+    if (!asan) {
+      log("--sanitize: g++ has no AddressSanitizer runtime (libasan.so); install it with g++");
+      Deno.exit(2);
+    }
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", new URL(import.meta.url).pathname, ...Deno.args],
+      env: {
+        LD_PRELOAD: asan,
+        ASAN_OPTIONS: "detect_leaks=0",
+        UBSAN_OPTIONS: "print_stacktrace=1",
+      },
+      stdin: "null",
+    }).spawn();
+    Deno.exit((await child.status).code);
+  }
+  const emulate = a.emulate || a.sanitize;
   let lib: string;
   try {
-    lib = a.emulate ? buildCudaEmu() : a["engine-lib"] ?? Deno.env.get("LOTUS_CUDA_LIB") ??
-      buildEngine({ backend: "cuda", quiet: true });
+    lib = emulate
+      ? buildCudaEmu({ sanitize: a.sanitize })
+      : a["engine-lib"] ?? Deno.env.get("LOTUS_CUDA_LIB") ??
+        buildEngine({ backend: "cuda", quiet: true });
   } catch (e) {
     console.error(`kernel-tour: no CUDA engine library: ${(e as Error).message}`);
     Deno.exit(1);
   }
   let r: TourResult;
   try {
-    r = kernelTour(lib, a.emulate, log);
+    r = kernelTour(lib, emulate, log);
   } catch (e) {
     // Opening the engines failed: nothing ran.
     console.error(`kernel-tour: ${(e as Error).message}`);
@@ -308,7 +341,7 @@ if (import.meta.main) {
   const { passed, failed, skipped } = tally(r.rows);
   const summary = `kernel tour: ${passed} passed, ${failed} failed, ${skipped} skipped in ${
     r.seconds.toFixed(1)
-  } s${a.emulate ? " (host emulation)" : ""}`;
+  } s${a.sanitize ? " (host emulation, ASan and UBSan)" : emulate ? " (host emulation)" : ""}`;
   if (a.json) {
     Deno.writeTextFileSync(
       a.json,

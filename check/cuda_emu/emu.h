@@ -59,6 +59,10 @@
 // names lead to the stand-ins built beside the emulated engine (EMU_LIB_DIR), under names of
 // their own, so that the process's real libraries (if any) are neither shadowed nor used.
 #include <dlfcn.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <string>
 #ifndef EMU_LIB_DIR
@@ -158,6 +162,7 @@ struct Fiber {
   std::vector<AsyncCopy> open;
   std::vector<std::vector<AsyncCopy>> groups;
   bool dep_waited = false;  // pdl_begin() called (griddepcontrol.wait)
+  void* asan_fake = nullptr;  // its fake stack while switched out (AddressSanitizer builds)
 };
 
 struct Launch_ {
@@ -189,20 +194,52 @@ inline Launch_ state;         // reused by every launch: fiber stacks are alloca
 inline Launch_* L = nullptr;  // the launch in progress (launches never overlap)
 inline constexpr size_t kStack = 256 * 1024;
 
-inline void to_scheduler(Fiber* f) {
+// Built with AddressSanitizer (check/cuda_emu.ts's sanitize build), each switch between the
+// scheduler's stack and a fiber's is announced to it, so that it checks each frame against the
+// stack it runs on; a fiber's stack is unpoisoned when the fiber starts again, since the frames
+// its previous run left (it never returns) would otherwise keep their redzones.
+#if defined(__SANITIZE_ADDRESS__)
+struct AsanStack {
+  const void* bottom = nullptr;
+  size_t size = 0;
+};
+inline AsanStack sched_stack;  // the host thread's stack, as ASan reports it at the first switch
+inline void asan_leave(void** fake, const void* bottom, size_t size) {
+  __sanitizer_start_switch_fiber(fake, bottom, size);
+}
+inline void asan_arrive(void* fake) {
+  __sanitizer_finish_switch_fiber(fake, &sched_stack.bottom, &sched_stack.size);
+}
+#else
+inline void asan_leave(void**, const void*, size_t) {}
+inline void asan_arrive(void*) {}
+#endif
+
+inline void to_scheduler(Fiber* f, bool for_good = false) {
+#if defined(__SANITIZE_ADDRESS__)
+  asan_leave(for_good ? nullptr : &f->asan_fake, sched_stack.bottom, sched_stack.size);
+#else
+  (void)for_good;
+#endif
 #if defined(__x86_64__)
   emu_switch(&f->sp, L->sched_sp);
 #else
   swapcontext(&f->ctx, &L->sched);
 #endif
+  asan_arrive(f->asan_fake);
 }
 
 inline void to_fiber(Fiber* f) {
   L->cur = f;
+  void* fake = nullptr;
+  asan_leave(&fake, f->stack.get(), kStack);
 #if defined(__x86_64__)
   emu_switch(&L->sched_sp, f->sp);
 #else
   swapcontext(&L->sched, &f->ctx);
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
 }
 
@@ -210,6 +247,7 @@ inline void to_fiber(Fiber* f) {
 inline void stuck(const char* why);
 inline void fiber_main() {
   Fiber* f = L->cur;
+  asan_arrive(nullptr);
   L->kernel();
   if (!f->open.empty() || !f->groups.empty()) {
     stuck("a thread returned with cp.async copies not waited for (cp.async.wait_group 0)");
@@ -219,7 +257,7 @@ inline void fiber_main() {
           "kernel of the engine begins with");
   }
   f->wait = Wait::done;
-  to_scheduler(f);
+  to_scheduler(f, true);
   std::abort();
 }
 
@@ -237,6 +275,10 @@ inline void start_fiber(Fiber& f) {
   f.open.clear();
   f.groups.clear();
   f.dep_waited = false;
+  f.asan_fake = nullptr;
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(f.stack.get(), kStack);
+#endif
 #if defined(__x86_64__)
   // The stack as emu_switch leaves it: six saved registers, then a return address into
   // fiber_main, placed so that fiber_main starts as if called (rsp = 8 mod 16).

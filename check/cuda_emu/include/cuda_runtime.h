@@ -24,6 +24,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <string>
 #include <vector>
 
@@ -280,6 +283,10 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   h->bytes = n;
   emu::allocated += n;
   *p = reinterpret_cast<char*>(h) + 256;
+#if defined(__SANITIZE_ADDRESS__)
+  // The header is not the buffer's: a read before the buffer's start is caught there too.
+  ASAN_POISON_MEMORY_REGION(h, 256);
+#endif
   std::memset(*p, 0xA5, n);
   emu::allocs[reinterpret_cast<uintptr_t>(*p)] = n;
   return cudaSuccess;
@@ -291,6 +298,9 @@ inline cudaError_t cudaFree(void* p) {
   emu::drain();
   if (!p) return cudaSuccess;
   auto* h = reinterpret_cast<emu::Header*>(static_cast<char*>(p) - 256);
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(h, 256);
+#endif
   emu::allocated -= h->bytes;
   emu::allocs.erase(reinterpret_cast<uintptr_t>(p));
   std::free(h);
