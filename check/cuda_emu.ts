@@ -127,6 +127,29 @@ export function asanRuntime(): string | null {
 }
 
 /**
+ * For a script that loads {@linkcode buildCudaEmu}'s sanitized library: when this process has
+ * not preloaded the ASan runtime, runs the script at `script` (a file URL or path) again with
+ * the same arguments and the runtime preloaded (leak checks off: Deno's own allocations at exit
+ * are not the engine's), and exits with its status; returns when the runtime is loaded already.
+ * Exits 2, saying so, when g++ has no ASan runtime.
+ */
+export async function ensureAsanPreloaded(script: string, log: (s: string) => void): Promise<void> {
+  if ((Deno.env.get("LD_PRELOAD") ?? "").includes("libasan")) return;
+  const asan = asanRuntime();
+  if (!asan) {
+    log("--sanitize: g++ has no AddressSanitizer runtime (libasan.so); install it with g++");
+    Deno.exit(2);
+  }
+  const path = script.startsWith("file:") ? new URL(script).pathname : script;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", path, ...Deno.args],
+    env: { LD_PRELOAD: asan, ASAN_OPTIONS: "detect_leaks=0", UBSAN_OPTIONS: "print_stacktrace=1" },
+    stdin: "null",
+  }).spawn();
+  Deno.exit((await child.status).code);
+}
+
+/**
  * Path of the emulation's self-test program (check/cuda_emu/selftest.cpp), built if needed:
  * deliberately faulty kernels beside their correct versions, compiled with the emulation as
  * the engine is. It prints `<case> <0|1> <detail>` lines; 1 means the emulation reported a

@@ -7,9 +7,9 @@
 # It passes only on a GPU: without one, or without a CUDA engine that builds and loads, it
 # fails (exit 1). --cpu-only (the CPU engine stands in for CUDA) and --emulate (the CUDA
 # engine's source on CPU threads) check the check itself. Arguments go to check/gpu_check.ts
-# (--steps, --cycles, --cpu-only, --emulate, --engine-lib, --skip-torch, --python, --out).
-# GPU_CHECK_TIMEOUT (seconds; default 290, 1200 with --emulate, whose kernels run on CPU
-# threads) bounds the whole run.
+# (--steps, --cycles, --cpu-only, --emulate, --sanitize, --engine-lib, --skip-torch, --python,
+# --out). GPU_CHECK_TIMEOUT (seconds; default 290, 1200 with --emulate, whose kernels run on CPU
+# threads, 3600 with --sanitize too) bounds the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source check/_native_deno.sh gpu_check
@@ -17,4 +17,5 @@ source check/_native_deno.sh gpu_check
 # measured are in rows.jsonl and on stderr).
 limit=290
 for a in "$@"; do [ "$a" = --emulate ] && limit=1200; done
+for a in "$@"; do [ "$a" = --sanitize ] && limit=3600; done
 exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-$limit}" "$deno_bin" run --allow-all check/gpu_check.ts "$@"

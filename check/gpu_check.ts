@@ -6,7 +6,7 @@
  *
  *   npx deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
  *                                          [--engine-lib PATH] [--cpu-only] [--emulate]
- *                                          [--skip-torch] [--python python3]
+ *                                          [--sanitize] [--skip-torch] [--python python3]
  *
  * It can only pass on a GPU: without a usable GPU, or when the CUDA engine cannot be built
  * or loaded, it fails (exit status 1). --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA
@@ -15,13 +15,16 @@
  * default $OUT when set, else out/gpu_check) holds every number. Dry runs, asked for
  * explicitly, check the check's own logic: --cpu-only lets the CPU engine stand in for the
  * CUDA engine (fp32 only); --emulate uses the CUDA engine's own source compiled for CPU
- * threads (check/cuda_emu), at every precision. Their rows say what stood in.
+ * threads (check/cuda_emu), at every precision. Their rows say what stood in. --sanitize (with
+ * --emulate) builds that emulation with AddressSanitizer and UBSan, so that a kernel's access
+ * past a device buffer's ends or off a vector's alignment stops the check with a report naming
+ * its line; the check runs itself again with libasan preloaded when it is not.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { writeTorchCase } from "./torch_case.ts";
-import { buildCudaEmu } from "./cuda_emu.ts";
+import { buildCudaEmu, ensureAsanPreloaded } from "./cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../engine/build.ts";
 import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
@@ -62,6 +65,7 @@ const { values: a } = parseArgs({
     "cpu-only": { type: "boolean", default: false },
     "engine-lib": { type: "string" },
     emulate: { type: "boolean", default: false },
+    sanitize: { type: "boolean", default: false },
     "skip-torch": { type: "boolean", default: false },
     python: { type: "string", default: "python3" },
     help: { type: "boolean", short: "h", default: false },
@@ -71,10 +75,16 @@ const { values: a } = parseArgs({
 if (a.help) {
   console.log(
     "deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100] " +
-      "[--engine-lib PATH] [--cpu-only] [--emulate] [--skip-torch] [--python python3]",
+      "[--engine-lib PATH] [--cpu-only] [--emulate] [--sanitize] [--skip-torch] " +
+      "[--python python3]",
   );
   Deno.exit(0);
 }
+if (a.sanitize && !a.emulate) {
+  console.error("gpu-check: --sanitize sanitizes the host emulation: give it with --emulate");
+  Deno.exit(2);
+}
+if (a.sanitize) await ensureAsanPreloaded(import.meta.url, (s) => console.error(`gpu-check: ${s}`));
 
 const t0 = performance.now();
 const secs = (since: number) => `${((performance.now() - since) / 1000).toFixed(1)} s`;
@@ -250,8 +260,9 @@ let testLib = cudaLib;
 if (a.emulate) {
   t = performance.now();
   try {
-    testLib = buildCudaEmu();
-    push(checkRow("build", "emulated CUDA engine builds (g++)", "-", 0, 0, secs(t)));
+    testLib = buildCudaEmu({ sanitize: a.sanitize });
+    const how = a.sanitize ? "g++, ASan and UBSan" : "g++";
+    push(checkRow("build", `emulated CUDA engine builds (${how})`, "-", 0, 0, secs(t)));
   } catch (e) {
     testLib = null;
     push(failure("build", "emulated CUDA engine builds (g++)", e));

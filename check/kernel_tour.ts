@@ -24,9 +24,9 @@
  */
 import { parseArgs } from "node:util";
 import {
-  asanRuntime,
   buildCudaEmu,
   emuLaunches,
+  ensureAsanPreloaded,
   kernelInstances,
   launchSites,
 } from "./cuda_emu.ts";
@@ -301,24 +301,8 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const log = (s: string) => console.error(`kernel-tour: ${s}`);
-  if (a.sanitize && !(Deno.env.get("LD_PRELOAD") ?? "").includes("libasan")) {
-    // The sanitized library needs the ASan runtime loaded first: run again with it preloaded.
-    const asan = asanRuntime();
-    if (!asan) {
-      log("--sanitize: g++ has no AddressSanitizer runtime (libasan.so); install it with g++");
-      Deno.exit(2);
-    }
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", new URL(import.meta.url).pathname, ...Deno.args],
-      env: {
-        LD_PRELOAD: asan,
-        ASAN_OPTIONS: "detect_leaks=0",
-        UBSAN_OPTIONS: "print_stacktrace=1",
-      },
-      stdin: "null",
-    }).spawn();
-    Deno.exit((await child.status).code);
-  }
+  // The sanitized library needs the ASan runtime loaded first: run again with it if not.
+  if (a.sanitize) await ensureAsanPreloaded(import.meta.url, log);
   const emulate = a.emulate || a.sanitize;
   let lib: string;
   try {
