@@ -16,7 +16,7 @@
 # Writes to OUT_DIR (default $OUT, else out/gpu_sanitize): sanitize-TOOL.log (the sanitizer's
 # report), sanitize-TOOL.out (the tour's table) and sanitize.txt, a line a tool, each printed as
 # its tool ends:
-#   sanitize memcheck: N errors; tour P passed, F failed; S s
+#   sanitize memcheck: N errors; tour P passed, F failed, S skipped; T s
 # Exit status: 0 when every tool ran to the end and reported nothing, 1 otherwise, 2 when there
 # is no compute-sanitizer or no library (the line says which).
 set -uo pipefail
@@ -52,7 +52,10 @@ if [ -z "$sanitizer" ]; then
     "toolkit's sanitizer to run these checks"
   exit 2
 fi
-source check/_native_deno.sh gpu_sanitize 2>/dev/null || exit 2
+if ! source check/_native_deno.sh gpu_sanitize 2>"$out/deno.log"; then
+  line "sanitize: no native deno executable ($(tail -1 "$out/deno.log"))"
+  exit 2
+fi
 if [ -z "$lib" ]; then
   lib=$(timeout 300 "$deno_bin" run --allow-all cli/build_engine.ts --backend cuda --quiet \
     2>"$out/build.log" | tail -1)
@@ -66,31 +69,50 @@ status=0
 IFS=, read -r -a list <<<"$tools"
 for tool in "${list[@]}"; do
   t0=$SECONDS
-  # The sanitizer's own exit status for what it found (86), distinct from the tour's (0 or 1).
+  # The sanitizer's own exit status for what it found (86), where the tour itself succeeded
+  # (otherwise the tour's). memcheck: a faulting kernel is stopped, not the whole context, so
+  # that the tour goes on to the kernels after it. No limit on the wait for the process to
+  # attach (the default's 10 s can leave it unchecked): timeout bounds the run.
+  extra=()
+  [ "$tool" = memcheck ] && extra=(--destroy-on-device-error kernel)
   timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 \
-    --print-limit 25 --log-file "$out/sanitize-$tool.log" \
+    --print-limit 25 --launch-timeout 0 "${extra[@]}" --log-file "$out/sanitize-$tool.log" \
     "$deno_bin" run --allow-all check/kernel_tour.ts --engine-lib "$lib" \
     >"$out/sanitize-$tool.out" 2>&1
   rc=$?
   log=$out/sanitize-$tool.log
-  # memcheck, synccheck and initcheck end with "ERROR SUMMARY: N errors", racecheck with
-  # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)".
-  found=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$log" 2>/dev/null | tail -1 | grep -Eo '[0-9]+')
-  hazards=$(grep -Eo 'RACECHECK SUMMARY: [0-9]+ hazard[^)]*\)' "$log" 2>/dev/null | tail -1)
-  [ -n "$hazards" ] && found=$(echo "$hazards" | grep -Eo '[0-9]+ error' | grep -Eo '[0-9]+')
-  tour=$(grep -Eo 'kernel tour: [0-9]+ passed, [0-9]+ failed' "$out/sanitize-$tool.out" | tail -1)
+  # memcheck, synccheck and initcheck end with "ERROR SUMMARY: N errors" (past the print limit
+  # another ERROR SUMMARY line follows, of the errors not printed), racecheck with
+  # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)": every hazard counts.
+  found=$(grep -E '^========= ERROR SUMMARY: [0-9,]+ errors?$' "$log" 2>/dev/null | head -1 |
+    grep -Eo '[0-9,]+' | tr -d ,)
+  hazards=$(grep -Eo 'RACECHECK SUMMARY: [0-9,]+ hazards? displayed \([^)]*\)' "$log" \
+    2>/dev/null | tail -1)
+  [ -n "$hazards" ] && found=$(sed -E 's/^RACECHECK SUMMARY: ([0-9,]+) .*/\1/' <<<"$hazards" |
+    tr -d ,)
+  # The sanitizer's own failures, which may still end with a summary of 0 errors.
+  failed='Internal Sanitizer Error[^.]*|No attachable process[^.]*'
+  failed+='|terminated before first instrumented API call'
+  broken=$(grep -Eo -m1 "$failed" "$log" 2>/dev/null)
+  tour=$(grep -Eo 'kernel tour: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?' \
+    "$out/sanitize-$tool.out" | tail -1)
   tour=${tour#kernel tour: }
   if [ $rc = 124 ] || [ $rc = 137 ]; then
-    # No summary from a stopped run: count the reports it had written (their first lines).
-    heads='Invalid|Misaligned|Out-of-range|Error|Warning|Barrier|Uninitialized|Program hit'
-    seen=$(grep -cE "^========= ($heads)" "$log" 2>/dev/null)
+    # No summary from a stopped run: count the reports it had written (their first lines; the
+    # log may not have been flushed, so a count of 0 proves nothing).
+    heads='invalid|misaligned|out-of-range|uninitialized|barrier error|warpgroup mma|program hit'
+    heads+='|host api|malloc/free|potential invalid|(error|warning): (race|potential|\(warp)'
+    seen=$(grep -ciE "^========= ($heads)" "$log" 2>/dev/null)
     what="stopped at the ${limit} s limit, ${seen:-0} reports before it"
+  elif [ -n "$broken" ]; then
+    what="the sanitizer failed: $broken (see $log)"
   elif [ -z "$found" ]; then
     what="no summary from the sanitizer (exit $rc; see $log)"
   else
-    what="$found errors${hazards:+ (${hazards#RACECHECK SUMMARY: })}"
+    what="$found ${hazards:+hazards (${hazards#RACECHECK SUMMARY: })}${hazards:-errors}"
   fi
   line "sanitize $tool: $what; tour ${tour:-did not finish}; $((SECONDS - t0)) s"
+  [ -n "$broken" ] && status=1
   if [ "$found" != 0 ] || [ $rc != 0 ]; then status=1; fi
 done
 exit $status

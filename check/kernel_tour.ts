@@ -25,6 +25,7 @@
 import { parseArgs } from "node:util";
 import {
   buildCudaEmu,
+  emuCounters,
   emuLaunches,
   ensureAsanPreloaded,
   kernelInstances,
@@ -158,6 +159,8 @@ export interface TourResult {
   /** LAUNCH sites of the source (with file:line) and compiled kernel instances that never ran;
    * null off the emulation. */
   notRun: string[] | null;
+  /** What the engine ran on and with: the device, and the settings that choose kernels. */
+  device: string;
   seconds: number;
 }
 
@@ -193,13 +196,35 @@ export function kernelTour(
   // The engine stays open throughout, so its library (and the sites it has launched) stays
   // loaded across the sections that open and close engines of their own.
   const test = open();
+  const d = test.deviceInfo();
+  // Under a sanitizer a failed probe would quietly turn programmatic dependent launch or the
+  // tensor-core attention off, and their kernels' paths with them: say which ran.
+  const device = `${d.device} (cc ${d.cc}); programmatic dependent launch ${
+    d.pdl ? "on" : "off"
+  }; tensor-core attention ${d.tcAttention ? "on" : "off"}; few-row kernel ${
+    d.gemv === false ? "off" : "on"
+  }`;
+  log(`device: ${device}`);
   try {
-    const precisions: Precision[] = ["fp32", "tf32", "bf16"];
+    // The sections most likely to find a fault come first (bf16 holds the engine's own
+    // kernels), so that a sanitizer stopped at its time limit has checked them.
+    const precisions: Precision[] = ["bf16", "fp32", "tf32"];
     section("ops", () => {
       const opRows: CheckRow[] = [];
       const cases = [...OP_CASES, ...TOUR_CASES];
       for (const p of precisions) opRows.push(...compareOps(test, ref, p, { cases }));
       rows.push(...summarizeOps(opRows));
+    });
+    section("own forwards", () => {
+      rows.push(compareFewRowForwards(open));
+      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES));
+      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES, 12, true));
+      rows.push(compareDeferredGeluFwd(open, 150));
+      rows.push(compareDeferredGeluBwd(open, 200));
+    });
+    section("attention settings", () => {
+      const tc = [...OP_CASES, ...TOUR_CASES].filter((c) => c.tensorCores);
+      rows.push(...compareAttentionSettings(open, tc));
     });
     section("lotus step", () => {
       for (const p of precisions) {
@@ -208,6 +233,12 @@ export function kernelTour(
         }
       }
       rows.push(...compareStepSettings(open, STEP_SPECS[0]));
+    });
+    section("training", () => {
+      rows.push(...compareTraining(test, ref, "bf16", 3).rows);
+    });
+    section("index checks", () => {
+      rows.push(...deviceIndexCheck(test));
     });
     section("GEMMs without cuBLASLt", () => {
       // cublasGemmEx and the bias kernel: the path where cuBLASLt is missing or declines.
@@ -219,23 +250,6 @@ export function kernelTour(
           ...summarizeOps(opRows).map((r) => ({ ...r, name: `${r.name} (LOTUS_CUBLASLT=0)` })),
         );
       });
-    });
-    section("index checks", () => {
-      rows.push(...deviceIndexCheck(test));
-    });
-    section("training", () => {
-      rows.push(...compareTraining(test, ref, "bf16", 3).rows);
-    });
-    section("attention settings", () => {
-      const tc = [...OP_CASES, ...TOUR_CASES].filter((c) => c.tensorCores);
-      rows.push(...compareAttentionSettings(open, tc));
-    });
-    section("own forwards", () => {
-      rows.push(compareFewRowForwards(open));
-      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES));
-      rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES, 12, true));
-      rows.push(compareDeferredGeluFwd(open, 150));
-      rows.push(compareDeferredGeluBwd(open, 200));
     });
     section("graphs", () => {
       for (const p of ["fp32", "bf16"] as const) {
@@ -273,8 +287,13 @@ export function kernelTour(
         ),
       );
       notRun = [...idle, ...unrun];
+      const n = emuCounters(lib);
+      log(
+        `${n.launches} kernel launches, ${n.gemms} GEMMs and ${n.graphLaunches} graph launches ` +
+          "(their replays not counted)",
+      );
     }
-    return { rows, notRun, seconds: (performance.now() - t0) / 1000 };
+    return { rows, notRun, device, seconds: (performance.now() - t0) / 1000 };
   } finally {
     test.close();
     ref.close();
@@ -332,6 +351,7 @@ if (import.meta.main) {
       JSON.stringify({ summary: { passed, failed, skipped, seconds: r.seconds }, ...r }, null, 1),
     );
   }
+  console.log(`device: ${r.device}`);
   console.log(formatTable(r.rows));
   console.log(summary);
   Deno.exit(failed > 0 ? 1 : 0);
