@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The kernel tour (check/kernel_tour.ts: every kernel of the CUDA engine at small shapes, against
-# the CPU engine) under NVIDIA's compute-sanitizer, one tool at a time. On a machine with an
+# The kernel tour (check/kernel_tour.ts --quick: every kernel instance of the CUDA engine at small
+# shapes, against the CPU engine, in as few launches as that takes) under NVIDIA's
+# compute-sanitizer, one tool at a time. On a machine with an
 # NVIDIA GPU and the CUDA toolkit's compute-sanitizer, from the project root:
 #
 #   bash check/gpu_sanitize.sh [--tools memcheck,racecheck,synccheck,initcheck] [--limit S]
@@ -77,7 +78,7 @@ for tool in "${list[@]}"; do
   [ "$tool" = memcheck ] && extra=(--destroy-on-device-error kernel)
   timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 \
     --print-limit 25 --launch-timeout 0 "${extra[@]}" --log-file "$out/sanitize-$tool.log" \
-    "$deno_bin" run --allow-all check/kernel_tour.ts --engine-lib "$lib" \
+    "$deno_bin" run --allow-all check/kernel_tour.ts --quick --engine-lib "$lib" \
     >"$out/sanitize-$tool.out" 2>&1
   rc=$?
   log=$out/sanitize-$tool.log

@@ -8,7 +8,7 @@
  * races and barrier misuse: what the host emulation (check/cuda_emu) cannot see.
  *
  *   npx deno run -A check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--sanitize]
- *                                          [--json PATH]
+ *                                          [--quick] [--json PATH]
  *
  * --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA library built elsewhere, else it is built
  * here with nvcc. --emulate runs the engine's source in the host emulation instead, and then
@@ -17,8 +17,10 @@
  * kernel added later and left out of the tour fails the tour's test (tests/kernel_tour_test.ts).
  * --sanitize (implies --emulate) builds the emulation with AddressSanitizer and UBSan, so that
  * an access past a device buffer's ends or off a vector's alignment stops the tour with a
- * report, on the CPU; it runs itself again with libasan preloaded when it is not. Prints the
- * check table last and exits 1 if a row failed.
+ * report, on the CPU; it runs itself again with libasan preloaded when it is not. --quick runs
+ * every kernel instance still, with fewer repeats (ops and steps in fewer precisions, graphs in
+ * bf16 only, no memory cycles): what check/gpu_sanitize.sh runs, since a sanitizer's cost grows
+ * with the launches. Prints the check table last and exits 1 if a row failed.
  *
  * @module
  */
@@ -166,12 +168,14 @@ export interface TourResult {
 
 /**
  * Runs the tour on the CUDA engine library at `lib` (a GPU's, or the emulation's when
- * `emulated`), against a CPU engine. `log` gets a line a section.
+ * `emulated`), against a CPU engine. `log` gets a line a section. `quick`: every kernel
+ * instance still, with fewer repeats (see the module's documentation).
  */
 export function kernelTour(
   lib: string,
   emulated: boolean,
   log: (s: string) => void = () => {},
+  quick = false,
 ): TourResult {
   const t0 = performance.now();
   const rows: CheckRow[] = [];
@@ -208,7 +212,8 @@ export function kernelTour(
   try {
     // The sections most likely to find a fault come first (bf16 holds the engine's own
     // kernels), so that a sanitizer stopped at its time limit has checked them.
-    const precisions: Precision[] = ["bf16", "fp32", "tf32"];
+    const all: Precision[] = ["bf16", "fp32", "tf32"];
+    const precisions: Precision[] = quick ? ["bf16", "fp32"] : all;
     section("ops", () => {
       const opRows: CheckRow[] = [];
       const cases = [...OP_CASES, ...TOUR_CASES];
@@ -227,12 +232,12 @@ export function kernelTour(
       rows.push(...compareAttentionSettings(open, tc));
     });
     section("lotus step", () => {
-      for (const p of precisions) {
+      for (const p of quick ? ["bf16" as const] : precisions) {
         for (const spec of [...STEP_SPECS, LLAMA_STEP_SPEC]) {
           rows.push(...compareLotusStep(test, ref, p, spec));
         }
       }
-      rows.push(...compareStepSettings(open, STEP_SPECS[0]));
+      if (!quick) rows.push(...compareStepSettings(open, STEP_SPECS[0]));
     });
     section("training", () => {
       rows.push(...compareTraining(test, ref, "bf16", 3).rows);
@@ -245,20 +250,23 @@ export function kernelTour(
       const matmuls = OP_CASES.filter((c) => c.matmul);
       withEngineSettings(open, { LOTUS_CUBLASLT: "0" }, (eng) => {
         const opRows: CheckRow[] = [];
-        for (const p of precisions) opRows.push(...compareOps(eng, ref, p, { cases: matmuls }));
+        // every precision, in quick tours too: TF32's rounding kernels run here
+        for (const p of all) opRows.push(...compareOps(eng, ref, p, { cases: matmuls }));
         rows.push(
           ...summarizeOps(opRows).map((r) => ({ ...r, name: `${r.name} (LOTUS_CUBLASLT=0)` })),
         );
       });
     });
     section("graphs", () => {
-      for (const p of ["fp32", "bf16"] as const) {
+      for (const p of quick ? ["bf16" as const] : ["fp32", "bf16"] as const) {
         rows.push(...compareGraphReplay(test, p), ...compareStepGraphs(test, p));
       }
     });
-    section("memory", () => {
-      rows.push(...memoryCycles(open, { cycles: 2, warm: 1 }));
-    });
+    if (!quick) {
+      section("memory", () => {
+        rows.push(...memoryCycles(open, { cycles: 2, warm: 1 }));
+      });
+    }
     let notRun: string[] | null = null;
     if (emulated) {
       const ran = emuLaunches(lib);
@@ -307,6 +315,7 @@ if (import.meta.main) {
       "engine-lib": { type: "string" },
       emulate: { type: "boolean", default: false },
       sanitize: { type: "boolean", default: false },
+      quick: { type: "boolean", default: false },
       json: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -315,7 +324,7 @@ if (import.meta.main) {
   if (a.help) {
     console.log(
       "deno run --allow-all check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--sanitize] " +
-        "[--json PATH]",
+        "[--quick] [--json PATH]",
     );
     Deno.exit(0);
   }
@@ -335,7 +344,7 @@ if (import.meta.main) {
   }
   let r: TourResult;
   try {
-    r = kernelTour(lib, emulate, log);
+    r = kernelTour(lib, emulate, log, a.quick);
   } catch (e) {
     // Opening the engines failed: nothing ran.
     console.error(`kernel-tour: ${(e as Error).message}`);

@@ -83,6 +83,28 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "kernel tour --quick (emulated): fewer launches, still every compiled kernel instance",
+  ignore: !OK,
+  async fn() {
+    const json = `${await tempDir()}/quick.json`;
+    const r = await runDeno([
+      "run",
+      "--allow-all",
+      "check/kernel_tour.ts",
+      "--emulate",
+      "--quick",
+      "--json",
+      json,
+    ]);
+    assertEquals(r.code, 0, r.stdout.slice(-3000) + r.stderr.slice(-1000));
+    const report = JSON.parse(Deno.readTextFileSync(json));
+    assertEquals(report.notRun, [], "every LAUNCH site and kernel instance ran");
+    const launches = Number(/(\d+) kernel launches/.exec(r.stderr)?.[1]);
+    assert(launches > 0 && launches < 20000, `${launches} launches`);
+  },
+});
+
 /** A compute-sanitizer stand-in: each tool's summary, as the real one writes it. */
 const STAND_IN = `#!/usr/bin/env bash
 tool= log=
@@ -145,7 +167,7 @@ Deno.test("gpu sanitize: each tool's summary, a run stopped at its limit, and th
   assert(init.startsWith("sanitize initcheck: 1234 errors;"), init);
   // The tour runs under the sanitizer on the library given, not one built under it.
   const cmd = Deno.readTextFileSync(`${r.out}/sanitize-memcheck.log.cmd`);
-  assert(cmd.includes(`check/kernel_tour.ts --engine-lib ${r.lib}`), cmd);
+  assert(cmd.includes(`check/kernel_tour.ts --quick --engine-lib ${r.lib}`), cmd);
   const clean = await sanitize(["--tools", "memcheck"]);
   assertEquals([clean.code, clean.lines.length], [0, 1], clean.said);
   // The sanitizer's own failure is one, even where its summary says 0 errors.
