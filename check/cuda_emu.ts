@@ -43,9 +43,12 @@ export function canEmulate(): boolean {
  * every UBSan finding fatal), under a cache name of their own: a kernel's access past the end
  * (or before the start) of a device buffer, or a vector access off its alignment, then stops
  * the process with a report. A process that loads it must have libasan preloaded
- * ({@linkcode asanRuntime}).
+ * ({@linkcode asanRuntime}). Without `sanitize`, the environment's LOTUS_EMU_SANITIZE=1 asks
+ * for it.
  */
 export function buildCudaEmu(opts: { sanitize?: boolean } = {}): string {
+  // LOTUS_EMU_SANITIZE=1 asks it of every caller (npx deno task test:emu-sanitize).
+  opts = { sanitize: opts.sanitize ?? Deno.env.get("LOTUS_EMU_SANITIZE") === "1" };
   const inputs = [
     `${EMU}/emu.h`,
     `${EMU}/fake_cublas.cpp`,
