@@ -137,16 +137,25 @@ export function asanRuntime(): string | null {
  * Exits 2, saying so, when g++ has no ASan runtime.
  */
 export async function ensureAsanPreloaded(script: string, log: (s: string) => void): Promise<void> {
-  if ((Deno.env.get("LD_PRELOAD") ?? "").includes("libasan")) return;
+  const preload = Deno.env.get("LD_PRELOAD") ?? "";
+  if (preload.includes("libasan")) return;
   const asan = asanRuntime();
   if (!asan) {
     log("--sanitize: g++ has no AddressSanitizer runtime (libasan.so); install it with g++");
     Deno.exit(2);
   }
-  const path = script.startsWith("file:") ? new URL(script).pathname : script;
+  const path = script.startsWith("file:") ? decodeURIComponent(new URL(script).pathname) : script;
+  // The runtime first (ASan requires it), then what was preloaded already; the options given
+  // are kept, leak checks off added.
+  const opts = (name: string, add: string) =>
+    [Deno.env.get(name), add].filter((v) => v).join(name === "LD_PRELOAD" ? " " : ":");
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", path, ...Deno.args],
-    env: { LD_PRELOAD: asan, ASAN_OPTIONS: "detect_leaks=0", UBSAN_OPTIONS: "print_stacktrace=1" },
+    env: {
+      LD_PRELOAD: [asan, preload].filter((v) => v).join(" "),
+      ASAN_OPTIONS: opts("ASAN_OPTIONS", "detect_leaks=0"),
+      UBSAN_OPTIONS: opts("UBSAN_OPTIONS", "print_stacktrace=1"),
+    },
     stdin: "null",
   }).spawn();
   Deno.exit((await child.status).code);
@@ -237,19 +246,19 @@ export function emuCounters(lib: string): EmuCounters {
   }
 }
 
-/** What the emulated engine has launched since it was loaded ({@linkcode emuLaunches}). */
+/** What the emulated engine has run since it was loaded ({@linkcode emuLaunches}). */
 export interface EmuLaunches {
-  /** The LAUNCH sites that launched a kernel, spelt as {@linkcode launchSites} spells them. */
+  /** The LAUNCH sites whose kernel ran, as `file:line` from the project root, as
+   * {@linkcode launchSites} gives them. */
   sites: Set<string>;
-  /** The kernel instances launched, by their offset in the library ({@linkcode kernelInstances}). */
+  /** The kernel instances that ran, by their offset in the library ({@linkcode kernelInstances}). */
   kernels: Set<number>;
 }
 
 /**
- * The LAUNCH sites, and the kernel instances, that the emulated engine at `lib` has launched
- * since it was loaded (this process must have it open, as for {@linkcode emuCounters}). A site
- * is spelt as in the source with the outer parentheses and spaces dropped, e.g.
- * `gemv_bf16_kernel<float,true>`.
+ * The LAUNCH sites, and the kernel instances, whose work the emulated engine at `lib` has run
+ * since it was loaded (this process must have it open, as for {@linkcode emuCounters}). Work
+ * only queued, or recorded into a graph never replayed, does not count.
  */
 export function emuLaunches(lib: string): EmuLaunches {
   const h = Deno.dlopen(lib, {
@@ -266,7 +275,9 @@ export function emuLaunches(lib: string): EmuLaunches {
     for (const l of new TextDecoder().decode(buf.subarray(0, need - 1)).split("\n")) {
       if (!l) continue;
       const [site, off] = l.split("\t");
-      out.sites.add(siteName(site));
+      // The compiler's path of the file, from the project root: engine/cuda/x.cuh:12.
+      const at = site.lastIndexOf("/engine/");
+      out.sites.add(at >= 0 ? site.slice(at + 1) : site);
       out.kernels.add(parseInt(off, 16));
     }
     return out;
@@ -278,7 +289,8 @@ export function emuLaunches(lib: string): EmuLaunches {
 /**
  * Every kernel instance compiled into the emulated engine at `lib`, by its offset in the
  * library, with its name as `nm -C` gives it (template arguments included, parameters dropped):
- * the functions of namespace le named `*_kernel`, each template instance apart.
+ * the functions of namespace le named `*_kernel`, each template instance apart. A kernel that
+ * this pattern misses still shows: the kernel tour fails on an instance run that it lacks.
  */
 export function kernelInstances(lib: string): Map<number, string> {
   const out = new Deno.Command("nm", { args: ["-C", "--defined-only", lib], stdout: "piped" })
@@ -293,17 +305,10 @@ export function kernelInstances(lib: string): Map<number, string> {
   return kernels;
 }
 
-/** A LAUNCH site's kernel as one spelling: outer parentheses and all white space dropped. */
-function siteName(kernel: string): string {
-  let k = kernel.replace(/\s+/g, "");
-  while (k.startsWith("(") && k.endsWith(")")) k = k.slice(1, -1);
-  return k;
-}
-
 /**
- * Every LAUNCH site in the CUDA engine's source (engine/engine_cuda.cu and engine/cuda/),
- * its kernel spelt as {@linkcode emuLaunchSites} gives it, with the file and line of its
- * first occurrence.
+ * Every LAUNCH site in the CUDA engine's source (engine/engine_cuda.cu and engine/cuda/), as
+ * `file:line` from the project root (the line of its `LAUNCH(`), with the kernel as the site
+ * spells it (outer parentheses and white space dropped, e.g. `gemv_bf16_kernel<float,true>`).
  */
 export function launchSites(): Map<string, string> {
   const sites = new Map<string, string>();
@@ -316,8 +321,9 @@ export function launchSites(): Map<string, string> {
     ) {
       if (m[1] === "kernel") continue; // the macro's own definition
       const line = text.slice(0, m.index).split("\n").length;
-      const name = siteName(m[1]);
-      if (!sites.has(name)) sites.set(name, `${f.slice(ROOT.length + 1)}:${line}`);
+      let k = m[1].replace(/\s+/g, "");
+      while (k.startsWith("(") && k.endsWith(")")) k = k.slice(1, -1);
+      sites.set(`${f.slice(ROOT.length + 1)}:${line}`, k);
     }
   }
   return sites;

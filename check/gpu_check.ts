@@ -265,7 +265,13 @@ if (a.emulate) {
     push(checkRow("build", `emulated CUDA engine builds (${how})`, "-", 0, 0, secs(t)));
   } catch (e) {
     testLib = null;
-    push(failure("build", "emulated CUDA engine builds (g++)", e));
+    push(
+      failure(
+        "build",
+        `emulated CUDA engine builds (${a.sanitize ? "g++, ASan and UBSan" : "g++"})`,
+        e,
+      ),
+    );
   }
 }
 if ((!dry || a.emulate) && testLib) {

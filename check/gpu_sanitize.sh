@@ -53,10 +53,13 @@ if [ -z "$sanitizer" ]; then
     "toolkit's sanitizer to run these checks"
   exit 2
 fi
-if ! source check/_native_deno.sh gpu_sanitize 2>"$out/deno.log"; then
+# Found in a subshell: check/_native_deno.sh exits when it finds none, which would leave no line.
+if ! deno_bin=$(source check/_native_deno.sh gpu_sanitize 2>"$out/deno.log" && echo "$deno_bin")
+then
   line "sanitize: no native deno executable ($(tail -1 "$out/deno.log"))"
   exit 2
 fi
+export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 if [ -z "$lib" ]; then
   lib=$(timeout 300 "$deno_bin" run --allow-all cli/build_engine.ts --backend cuda --quiet \
     2>"$out/build.log" | tail -1)
@@ -68,6 +71,10 @@ fi
 
 status=0
 IFS=, read -r -a list <<<"$tools"
+if [ ${#list[@]} = 0 ]; then
+  line "sanitize: --tools names no tool (memcheck, racecheck, synccheck, initcheck)"
+  exit 2
+fi
 for tool in "${list[@]}"; do
   t0=$SECONDS
   # The sanitizer's own exit status for what it found (86), where the tour itself succeeded
@@ -77,7 +84,7 @@ for tool in "${list[@]}"; do
   extra=()
   [ "$tool" = memcheck ] && extra=(--destroy-on-device-error kernel)
   timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 \
-    --print-limit 25 --launch-timeout 0 "${extra[@]}" --log-file "$out/sanitize-$tool.log" \
+    --print-limit 25 --launch-timeout 0 ${extra[@]+"${extra[@]}"} --log-file "$out/sanitize-$tool.log" \
     "$deno_bin" run --allow-all check/kernel_tour.ts --quick --engine-lib "$lib" \
     >"$out/sanitize-$tool.out" 2>&1
   rc=$?
@@ -110,7 +117,8 @@ for tool in "${list[@]}"; do
   elif [ -z "$found" ]; then
     what="no summary from the sanitizer (exit $rc; see $log)"
   else
-    what="$found ${hazards:+hazards (${hazards#RACECHECK SUMMARY: })}${hazards:-errors}"
+    what="$found errors"
+    [ -n "$hazards" ] && what="$found hazards (${hazards#RACECHECK SUMMARY: })"
   fi
   line "sanitize $tool: $what; tour ${tour:-did not finish}; $((SECONDS - t0)) s"
   [ -n "$broken" ] && status=1

@@ -271,30 +271,43 @@ export function kernelTour(
     if (emulated) {
       const ran = emuLaunches(lib);
       const sites = launchSites();
-      const idle = [...sites].filter(([k]) => !ran.sites.has(k)).map(([k, at]) => `${k} (${at})`);
+      const idle = [...sites].filter(([at]) => !ran.sites.has(at)).map(([at, k]) => `${k} (${at})`);
+      // A site or an instance that ran but that the source's or nm's listing lacks means the
+      // listing missed it, and coverage would pass without it: that fails too.
+      const unlisted = [...ran.sites].filter((at) => !sites.has(at));
       rows.push(
         checkRow(
           "coverage",
-          "every LAUNCH site of the engine's source launched a kernel",
+          "every LAUNCH site of the engine's source ran its kernel",
           "-",
-          idle.length,
+          idle.length + unlisted.length,
           0,
-          idle.length ? `not run: ${idle.join(", ")}` : `${sites.size} sites`,
+          idle.length || unlisted.length
+            ? `not run: ${idle.join(", ") || "-"}; run but not found in the source: ${
+              unlisted.join(", ") || "-"
+            }`
+            : `${sites.size} sites`,
         ),
       );
       const instances = kernelInstances(lib);
       const unrun = [...instances].filter(([off]) => !ran.kernels.has(off)).map(([, n]) => n);
+      const unnamed = [...ran.kernels].filter((off) => !instances.has(off))
+        .map((off) => `0x${off.toString(16)}`);
       rows.push(
         checkRow(
           "coverage",
           "every kernel instance compiled into the engine ran",
           "-",
-          unrun.length,
+          unrun.length + unnamed.length,
           0,
-          unrun.length ? `not run: ${unrun.join(", ")}` : `${instances.size} instances`,
+          unrun.length || unnamed.length
+            ? `not run: ${unrun.join(", ") || "-"}; run but not listed by nm: ${
+              unnamed.join(", ") || "-"
+            }`
+            : `${instances.size} instances`,
         ),
       );
-      notRun = [...idle, ...unrun];
+      notRun = [...idle, ...unlisted, ...unrun, ...unnamed];
       const n = emuCounters(lib);
       log(
         `${n.launches} kernel launches, ${n.gemms} GEMMs and ${n.graphLaunches} graph launches ` +

@@ -454,10 +454,26 @@ inline bool run_blocks(const std::vector<Region>* writes) {
   return true;
 }
 
+// The engine's LAUNCH sites whose kernel has run, each as "file:line" of its LAUNCH, with the
+// kernel's offset in the library (the template instance run): emu_launch_sites,
+// check/kernel_tour.ts's coverage. Recorded when the work runs, not when it is queued or
+// recorded into a graph, so that work dropped after a fault or a graph never replayed counts
+// for nothing.
+inline std::set<std::pair<std::string, uintptr_t>>& launched_sites() {
+  static std::set<std::pair<std::string, uintptr_t>> s;
+  return s;
+}
+inline uintptr_t offset_in_library(const void* f) {
+  Dl_info info;
+  if (!dladdr(f, &info) || !info.dli_fbase) return 0;
+  return reinterpret_cast<uintptr_t>(f) - reinterpret_cast<uintptr_t>(info.dli_fbase);
+}
+
 inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t smem);
 
 template <class Kernel, class... Args>
-void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... args) {
+void run(const char* name, const char* site, Kernel k, dim3 grid, dim3 blk, size_t smem,
+         Args... args) {
   // The limits again when the work runs, as a GPU applies them to a graph's nodes at each replay:
   // a kernel's shared memory limit lowered since the launch was queued or recorded refuses it.
   if (check_config(reinterpret_cast<const void*>(k), grid, blk, smem) != cudaSuccess) {
@@ -466,6 +482,7 @@ void run(const char* name, Kernel k, dim3 grid, dim3 blk, size_t smem, Args... a
           name, smem);
     return;
   }
+  launched_sites().insert({site, offset_in_library(reinterpret_cast<const void*>(k))});
   L = &state;
   const unsigned n = blk.x * blk.y * blk.z;
   while (state.fibers.size() < n) {
@@ -539,19 +556,6 @@ inline cudaError_t check_config(const void* kernel, dim3 grid, dim3 blk, size_t 
   return cudaSuccess;
 }
 
-// The engine's LAUNCH sites that have launched a kernel, each as its LAUNCH macro spells the
-// kernel, with the kernel's offset in the library (the template instance launched):
-// emu_launch_sites, check/kernel_tour.ts's coverage.
-inline std::set<std::pair<std::string, uintptr_t>>& launched_sites() {
-  static std::set<std::pair<std::string, uintptr_t>> s;
-  return s;
-}
-inline uintptr_t offset_in_library(const void* f) {
-  Dl_info info;
-  if (!dladdr(f, &info) || !info.dli_fbase) return 0;
-  return reinterpret_cast<uintptr_t>(f) - reinterpret_cast<uintptr_t>(info.dli_fbase);
-}
-
 // A launch: checks the configuration now (a bad one fails the launch, as on a GPU: the error
 // comes from cudaGetLastError) and queues the kernel, with its arguments by value.
 template <class Kernel>
@@ -560,6 +564,7 @@ struct Launch {
   dim3 grid, blk;
   size_t smem;
   const char* name;
+  const char* site;  // "file:line" of the LAUNCH
   template <class... Args>
   void operator()(Args... args) const {
     if (sticky != cudaSuccess) return;
@@ -575,12 +580,11 @@ struct Launch {
     }
     n_launches++;
     n_blocks += (uint64_t)grid.x * grid.y * grid.z;
-    launched_sites().insert({name, offset_in_library(reinterpret_cast<const void*>(k))});
     const Kernel kk = k;
     const dim3 g = grid, b = blk;
     const size_t sm = smem;
-    const char* nm = name;
-    enqueue([=]() { run(nm, kk, g, b, sm, args...); });
+    const char *nm = name, *st = site;
+    enqueue([=]() { run(nm, st, kk, g, b, sm, args...); });
   }
 };
 
@@ -690,8 +694,11 @@ inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
 #define blockDim (::emu::L->bdim)
 #define gridDim (::emu::L->gdim)
 
-#define LAUNCH(kernel, grid, block, smem) \
-  ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem), #kernel}
+#define EMU_STR2(x) #x
+#define EMU_STR(x) EMU_STR2(x)
+#define LAUNCH(kernel, grid, block, smem)                                                 \
+  ::emu::Launch<decltype(&kernel)>{&kernel, dim3(grid), dim3(block), size_t(smem), #kernel, \
+                                   __FILE__ ":" EMU_STR(__LINE__)}
 
 template <class T>
 inline T* dyn_shared() {
@@ -774,9 +781,9 @@ extern "C" __attribute__((visibility("default"), used)) void emu_counters(uint64
   }
 }
 
-// The LAUNCH sites that have launched a kernel since the library was loaded, a line each
-// kernel instance they launched: the site's spelling of the kernel, a tab, the instance's
-// offset in the library in hex. Into buf (at most cap bytes, NUL-terminated when it fits);
+// The LAUNCH sites whose kernel has run since the library was loaded, a line each kernel
+// instance they ran: the site's "file:line" (the path as the compiler was given it), a tab, the
+// instance's offset in the library in hex. Into buf (at most cap bytes, NUL-terminated when it fits);
 // returns the bytes the whole list needs. Exported (check/cuda_emu.ts's version script) for
 // emuLaunches.
 extern "C" __attribute__((visibility("default"), used)) uint64_t emu_launch_sites(char* buf,

@@ -284,8 +284,10 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   emu::allocated += n;
   *p = reinterpret_cast<char*>(h) + 256;
 #if defined(__SANITIZE_ADDRESS__)
-  // The header is not the buffer's: a read before the buffer's start is caught there too.
+  // The header is not the buffer's, nor is the rounding after it: an access before the
+  // buffer's start, or past its end, is caught there too.
   ASAN_POISON_MEMORY_REGION(h, 256);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(*p) + n, (n + 255) / 256 * 256 - n);
 #endif
   std::memset(*p, 0xA5, n);
   emu::allocs[reinterpret_cast<uintptr_t>(*p)] = n;
@@ -299,7 +301,8 @@ inline cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   auto* h = reinterpret_cast<emu::Header*>(static_cast<char*>(p) - 256);
 #if defined(__SANITIZE_ADDRESS__)
-  ASAN_UNPOISON_MEMORY_REGION(h, 256);
+  ASAN_UNPOISON_MEMORY_REGION(h, 256);  // before h->bytes is read
+  ASAN_UNPOISON_MEMORY_REGION(h, 256 + (h->bytes + 255) / 256 * 256);
 #endif
   emu::allocated -= h->bytes;
   emu::allocs.erase(reinterpret_cast<uintptr_t>(p));
