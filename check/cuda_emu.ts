@@ -275,7 +275,7 @@ export function emuLaunches(lib: string): EmuLaunches {
     for (const l of new TextDecoder().decode(buf.subarray(0, need - 1)).split("\n")) {
       if (!l) continue;
       const [site, off] = l.split("\t");
-      // The compiler's path of the file, from the project root: engine/cuda/x.cuh:12.
+      // The compiler's path of the file, from the project root, e.g. engine/cuda/matmul.cuh:158.
       const at = site.lastIndexOf("/engine/");
       out.sites.add(at >= 0 ? site.slice(at + 1) : site);
       out.kernels.add(parseInt(off, 16));
