@@ -44,6 +44,7 @@ import {
   compareStepSettings,
   compareTraining,
   type Curve,
+  errorRow,
   formatTable,
   LLAMA_STEP_SPEC,
   memoryCycles,
@@ -116,9 +117,8 @@ const dryAsked = a["cpu-only"] || a.emulate;
 const engineLib = a["engine-lib"] ?? Deno.env.get("LOTUS_CUDA_LIB") ?? null;
 
 function failure(section: string, name: string, e: unknown): CheckRow {
-  const msg = e instanceof Error ? e.message : String(e);
-  log(`${section}: ${name}: ${msg}`);
-  return { ...checkRow(section, name, "-", Infinity, 0), note: msg.split("\n")[0].slice(0, 160) };
+  log(`${section}: ${name}: ${e instanceof Error ? e.message : String(e)}`);
+  return errorRow(section, name, e);
 }
 
 /** Writes table.txt and report.json, prints the table last, and exits (1 if a row failed). */

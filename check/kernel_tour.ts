@@ -52,6 +52,7 @@ import {
   compareStepGraphs,
   compareStepSettings,
   compareTraining,
+  errorRow,
   formatTable,
   type ForwardShape,
   layernormCase,
@@ -166,6 +167,21 @@ export interface TourResult {
   seconds: number;
 }
 
+/** A coverage row: what the listing has that never ran, and what ran that it lacks. */
+function coverageRow(
+  name: string,
+  notRun: string[],
+  unlisted: string[],
+  unlistedAs: string,
+  whole: string,
+): CheckRow {
+  const bad = notRun.length + unlisted.length;
+  const note = bad
+    ? `not run: ${notRun.join(", ") || "-"}; ${unlistedAs}: ${unlisted.join(", ") || "-"}`
+    : whole;
+  return checkRow("coverage", name, "-", bad, 0, note);
+}
+
 /**
  * Runs the tour on the CUDA engine library at `lib` (a GPU's, or the emulation's when
  * `emulated`), against a CPU engine. `log` gets a line a section. `quick`: every kernel
@@ -180,19 +196,12 @@ export function kernelTour(
   const t0 = performance.now();
   const rows: CheckRow[] = [];
   const open = () => openEngine({ backend: "cuda", libPath: lib });
-  const fail = (section: string, name: string, e: unknown, precision: Precision | "-" = "-") => {
-    const msg = e instanceof Error ? e.message : String(e);
-    rows.push({
-      ...checkRow(section, name, precision, Infinity, 0),
-      note: msg.split("\n")[0].slice(0, 160),
-    });
-  };
   const section = (name: string, fn: () => void) => {
     const t = performance.now();
     try {
       fn();
     } catch (e) {
-      fail(name, `${name}: ran to the end`, e);
+      rows.push(errorRow(name, `${name}: ran to the end`, e));
     }
     log(`${name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
   };
@@ -275,38 +284,24 @@ export function kernelTour(
       // A site or an instance that ran but that the source's or nm's listing lacks means the
       // listing missed it, and coverage would pass without it: that fails too.
       const unlisted = [...ran.sites].filter((at) => !sites.has(at));
-      rows.push(
-        checkRow(
-          "coverage",
-          "every LAUNCH site of the engine's source ran its kernel",
-          "-",
-          idle.length + unlisted.length,
-          0,
-          idle.length || unlisted.length
-            ? `not run: ${idle.join(", ") || "-"}; run but not found in the source: ${
-              unlisted.join(", ") || "-"
-            }`
-            : `${sites.size} sites`,
-        ),
-      );
+      rows.push(coverageRow(
+        "every LAUNCH site of the engine's source ran its kernel",
+        idle,
+        unlisted,
+        "run but not found in the source",
+        `${sites.size} sites`,
+      ));
       const instances = kernelInstances(lib);
       const unrun = [...instances].filter(([off]) => !ran.kernels.has(off)).map(([, n]) => n);
       const unnamed = [...ran.kernels].filter((off) => !instances.has(off))
         .map((off) => `0x${off.toString(16)}`);
-      rows.push(
-        checkRow(
-          "coverage",
-          "every kernel instance compiled into the engine ran",
-          "-",
-          unrun.length + unnamed.length,
-          0,
-          unrun.length || unnamed.length
-            ? `not run: ${unrun.join(", ") || "-"}; run but not listed by nm: ${
-              unnamed.join(", ") || "-"
-            }`
-            : `${instances.size} instances`,
-        ),
-      );
+      rows.push(coverageRow(
+        "every kernel instance compiled into the engine ran",
+        unrun,
+        unnamed,
+        "run but not listed by nm",
+        `${instances.size} instances`,
+      ));
       notRun = [...idle, ...unlisted, ...unrun, ...unnamed];
       const n = emuCounters(lib);
       log(

@@ -137,6 +137,12 @@ export function checkRow(
   return { section, name, precision, err, tol, pass: Number.isFinite(err) && err <= tol, note };
 }
 
+/** A failed row for a check that threw `e`: the note is the first line of its message. */
+export function errorRow(section: string, name: string, e: unknown): CheckRow {
+  const msg = e instanceof Error ? e.message : String(e);
+  return { ...checkRow(section, name, "-", Infinity, 0), note: msg.split("\n")[0].slice(0, 160) };
+}
+
 /** A row for a check that did not run. */
 export function skippedRow(section: string, name: string, why: string): CheckRow {
   return {
