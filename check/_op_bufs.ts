@@ -34,6 +34,10 @@ export class Bufs {
     this.#eng.upload(p, data);
     return p;
   }
+  /** Frees `p` (engine memory allocated elsewhere) with the others. */
+  adopt(p: Ptr): void {
+    this.#ptrs.push(p);
+  }
   get(p: Ptr, n: number): Float32Array {
     const out = new Float32Array(n);
     this.#eng.download(out, p);

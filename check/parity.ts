@@ -1368,9 +1368,13 @@ export function differingBits(a: Float32Array | Int32Array, b: Float32Array | In
  * Settings of the CUDA engine that must not change a bit of a whole LOTUS step (`spec`, in
  * bf16, launched op by op): kernels launched without programmatic dependent launch
  * (`LOTUS_PDL=0`; a kernel that touched memory before its wait could race with the kernel
- * before it only with it on) and GELU's backward run as its own kernel rather than by the fc
- * matmul's backward (`LOTUS_DEFER_GELU_BWD=0`), each against the defaults: the loss and every
- * gradient. `open` opens the engine again, whose le_init reads the settings; the defaults are
+ * before it only with it on), GELU's backward run as its own kernel rather than by the fc
+ * matmul's backward (`LOTUS_DEFER_GELU_BWD=0`) and each layer's qkv kept in fp32 rather than
+ * in bf16 storage (`LOTUS_BF16_QKV=0`; the tensor-core attention rounds fp32 qkv as it stages
+ * it, and the matmul rounds the same sums into bf16 storage), each against the defaults: the
+ * loss and every gradient. The emulation's cuBLASLt writes bf16 D as the GPU's epilogue is
+ * documented to; on a GPU its kernels for a bf16 D may sum in another order than for an fp32
+ * D, so there the qkv row agrees to bf16's rounding, not to the bit. `open` opens the engine again, whose le_init reads the settings; the defaults are
  * restored before returning. `err` counts the values whose bits differ.
  */
 export function compareStepSettings(open: () => Engine, spec: StepSpec, seed = 7): CheckRow[] {
@@ -1385,6 +1389,7 @@ export function compareStepSettings(open: () => Engine, spec: StepSpec, seed = 7
   const settings: [string, string, string][] = [
     ["kernels launched without programmatic dependent launch", "LOTUS_PDL", "pdl"],
     ["GELU's backward as its own kernel", "LOTUS_DEFER_GELU_BWD", "deferGeluBwd"],
+    ["qkv kept in fp32 rather than bf16 storage", "LOTUS_BF16_QKV", "bf16Qkv"],
   ];
   return settings.map(([what, key, info]) => {
     const got = run({ [key]: "0" });

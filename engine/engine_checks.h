@@ -91,8 +91,9 @@ inline uint64_t add(uint64_t a, uint64_t b) {
 // ============================================================================================
 
 struct Block {
-  uint64_t bytes;   // as requested: what spans are checked against, and le_bytes_in_use
-  uint64_t mapped;  // the engine's own bookkeeping (CPU: mmap length, 0 for heap blocks)
+  uint64_t bytes;     // as requested: what spans are checked against, and le_bytes_in_use
+  uint64_t mapped;    // the engine's own bookkeeping (CPU: mmap length, 0 for heap blocks)
+  bool bf16 = false;  // from le_alloc_bf16: its elements are bf16 (see check_store)
 };
 
 std::mutex g_mu;
@@ -104,6 +105,13 @@ inline void register_block(const void* p, Block b) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_blocks[reinterpret_cast<uintptr_t>(p)] = b;
   g_in_use += b.bytes;
+}
+
+// Marks the block that starts at p, just registered, as bf16 storage (le_alloc_bf16).
+inline void mark_bf16_block(const void* p) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_blocks.find(reinterpret_cast<uintptr_t>(p));
+  if (it != g_blocks.end()) it->second.bf16 = true;
 }
 
 // Forgets the block that starts at p (for le_free), handing its record to *out; fails when
@@ -163,17 +171,50 @@ inline int check_span(const char* fn, const char* name, const void* p, uint64_t 
   return 0;
 }
 
+// Whether p lies in a block from le_alloc_bf16 (false for NULL and for memory of no block).
+inline bool in_bf16_block(const void* p) {
+  if (p == nullptr) return false;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_blocks.upper_bound(a);
+  if (it == g_blocks.begin()) return false;
+  --it;
+  return a - it->first < it->second.bytes && it->second.bf16;
+}
+
 // Typed arguments (float*, int32_t*) must also be aligned to their element: a GPU faults on a
 // misaligned load (a sticky error that ends the process's CUDA context), and the CPU engine's
 // vector loads assume it too. Engine pointers are offsets into le_alloc blocks (256-byte
-// aligned), so this catches an offset that is not a whole number of elements.
+// aligned), so this catches an offset that is not a whole number of elements. A typed argument
+// never lies in a bf16 block, except those check_store admits.
 template <class T, class = std::enable_if_t<!std::is_void_v<T>>>
 inline int check_span(const char* fn, const char* name, const T* p, uint64_t bytes) {
   TRY(check_span(fn, name, static_cast<const void*>(p), bytes));
+  if (bytes > 0 && in_bf16_block(p)) {
+    return fail("%s: %s (%p) lies in a bf16 block (le_alloc_bf16), which this argument cannot "
+                "read or write; only le_matmul_fwd's out, the statistics attention's qkv and "
+                "kv_past, and le_copy_rows take bf16 blocks: give it an fp32 buffer",
+                fn, name, static_cast<const void*>(p));
+  }
   if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
     return fail("%s: %s (%p) is not aligned to %zu bytes, the size of its elements; an offset "
                 "into a block must be a whole number of elements",
                 fn, name, static_cast<const void*>(p), alignof(T));
+  }
+  return 0;
+}
+
+// An argument that may be fp32 or bf16 storage (lotus_engine.h, le_alloc_bf16): `elements`
+// values of the block's type from p, which is aligned to that type. *bf16 says which it is.
+inline int check_store(const char* fn, const char* name, const float* p, uint64_t elements,
+                       bool* bf16) {
+  *bf16 = in_bf16_block(p);
+  if (!*bf16) return check_span(fn, name, p, mul(elements, 4));
+  TRY(check_span(fn, name, static_cast<const void*>(p), mul(elements, 2)));
+  if (reinterpret_cast<uintptr_t>(p) % 2 != 0) {
+    return fail("%s: %s (%p) is not aligned to 2 bytes, the size of a bf16 block's elements; "
+                "an offset into a block must be a whole number of elements",
+                fn, name, static_cast<const void*>(p));
   }
   return 0;
 }
@@ -243,6 +284,15 @@ inline int validate_mark(const char* fn, int i) {
   return 0;
 }
 
+inline int validate_alloc_bf16(uint64_t n) {
+  if (n > (1ull << 47)) {
+    return fail("le_alloc_bf16: cannot allocate %llu bf16 values (more than 2^47); check the "
+                "requested size",
+                (unsigned long long)n);
+  }
+  return 0;
+}
+
 inline int validate_alloc(uint64_t bytes) {
   if (bytes > (1ull << 48)) {
     return fail("le_alloc: cannot allocate %llu bytes (more than 2^48); check the requested "
@@ -274,9 +324,16 @@ inline int validate_copy(const void* dst, const void* src, uint64_t bytes) {
   return check_span("le_copy", "src", src, bytes);
 }
 
+// Whether le_copy_rows's destination rows are disjoint (else they are processed in order).
+inline bool copy_rows_disjoint(int nb, int rows, int cols, int64_t dst_bs, int64_t dst_rs) {
+  return (rows == 1 || dst_rs >= cols) &&
+         (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
+}
+
 // The caller returns 0 when nb, rows or cols is 0.
 inline int validate_copy_rows(const float* dst, const float* src, int nb, int rows, int cols,
-                              int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs) {
+                              int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs,
+                              int accumulate) {
   const char* fn = "le_copy_rows";
   REQUIRE_NONNEG(fn, "nb", nb);
   REQUIRE_NONNEG(fn, "rows", rows);
@@ -288,8 +345,23 @@ inline int validate_copy_rows(const float* dst, const float* src, int nb, int ro
   if (nb == 0 || rows == 0 || cols == 0) return 0;
   const uint64_t dspan = add(add(mul(nb - 1, dst_bs), mul(rows - 1, dst_rs)), cols);
   const uint64_t sspan = add(add(mul(nb - 1, src_bs), mul(rows - 1, src_rs)), cols);
-  TRY(check_span(fn, "dst", dst, mul(dspan, 4)));
-  return check_span(fn, "src", src, mul(sspan, 4));
+  bool d16, s16;
+  TRY(check_store(fn, "dst", dst, dspan, &d16));
+  TRY(check_store(fn, "src", src, sspan, &s16));
+  if (d16 != s16) {
+    return fail("%s: dst is %s and src is %s; rows are copied between buffers of one element "
+                "type",
+                fn, d16 ? "bf16" : "fp32", s16 ? "bf16" : "fp32");
+  }
+  if (d16 && accumulate) {
+    return fail("%s: accumulate = 1 into a bf16 block; sums are kept in fp32 buffers", fn);
+  }
+  if (d16 && !copy_rows_disjoint(nb, rows, cols, dst_bs, dst_rs)) {
+    return fail("%s: destination rows overlap in a bf16 block; bf16 rows are copied only to "
+                "disjoint rows",
+                fn);
+  }
+  return 0;
 }
 
 // le_add, le_scale and le_gelu_*: the caller returns 0 when n is 0.
@@ -402,7 +474,8 @@ inline int validate_matmul_fwd(const float* out, const float* inp, const float* 
   REQUIRE_POS(fn, "N", N);
   REQUIRE_POS(fn, "Cin", Cin);
   REQUIRE_POS(fn, "Cout", Cout);
-  TRY(check_span(fn, "out", out, mul(mul(N, Cout), 4)));
+  bool out16;
+  TRY(check_store(fn, "out", out, mul(N, Cout), &out16));
   TRY(check_span(fn, "inp", inp, mul(mul(N, Cin), 4)));
   TRY(check_span(fn, "w", w, mul(mul(Cout, Cin), 4)));
   return check_opt(fn, "bias", bias, mul(Cout, 4));
@@ -486,9 +559,12 @@ inline bool drop_keep(uint64_t seed, int64_t i, float p) {
 }
 
 // The shape, and the past (kv_past or dkv_past, named past_name) when Tp > 0.
+// With past16 (the statistics forms' kv_past), the past may be bf16 storage (check_store), and
+// *past16 says whether it is.
 inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, int NH,
                                  int64_t past_bs, int64_t past_rs, const float* past,
-                                 const char* past_name) {
+                                 const char* past_name, bool* past16 = nullptr) {
+  if (past16) *past16 = false;
   REQUIRE_POS(fn, "B", B);
   REQUIRE_POS(fn, "Tq", Tq);
   REQUIRE_NONNEG(fn, "Tp", Tp);
@@ -510,6 +586,7 @@ inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, i
     }
     REQUIRE_NONNEG(fn, "past_bs", past_bs);
     const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * C);
+    if (past16) return check_store(fn, past_name, past, span, past16);
     TRY(check_span(fn, past_name, past, mul(span, 4)));
   }
   return 0;
@@ -544,17 +621,31 @@ inline int validate_attention_bwd(const float* dqkv, const float* dkv_past, cons
   return check_span(fn, "qkv", qkv, qkv_bytes);
 }
 
+// The statistics forms read qkv and the past as fp32 or as bf16 storage, both the same.
+inline int check_qkv_store(const char* fn, const float* qkv, uint64_t elements, int Tp,
+                           bool past16) {
+  bool qkv16;
+  TRY(check_store(fn, "qkv", qkv, elements, &qkv16));
+  if (Tp > 0 && qkv16 != past16) {
+    return fail("%s: qkv is %s and kv_past is %s; keep a chunk's qkv and its past in one "
+                "element type",
+                fn, qkv16 ? "bf16" : "fp32", past16 ? "bf16" : "fp32");
+  }
+  return 0;
+}
+
 // The statistics variants: stats [B,NH,Tq,2] instead of att (nullable in the forward).
 inline int validate_attention_stats_fwd(const float* out, const float* stats, const float* qkv,
                                         const float* kv_past, const uint8_t* key_valid, int B,
                                         int Tq, int Tp, int C, int NH, int64_t past_bs,
                                         int64_t past_rs) {
   const char* fn = "le_attention_stats_fwd";
-  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  bool p16;
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past", &p16));
   const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_opt(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
-  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4)));
+  TRY(check_qkv_store(fn, qkv, mul(mul(B, Tq), 3 * (uint64_t)C), Tp, p16));
   return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
 }
 
@@ -564,7 +655,8 @@ inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past
                                         const float* kv_past, int B, int Tq, int Tp, int C,
                                         int NH, int64_t past_bs, int64_t past_rs) {
   const char* fn = "le_attention_stats_bwd";
-  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past"));
+  bool p16;
+  TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, kv_past, "kv_past", &p16));
   if (Tp > 0 && dkv_past) {
     TRY(check_attention_shape(fn, B, Tq, Tp, C, NH, past_bs, past_rs, dkv_past, "dkv_past"));
   }
@@ -575,7 +667,7 @@ inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
-  return check_span(fn, "qkv", qkv, qkv_bytes);
+  return check_qkv_store(fn, qkv, mul(mul(B, Tq), 3 * (uint64_t)C), Tp, p16);
 }
 
 // True when the byte ranges [a, a + an) and [b, b + bn) share a byte.
@@ -721,7 +813,8 @@ inline int validate_swiglu_bwd(const float* dinp, const float* inp, const float*
 
 inline int check_gqa_shape(const char* fn, int B, int Tq, int Tp, int C, int NH, int NKV,
                            int64_t past_bs, int64_t past_rs, const float* past,
-                           const char* past_name) {
+                           const char* past_name, bool* past16 = nullptr) {
+  if (past16) *past16 = false;
   REQUIRE_POS(fn, "B", B);
   REQUIRE_POS(fn, "Tq", Tq);
   REQUIRE_NONNEG(fn, "Tp", Tp);
@@ -749,6 +842,7 @@ inline int check_gqa_shape(const char* fn, int B, int Tq, int Tp, int C, int NH,
     }
     REQUIRE_NONNEG(fn, "past_bs", past_bs);
     const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * ckv);
+    if (past16) return check_store(fn, past_name, past, span, past16);
     TRY(check_span(fn, past_name, past, mul(span, 4)));
   }
   return 0;
@@ -792,12 +886,13 @@ inline int validate_attention_gqa_stats_fwd(const float* out, const float* stats
                                             int C, int NH, int NKV, int64_t past_bs,
                                             int64_t past_rs) {
   const char* fn = "le_attention_gqa_stats_fwd";
-  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  bool p16;
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past", &p16));
   const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_opt(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
-  TRY(check_span(fn, "qkv", qkv, mul(mul(mul(B, Tq), width), 4)));
+  TRY(check_qkv_store(fn, qkv, mul(mul(B, Tq), width), Tp, p16));
   return check_opt(fn, "key_valid", key_valid, mul(B, Tk));
 }
 
@@ -809,7 +904,8 @@ inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_
                                             int NH, int NKV, int64_t past_bs,
                                             int64_t past_rs) {
   const char* fn = "le_attention_gqa_stats_bwd";
-  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past"));
+  bool p16;
+  TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, kv_past, "kv_past", &p16));
   if (Tp > 0 && dkv_past) {
     TRY(check_gqa_shape(fn, B, Tq, Tp, C, NH, NKV, past_bs, past_rs, dkv_past, "dkv_past"));
   }
@@ -821,7 +917,7 @@ inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
-  return check_span(fn, "qkv", qkv, qkv_bytes);
+  return check_qkv_store(fn, qkv, mul(mul(B, Tq), width), Tp, p16);
 }
 
 }  // namespace

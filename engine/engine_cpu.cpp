@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <vector>
 #include <cstdlib>
 #include <cstring>
 
@@ -418,6 +419,35 @@ void colsum_add(float* out, const float* x, int N, int C) {
   });
 }
 
+
+// bf16 storage (le_alloc_bf16): fp32 rounded to the nearest bf16, ties to even (NaN stays a
+// quiet NaN), as the CUDA engine's __float2bfloat16_rn rounds; and bf16 widened exactly.
+inline uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline float bf16_value(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// dst (a bf16 block) = src rounded, n values.
+inline void round_bf16(float* dst, const float* src, int64_t n) {
+  auto* d = reinterpret_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; i++) d[i] = bf16_bits(src[i]);
+}
+// The n values from p, widened when p lies in a bf16 block (into `keep`), else p itself.
+inline const float* widened(const float* p, int64_t n, std::vector<float>& keep) {
+  if (!in_bf16_block(p)) return p;
+  const auto* h = reinterpret_cast<const uint16_t*>(p);
+  keep.resize((size_t)n);
+  for (int64_t i = 0; i < n; i++) keep[(size_t)i] = bf16_value(h[i]);
+  return keep.data();
+}
+
 }  // namespace
 
 // ============================================================================================
@@ -519,6 +549,13 @@ void* le_alloc(uint64_t bytes) {
   return p;
 }
 
+void* le_alloc_bf16(uint64_t n) {
+  if (validate_alloc_bf16(n)) return nullptr;
+  void* p = le_alloc(2 * n);
+  if (p) mark_bf16_block(p);
+  return p;
+}
+
 int le_free(void* p) {
   if (!p) return 0;
   Block b{};
@@ -566,12 +603,22 @@ int le_sync(void) { return 0; }
 // dst[b*dst_bs + r*dst_rs + c] (=|+=) src[b*src_bs + r*src_rs + c]
 int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols, int64_t dst_bs,
                  int64_t dst_rs, int64_t src_bs, int64_t src_rs, int accumulate) {
-  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs));
+  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs,
+                         accumulate));
   if (nb == 0 || rows == 0 || cols == 0) return 0;
+  if (in_bf16_block(dst)) {  // both bf16 (validated), copied as they are, in order
+    auto* d16 = reinterpret_cast<uint16_t*>(dst);
+    const auto* s16 = reinterpret_cast<const uint16_t*>(src);
+    for (int64_t b = 0; b < nb; b++)
+      for (int64_t r = 0; r < rows; r++) {
+        std::memmove(d16 + b * dst_bs + r * dst_rs, s16 + b * src_bs + r * src_rs,
+                     (size_t)cols * 2);
+      }
+    return 0;
+  }
   // Destination rows that overlap (a zero stride, say) would race when accumulated in
   // parallel, so such copies run in order on one thread.
-  const bool disjoint = (rows == 1 || dst_rs >= cols) &&
-                        (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
+  const bool disjoint = copy_rows_disjoint(nb, rows, cols, dst_bs, dst_rs);
   const int64_t total = (int64_t)nb * rows;
   par_for(total, disjoint && total * cols > kParMin, [&](int64_t t) {
     const int64_t b = t / rows, r = t % rows;
@@ -800,10 +847,12 @@ int le_residual_layernorm_fwd(float* resid, float* out, float* mean, float* rstd
 // Forward products with at most this many rows take the dot-product path (decoding).
 constexpr int kGemvMaxRows = 4;
 
-int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
-                  int Cin, int Cout) {
-  TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
-  comm_poll();
+extern "C++" {
+namespace {
+
+// le_matmul_fwd into fp32 out, after its checks.
+int matmul_fwd_f32(float* out, const float* inp, const float* w, const float* bias, int N,
+                   int Cin, int Cout) {
   if (g_reference) {
     matmul_fwd_naive(out, inp, w, bias, N, Cin, Cout);
     return 0;
@@ -823,6 +872,22 @@ int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bia
     return 0;
   }
   return gemm("le_matmul_fwd", N, Cout, Cin, inp, Cin, 1, w, 1, Cin, out, Cout, false, bias);
+}
+
+}  // namespace
+}  // extern "C++"
+
+int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bias, int N,
+                  int Cin, int Cout) {
+  TRY(validate_matmul_fwd(out, inp, w, bias, N, Cin, Cout));
+  comm_poll();
+  if (in_bf16_block(out)) {  // bf16 storage: the fp32 result, rounded
+    std::vector<float> wide((size_t)N * Cout);
+    TRY(matmul_fwd_f32(wide.data(), inp, w, bias, N, Cin, Cout));
+    round_bf16(out, wide.data(), (int64_t)wide.size());
+    return 0;
+  }
+  return matmul_fwd_f32(out, inp, w, bias, N, Cin, Cout);
 }
 
 int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
@@ -1169,6 +1234,25 @@ int attention_fwd_cpu(const char* fn, float* out, float* att, float* stats, cons
 }  // namespace
 }  // extern "C++"
 
+extern "C++" {
+namespace {
+// qkv and the past of a statistics attention call as fp32: themselves, or widened from bf16
+// storage into buffers of the same layout (the past's span from its first element, so that its
+// strides, which dkv_past shares, stay as they are).
+struct WideQkv {
+  std::vector<float> qkv_keep, past_keep;
+  const float *qkv, *past;
+  WideQkv(const float* q, const float* p, const AttnShape& s) {
+    qkv = widened(q, (int64_t)s.B * s.Tq * s.QS, qkv_keep);
+    const int64_t span = s.Tp == 0 ? 0
+                                   : (int64_t)(s.B - 1) * s.past_bs +
+                                         (int64_t)(s.Tp - 1) * s.past_rs + (s.QS - s.C);
+    past = s.Tp == 0 ? p : widened(p, span, past_keep);
+  }
+};
+}  // namespace
+}  // extern "C++"
+
 // out [B,Tq,C], att [B,NH,Tq,Tk]
 int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
                      const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
@@ -1185,8 +1269,10 @@ int le_attention_stats_fwd(float* out, float* stats, const float* qkv, const flo
                            int64_t past_bs, int64_t past_rs) {
   TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                    past_bs, past_rs));
-  return attention_fwd_cpu("le_attention_stats_fwd", out, nullptr, stats, qkv, kv_past,
-                           key_valid, attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
+  const WideQkv w(qkv, kv_past, s);
+  return attention_fwd_cpu("le_attention_stats_fwd", out, nullptr, stats, w.qkv, w.past,
+                           key_valid, s);
 }
 
 int le_attention_gqa_fwd(float* out, float* att, const float* qkv, const float* kv_past,
@@ -1203,8 +1289,10 @@ int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv, const
                                int NKV, int64_t past_bs, int64_t past_rs) {
   TRY(validate_attention_gqa_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                        NKV, past_bs, past_rs));
-  return attention_fwd_cpu("le_attention_gqa_stats_fwd", out, nullptr, stats, qkv, kv_past,
-                           key_valid, attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
+  const WideQkv w(qkv, kv_past, s);
+  return attention_fwd_cpu("le_attention_gqa_stats_fwd", out, nullptr, stats, w.qkv, w.past,
+                           key_valid, s);
 }
 
 extern "C++" {
@@ -1338,9 +1426,10 @@ int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dout, cons
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, B,
                                    Tq, Tp, C, NH, past_bs, past_rs));
   comm_poll();
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
+  const WideQkv w(qkv, kv_past, s);
   return attention_bwd_cpu("le_attention_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
-                           key_valid, qkv, kv_past,
-                           attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs));
+                           key_valid, w.qkv, w.past, s);
 }
 
 int le_attention_gqa_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
@@ -1359,9 +1448,10 @@ int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float* dout,
   TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past,
                                        B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
   comm_poll();
+  const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
+  const WideQkv w(qkv, kv_past, s);
   return attention_bwd_cpu("le_attention_gqa_stats_bwd", dqkv, dkv_past, dout, nullptr, stats,
-                           key_valid, qkv, kv_past,
-                           attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
+                           key_valid, w.qkv, w.past, s);
 }
 
 // ---- softmax cross-entropy ----------------------------------------------------------------

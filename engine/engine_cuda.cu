@@ -236,6 +236,7 @@ int configure_kernels(const char* fn) {
   g.tc_attention = !env_off("LOTUS_TC_ATTENTION");
   g.tc_bf16_rows = !env_off("LOTUS_TC_BF16_ROWS");
   g.tc_ahead = !env_off("LOTUS_TC_AHEAD");
+  g.bf16_qkv = !env_off("LOTUS_BF16_QKV");
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
@@ -387,7 +388,8 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     char nums[768];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"gemv\":%s,"
+             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"bf16Qkv\":%s,"
+             "\"gemv\":%s,"
              "\"deferGeluBwd\":%s,\"deferGeluFwd\":%d,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
@@ -396,7 +398,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              "\"geluFwdShapes\":%d,\"geluFwdFused\":%d}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
-             g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
+             g.bf16_qkv && g.tc_attention ? "true" : "false", g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
              g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_own.sk_shapes,
@@ -499,6 +501,14 @@ LE_API void* le_alloc(uint64_t bytes) {
     return nullptr;
   }
   register_block(p, Block{bytes, 0});
+  return p;
+}
+
+LE_API void* le_alloc_bf16(uint64_t n) {
+  using namespace le;
+  if (validate_alloc_bf16(n)) return nullptr;
+  void* p = le_alloc(2 * n);
+  if (p) mark_bf16_block(p);
   return p;
 }
 

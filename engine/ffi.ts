@@ -92,6 +92,8 @@ const SYMBOLS = {
   le_set_num_threads: { parameters: ["i32"], result: "i32" },
   le_set_precision: { parameters: ["i32"], result: "i32" },
   le_alloc: { parameters: ["u64"], result: P },
+  // Optional: a library without it keeps every buffer in fp32 (storesBf16 is false).
+  le_alloc_bf16: { parameters: ["u64"], result: P, optional: true },
   le_free: { parameters: [P], result: "i32" },
   le_bytes_in_use: { parameters: [], result: "u64" },
   le_upload: { parameters: [P, "buffer", "u64"], result: "i32" },
@@ -314,6 +316,39 @@ export class Engine {
     const p = BigInt(this.#s.le_alloc(I(bytes)));
     if (p === 0n) this.#fail("le_alloc");
     return p;
+  }
+
+  /** Whether the library has bf16 storage ({@linkcode Engine.allocBf16}). */
+  get storesBf16(): boolean {
+    return !!this.#s.le_alloc_bf16;
+  }
+
+  /**
+   * A zero-filled block of `n` bf16 values (2n bytes): storage that only some arguments accept
+   * (the contract: le_alloc_bf16 in lotus_engine.h). Throws EngineError when it cannot, or
+   * when the library lacks it ({@linkcode Engine.storesBf16}).
+   */
+  allocBf16(n: number): Ptr {
+    const f = this.#s.le_alloc_bf16;
+    if (!f) {
+      throw new EngineError(
+        "le_alloc_bf16",
+        `le_alloc_bf16: ${this.libPath} has no bf16 storage; rebuild it with ` +
+          `deno task build-engine --force`,
+      );
+    }
+    const p = BigInt(f(I(n)));
+    if (p === 0n) this.#fail("le_alloc_bf16");
+    return p;
+  }
+
+  /**
+   * Whether a model run on this engine keeps each layer's qkv in bf16 storage: the CUDA engine
+   * in bf16 mode with its tensor-core attention, which rounds qkv to bf16 as it stages it (the
+   * same operands from half the bytes), unless `LOTUS_BF16_QKV=0`, as le_device_info reports it.
+   */
+  get keepsQkvBf16(): boolean {
+    return this.storesBf16 && this.#precision === 2 && this.deviceInfo().bf16Qkv === true;
   }
 
   /** Frees memory from alloc (null: no-op). */

@@ -398,6 +398,23 @@ int le_graph_free(int slot);
 int le_mark(int i);
 int le_mark_elapsed(int a, int b, float* ms);
 
+/* bf16 storage. le_alloc_bf16(n) allocates a zero-filled block of n bf16 values (2n bytes, what
+ * le_bytes_in_use counts), NULL on failure. Ops index a tensor that lies in such a block by bf16
+ * elements: element i of a tensor at p is the 2 bytes at p + 2i, and strides count elements as
+ * ever. Only these arguments may lie in one:
+ *  - le_matmul_fwd's out: each value is what an fp32 out would hold (the sum plus the bias),
+ *    rounded to the nearest bf16, ties to even;
+ *  - qkv and kv_past of le_attention_stats_fwd / _bwd and le_attention_gqa_stats_fwd / _bwd,
+ *    both bf16 or both fp32 (when Tp > 0): the values are read as stored, and the results are
+ *    those of fp32 buffers holding the same values; dqkv, dkv_past, out and dout stay fp32;
+ *  - le_copy_rows's dst and src, both bf16, with accumulate 0;
+ *  - the byte-wise le_zero, le_copy, le_upload, le_download and le_free.
+ * Any other argument in one fails, naming it. In bf16 mode the CUDA engine's tensor-core
+ * attention rounds fp32 qkv to bf16 as it stages it, so a qkv stored in bf16 gives it the same
+ * operands from half the memory and half the bytes read, and spares the backward's rounding
+ * pass. Optional: a library built before it lacks the symbol. */
+void* le_alloc_bf16(uint64_t n);
+
 #ifdef __cplusplus
 }
 #endif

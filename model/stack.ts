@@ -113,6 +113,13 @@ export class Arena {
   f32(n: number): Ptr {
     return this.bytes(Math.max(1, n) * F32);
   }
+  /** Allocate `n` bf16 elements (zeroed): storage only some ops accept (Engine.allocBf16). */
+  bf16(n: number): Ptr {
+    const p = this.#eng.allocBf16(Math.max(1, n));
+    this.#ptrs.push(p);
+    this.#bytes += 2 * n;
+    return p;
+  }
   /** Allocate `n` int32 elements (zeroed). */
   i32(n: number): Ptr {
     return this.bytes(Math.max(1, n) * 4);
@@ -283,6 +290,12 @@ export class Scratch {
 export interface ChunkSharing {
   recompute?: Scratch;
   dqkv?: Ptr[];
+  /**
+   * Not a sharing but a storage choice: keep the per-layer qkv in bf16 (Engine.allocBf16),
+   * which the matmul writes rounded and attention reads as stored; its gradient stays fp32.
+   * Not with rotary positions (Llama rotates qkv in place, in fp32).
+   */
+  qkvBf16?: boolean;
 }
 
 /** Per-layer qkv gradient buffers for {@linkcode ChunkSharing.dqkv}, sized for `rows` rows. */
@@ -314,6 +327,8 @@ export class Chunk {
   readonly ln1Rstd: Ptr[];
   /** [B, T, 3C] per layer (Llama: [B, T, C + 2Ckv]): also the "past" for later chunks. */
   readonly qkv: Ptr[];
+  /** Bytes of a qkv element: 4, or 2 in bf16 storage ({@linkcode ChunkSharing.qkvBf16}). */
+  readonly qkvBytes: 2 | 4;
   /**
    * [B, NH, T, 2] per layer: each query row's softmax max and 1/sum, from which the backward
    * recomputes the attention probabilities (le_attention_stats_fwd; Llama:
@@ -401,7 +416,15 @@ export class Chunk {
     this.ln1 = rc ? inScratch(rc.norm) : per(rows * C);
     this.ln1Mean = per(rows);
     this.ln1Rstd = per(rows);
-    this.qkv = own(rows * wd.qkv); // the past of later chunks: always one per layer
+    // The past of later chunks: always one per layer.
+    if (share.qkvBf16 && wd.llama) {
+      throw new Error("bf16 qkv storage is for GPT-2 stacks: Llama rotates its qkv in fp32");
+    }
+    this.qkvBytes = share.qkvBf16 ? 2 : 4;
+    this.qkv = Array.from(
+      { length: L },
+      () => share.qkvBf16 ? arena.bf16(rows * wd.qkv) : arena.f32(rows * wd.qkv),
+    );
     this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
     this.atty = rc ? inScratch(rc.atty) : per(rows * C);
     this.resid2 = per(rows * C);
@@ -766,7 +789,7 @@ export function pastOfChunk(ch: Chunk, C: number, eng: Engine, shape?: StackShap
   const W = shape ? stackWidths(shape).qkv : 3 * C;
   return {
     length: ch.T,
-    kv: (l) => eng.offset(ch.qkv[l], C * F32),
+    kv: (l) => eng.offset(ch.qkv[l], C * ch.qkvBytes),
     dkv: (l) => ch.dqkv.length ? eng.offset(ch.dqkv[l], C * F32) : null,
     bs: ch.T * W,
     rs: W,

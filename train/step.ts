@@ -158,6 +158,14 @@ export interface LotusCapacity {
    */
   recompute?: boolean;
   /**
+   * Keep each layer's qkv, and the suffix's past, in bf16 storage (Engine.allocBf16): half
+   * the memory, and in bf16 mode the tensor-core attention's operands as they are, so the
+   * results are the same bits. Default: where the engine offers it (Engine.keepsQkvBf16: the
+   * CUDA engine in bf16 mode, unless LOTUS_BF16_QKV=0), for a GPT-2 backbone (Llama rotates
+   * its qkv in fp32).
+   */
+  qkvBf16?: boolean;
+  /**
    * Rows of logits held at once in training (default {@linkcode HEAD_CHUNK_ROWS}). A runner
    * without `training` holds all the rows of its largest head, whose logits
    * {@linkcode LotusRunner.logits} then exposes.
@@ -326,7 +334,8 @@ export class LotusRunner {
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
     const masks = training && cap.dropout === true;
-    const rc = this.#sc.recompute ? { recompute: this.#sc } : {};
+    const q16 = cap.qkvBf16 ?? (model.eng.keepsQkvBf16 && !model.main.widths.llama);
+    const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), qkvBf16: q16 };
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
     // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
     // just before that pass's backward: the passes share one set of qkv gradient buffers.
@@ -337,11 +346,14 @@ export class LotusRunner {
     );
     this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
     this.#aux = model.aux && cap.K > 0
-      ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training)
+      ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training, false, {
+        qkvBf16: q16,
+      })
       : null;
     const KW = model.main.widths.kv;
-    // The suffix's past, one layer at a time (#suffixPast).
-    this.#kvcat = a.f32(cap.B * (cap.P + Lmax) * KW);
+    // The suffix's past, one layer at a time (#suffixPast), in the element type of qkv.
+    const kvRows = cap.B * (cap.P + Lmax) * KW;
+    this.#kvcat = q16 ? a.bf16(kvRows) : a.f32(kvRows);
     this.#dkvcat = training ? a.f32(cap.B * (cap.P + Lmax) * KW) : null;
     const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#logitRows = training
@@ -666,12 +678,14 @@ export class LotusRunner {
     const { qkv: W, kv: KW } = this.model.main.widths;
     const T = P + L, kv = this.#kvcat, dkv = this.#dkvcat;
     let held = -1, pending = -1;
-    // Layer l's two pieces of the past (or of its gradient): the chunk's K/V columns, where
-    // they start in the concatenation, and their rows (the prefix's P, then pass R's L).
+    // Layer l's two pieces of the past (or of its gradient, always fp32): the chunk's K/V
+    // columns, where they start in the concatenation, and their rows (the prefix's P, then
+    // pass R's L).
+    const q = this.#pre.qkvBytes; // bytes of a qkv (and kv) element: 2 in bf16 storage
     const pieces = (l: number, grad: boolean) =>
       [
-        [e.offset((grad ? this.#pre.dqkv : this.#pre.qkv)[l], C * F32), 0, P],
-        [e.offset((grad ? last.dqkv : last.qkv)[l], C * F32), P, L],
+        [e.offset((grad ? this.#pre.dqkv : this.#pre.qkv)[l], C * (grad ? F32 : q)), 0, P],
+        [e.offset((grad ? last.dqkv : last.qkv)[l], C * (grad ? F32 : q)), P, L],
       ] as const;
     // Route the gradient of layer l's past back to the two qkv gradients it came from.
     const route = (l: number) => {
@@ -684,7 +698,7 @@ export class LotusRunner {
       kv: (l) => {
         if (held !== l) {
           for (const [src, at, n] of pieces(l, false)) {
-            e.copyRows(e.offset(kv, at * KW * F32), src, B, n, KW, T * KW, KW, n * W, W, false);
+            e.copyRows(e.offset(kv, at * KW * q), src, B, n, KW, T * KW, KW, n * W, W, false);
           }
           held = l;
         }

@@ -58,10 +58,20 @@ struct Gemm {
   bool tf32;
   float a, b;
   const void *A, *B;
-  float* C;
-  const float* bias;  // the BIAS epilogue's vector of m values (cublasLtMatmul), or null
-  int sleep_us = 0;   // an algorithm made slow on purpose (EMU_LT_SLOW_ALGO)
+  void* C;             // fp32, or bf16 when ctype is 14 (cublasLtMatmul's D)
+  const void* bias;    // the BIAS epilogue's vector of m values (cublasLtMatmul), or null
+  int sleep_us = 0;    // an algorithm made slow on purpose (EMU_LT_SLOW_ALGO)
+  int ctype = 0;       // C's (D's) type: 0 fp32, 14 bf16
+  int bias_type = 0;   // the bias's type: 0 fp32, 14 bf16 (cuBLASLt's default: D's type)
 };
+
+// fp32 to the nearest bf16, ties to even, as the GPU's epilogue rounds D.
+static uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 static void run_gemm(void* p) {
   const Gemm& g = *static_cast<const Gemm*>(p);
@@ -74,9 +84,16 @@ static void run_gemm(void* p) {
         const size_t ib = g.tb == 0 ? q + (size_t)j * g.ldb : j + (size_t)q * g.ldb;
         acc += widen(g.A, g.at, ia, g.tf32) * widen(g.B, g.bt, ib, g.tf32);
       }
-      float& out = g.C[i + (size_t)j * g.ldc];
+      const size_t o = i + (size_t)j * g.ldc;
+      if (g.ctype == 14) {  // beta is 0 (cublasLtMatmul refuses others here)
+        float v = g.a * acc;
+        if (g.bias) v += widen(g.bias, g.bias_type, i, false);
+        static_cast<uint16_t*>(g.C)[o] = bf16_bits(v);
+        continue;
+      }
+      float& out = static_cast<float*>(g.C)[o];
       out = g.b == 0.f ? g.a * acc : g.a * acc + g.b * out;
-      if (g.bias) out += g.bias[i];
+      if (g.bias) out += widen(g.bias, g.bias_type, i, false);
     }
 }
 
@@ -158,7 +175,8 @@ struct LtCtx {
 struct LtDesc {
   int compute, ta = 0, tb = 0;
   uint32_t epilogue = 1;  // CUBLASLT_EPILOGUE_DEFAULT
-  const float* bias = nullptr;
+  const void* bias = nullptr;
+  int bias_type = -1;  // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE; -1: D's type
 };
 struct LtLayout {
   int type;
@@ -213,7 +231,13 @@ int cublasLtMatmulDescSetAttribute(LtDesc* d, int attr, const void* buf, size_t 
     return 0;
   }
   if (attr == 8 && n == sizeof(void*)) {
-    d->bias = *static_cast<const float* const*>(buf);
+    d->bias = *static_cast<const void* const*>(buf);
+    return 0;
+  }
+  if (attr == 26 && n == 4) {
+    const int32_t v = *static_cast<const int32_t*>(buf);
+    if (v != 0 && v != 14) return 7;
+    d->bias_type = v;
     return 0;
   }
   return 7;
@@ -260,7 +284,9 @@ static bool lt_shape(const LtDesc* d, const LtLayout* a, const LtLayout* b, cons
   const uint64_t am = d->ta ? a->cols : a->rows;
   const uint64_t bk = d->tb ? b->cols : b->rows, bn = d->tb ? b->rows : b->cols;
   if (c != dd && (c->rows != dd->rows || c->cols != dd->cols || c->ld != dd->ld)) return false;
-  return am == (uint64_t)*m && bk == (uint64_t)*k && bn == (uint64_t)*n && dd->type == 0 &&
+  // D fp32, or bf16 from bf16 operands summed in fp32 (the combinations the engine uses).
+  const bool dtype_ok = dd->type == 0 || (dd->type == 14 && a->type == 14 && d->compute == 68);
+  return am == (uint64_t)*m && bk == (uint64_t)*k && bn == (uint64_t)*n && dtype_ok &&
          a->type == b->type && !(d->compute == 77 && a->type != 0);
 }
 
@@ -301,12 +327,15 @@ int cublasLtMatmul(LtCtx* h, LtDesc* d, const void* alpha, const void* A, LtLayo
   }
   const float b0 = *static_cast<const float*>(beta);
   if (b0 != 0.f && C != D) return 15;  // the engine only writes in place
+  if (b0 != 0.f && dd->type == 14) return 7;  // the engine never accumulates into bf16
   (void)workspace;
   (void)ws;
   gemm_calls++;
   auto* g = new Gemm{d->ta, d->tb, m, n, k, a->type, (int)a->ld, b->type, (int)b->ld,
                      (int)dd->ld, d->compute == 77, *static_cast<const float*>(alpha), b0, A, B,
-                     static_cast<float*>(D), d->epilogue == 4 ? d->bias : nullptr};
+                     D, d->epilogue == 4 ? d->bias : nullptr};
+  g->ctype = dd->type;
+  g->bias_type = d->bias_type >= 0 ? d->bias_type : dd->type;
   // EMU_LT_FAIL=1: every algorithm is refused at the call, as CUBLAS_STATUS_NOT_SUPPORTED.
   if (const char* f = std::getenv("EMU_LT_FAIL"); f && f[0] == '1') {
     delete g;

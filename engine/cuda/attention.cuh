@@ -459,25 +459,62 @@ inline int attn_smem_optin(const char* fn, K kernel, size_t bytes) {
 }
 
 // bf16 mode's tensor-core kernels for the statistics form (attention_tc.cuh, which the
-// engine includes after this file).
+// engine includes after this file). b16: qkv and kv_past are bf16 storage.
 inline bool tc_attention_on(const AttnShape& s);
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
-                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s);
+                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s,
+                            bool b16);
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                             const float* out, const float* stats, const uint8_t* key_valid,
                             const float* qkv, const float* kv_past, const AttnShape& s,
-                            bool share_b, float* D);
+                            bool share_b, float* D, bool b16);
 
-// The forward: att and stats each nullable (the ABI functions pass one of them).
+// bf16 storage (le_alloc_bf16) reaches the ops as float*; its elements are bf16.
+inline const __nv_bfloat16* as_bf16(const float* p) {
+  return reinterpret_cast<const __nv_bfloat16*>(p);
+}
+
+__global__ void widen_bf16_kernel(float* out, const __nv_bfloat16* in, int64_t n) {
+  pdl_begin();
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    out[i] = __bfloat162float(in[i]);
+  }
+}
+
+// qkv and the past from bf16 storage, for the fp32 kernels (precision modes 0 and 1, head sizes
+// over 128, LOTUS_TC_ATTENTION=0): widened into g_scr_c in the same layout (the past's span from
+// its first element, so that its strides, which dkv_past shares, stay as they are). Exact: the
+// kernels see the values stored.
+inline int widen_qkv(const char* fn, const float** qkv, const float** past, const AttnShape& s) {
+  const int64_t nq = (int64_t)s.B * s.Tq * s.QS;
+  const int64_t np = s.Tp == 0 ? 0
+                               : (int64_t)(s.B - 1) * s.past_bs +
+                                     (int64_t)(s.Tp - 1) * s.past_rs + (s.QS - s.C);
+  float* wide = (float*)g_scr_c.get(fn, (size_t)(nq + np) * sizeof(float));
+  if (!wide) return 1;
+  LAUNCH(widen_bf16_kernel, grid_for(nq, 256), 256, 0)(wide, as_bf16(*qkv), nq);
+  if (np > 0) {
+    LAUNCH(widen_bf16_kernel, grid_for(np, 256), 256, 0)(wide + nq, as_bf16(*past), np);
+  }
+  *qkv = wide;
+  *past = np > 0 ? wide + nq : *past;
+  return 0;
+}
+
+// The forward: att and stats each nullable (the ABI functions pass one of them); b16: qkv and
+// kv_past are bf16 storage (the statistics forms only).
 inline int attention_fwd(const char* fn, float* out, float* att, float* stats, const float* qkv,
-                         const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
+                         const float* kv_past, const uint8_t* key_valid, const AttnShape& s,
+                         bool b16 = false) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kQT - 1) / kQT;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
   if (att == nullptr && tc_attention_on(s)) {
-    return attention_tc_fwd(fn, out, stats, qkv, kv_past, key_valid, s);
+    return attention_tc_fwd(fn, out, stats, qkv, kv_past, key_valid, s, b16);
   }
+  if (b16) TRY(widen_qkv(fn, &qkv, &kv_past, s));
   const size_t smem = attn_fwd_smem(s.HS);
   TRY(attn_smem_optin(fn, attention_fwd_kernel, smem));
   int ld16;
@@ -493,7 +530,7 @@ inline int attention_fwd(const char* fn, float* out, float* att, float* stats, c
 inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                          const float* out, const float* att, const float* stats,
                          const uint8_t* key_valid, const float* qkv, const float* kv_past,
-                         const AttnShape& s) {
+                         const AttnShape& s, bool b16 = false) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int nqt = (s.Tq + kQT - 1) / kQT, nkt = (s.Tk + kKT - 1) / kKT;
   const int NKV = s.NH / s.G;
@@ -507,8 +544,9 @@ inline int attention_bwd(const char* fn, float* dqkv, float* dkv_past, const flo
                        s.past_bs < (int64_t)(s.Tp - 1) * s.past_rs + 2 * s.VO;
   if (att == nullptr && tc_attention_on(s)) {
     return attention_tc_bwd(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, s,
-                            share_b, D);
+                            share_b, D, b16);
   }
+  if (b16) TRY(widen_qkv(fn, &qkv, &kv_past, s));
   const size_t smem_q = attn_dq_smem(s.HS), smem_k = attn_dkv_smem(s.HS);
   TRY(attn_smem_optin(fn, attention_bwd_dq_kernel, smem_q));
   TRY(attn_smem_optin(fn, attention_bwd_dkv_kernel, smem_k));
@@ -557,7 +595,7 @@ LE_API int le_attention_stats_fwd(float* out, float* stats, const float* qkv,
   TRY(validate_attention_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                    past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
-  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s));
+  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s, in_bf16_block(qkv)));
   return op_done(fn);
 }
 
@@ -571,7 +609,8 @@ LE_API int le_attention_stats_bwd(float* dqkv, float* dkv_past, const float* dou
   TRY(validate_attention_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past, B,
                                    Tq, Tp, C, NH, past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NH, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s,
+                    in_bf16_block(qkv)));
   return op_done(fn);
 }
 
@@ -612,7 +651,7 @@ LE_API int le_attention_gqa_stats_fwd(float* out, float* stats, const float* qkv
   TRY(validate_attention_gqa_stats_fwd(out, stats, qkv, kv_past, key_valid, B, Tq, Tp, C, NH,
                                        NKV, past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
-  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s));
+  TRY(attention_fwd(fn, out, nullptr, stats, qkv, kv_past, key_valid, s, in_bf16_block(qkv)));
   return op_done(fn);
 }
 
@@ -627,6 +666,7 @@ LE_API int le_attention_gqa_stats_bwd(float* dqkv, float* dkv_past, const float*
   TRY(validate_attention_gqa_stats_bwd(dqkv, dkv_past, dout, out, stats, key_valid, qkv, kv_past,
                                        B, Tq, Tp, C, NH, NKV, past_bs, past_rs));
   const AttnShape s = attn_shape(B, Tq, Tp, C, NH, NKV, past_bs, past_rs);
-  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s));
+  TRY(attention_bwd(fn, dqkv, dkv_past, dout, out, nullptr, stats, key_valid, qkv, kv_past, s,
+                    in_bf16_block(qkv)));
   return op_done(fn);
 }

@@ -420,22 +420,25 @@ __device__ inline T group_sum(T v) {
 }
 
 // grid: B*NH*nqt blocks (query tiles of 16 W rows, fastest; W = blockDim.x / 32); dynamic
-// shared memory: tc_smem(HSP, 16 W, 128 + 2 NC HSP floats). stats is nullable.
-template <int HSP>
+// shared memory: tc_fwd_smem. stats is nullable. T: the rows' type. fp32 rows land in an fp32
+// buffer a tile ahead and are rounded into the one bf16 tile pair when their step comes (tc_land,
+// tc_unland); bf16 rows (bf16 storage, le_alloc_bf16) go by cp.async straight into the other
+// of two bf16 tile pairs (tc_stage_ahead), as in the dq kernel.
+template <int HSP, class T>
 __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     attention_tc_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* stats,
-                            TcRows<float> src, const uint8_t* key_valid, AttnShape s,
+                            TcRows<T> src, const uint8_t* key_valid, AttnShape s,
                             float scale, int nqt, bool overlap) {
   pdl_begin();
-  using T = float;
-  constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8;
+  constexpr bool kLand = std::is_same_v<T, float>;
+  constexpr int NC = tc_cols(HSP), NT = NC / 8, ld = HSP + 8, NB = kLand ? 1 : 2;
   const int HS = s.HS;
   const int TR = (int)blockDim.x / 32 * kTcRows;  // the block's query rows
   auto* Qs = dyn_shared<__nv_bfloat16>();       // [TR][ld]
-  __nv_bfloat16* Ks = Qs + TR * ld;             // [NC][ld]
-  __nv_bfloat16* Vs = Ks + NC * ld;             // [NC][ld]
-  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NC * ld);  // [NC]: key exists and is valid
-  // The next tile's keys and values as they arrive, fp32 (tc_land): [2][NC][HSP].
+  __nv_bfloat16* Ks = Qs + TR * ld;             // [NB][NC][ld]
+  __nv_bfloat16* Vs = Ks + NB * NC * ld;        // [NB][NC][ld]
+  auto* ok_s = reinterpret_cast<uint8_t*>(Vs + NB * NC * ld);  // [NB][NC]: key exists, valid
+  // fp32 rows: the next tile's keys and values as they arrive (tc_land): [2][NC][HSP].
   auto* Fs = reinterpret_cast<float*>(ok_s + 128);
   const int qt = (int)(blockIdx.x % nqt), bh = (int)(blockIdx.x / nqt);
   const int b = bh / s.NH, h = bh % s.NH;
@@ -443,40 +446,59 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
   const int i0 = qt * TR, nq = min(TR, s.Tq - i0);
   const int nk_max = s.Tp + i0 + nq;  // keys the block's last query sees
   const uint8_t* valid = key_valid ? key_valid + (int64_t)b * s.Tk : nullptr;
-  // Key tile j0's rows start on their way into Fs (each thread its own elements), and its keys'
-  // validity into a register (ok_next).
+  // Key tile j0's rows start on their way (each thread its own elements: into Fs, or into
+  // buffer buf of the bf16 tiles), and its keys' validity into a register (ok_next).
   bool ok_next = false;
-  auto land = [&](int j0) {
+  auto land = [&](int j0, int buf) {
     const int nkt = min(NC, nk_max - j0);
-    tc_land(Fs, NC, nkt, HS, HSP, [&](int k) { return src.key(s, b, h, j0 + k); },
-            [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; });
+    const auto key = [&](int k) { return src.key(s, b, h, j0 + k); };
+    const auto val = [&](int k) { return src.key(s, b, h, j0 + k) + s.VO; };
+    if constexpr (kLand) {
+      tc_land(Fs, NC, nkt, HS, HSP, key, val);
+    } else {
+      tc_stage_ahead<T, true>(Ks + buf * NC * ld, Vs + buf * NC * ld, NC, nkt, HS, HSP, key,
+                              val);
+      cp_async_commit();
+    }
     ok_next = tid < nkt && (!valid || valid[j0 + tid]);
   };
-  land(0);  // in flight while the queries are staged
+  land(0, 0);  // in flight while the queries are staged
   tc_stage<T>(Qs, TR, nq, HS, HSP, [&](int r) { return src.query(s, b, h, i0 + r); });
   const int wr0 = kTcRows * w, wn = max(0, min(kTcRows, nq - wr0));
   const int ig = i0 + wr0 + g;  // the lane's rows: ig and ig + 8 (query indices)
   float o[HSP / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const int wk_max = s.Tp + i0 + wr0 + wn;  // keys the warp's last query sees
-  for (int j0 = 0; j0 < nk_max; j0 += NC) {
-    __syncthreads();  // the previous tile is no longer read
-    cp_async_wait<0>();  // this thread's elements of the tile have landed in Fs
-    tc_unland(Ks, Vs, Fs, NC, HSP);  // rounded to bf16, as staging rounds them
-    if (tid < NC) ok_s[tid] = ok_next;
-    if (j0 + NC < nk_max) land(j0 + NC);  // the next tile, while this one's products run
-    if (!overlap) cp_async_wait<0>();       // LOTUS_TC_AHEAD=0: before them
-    __syncthreads();
+  for (int j0 = 0, it = 0; j0 < nk_max; j0 += NC, it++) {
+    const int buf = kLand ? 0 : it & 1;
+    const bool more = j0 + NC < nk_max;
+    if constexpr (kLand) {
+      __syncthreads();  // the previous tile is no longer read
+      cp_async_wait<0>();  // this thread's elements of the tile have landed in Fs
+      tc_unland(Ks, Vs, Fs, NC, HSP);  // rounded to bf16, as staging rounds them
+      if (tid < NC) ok_s[tid] = ok_next;
+      if (more) land(j0 + NC, 0);       // the next tile, while this one's products run
+      if (!overlap) cp_async_wait<0>();  // LOTUS_TC_AHEAD=0: before them
+      __syncthreads();
+    } else {
+      if (tid < NC) ok_s[buf * NC + tid] = ok_next;
+      __syncthreads();  // the other buffer's tile (the previous one) is no longer read
+      if (more) land(j0 + NC, buf ^ 1);
+      tc_wait_own(more, overlap);  // this thread's copies of this tile have landed
+      __syncthreads();             // and every thread's
+    }
+    const __nv_bfloat16 *Kt = Ks + buf * NC * ld, *Vt = Vs + buf * NC * ld;
+    const uint8_t* okt = ok_s + buf * NC;
     if (wn == 0 || j0 >= wk_max) continue;  // warp-uniform: no key of the tile is seen
     float sc[NT][4];
-    tc_scores<HSP, NC>(sc, Qs, wr0, Ks, g, t);
+    tc_scores<HSP, NC>(sc, Qs, wr0, Kt, g, t);
     float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < NT; n++) {
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         const int hi = r >> 1, kk = 8 * n + 2 * t + (r & 1), j = j0 + kk;
-        const bool ok = g + 8 * hi < wn && ok_s[kk] && j <= s.Tp + ig + 8 * hi;
+        const bool ok = g + 8 * hi < wn && okt[kk] && j <= s.Tp + ig + 8 * hi;
         sc[n][r] = ok ? sc[n][r] * scale : -INFINITY;
         tmax[hi] = fmaxf(tmax[hi], sc[n][r]);
       }
@@ -502,7 +524,7 @@ __global__ void __launch_bounds__(kTcFwdWarps * 32, 2)
     for (int nd = 0; nd < HSP / 8; nd++) {
       o[nd][0] *= alpha[0], o[nd][1] *= alpha[0], o[nd][2] *= alpha[1], o[nd][3] *= alpha[1];
     }
-    tc_acc_pb<HSP, NC>(o, sc, Vs, g, t);
+    tc_acc_pb<HSP, NC>(o, sc, Vt, g, t);
   }
 #pragma unroll
   for (int hi = 0; hi < 2; hi++) {
@@ -817,21 +839,34 @@ inline bool tc_attention_on(const AttnShape& s) {
   return g.precision == 2 && g.tc_attention && tc_hsp(s.HS) != 0;
 }
 
-template <int HSP>
-inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const float* qkv,
-                               const float* kv_past, const uint8_t* key_valid,
+// The forward kernel's dynamic shared memory: the query tile and one key/value tile pair, then
+// ok_s padded to 128 bytes and the fp32 landing tiles (tc_land); from bf16 rows, two tile pairs
+// and ok_s for each.
+template <int HSP, class T>
+inline size_t tc_fwd_smem(int TR) {
+  constexpr int NC = tc_cols(HSP);
+  if constexpr (std::is_same_v<T, float>) {
+    return tc_smem(HSP, TR, 128 + 2 * NC * HSP * sizeof(float));
+  } else {
+    return tc_smem(HSP, TR + 2 * NC, 2 * NC);
+  }
+}
+
+// qkv and kv_past: fp32 rows, or with T = __nv_bfloat16 bf16 storage (le_alloc_bf16).
+template <int HSP, class T>
+inline int attention_tc_fwd_at(const char* fn, float* out, float* stats, const T* qkv,
+                               const T* kv_past, const uint8_t* key_valid,
                                const AttnShape& s) {
   const float scale = (float)(1.0 / sqrt((double)s.HS));
   const int W = tc_warps(s.Tq, kTcFwdWarps), TR = W * kTcRows, nqt = (s.Tq + TR - 1) / TR;
   const int64_t blocks = (int64_t)s.B * s.NH * nqt;
   if (blocks > 0x7fffffffLL) return fail("%s: B*NH*Tq = %lld is too large", fn, (long long)blocks);
-  // ok_s padded to 128 bytes, then the landing tiles (tc_land).
-  const size_t smem = tc_smem(HSP, TR, 128 + 2 * tc_cols(HSP) * HSP * sizeof(float));
-  TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP>, smem));
+  const size_t smem = tc_fwd_smem<HSP, T>(TR);
+  TRY(attn_smem_optin(fn, attention_tc_fwd_kernel<HSP, T>, smem));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, (int64_t)s.B * s.Tq, s.C, &ld16);
-  const TcRows<float> src{qkv, kv_past, nullptr, s.past_bs, s.past_rs};
-  LAUNCH(attention_tc_fwd_kernel<HSP>, (unsigned)blocks, W * 32, smem)(
+  const TcRows<T> src{qkv, kv_past, nullptr, s.past_bs, s.past_rs};
+  LAUNCH((attention_tc_fwd_kernel<HSP, T>), (unsigned)blocks, W * 32, smem)(
       out, out16, ld16, stats, src, key_valid, s, scale, nqt, g.tc_ahead);
   return 0;
 }
@@ -902,6 +937,36 @@ inline int attention_tc_bwd_rows(const char* fn, float* dqkv, float* dkv_past,
   return 0;
 }
 
+// The backward from bf16 storage (le_alloc_bf16): the kernels stage qkv and the past as they
+// are stored; only dout is rounded, once a call, into g_scr_att16.
+template <int HSP>
+inline int attention_tc_bwd_b16(const char* fn, float* dqkv, float* dkv_past, const float* dout,
+                                const float* out, const float* stats, const uint8_t* key_valid,
+                                const __nv_bfloat16* qkv, const __nv_bfloat16* kv_past,
+                                const AttnShape& s, bool share_b, float* D) {
+  const int64_t nq = (int64_t)s.B * s.Tq, n = nq * s.C;
+  const size_t bytes = (size_t)n * sizeof(__nv_bfloat16);
+  if (g.capturing && bytes > g_scr_att16.bytes) {
+    return fail("%s: the attention backward's bf16 copy of dout (%zu bytes) would have to grow "
+                "while a graph is being recorded; run the ops once before recording them",
+                fn, bytes);
+  }
+  auto* dout16 = (__nv_bfloat16*)g_scr_att16.get(fn, bytes);
+  if (!dout16) return 1;
+  if (s.C % 4 == 0 && aligned16(dout)) {
+    const int64_t c4 = s.C / 4;
+    const int threads = (int)std::min<int64_t>(256, (c4 + 31) / 32 * 32);
+    const dim3 grid((unsigned)((c4 + threads - 1) / threads),
+                    (unsigned)std::min<int64_t>((nq + 3) / 4, 65535));
+    LAUNCH(tc_round_rows4_kernel, grid, threads, 0)(dout16, dout, nq, nq, s.C, 0, s.C);
+  } else {
+    LAUNCH(to_bf16_kernel, grid_for(n, 256), 256, 0)(dout16, dout, n);
+  }
+  const TcRows<__nv_bfloat16> b16{qkv, kv_past, dout16, s.past_bs, s.past_rs};
+  return attention_tc_bwd_rows<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, b16, s,
+                                    share_b, D);
+}
+
 template <int HSP>
 inline int attention_tc_bwd_at(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                                const float* out, const float* stats, const uint8_t* key_valid,
@@ -961,20 +1026,32 @@ inline int tc_dispatch(int HS, F f) {
   }
 }
 
+// b16: qkv and kv_past are bf16 storage (le_alloc_bf16), passed as float* by the ABI.
 inline int attention_tc_fwd(const char* fn, float* out, float* stats, const float* qkv,
-                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s) {
+                            const float* kv_past, const uint8_t* key_valid, const AttnShape& s,
+                            bool b16) {
   return tc_dispatch(s.HS, [&](auto hsp) {
-    return attention_tc_fwd_at<decltype(hsp)::value>(fn, out, stats, qkv, kv_past, key_valid, s);
+    constexpr int HSP = decltype(hsp)::value;
+    if (b16) {
+      return attention_tc_fwd_at<HSP>(fn, out, stats, as_bf16(qkv), as_bf16(kv_past), key_valid,
+                                      s);
+    }
+    return attention_tc_fwd_at<HSP>(fn, out, stats, qkv, kv_past, key_valid, s);
   });
 }
 
 inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const float* dout,
                             const float* out, const float* stats, const uint8_t* key_valid,
                             const float* qkv, const float* kv_past, const AttnShape& s,
-                            bool share_b, float* D) {
+                            bool share_b, float* D, bool b16) {
   return tc_dispatch(s.HS, [&](auto hsp) {
-    return attention_tc_bwd_at<decltype(hsp)::value>(fn, dqkv, dkv_past, dout, out, stats,
-                                                     key_valid, qkv, kv_past, s, share_b, D);
+    constexpr int HSP = decltype(hsp)::value;
+    if (b16) {
+      return attention_tc_bwd_b16<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid,
+                                       as_bf16(qkv), as_bf16(kv_past), s, share_b, D);
+    }
+    return attention_tc_bwd_at<HSP>(fn, dqkv, dkv_past, dout, out, stats, key_valid, qkv,
+                                    kv_past, s, share_b, D);
   });
 }
 

@@ -108,6 +108,7 @@ struct State {
   bool tc_attention = true;   // bf16 attention on tensor cores (attention_tc.cuh)
   bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
   bool tc_ahead = true;       // its kernels' tiles overlap the products before them
+  bool bf16_qkv = true;       // offered to keep qkv in bf16 storage (le_device_info)
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   int skinny = 1;  // forwards of 9 to 128 rows: 0 cuBLAS, 1 timed, 2 skinny_gemm_kernel

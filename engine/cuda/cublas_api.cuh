@@ -88,6 +88,7 @@ constexpr int kLtDescTransA = 3;           // CUBLASLT_MATMUL_DESC_TRANSA (int32
 constexpr int kLtDescTransB = 4;           // CUBLASLT_MATMUL_DESC_TRANSB (int32)
 constexpr int kLtDescEpilogue = 7;         // CUBLASLT_MATMUL_DESC_EPILOGUE (uint32)
 constexpr int kLtDescBiasPointer = 8;      // CUBLASLT_MATMUL_DESC_BIAS_POINTER (void*)
+constexpr int kLtDescBiasDataType = 26;    // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE (int32)
 constexpr int kLtEpilogueDefault = 1;      // CUBLASLT_EPILOGUE_DEFAULT
 constexpr int kLtEpilogueBias = 4;         // CUBLASLT_EPILOGUE_BIAS
 constexpr int kLtPrefMaxWorkspace = 1;     // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (uint64)

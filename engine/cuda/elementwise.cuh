@@ -15,17 +15,23 @@
 
 namespace le {
 
-__global__ void copy_rows_kernel(float* dst, const float* src, int rows, int cols,
-                                 int64_t dst_bs, int64_t dst_rs, int64_t src_bs, int64_t src_rs,
-                                 int64_t total, bool accumulate) {
+// T: float, or uint16_t for bf16 storage (copied as stored; never accumulated).
+template <class T>
+__global__ void copy_rows_kernel(T* dst, const T* src, int rows, int cols, int64_t dst_bs,
+                                 int64_t dst_rs, int64_t src_bs, int64_t src_rs, int64_t total,
+                                 bool accumulate) {
   pdl_begin();
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = t % cols, br = t / cols;
     const int64_t b = br / rows, r = br % rows;
-    float* d = dst + b * dst_bs + r * dst_rs + c;
-    const float s = src[b * src_bs + r * src_rs + c];
-    *d = accumulate ? *d + s : s;
+    T* d = dst + b * dst_bs + r * dst_rs + c;
+    const T s = src[b * src_bs + r * src_rs + c];
+    if constexpr (std::is_same_v<T, float>) {
+      *d = accumulate ? *d + s : s;
+    } else {
+      *d = s;
+    }
   }
 }
 
@@ -174,14 +180,21 @@ LE_API int le_copy_rows(float* dst, const float* src, int nb, int rows, int cols
   using namespace le;
   const char* fn = "le_copy_rows";
   REQUIRE_INIT(fn);
-  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs));
+  TRY(validate_copy_rows(dst, src, nb, rows, cols, dst_bs, dst_rs, src_bs, src_rs,
+                         accumulate));
   if (nb == 0 || rows == 0 || cols == 0) return 0;
-  wrote(dst, ((uint64_t)(nb - 1) * dst_bs + (uint64_t)(rows - 1) * dst_rs + cols) * 4);
-  const bool disjoint = (rows == 1 || dst_rs >= cols) &&
-                        (nb == 1 || dst_bs >= (int64_t)(rows - 1) * dst_rs + cols);
-  if (disjoint) {
+  const bool b16 = in_bf16_block(dst);  // and src (validated): disjoint rows, copied as stored
+  wrote(dst, ((uint64_t)(nb - 1) * dst_bs + (uint64_t)(rows - 1) * dst_rs + cols) *
+                 (b16 ? 2 : 4));
+  const bool disjoint = copy_rows_disjoint(nb, rows, cols, dst_bs, dst_rs);
+  if (b16) {
     const int64_t total = (int64_t)nb * rows * cols;
-    LAUNCH(copy_rows_kernel, grid_for(total, 256), 256, 0)(
+    LAUNCH(copy_rows_kernel<uint16_t>, grid_for(total, 256), 256, 0)(
+        reinterpret_cast<uint16_t*>(dst), reinterpret_cast<const uint16_t*>(src), rows, cols,
+        dst_bs, dst_rs, src_bs, src_rs, total, false);
+  } else if (disjoint) {
+    const int64_t total = (int64_t)nb * rows * cols;
+    LAUNCH(copy_rows_kernel<float>, grid_for(total, 256), 256, 0)(
         dst, src, rows, cols, dst_bs, dst_rs, src_bs, src_rs, total, accumulate != 0);
   } else {
     // Row starts that are all multiples of cols keep each element in one column.

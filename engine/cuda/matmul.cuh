@@ -263,6 +263,7 @@ constexpr size_t kMaxLtPlans = 1024;
 
 struct LtKey {
   int transa, transb, m, n, k, atype, lda, btype, ldb, ldc, compute, bias, accumulate;
+  int dtype;          // D's (and C's) type: CUDA_R_32F, or CUDA_R_16BF for bf16 storage
   unsigned align[3];  // A, B, D (C is D)
   bool operator==(const LtKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
@@ -336,12 +337,17 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransA, &ta, sizeof ta) == kSuccess;
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescTransB, &tb, sizeof tb) == kSuccess;
   ok = ok && g.blas.lt_desc_set(p.desc, kLtDescEpilogue, &epi, sizeof epi) == kSuccess;
+  if (k.bias && k.dtype != CUDA_R_32F) {  // the bias is fp32 whatever D is (default: D's type)
+    const int32_t bt = CUDA_R_32F;
+    ok = ok && g.blas.lt_desc_set(p.desc, kLtDescBiasDataType, &bt, sizeof bt) == kSuccess;
+  }
   // Stored shapes (column-major): op(A) is [m, k], so A is [m, k] (N) or [k, m] (T).
   ok = ok && g.blas.lt_layout_create(&p.a, (cudaDataType_t)k.atype, k.transa ? k.k : k.m,
                                      k.transa ? k.m : k.k, k.lda) == kSuccess;
   ok = ok && g.blas.lt_layout_create(&p.b, (cudaDataType_t)k.btype, k.transb ? k.n : k.k,
                                      k.transb ? k.k : k.n, k.ldb) == kSuccess;
-  ok = ok && g.blas.lt_layout_create(&p.d, CUDA_R_32F, k.m, k.n, k.ldc) == kSuccess;
+  ok = ok &&
+       g.blas.lt_layout_create(&p.d, (cudaDataType_t)k.dtype, k.m, k.n, k.ldc) == kSuccess;
   if (!ok) return;
   const auto known = g_lt_chosen.find(k);
   if (known != g_lt_chosen.end()) {
@@ -379,7 +385,7 @@ inline void build_lt_plan(const LtKey& k, LtPlan& p) {
 
 // The GEMM of `plan` with algorithm `algo` into C (beta 1: C += ...).
 inline cublas::Status run_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
-                             Operand B, float* C, bool accumulate) {
+                             Operand B, void* C, bool accumulate) {
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   return g.blas.lt_matmul(g.lt, plan.desc, &alpha, A.p, plan.a, B.p, plan.b, &beta, C, plan.d,
                           C, plan.d, &algo, g.workspace, kWorkspaceBytes, g.stream);
@@ -425,7 +431,7 @@ inline double time_calls(const F& run, cudaEvent_t ev[2]) {
 // Microseconds a call of `algo`, after one untimed (time_calls); a negative value when the
 // algorithm fails (it is then not a candidate).
 inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A, Operand B,
-                      float* C, bool accumulate, cudaEvent_t ev[2]) {
+                      void* C, bool accumulate, cudaEvent_t ev[2]) {
   const auto run = [&] { return run_lt(plan, algo, A, B, C, accumulate) != cublas::kSuccess; };
   return run() ? -1 : time_calls(run, ev);
 }
@@ -435,13 +441,13 @@ inline double time_lt(const LtPlan& plan, const cublas::LtAlgo& algo, Operand A,
 // when the GPU reports a fault. With a launch error pending from the op's earlier kernels it
 // chooses nothing yet (op_done reports that error; a later call times the key).
 inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Operand B,
-                   float* C, bool accumulate) {
+                   void* C, bool accumulate) {
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
   // Where the candidates write: C itself, or for an accumulating GEMM a zeroed temporary;
   // nowhere (untimed) while recording or when the temporary is too large or not allocated.
-  const size_t out_bytes = (size_t)key.ldc * key.n * sizeof(float);
-  float* out = nullptr;
-  float* temp = nullptr;
+  const size_t out_bytes = (size_t)key.ldc * key.n * (key.dtype == CUDA_R_32F ? 4 : 2);
+  void* out = nullptr;
+  void* temp = nullptr;
   if (!g.capturing) {
     if (!accumulate) {
       out = C;
@@ -498,15 +504,17 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
 
 // Column-major C[m,n] = A op B (+ bias per row of C) (+ C when accumulate) through
 // cublasLtMatmul. Returns 0 done, 1 failed (message set), -1 not possible here: the caller
-// runs cublasGemmEx (and the bias kernel).
+// runs cublasGemmEx (and the bias kernel). C is fp32, or with ctype CUDA_R_16BF bf16 storage
+// (the fp32 result rounded as it is written; never accumulated).
 inline int gemm_lt(const char* fn, int transa, int transb, int m, int n, int k, Operand A,
-                   Operand B, float* C, int ldc, const float* bias, bool accumulate) {
+                   Operand B, void* C, int ldc, const float* bias, bool accumulate,
+                   cudaDataType_t ctype = CUDA_R_32F) {
   // The epilogue reads the bias with vector loads on some kernels, and no preference says how
   // aligned the bias is: one off a 16-byte boundary takes the kernel path.
   if (!g.lt || (bias && alignment_of(bias) < 16)) return -1;
   const int compute = g.precision == 1 ? cublas::kCompute32FFastTF32 : cublas::kCompute32F;
   const LtKey key{transa, transb, m, n, k, (int)A.type, A.ld, (int)B.type, B.ld, ldc, compute,
-                  bias != nullptr, accumulate, {alignment_of(A.p), alignment_of(B.p),
+                  bias != nullptr, accumulate, (int)ctype, {alignment_of(A.p), alignment_of(B.p),
                   alignment_of(C)}};
   auto it = g_lt_plans.find(key);
   if (it == g_lt_plans.end()) {
@@ -826,6 +834,23 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
   return 0;
 }
 
+// le_matmul_fwd into bf16 storage: cuBLASLt writes D in bf16 (its epilogue adds the fp32 bias
+// to the fp32 sum, then rounds) where it offers an algorithm for that, which it does for bf16
+// operands (bf16 mode); otherwise the GEMM writes fp32 into scratch and a pass rounds it (the
+// same values: the sum plus the bias, rounded once).
+inline int matmul_fwd_bf16(const char* fn, Operand A, Operand B, __nv_bfloat16* out,
+                           const float* bias, int N, int Cin, int Cout) {
+  const int r = gemm_lt(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, bias,
+                        false, CUDA_R_16BF);
+  if (r >= 0) return r;
+  const int64_t n = (int64_t)N * Cout;
+  float* wide = (float*)g_scr_c.get(fn, (size_t)n * sizeof(float));
+  if (!wide) return 1;
+  TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, wide, Cout, false, bias));
+  LAUNCH(to_bf16_kernel, grid_for(n, 256), 256, 0)(out, wide, n);
+  return 0;
+}
+
 // le_matmul_fwd by one of the engine's own kernels where one applies and the call's way (see
 // above) is not cuBLAS: 1 launched, 0 cuBLAS's (the caller runs a deferred GELU, then cuBLAS),
 // -1 failed (message set). gelu_in: the input of the GELU forward whose output is all of inp,
@@ -917,7 +942,9 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   if (const ProducedCopy* c = operand_only_copy()) {
     TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
-  const int few = own_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
+  // bf16 storage (le_alloc_bf16): the GEMM's fp32 result rounded as it is written.
+  const bool out16 = in_bf16_block(out);
+  const int few = out16 ? 0 : own_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
   if (few < 0) return 1;
   if (few > 0) {
     g_deferred_gelu_fwd = DeferredGeluFwd{};
@@ -927,6 +954,10 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
+  if (out16) {
+    TRY(matmul_fwd_bf16(fn, A, B, reinterpret_cast<__nv_bfloat16*>(out), bias, N, Cin, Cout));
+    return op_done(fn);
+  }
   TRY(gemm(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, false, bias));
   return op_done(fn);
 }
