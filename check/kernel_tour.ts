@@ -37,6 +37,7 @@ import { buildEngine } from "../engine/build.ts";
 import { type Engine, EngineError, openEngine, type Precision } from "../engine/ffi.ts";
 import { Rng } from "../base/rng.ts";
 import { randn, withBufs } from "./_op_bufs.ts";
+import { compareBf16Storage } from "./bf16_storage.ts";
 import {
   attentionCase,
   type CheckRow,
@@ -239,6 +240,9 @@ export function kernelTour(
     section("attention settings", () => {
       const tc = [...OP_CASES, ...TOUR_CASES].filter((c) => c.tensorCores);
       rows.push(...compareAttentionSettings(open, tc));
+    });
+    section("bf16 storage", () => {
+      for (const p of precisions) rows.push(...compareBf16Storage(test, p));
     });
     section("lotus step", () => {
       for (const p of quick ? ["bf16" as const] : precisions) {
