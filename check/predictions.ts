@@ -77,6 +77,11 @@ export const PREDICTIONS: readonly Prediction[] = [
     change: "31. GELU's forward formed by the few-row kernel after it",
     effect: { step: [-0.2, 0.2], thought: [-0.4, 0], token: [-0.06, -0.02] },
   },
+  {
+    variant: "fp32-qkv",
+    change: "32. each layer's qkv kept in bf16 storage",
+    effect: { step: [-7, -2], thought: [-0.1, 0.1], token: [-0.05, 0.05] },
+  },
 ];
 
 const RowSchema = z.object({

@@ -12,7 +12,9 @@
 // engine must not use) with CUBLAS_STATUS_INVALID_VALUE. TF32 compute truncates fp32 operands
 // to 10 mantissa bits, the pessimistic reading of the tensor cores' conversion; bf16 operands
 // (CUDA_R_16BF = 14) are widened exactly. cublasLtMatmul runs the same loops and adds the bias
-// after alpha * sum, as the epilogue does; the heuristic's algorithms record the alignments the
+// after alpha * sum, as the epilogue does, reading it as CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE says
+// (by default D's type); a bf16 D (from bf16 operands, never accumulated) is that fp32 value
+// rounded to nearest, ties to even; the heuristic's algorithms record the alignments the
 // preference promised, and the matmul rejects operands that do not have them. The heuristic
 // offers one algorithm, or EMU_LT_ALGOS of them (all the same loops), and EMU_LT_SLOW_ALGO=r
 // makes algorithm r 2 ms slower a call, so that the engine's timing of candidates is tested;
