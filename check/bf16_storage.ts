@@ -96,27 +96,12 @@ function attentionCase(eng: Engine, c: AttnCase, seed: number): { differ: number
       const out = bufs.f32(B * Tq * C), stats = bufs.f32(B * NH * Tq * 2);
       const dqkv = bufs.f32(B * Tq * W), dpast = bufs.f32(B * Tp * W);
       const kvPast = eng.offset(past, C * elem), dkv = bufs.at(dpast, C);
+      const dims = [B, Tq, Tp, C, NH] as const, strides = [Tp * W, W] as const;
       if (c.NKV === undefined) {
-        eng.attentionStatsFwd(out, stats, qkv, kvPast, kv, B, Tq, Tp, C, NH, Tp * W, W);
-        eng.attentionStatsBwd(
-          dqkv,
-          dkv,
-          dO,
-          out,
-          stats,
-          kv,
-          qkv,
-          kvPast,
-          B,
-          Tq,
-          Tp,
-          C,
-          NH,
-          Tp * W,
-          W,
-        );
+        eng.attentionStatsFwd(out, stats, qkv, kvPast, kv, ...dims, ...strides);
+        eng.attentionStatsBwd(dqkv, dkv, dO, out, stats, kv, qkv, kvPast, ...dims, ...strides);
       } else {
-        eng.attentionGqaStatsFwd(out, stats, qkv, kvPast, kv, B, Tq, Tp, C, NH, NKV, Tp * W, W);
+        eng.attentionGqaStatsFwd(out, stats, qkv, kvPast, kv, ...dims, NKV, ...strides);
         eng.attentionGqaStatsBwd(
           dqkv,
           dkv,
@@ -126,14 +111,9 @@ function attentionCase(eng: Engine, c: AttnCase, seed: number): { differ: number
           kv,
           qkv,
           kvPast,
-          B,
-          Tq,
-          Tp,
-          C,
-          NH,
+          ...dims,
           NKV,
-          Tp * W,
-          W,
+          ...strides,
         );
       }
       return [

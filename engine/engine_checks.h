@@ -140,7 +140,9 @@ inline size_t live_blocks() {
 
 // Checks that [p, p + bytes) lies inside one live block. bytes == 0 touches nothing, so only
 // the NULL check applies.
-inline int check_span(const char* fn, const char* name, const void* p, uint64_t bytes) {
+// *bf16 (when given, and bytes > 0) gets whether the block is bf16 storage (le_alloc_bf16).
+inline int check_span(const char* fn, const char* name, const void* p, uint64_t bytes,
+                      bool* bf16 = nullptr) {
   if (p == nullptr) return fail("%s: %s is NULL", fn, name);
   if (bytes == 0) return 0;
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
@@ -168,6 +170,7 @@ inline int check_span(const char* fn, const char* name, const void* p, uint64_t 
                 fn, name, (unsigned long long)bytes, (unsigned long long)left,
                 (unsigned long long)it->second.bytes, name, (unsigned long long)off);
   }
+  if (bf16) *bf16 = it->second.bf16;
   return 0;
 }
 
@@ -189,8 +192,9 @@ inline bool in_bf16_block(const void* p) {
 // never lies in a bf16 block, except those check_store admits.
 template <class T, class = std::enable_if_t<!std::is_void_v<T>>>
 inline int check_span(const char* fn, const char* name, const T* p, uint64_t bytes) {
-  TRY(check_span(fn, name, static_cast<const void*>(p), bytes));
-  if (bytes > 0 && in_bf16_block(p)) {
+  bool bf16 = false;
+  TRY(check_span(fn, name, static_cast<const void*>(p), bytes, &bf16));
+  if (bf16) {
     return fail("%s: %s (%p) lies in a bf16 block (le_alloc_bf16), which this argument cannot "
                 "read or write; only le_matmul_fwd's out, the statistics attention's qkv and "
                 "kv_past, and le_copy_rows take bf16 blocks: give it an fp32 buffer",
