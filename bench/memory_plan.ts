@@ -69,7 +69,7 @@ function countingEngine(): { eng: Engine; bytes: () => number } {
   let next = 1n << 40n, live = 0;
   const sizes = new Map<bigint, number>();
   const eng = {
-    keepsQkvBf16: false,
+    keepsQkvBf16: () => false,
     allocBf16(n: number): Ptr {
       return eng.alloc(2 * n);
     },

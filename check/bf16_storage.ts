@@ -156,13 +156,18 @@ export function compareBf16Storage(eng: Engine, precision: Precision, seed = 7):
       eng.matmulFwd(o16, xp, wp, bp, N, Cin, Cout);
       return ulpDistance(download16(eng, o16, N * Cout), bf16Bits(bufs.get(o32, N * Cout)));
     });
+    // Which way the CUDA engine wrote bf16 outputs so far (le_device_info; none on the CPU).
+    const d = eng.deviceInfo();
+    const ways = d.bf16OutLt === undefined
+      ? ""
+      : `; bf16 outputs so far: ${d.bf16OutLt} by cuBLASLt, ${d.bf16OutRounded} by a pass`;
     rows.push(checkRow(
       "bf16 storage",
       `matmul fwd [${N}, ${Cin}] x [${Cout}, ${Cin}]^T + bias into bf16: its fp32 output rounded`,
       precision,
       mm,
       1,
-      "bf16 steps from the fp32 output rounded to nearest",
+      `bf16 steps from the fp32 output rounded to nearest${ways}`,
     ));
     for (const c of BF16_ATTENTION_CASES) {
       const { differ, n } = attentionCase(eng, c, seed);

@@ -51,8 +51,8 @@ const FWD = "the forward holds its output rows (16 x HSP), a tile's scores (16 x
  * that doubles a spill does.
  */
 export const SPILL_BUDGET: Readonly<Record<string, SpillAllowance>> = {
-  "le::attention_tc_fwd_kernel<128>": { maxStoreBytes: 16, why: `[4] ${FWD}` },
-  "le::attention_tc_fwd_kernel<64>": { maxStoreBytes: 16, why: `[8] ${FWD}` },
+  "le::attention_tc_fwd_kernel<128, float>": { maxStoreBytes: 16, why: `[4] ${FWD}` },
+  "le::attention_tc_fwd_kernel<64, float>": { maxStoreBytes: 16, why: `[8] ${FWD}` },
 };
 
 /** Registers a multiprocessor has, and the warps it can hold (sm_90). */

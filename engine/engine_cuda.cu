@@ -385,11 +385,11 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
       }
       return q + "\"";
     };
-    char nums[768];
+    char nums[1024];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
-             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"bf16Qkv\":%s,"
-             "\"gemv\":%s,"
+             "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"tcMaxHead\":%d,"
+             "\"bf16Qkv\":%s,\"bf16OutLt\":%lld,\"bf16OutRounded\":%lld,\"gemv\":%s,"
              "\"deferGeluBwd\":%s,\"deferGeluFwd\":%d,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
@@ -398,7 +398,9 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              "\"geluFwdShapes\":%d,\"geluFwdFused\":%d}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
-             g.bf16_qkv && g.tc_attention ? "true" : "false", g.gemv ? "true" : "false", g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
+             g.tc_attention ? 128 : 0, g.bf16_qkv && g.tc_attention ? "true" : "false",
+             (long long)g_bf16_out.lt, (long long)g_bf16_out.rounded, g.gemv ? "true" : "false",
+             g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,
              g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_own.sk_shapes,

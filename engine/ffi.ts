@@ -343,12 +343,15 @@ export class Engine {
   }
 
   /**
-   * Whether a model run on this engine keeps each layer's qkv in bf16 storage: the CUDA engine
-   * in bf16 mode with its tensor-core attention, which rounds qkv to bf16 as it stages it (the
-   * same operands from half the bytes), unless `LOTUS_BF16_QKV=0`, as le_device_info reports it.
+   * Whether a stack of heads of `headSize` run on this engine keeps each layer's qkv in bf16
+   * storage: the CUDA engine in bf16 mode with its tensor-core attention for that head size
+   * (le_device_info's tcMaxHead), which rounds qkv to bf16 as it stages it (the same operands
+   * from half the bytes), unless `LOTUS_BF16_QKV=0` (le_device_info's bf16Qkv).
    */
-  get keepsQkvBf16(): boolean {
-    return this.storesBf16 && this.#precision === 2 && this.deviceInfo().bf16Qkv === true;
+  keepsQkvBf16(headSize: number): boolean {
+    if (!this.storesBf16 || this.#precision !== 2) return false;
+    const d = this.deviceInfo();
+    return d.bf16Qkv === true && headSize <= Number(d.tcMaxHead ?? 0);
   }
 
   /** Frees memory from alloc (null: no-op). */
@@ -396,7 +399,10 @@ export class Engine {
     return q === 0n ? null : q;
   }
 
-  /** Strided copy of fp32 rows (le_copy_rows); strides in elements. */
+  /**
+   * Strided copy of rows (le_copy_rows); strides in elements. fp32 rows, or bf16 storage
+   * between two bf16 blocks ({@linkcode Engine.allocBf16}: not accumulated, disjoint rows).
+   */
   copyRows(
     dst: Ptr,
     src: Ptr,

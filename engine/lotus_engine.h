@@ -215,7 +215,10 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
  * (biases in its epilogue; LOTUS_CUBLASLT=0 or a library without it: cublasGemmEx),
  * tcAttention whether bf16 attention runs on tensor cores and mmaProbe how many of 128
  * elements le_init's check of the tensor cores' register layout got wrong (-1: not run, with
- * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off). The gemmTune fields: how many of
+ * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off); tcMaxHead is the largest head size
+ * it serves (0 when off), bf16Qkv whether a model keeps its qkv in bf16 storage there (unless
+ * LOTUS_BF16_QKV=0), and bf16OutLt and bf16OutRounded how many matmuls into bf16 storage
+ * cuBLASLt wrote and how many a rounding pass did. The gemmTune fields: how many of
  * the heuristic's algorithms are timed per GEMM shape (LOTUS_GEMM_TUNE; 1: none timed), the
  * shapes timed so far, those where another than the heuristic's first won, and one call of
  * every timed shape summed, with the heuristic's first and with the one kept, in
@@ -408,7 +411,7 @@ int le_mark_elapsed(int a, int b, float* ms);
  *    both bf16 or both fp32 (when Tp > 0): the values are read as stored, and the results are
  *    those of fp32 buffers holding the same values; dqkv, dkv_past, out and dout stay fp32;
  *  - le_copy_rows's dst and src, both bf16, with accumulate 0;
- *  - the byte-wise le_zero, le_copy, le_upload, le_download and le_free.
+ *  - the byte-wise le_zero, le_copy, le_upload, le_download, le_comm_broadcast and le_free.
  * Any other argument in one fails, naming it. In bf16 mode the CUDA engine's tensor-core
  * attention rounds fp32 qkv to bf16 as it stages it, so a qkv stored in bf16 gives it the same
  * operands from half the memory and half the bytes read, and spares the backward's rounding

@@ -117,7 +117,7 @@ export class Arena {
   bf16(n: number): Ptr {
     const p = this.#eng.allocBf16(Math.max(1, n));
     this.#ptrs.push(p);
-    this.#bytes += 2 * n;
+    this.#bytes += 2 * Math.max(1, n);
     return p;
   }
   /** Allocate `n` int32 elements (zeroed). */

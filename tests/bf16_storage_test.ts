@@ -112,9 +112,13 @@ Deno.test({
       }
       refusals(e);
       e.setPrecision(2);
-      assert(e.keepsQkvBf16, "bf16 mode with the tensor-core attention keeps qkv in bf16");
+      assert(e.keepsQkvBf16(64), "bf16 mode with the tensor-core attention keeps qkv in bf16");
+      assert(!e.keepsQkvBf16(192), "heads over 128 take the fp32 kernels: fp32 qkv");
+      const d = e.deviceInfo();
+      assert(Number(d.bf16OutLt) > 0, "cuBLASLt wrote bf16 outputs in bf16 mode");
+      assert(Number(d.bf16OutRounded) > 0, "a rounding pass wrote them in fp32 and TF32 modes");
       e.setPrecision(0);
-      assert(!e.keepsQkvBf16);
+      assert(!e.keepsQkvBf16(64));
     } finally {
       e.close();
     }

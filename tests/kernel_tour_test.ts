@@ -44,7 +44,8 @@ Deno.test({
     const names = [...kernelInstances(buildCudaEmu()).values()];
     for (
       const k of [
-        "le::attention_tc_fwd_kernel<64>",
+        "le::attention_tc_fwd_kernel<64, float>",
+        "le::attention_tc_fwd_kernel<64, __nv_bfloat16>",
         "le::attention_tc_dq_kernel<128, __nv_bfloat16>",
         "le::layernorm_fwd_vec_kernel<8, true>",
         "le::gemv_bf16_kernel<float, true>",

@@ -160,9 +160,9 @@ export interface LotusCapacity {
   /**
    * Keep each layer's qkv, and the suffix's past, in bf16 storage (Engine.allocBf16): half
    * the memory, and in bf16 mode the tensor-core attention's operands as they are, so the
-   * results are the same bits. Default: where the engine offers it (Engine.keepsQkvBf16: the
-   * CUDA engine in bf16 mode, unless LOTUS_BF16_QKV=0), for a GPT-2 backbone (Llama rotates
-   * its qkv in fp32).
+   * results are the same bits. Default: where the engine offers it for the stack's head size
+   * (Engine.keepsQkvBf16: the CUDA engine in bf16 mode with its tensor-core attention, unless
+   * LOTUS_BF16_QKV=0), for GPT-2 stacks (Llama rotates its qkv in fp32).
    */
   qkvBf16?: boolean;
   /**
@@ -334,7 +334,8 @@ export class LotusRunner {
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
     const masks = training && cap.dropout === true;
-    const q16 = cap.qkvBf16 ?? (model.eng.keepsQkvBf16 && !model.main.widths.llama);
+    const q16 = cap.qkvBf16 ??
+      (!model.main.widths.llama && model.eng.keepsQkvBf16(shape.dModel / shape.nHead));
     const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), qkvBf16: q16 };
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
     // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
@@ -347,7 +348,8 @@ export class LotusRunner {
     this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
     this.#aux = model.aux && cap.K > 0
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training, false, {
-        qkvBf16: q16,
+        qkvBf16: cap.qkvBf16 ??
+          model.eng.keepsQkvBf16(model.aux.shape.dModel / model.aux.shape.nHead),
       })
       : null;
     const KW = model.main.widths.kv;

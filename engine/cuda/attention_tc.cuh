@@ -24,12 +24,14 @@
 // Every kernel streams its tiles one step ahead: while a step's products run, the next step's
 // tile is on its way into shared memory by cp.async, which holds no register, and a step waits
 // only for what the previous step's products did not cover. The backward's kernels copy the
-// bf16 rows into a second buffer of bf16 tiles (tc_stage_ahead); the forward, whose rows are
-// fp32, lands them in an fp32 buffer and rounds them into its bf16 tiles when their step comes
-// (tc_land, tc_unland). LOTUS_TC_AHEAD=0 waits for the next tile before the products instead:
+// bf16 rows into a second buffer of bf16 tiles (tc_stage_ahead); the forward lands fp32 rows in an
+// fp32 buffer and rounds them into its bf16 tiles when their step comes (tc_land, tc_unland), and
+// copies rows in bf16 storage (le_alloc_bf16) as the backward does, into two tile pairs.
+// LOTUS_TC_AHEAD=0 waits for the next tile before the products instead:
 // the same bits, the staging's latency exposed again (a measurement's before).
 //
-// Shared memory per block, at HSP = 64 and W = 4: 59 KiB (forward), 54 KiB (dq), 56 KiB (dkv),
+// Shared memory per block, at HSP = 64 and W = 4: 59 KiB (forward; 45 KiB from bf16 storage),
+// 54 KiB (dq), 56 KiB (dkv),
 // where kernels that keep the scores and accumulators in shared memory need 70 to 106 KiB;
 // 2.25 KiB (forward) or 4.5 KiB (dq, dkv) more a warp over 4. Registers bound the blocks a
 // multiprocessor holds (__launch_bounds__ below: 128 a thread in the forward, 168 in dq and
@@ -45,7 +47,8 @@
 // The backward first rounds its rows (qkv, the past, dout) into packed bf16 copies, once a call
 // (attention_tc_bwd_at), and its kernels stage those: every block that stages a row would
 // otherwise round it again, from twice the bytes. LOTUS_TC_BF16_ROWS=0 stages the fp32 rows;
-// the bits are the same.
+// the bits are the same. qkv and a past in bf16 storage are staged as stored, and only dout is
+// rounded (attention_tc_bwd_b16).
 //
 // Precision: q.k, p.v, dout.v, ds.k, ds.q and p.dout take bf16 operands (q, k, v, dout as
 // staged, p and ds rounded after the fp32 softmax arithmetic) with fp32 sums, as a bf16

@@ -838,11 +838,19 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
 // to the fp32 sum, then rounds) where it offers an algorithm for that, which it does for bf16
 // operands (bf16 mode); otherwise the GEMM writes fp32 into scratch and a pass rounds it (the
 // same values: the sum plus the bias, rounded once).
+// Calls of each way, for le_device_info (bf16OutLt, bf16OutRounded): a GPU run shows whether
+// cuBLASLt took the bf16 outputs.
+struct Bf16OutStats {
+  int64_t lt = 0, rounded = 0;
+} g_bf16_out;
+
 inline int matmul_fwd_bf16(const char* fn, Operand A, Operand B, __nv_bfloat16* out,
                            const float* bias, int N, int Cin, int Cout) {
   const int r = gemm_lt(fn, cublas::kOpT, cublas::kOpN, Cout, N, Cin, A, B, out, Cout, bias,
                         false, CUDA_R_16BF);
+  if (r == 0) g_bf16_out.lt++;
   if (r >= 0) return r;
+  g_bf16_out.rounded++;
   const int64_t n = (int64_t)N * Cout;
   float* wide = (float*)g_scr_c.get(fn, (size_t)n * sizeof(float));
   if (!wide) return 1;
