@@ -138,6 +138,16 @@ inline size_t live_blocks() {
   return g_blocks.size();
 }
 
+// The live block whose start is the nearest at or below address a (g_blocks.end() when none),
+// and a's offset in it. The caller holds g_mu; a lies in the block when *off < its bytes.
+inline std::map<uintptr_t, Block>::const_iterator block_below(uintptr_t a, uint64_t* off) {
+  auto it = g_blocks.upper_bound(a);
+  if (it == g_blocks.begin()) return g_blocks.end();
+  --it;
+  *off = a - it->first;
+  return it;
+}
+
 // Checks that [p, p + bytes) lies inside one live block. bytes == 0 touches nothing, so only
 // the NULL check applies.
 // *bf16 (when given, and bytes > 0) gets whether the block is bf16 storage (le_alloc_bf16).
@@ -145,14 +155,12 @@ inline int check_span(const char* fn, const char* name, const void* p, uint64_t 
                       bool* bf16 = nullptr) {
   if (p == nullptr) return fail("%s: %s is NULL", fn, name);
   if (bytes == 0) return 0;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) {
+  uint64_t off = 0;
+  const auto it = block_below(reinterpret_cast<uintptr_t>(p), &off);
+  if (it == g_blocks.end()) {
     return fail("%s: %s (%p) is not engine memory; allocate it with le_alloc", fn, name, p);
   }
-  --it;
-  const uint64_t off = a - it->first;
   if (off >= it->second.bytes) {
     return fail("%s: %s (%p) is not engine memory (it lies past the end of the nearest block); "
                 "allocate it with le_alloc",
@@ -177,12 +185,10 @@ inline int check_span(const char* fn, const char* name, const void* p, uint64_t 
 // Whether p lies in a block from le_alloc_bf16 (false for NULL and for memory of no block).
 inline bool in_bf16_block(const void* p) {
   if (p == nullptr) return false;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) return false;
-  --it;
-  return a - it->first < it->second.bytes && it->second.bf16;
+  uint64_t off = 0;
+  const auto it = block_below(reinterpret_cast<uintptr_t>(p), &off);
+  return it != g_blocks.end() && off < it->second.bytes && it->second.bf16;
 }
 
 // Typed arguments (float*, int32_t*) must also be aligned to their element: a GPU faults on a
@@ -235,13 +241,10 @@ inline int check_opt(const char* fn, const char* name, const T* p, uint64_t byte
 // Number of whole rows of `row_bytes` between p and the end of its block (0 if unknown).
 // Bounds the data-dependent indices (token ids, positions) that the ABI gives no size for.
 inline uint64_t rows_in_block(const void* p, uint64_t row_bytes) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_blocks.upper_bound(a);
-  if (it == g_blocks.begin()) return 0;
-  --it;
-  const uint64_t off = a - it->first;
-  if (off >= it->second.bytes) return 0;
+  uint64_t off = 0;
+  const auto it = block_below(reinterpret_cast<uintptr_t>(p), &off);
+  if (it == g_blocks.end() || off >= it->second.bytes) return 0;
   return (it->second.bytes - off) / row_bytes;
 }
 
@@ -562,6 +565,14 @@ inline bool drop_keep(uint64_t seed, int64_t i, float p) {
   return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
 
+// The elements an attention call's past spans from its first: row (b, t) starts at
+// b*past_bs + t*past_rs and holds `row` elements (keys, then values). 0 when Tp == 0;
+// UINT64_MAX when the shape overflows (which the validators reject before any engine reads).
+inline uint64_t past_elements(int B, int Tp, int64_t past_bs, int64_t past_rs, uint64_t row) {
+  if (Tp <= 0) return 0;
+  return add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), row);
+}
+
 // The shape, and the past (kv_past or dkv_past, named past_name) when Tp > 0.
 // With past16 (the statistics forms' kv_past), the past may be bf16 storage (check_store), and
 // *past16 says whether it is.
@@ -589,7 +600,7 @@ inline int check_attention_shape(const char* fn, int B, int Tq, int Tp, int C, i
                   fn, (long long)past_rs, 2LL * C);
     }
     REQUIRE_NONNEG(fn, "past_bs", past_bs);
-    const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * C);
+    const uint64_t span = past_elements(B, Tp, past_bs, past_rs, 2ull * C);
     if (past16) return check_store(fn, past_name, past, span, past16);
     TRY(check_span(fn, past_name, past, mul(span, 4)));
   }
@@ -845,7 +856,7 @@ inline int check_gqa_shape(const char* fn, int B, int Tq, int Tp, int C, int NH,
                   fn, (long long)past_rs, (long long)(2 * ckv));
     }
     REQUIRE_NONNEG(fn, "past_bs", past_bs);
-    const uint64_t span = add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), 2ull * ckv);
+    const uint64_t span = past_elements(B, Tp, past_bs, past_rs, 2ull * ckv);
     if (past16) return check_store(fn, past_name, past, span, past16);
     TRY(check_span(fn, past_name, past, mul(span, 4)));
   }

@@ -1244,9 +1244,7 @@ struct WideQkv {
   const float *qkv, *past;
   WideQkv(const float* q, const float* p, const AttnShape& s) {
     qkv = widened(q, (int64_t)s.B * s.Tq * s.QS, qkv_keep);
-    const int64_t span = s.Tp == 0 ? 0
-                                   : (int64_t)(s.B - 1) * s.past_bs +
-                                         (int64_t)(s.Tp - 1) * s.past_rs + (s.QS - s.C);
+    const int64_t span = (int64_t)past_elements(s.B, s.Tp, s.past_bs, s.past_rs, s.QS - s.C);
     past = s.Tp == 0 ? p : widened(p, span, past_keep);
   }
 };

@@ -488,9 +488,7 @@ __global__ void widen_bf16_kernel(float* out, const __nv_bfloat16* in, int64_t n
 // kernels see the values stored.
 inline int widen_qkv(const char* fn, const float** qkv, const float** past, const AttnShape& s) {
   const int64_t nq = (int64_t)s.B * s.Tq * s.QS;
-  const int64_t np = s.Tp == 0 ? 0
-                               : (int64_t)(s.B - 1) * s.past_bs +
-                                     (int64_t)(s.Tp - 1) * s.past_rs + (s.QS - s.C);
+  const int64_t np = (int64_t)past_elements(s.B, s.Tp, s.past_bs, s.past_rs, s.QS - s.C);
   float* wide = (float*)g_scr_c.get(fn, (size_t)(nq + np) * sizeof(float));
   if (!wide) return 1;
   LAUNCH(widen_bf16_kernel, grid_for(nq, 256), 256, 0)(wide, as_bf16(*qkv), nq);
