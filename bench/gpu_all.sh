@@ -24,7 +24,8 @@
 #      of 9 to 128 rows always through cuBLAS (LOTUS_SKINNY=0), the before of the split-K
 #      kernel; with GELU's forward as its own kernel (LOTUS_DEFER_GELU_FWD=0), the before of
 #      its deferral to the few-row kernels; with each layer's qkv kept in fp32 (LOTUS_BF16_QKV=0),
-#      the before of its bf16 storage; with the fp32 attention kernels
+#      the before of its bf16 storage; with each layer's MLP first projection kept in fp32
+#      (LOTUS_BF16_FCH=0), the before of its bf16 storage; with the fp32 attention kernels
 #      (LOTUS_TC_ATTENTION=0), the tensor-core attention's before; then in TF32 and fp32, the bf16 path's before;
 #   5. with --baseline-lib PATH (a CUDA engine library built from an earlier commit of the same
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
@@ -32,8 +33,8 @@
 #      short benchmark back to back, so that a change's before and after come from one run.
 #   6. the kernel tour under compute-sanitizer (check/gpu_sanitize.sh): every kernel of the
 #      engine at small shapes, under memcheck and racecheck (--quick) or all four tools.
-# --quick (495 s of limits, 545 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
-# and fp32 variants, and two of the sanitizer's tools, and shortens the rest (1,360 s of limits
+# --quick (520 s of limits, 570 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
+# and fp32 variants, and two of the sanitizer's tools, and shortens the rest (1,405 s of limits
 # without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eleven files:
 # run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
 # bench.json, profile.txt and profile.json, variants.txt, predictions.txt and
@@ -63,14 +64,14 @@ if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
   check_s=55 bench_s=45 profile_s=40 variant_s=25 sanitize_s=40 tools=memcheck,racecheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
-    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv)
+    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch)
 else
   check_args=(--steps 30) bench_args=()
   check_s=150 bench_s=220 profile_s=60 variant_s=45 sanitize_s=75
   tools=memcheck,racecheck,synccheck,initcheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
-    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-attention tf32
-    fp32)
+    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch fp32-attention
+    tf32 fp32)
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
@@ -127,6 +128,7 @@ for v in "${variants[@]}"; do
     gemm-skinny-rows) variant "$v" LOTUS_SKINNY=0 ;;
     separate-gelu-fwd) variant "$v" LOTUS_DEFER_GELU_FWD=0 ;;
     fp32-qkv) variant "$v" LOTUS_BF16_QKV=0 ;;
+    fp32-fch) variant "$v" LOTUS_BF16_FCH=0 ;;
     fp32-attention) variant "$v" LOTUS_TC_ATTENTION=0 ;;
     *) variant "$v" "" --precision "$v" ;;
   esac

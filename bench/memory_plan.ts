@@ -23,12 +23,14 @@
  *    operand copies of matmuls at TF32 / bf16 (one per operand slot, grown to the largest; at
  *    bf16 the weights' kept copy instead of rounded weights, engine/cuda/weights.cuh), and the
  *    attention backward's per-row scratch. The CUDA context (a few hundred MiB) is not in it;
- *  - `recompute.bf16Qkv`: the recomputing runner as the CUDA engine runs it in bf16 mode, each
- *    layer's qkv (and the suffix's past) in bf16 storage (LotusCapacity.qkvBf16), with the bf16
- *    scratch that layout needs (the attention backward then rounds only dout);
+ *  - `recompute.bf16Qkv`: the recomputing runner with each layer's qkv (and the suffix's past)
+ *    in bf16 storage (LotusCapacity.qkvBf16), with the bf16 scratch that layout needs (the
+ *    attention backward then rounds only dout);
+ *  - `recompute.bf16Storage`: as the CUDA engine runs it in bf16 mode, also each layer's MLP
+ *    first projection in bf16 storage (LotusCapacity.fchBf16);
  *  - `designEstimate` (NOT implemented; arithmetic over the activations a recomputing training
  *    runner keeps per layer and row): keeping the rest of them (the residual stream x and
- *    resid2, the MLP's first projection) in bf16 too.
+ *    resid2) in bf16 too.
  *
  * @module
  */
@@ -70,6 +72,7 @@ function countingEngine(): { eng: Engine; bytes: () => number } {
   const sizes = new Map<bigint, number>();
   const eng = {
     keepsQkvBf16: () => false,
+    keepsFchBf16: () => false,
     allocBf16(n: number): Ptr {
       return eng.alloc(2 * n);
     },
@@ -100,10 +103,10 @@ function plannedModel(eng: Engine): Model {
   } as unknown as Model;
 }
 
-/** Bytes of the LOTUS training activations at batch `b`. */
-function trainBytes(b: number, recompute = false, qkvBf16 = false): number {
+/** Bytes of the LOTUS training activations at batch `b`, with qkv and fch in fp32 or bf16. */
+function trainBytes(b: number, recompute = false, qkvBf16 = false, fchBf16 = false): number {
   const { eng, bytes } = countingEngine();
-  const cap = { B: b, P, K, c, R: K, S: 1 + A, auxT: 0, headRows, recompute, qkvBf16 };
+  const cap = { B: b, P, K, c, R: K, S: 1 + A, auxT: 0, headRows, recompute, qkvBf16, fchBf16 };
   const r = new LotusRunner(plannedModel(eng), cap, true);
   const out = bytes();
   r.free();
@@ -113,6 +116,7 @@ function trainBytes(b: number, recompute = false, qkvBf16 = false): number {
 const lay = paramLayout(cfg);
 const params = lay.mainTotal;
 const act = trainBytes(B), actRc = trainBytes(B, true), actRc16 = trainBytes(B, true, true);
+const actRcStore = trainBytes(B, true, true, true);
 // Activations grow linearly in B once the head's row chunk is full (its logits buffer is
 // then fixed): the step from B - 1 to B is one example's.
 const linear = (recompute: boolean) => {
@@ -188,10 +192,10 @@ const bf16Scratch = workspace + (actSlots + prodSlot + att16) * 2 + 2 * params +
 const att16Dout = B * Math.max(P, L, S) * C;
 const bf16QkvScratch = bf16Scratch - (att16 - att16Dout) * 2;
 
-// Design estimate. Per layer and row a recomputing training chunk keeps, besides qkv (in bf16
-// storage where the engine offers it): x, resid2 and the MLP's input-side projection in fp32,
+// Design estimate. Per layer and row a recomputing training chunk keeps, besides qkv and the
+// MLP's first projection (in bf16 storage where the engine offers it): x and resid2 in fp32,
 // which bf16 storage would halve; its qkv gradient (an accumulator) stays fp32.
-const savedFloats = 2 * C + wd.ffIn;
+const savedFloats = 2 * C;
 const bf16Saving = rows * NL * savedFloats * 2;
 const total = 16 * params + act, totalRc = 16 * params + actRc;
 
@@ -214,9 +218,14 @@ console.log(JSON.stringify(
       trainTotalWithBf16ScratchGiB: GiB(totalRc + bf16Scratch),
       maxBatchIn: { gb: n(a["gpu-gb"]), ...fitsOf(rcLine) },
       bf16Qkv: {
-        note: "qkv in bf16 storage, as the CUDA engine runs bf16 (LOTUS_BF16_QKV=0: the above)",
+        note: "qkv in bf16 storage, the MLP in fp32 (LOTUS_BF16_FCH=0; LOTUS_BF16_QKV=0: above)",
         trainActivationsGiB: GiB(actRc16),
         trainTotalWithBf16ScratchGiB: GiB(16 * params + actRc16 + bf16QkvScratch),
+      },
+      bf16Storage: {
+        note: "qkv and the MLP's first projection in bf16 storage, as the CUDA engine runs bf16",
+        trainActivationsGiB: GiB(actRcStore),
+        trainTotalWithBf16ScratchGiB: GiB(16 * params + actRcStore + bf16QkvScratch),
       },
     },
     evalBuffersGiB: GiB(evalBytes),
@@ -230,10 +239,10 @@ console.log(JSON.stringify(
     },
     trainTotalWithBf16ScratchGiB: GiB(total + bf16Scratch),
     designEstimate: {
-      note: "NOT implemented: the other activations a recomputing runner keeps, in bf16",
+      note: "NOT implemented: the residual stream a recomputing runner keeps, in bf16",
       bf16ActivationsSaveGiB: GiB(bf16Saving),
       trainTotalWithRecomputeBf16ActivationsAndScratchGiB: GiB(
-        16 * params + actRc16 + bf16QkvScratch - bf16Saving,
+        16 * params + actRcStore + bf16QkvScratch - bf16Saving,
       ),
     },
   },

@@ -3,10 +3,11 @@
  * op by op: a matmul writing bf16 storage holds its fp32 result rounded to bf16; the
  * statistics attention reading qkv and its past from bf16 storage gives the bits it gives from
  * fp32 buffers holding the same values (forward, statistics and both gradients); bf16 rows
- * copy as stored. The attention cases cover every head-size instance of the tensor-core
- * kernels (16, 32, 64 and 128, a ragged 15 among them) and grouped-query heads, and run at
- * any precision: in bf16 on the tensor cores, else through the fp32 kernels, which read the
- * values widened.
+ * copy as stored; GELU reading its input from bf16 storage gives the bits of an fp32 input of
+ * the same values, in every form the runner calls it. The attention cases cover every
+ * head-size instance of the tensor-core kernels (16, 32, 64 and 128, a ragged 15 among them)
+ * and grouped-query heads, and run at any precision: in bf16 on the tensor cores, else through
+ * the fp32 kernels, which read the values widened.
  *
  * @module
  */
@@ -135,6 +136,56 @@ function attentionCase(eng: Engine, c: AttnCase, seed: number): { differ: number
 }
 
 /**
+ * GELU reading its input from bf16 storage and from an fp32 buffer of the same values, at an
+ * offset of `shift` elements (0: the vector kernels; 1: the element-wise ones): the forward,
+ * the backward added and overwriting, the backward left to the matmul backward after it
+ * (le_operand_only, the fc layer's pattern) and a forward hinted before a few-row matmul.
+ * Returns the bits that differ and the values compared.
+ */
+function geluCase(eng: Engine, rng: Rng, shift: number): { differ: number; n: number } {
+  const [N, F, C] = [6, 40, 24], n = N * F;
+  const hBits = bf16Bits(randn(rng, n + shift, 1.5));
+  const [dy, acc0] = [randn(rng, n), randn(rng, n)];
+  const [w, x] = [randn(rng, C * F, 0.2), randn(rng, N * C)];
+  const w2 = randn(rng, C * F, 0.2);
+  return withBufs(eng, (bufs) => {
+    const [dyp, wp, xp, w2p] = [bufs.f32(dy), bufs.f32(w), bufs.f32(x), bufs.f32(w2)];
+    const run = (h: Ptr) => {
+      const out = bufs.f32(n + shift), dAcc = bufs.f32(acc0), dSet = bufs.f32(n);
+      const [dh, dx, dW, dB] = [bufs.f32(n), bufs.f32(N * C), bufs.f32(C * F), bufs.f32(F)];
+      const [act, y] = [bufs.f32(n), bufs.f32(N * C)];
+      eng.geluFwd(bufs.at(out, shift), h, n);
+      eng.geluBwd(dAcc, h, dyp, n, true);
+      eng.geluBwd(dSet, h, dyp, n, false);
+      eng.operandOnly(dh);
+      eng.geluBwd(dh, h, dyp, n, false);
+      eng.matmulBwd(dx, dW, dB, dh, xp, wp, N, C, F, false);
+      eng.operandOnly(act);
+      eng.geluFwd(act, h, n);
+      eng.matmulFwd(y, act, w2p, null, N, F, C);
+      return [
+        bufs.get(out, n + shift).subarray(shift),
+        bufs.get(dAcc, n),
+        bufs.get(dSet, n),
+        bufs.get(dx, N * C),
+        bufs.get(dW, C * F),
+        bufs.get(dB, F),
+        bufs.get(y, N * C),
+      ];
+    };
+    const wide = bufs.f32(bf16Widen(hBits));
+    const want = run(bufs.at(wide, shift));
+    const got = run(eng.offset(bf16Buf(eng, bufs, hBits), 2 * shift));
+    let differ = 0, count = 0;
+    for (let i = 0; i < want.length; i++) {
+      differ += differingBits(got[i], want[i]);
+      count += want[i].length;
+    }
+    return { differ, n: count };
+  });
+}
+
+/**
  * bf16 storage on `eng` at `precision` (restored to fp32 afterwards): the matmul's rounding
  * (err: the largest distance in bf16 steps from the fp32 output rounded, tol 1, since a GPU's
  * GEMM for a bf16 output may sum in another order; 0 on the CPU engine and in the emulation),
@@ -181,6 +232,19 @@ export function compareBf16Storage(eng: Engine, precision: Precision, seed = 7):
         differ,
         0,
         `${differ} of ${n} values differ (out, stats, dqkv, dpast)`,
+      ));
+    }
+    for (const shift of [0, 1]) {
+      const { differ, n } = geluCase(eng, rng, shift);
+      rows.push(checkRow(
+        "bf16 storage",
+        `GELU ${shift ? "one element off alignment" : "aligned"}: inp in bf16 storage (forward, ` +
+          "backward added and overwriting, left to the matmul backward, hinted before a matmul)" +
+          ", the bits of an fp32 buffer of the same values",
+        precision,
+        differ,
+        0,
+        `${differ} of ${n} values differ`,
       ));
     }
     // Rows 5 apart (overlapping) copied into rows 17 apart, two batches: bits as stored.

@@ -82,6 +82,11 @@ export const PREDICTIONS: readonly Prediction[] = [
     change: "32. each layer's qkv kept in bf16 storage",
     effect: { step: [-7, -2], thought: [-0.1, 0.1], token: [-0.05, 0.05] },
   },
+  {
+    variant: "fp32-fch",
+    change: "33. each layer's MLP first projection kept in bf16 storage",
+    effect: { step: [-5, -2], thought: [-0.1, 0.1], token: [-0.05, 0.05] },
+  },
 ];
 
 const RowSchema = z.object({

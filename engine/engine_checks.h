@@ -203,7 +203,7 @@ inline int check_span(const char* fn, const char* name, const T* p, uint64_t byt
   if (bf16) {
     return fail("%s: %s (%p) lies in a bf16 block (le_alloc_bf16), which this argument cannot "
                 "read or write; only le_matmul_fwd's out, the statistics attention's qkv and "
-                "kv_past, and le_copy_rows take bf16 blocks: give it an fp32 buffer",
+                "kv_past, GELU's inp and le_copy_rows take bf16 blocks: give it an fp32 buffer",
                 fn, name, static_cast<const void*>(p));
   }
   if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
@@ -505,21 +505,24 @@ inline int validate_matmul_bwd(const float* dinp, const float* dw, const float* 
   return 0;
 }
 
-inline int validate_gelu_fwd(const float* out, const float* inp, int64_t n) {
+// GELU's inp may be fp32 or bf16 storage (check_store); *in16 says which.
+inline int validate_gelu_fwd(const float* out, const float* inp, int64_t n, bool* in16) {
   const char* fn = "le_gelu_fwd";
+  *in16 = false;
   REQUIRE_NONNEG(fn, "n", n);
   if (n == 0) return 0;
   TRY(check_span(fn, "out", out, mul(n, 4)));
-  return check_span(fn, "inp", inp, mul(n, 4));
+  return check_store(fn, "inp", inp, n, in16);
 }
 
 inline int validate_gelu_bwd(const float* dinp, const float* inp, const float* dout,
-                             int64_t n) {
+                             int64_t n, bool* in16) {
   const char* fn = "le_gelu_bwd";
+  *in16 = false;
   REQUIRE_NONNEG(fn, "n", n);
   if (n == 0) return 0;
   TRY(check_span(fn, "dinp", dinp, mul(n, 4)));
-  TRY(check_span(fn, "inp", inp, mul(n, 4)));
+  TRY(check_store(fn, "inp", inp, n, in16));
   return check_span(fn, "dout", dout, mul(n, 4));
 }
 

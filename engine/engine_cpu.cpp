@@ -931,8 +931,11 @@ inline vf gelu_grad_v(vf x) {
 }  // namespace
 
 int le_gelu_fwd(float* out, const float* inp, int64_t n) {
-  TRY(validate_gelu_fwd(out, inp, n));
+  bool in16;
+  TRY(validate_gelu_fwd(out, inp, n, &in16));
   if (n == 0) return 0;
+  std::vector<float> keep;  // inp from bf16 storage, widened
+  inp = widened(inp, n, keep);
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
@@ -946,9 +949,12 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
 }
 
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate) {
-  TRY(validate_gelu_bwd(dinp, inp, dout, n));
+  bool in16;
+  TRY(validate_gelu_bwd(dinp, inp, dout, n, &in16));
   comm_poll();
   if (n == 0) return 0;
+  std::vector<float> keep;  // inp from bf16 storage, widened
+  inp = widened(inp, n, keep);
   const int64_t nv = (n + VW - 1) / VW;
   // Overwriting adds to 0 rather than to dinp: the same bits as a zero-fill and an add.
   par_for(nv, n > kParMin, [&](int64_t v) {

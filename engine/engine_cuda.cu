@@ -237,6 +237,7 @@ int configure_kernels(const char* fn) {
   g.tc_bf16_rows = !env_off("LOTUS_TC_BF16_ROWS");
   g.tc_ahead = !env_off("LOTUS_TC_AHEAD");
   g.bf16_qkv = !env_off("LOTUS_BF16_QKV");
+  g.bf16_fch = !env_off("LOTUS_BF16_FCH");
   g.mma_probe = g.tc_attention ? probe_mma() : -1;
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
@@ -389,7 +390,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"tcMaxHead\":%d,"
-             "\"bf16Qkv\":%s,\"bf16OutLt\":%lld,\"bf16OutRounded\":%lld,\"gemv\":%s,"
+             "\"bf16Qkv\":%s,\"bf16Fch\":%s,\"bf16OutLt\":%lld,\"bf16OutRounded\":%lld,\"gemv\":%s,"
              "\"deferGeluBwd\":%s,\"deferGeluFwd\":%d,\"pdl\":%s,\"pdlDropped\":%s,\"mmaProbe\":%d,"
              "\"gemmTuneCandidates\":%d,"
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
@@ -399,6 +400,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.tc_attention ? 128 : 0, g.bf16_qkv && g.tc_attention ? "true" : "false",
+             g.bf16_fch ? "true" : "false",
              (long long)g_bf16_out.lt, (long long)g_bf16_out.rounded, g.gemv ? "true" : "false",
              g.defer_gelu_bwd ? "true" : "false", g.defer_gelu_fwd,
              g.pdl ? "true" : "false", g.pdl_dropped ? "true" : "false", g.mma_probe,

@@ -354,6 +354,17 @@ export class Engine {
     return d.bf16Qkv === true && headSize <= Number(d.tcMaxHead ?? 0);
   }
 
+  /**
+   * Whether a GPT-2 stack run on this engine keeps each layer's MLP first projection (GELU's
+   * input) in bf16 storage: the CUDA engine in bf16 mode, unless `LOTUS_BF16_FCH=0`
+   * (le_device_info's bf16Fch). GELU then reads the sums rounded to bf16, as bf16 autocast's
+   * linear layer writes them: not the bits of an fp32 input, but within bf16's rounding of
+   * them, at half the memory and bytes moved.
+   */
+  keepsFchBf16(): boolean {
+    return this.storesBf16 && this.#precision === 2 && this.deviceInfo().bf16Fch === true;
+  }
+
   /** Frees memory from alloc (null: no-op). */
   free(p: Ptr): void {
     if (this.#s.le_free(addr(p)) !== 0) this.#fail("le_free");

@@ -117,7 +117,7 @@ int le_matmul_fwd(float* out, const float* inp, const float* w, const float* bia
 int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                   const float* w, int N, int Cin, int Cout, int accumulate);
 
-/* GELU, tanh approximation (GPT-2's "gelu_new"). */
+/* GELU, tanh approximation (GPT-2's "gelu_new"). inp may be bf16 storage (le_alloc_bf16). */
 int le_gelu_fwd(float* out, const float* inp, int64_t n);
 /* dinp += gelu'(inp) dout; accumulate == 0: dinp = gelu'(inp) dout (dinp not read). */
 int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int accumulate);
@@ -217,8 +217,9 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
  * elements le_init's check of the tensor cores' register layout got wrong (-1: not run, with
  * LOTUS_TC_ATTENTION=0; any but 0 turns tcAttention off); tcMaxHead is the largest head size
  * it serves (0 when off), bf16Qkv whether a model keeps its qkv in bf16 storage there (unless
- * LOTUS_BF16_QKV=0), and bf16OutLt and bf16OutRounded how many matmuls into bf16 storage
- * cuBLASLt wrote and how many a rounding pass did. The gemmTune fields: how many of
+ * LOTUS_BF16_QKV=0), bf16Fch whether a model in bf16 mode keeps its MLP's first projection in
+ * bf16 storage (unless LOTUS_BF16_FCH=0), and bf16OutLt and bf16OutRounded how many matmuls
+ * into bf16 storage cuBLASLt wrote and how many a rounding pass did. The gemmTune fields: how many of
  * the heuristic's algorithms are timed per GEMM shape (LOTUS_GEMM_TUNE; 1: none timed), the
  * shapes timed so far, those where another than the heuristic's first won, and one call of
  * every timed shape summed, with the heuristic's first and with the one kept, in
@@ -410,12 +411,16 @@ int le_mark_elapsed(int a, int b, float* ms);
  *  - qkv and kv_past of le_attention_stats_fwd / _bwd and le_attention_gqa_stats_fwd / _bwd,
  *    both bf16 or both fp32 (when Tp > 0): the values are read as stored, and the results are
  *    those of fp32 buffers holding the same values; dqkv, dkv_past, out and dout stay fp32;
+ *  - inp of le_gelu_fwd and le_gelu_bwd: read as stored, the results those of an fp32 inp
+ *    holding the same values;
  *  - le_copy_rows's dst and src, both bf16, with accumulate 0;
  *  - the byte-wise le_zero, le_copy, le_upload, le_download, le_comm_broadcast and le_free.
  * Any other argument in one fails, naming it. In bf16 mode the CUDA engine's tensor-core
  * attention rounds fp32 qkv to bf16 as it stages it, so a qkv stored in bf16 gives it the same
  * operands from half the memory and half the bytes read, and spares the backward's rounding
- * pass. Optional: a library built before it lacks the symbol. */
+ * pass. A GELU input kept in bf16 (the MLP's first projection) is what bf16 autocast keeps:
+ * GELU then reads the sums rounded, as the reference's bf16 linear layer writes them.
+ * Optional: a library built before it lacks the symbol. */
 void* le_alloc_bf16(uint64_t n);
 
 #ifdef __cplusplus

@@ -296,6 +296,12 @@ export interface ChunkSharing {
    * Not with rotary positions (Llama rotates qkv in place, in fp32).
    */
   qkvBf16?: boolean;
+  /**
+   * Likewise for each layer's MLP first projection (GELU's input, `fch`), which the matmul
+   * writes rounded and GELU's forward and backward read as stored: the values bf16 autocast
+   * keeps, within bf16's rounding of an fp32 `fch`. GPT-2 only (SwiGLU reads fp32).
+   */
+  fchBf16?: boolean;
 }
 
 /** Per-layer qkv gradient buffers for {@linkcode ChunkSharing.dqkv}, sized for `rows` rows. */
@@ -406,9 +412,12 @@ export class Chunk {
     this.recompute = rc !== null;
     this.ownsDqkv = !(withGrad && share.dqkv);
     this.maxAtt = maxB * NH * maxT * (maxTp + maxT);
-    const own = (n: number) => Array.from({ length: L }, () => arena.f32(n));
+    const own = (n: number, bf16 = false) =>
+      Array.from({ length: L }, () => bf16 ? arena.bf16(n) : arena.f32(n));
     // Without gradients nothing reads a layer's activations after the next layer starts.
-    const per = withGrad ? own : (n: number) => Array<Ptr>(L).fill(arena.f32(n));
+    const per = withGrad
+      ? own
+      : (n: number, bf16 = false) => Array<Ptr>(L).fill(bf16 ? arena.bf16(n) : arena.f32(n));
     this.x = withGrad
       ? Array.from({ length: L + 1 }, () => arena.f32(rows * C))
       : Array<Ptr>(L + 1).fill(arena.f32(rows * C));
@@ -421,17 +430,20 @@ export class Chunk {
       throw new Error("bf16 qkv storage is for GPT-2 stacks: Llama rotates its qkv in fp32");
     }
     this.qkvBytes = share.qkvBf16 ? 2 : 4;
-    this.qkv = Array.from(
-      { length: L },
-      () => share.qkvBf16 ? arena.bf16(rows * wd.qkv) : arena.f32(rows * wd.qkv),
-    );
+    this.qkv = own(rows * wd.qkv, share.qkvBf16 === true);
     this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
     this.atty = rc ? inScratch(rc.atty) : per(rows * C);
     this.resid2 = per(rows * C);
     this.ln2 = rc ? inScratch(rc.norm) : per(rows * C);
     this.ln2Mean = per(rows);
     this.ln2Rstd = per(rows);
-    this.fch = per(rows * wd.ffIn);
+    if (share.fchBf16 && wd.llama) {
+      throw new Error(
+        "bf16 storage of the MLP's first projection is for GPT-2 stacks: " +
+          "Llama's SwiGLU reads it in fp32",
+      );
+    }
+    this.fch = per(rows * wd.ffIn, share.fchBf16 === true);
     this.fchg = rc ? inScratch(rc.act) : per(rows * wd.ffOut);
     this.lnfMean = arena.f32(rows);
     this.lnfRstd = arena.f32(rows);

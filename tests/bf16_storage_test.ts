@@ -1,6 +1,6 @@
 // bf16 storage (le_alloc_bf16): each op that takes it against fp32 buffers of the same values on
 // the CPU engine and the emulated CUDA engine at every precision (check/bf16_storage.ts), the
-// arguments that refuse it, and a LOTUS step whose qkv is kept in bf16.
+// arguments that refuse it, and a LOTUS step whose qkv or MLP projection is kept in bf16.
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { buildCudaEmu, canEmulate } from "../check/cuda_emu.ts";
@@ -43,6 +43,7 @@ function refusals(e: Engine): void {
     };
     fails(() => e.geluFwd(h, f, 16), "le_gelu_fwd: out (");
     fails(() => e.geluFwd(h, f, 16), "lies in a bf16 block");
+    fails(() => e.geluBwd(f, h, h, 16, true), "le_gelu_bwd: dout (");
     fails(() => e.matmulFwd(f, h, f, null, 2, 4, 4), "le_matmul_fwd: inp (");
     fails(() => e.copyRows(h, f, 1, 2, 4, 8, 4, 8, 4, false), "dst is bf16 and src is fp32");
     fails(() => e.copyRows(h, h, 1, 2, 4, 8, 8, 8, 4, true), "accumulate = 1 into a bf16 block");
@@ -68,32 +69,32 @@ Deno.test("CPU engine: arguments that take no bf16 storage refuse it, naming it"
   refusals(e);
 });
 
-Deno.test("CPU engine: a LOTUS step with qkv in bf16 storage stays within bf16's step bounds", () => {
+Deno.test("CPU engine: a LOTUS step with qkv or the MLP's first projection in bf16 storage stays within bf16's step bounds", () => {
   const e = cpuEngine();
   for (const spec of STEP_SPECS) {
     const exs = randomExamples(spec.B, spec.model.vocabSize, 3);
     const params = perturbedParams(spec.model, 3);
     const f32 = lotusLossAndGrad(e, spec, params, exs);
-    const b16 = lotusLossAndGrad(e, spec, params, exs, { qkvBf16: true });
-    const lossRel = Math.abs(b16.loss - f32.loss) / Math.abs(f32.loss);
-    assert(lossRel > 0, `${spec.name}: the losses are equal, so qkv was not rounded`);
-    assert(lossRel <= TOLERANCES.bf16.stepLoss, `${spec.name}: loss ${lossRel}`);
-    const g = relErr(b16.grad, f32.grad);
-    assert(g <= TOLERANCES.bf16.stepGrad, `${spec.name}: gradient ${g}`);
+    for (const [what, over] of [["qkv", { qkvBf16: true }], ["fch", { fchBf16: true }]] as const) {
+      const b16 = lotusLossAndGrad(e, spec, params, exs, over);
+      const lossRel = Math.abs(b16.loss - f32.loss) / Math.abs(f32.loss);
+      assert(lossRel > 0, `${spec.name}: the losses are equal, so ${what} was not rounded`);
+      assert(lossRel <= TOLERANCES.bf16.stepLoss, `${spec.name}, ${what}: loss ${lossRel}`);
+      const g = relErr(b16.grad, f32.grad);
+      assert(g <= TOLERANCES.bf16.stepGrad, `${spec.name}, ${what}: gradient ${g}`);
+    }
   }
 });
 
-Deno.test("a Llama chunk refuses bf16 qkv storage: it rotates its qkv in fp32", () => {
+Deno.test("a Llama chunk refuses bf16 storage of qkv and of the MLP's projection", () => {
   const e = cpuEngine();
   const shape = stackShapeOf(LLAMA_STEP_SPEC.model, false);
   assert(stackWidths(shape).llama);
   const a = new Arena(e);
   try {
-    assertThrows(
-      () => new Chunk(a, shape, 1, 4, 0, true, false, { qkvBf16: true }),
-      Error,
-      "Llama",
-    );
+    for (const share of [{ qkvBf16: true }, { fchBf16: true }]) {
+      assertThrows(() => new Chunk(a, shape, 1, 4, 0, true, false, share), Error, "Llama");
+    }
   } finally {
     a.free();
   }
@@ -114,11 +115,12 @@ Deno.test({
       e.setPrecision(2);
       assert(e.keepsQkvBf16(64), "bf16 mode with the tensor-core attention keeps qkv in bf16");
       assert(!e.keepsQkvBf16(192), "heads over 128 take the fp32 kernels: fp32 qkv");
+      assert(e.keepsFchBf16(), "bf16 mode keeps the MLP's first projection in bf16");
       const d = e.deviceInfo();
       assert(Number(d.bf16OutLt) > 0, "cuBLASLt wrote bf16 outputs in bf16 mode");
       assert(Number(d.bf16OutRounded) > 0, "a rounding pass wrote them in fp32 and TF32 modes");
       e.setPrecision(0);
-      assert(!e.keepsQkvBf16(64));
+      assert(!e.keepsQkvBf16(64) && !e.keepsFchBf16(), "fp32 mode keeps fp32 storage");
     } finally {
       e.close();
     }

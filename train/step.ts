@@ -166,6 +166,14 @@ export interface LotusCapacity {
    */
   qkvBf16?: boolean;
   /**
+   * Keep each layer's MLP first projection (GELU's input) in bf16 storage: half the memory
+   * and bytes moved, with GELU reading the sums rounded to bf16 as bf16 autocast's linear layer
+   * writes them (within bf16's rounding of the fp32 step, not its bits). Default: where the
+   * engine offers it (Engine.keepsFchBf16: the CUDA engine in bf16 mode, unless
+   * LOTUS_BF16_FCH=0), for GPT-2 stacks (Llama's SwiGLU reads fp32).
+   */
+  fchBf16?: boolean;
+  /**
    * Rows of logits held at once in training (default {@linkcode HEAD_CHUNK_ROWS}). A runner
    * without `training` holds all the rows of its largest head, whose logits
    * {@linkcode LotusRunner.logits} then exposes.
@@ -334,9 +342,14 @@ export class LotusRunner {
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
     const masks = training && cap.dropout === true;
-    const q16 = cap.qkvBf16 ??
-      (!model.main.widths.llama && model.eng.keepsQkvBf16(shape.dModel / shape.nHead));
-    const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), qkvBf16: q16 };
+    const gpt2 = !model.main.widths.llama;
+    const q16 = cap.qkvBf16 ?? (gpt2 && model.eng.keepsQkvBf16(shape.dModel / shape.nHead));
+    const f16 = cap.fchBf16 ?? (gpt2 && model.eng.keepsFchBf16());
+    const rc = {
+      ...(this.#sc.recompute ? { recompute: this.#sc } : {}),
+      qkvBf16: q16,
+      fchBf16: f16,
+    };
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
     // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
     // just before that pass's backward: the passes share one set of qkv gradient buffers.
@@ -350,6 +363,7 @@ export class LotusRunner {
       ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training, false, {
         qkvBf16: cap.qkvBf16 ??
           model.eng.keepsQkvBf16(model.aux.shape.dModel / model.aux.shape.nHead),
+        fchBf16: cap.fchBf16 ?? model.eng.keepsFchBf16(),
       })
       : null;
     const KW = model.main.widths.kv;

@@ -469,11 +469,6 @@ inline int attention_tc_bwd(const char* fn, float* dqkv, float* dkv_past, const 
                             const float* qkv, const float* kv_past, const AttnShape& s,
                             bool share_b, float* D, bool b16);
 
-// bf16 storage (le_alloc_bf16) reaches the ops as float*; its elements are bf16.
-inline const __nv_bfloat16* as_bf16(const float* p) {
-  return reinterpret_cast<const __nv_bfloat16*>(p);
-}
-
 __global__ void widen_bf16_kernel(float* out, const __nv_bfloat16* in, int64_t n) {
   pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;

@@ -109,6 +109,7 @@ struct State {
   bool tc_bf16_rows = true;   // its backward stages bf16 copies of its rows (attention_tc.cuh)
   bool tc_ahead = true;       // its kernels' tiles overlap the products before them
   bool bf16_qkv = true;       // offered to keep qkv in bf16 storage (le_device_info)
+  bool bf16_fch = true;       // offered to keep the MLP's first projection in bf16 storage
   int tc_max_warps = 8;       // most warps (16 rows each) of its blocks (attention_tc.cuh)
   bool gemv = true;           // forwards of a few rows by gemv_bf16_kernel (matmul.cuh)
   int skinny = 1;  // forwards of 9 to 128 rows: 0 cuBLAS, 1 timed, 2 skinny_gemm_kernel
@@ -230,6 +231,21 @@ __host__ __device__ inline bool aligned16(const void* p) {
 }
 __device__ inline float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+
+// bf16 storage (le_alloc_bf16) reaches the ops as float*; its elements are bf16.
+inline const __nv_bfloat16* as_bf16(const float* p) {
+  return reinterpret_cast<const __nv_bfloat16*>(p);
+}
+// One element of an fp32 or bf16 array as a float (bf16 widened exactly).
+__device__ inline float to_f32(float v) { return v; }
+__device__ inline float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+// Four consecutive elements as floats: p aligned to four elements (16 bytes fp32, 8 bf16).
+__device__ inline float4 ld4f(const float* p) { return ld4(p); }
+__device__ inline float4 ld4f(const __nv_bfloat16* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  return {__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+          __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u)};
+}
 
 // One warp's tensor-core product D (16 x 8, fp32) += A (16 x 16, bf16) B (16 x 8, bf16): PTX's
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, all 32 lanes converged. Lane L, with
@@ -428,10 +444,11 @@ inline const ProducedCopy* operand_only_copy() {
 // to that matmul (the LayerNorm recomputed for the same matmul's input).
 struct DeferredGelu {
   const float* dinp = nullptr;
-  const float* inp = nullptr;
+  const float* inp = nullptr;  // fp32, or bf16 storage when in16
   const float* dout = nullptr;
   int64_t n = 0;
   uint64_t serial = 0;
+  bool in16 = false;
 };
 DeferredGelu g_deferred_gelu;
 
@@ -462,10 +479,12 @@ inline const DeferredGeluFwd* deferred_gelu_fwd() {
   return d.out && by_previous_call(d.serial) ? &d : nullptr;
 }
 
-// Whether the n values at x overlap what copy c was made of.
-inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n) {
+// Whether the n values at x overlap what copy c was made of; elem: the bytes of x's values
+// (2 for bf16 storage).
+inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n, int elem = 4) {
   const float* end = c->src + (c->cols ? c->rows * c->cols : c->rows);
-  return x < end && c->src < x + n;
+  const auto* x_end = reinterpret_cast<const char*>(x) + n * elem;
+  return x < end && reinterpret_cast<const char*>(c->src) < x_end;
 }
 
 // A matmul's check, after an op that wrote only the bf16 copy c of its output: the matmul

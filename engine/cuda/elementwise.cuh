@@ -104,17 +104,18 @@ __device__ inline float gelu_bwd_of(float x, float d, float acc) {
 }
 
 // out16: the bf16 rounding of out as well, when given (common.cuh's produced operands); out
-// null: only that copy (le_operand_only).
-// kVec: float4 loads and stores over the first n / 4 * 4 elements (every pointer 16-byte
-// aligned), the rest one at a time; the same arithmetic per element either way.
-template <bool kVec>
-__global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* inp, int64_t n) {
+// null: only that copy (le_operand_only). inp: fp32, or bf16 storage (T = __nv_bfloat16).
+// kVec: four elements a load and store over the first n / 4 * 4 elements (every pointer
+// aligned to four of its elements), the rest one at a time; the same arithmetic per element
+// either way.
+template <bool kVec, class T>
+__global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const T* inp, int64_t n) {
   pdl_begin();
   const int64_t t0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t nv = kVec ? n / 4 : 0;
   for (int64_t i = t0; i < nv; i += stride) {
-    const float4 x = ld4(inp + 4 * i);
+    const float4 x = ld4f(inp + 4 * i);
     const float4 v = {gelu_of(x.x), gelu_of(x.y), gelu_of(x.z), gelu_of(x.w)};
     if (out) st4(out + 4 * i, v);
     if (out16) {
@@ -124,30 +125,30 @@ __global__ void gelu_fwd_kernel(float* out, __nv_bfloat16* out16, const float* i
     }
   }
   for (int64_t i = 4 * nv + t0; i < n; i += stride) {
-    const float v = gelu_of(inp[i]);
+    const float v = gelu_of(to_f32(inp[i]));
     if (out) out[i] = v;
     if (out16) out16[i] = __float2bfloat16_rn(v);
   }
 }
 
 // acc: dinp += ..., else dinp = 0 + ... without reading dinp (the bits of a zero-fill and
-// an add).
-template <bool kVec>
-__global__ void gelu_bwd_kernel(float* dinp, const float* inp, const float* dout, int64_t n,
+// an add). inp: fp32, or bf16 storage (T = __nv_bfloat16).
+template <bool kVec, class T>
+__global__ void gelu_bwd_kernel(float* dinp, const T* inp, const float* dout, int64_t n,
                                 bool acc) {
   pdl_begin();
   const int64_t t0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t nv = kVec ? n / 4 : 0;
   for (int64_t i = t0; i < nv; i += stride) {
-    const float4 x = ld4(inp + 4 * i), d = ld4(dout + 4 * i);
+    const float4 x = ld4f(inp + 4 * i), d = ld4(dout + 4 * i);
     float4 g = acc ? ld4(dinp + 4 * i) : float4{0.f, 0.f, 0.f, 0.f};
     g.x = gelu_bwd_of(x.x, d.x, g.x), g.y = gelu_bwd_of(x.y, d.y, g.y);
     g.z = gelu_bwd_of(x.z, d.z, g.z), g.w = gelu_bwd_of(x.w, d.w, g.w);
     st4(dinp + 4 * i, g);
   }
   for (int64_t i = 4 * nv + t0; i < n; i += stride) {
-    dinp[i] = gelu_bwd_of(inp[i], dout[i], acc ? dinp[i] : 0.f);
+    dinp[i] = gelu_bwd_of(to_f32(inp[i]), dout[i], acc ? dinp[i] : 0.f);
   }
 }
 
@@ -229,12 +230,29 @@ LE_API int le_scale(float* x, float s, int64_t n) {
 
 namespace le {
 
-// GELU's kernel over n values: out (fp32; null: not written) and out16 (bf16; null: none).
-inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const float* inp, int64_t n) {
-  if ((!out || aligned16(out)) && aligned16(inp)) {
-    LAUNCH(gelu_fwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(out, out16, inp, n);
+// Whether p is aligned to four elements of T (the vector kernels' loads).
+template <class T>
+inline bool aligned4(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+}
+
+// GELU's kernel over n values of inp (T: fp32, or bf16 storage): out (fp32; null: not
+// written) and out16 (bf16; null: none).
+template <class T>
+inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const T* inp, int64_t n) {
+  if ((!out || aligned16(out)) && aligned4(inp)) {
+    const unsigned grid = grid_for(n / 4 + n % 4, 256);
+    LAUNCH((gelu_fwd_kernel<true, T>), grid, 256, 0)(out, out16, inp, n);
   } else {
-    LAUNCH(gelu_fwd_kernel<false>, grid_for(n, 256), 256, 0)(out, out16, inp, n);
+    LAUNCH((gelu_fwd_kernel<false, T>), grid_for(n, 256), 256, 0)(out, out16, inp, n);
+  }
+}
+inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const float* inp, int64_t n,
+                            bool in16) {
+  if (in16) {
+    launch_gelu_fwd(out, out16, as_bf16(inp), n);
+  } else {
+    launch_gelu_fwd(out, out16, inp, n);
   }
 }
 
@@ -263,19 +281,20 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   using namespace le;
   const char* fn = "le_gelu_fwd";
   REQUIRE_INIT(fn);
-  TRY(validate_gelu_fwd(out, inp, n));
+  bool in16;
+  TRY(validate_gelu_fwd(out, inp, n, &in16));
   if (n == 0) return 0;
   // Deferred to the matmul right after it (common.cuh's DeferredGeluFwd): told so by
-  // le_operand_only, in bf16 mode; that matmul stages from inp with float4 loads.
+  // le_operand_only, in bf16 mode; that matmul stages from an fp32 inp with float4 loads.
   if (g.defer_gelu_fwd && g.precision == 2 && g_operand_only.out == out &&
-      g_operand_only.serial == g_op_serial && aligned16(inp)) {
+      g_operand_only.serial == g_op_serial && aligned16(inp) && !in16) {
     g_deferred_gelu_fwd = {out, inp, n, g_op_serial};
     g_produced.src = nullptr;  // no copy of anything from this call yet
     return 0;
   }
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, n, 0, &ld16);
-  launch_gelu_fwd(fp32_dest(out, out16), out16, inp, n);
+  launch_gelu_fwd(fp32_dest(out, out16), out16, inp, n, in16);
   return op_done(fn);
 }
 
@@ -293,23 +312,34 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   // another deferred GELU backward or forward (whose output would never be formed) nor read an
   // output that its producer wrote only in bf16: then the check fails as for any other op.
   const ProducedCopy* c = operand_only_copy();
-  const bool reads_copy = c && (copy_overlaps(c, inp, n) || copy_overlaps(c, dout, n));
+  const bool reads_copy =
+      c && (copy_overlaps(c, inp, n, in_bf16_block(inp) ? 2 : 4) || copy_overlaps(c, dout, n));
   if (!defer || deferred_gelu() || deferred_gelu_fwd() || reads_copy) {
     TRY(check_operand_consumed(fn));
   }
-  TRY(validate_gelu_bwd(dinp, inp, dout, n));
+  bool in16;
+  TRY(validate_gelu_bwd(dinp, inp, dout, n, &in16));
   if (n == 0) return 0;
   if (defer) {
-    g_deferred_gelu = {dinp, inp, dout, n, g_op_serial};
+    g_deferred_gelu = {dinp, inp, dout, n, g_op_serial, in16};
     // Nothing is written: the copy the op before made still serves the matmul after.
     if (g_produced.src && by_previous_call(g_produced.serial)) g_produced.serial = g_op_serial;
     return 0;
   }
   const bool acc = accumulate != 0;
-  if (aligned16(dinp) && aligned16(inp) && aligned16(dout)) {
-    LAUNCH(gelu_bwd_kernel<true>, grid_for(n / 4 + n % 4, 256), 256, 0)(dinp, inp, dout, n, acc);
+  const auto launch = [&](auto* in) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+    if (aligned16(dinp) && aligned4(in) && aligned16(dout)) {
+      const unsigned grid = grid_for(n / 4 + n % 4, 256);
+      LAUNCH((gelu_bwd_kernel<true, T>), grid, 256, 0)(dinp, in, dout, n, acc);
+    } else {
+      LAUNCH((gelu_bwd_kernel<false, T>), grid_for(n, 256), 256, 0)(dinp, in, dout, n, acc);
+    }
+  };
+  if (in16) {
+    launch(as_bf16(inp));
   } else {
-    LAUNCH(gelu_bwd_kernel<false>, grid_for(n, 256), 256, 0)(dinp, inp, dout, n, acc);
+    launch(inp);
   }
   return op_done("le_gelu_bwd");
 }

@@ -81,9 +81,9 @@ __global__ void add_bias_kernel(float* out, const float* bias, int64_t N, int Co
 // also writes the bf16 copy, rows ld16 apart: one read of dout instead of two, and the
 // rounding kernel's launch saved. kGelu (a deferred GELU backward, common.cuh): the values
 // summed and rounded are that op's, 0 + gelu'(gelu_in) x, as gelu_bwd_kernel forms them
-// (gelu_bwd_of).
-template <bool kGelu>
-__global__ void colsum_part_kernel(double* part, const float* x, const float* gelu_in, int N,
+// (gelu_bwd_of); gelu_in is fp32, or bf16 storage (T = __nv_bfloat16).
+template <bool kGelu, class T = float>
+__global__ void colsum_part_kernel(double* part, const float* x, const T* gelu_in, int N,
                                    int C, int chunk, __nv_bfloat16* x16, int ld16) {
   pdl_begin();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -101,7 +101,7 @@ __global__ void colsum_part_kernel(double* part, const float* x, const float* ge
         n0, n1,
         [&](int n) {
           const int64_t i = (int64_t)n * C + c;
-          return Pair{gelu_in[i], x[i]};
+          return Pair{to_f32(gelu_in[i]), x[i]};
         },
         round, [](Pair p) { return gelu_bwd_of(p.h, p.d, 0.f); });
   } else {
@@ -1008,7 +1008,11 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
     dim3 grid((Cout + 127) / 128, chunks);
-    if (dg) {
+    if (dg && dg->in16) {
+      const __nv_bfloat16* h16 = as_bf16(dg->inp);
+      LAUNCH((colsum_part_kernel<true, __nv_bfloat16>), grid, 128, 0)(part, dg->dout, h16, N,
+                                                                    Cout, chunk, d16, D.ld);
+    } else if (dg) {
       LAUNCH(colsum_part_kernel<true>, grid, 128, 0)(part, dg->dout, dg->inp, N, Cout, chunk,
                                                      d16, D.ld);
     } else {
