@@ -98,7 +98,7 @@ function plannedModel(eng: Engine): Model {
   return {
     eng,
     cfg,
-    main: { shape, widths: stackWidths(shape) },
+    main: { eng, shape, widths: stackWidths(shape) },
     aux: null,
   } as unknown as Model;
 }

@@ -137,9 +137,10 @@ function attentionCase(eng: Engine, c: AttnCase, seed: number): { differ: number
 
 /**
  * GELU reading its input from bf16 storage and from an fp32 buffer of the same values, at an
- * offset of `shift` elements (0: the vector kernels; 1: the element-wise ones): the forward,
- * the backward added and overwriting, the backward left to the matmul backward after it
- * (le_operand_only, the fc layer's pattern) and a forward hinted before a few-row matmul.
+ * offset of `shift` elements into each (0 or 4: the vector kernels; 1: the element-wise ones):
+ * the forward, the backward added and overwriting, the backward left to the matmul backward
+ * after it (le_operand_only, the fc layer's pattern) and a forward hinted before a few-row
+ * matmul.
  * Returns the bits that differ and the values compared.
  */
 function geluCase(eng: Engine, rng: Rng, shift: number): { differ: number; n: number } {
@@ -234,13 +235,16 @@ export function compareBf16Storage(eng: Engine, precision: Precision, seed = 7):
         `${differ} of ${n} values differ (out, stats, dqkv, dpast)`,
       ));
     }
-    for (const shift of [0, 1]) {
+    // Offsets into the blocks: 0, aligned for every vector load; 1, the element-wise kernels;
+    // 4, bf16 at 8 bytes (its vector loads' alignment, not 16).
+    const where = ["aligned", "one element off alignment", "four elements in"];
+    for (const [k, shift] of [0, 1, 4].entries()) {
       const { differ, n } = geluCase(eng, rng, shift);
       rows.push(checkRow(
         "bf16 storage",
-        `GELU ${shift ? "one element off alignment" : "aligned"}: inp in bf16 storage (forward, ` +
-          "backward added and overwriting, left to the matmul backward, hinted before a matmul)" +
-          ", the bits of an fp32 buffer of the same values",
+        `GELU ${where[k]}: inp in bf16 storage (forward, backward added and overwriting, left ` +
+          "to the matmul backward, hinted before a matmul), the bits of an fp32 buffer of the " +
+          "same values",
         precision,
         differ,
         0,

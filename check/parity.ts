@@ -1367,19 +1367,19 @@ export function differingBits(a: Float32Array | Int32Array, b: Float32Array | In
 
 /**
  * Settings of the CUDA engine against its defaults in a whole LOTUS step (`spec`, in bf16,
- * launched op by op), all but the last of which must not change a bit: kernels launched without programmatic dependent launch
- * (`LOTUS_PDL=0`; a kernel that touched memory before its wait could race with the kernel
- * before it only with it on), GELU's backward run as its own kernel rather than by the fc
- * matmul's backward (`LOTUS_DEFER_GELU_BWD=0`) and each layer's qkv kept in fp32 rather than
- * in bf16 storage (`LOTUS_BF16_QKV=0`; the tensor-core attention rounds fp32 qkv as it stages
- * it, and the matmul rounds the same sums into bf16 storage), each against the defaults: the
- * loss and every gradient. The emulation's cuBLASLt writes bf16 D as the GPU's epilogue is
- * documented to; on a GPU its kernels for a bf16 D may sum in another order than for an fp32
- * D, so with `exactQkv` false (a GPU's check) that row's err is the gradient's relative
- * difference, bounded as a bf16 step's (TOLERANCES), rather than a count of differing bits.
- * The MLP's first projection kept in fp32 rather than bf16 storage (`LOTUS_BF16_FCH=0`) does
- * change the values (GELU reads the sums unrounded): that row is always held to a bf16 step's
- * bounds, and to differ in some bits (else the setting did nothing).
+ * launched op by op), the loss and every gradient, each held to the defaults' bits unless said
+ * otherwise: kernels launched without programmatic dependent launch (`LOTUS_PDL=0`; a kernel
+ * that touched memory before its wait could race with the kernel before it only with it on),
+ * GELU's backward run as its own kernel rather than by the fc matmul's backward
+ * (`LOTUS_DEFER_GELU_BWD=0`), each layer's qkv kept in fp32 rather than in bf16 storage
+ * (`LOTUS_BF16_QKV=0`; the tensor-core attention rounds fp32 qkv as it stages it, and the
+ * matmul rounds the same sums into bf16 storage) and each layer's MLP first projection kept in
+ * fp32 rather than in bf16 storage (`LOTUS_BF16_FCH=0`). The emulation's cuBLASLt writes bf16 D
+ * as the GPU's epilogue is documented to; on a GPU its kernels for a bf16 D may sum in another
+ * order than for an fp32 D, so with `exactQkv` false (a GPU's check) the qkv row's err is the
+ * gradient's relative difference, bounded as a bf16 step's (TOLERANCES), rather than a count of
+ * differing bits. The last row changes values (GELU reads the sums unrounded), so it is always
+ * held to a bf16 step's bounds, and must differ in some bits (else the setting did nothing).
  * `open` opens the engine again, whose le_init reads the settings; the defaults are restored
  * before returning. `err` counts the values whose bits differ.
  */

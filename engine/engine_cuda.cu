@@ -218,8 +218,10 @@ bool probe_pdl() {
 // whatever the sequence, the same bits). Forwards of up to 8 rows in bf16 run gemv_bf16_kernel
 // unless LOTUS_GEMV=0, and of 9 to 128 rows skinny_gemm_kernel as LOTUS_SKINNY says
 // (matmul.cuh). Kernels are launched with programmatic dependent launch
-// (common.cuh) unless LOTUS_PDL=0 or probe_pdl fails. Read at every le_init, as above; needs
-// g.dflag.
+// (common.cuh) unless LOTUS_PDL=0 or probe_pdl fails. Models keep qkv and the MLP's first
+// projection in bf16 storage in bf16 mode unless LOTUS_BF16_QKV=0 or LOTUS_BF16_FCH=0 (the
+// engine only says so: le_device_info's bf16Qkv, bf16Fch). Read at every le_init, as above;
+// needs g.dflag.
 int configure_kernels(const char* fn) {
   int warps = 8;
   if (const char* w = getenv("LOTUS_TC_WARPS"); w && w[0]) {

@@ -627,7 +627,10 @@ export class Engine {
     return this.#defersGeluBwd;
   }
 
-  /** GELU (tanh approximation) over n floats. */
+  /**
+   * GELU (tanh approximation) over n values: `out` fp32, `inp` fp32 or bf16 storage
+   * ({@linkcode Engine.allocBf16}), as for {@linkcode Engine.geluBwd}'s `inp`.
+   */
   geluFwd(out: Ptr, inp: Ptr, n: number): void {
     if (this.#s.le_gelu_fwd(addr(out), addr(inp), I(n)) !== 0) this.#fail("le_gelu_fwd");
   }

@@ -219,8 +219,8 @@ int le_adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, 
  * it serves (0 when off), bf16Qkv whether a model keeps its qkv in bf16 storage there (unless
  * LOTUS_BF16_QKV=0), bf16Fch whether a model in bf16 mode keeps its MLP's first projection in
  * bf16 storage (unless LOTUS_BF16_FCH=0), and bf16OutLt and bf16OutRounded how many matmuls
- * into bf16 storage cuBLASLt wrote and how many a rounding pass did. The gemmTune fields: how many of
- * the heuristic's algorithms are timed per GEMM shape (LOTUS_GEMM_TUNE; 1: none timed), the
+ * into bf16 storage cuBLASLt wrote and how many a rounding pass did. The gemmTune fields: how
+ * many of the heuristic's algorithms are timed per GEMM shape (LOTUS_GEMM_TUNE; 1: none timed), the
  * shapes timed so far, those where another than the heuristic's first won, and one call of
  * every timed shape summed, with the heuristic's first and with the one kept, in
  * microseconds. Before le_init:

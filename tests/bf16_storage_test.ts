@@ -17,6 +17,7 @@ import {
 import { type Engine, EngineError, openEngine } from "../engine/ffi.ts";
 import { Arena, Chunk, stackWidths } from "../model/stack.ts";
 import { stackShapeOf } from "../model/model.ts";
+import { ModelConfigSchema } from "../model/config.ts";
 
 Deno.test("bf16Bits rounds to nearest, ties to even, and bf16Widen is exact", () => {
   const x = Float32Array.of(1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, 1 + 2 ** -7 + 2 ** -9, NaN);
@@ -119,6 +120,16 @@ Deno.test({
       const d = e.deviceInfo();
       assert(Number(d.bf16OutLt) > 0, "cuBLASLt wrote bf16 outputs in bf16 mode");
       assert(Number(d.bf16OutRounded) > 0, "a rounding pass wrote them in fp32 and TF32 modes");
+      // A Llama model's aux decoder is a Llama stack too: the runner keeps its storage fp32 (the
+      // default asks the stack's architecture), and a step runs.
+      const spec = {
+        ...LLAMA_STEP_SPEC,
+        model: ModelConfigSchema.parse({ ...LLAMA_STEP_SPEC.model, auxLayers: 1 }),
+        opts: { ...LLAMA_STEP_SPEC.opts, auxWeight: 0.5 },
+      };
+      const exs = randomExamples(spec.B, spec.model.vocabSize, 5);
+      const r = lotusLossAndGrad(e, spec, perturbedParams(spec.model, 5), exs);
+      assert(Number.isFinite(r.loss), `a Llama LOTUS-aux step in bf16: loss ${r.loss}`);
       e.setPrecision(0);
       assert(!e.keepsQkvBf16(64) && !e.keepsFchBf16(), "fp32 mode keeps fp32 storage");
     } finally {

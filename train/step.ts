@@ -41,6 +41,7 @@ import {
   pastOfChunk,
   Scratch,
   sharedDqkv,
+  type Stack,
 } from "../model/stack.ts";
 import { mixSeed } from "../base/rng.ts";
 
@@ -342,14 +343,8 @@ export class LotusRunner {
     const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
     this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
     const masks = training && cap.dropout === true;
-    const gpt2 = !model.main.widths.llama;
-    const q16 = cap.qkvBf16 ?? (gpt2 && model.eng.keepsQkvBf16(shape.dModel / shape.nHead));
-    const f16 = cap.fchBf16 ?? (gpt2 && model.eng.keepsFchBf16());
-    const rc = {
-      ...(this.#sc.recompute ? { recompute: this.#sc } : {}),
-      qkvBf16: q16,
-      fchBf16: f16,
-    };
+    const store = bf16Storage(model.main, cap), q16 = store.qkvBf16;
+    const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), ...store };
     this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
     // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
     // just before that pass's backward: the passes share one set of qkv gradient buffers.
@@ -360,11 +355,16 @@ export class LotusRunner {
     );
     this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
     this.#aux = model.aux && cap.K > 0
-      ? new Chunk(a, model.aux.shape, cap.B * cap.K, cap.auxT, 0, training, false, {
-        qkvBf16: cap.qkvBf16 ??
-          model.eng.keepsQkvBf16(model.aux.shape.dModel / model.aux.shape.nHead),
-        fchBf16: cap.fchBf16 ?? model.eng.keepsFchBf16(),
-      })
+      ? new Chunk(
+        a,
+        model.aux.shape,
+        cap.B * cap.K,
+        cap.auxT,
+        0,
+        training,
+        false,
+        bf16Storage(model.aux, cap),
+      )
       : null;
     const KW = model.main.widths.kv;
     // The suffix's past, one layer at a time (#suffixPast), in the element type of qkv.
@@ -798,6 +798,23 @@ export class LotusRunner {
 }
 
 /**
+ * The bf16 storage a stack's chunks keep (model/stack.ts ChunkSharing): what `over` says, else
+ * what the stack's engine offers for it (Engine.keepsQkvBf16 for its head size,
+ * Engine.keepsFchBf16), for GPT-2 stacks only (Llama rotates qkv and its SwiGLU reads the MLP's
+ * projection in fp32).
+ */
+function bf16Storage(
+  stack: Stack,
+  over: Pick<LotusCapacity, "qkvBf16" | "fchBf16">,
+): { qkvBf16: boolean; fchBf16: boolean } {
+  const gpt2 = !stack.widths.llama, { dModel, nHead } = stack.shape, eng = stack.eng;
+  return {
+    qkvBf16: over.qkvBf16 ?? (gpt2 && eng.keepsQkvBf16(dModel / nHead)),
+    fchBf16: over.fchBf16 ?? (gpt2 && eng.keepsFchBf16()),
+  };
+}
+
+/**
  * Runs explicit-CoT and no-CoT steps: one causal chunk per example. Allocates its
  * activations once, in engine memory: call {@linkcode PlainRunner.free} when done.
  */
@@ -823,6 +840,9 @@ export class PlainRunner {
    * Allocate for up to `maxB` sequences of `maxT` tokens (with `dropout`, the masks a training
    * step with dropout needs; with `recompute`, fewer activations kept, as
    * {@linkcode LotusCapacity.recompute}; `maxGraphs`: as {@linkcode LotusCapacity.maxGraphs}).
+   * qkv and the MLP's first projection are kept in the bf16 storage the engine offers, as a
+   * LOTUS runner's are by default ({@linkcode LotusCapacity.qkvBf16},
+   * {@linkcode LotusCapacity.fchBf16}), so both step the same numerics.
    */
   constructor(
     model: Model,
@@ -855,7 +875,7 @@ export class PlainRunner {
       0,
       training,
       training && dropout,
-      sc.recompute ? { recompute: sc } : {},
+      { ...(sc.recompute ? { recompute: sc } : {}), ...bf16Storage(model.main, {}) },
     );
     this.#r = region(a, rows, rows);
     this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
