@@ -27,7 +27,8 @@
  *    in bf16 storage (LotusCapacity.qkvBf16), with the bf16 scratch that layout needs (the
  *    attention backward then rounds only dout);
  *  - `recompute.bf16Storage`: as the CUDA engine runs it in bf16 mode, also each layer's MLP
- *    first projection in bf16 storage (LotusCapacity.fchBf16);
+ *    first projection in bf16 storage (LotusCapacity.fchBf16), with the largest batch that fits
+ *    that way;
  *  - `designEstimate` (NOT implemented; arithmetic over the activations a recomputing training
  *    runner keeps per layer and row): keeping the rest of them (the residual stream x and
  *    resid2) in bf16 too.
@@ -119,13 +120,13 @@ const act = trainBytes(B), actRc = trainBytes(B, true), actRc16 = trainBytes(B, 
 const actRcStore = trainBytes(B, true, true, true);
 // Activations grow linearly in B once the head's row chunk is full (its logits buffer is
 // then fixed): the step from B - 1 to B is one example's.
-const linear = (recompute: boolean) => {
-  const hi = trainBytes(Math.max(2, B), recompute);
-  const perExample = hi - trainBytes(Math.max(1, B - 1), recompute);
+const linear = (recompute: boolean, bf16 = false) => {
+  const hi = trainBytes(Math.max(2, B), recompute, bf16, bf16);
+  const perExample = hi - trainBytes(Math.max(1, B - 1), recompute, bf16, bf16);
   return { perExample, fixed: hi - Math.max(2, B) * perExample };
 };
 const { perExample, fixed: fixedAct } = linear(false);
-const rcLine = linear(true);
+const rcLine = linear(true), storeLine = linear(true, true);
 const { eng: geng, bytes: gbytes } = countingEngine();
 const gen = new Generator(plannedModel(geng), {
   B: n(a["eval-batch"]),
@@ -226,6 +227,8 @@ console.log(JSON.stringify(
         note: "qkv and the MLP's first projection in bf16 storage, as the CUDA engine runs bf16",
         trainActivationsGiB: GiB(actRcStore),
         trainTotalWithBf16ScratchGiB: GiB(16 * params + actRcStore + bf16QkvScratch),
+        trainActivationsPerExampleGiB: GiB(storeLine.perExample),
+        maxBatchIn: { gb: n(a["gpu-gb"]), ...fitsOf(storeLine) },
       },
     },
     evalBuffersGiB: GiB(evalBytes),
