@@ -236,6 +236,19 @@ __device__ inline void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) =
 inline const __nv_bfloat16* as_bf16(const float* p) {
   return reinterpret_cast<const __nv_bfloat16*>(p);
 }
+// Calls f with the values at p as stored: a const __nv_bfloat16* for bf16 storage (in16), else
+// a const float*, so that one generic launch serves both element types.
+template <class F>
+inline void with_stored(const float* p, bool in16, F&& f) {
+  if (in16) {
+    f(as_bf16(p));
+  } else {
+    f(p);
+  }
+}
+// The element type of a pointer that with_stored passes.
+template <class P>
+using stored_t = std::remove_const_t<std::remove_pointer_t<P>>;
 // One element of an fp32 or bf16 array as a float (bf16 widened exactly).
 __device__ inline float to_f32(float v) { return v; }
 __device__ inline float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }

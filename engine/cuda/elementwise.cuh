@@ -247,14 +247,6 @@ inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const T* inp, int6
     LAUNCH((gelu_fwd_kernel<false, T>), grid_for(n, 256), 256, 0)(out, out16, inp, n);
   }
 }
-inline void launch_gelu_fwd(float* out, __nv_bfloat16* out16, const float* inp, int64_t n,
-                            bool in16) {
-  if (in16) {
-    launch_gelu_fwd(out, out16, as_bf16(inp), n);
-  } else {
-    launch_gelu_fwd(out, out16, inp, n);
-  }
-}
 
 // Runs the GELU forward that the previous engine call deferred (common.cuh's DeferredGeluFwd)
 // as le_gelu_fwd would have run it: its output's bf16 copy only, recorded as that call's, so
@@ -294,7 +286,7 @@ LE_API int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   }
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, n, 0, &ld16);
-  launch_gelu_fwd(fp32_dest(out, out16), out16, inp, n, in16);
+  with_stored(inp, in16, [&](auto* in) { launch_gelu_fwd(fp32_dest(out, out16), out16, in, n); });
   return op_done(fn);
 }
 
@@ -327,20 +319,15 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
     return 0;
   }
   const bool acc = accumulate != 0;
-  const auto launch = [&](auto* in) {
-    using T = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+  with_stored(inp, in16, [&](auto* in) {
+    using T = stored_t<decltype(in)>;
     if (aligned16(dinp) && aligned4(in) && aligned16(dout)) {
       const unsigned grid = grid_for(n / 4 + n % 4, 256);
       LAUNCH((gelu_bwd_kernel<true, T>), grid, 256, 0)(dinp, in, dout, n, acc);
     } else {
       LAUNCH((gelu_bwd_kernel<false, T>), grid_for(n, 256), 256, 0)(dinp, in, dout, n, acc);
     }
-  };
-  if (in16) {
-    launch(as_bf16(inp));
-  } else {
-    launch(inp);
-  }
+  });
   return op_done("le_gelu_bwd");
 }
 

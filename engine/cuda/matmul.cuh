@@ -1008,13 +1008,11 @@ LE_API int le_matmul_bwd(float* dinp, float* dw, float* dbias, const float* dout
     double* part = (double*)g_scr_part.get(fn, (size_t)chunks * Cout * sizeof(double));
     if (!part) return 1;
     dim3 grid((Cout + 127) / 128, chunks);
-    if (dg && dg->in16) {
-      const __nv_bfloat16* h16 = as_bf16(dg->inp);
-      LAUNCH((colsum_part_kernel<true, __nv_bfloat16>), grid, 128, 0)(part, dg->dout, h16, N,
-                                                                    Cout, chunk, d16, D.ld);
-    } else if (dg) {
-      LAUNCH(colsum_part_kernel<true>, grid, 128, 0)(part, dg->dout, dg->inp, N, Cout, chunk,
-                                                     d16, D.ld);
+    if (dg) {
+      with_stored(dg->inp, dg->in16, [&](auto* h) {
+        LAUNCH((colsum_part_kernel<true, stored_t<decltype(h)>>), grid, 128, 0)(
+            part, dg->dout, h, N, Cout, chunk, d16, D.ld);
+      });
     } else {
       LAUNCH(colsum_part_kernel<false>, grid, 128, 0)(part, dout, nullptr, N, Cout, chunk, d16,
                                                       D.ld);
