@@ -439,9 +439,10 @@ inline void round_bf16(float* dst, const float* src, int64_t n) {
   auto* d = reinterpret_cast<uint16_t*>(dst);
   for (int64_t i = 0; i < n; i++) d[i] = bf16_bits(src[i]);
 }
-// The n values from p, widened when p lies in a bf16 block (into `keep`), else p itself.
-inline const float* widened(const float* p, int64_t n, std::vector<float>& keep) {
-  if (!in_bf16_block(p)) return p;
+// The n values from p: widened into `keep` when p is bf16 storage (is16, as its validator or
+// in_bf16_block found), else p itself.
+inline const float* widened(const float* p, int64_t n, bool is16, std::vector<float>& keep) {
+  if (!is16) return p;
   const auto* h = reinterpret_cast<const uint16_t*>(p);
   keep.resize((size_t)n);
   for (int64_t i = 0; i < n; i++) keep[(size_t)i] = bf16_value(h[i]);
@@ -935,7 +936,7 @@ int le_gelu_fwd(float* out, const float* inp, int64_t n) {
   TRY(validate_gelu_fwd(out, inp, n, &in16));
   if (n == 0) return 0;
   std::vector<float> keep;  // inp from bf16 storage, widened
-  inp = widened(inp, n, keep);
+  inp = widened(inp, n, in16, keep);
   const int64_t nv = (n + VW - 1) / VW;
   par_for(nv, n > kParMin, [&](int64_t v) {
     const int64_t i = v * VW;
@@ -954,7 +955,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int
   comm_poll();
   if (n == 0) return 0;
   std::vector<float> keep;  // inp from bf16 storage, widened
-  inp = widened(inp, n, keep);
+  inp = widened(inp, n, in16, keep);
   const int64_t nv = (n + VW - 1) / VW;
   // Overwriting adds to 0 rather than to dinp: the same bits as a zero-fill and an add.
   par_for(nv, n > kParMin, [&](int64_t v) {
@@ -1249,9 +1250,9 @@ struct WideQkv {
   std::vector<float> qkv_keep, past_keep;
   const float *qkv, *past;
   WideQkv(const float* q, const float* p, const AttnShape& s) {
-    qkv = widened(q, (int64_t)s.B * s.Tq * s.QS, qkv_keep);
+    qkv = widened(q, (int64_t)s.B * s.Tq * s.QS, in_bf16_block(q), qkv_keep);
     const int64_t span = (int64_t)past_elements(s.B, s.Tp, s.past_bs, s.past_rs, s.QS - s.C);
-    past = s.Tp == 0 ? p : widened(p, span, past_keep);
+    past = s.Tp == 0 ? p : widened(p, span, in_bf16_block(p), past_keep);
   }
 };
 }  // namespace

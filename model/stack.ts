@@ -412,12 +412,10 @@ export class Chunk {
     this.recompute = rc !== null;
     this.ownsDqkv = !(withGrad && share.dqkv);
     this.maxAtt = maxB * NH * maxT * (maxTp + maxT);
-    const own = (n: number, bf16 = false) =>
-      Array.from({ length: L }, () => bf16 ? arena.bf16(n) : arena.f32(n));
+    const alloc = (n: number, bf16: boolean) => bf16 ? arena.bf16(n) : arena.f32(n);
+    const own = (n: number, bf16 = false) => Array.from({ length: L }, () => alloc(n, bf16));
     // Without gradients nothing reads a layer's activations after the next layer starts.
-    const per = withGrad
-      ? own
-      : (n: number, bf16 = false) => Array<Ptr>(L).fill(bf16 ? arena.bf16(n) : arena.f32(n));
+    const per = withGrad ? own : (n: number, bf16 = false) => Array<Ptr>(L).fill(alloc(n, bf16));
     this.x = withGrad
       ? Array.from({ length: L + 1 }, () => arena.f32(rows * C))
       : Array<Ptr>(L + 1).fill(arena.f32(rows * C));
