@@ -698,7 +698,7 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
 
   // Every value finite: one pass over the weights (and the moments, when read).
   const diverged = "the weights diverged or the file is damaged: use an earlier checkpoint, " +
-    "or train again (a lower --lr; --on-nonfinite skip steps over rare spikes)";
+    "or train again (a lower --lr; --on-non-finite skip steps over rare spikes)";
   for (const [path, file, keys] of weights) {
     for (const key of keys.values()) {
       const bad = nonFinite(file.tensors[key].data as Float32Array);

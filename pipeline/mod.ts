@@ -151,6 +151,7 @@ export {
   generate,
   generateRecords,
   MAX_STEPS,
+  otherFamilies,
   type ResolvedSyntheticOptions,
   resolveSyntheticOptions,
   synthesize,

@@ -120,7 +120,7 @@ Deno.test("eval goes on without the curves when the run's log cannot be read", a
 });
 
 Deno.test("eval of a run that diverged late: the curves up to the divergence, why", async () => {
-  // Finite up to step 6, then non-finite losses (written as null), as --on-nonfinite skip
+  // Finite up to step 6, then non-finite losses (written as null), as --on-non-finite skip
   // logs them; the checkpoint holds the last good step.
   const recs = [
     ...[1, 2, 3, 4, 5, 6].map((s) => trainRec(s, 4 - s / 2)),

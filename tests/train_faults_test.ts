@@ -8,6 +8,7 @@ import { train } from "../train/trainer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
 import { curriculumNotes, TrainConfigError } from "../train/options.ts";
 import { parseTrainConfig } from "../model/config.ts";
+import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
 import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
@@ -47,9 +48,15 @@ Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", 
   );
   assertEquals(err.step, 1);
   assert(allFinite((await loadCheckpoint(out)).params));
+  // The flag the message suggests is one `deno task train` takes.
+  const flag = err.message.match(/pass (--[a-z-]+) (\w+)/);
+  assert(flag, err.message);
+  const args = parseTrainArgs(["--data", "d", flag[1], flag[2]]);
+  assert(args !== "help");
+  assertEquals(trainSettings(args).onNonFinite, "skip");
 });
 
-Deno.test("faults: --on-nonfinite skip steps over bad updates, then stops after ten", async () => {
+Deno.test("faults: --on-non-finite skip steps over bad updates, then stops after ten", async () => {
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(
     () =>
@@ -63,6 +70,7 @@ Deno.test("faults: --on-nonfinite skip steps over bad updates, then stops after 
   );
   assertEquals(err.step, 11);
   assert(err.message.includes("11 such steps in a row"), err.message);
+  assert(!err.message.includes("pass --on-non-finite"), "the run already skips: " + err.message);
   // The skipped steps are in the log, their NaN loss written as null and read back as NaN.
   const log = await readTrainLog(out);
   const trainRecs = log.filter((r) => r.kind === "train");

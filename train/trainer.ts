@@ -804,13 +804,16 @@ async function trainRun(
           `${gradNorm}`;
         if (cfg.onNonFinite === "skip" && ++skipsInARow <= MAX_SKIPS_IN_A_ROW) {
           skipped++;
-          log(`${what}; its update is skipped (--on-nonfinite skip)`);
+          log(`${what}; its update is skipped (--on-non-finite skip)`);
         } else {
           failure = new NonFiniteError(
             state.step + 1,
             `${what}${skipsInARow > 1 ? ` (${skipsInARow} such steps in a row)` : ""}; the ` +
               `weights were not updated, and the checkpoint holds those of step ${state.step}. ` +
-              `Lower --lr (or --lambda), or pass --on-nonfinite skip to step over rare spikes`,
+              (cfg.onNonFinite === "skip"
+                ? `Lower --lr (or --lambda): skipping steps did not bring the loss back`
+                : `Lower --lr (or --lambda), or pass --on-non-finite skip to step over rare ` +
+                  `spikes`),
           );
           break;
         }
