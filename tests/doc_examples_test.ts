@@ -41,8 +41,8 @@ export function rooted(code: string, root: string): string {
 }
 
 Deno.test("doc examples: blocks found, ignored ones skipped, imports pointed at the root", () => {
-  const md = "a\n```ts\nimport { x } from \"./mod.ts\";\n```\n```ts ignore\nbad(\n```\n" +
-    "```ts\nimport { y } from \"lotus-deno/pipeline\";\n```\n";
+  const md = 'a\n```ts\nimport { x } from "./mod.ts";\n```\n```ts ignore\nbad(\n```\n' +
+    '```ts\nimport { y } from "lotus-deno/pipeline";\n```\n';
   const blocks = tsBlocks(md);
   assertEquals(blocks.map((b) => b.line), [2, 8]);
   assertEquals(
