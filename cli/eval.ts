@@ -17,7 +17,7 @@ import {
   loadEvalItems,
 } from "../eval/items.ts";
 import { runEval } from "../eval/evaluate.ts";
-import { writeEvalOutputs } from "../eval/report.ts";
+import { checkEvalOut, writeEvalOutputs } from "../eval/report.ts";
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
@@ -169,6 +169,7 @@ async function readCurves(
 
 /** Run an evaluation as the command does; returns the summary path (exported for tests). */
 export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promise<string> {
+  await checkEvalOut(a.out);
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
   const split = format === "dataset" ? await datasetSplit(a.data, a.split) : undefined;
   let skipped = 0;

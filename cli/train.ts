@@ -102,6 +102,10 @@ const RUN_FLAGS = flagTable({
     help: "continue a run (or checkpoint) directory exactly",
     schema: z.string().min(1),
   },
+  overwrite: {
+    help: "replace the run --out already holds (without it, a fresh run into a run " +
+      "directory is refused)",
+  },
   valSplit: {
     value: "NAME",
     help: "validation split",

@@ -36,6 +36,7 @@ export {
   readEvalItems,
 } from "./items.ts";
 export {
+  checkEvalOut,
   type EvalProvenance,
   type ReportFiles,
   reportHtml,

@@ -212,6 +212,37 @@ ${table(["id", "R", "gold", "predicted", "correct", "generated"], first)}
 `;
 }
 
+/** What marks a directory as a training run's, a checkpoint or an export: its files. */
+const NOT_EVAL_DIRS = [
+  "checkpoint/config.json",
+  "config.json",
+  "log.jsonl",
+  "plan.json",
+  "lotus.json",
+];
+
+/**
+ * Refuses an evaluation output directory that holds a training run, a checkpoint or an export,
+ * whose summary.json (a run's) or files an evaluation's would replace. Callers that evaluate
+ * for long call it before they start; {@linkcode writeEvalOutputs} calls it too.
+ *
+ * @throws {Error} naming the directory and the file that marks it.
+ */
+export async function checkEvalOut(dir: string): Promise<void> {
+  for (const f of NOT_EVAL_DIRS) {
+    try {
+      await Deno.stat(`${dir}/${f}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) continue;
+      throw e;
+    }
+    throw new Error(
+      `${dir}: holds ${f}, so it is a training run, checkpoint or export, not an evaluation ` +
+        `output directory; give --out another directory (the default is out/eval)`,
+    );
+  }
+}
+
 /**
  * Write every output of an evaluation into `dir`.
  *
@@ -246,6 +277,7 @@ export async function writeEvalOutputs(
   result: EvalResult,
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
+  await checkEvalOut(dir);
   await Deno.mkdir(dir, { recursive: true });
   const files: ReportFiles = {
     predictions: `${dir}/predictions.csv`,

@@ -5,7 +5,7 @@
  * checkpoint's tokenizer and with the trainer's own evaluation.
  */
 import { parse } from "csv-parse/sync";
-import { assert, assertAlmostEquals, assertEquals } from "./_assert.ts";
+import { assert, assertAlmostEquals, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { train } from "../train/trainer.ts";
@@ -170,6 +170,19 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
     assert(page.images.every((i) => i.complete && i.width > 0));
     assert(page.svgs.length === 1 && page.svgs[0].height > 0);
   }
+});
+
+Deno.test("eval end to end: --out at a training run or checkpoint is refused before evaluating", async () => {
+  const s = await trained();
+  const summary = await Deno.readTextFile(`${s.cot}/summary.json`);
+  for (const [out, marker] of [[s.cot, "checkpoint/"], [`${s.cot}/checkpoint`, "config.json"]]) {
+    await assertRejects(
+      () => runCli(["--checkpoint", s.cot, "--data", s.validFile, "--out", out, "--limit", "2"]),
+      Error,
+      `holds ${marker}`,
+    );
+  }
+  assertEquals(await Deno.readTextFile(`${s.cot}/summary.json`), summary, "the run's summary");
 });
 
 Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {

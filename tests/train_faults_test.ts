@@ -148,6 +148,54 @@ Deno.test("faults: a resume on another dataset is refused", async () => {
   assertEquals(r.steps, 7);
 });
 
+Deno.test("faults: a fresh run into a run directory is refused unless told to overwrite", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short });
+  const weights = `${out}/checkpoint/model.safetensors`;
+  const before = await Deno.readFile(weights), log = await Deno.readTextFile(`${out}/log.jsonl`);
+  const err = await assertRejects(
+    () => train({ ...base, data, out, train: { ...short, steps: 3 } }),
+    TrainConfigError,
+  );
+  assertEquals(err.flag, "--out");
+  assert(err.message.includes("a complete run") && err.message.includes("--resume"), err.message);
+  assertEquals(await Deno.readFile(weights), before, "the run is untouched");
+  assertEquals(await Deno.readTextFile(`${out}/log.jsonl`), log);
+  // Both at once contradict each other; --init inside the directory would be emptied first.
+  await assertRejects(
+    () => train({ ...base, data, out, resume: out, overwrite: true }),
+    TrainConfigError,
+    "--resume continues a run",
+  );
+  await assertRejects(
+    () => train({ ...base, data, out, init: `${out}/checkpoint`, overwrite: true }),
+    TrainConfigError,
+    "--overwrite would empty",
+  );
+  // With overwrite, what the old run left is gone, a stale best and CoT start included.
+  await Deno.mkdir(`${out}/best`), await Deno.mkdir(`${out}/cot-start`);
+  const r = await train({ ...base, data, out, overwrite: true, train: { ...short, steps: 3 } });
+  assertEquals(r.steps, 3);
+  assertEquals((await loadCheckpoint(out)).state.step, 3);
+  for (const gone of ["best", "cot-start"]) {
+    await assertRejects(() => Deno.stat(`${out}/${gone}`), Deno.errors.NotFound);
+  }
+  const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
+  assertEquals(steps, [1, 2, 3]);
+});
+
+Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const done = await train({ ...base, data, out, train: short });
+  const files = ["summary.json", "log.jsonl", "checkpoint/model.safetensors"];
+  const before = await Promise.all(files.map((f) => Deno.readFile(`${out}/${f}`)));
+  const r = await train({ ...base, out, resume: out });
+  assert(r.completed && r.interrupted === null);
+  assertEquals([r.steps, r.finalLoss, r.valAccuracy], [6, done.finalLoss, done.valAccuracy]);
+  const after = await Promise.all(files.map((f) => Deno.readFile(`${out}/${f}`)));
+  files.forEach((f, i) => assertEquals(after[i], before[i], `${f} unchanged`));
+});
+
 Deno.test("faults: a log line cut short by a kill does not block a resume", async () => {
   const data = await fixtureData(), out = await tempDir();
   await train({ ...base, data, out, train: short, stopAfter: 3 });

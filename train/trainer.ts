@@ -18,6 +18,7 @@ import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
+import { resolve } from "node:path";
 import {
   type Arch,
   type ModelConfig,
@@ -132,6 +133,12 @@ export interface TrainOptions {
   recipe?: RecipeName;
   /** A run or checkpoint directory to continue exactly. */
   resume?: string;
+  /**
+   * Replace the run `out` already holds (its checkpoints, best weights, CoT start, plan and
+   * logs). Without it, a fresh run into a directory that holds one is refused, so that a
+   * finished or stopped run is not lost to a mistyped `--out`.
+   */
+  overwrite?: boolean;
   /** The split trained on (default "train"). */
   trainSplit?: string;
   /**
@@ -452,16 +459,18 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
   });
 }
 
-/** One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. */
 /**
- * One training run; `world`: this rank in a data-parallel run. `shapeFrom`: a Hugging Face
- * Llama directory whose config.json gives the model's shape while `opts.init` (a run that
- * started there, such as the CoT start) gives the weights.
+ * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
+ * this rank in a data-parallel run. `shapeFrom`: a Hugging Face Llama directory whose
+ * config.json gives the model's shape while `opts.init` (a run that started there, such as the
+ * CoT start) gives the weights. `resumeAs`: the directory a stopped run tells the user to
+ * resume (the whole run's, for its CoT start).
  */
 async function trainRun(
   opts: TrainOptions,
   world: World | null = null,
   shapeFrom?: string,
+  resumeAs: string = opts.out,
 ): Promise<TrainResult> {
   // In a data-parallel run, rank 0 alone prints and writes.
   const root = world === null || world.rank === 0;
@@ -561,6 +570,13 @@ async function trainRun(
 
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
   const total = totalSteps(cfg, stepsPerEpoch);
+  if (resumed && resumed.state.step >= total) {
+    log(
+      `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
+        `give a larger --steps or --epochs to train it further`,
+    );
+    return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal);
+  }
   if (!resumed) {
     for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
   }
@@ -876,7 +892,7 @@ async function trainRun(
       lastEval = runEval(stage);
       await considerBest(lastEval, stage);
     } else if (interrupted) {
-      log(`${interrupted} at step ${state.step}: saving; resume with --resume ${opts.out}`);
+      log(`${interrupted} at step ${state.step}: saving; resume with --resume ${resumeAs}`);
     }
     await save();
     // The others wait for rank 0's checkpoint, so that what follows (a next phase, a resume)
@@ -993,9 +1009,94 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return res;
 }
 
+/**
+ * What a resume of a run that has already taken all its steps returns: the run as its last
+ * save left it, its summary.json's figures included. Nothing is written.
+ */
+async function completeRunResult(
+  out: string,
+  ck: CheckpointData,
+  params: number,
+): Promise<TrainResult> {
+  let summary: Record<string, unknown> = {};
+  try {
+    summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
+  const num = (v: unknown) => (typeof v === "number" ? v : undefined);
+  const { step, tokens, seconds, bestStep, bestAccuracy } = ck.state;
+  return {
+    steps: step,
+    finalLoss: num(summary.finalLoss) ?? NaN,
+    valLoss: num(summary.valLoss),
+    valAccuracy: num(summary.valAccuracy),
+    checkpoint: checkpointDirOf(out),
+    params,
+    tokensPerSec: tokens / Math.max(1e-9, seconds),
+    seconds,
+    interrupted: null,
+    skippedSteps: 0,
+    completed: true,
+    ...(ck.meta.train.keepBest && bestStep > 0
+      ? { best: { step: bestStep, valAccuracy: bestAccuracy, dir: `${out}/best` } }
+      : {}),
+  };
+}
+
+/** Whether `path` is `dir` or lies under it (by their absolute paths). */
+function within(path: string, dir: string): boolean {
+  const abs = (p: string) => resolve(p).replace(/\/+$/, "");
+  const d = abs(dir), p = abs(path);
+  return p === d || p.startsWith(`${d}/`);
+}
+
+/** What a run directory holds that a fresh run would replace: its files and folders found. */
+const RUN_ENTRIES = [
+  "checkpoint",
+  "best",
+  "cot-start",
+  "plan.json",
+  "log.jsonl",
+  "log.csv",
+  "summary.json",
+] as const;
+
+/**
+ * A fresh run into `out`: refused when `out` holds a run and `overwrite` is not given, else
+ * what that run left is removed, so that nothing of it (a stale best, a CoT start) is taken
+ * for the new run's.
+ */
+async function claimRunDir(out: string, overwrite: boolean | undefined): Promise<void> {
+  const found: string[] = [];
+  for (const e of RUN_ENTRIES) {
+    if (await exists(`${out}/${e}`)) found.push(e);
+  }
+  if (found.length === 0) return;
+  if (!overwrite) {
+    const state = await completedRun(out)
+      ? "a complete run"
+      : (await completedRun(`${out}/cot-start`))
+      ? "a run whose CoT start is complete"
+      : "a run";
+    throw new TrainConfigError(
+      "--out",
+      `${out} already holds ${state} (${found.join(", ")}): --resume ${out} continues it, ` +
+        `--overwrite replaces it, or give another --out`,
+    );
+  }
+  for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
+}
+
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
+  if (opts.resume && opts.overwrite) {
+    throw new TrainConfigError(
+      "--overwrite",
+      "--resume continues a run and --overwrite replaces one: give one of them",
+    );
+  }
   if (opts.resume) {
     const run = opts.resume.replace(/\/+$/, "");
     const plan = (await exists(`${run}/${PLAN_FILE}`))
@@ -1036,11 +1137,17 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   const lotus = mode === "lotus" || mode === "lotus-aux";
   const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
   const run = { ...opts, preset, recipe: "none" as const, train: given };
+  if (opts.overwrite && opts.init !== undefined && within(opts.init, opts.out)) {
+    throw new TrainConfigError(
+      "--overwrite",
+      `--init ${opts.init} lies in --out ${opts.out}, which --overwrite would empty first; ` +
+        `copy it elsewhere or train into another --out`,
+    );
+  }
+  if (root) await claimRunDir(opts.out, opts.overwrite);
   if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
     return await trainWithCotStart(run, false, world);
   }
-  // A fresh run replaces what the directory held, an earlier run's plan included.
-  if (root) await Deno.remove(`${opts.out}/${PLAN_FILE}`).catch(rethrowIfDenied);
   return await trainRun(run, world);
 }
 
@@ -1180,13 +1287,8 @@ async function trainWithCotStart(
       recipe: "none",
       resume: again ? cotDir : undefined,
       train: again ? {} : cotTrain,
-    }, world);
-    if (!cotStart.completed) {
-      if (cotStart.interrupted) {
-        log(`stopped in the CoT start; --resume ${opts.out} continues both phases`);
-      }
-      return { ...cotStart, cotStart };
-    }
+    }, world, undefined, opts.out);
+    if (!cotStart.completed) return { ...cotStart, cotStart };
   }
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
   await writePlan("lotus");
