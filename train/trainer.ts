@@ -1281,13 +1281,18 @@ async function trainWithCotStart(
       `phase 1 of 2: explicit CoT for ${given.cotStartEpochs} epochs into ${cotDir}, the ` +
         `model LOTUS starts from${again ? " (resumed)" : ""}`,
     );
-    cotStart = await trainRun({
-      ...opts,
-      out: cotDir,
-      recipe: "none",
-      resume: again ? cotDir : undefined,
-      train: again ? {} : cotTrain,
-    }, world, undefined, opts.out);
+    cotStart = await trainRun(
+      {
+        ...opts,
+        out: cotDir,
+        recipe: "none",
+        resume: again ? cotDir : undefined,
+        train: again ? {} : cotTrain,
+      },
+      world,
+      undefined,
+      opts.out,
+    );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
