@@ -13,7 +13,8 @@ import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkp
 import { readTrainLog } from "../train/run_log.ts";
 import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
-import { fixtureData } from "./_task.ts";
+import { fixtureData, fixtureTask } from "./_task.ts";
+import { buildDataset } from "../pipeline/build.ts";
 
 const base = {
   preset: "tiny" as const,
@@ -182,6 +183,33 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
   }
   const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
   assertEquals(steps, [1, 2, 3]);
+});
+
+Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {
+  const data = await fixtureData(), run = await tempDir();
+  await train({ ...base, data, out: run, train: short });
+  // The same kind of problems, fewer of them: a compact tokenizer fitted on other text.
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(40, 9));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+    k: 2,
+    c: 10,
+  });
+  const err = await assertRejects(
+    () => train({ ...base, data: `${d}/data`, out: `${d}/run`, init: run, train: short }),
+    TrainConfigError,
+  );
+  assertEquals(err.flag, "--init");
+  assert(err.message.includes("another tokenizer") && err.message.includes(run), err.message);
+  // A run on the same dataset is a start, whichever file of it --init names.
+  for (const init of [run, `${run}/checkpoint/model.safetensors`]) {
+    const out = await tempDir();
+    const r = await train({ ...base, data, out, init, train: { ...short, steps: 1 } });
+    assertEquals(r.steps, 1);
+  }
 });
 
 Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {

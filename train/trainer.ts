@@ -18,7 +18,7 @@ import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import {
   type Arch,
   type ModelConfig,
@@ -71,7 +71,7 @@ import {
   type TrainState,
 } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
-import { type Tokenizer, tokenizerFromFile } from "../pipeline/tokenizer.ts";
+import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
@@ -223,6 +223,37 @@ async function initFile(path: string): Promise<string> {
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
   return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
+}
+
+/**
+ * Refuses weights to start from (`--init`) whose run used another tokenizer than the dataset's:
+ * their embedding rows would land on ids that mean other tokens. Only a checkpoint of this
+ * project's (a tokenizer.json beside its model.safetensors) says which tokenizer it used;
+ * Hugging Face weights are taken as they are.
+ */
+async function checkInitTokenizer(
+  file: string,
+  tok: Tokenizer,
+  init: string,
+  dataDir: string,
+): Promise<void> {
+  const path = `${dirname(file)}/tokenizer.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    rethrowIfDenied(e);
+    return;
+  }
+  const theirs = tokenizerFromJson(text, "file", path);
+  if (theirs.sha256 === tok.sha256) return;
+  throw new TrainConfigError(
+    "--init",
+    `--init ${init} was trained with another tokenizer (${path}: ${theirs.vocabSize} ids) than ` +
+      `--data ${dataDir} uses (${tok.vocabSize} ids); its token rows would stand for other ` +
+      `tokens: start from a run on a dataset built with the same tokenizer (build-dataset ` +
+      `--tokenizer ${path})`,
+  );
 }
 
 /** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
@@ -612,7 +643,9 @@ async function trainRun(
         const r = await loadLlamaWeights(llamaDir!, layout, params);
         log(`initialised from ${llamaDir} (Llama, ${r.vocabRows} vocabulary rows)`);
       } else if (opts.init) {
-        const r = await loadHfInit(await initFile(opts.init), mcfg, params);
+        const file = await initFile(opts.init);
+        await checkInitTokenizer(file, tok, opts.init, dataDir);
+        const r = await loadHfInit(file, mcfg, params);
         params = r.params;
         log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
       }
