@@ -25,6 +25,7 @@ import { readLines } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/record.ts";
 import { InputError } from "../pipeline/read/input_error.ts";
+import { openInput } from "../pipeline/read/open.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
@@ -337,7 +338,7 @@ export async function detectEvalFormat(path: string): Promise<EvalFormat> {
 }
 
 async function readHead(path: string, n: number): Promise<string> {
-  const f = await Deno.open(path);
+  const f = await openInput(path);
   try {
     const buf = new Uint8Array(n);
     const got = await f.read(buf);

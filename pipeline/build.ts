@@ -35,6 +35,7 @@ import {
   type Schema,
   SPLIT_NAME,
   SPLIT_NAME_RULE,
+  type SplitCounts,
   type SplitInfo,
 } from "./manifest.ts";
 import { DEFAULT_SHARD_SIZE, SplitWriter, StagedDir } from "./writer.ts";
@@ -395,6 +396,18 @@ async function fitCompact(
   return compactTokenizerFromFitter(fitter);
 }
 
+/** Why a split kept no record, from its counts: what was read, skipped and dropped, and why. */
+function emptySplitMessage(split: string, c: SplitCounts): string {
+  const reasons = Object.entries(c.droppedByReason).sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([r, n]) => `${r} ${n}`).join(", ");
+  const why = c.read + c.skipped === 0
+    ? "its inputs hold no record"
+    : `${c.read} records read, ${c.skipped} skipped as unreadable, ${c.dropped} dropped` +
+      (reasons ? ` (${reasons})` : "");
+  return `split ${split} kept no record: ${why}; nothing was written. Check its --input ` +
+    `files (docs/pipeline.md, "Checks and reasons", says what each reason means)`;
+}
+
 /**
  * Build the given splits into `opts.out`. Existing splits not named are kept; a directory
  * that already has a manifest must have the same K, c and CoT form, and its tokenizer is
@@ -553,6 +566,9 @@ export async function buildDataset(
       progress({ phase: "build", split: spec.name, file: lastFile, records: n, total: total ?? n });
       const result = await writer.finish(skipped);
       writer = undefined;
+      if (result.counts.kept === 0) {
+        throw new BuildError(emptySplitMessage(spec.name, result.counts));
+      }
       const sources = [];
       for (const { path, format } of inputs) {
         sources.push({ path, format, ...(await fileSha256(path)) });

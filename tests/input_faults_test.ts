@@ -229,6 +229,52 @@ Deno.test("invalid UTF-8 on the first line: detection looks on, the reader repor
   assertEquals(skipped.map((x) => [x.line, x.offset]), [[1, 14]]);
 });
 
+Deno.test("no readable line: the UTF-8 error, not an empty file; a directory is named", async () => {
+  const path = await bytesFile("latin1.jsonl", [
+    '{"question": "caf',
+    [0xe9],
+    '", "answer": "#### 1"}\n',
+  ]);
+  const err = await assertRejects(() => detectFormat(path), InputError);
+  assert(err.message.startsWith(`${path}:1: invalid UTF-8`), err.message);
+  assert(err.message.includes("no line of the file is readable"), err.message);
+  // A directory where a file belongs, in detection and in every reader.
+  const dir = `${await tempDir()}/data.jsonl`;
+  await Deno.mkdir(dir);
+  await assertRejects(() => detectFormat(dir), InputError, `${dir}: is a directory`);
+  for (const format of ["gsm8k", "csv", "parquet", "coconut"] as const) {
+    await assertRejects(
+      () => Array.fromAsync(readProblems(dir, { format })),
+      InputError,
+      `${dir}: is a directory`,
+    );
+  }
+});
+
+Deno.test("a split that keeps no record is an error naming its counts; nothing is written", async () => {
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/empty.jsonl`, "");
+  // One record whose calculator annotation is wrong (dropped), one unreadable (skipped).
+  const wrong = JSON.stringify({ question: "q?", answer: "It is <<2*1=3>>3.\n#### 3" });
+  await Deno.writeTextFile(`${dir}/bad.jsonl`, `${wrong}\n{"q": 1}\n`);
+  for (const [input, want] of [["empty.jsonl", "hold no record"], ["bad.jsonl", "dropped"]]) {
+    const out = `${dir}/out-${input}`;
+    await assertRejects(
+      () =>
+        buildDataset({
+          out,
+          splits: [{ name: "train", inputs: [`${dir}/${input}`] }],
+          format: "gsm8k",
+          onError: "skip",
+          tokenizer: "compact",
+        }),
+      Error,
+      want,
+    );
+    await assertRejects(() => Deno.stat(out), Deno.errors.NotFound);
+  }
+});
+
 // --- integers are compared exactly -------------------------------------------------------
 
 function check(rationale: string, answer: string, cot: "math" | "nl" = "math") {

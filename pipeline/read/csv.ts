@@ -18,6 +18,7 @@ import {
   splitGsm8kAnswer,
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { openInput } from "./open.ts";
 import { type BadByte, invalidUtf8Error, UTF8_FILE_HINT, Utf8Checker } from "./utf8.ts";
 
 /** Column positions found in the header. */
@@ -139,7 +140,7 @@ function utf8Error(path: string, b: BadByte, hint?: string): InputError {
  * place (a bad byte is named by its own line and offset).
  */
 export async function* readCsv(path: string): AsyncGenerator<Problem | InputError> {
-  const file = await Deno.open(path);
+  const file = await openInput(path);
   // csv-parse decodes the bytes itself, replacing what is not UTF-8; the checker sees every
   // byte first and records where the bad ones are, so that their records are refused.
   const checker = new Utf8Checker();

@@ -5,6 +5,8 @@
  */
 import { readLinesOrErrors } from "./lines.ts";
 import { FormatError, InputError } from "./input_error.ts";
+import { openInput } from "./open.ts";
+import { UTF8_FILE_HINT } from "./utf8.ts";
 
 /** The input formats the readers know. */
 export type Format = "gsm8k" | "parquet" | "icot" | "coconut" | "nl" | "csv";
@@ -19,7 +21,7 @@ function extension(path: string): string {
 }
 
 async function startsWithParquetMagic(path: string): Promise<boolean> {
-  const file = await Deno.open(path);
+  const file = await openInput(path);
   try {
     const head = new Uint8Array(4);
     const n = await file.read(head);
@@ -30,12 +32,26 @@ async function startsWithParquetMagic(path: string): Promise<boolean> {
 }
 
 /**
- * The first non-blank line of a text file, or null. Reads only as far as that line. A line
- * that is not UTF-8 is passed over: the reader reports it, as it does any bad record.
+ * The first non-blank line of a text file, or null when it has none. Reads only as far as that
+ * line. A line that is not UTF-8 is passed over (the reader reports it, as it does any bad
+ * record), unless no line is readable: then that line's error is thrown, since nothing tells
+ * the format and skipping would leave no record.
  */
 async function firstLine(path: string): Promise<{ line: number; text: string } | null> {
+  let unreadable: InputError | null = null;
   for await (const l of readLinesOrErrors(path)) {
-    if (!(l instanceof InputError) && l.text.trim() !== "") return l;
+    if (l instanceof InputError) unreadable ??= l;
+    else if (l.text.trim() !== "") return l;
+  }
+  if (unreadable) {
+    throw new InputError({
+      file: path,
+      line: unreadable.line,
+      offset: unreadable.offset,
+      reason: unreadable.reason,
+      problem: `${unreadable.problem}, and no line of the file is readable`,
+      hint: UTF8_FILE_HINT,
+    });
   }
   return null;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { readInput } from "./open.ts";
 import { decodeUtf8File } from "./utf8.ts";
 
 /** 1-based line of a character offset in `text`. */
@@ -20,7 +21,7 @@ function lineOf(text: string, offset: number): number {
  * `expected` says what the file should hold.
  */
 export async function readJsonArray(path: string, expected: string): Promise<unknown[]> {
-  const text = decodeUtf8File(path, await Deno.readFile(path));
+  const text = decodeUtf8File(path, await readInput(path));
   let data: unknown;
   try {
     data = JSON.parse(text);

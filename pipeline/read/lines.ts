@@ -7,6 +7,7 @@
  */
 import type { InputError } from "./input_error.ts";
 import { completeUtf8Length, firstInvalidUtf8, invalidUtf8Error } from "./utf8.ts";
+import { openInput } from "./open.ts";
 
 /** One line of a text file. */
 export interface Line {
@@ -41,7 +42,7 @@ export async function* readLinesOrErrors(
   opts: LineOptions = {},
 ): AsyncGenerator<Line | InputError> {
   const maxBytes = opts.tooLong === undefined ? Infinity : opts.maxBytes ?? Infinity;
-  const file = await Deno.open(path);
+  const file = await openInput(path);
   const newDecoder = () => new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   let decoder = newDecoder();
   let lineNo = 0;

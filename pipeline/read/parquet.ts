@@ -23,6 +23,7 @@ import { parquetHeader } from "hyparquet/src/column.js";
 import { crc32 } from "../../base/crc32.ts";
 import type { Problem } from "../types.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { openInput } from "./open.ts";
 import { gsm8kProblem, nlProblem } from "./jsonl.ts";
 import { firstInvalidUtf8, hexByte, UTF8_HINT } from "./utf8.ts";
 
@@ -148,7 +149,7 @@ async function verifyPageChecksums(
  * naming its row and column, in place.
  */
 export async function* readParquet(path: string): AsyncGenerator<Problem | InputError> {
-  const file = await Deno.open(path);
+  const file = await openInput(path);
   try {
     const buf = fileBuffer(file, (await file.stat()).size);
     let md: FileMetaData;
