@@ -34,6 +34,7 @@
  * @module
  */
 
+import { nearestName } from "../base/suggest.ts";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import denoJson from "../deno.json" with { type: "json" };
@@ -345,42 +346,19 @@ export function zodMessage(
   return `--${flag}${sep}${i.message}; see deno task ${command} --help`;
 }
 
-/** Levenshtein distance, for "did you mean". */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
 /** node:util parseArgs's errors, reworded to name the flag. */
 function parseArgsMessage(e: Error & { code?: string }, flags: string[]): string {
   const quoted = /'([^' ]+)/.exec(e.message)?.[1] ?? "";
   switch (e.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
       const typed = kebab(quoted.replace(/^-+/, "").split("=")[0]);
-      const best = flags
-        .map((f) => ({
-          f,
-          d: typed.length >= 3 && (f.startsWith(typed) || typed.startsWith(f))
-            ? 1
-            : distance(typed, f),
-        }))
-        .sort((a, b) => a.d - b.d)[0];
-      const guess = best && best.d <= Math.max(1, Math.floor(typed.length / 3))
-        ? ` (did you mean --${best.f}?)`
-        : "";
-      return `unknown flag ${quoted}${guess}`;
+      const best = nearestName(typed, flags);
+      return `unknown flag ${quoted}${best ? ` (did you mean --${best}?)` : ""}`;
     }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
       return /does not take an argument/.test(e.message)
         ? `${quoted} takes no value`
-        : `${quoted} needs a value`;
+        : `${quoted} needs a value (a negative one is written ${quoted}=-1)`;
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument "${quoted}": this command takes only flags`;
     default:

@@ -433,7 +433,9 @@ export interface TrainConfig {
 }
 
 /** The zod schema of {@linkcode TrainConfig}, with every default. */
-export const TrainConfigSchema: z.ZodType<TrainConfig> = z.object({
+export const TrainConfigSchema: z.ZodType<TrainConfig> & {
+  shape: Record<keyof TrainConfig, z.ZodType>;
+} = z.object({
   mode: ModeSchema.default("lotus"),
   /** Latent blocks at the final curriculum stage (the reference's max_latent_stage). */
   k: z.number().int().min(0).default(6),

@@ -251,6 +251,31 @@ Deno.test("defaults: K and c come from the dataset, the learning rate from the p
   );
 });
 
+Deno.test("library: a mistyped or out-of-range setting is an error naming it, before any work", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const cases: [Record<string, unknown>, string, string][] = [
+    [{ batch: 0 }, "--batch", "--batch 0: too small"],
+    [{ stepz: 2 }, "--stepz", 'did you mean "steps"'],
+    [{ mode: "lotsu" }, "--mode", "expected one of"],
+    [{ warmupSteps: -1 }, "--warmup", "--warmup -1"],
+  ];
+  for (const [given, flag, text] of cases) {
+    const err = await assertRejects(
+      () => train({ ...base, data, out, train: given as never }),
+      TrainConfigError,
+    );
+    assertEquals(err.flag, flag);
+    assert(err.message.includes(text), err.message);
+  }
+  assertEquals([...Deno.readDirSync(out)].length, 0, "nothing written");
+  // With the default recipe (a CoT start, then LOTUS) too: no plan is left to block a retry.
+  await assertRejects(
+    () => train({ ...base, recipe: undefined, data, out, train: { batch: 0 } }),
+    TrainConfigError,
+  );
+  assertEquals([...Deno.readDirSync(out)].length, 0, "nothing written");
+});
+
 Deno.test("defaults: a run too short to leave curriculum stage 0 says so", () => {
   const cfg = parseTrainConfig({ k: 3, c: 8 });
   assert(curriculumNotes(cfg, 100, 50)[0].includes("never leaves curriculum stage 0"));

@@ -15,6 +15,7 @@
  */
 export { train, type TrainOptions, type TrainResult } from "./trainer.ts";
 export {
+  checkSettings,
   curriculumNotes,
   type DatasetShape,
   DEFAULT_COT_START_EPOCHS,

@@ -6,8 +6,15 @@
  * @module
  */
 
-import { parseTrainConfig, type PresetName, PRESETS, type TrainConfig } from "../model/config.ts";
+import {
+  parseTrainConfig,
+  type PresetName,
+  PRESETS,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "../model/config.ts";
 import { finalStageStart } from "./schedule.ts";
+import { nearestName } from "../base/suggest.ts";
 
 /** What {@linkcode resolveTrainConfig} needs to know of the dataset (its manifest's options). */
 export interface DatasetShape {
@@ -49,6 +56,7 @@ export function resolveTrainConfig(
   preset: PresetName,
   dataset: DatasetShape,
 ): TrainConfig {
+  checkSettings(given);
   const where = `the dataset ${dataset.dir}`;
   if (given.c !== undefined && given.c !== dataset.c) {
     throw new TrainConfigError(
@@ -129,6 +137,46 @@ export const RESUME_MAY_CHANGE: readonly (keyof TrainConfig)[] = [
   "onNonFinite",
 ];
 
+/**
+ * Checks each setting a caller gives on its own: a name that is not a {@linkcode TrainConfig}
+ * field (a typo the schema would drop) or a value its field refuses is a
+ * {@linkcode TrainConfigError} naming the setting's flag, rather than a silent default or a raw
+ * schema error. Unset (undefined) settings pass.
+ *
+ * @example
+ * ```ts
+ * import { checkSettings } from "./options.ts";
+ * checkSettings({ steps: 20, batch: 8 });
+ * try {
+ *   checkSettings({ stepz: 20 } as never);
+ * } catch (e) {
+ *   console.assert((e as Error).message.includes('did you mean "steps"'));
+ * }
+ * ```
+ */
+export function checkSettings(given: Partial<TrainConfig>): void {
+  const fields = Object.keys(TrainConfigSchema.shape) as (keyof TrainConfig)[];
+  for (const [key, value] of Object.entries(given)) {
+    if (value === undefined) continue;
+    if (!(fields as string[]).includes(key)) {
+      const near = nearestName(key, fields);
+      throw new TrainConfigError(
+        flagOf(key as keyof TrainConfig),
+        `"${key}" is not a training setting${near ? ` (did you mean "${near}"?)` : ""}; the ` +
+          `settings are TrainConfig's fields (model/config.ts)`,
+      );
+    }
+    const r = TrainConfigSchema.shape[key as keyof TrainConfig].safeParse(value);
+    if (!r.success) {
+      const flag = flagOf(key as keyof TrainConfig);
+      throw new TrainConfigError(
+        flag,
+        `${flag} ${JSON.stringify(value)}: ${r.error.issues[0].message.toLowerCase()}`,
+      );
+    }
+  }
+}
+
 /** The command-line flag of a training setting. */
 export function flagOf(key: keyof TrainConfig): string {
   if (key === "warmupSteps") return "--warmup";
@@ -157,6 +205,7 @@ export function resumeTrainConfig(
   saved: TrainConfig,
   given: Partial<TrainConfig>,
 ): TrainConfig {
+  checkSettings(given);
   const out: TrainConfig = { ...saved };
   for (const [k, v] of Object.entries(given) as [keyof TrainConfig, unknown][]) {
     if (v === undefined) continue;

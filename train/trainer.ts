@@ -42,6 +42,7 @@ import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
 import { epochOrder, isFinalStage, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
 import { type LogRecord, RunLog } from "./run_log.ts";
 import {
+  checkSettings,
   curriculumNotes,
   defaultRecipe,
   type RecipeName,
@@ -1124,6 +1125,8 @@ async function claimRunDir(out: string, overwrite: boolean | undefined): Promise
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
+  // Settings are checked before anything is written (a plan, a CoT start).
+  checkSettings(opts.train ?? {});
   if (opts.resume && opts.overwrite) {
     throw new TrainConfigError(
       "--overwrite",

@@ -1,0 +1,42 @@
+/**
+ * "Did you mean": the candidate nearest a mistyped name, by edit distance.
+ *
+ * @module
+ */
+
+/** Levenshtein distance between `a` and `b`. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * The candidate nearest `typed`, or undefined when none is near enough to be a typo: within a
+ * third of its length in edits (at least one), or a prefix either way of three or more
+ * characters.
+ *
+ * @example
+ * ```ts
+ * import { nearestName } from "./suggest.ts";
+ * console.assert(nearestName("stepz", ["steps", "seed", "batch"]) === "steps");
+ * console.assert(nearestName("colour", ["steps", "seed"]) === undefined);
+ * ```
+ */
+export function nearestName(typed: string, candidates: readonly string[]): string | undefined {
+  const best = candidates
+    .map((f) => ({
+      f,
+      d: typed.length >= 3 && (f.startsWith(typed) || typed.startsWith(f))
+        ? 1
+        : editDistance(typed, f),
+    }))
+    .sort((a, b) => a.d - b.d)[0];
+  return best && best.d <= Math.max(1, Math.floor(typed.length / 3)) ? best.f : undefined;
+}
