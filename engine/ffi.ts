@@ -1342,8 +1342,13 @@ export function openEngine(opts: EngineOptions = {}): Engine {
   try {
     lib = Deno.dlopen(libPath, SYMBOLS);
   } catch (e) {
-    // A missing --allow-ffi says so in Deno's own words; it is not a broken library.
-    if (e instanceof Deno.errors.NotCapable) throw e;
+    // A missing --allow-ffi: Deno's own words (the CLI names the flag by them), and the
+    // directory to grant, in full, since a permission's path is resolved from the directory
+    // deno runs in, which for another project is not this checkout.
+    if (e instanceof Deno.errors.NotCapable) {
+      const dir = libPath.slice(0, libPath.lastIndexOf("/"));
+      throw new Deno.errors.NotCapable(`${e.message}; grant --allow-ffi=${dir}`, { cause: e });
+    }
     throw new EngineError(
       "dlopen",
       `dlopen: cannot load ${libPath}: ${(e as Error).message}; rebuild it with ` +

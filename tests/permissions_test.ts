@@ -68,3 +68,23 @@ Deno.test("permissions: a built engine trains with no compiler allowed to run", 
   assert(r.stdout.includes("CoT start: "), r.stdout);
   assert(r.stdout.includes("done: 2 steps"), r.stdout);
 });
+
+Deno.test("permissions: FFI granted elsewhere names the engine's directory to grant, in full", async () => {
+  // As from another project: the grant's relative path resolves against that project.
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/deno.json`, '{ "nodeModulesDir": "manual" }\n');
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import { openEngine } from "${ROOT}engine/mod.ts";\n` +
+      `try { openEngine({ quiet: true }).close(); } catch (e) { console.log(String(e)); }\n`,
+  );
+  const built = await runDeno(["task", "build-engine", "--quiet"]);
+  assertEquals(built.code, 0, built.stderr);
+  const r = await runDeno(
+    ["run", "--allow-read", "--allow-env", "--allow-run=cat", "--allow-ffi=build", "main.ts"],
+    dir,
+  );
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes("NotCapable"), r.stdout);
+  assert(r.stdout.includes(`grant --allow-ffi=${ROOT}build`), r.stdout);
+});
