@@ -171,6 +171,12 @@ async function readCurves(
 export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promise<string> {
   await checkEvalOut(a.out);
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
+  if (a.split !== undefined && format !== "dataset") {
+    throw new CliError(
+      `--split ${a.split}: --data ${a.data} is a ${format} file, not a dataset directory with ` +
+        `splits; leave --split out, or give the dataset directory`,
+    );
+  }
   const split = format === "dataset" ? await datasetSplit(a.data, a.split) : undefined;
   let skipped = 0;
   const items = await loadEvalItems(a.data, {

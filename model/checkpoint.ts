@@ -357,6 +357,23 @@ export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> 
   }
 }
 
+/**
+ * A two-phase run (an explicit-CoT start, then LOTUS) stopped in its CoT start has no
+ * checkpoint of its own yet: say so, and where its CoT model is, rather than that config.json
+ * cannot be read.
+ */
+async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
+  if (await exists(`${dir}/config.json`)) return;
+  const cot = `${dirIn.replace(/\/+$/, "")}/cot-start`;
+  if (!(await exists(`${cot}/checkpoint/config.json`))) return;
+  const best = await exists(`${cot}/best/config.json`);
+  throw new CheckpointError(
+    `${dirIn}: no checkpoint yet: the run stopped in its explicit-CoT start; ` +
+      `deno task train --resume ${dirIn} continues it, and ${best ? `${cot}/best` : cot} ` +
+      `holds the CoT model so far`,
+  );
+}
+
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
@@ -754,6 +771,7 @@ export async function loadCheckpoint(
 ): Promise<LoadedCheckpoint> {
   await recoverCheckpoint(dirIn);
   const dir = checkpointDirOf(dirIn);
+  await refuseUnsavedRun(dirIn, dir);
   const config = await readJson(`${dir}/config.json`);
   const model = await readSt(`${dir}/model.safetensors`);
   const auxPath = `${dir}/aux.safetensors`, optPath = `${dir}/optimizer.safetensors`;

@@ -172,7 +172,7 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   }
 });
 
-Deno.test("eval end to end: --out at a training run or checkpoint is refused before evaluating", async () => {
+Deno.test("eval end to end: an --out at a run, or --split with a file, is refused before evaluating", async () => {
   const s = await trained();
   const summary = await Deno.readTextFile(`${s.cot}/summary.json`);
   for (const [out, marker] of [[s.cot, "checkpoint/"], [`${s.cot}/checkpoint`, "config.json"]]) {
@@ -183,6 +183,12 @@ Deno.test("eval end to end: --out at a training run or checkpoint is refused bef
     );
   }
   assertEquals(await Deno.readTextFile(`${s.cot}/summary.json`), summary, "the run's summary");
+  // --split names a dataset directory's split: with a file it would be ignored, so it is refused.
+  await assertRejects(
+    () => runCli(["--checkpoint", s.cot, "--data", s.validFile, "--split", "test", "--limit", "2"]),
+    Error,
+    "--split test",
+  );
 });
 
 Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {

@@ -183,6 +183,22 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
   }
   const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
   assertEquals(steps, [1, 2, 3]);
+  // What a run that saved nothing left (a plan, a log) blocks nothing; a file is no --out.
+  const left = await tempDir();
+  await Deno.writeTextFile(`${left}/plan.json`, "{}"),
+    await Deno.writeTextFile(`${left}/log.jsonl`, "");
+  assertEquals((await train({ ...base, data, out: left, train: { ...short, steps: 2 } })).steps, 2);
+  await assertRejects(
+    () => train({ ...base, data, out: `${left}/log.jsonl`, train: short }),
+    TrainConfigError,
+    "is a file",
+  );
+  const fresh = await tempDir();
+  await assertRejects(
+    () => train({ ...base, data, out: fresh, valSplit: "nope", train: short }),
+    TrainConfigError,
+    "--val-split nope",
+  );
 });
 
 Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {
@@ -210,6 +226,22 @@ Deno.test("faults: --init from a run on another tokenizer is refused, naming bot
     const r = await train({ ...base, data, out, init, train: { ...short, steps: 1 } });
     assertEquals(r.steps, 1);
   }
+});
+
+Deno.test("faults: a run stopped in its CoT start says so when loaded, and where its model is", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const r = await train({
+    ...base,
+    recipe: "from-cot",
+    data,
+    out,
+    stopAfter: 2,
+    train: { ...short, cotStartEpochs: 1 },
+  });
+  assert(!r.completed);
+  const err = await assertRejects(() => loadCheckpoint(out), CheckpointError);
+  assert(err.message.includes("stopped in its explicit-CoT start"), err.message);
+  assert(err.message.includes(`--resume ${out}`) && err.message.includes("cot-start"), err.message);
 });
 
 Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {
@@ -283,6 +315,7 @@ Deno.test("defaults: a run too short to leave curriculum stage 0 says so", () =>
   assertEquals(curriculumNotes(cfg, 100, 400), []);
   assertEquals(curriculumNotes({ ...cfg, mode: "cot" }, 100, 50), []);
   assertEquals(curriculumNotes({ ...cfg, epochsPerStage: 0 }, 100, 50), []);
+  assert(curriculumNotes({ ...cfg, k: 0 }, 100, 400)[0].includes("no latent blocks"));
 });
 
 /** Start `deno task train`-like training in a child process; resolves once step `n` is logged. */

@@ -97,7 +97,14 @@ export function curriculumNotes(
   totalSteps: number,
 ): string[] {
   const off = cfg.stepsPerStage === 0 && cfg.epochsPerStage === 0;
-  if (cfg.mode === "cot" || cfg.mode === "nocot" || off || cfg.k === 0) return [];
+  if (cfg.mode === "cot" || cfg.mode === "nocot") return [];
+  if (cfg.k === 0) {
+    return [
+      `K = 0: this ${cfg.mode} run has no latent blocks, so every step trains explicit CoT ` +
+      `(as --mode cot would); give --k, or a dataset built with K above 0, for latents`,
+    ];
+  }
+  if (off) return [];
   const stageLength = cfg.stepsPerStage > 0
     ? cfg.stepsPerStage
     : cfg.epochsPerStage * stepsPerEpoch;

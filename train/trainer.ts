@@ -483,6 +483,13 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
       quiet: true,
     });
   }
+  const cores = navigator.hardwareConcurrency;
+  if ((opts.threads ?? 0) > cores) {
+    log(
+      `note: --threads ${opts.threads} is more than this machine's ${cores} cores; the CPU ` +
+        `engine's threads then wait on each other (0 uses every core)`,
+    );
+  }
   return selectEngine(backend, {
     threads: opts.threads ?? 0,
     log,
@@ -582,6 +589,12 @@ async function trainRun(
   const valName = opts.valSplit ?? "valid";
   if (trainData.manifest.splits[valName]) {
     valExamples = (await loadSplit(dataDir, valName, verify)).examples;
+  } else if (opts.valSplit !== undefined && opts.valSplit !== "valid") {
+    throw new TrainConfigError(
+      "--val-split",
+      `--val-split ${opts.valSplit}: ${dataDir} has no such split (it has ` +
+        `${Object.keys(trainData.manifest.splits).join(", ")}); name one of those`,
+    );
   } else {
     log(`no "${valName}" split in ${dataDir}: evaluation reports training-set accuracy`);
   }
@@ -1096,18 +1109,38 @@ const RUN_ENTRIES = [
   "summary.json",
 ] as const;
 
+/** What only a run that saved weights leaves: what a fresh run would lose by replacing it. */
+const SAVED_ENTRIES = [
+  "checkpoint/config.json",
+  "cot-start/checkpoint/config.json",
+  "best",
+  "summary.json",
+] as const;
+
 /**
- * A fresh run into `out`: refused when `out` holds a run and `overwrite` is not given, else
- * what that run left is removed, so that nothing of it (a stale best, a CoT start) is taken
- * for the new run's.
+ * A fresh run into `out`: refused when `out` holds a run that saved weights and `overwrite`
+ * is not given; else what an earlier run left is removed (the plan and logs of one that saved
+ * nothing, or everything with `overwrite`), so that nothing of it (a stale best, a CoT start)
+ * is taken for the new run's.
  */
 async function claimRunDir(out: string, overwrite: boolean | undefined): Promise<void> {
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = await Deno.stat(out);
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
+  if (info === null) return;
+  if (!info.isDirectory) {
+    throw new TrainConfigError("--out", `--out ${out} is a file; give a run directory`);
+  }
   const found: string[] = [];
   for (const e of RUN_ENTRIES) {
     if (await exists(`${out}/${e}`)) found.push(e);
   }
-  if (found.length === 0) return;
-  if (!overwrite) {
+  let saved = false;
+  for (const e of SAVED_ENTRIES) saved ||= await exists(`${out}/${e}`);
+  if (saved && !overwrite) {
     const state = await completedRun(out)
       ? "a complete run"
       : (await completedRun(`${out}/cot-start`))
@@ -1300,6 +1333,12 @@ async function trainWithCotStart(
   };
   await writePlan("cot-start");
   const cotDir = `${opts.out}/cot-start`;
+  if (!resuming && given.steps != null) {
+    log(
+      `note: --steps ${given.steps} is the LOTUS phase's length; the CoT start trains its ` +
+        `${given.cotStartEpochs} epochs first (--cot-start-epochs; --recipe none skips it)`,
+    );
+  }
   const cotTrain: Partial<TrainConfig> = {
     mode: "cot",
     epochs: given.cotStartEpochs,
