@@ -18,7 +18,6 @@ import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
-import { dirname, resolve } from "node:path";
 import {
   type Arch,
   type ModelConfig,
@@ -238,7 +237,8 @@ async function checkInitTokenizer(
   init: string,
   dataDir: string,
 ): Promise<void> {
-  const path = `${dirname(file)}/tokenizer.json`;
+  const slash = file.lastIndexOf("/");
+  const path = `${slash < 0 ? "." : file.slice(0, slash)}/tokenizer.json`;
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -1093,7 +1093,8 @@ async function completeRunResult(
 
 /** Whether `path` is `dir` or lies under it (by their absolute paths). */
 function within(path: string, dir: string): boolean {
-  const abs = (p: string) => resolve(p).replace(/\/+$/, "");
+  // node:path would need @types/node of a project that imports this library to type-check.
+  const abs = (p: string) => new URL(p, `file://${Deno.cwd()}/`).pathname.replace(/\/+$/, "");
   const d = abs(dir), p = abs(path);
   return p === d || p.startsWith(`${d}/`);
 }
