@@ -7,7 +7,7 @@
  */
 import { augment, type AugmentReport } from "./augment.ts";
 import { NEAR_COPY_THRESHOLD, NgramIndex } from "./overlap.ts";
-import { type ReadOptions, readProblems } from "./read.ts";
+import { FormatError, InputError, type ReadOptions, readProblems } from "./read.ts";
 import type { Problem } from "./types.ts";
 
 /** Options of {@linkcode withVariants}. */
@@ -99,7 +99,35 @@ export async function* withVariants(
 export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Promise<NgramIndex> {
   const index = new NgramIndex();
   for (const path of paths) {
-    for await (const p of readProblems(path, opts)) index.add(p.id, p.question);
+    try {
+      for await (const p of readProblems(path, opts)) index.add(p.id, p.question);
+    } catch (e) {
+      // The build's --on-error and --format are the inputs', not the exclude files': say
+      // which file it is, and what to do about it.
+      if (e instanceof InputError) {
+        throw new InputError({
+          file: e.file,
+          line: e.line,
+          problem: `in an --exclude file: ${e.problem}`,
+          reason: e.reason,
+          offset: e.offset,
+          hint: EXCLUDE_HINT,
+        });
+      }
+      if (e instanceof FormatError) {
+        throw new InputError({
+          file: path,
+          line: 0,
+          problem: `an --exclude file whose format cannot be told (${e.why})`,
+          hint: "give it in a format the build reads by its records (docs/pipeline.md)",
+        });
+      }
+      throw e;
+    }
   }
   return index;
 }
+
+/** What to do about a bad record of an exclude file, which no flag skips. */
+const EXCLUDE_HINT = "fix or remove that record: every question of an --exclude file is kept " +
+  "out of the data, and none of them is skipped";

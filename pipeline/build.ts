@@ -396,14 +396,18 @@ async function fitCompact(
   return compactTokenizerFromFitter(fitter);
 }
 
-/** Why a split kept no record, from its counts: what was read, skipped and dropped, and why. */
-function emptySplitMessage(split: string, c: SplitCounts): string {
+/**
+ * Why a split kept no record, from its counts: what was read, skipped, dropped (and why) and
+ * left out by `--exclude`.
+ */
+function emptySplitMessage(split: string, c: SplitCounts, excluded: number): string {
   const reasons = Object.entries(c.droppedByReason).sort((a, b) => b[1] - a[1]).slice(0, 3)
     .map(([r, n]) => `${r} ${n}`).join(", ");
-  const why = c.read + c.skipped === 0
+  const out = excluded > 0 ? `, ${excluded} left out as near copies of --exclude questions` : "";
+  const why = c.read + c.skipped === 0 && excluded === 0
     ? "its inputs hold no record"
     : `${c.read} records read, ${c.skipped} skipped as unreadable, ${c.dropped} dropped` +
-      (reasons ? ` (${reasons})` : "");
+      (reasons ? ` (${reasons})` : "") + out;
   return `split ${split} kept no record: ${why}; nothing was written. Check its --input ` +
     `files (docs/pipeline.md, "Checks and reasons", says what each reason means)`;
 }
@@ -567,7 +571,8 @@ export async function buildDataset(
       const result = await writer.finish(skipped);
       writer = undefined;
       if (result.counts.kept === 0) {
-        throw new BuildError(emptySplitMessage(spec.name, result.counts));
+        const excluded = source.info().exclude?.dropped ?? 0;
+        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded));
       }
       const sources = [];
       for (const { path, format } of inputs) {

@@ -49,7 +49,10 @@ export interface SplitCounts {
   flagged: number;
   /** Records not packed. */
   dropped: number;
-  /** Per reason code: dropped records that carry it. */
+  /**
+   * Per reason code: dropped records it dropped (a reason that only flags under the build's CoT
+   * form is not counted for a record that another reason dropped).
+   */
   droppedByReason: Record<string, number>;
   /** Per reason code: flagged (kept) records that carry it. */
   flaggedByReason: Record<string, number>;

@@ -94,10 +94,18 @@ export async function openSplitSource(
       : files();
     for await (const problem of stream) yield { path: current, problem };
     if (synth !== undefined) {
-      for (const p of generate(synth)) {
-        hash.update(`${p.id}\u0000${p.question}\u0000${p.rationale}\u0000${p.answer}\n`);
-        yield { path: "synthetic", problem: p };
-      }
+      // The hash is the generator's output; near copies of excluded questions then go, as
+      // they do from the input files (generated records get no variants).
+      const generated = function* () {
+        for (const p of generate(synth)) {
+          hash.update(`${p.id}\u0000${p.question}\u0000${p.rationale}\u0000${p.answer}\n`);
+          yield p;
+        }
+      };
+      const kept = index !== undefined
+        ? withVariants(generated(), { variants: 0, seed, exclude: index }, report)
+        : generated();
+      for await (const p of kept) yield { path: "synthetic", problem: p };
     }
   }
 

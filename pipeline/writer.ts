@@ -24,7 +24,8 @@
 import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { stringify } from "csv-stringify/sync";
 import { encodeSafetensors } from "../base/safetensors.ts";
-import type { LongStep, PackOutcome } from "./pack.ts";
+import { type LongStep, PACK_REASONS, type PackOutcome } from "./pack.ts";
+import { REASONS } from "./validate.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
 import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
@@ -343,6 +344,9 @@ export function buildId(shardHashes: string[], records: string, report: string):
   return sha256Hex(JSON.stringify({ shards: shardHashes, records, report })).slice(0, 12);
 }
 
+/** Every reason code, validation's and packing's, with what it does under each CoT form. */
+const ALL_REASONS = { ...REASONS, ...PACK_REASONS };
+
 /**
  * Streams one split into a staging directory. While it writes, the files have provisional
  * names (starting with `.`); {@linkcode SplitWriter.finish} gives them their final ones,
@@ -467,7 +471,11 @@ export class SplitWriter {
 
     if (v.status === "dropped" || !p) {
       this.#counts.dropped++;
-      for (const r of v.reasons) bump(this.#dropped, r);
+      // The reasons that drop under this build's CoT form: a flag-only reason the record also
+      // carries (no_annotation under --cot nl, say) did not drop it.
+      const cot = this.#opts.cot;
+      const dropping = v.reasons.filter((r) => ALL_REASONS[r]?.[cot] === "drop");
+      for (const r of dropping.length > 0 ? dropping : v.reasons) bump(this.#dropped, r);
       return;
     }
     this.#counts.kept++;

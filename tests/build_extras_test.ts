@@ -223,6 +223,65 @@ Deno.test("build: input problems with variants, near copies of excluded question
   assert(table.includes("excluded near copies"), table);
 });
 
+Deno.test("build: generated records that are near copies of excluded questions go too", async () => {
+  const dir = await tempDir();
+  // Half of the generator's own questions, as an evaluation file would hold them.
+  const made = [...generate({ n: 40, seed: 7 })];
+  const held = made.slice(0, 20).map((p) =>
+    JSON.stringify({ question: p.question, answer: `${p.rationale}\n#### ${p.answer}` })
+  );
+  await Deno.writeTextFile(`${dir}/held.jsonl`, held.join("\n") + "\n");
+  const s = await buildDataset({
+    out: `${dir}/out`,
+    splits: [{
+      name: "train",
+      inputs: [],
+      synthetic: { n: 40, seed: 7 },
+      exclude: [`${dir}/held.jsonl`],
+    }],
+    tokenizer: "compact",
+  });
+  const info = s.manifest.splits.train;
+  assert(info.exclude!.dropped >= 20, `dropped ${info.exclude!.dropped}`);
+  assertEquals(info.counts.read, 40 - info.exclude!.dropped);
+  const kept = new Set(await ids(`${dir}/out`, "train"));
+  for (const p of made.slice(0, 20)) assert(!kept.has(p.id), `${p.id} was excluded`);
+  // A bad record of an exclude file names it as one; --on-error does not apply to it.
+  await Deno.writeTextFile(`${dir}/bad.jsonl`, `${held[0]}\n{"question": "How many?"}\n`);
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out2`,
+        splits: [{ name: "train", inputs: [], synthetic: { n: 5 }, exclude: [`${dir}/bad.jsonl`] }],
+        onError: "skip",
+      }),
+    Error,
+    `${dir}/bad.jsonl:2: in an --exclude file`,
+  );
+});
+
+Deno.test("build: a dropped record counts only the reasons that drop under the CoT form", async () => {
+  const dir = await tempDir();
+  // No annotation (flags under --cot nl), and steps longer than c (drops with --long-step drop).
+  const prose = "She buys four boxes of twelve pens and then she counts every one of them " +
+    "slowly on the table by the window, so she has forty eight pens in all of the boxes.";
+  const rec = { question: "How many pens?", answer: `${prose}\nShe keeps them all.\n#### 48` };
+  const ok = { question: "How many?", answer: "It is 2+3 = <<2+3=5>>5.\n#### 5" };
+  await Deno.writeTextFile(`${dir}/t.jsonl`, `${JSON.stringify(rec)}\n${JSON.stringify(ok)}\n`);
+  const s = await buildDataset({
+    out: `${dir}/out`,
+    splits: [{ name: "train", inputs: [`${dir}/t.jsonl`] }],
+    cot: "nl",
+    k: 2,
+    c: 24,
+    longStep: "drop",
+    tokenizer: "compact",
+  });
+  const counts = s.manifest.splits.train.counts;
+  assertEquals(counts.dropped, 1);
+  assertEquals(counts.droppedByReason, { step_too_long: 1 });
+});
+
 Deno.test("build: bad generator options and missing exclude files fail before anything is written", async () => {
   const dir = await tempDir();
   await assertRejects(

@@ -97,6 +97,8 @@ export class InputError extends Error {
 export class FormatError extends Error {
   /** The file whose format is in doubt. */
   readonly file: string;
+  /** What was seen, e.g. `the first record has keys input, target`. */
+  readonly why: string;
 
   /** `why` says what was seen, e.g. `the first record has keys input, target`. */
   constructor(file: string, why: string) {
@@ -106,6 +108,7 @@ export class FormatError extends Error {
     );
     this.name = "FormatError";
     this.file = file;
+    this.why = why;
   }
 }
 
