@@ -53,12 +53,13 @@ export class CliError extends Error {
 
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
-/** A whole number of at least `min`, typed as digits ("must be a whole number"). */
-export function wholeNumber(min = 0): z.ZodType<number, string> {
+/** A whole number from `min` to `max`, typed as digits ("must be a whole number"). */
+export function wholeNumber(min = 0, max = Number.MAX_SAFE_INTEGER): z.ZodType<number, string> {
   return z.string()
     .regex(/^\d+$/, "must be a whole number")
     .transform(Number)
-    .refine((n) => n >= min, `must be at least ${min}`);
+    .refine((n) => n >= min, `must be at least ${min}`)
+    .refine((n) => n <= max, `must be at most ${max}`);
 }
 
 /** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`. */

@@ -25,7 +25,7 @@ export const command = defineCommand({
   flags: {
     checkpoint: {
       value: "DIR",
-      help: "checkpoint, run directory, or export directory",
+      help: "checkpoint or run directory; with --backend onnx also an export directory",
       schema: z.string().min(1),
       default: "out/runs/default",
     },
@@ -100,7 +100,7 @@ export function formatAnswers(
   const lines = [
     batch.K > 0
       ? `backend ${backend}; LOTUS K=${batch.K} c=${batch.c} R=${batch.R}`
-      : `backend ${backend}; no latents (baseline)`,
+      : `backend ${backend}; no latents (K = 0: a baseline, or LOTUS at curriculum stage 0)`,
   ];
   questions.forEach((q, i) => {
     const a = batch.answers[i];

@@ -136,6 +136,29 @@ export async function exportCheckpoint(
   opts: ExportOptions = {},
 ): Promise<ExportResult> {
   const format = opts.format ?? "both";
+  if (!["hf", "onnx", "both"].includes(format)) {
+    throw new ExportError(`format "${format}": must be hf, onnx or both`);
+  }
+  if (await exists(`${checkpoint}/lotus.json`)) {
+    let from = "";
+    try {
+      from = `: export from ${
+        (await readLotusJson(checkpoint)).source.checkpoint
+      }, it was made from`;
+    } catch { /* an unreadable lotus.json: say what the directory is all the same */ }
+    throw new ExportError(
+      `${checkpoint} is an export (it holds lotus.json), not a checkpoint${from}`,
+    );
+  }
+  let outInfo: Deno.FileInfo | null = null;
+  try {
+    outInfo = await Deno.stat(out);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (outInfo !== null && !outInfo.isDirectory) {
+    throw new ExportError(`${out}: exists and is a file; choose another --out`);
+  }
   await recoverCheckpoint(checkpoint);
   const dir = checkpointDirOf(checkpoint);
   if (!(await exists(`${dir}/config.json`))) {

@@ -12,6 +12,7 @@ import { Generator } from "../model/generate.ts";
 import {
   type AnswerBatch,
   type AnswerOptions,
+  checkAnswerRequest,
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
   type InferenceSession,
@@ -102,11 +103,7 @@ export async function openInference(
     // becomes a rejection.
     // deno-lint-ignore require-await
     async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-      if (questions.length > maxBatch) {
-        throw new RangeError(
-          `${questions.length} questions exceed the session's batch of ${maxBatch}`,
-        );
-      }
+      checkAnswerRequest(questions, o, maxBatch);
       const { K, R, c } = inferenceShape(ck.meta, ck.state, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
       const P = Math.max(...ids.map((q) => q.length));
@@ -115,7 +112,8 @@ export async function openInference(
       if (need > ck.meta.model.maxPositions) {
         throw new RangeError(
           `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-            `positions; the model has ${ck.meta.model.maxPositions}`,
+            `positions; the model has ${ck.meta.model.maxPositions}: ask for fewer new tokens ` +
+            `(maxNewTokens, --max-new-tokens) or fewer latent blocks (k, --k)`,
         );
       }
       // (Re)allocate the generator when the request outgrows it.

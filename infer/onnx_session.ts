@@ -39,7 +39,13 @@ import {
 } from "../export/onnx_decoder.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import type { Timings } from "../model/generate.ts";
-import type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "./session.ts";
+import {
+  type Answer,
+  type AnswerBatch,
+  type AnswerOptions,
+  checkAnswerRequest,
+  type InferenceSession,
+} from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
@@ -362,12 +368,10 @@ export async function openOnnxInference(
   const base = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 });
   const lotusMode = lotus.mode === "lotus";
 
+  let closed = false;
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-    if (questions.length > maxBatch) {
-      throw new RangeError(
-        `${questions.length} questions exceed the session's batch of ${maxBatch}`,
-      );
-    }
+    if (closed) throw new Error("the session is closed");
+    checkAnswerRequest(questions, o, maxBatch);
     const { K, R, c } = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 }, o);
     const budget = o.maxNewTokens ?? maxNew;
     const B = questions.length;
@@ -380,7 +384,8 @@ export async function openOnnxInference(
     if (need > meta.model.maxPositions) {
       throw new RangeError(
         `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-          `positions; the model has ${meta.model.maxPositions}`,
+          `positions; the model has ${meta.model.maxPositions}: ask for fewer new tokens ` +
+          `(maxNewTokens, --max-new-tokens) or fewer latent blocks (k, --k)`,
       );
     }
     const T0 = performance.now();
@@ -512,6 +517,9 @@ export async function openOnnxInference(
     shape: base,
     answer,
     async close() {
+      // A second close does nothing, as on the native backend.
+      if (closed) return;
+      closed = true;
       await net.close();
     },
   };

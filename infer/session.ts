@@ -26,6 +26,46 @@ export type InferenceBackend = BackendName | "onnx";
  */
 export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
 
+/**
+ * Checks one `answer()` request, as every backend does before any work: a non-empty list of
+ * strings, at most `maxBatch` of them, and whole numbers for the options (k and r from 0,
+ * maxNewTokens from 1). Throws a RangeError that names what is wrong.
+ *
+ * @example
+ * ```ts
+ * import { checkAnswerRequest } from "./session.ts";
+ * checkAnswerRequest(["How many?"], { k: 3 }, 32);
+ * try {
+ *   checkAnswerRequest(["How many?"], { k: -1 }, 32);
+ * } catch (e) {
+ *   console.assert((e as Error).message.startsWith("k = -1"));
+ * }
+ * ```
+ */
+export function checkAnswerRequest(
+  questions: readonly string[],
+  o: AnswerOptions,
+  maxBatch: number,
+): void {
+  if (!Array.isArray(questions) || questions.length === 0) {
+    throw new RangeError("answer() needs at least one question (an array of strings)");
+  }
+  const notText = questions.findIndex((q) => typeof q !== "string");
+  if (notText >= 0) throw new RangeError(`question ${notText} is not a string`);
+  if (questions.length > maxBatch) {
+    throw new RangeError(
+      `${questions.length} questions exceed the session's batch of ${maxBatch} ` +
+        `(maxBatch when the session is opened)`,
+    );
+  }
+  for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
+    const v = o[name];
+    if (v !== undefined && !(Number.isInteger(v) && v >= min)) {
+      throw new RangeError(`${name} = ${v}: must be a whole number, at least ${min}`);
+    }
+  }
+}
+
 /** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
 export interface AnswerOptions {
   /** Latent blocks (LOTUS); default: the checkpoint's K. */

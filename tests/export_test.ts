@@ -284,6 +284,23 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
   const err = await assertRejects(() => exportCheckpoint(`${d}/ck`, `${d}/mine`), ExportError);
   assert(err.message.includes("is not an export"));
   assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "keep me");
+  // a file as --out, an export as the checkpoint, an unknown format: each named
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/mine/notes.txt`),
+    ExportError,
+    "exists and is a file",
+  );
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "hf" });
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ex`, `${d}/ex2`),
+    ExportError,
+    `${d}/ex is an export (it holds lotus.json), not a checkpoint: export from ${d}/ck`,
+  );
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/ex3`, { format: "xx" as never }),
+    ExportError,
+    "must be hf, onnx or both",
+  );
 });
 
 Deno.test("ONNX codec: a graph round-trips, and weights are aligned in their file", () => {

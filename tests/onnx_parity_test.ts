@@ -17,6 +17,7 @@ import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture
 import { exportCheckpoint } from "../export/export.ts";
 import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../infer/onnx_session.ts";
 import { openInference } from "../infer/inference.ts";
+import type { AnswerOptions } from "../infer/session.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
@@ -287,6 +288,31 @@ for (const { mode, name, model: over } of ANSWER_CASES) {
     }
   });
 }
+
+Deno.test("both backends refuse a bad answer() request alike, naming it; a second close is fine", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "lotus", k: 2, c: 3, seed: 7, injection: "add" });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+  for (const [dir, backend] of [[`${d}/ck`, "cpu"], [`${d}/ex`, "onnx"]] as const) {
+    const s = await openInference(dir, { backend, threads: 1, maxBatch: 2 });
+    const q = [FIXTURE_QUESTIONS[0]];
+    const cases: [string[], AnswerOptions, string][] = [
+      [[], {}, "at least one question"],
+      [[...FIXTURE_QUESTIONS.slice(0, 3)], {}, "exceed the session's batch of 2"],
+      [q, { k: -1 }, "k = -1"],
+      [q, { k: 1.5 }, "k = 1.5"],
+      [q, { r: -1 }, "r = -1"],
+      [q, { maxNewTokens: 0 }, "maxNewTokens = 0"],
+      [q, { maxNewTokens: 100_000 }, "fewer new tokens"],
+    ];
+    for (const [qs, o, text] of cases) {
+      await assertRejects(() => s.answer(qs, o), RangeError, text);
+    }
+    assertEquals((await s.answer(q, { maxNewTokens: 2 })).answers.length, 1);
+    await s.close();
+    await s.close();
+  }
+});
 
 Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again when it changes", async () => {
   const d = await tempDir();
