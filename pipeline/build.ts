@@ -333,8 +333,10 @@ async function reuseTokenizer(
     );
   }
   if (asked !== undefined) {
+    // A tokenizer.json path names the same tokenizer when it holds the same one, whatever
+    // kind the directory's was built as (a copy of a compact tokenizer, say).
     const same = asked === m.tokenizer.kind ||
-      (asked !== "gpt2" && asked !== "compact" && m.tokenizer.kind === "file" &&
+      (asked !== "gpt2" && asked !== "compact" &&
         (await tokenizerFromFile(asked)).sha256 === tok.sha256);
     if (!same) {
       throw new BuildError(

@@ -121,7 +121,14 @@ Deno.test("build: a second split reuses the directory's tokenizer and keeps the 
   const out = `${await tempDir()}/ds`;
   await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }], tokenizer: "compact" });
   const before = await snapshot(out);
-  const s = await buildDataset({ out, splits: [{ name: "valid", inputs: [VALID] }] });
+  // A copy of the directory's tokenizer given by path is the same tokenizer, not another.
+  const copy = `${await tempDir()}/tokenizer.json`;
+  await Deno.copyFile(`${out}/tokenizer.json`, copy);
+  const s = await buildDataset({
+    out,
+    splits: [{ name: "valid", inputs: [VALID] }],
+    tokenizer: copy,
+  });
   assert(s.reusedTokenizer);
   const after = await snapshot(out);
   for (const [k, v] of before) {
