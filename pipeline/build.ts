@@ -580,6 +580,12 @@ export async function buildDataset(
       for (const { path, format } of inputs) {
         sources.push({ path, format, ...(await fileSha256(path)) });
       }
+      const extras = source.info();
+      if (extras.exclude) {
+        const sums = [];
+        for (const f of extras.exclude.files) sums.push((await fileSha256(f)).sha256);
+        extras.exclude = { ...extras.exclude, sha256: sums };
+      }
       splits[spec.name] = {
         sources,
         options: {
@@ -591,7 +597,7 @@ export async function buildDataset(
         },
         ...result,
         stepLengths: { math: lengths.math.stats(o.c), nl: lengths.nl.stats(o.c) },
-        ...source.info(),
+        ...extras,
       };
       files.push(...SplitWriter.files(result));
     }

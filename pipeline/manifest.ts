@@ -138,6 +138,11 @@ export interface AugmentInfo {
 export interface ExcludeInfo {
   /** Files whose questions were indexed. */
   files: string[];
+  /**
+   * Hex sha256 of each file, in the order of `files`: which evaluation set was kept out
+   * (absent in datasets built before it was recorded).
+   */
+  sha256?: string[];
   /** Questions indexed. */
   questions: number;
   /** Containment at or above which a question counted as a near copy. */
@@ -325,6 +330,7 @@ const SplitInfoSchema = z.object({
   }).optional(),
   exclude: z.object({
     files: z.array(z.string()),
+    sha256: z.array(z.string()).optional(),
     questions: count,
     threshold: z.number().min(0).max(1),
     dropped: count,
