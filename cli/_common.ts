@@ -293,20 +293,11 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
         options,
         strict: true,
         allowPositionals: spec.positionals !== undefined,
-        tokens: true,
       });
     } catch (e) {
       throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names)));
     }
     if (parsed.values.help) return "help";
-    // A flag that takes one value, given twice: parseArgs keeps the last, which may not be
-    // what was meant (a long command line edited in two places).
-    const seen = new Set<string>();
-    for (const t of parsed.tokens ?? []) {
-      if (t.kind !== "option" || options[t.name]?.multiple) continue;
-      if (seen.has(t.name)) throw error(`--${t.name} is given twice; give it once`);
-      seen.add(t.name);
-    }
     const raw: Record<string, unknown> = {};
     for (const key of keys) {
       const v = parsed.values[names[key]];

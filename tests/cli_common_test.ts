@@ -102,17 +102,6 @@ for (const [module, c] of COMMANDS) {
     assertEquals(c.parse(["--help"]), "help");
     assertEquals(c.parse(["-h"]), "help");
     assertUsageError(() => c.parse([...minimal(c), "--no-such-flag"]), c, "--no-such-flag");
-    // A one-value flag given twice is refused, not silently the last.
-    const once = Object.entries(c.flags).find(([, d]) => d.value !== undefined && !d.multiple);
-    if (once) {
-      const flag = c.flagOf(once[0]);
-      const twice = [...minimal(c).filter((x, i, a) => x !== flag && a[i - 1] !== flag)];
-      assertUsageError(
-        () => c.parse([...twice, flag, "1", flag, "2"]),
-        c,
-        `${flag} is given twice`,
-      );
-    }
     let rejected = 0;
     for (const [key, d] of Object.entries(c.flags)) {
       const flag = c.flagOf(key);
