@@ -50,6 +50,9 @@ while [ $# -gt 0 ]; do
     --baseline-lib)
       [ -f "${2:-}" ] || { echo "gpu-all: --baseline-lib ${2:-}: no such file" >&2; exit 2; }
       baseline=$(readlink -f "$2"); shift 2 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "gpu-all: unknown option $1 (--quick, --baseline-lib PATH, then OUT_DIR)" >&2
+      exit 2 ;;
     *) break ;;
   esac
 done
@@ -75,6 +78,10 @@ else
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
+if ! command -v nvidia-smi >/dev/null; then
+  say "no NVIDIA GPU here (nvidia-smi not found): every step runs as a dry run on the CPU" \
+    "engine, and its figures and the predictions' verdicts say nothing of the GPU"
+fi
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
   command -v nvcc >/dev/null && nvcc --version | tail -1

@@ -57,36 +57,36 @@ import {
   TARGETS,
 } from "../check/measure.ts";
 
-// ---- the run ---------------------------------------------------------------------------------
-
-if (import.meta.main) await main();
+// ---- the run (started at the end of the module, once its constants are defined) --------------
 
 async function main(): Promise<void> {
-  const { values: a } = parseArgs({
-    args: Deno.args,
-    options: {
-      backend: { type: "string", default: "auto" },
-      precision: { type: "string" },
-      preset: { type: "string" },
-      batch: { type: "string" },
-      steps: { type: "string" },
-      question: { type: "string", default: "60" },
-      answer: { type: "string", default: "8" },
-      k: { type: "string", default: "6" },
-      c: { type: "string", default: "13" },
-      vocab: { type: "string", default: "50260" },
-      runs: { type: "string" },
-      "eval-questions": { type: "string" },
-      "eval-batch": { type: "string" },
-      "skip-check": { type: "boolean", default: false },
-      "skip-torch": { type: "boolean", default: false },
-      python: { type: "string", default: "python3" },
-      "engine-lib": { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
+  const { values: a } = parseOrExit(() =>
+    parseArgs({
+      args: Deno.args,
+      options: {
+        backend: { type: "string", default: "auto" },
+        precision: { type: "string" },
+        preset: { type: "string" },
+        batch: { type: "string" },
+        steps: { type: "string" },
+        question: { type: "string", default: "60" },
+        answer: { type: "string", default: "8" },
+        k: { type: "string", default: "6" },
+        c: { type: "string", default: "13" },
+        vocab: { type: "string", default: "50260" },
+        runs: { type: "string" },
+        "eval-questions": { type: "string" },
+        "eval-batch": { type: "string" },
+        "skip-check": { type: "boolean", default: false },
+        "skip-torch": { type: "boolean", default: false },
+        python: { type: "string", default: "python3" },
+        "engine-lib": { type: "string" },
+        out: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+    })
+  );
   if (a.help) {
     console.log(Deno.readTextFileSync(new URL(import.meta.url)).split("*/")[0]);
     return;
@@ -519,6 +519,15 @@ async function main(): Promise<void> {
   finish(0);
 }
 
+/** The arguments, or a one-line usage error (exit 2) for an unknown flag or a missing value. */
+function parseOrExit<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    return fatal(`${(e as Error).message}; see --help`);
+  }
+}
+
 function fatal(msg: string): never {
   console.error(`gpu-bench: ${msg}`);
   Deno.exit(2);
@@ -599,3 +608,5 @@ async function torchBench(
     clearTimeout(timer);
   }
 }
+
+if (import.meta.main) await main();

@@ -37,31 +37,60 @@
  */
 import { parseArgs } from "node:util";
 import type { Engine, Ptr } from "../engine/ffi.ts";
-import { presetConfig, type PresetName } from "../model/config.ts";
+import { PRESET_NAMES, presetConfig, type PresetName } from "../model/config.ts";
 import { paramLayout } from "../model/params.ts";
 import { type Model, stackShapeOf } from "../model/model.ts";
 import { stackWidths } from "../model/stack.ts";
 import { HEAD_CHUNK_ROWS, LotusRunner } from "../train/step.ts";
 import { Generator } from "../model/generate.ts";
 
-const { values: a } = parseArgs({
-  args: Deno.args,
-  options: {
-    preset: { type: "string", default: "gpt2" },
-    vocab: { type: "string", default: "50260" },
-    batch: { type: "string", default: "64" },
-    question: { type: "string", default: "60" },
-    answer: { type: "string", default: "8" },
-    k: { type: "string", default: "6" },
-    c: { type: "string", default: "13" },
-    "eval-batch": { type: "string", default: "64" },
-    "eval-question": { type: "string", default: "80" },
-    "head-rows": { type: "string", default: String(HEAD_CHUNK_ROWS) },
-    "gpu-gb": { type: "string", default: "141" },
-  },
-  strict: true,
-});
+const USAGE = "usage: npx deno run -A bench/memory_plan.ts [--preset gpt2] [--vocab 50260] " +
+  "[--batch 64] [--question 60] [--answer 8] [--k 6] [--c 13] [--eval-batch 64] " +
+  "[--eval-question 80] [--head-rows 1024] [--gpu-gb 141]";
+/** A usage error: one line and the usage, exit 2. */
+function usage(message: string): never {
+  console.error(`memory_plan: ${message}\n${USAGE}`);
+  Deno.exit(2);
+}
+if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const { values: a } = (() => {
+  try {
+    return parse();
+  } catch (e) {
+    return usage((e as Error).message);
+  }
+})();
+function parse() {
+  return parseArgs({
+    args: Deno.args,
+    options: {
+      preset: { type: "string", default: "gpt2" },
+      vocab: { type: "string", default: "50260" },
+      batch: { type: "string", default: "64" },
+      question: { type: "string", default: "60" },
+      answer: { type: "string", default: "8" },
+      k: { type: "string", default: "6" },
+      c: { type: "string", default: "13" },
+      "eval-batch": { type: "string", default: "64" },
+      "eval-question": { type: "string", default: "80" },
+      "head-rows": { type: "string", default: String(HEAD_CHUNK_ROWS) },
+      "gpu-gb": { type: "string", default: "141" },
+    },
+    strict: true,
+  });
+}
 const n = (s: string | undefined) => Number(s);
+for (const [flag, v] of Object.entries(a)) {
+  if (flag !== "preset" && !(Number.isFinite(n(v)) && n(v) >= (flag === "k" ? 0 : 1))) {
+    usage(`--${flag} ${v}: must be a number, at least ${flag === "k" ? 0 : 1}`);
+  }
+}
+if (!PRESET_NAMES.includes(a.preset as PresetName)) {
+  usage(`--preset ${a.preset}: one of ${PRESET_NAMES.join(", ")}`);
+}
 const cfg = presetConfig(a.preset as PresetName, n(a.vocab));
 const K = n(a.k), c = n(a.c), B = n(a.batch), A = n(a.answer), P = n(a.question);
 const headRows = n(a["head-rows"]);

@@ -76,8 +76,10 @@ const eng = openEngine({ backend: "cpu", threads: Number(a.threads) });
 // Time every engine call.
 let nativeMs = 0, calls = 0;
 const timed = new Proxy(eng, {
-  get(target, prop, recv) {
-    const v = Reflect.get(target, prop, recv);
+  get(target, prop) {
+    // The engine itself as the receiver: its getters read private fields (#precision), which
+    // the proxy does not have.
+    const v = Reflect.get(target, prop, target);
     if (typeof v !== "function" || prop === "offset") return v;
     return (...args: unknown[]) => {
       const t = performance.now();

@@ -12,7 +12,7 @@
  * the variant "default", the same short benchmark with the defaults) and bench.json (the full
  * benchmark, used for the defaults when run.log has no "default"). Prints one line a change and
  * measure: predicted, measured, and whether the measurement fell in the predicted range, beyond
- * it (saved more) or short of it. The variants run a few steps each, so differences of a few
+ * it (saved more) or short of it; none is judged when run.log says the machine had no GPU. The variants run a few steps each, so differences of a few
  * percent are noise.
  *
  * @module
@@ -150,7 +150,12 @@ export interface Check {
   predicted: [number, number];
   /** default less variant, ms; null when either run lacks the figure. */
   measured: number | null;
-  verdict: "as predicted" | "beyond (saved more)" | "short" | "not measured";
+  verdict:
+    | "as predicted"
+    | "beyond (saved more)"
+    | "short"
+    | "not measured"
+    | "not judged (no GPU)";
 }
 
 /** The predictions against the default figures and each variant's. */
@@ -158,6 +163,7 @@ export function checkPredictions(
   defaults: Partial<Record<Measure, number>>,
   variants: Map<string, Row[]>,
   predictions: readonly Prediction[] = PREDICTIONS,
+  dry = false,
 ): Check[] {
   const out: Check[] = [];
   for (const p of predictions) {
@@ -165,8 +171,12 @@ export function checkPredictions(
     for (const [measure, range] of Object.entries(p.effect) as [Measure, [number, number]][]) {
       const a = defaults[measure], b = v[measure];
       const measured = a === undefined || b === undefined ? null : a - b;
+      // A dry run's variants ran on the CPU engine, where the settings they turn off do not
+      // exist: their differences are noise, and say nothing of a prediction.
       const verdict = measured === null
         ? "not measured"
+        : dry
+        ? "not judged (no GPU)"
         : measured < range[0]
         ? "beyond (saved more)"
         : measured > range[1]
@@ -219,9 +229,12 @@ if (import.meta.main) {
     Deno.exit(values.help ? 0 : 2);
   }
   const dir = positionals[0];
-  let defaults: Partial<Record<Measure, number>>, variants: Map<string, Row[]>;
+  let defaults: Partial<Record<Measure, number>>, variants: Map<string, Row[]>, dry: boolean;
   try {
-    variants = variantRows(Deno.readTextFileSync(`${dir}/run.log`));
+    const runLog = Deno.readTextFileSync(`${dir}/run.log`);
+    variants = variantRows(runLog);
+    // bench/gpu_all.sh says so in run.log when the machine has no NVIDIA GPU.
+    dry = runLog.includes("no NVIDIA GPU here");
     defaults = defaultFigures(
       variants,
       () => JSON.parse(Deno.readTextFileSync(`${dir}/bench.json`)).rows,
@@ -233,7 +246,7 @@ if (import.meta.main) {
     );
     Deno.exit(1);
   }
-  const checks = checkPredictions(defaults, variants);
+  const checks = checkPredictions(defaults, variants, PREDICTIONS, dry);
   console.log(formatChecks(checks));
   if (values.json) {
     const tmp = `${values.json}.tmp`;

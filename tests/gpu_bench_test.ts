@@ -81,7 +81,9 @@ Deno.test({
       "--backend",
       "cpu",
       "--skip-check",
-      "--skip-torch",
+      // The PyTorch section runs, and finds no interpreter: a skipped row per mode.
+      "--python",
+      "no-such-python",
       "--batch",
       "2",
       "--steps",
@@ -109,6 +111,8 @@ Deno.test({
     for (const s of ["train", "infer", "eval", "torch"]) {
       assert(rows.some((x) => x.section === s), `section ${s}`);
     }
+    const torch = rows.filter((x) => x.section === "torch");
+    assert(torch.some((x) => x.note?.includes("no-such-python")), JSON.stringify(torch));
     assert(rows.every((x) => x.met === null), "a dry run judges no target");
     const exs = rows.find((x) => x.name.endsWith("examples/s"))!;
     assert(exs.value! > 0 && Number.isFinite(exs.value!), `${exs.value}`);
@@ -184,6 +188,11 @@ Deno.test({
     const predictions = Deno.readTextFileSync(`${out}/predictions.txt`);
     assert(predictions.includes("29. programmatic dependent launch"), predictions);
     assert(predictions.includes("31. GELU's forward formed"), predictions);
+    // Without a GPU the log says so, and no prediction is judged from the CPU's figures.
+    if (log.includes("no NVIDIA GPU here")) {
+      assert(predictions.includes("not judged (no GPU)"), predictions);
+      assert(!/as predicted|beyond \(saved more\)| short /.test(predictions), predictions);
+    }
     // The sanitizer's stage runs last, and says why it checked nothing here.
     assert(log.includes("6. kernel tour under compute-sanitizer (memcheck,racecheck)"));
     assert(/sanitize exit [12]/.test(log), log.slice(-2000));

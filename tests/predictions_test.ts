@@ -58,6 +58,15 @@ Deno.test("predictions: within the range, beyond it, short of it, or not measure
     variantRows(rows(120, 1, 1).map((r) => `separate-gelu-bwd: ${r}`).join("\n")),
   );
   assertEquals(slower.find((c) => c.variant === "separate-gelu-bwd")!.verdict, "short");
+  // A run without a GPU judges nothing: its variants' settings do not exist on the CPU.
+  const dry = checkPredictions(
+    { step: 120, thought: 4.5, token: 0.6 },
+    variantRows(log),
+    undefined,
+    true,
+  );
+  assert(dry.every((c) => c.verdict === "not measured" || c.verdict === "not judged (no GPU)"));
+  assert(dry.some((c) => c.verdict === "not judged (no GPU)"));
   const table = formatChecks(checks);
   assert(table.includes("29. programmatic dependent launch"), table);
   assertEquals(table.split("\n").length, 2 + checks.length);
