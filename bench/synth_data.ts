@@ -47,5 +47,8 @@ for (
 ) {
   lines.push(JSON.stringify({ question: p.question, answer: `${p.rationale}\n#### ${p.answer}` }));
 }
+// The folder is made if missing, as the docs' command sequences expect.
+const slash = v.out.lastIndexOf("/");
+if (slash > 0) await Deno.mkdir(v.out.slice(0, slash), { recursive: true });
 await writeFileAtomic(v.out, lines.join("\n") + "\n");
 console.error(`wrote ${lines.length} problems to ${v.out}`);

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { exists } from "../base/exists.ts";
 import { z } from "zod";
 import { BACKENDS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
@@ -43,7 +44,8 @@ export const command = defineCommand({
   flags: {
     checkpoint: {
       value: "DIR",
-      help: "a checkpoint (or run) directory from deno task train",
+      help: "a checkpoint (or run) directory from deno task train; a run directory means its " +
+        "last checkpoint, and RUN/best its kept best",
       schema: z.string().min(1),
       required: true,
     },
@@ -193,6 +195,13 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
       (skipped ? `, ${skipped} malformed records skipped` : ""),
   );
   const trainLog = await readCurves(a.checkpoint, log);
+  const run = a.checkpoint.replace(/\/+$/, "");
+  if (!(await exists(`${run}/config.json`)) && (await exists(`${run}/best/config.json`))) {
+    log(
+      `evaluating ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
+        `(--checkpoint ${run}/best)`,
+    );
+  }
   const session = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
