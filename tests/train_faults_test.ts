@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { train } from "../train/trainer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
-import { curriculumNotes, TrainConfigError } from "../train/options.ts";
+import { curriculumNotes, TrainConfigError, unusedSettingNotes } from "../train/options.ts";
 import { parseTrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
@@ -306,6 +306,24 @@ Deno.test("library: a mistyped or out-of-range setting is an error naming it, be
     TrainConfigError,
   );
   assertEquals([...Deno.readDirSync(out)].length, 0, "nothing written");
+});
+
+Deno.test("notes: settings a mode does not read, and losses R = 0 switches off, are named", async () => {
+  assertEquals(unusedSettingNotes({ lambda: 0.5, auxReads: "in-loop", lr: 1e-3 }, "cot", null), [
+    "--mode cot does not use --lambda, --aux-reads: the run ignores them",
+  ]);
+  assertEquals(unusedSettingNotes({ k: 3, auxWeight: 2 }, "lotus-aux", null), []);
+  assert(unusedSettingNotes({ auxWeight: 2 }, "lotus", null)[0].includes("--aux-weight"));
+  assert(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 0)[0].includes("step loss is 0"));
+  assert(unusedSettingNotes({ auxReads: "in-loop" }, "lotus-aux", 0)[0].includes("not trained"));
+  assertEquals(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 2), []);
+  // The from-cot recipe is a LOTUS protocol: a baseline mode with it is refused.
+  const data = await fixtureData(), out = await tempDir();
+  const err = await assertRejects(
+    () => train({ ...base, recipe: "from-cot", data, out, train: { ...short, mode: "nocot" } }),
+    TrainConfigError,
+  );
+  assertEquals(err.flag, "--recipe");
 });
 
 Deno.test("defaults: a run too short to leave curriculum stage 0 says so", () => {

@@ -306,6 +306,66 @@ export function recipeSettings(name: RecipeName, preset: PresetName): Partial<Tr
   }
 }
 
+/** Settings that only a LOTUS run (lotus, lotus-aux) reads. */
+const LOTUS_ONLY: readonly (keyof TrainConfig)[] = [
+  "k",
+  "r",
+  "lambda",
+  "stepLoss",
+  "injection",
+  "lrLatent",
+  "cotStartEpochs",
+  "epochsPerStage",
+  "stepsPerStage",
+  "finalStageSteps",
+];
+
+/** Settings that only the LOTUS-aux decoder reads. */
+const AUX_ONLY: readonly (keyof TrainConfig)[] = ["auxWeight", "auxReads"];
+
+/**
+ * Notes on settings the user gave that the run will not use, or that switch a loss off: a
+ * LOTUS setting in a baseline mode, an aux-decoder setting without the decoder, and R = 0
+ * (no loop) with a loss read inside the loop. `given` is what the user set (not a recipe's
+ * settings); `mode` and `r` are the run's.
+ *
+ * @example
+ * ```ts
+ * import { unusedSettingNotes } from "./options.ts";
+ * console.assert(unusedSettingNotes({ lambda: 0.5 }, "cot", null)[0].includes("--lambda"));
+ * ```
+ */
+export function unusedSettingNotes(
+  given: Partial<TrainConfig>,
+  mode: TrainConfig["mode"],
+  r: number | null,
+): string[] {
+  const set = (keys: readonly (keyof TrainConfig)[]) =>
+    keys.filter((k) => given[k] !== undefined).map(flagOf);
+  const notes: string[] = [];
+  const lotus = mode === "lotus" || mode === "lotus-aux";
+  const unused = [
+    ...(lotus ? [] : set(LOTUS_ONLY)),
+    ...(mode === "lotus-aux" ? [] : set(AUX_ONLY)),
+  ];
+  if (unused.length > 0) {
+    notes.push(`--mode ${mode} does not use ${unused.join(", ")}: the run ignores them`);
+  }
+  if (lotus && r === 0 && given.stepLoss === "in-loop") {
+    notes.push(
+      "--r 0 with --step-loss in-loop: no loop pass reads the step targets, so the " +
+        "step loss is 0 and --lambda does nothing",
+    );
+  }
+  if (mode === "lotus-aux" && r === 0 && given.auxReads === "in-loop") {
+    notes.push(
+      "--r 0 with --aux-reads in-loop: no loop pass feeds the aux decoder, so its " +
+        "loss is 0 and it is not trained",
+    );
+  }
+  return notes;
+}
+
 /**
  * The recipe a run gets when it names none: "from-cot" for LOTUS (lotus, lotus-aux), "none" for
  * the baselines.

@@ -49,6 +49,7 @@ import {
   resolveTrainConfig,
   resumeTrainConfig,
   TrainConfigError,
+  unusedSettingNotes,
 } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import {
@@ -1200,6 +1201,19 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     }
   }
   const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
+  if (opts.recipe === "from-cot" && mode !== "lotus" && mode !== "lotus-aux") {
+    throw new TrainConfigError(
+      "--recipe",
+      `--recipe from-cot trains explicit CoT and then LOTUS from it; --mode ${mode} is a ` +
+        `baseline: leave --recipe out, or give --mode lotus`,
+    );
+  }
+  if (!opts.quiet && root) {
+    const r = opts.train?.r ?? TrainConfigSchema.parse({}).r;
+    for (const note of unusedSettingNotes(opts.train ?? {}, mode, r)) {
+      console.error(`note: ${note}`);
+    }
+  }
   const given: Partial<TrainConfig> = {
     ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
     ...opts.train,
