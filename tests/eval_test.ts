@@ -25,6 +25,8 @@ import { parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
+import { writeEvalOutputs } from "../eval/report.ts";
+import { parse as parseCsv } from "csv-parse/sync";
 import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 
 const FIX = new URL("../fixtures/eval/", import.meta.url).pathname;
@@ -498,6 +500,28 @@ Deno.test("runEval: batches, an R sweep, a warm-up, and questions too long for t
   assertEquals(res.runs[1].latency.thoughtMsMedian, 40 / 2);
   assertEquals(res.runs[0].latency.prefillMsPerExample, 2);
   assertEquals(res.runs[0].byGoldSteps.map((b) => [b.steps, b.n]), [["1", 3], ["2", 2]]);
+  // predictions.csv marks the row, and leaves its tokens and timings empty, so that a column's
+  // mean over its values is the summary's.
+  const dir = await tempDir();
+  const prov = {
+    checkpoint: "c",
+    data: "d",
+    format: "gsm8k",
+    backend: "cpu",
+    mode: "lotus",
+    preset: "tiny",
+    cot: "math",
+  };
+  const files = await writeEvalOutputs(`${dir}/out`, prov, res);
+  const rows = parseCsv(await Deno.readTextFile(files.predictions), { columns: true }) as Record<
+    string,
+    string
+  >[];
+  assertEquals(rows.map((r) => r.too_long), ["0", "0", "0", "1", "0", "0", "0", "0", "1", "0"]);
+  assertEquals([rows[3].tokens, rows[3].prefill_ms, rows[3].thought_ms], ["", "", ""]);
+  const answered = rows.slice(0, 5).filter((r) => r.too_long === "0");
+  const mean = answered.reduce((a, r) => a + Number(r.prefill_ms), 0) / answered.length;
+  assertEquals(mean.toFixed(3), res.runs[0].latency.prefillMsPerExample.toFixed(3));
 });
 
 Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens before '#'", async () => {
