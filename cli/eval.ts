@@ -25,10 +25,14 @@ import { VERIFY_MODES } from "../pipeline/shard.ts";
 import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
-  const parts = s.split(",").map((p) => p.trim()).filter((p) => p !== "");
-  const out = parts.map(Number);
+  const parts = s.split(",").map((p) => p.trim());
+  const out = parts.map((p) => (p === "" ? NaN : Number(p)));
   if (!out.length || out.some((n) => !Number.isInteger(n) || n < 0)) {
     ctx.addIssue({ code: "custom", message: `must be a list of integers >= 0, got "${s}"` });
+    return z.NEVER;
+  }
+  if (new Set(out).size !== out.length) {
+    ctx.addIssue({ code: "custom", message: `names an R twice: "${s}"` });
     return z.NEVER;
   }
   return out;

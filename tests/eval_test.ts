@@ -403,11 +403,13 @@ Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
   assertEquals(a.out, "out/eval");
   assertEquals(parseEvalArgs(["--help"]), "help");
   assertThrows(() => parseEvalArgs(["--data", "d"]), CliError, "--checkpoint");
-  assertThrows(
-    () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--r", "1,x"]),
-    CliError,
-    "--r",
-  );
+  for (const r of ["1,x", "1,1", "0,,2"]) {
+    assertThrows(
+      () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--r", r]),
+      CliError,
+      "--r",
+    );
+  }
   assertThrows(
     () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--format", "xml"]),
     CliError,
