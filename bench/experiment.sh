@@ -47,7 +47,7 @@ train() {
   shift
   deno task train --data "$OUT/data" --out "$OUT/runs/$name" --preset tiny --arch "$ARCH" --batch 32 \
     --epochs "$EPOCHS" --lr 3e-3 --seed 0 --eval-every 200 --eval-examples 300 \
-    --threads "$THREADS" --recipe none --quiet "$@"
+    --threads "$THREADS" --recipe none --overwrite --quiet "$@"
 }
 train cot --mode cot
 train nocot --mode nocot

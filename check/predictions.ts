@@ -12,7 +12,7 @@
  * the variant "default", the same short benchmark with the defaults) and bench.json (the full
  * benchmark, used for the defaults when run.log has no "default"). Prints one line a change and
  * measure: predicted, measured, and whether the measurement fell in the predicted range, beyond
- * it (saved more) or short of it; none is judged when run.log says the machine had no GPU. The variants run a few steps each, so differences of a few
+ * it (saved more) or short of it; none is judged when run.log says the benchmark ran dry (no GPU). The variants run a few steps each, so differences of a few
  * percent are noise.
  *
  * @module
@@ -233,8 +233,8 @@ if (import.meta.main) {
   try {
     const runLog = Deno.readTextFileSync(`${dir}/run.log`);
     variants = variantRows(runLog);
-    // bench/gpu_all.sh says so in run.log when the machine has no NVIDIA GPU.
-    dry = runLog.includes("no NVIDIA GPU here");
+    // The benchmark's own verdict: it says DRY RUN when it ran on the CPU engine.
+    dry = runLog.includes("DRY RUN");
     defaults = defaultFigures(
       variants,
       () => JSON.parse(Deno.readTextFileSync(`${dir}/bench.json`)).rows,

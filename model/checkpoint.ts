@@ -364,13 +364,24 @@ export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> 
  */
 async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
   if (await exists(`${dir}/config.json`)) return;
-  const cot = `${dirIn.replace(/\/+$/, "")}/cot-start`;
+  const run = dirIn.replace(/\/+$/, "");
+  const cot = `${run}/cot-start`;
   if (!(await exists(`${cot}/checkpoint/config.json`))) return;
   const best = await exists(`${cot}/best/config.json`);
+  // The run's plan says which phase it is in: the CoT start, or LOTUS (which saves at its end
+  // or every --save-every steps, so a run under way has no checkpoint of its own for a while).
+  let phase = "cot-start";
+  try {
+    phase = JSON.parse(await Deno.readTextFile(`${run}/plan.json`)).phase ?? phase;
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
+  const where = phase === "lotus"
+    ? "its LOTUS phase has not saved yet (it saves at its end, or every --save-every steps)"
+    : "the run is in, or stopped in, its explicit-CoT start";
   throw new CheckpointError(
-    `${dirIn}: no checkpoint yet: the run stopped in its explicit-CoT start; ` +
-      `deno task train --resume ${dirIn} continues it, and ${best ? `${cot}/best` : cot} ` +
-      `holds the CoT model so far`,
+    `${run}: no checkpoint yet: ${where}; a stopped run continues with deno task train ` +
+      `--resume ${run}, and ${best ? `${cot}/best` : cot} holds the CoT model`,
   );
 }
 

@@ -111,7 +111,8 @@ export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Pro
           problem: `in an --exclude file: ${e.problem}`,
           reason: e.reason,
           offset: e.offset,
-          hint: EXCLUDE_HINT,
+          // A fault of one record, or of the whole file (a directory, say).
+          hint: e.line > 0 ? EXCLUDE_HINT : "give the path of a file of questions",
         });
       }
       if (e instanceof FormatError) {

@@ -189,7 +189,7 @@ Deno.test({
     assert(predictions.includes("29. programmatic dependent launch"), predictions);
     assert(predictions.includes("31. GELU's forward formed"), predictions);
     // Without a GPU the log says so, and no prediction is judged from the CPU's figures.
-    if (log.includes("no NVIDIA GPU here")) {
+    if (log.includes("DRY RUN")) {
       assert(predictions.includes("not judged (no GPU)"), predictions);
       assert(!/as predicted|beyond \(saved more\)| short /.test(predictions), predictions);
     }

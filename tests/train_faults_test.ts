@@ -171,14 +171,24 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
   await assertRejects(
     () => train({ ...base, data, out, init: `${out}/checkpoint`, overwrite: true }),
     TrainConfigError,
-    "--overwrite would empty",
+    "which --overwrite replaces",
   );
+  // An --overwrite whose new run fails before saving (here a split the dataset lacks) puts
+  // the old run back as it was.
+  await assertRejects(
+    () => train({ ...base, data, out, overwrite: true, valSplit: "nope", train: short }),
+    TrainConfigError,
+    "--val-split nope",
+  );
+  assertEquals(await Deno.readFile(weights), before, "the old run is back");
+  assertEquals(await Deno.readTextFile(`${out}/log.jsonl`), log);
+  await assertRejects(() => Deno.stat(`${out}/.replaced`), Deno.errors.NotFound);
   // With overwrite, what the old run left is gone, a stale best and CoT start included.
   await Deno.mkdir(`${out}/best`), await Deno.mkdir(`${out}/cot-start`);
   const r = await train({ ...base, data, out, overwrite: true, train: { ...short, steps: 3 } });
   assertEquals(r.steps, 3);
   assertEquals((await loadCheckpoint(out)).state.step, 3);
-  for (const gone of ["best", "cot-start"]) {
+  for (const gone of ["best", "cot-start", ".replaced"]) {
     await assertRejects(() => Deno.stat(`${out}/${gone}`), Deno.errors.NotFound);
   }
   const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
@@ -220,7 +230,10 @@ Deno.test("faults: --init from a run on another tokenizer is refused, naming bot
   );
   assertEquals(err.flag, "--init");
   assert(err.message.includes("another tokenizer") && err.message.includes(run), err.message);
-  // A run on the same dataset is a start, whichever file of it --init names.
+  // A run on the same dataset is a start, whichever file of it --init names, and with its
+  // tokenizer.json written another way (the same token under every id).
+  const tj = `${run}/checkpoint/tokenizer.json`;
+  await Deno.writeTextFile(tj, JSON.stringify(JSON.parse(await Deno.readTextFile(tj)), null, 1));
   for (const init of [run, `${run}/checkpoint/model.safetensors`]) {
     const out = await tempDir();
     const r = await train({ ...base, data, out, init, train: { ...short, steps: 1 } });
@@ -240,8 +253,26 @@ Deno.test("faults: a run stopped in its CoT start says so when loaded, and where
   });
   assert(!r.completed);
   const err = await assertRejects(() => loadCheckpoint(out), CheckpointError);
-  assert(err.message.includes("stopped in its explicit-CoT start"), err.message);
+  assert(err.message.includes("stopped in, its explicit-CoT start"), err.message);
   assert(err.message.includes(`--resume ${out}`) && err.message.includes("cot-start"), err.message);
+  // In its LOTUS phase, before LOTUS's first save, the message says that instead.
+  const plan = JSON.parse(await Deno.readTextFile(`${out}/plan.json`));
+  await Deno.writeTextFile(`${out}/plan.json`, JSON.stringify({ ...plan, phase: "lotus" }));
+  await assertRejects(() => loadCheckpoint(out), CheckpointError, "LOTUS phase has not saved yet");
+});
+
+Deno.test("faults: a run saved at its last step but not finished evaluates on resume", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  // A run stopped by a signal during its last step is saved at its total without its final
+  // evaluation or a summary that says it finished: made here by taking the summary away.
+  await train({ ...base, data, out, train: short });
+  await Deno.remove(`${out}/summary.json`);
+  const r = await train({ ...base, out, resume: out });
+  assert(r.completed && r.valAccuracy !== undefined, JSON.stringify(r));
+  const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+  assertEquals([summary.steps, summary.total], [6, 6]);
+  const evals = (await readTrainLog(out)).filter((x) => x.kind === "eval");
+  assertEquals(evals.length, 2, "the first run's final evaluation, and the resume's");
 });
 
 Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {

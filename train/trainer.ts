@@ -229,8 +229,9 @@ async function initFile(path: string): Promise<string> {
 /**
  * Refuses weights to start from (`--init`) whose run used another tokenizer than the dataset's:
  * their embedding rows would land on ids that mean other tokens. Only a checkpoint of this
- * project's (a tokenizer.json beside its model.safetensors) says which tokenizer it used;
- * Hugging Face weights are taken as they are.
+ * project's (its config.json has a "lotus" section) says which tokenizer it used; Hugging Face
+ * weights are taken as they are. Two tokenizer.json texts with the same token under every id
+ * are the same tokenizer.
  */
 async function checkInitTokenizer(
   file: string,
@@ -239,22 +240,32 @@ async function checkInitTokenizer(
   dataDir: string,
 ): Promise<void> {
   const slash = file.lastIndexOf("/");
-  const path = `${slash < 0 ? "." : file.slice(0, slash)}/tokenizer.json`;
-  let text: string;
+  const dir = slash < 0 ? "." : file.slice(0, slash);
+  // Only a checkpoint of this project (a config.json with its "lotus" section) says which
+  // tokenizer it trained with; a Hugging Face download's tokenizer.json is not compared.
+  let text: string, theirs: Tokenizer;
   try {
-    text = await Deno.readTextFile(path);
+    const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    if (cfg === null || typeof cfg !== "object" || !("lotus" in cfg)) return;
+    text = await Deno.readTextFile(`${dir}/tokenizer.json`);
+    theirs = tokenizerFromJson(text, "file", `${dir}/tokenizer.json`);
   } catch (e) {
     rethrowIfDenied(e);
-    return;
+    return; // nothing readable to compare: loading the weights checks their shapes
   }
-  const theirs = tokenizerFromJson(text, "file", path);
   if (theirs.sha256 === tok.sha256) return;
+  // The same tokens under the same ids, written another way, are the same tokenizer.
+  let same = theirs.vocabSize === tok.vocabSize;
+  for (let id = 0; same && id < tok.vocabSize; id++) {
+    same = theirs.decode([id]) === tok.decode([id]);
+  }
+  if (same) return;
   throw new TrainConfigError(
     "--init",
-    `--init ${init} was trained with another tokenizer (${path}: ${theirs.vocabSize} ids) than ` +
-      `--data ${dataDir} uses (${tok.vocabSize} ids); its token rows would stand for other ` +
-      `tokens: start from a run on a dataset built with the same tokenizer (build-dataset ` +
-      `--tokenizer ${path})`,
+    `--init ${init} was trained with another tokenizer (${dir}/tokenizer.json: ` +
+      `${theirs.vocabSize} ids) than --data ${dataDir} uses (${tok.vocabSize} ids); its token ` +
+      `rows would stand for other tokens: start from a run on a dataset built with the same ` +
+      `tokenizer (build-dataset --tokenizer ${dir}/tokenizer.json)`,
   );
 }
 
@@ -616,12 +627,15 @@ async function trainRun(
 
   const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
   const total = totalSteps(cfg, stepsPerEpoch);
-  if (resumed && resumed.state.step >= total) {
+  // A run that has taken its steps and finished them (its summary says so) has nothing left;
+  // one stopped during its last step still owes its final evaluation, which the end of the
+  // loop below gives it.
+  if (resumed && resumed.state.step >= total && (await completedRun(opts.out))) {
     log(
       `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
         `give a larger --steps or --epochs to train it further`,
     );
-    return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal);
+    return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal, world);
   }
   if (!resumed) {
     for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
@@ -1065,6 +1079,7 @@ async function completeRunResult(
   out: string,
   ck: CheckpointData,
   params: number,
+  world: World | null,
 ): Promise<TrainResult> {
   let summary: Record<string, unknown> = {};
   try {
@@ -1089,14 +1104,24 @@ async function completeRunResult(
     ...(ck.meta.train.keepBest && bestStep > 0
       ? { best: { step: bestStep, valAccuracy: bestAccuracy, dir: `${out}/best` } }
       : {}),
+    ...(world ? { world: { rank: world.rank, size: world.size } } : {}),
   };
+}
+
+/** `p` as an absolute path, its `.` and `..` segments resolved (plain strings, no URL rules). */
+function absolutePath(p: string): string {
+  const parts: string[] = [];
+  for (const seg of (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`).split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") parts.pop();
+    else parts.push(seg);
+  }
+  return "/" + parts.join("/");
 }
 
 /** Whether `path` is `dir` or lies under it (by their absolute paths). */
 function within(path: string, dir: string): boolean {
-  // node:path would need @types/node of a project that imports this library to type-check.
-  const abs = (p: string) => new URL(p, `file://${Deno.cwd()}/`).pathname.replace(/\/+$/, "");
-  const d = abs(dir), p = abs(path);
+  const d = absolutePath(dir), p = absolutePath(path);
   return p === d || p.startsWith(`${d}/`);
 }
 
@@ -1119,29 +1144,50 @@ const SAVED_ENTRIES = [
   "summary.json",
 ] as const;
 
+/** Where `--overwrite` keeps the replaced run until the new one has saved. */
+const REPLACED_DIR = ".replaced";
+
+/** Whether `dir` holds a run that saved weights (what a fresh run would lose). */
+async function holdsSavedRun(dir: string): Promise<boolean> {
+  for (const e of SAVED_ENTRIES) if (await exists(`${dir}/${e}`)) return true;
+  return false;
+}
+
+/** The run entries found in `dir`. */
+async function runEntries(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const e of RUN_ENTRIES) if (await exists(`${dir}/${e}`)) found.push(e);
+  return found;
+}
+
+/** A replaced run set aside by {@linkcode claimRunDir}: dropped or put back at the end. */
+interface SetAside {
+  /** The new run saved: the old one goes. */
+  discard(): Promise<void>;
+  /** The new run failed before saving anything: its leftovers go, the old run comes back. */
+  restore(): Promise<void>;
+}
+
 /**
  * A fresh run into `out`: refused when `out` holds a run that saved weights and `overwrite`
- * is not given; else what an earlier run left is removed (the plan and logs of one that saved
- * nothing, or everything with `overwrite`), so that nothing of it (a stale best, a CoT start)
- * is taken for the new run's.
+ * is not given. With `overwrite`, that run is set aside in `out/.replaced` and only removed
+ * once the new run has saved something: a new run that fails first (a wrong --data, say)
+ * puts it back. Leftovers of an earlier run that saved nothing (a plan, a log) are removed, so
+ * that nothing of it is taken for the new run's.
  */
-async function claimRunDir(out: string, overwrite: boolean | undefined): Promise<void> {
+async function claimRunDir(out: string, overwrite: boolean | undefined): Promise<SetAside | null> {
   let info: Deno.FileInfo | null = null;
   try {
     info = await Deno.stat(out);
   } catch (e) {
     rethrowIfDenied(e);
   }
-  if (info === null) return;
+  if (info === null) return null;
   if (!info.isDirectory) {
     throw new TrainConfigError("--out", `--out ${out} is a file; give a run directory`);
   }
-  const found: string[] = [];
-  for (const e of RUN_ENTRIES) {
-    if (await exists(`${out}/${e}`)) found.push(e);
-  }
-  let saved = false;
-  for (const e of SAVED_ENTRIES) saved ||= await exists(`${out}/${e}`);
+  const found = await runEntries(out);
+  const saved = await holdsSavedRun(out);
   if (saved && !overwrite) {
     const state = await completedRun(out)
       ? "a complete run"
@@ -1154,7 +1200,22 @@ async function claimRunDir(out: string, overwrite: boolean | undefined): Promise
         `--overwrite replaces it, or give another --out`,
     );
   }
-  for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
+  const aside = `${out}/${REPLACED_DIR}`;
+  await Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied);
+  if (!saved) {
+    for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
+    return null;
+  }
+  await Deno.mkdir(aside);
+  for (const e of found) await Deno.rename(`${out}/${e}`, `${aside}/${e}`);
+  return {
+    discard: () => Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied),
+    async restore() {
+      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
+      for (const e of found) await Deno.rename(`${aside}/${e}`, `${out}/${e}`);
+      await Deno.remove(aside, { recursive: true });
+    },
+  };
 }
 
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
@@ -1221,18 +1282,30 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   const lotus = mode === "lotus" || mode === "lotus-aux";
   const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
   const run = { ...opts, preset, recipe: "none" as const, train: given };
-  if (opts.overwrite && opts.init !== undefined && within(opts.init, opts.out)) {
+  const init = opts.init;
+  if (
+    opts.overwrite && init !== undefined &&
+    RUN_ENTRIES.some((e) => within(init, `${opts.out}/${e}`))
+  ) {
     throw new TrainConfigError(
       "--overwrite",
-      `--init ${opts.init} lies in --out ${opts.out}, which --overwrite would empty first; ` +
+      `--init ${init} is part of the run in --out ${opts.out}, which --overwrite replaces; ` +
         `copy it elsewhere or train into another --out`,
     );
   }
-  if (root) await claimRunDir(opts.out, opts.overwrite);
-  if (lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun) {
-    return await trainWithCotStart(run, false, world);
+  const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
+  let res: TrainResult;
+  try {
+    res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
+      ? await trainWithCotStart(run, false, world)
+      : await trainRun(run, world);
+  } catch (e) {
+    // The replaced run stays replaced once the new one has saved weights of its own.
+    if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
+    throw e;
   }
-  return await trainRun(run, world);
+  await aside?.discard();
+  return res;
 }
 
 /** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
