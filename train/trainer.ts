@@ -1200,12 +1200,14 @@ async function claimRunDir(out: string, overwrite: boolean | undefined): Promise
         `--overwrite replaces it, or give another --out`,
     );
   }
-  const aside = `${out}/${REPLACED_DIR}`;
-  await Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied);
   if (!saved) {
     for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
     return null;
   }
+  // A .replaced left by a process killed mid-run held the run before this one's: the
+  // directory's own run replaces it now.
+  const aside = `${out}/${REPLACED_DIR}`;
+  await Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied);
   await Deno.mkdir(aside);
   for (const e of found) await Deno.rename(`${out}/${e}`, `${aside}/${e}`);
   return {
