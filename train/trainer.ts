@@ -619,7 +619,11 @@ async function trainRun(
       `the training split has ${trainEx.length} usable examples, fewer than --batch ${cfg.batch}`,
     );
   }
-  valExamples = fitting(valExamples, cfg, mcfg.maxPositions).kept;
+  const val = fitting(valExamples, cfg, mcfg.maxPositions);
+  if (val.cut > 0) {
+    log(`${val.cut} validation examples exceed ${mcfg.maxPositions} positions and are skipped`);
+  }
+  valExamples = val.kept;
   const evalSet = (valExamples.length ? valExamples : trainEx).slice(
     0,
     cfg.evalExamples > 0 ? cfg.evalExamples : undefined,
