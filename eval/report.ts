@@ -17,6 +17,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { exists } from "../base/exists.ts";
 import type { LogRecord } from "../train/run_log.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
 import {
@@ -232,12 +233,7 @@ const NOT_EVAL_DIRS = [
  */
 export async function checkEvalOut(dir: string): Promise<void> {
   for (const f of NOT_EVAL_DIRS) {
-    try {
-      await Deno.stat(`${dir}/${f}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) continue;
-      throw e;
-    }
+    if (!(await exists(`${dir}/${f}`))) continue;
     throw new Error(
       `${dir}: holds ${f}, so it is a training run, checkpoint or export, not an evaluation ` +
         `output directory; give --out another directory (the default is out/eval)`,

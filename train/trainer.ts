@@ -74,6 +74,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { splitPath } from "../base/staging.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
@@ -239,8 +240,7 @@ async function checkInitTokenizer(
   init: string,
   dataDir: string,
 ): Promise<void> {
-  const slash = file.lastIndexOf("/");
-  const dir = slash < 0 ? "." : file.slice(0, slash);
+  const dir = splitPath(file).parent;
   // Only a checkpoint of this project (a config.json with its "lotus" section) says which
   // tokenizer it trained with; a Hugging Face download's tokenizer.json is not compared.
   let text: string, theirs: Tokenizer;
