@@ -11,6 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { splitPath } from "../base/staging.ts";
 import { FAMILIES, type Family, generate } from "../pipeline/synthetic.ts";
 
 const { values: v } = parseArgs({
@@ -48,7 +49,6 @@ for (
   lines.push(JSON.stringify({ question: p.question, answer: `${p.rationale}\n#### ${p.answer}` }));
 }
 // The folder is made if missing, as the docs' command sequences expect.
-const slash = v.out.lastIndexOf("/");
-if (slash > 0) await Deno.mkdir(v.out.slice(0, slash), { recursive: true });
+await Deno.mkdir(splitPath(v.out).parent, { recursive: true });
 await writeFileAtomic(v.out, lines.join("\n") + "\n");
 console.error(`wrote ${lines.length} problems to ${v.out}`);
