@@ -9,6 +9,7 @@ import { exists } from "../base/exists.ts";
 import { z } from "zod";
 import { BACKENDS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
+import { checkpointDirOf } from "../model/checkpoint.ts";
 import { DEFAULT_INFERENCE_BACKEND, type InferenceBackend } from "../infer/session.ts";
 import {
   datasetSplit,
@@ -240,6 +241,11 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
       mode: session.meta.train.mode,
       preset: session.meta.preset,
       cot: session.meta.data.cot,
+      loaded: checkpointDirOf(a.checkpoint),
+      limit: a.limit,
+      skipped,
+      maxNewTokens: a.maxNewTokens,
+      batch: a.batch,
     },
     result,
     { trainLog, readoutExamples: a.readoutExamples },

@@ -47,6 +47,16 @@ export interface EvalProvenance {
   preset: string;
   /** The dataset's CoT form the checkpoint was trained on. */
   cot: string;
+  /** The directory whose weights were loaded, when `checkpoint` names a run directory. */
+  loaded?: string;
+  /** At most this many items were read (`--limit`). */
+  limit?: number;
+  /** Malformed records skipped while reading the data (`--on-error skip`). */
+  skipped?: number;
+  /** The generation budget of every answer. */
+  maxNewTokens?: number;
+  /** Questions answered at a time. */
+  batch?: number;
 }
 
 /** Options of {@linkcode writeEvalOutputs}. */
@@ -192,11 +202,17 @@ figcaption { font-weight: bold; margin-bottom: 0.3em; }
 img, svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
 </style></head><body>
 <h1>Evaluation</h1>
-<p>checkpoint <code>${escapeXml(prov.checkpoint)}</code> (${escapeXml(prov.mode)}, ${
-    escapeXml(prov.preset)
-  }, ${escapeXml(prov.cot)} steps) on <code>${escapeXml(prov.data)}</code> (${
-    escapeXml(prov.format)
-  }${prov.split ? `, split ${escapeXml(prov.split)}` : ""}), backend ${escapeXml(prov.backend)}</p>
+<p>checkpoint <code>${escapeXml(prov.checkpoint)}</code>${
+    prov.loaded && prov.loaded !== prov.checkpoint
+      ? `, weights of <code>${escapeXml(prov.loaded)}</code>`
+      : ""
+  } (${escapeXml(prov.mode)}, ${escapeXml(prov.preset)}, ${escapeXml(prov.cot)} steps) on <code>${
+    escapeXml(prov.data)
+  }</code> (${escapeXml(prov.format)}${prov.split ? `, split ${escapeXml(prov.split)}` : ""}${
+    prov.limit !== undefined ? `, at most ${prov.limit} items` : ""
+  }${prov.skipped ? `, ${prov.skipped} malformed records skipped` : ""}), backend ${
+    escapeXml(prov.backend)
+  }${prov.maxNewTokens !== undefined ? `, ${prov.maxNewTokens} new tokens at most` : ""}</p>
 <h2>Summary</h2>
 ${table(head, summaryRows(runs))}
 <h2>Accuracy by number of gold steps</h2>
@@ -415,13 +431,15 @@ export async function writeEvalOutputs(
     });
   }
   if (withReadout.length) {
-    const firstR = withReadout[0].R;
+    // The most loop iterations of a sweep: the latents the model has refined the longest
+    // (a sweep such as --r 0,2 lists R = 0, whose latents never went through the loop, first).
+    const shownR = Math.max(...withReadout.map((e) => e.R));
     pictures.push({
-      title: `Latent readout (R=${firstR})`,
+      title: `Latent readout (R=${shownR})`,
       file: "readout.svg",
       inline: true,
       svg: readoutSvg(
-        readoutViews(withReadout.filter((e) => e.R === firstR), opts.readoutExamples ?? 6),
+        readoutViews(withReadout.filter((e) => e.R === shownR), opts.readoutExamples ?? 6),
       ),
     });
   }

@@ -13,6 +13,7 @@ import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
+import type { EvalProvenance } from "../eval/report.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
 import { fixtureTask } from "./_task.ts";
@@ -81,7 +82,8 @@ async function trained(): Promise<Setup> {
   return setup;
 }
 
-async function runCli(argv: string[]): Promise<{ out: string; summary: { runs: RunSummary[] } }> {
+type Summary = EvalProvenance & { runs: RunSummary[] };
+async function runCli(argv: string[]): Promise<{ out: string; summary: Summary }> {
   const a = parseEvalArgs(argv);
   assert(a !== "help");
   const path = await evalCommand(a, () => {});
@@ -162,6 +164,8 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   }
   const html = await Deno.readTextFile(`${out}/report.html`);
   assert(html.includes((100 * summary.runs[1].accuracy).toFixed(1) + "%"));
+  // The readout picture shows the sweep's most loop iterations, not R = 0's unlooped latents.
+  assert(html.includes("Latent readout (R=2)") && !html.includes("Latent readout (R=0)"));
 
   const chromium = findChromium();
   if (chromium) {
@@ -209,6 +213,11 @@ Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the
     "0,2", // ignored: a baseline has no loop
   ]);
   assertEquals(summary.runs.length, 1);
+  // Where the numbers came from: the run directory's weights, the first 10 items, batch 1.
+  assertEquals(
+    [summary.checkpoint, summary.loaded, summary.limit, summary.batch, summary.maxNewTokens],
+    [s.cot, `${s.cot}/checkpoint`, 10, 1, 64],
+  );
   const run = summary.runs[0];
   assertEquals([run.mode, run.K, run.R, run.n], ["cot", 0, 0, 10]);
   assertEquals(run.readout, undefined);
