@@ -10,7 +10,11 @@ import { z } from "zod";
 import { BACKENDS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
 import { checkpointDirOf } from "../model/checkpoint.ts";
-import { DEFAULT_INFERENCE_BACKEND, type InferenceBackend } from "../infer/session.ts";
+import {
+  DEFAULT_INFERENCE_BACKEND,
+  type InferenceBackend,
+  shapeRequestNotes,
+} from "../infer/session.ts";
 import {
   datasetSplit,
   detectEvalFormat,
@@ -213,6 +217,9 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
     maxBatch: a.batch,
     maxNewTokens: a.maxNewTokens,
   });
+  for (const note of shapeRequestNotes(session.meta.train.mode, session.shape, a)) {
+    log(`note: ${note}`);
+  }
   let result;
   try {
     const t0 = performance.now();

@@ -12,6 +12,7 @@ import {
   type AnswerBatch,
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
+  shapeRequestNotes,
 } from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
 import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
@@ -132,6 +133,9 @@ async function main(a: InferArgs): Promise<number> {
     maxNewTokens: a.maxNewTokens,
   });
   try {
+    for (const note of shapeRequestNotes(s.meta.train.mode, s.shape, a)) {
+      console.error(`note: ${note}`);
+    }
     const batch = await s.answer(a.questions, {
       k: a.k,
       r: a.r,

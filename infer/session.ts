@@ -66,6 +66,44 @@ export function checkAnswerRequest(
   }
 }
 
+/**
+ * What a user should hear about a requested shape before its answers: `--k`/`--r` given to a
+ * baseline (explicit CoT or no CoT), which has no latent loop and ignores them; and a `--k`
+ * above the K the checkpoint reached, whose extra blocks were never trained. Empty when there
+ * is nothing to say.
+ *
+ * @example
+ * ```ts
+ * import { shapeRequestNotes } from "./session.ts";
+ * const notes = shapeRequestNotes("lotus", { K: 3, R: 3, c: 16 }, { k: 5 });
+ * console.assert(notes.length === 1 && notes[0].startsWith("--k 5"));
+ * ```
+ */
+export function shapeRequestNotes(
+  mode: string,
+  reached: LotusShape,
+  req: { k?: number; r?: number | readonly number[] },
+): string[] {
+  const rGiven = Array.isArray(req.r) ? req.r.length > 0 : req.r !== undefined;
+  if (mode === "cot" || mode === "nocot") {
+    const given = [req.k !== undefined ? "--k" : "", rGiven ? "--r" : ""].filter(Boolean);
+    return given.length
+      ? [
+        `${given.join(" and ")}: a ${mode} checkpoint has no latent loop, so ${
+          given.length > 1 ? "they are" : "it is"
+        } ignored`,
+      ]
+      : [];
+  }
+  if (req.k !== undefined && req.k > reached.K) {
+    return [
+      `--k ${req.k}: the checkpoint was trained up to K = ${reached.K} latent blocks; the ` +
+      `blocks past them were never trained, so answers may be worse than at K = ${reached.K}`,
+    ];
+  }
+  return [];
+}
+
 /** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
 export interface AnswerOptions {
   /** Latent blocks (LOTUS); default: the checkpoint's K. */

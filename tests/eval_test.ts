@@ -17,7 +17,7 @@ import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alt
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
-import type { InferenceSession } from "../infer/session.ts";
+import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
 import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
@@ -537,4 +537,20 @@ Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens 
   assertEquals(res.runs[0].latency.msPerAnswerToken, 33 / 6);
   assertEquals(res.runs[0].accuracy, 1);
   assertEquals(fitsContext(session, items([2, -4])), [true, false]);
+});
+
+Deno.test("shape notes: --k/--r on a baseline are ignored, a --k past the trained K is named", () => {
+  const shape = { K: 3, R: 3, c: 16 };
+  assertEquals(shapeRequestNotes("lotus", shape, {}), []);
+  assertEquals(shapeRequestNotes("lotus", shape, { k: 3, r: [0, 6] }), []);
+  const past = shapeRequestNotes("lotus-aux", shape, { k: 4 });
+  assertEquals(past.length, 1);
+  assert(past[0].startsWith("--k 4: ") && past[0].includes("K = 3"), past[0]);
+  assertEquals(shapeRequestNotes("cot", shape, { r: [] }), []);
+  assertEquals(shapeRequestNotes("cot", shape, { k: 2, r: [1] }), [
+    "--k and --r: a cot checkpoint has no latent loop, so they are ignored",
+  ]);
+  assertEquals(shapeRequestNotes("nocot", shape, { r: 2 }), [
+    "--r: a nocot checkpoint has no latent loop, so it is ignored",
+  ]);
 });
