@@ -92,9 +92,9 @@ const RUN_FLAGS = flagTable({
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
   init: {
     value: "PATH",
-    help: "start from a local Hugging Face GPT-2 model.safetensors, a run's checkpoint " +
-      "(a CoT run, for LOTUS), or a downloaded Hugging Face Llama directory (its config.json " +
-      "sets the model)",
+    help: "start from a local Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +
+      "export of this project (a CoT run, for LOTUS; the model keeps its shape), or a " +
+      "downloaded Hugging Face Llama directory (its config.json sets the model)",
     schema: z.string().min(1),
   },
   resume: {

@@ -312,6 +312,77 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   );
 });
 
+Deno.test("--init from a Llama run of this project takes its shape and its trained LOTUS rows; another --arch or --preset is refused", async () => {
+  const root = await tempDir();
+  await Deno.writeTextFile(`${root}/train.jsonl`, fixtureTask(32, 1));
+  const data = `${root}/data`;
+  await buildDataset({
+    out: data,
+    splits: [{ name: "train", inputs: [`${root}/train.jsonl`] }],
+    tokenizer: "compact",
+    k: 2,
+    c: 4,
+  });
+  const V = (await tokenizerFromFile(`${data}/tokenizer.json`)).vocabSize;
+  // A Hugging Face Llama directory unlike any preset: an untied head, rope_theta 10000 without
+  // scaling, rms_norm_eps 1e-6.
+  const hf = `${root}/hf`;
+  const shape = { ropeTheta: 10000, ropeScaling: null, normEps: 1e-6, tieEmbeddings: false };
+  await writeHfLlama(hf, llamaCfg({ vocabSize: V, dModel: 16, maxPositions: 128, ...shape }), {
+    dtype: "F32",
+    shards: 1,
+  });
+  const common = { data, backend: "cpu" as const, threads: 1, quiet: true };
+  const settings = { batch: 4, evalEvery: 0, evalExamples: 4, maxNewTokens: 4 };
+  const first = `${root}/first`;
+  await train({
+    ...common,
+    out: first,
+    init: hf,
+    recipe: "none",
+    train: { ...settings, steps: 2, lr: 1e-2, epochsPerStage: 0 },
+  });
+  const a = await loadCheckpoint(first);
+  const pick = (m: ModelConfig) => [m.ropeTheta, m.ropeScaling, m.normEps, m.tieEmbeddings];
+  assertEquals(pick(a.meta.model), [10000, null, 1e-6, false]);
+  // From the run directory, then from its model.safetensors: the shape is the run's, and the
+  // LOTUS tokens' rows are the ones it trained (a step at lr 1e-9 barely moves them), not
+  // fresh copies of "<<".
+  for (const init of [first, `${first}/checkpoint/model.safetensors`]) {
+    const out = `${root}/next-${init === first ? "dir" : "file"}`;
+    await train({
+      ...common,
+      out,
+      init,
+      recipe: "none",
+      train: { ...settings, steps: 1, lr: 1e-9, epochsPerStage: 0 },
+    });
+    const b = await loadCheckpoint(out);
+    assertEquals(pick(b.meta.model), pick(a.meta.model), init);
+    assertEquals(b.meta.preset, a.meta.preset);
+    const layout = paramLayout(a.meta.model), d = a.meta.model.dModel;
+    for (const id of [a.meta.special.bot, a.meta.special.eot, a.meta.special.lat]) {
+      for (const at of [layout.wte, layout.lmHead]) {
+        for (let j = 0; j < d; j++) {
+          const x = a.params[at + id * d + j], y = b.params[at + id * d + j];
+          assert(Math.abs(x - y) < 1e-6, `${init}: row ${id}[${j}] ${x} -> ${y}`);
+        }
+      }
+    }
+  }
+  const refused = async (opts: Partial<Parameters<typeof train>[0]>, flag: string) => {
+    const e = await assertRejects(() =>
+      train({ ...common, out: `${root}/refused`, recipe: "none", ...opts })
+    );
+    assert((e as Error).message.startsWith(flag), (e as Error).message);
+  };
+  await refused({ init: first, arch: "gpt2" }, "--arch gpt2: --init");
+  await refused({ init: first, preset: "llama-1b" }, "--preset llama-1b: --init");
+  await refused({ init: hf, arch: "gpt2" }, "--arch gpt2: --init");
+  await refused({ resume: first, arch: "gpt2" }, "--arch gpt2 contradicts");
+  await refused({ resume: first, init: hf }, "--init");
+});
+
 Deno.test("--arch llama: a tiny Llama's LOTUS loss falls 5x in 150 steps on the two-step task", async () => {
   const data = await fixtureData();
   const out = await tempDir();

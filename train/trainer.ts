@@ -20,6 +20,7 @@ import type { BackendName } from "../engine/types.ts";
 import { z } from "zod";
 import {
   type Arch,
+  archOf,
   type ModelConfig,
   PRESET_NAMES,
   presetConfig,
@@ -68,6 +69,7 @@ import {
   loadCheckpoint,
   loadHfInit,
   type LotusMeta,
+  LotusMetaSchema,
   saveCheckpoint,
   type TrainState,
 } from "../model/checkpoint.ts";
@@ -213,8 +215,8 @@ export interface TrainResult {
 }
 
 /**
- * The weights file `--init` names: a model.safetensors, or a run or checkpoint directory (a CoT
- * run's, say), whose model.safetensors it takes.
+ * The weights file `--init` names: a model.safetensors, or a run, checkpoint or model directory
+ * (a CoT run's, say), whose model.safetensors it takes.
  */
 async function initFile(path: string): Promise<string> {
   let dir = false;
@@ -224,29 +226,83 @@ async function initFile(path: string): Promise<string> {
     rethrowIfDenied(e);
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
-  return dir ? `${checkpointDirOf(path)}/model.safetensors` : path;
+  if (!dir) return path;
+  const ck = checkpointDirOf(path);
+  // A bare directory of weights (no config.json) is read as it is, not as a run.
+  if (ck !== path && !(await exists(ck)) && (await exists(`${path}/model.safetensors`))) {
+    return `${path}/model.safetensors`;
+  }
+  return `${ck}/model.safetensors`;
+}
+
+/** What `--init` says of itself when it is this project's checkpoint or export. */
+interface InitMeta {
+  /** The directory holding the weights, the tokenizer and the settings. */
+  dir: string;
+  /** The run's settings: config.json's "lotus" section, or an export's lotus.json. */
+  meta: LotusMeta;
+}
+
+/**
+ * The settings of the model `--init` names, when it is a checkpoint of this project (its
+ * config.json has a "lotus" section) or an export of one (lotus.json): the model's shape, the
+ * preset and the mode it trained in. Null for other weights (a Hugging Face download).
+ */
+async function initMetaOf(init: string): Promise<InitMeta | null> {
+  let isDirArg = false;
+  try {
+    isDirArg = (await Deno.stat(init)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return null; // initFile says it is not found
+  }
+  const dir = isDirArg ? checkpointDirOf(init) : splitPath(init).parent;
+  const read = async (path: string): Promise<unknown> => {
+    try {
+      return JSON.parse(await Deno.readTextFile(path));
+    } catch (e) {
+      rethrowIfDenied(e);
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw new TrainConfigError("--init", `${path}: unreadable (${(e as Error).message})`);
+    }
+  };
+  const parse = (raw: unknown, path: string): InitMeta => {
+    const r = LotusMetaSchema.safeParse(raw);
+    if (!r.success) {
+      const i = r.error.issues[0];
+      throw new TrainConfigError(
+        "--init",
+        `${path}: field "${i.path.join(".")}": ${i.message}; not a checkpoint of this ` +
+          `project that --init can start from`,
+      );
+    }
+    return { dir, meta: r.data };
+  };
+  const cfg = await read(`${dir}/config.json`);
+  if (cfg !== null && typeof cfg === "object" && "lotus" in cfg) {
+    return parse((cfg as { lotus: unknown }).lotus, `${dir}/config.json`);
+  }
+  const lotusJson = await read(`${dir}/lotus.json`);
+  if (lotusJson !== null && typeof lotusJson === "object" && "lotus" in lotusJson) {
+    return parse((lotusJson as { lotus: unknown }).lotus, `${dir}/lotus.json`);
+  }
+  return null;
 }
 
 /**
  * Refuses weights to start from (`--init`) whose run used another tokenizer than the dataset's:
- * their embedding rows would land on ids that mean other tokens. Only a checkpoint of this
- * project's (its config.json has a "lotus" section) says which tokenizer it used; Hugging Face
- * weights are taken as they are. Two tokenizer.json texts with the same token under every id
- * are the same tokenizer.
+ * their embedding rows would land on ids that mean other tokens. Only a checkpoint or export of
+ * this project says which tokenizer it used; Hugging Face weights are taken as they are. Two
+ * tokenizer.json texts with the same token under every id are the same tokenizer.
  */
 async function checkInitTokenizer(
-  file: string,
+  dir: string,
   tok: Tokenizer,
   init: string,
   dataDir: string,
 ): Promise<void> {
-  const dir = splitPath(file).parent;
-  // Only a checkpoint of this project (a config.json with its "lotus" section) says which
-  // tokenizer it trained with; a Hugging Face download's tokenizer.json is not compared.
   let text: string, theirs: Tokenizer;
   try {
-    const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    if (cfg === null || typeof cfg !== "object" || !("lotus" in cfg)) return;
     text = await Deno.readTextFile(`${dir}/tokenizer.json`);
     theirs = tokenizerFromJson(text, "file", `${dir}/tokenizer.json`);
   } catch (e) {
@@ -267,6 +323,51 @@ async function checkInitTokenizer(
       `rows would stand for other tokens: start from a run on a dataset built with the same ` +
       `tokenizer (build-dataset --tokenizer ${dir}/tokenizer.json)`,
   );
+}
+
+/**
+ * The preset of a run started from `--init`: a checkpoint or export of this project fixes the
+ * model's shape, so a `--preset` or `--arch` that names another is refused; a Hugging Face
+ * Llama directory is a Llama, so `--arch gpt2` is refused. Otherwise `fallback`, then --arch's
+ * counterpart.
+ */
+function initPreset(
+  opts: Pick<TrainOptions, "init" | "preset" | "arch">,
+  initMeta: InitMeta | null,
+  hfLlama: boolean,
+  fallback: PresetName,
+): PresetName {
+  if (initMeta) {
+    const theirs = initMeta.meta.preset, arch = archOf(initMeta.meta.model);
+    const known = (PRESET_NAMES as readonly string[]).includes(theirs);
+    if (opts.preset !== undefined && opts.preset !== theirs) {
+      throw new TrainConfigError(
+        "--preset",
+        `--preset ${opts.preset}: --init ${opts.init} holds a ${theirs} model (${arch}), ` +
+          `whose shape the run takes; leave --preset out`,
+      );
+    }
+    if (opts.arch !== undefined && opts.arch !== arch) {
+      throw new TrainConfigError(
+        "--arch",
+        `--arch ${opts.arch}: --init ${opts.init} holds a ${arch} model, whose shape the run ` +
+          `takes; leave --arch out`,
+      );
+    }
+    return known ? theirs as PresetName : fallback;
+  }
+  if (hfLlama && opts.arch === "gpt2") {
+    throw new TrainConfigError(
+      "--arch",
+      `--arch gpt2: --init ${opts.init} is a Hugging Face Llama model; leave --arch out`,
+    );
+  }
+  if (!opts.arch) return fallback;
+  try {
+    return presetForArch(fallback, opts.arch);
+  } catch (e) {
+    throw new TrainConfigError("--arch", (e as Error).message);
+  }
 }
 
 /** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
@@ -512,15 +613,12 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
 
 /**
  * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
- * this rank in a data-parallel run. `shapeFrom`: a Hugging Face Llama directory whose
- * config.json gives the model's shape while `opts.init` (a run that started there, such as the
- * CoT start) gives the weights. `resumeAs`: the directory a stopped run tells the user to
+ * this rank in a data-parallel run. `resumeAs`: the directory a stopped run tells the user to
  * resume (the whole run's, for its CoT start).
  */
 async function trainRun(
   opts: TrainOptions,
   world: World | null = null,
-  shapeFrom?: string,
   resumeAs: string = opts.out,
 ): Promise<TrainResult> {
   // In a data-parallel run, rank 0 alone prints and writes.
@@ -536,28 +634,33 @@ async function trainRun(
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
+  // --init at a checkpoint or export of this project: the model's shape is the one it trained.
+  const initMeta = !resumed && opts.init ? await initMetaOf(opts.init) : null;
   // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
   // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
   // given.
-  const llamaDir = !resumed && opts.init && (await isDir(opts.init)) ? opts.init : null;
+  const llamaDir = !resumed && !initMeta && opts.init && (await isDir(opts.init))
+    ? opts.init
+    : null;
   const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
-  const shapeDir = llamaJson ? llamaDir : !resumed && shapeFrom ? shapeFrom : null;
-  const shapeJson = llamaJson ?? (shapeDir ? await llamaInitConfig(shapeDir) : null);
-  let preset: string = resumed
-    ? resumed.meta.preset
-    : opts.preset ?? (shapeJson ? llamaPresetOf(shapeJson) : "tiny");
-  if (!resumed && opts.arch) {
-    try {
-      preset = presetForArch(preset as PresetName, opts.arch);
-    } catch (e) {
-      throw new TrainConfigError("--arch", (e as Error).message);
-    }
-  }
+  const preset: string = resumed ? resumed.meta.preset : initPreset(
+    opts,
+    initMeta,
+    llamaJson !== null,
+    opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny"),
+  );
   if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
     throw new TrainConfigError(
       "--preset",
       `--preset ${opts.preset} contradicts the run being resumed (${resumed.meta.preset}); ` +
         `leave --preset out`,
+    );
+  }
+  if (resumed && opts.arch !== undefined && opts.arch !== archOf(resumed.meta.model)) {
+    throw new TrainConfigError(
+      "--arch",
+      `--arch ${opts.arch} contradicts the run being resumed (${archOf(resumed.meta.model)}); ` +
+        `leave --arch out`,
     );
   }
   const trainSplit = opts.trainSplit ?? "train";
@@ -582,13 +685,12 @@ async function trainRun(
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
   const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed ? resumed.meta.model : shapeJson
-    ? modelConfigFromLlamaJson(
-      shapeJson,
-      trainData.vocabSize,
-      auxLayers,
-      `${shapeDir}/config.json`,
-    )
+  const mcfg: ModelConfig = resumed
+    ? resumed.meta.model
+    : initMeta
+    ? { ...initMeta.meta.model, vocabSize: trainData.vocabSize, auxLayers }
+    : llamaJson
+    ? modelConfigFromLlamaJson(llamaJson, trainData.vocabSize, auxLayers, `${llamaDir}/config.json`)
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
@@ -672,17 +774,26 @@ async function trainRun(
     if (resumed) params = resumed.params;
     else {
       params = initParams(layout, mcfg, cfg.seed);
+      let vocabRows = 0;
       if (llamaJson) {
-        const r = await loadLlamaWeights(llamaDir!, layout, params);
-        log(`initialised from ${llamaDir} (Llama, ${r.vocabRows} vocabulary rows)`);
+        vocabRows = (await loadLlamaWeights(llamaDir!, layout, params)).vocabRows;
+        log(`initialised from ${llamaDir} (Llama, ${vocabRows} vocabulary rows)`);
       } else if (opts.init) {
         const file = await initFile(opts.init);
-        await checkInitTokenizer(file, tok, opts.init, dataDir);
+        if (initMeta) await checkInitTokenizer(initMeta.dir, tok, opts.init, dataDir);
         const r = await loadHfInit(file, mcfg, params);
         params = r.params;
-        log(`initialised from ${opts.init} (${r.vocabRows} vocabulary rows)`);
+        vocabRows = r.vocabRows;
+        log(`initialised from ${opts.init} (${vocabRows} vocabulary rows)`);
       }
-      initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), [sp.bot, sp.eot, sp.lat]);
+      // The LOTUS tokens' rows start as copies of the seed token's (the reference's "<<"),
+      // unless the weights come from a LOTUS run of this project, which trained them.
+      const specials = [sp.bot, sp.eot, sp.lat];
+      const trained = initMeta !== null &&
+        (initMeta.meta.train.mode === "lotus" || initMeta.meta.train.mode === "lotus-aux") &&
+        specials.every((id) => id < vocabRows);
+      if (trained) log("the BOT, EOT and latent token rows are the LOTUS run's, as trained");
+      else initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), specials);
     }
     model = new Model(eng, mcfg, params, true);
     const state: TrainState = resumed ? { ...resumed.state } : freshTrainState();
@@ -1235,6 +1346,13 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
       "--resume continues a run and --overwrite replaces one: give one of them",
     );
   }
+  if (opts.resume && opts.init !== undefined) {
+    throw new TrainConfigError(
+      "--init",
+      `--init ${opts.init}: a resume continues from the run's own weights; leave --init out, ` +
+        `or start a new run from it without --resume`,
+    );
+  }
   if (opts.resume) {
     const run = opts.resume.replace(/\/+$/, "");
     const plan = (await exists(`${run}/${PLAN_FILE}`))
@@ -1256,17 +1374,18 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
   // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
   // resolved here so that the recipe's rate and the plan name the model both phases train.
-  const hfLlama = opts.init !== undefined && await isDir(opts.init)
+  // A checkpoint or export of this project is a trained model: its preset and shape are kept,
+  // and the CoT start is skipped.
+  const initMeta = opts.init !== undefined ? await initMetaOf(opts.init) : null;
+  const hfLlama = !initMeta && opts.init !== undefined && await isDir(opts.init)
     ? await llamaInitConfig(opts.init)
     : null;
-  let preset: PresetName = opts.preset ?? (hfLlama ? llamaPresetOf(hfLlama) : "tiny");
-  if (opts.arch) {
-    try {
-      preset = presetForArch(preset, opts.arch);
-    } catch (e) {
-      throw new TrainConfigError("--arch", (e as Error).message);
-    }
-  }
+  const preset = initPreset(
+    opts,
+    initMeta,
+    hfLlama !== null,
+    opts.preset ?? (hfLlama ? llamaPresetOf(hfLlama) : "tiny"),
+  );
   const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
   if (opts.recipe === "from-cot" && mode !== "lotus" && mode !== "lotus-aux") {
     throw new TrainConfigError(
@@ -1286,7 +1405,8 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     ...opts.train,
   };
   const lotus = mode === "lotus" || mode === "lotus-aux";
-  const initIsRun = opts.init !== undefined && !hfLlama && await isDirectory(opts.init);
+  const initIsRun = initMeta !== null ||
+    (opts.init !== undefined && !hfLlama && await isDirectory(opts.init));
   const run = { ...opts, preset, recipe: "none" as const, train: given };
   const init = opts.init;
   if (
@@ -1459,7 +1579,6 @@ async function trainWithCotStart(
         train: again ? {} : cotTrain,
       },
       world,
-      undefined,
       opts.out,
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
@@ -1467,15 +1586,7 @@ async function trainWithCotStart(
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
   await writePlan("lotus");
   log(`phase 2 of 2: LOTUS from ${start}`);
-  // Started from a Hugging Face Llama directory: LOTUS keeps the shape its config.json gave.
-  const hfInit = opts.init !== undefined && await isDir(opts.init) &&
-      await llamaInitConfig(opts.init) !== null
-    ? opts.init
-    : undefined;
-  const res = await trainRun(
-    { ...opts, init: start, recipe: "none", resume: undefined },
-    world,
-    hfInit,
-  );
+  // LOTUS keeps the shape the CoT start trained (a Hugging Face Llama's config.json's, say).
+  const res = await trainRun({ ...opts, init: start, recipe: "none", resume: undefined }, world);
   return cotStart ? { ...res, cotStart } : res;
 }
