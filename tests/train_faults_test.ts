@@ -263,16 +263,76 @@ Deno.test("faults: a run stopped in its CoT start says so when loaded, and where
 
 Deno.test("faults: a run saved at its last step but not finished evaluates on resume", async () => {
   const data = await fixtureData(), out = await tempDir();
-  // A run stopped by a signal during its last step is saved at its total without its final
-  // evaluation or a summary that says it finished: made here by taking the summary away.
+  // A run stopped by a signal during its last step is saved at its total, without its final
+  // evaluation, and its summary says it did not finish: made here from a finished run.
   await train({ ...base, data, out, train: short });
-  await Deno.remove(`${out}/summary.json`);
+  const summaryPath = `${out}/summary.json`;
+  const done = JSON.parse(await Deno.readTextFile(summaryPath));
+  assertEquals(done.completed, true);
+  await Deno.writeTextFile(summaryPath, JSON.stringify({ ...done, completed: false }));
+  const lines = (await Deno.readTextFile(`${out}/log.jsonl`)).split("\n").filter((l) => l);
+  const kept = lines.filter((l) => JSON.parse(l).kind === "train");
+  await Deno.writeTextFile(`${out}/log.jsonl`, kept.join("\n") + "\n");
   const r = await train({ ...base, out, resume: out });
   assert(r.completed && r.valAccuracy !== undefined, JSON.stringify(r));
-  const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
-  assertEquals([summary.steps, summary.total], [6, 6]);
+  const summary = JSON.parse(await Deno.readTextFile(summaryPath));
+  assertEquals([summary.steps, summary.total, summary.completed], [6, 6, true]);
   const evals = (await readTrainLog(out)).filter((x) => x.kind === "eval");
-  assertEquals(evals.length, 2, "the first run's final evaluation, and the resume's");
+  assertEquals(evals.length, 1, "the resume's final evaluation");
+});
+
+Deno.test("faults: a finished run whose summary was lost is not evaluated again on resume", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  // A kill between the final evaluation and the summary's write.
+  const done = await train({ ...base, data, out, train: short });
+  await Deno.remove(`${out}/summary.json`);
+  const r = await train({ ...base, out, resume: out });
+  assert(r.completed, JSON.stringify(r));
+  assertEquals([r.steps, r.finalLoss, r.valAccuracy], [6, done.finalLoss, done.valAccuracy]);
+  const evals = (await readTrainLog(out)).filter((x) => x.kind === "eval");
+  assertEquals(evals.length, 1, "no second final evaluation");
+  const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+  assertEquals([summary.steps, summary.finalLoss, summary.completed], [6, done.finalLoss, true]);
+});
+
+Deno.test("faults: a resume writes only into its own run, and takes no recipe", async () => {
+  const data = await fixtureData(), out = await tempDir(), other = await tempDir();
+  await train({ ...base, data, out, train: { ...short, keepBest: true, evalEvery: 3 } });
+  const refused = async (opts: Partial<Parameters<typeof train>[0]>, starts: string) => {
+    const e = await assertRejects(() => train({ ...base, out, resume: out, ...opts }));
+    assert((e as Error).message.startsWith(starts), (e as Error).message);
+  };
+  await refused({ out: other }, `--out ${other}: --resume`);
+  await refused({ resume: `${out}/best`, out: `${out}/best` }, `--resume ${out}/best is a saved`);
+  await refused({ recipe: "paper" }, "--recipe paper");
+  // The run directory's checkpoint names the same run.
+  const r = await train({ ...base, out, resume: `${out}/checkpoint`, train: { steps: 7 } });
+  assertEquals(r.steps, 7);
+  assertEquals([...Deno.readDirSync(other)].length, 0, "nothing written into --out");
+});
+
+Deno.test("faults: a resume during the CoT start refuses contradicting settings and applies the others", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const twoPhase = { ...base, recipe: undefined, data, out };
+  const first = await train({
+    ...twoPhase,
+    train: { batch: 8, evalExamples: 4, cotStartEpochs: 1, steps: 4 },
+    stopAfter: 2,
+  });
+  assert(!first.completed);
+  const again = { ...base, recipe: undefined, out, resume: out };
+  await assertRejects(() => train({ ...again, train: { lr: 0.5 } }), TrainConfigError, "--lr 0.5");
+  await assertRejects(() => train({ ...again, train: { batch: 4 } }), TrainConfigError, "--batch");
+  await assertRejects(
+    () => train({ ...again, data: `${data}-elsewhere` }),
+    TrainConfigError,
+    "--data",
+  );
+  // What a resume may change reaches the CoT start: an evaluation every step from here.
+  const r = await train({ ...again, train: { evalEvery: 1 }, stopAfter: 2 });
+  assert(!r.completed);
+  const evals = (await readTrainLog(`${out}/cot-start`)).filter((x) => x.kind === "eval");
+  assertEquals(evals.map((x) => x.step), [3, 4]);
 });
 
 Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {

@@ -40,14 +40,16 @@ import {
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
 import { epochOrder, isFinalStage, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
-import { type LogRecord, RunLog } from "./run_log.ts";
+import { type LogRecord, readTrainLog, RunLog } from "./run_log.ts";
 import {
   checkSettings,
   curriculumNotes,
   defaultRecipe,
+  flagOf,
   type RecipeName,
   recipeSettings,
   resolveTrainConfig,
+  RESUME_MAY_CHANGE,
   resumeTrainConfig,
   TrainConfigError,
   unusedSettingNotes,
@@ -736,7 +738,10 @@ async function trainRun(
   // A run that has taken its steps and finished them (its summary says so) has nothing left;
   // one stopped during its last step still owes its final evaluation, which the end of the
   // loop below gives it.
-  if (resumed && resumed.state.step >= total && (await completedRun(opts.out))) {
+  if (
+    resumed && resumed.state.step >= total &&
+    ((await completedRun(opts.out)) || (await finalEvalLogged(opts.out, resumed.state.step)))
+  ) {
     log(
       `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
         `give a larger --steps or --epochs to train it further`,
@@ -1086,7 +1091,9 @@ async function trainRun(
             finalLoss: lastLoss,
             valLoss: lastEval?.loss,
             valAccuracy: lastEval?.accuracy,
-            ...(cfg.keepBest
+            // Taken all its steps and evaluated at the end: a resume has nothing left to do.
+            completed: state.step >= total && !interrupted,
+            ...(cfg.keepBest && state.bestStep > 0
               ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
               : {}),
             tokens: state.tokens,
@@ -1196,11 +1203,35 @@ async function completeRunResult(
   params: number,
   world: World | null,
 ): Promise<TrainResult> {
-  let summary: Record<string, unknown> = {};
+  let summary: Record<string, unknown> | null = null;
   try {
     summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
   } catch (e) {
     rethrowIfDenied(e);
+  }
+  if (summary === null) {
+    // Lost to a kill after the final evaluation: the log has the figures; the summary is
+    // written again from them.
+    const records = await readTrainLog(out);
+    const lastTrain = records.findLast((r) => r.kind === "train");
+    const lastEval = records.findLast((r) => r.kind === "eval");
+    const { step, tokens, seconds, bestStep, bestAccuracy } = ck.state;
+    summary = {
+      steps: step,
+      total: step,
+      finalLoss: lastTrain?.loss,
+      valLoss: lastEval?.valLoss,
+      valAccuracy: lastEval?.valAccuracy,
+      completed: true,
+      ...(ck.meta.train.keepBest && bestStep > 0
+        ? { best: { step: bestStep, valAccuracy: bestAccuracy, dir: `${out}/best` } }
+        : {}),
+      tokens,
+      seconds,
+    };
+    if (world === null || world.rank === 0) {
+      await writeFileAtomic(`${out}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+    }
   }
   const num = (v: unknown) => (typeof v === "number" ? v : undefined);
   const { step, tokens, seconds, bestStep, bestAccuracy } = ck.state;
@@ -1335,6 +1366,46 @@ async function claimRunDir(out: string, overwrite: boolean | undefined): Promise
   };
 }
 
+/**
+ * What a resume of a two-phase run's plan takes from the command: the settings a resume may
+ * change (its length, evaluation, saving), over the plan's. Any other setting, or a --data,
+ * that differs from what the plan recorded is a {@linkcode TrainConfigError} naming it: the
+ * resumed run trains as it was started.
+ */
+function resumePlanSettings(
+  opts: TrainOptions,
+  planned: Partial<TrainOptions>,
+): Pick<TrainOptions, "train" | "data"> {
+  const saved = planned.train ?? {};
+  const train: Partial<TrainConfig> = { ...saved };
+  for (const [k, v] of Object.entries(opts.train ?? {}) as [keyof TrainConfig, unknown][]) {
+    if (v === undefined) continue;
+    if (RESUME_MAY_CHANGE.includes(k)) {
+      (train as Record<string, unknown>)[k] = v;
+      if (k === "epochs" && opts.train?.steps === undefined) train.steps = null;
+    } else if (v !== saved[k]) {
+      const flag = flagOf(k);
+      throw new TrainConfigError(
+        flag,
+        `${flag} ${v} contradicts the run being resumed, which trains with ` +
+          `${saved[k] === undefined ? "its default" : `${flag} ${saved[k]}`}; a resume ` +
+          `continues the same run: leave ${flag} out`,
+      );
+    }
+  }
+  const data = planned.data ?? opts.data;
+  if (
+    opts.data !== undefined && data !== undefined && absolutePath(opts.data) !== absolutePath(data)
+  ) {
+    throw new TrainConfigError(
+      "--data",
+      `--data ${opts.data} contradicts the run being resumed, which trains on ${data}; leave ` +
+        `--data out`,
+    );
+  }
+  return { train, data };
+}
+
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
@@ -1353,8 +1424,31 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `or start a new run from it without --resume`,
     );
   }
+  // A recipe is settings a resume would not take (recipe "none" sets nothing).
+  if (opts.resume && opts.recipe !== undefined && opts.recipe !== "none") {
+    throw new TrainConfigError(
+      "--recipe",
+      `--recipe ${opts.recipe}: a resume continues the run with the settings it started with; ` +
+        `leave --recipe out`,
+    );
+  }
   if (opts.resume) {
-    const run = opts.resume.replace(/\/+$/, "");
+    const given = opts.resume.replace(/\/+$/, "");
+    const run = given.endsWith("/checkpoint") ? given.slice(0, -"/checkpoint".length) : given;
+    if (given === run && (await exists(`${run}/config.json`))) {
+      throw new TrainConfigError(
+        "--resume",
+        `--resume ${given} is a saved model (a kept best, say), not a run directory: resume ` +
+          `the run it belongs to, or start a new run from it with --init ${given}`,
+      );
+    }
+    if (absolutePath(opts.out) !== absolutePath(run)) {
+      throw new TrainConfigError(
+        "--out",
+        `--out ${opts.out}: --resume ${given} continues the run in ${run}, where it writes; ` +
+          `leave --out out, or start a new run from its weights with --init ${run}`,
+      );
+    }
     const plan = (await exists(`${run}/${PLAN_FILE}`))
       ? await readPlan(`${run}/${PLAN_FILE}`)
       : null;
@@ -1364,7 +1458,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     ) {
       const { phase: _, ...planned } = plan;
       return await trainWithCotStart(
-        { ...opts, ...planned, out: run, resume: undefined },
+        { ...opts, ...planned, ...resumePlanSettings(opts, planned), out: run, resume: undefined },
         true,
         world,
       );
@@ -1482,11 +1576,28 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Whether the log of the run in `dir` ends with an evaluation at `step`: the final one, which
+ * a run that lost its summary.json (killed just before writing it) has already done.
+ */
+async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
+  try {
+    const last = (await readTrainLog(dir)).at(-1);
+    return last?.kind === "eval" && last.step === step;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
+}
+
 /** Whether the run in `dir` reached its last step (its summary says so). */
 async function completedRun(dir: string): Promise<boolean> {
   try {
     const s = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
-    return typeof s.steps === "number" && s.steps >= s.total;
+    // Summaries written before the "completed" field: all steps taken.
+    return typeof s.completed === "boolean"
+      ? s.completed
+      : typeof s.steps === "number" && s.steps >= s.total;
   } catch (e) {
     rethrowIfDenied(e);
     return false;
@@ -1576,7 +1687,13 @@ async function trainWithCotStart(
         out: cotDir,
         recipe: "none",
         resume: again ? cotDir : undefined,
-        train: again ? {} : cotTrain,
+        // Resumed: what a resume may change and the CoT start shares (evaluation, saving).
+        train: again
+          ? Object.fromEntries(
+            SHARED_WITH_COT_START.filter((k) => RESUME_MAY_CHANGE.includes(k))
+              .filter((k) => given[k] !== undefined).map((k) => [k, given[k]]),
+          )
+          : cotTrain,
       },
       world,
       opts.out,
