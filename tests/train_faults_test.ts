@@ -311,6 +311,27 @@ Deno.test("faults: a resume writes only into its own run, and takes no recipe", 
   assertEquals([...Deno.readDirSync(other)].length, 0, "nothing written into --out");
 });
 
+Deno.test("faults: a second training into a run that is being written is refused", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short, stopAfter: 2 });
+  // What a training process holds while it writes the run (another process, here this one).
+  const held = await Deno.open(`${out}/.run.lock`, { read: true, write: true, create: true });
+  assert(held.tryLockSync(true));
+  try {
+    for (const opts of [{ resume: out }, { data, overwrite: true }]) {
+      await assertRejects(
+        () => train({ ...base, out, train: short, ...opts }),
+        TrainConfigError,
+        "another training process is writing this run",
+      );
+    }
+  } finally {
+    held.close();
+  }
+  const r = await train({ ...base, out, resume: out });
+  assertEquals(r.steps, 6);
+});
+
 Deno.test("faults: a resume during the CoT start refuses contradicting settings and applies the others", async () => {
   const data = await fixtureData(), out = await tempDir();
   const twoPhase = { ...base, recipe: undefined, data, out };

@@ -1449,21 +1449,33 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
           `leave --out out, or start a new run from its weights with --init ${run}`,
       );
     }
-    const plan = (await exists(`${run}/${PLAN_FILE}`))
-      ? await readPlan(`${run}/${PLAN_FILE}`)
-      : null;
-    // Stopped in the CoT start, or before LOTUS saved anything: pick the plan up where it is.
-    if (
-      plan && (plan.phase === "cot-start" || !(await exists(`${checkpointDirOf(run)}/config.json`)))
-    ) {
-      const { phase: _, ...planned } = plan;
-      return await trainWithCotStart(
-        { ...opts, ...planned, ...resumePlanSettings(opts, planned), out: run, resume: undefined },
-        true,
-        world,
-      );
+    const lock = root ? await lockRunDir(run, false) : null;
+    try {
+      const plan = (await exists(`${run}/${PLAN_FILE}`))
+        ? await readPlan(`${run}/${PLAN_FILE}`)
+        : null;
+      // Stopped in the CoT start, or before LOTUS saved anything: pick the plan up where it is.
+      if (
+        plan &&
+        (plan.phase === "cot-start" || !(await exists(`${checkpointDirOf(run)}/config.json`)))
+      ) {
+        const { phase: _, ...planned } = plan;
+        return await trainWithCotStart(
+          {
+            ...opts,
+            ...planned,
+            ...resumePlanSettings(opts, planned),
+            out: run,
+            resume: undefined,
+          },
+          true,
+          world,
+        );
+      }
+      return await trainRun(opts, world);
+    } finally {
+      lock?.close();
     }
-    return await trainRun(opts, world);
   }
   // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
   // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
@@ -1513,19 +1525,55 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `copy it elsewhere or train into another --out`,
     );
   }
-  const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
-  let res: TrainResult;
+  const lock = root ? await lockRunDir(opts.out) : null;
   try {
-    res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
-      ? await trainWithCotStart(run, false, world)
-      : await trainRun(run, world);
-  } catch (e) {
-    // The replaced run stays replaced once the new one has saved weights of its own.
-    if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
-    throw e;
+    const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
+    let res: TrainResult;
+    try {
+      res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
+        ? await trainWithCotStart(run, false, world)
+        : await trainRun(run, world);
+    } catch (e) {
+      // The replaced run stays replaced once the new one has saved weights of its own.
+      if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
+      throw e;
+    }
+    await aside?.discard();
+    return res;
+  } finally {
+    lock?.close();
   }
-  await aside?.discard();
-  return res;
+}
+
+/** The file a training process holds locked while it writes its run directory. */
+const RUN_LOCK = ".run.lock";
+
+/**
+ * Lock run directory `dir` (made when missing) for this process, so that a second training
+ * into it (a resume started while the run goes on, say) is refused instead of interleaving
+ * its writes. The operating system drops the lock when the process ends, however it ends.
+ * Null when `dir` is a file (refused by the caller, naming --out), or missing and not to be
+ * made (`create` false: a resume).
+ */
+async function lockRunDir(dir: string, create = true): Promise<Deno.FsFile | null> {
+  try {
+    if (!(await Deno.stat(dir)).isDirectory) return null;
+  } catch (e) {
+    rethrowIfDenied(e);
+    if (!create) return null; // a resume of nothing: loading its checkpoint says so
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  const path = `${dir}/${RUN_LOCK}`;
+  const f = await Deno.open(path, { read: true, write: true, create: true });
+  if (!f.tryLockSync(true)) {
+    f.close();
+    throw new TrainConfigError(
+      "--out",
+      `${dir}: another training process is writing this run (${path} is locked); wait for ` +
+        `it to finish or stop it, or train into another --out`,
+    );
+  }
+  return f;
 }
 
 /** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
