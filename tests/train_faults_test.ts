@@ -378,6 +378,28 @@ Deno.test("faults: a log line cut short by a kill does not block a resume", asyn
   assertEquals(steps, [1, 2, 3, 4, 5, 6]);
 });
 
+Deno.test("faults: a resume whose log.jsonl was cut keeps the records log.csv still has", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short, stopAfter: 4 });
+  const jsonl = await Deno.readTextFile(`${out}/log.jsonl`);
+  const csvBefore = await Deno.readTextFile(`${out}/log.csv`);
+  // Half of log.jsonl lost: log.csv still holds steps 1 to 4.
+  await Deno.writeTextFile(`${out}/log.jsonl`, jsonl.slice(0, jsonl.length / 2));
+  await train({ ...base, data, out, resume: out });
+  const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
+  assertEquals(steps, [1, 2, 3, 4, 5, 6]);
+  assert((await Deno.readTextFile(`${out}/log.csv`)).startsWith(csvBefore), "log.csv kept");
+  // Both gone: the run goes on and says which steps have no record.
+  const again = await tempDir();
+  await train({ ...base, data, out: again, train: short, stopAfter: 3 });
+  await Deno.remove(`${again}/log.jsonl`);
+  await Deno.remove(`${again}/log.csv`);
+  const r = await train({ ...base, quiet: false, data, out: again, resume: again });
+  assertEquals(r.steps, 6);
+  const left = (await readTrainLog(again)).filter((x) => x.kind === "train").map((x) => x.step);
+  assertEquals(left, [4, 5, 6]);
+});
+
 Deno.test("defaults: K and c come from the dataset, the learning rate from the preset", async () => {
   const data = await fixtureData(), out = await tempDir();
   await train({ ...base, data, out, train: { steps: 2, batch: 8, evalExamples: 2 } });

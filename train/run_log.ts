@@ -105,11 +105,19 @@ export const LOG_COLUMNS: readonly (keyof LogRecord)[] = Object.keys(
 /**
  * Appends log records to log.jsonl and log.csv in a run directory. A new run starts both
  * files empty; a resumed one keeps the records up to the step it resumes from and drops
- * those written after it (they are redone).
+ * those written after it (they are redone). When log.jsonl was cut short or removed, the
+ * records come from log.csv if it reaches further; whatever neither file holds is named in
+ * {@linkcode RunLog.missing}. Both files are rewritten whole through a temporary file, so a
+ * kill during the rewrite leaves the old ones.
  */
 export class RunLog {
   #jsonl: string;
   #csv: string;
+  /**
+   * The steps a resumed run's log has no record of (both files ended before the checkpoint's
+   * step), or null when it has them all.
+   */
+  readonly missing: { from: number; to: number } | null = null;
   /** Open the log of `dir`; `resumeStep` null starts a new log. */
   constructor(dir: string, resumeStep: number | null) {
     this.#jsonl = `${dir}/log.jsonl`;
@@ -119,24 +127,45 @@ export class RunLog {
       Deno.writeTextFileSync(this.#csv, stringify([LOG_COLUMNS as string[]]));
       return;
     }
-    let text = "";
-    try {
-      text = Deno.readTextFileSync(this.#jsonl);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const upTo = (rs: LogRecord[]) => rs.filter((r) => r.step <= resumeStep);
+    const lastStep = (rs: LogRecord[]) => rs.findLast((r) => r.kind === "train")?.step ?? 0;
+    let keep = upTo(parseLog(this.#jsonl, readIfThere(this.#jsonl)));
+    if (lastStep(keep) < resumeStep) {
+      // log.jsonl ends early: log.csv, written record for record beside it, may not.
+      let fromCsv: LogRecord[] = [];
+      try {
+        fromCsv = upTo(parseCsvLog(this.#csv, readIfThere(this.#csv)));
+      } catch (e) {
+        if (!(e instanceof TrainLogError)) throw e;
+      }
+      if (lastStep(fromCsv) > lastStep(keep)) keep = fromCsv;
     }
-    const keep = parseLog(this.#jsonl, text).filter((r) => r.step <= resumeStep);
-    Deno.writeTextFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
-    Deno.writeTextFileSync(
-      this.#csv,
-      stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]),
-    );
+    if (lastStep(keep) < resumeStep) this.missing = { from: lastStep(keep) + 1, to: resumeStep };
+    replaceFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
+    replaceFileSync(this.#csv, stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]));
   }
   /** Append one record to both files. */
   write(r: LogRecord): void {
     Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
     Deno.writeTextFileSync(this.#csv, stringify([rowOf(r)]), { append: true });
   }
+}
+
+/** The text of `path`, or "" when there is no such file. */
+function readIfThere(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    return "";
+  }
+}
+
+/** Write `text` to `path` through a temporary sibling and a rename. */
+function replaceFileSync(path: string, text: string): void {
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  Deno.writeTextFileSync(tmp, text);
+  Deno.renameSync(tmp, path);
 }
 
 /**
@@ -209,7 +238,17 @@ export async function readTrainLog(runDir: string): Promise<LogRecord[]> {
   if (!(await exists(csv))) {
     throw new TrainLogError(`${runDir}: has neither log.jsonl nor log.csv; pass a run directory`);
   }
-  const rows = parse(await Deno.readTextFile(csv), { columns: true }) as Record<string, string>[];
+  return parseCsvLog(csv, await Deno.readTextFile(csv));
+}
+
+/** The records of log.csv's text; a bad row is a {@linkcode TrainLogError} naming it. */
+function parseCsvLog(csv: string, text: string): LogRecord[] {
+  let rows: Record<string, string>[];
+  try {
+    rows = parse(text, { columns: true }) as Record<string, string>[];
+  } catch (e) {
+    throw new TrainLogError(`${csv}: not a CSV log (${(e as Error).message})`);
+  }
   return rows.map((row, i) => {
     const o: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(row)) {

@@ -818,6 +818,13 @@ async function trainRun(
     }
 
     const runLog = root ? new RunLog(opts.out, resumed ? state.step : null) : null;
+    if (runLog?.missing) {
+      const { from, to } = runLog.missing;
+      log(
+        `note: ${opts.out}/log.jsonl and log.csv end before the checkpoint's step ${to} (cut ` +
+          `short or removed): steps ${from} to ${to} have no log records`,
+      );
+    }
     const writeLog = (r: LogRecord) => {
       runLog?.write(r);
       opts.onLog?.(r);
