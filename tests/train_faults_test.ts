@@ -13,6 +13,7 @@ import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkp
 import { readTrainLog } from "../train/run_log.ts";
 import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
+import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { buildDataset } from "../pipeline/build.ts";
 
@@ -398,6 +399,27 @@ Deno.test("faults: a resume whose log.jsonl was cut keeps the records log.csv st
   assertEquals(r.steps, 6);
   const left = (await readTrainLog(again)).filter((x) => x.kind === "train").map((x) => x.step);
   assertEquals(left, [4, 5, 6]);
+});
+
+Deno.test("faults: the run an --overwrite killed before saving set aside comes back", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const done = await train({ ...base, data, out, train: short });
+  const model = await Deno.readFile(`${out}/checkpoint/model.safetensors`);
+  // What a kill leaves: the old run in .replaced, the new run's first log lines, no checkpoint.
+  await Deno.mkdir(`${out}/.replaced`);
+  for (const e of ["checkpoint", "summary.json", "log.jsonl", "log.csv"]) {
+    await Deno.rename(`${out}/${e}`, `${out}/.replaced/${e}`);
+  }
+  await Deno.writeTextFile(`${out}/log.jsonl`, "");
+  // A resume finds the old run back in place (complete: nothing to train).
+  const r = await train({ ...base, out, resume: out });
+  assertEquals([r.steps, r.finalLoss], [6, done.finalLoss]);
+  assertEquals(await Deno.readFile(`${out}/checkpoint/model.safetensors`), model);
+  assert(!(await exists(`${out}/.replaced`)));
+  // Once the new run has saved, the set-aside run goes, as --overwrite would have done.
+  await Deno.mkdir(`${out}/.replaced`);
+  await train({ ...base, out, resume: out });
+  assert(!(await exists(`${out}/.replaced`)));
 });
 
 Deno.test("defaults: K and c come from the dataset, the learning rate from the preset", async () => {

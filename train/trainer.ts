@@ -1313,6 +1313,29 @@ async function runEntries(dir: string): Promise<string[]> {
   return found;
 }
 
+/**
+ * Settle what an `--overwrite` killed part way left in `dir`: the run it set aside in
+ * `.replaced`. When the new run saved something, the old one goes, as it would have; when
+ * not, the new run's leftovers go and the old run is put back (and said so in `log`).
+ */
+async function settleReplaced(dir: string, log: (s: string) => void): Promise<void> {
+  const aside = `${dir}/${REPLACED_DIR}`;
+  if (!(await isDir(aside))) return;
+  if (await holdsSavedRun(dir)) {
+    await Deno.remove(aside, { recursive: true });
+    return;
+  }
+  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
+  for await (const e of Deno.readDir(aside)) {
+    await Deno.rename(`${aside}/${e.name}`, `${dir}/${e.name}`);
+  }
+  await Deno.remove(aside, { recursive: true });
+  log(
+    `note: ${dir}: an --overwrite stopped before its run saved anything; the run it had set ` +
+      `aside is back in place`,
+  );
+}
+
 /** A replaced run set aside by {@linkcode claimRunDir}: dropped or put back at the end. */
 interface SetAside {
   /** The new run saved: the old one goes. */
@@ -1416,6 +1439,9 @@ function resumePlanSettings(
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
+  const note = (s: string) => {
+    if (!opts.quiet && root) console.error(s);
+  };
   // Settings are checked before anything is written (a plan, a CoT start).
   checkSettings(opts.train ?? {});
   if (opts.resume && opts.overwrite) {
@@ -1458,6 +1484,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     }
     const lock = root ? await lockRunDir(run, false) : null;
     try {
+      if (lock) await settleReplaced(run, note);
       const plan = (await exists(`${run}/${PLAN_FILE}`))
         ? await readPlan(`${run}/${PLAN_FILE}`)
         : null;
@@ -1507,19 +1534,15 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `baseline: leave --recipe out, or give --mode lotus`,
     );
   }
-  if (!opts.quiet && root) {
-    const r = opts.train?.r ?? TrainConfigSchema.parse({}).r;
-    for (const note of unusedSettingNotes(opts.train ?? {}, mode, r)) {
-      console.error(`note: ${note}`);
-    }
-  }
+  const r = opts.train?.r ?? TrainConfigSchema.parse({}).r;
+  for (const n of unusedSettingNotes(opts.train ?? {}, mode, r)) note(`note: ${n}`);
   const given: Partial<TrainConfig> = {
     ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
     ...opts.train,
   };
   const lotus = mode === "lotus" || mode === "lotus-aux";
   const initIsRun = initMeta !== null ||
-    (opts.init !== undefined && !hfLlama && await isDirectory(opts.init));
+    (opts.init !== undefined && !hfLlama && await initIsDirectory(opts.init));
   const run = { ...opts, preset, recipe: "none" as const, train: given };
   const init = opts.init;
   if (
@@ -1534,6 +1557,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   }
   const lock = root ? await lockRunDir(opts.out) : null;
   try {
+    if (root && lock) await settleReplaced(opts.out, note);
     const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
     let res: TrainResult;
     try {
@@ -1622,7 +1646,8 @@ async function readPlan(
   return { ...p.data, train: p.data.train as Partial<TrainConfig> };
 }
 
-async function isDirectory(path: string): Promise<boolean> {
+/** Whether `--init` names a directory; a path that does not exist is an error naming it. */
+async function initIsDirectory(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isDirectory;
   } catch (e) {
