@@ -148,6 +148,52 @@ Deno.test("faults: a resume on another dataset is refused", async () => {
   // Without --data, a resume uses the dataset the run trained on.
   const r = await train({ ...base, out, resume: out, train: { steps: 7 } });
   assertEquals(r.steps, 7);
+  // That dataset rebuilt in place: the error says it changed, not "resume with --data" itself.
+  const moved = await tempDir();
+  await train({ ...base, data: other, out: moved, train: short, stopAfter: 2 });
+  m.splits.train.shards[0].sha256 = "1".repeat(64);
+  await Deno.writeTextFile(`${other}/manifest.json`, JSON.stringify(m));
+  const rebuilt = await assertRejects(() => train({ ...base, out: moved, resume: moved }));
+  assert((rebuilt as Error).message.startsWith(`${other} changed since`), `${rebuilt}`);
+});
+
+Deno.test("faults: a damaged plan.json and a failed save are errors that say what to do", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const twoPhase = { ...base, recipe: undefined, data, out };
+  await train({
+    ...twoPhase,
+    train: { batch: 8, evalExamples: 4, cotStartEpochs: 1 },
+    stopAfter: 1,
+  });
+  const plan = JSON.parse(await Deno.readTextFile(`${out}/plan.json`));
+  await Deno.writeTextFile(
+    `${out}/plan.json`,
+    JSON.stringify({ ...plan, train: { ...plan.train, batch: "8" } }),
+  );
+  const damaged = await assertRejects(
+    () => train({ ...base, recipe: undefined, out, resume: out }),
+    TrainConfigError,
+  );
+  assert(damaged.message.includes('field "train.batch"'), damaged.message);
+  assert(damaged.message.includes("--overwrite"), damaged.message);
+  // A save that cannot be written (a file-size limit stands in for a full disk: writes past
+  // 512 KiB fail with EFBIG) names the checkpoint and the step, and keeps the last save.
+  const run = await tempDir();
+  await train({ ...base, data, out: run, train: short, stopAfter: 2 });
+  const before = await Deno.readFile(`${run}/checkpoint/model.safetensors`);
+  assert(before.length > 1 << 19, `${before.length} bytes`);
+  const train_ = [Deno.execPath(), "run", ...TASK_PERMISSIONS, `${ROOT}cli/train.ts`];
+  const res = await new Deno.Command("bash", {
+    args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, "--resume", run],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(res.stderr);
+  assertEquals(res.code, 1, stderr);
+  assert(stderr.includes(`error: cannot save the checkpoint ${run}/checkpoint at step`), stderr);
+  assert(stderr.includes(`--resume ${run}`), stderr);
+  assertEquals(await Deno.readFile(`${run}/checkpoint/model.safetensors`), before);
 });
 
 Deno.test("faults: a fresh run into a run directory is refused unless told to overwrite", async () => {

@@ -67,6 +67,7 @@ import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "
 import {
   type CheckpointData,
   checkpointDirOf,
+  CheckpointError,
   freshTrainState,
   loadCheckpoint,
   loadHfInit,
@@ -427,6 +428,14 @@ function checkResumeData(
   const same = meta.data.fingerprint !== undefined
     ? meta.data.fingerprint === fingerprint
     : meta.data.k === o.k && meta.data.c === o.c && meta.data.cot === o.cot;
+  if (!same && absolutePath(dataDir) === absolutePath(meta.data.dir)) {
+    throw new TrainConfigError(
+      "--data",
+      `${dataDir} changed since the run being resumed trained on it (its training split, ` +
+        `tokenizer or options differ: rebuilt?); a resume needs the data it trained on: ` +
+        `rebuild it as it was, or start a new run from the run's weights with --init`,
+    );
+  }
   if (!same) {
     throw new TrainConfigError(
       "--data",
@@ -856,13 +865,27 @@ async function trainRun(
     const save = async (dir = ckptDir) => {
       if (!root) return;
       const mom = model!.downloadMoments();
-      await saveCheckpoint(dir, {
-        meta,
-        params: model!.downloadParams(),
-        moments: mom,
-        state,
-        tokenizerJson: tok.toJSON(),
-      });
+      try {
+        await saveCheckpoint(dir, {
+          meta,
+          params: model!.downloadParams(),
+          moments: mom,
+          state,
+          tokenizerJson: tok.toJSON(),
+        });
+      } catch (e) {
+        if (
+          e instanceof CheckpointError || e instanceof Deno.errors.NotCapable ||
+          e instanceof Deno.errors.PermissionDenied
+        ) throw e;
+        // A full disk, say: the write goes through a temporary copy, so the last save stands.
+        throw new Error(
+          `cannot save the checkpoint ${dir} at step ${state.step} ` +
+            `(${(e as Error).message}); what was saved there before is kept: fix the cause ` +
+            `(free disk space, say) and resume with --resume ${resumeAs}`,
+          { cause: e },
+        );
+      }
     };
     const runEval = (stage: number) => {
       const { k: K, r: R } = stageShape(cfg, stage);
@@ -1638,11 +1661,20 @@ async function readPlan(
     throw new TrainConfigError(
       "--resume",
       `${path}: not a run plan (${p.error.issues[0].path.join(".")}: ` +
-        `${p.error.issues[0].message}); start the run again without --resume`,
+        `${p.error.issues[0].message}); fix it, or start the run again with --overwrite ` +
+        `instead of --resume`,
     );
   }
   // Unknown or invalid settings fail here, naming the field.
-  TrainConfigSchema.parse({ ...p.data.train });
+  const t = TrainConfigSchema.safeParse({ ...p.data.train });
+  if (!t.success) {
+    const i = t.error.issues[0];
+    throw new TrainConfigError(
+      "--resume",
+      `${path}: field "train.${i.path.join(".")}": ${i.message}; the plan is damaged: fix ` +
+        `that field, or start the run again with --overwrite`,
+    );
+  }
   return { ...p.data, train: p.data.train as Partial<TrainConfig> };
 }
 
