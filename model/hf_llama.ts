@@ -84,11 +84,44 @@ export function llamaConfigJson(
 const RopeScalingJson = z.looseObject({
   rope_type: z.string().optional(),
   type: z.string().optional(),
-  factor: z.number().positive(),
-  low_freq_factor: z.number().positive(),
-  high_freq_factor: z.number().positive(),
-  original_max_position_embeddings: z.number().int().positive(),
+  factor: z.number().positive().optional(),
+  low_freq_factor: z.number().positive().optional(),
+  high_freq_factor: z.number().positive().optional(),
+  original_max_position_embeddings: z.number().int().positive().optional(),
 });
+
+/** The model config's fields, named as config.json names them (for errors). */
+const HF_FIELD: Readonly<Record<string, string>> = {
+  vocabSize: "vocab_size",
+  maxPositions: "max_position_embeddings",
+  dModel: "hidden_size",
+  nHead: "num_attention_heads",
+  auxHeads: "num_attention_heads",
+  nLayer: "num_hidden_layers",
+  nKvHead: "num_key_value_heads",
+  dFf: "intermediate_size",
+  ropeTheta: "rope_theta",
+  normEps: "rms_norm_eps",
+  ropeScaling: "rope_scaling",
+};
+
+/**
+ * transformers 5 keeps the rotary settings in `rope_parameters` (rope_theta and the scaling
+ * fields together); earlier versions in `rope_theta` and `rope_scaling`. The latter, either way.
+ */
+function ropeFieldsOf(json: unknown): unknown {
+  if (typeof json !== "object" || json === null) return json;
+  const j = json as Record<string, unknown>;
+  const p = j.rope_parameters;
+  if (typeof p !== "object" || p === null || "rope_theta" in j || "rope_scaling" in j) return j;
+  const { rope_theta, ...scaling } = p as Record<string, unknown>;
+  const type = scaling.rope_type ?? scaling.type;
+  return {
+    ...j,
+    ...(rope_theta !== undefined ? { rope_theta } : {}),
+    rope_scaling: type === undefined || type === "default" ? null : scaling,
+  };
+}
 
 const LlamaJson = z.looseObject({
   model_type: z.literal("llama"),
@@ -127,7 +160,7 @@ export function modelConfigFromLlamaJson(
   auxLayers: number,
   what: string,
 ): ModelConfig {
-  const r = LlamaJson.safeParse(json);
+  const r = LlamaJson.safeParse(ropeFieldsOf(json));
   if (!r.success) {
     const i = r.error.issues[0];
     throw new HfLlamaError(
@@ -144,10 +177,20 @@ export function modelConfigFromLlamaJson(
   if (j.head_dim !== undefined && j.head_dim * j.num_attention_heads !== j.hidden_size) {
     throw refuse("head_dim", `is ${j.head_dim}, not hidden_size / num_attention_heads`);
   }
-  const rs = j.rope_scaling ?? null;
-  const ropeType = rs ? rs.rope_type ?? rs.type : null;
+  const given = j.rope_scaling ?? null;
+  const ropeType = given ? given.rope_type ?? given.type : null;
+  // {"rope_type": "default"} is transformers' way of saying "no scaling".
+  const rs = ropeType === "default" ? null : given;
   if (rs && ropeType !== "llama3") {
-    throw refuse("rope_scaling.rope_type", `is "${ropeType}", not "llama3"`);
+    throw refuse("rope_scaling.rope_type", `is "${ropeType}", not "llama3" or "default"`);
+  }
+  if (rs) {
+    for (const f of ["factor", "low_freq_factor", "high_freq_factor"] as const) {
+      if (rs[f] === undefined) throw refuse(`rope_scaling.${f}`, "is missing (llama3 needs it)");
+    }
+    if (rs.original_max_position_embeddings === undefined) {
+      throw refuse("rope_scaling.original_max_position_embeddings", "is missing (llama3 needs it)");
+    }
   }
   if (vocabSize < j.vocab_size) {
     throw new HfLlamaError(
@@ -155,7 +198,7 @@ export function modelConfigFromLlamaJson(
         `(${vocabSize}); build the dataset with this model's tokenizer.json (--tokenizer)`,
     );
   }
-  return ModelConfigSchema.parse({
+  const cfg = ModelConfigSchema.safeParse({
     vocabSize,
     maxPositions: j.max_position_embeddings,
     dModel: j.hidden_size,
@@ -178,6 +221,18 @@ export function modelConfigFromLlamaJson(
     normEps: j.rms_norm_eps,
     tieEmbeddings: j.tie_word_embeddings,
   });
+  if (!cfg.success) {
+    const i = cfg.error.issues[0];
+    const ours = String(i.path[0] ?? "");
+    const field = HF_FIELD[ours] ?? ours;
+    const value = (j as Record<string, unknown>)[field];
+    throw new HfLlamaError(
+      `${what}: field "${field}"${value !== undefined ? ` (${value})` : ""}: ` +
+        `${i.message.replace(/\b(dModel|nHead|nKvHead|auxHeads)\b/g, (m) => HF_FIELD[m])}; ` +
+        `not a shape the engine's Llama runs`,
+    );
+  }
+  return cfg.data;
 }
 
 /** The safetensors files of a model directory and which holds each tensor. */

@@ -187,6 +187,35 @@ Deno.test("a Llama directory that does not fit is refused with the field or tens
   refuse({ rope_scaling: { ...json.rope_scaling, rope_type: "yarn" } }, "rope_type");
   refuse({ vocab_size: 99 }, "vocab_size");
   refuse({ hidden_size: "wide" }, "hidden_size");
+  // Shapes the engine cannot run name the config.json field, not the engine's.
+  refuse({ num_attention_heads: 3, head_dim: undefined }, 'field "num_attention_heads" (3)');
+  refuse({ num_key_value_heads: 3 }, 'field "num_key_value_heads" (3)');
+  // Another kind of scaling is named as such, whatever fields it has.
+  refuse({ rope_scaling: { type: "linear", factor: 2 } }, '"linear", not "llama3"');
+  refuse({ rope_scaling: { rope_type: "llama3", factor: 8 } }, "rope_scaling.low_freq_factor");
+  // "default" is no scaling; transformers 5's rope_parameters hold theta and scaling together.
+  const plain = modelConfigFromLlamaJson(
+    { ...json, rope_scaling: { rope_type: "default" } },
+    20,
+    0,
+    "c",
+  );
+  assertEquals(plain.ropeScaling, null);
+  const { rope_theta: _t, rope_scaling: scaling, ...v5 } = json;
+  const fromV5 = modelConfigFromLlamaJson(
+    { ...v5, rope_parameters: { rope_theta: 250000, ...scaling } },
+    20,
+    0,
+    "c",
+  );
+  assertEquals([fromV5.ropeTheta, fromV5.ropeScaling?.factor], [250000, 32]);
+  const v5Plain = modelConfigFromLlamaJson(
+    { ...v5, rope_parameters: { rope_theta: 10000, rope_type: "default" } },
+    20,
+    0,
+    "c",
+  );
+  assertEquals([v5Plain.ropeTheta, v5Plain.ropeScaling], [10000, null]);
   // Weights of another shape: two layers in the file, three in the config.
   const bigger = modelConfigFromLlamaJson({ ...json, num_hidden_layers: 3 }, 20, 0, "c");
   const layout = paramLayout(bigger);
@@ -379,8 +408,18 @@ Deno.test("--init from a Llama run of this project takes its shape and its train
   await refused({ init: first, arch: "gpt2" }, "--arch gpt2: --init");
   await refused({ init: first, preset: "llama-1b" }, "--preset llama-1b: --init");
   await refused({ init: hf, arch: "gpt2" }, "--arch gpt2: --init");
-  await refused({ resume: first, arch: "gpt2" }, "--arch gpt2 contradicts");
-  await refused({ resume: first, init: hf }, "--init");
+  await refused({ resume: first, out: first, arch: "gpt2" }, "--arch gpt2 contradicts");
+  await refused({ resume: first, out: first, init: hf }, "--init");
+  // A model type this project does not load is named as such, not by a missing tensor.
+  const mistral = `${root}/mistral`;
+  await Deno.mkdir(mistral);
+  const cfgJson = JSON.parse(await Deno.readTextFile(`${hf}/config.json`));
+  await Deno.writeTextFile(
+    `${mistral}/config.json`,
+    JSON.stringify({ ...cfgJson, model_type: "mistral" }),
+  );
+  await Deno.copyFile(`${hf}/model.safetensors`, `${mistral}/model.safetensors`);
+  await refused({ init: mistral }, `${mistral}/config.json: model_type "mistral" is not one`);
 });
 
 Deno.test("--arch llama: a tiny Llama's LOTUS loss falls 5x in 150 steps on the two-step task", async () => {

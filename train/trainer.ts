@@ -238,6 +238,27 @@ async function initFile(path: string): Promise<string> {
   return `${ck}/model.safetensors`;
 }
 
+/**
+ * Refuses an `--init` directory whose config.json names a model type this project cannot
+ * load (Hugging Face GPT-2 and Llama are the two), rather than failing later on tensor names.
+ */
+async function refuseOtherModelType(dir: string): Promise<void> {
+  let type: unknown;
+  try {
+    type = JSON.parse(await Deno.readTextFile(`${dir}/config.json`))?.model_type;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return; // no readable config.json: the weights' names decide
+  }
+  if (typeof type === "string" && type !== "gpt2" && type !== "llama") {
+    throw new TrainConfigError(
+      "--init",
+      `${dir}/config.json: model_type "${type}" is not one this project loads (gpt2, llama); ` +
+        `start from a Hugging Face GPT-2 or Llama model`,
+    );
+  }
+}
+
 /** What `--init` says of itself when it is this project's checkpoint or export. */
 interface InitMeta {
   /** The directory holding the weights, the tokenizer and the settings. */
@@ -654,6 +675,7 @@ async function trainRun(
     ? opts.init
     : null;
   const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
+  if (llamaDir && !llamaJson) await refuseOtherModelType(llamaDir);
   const preset: string = resumed ? resumed.meta.preset : initPreset(
     opts,
     initMeta,
