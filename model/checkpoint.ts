@@ -385,6 +385,16 @@ async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
   );
 }
 
+/**
+ * What to do about a config.json that cannot be parsed. Saves write it whole, and each save
+ * replaces the whole checkpoint directory: the run keeps no earlier copy of it.
+ */
+const CONFIG_DAMAGED = "the file is damaged (a save writes it whole, so it was cut short or " +
+  "changed since): restore it from a copy of the checkpoint. Each save replaces the whole " +
+  "checkpoint, so the run keeps no earlier copy of it; the run's other checkpoints, those " +
+  "it has of checkpoint/, best/, cot-start/checkpoint/ and cot-start/best/, are other " +
+  "saves to evaluate or to start from (--init) instead. Otherwise train again";
+
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
@@ -397,7 +407,9 @@ async function readJson(path: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new CheckpointError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw new CheckpointError(
+      `${path}: not valid JSON (${(e as Error).message}); ${CONFIG_DAMAGED}`,
+    );
   }
 }
 

@@ -260,3 +260,33 @@ Deno.test("a sound checkpoint loads with its tokenizer; a resume checks the mome
     assert(e.message.includes(p), `"${e.message}" lacks ${p}`);
   }
 });
+
+/** `path` cut to half its length, as a full disk or a copy stopped midway leaves it. */
+async function truncate(path: string): Promise<void> {
+  const t = await Deno.readTextFile(path);
+  await Deno.writeTextFile(path, t.slice(0, t.length >> 1));
+}
+
+Deno.test("a truncated config.json is refused, saying the file is damaged and what to do", async () => {
+  const dir = await damaged((d) => truncate(`${d}/config.json`));
+  for (
+    const e of [
+      await assertRejects(() => loadCheckpoint(dir), CheckpointError),
+      await assertRejects(() => openInference(dir, { backend: "cpu" })),
+      await assertRejects(() => exportCheckpoint(dir, `${dir}-export`), ExportError),
+    ]
+  ) {
+    for (
+      const p of [
+        `${dir}/config.json`,
+        "not valid JSON",
+        "damaged",
+        "restore it",
+        "best/",
+        "--init",
+      ]
+    ) {
+      assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
+    }
+  }
+});
