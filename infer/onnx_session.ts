@@ -20,7 +20,12 @@
 
 import * as ort from "onnxruntime-node";
 import { leftPadQuestions } from "../model/generate.ts";
-import { checkpointDirOf, loadCheckpoint } from "../model/checkpoint.ts";
+import {
+  checkpointDirOf,
+  loadCheckpoint,
+  progressOf,
+  trainStateNote,
+} from "../model/checkpoint.ts";
 import {
   checkpointFingerprint,
   exportCheckpoint,
@@ -312,8 +317,12 @@ export async function onnxExportFor(
       // The cache was exported from a sound checkpoint, but the checkpoint is verified again:
       // a file damaged or replaced since (tokenizer.json, optimizer.safetensors) is refused
       // here as the engines refuse it.
-      await loadCheckpoint(ck);
-      return cache;
+      const { state } = await loadCheckpoint(ck, { trainState: "optional" });
+      // A cache exported at another position (train_state.json lost or restored since) is
+      // exported again: the position decides the shape the checkpoint answers with.
+      if (lotus.epoch === state?.epoch && (state === null || (lotus.step ?? 0) === state.step)) {
+        return cache;
+      }
     }
   }
   log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
@@ -365,14 +374,30 @@ export async function openOnnxInference(
     await net.tokenEmbeddings([sp.lat]),
   ];
   const maxBatch = opts.maxBatch ?? 32, maxNew = opts.maxNewTokens ?? 64;
-  const base = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 });
+  // Without an epoch (the checkpoint's train_state.json could not be read when it was
+  // exported), the export is at its final curriculum stage, as lotus.json's K and R say.
+  const progress = progressOf(
+    meta,
+    lotus.epoch === undefined ? null : { epoch: lotus.epoch, step: lotus.step ?? 0 },
+  );
+  const base = inferenceShape(meta, progress);
+  const notes = lotus.epoch === undefined
+    ? [
+      trainStateNote(
+        meta,
+        `${dir}/lotus.json: no "epoch": the checkpoint's train_state.json could not be read ` +
+          `when it was exported`,
+        base,
+      ),
+    ]
+    : [];
   const lotusMode = lotus.mode === "lotus";
 
   let closed = false;
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
     if (closed) throw new Error("the session is closed");
     checkAnswerRequest(questions, o, maxBatch);
-    const { K, R, c } = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 }, o);
+    const { K, R, c } = inferenceShape(meta, progress, o);
     const budget = o.maxNewTokens ?? maxNew;
     const B = questions.length;
     const pre = leftPadQuestions(
@@ -515,6 +540,7 @@ export async function openOnnxInference(
     tokenizer: tok,
     backend: "onnx",
     shape: base,
+    notes,
     answer,
     async close() {
       // A second close does nothing, as on the native backend.
