@@ -101,7 +101,7 @@ export type { EvalFormat, EvalReadOptions } from "./eval/items.ts";
 export type { EvalProvenance, ReportFiles, ReportOptions } from "./eval/report.ts";
 export type { ExportFormat } from "./export/export.ts";
 export type { LotusJson } from "./export/hf_files.ts";
-export type { TrainState } from "./model/checkpoint.ts";
+export type { CheckpointForUse, LoadCheckpointOptions, TrainState } from "./model/checkpoint.ts";
 export type { Mode } from "./model/config.ts";
 export type { Timings } from "./model/generate.ts";
 export type { BuildHooks, BuildProgress, SkippedRecord, SplitSpec } from "./pipeline/build.ts";

@@ -217,7 +217,12 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
     maxBatch: a.batch,
     maxNewTokens: a.maxNewTokens,
   });
-  for (const note of shapeRequestNotes(session.meta.train.mode, session.shape, a)) {
+  for (
+    const note of [
+      ...(session.notes ?? []),
+      ...shapeRequestNotes(session.meta.train.mode, session.shape, a),
+    ]
+  ) {
     log(`note: ${note}`);
   }
   let result;

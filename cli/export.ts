@@ -68,6 +68,7 @@ export function parseExportArgs(argv: string[]): ExportArgs | "help" {
 
 async function main(a: ExportArgs): Promise<number> {
   const r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format });
+  for (const note of r.notes) console.error(`note: ${note}`);
   const mb = (r.bytes / 1e6).toFixed(1);
   const shape = r.lotus.mode === "lotus"
     ? `K=${r.lotus.K} c=${r.lotus.c} R=${r.lotus.R} (${r.lotus.injection})`

@@ -133,7 +133,7 @@ async function main(a: InferArgs): Promise<number> {
     maxNewTokens: a.maxNewTokens,
   });
   try {
-    for (const note of shapeRequestNotes(s.meta.train.mode, s.shape, a)) {
+    for (const note of [...(s.notes ?? []), ...shapeRequestNotes(s.meta.train.mode, s.shape, a)]) {
       console.error(`note: ${note}`);
     }
     const batch = await s.answer(a.questions, {

@@ -231,6 +231,75 @@ ${table(["id", "R", "gold", "predicted", "correct", "generated"], first)}
 `;
 }
 
+/** A picture of an evaluation: its file name, its SVG, and whether the report inlines it. */
+interface EvalPicture {
+  title: string;
+  svg: string;
+  inline: boolean;
+  file: string;
+}
+
+/**
+ * The files {@linkcode writeEvalOutputs} writes only for some evaluations (a LOTUS readout, a
+ * run's log); the others (predictions.csv, summary.json, accuracy_by_steps.csv, report.html)
+ * it writes every time.
+ */
+const OPTIONAL_EVAL_FILES = [
+  "readout.csv",
+  "readout.svg",
+  "training_loss.svg",
+  "training_accuracy.svg",
+] as const;
+
+/** The pictures of an evaluation: the training curves when the log has values, the readout. */
+function evalPictures(withReadout: ExampleResult[], opts: ReportOptions): EvalPicture[] {
+  const pictures: EvalPicture[] = [];
+  const log = opts.trainLog;
+  // A curve needs a value to draw: records of a diverged run hold none (eval/curves.ts).
+  if (log && log.some((r) => r.kind === "train" && Number.isFinite(r.loss))) {
+    pictures.push({
+      title: "Training loss",
+      file: "training_loss.svg",
+      inline: false,
+      svg: lineChartSvg(lossSeries(log), {
+        title: "Training loss",
+        xLabel: "step",
+        yLabel: "loss (log scale)",
+        logY: true,
+      }),
+    });
+  }
+  if (log && log.some((r) => r.kind === "eval" && Number.isFinite(r.valAccuracy))) {
+    const acc: Series = accuracySeries(log);
+    pictures.push({
+      title: "Validation accuracy during training",
+      file: "training_accuracy.svg",
+      inline: false,
+      svg: lineChartSvg([acc], {
+        title: "Validation accuracy",
+        xLabel: "step",
+        yLabel: "exact match",
+        yMin: 0,
+        yMax: 1,
+      }),
+    });
+  }
+  if (withReadout.length) {
+    // The most loop iterations of a sweep: the latents the model has refined the longest
+    // (a sweep such as --r 0,2 lists R = 0, whose latents never went through the loop, first).
+    const shownR = Math.max(...withReadout.map((e) => e.R));
+    pictures.push({
+      title: `Latent readout (R=${shownR})`,
+      file: "readout.svg",
+      inline: true,
+      svg: readoutSvg(
+        readoutViews(withReadout.filter((e) => e.R === shownR), opts.readoutExamples ?? 6),
+      ),
+    });
+  }
+  return pictures;
+}
+
 /** What marks a directory as a training run's, a checkpoint or an export: its files. */
 const NOT_EVAL_DIRS = [
   "checkpoint/config.json",
@@ -293,6 +362,21 @@ export async function writeEvalOutputs(
 ): Promise<ReportFiles> {
   await checkEvalOut(dir);
   await Deno.mkdir(dir, { recursive: true });
+  const withReadout = result.examples.filter((e) => e.readout?.length);
+  const pictures = evalPictures(withReadout, opts);
+  // An earlier evaluation into the same directory (another checkpoint, a baseline after a
+  // LOTUS model, a run without a log) may have written files that this one does not: remove
+  // them first, so that no readout or curve of another model sits beside this summary.
+  const writes = new Set(pictures.map((p) => p.file));
+  if (withReadout.length) writes.add("readout.csv");
+  for (const f of OPTIONAL_EVAL_FILES) {
+    if (writes.has(f)) continue;
+    try {
+      await Deno.remove(`${dir}/${f}`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
   const files: ReportFiles = {
     predictions: `${dir}/predictions.csv`,
     summary: `${dir}/summary.json`,
@@ -361,7 +445,6 @@ export async function writeEvalOutputs(
       { header: true, columns: ["R", "gold_steps", "n", "correct", "accuracy"] },
     ),
   );
-  const withReadout = result.examples.filter((e) => e.readout?.length);
   if (withReadout.length) {
     files.readout = `${dir}/readout.csv`;
     await writeFileAtomic(
@@ -398,50 +481,6 @@ export async function writeEvalOutputs(
         },
       ),
     );
-  }
-  const pictures: { title: string; svg: string; inline: boolean; file: string }[] = [];
-  const log = opts.trainLog;
-  // A curve needs a value to draw: records of a diverged run hold none (eval/curves.ts).
-  if (log && log.some((r) => r.kind === "train" && Number.isFinite(r.loss))) {
-    pictures.push({
-      title: "Training loss",
-      file: "training_loss.svg",
-      inline: false,
-      svg: lineChartSvg(lossSeries(log), {
-        title: "Training loss",
-        xLabel: "step",
-        yLabel: "loss (log scale)",
-        logY: true,
-      }),
-    });
-  }
-  if (log && log.some((r) => r.kind === "eval" && Number.isFinite(r.valAccuracy))) {
-    const acc: Series = accuracySeries(log);
-    pictures.push({
-      title: "Validation accuracy during training",
-      file: "training_accuracy.svg",
-      inline: false,
-      svg: lineChartSvg([acc], {
-        title: "Validation accuracy",
-        xLabel: "step",
-        yLabel: "exact match",
-        yMin: 0,
-        yMax: 1,
-      }),
-    });
-  }
-  if (withReadout.length) {
-    // The most loop iterations of a sweep: the latents the model has refined the longest
-    // (a sweep such as --r 0,2 lists R = 0, whose latents never went through the loop, first).
-    const shownR = Math.max(...withReadout.map((e) => e.R));
-    pictures.push({
-      title: `Latent readout (R=${shownR})`,
-      file: "readout.svg",
-      inline: true,
-      svg: readoutSvg(
-        readoutViews(withReadout.filter((e) => e.R === shownR), opts.readoutExamples ?? 6),
-      ),
-    });
   }
   for (const p of pictures) {
     await writeFileAtomic(`${dir}/${p.file}`, p.svg + "\n");

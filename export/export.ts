@@ -22,8 +22,10 @@ import { Sha256 } from "../base/sha256.ts";
 import {
   checkpointDirOf,
   loadCheckpoint,
+  progressOf,
   recoverCheckpoint,
   toHfTensors,
+  trainStateNote,
 } from "../model/checkpoint.ts";
 import { replaceDir } from "../base/staging.ts";
 import { paramLayout } from "../model/params.ts";
@@ -75,6 +77,11 @@ export interface ExportResult {
   bytes: number;
   /** The `lotus.json` content. */
   lotus: LotusJson;
+  /**
+   * What the export assumed, one line each: a checkpoint without a readable
+   * train_state.json is exported at its final curriculum stage.
+   */
+  notes: string[];
 }
 
 /**
@@ -169,7 +176,9 @@ export async function exportCheckpoint(
   }
   let ck;
   try {
-    ck = await loadCheckpoint(dir);
+    // train_state.json only places the checkpoint in the curriculum: without it, the export
+    // takes the final stage and says so.
+    ck = await loadCheckpoint(dir, { trainState: "optional" });
   } catch (e) {
     throw new ExportError(`cannot export: ${(e as Error).message}`);
   }
@@ -193,7 +202,8 @@ export async function exportCheckpoint(
     eot: text(sp.eot, "EOT"),
     lat: text(sp.lat, "LAT"),
   };
-  const shape = inferenceShape(meta, ck.state);
+  const shape = inferenceShape(meta, progressOf(meta, ck.state));
+  const notes = ck.stateProblem === null ? [] : [trainStateNote(meta, ck.stateProblem, shape)];
   const mode = meta.train.mode === "cot" || meta.train.mode === "nocot" ? meta.train.mode : "lotus";
   const withHf = format !== "onnx", withOnnx = format !== "hf";
   const lotus: LotusJson = {
@@ -206,8 +216,7 @@ export async function exportCheckpoint(
     injection: meta.train.injection,
     special: sp,
     tokens: { bot: texts.bot, eot: texts.eot, lat: texts.lat },
-    epoch: ck.state.epoch,
-    step: ck.state.step,
+    ...(ck.state ? { epoch: ck.state.epoch, step: ck.state.step } : {}),
     lotus: meta,
     onnx: withOnnx ? { ...ONNX_FILES, opset: ONNX_OPSET } : null,
     source: { checkpoint: dir, sha256: await checkpointFingerprint(dir) },
@@ -257,5 +266,5 @@ export async function exportCheckpoint(
   });
   let bytes = 0;
   for (const f of files) bytes += (await Deno.stat(`${out}/${f}`)).size;
-  return { dir: out, files, bytes, lotus };
+  return { dir: out, files, bytes, lotus, notes };
 }

@@ -327,52 +327,91 @@ export async function checkExport(dir: string): Promise<string[]> {
   }
 
   // ONNX graphs
-  if (lotus?.onnx) {
-    const files = lotus.onnx;
-    let weightBytes: Uint8Array | null = null;
+  if (lotus?.onnx) await onnxProblems(dir, lotus.onnx, NL, bad);
+  return problems;
+}
+
+/** The ONNX files of an export, as lotus.json names them. */
+type OnnxFiles = { ids: string; embeds: string; weights: string };
+
+/**
+ * The ONNX part of {@linkcode checkExport}: both graphs decode, have the decoder convention's
+ * inputs and outputs for `nLayer` layers (not checked when null), and their external weights
+ * lie inside the weight file and are finite.
+ */
+async function onnxProblems(
+  dir: string,
+  files: OnnxFiles,
+  nLayer: number | null,
+  bad: (s: string) => void,
+): Promise<void> {
+  let weightBytes: Uint8Array | null = null;
+  try {
+    weightBytes = await Deno.readFile(`${dir}/${files.weights}`);
+  } catch {
+    bad(`${files.weights}: missing`);
+  }
+  const dataSize = weightBytes ? weightBytes.length : -1;
+  const scanned = new Set<string>();
+  for (const [file, first] of [[files.ids, "input_ids"], [files.embeds, "inputs_embeds"]]) {
+    let m;
     try {
-      weightBytes = await Deno.readFile(`${dir}/${files.weights}`);
-    } catch {
-      bad(`${files.weights}: missing`);
+      m = decodeModel(await Deno.readFile(`${dir}/${file}`));
+    } catch (e) {
+      bad(`${file}: cannot read (${(e as Error).message})`);
+      continue;
     }
-    const dataSize = weightBytes ? weightBytes.length : -1;
-    const scanned = new Set<string>();
-    for (const [file, first] of [[files.ids, "input_ids"], [files.embeds, "inputs_embeds"]]) {
-      let m;
-      try {
-        m = decodeModel(await Deno.readFile(`${dir}/${file}`));
-      } catch (e) {
-        bad(`${file}: cannot read (${(e as Error).message})`);
-        continue;
-      }
-      const ins = m.graph.input.map((i) => i.name), outs = m.graph.output.map((o) => o.name);
-      const wantIn = [first, "attention_mask", "position_ids"];
-      const wantOut = ["logits", "last_hidden_state"];
-      for (let l = 0; l < NL; l++) {
-        wantIn.push(pastKey(l), pastValue(l));
-        wantOut.push(presentKey(l), presentValue(l));
-      }
+    const ins = m.graph.input.map((i) => i.name), outs = m.graph.output.map((o) => o.name);
+    const wantIn = [first, "attention_mask", "position_ids"];
+    const wantOut = ["logits", "last_hidden_state"];
+    for (let l = 0; l < (nLayer ?? 0); l++) {
+      wantIn.push(pastKey(l), pastValue(l));
+      wantOut.push(presentKey(l), presentValue(l));
+    }
+    if (nLayer !== null) {
       for (const n of wantIn) if (!ins.includes(n)) bad(`${file}: input "${n}" is missing`);
       for (const n of wantOut) if (!outs.includes(n)) bad(`${file}: output "${n}" is missing`);
-      const dir0 = file.slice(0, file.lastIndexOf("/") + 1);
-      for (const t of m.graph.initializer) {
-        if (t.dataLocation !== 1) continue;
-        const get = (k: string) => t.externalData?.find((e) => e.key === k)?.value;
-        const off = Number(get("offset") ?? 0), len = Number(get("length"));
-        const n = t.dims.reduce((a, b) => a * b, 1) * 4;
-        if (`${dir0}${get("location")}` !== files.weights) {
-          bad(`${file}: weight "${t.name}" is in ${get("location")}, not ${files.weights}`);
-        } else if (len !== n || (dataSize >= 0 && off + len > dataSize)) {
-          bad(`${file}: weight "${t.name}" [${t.dims}] does not fit ${files.weights}`);
-        } else if (weightBytes && !scanned.has(t.name)) {
-          // One pass per weight, however many graphs share it.
-          scanned.add(t.name);
-          const nf = nonFiniteText(floatsAt(weightBytes, off, len / 4));
-          if (nf) bad(`${files.weights}: weight "${t.name}" holds non-finite values (${nf})`);
-        }
+    }
+    const dir0 = file.slice(0, file.lastIndexOf("/") + 1);
+    for (const t of m.graph.initializer) {
+      if (t.dataLocation !== 1) continue;
+      const get = (k: string) => t.externalData?.find((e) => e.key === k)?.value;
+      const off = Number(get("offset") ?? 0), len = Number(get("length"));
+      const n = t.dims.reduce((a, b) => a * b, 1) * 4;
+      if (`${dir0}${get("location")}` !== files.weights) {
+        bad(`${file}: weight "${t.name}" is in ${get("location")}, not ${files.weights}`);
+      } else if (len !== n || (dataSize >= 0 && off + len > dataSize)) {
+        bad(`${file}: weight "${t.name}" [${t.dims}] does not fit ${files.weights}`);
+      } else if (weightBytes && !scanned.has(t.name)) {
+        // One pass per weight, however many graphs share it.
+        scanned.add(t.name);
+        const nf = nonFiniteText(floatsAt(weightBytes, off, len / 4));
+        if (nf) bad(`${files.weights}: weight "${t.name}" holds non-finite values (${nf})`);
       }
     }
   }
+}
+
+/**
+ * The weights of an export's ONNX graphs, checked as {@linkcode checkExport} checks them: both
+ * graphs decode, and every external weight lies inside the weight file and is finite. One read
+ * of the file and one pass over its values; the ONNX backend runs it on an export directory
+ * it is given. Returns the problems, each as `file: weight: what` (empty when sound).
+ *
+ * @example
+ * ```ts ignore
+ * import { checkOnnxWeights } from "./export_check.ts";
+ * import { ONNX_FILES } from "./hf_files.ts";
+ * const problems = await checkOnnxWeights("out/export/default", ONNX_FILES);
+ * if (problems.length) console.error(problems[0]);
+ * ```
+ */
+export async function checkOnnxWeights(
+  dir: string,
+  files: { ids: string; embeds: string; weights: string },
+): Promise<string[]> {
+  const problems: string[] = [];
+  await onnxProblems(dir, files, null, (s) => problems.push(s));
   return problems;
 }
 

@@ -42,8 +42,11 @@ export interface LotusJson {
   special: SpecialIds;
   /** The texts of the LOTUS tokens. */
   tokens: { bot: string; eot: string; lat: string };
-  /** The checkpoint's epoch (its curriculum stage follows from it). */
-  epoch: number;
+  /**
+   * The checkpoint's epoch (its curriculum stage follows from it). Absent when the
+   * checkpoint's train_state.json could not be read: K and R are then its final stage's.
+   */
+  epoch?: number;
   /** The checkpoint's optimiser steps (the stage follows from them with stepsPerStage). */
   step?: number;
   /** The checkpoint's model and training configuration. */
@@ -74,8 +77,8 @@ export const LotusJsonSchema: z.ZodType<LotusJson> = z.object({
   }),
   /** The texts of the LOTUS tokens. */
   tokens: z.object({ bot: z.string(), eot: z.string(), lat: z.string() }),
-  /** The checkpoint's epoch (its curriculum stage follows from it). */
-  epoch: z.number().int().min(0),
+  /** The checkpoint's epoch (its curriculum stage follows from it); absent: unknown. */
+  epoch: z.number().int().min(0).optional(),
   step: z.number().int().min(0).optional(),
   /** The checkpoint's model and training configuration. */
   lotus: LotusMetaSchema,

@@ -21,7 +21,7 @@ export {
   type ExportResult,
   readLotusJson,
 } from "./export.ts";
-export { checkExport, gpt2TensorShapes } from "./export_check.ts";
+export { checkExport, checkOnnxWeights, gpt2TensorShapes } from "./export_check.ts";
 export { type LotusJson, ONNX_FILES } from "./hf_files.ts";
 
 // Types that the signatures above use.

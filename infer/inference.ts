@@ -6,7 +6,7 @@
  * @module
  */
 
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint, progressOf, trainStateNote } from "../model/checkpoint.ts";
 import type { Engine, Precision } from "../engine/ffi.ts";
 import { Generator } from "../model/generate.ts";
 import {
@@ -79,7 +79,10 @@ export async function openInference(
     );
   }
   // Verified on load: the weights, config.json and tokenizer.json describe one finite model.
-  const ck = await loadCheckpoint(checkpoint);
+  // train_state.json only places the checkpoint in the curriculum; without it the session
+  // takes the final stage and says so in its notes.
+  const ck = await loadCheckpoint(checkpoint, { trainState: "optional" });
+  const progress = progressOf(ck.meta, ck.state);
   const tok = ck.tokenizer;
   const eng: Engine = selectEngine(backend, {
     threads: opts.threads ?? 0,
@@ -88,7 +91,7 @@ export async function openInference(
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
-  const base = inferenceShape(ck.meta, ck.state);
+  const base = inferenceShape(ck.meta, progress);
   let gen: Generator | null = null;
   const sp = ck.meta.special;
   const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
@@ -99,12 +102,13 @@ export async function openInference(
     tokenizer: tok,
     backend: eng.backend,
     shape: base,
+    notes: ck.stateProblem === null ? [] : [trainStateNote(ck.meta, ck.stateProblem, base)],
     // Async like the ONNX backend's answer, so callers treat every backend alike; a throw
     // becomes a rejection.
     // deno-lint-ignore require-await
     async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
       checkAnswerRequest(questions, o, maxBatch);
-      const { K, R, c } = inferenceShape(ck.meta, ck.state, o);
+      const { K, R, c } = inferenceShape(ck.meta, progress, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
       const P = Math.max(...ids.map((q) => q.length));
       const budget = o.maxNewTokens ?? maxNew;

@@ -19,14 +19,21 @@
  */
 
 import * as ort from "onnxruntime-node";
+import { z } from "zod";
 import { leftPadQuestions } from "../model/generate.ts";
-import { checkpointDirOf, loadCheckpoint } from "../model/checkpoint.ts";
+import {
+  checkpointDirOf,
+  loadCheckpoint,
+  progressOf,
+  trainStateNote,
+} from "../model/checkpoint.ts";
 import {
   checkpointFingerprint,
   exportCheckpoint,
   ExportError,
   readLotusJson,
 } from "../export/export.ts";
+import { checkOnnxWeights } from "../export/export_check.ts";
 import { type LotusJson, ONNX_FILES } from "../export/hf_files.ts";
 import { decodeModel } from "../export/onnx_proto.ts";
 import {
@@ -48,10 +55,24 @@ import {
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
-import { exists } from "../base/exists.ts";
+import { exists, rethrowIfDenied } from "../base/exists.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
+import { sha256HexAsync } from "../base/sha256.ts";
 
 /** The directory the ONNX backend keeps its export of a checkpoint in. */
 export const ONNX_CACHE_DIR = "onnx-cache";
+
+/**
+ * The record of an ONNX cache's files, in the cache: the sha256 of every file the export
+ * wrote, taken once it is in place and compared before the cache is used again.
+ */
+export const ONNX_CACHE_RECORD = "cache.json";
+
+const CacheRecordSchema = z.object({
+  format: z.literal("lotus-onnx-cache"),
+  version: z.literal(1),
+  files: z.record(z.string(), z.string()),
+});
 
 /**
  * Keys and values of every layer for `length` positions: [B, kv heads, length, head size]
@@ -281,17 +302,112 @@ async function isExport(dir: string): Promise<boolean> {
   }
 }
 
+/** The sha256 of a file, as sha256sum prints it. */
+async function fileSha256(path: string): Promise<string> {
+  return await sha256HexAsync(await Deno.readFile(path));
+}
+
+/** The files an ONNX cache must record: those the backend reads. */
+const RECORDED = [
+  "lotus.json",
+  "tokenizer.json",
+  ONNX_FILES.ids,
+  ONNX_FILES.embeds,
+  ONNX_FILES.weights,
+];
+
 /**
- * The export directory for `path`: `path` itself when it is an export with ONNX graphs;
- * otherwise `path` is a checkpoint (or a run directory), exported on first use to
- * `<checkpoint>/onnx-cache/` and exported again whenever the checkpoint's weights or config
- * change.
+ * Write the record of the files of the cache at `cache`, which its export just wrote: the
+ * sha256 of each, written atomically. A process killed before this leaves a cache without a
+ * record, which is exported again on its next use.
+ */
+async function recordCache(cache: string, files: string[]): Promise<void> {
+  const sums: Record<string, string> = {};
+  for (const f of files) sums[f] = await fileSha256(`${cache}/${f}`);
+  const record = { format: "lotus-onnx-cache", version: 1, files: sums };
+  await writeFileAtomic(`${cache}/${ONNX_CACHE_RECORD}`, JSON.stringify(record, null, 2) + "\n");
+}
+
+/**
+ * Why the ONNX cache of checkpoint `ck` cannot be used as it is, or null when it can: it was
+ * exported from other weights, config.json or train state than the checkpoint's, or one of
+ * its files is not the one its export wrote (a sha256 that differs from its record, a file
+ * missing, no record). Throws only for a checkpoint that fails its own verification.
+ */
+async function staleCache(ck: string, cache: string): Promise<string | null> {
+  let lotus;
+  try {
+    lotus = await readLotusJson(cache);
+  } catch (e) {
+    if (!(e instanceof ExportError)) throw e;
+    return `${cache}/lotus.json cannot be read`;
+  }
+  if (lotus.source.sha256 !== (await checkpointFingerprint(ck))) {
+    return `${ck}'s config.json or weights changed since ${cache} was exported`;
+  }
+  // The cache was exported from a sound checkpoint, but the checkpoint is verified again: a
+  // file damaged or replaced since (tokenizer.json, optimizer.safetensors) is refused here
+  // as the engines refuse it.
+  const { state } = await loadCheckpoint(ck, { trainState: "optional" });
+  if (lotus.epoch !== state?.epoch || (state && (lotus.step ?? 0) !== state.step)) {
+    return `${ck}/train_state.json differs from the position ${cache} was exported at`;
+  }
+  const path = `${cache}/${ONNX_CACHE_RECORD}`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    rethrowIfDenied(e);
+    if (e instanceof Deno.errors.NotFound) {
+      return `${path} is missing (the cache has no record of its files)`;
+    }
+    return `${path} cannot be read (${(e as Error).message.split("\n")[0]})`;
+  }
+  const rec = CacheRecordSchema.safeParse(raw);
+  if (!rec.success) return `${path} is not a record of the cache's files`;
+  const files = rec.data.files;
+  const missing = RECORDED.find((f) => !(f in files));
+  if (missing !== undefined) return `${path} does not record ${missing}`;
+  for (const [name, sha] of Object.entries(files)) {
+    if (name.startsWith("/") || name.split("/").includes("..")) {
+      return `${path} names a file outside the cache`;
+    }
+    let got: string;
+    try {
+      got = await fileSha256(`${cache}/${name}`);
+    } catch (e) {
+      rethrowIfDenied(e);
+      return `${cache}/${name} cannot be read`;
+    }
+    if (got !== sha) return `${cache}/${name} is not the file exported there (its sha256 differs)`;
+  }
+  return null;
+}
+
+/**
+ * The export directory for `path`: `path` itself when it is an export with ONNX graphs,
+ * whose weights are checked first (they lie in their file and are finite); otherwise `path`
+ * is a checkpoint (or a run directory), exported on first use to `<checkpoint>/onnx-cache/`
+ * and exported again, with a one-line note to `log`, whenever the checkpoint's weights,
+ * config or train state change or a file of the cache is not the one its export wrote (the
+ * sha256 of every file is recorded in its cache.json).
  */
 export async function onnxExportFor(
   path: string,
   log: (s: string) => void = console.error,
 ): Promise<string> {
-  if (await isExport(path)) return path;
+  if (await isExport(path)) {
+    const lotus = await readLotusJson(path);
+    const problems = lotus.onnx ? await checkOnnxWeights(path, lotus.onnx) : [];
+    if (problems.length > 0) {
+      const more = problems.length > 1 ? ` (and ${problems.length - 1} more problems)` : "";
+      throw new ExportError(
+        `${path}/${problems[0]}${more}; the export is damaged: export the checkpoint again ` +
+          `(deno task export), or pass the checkpoint itself, whose ONNX cache is checked`,
+      );
+    }
+    return path;
+  }
   if (await exists(`${path}/lotus.json`)) {
     throw new ExportError(
       `${path}: this export has no ONNX graphs (${ONNX_FILES.ids}); export with --format ` +
@@ -307,17 +423,12 @@ export async function onnxExportFor(
   }
   const cache = `${ck}/${ONNX_CACHE_DIR}`;
   if (await isExport(cache)) {
-    const [lotus, sha] = await Promise.all([readLotusJson(cache), checkpointFingerprint(ck)]);
-    if (lotus.source.sha256 === sha) {
-      // The cache was exported from a sound checkpoint, but the checkpoint is verified again:
-      // a file damaged or replaced since (tokenizer.json, optimizer.safetensors) is refused
-      // here as the engines refuse it.
-      await loadCheckpoint(ck);
-      return cache;
-    }
-  }
-  log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
-  await exportCheckpoint(ck, cache, { format: "onnx" });
+    const why = await staleCache(ck, cache);
+    if (why === null) return cache;
+    log(`onnx: ${why}: exporting ${ck} to ${cache} again`);
+  } else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
+  const r = await exportCheckpoint(ck, cache, { format: "onnx" });
+  await recordCache(cache, r.files);
   return cache;
 }
 
@@ -365,14 +476,30 @@ export async function openOnnxInference(
     await net.tokenEmbeddings([sp.lat]),
   ];
   const maxBatch = opts.maxBatch ?? 32, maxNew = opts.maxNewTokens ?? 64;
-  const base = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 });
+  // Without an epoch (the checkpoint's train_state.json could not be read when it was
+  // exported), the export is at its final curriculum stage, as lotus.json's K and R say.
+  const progress = progressOf(
+    meta,
+    lotus.epoch === undefined ? null : { epoch: lotus.epoch, step: lotus.step ?? 0 },
+  );
+  const base = inferenceShape(meta, progress);
+  const notes = lotus.epoch === undefined
+    ? [
+      trainStateNote(
+        meta,
+        `${dir}/lotus.json: no "epoch": the checkpoint's train_state.json could not be read ` +
+          `when it was exported`,
+        base,
+      ),
+    ]
+    : [];
   const lotusMode = lotus.mode === "lotus";
 
   let closed = false;
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
     if (closed) throw new Error("the session is closed");
     checkAnswerRequest(questions, o, maxBatch);
-    const { K, R, c } = inferenceShape(meta, { epoch: lotus.epoch, step: lotus.step ?? 0 }, o);
+    const { K, R, c } = inferenceShape(meta, progress, o);
     const budget = o.maxNewTokens ?? maxNew;
     const B = questions.length;
     const pre = leftPadQuestions(
@@ -515,6 +642,7 @@ export async function openOnnxInference(
     tokenizer: tok,
     backend: "onnx",
     shape: base,
+    notes,
     answer,
     async close() {
       // A second close does nothing, as on the native backend.

@@ -153,6 +153,12 @@ export interface InferenceSession {
   /** The default LOTUS shape (the stage the checkpoint reached). */
   readonly shape: LotusShape;
   /**
+   * What the session had to assume, one line each, for the user to hear: a checkpoint
+   * without a readable train_state.json answers at its final curriculum stage. Empty or
+   * absent when there is nothing to say.
+   */
+  readonly notes?: readonly string[];
+  /**
    * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
    * onnxruntime runs asynchronously; the native engines answer at once.
    *

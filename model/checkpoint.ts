@@ -385,7 +385,26 @@ async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
   );
 }
 
-async function readJson(path: string): Promise<unknown> {
+/**
+ * What to do about a config.json that cannot be parsed. Saves write it whole, and each save
+ * replaces the whole checkpoint directory: the run keeps no earlier copy of it.
+ */
+const CONFIG_DAMAGED = "the file is damaged (a save writes it whole, so it was cut short or " +
+  "changed since): restore it from a copy of the checkpoint. Each save replaces the whole " +
+  "checkpoint, so the run keeps no earlier copy of it; the run's other checkpoints, those " +
+  "it has of checkpoint/, best/, cot-start/checkpoint/ and cot-start/best/, are other " +
+  "saves to evaluate or to start from (--init) instead. Otherwise train again";
+
+/** What to do about a train_state.json that cannot be read, for `dir`'s checkpoint. */
+function stateAdvice(dir: string): string {
+  return `--resume needs this file (eval, infer and export do not): restore it from a ` +
+    `copy of the checkpoint (each save replaces the whole checkpoint, so the run keeps no ` +
+    `earlier one), or start a new run from these weights with deno task train --init ${dir} ` +
+    `(a fresh optimiser and schedule)`;
+}
+
+/** config.json, parsed. */
+async function readConfig(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -397,7 +416,9 @@ async function readJson(path: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new CheckpointError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw new CheckpointError(
+      `${path}: not valid JSON (${(e as Error).message}); ${CONFIG_DAMAGED}`,
+    );
   }
 }
 
@@ -762,9 +783,69 @@ export interface LoadedCheckpoint extends CheckpointData {
 }
 
 /**
+ * A checkpoint loaded with `trainState: "optional"` (evaluation, inference, export): as
+ * {@linkcode LoadedCheckpoint}, but `state` is null when train_state.json is missing or
+ * damaged, and `stateProblem` then says why.
+ */
+export interface CheckpointForUse extends Omit<LoadedCheckpoint, "state"> {
+  /** The trainer's position, or null when train_state.json could not be read. */
+  state: TrainState | null;
+  /** Why `state` is null (the file and the problem), else null. */
+  stateProblem: string | null;
+}
+
+/** Options of {@linkcode loadCheckpoint}. */
+export interface LoadCheckpointOptions {
+  /** Read the AdamW moments (a resume): optimizer.safetensors must be present. */
+  withOptimizer?: boolean;
+  /**
+   * "require" (the default, what a resume needs): a missing or damaged train_state.json is a
+   * {@linkcode CheckpointError}. "optional": evaluation, inference and export, which use it
+   * only for the curriculum stage the checkpoint reached, get `state` null instead.
+   */
+  trainState?: "require" | "optional";
+}
+
+/**
+ * Where a checkpoint's training stood, for the shape it answers with: its train state's epoch
+ * and step, or, without one (train_state.json missing or damaged), the start of the run's
+ * final curriculum stage, where a finished run's checkpoint is.
+ */
+export function progressOf(
+  meta: LotusMeta,
+  state: { epoch: number; step: number } | null,
+): { epoch: number; step: number } {
+  if (state) return { epoch: state.epoch, step: state.step };
+  const t = meta.train;
+  return { epoch: t.epochsPerStage * t.k, step: t.stepsPerStage * t.k + 1 };
+}
+
+/**
+ * The one-line note for a checkpoint used without its train state (`problem`, from
+ * {@linkcode CheckpointForUse.stateProblem}): what is assumed instead. `assumed` is the shape
+ * taken, for a LOTUS checkpoint whose shape depends on the stage it reached.
+ */
+export function trainStateNote(
+  meta: LotusMeta,
+  problem: string,
+  assumed: { K: number; R: number },
+): string {
+  const t = meta.train;
+  const staged = t.mode !== "cot" && t.mode !== "nocot" && t.k > 0 &&
+    (t.epochsPerStage > 0 || t.stepsPerStage > 0);
+  return `${problem}; only --resume needs train_state.json` +
+    (staged
+      ? `; without it the checkpoint is taken to have reached its final curriculum stage, ` +
+        `K = ${assumed.K}, R = ${assumed.R}, as a finished run has (--k and --r choose another)`
+      : "");
+}
+
+/**
  * Load a checkpoint directory (or a run directory holding `checkpoint/`), verified by
  * {@linkcode verifyCheckpoint} before anything is built from it. With `withOptimizer`, the
- * AdamW moments must be present and are returned in `moments`.
+ * AdamW moments must be present and are returned in `moments`. With `trainState:
+ * "optional"` (evaluation, inference, export) a missing or damaged train_state.json gives
+ * `state` null and the reason in `stateProblem`; otherwise (a resume) it is an error.
  *
  * @throws {CheckpointError} when a file is missing or unreadable, config.json was not
  * written by the trainer, or the files do not describe one consistent, finite model.
@@ -778,12 +859,22 @@ export interface LoadedCheckpoint extends CheckpointData {
  */
 export async function loadCheckpoint(
   dirIn: string,
-  opts: { withOptimizer?: boolean } = {},
-): Promise<LoadedCheckpoint> {
+  opts: LoadCheckpointOptions & { trainState: "optional" },
+): Promise<CheckpointForUse>;
+/** Load a checkpoint for a resume: train_state.json must be there and sound. */
+export async function loadCheckpoint(
+  dirIn: string,
+  opts?: LoadCheckpointOptions,
+): Promise<LoadedCheckpoint>;
+/** Load a checkpoint (the implementation of both forms). */
+export async function loadCheckpoint(
+  dirIn: string,
+  opts: LoadCheckpointOptions = {},
+): Promise<LoadedCheckpoint | CheckpointForUse> {
   await recoverCheckpoint(dirIn);
   const dir = checkpointDirOf(dirIn);
   await refuseUnsavedRun(dirIn, dir);
-  const config = await readJson(`${dir}/config.json`);
+  const config = await readConfig(`${dir}/config.json`);
   const model = await readSt(`${dir}/model.safetensors`);
   const auxPath = `${dir}/aux.safetensors`, optPath = `${dir}/optimizer.safetensors`;
   const aux = await exists(auxPath) ? await readSt(auxPath) : null;
@@ -821,12 +912,38 @@ export async function loadCheckpoint(
     const t = optimizer.file.tensors;
     moments = { m: (t.m.data as Float32Array).slice(), v: (t.v.data as Float32Array).slice() };
   }
-  const stRes = TrainStateSchema.safeParse(await readJson(`${dir}/train_state.json`));
-  if (!stRes.success) {
-    const i = stRes.error.issues[0];
-    throw new CheckpointError(`${dir}/train_state.json: field "${i.path.join(".")}": ${i.message}`);
+  const state = await readTrainState(dir);
+  if (typeof state !== "string") {
+    return { meta, params, moments, state, stateProblem: null, tokenizerJson, tokenizer };
   }
-  return { meta, params, moments, state: stRes.data, tokenizerJson, tokenizer };
+  if (opts.trainState !== "optional") throw new CheckpointError(`${state}; ${stateAdvice(dir)}`);
+  return { meta, params, moments, state: null, stateProblem: state, tokenizerJson, tokenizer };
+}
+
+/**
+ * train_state.json of checkpoint directory `dir`, checked; or, when it is missing or damaged,
+ * what is wrong with it (the file and the problem).
+ */
+async function readTrainState(dir: string): Promise<TrainState | string> {
+  const path = `${dir}/train_state.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    rethrowIfDenied(e);
+    return `${path}: cannot read (${(e as Error).message})`;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    return `${path}: not valid JSON (${(e as Error).message}); the file is damaged (a save ` +
+      `writes it whole, so it was cut short or changed since)`;
+  }
+  const res = TrainStateSchema.safeParse(raw);
+  if (res.success) return res.data;
+  const i = res.error.issues[0];
+  return `${path}: field "${i.path.join(".")}": ${i.message}`;
 }
 
 /**

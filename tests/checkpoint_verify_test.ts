@@ -12,6 +12,7 @@ import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
 import { ROOT, runDeno } from "./_run.ts";
 import { CheckpointError, loadCheckpoint } from "../model/checkpoint.ts";
 import { exportCheckpoint, ExportError } from "../export/export.ts";
+import { checkExport } from "../export/export_check.ts";
 import { openInference } from "../infer/inference.ts";
 import { readSafetensors, writeSafetensors } from "../base/safetensors.ts";
 import { fitCompactTokenizer } from "../pipeline/tokenizer.ts";
@@ -259,4 +260,132 @@ Deno.test("a sound checkpoint loads with its tokenizer; a resume checks the mome
   for (const p of ["optimizer.safetensors", `tensor "v"`, "NaN"]) {
     assert(e.message.includes(p), `"${e.message}" lacks ${p}`);
   }
+});
+
+/** `path` cut to half its length, as a full disk or a copy stopped midway leaves it. */
+async function truncate(path: string): Promise<void> {
+  const t = await Deno.readTextFile(path);
+  await Deno.writeTextFile(path, t.slice(0, t.length >> 1));
+}
+
+Deno.test("a truncated config.json is refused, saying the file is damaged and what to do", async () => {
+  const dir = await damaged((d) => truncate(`${d}/config.json`));
+  for (
+    const e of [
+      await assertRejects(() => loadCheckpoint(dir), CheckpointError),
+      await assertRejects(() => openInference(dir, { backend: "cpu" })),
+      await assertRejects(() => exportCheckpoint(dir, `${dir}-export`), ExportError),
+    ]
+  ) {
+    for (
+      const p of [
+        `${dir}/config.json`,
+        "not valid JSON",
+        "damaged",
+        "restore it",
+        "best/",
+        "--init",
+      ]
+    ) {
+      assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
+    }
+  }
+});
+
+Deno.test("without a readable train_state.json, eval, infer and export go on at the final stage, with a note; a resume refuses", async () => {
+  const sound = await goodCheckpoint();
+  const q = [FIXTURE_QUESTIONS[0]];
+  const ref = await openInference(sound, { backend: "cpu", threads: 1 });
+  const want = await ref.answer(q, { maxNewTokens: 6, latentLogits: true });
+  assertEquals(ref.notes, []);
+  await ref.close();
+  const data = `${await tempDir()}/q.jsonl`;
+  await Deno.writeTextFile(
+    data,
+    FIXTURE_QUESTIONS.map((q) => JSON.stringify({ question: q, answer: "#### 1" })).join("\n"),
+  );
+  for (
+    const [what, damage, problem] of [
+      ["missing", (d: string) => Deno.remove(`${d}/train_state.json`), "cannot read"],
+      ["truncated", (d: string) => truncate(`${d}/train_state.json`), "not valid JSON"],
+      [
+        "without a field",
+        (d: string) => Deno.writeTextFile(`${d}/train_state.json`, `{"step": 10}`),
+        `field "epoch"`,
+      ],
+    ] as const
+  ) {
+    const dir = await damaged(damage);
+    // A resume needs the file: refused, saying what to do.
+    const e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
+    for (const p of [`${dir}/train_state.json`, problem, "--resume", "restore it", "--init"]) {
+      assert(e.message.includes(p), `${what}: "${e.message}" lacks ${JSON.stringify(p)}`);
+    }
+    const ck = await loadCheckpoint(dir, { trainState: "optional" });
+    assertEquals(ck.state, null);
+    assert(ck.stateProblem?.includes(problem), `${what}: ${ck.stateProblem}`);
+
+    // infer (the CPU engine): the final stage, K = R = 2, the same answers, one note.
+    const s = await openInference(dir, { backend: "cpu", threads: 1 });
+    assertEquals(s.shape, { K: 2, R: 2, c: 3 });
+    assertEquals(s.notes?.length, 1, what);
+    for (
+      const p of [`${dir}/train_state.json`, problem, "final curriculum stage", "K = 2, R = 2"]
+    ) {
+      assert(s.notes![0].includes(p), `${what}: "${s.notes![0]}" lacks ${JSON.stringify(p)}`);
+    }
+    const got = await s.answer(q, { maxNewTokens: 6, latentLogits: true });
+    await s.close();
+    assertEquals(got.answers, want.answers, what);
+
+    // export: lotus.json has the final stage and no epoch; the export is sound.
+    const ex = await exportCheckpoint(dir, `${dir}-export`, { format: "onnx" });
+    assertEquals([ex.lotus.K, ex.lotus.R, ex.lotus.epoch, ex.lotus.step], [
+      2,
+      2,
+      undefined,
+      undefined,
+    ]);
+    assertEquals(ex.notes.length, 1, what);
+    assert(ex.notes[0].includes("train_state.json"), ex.notes[0]);
+    assertEquals(await checkExport(`${dir}-export`), []);
+    // The ONNX backend, on that export and on the checkpoint (its cache), answers alike.
+    for (const path of [`${dir}-export`, dir]) {
+      const o = await openInference(path, { backend: "onnx", threads: 1 });
+      assertEquals(o.shape, { K: 2, R: 2, c: 3 });
+      assertEquals(o.notes?.length, 1, `${what}, onnx on ${path}`);
+      assert(o.notes![0].includes("final curriculum stage"), o.notes![0]);
+      const a = await o.answer(q, { maxNewTokens: 6 });
+      await o.close();
+      assertEquals(a.answers[0].tokens, want.answers[0].tokens, `${what}, onnx on ${path}`);
+    }
+
+    // eval: the evaluation is written, and the note is in its log.
+    const a = parseEvalArgs([
+      "--checkpoint",
+      dir,
+      "--data",
+      data,
+      "--out",
+      `${dir}-eval`,
+      "--max-new-tokens",
+      "6",
+      "--threads",
+      "1",
+    ]);
+    assert(a !== "help");
+    const lines: string[] = [];
+    await evalCommand(a, (l) => lines.push(l));
+    const notes = lines.filter((l) => l.includes("train_state.json"));
+    assertEquals(notes.length, 1, lines.join("\n"));
+    assert(notes[0].startsWith("note: "), notes[0]);
+  }
+  // A cache exported while train_state.json was unreadable is exported again once it is back.
+  const dir = await damaged(async () => {});
+  await Deno.rename(`${dir}/train_state.json`, `${dir}/train_state.json.away`);
+  await (await openInference(dir, { backend: "onnx", threads: 1 })).close();
+  await Deno.rename(`${dir}/train_state.json.away`, `${dir}/train_state.json`);
+  const o = await openInference(dir, { backend: "onnx", threads: 1 });
+  assertEquals(o.notes, []);
+  await o.close();
 });

@@ -99,6 +99,8 @@ Deno.test("eval goes on without the curves when the run's log cannot be read", a
       ["a damaged line", { "log.jsonl": good + "{not json\n" + jsonl([trainRec(3, 1)]) }, [
         "log.jsonl:3",
         "invalid JSON",
+        "mend it from its record in log.csv",
+        "or delete it",
       ]],
       ["a record of another kind", {
         "log.jsonl": good + jsonl([{ ...trainRec(3, 1), kind: "note" }]),

@@ -177,6 +177,45 @@ Deno.test("eval outputs: predictions, summary, by-steps and readout files agree 
   }
 });
 
+Deno.test("eval outputs: a second evaluation into the same --out leaves no file of the first", async () => {
+  const dir = await tempDir();
+  await writeEvalOutputs(dir, PROV, fakeResult(), { trainLog: LOG });
+  const names = async () => (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+  const all = [
+    "accuracy_by_steps.csv",
+    "predictions.csv",
+    "readout.csv",
+    "readout.svg",
+    "report.html",
+    "summary.json",
+    "training_accuracy.svg",
+    "training_loss.svg",
+  ];
+  assertEquals(await names(), all);
+  // A CoT checkpoint evaluated into the same directory, its run without a log: no readout,
+  // no curves. What the LOTUS evaluation wrote must not stay beside its summary.
+  await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+  const res = fakeResult();
+  const cot: EvalResult = {
+    examples: res.examples.map((e) => ({ ...e, K: 0, R: 0, readout: undefined })),
+    runs: res.runs.map((r) => ({ ...r, mode: "cot", K: 0, R: 0, readout: undefined })),
+  };
+  const files = await writeEvalOutputs(dir, { ...PROV, mode: "cot" }, cot, { trainLog: null });
+  assertEquals(files.readout, undefined);
+  assertEquals(files.pictures, []);
+  assertEquals(await names(), [
+    "accuracy_by_steps.csv",
+    "notes.txt",
+    "predictions.csv",
+    "report.html",
+    "summary.json",
+  ]);
+  assertEquals(JSON.parse(await Deno.readTextFile(files.summary)).mode, "cot");
+  // And back: everything is written again.
+  await writeEvalOutputs(dir, PROV, fakeResult(), { trainLog: LOG });
+  assertEquals(await names(), [...all, "notes.txt"].sort());
+});
+
 const CHROMIUM = findChromium();
 if (!CHROMIUM) {
   console.log(

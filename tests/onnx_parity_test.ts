@@ -15,7 +15,13 @@ import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { exportCheckpoint } from "../export/export.ts";
-import { type BackboneOutput, ONNX_CACHE_DIR, OnnxBackbone } from "../infer/onnx_session.ts";
+import {
+  type BackboneOutput,
+  ONNX_CACHE_DIR,
+  ONNX_CACHE_RECORD,
+  OnnxBackbone,
+  onnxExportFor,
+} from "../infer/onnx_session.ts";
 import { openInference } from "../infer/inference.ts";
 import type { AnswerOptions } from "../infer/session.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
@@ -339,6 +345,80 @@ Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again w
   await fresh.close();
   assertEquals(got.answers.map((x) => x.tokens), want.answers.map((x) => x.tokens));
   assert(JSON.stringify(got.answers) !== JSON.stringify(a1.answers), "new weights, same answers");
+});
+
+/** Every 1000th float of an ONNX weight file set to NaN (the first included). */
+async function nanEvery1000(path: string): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  const f = new Float32Array(bytes.buffer, 0, bytes.length >> 2);
+  for (let i = 0; i < f.length; i += 1000) f[i] = NaN;
+  await Deno.writeFile(path, bytes);
+}
+
+Deno.test("--backend onnx: a cache file changed since its export is noticed, and the cache exported again", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 4 });
+  const cache = `${d}/ck/${ONNX_CACHE_DIR}`, data = `${cache}/onnx/model.onnx_data`;
+  const q = [FIXTURE_QUESTIONS[1]];
+  const answers = async () => {
+    const s = await openInference(`${d}/ck`, { backend: "onnx", threads: 1 });
+    try {
+      return (await s.answer(q, { maxNewTokens: 6, latentLogits: true })).answers;
+    } finally {
+      await s.close();
+    }
+  };
+  const want = await answers();
+  assert(await Deno.stat(`${cache}/${ONNX_CACHE_RECORD}`), "the cache records its files");
+  const reuse = async () => {
+    const lines: string[] = [];
+    assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+    return lines;
+  };
+  assertEquals(await reuse(), [], "a sound cache is used as it is, silently");
+
+  const damages: [string, () => Promise<void>, string][] = [
+    ["NaN in every 1000th weight", () => nanEvery1000(data), "onnx/model.onnx_data"],
+    ["one byte flipped", async () => {
+      const b = await Deno.readFile(data);
+      b[b.length >> 1] ^= 0x40;
+      await Deno.writeFile(data, b);
+    }, "onnx/model.onnx_data"],
+    ["a graph replaced", async () => {
+      await Deno.copyFile(`${cache}/onnx/model_embeds.onnx`, `${cache}/onnx/model.onnx`);
+    }, "onnx/model.onnx"],
+    ["tokenizer.json truncated", async () => {
+      const t = await Deno.readTextFile(`${cache}/tokenizer.json`);
+      await Deno.writeTextFile(`${cache}/tokenizer.json`, t.slice(0, t.length >> 1));
+    }, "tokenizer.json"],
+    ["no record", () => Deno.remove(`${cache}/${ONNX_CACHE_RECORD}`), ONNX_CACHE_RECORD],
+  ];
+  for (const [what, damage, file] of damages) {
+    await damage();
+    const lines = await reuse();
+    assertEquals(lines.length, 1, `${what}: ${lines.join("\n")}`);
+    for (const p of [`${cache}/${file}`, "exporting", "again"]) {
+      assert(lines[0].includes(p), `${what}: "${lines[0]}" lacks ${JSON.stringify(p)}`);
+    }
+    assertEquals(await reuse(), [], `${what}: the new cache is used as it is`);
+    const got = await answers();
+    assertEquals(got.map((a) => a.tokens), want.map((a) => a.tokens), what);
+    assertEquals(got[0].latentLogits, want[0].latentLogits, what);
+  }
+});
+
+Deno.test("--backend onnx on an export directory refuses non-finite ONNX weights, naming the file", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 5 });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+  await (await openInference(`${d}/ex`, { backend: "onnx", threads: 1 })).close();
+  await nanEvery1000(`${d}/ex/onnx/model.onnx_data`);
+  const e = await assertRejects(() => openInference(`${d}/ex`, { backend: "onnx", threads: 1 }));
+  for (
+    const p of [`${d}/ex/onnx/model.onnx_data`, "non-finite", "NaN", "export the checkpoint again"]
+  ) {
+    assert((e as Error).message.includes(p), `"${(e as Error).message}" lacks ${p}`);
+  }
 });
 
 Deno.test("each backend refuses the wrong kind of directory with a clear error", async () => {

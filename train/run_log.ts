@@ -183,7 +183,11 @@ function parseLog(path: string, text: string): LogRecord[] {
     } catch (e) {
       const last = lines.slice(i + 1).every((l) => l.trim() === "");
       if (last && !text.endsWith("\n")) break; // cut short by a kill: redone on resume
-      throw new TrainLogError(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`);
+      throw new TrainLogError(
+        `${path}:${i + 1}: invalid JSON (${(e as Error).message}); the line is damaged: ` +
+          `mend it from its record in log.csv (the same records, a row each), or delete it; ` +
+          `eval's training curves and --resume then do without that one record`,
+      );
     }
     const r = LogRecordSchema.safeParse(nullsAsNaN(raw));
     if (!r.success) {
