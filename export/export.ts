@@ -36,6 +36,7 @@ import { ONNX_OPSET } from "./onnx_decoder.ts";
 import { llamaConfigJson } from "../model/hf_llama.ts";
 import { encodeModel } from "./onnx_proto.ts";
 import {
+  exportTokenizerJson,
   generationConfigJson,
   gpt2ConfigJson,
   type LotusJson,
@@ -240,7 +241,7 @@ export async function exportCheckpoint(
       "config.json",
       llama ? llamaConfigJson(cfg, sp, withOnnx) : gpt2ConfigJson(cfg, sp, withOnnx),
     );
-    await Deno.writeTextFile(`${tmp}/tokenizer.json`, ck.tokenizerJson);
+    await Deno.writeTextFile(`${tmp}/tokenizer.json`, exportTokenizerJson(ck.tokenizerJson));
     files.push("tokenizer.json");
     await json("tokenizer_config.json", tokenizerConfigJson(parsedTok, texts, cfg.maxPositions));
     await json("special_tokens_map.json", specialTokensMapJson(texts));

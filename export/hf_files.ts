@@ -109,6 +109,33 @@ export function tokenText(tokenizer: unknown, id: number): string | undefined {
 
 export { gpt2ConfigJson } from "../model/hf_config.ts";
 
+/**
+ * The tokenizer.json an export carries: the checkpoint's, less any post-processing template
+ * that adds special tokens (Llama 3's adds `<|begin_of_text|>` before every text). This
+ * project encodes without it, as the model was trained, so a library that applies the
+ * template would feed the model a token it never saw there. Returned unchanged (the same
+ * text) when there is no such template.
+ *
+ * @example
+ * ```ts
+ * import { exportTokenizerJson } from "./hf_files.ts";
+ * const withBos = JSON.stringify({ post_processor: { type: "TemplateProcessing" } });
+ * console.assert(JSON.parse(exportTokenizerJson(withBos)).post_processor === null);
+ * ```
+ */
+export function exportTokenizerJson(text: string): string {
+  const json = JSON.parse(text) as Record<string, unknown>;
+  const isTemplate = (p: unknown) =>
+    typeof p === "object" && p !== null && (p as { type?: unknown }).type === "TemplateProcessing";
+  const pp = json.post_processor as { type?: unknown; processors?: unknown[] } | null | undefined;
+  if (isTemplate(pp)) return JSON.stringify({ ...json, post_processor: null });
+  if (pp?.type === "Sequence" && Array.isArray(pp.processors) && pp.processors.some(isTemplate)) {
+    const processors = pp.processors.filter((p) => !isTemplate(p));
+    return JSON.stringify({ ...json, post_processor: { ...pp, processors } });
+  }
+  return text;
+}
+
 /** The special-token texts of an export. */
 export interface SpecialTexts {
   /** End of sequence (also BOS and UNK, as in GPT-2). */

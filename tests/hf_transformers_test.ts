@@ -72,3 +72,37 @@ async function continuesAsTheEngine(shape: Partial<ModelConfig>): Promise<void> 
     await gen.dispose();
   }
 }
+
+Deno.test("an export's tokenizer.json drops a template that adds a BOS, so @huggingface/transformers encodes as the engine does", async () => {
+  const { AutoTokenizer, env } = await import("@huggingface/transformers");
+  env.allowRemoteModels = false;
+  const d = await tempDir();
+  const { tok } = await tinyCheckpoint(`${d}/ck`, { mode: "cot", seed: 5, model: TINY_LLAMA });
+  // Llama 3's post-processing: a special token (here EOS's) before every text.
+  const bos = tok.decode([tok.special.eos]);
+  const path = `${d}/ck/tokenizer.json`;
+  const json = JSON.parse(await Deno.readTextFile(path));
+  json.post_processor = {
+    type: "Sequence",
+    processors: [
+      { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false },
+      {
+        type: "TemplateProcessing",
+        single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+        pair: [{ Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+        special_tokens: { [bos]: { id: bos, ids: [tok.special.eos], tokens: [bos] } },
+      },
+    ],
+  };
+  await Deno.writeTextFile(path, JSON.stringify(json));
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "hf" });
+  const exported = JSON.parse(await Deno.readTextFile(`${d}/ex/tokenizer.json`));
+  assertEquals(exported.post_processor.processors.map((p: { type: string }) => p.type), [
+    "ByteLevel",
+  ]);
+  const theirs = await AutoTokenizer.from_pretrained(`${d}/ex`, { local_files_only: true });
+  for (const q of FIXTURE_QUESTIONS) {
+    const ids = Array.from(theirs(q + "\n").input_ids.data as BigInt64Array, Number);
+    assertEquals(ids, tok.encode(q + "\n"), q);
+  }
+});
