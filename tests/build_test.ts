@@ -230,6 +230,23 @@ Deno.test("build: bad input fails with file:line and leaves no files in --out", 
   assertEquals(s.manifest.splits.train.counts.skipped, 1);
 });
 
+Deno.test("build: --cot nl drops Coconut chains with bad math, counted by the reason that drops", async () => {
+  const dir = await tempDir();
+  const input = `${dir}/chains.json`;
+  await Deno.writeTextFile(
+    input,
+    JSON.stringify([
+      { question: "Split 36 five ways?", steps: ["<<36*1/5=7.2=7>>"], answer: "8" },
+      { question: "Twice 4?", steps: ["<<2*4=8>>"], answer: "8" },
+    ]),
+  );
+  await buildDataset({ out: `${dir}/ds`, cot: "nl", splits: [{ name: "train", inputs: [input] }] });
+  const c = (await readManifest(`${dir}/ds`)).splits.train.counts;
+  assertEquals([c.kept, c.dropped], [1, 1]);
+  // final_mismatch (7 is not 8) only flags: bad_expression is what dropped the record.
+  assertEquals(c.droppedByReason, { bad_expression: 1 });
+});
+
 Deno.test("build: options are validated with the field named", async () => {
   const splits = [{ name: "train", inputs: [TRAIN] }];
   await assertRejects(() => buildDataset({ out: "x", splits, k: -1 }), BuildError, "option k");
