@@ -236,6 +236,36 @@ Deno.test("read csv: a missing column throws at line 1; a short row is skippable
   await assertRejects(() => readAll(unclosed, { onError: "skip" }), InputError, "malformed CSV");
 });
 
+Deno.test("read csv: a \\r\\n inside quotes is one line break: lines and ids stay right", async () => {
+  const crlf = await tempFile(
+    "crlf.csv",
+    'question,answer\r\n"Q1?","He has 2*3 = <<2*3=6>>6.\r\n#### 6"\r\n' +
+      'Q2?,"He has 2*4 = <<2*4=8>>8.\n#### 8"\r\n\r\n"Q3?","He has\r\n2*5 = <<2*5=10>>10.\r\n' +
+      '#### 10"\r\nQ4?,"#### 4"\r\n',
+  );
+  const ps = await readAll(crlf);
+  // Q1 spans lines 2-3, Q2 4-5, a blank line 6, Q3 7-9, Q4 10.
+  assertEquals(ps.map((p) => p.source.line), [2, 4, 7, 10]);
+  assertEquals(ps.map((p) => p.id), ["crlf.csv:2", "crlf.csv:4", "crlf.csv:7", "crlf.csv:10"]);
+  // A bad record after them is named at its own line.
+  const bad = await tempFile(
+    "crlf_bad.csv",
+    'question,answer\r\n"Q1?","a\r\nb\r\n#### 6"\r\n"Q2?","x\r\n#### 2"\r\nQ3?\r\n',
+  );
+  assertEquals((await inputError(bad)).line, 7); // Q1 spans lines 2-4, Q2 5-6
+  // So is a quote left open: the record it opens.
+  const open = await tempFile(
+    "crlf_open.csv",
+    'question,answer\r\n"Q1?","a\r\n#### 1"\r\nQ2?,"2\r\n',
+  );
+  const e = await inputError(open, { onError: "skip" });
+  assertEquals(e.line, 4);
+  assert(
+    e.message.startsWith(`${open}:4: malformed CSV in the record starting on this line`),
+    e.message,
+  );
+});
+
 // --- parquet -----------------------------------------------------------------------------
 
 function parquet(columns: Record<string, (string | null)[]>, rowGroupSize: number): Uint8Array {
