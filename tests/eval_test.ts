@@ -254,6 +254,19 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
   assertEquals(ok.length, 1);
   assertEquals(skipped.map((x) => x.line), [2, 3, 4]);
   assert(skipped[1].message.includes('"target"'));
+  // SVAMP's IDs name its items: a repeated one is refused at the repeat, naming the first.
+  const svamp = (id: string, q: string) => ({ ID: id, Body: "", Question: q, Answer: 1 });
+  await Deno.writeTextFile(
+    `${d}/dup.json`,
+    JSON.stringify([svamp("a-1", "One?"), svamp("a-2", "Two?"), svamp("a-1", "Three?")]),
+  );
+  const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
+  assert(
+    dup.message.startsWith(
+      `${d}/dup.json:3: field "ID": the id "dup.json:a-1" is already that of element 1`,
+    ),
+    dup.message,
+  );
   await Deno.writeTextFile(`${d}/obj.json`, '{"Body": "x"}');
   await assertRejects(() => loadEvalItems(`${d}/obj.json`, { format: "svamp" }), InputError);
   await assertRejects(

@@ -182,6 +182,31 @@ Deno.test("read coconut: a bad element is skippable, a non-array file is not", a
   assert(e2.message.startsWith(`${broken}`) && e2.message.includes("invalid JSON"), e2.message);
 });
 
+Deno.test("read coconut: a repeated id is an error naming both elements, or is skipped", async () => {
+  const path = await tempFile(
+    "dup.json",
+    JSON.stringify([
+      { question: "q1?", steps: ["<<1+1=2>>"], answer: "2", idx: 5 },
+      { question: "q2?", steps: ["<<2+2=4>>"], answer: "4", idx: 5 },
+      { question: "q3?", steps: ["<<3+3=6>>"], answer: "6" },
+      { question: "q4?", steps: ["<<4+4=8>>"], answer: "8", idx: 3 }, // element 3's id
+    ]),
+  );
+  const e = await inputError(path);
+  assertEquals([e.line, e.field], [2, "idx"]);
+  assert(
+    e.message.startsWith(
+      `${path}:2: field "idx": the id "dup.json:5" is already that of element 1; ids must be unique`,
+    ),
+    e.message,
+  );
+  assert(e.message.includes('give each record its own "idx"'), e.message);
+  const skipped: number[] = [];
+  const ps = await readAll(path, { onError: "skip", onSkip: (x) => skipped.push(x.line) });
+  assertEquals(ps.map((p) => p.id), ["dup.json:5", "dup.json:3"]);
+  assertEquals(skipped, [2, 4]);
+});
+
 // --- nl ----------------------------------------------------------------------------------
 
 Deno.test("read nl: prose CoT to rationale, annotation CoT to mathSteps, numeric answer", async () => {
