@@ -21,8 +21,9 @@
  * NL form is derived from the math steps, one `expr = value` per step (`<<54/3=18>>` gives
  * `54/3 = 18`), and `nlDerived` is true.
  *
- * **answerValue** is {@linkcode answerNumber} of the answer: commas, `$` and spaces removed,
- * negatives, decimals and fractions read, `25%` read as 25, null if not a number.
+ * **answerValue** is {@linkcode answerNumber} of the answer: thousands commas or spaces, `$`
+ * and signs read, decimals, fractions and mixed numbers (`1 1/2`) too, `25%` read as 25, null
+ * if not one number.
  *
  * @module
  */

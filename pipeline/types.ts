@@ -61,7 +61,7 @@ export interface SegmentedRecord extends Problem {
   math: MathStep[];
   /** Natural-language form: one step per reasoning line or sentence, annotations removed. */
   nl: string[];
-  /** The final answer as a number (commas, `$` and spaces removed), or null if not numeric. */
+  /** The final answer as a number (pipeline/numbers.ts `readNumber`), or null if not one. */
   answerValue: number | null;
   /**
    * True when the source had no prose and `nl` was derived from the math steps, one

@@ -11,7 +11,8 @@ import {
   assertRejects,
   assertThrows,
 } from "./_assert.ts";
-import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
+import { answersMatch, extractAnswer, parseNumber } from "../pipeline/answer.ts";
+import { readNumber } from "../pipeline/numbers.ts";
 import { bestReadings, scoreReadout } from "../infer/readout.ts";
 import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
@@ -63,6 +64,44 @@ Deno.test("answersMatch: numbers by value, strings exactly", () => {
   assert(!answersMatch("", "0"));
   assert(answersMatch("yes", "yes"));
   assert(!answersMatch("yes", "no"));
+});
+
+Deno.test("answer scoring reads numbers as the pipeline reads gold answers", () => {
+  const cases: [string, string][] = [
+    ["### 1 1/2", "1 1/2"], // a mixed number is one number, 1.5
+    ["### 2 1/2 cups.", "2 1/2"],
+    ["### 1 234", "1234"], // thousands grouped by a space
+    ["### 1\u00a0234 apples", "1234"], // or a no-break space
+    ["### 25%", "25%"],
+    ["### \u22122", "\u22122"],
+    ["### +5", "+5"],
+    ["### 5 6", "5"], // two numbers: the first
+    ["### 1 2345", "1"],
+  ];
+  for (const [text, want] of cases) assertEquals(extractAnswer(text), want, JSON.stringify(text));
+  // Every gold answer the pipeline reads as a number matches the same number predicted.
+  const golds: [string, string][] = [
+    ["1 1/2", "1.5"],
+    ["1 234", "1234"],
+    ["1\u00a0234", "1234"],
+    ["25%", "25"],
+    ["\u22122", "-2"],
+    ["+5", "5"],
+    ["$1,080.50", "1080.5"],
+  ];
+  for (const [gold, predicted] of golds) {
+    assertEquals(readNumber(gold)?.value, Number(predicted), gold);
+    assert(answersMatch(predicted, gold), `${predicted} vs gold ${gold}`);
+    assert(answersMatch(extractAnswer(`### ${gold}`), gold), `### ${gold}`);
+    assert(answersMatch(extractAnswer(`### ${predicted}`), cleanGold(gold)), `${predicted}`);
+  }
+  assert(!answersMatch("1", "1 1/2"));
+  assert(!answersMatch("56", "5 6")); // "5 6" is no number: compared as text
+  assertEquals(parseNumber("5 6"), NaN);
+  assertEquals(parseNumber("1,5"), NaN);
+  assertEquals(parseNumber("1 1/2"), 1.5);
+  // Whole numbers are compared exactly, as validation does.
+  assert(!answersMatch("1000000000001", "1000000000000"));
 });
 
 Deno.test("cleanGold removes only a trailing .0", () => {

@@ -174,6 +174,18 @@ Deno.test("segment: answerValue from commas, money, signs, decimals, fractions, 
     ["~7.2", null],
     ["", null],
     ["3/0", null],
+    // Thousands groups may be spaced; two numbers side by side are not one.
+    ["1 234", 1234],
+    ["1\u00a0234", 1234],
+    ["12 345 678", 12345678],
+    ["+5", 5],
+    ["$-4", -4],
+    ["5 €", 5],
+    ["5 6", null],
+    ["1 2345", null],
+    ["12 34", null],
+    ["-+5", null],
+    ["5$6", null],
   ];
   for (const [text, value] of cases) {
     assertEquals(segment(problem({ answer: text })).answerValue, value, text);
