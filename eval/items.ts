@@ -33,7 +33,7 @@ import {
   makeProblem,
   type RecordAt,
 } from "../pipeline/read/record.ts";
-import { InputError } from "../pipeline/read/input_error.ts";
+import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
@@ -326,6 +326,23 @@ async function isDirectory(path: string): Promise<boolean> {
  * ```
  */
 export async function detectEvalFormat(path: string): Promise<EvalFormat> {
+  try {
+    return await detectEvalFormatOrThrow(path);
+  } catch (e) {
+    // The pipeline's detector lists the pipeline's formats; evaluation reads more.
+    if (e instanceof FormatError && e.unsupported) {
+      throw new FormatError(e.file, e.why, { unsupported: true, supported: EVAL_FORMATS_TEXT });
+    }
+    throw e;
+  }
+}
+
+/** Evaluation's formats, described for a file in none of them. */
+const EVAL_FORMATS_TEXT = `${PIPELINE_FORMATS_TEXT}, gsm-hard (JSON lines {input, code, ` +
+  "target}), multiarith (JSON lines {input, target}), svamp (a JSON array of {Body, Question, " +
+  "Equation, Answer}) and a dataset directory";
+
+async function detectEvalFormatOrThrow(path: string): Promise<EvalFormat> {
   if (await isDirectory(path)) return "dataset";
   if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
   let first: string | null = null;

@@ -24,7 +24,7 @@ import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
 import { parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
-import { InputError } from "../pipeline/read/input_error.ts";
+import { FormatError, InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { parse as parseCsv } from "csv-parse/sync";
@@ -306,6 +306,11 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
     ),
     dup.message,
   );
+  // A file in no format evaluation reads says so, listing evaluation's formats.
+  await Deno.writeTextFile(`${d}/other.jsonl`, '{"prompt": "q?", "label": 1}\n');
+  const other = await assertRejects(() => loadEvalItems(`${d}/other.jsonl`), FormatError);
+  assert(other.message.includes("not in a format this command reads"), other.message);
+  assert(other.message.includes("multiarith (JSON lines {input, target})"), other.message);
   await Deno.writeTextFile(`${d}/obj.json`, '{"Body": "x"}');
   await assertRejects(() => loadEvalItems(`${d}/obj.json`, { format: "svamp" }), InputError);
   await assertRejects(

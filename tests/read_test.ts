@@ -368,15 +368,80 @@ Deno.test("detectFormat: unknown content asks for --format", async () => {
   for (
     const [name, text] of [
       ["a.txt", "just some words\n"],
-      ["b.jsonl", '{"input": "q?", "target": 1}\n'],
       ["c.dat", "\n\n"],
-      ["d.jsonl", "{not json\n"],
     ]
   ) {
     const path = await tempFile(name, text);
     const e = await assertRejects(() => detectFormat(path), FormatError, "pass --format");
     assert(e.message.startsWith(path), e.message);
   }
+});
+
+Deno.test("detectFormat: a first record that is not JSON is named at its line with its error", async () => {
+  // A trailing comma on line 1: the next record tells the format, the reader names line 1.
+  const comma = await tempFile(
+    "comma.jsonl",
+    '\n{"question": "Q?", "answer": "#### 1",}\n{"question": "Q2?", "answer": "#### 2"}\n',
+  );
+  assertEquals(await detectFormat(comma), "gsm8k");
+  const e = await inputError(comma);
+  assertEquals(e.line, 2);
+  assert(e.message.startsWith(`${comma}:2: invalid JSON (`), e.message);
+  assert(e.message.endsWith("fix the record or pass --on-error skip"), e.message);
+  // With no record that parses, detection itself names the first one and its JSON error.
+  const broken = await tempFile("d.jsonl", '{"question": "Q?",}\n{not json\n');
+  const e2 = await assertRejects(() => detectFormat(broken), InputError);
+  assertEquals(e2.line, 1);
+  assert(e2.message.startsWith(`${broken}:1: invalid JSON (`), e2.message);
+  assert(e2.message.endsWith("fix that line (the first record tells the format)"), e2.message);
+});
+
+Deno.test("detectFormat: a UTF-16 file is invalid UTF-8, with the iconv hint", async () => {
+  const rec = '{"question": "Q?", "answer": "#### 1"}\n';
+  const le = new Uint8Array(rec.length * 2);
+  for (let i = 0; i < rec.length; i++) le[2 * i] = rec.charCodeAt(i);
+  for (
+    const [name, bytes, what] of [
+      ["bom.jsonl", new Uint8Array([0xff, 0xfe, ...le]), "byte order mark 0xFF 0xFE"],
+      ["be.jsonl", new Uint8Array([0xfe, 0xff, 0, ...le.subarray(0, -1)]), "0xFE 0xFF"],
+      ["nobom.jsonl", le, "NUL bytes between its characters"],
+    ] as const
+  ) {
+    const path = await tempFile(name, bytes);
+    const e = await assertRejects(() => detectFormat(path), InputError);
+    assertEquals([e.reason, e.line], ["invalid_utf8", 1]);
+    assert(e.message.startsWith(`${path}:1: invalid UTF-8: `), e.message);
+    assert(e.message.includes(what), e.message);
+    assert(e.message.includes("iconv -f UTF-16 -t utf-8"), e.message);
+  }
+});
+
+Deno.test("detectFormat: records of no supported format are named so, with the formats listed", async () => {
+  const svamp = await tempFile(
+    "SVAMP.json",
+    JSON.stringify(
+      [{ ID: "a-1", Body: "Ann has 3 pens.", Question: "How many?", Equation: "( 3 )", Answer: 3 }],
+      null,
+      1,
+    ),
+  );
+  const hard = await tempFile("b.jsonl", '{"input": "q?", "target": 1}\n');
+  for (const path of [svamp, hard]) {
+    const e = await assertRejects(() => detectFormat(path), FormatError);
+    assert(e.unsupported, e.message);
+    assert(e.message.startsWith(`${path}: not in a format this command reads (`), e.message);
+    assert(e.message.includes("coconut (a JSON array of {question, steps, answer})"), e.message);
+    assert(!e.message.includes("pass --format"), e.message);
+  }
+  const e = await assertRejects(() => detectFormat(svamp), FormatError);
+  assert(e.why.includes("first element has keys ID, Body, Question, Equation, Answer"), e.why);
+  // A Coconut array still is one, even when its first element is too long to see whole.
+  const long = await tempFile(
+    "long.json",
+    JSON.stringify([{ question: "x".repeat(70_000), steps: [], answer: "1" }]),
+  );
+  assertEquals(await detectFormat(long), "coconut");
+  assertEquals(await detectFormat(await tempFile("empty.json", "[]")), "coconut");
 });
 
 Deno.test("read: stopping early closes the file (the test's resource check would fail)", async () => {
