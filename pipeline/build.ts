@@ -202,6 +202,13 @@ export interface ResolvedBuildOptions {
 
 const positiveInt = z.number().int().min(1);
 
+/** The most latent blocks K a dataset may have. */
+export const MAX_K = 64;
+/** The most latent slots per block c a dataset may have. */
+export const MAX_C = 256;
+/** The most augmented variants per input problem. */
+export const MAX_VARIANTS = 1000;
+
 /** The zod schema of {@linkcode BuildOptions}; parsing applies the defaults. */
 export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
@@ -214,8 +221,8 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
         .optional(),
       augment: z.object({
         variants: z.number().int().min(0, "variants must be 0 or more").max(
-          1000,
-          "variants must be at most 1000",
+          MAX_VARIANTS,
+          `variants must be at most ${MAX_VARIANTS}`,
         ),
         seed: z.number().int().min(0, "seed must be 0 or more").optional(),
       }).optional(),
@@ -227,8 +234,9 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   ).min(1, "give at least one split"),
   format: z.enum(["auto", ...FORMATS] as ["auto", ...Format[]]).default("auto"),
   cot: z.enum(["math", "nl"]).default("math"),
-  k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
-  c: positiveInt.max(256, "c must be at most 256").default(13),
+  k: z.number().int().min(0, "K must be 0 or more").max(MAX_K, `K must be at most ${MAX_K}`)
+    .default(6),
+  c: positiveInt.max(MAX_C, `c must be at most ${MAX_C}`).default(13),
   tokenizer: z.string().min(1).optional(),
   longStep: z.enum(["truncate", "drop", "spill"]).default("truncate"),
   socratic: z.enum(["strip", "keep"]).default("strip"),
