@@ -53,11 +53,16 @@ export class CliError extends Error {
 
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
-/** A whole number from `min` to `max`, typed as digits ("must be a whole number"). */
+/**
+ * A whole number from `min` to `max`, typed as digits or in exponent notation (`1e9`), with
+ * an optional sign: "must be a whole number" for anything else (`abc`, `1.5`), "must be at
+ * least" or "at most" for one out of range (`-1`).
+ */
 export function wholeNumber(min = 0, max = Number.MAX_SAFE_INTEGER): z.ZodType<number, string> {
   return z.string()
-    .regex(/^\d+$/, "must be a whole number")
+    .regex(DECIMAL, "must be a whole number")
     .transform(Number)
+    .refine((n) => !Number.isFinite(n) || Number.isInteger(n), "must be a whole number")
     .refine((n) => n >= min, `must be at least ${min}`)
     .refine((n) => n <= max, `must be at most ${max}`);
 }

@@ -8,7 +8,14 @@
 import process from "node:process";
 import cliProgress from "cli-progress";
 import { z } from "zod";
-import { buildDataset, type BuildOptions, type BuildProgress } from "../pipeline/build.ts";
+import {
+  buildDataset,
+  type BuildOptions,
+  type BuildProgress,
+  MAX_C,
+  MAX_K,
+  MAX_VARIANTS,
+} from "../pipeline/build.ts";
 import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
@@ -85,11 +92,16 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
       schema: oneOf(["math", "nl"]),
       defaultText: "math, or DIR's",
     },
-    k: { value: "N", help: "latent blocks K", schema: wholeNumber(0), defaultText: "6, or DIR's" },
+    k: {
+      value: "N",
+      help: `latent blocks K (0 to ${MAX_K})`,
+      schema: wholeNumber(0, MAX_K),
+      defaultText: "6, or DIR's",
+    },
     c: {
       value: "N",
-      help: "latent slots per block c",
-      schema: wholeNumber(1),
+      help: `latent slots per block c (1 to ${MAX_C})`,
+      schema: wholeNumber(1, MAX_C),
       defaultText: "13, or DIR's",
     },
     tokenizer: {
@@ -186,9 +198,9 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     },
     augment: {
       value: "N",
-      help: "add up to N variants of each input problem, with new numbers, next to it " +
-        "(generated problems are not augmented)",
-      schema: wholeNumber(1),
+      help: `add up to N variants (1 to ${MAX_VARIANTS}) of each input problem, with new ` +
+        "numbers, next to it (generated problems are not augmented)",
+      schema: wholeNumber(1, MAX_VARIANTS),
       group: MORE_DATA,
     },
     exclude: {

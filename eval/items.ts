@@ -10,6 +10,9 @@
  * | `multiarith` | JSON lines `{input, target}` (MultiArith, SVAMP's JSONL copy)  | no         |
  * | `dataset`    | a dataset directory from build-dataset (its `<split>.records.jsonl`) | yes  |
  *
+ * Ids are unique: a SVAMP array whose `ID` repeats (or a Coconut `idx`) is an input error at
+ * the repeat, naming the element that has it first.
+ *
  * Gold answers lose a trailing ".0", as the reference's out-of-distribution loader does, so
  * "51.0" and 51 both read "51". Pipeline formats go through the pipeline's own readers and
  * segmentation, so a GSM8K file yields the same steps here as in a built dataset.
@@ -23,8 +26,14 @@ import { type Format, FORMATS } from "../pipeline/read/detect.ts";
 import { detectFormat } from "../pipeline/read/detect.ts";
 import { readLines } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
-import { basename, checkRecord, makeProblem, type RecordAt } from "../pipeline/read/record.ts";
-import { InputError } from "../pipeline/read/input_error.ts";
+import {
+  basename,
+  checkRecord,
+  IdRegister,
+  makeProblem,
+  type RecordAt,
+} from "../pipeline/read/record.ts";
+import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
@@ -152,6 +161,7 @@ function readInputTarget(path: string, withCode: boolean): AsyncGenerator<EvalIt
 
 async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
   const data = await readJsonArray(path, "a JSON array of {Body, Question, Equation, Answer}");
+  const ids = new IdRegister();
   for (let i = 0; i < data.length; i++) {
     const at = { file: path, line: i + 1 };
     const r = checkRecord(SvampRecord, data[i], SVAMP_EXPECT, at);
@@ -164,7 +174,8 @@ async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputErr
     // 1,000), so both files evaluate the same text.
     const b = r.Body.trim();
     const q = b === "" ? r.Question : `${b}${/[.?!]$/.test(b) ? "" : "."} ${r.Question.trim()}`;
-    yield itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
+    const item = itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
+    yield ids.check(item.id, at, "ID", "element") ?? item;
   }
 }
 
@@ -315,6 +326,23 @@ async function isDirectory(path: string): Promise<boolean> {
  * ```
  */
 export async function detectEvalFormat(path: string): Promise<EvalFormat> {
+  try {
+    return await detectEvalFormatOrThrow(path);
+  } catch (e) {
+    // The pipeline's detector lists the pipeline's formats; evaluation reads more.
+    if (e instanceof FormatError && e.unsupported) {
+      throw new FormatError(e.file, e.why, { unsupported: true, supported: EVAL_FORMATS_TEXT });
+    }
+    throw e;
+  }
+}
+
+/** Evaluation's formats, described for a file in none of them. */
+const EVAL_FORMATS_TEXT = `${PIPELINE_FORMATS_TEXT}, gsm-hard (JSON lines {input, code, ` +
+  "target}), multiarith (JSON lines {input, target}), svamp (a JSON array of {Body, Question, " +
+  "Equation, Answer}) and a dataset directory";
+
+async function detectEvalFormatOrThrow(path: string): Promise<EvalFormat> {
   if (await isDirectory(path)) return "dataset";
   if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
   let first: string | null = null;

@@ -1,44 +1,80 @@
 /**
  * Answer extraction and scoring, as the reference evaluation does it: the text after the
- * last `###` (falling back to the last number), commas removed, compared as numbers when
- * both sides parse, else as strings.
+ * last `###` (falling back to the last number), compared as numbers when both sides are
+ * numbers, else as strings. Numbers are read exactly as the pipeline reads gold answers
+ * ({@linkcode readNumber} of pipeline/numbers.ts): `1,234`, `1 234`, `$5`, `+5`, `−2`
+ * (U+2212), `3/4`, the mixed number `1 1/2` (1.5) and `25%` (25, as GSM8K writes a
+ * percentage's answer), and compared as validation compares them ({@linkcode sameNumber}:
+ * whole numbers exactly, others to 1e-9 relative).
  *
  * @module
  */
+import { NUMBER_SOURCE, readNumber, sameNumber } from "./numbers.ts";
 
+/** A number at the start of a text, and not followed by more digits. */
+const LEADING_NUMBER = new RegExp(`^(?:${NUMBER_SOURCE})(?![\\d.]\\d|\\d)`);
+/** Numbers anywhere, for the fallback when there is no `###`. */
 const NUMBER = /-?\d+(?:\.\d+)?(?:\/\d+)?/g;
 
 /**
- * The answer in a generated text.
+ * The answer in a generated text: the number that starts the text after the last `###`,
+ * with its thousands separators (commas, spaces) removed and a closing full stop dropped, or
+ * the first word there when it is not a number; with no `###`, the last number of the text.
  *
  * @example
  * ```ts
  * import { extractAnswer } from "./answer.ts";
  * console.assert(extractAnswer("<<2*3=6>>\n### 1,206") === "1206");
+ * console.assert(extractAnswer("### 1 1/2 cups") === "1 1/2");
+ * console.assert(extractAnswer("### 25%.") === "25%");
  * ```
  */
 export function extractAnswer(text: string): string {
   const i = text.lastIndexOf("###");
-  let tail = i >= 0 ? text.slice(i + 3) : text;
-  tail = tail.replaceAll(",", "").trim();
-  if (i >= 0 && tail !== "") return tail.split(/\s+/)[0].replace(/\.$/, "");
-  const nums = tail.match(NUMBER);
-  return nums ? nums[nums.length - 1] : tail;
-}
-
-/** Parse a number, including a simple fraction `a/b`; NaN otherwise. */
-export function parseNumber(s: string): number {
-  const t = s.replaceAll(",", "").replace(/^\$/, "").trim();
-  const f = /^(-?\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(t);
-  if (f) return Number(f[1]) / Number(f[2]);
-  return /^-?(\d+\.?\d*|\.\d+)$/.test(t) ? Number(t) : NaN;
-}
-
-/** Exact match: numeric equality (to 1e-9 relative) when both parse, string equality else. */
-export function answersMatch(predicted: string, gold: string): boolean {
-  const a = parseNumber(predicted), b = parseNumber(gold);
-  if (!Number.isNaN(a) && !Number.isNaN(b)) {
-    return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+  if (i >= 0) {
+    const tail = text.slice(i + 3).trim();
+    const m = LEADING_NUMBER.exec(tail);
+    if (m) {
+      const n = m[0].trim();
+      // Mixed numbers keep their space; thousands groups lose theirs.
+      return readNumber(n)?.decimals === null && /\d\s+\d+\//.test(n)
+        ? n
+        : n.replace(/,|(?<=\d)[ \u00a0\u2009\u202f](?=\d{3})/g, "");
+    }
+    if (tail !== "") return tail.split(/\s+/)[0].replaceAll(",", "").replace(/\.$/, "");
+    return "";
   }
+  const nums = text.replaceAll(",", "").match(NUMBER);
+  return nums ? nums[nums.length - 1] : text.replaceAll(",", "").trim();
+}
+
+/**
+ * A number as the pipeline reads a gold answer ({@linkcode readNumber}), or NaN.
+ *
+ * @example
+ * ```ts
+ * import { parseNumber } from "./answer.ts";
+ * console.assert(parseNumber("1 1/2") === 1.5 && parseNumber("−2") === -2);
+ * console.assert(Number.isNaN(parseNumber("5 6")));
+ * ```
+ */
+export function parseNumber(s: string): number {
+  return readNumber(s)?.value ?? NaN;
+}
+
+/**
+ * Exact match: the same number when both sides are numbers ({@linkcode sameNumber}), else the
+ * same text (trimmed).
+ *
+ * @example
+ * ```ts
+ * import { answersMatch } from "./answer.ts";
+ * console.assert(answersMatch("25", "25%") && answersMatch("-2", "−2") && answersMatch("5", "+5"));
+ * console.assert(answersMatch("1.5", "1 1/2") && !answersMatch("56", "5 6"));
+ * ```
+ */
+export function answersMatch(predicted: string, gold: string): boolean {
+  const a = readNumber(predicted), b = readNumber(gold);
+  if (a !== null && b !== null) return sameNumber(a.value, b.value);
   return predicted.trim() === gold.trim();
 }

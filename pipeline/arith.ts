@@ -9,10 +9,12 @@
  * modulo. Then only the characters `0-9 . + - * / ^ ( ) %` and spaces may remain, and the
  * mathjs parse tree may hold only numeric constants, parentheses, `+ - * / ^ mod`, unary minus
  * and plus (implicit multiplication such as `2(3+4)` is a multiplication and is allowed).
- * Anything else, or a result that is not a finite number (`1/0`), is an
- * {@linkcode ExpressionError}. A number beyond 2^53 − 1 in magnitude (an operand, a partial
- * result or the result), where floating point no longer holds every integer, is a
- * {@linkcode NumberTooLargeError}: such an expression cannot be checked exactly.
+ * Anything else is an {@linkcode ExpressionError}; so is an expression with no finite real
+ * value (`1/0`, `0/0`, `(-8)^(1/3)`), as the subclass {@linkcode NoFiniteValueError}. A number
+ * beyond 2^53 − 1 in magnitude (an operand, a partial result or the result), where floating
+ * point no longer holds every integer, is a {@linkcode NumberTooLargeError}: such an
+ * expression cannot be checked exactly, and the error carries its floating-point value, which
+ * still tells a stated value that is far off.
  *
  * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
  * after its decimal point (read by `readNumber` of pipeline/numbers.ts); the resolution r of
@@ -53,14 +55,35 @@ export class ExpressionError extends Error {
  * floating point cannot check it exactly, so it is refused rather than compared.
  */
 export class NumberTooLargeError extends ExpressionError {
-  /** `what` names the number, e.g. `99999999999*99999999999 = 9.9999999998e+21`. */
-  constructor(expr: string, what: string) {
+  /** The number that is too large, e.g. `99999999999*99999999999 = 9.9999999998e+21`. */
+  readonly what: string;
+  /**
+   * The expression's value computed in floating point regardless of the limit (close, not
+   * exact), or null when that is not finite either.
+   */
+  readonly approx: number | null;
+  /** `what` names the number; `approx` is the expression's floating-point value. */
+  constructor(expr: string, what: string, approx: number | null = null) {
     super(
       expr,
       `${what} is beyond 2^53 (9,007,199,254,740,991), where floating point cannot check it ` +
         "exactly",
     );
     this.name = "NumberTooLargeError";
+    this.what = what;
+    this.approx = approx;
+  }
+}
+
+/**
+ * An expression with no finite real value: a division by zero (`5/0`, `0/0`) or a power with
+ * no real result (`(-8)^(1/3)`). No stated value can be right.
+ */
+export class NoFiniteValueError extends ExpressionError {
+  /** `why` says what happened, e.g. `5/0 divides by zero`. */
+  constructor(expr: string, why: string) {
+    super(expr, `has no finite value (${why})`);
+    this.name = "NoFiniteValueError";
   }
 }
 
@@ -141,32 +164,52 @@ function evaluateUncached(expr: string): number {
     throw new ExpressionError(expr, `does not parse (${(e as Error).message})`);
   }
   check(node, expr);
-  return evaluateNode(node, expr);
+  try {
+    return evaluateNode(node, expr, true);
+  } catch (e) {
+    if (!(e instanceof NumberTooLargeError)) throw e;
+    // The value in floating point, past the limit: close enough to tell a far-off statement.
+    let approx: number | null = null;
+    try {
+      approx = evaluateNode(node, expr, false);
+    } catch { /* not finite either */ }
+    throw new NumberTooLargeError(expr, e.what, approx);
+  }
 }
 
-/** Evaluates a checked tree, refusing any number beyond {@linkcode MAX_EXACT}. */
-function evaluateNode(node: MathNode, expr: string): number {
+/**
+ * Evaluates a checked tree; with `exact`, refusing any number beyond {@linkcode MAX_EXACT}.
+ * A division by zero or a value that is not a real number is a {@linkcode NoFiniteValueError};
+ * a result that overflows to infinity is too large.
+ */
+function evaluateNode(node: MathNode, expr: string, exact: boolean): number {
   switch (node.type) {
     case "ConstantNode": {
       const v = (node as unknown as { value: number }).value;
-      if (Math.abs(v) > MAX_EXACT) throw new NumberTooLargeError(expr, `the number ${v}`);
+      if (exact && Math.abs(v) > MAX_EXACT) {
+        throw new NumberTooLargeError(expr, `the number ${v}`);
+      }
       return v;
     }
     case "ParenthesisNode":
-      return evaluateNode((node as unknown as { content: MathNode }).content, expr);
+      return evaluateNode((node as unknown as { content: MathNode }).content, expr, exact);
     default: {
       const op = node as unknown as { fn: string; args: MathNode[] };
-      const a = op.args.map((n) => evaluateNode(n, expr));
+      const a = op.args.map((n) => evaluateNode(n, expr, exact));
+      if (op.fn === "divide" && a[1] === 0) {
+        throw new NoFiniteValueError(expr, `${node.toString()} divides by zero`);
+      }
       let r: unknown;
       try {
         r = operate(op.fn, a);
       } catch (e) {
         throw new ExpressionError(expr, `does not evaluate (${(e as Error).message})`);
       }
-      if (typeof r !== "number" || !Number.isFinite(r)) {
-        throw new ExpressionError(expr, `has no finite value (${String(r)})`);
+      if (typeof r !== "number" || Number.isNaN(r)) {
+        throw new NoFiniteValueError(expr, `${node.toString()} is ${String(r)}`);
       }
-      if (Math.abs(r) > MAX_EXACT) {
+      if (!Number.isFinite(r) || (exact && Math.abs(r) > MAX_EXACT)) {
+        if (!exact) throw new NoFiniteValueError(expr, `${node.toString()} overflows`);
         throw new NumberTooLargeError(expr, `${node.toString()} = ${r}`);
       }
       return r;
@@ -206,8 +249,9 @@ function operate(fn: string, a: number[]): unknown {
  * console.assert(evaluateExpression("54/3") === 18);
  * console.assert(evaluateExpression("80,000*5%") === 4000);
  * ```
- * @throws {ExpressionError} when the expression is not allowed or has no finite value;
- * {@linkcode NumberTooLargeError} when a number in it is beyond {@linkcode MAX_EXACT}.
+ * @throws {ExpressionError} when the expression is not allowed; {@linkcode NoFiniteValueError}
+ * when it has no finite value; {@linkcode NumberTooLargeError} when a number in it is beyond
+ * {@linkcode MAX_EXACT}.
  */
 export function evaluateExpression(expr: string): number {
   let r = cache.get(expr);
@@ -229,8 +273,9 @@ export function evaluateExpression(expr: string): number {
 export type Agreement = "equal" | "rounded" | "wrong";
 
 /**
- * Compares a computed value with a stated value by the rounding rule. Both must be within
- * {@linkcode MAX_EXACT}; validation refuses larger ones before comparing.
+ * Compares a computed value with a stated value by the rounding rule. The comparison is exact
+ * only within {@linkcode MAX_EXACT}; beyond it, validation reports `number_too_large` and
+ * trusts only a `wrong`.
  *
  * @example
  * ```ts

@@ -119,8 +119,12 @@ export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Pro
         throw new InputError({
           file: path,
           line: 0,
-          problem: `an --exclude file whose format cannot be told (${e.why})`,
-          hint: "give it in a format the build reads by its records (docs/pipeline.md)",
+          problem: e.unsupported
+            ? `an --exclude file in a format the build does not read (${e.why})`
+            : `an --exclude file whose format cannot be told (${e.why})`,
+          hint: e.unsupported
+            ? `${e.hint}; --exclude reads the formats --input does`
+            : "give it in a format the build reads by its records (docs/pipeline.md)",
         });
       }
       throw e;

@@ -10,7 +10,7 @@
 import { Sha256 } from "../base/sha256.ts";
 import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
-import { basename } from "./read/record.ts";
+import { basename, idLabels } from "./read/record.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
@@ -202,6 +202,13 @@ export interface ResolvedBuildOptions {
 
 const positiveInt = z.number().int().min(1);
 
+/** The most latent blocks K a dataset may have. */
+export const MAX_K = 64;
+/** The most latent slots per block c a dataset may have. */
+export const MAX_C = 256;
+/** The most augmented variants per input problem. */
+export const MAX_VARIANTS = 1000;
+
 /** The zod schema of {@linkcode BuildOptions}; parsing applies the defaults. */
 export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
@@ -214,8 +221,8 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
         .optional(),
       augment: z.object({
         variants: z.number().int().min(0, "variants must be 0 or more").max(
-          1000,
-          "variants must be at most 1000",
+          MAX_VARIANTS,
+          `variants must be at most ${MAX_VARIANTS}`,
         ),
         seed: z.number().int().min(0, "seed must be 0 or more").optional(),
       }).optional(),
@@ -227,8 +234,9 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   ).min(1, "give at least one split"),
   format: z.enum(["auto", ...FORMATS] as ["auto", ...Format[]]).default("auto"),
   cot: z.enum(["math", "nl"]).default("math"),
-  k: z.number().int().min(0, "K must be 0 or more").max(64, "K must be at most 64").default(6),
-  c: positiveInt.max(256, "c must be at most 256").default(13),
+  k: z.number().int().min(0, "K must be 0 or more").max(MAX_K, `K must be at most ${MAX_K}`)
+    .default(6),
+  c: positiveInt.max(MAX_C, `c must be at most ${MAX_C}`).default(13),
   tokenizer: z.string().min(1).optional(),
   longStep: z.enum(["truncate", "drop", "spill"]).default("truncate"),
   socratic: z.enum(["strip", "keep"]).default("strip"),
@@ -348,6 +356,57 @@ async function reuseTokenizer(
   return tok;
 }
 
+/**
+ * Makes sure the build's records get ids no other record of the build has, and returns each
+ * input file's id name ({@linkcode idLabels}): files sharing a basename are told apart by
+ * their paths. The same file given twice, or two splits generating records with the same
+ * seed, would repeat records and their ids: a {@linkcode BuildError} says so. (Ids a file
+ * carries itself are checked as it is read.)
+ */
+async function checkUniqueIds(splits: readonly SplitSpec[]): Promise<Map<string, string>> {
+  const files = new Map<string, { path: string; split: string }>();
+  for (const s of splits) {
+    for (const path of s.inputs) {
+      let real = path;
+      try {
+        real = await Deno.realPath(path);
+      } catch (e) {
+        rethrowIfDenied(e);
+      }
+      const first = files.get(real);
+      if (first !== undefined) {
+        const where = first.split === s.name
+          ? `both for split ${s.name}`
+          : `for splits ${first.split} and ${s.name}`;
+        throw new BuildError(
+          `${path}: the same file as ${first.path} (${where}); its records would be read twice, ` +
+            `with the same ids: give each input file once`,
+        );
+      }
+      files.set(real, { path, split: s.name });
+    }
+  }
+  const generated: { split: string; seed: number; from: number; to: number }[] = [];
+  for (const s of splits) {
+    if (s.synthetic === undefined) continue;
+    const seed = s.synthetic.seed ?? 0, from = s.synthetic.start ?? 1;
+    const mine = { split: s.name, seed, from, to: from + s.synthetic.n };
+    const first = generated.find((g) =>
+      g.seed === seed && g.from < mine.to && mine.from < g.to && mine.from < mine.to
+    );
+    if (first !== undefined) {
+      throw new BuildError(
+        `splits ${first.split} and ${s.name} both generate records ` +
+          `${Math.max(first.from, from)} to ${Math.min(first.to, mine.to) - 1} with seed ` +
+          `${seed}: the same problems, with the same ids (synthetic:${seed}:<n>); give each ` +
+          "split its own seed",
+      );
+    }
+    generated.push(mine);
+  }
+  return idLabels(splits.flatMap((s) => s.inputs));
+}
+
 type Stage = (p: BuildProgress) => void;
 
 /**
@@ -459,7 +518,7 @@ export async function buildDataset(
   }
 
   // Formats are detected once per file, before anything is written.
-  const inputsBySplit = new Map<string, { path: string; format: Format }[]>();
+  const inputsBySplit = new Map<string, { path: string; format: Format; idLabel?: string }[]>();
   for (const s of o.splits) {
     const list = [];
     for (const path of s.exclude ?? []) {
@@ -481,6 +540,10 @@ export async function buildDataset(
       list.push({ path, format });
     }
     inputsBySplit.set(s.name, list);
+  }
+  const labels = await checkUniqueIds(o.splits);
+  for (const list of inputsBySplit.values()) {
+    for (const input of list) input.idLabel = labels.get(input.path);
   }
   const totals = new Map<string, number | null>();
   if (hooks.onProgress) {
@@ -534,7 +597,7 @@ export async function buildDataset(
       const onSkip = (e: InputError) => pending.push(e);
       const writeSkips = async (w: SplitWriter) => {
         for (const e of pending.splice(0)) {
-          const id = `${basename(e.file)}:${e.line}`;
+          const id = `${labels.get(e.file) ?? basename(e.file)}:${e.line}`;
           await w.skip({ id, file: e.file, line: e.line, reason: e.reason, error: e.problem });
           if (skipped++ < SKIPPED_LISTED) {
             listed.push({

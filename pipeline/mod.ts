@@ -47,6 +47,7 @@ export {
 export { segment, type SegmentOptions } from "./segment.ts";
 export {
   type CotForm,
+  decidingForm,
   type ReasonInfo,
   REASONS,
   statusOf,
@@ -59,6 +60,7 @@ export {
   evaluateExpression,
   ExpressionError,
   MAX_EXACT,
+  NoFiniteValueError,
   NumberTooLargeError,
 } from "./arith.ts";
 export { answerNumber, numbersInText, readNumber, type WrittenNumber } from "./numbers.ts";

@@ -6,11 +6,31 @@
  */
 
 const MINUS = /[\u2212\u2013]/g; // U+2212 minus sign and the en dash some sources use
-const CURRENCY = /[$€£]/g;
-const PLAIN = /^[-+]?(?:\d+\.?\d*|\.\d+)$/;
-const GROUPED = /^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$/;
-const FRACTION = /^([-+]?)(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/;
-const MIXED = /^([-+]?)(\d+)\s+(\d+)\/(\d+)$/;
+/** White space that may separate thousands groups: space, no-break space, thin spaces. */
+const GROUP_SPACE = "[ \\u00a0\\u2009\\u202f]";
+const PLAIN = /^(?:\d+\.?\d*|\.\d+)$/;
+const GROUPED = /^\d{1,3}(?:,\d{3})+(?:\.\d*)?$/;
+const SPACED = new RegExp(`^\\d{1,3}(?:${GROUP_SPACE}\\d{3})+(?:\\.\\d*)?$`);
+const FRACTION = /^(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/;
+const MIXED = new RegExp(`^(\\d+)${GROUP_SPACE}+(\\d+)\\/(\\d+)$`);
+/** A sign and a currency symbol, in either order, before the digits. */
+const HEAD = /^([-+]?)\s*[$€£]?\s*([-+]?)\s*/;
+
+/**
+ * A number as {@linkcode readNumber} reads it, as a regular-expression source (no anchors):
+ * for finding one at the start of a text, as answer extraction does (pipeline/answer.ts).
+ */
+export const NUMBER_SOURCE: string = [
+  "(?:[-+\\u2212\\u2013]\\s*)?(?:[$€£]\\s*)?(?:[-+\\u2212\\u2013]\\s*)?",
+  "(?:",
+  `\\d+${GROUP_SPACE}+\\d+\\/\\d+(?![\\d/])`, // mixed number
+  `|\\d{1,3}(?:${GROUP_SPACE}\\d{3})+(?:\\.\\d+)?(?![\\d/])`, // groups spaced
+  "|\\d{1,3}(?:,\\d{3})+(?:\\.\\d+)?(?![\\d/])", // groups with commas
+  "|\\d+(?:\\.\\d+)?\\/\\d+(?:\\.\\d+)?", // fraction
+  "|\\d+(?:\\.\\d+)?|\\.\\d+", // plain
+  ")",
+  "(?:\\s*[$€£])?(?:\\s*%)?",
+].join("");
 
 /** A number as written: its value, and how many digits it has after the decimal point. */
 export interface WrittenNumber {
@@ -23,47 +43,58 @@ export interface WrittenNumber {
 }
 
 /**
- * Reads a number as written, or returns null. Accepted: optional sign, `$`/`€`/`£`, thousands
- * commas in groups of three (`1,080`), decimals (`3.5`, `.5`, `15.`), simple fractions
- * (`3/4`), mixed numbers (`1 1/2`) and a trailing `%`, which is kept as a flag and not applied:
- * `25%` reads as 25. Spaces are ignored. Commas that are not thousands groups (`1,5`) give
- * null, as does anything with words or units.
+ * Reads a number as written, or returns null. Accepted: one sign (`-`, `+`, U+2212), a
+ * currency symbol (`$`, `€`, `£`) before the digits (either side of the sign) or after them,
+ * thousands groups of three separated by commas (`1,080`) or by a space, no-break space or
+ * thin space (`1 234`), decimals (`3.5`, `.5`, `15.`), simple fractions (`3/4`), mixed numbers
+ * (`1 1/2` is 1.5) and a trailing `%`, which is kept as a flag and not applied: `25%` reads as
+ * 25. Anything else gives null: commas that are not thousands groups (`1,5`), two numbers
+ * (`5 6`), words or units.
  *
  * @example
  * ```ts
  * import { readNumber } from "./numbers.ts";
  * console.assert(readNumber("$1,080.50")?.value === 1080.5);
  * console.assert(readNumber("3/4")?.value === 0.75);
+ * console.assert(readNumber("1 1/2")?.value === 1.5);
+ * console.assert(readNumber("1 234")?.value === 1234);
+ * console.assert(readNumber("5 6") === null);
  * console.assert(readNumber("5 apples") === null);
  * ```
  */
 export function readNumber(text: string): WrittenNumber | null {
-  let s = text.trim().replace(MINUS, "-").replace(CURRENCY, "");
+  let s = text.trim().replace(MINUS, "-");
   const percent = s.endsWith("%");
-  if (percent) s = s.slice(0, -1);
-  s = s.trim();
-  const mixed = MIXED.exec(s);
+  if (percent) s = s.slice(0, -1).trimEnd();
+  const head = HEAD.exec(s)!;
+  if (head[1] !== "" && head[2] !== "") return null;
+  const negative = (head[1] || head[2]) === "-";
+  let body = s.slice(head[0].length).replace(/\s*[$€£]$/, "");
+  const signed = (v: number) => (negative ? -v : v);
+  const mixed = MIXED.exec(body);
   if (mixed) {
-    const [, sign, whole, num, den] = mixed;
+    const [, whole, num, den] = mixed;
     if (Number(den) === 0) return null;
-    const v = Number(whole) + Number(num) / Number(den);
-    return { value: sign === "-" ? -v : v, decimals: null, percent };
+    return { value: signed(Number(whole) + Number(num) / Number(den)), decimals: null, percent };
   }
-  s = s.replace(/\s+/g, "");
-  if (s.includes(",")) {
-    if (!GROUPED.test(s)) return null;
-    s = s.replaceAll(",", "");
+  if (SPACED.test(body)) body = body.replace(new RegExp(GROUP_SPACE, "g"), "");
+  else if (body.includes(",")) {
+    if (!GROUPED.test(body)) return null;
+    body = body.replaceAll(",", "");
   }
-  if (PLAIN.test(s)) {
-    const dot = s.indexOf(".");
-    return { value: Number(s), decimals: dot === -1 ? 0 : s.length - dot - 1, percent };
+  if (PLAIN.test(body)) {
+    const dot = body.indexOf(".");
+    return {
+      value: signed(Number(body)),
+      decimals: dot === -1 ? 0 : body.length - dot - 1,
+      percent,
+    };
   }
-  const frac = FRACTION.exec(s);
+  const frac = FRACTION.exec(body);
   if (frac) {
-    const [, sign, num, den] = frac;
+    const [, num, den] = frac;
     if (Number(den) === 0) return null;
-    const v = Number(num) / Number(den);
-    return { value: sign === "-" ? -v : v, decimals: null, percent };
+    return { value: signed(Number(num) / Number(den)), decimals: null, percent };
   }
   return null;
 }

@@ -29,8 +29,9 @@ import { readGsm8kJsonl, readNlJsonl } from "./read/jsonl.ts";
 import { readParquet } from "./read/parquet.ts";
 import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "./limits.ts";
 import type { LineOptions } from "./read/lines.ts";
+import { basename, idLabels } from "./read/record.ts";
 
-export { detectFormat, FormatError, FORMATS, InputError };
+export { detectFormat, FormatError, FORMATS, idLabels, InputError };
 export type { Format };
 export type { InputReason } from "./read/input_error.ts";
 
@@ -47,6 +48,11 @@ export interface ReadOptions {
    * (default 65,536); a longer one is an InputError with reason `too_large`.
    */
   maxFieldBytes?: number;
+  /**
+   * What ids start with in place of the file's basename (`<label>:<line>`): the build passes
+   * {@linkcode idLabels}'s name when two of its input files share a basename.
+   */
+  idLabel?: string;
 }
 
 /** The readers; the line-based ones refuse a line too long to hold fields within limits. */
@@ -82,6 +88,9 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
   if (reader === undefined) throw new FormatError(path, `unknown format "${format}"`);
   const skip = opts.onError === "skip";
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
+  // Every reader's ids are `<basename>:...` (pipeline/read/record.ts, makeProblem).
+  const base = `${basename(path)}:`;
+  const label = opts.idLabel === undefined ? null : `${opts.idLabel}:`;
   for await (const item of reader(path, lineLimit(path, maxBytes))) {
     const bad = item instanceof InputError ? item : fieldSizeError(item, maxBytes);
     if (bad !== null) {
@@ -89,6 +98,10 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
       opts.onSkip?.(bad);
       continue;
     }
-    yield item as Problem;
+    const p = item as Problem;
+    if (label !== null && label !== base && p.id.startsWith(base)) {
+      p.id = label + p.id.slice(base.length);
+    }
+    yield p;
   }
 }

@@ -11,16 +11,19 @@
  * step per line). A rationale of a single line (GSM8K-Aug-NL, iCoT prose) is split into
  * sentences instead (see pipeline/sentences.ts). Annotations and stray `<<`/`>>` are removed,
  * runs of white space become one space, and empty steps are dropped. A socratic line
- * `Sub-question ** rest` (the prefix detected per line: the text before the first ` ** `,
- * if it holds no annotation and no `=`, which no GSM8K sub-question does and which keeps
- * `x = 2 ** 3` whole) keeps only `rest` (a line that is only `Sub-question **`, as six socratic
- * GSM8K lines are, then gives no step) under `socratic: "strip"` (the default) and the
- * whole line under `"keep"`. When the source has no prose (iCoT or Coconut math chains), the
+ * `Sub-question ** rest` keeps only `rest` (a line that is only `Sub-question **`, as six
+ * socratic GSM8K lines are, then gives no step) under `socratic: "strip"` (the default) and the
+ * whole line under `"keep"`. The prefix is the text before the first ` ** `, holding no
+ * annotation and no `=`; it is a sub-question when it ends in `?`, or when every line of the
+ * rationale has such a prefix and one of them is not a power's left operand (socratic GSM8K
+ * writes `Define a variable ** ...` and `Subtract 15 ** 11x=286` too). So Python's power
+ * `5 ** 2` in prose stays whole ({@linkcode stripSocratic}). When the source has no prose (iCoT or Coconut math chains), the
  * NL form is derived from the math steps, one `expr = value` per step (`<<54/3=18>>` gives
  * `54/3 = 18`), and `nlDerived` is true.
  *
- * **answerValue** is {@linkcode answerNumber} of the answer: commas, `$` and spaces removed,
- * negatives, decimals and fractions read, `25%` read as 25, null if not a number.
+ * **answerValue** is {@linkcode answerNumber} of the answer: thousands commas or spaces, `$`
+ * and signs read, decimals, fractions and mixed numbers (`1 1/2`) too, `25%` read as 25, null
+ * if not one number.
  *
  * @module
  */
@@ -44,19 +47,56 @@ export function mathStep(inner: string): MathStep {
 }
 
 const SOCRATIC = " ** ";
+/** A sub-question that asks: it ends in `?`, perhaps followed by closing quotes or brackets. */
+const ASKS = /\?["'”’)\]]*$/;
+/** The two sides of ` ** ` as Python writes a power: an operand before, a number or `(` after. */
+const POWER_LEFT = /[0-9A-Za-z.)\]]$/;
+const POWER_RIGHT = /^(?:[-+]?[0-9.(]|[A-Za-z](?![A-Za-z]))/;
 
-/**
- * The line without its socratic `Sub-question ** ` prefix, if it has one: text before the
- * first ` ** ` that holds no `<<` and no `=`. A prose line that writes a power as `2 ** 3`
- * with no `=` before it would be mistaken for one; GSM8K's main split has no `**` at all.
- */
-export function stripSocratic(line: string): string {
+/** A line cut at its first ` ** ` (or a trailing ` **`) before which a sub-question may stand. */
+interface SocraticCut {
+  prefix: string;
+  rest: string;
+  /** The prefix reads as a sub-question on its own: it asks, or ` ** ` is no power there. */
+  sure: boolean;
+}
+
+function socraticCut(line: string): SocraticCut | null {
   // The padding finds a trailing " **": socratic GSM8K has a few sub-questions with no answer.
   const i = `${line} `.indexOf(SOCRATIC);
-  if (i <= 0) return line;
-  const prefix = line.slice(0, i);
-  if (prefix.includes("<<") || prefix.includes("=")) return line;
-  return line.slice(i + SOCRATIC.length);
+  if (i <= 0) return null;
+  const prefix = line.slice(0, i).trimEnd();
+  // No GSM8K sub-question holds an annotation or an "=": `x = 2 ** 3` is a power.
+  if (prefix === "" || prefix.includes("<<") || prefix.includes("=")) return null;
+  const rest = line.slice(i + SOCRATIC.length);
+  const sure = ASKS.test(prefix) || !(POWER_LEFT.test(prefix) && POWER_RIGHT.test(rest));
+  return { prefix, rest, sure };
+}
+
+/**
+ * True when a rationale's lines are written as socratic GSM8K writes them: every line starts
+ * with a `Sub-question ** ` prefix, and at least one of those reads as a sub-question on its
+ * own (it ends in `?`, or the text around ` ** ` is not a power's operands: `Define a
+ * variable ** Let x be...`). Then every line's prefix is one, even where it looks like a power
+ * (`Subtract 15 ** 11x=286`).
+ */
+export function isSocratic(lines: readonly string[]): boolean {
+  const cuts = lines.map((l) => l.trim()).filter((l) => l !== "").map(socraticCut);
+  return cuts.length > 0 && cuts.every((c) => c !== null) && cuts.some((c) => c!.sure);
+}
+
+/**
+ * The line without its socratic `Sub-question ** ` prefix, if it has one. The prefix is the
+ * text before the first ` ** `, holding no `<<` and no `=`; it is stripped when it ends in `?`
+ * (perhaps followed by closing quotes), or when `socratic` says the line belongs to a socratic
+ * rationale ({@linkcode isSocratic}; by default, whether the line alone is one). So a power
+ * written as Python writes it stays whole: `The area is 5 ** 2 = 25 square feet.`, and
+ * `x = 2 ** 3`.
+ */
+export function stripSocratic(line: string, socratic: boolean = isSocratic([line])): string {
+  const cut = socraticCut(line);
+  if (cut === null || !(socratic || ASKS.test(cut.prefix))) return line;
+  return cut.rest;
 }
 
 function nlFromRationale(
@@ -64,11 +104,12 @@ function nlFromRationale(
   socratic: "strip" | "keep",
 ): { nl: string[]; nlOfMath: (number | null)[] } {
   const lines = rationale.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  const socraticLines = socratic === "strip" && isSocratic(lines);
   const out: string[] = [], nlOfMath: (number | null)[] = [];
   for (const line of lines) {
     // The line's annotations, in order, as segment() finds them in the whole rationale.
     const found = scanAnnotations(line).inner.length;
-    const text = socratic === "strip" ? stripSocratic(line) : line;
+    const text = socratic === "strip" ? stripSocratic(line, socraticLines) : line;
     const clean = scanAnnotations(text).stripped.replace(/\s+/g, " ").trim();
     // One line split into several sentences: which sentence holds which step is unknown.
     const parts = clean === "" ? [] : lines.length === 1 ? splitSentences(clean) : [clean];

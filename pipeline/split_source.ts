@@ -59,7 +59,7 @@ export interface SourceReadOptions {
  * @throws {SyntheticOptionsError} for bad generator options.
  */
 export async function openSplitSource(
-  inputs: { path: string; format: Format }[],
+  inputs: { path: string; format: Format; idLabel?: string }[],
   extras: SplitExtras,
   read: SourceReadOptions,
 ): Promise<SplitSource> {
@@ -77,10 +77,11 @@ export async function openSplitSource(
   let current = "";
 
   async function* files(): AsyncGenerator<Problem> {
-    for (const { path, format } of inputs) {
+    for (const { path, format, idLabel } of inputs) {
       current = path;
       yield* readProblems(path, {
         format,
+        idLabel,
         onError: read.onError,
         onSkip: read.onSkip,
         maxFieldBytes: read.maxFieldBytes,

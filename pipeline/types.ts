@@ -19,7 +19,11 @@ export interface SourceRef {
 
 /** One problem as a reader yields it, before segmentation. */
 export interface Problem {
-  /** Stable id, unique within a build: `<file basename>:<line>` unless the data carries one. */
+  /**
+   * Stable id, unique within a build: `<file basename>:<line>` unless the data carries one.
+   * A build whose input files share a basename starts each one's ids with the end of its path
+   * that tells them apart (`d1/x.jsonl:1`); see pipeline/read/record.ts's `idLabels`.
+   */
   id: string;
   /** Where the record came from. */
   source: SourceRef;
@@ -57,7 +61,7 @@ export interface SegmentedRecord extends Problem {
   math: MathStep[];
   /** Natural-language form: one step per reasoning line or sentence, annotations removed. */
   nl: string[];
-  /** The final answer as a number (commas, `$` and spaces removed), or null if not numeric. */
+  /** The final answer as a number (pipeline/numbers.ts `readNumber`), or null if not one. */
   answerValue: number | null;
   /**
    * True when the source had no prose and `nl` was derived from the math steps, one

@@ -7,9 +7,11 @@
  * stated value by the rounding rule of pipeline/arith.ts: whole numbers must be equal, other
  * values equal within 1e-9 relative and within the digits shown; a stated value with d
  * decimals that is within 10^-d of the computed one is a rounding (`10/3=3.33`), kept and
- * flagged `rounded_value`; anything else is `wrong_value`. A number beyond 2^53 − 1 (an
- * operand, a partial result, the result or the stated value) cannot be checked exactly in
- * floating point and gives `number_too_large`.
+ * flagged `rounded_value`; anything else is `wrong_value`. An expression with no finite value
+ * (a division by zero) is `no_finite_value`. A number beyond 2^53 − 1 (an operand, a partial
+ * result, the result or the stated value) cannot be checked exactly in floating point and
+ * gives `number_too_large`; the stated value is still compared with the floating-point value,
+ * and one that is far off is also `wrong_value` (`<<2*3=10000000000000001>>`).
  *
  * The chain's last stated value must equal the final answer (`final_mismatch` otherwise), and
  * unless the NL form was derived from the math, the NL steps must carry every number the math
@@ -19,7 +21,9 @@
  * NL step must state the value mathjs computes for the math step, or its stated value when that
  * is a rounding of it (`nl_step_mismatch` otherwise, naming the step, the value and the text).
  *
- * Each reason drops or flags depending on the CoT form ({@linkcode REASONS}). Status is
+ * Each reason drops or flags depending on the CoT form ({@linkcode REASONS}). NL steps derived
+ * from the math (`nlDerived`: iCoT and Coconut chains) are the math steps restated, so for
+ * them the math form's column decides under `nl` too ({@linkcode decidingForm}). Status is
  * `dropped` if any reason drops under the chosen form, else `flagged` if there is any reason,
  * else `ok`. Every check runs under both forms, so records.jsonl shows the same reasons
  * whichever form is built; only the decision differs.
@@ -31,6 +35,7 @@ import {
   evaluateExpression,
   ExpressionError,
   MAX_EXACT,
+  NoFiniteValueError,
   NumberTooLargeError,
 } from "./arith.ts";
 import { numbersInText, readNumber, sameNumber } from "./numbers.ts";
@@ -45,13 +50,16 @@ export interface ValidateOptions {
   cot?: CotForm;
 }
 
-/** What a reason means, and what it does under each CoT form. */
+/**
+ * What a reason means, and what it does under each CoT form. Under `--cot nl`, a record whose
+ * NL steps were derived from its math steps follows `math` ({@linkcode decidingForm}).
+ */
 export interface ReasonInfo {
   /** What the reason means. */
   description: string;
   /** Under `--cot math`. */
   math: "drop" | "flag";
-  /** Under `--cot nl`. */
+  /** Under `--cot nl`, for NL steps written as prose. */
   nl: "drop" | "flag";
 }
 
@@ -68,14 +76,21 @@ export const REASONS: Record<string, ReasonInfo> = {
     nl: "flag",
   },
   unbalanced_annotation: {
-    description: "a << without >> or a >> without <<: a math step may be lost or garbled",
+    description:
+      "a << without >> or a >> without <<: a math step may be lost or garbled, and the NL " +
+      "step keeps the annotation's text or loses it",
+    math: "drop",
+    nl: "drop",
+  },
+  bad_expression: {
+    description: "a step's expression is not allowed or does not parse",
     math: "drop",
     nl: "flag",
   },
-  bad_expression: {
-    description: "a step's expression is not allowed, does not parse or has no finite value",
+  no_finite_value: {
+    description: "a step's expression has no finite value (a division by zero): no value is right",
     math: "drop",
-    nl: "flag",
+    nl: "drop",
   },
   bad_value: {
     description: "a step's stated value is not a number (e.g. ~11.67, 3:15, or missing)",
@@ -121,9 +136,26 @@ export const REASONS: Record<string, ReasonInfo> = {
   },
 };
 
-/** The status that a list of reasons gives under a CoT form. */
-export function statusOf(reasons: readonly string[], cot: CotForm): ValidationStatus {
-  if (reasons.some((r) => REASONS[r]?.[cot] === "drop")) return "dropped";
+/**
+ * The column of {@linkcode REASONS} that decides for a record built in `cot`: NL steps derived
+ * from the math steps (`nlDerived`) restate them, so a bad math step is a bad NL step and the
+ * math column decides; otherwise `cot`'s own.
+ */
+export function decidingForm(cot: CotForm, nlDerived = false): CotForm {
+  return cot === "nl" && nlDerived ? "math" : cot;
+}
+
+/**
+ * The status that a list of reasons gives under a CoT form, for a record whose NL steps were
+ * derived from its math steps or not.
+ */
+export function statusOf(
+  reasons: readonly string[],
+  cot: CotForm,
+  nlDerived = false,
+): ValidationStatus {
+  const form = decidingForm(cot, nlDerived);
+  if (reasons.some((r) => REASONS[r]?.[form] === "drop")) return "dropped";
   return reasons.length > 0 ? "flagged" : "ok";
 }
 
@@ -175,10 +207,15 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
     const v = readNumber(step.value);
     stated.push(v?.value ?? null);
     let x: number | null = null;
+    // The floating-point value of an expression too large to check exactly.
+    let approx: number | null = null;
     try {
       x = evaluateExpression(step.expr);
     } catch (e) {
-      if (e instanceof NumberTooLargeError) add("number_too_large", `${at}: ${e.message}`);
+      if (e instanceof NumberTooLargeError) {
+        add("number_too_large", `${at}: ${e.message}`);
+        approx = e.approx;
+      } else if (e instanceof NoFiniteValueError) add("no_finite_value", `${at}: ${e.message}`);
       else if (e instanceof ExpressionError) add("bad_expression", `${at}: ${e.message}`);
       else throw e;
     }
@@ -187,12 +224,25 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
       add("bad_value", `${at}: stated value ${JSON.stringify(step.value)} is not a number`);
       return;
     }
+    if (approx !== null) {
+      // Not exact, but a stated value this far off is wrong whatever the rounding.
+      const want = v.percent ? [v.value, v.value / 100] : [v.value];
+      if (!want.some((w) => Math.abs(approx - w) <= 1e-9 * Math.max(1, Math.abs(approx)))) {
+        add("wrong_value", `${at}: evaluates to about ${fmt(approx)}`);
+      }
+      return;
+    }
     if (Math.abs(v.value) > MAX_EXACT) {
       add(
         "number_too_large",
         `${at}: stated value ${step.value} is beyond 2^53 (9,007,199,254,740,991), where ` +
           "floating point cannot check it exactly",
       );
+      // The expression's value is within 2^53, the stated one beyond: only a percent could
+      // still agree, and compareStated says whether one does.
+      if (x !== null && compareStated(x, v) === "wrong") {
+        add("wrong_value", `${at}: evaluates to ${fmt(x)}`);
+      }
       return;
     }
     if (x === null) return;
@@ -240,6 +290,6 @@ export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): Valida
 
   return {
     ...r,
-    validation: { status: statusOf(reasons, cot), reasons, details },
+    validation: { status: statusOf(reasons, cot, r.nlDerived ?? false), reasons, details },
   };
 }

@@ -25,7 +25,7 @@ import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { stringify } from "csv-stringify/sync";
 import { encodeSafetensors } from "../base/safetensors.ts";
 import { type LongStep, PACK_REASONS, type PackOutcome } from "./pack.ts";
-import { REASONS } from "./validate.ts";
+import { decidingForm, REASONS } from "./validate.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
 import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
@@ -473,8 +473,8 @@ export class SplitWriter {
       this.#counts.dropped++;
       // The reasons that drop under this build's CoT form: a flag-only reason the record also
       // carries (no_annotation under --cot nl, say) did not drop it.
-      const cot = this.#opts.cot;
-      const dropping = v.reasons.filter((r) => ALL_REASONS[r]?.[cot] === "drop");
+      const form = decidingForm(this.#opts.cot, rec.nlDerived ?? false);
+      const dropping = v.reasons.filter((r) => ALL_REASONS[r]?.[form] === "drop");
       for (const r of dropping.length > 0 ? dropping : v.reasons) bump(this.#dropped, r);
       return;
     }

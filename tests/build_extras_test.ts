@@ -265,6 +265,32 @@ Deno.test("build: generated records that are near copies of excluded questions g
     Error,
     `${dir}/bad.jsonl:2: in an --exclude file`,
   );
+  // An exclude file in no format the build reads (SVAMP's array) is named so, not a bad record.
+  await Deno.writeTextFile(
+    `${dir}/SVAMP.json`,
+    JSON.stringify([{ ID: "a-1", Body: "Ann has 3 pens.", Question: "How many?", Answer: 3 }]),
+  );
+  const e = await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out3`,
+        splits: [{
+          name: "train",
+          inputs: [],
+          synthetic: { n: 5 },
+          exclude: [`${dir}/SVAMP.json`],
+        }],
+      }),
+    Error,
+  );
+  assert(
+    e.message.startsWith(
+      `${dir}/SVAMP.json: an --exclude file in a format the build does not read`,
+    ),
+    e.message,
+  );
+  assert(e.message.includes("convert the file to one of them"), e.message);
+  assert(!e.message.includes("fix or remove that record"), e.message);
 });
 
 Deno.test("build: a dropped record counts only the reasons that drop under the CoT form", async () => {

@@ -230,6 +230,93 @@ Deno.test("build: bad input fails with file:line and leaves no files in --out", 
   assertEquals(s.manifest.splits.train.counts.skipped, 1);
 });
 
+Deno.test("build: --cot nl drops Coconut chains with bad math, counted by the reason that drops", async () => {
+  const dir = await tempDir();
+  const input = `${dir}/chains.json`;
+  await Deno.writeTextFile(
+    input,
+    JSON.stringify([
+      { question: "Split 36 five ways?", steps: ["<<36*1/5=7.2=7>>"], answer: "8" },
+      { question: "Twice 4?", steps: ["<<2*4=8>>"], answer: "8" },
+    ]),
+  );
+  await buildDataset({ out: `${dir}/ds`, cot: "nl", splits: [{ name: "train", inputs: [input] }] });
+  const c = (await readManifest(`${dir}/ds`)).splits.train.counts;
+  assertEquals([c.kept, c.dropped], [1, 1]);
+  // final_mismatch (7 is not 8) only flags: bad_expression is what dropped the record.
+  assertEquals(c.droppedByReason, { bad_expression: 1 });
+});
+
+Deno.test("build: ids stay unique: files sharing a name are told apart by their folders", async () => {
+  const dir = await tempDir();
+  const rec = (q: string, n: number) =>
+    JSON.stringify({
+      question: q,
+      answer: `He has 2*${n} = <<2*${n}=${2 * n}>>${2 * n}.\n#### ${2 * n}`,
+    });
+  for (const d of ["d1", "d2"]) {
+    await Deno.mkdir(`${dir}/${d}`);
+    await Deno.writeTextFile(`${dir}/${d}/x.jsonl`, `${rec(`${d} Q1?`, 3)}\n{"question": "q?"}\n`);
+  }
+  await Deno.writeTextFile(`${dir}/y.jsonl`, `${rec("Y?", 4)}\n`);
+  const inputs = [`${dir}/d1/x.jsonl`, `${dir}/d2/x.jsonl`, `${dir}/y.jsonl`];
+  await buildDataset({
+    out: `${dir}/ds`,
+    onError: "skip",
+    splits: [{ name: "train", inputs }],
+  });
+  const m = await readManifest(`${dir}/ds`);
+  const ids = (await Deno.readTextFile(`${dir}/ds/${m.splits.train.records}`)).trim().split("\n")
+    .map((l) => JSON.parse(l).id);
+  assertEquals(ids, ["d1/x.jsonl:1", "d2/x.jsonl:1", "y.jsonl:1"]);
+  // Skipped records' report rows carry the same names.
+  const report = await Deno.readTextFile(`${dir}/ds/${m.splits.train.report}`);
+  for (const id of ["d1/x.jsonl:2", "d2/x.jsonl:2"]) assert(report.includes(`\n,${id},`), report);
+
+  // The same file twice, in one split or two, would repeat its records and ids.
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/ds2`,
+        splits: [{ name: "train", inputs: [inputs[2], inputs[2]] }],
+      }),
+    BuildError,
+    "the same file as",
+  );
+  const e = await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/ds2`,
+        splits: [
+          { name: "train", inputs: [inputs[0]] },
+          { name: "test", inputs: [`${dir}/d1/../d1/x.jsonl`] },
+        ],
+      }),
+    BuildError,
+  );
+  assert(
+    e.message.includes("(for splits train and test); its records would be read twice"),
+    e.message,
+  );
+  // So would two splits generating from one seed.
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/ds2`,
+        splits: [
+          { name: "train", inputs: [], synthetic: { n: 10, seed: 4 } },
+          { name: "valid", inputs: [], synthetic: { n: 5, seed: 4, start: 8 } },
+        ],
+      }),
+    BuildError,
+    "splits train and valid both generate records 8 to 10 with seed 4",
+  );
+  assertEquals(
+    await Array.fromAsync(Deno.readDir(dir)).then((es) => es.some((x) => x.name === "ds2")),
+    false,
+  );
+});
+
 Deno.test("build: options are validated with the field named", async () => {
   const splits = [{ name: "train", inputs: [TRAIN] }];
   await assertRejects(() => buildDataset({ out: "x", splits, k: -1 }), BuildError, "option k");

@@ -1,6 +1,8 @@
 import { tempDir } from "./_tmp.ts";
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { ROOT, type Run, runDeno } from "./_run.ts";
+import { command, parseCli } from "../cli/build_dataset.ts";
+import { CliError } from "../cli/_common.ts";
 
 const CLI = `${ROOT}cli/build_dataset.ts`;
 const TRAIN = `${ROOT}fixtures/default/train.jsonl`;
@@ -74,6 +76,29 @@ Deno.test("cli: bad option values exit 2 with a one-line message naming the opti
     assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
     assertOneLineError(r, msg);
   }
+});
+
+Deno.test("cli: number flags take the range the help gives, and every bad one points to --help", () => {
+  const parse = (...args: string[]) => parseCli([...args, "--input", TRAIN, "--out", "/tmp/x"]);
+  const bad: [string[], string][] = [
+    [["--k", "65"], "--k must be at most 64"], // was the library's "option k: K must be at most 64"
+    [["--c", "257"], "--c must be at most 256"],
+    [["--k=-1"], "--k must be at least 0"], // was "must be a whole number"
+    [["--k", "1.5"], "--k must be a whole number"],
+    [["--augment", "1001"], "--augment must be at most 1000"],
+    [["--synthetic", "5", "--max-value", "2e9"], "--max-value must be at most 1000000000"],
+  ];
+  for (const [args, msg] of bad) {
+    const e = assertThrows(() => parse(...args), CliError);
+    assertEquals(e.message, `${msg}; see deno task build-dataset --help`, args.join(" "));
+  }
+  // --help says "(100 to 1e9)": exponent notation is taken for whole numbers.
+  const o = parse("--synthetic", "5", "--max-value", "1e9", "--k", "64", "--c", "256");
+  assert(o !== "help");
+  assertEquals(o.splits[0].synthetic?.maxValue, 1e9);
+  assertEquals([o.k, o.c], [64, 256]);
+  assert(command.help().includes("cap on every generated value (100 to 1e9)"));
+  assert(command.help().includes("latent blocks K (0 to 64)"));
 });
 
 Deno.test("cli: bad JSON and a missing field exit 1 naming file:line and field; --out stays clean", async () => {

@@ -165,6 +165,20 @@ Deno.test("flag tables: kebab-case names, switches, defaults, renamed and repeat
   ) assert(help.includes(s), `"${s}" not in:\n${help}`);
 });
 
+Deno.test("wholeNumber: digits or exponent notation; a sign gets the range's message", () => {
+  const n = wholeNumber(0, 1e9);
+  for (const [text, value] of [["7", 7], ["1e9", 1e9], ["2.5e3", 2500], ["+3", 3]] as const) {
+    assertEquals(n.parse(text), value, text);
+  }
+  const message = (text: string) => n.safeParse(text).error?.issues[0].message;
+  assertEquals(message("-1"), "must be at least 0");
+  assertEquals(message("1.5"), "must be a whole number");
+  assertEquals(message("1e-3"), "must be a whole number");
+  assertEquals(message("abc"), "must be a whole number");
+  assertEquals(message("2e9"), "must be at most 1000000000");
+  assertEquals(message("1e400"), "must be at most 1000000000");
+});
+
 Deno.test("train passes on only the settings given: the library resolves K, c and lr", () => {
   const given = parseTrainArgs(["--warmup", "5", "--mode", "cot", "--quiet", "--data", "d"]);
   assert(given !== "help");

@@ -11,7 +11,8 @@ import {
   assertRejects,
   assertThrows,
 } from "./_assert.ts";
-import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
+import { answersMatch, extractAnswer, parseNumber } from "../pipeline/answer.ts";
+import { readNumber } from "../pipeline/numbers.ts";
 import { bestReadings, scoreReadout } from "../infer/readout.ts";
 import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
@@ -23,7 +24,7 @@ import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
 import { parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
-import { InputError } from "../pipeline/read/input_error.ts";
+import { FormatError, InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { parse as parseCsv } from "csv-parse/sync";
@@ -63,6 +64,44 @@ Deno.test("answersMatch: numbers by value, strings exactly", () => {
   assert(!answersMatch("", "0"));
   assert(answersMatch("yes", "yes"));
   assert(!answersMatch("yes", "no"));
+});
+
+Deno.test("answer scoring reads numbers as the pipeline reads gold answers", () => {
+  const cases: [string, string][] = [
+    ["### 1 1/2", "1 1/2"], // a mixed number is one number, 1.5
+    ["### 2 1/2 cups.", "2 1/2"],
+    ["### 1 234", "1234"], // thousands grouped by a space
+    ["### 1\u00a0234 apples", "1234"], // or a no-break space
+    ["### 25%", "25%"],
+    ["### \u22122", "\u22122"],
+    ["### +5", "+5"],
+    ["### 5 6", "5"], // two numbers: the first
+    ["### 1 2345", "1"],
+  ];
+  for (const [text, want] of cases) assertEquals(extractAnswer(text), want, JSON.stringify(text));
+  // Every gold answer the pipeline reads as a number matches the same number predicted.
+  const golds: [string, string][] = [
+    ["1 1/2", "1.5"],
+    ["1 234", "1234"],
+    ["1\u00a0234", "1234"],
+    ["25%", "25"],
+    ["\u22122", "-2"],
+    ["+5", "5"],
+    ["$1,080.50", "1080.5"],
+  ];
+  for (const [gold, predicted] of golds) {
+    assertEquals(readNumber(gold)?.value, Number(predicted), gold);
+    assert(answersMatch(predicted, gold), `${predicted} vs gold ${gold}`);
+    assert(answersMatch(extractAnswer(`### ${gold}`), gold), `### ${gold}`);
+    assert(answersMatch(extractAnswer(`### ${predicted}`), cleanGold(gold)), `${predicted}`);
+  }
+  assert(!answersMatch("1", "1 1/2"));
+  assert(!answersMatch("56", "5 6")); // "5 6" is no number: compared as text
+  assertEquals(parseNumber("5 6"), NaN);
+  assertEquals(parseNumber("1,5"), NaN);
+  assertEquals(parseNumber("1 1/2"), 1.5);
+  // Whole numbers are compared exactly, as validation does.
+  assert(!answersMatch("1000000000001", "1000000000000"));
 });
 
 Deno.test("cleanGold removes only a trailing .0", () => {
@@ -254,6 +293,24 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
   assertEquals(ok.length, 1);
   assertEquals(skipped.map((x) => x.line), [2, 3, 4]);
   assert(skipped[1].message.includes('"target"'));
+  // SVAMP's IDs name its items: a repeated one is refused at the repeat, naming the first.
+  const svamp = (id: string, q: string) => ({ ID: id, Body: "", Question: q, Answer: 1 });
+  await Deno.writeTextFile(
+    `${d}/dup.json`,
+    JSON.stringify([svamp("a-1", "One?"), svamp("a-2", "Two?"), svamp("a-1", "Three?")]),
+  );
+  const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
+  assert(
+    dup.message.startsWith(
+      `${d}/dup.json:3: field "ID": the id "dup.json:a-1" is already that of element 1`,
+    ),
+    dup.message,
+  );
+  // A file in no format evaluation reads says so, listing evaluation's formats.
+  await Deno.writeTextFile(`${d}/other.jsonl`, '{"prompt": "q?", "label": 1}\n');
+  const other = await assertRejects(() => loadEvalItems(`${d}/other.jsonl`), FormatError);
+  assert(other.message.includes("not in a format this command reads"), other.message);
+  assert(other.message.includes("multiarith (JSON lines {input, target})"), other.message);
   await Deno.writeTextFile(`${d}/obj.json`, '{"Body": "x"}');
   await assertRejects(() => loadEvalItems(`${d}/obj.json`, { format: "svamp" }), InputError);
   await assertRejects(

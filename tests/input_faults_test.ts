@@ -331,7 +331,6 @@ Deno.test("validate: numbers beyond 2^53 are refused with number_too_large", () 
       "<<9007199254740993-1=9007199254740992>>9007199254740992", // the operand
       "<<9007199254740990+10=9007199254741000>>9007199254741000", // the result
       "<<99999999999*99999999999/99999999999=99999999999>>99999999999", // a partial result
-      "<<3*3=10000000000000000001>>10000000000000000001", // the stated value
     ]
   ) {
     const answer = rationale.slice(rationale.lastIndexOf(">") + 1);
@@ -341,6 +340,12 @@ Deno.test("validate: numbers beyond 2^53 are refused with number_too_large", () 
     assert(detail.includes("2^53"), detail);
     assertEquals(check(rationale, answer, "nl").status, "flagged", rationale);
   }
+  // A stated value beyond 2^53 is still compared: 3*3 is not 10000000000000000001.
+  const stated = "<<3*3=10000000000000000001>>10000000000000000001";
+  const math = check(stated, "10000000000000000001", "math");
+  assertEquals([math.status, math.reasons], ["dropped", ["number_too_large", "wrong_value"]]);
+  assert((math.details?.[0] ?? "").includes("2^53"), math.details?.[0]);
+  assertEquals(check(stated, "10000000000000000001", "nl").status, "dropped");
 });
 
 // --- Parquet page checksums --------------------------------------------------------------

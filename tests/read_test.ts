@@ -182,6 +182,31 @@ Deno.test("read coconut: a bad element is skippable, a non-array file is not", a
   assert(e2.message.startsWith(`${broken}`) && e2.message.includes("invalid JSON"), e2.message);
 });
 
+Deno.test("read coconut: a repeated id is an error naming both elements, or is skipped", async () => {
+  const path = await tempFile(
+    "dup.json",
+    JSON.stringify([
+      { question: "q1?", steps: ["<<1+1=2>>"], answer: "2", idx: 5 },
+      { question: "q2?", steps: ["<<2+2=4>>"], answer: "4", idx: 5 },
+      { question: "q3?", steps: ["<<3+3=6>>"], answer: "6" },
+      { question: "q4?", steps: ["<<4+4=8>>"], answer: "8", idx: 3 }, // element 3's id
+    ]),
+  );
+  const e = await inputError(path);
+  assertEquals([e.line, e.field], [2, "idx"]);
+  assert(
+    e.message.startsWith(
+      `${path}:2: field "idx": the id "dup.json:5" is already that of element 1; ids must be unique`,
+    ),
+    e.message,
+  );
+  assert(e.message.includes('give each record its own "idx"'), e.message);
+  const skipped: number[] = [];
+  const ps = await readAll(path, { onError: "skip", onSkip: (x) => skipped.push(x.line) });
+  assertEquals(ps.map((p) => p.id), ["dup.json:5", "dup.json:3"]);
+  assertEquals(skipped, [2, 4]);
+});
+
 // --- nl ----------------------------------------------------------------------------------
 
 Deno.test("read nl: prose CoT to rationale, annotation CoT to mathSteps, numeric answer", async () => {
@@ -234,6 +259,36 @@ Deno.test("read csv: a missing column throws at line 1; a short row is skippable
 
   const unclosed = await tempFile("u.csv", 'question,answer\nq?,"1\n');
   await assertRejects(() => readAll(unclosed, { onError: "skip" }), InputError, "malformed CSV");
+});
+
+Deno.test("read csv: a \\r\\n inside quotes is one line break: lines and ids stay right", async () => {
+  const crlf = await tempFile(
+    "crlf.csv",
+    'question,answer\r\n"Q1?","He has 2*3 = <<2*3=6>>6.\r\n#### 6"\r\n' +
+      'Q2?,"He has 2*4 = <<2*4=8>>8.\n#### 8"\r\n\r\n"Q3?","He has\r\n2*5 = <<2*5=10>>10.\r\n' +
+      '#### 10"\r\nQ4?,"#### 4"\r\n',
+  );
+  const ps = await readAll(crlf);
+  // Q1 spans lines 2-3, Q2 4-5, a blank line 6, Q3 7-9, Q4 10.
+  assertEquals(ps.map((p) => p.source.line), [2, 4, 7, 10]);
+  assertEquals(ps.map((p) => p.id), ["crlf.csv:2", "crlf.csv:4", "crlf.csv:7", "crlf.csv:10"]);
+  // A bad record after them is named at its own line.
+  const bad = await tempFile(
+    "crlf_bad.csv",
+    'question,answer\r\n"Q1?","a\r\nb\r\n#### 6"\r\n"Q2?","x\r\n#### 2"\r\nQ3?\r\n',
+  );
+  assertEquals((await inputError(bad)).line, 7); // Q1 spans lines 2-4, Q2 5-6
+  // So is a quote left open: the record it opens.
+  const open = await tempFile(
+    "crlf_open.csv",
+    'question,answer\r\n"Q1?","a\r\n#### 1"\r\nQ2?,"2\r\n',
+  );
+  const e = await inputError(open, { onError: "skip" });
+  assertEquals(e.line, 4);
+  assert(
+    e.message.startsWith(`${open}:4: malformed CSV in the record starting on this line`),
+    e.message,
+  );
 });
 
 // --- parquet -----------------------------------------------------------------------------
@@ -313,15 +368,80 @@ Deno.test("detectFormat: unknown content asks for --format", async () => {
   for (
     const [name, text] of [
       ["a.txt", "just some words\n"],
-      ["b.jsonl", '{"input": "q?", "target": 1}\n'],
       ["c.dat", "\n\n"],
-      ["d.jsonl", "{not json\n"],
     ]
   ) {
     const path = await tempFile(name, text);
     const e = await assertRejects(() => detectFormat(path), FormatError, "pass --format");
     assert(e.message.startsWith(path), e.message);
   }
+});
+
+Deno.test("detectFormat: a first record that is not JSON is named at its line with its error", async () => {
+  // A trailing comma on line 1: the next record tells the format, the reader names line 1.
+  const comma = await tempFile(
+    "comma.jsonl",
+    '\n{"question": "Q?", "answer": "#### 1",}\n{"question": "Q2?", "answer": "#### 2"}\n',
+  );
+  assertEquals(await detectFormat(comma), "gsm8k");
+  const e = await inputError(comma);
+  assertEquals(e.line, 2);
+  assert(e.message.startsWith(`${comma}:2: invalid JSON (`), e.message);
+  assert(e.message.endsWith("fix the record or pass --on-error skip"), e.message);
+  // With no record that parses, detection itself names the first one and its JSON error.
+  const broken = await tempFile("d.jsonl", '{"question": "Q?",}\n{not json\n');
+  const e2 = await assertRejects(() => detectFormat(broken), InputError);
+  assertEquals(e2.line, 1);
+  assert(e2.message.startsWith(`${broken}:1: invalid JSON (`), e2.message);
+  assert(e2.message.endsWith("fix that line (the first record tells the format)"), e2.message);
+});
+
+Deno.test("detectFormat: a UTF-16 file is invalid UTF-8, with the iconv hint", async () => {
+  const rec = '{"question": "Q?", "answer": "#### 1"}\n';
+  const le = new Uint8Array(rec.length * 2);
+  for (let i = 0; i < rec.length; i++) le[2 * i] = rec.charCodeAt(i);
+  for (
+    const [name, bytes, what] of [
+      ["bom.jsonl", new Uint8Array([0xff, 0xfe, ...le]), "byte order mark 0xFF 0xFE"],
+      ["be.jsonl", new Uint8Array([0xfe, 0xff, 0, ...le.subarray(0, -1)]), "0xFE 0xFF"],
+      ["nobom.jsonl", le, "NUL bytes between its characters"],
+    ] as const
+  ) {
+    const path = await tempFile(name, bytes);
+    const e = await assertRejects(() => detectFormat(path), InputError);
+    assertEquals([e.reason, e.line], ["invalid_utf8", 1]);
+    assert(e.message.startsWith(`${path}:1: invalid UTF-8: `), e.message);
+    assert(e.message.includes(what), e.message);
+    assert(e.message.includes("iconv -f UTF-16 -t utf-8"), e.message);
+  }
+});
+
+Deno.test("detectFormat: records of no supported format are named so, with the formats listed", async () => {
+  const svamp = await tempFile(
+    "SVAMP.json",
+    JSON.stringify(
+      [{ ID: "a-1", Body: "Ann has 3 pens.", Question: "How many?", Equation: "( 3 )", Answer: 3 }],
+      null,
+      1,
+    ),
+  );
+  const hard = await tempFile("b.jsonl", '{"input": "q?", "target": 1}\n');
+  for (const path of [svamp, hard]) {
+    const e = await assertRejects(() => detectFormat(path), FormatError);
+    assert(e.unsupported, e.message);
+    assert(e.message.startsWith(`${path}: not in a format this command reads (`), e.message);
+    assert(e.message.includes("coconut (a JSON array of {question, steps, answer})"), e.message);
+    assert(!e.message.includes("pass --format"), e.message);
+  }
+  const e = await assertRejects(() => detectFormat(svamp), FormatError);
+  assert(e.why.includes("first element has keys ID, Body, Question, Equation, Answer"), e.why);
+  // A Coconut array still is one, even when its first element is too long to see whole.
+  const long = await tempFile(
+    "long.json",
+    JSON.stringify([{ question: "x".repeat(70_000), steps: [], answer: "1" }]),
+  );
+  assertEquals(await detectFormat(long), "coconut");
+  assertEquals(await detectFormat(await tempFile("empty.json", "[]")), "coconut");
 });
 
 Deno.test("read: stopping early closes the file (the test's resource check would fail)", async () => {

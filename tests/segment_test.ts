@@ -1,6 +1,6 @@
 import { problem } from "./_problem.ts";
 import { assert, assertEquals } from "./_assert.ts";
-import { mathStep, segment, stripSocratic } from "../pipeline/segment.ts";
+import { isSocratic, mathStep, segment, stripSocratic } from "../pipeline/segment.ts";
 import { scanAnnotations } from "../pipeline/annotations.ts";
 import { splitSentences } from "../pipeline/sentences.ts";
 import { answerNumber, numbersInText, readNumber } from "../pipeline/numbers.ts";
@@ -70,6 +70,36 @@ Deno.test("segment: socratic prefixes are stripped or kept, detected per line", 
   assertEquals(stripSocratic("Name the unknown ** Let x be the cost."), "Let x be the cost.");
   assertEquals(stripSocratic("So x = 2 ** 3 = 8"), "So x = 2 ** 3 = 8");
   assertEquals(stripSocratic("<<2*3=6>> ** odd"), "<<2*3=6>> ** odd");
+});
+
+Deno.test("segment: Python's ** in prose is a power, not a socratic prefix", () => {
+  const r = segment(problem({
+    question: "A square garden has sides of 5 feet. What is its area?",
+    rationale: "The area is 5 ** 2 = <<5**2=25>>25 square feet.",
+    answer: "25",
+  }));
+  assertEquals(r.nl, ["The area is 5 ** 2 = 25 square feet."]);
+  const two = segment(problem({
+    rationale: "The area is 5 ** 2 = <<5**2=25>>25.\nThe volume is x ** 3 = <<5**3=125>>125.",
+    answer: "125",
+  }));
+  assertEquals(two.nl, ["The area is 5 ** 2 = 25.", "The volume is x ** 3 = 125."]);
+  assertEquals(stripSocratic("He gets 2 ** 10 = 1024 bytes."), "He gets 2 ** 10 = 1024 bytes.");
+  // A sub-question that asks is one wherever it stands.
+  assertEquals(stripSocratic("What is 5 squared? ** 5 ** 2 = 25."), "5 ** 2 = 25.");
+  assertEquals(isSocratic(["The area is 5 ** 2 = 25."]), false);
+  // Socratic GSM8K also writes imperative sub-questions, some of them before a number: the
+  // rationale as a whole decides.
+  const socratic = segment(problem({
+    rationale: "Define a variable ** Let x be the cost.\nSubtract 15 ** 11x = <<286=286>>286\n" +
+      "Divide by 11 ** x = <<286/11=26>>26",
+    answer: "26",
+  }));
+  assertEquals(socratic.nl, ["Let x be the cost.", "11x = 286", "x = 26"]);
+  assertEquals(
+    segment(problem({ rationale: socratic.rationale }), { socratic: "keep" }).nl[1],
+    "Subtract 15 ** 11x = 286",
+  );
 });
 
 Deno.test("segment: a one-paragraph rationale is split into sentences", () => {
@@ -144,6 +174,18 @@ Deno.test("segment: answerValue from commas, money, signs, decimals, fractions, 
     ["~7.2", null],
     ["", null],
     ["3/0", null],
+    // Thousands groups may be spaced; two numbers side by side are not one.
+    ["1 234", 1234],
+    ["1\u00a0234", 1234],
+    ["12 345 678", 12345678],
+    ["+5", 5],
+    ["$-4", -4],
+    ["5 €", 5],
+    ["5 6", null],
+    ["1 2345", null],
+    ["12 34", null],
+    ["-+5", null],
+    ["5$6", null],
   ];
   for (const [text, value] of cases) {
     assertEquals(segment(problem({ answer: text })).answerValue, value, text);

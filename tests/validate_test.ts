@@ -1,7 +1,12 @@
 import { problem } from "./_problem.ts";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "./_assert.ts";
 import { type CotForm, REASONS, statusOf, validate } from "../pipeline/validate.ts";
-import { compareStated, evaluateExpression, ExpressionError } from "../pipeline/arith.ts";
+import {
+  compareStated,
+  evaluateExpression,
+  ExpressionError,
+  NoFiniteValueError,
+} from "../pipeline/arith.ts";
 import { readNumber } from "../pipeline/numbers.ts";
 import { segment } from "../pipeline/segment.ts";
 import { detectFormat, readProblems } from "../pipeline/read.ts";
@@ -39,7 +44,6 @@ Deno.test("validate: expressions that do not evaluate are bad_expression, never 
       "sqrt(16)",
       "2*y+5",
       "45*1/6=7.5",
-      "1/0",
       "2 3",
       "import('x')",
       "a=1",
@@ -53,15 +57,23 @@ Deno.test("validate: expressions that do not evaluate are bad_expression, never 
   ) {
     const r = chain([`${expr}=4`], "4");
     assertEquals(outcome(r.math), ["dropped", ["bad_expression"]], expr);
-    assertEquals(outcome(r.nl), ["flagged", ["bad_expression"]], expr);
+    // The chain's NL steps are derived from it ("sqrt(16) = 4"): as bad as the math step.
+    assertEquals(outcome(r.nl), ["dropped", ["bad_expression"]], expr);
     assertThrows(() => evaluateExpression(expr), ExpressionError);
   }
+  // Prose around an annotation that cannot be checked may still be good NL: flagged only.
+  const prose = segment(problem({
+    rationale: "He rounds 26.67 up to <<round(26.67)=27>>27 boxes.",
+    answer: "27",
+  }));
+  assertEquals(outcome(validate(prose, { cot: "math" })), ["dropped", ["bad_expression"]]);
+  assertEquals(outcome(validate(prose, { cot: "nl" })), ["flagged", ["bad_expression"]]);
   assertThrows(
     () => evaluateExpression("round(2.71)"),
     ExpressionError,
     'character "r" is not allowed',
   );
-  assertThrows(() => evaluateExpression("1/0"), ExpressionError, "no finite value");
+  assertThrows(() => evaluateExpression("1/0"), NoFiniteValueError, "divides by zero");
   assertThrows(() => evaluateExpression("(1+2"), ExpressionError, "does not parse");
 });
 
@@ -132,8 +144,93 @@ Deno.test("validate: stated values with commas, money and signs; a non-number is
   for (const v of ["~11.67", "6.66...", "3:15", ""]) {
     const r = chain([`50/3=${v}`], "17");
     assertEquals(outcome(r.math), ["dropped", ["bad_value"]], v);
-    assertEquals(outcome(r.nl), ["flagged", ["bad_value"]], v);
+    assertEquals(outcome(r.nl), ["dropped", ["bad_value"]], v);
   }
+  const prose = segment(
+    problem({ rationale: "Each gets 50/3 = <<50/3=~17>>about 17.", answer: "17" }),
+  );
+  assertEquals(outcome(validate(prose, { cot: "nl" })), ["flagged", ["bad_value"]]);
+});
+
+Deno.test("validate: NL derived from a bad math chain drops under nl too", () => {
+  // Coconut and iCoT chains have no prose: their NL steps restate the annotations, so an
+  // annotation that cannot be checked gives an NL step stating garbled arithmetic.
+  for (
+    const [step, reasons] of [
+      ["36*1/5=7.2=7", ["bad_expression"]],
+      ["10*.01*72=7.2=", ["bad_expression", "bad_value"]],
+      ["26.67.round=27", ["bad_expression"]],
+      ["3*3=10000000000000000001", ["number_too_large", "wrong_value"]],
+    ] as const
+  ) {
+    const r = chain([step], "27");
+    assertEquals(r.nl.nlDerived, true);
+    assertEquals(r.nl.validation.status, "dropped", step);
+    for (const reason of reasons) assert(r.nl.validation.reasons.includes(reason), step);
+  }
+  const derived = chain(["36*1/5=7.2=7"], "7");
+  assertEquals(derived.nl.nl, ["36*1/5=7.2 = 7"]);
+  // The same reasons on prose NL only flag; the decision follows the form that wrote the NL.
+  assertEquals(statusOf(["bad_expression"], "nl", true), "dropped");
+  assertEquals(statusOf(["bad_expression"], "nl", false), "flagged");
+  assertEquals(statusOf(["bad_expression"], "math", false), "dropped");
+  assertEquals(statusOf(["rounded_value"], "nl", true), "flagged");
+});
+
+Deno.test("validate: an unbalanced iCoT chain drops under nl: its NL keeps a garbled step", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/aug.txt`, "Q2?||<<2*3=6>> 6+1=7>> #### 7\n");
+    const [p] = await Array.fromAsync(readProblems(`${dir}/aug.txt`));
+    const s = segment(p);
+    assertEquals(s.nl, ["6+1=7"]); // the first step is lost, the second half kept
+    assertEquals(outcome(validate(s, { cot: "nl" })), [
+      "dropped",
+      ["unbalanced_annotation", "final_mismatch"],
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("validate: a division by zero is no_finite_value and drops under both forms", () => {
+  const s = segment(
+    problem({ rationale: "He has 5/0 = <<5/0=0>>0 apples.", answer: "0" }),
+  );
+  assertEquals(s.nl, ["He has 5/0 = 0 apples."]);
+  for (const cot of ["math", "nl"] as const) {
+    const v = validate(s, { cot });
+    assertEquals(outcome(v), ["dropped", ["no_finite_value"]], cot);
+    assertEquals(v.validation.details, [
+      'step 1 <<5/0=0>>: expression "5/0": has no finite value (5 / 0 divides by zero)',
+    ]);
+  }
+  assertThrows(() => evaluateExpression("0/0"), NoFiniteValueError);
+  assertThrows(() => evaluateExpression("(-8)^(1/3)"), NoFiniteValueError);
+  assertThrows(() => evaluateExpression("2*(3-3)/(4-4)"), NoFiniteValueError);
+});
+
+Deno.test("validate: a stated value beyond 2^53 is still compared", () => {
+  const wrong = segment(
+    problem({ rationale: "He has <<2*3=10000000000000001>>10000000000000001.", answer: "6" }),
+  );
+  for (const cot of ["math", "nl"] as const) {
+    const v = validate(wrong, { cot });
+    assertEquals(v.validation.status, "dropped", cot);
+    assertEquals(v.validation.reasons.slice(0, 2), ["number_too_large", "wrong_value"]);
+    assert(v.validation.details?.includes("step 1 <<2*3=10000000000000001>>: evaluates to 6"));
+  }
+  // An expression too large to check exactly is compared in floating point: far off is wrong.
+  const far = segment(problem({ rationale: "<<99999999999*99999999999=5>>5", answer: "5" }));
+  assertEquals(validate(far, { cot: "nl" }).validation.reasons, [
+    "number_too_large",
+    "wrong_value",
+  ]);
+  const close = segment(problem({
+    rationale: "<<99999999999*99999999999=9999999999800000000001>>9999999999800000000001",
+    answer: "9999999999800000000001",
+  }));
+  assertEquals(outcome(validate(close, { cot: "nl" })), ["flagged", ["number_too_large"]]);
 });
 
 Deno.test("validate: no_annotation drops under math, flags under nl; empty_cot drops both", () => {
@@ -145,12 +242,14 @@ Deno.test("validate: no_annotation drops under math, flags under nl; empty_cot d
   assertEquals(outcome(validate(empty, { cot: "nl" })), ["dropped", ["empty_cot"]]);
 });
 
-Deno.test("validate: unbalanced annotations drop under math, flag under nl", () => {
+Deno.test("validate: unbalanced annotations drop under both forms", () => {
   const s = segment(
     problem({ rationale: "3*4 = <<3*4=12 eggs.\nThen 12+1 = <<12+1=13>>13.", answer: "13" }),
   );
+  // The unclosed annotation's text is left in the NL step.
+  assertEquals(s.nl[0], "3*4 = 3*4=12 eggs.");
   assertEquals(outcome(validate(s, { cot: "math" })), ["dropped", ["unbalanced_annotation"]]);
-  assertEquals(outcome(validate(s, { cot: "nl" })), ["flagged", ["unbalanced_annotation"]]);
+  assertEquals(outcome(validate(s, { cot: "nl" })), ["dropped", ["unbalanced_annotation"]]);
 });
 
 Deno.test("validate: final_mismatch and answer_not_number flag", () => {

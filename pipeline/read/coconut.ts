@@ -8,7 +8,14 @@
 import { z } from "zod";
 import type { Problem } from "../types.ts";
 import { readJsonArray } from "./json_array.ts";
-import { basename, checkRecord, classifySteps, makeProblem, type RecordAt } from "./record.ts";
+import {
+  basename,
+  checkRecord,
+  classifySteps,
+  IdRegister,
+  makeProblem,
+  type RecordAt,
+} from "./record.ts";
 import { InputError } from "./input_error.ts";
 
 /** A Coconut record; `answer` and `idx` may be numbers. */
@@ -47,8 +54,15 @@ export function coconutProblem(raw: unknown, at: RecordAt): Problem | InputError
 /**
  * Reads a Coconut JSON array. Invalid JSON, or JSON that is not an array, is a file-level
  * error and is thrown whatever the error policy. Each element's `line` is its 1-based index.
+ * An element whose id another element already has (the same `idx`, or an `idx` equal to an
+ * element number that gives another its id) is an InputError naming both.
  */
 export async function* readCoconut(path: string): AsyncGenerator<Problem | InputError> {
   const data = await readJsonArray(path, "a JSON array of {question, steps, answer} objects");
-  for (let i = 0; i < data.length; i++) yield coconutProblem(data[i], { file: path, line: i + 1 });
+  const ids = new IdRegister();
+  for (let i = 0; i < data.length; i++) {
+    const at = { file: path, line: i + 1 };
+    const p = coconutProblem(data[i], at);
+    yield p instanceof InputError ? p : ids.check(p.id, at, "idx", "element") ?? p;
+  }
 }

@@ -3,7 +3,8 @@
  * header must name `question` and `answer`; `cot` (a chain of thought, prose or annotations)
  * and `steps` (a JSON array of strings, or `<<a>> <<b>>`) are optional. An `answer` holding
  * `####` is read as a GSM8K answer: its text before `####` is the rationale unless `cot` or
- * `steps` gives one. A record's `line` is the line where it starts.
+ * `steps` gives one. A record's `line` is the line where it starts, counted from the newline
+ * bytes before it.
  *
  * @module
  */
@@ -134,6 +135,45 @@ function utf8Error(path: string, b: BadByte, hint?: string): InputError {
 }
 
 /**
+ * Counts the newlines of the bytes flowing through {@linkcode NewlineIndex.stream}, so that a
+ * byte offset can be turned into a line number. csv-parse's own `info.lines` counts a `\r\n`
+ * inside a quoted field as two lines, so records after one would get a line too far on.
+ * Offsets must be asked in increasing order; only the newlines not yet passed are kept.
+ */
+class NewlineIndex {
+  #ahead: number[] = []; // offsets of newlines not yet counted
+  #head = 0;
+  #counted = 0; // newlines before the last offset asked
+  #offset = 0; // stream offset of the next chunk
+
+  /** A TransformStream that passes the bytes on, noting where each newline is. */
+  stream(): TransformStream<Uint8Array, Uint8Array> {
+    return new TransformStream({
+      transform: (chunk, ctl) => {
+        for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) {
+          this.#ahead.push(this.#offset + i);
+        }
+        this.#offset += chunk.length;
+        ctl.enqueue(chunk);
+      },
+    });
+  }
+
+  /** How many newlines come before stream offset `offset`. */
+  before(offset: number): number {
+    while (this.#head < this.#ahead.length && this.#ahead[this.#head] < offset) {
+      this.#head++;
+      this.#counted++;
+    }
+    if (this.#head > 4096 && this.#head * 2 > this.#ahead.length) {
+      this.#ahead = this.#ahead.slice(this.#head);
+      this.#head = 0;
+    }
+    return this.#counted;
+  }
+}
+
+/**
  * Streams a CSV file. A missing column, CSV that cannot be tokenized (an unclosed quote) or a
  * header that is not UTF-8 is a file-level error and is thrown; a row with the wrong number of
  * fields, an empty required field or bytes that are not UTF-8 comes out as an InputError in
@@ -144,18 +184,21 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
   // csv-parse decodes the bytes itself, replacing what is not UTF-8; the checker sees every
   // byte first and records where the bad ones are, so that their records are refused.
   const checker = new Utf8Checker();
-  const rows = file.readable.pipeThrough(checker.stream()).pipeThrough(
-    parse({ info: true, bom: true, relax_column_count: true, skip_empty_lines: true }),
-  );
+  const newlines = new NewlineIndex();
+  const rows = file.readable.pipeThrough(checker.stream()).pipeThrough(newlines.stream())
+    .pipeThrough(
+      parse({ info: true, bom: true, relax_column_count: true, skip_empty_lines: true }),
+    );
   let cols: Columns | null = null;
-  let prevEnd = 0;
+  let prevEnd = 0; // byte offset just past the previous record and its line break
   let prevEmpty = 0;
+  // The line where the record after prevEnd starts: the newlines before it, plus the blank
+  // lines csv-parse skipped since (`empty` counts them so far).
+  const startLine = (empty: number) => newlines.before(prevEnd) + 1 + (empty - prevEmpty);
   try {
     for await (const { record, info } of rows) {
-      // info.lines is where the record ends; a quoted field may span lines, so count forward
-      // from the previous record, past any skipped blank lines.
-      const start = prevEnd + 1 + (info.empty_lines - prevEmpty);
-      prevEnd = info.lines;
+      const start = startLine(info.empty_lines);
+      prevEnd = info.bytes;
       prevEmpty = info.empty_lines;
       // info.bytes is the offset just past the record: its bytes end there.
       const bad = badBefore(checker, info.bytes);
@@ -169,11 +212,13 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
     }
   } catch (e) {
     if (e instanceof InputError) throw e;
-    const err = e as Error & { lines?: number };
+    // csv-parse's own line count (in its message too) is off after a \r\n inside quotes:
+    // name the line where the record it could not read starts.
+    const err = e as Error & { empty_lines?: number };
     throw new InputError({
       file: path,
-      line: err.lines ?? 0,
-      problem: `malformed CSV (${err.message})`,
+      line: startLine(err.empty_lines ?? prevEmpty),
+      problem: `malformed CSV in the record starting on this line (${err.message})`,
       hint: FILE_HINT,
       cause: e,
     });

@@ -20,15 +20,37 @@ function extension(path: string): string {
   return dot <= 0 ? "" : base.slice(dot + 1).toLowerCase();
 }
 
-async function startsWithParquetMagic(path: string): Promise<boolean> {
+/** Up to `n` bytes from the start of the file. */
+async function head(path: string, n: number): Promise<Uint8Array> {
   const file = await openInput(path);
   try {
-    const head = new Uint8Array(4);
-    const n = await file.read(head);
-    return n === 4 && new TextDecoder().decode(head) === "PAR1";
+    const buf = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const r = await file.read(buf.subarray(got));
+      if (r === null) break;
+      got += r;
+    }
+    return buf.subarray(0, got);
   } finally {
     file.close();
   }
+}
+
+function isParquetMagic(b: Uint8Array): boolean {
+  return b.length >= 4 && b[0] === 0x50 && b[1] === 0x41 && b[2] === 0x52 && b[3] === 0x31;
+}
+
+/** The error for a file that is UTF-16 (or UTF-32) text: the readers take only UTF-8. */
+function notUtf8(path: string, line: number, offset: number | undefined, what: string): InputError {
+  return new InputError({
+    file: path,
+    line,
+    ...(offset === undefined ? {} : { offset }),
+    reason: "invalid_utf8",
+    problem: `invalid UTF-8: ${what}, so the file is UTF-16 (or UTF-32) text`,
+    hint: "save the file as UTF-8 (iconv -f UTF-16 -t utf-8)",
+  });
 }
 
 /**
@@ -56,22 +78,109 @@ async function firstLine(path: string): Promise<{ line: number; text: string } |
   return null;
 }
 
-function formatOfObject(path: string, text: string): Format {
-  let obj: unknown;
+/** How many more non-blank lines detection reads when the first `{` line is not JSON. */
+const MORE_LINES = 20;
+
+/** The keys of a JSON object, or the error that parsing `text` gave. */
+function objectKeys(text: string): string[] | Error {
   try {
-    obj = JSON.parse(text);
-  } catch {
-    throw new FormatError(path, "the first line starts like JSON but does not parse as JSON");
+    const obj = JSON.parse(text);
+    return obj !== null && typeof obj === "object" && !Array.isArray(obj)
+      ? Object.keys(obj)
+      : new Error("not an object");
+  } catch (e) {
+    return e as Error;
   }
-  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
-    throw new FormatError(path, "the first line is JSON but not an object");
-  }
-  const keys = Object.keys(obj);
+}
+
+function jsonLinesFormat(path: string, keys: string[], which: string): Format {
   if (keys.includes("question") && keys.includes("cot") && keys.includes("answer")) return "nl";
   if (keys.includes("question") && keys.includes("answer")) return "gsm8k";
   throw new FormatError(
     path,
-    `the first record has keys ${keys.join(", ")}; expected question and answer (and cot)`,
+    `${which} has keys ${keys.join(", ") || "(none)"}; JSON lines need question and answer ` +
+      "(and cot)",
+    { unsupported: true },
+  );
+}
+
+/**
+ * The format of JSON lines from the first line that starts with `{`. When it does not parse
+ * (a trailing comma, say), the next lines decide and the reader then reports the bad one as
+ * it does any bad record; when none parses, the first one's JSON error is thrown at its line.
+ */
+async function formatOfObject(
+  path: string,
+  first: { line: number; text: string },
+): Promise<Format> {
+  const keys = objectKeys(first.text);
+  if (Array.isArray(keys)) return jsonLinesFormat(path, keys, "the first record");
+  let seen = 0;
+  for await (const l of readLinesOrErrors(path)) {
+    if (l instanceof InputError || l.line <= first.line || l.text.trim() === "") continue;
+    if (++seen > MORE_LINES) break;
+    const next = objectKeys(l.text.trim());
+    if (Array.isArray(next)) return jsonLinesFormat(path, next, `the record at line ${l.line}`);
+  }
+  throw new InputError({
+    file: path,
+    line: first.line,
+    problem: `invalid JSON (${keys.message}), and no record after it parses either, so the ` +
+      "format cannot be told",
+    hint: "fix that line (the first record tells the format)",
+  });
+}
+
+/**
+ * The keys of the first element of the JSON array that `text` (the head of a file) opens, or
+ * null when the head does not hold all of it; an Error when that element is not an object.
+ */
+function firstElementKeys(text: string): string[] | null | Error {
+  const open = text.indexOf("[");
+  let i = open + 1;
+  while (i < text.length && /\s/.test(text[i])) i++;
+  if (i >= text.length) return null;
+  if (text[i] === "]") return [];
+  if (text[i] !== "{") return new Error("its first element is not an object");
+  let depth = 0, inString = false;
+  for (let j = i; j < text.length; j++) {
+    const c = text[j];
+    if (inString) {
+      if (c === "\\") j++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") {
+      if (--depth === 0) {
+        const keys = objectKeys(text.slice(i, j + 1));
+        return Array.isArray(keys) ? keys : null; // not JSON: the reader says where
+      }
+    }
+  }
+  return null;
+}
+
+/** The bytes of a file's head that detection reads to see a JSON array's first element. */
+const ARRAY_HEAD = 1 << 16;
+
+/**
+ * Coconut, when the array's first element has Coconut's fields (or cannot be seen in the
+ * file's head: the reader then says what is wrong); a FormatError for an array of other
+ * records (SVAMP's `{ID, Body, Question, Equation, Answer}`), which no reader takes.
+ */
+async function formatOfArray(path: string): Promise<Format> {
+  const text = new TextDecoder().decode(await head(path, ARRAY_HEAD));
+  const keys = firstElementKeys(text);
+  if (keys instanceof Error) {
+    throw new FormatError(path, `a JSON array, but ${keys.message}`, { unsupported: true });
+  }
+  if (keys === null || keys.length === 0) return "coconut";
+  if (["question", "steps", "answer"].every((k) => keys.includes(k))) return "coconut";
+  throw new FormatError(
+    path,
+    `a JSON array whose first element has keys ${keys.join(", ")}; Coconut's elements have ` +
+      "question, steps and answer",
+    { unsupported: true },
   );
 }
 
@@ -79,8 +188,13 @@ function formatOfObject(path: string, text: string): Format {
  * Tells a file's format. `.parquet` and `.csv` go by extension; otherwise the first non-blank
  * line decides: `[` opens a Coconut JSON array, `{` a JSON-lines record whose keys say GSM8K
  * (`question`, `answer`) or NL (`question`, `cot`, `answer`), and a line with `||` is iCoT.
- * Parquet is also recognized by its `PAR1` magic. Anything else throws a
- * {@linkcode FormatError} asking for `--format`.
+ * Parquet is also recognized by its `PAR1` magic. A first `{` line that is not JSON (a trailing
+ * comma) is passed over for the next ones, and the reader reports it; if none parses, its JSON
+ * error is thrown at its line. A UTF-16 file (its byte order mark, or NUL bytes between the
+ * characters of its first line) is an `invalid_utf8` {@linkcode InputError} saying to convert
+ * it. A JSON array or JSON lines whose records have none of the formats' fields (SVAMP's
+ * `{Body, Question, Equation, Answer}`) is an unsupported {@linkcode FormatError} that lists
+ * the formats; anything else throws a {@linkcode FormatError} asking for `--format`.
  *
  * @example
  * ```ts ignore
@@ -92,15 +206,29 @@ export async function detectFormat(path: string): Promise<Format> {
   const ext = extension(path);
   if (ext === "parquet") return "parquet";
   if (ext === "csv") return "csv";
-  if (await startsWithParquetMagic(path)) return "parquet";
+  const magic = await head(path, 4);
+  if (isParquetMagic(magic)) return "parquet";
+  if ((magic[0] === 0xff && magic[1] === 0xfe) || (magic[0] === 0xfe && magic[1] === 0xff)) {
+    const bom = `0x${magic[0].toString(16).toUpperCase()} 0x${magic[1].toString(16).toUpperCase()}`;
+    throw notUtf8(path, 1, 0, `the file starts with the UTF-16 byte order mark ${bom}`);
+  }
   const first = await firstLine(path);
   if (first === null) throw new FormatError(path, "the file is empty");
-  const text = first.text.trimStart();
+  const nul = first.text.indexOf("\u0000");
+  if (nul !== -1) {
+    throw notUtf8(
+      path,
+      first.line,
+      undefined,
+      `line ${first.line} has NUL bytes between its characters (character ${nul})`,
+    );
+  }
+  const text = first.text.trim();
   if (text.startsWith("[")) {
     if (ext === "jsonl") throw new FormatError(path, "a .jsonl file that opens with '['");
-    return "coconut";
+    return formatOfArray(path);
   }
-  if (text.startsWith("{")) return formatOfObject(path, text);
+  if (text.startsWith("{")) return formatOfObject(path, { line: first.line, text });
   if (text.includes("||")) return "icot";
   throw new FormatError(
     path,

@@ -83,15 +83,34 @@ export class InputError extends Error {
   }
 }
 
+/** The input formats the pipeline reads, described for messages about a file it does not. */
+export const PIPELINE_FORMATS_TEXT = "gsm8k (JSON lines {question, answer}), nl (JSON lines " +
+  "{question, cot, answer}), coconut (a JSON array of {question, steps, answer}), icot (lines " +
+  "question||<<a>> <<b>> #### N), csv and parquet (columns question and answer)";
+
+/** Options of {@linkcode FormatError}. */
+export interface FormatErrorOptions {
+  /**
+   * The file is none of the formats the readers know (SVAMP's JSON array, say), rather than
+   * one whose format could not be told: no `--format` reads it.
+   */
+  unsupported?: boolean;
+  /** The formats the command reads, described; default {@linkcode PIPELINE_FORMATS_TEXT}. */
+  supported?: string;
+}
+
 /**
  * The format of a file could not be told, or is not one the readers know. The message names
- * the file and asks for `--format`.
+ * the file and asks for `--format`, or, for a file in none of the formats (`unsupported`),
+ * lists those the readers know and asks for a conversion.
  *
  * @example
  * ```ts
  * import { FormatError } from "./input_error.ts";
  * const e = new FormatError("x.dat", "unknown extension");
  * console.assert(e.message.includes("--format"));
+ * const svamp = new FormatError("SVAMP.json", "keys Body, Question", { unsupported: true });
+ * console.assert(svamp.message.includes("not in a format this command reads"));
  * ```
  */
 export class FormatError extends Error {
@@ -99,16 +118,28 @@ export class FormatError extends Error {
   readonly file: string;
   /** What was seen, e.g. `the first record has keys input, target`. */
   readonly why: string;
+  /** True when the file is in none of the formats the readers know. */
+  readonly unsupported: boolean;
+  /** What to do: pass `--format`, or convert the file. */
+  readonly hint: string;
 
   /** `why` says what was seen, e.g. `the first record has keys input, target`. */
-  constructor(file: string, why: string) {
+  constructor(file: string, why: string, opts: FormatErrorOptions = {}) {
+    const unsupported = opts.unsupported ?? false;
+    const hint = unsupported
+      ? `this command reads ${opts.supported ?? PIPELINE_FORMATS_TEXT}; convert the file to ` +
+        "one of them (docs/pipeline.md, section 1)"
+      : "pass --format gsm8k|parquet|icot|coconut|nl|csv";
     super(
-      `${file}: cannot tell the input format (${why}); pass --format ` +
-        "gsm8k|parquet|icot|coconut|nl|csv",
+      unsupported
+        ? `${file}: not in a format this command reads (${why}); ${hint}`
+        : `${file}: cannot tell the input format (${why}); ${hint}`,
     );
     this.name = "FormatError";
     this.file = file;
     this.why = why;
+    this.unsupported = unsupported;
+    this.hint = hint;
   }
 }
 

@@ -124,6 +124,74 @@ export function basename(path: string): string {
   return path.slice(i + 1);
 }
 
+/**
+ * The name each input file's ids start with, for files read in one build: the basename, or,
+ * where two files share one (`d1/x.jsonl`, `d2/x.jsonl`), the shortest end of each path that
+ * tells them apart (`d1/x.jsonl`), or else the whole path as given. Paths that are the same
+ * text get the same name; the build refuses one file given twice before asking.
+ *
+ * @example
+ * ```ts
+ * import { idLabels } from "./record.ts";
+ * const l = idLabels(["d1/x.jsonl", "d2/x.jsonl", "data/y.jsonl"]);
+ * console.assert(l.get("d1/x.jsonl") === "d1/x.jsonl" && l.get("data/y.jsonl") === "y.jsonl");
+ * ```
+ */
+export function idLabels(paths: readonly string[]): Map<string, string> {
+  const parts = (p: string) => p.split(/[\\/]+/).filter((c) => c !== "" && c !== ".");
+  const byBase = new Map<string, string[]>();
+  for (const p of new Set(paths)) {
+    const b = basename(p);
+    byBase.set(b, [...(byBase.get(b) ?? []), p]);
+  }
+  const out = new Map<string, string>();
+  for (const [base, group] of byBase) {
+    for (const p of group) {
+      const others = group.filter((q) => q !== p).map(parts);
+      const mine = parts(p);
+      let label = group.length === 1 ? base : p;
+      for (let n = 2; n <= mine.length && group.length > 1; n++) {
+        const end = mine.slice(-n).join("/");
+        if (others.every((o) => o.slice(-n).join("/") !== end)) {
+          label = end;
+          break;
+        }
+      }
+      out.set(p, label);
+    }
+  }
+  return out;
+}
+
+/**
+ * Notes each record's id while a file is read, to refuse one the file already used. Only
+ * ids a file carries can repeat (Coconut's `idx`, SVAMP's `ID`); line-based ids cannot.
+ */
+export class IdRegister {
+  #seen = new Map<string, number>();
+
+  /**
+   * Null when `id` is new, else an InputError at `at` naming the record that has it already.
+   * `field` names where the id comes from and `what` says how records are numbered.
+   */
+  check(id: string, at: RecordAt, field: string, what: string): InputError | null {
+    const first = this.#seen.get(id);
+    if (first === undefined) {
+      this.#seen.set(id, at.line);
+      return null;
+    }
+    return new InputError({
+      ...at,
+      field,
+      problem: `the id ${JSON.stringify(id)} is already that of ${what} ${first}; ids must be ` +
+        "unique (records.jsonl and report.csv name records by id, and augmentation seeds each " +
+        "record's variants from it)",
+      hint: `give each record its own "${field}" (or leave "${field}" out of every record, ` +
+        `so ids number the ${what}s), or pass --on-error skip to drop the repeat`,
+    });
+  }
+}
+
 /** Builds a Problem; `id` defaults to `<basename>:<line>`. */
 export function makeProblem(
   at: RecordAt,
