@@ -237,7 +237,7 @@ const CONFIG_FLAGS = inGroup(
     cotStartEpochs: {
       value: "N",
       help: "LOTUS: first train explicit CoT for N epochs (into <out>/cot-start) and start " +
-        "from it; 0 = no CoT start. An --init run directory skips it",
+        "from it; 0 = no CoT start. An --init model of this project (a run) skips it",
       schema: wholeNumber(0),
       defaultText: `${DEFAULT_COT_START_EPOCHS} with --recipe from-cot, else 0`,
     },

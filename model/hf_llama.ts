@@ -107,20 +107,35 @@ const HF_FIELD: Readonly<Record<string, string>> = {
 
 /**
  * transformers 5 keeps the rotary settings in `rope_parameters` (rope_theta and the scaling
- * fields together); earlier versions in `rope_theta` and `rope_scaling`. The latter, either way.
+ * fields together); earlier versions in `rope_theta` and `rope_scaling`. The latter, filled
+ * from the former where missing or null; a file whose two disagree is refused, naming both.
  */
-function ropeFieldsOf(json: unknown): unknown {
+function ropeFieldsOf(json: unknown, what: string): unknown {
   if (typeof json !== "object" || json === null) return json;
   const j = json as Record<string, unknown>;
   const p = j.rope_parameters;
-  if (typeof p !== "object" || p === null || "rope_theta" in j || "rope_scaling" in j) return j;
+  if (typeof p !== "object" || p === null) return j;
   const { rope_theta, ...scaling } = p as Record<string, unknown>;
   const type = scaling.rope_type ?? scaling.type;
-  return {
-    ...j,
-    ...(rope_theta !== undefined ? { rope_theta } : {}),
-    rope_scaling: type === undefined || type === "default" ? null : scaling,
-  };
+  const fromParams = type === undefined || type === "default" ? null : scaling;
+  const out = { ...j };
+  if (rope_theta !== undefined) {
+    if (j.rope_theta != null && j.rope_theta !== rope_theta) {
+      throw new HfLlamaError(
+        `${what}: field "rope_theta" is ${j.rope_theta} but "rope_parameters.rope_theta" is ` +
+          `${rope_theta}; keep one of them`,
+      );
+    }
+    out.rope_theta = rope_theta;
+  }
+  if (j.rope_scaling == null) out.rope_scaling = fromParams;
+  else if (JSON.stringify(j.rope_scaling) !== JSON.stringify(fromParams) && fromParams !== null) {
+    throw new HfLlamaError(
+      `${what}: fields "rope_scaling" and "rope_parameters" give different rotary scalings; ` +
+        `keep one of them`,
+    );
+  }
+  return out;
 }
 
 const LlamaJson = z.looseObject({
@@ -160,7 +175,7 @@ export function modelConfigFromLlamaJson(
   auxLayers: number,
   what: string,
 ): ModelConfig {
-  const r = LlamaJson.safeParse(ropeFieldsOf(json));
+  const r = LlamaJson.safeParse(ropeFieldsOf(json, what));
   if (!r.success) {
     const i = r.error.issues[0];
     throw new HfLlamaError(

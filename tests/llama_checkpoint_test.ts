@@ -210,12 +210,21 @@ Deno.test("a Llama directory that does not fit is refused with the field or tens
   );
   assertEquals([fromV5.ropeTheta, fromV5.ropeScaling?.factor], [250000, 32]);
   const v5Plain = modelConfigFromLlamaJson(
-    { ...v5, rope_parameters: { rope_theta: 10000, rope_type: "default" } },
+    { ...v5, rope_parameters: { rope_theta: 40000, rope_type: "default" } },
     20,
     0,
     "c",
   );
-  assertEquals([v5Plain.ropeTheta, v5Plain.ropeScaling], [10000, null]);
+  assertEquals([v5Plain.ropeTheta, v5Plain.ropeScaling], [40000, null]);
+  // A null rope_scaling beside rope_parameters is filled from them; a disagreement is named.
+  const filled = modelConfigFromLlamaJson(
+    { ...v5, rope_scaling: null, rope_parameters: { rope_theta: 250000, ...scaling } },
+    20,
+    0,
+    "c",
+  );
+  assertEquals([filled.ropeTheta, filled.ropeScaling?.factor], [250000, 32]);
+  refuse({ rope_theta: 10000, rope_parameters: { rope_theta: 500000 } }, '"rope_theta" is 10000');
   // Weights of another shape: two layers in the file, three in the config.
   const bigger = modelConfigFromLlamaJson({ ...json, num_hidden_layers: 3 }, 20, 0, "c");
   const layout = paramLayout(bigger);

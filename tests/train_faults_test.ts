@@ -328,6 +328,16 @@ Deno.test("faults: a run saved at its last step but not finished evaluates on re
   assertEquals(evals.length, 1, "the resume's final evaluation");
 });
 
+Deno.test("faults: a run stopped after a periodic evaluation at its last step still gets its final one", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: { ...short, evalEvery: 3 }, stopAfter: 3 });
+  const r = await train({ ...base, out, resume: out, train: { steps: 3 } });
+  assert(r.completed && r.valAccuracy !== undefined, JSON.stringify(r));
+  const evals = (await readTrainLog(out)).filter((x) => x.kind === "eval").map((x) => x.step);
+  assertEquals(evals, [3, 3], "the periodic evaluation, then the final one");
+  assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).completed, true);
+});
+
 Deno.test("faults: a finished run whose summary was lost is not evaluated again on resume", async () => {
   const data = await fixtureData(), out = await tempDir();
   // A kill between the final evaluation and the summary's write.
@@ -396,11 +406,20 @@ Deno.test("faults: a resume during the CoT start refuses contradicting settings 
     TrainConfigError,
     "--data",
   );
+  // A setting given with the value the run already trains with is no contradiction.
+  await train({ ...again, train: { mode: "lotus", k: 2, c: 10 }, stopAfter: 1 });
+  // Its CoT start is resumed through the whole run, which goes on to LOTUS after it.
+  await assertRejects(
+    () =>
+      train({ ...base, recipe: undefined, out: `${out}/cot-start`, resume: `${out}/cot-start` }),
+    TrainConfigError,
+    `--resume ${out}`,
+  );
   // What a resume may change reaches the CoT start: an evaluation every step from here.
   const r = await train({ ...again, train: { evalEvery: 1 }, stopAfter: 2 });
   assert(!r.completed);
   const evals = (await readTrainLog(`${out}/cot-start`)).filter((x) => x.kind === "eval");
-  assertEquals(evals.map((x) => x.step), [3, 4]);
+  assertEquals(evals.map((x) => x.step), [4, 5]);
 });
 
 Deno.test("faults: resuming a complete run trains nothing and keeps its summary", async () => {

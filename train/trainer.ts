@@ -771,7 +771,8 @@ async function trainRun(
   // loop below gives it.
   if (
     resumed && resumed.state.step >= total &&
-    ((await completedRun(opts.out)) || (await finalEvalLogged(opts.out, resumed.state.step)))
+    ((await completedRun(opts.out)) ||
+      (!(await readableSummary(opts.out)) && (await finalEvalLogged(opts.out, resumed.state.step))))
   ) {
     log(
       `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
@@ -1205,8 +1206,9 @@ async function trainRun(
  * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
  * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
  * checkpoint kept), then LOTUS from that checkpoint; `out/plan.json` records the run so that
- * `resume` continues it in either phase. An `init` directory (a trained run) skips the CoT
- * start; an `init` model.safetensors is where the CoT start begins.
+ * `resume` continues it in either phase. An `init` that is a model of this project (a run,
+ * checkpoint or export, or its model.safetensors) skips the CoT start; other weights (a Hugging
+ * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins.
  *
  * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig).
  * @throws {ManifestError} when the dataset directory has no readable manifest.
@@ -1363,9 +1365,21 @@ async function runEntries(dir: string): Promise<string[]> {
  * `.replaced`. When the new run saved something, the old one goes, as it would have; when
  * not, the new run's leftovers go and the old run is put back (and said so in `log`).
  */
-async function settleReplaced(dir: string, log: (s: string) => void): Promise<void> {
+async function settleReplaced(
+  dir: string,
+  log: (s: string) => void,
+  world: World | null,
+): Promise<void> {
   const aside = `${dir}/${REPLACED_DIR}`;
   if (!(await isDir(aside))) return;
+  // Every rank sees it (nothing moves it under mpirun), and every rank stops alike.
+  if (world !== null && world.size > 1) {
+    throw new TrainConfigError(
+      "--out",
+      `${aside} holds a run an interrupted --overwrite set aside: train into ${dir} once ` +
+        `without mpirun (a --resume) to settle it, then start the data-parallel run again`,
+    );
+  }
   if (await holdsSavedRun(dir)) {
     await Deno.remove(aside, { recursive: true });
     return;
@@ -1447,24 +1461,38 @@ async function claimRunDir(out: string, overwrite: boolean | undefined): Promise
  * that differs from what the plan recorded is a {@linkcode TrainConfigError} naming it: the
  * resumed run trains as it was started.
  */
-function resumePlanSettings(
+async function resumePlanSettings(
   opts: TrainOptions,
   planned: Partial<TrainOptions>,
-): Pick<TrainOptions, "train" | "data"> {
+): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
+  // What the plan's run trains with: its settings, the recipe's and the defaults, the dataset's
+  // K and c (null when the dataset cannot be read; then the settings as recorded are compared).
+  let resolved: TrainConfig | null = null;
+  try {
+    const m = JSON.parse(await Deno.readTextFile(`${planned.data}/manifest.json`));
+    resolved = resolveTrainConfig(saved, planned.preset ?? "tiny", {
+      dir: planned.data!,
+      k: m.options.k,
+      c: m.options.c,
+    });
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
   const train: Partial<TrainConfig> = { ...saved };
   for (const [k, v] of Object.entries(opts.train ?? {}) as [keyof TrainConfig, unknown][]) {
     if (v === undefined) continue;
+    const was = resolved ? resolved[k] : saved[k];
     if (RESUME_MAY_CHANGE.includes(k)) {
       (train as Record<string, unknown>)[k] = v;
       if (k === "epochs" && opts.train?.steps === undefined) train.steps = null;
-    } else if (v !== saved[k]) {
+    } else if (v !== was) {
       const flag = flagOf(k);
       throw new TrainConfigError(
         flag,
         `${flag} ${v} contradicts the run being resumed, which trains with ` +
-          `${saved[k] === undefined ? "its default" : `${flag} ${saved[k]}`}; a resume ` +
-          `continues the same run: leave ${flag} out`,
+          `${was === undefined ? "its default" : `${flag} ${was}`}; a resume continues the ` +
+          `same run: leave ${flag} out`,
       );
     }
   }
@@ -1478,7 +1506,8 @@ function resumePlanSettings(
         `--data out`,
     );
   }
-  return { train, data };
+  // The validation split is one of the settings a resume may change.
+  return { train, data, valSplit: opts.valSplit ?? planned.valSplit };
 }
 
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
@@ -1520,6 +1549,14 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
           `the run it belongs to, or start a new run from it with --init ${given}`,
       );
     }
+    const { parent, stem } = splitPath(run);
+    if (stem === "cot-start" && (await exists(`${parent}/${PLAN_FILE}`))) {
+      throw new TrainConfigError(
+        "--resume",
+        `--resume ${given} is the CoT start of the run in ${parent}: --resume ${parent} ` +
+          `continues it, and LOTUS after it`,
+      );
+    }
     if (absolutePath(opts.out) !== absolutePath(run)) {
       throw new TrainConfigError(
         "--out",
@@ -1527,9 +1564,9 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
           `leave --out out, or start a new run from its weights with --init ${run}`,
       );
     }
-    const lock = root ? await lockRunDir(run, false) : null;
+    const lock = root ? await lockRunDir(run, note, false) : null;
     try {
-      if (lock) await settleReplaced(run, note);
+      await settleReplaced(run, note, world);
       const plan = (await exists(`${run}/${PLAN_FILE}`))
         ? await readPlan(`${run}/${PLAN_FILE}`)
         : null;
@@ -1543,7 +1580,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
           {
             ...opts,
             ...planned,
-            ...resumePlanSettings(opts, planned),
+            ...(await resumePlanSettings(opts, planned)),
             out: run,
             resume: undefined,
           },
@@ -1600,9 +1637,9 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `copy it elsewhere or train into another --out`,
     );
   }
-  const lock = root ? await lockRunDir(opts.out) : null;
+  const lock = root ? await lockRunDir(opts.out, note) : null;
   try {
-    if (root && lock) await settleReplaced(opts.out, note);
+    await settleReplaced(opts.out, note, world);
     const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
     let res: TrainResult;
     try {
@@ -1631,7 +1668,11 @@ const RUN_LOCK = ".run.lock";
  * Null when `dir` is a file (refused by the caller, naming --out), or missing and not to be
  * made (`create` false: a resume).
  */
-async function lockRunDir(dir: string, create = true): Promise<Deno.FsFile | null> {
+async function lockRunDir(
+  dir: string,
+  note: (s: string) => void,
+  create = true,
+): Promise<Deno.FsFile | null> {
   try {
     if (!(await Deno.stat(dir)).isDirectory) return null;
   } catch (e) {
@@ -1641,7 +1682,20 @@ async function lockRunDir(dir: string, create = true): Promise<Deno.FsFile | nul
   }
   const path = `${dir}/${RUN_LOCK}`;
   const f = await Deno.open(path, { read: true, write: true, create: true });
-  if (!f.tryLockSync(true)) {
+  let locked: boolean;
+  try {
+    locked = f.tryLockSync(true);
+  } catch (e) {
+    // A file system without locks (some network or FUSE mounts): train unguarded, and say so.
+    f.close();
+    rethrowIfDenied(e);
+    note(
+      `note: ${path} cannot be locked here (${(e as Error).message}); nothing stops a second ` +
+        `training into ${dir} while this one runs`,
+    );
+    return null;
+  }
+  if (!locked) {
     f.close();
     throw new TrainConfigError(
       "--out",
@@ -1718,6 +1772,17 @@ async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
   try {
     const last = (await readTrainLog(dir)).at(-1);
     return last?.kind === "eval" && last.step === step;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
+}
+
+/** Whether `dir` holds a summary.json that parses (a run that got as far as writing one). */
+async function readableSummary(dir: string): Promise<boolean> {
+  try {
+    JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+    return true;
   } catch (e) {
     rethrowIfDenied(e);
     return false;
