@@ -342,6 +342,15 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
     await writeFileAtomic(`${tmp}/config.json`, JSON.stringify(cfg, null, 2) + "\n");
     await writeFileAtomic(`${tmp}/tokenizer.json`, data.tokenizerJson);
     await writeFileAtomic(`${tmp}/train_state.json`, JSON.stringify(data.state, null, 2) + "\n");
+    // Last: what each file holds, so that a load can tell a file changed since.
+    await writeChecksums(tmp, [
+      "model.safetensors",
+      ...(layout.aux ? ["aux.safetensors"] : []),
+      ...(data.moments ? ["optimizer.safetensors"] : []),
+      "config.json",
+      "tokenizer.json",
+      "train_state.json",
+    ]);
   });
 }
 
@@ -403,12 +412,105 @@ function stateAdvice(dir: string): string {
     `(a fresh optimiser and schedule)`;
 }
 
-/** config.json, parsed. */
-async function readConfig(path: string): Promise<unknown> {
+/** The file a save writes last: each other file's size and sha256. */
+export const CHECKSUMS_FILE = "checksums.json";
+
+const ChecksumsSchema = z.object({
+  format: z.literal("lotus-checksums"),
+  version: z.literal(1),
+  files: z.record(
+    z.string(),
+    z.object({ bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+  ),
+});
+
+/** A checkpoint's recorded sizes and digests, by file name. */
+type Checksums = z.infer<typeof ChecksumsSchema>["files"];
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Record the size and sha256 of each file in `dir` (a save's temporary directory). */
+async function writeChecksums(dir: string, names: readonly string[]): Promise<void> {
+  const files: Checksums = {};
+  for (const name of names) {
+    const bytes = await Deno.readFile(`${dir}/${name}`);
+    files[name] = { bytes: bytes.length, sha256: await sha256Hex(bytes) };
+  }
+  const json = { format: "lotus-checksums", version: 1, files };
+  await writeFileAtomic(`${dir}/${CHECKSUMS_FILE}`, JSON.stringify(json, null, 2) + "\n");
+}
+
+/**
+ * The checksums a save recorded in checkpoint `dir`, or null for a checkpoint saved before
+ * saves recorded them.
+ */
+async function readChecksums(dir: string): Promise<Checksums | null> {
+  const path = `${dir}/${CHECKSUMS_FILE}`;
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
+    rethrowIfDenied(e);
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new CheckpointError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new CheckpointError(`${path}: not valid JSON (${(e as Error).message}); ${SUMS_DAMAGED}`);
+  }
+  const r = ChecksumsSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new CheckpointError(
+      `${path}: field "${i.path.join(".")}": ${i.message}; ${SUMS_DAMAGED}`,
+    );
+  }
+  return r.data.files;
+}
+
+const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it from a copy of " +
+  "the checkpoint, or delete it to load the checkpoint unchecked";
+
+/**
+ * Refuses file `name` of checkpoint `dir` when it is not what the save wrote: its bytes (or,
+ * with `bytes` null, its size alone) against the recorded ones. Files with no record pass.
+ */
+async function checkSum(
+  dir: string,
+  name: string,
+  bytes: Uint8Array<ArrayBuffer> | null,
+  sums: Checksums | null,
+): Promise<void> {
+  const want = sums?.[name];
+  if (!want) return;
+  const size = bytes ? bytes.length : (await Deno.stat(`${dir}/${name}`)).size;
+  const problem = size !== want.bytes
+    ? `${size} bytes where the save wrote ${want.bytes}`
+    : bytes && (await sha256Hex(bytes)) !== want.sha256
+    ? "its sha256 is not the one the save recorded"
+    : null;
+  if (problem === null) return;
+  throw new CheckpointError(
+    `${dir}/${name}: changed since it was saved (${problem}, ${CHECKSUMS_FILE}); its values ` +
+      `cannot be trusted: restore the checkpoint from a copy, use another save of the run ` +
+      `(checkpoint/, best/, cot-start/), or train again`,
+  );
+}
+
+/** config.json, parsed (checked against the save's record when there is one). */
+async function readConfig(path: string, sums: Checksums | null = null): Promise<unknown> {
+  let text: string;
+  try {
+    const bytes = await Deno.readFile(path);
+    await checkSum(splitPath(path).parent, "config.json", bytes, sums);
+    text = new TextDecoder().decode(bytes);
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(
       `${path}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
     );
@@ -422,13 +524,15 @@ async function readConfig(path: string): Promise<unknown> {
   }
 }
 
-async function readSt(path: string): Promise<SafetensorsFile> {
-  let bytes: Uint8Array;
+async function readSt(path: string, sums: Checksums | null = null): Promise<SafetensorsFile> {
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
     throw new CheckpointError(`${path}: cannot read (${(e as Error).message})`);
   }
+  const { parent, stem } = splitPath(path);
+  await checkSum(parent, stem, bytes, sums);
   try {
     return decodeSafetensors(bytes, path);
   } catch (e) {
@@ -874,10 +978,11 @@ export async function loadCheckpoint(
   await recoverCheckpoint(dirIn);
   const dir = checkpointDirOf(dirIn);
   await refuseUnsavedRun(dirIn, dir);
-  const config = await readConfig(`${dir}/config.json`);
-  const model = await readSt(`${dir}/model.safetensors`);
+  const sums = await readChecksums(dir);
+  const config = await readConfig(`${dir}/config.json`, sums);
+  const model = await readSt(`${dir}/model.safetensors`, sums);
   const auxPath = `${dir}/aux.safetensors`, optPath = `${dir}/optimizer.safetensors`;
-  const aux = await exists(auxPath) ? await readSt(auxPath) : null;
+  const aux = await exists(auxPath) ? await readSt(auxPath, sums) : null;
   let optimizer: CheckpointFiles["optimizer"] = null;
   if (opts.withOptimizer || await exists(optPath)) {
     let header: SafetensorsHeader;
@@ -887,12 +992,17 @@ export async function loadCheckpoint(
       throw new CheckpointError((e as Error).message);
     }
     // The moments themselves only for a resume: eval, infer and export never use them.
-    optimizer = { header, file: opts.withOptimizer ? await readSt(optPath) : undefined };
+    // Read whole for a resume, and checked whole; its size alone otherwise.
+    if (!opts.withOptimizer) await checkSum(dir, "optimizer.safetensors", null, sums);
+    optimizer = { header, file: opts.withOptimizer ? await readSt(optPath, sums) : undefined };
   }
   let tokenizerJson: string;
   try {
-    tokenizerJson = await Deno.readTextFile(`${dir}/tokenizer.json`);
+    const bytes = await Deno.readFile(`${dir}/tokenizer.json`);
+    await checkSum(dir, "tokenizer.json", bytes, sums);
+    tokenizerJson = new TextDecoder().decode(bytes);
   } catch (e) {
+    if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`${dir}/tokenizer.json: cannot read (${(e as Error).message})`);
   }
   const { meta, tokenizer } = verifyCheckpoint({
@@ -912,7 +1022,7 @@ export async function loadCheckpoint(
     const t = optimizer.file.tensors;
     moments = { m: (t.m.data as Float32Array).slice(), v: (t.v.data as Float32Array).slice() };
   }
-  const state = await readTrainState(dir);
+  const state = await readTrainState(dir, sums);
   if (typeof state !== "string") {
     return { meta, params, moments, state, stateProblem: null, tokenizerJson, tokenizer };
   }
@@ -924,13 +1034,20 @@ export async function loadCheckpoint(
  * train_state.json of checkpoint directory `dir`, checked; or, when it is missing or damaged,
  * what is wrong with it (the file and the problem).
  */
-async function readTrainState(dir: string): Promise<TrainState | string> {
+async function readTrainState(
+  dir: string,
+  sums: Checksums | null = null,
+): Promise<TrainState | string> {
   const path = `${dir}/train_state.json`;
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    const bytes = await Deno.readFile(path);
+    text = new TextDecoder().decode(bytes);
+    // Inference goes on without a damaged train_state.json; what it says is the problem.
+    await checkSum(dir, "train_state.json", bytes, sums);
   } catch (e) {
     rethrowIfDenied(e);
+    if (e instanceof CheckpointError) return e.message;
     return `${path}: cannot read (${(e as Error).message})`;
   }
   let raw: unknown;
@@ -958,8 +1075,17 @@ export async function loadHfInit(
 ): Promise<{ params: Float32Array; vocabRows: number }> {
   const layout = paramLayout(cfg);
   const params = base.slice();
-  const { vocabRows } = fromHfTensors(await readSt(path), params, layout, "transformer.", path, {
-    allowVocabGrowth: true,
-  });
+  // A checkpoint of this project's is checked against its save's record, as a load checks it.
+  const sums = await readChecksums(splitPath(path).parent);
+  const { vocabRows } = fromHfTensors(
+    await readSt(path, sums),
+    params,
+    layout,
+    "transformer.",
+    path,
+    {
+      allowVocabGrowth: true,
+    },
+  );
   return { params, vocabRows };
 }

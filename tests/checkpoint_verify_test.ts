@@ -10,7 +10,12 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
 import { ROOT, runDeno } from "./_run.ts";
-import { CheckpointError, loadCheckpoint } from "../model/checkpoint.ts";
+import {
+  CheckpointError,
+  CHECKSUMS_FILE,
+  loadCheckpoint,
+  saveCheckpoint,
+} from "../model/checkpoint.ts";
 import { exportCheckpoint, ExportError } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
 import { openInference } from "../infer/inference.ts";
@@ -31,14 +36,21 @@ function goodCheckpoint(): Promise<string> {
   return good;
 }
 
-/** A copy of the sound checkpoint, damaged by `damage`. */
-async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
+/**
+ * A copy of the sound checkpoint, damaged by `damage`. Its checksums.json goes too unless
+ * `keepSums`: the checks behind the save's record are tested as on a checkpoint without one.
+ */
+async function damaged(
+  damage: (dir: string) => Promise<void>,
+  keepSums = false,
+): Promise<string> {
   const src = await goodCheckpoint(), dir = `${await tempDir()}/ck`;
   await Deno.mkdir(dir);
   for (const e of Deno.readDirSync(src)) {
     if (e.isFile) await Deno.copyFile(`${src}/${e.name}`, `${dir}/${e.name}`);
   }
   await damage(dir);
+  if (!keepSums) await Deno.remove(`${dir}/${CHECKSUMS_FILE}`);
   return dir;
 }
 
@@ -194,6 +206,47 @@ for (const [what, damage, parts] of CASES) {
     await assertRejects(() => Deno.stat(`${dir}-export`));
   });
 }
+
+Deno.test("a save records each file's sha256: a file changed since, even to finite values, is refused", async () => {
+  // Every damage above, with the record kept: the record names the changed file first.
+  for (const [what, damage] of CASES) {
+    if (what.includes("optimizer")) continue; // the sound checkpoint has none: no record
+    const dir = await damaged(damage, true);
+    const e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
+    assert(e.message.includes("changed since it was saved"), `${what}: ${e.message}`);
+  }
+  // One byte of a weight flipped: finite, consistent, and caught by its sha256 alone.
+  const flip = (name: string) => async (d: string) => {
+    const bytes = await Deno.readFile(`${d}/${name}`);
+    bytes[bytes.length - 3] ^= 0x01;
+    await Deno.writeFile(`${d}/${name}`, bytes);
+  };
+  const model = await damaged(flip("model.safetensors"), true);
+  const e = await assertRejects(() => openInference(model, { backend: "cpu" }), CheckpointError);
+  assert(e.message.startsWith(`${model}/model.safetensors: changed since it was saved`), e.message);
+  // The moments are checked whole when a resume reads them, by size otherwise.
+  const ck = await loadCheckpoint(await goodCheckpoint());
+  const withMoments = `${await tempDir()}/ck`;
+  const zeros = () => new Float32Array(ck.params.length);
+  await saveCheckpoint(withMoments, { ...ck, moments: { m: zeros(), v: zeros() } });
+  const moments = `${await tempDir()}/ck`;
+  await Deno.mkdir(moments);
+  for (const e of Deno.readDirSync(withMoments)) {
+    await Deno.copyFile(`${withMoments}/${e.name}`, `${moments}/${e.name}`);
+  }
+  await flip("optimizer.safetensors")(moments);
+  await loadCheckpoint(moments);
+  await assertRejects(
+    () => loadCheckpoint(moments, { withOptimizer: true }),
+    CheckpointError,
+    "optimizer.safetensors: changed since it was saved",
+  );
+  // A checkpoint without the record (saved before saves wrote one) loads unchecked.
+  await loadCheckpoint(await damaged(async () => {}));
+  // A damaged record is named, with what to do.
+  const sums = await damaged((d) => Deno.writeTextFile(`${d}/${CHECKSUMS_FILE}`, "{"), true);
+  await assertRejects(() => loadCheckpoint(sums), CheckpointError, `${CHECKSUMS_FILE}: not valid`);
+});
 
 Deno.test("the ONNX backend and the eval command refuse a damaged checkpoint too", async () => {
   const dir = await damaged((d) => mapWeights(d, (x) => x.fill(NaN)));

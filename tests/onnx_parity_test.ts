@@ -24,7 +24,7 @@ import {
 } from "../infer/onnx_session.ts";
 import { openInference } from "../infer/inference.ts";
 import type { AnswerOptions } from "../infer/session.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { CHECKSUMS_FILE, loadCheckpoint } from "../model/checkpoint.ts";
 import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
 import { Rng } from "../base/rng.ts";
@@ -336,7 +336,9 @@ Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again w
 
   // New weights in the checkpoint: the cache is stale and is exported again.
   await tinyCheckpoint(`${d}/ck2`, { seed: 2 });
-  await Deno.copyFile(`${d}/ck2/model.safetensors`, `${d}/ck/model.safetensors`);
+  for (const f of ["model.safetensors", CHECKSUMS_FILE]) {
+    await Deno.copyFile(`${d}/ck2/${f}`, `${d}/ck/${f}`);
+  }
   const cpu = await openInference(`${d}/ck`, { backend: "cpu", threads: 2 });
   const want = await cpu.answer(q, { maxNewTokens: 6 });
   await cpu.close();
