@@ -210,7 +210,9 @@ export function modelConfigFromLlamaJson(
   if (vocabSize < j.vocab_size) {
     throw new HfLlamaError(
       `${what}: field "vocab_size" is ${j.vocab_size}, more than the dataset's vocabulary ` +
-        `(${vocabSize}); build the dataset with this model's tokenizer.json (--tokenizer)`,
+        `(${vocabSize}): build the dataset with this model's tokenizer.json (--tokenizer); a ` +
+        `model whose embedding has more rows than its tokenizer has ids (padded) cannot be ` +
+        `loaded yet`,
     );
   }
   const cfg = ModelConfigSchema.safeParse({
