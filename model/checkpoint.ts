@@ -412,34 +412,75 @@ function stateAdvice(dir: string): string {
     `(a fresh optimiser and schedule)`;
 }
 
-/** The file a save writes last: each other file's size and sha256. */
+/** The file a save writes last: each other file's size and the SHA-256 of each piece. */
 export const CHECKSUMS_FILE = "checksums.json";
+
+/**
+ * Files are hashed in pieces of this many bytes, each piece's SHA-256 recorded: WebCrypto has
+ * no incremental digest, and a piece at a time keeps a save's memory bounded whatever the size
+ * of the optimizer file (26 GB for llama-3b).
+ */
+const SUM_PIECE = 64 << 20;
 
 const ChecksumsSchema = z.object({
   format: z.literal("lotus-checksums"),
   version: z.literal(1),
+  pieceBytes: z.number().int().positive(),
   files: z.record(
     z.string(),
-    z.object({ bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+    z.object({
+      bytes: z.number().int().nonnegative(),
+      sha256: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+    }),
   ),
 });
 
-/** A checkpoint's recorded sizes and digests, by file name. */
-type Checksums = z.infer<typeof ChecksumsSchema>["files"];
+/** A checkpoint's recorded sizes and digests, by file name, and the size of a piece. */
+type Checksums = z.infer<typeof ChecksumsSchema>;
 
 async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Record the size and sha256 of each file in `dir` (a save's temporary directory). */
-async function writeChecksums(dir: string, names: readonly string[]): Promise<void> {
-  const files: Checksums = {};
-  for (const name of names) {
-    const bytes = await Deno.readFile(`${dir}/${name}`);
-    files[name] = { bytes: bytes.length, sha256: await sha256Hex(bytes) };
+/** The SHA-256 of each `piece`-byte piece of `bytes`. */
+async function pieceSums(bytes: Uint8Array<ArrayBuffer>, piece: number): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < bytes.length; i += piece) {
+    out.push(await sha256Hex(bytes.subarray(i, Math.min(bytes.length, i + piece))));
   }
-  const json = { format: "lotus-checksums", version: 1, files };
+  return out;
+}
+
+/** The size of file `path` and the SHA-256 of each piece, read a piece at a time. */
+async function filePieceSums(path: string): Promise<{ bytes: number; sha256: string[] }> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(SUM_PIECE), sha256: string[] = [];
+    let bytes = 0;
+    for (;;) {
+      let got = 0;
+      while (got < buf.length) {
+        const k = await f.read(buf.subarray(got));
+        if (k === null) break;
+        got += k;
+      }
+      if (got === 0) break;
+      sha256.push(await sha256Hex(buf.subarray(0, got)));
+      bytes += got;
+      if (got < buf.length) break;
+    }
+    return { bytes, sha256 };
+  } finally {
+    f.close();
+  }
+}
+
+/** Record the size and piece digests of each file in `dir` (a save's temporary directory). */
+async function writeChecksums(dir: string, names: readonly string[]): Promise<void> {
+  const files: Checksums["files"] = {};
+  for (const name of names) files[name] = await filePieceSums(`${dir}/${name}`);
+  const json: Checksums = { format: "lotus-checksums", version: 1, pieceBytes: SUM_PIECE, files };
   await writeFileAtomic(`${dir}/${CHECKSUMS_FILE}`, JSON.stringify(json, null, 2) + "\n");
 }
 
@@ -470,7 +511,7 @@ async function readChecksums(dir: string): Promise<Checksums | null> {
       `${path}: field "${i.path.join(".")}": ${i.message}; ${SUMS_DAMAGED}`,
     );
   }
-  return r.data.files;
+  return r.data;
 }
 
 const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it from a copy of " +
@@ -486,12 +527,12 @@ async function checkSum(
   bytes: Uint8Array<ArrayBuffer> | null,
   sums: Checksums | null,
 ): Promise<void> {
-  const want = sums?.[name];
+  const want = sums?.files[name];
   if (!want) return;
   const size = bytes ? bytes.length : (await Deno.stat(`${dir}/${name}`)).size;
   const problem = size !== want.bytes
     ? `${size} bytes where the save wrote ${want.bytes}`
-    : bytes && (await sha256Hex(bytes)) !== want.sha256
+    : bytes && (await pieceSums(bytes, sums!.pieceBytes)).join() !== want.sha256.join()
     ? "its sha256 is not the one the save recorded"
     : null;
   if (problem === null) return;
