@@ -16,7 +16,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
 import { train } from "../train/trainer.ts";
-import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES } from "../train/options.ts";
+import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
   type ArgsOf,
@@ -369,12 +369,6 @@ export const command = defineCommand({
 /** Validated `deno task train` values. */
 export type TrainArgs = ArgsOf<typeof command>;
 
-/** The run directory of `--resume DIR`: DIR, or its parent when DIR is the checkpoint itself. */
-function runDirOfCheckpoint(dir: string): string {
-  const d = dir.replace(/\/+$/, "");
-  return d.endsWith("/checkpoint") ? d.slice(0, -"/checkpoint".length) : d;
-}
-
 /** Parse argv into validated values, or "help" (exported for tests). */
 export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   return command.parse(argv);
@@ -397,7 +391,7 @@ async function main(a: TrainArgs): Promise<number> {
     ...run,
     recompute: a.recompute === undefined ? undefined : a.recompute === "on",
     graphs: a.graphs === undefined ? undefined : a.graphs === "on",
-    out: a.out ?? (a.resume ? runDirOfCheckpoint(a.resume) : "out/runs/default"),
+    out: a.out ?? (a.resume ? resumeRunDir(a.resume) : "out/runs/default"),
     data: a.data ?? (a.resume ? undefined : "out/data/default"),
     train: trainSettings(a),
   });

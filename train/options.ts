@@ -184,6 +184,20 @@ export function checkSettings(given: Partial<TrainConfig>): void {
   }
 }
 
+/**
+ * The run directory of `--resume DIR`: DIR, or its parent when DIR is the run's `checkpoint/`.
+ *
+ * @example
+ * ```ts
+ * import { resumeRunDir } from "./options.ts";
+ * console.assert(resumeRunDir("out/runs/a/checkpoint/") === "out/runs/a");
+ * ```
+ */
+export function resumeRunDir(dir: string): string {
+  const d = dir.replace(/\/+$/, "");
+  return d.endsWith("/checkpoint") ? d.slice(0, -"/checkpoint".length) : d;
+}
+
 /** The command-line flag of a training setting. */
 export function flagOf(key: keyof TrainConfig): string {
   if (key === "warmupSteps") return "--warmup";
@@ -213,24 +227,37 @@ export function resumeTrainConfig(
   given: Partial<TrainConfig>,
 ): TrainConfig {
   checkSettings(given);
-  const out: TrainConfig = { ...saved };
+  return parseTrainConfig({ ...saved, ...resumeChanges(saved, given) });
+}
+
+/**
+ * What a resume changes of a run that trains with `saved`: the settings of
+ * {@linkcode RESUME_MAY_CHANGE} that `given` sets (epochs without steps clears steps: the one
+ * given decides the length). Any other given setting that differs from the saved value (a
+ * setting `saved` lacks is the run's default) is a {@linkcode TrainConfigError} naming its flag.
+ */
+export function resumeChanges(
+  saved: Partial<TrainConfig>,
+  given: Partial<TrainConfig>,
+): Partial<TrainConfig> {
+  const out: Partial<TrainConfig> = {};
   for (const [k, v] of Object.entries(given) as [keyof TrainConfig, unknown][]) {
     if (v === undefined) continue;
     if (RESUME_MAY_CHANGE.includes(k)) {
-      (out as unknown as Record<string, unknown>)[k] = v;
-      // Steps and epochs are alternatives: the one given decides the length.
+      (out as Record<string, unknown>)[k] = v;
       if (k === "epochs" && given.steps === undefined) out.steps = null;
     } else if (v !== saved[k]) {
       const flag = flagOf(k);
       throw new TrainConfigError(
         flag,
-        `${flag} ${v} contradicts the run being resumed, which trains with ${flag} ` +
-          `${saved[k]}; a resume continues the same run: leave ${flag} out, or start a new ` +
-          `run from its weights with --init <run>/checkpoint/model.safetensors`,
+        `${flag} ${v} contradicts the run being resumed, which trains with ` +
+          `${saved[k] === undefined ? "its default" : `${flag} ${saved[k]}`}; a resume ` +
+          `continues the same run: leave ${flag} out, or start a new run from its weights ` +
+          `with --init <run>/checkpoint/model.safetensors`,
       );
     }
   }
-  return parseTrainConfig(out);
+  return out;
 }
 
 /** The name of a recipe: a set of settings given in one flag (`--recipe`). */

@@ -45,11 +45,12 @@ import {
   checkSettings,
   curriculumNotes,
   defaultRecipe,
-  flagOf,
   type RecipeName,
   recipeSettings,
   resolveTrainConfig,
   RESUME_MAY_CHANGE,
+  resumeChanges,
+  resumeRunDir,
   resumeTrainConfig,
   TrainConfigError,
   unusedSettingNotes,
@@ -772,7 +773,8 @@ async function trainRun(
   if (
     resumed && resumed.state.step >= total &&
     ((await completedRun(opts.out)) ||
-      (!(await readableSummary(opts.out)) && (await finalEvalLogged(opts.out, resumed.state.step))))
+      ((await readSummary(opts.out)) === null &&
+        (await finalEvalLogged(opts.out, resumed.state.step))))
   ) {
     log(
       `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
@@ -1146,9 +1148,7 @@ async function trainRun(
             valAccuracy: lastEval?.accuracy,
             // Taken all its steps and evaluated at the end: a resume has nothing left to do.
             completed: state.step >= total && !interrupted,
-            ...(cfg.keepBest && state.bestStep > 0
-              ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
-              : {}),
+            ...keptBest(cfg.keepBest, state, bestDir),
             tokens: state.tokens,
             seconds: state.seconds,
           },
@@ -1180,9 +1180,7 @@ async function trainRun(
       interrupted,
       skippedSteps: skipped,
       completed: state.step >= total && !interrupted,
-      ...(cfg.keepBest && state.bestStep > 0
-        ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir: bestDir } }
-        : {}),
+      ...keptBest(cfg.keepBest, state, bestDir),
       ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
     };
   } finally {
@@ -1247,6 +1245,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return res;
 }
 
+/** A run's kept best, as its result and summary give it: only when one was kept. */
+function keptBest(
+  keepBest: boolean,
+  state: Pick<TrainState, "bestStep" | "bestAccuracy">,
+  dir: string,
+): Pick<TrainResult, "best"> {
+  return keepBest && state.bestStep > 0
+    ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir } }
+    : {};
+}
+
 /**
  * What a resume of a run that has already taken all its steps returns: the run as its last
  * save left it, its summary.json's figures included. Nothing is written.
@@ -1257,19 +1266,14 @@ async function completeRunResult(
   params: number,
   world: World | null,
 ): Promise<TrainResult> {
-  let summary: Record<string, unknown> | null = null;
-  try {
-    summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
-  } catch (e) {
-    rethrowIfDenied(e);
-  }
+  let summary = await readSummary(out);
   if (summary === null) {
     // Lost to a kill after the final evaluation: the log has the figures; the summary is
     // written again from them.
     const records = await readTrainLog(out);
     const lastTrain = records.findLast((r) => r.kind === "train");
     const lastEval = records.findLast((r) => r.kind === "eval");
-    const { step, tokens, seconds, bestStep, bestAccuracy } = ck.state;
+    const { step, tokens, seconds } = ck.state;
     summary = {
       steps: step,
       total: step,
@@ -1277,9 +1281,7 @@ async function completeRunResult(
       valLoss: lastEval?.valLoss,
       valAccuracy: lastEval?.valAccuracy,
       completed: true,
-      ...(ck.meta.train.keepBest && bestStep > 0
-        ? { best: { step: bestStep, valAccuracy: bestAccuracy, dir: `${out}/best` } }
-        : {}),
+      ...keptBest(ck.meta.train.keepBest, ck.state, `${out}/best`),
       tokens,
       seconds,
     };
@@ -1288,7 +1290,7 @@ async function completeRunResult(
     }
   }
   const num = (v: unknown) => (typeof v === "number" ? v : undefined);
-  const { step, tokens, seconds, bestStep, bestAccuracy } = ck.state;
+  const { step, tokens, seconds } = ck.state;
   return {
     steps: step,
     finalLoss: num(summary.finalLoss) ?? NaN,
@@ -1301,9 +1303,7 @@ async function completeRunResult(
     interrupted: null,
     skippedSteps: 0,
     completed: true,
-    ...(ck.meta.train.keepBest && bestStep > 0
-      ? { best: { step: bestStep, valAccuracy: bestAccuracy, dir: `${out}/best` } }
-      : {}),
+    ...keptBest(ck.meta.train.keepBest, ck.state, `${out}/best`),
     ...(world ? { world: { rank: world.rank, size: world.size } } : {}),
   };
 }
@@ -1479,23 +1479,7 @@ async function resumePlanSettings(
   } catch (e) {
     rethrowIfDenied(e);
   }
-  const train: Partial<TrainConfig> = { ...saved };
-  for (const [k, v] of Object.entries(opts.train ?? {}) as [keyof TrainConfig, unknown][]) {
-    if (v === undefined) continue;
-    const was = resolved ? resolved[k] : saved[k];
-    if (RESUME_MAY_CHANGE.includes(k)) {
-      (train as Record<string, unknown>)[k] = v;
-      if (k === "epochs" && opts.train?.steps === undefined) train.steps = null;
-    } else if (v !== was) {
-      const flag = flagOf(k);
-      throw new TrainConfigError(
-        flag,
-        `${flag} ${v} contradicts the run being resumed, which trains with ` +
-          `${was === undefined ? "its default" : `${flag} ${was}`}; a resume continues the ` +
-          `same run: leave ${flag} out`,
-      );
-    }
-  }
+  const train = { ...saved, ...resumeChanges(resolved ?? saved, opts.train ?? {}) };
   const data = planned.data ?? opts.data;
   if (
     opts.data !== undefined && data !== undefined && absolutePath(opts.data) !== absolutePath(data)
@@ -1541,7 +1525,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   }
   if (opts.resume) {
     const given = opts.resume.replace(/\/+$/, "");
-    const run = given.endsWith("/checkpoint") ? given.slice(0, -"/checkpoint".length) : given;
+    const run = resumeRunDir(given);
     if (given === run && (await exists(`${run}/config.json`))) {
       throw new TrainConfigError(
         "--resume",
@@ -1778,29 +1762,24 @@ async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
   }
 }
 
-/** Whether `dir` holds a summary.json that parses (a run that got as far as writing one). */
-async function readableSummary(dir: string): Promise<boolean> {
+/** The summary.json of the run in `dir`, parsed; null when it is missing or unreadable. */
+async function readSummary(dir: string): Promise<Record<string, unknown> | null> {
   try {
-    JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
-    return true;
+    return JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
   } catch (e) {
     rethrowIfDenied(e);
-    return false;
+    return null;
   }
 }
 
 /** Whether the run in `dir` reached its last step (its summary says so). */
 async function completedRun(dir: string): Promise<boolean> {
-  try {
-    const s = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
-    // Summaries written before the "completed" field: all steps taken.
-    return typeof s.completed === "boolean"
-      ? s.completed
-      : typeof s.steps === "number" && s.steps >= s.total;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return false;
-  }
+  const s = await readSummary(dir);
+  if (s === null) return false;
+  // Summaries written before the "completed" field: all steps taken.
+  return typeof s.completed === "boolean"
+    ? s.completed
+    : typeof s.steps === "number" && s.steps >= (s.total as number);
 }
 
 /**
