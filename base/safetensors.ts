@@ -11,6 +11,7 @@
  */
 
 import { AtomicFile } from "./atomic.ts";
+import { readFull } from "./read_full.ts";
 
 /** The dtypes this module reads and writes, with their typed-array views. */
 export type Dtype =
@@ -393,13 +394,9 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     const size = (await f.stat()).size;
     const readExactly = async (n: number): Promise<Uint8Array> => {
       const buf = new Uint8Array(n);
-      let got = 0;
-      while (got < n) {
-        const k = await f.read(buf.subarray(got));
-        if (k === null) break;
-        got += k;
+      if ((await readFull(f, buf)) < n) {
+        throw new SafetensorsError(`${path}: ends inside its header`);
       }
-      if (got < n) throw new SafetensorsError(`${path}: ends inside its header`);
       return buf;
     };
     if (size < 8) throw new SafetensorsError(`${path}: too short to be a safetensors file`);

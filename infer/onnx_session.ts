@@ -57,6 +57,7 @@ import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { readFull } from "../base/read_full.ts";
 import { sha256HexAsync } from "../base/sha256.ts";
 
 /** The directory the ONNX backend keeps its export of a checkpoint in. */
@@ -226,11 +227,8 @@ export class OnnxBackbone {
       for (let i = 0; i < ids.length; i++) {
         const row = new Uint8Array(C * 4);
         await f.seek(this.#wte.offset + ids[i] * C * 4, Deno.SeekMode.Start);
-        let got = 0;
-        while (got < row.length) {
-          const n = await f.read(row.subarray(got));
-          if (n === null) throw new ExportError(`${this.#wte.path}: ends inside the embeddings`);
-          got += n;
+        if ((await readFull(f, row)) < row.length) {
+          throw new ExportError(`${this.#wte.path}: ends inside the embeddings`);
         }
         out.set(new Float32Array(row.buffer), i * C);
       }

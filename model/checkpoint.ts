@@ -30,6 +30,8 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { readFull } from "../base/read_full.ts";
+import { sha256HexAsync } from "../base/sha256.ts";
 import { replaceDir, splitPath, sweepStale } from "../base/staging.ts";
 import {
   type ModelConfig,
@@ -438,16 +440,11 @@ const ChecksumsSchema = z.object({
 /** A checkpoint's recorded sizes and digests, by file name, and the size of a piece. */
 type Checksums = z.infer<typeof ChecksumsSchema>;
 
-async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** The SHA-256 of each `piece`-byte piece of `bytes`. */
-async function pieceSums(bytes: Uint8Array<ArrayBuffer>, piece: number): Promise<string[]> {
+async function pieceSums(bytes: Uint8Array, piece: number): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; i < bytes.length; i += piece) {
-    out.push(await sha256Hex(bytes.subarray(i, Math.min(bytes.length, i + piece))));
+    out.push(await sha256HexAsync(bytes.subarray(i, Math.min(bytes.length, i + piece))));
   }
   return out;
 }
@@ -459,14 +456,9 @@ async function filePieceSums(path: string): Promise<{ bytes: number; sha256: str
     const buf = new Uint8Array(SUM_PIECE), sha256: string[] = [];
     let bytes = 0;
     for (;;) {
-      let got = 0;
-      while (got < buf.length) {
-        const k = await f.read(buf.subarray(got));
-        if (k === null) break;
-        got += k;
-      }
+      const got = await readFull(f, buf);
       if (got === 0) break;
-      sha256.push(await sha256Hex(buf.subarray(0, got)));
+      sha256.push(await sha256HexAsync(buf.subarray(0, got)));
       bytes += got;
       if (got < buf.length) break;
     }
@@ -524,7 +516,7 @@ const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it f
 async function checkSum(
   dir: string,
   name: string,
-  bytes: Uint8Array<ArrayBuffer> | null,
+  bytes: Uint8Array | null,
   sums: Checksums | null,
 ): Promise<void> {
   const want = sums?.files[name];
@@ -566,7 +558,7 @@ async function readConfig(path: string, sums: Checksums | null = null): Promise<
 }
 
 async function readSt(path: string, sums: Checksums | null = null): Promise<SafetensorsFile> {
-  let bytes: Uint8Array<ArrayBuffer>;
+  let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {

@@ -10,6 +10,7 @@
 import { z } from "zod";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../base/safetensors.ts";
 import { exists } from "../base/exists.ts";
+import { readFull } from "../base/read_full.ts";
 import { llamaShape, type ModelConfig, ModelConfigSchema } from "./config.ts";
 import type { ParamLayout } from "./params.ts";
 import { transformersJsConfig } from "./hf_config.ts";
@@ -354,11 +355,8 @@ export async function loadLlamaWeights(
     const fh = await Deno.open(file, { read: true });
     try {
       await fh.seek(h.dataStart + e.dataOffsets[0], Deno.SeekMode.Start);
-      let got = 0;
-      while (got < bytes.length) {
-        const k = await fh.read(bytes.subarray(got));
-        if (k === null) throw new HfLlamaError(`${file}: cut short inside tensor "${t.name}"`);
-        got += k;
+      if ((await readFull(fh, bytes)) < bytes.length) {
+        throw new HfLlamaError(`${file}: cut short inside tensor "${t.name}"`);
       }
     } finally {
       fh.close();

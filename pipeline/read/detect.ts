@@ -7,6 +7,7 @@ import { readLinesOrErrors } from "./lines.ts";
 import { FormatError, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
 import { UTF8_FILE_HINT } from "./utf8.ts";
+import { readFull } from "../../base/read_full.ts";
 
 /** The input formats the readers know. */
 export type Format = "gsm8k" | "parquet" | "icot" | "coconut" | "nl" | "csv";
@@ -25,13 +26,7 @@ async function head(path: string, n: number): Promise<Uint8Array> {
   const file = await openInput(path);
   try {
     const buf = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const r = await file.read(buf.subarray(got));
-      if (r === null) break;
-      got += r;
-    }
-    return buf.subarray(0, got);
+    return buf.subarray(0, await readFull(file, buf));
   } finally {
     file.close();
   }
