@@ -2,10 +2,18 @@
 # Every GPU measurement in one bounded command, for a machine that is lent for minutes. From
 # the project root:
 #
-#   bash bench/gpu_all.sh [--quick] [--baseline-lib PATH] [OUT_DIR]
+#   bash bench/gpu_all.sh [--quick] [--baseline-lib PATH] [--preflight-only] [OUT_DIR]
 #
 # In order, each with its own time limit so that a hang or a failure in one still leaves the
 # others' results:
+#   0. the preflight (check/gpu_check.ts --preflight: the bf16 ops, LOTUS steps and CUDA graphs
+#      against the CPU engine, in seconds). When it fails, it runs again with the switchable
+#      changes of step 4 all turned off and, if that passes, halves that set while the
+#      preflight still passes, so that the benchmark, the profile and the variants measure an
+#      engine that computes what the CPU engine does: they run with that set turned off, the
+#      variants other than "default" are left out, and preflight.txt names the set. The
+#      correctness check always runs with the defaults, so that its rows show what failed.
+#      --preflight-only stops after this step (a minute or two where a change fails);
 #   1. the correctness check (check/gpu_check.sh): CUDA against the CPU engine at every
 #      precision, and the PyTorch rows;
 #   2. the benchmark (bench/gpu_bench.sh --skip-check): training at the reference shape in bf16,
@@ -33,25 +41,29 @@
 #      short benchmark back to back, so that a change's before and after come from one run.
 #   6. the kernel tour under compute-sanitizer (check/gpu_sanitize.sh): every kernel of the
 #      engine at small shapes, under memcheck and racecheck (--quick) or all four tools.
-# --quick (520 s of limits, 570 with --baseline-lib) skips PyTorch, the fp32 attention, TF32
-# and fp32 variants, and two of the sanitizer's tools, and shortens the rest (1,405 s of limits
-# without it). Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as eleven files:
-# run.log (everything printed, each row as measured), check.txt and check.json, bench.txt and
+# --quick (550 s of limits when the preflight passes, 600 with --baseline-lib) skips PyTorch,
+# the fp32 attention, TF32 and fp32 variants, and two of the sanitizer's tools, and shortens the
+# rest (1,445 s of limits without it). When the preflight fails, its tries (at most ten) take
+# the time of the variants they leave out. Results go to OUT_DIR, else $OUT, else
+# bench/results/gpu_all, as twelve files: run.log (everything printed, each row as measured),
+# preflight.txt (its verdict, and the changes turned off), check.txt and check.json, bench.txt and
 # bench.json, profile.txt and profile.json, variants.txt, predictions.txt and
 # predictions.json (each change's predicted effect against its variant's measured one), and
 # sanitize.txt (a line a sanitizer tool; its reports, where it ran, in the folder sanitize/).
 # The tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-quick=0 baseline=
+quick=0 baseline= preflight_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1; shift ;;
+    --preflight-only) preflight_only=1; shift ;;
     --baseline-lib)
       [ -f "${2:-}" ] || { echo "gpu-all: --baseline-lib ${2:-}: no such file" >&2; exit 2; }
       baseline=$(readlink -f "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "gpu-all: unknown option $1 (--quick, --baseline-lib PATH, then OUT_DIR)" >&2
+    -*) echo "gpu-all: unknown option $1 (--quick, --baseline-lib PATH, --preflight-only," \
+      "then OUT_DIR)" >&2
       exit 2 ;;
     *) break ;;
   esac
@@ -65,12 +77,13 @@ trap 'rm -rf "$tmp"' EXIT
 say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
 if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
-  check_s=55 bench_s=45 profile_s=40 variant_s=25 sanitize_s=40 tools=memcheck,racecheck
+  preflight_s=30 check_s=55 bench_s=45 profile_s=40 variant_s=25 sanitize_s=40
+  tools=memcheck,racecheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
     separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch)
 else
   check_args=(--steps 30) bench_args=()
-  check_s=150 bench_s=220 profile_s=60 variant_s=45 sanitize_s=75
+  preflight_s=40 check_s=150 bench_s=220 profile_s=60 variant_s=45 sanitize_s=75
   tools=memcheck,racecheck,synccheck,initcheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
     separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch fp32-attention
@@ -89,12 +102,74 @@ fi
   nproc
 } >>"$log" 2>&1
 
+source check/_native_deno.sh gpu_all 2>>"$log"
+
+# The changes that a setting turns off, riskiest first, as step 4's variants name them. The
+# preflight's search keeps whatever subset of these passes.
+switches=(LOTUS_PDL=0 LOTUS_TC_AHEAD=0 LOTUS_SKINNY=0 LOTUS_GEMV=0 LOTUS_DEFER_GELU_FWD=0
+  LOTUS_DEFER_GELU_BWD=0 LOTUS_BF16_QKV=0 LOTUS_BF16_FCH=0 LOTUS_TC_BF16_ROWS=0 LOTUS_TC_WARPS=4
+  LOTUS_GEMM_TUNE=1 LOTUS_TC_ATTENTION=0)
+tries=0
+preflight() { # KEY=VALUE settings: exit 0 when the engine with them passes
+  tries=$((tries + 1))
+  say "preflight try $tries: ${*:-the defaults}"
+  if [ -n "${GPU_ALL_PREFLIGHT:-}" ]; then # a stand-in command, for the script's own tests
+    env "$@" bash -c "$GPU_ALL_PREFLIGHT" >>"$log" 2>&1
+  else
+    env "$@" timeout --kill-after=5 "$preflight_s" "$deno_bin" run --allow-all \
+      check/gpu_check.ts --preflight --out "$tmp/preflight" >>"$log" 2>&1
+  fi
+}
+off=()
+say "0. preflight"
+if [ -z "${GPU_ALL_PREFLIGHT:-}" ] && ! command -v nvidia-smi >/dev/null; then
+  echo "preflight: not run (no GPU); every step runs with the defaults" >"$out/preflight.txt"
+elif preflight; then
+  echo "preflight: passed with the defaults" >"$out/preflight.txt"
+elif ! preflight "${switches[@]}"; then
+  echo "preflight: failed with the defaults and with every switchable change turned off" \
+    "(${switches[*]}): every step runs with the defaults; the correctness check names the" \
+    "failing rows" \
+    >"$out/preflight.txt"
+else
+  # Halve the set while one half, turned off alone, still passes: one failing change is found
+  # in about log2(12) tries. Where neither half passes (failing changes in both), each change
+  # left is turned back on in turn and kept on where the preflight still passes, up to ten
+  # tries in all.
+  off=("${switches[@]}")
+  while [ ${#off[@]} -gt 1 ]; do
+    half=$((${#off[@]} / 2))
+    if preflight "${off[@]:0:half}"; then off=("${off[@]:0:half}")
+    elif preflight "${off[@]:half}"; then off=("${off[@]:half}")
+    else break
+    fi
+  done
+  i=0
+  while [ ${#off[@]} -gt 1 ] && [ $i -lt ${#off[@]} ] && [ $tries -lt 10 ]; do
+    if preflight "${off[@]:0:i}" "${off[@]:i+1}"; then off=("${off[@]:0:i}" "${off[@]:i+1}")
+    else i=$((i + 1))
+    fi
+  done
+  echo "preflight: failed with the defaults, passed with ${off[*]} (after $tries tries):" \
+    "the benchmark, the profile and the variant \"default\" run with these settings, and" \
+    "the other variants are left out; the correctness check, run with the defaults, names" \
+    "the failing rows" >"$out/preflight.txt"
+fi
+say "$(cat "$out/preflight.txt")"
+if [ $preflight_only = 1 ]; then
+  say "end $(date -u +%FT%TZ) (--preflight-only)"
+  exit 0
+fi
+
 say "1. correctness check"
 GPU_CHECK_TIMEOUT=$check_s bash check/gpu_check.sh "${check_args[@]}" --out "$tmp/check" \
   >>"$log" 2>&1
 say "check exit $?"
 cp "$tmp/check/table.txt" "$out/check.txt" 2>/dev/null
 cp "$tmp/check/report.json" "$out/check.json" 2>/dev/null
+
+# From here on, the changes that the preflight found failing are turned off.
+[ ${#off[@]} -gt 0 ] && export "${off[@]}" && variants=(default)
 
 say "2. benchmark (bf16, tensor-core attention)"
 GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check "${bench_args[@]}" \
@@ -104,7 +179,6 @@ cp "$tmp/bench/table.txt" "$out/bench.txt" 2>/dev/null
 cp "$tmp/bench/gpu_bench.json" "$out/bench.json" 2>/dev/null
 
 say "3. op profile"
-source check/_native_deno.sh gpu_all 2>>"$log"
 timeout --kill-after=5 "$profile_s" "$deno_bin" run --allow-all bench/gpu_profile.ts \
   --out "$tmp/profile" >>"$log" 2>&1
 say "profile exit $?"
@@ -150,6 +224,8 @@ timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" --json "$out/
   >"$out/predictions.txt" 2>>"$log"
 say "predictions exit $?"
 
+# The sanitizer tours every kernel with the defaults, those the preflight found failing too.
+for kv in "${off[@]}"; do unset "${kv%%=*}"; done
 say "6. kernel tour under compute-sanitizer ($tools)"
 bash check/gpu_sanitize.sh --tools "$tools" --limit "$sanitize_s" "$tmp/sanitize" >>"$log" 2>&1
 say "sanitize exit $?"
@@ -160,6 +236,6 @@ if ls "$tmp"/sanitize/sanitize-*.log >/dev/null 2>&1; then
 fi
 
 say "end $(date -u +%FT%TZ)"
-for f in check.txt bench.txt profile.txt variants.txt predictions.txt sanitize.txt; do
+for f in preflight.txt check.txt bench.txt profile.txt variants.txt predictions.txt sanitize.txt; do
   [ -f "$out/$f" ] && { echo "== $f"; cat "$out/$f"; }
 done

@@ -7,6 +7,7 @@
  *   npx deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100]
  *                                          [--engine-lib PATH] [--cpu-only] [--emulate]
  *                                          [--sanitize] [--skip-torch] [--python python3]
+ *                                          [--preflight]
  *
  * It can only pass on a GPU: without a usable GPU, or when the CUDA engine cannot be built
  * or loaded, it fails (exit status 1). --engine-lib PATH (or LOTUS_CUDA_LIB) uses a CUDA
@@ -19,6 +20,12 @@
  * --emulate) builds that emulation with AddressSanitizer and UBSan, so that a kernel's access
  * past a device buffer's ends or off a vector's alignment stops the check with a report naming
  * its line; the check runs itself again with libasan preloaded when it is not.
+ *
+ * --preflight checks only what a bf16 benchmark relies on, in a few seconds: the ops, the LOTUS
+ * steps and the CUDA graphs' replays in bf16, with the engine settings of the environment
+ * (`LOTUS_PDL=0` and the like, docs/gpu-bench.md). bench/gpu_all.sh runs it first, and again with
+ * changes turned off when it fails, so that a change that fails on a GPU does not also cost the
+ * benchmark's figures.
  *
  * @module
  */
@@ -70,6 +77,7 @@ const { values: a } = parseArgs({
     sanitize: { type: "boolean", default: false },
     "skip-torch": { type: "boolean", default: false },
     python: { type: "string", default: "python3" },
+    preflight: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
   strict: true,
@@ -78,7 +86,7 @@ if (a.help) {
   console.log(
     "deno run --allow-all check/gpu_check.ts [--out DIR] [--steps 50] [--cycles 100] " +
       "[--engine-lib PATH] [--cpu-only] [--emulate] [--sanitize] [--skip-torch] " +
-      "[--python python3]",
+      "[--python python3] [--preflight]",
   );
   Deno.exit(0);
 }
@@ -278,7 +286,7 @@ if (a.emulate) {
 if ((!dry || a.emulate) && testLib) {
   try {
     test = openEngine({ backend: "cuda", libPath: testLib });
-    precisions = ["fp32", "tf32", "bf16"];
+    precisions = a.preflight ? ["bf16"] : ["fp32", "tf32", "bf16"];
     push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
   } catch (e) {
     push(failure("build", "CUDA engine initialises (le_init)", e));
@@ -370,7 +378,7 @@ for (const p of precisions) {
 
 let refCurve: Curve | undefined;
 detail.curves = {} as Record<string, number[]>;
-for (const p of precisions) {
+for (const p of a.preflight ? [] : precisions) {
   t = performance.now();
   try {
     refCurve ??= trainCurve(ref, steps);
@@ -385,7 +393,7 @@ for (const p of precisions) {
 
 // ---- tensor-core attention settings that must not change a bit -------------------------------
 
-if (test.backend === "cuda") {
+if (test.backend === "cuda" && !a.preflight) {
   try {
     const tcCases = [...OP_CASES.filter((c) => c.tensorCores === "bf16"), ...GPT2_ATTN_STATS_CASES];
     const open = () => openEngine({ backend: "cuda", libPath: testLib! });
@@ -426,7 +434,7 @@ if (test.backend === "cuda") {
 // ---- generation and training steps replayed from CUDA graphs ------------------------------------
 
 if (test.backend === "cuda") {
-  for (const p of ["fp32", "bf16"] as const) {
+  for (const p of a.preflight ? ["bf16"] as const : ["fp32", "bf16"] as const) {
     try {
       push(...mark(compareGraphReplay(test, p)));
     } catch (e) {
@@ -443,15 +451,17 @@ if (test.backend === "cuda") {
 // ---- device memory over create/destroy cycles ------------------------------------------------
 
 t = performance.now();
-try {
-  const open = standIn
-    ? () => openEngine({ backend: "cpu", quiet: true })
-    : () => openEngine({ backend: "cuda", libPath: testLib! });
-  const memInfo = standIn || emulated ? undefined : cudaMemInfo;
-  push(...mark(memoryCycles(open, { cycles, memInfo })));
-  log(`memory: ${secs(t)}`);
-} catch (e) {
-  push(failure("memory", `${cycles} cycles`, e));
+if (!a.preflight) {
+  try {
+    const open = standIn
+      ? () => openEngine({ backend: "cpu", quiet: true })
+      : () => openEngine({ backend: "cuda", libPath: testLib! });
+    const memInfo = standIn || emulated ? undefined : cudaMemInfo;
+    push(...mark(memoryCycles(open, { cycles, memInfo })));
+    log(`memory: ${secs(t)}`);
+  } catch (e) {
+    push(failure("memory", `${cycles} cycles`, e));
+  }
 }
 
 // ---- PyTorch reference and Hugging Face GPT2LMHeadModel --------------------------------------
@@ -522,8 +532,11 @@ async function torchChecks(): Promise<CheckRow[]> {
   }
 }
 
-if (a["skip-torch"]) push(skippedRow("torch", "PyTorch reference", "--skip-torch"));
-else {
+// A preflight leaves out the PyTorch rows, as it does the sections above that the benchmark
+// does not rely on: they are not failures, nor rows.
+if (a["skip-torch"] && !a.preflight) {
+  push(skippedRow("torch", "PyTorch reference", "--skip-torch"));
+} else if (!a.preflight) {
   t = performance.now();
   try {
     push(...mark(await torchChecks()));

@@ -1318,14 +1318,16 @@ export function tally(rows: CheckRow[]): { passed: number; failed: number; skipp
 
 /**
  * `fn` on the engine opened by `open` with the environment settings `env` (which le_init
- * reads); afterwards the settings are removed and the engine opened again, so that le_init
- * restores the defaults. Closing an engine leaves its library, and its state, loaded.
+ * reads); afterwards the settings are put back as they were (set or unset) and the engine
+ * opened again, so that le_init restores them. Closing an engine leaves its library, and its
+ * state, loaded.
  */
 export function withEngineSettings<T>(
   open: () => Engine,
   env: Record<string, string>,
   fn: (eng: Engine) => T,
 ): T {
+  const before = Object.keys(env).map((k) => [k, Deno.env.get(k)] as const);
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
   try {
     const eng = open();
@@ -1335,7 +1337,7 @@ export function withEngineSettings<T>(
       eng.close();
     }
   } finally {
-    for (const k of Object.keys(env)) Deno.env.delete(k);
+    for (const [k, v] of before) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
     open().close();
   }
 }

@@ -128,7 +128,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gpu all: without a GPU the one command still runs every step and leaves its eleven " +
+  name: "gpu all: without a GPU the one command still runs every step and leaves its twelve " +
     "files; a baseline library adds the baseline and current variants, and a missing one is refused",
   async fn() {
     const root = new URL("..", import.meta.url).pathname;
@@ -163,6 +163,7 @@ Deno.test({
       "check.txt",
       "predictions.json",
       "predictions.txt",
+      "preflight.txt",
       "profile.json",
       "profile.txt",
       "run.log",
@@ -170,6 +171,11 @@ Deno.test({
       "variants.txt",
     ]);
     const log = Deno.readTextFileSync(`${out}/run.log`);
+    // No GPU: no preflight, and nothing turned off.
+    assertEquals(
+      Deno.readTextFileSync(`${out}/preflight.txt`),
+      "preflight: not run (no GPU); every step runs with the defaults\n",
+    );
     // The check fails without a GPU; the later steps run anyway.
     assert(/check exit [1-9]/.test(log), log.slice(0, 2000));
     assert(log.includes("bench exit 0") && log.includes("profile exit 0"), log.slice(-2000));
@@ -198,5 +204,79 @@ Deno.test({
     assert(/sanitize exit [12]/.test(log), log.slice(-2000));
     const sanitize = Deno.readTextFileSync(`${out}/sanitize.txt`);
     assert(sanitize.startsWith("sanitize"), sanitize);
+  },
+});
+
+/** bench/gpu_all.sh --preflight-only with `stand` in place of the preflight: what it wrote. */
+async function preflightSearch(stand: string): Promise<{ verdict: string; tries: number }> {
+  const out = await tempDir();
+  const r = await new Deno.Command("bash", {
+    args: ["bench/gpu_all.sh", "--quick", "--preflight-only", out],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { DENO: Deno.execPath(), NO_COLOR: "1", GPU_ALL_PREFLIGHT: stand },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+  const log = Deno.readTextFileSync(`${out}/run.log`);
+  assert(!log.includes("1. correctness check"), "--preflight-only stops after the preflight");
+  return {
+    verdict: Deno.readTextFileSync(`${out}/preflight.txt`),
+    tries: log.split("\n").filter((l) => l.includes("preflight try")).length,
+  };
+}
+
+Deno.test({
+  name: "gpu all: a failing preflight finds the change to turn off, in a few tries, or says " +
+    "that turning every change off does not help",
+  sanitizeResources: false,
+  async fn() {
+    const off = (k: string, v = "0") => `[ "\${${k}:-}" = ${v} ]`;
+    assertEquals((await preflightSearch("true")).verdict, "preflight: passed with the defaults\n");
+    // One failing change, wherever it is among the twelve: found by halving.
+    for (
+      const [k, v] of [["LOTUS_PDL", "0"], ["LOTUS_BF16_FCH", "0"], ["LOTUS_TC_ATTENTION", "0"]]
+    ) {
+      const { verdict, tries } = await preflightSearch(off(k, v));
+      assert(
+        verdict.startsWith(`preflight: failed with the defaults, passed with ${k}=${v} (`),
+        verdict,
+      );
+      assert(tries <= 10, `${k}: ${tries} tries`);
+    }
+    // Two, in different halves: each change left is then turned back on where it can be.
+    const two = await preflightSearch(`${off("LOTUS_PDL")} && ${off("LOTUS_TC_ATTENTION")}`);
+    assert(two.verdict.includes("passed with LOTUS_PDL=0 "), two.verdict);
+    assert(two.verdict.includes("LOTUS_TC_ATTENTION=0 ("), two.verdict);
+    assert(!two.verdict.includes("LOTUS_TC_AHEAD"), two.verdict);
+    assertEquals(two.tries, 10, "the search stops at ten tries");
+    const none = await preflightSearch("false");
+    assert(none.verdict.includes("every switchable change turned off"), none.verdict);
+    assertEquals(none.tries, 2);
+  },
+});
+
+Deno.test({
+  name: "gpu check: --preflight checks the ops and the LOTUS steps, and nothing a bf16 " +
+    "benchmark does not rely on",
+  sanitizeResources: false,
+  async fn() {
+    const out = await tempDir();
+    const r = await runDeno([
+      "run",
+      "-A",
+      "check/gpu_check.ts",
+      "--preflight",
+      "--cpu-only",
+      "--out",
+      out,
+    ]);
+    assertEquals(r.code, 0, r.stderr.slice(-2000));
+    const rows = Deno.readTextFileSync(`${out}/rows.jsonl`).trim().split("\n").map((l) =>
+      JSON.parse(l) as { section: string; name: string }
+    );
+    const sections = new Set(rows.map((r) => r.section));
+    assert(sections.has("ops") && sections.has("lotus step"), [...sections].join(","));
+    for (const s of ["training", "memory", "torch"]) assert(!sections.has(s), s);
   },
 });

@@ -20,6 +20,7 @@ import {
   summarizeOps,
   tally,
   TOLERANCES,
+  withEngineSettings,
 } from "../check/parity.ts";
 
 /** `eng` with some methods replaced; everything else forwards to the real engine. */
@@ -261,4 +262,27 @@ Deno.test("report: the table lists every row with its result, aligned; tally cou
   for (const l of t.slice(2)) assertEquals(l.indexOf("|", 20), t[0].indexOf("|", 20), l);
   assert(bar > 0);
   assertEquals(tally(rows), { passed: 1, failed: 1, skipped: 1 });
+});
+
+Deno.test("engine settings: a comparison's settings are put back as they were, set or unset", () => {
+  // bench/gpu_all.sh exports the settings that turn off a change its preflight found failing;
+  // a comparison that sets one of them must leave it set, not remove it.
+  const seen: (string | undefined)[] = [];
+  const open = () => {
+    seen.push(Deno.env.get("LOTUS_PDL"));
+    return { close() {} } as unknown as Engine;
+  };
+  const before = Deno.env.get("LOTUS_PDL");
+  try {
+    Deno.env.set("LOTUS_PDL", "0");
+    assertEquals(withEngineSettings(open, { LOTUS_PDL: "1", LOTUS_TC_WARPS: "4" }, () => 7), 7);
+    assertEquals(seen, ["1", "0"], "opened with the setting, then again as before");
+    assertEquals(Deno.env.get("LOTUS_PDL"), "0");
+    assertEquals(Deno.env.get("LOTUS_TC_WARPS"), undefined);
+    Deno.env.delete("LOTUS_PDL");
+    withEngineSettings(open, { LOTUS_PDL: "0" }, () => {});
+    assertEquals(Deno.env.get("LOTUS_PDL"), undefined);
+  } finally {
+    before === undefined ? Deno.env.delete("LOTUS_PDL") : Deno.env.set("LOTUS_PDL", before);
+  }
 });
