@@ -14,7 +14,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
-import { exportCheckpoint } from "../export/export.ts";
+import { checkpointFingerprint, exportCheckpoint } from "../export/export.ts";
 import {
   type BackboneOutput,
   ONNX_CACHE_DIR,
@@ -412,6 +412,22 @@ Deno.test("--backend onnx: a cache file changed since its export is noticed, and
   }
 });
 
+/** The paths `fn` read whole (Deno.readFile) and opened (Deno.open), in order. */
+async function reads(fn: () => Promise<unknown>): Promise<{ whole: string[]; opened: string[] }> {
+  const whole: string[] = [], opened: string[] = [];
+  const d = Deno as { readFile: typeof Deno.readFile; open: typeof Deno.open };
+  const { readFile, open } = d;
+  d.readFile = (path, o) => (whole.push(String(path)), readFile(path, o));
+  d.open = (path, o) => (opened.push(String(path)), open(path, o));
+  try {
+    await fn();
+  } finally {
+    d.readFile = readFile;
+    d.open = open;
+  }
+  return { whole, opened };
+}
+
 Deno.test("--backend onnx: the cache's record is a checksums record, checked a piece at a time", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`, { seed: 6 });
@@ -427,19 +443,32 @@ Deno.test("--backend onnx: the cache's record is a checksums record, checked a p
   assertEquals(await verifyChecksums(cache, sums), null);
 
   // Using the cache again reads none of its files whole to hash them.
-  const readWhole: string[] = [];
-  const readFile = Deno.readFile;
-  (Deno as { readFile: typeof Deno.readFile }).readFile = (path, o) => {
-    readWhole.push(String(path));
-    return readFile(path, o);
-  };
-  try {
+  const { whole } = await reads(async () => {
     assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
-  } finally {
-    (Deno as { readFile: typeof Deno.readFile }).readFile = readFile;
-  }
+  });
   assertEquals(lines.length, 1, lines.join("\n"));
-  assertEquals(readWhole.filter((p) => p.startsWith(`${cache}/`)), []);
+  assertEquals(whole.filter((p) => p.startsWith(`${cache}/`)), []);
+});
+
+Deno.test("--backend onnx: using a cache reads and hashes the checkpoint's weights once", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 9 });
+  const cache = await onnxExportFor(`${d}/ck`, () => {});
+  const weights = `${d}/ck/model.safetensors`;
+  const r = await reads(async () => {
+    assertEquals(await onnxExportFor(`${d}/ck`, () => {}), cache);
+  });
+  // Once, by the checkpoint's verification: the fingerprint comes from its checksums.json.
+  assertEquals([...r.whole, ...r.opened].filter((p) => p === weights).length, 1);
+  const fp = await reads(() => checkpointFingerprint(`${d}/ck`));
+  assertEquals([...fp.whole, ...fp.opened].filter((p) => p === weights), []);
+  // Without the record, the files give the same fingerprint.
+  const withRecord = await checkpointFingerprint(`${d}/ck`);
+  await Deno.remove(`${d}/ck/${CHECKSUMS_FILE}`);
+  assertEquals(await checkpointFingerprint(`${d}/ck`), withRecord);
+  const lines: string[] = [];
+  assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+  assertEquals(lines, [], "the cache still fits the checkpoint");
 });
 
 Deno.test("--backend onnx: a cache recorded by an earlier version (cache.json) is exported again, with a note", async () => {
