@@ -644,16 +644,24 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
   });
 }
 
+/** What a caller of {@linkcode trainRun} already knows of the run. */
+interface RunContext {
+  /** The directory a stopped run tells the user to resume (the whole run's, for its CoT start). */
+  resumeAs?: string;
+  /** {@linkcode initMetaOf} of `opts.init`, when the caller has read it: it is not read again. */
+  initMeta?: InitMeta | null;
+}
+
 /**
  * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
- * this rank in a data-parallel run. `resumeAs`: the directory a stopped run tells the user to
- * resume (the whole run's, for its CoT start).
+ * this rank in a data-parallel run.
  */
 async function trainRun(
   opts: TrainOptions,
   world: World | null = null,
-  resumeAs: string = opts.out,
+  ctx: RunContext = {},
 ): Promise<TrainResult> {
+  const resumeAs = ctx.resumeAs ?? opts.out;
   // In a data-parallel run, rank 0 alone prints and writes.
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -668,7 +676,11 @@ async function trainRun(
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
   // --init at a checkpoint or export of this project: the model's shape is the one it trained.
-  const initMeta = !resumed && opts.init ? await initMetaOf(opts.init) : null;
+  const initMeta = resumed || !opts.init
+    ? null
+    : ctx.initMeta !== undefined
+    ? ctx.initMeta
+    : await initMetaOf(opts.init);
   // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
   // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
   // given.
@@ -1628,8 +1640,8 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     let res: TrainResult;
     try {
       res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
-        ? await trainWithCotStart(run, false, world)
-        : await trainRun(run, world);
+        ? await trainWithCotStart(run, false, world, initMeta)
+        : await trainRun(run, world, { initMeta });
     } catch (e) {
       // The replaced run stays replaced once the new one has saved weights of its own.
       if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
@@ -1808,11 +1820,13 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
 /**
  * The CoT start, then LOTUS from it. `resuming`: continue what `out` holds (a CoT start
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
+ * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
  */
 async function trainWithCotStart(
   opts: TrainOptions,
   resuming: boolean,
   world: World | null,
+  initMeta?: InitMeta | null,
 ): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -1874,7 +1888,7 @@ async function trainWithCotStart(
           : cotTrain,
       },
       world,
-      opts.out,
+      { resumeAs: opts.out, initMeta },
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
