@@ -20,6 +20,14 @@
 
 import { Sha256 } from "../base/sha256.ts";
 import {
+  CHECKSUM_PIECE,
+  type Checksums,
+  CHECKSUMS_FILE,
+  ChecksumsError,
+  fileChecksum,
+  readChecksums,
+} from "../base/checksums.ts";
+import {
   checkpointDirOf,
   loadCheckpoint,
   progressOf,
@@ -48,7 +56,7 @@ import {
   tokenText,
 } from "./hf_files.ts";
 import { writeSafetensors } from "../base/safetensors.ts";
-import { exists } from "../base/exists.ts";
+import { exists, rethrowIfDenied } from "../base/exists.ts";
 
 /** Raised when a checkpoint cannot be exported, or an export cannot be read; says what to do. */
 export class ExportError extends Error {
@@ -85,21 +93,40 @@ export interface ExportResult {
   notes: string[];
 }
 
+/** The files of a checkpoint that {@linkcode checkpointFingerprint} covers. */
+const FINGERPRINTED = ["config.json", "model.safetensors"] as const;
+
 /**
  * sha256 (hex) of a checkpoint's config.json and model.safetensors: what an export was made
- * from, so a cached export can tell that its checkpoint changed.
+ * from, so a cached export can tell that its checkpoint changed. It is a digest of each file's
+ * size and piece digests, as the checkpoint's checksums.json records them (base/checksums.ts):
+ * taken from that record when the checkpoint has one (a load verifies the files against it),
+ * so the weights are not hashed a second time; computed from the files, a piece at a time,
+ * otherwise. Either way the same checkpoint has the same fingerprint.
  */
 export async function checkpointFingerprint(checkpoint: string): Promise<string> {
   const dir = checkpointDirOf(checkpoint);
-  const h = new Sha256();
-  for (const f of ["config.json", "model.safetensors"]) {
-    try {
-      h.update(await Deno.readFile(`${dir}/${f}`));
-    } catch (e) {
-      throw new ExportError(
-        `${dir}/${f}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
-      );
+  let sums: Checksums | null = null;
+  try {
+    sums = await readChecksums(`${dir}/${CHECKSUMS_FILE}`);
+  } catch (e) {
+    // A damaged record: the files themselves say what they hold (a load refuses the record).
+    if (!(e instanceof ChecksumsError)) throw e;
+  }
+  const h = new Sha256().update("lotus-checkpoint-fingerprint 2\n");
+  for (const f of FINGERPRINTED) {
+    let rec = sums?.pieceBytes === CHECKSUM_PIECE ? sums.files[f] : undefined;
+    if (rec === undefined) {
+      try {
+        rec = await fileChecksum(`${dir}/${f}`);
+      } catch (e) {
+        rethrowIfDenied(e);
+        throw new ExportError(
+          `${dir}/${f}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
+        );
+      }
     }
+    h.update(`${f} ${rec.bytes} ${rec.sha256.join(" ")}\n`);
   }
   return h.hex();
 }

@@ -19,7 +19,6 @@
  */
 
 import * as ort from "onnxruntime-node";
-import { z } from "zod";
 import { leftPadQuestions } from "../model/generate.ts";
 import {
   checkpointDirOf,
@@ -55,25 +54,28 @@ import {
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
-import { exists, rethrowIfDenied } from "../base/exists.ts";
-import { writeFileAtomic } from "../base/atomic.ts";
+import { exists } from "../base/exists.ts";
 import { readFull } from "../base/read_full.ts";
-import { sha256HexAsync } from "../base/sha256.ts";
+import {
+  CHECKSUMS_FILE,
+  ChecksumsError,
+  readChecksums,
+  verifyChecksums,
+  writeChecksums,
+} from "../base/checksums.ts";
 
 /** The directory the ONNX backend keeps its export of a checkpoint in. */
 export const ONNX_CACHE_DIR = "onnx-cache";
 
 /**
- * The record of an ONNX cache's files, in the cache: the sha256 of every file the export
- * wrote, taken once it is in place and compared before the cache is used again.
+ * The record of an ONNX cache's files, in the cache: the size and piecewise SHA-256 of every
+ * file the export wrote (base/checksums.ts, as a checkpoint's checksums.json), taken once it
+ * is in place and compared before the cache is used again.
  */
-export const ONNX_CACHE_RECORD = "cache.json";
+export const ONNX_CACHE_RECORD = CHECKSUMS_FILE;
 
-const CacheRecordSchema = z.object({
-  format: z.literal("lotus-onnx-cache"),
-  version: z.literal(1),
-  files: z.record(z.string(), z.string()),
-});
+/** The record of the cache's files that earlier versions wrote (whole-file sha256). */
+const OLD_CACHE_RECORD = "cache.json";
 
 /**
  * Keys and values of every layer for `length` positions: [B, kv heads, length, head size]
@@ -300,11 +302,6 @@ async function isExport(dir: string): Promise<boolean> {
   }
 }
 
-/** The sha256 of a file, as sha256sum prints it. */
-async function fileSha256(path: string): Promise<string> {
-  return await sha256HexAsync(await Deno.readFile(path));
-}
-
 /** The files an ONNX cache must record: those the backend reads. */
 const RECORDED = [
   "lotus.json",
@@ -315,22 +312,10 @@ const RECORDED = [
 ];
 
 /**
- * Write the record of the files of the cache at `cache`, which its export just wrote: the
- * sha256 of each, written atomically. A process killed before this leaves a cache without a
- * record, which is exported again on its next use.
- */
-async function recordCache(cache: string, files: string[]): Promise<void> {
-  const sums: Record<string, string> = {};
-  for (const f of files) sums[f] = await fileSha256(`${cache}/${f}`);
-  const record = { format: "lotus-onnx-cache", version: 1, files: sums };
-  await writeFileAtomic(`${cache}/${ONNX_CACHE_RECORD}`, JSON.stringify(record, null, 2) + "\n");
-}
-
-/**
  * Why the ONNX cache of checkpoint `ck` cannot be used as it is, or null when it can: it was
  * exported from other weights, config.json or train state than the checkpoint's, or one of
- * its files is not the one its export wrote (a sha256 that differs from its record, a file
- * missing, no record). Throws only for a checkpoint that fails its own verification.
+ * its files is not the one its export wrote (a size or sha256 that differs from its record, a
+ * file missing, no record). Throws only for a checkpoint that fails its own verification.
  */
 async function staleCache(ck: string, cache: string): Promise<string | null> {
   let lotus;
@@ -340,6 +325,22 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
     if (!(e instanceof ExportError)) throw e;
     return `${cache}/lotus.json cannot be read`;
   }
+  const path = `${cache}/${ONNX_CACHE_RECORD}`;
+  let sums;
+  try {
+    sums = await readChecksums(path);
+  } catch (e) {
+    if (!(e instanceof ChecksumsError)) throw e;
+    return `${e.message.split("\n")[0]} (not a record of the cache's files)`;
+  }
+  if (sums === null) {
+    return (await exists(`${cache}/${OLD_CACHE_RECORD}`))
+      ? `${cache}/${OLD_CACHE_RECORD} is the record of an earlier version (whole-file sha256); ` +
+        `the cache's files are now recorded in ${ONNX_CACHE_RECORD}`
+      : `${path} is missing (the cache has no record of its files)`;
+  }
+  const missing = RECORDED.find((f) => !(f in sums.files));
+  if (missing !== undefined) return `${path} does not record ${missing}`;
   if (lotus.source.sha256 !== (await checkpointFingerprint(ck))) {
     return `${ck}'s config.json or weights changed since ${cache} was exported`;
   }
@@ -350,34 +351,10 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
   if (lotus.epoch !== state?.epoch || (state && (lotus.step ?? 0) !== state.step)) {
     return `${ck}/train_state.json differs from the position ${cache} was exported at`;
   }
-  const path = `${cache}/${ONNX_CACHE_RECORD}`;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    rethrowIfDenied(e);
-    if (e instanceof Deno.errors.NotFound) {
-      return `${path} is missing (the cache has no record of its files)`;
-    }
-    return `${path} cannot be read (${(e as Error).message.split("\n")[0]})`;
-  }
-  const rec = CacheRecordSchema.safeParse(raw);
-  if (!rec.success) return `${path} is not a record of the cache's files`;
-  const files = rec.data.files;
-  const missing = RECORDED.find((f) => !(f in files));
-  if (missing !== undefined) return `${path} does not record ${missing}`;
-  for (const [name, sha] of Object.entries(files)) {
-    if (name.startsWith("/") || name.split("/").includes("..")) {
-      return `${path} names a file outside the cache`;
-    }
-    let got: string;
-    try {
-      got = await fileSha256(`${cache}/${name}`);
-    } catch (e) {
-      rethrowIfDenied(e);
-      return `${cache}/${name} cannot be read`;
-    }
-    if (got !== sha) return `${cache}/${name} is not the file exported there (its sha256 differs)`;
+  const bad = await verifyChecksums(cache, sums);
+  if (bad !== null) {
+    return `${cache}/${bad.name} is not the file exported there (${bad.problem}, ` +
+      `${ONNX_CACHE_RECORD})`;
   }
   return null;
 }
@@ -388,7 +365,7 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
  * is a checkpoint (or a run directory), exported on first use to `<checkpoint>/onnx-cache/`
  * and exported again, with a one-line note to `log`, whenever the checkpoint's weights,
  * config or train state change or a file of the cache is not the one its export wrote (the
- * sha256 of every file is recorded in its cache.json).
+ * size and piecewise sha256 of every file is recorded in its checksums.json).
  */
 export async function onnxExportFor(
   path: string,
@@ -426,7 +403,9 @@ export async function onnxExportFor(
     log(`onnx: ${why}: exporting ${ck} to ${cache} again`);
   } else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
   const r = await exportCheckpoint(ck, cache, { format: "onnx" });
-  await recordCache(cache, r.files);
+  // Last: a process killed before this leaves a cache without a record, exported again on
+  // its next use.
+  await writeChecksums(cache, r.files, ONNX_CACHE_RECORD);
   return cache;
 }
 

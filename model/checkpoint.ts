@@ -30,8 +30,14 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { readFull } from "../base/read_full.ts";
-import { sha256HexAsync } from "../base/sha256.ts";
+import {
+  checksumMismatch,
+  type Checksums,
+  CHECKSUMS_FILE as CHECKSUMS_RECORD,
+  ChecksumsError,
+  readChecksums as readChecksumsRecord,
+  writeChecksums,
+} from "../base/checksums.ts";
 import { replaceDir, splitPath, sweepStale } from "../base/staging.ts";
 import {
   type ModelConfig,
@@ -415,95 +421,19 @@ function stateAdvice(dir: string): string {
 }
 
 /** The file a save writes last: each other file's size and the SHA-256 of each piece. */
-export const CHECKSUMS_FILE = "checksums.json";
+export const CHECKSUMS_FILE = CHECKSUMS_RECORD;
 
 /**
- * Files are hashed in pieces of this many bytes, each piece's SHA-256 recorded: WebCrypto has
- * no incremental digest, and a piece at a time keeps a save's memory bounded whatever the size
- * of the optimizer file (26 GB for llama-3b).
- */
-const SUM_PIECE = 64 << 20;
-
-const ChecksumsSchema = z.object({
-  format: z.literal("lotus-checksums"),
-  version: z.literal(1),
-  pieceBytes: z.number().int().positive(),
-  files: z.record(
-    z.string(),
-    z.object({
-      bytes: z.number().int().nonnegative(),
-      sha256: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
-    }),
-  ),
-});
-
-/** A checkpoint's recorded sizes and digests, by file name, and the size of a piece. */
-type Checksums = z.infer<typeof ChecksumsSchema>;
-
-/** The SHA-256 of each `piece`-byte piece of `bytes`. */
-async function pieceSums(bytes: Uint8Array, piece: number): Promise<string[]> {
-  const out: string[] = [];
-  for (let i = 0; i < bytes.length; i += piece) {
-    out.push(await sha256HexAsync(bytes.subarray(i, Math.min(bytes.length, i + piece))));
-  }
-  return out;
-}
-
-/** The size of file `path` and the SHA-256 of each piece, read a piece at a time. */
-async function filePieceSums(path: string): Promise<{ bytes: number; sha256: string[] }> {
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(SUM_PIECE), sha256: string[] = [];
-    let bytes = 0;
-    for (;;) {
-      const got = await readFull(f, buf);
-      if (got === 0) break;
-      sha256.push(await sha256HexAsync(buf.subarray(0, got)));
-      bytes += got;
-      if (got < buf.length) break;
-    }
-    return { bytes, sha256 };
-  } finally {
-    f.close();
-  }
-}
-
-/** Record the size and piece digests of each file in `dir` (a save's temporary directory). */
-async function writeChecksums(dir: string, names: readonly string[]): Promise<void> {
-  const files: Checksums["files"] = {};
-  for (const name of names) files[name] = await filePieceSums(`${dir}/${name}`);
-  const json: Checksums = { format: "lotus-checksums", version: 1, pieceBytes: SUM_PIECE, files };
-  await writeFileAtomic(`${dir}/${CHECKSUMS_FILE}`, JSON.stringify(json, null, 2) + "\n");
-}
-
-/**
- * The checksums a save recorded in checkpoint `dir`, or null for a checkpoint saved before
- * saves recorded them.
+ * The checksums a save recorded in checkpoint `dir` (base/checksums.ts), or null for a
+ * checkpoint saved before saves recorded them.
  */
 async function readChecksums(dir: string): Promise<Checksums | null> {
-  const path = `${dir}/${CHECKSUMS_FILE}`;
-  let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    return await readChecksumsRecord(`${dir}/${CHECKSUMS_FILE}`);
   } catch (e) {
-    rethrowIfDenied(e);
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new CheckpointError(`${path}: cannot read (${(e as Error).message})`);
+    if (!(e instanceof ChecksumsError)) throw e;
+    throw new CheckpointError(`${e.message}; ${SUMS_DAMAGED}`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(`${path}: not valid JSON (${(e as Error).message}); ${SUMS_DAMAGED}`);
-  }
-  const r = ChecksumsSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new CheckpointError(
-      `${path}: field "${i.path.join(".")}": ${i.message}; ${SUMS_DAMAGED}`,
-    );
-  }
-  return r.data;
 }
 
 const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it from a copy of " +
@@ -519,19 +449,14 @@ async function checkSum(
   bytes: Uint8Array | null,
   sums: Checksums | null,
 ): Promise<void> {
-  const want = sums?.files[name];
-  if (!want) return;
-  const size = bytes ? bytes.length : (await Deno.stat(`${dir}/${name}`)).size;
-  const problem = size !== want.bytes
-    ? `${size} bytes where the save wrote ${want.bytes}`
-    : bytes && (await pieceSums(bytes, sums!.pieceBytes)).join() !== want.sha256.join()
-    ? "its sha256 is not the one the save recorded"
-    : null;
+  if (!sums?.files[name]) return;
+  const have = bytes ?? { size: (await Deno.stat(`${dir}/${name}`)).size };
+  const problem = await checksumMismatch(dir, name, sums, have);
   if (problem === null) return;
   throw new CheckpointError(
-    `${dir}/${name}: changed since it was saved (${problem}, ${CHECKSUMS_FILE}); its values ` +
-      `cannot be trusted: restore the checkpoint from a copy, use another save of the run ` +
-      `(checkpoint/, best/, cot-start/), or train again`,
+    `${dir}/${name}: changed since it was saved (${problem} by the save, ${CHECKSUMS_FILE}); ` +
+      `its values cannot be trusted: restore the checkpoint from a copy, use another save of ` +
+      `the run (checkpoint/, best/, cot-start/), or train again`,
   );
 }
 

@@ -14,7 +14,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
-import { exportCheckpoint } from "../export/export.ts";
+import { checkpointFingerprint, exportCheckpoint } from "../export/export.ts";
 import {
   type BackboneOutput,
   ONNX_CACHE_DIR,
@@ -28,6 +28,9 @@ import { CHECKSUMS_FILE, loadCheckpoint } from "../model/checkpoint.ts";
 import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
 import { Rng } from "../base/rng.ts";
+import { fileChecksum, readChecksums, verifyChecksums } from "../base/checksums.ts";
+import { sha256Hex } from "../base/sha256.ts";
+import { exists } from "../base/exists.ts";
 import { leftPadQuestions } from "../model/generate.ts";
 import type { ModelConfig } from "../model/config.ts";
 
@@ -407,6 +410,92 @@ Deno.test("--backend onnx: a cache file changed since its export is noticed, and
     assertEquals(got.map((a) => a.tokens), want.map((a) => a.tokens), what);
     assertEquals(got[0].latentLogits, want[0].latentLogits, what);
   }
+});
+
+/** The paths `fn` read whole (Deno.readFile) and opened (Deno.open), in order. */
+async function reads(fn: () => Promise<unknown>): Promise<{ whole: string[]; opened: string[] }> {
+  const whole: string[] = [], opened: string[] = [];
+  const d = Deno as { readFile: typeof Deno.readFile; open: typeof Deno.open };
+  const { readFile, open } = d;
+  d.readFile = (path, o) => (whole.push(String(path)), readFile(path, o));
+  d.open = (path, o) => (opened.push(String(path)), open(path, o));
+  try {
+    await fn();
+  } finally {
+    d.readFile = readFile;
+    d.open = open;
+  }
+  return { whole, opened };
+}
+
+Deno.test("--backend onnx: the cache's record is a checksums record, checked a piece at a time", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 6 });
+  const lines: string[] = [];
+  const cache = await onnxExportFor(`${d}/ck`, (l) => lines.push(l));
+  // The same record as a checkpoint's checksums.json: size and piece digests of each file.
+  assertEquals(ONNX_CACHE_RECORD, CHECKSUMS_FILE);
+  const sums = await readChecksums(`${cache}/${ONNX_CACHE_RECORD}`);
+  assert(sums !== null, "the cache records its files");
+  assertEquals(sums.format, "lotus-checksums");
+  const data = `${cache}/onnx/model.onnx_data`;
+  assertEquals(sums.files["onnx/model.onnx_data"], await fileChecksum(data, sums.pieceBytes));
+  assertEquals(await verifyChecksums(cache, sums), null);
+
+  // Using the cache again reads none of its files whole to hash them.
+  const { whole } = await reads(async () => {
+    assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+  });
+  assertEquals(lines.length, 1, lines.join("\n"));
+  assertEquals(whole.filter((p) => p.startsWith(`${cache}/`)), []);
+});
+
+Deno.test("--backend onnx: using a cache reads and hashes the checkpoint's weights once", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 9 });
+  const cache = await onnxExportFor(`${d}/ck`, () => {});
+  const weights = `${d}/ck/model.safetensors`;
+  const r = await reads(async () => {
+    assertEquals(await onnxExportFor(`${d}/ck`, () => {}), cache);
+  });
+  // Once, by the checkpoint's verification: the fingerprint comes from its checksums.json.
+  assertEquals([...r.whole, ...r.opened].filter((p) => p === weights).length, 1);
+  const fp = await reads(() => checkpointFingerprint(`${d}/ck`));
+  assertEquals([...fp.whole, ...fp.opened].filter((p) => p === weights), []);
+  // Without the record, the files give the same fingerprint.
+  const withRecord = await checkpointFingerprint(`${d}/ck`);
+  await Deno.remove(`${d}/ck/${CHECKSUMS_FILE}`);
+  assertEquals(await checkpointFingerprint(`${d}/ck`), withRecord);
+  const lines: string[] = [];
+  assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+  assertEquals(lines, [], "the cache still fits the checkpoint");
+});
+
+Deno.test("--backend onnx: a cache recorded by an earlier version (cache.json) is exported again, with a note", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 8 });
+  const cache = await onnxExportFor(`${d}/ck`, () => {});
+  // What earlier versions left: cache.json with whole-file sha256s, no checksums.json.
+  const files: Record<string, string> = {};
+  for (const f of Object.keys((await readChecksums(`${cache}/${ONNX_CACHE_RECORD}`))!.files)) {
+    files[f] = sha256Hex(await Deno.readFile(`${cache}/${f}`));
+  }
+  await Deno.writeTextFile(
+    `${cache}/cache.json`,
+    JSON.stringify({ format: "lotus-onnx-cache", version: 1, files }),
+  );
+  await Deno.remove(`${cache}/${ONNX_CACHE_RECORD}`);
+  const lines: string[] = [];
+  assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+  assertEquals(lines.length, 1, lines.join("\n"));
+  for (const p of [`${cache}/cache.json`, "earlier version", ONNX_CACHE_RECORD, "again"]) {
+    assert(lines[0].includes(p), `"${lines[0]}" lacks ${JSON.stringify(p)}`);
+  }
+  assert(!(await exists(`${cache}/cache.json`)), "the new cache has no cache.json");
+  assert((await readChecksums(`${cache}/${ONNX_CACHE_RECORD}`)) !== null);
+  const quiet: string[] = [];
+  await onnxExportFor(`${d}/ck`, (l) => quiet.push(l));
+  assertEquals(quiet, [], "the new cache is used as it is");
 });
 
 Deno.test("--backend onnx on an export directory refuses non-finite ONNX weights, naming the file", async () => {

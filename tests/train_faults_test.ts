@@ -634,3 +634,51 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "faults: SIGTERM between the CoT start and LOTUS stops with the resume hint, and resumes",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = await tempDir(), d = await tempDir();
+    // Loaded before the CLI: the process sends itself SIGTERM as it logs the start of LOTUS,
+    // after the CoT start has returned (its listeners gone) and before LOTUS's are there.
+    const preload = `${d}/sigterm_at_phase_2.ts`;
+    await Deno.writeTextFile(
+      preload,
+      `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith("phase 2 of 2")) Deno.kill(Deno.pid, "SIGTERM");
+};
+`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...TASK_PERMISSIONS,
+        `--preload=${preload}`,
+        `${ROOT}cli/train.ts`,
+        ...["--data", data, "--out", out, "--threads", "1"],
+        ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    const res = await child.output();
+    clearTimeout(guard);
+    const stdout = new TextDecoder().decode(res.stdout);
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert(stderr.includes("phase 2 of 2"), stderr);
+    assertEquals(res.code, 143, stderr);
+    assert(stderr.includes(`SIGTERM at step 0: saving; resume with --resume ${out}`), stderr);
+    assert(stdout.includes("stopped by SIGTERM"), stdout);
+    // The resume trains LOTUS from the CoT start, which it does not train again.
+    const r = await train({ ...base, out, resume: out });
+    assert(r.completed, "the resumed run completes");
+    assertEquals(r.steps, 4);
+    assertEquals(r.cotStart, undefined, "the CoT start is not trained again");
+    assertEquals((await loadCheckpoint(out)).meta.train.mode, "lotus");
+  },
+});

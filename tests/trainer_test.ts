@@ -314,6 +314,33 @@ Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final sta
   assert(!near(s.subarray(0, 1000), f.subarray(0, 1000)), "not from a fresh initialisation");
 });
 
+Deno.test("--init at a run of this project reads the run's settings once", async () => {
+  const data = await fixtureData();
+  const common = {
+    data,
+    preset: "tiny" as const,
+    backend: "cpu" as const,
+    quiet: true,
+    threads: 1,
+    recipe: "none" as const,
+  };
+  const cot = await tmp(), out = await tmp();
+  await train({ ...common, out: cot, train: { mode: "cot", steps: 1, batch: 8, evalExamples: 1 } });
+  // The settings --init's run trained with are in its checkpoint's config.json.
+  const config = `${cot}/checkpoint/config.json`;
+  const read: string[] = [];
+  const d = Deno as { readTextFile: typeof Deno.readTextFile };
+  const readTextFile = d.readTextFile;
+  d.readTextFile = (path, o) => (read.push(String(path)), readTextFile(path, o));
+  try {
+    await train({ ...common, out, init: cot, train: { steps: 1, batch: 8, evalExamples: 1 } });
+  } finally {
+    d.readTextFile = readTextFile;
+  }
+  assertEquals(read.filter((p) => p === config).length, 1, read.join("\n"));
+  assertEquals((await loadCheckpoint(out)).meta.preset, "tiny");
+});
+
 Deno.test("LOTUS by default trains its CoT start first; a stop in it resumes both phases exactly", async () => {
   const data = await fixtureData();
   const common = {

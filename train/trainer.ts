@@ -414,6 +414,45 @@ async function isDir(path: string): Promise<boolean> {
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
+/**
+ * Stop signals seen while no phase of a run listens for them itself: between the CoT start and
+ * LOTUS, or while a phase sets up (without a listener, a signal ends the process at once).
+ */
+interface StopWatch {
+  /** The first signal seen, or null. */
+  readonly signal: Deno.Signal | null;
+  /** Stop listening. */
+  close(): void;
+}
+
+/** Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen. */
+function watchStopSignals(): StopWatch {
+  const listeners = new Map<Deno.Signal, () => void>();
+  let signal: Deno.Signal | null = null;
+  for (const sig of STOP_SIGNALS) {
+    const onSignal = () => {
+      signal ??= sig;
+    };
+    try {
+      Deno.addSignalListener(sig, onSignal);
+      listeners.set(sig, onSignal);
+    } catch { /* signals unsupported */ }
+  }
+  return {
+    get signal() {
+      return signal;
+    },
+    close() {
+      for (const [sig, h] of listeners) {
+        try {
+          Deno.removeSignalListener(sig, h);
+        } catch { /* signals unsupported */ }
+      }
+      listeners.clear();
+    },
+  };
+}
+
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
 
@@ -644,16 +683,29 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
   });
 }
 
+/** What a caller of {@linkcode trainRun} already knows of the run. */
+interface RunContext {
+  /** The directory a stopped run tells the user to resume (the whole run's, for its CoT start). */
+  resumeAs?: string;
+  /** {@linkcode initMetaOf} of `opts.init`, when the caller has read it: it is not read again. */
+  initMeta?: InitMeta | null;
+  /**
+   * Stop signals the caller listened for before this run's own listeners: one seen stops the
+   * run as a signal during it does.
+   */
+  stop?: StopWatch;
+}
+
 /**
  * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
- * this rank in a data-parallel run. `resumeAs`: the directory a stopped run tells the user to
- * resume (the whole run's, for its CoT start).
+ * this rank in a data-parallel run.
  */
 async function trainRun(
   opts: TrainOptions,
   world: World | null = null,
-  resumeAs: string = opts.out,
+  ctx: RunContext = {},
 ): Promise<TrainResult> {
+  const resumeAs = ctx.resumeAs ?? opts.out;
   // In a data-parallel run, rank 0 alone prints and writes.
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -668,7 +720,11 @@ async function trainRun(
   const verify = { verify: opts.verifyData };
   const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
   // --init at a checkpoint or export of this project: the model's shape is the one it trained.
-  const initMeta = !resumed && opts.init ? await initMetaOf(opts.init) : null;
+  const initMeta = resumed || !opts.init
+    ? null
+    : ctx.initMeta !== undefined
+    ? ctx.initMeta
+    : await initMetaOf(opts.init);
   // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
   // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
   // given.
@@ -969,6 +1025,8 @@ async function trainRun(
         listeners.set(sig, onSignal);
       } catch { /* signals unsupported */ }
     }
+    // One that came while the run set up, or before it (between two phases).
+    interrupted ??= ctx.stop?.signal ?? null;
 
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
@@ -1120,6 +1178,7 @@ async function trainRun(
       if (opts.stopAfter && runSteps >= opts.stopAfter) break;
       // Let a pending signal's listener run (a macrotask); a few microseconds a step.
       await new Promise((r) => setTimeout(r, 0));
+      interrupted ??= ctx.stop?.signal ?? null;
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
@@ -1628,8 +1687,8 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     let res: TrainResult;
     try {
       res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
-        ? await trainWithCotStart(run, false, world)
-        : await trainRun(run, world);
+        ? await trainWithCotStart(run, false, world, initMeta)
+        : await trainRun(run, world, { initMeta });
     } catch (e) {
       // The replaced run stays replaced once the new one has saved weights of its own.
       if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
@@ -1808,11 +1867,33 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
 /**
  * The CoT start, then LOTUS from it. `resuming`: continue what `out` holds (a CoT start
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
+ * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
+ *
+ * SIGINT or SIGTERM stops the run, resumable, whenever it comes: between the phases too (after
+ * the CoT start's listeners are gone and before LOTUS's are there), when LOTUS stops before
+ * its first step, saves and prints the resume hint, as a stop during a phase does.
  */
 async function trainWithCotStart(
   opts: TrainOptions,
   resuming: boolean,
   world: World | null,
+  initMeta?: InitMeta | null,
+): Promise<TrainResult> {
+  const stop = watchStopSignals();
+  try {
+    return await cotStartThenLotus(opts, resuming, world, initMeta, stop);
+  } finally {
+    stop.close();
+  }
+}
+
+/** {@linkcode trainWithCotStart}, with `stop` listening for signals throughout. */
+async function cotStartThenLotus(
+  opts: TrainOptions,
+  resuming: boolean,
+  world: World | null,
+  initMeta: InitMeta | null | undefined,
+  stop: StopWatch,
 ): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -1874,7 +1955,7 @@ async function trainWithCotStart(
           : cotTrain,
       },
       world,
-      opts.out,
+      { resumeAs: opts.out, initMeta, stop },
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
@@ -1882,6 +1963,10 @@ async function trainWithCotStart(
   await writePlan("lotus");
   log(`phase 2 of 2: LOTUS from ${start}`);
   // LOTUS keeps the shape the CoT start trained (a Hugging Face Llama's config.json's, say).
-  const res = await trainRun({ ...opts, init: start, recipe: "none", resume: undefined }, world);
+  const res = await trainRun(
+    { ...opts, init: start, recipe: "none", resume: undefined },
+    world,
+    { stop },
+  );
   return cotStart ? { ...res, cotStart } : res;
 }
