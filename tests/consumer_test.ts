@@ -36,6 +36,9 @@ Deno.test({
     const res = JSON.parse(run.stdout.trim().split("\n").at(-1)!);
     assertEquals(res.steps, 20);
     assertEquals(res.stage, 0);
+    // 20 steps in all: no explicit-CoT start was trained before them.
+    const cotStart = await Deno.stat(`${dir}/out/run/cot-start`).then(() => true, () => false);
+    assertEquals(cotStart, false, "the run trained a CoT start");
     assert(typeof res.answer === "string", run.stdout);
     assert(!/Download/.test(run.stderr + check.stderr), "nothing was downloaded");
   },
