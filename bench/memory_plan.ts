@@ -37,7 +37,7 @@
  */
 import { parseArgs } from "node:util";
 import type { Engine, Ptr } from "../engine/ffi.ts";
-import { PRESET_NAMES, presetConfig, type PresetName } from "../model/config.ts";
+import { archOf, PRESET_NAMES, presetConfig, type PresetName } from "../model/config.ts";
 import { paramLayout } from "../model/params.ts";
 import { type Model, stackShapeOf } from "../model/model.ts";
 import { stackWidths } from "../model/stack.ts";
@@ -94,6 +94,9 @@ if (!PRESET_NAMES.includes(a.preset as PresetName)) {
 const cfg = presetConfig(a.preset as PresetName, n(a.vocab));
 const K = n(a.k), c = n(a.c), B = n(a.batch), A = n(a.answer), P = n(a.question);
 const headRows = n(a["head-rows"]);
+// bf16 storage of qkv and of the MLP's first projection is the GPT-2 stack's: a Llama rotates
+// its qkv in fp32, and the CUDA engine keeps both in fp32 there (train/step.ts, bf16Storage).
+const bf16Stores = archOf(cfg) === "gpt2";
 const GiB = (b: number) => +(b / 2 ** 30).toFixed(2);
 
 /** An engine that hands out fake addresses and counts the bytes allocated. */
@@ -137,6 +140,8 @@ const planned = new Map<string, number>();
 /** Bytes of the LOTUS training activations at batch `b`, with qkv and fch in fp32 or bf16
  * (each plan made once: the per-example lines below ask again for batch B's). */
 function trainBytes(b: number, recompute = false, qkvBf16 = false, fchBf16 = false): number {
+  qkvBf16 &&= bf16Stores;
+  fchBf16 &&= bf16Stores;
   const key = `${b} ${recompute} ${qkvBf16} ${fchBf16}`;
   const known = planned.get(key);
   if (known !== undefined) return known;
@@ -226,7 +231,7 @@ const att16 = Math.max(
 const bf16Scratch = workspace + (actSlots + prodSlot + att16) * 2 + 2 * params + attnD;
 // With qkv in bf16 storage the backward's copy holds dout alone.
 const att16Dout = B * Math.max(P, L, S) * C;
-const bf16QkvScratch = bf16Scratch - (att16 - att16Dout) * 2;
+const bf16QkvScratch = bf16Stores ? bf16Scratch - (att16 - att16Dout) * 2 : bf16Scratch;
 
 // Design estimate. Per layer and row a recomputing training chunk keeps, besides qkv and the
 // MLP's first projection (in bf16 storage where the engine offers it): x and resid2 in fp32,
@@ -254,12 +259,16 @@ console.log(JSON.stringify(
       trainTotalWithBf16ScratchGiB: GiB(totalRc + bf16Scratch),
       maxBatchIn: { gb: n(a["gpu-gb"]), ...fitsOf(rcLine) },
       bf16Qkv: {
-        note: "qkv in bf16 storage, the MLP in fp32 (LOTUS_BF16_FCH=0; LOTUS_BF16_QKV=0: above)",
+        note: bf16Stores
+          ? "qkv in bf16 storage, the MLP in fp32 (LOTUS_BF16_FCH=0; LOTUS_BF16_QKV=0: above)"
+          : "Llama: qkv and the MLP stay in fp32 (bf16 storage is the GPT-2 stack's)",
         trainActivationsGiB: GiB(actRc16),
         trainTotalWithBf16ScratchGiB: GiB(16 * params + actRc16 + bf16QkvScratch),
       },
       bf16Storage: {
-        note: "qkv and the MLP's first projection in bf16 storage, as the CUDA engine runs bf16",
+        note: bf16Stores
+          ? "qkv and the MLP's first projection in bf16 storage, as the CUDA engine runs bf16"
+          : "Llama: as the CUDA engine runs bf16, qkv and the MLP's first projection in fp32",
         trainActivationsGiB: GiB(actRcStore),
         trainTotalWithBf16ScratchGiB: GiB(16 * params + actRcStore + bf16QkvScratch),
         trainActivationsPerExampleGiB: GiB(storeLine.perExample),

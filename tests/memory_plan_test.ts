@@ -14,3 +14,23 @@ Deno.test("memory plan: LOTUS training at the reference shape fits 18 GiB with a
   // device-wide against 17.63 planned with the scratch).
   assert(total + 0.6 <= 18, `planned ${total} GiB + a 0.6 GiB context exceeds 18 GiB`);
 });
+
+Deno.test("memory plan: a Llama preset plans, its qkv and MLP kept in fp32", async () => {
+  const r = await runDeno(
+    [
+      "run",
+      ...TASK_PERMISSIONS,
+      "bench/memory_plan.ts",
+      "--preset",
+      "llama-tiny",
+      "--vocab",
+      "4096",
+    ],
+  );
+  assertEquals(r.code, 0, r.stderr);
+  const plan = JSON.parse(r.stdout);
+  assertEquals(plan.preset, "llama-tiny");
+  // bf16 storage is the GPT-2 stack's: a Llama's rows are the recomputing runner's own.
+  assertEquals(plan.recompute.bf16Qkv.trainActivationsGiB, plan.recompute.trainActivationsGiB);
+  assertEquals(plan.recompute.bf16Storage.trainActivationsGiB, plan.recompute.trainActivationsGiB);
+});
