@@ -415,8 +415,9 @@ async function isDir(path: string): Promise<boolean> {
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 /**
- * Stop signals seen while no phase of a run listens for them itself: between the CoT start and
- * LOTUS, or while a phase sets up (without a listener, a signal ends the process at once).
+ * Stop signals seen while it listens. A run listens from its set-up to its end, and a two-phase
+ * run for its whole length too, so that a signal between the CoT start and LOTUS, or while a
+ * phase sets up, stops it as well (without a listener, a signal ends the process at once).
  */
 interface StopWatch {
   /** The first signal seen, or null. */
@@ -850,7 +851,9 @@ async function trainRun(
   // (the run stays resumable). The loop yields to the event loop once a step, so a signal is
   // seen within one step.
   let interrupted: Deno.Signal | null = null;
-  const listeners = new Map<Deno.Signal, () => void>();
+  let ownStop: StopWatch | null = null;
+  // A signal this run's listeners saw, or its caller's before them (between two phases).
+  const stopSeen = () => ownStop?.signal ?? ctx.stop?.signal ?? null;
   let failure: Error | null = null;
   try {
     if (world) {
@@ -1016,17 +1019,8 @@ async function trainRun(
       log(`${what}: ${(100 * ev.accuracy).toFixed(1)}% at step ${state.step}`);
     };
 
-    for (const sig of STOP_SIGNALS) {
-      const onSignal = () => {
-        interrupted ??= sig;
-      };
-      try {
-        Deno.addSignalListener(sig, onSignal);
-        listeners.set(sig, onSignal);
-      } catch { /* signals unsupported */ }
-    }
-    // One that came while the run set up, or before it (between two phases).
-    interrupted ??= ctx.stop?.signal ?? null;
+    ownStop = watchStopSignals();
+    interrupted ??= stopSeen();
 
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
@@ -1091,6 +1085,7 @@ async function trainRun(
       if (dp) {
         // The global gradient and losses: each rank's are its share of the global means.
         dp.allReduceGrads(model);
+        interrupted ??= stopSeen();
         const [loss, ans, stp, aux, stop] = dp.sum([
           l.loss,
           l.ans,
@@ -1178,7 +1173,7 @@ async function trainRun(
       if (opts.stopAfter && runSteps >= opts.stopAfter) break;
       // Let a pending signal's listener run (a macrotask); a few microseconds a step.
       await new Promise((r) => setTimeout(r, 0));
-      interrupted ??= ctx.stop?.signal ?? null;
+      interrupted ??= stopSeen();
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
@@ -1243,11 +1238,7 @@ async function trainRun(
       ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
     };
   } finally {
-    for (const [sig, h] of listeners) {
-      try {
-        Deno.removeSignalListener(sig, h);
-      } catch { /* signals unsupported */ }
-    }
+    ownStop?.close();
     runner?.free();
     model?.free();
     dp?.free();
