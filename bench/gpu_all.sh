@@ -8,12 +8,14 @@
 # others' results:
 #   0. the preflight (check/gpu_check.ts --preflight: the bf16 ops, LOTUS steps and CUDA graphs
 #      against the CPU engine, in seconds). When it fails, it runs again with the switchable
-#      changes of step 4 all turned off and, if that passes, halves that set while the
-#      preflight still passes, so that the benchmark, the profile and the variants measure an
-#      engine that computes what the CPU engine does: they run with that set turned off, the
-#      variants other than "default" are left out, and preflight.txt names the set. The
-#      correctness check always runs with the defaults, so that its rows show what failed.
-#      --preflight-only stops after this step (a minute or two where a change fails);
+#      changes of step 4 all turned off and, if that passes, narrows that set (halving it, then
+#      turning each change left back on) while the preflight still passes, ten tries at most,
+#      so that the benchmark and the profile measure an engine that computes what the CPU
+#      engine does: they run with that set turned off, and preflight.txt names it. Either way
+#      the variants other than "default" are left out. The correctness check runs with the
+#      settings the script was started with (the defaults, unless its caller set some), so that
+#      its rows show what failed, and so does the sanitizer's tour. --preflight-only stops after
+#      this step, with exit status 1 when the preflight failed with those settings;
 #   1. the correctness check (check/gpu_check.sh): CUDA against the CPU engine at every
 #      precision, and the PyTorch rows;
 #   2. the benchmark (bench/gpu_bench.sh --skip-check): training at the reference shape in bf16,
@@ -120,18 +122,27 @@ preflight() { # KEY=VALUE settings: exit 0 when the engine with them passes
       check/gpu_check.ts --preflight --out "$tmp/preflight" >>"$log" 2>&1
   fi
 }
-off=()
+settings() { # the engine settings in the environment, for the log
+  local s
+  s=$(env | grep '^LOTUS_' | sort | tr '\n' ' ')
+  echo "settings: ${s:-the defaults}"
+}
+off=() preflight_failed=0
 say "0. preflight"
 if [ -z "${GPU_ALL_PREFLIGHT:-}" ] && ! command -v nvidia-smi >/dev/null; then
   echo "preflight: not run (no GPU); every step runs with the defaults" >"$out/preflight.txt"
 elif preflight; then
   echo "preflight: passed with the defaults" >"$out/preflight.txt"
 elif ! preflight "${switches[@]}"; then
+  preflight_failed=1
+  # The variants would each measure an engine known to fail: only "default" runs, and the
+  # second try's time comes out of theirs.
+  variants=(default)
   echo "preflight: failed with the defaults and with every switchable change turned off" \
-    "(${switches[*]}): every step runs with the defaults; the correctness check names the" \
-    "failing rows" \
-    >"$out/preflight.txt"
+    "(${switches[*]}): every step runs with the defaults, and of the variants only" \
+    "\"default\"; the correctness check names the failing rows" >"$out/preflight.txt"
 else
+  preflight_failed=1
   # Halve the set while one half, turned off alone, still passes: one failing change is found
   # in about log2(12) tries. Where neither half passes (failing changes in both), each change
   # left is turned back on in turn and kept on where the preflight still passes, up to ten
@@ -158,7 +169,7 @@ fi
 say "$(cat "$out/preflight.txt")"
 if [ $preflight_only = 1 ]; then
   say "end $(date -u +%FT%TZ) (--preflight-only)"
-  exit 0
+  exit $preflight_failed
 fi
 
 say "1. correctness check"
@@ -168,10 +179,17 @@ say "check exit $?"
 cp "$tmp/check/table.txt" "$out/check.txt" 2>/dev/null
 cp "$tmp/check/report.json" "$out/check.json" 2>/dev/null
 
-# From here on, the changes that the preflight found failing are turned off.
-[ ${#off[@]} -gt 0 ] && export "${off[@]}" && variants=(default)
+# From here on, the changes that the preflight found failing are turned off; the settings they
+# replace (the caller's own, or none) are put back before the sanitizer's tour.
+before=()
+for kv in ${off[@]+"${off[@]}"}; do
+  k=${kv%%=*}
+  if [ -n "${!k+set}" ]; then before+=("$k=${!k}"); else before+=("$k"); fi
+  export "$kv"
+done
+[ ${#off[@]} -gt 0 ] && variants=(default)
 
-say "2. benchmark (bf16, tensor-core attention)"
+say "2. benchmark (bf16, tensor-core attention); $(settings)"
 GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check "${bench_args[@]}" \
   --out "$tmp/bench" >>"$log" 2>&1
 say "bench exit $?"
@@ -224,9 +242,12 @@ timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" --json "$out/
   >"$out/predictions.txt" 2>>"$log"
 say "predictions exit $?"
 
-# The sanitizer tours every kernel with the defaults, those the preflight found failing too.
-for kv in "${off[@]}"; do unset "${kv%%=*}"; done
-say "6. kernel tour under compute-sanitizer ($tools)"
+# The sanitizer tours every kernel with the settings the script was started with (the defaults,
+# unless its caller set some), those the preflight found failing included.
+for kv in ${before[@]+"${before[@]}"}; do
+  if [ "$kv" = "${kv%%=*}" ]; then unset "$kv"; else export "$kv"; fi
+done
+say "6. kernel tour under compute-sanitizer ($tools); $(settings)"
 bash check/gpu_sanitize.sh --tools "$tools" --limit "$sanitize_s" "$tmp/sanitize" >>"$log" 2>&1
 say "sanitize exit $?"
 cp "$tmp/sanitize/sanitize.txt" "$out/" 2>/dev/null

@@ -441,6 +441,15 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
   }
+  if (!out.success && out.signal !== null) {
+    // Ctrl-C reaches the compiler too: a stopped build is not a failed one.
+    removeQuietly(tmp);
+    throw new EngineBuildError(
+      `the ${plan.backend} engine's build was stopped by ${out.signal}: nothing was built; ` +
+        `run the command again to build it`,
+      cmd,
+    );
+  }
   if (!out.success) {
     removeQuietly(tmp);
     const stderr = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);

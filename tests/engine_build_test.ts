@@ -116,6 +116,26 @@ Deno.test(
 );
 
 Deno.test(
+  "build: a compiler stopped by a signal (Ctrl-C reaches it too) is a stopped build, not an error",
+  withTempDirs((src, out) => {
+    // Answers --version as g++ does; a compile kills itself as Ctrl-C would.
+    const wrapper = `${src}/cxx.sh`;
+    Deno.writeTextFileSync(
+      wrapper,
+      `#!/bin/sh\ncase "$*" in *--version*) exec g++ "$@";; esac\nkill -INT $$\nsleep 5\n`,
+    );
+    Deno.chmodSync(wrapper, 0o755);
+    const e = assertThrows(
+      () => buildEngine({ sourceDir: src, outDir: out, compiler: wrapper, quiet: true }),
+      EngineBuildError,
+      "the cpu engine's build was stopped by SIGINT: nothing was built",
+    ) as EngineBuildError;
+    assert(!e.message.includes("failed to compile"), e.message);
+    assertEquals([...Deno.readDirSync(out)].filter((f) => f.name.endsWith(".so")).length, 0);
+  }),
+);
+
+Deno.test(
   "build: a compile error reports the compiler's stderr and the command line",
   withTempDirs((src, out) => {
     Deno.writeTextFileSync(`${src}/engine_cpu.cpp`, "int le_abi_version(void) { return }\n");

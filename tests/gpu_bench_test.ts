@@ -217,7 +217,9 @@ async function preflightSearch(stand: string): Promise<{ verdict: string; tries:
     stdout: "piped",
     stderr: "piped",
   }).output();
-  assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+  const verdict = Deno.readTextFileSync(`${out}/preflight.txt`);
+  // Exit status 1 when the preflight failed with the settings it was started with.
+  assertEquals(r.code, verdict.includes("passed with the defaults") ? 0 : 1, verdict);
   const log = Deno.readTextFileSync(`${out}/run.log`);
   assert(!log.includes("1. correctness check"), "--preflight-only stops after the preflight");
   return {
@@ -278,5 +280,44 @@ Deno.test({
     const sections = new Set(rows.map((r) => r.section));
     assert(sections.has("ops") && sections.has("lotus step"), [...sections].join(","));
     for (const s of ["training", "memory", "torch"]) assert(!sections.has(s), s);
+  },
+});
+
+Deno.test({
+  name: "gpu all: after a failing preflight the benchmark runs with the change turned off, the " +
+    "check and the sanitizer with the caller's settings, and only the default variant",
+  sanitizeResources: false,
+  async fn() {
+    const out = await tempDir();
+    const r = await new Deno.Command("bash", {
+      args: ["bench/gpu_all.sh", "--quick", out],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: {
+        DENO: Deno.execPath(),
+        NO_COLOR: "1",
+        // The caller's own setting of a switch the search turns off, and of one it leaves.
+        LOTUS_TC_AHEAD: "1",
+        LOTUS_GEMV: "1",
+        GPU_ALL_PREFLIGHT: '[ "${LOTUS_TC_AHEAD:-}" = 0 ]',
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const log = Deno.readTextFileSync(`${out}/run.log`);
+    assertEquals(r.code, 0, log.slice(-2000));
+    assert(
+      Deno.readTextFileSync(`${out}/preflight.txt`).includes("passed with LOTUS_TC_AHEAD=0 ("),
+    );
+    const line = (start: string) => log.split("\n").find((l) => l.includes(start)) ?? "";
+    assert(
+      line("2. benchmark").includes("settings: LOTUS_GEMV=1 LOTUS_TC_AHEAD=0"),
+      line("2. benchmark"),
+    );
+    assert(
+      line("6. kernel tour").includes("settings: LOTUS_GEMV=1 LOTUS_TC_AHEAD=1"),
+      line("6. kernel tour"),
+    );
+    const variants = log.split("\n").filter((l) => /gpu-all: variant \S+$/.test(l));
+    assertEquals(variants, ["gpu-all: variant default"]);
   },
 });

@@ -682,3 +682,52 @@ console.error = (...a: unknown[]) => {
     assertEquals((await loadCheckpoint(out)).meta.train.mode, "lotus");
   },
 });
+
+Deno.test({
+  name: "faults: Ctrl-C while the CoT start sets up ends at once, saving nothing, and a fresh " +
+    "run in the same directory is not refused",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = await tempDir(), d = await tempDir();
+    // The process sends itself SIGINT as it logs the start of its first phase, before the
+    // CoT start's first step: the usual moment to stop a mistyped command.
+    const preload = `${d}/sigint_at_phase_1.ts`;
+    await Deno.writeTextFile(
+      preload,
+      `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith("phase 1 of 2")) Deno.kill(Deno.pid, "SIGINT");
+};
+`,
+    );
+    const res = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...TASK_PERMISSIONS,
+        `--preload=${preload}`,
+        `${ROOT}cli/train.ts`,
+        ...["--data", data, "--out", out, "--threads", "1"],
+        ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert(stderr.includes("phase 1 of 2"), stderr);
+    assert(res.code === 130 || res.signal === "SIGINT", `${res.code} ${res.signal}: ${stderr}`);
+    assert(!stderr.includes("failed to compile"), stderr);
+    const saved = await Deno.stat(`${out}/cot-start/checkpoint`).then(() => true, () => false);
+    assertEquals(saved, false, "nothing saved");
+    // The corrected command starts the run over in the same directory.
+    const r = await train({
+      ...base,
+      recipe: "from-cot",
+      data,
+      out,
+      train: { cotStartEpochs: 1, steps: 4, batch: 32 },
+    });
+    assert(r.completed && r.cotStart?.completed, "the fresh run trains both phases");
+  },
+});

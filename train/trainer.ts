@@ -415,9 +415,10 @@ async function isDir(path: string): Promise<boolean> {
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 /**
- * Stop signals seen while it listens. A run listens from its set-up to its end, and a two-phase
- * run for its whole length too, so that a signal between the CoT start and LOTUS, or while a
- * phase sets up, stops it as well (without a listener, a signal ends the process at once).
+ * Stop signals seen while it listens. A run listens from the end of its set-up to its end; the
+ * CoT start of a two-phase run goes on listening until LOTUS ends, so that a signal between the
+ * phases, or while LOTUS sets up, stops LOTUS as well (without a listener, a signal ends the
+ * process at once).
  */
 interface StopWatch {
   /** The first signal seen, or null. */
@@ -695,6 +696,11 @@ interface RunContext {
    * run as a signal during it does.
    */
   stop?: StopWatch;
+  /**
+   * Given: the run's own watch is left listening when the run ends, and put here for the caller
+   * to close (the CoT start's, handed to LOTUS as its `stop`).
+   */
+  keepListening?: { watch?: StopWatch };
 }
 
 /**
@@ -1020,6 +1026,10 @@ async function trainRun(
     };
 
     ownStop = watchStopSignals();
+    if (ctx.keepListening) ctx.keepListening.watch = ownStop;
+    // A signal sent before now reaches its listener on a turn of the event loop: let it, so
+    // that one from before the first step stops the run there.
+    await new Promise((r) => setTimeout(r, 0));
     interrupted ??= stopSeen();
 
     log(
@@ -1176,6 +1186,8 @@ async function trainRun(
       interrupted ??= stopSeen();
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    // One that came during the last step's evaluation or save (a stopAfter ends the loop first).
+    interrupted ??= stopSeen();
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
     if (dp && !stopAll) interrupted = null;
     if (state.step >= total && !interrupted && !failure) {
@@ -1238,7 +1250,7 @@ async function trainRun(
       ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
     };
   } finally {
-    ownStop?.close();
+    if (!ctx.keepListening) ownStop?.close();
     runner?.free();
     model?.free();
     dp?.free();
@@ -1860,9 +1872,11 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
  * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
  *
- * SIGINT or SIGTERM stops the run, resumable, whenever it comes: between the phases too (after
- * the CoT start's listeners are gone and before LOTUS's are there), when LOTUS stops before
- * its first step, saves and prints the resume hint, as a stop during a phase does.
+ * SIGINT or SIGTERM stops the run, resumable, from the end of the CoT start's set-up on: between
+ * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
+ * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
+ * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
+ * any run: a fresh run in the same directory then starts over.
  */
 async function trainWithCotStart(
   opts: TrainOptions,
@@ -1870,21 +1884,24 @@ async function trainWithCotStart(
   world: World | null,
   initMeta?: InitMeta | null,
 ): Promise<TrainResult> {
-  const stop = watchStopSignals();
+  const cotListening: { watch?: StopWatch } = {};
   try {
-    return await cotStartThenLotus(opts, resuming, world, initMeta, stop);
+    return await cotStartThenLotus(opts, resuming, world, initMeta, cotListening);
   } finally {
-    stop.close();
+    cotListening.watch?.close();
   }
 }
 
-/** {@linkcode trainWithCotStart}, with `stop` listening for signals throughout. */
+/**
+ * {@linkcode trainWithCotStart}. `cotListening` gets the CoT start's watch of stop signals, which
+ * listens on until the caller closes it: LOTUS stops on a signal it saw.
+ */
 async function cotStartThenLotus(
   opts: TrainOptions,
   resuming: boolean,
   world: World | null,
   initMeta: InitMeta | null | undefined,
-  stop: StopWatch,
+  cotListening: { watch?: StopWatch },
 ): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -1946,7 +1963,7 @@ async function cotStartThenLotus(
           : cotTrain,
       },
       world,
-      { resumeAs: opts.out, initMeta, stop },
+      { resumeAs: opts.out, initMeta, keepListening: cotListening },
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
@@ -1957,7 +1974,7 @@ async function cotStartThenLotus(
   const res = await trainRun(
     { ...opts, init: start, recipe: "none", resume: undefined },
     world,
-    { stop },
+    { stop: cotListening.watch },
   );
   return cotStart ? { ...res, cotStart } : res;
 }
