@@ -5,7 +5,8 @@
 #   bash bench/gpu_all.sh [--quick] [--baseline-lib PATH] [--preflight-only] [OUT_DIR]
 #
 # In order, each with its own time limit so that a hang or a failure in one still leaves the
-# others' results:
+# others' results (after the engines' builds, 240 s each, which take seconds where the libraries
+# are built already):
 #   0. the preflight (check/gpu_check.ts --preflight: the bf16 ops, LOTUS steps and CUDA graphs
 #      against the CPU engine, in seconds). When it fails, it runs again with the switchable
 #      changes of step 4 all turned off and, if that passes, narrows that set (halving it, then
@@ -128,6 +129,14 @@ settings() { # the engine settings in the environment, for the log
   echo "settings: ${s:-the defaults}"
 }
 off=() preflight_failed=0
+# The engines first, each under a limit of its own (compiling with nvcc takes about a minute
+# where the library did not travel with the tree): a preflight try is too short to build them.
+say "engines: the CPU one (every check's reference)$(command -v nvidia-smi >/dev/null &&
+  echo ' and the CUDA one')"
+for b in cpu $(command -v nvidia-smi >/dev/null && echo cuda); do
+  timeout --kill-after=5 240 "$deno_bin" run --allow-all cli/build_engine.ts --backend "$b" \
+    >>"$log" 2>&1 || say "build-engine --backend $b exit $? (the steps below build it again)"
+done
 say "0. preflight"
 if [ -z "${GPU_ALL_PREFLIGHT:-}" ] && ! command -v nvidia-smi >/dev/null; then
   echo "preflight: not run (no GPU); every step runs with the defaults" >"$out/preflight.txt"
