@@ -44,7 +44,9 @@
 #      short benchmark back to back, so that a change's before and after come from one run.
 #   6. the kernel tour under compute-sanitizer (check/gpu_sanitize.sh): every kernel of the
 #      engine at small shapes, under memcheck and racecheck (--quick) or all four tools.
-# --quick (550 s of limits when the preflight passes, 600 with --baseline-lib) skips PyTorch,
+# --quick (550 s of limits when the preflight passes, 600 with --baseline-lib, besides the
+# engines' builds: seconds where the libraries are built, about a minute where nvcc compiles
+# the CUDA engine, 480 s of limits) skips PyTorch,
 # the fp32 attention, TF32 and fp32 variants, and two of the sanitizer's tools, and shortens the
 # rest (1,445 s of limits without it). When the preflight fails, its tries (at most ten) take
 # the time of the variants they leave out. Results go to OUT_DIR, else $OUT, else
@@ -115,7 +117,7 @@ switches=(LOTUS_PDL=0 LOTUS_TC_AHEAD=0 LOTUS_SKINNY=0 LOTUS_GEMV=0 LOTUS_DEFER_G
 tries=0
 preflight() { # KEY=VALUE settings: exit 0 when the engine with them passes
   tries=$((tries + 1))
-  say "preflight try $tries: ${*:-the defaults}"
+  say "preflight try $tries: ${*:-as started ($started)}"
   if [ -n "${GPU_ALL_PREFLIGHT:-}" ]; then # a stand-in command, for the script's own tests
     env "$@" bash -c "$GPU_ALL_PREFLIGHT" >>"$log" 2>&1
   else
@@ -128,6 +130,7 @@ settings() { # the engine settings in the environment, for the log
   s=$(env | grep '^LOTUS_' | sort | tr '\n' ' ')
   echo "settings: ${s:-the defaults}"
 }
+started=$(settings)
 off=() preflight_failed=0
 # The engines first, each under a limit of its own (compiling with nvcc takes about a minute
 # where the library did not travel with the tree): a preflight try is too short to build them.
@@ -139,16 +142,17 @@ for b in cpu $(command -v nvidia-smi >/dev/null && echo cuda); do
 done
 say "0. preflight"
 if [ -z "${GPU_ALL_PREFLIGHT:-}" ] && ! command -v nvidia-smi >/dev/null; then
-  echo "preflight: not run (no GPU); every step runs with the defaults" >"$out/preflight.txt"
+  echo "preflight: not run (no GPU); every step runs as started ($started)" \
+    >"$out/preflight.txt"
 elif preflight; then
-  echo "preflight: passed with the defaults" >"$out/preflight.txt"
+  echo "preflight: passed as started ($started)" >"$out/preflight.txt"
 elif ! preflight "${switches[@]}"; then
   preflight_failed=1
   # The variants would each measure an engine known to fail: only "default" runs, and the
   # second try's time comes out of theirs.
   variants=(default)
-  echo "preflight: failed with the defaults and with every switchable change turned off" \
-    "(${switches[*]}): every step runs with the defaults, and of the variants only" \
+  echo "preflight: failed as started ($started) and with every switchable change turned off" \
+    "(${switches[*]}): every step runs as started, and of the variants only" \
     "\"default\"; the correctness check names the failing rows" >"$out/preflight.txt"
 else
   preflight_failed=1
@@ -170,9 +174,9 @@ else
     else i=$((i + 1))
     fi
   done
-  echo "preflight: failed with the defaults, passed with ${off[*]} (after $tries tries):" \
+  echo "preflight: failed as started ($started), passed with ${off[*]} (after $tries tries):" \
     "the benchmark, the profile and the variant \"default\" run with these settings, and" \
-    "the other variants are left out; the correctness check, run with the defaults, names" \
+    "the other variants are left out; the correctness check, run as started, names" \
     "the failing rows" >"$out/preflight.txt"
 fi
 say "$(cat "$out/preflight.txt")"
@@ -181,7 +185,7 @@ if [ $preflight_only = 1 ]; then
   exit $preflight_failed
 fi
 
-say "1. correctness check"
+say "1. correctness check; $(settings)"
 GPU_CHECK_TIMEOUT=$check_s bash check/gpu_check.sh "${check_args[@]}" --out "$tmp/check" \
   >>"$log" 2>&1
 say "check exit $?"
@@ -199,13 +203,13 @@ done
 [ ${#off[@]} -gt 0 ] && variants=(default)
 
 say "2. benchmark (bf16, tensor-core attention); $(settings)"
-GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check "${bench_args[@]}" \
-  --out "$tmp/bench" >>"$log" 2>&1
+GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check \
+  ${bench_args[@]+"${bench_args[@]}"} --out "$tmp/bench" >>"$log" 2>&1
 say "bench exit $?"
 cp "$tmp/bench/table.txt" "$out/bench.txt" 2>/dev/null
 cp "$tmp/bench/gpu_bench.json" "$out/bench.json" 2>/dev/null
 
-say "3. op profile"
+say "3. op profile; $(settings)"
 timeout --kill-after=5 "$profile_s" "$deno_bin" run --allow-all bench/gpu_profile.ts \
   --out "$tmp/profile" >>"$log" 2>&1
 say "profile exit $?"

@@ -411,6 +411,9 @@ function cudaParts(sourceDir: string): string[] {
 
 let tmpCounter = 0;
 
+/** The signals a user stops a command with: a compiler ended by one was stopped, not broken. */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /**
  * Builds the engine library if it is not built yet (or `force`), and returns its path.
  * Throws {@linkcode EngineBuildError} with the compiler's stderr and the command line when
@@ -441,8 +444,9 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
   }
-  if (!out.success && out.signal !== null) {
-    // Ctrl-C reaches the compiler too: a stopped build is not a failed one.
+  if (!out.success && (STOP_SIGNALS as readonly (string | null)[]).includes(out.signal)) {
+    // Ctrl-C reaches the compiler too: a stopped build is not a failed one (a crash, or the
+    // out-of-memory killer's SIGKILL, is).
     removeQuietly(tmp);
     throw new EngineBuildError(
       `the ${plan.backend} engine's build was stopped by ${out.signal}: nothing was built; ` +
@@ -453,8 +457,9 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
   if (!out.success) {
     removeQuietly(tmp);
     const stderr = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    const how = out.signal === null ? `exit ${out.code}` : `killed by ${out.signal}`;
     throw new EngineBuildError(
-      `the ${plan.backend} engine failed to compile (exit ${out.code}).\ncommand: ${cmd}\n` +
+      `the ${plan.backend} engine failed to compile (${how}).\ncommand: ${cmd}\n` +
         stderr.trimEnd(),
       cmd,
       stderr,

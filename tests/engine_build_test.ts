@@ -132,6 +132,16 @@ Deno.test(
     ) as EngineBuildError;
     assert(!e.message.includes("failed to compile"), e.message);
     assertEquals([...Deno.readDirSync(out)].filter((f) => f.name.endsWith(".so")).length, 0);
+    // A compiler that crashes failed: its own signal is named, not a stop.
+    Deno.writeTextFileSync(
+      wrapper,
+      `#!/bin/sh\ncase "$*" in *--version*) exec g++ "$@";; esac\necho boom >&2\nkill -SEGV $$\n`,
+    );
+    assertThrows(
+      () => buildEngine({ sourceDir: src, outDir: out, compiler: wrapper, quiet: true }),
+      EngineBuildError,
+      "the cpu engine failed to compile (killed by SIGSEGV)",
+    );
   }),
 );
 

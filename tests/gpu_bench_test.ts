@@ -174,7 +174,7 @@ Deno.test({
     // No GPU: no preflight, and nothing turned off.
     assertEquals(
       Deno.readTextFileSync(`${out}/preflight.txt`),
-      "preflight: not run (no GPU); every step runs with the defaults\n",
+      "preflight: not run (no GPU); every step runs as started (settings: the defaults)\n",
     );
     // The check fails without a GPU; the later steps run anyway.
     assert(/check exit [1-9]/.test(log), log.slice(0, 2000));
@@ -219,7 +219,7 @@ async function preflightSearch(stand: string): Promise<{ verdict: string; tries:
   }).output();
   const verdict = Deno.readTextFileSync(`${out}/preflight.txt`);
   // Exit status 1 when the preflight failed with the settings it was started with.
-  assertEquals(r.code, verdict.includes("passed with the defaults") ? 0 : 1, verdict);
+  assertEquals(r.code, verdict.startsWith("preflight: passed as started") ? 0 : 1, verdict);
   const log = Deno.readTextFileSync(`${out}/run.log`);
   assert(!log.includes("1. correctness check"), "--preflight-only stops after the preflight");
   return {
@@ -234,14 +234,19 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const off = (k: string, v = "0") => `[ "\${${k}:-}" = ${v} ]`;
-    assertEquals((await preflightSearch("true")).verdict, "preflight: passed with the defaults\n");
+    assertEquals(
+      (await preflightSearch("true")).verdict,
+      "preflight: passed as started (settings: the defaults)\n",
+    );
     // One failing change, wherever it is among the twelve: found by halving.
     for (
       const [k, v] of [["LOTUS_PDL", "0"], ["LOTUS_BF16_FCH", "0"], ["LOTUS_TC_ATTENTION", "0"]]
     ) {
       const { verdict, tries } = await preflightSearch(off(k, v));
       assert(
-        verdict.startsWith(`preflight: failed with the defaults, passed with ${k}=${v} (`),
+        verdict.startsWith(
+          `preflight: failed as started (settings: the defaults), passed with ${k}=${v} (`,
+        ),
         verdict,
       );
       assert(tries <= 10, `${k}: ${tries} tries`);

@@ -1025,18 +1025,19 @@ async function trainRun(
       log(`${what}: ${(100 * ev.accuracy).toFixed(1)}% at step ${state.step}`);
     };
 
-    ownStop = watchStopSignals();
-    if (ctx.keepListening) ctx.keepListening.watch = ownStop;
-    // A signal sent before now reaches its listener on a turn of the event loop: let it, so
-    // that one from before the first step stops the run there.
-    await new Promise((r) => setTimeout(r, 0));
-    interrupted ??= stopSeen();
-
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
         `${trainEx.length} examples, ${total} steps of ${cfg.batch}, backend ${eng.backend}` +
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
+    // From this line on a stop signal ends the run at a step's end, saved (before it, the
+    // process ends at once).
+    ownStop = watchStopSignals();
+    if (ctx.keepListening) ctx.keepListening.watch = ownStop;
+    // A signal sent before now reaches its listener on a turn of the event loop (two, to be
+    // sure): let it, so that one from before the first step stops the run there.
+    for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
+    interrupted ??= stopSeen();
     const quiet = opts.quiet || !root;
     const tty = !quiet && Deno.stderr.isTerminal();
     let lastLoss = NaN, lastLine = 0, runSteps = 0, skipped = 0, skipsInARow = 0;
