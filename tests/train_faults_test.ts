@@ -635,43 +635,62 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   });
 }
 
+/**
+ * `deno task train` on the fixture's two-phase run (a CoT start of 1 epoch, then 4 LOTUS steps)
+ * into `out`, in a child process that sends itself `signal` as it logs a line starting `at`:
+ * a preload wraps console.error, so the signal comes at that exact point of the run.
+ */
+async function trainSignalledAt(
+  at: string,
+  signal: Deno.Signal,
+  data: string,
+  out: string,
+): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }> {
+  const preload = `${await tempDir()}/signal_at.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith(${JSON.stringify(at)})) Deno.kill(Deno.pid, "${signal}");
+};
+`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...TASK_PERMISSIONS,
+      `--preload=${preload}`,
+      `${ROOT}cli/train.ts`,
+      ...["--data", data, "--out", out, "--threads", "1"],
+      ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
+    ],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  const res = await child.output();
+  clearTimeout(guard);
+  const dec = new TextDecoder();
+  return {
+    code: res.code,
+    signal: res.signal,
+    stdout: dec.decode(res.stdout),
+    stderr: dec.decode(res.stderr),
+  };
+}
+
 Deno.test({
   name: "faults: SIGTERM between the CoT start and LOTUS stops with the resume hint, and resumes",
   sanitizeResources: false,
   async fn() {
-    const data = await fixtureData(), out = await tempDir(), d = await tempDir();
-    // Loaded before the CLI: the process sends itself SIGTERM as it logs the start of LOTUS,
-    // after the CoT start has returned (its listeners gone) and before LOTUS's are there.
-    const preload = `${d}/sigterm_at_phase_2.ts`;
-    await Deno.writeTextFile(
-      preload,
-      `const error = console.error;
-console.error = (...a: unknown[]) => {
-  error(...a);
-  if (String(a[0]).startsWith("phase 2 of 2")) Deno.kill(Deno.pid, "SIGTERM");
-};
-`,
-    );
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...TASK_PERMISSIONS,
-        `--preload=${preload}`,
-        `${ROOT}cli/train.ts`,
-        ...["--data", data, "--out", out, "--threads", "1"],
-        ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
-    const res = await child.output();
-    clearTimeout(guard);
-    const stdout = new TextDecoder().decode(res.stdout);
-    const stderr = new TextDecoder().decode(res.stderr);
+    const data = await fixtureData(), out = await tempDir();
+    // Sent as the run logs the start of LOTUS: after the CoT start has returned and before
+    // LOTUS listens itself; the CoT start's watch, still listening, hands it to LOTUS.
+    const { code, stdout, stderr } = await trainSignalledAt("phase 2 of 2", "SIGTERM", data, out);
     assert(stderr.includes("phase 2 of 2"), stderr);
-    assertEquals(res.code, 143, stderr);
+    assertEquals(code, 143, stderr);
     assert(stderr.includes(`SIGTERM at step 0: saving; resume with --resume ${out}`), stderr);
     assert(stdout.includes("stopped by SIGTERM"), stdout);
     // The resume trains LOTUS from the CoT start, which it does not train again.
@@ -688,36 +707,13 @@ Deno.test({
     "run in the same directory is not refused",
   sanitizeResources: false,
   async fn() {
-    const data = await fixtureData(), out = await tempDir(), d = await tempDir();
-    // The process sends itself SIGINT as it logs the start of its first phase, before the
-    // CoT start's first step: the usual moment to stop a mistyped command.
-    const preload = `${d}/sigint_at_phase_1.ts`;
-    await Deno.writeTextFile(
-      preload,
-      `const error = console.error;
-console.error = (...a: unknown[]) => {
-  error(...a);
-  if (String(a[0]).startsWith("phase 1 of 2")) Deno.kill(Deno.pid, "SIGINT");
-};
-`,
-    );
-    const res = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...TASK_PERMISSIONS,
-        `--preload=${preload}`,
-        `${ROOT}cli/train.ts`,
-        ...["--data", data, "--out", out, "--threads", "1"],
-        ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(res.stderr);
-    assert(stderr.includes("phase 1 of 2"), stderr);
-    assert(res.code === 130 || res.signal === "SIGINT", `${res.code} ${res.signal}: ${stderr}`);
-    assert(!stderr.includes("failed to compile"), stderr);
+    const data = await fixtureData(), out = await tempDir();
+    // Sent as the run logs the start of its first phase, before the CoT start's first step:
+    // the usual moment to stop a mistyped command.
+    const res = await trainSignalledAt("phase 1 of 2", "SIGINT", data, out);
+    assert(res.stderr.includes("phase 1 of 2"), res.stderr);
+    assert(res.code === 130 || res.signal === "SIGINT", `${res.code} ${res.signal}: ${res.stderr}`);
+    assert(!res.stderr.includes("failed to compile"), res.stderr);
     const saved = await Deno.stat(`${out}/cot-start/checkpoint`).then(() => true, () => false);
     assertEquals(saved, false, "nothing saved");
     // The corrected command starts the run over in the same directory.
