@@ -46,13 +46,13 @@
 #      engine at small shapes, under memcheck and racecheck (--quick) or all four tools.
 # --quick (550 s of limits when the preflight passes, 600 with --baseline-lib, besides the
 # engines' builds: seconds where the libraries are built, about a minute where nvcc compiles
-# the CUDA engine, 480 s of limits) skips PyTorch,
-# the fp32 attention, TF32 and fp32 variants, and two of the sanitizer's tools, and shortens the
-# rest (1,445 s of limits without it). When the preflight fails, its tries (at most ten) take
-# the time of the variants they leave out. Results go to OUT_DIR, else $OUT, else
-# bench/results/gpu_all, as twelve files: run.log (everything printed, each row as measured),
-# preflight.txt (its verdict, and the changes turned off), check.txt and check.json, bench.txt and
-# bench.json, profile.txt and profile.json, variants.txt, predictions.txt and
+# the CUDA engine, 480 s of limits) skips PyTorch, the fp32 attention, TF32 and fp32 variants,
+# and two of the sanitizer's tools, and shortens the rest (1,445 s of limits without it). When
+# the preflight fails, its tries (at most ten) take the time of the variants they leave out.
+# Results go to OUT_DIR, else $OUT, else bench/results/gpu_all, as twelve files: run.log
+# (everything printed, each row as measured), preflight.txt (its verdict, and the changes
+# turned off), check.txt and check.json, bench.txt and bench.json, profile.txt and
+# profile.json, variants.txt, predictions.txt and
 # predictions.json (each change's predicted effect against its variant's measured one), and
 # sanitize.txt (a line a sanitizer tool; its reports, where it ran, in the folder sanitize/).
 # The tables are printed last.
