@@ -444,7 +444,7 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
   }
-  if (!out.success && (STOP_SIGNALS as readonly (string | null)[]).includes(out.signal)) {
+  if (!out.success && out.signal !== null && STOP_SIGNALS.includes(out.signal)) {
     // Ctrl-C reaches the compiler too: a stopped build is not a failed one (a crash, or the
     // out-of-memory killer's SIGKILL, is).
     removeQuietly(tmp);

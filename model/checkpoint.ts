@@ -33,7 +33,7 @@ import { writeFileAtomic } from "../base/atomic.ts";
 import {
   checksumMismatch,
   type Checksums,
-  CHECKSUMS_FILE as CHECKSUMS_RECORD,
+  CHECKSUMS_FILE,
   ChecksumsError,
   readChecksums as readChecksumsRecord,
   writeChecksums,
@@ -421,7 +421,7 @@ function stateAdvice(dir: string): string {
 }
 
 /** The file a save writes last: each other file's size and the SHA-256 of each piece. */
-export const CHECKSUMS_FILE = CHECKSUMS_RECORD;
+export { CHECKSUMS_FILE };
 
 /**
  * The checksums a save recorded in checkpoint `dir` (base/checksums.ts), or null for a

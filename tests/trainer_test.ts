@@ -29,6 +29,9 @@ import { tinySpecials, tinyTokenizerJson } from "./_tiny.ts";
 
 const tmp = tempDir;
 
+/** The options every small training here shares: the tiny preset on the CPU engine, quietly. */
+const TINY_CPU = { preset: "tiny", backend: "cpu", quiet: true } as const;
+
 Deno.test("a tiny LOTUS model learns a two-step task on the CPU: loss falls 10x, accuracy far above chance", async () => {
   const data = await fixtureData();
   const out = await tmp();
@@ -239,9 +242,7 @@ Deno.test("with dropout, an interrupted and resumed run still ends bit-identical
   const t = { steps: 12, batch: 8, lr: 2e-3, evalExamples: 4, seed: 5, dropout: 0.1 };
   const common = {
     data,
-    preset: "tiny" as const,
-    backend: "cpu" as const,
-    quiet: true,
+    ...TINY_CPU,
     recipe: "none" as const,
   };
   await train({ ...common, out: a, train: t });
@@ -263,9 +264,7 @@ Deno.test("a LOTUS run starts from a CoT run's directory and keeps the final sta
   const cot = await tmp(), lotus = await tmp();
   const common = {
     data,
-    preset: "tiny" as const,
-    backend: "cpu" as const,
-    quiet: true,
+    ...TINY_CPU,
     recipe: "none" as const,
   };
   await train({
@@ -318,9 +317,7 @@ Deno.test("--init at a run of this project reads the run's settings once", async
   const data = await fixtureData();
   const common = {
     data,
-    preset: "tiny" as const,
-    backend: "cpu" as const,
-    quiet: true,
+    ...TINY_CPU,
     threads: 1,
     recipe: "none" as const,
   };
@@ -345,9 +342,7 @@ Deno.test("LOTUS by default trains its CoT start first; a stop in it resumes bot
   const data = await fixtureData();
   const common = {
     data,
-    preset: "tiny" as const,
-    backend: "cpu" as const,
-    quiet: true,
+    ...TINY_CPU,
     threads: 1,
   };
   const t = { k: 2, cotStartEpochs: 2, epochs: 3, batch: 32, evalExamples: 4, seed: 3 };
