@@ -108,6 +108,7 @@ fi
 } >>"$log" 2>&1
 
 source check/_native_deno.sh gpu_all 2>>"$log"
+source check/_stoppable.sh
 
 # The changes that a setting turns off, riskiest first, as step 4's variants name them. The
 # preflight's search keeps whatever subset of these passes.
@@ -119,9 +120,9 @@ preflight() { # KEY=VALUE settings: exit 0 when the engine with them passes
   tries=$((tries + 1))
   say "preflight try $tries: ${*:-as started ($started)}"
   if [ -n "${GPU_ALL_PREFLIGHT:-}" ]; then # a stand-in command, for the script's own tests
-    env "$@" bash -c "$GPU_ALL_PREFLIGHT" >>"$log" 2>&1
+    stoppable env "$@" bash -c "$GPU_ALL_PREFLIGHT" >>"$log" 2>&1
   else
-    env "$@" timeout --kill-after=5 "$preflight_s" "$deno_bin" run --allow-all \
+    stoppable env "$@" timeout --kill-after=5 "$preflight_s" "$deno_bin" run --allow-all \
       check/gpu_check.ts --preflight --out "$tmp/preflight" >>"$log" 2>&1
   fi
 }
@@ -137,8 +138,9 @@ off=() preflight_failed=0
 say "engines: the CPU one (every check's reference)$(command -v nvidia-smi >/dev/null &&
   echo ' and the CUDA one')"
 for b in cpu $(command -v nvidia-smi >/dev/null && echo cuda); do
-  timeout --kill-after=5 240 "$deno_bin" run --allow-all cli/build_engine.ts --backend "$b" \
-    >>"$log" 2>&1 || say "build-engine --backend $b exit $? (the steps below build it again)"
+  stoppable timeout --kill-after=5 240 "$deno_bin" run --allow-all cli/build_engine.ts \
+    --backend "$b" >>"$log" 2>&1 ||
+    say "build-engine --backend $b exit $? (the steps below build it again)"
 done
 say "0. preflight"
 if [ -z "${GPU_ALL_PREFLIGHT:-}" ] && ! command -v nvidia-smi >/dev/null; then
@@ -186,7 +188,7 @@ if [ $preflight_only = 1 ]; then
 fi
 
 say "1. correctness check; $(settings)"
-GPU_CHECK_TIMEOUT=$check_s bash check/gpu_check.sh "${check_args[@]}" --out "$tmp/check" \
+GPU_CHECK_TIMEOUT=$check_s stoppable bash check/gpu_check.sh "${check_args[@]}" --out "$tmp/check" \
   >>"$log" 2>&1
 say "check exit $?"
 cp "$tmp/check/table.txt" "$out/check.txt" 2>/dev/null
@@ -203,14 +205,14 @@ done
 [ ${#off[@]} -gt 0 ] && variants=(default)
 
 say "2. benchmark (bf16, tensor-core attention); $(settings)"
-GPU_BENCH_TIMEOUT=$bench_s bash bench/gpu_bench.sh --skip-check \
+GPU_BENCH_TIMEOUT=$bench_s stoppable bash bench/gpu_bench.sh --skip-check \
   ${bench_args[@]+"${bench_args[@]}"} --out "$tmp/bench" >>"$log" 2>&1
 say "bench exit $?"
 cp "$tmp/bench/table.txt" "$out/bench.txt" 2>/dev/null
 cp "$tmp/bench/gpu_bench.json" "$out/bench.json" 2>/dev/null
 
 say "3. op profile; $(settings)"
-timeout --kill-after=5 "$profile_s" "$deno_bin" run --allow-all bench/gpu_profile.ts \
+stoppable timeout --kill-after=5 "$profile_s" "$deno_bin" run --allow-all bench/gpu_profile.ts \
   --out "$tmp/profile" >>"$log" 2>&1
 say "profile exit $?"
 cp "$tmp/profile/profile.txt" "$tmp/profile/profile.json" "$out/" 2>/dev/null
@@ -220,7 +222,7 @@ variant() { # name, then KEY=VALUE environment or "", then bench arguments
   shift 2
   say "variant $name"
   rm -rf "$tmp/variant"
-  env $envset GPU_BENCH_TIMEOUT="$variant_s" bash bench/gpu_bench.sh --skip-check \
+  stoppable env $envset GPU_BENCH_TIMEOUT="$variant_s" bash bench/gpu_bench.sh --skip-check \
     --skip-torch --runs 5 --eval-questions 64 --steps 5 --out "$tmp/variant" "$@" >>"$log" 2>&1
   say "variant $name exit $?"
   [ -f "$tmp/variant/rows.jsonl" ] && sed "s/^/$name: /" "$tmp/variant/rows.jsonl" >>"$log"
@@ -251,8 +253,8 @@ if [ -n "$baseline" ]; then
 fi
 
 # Each change's predicted effect against the default less its variant (check/predictions.ts).
-timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" --json "$out/predictions.json" \
-  >"$out/predictions.txt" 2>>"$log"
+stoppable timeout 30 "$deno_bin" run --allow-all check/predictions.ts "$out" \
+  --json "$out/predictions.json" >"$out/predictions.txt" 2>>"$log"
 say "predictions exit $?"
 
 # The sanitizer tours every kernel with the settings the script was started with (the defaults,
@@ -261,7 +263,8 @@ for kv in ${before[@]+"${before[@]}"}; do
   if [ "$kv" = "${kv%%=*}" ]; then unset "$kv"; else export "$kv"; fi
 done
 say "6. kernel tour under compute-sanitizer ($tools); $(settings)"
-bash check/gpu_sanitize.sh --tools "$tools" --limit "$sanitize_s" "$tmp/sanitize" >>"$log" 2>&1
+stoppable bash check/gpu_sanitize.sh --tools "$tools" --limit "$sanitize_s" "$tmp/sanitize" \
+  >>"$log" 2>&1
 say "sanitize exit $?"
 cp "$tmp/sanitize/sanitize.txt" "$out/" 2>/dev/null
 # The sanitizer's reports, where it ran (each at most 25 of them).

@@ -12,5 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source check/_native_deno.sh gpu_bench
+source check/_stoppable.sh
 export GPU_BENCH_TIMEOUT="${GPU_BENCH_TIMEOUT:-560}"
-exec timeout --kill-after=10 "$GPU_BENCH_TIMEOUT" "$deno_bin" run --allow-all bench/gpu_bench.ts "$@"
+stoppable timeout --kill-after=10 "$GPU_BENCH_TIMEOUT" "$deno_bin" run --allow-all \
+  bench/gpu_bench.ts "$@"

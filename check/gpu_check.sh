@@ -13,9 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source check/_native_deno.sh gpu_check
+source check/_stoppable.sh
 # A hung kernel would block the check forever: stop it after the time limit (the rows already
 # measured are in rows.jsonl and on stderr).
 limit=290
 for a in "$@"; do [ "$a" = --emulate ] && limit=1200; done
 for a in "$@"; do [ "$a" = --sanitize ] && limit=3600; done
-exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-$limit}" "$deno_bin" run --allow-all check/gpu_check.ts "$@"
+stoppable timeout --kill-after=10 "${GPU_CHECK_TIMEOUT:-$limit}" "$deno_bin" run --allow-all \
+  check/gpu_check.ts "$@"

@@ -22,6 +22,7 @@
 # is no compute-sanitizer or no library (the line says which).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source check/_stoppable.sh
 tools=memcheck,racecheck,synccheck,initcheck limit=60 lib=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -61,8 +62,9 @@ then
 fi
 export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 if [ -z "$lib" ]; then
-  lib=$(timeout 300 "$deno_bin" run --allow-all cli/build_engine.ts --backend cuda --quiet \
-    2>"$out/build.log" | tail -1)
+  stoppable timeout 300 "$deno_bin" run --allow-all cli/build_engine.ts --backend cuda --quiet \
+    >"$out/build.out" 2>"$out/build.log"
+  lib=$(tail -1 "$out/build.out")
   if [ ! -f "$lib" ]; then
     line "sanitize: the CUDA engine did not build ($out/build.log)"
     exit 2
@@ -83,8 +85,9 @@ for tool in "${list[@]}"; do
   # attach (the default's 10 s can leave it unchecked): timeout bounds the run.
   extra=()
   [ "$tool" = memcheck ] && extra=(--destroy-on-device-error kernel)
-  timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 \
-    --print-limit 25 --launch-timeout 0 ${extra[@]+"${extra[@]}"} --log-file "$out/sanitize-$tool.log" \
+  stoppable timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 \
+    --print-limit 25 --launch-timeout 0 ${extra[@]+"${extra[@]}"} \
+    --log-file "$out/sanitize-$tool.log" \
     "$deno_bin" run --allow-all check/kernel_tour.ts --quick --engine-lib "$lib" \
     >"$out/sanitize-$tool.out" 2>&1
   rc=$?

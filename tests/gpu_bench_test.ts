@@ -326,3 +326,104 @@ Deno.test({
     assertEquals(variants, ["gpu-all: variant default"]);
   },
 });
+
+/** The processes below `pid`, from /proc (Linux). */
+function descendantsOf(pid: number): number[] {
+  const found: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
+  } catch { /* gone */ }
+  for (const t of tasks) {
+    let children = "";
+    try {
+      children = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`);
+    } catch { /* gone */ }
+    for (const c of children.trim().split(/\s+/).filter(Boolean).map(Number)) {
+      found.push(c, ...descendantsOf(c));
+    }
+  }
+  return found;
+}
+
+/** Whether process `pid` is still running (a zombie counts as ended). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * bench/gpu_all.sh --quick in a process group of its own, with `stand` as the preflight; once
+ * its log has `line` and a process whose command line has `waitFor` runs below it, sends
+ * `signal` (to the whole group, as a terminal's Ctrl-C does, when `group`). Returns the exit
+ * status and the processes that ran below it then and still run.
+ */
+async function gpuAllSignalled(
+  stand: string,
+  line: string,
+  waitFor: string,
+  signal: Deno.Signal,
+  group: boolean,
+): Promise<{ code: number; left: string[]; stderr: string }> {
+  const out = await tempDir();
+  // A shell started in the background has SIGINT ignored, which a script cannot trap: put
+  // its default back, as in a terminal. setsid: its own process group, like a terminal job.
+  const child = new Deno.Command("env", {
+    args: ["--default-signal=INT", "setsid", "bash", "bench/gpu_all.sh", "--quick", out],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { DENO: Deno.execPath(), NO_COLOR: "1", GPU_ALL_PREFLIGHT: stand },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const cmdline = (p: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${p}/cmdline`).replaceAll("\0", " ");
+    } catch {
+      return "";
+    }
+  };
+  let below: number[] = [];
+  for (let i = 0; i < 600; i++) {
+    let log = "";
+    try {
+      log = Deno.readTextFileSync(`${out}/run.log`);
+    } catch { /* not yet */ }
+    below = descendantsOf(child.pid);
+    if (log.includes(line) && below.some((p) => cmdline(p).includes(waitFor))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert(below.some((p) => cmdline(p).includes(waitFor)), `no ${waitFor} below gpu_all.sh`);
+  const names = new Map(below.map((p) => [p, cmdline(p)]));
+  Deno.kill(group ? -child.pid : child.pid, signal);
+  const r = await child.output();
+  return {
+    code: r.code,
+    left: below.filter(running).map((p) => `${p} ${names.get(p)}`),
+    stderr: new TextDecoder().decode(r.stderr),
+  };
+}
+
+Deno.test({
+  name: "gpu all: Ctrl-C at its terminal, or SIGTERM, stops it and every command it runs",
+  sanitizeResources: false,
+  async fn() {
+    // Ctrl-C during the preflight's stand-in (timeout's group would not get it).
+    const int = await gpuAllSignalled("sleep 117", "preflight try 1", "sleep 117", "SIGINT", true);
+    assertEquals(int.code, 130, int.stderr.slice(-2000));
+    assertEquals(int.left, []);
+    assert(int.stderr.includes("gpu_all.sh: stopped by SIGINT"), int.stderr.slice(-2000));
+    // SIGTERM to the script alone, while a script of its own runs deno under timeout.
+    const term = await gpuAllSignalled(
+      "true",
+      "1. correctness check",
+      "check/gpu_check.ts",
+      "SIGTERM",
+      false,
+    );
+    assertEquals(term.code, 143, term.stderr.slice(-2000));
+    assertEquals(term.left, []);
+  },
+});
