@@ -24,6 +24,7 @@ import { sha256HexAsync } from "./sha256.ts";
 import { readFull } from "./read_full.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import { rethrowIfDenied } from "./exists.ts";
+import { parseJsonAs } from "./json.ts";
 
 /** The usual name of a checksums record, in the directory of the files it records. */
 export const CHECKSUMS_FILE = "checksums.json";
@@ -128,17 +129,8 @@ export async function readChecksums(path: string): Promise<Checksums | null> {
     if (e instanceof Deno.errors.NotFound) return null;
     throw new ChecksumsError(`${path}: cannot read (${(e as Error).message})`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new ChecksumsError(`${path}: not valid JSON (${(e as Error).message})`);
-  }
-  const r = ChecksumsSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new ChecksumsError(`${path}: field "${i.path.join(".")}": ${i.message}`);
-  }
+  const r = parseJsonAs(ChecksumsSchema, text, path);
+  if (!r.ok) throw new ChecksumsError(r.message);
   for (const name of Object.keys(r.data.files)) {
     if (name === "" || name.startsWith("/") || name.split("/").includes("..")) {
       throw new ChecksumsError(`${path}: names a file outside its directory (${name})`);

@@ -19,6 +19,7 @@
  */
 
 import { Sha256 } from "../base/sha256.ts";
+import { fieldIssue } from "../base/json.ts";
 import {
   CHECKSUM_PIECE,
   type Checksums,
@@ -145,10 +146,8 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
   }
   const res = LotusJsonSchema.safeParse(raw);
   if (!res.success) {
-    const i = res.error.issues[0];
     throw new ExportError(
-      `${path}: field "${i.path.join(".")}": ${i.message}; export the checkpoint again ` +
-        `with deno task export`,
+      `${path}: ${fieldIssue(res.error)}; export the checkpoint again with deno task export`,
     );
   }
   return res.data;

@@ -23,6 +23,7 @@ import { LotusJsonSchema, tokenText } from "./hf_files.ts";
 import { decodeModel } from "./onnx_proto.ts";
 import { pastKey, pastValue, presentKey, presentValue } from "./onnx_decoder.ts";
 import { readSafetensors } from "../base/safetensors.ts";
+import { fieldIssue } from "../base/json.ts";
 import { DISTINCT_SPECIALS, nonFinite } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
@@ -152,10 +153,7 @@ export async function checkExport(dir: string): Promise<string[]> {
 
   // lotus.json
   const lres = lotusRaw ? LotusJsonSchema.safeParse(lotusRaw) : null;
-  if (lres && !lres.success) {
-    const i = lres.error.issues[0];
-    bad(`lotus.json: field "${i.path.join(".")}": ${i.message}`);
-  }
+  if (lres && !lres.success) bad(`lotus.json: ${fieldIssue(lres.error)}`);
   const lotus = lres?.success ? lres.data : null;
   if (lotus) {
     const m = lotus.lotus.model;

@@ -30,6 +30,7 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { fieldIssue } from "../base/json.ts";
 import {
   checksumMismatch,
   type Checksums,
@@ -683,10 +684,9 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
   const cfg = f.config;
   const metaRes = LotusMetaSchema.safeParse(cfg.lotus);
   if (!metaRes.success) {
-    const i = metaRes.error.issues[0];
     throw new CheckpointError(
-      `${cfgPath}: field "lotus.${i.path.join(".")}": ${i.message}; ` +
-        `the directory was not written by deno task train`,
+      `${cfgPath}: ${fieldIssue(metaRes.error, "lotus.")}; the directory was not written by ` +
+        `deno task train`,
     );
   }
   const meta = metaRes.data, m = meta.model, sp = meta.special, V = m.vocabSize;
@@ -1016,9 +1016,7 @@ async function readTrainState(
       `writes it whole, so it was cut short or changed since)`;
   }
   const res = TrainStateSchema.safeParse(raw);
-  if (res.success) return res.data;
-  const i = res.error.issues[0];
-  return `${path}: field "${i.path.join(".")}": ${i.message}`;
+  return res.success ? res.data : `${path}: ${fieldIssue(res.error)}`;
 }
 
 /**

@@ -9,6 +9,7 @@
 
 import { z } from "zod";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../base/safetensors.ts";
+import { fieldIssue } from "../base/json.ts";
 import { exists } from "../base/exists.ts";
 import { readFull } from "../base/read_full.ts";
 import { llamaShape, type ModelConfig, ModelConfigSchema } from "./config.ts";
@@ -178,10 +179,9 @@ export function modelConfigFromLlamaJson(
 ): ModelConfig {
   const r = LlamaJson.safeParse(ropeFieldsOf(json, what));
   if (!r.success) {
-    const i = r.error.issues[0];
     throw new HfLlamaError(
-      `${what}: field "${i.path.join(".")}": ${i.message}; expected a Hugging Face Llama ` +
-        `config.json (model_type "llama")`,
+      `${what}: ${fieldIssue(r.error)}; expected a Hugging Face Llama config.json ` +
+        `(model_type "llama")`,
     );
   }
   const j = r.data;

@@ -8,6 +8,7 @@
 
 import { z } from "zod";
 import { rethrowIfDenied } from "../base/exists.ts";
+import { fieldIssue } from "../base/json.ts";
 import type { StepLengthStats } from "./step_lengths.ts";
 
 /** The manifest format version this module writes and reads. */
@@ -400,9 +401,8 @@ export function parseManifest(text: string, what = MANIFEST_FILE): Manifest {
   }
   const res = ManifestSchema.safeParse(raw);
   if (!res.success) {
-    const issue = res.error.issues[0];
     throw new ManifestError(
-      `${what}: field "${issue.path.join(".")}": ${issue.message}; ` +
+      `${what}: ${fieldIssue(res.error)}; ` +
         `the directory was not written by deno task build-dataset, or was edited; rebuild it`,
     );
   }

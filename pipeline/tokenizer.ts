@@ -18,6 +18,7 @@
  */
 
 import { Sha256 } from "../base/sha256.ts";
+import { parseJsonAs } from "../base/json.ts";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import gpt2Ranks from "js-tiktoken/ranks/gpt2";
 import { z } from "zod";
@@ -377,19 +378,12 @@ function fromParsed(
 }
 
 function fromJsonText(kind: Tokenizer["kind"], json: string, what: string): Tokenizer {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch (e) {
-    throw new TokenizerError(`${what}: not valid JSON (${(e as Error).message})`);
-  }
-  const res = TokenizerJsonSchema.safeParse(raw);
-  if (!res.success) {
-    const issue = res.error.issues[0];
+  const res = parseJsonAs(TokenizerJsonSchema, json, what);
+  if (!res.ok) {
     throw new TokenizerError(
-      `${what}: field "${
-        issue.path.join(".")
-      }": ${issue.message}; expected a Hugging Face tokenizer.json`,
+      res.problem === "field"
+        ? `${res.message}; expected a Hugging Face tokenizer.json`
+        : res.message,
     );
   }
   return fromParsed(kind, json, res.data, what);

@@ -17,6 +17,7 @@ import { parse } from "csv-parse/sync";
 import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
 import { exists } from "../base/exists.ts";
+import { fieldIssue } from "../base/json.ts";
 
 // A non-finite value (a diverged loss) is written as null in JSON and reads back as NaN; in
 // log.csv it is written as NaN, Infinity or -Infinity and reads back as that number.
@@ -191,9 +192,8 @@ function parseLog(path: string, text: string): LogRecord[] {
     }
     const r = LogRecordSchema.safeParse(nullsAsNaN(raw));
     if (!r.success) {
-      const is = r.error.issues[0];
       throw new TrainLogError(
-        `${path}:${i + 1}: field "${is.path.join(".")}": ${is.message}; the line is not a ` +
+        `${path}:${i + 1}: ${fieldIssue(r.error)}; the line is not a ` +
           "record of deno task train's log (damaged, or written by another program)",
       );
     }

@@ -80,6 +80,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { fieldIssue } from "../base/json.ts";
 import { splitPath } from "../base/staging.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
@@ -294,11 +295,10 @@ async function initMetaOf(init: string): Promise<InitMeta | null> {
   const parse = (raw: unknown, path: string): InitMeta => {
     const r = LotusMetaSchema.safeParse(raw);
     if (!r.success) {
-      const i = r.error.issues[0];
       throw new TrainConfigError(
         "--init",
-        `${path}: field "${i.path.join(".")}": ${i.message}; not a checkpoint of this ` +
-          `project that --init can start from`,
+        `${path}: ${fieldIssue(r.error)}; not a checkpoint of this project that --init can ` +
+          `start from`,
       );
     }
     return { dir, meta: r.data };
@@ -1783,18 +1783,16 @@ async function readPlan(
   if (!p.success) {
     throw new TrainConfigError(
       "--resume",
-      `${path}: not a run plan (${p.error.issues[0].path.join(".")}: ` +
-        `${p.error.issues[0].message}); fix it, or start the run again with --overwrite ` +
-        `instead of --resume`,
+      `${path}: not a run plan (${fieldIssue(p.error)}); fix it, or start the run again ` +
+        `with --overwrite instead of --resume`,
     );
   }
   // Unknown or invalid settings fail here, naming the field.
   const t = TrainConfigSchema.safeParse({ ...p.data.train });
   if (!t.success) {
-    const i = t.error.issues[0];
     throw new TrainConfigError(
       "--resume",
-      `${path}: field "train.${i.path.join(".")}": ${i.message}; the plan is damaged: fix ` +
+      `${path}: ${fieldIssue(t.error, "train.")}; the plan is damaged: fix ` +
         `that field, or start the run again with --overwrite`,
     );
   }
