@@ -401,7 +401,10 @@ async function main(a: TrainArgs): Promise<number> {
   }
   if (res.interrupted) {
     console.log(
-      `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
+      res.nothingSaved
+        ? `stopped by ${res.interrupted} before the first step: nothing was trained or saved; ` +
+          `rerun the same command`
+        : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
     );
     return res.interrupted === "SIGINT" ? 130 : 143;
   }

@@ -1,8 +1,10 @@
 // Training under faults: a diverging run stops before it updates the weights and never saves a
 // non-finite one; SIGINT and SIGTERM stop `deno task train` within a step, with a resumable
-// checkpoint; a resume that contradicts the saved run or its dataset is refused, naming the
-// flag; a log line cut short by a kill does not block a resume; the library resolves K, c and
-// the learning rate from the dataset and the preset, and says when a run cannot leave stage 0.
+// checkpoint (before a fresh run's first step, with nothing saved and no run left behind to
+// block the same command); a resume that contradicts the saved run or its dataset is refused,
+// naming the flag; a log line cut short by a kill does not block a resume; the library
+// resolves K, c and the learning rate from the dataset and the preset, and says when a run
+// cannot leave stage 0.
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { train } from "../train/trainer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
@@ -16,6 +18,7 @@ import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { buildDataset } from "../pipeline/build.ts";
+import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 
 const base = {
   preset: "tiny" as const,
@@ -635,35 +638,30 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   });
 }
 
-/**
- * `deno task train` on the fixture's two-phase run (a CoT start of 1 epoch, then 4 LOTUS steps)
- * into `out`, in a child process that sends itself `signal` as it logs a line starting `at`:
- * a preload wraps console.error, so the signal comes at that exact point of the run.
- */
-async function trainSignalledAt(
-  at: string,
-  signal: Deno.Signal,
-  data: string,
-  out: string,
-): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }> {
-  const preload = `${await tempDir()}/signal_at.ts`;
-  await Deno.writeTextFile(
-    preload,
-    `const error = console.error;
-console.error = (...a: unknown[]) => {
-  error(...a);
-  if (String(a[0]).startsWith(${JSON.stringify(at)})) Deno.kill(Deno.pid, "${signal}");
-};
-`,
-  );
+/** How a `deno task train` child process ended, and what it printed. */
+interface TrainCommandResult {
+  code: number;
+  signal: Deno.Signal | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The fixture's two-phase run (a CoT start of 1 epoch, then 4 LOTUS steps) into `out`. */
+function twoPhaseFlags(data: string, out: string): string[] {
+  return ["--data", data, "--out", out, "--cot-start-epochs", "1", "--steps", "4", "--batch", "32"];
+}
+
+/** `deno task train --threads 1 FLAGS` in a child process, with `preload` run first if given. */
+async function trainCommand(flags: string[], preload?: string): Promise<TrainCommandResult> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       ...TASK_PERMISSIONS,
-      `--preload=${preload}`,
+      ...(preload ? [`--preload=${preload}`] : []),
       `${ROOT}cli/train.ts`,
-      ...["--data", data, "--out", out, "--threads", "1"],
-      ...["--cot-start-epochs", "1", "--steps", "4", "--batch", "32"],
+      "--threads",
+      "1",
+      ...flags,
     ],
     env: { NO_COLOR: "1" },
     stdout: "piped",
@@ -681,6 +679,31 @@ console.error = (...a: unknown[]) => {
   };
 }
 
+/**
+ * {@linkcode trainCommand} in a child process that sends itself `signal` as it logs a line
+ * starting `at`: a preload wraps console.error, so the signal comes at that exact point of the
+ * run (sent in a microtask: at the run's next await, as a signal from outside would come).
+ */
+async function trainSignalledAt(
+  at: string,
+  signal: Deno.Signal,
+  flags: string[],
+): Promise<TrainCommandResult> {
+  const preload = `${await tempDir()}/signal_at.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith(${JSON.stringify(at)})) {
+    queueMicrotask(() => Deno.kill(Deno.pid, "${signal}"));
+  }
+};
+`,
+  );
+  return await trainCommand(flags, preload);
+}
+
 Deno.test({
   name: "faults: SIGTERM between the CoT start and LOTUS stops with the resume hint, and resumes",
   sanitizeResources: false,
@@ -688,7 +711,11 @@ Deno.test({
     const data = await fixtureData(), out = await tempDir();
     // Sent as the run logs the start of LOTUS: after the CoT start has returned and before
     // LOTUS listens itself; the CoT start's watch, still listening, hands it to LOTUS.
-    const { code, stdout, stderr } = await trainSignalledAt("phase 2 of 2", "SIGTERM", data, out);
+    const { code, stdout, stderr } = await trainSignalledAt(
+      "phase 2 of 2",
+      "SIGTERM",
+      twoPhaseFlags(data, out),
+    );
     assert(stderr.includes("phase 2 of 2"), stderr);
     assertEquals(code, 143, stderr);
     assert(stderr.includes(`SIGTERM at step 0: saving; resume with --resume ${out}`), stderr);
@@ -710,7 +737,7 @@ Deno.test({
     const data = await fixtureData(), out = await tempDir();
     // Sent as the run logs the start of its first phase, before the CoT start's first step:
     // the usual moment to stop a mistyped command.
-    const res = await trainSignalledAt("phase 1 of 2", "SIGINT", data, out);
+    const res = await trainSignalledAt("phase 1 of 2", "SIGINT", twoPhaseFlags(data, out));
     assert(res.stderr.includes("phase 1 of 2"), res.stderr);
     assert(res.code === 130 || res.signal === "SIGINT", `${res.code} ${res.signal}: ${res.stderr}`);
     assert(!res.stderr.includes("failed to compile"), res.stderr);
@@ -726,4 +753,108 @@ Deno.test({
     });
     assert(r.completed && r.cotStart?.completed, "the fresh run trains both phases");
   },
+});
+
+/** The fixture's run of LOTUS alone (no CoT start), 4 steps, into `out`. */
+function oneRunFlags(data: string, out: string): string[] {
+  return ["--data", data, "--out", out, "--recipe", "none", "--steps", "4", "--batch", "32"];
+}
+
+/** The names in `dir`, its run lock left out, sorted. */
+function namesIn(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== ".run.lock").sort();
+}
+
+Deno.test({
+  name: "faults: SIGTERM before a fresh run's first step saves nothing, removes the directories " +
+    "it made, and the same command then trains",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), parent = await tempDir();
+    const out = `${parent}/runs/fresh`;
+    const flags = oneRunFlags(data, out);
+    // Sent as the run logs its `training …` line: set up and listening, no step taken.
+    const res = await trainSignalledAt("training ", "SIGTERM", flags);
+    assertEquals(res.code, 143, res.stderr);
+    assert(
+      res.stdout.includes(
+        "stopped by SIGTERM before the first step: nothing was trained or saved; rerun the " +
+          "same command",
+      ),
+      res.stdout,
+    );
+    assert(res.stderr.includes(`${out}, made by this run, is removed`), res.stderr);
+    assert(!res.stderr.includes("resume with --resume"), res.stderr);
+    assertEquals(namesIn(parent), [], "the directories the run made are gone");
+    const again = await trainCommand(flags);
+    assertEquals(again.code, 0, again.stderr);
+    assert(again.stdout.includes("done: 4 steps"), again.stdout);
+  },
+});
+
+Deno.test({
+  name: "faults: Ctrl-C before the CoT start's first step leaves the directory as it was, and " +
+    "the same command then trains both phases",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = await tempDir();
+    await Deno.writeTextFile(`${out}/notes.txt`, "mine\n");
+    const flags = twoPhaseFlags(data, out);
+    // The CoT start's `training cot …` line: the fresh run's first phase, no step taken.
+    const res = await trainSignalledAt("training cot", "SIGINT", flags);
+    assertEquals(res.code, 130, res.stderr);
+    assert(res.stdout.includes("stopped by SIGINT before the first step"), res.stdout);
+    // The directory was there before: it stays with what it held, and nothing of the run.
+    assertEquals(namesIn(out), ["notes.txt"]);
+    assertEquals(await Deno.readTextFile(`${out}/notes.txt`), "mine\n");
+    const again = await trainCommand(flags);
+    assertEquals(again.code, 0, again.stderr);
+    assert(again.stdout.includes("CoT start:"), again.stdout);
+    assert(again.stdout.includes("done: 4 steps"), again.stdout);
+  },
+});
+
+Deno.test({
+  name: "faults: an --overwrite stopped before its first step puts the old run back; a --resume " +
+    "stopped at once saves and keeps everything",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = await tempDir();
+    await train({ ...base, data, out, train: short, stopAfter: 2 });
+    const files = ["checkpoint/model.safetensors", "log.jsonl", "summary.json"];
+    const read = () => Promise.all(files.map((f) => Deno.readFile(`${out}/${f}`)));
+    const before = await read();
+    const flags = [...oneRunFlags(data, out), "--overwrite"];
+    const res = await trainSignalledAt("training ", "SIGTERM", flags);
+    assertEquals(res.code, 143, res.stderr);
+    assert(res.stdout.includes("stopped by SIGTERM before the first step"), res.stdout);
+    assert(res.stderr.includes("the run --overwrite set aside is back in place"), res.stderr);
+    assertEquals(await read(), before, "the old run is back as it was");
+    assert(!(await exists(`${out}/.replaced`)));
+    // A resume stopped before its first step has a run to keep: it saves and says how to go on.
+    const resumed = await trainSignalledAt("training ", "SIGINT", ["--resume", out]);
+    assertEquals(resumed.code, 130, resumed.stderr);
+    assert(resumed.stderr.includes(`SIGINT at step 2: saving; resume with --resume ${out}`));
+    assert(resumed.stdout.includes("stopped by SIGINT at step 2"), resumed.stdout);
+    assertEquals((await loadCheckpoint(out)).state.step, 2);
+    assertEquals(namesIn(out), ["checkpoint", "log.csv", "log.jsonl", "summary.json"]);
+    // The --overwrite, not stopped, replaces the run.
+    const replaced = await trainCommand(flags);
+    assertEquals(replaced.code, 0, replaced.stderr);
+    assertEquals((await loadCheckpoint(out)).meta.train.batch, 32);
+  },
+});
+
+Deno.test("faults: a stopped run removes only the directories it made, and only while empty", async () => {
+  const root = await tempDir();
+  assertEquals(await makeRunDir(root), [], "there already");
+  const made = await makeRunDir(`${root}/a/b/c/`);
+  assertEquals(made, [`${root}/a`, `${root}/a/b`, `${root}/a/b/c`]);
+  assert(await removeMadeDirs(made));
+  assertEquals(namesIn(root), []);
+  // Something put in one of them since (another run's files, say) keeps it and its parents.
+  const again = await makeRunDir(`${root}/a/b/c`);
+  await Deno.writeTextFile(`${root}/a/b/theirs.txt`, "");
+  assertEquals(await removeMadeDirs(again), false);
+  assertEquals(namesIn(`${root}/a/b`), ["theirs.txt"]);
 });

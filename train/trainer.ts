@@ -88,6 +88,7 @@ import type { VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
+import { makeRunDir, removeMadeDirs } from "./run_dir.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -194,7 +195,7 @@ export interface TrainResult {
   valLoss?: number;
   /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
   valAccuracy?: number;
-  /** The checkpoint directory written, `<out>/checkpoint`. */
+  /** The checkpoint directory written, `<out>/checkpoint` (not written with `nothingSaved`). */
   checkpoint: string;
   /** Parameters of the backbone (what inference and export use; an aux decoder excluded). */
   params: number;
@@ -202,8 +203,19 @@ export interface TrainResult {
   tokensPerSec: number;
   /** Training wall time in seconds, over the whole run (the part before a resume included). */
   seconds: number;
-  /** The signal that stopped the run early (it was saved and can be resumed); null otherwise. */
+  /**
+   * The signal that stopped the run early (it was saved and can be resumed, unless
+   * `nothingSaved`); null otherwise.
+   */
   interrupted: Deno.Signal | null;
+  /**
+   * True when the signal stopped a fresh run (not a resume) before its first step: nothing was
+   * trained or saved, and what the run had written into `out` is gone (the directories it made
+   * for it too; in a directory that was there, its lock file stays; the run an `overwrite` set
+   * aside is back in place), so that the same call starts it again. A stop that comes later, or
+   * in LOTUS after its CoT start, saves as usual.
+   */
+  nothingSaved?: boolean;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
   skippedSteps: number;
   /**
@@ -701,6 +713,12 @@ interface RunContext {
    * to close (the CoT start's, handed to LOTUS as its `stop`).
    */
   keepListening?: { watch?: StopWatch };
+  /**
+   * A fresh run (its whole call's first phase) that a stop signal ends before its first step
+   * has nothing to keep: it saves nothing and returns with `nothingSaved`, and the caller clears
+   * what it wrote. Not given (a resume, LOTUS after its CoT start), such a stop saves.
+   */
+  dropUntrained?: boolean;
 }
 
 /**
@@ -1031,7 +1049,8 @@ async function trainRun(
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
     // From this line on a stop signal ends the run at a step's end, saved (before it, the
-    // process ends at once).
+    // process ends at once; before the first step of a fresh run, nothing is saved: see
+    // RunContext.dropUntrained).
     ownStop = watchStopSignals();
     if (ctx.keepListening) ctx.keepListening.watch = ownStop;
     // A signal sent before now reaches its listener on a turn of the event loop (two, to be
@@ -1191,6 +1210,24 @@ async function trainRun(
     interrupted ??= stopSeen();
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
     if (dp && !stopAll) interrupted = null;
+    // A fresh run stopped before its first step trained nothing: it saves nothing (not even a
+    // summary), and the caller clears what it wrote. Data-parallel ranks agree on a stop only
+    // after a step, so they all save below.
+    if (ctx.dropUntrained && !resumed && interrupted && runSteps === 0 && !failure) {
+      return {
+        steps: state.step,
+        finalLoss: NaN,
+        checkpoint: ckptDir,
+        params: layout.mainTotal,
+        tokensPerSec: 0,
+        seconds: state.seconds,
+        interrupted,
+        skippedSteps: 0,
+        completed: false,
+        nothingSaved: true,
+        ...(dp ? { world: { rank: dp.rank, size: dp.size } } : {}),
+      };
+    }
     if (state.step >= total && !interrupted && !failure) {
       const stage = stageOf(cfg, state.epoch, Math.max(0, state.step - 1));
       lastEval = runEval(stage);
@@ -1262,7 +1299,8 @@ async function trainRun(
  * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
  * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
  * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
- * run exactly.
+ * run exactly. A fresh run stopped before its first step saves nothing and leaves nothing of
+ * itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it again.
  *
  * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
  * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
@@ -1684,6 +1722,8 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `copy it elsewhere or train into another --out`,
     );
   }
+  // The directories made here go again if the run is stopped before its first step.
+  const made = root ? await makeRunDir(opts.out) : [];
   const lock = root ? await lockRunDir(opts.out, note) : null;
   try {
     await settleReplaced(opts.out, note, world);
@@ -1692,16 +1732,53 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
     try {
       res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
         ? await trainWithCotStart(run, false, world, initMeta)
-        : await trainRun(run, world, { initMeta });
+        : await trainRun(run, world, { initMeta, dropUntrained: true });
     } catch (e) {
       // The replaced run stays replaced once the new one has saved weights of its own.
       if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
       throw e;
     }
-    await aside?.discard();
+    if (res.nothingSaved) {
+      if (root) await dropUntrainedRun(opts.out, aside, made, res.interrupted, note);
+    } else await aside?.discard();
     return res;
   } finally {
     lock?.close();
+  }
+}
+
+/**
+ * Clear what a fresh run stopped before its first step wrote into `out` (its logs, a plan, a
+ * CoT start), so that the same command runs again: the run `--overwrite` set aside comes back
+ * (`aside`); otherwise the run's entries go, and with them the directories {@linkcode makeRunDir}
+ * made for it (`made`) and its lock file there. Nothing that `out` held before is touched
+ * ({@linkcode claimRunDir} left no run entries in it). Stop signals are held off meanwhile, so
+ * that a second Ctrl-C does not cut it short. Says what it did in `note`.
+ */
+async function dropUntrainedRun(
+  out: string,
+  aside: SetAside | null,
+  made: readonly string[],
+  signal: Deno.Signal | null,
+  note: (s: string) => void,
+): Promise<void> {
+  const held = watchStopSignals();
+  try {
+    let what: string;
+    if (aside) {
+      await aside.restore();
+      what = `the run --overwrite set aside is back in place in ${out}`;
+    } else {
+      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
+      // Removed while still held: a process that opens it from now on makes a lock of its own.
+      if (made.length > 0) await Deno.remove(`${out}/${RUN_LOCK}`).catch(rethrowIfDenied);
+      what = made.length > 0 && (await removeMadeDirs(made))
+        ? `${out}, made by this run, is removed`
+        : `what the run wrote in ${out} is removed`;
+    }
+    note(`${signal} before the first step: nothing was trained or saved; ${what}`);
+  } finally {
+    held.close();
   }
 }
 
@@ -1875,7 +1952,8 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
  * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
  * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
- * any run: a fresh run in the same directory then starts over.
+ * any run; one before the first step of a fresh run's CoT start saves nothing either (the caller
+ * clears the run): a fresh run in the same directory then starts over.
  */
 async function trainWithCotStart(
   opts: TrainOptions,
@@ -1962,7 +2040,9 @@ async function cotStartThenLotus(
           : cotTrain,
       },
       world,
-      { resumeAs: opts.out, initMeta, keepListening: cotListening },
+      // A fresh run's CoT start stopped before its first step saves nothing (the caller
+      // clears the run); a resumed one saves, as LOTUS after it does.
+      { resumeAs: opts.out, initMeta, keepListening: cotListening, dropUntrained: !resuming },
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
