@@ -28,3 +28,14 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/** Whether `path` is a directory: false when it is missing or a file; a missing permission is
+ * thrown. */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return false;
+  }
+}

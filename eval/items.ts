@@ -39,7 +39,7 @@ import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
 import type { SourceRef } from "../pipeline/types.ts";
-import { rethrowIfDenied } from "../base/exists.ts";
+import { isDirectory } from "../base/exists.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -303,15 +303,6 @@ async function firstChar(path: string): Promise<string> {
     if (t !== "") return t[0];
   }
   return "";
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return false;
-  }
 }
 
 /**

@@ -490,6 +490,35 @@ Deno.test("faults: the run an --overwrite killed before saving set aside comes b
   assert(!(await exists(`${out}/.replaced`)));
 });
 
+Deno.test("faults: a run an --overwrite was killed while moving comes back whole", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const done = await train({ ...base, data, out, train: short });
+  const model = await Deno.readFile(`${out}/checkpoint/model.safetensors`);
+  const csv = await Deno.readTextFile(`${out}/log.csv`);
+  // Killed while setting it aside (.replacing), then while putting it back (.restoring): each
+  // time part of the old run is in the half-moved directory, the rest in the run's.
+  for (const half of [".replacing", ".restoring"]) {
+    await Deno.mkdir(`${out}/${half}`);
+    for (const e of ["checkpoint", "summary.json"]) {
+      await Deno.rename(`${out}/${e}`, `${out}/${half}/${e}`);
+    }
+    const r = await train({ ...base, out, resume: out });
+    assertEquals([r.steps, r.finalLoss], [6, done.finalLoss], half);
+    assertEquals(await Deno.readFile(`${out}/checkpoint/model.safetensors`), model);
+    assertEquals(await Deno.readTextFile(`${out}/log.csv`), csv);
+    assert(!(await exists(`${out}/${half}`)), half);
+  }
+  // Both copies of an entry: neither is dropped, and the error says what to do.
+  await Deno.mkdir(`${out}/.replacing`);
+  await Deno.copyFile(`${out}/log.csv`, `${out}/.replacing/log.csv`);
+  const e = await assertRejects(() => train({ ...base, out, resume: out }), TrainConfigError);
+  assert(
+    e.message.includes(`${out}/.replacing/log.csv and ${out}/log.csv are both there`),
+    e.message,
+  );
+  assertEquals(await Deno.readTextFile(`${out}/.replacing/log.csv`), csv);
+});
+
 Deno.test("defaults: K and c come from the dataset, the learning rate from the preset", async () => {
   const data = await fixtureData(), out = await tempDir();
   await train({ ...base, data, out, train: { steps: 2, batch: 8, evalExamples: 2 } });

@@ -1,13 +1,18 @@
 /**
- * The directories a fresh run makes for its `--out`, and their removal when it is stopped
- * before it trained anything: only the ones it made, and each only while it is empty, so that
- * nothing that was there before (or that another process put there since) is removed.
+ * A run directory's life around a fresh run: what it holds (the run's entries, whether a run
+ * saved weights there, whether it completed), its lock, the run an `--overwrite` sets aside
+ * until the new one has saved (and puts back when it saves nothing), what a process killed
+ * part way through that left (settled at the next start), and the directories a fresh run
+ * makes for its `--out`, removed again when it is stopped before it trained anything: only
+ * the ones it made, and each only while it is empty.
  *
  * @module
  */
 
-import { rethrowIfDenied } from "../base/exists.ts";
+import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { splitPath } from "../base/staging.ts";
+import type { World } from "./data_parallel.ts";
+import { TrainConfigError } from "./options.ts";
 
 /**
  * Whether `path` is there (a directory or a file). One this process may not read counts as
@@ -66,4 +71,239 @@ export async function removeMadeDirs(made: readonly string[]): Promise<boolean> 
     }
   }
   return true;
+}
+
+/** What a run directory holds that a fresh run would replace: its files and folders found. */
+export const RUN_ENTRIES = [
+  "checkpoint",
+  "best",
+  "cot-start",
+  "plan.json",
+  "log.jsonl",
+  "log.csv",
+  "summary.json",
+] as const;
+
+/** What only a run that saved weights leaves: what a fresh run would lose by replacing it. */
+const SAVED_ENTRIES = [
+  "checkpoint/config.json",
+  "cot-start/checkpoint/config.json",
+  "best",
+  "summary.json",
+] as const;
+
+/** Whether `dir` holds a run that saved weights (what a fresh run would lose). */
+export async function holdsSavedRun(dir: string): Promise<boolean> {
+  for (const e of SAVED_ENTRIES) if (await exists(`${dir}/${e}`)) return true;
+  return false;
+}
+
+/** The run entries found in `dir`. */
+export async function runEntries(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const e of RUN_ENTRIES) if (await exists(`${dir}/${e}`)) found.push(e);
+  return found;
+}
+
+/**
+ * Where `--overwrite` keeps the replaced run until the new one has saved. Its entries are
+ * moved there inside `.replacing`, which is renamed `.replaced` once all are in, and moved
+ * back from `.restoring`, the name `.replaced` takes first: each move is one rename, so that a
+ * process killed part way leaves a directory whose name says what it holds.
+ */
+const REPLACED_DIR = ".replaced";
+/** The replaced run's entries while they are being set aside (the rest still in the run). */
+const REPLACING_DIR = ".replacing";
+/** The replaced run's entries while they are being put back (the rest already in the run). */
+const RESTORING_DIR = ".restoring";
+
+/** Moves every entry of `from` into `dir`, then removes `from`. */
+async function moveBack(from: string, dir: string): Promise<void> {
+  for await (const e of Deno.readDir(from)) {
+    if (await exists(`${dir}/${e.name}`)) {
+      throw new TrainConfigError(
+        "--out",
+        `${from}/${e.name} and ${dir}/${e.name} are both there: an interrupted --overwrite ` +
+          `left both runs' copies; keep one (move the other elsewhere), then train again`,
+      );
+    }
+    await Deno.rename(`${from}/${e.name}`, `${dir}/${e.name}`);
+  }
+  await Deno.remove(from, { recursive: true });
+}
+
+/**
+ * Settle what an `--overwrite` killed part way left in `dir`. A run half set aside
+ * (`.replacing`) or half put back (`.restoring`) is put back whole. A run set aside
+ * (`.replaced`): when the new run saved something, the old one goes, as it would have; when
+ * not, the new run's leftovers go and the old run is put back. Each put-back is said in `log`.
+ */
+export async function settleReplaced(
+  dir: string,
+  log: (s: string) => void,
+  world: World | null,
+): Promise<void> {
+  const found: string[] = [];
+  for (const d of [REPLACING_DIR, RESTORING_DIR, REPLACED_DIR]) {
+    if (await isDirectory(`${dir}/${d}`)) found.push(d);
+  }
+  if (found.length === 0) return;
+  // Every rank sees it (nothing moves it under mpirun), and every rank stops alike.
+  if (world !== null && world.size > 1) {
+    throw new TrainConfigError(
+      "--out",
+      `${dir}/${found[0]} holds a run an interrupted --overwrite set aside: train into ` +
+        `${dir} once without mpirun (a --resume) to settle it, then start the data-parallel ` +
+        `run again`,
+    );
+  }
+  const back = `note: ${dir}: the run an --overwrite had set aside is back in place`;
+  // Renamed from one another, so at most one is there; a half move holds the old run's
+  // entries only, split between it and the run directory.
+  for (const half of [REPLACING_DIR, RESTORING_DIR]) {
+    if (!found.includes(half)) continue;
+    await moveBack(`${dir}/${half}`, dir);
+    log(`${back} (an --overwrite was stopped while it moved the run)`);
+    return;
+  }
+  const aside = `${dir}/${REPLACED_DIR}`;
+  if (await holdsSavedRun(dir)) {
+    await Deno.remove(aside, { recursive: true });
+    return;
+  }
+  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
+  await moveBack(aside, dir);
+  log(`${back} (an --overwrite stopped before its run saved anything)`);
+}
+
+/** A replaced run set aside by {@linkcode claimRunDir}: dropped or put back at the end. */
+export interface SetAside {
+  /** The new run saved: the old one goes. */
+  discard(): Promise<void>;
+  /** The new run failed before saving anything: its leftovers go, the old run comes back. */
+  restore(): Promise<void>;
+}
+
+/**
+ * A fresh run into `out`: refused when `out` holds a run that saved weights and `overwrite`
+ * is not given. With `overwrite`, that run is set aside in `out/.replaced` and only removed
+ * once the new run has saved something: a new run that fails first (a wrong --data, say)
+ * puts it back. Leftovers of an earlier run that saved nothing (a plan, a log) are removed, so
+ * that nothing of it is taken for the new run's.
+ */
+export async function claimRunDir(
+  out: string,
+  overwrite: boolean | undefined,
+): Promise<SetAside | null> {
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = await Deno.stat(out);
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
+  if (info === null) return null;
+  if (!info.isDirectory) {
+    throw new TrainConfigError("--out", `--out ${out} is a file; give a run directory`);
+  }
+  const found = await runEntries(out);
+  const saved = await holdsSavedRun(out);
+  if (saved && !overwrite) {
+    const state = await completedRun(out)
+      ? "a complete run"
+      : (await completedRun(`${out}/cot-start`))
+      ? "a run whose CoT start is complete"
+      : "a run";
+    throw new TrainConfigError(
+      "--out",
+      `${out} already holds ${state} (${found.join(", ")}): --resume ${out} continues it, ` +
+        `--overwrite replaces it, or give another --out`,
+    );
+  }
+  if (!saved) {
+    for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
+    return null;
+  }
+  // settleReplaced has run: none of the three is there.
+  const aside = `${out}/${REPLACED_DIR}`, replacing = `${out}/${REPLACING_DIR}`;
+  await Deno.mkdir(replacing);
+  for (const e of found) await Deno.rename(`${out}/${e}`, `${replacing}/${e}`);
+  await Deno.rename(replacing, aside);
+  return {
+    discard: () => Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied),
+    async restore() {
+      // The new run's leftovers first: while .replaced is there, the next start does the same.
+      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
+      const restoring = `${out}/${RESTORING_DIR}`;
+      await Deno.rename(aside, restoring);
+      await moveBack(restoring, out);
+    },
+  };
+}
+
+/** The file a training process holds locked while it writes its run directory. */
+export const RUN_LOCK = ".run.lock";
+
+/**
+ * Lock run directory `dir` (made when missing) for this process, so that a second training
+ * into it (a resume started while the run goes on, say) is refused instead of interleaving
+ * its writes. The operating system drops the lock when the process ends, however it ends.
+ * Null when `dir` is a file (refused by the caller, naming --out), or missing and not to be
+ * made (`create` false: a resume).
+ */
+export async function lockRunDir(
+  dir: string,
+  note: (s: string) => void,
+  create = true,
+): Promise<Deno.FsFile | null> {
+  try {
+    if (!(await Deno.stat(dir)).isDirectory) return null;
+  } catch (e) {
+    rethrowIfDenied(e);
+    if (!create) return null; // a resume of nothing: loading its checkpoint says so
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  const path = `${dir}/${RUN_LOCK}`;
+  const f = await Deno.open(path, { read: true, write: true, create: true });
+  let locked: boolean;
+  try {
+    locked = f.tryLockSync(true);
+  } catch (e) {
+    // A file system without locks (some network or FUSE mounts): train unguarded, and say so.
+    f.close();
+    rethrowIfDenied(e);
+    note(
+      `note: ${path} cannot be locked here (${(e as Error).message}); nothing stops a second ` +
+        `training into ${dir} while this one runs`,
+    );
+    return null;
+  }
+  if (!locked) {
+    f.close();
+    throw new TrainConfigError(
+      "--out",
+      `${dir}: another training process is writing this run (${path} is locked); wait for ` +
+        `it to finish or stop it, or train into another --out`,
+    );
+  }
+  return f;
+}
+
+/** The summary.json of the run in `dir`, parsed; null when it is missing or unreadable. */
+export async function readSummary(dir: string): Promise<Record<string, unknown> | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+  } catch (e) {
+    rethrowIfDenied(e);
+    return null;
+  }
+}
+
+/** Whether the run in `dir` reached its last step (its summary says so). */
+export async function completedRun(dir: string): Promise<boolean> {
+  const s = await readSummary(dir);
+  if (s === null) return false;
+  // Summaries written before the "completed" field: all steps taken.
+  return typeof s.completed === "boolean"
+    ? s.completed
+    : typeof s.steps === "number" && s.steps >= (s.total as number);
 }

@@ -82,13 +82,26 @@ import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipelin
 import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
 import { splitPath } from "../base/staging.ts";
-import { exists, rethrowIfDenied } from "../base/exists.ts";
+import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
-import { makeRunDir, removeMadeDirs } from "./run_dir.ts";
+import {
+  claimRunDir,
+  completedRun,
+  holdsSavedRun,
+  lockRunDir,
+  makeRunDir,
+  readSummary,
+  removeMadeDirs,
+  RUN_ENTRIES,
+  RUN_LOCK,
+  runEntries,
+  type SetAside,
+  settleReplaced,
+} from "./run_dir.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -411,16 +424,6 @@ function initPreset(
 function llamaPresetOf(json: unknown): PresetName {
   const hidden = Number((json as Record<string, unknown>).hidden_size);
   return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
-}
-
-/** Whether a path is a directory (false when it is missing). */
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return false;
-  }
 }
 
 /** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
@@ -753,7 +756,7 @@ async function trainRun(
   // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
   // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
   // given.
-  const llamaDir = !resumed && !initMeta && opts.init && (await isDir(opts.init))
+  const llamaDir = !resumed && !initMeta && opts.init && (await isDirectory(opts.init))
     ? opts.init
     : null;
   const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
@@ -1426,136 +1429,6 @@ function within(path: string, dir: string): boolean {
   return p === d || p.startsWith(`${d}/`);
 }
 
-/** What a run directory holds that a fresh run would replace: its files and folders found. */
-const RUN_ENTRIES = [
-  "checkpoint",
-  "best",
-  "cot-start",
-  "plan.json",
-  "log.jsonl",
-  "log.csv",
-  "summary.json",
-] as const;
-
-/** What only a run that saved weights leaves: what a fresh run would lose by replacing it. */
-const SAVED_ENTRIES = [
-  "checkpoint/config.json",
-  "cot-start/checkpoint/config.json",
-  "best",
-  "summary.json",
-] as const;
-
-/** Where `--overwrite` keeps the replaced run until the new one has saved. */
-const REPLACED_DIR = ".replaced";
-
-/** Whether `dir` holds a run that saved weights (what a fresh run would lose). */
-async function holdsSavedRun(dir: string): Promise<boolean> {
-  for (const e of SAVED_ENTRIES) if (await exists(`${dir}/${e}`)) return true;
-  return false;
-}
-
-/** The run entries found in `dir`. */
-async function runEntries(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const e of RUN_ENTRIES) if (await exists(`${dir}/${e}`)) found.push(e);
-  return found;
-}
-
-/**
- * Settle what an `--overwrite` killed part way left in `dir`: the run it set aside in
- * `.replaced`. When the new run saved something, the old one goes, as it would have; when
- * not, the new run's leftovers go and the old run is put back (and said so in `log`).
- */
-async function settleReplaced(
-  dir: string,
-  log: (s: string) => void,
-  world: World | null,
-): Promise<void> {
-  const aside = `${dir}/${REPLACED_DIR}`;
-  if (!(await isDir(aside))) return;
-  // Every rank sees it (nothing moves it under mpirun), and every rank stops alike.
-  if (world !== null && world.size > 1) {
-    throw new TrainConfigError(
-      "--out",
-      `${aside} holds a run an interrupted --overwrite set aside: train into ${dir} once ` +
-        `without mpirun (a --resume) to settle it, then start the data-parallel run again`,
-    );
-  }
-  if (await holdsSavedRun(dir)) {
-    await Deno.remove(aside, { recursive: true });
-    return;
-  }
-  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
-  for await (const e of Deno.readDir(aside)) {
-    await Deno.rename(`${aside}/${e.name}`, `${dir}/${e.name}`);
-  }
-  await Deno.remove(aside, { recursive: true });
-  log(
-    `note: ${dir}: an --overwrite stopped before its run saved anything; the run it had set ` +
-      `aside is back in place`,
-  );
-}
-
-/** A replaced run set aside by {@linkcode claimRunDir}: dropped or put back at the end. */
-interface SetAside {
-  /** The new run saved: the old one goes. */
-  discard(): Promise<void>;
-  /** The new run failed before saving anything: its leftovers go, the old run comes back. */
-  restore(): Promise<void>;
-}
-
-/**
- * A fresh run into `out`: refused when `out` holds a run that saved weights and `overwrite`
- * is not given. With `overwrite`, that run is set aside in `out/.replaced` and only removed
- * once the new run has saved something: a new run that fails first (a wrong --data, say)
- * puts it back. Leftovers of an earlier run that saved nothing (a plan, a log) are removed, so
- * that nothing of it is taken for the new run's.
- */
-async function claimRunDir(out: string, overwrite: boolean | undefined): Promise<SetAside | null> {
-  let info: Deno.FileInfo | null = null;
-  try {
-    info = await Deno.stat(out);
-  } catch (e) {
-    rethrowIfDenied(e);
-  }
-  if (info === null) return null;
-  if (!info.isDirectory) {
-    throw new TrainConfigError("--out", `--out ${out} is a file; give a run directory`);
-  }
-  const found = await runEntries(out);
-  const saved = await holdsSavedRun(out);
-  if (saved && !overwrite) {
-    const state = await completedRun(out)
-      ? "a complete run"
-      : (await completedRun(`${out}/cot-start`))
-      ? "a run whose CoT start is complete"
-      : "a run";
-    throw new TrainConfigError(
-      "--out",
-      `${out} already holds ${state} (${found.join(", ")}): --resume ${out} continues it, ` +
-        `--overwrite replaces it, or give another --out`,
-    );
-  }
-  if (!saved) {
-    for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
-    return null;
-  }
-  // A .replaced left by a process killed mid-run held the run before this one's: the
-  // directory's own run replaces it now.
-  const aside = `${out}/${REPLACED_DIR}`;
-  await Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied);
-  await Deno.mkdir(aside);
-  for (const e of found) await Deno.rename(`${out}/${e}`, `${aside}/${e}`);
-  return {
-    discard: () => Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied),
-    async restore() {
-      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
-      for (const e of found) await Deno.rename(`${aside}/${e}`, `${out}/${e}`);
-      await Deno.remove(aside, { recursive: true });
-    },
-  };
-}
-
 /**
  * What a resume of a two-phase run's plan takes from the command: the settings a resume may
  * change (its length, evaluation, saving), over the plan's. Any other setting, or a --data,
@@ -1684,7 +1557,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   // A checkpoint or export of this project is a trained model: its preset and shape are kept,
   // and the CoT start is skipped.
   const initMeta = opts.init !== undefined ? await initMetaOf(opts.init) : null;
-  const hfLlama = !initMeta && opts.init !== undefined && await isDir(opts.init)
+  const hfLlama = !initMeta && opts.init !== undefined && await isDirectory(opts.init)
     ? await llamaInitConfig(opts.init)
     : null;
   const preset = initPreset(
@@ -1782,54 +1655,6 @@ async function dropUntrainedRun(
   }
 }
 
-/** The file a training process holds locked while it writes its run directory. */
-const RUN_LOCK = ".run.lock";
-
-/**
- * Lock run directory `dir` (made when missing) for this process, so that a second training
- * into it (a resume started while the run goes on, say) is refused instead of interleaving
- * its writes. The operating system drops the lock when the process ends, however it ends.
- * Null when `dir` is a file (refused by the caller, naming --out), or missing and not to be
- * made (`create` false: a resume).
- */
-async function lockRunDir(
-  dir: string,
-  note: (s: string) => void,
-  create = true,
-): Promise<Deno.FsFile | null> {
-  try {
-    if (!(await Deno.stat(dir)).isDirectory) return null;
-  } catch (e) {
-    rethrowIfDenied(e);
-    if (!create) return null; // a resume of nothing: loading its checkpoint says so
-    await Deno.mkdir(dir, { recursive: true });
-  }
-  const path = `${dir}/${RUN_LOCK}`;
-  const f = await Deno.open(path, { read: true, write: true, create: true });
-  let locked: boolean;
-  try {
-    locked = f.tryLockSync(true);
-  } catch (e) {
-    // A file system without locks (some network or FUSE mounts): train unguarded, and say so.
-    f.close();
-    rethrowIfDenied(e);
-    note(
-      `note: ${path} cannot be locked here (${(e as Error).message}); nothing stops a second ` +
-        `training into ${dir} while this one runs`,
-    );
-    return null;
-  }
-  if (!locked) {
-    f.close();
-    throw new TrainConfigError(
-      "--out",
-      `${dir}: another training process is writing this run (${path} is locked); wait for ` +
-        `it to finish or stop it, or train into another --out`,
-    );
-  }
-  return f;
-}
-
 /** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
 const PLAN_FILE = "plan.json";
 
@@ -1898,26 +1723,6 @@ async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
     rethrowIfDenied(e);
     return false;
   }
-}
-
-/** The summary.json of the run in `dir`, parsed; null when it is missing or unreadable. */
-async function readSummary(dir: string): Promise<Record<string, unknown> | null> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
-  } catch (e) {
-    rethrowIfDenied(e);
-    return null;
-  }
-}
-
-/** Whether the run in `dir` reached its last step (its summary says so). */
-async function completedRun(dir: string): Promise<boolean> {
-  const s = await readSummary(dir);
-  if (s === null) return false;
-  // Summaries written before the "completed" field: all steps taken.
-  return typeof s.completed === "boolean"
-    ? s.completed
-    : typeof s.steps === "number" && s.steps >= (s.total as number);
 }
 
 /**
