@@ -359,13 +359,44 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
   return null;
 }
 
+/** Whether this process can create a file in `dir` (false in a read-only directory). */
+async function canWriteIn(dir: string): Promise<boolean> {
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".lotus-write-check-" }));
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e; // --allow-write missing: say so
+    return false;
+  }
+}
+
+/** Exports made for one process (a read-only checkpoint's), removed when it ends. */
+const temporaryExports = new Set<string>();
+globalThis.addEventListener("unload", () => {
+  for (const d of temporaryExports) {
+    try {
+      Deno.removeSync(d, { recursive: true });
+    } catch { /* gone already */ }
+  }
+});
+
+/** Removes `dir` now when it is a temporary export of {@linkcode onnxExportFor}'s. */
+async function dropTemporaryExport(dir: string): Promise<void> {
+  const top = dir.replace(/\/export$/, "");
+  if (!temporaryExports.delete(top)) return;
+  await Deno.remove(top, { recursive: true }).catch(() => {});
+}
+
 /**
  * The export directory for `path`: `path` itself when it is an export with ONNX graphs,
  * whose weights are checked first (they lie in their file and are finite); otherwise `path`
  * is a checkpoint (or a run directory), exported on first use to `<checkpoint>/onnx-cache/`
  * and exported again, with a one-line note to `log`, whenever the checkpoint's weights,
  * config or train state change or a file of the cache is not the one its export wrote (the
- * size and piecewise sha256 of every file is recorded in its checksums.json).
+ * size and piecewise sha256 of every file is recorded in its checksums.json). A checkpoint
+ * in a directory this process cannot write to, with no valid cache, is exported to a
+ * temporary directory instead, removed when the process ends (or the session that opened it
+ * closes), and `log` says how to keep an export.
  */
 export async function onnxExportFor(
   path: string,
@@ -397,11 +428,23 @@ export async function onnxExportFor(
     );
   }
   const cache = `${ck}/${ONNX_CACHE_DIR}`;
-  if (await isExport(cache)) {
-    const why = await staleCache(ck, cache);
-    if (why === null) return cache;
-    log(`onnx: ${why}: exporting ${ck} to ${cache} again`);
-  } else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
+  const valid = await isExport(cache);
+  const why = valid ? await staleCache(ck, cache) : null;
+  if (valid && why === null) return cache;
+  if (!(await canWriteIn(ck))) {
+    const tmp = await Deno.makeTempDir({ prefix: "lotus-onnx-" });
+    temporaryExports.add(tmp);
+    log(
+      `onnx: ${ck} cannot be written to, and ` +
+        `${valid ? `its ONNX cache is out of date (${why})` : "holds no ONNX cache"}: ` +
+        `exporting it to ${tmp} for this process only; deno task export --checkpoint ${ck} ` +
+        `--format onnx --out DIR makes an export to pass instead`,
+    );
+    await exportCheckpoint(ck, `${tmp}/export`, { format: "onnx" });
+    return `${tmp}/export`;
+  }
+  if (valid) log(`onnx: ${why}: exporting ${ck} to ${cache} again`);
+  else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
   const r = await exportCheckpoint(ck, cache, { format: "onnx" });
   // Last: a process killed before this leaves a cache without a record, exported again on
   // its next use.
@@ -626,6 +669,7 @@ export async function openOnnxInference(
       if (closed) return;
       closed = true;
       await net.close();
+      await dropTemporaryExport(dir);
     },
   };
 }

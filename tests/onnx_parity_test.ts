@@ -12,6 +12,7 @@
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
+import { ROOT } from "./_run.ts";
 import { cpuEngine } from "./_tiny.ts";
 import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { checkpointFingerprint, exportCheckpoint } from "../export/export.ts";
@@ -523,4 +524,63 @@ Deno.test("each backend refuses the wrong kind of directory with a clear error",
   assert((e2 as Error).message.includes("is an export directory"), String(e2));
   const e3 = await assertRejects(() => openInference(`${d}/nothing`, { backend: "onnx" }));
   assert((e3 as Error).message.includes("config.json"), String(e3));
+});
+
+Deno.test("--backend onnx on a checkpoint it cannot write to exports to a temporary directory, removed at exit", async () => {
+  // Root writes through a directory's missing write bits: run the CLI as nobody then.
+  const root = Deno.uid() === 0;
+  if (root && !(await exists("/usr/bin/setpriv"))) {
+    console.log("skipped: running as root without /usr/bin/setpriv, no read-only directory");
+    return;
+  }
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 3 });
+  const q = FIXTURE_QUESTIONS[0];
+  const answer = async (backend: string, asNobody: boolean) => {
+    const args = ["run", "-A", "cli/infer.ts", "--checkpoint", `${d}/ck`, "--backend", backend];
+    const cmd = asNobody
+      ? [
+        "/usr/bin/setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        Deno.execPath(),
+        ...args,
+      ]
+      : [Deno.execPath(), ...args];
+    const r = await new Deno.Command(cmd[0], {
+      args: [...cmd.slice(1), "--max-new-tokens", "6", q],
+      cwd: ROOT,
+      // nobody's own Deno cache: it cannot write to the caller's.
+      env: asNobody ? { DENO_DIR: `${d}/deno-dir`, HOME: d, NO_COLOR: "1" } : { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+  };
+  const want = await answer("cpu", false);
+  assertEquals(want.code, 0, want.stderr);
+  if (root) {
+    await Deno.mkdir(`${d}/deno-dir`);
+    await Deno.chmod(`${d}/deno-dir`, 0o777);
+    await Deno.chmod(d, 0o755);
+  }
+  for await (const e of Deno.readDir(`${d}/ck`)) await Deno.chmod(`${d}/ck/${e.name}`, 0o444);
+  await Deno.chmod(`${d}/ck`, 0o555);
+  try {
+    const got = await answer("onnx", root);
+    assertEquals(got.code, 0, got.stderr);
+    const note = got.stderr.split("\n").find((l) => l.includes("cannot be written to")) ?? "";
+    assert(note.includes("holds no ONNX cache") && note.includes("deno task export"), got.stderr);
+    const tmp = note.match(/exporting it to (\S+) for this process only/)?.[1] ?? "";
+    assert(tmp !== "" && !(await exists(tmp)), `${tmp}: not removed at exit`);
+    assert(!(await exists(`${d}/ck/${ONNX_CACHE_DIR}`)));
+    // The same answer as the CPU engine's (the CLI's answer lines, timings left out).
+    const answers = (s: string) => s.split("\n").filter((l) => /^(answer|text):/.test(l.trim()));
+    assertEquals(answers(want.stdout).length, 2, want.stdout);
+    assertEquals(answers(got.stdout), answers(want.stdout));
+  } finally {
+    await Deno.chmod(`${d}/ck`, 0o755);
+  }
 });
