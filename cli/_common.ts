@@ -511,6 +511,20 @@ export function permissionMessage(e: unknown, command: string): string | undefin
 }
 
 /**
+ * `e`'s message, with what to do added when the operating system refused access to a path
+ * (`PermissionDenied`, or a read-only file system), whose bare message names the path and
+ * the call only.
+ */
+export function osAccessMessage(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof Deno.errors.PermissionDenied || /\(os error 30\)/.test(message)) {
+    return `${message}: the operating system refused it to this user; change the path's ` +
+      `permissions or owner, or give one this user can write to (such as another --out)`;
+  }
+  return message;
+}
+
+/**
  * Run a command: parse `argv`, print the help for `-h`/`--help` (exit 0), else call `run`
  * with the values and exit with its code (0 when it returns nothing). Any error is printed as
  * one line, `error: ...` (the full stack, with causes, only with LOTUS_DEBUG=1), and exits 2
@@ -534,8 +548,7 @@ export async function cliMain<F extends FlagTable, P extends Positionals | undef
       debug = !!Deno.env.get("LOTUS_DEBUG");
     } catch { /* no --allow-env: no debug output */ }
     if (debug) console.error(e);
-    const message = permissionMessage(e, command.name) ??
-      (e instanceof Error ? e.message : String(e));
+    const message = permissionMessage(e, command.name) ?? osAccessMessage(e);
     console.error(`error: ${message}`);
     code = e instanceof CliError ? 2 : 1;
   }

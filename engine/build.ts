@@ -180,9 +180,19 @@ function envVar(name: string): string | undefined {
   }
 }
 
+/**
+ * `exe` in the first directory of PATH that holds it. As a shell does, an entry this user may
+ * not search, or one that is not a directory, is passed over; a missing --allow-read is thrown.
+ */
 function findOnPath(exe: string): string | undefined {
   for (const dir of (envVar("PATH") ?? "").split(":")) {
-    if (dir && exists(`${dir}/${exe}`)) return `${dir}/${exe}`;
+    if (!dir) continue;
+    try {
+      Deno.statSync(`${dir}/${exe}`);
+      return `${dir}/${exe}`;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) throw e;
+    }
   }
   return undefined;
 }

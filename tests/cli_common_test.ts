@@ -11,6 +11,7 @@ import {
   defineCommand,
   type FlagTable,
   oneOf,
+  osAccessMessage,
   permissionMessage,
   type Positionals,
   wholeNumber,
@@ -210,6 +211,18 @@ Deno.test("a missing Deno permission is named, with the task that grants it", ()
     undefined,
   );
   assertEquals(permissionMessage(new Error("no config.json"), "train"), undefined);
+});
+
+Deno.test("the operating system's refusal of a path says what to do", () => {
+  const denied = new Deno.errors.PermissionDenied(
+    "Permission denied (os error 13): mkdir 'out/eval'",
+  );
+  const m = osAccessMessage(denied);
+  assert(m.startsWith("Permission denied (os error 13): mkdir 'out/eval': "), m);
+  assert(m.includes("change the path's permissions") && m.includes("--out"), m);
+  const readOnly = new Error("Read-only file system (os error 30): open 'x'");
+  assert(osAccessMessage(readOnly).includes("change the path's permissions"));
+  assertEquals(osAccessMessage(new Error("no config.json")), "no config.json");
 });
 
 Deno.test("commands: --help needs no permission; a missing one is one line, exit 1", async () => {

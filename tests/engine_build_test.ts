@@ -241,3 +241,19 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "plan: a PATH entry that cannot be searched (not a directory, no permission) is passed over",
+  withTempDirs((src, out) => {
+    const path = Deno.env.get("PATH") ?? "";
+    const want = planEngineBuild({ sourceDir: src, outDir: out, compiler: "g++" }).hash;
+    const file = Deno.makeTempFileSync({ prefix: "lotus_not_a_dir_" });
+    try {
+      Deno.env.set("PATH", `${file}:${path}`);
+      assertEquals(planEngineBuild({ sourceDir: src, outDir: out, compiler: "g++" }).hash, want);
+    } finally {
+      Deno.env.set("PATH", path);
+      Deno.removeSync(file);
+    }
+  }),
+);
