@@ -16,29 +16,35 @@ _stoppable_pid=
 exec {_stoppable_err}>&2
 
 # stoppable COMMAND...: runs COMMAND and returns its exit status; a signal to this shell stops it.
+# A script run this way gets a grace 3 s shorter (at least 1 s), so that it has killed what it
+# runs before this shell's own grace ends; the saved stderr is not passed on.
 stoppable() {
   local rc=0
-  "$@" &
+  STOPPABLE_GRACE=$((STOPPABLE_GRACE > 4 ? STOPPABLE_GRACE - 3 : 1)) "$@" {_stoppable_err}>&- &
   _stoppable_pid=$!
   wait "$_stoppable_pid" || rc=$?
   _stoppable_pid=
   return $rc
 }
 
-# _stoppable_stop NAME CODE: the trap of signal NAME.
+# _stoppable_stop NAME CODE: the trap of signal NAME. Nothing in it may end the shell before
+# the command is stopped: not `set -e` (a caller's), nor a write to a closed pipe or a full
+# disk (the message goes last, its failure ignored).
 _stoppable_stop() {
-  trap '' INT TERM HUP
-  local pid=$_stoppable_pid waited=0
-  echo "$(basename "$0"): stopped by SIG$1" >&"$_stoppable_err"
+  set +e
+  trap '' INT TERM HUP PIPE
+  # A signal just after the command started, before its pid was kept: this shell's last job.
+  local pid=${_stoppable_pid:-$(jobs -p | tail -1)} waited=0
   if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then
     while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt $((STOPPABLE_GRACE * 10)) ]; do
       sleep 0.1
       waited=$((waited + 1))
     done
     # timeout leads a group of its own: kill the group; a script run by stoppable, the process.
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || :
+    wait "$pid" 2>/dev/null || :
   fi
+  { echo "$(basename "$0"): stopped by SIG$1"; } >&"$_stoppable_err" 2>/dev/null || :
   exit "$2"
 }
 trap '_stoppable_stop INT 130' INT

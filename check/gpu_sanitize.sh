@@ -62,8 +62,8 @@ then
 fi
 export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 if [ -z "$lib" ]; then
-  stoppable timeout 300 "$deno_bin" run --allow-all cli/build_engine.ts --backend cuda --quiet \
-    >"$out/build.out" 2>"$out/build.log"
+  stoppable timeout --kill-after=5 300 "$deno_bin" run --allow-all cli/build_engine.ts \
+    --backend cuda --quiet >"$out/build.out" 2>"$out/build.log"
   lib=$(tail -1 "$out/build.out")
   if [ ! -f "$lib" ]; then
     line "sanitize: the CUDA engine did not build ($out/build.log)"

@@ -356,25 +356,24 @@ function running(pid: number): boolean {
 }
 
 /**
- * bench/gpu_all.sh --quick in a process group of its own, with `stand` as the preflight; once
- * its log has `line` and a process whose command line has `waitFor` runs below it, sends
- * `signal` (to the whole group, as a terminal's Ctrl-C does, when `group`). Returns the exit
- * status and the processes that ran below it then and still run.
+ * `bash ARGS` (a GPU script) in a process group of its own, with `env`; once a process whose
+ * command line has `waitFor` runs below it, sends `signal` (to the whole group, as a
+ * terminal's Ctrl-C does, when `group`). Returns the exit status, the processes that ran below
+ * it then and still run, and its stderr.
  */
-async function gpuAllSignalled(
-  stand: string,
-  line: string,
+async function scriptSignalled(
+  args: string[],
+  env: Record<string, string>,
   waitFor: string,
   signal: Deno.Signal,
   group: boolean,
 ): Promise<{ code: number; left: string[]; stderr: string }> {
-  const out = await tempDir();
   // A shell started in the background has SIGINT ignored, which a script cannot trap: put
   // its default back, as in a terminal. setsid: its own process group, like a terminal job.
   const child = new Deno.Command("env", {
-    args: ["--default-signal=INT", "setsid", "bash", "bench/gpu_all.sh", "--quick", out],
+    args: ["--default-signal=INT", "setsid", "bash", ...args],
     cwd: new URL("..", import.meta.url).pathname,
-    env: { DENO: Deno.execPath(), NO_COLOR: "1", GPU_ALL_PREFLIGHT: stand },
+    env: { DENO: Deno.execPath(), NO_COLOR: "1", ...env },
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -386,16 +385,11 @@ async function gpuAllSignalled(
     }
   };
   let below: number[] = [];
-  for (let i = 0; i < 600; i++) {
-    let log = "";
-    try {
-      log = Deno.readTextFileSync(`${out}/run.log`);
-    } catch { /* not yet */ }
-    below = descendantsOf(child.pid);
-    if (log.includes(line) && below.some((p) => cmdline(p).includes(waitFor))) break;
+  for (let i = 0; i < 600 && !below.some((p) => cmdline(p).includes(waitFor)); i++) {
     await new Promise((r) => setTimeout(r, 100));
+    below = descendantsOf(child.pid);
   }
-  assert(below.some((p) => cmdline(p).includes(waitFor)), `no ${waitFor} below gpu_all.sh`);
+  assert(below.some((p) => cmdline(p).includes(waitFor)), `no ${waitFor} below ${args[0]}`);
   const names = new Map(below.map((p) => [p, cmdline(p)]));
   Deno.kill(group ? -child.pid : child.pid, signal);
   const r = await child.output();
@@ -407,23 +401,40 @@ async function gpuAllSignalled(
 }
 
 Deno.test({
-  name: "gpu all: Ctrl-C at its terminal, or SIGTERM, stops it and every command it runs",
+  name: "gpu scripts: Ctrl-C at their terminal, or SIGTERM, stops them and every command they run",
   sanitizeResources: false,
   async fn() {
+    const all = async () => ["bench/gpu_all.sh", "--quick", await tempDir()];
     // Ctrl-C during the preflight's stand-in (timeout's group would not get it).
-    const int = await gpuAllSignalled("sleep 117", "preflight try 1", "sleep 117", "SIGINT", true);
+    const int = await scriptSignalled(
+      await all(),
+      { GPU_ALL_PREFLIGHT: "sleep 117" },
+      "sleep 117",
+      "SIGINT",
+      true,
+    );
     assertEquals(int.code, 130, int.stderr.slice(-2000));
     assertEquals(int.left, []);
     assert(int.stderr.includes("gpu_all.sh: stopped by SIGINT"), int.stderr.slice(-2000));
     // SIGTERM to the script alone, while a script of its own runs deno under timeout.
-    const term = await gpuAllSignalled(
-      "true",
-      "1. correctness check",
+    const term = await scriptSignalled(
+      await all(),
+      { GPU_ALL_PREFLIGHT: "true" },
       "check/gpu_check.ts",
       "SIGTERM",
       false,
     );
     assertEquals(term.code, 143, term.stderr.slice(-2000));
     assertEquals(term.left, []);
+    // The check on its own, under set -e: Ctrl-C's status, whatever its command exits with.
+    const check = await scriptSignalled(
+      ["check/gpu_check.sh", "--cpu-only", "--out", await tempDir()],
+      {},
+      "check/gpu_check.ts",
+      "SIGINT",
+      true,
+    );
+    assertEquals(check.code, 130, check.stderr.slice(-2000));
+    assertEquals(check.left, []);
   },
 });

@@ -133,6 +133,18 @@ async function moveBack(from: string, dir: string): Promise<void> {
 }
 
 /**
+ * The run set aside in `dir/.replaced` back in place of the new run's leftovers (which go
+ * first: while `.replaced` is there, the next start does the same). `.replaced` is renamed
+ * `.restoring` before any entry moves, so that a kill part way through is not taken for a new
+ * run that saved (the entries already back) beside a run set aside.
+ */
+async function putBack(dir: string): Promise<void> {
+  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
+  await Deno.rename(`${dir}/${REPLACED_DIR}`, `${dir}/${RESTORING_DIR}`);
+  await moveBack(`${dir}/${RESTORING_DIR}`, dir);
+}
+
+/**
  * Settle what an `--overwrite` killed part way left in `dir`. A run half set aside
  * (`.replacing`) or half put back (`.restoring`) is put back whole. A run set aside
  * (`.replaced`): when the new run saved something, the old one goes, as it would have; when
@@ -171,8 +183,7 @@ export async function settleReplaced(
     await Deno.remove(aside, { recursive: true });
     return;
   }
-  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
-  await moveBack(aside, dir);
+  await putBack(dir);
   log(`${back} (an --overwrite stopped before its run saved anything)`);
 }
 
@@ -230,13 +241,7 @@ export async function claimRunDir(
   await Deno.rename(replacing, aside);
   return {
     discard: () => Deno.remove(aside, { recursive: true }).catch(rethrowIfDenied),
-    async restore() {
-      // The new run's leftovers first: while .replaced is there, the next start does the same.
-      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
-      const restoring = `${out}/${RESTORING_DIR}`;
-      await Deno.rename(aside, restoring);
-      await moveBack(restoring, out);
-    },
+    restore: () => putBack(out),
   };
 }
 
