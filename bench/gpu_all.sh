@@ -55,7 +55,9 @@
 # profile.json, variants.txt, predictions.txt and
 # predictions.json (each change's predicted effect against its variant's measured one), and
 # sanitize.txt (a line a sanitizer tool; its reports, where it ran, in the folder sanitize/).
-# The tables are printed last.
+# The tables are printed last. Each step works in OUT_DIR/work/, removed at the end: a run
+# stopped or killed part way leaves it, with what the step under way had measured (its
+# rows.jsonl), which a machine that returns only OUT_DIR then brings back too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=0 baseline= preflight_only=0
@@ -77,8 +79,10 @@ out=${1:-${OUT:-bench/results/gpu_all}}
 mkdir -p "$out"
 log=$out/run.log
 : >"$log"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+tmp=$out/work finished=0
+rm -rf "$tmp" && mkdir -p "$tmp"
+trap '[ $finished = 1 ] && rm -rf "$tmp" ||
+  echo "gpu-all: stopped; the step under way left its files in $tmp" >>"$log" 2>/dev/null' EXIT
 say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
 if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
@@ -183,6 +187,7 @@ else
 fi
 say "$(cat "$out/preflight.txt")"
 if [ $preflight_only = 1 ]; then
+  finished=1
   say "end $(date -u +%FT%TZ) (--preflight-only)"
   exit $preflight_failed
 fi
@@ -272,6 +277,7 @@ if ls "$tmp"/sanitize/sanitize-*.log >/dev/null 2>&1; then
   mkdir -p "$out/sanitize" && cp "$tmp"/sanitize/sanitize-*.log "$out/sanitize/"
 fi
 
+finished=1
 say "end $(date -u +%FT%TZ)"
 for f in preflight.txt check.txt bench.txt profile.txt variants.txt predictions.txt sanitize.txt; do
   [ -f "$out/$f" ] && { echo "== $f"; cat "$out/$f"; }

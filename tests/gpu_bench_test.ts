@@ -204,6 +204,8 @@ Deno.test({
     assert(/sanitize exit [12]/.test(log), log.slice(-2000));
     const sanitize = Deno.readTextFileSync(`${out}/sanitize.txt`);
     assert(sanitize.startsWith("sanitize"), sanitize);
+    // A run that ends removes its working files.
+    assert(![...Deno.readDirSync(out)].some((e) => e.name === "work"), "work/ left at the end");
   },
 });
 
@@ -404,10 +406,10 @@ Deno.test({
   name: "gpu scripts: Ctrl-C at their terminal, or SIGTERM, stops them and every command they run",
   sanitizeResources: false,
   async fn() {
-    const all = async () => ["bench/gpu_all.sh", "--quick", await tempDir()];
     // Ctrl-C during the preflight's stand-in (timeout's group would not get it).
+    const out = await tempDir();
     const int = await scriptSignalled(
-      await all(),
+      ["bench/gpu_all.sh", "--quick", out],
       { GPU_ALL_PREFLIGHT: "sleep 117" },
       "sleep 117",
       "SIGINT",
@@ -416,9 +418,13 @@ Deno.test({
     assertEquals(int.code, 130, int.stderr.slice(-2000));
     assertEquals(int.left, []);
     assert(int.stderr.includes("gpu_all.sh: stopped by SIGINT"), int.stderr.slice(-2000));
+    // The step's working files stay, for a machine that returns only the results folder.
+    assert(Deno.statSync(`${out}/work`).isDirectory);
+    const log = Deno.readTextFileSync(`${out}/run.log`);
+    assert(log.includes(`stopped; the step under way left its files in ${out}/work`), log);
     // SIGTERM to the script alone, while a script of its own runs deno under timeout.
     const term = await scriptSignalled(
-      await all(),
+      ["bench/gpu_all.sh", "--quick", await tempDir()],
       { GPU_ALL_PREFLIGHT: "true" },
       "check/gpu_check.ts",
       "SIGTERM",
