@@ -329,32 +329,33 @@ Deno.test({
   },
 });
 
-/** The processes below `pid`, from /proc (Linux). */
-function descendantsOf(pid: number): number[] {
-  const found: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
-  } catch { /* gone */ }
-  for (const t of tasks) {
-    let children = "";
-    try {
-      children = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`);
-    } catch { /* gone */ }
-    for (const c of children.trim().split(/\s+/).filter(Boolean).map(Number)) {
-      found.push(c, ...descendantsOf(c));
-    }
-  }
-  return found;
+/** A process as ps lists it. */
+interface Proc {
+  pid: number;
+  ppid: number;
+  zombie: boolean;
+  args: string;
 }
 
-/** Whether process `pid` is still running (a zombie counts as ended). */
-function running(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z /.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
-  } catch {
-    return false;
+/** Every process, from ps (reading /proc/<pid> would need Deno's --allow-all). */
+async function processes(): Promise<Proc[]> {
+  const r = await new Deno.Command("ps", {
+    args: ["-e", "-o", "pid=,ppid=,stat=,args="],
+    stdout: "piped",
+  }).output();
+  const out: Proc[] = [];
+  for (const l of new TextDecoder().decode(r.stdout).split("\n")) {
+    const m = /^\s*(\d+)\s+(\d+)\s+(\S+)\s*(.*)$/.exec(l);
+    if (m) out.push({ pid: +m[1], ppid: +m[2], zombie: m[3].startsWith("Z"), args: m[4] });
   }
+  return out;
+}
+
+/** The processes below `pid` in `all`. */
+function descendantsOf(all: Proc[], pid: number): Proc[] {
+  const found: Proc[] = [];
+  for (const p of all.filter((q) => q.ppid === pid)) found.push(p, ...descendantsOf(all, p.pid));
+  return found;
 }
 
 /**
@@ -379,25 +380,20 @@ async function scriptSignalled(
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  const cmdline = (p: number) => {
-    try {
-      return Deno.readTextFileSync(`/proc/${p}/cmdline`).replaceAll("\0", " ");
-    } catch {
-      return "";
-    }
-  };
-  let below: number[] = [];
-  for (let i = 0; i < 600 && !below.some((p) => cmdline(p).includes(waitFor)); i++) {
+  let below: Proc[] = [];
+  for (let i = 0; i < 600 && !below.some((p) => p.args.includes(waitFor)); i++) {
     await new Promise((r) => setTimeout(r, 100));
-    below = descendantsOf(child.pid);
+    below = descendantsOf(await processes(), child.pid);
   }
-  assert(below.some((p) => cmdline(p).includes(waitFor)), `no ${waitFor} below ${args[0]}`);
-  const names = new Map(below.map((p) => [p, cmdline(p)]));
+  assert(below.some((p) => p.args.includes(waitFor)), `no ${waitFor} below ${args[0]}`);
   Deno.kill(group ? -child.pid : child.pid, signal);
   const r = await child.output();
+  // Still there, by pid and command line (a pid used again by another process is not it).
+  const now = await processes();
+  const alive = (p: Proc) => now.some((q) => q.pid === p.pid && q.args === p.args && !q.zombie);
   return {
     code: r.code,
-    left: below.filter(running).map((p) => `${p} ${names.get(p)}`),
+    left: below.filter(alive).map((p) => `${p.pid} ${p.args}`),
     stderr: new TextDecoder().decode(r.stderr),
   };
 }
