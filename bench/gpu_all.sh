@@ -55,8 +55,8 @@
 # profile.json, variants.txt, predictions.txt and
 # predictions.json (each change's predicted effect against its variant's measured one), and
 # sanitize.txt (a line a sanitizer tool; its reports, where it ran, in the folder sanitize/).
-# The tables are printed last. Each step works in OUT_DIR/work/, removed at the end: a run
-# stopped or killed part way leaves it, with what the step under way had measured (its
+# The tables are printed last. Each step works in OUT_DIR/gpu_all.work/, removed at the end: a
+# run stopped or killed part way leaves it, with what the step under way had measured (its
 # rows.jsonl), which a machine that returns only OUT_DIR then brings back too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,11 +79,29 @@ out=${1:-${OUT:-bench/results/gpu_all}}
 mkdir -p "$out"
 log=$out/run.log
 : >"$log"
-tmp=$out/work finished=0
-rm -rf "$tmp" && mkdir -p "$tmp"
-trap '[ $finished = 1 ] && rm -rf "$tmp" ||
-  echo "gpu-all: stopped; the step under way left its files in $tmp" >>"$log" 2>/dev/null' EXIT
 say() { echo "gpu-all: $*" | tee -a "$log" >&2; }
+# The working folder has a name of its own and a mark, so that nothing else in OUT_DIR is
+# ever removed: an earlier run's (stopped) is replaced, any other folder of that name refused.
+tmp=$out/gpu_all.work finished=0
+if [ -e "$tmp" ] && [ ! -f "$tmp/.gpu_all" ]; then
+  say "$tmp is not a working folder of this script's (no $tmp/.gpu_all): move it, or give" \
+    "another OUT_DIR"
+  exit 2
+fi
+if ! { rm -rf "$tmp" && mkdir -p "$tmp" && : >"$tmp/.gpu_all"; }; then
+  say "cannot make the working folder $tmp afresh"
+  exit 2
+fi
+ended() { # the EXIT trap: the working folder goes at the end, stays after a stop
+  local rc=$?
+  if [ $finished = 1 ]; then
+    rm -rf "$tmp"
+  else
+    echo "gpu-all: ended before its last step (exit $rc); the step under way left its files" \
+      "in $tmp" >>"$log" 2>/dev/null
+  fi
+}
+trap ended EXIT
 if [ $quick = 1 ]; then
   check_args=(--skip-torch --steps 20) bench_args=(--skip-torch --runs 10)
   preflight_s=30 check_s=55 bench_s=45 profile_s=40 variant_s=25 sanitize_s=40

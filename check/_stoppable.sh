@@ -11,6 +11,9 @@
 # signal's number (130 for Ctrl-C).
 
 STOPPABLE_GRACE=${STOPPABLE_GRACE:-10}
+# Whole seconds, at least 2 (a nested script gets 3 fewer, at least 1); anything else: 10.
+case $STOPPABLE_GRACE in '' | *[!0-9]*) STOPPABLE_GRACE=10 ;; esac
+[ "$STOPPABLE_GRACE" -ge 2 ] || STOPPABLE_GRACE=2
 _stoppable_pid=
 # The script's own stderr, for the message: where the trap runs, stderr may be a log file.
 exec {_stoppable_err}>&2

@@ -517,9 +517,13 @@ export function permissionMessage(e: unknown, command: string): string | undefin
  */
 export function osAccessMessage(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
-  if (e instanceof Deno.errors.PermissionDenied || /\(os error 30\)/.test(message)) {
-    return `${message}: the operating system refused it to this user; change the path's ` +
-      `permissions or owner, or give one this user can write to (such as another --out)`;
+  // Only the bare message: one of the project's errors already says what to do.
+  if (/^Read-only file system \(os error 30\)/.test(message)) {
+    return `${message}: that file system is mounted read-only; give a path on another one`;
+  }
+  if (e instanceof Deno.errors.PermissionDenied && /^Permission denied/.test(message)) {
+    return `${message}: the operating system refused this user that access; change the ` +
+      `path's permissions or owner, or give a path this user may use`;
   }
   return message;
 }

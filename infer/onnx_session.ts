@@ -55,6 +55,8 @@ import {
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists } from "../base/exists.ts";
+import { sha256Hex } from "../base/sha256.ts";
+import { splitPath } from "../base/staging.ts";
 import { readFull } from "../base/read_full.ts";
 import {
   CHECKSUMS_FILE,
@@ -359,32 +361,49 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
   return null;
 }
 
-/** Whether this process can create a file in `dir` (false in a read-only directory). */
+/**
+ * Whether this process can create a file in `dir`: false where the operating system refuses
+ * it (permissions, a read-only file system). Any other failure (a missing --allow-write, a
+ * full disk, a directory gone) is thrown, as the export would meet it too.
+ */
 async function canWriteIn(dir: string): Promise<boolean> {
   try {
     await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".lotus-write-check-" }));
     return true;
   } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) throw e; // --allow-write missing: say so
-    return false;
+    if (e instanceof Deno.errors.PermissionDenied) return false;
+    if (/\(os error 30\)/.test((e as Error).message)) return false; // read-only file system
+    throw e;
   }
 }
 
-/** Exports made for one process (a read-only checkpoint's), removed when it ends. */
-const temporaryExports = new Set<string>();
-globalThis.addEventListener("unload", () => {
-  for (const d of temporaryExports) {
-    try {
-      Deno.removeSync(d, { recursive: true });
-    } catch { /* gone already */ }
+/** An environment variable, or undefined when unset or not readable (no --allow-env). */
+function envOrUndefined(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
   }
-});
+}
 
-/** Removes `dir` now when it is a temporary export of {@linkcode onnxExportFor}'s. */
-async function dropTemporaryExport(dir: string): Promise<void> {
-  const top = dir.replace(/\/export$/, "");
-  if (!temporaryExports.delete(top)) return;
-  await Deno.remove(top, { recursive: true }).catch(() => {});
+/**
+ * Where the ONNX cache of checkpoint `ck` goes when `ck` cannot be written to: under the
+ * user's cache directory ($XDG_CACHE_HOME, else $HOME/.cache), in `lotus-deno/onnx-cache/`,
+ * named by a digest of the checkpoint's real path (so each checkpoint has its own, checked
+ * against it as a cache inside it would be).
+ */
+function userCacheFor(ck: string): string {
+  const xdg = envOrUndefined("XDG_CACHE_HOME"), home = envOrUndefined("HOME");
+  const root = xdg ?? (home ? `${home}/.cache` : undefined);
+  if (root === undefined) {
+    throw new ExportError(
+      `${ck} cannot be written to, so its ONNX cache cannot be kept there, and neither ` +
+        `$XDG_CACHE_HOME nor $HOME is set to keep it elsewhere: export it once with deno task ` +
+        `export --checkpoint ${ck} --format onnx --out DIR, and pass DIR instead`,
+    );
+  }
+  const key = sha256Hex(Deno.realPathSync(ck)).slice(0, 16);
+  return `${root}/lotus-deno/${ONNX_CACHE_DIR}/${key}`;
 }
 
 /**
@@ -394,9 +413,8 @@ async function dropTemporaryExport(dir: string): Promise<void> {
  * and exported again, with a one-line note to `log`, whenever the checkpoint's weights,
  * config or train state change or a file of the cache is not the one its export wrote (the
  * size and piecewise sha256 of every file is recorded in its checksums.json). A checkpoint
- * in a directory this process cannot write to, with no valid cache, is exported to a
- * temporary directory instead, removed when the process ends (or the session that opened it
- * closes), and `log` says how to keep an export.
+ * in a directory this process cannot write to, without a valid cache of its own, keeps its
+ * cache under the user's cache directory instead ({@linkcode userCacheFor}).
  */
 export async function onnxExportFor(
   path: string,
@@ -427,24 +445,19 @@ export async function onnxExportFor(
         `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
     );
   }
-  const cache = `${ck}/${ONNX_CACHE_DIR}`;
-  const valid = await isExport(cache);
-  const why = valid ? await staleCache(ck, cache) : null;
-  if (valid && why === null) return cache;
+  let cache = `${ck}/${ONNX_CACHE_DIR}`;
+  let elsewhere = "";
+  if (await isExport(cache) && (await staleCache(ck, cache)) === null) return cache;
   if (!(await canWriteIn(ck))) {
-    const tmp = await Deno.makeTempDir({ prefix: "lotus-onnx-" });
-    temporaryExports.add(tmp);
-    log(
-      `onnx: ${ck} cannot be written to, and ` +
-        `${valid ? `its ONNX cache is out of date (${why})` : "holds no ONNX cache"}: ` +
-        `exporting it to ${tmp} for this process only; deno task export --checkpoint ${ck} ` +
-        `--format onnx --out DIR makes an export to pass instead`,
-    );
-    await exportCheckpoint(ck, `${tmp}/export`, { format: "onnx" });
-    return `${tmp}/export`;
+    cache = userCacheFor(ck);
+    elsewhere = `; ${ck} cannot be written to`;
+    await Deno.mkdir(splitPath(cache).parent, { recursive: true });
   }
-  if (valid) log(`onnx: ${why}: exporting ${ck} to ${cache} again`);
-  else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint)`);
+  if (await isExport(cache)) {
+    const why = await staleCache(ck, cache);
+    if (why === null) return cache;
+    log(`onnx: ${why}: exporting ${ck} to ${cache} again${elsewhere}`);
+  } else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint${elsewhere})`);
   const r = await exportCheckpoint(ck, cache, { format: "onnx" });
   // Last: a process killed before this leaves a cache without a record, exported again on
   // its next use.
@@ -669,7 +682,6 @@ export async function openOnnxInference(
       if (closed) return;
       closed = true;
       await net.close();
-      await dropTemporaryExport(dir);
     },
   };
 }

@@ -205,7 +205,7 @@ Deno.test({
     const sanitize = Deno.readTextFileSync(`${out}/sanitize.txt`);
     assert(sanitize.startsWith("sanitize"), sanitize);
     // A run that ends removes its working files.
-    assert(![...Deno.readDirSync(out)].some((e) => e.name === "work"), "work/ left at the end");
+    assert(![...Deno.readDirSync(out)].some((e) => e.name === "gpu_all.work"), "work left");
   },
 });
 
@@ -337,10 +337,13 @@ interface Proc {
   args: string;
 }
 
-/** Every process, from ps (reading /proc/<pid> would need Deno's --allow-all). */
+/**
+ * Every process, from ps (reading /proc/<pid> would need Deno's --allow-all), command lines
+ * whole (-ww); a listing that fails, or lacks this process, is an error, not an empty list.
+ */
 async function processes(): Promise<Proc[]> {
   const r = await new Deno.Command("ps", {
-    args: ["-e", "-o", "pid=,ppid=,stat=,args="],
+    args: ["-e", "-ww", "-o", "pid=,ppid=,stat=,args="],
     stdout: "piped",
   }).output();
   const out: Proc[] = [];
@@ -348,6 +351,7 @@ async function processes(): Promise<Proc[]> {
     const m = /^\s*(\d+)\s+(\d+)\s+(\S+)\s*(.*)$/.exec(l);
     if (m) out.push({ pid: +m[1], ppid: +m[2], zombie: m[3].startsWith("Z"), args: m[4] });
   }
+  assert(r.success && out.some((p) => p.pid === Deno.pid), "ps listed no processes");
   return out;
 }
 
@@ -415,9 +419,23 @@ Deno.test({
     assertEquals(int.left, []);
     assert(int.stderr.includes("gpu_all.sh: stopped by SIGINT"), int.stderr.slice(-2000));
     // The step's working files stay, for a machine that returns only the results folder.
-    assert(Deno.statSync(`${out}/work`).isDirectory);
+    assert(Deno.statSync(`${out}/gpu_all.work/.gpu_all`).isFile);
     const log = Deno.readTextFileSync(`${out}/run.log`);
-    assert(log.includes(`stopped; the step under way left its files in ${out}/work`), log);
+    assert(log.includes("ended before its last step (exit 130)"), log);
+    assert(log.includes(`left its files in ${out}/gpu_all.work`), log);
+    // A folder of that name the script did not make is refused, not removed.
+    const other = await tempDir();
+    Deno.mkdirSync(`${other}/gpu_all.work`);
+    Deno.writeTextFileSync(`${other}/gpu_all.work/keep.txt`, "mine");
+    const refused = await new Deno.Command("bash", {
+      args: ["bench/gpu_all.sh", "--quick", "--preflight-only", other],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { DENO: Deno.execPath(), NO_COLOR: "1", GPU_ALL_PREFLIGHT: "true" },
+      stderr: "piped",
+    }).output();
+    assertEquals(refused.code, 2);
+    assert(new TextDecoder().decode(refused.stderr).includes("not a working folder"));
+    assertEquals(Deno.readTextFileSync(`${other}/gpu_all.work/keep.txt`), "mine");
     // SIGTERM to the script alone, while a script of its own runs deno under timeout.
     const term = await scriptSignalled(
       ["bench/gpu_all.sh", "--quick", await tempDir()],
