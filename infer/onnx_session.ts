@@ -445,19 +445,20 @@ export async function onnxExportFor(
         `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
     );
   }
+  // Why a cache is not used (null: it is valid; undefined: there is none).
+  const stale = async (c: string) => (await isExport(c)) ? await staleCache(ck, c) : undefined;
   let cache = `${ck}/${ONNX_CACHE_DIR}`;
-  let elsewhere = "";
-  if (await isExport(cache) && (await staleCache(ck, cache)) === null) return cache;
+  let why = await stale(cache), elsewhere = "";
+  if (why === null) return cache;
   if (!(await canWriteIn(ck))) {
     cache = userCacheFor(ck);
     elsewhere = `; ${ck} cannot be written to`;
     await Deno.mkdir(splitPath(cache).parent, { recursive: true });
-  }
-  if (await isExport(cache)) {
-    const why = await staleCache(ck, cache);
+    why = await stale(cache);
     if (why === null) return cache;
-    log(`onnx: ${why}: exporting ${ck} to ${cache} again${elsewhere}`);
-  } else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint${elsewhere})`);
+  }
+  if (why !== undefined) log(`onnx: ${why}: exporting ${ck} to ${cache} again${elsewhere}`);
+  else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint${elsewhere})`);
   const r = await exportCheckpoint(ck, cache, { format: "onnx" });
   // Last: a process killed before this leaves a cache without a record, exported again on
   // its next use.
