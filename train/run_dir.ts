@@ -105,6 +105,16 @@ export async function runEntries(dir: string): Promise<string[]> {
   return found;
 }
 
+/** Removes `entries` of `dir` (by default, every run entry found there). */
+export async function removeRunEntries(
+  dir: string,
+  entries?: readonly string[],
+): Promise<void> {
+  for (const e of entries ?? await runEntries(dir)) {
+    await Deno.remove(`${dir}/${e}`, { recursive: true });
+  }
+}
+
 /**
  * Where `--overwrite` keeps the replaced run until the new one has saved. Its entries are
  * moved there inside `.replacing`, which is renamed `.replaced` once all are in, and moved
@@ -139,7 +149,7 @@ async function moveBack(from: string, dir: string): Promise<void> {
  * run that saved (the entries already back) beside a run set aside.
  */
 async function putBack(dir: string): Promise<void> {
-  for (const e of await runEntries(dir)) await Deno.remove(`${dir}/${e}`, { recursive: true });
+  await removeRunEntries(dir);
   await Deno.rename(`${dir}/${REPLACED_DIR}`, `${dir}/${RESTORING_DIR}`);
   await moveBack(`${dir}/${RESTORING_DIR}`, dir);
 }
@@ -231,7 +241,7 @@ export async function claimRunDir(
     );
   }
   if (!saved) {
-    for (const e of found) await Deno.remove(`${out}/${e}`, { recursive: true });
+    await removeRunEntries(out, found);
     return null;
   }
   // settleReplaced has run: none of the three is there.
@@ -249,23 +259,21 @@ export async function claimRunDir(
 export const RUN_LOCK = ".run.lock";
 
 /**
- * Lock run directory `dir` (made when missing) for this process, so that a second training
- * into it (a resume started while the run goes on, say) is refused instead of interleaving
- * its writes. The operating system drops the lock when the process ends, however it ends.
- * Null when `dir` is a file (refused by the caller, naming --out), or missing and not to be
- * made (`create` false: a resume).
+ * Lock run directory `dir` for this process, so that a second training into it (a resume
+ * started while the run goes on, say) is refused instead of interleaving its writes. The
+ * operating system drops the lock when the process ends, however it ends. Null when `dir` is
+ * a file (refused by the caller, naming --out), or missing (a resume of nothing; a fresh run
+ * makes its directory first, with {@linkcode makeRunDir}).
  */
 export async function lockRunDir(
   dir: string,
   note: (s: string) => void,
-  create = true,
 ): Promise<Deno.FsFile | null> {
   try {
     if (!(await Deno.stat(dir)).isDirectory) return null;
   } catch (e) {
     rethrowIfDenied(e);
-    if (!create) return null; // a resume of nothing: loading its checkpoint says so
-    await Deno.mkdir(dir, { recursive: true });
+    return null; // a resume of nothing: loading its checkpoint says so
   }
   const path = `${dir}/${RUN_LOCK}`;
   const f = await Deno.open(path, { read: true, write: true, create: true });

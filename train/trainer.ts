@@ -96,9 +96,9 @@ import {
   makeRunDir,
   readSummary,
   removeMadeDirs,
+  removeRunEntries,
   RUN_ENTRIES,
   RUN_LOCK,
-  runEntries,
   type SetAside,
   settleReplaced,
 } from "./run_dir.ts";
@@ -1522,7 +1522,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
           `leave --out out, or start a new run from its weights with --init ${run}`,
       );
     }
-    const lock = root ? await lockRunDir(run, note, false) : null;
+    const lock = root ? await lockRunDir(run, note) : null;
     try {
       await settleReplaced(run, note, world);
       const plan = (await exists(`${run}/${PLAN_FILE}`))
@@ -1642,7 +1642,7 @@ async function dropUntrainedRun(
       await aside.restore();
       what = `the run --overwrite set aside is back in place in ${out}`;
     } else {
-      for (const e of await runEntries(out)) await Deno.remove(`${out}/${e}`, { recursive: true });
+      await removeRunEntries(out);
       // Removed while still held: a process that opens it from now on makes a lock of its own.
       if (made.length > 0) await Deno.remove(`${out}/${RUN_LOCK}`).catch(rethrowIfDenied);
       what = made.length > 0 && (await removeMadeDirs(made))
