@@ -3,7 +3,8 @@
 // LOTUS, LOTUS-aux, explicit CoT and no-CoT, across a curriculum stage; a rank killed part way
 // ends the job, the checkpoint stays whole and a resume on 2 ranks ends where an uninterrupted
 // run does; a rank that hangs makes the other end the job within the collective timeout, with
-// a message. Skips, saying so, where mpirun is not installed.
+// a message; a Ctrl-C at mpirun's terminal stops both ranks at one step, saved. Skips, saying
+// so, where mpirun is not installed.
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { EngineError, openEngine } from "../engine/ffi.ts";
 import { train, type TrainOptions } from "../train/trainer.ts";
@@ -66,10 +67,21 @@ function mpirunArgs(np: number): string[] {
 }
 const MPI_ENV = { OMPI_ALLOW_RUN_AS_ROOT: "1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1", NO_COLOR: "1" };
 
-/** `deno task train`'s command under mpirun. */
-function mpiTrain(np: number, args: string[]): Deno.ChildProcess {
-  return new Deno.Command("mpirun", {
+/**
+ * `deno task train`'s command under mpirun, with `mca` (name, value pairs) for mpirun. With
+ * `ownGroup`, mpirun leads a process group of its own with SIGINT at its default, as a job a
+ * terminal started in the foreground: a signal to that group is a terminal's Ctrl-C.
+ */
+function mpiTrain(
+  np: number,
+  args: string[],
+  { mca = [], ownGroup = false }: { mca?: [string, string][]; ownGroup?: boolean } = {},
+): Deno.ChildProcess {
+  const mpirun = ["mpirun", ...mca.flatMap(([k, v]) => ["--mca", k, v])];
+  const [cmd, ...pre] = ownGroup ? ["env", "--default-signal=INT", "setsid", ...mpirun] : mpirun;
+  return new Deno.Command(cmd, {
     args: [
+      ...pre,
       ...mpirunArgs(np),
       Deno.execPath(),
       "run",
@@ -432,6 +444,54 @@ Deno.test({
     console.log(`rank 1 stopped: the job ended ${waited.toFixed(1)} s later (timeout 3 s)`);
     const ck = await loadCheckpoint(out);
     assert(ck.state.step >= 3 && ck.params.every(Number.isFinite));
+  },
+});
+
+/** Process ids and command lines of the processes whose command line holds `text`. */
+async function processesWith(text: string): Promise<string[]> {
+  const out = await new Deno.Command("ps", {
+    args: ["-e", "-ww", "-o", "pid=,args="],
+    stdout: "piped",
+  }).output();
+  assert(out.success, "ps lists the processes");
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.includes(text));
+}
+
+Deno.test({
+  name: "data parallel: Ctrl-C at mpirun's terminal stops both ranks after an agreed step, " +
+    "saved, and 2 ranks resume from it",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData(), out = await tempDir();
+    // Open MPI passes a Ctrl-C on as SIGTERM to each rank after odls_base_sigkill_timeout
+    // seconds, and SIGKILLs them as long again after: 3 s is ample for a tiny step and save.
+    const t = { ...KILL_RUN, steps: 100_000, saveEvery: 50 };
+    const common = ["--data", data, "--preset", "tiny", "--threads", "1", "--recipe", "none"];
+    const p = mpiTrain(2, [...common, "--out", out, "--quiet", ...flags(t)], {
+      mca: [["odls_base_sigkill_timeout", "3"]],
+      ownGroup: true,
+    });
+    assert(await waitForCheckpoint(out, 50, p), "the job saved a checkpoint before it ended");
+    Deno.kill(-p.pid, "SIGINT");
+    const r = await finish(p, 60_000);
+    assert(r.code !== 0, "mpirun reports the stop");
+    const m = /stopped by SIGTERM at step (\d+); checkpoint in /.exec(r.stdout);
+    assert(m, `rank 0 said where it stopped (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+    const stopped = Number(m[1]);
+    const ck = await loadCheckpoint(out);
+    assertEquals(ck.state.step, stopped, "the stop's step is the one saved");
+    assert(stopped > 50 && stopped < t.steps, `stopped at ${stopped}`);
+    const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
+    assertEquals(steps, Array.from({ length: stopped }, (_, i) => i + 1), "one record a step");
+    assertEquals(await processesWith(out), [], "no rank outlives mpirun");
+    // Both ranks had agreed: a resume on 2 ranks goes on from the saved step.
+    const again = await finish(
+      mpiTrain(2, ["--resume", out, "--steps", String(stopped + 3), "--threads", "1", "--quiet"]),
+    );
+    assertEquals(again.code, 0, again.stderr);
+    const after = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
+    assertEquals(after, Array.from({ length: stopped + 3 }, (_, i) => i + 1));
+    console.log(`Ctrl-C under mpirun: both ranks stopped at step ${stopped}, saved and resumed`);
   },
 });
 
