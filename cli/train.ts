@@ -15,7 +15,7 @@ import {
   TrainConfigSchema,
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
-import { train } from "../train/trainer.ts";
+import { stoppedWhen, train } from "../train/trainer.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
@@ -402,8 +402,7 @@ async function main(a: TrainArgs): Promise<number> {
   if (res.interrupted) {
     console.log(
       res.nothingSaved
-        ? `stopped by ${res.interrupted} before the first step: nothing was trained or saved; ` +
-          `rerun the same command`
+        ? `stopped by ${stoppedWhen(res)}; rerun the same command`
         : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
     );
     return res.interrupted === "SIGINT" ? 130 : 143;

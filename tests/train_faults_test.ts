@@ -822,6 +822,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "faults: Ctrl-C in a fresh run's first step saves nothing either; in its second it saves",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = `${await tempDir()}/run`;
+    const flags = oneRunFlags(data, out);
+    // Sent as the run logs its first step's line: the loop sees it at that step's end.
+    const res = await trainSignalledAt("step 1/", "SIGINT", flags);
+    assertEquals(res.code, 130, res.stderr);
+    assert(
+      res.stdout.includes(
+        "stopped by SIGINT in the first step: nothing was saved; rerun the same command",
+      ),
+      res.stdout,
+    );
+    assert(res.stderr.includes(`${out}, made by this run, is removed`), res.stderr);
+    assertEquals(await exists(out), false);
+    // A step later there is a run to keep: it saves and says how to go on (sent as the run
+    // logs step 2's evaluation).
+    const later = await trainSignalledAt("eval @2", "SIGINT", [...flags, "--eval-every", "2"]);
+    assertEquals(later.code, 130, later.stderr);
+    assert(later.stderr.includes(`SIGINT at step 2: saving; resume with --resume ${out}`));
+    assertEquals((await loadCheckpoint(out)).state.step, 2);
+  },
+});
+
+Deno.test({
   name: "faults: Ctrl-C before the CoT start's first step leaves the directory as it was, and " +
     "the same command then trains both phases",
   sanitizeResources: false,

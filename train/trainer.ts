@@ -222,11 +222,11 @@ export interface TrainResult {
    */
   interrupted: Deno.Signal | null;
   /**
-   * True when the signal stopped a fresh run (not a resume) before its first step: nothing was
-   * trained or saved, and what the run had written into `out` is gone (the directories it made
-   * for it too; in a directory that was there, its lock file stays; the run an `overwrite` set
-   * aside is back in place), so that the same call starts it again. A stop that comes later, or
-   * in LOTUS after its CoT start, saves as usual.
+   * True when the signal stopped a fresh run (not a resume) before or in its first step
+   * (`steps` says which: 0 or 1): nothing was saved, and what the run had written into `out` is
+   * gone (the directories it made for it too; in a directory that was there, its lock file
+   * stays; the run an `overwrite` set aside is back in place), so that the same call starts it
+   * again. A stop that comes later, or in LOTUS after its CoT start, saves as usual.
    */
   nothingSaved?: boolean;
   /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
@@ -717,9 +717,9 @@ interface RunContext {
    */
   keepListening?: { watch?: StopWatch };
   /**
-   * A fresh run (its whole call's first phase) that a stop signal ends before its first step
-   * has nothing to keep: it saves nothing and returns with `nothingSaved`, and the caller clears
-   * what it wrote. Not given (a resume, LOTUS after its CoT start), such a stop saves.
+   * A fresh run (its whole call's first phase) that a stop signal ends before or in its first
+   * step has nothing to keep: it saves nothing and returns with `nothingSaved`, and the caller
+   * clears what it wrote. Not given (a resume, LOTUS after its CoT start), such a stop saves.
    */
   dropUntrained?: boolean;
 }
@@ -1062,7 +1062,8 @@ async function trainRun(
     interrupted ??= stopSeen();
     const quiet = opts.quiet || !root;
     const tty = !quiet && Deno.stderr.isTerminal();
-    let lastLoss = NaN, lastLine = 0, runSteps = 0, skipped = 0, skipsInARow = 0;
+    // The first step's line comes at once (it says the run works, and how fast), then one every 5 s.
+    let lastLoss = NaN, lastLine = -Infinity, runSteps = 0, skipped = 0, skipsInARow = 0;
     let tokWindow = 0, timeWindow = 0;
     let lastEval: { loss: number; accuracy: number } | null = null;
     const t0 = performance.now() - state.seconds * 1000;
@@ -1213,10 +1214,14 @@ async function trainRun(
     interrupted ??= stopSeen();
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
     if (dp && !stopAll) interrupted = null;
-    // A fresh run stopped before its first step trained nothing: it saves nothing (not even a
-    // summary), and the caller clears what it wrote. Data-parallel ranks agree on a stop only
-    // after a step, so they all save below.
-    if (ctx.dropUntrained && !resumed && interrupted && runSteps === 0 && !failure) {
+    // A fresh run stopped before its second step has nothing worth keeping: a signal before
+    // its first step trained nothing, one during it is the usual moment to stop a mistyped
+    // command (data-parallel ranks agree on a stop only after a step). It saves nothing (not
+    // even a summary), and the caller clears what it wrote.
+    if (
+      ctx.dropUntrained && !resumed && interrupted && runSteps <= 1 && state.step < total &&
+      !failure
+    ) {
       return {
         steps: state.step,
         finalLoss: NaN,
@@ -1302,8 +1307,8 @@ async function trainRun(
  * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
  * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
  * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
- * run exactly. A fresh run stopped before its first step saves nothing and leaves nothing of
- * itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it again.
+ * run exactly. A fresh run stopped before or in its first step saves nothing and leaves nothing
+ * of itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it again.
  *
  * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
  * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
@@ -1595,7 +1600,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `copy it elsewhere or train into another --out`,
     );
   }
-  // The directories made here go again if the run is stopped before its first step.
+  // The directories made here go again if the run is stopped before its second step.
   const made = root ? await makeRunDir(opts.out) : [];
   const lock = root ? await lockRunDir(opts.out, note) : null;
   try {
@@ -1612,7 +1617,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
       throw e;
     }
     if (res.nothingSaved) {
-      if (root) await dropUntrainedRun(opts.out, aside, made, res.interrupted, note);
+      if (root) await dropUntrainedRun(opts.out, aside, made, stoppedWhen(res), note);
     } else await aside?.discard();
     return res;
   } finally {
@@ -1621,7 +1626,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
 }
 
 /**
- * Clear what a fresh run stopped before its first step wrote into `out` (its logs, a plan, a
+ * Clear what a fresh run stopped before its second step wrote into `out` (its logs, a plan, a
  * CoT start), so that the same command runs again: the run `--overwrite` set aside comes back
  * (`aside`); otherwise the run's entries go, and with them the directories {@linkcode makeRunDir}
  * made for it (`made`) and its lock file there. Nothing that `out` held before is touched
@@ -1632,7 +1637,7 @@ async function dropUntrainedRun(
   out: string,
   aside: SetAside | null,
   made: readonly string[],
-  signal: Deno.Signal | null,
+  when: string,
   note: (s: string) => void,
 ): Promise<void> {
   const held = watchStopSignals();
@@ -1649,10 +1654,20 @@ async function dropUntrainedRun(
         ? `${out}, made by this run, is removed`
         : `what the run wrote in ${out} is removed`;
     }
-    note(`${signal} before the first step: nothing was trained or saved; ${what}`);
+    note(`${when}; ${what}`);
   } finally {
     held.close();
   }
+}
+
+/**
+ * What became of a run that a signal stopped with {@linkcode TrainResult.nothingSaved}, e.g.
+ * `SIGINT in the first step: nothing was saved`.
+ */
+export function stoppedWhen(res: TrainResult): string {
+  return res.steps === 0
+    ? `${res.interrupted} before the first step: nothing was trained or saved`
+    : `${res.interrupted} in the first step: nothing was saved`;
 }
 
 /** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
@@ -1757,8 +1772,8 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
  * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
  * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
- * any run; one before the first step of a fresh run's CoT start saves nothing either (the caller
- * clears the run): a fresh run in the same directory then starts over.
+ * any run; one before or in the first step of a fresh run's CoT start saves nothing either (the
+ * caller clears the run): a fresh run in the same directory then starts over.
  */
 async function trainWithCotStart(
   opts: TrainOptions,
@@ -1845,7 +1860,7 @@ async function cotStartThenLotus(
           : cotTrain,
       },
       world,
-      // A fresh run's CoT start stopped before its first step saves nothing (the caller
+      // A fresh run's CoT start stopped before its second step saves nothing (the caller
       // clears the run); a resumed one saves, as LOTUS after it does.
       { resumeAs: opts.out, initMeta, keepListening: cotListening, dropUntrained: !resuming },
     );
