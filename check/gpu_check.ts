@@ -311,8 +311,10 @@ if (!standIn) {
       d.tcAttention
         ? "on"
         : d.mmaProbe === -1
-        ? "off"
-        : `off (the mma probe found ${d.mmaProbe} of 128 elements wrong)`
+        ? "off (the mma probe could not run)"
+        : typeof d.mmaProbe === "number" && d.mmaProbe > 0
+        ? `off (the mma probe found ${d.mmaProbe} of 128 elements wrong; the split-K kernel too)`
+        : "off (LOTUS_TC_ATTENTION=0)"
     }, few-row kernel ${d.gemv === false ? "off (LOTUS_GEMV=0)" : "on"}, programmatic dependent ` +
       `launch ${
         d.pdl

@@ -240,7 +240,10 @@ int configure_kernels(const char* fn) {
   g.tc_ahead = !env_off("LOTUS_TC_AHEAD");
   g.bf16_qkv = !env_off("LOTUS_BF16_QKV");
   g.bf16_fch = !env_off("LOTUS_BF16_FCH");
-  g.mma_probe = g.tc_attention ? probe_mma() : -1;
+  // Every tensor-core kernel (attention's and the few-row forwards') assumes mma.sync's
+  // documented register layout: a GPU that does not give it (or a probe that cannot run)
+  // turns them all off.
+  g.mma_probe = probe_mma();
   if (g.mma_probe != 0) g.tc_attention = false;
   g.gemv = !env_off("LOTUS_GEMV");
   // The host emulation's clock cannot rank kernels against each other (matmul.cuh's own_fwd).
@@ -253,6 +256,7 @@ int configure_kernels(const char* fn) {
                "0 (bf16 forwards of 9 to 128 rows by cuBLAS), 1 (by our kernel where timing says "
                "it is faster; the default on a GPU) or 2 (by our kernel wherever it applies)",
                &g.skinny));
+  if (g.mma_probe != 0) g.skinny = 0;
   g.defer_gelu_bwd = !env_off("LOTUS_DEFER_GELU_BWD");
   TRY(env_mode(fn, "LOTUS_DEFER_GELU_FWD", emulated ? 2 : 1,
                "0 (GELU's forward always its own kernel), 1 (formed by the few-row kernel after "

@@ -1294,15 +1294,18 @@ function shortOpenMpSpinByDefault(): void {
   } catch { /* no --allow-env: libgomp keeps its default */ }
 }
 
-/** le_init probes the GPU's tensor-core register layout; when it is not the one the bf16
- * attention kernels assume, the engine runs the fp32 kernels instead, and says so here. */
+/** le_init probes the GPU's tensor-core register layout; when it is not the one the engine's
+ * tensor-core kernels assume, or the probe cannot run, the engine runs without them (bf16
+ * attention on the fp32 kernels, few-row forwards on cuBLAS), and says so here. */
 function warnIfMmaProbeFailed(eng: Engine): void {
   const wrong = eng.deviceInfo().mmaProbe;
-  if (typeof wrong === "number" && wrong > 0) {
+  if (typeof wrong === "number" && wrong !== 0) {
     console.error(
-      `CUDA engine: le_init's tensor-core probe found ${wrong} of 128 elements wrong, so bf16 ` +
-        `attention runs on the fp32 kernels (correct, slower); deno task test:gpu checks the ` +
-        `engine on this GPU`,
+      `CUDA engine: le_init's tensor-core probe ${
+        wrong > 0 ? `found ${wrong} of 128 elements wrong` : "could not run"
+      }, so the engine's own tensor-core kernels are off: bf16 attention runs on the fp32 ` +
+        `kernels and few-row forwards on cuBLAS (correct, slower); deno task test:gpu checks ` +
+        `the engine on this GPU`,
     );
   }
 }

@@ -1229,7 +1229,7 @@ Deno.test({
     "CPU engine on every output and element, its backward gives the same bits from bf16 copies " +
     "of its rows as from the fp32 rows, blocks sized to the sequence give the bits of 64-row " +
     "blocks, tiles waited for before the products give the bits of tiles staged ahead, and " +
-    "LOTUS_TC_ATTENTION=0 brings back the fp32 kernels",
+    "LOTUS_TC_ATTENTION=0 brings back the fp32 kernels, as a failed probe of mma's layout does",
   ignore: !OK,
   fn() {
     const e = emulated(), lib = buildCudaEmu(), cpu = cpuEngine();
@@ -1297,7 +1297,7 @@ Deno.test({
     try {
       off = openEngine({ backend: "cuda", libPath: lib });
       assertEquals(off.deviceInfo().tcAttention, false);
-      assertEquals(off.deviceInfo().mmaProbe, -1, "not probed when switched off");
+      assertEquals(off.deviceInfo().mmaProbe, 0, "probed whatever the settings");
       const fp32 = outputs(off);
       for (let i = 0; i < cases.length; i++) {
         for (const [k, want] of Object.entries(ref[i])) {
@@ -1310,6 +1310,29 @@ Deno.test({
       off?.close();
       openEngine({ backend: "cuda", libPath: lib }).close(); // le_init again: tensor cores back
     }
+    // A GPU whose mma register layout is not the documented one (modelled: B's two registers
+    // swapped): le_init's probe finds it, and no tensor-core kernel runs, even the few-row
+    // forwards' when asked for (LOTUS_SKINNY=2): the fp32 attention kernels' results.
+    const warned: string[] = [];
+    const error = console.error;
+    console.error = (...a: unknown[]) => void warned.push(a.join(" "));
+    try {
+      withEngineSettings(open, { LOTUS_EMU_MMA: "swap-b", LOTUS_SKINNY: "2" }, (bad) => {
+        const d = bad.deviceInfo();
+        assert(Number(d.mmaProbe) > 0, `the probe found ${d.mmaProbe} elements wrong`);
+        assertEquals([d.tcAttention, d.skinny], [false, 0]);
+        const got = outputs(bad);
+        for (let i = 0; i < cases.length; i++) {
+          for (const [k, want] of Object.entries(ref[i])) {
+            const err = relErr(got[i][k], want);
+            assert(err <= 1e-6, `${cases[i].name}: ${k}: ${err} after a failed probe`);
+          }
+        }
+      });
+    } finally {
+      console.error = error;
+    }
+    assert(warned.some((w) => w.includes("tensor-core probe found")), warned.join("\n"));
     assertEquals(e.deviceInfo().tcAttention, true);
   },
 });

@@ -660,11 +660,19 @@ inline float mma_half(const uint32_t* regs, unsigned lane, int reg, int hi) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+// LOTUS_EMU_MMA=swap-b models a GPU whose B fragment has its two registers the other way round:
+// a layout the kernels do not assume, which le_init's probe must catch.
+inline bool mma_swaps_b() {
+  const char* e = std::getenv("LOTUS_EMU_MMA");
+  return e && std::strcmp(e, "swap-b") == 0;
+}
+
 inline void mma_bf16_16816(float* d, const uint32_t* a, const uint32_t* b) {
   const unsigned lin = L->cur->lin, base = lin - lin % 32, lane = lin % 32;
   uint32_t* mine = &L->mma[6 * size_t(lin)];
   for (int r = 0; r < 4; r++) mine[r] = a[r];
-  mine[4] = b[0], mine[5] = b[1];
+  const bool swap = mma_swaps_b();
+  mine[4] = b[swap ? 1 : 0], mine[5] = b[swap ? 0 : 1];
   yield(Wait::warp, 0xffffffffu);
   const uint32_t* w = &L->mma[6 * size_t(base)];
   const int g = int(lane / 4), t = int(lane % 4);

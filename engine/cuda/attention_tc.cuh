@@ -794,9 +794,11 @@ __global__ void __launch_bounds__(kTcBwdWarps * 32, HSP <= 64 ? 2 : 1)
 // The register layout these kernels assume is PTX's documentation, which the host emulation
 // implements; only a GPU can confirm it. le_init does, once: one warp multiplies small integer
 // matrices (exact in bf16 and fp32) through mma_bf16_16816 with its operands placed as
-// documented, and counts the elements of D that differ from the exact product. Any: the
-// tensor-core kernels are not used (the fp32 kernels serve bf16 mode too) and le_device_info
-// says so, rather than attention's gradients being silently wrong.
+// documented, adds them to an accumulator C placed as documented (the kernels chain products
+// through it), and counts the elements of D that differ from the exact C + A B. Any: no
+// tensor-core kernel is used (the fp32 attention kernels serve bf16 mode too, cuBLAS the
+// few-row forwards that skinny.cuh's kernel would take) and le_device_info says so, rather
+// than attention's gradients or a loop pass's products being silently wrong.
 __global__ void mma_probe_kernel(int* wrong) {
   pdl_begin();
   const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
@@ -808,12 +810,14 @@ __global__ void mma_probe_kernel(int* wrong) {
                          pack_bf16x2(A(g + 8, 2 * t + 8), A(g + 8, 2 * t + 9))};
   const uint32_t b[2] = {pack_bf16x2(B(2 * t, g), B(2 * t + 1, g)),
                          pack_bf16x2(B(2 * t + 8, g), B(2 * t + 9, g))};
-  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  auto C = [](int m, int n) { return (float)((m * 8 + n) % 11 - 5); };  // 16 x 8
+  float d[4];
+  for (int r = 0; r < 4; r++) d[r] = C(g + 8 * (r / 2), 2 * t + r % 2);
   mma_bf16_16816(d, a, b);
   int bad = 0;
   for (int r = 0; r < 4; r++) {
     const int m = g + 8 * (r / 2), n = 2 * t + r % 2;
-    float want = 0.f;
+    float want = C(m, n);
     for (int k = 0; k < 16; k++) want += A(m, k) * B(k, n);
     bad += d[r] != want;
   }
@@ -822,7 +826,7 @@ __global__ void mma_probe_kernel(int* wrong) {
 }
 
 // Runs the probe into g.dflag[3] and returns the wrong elements (of 128), or -1 when it could
-// not run (then the tensor-core kernels stay off too).
+// not run (then the tensor-core kernels stay off too). le_init runs it whatever the settings.
 inline int probe_mma() {
   LAUNCH(mma_probe_kernel, 1, 32, 0)(g.dflag + 3);
   if (cudaGetLastError() != cudaSuccess ||

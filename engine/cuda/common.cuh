@@ -139,10 +139,12 @@ inline void drop_pdl() {
 #ifndef LE_HOST_EMULATION
 // What LAUNCH makes: kernel<<<grid, block, smem, g.stream>>>(args...), with programmatic
 // serialisation when g.pdl. A failed launch is reported by the op's op_done
-// (cudaGetLastError), as with <<<>>>. If a launch with programmatic serialisation fails, it is
-// turned off for the process (g.pdl_dropped; le_device_info says so): outside a recording the
-// kernel is launched again without it, and a recording fails as with any failed op, so that
-// the caller's next recording runs without it (model/graphs.ts runs the ops one by one).
+// (cudaGetLastError), as with <<<>>>. If a launch with programmatic serialisation fails
+// outside a recording, the kernel is launched again without it, and when that works it is
+// turned off for the process (g.pdl_dropped; le_device_info says so); when that fails too, the
+// fault was not its own and it stays on. In a recording it is turned off and the recording
+// fails as with any failed op, so that the caller's next recording runs without it
+// (model/graphs.ts runs the ops one by one).
 template <class... P>
 struct Launch {
   void (*kernel)(P...);
@@ -166,10 +168,15 @@ struct Launch {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return;
-    drop_pdl();
-    if (g.capturing) return;  // the error stays for op_done: this recording fails
+    if (g.capturing) {
+      drop_pdl();
+      return;  // the error stays for op_done: this recording fails
+    }
     (void)cudaGetLastError();
     kernel<<<grid, block, smem, g.stream>>>(std::forward<A>(args)...);
+    // Only a launch that works without the attribute blames it: one that fails again (a bad
+    // configuration) leaves programmatic launch on, and its error for op_done.
+    if (cudaPeekAtLastError() == cudaSuccess) drop_pdl();
   }
 };
 #endif
