@@ -8,12 +8,18 @@
  * `./train/mod.ts`, `./infer/mod.ts`, `./export/mod.ts`, `./eval/mod.ts`, `./engine/mod.ts`
  * and `./base/mod.ts` (the subpaths `./pipeline`, `./model`, … of deno.json's exports).
  *
- * @example Build a dataset, train 20 steps, answer a question
+ * @example Build a dataset, train 20 steps of LOTUS alone, answer a question
  * ```ts ignore
  * import { buildDataset, DEFAULT_BUILD, defaultSplits, openInference, train } from "./mod.ts";
  *
  * await buildDataset({ ...DEFAULT_BUILD, out: "out/data/lib", splits: defaultSplits() });
- * const run = await train({ data: "out/data/lib", out: "out/runs/lib", train: { steps: 20 } });
+ * // recipe "none": no explicit-CoT start first (the default recipe trains one, 8 epochs).
+ * const run = await train({
+ *   data: "out/data/lib",
+ *   out: "out/runs/lib",
+ *   recipe: "none",
+ *   train: { steps: 20 },
+ * });
  * const session = await openInference(run.checkpoint);
  * const { answers } = await session.answer(["Mia buys 3 packs of 4 pens. How many pens?"]);
  * console.log(answers[0].text);

@@ -184,8 +184,12 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
   if (a.split !== undefined && format !== "dataset") {
     throw new CliError(
-      `--split ${a.split}: --data ${a.data} is a ${format} file, not a dataset directory with ` +
-        `splits; leave --split out, or give the dataset directory`,
+      a.format === "auto"
+        ? `--split ${a.split}: --data ${a.data} is a ${format} file, not a dataset directory ` +
+          `with splits; leave --split out, or give the dataset directory`
+        : `--split ${a.split}: --format ${format} reads --data ${a.data} as a ${format} file, ` +
+          `and --split applies only to a dataset directory (--format dataset, or auto); leave ` +
+          `out --split or --format`,
     );
   }
   const split = format === "dataset" ? await datasetSplit(a.data, a.split) : undefined;

@@ -258,7 +258,7 @@ async function* readDataset(
   const rebuild = `; the records file does not match the manifest: rebuild the dataset with ` +
     `deno task build-dataset --out ${dir}`;
   let lines = 0, kept = 0;
-  yield* readJsonl(path, (raw, at): EvalItem | InputError | null => {
+  const items = readJsonl(path, (raw, at): EvalItem | InputError | null => {
     // Line n holds record n - 1.
     const index = (raw as { index?: unknown } | null)?.index;
     if (index !== at.line - 1) {
@@ -289,6 +289,18 @@ async function* readDataset(
       nl: r.nl,
     };
   });
+  for await (const it of items) {
+    // A build writes its records whole: one that does not read is damage, which skipping
+    // cannot mend (the counts would no longer match the manifest's).
+    if (it instanceof InputError) {
+      throw new DatasetError(
+        `${it.file}${it.line > 0 ? `:${it.line}` : ""}: ${it.problem}; the records file is ` +
+          `damaged (a build writes it whole): rebuild the dataset with deno task build-dataset ` +
+          `--out ${dir}`,
+      );
+    }
+    yield it;
+  }
   if (lines !== info.counts.read || kept !== info.counts.kept) {
     throw new DatasetError(
       `${path}: ${lines} records (${kept} kept), the manifest counts ${info.counts.read} ` +

@@ -483,11 +483,25 @@ async function readConfig(path: string, sums: Checksums | null = null): Promise<
   }
 }
 
-async function readSt(path: string, sums: Checksums | null = null): Promise<SafetensorsFile> {
+/** What to do about a file of a checkpoint's that is gone. */
+const FILE_GONE = "a save writes the checkpoint whole, so it was removed since: restore the " +
+  "checkpoint from a copy, use another save of the run (checkpoint/, best/, cot-start/), or " +
+  "train again";
+
+/** A resume's message for a checkpoint without its optimizer state. */
+const OPTIMIZER_GONE = "a resume needs the AdamW moments it holds (a save of a run always writes " +
+  "it): restore the checkpoint from a copy, or start a new run from these weights with --init";
+
+async function readSt(
+  path: string,
+  sums: Checksums | null = null,
+  gone = FILE_GONE,
+): Promise<SafetensorsFile> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${path}: missing; ${gone}`);
     throw new CheckpointError(`${path}: cannot read (${(e as Error).message})`);
   }
   const { parent, stem } = splitPath(path);
@@ -944,6 +958,9 @@ export async function loadCheckpoint(
   let optimizer: CheckpointFiles["optimizer"] = null;
   if (opts.withOptimizer || await exists(optPath)) {
     let header: SafetensorsHeader;
+    if (!(await exists(optPath))) {
+      throw new CheckpointError(`${optPath}: missing; ${OPTIMIZER_GONE}`);
+    }
     try {
       header = await readSafetensorsHeader(optPath);
     } catch (e) {
@@ -952,7 +969,10 @@ export async function loadCheckpoint(
     // The moments themselves only for a resume: eval, infer and export never use them.
     // Read whole for a resume, and checked whole; its size alone otherwise.
     if (!opts.withOptimizer) await checkSum(dir, "optimizer.safetensors", null, sums);
-    optimizer = { header, file: opts.withOptimizer ? await readSt(optPath, sums) : undefined };
+    optimizer = {
+      header,
+      file: opts.withOptimizer ? await readSt(optPath, sums, OPTIMIZER_GONE) : undefined,
+    };
   }
   let tokenizerJson: string;
   try {

@@ -315,6 +315,26 @@ Deno.test("a sound checkpoint loads with its tokenizer; a resume checks the mome
   }
 });
 
+Deno.test("a checkpoint missing a file says it is missing and what to do", async () => {
+  const noModel = await damaged((d) => Deno.remove(`${d}/model.safetensors`));
+  const e = await assertRejects(() => loadCheckpoint(noModel), CheckpointError);
+  for (const p of ["model.safetensors: missing", "restore the checkpoint from a copy"]) {
+    assert(e.message.includes(p), `"${e.message}" lacks ${p}`);
+  }
+  // A resume needs the moments; eval, infer and export do not read them.
+  const noMoments = await damaged(async (d) => {
+    await Deno.remove(`${d}/optimizer.safetensors`).catch(() => {});
+  });
+  await loadCheckpoint(noMoments);
+  const r = await assertRejects(
+    () => loadCheckpoint(noMoments, { withOptimizer: true }),
+    CheckpointError,
+  );
+  for (const p of ["optimizer.safetensors: missing", "AdamW moments", "--init"]) {
+    assert(r.message.includes(p), `"${r.message}" lacks ${p}`);
+  }
+});
+
 /** `path` cut to half its length, as a full disk or a copy stopped midway leaves it. */
 async function truncate(path: string): Promise<void> {
   const t = await Deno.readTextFile(path);

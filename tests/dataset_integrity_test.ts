@@ -157,6 +157,17 @@ Deno.test("integrity: eval refuses a records file that disagrees with the manife
   const e = await assertRejects(() => loadEvalItems(dir, { format: "dataset", split: "valid" }));
   assert(e instanceof Error && e.message.includes(path), String(e));
   assert(e.message.includes("rebuild"), e.message);
+  // A last record cut short, as a full disk leaves it: damage to rebuild, not a record to skip.
+  await Deno.writeTextFile(path, lines.join("\n").slice(0, -20) + "\n");
+  for (const onError of ["throw", "skip"] as const) {
+    const cut = await assertRejects(
+      () => loadEvalItems(dir, { format: "dataset", split: "valid", onError }),
+      DatasetError,
+    );
+    assert(cut.message.includes(`${path}:${lines.length}: `), cut.message);
+    assert(cut.message.includes("the records file is damaged"), cut.message);
+    assert(!cut.message.includes("--on-error skip"), cut.message);
+  }
 });
 
 class Killed extends Error {}

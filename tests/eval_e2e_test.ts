@@ -193,6 +193,24 @@ Deno.test("eval end to end: an --out at a run, or --split with a file, is refuse
     Error,
     "--split test",
   );
+  // A dataset directory read as a file by an explicit --format: the message says so.
+  await assertRejects(
+    () =>
+      runCli([
+        "--checkpoint",
+        s.cot,
+        "--data",
+        s.data,
+        "--format",
+        "gsm8k",
+        "--split",
+        "valid",
+        "--limit",
+        "2",
+      ]),
+    Error,
+    "--format gsm8k reads --data",
+  );
 });
 
 Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {
