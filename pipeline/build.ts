@@ -38,7 +38,7 @@ import {
   type SplitCounts,
   type SplitInfo,
 } from "./manifest.ts";
-import { DEFAULT_SHARD_SIZE, SplitWriter, StagedDir } from "./writer.ts";
+import { DEFAULT_SHARD_SIZE, isBuildLeftover, SplitWriter, StagedDir } from "./writer.ts";
 import {
   estimateWithExtras,
   openSplitSource,
@@ -327,6 +327,78 @@ async function existingManifest(out: string): Promise<Manifest | null> {
   }
 }
 
+/**
+ * Refuses an `out` that has no manifest but holds files other than those an interrupted
+ * build leaves ({@linkcode isBuildLeftover}): a build writes tokenizer.json there and removes
+ * the dataset files no manifest names, so it would overwrite or delete what another tool
+ * keeps there (a model directory, say). A missing or empty directory is fine.
+ */
+async function checkFreshOut(out: string): Promise<void> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(out)) names.push(e.name);
+  } catch (e) {
+    rethrowIfDenied(e);
+    return; // missing; a file where the directory should be fails when it is created
+  }
+  const foreign = names.filter((n) => !isBuildLeftover(n, names)).sort();
+  if (foreign.length === 0) return;
+  const shown = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ", ..." : "");
+  throw new BuildError(
+    `--out ${out} is not empty and holds no dataset (no ${MANIFEST_FILE}): it has ${shown}. ` +
+      `A build writes tokenizer.json and dataset files there and removes files it does not ` +
+      `list, so it does not build into a directory it did not make: choose an empty or new ` +
+      `directory for --out`,
+  );
+}
+
+/**
+ * Refuses splits that would repeat records of splits `old` keeps (those this build does not
+ * replace): an input file with the sha256 of one of their sources, or generated records of
+ * the same seed and numbers. Returns the sha256 of each input file hashed.
+ */
+async function checkAgainstKept(
+  out: string,
+  old: Manifest,
+  splits: readonly SplitSpec[],
+): Promise<Map<string, { sha256: string; bytes: number }>> {
+  const sums = new Map<string, { sha256: string; bytes: number }>();
+  const rebuilt = new Set(splits.map((s) => s.name));
+  const kept = Object.entries(old.splits).filter(([name]) => !rebuilt.has(name));
+  if (kept.length === 0) return sums;
+  for (const s of splits) {
+    for (const path of s.inputs) {
+      const sum = await fileSha256(path);
+      sums.set(path, sum);
+      for (const [name, info] of kept) {
+        const src = info.sources.find((x) => x.sha256 === sum.sha256);
+        if (src === undefined) continue;
+        throw new BuildError(
+          `${path}: the same content (sha256) as ${src.path}, a source of split ${name} ` +
+            `already in ${out}; split ${s.name} would repeat its records: give split ${s.name} ` +
+            `another file, or rebuild split ${name} in the same call`,
+        );
+      }
+    }
+    if (s.synthetic === undefined) continue;
+    const seed = s.synthetic.seed ?? 0, from = s.synthetic.start ?? 1;
+    const to = from + s.synthetic.n;
+    for (const [name, info] of kept) {
+      const g = info.synthetic;
+      if (g === undefined || g.seed !== seed) continue;
+      const gFrom = g.start ?? 1, gTo = gFrom + g.n;
+      if (!(gFrom < to && from < gTo && from < to)) continue;
+      throw new BuildError(
+        `split ${s.name} would generate records ${Math.max(gFrom, from)} to ` +
+          `${Math.min(gTo, to) - 1} with seed ${seed}, which split ${name} already in ${out} ` +
+          `has: the same problems in two splits; pass another --seed, or rebuild split ${name} ` +
+          `in the same call`,
+      );
+    }
+  }
+  return sums;
+}
+
 async function reuseTokenizer(
   out: string,
   m: Manifest,
@@ -515,66 +587,67 @@ export async function buildDataset(
           `directory shares K, c and the CoT form: pass the same values or use another --out`,
       );
     }
-  }
+  } else await checkFreshOut(o.out);
 
-  // Formats are detected once per file, before anything is written.
-  const inputsBySplit = new Map<string, { path: string; format: Format; idLabel?: string }[]>();
-  for (const s of o.splits) {
-    const list = [];
-    for (const path of s.exclude ?? []) {
-      try {
-        await Deno.stat(path);
-      } catch (e) {
-        rethrowIfDenied(e);
-        throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
-      }
-    }
-    for (const path of s.inputs) {
-      try {
-        await Deno.stat(path);
-      } catch (e) {
-        rethrowIfDenied(e);
-        throw new BuildError(`${path}: input file not found; check --input`);
-      }
-      const format = o.format === "auto" ? await detectFormat(path) : (o.format as Format);
-      list.push({ path, format });
-    }
-    inputsBySplit.set(s.name, list);
-  }
-  const labels = await checkUniqueIds(o.splits);
-  for (const list of inputsBySplit.values()) {
-    for (const input of list) input.idLabel = labels.get(input.path);
-  }
-  const totals = new Map<string, number | null>();
-  if (hooks.onProgress) {
-    for (const s of o.splits) {
-      totals.set(s.name, estimateWithExtras(await estimateRecords(inputsBySplit.get(s.name)!), s));
-    }
-  }
-
-  let tok: Tokenizer;
-  const reused = old !== null;
-  if (old) tok = await reuseTokenizer(o.out, old, o.tokenizer);
-  else if (o.tokenizer === undefined || o.tokenizer === "gpt2") tok = await gpt2Tokenizer();
-  else if (o.tokenizer === "compact") {
-    const first = o.splits[0];
-    tok = await fitCompact(
-      first,
-      inputsBySplit.get(first.name)!,
-      o,
-      totals.get(first.name) ?? null,
-      progress,
-    );
-  } else tok = await tokenizerFromFile(o.tokenizer);
-
+  // From here on SIGINT and SIGTERM remove what the build wrote and say so (StagedDir).
   const staged = await StagedDir.open(o.out);
   let writer: SplitWriter | undefined;
   try {
-    const files: string[] = [];
-    if (!reused) {
-      await Deno.writeTextFile(`${staged.path}/tokenizer.json`, tok.toJSON());
-      files.push("tokenizer.json");
+    // Formats are detected once per file, before anything is written.
+    const inputsBySplit = new Map<string, { path: string; format: Format; idLabel?: string }[]>();
+    for (const s of o.splits) {
+      const list = [];
+      for (const path of s.exclude ?? []) {
+        try {
+          await Deno.stat(path);
+        } catch (e) {
+          rethrowIfDenied(e);
+          throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
+        }
+      }
+      for (const path of s.inputs) {
+        try {
+          await Deno.stat(path);
+        } catch (e) {
+          rethrowIfDenied(e);
+          throw new BuildError(`${path}: input file not found; check --input`);
+        }
+        const format = o.format === "auto" ? await detectFormat(path) : (o.format as Format);
+        list.push({ path, format });
+      }
+      inputsBySplit.set(s.name, list);
     }
+    const labels = await checkUniqueIds(o.splits);
+    const sums = old ? await checkAgainstKept(o.out, old, o.splits) : new Map();
+    for (const list of inputsBySplit.values()) {
+      for (const input of list) input.idLabel = labels.get(input.path);
+    }
+    const totals = new Map<string, number | null>();
+    if (hooks.onProgress) {
+      for (const s of o.splits) {
+        totals.set(
+          s.name,
+          estimateWithExtras(await estimateRecords(inputsBySplit.get(s.name)!), s),
+        );
+      }
+    }
+
+    let tok: Tokenizer;
+    const reused = old !== null;
+    if (old) tok = await reuseTokenizer(o.out, old, o.tokenizer);
+    else if (o.tokenizer === undefined || o.tokenizer === "gpt2") tok = await gpt2Tokenizer();
+    else if (o.tokenizer === "compact") {
+      const first = o.splits[0];
+      tok = await fitCompact(
+        first,
+        inputsBySplit.get(first.name)!,
+        o,
+        totals.get(first.name) ?? null,
+        progress,
+      );
+    } else tok = await tokenizerFromFile(o.tokenizer);
+
+    const files: string[] = [];
     const splits: Record<string, SplitInfo> = { ...(old?.splits ?? {}) };
     const listed: SkippedRecord[] = [];
     for (const spec of o.splits) {
@@ -641,7 +714,7 @@ export async function buildDataset(
       }
       const sources = [];
       for (const { path, format } of inputs) {
-        sources.push({ path, format, ...(await fileSha256(path)) });
+        sources.push({ path, format, ...(sums.get(path) ?? await fileSha256(path)) });
       }
       const extras = source.info();
       if (extras.exclude) {
@@ -664,6 +737,12 @@ export async function buildDataset(
       };
       files.push(...SplitWriter.files(result));
     }
+    if (!reused) {
+      // After the splits' files: a first build killed in its commit leaves tokenizer.json
+      // only beside them, which is how the next build knows it (isBuildLeftover).
+      await Deno.writeTextFile(`${staged.path}/tokenizer.json`, tok.toJSON());
+      files.push("tokenizer.json");
+    }
     const manifest: Manifest = {
       format: "lotus-dataset",
       version: MANIFEST_VERSION,
@@ -682,7 +761,10 @@ export async function buildDataset(
     // The files have names of their own content, the manifest goes last: until its rename
     // the old dataset is intact, after it the new one is complete. Files no manifest names
     // (the replaced splits', and those of builds killed before their manifest) go last.
-    await staged.commit(files, manifestFiles(manifest), hooks.onCommitStep);
+    // Only files a build of this dataset wrote are removed: those the old manifest names and
+    // those with a build's names.
+    const previous = old ? manifestFiles(old) : [];
+    await staged.commit(files, manifestFiles(manifest), hooks.onCommitStep, previous);
     return {
       out: o.out,
       manifest,

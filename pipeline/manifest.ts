@@ -101,6 +101,8 @@ export interface SourceInfo {
 export interface SyntheticInfo {
   /** Records generated. */
   n: number;
+  /** The number of the first (absent in directories built before it was recorded: 1). */
+  start?: number;
   /** Seed. */
   seed: number;
   /** Fewest calculator steps. */
@@ -312,6 +314,7 @@ const SplitInfoSchema = z.object({
   shards: z.array(ShardInfoSchema),
   synthetic: z.object({
     n: count,
+    start: count.optional(),
     seed: count,
     minSteps: count,
     maxSteps: count,

@@ -118,6 +118,7 @@ export async function openSplitSource(
       if (synth !== undefined) {
         out.synthetic = {
           n: synth.n,
+          start: synth.start,
           seed: synth.seed,
           minSteps: synth.minSteps,
           maxSteps: synth.maxSteps,

@@ -47,23 +47,49 @@ const SIGNALS: { sig: Deno.Signal; code: number }[] = [
   { sig: "SIGTERM", code: 143 },
 ];
 const handlers = new Map<Deno.Signal, () => void>();
-/** Commits in progress, and the exit code of a signal that arrived during one. */
+/** Commits in progress, and the signal that arrived during one. */
 let committing = 0;
-let pendingExit: number | null = null;
+let pendingExit: { sig: Deno.Signal; code: number } | null = null;
 
-function onSignal(code: number): void {
+/**
+ * Removes every open staging directory, says on stderr what became of each output directory
+ * and exits with `code`. `commit` is the commit that has just ended, if the signal waited for
+ * one: the output it names holds the new dataset when `done`, else still the old one.
+ */
+function onSignal(
+  sig: Deno.Signal,
+  code: number,
+  commit?: { out: string; done: boolean; moved: number },
+): void {
   if (committing > 0) {
-    pendingExit ??= code;
+    pendingExit ??= { sig, code };
     return;
   }
-  for (const s of active) s.removeSync();
+  for (const s of active) {
+    s.removeSync();
+    console.error(
+      `stopped by ${sig}: nothing was changed in ${s.out} (what the build had written is ` +
+        `removed); rerun the same command`,
+    );
+  }
+  if (commit?.done) {
+    console.error(`stopped by ${sig} after the build was written: ${commit.out} holds it`);
+  } else if (commit) {
+    const moved = commit.moved > 0
+      ? ` (the ${commit.moved} files the build had moved there are removed by the next build)`
+      : "";
+    console.error(
+      `stopped by ${sig}: ${commit.out} still holds what it held before${moved}; rerun the ` +
+        `same command`,
+    );
+  }
   Deno.exit(code);
 }
 
 function listen(): void {
   if (handlers.size > 0 || Deno.build.os === "windows") return;
   for (const { sig, code } of SIGNALS) {
-    const h = () => onSignal(code);
+    const h = () => onSignal(sig, code);
     Deno.addSignalListener(sig, h);
     handlers.set(sig, h);
   }
@@ -79,11 +105,27 @@ function unlisten(): void {
 const STAGING = "staging";
 
 /**
- * The files a dataset directory may hold that a build removes when no manifest names them:
- * shards, records and reports, by their extensions. Anything else in `--out` is left alone.
+ * The names a build gives the files of a split ({@linkcode SplitWriter.finish}):
+ * `<split>-<build id>-NNNNN.safetensors`, `<split>-<build id>.records.jsonl` and
+ * `<split>-<build id>.report.csv`, the build id being 12 hex digits. A build removes such a
+ * file from `--out` when no manifest names it (a replaced split's, or one a killed build
+ * moved there), and so does it with the files the directory's previous manifest named; any
+ * other file in `--out` is left alone.
  */
 export const DATASET_FILE: RegExp =
-  /^[A-Za-z0-9_][A-Za-z0-9_.-]*\.(safetensors|records\.jsonl|report\.csv)$/;
+  /^[A-Za-z0-9_][A-Za-z0-9_.-]*-[0-9a-f]{12}(-\d{5}\.safetensors|\.records\.jsonl|\.report\.csv)$/;
+
+/**
+ * What a build leaves in `--out` when it is interrupted before its manifest is in place: its
+ * staging directory and lock (`.staging-<pid>`, `.lock-<pid>`, when it was killed outright)
+ * and, killed during its commit, files already moved there ({@linkcode DATASET_FILE} names,
+ * and `tokenizer.json`, which a build moves after its splits' files). Tells whether `name`,
+ * an entry of a directory holding `names` and no manifest, is such a leftover.
+ */
+export function isBuildLeftover(name: string, names: readonly string[]): boolean {
+  if (/^\.(staging|lock)-\d+$/.test(name) || DATASET_FILE.test(name)) return true;
+  return name === "tokenizer.json" && names.some((n) => DATASET_FILE.test(n));
+}
 
 /** Holds an exclusive lock on a directory, so that two commits into it do not interleave. */
 async function lockDir(dir: string): Promise<Deno.FsFile | null> {
@@ -143,8 +185,9 @@ export class StagedDir {
 
   /**
    * Move `files` (names inside the staging directory) into the output directory in the
-   * given order, then remove the files of the output that `named` does not list and
-   * {@linkcode DATASET_FILE} matches, then the staging directory. Put the manifest last in
+   * given order, then remove the files of the output that `named` does not list and that
+   * {@linkcode DATASET_FILE} matches or `previous` (the files the output's current manifest
+   * names) lists, then the staging directory. No other file is removed. Put the manifest last in
    * `files`, and let no other name in `files` be one the output's current manifest lists
    * with other content: then the output holds the old dataset until the manifest's rename
    * and the new one after it. `onStep` is called before each change to the output (tests
@@ -154,17 +197,20 @@ export class StagedDir {
     files: string[],
     named: Iterable<string>,
     onStep?: (step: string) => void,
+    previous: Iterable<string> = [],
   ): Promise<void> {
     committing++; // a signal from here on waits for the last rename
     let dirLock: Deno.FsFile | null = null;
+    let renamed = 0;
     try {
       dirLock = await lockDir(this.out);
       for (const f of files) {
         onStep?.(`rename ${f}`);
         await Deno.rename(`${this.path}/${f}`, `${this.out}/${f}`);
+        renamed++;
       }
       const keep = new Set([...named, ...files, MANIFEST_FILE]);
-      for (const f of await unnamedFiles(this.out, keep)) {
+      for (const f of await unnamedFiles(this.out, keep, new Set(previous))) {
         onStep?.(`remove ${f}`);
         await Deno.remove(`${this.out}/${f}`).catch(() => {});
       }
@@ -173,7 +219,10 @@ export class StagedDir {
       await this.#lease?.release();
       committing--;
       this.#close();
-      if (pendingExit !== null && committing === 0) onSignal(pendingExit);
+      if (pendingExit !== null && committing === 0) {
+        const done = renamed === files.length;
+        onSignal(pendingExit.sig, pendingExit.code, { out: this.out, done, moved: renamed });
+      }
     }
   }
 
@@ -205,11 +254,19 @@ export class StagedDir {
   }
 }
 
-/** The dataset files of `dir` ({@linkcode DATASET_FILE}) that `keep` does not list. */
-async function unnamedFiles(dir: string, keep: Set<string>): Promise<string[]> {
+/**
+ * The files of `dir` that `keep` does not list and that a build wrote: {@linkcode DATASET_FILE}
+ * names and those in `previous`.
+ */
+async function unnamedFiles(
+  dir: string,
+  keep: Set<string>,
+  previous: Set<string>,
+): Promise<string[]> {
   const out: string[] = [];
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && DATASET_FILE.test(e.name) && !keep.has(e.name)) out.push(e.name);
+    const built = DATASET_FILE.test(e.name) || previous.has(e.name);
+    if (e.isFile && built && !keep.has(e.name)) out.push(e.name);
   }
   return out.sort();
 }

@@ -367,3 +367,87 @@ Deno.test({
     assert(dropSum >= c.dropped, "every dropped record has a reason");
   }
 });
+
+Deno.test("build: an --out with other files and no manifest is refused; a killed first build's leftovers are not", async () => {
+  const out = await tempDir();
+  await Deno.writeTextFile(`${out}/model.safetensors`, "weights");
+  await Deno.writeTextFile(`${out}/tokenizer.json`, "{}");
+  const train = [{ name: "train", inputs: [TRAIN] }];
+  await assertRejects(
+    () => buildDataset({ out, splits: train }),
+    BuildError,
+    "choose an empty or new directory for --out",
+  );
+  assertEquals([...(await snapshot(out)).keys()].sort(), ["model.safetensors", "tokenizer.json"]);
+  // What a first build killed in its commit leaves: its staging directory and lock, files
+  // moved into place, tokenizer.json (moved after them); the rerun builds and removes them.
+  const killed = `${await tempDir()}/ds`;
+  await Deno.mkdir(`${killed}/.staging-4000001`, { recursive: true });
+  await Deno.writeTextFile(`${killed}/.staging-4000001/part`, "x");
+  await Deno.writeTextFile(`${killed}/.lock-4000001`, "");
+  await Deno.writeTextFile(`${killed}/train-0123456789ab-00000.safetensors`, "half");
+  await Deno.writeTextFile(`${killed}/train-0123456789ab.records.jsonl`, "half");
+  await Deno.writeTextFile(`${killed}/tokenizer.json`, "{}");
+  const s = await buildDataset({ out: killed, splits: train });
+  assertEquals(
+    (await Array.fromAsync(Deno.readDir(killed))).map((e) => e.name).sort(),
+    ["manifest.json", ...manifestFiles(s.manifest)].sort(),
+  );
+  // A rebuild removes the files of the split it replaces, not files it did not write.
+  await Deno.writeTextFile(`${killed}/notes.safetensors`, "mine");
+  await Deno.writeTextFile(`${killed}/notes.records.jsonl`, "mine");
+  const again = await buildDataset({ out: killed, splits: train, shardSize: 10 });
+  assertEquals(
+    (await Array.fromAsync(Deno.readDir(killed))).map((e) => e.name).sort(),
+    ["manifest.json", "notes.records.jsonl", "notes.safetensors", ...manifestFiles(again.manifest)]
+      .sort(),
+  );
+});
+
+Deno.test("build: a split repeating a kept split's source or generated records is refused", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({
+    out,
+    splits: [{ name: "train", inputs: [TRAIN], synthetic: { n: 200 } }],
+    tokenizer: "compact",
+  });
+  const before = await snapshot(out);
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "test", inputs: [], synthetic: { n: 50 } }] }),
+    BuildError,
+    "split test would generate records 1 to 50 with seed 0, which split train already in",
+  );
+  await assertRejects(
+    () =>
+      buildDataset({
+        out,
+        splits: [{ name: "test", inputs: [], synthetic: { n: 50, start: 150, seed: 0 } }],
+      }),
+    BuildError,
+    "records 150 to 199 with seed 0",
+  );
+  // The same content under another name is the same source.
+  const copy = `${await tempDir()}/copy.jsonl`;
+  await Deno.copyFile(TRAIN, copy);
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "test", inputs: [copy] }] }),
+    BuildError,
+    `${copy}: the same content (sha256) as ${TRAIN}, a source of split train already in`,
+  );
+  assertSameTree(before, await snapshot(out));
+  // Other seeds, numbers past the kept ones, and a rebuild of the split itself are fine.
+  await buildDataset({
+    out,
+    splits: [{ name: "test", inputs: [], synthetic: { n: 50, seed: 1 } }],
+  });
+  await buildDataset({
+    out,
+    splits: [{ name: "valid", inputs: [VALID], synthetic: { n: 5, start: 201 } }],
+  });
+  const m = await buildDataset({
+    out,
+    splits: [{ name: "train", inputs: [TRAIN], synthetic: { n: 100 } }],
+  });
+  assertEquals(Object.keys(m.manifest.splits).sort(), ["test", "train", "valid"]);
+  assertEquals(m.manifest.splits.train.synthetic?.start, 1);
+});

@@ -194,3 +194,124 @@ Deno.test("cli: SIGINT the moment the staging directory appears leaves nothing b
   }
   assert(exercised > 0, "at least one run was interrupted");
 });
+
+/**
+ * `build-dataset ARGS` with a preload that sends `signal` to the build the moment it calls
+ * `Deno.${call}` on a path matching `at`: a file opened in the staging directory (mid-build:
+ * the open then waits until the signal is handled), or a file moved into the output
+ * (mid-commit, which the signal waits for).
+ */
+async function buildSignalledAt(
+  call: "open" | "rename",
+  at: RegExp,
+  signal: Deno.Signal,
+  args: string[],
+): Promise<Run> {
+  const preload = `${await tempDir()}/signal_at.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const real = Deno.${call};
+let sent = false;
+Object.defineProperty(Deno, "${call}", {
+  value: (...a: unknown[]) => {
+    const path = String(a[${call === "open" ? 0 : 1}]);
+    if (!sent && ${at}.test(path)) {
+      sent = true;
+      Deno.kill(Deno.pid, "${signal}");
+      // In the build, the call waits for the signal to be handled.
+      ${
+      call === "open"
+        ? "return new Promise((r) => setTimeout(r, 5000)).then(() => (real as any)(...a));"
+        : ""
+    }
+    }
+    // deno-lint-ignore no-explicit-any
+    return (real as any)(...a);
+  },
+});
+`,
+  );
+  return await runDeno([
+    "run",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    `--preload=${preload}`,
+    CLI,
+    ...args,
+  ]);
+}
+
+async function tree(dir: string): Promise<Map<string, string>> {
+  const m = new Map<string, string>();
+  for (const n of await entries(dir)) m.set(n, await Deno.readTextFile(`${dir}/${n}`));
+  return m;
+}
+
+Deno.test("cli: a signal during a build says the output is unchanged; one in the commit, that it is written", async () => {
+  const out = `${await tempDir()}/out`;
+  const base = ["--input", TRAIN, "--split", "train", "--out", out];
+  // Into a new directory: nothing is left, not even the directory.
+  const first = await buildSignalledAt(
+    "open",
+    /\.staging-\d+\/\.train\.records\.jsonl$/,
+    "SIGINT",
+    [
+      ...base,
+    ],
+  );
+  assertEquals(first.code, 130, first.stderr);
+  assert(
+    first.stderr.includes(`stopped by SIGINT: nothing was changed in ${out}`) &&
+      first.stderr.includes("rerun the same command"),
+    first.stderr,
+  );
+  assertEquals(await entries(out), []);
+  // Rebuilding a split of a dataset: the dataset stays as it was, byte for byte.
+  assertEquals((await cli([...base, "--shard-size", "10"])).code, 0);
+  const before = await tree(out);
+  const again = await buildSignalledAt(
+    "open",
+    /\.staging-\d+\/\.train\.records\.jsonl$/,
+    "SIGTERM",
+    [
+      ...base,
+    ],
+  );
+  assertEquals(again.code, 143, again.stderr);
+  assert(again.stderr.includes(`stopped by SIGTERM: nothing was changed in ${out}`), again.stderr);
+  assertEquals(await tree(out), before);
+  // A signal while the files are moved into place waits for the commit, which completes.
+  const late = await buildSignalledAt(
+    "rename",
+    /\/out\/train-[0-9a-f]{12}\.records\.jsonl$/,
+    "SIGINT",
+    [
+      ...base,
+    ],
+  );
+  assertEquals(late.code, 130, late.stderr);
+  assert(
+    late.stderr.includes(`stopped by SIGINT after the build was written: ${out} holds it`),
+    late.stderr,
+  );
+  const m = JSON.parse(await Deno.readTextFile(`${out}/manifest.json`));
+  assertEquals(m.splits.train.shards.length, 1);
+  assertEquals(
+    (await entries(out)).filter((n) => n.endsWith(".safetensors")),
+    [m.splits.train.shards[0].file],
+  );
+});
+
+Deno.test("cli: --out that holds other files and no manifest is refused and left as it was", async () => {
+  const out = await tempDir();
+  await Deno.writeTextFile(`${out}/model.safetensors`, "weights");
+  await Deno.writeTextFile(`${out}/tokenizer.json`, "{}");
+  const r = await cli(["--synthetic", "10", "--out", out]);
+  assertEquals(r.code, 1, r.stderr);
+  assertOneLineError(r, `--out ${out} is not empty`, "model.safetensors", "choose an empty or new");
+  assertEquals([...(await tree(out)).entries()], [
+    ["model.safetensors", "weights"],
+    ["tokenizer.json", "{}"],
+  ]);
+});

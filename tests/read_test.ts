@@ -291,6 +291,26 @@ Deno.test("read csv: a \\r\\n inside quotes is one line break: lines and ids sta
   );
 });
 
+Deno.test("read csv: an unclosed quote is named at its record's line, however fast records are taken", async () => {
+  const good = (i: number) => `"Q${i} has 2 pens and buys 3. How many?",5,"2 + 3 = 5 pens."\n`;
+  const two = await tempFile("two.csv", `question,answer,cot\n${good(1)}${good(2)}"x,y\n`);
+  assertEquals((await inputError(two)).line, 4);
+  // Twenty good rows, then the quote on line 22, read by a loop that awaits between records:
+  // csv-parse has queued more records than the loop has taken when it fails.
+  const rows = Array.from({ length: 20 }, (_, i) => good(i + 1)).join("");
+  const slow = await tempFile("slow.csv", `question,answer,cot\n${rows}\n"x,y\n`);
+  const taken: number[] = [];
+  const e = await assertRejects(async () => {
+    for await (const p of readProblems(slow)) {
+      taken.push(p.source.line);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }, InputError) as InputError;
+  assertEquals(e.line, 23, e.message); // the blank line 22 is skipped
+  assert(e.message.startsWith(`${slow}:23: malformed CSV in the record starting`), e.message);
+  assert(taken.length < 20, `the loop took ${taken.length} records first`);
+});
+
 // --- parquet -----------------------------------------------------------------------------
 
 function parquet(columns: Record<string, (string | null)[]>, rowGroupSize: number): Uint8Array {

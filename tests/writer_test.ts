@@ -185,27 +185,37 @@ print(json.dumps({"shape": list(a.shape), "row1": a[1].tolist()}))
   });
 });
 
-Deno.test("staging: commit moves files in order, removes unnamed dataset files", async () => {
+Deno.test("staging: commit moves files in order, removes the unnamed files a build wrote", async () => {
   const out = await tempDir();
-  await Deno.writeTextFile(`${out}/old-00001.safetensors`, "stale");
-  await Deno.writeTextFile(`${out}/kept-00000.safetensors`, "named by the manifest");
+  await Deno.writeTextFile(`${out}/t-0123456789ab-00001.safetensors`, "stale, a build's name");
+  await Deno.writeTextFile(`${out}/old.records.jsonl`, "stale, the old manifest's");
+  await Deno.writeTextFile(`${out}/t-00112233aabb-00000.safetensors`, "named by the manifest");
   await Deno.writeTextFile(`${out}/notes.txt`, "not a dataset file: left alone");
+  await Deno.writeTextFile(`${out}/model.safetensors`, "no build's: left alone");
   const st = await StagedDir.open(out);
   await Deno.writeTextFile(`${st.path}/a.report.csv`, "a");
   await Deno.writeTextFile(`${st.path}/manifest.json`, "{}");
   const steps: string[] = [];
   await st.commit(
     ["a.report.csv", "manifest.json"],
-    ["a.report.csv", "kept-00000.safetensors"],
+    ["a.report.csv", "t-00112233aabb-00000.safetensors"],
     (s) => steps.push(s),
+    ["old.records.jsonl", "t-00112233aabb-00000.safetensors"],
   );
   assertEquals(steps, [
     "rename a.report.csv",
     "rename manifest.json",
-    "remove old-00001.safetensors",
+    "remove old.records.jsonl",
+    "remove t-0123456789ab-00001.safetensors",
   ]);
   const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
-  assertEquals(names, ["a.report.csv", "kept-00000.safetensors", "manifest.json", "notes.txt"]);
+  assertEquals(names, [
+    "a.report.csv",
+    "manifest.json",
+    "model.safetensors",
+    "notes.txt",
+    "t-00112233aabb-00000.safetensors",
+  ]);
 });
 
 Deno.test("staging: abort leaves the output directory untouched", async () => {

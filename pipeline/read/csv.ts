@@ -185,9 +185,24 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
   // byte first and records where the bad ones are, so that their records are refused.
   const checker = new Utf8Checker();
   const newlines = new NewlineIndex();
+  // Where csv-parse itself is: just past the last record it parsed, and the blank lines it had
+  // skipped by then. It parses ahead of the loop below (records wait in the stream's queue),
+  // and an error it raises names no record start that is right after a \r\n inside quotes.
+  let parsedEnd = 0;
+  let parsedEmpty = 0;
   const rows = file.readable.pipeThrough(checker.stream()).pipeThrough(newlines.stream())
     .pipeThrough(
-      parse({ info: true, bom: true, relax_column_count: true, skip_empty_lines: true }),
+      parse({
+        info: true,
+        bom: true,
+        relax_column_count: true,
+        skip_empty_lines: true,
+        on_record: (rec, info) => {
+          parsedEnd = info.bytes;
+          parsedEmpty = info.empty_lines;
+          return rec;
+        },
+      }),
     );
   let cols: Columns | null = null;
   let prevEnd = 0; // byte offset just past the previous record and its line break
@@ -213,11 +228,14 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
   } catch (e) {
     if (e instanceof InputError) throw e;
     // csv-parse's own line count (in its message too) is off after a \r\n inside quotes:
-    // name the line where the record it could not read starts.
+    // name the line where the record it could not read starts, just after the last one it
+    // parsed (not the last one this loop took: the stream had queued more), past the blank
+    // lines it skipped since.
     const err = e as Error & { empty_lines?: number };
+    const empty = err.empty_lines ?? parsedEmpty;
     throw new InputError({
       file: path,
-      line: startLine(err.empty_lines ?? prevEmpty),
+      line: newlines.before(parsedEnd) + 1 + (empty - parsedEmpty),
       problem: `malformed CSV in the record starting on this line (${err.message})`,
       hint: FILE_HINT,
       cause: e,
