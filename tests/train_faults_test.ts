@@ -13,7 +13,8 @@ import { parseTrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
+import { ROOT, runDeno, TASK_PERMISSIONS } from "./_run.ts";
+import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
@@ -912,4 +913,155 @@ Deno.test("faults: a stopped run removes only the directories it made, and only 
   await Deno.writeTextFile(`${root}/a/b/theirs.txt`, "");
   assertEquals(await removeMadeDirs(again), false);
   assertEquals(namesIn(`${root}/a/b`), ["theirs.txt"]);
+});
+
+Deno.test("faults: --resume of what is not a run says so, and makes, locks or changes nothing", async () => {
+  const data = await fixtureData(), parent = await tempDir();
+  const refused = async (dir: string, found: string) => {
+    const e = await assertRejects(
+      () => train({ ...base, out: dir, resume: dir }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--resume");
+    assert(e.message.startsWith(`--resume ${dir}: no such run (${found}`), e.message);
+    assert(e.message.endsWith("; give the run directory that train --out wrote"), e.message);
+  };
+  await refused(`${parent}/typo/run`, `nothing is at ${parent}/typo/run`);
+  assertEquals(namesIn(parent), [], "no directory made");
+  await Deno.writeTextFile(`${parent}/bad.jsonl`, fixtureTask(2, 1));
+  await refused(`${parent}/bad.jsonl`, `${parent}/bad.jsonl is a file`);
+  await refused(data, `${data} is a dataset directory`);
+  assert(!(await exists(`${data}/.run.lock`)), "no lock left in the dataset");
+  // The best/ of a run that kept none is not made inside the run.
+  const run = await tempDir();
+  await train({ ...base, data, out: run, train: { ...short, steps: 2 } });
+  await refused(`${run}/best`, `nothing is at ${run}/best; ${run} is a run, which --resume ${run}`);
+  assert(!(await exists(`${run}/best`)));
+  const ev = await tempDir();
+  for (const f of ["summary.json", "predictions.csv"]) await Deno.writeTextFile(`${ev}/${f}`, "");
+  await refused(ev, `${ev} is an evaluation's output directory`);
+  assert(!(await exists(`${ev}/.run.lock`)));
+});
+
+/** `to` as a path relative to the directory `from` (both absolute). */
+function relativePath(from: string, to: string): string {
+  const a = from.split("/").filter((s) => s), b = to.split("/").filter((s) => s);
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return [...a.slice(i).map(() => ".."), ...b.slice(i)].join("/");
+}
+
+Deno.test("faults: a resume from another directory of a run on a relative --data says to pass --data", async () => {
+  const data = await fixtureData();
+  // The runs are trained from this directory with --data relative to it; resumed from one
+  // deeper elsewhere, where that path holds nothing.
+  const rel = relativePath(Deno.cwd(), data), elsewhere = `${await tempDir()}/a/b/c`;
+  await Deno.mkdir(elsewhere, { recursive: true });
+  const resume = (flags: string[]) =>
+    runDeno(
+      ["run", ...TASK_PERMISSIONS, `${ROOT}cli/train.ts`, "--threads", "1", ...flags],
+      elsewhere,
+    );
+  const one = await tempDir(), two = await tempDir();
+  await train({ ...base, data: rel, out: one, train: short, stopAfter: 2 });
+  // A two-phase run stopped in its CoT start: its plan.json records the path.
+  await train({
+    ...base,
+    recipe: undefined,
+    data: rel,
+    out: two,
+    train: { batch: 8, evalExamples: 4, cotStartEpochs: 1, steps: 2 },
+    stopAfter: 1,
+  });
+  for (const run of [one, two]) {
+    const res = await resume(["--resume", run]);
+    assertEquals(res.code, 1, res.stderr);
+    assert(
+      res.stderr.includes(
+        `error: --resume ${run}: the run trained on the dataset ${rel}, a path relative to the ` +
+          `directory the run was started in`,
+      ) && res.stderr.includes("pass --data <that dataset>"),
+      res.stderr,
+    );
+    assert(!res.stderr.includes("build-dataset"), res.stderr);
+    assertEquals(namesIn(elsewhere), []);
+    // --data with that dataset resumes it from there.
+    const ok = await resume(["--resume", run, "--data", data, "--stop-after", "1", "--quiet"]);
+    assertEquals(ok.code, 0, ok.stderr);
+  }
+});
+
+Deno.test("faults: an --init that is not weights is refused before the dataset loads, naming what --init takes", async () => {
+  const parent = await tempDir();
+  await Deno.writeTextFile(`${parent}/bad.jsonl`, fixtureTask(2, 1));
+  const out = `${parent}/run`, data = `${parent}/no-data`;
+  for (
+    const [init, what] of [
+      [`${parent}/bad.jsonl`, "not a safetensors file"],
+      [parent, `${parent} is a directory without checkpoint/model.safetensors`],
+    ]
+  ) {
+    const e = await assertRejects(() => train({ ...base, data, out, init, train: short }));
+    assert(e instanceof TrainConfigError && e.flag === "--init", `${e}`);
+    assert(e.message.startsWith(`--init ${init}: ${what}`), e.message);
+    assert(e.message.includes("--init takes a Hugging Face GPT-2 model.safetensors"), e.message);
+  }
+  assertEquals(namesIn(parent), ["bad.jsonl"]);
+});
+
+Deno.test("faults: --precision other than fp32 on the CPU is refused as the options resolve", async () => {
+  const data = await fixtureData(), parent = await tempDir();
+  for (const [precision, backend] of [["bf16", undefined], ["tf32", "cpu"]] as const) {
+    const e = await assertRejects(() =>
+      train({ ...base, backend, data, out: `${parent}/run`, precision, train: short })
+    );
+    assert(e instanceof TrainConfigError && e.flag === "--precision", `${e}`);
+    assert(e.message.startsWith(`--precision ${precision} needs the CUDA engine`), e.message);
+    assert(e.message.includes("--backend cpu"), e.message);
+  }
+  assertEquals(namesIn(parent), []);
+});
+
+Deno.test("faults: a fresh run that fails before its first step leaves nothing of itself", async () => {
+  const data = await fixtureData(), parent = await tempDir();
+  const out = `${parent}/runs/new`;
+  const cases: [Partial<Parameters<typeof train>[0]>, string][] = [
+    [{ train: { ...short, k: 9 } }, "--k 9"],
+    [{ valSplit: "nope", train: short }, "--val-split nope"],
+    // A two-phase run has written its plan.json by then.
+    [{ recipe: undefined, valSplit: "nope", train: { batch: 8, cotStartEpochs: 1 } }, "nope"],
+  ];
+  if (!probeCuda().available) cases.push([{ backend: "cuda", train: short }, ""]);
+  for (const [opts, says] of cases) {
+    await assertRejects(() => train({ ...base, data, out, ...opts }), Error, says);
+    assertEquals(namesIn(parent), [], says);
+  }
+  // A directory that was there keeps what it held, and nothing of the run.
+  const mine = await tempDir();
+  await Deno.writeTextFile(`${mine}/notes.txt`, "mine\n");
+  await assertRejects(() => train({ ...base, data, out: mine, train: { ...short, k: 9 } }));
+  assertEquals(namesIn(mine), ["notes.txt"]);
+  // The default command without the default dataset leaves no out/runs/default.
+  const cwd = await tempDir();
+  const res = await runDeno(["run", ...TASK_PERMISSIONS, `${ROOT}cli/train.ts`], cwd);
+  assertEquals(res.code, 1, res.stderr);
+  assert(res.stderr.includes("out/data/default"), res.stderr);
+  assertEquals(namesIn(cwd), []);
+});
+
+Deno.test("faults: --out at an evaluation's output is refused as such, --overwrite too", async () => {
+  const data = await fixtureData(), ev = await tempDir();
+  const files = ["accuracy_by_steps.csv", "predictions.csv", "report.html", "summary.json"];
+  for (const f of files) await Deno.writeTextFile(`${ev}/${f}`, `${f}\n`);
+  for (const overwrite of [false, true]) {
+    const e = await assertRejects(
+      () => train({ ...base, data, out: ev, overwrite, train: short }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--out");
+    assert(e.message.includes(`--out ${ev} is an evaluation's output directory`), e.message);
+    assert(!e.message.includes("--resume"), e.message);
+  }
+  assertEquals([...Deno.readDirSync(ev)].map((e) => e.name).sort(), files, "no lock either");
+  assertEquals(await Deno.readTextFile(`${ev}/summary.json`), "summary.json\n");
 });

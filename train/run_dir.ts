@@ -255,6 +255,75 @@ export async function claimRunDir(
   };
 }
 
+/**
+ * Files an evaluation (`deno task eval --out`, eval/report.ts) writes and a run never does:
+ * one of them marks a directory as an evaluation's output, whose summary.json is not a run's.
+ */
+export const EVAL_OUTPUT_FILES = [
+  "predictions.csv",
+  "accuracy_by_steps.csv",
+  "report.html",
+] as const;
+
+/** The file that marks `dir` as an evaluation's output directory, or null when none does. */
+export async function evalOutputMark(dir: string): Promise<string | null> {
+  for (const f of EVAL_OUTPUT_FILES) if (await exists(`${dir}/${f}`)) return f;
+  return null;
+}
+
+/**
+ * Refuses `--out` that is an evaluation's output directory: it holds no run to resume or
+ * replace, and a run there would mix its files with the evaluation's (an `--overwrite` would
+ * remove the evaluation's summary.json). Checked before anything is made or locked.
+ */
+export async function refuseEvalOutput(out: string): Promise<void> {
+  const mark = await evalOutputMark(out);
+  if (mark === null) return;
+  throw new TrainConfigError(
+    "--out",
+    `--out ${out} is an evaluation's output directory (it holds ${mark}, written by deno task ` +
+      `eval --out), not a run: give --out another directory`,
+  );
+}
+
+/**
+ * Why `run` (the directory of `--resume`) holds no run to continue, in a few words of what is
+ * there; null when it holds one: a checkpoint (or what an interrupted save left of one), a
+ * plan.json (a two-phase run stopped in its CoT start), or a run an interrupted `--overwrite`
+ * set aside. Nothing is made or changed.
+ */
+export async function notARun(run: string): Promise<string | null> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(run);
+  } catch (e) {
+    rethrowIfDenied(e);
+    const { parent } = splitPath(run);
+    return parent !== run && (await exists(`${parent}/checkpoint/config.json`))
+      ? `nothing is at ${run}; ${parent} is a run, which --resume ${parent} continues`
+      : `nothing is at ${run}`;
+  }
+  if (!info.isDirectory) return `${run} is a file`;
+  const names: string[] = [];
+  for await (const e of Deno.readDir(run)) names.push(e.name);
+  const held = ["checkpoint", "plan.json", REPLACED_DIR, REPLACING_DIR, RESTORING_DIR];
+  // A save killed between its two renames leaves the checkpoint as checkpoint.old-<pid>.
+  if (names.some((n) => held.includes(n) || n.startsWith("checkpoint.old-"))) return null;
+  const mark = await evalOutputMark(run);
+  if (mark !== null) return `${run} is an evaluation's output directory, with ${mark}`;
+  if (names.includes("manifest.json")) return `${run} is a dataset directory, with manifest.json`;
+  const left = RUN_ENTRIES.filter((e) => names.includes(e));
+  if (left.length > 0) {
+    return `${run} holds ${left.join(", ")} but no checkpoint: the run saved nothing; train ` +
+      `it again without --resume`;
+  }
+  const shown = names.filter((n) => n !== RUN_LOCK).sort();
+  return shown.length === 0
+    ? `${run} is an empty directory`
+    : `${run} holds no checkpoint/ or plan.json, only ${shown.slice(0, 4).join(", ")}` +
+      (shown.length > 4 ? ` and ${shown.length - 4} more` : "");
+}
+
 /** The file a training process holds locked while it writes its run directory. */
 export const RUN_LOCK = ".run.lock";
 

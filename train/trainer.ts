@@ -80,6 +80,7 @@ import {
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
 import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { readSafetensorsHeader } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
 import { splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
@@ -94,7 +95,9 @@ import {
   holdsSavedRun,
   lockRunDir,
   makeRunDir,
+  notARun,
   readSummary,
+  refuseEvalOutput,
   removeMadeDirs,
   removeRunEntries,
   RUN_ENTRIES,
@@ -263,6 +266,51 @@ async function initFile(path: string): Promise<string> {
     return `${path}/model.safetensors`;
   }
   return `${ck}/model.safetensors`;
+}
+
+/** What `--init` accepts, for the messages that refuse one. */
+const INIT_TAKES = "--init takes a Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +
+  "export directory of this project (or its model.safetensors), or a downloaded Hugging Face " +
+  "Llama directory";
+
+/**
+ * Checks, before the dataset loads, that `--init` (not a Hugging Face Llama directory, which
+ * its loader checks) names weights: a safetensors file whose header reads. A file of another
+ * kind, or a directory without model.safetensors where one is looked for, is a
+ * {@linkcode TrainConfigError} naming --init and what it takes. `ours`: `init` is a checkpoint
+ * or export of this project (its config.json read already); otherwise a directory whose
+ * config.json names a model type this project cannot load is refused as such first.
+ */
+async function checkInitWeights(init: string, ours: boolean): Promise<void> {
+  if (!ours && (await initIsDirectory(init))) await refuseOtherModelType(init);
+  const file = await initFile(init);
+  try {
+    await readSafetensorsHeader(file);
+  } catch (e) {
+    rethrowIfDenied(e);
+    const what = !(await exists(file))
+      ? `${init} is a directory without ${file.slice(init.replace(/\/+$/, "").length + 1)}`
+      : file === init
+      ? `not a safetensors file (${(e as Error).message})`
+      : `${file} is not a safetensors file (${(e as Error).message})`;
+    throw new TrainConfigError("--init", `--init ${init}: ${what}; ${INIT_TAKES}`);
+  }
+}
+
+/**
+ * Refuses `--precision` other than fp32 on the CPU engine, which computes in fp32 only, as the
+ * options are resolved rather than when the engine opens. `--backend auto` keeps its fallback:
+ * without a GPU it runs the CPU in fp32 and says so.
+ */
+function refuseCpuPrecision(opts: Pick<TrainOptions, "backend" | "precision">): void {
+  const p = opts.precision;
+  if (p === undefined || p === "fp32" || (opts.backend ?? "cpu") !== "cpu") return;
+  throw new TrainConfigError(
+    "--precision",
+    `--precision ${p} needs the CUDA engine, and --backend ` +
+      `${opts.backend === undefined ? "cpu (the default)" : "cpu"} computes in fp32 only: give ` +
+      `--backend cuda (or auto), or leave --precision out`,
+  );
 }
 
 /**
@@ -722,6 +770,8 @@ interface RunContext {
    * clears what it wrote. Not given (a resume, LOTUS after its CoT start), such a stop saves.
    */
   dropUntrained?: boolean;
+  /** Called as the run's first step begins (its caller clears a run that fails before). */
+  onFirstStep?: () => void;
 }
 
 /**
@@ -743,6 +793,9 @@ async function trainRun(
 
   let resumed: CheckpointData | null = null;
   if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
+  if (resumed && opts.data === undefined && (await relativeNotFound(resumed.meta.data.dir))) {
+    refuseMovedData(resumed.meta.data.dir, resumeRunDir(opts.resume!));
+  }
   const dataDir = opts.data ?? resumed?.meta.data.dir;
   if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
   const verify = { verify: opts.verifyData };
@@ -1075,6 +1128,7 @@ async function trainRun(
     // with it (an engine library without the nonblocking collectives: after the backward).
     const overlap = dp !== null && opts.commOverlap !== "off" && dp.canOverlap;
     const overlapOf = () => (overlap ? dp!.overlap(model!) : undefined);
+    if (state.step < total) ctx.onFirstStep?.();
     while (state.step < total && !(dp ? stopAll : interrupted)) {
       if (state.batchInEpoch >= stepsPerEpoch) {
         state.epoch++, state.batchInEpoch = 0;
@@ -1445,13 +1499,17 @@ async function resumePlanSettings(
   planned: Partial<TrainOptions>,
 ): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
+  // A relative path not found from here: --data gives the run's dataset, as it is found now.
+  const moved = planned.data !== undefined && (await relativeNotFound(planned.data));
+  if (moved && opts.data === undefined) refuseMovedData(planned.data!, opts.out);
+  const data = moved ? opts.data : planned.data ?? opts.data;
   // What the plan's run trains with: its settings, the recipe's and the defaults, the dataset's
   // K and c (null when the dataset cannot be read; then the settings as recorded are compared).
   let resolved: TrainConfig | null = null;
   try {
-    const m = JSON.parse(await Deno.readTextFile(`${planned.data}/manifest.json`));
+    const m = JSON.parse(await Deno.readTextFile(`${data}/manifest.json`));
     resolved = resolveTrainConfig(saved, planned.preset ?? "tiny", {
-      dir: planned.data!,
+      dir: data!,
       k: m.options.k,
       c: m.options.c,
     });
@@ -1459,9 +1517,9 @@ async function resumePlanSettings(
     rethrowIfDenied(e);
   }
   const train = { ...saved, ...resumeChanges(resolved ?? saved, opts.train ?? {}) };
-  const data = planned.data ?? opts.data;
   if (
-    opts.data !== undefined && data !== undefined && absolutePath(opts.data) !== absolutePath(data)
+    !moved && opts.data !== undefined && data !== undefined &&
+    absolutePath(opts.data) !== absolutePath(data)
   ) {
     throw new TrainConfigError(
       "--data",
@@ -1473,6 +1531,28 @@ async function resumePlanSettings(
   return { train, data, valSplit: opts.valSplit ?? planned.valSplit };
 }
 
+/**
+ * Whether a run's recorded dataset path is relative (as `--data` was given) and holds no
+ * dataset from this working directory: it is relative to the directory the run was started in.
+ */
+async function relativeNotFound(stored: string): Promise<boolean> {
+  return !stored.startsWith("/") && !(await exists(`${stored}/manifest.json`));
+}
+
+/**
+ * Refuses a resume without `--data` of a run whose dataset is {@linkcode relativeNotFound}:
+ * advice to build a dataset there would build a new one in the wrong place; the run's own
+ * dataset is given with `--data`.
+ */
+function refuseMovedData(stored: string, run: string): never {
+  throw new TrainConfigError(
+    "--data",
+    `--resume ${run}: the run trained on the dataset ${stored}, a path relative to the ` +
+      `directory the run was started in, and there is no dataset at ${stored} from here ` +
+      `(${Deno.cwd()}); pass --data <that dataset> (its path from here, or an absolute one)`,
+  );
+}
+
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
@@ -1481,6 +1561,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   };
   // Settings are checked before anything is written (a plan, a CoT start).
   checkSettings(opts.train ?? {});
+  refuseCpuPrecision(opts);
   if (opts.resume && opts.overwrite) {
     throw new TrainConfigError(
       "--overwrite",
@@ -1518,6 +1599,16 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         "--resume",
         `--resume ${given} is the CoT start of the run in ${parent}: --resume ${parent} ` +
           `continues it, and LOTUS after it`,
+      );
+    }
+    // Before anything is made or locked: a mistyped path, a file, a dataset or a kept best
+    // that is not there is no run, and stays as it was.
+    const found = await notARun(run);
+    if (found !== null) {
+      throw new TrainConfigError(
+        "--resume",
+        `--resume ${given}: no such run (${found}); give the run directory that train --out ` +
+          `wrote`,
       );
     }
     if (absolutePath(opts.out) !== absolutePath(run)) {
@@ -1565,6 +1656,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   const hfLlama = !initMeta && opts.init !== undefined && await isDirectory(opts.init)
     ? await llamaInitConfig(opts.init)
     : null;
+  if (opts.init !== undefined && !hfLlama) await checkInitWeights(opts.init, initMeta !== null);
   const preset = initPreset(
     opts,
     initMeta,
@@ -1600,20 +1692,31 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
         `copy it elsewhere or train into another --out`,
     );
   }
-  // The directories made here go again if the run is stopped before its second step.
+  if (root) await refuseEvalOutput(opts.out);
+  // The directories made here go again if the run fails before its first step, or is stopped
+  // before its second.
   const made = root ? await makeRunDir(opts.out) : [];
   const lock = root ? await lockRunDir(opts.out, note) : null;
   try {
     await settleReplaced(opts.out, note, world);
     const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
     let res: TrainResult;
+    // Whether a step has begun: a failure before it (a setting the dataset refuses, a missing
+    // GPU) leaves nothing of the run, as a stop before the second step does.
+    let stepped = false;
+    const onFirstStep = () => {
+      stepped = true;
+    };
     try {
       res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
-        ? await trainWithCotStart(run, false, world, initMeta)
-        : await trainRun(run, world, { initMeta, dropUntrained: true });
+        ? await trainWithCotStart(run, false, world, initMeta, onFirstStep)
+        : await trainRun(run, world, { initMeta, dropUntrained: true, onFirstStep });
     } catch (e) {
       // The replaced run stays replaced once the new one has saved weights of its own.
       if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
+      else if (root && !stepped && !(await holdsSavedRun(opts.out))) {
+        await clearFreshRun(opts.out, made);
+      }
       throw e;
     }
     if (res.nothingSaved) {
@@ -1647,10 +1750,7 @@ async function dropUntrainedRun(
       await aside.restore();
       what = `the run --overwrite set aside is back in place in ${out}`;
     } else {
-      await removeRunEntries(out);
-      // Removed while still held: a process that opens it from now on makes a lock of its own.
-      if (made.length > 0) await Deno.remove(`${out}/${RUN_LOCK}`).catch(rethrowIfDenied);
-      what = made.length > 0 && (await removeMadeDirs(made))
+      what = (await clearFreshRun(out, made))
         ? `${out}, made by this run, is removed`
         : `what the run wrote in ${out} is removed`;
     }
@@ -1658,6 +1758,19 @@ async function dropUntrainedRun(
   } finally {
     held.close();
   }
+}
+
+/**
+ * Removes what a fresh run that kept nothing wrote into `out` (its run entries), and the
+ * directories {@linkcode makeRunDir} made for it (`made`) with its lock file there; a directory
+ * that was there before keeps its lock file and all it held. Returns whether `out` went.
+ */
+async function clearFreshRun(out: string, made: readonly string[]): Promise<boolean> {
+  await removeRunEntries(out);
+  if (made.length === 0) return false;
+  // Removed while still held: a process that opens it from now on makes a lock of its own.
+  await Deno.remove(`${out}/${RUN_LOCK}`).catch(rethrowIfDenied);
+  return await removeMadeDirs(made);
 }
 
 /**
@@ -1780,10 +1893,11 @@ async function trainWithCotStart(
   resuming: boolean,
   world: World | null,
   initMeta?: InitMeta | null,
+  onFirstStep?: () => void,
 ): Promise<TrainResult> {
   const cotListening: { watch?: StopWatch } = {};
   try {
-    return await cotStartThenLotus(opts, resuming, world, initMeta, cotListening);
+    return await cotStartThenLotus(opts, resuming, world, initMeta, cotListening, onFirstStep);
   } finally {
     cotListening.watch?.close();
   }
@@ -1799,6 +1913,7 @@ async function cotStartThenLotus(
   world: World | null,
   initMeta: InitMeta | null | undefined,
   cotListening: { watch?: StopWatch },
+  onFirstStep?: () => void,
 ): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -1862,7 +1977,13 @@ async function cotStartThenLotus(
       world,
       // A fresh run's CoT start stopped before its second step saves nothing (the caller
       // clears the run); a resumed one saves, as LOTUS after it does.
-      { resumeAs: opts.out, initMeta, keepListening: cotListening, dropUntrained: !resuming },
+      {
+        resumeAs: opts.out,
+        initMeta,
+        keepListening: cotListening,
+        dropUntrained: !resuming,
+        onFirstStep,
+      },
     );
     if (!cotStart.completed) return { ...cotStart, cotStart };
   }
@@ -1873,7 +1994,7 @@ async function cotStartThenLotus(
   const res = await trainRun(
     { ...opts, init: start, recipe: "none", resume: undefined },
     world,
-    { stop: cotListening.watch },
+    { stop: cotListening.watch, onFirstStep },
   );
   return cotStart ? { ...res, cotStart } : res;
 }
