@@ -11,6 +11,7 @@ import { Sha256 } from "../base/sha256.ts";
 import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
+import { readLinesOrErrors } from "./read/lines.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
@@ -341,7 +342,9 @@ async function checkFreshOut(out: string): Promise<void> {
     rethrowIfDenied(e);
     return; // missing; a file where the directory should be fails when it is created
   }
-  const foreign = names.filter((n) => !isBuildLeftover(n, names)).sort();
+  // Files that mark a directory, not content a build could overwrite or delete.
+  const harmless = new Set([".gitkeep", ".gitignore", ".run.lock"]);
+  const foreign = names.filter((n) => !harmless.has(n) && !isBuildLeftover(n, names)).sort();
   if (foreign.length === 0) return;
   const shown = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ", ..." : "");
   throw new BuildError(
@@ -370,13 +373,16 @@ async function checkAgainstKept(
     for (const path of s.inputs) {
       const sum = await fileSha256(path);
       sums.set(path, sum);
-      for (const [name, info] of kept) {
+      // A split rebuilt from a file it already had keeps an overlap this build did not make
+      // (an older version allowed one): it may be rebuilt as it was.
+      const had = old.splits[s.name]?.sources.some((x) => x.sha256 === sum.sha256) ?? false;
+      for (const [name, info] of had ? [] : kept) {
         const src = info.sources.find((x) => x.sha256 === sum.sha256);
         if (src === undefined) continue;
         throw new BuildError(
           `${path}: the same content (sha256) as ${src.path}, a source of split ${name} ` +
             `already in ${out}; split ${s.name} would repeat its records: give split ${s.name} ` +
-            `another file, or rebuild split ${name} in the same call`,
+            `another file, or build into a new --out`,
         );
       }
     }
@@ -386,17 +392,33 @@ async function checkAgainstKept(
     for (const [name, info] of kept) {
       const g = info.synthetic;
       if (g === undefined || g.seed !== seed) continue;
-      const gFrom = g.start ?? 1, gTo = gFrom + g.n;
+      const gFrom = g.start ?? await firstSyntheticIndex(`${out}/${info.records}`, seed) ?? 1;
+      const gTo = gFrom + g.n;
       if (!(gFrom < to && from < gTo && from < to)) continue;
       throw new BuildError(
         `split ${s.name} would generate records ${Math.max(gFrom, from)} to ` +
           `${Math.min(gTo, to) - 1} with seed ${seed}, which split ${name} already in ${out} ` +
-          `has: the same problems in two splits; pass another --seed, or rebuild split ${name} ` +
-          `in the same call`,
+          `has: the same problems in two splits; pass another --seed for split ${s.name}, or ` +
+          `build into a new --out`,
       );
     }
   }
   return sums;
+}
+
+/**
+ * The number of the first generated record of seed `seed` in a split's records file: where
+ * the generator started, for a manifest written before it recorded `start`. Null when the
+ * file holds none.
+ */
+async function firstSyntheticIndex(records: string, seed: number): Promise<number | null> {
+  const id = new RegExp(`"id":"synthetic:${seed}:(\\d+)"`);
+  for await (const l of readLinesOrErrors(records)) {
+    if (l instanceof Error) return null;
+    const m = id.exec(l.text);
+    if (m) return Number(m[1]);
+  }
+  return null;
 }
 
 async function reuseTokenizer(

@@ -379,6 +379,10 @@ Deno.test("build: an --out with other files and no manifest is refused; a killed
     "choose an empty or new directory for --out",
   );
   assertEquals([...(await snapshot(out)).keys()].sort(), ["model.safetensors", "tokenizer.json"]);
+  // Files that only mark a directory are no reason to refuse it.
+  const marked = await tempDir();
+  await Deno.writeTextFile(`${marked}/.gitkeep`, "");
+  await buildDataset({ out: marked, splits: train });
   // What a first build killed in its commit leaves: its staging directory and lock, files
   // moved into place, tokenizer.json (moved after them); the rerun builds and removes them.
   const killed = `${await tempDir()}/ds`;
@@ -450,4 +454,38 @@ Deno.test("build: a split repeating a kept split's source or generated records i
   });
   assertEquals(Object.keys(m.manifest.splits).sort(), ["test", "train", "valid"]);
   assertEquals(m.manifest.splits.train.synthetic?.start, 1);
+  // A manifest written before it recorded where a split's generator started: the split's
+  // records say (valid's generated records are numbers 201 to 205).
+  const path = `${out}/manifest.json`;
+  const raw = JSON.parse(await Deno.readTextFile(path));
+  delete raw.splits.valid.synthetic.start;
+  await Deno.writeTextFile(path, JSON.stringify(raw, null, 2));
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN], synthetic: { n: 200 } }] });
+  await assertRejects(
+    () =>
+      buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN], synthetic: { n: 203 } }] }),
+    BuildError,
+    "records 201 to 203 with seed 0, which split valid",
+  );
+});
+
+Deno.test("build: a split rebuilt from a file it had may keep an overlap an older build made", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({
+    out,
+    splits: [{ name: "valid", inputs: [VALID] }, { name: "test", inputs: [], synthetic: { n: 3 } }],
+    tokenizer: "compact",
+  });
+  // As an older version allowed: test built from valid's file too.
+  const path = `${out}/manifest.json`;
+  const raw = JSON.parse(await Deno.readTextFile(path));
+  raw.splits.test.sources = raw.splits.valid.sources;
+  await Deno.writeTextFile(path, JSON.stringify(raw, null, 2));
+  await buildDataset({ out, splits: [{ name: "test", inputs: [VALID] }] });
+  // A split that did not have it is refused, with advice the command line can follow.
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "other", inputs: [VALID] }] }),
+    BuildError,
+    "give split other another file, or build into a new --out",
+  );
 });

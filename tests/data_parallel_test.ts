@@ -459,7 +459,7 @@ async function processesWith(text: string): Promise<string[]> {
 
 Deno.test({
   name: "data parallel: Ctrl-C at mpirun's terminal stops both ranks after an agreed step, " +
-    "saved, and 2 ranks resume from it",
+    "saved; 2 ranks resume from it, and a signal to one rank alone stops both alike",
   ignore: !MPI,
   fn: async () => {
     const data = await fixtureData(), out = await tempDir();
@@ -484,14 +484,25 @@ Deno.test({
     const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
     assertEquals(steps, Array.from({ length: stopped }, (_, i) => i + 1), "one record a step");
     assertEquals(await processesWith(out), [], "no rank outlives mpirun");
-    // Both ranks had agreed: a resume on 2 ranks goes on from the saved step.
-    const again = await finish(
-      mpiTrain(2, ["--resume", out, "--steps", String(stopped + 3), "--threads", "1", "--quiet"]),
-    );
-    assertEquals(again.code, 0, again.stderr);
+    // A resume on 2 ranks goes on from the saved step; SIGTERM to rank 1 alone (a rank's own
+    // signal, which the other never sees) stops both at one step: the stop is agreed.
+    const again = mpiTrain(2, ["--resume", out, "--threads", "1", "--quiet"]);
+    assert(await waitForCheckpoint(out, stopped + 50, again), "the resume saved");
+    const rank1 = await rankPid(again.pid, 1);
+    assert(rank1 !== null, "rank 1's process was found");
+    Deno.kill(rank1, "SIGTERM");
+    const r2 = await finish(again, 60_000);
+    const m2 = /stopped by SIGTERM at step (\d+); checkpoint in /.exec(r2.stdout);
+    assert(m2, `rank 0 stopped too (exit ${r2.code}):\n${r2.stdout}\n${r2.stderr}`);
+    const second = Number(m2[1]);
+    assertEquals((await loadCheckpoint(out)).state.step, second);
     const after = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
-    assertEquals(after, Array.from({ length: stopped + 3 }, (_, i) => i + 1));
-    console.log(`Ctrl-C under mpirun: both ranks stopped at step ${stopped}, saved and resumed`);
+    assertEquals(after, Array.from({ length: second }, (_, i) => i + 1), "one record a step");
+    assertEquals(await processesWith(out), [], "no rank left");
+    console.log(
+      `Ctrl-C under mpirun: both ranks stopped at step ${stopped}, saved; resumed, SIGTERM to ` +
+        `rank 1 alone stopped both at step ${second}`,
+    );
   },
 });
 

@@ -845,6 +845,16 @@ Deno.test({
     assertEquals(later.code, 130, later.stderr);
     assert(later.stderr.includes(`SIGINT at step 2: saving; resume with --resume ${out}`));
     assertEquals((await loadCheckpoint(out)).state.step, 2);
+    // A first step that saved (--save-every 1) keeps what it saved.
+    const kept = `${await tempDir()}/run`;
+    const saved = await trainSignalledAt("step 1/", "SIGINT", [
+      ...oneRunFlags(data, kept),
+      "--save-every",
+      "1",
+    ]);
+    assertEquals(saved.code, 130, saved.stderr);
+    assert(saved.stderr.includes(`SIGINT at step 1: saving; resume with --resume ${kept}`));
+    assertEquals((await loadCheckpoint(kept)).state.step, 1);
   },
 });
 
@@ -941,6 +951,18 @@ Deno.test("faults: --resume of what is not a run says so, and makes, locks or ch
   for (const f of ["summary.json", "predictions.csv"]) await Deno.writeTextFile(`${ev}/${f}`, "");
   await refused(ev, `${ev} is an evaluation's output directory`);
   assert(!(await exists(`${ev}/.run.lock`)));
+  // A run that kept a best/ before any checkpoint (--save-every 0), then was killed: the
+  // resume and the fresh run it refuses both point at --overwrite, neither at the other.
+  const killed = await tempDir();
+  await Deno.mkdir(`${killed}/best`);
+  await Deno.writeTextFile(`${killed}/log.jsonl`, "");
+  await refused(killed, `${killed} holds best, log.jsonl but no checkpoint to resume; --overwrite`);
+  const fresh = await assertRejects(
+    () => train({ ...base, data, out: killed, train: short }),
+    TrainConfigError,
+  );
+  assert(fresh.message.includes("it has no checkpoint to resume; --overwrite"), fresh.message);
+  assert(!fresh.message.includes("--resume"), fresh.message);
 });
 
 /** `to` as a path relative to the directory `from` (both absolute). */

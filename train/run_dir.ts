@@ -234,10 +234,15 @@ export async function claimRunDir(
       : (await completedRun(`${out}/cot-start`))
       ? "a run whose CoT start is complete"
       : "a run";
+    // Only a checkpoint or a plan can be resumed: a kept best/ or a summary alone cannot.
+    const resumable = await notARun(out) === null;
     throw new TrainConfigError(
       "--out",
-      `${out} already holds ${state} (${found.join(", ")}): --resume ${out} continues it, ` +
-        `--overwrite replaces it, or give another --out`,
+      `${out} already holds ${state} (${found.join(", ")}): ` +
+        (resumable
+          ? `--resume ${out} continues it, --overwrite replaces it, or give another --out`
+          : `it has no checkpoint to resume; --overwrite replaces it, --init ${out}/best ` +
+            `starts a new run from its kept best where it has one, or give another --out`),
     );
   }
   if (!saved) {
@@ -314,8 +319,14 @@ export async function notARun(run: string): Promise<string | null> {
   if (names.includes("manifest.json")) return `${run} is a dataset directory, with manifest.json`;
   const left = RUN_ENTRIES.filter((e) => names.includes(e));
   if (left.length > 0) {
-    return `${run} holds ${left.join(", ")} but no checkpoint: the run saved nothing; train ` +
-      `it again without --resume`;
+    // A kept best (written before any checkpoint when --save-every is 0) or a summary is a
+    // run a fresh training refuses to replace unasked.
+    return await holdsSavedRun(run)
+      ? `${run} holds ${left.join(", ")} but no checkpoint to resume; --overwrite ` +
+        `replaces the run, or --init ${run}/best starts a new run from its kept best where it ` +
+        `has one`
+      : `${run} holds ${left.join(", ")} but no checkpoint: the run saved nothing; train ` +
+        `it again without --resume`;
   }
   const shown = names.filter((n) => n !== RUN_LOCK).sort();
   return shown.length === 0

@@ -1026,7 +1026,10 @@ async function trainRun(
       preset,
     };
     const ckptDir = `${opts.out}/checkpoint`;
+    // Whether this run has saved (a checkpoint or a best), on every rank alike.
+    let savedInRun = false;
     const save = async (dir = ckptDir) => {
+      savedInRun = true;
       if (!root) return;
       const mom = model!.downloadMoments();
       try {
@@ -1271,10 +1274,11 @@ async function trainRun(
     // A fresh run stopped before its second step has nothing worth keeping: a signal before
     // its first step trained nothing, one during it is the usual moment to stop a mistyped
     // command (data-parallel ranks agree on a stop only after a step). It saves nothing (not
-    // even a summary), and the caller clears what it wrote.
+    // even a summary), and the caller clears what it wrote; unless the first step saved
+    // already (--save-every 1, a kept best), which stays.
     if (
       ctx.dropUntrained && !resumed && interrupted && runSteps <= 1 && state.step < total &&
-      !failure
+      !failure && !savedInRun
     ) {
       return {
         steps: state.step,
@@ -1549,7 +1553,9 @@ function refuseMovedData(stored: string, run: string): never {
     "--data",
     `--resume ${run}: the run trained on the dataset ${stored}, a path relative to the ` +
       `directory the run was started in, and there is no dataset at ${stored} from here ` +
-      `(${Deno.cwd()}); pass --data <that dataset> (its path from here, or an absolute one)`,
+      `(${Deno.cwd()}); pass --data <that dataset> (its path from here, or an absolute one). ` +
+      `If it was removed, rebuild it as it was built (the same build-dataset command) and ` +
+      `pass that --data: a dataset built otherwise is refused by its fingerprint`,
   );
 }
 
