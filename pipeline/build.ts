@@ -389,12 +389,23 @@ async function checkAgainstKept(
     if (s.synthetic === undefined) continue;
     const seed = s.synthetic.seed ?? 0, from = s.synthetic.start ?? 1;
     const to = from + s.synthetic.n;
+    // Where a kept split's (or this split's previous) generated records lie.
+    const rangeOf = async (info: SplitInfo) => {
+      const g = info.synthetic!;
+      const gFrom = g.start ?? await firstSyntheticIndex(`${out}/${info.records}`, g.seed) ?? 1;
+      return { seed: g.seed, from: gFrom, to: gFrom + g.n };
+    };
+    const overlap = (a: { from: number; to: number }, b: { from: number; to: number }) =>
+      a.from < b.to && b.from < a.to && a.from < a.to && b.from < b.to;
+    const before = old.splits[s.name];
+    const was = before?.synthetic ? await rangeOf(before) : null;
     for (const [name, info] of kept) {
-      const g = info.synthetic;
-      if (g === undefined || g.seed !== seed) continue;
-      const gFrom = g.start ?? await firstSyntheticIndex(`${out}/${info.records}`, seed) ?? 1;
-      const gTo = gFrom + g.n;
-      if (!(gFrom < to && from < gTo && from < to)) continue;
+      if (info.synthetic === undefined || info.synthetic.seed !== seed) continue;
+      const { from: gFrom, to: gTo } = await rangeOf(info);
+      if (!overlap({ from: gFrom, to: gTo }, { from, to })) continue;
+      // An overlap the split's previous build already had (an older version allowed one) is
+      // not made by this build: the split may be rebuilt as it was.
+      if (was !== null && was.seed === seed && overlap(was, { from: gFrom, to: gTo })) continue;
       throw new BuildError(
         `split ${s.name} would generate records ${Math.max(gFrom, from)} to ` +
           `${Math.min(gTo, to) - 1} with seed ${seed}, which split ${name} already in ${out} ` +

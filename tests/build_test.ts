@@ -488,4 +488,20 @@ Deno.test("build: a split rebuilt from a file it had may keep an overlap an olde
     BuildError,
     "give split other another file, or build into a new --out",
   );
+  // The same for generated records: test's seed made valid's (as an older version allowed).
+  await buildDataset({ out, splits: [{ name: "valid", inputs: [], synthetic: { n: 4 } }] });
+  await buildDataset({ out, splits: [{ name: "test", inputs: [], synthetic: { n: 3, seed: 0 } }] })
+    .then(() => {
+      throw new Error("test's records repeat valid's: refused");
+    }, (e) => assert(e instanceof BuildError, String(e)));
+  await buildDataset({ out, splits: [{ name: "test", inputs: [], synthetic: { n: 3, seed: 1 } }] });
+  const again = JSON.parse(await Deno.readTextFile(path));
+  again.splits.test.synthetic.seed = 0;
+  await Deno.writeTextFile(path, JSON.stringify(again, null, 2));
+  await buildDataset({ out, splits: [{ name: "test", inputs: [], synthetic: { n: 3, seed: 0 } }] });
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "other", inputs: [], synthetic: { n: 2 } }] }),
+    BuildError,
+    "pass another --seed for split other, or build into a new --out",
+  );
 });

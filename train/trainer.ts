@@ -1118,7 +1118,8 @@ async function trainRun(
     interrupted ??= stopSeen();
     const quiet = opts.quiet || !root;
     const tty = !quiet && Deno.stderr.isTerminal();
-    // The first step's line comes at once (it says the run works, and how fast), then one every 5 s.
+    // The first step's line comes at once (it says the run works, and how fast), then one
+    // every 5 s.
     let lastLoss = NaN, lastLine = -Infinity, runSteps = 0, skipped = 0, skipsInARow = 0;
     let tokWindow = 0, timeWindow = 0;
     let lastEval: { loss: number; accuracy: number } | null = null;
