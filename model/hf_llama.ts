@@ -208,14 +208,6 @@ export function modelConfigFromLlamaJson(
       throw refuse("rope_scaling.original_max_position_embeddings", "is missing (llama3 needs it)");
     }
   }
-  if (vocabSize < j.vocab_size) {
-    throw new HfLlamaError(
-      `${what}: field "vocab_size" is ${j.vocab_size}, more than the dataset's vocabulary ` +
-        `(${vocabSize}): build the dataset with this model's tokenizer.json (--tokenizer); a ` +
-        `model whose embedding has more rows than its tokenizer has ids (padded) cannot be ` +
-        `loaded yet`,
-    );
-  }
   const cfg = ModelConfigSchema.safeParse({
     vocabSize,
     maxPositions: j.max_position_embeddings,
@@ -314,8 +306,9 @@ function f16ToF32(src: Uint16Array, dst: Float32Array): void {
  * Read a Hugging Face Llama model directory's weights into `params` (a slab of `layout`, whose
  * other tensors, the aux decoder's, are left as they are). The token embedding (and an untied
  * `lm_head`) may have fewer rows than the model: the LOTUS tokens appended to the vocabulary;
- * their count is returned as `vocabRows`. A tied model's file may also carry `lm_head.weight`
- * (ignored). Tensors are read one at a time from their file.
+ * or more: a vocabulary padded past its tokenizer's ids, whose rows beyond the model's are not
+ * read. The rows read are returned as `vocabRows`. A tied model's file may also carry
+ * `lm_head.weight` (ignored). Tensors are read one at a time from their file.
  */
 export async function loadLlamaWeights(
   dir: string,
@@ -336,10 +329,11 @@ export async function loadLlamaWeights(
     }
     used.add(t.name);
     const h = headers.get(file)!, e = h.tensors[t.name];
+    // The vocabulary's rows: as many as the file has, up to the model's.
     const growable = t.name === "model.embed_tokens.weight" || t.name === "lm_head.weight";
-    const rows = e.shape[0];
+    const rows = growable ? Math.min(e.shape[0], t.shape[0]) : e.shape[0];
     const fits = e.shape.length === t.shape.length &&
-      e.shape.every((d, i) => d === t.shape[i] || (growable && i === 0 && d <= t.shape[0]));
+      e.shape.every((d, i) => d === t.shape[i] || (growable && i === 0));
     if (!fits) {
       throw new HfLlamaError(
         `${file}: tensor "${t.name}" has shape [${e.shape}], the model needs [${t.shape}]`,
@@ -350,8 +344,12 @@ export async function loadLlamaWeights(
         `${file}: tensor "${t.name}" is ${e.dtype}; F32, BF16 or F16 are read`,
       );
     }
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    const bytes = new Uint8Array(e.dataOffsets[1] - e.dataOffsets[0]);
+    const n = rows * e.shape.slice(1).reduce((a, b) => a * b, 1);
+    const width = e.dtype === "F32" ? 4 : 2;
+    if (e.dataOffsets[1] - e.dataOffsets[0] < n * width) {
+      throw new HfLlamaError(`${file}: tensor "${t.name}" holds fewer bytes than its shape`);
+    }
+    const bytes = new Uint8Array(n * width);
     const fh = await Deno.open(file, { read: true });
     try {
       await fh.seek(h.dataStart + e.dataOffsets[0], Deno.SeekMode.Start);

@@ -389,6 +389,43 @@ function fromJsonText(kind: Tokenizer["kind"], json: string, what: string): Toke
   return fromParsed(kind, json, res.data, what);
 }
 
+/**
+ * How tokenizer `derived` (a dataset's) differs from the tokenizer.json text `base` (a
+ * model's own) that it should extend, the LOTUS tokens appended: the first token of `base`
+ * that `derived` lacks or numbers otherwise, said in words naming `what` (where `base` comes
+ * from); null when `derived` has every token of `base` at its id.
+ *
+ * @example
+ * ```ts
+ * import { fitCompactTokenizer, gpt2Tokenizer, tokenizerDifference } from "./tokenizer.ts";
+ * const gpt2 = await gpt2Tokenizer();
+ * console.assert(tokenizerDifference(gpt2.toJSON(), gpt2, "gpt2") === null);
+ * const other = fitCompactTokenizer(["Ann has 3 pens.\n"]);
+ * console.assert(tokenizerDifference(gpt2.toJSON(), other, "gpt2") !== null);
+ * ```
+ */
+export function tokenizerDifference(
+  base: string,
+  derived: Tokenizer,
+  what: string,
+): string | null {
+  const parse = (text: string, w: string) => {
+    const res = parseJsonAs(TokenizerJsonSchema, text, w);
+    if (!res.ok) throw new TokenizerError(res.message);
+    return vocabMap(res.data, w);
+  };
+  const want = parse(base, what), have = parse(derived.toJSON(), "the dataset's tokenizer.json");
+  for (const [token, id] of want) {
+    const got = have.get(token);
+    if (got === id) continue;
+    const shown = JSON.stringify(token.length > 40 ? token.slice(0, 40) + "…" : token);
+    return got === undefined
+      ? `token ${shown} (id ${id} in ${what}) is not in the dataset's tokenizer`
+      : `token ${shown} is id ${id} in ${what}, ${got} in the dataset's tokenizer`;
+  }
+  return null;
+}
+
 let gpt2Promise: Promise<Tokenizer> | undefined;
 
 /**

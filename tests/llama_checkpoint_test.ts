@@ -23,6 +23,7 @@ import { Rng } from "../base/rng.ts";
 import { fitCompactTokenizer, LOTUS_TOKENS, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { train } from "../train/trainer.ts";
+import { TrainConfigError } from "../train/options.ts";
 import { openInference } from "../infer/inference.ts";
 import { exportCheckpoint } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
@@ -185,7 +186,6 @@ Deno.test("a Llama directory that does not fit is refused with the field or tens
   refuse({ attention_bias: true }, "attention_bias");
   refuse({ hidden_act: "gelu" }, "hidden_act");
   refuse({ rope_scaling: { ...json.rope_scaling, rope_type: "yarn" } }, "rope_type");
-  refuse({ vocab_size: 99 }, "vocab_size");
   refuse({ hidden_size: "wide" }, "hidden_size");
   // Shapes the engine cannot run name the config.json field, not the engine's.
   refuse({ num_attention_heads: 3, head_dim: undefined }, 'field "num_attention_heads" (3)');
@@ -240,14 +240,13 @@ Deno.test("a Llama directory that does not fit is refused with the field or tens
   );
 });
 
-Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a LOTUS run trains, evaluates and checkpoints as Llama", async () => {
-  const root = await tempDir();
-  await Deno.writeTextFile(`${root}/train.jsonl`, fixtureTask(64, 1));
-  await Deno.writeTextFile(`${root}/valid.jsonl`, fixtureTask(8, 2));
-  // A tokenizer.json in Llama 3's manner: EOS is <|end_of_text|>, no LOTUS tokens yet.
-  const texts = fixtureTask(64, 1).split("\n").map((l) => l ? JSON.parse(l) : null).filter(
-    Boolean,
-  ).flatMap((r) => [r.question, r.answer]);
+/**
+ * A tokenizer.json in Llama 3's manner, fitted to the records of `jsonl`: EOS is
+ * <|end_of_text|>, no LOTUS tokens yet.
+ */
+function llamaStyleTokenizer(jsonl: string): string {
+  const texts = jsonl.split("\n").filter(Boolean).map((l) => JSON.parse(l))
+    .flatMap((r) => [r.question, r.answer]);
   const fitted = JSON.parse(fitCompactTokenizer(texts).toJSON());
   const lotus = new Set(Object.values(LOTUS_TOKENS) as string[]);
   fitted.added_tokens = fitted.added_tokens.filter((t: { content: string }) =>
@@ -255,9 +254,76 @@ Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a
   ).map((t: { content: string }) =>
     t.content === "<|endoftext|>" ? { ...t, content: "<|end_of_text|>" } : t
   );
+  return JSON.stringify(fitted);
+}
+
+Deno.test("--init from a Llama directory whose vocabulary is padded past its tokenizer's ids; a dataset of another tokenizer is refused", async () => {
+  const root = await tempDir();
+  await Deno.writeTextFile(`${root}/train.jsonl`, fixtureTask(32, 1));
+  const hf = `${root}/Llama-padded`;
+  await Deno.mkdir(hf);
+  await Deno.writeTextFile(`${hf}/tokenizer.json`, llamaStyleTokenizer(fixtureTask(32, 1)));
+  const base = (await tokenizerFromFile(`${hf}/tokenizer.json`)).vocabSize - 3;
+  // Its embedding has 8 rows past the tokenizer's ids (the LOTUS tokens take 3 of them).
+  const file = llamaCfg({ vocabSize: base + 8, dModel: 16, maxPositions: 256 });
+  const values = await writeHfLlama(hf, file, { dtype: "F32", shards: 1 });
+  const build = (out: string, tokenizer: string) =>
+    buildDataset({
+      out,
+      splits: [{ name: "train", inputs: [`${root}/train.jsonl`] }],
+      tokenizer,
+      k: 2,
+      c: 4,
+    });
+  await build(`${root}/data`, `${hf}/tokenizer.json`);
+  const cfg = modelConfigFromLlamaJson(
+    JSON.parse(await Deno.readTextFile(`${hf}/config.json`)),
+    base + 3,
+    0,
+    "config.json",
+  );
+  assertEquals(cfg.vocabSize, base + 3, "the dataset's vocabulary");
+  const layout = paramLayout(cfg), params = new Float32Array(layout.total);
+  assertEquals((await loadLlamaWeights(hf, layout, params)).vocabRows, base + 3);
+  const emb = layout.tensors.find((t) => t.name === "model.embed_tokens.weight")!;
+  const want = values.get("model.embed_tokens.weight")!.subarray(0, (base + 3) * 16);
+  assertEquals(Array.from(params.subarray(emb.offset, emb.offset + want.length)), Array.from(want));
+  const run = (data: string, init: string) =>
+    train({
+      data,
+      out: `${root}/run-${crypto.randomUUID()}`,
+      init,
+      recipe: "none",
+      backend: "cpu",
+      threads: 1,
+      quiet: true,
+      train: { steps: 1, batch: 4, evalExamples: 2, maxNewTokens: 4, epochsPerStage: 0 },
+    });
+  assertEquals((await run(`${root}/data`, hf)).steps, 1);
+  // A dataset of another tokenizer would index other tokens' rows.
+  await Deno.writeTextFile(`${root}/other.json`, llamaStyleTokenizer(fixtureTask(32, 5)));
+  await build(`${root}/other`, `${root}/other.json`);
+  await assertRejects(
+    () => run(`${root}/other`, hf),
+    TrainConfigError,
+    "was not built with this model's tokenizer",
+  );
+  // Without a tokenizer.json a padded vocabulary cannot be told from another tokenizer.
+  await Deno.remove(`${hf}/tokenizer.json`);
+  await assertRejects(
+    () => run(`${root}/data`, hf),
+    TrainConfigError,
+    "no tokenizer.json to tell a padded vocabulary from another tokenizer",
+  );
+});
+
+Deno.test("--init from a Hugging Face Llama directory with its tokenizer.json: a LOTUS run trains, evaluates and checkpoints as Llama", async () => {
+  const root = await tempDir();
+  await Deno.writeTextFile(`${root}/train.jsonl`, fixtureTask(64, 1));
+  await Deno.writeTextFile(`${root}/valid.jsonl`, fixtureTask(8, 2));
   const hf = `${root}/Llama-tiny`;
   await Deno.mkdir(hf);
-  await Deno.writeTextFile(`${hf}/tokenizer.json`, JSON.stringify(fitted));
+  await Deno.writeTextFile(`${hf}/tokenizer.json`, llamaStyleTokenizer(fixtureTask(64, 1)));
   const tok = await tokenizerFromFile(`${hf}/tokenizer.json`);
   const base = tok.vocabSize - 3;
   assertEquals(tok.special.bot, base);

@@ -5,6 +5,7 @@ import {
   fitCompactTokenizer,
   gpt2Tokenizer,
   LOTUS_TOKENS,
+  tokenizerDifference,
   TokenizerError,
   tokenizerFromFile,
   tokenizerFromJson,
@@ -263,4 +264,31 @@ Deno.test("compact: pre-tokens isolate digits and follow GPT-2's pattern elsewhe
   const { tokens, merges } = f.fit({ maxTokens: 300 });
   assertEquals(merges[0], ["a", "a"]); // most frequent pair first
   assert(tokens.includes("Ġaaa"));
+});
+
+Deno.test("tokenizerDifference: a tokenizer extending another's ids passes; a missing or renumbered token is named", async () => {
+  const gpt2 = await gpt2Tokenizer();
+  assertEquals(tokenizerDifference(gpt2.toJSON(), gpt2, "gpt2"), null);
+  const base = fitCompactTokenizer(["Ann has 3 pens.\n", "Bob has 4 cups.\n"]);
+  // The same tokenizer loaded again (its LOTUS tokens already there) extends it.
+  assertEquals(
+    tokenizerDifference(base.toJSON(), tokenizerFromJson(base.toJSON(), "file"), "m"),
+    null,
+  );
+  const json = JSON.parse(base.toJSON());
+  const [token, id] = Object.entries(json.model.vocab as Record<string, number>)[5];
+  // The base with one of its tokens at another id: the dataset's tokenizer numbers it otherwise.
+  const moved = {
+    ...json,
+    model: { ...json.model, vocab: { ...json.model.vocab, [token]: id + 1000 } },
+  };
+  assertEquals(
+    tokenizerDifference(JSON.stringify(moved), base, "m.json"),
+    `token ${JSON.stringify(token)} is id ${id + 1000} in m.json, ${id} in the dataset's tokenizer`,
+  );
+  const extra = { ...json, model: { ...json.model, vocab: { ...json.model.vocab, "zzq": 9999 } } };
+  assertEquals(
+    tokenizerDifference(JSON.stringify(extra), base, "m.json"),
+    `token "zzq" (id 9999 in m.json) is not in the dataset's tokenizer`,
+  );
 });

@@ -78,7 +78,12 @@ import {
   type TrainState,
 } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
-import { type Tokenizer, tokenizerFromFile, tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import {
+  type Tokenizer,
+  tokenizerDifference,
+  tokenizerFromFile,
+  tokenizerFromJson,
+} from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { readSafetensorsHeader } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
@@ -266,6 +271,46 @@ async function initFile(path: string): Promise<string> {
     return `${path}/model.safetensors`;
   }
   return `${ck}/model.safetensors`;
+}
+
+/**
+ * Refuses a dataset whose tokenizer is not that of the Hugging Face Llama directory `dir` (its
+ * tokenizer.json with the LOTUS tokens appended): its ids would index other tokens' rows. A
+ * directory without a tokenizer.json cannot tell a padded vocabulary (`vocabSize`, its
+ * config.json's, above its tokenizer's ids) from another tokenizer's: a dataset with fewer ids
+ * than that is refused there; one with as many or more is taken as built with its tokenizer.
+ */
+async function checkLlamaTokenizer(
+  dir: string,
+  vocabSize: number,
+  tok: Tokenizer,
+  dataDir: string,
+): Promise<void> {
+  const path = `${dir}/tokenizer.json`;
+  let text: string | null = null;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    rethrowIfDenied(e);
+  }
+  if (text === null) {
+    if (tok.vocabSize >= vocabSize) return;
+    throw new TrainConfigError(
+      "--init",
+      `--init ${dir}: its config.json's vocab_size is ${vocabSize}, more than the dataset's ` +
+        `vocabulary (${tok.vocabSize}), and it has no tokenizer.json to tell a padded ` +
+        `vocabulary from another tokenizer: put the model's tokenizer.json there, and build ` +
+        `the dataset with it (--tokenizer)`,
+    );
+  }
+  const diff = tokenizerDifference(text, tok, path);
+  if (diff !== null) {
+    throw new TrainConfigError(
+      "--init",
+      `--init ${dir}: the dataset ${dataDir} was not built with this model's tokenizer ` +
+        `(${diff}): build it with --tokenizer ${path}`,
+    );
+  }
 }
 
 /** What `--init` accepts, for the messages that refuse one. */
@@ -863,6 +908,11 @@ async function trainRun(
     : llamaJson
     ? modelConfigFromLlamaJson(llamaJson, trainData.vocabSize, auxLayers, `${llamaDir}/config.json`)
     : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
+  if (llamaJson) {
+    // Its config.json is checked: vocab_size is a positive integer.
+    const { vocab_size } = llamaJson as { vocab_size: number };
+    await checkLlamaTokenizer(llamaDir!, vocab_size, tok, dataDir);
+  }
   if (mcfg.vocabSize !== trainData.vocabSize) {
     throw new Error(
       `the checkpoint's vocabulary (${mcfg.vocabSize}) differs from the dataset's ` +
