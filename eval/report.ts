@@ -19,6 +19,7 @@ import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { exists } from "../base/exists.ts";
 import type { LogRecord } from "../train/run_log.ts";
+import { EVAL_OUTPUT_FILES, evalOutputMark } from "../train/run_dir.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
 import {
   escapeXml,
@@ -169,9 +170,9 @@ export function reportHtml(
     r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, pct(b.accuracy)])
   );
   // The readout as text, block by block (the picture shows tokens; long NL steps read better
-  // as text), for the first examples of the first R.
+  // as text), for the first examples of the picture's R.
   const withText = result.examples.filter((e) => e.readout?.length);
-  const readR = withText[0]?.R;
+  const readR = readoutR(withText);
   const readRows = withText.filter((e) => e.R === readR).slice(0, 12).flatMap((e) =>
     e.readout!.map((b) => [e.id, b.block, b.gold, b.text, b.kind ?? ""])
   );
@@ -251,6 +252,15 @@ const OPTIONAL_EVAL_FILES = [
   "training_accuracy.svg",
 ] as const;
 
+/**
+ * The R whose readout the report shows: the most loop iterations of a sweep, the latents the
+ * model has refined the longest (a sweep such as --r 0,2 lists R = 0, whose latents never went
+ * through the loop, first). Undefined without a readout.
+ */
+function readoutR(withReadout: readonly ExampleResult[]): number | undefined {
+  return withReadout.length ? Math.max(...withReadout.map((e) => e.R)) : undefined;
+}
+
 /** The pictures of an evaluation: the training curves when the log has values, the readout. */
 function evalPictures(withReadout: ExampleResult[], opts: ReportOptions): EvalPicture[] {
   const pictures: EvalPicture[] = [];
@@ -285,9 +295,7 @@ function evalPictures(withReadout: ExampleResult[], opts: ReportOptions): EvalPi
     });
   }
   if (withReadout.length) {
-    // The most loop iterations of a sweep: the latents the model has refined the longest
-    // (a sweep such as --r 0,2 lists R = 0, whose latents never went through the loop, first).
-    const shownR = Math.max(...withReadout.map((e) => e.R));
+    const shownR = readoutR(withReadout);
     pictures.push({
       title: `Latent readout (R=${shownR})`,
       file: "readout.svg",
@@ -309,14 +317,37 @@ const NOT_EVAL_DIRS = [
   "lotus.json",
 ];
 
+/** Names that only mark a directory: no reason to refuse it as an evaluation's output. */
+const MARKERS = new Set([".gitkeep", ".gitignore"]);
+
 /**
- * Refuses an evaluation output directory that holds a training run, a checkpoint or an export,
- * whose summary.json (a run's) or files an evaluation's would replace. Callers that evaluate
- * for long call it before they start; {@linkcode writeEvalOutputs} calls it too.
+ * Refuses an evaluation output directory that is a file, or holds a training run, a
+ * checkpoint or an export (whose summary.json, a run's, an evaluation's would replace), or
+ * holds other files but no earlier evaluation: an evaluation writes files of its own names
+ * there (report.html, training_loss.svg, readout.csv, ...) and removes those it no longer
+ * writes, which in another directory could be a user's own. A missing or empty directory, or
+ * an earlier evaluation's, is fine. Callers that evaluate for long call it before they start;
+ * {@linkcode writeEvalOutputs} calls it too.
  *
- * @throws {Error} naming the directory and the file that marks it.
+ * @throws {Error} naming the directory and what it holds.
  */
 export async function checkEvalOut(dir: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw new Error(
+      `${dir}: cannot be an evaluation's output directory (${(e as Error).message}); give ` +
+        `--out another directory (the default is out/eval)`,
+    );
+  }
+  if (!info.isDirectory) {
+    throw new Error(
+      `${dir}: is a file, not an evaluation output directory; give --out another directory ` +
+        `(the default is out/eval)`,
+    );
+  }
   for (const f of NOT_EVAL_DIRS) {
     if (!(await exists(`${dir}/${f}`))) continue;
     throw new Error(
@@ -324,6 +355,17 @@ export async function checkEvalOut(dir: string): Promise<void> {
         `output directory; give --out another directory (the default is out/eval)`,
     );
   }
+  if ((await evalOutputMark(dir)) !== null) return;
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (!MARKERS.has(e.name)) names.push(e.name);
+  if (names.length === 0) return;
+  names.sort();
+  throw new Error(
+    `${dir}: holds ${names.slice(0, 3).join(", ")}${names.length > 3 ? ", ..." : ""} and no ` +
+      `earlier evaluation (no ${EVAL_OUTPUT_FILES.join(", ")}); an evaluation writes files of ` +
+      `its own names there and removes those it no longer writes, so give --out an empty or ` +
+      `new directory, or an earlier evaluation's (the default is out/eval)`,
+  );
 }
 
 /**

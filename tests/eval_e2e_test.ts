@@ -166,6 +166,8 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   assert(html.includes((100 * summary.runs[1].accuracy).toFixed(1) + "%"));
   // The readout picture shows the sweep's most loop iterations, not R = 0's unlooped latents.
   assert(html.includes("Latent readout (R=2)") && !html.includes("Latent readout (R=0)"));
+  // The readout as text shows the same R as the picture.
+  assert(html.includes("Latent readout as text (R=2)"), "the text table's R");
 
   const chromium = findChromium();
   if (chromium) {
@@ -176,7 +178,7 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
   }
 });
 
-Deno.test("eval end to end: an --out at a run, or --split with a file, is refused before evaluating", async () => {
+Deno.test("eval end to end: an --out at a run, a file or another's directory, or --split with a file, is refused before evaluating", async () => {
   const s = await trained();
   const summary = await Deno.readTextFile(`${s.cot}/summary.json`);
   for (const [out, marker] of [[s.cot, "checkpoint/"], [`${s.cot}/checkpoint`, "config.json"]]) {
@@ -193,6 +195,25 @@ Deno.test("eval end to end: an --out at a run, or --split with a file, is refuse
     Error,
     "--split test",
   );
+  // A file, or a directory of other files with no earlier evaluation, is refused at once:
+  // an evaluation writes and removes files of its own names there.
+  const file = `${s.dir}/afile`;
+  await Deno.writeTextFile(file, "mine");
+  await assertRejects(
+    () => runCli(["--checkpoint", s.cot, "--data", s.validFile, "--out", file, "--limit", "2"]),
+    Error,
+    "is a file",
+  );
+  const figs = `${s.dir}/figs`;
+  await Deno.mkdir(figs);
+  await Deno.writeTextFile(`${figs}/training_loss.svg`, "mine");
+  await assertRejects(
+    () => runCli(["--checkpoint", s.cot, "--data", s.validFile, "--out", figs, "--limit", "2"]),
+    Error,
+    "holds training_loss.svg and no earlier evaluation",
+  );
+  assertEquals(await Deno.readTextFile(`${figs}/training_loss.svg`), "mine");
+  assertEquals(await Deno.readTextFile(file), "mine");
   // A dataset directory read as a file by an explicit --format: the message says so.
   await assertRejects(
     () =>
