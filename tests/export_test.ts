@@ -255,7 +255,7 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
   await fails(`${d}/nothing-here`, "no config.json", "deno task train");
   const a = await fresh("no-weights");
   await Deno.remove(`${a}/model.safetensors`);
-  await fails(a, `${a}/model.safetensors: cannot read`);
+  await fails(a, `${a}/model.safetensors: missing; a save writes the checkpoint whole`);
   const b = await fresh("no-tokenizer");
   await Deno.remove(`${b}/tokenizer.json`);
   await fails(b, `${b}/tokenizer.json: cannot read`);
