@@ -75,6 +75,12 @@ export type ExportFormat = "hf" | "onnx" | "both";
 export interface ExportOptions {
   /** Default "both". */
   format?: ExportFormat;
+  /**
+   * Replace whatever `out` holds, not only an earlier export or an empty directory: for a
+   * directory that the caller alone owns (the ONNX backend's cache of a checkpoint, whose
+   * damaged contents are exported again). Default false.
+   */
+  replaceAny?: boolean;
 }
 
 /** What an export wrote. */
@@ -155,7 +161,8 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
 
 /**
  * Export a checkpoint (or a run directory holding `checkpoint/`) to `out`. An existing `out`
- * is replaced only when it is an earlier export (it holds lotus.json) or is empty.
+ * is replaced only when it is an earlier export (it holds lotus.json) or is empty, unless
+ * `opts.replaceAny` is set.
  *
  * @example
  * ```ts ignore
@@ -190,7 +197,7 @@ export async function exportCheckpoint(
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  if (outInfo !== null && !outInfo.isDirectory) {
+  if (outInfo !== null && !outInfo.isDirectory && !opts.replaceAny) {
     throw new ExportError(`${out}: exists and is a file; choose another --out`);
   }
   await recoverCheckpoint(checkpoint);
@@ -249,7 +256,7 @@ export async function exportCheckpoint(
     source: { checkpoint: dir, sha256: await checkpointFingerprint(dir) },
   };
 
-  if (await exists(out)) {
+  if (!opts.replaceAny && await exists(out)) {
     const empty = (await Array.fromAsync(Deno.readDir(out))).length === 0;
     if (!empty && !(await exists(`${out}/lotus.json`))) {
       throw new ExportError(

@@ -54,7 +54,7 @@ import {
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
-import { exists } from "../base/exists.ts";
+import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import { splitPath } from "../base/staging.ts";
 import { readFull } from "../base/read_full.ts";
@@ -304,6 +304,30 @@ async function isExport(dir: string): Promise<boolean> {
   }
 }
 
+/**
+ * What is wrong with `cache`, the directory the ONNX backend keeps its export of a checkpoint
+ * in, before its files are checked against their record: undefined when there is nothing
+ * there, null when it holds lotus.json and the graph, otherwise what is missing (or that it
+ * is not a directory). The backend alone writes there, so whatever it holds is exported again.
+ */
+async function cacheDamage(cache: string): Promise<string | null | undefined> {
+  let info;
+  try {
+    info = await Deno.stat(cache);
+  } catch (e) {
+    rethrowIfDenied(e);
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  if (!info.isDirectory) return `${cache} is not a directory`;
+  if ((await Array.fromAsync(Deno.readDir(cache))).length === 0) return `${cache} is empty`;
+  const onnxDir = ONNX_FILES.ids.slice(0, ONNX_FILES.ids.lastIndexOf("/"));
+  for (const f of ["lotus.json", onnxDir, ONNX_FILES.ids]) {
+    if (!(await exists(`${cache}/${f}`))) return `${cache}/${f} is missing`;
+  }
+  return null;
+}
+
 /** The files an ONNX cache must record: those the backend reads. */
 const RECORDED = [
   "lotus.json",
@@ -445,8 +469,13 @@ export async function onnxExportFor(
         `in ${path}/checkpoint); pass a directory from deno task train or deno task export`,
     );
   }
-  // Why a cache is not used (null: it is valid; undefined: there is none).
-  const stale = async (c: string) => (await isExport(c)) ? await staleCache(ck, c) : undefined;
+  // Why a cache is not used (null: it is valid; undefined: there is none). Both places a cache
+  // can be (the fixed name in the checkpoint, the path userCacheFor computes) are the
+  // backend's own, so a damaged one is exported again whatever it holds.
+  const stale = async (c: string) => {
+    const damage = await cacheDamage(c);
+    return damage === null ? await staleCache(ck, c) : damage;
+  };
   let cache = `${ck}/${ONNX_CACHE_DIR}`;
   let why = await stale(cache), elsewhere = "";
   if (why === null) return cache;
@@ -459,7 +488,7 @@ export async function onnxExportFor(
   }
   if (why !== undefined) log(`onnx: ${why}: exporting ${ck} to ${cache} again${elsewhere}`);
   else log(`onnx: exporting ${ck} to ${cache} (once per checkpoint${elsewhere})`);
-  const r = await exportCheckpoint(ck, cache, { format: "onnx" });
+  const r = await exportCheckpoint(ck, cache, { format: "onnx", replaceAny: true });
   // Last: a process killed before this leaves a cache without a record, exported again on
   // its next use.
   await writeChecksums(cache, r.files, ONNX_CACHE_RECORD);

@@ -413,6 +413,75 @@ Deno.test("--backend onnx: a cache file changed since its export is noticed, and
   }
 });
 
+Deno.test("--backend onnx: a cache missing lotus.json, its graphs or everything is exported again, naming the damage", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { seed: 10 });
+  const cache = `${d}/ck/${ONNX_CACHE_DIR}`;
+  const q = [FIXTURE_QUESTIONS[2]];
+  const answers = async () => {
+    const s = await openInference(`${d}/ck`, { backend: "onnx", threads: 1 });
+    try {
+      return (await s.answer(q, { maxNewTokens: 6 })).answers.map((a) => a.tokens);
+    } finally {
+      await s.close();
+    }
+  };
+  const want = await answers();
+  const reuse = async () => {
+    const lines: string[] = [];
+    assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
+    return lines;
+  };
+  const emptied = async () => {
+    for await (const e of Deno.readDir(cache)) {
+      await Deno.remove(`${cache}/${e.name}`, { recursive: true });
+    }
+  };
+  const damages: [string, () => Promise<void>, string[]][] = [
+    ["lotus.json removed", () => Deno.remove(`${cache}/lotus.json`), [
+      `${cache}/lotus.json is missing`,
+    ]],
+    ["lotus.json not JSON", () => Deno.writeTextFile(`${cache}/lotus.json`, "{"), [
+      `${cache}/lotus.json cannot be read`,
+    ]],
+    ["onnx/ removed", () => Deno.remove(`${cache}/onnx`, { recursive: true }), [
+      `${cache}/onnx is missing`,
+    ]],
+    ["the graph removed", () => Deno.remove(`${cache}/onnx/model.onnx`), [
+      `${cache}/onnx/model.onnx is missing`,
+    ]],
+    ["lotus.json and the record removed", async () => {
+      await Deno.remove(`${cache}/lotus.json`);
+      await Deno.remove(`${cache}/${ONNX_CACHE_RECORD}`);
+    }, [`${cache}/lotus.json is missing`]],
+    ["every file removed", emptied, [`${cache} is empty`]],
+    ["a file in its place", async () => {
+      await Deno.remove(cache, { recursive: true });
+      await Deno.writeTextFile(cache, "not a cache");
+    }, [`${cache} is not a directory`]],
+  ];
+  for (const [what, damage, parts] of damages) {
+    await damage();
+    const lines = await reuse();
+    assertEquals(lines.length, 1, `${what}: ${lines.join("\n")}`);
+    for (const p of [...parts, "exporting", "again"]) {
+      assert(lines[0].includes(p), `${what}: "${lines[0]}" lacks ${JSON.stringify(p)}`);
+    }
+    assert(!lines[0].includes("once per checkpoint"), `${what}: ${lines[0]}`);
+    assertEquals(await reuse(), [], `${what}: the new cache is used as it is`);
+  }
+  assertEquals(await answers(), want);
+  // A directory of the user's, elsewhere, is never replaced by an export.
+  await Deno.mkdir(`${d}/mine`);
+  await Deno.writeTextFile(`${d}/mine/notes.txt`, "mine");
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/mine`, { format: "onnx" }),
+    Error,
+    "is not an export",
+  );
+  assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "mine");
+});
+
 /** The paths `fn` read whole (Deno.readFile) and opened (Deno.open), in order. */
 async function reads(fn: () => Promise<unknown>): Promise<{ whole: string[]; opened: string[] }> {
   const whole: string[] = [], opened: string[] = [];
