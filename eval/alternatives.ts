@@ -4,15 +4,22 @@
  * step is `<<3*3=9>>`.
  *
  * A read-out step (math form) is classified as
- * - `gold`: the text is the block's gold step S_k;
- * - `gold-elsewhere`: the text is another gold step of the same example (a step read out in
- *   the wrong block is not an alternative);
+ * - `gold`: the step is the block's gold step S_k: the same numbers and operators in the same
+ *   order, and the same value, numbers compared by value (`<<12/3=4.0>>` is `<<12/3=4>>`);
+ * - `gold-elsewhere`: it is, in the same sense, another gold step of the same example (a step
+ *   read out in the wrong block is not an alternative);
  * - `alternative`: it parses as `<<expr=value>>`, mathjs (pipeline/arith.ts) agrees with the
- *   stated value under the pipeline's rounding rule, and every operand is *grounded*: a number
- *   written in the question, a result of an earlier step (gold steps before k, or valid
- *   read-out steps of earlier blocks), or a constant the gold chain itself uses (60 minutes,
- *   12 months, 100 for percent: the gold CoT is what licenses world knowledge);
+ *   stated value under the pipeline's rounding rule, it computes something (below), and every
+ *   operand is *grounded*: a number written in the question, a result of an earlier step
+ *   (gold steps before k, or earlier blocks' readings that are `gold`, `gold-elsewhere` or
+ *   `alternative`), or a constant the gold chain itself uses (60 minutes, 12 months, 100 for
+ *   percent: the gold CoT is what licenses world knowledge);
  * - `invalid`: anything else, with the reason.
+ *
+ * A step computes something when it applies at least one arithmetic operator, its value is
+ * none of its operands (`<<12=12>>`, `<<12*1=12>>`, `<<12+0=12>>` restate a number), and it is
+ * not a number cancelled against itself (`<<3-3=0>>`, `<<3/3=1>>`: every operand the same
+ * number, value 0 or 1).
  *
  * @module
  */
@@ -58,6 +65,59 @@ export function operandsOf(expr: string): number[] {
   return [...normalizeExpression(expr).matchAll(/\d*\.\d+|\d+/g)].map((m) => Number(m[0]));
 }
 
+/**
+ * Whether a reading of this kind grounds later blocks: its value is one of the "earlier
+ * results" ({@linkcode StepContext}) only when the reading is `gold`, `gold-elsewhere` or
+ * `alternative`. An `invalid` reading's value is no number the model had, even where its
+ * arithmetic holds on ungrounded operands.
+ */
+export function groundsLaterSteps(kind: StepKind | null | undefined): boolean {
+  return kind === "gold" || kind === "gold-elsewhere" || kind === "alternative";
+}
+
+/**
+ * Whether two math steps are the same step: the same numbers and operators in the same order
+ * (numbers by value, spacing, `$` and thousands commas ignored) and the same value by value,
+ * so `<<12/3=4.0>>` is `<<12/3=4>>` but `<<3*12=36>>` is not `<<12*3=36>>`. Texts that are
+ * not `<<expr=value>>` are the same when they are equal.
+ */
+export function sameStep(a: string, b: string): boolean {
+  const x = parseStep(a), y = parseStep(b);
+  if (!x || !y) return a.trim() === b.trim();
+  const p = exprTokens(x.expr), q = exprTokens(y.expr);
+  return p.length === q.length &&
+    p.every((t, i) =>
+      typeof t === "number" && typeof q[i] === "number" ? sameNumber(t, q[i]) : t === q[i]
+    ) && sameValue(x.value, y.value);
+}
+
+/** An expression's numbers (as values) and other characters, spacing dropped. */
+function exprTokens(expr: string): (number | string)[] {
+  const s = normalizeExpression(expr).replace(/\s+/g, "");
+  return [...s.matchAll(/\d*\.\d+|\d+|./g)].map((m) => (/\d/.test(m[0]) ? Number(m[0]) : m[0]));
+}
+
+/**
+ * Why a valid step computes nothing (module doc), or null when it computes something: no
+ * arithmetic operator, a value that restates one of its operands, or a number cancelled
+ * against itself.
+ */
+export function trivialStep(expr: string, value: number): string | null {
+  const e = normalizeExpression(expr);
+  // A binary operator follows a number, a closing parenthesis or a percent sign; `%` between
+  // numbers is a remainder (pipeline/arith.ts).
+  if (!/[\d.)%]\s*[-+*/^]|[\d.)]\s*%\s*[\d.(]/.test(e)) {
+    return "no arithmetic operator: it computes nothing";
+  }
+  const ops = operandsOf(e);
+  const same = ops.find((x) => sameNumber(x, value));
+  if (same !== undefined) return `its value restates its operand ${same}`;
+  if ((value === 0 || value === 1) && ops.every((x) => sameNumber(x, ops[0]))) {
+    return `it cancels ${ops[0]} against itself`;
+  }
+  return null;
+}
+
 /** The stated value of a valid step (expression agrees with it), else null. */
 export function validStepValue(text: string): number | null {
   const s = parseStep(text);
@@ -89,12 +149,17 @@ export function validStepValue(text: string): number | null {
  */
 export function classifyStep(text: string, ctx: StepContext): StepVerdict {
   const t = text.trim();
-  if (t === ctx.gold[ctx.block]?.trim()) return { kind: "gold" };
-  if (ctx.gold.some((g, i) => i !== ctx.block && g.trim() === t)) return { kind: "gold-elsewhere" };
+  const own = ctx.gold[ctx.block];
+  if (own !== undefined && sameStep(t, own)) return { kind: "gold" };
+  if (ctx.gold.some((g, i) => i !== ctx.block && sameStep(t, g))) {
+    return { kind: "gold-elsewhere" };
+  }
   const s = parseStep(t);
   if (!s) return { kind: "invalid", reason: "not of the form <<expr=value>>" };
   const value = validStepValue(t);
   if (value === null) return { kind: "invalid", reason: "the arithmetic does not hold" };
+  const trivial = trivialStep(s.expr, value);
+  if (trivial) return { kind: "invalid", reason: trivial };
   const pool = [...numbersInText(ctx.question), ...(ctx.earlierResults ?? [])];
   const steps = ctx.gold.map(parseStep);
   const results = steps.map((g) => (g ? readNumber(g.value)?.value : undefined));
@@ -189,13 +254,9 @@ export function classifyNlStep(text: string, ctx: NlStepContext): StepVerdict | 
   const gold = ctx.goldMath ?? [];
   const calc = nlCalculation(t);
   if (calc) {
-    const mine = parseStep(`<<${calc.expr}=${calc.value}>>`);
-    const same = (g: string) => {
-      const p = parseStep(g);
-      return p !== null && mine !== null &&
-        normalizeExpression(p.expr).replace(/\s+/g, "") === calc.expr.replace(/\s+/g, "") &&
-        sameValue(p.value, calc.value);
-    };
+    const mine = `<<${calc.expr}=${calc.value}>>`;
+    const same = (g: string) =>
+      parseStep(g) !== null && parseStep(mine) !== null && sameStep(g, mine);
     if (gold[ctx.block] !== undefined && same(gold[ctx.block])) return { kind: "gold" };
     if (gold.some((g, i) => i !== ctx.block && same(g))) return { kind: "gold-elsewhere" };
     const v = classifyStep(`<<${calc.expr}=${calc.value}>>`, {

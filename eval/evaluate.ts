@@ -17,11 +17,13 @@ import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
 import {
   classifyNlStep,
   classifyStep,
+  groundsLaterSteps,
   type StepKind,
   validNlValue,
   validStepValue,
 } from "./alternatives.ts";
 import type { EvalItem } from "./items.ts";
+import { withShapeOverrides } from "../train/schedule.ts";
 
 /** Options of {@linkcode runEval}. */
 export interface EvalRunOptions {
@@ -237,6 +239,7 @@ export async function runEval(
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;
   const fits = fitsContext(session, items, opts);
+  if (items.length > 0 && !fits.includes(true)) throw noneFitError(session, items, opts);
   const answerIdx = items.map((_, i) => i).filter((i) => fits[i]);
   const answerable = answerIdx.map((i) => items[i]);
   const examples: ExampleResult[] = [], runs: RunSummary[] = [];
@@ -252,8 +255,10 @@ export async function runEval(
   }
   for (const r of rs) {
     const rows: ExampleResult[] = [];
+    // The shape the session runs (R follows a --k when the run did not fix R); each batch
+    // reports it too.
     let shape = lotus
-      ? { K: opts.k ?? session.shape.K, R: r ?? session.shape.R, c: session.shape.c }
+      ? withShapeOverrides(session.meta, session.shape, { k: opts.k, r })
       : { K: 0, R: 0, c: session.shape.c };
     let decodeMs = 0, decodeSteps = 0, answerMs = 0, answerTokens = 0;
     for (let i = 0; i < answerable.length; i += batch) {
@@ -346,13 +351,48 @@ export function fitsContext(
   items: EvalItem[],
   opts: Pick<EvalRunOptions, "k" | "maxNewTokens"> = {},
 ): boolean[] {
+  const { extra, max } = contextNeed(session, opts);
+  return items.map((it) => questionTokens(session, it) + extra <= max);
+}
+
+/** Positions a question needs besides its own tokens, and the model's context. */
+function contextNeed(
+  session: InferenceSession,
+  opts: Pick<EvalRunOptions, "k" | "maxNewTokens">,
+) {
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";
-  const K = opts.k ?? session.shape.K;
-  const extra = (lotus ? 1 + K * session.shape.c : 0) + (opts.maxNewTokens ?? 64) + 1;
-  const max = session.meta.model.maxPositions;
-  return items.map((it) =>
-    session.tokenizer.encode(it.question.trim() + "\n").length + extra <= max
+  const K = lotus ? opts.k ?? session.shape.K : 0, c = session.shape.c;
+  const budget = opts.maxNewTokens ?? 64;
+  const extra = (lotus ? 1 + K * c : 0) + budget + 1;
+  return { lotus, K, c, budget, extra, max: session.meta.model.maxPositions };
+}
+
+function questionTokens(session: InferenceSession, it: EvalItem): number {
+  return session.tokenizer.encode(it.question.trim() + "\n").length;
+}
+
+/**
+ * The error for a run where no question fits the context: a run of nothing but "too long"
+ * rows would report 0% as if the model had answered. It names the options that bear on it.
+ */
+function noneFitError(
+  session: InferenceSession,
+  items: EvalItem[],
+  opts: Pick<EvalRunOptions, "k" | "maxNewTokens">,
+): RangeError {
+  const { lotus, K, c, budget, extra, max } = contextNeed(session, opts);
+  const P = Math.min(...items.map((it) => questionTokens(session, it)));
+  const parts = [
+    ...(lotus ? [`BOT and ${K} latent blocks of ${c} slots`] : []),
+    `${budget} new tokens`,
+    "EOT",
+  ];
+  return new RangeError(
+    `no question fits the model's context of ${max} positions: the shortest question, ${P} ` +
+      `tokens, needs ${P + extra} with ${parts.join(", ")}; ask for fewer new tokens ` +
+      `(--max-new-tokens)` +
+      (lotus ? " or fewer latent blocks (--k; R, --r, does not change the positions)" : ""),
   );
 }
 
@@ -388,7 +428,9 @@ function readoutOf(
       kind = classifyStep(text, ctx).kind;
       alternativeTop5 = bestReadings(logits, s.block, c, V, 5, decode, 20, rows)
         .some((r) => classifyStep(r.text, ctx).kind === "alternative");
-      const v = validStepValue(text);
+      // Only a valid reading grounds later blocks: an invalid one's value is not a number the
+      // model had, even where its arithmetic holds.
+      const v = groundsLaterSteps(kind) ? validStepValue(text) : null;
       if (v !== null) earlier.push(v);
     } else if (cot === "nl") {
       // NL blocks are judged where the reading carries a number (eval/alternatives.ts).
@@ -402,7 +444,7 @@ function readoutOf(
       kind = classifyNlStep(text, ctx)?.kind ?? null;
       alternativeTop5 = bestReadings(logits, s.block, c, V, 5, decode, 20, rows)
         .some((r) => classifyNlStep(r.text, ctx)?.kind === "alternative");
-      const v = validNlValue(text);
+      const v = groundsLaterSteps(kind) ? validNlValue(text) : null;
       if (v !== null) earlier.push(v);
     }
     return {

@@ -14,7 +14,14 @@ import {
 import { answersMatch, extractAnswer, parseNumber } from "../pipeline/answer.ts";
 import { readNumber } from "../pipeline/numbers.ts";
 import { bestReadings, scoreReadout } from "../infer/readout.ts";
-import { classifyStep, operandsOf, parseStep, validStepValue } from "../eval/alternatives.ts";
+import {
+  classifyStep,
+  operandsOf,
+  parseStep,
+  sameStep,
+  trivialStep,
+  validStepValue,
+} from "../eval/alternatives.ts";
 import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
@@ -190,6 +197,34 @@ Deno.test("alternative intermediates: valid, grounded and different from every g
   assertEquals(validStepValue("<<10/3=5>>"), null);
   assertEquals(parseStep("<<a=b=c>>"), { expr: "a=b", value: "c" });
   assertEquals(operandsOf("3*12-$1,000+0.5"), [3, 12, 1000, 0.5]);
+});
+
+Deno.test("alternative intermediates: the gold step by value, and steps that compute nothing", () => {
+  const ctx = (block: number) => ({
+    question: "Tom has 12 apples and 3 bags.",
+    gold: ["<<12/3=4>>", "<<4*2=8>>"],
+    block,
+  });
+  // Numbers compare by value: a restated 4 as 4.0 is still the gold step, or another block's.
+  assertEquals(classifyStep("<<12/3=4.0>>", ctx(0)).kind, "gold");
+  assertEquals(classifyStep("<<12.0 / 3 = 4>>", ctx(0)).kind, "gold");
+  assertEquals(classifyStep("<<4.0*2=8>>", ctx(0)).kind, "gold-elsewhere");
+  assert(sameStep("<<$1,200/3=400>>", "<<1200/3=400.00>>"));
+  assert(!sameStep("<<3*12=36>>", "<<12*3=36>>")); // another order is another step
+  assert(!sameStep("<<12/3=4>>", "<<12/3=4.5>>"));
+  // A step with no operator, or whose value is an operand or a number cancelled against
+  // itself, computes nothing: it is no alternative intermediate.
+  for (const text of ["<<12=12>>", "<<(12)=12>>", "<<3-3=0>>", "<<3/3=1>>", "<<12*1=12>>"]) {
+    const v = classifyStep(text, ctx(0));
+    assertEquals(v.kind, "invalid", text);
+    assert(/computes nothing|restates|cancels/.test(v.reason!), `${text}: ${v.reason}`);
+  }
+  assertEquals(classifyStep("<<12-3=9>>", ctx(0)).kind, "alternative");
+  assertEquals(classifyStep("<<3-12=-9>>", ctx(0)).kind, "alternative");
+  assertEquals(classifyStep("<<12*3-36=0>>", ctx(0)).kind, "invalid"); // 36 is nowhere
+  assertEquals(trivialStep("50%*12", 6), null);
+  assertEquals(trivialStep("12%5", 2), null);
+  assertEquals(trivialStep("50%", 0.5), "no arithmetic operator: it computes nothing");
 });
 
 Deno.test("summariseReadout: token rates over scored slots; alternatives over differing blocks", () => {
@@ -479,7 +514,7 @@ Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
  * A scripted inference session: a character-level tokenizer, and answers that say "n" for a
  * question "What is n?" when n is even and "n+1" otherwise; each decode step takes step+1 ms.
  */
-function scriptedSession(mode: "lotus" | "cot", maxPositions = 200) {
+function scriptedSession(mode: "lotus" | "cot", maxPositions = 200, trainR: number | null = 2) {
   const calls: { n: number; r?: number }[] = [];
   const tokenizer = {
     encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
@@ -487,7 +522,7 @@ function scriptedSession(mode: "lotus" | "cot", maxPositions = 200) {
   };
   const session = {
     meta: {
-      train: { mode },
+      train: { mode, r: trainR },
       data: { cot: "math" },
       model: { vocabSize: 128, maxPositions },
     },
@@ -594,6 +629,97 @@ Deno.test("runEval: a CoT checkpoint's thought is the decode time of the tokens 
   assertEquals(res.runs[0].latency.msPerAnswerToken, 33 / 6);
   assertEquals(res.runs[0].accuracy, 1);
   assertEquals(fitsContext(session, items([2, -4])), [true, false]);
+});
+
+Deno.test("runEval: a run where no question fits the context is refused, naming the options", async () => {
+  const { session, calls } = scriptedSession("lotus");
+  // "What is 2?\n" is 11 tokens: with BOT, 100 blocks of 4 and 64 new tokens + EOT, 477.
+  const e = await assertRejects(() => runEval(session, items([2, 4]), { k: 100 }), RangeError);
+  assert(e.message.includes("context of 200 positions"), e.message);
+  assert(e.message.includes("needs 477"), e.message);
+  assert(e.message.includes("--k") && e.message.includes("--max-new-tokens"), e.message);
+  await assertRejects(
+    () => runEval(session, items([2]), { maxNewTokens: 500 }),
+    RangeError,
+    "--max-new-tokens",
+  );
+  assertEquals(calls.length, 0, "nothing was answered");
+  const cot = scriptedSession("cot").session;
+  const c = await assertRejects(() => runEval(cot, items([2]), { maxNewTokens: 500 }), RangeError);
+  assert(!c.message.includes("--k"), c.message);
+  // One question that fits is enough for a run; the others are reported too long.
+  const res = await runEval(session, items([2, -4]), { readout: false });
+  assertEquals(res.runs[0].tooLong, 1);
+});
+
+Deno.test("runEval: the shape a run reports is the one the session runs (R follows --k)", async () => {
+  // With no question answered, the shape is not read off a batch.
+  const tied = scriptedSession("lotus", 200, null).session;
+  assertEquals((await runEval(tied, [], { k: 100 })).runs.map((r) => [r.K, r.R]), [[100, 100]]);
+  assertEquals((await runEval(tied, [], { k: 5, r: [1] })).runs.map((r) => [r.K, r.R]), [[5, 1]]);
+  const fixed = scriptedSession("lotus", 200, 2).session;
+  assertEquals((await runEval(fixed, [], { k: 100 })).runs.map((r) => [r.K, r.R]), [[100, 2]]);
+});
+
+/**
+ * A LOTUS session (character tokenizer, c = 16) whose latent logits read out `readings`, block
+ * by block: each slot's argmax is the next character of the reading and its newline.
+ */
+function readoutSession(readings: string[]): InferenceSession {
+  const V = 128, c = 16, K = readings.length;
+  const tokenizer = {
+    encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
+    decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+  };
+  const logits = new Float32Array((K * c + 1) * V);
+  readings.forEach((text, k) => {
+    const ids = tokenizer.encode((text + "\n").padEnd(c, "\n"));
+    ids.forEach((id, j) => (logits[(k * c + j) * V + id] = 10));
+  });
+  return {
+    meta: {
+      train: { mode: "lotus", r: null },
+      data: { cot: "math" },
+      model: { vocabSize: V, maxPositions: 1000 },
+    },
+    tokenizer,
+    backend: "cpu",
+    shape: { K, R: K, c },
+    answer(questions: string[]) {
+      const text = "### 8";
+      return Promise.resolve({
+        answers: questions.map(() => ({
+          text,
+          answer: extractAnswer(text),
+          tokens: tokenizer.encode(text),
+          latentLogits: logits,
+        })),
+        timings: { prefillMs: 1, thoughtMs: 1, decodeMs: 1, decodeSteps: 1, stepMs: [1] },
+        K,
+        R: K,
+        c,
+      });
+    },
+    close() {},
+  } as unknown as InferenceSession;
+}
+
+Deno.test("runEval readout: only a valid reading of an earlier block grounds a later one", async () => {
+  const item: EvalItem = {
+    id: "q0",
+    source: { file: "x", line: 1 },
+    question: "Tom has 12 apples and 3 bags.",
+    answer: "8",
+    math: ["<<12/3=4>>", "<<4*2=8>>"],
+    nl: null,
+  };
+  const kinds = async (readings: string[]) =>
+    (await runEval(readoutSession(readings), [item])).examples[0].readout!.map((b) => b.kind);
+  // 7 is in no question or step: block 0 is invalid, and its 63 grounds nothing after it.
+  assertEquals(await kinds(["<<7*9=63>>", "<<63+3=66>>"]), ["invalid", "invalid"]);
+  // A valid alternative, or a gold step read in another block, grounds the next block.
+  assertEquals(await kinds(["<<12*3=36>>", "<<36+3=39>>"]), ["alternative", "alternative"]);
+  assertEquals(await kinds(["<<12/3=4.0>>", "<<4-3=1>>"]), ["gold", "alternative"]);
 });
 
 Deno.test("shape notes: --k/--r on a baseline are ignored, a --k past the trained K is named", () => {

@@ -38,6 +38,7 @@ export {
   stageOf,
   stageShape,
   totalSteps,
+  withShapeOverrides,
 } from "./schedule.ts";
 export {
   LOG_COLUMNS,

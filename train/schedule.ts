@@ -126,7 +126,23 @@ export function inferenceShape(
   const t = meta.train;
   if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: t.c };
   const reached = stageShape(t, stageOf(t, at.epoch, Math.max(0, at.step - 1)));
-  const K = opts.k ?? reached.k;
-  const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.r);
-  return { K, R, c: t.c };
+  return withShapeOverrides(meta, { K: reached.k, R: reached.r, c: t.c }, opts);
+}
+
+/**
+ * A reached LOTUS shape (a session's `shape`) with an answer request's overrides, as
+ * {@linkcode inferenceShape} applies them: K is `opts.k` when given; R is `opts.r` when given,
+ * else K when `opts.k` is given and the run did not fix R (R follows K), else the reached R.
+ * Baselines (explicit CoT, no CoT) have no latent loop: K = R = 0.
+ */
+export function withShapeOverrides(
+  meta: Pick<LotusMeta, "train">,
+  reached: LotusShape,
+  opts: ShapeOverrides = {},
+): LotusShape {
+  const t = meta.train;
+  if (t.mode === "cot" || t.mode === "nocot") return { K: 0, R: 0, c: reached.c };
+  const K = opts.k ?? reached.K;
+  const R = opts.r ?? (opts.k !== undefined && t.r === null ? K : reached.R);
+  return { K, R, c: reached.c };
 }
