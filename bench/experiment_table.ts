@@ -35,7 +35,7 @@ async function json<T>(path: string): Promise<T | null> {
 }
 
 const pct = (x: number | undefined) => (x === undefined ? "–" : `${(100 * x).toFixed(1)}`);
-const ms = (x: number | undefined) => (x === undefined ? "–" : x.toFixed(2));
+const ms = (x: number | null | undefined) => (x == null ? "–" : x.toFixed(2));
 
 /** Build the table (and the pictures) for the experiment directory `dir`. */
 export async function experimentTable(dir: string): Promise<string> {

@@ -327,7 +327,12 @@ interface Result {
   latency: RunSummary;
   checkpoint: string;
   /** `--relatency`: the median over rounds, measured with nothing else running. */
-  latencyIdle?: { rounds: number; thoughtMsMedian: number[]; msPerAnswerToken: number[] };
+  latencyIdle?: {
+    rounds: number;
+    thoughtMsMedian: number[];
+    /** Per round; null where no answer token was timed. */
+    msPerAnswerToken: (number | null)[];
+  };
 }
 
 /** The thought latency a result reports: the idle re-measurement's median when there is one. */
@@ -351,7 +356,7 @@ async function resultsIn(dir: string): Promise<Map<string, Result>> {
  */
 async function relatency(rounds: number): Promise<void> {
   const all = [...(await resultsIn(RESULTS))].sort(([x], [y]) => x.localeCompare(y));
-  const got = new Map<string, { t: number[]; a: number[] }>();
+  const got = new Map<string, { t: number[]; a: (number | null)[] }>();
   for (let round = 1; round <= rounds; round++) {
     for (const [name, r] of all) {
       const run = `${OUT}/runs/${name}`, out = `${run}/eval-latency-idle-${round}`;

@@ -172,8 +172,11 @@ export interface RunSummary {
     decodeMsPerExample: number;
     /** Wall time of one decode step (one token for every unfinished example of the batch). */
     msPerDecodeStep: number;
-    /** Per-example time per generated token after the thought. */
-    msPerAnswerToken: number;
+    /**
+     * Per-example time per generated token after the thought; null when no such token was
+     * timed (a CoT model that never wrote `#` within the budget).
+     */
+    msPerAnswerToken: number | null;
     tokensMean: number;
     thoughtTokensMean: number;
   };
@@ -335,7 +338,7 @@ export async function runEval(
       ...shape,
       batch,
       msPerDecodeStep: decodeSteps ? decodeMs / decodeSteps : 0,
-      msPerAnswerToken: answerTokens ? answerMs / answerTokens : 0,
+      msPerAnswerToken: answerTokens ? answerMs / answerTokens : null,
     }));
   }
   return { examples, runs };
@@ -470,7 +473,7 @@ function summarise(
     c: number;
     batch: number;
     msPerDecodeStep: number;
-    msPerAnswerToken: number;
+    msPerAnswerToken: number | null;
   },
 ): RunSummary {
   const correct = rows.filter((r) => r.correct).length;

@@ -133,7 +133,7 @@ function summaryRows(runs: RunSummary[]): (string | number)[][] {
     ms(r.latency.prefillMsPerExample),
     ms(r.latency.thoughtMsPerExample),
     ms(r.latency.thoughtMsMedian),
-    ms(r.latency.msPerAnswerToken),
+    r.latency.msPerAnswerToken === null ? "n/a" : ms(r.latency.msPerAnswerToken),
     r.latency.tokensMean.toFixed(1),
     r.readout ? pct(r.readout.top1) : "",
     r.readout ? pct(r.readout.top5) : "",

@@ -122,7 +122,7 @@ Deno.test("eval end to end: a tiny LOTUS checkpoint on its dataset, swept over R
     for (const r of mine) assertEquals(r.predicted, extractAnswer(r.generated));
     assertEquals(run.byGoldSteps.reduce((a, b) => a + b.n, 0), run.n);
     assertEquals(run.byGoldSteps.map((b) => b.steps), ["2"]);
-    assert(run.latency.prefillMsPerExample > 0 && run.latency.msPerAnswerToken > 0);
+    assert(run.latency.prefillMsPerExample > 0 && (run.latency.msPerAnswerToken ?? 0) > 0);
     assert(run.readout !== undefined);
   }
   // At the checkpoint's own R, eval reproduces the trainer's final validation accuracy

@@ -722,6 +722,38 @@ Deno.test("runEval readout: only a valid reading of an earlier block grounds a l
   assertEquals(await kinds(["<<12/3=4.0>>", "<<4-3=1>>"]), ["gold", "alternative"]);
 });
 
+Deno.test("runEval: msPerAnswerToken is null when no answer token was timed", async () => {
+  // A CoT model that writes no "#" and runs out of budget: every step is its thought.
+  const tokenizer = {
+    encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
+    decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+  };
+  const session = {
+    meta: {
+      train: { mode: "cot", r: null },
+      data: { cot: "math" },
+      model: { vocabSize: 128, maxPositions: 200 },
+    },
+    tokenizer,
+    backend: "cpu",
+    shape: { K: 0, R: 0, c: 4 },
+    answer(questions: string[]) {
+      const text = "abc";
+      return Promise.resolve({
+        answers: questions.map(() => ({ text, answer: "", tokens: tokenizer.encode(text) })),
+        timings: { prefillMs: 1, thoughtMs: 0, decodeMs: 6, decodeSteps: 3, stepMs: [1, 2, 3] },
+        K: 0,
+        R: 0,
+        c: 4,
+      });
+    },
+    close() {},
+  } as unknown as InferenceSession;
+  const res = await runEval(session, items([2]));
+  assertEquals(res.runs[0].latency.thoughtMsPerExample, 6);
+  assertEquals(res.runs[0].latency.msPerAnswerToken, null);
+});
+
 Deno.test("shape notes: --k/--r on a baseline are ignored, a --k past the trained K is named", () => {
   const shape = { K: 3, R: 3, c: 16 };
   assertEquals(shapeRequestNotes("lotus", shape, {}), []);
