@@ -16,10 +16,11 @@
  *   percent: the gold CoT is what licenses world knowledge);
  * - `invalid`: anything else, with the reason.
  *
- * A step computes something when it applies at least one arithmetic operator, its value is
- * none of its operands (`<<12=12>>`, `<<12*1=12>>`, `<<12+0=12>>` restate a number), and it is
- * not a number cancelled against itself (`<<3-3=0>>`, `<<3/3=1>>`: every operand the same
- * number, value 0 or 1).
+ * A step computes something when it applies at least one arithmetic operator, it is no
+ * identity (`<<12=12>>`, `<<12*1=12>>`, `<<12+0=12>>` restate a number: the value is an operand
+ * and the others are 0 or 1; `<<4/2=2>>` and `<<6-3=3>>` compute), and it is not a number
+ * cancelled against itself (`<<3-3=0>>`, `<<3/3=1>>`: every operand the same number, value 0
+ * or 1).
  *
  * @module
  */
@@ -109,9 +110,13 @@ export function trivialStep(expr: string, value: number): string | null {
   if (!/[\d.)%]\s*[-+*/^]|[\d.)]\s*%\s*[\d.(]/.test(e)) {
     return "no arithmetic operator: it computes nothing";
   }
+  // An identity: the value is one operand, every other one a 0 or a 1 (12*1, 12+0, 12/1).
+  // A value that only happens to equal an operand (4/2=2, 6-3=3) is a computation.
   const ops = operandsOf(e);
-  const same = ops.find((x) => sameNumber(x, value));
-  if (same !== undefined) return `its value restates its operand ${same}`;
+  const i = ops.findIndex((x) => sameNumber(x, value));
+  if (i >= 0 && ops.every((x, j) => j === i || x === 0 || x === 1)) {
+    return `its value restates its operand ${ops[i]}`;
+  }
   if ((value === 0 || value === 1) && ops.every((x) => sameNumber(x, ops[0]))) {
     return `it cancels ${ops[0]} against itself`;
   }

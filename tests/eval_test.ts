@@ -220,6 +220,15 @@ Deno.test("alternative intermediates: the gold step by value, and steps that com
     assert(/computes nothing|restates|cancels/.test(v.reason!), `${text}: ${v.reason}`);
   }
   assertEquals(classifyStep("<<12-3=9>>", ctx(0)).kind, "alternative");
+  // A value that equals an operand without an identity is a computation.
+  const halves = {
+    question: "Ann has 4 pens and 6 cups; she gives 2 and 3 away.",
+    gold: [],
+    block: 0,
+  };
+  assertEquals(classifyStep("<<4/2=2>>", halves).kind, "alternative");
+  assertEquals(classifyStep("<<6-3=3>>", halves).kind, "alternative");
+  assertEquals(classifyStep("<<4+0=4>>", halves).kind, "invalid");
   assertEquals(classifyStep("<<3-12=-9>>", ctx(0)).kind, "alternative");
   assertEquals(classifyStep("<<12*3-36=0>>", ctx(0)).kind, "invalid"); // 36 is nowhere
   assertEquals(trivialStep("50%*12", 6), null);
