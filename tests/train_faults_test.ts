@@ -1005,7 +1005,9 @@ Deno.test("faults: a resume from another directory of a run on a relative --data
       ) && res.stderr.includes("pass --data <that dataset>"),
       res.stderr,
     );
-    assert(!res.stderr.includes("build-dataset"), res.stderr);
+    // No advice to build a dataset at the relative path from here (the wrong place).
+    assert(!res.stderr.includes("build the dataset first"), res.stderr);
+    assert(res.stderr.includes("If it was removed, rebuild it as it was built"), res.stderr);
     assertEquals(namesIn(elsewhere), []);
     // --data with that dataset resumes it from there.
     const ok = await resume(["--resume", run, "--data", data, "--stop-after", "1", "--quiet"]);
