@@ -395,17 +395,17 @@ async function checkAgainstKept(
       const gFrom = g.start ?? await firstSyntheticIndex(`${out}/${info.records}`, g.seed) ?? 1;
       return { seed: g.seed, from: gFrom, to: gFrom + g.n };
     };
-    const overlap = (a: { from: number; to: number }, b: { from: number; to: number }) =>
-      a.from < b.to && b.from < a.to && a.from < a.to && b.from < b.to;
     const before = old.splits[s.name];
     const was = before?.synthetic ? await rangeOf(before) : null;
     for (const [name, info] of kept) {
       if (info.synthetic === undefined || info.synthetic.seed !== seed) continue;
       const { from: gFrom, to: gTo } = await rangeOf(info);
-      if (!overlap({ from: gFrom, to: gTo }, { from, to })) continue;
+      if (!rangesOverlap({ from: gFrom, to: gTo }, { from, to })) continue;
       // An overlap the split's previous build already had (an older version allowed one) is
       // not made by this build: the split may be rebuilt as it was.
-      if (was !== null && was.seed === seed && overlap(was, { from: gFrom, to: gTo })) continue;
+      if (was !== null && was.seed === seed && rangesOverlap(was, { from: gFrom, to: gTo })) {
+        continue;
+      }
       throw new BuildError(
         `split ${s.name} would generate records ${Math.max(gFrom, from)} to ` +
           `${Math.min(gTo, to) - 1} with seed ${seed}, which split ${name} already in ${out} ` +
@@ -415,6 +415,11 @@ async function checkAgainstKept(
     }
   }
   return sums;
+}
+
+/** Whether two ranges of generated record numbers, [from, to), share a number. */
+function rangesOverlap(a: { from: number; to: number }, b: { from: number; to: number }): boolean {
+  return a.from < b.to && b.from < a.to && a.from < a.to && b.from < b.to;
 }
 
 /**
@@ -496,9 +501,7 @@ async function checkUniqueIds(splits: readonly SplitSpec[]): Promise<Map<string,
     if (s.synthetic === undefined) continue;
     const seed = s.synthetic.seed ?? 0, from = s.synthetic.start ?? 1;
     const mine = { split: s.name, seed, from, to: from + s.synthetic.n };
-    const first = generated.find((g) =>
-      g.seed === seed && g.from < mine.to && mine.from < g.to && mine.from < mine.to
-    );
+    const first = generated.find((g) => g.seed === seed && rangesOverlap(g, mine));
     if (first !== undefined) {
       throw new BuildError(
         `splits ${first.split} and ${s.name} both generate records ` +
