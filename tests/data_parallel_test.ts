@@ -475,12 +475,13 @@ Deno.test({
     Deno.kill(-p.pid, "SIGINT");
     const r = await finish(p, 60_000);
     assert(r.code !== 0, "mpirun reports the stop");
+    // mpirun, ending a job it was told to stop, may exit before it has passed on the ranks'
+    // last lines (seen once in CI: exit 1, nothing printed): the saved step is the record.
+    const stopped = (await loadCheckpoint(out)).state.step;
     const m = /stopped by SIGTERM at step (\d+); checkpoint in /.exec(r.stdout);
-    assert(m, `rank 0 said where it stopped (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-    const stopped = Number(m[1]);
-    const ck = await loadCheckpoint(out);
-    assertEquals(ck.state.step, stopped, "the stop's step is the one saved");
-    assert(stopped > 50 && stopped < t.steps, `stopped at ${stopped}`);
+    if (m) assertEquals(Number(m[1]), stopped, "the step rank 0 printed is the one saved");
+    else console.log(`mpirun passed on no stop line (exit ${r.code}): ${JSON.stringify(r.stdout)}`);
+    assert(stopped > 50 && stopped < t.steps, `stopped at ${stopped}, after the save at 50`);
     const steps = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
     assertEquals(steps, Array.from({ length: stopped }, (_, i) => i + 1), "one record a step");
     assertEquals(await processesWith(out), [], "no rank outlives mpirun");
@@ -492,10 +493,11 @@ Deno.test({
     assert(rank1 !== null, "rank 1's process was found");
     Deno.kill(rank1, "SIGTERM");
     const r2 = await finish(again, 60_000);
+    assert(r2.code !== 0, "mpirun reports the stop");
+    const second = (await loadCheckpoint(out)).state.step;
     const m2 = /stopped by SIGTERM at step (\d+); checkpoint in /.exec(r2.stdout);
-    assert(m2, `rank 0 stopped too (exit ${r2.code}):\n${r2.stdout}\n${r2.stderr}`);
-    const second = Number(m2[1]);
-    assertEquals((await loadCheckpoint(out)).state.step, second);
+    if (m2) assertEquals(Number(m2[1]), second, "the step rank 0 printed is the one saved");
+    assert(second > stopped + 50, `stopped again at ${second}, after the save at ${stopped + 50}`);
     const after = (await readTrainLog(out)).filter((x) => x.kind === "train").map((x) => x.step);
     assertEquals(after, Array.from({ length: second }, (_, i) => i + 1), "one record a step");
     assertEquals(await processesWith(out), [], "no rank left");
