@@ -6,6 +6,12 @@
  */
 
 /**
+ * Names that only mark a directory (version control's placeholders): a directory that holds
+ * nothing else counts as empty where a command refuses to write into another's directory.
+ */
+export const DIRECTORY_MARKERS: ReadonlySet<string> = new Set([".gitkeep", ".gitignore"]);
+
+/**
  * Rethrows `e` when it says a permission is missing: Deno's (`NotCapable`, whose message
  * names the flag, e.g. "run again with the --allow-read flag") or the operating system's
  * (`PermissionDenied`). For the catch blocks that mean "the file is not there", so that a

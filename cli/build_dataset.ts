@@ -205,8 +205,9 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
     },
     exclude: {
       value: "FILE",
-      help: "keep out of the split every input problem whose question is a near copy of one in " +
-        "FILE (any input format), and make no variants of it",
+      help:
+        "keep out of the split every input or generated problem whose question is a near copy " +
+        "of one in FILE (any input format), and make no variants of it",
       schema: z.string().min(1, "needs a file name"),
       multiple: true,
       group: MORE_DATA,

@@ -17,7 +17,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { exists } from "../base/exists.ts";
+import { DIRECTORY_MARKERS, exists } from "../base/exists.ts";
 import type { LogRecord } from "../train/run_log.ts";
 import { EVAL_OUTPUT_FILES, evalOutputMark } from "../train/run_dir.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
@@ -317,9 +317,6 @@ const NOT_EVAL_DIRS = [
   "lotus.json",
 ];
 
-/** Names that only mark a directory: no reason to refuse it as an evaluation's output. */
-const MARKERS = new Set([".gitkeep", ".gitignore"]);
-
 /**
  * Refuses an evaluation output directory that is a file, or holds a training run, a
  * checkpoint or an export (whose summary.json, a run's, an evaluation's would replace), or
@@ -357,7 +354,7 @@ export async function checkEvalOut(dir: string): Promise<void> {
   }
   if ((await evalOutputMark(dir)) !== null) return;
   const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (!MARKERS.has(e.name)) names.push(e.name);
+  for await (const e of Deno.readDir(dir)) if (!DIRECTORY_MARKERS.has(e.name)) names.push(e.name);
   if (names.length === 0) return;
   names.sort();
   throw new Error(

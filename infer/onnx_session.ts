@@ -294,36 +294,28 @@ export class OnnxBackbone {
   }
 }
 
-async function isExport(dir: string): Promise<boolean> {
-  try {
-    await Deno.stat(`${dir}/lotus.json`);
-    await Deno.stat(`${dir}/${ONNX_FILES.ids}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
- * What is wrong with `cache`, the directory the ONNX backend keeps its export of a checkpoint
- * in, before its files are checked against their record: undefined when there is nothing
- * there, null when it holds lotus.json and the graph, otherwise what is missing (or that it
- * is not a directory). The backend alone writes there, so whatever it holds is exported again.
+ * What keeps `dir` from being an ONNX export (the backend's cache of a checkpoint, or one
+ * `deno task export` wrote): undefined when there is nothing there, null when it holds
+ * lotus.json and the graph, otherwise what is missing (or that it is not a directory). Its
+ * files are checked against their record apart from this.
  */
-async function cacheDamage(cache: string): Promise<string | null | undefined> {
+async function exportDamage(dir: string): Promise<string | null | undefined> {
   let info;
   try {
-    info = await Deno.stat(cache);
+    info = await Deno.stat(dir);
   } catch (e) {
     rethrowIfDenied(e);
-    if (e instanceof Deno.errors.NotFound) return undefined;
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+      return undefined;
+    }
     throw e;
   }
-  if (!info.isDirectory) return `${cache} is not a directory`;
-  if ((await Array.fromAsync(Deno.readDir(cache))).length === 0) return `${cache} is empty`;
+  if (!info.isDirectory) return `${dir} is not a directory`;
+  if ((await Array.fromAsync(Deno.readDir(dir))).length === 0) return `${dir} is empty`;
   const onnxDir = ONNX_FILES.ids.slice(0, ONNX_FILES.ids.lastIndexOf("/"));
   for (const f of ["lotus.json", onnxDir, ONNX_FILES.ids]) {
-    if (!(await exists(`${cache}/${f}`))) return `${cache}/${f} is missing`;
+    if (!(await exists(`${dir}/${f}`))) return `${dir}/${f} is missing`;
   }
   return null;
 }
@@ -444,7 +436,7 @@ export async function onnxExportFor(
   path: string,
   log: (s: string) => void = console.error,
 ): Promise<string> {
-  if (await isExport(path)) {
+  if ((await exportDamage(path)) === null) {
     const lotus = await readLotusJson(path);
     const problems = lotus.onnx ? await checkOnnxWeights(path, lotus.onnx) : [];
     if (problems.length > 0) {
@@ -473,7 +465,7 @@ export async function onnxExportFor(
   // can be (the fixed name in the checkpoint, the path userCacheFor computes) are the
   // backend's own, so a damaged one is exported again whatever it holds.
   const stale = async (c: string) => {
-    const damage = await cacheDamage(c);
+    const damage = await exportDamage(c);
     return damage === null ? await staleCache(ck, c) : damage;
   };
   let cache = `${ck}/${ONNX_CACHE_DIR}`;

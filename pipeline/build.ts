@@ -51,7 +51,7 @@ import {
   type SyntheticOptions,
   SyntheticOptionsError,
 } from "./synthetic.ts";
-import { rethrowIfDenied } from "../base/exists.ts";
+import { DIRECTORY_MARKERS, rethrowIfDenied } from "../base/exists.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -342,9 +342,10 @@ async function checkFreshOut(out: string): Promise<void> {
     rethrowIfDenied(e);
     return; // missing; a file where the directory should be fails when it is created
   }
-  // Files that mark a directory, not content a build could overwrite or delete.
-  const harmless = new Set([".gitkeep", ".gitignore", ".run.lock"]);
-  const foreign = names.filter((n) => !harmless.has(n) && !isBuildLeftover(n, names)).sort();
+  // Marks of a directory (and a run's lock), not content a build could overwrite or delete.
+  const foreign = names.filter((n) =>
+    !DIRECTORY_MARKERS.has(n) && n !== ".run.lock" && !isBuildLeftover(n, names)
+  ).sort();
   if (foreign.length === 0) return;
   const shown = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ", ..." : "");
   throw new BuildError(
