@@ -85,6 +85,16 @@ export { type EvalResult, type EvalRunOptions, runEval } from "./eval/evaluate.t
 export { type EvalItem, loadEvalItems } from "./eval/items.ts";
 export { writeEvalOutputs } from "./eval/report.ts";
 
+// The errors the stages throw, each with a message that names the file or option at fault.
+export { ManifestError } from "./pipeline/manifest.ts";
+export { DatasetError } from "./pipeline/shard.ts";
+export { TokenizerError } from "./pipeline/tokenizer.ts";
+export { WriteError } from "./pipeline/writer.ts";
+export { CheckpointError } from "./model/checkpoint.ts";
+export { NonFiniteError } from "./train/trainer.ts";
+export { ExportError } from "./export/export.ts";
+export { EngineError } from "./engine/ffi.ts";
+
 // The native engine.
 export type { BackendName } from "./engine/types.ts";
 export { type Engine, openEngine, type Precision } from "./engine/ffi.ts";

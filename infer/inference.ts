@@ -13,9 +13,11 @@ import {
   type AnswerBatch,
   type AnswerOptions,
   checkAnswerRequest,
+  checkOpenOptions,
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
   type InferenceSession,
+  SESSION_CLOSED,
 } from "./session.ts";
 import { Model } from "../model/model.ts";
 import { selectEngine } from "../engine/backend.ts";
@@ -57,6 +59,7 @@ export async function openInference(
   checkpoint: string,
   opts: OpenInferenceOptions = {},
 ): Promise<InferenceSession> {
+  checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
     // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
@@ -94,6 +97,7 @@ export async function openInference(
   const base = inferenceShape(ck.meta, progress);
   let gen: Generator | null = null;
   const sp = ck.meta.special;
+  let closed = false;
   const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
     ? ck.meta.train.mode
     : "lotus";
@@ -107,6 +111,7 @@ export async function openInference(
     // becomes a rejection.
     // deno-lint-ignore require-await
     async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
+      if (closed) throw new Error(SESSION_CLOSED);
       checkAnswerRequest(questions, o, maxBatch);
       const { K, R, c } = inferenceShape(ck.meta, progress, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
@@ -161,6 +166,8 @@ export async function openInference(
       };
     },
     close() {
+      if (closed) return;
+      closed = true;
       gen?.free();
       model.free();
       eng.close();

@@ -51,6 +51,7 @@ import {
   type AnswerOptions,
   checkAnswerRequest,
   type InferenceSession,
+  SESSION_CLOSED,
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
@@ -552,7 +553,7 @@ export async function openOnnxInference(
 
   let closed = false;
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-    if (closed) throw new Error("the session is closed");
+    if (closed) throw new Error(SESSION_CLOSED);
     checkAnswerRequest(questions, o, maxBatch);
     const { K, R, c } = inferenceShape(meta, progress, o);
     const budget = o.maxNewTokens ?? maxNew;

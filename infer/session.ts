@@ -26,6 +26,37 @@ export type InferenceBackend = BackendName | "onnx";
  */
 export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
 
+/** What answer() says once its session is closed. */
+export const SESSION_CLOSED = "the inference session is closed; open another with openInference";
+
+/**
+ * Refuses `openInference`'s sizes that no answer could use: `maxBatch`,
+ * `maxNewTokens` and `maxQuestionTokens` are whole numbers of at least 1, `threads` a whole
+ * number of at least 0.
+ *
+ * @throws {RangeError} naming the option.
+ */
+export function checkOpenOptions(
+  opts: {
+    maxBatch?: number;
+    maxNewTokens?: number;
+    maxQuestionTokens?: number;
+    threads?: number;
+  },
+): void {
+  const mins = [["maxBatch", 1], ["maxNewTokens", 1], ["maxQuestionTokens", 1], ["threads", 0]];
+  for (const [name, min] of mins as [keyof typeof opts, number][]) {
+    checkWhole(`openInference: ${name}`, opts[name], min);
+  }
+}
+
+/** Throws a RangeError naming `label` unless `v` is undefined or a whole number ≥ `min`. */
+function checkWhole(label: string, v: number | undefined, min: number): void {
+  if (v !== undefined && !(Number.isInteger(v) && v >= min)) {
+    throw new RangeError(`${label} = ${v}: must be a whole number, at least ${min}`);
+  }
+}
+
 /**
  * Checks one `answer()` request, as every backend does before any work: a non-empty list of
  * strings, at most `maxBatch` of them, and whole numbers for the options (k and r from 0,
@@ -59,10 +90,7 @@ export function checkAnswerRequest(
     );
   }
   for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
-    const v = o[name];
-    if (v !== undefined && !(Number.isInteger(v) && v >= min)) {
-      throw new RangeError(`${name} = ${v}: must be a whole number, at least ${min}`);
-    }
+    checkWhole(name, o[name], min);
   }
 }
 
@@ -166,6 +194,9 @@ export interface InferenceSession {
    * with the latents and the generation budget exceeds the model's context.
    */
   answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
-  /** Free the session's engine memory or onnxruntime session; await it before exiting. */
+  /**
+   * Free the session's engine memory or onnxruntime session; await it before exiting. The
+   * session answers nothing after it (answer() rejects); a second close does nothing.
+   */
   close(): void | Promise<void>;
 }

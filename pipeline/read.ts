@@ -81,13 +81,18 @@ const READERS: Record<
  * ```
  */
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
+  const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
+  if (!(Number.isInteger(maxBytes) && maxBytes >= 1)) {
+    throw new RangeError(
+      `readProblems: maxFieldBytes = ${maxBytes}: must be a whole number of bytes, at least 1`,
+    );
+  }
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;
   const reader = READERS[format];
   if (reader === undefined) throw new FormatError(path, `unknown format "${format}"`);
   const skip = opts.onError === "skip";
-  const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   // Every reader's ids are `<basename>:...` (pipeline/read/record.ts, makeProblem).
   const base = `${basename(path)}:`;
   const label = opts.idLabel === undefined ? null : `${opts.idLabel}:`;

@@ -13,7 +13,7 @@
  *
  * @module
  */
-export { train, type TrainOptions, type TrainResult } from "./trainer.ts";
+export { NonFiniteError, train, type TrainOptions, type TrainResult } from "./trainer.ts";
 export {
   checkSettings,
   curriculumNotes,

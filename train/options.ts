@@ -178,7 +178,8 @@ export function checkSettings(given: Partial<TrainConfig>): void {
       const flag = flagOf(key as keyof TrainConfig);
       throw new TrainConfigError(
         flag,
-        `${flag} ${JSON.stringify(value)}: ${r.error.issues[0].message.toLowerCase()}`,
+        `${flag} ${typeof value === "number" ? String(value) : JSON.stringify(value)}: ` +
+          r.error.issues[0].message.toLowerCase(),
       );
     }
   }
@@ -330,6 +331,12 @@ export function recipeSettings(name: RecipeName, preset: PresetName): Partial<Tr
         auxReads: "in-loop",
         keepBest: true,
       };
+    default:
+      // Only a caller without the types reaches this.
+      throw new TrainConfigError(
+        "--recipe",
+        `--recipe ${JSON.stringify(name)}: not a recipe; name one of none, paper, from-cot`,
+      );
   }
 }
 

@@ -894,7 +894,7 @@ async function trainRun(
       },
     );
   if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
-    throw new Error("--mode lotus-aux needs --aux-weight > 0");
+    throw new TrainConfigError("--aux-weight", "--mode lotus-aux needs --aux-weight > 0");
   }
   const sp = trainData.special;
   // Steps longer than c: the training split's policy (spill adds target layers to a batch).
@@ -938,8 +938,12 @@ async function trainRun(
     log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
   }
   if (trainEx.length < cfg.batch) {
-    throw new Error(
-      `the training split has ${trainEx.length} usable examples, fewer than --batch ${cfg.batch}`,
+    throw new TrainConfigError(
+      "--batch",
+      `the training split has ${trainEx.length} usable examples, fewer than --batch ` +
+        `${cfg.batch}: ` +
+        (trainEx.length > 0 ? `give a --batch of at most ${trainEx.length}, or ` : "give ") +
+        "a larger split",
     );
   }
   const val = fitting(valExamples, cfg, mcfg.maxPositions);

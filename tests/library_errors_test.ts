@@ -1,0 +1,117 @@
+// What a project importing mod.ts meets when it gets something wrong: error classes it can
+// catch by name from the root, and option errors that name the option, never an internal.
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import * as lib from "../mod.ts";
+import { WriteError } from "../pipeline/writer.ts";
+import { NonFiniteError } from "../train/trainer.ts";
+import { SESSION_CLOSED } from "../infer/session.ts";
+import { fixtureData, fixtureTask } from "./_task.ts";
+import { tinyCheckpoint } from "./_export_fixture.ts";
+import { tempDir } from "./_tmp.ts";
+
+Deno.test("library: the root exports the error classes its stages throw", async () => {
+  for (
+    const name of [
+      "InputError",
+      "BuildError",
+      "ManifestError",
+      "DatasetError",
+      "TokenizerError",
+      "WriteError",
+      "CheckpointError",
+      "TrainConfigError",
+      "NonFiniteError",
+      "ExportError",
+      "EngineError",
+    ] as const
+  ) {
+    const cls = lib[name] as unknown;
+    assert(typeof cls === "function", `mod.ts exports ${name}`);
+    assertEquals((cls as { name: string }).name, name);
+  }
+  assert(lib.WriteError === WriteError && lib.NonFiniteError === NonFiniteError);
+  // A build whose --out is a file throws the root's WriteError.
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(8, 1));
+  await Deno.writeTextFile(`${d}/file`, "");
+  await assertRejects(
+    () =>
+      lib.buildDataset({
+        out: `${d}/file`,
+        splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+        tokenizer: "compact",
+      }),
+    lib.WriteError,
+  );
+});
+
+Deno.test("library: train() names the option at fault, with its value as given", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  const run = (train: Partial<lib.TrainConfig>, recipe = "none") =>
+    lib.train({
+      data,
+      out,
+      preset: "tiny",
+      backend: "cpu",
+      threads: 1,
+      quiet: true,
+      recipe: recipe as lib.TrainOptions["recipe"],
+      train: { steps: 1, ...train },
+    });
+  let e = await assertRejects(() => run({ batch: 601 }), lib.TrainConfigError);
+  assertEquals(e.flag, "--batch");
+  assert(e.message.includes("600 usable examples, fewer than --batch 601"), e.message);
+  assert(e.message.includes("at most 600"), e.message);
+  e = await assertRejects(() => run({ lr: NaN }), lib.TrainConfigError);
+  assert(e.message.startsWith("--lr NaN:"), e.message);
+  e = await assertRejects(() => run({ lr: Infinity }), lib.TrainConfigError);
+  assert(e.message.startsWith("--lr Infinity:"), e.message);
+  e = await assertRejects(() => run({}, "bogus"), lib.TrainConfigError);
+  assertEquals(e.flag, "--recipe");
+  assert(e.message.includes("none, paper, from-cot"), e.message);
+  e = await assertRejects(
+    () => run({ mode: "lotus-aux", auxWeight: 0 }),
+    lib.TrainConfigError,
+  );
+  assertEquals(e.flag, "--aux-weight");
+  // Nothing was made for the refused runs.
+  await assertRejects(() => Deno.stat(`${out}/checkpoint`));
+});
+
+Deno.test("library: openInference checks its sizes; a closed session says so", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  for (
+    const [opts, text] of [
+      [{ maxNewTokens: 0 }, "maxNewTokens = 0"],
+      [{ maxNewTokens: 2.5 }, "maxNewTokens = 2.5"],
+      [{ maxBatch: -2 }, "maxBatch = -2"],
+      [{ maxQuestionTokens: 0 }, "maxQuestionTokens = 0"],
+      [{ threads: -1 }, "threads = -1"],
+    ] as const
+  ) {
+    for (const backend of ["cpu", "onnx"] as const) {
+      const e = await assertRejects(() => lib.openInference(ck, { backend, ...opts }), RangeError);
+      assert(e.message.startsWith(`openInference: ${text}:`), e.message);
+    }
+  }
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+  await s.close();
+  await s.close(); // a second close does nothing
+  const e = await assertRejects(() => s.answer(["Ann has 2 pens."]));
+  assertEquals(e.message, SESSION_CLOSED);
+});
+
+Deno.test("library: readProblems refuses a maxFieldBytes that is no size, naming it", async () => {
+  const f = `${await tempDir()}/train.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(2, 1));
+  for (const bad of [-1, 0, NaN, 1.5]) {
+    const e = await assertRejects(
+      () => Array.fromAsync(lib.readProblems(f, { maxFieldBytes: bad })),
+      RangeError,
+    );
+    assert(e.message.startsWith(`readProblems: maxFieldBytes = ${bad}:`), e.message);
+  }
+  assertEquals((await Array.fromAsync(lib.readProblems(f, { maxFieldBytes: 1000 }))).length, 2);
+});
