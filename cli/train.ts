@@ -387,11 +387,12 @@ export function trainSettings(a: TrainArgs): Partial<TrainConfig> {
 
 async function main(a: TrainArgs): Promise<number> {
   const run = pickSet(a, Object.keys(RUN_FLAGS) as (keyof typeof RUN_FLAGS)[]);
+  const out = a.out ?? (a.resume ? resumeRunDir(a.resume) : "out/runs/default");
   const res = await train({
     ...run,
     recompute: a.recompute === undefined ? undefined : a.recompute === "on",
     graphs: a.graphs === undefined ? undefined : a.graphs === "on",
-    out: a.out ?? (a.resume ? resumeRunDir(a.resume) : "out/runs/default"),
+    out,
     data: a.data ?? (a.resume ? undefined : "out/data/default"),
     train: trainSettings(a),
   });
@@ -406,6 +407,14 @@ async function main(a: TrainArgs): Promise<number> {
         : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
     );
     return res.interrupted === "SIGINT" ? 130 : 143;
+  }
+  if (!res.completed) {
+    // --stop-after: the run goes on with --resume.
+    console.log(
+      `stopped by --stop-after ${a.stopAfter} at step ${res.steps}; checkpoint in ` +
+        `${res.checkpoint}; go on with --resume ${out}`,
+    );
+    return 0;
   }
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   if (res.cotStart) {

@@ -78,6 +78,8 @@ export const TrainStateSchema: z.ZodType<TrainState> = z.object({
   tokens: z.number().min(0),
   /** Training wall time so far, seconds. */
   seconds: z.number().min(0),
+  /** AdamW updates applied, when fewer than `step` (steps skipped for a non-finite value). */
+  updates: z.number().int().min(0).optional(),
 });
 
 /** The trainer's position, saved in train_state.json for an exact resume. */
@@ -98,6 +100,12 @@ export interface TrainState {
   tokens: number;
   /** Training wall time so far, seconds. */
   seconds: number;
+  /**
+   * AdamW updates applied (the bias correction's step), written only when fewer than `step`:
+   * steps skipped for a non-finite loss or gradient count in `step` but update nothing.
+   * Absent: `step`.
+   */
+  updates?: number;
 }
 
 /** The `lotus` section of config.json. */

@@ -82,6 +82,10 @@ Deno.test("faults: --on-non-finite skip steps over bad updates, then stops after
   const trainRecs = log.filter((r) => r.kind === "train");
   assertEquals(trainRecs.length, 10);
   assert(trainRecs.every((r) => !Number.isFinite(r.gradNorm!)), "gradient norms read as NaN");
+  // The checkpoint records that no update was applied, so that a resume's AdamW bias
+  // correction counts the updates, not the steps.
+  const ck = await loadCheckpoint(out);
+  assertEquals([ck.state.step, ck.state.updates], [10, 0]);
 });
 
 Deno.test("faults: a checkpoint with a non-finite weight or moment is never written", async () => {
@@ -131,6 +135,38 @@ Deno.test("faults: a resume that contradicts the saved run names the flag", asyn
   // --steps may change: the run goes on to the new total.
   const r = await train({ ...base, data, out, resume: out, train: { steps: 8 } });
   assertEquals(r.steps, 8);
+  // A resume with nothing left to train reports the loss of the last step, from the log.
+  await Deno.remove(`${out}/summary.json`);
+  const log = await readTrainLog(out);
+  const lastLoss = log.findLast((x) => x.kind === "train")!.loss!;
+  const text = await Deno.readTextFile(`${out}/log.jsonl`);
+  // As if killed after the last step's save, before its final evaluation.
+  await Deno.writeTextFile(
+    `${out}/log.jsonl`,
+    text.trimEnd().split("\n").filter((l) => !l.includes('"kind":"eval"')).join("\n") + "\n",
+  );
+  const evaluated = await train({ ...base, data, out, resume: out });
+  assertEquals(evaluated.steps, 8);
+  assertEquals(evaluated.finalLoss, lastLoss);
+  const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+  assertEquals(summary.finalLoss, lastLoss);
+});
+
+Deno.test("faults: a run whose length is its final stage's steps is extended by them, not by --steps", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const t = { batch: 8, evalExamples: 4, k: 1, stepsPerStage: 2, finalStageSteps: 3 };
+  const first = await train({ ...base, data, out, train: { ...t, mode: "lotus" } });
+  assertEquals(first.steps, 5);
+  for (const [given, flag] of [[{ steps: 10 }, "--steps"], [{ epochs: 2 }, "--epochs"]] as const) {
+    const err = await assertRejects(
+      () => train({ ...base, data, out, resume: out, train: given }),
+      TrainConfigError,
+    );
+    assertEquals(err.flag, flag);
+    assert(err.message.includes("give a larger --final-stage-steps"), err.message);
+  }
+  const more = await train({ ...base, data, out, resume: out, train: { finalStageSteps: 6 } });
+  assertEquals([more.steps, more.completed], [8, true]);
 });
 
 Deno.test("faults: a resume on another dataset is refused", async () => {
@@ -169,6 +205,20 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
     train: { batch: 8, evalExamples: 4, cotStartEpochs: 1 },
     stopAfter: 1,
   });
+  // A preset (or --arch) other than the plan's is refused, as a resumed checkpoint's is.
+  for (
+    const [opts, flag] of [[{ preset: "small" }, "--preset"], [
+      { arch: "llama" },
+      "--arch",
+    ]] as const
+  ) {
+    const err = await assertRejects(
+      () => train({ ...base, recipe: undefined, out, resume: out, ...opts }),
+      TrainConfigError,
+    );
+    assertEquals(err.flag, flag);
+    assert(err.message.includes("contradicts the run being resumed (preset tiny)"), err.message);
+  }
   const plan = JSON.parse(await Deno.readTextFile(`${out}/plan.json`));
   await Deno.writeTextFile(
     `${out}/plan.json`,
@@ -1012,6 +1062,12 @@ Deno.test("faults: a resume from another directory of a run on a relative --data
     // --data with that dataset resumes it from there.
     const ok = await resume(["--resume", run, "--data", data, "--stop-after", "1", "--quiet"]);
     assertEquals(ok.code, 0, ok.stderr);
+    assert(
+      /^stopped by --stop-after 1 at step \d+; checkpoint in .*; go on with --resume /m.test(
+        ok.stdout,
+      ),
+      ok.stdout,
+    );
   }
 });
 

@@ -371,6 +371,19 @@ Deno.test("LOTUS by default trains its CoT start first; a stop in it resumes bot
   for (let i = 0; i < pa.length; i++) if (pa[i] !== pb[i]) diff++;
   assertEquals(diff, 0, `${diff} parameters differ after a resume in the CoT start`);
 
+  // stopAfter counts the steps of both phases in one process: stopped as the CoT start ends,
+  // LOTUS has not started (its first step comes with the resume), and the result says so.
+  const cotSteps = res.cotStart!.steps, e = await tmp();
+  const atEnd = await train({ ...common, out: e, train: t, stopAfter: cotSteps });
+  assertEquals([atEnd.completed, atEnd.steps, atEnd.cotStart], [false, cotSteps, undefined]);
+  assertEquals(JSON.parse(await Deno.readTextFile(`${e}/plan.json`)).phase, "lotus");
+  assertEquals(await exists(`${e}/checkpoint/config.json`), false);
+  const two = await train({ ...common, resume: e, out: e, stopAfter: 2 });
+  assertEquals([two.completed, two.steps], [false, 2]);
+  const f = await tmp();
+  const across = await train({ ...common, out: f, train: t, stopAfter: cotSteps + 2 });
+  assertEquals([across.completed, across.steps, across.cotStart?.steps], [false, 2, cotSteps]);
+
   // A baseline, an explicit recipe "none", or an --init run directory trains one phase.
   const c = await tmp();
   const one = await train({

@@ -137,6 +137,7 @@ export function curriculumNotes(
 export const RESUME_MAY_CHANGE: readonly (keyof TrainConfig)[] = [
   "steps",
   "epochs",
+  "finalStageSteps",
   "evalEvery",
   "evalExamples",
   "saveEvery",
@@ -247,6 +248,16 @@ export function resumeChanges(
     if (RESUME_MAY_CHANGE.includes(k)) {
       (out as Record<string, unknown>)[k] = v;
       if (k === "epochs" && given.steps === undefined) out.steps = null;
+      // With the final stage's steps set, they alone decide the length (train/schedule.ts).
+      const finalSteps = "finalStageSteps" in given ? given.finalStageSteps : saved.finalStageSteps;
+      if ((k === "steps" || k === "epochs") && finalSteps != null) {
+        throw new TrainConfigError(
+          flagOf(k),
+          `${flagOf(k)} ${v} would not change the run being resumed, whose length is its ` +
+            `final stage's steps (--final-stage-steps ${finalSteps}): give a larger ` +
+            `--final-stage-steps to train it further`,
+        );
+      }
     } else if (v !== saved[k]) {
       const flag = flagOf(k);
       throw new TrainConfigError(

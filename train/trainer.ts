@@ -207,7 +207,10 @@ export interface TrainOptions {
 export interface TrainResult {
   /** Optimiser steps the model has taken, those before a resume included. */
   steps: number;
-  /** The total loss of the last step run (NaN when this call ran no step). */
+  /**
+   * The total loss of the last step run; for a call that ran none (a resume that only
+   * evaluated), the one the log holds for the last step, else NaN.
+   */
   finalLoss: number;
   /**
    * Mean answer loss of the last evaluation this call ran: at the end of a completed run, or
@@ -817,6 +820,11 @@ interface RunContext {
   dropUntrained?: boolean;
   /** Called as the run's first step begins (its caller clears a run that fails before). */
   onFirstStep?: () => void;
+  /**
+   * The steps this process has taken, in this run's phases so far: `stopAfter` counts them
+   * all, and the run adds its own.
+   */
+  taken?: { steps: number };
 }
 
 /**
@@ -969,7 +977,9 @@ async function trainRun(
   ) {
     log(
       `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
-        `give a larger --steps or --epochs to train it further`,
+        `give a larger ${
+          cfg.finalStageSteps !== null ? "--final-stage-steps" : "--steps or --epochs"
+        } to train it further`,
     );
     return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal, world);
   }
@@ -1028,8 +1038,12 @@ async function trainRun(
       else initSpecialRows(params, layout, mcfg.dModel, seedTokenId(tok), specials);
     }
     model = new Model(eng, mcfg, params, true);
-    const state: TrainState = resumed ? { ...resumed.state } : freshTrainState();
-    if (resumed?.moments) model.uploadMoments(resumed.moments.m, resumed.moments.v, state.step);
+    const { updates, ...resumedState } = resumed?.state ?? freshTrainState();
+    // The model counts the updates from here; a save writes its count (updatesOf).
+    const state: TrainState = resumedState;
+    if (resumed?.moments) {
+      model.uploadMoments(resumed.moments.m, resumed.moments.v, updates ?? state.step);
+    }
     if (dp) {
       // Every rank must run the same schedule on the same data from the same point.
       dp.agree("the run (examples, steps, batch, resume step, epoch, dataset)", [
@@ -1091,7 +1105,7 @@ async function trainRun(
           meta,
           params: model!.downloadParams(),
           moments: mom,
-          state,
+          state: model!.step === state.step ? state : { ...state, updates: model!.step },
           tokenizerJson: tok.toJSON(),
         });
       } catch (e) {
@@ -1174,7 +1188,11 @@ async function trainRun(
     const tty = !quiet && Deno.stderr.isTerminal();
     // The first step's line comes at once (it says the run works, and how fast), then one
     // every 5 s.
-    let lastLoss = NaN, lastLine = -Infinity, runSteps = 0, skipped = 0, skipsInARow = 0;
+    // A resume that has no step left to run (only its final evaluation) reports the loss its
+    // last step logged.
+    let lastLoss = resumed ? await loggedLoss(opts.out, state.step) : NaN;
+    let lastLine = -Infinity, runSteps = 0, skipped = 0, skipsInARow = 0;
+    const taken = ctx.taken ?? { steps: 0 };
     let tokWindow = 0, timeWindow = 0;
     let lastEval: { loss: number; accuracy: number } | null = null;
     const t0 = performance.now() - state.seconds * 1000;
@@ -1272,7 +1290,7 @@ async function trainRun(
       }
       const dt = (performance.now() - ts) / 1000;
       const toks = positionsOf(cfg.mode, batchExs, K, R, cfg.c);
-      state.step++, state.batchInEpoch++, runSteps++;
+      state.step++, state.batchInEpoch++, runSteps++, taken.steps++;
       state.tokens += toks;
       state.seconds = (performance.now() - t0) / 1000;
       tokWindow += toks, timeWindow += dt;
@@ -1316,7 +1334,7 @@ async function trainRun(
         await considerBest(lastEval, stage);
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
-      if (opts.stopAfter && runSteps >= opts.stopAfter) break;
+      if (opts.stopAfter && taken.steps >= opts.stopAfter) break;
       // Let a pending signal's listener run (a macrotask); a few microseconds a step.
       await new Promise((r) => setTimeout(r, 0));
       interrupted ??= stopSeen();
@@ -1558,6 +1576,33 @@ async function resumePlanSettings(
   planned: Partial<TrainOptions>,
 ): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
+  // The plan records the preset --arch resolved (tiny with --arch llama: llama-tiny).
+  const recorded = planned.preset;
+  if (recorded !== undefined && (opts.preset !== undefined || opts.arch !== undefined)) {
+    const flags = [
+      ...(opts.preset !== undefined ? [`--preset ${opts.preset}`] : []),
+      ...(opts.arch !== undefined ? [`--arch ${opts.arch}`] : []),
+    ];
+    let asked: string | null;
+    try {
+      asked = opts.arch !== undefined
+        ? presetForArch(opts.preset ?? recorded, opts.arch)
+        : opts.preset!;
+    } catch {
+      asked = null; // no such counterpart: not the recorded preset either
+    }
+    if (asked !== recorded) {
+      // The flag at fault: --arch when the preset given is the recorded one (or none is).
+      const flag = opts.arch !== undefined && (opts.preset ?? recorded) === recorded
+        ? "--arch"
+        : "--preset";
+      throw new TrainConfigError(
+        flag,
+        `${flags.join(" ")} contradicts the run being resumed (preset ${recorded}); leave ` +
+          `${flag} out`,
+      );
+    }
+  }
   // A relative path not found from here: --data gives the run's dataset, as it is found now.
   const moved = planned.data !== undefined && (await relativeNotFound(planned.data));
   if (moved && opts.data === undefined) refuseMovedData(planned.data!, opts.out);
@@ -1900,6 +1945,17 @@ async function initIsDirectory(path: string): Promise<boolean> {
   }
 }
 
+/** The loss the run in `dir` logged for `step`, or NaN when its log has none. */
+async function loggedLoss(dir: string, step: number): Promise<number> {
+  try {
+    const rec = (await readTrainLog(dir)).findLast((r) => r.kind === "train" && r.step === step);
+    return rec?.loss ?? NaN;
+  } catch (e) {
+    rethrowIfDenied(e);
+    return NaN;
+  }
+}
+
 /**
  * Whether the log of the run in `dir` ends with an evaluation at `step`: the final one, which
  * a run that lost its summary.json (killed just before writing it) has already done.
@@ -2013,6 +2069,8 @@ async function cotStartThenLotus(
     if (given[key] !== undefined) (cotTrain as Record<string, unknown>)[key] = given[key];
   }
   let cotStart: TrainResult | undefined;
+  // stopAfter counts the steps of both phases.
+  const taken = { steps: 0 };
   if (resuming && await completedRun(cotDir)) {
     log(`the CoT start in ${cotDir} is complete`);
   } else {
@@ -2044,18 +2102,24 @@ async function cotStartThenLotus(
         keepListening: cotListening,
         dropUntrained: !resuming,
         onFirstStep,
+        taken,
       },
     );
-    if (!cotStart.completed) return { ...cotStart, cotStart };
+    // Stopped in the CoT start: its result is the run's, and LOTUS has not started.
+    if (!cotStart.completed) return cotStart;
   }
   const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
   await writePlan("lotus");
+  if (opts.stopAfter && taken.steps >= opts.stopAfter) {
+    log(`stopped after ${taken.steps} steps (--stop-after): LOTUS starts on resume`);
+    return { ...cotStart!, completed: false };
+  }
   log(`phase 2 of 2: LOTUS from ${start}`);
   // LOTUS keeps the shape the CoT start trained (a Hugging Face Llama's config.json's, say).
   const res = await trainRun(
     { ...opts, init: start, recipe: "none", resume: undefined },
     world,
-    { stop: cotListening.watch, onFirstStep },
+    { stop: cotListening.watch, onFirstStep, taken },
   );
   return cotStart ? { ...res, cotStart } : res;
 }
