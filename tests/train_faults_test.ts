@@ -150,6 +150,14 @@ Deno.test("faults: a resume that contradicts the saved run names the flag", asyn
   assertEquals(evaluated.finalLoss, lastLoss);
   const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
   assertEquals(summary.finalLoss, lastLoss);
+  // Extended to 10 steps and killed between the save and the summary: the summary of 8
+  // steps is an earlier end's, and the next resume gives step 10 its final evaluation.
+  await train({ ...base, data, out, resume: out, train: { steps: 10 } });
+  await Deno.writeTextFile(`${out}/summary.json`, JSON.stringify(summary));
+  const ended = await train({ ...base, data, out, resume: out });
+  assertEquals(ended.steps, 10);
+  assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).steps, 10);
+  assert(ended.valAccuracy !== undefined, "the final evaluation ran");
 });
 
 Deno.test("faults: a run whose length is its final stage's steps is extended by them, not by --steps", async () => {

@@ -391,10 +391,16 @@ export async function readSummary(dir: string): Promise<Record<string, unknown> 
   }
 }
 
-/** Whether the run in `dir` reached its last step (its summary says so). */
-export async function completedRun(dir: string): Promise<boolean> {
+/**
+ * Whether the run in `dir` reached its last step (its summary says so), at `step` when given:
+ * the step its checkpoint holds.
+ */
+export async function completedRun(dir: string, step?: number): Promise<boolean> {
   const s = await readSummary(dir);
   if (s === null) return false;
+  // A summary of fewer steps than the checkpoint's is an earlier end's: the run was extended
+  // and stopped between its last save and its summary.
+  if (step !== undefined && s.steps !== step) return false;
   // Summaries written before the "completed" field: all steps taken.
   return typeof s.completed === "boolean"
     ? s.completed

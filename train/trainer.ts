@@ -971,7 +971,7 @@ async function trainRun(
   // loop below gives it.
   if (
     resumed && resumed.state.step >= total &&
-    ((await completedRun(opts.out)) ||
+    ((await completedRun(opts.out, resumed.state.step)) ||
       ((await readSummary(opts.out)) === null &&
         (await finalEvalLogged(opts.out, resumed.state.step))))
   ) {
