@@ -1,25 +1,36 @@
 /**
  * Answer extraction and scoring, as the reference evaluation does it: the text after the
- * last `###` (falling back to the last number), compared as numbers when both sides are
+ * last `###` (falling back to the last number of the text), compared as numbers when both sides are
  * numbers, else as strings. Numbers are read exactly as the pipeline reads gold answers
  * ({@linkcode readNumber} of pipeline/numbers.ts): `1,234`, `1 234`, `$5`, `+5`, `−2`
  * (U+2212), `3/4`, the mixed number `1 1/2` (1.5) and `25%` (25, as GSM8K writes a
  * percentage's answer), and compared as validation compares them ({@linkcode sameNumber}:
- * whole numbers exactly, others to 1e-9 relative).
+ * whole numbers exactly, others to 1e-9 relative). The fallback reads numbers the same way.
  *
  * @module
  */
 import { NUMBER_SOURCE, readNumber, sameNumber } from "./numbers.ts";
 
-/** A number at the start of a text, and not followed by more digits. */
-const LEADING_NUMBER = new RegExp(`^(?:${NUMBER_SOURCE})(?![\\d.]\\d|\\d)`);
-/** Numbers anywhere, for the fallback when there is no `###`. */
-const NUMBER = /-?\d+(?:\.\d+)?(?:\/\d+)?/g;
+/** Not followed by more digits: the end of a number as {@linkcode readNumber} reads it. */
+const NUMBER_END = "(?![\\d.]\\d|\\d)";
+/** A number at the start of a text. */
+const LEADING_NUMBER = new RegExp(`^(?:${NUMBER_SOURCE})${NUMBER_END}`);
+/**
+ * Numbers anywhere, for the fallback when there is no `###`: the same numbers, each starting
+ * where no number goes on (not right after a digit, nor after a digit and a point). A sign
+ * right after a number, a `%` or a `)` (white space aside) is an operator, not the next
+ * number's: `10 - 4` ends in 4.
+ */
+const NUMBER_IN_TEXT = new RegExp(
+  `(?<!\\d\\.?)(?:(?<![\\d%)]\\s*)|(?![-+\u2212\u2013]))(?:${NUMBER_SOURCE})${NUMBER_END}`,
+  "g",
+);
 
 /**
  * The answer in a generated text: the number that starts the text after the last `###`,
  * with its thousands separators (commas, spaces) removed and a closing full stop dropped, or
- * the first word there when it is not a number; with no `###`, the last number of the text.
+ * the first word there when it is not a number; with no `###`, the last number of the text,
+ * read and cleaned the same way (a sign right after another number is an operator).
  *
  * @example
  * ```ts
@@ -27,6 +38,9 @@ const NUMBER = /-?\d+(?:\.\d+)?(?:\/\d+)?/g;
  * console.assert(extractAnswer("<<2*3=6>>\n### 1,206") === "1206");
  * console.assert(extractAnswer("### 1 1/2 cups") === "1 1/2");
  * console.assert(extractAnswer("### 25%.") === "25%");
+ * console.assert(extractAnswer("She needs 1 1/2 cups") === "1 1/2");
+ * console.assert(extractAnswer("The change is 4 - 10 = −6") === "−6");
+ * console.assert(extractAnswer("She has 10 - 4") === "4");
  * ```
  */
 export function extractAnswer(text: string): string {
@@ -34,18 +48,20 @@ export function extractAnswer(text: string): string {
   if (i >= 0) {
     const tail = text.slice(i + 3).trim();
     const m = LEADING_NUMBER.exec(tail);
-    if (m) {
-      const n = m[0].trim();
-      // Mixed numbers keep their space; thousands groups lose theirs.
-      return readNumber(n)?.decimals === null && /\d\s+\d+\//.test(n)
-        ? n
-        : n.replace(/,|(?<=\d)[ \u00a0\u2009\u202f](?=\d{3})/g, "");
-    }
+    if (m) return cleanNumber(m[0]);
     if (tail !== "") return tail.split(/\s+/)[0].replaceAll(",", "").replace(/\.$/, "");
     return "";
   }
-  const nums = text.replaceAll(",", "").match(NUMBER);
-  return nums ? nums[nums.length - 1] : text.replaceAll(",", "").trim();
+  const nums = text.match(NUMBER_IN_TEXT);
+  return nums ? cleanNumber(nums[nums.length - 1]) : text.replaceAll(",", "").trim();
+}
+
+/** A number as found, trimmed, less its thousands separators (a mixed number keeps its space). */
+function cleanNumber(found: string): string {
+  const n = found.trim();
+  return readNumber(n)?.decimals === null && /\d\s+\d+\//.test(n)
+    ? n
+    : n.replace(/,|(?<=\d)[ \u00a0\u2009\u202f](?=\d{3})/g, "");
 }
 
 /**

@@ -10,25 +10,33 @@
  * mathjs parse tree may hold only numeric constants, parentheses, `+ - * / ^ mod`, unary minus
  * and plus (implicit multiplication such as `2(3+4)` is a multiplication and is allowed).
  * Anything else is an {@linkcode ExpressionError}; so is an expression with no finite real
- * value (`1/0`, `0/0`, `(-8)^(1/3)`), as the subclass {@linkcode NoFiniteValueError}. A number
- * beyond 2^53 − 1 in magnitude (an operand, a partial result or the result), where floating
- * point no longer holds every integer, is a {@linkcode NumberTooLargeError}: such an
- * expression cannot be checked exactly, and the error carries its floating-point value, which
- * still tells a stated value that is far off.
+ * value (`1/0`, `0/0`, `5 % 0`, `(-8)^(1/3)`), as the subclass {@linkcode NoFiniteValueError}:
+ * mathjs's x mod 0 = x is refused like a division by zero. A number beyond 2^53 − 1 in
+ * magnitude (an operand, a partial result or the result), where floating point no longer
+ * holds every integer, is a {@linkcode NumberTooLargeError}: such an expression cannot be
+ * checked exactly, and the error carries its floating-point value, which still tells a stated
+ * value that is far off.
  *
  * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
  * after its decimal point (read by `readNumber` of pipeline/numbers.ts); the resolution r of
- * v is 10^−d, or 10^−6 for a stated fraction (`3/4`).
+ * v is 10^−d, or 10^−6 for a stated fraction (`3/4`). x is *within one unit* of v when:
+ * for a decimal v, |x·10^d − n| < 0.999, where n is the whole number v's digits write (51 for
+ * `5.1`); for a fraction, |x − v| < r. Counting in units of v's last digit keeps the test
+ * exact for decimals: n carries no binary rounding error, and an x that is a decimal of at
+ * most d digits lands on its own whole number far closer than the margin of a thousandth of a
+ * unit, which absorbs the floating-point error left (0.1 + 0.2 is 0.30000000000000004). So a
+ * v one full unit off is never within one unit: `2+3=5.1`, `2+3=4.9` and `7*7=49.1` are all
+ * wrong, though in floating point 5.1 − 5 falls just under 0.1 and 49.1 − 49 just over it.
  * - `equal`: when x and v are both whole numbers, x = v exactly. Otherwise, with
  *   M = max(1, |x|, |v|): |x − v| ≤ 1e-9·M, which absorbs binary floating-point error, and
- *   |x − v| < max(r, 1e-14·M), so that the tolerance never exceeds the digits v shows (a
- *   value written to more digits than floating point holds, such as Python's
- *   `933.3333333333333`, still matches to within its precision).
- * - `rounded`: otherwise, |x − v| < r for a decimal v, i.e. v is x rounded, truncated or
- *   rounded up to d decimals (`10/3=3.33`, `10/3=3.34`, `100/30=4` buses). Accepted, and
- *   flagged.
+ *   x within one unit of v or |x − v| < 1e-14·M, so that the tolerance never exceeds the
+ *   digits v shows (a value written to more digits than floating point holds, such as
+ *   Python's `933.3333333333333`, still matches to within its precision).
+ * - `rounded`: otherwise, x within one unit of a decimal v, i.e. v is x rounded (half up or
+ *   to nearest), truncated or rounded up to d decimals (`10/3=3.33`, `10/3=3.34`, `1/8=0.13`,
+ *   `100/30=4` buses). Accepted, and flagged.
  * - `wrong`: anything else. A stated fraction only matches when equal. A stated `N%` matches
- *   x = N or x = N/100 (with resolution r/100).
+ *   x = N or x = N/100 (which has d + 2 decimals: resolution r/100).
  *
  * @module
  */
@@ -76,8 +84,9 @@ export class NumberTooLargeError extends ExpressionError {
 }
 
 /**
- * An expression with no finite real value: a division by zero (`5/0`, `0/0`) or a power with
- * no real result (`(-8)^(1/3)`). No stated value can be right.
+ * An expression with no finite real value: a division by zero (`5/0`, `0/0`), a modulo by zero
+ * (`5 % 0`, which mathjs would give as 5) or a power with no real result (`(-8)^(1/3)`). No
+ * stated value can be right.
  */
 export class NoFiniteValueError extends ExpressionError {
   /** `why` says what happened, e.g. `5/0 divides by zero`. */
@@ -179,8 +188,8 @@ function evaluateUncached(expr: string): number {
 
 /**
  * Evaluates a checked tree; with `exact`, refusing any number beyond {@linkcode MAX_EXACT}.
- * A division by zero or a value that is not a real number is a {@linkcode NoFiniteValueError};
- * a result that overflows to infinity is too large.
+ * A division or modulo by zero or a value that is not a real number is a
+ * {@linkcode NoFiniteValueError}; a result that overflows to infinity is too large.
  */
 function evaluateNode(node: MathNode, expr: string, exact: boolean): number {
   switch (node.type) {
@@ -196,7 +205,8 @@ function evaluateNode(node: MathNode, expr: string, exact: boolean): number {
     default: {
       const op = node as unknown as { fn: string; args: MathNode[] };
       const a = op.args.map((n) => evaluateNode(n, expr, exact));
-      if (op.fn === "divide" && a[1] === 0) {
+      if ((op.fn === "divide" || op.fn === "mod") && a[1] === 0) {
+        // mathjs defines x mod 0 = x; a remainder of a division by zero has no value either.
         throw new NoFiniteValueError(expr, `${node.toString()} divides by zero`);
       }
       let r: unknown;
@@ -287,19 +297,50 @@ export type Agreement = "equal" | "rounded" | "wrong";
  * ```
  */
 export function compareStated(x: number, stated: WrittenNumber): Agreement {
-  const r = stated.decimals === null ? FRACTION_RESOLUTION : 10 ** -stated.decimals;
-  const targets = stated.percent
-    ? [{ v: stated.value, r }, { v: stated.value / 100, r: r / 100 }]
-    : [{ v: stated.value, r }];
-  const m = Math.max(1, Math.abs(x));
-  const equal = (v: number, r: number) =>
-    Number.isInteger(x) && Number.isInteger(v)
-      ? x === v
-      : sameNumber(x, v) && Math.abs(x - v) < Math.max(r, 1e-14 * Math.max(m, Math.abs(v)));
-  if (targets.some((t) => equal(t.v, t.r))) return "equal";
+  const targets = targetsOf(stated);
+  if (targets.some((t) => isEqual(x, t))) return "equal";
   if (stated.decimals === null) return "wrong";
-  return targets.some((t) => Math.abs(x - t.v) < t.r) ? "rounded" : "wrong";
+  return targets.some((t) => withinOneUnit(x, t)) ? "rounded" : "wrong";
 }
+
+/** The values a stated number may mean: itself, and for `N%` also N/100. */
+function targetsOf(stated: WrittenNumber): Target[] {
+  const { value: v, decimals: d } = stated;
+  const r = d === null ? FRACTION_RESOLUTION : 10 ** -d;
+  const targets: Target[] = [{ v, d, r }];
+  if (stated.percent) targets.push({ v: v / 100, d: d === null ? null : d + 2, r: r / 100 });
+  return targets;
+}
+
+/** `equal` of the rounding rule (module doc). */
+function isEqual(x: number, t: Target): boolean {
+  if (Number.isInteger(x) && Number.isInteger(t.v)) return x === t.v;
+  const m = Math.max(1, Math.abs(x), Math.abs(t.v));
+  return sameNumber(x, t.v) && (withinOneUnit(x, t) || Math.abs(x - t.v) < 1e-14 * m);
+}
+
+/** A value x may match: v, with d digits after its decimal point (null for a fraction). */
+interface Target {
+  v: number;
+  d: number | null;
+  /** The resolution: 10^−d, or the fraction's. */
+  r: number;
+}
+
+/**
+ * True when x is less than one unit of v's last digit from v (the module doc). A decimal is
+ * compared in those units, against the whole number its digits write, less a margin: as
+ * |x − v| < 10^−d in binary floating point the answer would follow the noise (5.1 − 5 is
+ * 0.0999999999999996, under 0.1; 49.1 − 49 is 0.10000000000000142, over it).
+ */
+function withinOneUnit(x: number, t: Target): boolean {
+  if (t.d === null) return Math.abs(x - t.v) < t.r;
+  const scale = 10 ** t.d;
+  return Math.abs(x * scale - Math.round(t.v * scale)) < 1 - ROUNDING_MARGIN;
+}
+
+/** The part of a unit of a stated decimal's last digit that floating-point error may take. */
+const ROUNDING_MARGIN = 1e-3;
 
 /** The resolution of a stated fraction, which has no decimals to go by. */
 const FRACTION_RESOLUTION = 1e-6;

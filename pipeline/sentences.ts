@@ -8,7 +8,8 @@
  * - Not after the abbreviations of titles and the like that appear in the data (`Mr.`, `Mrs.`,
  *   `Ms.`, `Dr.`, `St.`, `Jr.`, `Sr.`, `Prof.`, `vs.`, `e.g.`, `i.e.`, `approx.`), nor after
  *   `No.` before a digit. Unit abbreviations (`ft.`, `lbs.`, `a.m.`) do split when a capital
- *   follows: in the data they end sentences.
+ *   follows: in the data they end sentences. Letters right after a digit are an ordinal's
+ *   suffix, not an abbreviation: `1st.` ends a sentence as `2nd.` does.
  * - A sentence also ends, without punctuation, before a capitalized word that GSM8K lines
  *   often start with and that hardly ever appears capitalized inside a line (`The`, `He`,
  *   `So`, `Then`, `Dividing`...; the list was taken from the first words of GSM8K's lines)
@@ -133,8 +134,12 @@ const STARTERS = [
 const PUNCT_END = /[.!?]+["'”’)\]]*(?=\s+[\p{Lu}\d$€£(“"'])/gu;
 const STARTER_BEFORE = new RegExp(`(?<=[\\p{L}\\d%)])\\s+(?=(?:${STARTERS.join("|")})\\b)`, "gu");
 
+/**
+ * True when the full stop at `dot` ends an abbreviation (rules in the module doc). The word
+ * before it must not follow a digit: `1st.` is an ordinal, not `St.`.
+ */
 function isAbbreviation(text: string, dot: number): boolean {
-  const before = /([\p{L}.]+)$/u.exec(text.slice(0, dot));
+  const before = /(?<![\p{L}\d.])([\p{L}.]+)$/u.exec(text.slice(0, dot));
   if (before === null) return false;
   const word = before[1].toLowerCase().replace(/^\.+/, "");
   if (ABBREVIATIONS.has(word)) return true;

@@ -6,9 +6,10 @@
  * `+ - * / ^`, parentheses, unary signs, percent and modulo only) and compared with its
  * stated value by the rounding rule of pipeline/arith.ts: whole numbers must be equal, other
  * values equal within 1e-9 relative and within the digits shown; a stated value with d
- * decimals that is within 10^-d of the computed one is a rounding (`10/3=3.33`), kept and
- * flagged `rounded_value`; anything else is `wrong_value`. An expression with no finite value
- * (a division by zero) is `no_finite_value`. A number beyond 2^53 − 1 (an operand, a partial
+ * decimals that is less than one unit of its last digit (10^-d) from the computed one is a
+ * rounding (`10/3=3.33`; one full unit off, `2+3=5.1`, is not), kept and flagged
+ * `rounded_value`; anything else is `wrong_value`. An expression with no finite value (a
+ * division or modulo by zero) is `no_finite_value`. A number beyond 2^53 − 1 (an operand, a partial
  * result, the result or the stated value) cannot be checked exactly in floating point and
  * gives `number_too_large`; the stated value is still compared with the floating-point value,
  * and one that is far off is also `wrong_value` (`<<2*3=10000000000000001>>`).

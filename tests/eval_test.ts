@@ -59,6 +59,38 @@ Deno.test("extractAnswer: the text after the last ###, commas removed, last numb
   for (const [text, want] of cases) assertEquals(extractAnswer(text), want, JSON.stringify(text));
 });
 
+Deno.test("extractAnswer: the fallback without ### reads numbers as the ### path does", () => {
+  const cases: [string, string][] = [
+    ["The answer is .5", ".5"],
+    ["The answer is \u22122", "\u22122"], // U+2212 minus
+    ["She needs 1 1/2 cups", "1 1/2"], // a mixed number is one number
+    ["The total is 1 234", "1234"], // thousands grouped by a space
+    ["The total is 1\u00a0234 apples", "1234"],
+    ["so 3 then 1,500", "1500"],
+    ["It is 25%.", "25%"],
+    ["He owes -$5", "-$5"],
+    ["x = -4", "-4"],
+    ["3/4 of it", "3/4"],
+    ["The answer is 5 6", "6"], // two numbers: the last
+    // A sign right after a number is an operator: the number after it is positive.
+    ["10 - 4", "4"],
+    ["5-3", "3"],
+    ["(3+4) - 2", "2"],
+  ];
+  for (const [text, want] of cases) {
+    const got = extractAnswer(text);
+    assertEquals(got, want, JSON.stringify(text));
+    // As read from text after ###, the same number.
+    assertEquals(parseNumber(got), parseNumber(extractAnswer(`### ${want}`)), JSON.stringify(text));
+  }
+  // A wrong read would score a wrong answer right.
+  assert(!answersMatch(extractAnswer("The answer is .5"), "5"));
+  assert(!answersMatch(extractAnswer("The answer is \u22122"), "2"));
+  assert(!answersMatch(extractAnswer("She needs 1 1/2 cups"), "0.5"));
+  assert(!answersMatch(extractAnswer("The total is 1 234"), "234"));
+  assert(answersMatch(extractAnswer("She needs 1 1/2 cups"), "1.5"));
+});
+
 Deno.test("answersMatch: numbers by value, strings exactly", () => {
   assert(answersMatch("1234", "1,234"));
   assert(answersMatch("-1250.75", "-1,250.75"));

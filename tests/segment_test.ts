@@ -143,6 +143,15 @@ Deno.test("splitSentences: decimals, money, abbreviations, names and quotes", ()
   assertEquals(splitSentences("   "), []);
 });
 
+Deno.test("splitSentences: an ordinal's suffix is not an abbreviation", () => {
+  // "1st." is not "St.": the letters follow a digit.
+  assertEquals(splitSentences("He won 1st. Then he won 2nd."), ["He won 1st.", "Then he won 2nd."]);
+  assertEquals(splitSentences("Ann came 21st. Bob came 3rd."), ["Ann came 21st.", "Bob came 3rd."]);
+  assertEquals(splitSentences("They met on 1st St. Clair Road."), [
+    "They met on 1st St. Clair Road.",
+  ]);
+});
+
 Deno.test("segment: records without CoT, and NL derived from math", () => {
   const empty = segment(problem({ mathSteps: [], answer: "13" }));
   assertEquals([empty.math, empty.nl, empty.nlDerived], [[], [], false]);

@@ -137,6 +137,46 @@ Deno.test("rounding rule: equal, rounded (kept, flagged) and wrong", () => {
   assertEquals(r.math.validation.details, ["step 1 <<10/3=3.33>>: evaluates to 3.33333333333"]);
 });
 
+Deno.test("rounding rule: one full unit of the last digit off is wrong, whatever the float noise", () => {
+  // In binary floating point 5.1 − 5 is just under 0.1 and 49.1 − 49 just over: both are wrong.
+  for (const step of ["2+3=5.1", "2+3=4.9", "3*3=8.9", "2+2=4.01", "100+1=101.1", "7*7=49.1"]) {
+    const r = chain([step], step.split("=")[1]);
+    assertEquals(outcome(r.math), ["dropped", ["wrong_value"]], step);
+  }
+  const cases: [number, string, string][] = [
+    [0.1 + 0.2, "0.4", "wrong"], // x is 0.30000000000000004
+    [0.1 + 0.2, "0.2", "wrong"],
+    [1000000 + 0.1, "1000000.2", "wrong"],
+    [123456789.01, "123456789.02", "wrong"], // within 1e-9 relative, yet a unit off: not equal
+    [1e12 + 0.5, "1000000000000.6", "wrong"],
+    [0.21, "20%", "wrong"], // one unit off as a hundredth
+    [21, "20%", "wrong"],
+    // Genuine roundings still pass: rounded half up, truncated, rounded up.
+    [10 / 3, "3.33", "rounded"],
+    [2 / 3, "0.67", "rounded"],
+    [1 / 8, "0.13", "rounded"],
+    [1 / 8, "0.12", "rounded"],
+    [0.999, "1", "rounded"],
+    [1234567.899, "1234567.89", "rounded"],
+  ];
+  for (const [x, stated, want] of cases) {
+    assertEquals(compareStated(x, readNumber(stated)!), want, `${x} vs ${stated}`);
+  }
+  // Every whole number and a value one unit of 1, 2 or 3 decimals off it, either way.
+  for (let a = 0; a <= 1000; a++) {
+    for (const d of [1, 2, 3]) {
+      for (const sign of [-1, 1]) {
+        const stated = ((a * 10 ** d + sign) / 10 ** d).toFixed(d);
+        assertEquals(compareStated(a, readNumber(stated)!), "wrong", `${a} vs ${stated}`);
+        const half = (a * 10 ** d + sign / 2) / 10 ** d; // half a unit off: rounded
+        assertEquals(compareStated(half, readNumber(stated)!), "rounded", `${half} vs ${stated}`);
+      }
+    }
+  }
+  const ok = chain(["1/8=0.13"], "0.13");
+  assertEquals(outcome(ok.math), ["flagged", ["rounded_value"]]);
+});
+
 Deno.test("validate: stated values with commas, money and signs; a non-number is bad_value", () => {
   assertEquals(outcome(chain(["70,000+7,000=77,000"], "77,000").math), ["ok", []]);
   assertEquals(outcome(chain(["4*2=$8"], "$8").math), ["ok", []]);
@@ -208,6 +248,17 @@ Deno.test("validate: a division by zero is no_finite_value and drops under both 
   assertThrows(() => evaluateExpression("0/0"), NoFiniteValueError);
   assertThrows(() => evaluateExpression("(-8)^(1/3)"), NoFiniteValueError);
   assertThrows(() => evaluateExpression("2*(3-3)/(4-4)"), NoFiniteValueError);
+});
+
+Deno.test("validate: a modulo by zero is no_finite_value, as a division by zero is", () => {
+  // mathjs gives x mod 0 = x, which would let <<5%0=5>> pass.
+  for (const step of ["5%0=5", "5 % 0=5", "7%(2-2)=7", "0%0=0"]) {
+    const r = chain([step], step.split("=")[1]);
+    assertEquals(outcome(r.math), ["dropped", ["no_finite_value"]], step);
+    assertEquals(outcome(r.nl), ["dropped", ["no_finite_value"]], step);
+  }
+  assertThrows(() => evaluateExpression("5%0"), NoFiniteValueError, "5 mod 0 divides by zero");
+  assertEquals(evaluateExpression("5%3"), 2); // a modulo by anything else still evaluates
 });
 
 Deno.test("validate: a stated value beyond 2^53 is still compared", () => {
