@@ -18,11 +18,11 @@ const LEADING_NUMBER = new RegExp(`^(?:${NUMBER_SOURCE})${NUMBER_END}`);
 /**
  * Numbers anywhere, for the fallback when there is no `###`: the same numbers, each starting
  * where no number goes on (not right after a digit, nor after a digit and a point). A sign
- * right after a number, a `%` or a `)` (white space aside) is an operator, not the next
- * number's: `10 - 4` ends in 4.
+ * right after a number, a `%` or a `)` (spaces aside, on the same line) is an operator, not
+ * the next number's: `10 - 4` ends in 4, while `12\n-3` ends in -3.
  */
 const NUMBER_IN_TEXT = new RegExp(
-  `(?<!\\d\\.?)(?:(?<![\\d%)]\\s*)|(?![-+\u2212\u2013]))(?:${NUMBER_SOURCE})${NUMBER_END}`,
+  `(?<!\\d\\.?)(?:(?<![\\d%)][ \\t\u00a0]*)|(?![-+\u2212\u2013]))(?:${NUMBER_SOURCE})${NUMBER_END}`,
   "g",
 );
 

@@ -20,11 +20,11 @@
  * **Rounding rule.** Let x be the expression's value and v the stated value with d digits
  * after its decimal point (read by `readNumber` of pipeline/numbers.ts); the resolution r of
  * v is 10^−d, or 10^−6 for a stated fraction (`3/4`). x is *within one unit* of v when:
- * for a decimal v, |x·10^d − n| < 0.999, where n is the whole number v's digits write (51 for
- * `5.1`); for a fraction, |x − v| < r. Counting in units of v's last digit keeps the test
- * exact for decimals: n carries no binary rounding error, and an x that is a decimal of at
- * most d digits lands on its own whole number far closer than the margin of a thousandth of a
- * unit, which absorbs the floating-point error left (0.1 + 0.2 is 0.30000000000000004). So a
+ * for a decimal v, |x·10^d − n| < 1 − ε, where n is the whole number v's digits write (51 for
+ * `5.1`) and ε the larger of 1e-9 and 16 ulps of x·10^d; for a fraction, |x − v| < r.
+ * Counting in units of v's last digit keeps the test exact for decimals: n carries no binary
+ * rounding error, and an x that is a decimal of at most d digits lands on its own whole number
+ * to within its floating-point error, which ε absorbs (0.1 + 0.2 is 0.30000000000000004). So a
  * v one full unit off is never within one unit: `2+3=5.1`, `2+3=4.9` and `7*7=49.1` are all
  * wrong, though in floating point 5.1 − 5 falls just under 0.1 and 49.1 − 49 just over it.
  * - `equal`: when x and v are both whole numbers, x = v exactly. Otherwise, with
@@ -335,12 +335,15 @@ interface Target {
  */
 function withinOneUnit(x: number, t: Target): boolean {
   if (t.d === null) return Math.abs(x - t.v) < t.r;
-  const scale = 10 ** t.d;
-  return Math.abs(x * scale - Math.round(t.v * scale)) < 1 - ROUNDING_MARGIN;
+  const scale = 10 ** t.d, xs = x * scale;
+  // The margin is the size of x's float error (a few ulps of the scaled value, at least
+  // ROUNDING_MARGIN), so a real round-up just under a unit away (2.001 stated as 3) counts.
+  const margin = Math.max(ROUNDING_MARGIN, 16 * Number.EPSILON * Math.abs(xs));
+  return Math.abs(xs - Math.round(t.v * scale)) < 1 - margin;
 }
 
-/** The part of a unit of a stated decimal's last digit that floating-point error may take. */
-const ROUNDING_MARGIN = 1e-3;
+/** The least part of a unit kept as margin for floating-point error. */
+const ROUNDING_MARGIN = 1e-9;
 
 /** The resolution of a stated fraction, which has no decimals to go by. */
 const FRACTION_RESOLUTION = 1e-6;

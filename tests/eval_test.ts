@@ -76,6 +76,9 @@ Deno.test("extractAnswer: the fallback without ### reads numbers as the ### path
     ["10 - 4", "4"],
     ["5-3", "3"],
     ["(3+4) - 2", "2"],
+    // On a line of its own, a sign begins the number: the line before ends elsewhere.
+    ["The total is 12\n-3", "-3"],
+    ["25%\n\u22127", "\u22127"],
   ];
   for (const [text, want] of cases) {
     const got = extractAnswer(text);

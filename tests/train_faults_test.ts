@@ -151,13 +151,36 @@ Deno.test("faults: a resume that contradicts the saved run names the flag", asyn
   const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
   assertEquals(summary.finalLoss, lastLoss);
   // Extended to 10 steps and killed between the save and the summary: the summary of 8
-  // steps is an earlier end's, and the next resume gives step 10 its final evaluation.
+  // steps is an earlier end's. The final evaluation of step 10 is in the log, so the next
+  // resume writes the summary from it, and evaluates nothing again.
   await train({ ...base, data, out, resume: out, train: { steps: 10 } });
   await Deno.writeTextFile(`${out}/summary.json`, JSON.stringify(summary));
   const ended = await train({ ...base, data, out, resume: out });
-  assertEquals(ended.steps, 10);
+  const evals = (await readTrainLog(out)).filter((x) => x.kind === "eval" && x.step === 10);
+  assertEquals(evals.length, 1, "step 10 was evaluated once");
+  assertEquals([ended.steps, ended.valAccuracy], [10, evals[0].valAccuracy]);
   assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).steps, 10);
-  assert(ended.valAccuracy !== undefined, "the final evaluation ran");
+});
+
+Deno.test("faults: a resume takes --preset with --arch as the run did (tiny with llama: llama-tiny)", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, arch: "llama", data, out, train: short });
+  assertEquals((await loadCheckpoint(out)).meta.preset, "llama-tiny");
+  // The command that started it, resumed: the same preset.
+  const r = await train({ ...base, arch: "llama", data, out, resume: out, train: { steps: 8 } });
+  assertEquals(r.steps, 8);
+  for (
+    const [opts, flag] of [[{}, "--preset"], [
+      { preset: undefined, arch: "gpt2" },
+      "--arch",
+    ]] as const
+  ) {
+    const err = await assertRejects(
+      () => train({ ...base, ...opts, data, out, resume: out }),
+      TrainConfigError,
+    );
+    assertEquals(err.flag, flag, err.message);
+  }
 });
 
 Deno.test("faults: a run whose length is its final stage's steps is extended by them, not by --steps", async () => {

@@ -158,6 +158,11 @@ Deno.test("rounding rule: one full unit of the last digit off is wrong, whatever
     [1 / 8, "0.12", "rounded"],
     [0.999, "1", "rounded"],
     [1234567.899, "1234567.89", "rounded"],
+    // A round-up just under a unit away: the margin is float error's, not a part of the unit.
+    [2001 / 1000, "3", "rounded"],
+    [10001 / 10000, "2", "rounded"],
+    [5.0001, "5.1", "rounded"],
+    [3.0001, "3.01", "rounded"],
   ];
   for (const [x, stated, want] of cases) {
     assertEquals(compareStated(x, readNumber(stated)!), want, `${x} vs ${stated}`);

@@ -249,7 +249,9 @@ export function resumeChanges(
       (out as Record<string, unknown>)[k] = v;
       if (k === "epochs" && given.steps === undefined) out.steps = null;
       // With the final stage's steps set, they alone decide the length (train/schedule.ts).
-      const finalSteps = "finalStageSteps" in given ? given.finalStageSteps : saved.finalStageSteps;
+      const finalSteps = given.finalStageSteps !== undefined
+        ? given.finalStageSteps
+        : saved.finalStageSteps;
       if ((k === "steps" || k === "epochs") && finalSteps != null) {
         throw new TrainConfigError(
           flagOf(k),

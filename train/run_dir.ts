@@ -381,14 +381,23 @@ export async function lockRunDir(
   return f;
 }
 
-/** The summary.json of the run in `dir`, parsed; null when it is missing or unreadable. */
-export async function readSummary(dir: string): Promise<Record<string, unknown> | null> {
+/**
+ * The summary.json of the run in `dir`, parsed; null when it is missing or unreadable, or,
+ * with `step`, when it sums up another step than that (the checkpoint's): an earlier end's,
+ * left by a run extended and stopped between its last save and its summary.
+ */
+export async function readSummary(
+  dir: string,
+  step?: number,
+): Promise<Record<string, unknown> | null> {
+  let s;
   try {
-    return JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+    s = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
   } catch (e) {
     rethrowIfDenied(e);
     return null;
   }
+  return step !== undefined && s?.steps !== step ? null : s;
 }
 
 /**
@@ -396,11 +405,8 @@ export async function readSummary(dir: string): Promise<Record<string, unknown> 
  * the step its checkpoint holds.
  */
 export async function completedRun(dir: string, step?: number): Promise<boolean> {
-  const s = await readSummary(dir);
+  const s = await readSummary(dir, step);
   if (s === null) return false;
-  // A summary of fewer steps than the checkpoint's is an earlier end's: the run was extended
-  // and stopped between its last save and its summary.
-  if (step !== undefined && s.steps !== step) return false;
   // Summaries written before the "completed" field: all steps taken.
   return typeof s.completed === "boolean"
     ? s.completed

@@ -873,13 +873,7 @@ async function trainRun(
     llamaJson !== null,
     opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny"),
   );
-  if (resumed && opts.preset !== undefined && opts.preset !== resumed.meta.preset) {
-    throw new TrainConfigError(
-      "--preset",
-      `--preset ${opts.preset} contradicts the run being resumed (${resumed.meta.preset}); ` +
-        `leave --preset out`,
-    );
-  }
+  if (resumed) refuseOtherPreset(opts, resumed.meta.preset);
   if (resumed && opts.arch !== undefined && opts.arch !== archOf(resumed.meta.model)) {
     throw new TrainConfigError(
       "--arch",
@@ -972,7 +966,7 @@ async function trainRun(
   if (
     resumed && resumed.state.step >= total &&
     ((await completedRun(opts.out, resumed.state.step)) ||
-      ((await readSummary(opts.out)) === null &&
+      ((await readSummary(opts.out, resumed.state.step)) === null &&
         (await finalEvalLogged(opts.out, resumed.state.step))))
   ) {
     log(
@@ -1448,14 +1442,15 @@ async function trainRun(
  * checkpoint or export, or its model.safetensors) skips the CoT start; other weights (a Hugging
  * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins.
  *
- * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig).
+ * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig) or
+ * the run being resumed, the training split has fewer usable examples than a batch, mode is
+ * lotus-aux with auxWeight 0, or the recipe is unknown.
  * @throws {ManifestError} when the dataset directory has no readable manifest.
  * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
  * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
  * @throws {EngineError} when the engine of `backend` cannot be opened.
- * @throws {Error} when mode is lotus-aux with auxWeight 0, the checkpoint of `resume` has
- * another vocabulary than the dataset, the training split has fewer usable examples than a
- * batch, or the loss stops being finite.
+ * @throws {NonFiniteError} when the loss or gradient stops being finite.
+ * @throws {Error} when the checkpoint of `resume` has another vocabulary than the dataset.
  *
  * @example
  * ```ts ignore
@@ -1506,10 +1501,10 @@ async function completeRunResult(
   params: number,
   world: World | null,
 ): Promise<TrainResult> {
-  let summary = await readSummary(out);
+  let summary = await readSummary(out, ck.state.step);
   if (summary === null) {
-    // Lost to a kill after the final evaluation: the log has the figures; the summary is
-    // written again from them.
+    // Lost (or left from an earlier end) to a kill after the final evaluation: the log has
+    // the figures; the summary is written again from them.
     const records = await readTrainLog(out);
     const lastTrain = records.findLast((r) => r.kind === "train");
     const lastEval = records.findLast((r) => r.kind === "eval");
@@ -1566,6 +1561,35 @@ function within(path: string, dir: string): boolean {
 }
 
 /**
+ * Refuses a `--preset` or `--arch` (resolved together: tiny with --arch llama is llama-tiny)
+ * that names another preset than `recorded`, the one of the run being resumed.
+ */
+function refuseOtherPreset(opts: Pick<TrainOptions, "preset" | "arch">, recorded: string): void {
+  if (opts.preset === undefined && opts.arch === undefined) return;
+  let asked: string | null;
+  try {
+    asked = opts.arch !== undefined
+      ? presetForArch((opts.preset ?? recorded) as PresetName, opts.arch)
+      : opts.preset!;
+  } catch {
+    asked = null; // no such counterpart: not the recorded preset either
+  }
+  if (asked === recorded) return;
+  // The flag at fault: --arch when the preset given is the recorded one (or none is).
+  const flag = opts.arch !== undefined && (opts.preset ?? recorded) === recorded
+    ? "--arch"
+    : "--preset";
+  const given = [
+    ...(opts.preset !== undefined ? [`--preset ${opts.preset}`] : []),
+    ...(opts.arch !== undefined ? [`--arch ${opts.arch}`] : []),
+  ];
+  throw new TrainConfigError(
+    flag,
+    `${given.join(" ")} contradicts the run being resumed (preset ${recorded}); leave ${flag} out`,
+  );
+}
+
+/**
  * What a resume of a two-phase run's plan takes from the command: the settings a resume may
  * change (its length, evaluation, saving), over the plan's. Any other setting, or a --data,
  * that differs from what the plan recorded is a {@linkcode TrainConfigError} naming it: the
@@ -1577,32 +1601,7 @@ async function resumePlanSettings(
 ): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
   // The plan records the preset --arch resolved (tiny with --arch llama: llama-tiny).
-  const recorded = planned.preset;
-  if (recorded !== undefined && (opts.preset !== undefined || opts.arch !== undefined)) {
-    const flags = [
-      ...(opts.preset !== undefined ? [`--preset ${opts.preset}`] : []),
-      ...(opts.arch !== undefined ? [`--arch ${opts.arch}`] : []),
-    ];
-    let asked: string | null;
-    try {
-      asked = opts.arch !== undefined
-        ? presetForArch(opts.preset ?? recorded, opts.arch)
-        : opts.preset!;
-    } catch {
-      asked = null; // no such counterpart: not the recorded preset either
-    }
-    if (asked !== recorded) {
-      // The flag at fault: --arch when the preset given is the recorded one (or none is).
-      const flag = opts.arch !== undefined && (opts.preset ?? recorded) === recorded
-        ? "--arch"
-        : "--preset";
-      throw new TrainConfigError(
-        flag,
-        `${flags.join(" ")} contradicts the run being resumed (preset ${recorded}); leave ` +
-          `${flag} out`,
-      );
-    }
-  }
+  if (planned.preset !== undefined) refuseOtherPreset(opts, planned.preset);
   // A relative path not found from here: --data gives the run's dataset, as it is found now.
   const moved = planned.data !== undefined && (await relativeNotFound(planned.data));
   if (moved && opts.data === undefined) refuseMovedData(planned.data!, opts.out);
