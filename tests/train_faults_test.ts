@@ -807,7 +807,13 @@ async function trainSignalledAt(
 console.error = (...a: unknown[]) => {
   error(...a);
   if (String(a[0]).startsWith(${JSON.stringify(at)})) {
-    queueMicrotask(() => Deno.kill(Deno.pid, "${signal}"));
+    queueMicrotask(() => {
+      Deno.kill(Deno.pid, "${signal}");
+      // Held a moment, as a step would be: the signal reaches the runtime before the run
+      // looks for it (on a loaded machine it could otherwise come a step later).
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    });
   }
 };
 `,

@@ -1174,9 +1174,9 @@ async function trainRun(
     // RunContext.dropUntrained).
     ownStop = watchStopSignals();
     if (ctx.keepListening) ctx.keepListening.watch = ownStop;
-    // A signal sent before now reaches its listener on a turn of the event loop (two, to be
-    // sure): let it, so that one from before the first step stops the run there.
-    for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
+    // Let a signal sent before now reach its listener, so that one from before the first
+    // step stops the run there.
+    await signalTurns();
     interrupted ??= stopSeen();
     const quiet = opts.quiet || !root;
     const tty = !quiet && Deno.stderr.isTerminal();
@@ -1329,8 +1329,9 @@ async function trainRun(
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
       if (opts.stopAfter && taken.steps >= opts.stopAfter) break;
-      // Let a pending signal's listener run (a macrotask); a few microseconds a step.
-      await new Promise((r) => setTimeout(r, 0));
+      // Let a signal that came during the step reach its listener: the run stops after the
+      // step it came in.
+      await signalTurns();
       interrupted ??= stopSeen();
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
@@ -1942,6 +1943,16 @@ async function initIsDirectory(path: string): Promise<boolean> {
     rethrowIfDenied(e);
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
+}
+
+/**
+ * Two turns of the event loop: a signal that has come reaches its listener. One is not
+ * enough: a turn runs its expired timers before the operations that completed (a signal's),
+ * so after a step long enough to expire a timer, the first turn resumes the run before the
+ * listener has run.
+ */
+async function signalTurns(): Promise<void> {
+  for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
 }
 
 /** The loss the run in `dir` logged for `step`, or NaN when its log has none. */
