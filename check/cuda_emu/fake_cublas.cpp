@@ -343,9 +343,13 @@ int cublasLtMatmul(LtCtx* h, LtDesc* d, const void* alpha, const void* A, LtLayo
     delete g;
     return 15;
   }
-  // EMU_LT_SLOW_ALGO=r: algorithm r takes 2 ms longer a call (for the timing's tests).
+  // EMU_LT_SLOW_ALGO=r: algorithm r takes EMU_LT_SLOW_US (default 2000) microseconds longer a
+  // call (for the timing's tests).
   const char* slow = std::getenv("EMU_LT_SLOW_ALGO");
-  if (slow && slow[0] && (uint64_t)std::atoi(slow) == algo->data[5]) g->sleep_us = 2000;
+  if (slow && slow[0] && (uint64_t)std::atoi(slow) == algo->data[5]) {
+    const char* us = std::getenv("EMU_LT_SLOW_US");
+    g->sleep_us = us && us[0] ? std::atoi(us) : 2000;
+  }
   submit_gemm(stream, g);
   return 0;
 }
