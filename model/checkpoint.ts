@@ -80,6 +80,8 @@ export const TrainStateSchema: z.ZodType<TrainState> = z.object({
   seconds: z.number().min(0),
   /** AdamW updates applied, when fewer than `step` (steps skipped for a non-finite value). */
   updates: z.number().int().min(0).optional(),
+  /** An evaluation a stop signal cut short at `step`, which a resume runs first. */
+  evalDue: z.boolean().optional(),
 });
 
 /** The trainer's position, saved in train_state.json for an exact resume. */
@@ -106,6 +108,11 @@ export interface TrainState {
    * Absent: `step`.
    */
   updates?: number;
+  /**
+   * The evaluation due at `step` (periodic, or an epoch's end with `keepBest`) was cut short by
+   * a stop signal: a resume runs it before its next step. Absent: none is due.
+   */
+  evalDue?: boolean;
 }
 
 /** The `lotus` section of config.json. */

@@ -821,6 +821,96 @@ console.error = (...a: unknown[]) => {
   return await trainCommand(flags, preload);
 }
 
+/**
+ * {@linkcode trainCommand} in a child process that sends itself SIGINT during its first
+ * evaluation: a preload wraps the generator (the module the run loads), so the signal comes as
+ * the evaluation's first batch decodes, held a moment as a batch would be.
+ */
+async function trainSignalledInEval(flags: string[]): Promise<TrainCommandResult> {
+  const preload = `${await tempDir()}/signal_in_eval.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `import { Generator } from ${JSON.stringify(`${ROOT}model/generate.ts`)};
+const generate = Generator.prototype.generate;
+let sent = false;
+Generator.prototype.generate = function (...a: Parameters<typeof generate>) {
+  if (!sent) {
+    sent = true;
+    Deno.kill(Deno.pid, "SIGINT");
+    const until = performance.now() + 200;
+    while (performance.now() < until) { /* wait */ }
+  }
+  return generate.apply(this, a);
+};
+`,
+  );
+  return await trainCommand(flags, preload);
+}
+
+/** The kinds and steps of the records of the run in `out`'s log.jsonl, as "train@1". */
+async function loggedRecords(out: string): Promise<string[]> {
+  return (await Deno.readTextFile(`${out}/log.jsonl`)).split("\n").filter((l) => l)
+    .map((l) => JSON.parse(l)).map((r) => `${r.kind}@${r.step}`);
+}
+
+Deno.test({
+  name: "faults: Ctrl-C during a periodic evaluation stops before its next batch and saves it " +
+    "as due; the resume evaluates first, then trains on",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = `${await tempDir()}/run`;
+    // 60 validation examples in batches of 32: the signal comes in the first of two.
+    const flags = [...oneRunFlags(data, out), "--eval-every", "2"];
+    const res = await trainSignalledInEval(flags);
+    assertEquals(res.code, 130, res.stderr);
+    assert(
+      res.stderr.includes(
+        `SIGINT during the evaluation at step 2: saving; resume with --resume ${out}`,
+      ),
+      res.stderr,
+    );
+    assert(!res.stderr.includes("eval @2:"), res.stderr);
+    const ck = await loadCheckpoint(out);
+    assertEquals([ck.state.step, ck.state.evalDue], [2, true]);
+    assertEquals(await loggedRecords(out), ["train@1", "train@2"]);
+    const resumed = await trainCommand(["--resume", out]);
+    assertEquals(resumed.code, 0, resumed.stderr);
+    assertEquals(await loggedRecords(out), [
+      "train@1",
+      "train@2",
+      "eval@2",
+      "train@3",
+      "train@4",
+      "eval@4",
+    ]);
+    assertEquals((await loadCheckpoint(out)).state.evalDue, undefined);
+  },
+});
+
+Deno.test({
+  name: "faults: Ctrl-C during the final evaluation stops before its next batch; the resume " +
+    "evaluates only",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = `${await tempDir()}/run`;
+    const res = await trainSignalledInEval(oneRunFlags(data, out));
+    assertEquals(res.code, 130, res.stderr);
+    assert(
+      res.stderr.includes(
+        `SIGINT during the evaluation at step 4: saving; resume with --resume ${out}`,
+      ),
+      res.stderr,
+    );
+    assertEquals((await loadCheckpoint(out)).state.evalDue, undefined);
+    const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+    assertEquals([summary.steps, summary.completed], [4, false]);
+    const resumed = await trainCommand(["--resume", out]);
+    assertEquals(resumed.code, 0, resumed.stderr);
+    assertEquals((await loggedRecords(out)).slice(-2), ["train@4", "eval@4"]);
+    assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).completed, true);
+  },
+});
+
 Deno.test({
   name: "faults: SIGTERM between the CoT start and LOTUS stops with the resume hint, and resumes",
   sanitizeResources: false,

@@ -683,12 +683,26 @@ export function evaluate(
   batch: number,
 ): { loss: number; accuracy: number; n: number } {
   if (exs.length === 0) return { loss: NaN, accuracy: NaN, n: 0 };
-  const s = evaluateSums(model, exs, sp, tok, cfg, K, R, batch);
+  let s: EvalSums = { lossSum: 0, lossN: 0, correct: 0, n: 0 };
+  for (const sums of evaluating(model, exs, sp, tok, cfg, K, R, batch)) s = sums;
   return { loss: s.lossN ? s.lossSum / s.lossN : NaN, accuracy: s.correct / exs.length, n: s.n };
 }
 
 /** What {@linkcode evaluate} adds up: summed answer loss, its tokens, correct answers. */
-function evaluateSums(
+interface EvalSums {
+  lossSum: number;
+  lossN: number;
+  correct: number;
+  /** The examples evaluated. */
+  n: number;
+}
+
+/**
+ * {@linkcode evaluate}'s sums, a batch at a time: it yields the sums so far after each batch,
+ * so that its caller can look for a stop signal between two. Ended early (a `break` out of
+ * its loop), it frees what it allocated.
+ */
+function* evaluating(
   model: Model,
   exs: Example[],
   sp: SpecialIds,
@@ -697,8 +711,7 @@ function evaluateSums(
   K: number,
   R: number,
   batch: number,
-): { lossSum: number; lossN: number; correct: number; n: number } {
-  if (exs.length === 0) return { lossSum: 0, lossN: 0, correct: 0, n: 0 };
+): IterableIterator<EvalSums> {
   const cap = capacityOf(exs, cfg, batch);
   let lossSum = 0, lossN = 0, correct = 0;
   const gen = new Generator(model, {
@@ -736,13 +749,13 @@ function evaluateSums(
         const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
         if (answersMatch(extractAnswer(tok.decode(g.tokens[j])), gold)) correct++;
       }
+      yield { lossSum, lossN, correct, n: i + part.length };
     }
   } finally {
     gen.free();
     lotusRun?.free();
     plainRun?.free();
   }
-  return { lossSum, lossN, correct, n: exs.length };
 }
 
 function fmtTime(s: number): string {
@@ -1116,10 +1129,30 @@ async function trainRun(
         );
       }
     };
-    const runEval = (stage: number) => {
+    // An evaluation: its log record and line, or null when a stop signal came before its
+    // last batch (data-parallel ranks, which sum it together, evaluate to the end).
+    const runEval = async (stage: number) => {
       const { k: K, r: R } = stageShape(cfg, stage);
       const part = dp ? dp.shard(evalSet) : evalSet;
-      let sums = evaluateSums(model!, part, sp, tok, cfg, K, R, cfg.batch);
+      let sums: EvalSums = { lossSum: 0, lossN: 0, correct: 0, n: 0 };
+      // A long evaluation shows its progress as the steps do (a line every 5 s off a terminal).
+      let shown = performance.now(), progressShown = false;
+      for (const sofar of evaluating(model!, part, sp, tok, cfg, K, R, cfg.batch)) {
+        sums = sofar;
+        if (sums.n === part.length) break;
+        const now = performance.now();
+        if (!quiet && now - shown > 5000) {
+          const line = `eval @${state.step}: ${sums.n} of ${part.length} examples`;
+          if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
+          else console.error(line);
+          shown = now, progressShown = true;
+        }
+        if (!dp) {
+          await signalTurns();
+          if (stopSeen()) return null;
+        }
+      }
+      if (tty && progressShown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
       if (dp) {
         const [lossSum, lossN, correct] = dp.sum([sums.lossSum, sums.lossN, sums.correct]);
         sums = { lossSum, lossN, correct, n: evalSet.length };
@@ -1150,6 +1183,25 @@ async function trainRun(
       );
       if (!cfg.keepBest) state.bestAccuracy = Math.max(state.bestAccuracy, ev.accuracy);
       return ev;
+    };
+    // An evaluation that a stop signal cuts short leaves the run to stop at once; the
+    // periodic or epoch's one is then due (saved in the state), and a resume runs it first.
+    let evalStopped = false;
+    // The latest evaluation (the cast keeps TypeScript from narrowing it to null: only evalAt
+    // sets it).
+    let lastEval = null as { loss: number; accuracy: number } | null;
+    const evalAt = async (stage: number): Promise<boolean> => {
+      const ev = await runEval(stage);
+      if (ev === null) {
+        evalStopped = true;
+        interrupted ??= stopSeen();
+        if (state.step < total) state.evalDue = true;
+        return false;
+      }
+      delete state.evalDue;
+      lastEval = ev;
+      await considerBest(ev, stage);
+      return true;
     };
     // --keep-best: the final stage's best validation accuracy, and its weights in best/.
     const bestDir = `${opts.out}/best`;
@@ -1188,7 +1240,6 @@ async function trainRun(
     let lastLine = -Infinity, runSteps = 0, skipped = 0, skipsInARow = 0;
     const taken = ctx.taken ?? { steps: 0 };
     let tokWindow = 0, timeWindow = 0;
-    let lastEval: { loss: number; accuracy: number } | null = null;
     const t0 = performance.now() - state.seconds * 1000;
     let order = epochOrder(trainEx.length, cfg.seed, state.epoch);
     // Data-parallel ranks stop together: a signal seen by any rank is summed with the next
@@ -1198,6 +1249,12 @@ async function trainRun(
     // with it (an engine library without the nonblocking collectives: after the backward).
     const overlap = dp !== null && opts.commOverlap !== "off" && dp.canOverlap;
     const overlapOf = () => (overlap ? dp!.overlap(model!) : undefined);
+    // A resume of a run stopped during an evaluation runs it first (at the last step, the
+    // final evaluation serves).
+    if (state.evalDue && !interrupted) {
+      if (state.step < total) await evalAt(stageOf(cfg, state.epoch, state.step - 1));
+      else delete state.evalDue;
+    }
     if (state.step < total) ctx.onFirstStep?.();
     while (state.step < total && !(dp ? stopAll : interrupted)) {
       if (state.batchInEpoch >= stepsPerEpoch) {
@@ -1324,8 +1381,7 @@ async function trainRun(
         state.batchInEpoch >= stepsPerEpoch;
       if ((periodic || epochEnd) && state.step < total) {
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-        lastEval = runEval(stage);
-        await considerBest(lastEval, stage);
+        if (!(await evalAt(stage))) break;
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
       if (opts.stopAfter && taken.steps >= opts.stopAfter) break;
@@ -1363,11 +1419,11 @@ async function trainRun(
       };
     }
     if (state.step >= total && !interrupted && !failure) {
-      const stage = stageOf(cfg, state.epoch, Math.max(0, state.step - 1));
-      lastEval = runEval(stage);
-      await considerBest(lastEval, stage);
-    } else if (interrupted) {
-      log(`${interrupted} at step ${state.step}: saving; resume with --resume ${resumeAs}`);
+      await evalAt(stageOf(cfg, state.epoch, Math.max(0, state.step - 1)));
+    }
+    if (interrupted) {
+      const when = evalStopped ? "during the evaluation at" : "at";
+      log(`${interrupted} ${when} step ${state.step}: saving; resume with --resume ${resumeAs}`);
     }
     await save();
     // The others wait for rank 0's checkpoint, so that what follows (a next phase, a resume)
