@@ -568,12 +568,33 @@ inline bool drop_keep(uint64_t seed, int64_t i, float p) {
   return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
 
+// True when the byte ranges [a, a + an) and [b, b + bn) share a byte.
+inline bool spans_overlap(const void* a, uint64_t an, const void* b, uint64_t bn) {
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + bn && y < x + an;
+}
+
 // The elements an attention call's past spans from its first: row (b, t) starts at
 // b*past_bs + t*past_rs and holds `row` elements (keys, then values). 0 when Tp == 0;
 // UINT64_MAX when the shape overflows (which the validators reject before any engine reads).
 inline uint64_t past_elements(int B, int Tp, int64_t past_bs, int64_t past_rs, uint64_t row) {
   if (Tp <= 0) return 0;
   return add(add(mul(B - 1, past_bs), mul(Tp - 1, past_rs)), row);
+}
+
+// dkv_past apart from dqkv: the backward's blocks add into both at once, one block per key
+// tile, so a shared row would be added to by two blocks in parallel on a GPU.
+inline int check_dkv_past_apart(const char* fn, const float* dqkv, uint64_t qkv_bytes,
+                                const float* dkv_past, int B, int Tp, int64_t past_bs,
+                                int64_t past_rs, uint64_t row) {
+  if (Tp <= 0 || !dkv_past) return 0;
+  const uint64_t past_bytes = mul(past_elements(B, Tp, past_bs, past_rs, row), 4);
+  if (spans_overlap(dqkv, qkv_bytes, dkv_past, past_bytes)) {
+    return fail("%s: dkv_past overlaps dqkv; give the past's key and value gradients rows of "
+                "their own",
+                fn);
+  }
+  return 0;
 }
 
 // The shape, and the past (kv_past or dkv_past, named past_name) when Tp > 0.
@@ -634,6 +655,7 @@ inline int validate_attention_bwd(const float* dqkv, const float* dkv_past, cons
   const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_dkv_past_apart(fn, dqkv, qkv_bytes, dkv_past, B, Tp, past_bs, past_rs, 2ull * C));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
   return check_span(fn, "qkv", qkv, qkv_bytes);
@@ -681,17 +703,12 @@ inline int validate_attention_stats_bwd(const float* dqkv, const float* dkv_past
   const uint64_t Tk = (uint64_t)Tq + (uint64_t)Tp;
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), 3 * (uint64_t)C), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_dkv_past_apart(fn, dqkv, qkv_bytes, dkv_past, B, Tp, past_bs, past_rs, 2ull * C));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));
   TRY(check_opt(fn, "key_valid", key_valid, mul(B, Tk)));
   return check_qkv_store(fn, qkv, mul(mul(B, Tq), 3 * (uint64_t)C), Tp, p16);
-}
-
-// True when the byte ranges [a, a + an) and [b, b + bn) share a byte.
-inline bool spans_overlap(const void* a, uint64_t an, const void* b, uint64_t bn) {
-  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + bn && y < x + an;
 }
 
 // Then each engine checks targets against V (fail_bad_target).
@@ -893,6 +910,8 @@ inline int validate_attention_gqa_bwd(const float* dqkv, const float* dkv_past,
   const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), width), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_dkv_past_apart(fn, dqkv, qkv_bytes, dkv_past, B, Tp, past_bs, past_rs,
+                           width - (uint64_t)C));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "att", att, mul(mul(mul(mul(B, NH), Tq), Tk), 4)));
   return check_span(fn, "qkv", qkv, qkv_bytes);
@@ -931,6 +950,8 @@ inline int validate_attention_gqa_stats_bwd(const float* dqkv, const float* dkv_
   const uint64_t width = (uint64_t)C + 2ull * (C / NH) * NKV;
   const uint64_t qkv_bytes = mul(mul(mul(B, Tq), width), 4);
   TRY(check_span(fn, "dqkv", dqkv, qkv_bytes));
+  TRY(check_dkv_past_apart(fn, dqkv, qkv_bytes, dkv_past, B, Tp, past_bs, past_rs,
+                           width - (uint64_t)C));
   TRY(check_span(fn, "dout", dout, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "out", out, mul(mul(mul(B, Tq), C), 4)));
   TRY(check_span(fn, "stats", stats, mul(mul(mul(B, NH), Tq), 8)));

@@ -1058,6 +1058,80 @@ Deno.test(
 );
 
 Deno.test(
+  "attention backward: a dkv_past overlapping dqkv is refused in every form, before anything " +
+    "is written",
+  withPool((pool) => {
+    const rng = new Rng(31);
+    const B = 2, Tq = 3, Tp = 2, C = 8, NH = 2, NKV = 1, Tk = Tq + Tp;
+    const W = C + 2 * (C / NH) * NKV;
+    const dout = pool.f32(rng.normals(B * Tq * C)), out = pool.f32(B * Tq * C);
+    const att = pool.f32(B * NH * Tq * Tk), stats = pool.f32(B * NH * Tq * 2);
+    const qkv = pool.f32(rng.normals(B * Tq * 3 * C)), past = pool.f32(rng.normals(B * Tp * 2 * C));
+    // The past's gradient rows start at dqkv's last element.
+    const n = B * Tq * 3 * C + B * Tp * 2 * C;
+    const dqkv = pool.f32(rng.normals(n)), before = pool.read(dqkv, n);
+    const dpast = eng.offset(dqkv, 4 * (B * Tq * 3 * C - 1));
+    const dpastG = eng.offset(dqkv, 4 * (B * Tq * W - 1));
+    const [bs, rs, bsG, rsG] = [Tp * 2 * C, 2 * C, Tp * (W - C), W - C];
+    const calls: [string, () => void][] = [
+      [
+        "le_attention_bwd",
+        () => eng.attentionBwd(dqkv, dpast, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs),
+      ],
+      ["le_attention_stats_bwd", () =>
+        eng.attentionStatsBwd(
+          dqkv,
+          dpast,
+          dout,
+          out,
+          stats,
+          null,
+          qkv,
+          past,
+          B,
+          Tq,
+          Tp,
+          C,
+          NH,
+          bs,
+          rs,
+        )],
+      [
+        "le_attention_gqa_bwd",
+        () =>
+          eng.attentionGqaBwd(dqkv, dpastG, dout, att, qkv, past, B, Tq, Tp, C, NH, NKV, bsG, rsG),
+      ],
+      ["le_attention_gqa_stats_bwd", () =>
+        eng.attentionGqaStatsBwd(
+          dqkv,
+          dpastG,
+          dout,
+          out,
+          stats,
+          null,
+          qkv,
+          past,
+          B,
+          Tq,
+          Tp,
+          C,
+          NH,
+          NKV,
+          bsG,
+          rsG,
+        )],
+    ];
+    for (const [fn, call] of calls) {
+      assertThrows(call, EngineError, `${fn}: dkv_past overlaps dqkv`);
+    }
+    assertEquals(pool.read(dqkv, n), before);
+    // Right after dqkv's last byte, the past's rows are apart: accepted.
+    const apart = eng.offset(dqkv, 4 * B * Tq * 3 * C);
+    eng.attentionBwd(dqkv, apart, dout, att, qkv, past, B, Tq, Tp, C, NH, bs, rs);
+  }),
+);
+
+Deno.test(
   "attention_stats_bwd: finite differences for qkv and both past layouts, with masks",
   withPool((pool) => {
     const rng = new Rng(24);

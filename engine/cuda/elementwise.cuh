@@ -90,11 +90,15 @@ __device__ inline void ld8_f32(const float* p, float v[8]) {
 }
 
 // d gelu / dx = s + x s (1 - s) 2 u',  s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+// Each operation rounded on its own, as in gelu_of: it is inlined into GELU's backward and
+// into the matmul's column sums (a deferred GELU backward), which must give the same bits.
 __device__ inline float gelu_grad_of(float x) {
-  const float u = kGeluA * (x + kGeluB * x * x * x);
-  const float s = 1.f / (1.f + exp_clamped(-2.f * u));
-  const float du = kGeluA * (1.f + 3.f * kGeluB * x * x);
-  return s + x * s * (1.f - s) * 2.f * du;
+  const float x3 = __fmul_rn(__fmul_rn(__fmul_rn(kGeluB, x), x), x);
+  const float u = __fmul_rn(kGeluA, __fadd_rn(x, x3));
+  const float s = 1.f / __fadd_rn(1.f, exp_clamped(__fmul_rn(-2.f, u)));
+  const float du = __fmul_rn(kGeluA, __fadd_rn(1.f, __fmul_rn(__fmul_rn(3.f * kGeluB, x), x)));
+  const float ds = __fmul_rn(__fmul_rn(__fmul_rn(x, s), __fadd_rn(1.f, -s)), 2.f);
+  return __fadd_rn(s, __fmul_rn(ds, du));
 }
 
 // acc + gelu'(x) d with one rounding (an explicit fma, so that every kernel forming it, this
