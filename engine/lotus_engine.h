@@ -166,7 +166,8 @@ int le_dropout_bwd(float* dinp, const float* dout, const uint8_t* mask, int64_t 
 int le_attention_fwd(float* out, float* att, const float* qkv, const float* kv_past,
                      const uint8_t* key_valid, int B, int Tq, int Tp, int C, int NH,
                      int64_t past_bs, int64_t past_rs);
-/* dqkv [B,Tq,3C] += ...; dkv_past (same strides as kv_past, nullable) += ...
+/* dqkv [B,Tq,3C] += ...; dkv_past (same strides as kv_past, nullable) += ..., apart from
+ * dqkv (the backward adds into both at once; an overlap is refused, in every form).
  * key_valid is not needed: att is 0 where a key was masked, and masked keys get no gradient.
  * A fully masked query row (att row all 0) gets and gives no gradient. */
 int le_attention_bwd(float* dqkv, float* dkv_past, const float* dout, const float* att,
