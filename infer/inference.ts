@@ -62,7 +62,9 @@ export async function openInference(
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
-    // Loaded here only: onnxruntime-node stays out of the trainer's module graph.
+    // Loaded here only: onnxruntime-node stays out of the trainer's module graph. Its
+    // telemetry is switched off first, with an error of its own when that is not allowed.
+    await import("./ort_env.ts");
     let onnx: typeof import("./onnx_session.ts");
     try {
       onnx = await import("./onnx_session.ts");

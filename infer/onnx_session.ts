@@ -18,6 +18,8 @@
  * @module
  */
 
+// First: it switches onnxruntime's telemetry off before the library loads.
+import "./ort_env.ts";
 import * as ort from "onnxruntime-node";
 import { leftPadQuestions } from "../model/generate.ts";
 import {

@@ -6,6 +6,8 @@
  * attention and an untied head (its cache has the key/value heads, which the library sizes
  * from `num_key_value_heads`).
  */
+// First: onnxruntime-node, which @huggingface/transformers loads, with its telemetry off.
+import "../infer/ort_env.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";

@@ -324,6 +324,28 @@ Deno.test("both backends refuse a bad answer() request alike, naming it; a secon
   }
 });
 
+Deno.test("deno task infer --backend onnx keeps onnxruntime's telemetry off: no Microsoft/ under a fresh cache directory", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "lotus", k: 2, c: 3, seed: 7 });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+  // A clean environment: this test process has set ORT_DISABLE_TELEMETRY itself, and a child
+  // would inherit it.
+  const child = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "infer", "--checkpoint", `${d}/ex`, "--backend", "onnx", "--threads", "1"]
+      .concat(FIXTURE_QUESTIONS[0]),
+    cwd: ROOT,
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "", HOME: d, XDG_CACHE_HOME: `${d}/cache`, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(child.stderr);
+  assertEquals(child.code, 0, err);
+  assert(new TextDecoder().decode(child.stdout).includes("answer"), err);
+  assertEquals(await exists(`${d}/cache/Microsoft`), false, "onnxruntime wrote its telemetry");
+  assertEquals(await exists(`${d}/.cache/Microsoft`), false, "onnxruntime wrote its telemetry");
+});
+
 Deno.test("--backend onnx on a checkpoint exports it once to onnx-cache, again when it changes", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`, { seed: 1 });
