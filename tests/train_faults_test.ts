@@ -279,6 +279,25 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   assert(stderr.includes(`error: cannot save the checkpoint ${run}/checkpoint at step`), stderr);
   assert(stderr.includes(`--resume ${run}`), stderr);
   assertEquals(await Deno.readFile(`${run}/checkpoint/model.safetensors`), before);
+  // A fresh run whose first save fails has nothing to resume: it says to run it again.
+  const fresh = `${await tempDir()}/run`;
+  const flags = ["--data", data, "--out", fresh, "--recipe", "none", "--steps", "2"];
+  const first = await new Deno.Command("bash", {
+    args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, ...flags],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const firstErr = new TextDecoder().decode(first.stderr);
+  assertEquals(first.code, 1, firstErr);
+  assert(
+    firstErr.includes(
+      "nothing of this run was saved before: fix the cause (free disk space, say) and run the " +
+        "same command again",
+    ),
+    firstErr,
+  );
+  assert(!firstErr.includes("--resume"), firstErr);
 });
 
 Deno.test("faults: a fresh run into a run directory is refused unless told to overwrite", async () => {
@@ -908,6 +927,43 @@ Deno.test({
     assertEquals(resumed.code, 0, resumed.stderr);
     assertEquals((await loggedRecords(out)).slice(-2), ["train@4", "eval@4"]);
     assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).completed, true);
+  },
+});
+
+Deno.test({
+  name: "faults: a log write that fails (a full disk) stops the run after its step, saved, with " +
+    "an error that says so; the resume goes on",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), out = `${await tempDir()}/run`;
+    // The third record appended to log.csv meets a full disk.
+    const preload = `${await tempDir()}/full_disk.ts`;
+    await Deno.writeTextFile(
+      preload,
+      `const write = Deno.writeTextFileSync;
+let appends = 0;
+Deno.writeTextFileSync = (path, text, opts) => {
+  if (String(path).endsWith("log.csv") && opts?.append && ++appends === 3) {
+    throw new Error(\`No space left on device (os error 28): writefile '\${path}'\`);
+  }
+  return write(path, text, opts);
+};
+`,
+    );
+    const res = await trainCommand(oneRunFlags(data, out), preload);
+    assertEquals(res.code, 1, res.stderr);
+    assert(
+      res.stderr.includes(
+        `cannot write the run's log (No space left on device (os error 28): writefile ` +
+          `'${out}/log.csv'); training stopped at step 3 and saved its checkpoint: fix the cause ` +
+          `(free disk space, say) and resume with --resume ${out}`,
+      ),
+      res.stderr,
+    );
+    assertEquals((await loadCheckpoint(out)).state.step, 3);
+    const resumed = await trainCommand(["--resume", out]);
+    assertEquals(resumed.code, 0, resumed.stderr);
+    assert(resumed.stdout.includes("done: 4 steps"), resumed.stdout);
   },
 });
 

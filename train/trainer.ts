@@ -1073,8 +1073,20 @@ async function trainRun(
           `short or removed): steps ${from} to ${to} have no log records`,
       );
     }
+    // A log write that fails (a full disk, say) stops the run as a stop signal would: after
+    // the step, saved (data-parallel ranks with it, at the next step's end); the run then ends
+    // with an error that says so. Later records go unwritten. (The cast keeps TypeScript from
+    // narrowing it to null: only writeLog sets it.)
+    let logError = null as Error | null;
     const writeLog = (r: LogRecord) => {
-      runLog?.write(r);
+      if (runLog && !logError) {
+        try {
+          runLog.write(r);
+        } catch (e) {
+          rethrowIfDenied(e);
+          logError = e as Error;
+        }
+      }
       opts.onLog?.(r);
     };
     // Each rank's runner holds its part of a batch only.
@@ -1103,6 +1115,8 @@ async function trainRun(
     const ckptDir = `${opts.out}/checkpoint`;
     // Whether this run has saved (a checkpoint or a best), on every rank alike.
     let savedInRun = false;
+    // Whether ckptDir holds a checkpoint of this run (resumed from it, or saved there).
+    let ckptSaved = resumed !== null;
     const save = async (dir = ckptDir) => {
       savedInRun = true;
       if (!root) return;
@@ -1121,13 +1135,20 @@ async function trainRun(
           e instanceof Deno.errors.PermissionDenied
         ) throw e;
         // A full disk, say: the write goes through a temporary copy, so the last save stands.
+        // A fresh run's first phase that has saved nothing has nothing to resume.
+        const none = dir === ckptDir && !ckptSaved && ctx.dropUntrained;
         throw new Error(
           `cannot save the checkpoint ${dir} at step ${state.step} ` +
-            `(${(e as Error).message}); what was saved there before is kept: fix the cause ` +
-            `(free disk space, say) and resume with --resume ${resumeAs}`,
+            `(${(e as Error).message}); ` +
+            (none
+              ? `nothing of this run was saved before: fix the cause (free disk space, say) ` +
+                `and run the same command again`
+              : `what was saved there before is kept: fix the cause (free disk space, say) ` +
+                `and resume with --resume ${resumeAs}`),
           { cause: e },
         );
       }
+      if (dir === ckptDir) ckptSaved = true;
     };
     // An evaluation: its log record and line, or null when a stop signal came before its
     // last batch (data-parallel ranks, which sum it together, evaluate to the end).
@@ -1306,12 +1327,13 @@ async function trainRun(
           l.ans,
           l.step,
           l.aux,
-          interrupted ? 1 : 0,
+          interrupted || logError ? 1 : 0,
         ]);
         l = { ...l, loss, ans, step: stp, aux };
         if (stop > 0) {
           stopAll = true;
-          interrupted ??= "SIGTERM";
+          // Rank 0's failed log write ends its run with that error instead.
+          if (!logError) interrupted ??= "SIGTERM";
         }
       }
       const lr = lrAt(cfg, state.step, total, stage);
@@ -1375,6 +1397,7 @@ async function trainRun(
         else console.error(line);
         lastLine = now;
       }
+      if (logError && !dp) break;
       const periodic = cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0;
       // With --keep-best, every epoch of the final stage ends with an evaluation.
       const epochEnd = cfg.keepBest && isFinalStage(cfg, stage) &&
@@ -1395,6 +1418,14 @@ async function trainRun(
     interrupted ??= stopSeen();
     // A signal after the ranks' last agreed step changes nothing: they all finish alike.
     if (dp && !stopAll) interrupted = null;
+    const logFailure = () =>
+      logError && new Error(
+        `cannot write the run's log (${logError.message}); training stopped at step ` +
+          `${state.step} and saved its checkpoint: fix the cause (free disk space, say) and ` +
+          `resume with --resume ${resumeAs}`,
+        { cause: logError },
+      );
+    failure ??= logFailure();
     // A fresh run stopped before its second step has nothing worth keeping: a signal before
     // its first step trained nothing, one during it is the usual moment to stop a mistyped
     // command (data-parallel ranks agree on a stop only after a step). It saves nothing (not
@@ -1420,6 +1451,7 @@ async function trainRun(
     }
     if (state.step >= total && !interrupted && !failure) {
       await evalAt(stageOf(cfg, state.epoch, Math.max(0, state.step - 1)));
+      failure ??= logFailure();
     }
     if (interrupted) {
       const when = evalStopped ? "during the evaluation at" : "at";
