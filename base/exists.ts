@@ -1,6 +1,6 @@
 /**
  * Whether a path exists, for the places that branch on it (a checkpoint or an export
- * directory, an optional log file).
+ * directory, an optional log file), and whether a directory can be written to.
  *
  * @module
  */
@@ -43,5 +43,21 @@ export async function isDirectory(path: string): Promise<boolean> {
   } catch (e) {
     rethrowIfDenied(e);
     return false;
+  }
+}
+
+/**
+ * Whether this process can create a file in `dir`: false where the operating system refuses
+ * it (permissions, a read-only file system). Any other failure (a missing --allow-write, a
+ * full disk, a directory gone) is thrown, as the write that follows would meet it too.
+ */
+export async function canWriteIn(dir: string): Promise<boolean> {
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".lotus-write-check-" }));
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.PermissionDenied) return false;
+    if (/\(os error 30\)/.test((e as Error).message)) return false; // read-only file system
+    throw e;
   }
 }

@@ -22,8 +22,10 @@ import {
   type EvalFormat,
   loadEvalItems,
 } from "../eval/items.ts";
-import { runEval } from "../eval/evaluate.ts";
-import { checkEvalOut, writeEvalOutputs } from "../eval/report.ts";
+import { EvalStopped, runEval } from "../eval/evaluate.ts";
+import { prepareEvalOut, writeEvalOutputs } from "../eval/report.ts";
+import { evalOutputMark, removeMadeDirs } from "../train/run_dir.ts";
+import { signalExitCode, signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
@@ -178,9 +180,48 @@ async function readCurves(
   }
 }
 
-/** Run an evaluation as the command does; returns the summary path (exported for tests). */
+/**
+ * Run an evaluation as the command does; returns the summary path (exported for tests). A
+ * stop signal (SIGINT, SIGTERM) stops it after the current batch: nothing is written, the
+ * directories made for `--out` are removed, and an {@linkcode EvalStopped} says so.
+ */
 export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promise<string> {
-  await checkEvalOut(a.out);
+  // Listening from the start: a signal before the output is written never ends the process
+  // at once (leaving the directories made for --out), and one while it is written waits for
+  // the new set to be swapped in whole.
+  const stop = watchStopSignals();
+  const earlier = (await evalOutputMark(a.out).catch(() => null)) !== null;
+  let made: string[] = [];
+  try {
+    made = await prepareEvalOut(a.out);
+    return await evaluateInto(a, log, stop);
+  } catch (e) {
+    const gone = made.length > 0 && (await removeMadeDirs(made));
+    if (e instanceof EvalStopped) {
+      e.message += ": nothing was written" +
+        (earlier
+          ? ` (the earlier evaluation in ${a.out} is kept)`
+          : gone
+          ? ` (${a.out}, made by this run, is removed)`
+          : "") +
+        "; run the command again";
+    }
+    throw e;
+  } finally {
+    stop.close();
+  }
+}
+
+/** {@linkcode evalCommand} once `--out` is ready. */
+async function evaluateInto(
+  a: EvalArgs,
+  log: (s: string) => void,
+  stop: StopWatch,
+): Promise<string> {
+  const stopSignal = async () => {
+    await signalTurns();
+    return stop.signal;
+  };
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
   if (a.split !== undefined && format !== "dataset") {
     throw new CliError(
@@ -207,6 +248,8 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
     `${items.length} items from ${a.data} (${format}${split ? `, split ${split}` : ""})` +
       (skipped ? `, ${skipped} malformed records skipped` : ""),
   );
+  const early = await stopSignal();
+  if (early) throw new EvalStopped(early, 0, items.length, null);
   const trainLog = await readCurves(a.checkpoint, log);
   const run = a.checkpoint.replace(/\/+$/, "");
   if (!(await exists(`${run}/config.json`)) && (await exists(`${run}/best/config.json`))) {
@@ -242,6 +285,7 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
           log(`R=${R}: ${done}/${total} (${((performance.now() - t0) / 1000).toFixed(0)}s)`);
         }
       },
+      stopSignal,
     });
   } finally {
     session.close();
@@ -283,7 +327,13 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
 }
 
 async function main(a: EvalArgs): Promise<number> {
-  await evalCommand(a, a.quiet ? () => {} : (s) => console.error(s));
+  try {
+    await evalCommand(a, a.quiet ? () => {} : (s) => console.error(s));
+  } catch (e) {
+    if (!(e instanceof EvalStopped)) throw e;
+    console.log(e.message);
+    return signalExitCode(e.signal);
+  }
   return 0;
 }
 

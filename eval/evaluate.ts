@@ -39,6 +39,23 @@ export interface EvalRunOptions {
   readout?: boolean;
   /** Called after every batch. */
   onBatch?: (done: number, total: number, R: number) => void;
+  /**
+   * Asked before the first batch and after every batch: a signal returned stops the run with
+   * an {@linkcode EvalStopped} (the command returns the stop signal seen, if any).
+   */
+  stopSignal?: () => Promise<Deno.Signal | null>;
+}
+
+/** An evaluation stopped by a signal before its end ({@linkcode EvalRunOptions.stopSignal}). */
+export class EvalStopped extends Error {
+  /** The signal that stopped it. */
+  readonly signal: Deno.Signal;
+  /** Create the error: `done` of `total` questions answered at `R` (null: none yet). */
+  constructor(signal: Deno.Signal, done: number, total: number, R: number | null) {
+    super(`stopped by ${signal} after ${done} of ${total} items${R === null ? "" : ` at R=${R}`}`);
+    this.name = "EvalStopped";
+    this.signal = signal;
+  }
 }
 
 /** One block of one example's readout. */
@@ -246,6 +263,11 @@ export async function runEval(
   const answerIdx = items.map((_, i) => i).filter((i) => fits[i]);
   const answerable = answerIdx.map((i) => items[i]);
   const examples: ExampleResult[] = [], runs: RunSummary[] = [];
+  const stopAt = async (done: number, R: number | null) => {
+    const signal = await opts.stopSignal?.();
+    if (signal) throw new EvalStopped(signal, done, answerable.length, R);
+  };
+  await stopAt(0, null);
   // One untimed batch first: the first call allocates the generator and wakes the engine's
   // threads, which would otherwise be charged to the first R of the sweep.
   if (answerable.length) {
@@ -308,6 +330,7 @@ export async function runEval(
         rows.push(row);
       }
       opts.onBatch?.(Math.min(i + batch, answerable.length), answerable.length, res.R);
+      await stopAt(Math.min(i + batch, answerable.length), lotus ? res.R : null);
     }
     for (let i = 0; i < items.length; i++) {
       if (fits[i]) continue;

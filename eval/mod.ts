@@ -21,6 +21,7 @@ export {
   type BlockReadout,
   type EvalResult,
   type EvalRunOptions,
+  EvalStopped,
   type ExampleResult,
   type ReadoutSummary,
   runEval,
@@ -38,6 +39,7 @@ export {
 export {
   checkEvalOut,
   type EvalProvenance,
+  prepareEvalOut,
   type ReportFiles,
   reportHtml,
   type ReportOptions,

@@ -16,10 +16,10 @@
  * @module
  */
 import { stringify } from "csv-stringify/sync";
-import { writeFileAtomic } from "../base/atomic.ts";
-import { DIRECTORY_MARKERS, exists } from "../base/exists.ts";
+import { canWriteIn, DIRECTORY_MARKERS, exists } from "../base/exists.ts";
+import { replaceDir, splitPath } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
-import { EVAL_OUTPUT_FILES, evalOutputMark } from "../train/run_dir.ts";
+import { EVAL_OUTPUT_FILES, evalOutputMark, makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
 import {
   escapeXml,
@@ -252,6 +252,15 @@ const OPTIONAL_EVAL_FILES = [
   "training_accuracy.svg",
 ] as const;
 
+/** Every file name {@linkcode writeEvalOutputs} writes: those of an earlier evaluation too. */
+const EVAL_FILES: ReadonlySet<string> = new Set([
+  "predictions.csv",
+  "summary.json",
+  "accuracy_by_steps.csv",
+  "report.html",
+  ...OPTIONAL_EVAL_FILES,
+]);
+
 /**
  * The R whose readout the report shows: the most loop iterations of a sweep, the latents the
  * model has refined the longest (a sweep such as --r 0,2 lists R = 0, whose latents never went
@@ -365,6 +374,62 @@ export async function checkEvalOut(dir: string): Promise<void> {
   );
 }
 
+/** What to do about an `--out` that cannot be written. */
+const GIVE_ANOTHER_OUT = "give --out a directory this user can write (the default is out/eval)";
+
+/**
+ * Get `dir` ready for an evaluation before it starts, so that an output directory that
+ * cannot be written stops it at once rather than after the whole evaluation: check it as
+ * {@linkcode checkEvalOut} does, make it and its missing parents, and check that a file can be
+ * created in it and beside it ({@linkcode writeEvalOutputs} writes the new set beside it, then
+ * swaps it in). Returns the directories made here, outermost first, for
+ * {@linkcode removeMadeDirs} when the evaluation ends without writing (a failure, a stop
+ * signal); a failure here removes them itself.
+ *
+ * @throws {Error} naming the directory, why it cannot be written, and what to do.
+ */
+export async function prepareEvalOut(dir: string): Promise<string[]> {
+  await checkEvalOut(dir);
+  let made: string[];
+  try {
+    made = await makeRunDir(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    throw new Error(`${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`);
+  }
+  try {
+    const { parent } = splitPath(await Deno.realPath(dir));
+    for (const [d, what] of [[dir, ""], [parent, `, where its new files are written first`]]) {
+      if (await canWriteIn(d)) continue;
+      throw new Error(
+        `${dir}: this user cannot create files in ${d}${what} (permissions, or a read-only ` +
+          `file system); ${GIVE_ANOTHER_OUT}`,
+      );
+    }
+  } catch (e) {
+    await removeMadeDirs(made);
+    throw e;
+  }
+  return made;
+}
+
+/**
+ * Put into `to` what `from` holds that is not an evaluation's own file (a user's notes beside
+ * an earlier evaluation): files as hard links (copies where a link cannot be made),
+ * directories rebuilt inside, symbolic links as they are.
+ */
+async function keepOthers(from: string, to: string, own?: ReadonlySet<string>): Promise<void> {
+  for await (const e of Deno.readDir(from)) {
+    if (own?.has(e.name)) continue;
+    const src = `${from}/${e.name}`, dst = `${to}/${e.name}`;
+    if (e.isSymlink) await Deno.symlink(await Deno.readLink(src), dst);
+    else if (e.isDirectory) {
+      await Deno.mkdir(dst);
+      await keepOthers(src, dst);
+    } else await Deno.link(src, dst).catch(() => Deno.copyFile(src, dst));
+  }
+}
+
 /**
  * Write every output of an evaluation into `dir`.
  *
@@ -400,22 +465,8 @@ export async function writeEvalOutputs(
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
   await checkEvalOut(dir);
-  await Deno.mkdir(dir, { recursive: true });
   const withReadout = result.examples.filter((e) => e.readout?.length);
   const pictures = evalPictures(withReadout, opts);
-  // An earlier evaluation into the same directory (another checkpoint, a baseline after a
-  // LOTUS model, a run without a log) may have written files that this one does not: remove
-  // them first, so that no readout or curve of another model sits beside this summary.
-  const writes = new Set(pictures.map((p) => p.file));
-  if (withReadout.length) writes.add("readout.csv");
-  for (const f of OPTIONAL_EVAL_FILES) {
-    if (writes.has(f)) continue;
-    try {
-      await Deno.remove(`${dir}/${f}`);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
   const files: ReportFiles = {
     predictions: `${dir}/predictions.csv`,
     summary: `${dir}/summary.json`,
@@ -423,108 +474,136 @@ export async function writeEvalOutputs(
     pictures: [],
     html: `${dir}/report.html`,
   };
-  await writeFileAtomic(
-    files.predictions,
-    stringify(
-      result.examples.map((e) => ({
-        index: e.index,
-        id: e.id,
-        K: e.K,
-        R: e.R,
-        gold: e.gold,
-        predicted: e.predicted,
-        correct: e.correct ? 1 : 0,
-        too_long: e.tooLong ? 1 : 0,
-        gold_steps: e.goldSteps ?? "",
-        // A question too long for the context was not answered: no tokens, no timings (the
-        // summary's means are over the answered rows, as these columns' are then).
-        tokens: e.tooLong ? "" : e.tokens,
-        thought_tokens: e.tooLong ? "" : e.thoughtTokens,
-        prefill_ms: e.tooLong ? "" : e.prefillMs.toFixed(3),
-        thought_ms: e.tooLong ? "" : e.thoughtMs.toFixed(3),
-        decode_ms: e.tooLong ? "" : e.decodeMs.toFixed(3),
-        readout: e.readout ? e.readout.map((b) => b.text).join(" | ") : "",
-        question: e.question,
-        generated: e.text,
-      })),
-      {
-        header: true,
-        columns: [
-          "index",
-          "id",
-          "K",
-          "R",
-          "gold",
-          "predicted",
-          "correct",
-          "too_long",
-          "gold_steps",
-          "tokens",
-          "thought_tokens",
-          "prefill_ms",
-          "thought_ms",
-          "decode_ms",
-          "readout",
-          "question",
-          "generated",
-        ],
-      },
-    ),
-  );
-  await writeFileAtomic(
-    files.summary,
-    JSON.stringify({ ...prov, runs: result.runs }, null, 2) + "\n",
-  );
-  await writeFileAtomic(
-    files.bySteps,
-    stringify(
-      result.runs.flatMap((r) =>
-        r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, b.accuracy.toFixed(4)])
-      ),
-      { header: true, columns: ["R", "gold_steps", "n", "correct", "accuracy"] },
-    ),
-  );
-  if (withReadout.length) {
-    files.readout = `${dir}/readout.csv`;
-    await writeFileAtomic(
-      files.readout,
-      stringify(
-        withReadout.flatMap((e) =>
-          e.readout!.map((b) => [
-            e.id,
-            e.R,
-            b.block,
-            b.gold,
-            b.text,
-            b.top1.filter(Boolean).length,
-            b.top5.filter(Boolean).length,
-            b.top1.length,
-            b.kind ?? "",
-            b.alternativeTop5 === null ? "" : b.alternativeTop5 ? 1 : 0,
-          ])
+  // The whole set is written into a new directory beside `dir` and swapped in at the end, so
+  // that a failure or a kill part way leaves the earlier evaluation's files all as they were.
+  // No file of an earlier evaluation (another checkpoint, a baseline after a LOTUS model, a
+  // run without a log) stays beside this summary; other files in `dir` are kept.
+  let target: string | null = null;
+  try {
+    target = await Deno.realPath(dir);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  try {
+    await replaceDir(target ?? dir, async (tmp) => {
+      const put = (name: string, data: string) => Deno.writeTextFile(`${tmp}/${name}`, data);
+      if (target !== null) {
+        const mode = (await Deno.stat(target)).mode;
+        if (mode !== null) await Deno.chmod(tmp, mode & 0o7777);
+        await keepOthers(target, tmp, EVAL_FILES);
+      }
+      await put(
+        "predictions.csv",
+        stringify(
+          result.examples.map((e) => ({
+            index: e.index,
+            id: e.id,
+            K: e.K,
+            R: e.R,
+            gold: e.gold,
+            predicted: e.predicted,
+            correct: e.correct ? 1 : 0,
+            too_long: e.tooLong ? 1 : 0,
+            gold_steps: e.goldSteps ?? "",
+            // A question too long for the context was not answered: no tokens, no timings (the
+            // summary's means are over the answered rows, as these columns' are then).
+            tokens: e.tooLong ? "" : e.tokens,
+            thought_tokens: e.tooLong ? "" : e.thoughtTokens,
+            prefill_ms: e.tooLong ? "" : e.prefillMs.toFixed(3),
+            thought_ms: e.tooLong ? "" : e.thoughtMs.toFixed(3),
+            decode_ms: e.tooLong ? "" : e.decodeMs.toFixed(3),
+            readout: e.readout ? e.readout.map((b) => b.text).join(" | ") : "",
+            question: e.question,
+            generated: e.text,
+          })),
+          {
+            header: true,
+            columns: [
+              "index",
+              "id",
+              "K",
+              "R",
+              "gold",
+              "predicted",
+              "correct",
+              "too_long",
+              "gold_steps",
+              "tokens",
+              "thought_tokens",
+              "prefill_ms",
+              "thought_ms",
+              "decode_ms",
+              "readout",
+              "question",
+              "generated",
+            ],
+          },
         ),
-        {
-          header: true,
-          columns: [
-            "id",
-            "R",
-            "block",
-            "gold",
-            "readout",
-            "top1_hits",
-            "top5_hits",
-            "positions",
-            "kind",
-            "alternative_top5",
-          ],
-        },
-      ),
+      );
+      await put(
+        "summary.json",
+        JSON.stringify({ ...prov, runs: result.runs }, null, 2) + "\n",
+      );
+      await put(
+        "accuracy_by_steps.csv",
+        stringify(
+          result.runs.flatMap((r) =>
+            r.byGoldSteps.map((b) => [r.R, b.steps, b.n, b.correct, b.accuracy.toFixed(4)])
+          ),
+          { header: true, columns: ["R", "gold_steps", "n", "correct", "accuracy"] },
+        ),
+      );
+      if (withReadout.length) {
+        files.readout = `${dir}/readout.csv`;
+        await put(
+          "readout.csv",
+          stringify(
+            withReadout.flatMap((e) =>
+              e.readout!.map((b) => [
+                e.id,
+                e.R,
+                b.block,
+                b.gold,
+                b.text,
+                b.top1.filter(Boolean).length,
+                b.top5.filter(Boolean).length,
+                b.top1.length,
+                b.kind ?? "",
+                b.alternativeTop5 === null ? "" : b.alternativeTop5 ? 1 : 0,
+              ])
+            ),
+            {
+              header: true,
+              columns: [
+                "id",
+                "R",
+                "block",
+                "gold",
+                "readout",
+                "top1_hits",
+                "top5_hits",
+                "positions",
+                "kind",
+                "alternative_top5",
+              ],
+            },
+          ),
+        );
+      }
+      for (const p of pictures) {
+        await put(p.file, p.svg + "\n");
+        files.pictures.push(`${dir}/${p.file}`);
+      }
+      await put("report.html", reportHtml(prov, result, pictures));
+    });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    throw new Error(
+      `${dir}: the evaluation's files could not be written (${(e as Error).message}); ` +
+        `what ${dir} held is unchanged; make room, or give --out another directory, and run ` +
+        `the command again`,
+      { cause: e },
     );
   }
-  for (const p of pictures) {
-    await writeFileAtomic(`${dir}/${p.file}`, p.svg + "\n");
-    files.pictures.push(`${dir}/${p.file}`);
-  }
-  await writeFileAtomic(files.html, reportHtml(prov, result, pictures));
   return files;
 }

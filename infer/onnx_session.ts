@@ -57,7 +57,7 @@ import {
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
-import { exists, rethrowIfDenied } from "../base/exists.ts";
+import { canWriteIn, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import { splitPath } from "../base/staging.ts";
 import { readFull } from "../base/read_full.ts";
@@ -378,22 +378,6 @@ async function staleCache(ck: string, cache: string): Promise<string | null> {
       `${ONNX_CACHE_RECORD})`;
   }
   return null;
-}
-
-/**
- * Whether this process can create a file in `dir`: false where the operating system refuses
- * it (permissions, a read-only file system). Any other failure (a missing --allow-write, a
- * full disk, a directory gone) is thrown, as the export would meet it too.
- */
-async function canWriteIn(dir: string): Promise<boolean> {
-  try {
-    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".lotus-write-check-" }));
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.PermissionDenied) return false;
-    if (/\(os error 30\)/.test((e as Error).message)) return false; // read-only file system
-    throw e;
-  }
 }
 
 /** An environment variable, or undefined when unset or not readable (no --allow-env). */

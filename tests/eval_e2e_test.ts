@@ -16,6 +16,9 @@ import type { RunSummary } from "../eval/evaluate.ts";
 import type { EvalProvenance } from "../eval/report.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
+import { ROOT, type Run, TASK_PERMISSIONS } from "./_run.ts";
+import { exists } from "../base/exists.ts";
+import { splitPath } from "../base/staging.ts";
 import { fixtureTask } from "./_task.ts";
 
 interface Setup {
@@ -286,4 +289,186 @@ Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the
     }
     assert(!found, f);
   }
+});
+
+/**
+ * `deno task eval FLAGS` in a child process, through `bash -c PREFIX` (a ulimit) when given,
+ * with `preload` run first when given.
+ */
+async function evalChild(flags: string[], opts: { preload?: string; bash?: string } = {}) {
+  const deno = [
+    Deno.execPath(),
+    "run",
+    ...TASK_PERMISSIONS,
+    ...(opts.preload ? [`--preload=${opts.preload}`] : []),
+    `${ROOT}cli/eval.ts`,
+    "--threads",
+    "1",
+    ...flags,
+  ];
+  const [cmd, args] = opts.bash
+    ? ["bash", ["-c", `${opts.bash}; exec "$@"`, "bash", ...deno]]
+    : [deno[0], deno.slice(1)];
+  const child = new Deno.Command(cmd, {
+    args,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  const res = await child.output();
+  clearTimeout(guard);
+  const dec = new TextDecoder();
+  return { code: res.code, stdout: dec.decode(res.stdout), stderr: dec.decode(res.stderr) } as Run;
+}
+
+/** Every file under `dir` (relative path -> bytes). */
+async function snapshot(dir: string): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isDirectory) {
+      for (const [k, v] of await snapshot(`${dir}/${e.name}`)) files.set(`${e.name}/${k}`, v);
+    } else files.set(e.name, await Deno.readFile(`${dir}/${e.name}`));
+  }
+  return files;
+}
+
+const names = async (dir: string) =>
+  (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+
+/** The flags of a LOTUS evaluation on the valid split, batch 1 by default (lines at 8, 16, 24). */
+const lotusFlags = (s: Setup, out: string, batch = 1) => [
+  "--checkpoint",
+  s.lotus,
+  "--data",
+  s.data,
+  "--out",
+  out,
+  "--batch",
+  String(batch),
+];
+
+Deno.test("eval end to end: an --out that cannot be written stops before evaluating, naming it", async () => {
+  const s = await trained();
+  // A read-only file system, and a directory the operating system refuses files in: root is
+  // refused neither, so a preload refuses them as the operating system would. The child says
+  // so on one line, before loading anything, and removes the directories it made.
+  const readOnly = `${s.dir}/read-only/out`, unwritable = `${s.dir}/unwritable/out`;
+  const preload = `${await tempDir()}/refuse.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const { mkdir, makeTempFile } = Deno;
+Object.assign(Deno, {
+  mkdir(path: string, o?: Deno.MkdirOptions) {
+    if (path === ${JSON.stringify(readOnly)}) {
+      return Promise.reject(new Error(\`Read-only file system (os error 30): mkdir '\${path}'\`));
+    }
+    return mkdir(path, o);
+  },
+  makeTempFile(o?: Deno.MakeTempOptions) {
+    if (o?.dir === ${JSON.stringify(unwritable)}) {
+      return Promise.reject(new Deno.errors.PermissionDenied("Permission denied (os error 13)"));
+    }
+    return makeTempFile(o);
+  },
+});
+`,
+  );
+  const what = "give --out a directory this user can write (the default is out/eval)";
+  for (
+    const [out, why] of [
+      [readOnly, `cannot be made (Read-only file system (os error 30): mkdir '${readOnly}')`],
+      [
+        unwritable,
+        `this user cannot create files in ${unwritable} (permissions, or a ` +
+        `read-only file system)`,
+      ],
+    ]
+  ) {
+    const res = await evalChild(lotusFlags(s, out), { preload });
+    assertEquals(res.code, 1, res.stderr);
+    assertEquals(res.stderr, `error: ${out}: ${why}; ${what}\n`);
+    assert(!(await exists(splitPath(out).parent)), "the directories it made are removed");
+  }
+});
+
+Deno.test("eval end to end: a write that fails part way leaves the earlier evaluation whole", async () => {
+  const s = await trained();
+  const out = `${s.dir}/eval-full-disk`;
+  await runCli([...lotusFlags(s, out, 8), "--limit", "12"]);
+  await Deno.writeTextFile(`${out}/notes.txt`, "mine");
+  const before = await snapshot(out);
+  const beside = await names(s.dir);
+  // A file-size limit stands in for a full disk: the report, the largest file, no longer
+  // fits, the files written before it do.
+  const size = (f: string) => before.get(f)!.length;
+  const others = Math.max(...[...before.keys()].filter((f) => f !== "report.html").map(size));
+  const limitKiB = Math.floor((others + size("report.html")) / 2 / 1024);
+  assert(others + 2048 < limitKiB * 1024 && limitKiB * 1024 + 2048 < size("report.html"));
+  const res = await evalChild([...lotusFlags(s, out, 4), "--limit", "12"], {
+    bash: `trap '' XFSZ; ulimit -f ${limitKiB}`,
+  });
+  assertEquals(res.code, 1, res.stderr);
+  assert(
+    res.stderr.includes(`error: ${out}: the evaluation's files could not be written (`),
+    res.stderr,
+  );
+  assert(res.stderr.includes(`what ${out} held is unchanged`), res.stderr);
+  assertEquals(await snapshot(out), before);
+  assertEquals(await names(s.dir), beside, "nothing left beside --out");
+});
+
+/**
+ * {@linkcode evalChild} sending itself `signal` as it logs a line starting `at`: a preload
+ * wraps console.error (the signal comes in a microtask, held a moment as a batch would be).
+ */
+async function evalSignalledAt(at: string, signal: Deno.Signal, flags: string[]) {
+  const preload = `${await tempDir()}/signal_at.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith(${JSON.stringify(at)})) {
+    queueMicrotask(() => {
+      Deno.kill(Deno.pid, "${signal}");
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    });
+  }
+};
+`,
+  );
+  return await evalChild(flags, { preload });
+}
+
+Deno.test({
+  name: "eval end to end: Ctrl-C or SIGTERM stops after the batch, writes nothing and says so",
+  sanitizeResources: false,
+  async fn() {
+    const s = await trained();
+    // Into a new directory: it goes, with the parent made for it.
+    const out = `${s.dir}/stopped/eval`;
+    const res = await evalSignalledAt("R=2: 8/24", "SIGINT", lotusFlags(s, out));
+    assertEquals(res.code, 130, res.stderr);
+    const m =
+      /^stopped by SIGINT after (\d+) of 24 items at R=2: nothing was written \((.*)\); run the command again\n$/
+        .exec(res.stdout);
+    assert(m, res.stdout);
+    assert(Number(m[1]) >= 8 && Number(m[1]) < 24, m[1]);
+    assertEquals(m[2], `${out}, made by this run, is removed`);
+    assert(!res.stderr.includes("R=2: 16/24"), res.stderr);
+    assert(!(await exists(`${s.dir}/stopped`)));
+    // Into an earlier evaluation: it is kept as it was.
+    const earlier = `${s.dir}/eval-earlier`;
+    await runCli([...lotusFlags(s, earlier, 8), "--limit", "8"]);
+    const before = await snapshot(earlier);
+    const term = await evalSignalledAt("R=2: 8/24", "SIGTERM", lotusFlags(s, earlier));
+    assertEquals(term.code, 143, term.stderr);
+    assert(
+      term.stdout.includes(`nothing was written (the earlier evaluation in ${earlier} is kept)`),
+      term.stdout,
+    );
+    assertEquals(await snapshot(earlier), before);
+  },
 });

@@ -197,6 +197,8 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   // A CoT checkpoint evaluated into the same directory, its run without a log: no readout,
   // no curves. What the LOTUS evaluation wrote must not stay beside its summary.
   await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+  await Deno.mkdir(`${dir}/notes`);
+  await Deno.writeTextFile(`${dir}/notes/a.txt`, "also mine");
   const res = fakeResult();
   const cot: EvalResult = {
     examples: res.examples.map((e) => ({ ...e, K: 0, R: 0, readout: undefined })),
@@ -207,6 +209,7 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   assertEquals(files.pictures, []);
   assertEquals(await names(), [
     "accuracy_by_steps.csv",
+    "notes",
     "notes.txt",
     "predictions.csv",
     "report.html",
@@ -215,7 +218,9 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   assertEquals(JSON.parse(await Deno.readTextFile(files.summary)).mode, "cot");
   // And back: everything is written again.
   await writeEvalOutputs(dir, PROV, fakeResult(), { trainLog: LOG });
-  assertEquals(await names(), [...all, "notes.txt"].sort());
+  assertEquals(await names(), [...all, "notes", "notes.txt"].sort());
+  assertEquals(await Deno.readTextFile(`${dir}/notes.txt`), "mine");
+  assertEquals(await Deno.readTextFile(`${dir}/notes/a.txt`), "also mine");
 });
 
 const CHROMIUM = findChromium();

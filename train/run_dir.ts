@@ -32,6 +32,7 @@ async function present(path: string): Promise<boolean> {
  * outermost first (`dir` last): empty when `dir` was there already, or is a file (which the
  * caller refuses). One that another process makes meanwhile is not counted as made here, nor
  * are any when a parent this process may not read was missing too (all are made at once then).
+ * When one cannot be made, those made before it are removed again (each only while empty).
  */
 export async function makeRunDir(dir: string): Promise<string[]> {
   const missing: string[] = [];
@@ -51,7 +52,10 @@ export async function makeRunDir(dir: string): Promise<string[]> {
         await Deno.mkdir(dir, { recursive: true });
         return [];
       }
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      if (!(e instanceof Deno.errors.AlreadyExists)) {
+        await removeMadeDirs(made);
+        throw e;
+      }
     }
   }
   return made;

@@ -90,6 +90,10 @@ import { fieldIssue } from "../base/json.ts";
 import { splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
+// A run listens for the stop signals from the end of its set-up to its end (the current step
+// ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
+// ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
+import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
 import type { VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
@@ -520,50 +524,6 @@ function initPreset(
 function llamaPresetOf(json: unknown): PresetName {
   const hidden = Number((json as Record<string, unknown>).hidden_size);
   return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
-}
-
-/** The signals that stop a run cleanly: the current step ends, a checkpoint is saved. */
-const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
-
-/**
- * Stop signals seen while it listens. A run listens from the end of its set-up to its end; the
- * CoT start of a two-phase run goes on listening until LOTUS ends, so that a signal between the
- * phases, or while LOTUS sets up, stops LOTUS as well (without a listener, a signal ends the
- * process at once).
- */
-interface StopWatch {
-  /** The first signal seen, or null. */
-  readonly signal: Deno.Signal | null;
-  /** Stop listening. */
-  close(): void;
-}
-
-/** Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen. */
-function watchStopSignals(): StopWatch {
-  const listeners = new Map<Deno.Signal, () => void>();
-  let signal: Deno.Signal | null = null;
-  for (const sig of STOP_SIGNALS) {
-    const onSignal = () => {
-      signal ??= sig;
-    };
-    try {
-      Deno.addSignalListener(sig, onSignal);
-      listeners.set(sig, onSignal);
-    } catch { /* signals unsupported */ }
-  }
-  return {
-    get signal() {
-      return signal;
-    },
-    close() {
-      for (const [sig, h] of listeners) {
-        try {
-          Deno.removeSignalListener(sig, h);
-        } catch { /* signals unsupported */ }
-      }
-      listeners.clear();
-    },
-  };
 }
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
@@ -2031,16 +1991,6 @@ async function initIsDirectory(path: string): Promise<boolean> {
     rethrowIfDenied(e);
     throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
-}
-
-/**
- * Two turns of the event loop: a signal that has come reaches its listener. One is not
- * enough: a turn runs its expired timers before the operations that completed (a signal's),
- * so after a step long enough to expire a timer, the first turn resumes the run before the
- * listener has run.
- */
-async function signalTurns(): Promise<void> {
-  for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
 }
 
 /** The loss the run in `dir` logged for `step`, or NaN when its log has none. */

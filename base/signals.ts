@@ -1,0 +1,77 @@
+/**
+ * The stop signals (SIGINT, SIGTERM) as the long-running commands take them: a listener keeps
+ * the first one seen, and the work looks at it between its steps (training after a step,
+ * an evaluation after a batch), so that it stops cleanly rather than at once.
+ *
+ * @example
+ * ```ts
+ * import { signalTurns, watchStopSignals } from "./signals.ts";
+ * const stop = watchStopSignals();
+ * try {
+ *   for (let step = 0; step < 3; step++) {
+ *     await signalTurns();
+ *     if (stop.signal) break;
+ *   }
+ * } finally {
+ *   stop.close();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+/** The signals that stop a run cleanly: the current step ends, then the run stops. */
+export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+/**
+ * Stop signals seen while it listens (without a listener, a signal ends the process at once).
+ */
+export interface StopWatch {
+  /** The first signal seen, or null. */
+  readonly signal: Deno.Signal | null;
+  /** Stop listening. */
+  close(): void;
+}
+
+/** Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen. */
+export function watchStopSignals(): StopWatch {
+  const listeners = new Map<Deno.Signal, () => void>();
+  let signal: Deno.Signal | null = null;
+  for (const sig of STOP_SIGNALS) {
+    const onSignal = () => {
+      signal ??= sig;
+    };
+    try {
+      Deno.addSignalListener(sig, onSignal);
+      listeners.set(sig, onSignal);
+    } catch { /* signals unsupported */ }
+  }
+  return {
+    get signal() {
+      return signal;
+    },
+    close() {
+      for (const [sig, h] of listeners) {
+        try {
+          Deno.removeSignalListener(sig, h);
+        } catch { /* signals unsupported */ }
+      }
+      listeners.clear();
+    },
+  };
+}
+
+/**
+ * Two turns of the event loop: a signal that has come reaches its listener. One is not
+ * enough: a turn runs its expired timers before the operations that completed (a signal's),
+ * so after a step long enough to expire a timer, the first turn resumes the run before the
+ * listener has run.
+ */
+export async function signalTurns(): Promise<void> {
+  for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
+}
+
+/** The exit status of a command a stop signal ended: 130 for SIGINT, 143 for SIGTERM. */
+export function signalExitCode(signal: Deno.Signal): number {
+  return signal === "SIGINT" ? 130 : 143;
+}
