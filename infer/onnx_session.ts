@@ -24,6 +24,8 @@ import {
   checkpointDirOf,
   loadCheckpoint,
   progressOf,
+  refuseUnsavedRun,
+  tokenizerOfModel,
   trainStateNote,
 } from "../model/checkpoint.ts";
 import {
@@ -54,7 +56,7 @@ import {
   SESSION_CLOSED,
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
-import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import { splitPath } from "../base/staging.ts";
@@ -456,6 +458,11 @@ export async function onnxExportFor(
     );
   }
   const ck = checkpointDirOf(path);
+  try {
+    await refuseUnsavedRun(path, ck);
+  } catch (e) {
+    throw new ExportError((e as Error).message);
+  }
   if (!(await exists(`${ck}/config.json`))) {
     throw new ExportError(
       `${path}: neither an export (no lotus.json) nor a checkpoint (no config.json here or ` +
@@ -486,6 +493,36 @@ export async function onnxExportFor(
   // its next use.
   await writeChecksums(cache, r.files, ONNX_CACHE_RECORD);
   return cache;
+}
+
+/**
+ * The tokenizer of export `dir`, refused when it is missing, damaged, or not the model's
+ * (another vocabulary size or other special ids than lotus.json's).
+ */
+async function exportTokenizer(dir: string, lotus: LotusJson): Promise<Tokenizer> {
+  const path = `${dir}/tokenizer.json`, again = "export the checkpoint again (deno task export)";
+  let json: string;
+  try {
+    json = await Deno.readTextFile(path);
+  } catch (e) {
+    rethrowIfDenied(e);
+    const what = e instanceof Deno.errors.NotFound
+      ? "missing"
+      : `cannot read (${(e as Error).message})`;
+    throw new ExportError(`${path}: ${what}; ${again}`);
+  }
+  try {
+    return tokenizerOfModel(json, path, {
+      vocabSize: lotus.lotus.model.vocabSize,
+      special: lotus.special,
+      owner: "export",
+      file: "lotus.json",
+      vocabField: "lotus.model.vocabSize",
+      specialField: "special.",
+    }, again);
+  } catch (e) {
+    throw new ExportError((e as Error).message);
+  }
 }
 
 /** Index of the largest value of each of `rows` rows of width V (lowest index on ties). */
@@ -520,11 +557,7 @@ export async function openOnnxInference(
 ): Promise<InferenceSession> {
   const dir = await onnxExportFor(path);
   const lotus: LotusJson = await readLotusJson(dir);
-  const tok = tokenizerFromJson(
-    await Deno.readTextFile(`${dir}/tokenizer.json`),
-    "file",
-    `${dir}/tokenizer.json`,
-  );
+  const tok = await exportTokenizer(dir, lotus);
   const net = await OnnxBackbone.open(dir, { threads: opts.threads });
   const meta = lotus.lotus, sp = lotus.special, V = net.shape.vocabSize, C = net.shape.dModel;
   const [eBot, eLat] = [
