@@ -766,6 +766,24 @@ Deno.test("runEval readout: only a valid reading of an earlier block grounds a l
   assertEquals(await kinds(["<<12/3=4.0>>", "<<4-3=1>>"]), ["gold", "alternative"]);
 });
 
+Deno.test("runEval readout: a model with no latent blocks (K = 0) reports no readout", async () => {
+  const item: EvalItem = {
+    id: "q0",
+    source: { file: "x", line: 1 },
+    question: "Tom has 12 apples and 3 bags.",
+    answer: "8",
+    math: ["<<12/3=4>>", "<<4*2=8>>"],
+    nl: null,
+  };
+  const res = await runEval(readoutSession([]), [item]);
+  assertEquals(res.runs[0].K, 0);
+  assertEquals(res.examples[0].readout, undefined);
+  assertEquals(res.runs[0].readout, undefined);
+  // With one block, the same item is scored.
+  const one = await runEval(readoutSession(["<<12/3=4>>"]), [item]);
+  assertEquals(one.runs[0].readout?.blocks, 1);
+});
+
 Deno.test("runEval: msPerAnswerToken is null when no answer token was timed", async () => {
   // A CoT model that writes no "#" and runs out of budget: every step is its thought.
   const tokenizer = {
