@@ -52,6 +52,7 @@ import {
   type AnswerBatch,
   type AnswerOptions,
   checkAnswerRequest,
+  checkContext,
   type InferenceSession,
   SESSION_CLOSED,
 } from "./session.ts";
@@ -596,14 +597,11 @@ export async function openOnnxInference(
       sp.pad,
     );
     const P = pre.P, L = lotusMode ? 1 + K * c : 0;
-    const need = P + L + budget + 1;
-    if (need > meta.model.maxPositions) {
-      throw new RangeError(
-        `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-          `positions; the model has ${meta.model.maxPositions}: ask for fewer new tokens ` +
-          `(maxNewTokens, --max-new-tokens) or fewer latent blocks (k, --k)`,
-      );
-    }
+    checkContext(
+      Array.from(pre.qLen),
+      { lotus: lotusMode, K, c, budget },
+      meta.model.maxPositions,
+    );
     const T0 = performance.now();
     const prefix = await net.forward({ ids: pre.ids }, B, P, {
       positions: pre.pos,

@@ -95,6 +95,46 @@ export function checkAnswerRequest(
 }
 
 /**
+ * Checks that a request fits the model's context: its longest question (`lengths`, each
+ * question's tokens), the latent region (`1 + K * c` positions for LOTUS, none for a
+ * baseline), `budget` new tokens and the end. Throws a RangeError that names the question by
+ * its index, and says to shorten it when it leaves no room for an answer with any options.
+ *
+ * @example
+ * ```ts
+ * import { checkContext } from "./session.ts";
+ * checkContext([10, 20], { lotus: true, K: 2, c: 4, budget: 16 }, 64);
+ * try {
+ *   checkContext([10, 70], { lotus: false, K: 0, c: 4, budget: 16 }, 64);
+ * } catch (e) {
+ *   console.assert((e as Error).message.startsWith("question 1 "));
+ * }
+ * ```
+ */
+export function checkContext(
+  lengths: readonly number[],
+  o: { lotus: boolean; K: number; c: number; budget: number },
+  maxPositions: number,
+): void {
+  const P = Math.max(...lengths), L = o.lotus ? 1 + o.K * o.c : 0;
+  const need = P + L + o.budget + 1;
+  if (need <= maxPositions) return;
+  const which = `question ${lengths.indexOf(P)}`;
+  // The least a question needs besides its tokens: BOT (LOTUS), one new token and the end.
+  if (P + (o.lotus ? 1 : 0) + 2 > maxPositions) {
+    throw new RangeError(
+      `${which} is too long: its ${P} tokens leave no room for an answer in the model's ` +
+        `${maxPositions} positions; shorten it`,
+    );
+  }
+  throw new RangeError(
+    `${which}, of ${P} tokens, plus the latents and ${o.budget} new tokens needs ${need} ` +
+      `positions; the model has ${maxPositions}: ask for fewer new tokens (maxNewTokens, ` +
+      `--max-new-tokens)` + (o.lotus && o.K > 0 ? " or fewer latent blocks (k, --k)" : ""),
+  );
+}
+
+/**
  * What a user should hear about a requested shape before its answers: `--k`/`--r` given to a
  * baseline (explicit CoT or no CoT), which has no latent loop and ignores them; and a `--k`
  * above the K the checkpoint reached, whose extra blocks were never trained. Empty when there
