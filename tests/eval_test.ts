@@ -381,10 +381,18 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
   const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
   assert(
     dup.message.startsWith(
-      `${d}/dup.json:3: field "ID": the id "dup.json:a-1" is already that of element 1`,
+      `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
+        `element 1`,
     ),
     dup.message,
   );
+  // A bad element is named as such, not as a line of the file.
+  await Deno.writeTextFile(
+    `${d}/bad.json`,
+    JSON.stringify([svamp("b-1", "One?"), { ...svamp("b-2", "Two?"), Question: 5 }]),
+  );
+  const bad = await assertRejects(() => loadEvalItems(`${d}/bad.json`), InputError);
+  assert(bad.message.startsWith(`${d}/bad.json: element 2: field "Question"`), bad.message);
   // A file in no format evaluation reads says so, listing evaluation's formats.
   await Deno.writeTextFile(`${d}/other.jsonl`, '{"prompt": "q?", "label": 1}\n');
   const other = await assertRejects(() => loadEvalItems(`${d}/other.jsonl`), FormatError);
