@@ -32,12 +32,13 @@ export const SESSION_CLOSED = "the inference session is closed; open another wit
 /**
  * Refuses `openInference`'s sizes that no answer could use: `maxBatch`,
  * `maxNewTokens` and `maxQuestionTokens` are whole numbers of at least 1, `threads` a whole
- * number of at least 0.
+ * number of at least 0; `backend` one of {@linkcode InferenceBackend}'s.
  *
  * @throws {RangeError} naming the option.
  */
 export function checkOpenOptions(
   opts: {
+    backend?: string;
     maxBatch?: number;
     maxNewTokens?: number;
     maxQuestionTokens?: number;
@@ -45,8 +46,14 @@ export function checkOpenOptions(
   },
 ): void {
   const mins = [["maxBatch", 1], ["maxNewTokens", 1], ["maxQuestionTokens", 1], ["threads", 0]];
-  for (const [name, min] of mins as [keyof typeof opts, number][]) {
+  for (const [name, min] of mins as [Exclude<keyof typeof opts, "backend">, number][]) {
     checkWhole(`openInference: ${name}`, opts[name], min);
+  }
+  const backends: readonly string[] = ["cpu", "cuda", "auto", "onnx"] satisfies InferenceBackend[];
+  if (opts.backend !== undefined && !backends.includes(opts.backend)) {
+    throw new RangeError(
+      `openInference: backend ${JSON.stringify(opts.backend)}: use ${backends.join(", ")}`,
+    );
   }
 }
 
