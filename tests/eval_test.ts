@@ -547,7 +547,7 @@ Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
   assertEquals(a.out, "out/eval");
   assertEquals(parseEvalArgs(["--help"]), "help");
   assertThrows(() => parseEvalArgs(["--data", "d"]), CliError, "--checkpoint");
-  for (const r of ["1,x", "1,1", "0,,2"]) {
+  for (const r of ["1,x", "1,1", "0,,2", "0x10", "1,0x2", " "]) {
     assertThrows(
       () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--r", r]),
       CliError,
