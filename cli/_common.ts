@@ -512,14 +512,21 @@ export function permissionMessage(e: unknown, command: string): string | undefin
 
 /**
  * `e`'s message, with what to do added when the operating system refused access to a path
- * (`PermissionDenied`, or a read-only file system), whose bare message names the path and
- * the call only.
+ * (`PermissionDenied`, a read-only file system) or a write (a full file system), whose bare
+ * message names the path and the call only.
  */
 export function osAccessMessage(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
   // Only the bare message: one of the project's errors already says what to do.
   if (/^Read-only file system \(os error 30\)/.test(message)) {
     return `${message}: that file system is mounted read-only; give a path on another one`;
+  }
+  const full = /^No space left on device \(os error 28\)(?:: \w+ '([^']+)')?/.exec(message);
+  if (full) {
+    const where = full[1] === undefined
+      ? "the file system written to"
+      : `the file system of ${full[1]}`;
+    return `${message}: ${where} is full; free space on it, or give a path on another one`;
   }
   if (e instanceof Deno.errors.PermissionDenied && /^Permission denied/.test(message)) {
     return `${message}: the operating system refused this user that access; change the ` +

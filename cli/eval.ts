@@ -33,7 +33,12 @@ import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } fro
 
 const rList = z.string().transform((s, ctx) => {
   const parts = s.split(",").map((p) => p.trim());
-  const out = parts.map((p) => (p === "" ? NaN : Number(p)));
+  // Each parsed as the other integer flags are (so 0x10 is refused, not read as 16).
+  const whole = wholeNumber(0);
+  const out = parts.map((p) => {
+    const r = whole.safeParse(p);
+    return r.success ? r.data : NaN;
+  });
   if (!out.length || out.some((n) => !Number.isInteger(n) || n < 0)) {
     ctx.addIssue({ code: "custom", message: `must be a list of integers >= 0, got "${s}"` });
     return z.NEVER;

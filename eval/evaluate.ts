@@ -324,7 +324,8 @@ export async function runEval(
           thoughtMs,
           decodeMs: t.decodeMs / B,
         };
-        if (a.latentLogits && steps && steps.length > 0) {
+        // No readout without latent blocks (K = 0): nothing was scored.
+        if (a.latentLogits && res.K > 0 && steps && steps.length > 0) {
           row.readout = readoutOf(a.latentLogits, it, steps, cot, res.K, res.c, V, tok, spill);
         }
         rows.push(row);
@@ -534,7 +535,7 @@ function summarise(
     },
     byGoldSteps,
   };
-  const withReadout = rows.filter((r) => r.readout);
+  const withReadout = rows.filter((r) => r.readout?.length);
   if (withReadout.length) out.readout = summariseReadout(withReadout.map((r) => r.readout!));
   return out;
 }

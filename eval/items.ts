@@ -163,7 +163,7 @@ async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputErr
   const data = await readJsonArray(path, "a JSON array of {Body, Question, Equation, Answer}");
   const ids = new IdRegister();
   for (let i = 0; i < data.length; i++) {
-    const at = { file: path, line: i + 1 };
+    const at = { file: path, line: i + 1, element: true };
     const r = checkRecord(SvampRecord, data[i], SVAMP_EXPECT, at);
     if (r instanceof InputError) {
       yield r;

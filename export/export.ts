@@ -33,6 +33,7 @@ import {
   loadCheckpoint,
   progressOf,
   recoverCheckpoint,
+  refuseUnsavedRun,
   toHfTensors,
   trainStateNote,
 } from "../model/checkpoint.ts";
@@ -202,6 +203,11 @@ export async function exportCheckpoint(
   }
   await recoverCheckpoint(checkpoint);
   const dir = checkpointDirOf(checkpoint);
+  try {
+    await refuseUnsavedRun(checkpoint, dir);
+  } catch (e) {
+    throw new ExportError(`cannot export: ${(e as Error).message}`);
+  }
   if (!(await exists(`${dir}/config.json`))) {
     throw new ExportError(
       `${checkpoint}: no config.json here or in ${checkpoint}/checkpoint; pass a checkpoint ` +

@@ -13,6 +13,7 @@ import {
   type AnswerBatch,
   type AnswerOptions,
   checkAnswerRequest,
+  checkContext,
   checkOpenOptions,
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
@@ -119,14 +120,11 @@ export async function openInference(
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
       const P = Math.max(...ids.map((q) => q.length));
       const budget = o.maxNewTokens ?? maxNew;
-      const need = P + (mode === "lotus" ? 1 + K * c : 0) + budget + 1;
-      if (need > ck.meta.model.maxPositions) {
-        throw new RangeError(
-          `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-            `positions; the model has ${ck.meta.model.maxPositions}: ask for fewer new tokens ` +
-            `(maxNewTokens, --max-new-tokens) or fewer latent blocks (k, --k)`,
-        );
-      }
+      checkContext(
+        ids.map((q) => q.length),
+        { lotus: mode === "lotus", K, c, budget },
+        ck.meta.model.maxPositions,
+      );
       // (Re)allocate the generator when the request outgrows it.
       if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
         gen?.free();

@@ -26,6 +26,8 @@ import {
   checkpointDirOf,
   loadCheckpoint,
   progressOf,
+  refuseUnsavedRun,
+  tokenizerOfModel,
   trainStateNote,
 } from "../model/checkpoint.ts";
 import {
@@ -52,11 +54,12 @@ import {
   type AnswerBatch,
   type AnswerOptions,
   checkAnswerRequest,
+  checkContext,
   type InferenceSession,
   SESSION_CLOSED,
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
-import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { canWriteIn, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import { splitPath } from "../base/staging.ts";
@@ -442,6 +445,11 @@ export async function onnxExportFor(
     );
   }
   const ck = checkpointDirOf(path);
+  try {
+    await refuseUnsavedRun(path, ck);
+  } catch (e) {
+    throw new ExportError((e as Error).message);
+  }
   if (!(await exists(`${ck}/config.json`))) {
     throw new ExportError(
       `${path}: neither an export (no lotus.json) nor a checkpoint (no config.json here or ` +
@@ -472,6 +480,36 @@ export async function onnxExportFor(
   // its next use.
   await writeChecksums(cache, r.files, ONNX_CACHE_RECORD);
   return cache;
+}
+
+/**
+ * The tokenizer of export `dir`, refused when it is missing, damaged, or not the model's
+ * (another vocabulary size or other special ids than lotus.json's).
+ */
+async function exportTokenizer(dir: string, lotus: LotusJson): Promise<Tokenizer> {
+  const path = `${dir}/tokenizer.json`, again = "export the checkpoint again (deno task export)";
+  let json: string;
+  try {
+    json = await Deno.readTextFile(path);
+  } catch (e) {
+    rethrowIfDenied(e);
+    const what = e instanceof Deno.errors.NotFound
+      ? "missing"
+      : `cannot read (${(e as Error).message})`;
+    throw new ExportError(`${path}: ${what}; ${again}`);
+  }
+  try {
+    return tokenizerOfModel(json, path, {
+      vocabSize: lotus.lotus.model.vocabSize,
+      special: lotus.special,
+      owner: "export",
+      file: "lotus.json",
+      vocabField: "lotus.model.vocabSize",
+      specialField: "special.",
+    }, again);
+  } catch (e) {
+    throw new ExportError((e as Error).message);
+  }
 }
 
 /** Index of the largest value of each of `rows` rows of width V (lowest index on ties). */
@@ -506,11 +544,7 @@ export async function openOnnxInference(
 ): Promise<InferenceSession> {
   const dir = await onnxExportFor(path);
   const lotus: LotusJson = await readLotusJson(dir);
-  const tok = tokenizerFromJson(
-    await Deno.readTextFile(`${dir}/tokenizer.json`),
-    "file",
-    `${dir}/tokenizer.json`,
-  );
+  const tok = await exportTokenizer(dir, lotus);
   const net = await OnnxBackbone.open(dir, { threads: opts.threads });
   const meta = lotus.lotus, sp = lotus.special, V = net.shape.vocabSize, C = net.shape.dModel;
   const [eBot, eLat] = [
@@ -549,14 +583,11 @@ export async function openOnnxInference(
       sp.pad,
     );
     const P = pre.P, L = lotusMode ? 1 + K * c : 0;
-    const need = P + L + budget + 1;
-    if (need > meta.model.maxPositions) {
-      throw new RangeError(
-        `a question of ${P} tokens plus the latents and ${budget} new tokens needs ${need} ` +
-          `positions; the model has ${meta.model.maxPositions}: ask for fewer new tokens ` +
-          `(maxNewTokens, --max-new-tokens) or fewer latent blocks (k, --k)`,
-      );
-    }
+    checkContext(
+      Array.from(pre.qLen),
+      { lotus: lotusMode, K, c, budget },
+      meta.model.maxPositions,
+    );
     const T0 = performance.now();
     const prefix = await net.forward({ ids: pre.ids }, B, P, {
       positions: pre.pos,

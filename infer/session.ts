@@ -32,12 +32,13 @@ export const SESSION_CLOSED = "the inference session is closed; open another wit
 /**
  * Refuses `openInference`'s sizes that no answer could use: `maxBatch`,
  * `maxNewTokens` and `maxQuestionTokens` are whole numbers of at least 1, `threads` a whole
- * number of at least 0.
+ * number of at least 0; `backend` one of {@linkcode InferenceBackend}'s.
  *
  * @throws {RangeError} naming the option.
  */
 export function checkOpenOptions(
   opts: {
+    backend?: string;
     maxBatch?: number;
     maxNewTokens?: number;
     maxQuestionTokens?: number;
@@ -45,8 +46,14 @@ export function checkOpenOptions(
   },
 ): void {
   const mins = [["maxBatch", 1], ["maxNewTokens", 1], ["maxQuestionTokens", 1], ["threads", 0]];
-  for (const [name, min] of mins as [keyof typeof opts, number][]) {
+  for (const [name, min] of mins as [Exclude<keyof typeof opts, "backend">, number][]) {
     checkWhole(`openInference: ${name}`, opts[name], min);
+  }
+  const backends: readonly string[] = ["cpu", "cuda", "auto", "onnx"] satisfies InferenceBackend[];
+  if (opts.backend !== undefined && !backends.includes(opts.backend)) {
+    throw new RangeError(
+      `openInference: backend ${JSON.stringify(opts.backend)}: use ${backends.join(", ")}`,
+    );
   }
 }
 
@@ -92,6 +99,46 @@ export function checkAnswerRequest(
   for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
     checkWhole(name, o[name], min);
   }
+}
+
+/**
+ * Checks that a request fits the model's context: its longest question (`lengths`, each
+ * question's tokens), the latent region (`1 + K * c` positions for LOTUS, none for a
+ * baseline), `budget` new tokens and the end. Throws a RangeError that names the question by
+ * its index, and says to shorten it when it leaves no room for an answer with any options.
+ *
+ * @example
+ * ```ts
+ * import { checkContext } from "./session.ts";
+ * checkContext([10, 20], { lotus: true, K: 2, c: 4, budget: 16 }, 64);
+ * try {
+ *   checkContext([10, 70], { lotus: false, K: 0, c: 4, budget: 16 }, 64);
+ * } catch (e) {
+ *   console.assert((e as Error).message.startsWith("question 1 "));
+ * }
+ * ```
+ */
+export function checkContext(
+  lengths: readonly number[],
+  o: { lotus: boolean; K: number; c: number; budget: number },
+  maxPositions: number,
+): void {
+  const P = Math.max(...lengths), L = o.lotus ? 1 + o.K * o.c : 0;
+  const need = P + L + o.budget + 1;
+  if (need <= maxPositions) return;
+  const which = `question ${lengths.indexOf(P)}`;
+  // The least a question needs besides its tokens: BOT (LOTUS), one new token and the end.
+  if (P + (o.lotus ? 1 : 0) + 2 > maxPositions) {
+    throw new RangeError(
+      `${which} is too long: its ${P} tokens leave no room for an answer in the model's ` +
+        `${maxPositions} positions; shorten it`,
+    );
+  }
+  throw new RangeError(
+    `${which}, of ${P} tokens, plus the latents and ${o.budget} new tokens needs ${need} ` +
+      `positions; the model has ${maxPositions}: ask for fewer new tokens (maxNewTokens, ` +
+      `--max-new-tokens)` + (o.lotus && o.K > 0 ? " or fewer latent blocks (k, --k)" : ""),
+  );
 }
 
 /**

@@ -393,9 +393,10 @@ export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> 
 /**
  * A two-phase run (an explicit-CoT start, then LOTUS) stopped in its CoT start has no
  * checkpoint of its own yet: say so, and where its CoT model is, rather than that config.json
- * cannot be read.
+ * cannot be read. `dirIn` is the directory given, `dir` the checkpoint directory it names
+ * ({@linkcode checkpointDirOf}).
  */
-async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
+export async function refuseUnsavedRun(dirIn: string, dir: string): Promise<void> {
   if (await exists(`${dir}/config.json`)) return;
   const run = dirIn.replace(/\/+$/, "");
   const cot = `${run}/cot-start`;
@@ -810,31 +811,16 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
   }
 
   // The tokenizer: this checkpoint's vocabulary and special tokens.
-  const tokPath = `${dir}/tokenizer.json`;
   const copy = `copy the tokenizer.json of the dataset it was trained on ` +
     `(config.json field "lotus.data.dir": ${JSON.stringify(meta.data.dir)})`;
-  let tokenizer: Tokenizer;
-  try {
-    tokenizer = tokenizerFromJson(f.tokenizerJson, "file", tokPath);
-  } catch (e) {
-    throw new CheckpointError(`${(e as Error).message}; ${copy}`);
-  }
-  if (tokenizer.vocabSize !== V) {
-    throw new CheckpointError(
-      `${tokPath}: ${tokenizer.vocabSize} tokens, but config.json field ` +
-        `"lotus.model.vocabSize" is ${V}; the tokenizer does not belong to this checkpoint: ` +
-        copy,
-    );
-  }
-  for (const k of ["eos", "bot", "eot", "lat"] as const) {
-    if (tokenizer.special[k] !== sp[k]) {
-      throw new CheckpointError(
-        `${tokPath}: the ${k.toUpperCase()} token has id ${tokenizer.special[k]}, but ` +
-          `config.json field "lotus.special.${k}" says ${sp[k]}; the tokenizer does not ` +
-          `belong to this checkpoint: ${copy}`,
-      );
-    }
-  }
+  const tokenizer = tokenizerOfModel(f.tokenizerJson, `${dir}/tokenizer.json`, {
+    vocabSize: V,
+    special: sp,
+    owner: "checkpoint",
+    file: "config.json",
+    vocabField: "lotus.model.vocabSize",
+    specialField: "lotus.special.",
+  }, copy);
 
   // Every value finite: one pass over the weights (and the moments, when read).
   const diverged = "the weights diverged or the file is damaged: use an earlier checkpoint, " +
@@ -931,6 +917,58 @@ export function trainStateNote(
       : "");
 }
 
+/** What a tokenizer must match: a model's vocabulary and special ids, and where they are read. */
+export interface TokenizerModel {
+  /** The model's vocabulary size. */
+  vocabSize: number;
+  /** The model's special token ids. */
+  special: SpecialIds;
+  /** What the model is, named in errors: a checkpoint or an export. */
+  owner: "checkpoint" | "export";
+  /** The file that records them (named in errors), e.g. config.json. */
+  file: string;
+  /** The field of `file` holding the vocabulary size. */
+  vocabField: string;
+  /** The prefix of the fields of `file` holding the special ids, e.g. "lotus.special.". */
+  specialField: string;
+}
+
+/**
+ * The tokenizer of `json` (the text of `tokPath`), refused with `fix` when it cannot be
+ * loaded or does not belong to `model`: another vocabulary size, or other special ids.
+ */
+export function tokenizerOfModel(
+  json: string,
+  tokPath: string,
+  model: TokenizerModel,
+  fix: string,
+): Tokenizer {
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = tokenizerFromJson(json, "file", tokPath);
+  } catch (e) {
+    throw new CheckpointError(`${(e as Error).message}; ${fix}`);
+  }
+  const { vocabSize: V, special: sp, file } = model;
+  if (tokenizer.vocabSize !== V) {
+    throw new CheckpointError(
+      `${tokPath}: ${tokenizer.vocabSize} tokens, but ${file} field ` +
+        `"${model.vocabField}" is ${V}; the tokenizer does not belong to this ${model.owner}: ` +
+        fix,
+    );
+  }
+  for (const k of ["eos", "bot", "eot", "lat"] as const) {
+    if (tokenizer.special[k] !== sp[k]) {
+      throw new CheckpointError(
+        `${tokPath}: the ${k.toUpperCase()} token has id ${tokenizer.special[k]}, but ` +
+          `${file} field "${model.specialField}${k}" says ${sp[k]}; the tokenizer does not ` +
+          `belong to this ${model.owner}: ${fix}`,
+      );
+    }
+  }
+  return tokenizer;
+}
+
 /**
  * Load a checkpoint directory (or a run directory holding `checkpoint/`), verified by
  * {@linkcode verifyCheckpoint} before anything is built from it. With `withOptimizer`, the
@@ -996,6 +1034,9 @@ export async function loadCheckpoint(
     tokenizerJson = new TextDecoder().decode(bytes);
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError(`${dir}/tokenizer.json: missing; ${FILE_GONE}`);
+    }
     throw new CheckpointError(`${dir}/tokenizer.json: cannot read (${(e as Error).message})`);
   }
   const { meta, tokenizer } = verifyCheckpoint({

@@ -20,7 +20,7 @@ import { exportCheckpoint, ExportError } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
 import { openInference } from "../infer/inference.ts";
 import { readSafetensors, writeSafetensors } from "../base/safetensors.ts";
-import { fitCompactTokenizer } from "../pipeline/tokenizer.ts";
+import { fitCompactTokenizer, gpt2Tokenizer } from "../pipeline/tokenizer.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 
 type Json = Record<string, unknown>;
@@ -271,6 +271,67 @@ Deno.test("the ONNX backend and the eval command refuse a damaged checkpoint too
   assert(a !== "help");
   const e3 = await assertRejects(() => evalCommand(a, () => {}), CheckpointError);
   assert(e3.message.includes("non-finite"), e3.message);
+});
+
+Deno.test("an export's tokenizer.json is checked against its lotus.json by the ONNX backend", async () => {
+  const src = await goodCheckpoint(), x = `${await tempDir()}/x`;
+  await exportCheckpoint(src, x, { format: "onnx" });
+  const sound = await Deno.readTextFile(`${x}/tokenizer.json`);
+  const V = JSON.parse(await Deno.readTextFile(`${x}/lotus.json`)).lotus.model.vocabSize;
+  const refused = async (text: string | null, parts: string[]) => {
+    if (text === null) await Deno.remove(`${x}/tokenizer.json`);
+    else await Deno.writeTextFile(`${x}/tokenizer.json`, text);
+    const e = await assertRejects(() => openInference(x, { backend: "onnx" }), ExportError);
+    for (const p of [`${x}/tokenizer.json: `, ...parts, "export the checkpoint again"]) {
+      assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
+    }
+  };
+  // A larger vocabulary (onnxruntime would fail on an id past the embeddings), a smaller one
+  // (it would answer garbage), special ids elsewhere, no file, a damaged file.
+  const big = (await gpt2Tokenizer()).toJSON(), small = fitCompactTokenizer(["12 + 30 = 42.\n"]);
+  assert(JSON.parse(big).model.vocab && small.vocabSize < V);
+  await refused(big, ["50260 tokens", `lotus.json field "lotus.model.vocabSize" is ${V}`]);
+  await refused(small.toJSON(), [`${small.vocabSize} tokens`, "does not belong to this export"]);
+  const swapped = JSON.parse(sound);
+  for (const t of swapped.added_tokens) {
+    if (t.content === "<|latent|>") t.content = "<|end-latent|>";
+    else if (t.content === "<|end-latent|>") t.content = "<|latent|>";
+  }
+  await refused(JSON.stringify(swapped), [`lotus.json field "special.`, "does not belong"]);
+  await refused(null, ["missing"]);
+  await refused("{", ["not valid JSON"]);
+  await Deno.writeTextFile(`${x}/tokenizer.json`, sound);
+  await (await openInference(x, { backend: "onnx", threads: 1 })).close();
+});
+
+Deno.test("a run still in its CoT start is named as such by load, export and both backends", async () => {
+  const run = `${await tempDir()}/run`;
+  await Deno.mkdir(`${run}/cot-start/checkpoint`, { recursive: true });
+  const src = await goodCheckpoint();
+  for (const e of Deno.readDirSync(src)) {
+    if (e.isFile) await Deno.copyFile(`${src}/${e.name}`, `${run}/cot-start/checkpoint/${e.name}`);
+  }
+  await Deno.writeTextFile(`${run}/plan.json`, JSON.stringify({ phase: "cot-start" }));
+  const errors = [
+    await assertRejects(() => loadCheckpoint(run), CheckpointError),
+    await assertRejects(() => exportCheckpoint(run, `${run}-x`), ExportError),
+    await assertRejects(() => openInference(run, { backend: "cpu" })),
+    await assertRejects(() => openInference(run, { backend: "onnx" }), ExportError),
+  ];
+  for (const e of errors) {
+    assert(e.message.includes(`${run}: no checkpoint yet`), e.message);
+    assert(e.message.includes("explicit-CoT start"), e.message);
+    assert(e.message.includes(`--resume ${run}`), e.message);
+  }
+});
+
+Deno.test("a checkpoint whose tokenizer.json is gone says so, and what to do", async () => {
+  for (const keepSums of [true, false]) {
+    const dir = await damaged((d) => Deno.remove(`${d}/tokenizer.json`), keepSums);
+    const e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
+    assert(e.message.startsWith(`${dir}/tokenizer.json: missing; `), e.message);
+    assert(e.message.includes("restore the checkpoint from a copy"), e.message);
+  }
 });
 
 Deno.test("deno task export and infer exit 1 with one line on a NaN checkpoint", async () => {

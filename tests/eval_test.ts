@@ -381,10 +381,18 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
   const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
   assert(
     dup.message.startsWith(
-      `${d}/dup.json:3: field "ID": the id "dup.json:a-1" is already that of element 1`,
+      `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
+        `element 1`,
     ),
     dup.message,
   );
+  // A bad element is named as such, not as a line of the file.
+  await Deno.writeTextFile(
+    `${d}/bad.json`,
+    JSON.stringify([svamp("b-1", "One?"), { ...svamp("b-2", "Two?"), Question: 5 }]),
+  );
+  const bad = await assertRejects(() => loadEvalItems(`${d}/bad.json`), InputError);
+  assert(bad.message.startsWith(`${d}/bad.json: element 2: field "Question"`), bad.message);
   // A file in no format evaluation reads says so, listing evaluation's formats.
   await Deno.writeTextFile(`${d}/other.jsonl`, '{"prompt": "q?", "label": 1}\n');
   const other = await assertRejects(() => loadEvalItems(`${d}/other.jsonl`), FormatError);
@@ -539,7 +547,7 @@ Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
   assertEquals(a.out, "out/eval");
   assertEquals(parseEvalArgs(["--help"]), "help");
   assertThrows(() => parseEvalArgs(["--data", "d"]), CliError, "--checkpoint");
-  for (const r of ["1,x", "1,1", "0,,2"]) {
+  for (const r of ["1,x", "1,1", "0,,2", "0x10", "1,0x2", " "]) {
     assertThrows(
       () => parseEvalArgs(["--checkpoint", "c", "--data", "d", "--r", r]),
       CliError,
@@ -764,6 +772,24 @@ Deno.test("runEval readout: only a valid reading of an earlier block grounds a l
   // A valid alternative, or a gold step read in another block, grounds the next block.
   assertEquals(await kinds(["<<12*3=36>>", "<<36+3=39>>"]), ["alternative", "alternative"]);
   assertEquals(await kinds(["<<12/3=4.0>>", "<<4-3=1>>"]), ["gold", "alternative"]);
+});
+
+Deno.test("runEval readout: a model with no latent blocks (K = 0) reports no readout", async () => {
+  const item: EvalItem = {
+    id: "q0",
+    source: { file: "x", line: 1 },
+    question: "Tom has 12 apples and 3 bags.",
+    answer: "8",
+    math: ["<<12/3=4>>", "<<4*2=8>>"],
+    nl: null,
+  };
+  const res = await runEval(readoutSession([]), [item]);
+  assertEquals(res.runs[0].K, 0);
+  assertEquals(res.examples[0].readout, undefined);
+  assertEquals(res.runs[0].readout, undefined);
+  // With one block, the same item is scored.
+  const one = await runEval(readoutSession(["<<12/3=4>>"]), [item]);
+  assertEquals(one.runs[0].readout?.blocks, 1);
 });
 
 Deno.test("runEval: msPerAnswerToken is null when no answer token was timed", async () => {

@@ -95,6 +95,9 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
       assert(e.message.startsWith(`openInference: ${text}:`), e.message);
     }
   }
+  const bogus = { backend: "bogus" as "cpu" };
+  const wrong = await assertRejects(() => lib.openInference(ck, bogus), RangeError);
+  assertEquals(wrong.message, 'openInference: backend "bogus": use cpu, cuda, auto, onnx');
   const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
   await s.close();

@@ -306,6 +306,8 @@ Deno.test("both backends refuse a bad answer() request alike, naming it; a secon
   for (const [dir, backend] of [[`${d}/ck`, "cpu"], [`${d}/ex`, "onnx"]] as const) {
     const s = await openInference(dir, { backend, threads: 1, maxBatch: 2 });
     const q = [FIXTURE_QUESTIONS[0]];
+    // Longer than the model's context on its own: no option makes room for an answer.
+    const long = `${FIXTURE_QUESTIONS[1]} ${"and then some more ".repeat(400)}`;
     const cases: [string[], AnswerOptions, string][] = [
       [[], {}, "at least one question"],
       [[...FIXTURE_QUESTIONS.slice(0, 3)], {}, "exceed the session's batch of 2"],
@@ -313,7 +315,10 @@ Deno.test("both backends refuse a bad answer() request alike, naming it; a secon
       [q, { k: 1.5 }, "k = 1.5"],
       [q, { r: -1 }, "r = -1"],
       [q, { maxNewTokens: 0 }, "maxNewTokens = 0"],
+      [q, { maxNewTokens: 100_000 }, "question 0, of "],
       [q, { maxNewTokens: 100_000 }, "fewer new tokens"],
+      [[q[0], long], {}, "question 1 is too long"],
+      [[q[0], long], { maxNewTokens: 1, k: 0 }, "shorten it"],
     ];
     for (const [qs, o, text] of cases) {
       await assertRejects(() => s.answer(qs, o), RangeError, text);

@@ -23,6 +23,8 @@ export interface InputErrorInit {
   file: string;
   /** 1-based line (or element) of the bad record; 0 when the whole file is at fault. */
   line: number;
+  /** `line` is a JSON array's element number: the message says "element N", not `file:N`. */
+  element?: boolean;
   /** The field at fault, if one is. */
   field?: string;
   /** What is wrong, e.g. `expected a string, got a number`. */
@@ -43,7 +45,7 @@ export interface InputErrorInit {
  * are not input errors; validation reports them as reasons.
  *
  * The message reads `file:line: field "name": problem; hint`, so a user can open the file at
- * the line. `line` is 0 (and left out of the message) when the whole file is at fault.
+ * the line (`file: element N: ...` for the Nth element of a JSON array read whole). `line` is 0 (and left out of the message) when the whole file is at fault.
  *
  * @example
  * ```ts
@@ -68,7 +70,11 @@ export class InputError extends Error {
 
   /** Builds the error and its message from the parts. */
   constructor(init: InputErrorInit) {
-    const where = init.line > 0 ? `${init.file}:${init.line}` : init.file;
+    const where = init.line <= 0
+      ? init.file
+      : init.element
+      ? `${init.file}: element ${init.line}`
+      : `${init.file}:${init.line}`;
     const problem = init.field === undefined
       ? init.problem
       : `field "${init.field}": ${init.problem}`;

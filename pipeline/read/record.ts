@@ -14,6 +14,8 @@ export interface RecordAt {
   file: string;
   /** 1-based line or element. */
   line: number;
+  /** `line` is a JSON array's element number: messages say "element N", not `file:N`. */
+  element?: boolean;
 }
 
 /**
