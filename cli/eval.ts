@@ -238,6 +238,13 @@ async function evaluateInto(
           `out --split or --format`,
     );
   }
+  if (a.verifyData === "full" && format !== "dataset") {
+    throw new CliError(
+      `--verify-data full: --data ${a.data} is read as a ${format} file, and --verify-data ` +
+        `checks a dataset directory against its manifest; leave out --verify-data, or give ` +
+        `the dataset directory`,
+    );
+  }
   const split = format === "dataset" ? await datasetSplit(a.data, a.split) : undefined;
   let skipped = 0;
   const items = await loadEvalItems(a.data, {

@@ -7,7 +7,7 @@
  */
 
 import { z } from "zod";
-import { rethrowIfDenied } from "../base/exists.ts";
+import { exists, rethrowIfDenied } from "../base/exists.ts";
 import { fieldIssue } from "../base/json.ts";
 import type { StepLengthStats } from "./step_lengths.ts";
 
@@ -427,6 +427,18 @@ export function manifestFiles(m: Manifest): string[] {
 }
 
 /**
+ * "a checkpoint" or "a training run" when `dir` holds one's files (given where a dataset is
+ * wanted), else null.
+ */
+async function trainingOutput(dir: string): Promise<string | null> {
+  if (await exists(`${dir}/config.json`)) return "a checkpoint";
+  for (const f of ["checkpoint", "plan.json", "log.jsonl"]) {
+    if (await exists(`${dir}/${f}`)) return "a training run";
+  }
+  return null;
+}
+
+/**
  * Read and validate `<dir>/manifest.json`, and check that every file it names exists.
  *
  * @example
@@ -442,9 +454,20 @@ export async function readManifest(dir: string): Promise<Manifest> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
+    rethrowIfDenied(e);
+    if (e instanceof Deno.errors.NotADirectory) {
       throw new ManifestError(
-        `${path}: not found; build the dataset first (deno task build-dataset --out ${dir})`,
+        `${dir} is a file, not a dataset directory: give the directory deno task ` +
+          `build-dataset wrote (${MANIFEST_FILE}, its shards and tokenizer.json)`,
+      );
+    }
+    if (e instanceof Deno.errors.NotFound) {
+      const kind = await trainingOutput(dir);
+      throw new ManifestError(
+        kind
+          ? `${dir} is ${kind}, not a dataset directory (no ${MANIFEST_FILE}): give the dataset ` +
+            `it was trained on (the checkpoint's config.json names it, at lotus.data.dir)`
+          : `${path}: not found; build the dataset first (deno task build-dataset --out ${dir})`,
       );
     }
     throw new ManifestError(`${path}: cannot read (${(e as Error).message})`);

@@ -198,6 +198,22 @@ Deno.test("eval end to end: an --out at a run, a file or another's directory, or
     Error,
     "--split test",
   );
+  // So is --verify-data full, which checks a dataset directory against its manifest.
+  await assertRejects(
+    () =>
+      runCli([
+        "--checkpoint",
+        s.cot,
+        "--data",
+        s.validFile,
+        "--verify-data",
+        "full",
+        "--limit",
+        "2",
+      ]),
+    Error,
+    "--verify-data full: --data",
+  );
   // A file, or a directory of other files with no earlier evaluation, is refused at once:
   // an evaluation writes and removes files of its own names there.
   const file = `${s.dir}/afile`;

@@ -260,6 +260,13 @@ Deno.test("manifest: text is stable and parses back; errors name the field", asy
   assertThrows(() => parseManifest("{", "m.json"), ManifestError, "m.json: not valid JSON");
   const dir = await tempDir();
   await assertRejects(() => readManifest(dir), ManifestError, "build the dataset first");
+  // A training run, a checkpoint or a file given for a dataset: each is named for what it is.
+  const run = await tempDir(), ck = await tempDir(), file = `${run}/plan.json`;
+  await Deno.writeTextFile(file, "{}");
+  await Deno.writeTextFile(`${ck}/config.json`, "{}");
+  await assertRejects(() => readManifest(run), ManifestError, `${run} is a training run, not a`);
+  await assertRejects(() => readManifest(ck), ManifestError, `${ck} is a checkpoint, not a`);
+  await assertRejects(() => readManifest(file), ManifestError, `${file} is a file, not a`);
   await Deno.writeTextFile(`${dir}/manifest.json`, text);
   await assertRejects(() => readManifest(dir), ManifestError, "tokenizer.json, which is missing");
   await Deno.writeTextFile(`${dir}/tokenizer.json`, "{}");
