@@ -521,7 +521,9 @@ export function osAccessMessage(e: unknown): string {
   if (/^Read-only file system \(os error 30\)/.test(message)) {
     return `${message}: that file system is mounted read-only; give a path on another one`;
   }
-  const full = /^No space left on device \(os error 28\)(?:: \w+ '([^']+)')?/.exec(message);
+  // The path written to: the last one named (a copy or rename names its source first).
+  const full = /^No space left on device \(os error 28\)(?:: \w+ (?:'[^']*' -> )?'([^']+)')?/
+    .exec(message);
   if (full) {
     const where = full[1] === undefined
       ? "the file system written to"

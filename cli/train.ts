@@ -16,6 +16,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS } from "../engine/types.ts";
 import { stoppedWhen, train } from "../train/trainer.ts";
+import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
@@ -398,7 +399,7 @@ async function main(a: TrainArgs): Promise<number> {
   });
   // A data-parallel run's result is the same on every rank: rank 0 reports it.
   if (res.world && res.world.rank !== 0) {
-    return res.interrupted ? (res.interrupted === "SIGINT" ? 130 : 143) : 0;
+    return res.interrupted ? signalExitCode(res.interrupted) : 0;
   }
   if (res.interrupted) {
     console.log(
@@ -406,7 +407,7 @@ async function main(a: TrainArgs): Promise<number> {
         ? `stopped by ${stoppedWhen(res)}; rerun the same command`
         : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
     );
-    return res.interrupted === "SIGINT" ? 130 : 143;
+    return signalExitCode(res.interrupted);
   }
   if (!res.completed) {
     // --stop-after: the run goes on with --resume.

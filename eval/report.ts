@@ -16,8 +16,8 @@
  * @module
  */
 import { stringify } from "csv-stringify/sync";
-import { canWriteIn, DIRECTORY_MARKERS, exists } from "../base/exists.ts";
-import { replaceDir, splitPath } from "../base/staging.ts";
+import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
+import { sweepStale, TempLease } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
 import { EVAL_OUTPUT_FILES, evalOutputMark, makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 import type { EvalResult, ExampleResult, RunSummary } from "./evaluate.ts";
@@ -252,15 +252,6 @@ const OPTIONAL_EVAL_FILES = [
   "training_accuracy.svg",
 ] as const;
 
-/** Every file name {@linkcode writeEvalOutputs} writes: those of an earlier evaluation too. */
-const EVAL_FILES: ReadonlySet<string> = new Set([
-  "predictions.csv",
-  "summary.json",
-  "accuracy_by_steps.csv",
-  "report.html",
-  ...OPTIONAL_EVAL_FILES,
-]);
-
 /**
  * The R whose readout the report shows: the most loop iterations of a sweep, the latents the
  * model has refined the longest (a sweep such as --r 0,2 lists R = 0, whose latents never went
@@ -378,17 +369,32 @@ export async function checkEvalOut(dir: string): Promise<void> {
 const GIVE_ANOTHER_OUT = "give --out a directory this user can write (the default is out/eval)";
 
 /**
+ * The stem of the directory an evaluation writes its new files into, inside its output
+ * directory (`.eval-new.tmp-<pid>`, under a lock `.eval-new.lock-<pid>`: base/staging.ts).
+ */
+const EVAL_STAGE = ".eval-new";
+
+/**
+ * Remove what a killed evaluation left in `dir` (its directory of new files, its lock). A
+ * missing permission is thrown; anything else (no such directory, a file) is for
+ * {@linkcode checkEvalOut} to name.
+ */
+async function sweepEvalStage(dir: string): Promise<void> {
+  await sweepStale(dir, EVAL_STAGE, ["tmp"]).catch((e) => rethrowIfDenied(e));
+}
+
+/**
  * Get `dir` ready for an evaluation before it starts, so that an output directory that
- * cannot be written stops it at once rather than after the whole evaluation: check it as
- * {@linkcode checkEvalOut} does, make it and its missing parents, and check that a file can be
- * created in it and beside it ({@linkcode writeEvalOutputs} writes the new set beside it, then
- * swaps it in). Returns the directories made here, outermost first, for
- * {@linkcode removeMadeDirs} when the evaluation ends without writing (a failure, a stop
- * signal); a failure here removes them itself.
+ * cannot be written stops it at once rather than after the whole evaluation: remove what a
+ * killed evaluation left in it, check it as {@linkcode checkEvalOut} does, make it and its
+ * missing parents, and check that a file can be created in it. Returns the directories made
+ * here, outermost first, for {@linkcode removeMadeDirs} when the evaluation ends without
+ * writing (a failure, a stop signal); a failure here removes them itself.
  *
  * @throws {Error} naming the directory, why it cannot be written, and what to do.
  */
 export async function prepareEvalOut(dir: string): Promise<string[]> {
+  await sweepEvalStage(dir);
   await checkEvalOut(dir);
   let made: string[];
   try {
@@ -398,12 +404,10 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
     throw new Error(`${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`);
   }
   try {
-    const { parent } = splitPath(await Deno.realPath(dir));
-    for (const [d, what] of [[dir, ""], [parent, `, where its new files are written first`]]) {
-      if (await canWriteIn(d)) continue;
+    if (!(await canWriteIn(dir))) {
       throw new Error(
-        `${dir}: this user cannot create files in ${d}${what} (permissions, or a read-only ` +
-          `file system); ${GIVE_ANOTHER_OUT}`,
+        `${dir}: this user cannot create files in it (permissions, or a read-only file ` +
+          `system); ${GIVE_ANOTHER_OUT}`,
       );
     }
   } catch (e) {
@@ -411,23 +415,6 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
     throw e;
   }
   return made;
-}
-
-/**
- * Put into `to` what `from` holds that is not an evaluation's own file (a user's notes beside
- * an earlier evaluation): files as hard links (copies where a link cannot be made),
- * directories rebuilt inside, symbolic links as they are.
- */
-async function keepOthers(from: string, to: string, own?: ReadonlySet<string>): Promise<void> {
-  for await (const e of Deno.readDir(from)) {
-    if (own?.has(e.name)) continue;
-    const src = `${from}/${e.name}`, dst = `${to}/${e.name}`;
-    if (e.isSymlink) await Deno.symlink(await Deno.readLink(src), dst);
-    else if (e.isDirectory) {
-      await Deno.mkdir(dst);
-      await keepOthers(src, dst);
-    } else await Deno.link(src, dst).catch(() => Deno.copyFile(src, dst));
-  }
 }
 
 /**
@@ -464,6 +451,7 @@ export async function writeEvalOutputs(
   result: EvalResult,
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
+  await sweepEvalStage(dir);
   await checkEvalOut(dir);
   const withReadout = result.examples.filter((e) => e.readout?.length);
   const pictures = evalPictures(withReadout, opts);
@@ -474,24 +462,22 @@ export async function writeEvalOutputs(
     pictures: [],
     html: `${dir}/report.html`,
   };
-  // The whole set is written into a new directory beside `dir` and swapped in at the end, so
-  // that a failure or a kill part way leaves the earlier evaluation's files all as they were.
-  // No file of an earlier evaluation (another checkpoint, a baseline after a LOTUS model, a
-  // run without a log) stays beside this summary; other files in `dir` are kept.
-  let target: string | null = null;
+  // The whole set is written into a directory inside `dir`, then moved in by renames (no
+  // data written) and the earlier evaluation's files that this one does not write removed,
+  // so that a failure part way (a full disk) leaves the earlier evaluation's files all as
+  // they were. No file of an earlier evaluation (another checkpoint, a baseline after a LOTUS
+  // model, a run without a log) stays beside this summary; other files in `dir` are kept.
+  await Deno.mkdir(dir, { recursive: true });
+  const lease = TempLease.acquire(dir, EVAL_STAGE);
   try {
-    target = await Deno.realPath(dir);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  try {
-    await replaceDir(target ?? dir, async (tmp) => {
-      const put = (name: string, data: string) => Deno.writeTextFile(`${tmp}/${name}`, data);
-      if (target !== null) {
-        const mode = (await Deno.stat(target)).mode;
-        if (mode !== null) await Deno.chmod(tmp, mode & 0o7777);
-        await keepOthers(target, tmp, EVAL_FILES);
-      }
+    const tmp = lease.path("tmp");
+    const written: string[] = [];
+    const put = async (name: string, data: string) => {
+      await Deno.writeTextFile(`${tmp}/${name}`, data);
+      written.push(name);
+    };
+    try {
+      await Deno.mkdir(tmp);
       await put(
         "predictions.csv",
         stringify(
@@ -595,15 +581,24 @@ export async function writeEvalOutputs(
         files.pictures.push(`${dir}/${p.file}`);
       }
       await put("report.html", reportHtml(prov, result, pictures));
-    });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) throw e;
-    throw new Error(
-      `${dir}: the evaluation's files could not be written (${(e as Error).message}); ` +
-        `what ${dir} held is unchanged; make room, or give --out another directory, and run ` +
-        `the command again`,
-      { cause: e },
-    );
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) throw e;
+      throw new Error(
+        `${dir}: the evaluation's files could not be written (${(e as Error).message}); ` +
+          `what ${dir} held is unchanged; make room, or give --out another directory, and ` +
+          `run the command again`,
+        { cause: e },
+      );
+    }
+    for (const name of written) await Deno.rename(`${tmp}/${name}`, `${dir}/${name}`);
+    for (const f of OPTIONAL_EVAL_FILES) {
+      if (written.includes(f)) continue;
+      await Deno.remove(`${dir}/${f}`).catch((e) => {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      });
+    }
+  } finally {
+    await lease.release();
   }
   return files;
 }

@@ -30,6 +30,7 @@ import {
 } from "../base/checksums.ts";
 import {
   checkpointDirOf,
+  CheckpointError,
   loadCheckpoint,
   progressOf,
   recoverCheckpoint,
@@ -206,7 +207,8 @@ export async function exportCheckpoint(
   try {
     await refuseUnsavedRun(checkpoint, dir);
   } catch (e) {
-    throw new ExportError(`cannot export: ${(e as Error).message}`);
+    if (!(e instanceof CheckpointError)) throw e;
+    throw new ExportError(`cannot export: ${e.message}`);
   }
   if (!(await exists(`${dir}/config.json`))) {
     throw new ExportError(

@@ -24,6 +24,7 @@ import * as ort from "onnxruntime-node";
 import { leftPadQuestions } from "../model/generate.ts";
 import {
   checkpointDirOf,
+  CheckpointError,
   loadCheckpoint,
   progressOf,
   refuseUnsavedRun,
@@ -448,7 +449,8 @@ export async function onnxExportFor(
   try {
     await refuseUnsavedRun(path, ck);
   } catch (e) {
-    throw new ExportError((e as Error).message);
+    if (!(e instanceof CheckpointError)) throw e;
+    throw new ExportError(e.message);
   }
   if (!(await exists(`${ck}/config.json`))) {
     throw new ExportError(

@@ -427,13 +427,24 @@ export function manifestFiles(m: Manifest): string[] {
 }
 
 /**
- * "a checkpoint" or "a training run" when `dir` holds one's files (given where a dataset is
- * wanted), else null.
+ * What `dir` is when it holds a training run's, a checkpoint's, an export's or a model's files
+ * (given where a dataset is wanted), with where its dataset is named; else null.
  */
 async function trainingOutput(dir: string): Promise<string | null> {
-  if (await exists(`${dir}/config.json`)) return "a checkpoint";
+  const trainedOn = "give the dataset it was trained on";
+  const trained = `${trainedOn} (the checkpoint's config.json names it, at lotus.data.dir)`;
+  if (await exists(`${dir}/lotus.json`)) return `an export: ${trainedOn}`;
+  if (await exists(`${dir}/config.json`)) {
+    let lotus = false;
+    try {
+      lotus = JSON.parse(await Deno.readTextFile(`${dir}/config.json`))?.lotus !== undefined;
+    } catch (e) {
+      rethrowIfDenied(e);
+    }
+    return lotus ? `a checkpoint: ${trained}` : "a model directory: give a dataset directory";
+  }
   for (const f of ["checkpoint", "plan.json", "log.jsonl"]) {
-    if (await exists(`${dir}/${f}`)) return "a training run";
+    if (await exists(`${dir}/${f}`)) return `a training run: ${trained}`;
   }
   return null;
 }
@@ -465,8 +476,7 @@ export async function readManifest(dir: string): Promise<Manifest> {
       const kind = await trainingOutput(dir);
       throw new ManifestError(
         kind
-          ? `${dir} is ${kind}, not a dataset directory (no ${MANIFEST_FILE}): give the dataset ` +
-            `it was trained on (the checkpoint's config.json names it, at lotus.data.dir)`
+          ? `${dir} is not a dataset directory (no ${MANIFEST_FILE}) but ${kind}`
           : `${path}: not found; build the dataset first (deno task build-dataset --out ${dir})`,
       );
     }

@@ -225,6 +225,10 @@ Deno.test("the operating system's refusal of a path says what to do", () => {
   // A message of the project's own, which says what to do already, is left as it is.
   const full = osAccessMessage(new Error("No space left on device (os error 28): write 'out/x'"));
   assert(full.includes("the file system of out/x is full; free space on it"), full);
+  const copy = osAccessMessage(
+    new Error("No space left on device (os error 28): copy 'a/src' -> 'b/dst'"),
+  );
+  assert(copy.includes("the file system of b/dst is full"), copy);
   const noPath = osAccessMessage(new Error("No space left on device (os error 28)"));
   assert(noPath.includes("the file system written to is full; free space"), noPath);
   const own = "cannot save out/x (Read-only file system (os error 30)): free disk space, say";

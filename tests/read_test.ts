@@ -196,7 +196,7 @@ Deno.test("read coconut: a repeated id is an error naming both elements, or is s
   assertEquals([e.line, e.field], [2, "idx"]);
   assert(
     e.message.startsWith(
-      `${path}:2: field "idx": the id "dup.json:5" is already that of element 1; ids must be unique`,
+      `${path}: element 2: field "idx": the id "dup.json:5" is already that of element 1; ids must be unique`,
     ),
     e.message,
   );

@@ -964,6 +964,24 @@ Deno.writeTextFileSync = (path, text, opts) => {
     const resumed = await trainCommand(["--resume", out]);
     assertEquals(resumed.code, 0, resumed.stderr);
     assert(resumed.stdout.includes("done: 4 steps"), resumed.stdout);
+    // With an evaluation at step 2, the third record is its: the run stops at step 2 and the
+    // evaluation, unlogged, is due on resume, which runs it first.
+    const evaluated = `${await tempDir()}/run`;
+    const flags = [...oneRunFlags(data, evaluated), "--eval-every", "2"];
+    const cut = await trainCommand(flags, preload);
+    assertEquals(cut.code, 1, cut.stderr);
+    assert(cut.stderr.includes("training stopped at step 2 and saved"), cut.stderr);
+    const ck = await loadCheckpoint(evaluated);
+    assertEquals([ck.state.step, ck.state.evalDue], [2, true]);
+    const again = await trainCommand(["--resume", evaluated]);
+    assertEquals(again.code, 0, again.stderr);
+    assertEquals((await loggedRecords(evaluated)).slice(1), [
+      "train@2",
+      "eval@2",
+      "train@3",
+      "train@4",
+      "eval@4",
+    ]);
   },
 });
 

@@ -263,9 +263,21 @@ Deno.test("manifest: text is stable and parses back; errors name the field", asy
   // A training run, a checkpoint or a file given for a dataset: each is named for what it is.
   const run = await tempDir(), ck = await tempDir(), file = `${run}/plan.json`;
   await Deno.writeTextFile(file, "{}");
-  await Deno.writeTextFile(`${ck}/config.json`, "{}");
-  await assertRejects(() => readManifest(run), ManifestError, `${run} is a training run, not a`);
-  await assertRejects(() => readManifest(ck), ManifestError, `${ck} is a checkpoint, not a`);
+  await Deno.writeTextFile(`${ck}/config.json`, '{"lotus": {}}');
+  const hf = await tempDir(), ex = await tempDir();
+  await Deno.writeTextFile(`${hf}/config.json`, '{"model_type": "gpt2"}');
+  await Deno.writeTextFile(`${ex}/lotus.json`, "{}");
+  for (
+    const [dir, what] of [
+      [run, "but a training run: give the dataset it was trained on (the checkpoint's"],
+      [ck, "but a checkpoint: give the dataset it was trained on"],
+      [ex, "but an export: give the dataset it was trained on"],
+      [hf, "but a model directory: give a dataset directory"],
+    ]
+  ) {
+    await assertRejects(() => readManifest(dir), ManifestError, `${dir} is not a dataset`);
+    await assertRejects(() => readManifest(dir), ManifestError, what);
+  }
   await assertRejects(() => readManifest(file), ManifestError, `${file} is a file, not a`);
   await Deno.writeTextFile(`${dir}/manifest.json`, text);
   await assertRejects(() => readManifest(dir), ManifestError, "tokenizer.json, which is missing");

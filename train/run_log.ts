@@ -145,10 +145,31 @@ export class RunLog {
     replaceFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
     replaceFileSync(this.#csv, stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]));
   }
-  /** Append one record to both files. */
+  /**
+   * Append one record to both files, or to neither: when a write fails (a full disk), both
+   * files are cut back to their length before it, where that can be done, and the error is
+   * thrown.
+   */
   write(r: LogRecord): void {
-    Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
-    Deno.writeTextFileSync(this.#csv, stringify([rowOf(r)]), { append: true });
+    const sizes = [this.#jsonl, this.#csv].map((f) => {
+      try {
+        return Deno.statSync(f).size;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return 0; // removed: the append makes it again
+        throw e;
+      }
+    });
+    try {
+      Deno.writeTextFileSync(this.#jsonl, JSON.stringify(r) + "\n", { append: true });
+      Deno.writeTextFileSync(this.#csv, stringify([rowOf(r)]), { append: true });
+    } catch (e) {
+      [this.#jsonl, this.#csv].forEach((f, i) => {
+        try {
+          Deno.truncateSync(f, sizes[i]);
+        } catch { /* the reader drops a last line cut short */ }
+      });
+      throw e;
+    }
   }
 }
 

@@ -1075,8 +1075,10 @@ async function trainRun(
     const ckptDir = `${opts.out}/checkpoint`;
     // Whether this run has saved (a checkpoint or a best), on every rank alike.
     let savedInRun = false;
-    // Whether ckptDir holds a checkpoint of this run (resumed from it, or saved there).
-    let ckptSaved = resumed !== null;
+    const bestDir = `${opts.out}/best`;
+    // Whether ckptDir holds a checkpoint of this run (resumed from it, or saved there), and
+    // whether this run has saved a best.
+    let ckptSaved = resumed !== null, bestSaved = false;
     const save = async (dir = ckptDir) => {
       savedInRun = true;
       if (!root) return;
@@ -1095,20 +1097,25 @@ async function trainRun(
           e instanceof Deno.errors.PermissionDenied
         ) throw e;
         // A full disk, say: the write goes through a temporary copy, so the last save stands.
-        // A fresh run's first phase that has saved nothing has nothing to resume.
-        const none = dir === ckptDir && !ckptSaved && ctx.dropUntrained;
+        // A fresh run's first phase without a checkpoint has nothing to resume: with nothing
+        // saved, the same command starts it again; with a best saved, only --overwrite does.
+        const fix = "fix the cause (free disk space, say)";
+        const resumable = ckptSaved || !ctx.dropUntrained;
         throw new Error(
           `cannot save the checkpoint ${dir} at step ${state.step} ` +
             `(${(e as Error).message}); ` +
-            (none
-              ? `nothing of this run was saved before: fix the cause (free disk space, say) ` +
-                `and run the same command again`
-              : `what was saved there before is kept: fix the cause (free disk space, say) ` +
-                `and resume with --resume ${resumeAs}`),
+            (resumable
+              ? `what was saved there before is kept: ${fix} and resume with --resume ${resumeAs}`
+              : bestSaved
+              ? `there is no checkpoint to resume, only ${bestDir} (the best weights so far): ` +
+                `${fix} and run the command again with --overwrite, after moving ${bestDir} ` +
+                `aside to keep it`
+              : `nothing of this run was saved before: ${fix} and run the same command again`),
           { cause: e },
         );
       }
       if (dir === ckptDir) ckptSaved = true;
+      else bestSaved = true;
     };
     // An evaluation: its log record and line, or null when a stop signal came before its
     // last batch (data-parallel ranks, which sum it together, evaluate to the end).
@@ -1185,7 +1192,6 @@ async function trainRun(
       return true;
     };
     // --keep-best: the final stage's best validation accuracy, and its weights in best/.
-    const bestDir = `${opts.out}/best`;
     const considerBest = async (ev: { accuracy: number }, stage: number) => {
       if (!cfg.keepBest || !isFinalStage(cfg, stage) || !(ev.accuracy > state.bestAccuracy)) {
         return;
@@ -1357,14 +1363,24 @@ async function trainRun(
         else console.error(line);
         lastLine = now;
       }
-      if (logError && !dp) break;
       const periodic = cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0;
       // With --keep-best, every epoch of the final stage ends with an evaluation.
       const epochEnd = cfg.keepBest && isFinalStage(cfg, stage) &&
         state.batchInEpoch >= stepsPerEpoch;
-      if ((periodic || epochEnd) && state.step < total) {
+      const evalNow = (periodic || epochEnd) && state.step < total;
+      // A failed log write stops the run after this step; its evaluation, not run or not
+      // logged, is due on resume.
+      if (logError && !dp) {
+        if (evalNow) state.evalDue = true;
+        break;
+      }
+      if (evalNow) {
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
         if (!(await evalAt(stage))) break;
+        if (logError && !dp) {
+          state.evalDue = true;
+          break;
+        }
       }
       if (cfg.saveEvery > 0 && state.step % cfg.saveEvery === 0 && state.step < total) await save();
       if (opts.stopAfter && taken.steps >= opts.stopAfter) break;
@@ -1385,7 +1401,9 @@ async function trainRun(
           `resume with --resume ${resumeAs}`,
         { cause: logError },
       );
-    failure ??= logFailure();
+    // Data-parallel ranks all run the final evaluation, rank 0 too (its records unwritten),
+    // since they sum it together; a single process skips it.
+    if (!dp) failure ??= logFailure();
     // A fresh run stopped before its second step has nothing worth keeping: a signal before
     // its first step trained nothing, one during it is the usual moment to stop a mistyped
     // command (data-parallel ranks agree on a stop only after a step). It saves nothing (not
@@ -1411,8 +1429,8 @@ async function trainRun(
     }
     if (state.step >= total && !interrupted && !failure) {
       await evalAt(stageOf(cfg, state.epoch, Math.max(0, state.step - 1)));
-      failure ??= logFailure();
     }
+    failure ??= logFailure();
     if (interrupted) {
       const when = evalStopped ? "during the evaluation at" : "at";
       log(`${interrupted} ${when} step ${state.step}: saving; resume with --resume ${resumeAs}`);

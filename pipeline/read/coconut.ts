@@ -53,7 +53,8 @@ export function coconutProblem(raw: unknown, at: RecordAt): Problem | InputError
 
 /**
  * Reads a Coconut JSON array. Invalid JSON, or JSON that is not an array, is a file-level
- * error and is thrown whatever the error policy. Each element's `line` is its 1-based index.
+ * error and is thrown whatever the error policy. Each element's `line` is its 1-based index
+ * (named "element N" in messages).
  * An element whose id another element already has (the same `idx`, or an `idx` equal to an
  * element number that gives another its id) is an InputError naming both.
  */
@@ -61,7 +62,7 @@ export async function* readCoconut(path: string): AsyncGenerator<Problem | Input
   const data = await readJsonArray(path, "a JSON array of {question, steps, answer} objects");
   const ids = new IdRegister();
   for (let i = 0; i < data.length; i++) {
-    const at = { file: path, line: i + 1 };
+    const at = { file: path, line: i + 1, element: true };
     const p = coconutProblem(data[i], at);
     yield p instanceof InputError ? p : ids.check(p.id, at, "idx", "element") ?? p;
   }

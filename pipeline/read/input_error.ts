@@ -45,7 +45,8 @@ export interface InputErrorInit {
  * are not input errors; validation reports them as reasons.
  *
  * The message reads `file:line: field "name": problem; hint`, so a user can open the file at
- * the line (`file: element N: ...` for the Nth element of a JSON array read whole). `line` is 0 (and left out of the message) when the whole file is at fault.
+ * the line (`file: element N: ...` for the Nth element of a JSON array read whole). `line` is
+ * 0 (and left out of the message) when the whole file is at fault.
  *
  * @example
  * ```ts
