@@ -396,8 +396,7 @@ Object.assign(Deno, {
       [readOnly, `cannot be made (Read-only file system (os error 30): mkdir '${readOnly}')`],
       [
         unwritable,
-        `this user cannot create files in ${unwritable} (permissions, or a ` +
-        `read-only file system)`,
+        "this user cannot create files in it (permissions, or a read-only file system)",
       ],
     ]
   ) {
