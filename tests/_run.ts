@@ -36,3 +36,34 @@ export async function runDeno(args: string[], cwd = ROOT): Promise<Run> {
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/**
+ * A preload script, written into `dir`, that makes a command send itself `signal` as it logs
+ * (console.error) a line starting `at`. The signal is sent in a microtask, at the command's
+ * next await, as one from outside would come, and held a moment as a step or batch would be:
+ * the signal reaches the runtime before the command looks for it (on a loaded machine it could
+ * otherwise come a step later). Returns the script's path, for `--preload`.
+ */
+export async function signalAtPreload(
+  dir: string,
+  at: string,
+  signal: Deno.Signal,
+): Promise<string> {
+  const path = `${dir}/signal_at.ts`;
+  await Deno.writeTextFile(
+    path,
+    `const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith(${JSON.stringify(at)})) {
+    queueMicrotask(() => {
+      Deno.kill(Deno.pid, "${signal}");
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    });
+  }
+};
+`,
+  );
+  return path;
+}

@@ -16,7 +16,7 @@ import type { RunSummary } from "../eval/evaluate.ts";
 import type { EvalProvenance } from "../eval/report.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
-import { ROOT, type Run, TASK_PERMISSIONS } from "./_run.ts";
+import { ROOT, type Run, signalAtPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { exists } from "../base/exists.ts";
 import { splitPath } from "../base/staging.ts";
 import { fixtureTask } from "./_task.ts";
@@ -438,22 +438,7 @@ Deno.test("eval end to end: a write that fails part way leaves the earlier evalu
  * wraps console.error (the signal comes in a microtask, held a moment as a batch would be).
  */
 async function evalSignalledAt(at: string, signal: Deno.Signal, flags: string[]) {
-  const preload = `${await tempDir()}/signal_at.ts`;
-  await Deno.writeTextFile(
-    preload,
-    `const error = console.error;
-console.error = (...a: unknown[]) => {
-  error(...a);
-  if (String(a[0]).startsWith(${JSON.stringify(at)})) {
-    queueMicrotask(() => {
-      Deno.kill(Deno.pid, "${signal}");
-      const until = performance.now() + 200;
-      while (performance.now() < until) { /* wait */ }
-    });
-  }
-};
-`,
-  );
+  const preload = await signalAtPreload(await tempDir(), at, signal);
   return await evalChild(flags, { preload });
 }
 

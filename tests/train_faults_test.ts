@@ -13,7 +13,7 @@ import { parseTrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, runDeno, TASK_PERMISSIONS } from "./_run.ts";
+import { ROOT, runDeno, signalAtPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
@@ -268,27 +268,25 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   const before = await Deno.readFile(`${run}/checkpoint/model.safetensors`);
   assert(before.length > 1 << 19, `${before.length} bytes`);
   const train_ = [Deno.execPath(), "run", ...TASK_PERMISSIONS, `${ROOT}cli/train.ts`];
-  const res = await new Deno.Command("bash", {
-    args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, "--resume", run],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(res.stderr);
-  assertEquals(res.code, 1, stderr);
+  const limited = async (flags: string[]) => {
+    const res = await new Deno.Command("bash", {
+      args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, ...flags],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: res.code, stderr: new TextDecoder().decode(res.stderr) };
+  };
+  const { code, stderr } = await limited(["--resume", run]);
+  assertEquals(code, 1, stderr);
   assert(stderr.includes(`error: cannot save the checkpoint ${run}/checkpoint at step`), stderr);
   assert(stderr.includes(`--resume ${run}`), stderr);
   assertEquals(await Deno.readFile(`${run}/checkpoint/model.safetensors`), before);
   // A fresh run whose first save fails has nothing to resume: it says to run it again.
   const fresh = `${await tempDir()}/run`;
   const flags = ["--data", data, "--out", fresh, "--recipe", "none", "--steps", "2"];
-  const first = await new Deno.Command("bash", {
-    args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, ...flags],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const firstErr = new TextDecoder().decode(first.stderr);
+  const first = await limited(flags);
+  const firstErr = first.stderr;
   assertEquals(first.code, 1, firstErr);
   assert(
     firstErr.includes(
@@ -819,24 +817,7 @@ async function trainSignalledAt(
   signal: Deno.Signal,
   flags: string[],
 ): Promise<TrainCommandResult> {
-  const preload = `${await tempDir()}/signal_at.ts`;
-  await Deno.writeTextFile(
-    preload,
-    `const error = console.error;
-console.error = (...a: unknown[]) => {
-  error(...a);
-  if (String(a[0]).startsWith(${JSON.stringify(at)})) {
-    queueMicrotask(() => {
-      Deno.kill(Deno.pid, "${signal}");
-      // Held a moment, as a step would be: the signal reaches the runtime before the run
-      // looks for it (on a loaded machine it could otherwise come a step later).
-      const until = performance.now() + 200;
-      while (performance.now() < until) { /* wait */ }
-    });
-  }
-};
-`,
-  );
+  const preload = await signalAtPreload(await tempDir(), at, signal);
   return await trainCommand(flags, preload);
 }
 
