@@ -1130,9 +1130,7 @@ async function trainRun(
         if (sums.n === part.length) break;
         const now = performance.now();
         if (!quiet && now - shown > 5000) {
-          const line = `eval @${state.step}: ${sums.n} of ${part.length} examples`;
-          if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
-          else console.error(line);
+          progress(`eval @${state.step}: ${sums.n} of ${part.length} examples`);
           shown = now, progressShown = true;
         }
         if (!dp) {
@@ -1219,6 +1217,11 @@ async function trainRun(
     interrupted ??= stopSeen();
     const quiet = opts.quiet || !root;
     const tty = !quiet && Deno.stderr.isTerminal();
+    // A progress line: rewritten in place on a terminal, one line each elsewhere.
+    const progress = (line: string) => {
+      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
+      else console.error(line);
+    };
     // The first step's line comes at once (it says the run works, and how fast), then one
     // every 5 s.
     // A resume that has no step left to run (only its final evaluation) reports the loss its
@@ -1359,8 +1362,7 @@ async function trainRun(
           : `stage ${stage} (K=${K}, R=${R})`;
         const line = `step ${state.step}/${total} | ${where} | loss ` +
           `${l.loss.toFixed(4)} | ${Math.round(tps)} tok/s | ETA ${fmtTime(eta)}`;
-        if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
-        else console.error(line);
+        progress(line);
         lastLine = now;
       }
       const periodic = cfg.evalEvery > 0 && state.step % cfg.evalEvery === 0;
