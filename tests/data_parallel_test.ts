@@ -75,7 +75,12 @@ const MPI_ENV = { OMPI_ALLOW_RUN_AS_ROOT: "1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "
 function mpiTrain(
   np: number,
   args: string[],
-  { mca = [], ownGroup = false }: { mca?: [string, string][]; ownGroup?: boolean } = {},
+  { mca = [], ownGroup = false, preload }: {
+    mca?: [string, string][];
+    ownGroup?: boolean;
+    /** A module each rank runs first. */
+    preload?: string;
+  } = {},
 ): Deno.ChildProcess {
   const mpirun = ["mpirun", ...mca.flatMap(([k, v]) => ["--mca", k, v])];
   const [cmd, ...pre] = ownGroup ? ["env", "--default-signal=INT", "setsid", ...mpirun] : mpirun;
@@ -86,6 +91,7 @@ function mpiTrain(
       Deno.execPath(),
       "run",
       ...TASK_PERMISSIONS,
+      ...(preload ? [`--preload=${preload}`] : []),
       `${ROOT}cli/train.ts`,
       ...args,
     ],
@@ -505,6 +511,61 @@ Deno.test({
       `Ctrl-C under mpirun: both ranks stopped at step ${stopped}, saved; resumed, SIGTERM to ` +
         `rank 1 alone stopped both at step ${second}`,
     );
+  },
+});
+
+Deno.test({
+  name: "data parallel: a signal to one rank during an evaluation stops both ranks after that " +
+    "round of batches, saved with the evaluation due; 2 ranks resume with it",
+  ignore: !MPI,
+  fn: async () => {
+    const data = await fixtureData(), out = await tempDir();
+    // Rank 1 alone sends itself SIGTERM as its first evaluation batch decodes (a preload wraps
+    // the generator), held a moment as a batch would be; rank 0 never sees a signal.
+    const preload = `${await tempDir()}/signal_in_eval.ts`;
+    await Deno.writeTextFile(
+      preload,
+      `import { Generator } from ${JSON.stringify(`${ROOT}model/generate.ts`)};
+if (Deno.env.get("OMPI_COMM_WORLD_RANK") === "1") {
+  const generate = Generator.prototype.generate;
+  let sent = false;
+  Generator.prototype.generate = function (...a: Parameters<typeof generate>) {
+    if (!sent) {
+      sent = true;
+      Deno.kill(Deno.pid, "SIGTERM");
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    }
+    return generate.apply(this, a);
+  };
+}
+`,
+    );
+    // 32 validation examples, 16 a rank in batches of 8: the signal comes in the first of two
+    // rounds.
+    const t = { ...KILL_RUN, steps: 4, batch: 8, evalEvery: 2, evalExamples: 32, saveEvery: 3 };
+    const common = ["--data", data, "--preset", "tiny", "--threads", "1", "--recipe", "none"];
+    const r = await finish(mpiTrain(2, [...common, "--out", out, ...flags(t)], { preload }));
+    assert(r.code !== 0, "mpirun reports the stop");
+    assert(
+      r.stderr.includes(`SIGTERM during the evaluation at step 2: saving; resume with --resume`),
+      r.stderr,
+    );
+    const records = async () => (await readTrainLog(out)).map((x) => `${x.kind}@${x.step}`);
+    assertEquals(await records(), ["train@1", "train@2"], "the evaluation was cut short");
+    const ck = await loadCheckpoint(out);
+    assertEquals([ck.state.step, ck.state.evalDue], [2, true]);
+    const again = await finish(mpiTrain(2, ["--resume", out, "--threads", "1", "--quiet"]));
+    assertEquals(again.code, 0, again.stderr);
+    assertEquals(await records(), [
+      "train@1",
+      "train@2",
+      "eval@2",
+      "train@3",
+      "train@4",
+      "eval@4",
+    ]);
+    assertEquals((await loadCheckpoint(out)).state.evalDue, undefined);
   },
 });
 

@@ -1117,26 +1117,38 @@ async function trainRun(
       if (dir === ckptDir) ckptSaved = true;
       else bestSaved = true;
     };
+    // Data-parallel ranks stop together: a signal seen by any rank is summed with the next
+    // step's losses (or an evaluation's next round), and every rank stops after it.
+    let stopAll = false;
     // An evaluation: its log record and line, or null when a stop signal came before its
-    // last batch (data-parallel ranks, which sum it together, evaluate to the end).
+    // last batch. Data-parallel ranks, which sum it together, agree on a stop after each round
+    // of batches (a rank whose part has no batch left takes part in the round all the same).
     const runEval = async (stage: number) => {
       const { k: K, r: R } = stageShape(cfg, stage);
       const part = dp ? dp.shard(evalSet) : evalSet;
+      // The longest part's batches (parts differ in length by one at most: shardRange).
+      const rounds = dp ? Math.ceil(Math.ceil(evalSet.length / dp.size) / cfg.batch) : Infinity;
       let sums: EvalSums = { lossSum: 0, lossN: 0, correct: 0, n: 0 };
       // A long evaluation shows its progress as the steps do (a line every 5 s off a terminal).
       let shown = performance.now(), progressShown = false;
-      for (const sofar of evaluating(model!, part, sp, tok, cfg, K, R, cfg.batch)) {
-        sums = sofar;
-        if (sums.n === part.length) break;
-        const now = performance.now();
-        if (!quiet && now - shown > 5000) {
-          progress(`eval @${state.step}: ${sums.n} of ${part.length} examples`);
-          shown = now, progressShown = true;
-        }
-        if (!dp) {
+      const batches = evaluating(model!, part, sp, tok, cfg, K, R, cfg.batch);
+      try {
+        for (let round = 1;; round++) {
+          const next = batches.next();
+          if (!next.done) sums = next.value;
+          if (dp ? round >= rounds : next.done || sums.n === part.length) break;
+          const now = performance.now();
+          if (!quiet && now - shown > 5000) {
+            progress(`eval @${state.step}: ${sums.n} of ${part.length} examples`);
+            shown = now, progressShown = true;
+          }
           await signalTurns();
-          if (stopSeen()) return null;
+          const stop = stopSeen() ? 1 : 0;
+          if (dp ? dp.sum([stop])[0] > 0 : stop) return null;
         }
+      } finally {
+        // Frees what the evaluation allocated when it ended early.
+        batches.return?.();
       }
       if (tty && progressShown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
       if (dp) {
@@ -1180,7 +1192,9 @@ async function trainRun(
       const ev = await runEval(stage);
       if (ev === null) {
         evalStopped = true;
-        interrupted ??= stopSeen();
+        // A data-parallel rank stops with the others on a signal it did not see itself.
+        interrupted ??= stopSeen() ?? "SIGTERM";
+        if (dp) stopAll = true;
         if (state.step < total) state.evalDue = true;
         return false;
       }
@@ -1232,16 +1246,14 @@ async function trainRun(
     let tokWindow = 0, timeWindow = 0;
     const t0 = performance.now() - state.seconds * 1000;
     let order = epochOrder(trainEx.length, cfg.seed, state.epoch);
-    // Data-parallel ranks stop together: a signal seen by any rank is summed with the next
-    // step's losses, and every rank stops after that step.
-    let stopAll = false;
     // Data-parallel: each part of the gradient is summed as soon as the backward is done
     // with it (an engine library without the nonblocking collectives: after the backward).
     const overlap = dp !== null && opts.commOverlap !== "off" && dp.canOverlap;
     const overlapOf = () => (overlap ? dp!.overlap(model!) : undefined);
     // A resume of a run stopped during an evaluation runs it first (at the last step, the
-    // final evaluation serves).
-    if (state.evalDue && !interrupted) {
+    // final evaluation serves). Data-parallel ranks all run it, a rank that has seen a signal
+    // too: they agree on the stop in its rounds, or after the next step.
+    if (state.evalDue && !(dp ? stopAll : interrupted)) {
       if (state.step < total) await evalAt(stageOf(cfg, state.epoch, state.step - 1));
       else delete state.evalDue;
     }
