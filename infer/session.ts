@@ -6,6 +6,7 @@
  * @module
  */
 
+import { checkWhole } from "../base/whole.ts";
 import type { BackendName } from "../engine/types.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
 import type { Timings } from "../model/generate.ts";
@@ -54,13 +55,6 @@ export function checkOpenOptions(
     throw new RangeError(
       `openInference: backend ${JSON.stringify(opts.backend)}: use ${backends.join(", ")}`,
     );
-  }
-}
-
-/** Throws a RangeError naming `label` unless `v` is undefined or a whole number ≥ `min`. */
-function checkWhole(label: string, v: number | undefined, min: number): void {
-  if (v !== undefined && !(Number.isInteger(v) && v >= min)) {
-    throw new RangeError(`${label} = ${v}: must be a whole number, at least ${min}`);
   }
 }
 

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { checkWhole } from "../base/whole.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
@@ -82,11 +83,7 @@ const READERS: Record<
  */
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
-  if (!(Number.isInteger(maxBytes) && maxBytes >= 1)) {
-    throw new RangeError(
-      `readProblems: maxFieldBytes = ${maxBytes}: must be a whole number of bytes, at least 1`,
-    );
-  }
+  checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;

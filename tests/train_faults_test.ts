@@ -228,6 +228,48 @@ Deno.test("faults: a resume on another dataset is refused", async () => {
   assert((rebuilt as Error).message.startsWith(`${other} changed since`), `${rebuilt}`);
 });
 
+/**
+ * `deno task train` with `flags` in a child process whose files may not grow past 512 KiB, a
+ * stand-in for a full disk (a write past it fails with EFBIG; SIGXFSZ is ignored). The limit
+ * holds from the start or, with `after`, from the moment the run logs a line starting `after`:
+ * a preload wraps console.error and lowers the process's limit (setrlimit) there.
+ */
+async function trainFileLimited(
+  flags: string[],
+  after?: string,
+): Promise<{ code: number; stderr: string }> {
+  const preload: string[] = [];
+  if (after !== undefined) {
+    const path = `${await tempDir()}/file_limit_at.ts`;
+    await Deno.writeTextFile(
+      path,
+      `const libc = Deno.dlopen("libc.so.6", {
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+});
+const RLIMIT_FSIZE = 1;
+const error = console.error;
+console.error = (...a: unknown[]) => {
+  error(...a);
+  if (String(a[0]).startsWith(${JSON.stringify(after)})) {
+    const limit = BigUint64Array.of(512n * 1024n, 0xffffffffffffffffn);
+    if (libc.symbols.setrlimit(RLIMIT_FSIZE, limit) !== 0) throw new Error("setrlimit failed");
+  }
+};
+`,
+    );
+    preload.push("--preload", path);
+  }
+  const train_ = [Deno.execPath(), "run", ...TASK_PERMISSIONS, ...preload, `${ROOT}cli/train.ts`];
+  const ulimit = after === undefined ? "ulimit -f 512; " : "";
+  const res = await new Deno.Command("bash", {
+    args: ["-c", `trap '' XFSZ; ${ulimit}exec "$@"`, "bash", ...train_, ...flags],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: res.code, stderr: new TextDecoder().decode(res.stderr) };
+}
+
 Deno.test("faults: a damaged plan.json and a failed save are errors that say what to do", async () => {
   const data = await fixtureData(), out = await tempDir();
   const twoPhase = { ...base, recipe: undefined, data, out };
@@ -267,17 +309,7 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   await train({ ...base, data, out: run, train: short, stopAfter: 2 });
   const before = await Deno.readFile(`${run}/checkpoint/model.safetensors`);
   assert(before.length > 1 << 19, `${before.length} bytes`);
-  const train_ = [Deno.execPath(), "run", ...TASK_PERMISSIONS, `${ROOT}cli/train.ts`];
-  const limited = async (flags: string[]) => {
-    const res = await new Deno.Command("bash", {
-      args: ["-c", `trap '' XFSZ; ulimit -f 512; exec "$@"`, "bash", ...train_, ...flags],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    return { code: res.code, stderr: new TextDecoder().decode(res.stderr) };
-  };
-  const { code, stderr } = await limited(["--resume", run]);
+  const { code, stderr } = await trainFileLimited(["--resume", run]);
   assertEquals(code, 1, stderr);
   assert(stderr.includes(`error: cannot save the checkpoint ${run}/checkpoint at step`), stderr);
   assert(stderr.includes(`--resume ${run}`), stderr);
@@ -285,7 +317,7 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   // A fresh run whose first save fails has nothing to resume: it says to run it again.
   const fresh = `${await tempDir()}/run`;
   const flags = ["--data", data, "--out", fresh, "--recipe", "none", "--steps", "2"];
-  const first = await limited(flags);
+  const first = await trainFileLimited(flags);
   const firstErr = first.stderr;
   assertEquals(first.code, 1, firstErr);
   assert(
@@ -296,6 +328,32 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
     firstErr,
   );
   assert(!firstErr.includes("--resume"), firstErr);
+});
+
+Deno.test("faults: a fresh run whose final save fails after a kept best names best/ and --overwrite", async () => {
+  // The final evaluation keeps a best (the first evaluation always does), then the file-size
+  // limit comes down and the checkpoint's save fails: best/ is all there is of the run.
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  const flags = ["--data", data, "--out", out, "--recipe", "none", "--epochs-per-stage", "0"];
+  const small = ["--steps", "2", "--batch", "8", "--eval-examples", "4", "--threads", "1"];
+  const { code, stderr } = await trainFileLimited(
+    [...flags, ...small, "--keep-best"],
+    "best of the final stage:",
+  );
+  assertEquals(code, 1, stderr);
+  const line = stderr.split("\n").find((l) => l.startsWith("error: ")) ?? "";
+  // The cause in parentheses is the operating system's (EFBIG), in its words.
+  const cause = /^error: cannot save the checkpoint \S+ at step 2 \((.+)\); there is/.exec(line);
+  assert(cause !== null, stderr);
+  assertEquals(
+    line,
+    `error: cannot save the checkpoint ${out}/checkpoint at step 2 (${cause[1]}); there is no ` +
+      `checkpoint to resume, only ${out}/best (the best weights so far): fix the cause (free ` +
+      `disk space, say) and run the command again with --overwrite, after moving ${out}/best ` +
+      `aside to keep it`,
+  );
+  assert(await exists(`${out}/best/model.safetensors`), `${out}/best`);
+  assert(!(await exists(`${out}/checkpoint/model.safetensors`)), `${out}/checkpoint`);
 });
 
 Deno.test("faults: a fresh run into a run directory is refused unless told to overwrite", async () => {
