@@ -67,3 +67,38 @@ console.error = (...a: unknown[]) => {
   );
   return path;
 }
+
+/**
+ * A preload script, written into `dir`, that makes a training command send itself `signal` as
+ * its first evaluation batch decodes: it wraps the generator (the module the run loads), and
+ * holds the signal a moment as a batch would be. With `rank`, only the data-parallel rank of
+ * that number (Open MPI's `OMPI_COMM_WORLD_RANK`) sends it. Returns the script's path, for
+ * `--preload`.
+ */
+export async function signalInEvalPreload(
+  dir: string,
+  signal: Deno.Signal,
+  rank?: number,
+): Promise<string> {
+  const path = `${dir}/signal_in_eval.ts`;
+  const only = rank === undefined ? "true" : `Deno.env.get("OMPI_COMM_WORLD_RANK") === "${rank}"`;
+  await Deno.writeTextFile(
+    path,
+    `import { Generator } from ${JSON.stringify(`${ROOT}model/generate.ts`)};
+if (${only}) {
+  const generate = Generator.prototype.generate;
+  let sent = false;
+  Generator.prototype.generate = function (...a: Parameters<typeof generate>) {
+    if (!sent) {
+      sent = true;
+      Deno.kill(Deno.pid, "${signal}");
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    }
+    return generate.apply(this, a);
+  };
+}
+`,
+  );
+  return path;
+}

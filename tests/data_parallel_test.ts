@@ -13,7 +13,7 @@ import { paramLayout } from "../model/params.ts";
 import type { TrainConfig } from "../model/config.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, TASK_PERMISSIONS } from "./_run.ts";
+import { ROOT, signalInEvalPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
 import { fixtureData } from "./_task.ts";
 
@@ -520,27 +520,9 @@ Deno.test({
   ignore: !MPI,
   fn: async () => {
     const data = await fixtureData(), out = await tempDir();
-    // Rank 1 alone sends itself SIGTERM as its first evaluation batch decodes (a preload wraps
-    // the generator), held a moment as a batch would be; rank 0 never sees a signal.
-    const preload = `${await tempDir()}/signal_in_eval.ts`;
-    await Deno.writeTextFile(
-      preload,
-      `import { Generator } from ${JSON.stringify(`${ROOT}model/generate.ts`)};
-if (Deno.env.get("OMPI_COMM_WORLD_RANK") === "1") {
-  const generate = Generator.prototype.generate;
-  let sent = false;
-  Generator.prototype.generate = function (...a: Parameters<typeof generate>) {
-    if (!sent) {
-      sent = true;
-      Deno.kill(Deno.pid, "SIGTERM");
-      const until = performance.now() + 200;
-      while (performance.now() < until) { /* wait */ }
-    }
-    return generate.apply(this, a);
-  };
-}
-`,
-    );
+    // Rank 1 alone sends itself SIGTERM as its first evaluation batch decodes; rank 0 never
+    // sees a signal.
+    const preload = await signalInEvalPreload(await tempDir(), "SIGTERM", 1);
     // 32 validation examples, 16 a rank in batches of 8: the signal comes in the first of two
     // rounds.
     const t = { ...KILL_RUN, steps: 4, batch: 8, evalEvery: 2, evalExamples: 32, saveEvery: 3 };

@@ -13,7 +13,7 @@ import { parseTrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, runDeno, signalAtPreload, TASK_PERMISSIONS } from "./_run.ts";
+import { ROOT, runDeno, signalAtPreload, signalInEvalPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
@@ -881,28 +881,10 @@ async function trainSignalledAt(
 
 /**
  * {@linkcode trainCommand} in a child process that sends itself SIGINT during its first
- * evaluation: a preload wraps the generator (the module the run loads), so the signal comes as
- * the evaluation's first batch decodes, held a moment as a batch would be.
+ * evaluation, as the evaluation's first batch decodes.
  */
 async function trainSignalledInEval(flags: string[]): Promise<TrainCommandResult> {
-  const preload = `${await tempDir()}/signal_in_eval.ts`;
-  await Deno.writeTextFile(
-    preload,
-    `import { Generator } from ${JSON.stringify(`${ROOT}model/generate.ts`)};
-const generate = Generator.prototype.generate;
-let sent = false;
-Generator.prototype.generate = function (...a: Parameters<typeof generate>) {
-  if (!sent) {
-    sent = true;
-    Deno.kill(Deno.pid, "SIGINT");
-    const until = performance.now() + 200;
-    while (performance.now() < until) { /* wait */ }
-  }
-  return generate.apply(this, a);
-};
-`,
-  );
-  return await trainCommand(flags, preload);
+  return await trainCommand(flags, await signalInEvalPreload(await tempDir(), "SIGINT"));
 }
 
 /** The kinds and steps of the records of the run in `out`'s log.jsonl, as "train@1". */
