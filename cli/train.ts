@@ -292,12 +292,13 @@ const CONFIG_FLAGS = inGroup(
     },
     steps: {
       value: "N",
-      help: "optimiser steps; overrides --epochs",
+      help: "optimiser steps; overrides --epochs (with a CoT start, the LOTUS phase's: " +
+        "--cot-start-epochs sets the CoT start's length)",
       schema: wholeNumber(1),
     },
     epochs: {
       value: "N",
-      help: "epochs",
+      help: "epochs (with a CoT start, of the LOTUS phase)",
       schema: wholeNumber(1),
       defaultText: libraryDefault("epochs"),
     },

@@ -495,7 +495,7 @@ export const TrainConfigSchema: z.ZodType<TrainConfig> & {
 /**
  * Validate a training configuration; every missing field gets its default. The defaults
  * that depend on the dataset and the preset (K, c, the learning rate) are filled by
- * resolveTrainConfig in train/trainer.ts, which the library's train() and the CLI share.
+ * resolveTrainConfig in train/options.ts, which the library's train() and the CLI share.
  *
  * @example
  * ```ts
