@@ -46,6 +46,7 @@ import {
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
+  compareMicroBatches,
   compareOps,
   compareSkinnyForwards,
   compareStepGraphs,
@@ -446,6 +447,14 @@ if (test.backend === "cuda") {
       push(...mark(compareStepGraphs(test, p)));
     } catch (e) {
       push({ ...failure("training graphs", "recorded steps replay bit for bit", e), precision: p });
+    }
+    try {
+      push(...mark(compareMicroBatches(test, p)));
+    } catch (e) {
+      push({
+        ...failure("micro-batches", "a batch's gradient from micro-batches", e),
+        precision: p,
+      });
     }
   }
 }

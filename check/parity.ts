@@ -1938,6 +1938,96 @@ export function compareStepGraphs(eng: Engine, precision: Precision): CheckRow[]
   }
 }
 
+/**
+ * A batch's gradient from its micro-batches (the trainer's `microBatch`): the whole batch's
+ * step against the same batch in two parts, each divided by the whole batch's target counts,
+ * their gradients added in the slab. The parts run three times from zeroed gradients, so that
+ * on the CUDA engine the last replays recorded graphs. Rows: the gradient's relative error
+ * (the loss's in the note, and in `err` when larger), bounded as a step's at the precision,
+ * for both step configurations of {@linkcode STEP_SPECS} and the explicit-CoT step.
+ */
+export function compareMicroBatches(eng: Engine, precision: Precision): CheckRow[] {
+  const rows: CheckRow[] = [];
+  const tol = TOLERANCES[precision];
+  eng.setPrecision(PRECISION_MODES[precision]);
+  // The whole batch's loss and gradient, then the parts': the worst error over the repeats.
+  const compare = (
+    name: string,
+    model: Model,
+    runner: { recordedSteps: number },
+    whole: () => number,
+    parts: (() => number)[],
+  ) => {
+    model.zeroGrad();
+    const lw = whole(), gw = model.downloadGrads();
+    let gradErr = 0, lossErr = 0;
+    for (let rep = 0; rep < 3; rep++) {
+      model.zeroGrad();
+      const l = parts.reduce((a, part) => a + part(), 0);
+      gradErr = Math.max(gradErr, relErr(model.downloadGrads(), gw));
+      lossErr = Math.max(lossErr, Math.abs(l - lw) / Math.abs(lw));
+    }
+    rows.push(
+      checkRow(
+        "micro-batches",
+        `a batch's gradient from two micro-batches: ${name}`,
+        precision,
+        Math.max(gradErr, lossErr / tol.stepLoss * tol.stepGrad),
+        tol.stepGrad,
+        `gradient ${gradErr.toExponential(1)}, loss ${lossErr.toExponential(1)}; ` +
+          `${runner.recordedSteps} steps recorded`,
+      ),
+    );
+  };
+  try {
+    for (const [i, spec] of STEP_SPECS.entries()) {
+      const sp = specialsFor(spec.model.vocabSize);
+      const exs = randomExamples(spec.B, spec.model.vocabSize, 41 + i);
+      const model = new Model(eng, spec.model, perturbedParams(spec.model, 7 + i), true);
+      const runner = new LotusRunner(model, { ...capacityFor(exs, spec, sp, eng) }, true);
+      try {
+        const whole = lotusBatch(exs, sp, spec);
+        const denominators = runner.denominators(whole, spec.opts, exs);
+        const h = Math.ceil(exs.length / 2);
+        compare(
+          spec.name,
+          model,
+          runner,
+          () => runner.step(whole, spec.opts, exs).loss,
+          [exs.slice(0, h), exs.slice(h)].map((p) => () =>
+            runner.step(lotusBatch(p, sp, spec), { ...spec.opts, denominators }, p).loss
+          ),
+        );
+      } finally {
+        runner.free();
+        model.free();
+      }
+    }
+    const cfg = STEP_SPECS[0].model, sp = specialsFor(cfg.vocabSize);
+    const exs = randomExamples(5, cfg.vocabSize, 43);
+    const whole = plainBatch(exs, sp, true);
+    const model = new Model(eng, cfg, perturbedParams(cfg, 9), true);
+    const runner = new PlainRunner(model, 5, whole.T, true, false, eng.backend === "cuda");
+    try {
+      compare(
+        "explicit CoT",
+        model,
+        runner,
+        () => runner.step(whole).loss,
+        [exs.slice(0, 3), exs.slice(3)].map((p) => () =>
+          runner.step(plainBatch(p, sp, true), undefined, whole.nTargets).loss
+        ),
+      );
+    } finally {
+      runner.free();
+      model.free();
+    }
+  } finally {
+    eng.setPrecision(0);
+  }
+  return rows;
+}
+
 /** What {@linkcode trainSteps} returns. */
 interface StepsRun {
   losses: number[];

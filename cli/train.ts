@@ -91,6 +91,14 @@ const RUN_FLAGS = flagTable({
     defaultText: "on (the CPU engine has no graphs)",
   },
   threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+  microBatch: {
+    value: "N",
+    help: "examples a forward and backward take at once (a rank's, under mpirun): each step " +
+      "adds up the gradients of its batch's micro-batches, the same step in less memory; " +
+      "evaluations run in batches of N too",
+    schema: wholeNumber(1),
+    defaultText: "the whole batch",
+  },
   init: {
     value: "PATH",
     help: "start from a local Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +

@@ -205,7 +205,13 @@ Deno.test("data parallel: collectives before joining, or without MPI, fail with 
   }
 });
 
-const CASES: { name: string; preset?: "llama-tiny"; train: Partial<TrainConfig> }[] = [
+const CASES: {
+  name: string;
+  preset?: "llama-tiny";
+  train: Partial<TrainConfig>;
+  /** The ranks' --micro-batch (the one process takes its batch whole). */
+  micro?: number;
+}[] = [
   // LOTUS across stage 0 -> 1 (3 steps a stage), step loss after the loop.
   { name: "lotus", train: { mode: "lotus", steps: 6, batch: 8, stepsPerStage: 3 } },
   // The same on the Llama backbone (grouped-query attention, rotary positions, SwiGLU).
@@ -217,6 +223,20 @@ const CASES: { name: string; preset?: "llama-tiny"; train: Partial<TrainConfig> 
   // LOTUS-aux with in-loop step loss and in-loop aux reads, an odd batch (shards of 3 and 4).
   {
     name: "lotus-aux",
+    train: {
+      mode: "lotus-aux",
+      steps: 6,
+      batch: 7,
+      stepsPerStage: 3,
+      auxWeight: 0.5,
+      stepLoss: "in-loop",
+      auxReads: "in-loop",
+    },
+  },
+  // The same in micro-batches of 2 on each rank (parts of 2 and 1, and of 2 and 2).
+  {
+    name: "lotus-aux in micro-batches",
+    micro: 2,
     train: {
       mode: "lotus-aux",
       steps: 6,
@@ -254,6 +274,7 @@ for (const c of CASES) {
           "--recipe",
           "none",
           "--quiet",
+          ...(c.micro ? ["--micro-batch", String(c.micro)] : []),
           ...flags(t),
         ]),
       );

@@ -395,3 +395,74 @@ Deno.test("LOTUS by default trains its CoT start first; a stop in it resumes bot
   assertEquals(one.cotStart, undefined);
   assertEquals(await exists(`${c}/cot-start`), false);
 });
+
+/** max |a[i] - b[i]|. */
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assertEquals(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+// Micro-batches: LOTUS across stage 0 -> 1, LOTUS-aux with the in-loop step loss and reads
+// (denominators of every head), and explicit CoT; batches of 7 in parts of 3, 3 and 1.
+for (
+  const t of [
+    { mode: "lotus", stepsPerStage: 2 },
+    { mode: "lotus-aux", stepsPerStage: 2, stepLoss: "in-loop", auxReads: "in-loop" },
+    { mode: "cot" },
+  ] as const
+) {
+  Deno.test(`${t.mode}: a step in micro-batches is the whole batch's step, to float rounding`, async () => {
+    const data = await fixtureData();
+    const cfg = { ...t, steps: 4, batch: 7, evalExamples: 5, seed: 2 };
+    const run = async (microBatch?: number, steps = cfg.steps) => {
+      const out = await tmp();
+      const res = await train({
+        ...TINY_CPU,
+        data,
+        out,
+        recipe: "none",
+        threads: 1,
+        microBatch,
+        train: { ...cfg, steps },
+      });
+      const recs = (await readTrainLog(out)).filter((r) => r.kind === "train");
+      return {
+        res,
+        loss: recs.map((r) => r.loss as number),
+        params: (await loadCheckpoint(out)).params,
+      };
+    };
+    const whole = await run(), parts = await run(3), wide = await run(7);
+    // A micro-batch of the whole batch is the step as it was, to the bit.
+    assertEquals(wide.loss, whole.loss);
+    assertEquals(maxAbsDiff(wide.params, whole.params), 0);
+    const dl = maxAbsDiff(parts.loss, whole.loss), dw = maxAbsDiff(parts.params, whole.params);
+    console.log(
+      `${t.mode}, micro-batches of 3 against batches of 7: max |loss diff| ` +
+        `${dl.toExponential(2)}, max |weight diff| ${dw.toExponential(2)} over 4 steps`,
+    );
+    assert(dl <= 1e-5, `loss differs by ${dl}`);
+    // AdamW's update is at most lr (3e-3) a step: summation order moves it by a small part.
+    const tol = 0.02 * 3e-3;
+    assert(dw <= tol, `weights differ by ${dw}`);
+    // The steps moved the weights far more than that.
+    assert(maxAbsDiff((await run(undefined, 1)).params, whole.params) > 100 * tol);
+    assertEquals(parts.res.valAccuracy, whole.res.valAccuracy);
+  });
+}
+
+Deno.test("--micro-batch takes a whole number of examples, at least 1", async () => {
+  for (const bad of [0, 1.5]) {
+    const e = await assertRejects(
+      () => train({ ...TINY_CPU, data: "unused", out: "unused", microBatch: bad }),
+    );
+    assertEquals(
+      (e as Error).message,
+      `--micro-batch ${bad}: give a whole number of examples, at least 1`,
+    );
+  }
+  assertEquals((parseTrainArgs(["--micro-batch", "4"]) as { microBatch: number }).microBatch, 4);
+  assertThrows(() => parseTrainArgs(["--micro-batch", "0"]), Error, "--micro-batch");
+});

@@ -154,6 +154,15 @@ export interface TrainOptions {
   /** CPU threads (0: all cores). */
   threads?: number;
   /**
+   * Examples a forward and backward take at once (on each rank of a data-parallel run): a
+   * step runs its batch (a rank its part) in micro-batches of at most this many and adds up
+   * their gradients, each divided by the whole batch's target counts, so that the step is
+   * the batch's, to float rounding, in the memory of a micro-batch. Evaluations run in
+   * batches of this size too. Default: the whole batch (a rank's part). Not saved with the
+   * run: a resume may give another.
+   */
+  microBatch?: number;
+  /**
    * Weights to start from: a local Hugging Face GPT-2 model.safetensors, a run or checkpoint
    * directory (the reference starts LOTUS from its explicit-CoT model this way), or a local
    * Hugging Face Llama directory (config.json with model_type "llama", model.safetensors or
@@ -528,6 +537,28 @@ function llamaPresetOf(json: unknown): PresetName {
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
+/**
+ * A step's micro-batch j > 0 draws its masks from mixSeed(its rank's seed, MICRO_TAG + j),
+ * apart from the chunk tags the runner mixes into that seed.
+ */
+const MICRO_TAG = 0x4d42_0000;
+
+/** `exs` in consecutive parts of at most `n` examples (the last may be shorter). */
+function microBatches<T>(exs: readonly T[], n: number): T[][] {
+  const parts: T[][] = [];
+  for (let i = 0; i < exs.length; i += n) parts.push(exs.slice(i, i + n));
+  return parts;
+}
+
+/**
+ * A step's losses from its micro-batches': each is its share of the whole batch's means, so
+ * the shares add up; the target counts (the whole batch's) are the first's.
+ */
+function sumLosses(ls: StepLosses[]): StepLosses {
+  if (ls.length === 1) return ls[0];
+  const sum = (f: "loss" | "ans" | "step" | "aux") => ls.reduce((a, x) => a + x[f], 0);
+  return { ...ls[0], loss: sum("loss"), ans: sum("ans"), step: sum("step"), aux: sum("aux") };
+}
 
 /** With `onNonFinite: "skip"`, this many skipped steps in a row stop the run all the same. */
 const MAX_SKIPS_IN_A_ROW = 10;
@@ -1049,8 +1080,13 @@ async function trainRun(
       }
       opts.onLog?.(r);
     };
-    // Each rank's runner holds its part of a batch only.
-    const cap = capacityOf(trainEx, cfg, dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch);
+    // Each rank's runner holds its part of a batch only, or a micro-batch of it.
+    const micro = Math.min(
+      opts.microBatch ?? Infinity,
+      dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch,
+    );
+    const evalBatch = Math.min(opts.microBatch ?? Infinity, cfg.batch);
+    const cap = capacityOf(trainEx, cfg, micro);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
     const withDropout = cfg.dropout > 0;
     const recompute = opts.recompute ?? eng.backend === "cuda";
@@ -1127,11 +1163,11 @@ async function trainRun(
       const { k: K, r: R } = stageShape(cfg, stage);
       const part = dp ? dp.shard(evalSet) : evalSet;
       // The longest part's batches (parts differ in length by one at most: shardRange).
-      const rounds = dp ? Math.ceil(Math.ceil(evalSet.length / dp.size) / cfg.batch) : Infinity;
+      const rounds = dp ? Math.ceil(Math.ceil(evalSet.length / dp.size) / evalBatch) : Infinity;
       let sums: EvalSums = { lossSum: 0, lossN: 0, correct: 0, n: 0 };
       // A long evaluation shows its progress as the steps do (a line every 5 s off a terminal).
       let shown = performance.now(), progressShown = false;
-      const batches = evaluating(model!, part, sp, tok, cfg, K, R, cfg.batch);
+      const batches = evaluating(model!, part, sp, tok, cfg, K, R, evalBatch);
       try {
         for (let round = 1;; round++) {
           const next = batches.next();
@@ -1217,7 +1253,11 @@ async function trainRun(
 
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
-        `${trainEx.length} examples, ${total} steps of ${cfg.batch}, backend ${eng.backend}` +
+        `${trainEx.length} examples, ${total} steps of ${cfg.batch}` +
+        (micro < (dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch)
+          ? ` in micro-batches of ${micro}`
+          : "") +
+        `, backend ${eng.backend}` +
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
     // From this line on a stop signal ends the run at a step's end, saved (before it, the
@@ -1267,22 +1307,31 @@ async function trainRun(
       const { k: K, r: R } = stageShape(cfg, stage);
       const start = state.batchInEpoch * cfg.batch;
       const batchExs = Array.from(order.subarray(start, start + cfg.batch), (i) => trainEx[i]);
-      // A data-parallel rank runs its part of the global batch.
+      // A data-parallel rank runs its part of the global batch, in micro-batches of at most
+      // `micro` examples: each one's gradient adds into the slab, divided by the global batch's
+      // target counts, so that the sum is the global batch's step.
       const exs = dp ? dp.shard(batchExs) : batchExs;
+      const parts = microBatches(exs, micro);
+      const shares = dp !== null || parts.length > 1;
       const ts = performance.now();
       model.zeroGrad();
       // Masks depend on the seed and the step alone, so a resumed run draws the same ones
-      // (each rank of a data-parallel run its own).
+      // (each rank of a data-parallel run, and each micro-batch after a step's first, its own).
       const dropSeed = mixSeed(BigInt(cfg.seed), DROPOUT_TAG + state.step);
-      const dropout = cfg.dropout > 0
-        ? { p: cfg.dropout, seed: dp ? mixSeed(dropSeed, dp.rank) : dropSeed }
-        : undefined;
-      let l: StepLosses;
+      const rankSeed = dp ? mixSeed(dropSeed, dp.rank) : dropSeed;
+      const dropoutOf = (j: number) =>
+        cfg.dropout > 0
+          ? { p: cfg.dropout, seed: j === 0 ? rankSeed : mixSeed(rankSeed, MICRO_TAG + j) }
+          : undefined;
+      const losses: StepLosses[] = [];
       if (runner instanceof PlainRunner) {
         const cot = cfg.mode === "cot";
-        // The global batch's target count divides every rank's loss.
-        const den = dp ? plainBatch(batchExs, sp, cot).nTargets : undefined;
-        l = runner.step(plainBatch(exs, sp, cot), dropout, den, overlapOf());
+        // The global batch's target count divides every part's loss.
+        const den = shares ? plainBatch(batchExs, sp, cot).nTargets : undefined;
+        for (let j = 0; j < parts.length; j++) {
+          const ready = j === parts.length - 1 ? overlapOf() : undefined;
+          losses.push(runner.step(plainBatch(parts[j], sp, cot), dropoutOf(j), den, ready));
+        }
       } else {
         const lopts: LotusOptions = {
           lambda: cfg.lambda,
@@ -1290,15 +1339,19 @@ async function trainRun(
           stepLoss: cfg.stepLoss,
           injection: cfg.injection,
           auxReads: cfg.auxReads,
-          dropout,
         };
-        if (dp) {
+        if (shares) {
           const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c, longStep });
           lopts.denominators = runner.denominators(global, lopts, batchExs);
-          lopts.ready = overlapOf();
         }
-        l = runner.step(lotusBatch(exs, sp, { K, R, c: cfg.c, longStep }), lopts, exs);
+        for (let j = 0; j < parts.length; j++) {
+          // Data-parallel: the gradient's all-reduce starts during the last part's backward.
+          const ready = j === parts.length - 1 ? overlapOf() : undefined;
+          const b = lotusBatch(parts[j], sp, { K, R, c: cfg.c, longStep });
+          losses.push(runner.step(b, { ...lopts, dropout: dropoutOf(j), ready }, parts[j]));
+        }
       }
+      let l = sumLosses(losses);
       if (dp) {
         // The global gradient and losses: each rank's are its share of the global means.
         dp.allReduceGrads(model);
@@ -1748,6 +1801,13 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   // Settings are checked before anything is written (a plan, a CoT start).
   checkSettings(opts.train ?? {});
   refuseCpuPrecision(opts);
+  const mb = opts.microBatch;
+  if (mb !== undefined && !(Number.isInteger(mb) && mb >= 1)) {
+    throw new TrainConfigError(
+      "--micro-batch",
+      `--micro-batch ${mb}: give a whole number of examples, at least 1`,
+    );
+  }
   if (opts.resume && opts.overwrite) {
     throw new TrainConfigError(
       "--overwrite",
