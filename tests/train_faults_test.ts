@@ -9,7 +9,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { train } from "../train/trainer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
 import { curriculumNotes, TrainConfigError, unusedSettingNotes } from "../train/options.ts";
-import { parseTrainConfig } from "../model/config.ts";
+import { parseTrainConfig, type TrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
@@ -1349,6 +1349,31 @@ Deno.test("faults: a fresh run that fails before its first step leaves nothing o
   assertEquals(res.code, 1, res.stderr);
   assert(res.stderr.includes("out/data/default"), res.stderr);
   assertEquals(namesIn(cwd), []);
+});
+
+Deno.test("faults: LOTUS settings that contradict the dataset are refused before a CoT start trains", async () => {
+  const data = await fixtureData(), parent = await tempDir();
+  const out = `${parent}/run`;
+  // The default recipe (from-cot): an epoch of explicit CoT, then LOTUS.
+  const twoPhase = { batch: 8, evalExamples: 4, cotStartEpochs: 1 };
+  const cases: [Partial<TrainConfig>, string][] = [
+    [{ k: 9 }, "--k"],
+    [{ c: 8 }, "--c"],
+    [{ mode: "lotus-aux", auxWeight: 0 }, "--aux-weight"],
+  ];
+  for (const [set, flag] of cases) {
+    // The error LOTUS alone gives.
+    const alone = await assertRejects(
+      () => train({ ...base, data, out, train: { ...short, ...set } }),
+      TrainConfigError,
+    );
+    const e = await assertRejects(
+      () => train({ ...base, recipe: undefined, data, out, train: { ...twoPhase, ...set } }),
+      TrainConfigError,
+    );
+    assertEquals([e.flag, e.message], [flag, alone.message]);
+    assertEquals(namesIn(parent), [], `${flag}: no CoT start, no plan`);
+  }
 });
 
 Deno.test("faults: --out at an evaluation's output is refused as such, --overwrite too", async () => {

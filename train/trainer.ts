@@ -65,6 +65,7 @@ import {
 } from "./step.ts";
 import { Generator } from "../model/generate.ts";
 import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
+import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
 import {
   type CheckpointData,
   checkpointDirOf,
@@ -899,9 +900,7 @@ async function trainRun(
         c: trainData.manifest.options.c,
       },
     );
-  if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
-    throw new TrainConfigError("--aux-weight", "--mode lotus-aux needs --aux-weight > 0");
-  }
+  refuseAuxWithoutWeight(cfg);
   const sp = trainData.special;
   // Steps longer than c: the training split's policy (spill adds target layers to a batch).
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
@@ -1574,7 +1573,8 @@ async function trainRun(
  * checkpoint kept), then LOTUS from that checkpoint; `out/plan.json` records the run so that
  * `resume` continues it in either phase. An `init` that is a model of this project (a run,
  * checkpoint or export, or its model.safetensors) skips the CoT start; other weights (a Hugging
- * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins.
+ * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins. LOTUS's
+ * settings are checked against the dataset's manifest before the CoT start trains.
  *
  * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig) or
  * the run being resumed, the training split has fewer usable examples than a batch, mode is
@@ -1792,6 +1792,39 @@ function refuseMovedData(stored: string, run: string): never {
   );
 }
 
+/** Refuses lotus-aux without an aux loss: its aux decoder would learn nothing. */
+function refuseAuxWithoutWeight(cfg: TrainConfig): void {
+  if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
+    throw new TrainConfigError("--aux-weight", "--mode lotus-aux needs --aux-weight > 0");
+  }
+}
+
+/**
+ * Refuses, before a fresh run's CoT start trains or anything is written, the settings of the
+ * two-phase run `opts` (its recipe's settings merged into `train`, its preset resolved) that the
+ * LOTUS phase after the CoT start would refuse as it sets up: a K or c that contradicts the
+ * dataset ({@linkcode resolveTrainConfig}), lotus-aux without an aux weight. The same errors,
+ * from the same checks, on the dataset's manifest alone. A dataset whose manifest cannot be read
+ * is left to the CoT start's loading, which reports it. (A resume takes the settings of its
+ * plan, checked so when the run began; a dataset changed since is refused by its fingerprint.)
+ */
+async function refuseLotusSettings(opts: TrainOptions): Promise<void> {
+  if (opts.data === undefined) return;
+  let manifest: Manifest;
+  try {
+    manifest = await readManifest(opts.data);
+  } catch (e) {
+    if (e instanceof ManifestError) return;
+    throw e;
+  }
+  const preset = opts.preset ?? "tiny";
+  refuseAuxWithoutWeight(resolveTrainConfig(opts.train ?? {}, preset, {
+    dir: opts.data,
+    k: manifest.options.k,
+    c: manifest.options.c,
+  }));
+}
+
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
@@ -1927,6 +1960,9 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   const initIsRun = initMeta !== null ||
     (opts.init !== undefined && !hfLlama && await initIsDirectory(opts.init));
   const run = { ...opts, preset, recipe: "none" as const, train: given };
+  const cotStart = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun;
+  // What LOTUS would refuse after the CoT start is refused before it.
+  if (cotStart) await refuseLotusSettings(run);
   const init = opts.init;
   if (
     opts.overwrite && init !== undefined &&
@@ -1954,7 +1990,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
       stepped = true;
     };
     try {
-      res = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun
+      res = cotStart
         ? await trainWithCotStart(run, false, world, initMeta, onFirstStep)
         : await trainRun(run, world, { initMeta, dropUntrained: true, onFirstStep });
     } catch (e) {
