@@ -61,21 +61,51 @@ const LIBCUDA_PATHS: readonly string[] = [
   "/usr/lib/wsl/lib/libcuda.so.1",
 ];
 
+/**
+ * Whether nothing is at `path`: asked of the file system where Deno may read it, otherwise read
+ * from the loader's message `e` of a `Deno.dlopen(path)` that failed (null when there is none).
+ */
+function absent(path: string, e: unknown): boolean {
+  try {
+    Deno.statSync(path);
+    return false;
+  } catch (s) {
+    if (s instanceof Deno.errors.NotFound) return true;
+  }
+  return e instanceof Error &&
+    e.message.includes(`${path}: cannot open shared object file: No such file or directory`);
+}
+
 function openDriver(): Driver {
   try {
     return Deno.dlopen("libcuda.so.1", DRIVER_SYMBOLS);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotCapable)) throw e;
-    for (const path of LIBCUDA_PATHS) {
-      try {
-        return Deno.dlopen(path, DRIVER_SYMBOLS);
-      } catch { /* not there, or not granted */ }
+  }
+  // --allow-ffi names paths: the usual ones are tried; what kept each from loading decides the
+  // message: a library there that does not load, a path Deno may not load, or nothing there.
+  const denied: string[] = [];
+  let failed: unknown = null;
+  for (const path of LIBCUDA_PATHS) {
+    try {
+      return Deno.dlopen(path, DRIVER_SYMBOLS);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) {
+        if (!absent(path, null)) denied.push(path);
+      } else if (!absent(path, e)) failed ??= e;
     }
+  }
+  if (failed !== null) throw failed;
+  if (denied.length > 0) {
     throw new Error(
       "Deno may not load the NVIDIA driver library: grant --allow-ffi for libcuda.so.1 " +
-        `(the tasks grant ${LIBCUDA_PATHS.join(", ")})`,
+        `(the tasks grant ${LIBCUDA_PATHS.join(", ")}; not granted: ${denied.join(", ")})`,
     );
   }
+  throw new Error(
+    `no driver library found: looked for ${LIBCUDA_PATHS.join(", ")}; one elsewhere needs ` +
+      "--allow-ffi for its path",
+  );
 }
 
 /**

@@ -7,6 +7,8 @@ import { EngineError, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { selectEngine } from "../engine/backend.ts";
 import { findNvcc } from "../check/kernel_resources.ts";
+import { ROOT, runDeno } from "./_run.ts";
+import { tempDir } from "./_tmp.ts";
 
 const ENGINE_DIR = new URL("../engine/", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -95,6 +97,51 @@ Deno.test({
     assertEquals((e as EngineError).op, "cuInit");
     assert(/no NVIDIA driver|no GPU|failed to initialise/.test(e.message), e.message);
     assert(e.message.includes("--backend cpu"), e.message);
+  },
+});
+
+/** The driver library's paths that `deno task train` grants --allow-ffi for, and the grant. */
+const TRAIN_FFI = (JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks.train as string)
+  .match(/--allow-ffi=(\S+)/)![1];
+const TASK_LIBCUDA = TRAIN_FFI.split(",").filter((p) => p.endsWith("/libcuda.so.1"));
+
+function present(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "cuda without a driver: the probe says where it looked, and asks for --allow-ffi only " +
+    "where it was denied",
+  ignore: GPU || TASK_LIBCUDA.some(present),
+  async fn() {
+    const script = `${await tempDir()}/probe.ts`;
+    const probe = new URL("../engine/cuda_probe.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { probeCuda } from ${JSON.stringify(probe)};\nconsole.log(probeCuda().reason);\n`,
+    );
+    const reason = async (...flags: string[]) => {
+      const r = await runDeno(["run", ...flags, script]);
+      assertEquals(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    assert(TASK_LIBCUDA.length > 0, TRAIN_FFI);
+    const none = `no NVIDIA driver on this machine (no driver library found: looked for ` +
+      `${TASK_LIBCUDA.join(", ")}; one elsewhere needs --allow-ffi for its path)`;
+    // As the tasks run it, reading the file system or not: every path granted, none there.
+    assertEquals(await reason("--allow-read", `--allow-ffi=${TRAIN_FFI}`), none);
+    assertEquals(await reason(`--allow-ffi=${TRAIN_FFI}`), none);
+    // Paths not granted, and none there: no permission would find a driver.
+    assertEquals(await reason("--allow-read", "--allow-ffi=build"), none);
+    // Paths not granted that Deno may not read either: the permission is the advice.
+    const denied = await reason("--allow-ffi=build");
+    assert(denied.includes("grant --allow-ffi for libcuda.so.1"), denied);
+    assert(denied.endsWith(`not granted: ${TASK_LIBCUDA.join(", ")}))`), denied);
   },
 });
 
