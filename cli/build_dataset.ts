@@ -303,6 +303,10 @@ export function buildOptions(v: BuildArgs): BuildOptions {
 
 /** The generator's options from the command line, or undefined without --synthetic. */
 function syntheticOptions(v: BuildArgs): SyntheticOptions | undefined {
+  // --seed seeds the generator and --augment; the default data's seeds are its own.
+  if (v.seed !== undefined && v.synthetic === undefined && v.augment === undefined) {
+    throw command.error("--seed needs --synthetic N or --augment N");
+  }
   const generatorFlags = ["steps", "maxValue", "digits", "families", "excludeFamilies"] as const;
   if (v.synthetic === undefined) {
     const stray = generatorFlags.find((f) => v[f] !== undefined);

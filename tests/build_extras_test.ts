@@ -127,6 +127,9 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     augment: { variants: 4, seed: 0 },
     exclude: ["t.jsonl"],
   }]);
+  // --seed seeds --augment without --synthetic.
+  const seeded = options(["--input", "a.jsonl", "--augment", "2", "--seed", "3", "--out", "o"]);
+  assertEquals(seeded.splits[0].augment, { variants: 2, seed: 3 });
   const bad: [string[], string][] = [
     [["--steps", "2..4", "--input", "a", "--out", "o"], "--steps needs --synthetic N"],
     [["--synthetic", "5", "--steps", "5..2", "--out", "o"], "--steps must be A..B with"],
@@ -146,6 +149,8 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
       "o",
     ], "leaves no family"],
     [["--synthetic", "5"], "--out DIR is required with --synthetic"],
+    [["--seed", "5", "--out", "o"], "--seed needs --synthetic N or --augment N"],
+    [["--seed", "5", "--input", "a", "--out", "o"], "--seed needs --synthetic N or --augment N"],
     [["--augment", "2", "--out", "o"], "--augment needs --input"],
     [["--augment", "0", "--input", "a", "--out", "o"], "--augment must be at least 1"],
     [["--exclude", "t.jsonl"], "--exclude needs --input or --synthetic"],
