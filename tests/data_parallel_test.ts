@@ -233,10 +233,11 @@ const CASES: {
       auxReads: "in-loop",
     },
   },
-  // The same in micro-batches of 2 on each rank (parts of 2 and 1, and of 2 and 2).
+  // The same in micro-batches of 3 on each rank: one part on the rank of 3 examples, parts of
+  // 3 and 1 on the other.
   {
     name: "lotus-aux in micro-batches",
-    micro: 2,
+    micro: 3,
     train: {
       mode: "lotus-aux",
       steps: 6,

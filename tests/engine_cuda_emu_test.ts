@@ -813,9 +813,9 @@ Deno.test({
   ignore: !OK,
   fn() {
     const e = emulated();
-    // What check/gpu_check.ts runs on a GPU (there at fp32 too): the gradient accumulates
-    // across a step's runner calls, op by op, recorded and replayed.
-    for (const p of ["bf16"] as const) {
+    // What check/gpu_check.ts runs on a GPU: the gradient accumulates across a step's runner
+    // calls, op by op, recorded and replayed.
+    for (const p of ["fp32", "bf16"] as const) {
       const rows = compareMicroBatches(e, p);
       assertEquals(rows.length, 3);
       for (const r of rows) {

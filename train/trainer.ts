@@ -159,8 +159,9 @@ export interface TrainOptions {
    * step runs its batch (a rank its part) in micro-batches of at most this many and adds up
    * their gradients, each divided by the whole batch's target counts, so that the step is
    * the batch's, to float rounding, in the memory of a micro-batch. Evaluations run in
-   * batches of this size too. Default: the whole batch (a rank's part). Not saved with the
-   * run: a resume may give another.
+   * batches of this size too, when it is smaller than the batch. Default: the whole batch (a
+   * rank's part; evaluations: the batch). Not saved with the run: a resume may give another
+   * (its steps then differ from the first N's by float rounding, and with dropout by masks).
    */
   microBatch?: number;
   /**
@@ -543,6 +544,11 @@ const DROPOUT_TAG = 0x4452_0000;
  * apart from the chunk tags the runner mixes into that seed.
  */
 const MICRO_TAG = 0x4d42_0000;
+
+/** The batch evaluations run in: the run's batch, or a micro-batch when smaller. */
+function evalBatchOf(opts: TrainOptions, cfg: TrainConfig): number {
+  return Math.min(opts.microBatch ?? Infinity, cfg.batch);
+}
 
 /** `exs` in consecutive parts of at most `n` examples (the last may be shorter). */
 function microBatches<T>(exs: readonly T[], n: number): T[][] {
@@ -1043,15 +1049,22 @@ async function trainRun(
     }
     if (dp) {
       // Every rank must run the same schedule on the same data from the same point.
-      dp.agree("the run (examples, steps, batch, resume step, epoch, dataset)", [
-        trainEx.length,
-        total,
-        cfg.batch,
-        state.step,
-        state.epoch,
-        state.batchInEpoch,
-        ...[0, 4, 8, 12].map((i) => parseInt(fingerprint.slice(i, i + 4), 16) || 0),
-      ]);
+      // The evaluation's batch and whether one is due too: its rounds are collectives.
+      dp.agree(
+        "the run (examples, steps, batch, resume step, epoch, dataset, evaluation batch, " +
+          "evaluation due)",
+        [
+          trainEx.length,
+          total,
+          cfg.batch,
+          state.step,
+          state.epoch,
+          state.batchInEpoch,
+          ...[0, 4, 8, 12].map((i) => parseInt(fingerprint.slice(i, i + 4), 16) || 0),
+          evalBatchOf(opts, cfg),
+          state.evalDue ? 1 : 0,
+        ],
+      );
       dp.broadcastModel(model, resumed?.moments !== undefined);
     }
 
@@ -1084,7 +1097,7 @@ async function trainRun(
       opts.microBatch ?? Infinity,
       dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch,
     );
-    const evalBatch = Math.min(opts.microBatch ?? Infinity, cfg.batch);
+    const evalBatch = evalBatchOf(opts, cfg);
     const cap = capacityOf(trainEx, cfg, micro);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
     const withDropout = cfg.dropout > 0;
@@ -1327,9 +1340,11 @@ async function trainRun(
         const cot = cfg.mode === "cot";
         // The global batch's target count divides every part's loss.
         const den = shares ? plainBatch(batchExs, sp, cot).nTargets : undefined;
+        // Every part's batch is built before the first runs: none waits on the host between.
+        const bs = parts.map((p) => plainBatch(p, sp, cot));
         for (let j = 0; j < parts.length; j++) {
           const ready = j === parts.length - 1 ? overlapOf() : undefined;
-          losses.push(runner.step(plainBatch(parts[j], sp, cot), dropoutOf(j), den, ready));
+          losses.push(runner.step(bs[j], dropoutOf(j), den, ready));
         }
       } else {
         const lopts: LotusOptions = {
@@ -1343,11 +1358,11 @@ async function trainRun(
           const global = lotusBatch(batchExs, sp, { K, R, c: cfg.c, longStep });
           lopts.denominators = runner.denominators(global, lopts, batchExs);
         }
+        const bs = parts.map((p) => lotusBatch(p, sp, { K, R, c: cfg.c, longStep }));
         for (let j = 0; j < parts.length; j++) {
           // Data-parallel: the gradient's all-reduce starts during the last part's backward.
           const ready = j === parts.length - 1 ? overlapOf() : undefined;
-          const b = lotusBatch(parts[j], sp, { K, R, c: cfg.c, longStep });
-          losses.push(runner.step(b, { ...lopts, dropout: dropoutOf(j), ready }, parts[j]));
+          losses.push(runner.step(bs[j], { ...lopts, dropout: dropoutOf(j), ready }, parts[j]));
         }
       }
       let l = sumLosses(losses);
@@ -1458,7 +1473,8 @@ async function trainRun(
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
     // One that came during the last step's evaluation or save (a stopAfter ends the loop first).
     interrupted ??= stopSeen();
-    // A signal after the ranks' last agreed step changes nothing: they all finish alike.
+    // A signal after the ranks' last agreed step changes nothing here: they all finish alike
+    // (the final evaluation's rounds agree on it, and stop there).
     if (dp && !stopAll) interrupted = null;
     const logFailure = () =>
       logError && new Error(
