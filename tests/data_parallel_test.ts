@@ -205,6 +205,17 @@ Deno.test("data parallel: collectives before joining, or without MPI, fail with 
   }
 });
 
+/** LOTUS-aux with in-loop step loss and in-loop aux reads, an odd batch (shards of 3 and 4). */
+const AUX_IN_LOOP: Partial<TrainConfig> = {
+  mode: "lotus-aux",
+  steps: 6,
+  batch: 7,
+  stepsPerStage: 3,
+  auxWeight: 0.5,
+  stepLoss: "in-loop",
+  auxReads: "in-loop",
+};
+
 const CASES: {
   name: string;
   preset?: "llama-tiny";
@@ -220,34 +231,10 @@ const CASES: {
     preset: "llama-tiny",
     train: { mode: "lotus", steps: 6, batch: 7, stepsPerStage: 3 },
   },
-  // LOTUS-aux with in-loop step loss and in-loop aux reads, an odd batch (shards of 3 and 4).
-  {
-    name: "lotus-aux",
-    train: {
-      mode: "lotus-aux",
-      steps: 6,
-      batch: 7,
-      stepsPerStage: 3,
-      auxWeight: 0.5,
-      stepLoss: "in-loop",
-      auxReads: "in-loop",
-    },
-  },
+  { name: "lotus-aux", train: AUX_IN_LOOP },
   // The same in micro-batches of 3 on each rank: one part on the rank of 3 examples, parts of
   // 3 and 1 on the other.
-  {
-    name: "lotus-aux in micro-batches",
-    micro: 3,
-    train: {
-      mode: "lotus-aux",
-      steps: 6,
-      batch: 7,
-      stepsPerStage: 3,
-      auxWeight: 0.5,
-      stepLoss: "in-loop",
-      auxReads: "in-loop",
-    },
-  },
+  { name: "lotus-aux in micro-batches", micro: 3, train: AUX_IN_LOOP },
   { name: "cot", train: { mode: "cot", steps: 5, batch: 7 } },
   { name: "nocot", train: { mode: "nocot", steps: 5, batch: 8 } },
 ];
@@ -651,15 +638,7 @@ for (
     // during the question prefix's backward.
     {
       name: "lotus-aux",
-      train: {
-        mode: "lotus-aux",
-        steps: 4,
-        batch: 7,
-        stepsPerStage: 2,
-        auxWeight: 0.5,
-        stepLoss: "in-loop",
-        auxReads: "in-loop",
-      } as Partial<TrainConfig>,
+      train: { ...AUX_IN_LOOP, steps: 4, stepsPerStage: 2 },
     },
     { name: "cot", train: { mode: "cot", steps: 4, batch: 7 } as Partial<TrainConfig> },
   ]
