@@ -102,3 +102,9 @@ if (${only}) {
   );
   return path;
 }
+
+/** The kinds and steps of the records of the run in `out`'s log.jsonl, as "train@1". */
+export async function loggedRecords(out: string): Promise<string[]> {
+  return (await Deno.readTextFile(`${out}/log.jsonl`)).split("\n").filter((l) => l)
+    .map((l) => JSON.parse(l)).map((r) => `${r.kind}@${r.step}`);
+}

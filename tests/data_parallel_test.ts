@@ -13,7 +13,7 @@ import { paramLayout } from "../model/params.ts";
 import type { TrainConfig } from "../model/config.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, signalInEvalPreload, TASK_PERMISSIONS } from "./_run.ts";
+import { loggedRecords, ROOT, signalInEvalPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { tempDir } from "./_tmp.ts";
 import { fixtureData } from "./_task.ts";
 
@@ -542,13 +542,12 @@ Deno.test({
       r.stderr.includes(`SIGTERM during the evaluation at step 2: saving; resume with --resume`),
       r.stderr,
     );
-    const records = async () => (await readTrainLog(out)).map((x) => `${x.kind}@${x.step}`);
-    assertEquals(await records(), ["train@1", "train@2"], "the evaluation was cut short");
+    assertEquals(await loggedRecords(out), ["train@1", "train@2"], "the evaluation was cut short");
     const ck = await loadCheckpoint(out);
     assertEquals([ck.state.step, ck.state.evalDue], [2, true]);
     const again = await finish(mpiTrain(2, ["--resume", out, "--threads", "1", "--quiet"]));
     assertEquals(again.code, 0, again.stderr);
-    assertEquals(await records(), [
+    assertEquals(await loggedRecords(out), [
       "train@1",
       "train@2",
       "eval@2",

@@ -13,7 +13,14 @@ import { parseTrainConfig, type TrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
-import { ROOT, runDeno, signalAtPreload, signalInEvalPreload, TASK_PERMISSIONS } from "./_run.ts";
+import {
+  loggedRecords,
+  ROOT,
+  runDeno,
+  signalAtPreload,
+  signalInEvalPreload,
+  TASK_PERMISSIONS,
+} from "./_run.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
@@ -885,12 +892,6 @@ async function trainSignalledAt(
  */
 async function trainSignalledInEval(flags: string[]): Promise<TrainCommandResult> {
   return await trainCommand(flags, await signalInEvalPreload(await tempDir(), "SIGINT"));
-}
-
-/** The kinds and steps of the records of the run in `out`'s log.jsonl, as "train@1". */
-async function loggedRecords(out: string): Promise<string[]> {
-  return (await Deno.readTextFile(`${out}/log.jsonl`)).split("\n").filter((l) => l)
-    .map((l) => JSON.parse(l)).map((r) => `${r.kind}@${r.step}`);
 }
 
 Deno.test({

@@ -1093,10 +1093,8 @@ async function trainRun(
       opts.onLog?.(r);
     };
     // Each rank's runner holds its part of a batch only, or a micro-batch of it.
-    const micro = Math.min(
-      opts.microBatch ?? Infinity,
-      dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch,
-    );
+    const rankBatch = dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch;
+    const micro = Math.min(opts.microBatch ?? Infinity, rankBatch);
     const evalBatch = evalBatchOf(opts, cfg);
     const cap = capacityOf(trainEx, cfg, micro);
     // One runner for the whole run: its buffers are sized for the largest batch of any stage.
@@ -1266,9 +1264,7 @@ async function trainRun(
     log(
       `training ${cfg.mode} ${preset} (${(layout.mainTotal / 1e6).toFixed(2)}M params) on ` +
         `${trainEx.length} examples, ${total} steps of ${cfg.batch}` +
-        (micro < (dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch)
-          ? ` in micro-batches of ${micro}`
-          : "") +
+        (micro < rankBatch ? ` in micro-batches of ${micro}` : "") +
         `, backend ${eng.backend}` +
         (resumed ? `, resuming at step ${state.step}` : ""),
     );
