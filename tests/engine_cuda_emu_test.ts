@@ -809,19 +809,20 @@ Deno.test({
 
 Deno.test({
   name: "emulated CUDA engine: a batch's gradient from two micro-batches matches the whole " +
-    "batch's (LOTUS, LOTUS-aux, explicit CoT), replayed from graphs too",
+    "batch's (LOTUS, LOTUS-aux, explicit CoT), replayed from graphs too, with one host wait",
   ignore: !OK,
   fn() {
-    const e = emulated();
+    const e = emulated(), lib = buildCudaEmu();
     // What check/gpu_check.ts runs on a GPU: the gradient accumulates across a step's runner
-    // calls, op by op, recorded and replayed.
+    // calls, op by op, recorded and replayed; the parts wait on the host once in all.
     for (const p of ["fp32", "bf16"] as const) {
-      const rows = compareMicroBatches(e, p);
+      const rows = compareMicroBatches(e, p, () => emuCounters(lib).syncs);
       assertEquals(rows.length, 3);
       for (const r of rows) {
         console.log(`${p} ${r.name}: ${r.note}`);
         assert(r.pass, `${p} ${r.name}: ${r.err} (${r.note})`);
         assert(!r.note!.endsWith(" 0 steps recorded"), `${p} ${r.name}: nothing replayed`);
+        assert(r.note!.includes("host waits 1 for the batch, 1 for its parts"), r.note);
       }
     }
   },

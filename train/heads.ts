@@ -3,7 +3,10 @@
  * op runs: each head's targets, its gradient scale and where its per-row losses go. All the
  * targets go up in one upload and all the scales in another, before the step's ops; the ops
  * read them from engine memory, so that a recorded step (a CUDA graph) replays with the
- * current batch's; and the losses come back in one download after the ops.
+ * current batch's; and the losses come back in one download after the ops. Several steps may
+ * run before any is read (a batch in micro-batches): each step's losses are copied aside, in
+ * the engine's order and without a wait, when the next step is planned, and one download
+ * then reads them all.
  *
  * @module
  */
@@ -29,6 +32,21 @@ export interface Head {
 }
 
 /**
+ * A step's heads once its ops are queued ({@linkcode HeadPlan.upload}): its losses are read
+ * with {@linkcode HeadPlan.read}.
+ */
+export interface QueuedHeads {
+  /** The step's heads. */
+  readonly heads: readonly Head[];
+  /** Its rows of losses. */
+  readonly rows: number;
+  /** First row in the kept losses, or -1 while they are in the losses buffer. */
+  kept: number;
+  /** The summed totals, once read. */
+  sums?: number[];
+}
+
+/**
  * The heads of a step, and the engine buffers their targets, gradient scales and losses go
  * through. Plan with {@linkcode HeadPlan.add}, upload with {@linkcode HeadPlan.upload}, run
  * the ops (which take {@linkcode HeadPlan.targets}, {@linkcode HeadPlan.losses} and
@@ -46,6 +64,13 @@ export class HeadPlan {
   #tgt: Ptr = null;
   #loss: Ptr = null;
   #scale: Ptr = null;
+  /** The last uploaded step while its losses are unread in the losses buffer. */
+  #live: QueuedHeads | null = null;
+  /** Steps whose unread losses were copied aside, and the buffer they went to. */
+  #kept: QueuedHeads[] = [];
+  #keptRows = 0;
+  #keptCap = 0;
+  #keep: Ptr = null;
 
   /**
    * Buffers for `rows` rows and `heads` heads, grown when a step needs more; `onGrow` is
@@ -76,11 +101,15 @@ export class HeadPlan {
 
   /** Bytes of engine memory held. */
   get bytes(): number {
-    return this.#capRows * 8 + this.#capHeads * F32;
+    return this.#capRows * 8 + this.#capHeads * F32 + this.#keptCap * F32;
   }
 
-  /** Forget the planned heads (a new step). */
+  /**
+   * Forget the planned heads (a new step). The last step's losses, when not yet read, are
+   * copied aside first (an engine copy, queued after its ops: nothing waits).
+   */
   reset(): void {
+    if (this.#live) this.#keepLive();
     this.heads = [];
     this.#targets = [];
     this.#scales = [];
@@ -109,9 +138,10 @@ export class HeadPlan {
 
   /**
    * Uploads the planned heads' targets and gradient scales (growing the buffers first when
-   * they do not fit).
+   * they do not fit). Returns the step's heads, whose losses {@linkcode HeadPlan.read} gives
+   * once its ops are queued.
    */
-  upload(): void {
+  upload(): QueuedHeads {
     const rows = this.#rows, n = this.heads.length;
     if (rows > this.#capRows || n > this.#capHeads) {
       this.onGrow();
@@ -122,6 +152,8 @@ export class HeadPlan {
     for (let i = 0; i < n; i++) t.set(this.#targets[i], this.heads[i].off);
     this.eng.upload(this.#tgt, t.subarray(0, rows));
     if (n > 0) this.eng.upload(this.#scale, new Float32Array(this.#scales));
+    this.#live = { heads: this.heads, rows, kept: -1 };
+    return this.#live;
   }
 
   /** Engine memory of head `h`'s targets. */
@@ -140,24 +172,63 @@ export class HeadPlan {
   }
 
   /**
-   * One download of every head's losses: returns totals 0..n-1 (0 where no head adds), each
-   * head's rows summed in double in row order and added to its total in plan order.
+   * Step `q`'s totals 0..n-1 (0 where no head adds): each head's rows summed in double in
+   * row order and added to its total in plan order. The first read after steps were kept
+   * aside downloads all of theirs, and the last step's, at once: one host wait for them all.
    */
-  read(n: number): number[] {
-    const out = new Array<number>(n).fill(0);
-    if (this.#rows === 0) return out;
-    const l = new Float32Array(this.#rows);
-    this.eng.download(l, this.#loss);
-    for (const h of this.heads) {
-      let s = 0;
-      for (let i = h.off; i < h.off + h.rows; i++) s += l[i];
-      out[h.into] += s;
+  read(q: QueuedHeads, n: number): number[] {
+    if (!q.sums) {
+      if (q !== this.#live && q.kept < 0) throw new Error("these heads' losses were not kept");
+      if (this.#kept.length > 0) {
+        if (this.#live) this.#keepLive();
+        const l = new Float32Array(this.#keptRows);
+        if (l.length > 0) this.eng.download(l, this.#keep);
+        for (const k of this.#kept) k.sums = sums(k, l, k.kept);
+        this.#kept = [], this.#keptRows = 0;
+      } else {
+        const l = new Float32Array(q.rows);
+        if (l.length > 0) this.eng.download(l, this.#loss);
+        q.sums = sums(q, l, 0);
+        this.#live = null;
+      }
     }
-    return out;
+    return Array.from({ length: n }, (_, i) => q.sums![i] ?? 0);
+  }
+
+  /** Copies the live step's losses after those kept (growing the buffer, in order). */
+  #keepLive(): void {
+    const q = this.#live!, e = this.eng;
+    this.#live = null;
+    const need = this.#keptRows + q.rows;
+    if (need > this.#keptCap) {
+      const cap = Math.max(need, 2 * this.#keptCap);
+      const p = e.alloc(cap * F32);
+      if (this.#keptRows > 0) e.copy(p, this.#keep, this.#keptRows * F32);
+      e.free(this.#keep);
+      this.#keep = p, this.#keptCap = cap;
+    }
+    if (q.rows > 0) e.copy(e.offset(this.#keep, this.#keptRows * F32), this.#loss, q.rows * F32);
+    q.kept = this.#keptRows;
+    this.#keptRows = need;
+    this.#kept.push(q);
   }
 
   /** Frees the buffers. */
   free(): void {
     this.#release();
+    this.eng.free(this.#keep);
+    this.#keep = null, this.#keptCap = this.#keptRows = 0;
+    this.#kept = [], this.#live = null;
   }
+}
+
+/** The totals of step `q` from its losses, which start at row `at` of `l`. */
+function sums(q: QueuedHeads, l: Float32Array, at: number): number[] {
+  const out: number[] = [];
+  for (const h of q.heads) {
+    let s = 0;
+    for (let i = at + h.off; i < at + h.off + h.rows; i++) s += l[i];
+    out[h.into] = (out[h.into] ?? 0) + s;
+  }
+  return out;
 }

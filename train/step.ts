@@ -472,6 +472,19 @@ export class LotusRunner {
    * @throws {Error} when the aux decoder runs and `exs` is missing.
    */
   step(b: LotusBatch, opts: LotusOptions, exs?: Example[]): StepLosses {
+    return this.queue(b, opts, exs)();
+  }
+
+  /**
+   * {@linkcode LotusRunner.step} without the wait for its losses: the step's ops are queued
+   * in the engine, and the returned function waits for and gives its losses. Steps queued
+   * before any is read (a batch's micro-batches) cost one host wait in all, at the first
+   * read.
+   *
+   * @throws {RangeError} when the batch exceeds {@linkcode LotusRunner.cap}.
+   * @throws {Error} when the aux decoder runs and `exs` is missing.
+   */
+  queue(b: LotusBatch, opts: LotusOptions, exs?: Example[]): () => StepLosses {
     const m = this.model, e = m.eng, cap = this.cap;
     const { B, P, L, S, K, R } = b;
     if (B > cap.B || P > cap.P || L > 1 + cap.K * cap.c || S > cap.S || R > cap.R) {
@@ -532,7 +545,7 @@ export class LotusRunner {
     if (opts.injection === "replace") e.upload(this.#loopRepl, b.loopIdsReplace);
     e.upload(sr.ids, b.suffixIds), e.upload(sr.pos, b.suffixPos), e.upload(sr.valid, b.suffixValid);
     if (ab) e.upload(this.#auxR!.ids, ab.ids);
-    heads.upload();
+    const queued = heads.upload();
     const drop = train && opts.dropout && opts.dropout.p > 0 ? opts.dropout : null;
     // Chunk i's dropout: 0 the prefix, 1 + r loop pass r, R + 2 the suffix (seed tags 0,
     // 1 + r and -1).
@@ -564,18 +577,20 @@ export class LotusRunner {
     }
 
     // The one host wait of the step's losses, after the backward has been queued.
-    const [stepSum, ansSum, auxSum] = heads.read(3);
-    const ans = nAns ? ansSum / nAns : 0;
-    const step = nStep ? stepSum / nStep : 0;
-    const aux = nAux ? auxSum / nAux : 0;
-    return {
-      loss: ans + opts.lambda * step + opts.auxWeight * aux,
-      ans,
-      step,
-      aux,
-      nAns,
-      nStep,
-      nAux,
+    return () => {
+      const [stepSum, ansSum, auxSum] = heads.read(queued, 3);
+      const ans = nAns ? ansSum / nAns : 0;
+      const step = nStep ? stepSum / nStep : 0;
+      const aux = nAux ? auxSum / nAux : 0;
+      return {
+        loss: ans + opts.lambda * step + opts.auxWeight * aux,
+        ans,
+        step,
+        aux,
+        nAns,
+        nStep,
+        nAux,
+      };
     };
   }
 
@@ -915,6 +930,21 @@ export class PlainRunner {
     nTargets?: number,
     ready?: GradReady,
   ): StepLosses {
+    return this.queue(b, dropout, nTargets, ready)();
+  }
+
+  /**
+   * {@linkcode PlainRunner.step} without the wait for its loss: the returned function waits
+   * for and gives it. Steps queued before any is read cost one host wait in all.
+   *
+   * @throws {RangeError} when the batch exceeds maxB or maxT.
+   */
+  queue(
+    b: PlainBatch,
+    dropout: Dropout | null = null,
+    nTargets?: number,
+    ready?: GradReady,
+  ): () => StepLosses {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const { B, T } = b, N = B * T, ch = this.#ch, r = this.#r;
     if (B > this.maxB || T > this.maxT) {
@@ -926,7 +956,7 @@ export class PlainRunner {
     heads.reset();
     const hd = heads.add(b.targets, 0, 0, grad, 1, den);
     e.upload(r.ids, b.ids), e.upload(r.pos, b.pos), e.upload(r.valid, b.valid);
-    heads.upload();
+    const queued = heads.upload();
     let drop = this.#training && dropout && dropout.p > 0 ? dropout : null;
     if (drop && this.#seeds) drop = this.#seeds.upload(e, [drop])[0];
     const ops = () => {
@@ -957,8 +987,10 @@ export class PlainRunner {
     if (ready) ops();
     else runRecorded(this.#graphs, `${B},${T},${drop ? drop.p : 0},${e.precision},${grad}`, ops);
     // The step's one host wait for its loss, after the backward has been queued.
-    const [s] = heads.read(1);
-    const ans = den ? s / den : 0;
-    return { loss: ans, ans, step: 0, aux: 0, nAns: den, nStep: 0, nAux: 0 };
+    return () => {
+      const [s] = heads.read(queued, 1);
+      const ans = den ? s / den : 0;
+      return { loss: ans, ans, step: 0, aux: 0, nAns: den, nStep: 0, nAux: 0 };
+    };
   }
 }

@@ -1331,7 +1331,8 @@ async function trainRun(
         cfg.dropout > 0
           ? { p: cfg.dropout, seed: j === 0 ? rankSeed : mixSeed(rankSeed, MICRO_TAG + j) }
           : undefined;
-      const losses: StepLosses[] = [];
+      // Every part is queued before any loss is read: one host wait for the step.
+      const queued: (() => StepLosses)[] = [];
       if (runner instanceof PlainRunner) {
         const cot = cfg.mode === "cot";
         // The global batch's target count divides every part's loss.
@@ -1340,7 +1341,7 @@ async function trainRun(
         const bs = parts.map((p) => plainBatch(p, sp, cot));
         for (let j = 0; j < parts.length; j++) {
           const ready = j === parts.length - 1 ? overlapOf() : undefined;
-          losses.push(runner.step(bs[j], dropoutOf(j), den, ready));
+          queued.push(runner.queue(bs[j], dropoutOf(j), den, ready));
         }
       } else {
         const lopts: LotusOptions = {
@@ -1358,10 +1359,10 @@ async function trainRun(
         for (let j = 0; j < parts.length; j++) {
           // Data-parallel: the gradient's all-reduce starts during the last part's backward.
           const ready = j === parts.length - 1 ? overlapOf() : undefined;
-          losses.push(runner.step(bs[j], { ...lopts, dropout: dropoutOf(j), ready }, parts[j]));
+          queued.push(runner.queue(bs[j], { ...lopts, dropout: dropoutOf(j), ready }, parts[j]));
         }
       }
-      let l = sumLosses(losses);
+      let l = sumLosses(queued.map((read) => read()));
       if (dp) {
         // The global gradient and losses: each rank's are its share of the global means.
         dp.allReduceGrads(model);
