@@ -6,14 +6,16 @@
  *   npx deno run --allow-all bench/gpu_bench.ts [--backend auto|cuda|cpu] [--precision bf16]
  *       [--preset gpt2] [--batch 64] [--steps 10] [--question 60] [--answer 8] [--k 6]
  *       [--c 13] [--runs 20] [--eval-questions 1319] [--eval-batch 64] [--skip-check]
- *       [--skip-torch] [--python python3] [--engine-lib PATH] [--out DIR]
+ *       [--skip-torch] [--torch-modes eager,compile-blocks] [--python python3]
+ *       [--engine-lib PATH] [--out DIR]
  *
  * In order:
  *  1. The correctness checks of the CUDA engine (check/gpu_check.ts); a failure stops here.
  *  2. Training at the reference's shape (GPT-2 small, c = 13, K = R = 6, a 60-token question,
  *     an 8-token answer, batch 64, random tokens): examples/s, token positions/s, MFU and peak
  *     device memory of this project's engine, then check/torch_reference.py eager and with
- *     torch.compile at the same shape.
+ *     torch.compile at the same shape (`--torch-modes eager` runs the eager one only, for a
+ *     card whose reference figures are not in docs/gpu-bench.md and a short run).
  *  3. Batch-1 inference: the thought phase (pass 0 + R loop passes, after the prefill), the
  *     time per answer token, and explicit-CoT decoding of 30 and 90 tokens after the same
  *     question on this engine; the speed-up ratios.
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
         "eval-batch": { type: "string" },
         "skip-check": { type: "boolean", default: false },
         "skip-torch": { type: "boolean", default: false },
+        "torch-modes": { type: "string", default: TORCH_MODES.join(",") },
         python: { type: "string", default: "python3" },
         "engine-lib": { type: "string" },
         out: { type: "string" },
@@ -94,6 +97,14 @@ async function main(): Promise<void> {
   const log = (s: string) => console.error(`gpu-bench: ${s}`);
   const t0 = performance.now();
   const secs = (since: number) => ((performance.now() - since) / 1000).toFixed(1);
+
+  const torchModes = a["torch-modes"]!.split(",").filter(Boolean);
+  for (const m of torchModes) {
+    if (!(TORCH_MODES as readonly string[]).includes(m)) {
+      fatal(`--torch-modes ${a["torch-modes"]}: ${m} is not one of ${TORCH_MODES.join(", ")}`);
+    }
+  }
+  if (torchModes.length === 0) fatal("--torch-modes: name at least one mode, or --skip-torch");
 
   const backend = a.backend as BackendName;
   if (!["auto", "cuda", "cpu"].includes(backend)) {
@@ -467,7 +478,7 @@ async function main(): Promise<void> {
     const shape = { preset, V, B, Q, A, K, c, steps: Math.max(steps, 5), dtype: precision };
     const results: Record<string, TorchResult> = {};
     const runs: Record<string, unknown> = {};
-    for (const mode of TORCH_MODES) {
+    for (const mode of torchModes) {
       // Eager gets at most 120 s of what is left; the compiled mode the rest.
       const budget = mode === "eager" ? Math.min(torchBudget(), 120_000) : torchBudget();
       const run = await torchBench(a.python!, shape, mode, budget);
@@ -477,7 +488,7 @@ async function main(): Promise<void> {
     }
     detail.torch = runs;
     const ours = rows.find((r) => r.name.endsWith("examples/s"))!.value!;
-    for (const mode of TORCH_MODES) {
+    for (const mode of torchModes) {
       const r = results[mode];
       if (!r) continue;
       if (r.error !== undefined) {

@@ -458,3 +458,52 @@ Deno.test({
     assertEquals(check.left, []);
   },
 });
+
+Deno.test({
+  name: "gpu all: on a card other than an H200, a quick run measures PyTorch's eager reference " +
+    "in place of two variants; gpu bench refuses an unknown reference mode",
+  sanitizeResources: false,
+  async fn() {
+    const root = new URL("..", import.meta.url).pathname;
+    const run = async (card: string) => {
+      const out = await tempDir();
+      const r = await new Deno.Command("bash", {
+        args: ["bench/gpu_all.sh", "--quick", "--preflight-only", out],
+        cwd: root,
+        env: {
+          DENO: Deno.execPath(),
+          NO_COLOR: "1",
+          GPU_ALL_PREFLIGHT: "true",
+          GPU_ALL_CARD: card,
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+      return Deno.readTextFileSync(`${out}/run.log`);
+    };
+    const h100 = await run("NVIDIA H100 80GB HBM3");
+    assert(
+      h100.includes(
+        "the card (NVIDIA H100 80GB HBM3) is not an H200: the benchmark runs the PyTorch " +
+          "reference eager too",
+      ),
+      h100,
+    );
+    assert(!(await run("NVIDIA H200")).includes("is not an H200"));
+    const bad = await runDeno([
+      "run",
+      "--allow-all",
+      new URL("../bench/gpu_bench.ts", import.meta.url).pathname,
+      "--torch-modes",
+      "eager,compiled",
+    ]);
+    assertEquals(bad.code, 2);
+    assert(
+      bad.stderr.includes(
+        "--torch-modes eager,compiled: compiled is not one of eager, compile-blocks",
+      ),
+      bad.stderr,
+    );
+  },
+});
