@@ -193,6 +193,8 @@ function escapeRegExp(s: string): string {
  * has none. Those of a live owner are kept. When the target is missing and a dead owner left
  * `<stem>.old-<pid>` (killed between the two renames of {@linkcode replaceDir}), the newest
  * such directory is renamed back to the target first. A missing parent is not an error.
+ * `finish`, when given, is called with each dead owner's paths (by tag) before they are
+ * removed: a caller whose staged work was complete can move it into place there.
  *
  * @example
  * ```ts
@@ -207,6 +209,7 @@ export async function sweepStale(
   parent: string,
   stem: string,
   tags: readonly string[],
+  finish?: (paths: ReadonlyMap<string, string>) => Promise<void>,
 ): Promise<SweepResult> {
   const res: SweepResult = { removed: [], restored: null, kept: [] };
   const re = new RegExp(
@@ -264,6 +267,7 @@ export async function sweepStale(
     }
   }
   for (const g of dead) {
+    await finish?.(g.paths);
     for (const p of g.paths.values()) {
       if (p === res.restored) continue;
       await Deno.remove(p, { recursive: true }).catch((e) => {

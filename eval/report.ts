@@ -16,6 +16,7 @@
  * @module
  */
 import { stringify } from "csv-stringify/sync";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sweepStale, TempLease } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
@@ -380,7 +381,52 @@ const EVAL_STAGE = ".eval-new";
  * {@linkcode checkEvalOut} to name.
  */
 async function sweepEvalStage(dir: string): Promise<void> {
-  await sweepStale(dir, EVAL_STAGE, ["tmp"]).catch((e) => rethrowIfDenied(e));
+  await sweepStale(dir, EVAL_STAGE, ["tmp"], async (paths) => {
+    const tmp = paths.get("tmp");
+    if (tmp) await finishEvalMoves(dir, tmp);
+  }).catch((e) => rethrowIfDenied(e));
+}
+
+/**
+ * The list of an evaluation's moves, written into its directory of new files once every file
+ * is there: the files to move into the output directory, and the earlier evaluation's to
+ * remove. A process killed while it moved them leaves it, and the next sweep finishes the
+ * moves, so that the output directory never stays a mix of two evaluations.
+ */
+const EVAL_MOVES = ".eval-moves.json";
+
+/** The moves {@linkcode EVAL_MOVES} lists. */
+interface EvalMoves {
+  move: string[];
+  remove: string[];
+}
+
+/** Moves the files of `moves` still in `tmp` into `dir`, then removes those listed. */
+async function applyEvalMoves(dir: string, tmp: string, moves: EvalMoves): Promise<void> {
+  for (const name of moves.move) {
+    await Deno.rename(`${tmp}/${name}`, `${dir}/${name}`).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // moved before the kill
+    });
+  }
+  for (const name of moves.remove) {
+    await Deno.remove(`${dir}/${name}`).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
+}
+
+/** Finishes the moves a killed evaluation listed in `tmp`, if it got that far. */
+async function finishEvalMoves(dir: string, tmp: string): Promise<void> {
+  let moves: EvalMoves;
+  try {
+    moves = JSON.parse(await Deno.readTextFile(`${tmp}/${EVAL_MOVES}`));
+  } catch {
+    return; // killed while it wrote its files: the earlier evaluation's stay as they were
+  }
+  const names = (a: unknown) =>
+    Array.isArray(a) && a.every((n) => typeof n === "string" && /^[\w.-]+$/.test(n));
+  if (!names(moves.move) || !names(moves.remove)) return;
+  await applyEvalMoves(dir, tmp, moves);
 }
 
 /**
@@ -465,7 +511,8 @@ export async function writeEvalOutputs(
   // The whole set is written into a directory inside `dir`, then moved in by renames (no
   // data written) and the earlier evaluation's files that this one does not write removed,
   // so that a failure part way (a full disk) leaves the earlier evaluation's files all as
-  // they were. No file of an earlier evaluation (another checkpoint, a baseline after a LOTUS
+  // they were; a process killed among the moves has the next evaluation of `dir` finish
+  // them before anything else. No file of an earlier evaluation (another checkpoint, a baseline after a LOTUS
   // model, a run without a log) stays beside this summary; other files in `dir` are kept.
   await Deno.mkdir(dir, { recursive: true });
   const lease = TempLease.acquire(dir, EVAL_STAGE);
@@ -590,13 +637,14 @@ export async function writeEvalOutputs(
         { cause: e },
       );
     }
-    for (const name of written) await Deno.rename(`${tmp}/${name}`, `${dir}/${name}`);
-    for (const f of OPTIONAL_EVAL_FILES) {
-      if (written.includes(f)) continue;
-      await Deno.remove(`${dir}/${f}`).catch((e) => {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      });
-    }
+    // The moves are listed first: a process killed among them has the next evaluation of
+    // this directory finish them (sweepEvalStage).
+    const moves: EvalMoves = {
+      move: written,
+      remove: OPTIONAL_EVAL_FILES.filter((f) => !written.includes(f)),
+    };
+    await writeFileAtomic(`${tmp}/${EVAL_MOVES}`, JSON.stringify(moves) + "\n");
+    await applyEvalMoves(dir, tmp, moves);
   } finally {
     await lease.release();
   }

@@ -5,112 +5,11 @@
  */
 import { parse } from "csv-parse/sync";
 import { assert, assertEquals } from "./_assert.ts";
-import { writeEvalOutputs } from "../eval/report.ts";
-import type { BlockReadout, EvalResult, ExampleResult } from "../eval/evaluate.ts";
-import { summariseReadout } from "../eval/evaluate.ts";
-import type { LogRecord } from "../train/run_log.ts";
+import { prepareEvalOut, writeEvalOutputs } from "../eval/report.ts";
+import { cotResult, fakeResult, LOG, PROV } from "./_eval_result.ts";
 import { findChromium, renderPage } from "./_browser.ts";
 import { tempDir } from "./_tmp.ts";
-
-function block(k: number, gold: string, text: string, hits: boolean[]): BlockReadout {
-  return {
-    block: k,
-    gold,
-    text,
-    goldTokens: [...gold, "\n"],
-    readoutTokens: [...text.padEnd(hits.length + 2, "?")],
-    top1: hits,
-    top5: hits.map(() => true),
-    kind: gold === text ? "gold" : "invalid",
-    alternativeTop5: false,
-  };
-}
-
-function example(i: number, R: number, correct: boolean): ExampleResult {
-  return {
-    index: i,
-    id: `fx:${i + 1}`,
-    K: 2,
-    R,
-    question: `Question ${i} with a comma, and "quotes"?`,
-    gold: String(i),
-    goldSteps: 2,
-    text: `<<${i}+0=${i}>>\n### ${correct ? i : i + 1}`,
-    predicted: String(correct ? i : i + 1),
-    correct,
-    tokens: 9,
-    thoughtTokens: 0,
-    prefillMs: 1,
-    thoughtMs: 2 + R,
-    decodeMs: 3,
-    readout: [
-      block(0, `<<${i}+0=${i}>>`, `<<${i}+0=${i}>>`, [true, true, true]),
-      block(1, "<<1*1=1>>", "<<1*2=1>>", [true, false]),
-    ],
-  };
-}
-
-/** Two R values, three examples each, with known accuracies 2/3 and 1/3. */
-function fakeResult(): EvalResult {
-  const runs = [0, 2].map((R) => {
-    const rows = [0, 1, 2].map((i) => example(i, R, R === 0 ? i < 2 : i < 1));
-    const correct = rows.filter((r) => r.correct).length;
-    return {
-      rows,
-      summary: {
-        mode: "lotus",
-        K: 2,
-        R,
-        c: 4,
-        n: 3,
-        correct,
-        accuracy: correct / 3,
-        tooLong: 0,
-        latency: {
-          batch: 1,
-          prefillMsPerExample: 1,
-          thoughtMsPerExample: 2 + R,
-          thoughtMsMedian: 2 + R,
-          decodeMsPerExample: 3,
-          msPerDecodeStep: 0.3,
-          msPerAnswerToken: 0.3,
-          tokensMean: 9,
-          thoughtTokensMean: 0,
-        },
-        byGoldSteps: [{ steps: "2", n: 3, correct, accuracy: correct / 3 }],
-        readout: summariseReadout(rows.map((r) => r.readout!)),
-      },
-    };
-  });
-  return { examples: runs.flatMap((r) => r.rows), runs: runs.map((r) => r.summary) };
-}
-
-const LOG: LogRecord[] = [
-  ...Array.from({ length: 20 }, (_, s) => ({
-    kind: "train" as const,
-    step: s + 1,
-    epoch: 0,
-    stage: 1,
-    K: 1,
-    R: 1,
-    loss: 4 / (s + 1),
-    ansLoss: 3 / (s + 1),
-    stepLoss: 10 / (s + 1),
-    seconds: s,
-  })),
-  { kind: "eval", step: 10, epoch: 0, stage: 1, K: 1, R: 1, valAccuracy: 0.1, seconds: 10 },
-  { kind: "eval", step: 20, epoch: 0, stage: 1, K: 1, R: 1, valAccuracy: 0.4, seconds: 20 },
-];
-
-const PROV = {
-  checkpoint: "runs/x/checkpoint",
-  data: "fixtures/eval/x.jsonl",
-  format: "gsm8k",
-  backend: "cpu",
-  mode: "lotus",
-  preset: "tiny",
-  cot: "math",
-};
+import { ROOT, runDeno } from "./_run.ts";
 
 let written: { dir: string; files: Awaited<ReturnType<typeof writeEvalOutputs>> } | null = null;
 async function outputs() {
@@ -199,12 +98,9 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
   await Deno.mkdir(`${dir}/notes`);
   await Deno.writeTextFile(`${dir}/notes/a.txt`, "also mine");
-  const res = fakeResult();
-  const cot: EvalResult = {
-    examples: res.examples.map((e) => ({ ...e, K: 0, R: 0, readout: undefined })),
-    runs: res.runs.map((r) => ({ ...r, mode: "cot", K: 0, R: 0, readout: undefined })),
-  };
-  const files = await writeEvalOutputs(dir, { ...PROV, mode: "cot" }, cot, { trainLog: null });
+  const files = await writeEvalOutputs(dir, { ...PROV, mode: "cot" }, cotResult(), {
+    trainLog: null,
+  });
   assertEquals(files.readout, undefined);
   assertEquals(files.pictures, []);
   assertEquals(await names(), [
@@ -221,6 +117,90 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   assertEquals(await names(), [...all, "notes", "notes.txt"].sort());
   assertEquals(await Deno.readTextFile(`${dir}/notes.txt`), "mine");
   assertEquals(await Deno.readTextFile(`${dir}/notes/a.txt`), "also mine");
+});
+
+/** The names in `dir`, sorted. */
+async function namesIn(dir: string): Promise<string[]> {
+  return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+}
+
+/**
+ * A LOTUS evaluation written into `dir` by another process that SIGKILLs itself at the `at`-th
+ * call of `Deno[fn]` on a path in its directory of new files (a write, or a rename: the moves
+ * list's own, then the files'). Returns the process's exit status.
+ */
+async function killedEvaluation(dir: string, fn: "rename" | "writeTextFile", at: number) {
+  const tmp = await tempDir();
+  await Deno.writeTextFile(
+    `${tmp}/kill.ts`,
+    `const f = Deno.${fn};
+let n = 0;
+// deno-lint-ignore no-explicit-any
+(Deno as any).${fn} = (p: string, ...a: unknown[]) => {
+  if (String(p).includes(".eval-new.tmp-") && ++n === ${at}) Deno.kill(Deno.pid, "SIGKILL");
+  // deno-lint-ignore no-explicit-any
+  return (f as any)(p, ...a);
+};
+`,
+  );
+  await Deno.writeTextFile(
+    `${tmp}/write.ts`,
+    `import { writeEvalOutputs } from ${JSON.stringify(`${ROOT}eval/report.ts`)};
+import { fakeResult, LOG, PROV } from ${JSON.stringify(`${ROOT}tests/_eval_result.ts`)};
+await writeEvalOutputs(Deno.args[0], PROV, fakeResult(), { trainLog: LOG });
+`,
+  );
+  const args = ["run", "-A", "--config", `${ROOT}deno.json`, "--preload", `${tmp}/kill.ts`];
+  const r = await runDeno([...args, `${tmp}/write.ts`, dir]);
+  assertEquals(r.stderr, "");
+  return r.code;
+}
+
+Deno.test({
+  name: "eval outputs: an evaluation killed among its moves is finished before the next one " +
+    "starts; one killed while it wrote leaves the earlier evaluation as it was",
+  sanitizeResources: false,
+  async fn() {
+    // What a LOTUS evaluation writes, uninterrupted, and a CoT one's files before it.
+    const whole = await tempDir();
+    await writeEvalOutputs(whole, PROV, fakeResult(), { trainLog: LOG });
+    const cot = async () => {
+      const dir = await tempDir();
+      await writeEvalOutputs(dir, { ...PROV, mode: "cot" }, cotResult(), { trainLog: null });
+      return dir;
+    };
+    const contents = async (dir: string) =>
+      Object.fromEntries(
+        await Promise.all(
+          (await namesIn(dir)).map(async (n) => [n, await Deno.readTextFile(`${dir}/${n}`)]),
+        ),
+      );
+    const before = await contents(await cot());
+
+    // Killed after the moves list and two of the files' moves: a mix of the two evaluations.
+    const moved = await cot();
+    assertEquals(await killedEvaluation(moved, "rename", 3), 137);
+    const left = await namesIn(moved);
+    assert(left.some((n) => n.startsWith(".eval-new.tmp-")), left.join(" "));
+    assertEquals(
+      JSON.parse(await Deno.readTextFile(`${moved}/summary.json`)).mode,
+      "cot",
+      "the summary is moved late: still the CoT evaluation's",
+    );
+    assertEquals(
+      await Deno.readTextFile(`${moved}/predictions.csv`),
+      await Deno.readTextFile(`${whole}/predictions.csv`),
+      "the predictions are moved first: already the LOTUS evaluation's",
+    );
+    await prepareEvalOut(moved);
+    assertEquals(await contents(moved), await contents(whole));
+
+    // Killed while it wrote its new files: the CoT evaluation's stay, the new ones go.
+    const writing = await cot();
+    assertEquals(await killedEvaluation(writing, "writeTextFile", 3), 137);
+    await prepareEvalOut(writing);
+    assertEquals(await contents(writing), before);
+  },
 });
 
 const CHROMIUM = findChromium();
