@@ -1377,6 +1377,56 @@ Deno.test("faults: LOTUS settings that contradict the dataset are refused before
   }
 });
 
+Deno.test("faults: a --batch above LOTUS's usable examples is refused before a CoT start trains", async () => {
+  // Half the questions carry 150 digits more: at c = 200 their LOTUS rows (K·c latents) exceed
+  // tiny's 512 positions from stage 2 on, while every explicit-CoT row fits.
+  const d = await tempDir();
+  const lines = fixtureTask(40, 1).trim().split("\n").map((line, i) => {
+    if (i % 2 === 0) return line;
+    const r = JSON.parse(line);
+    const tag = Array.from({ length: 150 }, (_, j) => (i * 7 + j * 3) % 10).join("");
+    r.question = r.question.replace(" How many", ` Tag ${tag}. How many`);
+    return JSON.stringify(r);
+  });
+  await Deno.writeTextFile(`${d}/train.jsonl`, lines.join("\n") + "\n");
+  const long = `${d}/data`;
+  await buildDataset({
+    out: long,
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+    k: 2,
+    c: 200,
+  });
+  const parent = await tempDir();
+  const out = `${parent}/run`;
+  // The CoT start alone would train on all 40 at --batch 30; LOTUS after it has 20 usable. Then
+  // the fixture's 600, where the manifest tells that every record fits without the split read.
+  for (const [data, batch, usable] of [[long, 30, 20], [await fixtureData(), 601, 600]] as const) {
+    // The error LOTUS alone gives.
+    const alone = await assertRejects(
+      () => train({ ...base, data, out, train: { ...short, batch } }),
+      TrainConfigError,
+    );
+    assert(
+      alone.message.startsWith(`the training split has ${usable} usable examples`),
+      alone.message,
+    );
+    const e = await assertRejects(
+      () =>
+        train({
+          ...base,
+          recipe: undefined,
+          data,
+          out,
+          train: { batch, evalExamples: 4, cotStartEpochs: 1 },
+        }),
+      TrainConfigError,
+    );
+    assertEquals([e.flag, e.message], ["--batch", alone.message]);
+    assertEquals(namesIn(parent), [], `--batch ${batch}: no CoT start, no plan`);
+  }
+});
+
 Deno.test("faults: --out at an evaluation's output is refused as such, --overwrite too", async () => {
   const data = await fixtureData(), ev = await tempDir();
   const files = ["accuracy_by_steps.csv", "predictions.csv", "report.html", "summary.json"];

@@ -13,7 +13,12 @@
  * @module
  */
 
-import { llamaInitConfig, loadLlamaWeights, modelConfigFromLlamaJson } from "../model/hf_llama.ts";
+import {
+  HfLlamaError,
+  llamaInitConfig,
+  loadLlamaWeights,
+  modelConfigFromLlamaJson,
+} from "../model/hf_llama.ts";
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
@@ -64,7 +69,13 @@ import {
   type StepLosses,
 } from "./step.ts";
 import { Generator } from "../model/generate.ts";
-import { datasetFingerprint, loadSplit, type SplitData, tokenizerPathOf } from "./dataset.ts";
+import {
+  DatasetError,
+  datasetFingerprint,
+  loadSplit,
+  type SplitData,
+  tokenizerPathOf,
+} from "./dataset.ts";
 import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
 import {
   type CheckpointData,
@@ -651,6 +662,32 @@ function fitting(
   return { kept, cut: exs.length - kept.length };
 }
 
+/** Refuses a `batch` larger than the `usable` examples of the training split. */
+function refuseBatchOver(usable: number, batch: number): void {
+  if (usable >= batch) return;
+  throw new TrainConfigError(
+    "--batch",
+    `the training split has ${usable} usable examples, fewer than --batch ${batch}: ` +
+      (usable > 0 ? `give a --batch of at most ${usable}, or ` : "give ") + "a larger split",
+  );
+}
+
+/**
+ * The model config of a run that starts from no model of this project: that of the Hugging Face
+ * Llama `config.json` `llamaJson` read from `llamaDir` when there is one, else the preset's.
+ */
+function freshModelConfig(
+  preset: PresetName,
+  llamaDir: string | null,
+  llamaJson: unknown | null,
+  vocabSize: number,
+  auxLayers: number,
+): ModelConfig {
+  return llamaJson !== null
+    ? modelConfigFromLlamaJson(llamaJson, vocabSize, auxLayers, `${llamaDir}/config.json`)
+    : presetConfig(preset, vocabSize, auxLayers);
+}
+
 /** Batch capacity over every stage of a run. */
 function capacityOf(exs: Example[], cfg: TrainConfig, B: number) {
   let P = 1, S = 1, step = 0, T = 1, R = 0;
@@ -916,9 +953,7 @@ async function trainRun(
     ? resumed.meta.model
     : initMeta
     ? { ...initMeta.meta.model, vocabSize: trainData.vocabSize, auxLayers }
-    : llamaJson
-    ? modelConfigFromLlamaJson(llamaJson, trainData.vocabSize, auxLayers, `${llamaDir}/config.json`)
-    : presetConfig(preset as PresetName, trainData.vocabSize, auxLayers);
+    : freshModelConfig(preset as PresetName, llamaDir, llamaJson, trainData.vocabSize, auxLayers);
   if (llamaJson) {
     // Its config.json is checked: vocab_size is a positive integer.
     const { vocab_size } = llamaJson as { vocab_size: number };
@@ -948,15 +983,7 @@ async function trainRun(
   if (cut > 0) {
     log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
   }
-  if (trainEx.length < cfg.batch) {
-    throw new TrainConfigError(
-      "--batch",
-      `the training split has ${trainEx.length} usable examples, fewer than --batch ` +
-        `${cfg.batch}: ` +
-        (trainEx.length > 0 ? `give a --batch of at most ${trainEx.length}, or ` : "give ") +
-        "a larger split",
-    );
-  }
+  refuseBatchOver(trainEx.length, cfg.batch);
   const val = fitting(valExamples, cfg, mcfg.maxPositions);
   if (val.cut > 0) {
     log(`${val.cut} validation examples exceed ${mcfg.maxPositions} positions and are skipped`);
@@ -1816,12 +1843,15 @@ function refuseAuxWithoutWeight(cfg: TrainConfig): void {
  * Refuses, before a fresh run's CoT start trains or anything is written, the settings of the
  * two-phase run `opts` (its recipe's settings merged into `train`, its preset resolved) that the
  * LOTUS phase after the CoT start would refuse as it sets up: a K or c that contradicts the
- * dataset ({@linkcode resolveTrainConfig}), lotus-aux without an aux weight. The same errors,
- * from the same checks, on the dataset's manifest alone. A dataset whose manifest cannot be read
- * is left to the CoT start's loading, which reports it. (A resume takes the settings of its
- * plan, checked so when the run began; a dataset changed since is refused by its fingerprint.)
+ * dataset ({@linkcode resolveTrainConfig}), lotus-aux without an aux weight, a `--batch` larger
+ * than the training split's usable examples ({@linkcode refuseFewUsable}). The same errors, from
+ * the same checks, on the dataset's manifest (and the training split where the manifest cannot
+ * tell). `llamaJson`: the Hugging Face Llama `config.json` of `opts.init`, where the CoT start
+ * begins from one. A dataset whose manifest cannot be read is left to the CoT start's loading,
+ * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
+ * dataset changed since is refused by its fingerprint.)
  */
-async function refuseLotusSettings(opts: TrainOptions): Promise<void> {
+async function refuseLotusSettings(opts: TrainOptions, llamaJson: unknown | null): Promise<void> {
   if (opts.data === undefined) return;
   let manifest: Manifest;
   try {
@@ -1831,11 +1861,68 @@ async function refuseLotusSettings(opts: TrainOptions): Promise<void> {
     throw e;
   }
   const preset = opts.preset ?? "tiny";
-  refuseAuxWithoutWeight(resolveTrainConfig(opts.train ?? {}, preset, {
+  const cfg = resolveTrainConfig(opts.train ?? {}, preset, {
     dir: opts.data,
     k: manifest.options.k,
     c: manifest.options.c,
-  }));
+  });
+  refuseAuxWithoutWeight(cfg);
+  await refuseFewUsable(opts.data, manifest, opts.trainSplit ?? "train", cfg, {
+    preset,
+    init: opts.init,
+    llamaJson,
+  });
+}
+
+/**
+ * Refuses, as the two phases of a run with a CoT start would as each sets up, a `cfg.batch`
+ * larger than the examples of split `split` of the dataset in `dir` (its manifest `manifest`)
+ * that fit the model's positions ({@linkcode fitting}) in the explicit-CoT layout and in the
+ * LOTUS layout of `cfg` at every stage: the fewer of the two is the count refused, as the phase
+ * with fewer would refuse it. The model is the CoT start's ({@linkcode freshModelConfig}: the
+ * Llama `config.json` `model.llamaJson` of `model.init`, else the preset's). Where the manifest's
+ * longest explicit-CoT row, with K·c latents, BOT and EOT added, fits, every record fits both
+ * layouts and the split is not read; otherwise it is loaded. A split, a Llama config or shards
+ * that cannot be used are left to the CoT start, which reports them.
+ */
+async function refuseFewUsable(
+  dir: string,
+  manifest: Manifest,
+  split: string,
+  cfg: TrainConfig,
+  model: { preset: PresetName; init: string | undefined; llamaJson: unknown | null },
+): Promise<void> {
+  const info = manifest.splits[split];
+  if (info === undefined) return;
+  let maxPos: number;
+  try {
+    maxPos = freshModelConfig(
+      model.preset,
+      model.init ?? null,
+      model.llamaJson,
+      manifest.tokenizer.vocabSize,
+      0,
+    ).maxPositions;
+  } catch (e) {
+    if (e instanceof HfLlamaError) return;
+    throw e;
+  }
+  // A LOTUS row at any stage is at most the explicit-CoT row plus K·c latents, BOT and EOT.
+  let usable = info.shards.reduce((n, s) => n + s.records, 0);
+  if (info.tokens.maxCot + 2 + cfg.k * cfg.c > maxPos) {
+    let examples: Example[];
+    try {
+      examples = (await loadSplit(dir, split)).examples;
+    } catch (e) {
+      if (e instanceof DatasetError || e instanceof ManifestError) return;
+      throw e;
+    }
+    usable = Math.min(
+      fitting(examples, { ...cfg, mode: "cot" }, maxPos).kept.length,
+      fitting(examples, cfg, maxPos).kept.length,
+    );
+  }
+  refuseBatchOver(usable, cfg.batch);
 }
 
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
@@ -1975,7 +2062,7 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   const run = { ...opts, preset, recipe: "none" as const, train: given };
   const cotStart = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun;
   // What LOTUS would refuse after the CoT start is refused before it.
-  if (cotStart) await refuseLotusSettings(run);
+  if (cotStart) await refuseLotusSettings(run, hfLlama);
   const init = opts.init;
   if (
     opts.overwrite && init !== undefined &&
