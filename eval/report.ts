@@ -253,6 +253,15 @@ const OPTIONAL_EVAL_FILES = [
   "training_accuracy.svg",
 ] as const;
 
+/** Every file {@linkcode writeEvalOutputs} may write. */
+const EVERY_EVAL_FILE: readonly string[] = [
+  "predictions.csv",
+  "summary.json",
+  "accuracy_by_steps.csv",
+  "report.html",
+  ...OPTIONAL_EVAL_FILES,
+];
+
 /**
  * The R whose readout the report shows: the most loop iterations of a sweep, the latents the
  * model has refined the longest (a sweep such as --r 0,2 lists R = 0, whose latents never went
@@ -423,9 +432,10 @@ async function finishEvalMoves(dir: string, tmp: string): Promise<void> {
   } catch {
     return; // killed while it wrote its files: the earlier evaluation's stay as they were
   }
-  const names = (a: unknown) =>
-    Array.isArray(a) && a.every((n) => typeof n === "string" && /^[\w.-]+$/.test(n));
-  if (!names(moves.move) || !names(moves.remove)) return;
+  // Only an evaluation's own files are moved or removed, whatever the list says.
+  const within = (a: unknown, names: readonly string[]) =>
+    Array.isArray(a) && a.every((n) => names.includes(n));
+  if (!within(moves.move, EVERY_EVAL_FILE) || !within(moves.remove, OPTIONAL_EVAL_FILES)) return;
   await applyEvalMoves(dir, tmp, moves);
 }
 

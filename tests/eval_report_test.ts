@@ -200,6 +200,24 @@ Deno.test({
     assertEquals(await killedEvaluation(writing, "writeTextFile", 3), 137);
     await prepareEvalOut(writing);
     assertEquals(await contents(writing), before);
+
+    // A list naming other files than an evaluation's is not followed; the stage goes anyway.
+    const forged = await cot();
+    await Deno.writeTextFile(`${forged}/notes.txt`, "mine");
+    for (
+      const [pid, moves] of [[999991, { move: [], remove: ["notes.txt"] }], [999992, {
+        move: [".."],
+        remove: ["."],
+      }]] as const
+    ) {
+      await Deno.mkdir(`${forged}/.eval-new.tmp-${pid}`);
+      await Deno.writeTextFile(
+        `${forged}/.eval-new.tmp-${pid}/.eval-moves.json`,
+        JSON.stringify(moves),
+      );
+    }
+    await prepareEvalOut(forged);
+    assertEquals(await namesIn(forged), [...Object.keys(before), "notes.txt"].sort());
   },
 });
 

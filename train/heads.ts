@@ -198,7 +198,6 @@ export class HeadPlan {
   /** Copies the live step's losses after those kept (growing the buffer, in order). */
   #keepLive(): void {
     const q = this.#live!, e = this.eng;
-    this.#live = null;
     const need = this.#keptRows + q.rows;
     if (need > this.#keptCap) {
       const cap = Math.max(need, 2 * this.#keptCap);
@@ -211,6 +210,7 @@ export class HeadPlan {
     q.kept = this.#keptRows;
     this.#keptRows = need;
     this.#kept.push(q);
+    this.#live = null;
   }
 
   /** Frees the buffers. */
