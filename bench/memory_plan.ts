@@ -121,6 +121,9 @@ function countingEngine(): { eng: Engine; bytes: () => number } {
       live -= sizes.get(p) ?? 0;
       sizes.delete(p);
     },
+    offset(p: Ptr, bytes: number): Ptr {
+      return (p ?? 0n) + BigInt(bytes);
+    },
   };
   return { eng: eng as unknown as Engine, bytes: () => live };
 }

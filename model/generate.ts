@@ -141,6 +141,8 @@ export class Generator {
   #pass: [Chunk, Chunk];
   #dec: Chunk;
   #cache: Ptr[];
+  /** Elements from one layer's cache to the next's. */
+  #cacheStride: number;
   #tcap: number;
   #ids: Ptr;
   #pos: Ptr;
@@ -174,7 +176,9 @@ export class Generator {
       new Chunk(a, shape, cap.B, L, cap.P, false),
     ];
     this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
-    this.#cache = Array.from({ length: model.cfg.nLayer }, () => a.f32(cap.B * this.#tcap * KW));
+    // Every layer's cache in one allocation: one copy call fills a row of all of them.
+    this.#cacheStride = cap.B * this.#tcap * KW;
+    this.#cache = a.strided(model.cfg.nLayer, this.#cacheStride);
     this.#ids = a.i32(rows);
     this.#pos = a.i32(rows);
     this.#valid = a.bytes(cap.B * this.#tcap);
@@ -198,7 +202,7 @@ export class Generator {
   generate(questions: Int32Array[], sp: SpecialIds, opts: GenerateOptions): Generation {
     const m = this.model, e = m.eng, C = m.cfg.dModel, V = m.cfg.vocabSize;
     const main = m.main, sc = this.#sc, cap = this.cap;
-    const { qkv: W, kv: KW } = main.widths;
+    const KW = main.widths.kv;
     const B = questions.length;
     const lotus = opts.mode === "lotus";
     const K = lotus ? opts.K ?? 0 : 0, c = opts.c ?? 1, R = lotus ? opts.R ?? K : 0;
@@ -228,20 +232,7 @@ export class Generator {
     run("prefill", () => {
       e.embedFwd(this.#pre.x[0], this.#ids, this.#pos, m.wte, m.wpe, B * P, C);
       main.forward(this.#pre, sc, B, P, null, this.#valid, null, this.#pos);
-      for (let l = 0; l < m.cfg.nLayer; l++) {
-        e.copyRows(
-          this.#cache[l],
-          e.offset(this.#pre.qkv[l], C * F32),
-          B,
-          P,
-          KW,
-          tcap * KW,
-          KW,
-          P * W,
-          W,
-          false,
-        );
-      }
+      this.#toCache(this.#pre, B, P, 0);
     });
     e.sync();
     const T1 = performance.now();
@@ -292,20 +283,7 @@ export class Generator {
         else run("first", pass);
         prev = ch;
       }
-      for (let l = 0; l < m.cfg.nLayer; l++) {
-        e.copyRows(
-          e.offset(this.#cache[l], P * KW * F32),
-          e.offset(prev!.qkv[l], C * F32),
-          B,
-          L,
-          KW,
-          tcap * KW,
-          KW,
-          L * W,
-          W,
-          false,
-        );
-      }
+      this.#toCache(prev!, B, L, P);
       len = P + L;
       e.sync();
       T2 = performance.now();
@@ -371,20 +349,7 @@ export class Generator {
         e.embedFwd(dec.x[0], this.#ids, this.#pos, m.wte, m.wpe, B, C);
         cachePast.length = len;
         main.forward(dec, sc, B, 1, cachePast, this.#valid, null, this.#pos);
-        for (let l = 0; l < m.cfg.nLayer; l++) {
-          e.copyRows(
-            e.offset(this.#cache[l], len * KW * F32),
-            e.offset(dec.qkv[l], C * F32),
-            B,
-            1,
-            KW,
-            tcap * KW,
-            KW,
-            W,
-            W,
-            false,
-          );
-        }
+        this.#toCache(dec, B, 1, len);
         e.matmulFwd(this.#logits, dec.h, m.head, null, B, C, V);
         e.argmax(this.#argmax, this.#logits, B, V);
       });
@@ -408,6 +373,27 @@ export class Generator {
         stepMs,
       },
     };
+  }
+
+  /**
+   * Copies the keys and values of chunk `ch` (B sequences of T rows) into the cache from
+   * position `at`: one engine call for every layer where B or T is 1 (a batch-1 generation, a
+   * decoding step), the layers reached by their buffers' strides; else one a layer.
+   */
+  #toCache(ch: Chunk, B: number, T: number, at: number): void {
+    const e = this.model.eng, C = this.model.cfg.dModel, nL = this.model.cfg.nLayer;
+    const { kv: KW, qkv: W } = this.model.main.widths, tcap = this.#tcap;
+    const dst = (l: number) => e.offset(this.#cache[l], at * KW * F32);
+    const src = (l: number) => e.offset(ch.qkv[l], C * F32);
+    if (B === 1 || T === 1) {
+      // A layer's B * T rows (one of the two is 1), KW or a sequence apart in the cache.
+      const dstRow = T === 1 ? tcap * KW : KW;
+      e.copyRows(dst(0), src(0), nL, B * T, KW, this.#cacheStride, dstRow, ch.qkvStride, W, false);
+      return;
+    }
+    for (let l = 0; l < nL; l++) {
+      e.copyRows(dst(l), src(l), B, T, KW, tcap * KW, KW, T * W, W, false);
+    }
   }
 
   #accept(ids: Int32Array, out: number[][], done: Uint8Array, eos: number): void {

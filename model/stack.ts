@@ -120,6 +120,14 @@ export class Arena {
     this.#bytes += 2 * Math.max(1, n);
     return p;
   }
+  /**
+   * `count` buffers of `n` fp32 (or bf16) elements each, consecutive in one allocation, so that
+   * one engine call can reach all of them by a stride of `n` elements (zeroed).
+   */
+  strided(count: number, n: number, bf16 = false): Ptr[] {
+    const m = Math.max(1, n), p = bf16 ? this.bf16(count * m) : this.f32(count * m);
+    return Array.from({ length: count }, (_, i) => this.#eng.offset(p, i * m * (bf16 ? 2 : F32)));
+  }
   /** Allocate `n` int32 elements (zeroed). */
   i32(n: number): Ptr {
     return this.bytes(Math.max(1, n) * 4);
@@ -335,6 +343,8 @@ export class Chunk {
   readonly qkv: Ptr[];
   /** Bytes of a qkv element: 4, or 2 in bf16 storage ({@linkcode ChunkSharing.qkvBf16}). */
   readonly qkvBytes: 2 | 4;
+  /** Elements from one layer's qkv to the next's: the layers' qkv are one allocation. */
+  readonly qkvStride: number;
   /**
    * [B, NH, T, 2] per layer: each query row's softmax max and 1/sum, from which the backward
    * recomputes the attention probabilities (le_attention_stats_fwd; Llama:
@@ -428,7 +438,8 @@ export class Chunk {
       throw new Error("bf16 qkv storage is for GPT-2 stacks: Llama rotates its qkv in fp32");
     }
     this.qkvBytes = share.qkvBf16 ? 2 : 4;
-    this.qkv = own(rows * wd.qkv, share.qkvBf16 === true);
+    this.qkvStride = Math.max(1, rows * wd.qkv);
+    this.qkv = arena.strided(L, rows * wd.qkv, share.qkvBf16 === true);
     this.stats = withGrad ? own(maxB * NH * maxT * 2) : [];
     this.atty = rc ? inScratch(rc.atty) : per(rows * C);
     this.resid2 = per(rows * C);
