@@ -36,7 +36,9 @@
 #      kernel; with GELU's forward as its own kernel (LOTUS_DEFER_GELU_FWD=0), the before of
 #      its deferral to the few-row kernels; with each layer's qkv kept in fp32 (LOTUS_BF16_QKV=0),
 #      the before of its bf16 storage; with each layer's MLP first projection kept in fp32
-#      (LOTUS_BF16_FCH=0), the before of its bf16 storage; with the fp32 attention kernels
+#      (LOTUS_BF16_FCH=0), the before of its bf16 storage; without --quick, with LayerNorm's
+#      forward as its own kernel (LOTUS_DEFER_NORM_FWD=0), the before of its deferral to the
+#      gemv kernel; with the fp32 attention kernels
 #      (LOTUS_TC_ATTENTION=0), the tensor-core attention's before; then in TF32 and fp32, the bf16 path's before;
 #   5. with --baseline-lib PATH (a CUDA engine library built from an earlier commit of the same
 #      ABI, e.g. `git worktree add /tmp/b <commit>` and `deno task build-engine --backend cuda`
@@ -47,7 +49,8 @@
 # --quick (550 s of limits when the preflight passes, 600 with --baseline-lib, besides the
 # engines' builds: seconds where the libraries are built, about a minute where nvcc compiles
 # the CUDA engine, 480 s of limits) skips PyTorch, the fp32 attention, TF32 and fp32 variants,
-# and two of the sanitizer's tools, and shortens the rest (1,445 s of limits without it). On a
+# and two of the sanitizer's tools, and separate-norm-fwd, and shortens the rest (1,490 s of
+# limits without it). On a
 # card other than an H200 (whose reference figures docs/gpu-bench.md gives) it runs PyTorch's
 # eager reference in the benchmark instead of two variants (fp32-rows, separate-gelu-fwd). When
 # the preflight fails, its tries (at most ten) take the time of the variants they leave out.
@@ -115,8 +118,8 @@ else
   preflight_s=40 check_s=150 bench_s=220 profile_s=60 variant_s=45 sanitize_s=75
   tools=memcheck,racecheck,synccheck,initcheck
   variants=(default heuristic-gemm fp32-rows 64-row-blocks gemm-few-rows no-lookahead
-    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch fp32-attention
-    tf32 fp32)
+    separate-gelu-bwd no-pdl gemm-skinny-rows separate-gelu-fwd fp32-qkv fp32-fch
+    separate-norm-fwd fp32-attention tf32 fp32)
 fi
 
 say "start $(date -u +%FT%TZ)$([ $quick = 1 ] && echo ' (--quick)')"
@@ -150,8 +153,8 @@ source check/_stoppable.sh
 # The changes that a setting turns off, riskiest first, as step 4's variants name them. The
 # preflight's search keeps whatever subset of these passes.
 switches=(LOTUS_PDL=0 LOTUS_TC_AHEAD=0 LOTUS_SKINNY=0 LOTUS_GEMV=0 LOTUS_DEFER_GELU_FWD=0
-  LOTUS_DEFER_GELU_BWD=0 LOTUS_BF16_QKV=0 LOTUS_BF16_FCH=0 LOTUS_TC_BF16_ROWS=0 LOTUS_TC_WARPS=4
-  LOTUS_GEMM_TUNE=1 LOTUS_TC_ATTENTION=0)
+  LOTUS_DEFER_NORM_FWD=0 LOTUS_DEFER_GELU_BWD=0 LOTUS_BF16_QKV=0 LOTUS_BF16_FCH=0
+  LOTUS_TC_BF16_ROWS=0 LOTUS_TC_WARPS=4 LOTUS_GEMM_TUNE=1 LOTUS_TC_ATTENTION=0)
 tries=0
 preflight() { # KEY=VALUE settings: exit 0 when the engine with them passes
   tries=$((tries + 1))
@@ -196,7 +199,7 @@ elif ! preflight "${switches[@]}"; then
 else
   preflight_failed=1
   # Halve the set while one half, turned off alone, still passes: one failing change is found
-  # in about log2(12) tries. Where neither half passes (failing changes in both), each change
+  # in about log2(13) tries. Where neither half passes (failing changes in both), each change
   # left is turned back on in turn and kept on where the preflight still passes, up to ten
   # tries in all.
   off=("${switches[@]}")
@@ -279,6 +282,7 @@ for v in "${variants[@]}"; do
     no-pdl) variant "$v" LOTUS_PDL=0 ;;
     gemm-skinny-rows) variant "$v" LOTUS_SKINNY=0 ;;
     separate-gelu-fwd) variant "$v" LOTUS_DEFER_GELU_FWD=0 ;;
+    separate-norm-fwd) variant "$v" LOTUS_DEFER_NORM_FWD=0 ;;
     fp32-qkv) variant "$v" LOTUS_BF16_QKV=0 ;;
     fp32-fch) variant "$v" LOTUS_BF16_FCH=0 ;;
     fp32-attention) variant "$v" LOTUS_TC_ATTENTION=0 ;;

@@ -3,8 +3,8 @@
  * CPU engine, in a few seconds of GPU time. It is the program that check/gpu_sanitize.sh runs
  * under NVIDIA's compute-sanitizer (memcheck, racecheck, synccheck, initcheck), so that every
  * kernel, in every form the engine launches it (each precision, the tensor-core attention's
- * settings, the few-row and split-K forwards, the deferred GELU passes, CUDA graphs, a Llama
- * step), meets the sanitizer's checks of out-of-bounds and misaligned accesses, shared-memory
+ * settings, the few-row and split-K forwards, the deferred GELU and LayerNorm passes, CUDA
+ * graphs, a Llama step), meets the sanitizer's checks of out-of-bounds and misaligned accesses, shared-memory
  * races and barrier misuse: what the host emulation (check/cuda_emu) cannot see.
  *
  *   npx deno run -A check/kernel_tour.ts [--engine-lib PATH] [--emulate] [--sanitize]
@@ -45,6 +45,7 @@ import {
   compareAttentionSettings,
   compareDeferredGeluBwd,
   compareDeferredGeluFwd,
+  compareDeferredNormFwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -235,6 +236,7 @@ export function kernelTour(
       rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES));
       rows.push(compareSkinnyForwards(open, TOUR_SKINNY_SHAPES, 12, true));
       rows.push(compareDeferredGeluFwd(open, 150));
+      rows.push(compareDeferredNormFwd(open));
       rows.push(compareDeferredGeluBwd(open, 200));
     });
     section("attention settings", () => {

@@ -1776,6 +1776,92 @@ export function compareDeferredGeluFwd(open: () => Engine, big = 200, seed = 14)
   );
 }
 
+/** The shape of {@linkcode compareDeferredNormFwd}'s runs. */
+export interface NormFwdShape {
+  /** The normalised width (the matmul's Cin). */
+  C: number;
+  /** The matmul's output width. */
+  Cout: number;
+  /** The row counts run, in turn. */
+  rows: number[];
+}
+
+/**
+ * A LayerNorm forward, plain and in its residual form (resid = a + r, out = LayerNorm(resid)),
+ * told that only the next matmul reads its output ({@linkcode Engine.operandOnly}), then that
+ * matmul over a weight with a kept bf16 copy, in bf16, as an inference chunk runs them (by
+ * default at GPT-2's widths, C 768 into the qkv's 2,304 columns). With the CUDA engine's
+ * default the LayerNorm of 1 to 8 rows is left to that matmul: the gemv kernel computes each
+ * row's statistics and forms the output as it stages its operand (`LOTUS_DEFER_NORM_FWD=2`
+ * always, `1`, a GPU's default, as timed against reading the LayerNorm kernel's copy); without
+ * `keep` (no bf16 copy of the weight: cuBLAS) the matmul first runs the LayerNorm's kernel. At
+ * more rows the LayerNorm runs as before. With
+ * `LOTUS_DEFER_NORM_FWD=0` the LayerNorm runs as its own kernel: the matmul's output, resid,
+ * mean and rstd of both must be the same bits.
+ */
+export function compareDeferredNormFwd(
+  open: () => Engine,
+  shape: NormFwdShape = { C: 768, Cout: 2304, rows: [1, 4, 8, 12] },
+  seed = 15,
+  keep = true,
+): CheckRow {
+  const { C, Cout, rows } = shape, big = Math.max(...rows), rng = new Rng(seed);
+  const data = {
+    x: randn(rng, big * C),
+    r: randn(rng, big * C),
+    lw: randn(rng, C, 0.2, 1),
+    lb: randn(rng, C, 0.1),
+    w: randn(rng, Cout * C, 0.05),
+    b: randn(rng, Cout, 0.1),
+  };
+  const run = (env: Record<string, string>) =>
+    withBf16Settings(open, env, (eng) =>
+      withBufs(eng, (bufs) => {
+        const [x, r, lw, lb, w, b] = [data.x, data.r, data.lw, data.lb, data.w, data.b].map((
+          a,
+        ) => bufs.f32(a));
+        if (keep) eng.keepBf16(w, Cout * C);
+        const out = bufs.f32(big * C), resid = bufs.f32(big * C), y = bufs.f32(big * Cout);
+        const mean = bufs.f32(big), rstd = bufs.f32(big);
+        return rows.flatMap((N) => {
+          eng.operandOnly(out);
+          eng.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
+          eng.matmulFwd(y, out, w, b, N, C, Cout);
+          const plain = [bufs.get(y, N * Cout), bufs.get(mean, N), bufs.get(rstd, N)];
+          eng.operandOnly(out);
+          eng.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
+          eng.matmulFwd(y, out, w, b, N, C, Cout);
+          return [
+            ...plain,
+            bufs.get(y, N * Cout),
+            bufs.get(resid, N * C),
+            bufs.get(mean, N),
+            bufs.get(rstd, N),
+          ];
+        });
+      }));
+  const apart = run({ LOTUS_DEFER_NORM_FWD: "0" });
+  let differ = 0, total = 0;
+  // Formed wherever the gemv kernel serves (2), and as timing chooses (1, a GPU's default).
+  for (const mode of ["2", "1"]) {
+    const deferred = run({ LOTUS_DEFER_NORM_FWD: mode });
+    deferred.forEach((v, i) => {
+      differ += differingBits(v, apart[i]);
+      total += v.length;
+    });
+  }
+  return checkRow(
+    "ops",
+    "LayerNorm's forward left to the matmul after it: the bits of running it apart",
+    "bf16",
+    differ,
+    0,
+    `${differ} of ${total} values differ (outputs, resid, mean, rstd; ${rows.join(", ")} rows, ` +
+      `C ${C} into ${Cout}; plain and residual; ${keep ? "the gemv kernel" : "cuBLAS"}; ` +
+      "forming it always, and as timed)",
+  );
+}
+
 /**
  * Batch-1 and batch-2 generation on `eng` (a CUDA engine) with the prefill, loop passes and
  * decoding steps replayed from CUDA graphs against the same generation launched op by op:

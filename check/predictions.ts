@@ -87,6 +87,11 @@ export const PREDICTIONS: readonly Prediction[] = [
     change: "33. each layer's MLP first projection kept in bf16 storage",
     effect: { step: [-5, -2], thought: [-0.1, 0.1], token: [-0.05, 0.05] },
   },
+  {
+    variant: "separate-norm-fwd",
+    change: "36. LayerNorm's forward formed by the gemv kernel after it",
+    effect: { step: [-0.2, 0.2], thought: [-0.06, 0.02], token: [-0.06, 0] },
+  },
 ];
 
 const RowSchema = z.object({

@@ -88,6 +88,7 @@ void teardown() {
   }
   g_produced = ProducedCopy{};
   g_deferred_gelu_fwd = DeferredGeluFwd{};
+  g_deferred_norm_fwd = DeferredNormFwd{};
   if (g.dflag) cudaFree(g.dflag);
   g.dflag = nullptr;
   if (g.hflag) cudaFreeHost(g.hflag);
@@ -263,6 +264,11 @@ int configure_kernels(const char* fn) {
                "it where timing says it is faster; the default on a GPU) or 2 (wherever such a "
                "kernel follows)",
                &g.defer_gelu_fwd));
+  TRY(env_mode(fn, "LOTUS_DEFER_NORM_FWD", emulated ? 2 : 1,
+               "0 (LayerNorm's forward always its own kernel), 1 (formed by the gemv kernel after "
+               "it where timing says it is faster; the default on a GPU) or 2 (wherever that "
+               "kernel follows)",
+               &g.defer_norm_fwd));
   g.pdl = false;
   if (!env_off("LOTUS_PDL")) probe_pdl();
   return 0;
@@ -392,7 +398,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
       }
       return q + "\"";
     };
-    char nums[1024];
+    char nums[1536];
     snprintf(nums, sizeof nums,
              ",\"cc\":\"%d.%d\",\"driver\":%d,\"runtime\":%d,\"cublasVersion\":%d,"
              "\"cublasLtVersion\":%zu,\"cublasLt\":%s,\"tcAttention\":%s,\"tcMaxHead\":%d,"
@@ -402,7 +408,8 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              "\"gemmTuneShapes\":%d,\"gemmTuneChanged\":%d,\"gemmTuneHeuristicUs\":%.1f,"
              "\"gemmTuneChosenUs\":%.1f,\"skinny\":%d,\"skinnyShapes\":%d,"
              "\"skinnyChosen\":%d,\"skinnyCublasUs\":%.1f,\"skinnyKernelUs\":%.1f,"
-             "\"geluFwdShapes\":%d,\"geluFwdFused\":%d}",
+             "\"geluFwdShapes\":%d,\"geluFwdFused\":%d,\"deferNormFwd\":%d,"
+             "\"normFwdShapes\":%d,\"normFwdFused\":%d}",
              g_info.major, g_info.minor, g_info.driver, g_info.runtime, g_info.cublas,
              g.blas.lt_version, g.lt ? "true" : "false", g.tc_attention ? "true" : "false",
              g.tc_attention ? 128 : 0, g.bf16_qkv && g.tc_attention ? "true" : "false",
@@ -413,7 +420,7 @@ LE_API uint64_t le_device_info(char* buf, uint64_t cap) {
              g.tune_candidates, g_tune.shapes,
              g_tune.changed, g_tune.heuristic_us, g_tune.chosen_us, g.skinny, g_own.sk_shapes,
              g_own.sk_chosen, g_own.sk_cublas_us, g_own.sk_kernel_us, g_own.gelu_shapes,
-             g_own.gelu_fused);
+             g_own.gelu_fused, g.defer_norm_fwd, g_own.norm_shapes, g_own.norm_fused);
     s = "{\"backend\":\"cuda\",\"device\":" + quoted(g_info.device) +
         ",\"cublas\":" + quoted(g.blas.path) + nums;
   }

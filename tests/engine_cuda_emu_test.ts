@@ -21,6 +21,7 @@ import {
   compareAttentionSettings,
   compareDeferredGeluBwd,
   compareDeferredGeluFwd,
+  compareDeferredNormFwd,
   compareFewRowForwards,
   compareGraphReplay,
   compareLotusStep,
@@ -1973,6 +1974,97 @@ Deno.test({
     // Apart, only the projection reading GELU's copy is a new shape: the fc matmul's choice
     // was made in the first run, and the library keeps it.
     assertEquals([apart.info.skinnyShapes, apart.info.geluFwdShapes], [1, 0]);
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: a hinted LayerNorm forward is formed by the gemv kernel after " +
+    "it, to the bits of its own kernel; misuse fails",
+  ignore: !OK,
+  fn() {
+    emulated();
+    const lib = buildCudaEmu(), rng = new Rng(61);
+    const open = () => openEngine({ backend: "cuda", libPath: lib });
+    // 1 to 8 rows (the gemv kernel) and 9 (not deferred); C 264 leaves the vector LayerNorm's
+    // last float4 group ragged, 36 columns the gemv's last group whole, 38 not. Without the
+    // weight's bf16 copy, cuBLAS after the LayerNorm's kernel, run by the matmul.
+    for (const Cout of [36, 38]) {
+      const row = compareDeferredNormFwd(open, { C: 264, Cout, rows: [1, 2, 3, 4, 5, 6, 7, 8, 9] });
+      assert(row.pass, `${row.name}: ${row.note}`);
+    }
+    const cublas = compareDeferredNormFwd(open, { C: 264, Cout: 36, rows: [1, 8] }, 16, false);
+    assert(cublas.pass, `${cublas.name}: ${cublas.note}`);
+    const N = 3, C = 64, F = 40;
+    const xs = randn(rng, N * C), rs = randn(rng, N * C), ws = randn(rng, F * C, 0.2);
+    const lws = randn(rng, C, 0.2, 1), lbs = randn(rng, C, 0.1);
+    const hs = randn(rng, N * F), das = randn(rng, N * F);
+    const launches = (env: Record<string, string>) =>
+      withBf16Settings(open, env, (e) =>
+        withBufs(e, (b) => {
+          const x = b.f32(xs), r = b.f32(rs), lw = b.f32(lws), lb = b.f32(lbs);
+          const w = b.f32(ws), y = b.f32(N * F);
+          const out = b.f32(N * C), resid = b.f32(N * C), mean = b.f32(N), rstd = b.f32(N);
+          e.keepBf16(w, F * C);
+          const plain = () => {
+            e.operandOnly(out);
+            e.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
+            e.matmulFwd(y, out, w, null, N, C, F);
+          };
+          const residual = () => {
+            e.operandOnly(out);
+            e.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
+            e.matmulFwd(y, out, w, null, N, C, F);
+          };
+          plain(); // the weight's copy is made here
+          const n: number[] = [];
+          for (const chain of [plain, residual]) {
+            const c0 = emuCounters(lib);
+            chain();
+            n.push(emuCounters(lib).launches - c0.launches);
+          }
+          // Misuse: the output read by another op, or a matmul that does not read it. The
+          // deferred LayerNorm runs first, and the op is refused as after any operand-only
+          // producer.
+          e.operandOnly(out);
+          e.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
+          assertThrows(() => b.get(out, N * C), EngineError, "wrote only the bf16 copy");
+          e.operandOnly(out);
+          e.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
+          assertThrows(() => b.get(resid, N * C), EngineError, "le_residual_layernorm_fwd");
+          e.operandOnly(out);
+          e.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
+          assertThrows(
+            () => e.matmulFwd(y, x, w, null, N, C, F),
+            EngineError,
+            "wrote only the bf16 copy",
+          );
+          // Read back after a matmul that formed it: resid, mean and rstd are written.
+          residual();
+          const got = [b.get(y, N * F), b.get(resid, N * C), b.get(mean, N), b.get(rstd, N)];
+          // A training step's rebuilt LayerNorm, then a deferred GELU backward, then the matmul
+          // backward reading both: the LayerNorm runs at the GELU backward.
+          const h = b.f32(hs), da = b.f32(das), dh = b.f32(N * F);
+          const dx = b.f32(N * C), dW = b.f32(F * C), dB = b.f32(F);
+          e.operandOnly(out);
+          e.layernormFwd(out, null, null, x, lw, lb, N, C);
+          e.operandOnly(dh);
+          e.geluBwd(dh, h, da, N * F, false);
+          e.matmulBwd(dx, dW, dB, dh, out, w, N, C, F, false);
+          got.push(b.get(dx, N * C), b.get(dW, F * C), b.get(dB, F));
+          return { n, got, info: e.deviceInfo() };
+        }));
+    const on = launches({}), off = launches({ LOTUS_DEFER_NORM_FWD: "0" });
+    assertEquals([on.info.deferNormFwd, off.info.deferNormFwd], [2, 0], "the emulation's default");
+    assertEquals(
+      [on.n, off.n],
+      [[1, 1], [2, 2]],
+      "the LayerNorm's launch saved by the gemv kernel",
+    );
+    on.got.forEach((v, i) => assertEquals(v, off.got[i], `output ${i}`));
+    // compareDeferredNormFwd also ran LOTUS_DEFER_NORM_FWD=1, a GPU's default: forming the
+    // LayerNorm timed against reading its kernel's copy, a shape at a time (the library keeps
+    // its counts across engines).
+    assert(Number(emulated().deviceInfo().normFwdShapes) >= 16, "the shapes timed");
   },
 });
 

@@ -240,7 +240,7 @@ Deno.test({
       (await preflightSearch("true")).verdict,
       "preflight: passed as started (settings: the defaults)\n",
     );
-    // One failing change, wherever it is among the twelve: found by halving.
+    // One failing change, wherever it is among the thirteen: found by halving.
     for (
       const [k, v] of [["LOTUS_PDL", "0"], ["LOTUS_BF16_FCH", "0"], ["LOTUS_TC_ATTENTION", "0"]]
     ) {

@@ -48,7 +48,8 @@ Deno.test({
         "le::attention_tc_fwd_kernel<64, __nv_bfloat16>",
         "le::attention_tc_dq_kernel<128, __nv_bfloat16>",
         "le::layernorm_fwd_vec_kernel<8, true>",
-        "le::gemv_bf16_kernel<float, true>",
+        "le::gemv_bf16_kernel<float, true, false>",
+        "le::gemv_bf16_kernel<float, false, true>",
         "le::xent_kernel",
       ]
     ) assert(names.includes(k), `${k} among ${names.join(" ")}`);

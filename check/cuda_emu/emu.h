@@ -750,6 +750,8 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
 // Single roundings, as written: float arithmetic here is IEEE single (SSE), never fused.
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
 // Blocks run one after another here: every write is seen by the blocks after it.
 inline void __threadfence() {}
 inline float __ldcg(const float* p) { return *p; }

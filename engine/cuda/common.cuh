@@ -116,6 +116,7 @@ struct State {
   int sms = 0;     // the device's multiprocessors
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
   int defer_gelu_fwd = 1;  // a hinted GELU forward formed by its matmul: 0 no, 1 timed, 2 always
+  int defer_norm_fwd = 1;  // a hinted LayerNorm forward formed by its matmul: as defer_gelu_fwd
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
@@ -499,6 +500,38 @@ inline const DeferredGeluFwd* deferred_gelu_fwd() {
   return d.out && by_previous_call(d.serial) ? &d : nullptr;
 }
 
+// A deferred LayerNorm forward. In bf16 mode, le_layernorm_fwd or le_residual_layernorm_fwd
+// told by le_operand_only that its output `out` is read only by the matmul right after it
+// launches nothing (where its row takes the vector kernel, layernorm.cuh). That matmul, when
+// the gemv kernel (matmul.cuh) serves it with all of `out` as its input, computes each row's
+// mean and rstd as the LayerNorm kernel does and forms bf16(LayerNorm(x)) as it stages its
+// operand; one designated block also writes what the op must still write (mean, rstd, and for
+// the residual form the fp32 sum resid = a + r, which later ops read). Otherwise the LayerNorm
+// kernel runs first into the bf16 copy, as the op would have (run_deferred_norm_fwd,
+// layernorm.cuh): before any other op, which check_operand_consumed then judges as after the
+// op run in its place. The same bits either way: the two share the row's statistics and its
+// normalisation (ln_vec_stats, ln_norm).
+struct DeferredNormFwd {
+  float* out = nullptr;
+  const float* a = nullptr;  // the input (x = a, or a + r)
+  const float* r = nullptr;  // nullptr: le_layernorm_fwd
+  const float* w = nullptr;
+  const float* b = nullptr;
+  float* resid = nullptr;  // the residual form's fp32 sum
+  float* mean = nullptr;   // either may be nullptr (not written)
+  float* rstd = nullptr;
+  int N = 0, C = 0;
+  uint64_t serial = 0;
+};
+DeferredNormFwd g_deferred_norm_fwd;
+
+// The LayerNorm forward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
+inline const DeferredNormFwd* deferred_norm_fwd() {
+  const DeferredNormFwd& d = g_deferred_norm_fwd;
+  return d.out && by_previous_call(d.serial) ? &d : nullptr;
+}
+inline __nv_bfloat16* run_deferred_norm_fwd(const char* fn);  // layernorm.cuh
+
 // Whether the n values at x overlap what copy c was made of; elem: the bytes of x's values
 // (2 for bf16 storage).
 inline bool copy_overlaps(const ProducedCopy* c, const float* x, int64_t n, int elem = 4) {
@@ -521,6 +554,9 @@ inline int check_copy_read(const char* fn, const ProducedCopy* c, bool read, con
 // op must be the matmul that reads it (it has no fp32 values to read); after a deferred GELU
 // backward, the matmul backward that forms its output.
 inline int check_operand_consumed(const char* fn) {
+  // A deferred LayerNorm forward runs now unless this is the matmul that may form it; this op
+  // is then judged as after that op (it made only the bf16 copy of its output).
+  if (deferred_norm_fwd() && strcmp(fn, "le_matmul_fwd") != 0) run_deferred_norm_fwd(fn);
   if (deferred_gelu() && strcmp(fn, "le_matmul_bwd") != 0) {
     return fail("%s: the op before it, le_gelu_bwd, left its output to be formed by the matmul "
                 "backward right after it (le_operand_only), so %s has no values to read; run "

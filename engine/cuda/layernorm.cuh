@@ -24,6 +24,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <utility>
 #include <type_traits>
 
 #include "common.cuh"
@@ -95,6 +96,58 @@ __device__ inline double sum4(float4 v) {
   return (double)v.x + (double)v.y + (double)v.z + (double)v.w;
 }
 
+// A row's statistics as the vector forward computes them, by the warp of lanes `lane`: each
+// lane loads its float4 groups of x = a (kResid false) or a + bb (true) into x (writing the
+// sums to resid when it is given), then mean and rstd (*mf, *rs) from sums in double, each
+// operation rounded on its own (as ln_norm, below). NV: the
+// float4 groups a lane may hold, at least ceil(C / 128); a larger NV holds no more groups and
+// sums in the same order, so a kernel serving every width (the gemv kernel forming a deferred
+// LayerNorm, matmul.cuh) gets the same bits. a, bb and resid point at the row.
+template <int NV, bool kResid>
+__device__ inline void ln_vec_stats(float4 (&x)[NV], float* resid, const float* a,
+                                    const float* bb, int C, int lane, float* mf, float* rs) {
+  const int C4 = C / 4;
+  double s = 0;
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    const int c = 4 * (lane + 32 * i);
+    if (c < 4 * C4) {
+      float4 v = ld4(a + c);
+      if (kResid) {
+        const float4 u = ld4(bb + c);
+        v = float4{v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w};
+        if (resid) st4(resid + c, v);
+      }
+      x[i] = v;
+      s += sum4(v);
+    }
+  }
+  s = warp_sum(s);
+  const double m = __shfl_sync(0xffffffffu, s, 0) / C;
+  double q = 0;
+#pragma unroll
+  for (int i = 0; i < NV; i++) {
+    if (4 * (lane + 32 * i) < 4 * C4) {
+      const double d0 = x[i].x - m, d1 = x[i].y - m, d2 = x[i].z - m, d3 = x[i].w - m;
+      // q += d0 d0 + d1 d1 + d2 d2 + d3 d3, each operation rounded on its own (no fma).
+      const double s01 = __dadd_rn(__dmul_rn(d0, d0), __dmul_rn(d1, d1));
+      q = __dadd_rn(q, __dadd_rn(__dadd_rn(s01, __dmul_rn(d2, d2)), __dmul_rn(d3, d3)));
+    }
+  }
+  q = warp_sum(q);
+  const double var = __shfl_sync(0xffffffffu, q, 0) / C;
+  *mf = (float)m;
+  *rs = (float)(1.0 / sqrt(var + kLnEps));
+}
+
+// One normalised value, (v - mf) rs w + b, as the vector forward and the gemv kernel forming it
+// both compute it: each operation rounded on its own, so that the compiler cannot contract the
+// two kernels' copies into different fma sequences (the emulation never contracts: its bits are
+// those of the expression as written).
+__device__ inline float ln_norm(float v, float mf, float rs, float w, float b) {
+  return __fadd_rn(__fmul_rn(__fmul_rn(v - mf, rs), w), b);
+}
+
 // The vector forward: out = LayerNorm(x), x = a (kResid false) or resid = a + bb (true),
 // NV = the float4 count a lane holds, ceil(C / 128).
 template <int NV, bool kResid>
@@ -108,41 +161,16 @@ __global__ void layernorm_fwd_vec_kernel(float* resid, float* out, __nv_bfloat16
   const int lane = threadIdx.x & 31, C4 = C / 4;
   const int64_t off = (int64_t)n * C;
   float4 x[NV];
-  double s = 0;
-#pragma unroll
-  for (int i = 0; i < NV; i++) {
-    const int c = 4 * (lane + 32 * i);
-    if (c < 4 * C4) {
-      float4 v = ld4(a + off + c);
-      if (kResid) {
-        const float4 u = ld4(bb + off + c);
-        v = float4{v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w};
-        st4(resid + off + c, v);
-      }
-      x[i] = v;
-      s += sum4(v);
-    }
-  }
-  s = warp_sum(s);
-  const double m = __shfl_sync(0xffffffffu, s, 0) / C;
-  double q = 0;
-#pragma unroll
-  for (int i = 0; i < NV; i++) {
-    if (4 * (lane + 32 * i) < 4 * C4) {
-      const double d0 = x[i].x - m, d1 = x[i].y - m, d2 = x[i].z - m, d3 = x[i].w - m;
-      q += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
-    }
-  }
-  q = warp_sum(q);
-  const double var = __shfl_sync(0xffffffffu, q, 0) / C;
-  const float mf = (float)m, rs = (float)(1.0 / sqrt(var + kLnEps));
+  float mf, rs;
+  ln_vec_stats<NV, kResid>(x, kResid ? resid + off : nullptr, a + off,
+                           kResid ? bb + off : nullptr, C, lane, &mf, &rs);
 #pragma unroll
   for (int i = 0; i < NV; i++) {
     const int c = 4 * (lane + 32 * i);
     if (c < 4 * C4) {
       const float4 wv = ld4(w + c), bv = ld4(bias + c), v = x[i];
-      const float4 o = {(v.x - mf) * rs * wv.x + bv.x, (v.y - mf) * rs * wv.y + bv.y,
-                        (v.z - mf) * rs * wv.z + bv.z, (v.w - mf) * rs * wv.w + bv.w};
+      const float4 o = {ln_norm(v.x, mf, rs, wv.x, bv.x), ln_norm(v.y, mf, rs, wv.y, bv.y),
+                        ln_norm(v.z, mf, rs, wv.z, bv.z), ln_norm(v.w, mf, rs, wv.w, bv.w)};
       if (out) st4(out + off + c, o);
       if (out16) {
         __nv_bfloat16* r = out16 + (int64_t)n * ld16 + c;
@@ -285,6 +313,74 @@ __global__ void layernorm_bwd_part_kernel(double* partw, double* partb, const fl
   if (partb) partb[k] = ab;
 }
 
+// The vector forward of d's rows: out (fp32; null: not written), out16 (its bf16 copy, rows
+// ld16 apart; null: none), resid, mean and rstd as d gives them.
+inline void launch_norm_fwd_vec(const DeferredNormFwd& d, float* out, __nv_bfloat16* out16,
+                                int ld16) {
+  const unsigned blocks = (unsigned)((d.N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
+  ln_vec_dispatch(d.C, [&](auto nv) {
+    if (d.r) {
+      LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, true>), blocks,
+             32 * kLnRowsPerBlock, 0)(d.resid, out, out16, ld16, d.mean, d.rstd, d.a, d.r, d.w,
+                                      d.b, d.N, d.C);
+    } else {
+      LAUNCH((layernorm_fwd_vec_kernel<decltype(nv)::value, false>), blocks,
+             32 * kLnRowsPerBlock, 0)(nullptr, out, out16, ld16, d.mean, d.rstd, d.a, nullptr,
+                                      d.w, d.b, d.N, d.C);
+    }
+  });
+}
+
+// Runs the LayerNorm forward that the previous engine call deferred (common.cuh's
+// DeferredNormFwd) as that op would have run it: its output's bf16 copy only, recorded as that
+// call's, so that the op calling this reads it (or is refused) as after any producer. Where no
+// copy can be made now (a graph is recorded and the scratch is too small), the fp32 output is
+// written instead. Returns the copy (nullptr: the fp32 output instead).
+inline __nv_bfloat16* run_deferred_norm_fwd(const char* fn) {
+  const DeferredNormFwd d = g_deferred_norm_fwd;
+  g_deferred_norm_fwd = DeferredNormFwd{};
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, d.out, d.N, d.C, &ld16);
+  if (out16) {
+    g_produced.serial = g_op_serial - 1;
+    g_produced.by = d.r ? "le_residual_layernorm_fwd" : "le_layernorm_fwd";
+    g_produced.fp32 = false;
+  }
+  launch_norm_fwd_vec(d, out16 ? nullptr : d.out, out16, ld16);
+  return out16;
+}
+
+// The most rows a deferred LayerNorm forward may have: the gemv kernel's (kGemvRows,
+// matmul.cuh), the only kernel that forms one.
+constexpr int kLnDeferMaxRows = 8;
+
+// Whether the forward described by d may be deferred to the matmul after it (common.cuh's
+// DeferredNormFwd): told so by le_operand_only, in bf16 mode with the gemv kernel on, for rows
+// that kernel may serve (1 to kLnDeferMaxRows, C a multiple of 8) on the vector path, with no
+// output written over an input (the gemv kernel's blocks read the inputs while one writes).
+inline bool defer_norm(const DeferredNormFwd& d) {
+  if (!g.defer_norm_fwd || g.precision != 2 || !g.gemv || d.N <= 0 || d.N > kLnDeferMaxRows ||
+      d.C % 8 != 0 || g_operand_only.out != d.out ||
+      g_operand_only.serial != g_op_serial ||
+      !ln_vec_ok(d.C, {d.out, d.a, d.r ? d.r : d.a, d.resid ? d.resid : d.a, d.w, d.b})) {
+    return false;
+  }
+  const auto bytes = [](const void* p, int64_t n) {
+    return std::pair<const char*, const char*>((const char*)p, (const char*)p + 4 * (p ? n : 0));
+  };
+  const int64_t rows = (int64_t)d.N * d.C;
+  const std::pair<const char*, const char*> in[] = {bytes(d.a, rows), bytes(d.r, rows),
+                                                    bytes(d.w, d.C), bytes(d.b, d.C)};
+  const std::pair<const char*, const char*> outs[] = {bytes(d.out, rows), bytes(d.resid, rows),
+                                                      bytes(d.mean, d.N), bytes(d.rstd, d.N)};
+  for (const auto& o : outs) {
+    for (const auto& i : in) {
+      if (o.first < i.second && i.first < o.second) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace le
 
 LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp,
@@ -293,6 +389,13 @@ LE_API int le_layernorm_fwd(float* out, float* mean, float* rstd, const float* i
   const char* fn = "le_layernorm_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_layernorm_fwd(out, mean, rstd, inp, w, b, N, C));
+  // Deferred to the matmul right after it (common.cuh's DeferredNormFwd).
+  if (const DeferredNormFwd d{out, inp, nullptr, w, b, nullptr, mean, rstd, N, C, g_op_serial};
+      defer_norm(d)) {
+    g_deferred_norm_fwd = d;
+    g_produced.src = nullptr;  // no copy of anything from this call yet
+    return 0;
+  }
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
@@ -354,6 +457,13 @@ LE_API int le_residual_layernorm_fwd(float* resid, float* out, float* mean, floa
   const char* fn = "le_residual_layernorm_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_residual_layernorm_fwd(resid, out, mean, rstd, a, b, w, bias, N, C));
+  // Deferred to the matmul right after it (common.cuh's DeferredNormFwd).
+  if (const DeferredNormFwd d{out, a, b, w, bias, resid, mean, rstd, N, C, g_op_serial};
+      defer_norm(d)) {
+    g_deferred_norm_fwd = d;
+    g_produced.src = nullptr;  // no copy of anything from this call yet
+    return 0;
+  }
   const unsigned blocks = (unsigned)((N + kLnRowsPerBlock - 1) / kLnRowsPerBlock);
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);

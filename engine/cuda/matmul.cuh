@@ -577,6 +577,7 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
 // starts 16 bytes aligned (Cin a multiple of 8, aligned bases); otherwise, and with
 // LOTUS_GEMV=0 (g.gemv), cuBLAS runs as before.
 constexpr int kGemvRows = 8, kGemvCols = 4, kGemvThreads = 128;
+static_assert(kLnDeferMaxRows == kGemvRows, "a deferred LayerNorm's rows are the gemv kernel's");
 
 __device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
@@ -597,16 +598,76 @@ __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
   }
 }
 
+// A deferred LayerNorm forward as the gemv kernel forms its output (common.cuh's
+// DeferredNormFwd): x = a (+ r) [N, Cin], normalised with w and b; block 0 alone writes resid
+// (the residual form's a + r), mean and rstd (each nullptr: not written).
+struct GemvNorm {
+  const float* a = nullptr;
+  const float* r = nullptr;
+  const float* w = nullptr;
+  const float* b = nullptr;
+  float* resid = nullptr;
+  float* mean = nullptr;
+  float* rstd = nullptr;
+};
+
+// 8 consecutive values of a deferred LayerNorm's output row from offset `at` (column c), as
+// the vector LayerNorm kernel forms them with the row's mf and rs, rounded to bf16 as its copy.
+__device__ inline void load8_norm(const GemvNorm& ln, int64_t at, int c, float mf, float rs,
+                                  float f[8]) {
+  for (int h = 0; h < 2; h++) {
+    float4 v = ld4(ln.a + at + 4 * h);
+    if (ln.r) {
+      const float4 u = ld4(ln.r + at + 4 * h);
+      v = float4{v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w};
+    }
+    const float4 wv = ld4(ln.w + c + 4 * h), bv = ld4(ln.b + c + 4 * h);
+    f[4 * h] = bf16_round(ln_norm(v.x, mf, rs, wv.x, bv.x));
+    f[4 * h + 1] = bf16_round(ln_norm(v.y, mf, rs, wv.y, bv.y));
+    f[4 * h + 2] = bf16_round(ln_norm(v.z, mf, rs, wv.z, bv.z));
+    f[4 * h + 3] = bf16_round(ln_norm(v.w, mf, rs, wv.w, bv.w));
+  }
+}
+
 // out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for n < N <= kGemvRows; x rows ldx apart;
 // grid ceil(Cout / kGemvCols), kGemvThreads threads. kGelu (XT float): x is a deferred GELU's
-// input, its output formed as it is loaded (load8<true>).
-template <typename XT, bool kGelu = false>
-__global__ void __launch_bounds__(kGemvThreads)
+// input, its output formed as it is loaded (load8<true>). kNorm (XT float, x unused): the
+// input is a deferred LayerNorm's output (ln; Cin a multiple of 8 up to kLnVecMaxC, rows Cin
+// apart): each block first computes every row's mean and rstd as the vector LayerNorm kernel
+// does (ln_vec_stats, a warp a row), block 0 writing what that kernel writes besides the
+// output, then forms the output as it is loaded (load8_norm).
+// (kNorm's bound of 4 blocks a multiprocessor holds it to 128 registers, as the others take
+// unbounded, without spilling: check/kernel_resources.ts.)
+template <typename XT, bool kGelu = false, bool kNorm = false>
+__global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
     gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
-                     const float* bias, int N, int Cin, int Cout) {
+                     const float* bias, int N, int Cin, int Cout, GemvNorm ln) {
   pdl_begin();
   __shared__ float part[kGemvThreads / 32][kGemvRows * kGemvCols];
+  __shared__ float stat[2][kGemvRows];  // kNorm: each row's mean and rstd
   const int c0 = blockIdx.x * kGemvCols;
+  if constexpr (kNorm) {
+    const bool first = blockIdx.x == 0;
+    const int lane = threadIdx.x % 32;
+    for (int r = threadIdx.x / 32; r < N; r += kGemvThreads / 32) {
+      const int64_t off = (int64_t)r * Cin;
+      float4 xv[kLnVecMaxC / 128];
+      float mf, rs;
+      if (ln.r) {
+        ln_vec_stats<kLnVecMaxC / 128, true>(xv, first && ln.resid ? ln.resid + off : nullptr,
+                                             ln.a + off, ln.r + off, Cin, lane, &mf, &rs);
+      } else {
+        ln_vec_stats<kLnVecMaxC / 128, false>(xv, nullptr, ln.a + off, nullptr, Cin, lane, &mf,
+                                              &rs);
+      }
+      if (lane == 0) {
+        stat[0][r] = mf, stat[1][r] = rs;
+        if (first && ln.mean) ln.mean[r] = mf;
+        if (first && ln.rstd) ln.rstd[r] = rs;
+      }
+    }
+    __syncthreads();
+  }
   float acc[kGemvRows][kGemvCols];
   for (int r = 0; r < kGemvRows; r++) {
     for (int c = 0; c < kGemvCols; c++) acc[r][c] = 0.f;
@@ -619,7 +680,9 @@ __global__ void __launch_bounds__(kGemvThreads)
     }
     for (int r = 0; r < kGemvRows && r < N; r++) {
       float xf[8];
-      if constexpr (kGelu) {
+      if constexpr (kNorm) {
+        load8_norm(ln, (int64_t)r * Cin + 8 * j, 8 * j, stat[0][r], stat[1][r], xf);
+      } else if constexpr (kGelu) {
         load8<true>(x + (int64_t)r * ldx + 8 * j, xf);
       } else {
         load8(x + (int64_t)r * ldx + 8 * j, xf);
@@ -675,6 +738,11 @@ __global__ void __launch_bounds__(kGemvThreads)
 // runs it), and the shapes where forming GELU was timed against reading its copy
 // (geluFwdShapes) and won (geluFwdFused).
 //
+// A deferred LayerNorm forward (common.cuh's DeferredNormFwd) is formed likewise, by the gemv
+// kernel only: its ways are the kernel after the LayerNorm's kernel and the kernel forming it
+// (kByKernelGelu), timed with LOTUS_DEFER_NORM_FWD 1 (a GPU's default), the latter alone with 2
+// (the emulation's); le_device_info's normFwdShapes and normFwdFused count them.
+//
 // Determinism: both kernels sum in a fixed order, and a shape's way is fixed for the process
 // once chosen. The kernel and the kernel forming GELU give the same bits; cuBLAS's differ by
 // fp32's rounding, so two processes may differ there where cuBLAS and a kernel time within
@@ -694,7 +762,8 @@ struct OwnKeyHash {
 };
 std::unordered_map<OwnKey, int, OwnKeyHash> g_own_chosen;  // each timed shape's OwnPath
 struct OwnStats {
-  int sk_shapes = 0, sk_chosen = 0, gelu_shapes = 0, gelu_fused = 0;
+  int sk_shapes = 0, sk_chosen = 0, gelu_shapes = 0, gelu_fused = 0, norm_shapes = 0,
+      norm_fused = 0;
   double sk_cublas_us = 0, sk_kernel_us = 0;
 } g_own;
 unsigned* g_sk_arrived = nullptr;  // the split-K kernel's counters, one a column tile, zero
@@ -708,7 +777,8 @@ inline void release_own() {
 
 // A few-row call's operands: the weight's kept copy and the input as the kernel reads it, one
 // of x16 (a bf16 copy, rows ldx apart), x (fp32, rounded as staged) or gelu_in (a deferred
-// GELU forward's input, formed as staged).
+// GELU forward's input, formed as staged), or norm (a deferred LayerNorm forward whose output
+// is x, formed as staged; the gemv kernel only).
 struct OwnCall {
   bool skinny;
   float* out;
@@ -719,21 +789,26 @@ struct OwnCall {
   const __nv_bfloat16* w16;
   const float* bias;
   int N, Cin, Cout;
+  const DeferredNormFwd* norm;
 };
 
 // One launch of the call's kernel.
 inline int own_launch(const char* fn, const OwnCall& c) {
   if (!c.skinny) {
     const unsigned blocks = (unsigned)((c.Cout + kGemvCols - 1) / kGemvCols);
-    if (c.gelu_in) {
+    if (const DeferredNormFwd* d = c.norm) {
+      const GemvNorm ln{d->a, d->r, d->w, d->b, d->resid, d->mean, d->rstd};
+      LAUNCH((gemv_bf16_kernel<float, false, true>), blocks, kGemvThreads, 0)(
+          c.out, d->a, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ln);
+    } else if (c.gelu_in) {
       LAUNCH((gemv_bf16_kernel<float, true>), blocks, kGemvThreads, 0)(
-          c.out, c.gelu_in, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout);
+          c.out, c.gelu_in, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, GemvNorm{});
     } else if (c.x16) {
       LAUNCH(gemv_bf16_kernel<__nv_bfloat16>, blocks, kGemvThreads, 0)(
-          c.out, c.x16, c.ldx, c.w16, c.bias, c.N, c.Cin, c.Cout);
+          c.out, c.x16, c.ldx, c.w16, c.bias, c.N, c.Cin, c.Cout, GemvNorm{});
     } else {
       LAUNCH(gemv_bf16_kernel<float>, blocks, kGemvThreads, 0)(c.out, c.x, c.Cin, c.w16, c.bias,
-                                                                c.N, c.Cin, c.Cout);
+                                                                c.N, c.Cin, c.Cout, GemvNorm{});
     }
     return 0;
   }
@@ -758,11 +833,12 @@ inline int own_launch(const char* fn, const OwnCall& c) {
   return 0;
 }
 
-// The call as kByKernel runs it when a GELU is deferred: that GELU run into its copy first
-// (run_deferred_gelu_fwd), the kernel reading the copy, or its fp32 output where no copy
-// could be made.
+// The call as kByKernel runs it when a GELU or LayerNorm is deferred: that op run into its
+// copy first (run_deferred_gelu_fwd, run_deferred_norm_fwd), the kernel reading the copy, or
+// its fp32 output where no copy could be made.
 inline OwnCall reading_copy(OwnCall c) {
   c.gelu_in = nullptr;
+  c.norm = nullptr;
   c.x16 = produced_bf16(c.x, c.N, c.Cin, &c.ldx);
   return c;
 }
@@ -777,10 +853,14 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
   *path = -1;
   if (cudaPeekAtLastError() != cudaSuccess) return 0;
   const int64_t n = (int64_t)c.N * c.Cin;
-  __nv_bfloat16* gelu16 = c.gelu_in ? run_deferred_gelu_fwd(fn) : nullptr;
-  const OwnCall copy = c.gelu_in ? reading_copy(c) : c;
-  const auto gelu = [&] {
-    if (c.gelu_in && gelu16) launch_gelu_fwd(nullptr, gelu16, c.gelu_in, n);
+  const bool deferred = c.gelu_in || c.norm;
+  __nv_bfloat16* made16 = c.gelu_in ? run_deferred_gelu_fwd(fn)
+                          : c.norm  ? run_deferred_norm_fwd(fn)
+                                    : nullptr;
+  const OwnCall copy = deferred ? reading_copy(c) : c;
+  const auto gelu = [&] {  // the deferred op's kernel into its copy, again
+    if (c.gelu_in && made16) launch_gelu_fwd(nullptr, made16, c.gelu_in, n);
+    if (c.norm && made16) launch_norm_fwd_vec(*c.norm, nullptr, made16, copy.ldx);
   };
   Operand A{}, B{};
   if (ways[0] == kByCublas) TRY(prepare(fn, g_scr_a, w, c.Cout, c.Cin, &A));
@@ -827,7 +907,10 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
   }
   const bool both = std::find(ways.begin(), ways.end(), (int)kByKernel) != ways.end() &&
                     std::find(ways.begin(), ways.end(), (int)kByKernelGelu) != ways.end();
-  if (both) {
+  if (both && c.norm) {
+    g_own.norm_shapes++;
+    g_own.norm_fused += *path == kByKernelGelu;
+  } else if (both) {
     g_own.gelu_shapes++;
     g_own.gelu_fused += *path == kByKernelGelu;
   }
@@ -862,25 +945,35 @@ inline int matmul_fwd_bf16(const char* fn, Operand A, Operand B, __nv_bfloat16* 
 // le_matmul_fwd by one of the engine's own kernels where one applies and the call's way (see
 // above) is not cuBLAS: 1 launched, 0 cuBLAS's (the caller runs a deferred GELU, then cuBLAS),
 // -1 failed (message set). gelu_in: the input of the GELU forward whose output is all of inp,
-// deferred to this call.
+// deferred to this call; norm: likewise a deferred LayerNorm forward (the gemv kernel's rows
+// only; the caller runs it where this returns 0).
 inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
-                   const float* bias, int N, int Cin, int Cout, const float* gelu_in) {
+                   const float* bias, int N, int Cin, int Cout, const float* gelu_in,
+                   const DeferredNormFwd* norm) {
   if (g.precision != 2) return 0;
   const bool gemv = g.gemv && N >= 1 && N <= kGemvRows && Cin % 8 == 0;
   const bool skinny = g.skinny && N >= kSkMinRows && N <= kSkMaxRows && Cin % kSkK == 0 &&
                       (Cout + kSkCols - 1) / kSkCols <= kSkMaxTiles;
   if (!gemv && !skinny) return 0;
-  // Outputs written over the input (which the timing would read back, overwritten) take cuBLAS.
-  const auto over = [&](const float* x) {
-    return x && out < x + (int64_t)N * Cin && x < out + (int64_t)N * Cout;
+  if (norm && !gemv) return 0;
+  // Outputs written over the input (which the timing would read back, overwritten) take cuBLAS;
+  // so do those over what a deferred LayerNorm reads or writes (its blocks read all of it).
+  const auto over = [&](const float* x, int64_t n = 0) {
+    if (!n) n = (int64_t)N * Cin;
+    return x && out < x + n && x < out + (int64_t)N * Cout;
   };
   if (over(inp) || over(gelu_in)) return 0;
+  if (norm && (over(norm->a) || over(norm->r) || over(norm->resid) || over(norm->w, Cin) ||
+               over(norm->b, Cin) || over(norm->mean, N) || over(norm->rstd, N))) {
+    return 0;
+  }
   const __nv_bfloat16* w16;
   if (kept_bf16(fn, w, (int64_t)Cout * Cin, &w16) != 0) return -1;
   if (!w16 || alignment_of(w16) < 16) return 0;
   int ld = 0;
-  const __nv_bfloat16* x16 = gelu_in ? nullptr : produced_bf16(inp, N, Cin, &ld);
-  if (gelu_in ? alignment_of(gelu_in) < 16
+  const __nv_bfloat16* x16 = gelu_in || norm ? nullptr : produced_bf16(inp, N, Cin, &ld);
+  if (norm ? false  // its operands are 16-byte aligned (defer_norm, layernorm.cuh)
+      : gelu_in ? alignment_of(gelu_in) < 16
       : x16   ? alignment_of(x16) < 16 || ld % 8 != 0
               : operand_only_copy() != nullptr || alignment_of(inp) < 16) {
     return 0;  // (an operand-only copy that is not of these rows: the GEMM path says so)
@@ -904,13 +997,17 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   if (skinny && g.skinny == 1) ways.push_back(kByCublas);
   // Reading a deferred GELU's output, the kernel may have to read its fp32 values (no copy could
   // be made), with 16-byte loads: not where that output is less aligned.
-  if (!gelu_in || (g.defer_gelu_fwd == 1 && alignment_of(inp) >= 16)) ways.push_back(kByKernel);
-  if (gelu_in) ways.push_back(kByKernelGelu);
-  const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout};
+  // A deferred LayerNorm's output likewise (its rows are 16-byte aligned: the vector path's).
+  if (norm ? g.defer_norm_fwd == 1
+           : !gelu_in || (g.defer_gelu_fwd == 1 && alignment_of(inp) >= 16)) {
+    ways.push_back(kByKernel);
+  }
+  if (gelu_in || norm) ways.push_back(kByKernelGelu);
+  const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout, norm};
   int mask = 0;
   for (int way : ways) mask |= 1 << way;
-  const OwnKey key{skinny, N, Cin, Cout, bias != nullptr, x16 != nullptr, gelu_in != nullptr,
-                   mask};
+  const int formed = gelu_in ? 1 : !norm ? 0 : norm->r ? 3 : 2;  // the deferred op formed
+  const OwnKey key{skinny, N, Cin, Cout, bias != nullptr, x16 != nullptr, formed, mask};
   int path = ways[0];
   if (ways.size() > 1) {
     if (const auto it = g_own_chosen.find(key); it != g_own_chosen.end()) {
@@ -922,10 +1019,11 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   }
   if (path == kByCublas) return 0;
   if (path == kByKernelGelu) return own_launch(fn, c) ? -1 : 1;
-  if (!gelu_in) return own_launch(fn, c) ? -1 : 1;
-  // kByKernel with a GELU deferred: it runs first (unless the timing above ran it), and the
-  // kernel reads its copy, or its fp32 output where no copy could be made.
+  if (!gelu_in && !norm) return own_launch(fn, c) ? -1 : 1;
+  // kByKernel with a GELU or LayerNorm deferred: it runs first (unless the timing above ran
+  // it), and the kernel reads its copy, or its fp32 output where no copy could be made.
   if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
+  if (deferred_norm_fwd()) run_deferred_norm_fwd(fn);
   return own_launch(fn, reading_copy(c)) ? -1 : 1;
 }
 
@@ -947,18 +1045,32 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
       run_deferred_gelu_fwd(fn);
     }
   }
+  // A LayerNorm forward deferred to this call: formed by the gemv kernel when it reads all of
+  // that output, else run now as the GELU above.
+  DeferredNormFwd norm{};
+  if (const DeferredNormFwd* d = deferred_norm_fwd()) {
+    if (inp == d->out && N == d->N && Cin == d->C) {
+      norm = *d;
+    } else {
+      run_deferred_norm_fwd(fn);
+    }
+  }
   if (const ProducedCopy* c = operand_only_copy()) {
     TRY(check_copy_read(fn, c, copy_overlaps(c, inp, (int64_t)N * Cin), "as its input"));
   }
   // bf16 storage (le_alloc_bf16): the GEMM's fp32 result rounded as it is written.
   const bool out16 = in_bf16_block(out);
-  const int few = out16 ? 0 : own_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in);
+  const int few = out16 ? 0
+                        : own_fwd(fn, out, inp, w, bias, N, Cin, Cout, gelu_in,
+                                  norm.out ? &norm : nullptr);
   if (few < 0) return 1;
   if (few > 0) {
     g_deferred_gelu_fwd = DeferredGeluFwd{};
+    g_deferred_norm_fwd = DeferredNormFwd{};
     return op_done(fn);
   }
   if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
+  if (deferred_norm_fwd()) run_deferred_norm_fwd(fn);
   Operand A, B;
   TRY(prepare(fn, g_scr_a, w, Cout, Cin, &A));
   TRY(prepare(fn, g_scr_b, inp, N, Cin, &B));
