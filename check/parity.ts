@@ -1367,6 +1367,21 @@ export function differingBits(a: Float32Array | Int32Array, b: Float32Array | In
   return n;
 }
 
+/** The values of each of `runs` that differ in their bits from `apart`'s, and how many in all. */
+function differingRuns(
+  apart: Float32Array[],
+  runs: Float32Array[][],
+): { differ: number; total: number } {
+  let differ = 0, total = 0;
+  for (const run of runs) {
+    run.forEach((v, i) => {
+      differ += differingBits(v, apart[i]);
+      total += v.length;
+    });
+  }
+  return { differ, total };
+}
+
 /**
  * Settings of the CUDA engine against its defaults in a whole LOTUS step (`spec`, in bf16,
  * launched op by op), the loss and every gradient, each held to the defaults' bits unless said
@@ -1756,15 +1771,11 @@ export function compareDeferredGeluFwd(open: () => Engine, big = 200, seed = 14)
           return bufs.get(y, N * C);
         });
       }));
-  const apart = run({ LOTUS_DEFER_GELU_FWD: "0" });
-  let differ = 0, total = 0;
   // Formed wherever a few-row kernel serves (2), and as timing chooses (the default).
-  for (const deferred of [run({ LOTUS_DEFER_GELU_FWD: "2" }), run({})]) {
-    deferred.forEach((y, i) => {
-      differ += differingBits(y, apart[i]);
-      total += y.length;
-    });
-  }
+  const { differ, total } = differingRuns(run({ LOTUS_DEFER_GELU_FWD: "0" }), [
+    run({ LOTUS_DEFER_GELU_FWD: "2" }),
+    run({}),
+  ]);
   return checkRow(
     "ops",
     "GELU's forward left to the projection's matmul: the bits of running it apart",
@@ -1840,16 +1851,11 @@ export function compareDeferredNormFwd(
           ];
         });
       }));
-  const apart = run({ LOTUS_DEFER_NORM_FWD: "0" });
-  let differ = 0, total = 0;
   // Formed wherever the gemv kernel serves (2), and as timing chooses (1, a GPU's default).
-  for (const mode of ["2", "1"]) {
-    const deferred = run({ LOTUS_DEFER_NORM_FWD: mode });
-    deferred.forEach((v, i) => {
-      differ += differingBits(v, apart[i]);
-      total += v.length;
-    });
-  }
+  const { differ, total } = differingRuns(run({ LOTUS_DEFER_NORM_FWD: "0" }), [
+    run({ LOTUS_DEFER_NORM_FWD: "2" }),
+    run({ LOTUS_DEFER_NORM_FWD: "1" }),
+  ]);
   return checkRow(
     "ops",
     "LayerNorm's forward left to the matmul after it: the bits of running it apart",
