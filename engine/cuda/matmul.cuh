@@ -729,8 +729,8 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
 //
 // The ways listed: cuBLAS for the split-K kernel's rows when LOTUS_SKINNY is 1 (its default on
 // a GPU; 0: never the kernel, 2: the kernel untimed); the kernel, unless a GELU is deferred and
-// LOTUS_DEFER_GELU_FWD is 2; the kernel forming GELU when one is deferred (LOTUS_DEFER_GELU_FWD
-// 1, the GPU's default, or 2; 0: GELU is never deferred). A single way is taken untimed. The host
+// LOTUS_DEFER_GELU_FWD is 2; the kernel forming GELU (kByKernelForming) when one is deferred
+// (LOTUS_DEFER_GELU_FWD 1, the GPU's default, or 2; 0: GELU is never deferred). A single way is taken untimed. The host
 // emulation's clock cannot rank kernels, so there LOTUS_SKINNY defaults to 0 and
 // LOTUS_DEFER_GELU_FWD to 2. le_device_info reports the split-K shapes timed against cuBLAS
 // (skinnyShapes), those a kernel way won (skinnyChosen), one call of each by cuBLAS and by the
@@ -740,8 +740,8 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
 //
 // A deferred LayerNorm forward (common.cuh's DeferredNormFwd) is formed likewise, by the gemv
 // kernel only: its ways are the kernel after the LayerNorm's kernel and the kernel forming it
-// (kByKernelGelu), timed with LOTUS_DEFER_NORM_FWD 1 (a GPU's default), the latter alone with 2
-// (the emulation's); le_device_info's normFwdShapes and normFwdFused count them.
+// (kByKernelForming), timed with LOTUS_DEFER_NORM_FWD 1 (a GPU's default), the latter alone
+// with 2 (the emulation's); le_device_info's normFwdShapes and normFwdFused count them.
 //
 // Determinism: both kernels sum in a fixed order, and a shape's way is fixed for the process
 // once chosen. The kernel and the kernel forming GELU give the same bits; cuBLAS's differ by
@@ -749,10 +749,12 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
 // noise of each other. A shape is its rows, widths, bias and input's form, so every new number
 // of rows (a question's prefill length) is timed once, with a host wait.
 
-enum OwnPath : int { kByCublas = 0, kByKernel = 1, kByKernelGelu = 2 };
+enum OwnPath : int { kByCublas = 0, kByKernel = 1, kByKernelForming = 2 };
 
 struct OwnKey {
-  int skinny, N, Cin, Cout, bias, x16, gelu, ways;  // ways: a bit for each way timed
+  // formed: the deferred op the kernel may form (0 none, 1 GELU, 2 LayerNorm, 3 its residual
+  // form); ways: a bit for each way timed
+  int skinny, N, Cin, Cout, bias, x16, formed, ways;
   bool operator==(const OwnKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
 struct OwnKeyHash {
@@ -858,15 +860,15 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
                           : c.norm  ? run_deferred_norm_fwd(fn)
                                     : nullptr;
   const OwnCall copy = deferred ? reading_copy(c) : c;
-  const auto gelu = [&] {  // the deferred op's kernel into its copy, again
+  const auto remake_copy = [&] {  // the deferred op's kernel into its copy, again
     if (c.gelu_in && made16) launch_gelu_fwd(nullptr, made16, c.gelu_in, n);
     if (c.norm && made16) launch_norm_fwd_vec(*c.norm, nullptr, made16, copy.ldx);
   };
   Operand A{}, B{};
   if (ways[0] == kByCublas) TRY(prepare(fn, g_scr_a, w, c.Cout, c.Cin, &A));
   const auto run = [&](int way) {
-    if (way == kByKernelGelu) return own_launch(fn, c);
-    gelu();
+    if (way == kByKernelForming) return own_launch(fn, c);
+    remake_copy();
     if (way == kByKernel) return own_launch(fn, copy);
     // cuBLAS's operand as each call makes it: a rounding pass where x has no bf16 copy (the
     // kernels round as they stage), none where it has.
@@ -906,13 +908,13 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
     g_own.sk_kernel_us += kernel_us;
   }
   const bool both = std::find(ways.begin(), ways.end(), (int)kByKernel) != ways.end() &&
-                    std::find(ways.begin(), ways.end(), (int)kByKernelGelu) != ways.end();
+                    std::find(ways.begin(), ways.end(), (int)kByKernelForming) != ways.end();
   if (both && c.norm) {
     g_own.norm_shapes++;
-    g_own.norm_fused += *path == kByKernelGelu;
+    g_own.norm_fused += *path == kByKernelForming;
   } else if (both) {
     g_own.gelu_shapes++;
-    g_own.gelu_fused += *path == kByKernelGelu;
+    g_own.gelu_fused += *path == kByKernelForming;
   }
   return 0;
 }
@@ -1002,11 +1004,11 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
            : !gelu_in || (g.defer_gelu_fwd == 1 && alignment_of(inp) >= 16)) {
     ways.push_back(kByKernel);
   }
-  if (gelu_in || norm) ways.push_back(kByKernelGelu);
+  if (gelu_in || norm) ways.push_back(kByKernelForming);
   const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout, norm};
   int mask = 0;
   for (int way : ways) mask |= 1 << way;
-  const int formed = gelu_in ? 1 : !norm ? 0 : norm->r ? 3 : 2;  // the deferred op formed
+  const int formed = gelu_in ? 1 : !norm ? 0 : norm->r ? 3 : 2;
   const OwnKey key{skinny, N, Cin, Cout, bias != nullptr, x16 != nullptr, formed, mask};
   int path = ways[0];
   if (ways.size() > 1) {
@@ -1018,7 +1020,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
     }
   }
   if (path == kByCublas) return 0;
-  if (path == kByKernelGelu) return own_launch(fn, c) ? -1 : 1;
+  if (path == kByKernelForming) return own_launch(fn, c) ? -1 : 1;
   if (!gelu_in && !norm) return own_launch(fn, c) ? -1 : 1;
   // kByKernel with a GELU or LayerNorm deferred: it runs first (unless the timing above ran
   // it), and the kernel reads its copy, or its fp32 output where no copy could be made.
