@@ -4,10 +4,10 @@
  * in schedule.ts, the log format in run_log.ts; this module runs them, and owns faults,
  * signals, evaluation during training and checkpoints.
  *
- * Determinism: the data order of epoch e is a shuffle seeded by seed + 100003*e (as the
- * reference does), the CPU engine is deterministic for a fixed thread count, and the state
- * saved in train_state.json (step, epoch, position in the epoch) is all a resume needs, so
- * an interrupted and resumed run ends with the same weights, bit for bit, as an
+ * Determinism: the data order of epoch e is a shuffle drawn from `new Rng(seed, e)`
+ * (schedule.ts's epochOrder), the CPU engine is deterministic for a fixed thread count, and
+ * the state saved in train_state.json (step, epoch, position in the epoch) is all a resume
+ * needs, so an interrupted and resumed run ends with the same weights, bit for bit, as an
  * uninterrupted one.
  *
  * @module
