@@ -133,7 +133,10 @@ export interface TrainOptions {
   data?: string;
   /** Run directory: logs and `checkpoint/`. */
   out: string;
-  /** Model size (default "tiny"). */
+  /**
+   * Model size (default "tiny"; a resume keeps the run's, an `init` model of this project
+   * brings its own, and a Hugging Face Llama directory the Llama preset of its size).
+   */
   preset?: PresetName;
   /**
    * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
