@@ -93,7 +93,7 @@ export const command = defineCommand({
       value: "LIST",
       help: "loop iterations, such as 4 or 0,1,2,4,6",
       schema: rList,
-      defaultText: "the checkpoint's R",
+      defaultText: "the checkpoint's R; with --k, that K when the run tied R to K",
     },
     k: {
       value: "N",

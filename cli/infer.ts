@@ -47,7 +47,7 @@ export const command = defineCommand({
       value: "N",
       help: "loop iterations",
       schema: wholeNumber(0),
-      defaultText: "the checkpoint's R",
+      defaultText: "the checkpoint's R; with --k, that K when the run tied R to K",
     },
     maxNewTokens: { value: "N", help: "generation budget", schema: wholeNumber(1), default: 64 },
     threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },

@@ -61,7 +61,8 @@ const RUN_FLAGS = flagTable({
     value: "NAME",
     help: "model size",
     schema: oneOf(PRESET_NAMES),
-    defaultText: "tiny; with --resume, the run's",
+    defaultText: "tiny; with --resume, the run's; with --init, the model's (a Hugging Face " +
+      "Llama directory: the Llama preset of its size)",
   },
   arch: {
     value: "A",

@@ -177,7 +177,10 @@ export function shapeRequestNotes(
 export interface AnswerOptions {
   /** Latent blocks (LOTUS); default: the checkpoint's K. */
   k?: number;
-  /** Loop iterations (LOTUS); default: the checkpoint's R (= K when tied). */
+  /**
+   * Loop iterations (LOTUS); default: the checkpoint's R, or `k` when `k` is given and the run
+   * tied R to K (no `--r` in training).
+   */
   r?: number;
   /** Generation budget; default 64 (the reference's). */
   maxNewTokens?: number;

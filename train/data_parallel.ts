@@ -61,8 +61,9 @@ function firstInt(get: (name: string) => string | undefined, names: readonly str
 /**
  * The job this process belongs to, from the variables Open MPI's mpirun sets
  * (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK; PMIX_RANK,
- * PMI_RANK and PMI_SIZE are read too); null when the process was not started by a launcher,
- * or is a job's only process: training then runs as one process, with no MPI at all.
+ * PMI_RANK, PMI_SIZE and MPI_LOCALRANKID are read too); null when the process was not started
+ * by a launcher, or is a job's only process: training then runs as one process, with no MPI at
+ * all.
  */
 export function worldFromEnv(
   get: (name: string) => string | undefined = (n) => Deno.env.get(n),

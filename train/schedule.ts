@@ -91,7 +91,10 @@ export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
 export interface ShapeOverrides {
   /** Latent blocks; default: the checkpoint's K. */
   k?: number;
-  /** Loop iterations; default: the checkpoint's R (= K when tied). */
+  /**
+   * Loop iterations; default: the checkpoint's R, or `k` when `k` is given and the run tied R
+   * to K.
+   */
   r?: number;
 }
 

@@ -4,10 +4,10 @@
  * in schedule.ts, the log format in run_log.ts; this module runs them, and owns faults,
  * signals, evaluation during training and checkpoints.
  *
- * Determinism: the data order of epoch e is a shuffle seeded by seed + 100003*e (as the
- * reference does), the CPU engine is deterministic for a fixed thread count, and the state
- * saved in train_state.json (step, epoch, position in the epoch) is all a resume needs, so
- * an interrupted and resumed run ends with the same weights, bit for bit, as an
+ * Determinism: the data order of epoch e is a shuffle drawn from `new Rng(seed, e)`
+ * (schedule.ts's epochOrder), the CPU engine is deterministic for a fixed thread count, and
+ * the state saved in train_state.json (step, epoch, position in the epoch) is all a resume
+ * needs, so an interrupted and resumed run ends with the same weights, bit for bit, as an
  * uninterrupted one.
  *
  * @module
@@ -133,7 +133,10 @@ export interface TrainOptions {
   data?: string;
   /** Run directory: logs and `checkpoint/`. */
   out: string;
-  /** Model size (default "tiny"). */
+  /**
+   * Model size (default "tiny"; a resume keeps the run's, an `init` model of this project
+   * brings its own, and a Hugging Face Llama directory the Llama preset of its size).
+   */
   preset?: PresetName;
   /**
    * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
