@@ -1,6 +1,6 @@
 // What a project importing mod.ts meets when it gets something wrong: error classes it can
 // catch by name from the root, and option errors that name the option, never an internal.
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import * as lib from "../mod.ts";
 import { WriteError } from "../pipeline/writer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
@@ -120,4 +120,64 @@ Deno.test("library: readProblems refuses a maxFieldBytes that is no size, naming
     );
   }
   assertEquals((await Array.fromAsync(lib.readProblems(f, { maxFieldBytes: 1000 }))).length, 2);
+});
+
+Deno.test("library: train() checks its run options, naming the flag, before writing", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  for (
+    const [opts, message] of [
+      [{ threads: 1.5 }, "--threads 1.5: give a whole number, at least 0 (0: all cores)"],
+      [{ threads: -1 }, "--threads -1: give a whole number, at least 0 (0: all cores)"],
+      [{ stopAfter: 0 }, "--stop-after 0: give a whole number of steps, at least 1"],
+      [
+        { commTimeout: -1 },
+        "--comm-timeout -1: give a whole number of seconds, at least 0 (0: no limit)",
+      ],
+      [{ arch: "gpt3" }, '--arch "gpt3": give gpt2 or llama'],
+      [{ backend: "tpu" }, '--backend "tpu": give cpu, cuda, auto'],
+      [{ precision: "fp8", backend: "cuda" }, '--precision "fp8": give fp32, tf32 or bf16'],
+      [{ verifyData: "some" }, '--verify-data "some": give basic or full'],
+      [{ commOverlap: "yes" }, '--comm-overlap "yes": give on or off'],
+    ] as const
+  ) {
+    const e = await assertRejects(
+      () =>
+        lib.train({
+          data,
+          out,
+          preset: "tiny",
+          quiet: true,
+          recipe: "none",
+          train: { steps: 1 },
+          ...(opts as Partial<lib.TrainOptions>),
+        }),
+      lib.TrainConfigError,
+    );
+    assertEquals(e.message, message);
+    assertEquals(e.flag, message.split(" ")[0]);
+  }
+  await assertRejects(() => Deno.stat(out));
+});
+
+Deno.test("library: the engine refuses a fractional thread count in words", () => {
+  const e = assertThrows(() => lib.openEngine({ threads: 1.5, quiet: true }), RangeError);
+  assertEquals(e.message, "threads = 1.5: must be a whole number (0: all cores)");
+});
+
+Deno.test("library: runEval checks its batch, naming it", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  try {
+    const source = { file: "x.jsonl", line: 1 };
+    const items: lib.EvalItem[] = [
+      { id: "x:1", source, question: "Ann has 2 pens.", answer: "2", math: null, nl: null },
+    ];
+    for (const batch of [0, -1, 1.5]) {
+      const e = await assertRejects(() => lib.runEval(s, items, { batch }), RangeError);
+      assertEquals(e.message, `runEval: batch = ${batch}: must be a whole number, at least 1`);
+    }
+  } finally {
+    await s.close();
+  }
 });
