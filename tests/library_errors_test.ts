@@ -8,6 +8,8 @@ import { SESSION_CLOSED } from "../infer/session.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
+import { ROOT } from "./_run.ts";
+import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
   for (
@@ -180,4 +182,55 @@ Deno.test("library: runEval checks its batch, naming it", async () => {
   } finally {
     await s.close();
   }
+});
+
+Deno.test({
+  name: "library: quiet train() and openInference print nothing, an engine build included",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const data = await fixtureData(), dir = await tempDir();
+    // A compiler of its own version, so that the engine is "built" again, under another name:
+    // it copies the library already built.
+    const built = buildEngine({ quiet: true });
+    const cxx = `${dir}/cxx`;
+    await Deno.writeTextFile(
+      cxx,
+      `#!/bin/sh\ncase "$*" in *--version*) echo "cxx ${dir}"; exit 0;; esac\n` +
+        `while [ $# -gt 0 ]; do [ "$1" = -o ] && cp '${built}' "$2"; shift; done\n`,
+    );
+    await Deno.chmod(cxx, 0o755);
+    const compilers = `${ROOT}build/compilers.json`;
+    const known = await Deno.readTextFile(compilers);
+    const printed: string[] = [], error = console.error, oldCxx = Deno.env.get("CXX");
+    let libPath = "";
+    console.error = (...a: unknown[]) => printed.push(a.join(" "));
+    Deno.env.set("CXX", cxx);
+    try {
+      libPath = planEngineBuild().outPath;
+      assert(libPath !== built);
+      await lib.train({
+        data,
+        out: `${dir}/run`,
+        preset: "tiny",
+        threads: 1,
+        quiet: true,
+        recipe: "none",
+        train: { steps: 1, evalExamples: 1 },
+      });
+      assert(await Deno.stat(libPath).then(() => true), "the engine was built");
+      const s = await lib.openInference(`${dir}/run`, { backend: "auto", threads: 1, quiet: true });
+      if (!probeCuda().available) {
+        assert(s.notes?.[0]?.startsWith("backend auto: "), JSON.stringify(s.notes));
+      }
+      await s.close();
+    } finally {
+      console.error = error;
+      if (oldCxx === undefined) Deno.env.delete("CXX");
+      else Deno.env.set("CXX", oldCxx);
+      if (libPath !== "") await Deno.remove(libPath).catch(() => {});
+      await Deno.writeTextFile(compilers, known);
+    }
+    assertEquals(printed, []);
+  },
 });

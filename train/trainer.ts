@@ -212,7 +212,10 @@ export interface TrainOptions {
    * docs/dataset-format.md.
    */
   verifyData?: VerifyMode;
-  /** No progress line. */
+  /**
+   * Print nothing on stderr: no progress line, no notes, and not the compiler's command when
+   * the engine is built on first use.
+   */
   quiet?: boolean;
   /** Called with every log record (on every rank of a data-parallel run). */
   onLog?: (rec: LogRecord) => void;
@@ -840,6 +843,7 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
   return selectEngine(backend, {
     threads: opts.threads ?? 0,
     log,
+    quiet: opts.quiet,
     precision: opts.precision,
     cudaPrecision: CUDA_TRAIN_PRECISION,
   });
