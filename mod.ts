@@ -89,7 +89,7 @@ export { writeEvalOutputs } from "./eval/report.ts";
 export { ManifestError } from "./pipeline/manifest.ts";
 export { DatasetError } from "./pipeline/shard.ts";
 export { TokenizerError } from "./pipeline/tokenizer.ts";
-export { WriteError } from "./pipeline/writer.ts";
+export { BuildStopped, WriteError } from "./pipeline/writer.ts";
 export { CheckpointError } from "./model/checkpoint.ts";
 export { NonFiniteError } from "./train/trainer.ts";
 export { ExportError } from "./export/export.ts";

@@ -16,6 +16,7 @@ Deno.test("library: the root exports the error classes its stages throw", async 
     const name of [
       "InputError",
       "BuildError",
+      "BuildStopped",
       "ManifestError",
       "DatasetError",
       "TokenizerError",
@@ -232,5 +233,54 @@ Deno.test({
       await Deno.writeTextFile(compilers, known);
     }
     assertEquals(printed, []);
+  },
+});
+
+Deno.test({
+  name: "library: a signal stops buildDataset with a BuildStopped, and the process goes on",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const d = await tempDir();
+    await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(2500, 1));
+    // The caller handles SIGTERM itself (SIGINT is the test runner's): the build must not end the process.
+    let seen = 0;
+    const mine = () => seen++;
+    Deno.addSignalListener("SIGTERM", mine);
+    try {
+      for (const phase of ["fit", "build"] as const) {
+        const out = `${d}/out-${phase}`;
+        let sent = false;
+        const e = await assertRejects(
+          () =>
+            lib.buildDataset(
+              {
+                out,
+                splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+                tokenizer: "compact",
+              },
+              {
+                onProgress: (p) => {
+                  if (p.phase !== phase || sent) return;
+                  sent = true;
+                  Deno.kill(Deno.pid, "SIGTERM");
+                },
+              },
+            ),
+          lib.BuildStopped,
+        );
+        assertEquals(e.signal, "SIGTERM");
+        assertEquals(e.written, false);
+        assertEquals(
+          e.message,
+          `stopped by SIGTERM: nothing was changed in ${out} (what the build had written is ` +
+            `removed); rerun the same command`,
+        );
+        await assertRejects(() => Deno.stat(out));
+      }
+    } finally {
+      Deno.removeSignalListener("SIGTERM", mine);
+    }
+    assertEquals(seen, 2);
   },
 });
