@@ -15,6 +15,7 @@ Deno.test("library: the root exports the error classes its stages throw", async 
   for (
     const name of [
       "InputError",
+      "FormatError",
       "BuildError",
       "BuildStopped",
       "ManifestError",
@@ -26,6 +27,8 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "NonFiniteError",
       "ExportError",
       "EngineError",
+      "EngineBuildError",
+      "EvalStopped",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -46,6 +49,9 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       }),
     lib.WriteError,
   );
+  // A file in no format readProblems reads: the root's FormatError.
+  await Deno.writeTextFile(`${d}/odd.jsonl`, '{"title": "x"}\n');
+  await assertRejects(() => Array.fromAsync(lib.readProblems(`${d}/odd.jsonl`)), lib.FormatError);
 });
 
 Deno.test("library: train() names the option at fault, with its value as given", async () => {
