@@ -290,3 +290,19 @@ Deno.test({
     assertEquals(seen, 2);
   },
 });
+
+Deno.test("library: loadEvalItems checks its limit and verify, naming them", async () => {
+  const f = `${await tempDir()}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(3, 1));
+  for (const limit of [-1, 1.5, NaN]) {
+    const e = await assertRejects(() => lib.loadEvalItems(f, { limit }), RangeError);
+    assertEquals(e.message, `readEvalItems: limit = ${limit}: must be a whole number, at least 0`);
+  }
+  const e = await assertRejects(
+    () => lib.loadEvalItems(f, { verify: "some" as lib.VerifyMode }),
+    RangeError,
+  );
+  assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
+  assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
+  assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
+});
