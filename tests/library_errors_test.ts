@@ -4,6 +4,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts"
 import * as lib from "../mod.ts";
 import { WriteError } from "../pipeline/writer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
+import { saveCheckpoint } from "../model/checkpoint.ts";
 import { SESSION_CLOSED } from "../infer/session.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
@@ -305,4 +306,35 @@ Deno.test("library: loadEvalItems checks its limit and verify, naming them", asy
   assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
   assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
   assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
+});
+
+Deno.test("library: saveCheckpoint refuses what loadCheckpoint would, writing nothing", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const ck = await lib.loadCheckpoint(`${d}/ck`);
+  const n = ck.params.length;
+  for (
+    const [change, problem] of [
+      [{ params: ck.params.subarray(1) }, `params holds ${n - 1} values; the model of meta.model`],
+      [
+        { moments: { m: new Float32Array(3), v: new Float32Array(n) } },
+        `moments.m holds 3 values; the model of meta.model has ${n} parameters`,
+      ],
+      [{ tokenizerJson: "nope" }, "tokenizerJson: not valid JSON"],
+      [{ state: { ...ck.state, step: -1 } }, 'field "state.step"'],
+      [{ meta: { ...ck.meta, preset: 3 as unknown as string } }, 'field "meta.preset"'],
+    ] as const
+  ) {
+    const out = `${d}/saved`;
+    const e = await assertRejects(
+      () => saveCheckpoint(out, { ...ck, ...change } as lib.CheckpointData),
+      lib.CheckpointError,
+    );
+    assert(e.message.startsWith(`${out}: refusing to write a checkpoint`), e.message);
+    assert(e.message.includes(problem), e.message);
+    await assertRejects(() => Deno.stat(out));
+  }
+  // What it takes, it writes, and loadCheckpoint reads back.
+  await saveCheckpoint(`${d}/saved`, ck);
+  assertEquals((await lib.loadCheckpoint(`${d}/saved`)).params, ck.params);
 });
