@@ -31,7 +31,7 @@
 
 // The dataset pipeline.
 export type { Problem, SegmentedRecord, ValidatedRecord } from "./pipeline/types.ts";
-export { InputError, type ReadOptions, readProblems } from "./pipeline/read.ts";
+export { FormatError, InputError, type ReadOptions, readProblems } from "./pipeline/read.ts";
 export { segment, type SegmentOptions } from "./pipeline/segment.ts";
 export { type CotForm, validate, type ValidateOptions } from "./pipeline/validate.ts";
 export {
@@ -81,7 +81,7 @@ export type {
 } from "./infer/session.ts";
 export { exportCheckpoint, type ExportOptions, type ExportResult } from "./export/export.ts";
 export { checkExport } from "./export/export_check.ts";
-export { type EvalResult, type EvalRunOptions, runEval } from "./eval/evaluate.ts";
+export { type EvalResult, type EvalRunOptions, EvalStopped, runEval } from "./eval/evaluate.ts";
 export { type EvalItem, loadEvalItems } from "./eval/items.ts";
 export { writeEvalOutputs } from "./eval/report.ts";
 
@@ -89,7 +89,7 @@ export { writeEvalOutputs } from "./eval/report.ts";
 export { ManifestError } from "./pipeline/manifest.ts";
 export { DatasetError } from "./pipeline/shard.ts";
 export { TokenizerError } from "./pipeline/tokenizer.ts";
-export { WriteError } from "./pipeline/writer.ts";
+export { BuildStopped, WriteError } from "./pipeline/writer.ts";
 export { CheckpointError } from "./model/checkpoint.ts";
 export { NonFiniteError } from "./train/trainer.ts";
 export { ExportError } from "./export/export.ts";
@@ -99,7 +99,7 @@ export { EngineError } from "./engine/ffi.ts";
 export type { BackendName } from "./engine/types.ts";
 export { type Engine, openEngine, type Precision } from "./engine/ffi.ts";
 export { selectEngine } from "./engine/backend.ts";
-export { buildEngine } from "./engine/build.ts";
+export { buildEngine, EngineBuildError } from "./engine/build.ts";
 
 // Types that the signatures above use.
 export type { SelectEngineOptions } from "./engine/backend.ts";

@@ -18,7 +18,8 @@ import {
 } from "../pipeline/build.ts";
 import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
 import { FORMATS } from "../pipeline/read.ts";
-import { DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
+import { BuildStopped, DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
+import { signalExitCode } from "../base/signals.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES } from "../pipeline/limits.ts";
 import {
@@ -398,6 +399,10 @@ async function main(v: BuildArgs): Promise<number> {
     return 0;
   } catch (e) {
     progress.stop();
+    if (e instanceof BuildStopped) {
+      console.error(e.message);
+      return signalExitCode(e.signal);
+    }
     // One line: every error the pipeline raises names the file, line or option first.
     if (!(e instanceof Error) || !e.message.includes("\n")) throw e;
     throw new Error(e.message.split("\n")[0], { cause: e });

@@ -70,7 +70,10 @@ export const PRECISION_MODES: Record<Precision, 0 | 1 | 2> = { fp32: 0, tf32: 1,
 export interface EngineOptions {
   /** "cpu" (default) or "cuda". */
   backend?: Exclude<BackendName, "auto">;
-  /** CPU: OpenMP threads (default: all cores, or OMP_NUM_THREADS). */
+  /**
+   * CPU: OpenMP threads, a whole number (default, and 0: all cores, or OMP_NUM_THREADS); a
+   * fraction is a RangeError.
+   */
   threads?: number;
   /** CUDA: device ordinal (default 0). */
   device?: number;
@@ -295,8 +298,15 @@ export class Engine {
     this.#s = closedSymbols();
   }
 
-  /** CPU: OpenMP threads for later ops (n <= 0: the default). CUDA: no-op. */
+  /**
+   * CPU: OpenMP threads for later ops (n <= 0: the default). CUDA: no-op.
+   *
+   * @throws {RangeError} when `n` is not a whole number.
+   */
   setNumThreads(n: number): void {
+    if (!Number.isInteger(n)) {
+      throw new RangeError(`threads = ${n}: must be a whole number (0: all cores)`);
+    }
     if (this.#s.le_set_num_threads(n) !== 0) this.#fail("le_set_num_threads");
   }
 

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { checkWhole } from "../base/whole.ts";
 import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
 import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
@@ -27,7 +28,10 @@ import { withShapeOverrides } from "../train/schedule.ts";
 
 /** Options of {@linkcode runEval}. */
 export interface EvalRunOptions {
-  /** Questions per batch (default 16; 1 for the reference's latency figures). */
+  /**
+   * Questions per batch, a whole number of at least 1 and at most the session's `maxBatch`
+   * (default 16; 1 for the reference's latency figures).
+   */
   batch?: number;
   /** Loop iterations to sweep; default: the checkpoint's R only. K stays the checkpoint's. */
   r?: number[];
@@ -233,6 +237,10 @@ function median(xs: number[]): number {
 /**
  * Answer every item at every R of the sweep, score, time and read out.
  *
+ * @throws {RangeError} for a `batch` that is not a whole number of at least 1, and (from the
+ * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
+ * out of range.
+ *
  * @example
  * ```ts ignore
  * import { openInference } from "../infer/inference.ts";
@@ -255,6 +263,7 @@ export async function runEval(
   const cot = session.meta.data.cot;
   // A model trained with spilled step targets is read on past its blocks' c rows.
   const spill = session.meta.data.longStep === "spill";
+  checkWhole("runEval: batch", opts.batch, 1);
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;

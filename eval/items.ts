@@ -37,9 +37,10 @@ import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read
 import { openInput } from "../pipeline/read/open.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
-import { DatasetError, readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
+import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
 import type { SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
+import { checkWhole } from "../base/whole.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -75,7 +76,7 @@ export interface EvalReadOptions {
   format?: EvalFormat | "auto";
   /** The split of a dataset directory (default `test`, else `valid`). */
   split?: string;
-  /** Read at most this many items. */
+  /** Read at most this many items: a whole number, 0 or more (default: all). */
   limit?: number;
   /** Malformed records: throw (the default) or skip. */
   onError?: "throw" | "skip";
@@ -382,6 +383,9 @@ async function readHead(path: string, n: number): Promise<string> {
 /**
  * Streams the evaluation items of a file or dataset directory, in order.
  *
+ * @throws {RangeError} for a `limit` that is not a whole number of at least 0, or a `verify`
+ * that is not one of {@linkcode VerifyMode}'s.
+ *
  * @example
  * ```ts ignore
  * import { readEvalItems } from "./items.ts";
@@ -394,6 +398,12 @@ export async function* readEvalItems(
   path: string,
   opts: EvalReadOptions = {},
 ): AsyncGenerator<EvalItem> {
+  checkWhole("readEvalItems: limit", opts.limit, 0);
+  if (opts.verify !== undefined && !VERIFY_MODES.includes(opts.verify)) {
+    throw new RangeError(
+      `readEvalItems: verify ${JSON.stringify(opts.verify)}: use ${VERIFY_MODES.join(" or ")}`,
+    );
+  }
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectEvalFormat(path)
     : opts.format;

@@ -40,6 +40,13 @@ export interface OpenInferenceOptions {
   maxQuestionTokens?: number;
   /** Generation budget per answer (default 64). */
   maxNewTokens?: number;
+  /**
+   * Print nothing on stderr. Otherwise opening a session may print the compiler's command when
+   * the engine is built on first use, backend "auto"'s fallback to the CPU and why, and the
+   * onnx backend's export of a checkpoint to its cache. With `quiet`, the last two are in the
+   * session's `notes` instead (default false).
+   */
+  quiet?: boolean;
 }
 
 /**
@@ -90,9 +97,12 @@ export async function openInference(
   const ck = await loadCheckpoint(checkpoint, { trainState: "optional" });
   const progress = progressOf(ck.meta, ck.state);
   const tok = ck.tokenizer;
+  const notes: string[] = [];
   const eng: Engine = selectEngine(backend, {
     threads: opts.threads ?? 0,
     precision: opts.precision ?? "fp32",
+    quiet: opts.quiet,
+    log: opts.quiet ? (line) => notes.push(line) : undefined,
   });
   const model = new Model(eng, ck.meta.model, ck.params, false);
   const maxBatch = opts.maxBatch ?? 32;
@@ -109,7 +119,9 @@ export async function openInference(
     tokenizer: tok,
     backend: eng.backend,
     shape: base,
-    notes: ck.stateProblem === null ? [] : [trainStateNote(ck.meta, ck.stateProblem, base)],
+    notes: ck.stateProblem === null
+      ? notes
+      : [...notes, trainStateNote(ck.meta, ck.stateProblem, base)],
     // Async like the ONNX backend's answer, so callers treat every backend alike; a throw
     // becomes a rejection.
     // deno-lint-ignore require-await

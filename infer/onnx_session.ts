@@ -542,9 +542,11 @@ function argmaxRows(logits: Float32Array, rows: number, V: number): Int32Array {
  */
 export async function openOnnxInference(
   path: string,
-  opts: { threads?: number; maxBatch?: number; maxNewTokens?: number } = {},
+  opts: { threads?: number; maxBatch?: number; maxNewTokens?: number; quiet?: boolean } = {},
 ): Promise<InferenceSession> {
-  const dir = await onnxExportFor(path);
+  // Quiet: the export's line is one of the session's notes rather than printed.
+  const logged: string[] = [];
+  const dir = await onnxExportFor(path, opts.quiet ? (line) => logged.push(line) : undefined);
   const lotus: LotusJson = await readLotusJson(dir);
   const tok = await exportTokenizer(dir, lotus);
   const net = await OnnxBackbone.open(dir, { threads: opts.threads });
@@ -563,6 +565,7 @@ export async function openOnnxInference(
   const base = inferenceShape(meta, progress);
   const notes = lotus.epoch === undefined
     ? [
+      ...logged,
       trainStateNote(
         meta,
         `${dir}/lotus.json: no "epoch": the checkpoint's train_state.json could not be read ` +
@@ -570,7 +573,7 @@ export async function openOnnxInference(
         base,
       ),
     ]
-    : [];
+    : logged;
   const lotusMode = lotus.mode === "lotus";
 
   let closed = false;

@@ -173,13 +173,17 @@ export function shapeRequestNotes(
   return [];
 }
 
-/** How to decode. Unset LOTUS shape fields default to the checkpoint's final stage. */
+/**
+ * How to decode. Unset LOTUS shape fields default to the session's `shape`: the curriculum
+ * stage of the checkpoint's last step (its final stage only once training ran through the
+ * curriculum).
+ */
 export interface AnswerOptions {
-  /** Latent blocks (LOTUS); default: the checkpoint's K. */
+  /** Latent blocks (LOTUS); default: the K of the session's `shape`. */
   k?: number;
   /**
-   * Loop iterations (LOTUS); default: the checkpoint's R, or `k` when `k` is given and the run
-   * tied R to K (no `--r` in training).
+   * Loop iterations (LOTUS); default: the R of the session's `shape`, or `k` when `k` is given
+   * and the run tied R to K (no `--r` in training).
    */
   r?: number;
   /** Generation budget; default 64 (the reference's). */
@@ -192,7 +196,10 @@ export interface AnswerOptions {
 export interface Answer {
   /** The generated text (without EOS). */
   text: string;
-  /** The extracted answer (text after the last `###`). */
+  /**
+   * The extracted answer (pipeline/answer.ts, `extractAnswer`): the number after the last
+   * `###`; without `###`, the text's last number; without a number, the whole text.
+   */
   answer: string;
   /** Generated token ids. */
   tokens: number[];

@@ -327,11 +327,48 @@ export function firstNonFinite(params: Float32Array, layout: ParamLayout): strin
 }
 
 /**
- * Save a checkpoint to `dir` atomically (temporary directory, then renames). Weights or
- * optimiser moments that are not all finite are refused with a {@linkcode CheckpointError}
- * before anything is written: the previous checkpoint stays.
+ * What in `data` {@linkcode loadCheckpoint} would refuse, as "what: why", or null: settings
+ * that their schemas refuse, a parameter slab or AdamW moment not of the model's size, or a
+ * tokenizer that is not JSON.
+ */
+function unsavable(data: CheckpointData): string | null {
+  const meta = LotusMetaSchema.safeParse(data.meta);
+  if (!meta.success) return fieldIssue(meta.error, "meta.");
+  const state = TrainStateSchema.safeParse(data.state);
+  if (!state.success) return fieldIssue(state.error, "state.");
+  const n = paramLayout(meta.data.model).total;
+  const sizes = [["params", data.params], ["moments.m", data.moments?.m], [
+    "moments.v",
+    data.moments?.v,
+  ]] as const;
+  for (const [what, slab] of sizes) {
+    if (slab !== undefined && slab.length !== n) {
+      return `${what} holds ${slab.length} values; the model of meta.model has ${n} parameters`;
+    }
+  }
+  try {
+    if (!isRecord(JSON.parse(data.tokenizerJson))) return "tokenizerJson: not a JSON object";
+  } catch (e) {
+    return `tokenizerJson: not valid JSON (${(e as Error).message})`;
+  }
+  return null;
+}
+
+/**
+ * Save a checkpoint to `dir` atomically (temporary directory, then renames). Data that
+ * {@linkcode loadCheckpoint} would refuse (settings out of their schemas, a parameter slab or
+ * moments not of the model's size, a tokenizer that is not JSON) and weights or optimiser
+ * moments that are not all finite are refused with a {@linkcode CheckpointError} before
+ * anything is written: the previous checkpoint stays.
  */
 export async function saveCheckpoint(dir: string, data: CheckpointData): Promise<void> {
+  const problem = unsavable(data);
+  if (problem !== null) {
+    throw new CheckpointError(
+      `${dir}: refusing to write a checkpoint that could not be loaded (${problem}); the ` +
+        `previous checkpoint, if any, is kept`,
+    );
+  }
   const layout = paramLayout(data.meta.model);
   const bad = firstNonFinite(data.params, layout) ??
     (data.moments

@@ -30,7 +30,8 @@ const NUMBER_IN_TEXT = new RegExp(
  * The answer in a generated text: the number that starts the text after the last `###`,
  * with its thousands separators (commas, spaces) removed and a closing full stop dropped, or
  * the first word there when it is not a number; with no `###`, the last number of the text,
- * read and cleaned the same way (a sign right after another number is an operator).
+ * read and cleaned the same way (a sign right after another number is an operator), or, when
+ * the text holds no number, the whole text, trimmed and without commas.
  *
  * @example
  * ```ts
@@ -41,6 +42,7 @@ const NUMBER_IN_TEXT = new RegExp(
  * console.assert(extractAnswer("She needs 1 1/2 cups") === "1 1/2");
  * console.assert(extractAnswer("The change is 4 - 10 = −6") === "−6");
  * console.assert(extractAnswer("She has 10 - 4") === "4");
+ * console.assert(extractAnswer(" none, sorry ") === "none sorry");
  * ```
  */
 export function extractAnswer(text: string): string {

@@ -546,6 +546,7 @@ async function fitCompact(
   o: ResolvedBuildOptions,
   total: number | null,
   progress: Stage,
+  checkStop: () => void,
 ): Promise<Tokenizer> {
   const fitter = new BpeFitter();
   let n = 0;
@@ -555,6 +556,7 @@ async function fitCompact(
     maxFieldBytes: o.maxFieldBytes,
   });
   for await (const { path, record } of validated(source, o, () => {})) {
+    checkStop();
     if (++n % 1000 === 0) {
       progress({ phase: "fit", split: spec.name, file: path, records: n, total });
     }
@@ -586,6 +588,11 @@ function emptySplitMessage(split: string, c: SplitCounts, excluded: number): str
  * Build the given splits into `opts.out`. Existing splits not named are kept; a directory
  * that already has a manifest must have the same K, c and CoT form, and its tokenizer is
  * reused. Nothing appears in `out` until every file is written.
+ *
+ * While it runs, it listens for SIGINT and SIGTERM: a signal removes what the build wrote and
+ * rejects with a `BuildStopped` (pipeline/writer.ts) that says what `out` holds (a signal while the files
+ * are moved into place waits for them, and `out` then holds the new dataset). The process is
+ * not ended: that is the caller's choice.
  *
  * @example
  * ```ts ignore
@@ -626,7 +633,8 @@ export async function buildDataset(
     }
   } else await checkFreshOut(o.out);
 
-  // From here on SIGINT and SIGTERM remove what the build wrote and say so (StagedDir).
+  // From here on SIGINT and SIGTERM remove what the build wrote and stop it with a
+  // BuildStopped (StagedDir), seen between records.
   const staged = await StagedDir.open(o.out);
   let writer: SplitWriter | undefined;
   try {
@@ -681,6 +689,7 @@ export async function buildDataset(
         o,
         totals.get(first.name) ?? null,
         progress,
+        () => staged.throwIfStopped(),
       );
     } else tok = await tokenizerFromFile(o.tokenizer);
 
@@ -690,6 +699,7 @@ export async function buildDataset(
     for (const spec of o.splits) {
       const inputs = inputsBySplit.get(spec.name)!;
       const total = totals.get(spec.name) ?? null;
+      staged.throwIfStopped();
       writer = await SplitWriter.open(staged.path, spec.name, {
         k: o.k,
         c: o.c,
@@ -736,6 +746,7 @@ export async function buildDataset(
           for (const s of stepTexts(record, other)) lengths[other].add(tok.encode(s + "\n").length);
         }
         await writer.add(record, outcome);
+        staged.throwIfStopped();
         lastFile = path;
         if (++n % 1000 === 0) {
           progress({ phase: "build", split: spec.name, file: path, records: n, total });
@@ -774,6 +785,7 @@ export async function buildDataset(
       };
       files.push(...SplitWriter.files(result));
     }
+    staged.throwIfStopped();
     if (!reused) {
       // After the splits' files: a first build killed in its commit leaves tokenizer.json
       // only beside them, which is how the next build knows it (isBuildLeftover).
@@ -812,6 +824,7 @@ export async function buildDataset(
   } catch (e) {
     writer?.abort();
     await staged.abort();
-    throw e;
+    // A stop signal's removal of the staging directory can fail the write in progress.
+    throw staged.stopped ?? e;
   }
 }

@@ -142,7 +142,7 @@ export {
   type SkippedRecord,
   type SplitSpec,
 } from "./build.ts";
-export { WriteError } from "./writer.ts";
+export { BuildStopped, WriteError } from "./writer.ts";
 export { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "./default_data.ts";
 export { formatSummary } from "./summary.ts";
 export { nearestRank, StepLengths, type StepLengthStats } from "./step_lengths.ts";

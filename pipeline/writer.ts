@@ -9,8 +9,9 @@
  * old manifest and the old files are untouched; after it, the new ones are complete. Files
  * that no manifest names are removed last, and by the next build if this one is killed first.
  *
- * The staging directory is removed on error and on SIGINT/SIGTERM; a signal that arrives
- * while the files are being moved into place waits until they all are. One left by a killed
+ * The staging directory is removed on error and on SIGINT/SIGTERM, which then stop the build
+ * with a {@linkcode BuildStopped} (the process is not ended); a signal that arrives while the
+ * files are being moved into place waits until they all are. One left by a killed
  * build is removed by the next build into the same directory (base/staging.ts decides,
  * with a lock, that its owner is gone).
  *
@@ -41,55 +42,38 @@ export class WriteError extends Error {
   }
 }
 
-const active = new Set<StagedDir>();
-const SIGNALS: { sig: Deno.Signal; code: number }[] = [
-  { sig: "SIGINT", code: 130 },
-  { sig: "SIGTERM", code: 143 },
-];
-const handlers = new Map<Deno.Signal, () => void>();
-/** Commits in progress, and the signal that arrived during one. */
-let committing = 0;
-let pendingExit: { sig: Deno.Signal; code: number } | null = null;
-
 /**
- * Removes every open staging directory, says on stderr what became of each output directory
- * and exits with `code`. `commit` is the commit that has just ended, if the signal waited for
- * one: the output it names holds the new dataset when `done`, else still the old one.
+ * A build stopped by SIGINT or SIGTERM ({@linkcode buildDataset} rejects with it): what the
+ * build had written is removed, and the message says what `out` holds. The library never
+ * exits the process; `deno task build-dataset` prints the message and exits 130 or 143.
  */
-function onSignal(
-  sig: Deno.Signal,
-  code: number,
-  commit?: { out: string; done: boolean; moved: number },
-): void {
-  if (committing > 0) {
-    pendingExit ??= { sig, code };
-    return;
+export class BuildStopped extends Error {
+  /** The signal that stopped the build. */
+  readonly signal: Deno.Signal;
+  /**
+   * True when the signal came while the files were moved into place, which it waits for, and
+   * the output holds the new dataset.
+   */
+  readonly written: boolean;
+  /** Create the error. */
+  constructor(signal: Deno.Signal, message: string, written = false) {
+    super(message);
+    this.name = "BuildStopped";
+    this.signal = signal;
+    this.written = written;
   }
-  for (const s of active) {
-    s.removeSync();
-    console.error(
-      `stopped by ${sig}: nothing was changed in ${s.out} (what the build had written is ` +
-        `removed); rerun the same command`,
-    );
-  }
-  if (commit?.done) {
-    console.error(`stopped by ${sig} after the build was written: ${commit.out} holds it`);
-  } else if (commit) {
-    const moved = commit.moved > 0
-      ? ` (the ${commit.moved} files the build had moved there are removed by the next build)`
-      : "";
-    console.error(
-      `stopped by ${sig}: ${commit.out} still holds what it held before${moved}; rerun the ` +
-        `same command`,
-    );
-  }
-  Deno.exit(code);
 }
+
+const active = new Set<StagedDir>();
+const SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+const handlers = new Map<Deno.Signal, () => void>();
 
 function listen(): void {
   if (handlers.size > 0 || Deno.build.os === "windows") return;
-  for (const { sig, code } of SIGNALS) {
-    const h = () => onSignal(sig, code);
+  for (const sig of SIGNALS) {
+    const h = () => {
+      for (const s of active) s.stop(sig);
+    };
     Deno.addSignalListener(sig, h);
     handlers.set(sig, h);
   }
@@ -139,7 +123,9 @@ async function lockDir(dir: string): Promise<Deno.FsFile | null> {
  * A staging directory inside an output directory. Files are written under
  * {@linkcode StagedDir.path} and moved into the output by {@linkcode StagedDir.commit}.
  *
- * While one is open, SIGINT and SIGTERM remove it and exit (130 and 143).
+ * While one is open, SIGINT and SIGTERM remove it at once (or, during its commit, when the
+ * commit ends) and leave a {@linkcode BuildStopped} in {@linkcode StagedDir.stopped}, which
+ * the build throws at its next {@linkcode StagedDir.throwIfStopped}.
  */
 export class StagedDir {
   /** The output directory. */
@@ -149,6 +135,9 @@ export class StagedDir {
   #open = true;
   #lease: TempLease | null = null;
   readonly #createdOut: boolean;
+  #committing = false;
+  #signal: Deno.Signal | null = null;
+  #stopped: BuildStopped | null = null;
 
   private constructor(out: string, createdOut: boolean) {
     this.out = out;
@@ -180,7 +169,38 @@ export class StagedDir {
       s.#close();
       throw new WriteError(`${out}: cannot create the output directory (${(e as Error).message})`);
     }
+    if (s.#stopped) {
+      s.removeSync();
+      s.#close();
+      throw s.#stopped;
+    }
     return s;
+  }
+
+  /** The stop a signal made, or null: the build throws it ({@linkcode throwIfStopped}). */
+  get stopped(): BuildStopped | null {
+    return this.#stopped;
+  }
+
+  /** Throws {@linkcode StagedDir.stopped} when a signal has stopped the build. */
+  throwIfStopped(): void {
+    if (this.#stopped) throw this.#stopped;
+  }
+
+  /**
+   * A stop signal: the staging directory is removed at once, and the build is to stop. During
+   * the commit it waits for the commit's end, which says what the output then holds.
+   */
+  stop(sig: Deno.Signal): void {
+    if (this.#signal !== null || !this.#open) return;
+    this.#signal = sig;
+    if (this.#committing) return;
+    this.removeSync();
+    this.#stopped = new BuildStopped(
+      sig,
+      `stopped by ${sig}: nothing was changed in ${this.out} (what the build had written is ` +
+        `removed); rerun the same command`,
+    );
   }
 
   /**
@@ -199,7 +219,8 @@ export class StagedDir {
     onStep?: (step: string) => void,
     previous: Iterable<string> = [],
   ): Promise<void> {
-    committing++; // a signal from here on waits for the last rename
+    this.throwIfStopped();
+    this.#committing = true; // a signal from here on waits for the last rename
     let dirLock: Deno.FsFile | null = null;
     let renamed = 0;
     try {
@@ -217,13 +238,27 @@ export class StagedDir {
     } finally {
       dirLock?.close();
       await this.#lease?.release();
-      committing--;
+      this.#committing = false;
       this.#close();
-      if (pendingExit !== null && committing === 0) {
-        const done = renamed === files.length;
-        onSignal(pendingExit.sig, pendingExit.code, { out: this.out, done, moved: renamed });
+      const sig = this.#signal;
+      if (sig !== null && renamed === files.length) {
+        this.#stopped = new BuildStopped(
+          sig,
+          `stopped by ${sig} after the build was written: ${this.out} holds it`,
+          true,
+        );
+      } else if (sig !== null) {
+        const moved = renamed > 0
+          ? ` (the ${renamed} files the build had moved there are removed by the next build)`
+          : "";
+        this.#stopped = new BuildStopped(
+          sig,
+          `stopped by ${sig}: ${this.out} still holds what it held before${moved}; rerun the ` +
+            `same command`,
+        );
       }
     }
+    this.throwIfStopped();
   }
 
   /**
@@ -244,7 +279,7 @@ export class StagedDir {
     unlisten();
   }
 
-  /** Synchronous twin of {@linkcode StagedDir.abort}, for signal handlers. */
+  /** Synchronous twin of {@linkcode StagedDir.abort}, for the signal handlers. */
   removeSync(): void {
     if (this.#lease) this.#lease.releaseSync();
     else removeTreeSync(this.path);

@@ -1,19 +1,24 @@
 // What a project importing mod.ts meets when it gets something wrong: error classes it can
 // catch by name from the root, and option errors that name the option, never an internal.
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import * as lib from "../mod.ts";
 import { WriteError } from "../pipeline/writer.ts";
 import { NonFiniteError } from "../train/trainer.ts";
+import { saveCheckpoint } from "../model/checkpoint.ts";
 import { SESSION_CLOSED } from "../infer/session.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
+import { ROOT } from "./_run.ts";
+import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
   for (
     const name of [
       "InputError",
+      "FormatError",
       "BuildError",
+      "BuildStopped",
       "ManifestError",
       "DatasetError",
       "TokenizerError",
@@ -23,6 +28,8 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "NonFiniteError",
       "ExportError",
       "EngineError",
+      "EngineBuildError",
+      "EvalStopped",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -43,6 +50,9 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       }),
     lib.WriteError,
   );
+  // A file in no format readProblems reads: the root's FormatError.
+  await Deno.writeTextFile(`${d}/odd.jsonl`, '{"title": "x"}\n');
+  await assertRejects(() => Array.fromAsync(lib.readProblems(`${d}/odd.jsonl`)), lib.FormatError);
 });
 
 Deno.test("library: train() names the option at fault, with its value as given", async () => {
@@ -120,4 +130,211 @@ Deno.test("library: readProblems refuses a maxFieldBytes that is no size, naming
     );
   }
   assertEquals((await Array.fromAsync(lib.readProblems(f, { maxFieldBytes: 1000 }))).length, 2);
+});
+
+Deno.test("library: train() checks its run options, naming the flag, before writing", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  for (
+    const [opts, message] of [
+      [{ threads: 1.5 }, "--threads 1.5: give a whole number, at least 0 (0: all cores)"],
+      [{ threads: -1 }, "--threads -1: give a whole number, at least 0 (0: all cores)"],
+      [{ stopAfter: 0 }, "--stop-after 0: give a whole number of steps, at least 1"],
+      [
+        { commTimeout: -1 },
+        "--comm-timeout -1: give a whole number of seconds, at least 0 (0: no limit)",
+      ],
+      [{ arch: "gpt3" }, '--arch "gpt3": give gpt2 or llama'],
+      [{ backend: "tpu" }, '--backend "tpu": give cpu, cuda, auto'],
+      [{ precision: "fp8", backend: "cuda" }, '--precision "fp8": give fp32, tf32 or bf16'],
+      [{ verifyData: "some" }, '--verify-data "some": give basic or full'],
+      [{ commOverlap: "yes" }, '--comm-overlap "yes": give on or off'],
+    ] as const
+  ) {
+    const e = await assertRejects(
+      () =>
+        lib.train({
+          data,
+          out,
+          preset: "tiny",
+          quiet: true,
+          recipe: "none",
+          train: { steps: 1 },
+          ...(opts as Partial<lib.TrainOptions>),
+        }),
+      lib.TrainConfigError,
+    );
+    assertEquals(e.message, message);
+    assertEquals(e.flag, message.split(" ")[0]);
+  }
+  await assertRejects(() => Deno.stat(out));
+});
+
+Deno.test("library: the engine refuses a fractional thread count in words", () => {
+  const e = assertThrows(() => lib.openEngine({ threads: 1.5, quiet: true }), RangeError);
+  assertEquals(e.message, "threads = 1.5: must be a whole number (0: all cores)");
+});
+
+Deno.test("library: runEval checks its batch, naming it", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  try {
+    const source = { file: "x.jsonl", line: 1 };
+    const items: lib.EvalItem[] = [
+      { id: "x:1", source, question: "Ann has 2 pens.", answer: "2", math: null, nl: null },
+    ];
+    for (const batch of [0, -1, 1.5]) {
+      const e = await assertRejects(() => lib.runEval(s, items, { batch }), RangeError);
+      assertEquals(e.message, `runEval: batch = ${batch}: must be a whole number, at least 1`);
+    }
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test({
+  name: "library: quiet train() and openInference print nothing, an engine build included",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const data = await fixtureData(), dir = await tempDir();
+    // A compiler of its own version, so that the engine is "built" again, under another name:
+    // it copies the library already built.
+    const built = buildEngine({ quiet: true });
+    const cxx = `${dir}/cxx`;
+    await Deno.writeTextFile(
+      cxx,
+      `#!/bin/sh\ncase "$*" in *--version*) echo "cxx ${dir}"; exit 0;; esac\n` +
+        `while [ $# -gt 0 ]; do [ "$1" = -o ] && cp '${built}' "$2"; shift; done\n`,
+    );
+    await Deno.chmod(cxx, 0o755);
+    const compilers = `${ROOT}build/compilers.json`;
+    const known = await Deno.readTextFile(compilers);
+    const printed: string[] = [], error = console.error, oldCxx = Deno.env.get("CXX");
+    let libPath = "";
+    console.error = (...a: unknown[]) => printed.push(a.join(" "));
+    Deno.env.set("CXX", cxx);
+    try {
+      libPath = planEngineBuild().outPath;
+      assert(libPath !== built);
+      await lib.train({
+        data,
+        out: `${dir}/run`,
+        preset: "tiny",
+        threads: 1,
+        quiet: true,
+        recipe: "none",
+        train: { steps: 1, evalExamples: 1 },
+      });
+      assert(await Deno.stat(libPath).then(() => true), "the engine was built");
+      const s = await lib.openInference(`${dir}/run`, { backend: "auto", threads: 1, quiet: true });
+      if (!probeCuda().available) {
+        assert(s.notes?.[0]?.startsWith("backend auto: "), JSON.stringify(s.notes));
+      }
+      await s.close();
+    } finally {
+      console.error = error;
+      if (oldCxx === undefined) Deno.env.delete("CXX");
+      else Deno.env.set("CXX", oldCxx);
+      if (libPath !== "") await Deno.remove(libPath).catch(() => {});
+      await Deno.writeTextFile(compilers, known);
+    }
+    assertEquals(printed, []);
+  },
+});
+
+Deno.test({
+  name: "library: a signal stops buildDataset with a BuildStopped, and the process goes on",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const d = await tempDir();
+    await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(2500, 1));
+    // The caller handles SIGTERM itself (SIGINT is the test runner's): the build must not end the process.
+    let seen = 0;
+    const mine = () => seen++;
+    Deno.addSignalListener("SIGTERM", mine);
+    try {
+      for (const phase of ["fit", "build"] as const) {
+        const out = `${d}/out-${phase}`;
+        let sent = false;
+        const e = await assertRejects(
+          () =>
+            lib.buildDataset(
+              {
+                out,
+                splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+                tokenizer: "compact",
+              },
+              {
+                onProgress: (p) => {
+                  if (p.phase !== phase || sent) return;
+                  sent = true;
+                  Deno.kill(Deno.pid, "SIGTERM");
+                },
+              },
+            ),
+          lib.BuildStopped,
+        );
+        assertEquals(e.signal, "SIGTERM");
+        assertEquals(e.written, false);
+        assertEquals(
+          e.message,
+          `stopped by SIGTERM: nothing was changed in ${out} (what the build had written is ` +
+            `removed); rerun the same command`,
+        );
+        await assertRejects(() => Deno.stat(out));
+      }
+    } finally {
+      Deno.removeSignalListener("SIGTERM", mine);
+    }
+    assertEquals(seen, 2);
+  },
+});
+
+Deno.test("library: loadEvalItems checks its limit and verify, naming them", async () => {
+  const f = `${await tempDir()}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(3, 1));
+  for (const limit of [-1, 1.5, NaN]) {
+    const e = await assertRejects(() => lib.loadEvalItems(f, { limit }), RangeError);
+    assertEquals(e.message, `readEvalItems: limit = ${limit}: must be a whole number, at least 0`);
+  }
+  const e = await assertRejects(
+    () => lib.loadEvalItems(f, { verify: "some" as lib.VerifyMode }),
+    RangeError,
+  );
+  assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
+  assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
+  assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
+});
+
+Deno.test("library: saveCheckpoint refuses what loadCheckpoint would, writing nothing", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const ck = await lib.loadCheckpoint(`${d}/ck`);
+  const n = ck.params.length;
+  for (
+    const [change, problem] of [
+      [{ params: ck.params.subarray(1) }, `params holds ${n - 1} values; the model of meta.model`],
+      [
+        { moments: { m: new Float32Array(3), v: new Float32Array(n) } },
+        `moments.m holds 3 values; the model of meta.model has ${n} parameters`,
+      ],
+      [{ tokenizerJson: "nope" }, "tokenizerJson: not valid JSON"],
+      [{ state: { ...ck.state, step: -1 } }, 'field "state.step"'],
+      [{ meta: { ...ck.meta, preset: 3 as unknown as string } }, 'field "meta.preset"'],
+    ] as const
+  ) {
+    const out = `${d}/saved`;
+    const e = await assertRejects(
+      () => saveCheckpoint(out, { ...ck, ...change } as lib.CheckpointData),
+      lib.CheckpointError,
+    );
+    assert(e.message.startsWith(`${out}: refusing to write a checkpoint`), e.message);
+    assert(e.message.includes(problem), e.message);
+    await assertRejects(() => Deno.stat(out));
+  }
+  // What it takes, it writes, and loadCheckpoint reads back.
+  await saveCheckpoint(`${d}/saved`, ck);
+  assertEquals((await lib.loadCheckpoint(`${d}/saved`)).params, ck.params);
 });

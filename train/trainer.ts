@@ -21,11 +21,12 @@ import {
 } from "../model/hf_llama.ts";
 import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
-import type { BackendName } from "../engine/types.ts";
+import { type BackendName, BACKENDS } from "../engine/types.ts";
 import { z } from "zod";
 import {
   type Arch,
   archOf,
+  ARCHS,
   type ModelConfig,
   PRESET_NAMES,
   presetConfig,
@@ -106,7 +107,7 @@ import { mixSeed } from "../base/rng.ts";
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
 import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
-import type { VerifyMode } from "../pipeline/shard.ts";
+import { VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
@@ -214,7 +215,10 @@ export interface TrainOptions {
    * docs/dataset-format.md.
    */
   verifyData?: VerifyMode;
-  /** No progress line. */
+  /**
+   * Print nothing on stderr: no progress line, no notes, and not the compiler's command when
+   * the engine is built on first use.
+   */
   quiet?: boolean;
   /** Called with every log record (on every rank of a data-parallel run). */
   onLog?: (rec: LogRecord) => void;
@@ -842,6 +846,7 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
   return selectEngine(backend, {
     threads: opts.threads ?? 0,
     log,
+    quiet: opts.quiet,
     precision: opts.precision,
     cudaPrecision: CUDA_TRAIN_PRECISION,
   });
@@ -1928,6 +1933,49 @@ async function refuseFewUsable(
   refuseBatchOver(usable, cfg.batch);
 }
 
+/**
+ * The options of {@linkcode train} that are not training settings, each as its flag takes it:
+ * a value outside this schema is refused before anything is written, rather than passed to the
+ * engine (a fractional thread count) or ignored (an unknown `arch` or `verifyData`).
+ */
+const RunOptionsSchema = z.object({
+  threads: z.number().int().min(0).optional(),
+  microBatch: z.number().int().min(1).optional(),
+  stopAfter: z.number().int().min(1).optional(),
+  commTimeout: z.number().int().min(0).optional(),
+  arch: z.enum(ARCHS).optional(),
+  backend: z.enum(BACKENDS).optional(),
+  precision: z.enum(["fp32", "tf32", "bf16"]).optional(),
+  verifyData: z.enum(VERIFY_MODES).optional(),
+  commOverlap: z.enum(["on", "off"]).optional(),
+});
+
+/** The flag and the hint of each {@linkcode RunOptionsSchema} field, for its message. */
+const RUN_OPTION_FLAGS: Record<keyof z.infer<typeof RunOptionsSchema>, [string, string]> = {
+  threads: ["--threads", "a whole number, at least 0 (0: all cores)"],
+  microBatch: ["--micro-batch", "a whole number of examples, at least 1"],
+  stopAfter: ["--stop-after", "a whole number of steps, at least 1"],
+  commTimeout: ["--comm-timeout", "a whole number of seconds, at least 0 (0: no limit)"],
+  arch: ["--arch", ARCHS.join(" or ")],
+  backend: ["--backend", BACKENDS.join(", ")],
+  precision: ["--precision", "fp32, tf32 or bf16"],
+  verifyData: ["--verify-data", VERIFY_MODES.join(" or ")],
+  commOverlap: ["--comm-overlap", "on or off"],
+};
+
+/** Refuses a {@linkcode RunOptionsSchema} field out of range, naming its flag. */
+function checkRunOptions(opts: TrainOptions): void {
+  const r = RunOptionsSchema.safeParse(opts);
+  if (r.success) return;
+  const key = r.error.issues[0].path[0] as keyof typeof RUN_OPTION_FLAGS;
+  const [flag, want] = RUN_OPTION_FLAGS[key];
+  const v = opts[key];
+  throw new TrainConfigError(
+    flag,
+    `${flag} ${typeof v === "string" ? JSON.stringify(v) : String(v)}: give ${want}`,
+  );
+}
+
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
 async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
@@ -1936,14 +1984,8 @@ async function trainPhases(opts: TrainOptions, world: World | null): Promise<Tra
   };
   // Settings are checked before anything is written (a plan, a CoT start).
   checkSettings(opts.train ?? {});
+  checkRunOptions(opts);
   refuseCpuPrecision(opts);
-  const mb = opts.microBatch;
-  if (mb !== undefined && !(Number.isInteger(mb) && mb >= 1)) {
-    throw new TrainConfigError(
-      "--micro-batch",
-      `--micro-batch ${mb}: give a whole number of examples, at least 1`,
-    );
-  }
   if (opts.resume && opts.overwrite) {
     throw new TrainConfigError(
       "--overwrite",
