@@ -74,7 +74,10 @@ export const EVAL_FORMATS: readonly EvalFormat[] = [
 export interface EvalReadOptions {
   /** The format; `"auto"` (the default) detects it with {@linkcode detectEvalFormat}. */
   format?: EvalFormat | "auto";
-  /** The split of a dataset directory (default `test`, else `valid`). */
+  /**
+   * The split of a dataset directory (default `test`, else `valid`); refused for a file of
+   * another format.
+   */
   split?: string;
   /** Read at most this many items: a whole number, 0 or more (default: all). */
   limit?: number;
@@ -407,6 +410,13 @@ export async function* readEvalItems(
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectEvalFormat(path)
     : opts.format;
+  if (opts.split !== undefined && format !== "dataset") {
+    throw new RangeError(
+      `readEvalItems: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
+        `file, and a split applies only to a dataset directory; leave out split, or give ` +
+        `the dataset directory`,
+    );
+  }
   let source: AsyncGenerator<EvalItem | InputError>;
   switch (format) {
     case "dataset":

@@ -66,7 +66,14 @@ export {
 } from "./svg.ts";
 
 // Types that the signatures above use.
-export type { Answer, AnswerBatch, AnswerOptions, InferenceSession } from "../infer/session.ts";
+export type {
+  Answer,
+  AnswerBatch,
+  AnswerOptions,
+  InferenceBackend,
+  InferenceSession,
+} from "../infer/session.ts";
+export type { BackendName } from "../engine/types.ts";
 export type { LotusMeta } from "../model/checkpoint.ts";
 export type { Arch, Mode, ModelConfig, RopeScaling, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";

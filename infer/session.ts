@@ -228,7 +228,7 @@ export interface InferenceSession {
   /** The checkpoint's tokenizer, which encodes the questions and decodes the answers. */
   readonly tokenizer: Tokenizer;
   /** Where the session runs: "cpu" or "cuda" (the native engines), or "onnx". */
-  readonly backend: string;
+  readonly backend: Exclude<InferenceBackend, "auto">;
   /** The default LOTUS shape (the stage the checkpoint reached). */
   readonly shape: LotusShape;
   /**

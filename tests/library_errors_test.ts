@@ -292,7 +292,7 @@ Deno.test({
   },
 });
 
-Deno.test("library: loadEvalItems checks its limit and verify, naming them", async () => {
+Deno.test("library: loadEvalItems checks its limit, verify and split, naming them", async () => {
   const f = `${await tempDir()}/test.jsonl`;
   await Deno.writeTextFile(f, fixtureTask(3, 1));
   for (const limit of [-1, 1.5, NaN]) {
@@ -304,6 +304,12 @@ Deno.test("library: loadEvalItems checks its limit and verify, naming them", asy
     RangeError,
   );
   assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
+  const s = await assertRejects(() => lib.loadEvalItems(f, { split: "valid" }), RangeError);
+  assertEquals(
+    s.message,
+    `readEvalItems: split "valid": ${f} is read as a gsm8k file, and a split applies only to a ` +
+      "dataset directory; leave out split, or give the dataset directory",
+  );
   assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
   assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
 });
