@@ -557,6 +557,29 @@ export const OP_CASES: OpCase[] = [
       });
     },
   },
+  // resid aliasing a, as the stack never does but the ABI allows.
+  {
+    name: "residual rmsnorm fwd",
+    run(eng, seed) {
+      const rng = new Rng(seed);
+      return withBufs(eng, (b) => {
+        const N = 37, C = 200;
+        const a = b.f32(randn(rng, N * C)), r = b.f32(randn(rng, N * C));
+        const w = b.f32(randn(rng, C));
+        const resid = b.f32(N * C), out = b.f32(N * C), rstd = b.f32(N);
+        eng.residualRmsnormFwd(resid, out, rstd, a, r, w, N, C, 1e-5);
+        const out2 = b.f32(N * C);
+        eng.residualRmsnormFwd(a, out2, null, a, r, w, N, C, 1e-6);
+        return {
+          resid: b.get(resid, N * C),
+          out: b.get(out, N * C),
+          rstd: b.get(rstd, N),
+          "in place": b.get(a, N * C),
+          "in place out": b.get(out2, N * C),
+        };
+      });
+    },
+  },
   {
     name: "rope, forward and inverse",
     run(eng, seed) {

@@ -792,6 +792,22 @@ inline int validate_rmsnorm_fwd(const float* out, const float* rstd, const float
   return check_opt(fn, "rstd", rstd, mul(N, 4));
 }
 
+inline int validate_residual_rmsnorm_fwd(const float* resid, const float* out, const float* rstd,
+                                         const float* a, const float* b, const float* w, int N,
+                                         int C, float eps) {
+  const char* fn = "le_residual_rmsnorm_fwd";
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  if (!(eps > 0.f)) return fail("%s: eps = %g must be > 0 (Llama uses 1e-5 or 1e-6)", fn, eps);
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  TRY(check_span(fn, "resid", resid, nc4));
+  TRY(check_span(fn, "out", out, nc4));
+  TRY(check_span(fn, "a", a, nc4));
+  TRY(check_span(fn, "b", b, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  return check_opt(fn, "rstd", rstd, mul(N, 4));
+}
+
 inline int validate_rmsnorm_bwd(const float* dinp, const float* dw, const float* dout,
                                 const float* inp, const float* w, const float* rstd, int N,
                                 int C) {

@@ -1596,15 +1596,32 @@ int le_graph_free(int) { return 0; }
 
 // ---- Llama-family ops ---------------------------------------------------------------------
 
-// out = inp * rstd * w, rstd = 1 / sqrt(mean(inp^2) + eps), the mean of squares in double.
+// One row of RMSNorm: o = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), the mean of squares
+// in double; returns rstd.
+static float rmsnorm_row(float* o, const float* x, const float* w, int C, float eps) {
+  const float rs = (float)(1.0 / std::sqrt(dot_d(x, x, C) / C + (double)eps));
+  for (int c = 0; c < C; c++) o[c] = x[c] * rs * w[c];
+  return rs;
+}
+
 int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, int N, int C,
                    float eps) {
   TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
   par_for(N, (int64_t)N * C > kParMin, [&](int64_t n) {
-    const float* x = inp + n * C;
-    float* o = out + n * C;
-    const float rs = (float)(1.0 / std::sqrt(dot_d(x, x, C) / C + (double)eps));
-    for (int c = 0; c < C; c++) o[c] = x[c] * rs * w[c];
+    const float rs = rmsnorm_row(out + n * C, inp + n * C, w, C, eps);
+    if (rstd) rstd[n] = rs;
+  });
+  return 0;
+}
+
+// resid = a + b, then RMSNorm of each row of resid: le_add and le_rmsnorm_fwd's arithmetic.
+int le_residual_rmsnorm_fwd(float* resid, float* out, float* rstd, const float* a, const float* b,
+                            const float* w, int N, int C, float eps) {
+  TRY(validate_residual_rmsnorm_fwd(resid, out, rstd, a, b, w, N, C, eps));
+  par_for(N, (int64_t)N * C > kParMin, [&](int64_t n) {
+    float* r = resid + n * C;
+    for (int c = 0; c < C; c++) r[c] = a[n * C + c] + b[n * C + c];
+    const float rs = rmsnorm_row(out + n * C, r, w, C, eps);
     if (rstd) rstd[n] = rs;
   });
   return 0;

@@ -190,6 +190,12 @@ const SYMBOLS = {
     parameters: [P, P, P, P, P, P, P, P, "i32", "i32", "i32", "i32", "i32", "i32", "i64", "i64"],
     result: "i32",
   },
+  // Optional: without it the binding runs le_add, then le_rmsnorm_fwd (the same bits).
+  le_residual_rmsnorm_fwd: {
+    parameters: [P, P, P, P, P, P, "i32", "i32", "f32"],
+    result: "i32",
+    optional: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -614,7 +620,7 @@ export class Engine {
    * and nothing reads its fp32 values later. In bf16 mode the CUDA engine then writes only the
    * bf16 copy the matmul reads (the same results), and any other op right after the producer
    * fails. The producers: geluFwd, layernormFwd, residualLayernormFwd (their `out`),
-   * rmsnormFwd, swigluFwd. Also geluBwd overwriting `out` (accumulate false) when the matmul
+   * rmsnormFwd, residualRmsnormFwd, swigluFwd. Also geluBwd overwriting `out` (accumulate false) when the matmul
    * backward right after reads it as its dout: where {@linkcode Engine.defersGeluBwd}, that
    * matmul forms it instead, and the bf16 copy made by the op before geluBwd still reaches it.
    * A no-op on the CPU engine and in fp32 and TF32 modes.
@@ -824,6 +830,31 @@ export class Engine {
   rmsnormFwd(out: Ptr, rstd: Ptr, inp: Ptr, w: Ptr, N: number, C: number, eps: number): void {
     if (this.#s.le_rmsnorm_fwd(addr(out), addr(rstd), addr(inp), addr(w), N, C, eps) !== 0) {
       this.#fail("le_rmsnorm_fwd");
+    }
+  }
+
+  /**
+   * Residual + RMSNorm: resid = a + b; out = RMSNorm(resid), rstd [N] nullable; resid may
+   * alias a or b. The same bits as {@linkcode Engine.add} then {@linkcode Engine.rmsnormFwd},
+   * which is what runs on a library without the fused op.
+   */
+  residualRmsnormFwd(
+    resid: Ptr,
+    out: Ptr,
+    rstd: Ptr,
+    a: Ptr,
+    b: Ptr,
+    w: Ptr,
+    N: number,
+    C: number,
+    eps: number,
+  ): void {
+    const f = this.#s.le_residual_rmsnorm_fwd;
+    if (!f) {
+      this.add(resid, a, b, N * C);
+      this.rmsnormFwd(out, rstd, resid, w, N, C, eps);
+    } else if (f(addr(resid), addr(out), addr(rstd), addr(a), addr(b), addr(w), N, C, eps) !== 0) {
+      this.#fail("le_residual_rmsnorm_fwd");
     }
   }
 

@@ -125,7 +125,7 @@ int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t n, int
 /* A hint for the op that comes next, if it writes `out` and a matmul reads `out` right after
  * it, as its input, and nothing reads out's fp32 values later (they are scratch, overwritten
  * before any other read): le_gelu_fwd, le_layernorm_fwd and le_residual_layernorm_fwd (their
- * `out`), le_rmsnorm_fwd, le_swiglu_fwd. In bf16 mode the CUDA engine then writes only the
+ * `out`), le_rmsnorm_fwd, le_residual_rmsnorm_fwd, le_swiglu_fwd. In bf16 mode the CUDA engine then writes only the
  * bf16 copy that the matmul reads (common.cuh's produced operands) and leaves out's fp32
  * values as they were; the matmul's results are the same bits. Any other op right after the
  * producer fails, naming both, as does a matmul that cannot use the copy. The CPU engine, and
@@ -305,6 +305,12 @@ int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, in
                    float eps);
 int le_rmsnorm_bwd(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                    const float* rstd, int N, int C);
+/* Fused residual + RMSNorm: resid = a + b; out = RMSNorm(resid), the same bits as le_add then
+ * le_rmsnorm_fwd, in one pass. resid may alias a or b. Backward is le_rmsnorm_bwd into
+ * dresid, whose gradient the caller passes on to both a and b. Optional: a library built
+ * before it lacks the symbol, and the binding then runs le_add and le_rmsnorm_fwd. */
+int le_residual_rmsnorm_fwd(float* resid, float* out, float* rstd, const float* a, const float* b,
+                            const float* w, int N, int C, float eps);
 
 /* Rotary position embedding, IN PLACE, on the first nh heads of HS (even) elements of each of
  * N rows (row n starts at x + n*rs, rs >= nh*HS). For i < HS/2, with the angle

@@ -696,7 +696,7 @@ export class Stack {
   }
 
   // The ops in which the two architectures differ. GPT-2: LayerNorm (fused with the residual
-  // add), multi-head attention, GELU. Llama: RMSNorm (after a plain add), grouped-query
+  // add), multi-head attention, GELU. Llama: RMSNorm (likewise fused), grouped-query
   // attention, SwiGLU; its matmuls have no biases (null pointers) and its rotary positions
   // are applied by the callers.
 
@@ -726,9 +726,8 @@ export class Stack {
   ): void {
     const e = this.eng, C = this.shape.dModel;
     if (this.#wd.llama) {
-      e.add(resid, a, r, N * C);
       if (only) e.operandOnly(out);
-      e.rmsnormFwd(out, rstd, resid, w, N, C, this.#eps);
+      e.residualRmsnormFwd(resid, out, rstd, a, r, w, N, C, this.#eps);
     } else {
       if (only) e.operandOnly(out);
       e.residualLayernormFwd(resid, out, mean, rstd, a, r, w, b, N, C);

@@ -965,6 +965,11 @@ Deno.test({
           () => e.residualLayernormFwd(resid, dst, null, null, x, h, w, b, N, C),
         ],
         ["le_rmsnorm_fwd", C, () => e.rmsnormFwd(dst, null, x, w, N, C, 1e-5)],
+        [
+          "le_residual_rmsnorm_fwd",
+          C,
+          () => e.residualRmsnormFwd(resid, dst, null, x, h, w, N, C, 1e-5),
+        ],
       );
     }
     producers.push(
@@ -1038,6 +1043,49 @@ Deno.test({
       }
     } finally {
       e.setPrecision(0);
+      for (const p of bufs) e.free(p);
+    }
+  },
+});
+
+Deno.test({
+  name: "emulated CUDA engine: le_residual_rmsnorm_fwd gives the bits of le_add then " +
+    "le_rmsnorm_fwd, in place too",
+  ignore: !OK,
+  fn() {
+    const e = emulated(), rng = new Rng(15);
+    const bufs: Ptr[] = [];
+    const up = (a: Float32Array) => {
+      const p = e.alloc(a.length * 4);
+      e.upload(p, a);
+      bufs.push(p);
+      return p;
+    };
+    const get = (p: Ptr, n: number) => {
+      const r = new Float32Array(n);
+      e.download(r, p);
+      return r;
+    };
+    try {
+      for (const [N, C] of [[3, 24], [9, 200], [1, 2048]]) {
+        const av = randn(rng, N * C), bv = randn(rng, N * C);
+        const a = up(av), b = up(bv), w = up(randn(rng, C, 0.5, 1));
+        const sum = up(new Float32Array(N * C)), want = up(new Float32Array(N * C));
+        const wantRstd = up(new Float32Array(N));
+        e.add(sum, a, b, N * C);
+        e.rmsnormFwd(want, wantRstd, sum, w, N, C, 1e-6);
+        const resid = up(new Float32Array(N * C)), out = up(new Float32Array(N * C));
+        const rstd = up(new Float32Array(N));
+        e.residualRmsnormFwd(resid, out, rstd, a, b, w, N, C, 1e-6);
+        const what = `${N}x${C}`;
+        assertEquals(get(resid, N * C), get(sum, N * C), `resid ${what}`);
+        assertEquals(get(out, N * C), get(want, N * C), `out ${what}`);
+        assertEquals(get(rstd, N), get(wantRstd, N), `rstd ${what}`);
+        e.residualRmsnormFwd(b, out, null, a, b, w, N, C, 1e-6);
+        assertEquals(get(b, N * C), get(sum, N * C), `resid in place of b, ${what}`);
+        assertEquals(get(out, N * C), get(want, N * C), `out, in place of b, ${what}`);
+      }
+    } finally {
       for (const p of bufs) e.free(p);
     }
   },

@@ -38,6 +38,7 @@ const OPS: Record<string, Kind[]> = {
   xentFwdBwd: ["p", "p", "p", "i", "i", "f"],
   rmsnormFwd: ["p", "p", "p", "p", "i", "i", "f"],
   rmsnormBwd: ["p", "p", "p", "p", "p", "p", "i", "i"],
+  residualRmsnormFwd: ["p", "p", "p", "p", "p", "p", "i", "i", "f"],
   rope: ["p", "p", "p", "i", "i", "i", "i", "b"],
   swigluFwd: ["p", "p", "i", "i"],
   swigluBwd: ["p", "p", "p", "i", "i"],

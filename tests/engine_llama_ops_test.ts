@@ -97,6 +97,49 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "residual rmsnorm: the bits of add then rmsnorm, with resid apart or in place of either input",
+  withPool((pool) => {
+    const rng = new Rng(22);
+    for (const [N, C, eps] of [[1, 3, 1e-5], [3, 7, 1e-6], [5, 70, 1e-5]]) {
+      const a = rng.normals(N * C), b = rng.normals(N * C), w = rng.normals(C);
+      const pa = pool.f32(a), pb = pool.f32(b), pw = pool.f32(w);
+      const sum = pool.f32(N * C), want = pool.f32(N * C), wantRstd = pool.f32(N);
+      eng.add(sum, pa, pb, N * C);
+      eng.rmsnormFwd(want, wantRstd, sum, pw, N, C, eps);
+      const resid = pool.f32(N * C), out = pool.f32(N * C), rstd = pool.f32(N);
+      eng.residualRmsnormFwd(resid, out, rstd, pa, pb, pw, N, C, eps);
+      const what = `${N}x${C}`;
+      assertEquals(pool.read(resid, N * C), pool.read(sum, N * C), `resid ${what}`);
+      assertEquals(pool.read(out, N * C), pool.read(want, N * C), `out ${what}`);
+      assertEquals(pool.read(rstd, N), pool.read(wantRstd, N), `rstd ${what}`);
+      for (const inPlace of ["a", "b"]) {
+        const x = pool.f32(inPlace === "a" ? a : b), y = inPlace === "a" ? pb : pa;
+        eng.residualRmsnormFwd(
+          x,
+          out,
+          null,
+          inPlace === "a" ? x : y,
+          inPlace === "a" ? y : x,
+          pw,
+          N,
+          C,
+          eps,
+        );
+        assertEquals(pool.read(x, N * C), pool.read(sum, N * C), `resid in place of ${inPlace}`);
+        assertEquals(pool.read(out, N * C), pool.read(want, N * C), `out, in place of ${inPlace}`);
+      }
+    }
+    const p = pool.f32(4);
+    assertThrows(() => eng.residualRmsnormFwd(p, p, null, p, p, p, 1, 4, 0), Error, "eps");
+    assertThrows(
+      () => eng.residualRmsnormFwd(p, p, null, p, null, p, 1, 4, 1e-5),
+      Error,
+      "le_residual_rmsnorm_fwd",
+    );
+  }),
+);
+
 // ---- rotary embeddings ---------------------------------------------------------------------
 
 function ropeRef(

@@ -102,6 +102,7 @@ Deno.test("ops: the same engine on both sides agrees exactly, and every ABI op i
     "attentionStatsBwd",
     "rmsnormFwd",
     "rmsnormBwd",
+    "residualRmsnormFwd",
     "rope",
     "swigluFwd",
     "swigluBwd",

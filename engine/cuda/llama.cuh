@@ -4,6 +4,7 @@
 //
 // RMSNorm follows layernorm.cuh: one warp per row, the mean of squares in double, and dw as
 // deterministic column sums in two stages (fixed chunks of rows, then the chunks in order).
+// Its residual form adds the two inputs in the same pass, as le_add would.
 // RoPE and SwiGLU are elementwise: one thread per (row, pair) or (row, channel).
 #pragma once
 
@@ -13,13 +14,21 @@ namespace le {
 
 // out16: the bf16 rounding of out as well, rows ld16 apart, when given (common.cuh's produced
 // operands); out null: only that copy (le_operand_only). The same for swiglu_fwd_kernel.
+// kResid: the input is resid = inp + inp2, written to resid first (le_residual_rmsnorm_fwd);
+// each lane reads back only the columns it wrote, so resid may alias inp or inp2.
+template <bool kResid>
 __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, float* rstd,
-                                   const float* inp, const float* w, int N, int C, float eps) {
+                                   const float* inp, const float* w, int N, int C, float eps,
+                                   float* resid, const float* inp2) {
   pdl_begin();
   const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
-  const float* x = inp + (int64_t)n * C;
+  const int64_t off = (int64_t)n * C;
+  if constexpr (kResid) {
+    for (int c = lane; c < C; c += 32) resid[off + c] = inp[off + c] + inp2[off + c];
+  }
+  const float* x = kResid ? resid + off : inp + off;
   double s = 0;
   for (int c = lane; c < C; c += 32) s += (double)x[c] * x[c];
   s = warp_sum(s);
@@ -130,8 +139,21 @@ LE_API int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float
   TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
   int ld16;
   __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
-  LAUNCH(rmsnorm_fwd_kernel, (unsigned)((N + 7) / 8), 256, 0)(fp32_dest(out, out16), out16, ld16,
-                                                              rstd, inp, w, N, C, eps);
+  LAUNCH(rmsnorm_fwd_kernel<false>, (unsigned)((N + 7) / 8), 256, 0)(
+      fp32_dest(out, out16), out16, ld16, rstd, inp, w, N, C, eps, nullptr, nullptr);
+  return op_done(fn);
+}
+
+LE_API int le_residual_rmsnorm_fwd(float* resid, float* out, float* rstd, const float* a,
+                                   const float* b, const float* w, int N, int C, float eps) {
+  using namespace le;
+  const char* fn = "le_residual_rmsnorm_fwd";
+  REQUIRE_INIT(fn);
+  TRY(validate_residual_rmsnorm_fwd(resid, out, rstd, a, b, w, N, C, eps));
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
+  LAUNCH(rmsnorm_fwd_kernel<true>, (unsigned)((N + 7) / 8), 256, 0)(
+      fp32_dest(out, out16), out16, ld16, rstd, a, w, N, C, eps, resid, b);
   return op_done(fn);
 }
 
