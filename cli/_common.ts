@@ -67,13 +67,17 @@ export function wholeNumber(min = 0, max = Number.MAX_SAFE_INTEGER): z.ZodType<n
     .refine((n) => n <= max, `must be at most ${max}`);
 }
 
-/** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`. */
+/**
+ * A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`;
+ * one too large to hold (`1e999`) is "must be a finite number".
+ */
 export function decimal(
   bound: { min?: number; above?: number; max?: number } = {},
 ): z.ZodType<number, string> {
   return z.string()
     .regex(DECIMAL, "must be a number, such as 0.5 or 3e-4")
     .transform(Number)
+    .refine(Number.isFinite, "must be a finite number")
     .refine((n) => bound.min === undefined || n >= bound.min, `must be at least ${bound.min}`)
     .refine((n) => bound.above === undefined || n > bound.above, `must be above ${bound.above}`)
     .refine((n) => bound.max === undefined || n <= bound.max, `must be at most ${bound.max}`);

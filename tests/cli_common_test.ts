@@ -8,6 +8,7 @@ import { ROOT, runDeno } from "./_run.ts";
 import {
   CliError,
   type Command,
+  decimal,
   defineCommand,
   type FlagTable,
   oneOf,
@@ -178,6 +179,18 @@ Deno.test("wholeNumber: digits or exponent notation; a sign gets the range's mes
   assertEquals(message("abc"), "must be a whole number");
   assertEquals(message("2e9"), "must be at most 1000000000");
   assertEquals(message("1e400"), "must be at most 1000000000");
+});
+
+Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
+  const message = (text: string) => decimal({ min: 0 }).safeParse(text).error?.issues[0].message;
+  assertEquals(decimal({ above: 0 }).parse("3e-4"), 3e-4);
+  assertEquals(message("1e999"), "must be a finite number");
+  assertEquals(message("-1e999"), "must be a finite number");
+  assertThrows(
+    () => parseTrainArgs(["--lr", "1e999"]),
+    CliError,
+    "--lr must be a finite number; see deno task train --help",
+  );
 });
 
 Deno.test("train passes on only the settings given: the library resolves K, c and lr", () => {
