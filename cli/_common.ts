@@ -262,6 +262,8 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
 ): Command<F, P> {
   const keys = Object.keys(spec.flags);
   const names: Record<string, string> = {};
+  /** Each value flag's value name in the help (`FILE`, `N`), by its name as typed. */
+  const values: Record<string, string> = {};
   const options: ParseOptions = {};
   const shape: Record<string, z.ZodType> = {};
   for (const key of keys) {
@@ -276,6 +278,7 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
       shape[key] = z.boolean().default(false);
       continue;
     }
+    values[name] = d.value;
     options[name] = {
       type: "string",
       ...(d.multiple ? { multiple: true } : {}),
@@ -304,7 +307,7 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
         allowPositionals: spec.positionals !== undefined,
       });
     } catch (e) {
-      throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names)));
+      throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names), values));
     }
     if (parsed.values.help) return "help";
     const raw: Record<string, unknown> = {};
@@ -356,8 +359,15 @@ export function zodMessage(
   return `--${flag}${sep}${i.message}; see deno task ${command} --help`;
 }
 
-/** node:util parseArgs's errors, reworded to name the flag. */
-function parseArgsMessage(e: Error & { code?: string }, flags: string[]): string {
+/**
+ * node:util parseArgs's errors, reworded to name the flag; `values` holds each value flag's
+ * value name (`--input` -> `FILE`), for the one given without its value.
+ */
+function parseArgsMessage(
+  e: Error & { code?: string },
+  flags: string[],
+  values: Record<string, string>,
+): string {
   const quoted = /'([^' ]+)/.exec(e.message)?.[1] ?? "";
   switch (e.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
@@ -365,10 +375,12 @@ function parseArgsMessage(e: Error & { code?: string }, flags: string[]): string
       const best = nearestName(typed, flags);
       return `unknown flag ${quoted}${best ? ` (did you mean --${best}?)` : ""}`;
     }
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return /does not take an argument/.test(e.message)
-        ? `${quoted} takes no value`
-        : `${quoted} needs a value (a negative one is written ${quoted}=-1)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      if (/does not take an argument/.test(e.message)) return `${quoted} takes no value`;
+      const value = values[quoted.replace(/^-+/, "")] ?? "VALUE";
+      return `${quoted} needs a value: ${quoted} ${value}, or ${quoted}=${value} for one that ` +
+        `starts with "-"`;
+    }
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument "${quoted}": this command takes only flags`;
     default:

@@ -181,6 +181,19 @@ Deno.test("wholeNumber: digits or exponent notation; a sign gets the range's mes
   assertEquals(message("1e400"), "must be at most 1000000000");
 });
 
+Deno.test("a flag given without its value: the message shows the value and the = form", () => {
+  assertThrows(
+    () => parseTrainArgs(["--steps", "-1"]),
+    CliError,
+    '--steps needs a value: --steps N, or --steps=N for one that starts with "-"',
+  );
+  assertThrows(
+    () => buildDataset.parse(["--input", "--out", "o"]),
+    CliError,
+    '--input needs a value: --input FILE, or --input=FILE for one that starts with "-"',
+  );
+});
+
 Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
   const message = (text: string) => decimal({ min: 0 }).safeParse(text).error?.issues[0].message;
   assertEquals(decimal({ above: 0 }).parse("3e-4"), 3e-4);
