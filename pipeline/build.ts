@@ -7,7 +7,7 @@
  * @module
  */
 
-import { Sha256 } from "../base/sha256.ts";
+import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
@@ -444,13 +444,15 @@ async function reuseTokenizer(
   asked: string | undefined,
 ): Promise<Tokenizer> {
   const path = `${out}/${m.tokenizer.file}`;
-  const tok = tokenizerFromJson(await Deno.readTextFile(path), m.tokenizer.kind, path);
-  if (tok.sha256 !== m.tokenizer.sha256) {
+  const text = await Deno.readTextFile(path);
+  // Hashed before it is parsed: a file cut short is the same edit as one replaced.
+  if (sha256Hex(text) !== m.tokenizer.sha256) {
     throw new BuildError(
       `${path}: its sha256 does not match ${out}/${MANIFEST_FILE}; the directory was edited. ` +
         `Rebuild all splits into a fresh --out`,
     );
   }
+  const tok = tokenizerFromJson(text, m.tokenizer.kind, path);
   if (asked !== undefined) {
     // A tokenizer.json path names the same tokenizer when it holds the same one, whatever
     // kind the directory's was built as (a copy of a compact tokenizer, say).

@@ -19,6 +19,7 @@ import {
 } from "../base/safetensors.ts";
 import { sha256HexAsync } from "../base/sha256.ts";
 import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
+import { type Tokenizer, TokenizerError, tokenizerFromJson } from "./tokenizer.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {
@@ -431,6 +432,54 @@ async function checkFileHash(dir: string, file: string, want: string): Promise<v
   const path = `${dir}/${file}`;
   const got = await sha256HexAsync(await Deno.readFile(path));
   if (got !== want) throw damaged(`${path}: sha256 is ${got}, the manifest lists ${want}`, dir);
+}
+
+/**
+ * The tokenizer of the dataset in `dir`, whose manifest is `manifest`: its tokenizer.json,
+ * read as a tokenizer of kind `kind`, once its sha256 is found to be the one the manifest
+ * records. The file is small, so this is checked whatever the verification mode: a
+ * tokenizer.json replaced since the build (another dataset's, even a valid one) or cut
+ * short would otherwise decode the split's token ids into other text, and go into the
+ * checkpoints trained on it.
+ *
+ * @throws {DatasetError} when the file is missing, damaged or not the manifest's tokenizer.
+ *
+ * @example
+ * ```ts ignore
+ * import { readManifest } from "./manifest.ts";
+ * import { readDatasetTokenizer } from "./shard.ts";
+ * const dir = "out/data/default";
+ * const tok = await readDatasetTokenizer(dir, await readManifest(dir));
+ * console.log(tok.vocabSize);
+ * ```
+ */
+export async function readDatasetTokenizer(
+  dir: string,
+  manifest: Manifest,
+  kind: Tokenizer["kind"] = "file",
+): Promise<Tokenizer> {
+  const path = `${dir}/${manifest.tokenizer.file}`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`, dir);
+    throw e;
+  }
+  const got = await sha256HexAsync(bytes);
+  if (got !== manifest.tokenizer.sha256) {
+    throw damaged(
+      `${path}: sha256 is ${got}, the manifest lists ${manifest.tokenizer.sha256} (the file ` +
+        `was replaced or cut short since the build)`,
+      dir,
+    );
+  }
+  try {
+    return tokenizerFromJson(new TextDecoder().decode(bytes), kind, path);
+  } catch (e) {
+    if (e instanceof TokenizerError) throw damaged(e.message, dir);
+    throw e;
+  }
 }
 
 /**

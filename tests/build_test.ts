@@ -179,6 +179,21 @@ Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fai
   assertEquals(s.manifest.options, { k: 3, c: 13, cot: "nl" });
 });
 
+Deno.test("build: a directory's tokenizer.json cut short is refused as edited, before it is parsed", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }], tokenizer: "compact" });
+  const path = `${out}/tokenizer.json`;
+  await Deno.writeTextFile(path, (await Deno.readTextFile(path)).slice(0, 100));
+  const before = await snapshot(out);
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "valid", inputs: [VALID] }] }),
+    BuildError,
+    `${path}: its sha256 does not match ${out}/manifest.json; the directory was edited. ` +
+      "Rebuild all splits into a fresh --out",
+  );
+  assertSameTree(before, await snapshot(out));
+});
+
 Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
   const out = `${await tempDir()}/ds`;
   const train = [{ name: "train", inputs: [TRAIN] }];

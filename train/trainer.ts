@@ -69,13 +69,7 @@ import {
   type StepLosses,
 } from "./step.ts";
 import { Generator } from "../model/generate.ts";
-import {
-  DatasetError,
-  datasetFingerprint,
-  loadSplit,
-  type SplitData,
-  tokenizerPathOf,
-} from "./dataset.ts";
+import { DatasetError, datasetFingerprint, loadSplit, type SplitData } from "./dataset.ts";
 import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
 import {
   type CheckpointData,
@@ -90,12 +84,7 @@ import {
   type TrainState,
 } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
-import {
-  type Tokenizer,
-  tokenizerDifference,
-  tokenizerFromFile,
-  tokenizerFromJson,
-} from "../pipeline/tokenizer.ts";
+import { type Tokenizer, tokenizerDifference, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { readSafetensorsHeader } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
@@ -106,7 +95,7 @@ import { mixSeed } from "../base/rng.ts";
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
 import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
-import type { VerifyMode } from "../pipeline/shard.ts";
+import { readDatasetTokenizer, type VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
@@ -947,7 +936,7 @@ async function trainRun(
   const sp = trainData.special;
   // Steps longer than c: the training split's policy (spill adds target layers to a batch).
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
-  const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
+  const tok = await readDatasetTokenizer(dataDir, trainData.manifest);
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
   const mcfg: ModelConfig = resumed
     ? resumed.meta.model
