@@ -528,8 +528,8 @@ export function permissionMessage(e: unknown, command: string): string | undefin
 
 /**
  * `e`'s message, with what to do added when the operating system refused access to a path
- * (`PermissionDenied`, a read-only file system) or a write (a full file system), whose bare
- * message names the path and the call only.
+ * (`PermissionDenied`, a read-only file system, a file where a directory is needed) or a
+ * write (a full file system), whose bare message names the path and the call only.
  */
 export function osAccessMessage(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
@@ -545,6 +545,14 @@ export function osAccessMessage(e: unknown): string {
       ? "the file system written to"
       : `the file system of ${full[1]}`;
     return `${message}: ${where} is full; free space on it, or give a path on another one`;
+  }
+  // A file where a directory is needed: the path itself, or a folder above it.
+  const notDir = /^Not a directory \(os error 20\)(?:: \w+ (?:'[^']*' -> )?'([^']+)')?/
+    .exec(message);
+  if (notDir) {
+    const where = notDir[1] === undefined ? "the path" : notDir[1];
+    return `${message}: ${where}, or a folder above it, is a file where a directory is ` +
+      `needed; give a path whose folders are directories`;
   }
   if (e instanceof Deno.errors.PermissionDenied && /^Permission denied/.test(message)) {
     return `${message}: the operating system refused this user that access; change the ` +

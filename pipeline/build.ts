@@ -39,7 +39,13 @@ import {
   type SplitCounts,
   type SplitInfo,
 } from "./manifest.ts";
-import { DEFAULT_SHARD_SIZE, isBuildLeftover, SplitWriter, StagedDir } from "./writer.ts";
+import {
+  DEFAULT_SHARD_SIZE,
+  isBuildLeftover,
+  SplitWriter,
+  StagedDir,
+  WriteError,
+} from "./writer.ts";
 import {
   estimateWithExtras,
   openSplitSource,
@@ -340,7 +346,18 @@ async function checkFreshOut(out: string): Promise<void> {
     for await (const e of Deno.readDir(out)) names.push(e.name);
   } catch (e) {
     rethrowIfDenied(e);
-    return; // missing; a file where the directory should be fails when it is created
+    if (e instanceof Deno.errors.NotADirectory) {
+      const file = await Deno.stat(out).then((s) => s.isFile, () => false);
+      // A WriteError, as failing to create the directory is; said before that is tried.
+      throw new WriteError(
+        file
+          ? `--out ${out} is a file; give a dataset directory (a new one, or one that ` +
+            `deno task build-dataset made)`
+          : `--out ${out}: a part of the path is a file, not a directory; give a dataset ` +
+            `directory whose parents are directories`,
+      );
+    }
+    return; // missing: the build creates it
   }
   // Marks of a directory (and a run's lock), not content a build could overwrite or delete.
   const foreign = names.filter((n) =>

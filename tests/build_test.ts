@@ -1,6 +1,7 @@
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
+import { WriteError } from "../pipeline/writer.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
 import { manifestFiles, readManifest } from "../pipeline/manifest.ts";
 import { getTensor, readSafetensors } from "../base/safetensors.ts";
@@ -381,6 +382,23 @@ Deno.test({
     const dropSum = Object.values(c.droppedByReason).reduce((a, b) => a + b, 0);
     assert(dropSum >= c.dropped, "every dropped record has a reason");
   }
+});
+
+Deno.test("build: an --out that is a file, or lies under one, is refused naming it; the file is kept", async () => {
+  const file = `${await tempDir()}/notes.txt`;
+  await Deno.writeTextFile(file, "mine");
+  const train = [{ name: "train", inputs: [TRAIN] }];
+  await assertRejects(
+    () => buildDataset({ out: file, splits: train }),
+    WriteError,
+    `--out ${file} is a file; give a dataset directory`,
+  );
+  await assertRejects(
+    () => buildDataset({ out: `${file}/ds`, splits: train }),
+    WriteError,
+    `--out ${file}/ds: a part of the path is a file, not a directory`,
+  );
+  assertEquals(await Deno.readTextFile(file), "mine");
 });
 
 Deno.test("build: an --out with other files and no manifest is refused; a killed first build's leftovers are not", async () => {

@@ -257,6 +257,16 @@ Deno.test("the operating system's refusal of a path says what to do", () => {
   assert(copy.includes("the file system of b/dst is full"), copy);
   const noPath = osAccessMessage(new Error("No space left on device (os error 28)"));
   assert(noPath.includes("the file system written to is full; free space"), noPath);
+  const notDir = osAccessMessage(
+    new Deno.errors.NotADirectory("Not a directory (os error 20): mkdir 'a/file/run'"),
+  );
+  assert(
+    notDir.endsWith(
+      ": a/file/run, or a folder above it, is a file where a directory is needed; give a " +
+        "path whose folders are directories",
+    ),
+    notDir,
+  );
   const own = "cannot save out/x (Read-only file system (os error 30)): free disk space, say";
   assertEquals(osAccessMessage(new Error(own)), own);
   assertEquals(osAccessMessage(new Error("no config.json")), "no config.json");
