@@ -336,6 +336,11 @@ export async function detectEvalFormat(path: string): Promise<EvalFormat> {
     if (e instanceof FormatError && e.unsupported) {
       throw new FormatError(e.file, e.why, { unsupported: true, supported: EVAL_FORMATS_TEXT });
     }
+    if (e instanceof FormatError && !e.empty) {
+      throw new FormatError(e.file, e.why, {
+        formats: EVAL_FORMATS.filter((f) => f !== "dataset").join("|"),
+      });
+    }
     throw e;
   }
 }

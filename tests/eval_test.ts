@@ -314,6 +314,25 @@ Deno.test("thoughtLength: tokens before the first token holding #", () => {
   assertEquals(thoughtLength([0, 1], dec), 2);
 });
 
+Deno.test("detection: an unknown file offers evaluation's formats; an empty one asks for another file", async () => {
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/q.txt`, "just some words\n");
+  const e = await assertRejects(() => detectEvalFormat(`${dir}/q.txt`), FormatError);
+  assert(
+    e.message.endsWith(
+      "; pass --format gsm8k|parquet|icot|coconut|nl|csv|gsm-hard|svamp|multiarith",
+    ),
+    e.message,
+  );
+  await Deno.writeTextFile(`${dir}/empty.jsonl`, "\n \n");
+  const empty = await assertRejects(() => detectEvalFormat(`${dir}/empty.jsonl`), FormatError);
+  assertEquals(
+    empty.message,
+    `${dir}/empty.jsonl: holds no record (the file is empty, or has blank lines only); check ` +
+      "the path, or give a file that holds problems",
+  );
+});
+
 Deno.test("readers: GSM-Hard, SVAMP (array and JSON lines) and MultiArith fixtures", async () => {
   assertEquals(await detectEvalFormat(`${FIX}gsm_hard.jsonl`), "gsm-hard");
   assertEquals(await detectEvalFormat(`${FIX}svamp.json`), "svamp");
