@@ -1443,3 +1443,17 @@ Deno.test("faults: --out at an evaluation's output is refused as such, --overwri
   assertEquals([...Deno.readDirSync(ev)].map((e) => e.name).sort(), files, "no lock either");
   assertEquals(await Deno.readTextFile(`${ev}/summary.json`), "summary.json\n");
 });
+
+Deno.test("faults: --out at a dataset directory, its --data's too, is refused as such", async () => {
+  const data = await fixtureData();
+  const before = [...Deno.readDirSync(data)].map((e) => e.name).sort();
+  for (const overwrite of [false, true]) {
+    const e = await assertRejects(
+      () => train({ ...base, data, out: data, overwrite, train: short }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--out");
+    assert(e.message.includes(`--out ${data} is a dataset directory`), e.message);
+  }
+  assertEquals([...Deno.readDirSync(data)].map((e) => e.name).sort(), before, "no lock either");
+});

@@ -281,18 +281,28 @@ export async function evalOutputMark(dir: string): Promise<string | null> {
 }
 
 /**
- * Refuses `--out` that is an evaluation's output directory: it holds no run to resume or
- * replace, and a run there would mix its files with the evaluation's (an `--overwrite` would
- * remove the evaluation's summary.json). Checked before anything is made or locked.
+ * Refuses `--out` that is an evaluation's output directory or a dataset directory: it holds
+ * no run to resume or replace, and a run there would mix its files with the evaluation's (an
+ * `--overwrite` would remove the evaluation's summary.json) or the dataset's (its
+ * manifest.json and shards, which the run may be reading). Checked before anything is made or
+ * locked.
  */
 export async function refuseEvalOutput(out: string): Promise<void> {
   const mark = await evalOutputMark(out);
-  if (mark === null) return;
-  throw new TrainConfigError(
-    "--out",
-    `--out ${out} is an evaluation's output directory (it holds ${mark}, written by deno task ` +
-      `eval --out), not a run: give --out another directory`,
-  );
+  if (mark !== null) {
+    throw new TrainConfigError(
+      "--out",
+      `--out ${out} is an evaluation's output directory (it holds ${mark}, written by deno ` +
+        `task eval --out), not a run: give --out another directory`,
+    );
+  }
+  if (await exists(`${out}/manifest.json`)) {
+    throw new TrainConfigError(
+      "--out",
+      `--out ${out} is a dataset directory (it holds manifest.json, written by deno task ` +
+        `build-dataset), not a run: give --out another directory, such as out/runs/NAME`,
+    );
+  }
 }
 
 /**
