@@ -7,7 +7,7 @@
 
 import { exists } from "../base/exists.ts";
 import { z } from "zod";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import {
@@ -115,7 +115,12 @@ export const command = defineCommand({
       schema: oneOf<InferenceBackend>([...BACKENDS, "onnx"]),
       default: DEFAULT_INFERENCE_BACKEND,
     },
-    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    threads: {
+      value: "N",
+      help: "CPU threads, 0 = all cores",
+      schema: wholeNumber(0, MAX_THREADS),
+      default: 0,
+    },
     readoutExamples: {
       value: "N",
       help: "examples drawn in readout.svg",

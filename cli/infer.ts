@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
 import {
   type AnswerBatch,
@@ -50,7 +50,12 @@ export const command = defineCommand({
       defaultText: "the checkpoint's R",
     },
     maxNewTokens: { value: "N", help: "generation budget", schema: wholeNumber(1), default: 64 },
-    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    threads: {
+      value: "N",
+      help: "CPU threads, 0 = all cores",
+      schema: wholeNumber(0, MAX_THREADS),
+      default: 0,
+    },
     json: { help: "one JSON object per question instead of text" },
   },
   positionals: {

@@ -14,7 +14,7 @@ import {
   type TrainConfig,
   TrainConfigSchema,
 } from "../model/config.ts";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { stoppedWhen, train } from "../train/trainer.ts";
 import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
@@ -90,7 +90,12 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(["on", "off"]),
     defaultText: "on (the CPU engine has no graphs)",
   },
-  threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+  threads: {
+    value: "N",
+    help: "CPU threads, 0 = all cores",
+    schema: wholeNumber(0, MAX_THREADS),
+    default: 0,
+  },
   microBatch: {
     value: "N",
     help: "examples a forward and backward take at once (a rank's, under mpirun): each step " +

@@ -24,6 +24,7 @@ import { command as exportCmd } from "../cli/export.ts";
 import { command as infer } from "../cli/infer.ts";
 import { command as train, parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { z } from "zod";
+import { MAX_THREADS } from "../engine/types.ts";
 
 type AnyCommand = Command<FlagTable, Positionals | undefined>;
 
@@ -192,6 +193,22 @@ Deno.test("a flag given without its value: the message shows the value and the =
     CliError,
     '--input needs a value: --input FILE, or --input=FILE for one that starts with "-"',
   );
+});
+
+Deno.test("--threads stops at the most the CPU engine takes, in every command that has it", () => {
+  let checked = 0;
+  for (const [, c] of COMMANDS) {
+    if (!("threads" in c.flags)) continue;
+    const ok = c.parse(["--threads", String(MAX_THREADS), ...minimal(c)]);
+    assert(ok !== "help" && (ok as { threads: number }).threads === MAX_THREADS, c.name);
+    assertUsageError(
+      () => c.parse(["--threads", String(MAX_THREADS + 1), ...minimal(c)]),
+      c,
+      `--threads must be at most ${MAX_THREADS}`,
+    );
+    checked++;
+  }
+  assertEquals(checked, 3, "train, eval and infer take --threads");
 });
 
 Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
