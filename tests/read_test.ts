@@ -97,6 +97,23 @@ Deno.test("read: a JSON value that is not an object is an InputError", async () 
   assert(e.message.includes("expected a JSON object"), e.message);
 });
 
+Deno.test("read: a JSON array read as JSON lines is the wrong --format, even when skipping", async () => {
+  const text = '\n[\n  {"question": "q?", "steps": ["<<1+1=2>>"], "answer": "2"}\n]\n';
+  const path = await tempFile("array.json", text);
+  for (const format of ["gsm8k", "nl"] as const) {
+    for (const onError of ["throw", "skip"] as const) {
+      let skipped = 0;
+      const e = await inputError(path, { format, onError, onSkip: () => skipped++ });
+      assertEquals([e.line, skipped], [2, 0], `${format}, ${onError}`);
+      assertEquals(
+        e.message,
+        `${path}:2: the file holds a JSON array, not JSON lines (one JSON object per line); ` +
+          "fix the file or pass the right --format",
+      );
+    }
+  }
+});
+
 Deno.test("read: CRLF, a byte order mark, no final newline and U+2028 inside a line", async () => {
   const text = '\uFEFF{"question": "a\u2028b?", "answer": "x #### 1"}\r\n' +
     '{"question": "c?", "answer": "y #### 2"}';
