@@ -5,7 +5,7 @@
  * @module
  */
 
-import { exists } from "../base/exists.ts";
+import { exists, isDirectory } from "../base/exists.ts";
 import { z } from "zod";
 import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
@@ -233,6 +233,12 @@ async function evaluateInto(
     return stop.signal;
   };
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
+  if (format !== "dataset" && (await isDirectory(a.data))) {
+    throw new CliError(
+      `--format ${format} reads --data ${a.data} as a ${format} file, and it is a directory; ` +
+        `leave out --format (or give --format dataset) for a dataset directory, or give a file`,
+    );
+  }
   if (a.split !== undefined && format !== "dataset") {
     throw new CliError(
       a.format === "auto"

@@ -12,6 +12,7 @@ import { train } from "../train/trainer.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
+import { CliError } from "../cli/_common.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import type { EvalProvenance } from "../eval/report.ts";
 import { findChromium, renderPage } from "./_browser.ts";
@@ -234,6 +235,12 @@ Deno.test("eval end to end: an --out at a run, a file or another's directory, or
   assertEquals(await Deno.readTextFile(`${figs}/training_loss.svg`), "mine");
   assertEquals(await Deno.readTextFile(file), "mine");
   // A dataset directory read as a file by an explicit --format: the message says so.
+  await assertRejects(
+    () => runCli(["--checkpoint", s.cot, "--data", s.data, "--format", "gsm8k", "--limit", "2"]),
+    CliError,
+    `--format gsm8k reads --data ${s.data} as a gsm8k file, and it is a directory; leave out ` +
+      "--format (or give --format dataset) for a dataset directory, or give a file",
+  );
   await assertRejects(
     () =>
       runCli([
