@@ -437,10 +437,11 @@ async function checkFileHash(dir: string, file: string, want: string): Promise<v
 /**
  * The tokenizer of the dataset in `dir`, whose manifest is `manifest`: its tokenizer.json,
  * read as a tokenizer of kind `kind`, once its sha256 is found to be the one the manifest
- * records. The file is small, so this is checked whatever the verification mode: a
- * tokenizer.json replaced since the build (another dataset's, even a valid one) or cut
- * short would otherwise decode the split's token ids into other text, and go into the
- * checkpoints trained on it.
+ * records, and its vocabulary size and special ids the manifest's. The file is small, so this
+ * is checked whatever the verification mode: a tokenizer.json replaced since the build
+ * (another dataset's, even a valid one) or cut short, or a manifest whose ids were edited,
+ * would otherwise decode the split's token ids into other text, or mark the latents with
+ * other tokens, and go into the checkpoints trained on it.
  *
  * @throws {DatasetError} when the file is missing, damaged or not the manifest's tokenizer.
  *
@@ -474,12 +475,33 @@ export async function readDatasetTokenizer(
       dir,
     );
   }
+  let tok: Tokenizer;
   try {
-    return tokenizerFromJson(new TextDecoder().decode(bytes), kind, path);
+    tok = tokenizerFromJson(new TextDecoder().decode(bytes), kind, path);
   } catch (e) {
     if (e instanceof TokenizerError) throw damaged(e.message, dir);
     throw e;
   }
+  // The manifest's own account of the tokenizer: what the shards were checked against.
+  const listed = manifest.tokenizer;
+  const fields: [string, number, number][] = [
+    ["vocabSize", listed.vocabSize, tok.vocabSize],
+    ...(["eos", "pad", "bot", "eot", "lat"] as const).map((k): [string, number, number] => [
+      `special.${k}`,
+      listed.special[k],
+      tok.special[k],
+    ]),
+  ];
+  for (const [field, inManifest, inFile] of fields) {
+    if (inManifest !== inFile) {
+      throw damaged(
+        `${dir}/manifest.json: field "tokenizer.${field}" is ${inManifest}, where its ` +
+          `${manifest.tokenizer.file} has ${inFile}`,
+        dir,
+      );
+    }
+  }
+  return tok;
 }
 
 /**

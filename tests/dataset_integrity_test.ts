@@ -296,6 +296,25 @@ Deno.test("integrity: train refuses a tokenizer.json replaced or cut short, in b
   }
 });
 
+Deno.test("integrity: train refuses a manifest whose tokenizer ids disagree with tokenizer.json", async () => {
+  for (
+    const [field, edit] of [
+      ["special.bot", (m: Manifest) => m.tokenizer.special.bot = 5],
+      ["vocabSize", (m: Manifest) => m.tokenizer.vocabSize += 100],
+    ] as const
+  ) {
+    const dir = await fresh(), out = `${await tempDir()}/run`;
+    await editManifest(dir, edit);
+    const e = await assertRejects(
+      () => train({ data: dir, out, quiet: true, train: { steps: 1, batch: 2, mode: "cot" } }),
+      DatasetError,
+    );
+    for (const part of [`${dir}/manifest.json: field "tokenizer.${field}" is `, "rebuild it"]) {
+      assert(e.message.includes(part), `"${part}" not in: ${e.message}`);
+    }
+  }
+});
+
 Deno.test("integrity: train and eval refuse a damaged dataset; full adds hashes", async () => {
   const dir = await fresh();
   const shard = await firstShard(dir);
