@@ -32,9 +32,11 @@ import {
   ManifestError,
   manifestFiles,
   manifestText,
+  MAX_SPLIT_NAME,
   readManifest,
   type Schema,
   SPLIT_NAME,
+  SPLIT_NAME_LENGTH_RULE,
   SPLIT_NAME_RULE,
   type SplitCounts,
   type SplitInfo,
@@ -221,7 +223,10 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
   splits: z.array(
     z.object({
-      name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
+      name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE).max(
+        MAX_SPLIT_NAME,
+        SPLIT_NAME_LENGTH_RULE,
+      ),
       inputs: z.array(z.string().min(1)),
       // Checked in full by resolveSyntheticOptions (resolveBuildOptions).
       synthetic: z.custom<SyntheticOptions>((v) => typeof v === "object" && v !== null)

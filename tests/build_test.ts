@@ -1,5 +1,5 @@
 import { tempDir } from "./_tmp.ts";
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
 import { WriteError } from "../pipeline/writer.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
@@ -9,6 +9,9 @@ import { IGNORE } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
 import { InputError } from "../pipeline/read.ts";
 import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
+import { exists } from "../base/exists.ts";
+import { parseCli } from "../cli/build_dataset.ts";
+import { CliError } from "../cli/_common.ts";
 
 const FIX = new URL("../fixtures/default/", import.meta.url).pathname;
 const TRAIN = `${FIX}train.jsonl`;
@@ -341,6 +344,19 @@ Deno.test("build: options are validated with the field named", async () => {
     () => buildDataset({ out: "x", splits: [{ name: ".hidden", inputs: [TRAIN] }] }),
     BuildError,
     "option splits.0.name",
+  );
+  // A name too long for the split's files (<split>-<hash>-00000.safetensors) is refused by name.
+  const out = `${await tempDir()}/ds`;
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "s".repeat(230), inputs: [TRAIN] }] }),
+    BuildError,
+    "option splits.0.name: a split name has at most 100 characters",
+  );
+  assertEquals(await exists(out), false);
+  assertThrows(
+    () => parseCli(["--input", TRAIN, "--out", out, "--split", "s".repeat(101)]),
+    CliError,
+    "--split must have at most 100 characters",
   );
   await assertRejects(
     () => buildDataset({ out: "x", splits: [...splits, ...splits] }),
