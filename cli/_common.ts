@@ -528,8 +528,9 @@ export function permissionMessage(e: unknown, command: string): string | undefin
 
 /**
  * `e`'s message, with what to do added when the operating system refused access to a path
- * (`PermissionDenied`, a read-only file system, a file where a directory is needed) or a
- * write (a full file system), whose bare message names the path and the call only.
+ * (`PermissionDenied`, a read-only file system, a file where a directory is needed, a name
+ * too long) or a write (a full file system), whose bare message names the path and the call
+ * only.
  */
 export function osAccessMessage(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
@@ -545,6 +546,10 @@ export function osAccessMessage(e: unknown): string {
       ? "the file system written to"
       : `the file system of ${full[1]}`;
     return `${message}: ${where} is full; free space on it, or give a path on another one`;
+  }
+  if (/^File name too long \(os error 36\)/.test(message)) {
+    return `${message}: a name in that path is longer than the file system allows (255 ` +
+      `bytes, as a rule); give a shorter one`;
   }
   // A file where a directory is needed: the path itself, or a folder above it.
   const notDir = /^Not a directory \(os error 20\)(?:: \w+ (?:'[^']*' -> )?'([^']+)')?/

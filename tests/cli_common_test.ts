@@ -284,6 +284,14 @@ Deno.test("the operating system's refusal of a path says what to do", () => {
     ),
     notDir,
   );
+  const long = osAccessMessage(new Error("File name too long (os error 36): mkdir 'out/dddd'"));
+  assert(
+    long.endsWith(
+      ": a name in that path is longer than the file system allows (255 bytes, as a rule); " +
+        "give a shorter one",
+    ),
+    long,
+  );
   const own = "cannot save out/x (Read-only file system (os error 30)): free disk space, say";
   assertEquals(osAccessMessage(new Error(own)), own);
   assertEquals(osAccessMessage(new Error("no config.json")), "no config.json");
