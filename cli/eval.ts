@@ -284,7 +284,8 @@ async function evaluateInto(
   const session = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
-    maxBatch: a.batch,
+    // No batch holds more than the items: a --batch above them needs no room for the rest.
+    maxBatch: Math.min(a.batch, items.length),
     maxNewTokens: a.maxNewTokens,
   });
   for (
@@ -337,7 +338,8 @@ async function evaluateInto(
     log(
       `K=${r.K} R=${r.R}: accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}` +
         (r.tooLong ? `; ${r.tooLong} too long for the context, counted wrong` : "") + "), " +
-        `thought ${r.latency.thoughtMsPerExample.toFixed(2)} ms/example at batch ${a.batch}` +
+        `thought ${r.latency.thoughtMsPerExample.toFixed(2)} ms/example at batch ` +
+        `${Math.min(a.batch, items.length)}` +
         (r.readout
           ? `, readout top-1 ${(100 * r.readout.top1).toFixed(1)}% top-5 ${
             (100 * r.readout.top5).toFixed(1)

@@ -260,6 +260,23 @@ Deno.test("eval end to end: an --out at a run, a file or another's directory, or
   );
 });
 
+Deno.test("eval end to end: a --batch far above the items holds only the items", async () => {
+  const s = await trained();
+  const { summary } = await runCli([
+    "--checkpoint",
+    s.cot,
+    "--data",
+    s.validFile,
+    "--out",
+    `${s.dir}/eval-big-batch`,
+    "--limit",
+    "3",
+    "--batch",
+    "1e9",
+  ]);
+  assertEquals([summary.batch, summary.runs[0].n], [1e9, 3]);
+});
+
 Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {
   const s = await trained();
   const out = `${s.dir}/eval-cot`;
