@@ -53,6 +53,21 @@ Deno.test("faults: a huge learning rate stops the run before a non-finite update
   assertEquals(ck.state.step, err.step - 1, "the checkpoint is the last good step");
 });
 
+Deno.test("faults: a --max-new-tokens past the context ends the evaluation's answers at its end", async () => {
+  const data = await fixtureData();
+  for (const mode of ["cot", "lotus"] as const) {
+    const out = await tempDir();
+    const r = await train({
+      ...base,
+      data,
+      out,
+      train: { ...short, steps: 1, mode, k: 1, maxNewTokens: 1e6 },
+    });
+    assert(r.completed && r.valAccuracy !== undefined, `${mode}: evaluated`);
+    assert(await exists(`${out}/checkpoint/config.json`), `${mode}: saved`);
+  }
+});
+
 Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", async () => {
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(

@@ -738,12 +738,15 @@ function* evaluating(
 ): IterableIterator<EvalSums> {
   const cap = capacityOf(exs, cfg, batch);
   let lossSum = 0, lossN = 0, correct = 0;
+  // No answer runs past the model's context (its position table): one that would is cut
+  // where the context ends, so a --max-new-tokens above it needs no room beyond it either.
+  const maxPos = model.cfg.maxPositions;
   const gen = new Generator(model, {
     B: batch,
     P: cap.P,
     K,
     c: cfg.c,
-    maxNewTokens: cfg.maxNewTokens,
+    maxNewTokens: Math.min(cfg.maxNewTokens, maxPos),
   });
   const plain = cfg.mode === "cot" || cfg.mode === "nocot";
   const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
@@ -761,13 +764,16 @@ function* evaluating(
           auxReads: cfg.auxReads,
         }, part);
       lossSum += l.ans * l.nAns, lossN += l.nAns;
+      // The last new token's position is the longest question's length, the latents and the
+      // budget, less one: it stays below maxPos (fitting() left room for one token at least).
+      const P = Math.max(...part.map((e) => e.q.length)), L = plain ? 0 : 1 + K * cfg.c;
       const g = gen.generate(part.map((e) => e.q), sp, {
         mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",
         K,
         c: cfg.c,
         R,
         injection: cfg.injection,
-        maxNewTokens: cfg.maxNewTokens,
+        maxNewTokens: Math.max(1, Math.min(cfg.maxNewTokens, maxPos - P - L)),
       });
       for (let j = 0; j < part.length; j++) {
         const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
