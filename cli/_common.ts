@@ -307,7 +307,10 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
         allowPositionals: spec.positionals !== undefined,
       });
     } catch (e) {
-      throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names), values));
+      const given = spec.positionals ? { command: spec.name, argv } : undefined;
+      throw error(
+        parseArgsMessage(e as Error & { code?: string }, Object.values(names), values, given),
+      );
     }
     if (parsed.values.help) return "help";
     const raw: Record<string, unknown> = {};
@@ -361,16 +364,24 @@ export function zodMessage(
 
 /**
  * node:util parseArgs's errors, reworded to name the flag; `values` holds each value flag's
- * value name (`--input` -> `FILE`), for the one given without its value.
+ * value name (`--input` -> `FILE`), for the one given without its value. For a command with
+ * positional arguments, `positionals` has its name and the arguments given: one of them that
+ * starts with "-" and is no flag's form (`"-5 plus 3?"`) is told to go after `--`.
  */
 function parseArgsMessage(
   e: Error & { code?: string },
   flags: string[],
   values: Record<string, string>,
+  positionals?: { command: string; argv: string[] },
 ): string {
   const quoted = /'([^' ]+)/.exec(e.message)?.[1] ?? "";
   switch (e.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const arg = positionals?.argv.find((a) => a.startsWith(quoted));
+      if (positionals && arg !== undefined && !/^--?[A-Za-z][\w-]*(=.*)?$/.test(arg)) {
+        return `${JSON.stringify(arg)} starts with "-", so it reads as a flag; put -- before ` +
+          `it, as in deno task ${positionals.command} -- ${JSON.stringify(arg)}`;
+      }
       const typed = kebab(quoted.replace(/^-+/, "").split("=")[0]);
       const best = nearestName(typed, flags);
       return `unknown flag ${quoted}${best ? ` (did you mean --${best}?)` : ""}`;

@@ -61,7 +61,7 @@ export const command = defineCommand({
   positionals: {
     name: "questions",
     value: "QUESTION...",
-    help: "the questions, each quoted",
+    help: 'the questions, each quoted; after --, one that starts with "-"',
     schema: z.array(z.string().trim().min(1, "a question is empty")).min(
       1,
       'give at least one question, e.g. deno task infer "Ann has 2 pens and buys 3. How many?"',

@@ -211,6 +211,20 @@ Deno.test("--threads stops at the most the CPU engine takes, in every command th
   assertEquals(checked, 3, "train, eval and infer take --threads");
 });
 
+Deno.test("a question that starts with - is told to go after --, not taken for a flag", () => {
+  assertThrows(
+    () => infer.parse(["--k", "1", "-5 plus 3?"]),
+    CliError,
+    '"-5 plus 3?" starts with "-", so it reads as a flag; put -- before it, as in deno task ' +
+      'infer -- "-5 plus 3?"; see deno task infer --help',
+  );
+  const a = infer.parse(["--k", "1", "--", "-5 plus 3?"]);
+  assert(a !== "help");
+  assertEquals((a as { questions: string[] }).questions, ["-5 plus 3?"]);
+  // A mistyped flag is still one.
+  assertThrows(() => infer.parse(["--kk", "1", "q?"]), CliError, "unknown flag --kk");
+});
+
 Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
   const message = (text: string) => decimal({ min: 0 }).safeParse(text).error?.issues[0].message;
   assertEquals(decimal({ above: 0 }).parse("3e-4"), 3e-4);
