@@ -68,6 +68,47 @@ Deno.test("faults: a --max-new-tokens past the context ends the evaluation's ans
   }
 });
 
+Deno.test("faults: without a validation split, the command says the accuracy is the training set's", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(40, 1));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+  });
+  const r = await train({ ...base, data: `${d}/data`, out: `${d}/run`, train: short });
+  assertEquals([r.evalOnTraining, r.valAccuracy !== undefined], [true, true]);
+  const withValid = await train({
+    ...base,
+    data: await fixtureData(),
+    out: `${d}/run2`,
+    train: short,
+  });
+  assertEquals(withValid.evalOnTraining, undefined);
+  const cli = await runDeno([
+    "run",
+    ...TASK_PERMISSIONS,
+    "cli/train.ts",
+    "--data",
+    `${d}/data`,
+    "--out",
+    `${d}/run3`,
+    "--steps",
+    "1",
+    "--batch",
+    "8",
+    "--eval-examples",
+    "4",
+    "--recipe",
+    "none",
+    "--threads",
+    "1",
+    "--quiet",
+  ]);
+  assertEquals(cli.code, 0, cli.stderr);
+  assert(cli.stdout.includes(", training-set accuracy (no validation split) "), cli.stdout);
+});
+
 Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", async () => {
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(

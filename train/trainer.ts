@@ -234,6 +234,12 @@ export interface TrainResult {
   valLoss?: number;
   /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
   valAccuracy?: number;
+  /**
+   * True when the dataset has no validation split (`valSplit`, default `valid`), so that the
+   * evaluations ran on training examples: `valLoss` and `valAccuracy` are then the training
+   * set's.
+   */
+  evalOnTraining?: boolean;
   /** The checkpoint directory written, `<out>/checkpoint` (not written with `nothingSaved`). */
   checkpoint: string;
   /** Parameters of the backbone (what inference and export use; an aux decoder excluded). */
@@ -1578,6 +1584,7 @@ async function trainRun(
       finalLoss: lastLoss,
       valLoss: lastEval?.loss,
       valAccuracy: lastEval?.accuracy,
+      ...(valExamples.length === 0 ? { evalOnTraining: true } : {}),
       checkpoint: ckptDir,
       params: layout.mainTotal,
       tokensPerSec: state.tokens / Math.max(1e-9, state.seconds),
