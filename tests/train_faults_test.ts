@@ -27,6 +27,7 @@ import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
+import { exportCheckpoint } from "../export/export.ts";
 
 const base = {
   preset: "tiny" as const,
@@ -1512,4 +1513,26 @@ Deno.test("faults: --out at a dataset directory, its --data's too, is refused as
     assert(e.message.includes(`--out ${data} is a dataset directory`), e.message);
   }
   assertEquals([...Deno.readDirSync(data)].map((e) => e.name).sort(), before, "no lock either");
+});
+
+Deno.test("faults: --out at a checkpoint or an export is refused as such; nothing is written", async () => {
+  const data = await fixtureData(), run = await tempDir();
+  await train({ ...base, data, out: run, train: { ...short, steps: 1, mode: "cot" } });
+  const ex = `${await tempDir()}/ex`;
+  await exportCheckpoint(run, ex, { format: "hf" });
+  for (
+    const [out, what] of [
+      [`${run}/checkpoint`, "is a checkpoint or model directory (it holds config.json"],
+      [ex, "is an export (it holds lotus.json"],
+    ]
+  ) {
+    const before = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    const e = await assertRejects(
+      () => train({ ...base, data, out, overwrite: true, train: short }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--out");
+    assert(e.message.includes(`--out ${out} ${what}`), e.message);
+    assertEquals([...Deno.readDirSync(out)].map((e) => e.name).sort(), before);
+  }
 });

@@ -281,10 +281,11 @@ export async function evalOutputMark(dir: string): Promise<string | null> {
 }
 
 /**
- * Refuses `--out` that is an evaluation's output directory or a dataset directory: it holds
- * no run to resume or replace, and a run there would mix its files with the evaluation's (an
- * `--overwrite` would remove the evaluation's summary.json) or the dataset's (its
- * manifest.json and shards, which the run may be reading). Checked before anything is made or
+ * Refuses `--out` that is an evaluation's output directory, a dataset directory, an export or
+ * a checkpoint: it holds no run to resume or replace, and a run there would mix its files with
+ * the evaluation's (an `--overwrite` would remove the evaluation's summary.json) or the
+ * others' (a dataset's manifest.json and shards, which the run may be reading; a config.json
+ * that loading would take for the run's checkpoint). Checked before anything is made or
  * locked.
  */
 export async function refuseEvalOutput(out: string): Promise<void> {
@@ -296,12 +297,27 @@ export async function refuseEvalOutput(out: string): Promise<void> {
         `task eval --out), not a run: give --out another directory`,
     );
   }
-  if (await exists(`${out}/manifest.json`)) {
-    throw new TrainConfigError(
-      "--out",
-      `--out ${out} is a dataset directory (it holds manifest.json, written by deno task ` +
-        `build-dataset), not a run: give --out another directory, such as out/runs/NAME`,
-    );
+  const others: [string, string][] = [
+    [
+      "manifest.json",
+      "a dataset directory (it holds manifest.json, written by deno task " +
+      "build-dataset)",
+    ],
+    ["lotus.json", "an export (it holds lotus.json, written by deno task export)"],
+    [
+      "config.json",
+      "a checkpoint or model directory (it holds config.json; a run keeps its " +
+      "checkpoint in checkpoint/)",
+    ],
+  ];
+  for (const [file, what] of others) {
+    if (await exists(`${out}/${file}`)) {
+      throw new TrainConfigError(
+        "--out",
+        `--out ${out} is ${what}, not a run: give --out another directory, such as ` +
+          `out/runs/NAME`,
+      );
+    }
   }
 }
 
