@@ -255,6 +255,17 @@ Deno.test("read csv: cot, steps as JSON and as annotations, GSM8K answers, recor
   assertEquals(ps.map((p) => p.source.line), [2, 3, 4, 5]);
 });
 
+Deno.test("read csv: a column the header names twice throws at line 1, even when skipping", async () => {
+  const path = await tempFile("d.csv", 'question,cot,question,answer\n"a?",,"b?",#### 2\n');
+  const e = await inputError(path, { onError: "skip" });
+  assertEquals([e.line, e.field], [1, "question"]);
+  assertEquals(
+    e.message,
+    `${path}:1: field "question": the header names the column "question" 2 times (columns 1, ` +
+      "3); keep one; fix the file or pass the right --format",
+  );
+});
+
 Deno.test("read csv: a missing column throws at line 1; a short row is skippable", async () => {
   const noAnswer = await tempFile("n.csv", "question,solution\nq?,1\n");
   const e = await inputError(noAnswer, { onError: "skip" });
