@@ -83,6 +83,11 @@ export function decimal(
     .refine((n) => bound.max === undefined || n <= bound.max, `must be at most ${bound.max}`);
 }
 
+/** A path or a name that may not be empty: "needs `what`, not an empty string" for `--out ""`. */
+export function nonEmpty(what: string): z.ZodType<string, string> {
+  return z.string().min(1, `needs ${what}, not an empty string`);
+}
+
 /** One of `values` ("must be one of a|b|c"); the help lists them. */
 export function oneOf<const T extends string>(values: readonly T[]): z.ZodEnum<{ [K in T]: K }> {
   return z.enum(values as [T, ...T[]], { error: `must be one of ${values.join("|")}` }) as never;

@@ -29,7 +29,15 @@ import { signalExitCode, signalTurns, type StopWatch, watchStopSignals } from ".
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
-import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
+import {
+  type ArgsOf,
+  CliError,
+  cliMain,
+  defineCommand,
+  nonEmpty,
+  oneOf,
+  wholeNumber,
+} from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
   const parts = s.split(",").map((p) => p.trim());
@@ -62,13 +70,13 @@ export const command = defineCommand({
       value: "DIR",
       help: "a checkpoint (or run) directory from deno task train; a run directory means its " +
         "last checkpoint, and RUN/best its kept best",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       required: true,
     },
     data: {
       value: "FILE|DIR",
       help: "evaluation file, or a dataset directory from deno task build-dataset",
-      schema: z.string().min(1),
+      schema: nonEmpty("a file or directory"),
       required: true,
     },
     format: {
@@ -80,7 +88,7 @@ export const command = defineCommand({
     split: {
       value: "NAME",
       help: "split of a dataset directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a split name"),
       defaultText: "test, else valid",
     },
     batch: {
@@ -106,7 +114,7 @@ export const command = defineCommand({
     out: {
       value: "DIR",
       help: "output directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       default: "out/eval",
     },
     backend: {

@@ -15,7 +15,7 @@ import {
   shapeRequestNotes,
 } from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
-import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf, wholeNumber } from "./_common.ts";
 
 /** `deno task infer`, declared. */
 export const command = defineCommand({
@@ -27,7 +27,7 @@ export const command = defineCommand({
     checkpoint: {
       value: "DIR",
       help: "checkpoint or run directory; with --backend onnx also an export directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       default: "out/runs/default",
     },
     backend: {

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { z } from "zod";
 import {
   ARCHS,
   MODES,
@@ -27,6 +26,7 @@ import {
   type FlagTable,
   flagTable,
   inGroup,
+  nonEmpty,
   oneOf,
   pickSet,
   wholeNumber,
@@ -48,13 +48,13 @@ const RUN_FLAGS = flagTable({
   data: {
     value: "DIR",
     help: "dataset directory from deno task build-dataset",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
     defaultText: "out/data/default; with --resume, the run's",
   },
   out: {
     value: "DIR",
     help: "run directory: logs, checkpoint/",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
     defaultText: "out/runs/default; with --resume, the resumed run's",
   },
   preset: {
@@ -109,12 +109,12 @@ const RUN_FLAGS = flagTable({
     help: "start from a local Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +
       "export of this project (a CoT run, for LOTUS; the model keeps its shape), or a " +
       "downloaded Hugging Face Llama directory (its config.json sets the model)",
-    schema: z.string().min(1),
+    schema: nonEmpty("a path"),
   },
   resume: {
     value: "DIR",
     help: "continue a run (or checkpoint) directory exactly",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
   },
   overwrite: {
     help: "replace the run --out already holds (without it, a fresh run into a run " +
@@ -123,7 +123,7 @@ const RUN_FLAGS = flagTable({
   valSplit: {
     value: "NAME",
     help: "validation split",
-    schema: z.string().min(1),
+    schema: nonEmpty("a split name"),
     default: "valid",
   },
   stopAfter: {

@@ -225,6 +225,23 @@ Deno.test("a question that starts with - is told to go after --, not taken for a
   assertThrows(() => infer.parse(["--kk", "1", "q?"]), CliError, "unknown flag --kk");
 });
 
+Deno.test("an empty value is refused in the flag's own words, never zod's", () => {
+  for (const [, c] of COMMANDS) {
+    for (const [key, d] of Object.entries(c.flags)) {
+      if (d.value === undefined) continue;
+      const flag = c.flagOf(key);
+      const e = assertThrows(() => c.parse([...minimal(c), `${flag}=`]), CliError);
+      assert(e.message.startsWith(`${flag} `), e.message);
+      assert(!/Too small|Invalid input|expected string/.test(e.message), e.message);
+    }
+  }
+  assertThrows(
+    () => parseTrainArgs(["--out="]),
+    CliError,
+    "--out needs a directory, not an empty string; see deno task train --help",
+  );
+});
+
 Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
   const message = (text: string) => decimal({ min: 0 }).safeParse(text).error?.issues[0].message;
   assertEquals(decimal({ above: 0 }).parse("3e-4"), 3e-4);
