@@ -226,8 +226,7 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
       throw new InputError({
         file: dir,
         line: 0,
-        field: "--split",
-        problem: `the dataset has no split "${split}" (it has ${names.join(", ")})`,
+        problem: `has no split "${split}" (it has ${names.join(", ")})`,
         hint: "pass one of those with --split",
       });
     }
@@ -237,8 +236,7 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
   throw new InputError({
     file: dir,
     line: 0,
-    field: "--split",
-    problem: `the dataset has neither a test nor a valid split (it has ${names.join(", ")})`,
+    problem: `has neither a test nor a valid split (it has ${names.join(", ")})`,
     hint: "pass one of those with --split",
   });
 }

@@ -22,7 +22,8 @@ import {
   trivialStep,
   validStepValue,
 } from "../eval/alternatives.ts";
-import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
+import { cleanGold, datasetSplit, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
+import { buildDataset } from "../pipeline/build.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
 import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
@@ -330,6 +331,26 @@ Deno.test("detection: an unknown file offers evaluation's formats; an empty one 
     empty.message,
     `${dir}/empty.jsonl: holds no record (the file is empty, or has blank lines only); check ` +
       "the path, or give a file that holds problems",
+  );
+});
+
+Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
+  const dir = `${await tempDir()}/ds`;
+  await buildDataset({
+    out: dir,
+    splits: [{ name: "train", inputs: [`${PIPE}gsm8k.jsonl`] }],
+    tokenizer: "compact",
+    onError: "skip",
+  });
+  const e = await assertRejects(() => datasetSplit(dir, "nope"), InputError);
+  assertEquals(
+    e.message,
+    `${dir}: has no split "nope" (it has train); pass one of those with --split`,
+  );
+  const none = await assertRejects(() => datasetSplit(dir), InputError);
+  assertEquals(
+    none.message,
+    `${dir}: has neither a test nor a valid split (it has train); pass one of those with --split`,
   );
 });
 
