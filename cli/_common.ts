@@ -67,16 +67,25 @@ export function wholeNumber(min = 0, max = Number.MAX_SAFE_INTEGER): z.ZodType<n
     .refine((n) => n <= max, `must be at most ${max}`);
 }
 
-/** A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`. */
+/**
+ * A decimal number such as 0.05 or 3e-4, at least `min` (or above `above`), at most `max`;
+ * one too large to hold (`1e999`) is "must be a finite number".
+ */
 export function decimal(
   bound: { min?: number; above?: number; max?: number } = {},
 ): z.ZodType<number, string> {
   return z.string()
     .regex(DECIMAL, "must be a number, such as 0.5 or 3e-4")
     .transform(Number)
+    .refine(Number.isFinite, "must be a finite number")
     .refine((n) => bound.min === undefined || n >= bound.min, `must be at least ${bound.min}`)
     .refine((n) => bound.above === undefined || n > bound.above, `must be above ${bound.above}`)
     .refine((n) => bound.max === undefined || n <= bound.max, `must be at most ${bound.max}`);
+}
+
+/** A path or a name that may not be empty: "needs `what`, not an empty string" for `--out ""`. */
+export function nonEmpty(what: string): z.ZodType<string, string> {
+  return z.string().min(1, `needs ${what}, not an empty string`);
 }
 
 /** One of `values` ("must be one of a|b|c"); the help lists them. */
@@ -258,6 +267,8 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
 ): Command<F, P> {
   const keys = Object.keys(spec.flags);
   const names: Record<string, string> = {};
+  /** Each value flag's value name in the help (`FILE`, `N`), by its name as typed. */
+  const values: Record<string, string> = {};
   const options: ParseOptions = {};
   const shape: Record<string, z.ZodType> = {};
   for (const key of keys) {
@@ -272,6 +283,7 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
       shape[key] = z.boolean().default(false);
       continue;
     }
+    values[name] = d.value;
     options[name] = {
       type: "string",
       ...(d.multiple ? { multiple: true } : {}),
@@ -300,7 +312,10 @@ export function defineCommand<const F extends FlagTable, const P extends Positio
         allowPositionals: spec.positionals !== undefined,
       });
     } catch (e) {
-      throw error(parseArgsMessage(e as Error & { code?: string }, Object.values(names)));
+      const given = spec.positionals ? { command: spec.name, argv } : undefined;
+      throw error(
+        parseArgsMessage(e as Error & { code?: string }, Object.values(names), values, given),
+      );
     }
     if (parsed.values.help) return "help";
     const raw: Record<string, unknown> = {};
@@ -352,19 +367,36 @@ export function zodMessage(
   return `--${flag}${sep}${i.message}; see deno task ${command} --help`;
 }
 
-/** node:util parseArgs's errors, reworded to name the flag. */
-function parseArgsMessage(e: Error & { code?: string }, flags: string[]): string {
+/**
+ * node:util parseArgs's errors, reworded to name the flag; `values` holds each value flag's
+ * value name (`--input` -> `FILE`), for the one given without its value. For a command with
+ * positional arguments, `positionals` has its name and the arguments given: one of them that
+ * starts with "-" and is no flag's form (`"-5 plus 3?"`) is told to go after `--`.
+ */
+function parseArgsMessage(
+  e: Error & { code?: string },
+  flags: string[],
+  values: Record<string, string>,
+  positionals?: { command: string; argv: string[] },
+): string {
   const quoted = /'([^' ]+)/.exec(e.message)?.[1] ?? "";
   switch (e.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const arg = positionals?.argv.find((a) => a.startsWith(quoted));
+      if (positionals && arg !== undefined && !/^--?[A-Za-z][\w-]*(=.*)?$/.test(arg)) {
+        return `${JSON.stringify(arg)} starts with "-", so it reads as a flag; put -- before ` +
+          `it, as in deno task ${positionals.command} -- ${JSON.stringify(arg)}`;
+      }
       const typed = kebab(quoted.replace(/^-+/, "").split("=")[0]);
       const best = nearestName(typed, flags);
       return `unknown flag ${quoted}${best ? ` (did you mean --${best}?)` : ""}`;
     }
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return /does not take an argument/.test(e.message)
-        ? `${quoted} takes no value`
-        : `${quoted} needs a value (a negative one is written ${quoted}=-1)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      if (/does not take an argument/.test(e.message)) return `${quoted} takes no value`;
+      const value = values[quoted.replace(/^-+/, "")] ?? "VALUE";
+      return `${quoted} needs a value: ${quoted} ${value}, or ${quoted}=${value} for one that ` +
+        `starts with "-"`;
+    }
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument "${quoted}": this command takes only flags`;
     default:
@@ -512,8 +544,9 @@ export function permissionMessage(e: unknown, command: string): string | undefin
 
 /**
  * `e`'s message, with what to do added when the operating system refused access to a path
- * (`PermissionDenied`, a read-only file system) or a write (a full file system), whose bare
- * message names the path and the call only.
+ * (`PermissionDenied`, a read-only file system, a file where a directory is needed, a name
+ * too long) or a write (a full file system), whose bare message names the path and the call
+ * only.
  */
 export function osAccessMessage(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
@@ -529,6 +562,18 @@ export function osAccessMessage(e: unknown): string {
       ? "the file system written to"
       : `the file system of ${full[1]}`;
     return `${message}: ${where} is full; free space on it, or give a path on another one`;
+  }
+  if (/^File name too long \(os error 36\)/.test(message)) {
+    return `${message}: a name in that path is longer than the file system allows (255 ` +
+      `bytes, as a rule); give a shorter one`;
+  }
+  // A file where a directory is needed: the path itself, or a folder above it.
+  const notDir = /^Not a directory \(os error 20\)(?:: \w+ (?:'[^']*' -> )?'([^']+)')?/
+    .exec(message);
+  if (notDir) {
+    const where = notDir[1] === undefined ? "the path" : notDir[1];
+    return `${message}: ${where}, or a folder above it, is a file where a directory is ` +
+      `needed; give a path whose folders are directories`;
   }
   if (e instanceof Deno.errors.PermissionDenied && /^Permission denied/.test(message)) {
     return `${message}: the operating system refused this user that access; change the ` +

@@ -17,6 +17,7 @@ import {
   MAX_VARIANTS,
 } from "../pipeline/build.ts";
 import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
+import { MAX_SPLIT_NAME, SPLIT_NAME } from "../pipeline/manifest.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { BuildStopped, DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
 import { signalExitCode } from "../base/signals.ts";
@@ -30,8 +31,6 @@ import {
   type SyntheticOptions,
 } from "../pipeline/synthetic.ts";
 import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
-
-const PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
 /** A comma-separated list of synthetic families. */
 const familyList = z.string()
@@ -70,9 +69,9 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
       value: "NAME",
       help: "split to build; other splits in DIR are kept",
       schema: z.string().regex(
-        PATTERN,
+        SPLIT_NAME,
         "must use letters, digits, _ . - and not start with . or -",
-      ),
+      ).max(MAX_SPLIT_NAME, `must have at most ${MAX_SPLIT_NAME} characters`),
       defaultText: "train",
     },
     out: {

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { exists } from "../base/exists.ts";
+import { exists, isDirectory } from "../base/exists.ts";
 import { z } from "zod";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import {
@@ -29,7 +29,15 @@ import { signalExitCode, signalTurns, type StopWatch, watchStopSignals } from ".
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
-import { type ArgsOf, CliError, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
+import {
+  type ArgsOf,
+  CliError,
+  cliMain,
+  defineCommand,
+  nonEmpty,
+  oneOf,
+  wholeNumber,
+} from "./_common.ts";
 
 const rList = z.string().transform((s, ctx) => {
   const parts = s.split(",").map((p) => p.trim());
@@ -62,13 +70,13 @@ export const command = defineCommand({
       value: "DIR",
       help: "a checkpoint (or run) directory from deno task train; a run directory means its " +
         "last checkpoint, and RUN/best its kept best",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       required: true,
     },
     data: {
       value: "FILE|DIR",
       help: "evaluation file, or a dataset directory from deno task build-dataset",
-      schema: z.string().min(1),
+      schema: nonEmpty("a file or directory"),
       required: true,
     },
     format: {
@@ -80,7 +88,7 @@ export const command = defineCommand({
     split: {
       value: "NAME",
       help: "split of a dataset directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a split name"),
       defaultText: "test, else valid",
     },
     batch: {
@@ -106,7 +114,7 @@ export const command = defineCommand({
     out: {
       value: "DIR",
       help: "output directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       default: "out/eval",
     },
     backend: {
@@ -115,7 +123,12 @@ export const command = defineCommand({
       schema: oneOf<InferenceBackend>([...BACKENDS, "onnx"]),
       default: DEFAULT_INFERENCE_BACKEND,
     },
-    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    threads: {
+      value: "N",
+      help: "CPU threads, 0 = all cores",
+      schema: wholeNumber(0, MAX_THREADS),
+      default: 0,
+    },
     readoutExamples: {
       value: "N",
       help: "examples drawn in readout.svg",
@@ -228,6 +241,12 @@ async function evaluateInto(
     return stop.signal;
   };
   const format = a.format === "auto" ? await detectEvalFormat(a.data) : a.format as EvalFormat;
+  if (format !== "dataset" && (await isDirectory(a.data))) {
+    throw new CliError(
+      `--format ${format} reads --data ${a.data} as a ${format} file, and it is a directory; ` +
+        `leave out --format (or give --format dataset) for a dataset directory, or give a file`,
+    );
+  }
   if (a.split !== undefined && format !== "dataset") {
     throw new CliError(
       a.format === "auto"
@@ -273,7 +292,8 @@ async function evaluateInto(
   const session = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
-    maxBatch: a.batch,
+    // No batch holds more than the items: a --batch above them needs no room for the rest.
+    maxBatch: Math.min(a.batch, items.length),
     maxNewTokens: a.maxNewTokens,
   });
   for (
@@ -326,7 +346,8 @@ async function evaluateInto(
     log(
       `K=${r.K} R=${r.R}: accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}` +
         (r.tooLong ? `; ${r.tooLong} too long for the context, counted wrong` : "") + "), " +
-        `thought ${r.latency.thoughtMsPerExample.toFixed(2)} ms/example at batch ${a.batch}` +
+        `thought ${r.latency.thoughtMsPerExample.toFixed(2)} ms/example at batch ` +
+        `${Math.min(a.batch, items.length)}` +
         (r.readout
           ? `, readout top-1 ${(100 * r.readout.top1).toFixed(1)}% top-5 ${
             (100 * r.readout.top5).toFixed(1)

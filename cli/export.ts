@@ -5,10 +5,9 @@
  * @module
  */
 
-import { z } from "zod";
 import { exportCheckpoint } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
-import { type ArgsOf, cliMain, defineCommand, oneOf } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
 
 /** `deno task export`, declared. */
 export const command = defineCommand({
@@ -29,13 +28,13 @@ and the special-token ids).`,
     checkpoint: {
       value: "DIR",
       help: "checkpoint or run directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       default: "out/runs/default",
     },
     out: {
       value: "DIR",
       help: "export directory; an earlier export there is replaced",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       required: true,
     },
     format: {

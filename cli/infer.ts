@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
 import {
   type AnswerBatch,
@@ -15,7 +15,7 @@ import {
   shapeRequestNotes,
 } from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
-import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf, wholeNumber } from "./_common.ts";
 
 /** `deno task infer`, declared. */
 export const command = defineCommand({
@@ -27,7 +27,7 @@ export const command = defineCommand({
     checkpoint: {
       value: "DIR",
       help: "checkpoint or run directory; with --backend onnx also an export directory",
-      schema: z.string().min(1),
+      schema: nonEmpty("a directory"),
       default: "out/runs/default",
     },
     backend: {
@@ -50,13 +50,18 @@ export const command = defineCommand({
       defaultText: "the checkpoint's R; with --k, that K when the run tied R to K",
     },
     maxNewTokens: { value: "N", help: "generation budget", schema: wholeNumber(1), default: 64 },
-    threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+    threads: {
+      value: "N",
+      help: "CPU threads, 0 = all cores",
+      schema: wholeNumber(0, MAX_THREADS),
+      default: 0,
+    },
     json: { help: "one JSON object per question instead of text" },
   },
   positionals: {
     name: "questions",
     value: "QUESTION...",
-    help: "the questions, each quoted",
+    help: 'the questions, each quoted; after --, one that starts with "-"',
     schema: z.array(z.string().trim().min(1, "a question is empty")).min(
       1,
       'give at least one question, e.g. deno task infer "Ann has 2 pens and buys 3. How many?"',

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { z } from "zod";
 import {
   ARCHS,
   MODES,
@@ -14,7 +13,7 @@ import {
   type TrainConfig,
   TrainConfigSchema,
 } from "../model/config.ts";
-import { BACKENDS } from "../engine/types.ts";
+import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { stoppedWhen, train } from "../train/trainer.ts";
 import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
@@ -27,6 +26,7 @@ import {
   type FlagTable,
   flagTable,
   inGroup,
+  nonEmpty,
   oneOf,
   pickSet,
   wholeNumber,
@@ -48,13 +48,13 @@ const RUN_FLAGS = flagTable({
   data: {
     value: "DIR",
     help: "dataset directory from deno task build-dataset",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
     defaultText: "out/data/default; with --resume, the run's",
   },
   out: {
     value: "DIR",
     help: "run directory: logs, checkpoint/",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
     defaultText: "out/runs/default; with --resume, the resumed run's",
   },
   preset: {
@@ -91,7 +91,12 @@ const RUN_FLAGS = flagTable({
     schema: oneOf(["on", "off"]),
     defaultText: "on (the CPU engine has no graphs)",
   },
-  threads: { value: "N", help: "CPU threads, 0 = all cores", schema: wholeNumber(0), default: 0 },
+  threads: {
+    value: "N",
+    help: "CPU threads, 0 = all cores",
+    schema: wholeNumber(0, MAX_THREADS),
+    default: 0,
+  },
   microBatch: {
     value: "N",
     help: "examples a forward and backward take at once (a rank's, under mpirun): each step " +
@@ -105,12 +110,12 @@ const RUN_FLAGS = flagTable({
     help: "start from a local Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +
       "export of this project (a CoT run, for LOTUS; the model keeps its shape), or a " +
       "downloaded Hugging Face Llama directory (its config.json sets the model)",
-    schema: z.string().min(1),
+    schema: nonEmpty("a path"),
   },
   resume: {
     value: "DIR",
     help: "continue a run (or checkpoint) directory exactly",
-    schema: z.string().min(1),
+    schema: nonEmpty("a directory"),
   },
   overwrite: {
     help: "replace the run --out already holds (without it, a fresh run into a run " +
@@ -119,7 +124,7 @@ const RUN_FLAGS = flagTable({
   valSplit: {
     value: "NAME",
     help: "validation split",
-    schema: z.string().min(1),
+    schema: nonEmpty("a split name"),
     default: "valid",
   },
   stopAfter: {
@@ -443,7 +448,9 @@ async function main(a: TrainArgs): Promise<number> {
   console.log(
     `done: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}` +
       (res.valAccuracy !== undefined
-        ? `, validation accuracy ${(100 * res.valAccuracy).toFixed(1)}%`
+        ? `, ${
+          res.evalOnTraining ? "training-set accuracy (no validation split)" : "validation accuracy"
+        } ${(100 * res.valAccuracy).toFixed(1)}%`
         : "") +
       `, ${Math.round(res.tokensPerSec)} tok/s; checkpoint in ${res.checkpoint}`,
   );

@@ -29,7 +29,7 @@ export {
   PRECISION_MODES,
   type Ptr,
 } from "./ffi.ts";
-export { type BackendName, BACKENDS } from "./types.ts";
+export { type BackendName, BACKENDS, MAX_THREADS } from "./types.ts";
 export { selectEngine, type SelectEngineOptions } from "./backend.ts";
 export {
   buildEngine,

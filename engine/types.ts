@@ -13,3 +13,9 @@ export type BackendName = "cpu" | "cuda" | "auto";
 
 /** Every {@linkcode BackendName}, in the order the command lines list them. */
 export const BACKENDS: readonly BackendName[] = ["cpu", "cuda", "auto"];
+
+/**
+ * The most CPU threads the CPU engine takes (engine_cpu.cpp's `le_set_num_threads` refuses
+ * more); the command lines' `--threads` stops there.
+ */
+export const MAX_THREADS = 4096;

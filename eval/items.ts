@@ -230,8 +230,7 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
       throw new InputError({
         file: dir,
         line: 0,
-        field: "--split",
-        problem: `the dataset has no split "${split}" (it has ${names.join(", ")})`,
+        problem: `has no split "${split}" (it has ${names.join(", ")})`,
         hint: "pass one of those with --split",
       });
     }
@@ -241,8 +240,7 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
   throw new InputError({
     file: dir,
     line: 0,
-    field: "--split",
-    problem: `the dataset has neither a test nor a valid split (it has ${names.join(", ")})`,
+    problem: `has neither a test nor a valid split (it has ${names.join(", ")})`,
     hint: "pass one of those with --split",
   });
 }
@@ -339,6 +337,11 @@ export async function detectEvalFormat(path: string): Promise<EvalFormat> {
     // The pipeline's detector lists the pipeline's formats; evaluation reads more.
     if (e instanceof FormatError && e.unsupported) {
       throw new FormatError(e.file, e.why, { unsupported: true, supported: EVAL_FORMATS_TEXT });
+    }
+    if (e instanceof FormatError && !e.empty) {
+      throw new FormatError(e.file, e.why, {
+        formats: EVAL_FORMATS.filter((f) => f !== "dataset").join("|"),
+      });
     }
     throw e;
   }

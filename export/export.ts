@@ -52,6 +52,7 @@ import {
   gpt2ConfigJson,
   type LotusJson,
   LotusJsonSchema,
+  lotusSummaryIssue,
   ONNX_FILES,
   type SpecialTexts,
   specialTokensMapJson,
@@ -156,6 +157,13 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
   if (!res.success) {
     throw new ExportError(
       `${path}: ${fieldIssue(res.error)}; export the checkpoint again with deno task export`,
+    );
+  }
+  const issue = lotusSummaryIssue(res.data);
+  if (issue !== null) {
+    throw new ExportError(
+      `${path}: ${issue}; the file was edited since the export: export the checkpoint again ` +
+        `with deno task export`,
     );
   }
   return res.data;

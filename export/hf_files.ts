@@ -9,7 +9,8 @@
  */
 
 import { z } from "zod";
-import { type LotusMeta, LotusMetaSchema } from "../model/checkpoint.ts";
+import { type LotusMeta, LotusMetaSchema, progressOf } from "../model/checkpoint.ts";
+import { inferenceShape } from "../train/schedule.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 
 /** The ONNX files of an export, relative to its directory. */
@@ -92,6 +93,46 @@ export const LotusJsonSchema: z.ZodType<LotusJson> = z.object({
   /** Where the export came from: the checkpoint and a sha256 of its config and weights. */
   source: z.object({ checkpoint: z.string(), sha256: z.string() }),
 });
+
+/**
+ * The first field of `lotus.json`'s summary (the mode, K, c, R, the injection, the special
+ * ids) that disagrees with what its `lotus` section gives at its epoch and step, in words,
+ * or null when none does. An export writes both from one checkpoint, and inference reads the
+ * mode, the injection and the special ids from the summary but the shape from the section, so
+ * a summary edited by hand would otherwise be half obeyed.
+ *
+ * @example
+ * ```ts ignore
+ * import { readLotusJson } from "./export.ts";
+ * import { lotusSummaryIssue } from "./hf_files.ts";
+ * console.log(lotusSummaryIssue(await readLotusJson("out/export/default"))); // null
+ * ```
+ */
+export function lotusSummaryIssue(l: LotusJson): string | null {
+  const meta = l.lotus, t = meta.train;
+  const at = l.epoch === undefined ? null : { epoch: l.epoch, step: l.step ?? 0 };
+  const shape = inferenceShape(meta, progressOf(meta, at));
+  const where = at === null ? "at its final stage" : `at epoch ${at.epoch}, step ${at.step}`;
+  const expected: [string, unknown, unknown][] = [
+    ["mode", l.mode, t.mode === "cot" || t.mode === "nocot" ? t.mode : "lotus"],
+    ["K", l.K, shape.K],
+    ["c", l.c, shape.c],
+    ["R", l.R, shape.R],
+    ["injection", l.injection, t.injection],
+  ];
+  for (const [field, got, want] of expected) {
+    if (got !== want) {
+      return `field "${field}" is ${JSON.stringify(got)}, where its "lotus" section gives ` +
+        `${JSON.stringify(want)} (${where})`;
+    }
+  }
+  for (const k of ["eos", "pad", "bot", "eot", "lat"] as const) {
+    if (l.special[k] !== meta.special[k]) {
+      return `field "special" disagrees with "lotus.special" (${k})`;
+    }
+  }
+  return null;
+}
 
 /** The text of token `id` in a parsed tokenizer.json (added tokens first, then the vocabulary). */
 export function tokenText(tokenizer: unknown, id: number): string | undefined {

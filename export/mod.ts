@@ -22,7 +22,7 @@ export {
   readLotusJson,
 } from "./export.ts";
 export { checkExport, checkOnnxWeights, gpt2TensorShapes } from "./export_check.ts";
-export { type LotusJson, ONNX_FILES } from "./hf_files.ts";
+export { type LotusJson, lotusSummaryIssue, ONNX_FILES } from "./hf_files.ts";
 
 // Types that the signatures above use.
 export type { LotusMeta } from "../model/checkpoint.ts";

@@ -423,7 +423,38 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
 export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> {
   for (const target of [runOrCheckpoint, `${runOrCheckpoint}/checkpoint`]) {
     const { parent, stem } = splitPath(target);
-    await sweepStale(parent, stem, ["tmp", "old"]);
+    try {
+      await sweepStale(parent, stem, ["tmp", "old"]);
+    } catch (e) {
+      // A file given for the directory holds no save to recover; its loader says what it is.
+      if (e instanceof Deno.errors.NotADirectory) return;
+      throw e;
+    }
+  }
+}
+
+/**
+ * Refuses a checkpoint path at which there is nothing (once {@linkcode recoverCheckpoint} has
+ * put back what a killed save set aside), or a file (a checkpoint's model.safetensors, say):
+ * a checkpoint is a directory.
+ */
+async function refuseNoDirectory(dirIn: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dirIn);
+  } catch (e) {
+    rethrowIfDenied(e);
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    throw new CheckpointError(
+      `${dirIn}: no such checkpoint (nothing is there); give a checkpoint or run directory ` +
+        `written by deno task train`,
+    );
+  }
+  if (!info.isDirectory) {
+    throw new CheckpointError(
+      `${dirIn} is a file, not a checkpoint; give the checkpoint or run directory (written ` +
+        `by deno task train) that holds it`,
+    );
   }
 }
 
@@ -523,6 +554,9 @@ async function readConfig(path: string, sums: Checksums | null = null): Promise<
     text = new TextDecoder().decode(bytes);
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
+    if (e instanceof Deno.errors.NotFound && sums?.files["config.json"]) {
+      throw new CheckpointError(`${path}: missing; ${FILE_GONE}`);
+    }
     throw new CheckpointError(
       `${path}: cannot read (${(e as Error).message}); is this a checkpoint directory?`,
     );
@@ -1038,9 +1072,21 @@ export async function loadCheckpoint(
   opts: LoadCheckpointOptions = {},
 ): Promise<LoadedCheckpoint | CheckpointForUse> {
   await recoverCheckpoint(dirIn);
+  await refuseNoDirectory(dirIn);
   const dir = checkpointDirOf(dirIn);
   await refuseUnsavedRun(dirIn, dir);
   const sums = await readChecksums(dir);
+  if (sums === null && !(await exists(`${dir}/config.json`))) {
+    // config.json tells a checkpoint directory: one whose save recorded it has lost it since.
+    if (dir !== dirIn && (await readChecksums(dirIn))?.files["config.json"]) {
+      throw new CheckpointError(`${dirIn}/config.json: missing; ${FILE_GONE}`);
+    }
+    // Nothing of a save there: another kind of directory, not a damaged checkpoint.
+    throw new CheckpointError(
+      `${dirIn}: no config.json here or in ${dir}; give a checkpoint or run directory ` +
+        `written by deno task train`,
+    );
+  }
   const config = await readConfig(`${dir}/config.json`, sums);
   const model = await readSt(`${dir}/model.safetensors`, sums);
   const auxPath = `${dir}/aux.safetensors`, optPath = `${dir}/optimizer.safetensors`;

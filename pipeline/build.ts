@@ -7,7 +7,7 @@
  * @module
  */
 
-import { Sha256 } from "../base/sha256.ts";
+import { Sha256, sha256Hex } from "../base/sha256.ts";
 import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
@@ -32,14 +32,22 @@ import {
   ManifestError,
   manifestFiles,
   manifestText,
+  MAX_SPLIT_NAME,
   readManifest,
   type Schema,
   SPLIT_NAME,
+  SPLIT_NAME_LENGTH_RULE,
   SPLIT_NAME_RULE,
   type SplitCounts,
   type SplitInfo,
 } from "./manifest.ts";
-import { DEFAULT_SHARD_SIZE, isBuildLeftover, SplitWriter, StagedDir } from "./writer.ts";
+import {
+  DEFAULT_SHARD_SIZE,
+  isBuildLeftover,
+  SplitWriter,
+  StagedDir,
+  WriteError,
+} from "./writer.ts";
 import {
   estimateWithExtras,
   openSplitSource,
@@ -215,7 +223,10 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   out: z.string().min(1, "give an output directory"),
   splits: z.array(
     z.object({
-      name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE),
+      name: z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE).max(
+        MAX_SPLIT_NAME,
+        SPLIT_NAME_LENGTH_RULE,
+      ),
       inputs: z.array(z.string().min(1)),
       // Checked in full by resolveSyntheticOptions (resolveBuildOptions).
       synthetic: z.custom<SyntheticOptions>((v) => typeof v === "object" && v !== null)
@@ -340,7 +351,18 @@ async function checkFreshOut(out: string): Promise<void> {
     for await (const e of Deno.readDir(out)) names.push(e.name);
   } catch (e) {
     rethrowIfDenied(e);
-    return; // missing; a file where the directory should be fails when it is created
+    if (e instanceof Deno.errors.NotADirectory) {
+      const file = await Deno.stat(out).then((s) => s.isFile, () => false);
+      // A WriteError, as failing to create the directory is; said before that is tried.
+      throw new WriteError(
+        file
+          ? `--out ${out} is a file; give a dataset directory (a new one, or one that ` +
+            `deno task build-dataset made)`
+          : `--out ${out}: a part of the path is a file, not a directory; give a dataset ` +
+            `directory whose parents are directories`,
+      );
+    }
+    return; // missing: the build creates it
   }
   // Marks of a directory (and a run's lock), not content a build could overwrite or delete.
   const foreign = names.filter((n) =>
@@ -444,13 +466,15 @@ async function reuseTokenizer(
   asked: string | undefined,
 ): Promise<Tokenizer> {
   const path = `${out}/${m.tokenizer.file}`;
-  const tok = tokenizerFromJson(await Deno.readTextFile(path), m.tokenizer.kind, path);
-  if (tok.sha256 !== m.tokenizer.sha256) {
+  const text = await Deno.readTextFile(path);
+  // Hashed before it is parsed: a file cut short is the same edit as one replaced.
+  if (sha256Hex(text) !== m.tokenizer.sha256) {
     throw new BuildError(
       `${path}: its sha256 does not match ${out}/${MANIFEST_FILE}; the directory was edited. ` +
         `Rebuild all splits into a fresh --out`,
     );
   }
+  const tok = tokenizerFromJson(text, m.tokenizer.kind, path);
   if (asked !== undefined) {
     // A tokenizer.json path names the same tokenizer when it holds the same one, whatever
     // kind the directory's was built as (a copy of a compact tokenizer, say).

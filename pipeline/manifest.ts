@@ -250,6 +250,16 @@ export const SPLIT_NAME: RegExp = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 export const SPLIT_NAME_RULE =
   "a split name uses letters, digits, _ . - and does not start with . or -";
 
+/**
+ * The longest split name a build takes: it begins the names of the split's files
+ * (`<split>-<hash>-00000.safetensors`), which file systems cap at 255 bytes.
+ */
+export const MAX_SPLIT_NAME = 100;
+
+/** The message for a split name over {@linkcode MAX_SPLIT_NAME} characters. */
+export const SPLIT_NAME_LENGTH_RULE =
+  `a split name has at most ${MAX_SPLIT_NAME} characters (it begins its files' names)`;
+
 const splitName = z.string().regex(SPLIT_NAME, SPLIT_NAME_RULE);
 
 const ShardInfoSchema = z.object({

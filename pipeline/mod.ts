@@ -119,6 +119,7 @@ export type { SplitExtras } from "./split_source.ts";
 export {
   checkShard,
   DatasetError,
+  readDatasetTokenizer,
   readShard,
   readSplitShards,
   SHARD_SHAPES,

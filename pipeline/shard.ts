@@ -19,6 +19,7 @@ import {
 } from "../base/safetensors.ts";
 import { sha256HexAsync } from "../base/sha256.ts";
 import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
+import { type Tokenizer, TokenizerError, tokenizerFromJson } from "./tokenizer.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {
@@ -431,6 +432,76 @@ async function checkFileHash(dir: string, file: string, want: string): Promise<v
   const path = `${dir}/${file}`;
   const got = await sha256HexAsync(await Deno.readFile(path));
   if (got !== want) throw damaged(`${path}: sha256 is ${got}, the manifest lists ${want}`, dir);
+}
+
+/**
+ * The tokenizer of the dataset in `dir`, whose manifest is `manifest`: its tokenizer.json,
+ * read as a tokenizer of kind `kind`, once its sha256 is found to be the one the manifest
+ * records, and its vocabulary size and special ids the manifest's. The file is small, so this
+ * is checked whatever the verification mode: a tokenizer.json replaced since the build
+ * (another dataset's, even a valid one) or cut short, or a manifest whose ids were edited,
+ * would otherwise decode the split's token ids into other text, or mark the latents with
+ * other tokens, and go into the checkpoints trained on it.
+ *
+ * @throws {DatasetError} when the file is missing, damaged or not the manifest's tokenizer.
+ *
+ * @example
+ * ```ts ignore
+ * import { readManifest } from "./manifest.ts";
+ * import { readDatasetTokenizer } from "./shard.ts";
+ * const dir = "out/data/default";
+ * const tok = await readDatasetTokenizer(dir, await readManifest(dir));
+ * console.log(tok.vocabSize);
+ * ```
+ */
+export async function readDatasetTokenizer(
+  dir: string,
+  manifest: Manifest,
+  kind: Tokenizer["kind"] = "file",
+): Promise<Tokenizer> {
+  const path = `${dir}/${manifest.tokenizer.file}`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`, dir);
+    throw e;
+  }
+  const got = await sha256HexAsync(bytes);
+  if (got !== manifest.tokenizer.sha256) {
+    throw damaged(
+      `${path}: sha256 is ${got}, the manifest lists ${manifest.tokenizer.sha256} (the file ` +
+        `was replaced or cut short since the build)`,
+      dir,
+    );
+  }
+  let tok: Tokenizer;
+  try {
+    tok = tokenizerFromJson(new TextDecoder().decode(bytes), kind, path);
+  } catch (e) {
+    if (e instanceof TokenizerError) throw damaged(e.message, dir);
+    throw e;
+  }
+  // The manifest's own account of the tokenizer: what the shards were checked against.
+  const listed = manifest.tokenizer;
+  const fields: [string, number, number][] = [
+    ["vocabSize", listed.vocabSize, tok.vocabSize],
+    ...(["eos", "pad", "bot", "eot", "lat"] as const).map((k): [string, number, number] => [
+      `special.${k}`,
+      listed.special[k],
+      tok.special[k],
+    ]),
+  ];
+  for (const [field, inManifest, inFile] of fields) {
+    if (inManifest !== inFile) {
+      throw damaged(
+        `${dir}/manifest.json: field "tokenizer.${field}" is ${inManifest}, where its ` +
+          `${manifest.tokenizer.file} has ${inFile}`,
+        dir,
+      );
+    }
+  }
+  return tok;
 }
 
 /**

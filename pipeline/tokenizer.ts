@@ -484,8 +484,11 @@ export async function tokenizerFromFile(path: string): Promise<Tokenizer> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
+    // "GPT2" or "Compact": a built-in tokenizer's name in other letters, not a path.
+    const named = ["gpt2", "compact"].find((n) => n === path.toLowerCase().replace("-", ""));
     throw new TokenizerError(
-      `${path}: cannot read the tokenizer (${(e as Error).message}); check the --tokenizer path`,
+      `${path}: cannot read the tokenizer (${(e as Error).message}); check the --tokenizer path` +
+        (named ? ` (the built-in tokenizer is --tokenizer ${named}, in lower case)` : ""),
     );
   }
   return fromJsonText("file", text, path);

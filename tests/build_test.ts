@@ -1,6 +1,7 @@
 import { tempDir } from "./_tmp.ts";
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { buildDataset, BuildError } from "../pipeline/build.ts";
+import { WriteError } from "../pipeline/writer.ts";
 import { defaultSplits } from "../pipeline/default_data.ts";
 import { manifestFiles, readManifest } from "../pipeline/manifest.ts";
 import { getTensor, readSafetensors } from "../base/safetensors.ts";
@@ -8,6 +9,9 @@ import { IGNORE } from "../pipeline/pack.ts";
 import { gpt2Tokenizer } from "../pipeline/tokenizer.ts";
 import { InputError } from "../pipeline/read.ts";
 import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
+import { exists } from "../base/exists.ts";
+import { parseCli } from "../cli/build_dataset.ts";
+import { CliError } from "../cli/_common.ts";
 
 const FIX = new URL("../fixtures/default/", import.meta.url).pathname;
 const TRAIN = `${FIX}train.jsonl`;
@@ -179,6 +183,21 @@ Deno.test("build: other K, c, CoT form or tokenizer in an existing directory fai
   assertEquals(s.manifest.options, { k: 3, c: 13, cot: "nl" });
 });
 
+Deno.test("build: a directory's tokenizer.json cut short is refused as edited, before it is parsed", async () => {
+  const out = `${await tempDir()}/ds`;
+  await buildDataset({ out, splits: [{ name: "train", inputs: [TRAIN] }], tokenizer: "compact" });
+  const path = `${out}/tokenizer.json`;
+  await Deno.writeTextFile(path, (await Deno.readTextFile(path)).slice(0, 100));
+  const before = await snapshot(out);
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "valid", inputs: [VALID] }] }),
+    BuildError,
+    `${path}: its sha256 does not match ${out}/manifest.json; the directory was edited. ` +
+      "Rebuild all splits into a fresh --out",
+  );
+  assertSameTree(before, await snapshot(out));
+});
+
 Deno.test("build: rebuilding a split replaces its shards and removes stale ones", async () => {
   const out = `${await tempDir()}/ds`;
   const train = [{ name: "train", inputs: [TRAIN] }];
@@ -326,6 +345,19 @@ Deno.test("build: options are validated with the field named", async () => {
     BuildError,
     "option splits.0.name",
   );
+  // A name too long for the split's files (<split>-<hash>-00000.safetensors) is refused by name.
+  const out = `${await tempDir()}/ds`;
+  await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "s".repeat(230), inputs: [TRAIN] }] }),
+    BuildError,
+    "option splits.0.name: a split name has at most 100 characters",
+  );
+  assertEquals(await exists(out), false);
+  assertThrows(
+    () => parseCli(["--input", TRAIN, "--out", out, "--split", "s".repeat(101)]),
+    CliError,
+    "--split must have at most 100 characters",
+  );
   await assertRejects(
     () => buildDataset({ out: "x", splits: [...splits, ...splits] }),
     BuildError,
@@ -366,6 +398,23 @@ Deno.test({
     const dropSum = Object.values(c.droppedByReason).reduce((a, b) => a + b, 0);
     assert(dropSum >= c.dropped, "every dropped record has a reason");
   }
+});
+
+Deno.test("build: an --out that is a file, or lies under one, is refused naming it; the file is kept", async () => {
+  const file = `${await tempDir()}/notes.txt`;
+  await Deno.writeTextFile(file, "mine");
+  const train = [{ name: "train", inputs: [TRAIN] }];
+  await assertRejects(
+    () => buildDataset({ out: file, splits: train }),
+    WriteError,
+    `--out ${file} is a file; give a dataset directory`,
+  );
+  await assertRejects(
+    () => buildDataset({ out: `${file}/ds`, splits: train }),
+    WriteError,
+    `--out ${file}/ds: a part of the path is a file, not a directory`,
+  );
+  assertEquals(await Deno.readTextFile(file), "mine");
 });
 
 Deno.test("build: an --out with other files and no manifest is refused; a killed first build's leftovers are not", async () => {

@@ -396,6 +396,32 @@ Deno.test("a checkpoint missing a file says it is missing and what to do", async
   }
 });
 
+Deno.test("a checkpoint path at nothing, at a file or at another directory is named as such", async () => {
+  const d = await tempDir();
+  const load = (path: string) => assertRejects(() => loadCheckpoint(path), CheckpointError);
+  assertEquals(
+    (await load(`${d}/nowhere`)).message,
+    `${d}/nowhere: no such checkpoint (nothing is there); give a checkpoint or run directory ` +
+      "written by deno task train",
+  );
+  const good = await goodCheckpoint();
+  assertEquals(
+    (await load(`${good}/model.safetensors`)).message,
+    `${good}/model.safetensors is a file, not a checkpoint; give the checkpoint or run ` +
+      "directory (written by deno task train) that holds it",
+  );
+  await Deno.writeTextFile(`${d}/notes.txt`, "mine");
+  assertEquals(
+    (await load(d)).message,
+    `${d}: no config.json here or in ${d}/checkpoint; give a checkpoint or run directory ` +
+      "written by deno task train",
+  );
+  // One whose save recorded config.json lost it since: missing, and what to do.
+  const gone = await damaged((dir) => Deno.remove(`${dir}/config.json`), true);
+  const e = await load(gone);
+  assert(e.message.startsWith(`${gone}/config.json: missing; a save writes`), e.message);
+});
+
 /** `path` cut to half its length, as a full disk or a copy stopped midway leaves it. */
 async function truncate(path: string): Promise<void> {
   const t = await Deno.readTextFile(path);

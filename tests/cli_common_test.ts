@@ -8,6 +8,7 @@ import { ROOT, runDeno } from "./_run.ts";
 import {
   CliError,
   type Command,
+  decimal,
   defineCommand,
   type FlagTable,
   oneOf,
@@ -23,6 +24,7 @@ import { command as exportCmd } from "../cli/export.ts";
 import { command as infer } from "../cli/infer.ts";
 import { command as train, parseTrainArgs, trainSettings } from "../cli/train.ts";
 import { z } from "zod";
+import { MAX_THREADS } from "../engine/types.ts";
 
 type AnyCommand = Command<FlagTable, Positionals | undefined>;
 
@@ -180,6 +182,78 @@ Deno.test("wholeNumber: digits or exponent notation; a sign gets the range's mes
   assertEquals(message("1e400"), "must be at most 1000000000");
 });
 
+Deno.test("a flag given without its value: the message shows the value and the = form", () => {
+  assertThrows(
+    () => parseTrainArgs(["--steps", "-1"]),
+    CliError,
+    '--steps needs a value: --steps N, or --steps=N for one that starts with "-"',
+  );
+  assertThrows(
+    () => buildDataset.parse(["--input", "--out", "o"]),
+    CliError,
+    '--input needs a value: --input FILE, or --input=FILE for one that starts with "-"',
+  );
+});
+
+Deno.test("--threads stops at the most the CPU engine takes, in every command that has it", () => {
+  let checked = 0;
+  for (const [, c] of COMMANDS) {
+    if (!("threads" in c.flags)) continue;
+    const ok = c.parse(["--threads", String(MAX_THREADS), ...minimal(c)]);
+    assert(ok !== "help" && (ok as { threads: number }).threads === MAX_THREADS, c.name);
+    assertUsageError(
+      () => c.parse(["--threads", String(MAX_THREADS + 1), ...minimal(c)]),
+      c,
+      `--threads must be at most ${MAX_THREADS}`,
+    );
+    checked++;
+  }
+  assertEquals(checked, 3, "train, eval and infer take --threads");
+});
+
+Deno.test("a question that starts with - is told to go after --, not taken for a flag", () => {
+  assertThrows(
+    () => infer.parse(["--k", "1", "-5 plus 3?"]),
+    CliError,
+    '"-5 plus 3?" starts with "-", so it reads as a flag; put -- before it, as in deno task ' +
+      'infer -- "-5 plus 3?"; see deno task infer --help',
+  );
+  const a = infer.parse(["--k", "1", "--", "-5 plus 3?"]);
+  assert(a !== "help");
+  assertEquals((a as { questions: string[] }).questions, ["-5 plus 3?"]);
+  // A mistyped flag is still one.
+  assertThrows(() => infer.parse(["--kk", "1", "q?"]), CliError, "unknown flag --kk");
+});
+
+Deno.test("an empty value is refused in the flag's own words, never zod's", () => {
+  for (const [, c] of COMMANDS) {
+    for (const [key, d] of Object.entries(c.flags)) {
+      if (d.value === undefined) continue;
+      const flag = c.flagOf(key);
+      const e = assertThrows(() => c.parse([...minimal(c), `${flag}=`]), CliError);
+      assert(e.message.startsWith(`${flag} `), e.message);
+      assert(!/Too small|Invalid input|expected string/.test(e.message), e.message);
+    }
+  }
+  assertThrows(
+    () => parseTrainArgs(["--out="]),
+    CliError,
+    "--out needs a directory, not an empty string; see deno task train --help",
+  );
+});
+
+Deno.test("decimal: a number too large to hold is refused by the flag, not the library", () => {
+  const message = (text: string) => decimal({ min: 0 }).safeParse(text).error?.issues[0].message;
+  assertEquals(decimal({ above: 0 }).parse("3e-4"), 3e-4);
+  assertEquals(message("1e999"), "must be a finite number");
+  assertEquals(message("-1e999"), "must be a finite number");
+  assertThrows(
+    () => parseTrainArgs(["--lr", "1e999"]),
+    CliError,
+    "--lr must be a finite number; see deno task train --help",
+  );
+});
+
 Deno.test("train passes on only the settings given: the library resolves K, c and lr", () => {
   const given = parseTrainArgs(["--warmup", "5", "--mode", "cot", "--quiet", "--data", "d"]);
   assert(given !== "help");
@@ -231,6 +305,24 @@ Deno.test("the operating system's refusal of a path says what to do", () => {
   assert(copy.includes("the file system of b/dst is full"), copy);
   const noPath = osAccessMessage(new Error("No space left on device (os error 28)"));
   assert(noPath.includes("the file system written to is full; free space"), noPath);
+  const notDir = osAccessMessage(
+    new Deno.errors.NotADirectory("Not a directory (os error 20): mkdir 'a/file/run'"),
+  );
+  assert(
+    notDir.endsWith(
+      ": a/file/run, or a folder above it, is a file where a directory is needed; give a " +
+        "path whose folders are directories",
+    ),
+    notDir,
+  );
+  const long = osAccessMessage(new Error("File name too long (os error 36): mkdir 'out/dddd'"));
+  assert(
+    long.endsWith(
+      ": a name in that path is longer than the file system allows (255 bytes, as a rule); " +
+        "give a shorter one",
+    ),
+    long,
+  );
   const own = "cannot save out/x (Read-only file system (os error 30)): free disk space, say";
   assertEquals(osAccessMessage(new Error(own)), own);
   assertEquals(osAccessMessage(new Error("no config.json")), "no config.json");

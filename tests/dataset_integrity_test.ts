@@ -268,6 +268,53 @@ Deno.test("commit: after a SIGKILLed build, the next build cleans up", async () 
   assert(killed > 0, "at least one build was killed before it finished");
 });
 
+Deno.test("integrity: train refuses a tokenizer.json replaced or cut short, in basic mode too", async () => {
+  const other = `${await tempDir()}/other`;
+  await buildDataset({
+    out: other,
+    splits: [{ name: "train", inputs: [(await inputs).big] }],
+    tokenizer: "compact",
+  });
+  const otherTokenizer = await Deno.readTextFile(`${other}/tokenizer.json`);
+  for (
+    const [what, edit] of [
+      ["another dataset's", () => otherTokenizer],
+      ["cut short", (text: string) => text.slice(0, 100)],
+    ] as const
+  ) {
+    const dir = await fresh();
+    const path = `${dir}/tokenizer.json`;
+    await Deno.writeTextFile(path, edit(await Deno.readTextFile(path)));
+    const out = `${await tempDir()}/run`;
+    const e = await assertRejects(
+      () => train({ data: dir, out, quiet: true, train: { steps: 1, batch: 2, mode: "cot" } }),
+      DatasetError,
+    );
+    for (const part of [path, "sha256", `rebuild it with deno task build-dataset --out ${dir}`]) {
+      assert(e.message.includes(part), `${what}: "${part}" not in: ${e.message}`);
+    }
+  }
+});
+
+Deno.test("integrity: train refuses a manifest whose tokenizer ids disagree with tokenizer.json", async () => {
+  for (
+    const [field, edit] of [
+      ["special.bot", (m: Manifest) => m.tokenizer.special.bot = 5],
+      ["vocabSize", (m: Manifest) => m.tokenizer.vocabSize += 100],
+    ] as const
+  ) {
+    const dir = await fresh(), out = `${await tempDir()}/run`;
+    await editManifest(dir, edit);
+    const e = await assertRejects(
+      () => train({ data: dir, out, quiet: true, train: { steps: 1, batch: 2, mode: "cot" } }),
+      DatasetError,
+    );
+    for (const part of [`${dir}/manifest.json: field "tokenizer.${field}" is `, "rebuild it"]) {
+      assert(e.message.includes(part), `"${part}" not in: ${e.message}`);
+    }
+  }
+});
+
 Deno.test("integrity: train and eval refuse a damaged dataset; full adds hashes", async () => {
   const dir = await fresh();
   const shard = await firstShard(dir);

@@ -12,6 +12,7 @@ import { train } from "../train/trainer.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
+import { CliError } from "../cli/_common.ts";
 import type { RunSummary } from "../eval/evaluate.ts";
 import type { EvalProvenance } from "../eval/report.ts";
 import { findChromium, renderPage } from "./_browser.ts";
@@ -235,6 +236,12 @@ Deno.test("eval end to end: an --out at a run, a file or another's directory, or
   assertEquals(await Deno.readTextFile(file), "mine");
   // A dataset directory read as a file by an explicit --format: the message says so.
   await assertRejects(
+    () => runCli(["--checkpoint", s.cot, "--data", s.data, "--format", "gsm8k", "--limit", "2"]),
+    CliError,
+    `--format gsm8k reads --data ${s.data} as a gsm8k file, and it is a directory; leave out ` +
+      "--format (or give --format dataset) for a dataset directory, or give a file",
+  );
+  await assertRejects(
     () =>
       runCli([
         "--checkpoint",
@@ -251,6 +258,23 @@ Deno.test("eval end to end: an --out at a run, a file or another's directory, or
     Error,
     "--format gsm8k reads --data",
   );
+});
+
+Deno.test("eval end to end: a --batch far above the items holds only the items", async () => {
+  const s = await trained();
+  const { summary } = await runCli([
+    "--checkpoint",
+    s.cot,
+    "--data",
+    s.validFile,
+    "--out",
+    `${s.dir}/eval-big-batch`,
+    "--limit",
+    "3",
+    "--batch",
+    "1e9",
+  ]);
+  assertEquals([summary.batch, summary.runs[0].n], [1e9, 3]);
 });
 
 Deno.test("eval end to end: a CoT checkpoint on a GSM8K file; its thought is the text before #", async () => {

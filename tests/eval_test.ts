@@ -22,7 +22,8 @@ import {
   trivialStep,
   validStepValue,
 } from "../eval/alternatives.ts";
-import { cleanGold, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
+import { cleanGold, datasetSplit, detectEvalFormat, loadEvalItems } from "../eval/items.ts";
+import { buildDataset } from "../pipeline/build.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
 import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
@@ -312,6 +313,45 @@ Deno.test("thoughtLength: tokens before the first token holding #", () => {
   assertEquals(thoughtLength([0, 1, 2, 1, 3, 4, 5, 6], dec), 5);
   assertEquals(thoughtLength([7, 6], dec), 0);
   assertEquals(thoughtLength([0, 1], dec), 2);
+});
+
+Deno.test("detection: an unknown file offers evaluation's formats; an empty one asks for another file", async () => {
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/q.txt`, "just some words\n");
+  const e = await assertRejects(() => detectEvalFormat(`${dir}/q.txt`), FormatError);
+  assert(
+    e.message.endsWith(
+      "; pass --format gsm8k|parquet|icot|coconut|nl|csv|gsm-hard|svamp|multiarith",
+    ),
+    e.message,
+  );
+  await Deno.writeTextFile(`${dir}/empty.jsonl`, "\n \n");
+  const empty = await assertRejects(() => detectEvalFormat(`${dir}/empty.jsonl`), FormatError);
+  assertEquals(
+    empty.message,
+    `${dir}/empty.jsonl: holds no record (the file is empty, or has blank lines only); check ` +
+      "the path, or give a file that holds problems",
+  );
+});
+
+Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
+  const dir = `${await tempDir()}/ds`;
+  await buildDataset({
+    out: dir,
+    splits: [{ name: "train", inputs: [`${PIPE}gsm8k.jsonl`] }],
+    tokenizer: "compact",
+    onError: "skip",
+  });
+  const e = await assertRejects(() => datasetSplit(dir, "nope"), InputError);
+  assertEquals(
+    e.message,
+    `${dir}: has no split "nope" (it has train); pass one of those with --split`,
+  );
+  const none = await assertRejects(() => datasetSplit(dir), InputError);
+  assertEquals(
+    none.message,
+    `${dir}: has neither a test nor a valid split (it has train); pass one of those with --split`,
+  );
 });
 
 Deno.test("readers: GSM-Hard, SVAMP (array and JSON lines) and MultiArith fixtures", async () => {

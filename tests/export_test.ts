@@ -231,6 +231,27 @@ Deno.test("the structural check reports non-finite weights and configs that disa
   );
 });
 
+Deno.test("a lotus.json summary edited by hand (K, injection, mode) is refused, not half obeyed", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "hf" });
+  const sound = await readJson(`${d}/ex/lotus.json`);
+  for (
+    const [field, value, want] of [
+      ["K", 7, '"K" is 7, where its "lotus" section gives 2'],
+      ["injection", "replace", '"injection" is "replace", where its "lotus" section gives "add"'],
+      ["mode", "cot", '"mode" is "cot", where its "lotus" section gives "lotus"'],
+    ] as const
+  ) {
+    await Deno.writeTextFile(`${d}/ex/lotus.json`, JSON.stringify({ ...sound, [field]: value }));
+    const e = await assertRejects(() => readLotusJson(`${d}/ex`), ExportError);
+    assert(e.message.startsWith(`${d}/ex/lotus.json: field ${want} (at `), e.message);
+    assert(e.message.endsWith("export the checkpoint again with deno task export"), e.message);
+    const problems = await checkExport(`${d}/ex`);
+    assert(problems.some((p) => p.startsWith(`lotus.json: field ${want}`)), problems.join("\n"));
+  }
+});
+
 Deno.test("export fails clearly for a checkpoint with a missing or wrong file", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`);

@@ -97,6 +97,23 @@ Deno.test("read: a JSON value that is not an object is an InputError", async () 
   assert(e.message.includes("expected a JSON object"), e.message);
 });
 
+Deno.test("read: a JSON array read as JSON lines is the wrong --format, even when skipping", async () => {
+  const text = '\n[\n  {"question": "q?", "steps": ["<<1+1=2>>"], "answer": "2"}\n]\n';
+  const path = await tempFile("array.json", text);
+  for (const format of ["gsm8k", "nl"] as const) {
+    for (const onError of ["throw", "skip"] as const) {
+      let skipped = 0;
+      const e = await inputError(path, { format, onError, onSkip: () => skipped++ });
+      assertEquals([e.line, skipped], [2, 0], `${format}, ${onError}`);
+      assertEquals(
+        e.message,
+        `${path}:2: the file holds a JSON array, not JSON lines (one JSON object per line); ` +
+          "fix the file or pass the right --format",
+      );
+    }
+  }
+});
+
 Deno.test("read: CRLF, a byte order mark, no final newline and U+2028 inside a line", async () => {
   const text = '\uFEFF{"question": "a\u2028b?", "answer": "x #### 1"}\r\n' +
     '{"question": "c?", "answer": "y #### 2"}';
@@ -236,6 +253,17 @@ Deno.test("read csv: cot, steps as JSON and as annotations, GSM8K answers, recor
   assertEquals(ps[3].answer, "10");
   // Lines are where each record starts; the last record spans lines 5-9.
   assertEquals(ps.map((p) => p.source.line), [2, 3, 4, 5]);
+});
+
+Deno.test("read csv: a column the header names twice throws at line 1, even when skipping", async () => {
+  const path = await tempFile("d.csv", 'question,cot,question,answer\n"a?",,"b?",#### 2\n');
+  const e = await inputError(path, { onError: "skip" });
+  assertEquals([e.line, e.field], [1, "question"]);
+  assertEquals(
+    e.message,
+    `${path}:1: field "question": the header names the column "question" 2 times (columns 1, ` +
+      "3); keep one; fix the file or pass the right --format",
+  );
 });
 
 Deno.test("read csv: a missing column throws at line 1; a short row is skippable", async () => {
@@ -384,17 +412,14 @@ Deno.test("detectFormat: every fixture by extension and first record", async () 
   assertEquals(await detectFormat(jsonLines), "nl");
 });
 
-Deno.test("detectFormat: unknown content asks for --format", async () => {
-  for (
-    const [name, text] of [
-      ["a.txt", "just some words\n"],
-      ["c.dat", "\n\n"],
-    ]
-  ) {
-    const path = await tempFile(name, text);
-    const e = await assertRejects(() => detectFormat(path), FormatError, "pass --format");
-    assert(e.message.startsWith(path), e.message);
-  }
+Deno.test("detectFormat: unknown content asks for --format; an empty file for another file", async () => {
+  const path = await tempFile("a.txt", "just some words\n");
+  const e = await assertRejects(() => detectFormat(path), FormatError, "pass --format");
+  assert(e.message.startsWith(path), e.message);
+  const empty = await tempFile("c.dat", "\n\n");
+  const none = await assertRejects(() => detectFormat(empty), FormatError, "holds no record");
+  assert(none.empty && !none.message.includes("--format"), none.message);
+  assert(none.message.startsWith(empty), none.message);
 });
 
 Deno.test("detectFormat: a first record that is not JSON is named at its line with its error", async () => {

@@ -207,6 +207,14 @@ Deno.test("file: no EOS, bad JSON and missing file give errors that say what to 
   await Deno.writeTextFile(`${dir}/shape.json`, JSON.stringify({ added_tokens: 3, model: {} }));
   await assertRejects(() => tokenizerFromFile(`${dir}/shape.json`), TokenizerError, "added_tokens");
   await assertRejects(() => tokenizerFromFile(`${dir}/none.json`), TokenizerError, "--tokenizer");
+  // A built-in tokenizer's name in capitals is no file: the message gives its spelling.
+  for (const [typed, name] of [["GPT2", "gpt2"], ["GPT-2", "gpt2"], ["Compact", "compact"]]) {
+    await assertRejects(
+      () => tokenizerFromFile(typed),
+      TokenizerError,
+      `check the --tokenizer path (the built-in tokenizer is --tokenizer ${name}, in lower case)`,
+    );
+  }
 });
 
 Deno.test("compact: at most 4096 tokens, digits single, round trip on every fixture text", () => {

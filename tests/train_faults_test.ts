@@ -27,6 +27,7 @@ import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
+import { exportCheckpoint } from "../export/export.ts";
 
 const base = {
   preset: "tiny" as const,
@@ -51,6 +52,62 @@ Deno.test("faults: a huge learning rate stops the run before a non-finite update
   const ck = await loadCheckpoint(out);
   assert(allFinite(ck.params), "the saved weights are finite");
   assertEquals(ck.state.step, err.step - 1, "the checkpoint is the last good step");
+});
+
+Deno.test("faults: a --max-new-tokens past the context ends the evaluation's answers at its end", async () => {
+  const data = await fixtureData();
+  for (const mode of ["cot", "lotus"] as const) {
+    const out = await tempDir();
+    const r = await train({
+      ...base,
+      data,
+      out,
+      train: { ...short, steps: 1, mode, k: 1, maxNewTokens: 1e6 },
+    });
+    assert(r.completed && r.valAccuracy !== undefined, `${mode}: evaluated`);
+    assert(await exists(`${out}/checkpoint/config.json`), `${mode}: saved`);
+  }
+});
+
+Deno.test("faults: without a validation split, the command says the accuracy is the training set's", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(40, 1));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+  });
+  const r = await train({ ...base, data: `${d}/data`, out: `${d}/run`, train: short });
+  assertEquals([r.evalOnTraining, r.valAccuracy !== undefined], [true, true]);
+  const withValid = await train({
+    ...base,
+    data: await fixtureData(),
+    out: `${d}/run2`,
+    train: short,
+  });
+  assertEquals(withValid.evalOnTraining, undefined);
+  const cli = await runDeno([
+    "run",
+    ...TASK_PERMISSIONS,
+    "cli/train.ts",
+    "--data",
+    `${d}/data`,
+    "--out",
+    `${d}/run3`,
+    "--steps",
+    "1",
+    "--batch",
+    "8",
+    "--eval-examples",
+    "4",
+    "--recipe",
+    "none",
+    "--threads",
+    "1",
+    "--quiet",
+  ]);
+  assertEquals(cli.code, 0, cli.stderr);
+  assert(cli.stdout.includes(", training-set accuracy (no validation split) "), cli.stdout);
 });
 
 Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", async () => {
@@ -1442,4 +1499,40 @@ Deno.test("faults: --out at an evaluation's output is refused as such, --overwri
   }
   assertEquals([...Deno.readDirSync(ev)].map((e) => e.name).sort(), files, "no lock either");
   assertEquals(await Deno.readTextFile(`${ev}/summary.json`), "summary.json\n");
+});
+
+Deno.test("faults: --out at a dataset directory, its --data's too, is refused as such", async () => {
+  const data = await fixtureData();
+  const before = [...Deno.readDirSync(data)].map((e) => e.name).sort();
+  for (const overwrite of [false, true]) {
+    const e = await assertRejects(
+      () => train({ ...base, data, out: data, overwrite, train: short }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--out");
+    assert(e.message.includes(`--out ${data} is a dataset directory`), e.message);
+  }
+  assertEquals([...Deno.readDirSync(data)].map((e) => e.name).sort(), before, "no lock either");
+});
+
+Deno.test("faults: --out at a checkpoint or an export is refused as such; nothing is written", async () => {
+  const data = await fixtureData(), run = await tempDir();
+  await train({ ...base, data, out: run, train: { ...short, steps: 1, mode: "cot" } });
+  const ex = `${await tempDir()}/ex`;
+  await exportCheckpoint(run, ex, { format: "hf" });
+  for (
+    const [out, what] of [
+      [`${run}/checkpoint`, "is a checkpoint or model directory (it holds config.json"],
+      [ex, "is an export (it holds lotus.json"],
+    ]
+  ) {
+    const before = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    const e = await assertRejects(
+      () => train({ ...base, data, out, overwrite: true, train: short }),
+      TrainConfigError,
+    );
+    assertEquals(e.flag, "--out");
+    assert(e.message.includes(`--out ${out} ${what}`), e.message);
+    assertEquals([...Deno.readDirSync(out)].map((e) => e.name).sort(), before);
+  }
 });

@@ -233,7 +233,11 @@ Deno.test("a safetensors file with wrong names or shapes is rejected by --init a
   await writeSafetensors(`${dir}/short.safetensors`, short);
   const r = await loadHfInit(`${dir}/short.safetensors`, cfg, new Float32Array(base.length));
   assertEquals(r.vocabRows, 17);
-  await assertRejects(() => loadCheckpoint(`${dir}/nowhere`), CheckpointError, "config.json");
+  await assertRejects(
+    () => loadCheckpoint(`${dir}/nowhere`),
+    CheckpointError,
+    `${dir}/nowhere: no such checkpoint (nothing is there)`,
+  );
 });
 
 Deno.test("with dropout, an interrupted and resumed run still ends bit-identical", async () => {

@@ -281,18 +281,44 @@ export async function evalOutputMark(dir: string): Promise<string | null> {
 }
 
 /**
- * Refuses `--out` that is an evaluation's output directory: it holds no run to resume or
- * replace, and a run there would mix its files with the evaluation's (an `--overwrite` would
- * remove the evaluation's summary.json). Checked before anything is made or locked.
+ * Refuses `--out` that is an evaluation's output directory, a dataset directory, an export or
+ * a checkpoint: it holds no run to resume or replace, and a run there would mix its files with
+ * the evaluation's (an `--overwrite` would remove the evaluation's summary.json) or the
+ * others' (a dataset's manifest.json and shards, which the run may be reading; a config.json
+ * that loading would take for the run's checkpoint). Checked before anything is made or
+ * locked.
  */
 export async function refuseEvalOutput(out: string): Promise<void> {
   const mark = await evalOutputMark(out);
-  if (mark === null) return;
-  throw new TrainConfigError(
-    "--out",
-    `--out ${out} is an evaluation's output directory (it holds ${mark}, written by deno task ` +
-      `eval --out), not a run: give --out another directory`,
-  );
+  if (mark !== null) {
+    throw new TrainConfigError(
+      "--out",
+      `--out ${out} is an evaluation's output directory (it holds ${mark}, written by deno ` +
+        `task eval --out), not a run: give --out another directory`,
+    );
+  }
+  const others: [string, string][] = [
+    [
+      "manifest.json",
+      "a dataset directory (it holds manifest.json, written by deno task " +
+      "build-dataset)",
+    ],
+    ["lotus.json", "an export (it holds lotus.json, written by deno task export)"],
+    [
+      "config.json",
+      "a checkpoint or model directory (it holds config.json; a run keeps its " +
+      "checkpoint in checkpoint/)",
+    ],
+  ];
+  for (const [file, what] of others) {
+    if (await exists(`${out}/${file}`)) {
+      throw new TrainConfigError(
+        "--out",
+        `--out ${out} is ${what}, not a run: give --out another directory, such as ` +
+          `out/runs/NAME`,
+      );
+    }
+  }
 }
 
 /**

@@ -70,13 +70,7 @@ import {
   type StepLosses,
 } from "./step.ts";
 import { Generator } from "../model/generate.ts";
-import {
-  DatasetError,
-  datasetFingerprint,
-  loadSplit,
-  type SplitData,
-  tokenizerPathOf,
-} from "./dataset.ts";
+import { DatasetError, datasetFingerprint, loadSplit, type SplitData } from "./dataset.ts";
 import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
 import {
   type CheckpointData,
@@ -91,12 +85,7 @@ import {
   type TrainState,
 } from "../model/checkpoint.ts";
 import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
-import {
-  type Tokenizer,
-  tokenizerDifference,
-  tokenizerFromFile,
-  tokenizerFromJson,
-} from "../pipeline/tokenizer.ts";
+import { type Tokenizer, tokenizerDifference, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { readSafetensorsHeader } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
@@ -107,7 +96,7 @@ import { mixSeed } from "../base/rng.ts";
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
 import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
-import { VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
+import { readDatasetTokenizer, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
@@ -252,6 +241,12 @@ export interface TrainResult {
   valLoss?: number;
   /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
   valAccuracy?: number;
+  /**
+   * True when the dataset has no validation split (`valSplit`, default `valid`), so that the
+   * evaluations ran on training examples: `valLoss` and `valAccuracy` are then the training
+   * set's.
+   */
+  evalOnTraining?: boolean;
   /** The checkpoint directory written, `<out>/checkpoint` (not written with `nothingSaved`). */
   checkpoint: string;
   /** Parameters of the backbone (what inference and export use; an aux decoder excluded). */
@@ -756,12 +751,15 @@ function* evaluating(
 ): IterableIterator<EvalSums> {
   const cap = capacityOf(exs, cfg, batch);
   let lossSum = 0, lossN = 0, correct = 0;
+  // No answer runs past the model's context (its position table): one that would is cut
+  // where the context ends, so a --max-new-tokens above it needs no room beyond it either.
+  const maxPos = model.cfg.maxPositions;
   const gen = new Generator(model, {
     B: batch,
     P: cap.P,
     K,
     c: cfg.c,
-    maxNewTokens: cfg.maxNewTokens,
+    maxNewTokens: Math.min(cfg.maxNewTokens, maxPos),
   });
   const plain = cfg.mode === "cot" || cfg.mode === "nocot";
   const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
@@ -779,13 +777,16 @@ function* evaluating(
           auxReads: cfg.auxReads,
         }, part);
       lossSum += l.ans * l.nAns, lossN += l.nAns;
+      // The last new token's position is the longest question's length, the latents and the
+      // budget, less one: it stays below maxPos (fitting() left room for one token at least).
+      const P = Math.max(...part.map((e) => e.q.length)), L = plain ? 0 : 1 + K * cfg.c;
       const g = gen.generate(part.map((e) => e.q), sp, {
         mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",
         K,
         c: cfg.c,
         R,
         injection: cfg.injection,
-        maxNewTokens: cfg.maxNewTokens,
+        maxNewTokens: Math.max(1, Math.min(cfg.maxNewTokens, maxPos - P - L)),
       });
       for (let j = 0; j < part.length; j++) {
         const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
@@ -955,7 +956,7 @@ async function trainRun(
   const sp = trainData.special;
   // Steps longer than c: the training split's policy (spill adds target layers to a batch).
   const longStep = trainData.manifest.splits[trainSplit].options.longStep;
-  const tok = await tokenizerFromFile(tokenizerPathOf(trainData));
+  const tok = await readDatasetTokenizer(dataDir, trainData.manifest);
   const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
   const mcfg: ModelConfig = resumed
     ? resumed.meta.model
@@ -1591,6 +1592,7 @@ async function trainRun(
       finalLoss: lastLoss,
       valLoss: lastEval?.loss,
       valAccuracy: lastEval?.accuracy,
+      ...(valExamples.length === 0 ? { evalOnTraining: true } : {}),
       checkpoint: ckptDir,
       params: layout.mainTotal,
       tokensPerSec: state.tokens / Math.max(1e-9, state.seconds),

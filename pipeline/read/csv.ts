@@ -46,6 +46,20 @@ function headerColumns(path: string, header: string[]): Columns {
       });
     }
   }
+  // A column read twice would leave the record's value to whichever came last or first.
+  for (const used of ["question", "answer", "cot", "steps"]) {
+    const at = names.flatMap((n, i) => (n === used ? [i + 1] : []));
+    if (at.length > 1) {
+      throw new InputError({
+        file: path,
+        line: 1,
+        field: used,
+        problem: `the header names the column "${used}" ${at.length} times (columns ` +
+          `${at.join(", ")}); keep one`,
+        hint: FILE_HINT,
+      });
+    }
+  }
   return {
     names,
     question: names.indexOf("question"),

@@ -208,7 +208,9 @@ export async function detectFormat(path: string): Promise<Format> {
     throw notUtf8(path, 1, 0, `the file starts with the UTF-16 byte order mark ${bom}`);
   }
   const first = await firstLine(path);
-  if (first === null) throw new FormatError(path, "the file is empty");
+  if (first === null) {
+    throw new FormatError(path, "the file is empty, or has blank lines only", { empty: true });
+  }
   const nul = first.text.indexOf("\u0000");
   if (nul !== -1) {
     throw notUtf8(

@@ -104,6 +104,16 @@ export interface FormatErrorOptions {
   unsupported?: boolean;
   /** The formats the command reads, described; default {@linkcode PIPELINE_FORMATS_TEXT}. */
   supported?: string;
+  /**
+   * The `--format` values the message offers for a file whose format could not be told;
+   * default `gsm8k|parquet|icot|coconut|nl|csv`, the pipeline's.
+   */
+  formats?: string;
+  /**
+   * The file holds no line but blank ones: no `--format` would find a record in it, so the
+   * message asks for the right file instead.
+   */
+  empty?: boolean;
 }
 
 /**
@@ -127,25 +137,33 @@ export class FormatError extends Error {
   readonly why: string;
   /** True when the file is in none of the formats the readers know. */
   readonly unsupported: boolean;
-  /** What to do: pass `--format`, or convert the file. */
+  /** True when the file holds no line but blank ones. */
+  readonly empty: boolean;
+  /** What to do: pass `--format`, convert the file, or give another. */
   readonly hint: string;
 
   /** `why` says what was seen, e.g. `the first record has keys input, target`. */
   constructor(file: string, why: string, opts: FormatErrorOptions = {}) {
     const unsupported = opts.unsupported ?? false;
+    const empty = opts.empty ?? false;
     const hint = unsupported
       ? `this command reads ${opts.supported ?? PIPELINE_FORMATS_TEXT}; convert the file to ` +
         "one of them (docs/pipeline.md, section 1)"
-      : "pass --format gsm8k|parquet|icot|coconut|nl|csv";
+      : empty
+      ? "check the path, or give a file that holds problems"
+      : `pass --format ${opts.formats ?? "gsm8k|parquet|icot|coconut|nl|csv"}`;
     super(
       unsupported
         ? `${file}: not in a format this command reads (${why}); ${hint}`
+        : empty
+        ? `${file}: holds no record (${why}); ${hint}`
         : `${file}: cannot tell the input format (${why}); ${hint}`,
     );
     this.name = "FormatError";
     this.file = file;
     this.why = why;
     this.unsupported = unsupported;
+    this.empty = empty;
     this.hint = hint;
   }
 }

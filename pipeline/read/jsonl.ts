@@ -17,7 +17,7 @@ import {
   splitCot,
   splitGsm8kAnswer,
 } from "./record.ts";
-import { InputError } from "./input_error.ts";
+import { FILE_HINT, InputError } from "./input_error.ts";
 
 const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
 
@@ -81,13 +81,16 @@ export function parseJsonLine(text: string, at: RecordAt): unknown | InputError 
 /**
  * Streams the non-blank lines of a JSON-lines file through `convert`. A line that is not JSON
  * or not UTF-8 comes out as an InputError naming it, in place; a line that `convert` maps to
- * null is left out.
+ * null is left out. A file whose first record opens a JSON array (`[`) is another format (a
+ * `--format` that does not fit it), not a run of bad records: that is thrown, whatever the
+ * caller does with bad records.
  */
 export async function* readJsonl<T>(
   path: string,
   convert: (raw: unknown, at: RecordAt) => T | InputError | null,
   lines: LineOptions = {},
 ): AsyncGenerator<T | InputError> {
+  let first = true;
   for await (const l of readLinesOrErrors(path, lines)) {
     if (l instanceof InputError) {
       yield l;
@@ -95,6 +98,15 @@ export async function* readJsonl<T>(
     }
     const { line, text } = l;
     if (text.trim() === "") continue;
+    if (first && text.trimStart().startsWith("[")) {
+      throw new InputError({
+        file: path,
+        line,
+        problem: "the file holds a JSON array, not JSON lines (one JSON object per line)",
+        hint: FILE_HINT,
+      });
+    }
+    first = false;
     const at = { file: path, line };
     const raw = parseJsonLine(text, at);
     const out = raw instanceof InputError ? raw : convert(raw, at);
