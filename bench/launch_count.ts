@@ -11,7 +11,11 @@
  * (`stepFromGraph`, the CUDA engine's default in training).
  *
  *   npx deno run -A bench/launch_count.ts [--precision fp32|tf32|bf16] [--injection add|replace]
- *       [--recompute on|off]
+ *       [--recompute on|off] [--arch gpt2|llama]
+ *
+ * `--arch llama` counts the same shapes for a Llama stack of Llama 3.2 1B's depth (16 layers;
+ * RMSNorm, grouped-query attention with two query heads a key head, SwiGLU, untied head), at
+ * reduced widths as above.
  *
  * It then counts batch-1 inference on the same model (the real shape's 12 layers, K = R = 6,
  * c = 13, a 60-token question): the thought phase (pass 0 and R loop passes: a LOTUS generation
@@ -42,6 +46,7 @@ const { values: a } = parseArgs({
     precision: { type: "string", default: "bf16" },
     injection: { type: "string", default: "add" },
     recompute: { type: "string", default: "on" },
+    arch: { type: "string", default: "gpt2" },
   },
   strict: true,
 });
@@ -49,14 +54,29 @@ if (!canEmulate()) {
   console.error("launch_count: needs g++ (C++20) on Linux for the CUDA emulation");
   Deno.exit(2);
 }
+if (a.arch !== "gpt2" && a.arch !== "llama") {
+  console.error(`launch_count: --arch ${a.arch}: use gpt2 or llama`);
+  Deno.exit(2);
+}
 const K = 6, R = 6, c = 13, B = 2, V = 96;
-const cfg = ModelConfigSchema.parse({
-  vocabSize: V,
-  maxPositions: 192,
-  dModel: 128,
-  nHead: 2,
-  nLayer: 12,
-});
+const llama = a.arch === "llama";
+const cfg = ModelConfigSchema.parse(
+  llama
+    ? {
+      vocabSize: V,
+      maxPositions: 192,
+      dModel: 128,
+      nHead: 4,
+      nLayer: 16,
+      arch: "llama",
+      nKvHead: 2,
+      dFf: 256,
+      ropeTheta: 500000,
+      normEps: 1e-5,
+      tieEmbeddings: false,
+    }
+    : { vocabSize: V, maxPositions: 192, dModel: 128, nHead: 2, nLayer: 12 },
+);
 const lib = buildCudaEmu();
 // The stand-in cuBLASLt offers two algorithms, so that the engine times them at each GEMM
 // shape's first call (outside the counted steps, which the second algorithm does not change:
@@ -160,7 +180,8 @@ gen.free();
 imodel.free();
 eng.close();
 console.log(JSON.stringify({
-  shape: { nLayer: 12, K, R, c, question: 60, answer: 8 },
+  arch: a.arch,
+  shape: { nLayer: cfg.nLayer, K, R, c, question: 60, answer: 8 },
   precision: a.precision,
   injection: a.injection,
   recompute: a.recompute,
