@@ -449,7 +449,9 @@ async function main(a: TrainArgs): Promise<number> {
     `done: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}` +
       (res.valAccuracy !== undefined
         ? `, ${
-          res.evalOnTraining ? "training-set accuracy (no validation split)" : "validation accuracy"
+          res.evalOnTraining
+            ? "training-set accuracy (no usable validation split)"
+            : "validation accuracy"
         } ${(100 * res.valAccuracy).toFixed(1)}%`
         : "") +
       `, ${Math.round(res.tokensPerSec)} tok/s; checkpoint in ${res.checkpoint}`,

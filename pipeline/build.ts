@@ -42,6 +42,7 @@ import {
   type SplitInfo,
 } from "./manifest.ts";
 import {
+  BuildStopped,
   DEFAULT_SHARD_SIZE,
   isBuildLeftover,
   SplitWriter,
@@ -284,37 +285,51 @@ export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {
   return res.data;
 }
 
-async function fileSha256(path: string): Promise<{ sha256: string; bytes: number }> {
+/**
+ * A build's reads and opens, given up when a signal stops it ({@linkcode StagedDir}'s
+ * `untilStopped` and `orStop`), so that one waiting on a pipe, a FIFO or a stalled file system
+ * does not hold the stop back.
+ */
+type Guard = Pick<StagedDir, "untilStopped" | "orStop">;
+
+async function fileSha256(
+  path: string,
+  guard: Guard,
+): Promise<{ sha256: string; bytes: number }> {
   const h = new Sha256();
   let bytes = 0;
-  const f = await Deno.open(path);
+  const f = await guard.orStop(Deno.open(path));
   try {
-    for await (const chunk of f.readable) {
+    for await (const chunk of guard.untilStopped(f.readable)) {
       h.update(chunk);
       bytes += chunk.length;
     }
   } catch (e) {
+    if (e instanceof BuildStopped) throw e;
     throw new BuildError(`${path}: cannot read (${(e as Error).message})`);
   }
   return { sha256: h.hex(), bytes };
 }
 
 /** Newlines in a text file: an estimate of its record count for progress. */
-async function countLines(path: string): Promise<number> {
+async function countLines(path: string, guard: Guard): Promise<number> {
   let n = 0;
-  const f = await Deno.open(path);
-  for await (const chunk of f.readable) {
+  const f = await guard.orStop(Deno.open(path));
+  for await (const chunk of guard.untilStopped(f.readable)) {
     let i = -1;
     while ((i = chunk.indexOf(10, i + 1)) !== -1) n++;
   }
   return n;
 }
 
-async function estimateRecords(inputs: { path: string; format: Format }[]): Promise<number | null> {
+async function estimateRecords(
+  inputs: { path: string; format: Format }[],
+  guard: Guard,
+): Promise<number | null> {
   let total = 0;
   for (const { path, format } of inputs) {
     if (format === "parquet" || format === "coconut") return null;
-    total += await countLines(path);
+    total += await countLines(path, guard);
   }
   return total;
 }
@@ -387,6 +402,7 @@ async function checkAgainstKept(
   out: string,
   old: Manifest,
   splits: readonly SplitSpec[],
+  guard: Guard,
 ): Promise<Map<string, { sha256: string; bytes: number }>> {
   const sums = new Map<string, { sha256: string; bytes: number }>();
   const rebuilt = new Set(splits.map((s) => s.name));
@@ -394,7 +410,7 @@ async function checkAgainstKept(
   if (kept.length === 0) return sums;
   for (const s of splits) {
     for (const path of s.inputs) {
-      const sum = await fileSha256(path);
+      const sum = await fileSha256(path, guard);
       sums.set(path, sum);
       // A split rebuilt from a file it already had keeps an overlap this build did not make
       // (an older version allowed one): it may be rebuilt as it was.
@@ -570,17 +586,16 @@ async function fitCompact(
   o: ResolvedBuildOptions,
   total: number | null,
   progress: Stage,
-  checkStop: () => void,
+  guard: Guard,
 ): Promise<Tokenizer> {
   const fitter = new BpeFitter();
   let n = 0;
-  const source = await openSplitSource(inputs, spec, {
+  const source = await guard.orStop(openSplitSource(inputs, spec, {
     onError: o.onError,
     onSkip: () => {},
     maxFieldBytes: o.maxFieldBytes,
-  });
-  for await (const { path, record } of validated(source, o, () => {})) {
-    checkStop();
+  }));
+  for await (const { path, record } of guard.untilStopped(validated(source, o, () => {}))) {
     if (++n % 1000 === 0) {
       progress({ phase: "fit", split: spec.name, file: path, records: n, total });
     }
@@ -660,6 +675,7 @@ export async function buildDataset(
   // From here on SIGINT and SIGTERM remove what the build wrote and stop it with a
   // BuildStopped (StagedDir), seen between records.
   const staged = await StagedDir.open(o.out);
+  const guard: Guard = staged;
   let writer: SplitWriter | undefined;
   try {
     // Formats are detected once per file, before anything is written.
@@ -681,13 +697,15 @@ export async function buildDataset(
           rethrowIfDenied(e);
           throw new BuildError(`${path}: input file not found; check --input`);
         }
-        const format = o.format === "auto" ? await detectFormat(path) : (o.format as Format);
+        const format = o.format === "auto"
+          ? await staged.orStop(detectFormat(path))
+          : (o.format as Format);
         list.push({ path, format });
       }
       inputsBySplit.set(s.name, list);
     }
     const labels = await checkUniqueIds(o.splits);
-    const sums = old ? await checkAgainstKept(o.out, old, o.splits) : new Map();
+    const sums = old ? await checkAgainstKept(o.out, old, o.splits, guard) : new Map();
     for (const list of inputsBySplit.values()) {
       for (const input of list) input.idLabel = labels.get(input.path);
     }
@@ -696,7 +714,7 @@ export async function buildDataset(
       for (const s of o.splits) {
         totals.set(
           s.name,
-          estimateWithExtras(await estimateRecords(inputsBySplit.get(s.name)!), s),
+          estimateWithExtras(await estimateRecords(inputsBySplit.get(s.name)!, guard), s),
         );
       }
     }
@@ -713,7 +731,7 @@ export async function buildDataset(
         o,
         totals.get(first.name) ?? null,
         progress,
-        () => staged.throwIfStopped(),
+        guard,
       );
     } else tok = await tokenizerFromFile(o.tokenizer);
 
@@ -754,13 +772,13 @@ export async function buildDataset(
           }
         }
       };
-      const source = await openSplitSource(inputs, spec, {
+      const source = await guard.orStop(openSplitSource(inputs, spec, {
         onError: o.onError,
         onSkip,
         maxFieldBytes: o.maxFieldBytes,
-      });
+      }));
       const lengths = { math: new StepLengths(), nl: new StepLengths() };
-      for await (const { path, record } of validated(source, o, onSkip)) {
+      for await (const { path, record } of guard.untilStopped(validated(source, o, onSkip))) {
         await writeSkips(writer);
         const outcome = packRecord(record, tok, packOpts);
         if (outcome.packed) {
@@ -786,12 +804,12 @@ export async function buildDataset(
       }
       const sources = [];
       for (const { path, format } of inputs) {
-        sources.push({ path, format, ...(sums.get(path) ?? await fileSha256(path)) });
+        sources.push({ path, format, ...(sums.get(path) ?? await fileSha256(path, guard)) });
       }
       const extras = source.info();
       if (extras.exclude) {
         const sums = [];
-        for (const f of extras.exclude.files) sums.push((await fileSha256(f)).sha256);
+        for (const f of extras.exclude.files) sums.push((await fileSha256(f, guard)).sha256);
         extras.exclude = { ...extras.exclude, sha256: sums };
       }
       splits[spec.name] = {

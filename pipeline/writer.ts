@@ -125,7 +125,8 @@ async function lockDir(dir: string): Promise<Deno.FsFile | null> {
  *
  * While one is open, SIGINT and SIGTERM remove it at once (or, during its commit, when the
  * commit ends) and leave a {@linkcode BuildStopped} in {@linkcode StagedDir.stopped}, which
- * the build throws at its next {@linkcode StagedDir.throwIfStopped}.
+ * the build throws at its next {@linkcode StagedDir.throwIfStopped}, or at once from a read
+ * that {@linkcode StagedDir.untilStopped} guards.
  */
 export class StagedDir {
   /** The output directory. */
@@ -138,11 +139,15 @@ export class StagedDir {
   #committing = false;
   #signal: Deno.Signal | null = null;
   #stopped: BuildStopped | null = null;
+  #rejectStop: (e: BuildStopped) => void = () => {};
+  /** Rejects with the stop when a signal stops the build outside its commit. */
+  readonly #whenStopped = new Promise<never>((_, reject) => this.#rejectStop = reject);
 
   private constructor(out: string, createdOut: boolean) {
     this.out = out;
     this.path = `${out}/.${STAGING}-${Deno.pid}`;
     this.#createdOut = createdOut;
+    this.#whenStopped.catch(() => {}); // awaited only while a read is raced against it
   }
 
   /**
@@ -188,6 +193,38 @@ export class StagedDir {
   }
 
   /**
+   * `work`, or the {@linkcode BuildStopped} of a signal that comes first: an open or a read
+   * waiting on a pipe, a FIFO or a stalled file system is given up.
+   */
+  orStop<T>(work: Promise<T>): Promise<T> {
+    this.throwIfStopped();
+    work.catch(() => {}); // given up, it may fail later, unheard
+    return Promise.race([work, this.#whenStopped]);
+  }
+
+  /**
+   * The items of `items`, until a signal stops the build: a read still waiting then (on a
+   * pipe, a FIFO or a stalled file system) is given up, and the loop throws the
+   * {@linkcode BuildStopped} at once rather than when the read returns.
+   */
+  async *untilStopped<T>(items: AsyncIterable<T>): AsyncGenerator<T> {
+    const it = items[Symbol.asyncIterator]();
+    let pending = false;
+    try {
+      while (true) {
+        pending = true;
+        const r = await this.orStop(it.next());
+        pending = false;
+        if (r.done) return;
+        yield r.value;
+      }
+    } finally {
+      // Closing the source waits for a read in flight, which may never return: leave it.
+      if (!pending) await it.return?.();
+    }
+  }
+
+  /**
    * A stop signal: the staging directory is removed at once, and the build is to stop. During
    * the commit it waits for the commit's end, which says what the output then holds.
    */
@@ -201,6 +238,7 @@ export class StagedDir {
       `stopped by ${sig}: nothing was changed in ${this.out} (what the build had written is ` +
         `removed); rerun the same command`,
     );
+    this.#rejectStop(this.#stopped);
   }
 
   /**

@@ -168,6 +168,62 @@ Deno.test("cli: SIGINT during a build removes the staging directory", async () =
   assertEquals(await entries(out), []);
 });
 
+Deno.test({
+  name: "cli: a stop signal ends a build waiting on its input (a FIFO with no writer, one that " +
+    "stalls), at once, leaving nothing behind",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const dir = await tempDir();
+    const fifo = `${dir}/in.jsonl`;
+    const mk = new Deno.Command("mkfifo", { args: [fifo] }).outputSync();
+    assert(mk.success, "mkfifo");
+    const lines = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3).join("\n") + "\n";
+    // No writer: the open itself waits (format detected, or given). A stalled writer: the
+    // reads wait after three records.
+    for (const [format, writer] of [["auto", false], ["jsonl", false], ["jsonl", true]] as const) {
+      const what = `--format ${format}${writer ? ", a stalled writer" : ""}`;
+      const out = `${dir}/out-${format}-${writer}`;
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-write",
+          "--allow-env",
+          CLI,
+          "--input",
+          fifo,
+          "--out",
+          out,
+          ...(format === "auto" ? [] : ["--format", "gsm8k"]),
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let held: Deno.FsFile | null = null;
+      if (writer) {
+        held = await Deno.open(fifo, { write: true });
+        await held.write(new TextEncoder().encode(lines));
+      }
+      // Until the build has opened its staging directory and waits on the FIFO.
+      for (let i = 0; i < 600; i++) {
+        if ((await entries(out)).some((n) => n.startsWith(".staging-"))) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      child.kill("SIGTERM");
+      // Without the stop, the build waits for the FIFO for ever: give it 20 s, then kill it.
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const { code, stderr } = await child.output();
+      clearTimeout(killer);
+      held?.close();
+      const err = new TextDecoder().decode(stderr);
+      assertEquals(code, 143, `${what}: ${err}`);
+      assert(err.includes(`stopped by SIGTERM: nothing was changed in ${out}`), `${what}: ${err}`);
+      assertEquals(await entries(out), [], what);
+    }
+  },
+});
+
 Deno.test("cli: SIGINT the moment the staging directory appears leaves nothing behind", async () => {
   // The narrow windows: right after the staging directory is created, and while the files are
   // moved into place. Polled as tightly as the event loop allows, 15 times on a small input

@@ -107,7 +107,7 @@ Deno.test("faults: without a validation split, the command says the accuracy is 
     "--quiet",
   ]);
   assertEquals(cli.code, 0, cli.stderr);
-  assert(cli.stdout.includes(", training-set accuracy (no validation split) "), cli.stdout);
+  assert(cli.stdout.includes(", training-set accuracy (no usable validation split) "), cli.stdout);
 });
 
 Deno.test("faults: an infinite gradient (lambda 1e30) stops at its first step", async () => {

@@ -242,9 +242,9 @@ export interface TrainResult {
   /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
   valAccuracy?: number;
   /**
-   * True when the dataset has no validation split (`valSplit`, default `valid`), so that the
-   * evaluations ran on training examples: `valLoss` and `valAccuracy` are then the training
-   * set's.
+   * True when the evaluations ran on training examples, because the dataset has no
+   * validation split (`valSplit`, default `valid`) or none of its examples fits the model's
+   * positions: `valLoss` and `valAccuracy` are then the training set's.
    */
   evalOnTraining?: boolean;
   /** The checkpoint directory written, `<out>/checkpoint` (not written with `nothingSaved`). */
