@@ -97,8 +97,3 @@ export function datasetFingerprint(manifest: Manifest, split: string): string {
     shards: info ? info.shards.map((s) => s.sha256) : null,
   }));
 }
-
-/** The tokenizer file of a dataset directory. */
-export function tokenizerPathOf(d: SplitData): string {
-  return `${d.dir}/${d.manifest.tokenizer.file}`;
-}
