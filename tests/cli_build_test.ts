@@ -26,12 +26,14 @@ async function entries(dir: string): Promise<string[]> {
   }
 }
 
-/**
- * Starts a build of `input` into `out`, polls `out` up to `polls` times, `everyMs` apart, until a
- * staging directory appears, then sends SIGINT. Returns whether it saw one, and the exit status.
- */
-async function interruptBuild(input: string, out: string, polls: number, everyMs: number) {
-  const child = new Deno.Command(Deno.execPath(), {
+/** A build of `input` into `out` in a child process (`extra`: more flags). */
+function spawnBuild(
+  input: string,
+  out: string,
+  extra: string[] = [],
+  stderr: "null" | "piped" = "null",
+) {
+  return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--allow-read",
@@ -42,15 +44,29 @@ async function interruptBuild(input: string, out: string, polls: number, everyMs
       input,
       "--out",
       out,
+      ...extra,
     ],
     stdout: "null",
-    stderr: "null",
+    stderr,
   }).spawn();
-  let sawStaging = false;
-  for (let i = 0; i < polls && !sawStaging; i++) {
-    sawStaging = (await entries(out)).some((n) => n.startsWith(".staging-"));
-    if (!sawStaging) await new Promise((r) => setTimeout(r, everyMs));
+}
+
+/** Polls `out` up to `polls` times, `everyMs` apart, until a staging directory appears. */
+async function awaitStaging(out: string, polls: number, everyMs: number): Promise<boolean> {
+  for (let i = 0; i < polls; i++) {
+    if ((await entries(out)).some((n) => n.startsWith(".staging-"))) return true;
+    await new Promise((r) => setTimeout(r, everyMs));
   }
+  return false;
+}
+
+/**
+ * Starts a build of `input` into `out`, polls `out` up to `polls` times, `everyMs` apart, until a
+ * staging directory appears, then sends SIGINT. Returns whether it saw one, and the exit status.
+ */
+async function interruptBuild(input: string, out: string, polls: number, everyMs: number) {
+  const child = spawnBuild(input, out);
+  const sawStaging = await awaitStaging(out, polls, everyMs);
   child.kill("SIGINT");
   return { sawStaging, status: await child.status };
 }
@@ -180,35 +196,17 @@ Deno.test({
     const lines = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3).join("\n") + "\n";
     // No writer: the open itself waits (format detected, or given). A stalled writer: the
     // reads wait after three records.
-    for (const [format, writer] of [["auto", false], ["jsonl", false], ["jsonl", true]] as const) {
+    for (const [format, writer] of [["auto", false], ["gsm8k", false], ["gsm8k", true]] as const) {
       const what = `--format ${format}${writer ? ", a stalled writer" : ""}`;
       const out = `${dir}/out-${format}-${writer}`;
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-read",
-          "--allow-write",
-          "--allow-env",
-          CLI,
-          "--input",
-          fifo,
-          "--out",
-          out,
-          ...(format === "auto" ? [] : ["--format", "gsm8k"]),
-        ],
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
+      const child = spawnBuild(fifo, out, format === "auto" ? [] : ["--format", format], "piped");
       let held: Deno.FsFile | null = null;
       if (writer) {
         held = await Deno.open(fifo, { write: true });
         await held.write(new TextEncoder().encode(lines));
       }
       // Until the build has opened its staging directory and waits on the FIFO.
-      for (let i = 0; i < 600; i++) {
-        if ((await entries(out)).some((n) => n.startsWith(".staging-"))) break;
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      await awaitStaging(out, 600, 25);
       await new Promise((r) => setTimeout(r, 300));
       child.kill("SIGTERM");
       // Without the stop, the build waits for the FIFO for ever: give it 20 s, then kill it.
