@@ -1821,17 +1821,17 @@ export interface NormFwdShape {
 }
 
 /**
- * A LayerNorm forward, plain and in its residual form (resid = a + r, out = LayerNorm(resid)),
- * told that only the next matmul reads its output ({@linkcode Engine.operandOnly}), then that
- * matmul over a weight with a kept bf16 copy, in bf16, as an inference chunk runs them (by
- * default at GPT-2's widths, C 768 into the qkv's 2,304 columns). With the CUDA engine's
- * default the LayerNorm of 1 to 8 rows is left to that matmul: the gemv kernel computes each
- * row's statistics and forms the output as it stages its operand (`LOTUS_DEFER_NORM_FWD=2`
- * always, `1`, a GPU's default, as timed against reading the LayerNorm kernel's copy); without
- * `keep` (no bf16 copy of the weight: cuBLAS) the matmul first runs the LayerNorm's kernel. At
- * more rows the LayerNorm runs as before. With
- * `LOTUS_DEFER_NORM_FWD=0` the LayerNorm runs as its own kernel: the matmul's output, resid,
- * mean and rstd of both must be the same bits.
+ * A LayerNorm forward and an RMSNorm forward, each plain and in its residual form (resid =
+ * a + r, out = norm(resid)), told that only the next matmul reads its output
+ * ({@linkcode Engine.operandOnly}), then that matmul over a weight with a kept bf16 copy, in
+ * bf16, as an inference chunk runs them (by default at GPT-2's widths, C 768 into the qkv's
+ * 2,304 columns). With the CUDA engine's default the norm of 1 to 8 rows is left to that
+ * matmul: the gemv kernel computes each row's statistics and forms the output as it stages its
+ * operand (`LOTUS_DEFER_NORM_FWD=2` always, `1`, a GPU's default, as timed against reading the
+ * norm kernel's copy); without `keep` (no bf16 copy of the weight: cuBLAS) the matmul first
+ * runs the norm's kernel. At more rows, and for LayerNorm past the vector kernel's widths
+ * (C > 1,024), the norm runs as before. With `LOTUS_DEFER_NORM_FWD=0` each norm runs as its
+ * own kernel: the matmul's output, resid, mean and rstd of every form must be the same bits.
  */
 export function compareDeferredNormFwd(
   open: () => Engine,
@@ -1840,6 +1840,7 @@ export function compareDeferredNormFwd(
   keep = true,
 ): CheckRow {
   const { C, Cout, rows } = shape, big = Math.max(...rows), rng = new Rng(seed);
+  const eps = 1e-5;
   const data = {
     x: randn(rng, big * C),
     r: randn(rng, big * C),
@@ -1858,20 +1859,26 @@ export function compareDeferredNormFwd(
         const out = bufs.f32(big * C), resid = bufs.f32(big * C), y = bufs.f32(big * Cout);
         const mean = bufs.f32(big), rstd = bufs.f32(big);
         return rows.flatMap((N) => {
-          eng.operandOnly(out);
-          eng.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
-          eng.matmulFwd(y, out, w, b, N, C, Cout);
-          const plain = [bufs.get(y, N * Cout), bufs.get(mean, N), bufs.get(rstd, N)];
-          eng.operandOnly(out);
-          eng.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
-          eng.matmulFwd(y, out, w, b, N, C, Cout);
-          return [
-            ...plain,
-            bufs.get(y, N * Cout),
-            bufs.get(resid, N * C),
-            bufs.get(mean, N),
-            bufs.get(rstd, N),
-          ];
+          const got: Float32Array[] = [];
+          // Each norm, then the matmul reading all of its output; what the norm wrote besides.
+          const chain = (norm: () => void, written: Ptr[]) => {
+            eng.operandOnly(out);
+            norm();
+            eng.matmulFwd(y, out, w, b, N, C, Cout);
+            got.push(bufs.get(y, N * Cout));
+            for (const p of written) got.push(bufs.get(p, p === resid ? N * C : N));
+          };
+          chain(() => eng.layernormFwd(out, mean, rstd, x, lw, lb, N, C), [mean, rstd]);
+          chain(
+            () => eng.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C),
+            [resid, mean, rstd],
+          );
+          chain(() => eng.rmsnormFwd(out, rstd, x, lw, N, C, eps), [rstd]);
+          chain(
+            () => eng.residualRmsnormFwd(resid, out, rstd, x, r, lw, N, C, eps),
+            [resid, rstd],
+          );
+          return got;
         });
       }));
   // Formed wherever the gemv kernel serves (2), and as timing chooses (1, a GPU's default).
@@ -1881,13 +1888,14 @@ export function compareDeferredNormFwd(
   ]);
   return checkRow(
     "ops",
-    "LayerNorm's forward left to the matmul after it: the bits of running it apart",
+    "LayerNorm's and RMSNorm's forwards left to the matmul after them: the bits of running " +
+      "them apart",
     "bf16",
     differ,
     0,
     `${differ} of ${total} values differ (outputs, resid, mean, rstd; ${rows.join(", ")} rows, ` +
       `C ${C} into ${Cout}; plain and residual; ${keep ? "the gemv kernel" : "cuBLAS"}; ` +
-      "forming it always, and as timed)",
+      "forming them always, and as timed)",
   );
 }
 

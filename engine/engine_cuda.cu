@@ -11,7 +11,7 @@
 //   cuda/cublas_api.cuh   our own declarations of the cuBLAS entry points (dlopen'd)
 //   cuda/elementwise.cuh  copy_rows, add, scale, GELU
 //   cuda/embed.cuh        token + position embedding
-//   cuda/layernorm.cuh    LayerNorm, fused residual + LayerNorm
+//   cuda/layernorm.cuh    LayerNorm, fused residual + LayerNorm; a deferred norm's forward
 //   cuda/weights.cuh      bf16 copies of the weights (le_keep_bf16), kept fresh by le_adamw
 //   cuda/matmul.cuh       linear layers through cublasGemmEx; the precision modes
 //   cuda/attention.cuh    causal attention with a strided past
@@ -265,7 +265,7 @@ int configure_kernels(const char* fn) {
                "kernel follows)",
                &g.defer_gelu_fwd));
   TRY(env_mode(fn, "LOTUS_DEFER_NORM_FWD", emulated ? 2 : 1,
-               "0 (LayerNorm's forward always its own kernel), 1 (formed by the gemv kernel after "
+               "0 (a norm's forward always its own kernel), 1 (formed by the gemv kernel after "
                "it where timing says it is faster; the default on a GPU) or 2 (wherever that "
                "kernel follows)",
                &g.defer_norm_fwd));

@@ -2026,20 +2026,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "emulated CUDA engine: a hinted LayerNorm forward is formed by the gemv kernel after " +
-    "it, to the bits of its own kernel; misuse fails",
+  name: "emulated CUDA engine: a hinted LayerNorm or RMSNorm forward is formed by the gemv " +
+    "kernel after it, to the bits of its own kernel; misuse fails",
   ignore: !OK,
   fn() {
     emulated();
     const lib = buildCudaEmu(), rng = new Rng(61);
     const open = () => openEngine({ backend: "cuda", libPath: lib });
     // 1 to 8 rows (the gemv kernel) and 9 (not deferred); C 264 leaves the vector LayerNorm's
-    // last float4 group ragged, 36 columns the gemv's last group whole, 38 not. Without the
-    // weight's bf16 copy, cuBLAS after the LayerNorm's kernel, run by the matmul.
+    // last float4 group ragged, 36 columns the gemv's last group whole, 38 not; C 1,096 is past
+    // the vector LayerNorm (not deferred) but not RMSNorm, whose lanes' last columns are ragged
+    // there. Without the weight's bf16 copy, cuBLAS after the norm's kernel, run by the matmul.
     for (const Cout of [36, 38]) {
       const row = compareDeferredNormFwd(open, { C: 264, Cout, rows: [1, 2, 3, 4, 5, 6, 7, 8, 9] });
       assert(row.pass, `${row.name}: ${row.note}`);
     }
+    const wide = compareDeferredNormFwd(open, { C: 1096, Cout: 12, rows: [1, 3, 8, 9] });
+    assert(wide.pass, `${wide.name}: ${wide.note}`);
     const cublas = compareDeferredNormFwd(open, { C: 264, Cout: 36, rows: [1, 8] }, 16, false);
     assert(cublas.pass, `${cublas.name}: ${cublas.note}`);
     const N = 3, C = 64, F = 40;
@@ -2063,9 +2066,19 @@ Deno.test({
             e.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
             e.matmulFwd(y, out, w, null, N, C, F);
           };
+          const rms = () => {
+            e.operandOnly(out);
+            e.rmsnormFwd(out, rstd, x, lw, N, C, 1e-5);
+            e.matmulFwd(y, out, w, null, N, C, F);
+          };
+          const residualRms = () => {
+            e.operandOnly(out);
+            e.residualRmsnormFwd(resid, out, rstd, x, r, lw, N, C, 1e-5);
+            e.matmulFwd(y, out, w, null, N, C, F);
+          };
           plain(); // the weight's copy is made here
           const n: number[] = [];
-          for (const chain of [plain, residual]) {
+          for (const chain of [plain, residual, rms, residualRms]) {
             const c0 = emuCounters(lib);
             chain();
             n.push(emuCounters(lib).launches - c0.launches);
@@ -2086,9 +2099,21 @@ Deno.test({
             EngineError,
             "wrote only the bf16 copy",
           );
+          e.operandOnly(out);
+          e.rmsnormFwd(out, rstd, x, lw, N, C, 1e-5);
+          assertThrows(() => b.get(out, N * C), EngineError, "le_rmsnorm_fwd");
+          e.operandOnly(out);
+          e.residualRmsnormFwd(resid, out, rstd, x, r, lw, N, C, 1e-5);
+          assertThrows(
+            () => e.matmulFwd(y, r, w, null, N, C, F),
+            EngineError,
+            "le_residual_rmsnorm_fwd",
+          );
           // Read back after a matmul that formed it: resid, mean and rstd are written.
           residual();
           const got = [b.get(y, N * F), b.get(resid, N * C), b.get(mean, N), b.get(rstd, N)];
+          residualRms();
+          got.push(b.get(y, N * F), b.get(resid, N * C), b.get(rstd, N));
           // A training step's rebuilt LayerNorm, then a deferred GELU backward, then the matmul
           // backward reading both: the LayerNorm runs at the GELU backward.
           const h = b.f32(hs), da = b.f32(das), dh = b.f32(N * F);
@@ -2105,8 +2130,8 @@ Deno.test({
     assertEquals([on.info.deferNormFwd, off.info.deferNormFwd], [2, 0], "the emulation's default");
     assertEquals(
       [on.n, off.n],
-      [[1, 1], [2, 2]],
-      "the LayerNorm's launch saved by the gemv kernel",
+      [[1, 1, 1, 1], [2, 2, 2, 2]],
+      "the norm's launch saved by the gemv kernel",
     );
     on.got.forEach((v, i) => assertEquals(v, off.got[i], `output ${i}`));
     // compareDeferredNormFwd also ran LOTUS_DEFER_NORM_FWD=1, a GPU's default: forming the

@@ -48,8 +48,9 @@ Deno.test({
         "le::attention_tc_fwd_kernel<64, __nv_bfloat16>",
         "le::attention_tc_dq_kernel<128, __nv_bfloat16>",
         "le::layernorm_fwd_vec_kernel<8, true>",
-        "le::gemv_bf16_kernel<float, true, false>",
-        "le::gemv_bf16_kernel<float, false, true>",
+        "le::gemv_bf16_kernel<float, true, 0>",
+        "le::gemv_bf16_kernel<float, false, 1>",
+        "le::gemv_bf16_kernel<float, false, 2>",
         "le::xent_kernel",
       ]
     ) assert(names.includes(k), `${k} among ${names.join(" ")}`);

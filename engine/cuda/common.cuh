@@ -116,7 +116,7 @@ struct State {
   int sms = 0;     // the device's multiprocessors
   bool defer_gelu_bwd = true;  // a hinted GELU backward done by its matmul (DeferredGelu)
   int defer_gelu_fwd = 1;  // a hinted GELU forward formed by its matmul: 0 no, 1 timed, 2 always
-  int defer_norm_fwd = 1;  // a hinted LayerNorm forward formed by its matmul: as defer_gelu_fwd
+  int defer_norm_fwd = 1;  // a hinted norm forward formed by its matmul: as defer_gelu_fwd
   bool pdl = false;  // kernels launched with programmatic dependent launch (LAUNCH)
   bool pdl_dropped = false;  // it failed after le_init's probe, and was turned off (LAUNCH)
   int mma_probe = 0;          // le_init's mma probe: wrong elements, -1 not run (attention_tc)
@@ -500,28 +500,31 @@ inline const DeferredGeluFwd* deferred_gelu_fwd() {
   return d.out && by_previous_call(d.serial) ? &d : nullptr;
 }
 
-// A deferred LayerNorm forward. In bf16 mode, le_layernorm_fwd or le_residual_layernorm_fwd
-// told by le_operand_only that its output `out` is read only by the matmul right after it
-// launches nothing (where its row takes the vector kernel, layernorm.cuh). That matmul, when
-// the gemv kernel (matmul.cuh) serves it with all of `out` as its input, computes each row's
-// mean and rstd as the LayerNorm kernel does and forms bf16(LayerNorm(x)) as it stages its
-// operand; one designated block also writes what the op must still write (mean, rstd, and for
-// the residual form the fp32 sum resid = a + r, which later ops read). Otherwise the LayerNorm
-// kernel runs first into the bf16 copy, as the op would have (run_deferred_norm_fwd,
-// layernorm.cuh): before any other op, which check_operand_consumed then judges as after the
-// op run in its place. The same bits either way: the two share the row's statistics and its
-// normalisation (ln_vec_stats, ln_norm).
+// A deferred norm forward: LayerNorm (GPT-2) or RMSNorm (Llama). In bf16 mode,
+// le_layernorm_fwd, le_residual_layernorm_fwd, le_rmsnorm_fwd or le_residual_rmsnorm_fwd told
+// by le_operand_only that its output `out` is read only by the matmul right after it launches
+// nothing (for LayerNorm, where its row takes the vector kernel, layernorm.cuh). That matmul,
+// when the gemv kernel (matmul.cuh) serves it with all of `out` as its input, computes each
+// row's statistics as the norm's kernel does and forms bf16(norm(x)) as it stages its operand;
+// one designated block also writes what the op must still write (mean, rstd, and for the
+// residual form the fp32 sum resid = a + r, which later ops read). Otherwise the norm's kernel
+// runs first into the bf16 copy, as the op would have (run_deferred_norm_fwd, layernorm.cuh):
+// before any other op, which check_operand_consumed then judges as after the op run in its
+// place. The same bits either way: the two share the row's statistics and its normalisation
+// (ln_vec_stats and ln_norm; rms_row_rstd and rms_norm, llama.cuh).
 struct DeferredNormFwd {
   float* out = nullptr;
   const float* a = nullptr;  // the input (x = a, or a + r)
-  const float* r = nullptr;  // nullptr: le_layernorm_fwd
+  const float* r = nullptr;  // nullptr: the plain form (le_layernorm_fwd, le_rmsnorm_fwd)
   const float* w = nullptr;
-  const float* b = nullptr;
+  const float* b = nullptr;  // LayerNorm's bias (RMSNorm: nullptr)
   float* resid = nullptr;  // the residual form's fp32 sum
-  float* mean = nullptr;   // either may be nullptr (not written)
+  float* mean = nullptr;   // either may be nullptr (not written); RMSNorm: mean nullptr
   float* rstd = nullptr;
   int N = 0, C = 0;
   uint64_t serial = 0;
+  bool rms = false;  // RMSNorm, with eps
+  float eps = 0.f;
 };
 DeferredNormFwd g_deferred_norm_fwd;
 
@@ -531,6 +534,7 @@ inline const DeferredNormFwd* deferred_norm_fwd() {
   return d.out && by_previous_call(d.serial) ? &d : nullptr;
 }
 inline __nv_bfloat16* run_deferred_norm_fwd(const char* fn);  // layernorm.cuh
+inline bool defer_norm(const DeferredNormFwd& d);             // layernorm.cuh
 
 // Whether the n values at x overlap what copy c was made of; elem: the bytes of x's values
 // (2 for bf16 storage).

@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "llama.cuh"  // RMSNorm's forward, which a deferred norm may be
 
 namespace le {
 
@@ -331,11 +332,22 @@ inline void launch_norm_fwd_vec(const DeferredNormFwd& d, float* out, __nv_bfloa
   });
 }
 
-// Runs the LayerNorm forward that the previous engine call deferred (common.cuh's
-// DeferredNormFwd) as that op would have run it: its output's bf16 copy only, recorded as that
-// call's, so that the op calling this reads it (or is refused) as after any producer. Where no
-// copy can be made now (a graph is recorded and the scratch is too small), the fp32 output is
-// written instead. Returns the copy (nullptr: the fp32 output instead).
+// A deferred norm forward's kernel (RMSNorm's, or LayerNorm's vector kernel), as
+// launch_norm_fwd_vec.
+inline void launch_norm_fwd(const DeferredNormFwd& d, float* out, __nv_bfloat16* out16,
+                            int ld16) {
+  if (d.rms) {
+    launch_rmsnorm_fwd(d, out, out16, ld16);
+  } else {
+    launch_norm_fwd_vec(d, out, out16, ld16);
+  }
+}
+
+// Runs the norm forward that the previous engine call deferred (common.cuh's DeferredNormFwd)
+// as that op would have run it: its output's bf16 copy only, recorded as that call's, so that
+// the op calling this reads it (or is refused) as after any producer. Where no copy can be made
+// now (a graph is recorded and the scratch is too small), the fp32 output is written instead.
+// Returns the copy (nullptr: the fp32 output instead).
 inline __nv_bfloat16* run_deferred_norm_fwd(const char* fn) {
   const DeferredNormFwd d = g_deferred_norm_fwd;
   g_deferred_norm_fwd = DeferredNormFwd{};
@@ -343,26 +355,30 @@ inline __nv_bfloat16* run_deferred_norm_fwd(const char* fn) {
   __nv_bfloat16* out16 = produce_bf16(fn, d.out, d.N, d.C, &ld16);
   if (out16) {
     g_produced.serial = g_op_serial - 1;
-    g_produced.by = d.r ? "le_residual_layernorm_fwd" : "le_layernorm_fwd";
+    g_produced.by = d.rms ? (d.r ? "le_residual_rmsnorm_fwd" : "le_rmsnorm_fwd")
+                          : (d.r ? "le_residual_layernorm_fwd" : "le_layernorm_fwd");
     g_produced.fp32 = false;
   }
-  launch_norm_fwd_vec(d, out16 ? nullptr : d.out, out16, ld16);
+  launch_norm_fwd(d, out16 ? nullptr : d.out, out16, ld16);
   return out16;
 }
 
-// The most rows a deferred LayerNorm forward may have: the gemv kernel's (kGemvRows,
-// matmul.cuh), the only kernel that forms one.
-constexpr int kLnDeferMaxRows = 8;
+// The most rows a deferred norm forward may have: the gemv kernel's (kGemvRows, matmul.cuh),
+// the only kernel that forms one.
+constexpr int kNormDeferMaxRows = 8;
 
 // Whether the forward described by d may be deferred to the matmul after it (common.cuh's
 // DeferredNormFwd): told so by le_operand_only, in bf16 mode with the gemv kernel on, for rows
-// that kernel may serve (1 to kLnDeferMaxRows, C a multiple of 8) on the vector path, with no
-// output written over an input (the gemv kernel's blocks read the inputs while one writes).
+// that kernel may serve (1 to kNormDeferMaxRows, C a multiple of 8) with its inputs 16-byte
+// aligned (for LayerNorm, the vector path's rows), and no output written over an input (the
+// gemv kernel's blocks read the inputs while one writes).
 inline bool defer_norm(const DeferredNormFwd& d) {
-  if (!g.defer_norm_fwd || g.precision != 2 || !g.gemv || d.N <= 0 || d.N > kLnDeferMaxRows ||
-      d.C % 8 != 0 || g_operand_only.out != d.out ||
-      g_operand_only.serial != g_op_serial ||
-      !ln_vec_ok(d.C, {d.out, d.a, d.r ? d.r : d.a, d.resid ? d.resid : d.a, d.w, d.b})) {
+  if (!g.defer_norm_fwd || g.precision != 2 || !g.gemv || d.N <= 0 || d.N > kNormDeferMaxRows ||
+      d.C % 8 != 0 || g_operand_only.out != d.out || g_operand_only.serial != g_op_serial) {
+    return false;
+  }
+  if (d.rms ? !aligned16(d.a) || !aligned16(d.r ? d.r : d.a) || !aligned16(d.w)
+            : !ln_vec_ok(d.C, {d.out, d.a, d.r ? d.r : d.a, d.resid ? d.resid : d.a, d.w, d.b})) {
     return false;
   }
   const auto bytes = [](const void* p, int64_t n) {

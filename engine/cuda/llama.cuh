@@ -12,6 +12,31 @@
 
 namespace le {
 
+// A row's rstd as the RMSNorm forward computes it, by the warp of lanes `lane`: x = a, or
+// a + r (kResid; written to resid where given), each lane's columns lane, lane + 32, .., the
+// squares summed in double in that order. The gemv kernel forming a deferred RMSNorm
+// (matmul.cuh) calls it too, for the same bits. a, r and resid point at the row; each lane
+// reads its columns before writing them, so resid may alias a or r.
+template <bool kResid>
+__device__ inline float rms_row_rstd(float* resid, const float* a, const float* r, int C,
+                                     int lane, float eps) {
+  double s = 0;
+  for (int c = lane; c < C; c += 32) {
+    float v = a[c];
+    if constexpr (kResid) {
+      v += r[c];
+      if (resid) resid[c] = v;
+    }
+    s += (double)v * v;
+  }
+  s = warp_sum(s);
+  const double ms = __shfl_sync(0xffffffffu, s, 0) / C;
+  return (float)(1.0 / sqrt(ms + (double)eps));
+}
+
+// One normalised value, as every RMSNorm forward forms it.
+__device__ inline float rms_norm(float x, float rs, float w) { return x * rs * w; }
+
 // out16: the bf16 rounding of out as well, rows ld16 apart, when given (common.cuh's produced
 // operands); out null: only that copy (le_operand_only). The same for swiglu_fwd_kernel.
 // kResid: the input is resid = inp + inp2, written to resid first (le_residual_rmsnorm_fwd);
@@ -25,23 +50,45 @@ __global__ void rmsnorm_fwd_kernel(float* out, __nv_bfloat16* out16, int ld16, f
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
   const int64_t off = (int64_t)n * C;
-  if constexpr (kResid) {
-    for (int c = lane; c < C; c += 32) resid[off + c] = inp[off + c] + inp2[off + c];
-  }
+  const float rs = rms_row_rstd<kResid>(kResid ? resid + off : nullptr, inp + off,
+                                        kResid ? inp2 + off : nullptr, C, lane, eps);
   const float* x = kResid ? resid + off : inp + off;
-  double s = 0;
-  for (int c = lane; c < C; c += 32) s += (double)x[c] * x[c];
-  s = warp_sum(s);
-  const double ms = __shfl_sync(0xffffffffu, s, 0) / C;
-  const float rs = (float)(1.0 / sqrt(ms + (double)eps));
   float* o = out ? out + (int64_t)n * C : nullptr;
   __nv_bfloat16* o16 = out16 ? out16 + (int64_t)n * ld16 : nullptr;
   for (int c = lane; c < C; c += 32) {
-    const float v = x[c] * rs * w[c];
+    const float v = rms_norm(x[c], rs, w[c]);
     if (o) o[c] = v;
     if (o16) o16[c] = __float2bfloat16_rn(v);
   }
   if (lane == 0 && rstd) rstd[n] = rs;
+}
+
+// The RMSNorm forward of d's rows (d.rms; the residual form where d.r is given): out (fp32;
+// null: not written), out16 (its bf16 copy, rows ld16 apart; null: none) and rstd as d gives.
+inline void launch_rmsnorm_fwd(const DeferredNormFwd& d, float* out, __nv_bfloat16* out16,
+                               int ld16) {
+  const unsigned blocks = (unsigned)((d.N + 7) / 8);
+  if (d.r) {
+    LAUNCH(rmsnorm_fwd_kernel<true>, blocks, 256, 0)(out, out16, ld16, d.rstd, d.a, d.w, d.N, d.C,
+                                                     d.eps, d.resid, d.r);
+  } else {
+    LAUNCH(rmsnorm_fwd_kernel<false>, blocks, 256, 0)(out, out16, ld16, d.rstd, d.a, d.w, d.N,
+                                                      d.C, d.eps, nullptr, nullptr);
+  }
+}
+
+// le_rmsnorm_fwd and le_residual_rmsnorm_fwd once validated: deferred to the matmul right
+// after it where it may be (common.cuh's DeferredNormFwd), else run.
+inline int rmsnorm_fwd(const char* fn, const DeferredNormFwd& d) {
+  if (defer_norm(d)) {
+    g_deferred_norm_fwd = d;
+    g_produced.src = nullptr;  // no copy of anything from this call yet
+    return 0;
+  }
+  int ld16;
+  __nv_bfloat16* out16 = produce_bf16(fn, d.out, d.N, d.C, &ld16);
+  launch_rmsnorm_fwd(d, fp32_dest(d.out, out16), out16, ld16);
+  return op_done(fn);
 }
 
 __global__ void rmsnorm_bwd_dinp_kernel(float* dinp, const float* dout, const float* inp,
@@ -137,11 +184,8 @@ LE_API int le_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float
   const char* fn = "le_rmsnorm_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_rmsnorm_fwd(out, rstd, inp, w, N, C, eps));
-  int ld16;
-  __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
-  LAUNCH(rmsnorm_fwd_kernel<false>, (unsigned)((N + 7) / 8), 256, 0)(
-      fp32_dest(out, out16), out16, ld16, rstd, inp, w, N, C, eps, nullptr, nullptr);
-  return op_done(fn);
+  return rmsnorm_fwd(fn, DeferredNormFwd{out, inp, nullptr, w, nullptr, nullptr, nullptr, rstd,
+                                         N, C, g_op_serial, true, eps});
 }
 
 LE_API int le_residual_rmsnorm_fwd(float* resid, float* out, float* rstd, const float* a,
@@ -150,11 +194,8 @@ LE_API int le_residual_rmsnorm_fwd(float* resid, float* out, float* rstd, const 
   const char* fn = "le_residual_rmsnorm_fwd";
   REQUIRE_INIT(fn);
   TRY(validate_residual_rmsnorm_fwd(resid, out, rstd, a, b, w, N, C, eps));
-  int ld16;
-  __nv_bfloat16* out16 = produce_bf16(fn, out, N, C, &ld16);
-  LAUNCH(rmsnorm_fwd_kernel<true>, (unsigned)((N + 7) / 8), 256, 0)(
-      fp32_dest(out, out16), out16, ld16, rstd, a, w, N, C, eps, resid, b);
-  return op_done(fn);
+  return rmsnorm_fwd(fn, DeferredNormFwd{out, a, b, w, nullptr, resid, nullptr, rstd, N, C,
+                                         g_op_serial, true, eps});
 }
 
 LE_API int le_rmsnorm_bwd(float* dinp, float* dw, const float* dout, const float* inp,

@@ -577,7 +577,7 @@ inline int gemm(const char* fn, int transa, int transb, int m, int n, int k, Ope
 // starts 16 bytes aligned (Cin a multiple of 8, aligned bases); otherwise, and with
 // LOTUS_GEMV=0 (g.gemv), cuBLAS runs as before.
 constexpr int kGemvRows = 8, kGemvCols = 4, kGemvThreads = 128;
-static_assert(kLnDeferMaxRows == kGemvRows, "a deferred LayerNorm's rows are the gemv kernel's");
+static_assert(kNormDeferMaxRows == kGemvRows, "a deferred norm's rows are the gemv kernel's");
 
 __device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
@@ -598,9 +598,9 @@ __device__ inline void load8(const __nv_bfloat16* p, float f[8]) {
   }
 }
 
-// A deferred LayerNorm forward as the gemv kernel forms its output (common.cuh's
-// DeferredNormFwd): x = a (+ r) [N, Cin], normalised with w and b; block 0 alone writes resid
-// (the residual form's a + r), mean and rstd (each nullptr: not written).
+// A deferred norm forward as the gemv kernel forms its output (common.cuh's DeferredNormFwd):
+// x = a (+ r) [N, Cin], normalised with w and b (LayerNorm) or w and eps (RMSNorm); block 0
+// alone writes resid (the residual form's a + r), mean and rstd (each nullptr: not written).
 struct GemvNorm {
   const float* a = nullptr;
   const float* r = nullptr;
@@ -609,10 +609,16 @@ struct GemvNorm {
   float* resid = nullptr;
   float* mean = nullptr;
   float* rstd = nullptr;
+  float eps = 0.f;
 };
 
-// 8 consecutive values of a deferred LayerNorm's output row from offset `at` (column c), as
-// the vector LayerNorm kernel forms them with the row's mf and rs, rounded to bf16 as its copy.
+// The gemv kernel's kNorm: the deferred norm it forms, if any.
+constexpr int kGemvNoNorm = 0, kGemvLayerNorm = 1, kGemvRmsNorm = 2;
+
+// 8 consecutive values of a deferred norm's output row from offset `at` (column c), as the
+// norm's kernel forms them with the row's statistics (LayerNorm: mf and rs, as the vector
+// kernel; RMSNorm: rs, mf unused), rounded to bf16 as its copy.
+template <int kNorm>
 __device__ inline void load8_norm(const GemvNorm& ln, int64_t at, int c, float mf, float rs,
                                   float f[8]) {
   for (int h = 0; h < 2; h++) {
@@ -621,44 +627,59 @@ __device__ inline void load8_norm(const GemvNorm& ln, int64_t at, int c, float m
       const float4 u = ld4(ln.r + at + 4 * h);
       v = float4{v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w};
     }
-    const float4 wv = ld4(ln.w + c + 4 * h), bv = ld4(ln.b + c + 4 * h);
-    f[4 * h] = bf16_round(ln_norm(v.x, mf, rs, wv.x, bv.x));
-    f[4 * h + 1] = bf16_round(ln_norm(v.y, mf, rs, wv.y, bv.y));
-    f[4 * h + 2] = bf16_round(ln_norm(v.z, mf, rs, wv.z, bv.z));
-    f[4 * h + 3] = bf16_round(ln_norm(v.w, mf, rs, wv.w, bv.w));
+    const float4 wv = ld4(ln.w + c + 4 * h);
+    if constexpr (kNorm == kGemvRmsNorm) {
+      f[4 * h] = bf16_round(rms_norm(v.x, rs, wv.x));
+      f[4 * h + 1] = bf16_round(rms_norm(v.y, rs, wv.y));
+      f[4 * h + 2] = bf16_round(rms_norm(v.z, rs, wv.z));
+      f[4 * h + 3] = bf16_round(rms_norm(v.w, rs, wv.w));
+    } else {
+      const float4 bv = ld4(ln.b + c + 4 * h);
+      f[4 * h] = bf16_round(ln_norm(v.x, mf, rs, wv.x, bv.x));
+      f[4 * h + 1] = bf16_round(ln_norm(v.y, mf, rs, wv.y, bv.y));
+      f[4 * h + 2] = bf16_round(ln_norm(v.z, mf, rs, wv.z, bv.z));
+      f[4 * h + 3] = bf16_round(ln_norm(v.w, mf, rs, wv.w, bv.w));
+    }
   }
 }
 
 // out[n, c] = sum_k x[n, k] w[c, k] (+ bias[c]) for n < N <= kGemvRows; x rows ldx apart;
 // grid ceil(Cout / kGemvCols), kGemvThreads threads. kGelu (XT float): x is a deferred GELU's
 // input, its output formed as it is loaded (load8<true>). kNorm (XT float, x unused): the
-// input is a deferred LayerNorm's output (ln; Cin a multiple of 8 up to kLnVecMaxC, rows Cin
-// apart): each block first computes every row's mean and rstd as the vector LayerNorm kernel
-// does (ln_vec_stats, a warp a row), block 0 writing what that kernel writes besides the
-// output, then forms the output as it is loaded (load8_norm).
+// input is a deferred norm's output (ln; Cin a multiple of 8, for LayerNorm up to kLnVecMaxC;
+// rows Cin apart): each block first computes every row's statistics as the norm's kernel does
+// (LayerNorm: ln_vec_stats, as the vector kernel; RMSNorm: rms_row_rstd; a warp a row), block
+// 0 writing what that kernel writes besides the output, then forms the output as it is loaded
+// (load8_norm).
 // (kNorm's bound of 4 blocks a multiprocessor holds it to 128 registers, as the others take
 // unbounded, without spilling: check/kernel_resources.ts.)
-template <typename XT, bool kGelu = false, bool kNorm = false>
+template <typename XT, bool kGelu = false, int kNorm = kGemvNoNorm>
 __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
     gemv_bf16_kernel(float* out, const XT* x, int ldx, const __nv_bfloat16* w,
                      const float* bias, int N, int Cin, int Cout, GemvNorm ln) {
   pdl_begin();
   __shared__ float part[kGemvThreads / 32][kGemvRows * kGemvCols];
-  __shared__ float stat[2][kGemvRows];  // kNorm: each row's mean and rstd
+  __shared__ float stat[2][kGemvRows];  // kNorm: each row's mean (LayerNorm) and rstd
   const int c0 = blockIdx.x * kGemvCols;
-  if constexpr (kNorm) {
+  if constexpr (kNorm != kGemvNoNorm) {
     const bool first = blockIdx.x == 0;
     const int lane = threadIdx.x % 32;
     for (int r = threadIdx.x / 32; r < N; r += kGemvThreads / 32) {
       const int64_t off = (int64_t)r * Cin;
-      float4 xv[kLnVecMaxC / 128];
-      float mf, rs;
-      if (ln.r) {
-        ln_vec_stats<kLnVecMaxC / 128, true>(xv, first && ln.resid ? ln.resid + off : nullptr,
-                                             ln.a + off, ln.r + off, Cin, lane, &mf, &rs);
+      float* resid = first && ln.resid ? ln.resid + off : nullptr;
+      float mf = 0.f, rs;
+      if constexpr (kNorm == kGemvRmsNorm) {
+        rs = ln.r ? rms_row_rstd<true>(resid, ln.a + off, ln.r + off, Cin, lane, ln.eps)
+                  : rms_row_rstd<false>(nullptr, ln.a + off, nullptr, Cin, lane, ln.eps);
       } else {
-        ln_vec_stats<kLnVecMaxC / 128, false>(xv, nullptr, ln.a + off, nullptr, Cin, lane, &mf,
-                                              &rs);
+        float4 xv[kLnVecMaxC / 128];
+        if (ln.r) {
+          ln_vec_stats<kLnVecMaxC / 128, true>(xv, resid, ln.a + off, ln.r + off, Cin, lane, &mf,
+                                               &rs);
+        } else {
+          ln_vec_stats<kLnVecMaxC / 128, false>(xv, nullptr, ln.a + off, nullptr, Cin, lane, &mf,
+                                                &rs);
+        }
       }
       if (lane == 0) {
         stat[0][r] = mf, stat[1][r] = rs;
@@ -680,8 +701,8 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
     }
     for (int r = 0; r < kGemvRows && r < N; r++) {
       float xf[8];
-      if constexpr (kNorm) {
-        load8_norm(ln, (int64_t)r * Cin + 8 * j, 8 * j, stat[0][r], stat[1][r], xf);
+      if constexpr (kNorm != kGemvNoNorm) {
+        load8_norm<kNorm>(ln, (int64_t)r * Cin + 8 * j, 8 * j, stat[0][r], stat[1][r], xf);
       } else if constexpr (kGelu) {
         load8<true>(x + (int64_t)r * ldx + 8 * j, xf);
       } else {
@@ -738,10 +759,11 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1)
 // runs it), and the shapes where forming GELU was timed against reading its copy
 // (geluFwdShapes) and won (geluFwdFused).
 //
-// A deferred LayerNorm forward (common.cuh's DeferredNormFwd) is formed likewise, by the gemv
-// kernel only: its ways are the kernel after the LayerNorm's kernel and the kernel forming it
-// (kByKernelForming), timed with LOTUS_DEFER_NORM_FWD 1 (a GPU's default), the latter alone
-// with 2 (the emulation's); le_device_info's normFwdShapes and normFwdFused count them.
+// A deferred norm forward, LayerNorm or RMSNorm (common.cuh's DeferredNormFwd), is formed
+// likewise, by the gemv kernel only: its ways are the kernel after the norm's kernel and the
+// kernel forming it (kByKernelForming), timed with LOTUS_DEFER_NORM_FWD 1 (a GPU's default),
+// the latter alone with 2 (the emulation's); le_device_info's normFwdShapes and normFwdFused
+// count them.
 //
 // Determinism: both kernels sum in a fixed order, and a shape's way is fixed for the process
 // once chosen. The kernel and the kernel forming GELU give the same bits; cuBLAS's differ by
@@ -753,7 +775,7 @@ enum OwnPath : int { kByCublas = 0, kByKernel = 1, kByKernelForming = 2 };
 
 struct OwnKey {
   // formed: the deferred op the kernel may form (0 none, 1 GELU, 2 LayerNorm, 3 its residual
-  // form); ways: a bit for each way timed
+  // form, 4 RMSNorm, 5 its residual form); ways: a bit for each way timed
   int skinny, N, Cin, Cout, bias, x16, formed, ways;
   bool operator==(const OwnKey& o) const { return memcmp(this, &o, sizeof o) == 0; }
 };
@@ -779,7 +801,7 @@ inline void release_own() {
 
 // A few-row call's operands: the weight's kept copy and the input as the kernel reads it, one
 // of x16 (a bf16 copy, rows ldx apart), x (fp32, rounded as staged) or gelu_in (a deferred
-// GELU forward's input, formed as staged), or norm (a deferred LayerNorm forward whose output
+// GELU forward's input, formed as staged), or norm (a deferred norm forward whose output
 // is x, formed as staged; the gemv kernel only).
 struct OwnCall {
   bool skinny;
@@ -799,9 +821,14 @@ inline int own_launch(const char* fn, const OwnCall& c) {
   if (!c.skinny) {
     const unsigned blocks = (unsigned)((c.Cout + kGemvCols - 1) / kGemvCols);
     if (const DeferredNormFwd* d = c.norm) {
-      const GemvNorm ln{d->a, d->r, d->w, d->b, d->resid, d->mean, d->rstd};
-      LAUNCH((gemv_bf16_kernel<float, false, true>), blocks, kGemvThreads, 0)(
-          c.out, d->a, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ln);
+      const GemvNorm ln{d->a, d->r, d->w, d->b, d->resid, d->mean, d->rstd, d->eps};
+      if (d->rms) {
+        LAUNCH((gemv_bf16_kernel<float, false, kGemvRmsNorm>), blocks, kGemvThreads, 0)(
+            c.out, d->a, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ln);
+      } else {
+        LAUNCH((gemv_bf16_kernel<float, false, kGemvLayerNorm>), blocks, kGemvThreads, 0)(
+            c.out, d->a, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, ln);
+      }
     } else if (c.gelu_in) {
       LAUNCH((gemv_bf16_kernel<float, true>), blocks, kGemvThreads, 0)(
           c.out, c.gelu_in, c.Cin, c.w16, c.bias, c.N, c.Cin, c.Cout, GemvNorm{});
@@ -835,7 +862,7 @@ inline int own_launch(const char* fn, const OwnCall& c) {
   return 0;
 }
 
-// The call as kByKernel runs it when a GELU or LayerNorm is deferred: that op run into its
+// The call as kByKernel runs it when a GELU or norm is deferred: that op run into its
 // copy first (run_deferred_gelu_fwd, run_deferred_norm_fwd), the kernel reading the copy, or
 // its fp32 output where no copy could be made.
 inline OwnCall reading_copy(OwnCall c) {
@@ -862,7 +889,7 @@ inline int own_choose(const char* fn, const OwnKey& key, const std::vector<int>&
   const OwnCall copy = deferred ? reading_copy(c) : c;
   const auto remake_copy = [&] {  // the deferred op's kernel into its copy, again
     if (c.gelu_in && made16) launch_gelu_fwd(nullptr, made16, c.gelu_in, n);
-    if (c.norm && made16) launch_norm_fwd_vec(*c.norm, nullptr, made16, copy.ldx);
+    if (c.norm && made16) launch_norm_fwd(*c.norm, nullptr, made16, copy.ldx);
   };
   Operand A{}, B{};
   if (ways[0] == kByCublas) TRY(prepare(fn, g_scr_a, w, c.Cout, c.Cin, &A));
@@ -947,7 +974,7 @@ inline int matmul_fwd_bf16(const char* fn, Operand A, Operand B, __nv_bfloat16* 
 // le_matmul_fwd by one of the engine's own kernels where one applies and the call's way (see
 // above) is not cuBLAS: 1 launched, 0 cuBLAS's (the caller runs a deferred GELU, then cuBLAS),
 // -1 failed (message set). gelu_in: the input of the GELU forward whose output is all of inp,
-// deferred to this call; norm: likewise a deferred LayerNorm forward (the gemv kernel's rows
+// deferred to this call; norm: likewise a deferred norm forward (the gemv kernel's rows
 // only; the caller runs it where this returns 0).
 inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
                    const float* bias, int N, int Cin, int Cout, const float* gelu_in,
@@ -959,7 +986,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   if (!gemv && !skinny) return 0;
   if (norm && !gemv) return 0;
   // Outputs written over the input (which the timing would read back, overwritten) take cuBLAS;
-  // so do those over what a deferred LayerNorm reads or writes (its blocks read all of it).
+  // so do those over what a deferred norm reads or writes (its blocks read all of it).
   const auto over = [&](const float* x, int64_t n = 0) {
     if (!n) n = (int64_t)N * Cin;
     return x && out < x + n && x < out + (int64_t)N * Cout;
@@ -999,7 +1026,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   if (skinny && g.skinny == 1) ways.push_back(kByCublas);
   // Reading a deferred GELU's output, the kernel may have to read its fp32 values (no copy could
   // be made), with 16-byte loads: not where that output is less aligned.
-  // A deferred LayerNorm's output likewise (its rows are 16-byte aligned: the vector path's).
+  // A deferred norm's output likewise (its inputs are 16-byte aligned: defer_norm).
   if (norm ? g.defer_norm_fwd == 1
            : !gelu_in || (g.defer_gelu_fwd == 1 && alignment_of(inp) >= 16)) {
     ways.push_back(kByKernel);
@@ -1008,7 +1035,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   const OwnCall c{skinny, out, inp, x16, ld, gelu_in, w16, bias, N, Cin, Cout, norm};
   int mask = 0;
   for (int way : ways) mask |= 1 << way;
-  const int formed = gelu_in ? 1 : !norm ? 0 : norm->r ? 3 : 2;
+  const int formed = gelu_in ? 1 : !norm ? 0 : (norm->rms ? 4 : 2) + (norm->r ? 1 : 0);
   const OwnKey key{skinny, N, Cin, Cout, bias != nullptr, x16 != nullptr, formed, mask};
   int path = ways[0];
   if (ways.size() > 1) {
@@ -1022,7 +1049,7 @@ inline int own_fwd(const char* fn, float* out, const float* inp, const float* w,
   if (path == kByCublas) return 0;
   if (path == kByKernelForming) return own_launch(fn, c) ? -1 : 1;
   if (!gelu_in && !norm) return own_launch(fn, c) ? -1 : 1;
-  // kByKernel with a GELU or LayerNorm deferred: it runs first (unless the timing above ran
+  // kByKernel with a GELU or norm deferred: it runs first (unless the timing above ran
   // it), and the kernel reads its copy, or its fp32 output where no copy could be made.
   if (deferred_gelu_fwd()) run_deferred_gelu_fwd(fn);
   if (deferred_norm_fwd()) run_deferred_norm_fwd(fn);
@@ -1047,7 +1074,7 @@ LE_API int le_matmul_fwd(float* out, const float* inp, const float* w, const flo
       run_deferred_gelu_fwd(fn);
     }
   }
-  // A LayerNorm forward deferred to this call: formed by the gemv kernel when it reads all of
+  // A norm forward deferred to this call: formed by the gemv kernel when it reads all of
   // that output, else run now as the GELU above.
   DeferredNormFwd norm{};
   if (const DeferredNormFwd* d = deferred_norm_fwd()) {
