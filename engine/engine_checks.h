@@ -425,19 +425,36 @@ inline int validate_embed_bwd(const float* dwte, const float* dwpe, const float*
   return 0;
 }
 
+// The argument checks of the four norm forwards, in one order: N, C, eps (RMSNorm), resid (the
+// residual form, resid = a + r), out, the input (named `in`: "inp", or the residual form's "a"),
+// r ("b"), w, LayerNorm's bias (named `bias_name`), mean (LayerNorm) and rstd.
+inline int validate_norm_fwd(const char* fn, bool rms, bool residual, const float* resid,
+                             const float* out, const float* mean, const float* rstd,
+                             const char* in, const float* a, const float* r, const float* w,
+                             const char* bias_name, const float* bias, int N, int C, float eps) {
+  REQUIRE_POS(fn, "N", N);
+  REQUIRE_POS(fn, "C", C);
+  if (rms && !(eps > 0.f)) {
+    return fail("%s: eps = %g must be > 0 (Llama uses 1e-5 or 1e-6)", fn, eps);
+  }
+  const uint64_t nc4 = mul(mul(N, C), 4);
+  if (residual) TRY(check_span(fn, "resid", resid, nc4));
+  TRY(check_span(fn, "out", out, nc4));
+  TRY(check_span(fn, in, a, nc4));
+  if (residual) TRY(check_span(fn, "b", r, nc4));
+  TRY(check_span(fn, "w", w, mul(C, 4)));
+  if (!rms) {
+    TRY(check_span(fn, bias_name, bias, mul(C, 4)));
+    TRY(check_opt(fn, "mean", mean, mul(N, 4)));
+  }
+  return check_opt(fn, "rstd", rstd, mul(N, 4));
+}
+
 inline int validate_layernorm_fwd(const float* out, const float* mean, const float* rstd,
                                   const float* inp, const float* w, const float* b, int N,
                                   int C) {
-  const char* fn = "le_layernorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "b", b, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  return check_opt(fn, "rstd", rstd, mul(N, 4));
+  return validate_norm_fwd("le_layernorm_fwd", false, false, nullptr, out, mean, rstd, "inp", inp,
+                           nullptr, w, "b", b, N, C, 0.f);
 }
 
 inline int validate_layernorm_bwd(const float* dinp, const float* dw, const float* db,
@@ -461,18 +478,8 @@ inline int validate_residual_layernorm_fwd(const float* resid, const float* out,
                                            const float* mean, const float* rstd, const float* a,
                                            const float* b, const float* w, const float* bias,
                                            int N, int C) {
-  const char* fn = "le_residual_layernorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "resid", resid, nc4));
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "a", a, nc4));
-  TRY(check_span(fn, "b", b, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  TRY(check_span(fn, "bias", bias, mul(C, 4)));
-  TRY(check_opt(fn, "mean", mean, mul(N, 4)));
-  return check_opt(fn, "rstd", rstd, mul(N, 4));
+  return validate_norm_fwd("le_residual_layernorm_fwd", false, true, resid, out, mean, rstd, "a",
+                           a, b, w, "bias", bias, N, C, 0.f);
 }
 
 inline int validate_matmul_fwd(const float* out, const float* inp, const float* w,
@@ -781,31 +788,15 @@ inline int validate_keep_bf16(const float* p, int64_t n) {
 
 inline int validate_rmsnorm_fwd(const float* out, const float* rstd, const float* inp,
                                 const float* w, int N, int C, float eps) {
-  const char* fn = "le_rmsnorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  if (!(eps > 0.f)) return fail("%s: eps = %g must be > 0 (Llama uses 1e-5 or 1e-6)", fn, eps);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "inp", inp, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  return check_opt(fn, "rstd", rstd, mul(N, 4));
+  return validate_norm_fwd("le_rmsnorm_fwd", true, false, nullptr, out, nullptr, rstd, "inp", inp,
+                           nullptr, w, nullptr, nullptr, N, C, eps);
 }
 
 inline int validate_residual_rmsnorm_fwd(const float* resid, const float* out, const float* rstd,
                                          const float* a, const float* b, const float* w, int N,
                                          int C, float eps) {
-  const char* fn = "le_residual_rmsnorm_fwd";
-  REQUIRE_POS(fn, "N", N);
-  REQUIRE_POS(fn, "C", C);
-  if (!(eps > 0.f)) return fail("%s: eps = %g must be > 0 (Llama uses 1e-5 or 1e-6)", fn, eps);
-  const uint64_t nc4 = mul(mul(N, C), 4);
-  TRY(check_span(fn, "resid", resid, nc4));
-  TRY(check_span(fn, "out", out, nc4));
-  TRY(check_span(fn, "a", a, nc4));
-  TRY(check_span(fn, "b", b, nc4));
-  TRY(check_span(fn, "w", w, mul(C, 4)));
-  return check_opt(fn, "rstd", rstd, mul(N, 4));
+  return validate_norm_fwd("le_residual_rmsnorm_fwd", true, true, resid, out, nullptr, rstd, "a",
+                           a, b, w, nullptr, nullptr, N, C, eps);
 }
 
 inline int validate_rmsnorm_bwd(const float* dinp, const float* dw, const float* dout,

@@ -13,8 +13,12 @@
 //   cuda/embed.cuh        token + position embedding
 //   cuda/layernorm.cuh    LayerNorm, fused residual + LayerNorm; a deferred norm's forward
 //   cuda/weights.cuh      bf16 copies of the weights (le_keep_bf16), kept fresh by le_adamw
-//   cuda/matmul.cuh       linear layers through cublasGemmEx; the precision modes
+//   cuda/matmul.cuh       linear layers through cublasGemmEx; the precision modes; the
+//                         few-row kernels of our own
+//   cuda/skinny.cuh       the split-K kernel for bf16 forwards of 9 to 128 rows
 //   cuda/attention.cuh    causal attention with a strided past
+//   cuda/attention_tc.cuh the same attention in bf16 on tensor cores
+//   cuda/llama.cuh        RMSNorm, rotary position embeddings, SwiGLU
 //   cuda/xent.cuh         fused softmax cross-entropy, argmax
 //   cuda/adamw.cuh        sumsq, fused AdamW
 //   cuda/nccl_api.cuh     data-parallel collectives: NCCL (dlopen'd), started over MPI
