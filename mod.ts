@@ -35,6 +35,7 @@ export { FormatError, InputError, type ReadOptions, readProblems } from "./pipel
 export { segment, type SegmentOptions } from "./pipeline/segment.ts";
 export { type CotForm, validate, type ValidateOptions } from "./pipeline/validate.ts";
 export {
+  findSpecialTokenText,
   fitCompactTokenizer,
   gpt2Tokenizer,
   type Tokenizer,
@@ -139,7 +140,7 @@ export type { Format } from "./pipeline/read/detect.ts";
 export type { InputReason } from "./pipeline/read/input_error.ts";
 export type { SplitExtras } from "./pipeline/split_source.ts";
 export type { Family, SyntheticOptions } from "./pipeline/synthetic.ts";
-export type { CompactOptions, SpecialIds } from "./pipeline/tokenizer.ts";
+export type { CompactOptions, SpecialIds, SpecialTokenText } from "./pipeline/tokenizer.ts";
 export type { MathStep, SourceRef, Validation, ValidationStatus } from "./pipeline/types.ts";
 export type { DatasetShape, RecipeName } from "./train/options.ts";
 export type { LogRecord } from "./train/run_log.ts";

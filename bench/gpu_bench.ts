@@ -39,7 +39,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import type { Engine, Precision } from "../engine/ffi.ts";
+import { type Engine, type Precision, PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
@@ -126,8 +126,8 @@ async function main(): Promise<void> {
   };
   const preset = (a.preset ?? (dry ? "tiny" : "gpt2")) as PresetName;
   const precision = (a.precision ?? (dry ? "fp32" : "bf16")) as Precision;
-  if (!["fp32", "tf32", "bf16"].includes(precision)) {
-    fatal(`--precision ${precision}: use fp32, tf32 or bf16`);
+  if (!PRECISIONS.includes(precision)) {
+    fatal(`--precision ${precision}: use ${PRECISIONS_TEXT}`);
   }
   const B = num(a.batch, "batch", 64, 4);
   const steps = num(a.steps, "steps", 10, 2);

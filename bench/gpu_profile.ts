@@ -27,7 +27,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import type { Precision } from "../engine/ffi.ts";
+import { type Precision, PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
 import { presetConfig, type PresetName } from "../model/config.ts";
@@ -67,8 +67,8 @@ if (lib !== undefined && a.backend === "cpu") {
 const gpu = lib !== undefined || a.backend === "cuda" ||
   (a.backend === "auto" && probeCuda().available);
 const precision = (a.precision ?? (gpu ? "bf16" : "fp32")) as Precision;
-if (!["fp32", "tf32", "bf16"].includes(precision)) {
-  fail(`--precision ${precision}: fp32, tf32 or bf16`);
+if (!PRECISIONS.includes(precision)) {
+  fail(`--precision ${precision}: ${PRECISIONS_TEXT}`);
 }
 const preset = (a.preset ?? (gpu ? "gpt2" : "tiny")) as PresetName;
 const B = Number(a.batch ?? (gpu ? 64 : 4)), steps = Number(a.steps);

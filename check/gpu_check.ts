@@ -34,7 +34,7 @@ import { writeTorchCase } from "./torch_case.ts";
 import { compareBf16Storage } from "./bf16_storage.ts";
 import { buildCudaEmu, ensureAsanPreloaded } from "./cuda_emu.ts";
 import { buildEngine, EngineBuildError } from "../engine/build.ts";
-import { type Engine, openEngine, type Precision } from "../engine/ffi.ts";
+import { type Engine, openEngine, type Precision, PRECISIONS } from "../engine/ffi.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
 import { GPT2_ATTN_STATS_CASES, GPT2_OP_CASES, REAL_STEP_SPEC } from "./parity_shapes.ts";
 import {
@@ -288,7 +288,7 @@ if (a.emulate) {
 if ((!dry || a.emulate) && testLib) {
   try {
     test = openEngine({ backend: "cuda", libPath: testLib });
-    precisions = a.preflight ? ["bf16"] : ["fp32", "tf32", "bf16"];
+    precisions = a.preflight ? ["bf16"] : [...PRECISIONS];
     push(checkRow("build", "CUDA engine initialises (le_init)", "-", 0, 0));
   } catch (e) {
     push(failure("build", "CUDA engine initialises (le_init)", e));

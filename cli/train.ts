@@ -14,6 +14,7 @@ import {
   TrainConfigSchema,
 } from "../model/config.ts";
 import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
+import { PRECISIONS } from "../engine/ffi.ts";
 import { stoppedWhen, train } from "../train/trainer.ts";
 import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
@@ -74,7 +75,7 @@ const RUN_FLAGS = flagTable({
   precision: {
     value: "P",
     help: "CUDA matmuls (the CPU has only fp32)",
-    schema: oneOf(["fp32", "tf32", "bf16"]),
+    schema: oneOf(PRECISIONS),
     defaultText: "bf16 on CUDA, fp32 on the CPU",
   },
   recompute: {

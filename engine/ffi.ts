@@ -66,6 +66,17 @@ export type Precision = "fp32" | "tf32" | "bf16";
 /** The le_set_precision mode of each {@linkcode Precision}. */
 export const PRECISION_MODES: Record<Precision, 0 | 1 | 2> = { fp32: 0, tf32: 1, bf16: 2 };
 
+/**
+ * Every {@linkcode Precision}, in the order of their modes: the keys of
+ * {@linkcode PRECISION_MODES}, the one list that option checks, flags and benches take.
+ */
+export const PRECISIONS: readonly Precision[] = Object.keys(PRECISION_MODES) as Precision[];
+
+/** {@linkcode PRECISIONS} in words for messages: `fp32, tf32 or bf16`. */
+export const PRECISIONS_TEXT: string = `${PRECISIONS.slice(0, -1).join(", ")} or ${
+  PRECISIONS[PRECISIONS.length - 1]
+}`;
+
 /** Options of {@linkcode openEngine}. */
 export interface EngineOptions {
   /** "cpu" (default) or "cuda". */
@@ -1426,7 +1437,7 @@ export function openEngine(opts: EngineOptions = {}): Engine {
     if (mode === undefined) {
       throw new EngineError(
         "le_set_precision",
-        `le_set_precision: unknown precision "${opts.precision}": use fp32, tf32 or bf16`,
+        `le_set_precision: unknown precision "${opts.precision}": use ${PRECISIONS_TEXT}`,
       );
     }
     eng.setPrecision(mode);

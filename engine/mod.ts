@@ -27,6 +27,8 @@ export {
   openEngine,
   type Precision,
   PRECISION_MODES,
+  PRECISIONS,
+  PRECISIONS_TEXT,
   type Ptr,
 } from "./ffi.ts";
 export { type BackendName, BACKENDS, MAX_THREADS } from "./types.ts";

@@ -24,6 +24,8 @@ import {
   validStepValue,
 } from "./alternatives.ts";
 import type { EvalItem } from "./items.ts";
+import { InputError } from "../pipeline/read/input_error.ts";
+import { findSpecialTokenText } from "../pipeline/tokenizer.ts";
 import { withShapeOverrides } from "../train/schedule.ts";
 
 /** Options of {@linkcode runEval}. */
@@ -235,8 +237,30 @@ function median(xs: number[]): number {
 }
 
 /**
+ * Refuses items whose question holds the text of one of the tokenizer's special tokens
+ * (`<|endoftext|>`, `<|latent|>`...), which encoding would turn into the token itself: an
+ * {@linkcode InputError} naming the item's file and line, before anything is answered.
+ */
+function checkQuestionTexts(session: InferenceSession, items: readonly EvalItem[]): void {
+  for (const it of items) {
+    const hit = findSpecialTokenText(it.question, session.tokenizer);
+    if (hit === null) continue;
+    throw new InputError({
+      file: it.source.file,
+      line: it.source.line,
+      field: "question",
+      problem: hit.problem,
+      hint: "remove it from the question",
+    });
+  }
+}
+
+/**
  * Answer every item at every R of the sweep, score, time and read out.
  *
+ * @throws {InputError} for an item whose question holds the text of a special token of the
+ * session's tokenizer (`<|endoftext|>`, `<|latent|>`...), naming its file and line, before
+ * any question is answered.
  * @throws {RangeError} for a `batch` that is not a whole number of at least 1, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.
@@ -267,6 +291,7 @@ export async function runEval(
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;
+  checkQuestionTexts(session, items);
   const fits = fitsContext(session, items, opts);
   if (items.length > 0 && !fits.includes(true)) throw noneFitError(session, items, opts);
   const answerIdx = items.map((_, i) => i).filter((i) => fits[i]);

@@ -127,7 +127,7 @@ export async function openInference(
     // deno-lint-ignore require-await
     async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
       if (closed) throw new Error(SESSION_CLOSED);
-      checkAnswerRequest(questions, o, maxBatch);
+      checkAnswerRequest(questions, o, maxBatch, tok);
       const { K, R, c } = inferenceShape(ck.meta, progress, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));
       const P = Math.max(...ids.map((q) => q.length));

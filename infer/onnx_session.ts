@@ -579,7 +579,7 @@ export async function openOnnxInference(
   let closed = false;
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
     if (closed) throw new Error(SESSION_CLOSED);
-    checkAnswerRequest(questions, o, maxBatch);
+    checkAnswerRequest(questions, o, maxBatch, tok);
     const { K, R, c } = inferenceShape(meta, progress, o);
     const budget = o.maxNewTokens ?? maxNew;
     const B = questions.length;

@@ -10,7 +10,7 @@ import { checkWhole } from "../base/whole.ts";
 import type { BackendName } from "../engine/types.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
 import type { Timings } from "../model/generate.ts";
-import type { Tokenizer } from "../pipeline/tokenizer.ts";
+import { findSpecialTokenText, type Tokenizer } from "../pipeline/tokenizer.ts";
 import type { LotusShape } from "../train/schedule.ts";
 
 /**
@@ -60,17 +60,25 @@ export function checkOpenOptions(
 
 /**
  * Checks one `answer()` request, as every backend does before any work: a non-empty list of
- * strings, at most `maxBatch` of them, and whole numbers for the options (k and r from 0,
- * maxNewTokens from 1). Throws a RangeError that names what is wrong.
+ * strings, none holding the text of one of `tok`'s special tokens (which encoding would turn
+ * into the token itself: `<|endoftext|>` an end of sequence inside the question), at most
+ * `maxBatch` of them, and whole numbers for the options (k and r from 0, maxNewTokens from 1).
+ * Throws a RangeError that names what is wrong.
  *
  * @example
  * ```ts
  * import { checkAnswerRequest } from "./session.ts";
- * checkAnswerRequest(["How many?"], { k: 3 }, 32);
+ * const tok = { specialTokens: new Map([["<|endoftext|>", 50256]]) };
+ * checkAnswerRequest(["How many?"], { k: 3 }, 32, tok);
  * try {
- *   checkAnswerRequest(["How many?"], { k: -1 }, 32);
+ *   checkAnswerRequest(["How many?"], { k: -1 }, 32, tok);
  * } catch (e) {
  *   console.assert((e as Error).message.startsWith("k = -1"));
+ * }
+ * try {
+ *   checkAnswerRequest(["How many? <|endoftext|>"], {}, 32, tok);
+ * } catch (e) {
+ *   console.assert((e as Error).message.startsWith('question 0 holds "<|endoftext|>"'));
  * }
  * ```
  */
@@ -78,12 +86,19 @@ export function checkAnswerRequest(
   questions: readonly string[],
   o: AnswerOptions,
   maxBatch: number,
+  tok: Pick<Tokenizer, "specialTokens">,
 ): void {
   if (!Array.isArray(questions) || questions.length === 0) {
     throw new RangeError("answer() needs at least one question (an array of strings)");
   }
   const notText = questions.findIndex((q) => typeof q !== "string");
   if (notText >= 0) throw new RangeError(`question ${notText} is not a string`);
+  for (const [i, q] of questions.entries()) {
+    const hit = findSpecialTokenText(q, tok);
+    if (hit !== null) {
+      throw new RangeError(`question ${i} ${hit.problem}; remove it from the question`);
+    }
+  }
   if (questions.length > maxBatch) {
     throw new RangeError(
       `${questions.length} questions exceed the session's batch of ${maxBatch} ` +
@@ -241,8 +256,9 @@ export interface InferenceSession {
    * Answer a batch of questions (at most the session's maxBatch). Asynchronous because
    * onnxruntime runs asynchronously; the native engines answer at once.
    *
-   * @throws {RangeError} (as a rejection) when the batch exceeds maxBatch, or a question
-   * with the latents and the generation budget exceeds the model's context.
+   * @throws {RangeError} (as a rejection) when the batch exceeds maxBatch, a question holds
+   * the text of a special token of the tokenizer (`<|endoftext|>`, `<|latent|>`...), or a
+   * question with the latents and the generation budget exceeds the model's context.
    */
   answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
   /**

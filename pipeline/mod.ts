@@ -71,10 +71,12 @@ export { splitSentences } from "./sentences.ts";
 // Tokenizers.
 export {
   type CompactOptions,
+  findSpecialTokenText,
   fitCompactTokenizer,
   gpt2Tokenizer,
   LOTUS_TOKENS,
   type SpecialIds,
+  type SpecialTokenText,
   type Tokenizer,
   TokenizerError,
   tokenizerFromFile,

@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Tokenizer } from "./tokenizer.ts";
+import { findSpecialTokenText, type Tokenizer } from "./tokenizer.ts";
 import type { ValidatedRecord, Validation } from "./types.ts";
 import type { CotForm, ReasonInfo } from "./validate.ts";
 import { blockTargets, LONG_STEPS, type LongStep, supervisedLength } from "./step_targets.ts";
@@ -40,10 +40,19 @@ export interface PackOptions {
 
 /**
  * Reason codes that packing adds to a record's validation, in the shape of validate.ts's
- * `REASONS` (so `{ ...REASONS, ...PACK_REASONS }` lists every code). Which of the two applies
- * depends on `--long-step`, not on the CoT form.
+ * `REASONS` (so `{ ...REASONS, ...PACK_REASONS }` lists every code). They depend on the
+ * tokenizer: `special_token_text` drops under either CoT form; which of the step reasons
+ * applies depends on `--long-step`, not on the CoT form.
  */
 export const PACK_REASONS: Record<string, ReasonInfo> = {
+  special_token_text: {
+    description:
+      "the question, a step (of either form) or the answer holds the text of one of the " +
+      "tokenizer's special tokens (<|endoftext|>, <|latent|>...), which encoding would turn " +
+      "into the special token itself",
+    math: "drop",
+    nl: "drop",
+  },
   step_truncated: {
     description:
       "a step among the first K is longer than c tokens; only its first c tokens are step " +
@@ -167,7 +176,30 @@ function ignoreThen(ignored: number, ids: number[]): number[] {
 }
 
 /**
- * Tokenise and lay out one record. Records that validation dropped are not tokenised.
+ * The `special_token_text` findings of a record: for each text packing could encode (the
+ * question, the steps of both forms, the answer) that holds a special token's text
+ * ({@linkcode findSpecialTokenText}), a line naming it. Both forms, so that records.jsonl shows
+ * the same reasons whichever form is built.
+ */
+function specialTokenFindings(r: ValidatedRecord, tok: Tokenizer): string[] {
+  const texts: [string, string][] = [
+    ["question", r.question],
+    ...r.math.map((s, i): [string, string] => [`math step ${i + 1}`, s.text]),
+    ...r.nl.map((s, i): [string, string] => [`NL step ${i + 1}`, s]),
+    ["answer", r.answer],
+  ];
+  const found: string[] = [];
+  for (const [where, text] of texts) {
+    const hit = findSpecialTokenText(text, tok);
+    if (hit !== null) found.push(`${where} ${hit.problem}`);
+  }
+  return found;
+}
+
+/**
+ * Tokenise and lay out one record. Records that validation dropped are not tokenised, and
+ * neither are records whose text holds a special token's text: they are dropped as
+ * `special_token_text` (whatever validation said), with a detail line for each such text.
  *
  * @example
  * ```ts
@@ -185,6 +217,13 @@ function ignoreThen(ignored: number, ids: number[]): number[] {
  * ```
  */
 export function packRecord(r: ValidatedRecord, tok: Tokenizer, opts: PackOptions): PackOutcome {
+  const special = specialTokenFindings(r, tok);
+  if (special.length > 0) {
+    return {
+      validation: withReason(r.validation, "special_token_text", "drop", special),
+      packed: null,
+    };
+  }
   if (r.validation.status === "dropped") return { validation: r.validation, packed: null };
   const { k: K, c } = opts;
   const { eos, bot, eot, lat } = tok.special;

@@ -47,6 +47,13 @@ export interface Tokenizer {
   readonly vocabSize: number;
   /** Ids of EOS/PAD and the LOTUS tokens. */
   readonly special: SpecialIds;
+  /**
+   * The text of every special token, with its id: the added tokens marked special and those
+   * of {@linkcode Tokenizer.special}. {@linkcode Tokenizer.encode} reads such a text anywhere
+   * in its input as the token itself, so text that holds one is refused or dropped where text
+   * comes in ({@linkcode findSpecialTokenText}).
+   */
+  readonly specialTokens: ReadonlyMap<string, number>;
   /** Encode text; no special tokens are added. */
   encode(text: string): number[];
   /** Decode ids back to text (special tokens included, no clean-up of spaces). */
@@ -66,6 +73,60 @@ export const LOTUS_TOKENS = {
 
 /** Token texts recognised as EOS in a tokenizer.json, in order of preference. */
 export const EOS_NAMES: readonly string[] = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"];
+
+/** Where a text holds the text of a special token ({@linkcode findSpecialTokenText}). */
+export interface SpecialTokenText {
+  /** The special token's text, e.g. `<|latent|>`. */
+  token: string;
+  /** Its id. */
+  id: number;
+  /** Where in the text it first occurs (a UTF-16 index). */
+  index: number;
+  /**
+   * What is wrong, for messages that put the place before it and the remedy after:
+   * `holds "<|latent|>", which the tokenizer reads as its special token 50259, not as text`.
+   */
+  problem: string;
+}
+
+/**
+ * The first special token whose text `text` holds ({@linkcode Tokenizer.specialTokens}), or
+ * null when it holds none. {@linkcode Tokenizer.encode} would turn that text into the special
+ * id itself: a question holding `<|latent|>` would get a latent slot inside it, one holding
+ * `<|endoftext|>` an end of sequence. The build drops such a record (`special_token_text`),
+ * inference and evaluation refuse such a question; this is the one check they share.
+ *
+ * @example
+ * ```ts
+ * import { findSpecialTokenText } from "./tokenizer.ts";
+ * const tok = { specialTokens: new Map([["<|endoftext|>", 50256], ["<|latent|>", 50259]]) };
+ * console.assert(findSpecialTokenText("Ann has 3 pens.", tok) === null);
+ * const hit = findSpecialTokenText("Ann has <|latent|> 3 pens.", tok)!;
+ * console.assert(hit.token === "<|latent|>" && hit.id === 50259 && hit.index === 8);
+ * ```
+ */
+export function findSpecialTokenText(
+  text: string,
+  tok: Pick<Tokenizer, "specialTokens">,
+): SpecialTokenText | null {
+  let best: { token: string; id: number; index: number } | null = null;
+  for (const [token, id] of tok.specialTokens) {
+    if (token === "") continue;
+    const index = text.indexOf(token);
+    if (index < 0) continue;
+    // The earliest; of two at one place, the longer.
+    if (
+      best === null || index < best.index ||
+      (index === best.index && token.length > best.token.length)
+    ) best = { token, id, index };
+  }
+  if (best === null) return null;
+  return {
+    ...best,
+    problem: `holds ${JSON.stringify(best.token)}, which the tokenizer reads as its special ` +
+      `token ${best.id}, not as text`,
+  };
+}
 
 /** Raised when a tokenizer cannot be built or loaded; the message says what to do. */
 export class TokenizerError extends Error {
@@ -147,6 +208,7 @@ class HfBackedTokenizer implements Tokenizer {
   readonly kind: "gpt2" | "compact" | "file";
   readonly vocabSize: number;
   readonly special: SpecialIds;
+  readonly specialTokens: ReadonlyMap<string, number>;
   readonly sha256: string;
   readonly #json: string;
   readonly #hf: HfTokenizer;
@@ -175,6 +237,15 @@ class HfBackedTokenizer implements Tokenizer {
     this.special = special;
     this.vocabSize = maxId(ids) + 1;
     this.#idToToken = new Map([...ids].map(([t, i]) => [i, t]));
+    const specials = new Map<string, number>();
+    for (const t of parsed.added_tokens) {
+      if (t.special === true && t.content !== "") specials.set(t.content, t.id);
+    }
+    for (const id of new Set([special.eos, special.bot, special.eot, special.lat])) {
+      const t = this.#idToToken.get(id);
+      if (t !== undefined && t !== "" && !specials.has(t)) specials.set(t, id);
+    }
+    this.specialTokens = specials;
     try {
       // clean_up_tokenization_spaces would turn " ." into "." on decode and break round trips.
       this.#hf = new HfTokenizer(parsed, { clean_up_tokenization_spaces: false });

@@ -21,6 +21,7 @@ export function charTokenizer(): Tokenizer {
     kind: "file",
     vocabSize: 1004,
     special,
+    specialTokens: new Map(Object.entries(names).map(([id, t]) => [t, Number(id)])),
     encode: (t) => Array.from(t, (_, i) => t.charCodeAt(i)),
     decode: (ids) => Array.from(ids, (i) => names[i] ?? String.fromCharCode(i)).join(""),
     toJSON: () => json,

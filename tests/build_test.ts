@@ -12,6 +12,7 @@ import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
 import { exists } from "../base/exists.ts";
 import { parseCli } from "../cli/build_dataset.ts";
 import { CliError } from "../cli/_common.ts";
+import { formatSummary } from "../pipeline/summary.ts";
 
 const FIX = new URL("../fixtures/default/", import.meta.url).pathname;
 const TRAIN = `${FIX}train.jsonl`;
@@ -247,6 +248,56 @@ Deno.test("build: bad input fails with file:line and leaves no files in --out", 
   });
   assertEquals(s.manifest.splits.train.counts.read, 3);
   assertEquals(s.manifest.splits.train.counts.skipped, 1);
+});
+
+Deno.test("build: a record holding a special token's text is dropped as special_token_text and reported, not encoded", async () => {
+  const dir = await tempDir();
+  const input = `${dir}/typed.jsonl`;
+  const good = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3);
+  const typed = [
+    {
+      question: "Ann has 3 pens and <|latent|> 2 cups. How many?",
+      answer: "3+2 = <<3+2=5>>5\n#### 5",
+    },
+    { question: "Bob has 4 cups. How many?", answer: "He has <<4=4>>4 cups.<|endoftext|>\n#### 4" },
+  ];
+  await Deno.writeTextFile(
+    input,
+    [...good, ...typed.map((r) => JSON.stringify(r))].join("\n") + "\n",
+  );
+  const out = `${dir}/ds`;
+  const s = await buildDataset({ out, splits: [{ name: "train", inputs: [input] }] });
+  const info = s.manifest.splits.train, c = info.counts;
+  assertEquals([c.read, c.kept, c.dropped], [5, 3, 2]);
+  assertEquals(c.droppedByReason, { special_token_text: 2 });
+  // The summary lists the reason like the others; report.csv and records.jsonl name the record.
+  const table = formatSummary(s.manifest, s.built, s.skipped);
+  assert(/^ {4}special_token_text +2$/m.test(table), table);
+  const report = (await Deno.readTextFile(`${out}/${info.report}`)).trim().split("\n");
+  const rows = report.slice(1).map((l) => l.split(","));
+  assertEquals(
+    rows.filter((r) => r[5] === "special_token_text").map((r) => r.slice(1, 5)),
+    [
+      ["typed.jsonl:4", input, "4", "dropped"],
+      ["typed.jsonl:5", input, "5", "dropped"],
+    ],
+  );
+  const records = (await Deno.readTextFile(`${out}/${info.records}`)).trim().split("\n")
+    .map((l) => JSON.parse(l));
+  assertEquals(records[3].validation.details, [
+    'question holds "<|latent|>", which the tokenizer reads as its special token 50259, not as text',
+  ]);
+  assert(records[4].validation.details[0].startsWith('NL step 1 holds "<|endoftext|>"'));
+  assertEquals([records[3].tokens, records[4].tokens], [null, null]);
+  // Only the three good records are packed: no latent slot or EOS in a question's tokens.
+  const shard = await readSafetensors(`${out}/${info.shards[0].file}`);
+  assertEquals(Array.from(getTensor(shard, "record_index", "I32")), [0, 1, 2]);
+  const x = shard.tensors.lotus_input_ids, T = x.shape[1];
+  const bots = getTensor(shard, "lotus_bot", "I32");
+  for (let i = 0; i < 3; i++) {
+    const q = Array.from((x.data as Int32Array).subarray(i * T, i * T + bots[i]));
+    assert(q.every((id) => id < 50256), `record ${i}: a special id in its question`);
+  }
 });
 
 Deno.test("build: --cot nl drops Coconut chains with bad math, counted by the reason that drops", async () => {

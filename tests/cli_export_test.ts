@@ -59,4 +59,17 @@ Deno.test("export and infer print one-line errors", async () => {
   const usage = await task("infer", ["--backend", "tpu", "q"]);
   assertEquals(usage.code, 2);
   assert(usage.stderr.includes("--backend"), usage.stderr);
+  // A question holding a special token's text is refused as a too-long one is: one line, exit 1.
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  const q = `${FIXTURE_QUESTIONS[0]} <|endoftext|> And 2 more?`;
+  const special = await task("infer", ["--checkpoint", `${d}/ck`, "--backend", "cpu", q]);
+  assertEquals(special.code, 1, special.stdout + special.stderr);
+  assertEquals(special.stdout, "");
+  const lines = special.stderr.trim().split("\n");
+  assertEquals(lines.length, 1, special.stderr);
+  assert(
+    /^error: question 0 holds "<\|endoftext\|>", which the tokenizer reads as its special token \d+, not as text; remove it from the question$/
+      .test(lines[0]),
+    lines[0],
+  );
 });

@@ -21,6 +21,7 @@ import { ROOT, type Run, signalAtPreload, TASK_PERMISSIONS } from "./_run.ts";
 import { exists } from "../base/exists.ts";
 import { splitPath } from "../base/staging.ts";
 import { fixtureTask } from "./_task.ts";
+import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
 
 interface Setup {
   dir: string;
@@ -387,6 +388,34 @@ const lotusFlags = (s: Setup, out: string, batch = 1) => [
   "--batch",
   String(batch),
 ];
+
+Deno.test("eval end to end: a question holding a special token's text stops the run in one line naming its file and line", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  const data = `${d}/questions.jsonl`;
+  const qs = [FIXTURE_QUESTIONS[0], `${FIXTURE_QUESTIONS[1]} <|latent|>`];
+  await Deno.writeTextFile(
+    data,
+    qs.map((q) => JSON.stringify({ question: q, answer: "#### 24" }) + "\n").join(""),
+  );
+  const r = await evalChild([
+    "--checkpoint",
+    `${d}/ck`,
+    "--data",
+    data,
+    "--out",
+    `${d}/ev`,
+    "--quiet",
+  ]);
+  assertEquals(r.code, 1, r.stdout + r.stderr);
+  const lines = r.stderr.trim().split("\n");
+  assertEquals(lines.length, 1, r.stderr);
+  const want = `error: ${data}:2: field "question": holds "<|latent|>", which the tokenizer ` +
+    "reads as its special token ";
+  assert(lines[0].startsWith(want), lines[0]);
+  assert(lines[0].endsWith(", not as text; remove it from the question"), lines[0]);
+  assert(!(await exists(`${d}/ev/summary.json`)), "nothing was evaluated");
+});
 
 Deno.test("eval end to end: an --out that cannot be written stops before evaluating, naming it", async () => {
   const s = await trained();

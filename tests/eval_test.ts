@@ -611,6 +611,7 @@ function scriptedSession(mode: "lotus" | "cot", maxPositions = 200, trainR: numb
   const tokenizer = {
     encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
     decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+    specialTokens: new Map([["<|endoftext|>", 127]]),
   };
   const session = {
     meta: {
@@ -744,6 +745,25 @@ Deno.test("runEval: a run where no question fits the context is refused, naming 
   assertEquals(res.runs[0].tooLong, 1);
 });
 
+Deno.test("runEval: a question holding a special token's text is refused, naming its file and line", async () => {
+  const { session, calls } = scriptedSession("lotus");
+  const typed = items([2, 4, 6]);
+  typed[1] = { ...typed[1], source: { file: "data/test.jsonl", line: 17 } };
+  typed[1].question = "What is <|endoftext|> 4?";
+  const e = await assertRejects(() => runEval(session, typed, { readout: false }), InputError);
+  assertEquals(
+    e.message,
+    'data/test.jsonl:17: field "question": holds "<|endoftext|>", which the tokenizer reads as ' +
+      "its special token 127, not as text; remove it from the question",
+  );
+  assertEquals([e.file, e.line, e.field], ["data/test.jsonl", 17, "question"]);
+  assertEquals(calls.length, 0, "nothing was answered");
+  // Gold steps and answers are not questions: they are not refused.
+  const gold = items([2]);
+  gold[0].math = ["<<1+1=2>><|endoftext|>"];
+  assertEquals((await runEval(session, gold, { readout: false })).runs[0].n, 1);
+});
+
 Deno.test("runEval: the shape a run reports is the one the session runs (R follows --k)", async () => {
   // With no question answered, the shape is not read off a batch.
   const tied = scriptedSession("lotus", 200, null).session;
@@ -762,6 +782,7 @@ function readoutSession(readings: string[]): InferenceSession {
   const tokenizer = {
     encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
     decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+    specialTokens: new Map([["<|endoftext|>", 127]]),
   };
   const logits = new Float32Array((K * c + 1) * V);
   readings.forEach((text, k) => {
@@ -837,6 +858,7 @@ Deno.test("runEval: msPerAnswerToken is null when no answer token was timed", as
   const tokenizer = {
     encode: (s: string) => [...s].map((ch) => ch.charCodeAt(0)),
     decode: (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids)),
+    specialTokens: new Map([["<|endoftext|>", 127]]),
   };
   const session = {
     meta: {

@@ -319,6 +319,14 @@ Deno.test("both backends refuse a bad answer() request alike, naming it; a secon
       [q, { maxNewTokens: 100_000 }, "fewer new tokens"],
       [[q[0], long], {}, "question 1 is too long"],
       [[q[0], long], { maxNewTokens: 1, k: 0 }, "shorten it"],
+      // Text the tokenizer would read as a special token: an EOS or a latent slot inside.
+      [
+        [q[0], `${q[0]} <|endoftext|>`],
+        {},
+        'question 1 holds "<|endoftext|>", which the tokenizer reads as its special token ' +
+        `${s.meta.special.eos}, not as text; remove it from the question`,
+      ],
+      [[`Ann has <|latent|> pens.`], {}, `special token ${s.meta.special.lat}, not as text`],
     ];
     for (const [qs, o, text] of cases) {
       await assertRejects(() => s.answer(qs, o), RangeError, text);

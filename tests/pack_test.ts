@@ -182,3 +182,60 @@ Deno.test("pack: with GPT-2, step targets decode back to the step text", async (
   }
   assertEquals(gpt2.decode(packed!.answer), "### 72<|endoftext|>");
 });
+
+Deno.test("pack: text holding a special token's text drops the record as special_token_text, unencoded", async () => {
+  const gpt2 = await gpt2Tokenizer();
+  const opts = { k: 2, c: 13, cot: "math" as const, longStep: "truncate" as const };
+  assertEquals([PACK_REASONS.special_token_text.math, PACK_REASONS.special_token_text.nl], [
+    "drop",
+    "drop",
+  ]);
+  const holds = (text: string, id: number) =>
+    `holds ${
+      JSON.stringify(text)
+    }, which the tokenizer reads as its special token ${id}, not as text`;
+  // Encoded, the question would get a latent slot inside it.
+  assert(gpt2.encode("Ann has <|latent|> 3 pens.").includes(gpt2.special.lat));
+  const q = record({ question: "Ann has <|latent|> 3 pens. How many?", math: ["<<3=3>>"] });
+  assertEquals(packRecord(q, gpt2, opts), {
+    validation: {
+      status: "dropped",
+      reasons: ["special_token_text"],
+      details: [`question ${holds("<|latent|>", 50259)}`],
+    },
+    packed: null,
+  });
+  // Every text packing may encode, both step forms whichever is built, each named.
+  const all = record({
+    math: ["<<2*3=6>>", "<<6+1=7>><|end-latent|>"],
+    nl: ["<|start-latent|>Two times three is six.", "Six plus one is seven."],
+    answer: "7<|endoftext|>",
+  });
+  for (const cot of ["math", "nl"] as const) {
+    const out = packRecord(all, gpt2, { ...opts, cot });
+    assertEquals(out.packed, null);
+    assertEquals(out.validation.reasons, ["special_token_text"]);
+    assertEquals(out.validation.details, [
+      `math step 2 ${holds("<|end-latent|>", 50258)}`,
+      `NL step 1 ${holds("<|start-latent|>", 50257)}`,
+      `answer ${holds("<|endoftext|>", 50256)}`,
+    ]);
+  }
+  // A record validation dropped gets the reason too; a flagged one is dropped by it.
+  const dropped = record({ question: "<|latent|>?", status: "dropped", reasons: ["wrong_value"] });
+  assertEquals(packRecord(dropped, gpt2, opts).validation.reasons, [
+    "wrong_value",
+    "special_token_text",
+  ]);
+  const flagged = record({
+    question: "<|latent|>?",
+    status: "flagged",
+    reasons: ["final_mismatch"],
+  });
+  assertEquals(packRecord(flagged, gpt2, opts).validation.status, "dropped");
+  // The same words without the token's exact text pack as usual.
+  const near = record({ question: "Ann has <|latent| > 3 pens (latent)." });
+  assertEquals(packRecord(near, gpt2, opts).validation.status, "ok");
+  // The tokenizer's specials decide: the character tokenizer's are the same four texts.
+  assertEquals(packRecord(q, tok, opts).validation.reasons, ["special_token_text"]);
+});

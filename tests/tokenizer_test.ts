@@ -2,6 +2,7 @@ import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { getEncoding } from "js-tiktoken";
 import {
+  findSpecialTokenText,
   fitCompactTokenizer,
   gpt2Tokenizer,
   LOTUS_TOKENS,
@@ -272,6 +273,50 @@ Deno.test("compact: pre-tokens isolate digits and follow GPT-2's pattern elsewhe
   const { tokens, merges } = f.fit({ maxTokens: 300 });
   assertEquals(merges[0], ["a", "a"]); // most frequent pair first
   assert(tokens.includes("Ġaaa"));
+});
+
+Deno.test("findSpecialTokenText: the text of EOS and the LOTUS tokens, which encode would read as the tokens", async () => {
+  const gpt2 = await gpt2Tokenizer();
+  const compact = fitCompactTokenizer(["Ann has 3 pens.\n"]);
+  for (const tok of [gpt2, compact]) {
+    const { eos, bot, eot, lat } = tok.special;
+    assertEquals(
+      [...tok.specialTokens],
+      [["<|endoftext|>", eos], [LOTUS_TOKENS.bot, bot], [LOTUS_TOKENS.eot, eot], [
+        LOTUS_TOKENS.lat,
+        lat,
+      ]],
+    );
+    for (const [text, id] of tok.specialTokens) {
+      // What the check is for: the text alone encodes as the special id.
+      assertEquals(tok.encode(`a ${text} b`).includes(id), true, text);
+      const hit = findSpecialTokenText(`Ann has ${text} 3 pens.`, tok);
+      assertEquals([hit?.token, hit?.id, hit?.index], [text, id, 8]);
+      assertEquals(
+        hit?.problem,
+        `holds ${JSON.stringify(text)}, which the tokenizer reads as its special token ${id}, ` +
+          "not as text",
+      );
+    }
+    // The first in the text, whatever the order of the specials.
+    assertEquals(findSpecialTokenText("<|latent|> then <|endoftext|>", tok)?.token, "<|latent|>");
+    for (const text of ["Ann has 3 pens.", "<|", "<|latent", "|latent|>", "<latent>", ""]) {
+      assertEquals(findSpecialTokenText(text, tok), null, text);
+    }
+  }
+  // A tokenizer.json's own special tokens count; its ordinary added tokens (a run of spaces,
+  // read as the text it spells) do not.
+  const json = JSON.parse(compact.toJSON());
+  const next = compact.vocabSize;
+  json.added_tokens.push(
+    { id: next, content: "<|eot_id|>", special: true },
+    { id: next + 1, content: "   ", special: false },
+  );
+  const file = tokenizerFromJson(JSON.stringify(json), "file");
+  assertEquals(file.specialTokens.get("<|eot_id|>"), next);
+  assertEquals(file.specialTokens.has("   "), false);
+  assertEquals(findSpecialTokenText("Ann<|eot_id|>", file)?.id, next);
+  assertEquals(findSpecialTokenText("Ann   has 3 pens.", file), null);
 });
 
 Deno.test("tokenizerDifference: a tokenizer extending another's ids passes; a missing or renumbered token is named", async () => {

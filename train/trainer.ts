@@ -19,7 +19,7 @@ import {
   loadLlamaWeights,
   modelConfigFromLlamaJson,
 } from "../model/hf_llama.ts";
-import type { Precision } from "../engine/ffi.ts";
+import { type Precision, PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
 import { type BackendName, BACKENDS } from "../engine/types.ts";
 import { z } from "zod";
@@ -1947,7 +1947,7 @@ const RunOptionsSchema = z.object({
   commTimeout: z.number().int().min(0).optional(),
   arch: z.enum(ARCHS).optional(),
   backend: z.enum(BACKENDS).optional(),
-  precision: z.enum(["fp32", "tf32", "bf16"]).optional(),
+  precision: z.enum(PRECISIONS).optional(),
   verifyData: z.enum(VERIFY_MODES).optional(),
   commOverlap: z.enum(["on", "off"]).optional(),
 });
@@ -1960,7 +1960,7 @@ const RUN_OPTION_FLAGS: Record<keyof z.infer<typeof RunOptionsSchema>, [string, 
   commTimeout: ["--comm-timeout", "a whole number of seconds, at least 0 (0: no limit)"],
   arch: ["--arch", ARCHS.join(" or ")],
   backend: ["--backend", BACKENDS.join(", ")],
-  precision: ["--precision", "fp32, tf32 or bf16"],
+  precision: ["--precision", PRECISIONS_TEXT],
   verifyData: ["--verify-data", VERIFY_MODES.join(" or ")],
   commOverlap: ["--comm-overlap", "on or off"],
 };
