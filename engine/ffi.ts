@@ -1433,7 +1433,8 @@ export function openEngine(opts: EngineOptions = {}): Engine {
     if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
     // Always set: the library's state outlives Engine.close(), so an earlier engine's mode
     // must not leak into this one.
-    const mode = PRECISION_MODES[opts.precision ?? "fp32"];
+    const precision = opts.precision ?? "fp32";
+    const mode = Object.hasOwn(PRECISION_MODES, precision) ? PRECISION_MODES[precision] : undefined;
     if (mode === undefined) {
       throw new EngineError(
         "le_set_precision",

@@ -252,6 +252,12 @@ Deno.test("precision: the CPU engine takes fp32 only; an unknown precision is an
     EngineError,
     'unknown precision "fp16": use fp32, tf32 or bf16',
   );
+  // A name of Object.prototype's is no precision either.
+  assertThrows(
+    () => openEngine({ precision: "toString" as "fp32", quiet: true }),
+    EngineError,
+    'unknown precision "toString"',
+  );
   assertThrows(() => selectEngine("tpu" as "cpu", {}), EngineError, 'unknown backend "tpu"');
   const eng = selectEngine("cpu", { precision: "fp32", quiet: true });
   assertEquals(eng.backend, "cpu");
