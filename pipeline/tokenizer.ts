@@ -109,23 +109,36 @@ export function findSpecialTokenText(
   text: string,
   tok: Pick<Tokenizer, "specialTokens">,
 ): SpecialTokenText | null {
-  let best: { token: string; id: number; index: number } | null = null;
-  for (const [token, id] of tok.specialTokens) {
-    if (token === "") continue;
-    const index = text.indexOf(token);
-    if (index < 0) continue;
-    // The earliest; of two at one place, the longer.
-    if (
-      best === null || index < best.index ||
-      (index === best.index && token.length > best.token.length)
-    ) best = { token, id, index };
-  }
-  if (best === null) return null;
+  const found = specialTokenPattern(tok.specialTokens)?.exec(text);
+  if (!found) return null;
+  const token = found[0], id = tok.specialTokens.get(token)!;
   return {
-    ...best,
-    problem: `holds ${JSON.stringify(best.token)}, which the tokenizer reads as its special ` +
-      `token ${best.id}, not as text`,
+    token,
+    id,
+    index: found.index,
+    problem: `holds ${JSON.stringify(token)}, which the tokenizer reads as its special ` +
+      `token ${id}, not as text`,
   };
+}
+
+/** Each special-token map's pattern ({@linkcode specialTokenPattern}), made once. */
+const SPECIAL_PATTERNS = new WeakMap<ReadonlyMap<string, number>, RegExp | null>();
+
+/**
+ * One regular expression matching any of the map's texts: the earliest occurrence, and of two
+ * at one place the longer (the alternatives longest first). One pass over a text instead of a
+ * search a token: a Llama tokenizer has over 250 special tokens. Null for an empty map.
+ */
+function specialTokenPattern(tokens: ReadonlyMap<string, number>): RegExp | null {
+  let re = SPECIAL_PATTERNS.get(tokens);
+  if (re === undefined) {
+    const texts = [...tokens.keys()].filter((t) => t !== "").sort((a, b) => b.length - a.length);
+    re = texts.length === 0
+      ? null
+      : new RegExp(texts.map((t) => t.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")).join("|"), "u");
+    SPECIAL_PATTERNS.set(tokens, re);
+  }
+  return re;
 }
 
 /** Raised when a tokenizer cannot be built or loaded; the message says what to do. */

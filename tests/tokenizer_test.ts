@@ -304,6 +304,20 @@ Deno.test("findSpecialTokenText: the text of EOS and the LOTUS tokens, which enc
       assertEquals(findSpecialTokenText(text, tok), null, text);
     }
   }
+  // Of two at one place the longer; a token's characters are matched as text, never as a
+  // pattern; 300 specials (a Llama tokenizer has over 250) are found as well as one.
+  const many = new Map([["<s>", 1], ["<s>x", 2], ["[a](b).*", 3], ["a+", 4]]);
+  for (let i = 0; i < 300; i++) many.set(`<|reserved_${i}|>`, 10 + i);
+  const one = (text: string) => {
+    const hit = findSpecialTokenText(text, { specialTokens: many });
+    return hit && [hit.token, hit.id, hit.index];
+  };
+  assertEquals(one("q <s>x r"), ["<s>x", 2, 2]);
+  assertEquals(one("q <s>y"), ["<s>", 1, 2]);
+  assertEquals(one("[a](b).* and aa"), ["[a](b).*", 3, 0]);
+  assertEquals(one("ab aaa"), null);
+  assertEquals(one("xx <|reserved_299|>"), ["<|reserved_299|>", 309, 3]);
+  assertEquals(findSpecialTokenText("<s>", { specialTokens: new Map() }), null);
   // A tokenizer.json's own special tokens count; its ordinary added tokens (a run of spaces,
   // read as the text it spells) do not.
   const json = JSON.parse(compact.toJSON());
