@@ -237,29 +237,42 @@ function median(xs: number[]): number {
 }
 
 /**
- * Refuses items whose question holds the text of one of the tokenizer's special tokens
- * (`<|endoftext|>`, `<|latent|>`...), which encoding would turn into the token itself: an
- * {@linkcode InputError} naming the item's file and line, before anything is answered.
+ * Refuses items whose question, or gold step in the form `cot` when the readout is scored
+ * (`readout`), holds the text of one of the tokenizer's special tokens (`<|endoftext|>`,
+ * `<|latent|>`...), which encoding would turn into the token itself: an
+ * {@linkcode InputError} naming the item's file, line and field, before anything is answered.
  */
-function checkQuestionTexts(session: InferenceSession, items: readonly EvalItem[]): void {
+function checkItemTexts(
+  session: InferenceSession,
+  items: readonly EvalItem[],
+  cot: string,
+  readout: boolean,
+): void {
   for (const it of items) {
-    const hit = findSpecialTokenText(it.question, session.tokenizer);
-    if (hit === null) continue;
-    throw new InputError({
-      file: it.source.file,
-      line: it.source.line,
-      field: "question",
-      problem: hit.problem,
-      hint: "remove it from the question",
-    });
+    const steps = readout ? goldStepsOf(it, cot) ?? [] : [];
+    const texts: [string, string][] = [
+      ["question", it.question],
+      ...steps.map((t, i): [string, string] => [`${cot} step ${i + 1}`, t]),
+    ];
+    for (const [field, text] of texts) {
+      const hit = findSpecialTokenText(text, session.tokenizer);
+      if (hit === null) continue;
+      throw new InputError({
+        file: it.source.file,
+        line: it.source.line,
+        field,
+        problem: hit.problem,
+        hint: `remove it from the ${field === "question" ? "question" : "step"}`,
+      });
+    }
   }
 }
 
 /**
  * Answer every item at every R of the sweep, score, time and read out.
  *
- * @throws {InputError} for an item whose question holds the text of a special token of the
- * session's tokenizer (`<|endoftext|>`, `<|latent|>`...), naming its file and line, before
+ * @throws {InputError} for an item whose question, or gold step when the readout is scored,
+ * holds the text of a special token of the session's tokenizer (`<|endoftext|>`, `<|latent|>`...), naming its file and line, before
  * any question is answered.
  * @throws {RangeError} for a `batch` that is not a whole number of at least 1, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
@@ -291,7 +304,7 @@ export async function runEval(
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;
-  checkQuestionTexts(session, items);
+  checkItemTexts(session, items, cot, lotus && opts.readout !== false);
   const fits = fitsContext(session, items, opts);
   if (items.length > 0 && !fits.includes(true)) throw noneFitError(session, items, opts);
   const answerIdx = items.map((_, i) => i).filter((i) => fits[i]);

@@ -758,10 +758,23 @@ Deno.test("runEval: a question holding a special token's text is refused, naming
   );
   assertEquals([e.file, e.line, e.field], ["data/test.jsonl", 17, "question"]);
   assertEquals(calls.length, 0, "nothing was answered");
-  // Gold steps and answers are not questions: they are not refused.
+  // A gold step of the checkpoint's form is encoded when the readout is scored: refused
+  // then, and not without the readout (nor a step of the other form, or an answer).
   const gold = items([2]);
-  gold[0].math = ["<<1+1=2>><|endoftext|>"];
+  gold[0].math = ["<<1+1=2>>", "<<2+2=4>><|endoftext|>"];
+  gold[0].source = { file: "data/test.jsonl", line: 3 };
+  const g = await assertRejects(() => runEval(session, gold), InputError);
+  assertEquals(
+    g.message,
+    'data/test.jsonl:3: field "math step 2": holds "<|endoftext|>", which the tokenizer reads ' +
+      "as its special token 127, not as text; remove it from the step",
+  );
+  assertEquals(calls.length, 0, "nothing was answered");
   assertEquals((await runEval(session, gold, { readout: false })).runs[0].n, 1);
+  const other = items([2]);
+  other[0].nl = ["Add <|endoftext|> them."];
+  other[0].answer = "2<|endoftext|>";
+  assertEquals((await runEval(session, other)).runs[0].n, 1);
 });
 
 Deno.test("runEval: the shape a run reports is the one the session runs (R follows --k)", async () => {

@@ -369,15 +369,17 @@ constexpr int kNormDeferMaxRows = 8;
 
 // Whether the forward described by d may be deferred to the matmul after it (common.cuh's
 // DeferredNormFwd): told so by le_operand_only, in bf16 mode with the gemv kernel on, for rows
-// that kernel may serve (1 to kNormDeferMaxRows, C a multiple of 8) with its inputs 16-byte
-// aligned (for LayerNorm, the vector path's rows), and no output written over an input (the
-// gemv kernel's blocks read the inputs while one writes).
+// that kernel may serve (1 to kNormDeferMaxRows, C a multiple of 8) with its inputs and output
+// 16-byte aligned (for LayerNorm, the vector path's rows; the gemv kernel reads the output with
+// vector loads where it runs after the norm's kernel and no copy could be made), and no output
+// written over an input (the gemv kernel's blocks read the inputs while one writes).
 inline bool defer_norm(const DeferredNormFwd& d) {
   if (!g.defer_norm_fwd || g.precision != 2 || !g.gemv || d.N <= 0 || d.N > kNormDeferMaxRows ||
       d.C % 8 != 0 || g_operand_only.out != d.out || g_operand_only.serial != g_op_serial) {
     return false;
   }
-  if (d.rms ? !aligned16(d.a) || !aligned16(d.r ? d.r : d.a) || !aligned16(d.w)
+  if (d.rms ? !aligned16(d.out) || !aligned16(d.a) || !aligned16(d.r ? d.r : d.a) ||
+                  !aligned16(d.w)
             : !ln_vec_ok(d.C, {d.out, d.a, d.r ? d.r : d.a, d.resid ? d.resid : d.a, d.w, d.b})) {
     return false;
   }
