@@ -109,6 +109,13 @@ export function findSpecialTokenText(
   text: string,
   tok: Pick<Tokenizer, "specialTokens">,
 ): SpecialTokenText | null {
+  if (typeof tok.specialTokens?.keys !== "function") {
+    throw new TypeError(
+      "findSpecialTokenText: the tokenizer has no specialTokens map (Tokenizer.specialTokens: " +
+        "each special token's text and its id); give it one, or load the tokenizer with " +
+        "tokenizerFromFile",
+    );
+  }
   const found = specialTokenPattern(tok.specialTokens)?.exec(text);
   if (!found) return null;
   const token = found[0], id = tok.specialTokens.get(token)!;
@@ -121,8 +128,14 @@ export function findSpecialTokenText(
   };
 }
 
-/** Each special-token map's pattern ({@linkcode specialTokenPattern}), made once. */
-const SPECIAL_PATTERNS = new WeakMap<ReadonlyMap<string, number>, RegExp | null>();
+/**
+ * Each special-token map's pattern ({@linkcode specialTokenPattern}) and the map's size when it
+ * was made: made again if the map has grown or shrunk since.
+ */
+const SPECIAL_PATTERNS = new WeakMap<
+  ReadonlyMap<string, number>,
+  { size: number; re: RegExp | null }
+>();
 
 /**
  * One regular expression matching any of the map's texts: the earliest occurrence, and of two
@@ -130,14 +143,13 @@ const SPECIAL_PATTERNS = new WeakMap<ReadonlyMap<string, number>, RegExp | null>
  * search a token: a Llama tokenizer has over 250 special tokens. Null for an empty map.
  */
 function specialTokenPattern(tokens: ReadonlyMap<string, number>): RegExp | null {
-  let re = SPECIAL_PATTERNS.get(tokens);
-  if (re === undefined) {
-    const texts = [...tokens.keys()].filter((t) => t !== "").sort((a, b) => b.length - a.length);
-    re = texts.length === 0
-      ? null
-      : new RegExp(texts.map((t) => t.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")).join("|"), "u");
-    SPECIAL_PATTERNS.set(tokens, re);
-  }
+  const made = SPECIAL_PATTERNS.get(tokens);
+  if (made?.size === tokens.size) return made.re;
+  const texts = [...tokens.keys()].filter((t) => t !== "").sort((a, b) => b.length - a.length);
+  const re = texts.length === 0
+    ? null
+    : new RegExp(texts.map((t) => t.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")).join("|"), "u");
+  SPECIAL_PATTERNS.set(tokens, { size: tokens.size, re });
   return re;
 }
 

@@ -568,7 +568,7 @@ export class SplitWriter {
       nl: rec.nl,
       nlDerived: rec.nlDerived ?? false,
       unbalancedAnnotations: rec.unbalancedAnnotations ?? 0,
-      // Packing's reasons have no detail line; the validator's are kept as they are.
+      // The validator's details, and packing's where it gives one (special_token_text).
       validation: { status: v.status, reasons: v.reasons, details: v.details ?? [] },
       tokens: p
         ? {

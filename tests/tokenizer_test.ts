@@ -6,6 +6,7 @@ import {
   fitCompactTokenizer,
   gpt2Tokenizer,
   LOTUS_TOKENS,
+  type Tokenizer,
   tokenizerDifference,
   TokenizerError,
   tokenizerFromFile,
@@ -318,6 +319,15 @@ Deno.test("findSpecialTokenText: the text of EOS and the LOTUS tokens, which enc
   assertEquals(one("ab aaa"), null);
   assertEquals(one("xx <|reserved_299|>"), ["<|reserved_299|>", 309, 3]);
   assertEquals(findSpecialTokenText("<s>", { specialTokens: new Map() }), null);
+  // A token added to the map after a search is found by the next one.
+  many.set("<b>", 500);
+  assertEquals(one("a <b> c"), ["<b>", 500, 2]);
+  // A tokenizer made by hand without the map is told so, not a TypeError from inside.
+  assertThrows(
+    () => findSpecialTokenText("abc", {} as Pick<Tokenizer, "specialTokens">),
+    TypeError,
+    "the tokenizer has no specialTokens map",
+  );
   // A tokenizer.json's own special tokens count; its ordinary added tokens (a run of spaces,
   // read as the text it spells) do not.
   const json = JSON.parse(compact.toJSON());

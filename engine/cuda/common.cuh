@@ -528,7 +528,7 @@ struct DeferredNormFwd {
 };
 DeferredNormFwd g_deferred_norm_fwd;
 
-// The LayerNorm forward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
+// The norm forward that engine call g_op_serial - 1 deferred to this call; nullptr if none.
 inline const DeferredNormFwd* deferred_norm_fwd() {
   const DeferredNormFwd& d = g_deferred_norm_fwd;
   return d.out && by_previous_call(d.serial) ? &d : nullptr;
@@ -558,7 +558,7 @@ inline int check_copy_read(const char* fn, const ProducedCopy* c, bool read, con
 // op must be the matmul that reads it (it has no fp32 values to read); after a deferred GELU
 // backward, the matmul backward that forms its output.
 inline int check_operand_consumed(const char* fn) {
-  // A deferred LayerNorm forward runs now unless this is the matmul that may form it; this op
+  // A deferred norm forward runs now unless this is the matmul that may form it; this op
   // is then judged as after that op (it made only the bf16 copy of its output).
   if (deferred_norm_fwd() && strcmp(fn, "le_matmul_fwd") != 0) run_deferred_norm_fwd(fn);
   if (deferred_gelu() && strcmp(fn, "le_matmul_bwd") != 0) {

@@ -300,7 +300,7 @@ LE_API int le_gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t
   const char* fn = "le_gelu_bwd";
   REQUIRE_READY(fn);
   g_op_serial++;
-  // A deferred LayerNorm forward (the rebuilt input of the matmul backward after this) runs
+  // A deferred norm forward (the rebuilt input of the matmul backward after this) runs
   // now, its copy then passed on as when it ran as its own op.
   if (deferred_norm_fwd()) run_deferred_norm_fwd(fn);
   // Deferred to the matmul backward right after it (common.cuh's DeferredGelu): told so by
