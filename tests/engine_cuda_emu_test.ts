@@ -2056,39 +2056,28 @@ Deno.test({
           const w = b.f32(ws), y = b.f32(N * F);
           const out = b.f32(N * C), resid = b.f32(N * C), mean = b.f32(N), rstd = b.f32(N);
           e.keepBf16(w, F * C);
-          const plain = () => {
-            e.operandOnly(out);
-            e.layernormFwd(out, mean, rstd, x, lw, lb, N, C);
-            e.matmulFwd(y, out, w, null, N, C, F);
+          // A norm into o, hinted, then the matmul reading all of o.
+          const chain = (o: Ptr, norm: (o: Ptr) => void) => () => {
+            e.operandOnly(o);
+            norm(o);
+            e.matmulFwd(y, o, w, null, N, C, F);
           };
-          const residual = () => {
-            e.operandOnly(out);
-            e.residualLayernormFwd(resid, out, mean, rstd, x, r, lw, lb, N, C);
-            e.matmulFwd(y, out, w, null, N, C, F);
-          };
-          const rms = () => {
-            e.operandOnly(out);
-            e.rmsnormFwd(out, rstd, x, lw, N, C, 1e-5);
-            e.matmulFwd(y, out, w, null, N, C, F);
-          };
-          const residualRms = () => {
-            e.operandOnly(out);
-            e.residualRmsnormFwd(resid, out, rstd, x, r, lw, N, C, 1e-5);
-            e.matmulFwd(y, out, w, null, N, C, F);
-          };
+          const ln = (o: Ptr) => e.layernormFwd(o, mean, rstd, x, lw, lb, N, C);
+          const rmsn = (o: Ptr) => e.rmsnormFwd(o, rstd, x, lw, N, C, 1e-5);
+          const plain = chain(out, ln);
+          const residual = chain(
+            out,
+            (o) => e.residualLayernormFwd(resid, o, mean, rstd, x, r, lw, lb, N, C),
+          );
+          const rms = chain(out, rmsn);
+          const residualRms = chain(
+            out,
+            (o) => e.residualRmsnormFwd(resid, o, rstd, x, r, lw, N, C, 1e-5),
+          );
           // An output off 16-byte alignment is not deferred: where no copy could be made, the
           // gemv kernel after the norm's kernel would read it with vector loads.
           const off = b.f32(N * C + 4)! + 4n;
-          const raggedRms = () => {
-            e.operandOnly(off);
-            e.rmsnormFwd(off, rstd, x, lw, N, C, 1e-5);
-            e.matmulFwd(y, off, w, null, N, C, F);
-          };
-          const raggedLn = () => {
-            e.operandOnly(off);
-            e.layernormFwd(off, mean, rstd, x, lw, lb, N, C);
-            e.matmulFwd(y, off, w, null, N, C, F);
-          };
+          const raggedRms = chain(off, rmsn), raggedLn = chain(off, ln);
           plain(); // the weight's copy is made here
           const n: number[] = [];
           for (const chain of [plain, residual, rms, residualRms, raggedRms, raggedLn]) {
