@@ -783,6 +783,15 @@ export function verifyCheckpoint(f: CheckpointFiles): VerifiedCheckpoint {
     );
   }
   const cfg = f.config;
+  if (cfg.lotus === undefined) {
+    // A Hugging Face model directory (or an export that lost its lotus.json): its config.json
+    // has the model's fields but none of this project's.
+    throw new CheckpointError(
+      `${cfgPath}: no "lotus" section, so ${dir} is not a checkpoint of deno task train ` +
+        `(a Hugging Face model directory has none); pass a checkpoint or run directory, or ` +
+        `start a run from its weights with deno task train --init (docs/training.md)`,
+    );
+  }
   const metaRes = LotusMetaSchema.safeParse(cfg.lotus);
   if (!metaRes.success) {
     throw new CheckpointError(

@@ -99,6 +99,11 @@ const CASES: [string, (dir: string) => Promise<void>, string[]][] = [
     ["model.safetensors", `"transformer.ln_f`, "overlap"],
   ],
   [
+    "a config.json without its lotus section (a Hugging Face directory)",
+    (dir) => editConfig(dir, (cfg) => delete cfg.lotus),
+    ["config.json", `no "lotus" section`, "not a checkpoint", "--init"],
+  ],
+  [
     "n_head of config.json contradicts lotus.model.nHead",
     (dir) => editConfig(dir, (cfg) => cfg.n_head = 4),
     ["config.json", `"n_head" is 4`, `"lotus.model.nHead" is 2`],
