@@ -18,6 +18,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { Sha256 } from "../base/sha256.ts";
 import { fieldIssue } from "../base/json.ts";
 import {
@@ -186,6 +187,10 @@ export async function exportCheckpoint(
   out: string,
   opts: ExportOptions = {},
 ): Promise<ExportResult> {
+  // "out/." or "..": the directory they name, by its path. Renamed as they stand, "." and
+  // ".." cannot be (the system refuses), and a relative path would lose its way once the
+  // working directory is the one replaced.
+  if (/(^|\/)\.\.?\/*$/.test(out)) out = resolve(out);
   const format = opts.format ?? "both";
   if (!["hf", "onnx", "both"].includes(format)) {
     throw new ExportError(`format "${format}": must be hf, onnx or both`);

@@ -18,6 +18,7 @@ import { CliError } from "../cli/_common.ts";
 import { paramLayout } from "../model/params.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { CHECKSUMS_FILE } from "../model/checkpoint.ts";
+import { exists } from "../base/exists.ts";
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(path));
@@ -320,6 +321,15 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
     ExportError,
     `${d}/ex is an export (it holds lotus.json), not a checkpoint: export from ${d}/ck`,
   );
+  // An earlier export named through "." or "..": replaced, as by its plain path.
+  await Deno.mkdir(`${d}/ex/sub`);
+  for (const out of [`${d}/ex/.`, `${d}/ex/sub/..`, `${d}/ex/./`]) {
+    const r = await exportCheckpoint(`${d}/ck`, out, { format: "onnx" });
+    assertEquals(r.dir, `${d}/ex`);
+    assertEquals(await checkExport(`${d}/ex`), []);
+    assert(r.files.includes("onnx/model.onnx") && !(await exists(`${d}/ex/model.safetensors`)));
+    await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "hf" });
+  }
   await assertRejects(
     () => exportCheckpoint(`${d}/ck`, `${d}/ex3`, { format: "xx" as never }),
     ExportError,
