@@ -5,7 +5,8 @@
  * @module
  */
 
-import { exportCheckpoint } from "../export/export.ts";
+import { exportCheckpoint, ExportError } from "../export/export.ts";
+import { signalExitCode, STOP_SIGNALS } from "../base/signals.ts";
 import { checkExport } from "../export/export_check.ts";
 import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
 
@@ -66,7 +67,28 @@ export function parseExportArgs(argv: string[]): ExportArgs | "help" {
 }
 
 async function main(a: ExportArgs): Promise<number> {
-  const r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format });
+  // SIGINT or SIGTERM stops the export between its files, which removes what it wrote; the
+  // earlier export at --out, if any, stays. Once the export is in place, they end the process
+  // as usual.
+  const stop = new AbortController();
+  const listeners: [Deno.Signal, () => void][] = [];
+  for (const sig of STOP_SIGNALS) {
+    const h = () => stop.abort(sig);
+    try {
+      Deno.addSignalListener(sig, h);
+      listeners.push([sig, h]);
+    } catch { /* signals unsupported */ }
+  }
+  let r;
+  try {
+    r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format, signal: stop.signal });
+  } catch (e) {
+    if (!stop.signal.aborted || !(e instanceof ExportError)) throw e;
+    console.error(`error: ${e.message}`);
+    return signalExitCode(stop.signal.reason);
+  } finally {
+    for (const [sig, h] of listeners) Deno.removeSignalListener(sig, h);
+  }
   for (const note of r.notes) console.error(`note: ${note}`);
   const mb = (r.bytes / 1e6).toFixed(1);
   const shape = r.lotus.mode === "lotus"

@@ -85,6 +85,12 @@ export interface ExportOptions {
    * damaged contents are exported again). Default false.
    */
   replaceAny?: boolean;
+  /**
+   * Stops the export when aborted (`deno task export` aborts it on SIGINT or SIGTERM): it is
+   * looked at between the files, and an export it stops is removed, `out` left as it was,
+   * and the promise rejects with an {@linkcode ExportError} that says so.
+   */
+  signal?: AbortSignal;
 }
 
 /** What an export wrote. */
@@ -286,10 +292,20 @@ export async function exportCheckpoint(
     }
   }
   const files: string[] = [];
+  const stopped = () => {
+    if (opts.signal?.aborted) {
+      throw new ExportError(
+        `the export to ${out} was stopped (${String(opts.signal.reason)}) before it was ` +
+          `complete: what it had written is removed, and ${out} is as it was`,
+      );
+    }
+  };
+  stopped();
   await replaceDir(out, async (tmp) => {
     const json = async (name: string, obj: unknown) => {
       await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
       files.push(name);
+      stopped();
     };
     await json(
       "config.json",
@@ -297,6 +313,7 @@ export async function exportCheckpoint(
     );
     await Deno.writeTextFile(`${tmp}/tokenizer.json`, exportTokenizerJson(ck.tokenizerJson));
     files.push("tokenizer.json");
+    stopped();
     await json("tokenizer_config.json", tokenizerConfigJson(parsedTok, texts, cfg.maxPositions));
     await json("special_tokens_map.json", specialTokensMapJson(texts));
     await json("generation_config.json", generationConfigJson(sp, meta.train.maxNewTokens));
@@ -305,18 +322,21 @@ export async function exportCheckpoint(
       const tensors = toHfTensors(ck.params, paramLayout(cfg), "transformer.");
       await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
       files.push("model.safetensors");
+      stopped();
     }
     if (withOnnx) {
       await Deno.mkdir(`${tmp}/onnx`);
       const [weigh, graph] = llama ? [llamaWeights, llamaGraph] : [gpt2Weights, gpt2Graph];
       const weights = weigh(cfg, ck.params);
       await weights.write(`${tmp}/${ONNX_FILES.weights}`);
+      stopped();
       await Deno.writeFile(`${tmp}/${ONNX_FILES.ids}`, encodeModel(graph(cfg, weights, "ids")));
       await Deno.writeFile(
         `${tmp}/${ONNX_FILES.embeds}`,
         encodeModel(graph(cfg, weights, "embeds")),
       );
       files.push(ONNX_FILES.weights, ONNX_FILES.ids, ONNX_FILES.embeds);
+      stopped();
     }
   });
   let bytes = 0;

@@ -73,3 +73,47 @@ Deno.test("export and infer print one-line errors", async () => {
     lines[0],
   );
 });
+
+Deno.test("Ctrl-C during deno task export: exit 130, one line, nothing left beside --out", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  const first = await task("export", ["--checkpoint", `${d}/ck`, "--out", `${d}/ex`]);
+  assertEquals(first.code, 0, first.stderr);
+  const before = await Deno.readFile(`${d}/ex/onnx/model.onnx_data`);
+  // SIGINT as the new export writes its lotus.json, held a moment as a keypress would be.
+  const preload = `${d}/sigint_at_lotus_json.ts`;
+  await Deno.writeTextFile(
+    preload,
+    `const write = Deno.writeTextFile;
+Deno.writeTextFile = (path, data, options) => {
+  if (String(path).endsWith("/lotus.json")) {
+    Deno.kill(Deno.pid, "SIGINT");
+    const until = performance.now() + 200;
+    while (performance.now() < until) { /* wait */ }
+  }
+  return write(path, data, options);
+};
+`,
+  );
+  const [deno, ...rest] = TASKS.export.split(" ");
+  assertEquals(deno, "deno");
+  const script = rest.pop()!;
+  const r = await runDeno([
+    ...rest,
+    "--preload",
+    preload,
+    script,
+    "--checkpoint",
+    `${d}/ck`,
+    "--out",
+    `${d}/ex`,
+  ]);
+  assertEquals(r.code, 130, r.stdout + r.stderr);
+  assertEquals(r.stdout, "");
+  const lines = r.stderr.trim().split("\n");
+  assertEquals(lines.length, 1, r.stderr);
+  assert(lines[0].startsWith(`error: the export to ${d}/ex was stopped (SIGINT)`), lines[0]);
+  const names = (await Array.fromAsync(Deno.readDir(d))).map((e) => e.name).sort();
+  assertEquals(names, ["ck", "ex", "sigint_at_lotus_json.ts"]);
+  assertEquals(await Deno.readFile(`${d}/ex/onnx/model.onnx_data`), before);
+});

@@ -337,6 +337,39 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
   );
 });
 
+Deno.test("an export stopped by its signal mid-write leaves nothing beside --out and the earlier export whole", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "hf" });
+  const before = await Deno.readFile(`${d}/ex/model.safetensors`);
+  // Aborted at its fourth look: the export has written a few files of its new directory.
+  let looks = 0;
+  const signal = {
+    get aborted() {
+      return ++looks >= 4;
+    },
+    reason: "SIGINT",
+  } as unknown as AbortSignal;
+  const e = await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/ex`, { signal }),
+    ExportError,
+    "was stopped (SIGINT) before it was complete",
+  );
+  assert(e.message.includes(`${d}/ex is as it was`), e.message);
+  assert(looks >= 4, "the signal was looked at while the export wrote");
+  assertEquals((await Array.fromAsync(Deno.readDir(d))).map((x) => x.name).sort(), ["ck", "ex"]);
+  assertEquals(await Deno.readFile(`${d}/ex/model.safetensors`), before);
+  assert(!(await exists(`${d}/ex/onnx`)), "the earlier hf export is the one in place");
+  assertEquals(await checkExport(`${d}/ex`), []);
+  // Aborted before it starts: nothing is written at all.
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/new`, { signal: AbortSignal.abort("SIGTERM") }),
+    ExportError,
+    "stopped (SIGTERM)",
+  );
+  assert(!(await exists(`${d}/new`)));
+});
+
 Deno.test("ONNX codec: a graph round-trips, and weights are aligned in their file", () => {
   const w = new WeightFile("w.bin");
   w.add("a", [3], Float32Array.of(1, 2, 3));
