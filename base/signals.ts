@@ -33,13 +33,18 @@ export interface StopWatch {
   close(): void;
 }
 
-/** Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen. */
-export function watchStopSignals(): StopWatch {
+/**
+ * Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen; `onStop`, if
+ * given, is called with it when it comes (an `AbortController`'s `abort`, say).
+ */
+export function watchStopSignals(onStop?: (signal: Deno.Signal) => void): StopWatch {
   const listeners = new Map<Deno.Signal, () => void>();
   let signal: Deno.Signal | null = null;
   for (const sig of STOP_SIGNALS) {
     const onSignal = () => {
-      signal ??= sig;
+      if (signal !== null) return;
+      signal = sig;
+      onStop?.(sig);
     };
     try {
       Deno.addSignalListener(sig, onSignal);

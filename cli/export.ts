@@ -6,7 +6,7 @@
  */
 
 import { exportCheckpoint, ExportError } from "../export/export.ts";
-import { signalExitCode, STOP_SIGNALS } from "../base/signals.ts";
+import { signalExitCode, watchStopSignals } from "../base/signals.ts";
 import { checkExport } from "../export/export_check.ts";
 import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
 
@@ -71,14 +71,7 @@ async function main(a: ExportArgs): Promise<number> {
   // earlier export at --out, if any, stays. Once the export is in place, they end the process
   // as usual.
   const stop = new AbortController();
-  const listeners: [Deno.Signal, () => void][] = [];
-  for (const sig of STOP_SIGNALS) {
-    const h = () => stop.abort(sig);
-    try {
-      Deno.addSignalListener(sig, h);
-      listeners.push([sig, h]);
-    } catch { /* signals unsupported */ }
-  }
+  const watch = watchStopSignals((sig) => stop.abort(sig));
   let r;
   try {
     r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format, signal: stop.signal });
@@ -87,7 +80,7 @@ async function main(a: ExportArgs): Promise<number> {
     console.error(`error: ${e.message}`);
     return signalExitCode(stop.signal.reason);
   } finally {
-    for (const [sig, h] of listeners) Deno.removeSignalListener(sig, h);
+    watch.close();
   }
   for (const note of r.notes) console.error(`note: ${note}`);
   const mb = (r.bytes / 1e6).toFixed(1);

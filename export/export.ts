@@ -40,6 +40,7 @@ import {
   trainStateNote,
 } from "../model/checkpoint.ts";
 import { replaceDir } from "../base/staging.ts";
+import { signalTurns } from "../base/signals.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { gpt2Graph, gpt2Weights } from "./onnx_gpt2.ts";
@@ -292,7 +293,10 @@ export async function exportCheckpoint(
     }
   }
   const files: string[] = [];
-  const stopped = () => {
+  // A signal that has come reaches its listener (and aborts) only after two turns of the
+  // event loop (signalTurns), so each look at the signal waits for them first.
+  const stopped = async () => {
+    if (opts.signal) await signalTurns();
     if (opts.signal?.aborted) {
       throw new ExportError(
         `the export to ${out} was stopped (${String(opts.signal.reason)}) before it was ` +
@@ -300,12 +304,12 @@ export async function exportCheckpoint(
       );
     }
   };
-  stopped();
+  await stopped();
   await replaceDir(out, async (tmp) => {
     const json = async (name: string, obj: unknown) => {
       await Deno.writeTextFile(`${tmp}/${name}`, JSON.stringify(obj, null, 2) + "\n");
       files.push(name);
-      stopped();
+      await stopped();
     };
     await json(
       "config.json",
@@ -313,7 +317,7 @@ export async function exportCheckpoint(
     );
     await Deno.writeTextFile(`${tmp}/tokenizer.json`, exportTokenizerJson(ck.tokenizerJson));
     files.push("tokenizer.json");
-    stopped();
+    await stopped();
     await json("tokenizer_config.json", tokenizerConfigJson(parsedTok, texts, cfg.maxPositions));
     await json("special_tokens_map.json", specialTokensMapJson(texts));
     await json("generation_config.json", generationConfigJson(sp, meta.train.maxNewTokens));
@@ -322,21 +326,21 @@ export async function exportCheckpoint(
       const tensors = toHfTensors(ck.params, paramLayout(cfg), "transformer.");
       await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
       files.push("model.safetensors");
-      stopped();
+      await stopped();
     }
     if (withOnnx) {
       await Deno.mkdir(`${tmp}/onnx`);
       const [weigh, graph] = llama ? [llamaWeights, llamaGraph] : [gpt2Weights, gpt2Graph];
       const weights = weigh(cfg, ck.params);
       await weights.write(`${tmp}/${ONNX_FILES.weights}`);
-      stopped();
+      await stopped();
       await Deno.writeFile(`${tmp}/${ONNX_FILES.ids}`, encodeModel(graph(cfg, weights, "ids")));
       await Deno.writeFile(
         `${tmp}/${ONNX_FILES.embeds}`,
         encodeModel(graph(cfg, weights, "embeds")),
       );
       files.push(ONNX_FILES.weights, ONNX_FILES.ids, ONNX_FILES.embeds);
-      stopped();
+      await stopped();
     }
   });
   let bytes = 0;

@@ -32,6 +32,7 @@ import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
 import { exists } from "../base/exists.ts";
 import { removeTreeSync, sweepStale, TempLease } from "../base/staging.ts";
+import { STOP_SIGNALS } from "../base/signals.ts";
 
 /** Raised when the output directory cannot be written. */
 export class WriteError extends Error {
@@ -65,12 +66,11 @@ export class BuildStopped extends Error {
 }
 
 const active = new Set<StagedDir>();
-const SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 const handlers = new Map<Deno.Signal, () => void>();
 
 function listen(): void {
   if (handlers.size > 0 || Deno.build.os === "windows") return;
-  for (const sig of SIGNALS) {
+  for (const sig of STOP_SIGNALS) {
     const h = () => {
       for (const s of active) s.stop(sig);
     };
