@@ -369,6 +369,14 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   );
   assert(damaged.message.includes('field "train.batch"'), damaged.message);
   assert(damaged.message.includes("--overwrite"), damaged.message);
+  // One cut short (or mistyped in an edit) is not JSON: the same advice.
+  await Deno.writeTextFile(`${out}/plan.json`, JSON.stringify(plan).slice(0, 40));
+  const cut = await assertRejects(
+    () => train({ ...base, recipe: undefined, out, resume: out }),
+    TrainConfigError,
+  );
+  assert(cut.message.startsWith(`${out}/plan.json: not valid JSON (`), cut.message);
+  assert(cut.message.includes("fix it, or start the run again with --overwrite"), cut.message);
   // A save that cannot be written (a file-size limit stands in for a full disk: writes past
   // 512 KiB fail with EFBIG) names the checkpoint and the step, and keeps the last save.
   const run = await tempDir();
