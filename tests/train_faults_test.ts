@@ -293,14 +293,16 @@ Deno.test("faults: a resume on another dataset is refused", async () => {
 });
 
 /**
- * `deno task train` with `flags` in a child process whose files may not grow past 512 KiB, a
- * stand-in for a full disk (a write past it fails with EFBIG; SIGXFSZ is ignored). The limit
- * holds from the start or, with `after`, from the moment the run logs a line starting `after`:
- * a preload wraps console.error and lowers the process's limit (setrlimit) there.
+ * `deno task train` with `flags` in a child process whose files may not grow past `kib` KiB
+ * (512 by default), a stand-in for a full disk (a write past it fails with EFBIG; SIGXFSZ is
+ * ignored). The limit holds from the start or, with `after`, from the moment the run logs a line
+ * starting `after`: a preload wraps console.error and lowers the process's limit (setrlimit)
+ * there, to 512 KiB.
  */
 async function trainFileLimited(
   flags: string[],
   after?: string,
+  kib = 512,
 ): Promise<{ code: number; stderr: string }> {
   const preload: string[] = [];
   if (after !== undefined) {
@@ -324,7 +326,7 @@ console.error = (...a: unknown[]) => {
     preload.push("--preload", path);
   }
   const train_ = [Deno.execPath(), "run", ...TASK_PERMISSIONS, ...preload, `${ROOT}cli/train.ts`];
-  const ulimit = after === undefined ? "ulimit -f 512; " : "";
+  const ulimit = after === undefined ? `ulimit -f ${kib}; ` : "";
   const res = await new Deno.Command("bash", {
     args: ["-c", `trap '' XFSZ; ${ulimit}exec "$@"`, "bash", ...train_, ...flags],
     env: { NO_COLOR: "1" },
@@ -367,6 +369,14 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
   );
   assert(damaged.message.includes('field "train.batch"'), damaged.message);
   assert(damaged.message.includes("--overwrite"), damaged.message);
+  // One cut short (or mistyped in an edit) is not JSON: the same advice.
+  await Deno.writeTextFile(`${out}/plan.json`, JSON.stringify(plan).slice(0, 40));
+  const cut = await assertRejects(
+    () => train({ ...base, recipe: undefined, out, resume: out }),
+    TrainConfigError,
+  );
+  assert(cut.message.startsWith(`${out}/plan.json: not valid JSON (`), cut.message);
+  assert(cut.message.includes("fix it, or start the run again with --overwrite"), cut.message);
   // A save that cannot be written (a file-size limit stands in for a full disk: writes past
   // 512 KiB fail with EFBIG) names the checkpoint and the step, and keeps the last save.
   const run = await tempDir();
@@ -392,6 +402,24 @@ Deno.test("faults: a damaged plan.json and a failed save are errors that say wha
     firstErr,
   );
   assert(!firstErr.includes("--resume"), firstErr);
+});
+
+Deno.test("faults: a resume whose log cannot be rewritten (a full disk) leaves no temporary file", async () => {
+  const data = await fixtureData(), run = await tempDir();
+  await train({ ...base, data, out: run, train: { ...short, evalEvery: 1 }, stopAfter: 4 });
+  const log = await Deno.readTextFile(`${run}/log.jsonl`);
+  assert(log.length > 1024, `${log.length} bytes`);
+  // Files may not grow past 1 KiB: the resume's rewrite of log.jsonl fails part way.
+  const { code, stderr } = await trainFileLimited(["--resume", run, "--quiet"], undefined, 1);
+  assertEquals(code, 1, stderr);
+  assert(stderr.includes(`${run}/log.jsonl.tmp-`), stderr);
+  const names: string[] = [];
+  for await (const e of Deno.readDir(run)) names.push(e.name);
+  assertEquals(names.filter((n) => n.includes(".tmp-")), [], names.join(", "));
+  assertEquals(await Deno.readTextFile(`${run}/log.jsonl`), log);
+  // Room again: the resume goes on.
+  const res = await train({ ...base, out: run, resume: run });
+  assert(res.completed);
 });
 
 Deno.test("faults: a fresh run whose final save fails after a kept best names best/ and --overwrite", async () => {

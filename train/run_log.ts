@@ -16,6 +16,7 @@
 import { parse } from "csv-parse/sync";
 import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
+import { writeFileAtomicSync } from "../base/atomic.ts";
 import { exists } from "../base/exists.ts";
 import { fieldIssue } from "../base/json.ts";
 
@@ -142,8 +143,11 @@ export class RunLog {
       if (lastStep(fromCsv) > lastStep(keep)) keep = fromCsv;
     }
     if (lastStep(keep) < resumeStep) this.missing = { from: lastStep(keep) + 1, to: resumeStep };
-    replaceFileSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
-    replaceFileSync(this.#csv, stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]));
+    writeFileAtomicSync(this.#jsonl, keep.map((r) => JSON.stringify(r) + "\n").join(""));
+    writeFileAtomicSync(
+      this.#csv,
+      stringify([LOG_COLUMNS as string[], ...keep.map((r) => rowOf(r))]),
+    );
   }
   /**
    * Append one record to both files, or to neither: when a write fails (a full disk), both
@@ -181,13 +185,6 @@ function readIfThere(path: string): string {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
     return "";
   }
-}
-
-/** Write `text` to `path` through a temporary sibling and a rename. */
-function replaceFileSync(path: string, text: string): void {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  Deno.writeTextFileSync(tmp, text);
-  Deno.renameSync(tmp, path);
 }
 
 /**

@@ -2236,7 +2236,14 @@ async function readPlan(
     raw = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
     rethrowIfDenied(e);
-    throw new TrainConfigError("--resume", `${path}: unreadable (${(e as Error).message})`);
+    // The run writes it whole (through a temporary file): one that is not JSON was damaged or
+    // edited since.
+    throw new TrainConfigError(
+      "--resume",
+      `${path}: ${e instanceof SyntaxError ? "not valid JSON" : "unreadable"} ` +
+        `(${(e as Error).message}); the plan is damaged: fix it, or start the run again ` +
+        `with --overwrite instead of --resume`,
+    );
   }
   const p = PlanSchema.safeParse(raw);
   if (!p.success) {
