@@ -15,7 +15,7 @@ import {
 } from "../model/config.ts";
 import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { PRECISIONS } from "../engine/ffi.ts";
-import { stoppedWhen, train } from "../train/trainer.ts";
+import { resumeArgs, stoppedWhen, train } from "../train/trainer.ts";
 import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
@@ -429,7 +429,7 @@ async function main(a: TrainArgs): Promise<number> {
     // --stop-after: the run goes on with --resume.
     console.log(
       `stopped by --stop-after ${a.stopAfter} at step ${res.steps}; checkpoint in ` +
-        `${res.checkpoint}; go on with --resume ${out}`,
+        `${res.checkpoint}; go on with ${resumeArgs(out, run)}`,
     );
     return 0;
   }

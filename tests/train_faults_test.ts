@@ -1367,13 +1367,23 @@ Deno.test("faults: a resume from another directory of a run on a relative --data
     assert(!res.stderr.includes("build the dataset first"), res.stderr);
     assert(res.stderr.includes("If it was removed, rebuild it as it was built"), res.stderr);
     assertEquals(namesIn(elsewhere), []);
-    // --data with that dataset resumes it from there.
-    const ok = await resume(["--resume", run, "--data", data, "--stop-after", "1", "--quiet"]);
+    // --data with that dataset resumes it from there; the hint to go on keeps the micro-batch
+    // this process ran (a resume does not take it from the run).
+    const ok = await resume([
+      "--resume",
+      run,
+      "--data",
+      data,
+      "--stop-after",
+      "1",
+      "--micro-batch",
+      "4",
+      "--quiet",
+    ]);
     assertEquals(ok.code, 0, ok.stderr);
     assert(
-      /^stopped by --stop-after 1 at step \d+; checkpoint in .*; go on with --resume /m.test(
-        ok.stdout,
-      ),
+      /^stopped by --stop-after 1 at step \d+; checkpoint in .*; go on with --resume \S+ --micro-batch 4$/m
+        .test(ok.stdout),
       ok.stdout,
     );
   }

@@ -885,6 +885,31 @@ interface RunContext {
 }
 
 /**
+ * `--resume run` and the flags of `opts` that a resume does not take from the run, yet needs to
+ * go on as the run went: a backend other than the default CPU, the precision and the
+ * micro-batch (without it, a resume runs each whole batch at once, which may not fit in
+ * memory). For the messages that say how to resume.
+ *
+ * @example
+ * ```ts
+ * import { resumeArgs } from "./trainer.ts";
+ * console.assert(resumeArgs("out/runs/a", { backend: "cuda", microBatch: 16 }) ===
+ *   "--resume out/runs/a --backend cuda --micro-batch 16");
+ * ```
+ */
+export function resumeArgs(
+  run: string,
+  opts: Pick<TrainOptions, "backend" | "precision" | "microBatch">,
+): string {
+  return [
+    `--resume ${run}`,
+    (opts.backend ?? "cpu") !== "cpu" ? `--backend ${opts.backend}` : "",
+    opts.precision ? `--precision ${opts.precision}` : "",
+    opts.microBatch ? `--micro-batch ${opts.microBatch}` : "",
+  ].filter((s) => s !== "").join(" ");
+}
+
+/**
  * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
  * this rank in a data-parallel run.
  */
@@ -893,7 +918,7 @@ async function trainRun(
   world: World | null = null,
   ctx: RunContext = {},
 ): Promise<TrainResult> {
-  const resumeAs = ctx.resumeAs ?? opts.out;
+  const resume = resumeArgs(ctx.resumeAs ?? opts.out, opts);
   // In a data-parallel run, rank 0 alone prints and writes.
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
@@ -1187,7 +1212,7 @@ async function trainRun(
           `cannot save the checkpoint ${dir} at step ${state.step} ` +
             `(${(e as Error).message}); ` +
             (resumable
-              ? `what was saved there before is kept: ${fix} and resume with --resume ${resumeAs}`
+              ? `what was saved there before is kept: ${fix} and resume with ${resume}`
               : bestSaved
               ? `there is no checkpoint to resume, only ${bestDir} (the best weights so far): ` +
                 `${fix} and run the command again with --overwrite, after moving ${bestDir} ` +
@@ -1513,7 +1538,7 @@ async function trainRun(
       logError && new Error(
         `cannot write the run's log (${logError.message}); training stopped at step ` +
           `${state.step} and saved its checkpoint: fix the cause (free disk space, say) and ` +
-          `resume with --resume ${resumeAs}`,
+          `resume with ${resume}`,
         { cause: logError },
       );
     // Data-parallel ranks all run the final evaluation, rank 0 too (its records unwritten),
@@ -1548,7 +1573,7 @@ async function trainRun(
     failure ??= logFailure();
     if (interrupted) {
       const when = evalStopped ? "during the evaluation at" : "at";
-      log(`${interrupted} ${when} step ${state.step}: saving; resume with --resume ${resumeAs}`);
+      log(`${interrupted} ${when} step ${state.step}: saving; resume with ${resume}`);
     }
     await save();
     // The others wait for rank 0's checkpoint, so that what follows (a next phase, a resume)
