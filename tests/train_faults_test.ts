@@ -226,6 +226,30 @@ Deno.test("faults: a resume that contradicts the saved run names the flag", asyn
   assertEquals(JSON.parse(await Deno.readTextFile(`${out}/summary.json`)).steps, 10);
 });
 
+Deno.test("faults: a resume with a length below the steps taken is refused, naming the flag; the run is untouched", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  await train({ ...base, data, out, train: short, stopAfter: 4 });
+  const before = await Deno.readFile(`${out}/checkpoint/model.safetensors`);
+  const log = await Deno.readTextFile(`${out}/log.jsonl`);
+  const summary = await Deno.readTextFile(`${out}/summary.json`);
+  const err = await assertRejects(
+    () => train({ ...base, data, out, resume: out, train: { steps: 2 } }),
+    TrainConfigError,
+  );
+  assertEquals(err.flag, "--steps");
+  assertEquals(
+    err.message,
+    `--steps gives ${out} 2 steps, fewer than the 4 it has taken: give a length of at least 4 ` +
+      "steps, or leave --steps out to go on to the run's own length",
+  );
+  assertEquals(await Deno.readFile(`${out}/checkpoint/model.safetensors`), before);
+  assertEquals(await Deno.readTextFile(`${out}/log.jsonl`), log);
+  assertEquals(await Deno.readTextFile(`${out}/summary.json`), summary, "not marked complete");
+  // At the steps taken, the run ends there: its final evaluation, then complete.
+  const r = await train({ ...base, data, out, resume: out, train: { steps: 4 } });
+  assertEquals([r.steps, r.completed], [4, true]);
+});
+
 Deno.test("faults: a resume takes --preset with --arch as the run did (tiny with llama: llama-tiny)", async () => {
   const data = await fixtureData(), out = await tempDir();
   await train({ ...base, arch: "llama", data, out, train: short });

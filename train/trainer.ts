@@ -1047,6 +1047,20 @@ async function trainRun(
     );
     return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal, world);
   }
+  // A length below the steps taken would end the run where it never stood, marked complete.
+  if (resumed && resumed.state.step > total) {
+    const flag = cfg.finalStageSteps !== null
+      ? "--final-stage-steps"
+      : cfg.steps !== null
+      ? "--steps"
+      : "--epochs";
+    throw new TrainConfigError(
+      flag,
+      `${flag} gives ${opts.out} ${total} steps, fewer than the ${resumed.state.step} it has ` +
+        `taken: give a length of at least ${resumed.state.step} steps, or leave ${flag} out ` +
+        `to go on to the run's own length`,
+    );
+  }
   if (!resumed) {
     for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
   }
