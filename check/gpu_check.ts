@@ -410,7 +410,7 @@ if (test.backend === "cuda" && !a.preflight) {
     ["bf16 forwards of 1 to 8 rows", compareFewRowForwards],
     ["bf16 forwards of 9 to 128 rows", compareSkinnyForwards],
     ["GELU's forward left to its matmul", compareDeferredGeluFwd],
-    ["LayerNorm's forward left to its matmul", (open) => compareDeferredNormFwd(open)],
+    ["the norms' forwards left to their matmul", (open) => compareDeferredNormFwd(open)],
     ["GELU's backward left to the fc matmul", compareDeferredGeluBwd],
   ];
   for (const [what, compare] of reopening) {
