@@ -43,7 +43,7 @@ import { type Engine, type Precision, PRECISIONS, PRECISIONS_TEXT } from "../eng
 import { selectEngine } from "../engine/backend.ts";
 import type { BackendName } from "../engine/types.ts";
 import { cudaMemInfo, probeCuda } from "../engine/cuda_probe.ts";
-import { presetConfig, type PresetName } from "../model/config.ts";
+import { PRESET_NAMES, presetConfig, type PresetName } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Model } from "../model/model.ts";
 import { type ReferenceShape, referenceStep } from "../check/reference_step.ts";
@@ -125,6 +125,7 @@ async function main(): Promise<void> {
     return n;
   };
   const preset = (a.preset ?? (dry ? "tiny" : "gpt2")) as PresetName;
+  if (!PRESET_NAMES.includes(preset)) fatal(`--preset ${preset}: use ${PRESET_NAMES.join(", ")}`);
   const precision = (a.precision ?? (dry ? "fp32" : "bf16")) as Precision;
   if (!PRECISIONS.includes(precision)) {
     fatal(`--precision ${precision}: use ${PRECISIONS_TEXT}`);
