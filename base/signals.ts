@@ -35,15 +35,15 @@ export interface StopWatch {
 
 /**
  * Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen; `onStop`, if
- * given, is called with it when it comes (an `AbortController`'s `abort`, say).
+ * given, is called with each one as it comes (an `AbortController`'s `abort` at the first, say,
+ * and an exit at the next).
  */
 export function watchStopSignals(onStop?: (signal: Deno.Signal) => void): StopWatch {
   const listeners = new Map<Deno.Signal, () => void>();
   let signal: Deno.Signal | null = null;
   for (const sig of STOP_SIGNALS) {
     const onSignal = () => {
-      if (signal !== null) return;
-      signal = sig;
+      signal ??= sig;
       onStop?.(sig);
     };
     try {

@@ -6,7 +6,7 @@
  */
 
 import { exportCheckpoint, ExportError } from "../export/export.ts";
-import { signalExitCode, watchStopSignals } from "../base/signals.ts";
+import { signalExitCode, signalTurns, watchStopSignals } from "../base/signals.ts";
 import { checkExport } from "../export/export_check.ts";
 import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
 
@@ -68,19 +68,31 @@ export function parseExportArgs(argv: string[]): ExportArgs | "help" {
 
 async function main(a: ExportArgs): Promise<number> {
   // SIGINT or SIGTERM stops the export between its files, which removes what it wrote; the
-  // earlier export at --out, if any, stays. Once the export is in place, they end the process
-  // as usual.
+  // earlier export at --out, if any, stays. A second one ends the process at once (a long
+  // load or write in between), leaving the partial export to the next export's sweep. One that
+  // comes once the last file is written finds the export complete, and says so.
   const stop = new AbortController();
-  const watch = watchStopSignals((sig) => stop.abort(sig));
+  const watch = watchStopSignals((sig) => {
+    if (stop.signal.aborted) Deno.exit(signalExitCode(sig));
+    stop.abort(sig);
+  });
   let r;
   try {
     r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format, signal: stop.signal });
+    await signalTurns();
   } catch (e) {
     if (!stop.signal.aborted || !(e instanceof ExportError)) throw e;
     console.error(`error: ${e.message}`);
     return signalExitCode(stop.signal.reason);
   } finally {
     watch.close();
+  }
+  if (stop.signal.aborted) {
+    console.error(
+      `error: ${stop.signal.reason} came as the export was put in place: it is complete, in ` +
+        `${r.dir}`,
+    );
+    return signalExitCode(stop.signal.reason);
   }
   for (const note of r.notes) console.error(`note: ${note}`);
   const mb = (r.bytes / 1e6).toFixed(1);

@@ -74,31 +74,36 @@ Deno.test("export and infer print one-line errors", async () => {
   );
 });
 
-Deno.test("Ctrl-C during deno task export: exit 130, one line, nothing left beside --out", async () => {
-  const d = await tempDir();
-  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
-  const first = await task("export", ["--checkpoint", `${d}/ck`, "--out", `${d}/ex`]);
-  assertEquals(first.code, 0, first.stderr);
-  const before = await Deno.readFile(`${d}/ex/onnx/model.onnx_data`);
-  // SIGINT as the new export writes its lotus.json, held a moment as a keypress would be.
-  const preload = `${d}/sigint_at_lotus_json.ts`;
+/**
+ * `deno task export` of `${d}/ck` to `${d}/ex` with a preload that wraps Deno's async function
+ * `fn` to send SIGINT (`times` of them, each held a moment as a keypress would be) at its first
+ * call whose first argument ends with `suffix`.
+ */
+async function exportSignalled(d: string, fn: string, suffix: string, times = 1) {
+  const preload = `${d}/sigint.ts`;
   await Deno.writeTextFile(
     preload,
-    `const write = Deno.writeTextFile;
-Deno.writeTextFile = (path, data, options) => {
-  if (String(path).endsWith("/lotus.json")) {
-    Deno.kill(Deno.pid, "SIGINT");
-    const until = performance.now() + 200;
-    while (performance.now() < until) { /* wait */ }
+    `const orig = Deno.${fn};
+let sent = false;
+Deno.${fn} = async (...args) => {
+  if (!sent && String(args[0]).endsWith(${JSON.stringify(suffix)})) {
+    sent = true;
+    for (let i = 0; i < ${times}; i++) {
+      // A pause between two (a second keypress): the first has reached its listener.
+      if (i > 0) await new Promise((r) => setTimeout(r, 300));
+      Deno.kill(Deno.pid, "SIGINT");
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* wait */ }
+    }
   }
-  return write(path, data, options);
+  return await orig(...args);
 };
 `,
   );
   const [deno, ...rest] = TASKS.export.split(" ");
   assertEquals(deno, "deno");
   const script = rest.pop()!;
-  const r = await runDeno([
+  return await runDeno([
     ...rest,
     "--preload",
     preload,
@@ -108,12 +113,36 @@ Deno.writeTextFile = (path, data, options) => {
     "--out",
     `${d}/ex`,
   ]);
+}
+
+Deno.test("Ctrl-C during deno task export: exit 130, one line, nothing left beside --out", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { k: 2, c: 3 });
+  const first = await task("export", ["--checkpoint", `${d}/ck`, "--out", `${d}/ex`]);
+  assertEquals(first.code, 0, first.stderr);
+  const before = await Deno.readFile(`${d}/ex/onnx/model.onnx_data`);
+  const names = async () => (await Array.fromAsync(Deno.readDir(d))).map((e) => e.name).sort();
+  // SIGINT as the new export writes its lotus.json.
+  const r = await exportSignalled(d, "writeTextFile", "/lotus.json");
   assertEquals(r.code, 130, r.stdout + r.stderr);
   assertEquals(r.stdout, "");
   const lines = r.stderr.trim().split("\n");
   assertEquals(lines.length, 1, r.stderr);
   assert(lines[0].startsWith(`error: the export to ${d}/ex was stopped (SIGINT)`), lines[0]);
-  const names = (await Array.fromAsync(Deno.readDir(d))).map((e) => e.name).sort();
-  assertEquals(names, ["ck", "ex", "sigint_at_lotus_json.ts"]);
+  assertEquals(await names(), ["ck", "ex", "sigint.ts"]);
+  assertEquals(await Deno.readFile(`${d}/ex/onnx/model.onnx_data`), before);
+  // SIGINT as the finished export is renamed into place: complete, and said so, exit 130.
+  const late = await exportSignalled(d, "rename", "/ex");
+  assertEquals(late.code, 130, late.stdout + late.stderr);
+  assertEquals(
+    late.stderr.trim(),
+    `error: SIGINT came as the export was put in place: it is complete, in ${d}/ex`,
+  );
+  assertEquals(await names(), ["ck", "ex", "sigint.ts"]);
+  assertEquals(await Deno.readFile(`${d}/ex/onnx/model.onnx_data`), before);
+  // Twice during the load: the second ends the command at once.
+  const twice = await exportSignalled(d, "readFile", "model.safetensors", 2);
+  assertEquals(twice.code, 130, twice.stdout + twice.stderr);
+  assertEquals([twice.stdout, twice.stderr], ["", ""], "ended before the export looked");
   assertEquals(await Deno.readFile(`${d}/ex/onnx/model.onnx_data`), before);
 });

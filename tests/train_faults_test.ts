@@ -239,8 +239,8 @@ Deno.test("faults: a resume with a length below the steps taken is refused, nami
   assertEquals(err.flag, "--steps");
   assertEquals(
     err.message,
-    `--steps gives ${out} 2 steps, fewer than the 4 it has taken: give a length of at least 4 ` +
-      "steps, or leave --steps out to go on to the run's own length",
+    `--steps gives ${out} 2 steps, fewer than the 4 it has taken: give --steps 4 or more ` +
+      "(steps), or leave --steps out to go on to the run's own length",
   );
   assertEquals(await Deno.readFile(`${out}/checkpoint/model.safetensors`), before);
   assertEquals(await Deno.readTextFile(`${out}/log.jsonl`), log);
@@ -248,6 +248,34 @@ Deno.test("faults: a resume with a length below the steps taken is refused, nami
   // At the steps taken, the run ends there: its final evaluation, then complete.
   const r = await train({ ...base, data, out, resume: out, train: { steps: 4 } });
   assertEquals([r.steps, r.completed], [4, true]);
+  // --final-stage-steps counts from the final stage's start: the least value the message
+  // gives ends the run where it stands.
+  const staged = await tempDir(), stages = { ...short, steps: undefined, stepsPerStage: 1 };
+  await train({
+    ...base,
+    data,
+    out: staged,
+    train: { ...stages, finalStageSteps: 4 },
+    stopAfter: 4,
+  });
+  const fin = await assertRejects(
+    () => train({ ...base, data, out: staged, resume: staged, train: { finalStageSteps: 1 } }),
+    TrainConfigError,
+  );
+  assertEquals(fin.flag, "--final-stage-steps");
+  const least = Number(
+    /give --final-stage-steps (\d+) or more \(steps after the final stage starts\)/
+      .exec(fin.message)?.[1],
+  );
+  assert(least > 1, fin.message);
+  const ended = await train({
+    ...base,
+    data,
+    out: staged,
+    resume: staged,
+    train: { finalStageSteps: least },
+  });
+  assertEquals([ended.steps, ended.completed], [4, true]);
 });
 
 Deno.test("faults: a resume takes --preset with --arch as the run did (tiny with llama: llama-tiny)", async () => {

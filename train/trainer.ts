@@ -45,7 +45,15 @@ import {
 } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
-import { epochOrder, isFinalStage, lrAt, stageOf, stageShape, totalSteps } from "./schedule.ts";
+import {
+  epochOrder,
+  finalStageStart,
+  isFinalStage,
+  lrAt,
+  stageOf,
+  stageShape,
+  totalSteps,
+} from "./schedule.ts";
 import { type LogRecord, readTrainLog, RunLog } from "./run_log.ts";
 import {
   checkSettings,
@@ -1054,11 +1062,18 @@ async function trainRun(
       : cfg.steps !== null
       ? "--steps"
       : "--epochs";
+    // The least value of the flag, in its own unit, that reaches the steps taken.
+    const taken = resumed.state.step;
+    const [least, unit] = flag === "--final-stage-steps"
+      ? [taken - finalStageStart(cfg, stepsPerEpoch), "steps after the final stage starts"]
+      : flag === "--steps"
+      ? [taken, "steps"]
+      : [Math.ceil(taken / stepsPerEpoch), `epochs of ${stepsPerEpoch} steps`];
     throw new TrainConfigError(
       flag,
-      `${flag} gives ${opts.out} ${total} steps, fewer than the ${resumed.state.step} it has ` +
-        `taken: give a length of at least ${resumed.state.step} steps, or leave ${flag} out ` +
-        `to go on to the run's own length`,
+      `${flag} gives ${opts.out} ${total} steps, fewer than the ${taken} it has taken: give ` +
+        `${flag} ${least} or more (${unit}), or leave ${flag} out to go on to the run's own ` +
+        `length`,
     );
   }
   if (!resumed) {
@@ -2279,9 +2294,10 @@ async function readPlan(
     // edited since.
     throw new TrainConfigError(
       "--resume",
-      `${path}: ${e instanceof SyntaxError ? "not valid JSON" : "unreadable"} ` +
-        `(${(e as Error).message}); the plan is damaged: fix it, or start the run again ` +
-        `with --overwrite instead of --resume`,
+      e instanceof SyntaxError
+        ? `${path}: not valid JSON (${e.message}); the plan is damaged: fix it, or start the ` +
+          `run again with --overwrite instead of --resume`
+        : `${path}: unreadable (${(e as Error).message}); make it readable, then resume again`,
     );
   }
   const p = PlanSchema.safeParse(raw);
