@@ -45,6 +45,27 @@ export function splitPath(path: string): { parent: string; stem: string } {
   return { parent: i === 0 ? "/" : p.slice(0, i), stem: p.slice(i + 1) };
 }
 
+/**
+ * `path` made absolute against the working directory, its "." and ".." parts folded as the
+ * path's text says (links are not followed), as `node:path`'s `resolve` does; written here so
+ * that modules a library user imports need no Node.js type definitions.
+ *
+ * @example
+ * ```ts
+ * import { absolutePath } from "./staging.ts";
+ * console.assert(absolutePath("/a/b/../c/.") === "/a/c");
+ * ```
+ */
+export function absolutePath(path: string): string {
+  const parts: string[] = [];
+  for (const p of (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`).split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") parts.pop();
+    else parts.push(p);
+  }
+  return "/" + parts.join("/");
+}
+
 function join(parent: string, name: string): string {
   return parent.endsWith("/") ? parent + name : `${parent}/${name}`;
 }

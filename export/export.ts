@@ -18,7 +18,6 @@
  * @module
  */
 
-import { resolve } from "node:path";
 import { Sha256 } from "../base/sha256.ts";
 import { fieldIssue } from "../base/json.ts";
 import {
@@ -39,7 +38,7 @@ import {
   toHfTensors,
   trainStateNote,
 } from "../model/checkpoint.ts";
-import { replaceDir } from "../base/staging.ts";
+import { absolutePath, replaceDir } from "../base/staging.ts";
 import { signalTurns } from "../base/signals.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
@@ -197,7 +196,7 @@ export async function exportCheckpoint(
   // "out/." or "..": the directory they name, by its path. Renamed as they stand, "." and
   // ".." cannot be (the system refuses), and a relative path would lose its way once the
   // working directory is the one replaced.
-  if (/(^|\/)\.\.?\/*$/.test(out)) out = resolve(out);
+  if (/(^|\/)\.\.?\/*$/.test(out)) out = absolutePath(out);
   const format = opts.format ?? "both";
   if (!["hf", "onnx", "both"].includes(format)) {
     throw new ExportError(`format "${format}": must be hf, onnx or both`);

@@ -7,6 +7,7 @@
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
+  absolutePath,
   removeTreeSync,
   replaceDir,
   StagingError,
@@ -18,6 +19,7 @@ import { readManifest } from "../pipeline/manifest.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { exportCheckpoint, readLotusJson } from "../export/export.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
+import { resolve } from "node:path";
 import { fixtureTask } from "./_task.ts";
 
 /** Process ids no live process of this test has: liveness is decided by the lock alone. */
@@ -245,4 +247,14 @@ Deno.test("removeTreeSync: a file created while the tree is removed does not kee
   // A path that does not exist is gone already.
   assert(removeTreeSync(`${dir}/none`));
   assertEquals(await names(dir), []);
+});
+
+Deno.test("absolutePath: against the working directory, '.' and '..' folded as node:path's resolve", () => {
+  const cwd = Deno.cwd();
+  for (
+    const p of ["ex/.", "ex/sub/..", "ex/./", ".", "..", "/a/b/../c/.", "/..", "a//b/", "/"]
+  ) {
+    assertEquals(absolutePath(p), resolve(p), p);
+  }
+  assertEquals(absolutePath("x/.."), cwd);
 });
