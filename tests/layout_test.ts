@@ -146,6 +146,23 @@ Deno.test("layout: inference and export never reach the training loop", () => {
   );
 });
 
+Deno.test("layout: what mod.ts reaches imports no node: built-in (an outside project has no @types/node)", () => {
+  const g = graph();
+  const seen = new Set(["mod.ts"]), stack = ["mod.ts"];
+  while (stack.length) {
+    for (const d of g.get(stack.pop()!) ?? []) if (!seen.has(d)) seen.add(d), stack.push(d);
+  }
+  const nodeImport = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)["']node:/;
+  const bad = [...seen].filter((f) => {
+    const code = Deno.readTextFileSync(join(ROOT, f)).replace(/\/\*[\s\S]*?\*\//g, "")
+      .replace(/^\s*\/\/.*$/gm, "");
+    return nodeImport.test(code);
+  });
+  assertEquals(bad, [], "import these through a module of the project's own instead");
+  assert(seen.has("export/export.ts") && seen.size > 50, `mod.ts reaches ${seen.size} files`);
+  assert(nodeImport.test('import { resolve } from "node:path";'), "the pattern finds one");
+});
+
 Deno.test("layout: private modules (_name.ts) are imported only within their layer and by tests", () => {
   const bad: string[] = [];
   for (const [f, deps] of graph()) {
