@@ -97,7 +97,7 @@ import { type Tokenizer, tokenizerDifference, tokenizerFromJson } from "../pipel
 import { writeFileAtomic } from "../base/atomic.ts";
 import { readSafetensorsHeader } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
-import { splitPath } from "../base/staging.ts";
+import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 // A run listens for the stop signals from the end of its set-up to its end (the current step
@@ -1779,17 +1779,6 @@ async function completeRunResult(
     ...keptBest(ck.meta.train.keepBest, ck.state, `${out}/best`),
     ...(world ? { world: { rank: world.rank, size: world.size } } : {}),
   };
-}
-
-/** `p` as an absolute path, its `.` and `..` segments resolved (plain strings, no URL rules). */
-function absolutePath(p: string): string {
-  const parts: string[] = [];
-  for (const seg of (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`).split("/")) {
-    if (seg === "" || seg === ".") continue;
-    if (seg === "..") parts.pop();
-    else parts.push(seg);
-  }
-  return "/" + parts.join("/");
 }
 
 /** Whether `path` is `dir` or lies under it (by their absolute paths). */
