@@ -36,6 +36,7 @@ export { segment, type SegmentOptions } from "./pipeline/segment.ts";
 export { type CotForm, validate, type ValidateOptions } from "./pipeline/validate.ts";
 export {
   findSpecialTokenText,
+  findSpecialTokenTexts,
   fitCompactTokenizer,
   gpt2Tokenizer,
   type Tokenizer,

@@ -25,7 +25,7 @@ import {
 } from "./alternatives.ts";
 import type { EvalItem } from "./items.ts";
 import { InputError } from "../pipeline/read/input_error.ts";
-import { findSpecialTokenText } from "../pipeline/tokenizer.ts";
+import { findSpecialTokenTexts } from "../pipeline/tokenizer.ts";
 import { withShapeOverrides } from "../train/schedule.ts";
 
 /** Options of {@linkcode runEval}. */
@@ -254,17 +254,15 @@ function checkItemTexts(
       ["question", it.question],
       ...steps.map((t, i): [string, string] => [`${cot} step ${i + 1}`, t]),
     ];
-    for (const [field, text] of texts) {
-      const hit = findSpecialTokenText(text, session.tokenizer);
-      if (hit === null) continue;
-      throw new InputError({
-        file: it.source.file,
-        line: it.source.line,
-        field,
-        problem: hit.problem,
-        hint: `remove it from the ${field === "question" ? "question" : "step"}`,
-      });
-    }
+    const [first] = findSpecialTokenTexts(texts, session.tokenizer);
+    if (first === undefined) continue;
+    throw new InputError({
+      file: it.source.file,
+      line: it.source.line,
+      field: first.label,
+      problem: first.hit.problem,
+      hint: `remove it from the ${first.label === "question" ? "question" : "step"}`,
+    });
   }
 }
 
@@ -272,8 +270,8 @@ function checkItemTexts(
  * Answer every item at every R of the sweep, score, time and read out.
  *
  * @throws {InputError} for an item whose question, or gold step when the readout is scored,
- * holds the text of a special token of the session's tokenizer (`<|endoftext|>`, `<|latent|>`...), naming its file and line, before
- * any question is answered.
+ * holds the text of a special token of the session's tokenizer (`<|endoftext|>`,
+ * `<|latent|>`...), naming its file and line, before any question is answered.
  * @throws {RangeError} for a `batch` that is not a whole number of at least 1, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.

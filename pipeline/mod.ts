@@ -72,6 +72,7 @@ export { splitSentences } from "./sentences.ts";
 export {
   type CompactOptions,
   findSpecialTokenText,
+  findSpecialTokenTexts,
   fitCompactTokenizer,
   gpt2Tokenizer,
   LOTUS_TOKENS,

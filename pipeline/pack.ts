@@ -13,7 +13,7 @@
  * @module
  */
 
-import { findSpecialTokenText, type Tokenizer } from "./tokenizer.ts";
+import { findSpecialTokenTexts, type Tokenizer } from "./tokenizer.ts";
 import type { ValidatedRecord, Validation } from "./types.ts";
 import type { CotForm, ReasonInfo } from "./validate.ts";
 import { blockTargets, LONG_STEPS, type LongStep, supervisedLength } from "./step_targets.ts";
@@ -178,7 +178,7 @@ function ignoreThen(ignored: number, ids: number[]): number[] {
 /**
  * The `special_token_text` findings of a record: for each text packing could encode (the
  * question, the steps of both forms, the answer) that holds a special token's text
- * ({@linkcode findSpecialTokenText}), a line naming it. Both forms, so that records.jsonl shows
+ * ({@linkcode findSpecialTokenTexts}), a line naming it. Both forms, so that records.jsonl shows
  * the same reasons whichever form is built.
  */
 function specialTokenFindings(r: ValidatedRecord, tok: Tokenizer): string[] {
@@ -188,12 +188,7 @@ function specialTokenFindings(r: ValidatedRecord, tok: Tokenizer): string[] {
     ...r.nl.map((s, i): [string, string] => [`NL step ${i + 1}`, s]),
     ["answer", r.answer],
   ];
-  const found: string[] = [];
-  for (const [where, text] of texts) {
-    const hit = findSpecialTokenText(text, tok);
-    if (hit !== null) found.push(`${where} ${hit.problem}`);
-  }
-  return found;
+  return findSpecialTokenTexts(texts, tok).map(({ label, hit }) => `${label} ${hit.problem}`);
 }
 
 /**

@@ -129,6 +129,22 @@ export function findSpecialTokenText(
 }
 
 /**
+ * {@linkcode findSpecialTokenText} over labelled texts (`[label, text]`, such as a record's
+ * question and steps): each text that holds a special token's text, with its label, in order.
+ */
+export function findSpecialTokenTexts(
+  texts: Iterable<readonly [string, string]>,
+  tok: Pick<Tokenizer, "specialTokens">,
+): { label: string; hit: SpecialTokenText }[] {
+  const found: { label: string; hit: SpecialTokenText }[] = [];
+  for (const [label, text] of texts) {
+    const hit = findSpecialTokenText(text, tok);
+    if (hit !== null) found.push({ label, hit });
+  }
+  return found;
+}
+
+/**
  * Each special-token map's pattern ({@linkcode specialTokenPattern}) and the map's size when it
  * was made: made again if the map has grown or shrunk since.
  */
