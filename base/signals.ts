@@ -1,5 +1,5 @@
 /**
- * The stop signals (SIGINT, SIGTERM) as the long-running commands take them: a listener keeps
+ * The stop signals (SIGINT, SIGTERM, SIGHUP) as the long-running commands take them: a listener keeps
  * the first one seen, and the work looks at it between its steps (training after a step,
  * an evaluation after a batch), so that it stops cleanly rather than at once.
  *
@@ -20,8 +20,12 @@
  * @module
  */
 
-/** The signals that stop a run cleanly: the current step ends, then the run stops. */
-export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+/**
+ * The signals that stop a run cleanly: the current step ends, then the run stops. SIGHUP (the
+ * terminal closed) is one of them, so that a run started in a terminal that goes away saves as
+ * it would on Ctrl-C; what it prints after that goes nowhere, and is not an error.
+ */
+export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /**
  * Stop signals seen while it listens (without a listener, a signal ends the process at once).
@@ -76,7 +80,8 @@ export async function signalTurns(): Promise<void> {
   for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
 }
 
-/** The exit status of a command a stop signal ended: 130 for SIGINT, 143 for SIGTERM. */
+/** The exit status of a command a stop signal ended: 130 for SIGINT, 143 for SIGTERM, 129 for
+ * SIGHUP (128 and the signal's number, as a shell gives). */
 export function signalExitCode(signal: Deno.Signal): number {
-  return signal === "SIGINT" ? 130 : 143;
+  return signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143;
 }

@@ -200,7 +200,7 @@ async function readCurves(
 
 /**
  * Run an evaluation as the command does; returns the summary path (exported for tests). A
- * stop signal (SIGINT, SIGTERM) stops it after the current batch: nothing is written, the
+ * stop signal (SIGINT, SIGTERM, SIGHUP) stops it after the current batch: nothing is written, the
  * directories made for `--out` are removed, and an {@linkcode EvalStopped} says so.
  */
 export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promise<string> {

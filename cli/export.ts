@@ -67,7 +67,7 @@ export function parseExportArgs(argv: string[]): ExportArgs | "help" {
 }
 
 async function main(a: ExportArgs): Promise<number> {
-  // SIGINT or SIGTERM stops the export between its files, which removes what it wrote; the
+  // SIGINT, SIGTERM or SIGHUP stops the export between its files, which removes what it wrote; the
   // earlier export at --out, if any, stays. A second one ends the process at once (a long
   // load or write in between), leaving the partial export to the next export's sweep. One that
   // comes once the last file is written finds the export complete, and says so.

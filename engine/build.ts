@@ -19,6 +19,7 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import type { BackendName } from "./types.ts";
+import { STOP_SIGNALS } from "../base/signals.ts";
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {
@@ -420,9 +421,6 @@ function cudaParts(sourceDir: string): string[] {
 }
 
 let tmpCounter = 0;
-
-/** The signals a user stops a command with: a compiler ended by one was stopped, not broken. */
-const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /**
  * Builds the engine library if it is not built yet (or `force`), and returns its path.

@@ -86,7 +86,7 @@ export interface ExportOptions {
    */
   replaceAny?: boolean;
   /**
-   * Stops the export when aborted (`deno task export` aborts it on SIGINT or SIGTERM): it is
+   * Stops the export when aborted (`deno task export` aborts it on SIGINT, SIGTERM or SIGHUP): it is
    * looked at between the files, and an export it stops is removed, `out` left as it was,
    * and the promise rejects with an {@linkcode ExportError} that says so.
    */

@@ -628,7 +628,7 @@ function emptySplitMessage(split: string, c: SplitCounts, excluded: number): str
  * that already has a manifest must have the same K, c and CoT form, and its tokenizer is
  * reused. Nothing appears in `out` until every file is written.
  *
- * While it runs, it listens for SIGINT and SIGTERM: a signal removes what the build wrote and
+ * While it runs, it listens for SIGINT, SIGTERM and SIGHUP: a signal removes what the build wrote and
  * rejects with a `BuildStopped` (pipeline/writer.ts) that says what `out` holds (a signal while the files
  * are moved into place waits for them, and `out` then holds the new dataset). The process is
  * not ended: that is the caller's choice.
@@ -672,7 +672,7 @@ export async function buildDataset(
     }
   } else await checkFreshOut(o.out);
 
-  // From here on SIGINT and SIGTERM remove what the build wrote and stop it with a
+  // From here on SIGINT, SIGTERM and SIGHUP remove what the build wrote and stop it with a
   // BuildStopped (StagedDir), seen between records.
   const staged = await StagedDir.open(o.out);
   const guard: Guard = staged;

@@ -44,9 +44,9 @@ export class WriteError extends Error {
 }
 
 /**
- * A build stopped by SIGINT or SIGTERM ({@linkcode buildDataset} rejects with it): what the
+ * A build stopped by SIGINT, SIGTERM or SIGHUP ({@linkcode buildDataset} rejects with it): what the
  * build had written is removed, and the message says what `out` holds. The library never
- * exits the process; `deno task build-dataset` prints the message and exits 130 or 143.
+ * exits the process; `deno task build-dataset` prints the message and exits 130, 143 or 129.
  */
 export class BuildStopped extends Error {
   /** The signal that stopped the build. */
@@ -123,7 +123,7 @@ async function lockDir(dir: string): Promise<Deno.FsFile | null> {
  * A staging directory inside an output directory. Files are written under
  * {@linkcode StagedDir.path} and moved into the output by {@linkcode StagedDir.commit}.
  *
- * While one is open, SIGINT and SIGTERM remove it at once (or, during its commit, when the
+ * While one is open, SIGINT, SIGTERM and SIGHUP remove it at once (or, during its commit, when the
  * commit ends) and leave a {@linkcode BuildStopped} in {@linkcode StagedDir.stopped}, which
  * the build throws at its next {@linkcode StagedDir.throwIfStopped}, or at once from a read
  * that {@linkcode StagedDir.untilStopped} guards.

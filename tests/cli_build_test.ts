@@ -196,8 +196,14 @@ Deno.test({
     const lines = (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 3).join("\n") + "\n";
     // No writer: the open itself waits (format detected, or given). A stalled writer: the
     // reads wait after three records.
-    for (const [format, writer] of [["auto", false], ["gsm8k", false], ["gsm8k", true]] as const) {
-      const what = `--format ${format}${writer ? ", a stalled writer" : ""}`;
+    // SIGHUP (a closed terminal) stops a build as SIGTERM does, with its own exit status.
+    const cases = [
+      ["auto", false, "SIGTERM", 143],
+      ["gsm8k", false, "SIGHUP", 129],
+      ["gsm8k", true, "SIGTERM", 143],
+    ] as const;
+    for (const [format, writer, signal, status] of cases) {
+      const what = `--format ${format}${writer ? ", a stalled writer" : ""}, ${signal}`;
       const out = `${dir}/out-${format}-${writer}`;
       const child = spawnBuild(fifo, out, format === "auto" ? [] : ["--format", format], "piped");
       let held: Deno.FsFile | null = null;
@@ -208,15 +214,18 @@ Deno.test({
       // Until the build has opened its staging directory and waits on the FIFO.
       await awaitStaging(out, 600, 25);
       await new Promise((r) => setTimeout(r, 300));
-      child.kill("SIGTERM");
+      child.kill(signal);
       // Without the stop, the build waits for the FIFO for ever: give it 20 s, then kill it.
       const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
       const { code, stderr } = await child.output();
       clearTimeout(killer);
       held?.close();
       const err = new TextDecoder().decode(stderr);
-      assertEquals(code, 143, `${what}: ${err}`);
-      assert(err.includes(`stopped by SIGTERM: nothing was changed in ${out}`), `${what}: ${err}`);
+      assertEquals(code, status, `${what}: ${err}`);
+      assert(
+        err.includes(`stopped by ${signal}: nothing was changed in ${out}`),
+        `${what}: ${err}`,
+      );
       assertEquals(await entries(out), [], what);
     }
   },

@@ -496,7 +496,8 @@ async function evalSignalledAt(at: string, signal: Deno.Signal, flags: string[])
 }
 
 Deno.test({
-  name: "eval end to end: Ctrl-C or SIGTERM stops after the batch, writes nothing and says so",
+  name: "eval end to end: Ctrl-C, SIGTERM or SIGHUP stops after the batch, writes nothing and " +
+    "says so",
   sanitizeResources: false,
   async fn() {
     const s = await trained();
@@ -522,6 +523,11 @@ Deno.test({
       term.stdout.includes(`nothing was written (the earlier evaluation in ${earlier} is kept)`),
       term.stdout,
     );
+    assertEquals(await snapshot(earlier), before);
+    // SIGHUP (a closed terminal) stops it the same way, with its own exit status.
+    const hup = await evalSignalledAt("R=2: 8/24", "SIGHUP", lotusFlags(s, earlier));
+    assertEquals(hup.code, 129, hup.stderr);
+    assert(hup.stdout.startsWith("stopped by SIGHUP after "), hup.stdout);
     assertEquals(await snapshot(earlier), before);
   },
 });

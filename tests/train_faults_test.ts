@@ -935,7 +935,7 @@ async function trainChild(data: string, out: string) {
   return child;
 }
 
-for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
   Deno.test({
     name: `faults: ${signal} stops training within a step, saves, and the run resumes`,
     sanitizeResources: false,

@@ -1084,7 +1084,7 @@ async function trainRun(
   let dp: DataParallel | null = null;
   let model: Model | null = null;
   let runner: LotusRunner | PlainRunner | null = null;
-  // SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves a checkpoint and returns
+  // SIGINT (Ctrl-C), SIGTERM or SIGHUP finishes the current step, saves a checkpoint and returns
   // (the run stays resumable). The loop yields to the event loop once a step, so a signal is
   // seen within one step.
   let interrupted: Deno.Signal | null = null;
@@ -2372,7 +2372,7 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
  * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
  *
- * SIGINT or SIGTERM stops the run, resumable, from the end of the CoT start's set-up on: between
+ * SIGINT, SIGTERM or SIGHUP stops the run, resumable, from the end of the CoT start's set-up on: between
  * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
  * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
  * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
