@@ -19,7 +19,6 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import type { BackendName } from "./types.ts";
-import { STOP_SIGNALS } from "../base/signals.ts";
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {
@@ -421,6 +420,12 @@ function cudaParts(sourceDir: string): string[] {
 }
 
 let tmpCounter = 0;
+
+/**
+ * The signals a user stops a command with: a compiler ended by one was stopped, not broken
+ * (the engine imports nothing of the project's, so this is base/signals.ts's list again).
+ */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /**
  * Builds the engine library if it is not built yet (or `force`), and returns its path.
