@@ -69,7 +69,8 @@ export {
 } from "./model/checkpoint.ts";
 
 // Training.
-export { train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
+export { train } from "./train/recipe.ts";
+export type { TrainOptions, TrainResult } from "./train/trainer.ts";
 export { resolveTrainConfig, TrainConfigError } from "./train/options.ts";
 
 // Inference, export and evaluation.

@@ -1,6 +1,6 @@
 /**
  * `deno task train`: a dataset directory in, a checkpoint out. A thin layer over
- * {@linkcode train} in train/trainer.ts, which resolves every setting left unset.
+ * {@linkcode train} in train/recipe.ts, which resolves every setting left unset.
  *
  * @module
  */
@@ -15,7 +15,8 @@ import {
 } from "../model/config.ts";
 import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { PRECISIONS } from "../engine/ffi.ts";
-import { resumeArgs, stoppedWhen, train } from "../train/trainer.ts";
+import { resumeArgs } from "../train/trainer.ts";
+import { stoppedWhen, train } from "../train/recipe.ts";
 import { signalExitCode } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";

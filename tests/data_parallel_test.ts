@@ -7,7 +7,8 @@
 // so, where mpirun is not installed.
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { EngineError, openEngine } from "../engine/ffi.ts";
-import { train, type TrainOptions } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
+import type { TrainOptions } from "../train/trainer.ts";
 import { gradBuckets, shardRange, worldFromEnv } from "../train/data_parallel.ts";
 import { paramLayout } from "../model/params.ts";
 import type { TrainConfig } from "../model/config.ts";

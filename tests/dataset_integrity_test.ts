@@ -7,7 +7,7 @@ import { DatasetError, loadSplit, type SplitData } from "../train/dataset.ts";
 import { loadEvalItems } from "../eval/items.ts";
 import { fixtureTask } from "./_task.ts";
 import { ROOT } from "./_run.ts";
-import { train } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
 import { parseTrainArgs } from "../cli/train.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";

@@ -8,7 +8,7 @@ import { parse } from "csv-parse/sync";
 import { assert, assertAlmostEquals, assertEquals, assertRejects } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { readManifest } from "../pipeline/manifest.ts";
-import { train } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { openInference } from "../infer/inference.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";

@@ -25,7 +25,13 @@ const RANK: Record<string, number> = {
 };
 
 /** The files of the training loop, which inference and export must never reach. */
-const TRAINING_LOOP = ["train/trainer.ts", "train/step.ts", "train/batch.ts", "train/dataset.ts"];
+const TRAINING_LOOP = [
+  "train/recipe.ts",
+  "train/trainer.ts",
+  "train/step.ts",
+  "train/batch.ts",
+  "train/dataset.ts",
+];
 
 function tsFiles(dir: string, out: string[] = []): string[] {
   for (const e of Deno.readDirSync(join(ROOT, dir))) {

@@ -22,7 +22,7 @@ import {
 import { Rng } from "../base/rng.ts";
 import { fitCompactTokenizer, LOTUS_TOKENS, tokenizerFromFile } from "../pipeline/tokenizer.ts";
 import { buildDataset } from "../pipeline/build.ts";
-import { train } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
 import { TrainConfigError } from "../train/options.ts";
 import { openInference } from "../infer/inference.ts";
 import { exportCheckpoint } from "../export/export.ts";

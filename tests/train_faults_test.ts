@@ -6,7 +6,7 @@
 // resolves K, c and the learning rate from the dataset and the preset, and says when a run
 // cannot leave stage 0.
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { train } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
 import { NonFiniteError } from "../train/trainer.ts";
 import { curriculumNotes, TrainConfigError, unusedSettingNotes } from "../train/options.ts";
 import { parseTrainConfig, type TrainConfig } from "../model/config.ts";

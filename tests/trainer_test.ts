@@ -10,7 +10,7 @@ import {
   assertRejects,
   assertThrows,
 } from "./_assert.ts";
-import { train } from "../train/trainer.ts";
+import { train } from "../train/recipe.ts";
 import {
   CheckpointError,
   loadCheckpoint,

@@ -16,6 +16,8 @@ import { IGNORE } from "../pipeline/pack.ts";
 import { type LongStep, slotTargets } from "../pipeline/step_targets.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
 import { leftPadQuestions } from "../model/generate.ts";
+import type { TrainConfig } from "../model/config.ts";
+import { stageShape } from "./schedule.ts";
 
 /** One tokenised example. */
 export interface Example {
@@ -309,4 +311,53 @@ export function auxBatch(exs: Example[], K: number, c: number, supervised = K): 
   }
   // Rows c+j with j >= len-1 keep id -1: a zero input that no target depends on.
   return { n, T, ids, targets, nTargets };
+}
+
+/** Tokens a step forwards (positions over all passes), for throughput. */
+export function positionsOf(
+  mode: TrainConfig["mode"],
+  exs: Example[],
+  K: number,
+  R: number,
+  c: number,
+): number {
+  let n = 0;
+  for (const e of exs) {
+    if (mode === "cot" || mode === "nocot") n += plainLength(e, mode === "cot");
+    else n += e.q.length + (R + 1) * (1 + K * c) + suffixOf(e, K, 0).length;
+  }
+  return n;
+}
+
+/** Keep the examples that fit the context at every stage; returns how many were cut. */
+export function fitting(
+  exs: Example[],
+  cfg: TrainConfig,
+  maxPos: number,
+): { kept: Example[]; cut: number } {
+  const kept = exs.filter((e) => {
+    if (cfg.mode === "cot" || cfg.mode === "nocot") {
+      return plainLength(e, cfg.mode === "cot") <= maxPos;
+    }
+    for (let s = 0; s <= cfg.k; s++) {
+      if (lotusLength(e, stageShape(cfg, s).k, cfg.c) > maxPos) return false;
+    }
+    return true;
+  });
+  return { kept, cut: exs.length - kept.length };
+}
+
+/** Batch capacity over every stage of a run. */
+export function capacityOf(exs: Example[], cfg: TrainConfig, B: number) {
+  let P = 1, S = 1, step = 0, T = 1, R = 0;
+  for (let s = 0; s <= cfg.k; s++) R = Math.max(R, stageShape(cfg, s).r);
+  for (const e of exs) {
+    P = Math.max(P, e.q.length);
+    S = Math.max(S, suffixOf(e, 0, 0).length);
+    T = Math.max(T, plainLength(e, cfg.mode === "cot"));
+    for (let k = 0; k < Math.min(cfg.k, e.steps.length); k++) {
+      step = Math.max(step, e.steps[k].length);
+    }
+  }
+  return { B, P, K: cfg.k, c: cfg.c, R, S, auxT: cfg.c + step, T };
 }

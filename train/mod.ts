@@ -13,7 +13,8 @@
  *
  * @module
  */
-export { NonFiniteError, train, type TrainOptions, type TrainResult } from "./trainer.ts";
+export { NonFiniteError, type TrainOptions, type TrainResult } from "./trainer.ts";
+export { train } from "./recipe.ts";
 export {
   checkSettings,
   curriculumNotes,

@@ -1,8 +1,9 @@
 /**
  * The training loop (nanoGPT's shape): data, forward, backward, clip, step, log, evaluate,
  * checkpoint. The LOTUS step lives in step.ts, the curriculum, learning rate and data order
- * in schedule.ts, the log format in run_log.ts; this module runs them, and owns faults,
- * signals, evaluation during training and checkpoints.
+ * in schedule.ts, the log format in run_log.ts, the validation evaluation in evaluation.ts and
+ * what a run starts from in init.ts; this module runs them, and owns faults, signals and
+ * checkpoints. recipe.ts runs a whole command: its checks, the run directory and the phases.
  *
  * Determinism: the data order of epoch e is a shuffle drawn from `new Rng(seed, e)`
  * (schedule.ts's epochOrder), the CPU engine is deterministic for a fixed thread count, and
@@ -13,37 +14,19 @@
  * @module
  */
 
-import {
-  HfLlamaError,
-  llamaInitConfig,
-  loadLlamaWeights,
-  modelConfigFromLlamaJson,
-} from "../model/hf_llama.ts";
-import { type Precision, PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
+import { llamaInitConfig, loadLlamaWeights } from "../model/hf_llama.ts";
+import type { Precision } from "../engine/ffi.ts";
 import { selectEngine } from "../engine/backend.ts";
-import { type BackendName, BACKENDS } from "../engine/types.ts";
-import { z } from "zod";
+import type { BackendName } from "../engine/types.ts";
 import {
   type Arch,
   archOf,
-  ARCHS,
   type ModelConfig,
-  PRESET_NAMES,
-  presetConfig,
   presetForArch,
   type PresetName,
   type TrainConfig,
-  TrainConfigSchema,
 } from "../model/config.ts";
-import {
-  type Example,
-  lotusBatch,
-  lotusLength,
-  plainBatch,
-  plainLength,
-  suffixOf,
-} from "./batch.ts";
-import type { SpecialIds } from "../pipeline/tokenizer.ts";
+import { type Example, lotusBatch, plainBatch } from "./batch.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
 import {
   epochOrder,
@@ -56,18 +39,13 @@ import {
 } from "./schedule.ts";
 import { type LogRecord, readTrainLog, RunLog } from "./run_log.ts";
 import {
-  checkSettings,
   curriculumNotes,
-  defaultRecipe,
   type RecipeName,
   recipeSettings,
   resolveTrainConfig,
-  RESUME_MAY_CHANGE,
-  resumeChanges,
   resumeRunDir,
   resumeTrainConfig,
   TrainConfigError,
-  unusedSettingNotes,
 } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import {
@@ -77,9 +55,7 @@ import {
   PlainRunner,
   type StepLosses,
 } from "./step.ts";
-import { Generator } from "../model/generate.ts";
-import { DatasetError, datasetFingerprint, loadSplit, type SplitData } from "./dataset.ts";
-import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
+import { datasetFingerprint, loadSplit, type SplitData } from "./dataset.ts";
 import {
   type CheckpointData,
   checkpointDirOf,
@@ -88,42 +64,36 @@ import {
   loadCheckpoint,
   loadHfInit,
   type LotusMeta,
-  LotusMetaSchema,
   saveCheckpoint,
   type TrainState,
 } from "../model/checkpoint.ts";
-import { answersMatch, extractAnswer } from "../pipeline/answer.ts";
-import { type Tokenizer, tokenizerDifference, tokenizerFromJson } from "../pipeline/tokenizer.ts";
+import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { readSafetensorsHeader } from "../base/safetensors.ts";
-import { fieldIssue } from "../base/json.ts";
-import { absolutePath, splitPath } from "../base/staging.ts";
+import { absolutePath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 // A run listens for the stop signals from the end of its set-up to its end (the current step
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
 import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
-import { readDatasetTokenizer, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
-import { DataParallel, type World, worldFromEnv } from "./data_parallel.ts";
+import { readDatasetTokenizer, type VerifyMode } from "../pipeline/shard.ts";
+import { DataParallel, type World } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
+import { completedRun, readSummary } from "./run_dir.ts";
 import {
-  claimRunDir,
-  completedRun,
-  holdsSavedRun,
-  lockRunDir,
-  makeRunDir,
-  notARun,
-  readSummary,
-  refuseEvalOutput,
-  removeMadeDirs,
-  removeRunEntries,
-  RUN_ENTRIES,
-  RUN_LOCK,
-  type SetAside,
-  settleReplaced,
-} from "./run_dir.ts";
+  checkInitTokenizer,
+  checkLlamaTokenizer,
+  freshModelConfig,
+  initFile,
+  type InitMeta,
+  initMetaOf,
+  initPreset,
+  llamaPresetOf,
+  refuseOtherModelType,
+} from "./init.ts";
+import { type EvalSums, evaluating } from "./evaluation.ts";
+import { capacityOf, fitting, positionsOf } from "./batch.ts";
 
 /** Everything `deno task train` takes. */
 export interface TrainOptions {
@@ -291,273 +261,6 @@ export interface TrainResult {
   world?: { rank: number; size: number };
 }
 
-/**
- * The weights file `--init` names: a model.safetensors, or a run, checkpoint or model directory
- * (a CoT run's, say), whose model.safetensors it takes.
- */
-async function initFile(path: string): Promise<string> {
-  let dir = false;
-  try {
-    dir = (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    rethrowIfDenied(e);
-    throw new TrainConfigError("--init", `--init ${path}: not found`);
-  }
-  if (!dir) return path;
-  const ck = checkpointDirOf(path);
-  // A bare directory of weights (no config.json) is read as it is, not as a run.
-  if (ck !== path && !(await exists(ck)) && (await exists(`${path}/model.safetensors`))) {
-    return `${path}/model.safetensors`;
-  }
-  return `${ck}/model.safetensors`;
-}
-
-/**
- * Refuses a dataset whose tokenizer is not that of the Hugging Face Llama directory `dir` (its
- * tokenizer.json with the LOTUS tokens appended): its ids would index other tokens' rows. A
- * directory without a tokenizer.json cannot tell a padded vocabulary (`vocabSize`, its
- * config.json's, above its tokenizer's ids) from another tokenizer's: a dataset with fewer ids
- * than that is refused there; one with as many or more is taken as built with its tokenizer.
- */
-async function checkLlamaTokenizer(
-  dir: string,
-  vocabSize: number,
-  tok: Tokenizer,
-  dataDir: string,
-): Promise<void> {
-  const path = `${dir}/tokenizer.json`;
-  let text: string | null = null;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    rethrowIfDenied(e);
-  }
-  if (text === null) {
-    if (tok.vocabSize >= vocabSize) return;
-    throw new TrainConfigError(
-      "--init",
-      `--init ${dir}: its config.json's vocab_size is ${vocabSize}, more than the dataset's ` +
-        `vocabulary (${tok.vocabSize}), and it has no tokenizer.json to tell a padded ` +
-        `vocabulary from another tokenizer: put the model's tokenizer.json there, and build ` +
-        `the dataset with it (--tokenizer)`,
-    );
-  }
-  const diff = tokenizerDifference(text, tok, path);
-  if (diff !== null) {
-    throw new TrainConfigError(
-      "--init",
-      `--init ${dir}: the dataset ${dataDir} was not built with this model's tokenizer ` +
-        `(${diff}): build it with --tokenizer ${path}`,
-    );
-  }
-}
-
-/** What `--init` accepts, for the messages that refuse one. */
-const INIT_TAKES = "--init takes a Hugging Face GPT-2 model.safetensors, a run, checkpoint or " +
-  "export directory of this project (or its model.safetensors), or a downloaded Hugging Face " +
-  "Llama directory";
-
-/**
- * Checks, before the dataset loads, that `--init` (not a Hugging Face Llama directory, which
- * its loader checks) names weights: a safetensors file whose header reads. A file of another
- * kind, or a directory without model.safetensors where one is looked for, is a
- * {@linkcode TrainConfigError} naming --init and what it takes. `ours`: `init` is a checkpoint
- * or export of this project (its config.json read already); otherwise a directory whose
- * config.json names a model type this project cannot load is refused as such first.
- */
-async function checkInitWeights(init: string, ours: boolean): Promise<void> {
-  if (!ours && (await initIsDirectory(init))) await refuseOtherModelType(init);
-  const file = await initFile(init);
-  try {
-    await readSafetensorsHeader(file);
-  } catch (e) {
-    rethrowIfDenied(e);
-    const what = !(await exists(file))
-      ? `${init} is a directory without ${file.slice(init.replace(/\/+$/, "").length + 1)}`
-      : file === init
-      ? `not a safetensors file (${(e as Error).message})`
-      : `${file} is not a safetensors file (${(e as Error).message})`;
-    throw new TrainConfigError("--init", `--init ${init}: ${what}; ${INIT_TAKES}`);
-  }
-}
-
-/**
- * Refuses `--precision` other than fp32 on the CPU engine, which computes in fp32 only, as the
- * options are resolved rather than when the engine opens. `--backend auto` keeps its fallback:
- * without a GPU it runs the CPU in fp32 and says so.
- */
-function refuseCpuPrecision(opts: Pick<TrainOptions, "backend" | "precision">): void {
-  const p = opts.precision;
-  if (p === undefined || p === "fp32" || (opts.backend ?? "cpu") !== "cpu") return;
-  throw new TrainConfigError(
-    "--precision",
-    `--precision ${p} needs the CUDA engine, and --backend ` +
-      `${opts.backend === undefined ? "cpu (the default)" : "cpu"} computes in fp32 only: give ` +
-      `--backend cuda (or auto), or leave --precision out`,
-  );
-}
-
-/**
- * Refuses an `--init` directory whose config.json names a model type this project cannot
- * load (Hugging Face GPT-2 and Llama are the two), rather than failing later on tensor names.
- */
-async function refuseOtherModelType(dir: string): Promise<void> {
-  let type: unknown;
-  try {
-    type = JSON.parse(await Deno.readTextFile(`${dir}/config.json`))?.model_type;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return; // no readable config.json: the weights' names decide
-  }
-  if (typeof type === "string" && type !== "gpt2" && type !== "llama") {
-    throw new TrainConfigError(
-      "--init",
-      `${dir}/config.json: model_type "${type}" is not one this project loads (gpt2, llama); ` +
-        `start from a Hugging Face GPT-2 or Llama model`,
-    );
-  }
-}
-
-/** What `--init` says of itself when it is this project's checkpoint or export. */
-interface InitMeta {
-  /** The directory holding the weights, the tokenizer and the settings. */
-  dir: string;
-  /** The run's settings: config.json's "lotus" section, or an export's lotus.json. */
-  meta: LotusMeta;
-}
-
-/**
- * The settings of the model `--init` names, when it is a checkpoint of this project (its
- * config.json has a "lotus" section) or an export of one (lotus.json): the model's shape, the
- * preset and the mode it trained in. Null for other weights (a Hugging Face download).
- */
-async function initMetaOf(init: string): Promise<InitMeta | null> {
-  let isDirArg = false;
-  try {
-    isDirArg = (await Deno.stat(init)).isDirectory;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return null; // initFile says it is not found
-  }
-  const dir = isDirArg ? checkpointDirOf(init) : splitPath(init).parent;
-  const read = async (path: string): Promise<unknown> => {
-    try {
-      return JSON.parse(await Deno.readTextFile(path));
-    } catch (e) {
-      rethrowIfDenied(e);
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw new TrainConfigError("--init", `${path}: unreadable (${(e as Error).message})`);
-    }
-  };
-  const parse = (raw: unknown, path: string): InitMeta => {
-    const r = LotusMetaSchema.safeParse(raw);
-    if (!r.success) {
-      throw new TrainConfigError(
-        "--init",
-        `${path}: ${fieldIssue(r.error)}; not a checkpoint of this project that --init can ` +
-          `start from`,
-      );
-    }
-    return { dir, meta: r.data };
-  };
-  const cfg = await read(`${dir}/config.json`);
-  if (cfg !== null && typeof cfg === "object" && "lotus" in cfg) {
-    return parse((cfg as { lotus: unknown }).lotus, `${dir}/config.json`);
-  }
-  const lotusJson = await read(`${dir}/lotus.json`);
-  if (lotusJson !== null && typeof lotusJson === "object" && "lotus" in lotusJson) {
-    return parse((lotusJson as { lotus: unknown }).lotus, `${dir}/lotus.json`);
-  }
-  return null;
-}
-
-/**
- * Refuses weights to start from (`--init`) whose run used another tokenizer than the dataset's:
- * their embedding rows would land on ids that mean other tokens. Only a checkpoint or export of
- * this project says which tokenizer it used; Hugging Face weights are taken as they are. Two
- * tokenizer.json texts with the same token under every id are the same tokenizer.
- */
-async function checkInitTokenizer(
-  dir: string,
-  tok: Tokenizer,
-  init: string,
-  dataDir: string,
-): Promise<void> {
-  let text: string, theirs: Tokenizer;
-  try {
-    text = await Deno.readTextFile(`${dir}/tokenizer.json`);
-    theirs = tokenizerFromJson(text, "file", `${dir}/tokenizer.json`);
-  } catch (e) {
-    rethrowIfDenied(e);
-    return; // nothing readable to compare: loading the weights checks their shapes
-  }
-  if (theirs.sha256 === tok.sha256) return;
-  // The same tokens under the same ids, written another way, are the same tokenizer.
-  let same = theirs.vocabSize === tok.vocabSize;
-  for (let id = 0; same && id < tok.vocabSize; id++) {
-    same = theirs.decode([id]) === tok.decode([id]);
-  }
-  if (same) return;
-  throw new TrainConfigError(
-    "--init",
-    `--init ${init} was trained with another tokenizer (${dir}/tokenizer.json: ` +
-      `${theirs.vocabSize} ids) than --data ${dataDir} uses (${tok.vocabSize} ids); its token ` +
-      `rows would stand for other tokens: start from a run on a dataset built with the same ` +
-      `tokenizer (build-dataset --tokenizer ${dir}/tokenizer.json)`,
-  );
-}
-
-/**
- * The preset of a run started from `--init`: a checkpoint or export of this project fixes the
- * model's shape, so a `--preset` or `--arch` that names another is refused; a Hugging Face
- * Llama directory is a Llama, so `--arch gpt2` is refused. Otherwise `fallback`, then --arch's
- * counterpart.
- */
-function initPreset(
-  opts: Pick<TrainOptions, "init" | "preset" | "arch">,
-  initMeta: InitMeta | null,
-  hfLlama: boolean,
-  fallback: PresetName,
-): PresetName {
-  if (initMeta) {
-    const theirs = initMeta.meta.preset, arch = archOf(initMeta.meta.model);
-    const known = (PRESET_NAMES as readonly string[]).includes(theirs);
-    if (opts.preset !== undefined && opts.preset !== theirs) {
-      throw new TrainConfigError(
-        "--preset",
-        `--preset ${opts.preset}: --init ${opts.init} holds a ${theirs} model (${arch}), ` +
-          `whose shape the run takes; leave --preset out`,
-      );
-    }
-    if (opts.arch !== undefined && opts.arch !== arch) {
-      throw new TrainConfigError(
-        "--arch",
-        `--arch ${opts.arch}: --init ${opts.init} holds a ${arch} model, whose shape the run ` +
-          `takes; leave --arch out`,
-      );
-    }
-    return known ? theirs as PresetName : fallback;
-  }
-  if (hfLlama && opts.arch === "gpt2") {
-    throw new TrainConfigError(
-      "--arch",
-      `--arch gpt2: --init ${opts.init} is a Hugging Face Llama model; leave --arch out`,
-    );
-  }
-  if (!opts.arch) return fallback;
-  try {
-    return presetForArch(fallback, opts.arch);
-  } catch (e) {
-    throw new TrainConfigError("--arch", (e as Error).message);
-  }
-}
-
-/** The Llama preset nearest a Hugging Face Llama config.json in size (for its defaults). */
-function llamaPresetOf(json: unknown): PresetName {
-  const hidden = Number((json as Record<string, unknown>).hidden_size);
-  return hidden >= 3072 ? "llama-3b" : hidden >= 1024 ? "llama-1b" : "llama-tiny";
-}
-
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
 /**
@@ -638,175 +341,14 @@ function checkResumeData(
   }
 }
 
-/** Tokens a step forwards (positions over all passes), for throughput. */
-function positionsOf(
-  mode: TrainConfig["mode"],
-  exs: Example[],
-  K: number,
-  R: number,
-  c: number,
-): number {
-  let n = 0;
-  for (const e of exs) {
-    if (mode === "cot" || mode === "nocot") n += plainLength(e, mode === "cot");
-    else n += e.q.length + (R + 1) * (1 + K * c) + suffixOf(e, K, 0).length;
-  }
-  return n;
-}
-
-/** Keep the examples that fit the context at every stage; returns how many were cut. */
-function fitting(
-  exs: Example[],
-  cfg: TrainConfig,
-  maxPos: number,
-): { kept: Example[]; cut: number } {
-  const kept = exs.filter((e) => {
-    if (cfg.mode === "cot" || cfg.mode === "nocot") {
-      return plainLength(e, cfg.mode === "cot") <= maxPos;
-    }
-    for (let s = 0; s <= cfg.k; s++) {
-      if (lotusLength(e, stageShape(cfg, s).k, cfg.c) > maxPos) return false;
-    }
-    return true;
-  });
-  return { kept, cut: exs.length - kept.length };
-}
-
 /** Refuses a `batch` larger than the `usable` examples of the training split. */
-function refuseBatchOver(usable: number, batch: number): void {
+export function refuseBatchOver(usable: number, batch: number): void {
   if (usable >= batch) return;
   throw new TrainConfigError(
     "--batch",
     `the training split has ${usable} usable examples, fewer than --batch ${batch}: ` +
       (usable > 0 ? `give a --batch of at most ${usable}, or ` : "give ") + "a larger split",
   );
-}
-
-/**
- * The model config of a run that starts from no model of this project: that of the Hugging Face
- * Llama `config.json` `llamaJson` read from `llamaDir` when there is one, else the preset's.
- */
-function freshModelConfig(
-  preset: PresetName,
-  llamaDir: string | null,
-  llamaJson: unknown | null,
-  vocabSize: number,
-  auxLayers: number,
-): ModelConfig {
-  return llamaJson !== null
-    ? modelConfigFromLlamaJson(llamaJson, vocabSize, auxLayers, `${llamaDir}/config.json`)
-    : presetConfig(preset, vocabSize, auxLayers);
-}
-
-/** Batch capacity over every stage of a run. */
-function capacityOf(exs: Example[], cfg: TrainConfig, B: number) {
-  let P = 1, S = 1, step = 0, T = 1, R = 0;
-  for (let s = 0; s <= cfg.k; s++) R = Math.max(R, stageShape(cfg, s).r);
-  for (const e of exs) {
-    P = Math.max(P, e.q.length);
-    S = Math.max(S, suffixOf(e, 0, 0).length);
-    T = Math.max(T, plainLength(e, cfg.mode === "cot"));
-    for (let k = 0; k < Math.min(cfg.k, e.steps.length); k++) {
-      step = Math.max(step, e.steps[k].length);
-    }
-  }
-  return { B, P, K: cfg.k, c: cfg.c, R, S, auxT: cfg.c + step, T };
-}
-
-/**
- * Evaluate on validation examples: mean answer loss (teacher-forced, at the stage's K and R)
- * and greedy exact-match accuracy.
- */
-export function evaluate(
-  model: Model,
-  exs: Example[],
-  sp: SpecialIds,
-  tok: Tokenizer,
-  cfg: TrainConfig,
-  K: number,
-  R: number,
-  batch: number,
-): { loss: number; accuracy: number; n: number } {
-  if (exs.length === 0) return { loss: NaN, accuracy: NaN, n: 0 };
-  let s: EvalSums = { lossSum: 0, lossN: 0, correct: 0, n: 0 };
-  for (const sums of evaluating(model, exs, sp, tok, cfg, K, R, batch)) s = sums;
-  return { loss: s.lossN ? s.lossSum / s.lossN : NaN, accuracy: s.correct / exs.length, n: s.n };
-}
-
-/** What {@linkcode evaluate} adds up: summed answer loss, its tokens, correct answers. */
-interface EvalSums {
-  lossSum: number;
-  lossN: number;
-  correct: number;
-  /** The examples evaluated. */
-  n: number;
-}
-
-/**
- * {@linkcode evaluate}'s sums, a batch at a time: it yields the sums so far after each batch,
- * so that its caller can look for a stop signal between two. Ended early (a `break` out of
- * its loop), it frees what it allocated.
- */
-function* evaluating(
-  model: Model,
-  exs: Example[],
-  sp: SpecialIds,
-  tok: Tokenizer,
-  cfg: TrainConfig,
-  K: number,
-  R: number,
-  batch: number,
-): IterableIterator<EvalSums> {
-  const cap = capacityOf(exs, cfg, batch);
-  let lossSum = 0, lossN = 0, correct = 0;
-  // No answer runs past the model's context (its position table): one that would is cut
-  // where the context ends, so a --max-new-tokens above it needs no room beyond it either.
-  const maxPos = model.cfg.maxPositions;
-  const gen = new Generator(model, {
-    B: batch,
-    P: cap.P,
-    K,
-    c: cfg.c,
-    maxNewTokens: Math.min(cfg.maxNewTokens, maxPos),
-  });
-  const plain = cfg.mode === "cot" || cfg.mode === "nocot";
-  const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
-  const plainRun = plain ? new PlainRunner(model, batch, cap.T, false) : null;
-  try {
-    for (let i = 0; i < exs.length; i += batch) {
-      const part = exs.slice(i, i + batch);
-      const l: StepLosses = plain
-        ? plainRun!.step(plainBatch(part, sp, cfg.mode === "cot"))
-        : lotusRun!.step(lotusBatch(part, sp, { K, R, c: cfg.c }), {
-          lambda: 0,
-          auxWeight: 0,
-          stepLoss: cfg.stepLoss,
-          injection: cfg.injection,
-          auxReads: cfg.auxReads,
-        }, part);
-      lossSum += l.ans * l.nAns, lossN += l.nAns;
-      // The last new token's position is the longest question's length, the latents and the
-      // budget, less one: it stays below maxPos (fitting() left room for one token at least).
-      const P = Math.max(...part.map((e) => e.q.length)), L = plain ? 0 : 1 + K * cfg.c;
-      const g = gen.generate(part.map((e) => e.q), sp, {
-        mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",
-        K,
-        c: cfg.c,
-        R,
-        injection: cfg.injection,
-        maxNewTokens: Math.max(1, Math.min(cfg.maxNewTokens, maxPos - P - L)),
-      });
-      for (let j = 0; j < part.length; j++) {
-        const gold = extractAnswer(tok.decode(part[j].ans.subarray(0, part[j].ans.length - 1)));
-        if (answersMatch(extractAnswer(tok.decode(g.tokens[j])), gold)) correct++;
-      }
-      yield { lossSum, lossN, correct, n: i + part.length };
-    }
-  } finally {
-    gen.free();
-    lotusRun?.free();
-    plainRun?.free();
-  }
 }
 
 function fmtTime(s: number): string {
@@ -833,7 +375,11 @@ const DEFAULT_COMM_TIMEOUT = 600;
  * its local rank, modulo the GPUs it sees: the N ranks mpirun starts on one machine take GPUs
  * 0..N-1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES set per rank) takes that one.
  */
-function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => void): Engine {
+export function engineFor(
+  opts: TrainOptions,
+  world: World | null,
+  log: (s: string) => void,
+): Engine {
   const backend = opts.backend ?? "cpu";
   const probe = world && backend !== "cpu" ? probeCuda() : null;
   if (world && probe && (backend === "cuda" || (backend === "auto" && probe.available))) {
@@ -918,10 +464,10 @@ export function resumeArgs(
 }
 
 /**
- * One training run into `opts.out`: the whole of {@linkcode train} but the CoT start. `world`:
+ * One training run into `opts.out`: the whole of `train` (recipe.ts) but the CoT start. `world`:
  * this rank in a data-parallel run.
  */
-async function trainRun(
+export async function trainRun(
   opts: TrainOptions,
   world: World | null = null,
   ctx: RunContext = {},
@@ -1665,59 +1211,6 @@ async function trainRun(
     eng.close();
   }
 }
-/**
- * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
- * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
- * SIGINT finishes the current step, saves a checkpoint and returns; `resume` continues such a
- * run exactly. A fresh run stopped before or in its first step saves nothing and leaves nothing
- * of itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it again.
- *
- * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
- * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
- * checkpoint kept), then LOTUS from that checkpoint; `out/plan.json` records the run so that
- * `resume` continues it in either phase. An `init` that is a model of this project (a run,
- * checkpoint or export, or its model.safetensors) skips the CoT start; other weights (a Hugging
- * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins. LOTUS's
- * settings are checked against the dataset's manifest before the CoT start trains.
- *
- * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig) or
- * the run being resumed, the training split has fewer usable examples than a batch, mode is
- * lotus-aux with auxWeight 0, or the recipe is unknown.
- * @throws {ManifestError} when the dataset directory has no readable manifest.
- * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
- * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
- * @throws {EngineError} when the engine of `backend` cannot be opened.
- * @throws {NonFiniteError} when the loss or gradient stops being finite.
- * @throws {Error} when the checkpoint of `resume` has another vocabulary than the dataset.
- *
- * @example
- * ```ts ignore
- * import { train } from "./trainer.ts";
- * const r = await train({
- *   data: "out/data/default",
- *   out: "out/runs/tiny",
- *   preset: "tiny",
- *   train: { mode: "lotus", steps: 200, batch: 16 },
- *   quiet: true,
- * });
- * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
- * ```
- */
-export async function train(opts: TrainOptions): Promise<TrainResult> {
-  const world = worldFromEnv();
-  if (world === null) return await trainPhases(opts, null);
-  // A data-parallel rank (mpirun): leave the job once the run is done. A failure leaves
-  // without MPI_Finalize: the process exits non-zero and mpirun ends the other ranks.
-  const res = await trainPhases(opts, world);
-  const eng = engineFor(opts, world, () => {});
-  try {
-    eng.commFinalize();
-  } finally {
-    eng.close();
-  }
-  return res;
-}
-
 /** A run's kept best, as its result and summary give it: only when one was kept. */
 function keptBest(
   keepBest: boolean,
@@ -1782,7 +1275,7 @@ async function completeRunResult(
 }
 
 /** Whether `path` is `dir` or lies under it (by their absolute paths). */
-function within(path: string, dir: string): boolean {
+export function within(path: string, dir: string): boolean {
   const d = absolutePath(dir), p = absolutePath(path);
   return p === d || p.startsWith(`${d}/`);
 }
@@ -1791,7 +1284,10 @@ function within(path: string, dir: string): boolean {
  * Refuses a `--preset` or `--arch` (resolved together: tiny with --arch llama is llama-tiny)
  * that names another preset than `recorded`, the one of the run being resumed.
  */
-function refuseOtherPreset(opts: Pick<TrainOptions, "preset" | "arch">, recorded: string): void {
+export function refuseOtherPreset(
+  opts: Pick<TrainOptions, "preset" | "arch">,
+  recorded: string,
+): void {
   if (opts.preset === undefined && opts.arch === undefined) return;
   let asked: string | null;
   try {
@@ -1817,55 +1313,10 @@ function refuseOtherPreset(opts: Pick<TrainOptions, "preset" | "arch">, recorded
 }
 
 /**
- * What a resume of a two-phase run's plan takes from the command: the settings a resume may
- * change (its length, evaluation, saving), over the plan's. Any other setting, or a --data,
- * that differs from what the plan recorded is a {@linkcode TrainConfigError} naming it: the
- * resumed run trains as it was started.
- */
-async function resumePlanSettings(
-  opts: TrainOptions,
-  planned: Partial<TrainOptions>,
-): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
-  const saved = planned.train ?? {};
-  // The plan records the preset --arch resolved (tiny with --arch llama: llama-tiny).
-  if (planned.preset !== undefined) refuseOtherPreset(opts, planned.preset);
-  // A relative path not found from here: --data gives the run's dataset, as it is found now.
-  const moved = planned.data !== undefined && (await relativeNotFound(planned.data));
-  if (moved && opts.data === undefined) refuseMovedData(planned.data!, opts.out);
-  const data = moved ? opts.data : planned.data ?? opts.data;
-  // What the plan's run trains with: its settings, the recipe's and the defaults, the dataset's
-  // K and c (null when the dataset cannot be read; then the settings as recorded are compared).
-  let resolved: TrainConfig | null = null;
-  try {
-    const m = JSON.parse(await Deno.readTextFile(`${data}/manifest.json`));
-    resolved = resolveTrainConfig(saved, planned.preset ?? "tiny", {
-      dir: data!,
-      k: m.options.k,
-      c: m.options.c,
-    });
-  } catch (e) {
-    rethrowIfDenied(e);
-  }
-  const train = { ...saved, ...resumeChanges(resolved ?? saved, opts.train ?? {}) };
-  if (
-    !moved && opts.data !== undefined && data !== undefined &&
-    absolutePath(opts.data) !== absolutePath(data)
-  ) {
-    throw new TrainConfigError(
-      "--data",
-      `--data ${opts.data} contradicts the run being resumed, which trains on ${data}; leave ` +
-        `--data out`,
-    );
-  }
-  // The validation split is one of the settings a resume may change.
-  return { train, data, valSplit: opts.valSplit ?? planned.valSplit };
-}
-
-/**
  * Whether a run's recorded dataset path is relative (as `--data` was given) and holds no
  * dataset from this working directory: it is relative to the directory the run was started in.
  */
-async function relativeNotFound(stored: string): Promise<boolean> {
+export async function relativeNotFound(stored: string): Promise<boolean> {
   return !stored.startsWith("/") && !(await exists(`${stored}/manifest.json`));
 }
 
@@ -1874,7 +1325,7 @@ async function relativeNotFound(stored: string): Promise<boolean> {
  * advice to build a dataset there would build a new one in the wrong place; the run's own
  * dataset is given with `--data`.
  */
-function refuseMovedData(stored: string, run: string): never {
+export function refuseMovedData(stored: string, run: string): never {
   throw new TrainConfigError(
     "--data",
     `--resume ${run}: the run trained on the dataset ${stored}, a path relative to the ` +
@@ -1886,436 +1337,9 @@ function refuseMovedData(stored: string, run: string): never {
 }
 
 /** Refuses lotus-aux without an aux loss: its aux decoder would learn nothing. */
-function refuseAuxWithoutWeight(cfg: TrainConfig): void {
+export function refuseAuxWithoutWeight(cfg: TrainConfig): void {
   if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
     throw new TrainConfigError("--aux-weight", "--mode lotus-aux needs --aux-weight > 0");
-  }
-}
-
-/**
- * Refuses, before a fresh run's CoT start trains or anything is written, the settings of the
- * two-phase run `opts` (its recipe's settings merged into `train`, its preset resolved) that the
- * LOTUS phase after the CoT start would refuse as it sets up: a K or c that contradicts the
- * dataset ({@linkcode resolveTrainConfig}), lotus-aux without an aux weight, a `--batch` larger
- * than the training split's usable examples ({@linkcode refuseFewUsable}). The same errors, from
- * the same checks, on the dataset's manifest (and the training split where the manifest cannot
- * tell). `llamaJson`: the Hugging Face Llama `config.json` of `opts.init`, where the CoT start
- * begins from one. A dataset whose manifest cannot be read is left to the CoT start's loading,
- * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
- * dataset changed since is refused by its fingerprint.)
- */
-async function refuseLotusSettings(opts: TrainOptions, llamaJson: unknown | null): Promise<void> {
-  if (opts.data === undefined) return;
-  let manifest: Manifest;
-  try {
-    manifest = await readManifest(opts.data);
-  } catch (e) {
-    if (e instanceof ManifestError) return;
-    throw e;
-  }
-  const preset = opts.preset ?? "tiny";
-  const cfg = resolveTrainConfig(opts.train ?? {}, preset, {
-    dir: opts.data,
-    k: manifest.options.k,
-    c: manifest.options.c,
-  });
-  refuseAuxWithoutWeight(cfg);
-  await refuseFewUsable(opts.data, manifest, opts.trainSplit ?? "train", cfg, {
-    preset,
-    init: opts.init,
-    llamaJson,
-  });
-}
-
-/**
- * Refuses, as the two phases of a run with a CoT start would as each sets up, a `cfg.batch`
- * larger than the examples of split `split` of the dataset in `dir` (its manifest `manifest`)
- * that fit the model's positions ({@linkcode fitting}) in the explicit-CoT layout and in the
- * LOTUS layout of `cfg` at every stage: the fewer of the two is the count refused, as the phase
- * with fewer would refuse it. The model is the CoT start's ({@linkcode freshModelConfig}: the
- * Llama `config.json` `model.llamaJson` of `model.init`, else the preset's). Where the manifest's
- * longest explicit-CoT row, with K·c latents, BOT and EOT added, fits, every record fits both
- * layouts and the split is not read; otherwise it is loaded. A split, a Llama config or shards
- * that cannot be used are left to the CoT start, which reports them.
- */
-async function refuseFewUsable(
-  dir: string,
-  manifest: Manifest,
-  split: string,
-  cfg: TrainConfig,
-  model: { preset: PresetName; init: string | undefined; llamaJson: unknown | null },
-): Promise<void> {
-  const info = manifest.splits[split];
-  if (info === undefined) return;
-  let maxPos: number;
-  try {
-    maxPos = freshModelConfig(
-      model.preset,
-      model.init ?? null,
-      model.llamaJson,
-      manifest.tokenizer.vocabSize,
-      0,
-    ).maxPositions;
-  } catch (e) {
-    if (e instanceof HfLlamaError) return;
-    throw e;
-  }
-  // A LOTUS row at any stage is at most the explicit-CoT row plus K·c latents, BOT and EOT.
-  let usable = info.shards.reduce((n, s) => n + s.records, 0);
-  if (info.tokens.maxCot + 2 + cfg.k * cfg.c > maxPos) {
-    let examples: Example[];
-    try {
-      examples = (await loadSplit(dir, split)).examples;
-    } catch (e) {
-      if (e instanceof DatasetError || e instanceof ManifestError) return;
-      throw e;
-    }
-    usable = Math.min(
-      fitting(examples, { ...cfg, mode: "cot" }, maxPos).kept.length,
-      fitting(examples, cfg, maxPos).kept.length,
-    );
-  }
-  refuseBatchOver(usable, cfg.batch);
-}
-
-/**
- * The options of {@linkcode train} that are not training settings, each as its flag takes it:
- * a value outside this schema is refused before anything is written, rather than passed to the
- * engine (a fractional thread count) or ignored (an unknown `arch` or `verifyData`).
- */
-const RunOptionsSchema = z.object({
-  threads: z.number().int().min(0).optional(),
-  microBatch: z.number().int().min(1).optional(),
-  stopAfter: z.number().int().min(1).optional(),
-  commTimeout: z.number().int().min(0).optional(),
-  arch: z.enum(ARCHS).optional(),
-  backend: z.enum(BACKENDS).optional(),
-  precision: z.enum(PRECISIONS).optional(),
-  verifyData: z.enum(VERIFY_MODES).optional(),
-  commOverlap: z.enum(["on", "off"]).optional(),
-});
-
-/** The flag and the hint of each {@linkcode RunOptionsSchema} field, for its message. */
-const RUN_OPTION_FLAGS: Record<keyof z.infer<typeof RunOptionsSchema>, [string, string]> = {
-  threads: ["--threads", "a whole number, at least 0 (0: all cores)"],
-  microBatch: ["--micro-batch", "a whole number of examples, at least 1"],
-  stopAfter: ["--stop-after", "a whole number of steps, at least 1"],
-  commTimeout: ["--comm-timeout", "a whole number of seconds, at least 0 (0: no limit)"],
-  arch: ["--arch", ARCHS.join(" or ")],
-  backend: ["--backend", BACKENDS.join(", ")],
-  precision: ["--precision", PRECISIONS_TEXT],
-  verifyData: ["--verify-data", VERIFY_MODES.join(" or ")],
-  commOverlap: ["--comm-overlap", "on or off"],
-};
-
-/** Refuses a {@linkcode RunOptionsSchema} field out of range, naming its flag. */
-function checkRunOptions(opts: TrainOptions): void {
-  const r = RunOptionsSchema.safeParse(opts);
-  if (r.success) return;
-  const key = r.error.issues[0].path[0] as keyof typeof RUN_OPTION_FLAGS;
-  const [flag, want] = RUN_OPTION_FLAGS[key];
-  const v = opts[key];
-  throw new TrainConfigError(
-    flag,
-    `${flag} ${typeof v === "string" ? JSON.stringify(v) : String(v)}: give ${want}`,
-  );
-}
-
-/** {@linkcode train} in this process, as one rank of `world` when it is given. */
-async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
-  const root = world === null || world.rank === 0;
-  const note = (s: string) => {
-    if (!opts.quiet && root) console.error(s);
-  };
-  // Settings are checked before anything is written (a plan, a CoT start).
-  checkSettings(opts.train ?? {});
-  checkRunOptions(opts);
-  refuseCpuPrecision(opts);
-  if (opts.resume && opts.overwrite) {
-    throw new TrainConfigError(
-      "--overwrite",
-      "--resume continues a run and --overwrite replaces one: give one of them",
-    );
-  }
-  if (opts.resume && opts.init !== undefined) {
-    throw new TrainConfigError(
-      "--init",
-      `--init ${opts.init}: a resume continues from the run's own weights; leave --init out, ` +
-        `or start a new run from it without --resume`,
-    );
-  }
-  // A recipe is settings a resume would not take (recipe "none" sets nothing).
-  if (opts.resume && opts.recipe !== undefined && opts.recipe !== "none") {
-    throw new TrainConfigError(
-      "--recipe",
-      `--recipe ${opts.recipe}: a resume continues the run with the settings it started with; ` +
-        `leave --recipe out`,
-    );
-  }
-  if (opts.resume) {
-    const given = opts.resume.replace(/\/+$/, "");
-    const run = resumeRunDir(given);
-    if (given === run && (await exists(`${run}/config.json`))) {
-      throw new TrainConfigError(
-        "--resume",
-        `--resume ${given} is a saved model (a kept best, say), not a run directory: resume ` +
-          `the run it belongs to, or start a new run from it with --init ${given}`,
-      );
-    }
-    const { parent, stem } = splitPath(run);
-    if (stem === "cot-start" && (await exists(`${parent}/${PLAN_FILE}`))) {
-      throw new TrainConfigError(
-        "--resume",
-        `--resume ${given} is the CoT start of the run in ${parent}: --resume ${parent} ` +
-          `continues it, and LOTUS after it`,
-      );
-    }
-    // Before anything is made or locked: a mistyped path, a file, a dataset or a kept best
-    // that is not there is no run, and stays as it was.
-    const found = await notARun(run);
-    if (found !== null) {
-      throw new TrainConfigError(
-        "--resume",
-        `--resume ${given}: no such run (${found}); give the run directory that train --out ` +
-          `wrote`,
-      );
-    }
-    if (absolutePath(opts.out) !== absolutePath(run)) {
-      throw new TrainConfigError(
-        "--out",
-        `--out ${opts.out}: --resume ${given} continues the run in ${run}, where it writes; ` +
-          `leave --out out, or start a new run from its weights with --init ${run}`,
-      );
-    }
-    const lock = root ? await lockRunDir(run, note) : null;
-    try {
-      await settleReplaced(run, note, world);
-      const plan = (await exists(`${run}/${PLAN_FILE}`))
-        ? await readPlan(`${run}/${PLAN_FILE}`)
-        : null;
-      // Stopped in the CoT start, or before LOTUS saved anything: pick the plan up where it is.
-      if (
-        plan &&
-        (plan.phase === "cot-start" || !(await exists(`${checkpointDirOf(run)}/config.json`)))
-      ) {
-        const { phase: _, ...planned } = plan;
-        return await trainWithCotStart(
-          {
-            ...opts,
-            ...planned,
-            ...(await resumePlanSettings(opts, planned)),
-            out: run,
-            resume: undefined,
-          },
-          true,
-          world,
-        );
-      }
-      return await trainRun(opts, world);
-    } finally {
-      lock?.close();
-    }
-  }
-  // A Hugging Face Llama directory is weights to start from, not a run: the CoT start begins
-  // there. The preset (its size's Llama preset unless given, then --arch's counterpart) is
-  // resolved here so that the recipe's rate and the plan name the model both phases train.
-  // A checkpoint or export of this project is a trained model: its preset and shape are kept,
-  // and the CoT start is skipped.
-  const initMeta = opts.init !== undefined ? await initMetaOf(opts.init) : null;
-  const hfLlama = !initMeta && opts.init !== undefined && await isDirectory(opts.init)
-    ? await llamaInitConfig(opts.init)
-    : null;
-  if (opts.init !== undefined && !hfLlama) await checkInitWeights(opts.init, initMeta !== null);
-  const preset = initPreset(
-    opts,
-    initMeta,
-    hfLlama !== null,
-    opts.preset ?? (hfLlama ? llamaPresetOf(hfLlama) : "tiny"),
-  );
-  const mode = opts.train?.mode ?? TrainConfigSchema.parse({}).mode;
-  if (opts.recipe === "from-cot" && mode !== "lotus" && mode !== "lotus-aux") {
-    throw new TrainConfigError(
-      "--recipe",
-      `--recipe from-cot trains explicit CoT and then LOTUS from it; --mode ${mode} is a ` +
-        `baseline: leave --recipe out, or give --mode lotus`,
-    );
-  }
-  const r = opts.train?.r ?? TrainConfigSchema.parse({}).r;
-  for (const n of unusedSettingNotes(opts.train ?? {}, mode, r)) note(`note: ${n}`);
-  const given: Partial<TrainConfig> = {
-    ...recipeSettings(opts.recipe ?? defaultRecipe(mode), preset),
-    ...opts.train,
-  };
-  const lotus = mode === "lotus" || mode === "lotus-aux";
-  const initIsRun = initMeta !== null ||
-    (opts.init !== undefined && !hfLlama && await initIsDirectory(opts.init));
-  const run = { ...opts, preset, recipe: "none" as const, train: given };
-  const cotStart = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun;
-  // What LOTUS would refuse after the CoT start is refused before it.
-  if (cotStart) await refuseLotusSettings(run, hfLlama);
-  const init = opts.init;
-  if (
-    opts.overwrite && init !== undefined &&
-    RUN_ENTRIES.some((e) => within(init, `${opts.out}/${e}`))
-  ) {
-    throw new TrainConfigError(
-      "--overwrite",
-      `--init ${init} is part of the run in --out ${opts.out}, which --overwrite replaces; ` +
-        `copy it elsewhere or train into another --out`,
-    );
-  }
-  if (root) await refuseEvalOutput(opts.out);
-  // The directories made here go again if the run fails before its first step, or is stopped
-  // before its second.
-  const made = root ? await makeRunDir(opts.out) : [];
-  const lock = root ? await lockRunDir(opts.out, note) : null;
-  try {
-    await settleReplaced(opts.out, note, world);
-    const aside = root ? await claimRunDir(opts.out, opts.overwrite) : null;
-    let res: TrainResult;
-    // Whether a step has begun: a failure before it (a setting the dataset refuses, a missing
-    // GPU) leaves nothing of the run, as a stop before the second step does.
-    let stepped = false;
-    const onFirstStep = () => {
-      stepped = true;
-    };
-    try {
-      res = cotStart
-        ? await trainWithCotStart(run, false, world, initMeta, onFirstStep)
-        : await trainRun(run, world, { initMeta, dropUntrained: true, onFirstStep });
-    } catch (e) {
-      // The replaced run stays replaced once the new one has saved weights of its own.
-      if (aside) await ((await holdsSavedRun(opts.out)) ? aside.discard() : aside.restore());
-      else if (root && !stepped && !(await holdsSavedRun(opts.out))) {
-        await clearFreshRun(opts.out, made);
-      }
-      throw e;
-    }
-    if (res.nothingSaved) {
-      if (root) await dropUntrainedRun(opts.out, aside, made, stoppedWhen(res), note);
-    } else await aside?.discard();
-    return res;
-  } finally {
-    lock?.close();
-  }
-}
-
-/**
- * Clear what a fresh run stopped before its second step wrote into `out` (its logs, a plan, a
- * CoT start), so that the same command runs again: the run `--overwrite` set aside comes back
- * (`aside`); otherwise the run's entries go, and with them the directories {@linkcode makeRunDir}
- * made for it (`made`) and its lock file there. Nothing that `out` held before is touched
- * ({@linkcode claimRunDir} left no run entries in it). Stop signals are held off meanwhile, so
- * that a second Ctrl-C does not cut it short. Says what it did in `note`.
- */
-async function dropUntrainedRun(
-  out: string,
-  aside: SetAside | null,
-  made: readonly string[],
-  when: string,
-  note: (s: string) => void,
-): Promise<void> {
-  const held = watchStopSignals();
-  try {
-    let what: string;
-    if (aside) {
-      await aside.restore();
-      what = `the run --overwrite set aside is back in place in ${out}`;
-    } else {
-      what = (await clearFreshRun(out, made))
-        ? `${out}, made by this run, is removed`
-        : `what the run wrote in ${out} is removed`;
-    }
-    note(`${when}; ${what}`);
-  } finally {
-    held.close();
-  }
-}
-
-/**
- * Removes what a fresh run that kept nothing wrote into `out` (its run entries), and the
- * directories {@linkcode makeRunDir} made for it (`made`) with its lock file there; a directory
- * that was there before keeps its lock file and all it held. Returns whether `out` went.
- */
-async function clearFreshRun(out: string, made: readonly string[]): Promise<boolean> {
-  await removeRunEntries(out);
-  if (made.length === 0) return false;
-  // Removed while still held: a process that opens it from now on makes a lock of its own.
-  await Deno.remove(`${out}/${RUN_LOCK}`).catch(rethrowIfDenied);
-  return await removeMadeDirs(made);
-}
-
-/**
- * What became of a run that a signal stopped with {@linkcode TrainResult.nothingSaved}, e.g.
- * `SIGINT in the first step: nothing was saved`.
- */
-export function stoppedWhen(res: TrainResult): string {
-  return res.steps === 0
-    ? `${res.interrupted} before the first step: nothing was trained or saved`
-    : `${res.interrupted} in the first step: nothing was saved`;
-}
-
-/** Where a two-phase run records what it was asked, for `resume` before LOTUS has saved. */
-const PLAN_FILE = "plan.json";
-
-/** The part of {@linkcode TrainOptions} a plan keeps: what defines the run. */
-const PlanSchema = z.object({
-  data: z.string(),
-  preset: z.enum(PRESET_NAMES as [PresetName, ...PresetName[]]),
-  train: z.record(z.string(), z.unknown()),
-  init: z.string().optional(),
-  trainSplit: z.string().optional(),
-  valSplit: z.string().optional(),
-  /** The phase under way: the CoT start, or LOTUS from it. */
-  phase: z.enum(["cot-start", "lotus"]),
-});
-
-/** A run's plan, checked: its settings as the schema takes them. */
-async function readPlan(
-  path: string,
-): Promise<Partial<TrainOptions> & { phase: "cot-start" | "lotus" }> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    rethrowIfDenied(e);
-    // The run writes it whole (through a temporary file): one that is not JSON was damaged or
-    // edited since.
-    throw new TrainConfigError(
-      "--resume",
-      e instanceof SyntaxError
-        ? `${path}: not valid JSON (${e.message}); the plan is damaged: fix it, or start the ` +
-          `run again with --overwrite instead of --resume`
-        : `${path}: unreadable (${(e as Error).message}); make it readable, then resume again`,
-    );
-  }
-  const p = PlanSchema.safeParse(raw);
-  if (!p.success) {
-    throw new TrainConfigError(
-      "--resume",
-      `${path}: not a run plan (${fieldIssue(p.error)}); fix it, or start the run again ` +
-        `with --overwrite instead of --resume`,
-    );
-  }
-  // Unknown or invalid settings fail here, naming the field.
-  const t = TrainConfigSchema.safeParse({ ...p.data.train });
-  if (!t.success) {
-    throw new TrainConfigError(
-      "--resume",
-      `${path}: ${fieldIssue(t.error, "train.")}; the plan is damaged: fix ` +
-        `that field, or start the run again with --overwrite`,
-    );
-  }
-  return { ...p.data, train: p.data.train as Partial<TrainConfig> };
-}
-
-/** Whether `--init` names a directory; a path that does not exist is an error naming it. */
-async function initIsDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    rethrowIfDenied(e);
-    throw new TrainConfigError("--init", `--init ${path}: not found`);
   }
 }
 
@@ -2342,158 +1366,4 @@ async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
     rethrowIfDenied(e);
     return false;
   }
-}
-
-/**
- * What the CoT start shares with the LOTUS run: the data order, batch, evaluation and the
- * optimiser's settings. Its length, mode and learning rate (the preset's) are its own.
- */
-const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
-  "batch",
-  "seed",
-  "evalEvery",
-  "evalExamples",
-  "maxNewTokens",
-  "saveEvery",
-  "onNonFinite",
-  "dropout",
-  "schedule",
-  "warmupSteps",
-  "minLrRatio",
-  "weightDecay",
-  "beta1",
-  "beta2",
-  "eps",
-  "clip",
-];
-
-/**
- * The CoT start, then LOTUS from it. `resuming`: continue what `out` holds (a CoT start
- * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
- * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
- *
- * SIGINT, SIGTERM or SIGHUP stops the run, resumable, from the end of the CoT start's set-up on: between
- * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
- * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
- * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
- * any run; one before or in the first step of a fresh run's CoT start saves nothing either (the
- * caller clears the run): a fresh run in the same directory then starts over.
- */
-async function trainWithCotStart(
-  opts: TrainOptions,
-  resuming: boolean,
-  world: World | null,
-  initMeta?: InitMeta | null,
-  onFirstStep?: () => void,
-): Promise<TrainResult> {
-  const cotListening: { watch?: StopWatch } = {};
-  try {
-    return await cotStartThenLotus(opts, resuming, world, initMeta, cotListening, onFirstStep);
-  } finally {
-    cotListening.watch?.close();
-  }
-}
-
-/**
- * {@linkcode trainWithCotStart}. `cotListening` gets the CoT start's watch of stop signals, which
- * listens on until the caller closes it: LOTUS stops on a signal it saw.
- */
-async function cotStartThenLotus(
-  opts: TrainOptions,
-  resuming: boolean,
-  world: World | null,
-  initMeta: InitMeta | null | undefined,
-  cotListening: { watch?: StopWatch },
-  onFirstStep?: () => void,
-): Promise<TrainResult> {
-  const root = world === null || world.rank === 0;
-  const log = (s: string) => {
-    if (!opts.quiet && root) console.error(s);
-  };
-  const given = opts.train ?? {};
-  if (opts.data === undefined) throw new TrainConfigError("--data", "give a dataset directory");
-  if (root) await Deno.mkdir(opts.out, { recursive: true });
-  const writePlan = async (phase: "cot-start" | "lotus") => {
-    if (!root) return;
-    const plan: z.input<typeof PlanSchema> = {
-      data: opts.data!,
-      preset: opts.preset ?? "tiny",
-      train: given,
-      init: opts.init,
-      trainSplit: opts.trainSplit,
-      valSplit: opts.valSplit,
-      phase,
-    };
-    await writeFileAtomic(`${opts.out}/${PLAN_FILE}`, JSON.stringify(plan, null, 2) + "\n");
-  };
-  await writePlan("cot-start");
-  const cotDir = `${opts.out}/cot-start`;
-  if (!resuming && given.steps != null) {
-    log(
-      `note: --steps ${given.steps} is the LOTUS phase's length; the CoT start trains its ` +
-        `${given.cotStartEpochs} epochs first (--cot-start-epochs; --recipe none skips it)`,
-    );
-  }
-  const cotTrain: Partial<TrainConfig> = {
-    mode: "cot",
-    epochs: given.cotStartEpochs,
-    keepBest: true,
-  };
-  for (const key of SHARED_WITH_COT_START) {
-    if (given[key] !== undefined) (cotTrain as Record<string, unknown>)[key] = given[key];
-  }
-  let cotStart: TrainResult | undefined;
-  // stopAfter counts the steps of both phases.
-  const taken = { steps: 0 };
-  if (resuming && await completedRun(cotDir)) {
-    log(`the CoT start in ${cotDir} is complete`);
-  } else {
-    const again = resuming && await exists(`${checkpointDirOf(cotDir)}/config.json`);
-    log(
-      `phase 1 of 2: explicit CoT for ${given.cotStartEpochs} epochs into ${cotDir}, the ` +
-        `model LOTUS starts from${again ? " (resumed)" : ""}`,
-    );
-    cotStart = await trainRun(
-      {
-        ...opts,
-        out: cotDir,
-        recipe: "none",
-        resume: again ? cotDir : undefined,
-        // Resumed: what a resume may change and the CoT start shares (evaluation, saving).
-        train: again
-          ? Object.fromEntries(
-            SHARED_WITH_COT_START.filter((k) => RESUME_MAY_CHANGE.includes(k))
-              .filter((k) => given[k] !== undefined).map((k) => [k, given[k]]),
-          )
-          : cotTrain,
-      },
-      world,
-      // A fresh run's CoT start stopped before its second step saves nothing (the caller
-      // clears the run); a resumed one saves, as LOTUS after it does.
-      {
-        resumeAs: opts.out,
-        initMeta,
-        keepListening: cotListening,
-        dropUntrained: !resuming,
-        onFirstStep,
-        taken,
-      },
-    );
-    // Stopped in the CoT start: its result is the run's, and LOTUS has not started.
-    if (!cotStart.completed) return cotStart;
-  }
-  const start = (await exists(`${cotDir}/best/config.json`)) ? `${cotDir}/best` : cotDir;
-  await writePlan("lotus");
-  if (opts.stopAfter && taken.steps >= opts.stopAfter) {
-    log(`stopped after ${taken.steps} steps (--stop-after): LOTUS starts on resume`);
-    return { ...cotStart!, completed: false };
-  }
-  log(`phase 2 of 2: LOTUS from ${start}`);
-  // LOTUS keeps the shape the CoT start trained (a Hugging Face Llama's config.json's, say).
-  const res = await trainRun(
-    { ...opts, init: start, recipe: "none", resume: undefined },
-    world,
-    { stop: cotListening.watch, onFirstStep, taken },
-  );
-  return cotStart ? { ...res, cotStart } : res;
 }
