@@ -70,7 +70,7 @@ export {
 
 // Training.
 export { train } from "./train/recipe.ts";
-export type { TrainOptions, TrainResult } from "./train/trainer.ts";
+export type { TrainOptions, TrainResult } from "./train/types.ts";
 export { resolveTrainConfig, TrainConfigError } from "./train/options.ts";
 
 // Inference, export and evaluation.

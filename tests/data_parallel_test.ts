@@ -8,7 +8,7 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { EngineError, openEngine } from "../engine/ffi.ts";
 import { train } from "../train/recipe.ts";
-import type { TrainOptions } from "../train/trainer.ts";
+import type { TrainOptions } from "../train/types.ts";
 import { gradBuckets, shardRange, worldFromEnv } from "../train/data_parallel.ts";
 import { paramLayout } from "../model/params.ts";
 import type { TrainConfig } from "../model/config.ts";

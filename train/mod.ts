@@ -13,7 +13,8 @@
  *
  * @module
  */
-export { NonFiniteError, type TrainOptions, type TrainResult } from "./trainer.ts";
+export { NonFiniteError } from "./trainer.ts";
+export type { TrainOptions, TrainResult } from "./types.ts";
 export { train } from "./recipe.ts";
 export {
   checkSettings,

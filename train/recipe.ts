@@ -55,18 +55,15 @@ import {
   type SetAside,
   settleReplaced,
 } from "./run_dir.ts";
+import { engineFor, trainRun } from "./trainer.ts";
 import {
-  engineFor,
   refuseAuxWithoutWeight,
   refuseBatchOver,
   refuseMovedData,
   refuseOtherPreset,
   relativeNotFound,
-  type TrainOptions,
-  type TrainResult,
-  trainRun,
-  within,
-} from "./trainer.ts";
+} from "./run_setup.ts";
+import type { TrainOptions, TrainResult } from "./types.ts";
 import {
   checkInitWeights,
   freshModelConfig,
@@ -761,4 +758,10 @@ async function cotStartThenLotus(
     { stop: cotListening.watch, onFirstStep, taken },
   );
   return cotStart ? { ...res, cotStart } : res;
+}
+
+/** Whether `path` is `dir` or lies under it (by their absolute paths). */
+function within(path: string, dir: string): boolean {
+  const d = absolutePath(dir), p = absolutePath(path);
+  return p === d || p.startsWith(`${d}/`);
 }

@@ -1,9 +1,10 @@
 /**
- * The training loop (nanoGPT's shape): data, forward, backward, clip, step, log, evaluate,
- * checkpoint. The LOTUS step lives in step.ts, the curriculum, learning rate and data order
- * in schedule.ts, the log format in run_log.ts, the validation evaluation in evaluation.ts and
- * what a run starts from in init.ts; this module runs them, and owns faults, signals and
- * checkpoints. recipe.ts runs a whole command: its checks, the run directory and the phases.
+ * One run's training loop (nanoGPT's shape): data, forward, backward, clip, step, log,
+ * evaluate, checkpoint. The run is settled first by run_setup.ts (resume, data, settings,
+ * model shape, length); the LOTUS step lives in step.ts, the curriculum, learning rate and data
+ * order in schedule.ts, the log format in run_log.ts, the validation evaluation in
+ * evaluation.ts. This module runs them, and owns faults, stop signals and checkpoints.
+ * recipe.ts runs a whole command: its checks, the run directory and the recipe's phases.
  *
  * Determinism: the data order of epoch e is a shuffle drawn from `new Rng(seed, e)`
  * (schedule.ts's epochOrder), the CPU engine is deterministic for a fixed thread count, and
@@ -14,39 +15,14 @@
  * @module
  */
 
-import { llamaInitConfig, loadLlamaWeights } from "../model/hf_llama.ts";
-import type { Precision } from "../engine/ffi.ts";
+import { loadLlamaWeights } from "../model/hf_llama.ts";
 import { selectEngine } from "../engine/backend.ts";
-import type { BackendName } from "../engine/types.ts";
-import {
-  type Arch,
-  archOf,
-  type ModelConfig,
-  presetForArch,
-  type PresetName,
-  type TrainConfig,
-} from "../model/config.ts";
-import { type Example, lotusBatch, plainBatch } from "./batch.ts";
+import type { TrainConfig } from "../model/config.ts";
+import { lotusBatch, plainBatch } from "./batch.ts";
 import { initParams, initSpecialRows, paramLayout } from "../model/params.ts";
-import {
-  epochOrder,
-  finalStageStart,
-  isFinalStage,
-  lrAt,
-  stageOf,
-  stageShape,
-  totalSteps,
-} from "./schedule.ts";
+import { epochOrder, isFinalStage, lrAt, stageOf, stageShape } from "./schedule.ts";
 import { type LogRecord, readTrainLog, RunLog } from "./run_log.ts";
-import {
-  curriculumNotes,
-  type RecipeName,
-  recipeSettings,
-  resolveTrainConfig,
-  resumeRunDir,
-  resumeTrainConfig,
-  TrainConfigError,
-} from "./options.ts";
+import { TrainConfigError } from "./options.ts";
 import { adamwOf, Model } from "../model/model.ts";
 import {
   type LotusOptions,
@@ -55,13 +31,10 @@ import {
   PlainRunner,
   type StepLosses,
 } from "./step.ts";
-import { datasetFingerprint, loadSplit, type SplitData } from "./dataset.ts";
 import {
-  type CheckpointData,
   checkpointDirOf,
   CheckpointError,
   freshTrainState,
-  loadCheckpoint,
   loadHfInit,
   type LotusMeta,
   saveCheckpoint,
@@ -69,197 +42,20 @@ import {
 } from "../model/checkpoint.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { absolutePath } from "../base/staging.ts";
-import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
+import { rethrowIfDenied } from "../base/exists.ts";
 import { mixSeed } from "../base/rng.ts";
 // A run listens for the stop signals from the end of its set-up to its end (the current step
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
 import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
-import { readDatasetTokenizer, type VerifyMode } from "../pipeline/shard.ts";
 import { DataParallel, type World } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
-import { completedRun, readSummary } from "./run_dir.ts";
-import {
-  checkInitTokenizer,
-  checkLlamaTokenizer,
-  freshModelConfig,
-  initFile,
-  type InitMeta,
-  initMetaOf,
-  initPreset,
-  llamaPresetOf,
-  refuseOtherModelType,
-} from "./init.ts";
+import { checkInitTokenizer, initFile, type InitMeta } from "./init.ts";
 import { type EvalSums, evaluating } from "./evaluation.ts";
-import { capacityOf, fitting, positionsOf } from "./batch.ts";
-
-/** Everything `deno task train` takes. */
-export interface TrainOptions {
-  /** Dataset directory; with `resume`, defaults to the one the run trained on. */
-  data?: string;
-  /** Run directory: logs and `checkpoint/`. */
-  out: string;
-  /**
-   * Model size (default "tiny"; a resume keeps the run's, an `init` model of this project
-   * brings its own, and a Hugging Face Llama directory the Llama preset of its size).
-   */
-  preset?: PresetName;
-  /**
-   * The backbone: "gpt2" or "llama"; the preset becomes its counterpart in that architecture
-   * (tiny and llama-tiny; see presetForArch). Absent: the preset's own.
-   */
-  arch?: Arch;
-  /**
-   * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
-   * from the dataset, the learning rate from the preset, the rest from the defaults.
-   */
-  train?: Partial<TrainConfig>;
-  /** Where to run (default "cpu"). */
-  backend?: BackendName;
-  /** Matmul precision on CUDA: bf16 (default), tf32 or fp32 (engine/ffi.ts). The CPU engine
-   * has only fp32, its default. */
-  precision?: Precision;
-  /**
-   * Keep fewer activations and recompute the normalisations, attention outputs and MLP
-   * activations in the backward (no matmul; bit-identical gradients; LotusCapacity.recompute
-   * in train/step.ts). Default: on with the CUDA engine, where memory is the limit; off on the
-   * CPU, where the extra work costs time and memory is plenty.
-   */
-  recompute?: boolean;
-  /**
-   * CUDA engine: record a batch shape's training step as a CUDA graph at its second
-   * occurrence and replay it from the third (LotusCapacity.maxGraphs in train/step.ts; the
-   * same bits as running its ops). Default on; the CPU engine has no graphs.
-   */
-  graphs?: boolean;
-  /** CPU threads (0: all cores). */
-  threads?: number;
-  /**
-   * Examples a forward and backward take at once (on each rank of a data-parallel run): a
-   * step runs its batch (a rank its part) in micro-batches of at most this many and adds up
-   * their gradients, each divided by the whole batch's target counts, so that the step is
-   * the batch's, to float rounding, in the memory of a micro-batch. Evaluations run in
-   * batches of this size too, when it is smaller than the batch. Default: the whole batch (a
-   * rank's part; evaluations: the batch). Not saved with the run: a resume may give another
-   * (its steps then differ from the first N's by float rounding, and with dropout by masks).
-   */
-  microBatch?: number;
-  /**
-   * Weights to start from: a local Hugging Face GPT-2 model.safetensors, a run or checkpoint
-   * directory (the reference starts LOTUS from its explicit-CoT model this way), or a local
-   * Hugging Face Llama directory (config.json with model_type "llama", model.safetensors or
-   * sharded safetensors), whose config.json then sets the model's shape.
-   */
-  init?: string;
-  /**
-   * A named recipe whose settings apply under the ones `train` gives (train/options.ts,
-   * recipeSettings): "from-cot" (the default for LOTUS: explicit CoT first, then LOTUS from it),
-   * "paper" (the reference's LOTUS protocol) or "none" (the default for the baselines).
-   */
-  recipe?: RecipeName;
-  /** A run or checkpoint directory to continue exactly. */
-  resume?: string;
-  /**
-   * Replace the run `out` already holds (its checkpoints, best weights, CoT start, plan and
-   * logs). Without it, a fresh run into a directory that holds one is refused, so that a
-   * finished or stopped run is not lost to a mistyped `--out`.
-   */
-  overwrite?: boolean;
-  /** The split trained on (default "train"). */
-  trainSplit?: string;
-  /**
-   * The split evaluated on (default "valid"); when the dataset lacks it, evaluation reports
-   * accuracy on the training examples.
-   */
-  valSplit?: string;
-  /** Stop (after saving a checkpoint) once this many steps have run in this process. */
-  stopAfter?: number;
-  /**
-   * How much of the dataset to check against its manifest on load: `basic` (the default:
-   * counts, shapes, sizes, offsets, token ids) or `full` (also every file's sha256);
-   * docs/dataset-format.md.
-   */
-  verifyData?: VerifyMode;
-  /**
-   * Print nothing on stderr: no progress line, no notes, and not the compiler's command when
-   * the engine is built on first use.
-   */
-  quiet?: boolean;
-  /** Called with every log record (on every rank of a data-parallel run). */
-  onLog?: (rec: LogRecord) => void;
-  /**
-   * Data-parallel runs (started by mpirun, docs/distributed.md): how many seconds a rank
-   * waits at a collective for the others before it ends the job with a message (default
-   * 600; 0: no limit). Ignored by a single process.
-   */
-  commTimeout?: number;
-  /**
-   * Data-parallel runs: "on" (the default) sums each block's gradient over the ranks as soon
-   * as the backward is done with it, while the backward goes on; "off" sums the whole
-   * gradient once, after the backward. The result is the same (docs/distributed.md).
-   */
-  commOverlap?: "on" | "off";
-}
-
-/** What a run returns. */
-export interface TrainResult {
-  /** Optimiser steps the model has taken, those before a resume included. */
-  steps: number;
-  /**
-   * The total loss of the last step run; for a call that ran none (a resume that only
-   * evaluated), the one the log holds for the last step, else NaN.
-   */
-  finalLoss: number;
-  /**
-   * Mean answer loss of the last evaluation this call ran: at the end of a completed run, or
-   * the latest periodic one (`evalEvery`) before a stop; undefined when none ran.
-   */
-  valLoss?: number;
-  /** Greedy exact-match accuracy (0 to 1) of that evaluation; undefined when none ran. */
-  valAccuracy?: number;
-  /**
-   * True when the evaluations ran on training examples, because the dataset has no
-   * validation split (`valSplit`, default `valid`) or none of its examples fits the model's
-   * positions: `valLoss` and `valAccuracy` are then the training set's.
-   */
-  evalOnTraining?: boolean;
-  /** The checkpoint directory written, `<out>/checkpoint` (not written with `nothingSaved`). */
-  checkpoint: string;
-  /** Parameters of the backbone (what inference and export use; an aux decoder excluded). */
-  params: number;
-  /** Token positions forwarded per second of training, over the whole run. */
-  tokensPerSec: number;
-  /** Training wall time in seconds, over the whole run (the part before a resume included). */
-  seconds: number;
-  /**
-   * The signal that stopped the run early (it was saved and can be resumed, unless
-   * `nothingSaved`); null otherwise.
-   */
-  interrupted: Deno.Signal | null;
-  /**
-   * True when the signal stopped a fresh run (not a resume) before or in its first step
-   * (`steps` says which: 0 or 1): nothing was saved, and what the run had written into `out` is
-   * gone (the directories it made for it too; in a directory that was there, its lock file
-   * stays; the run an `overwrite` set aside is back in place), so that the same call starts it
-   * again. A stop that comes later, or in LOTUS after its CoT start, saves as usual.
-   */
-  nothingSaved?: boolean;
-  /** Steps whose update was skipped for a non-finite loss or gradient (`onNonFinite: "skip"`). */
-  skippedSteps: number;
-  /**
-   * With `keepBest`: the best validation accuracy of the final stage, its step and the
-   * directory holding its weights (`<out>/best`); undefined when no evaluation improved on it.
-   */
-  best?: { step: number; valAccuracy: number; dir: string };
-  /** True when the run reached its last step (not stopped by a signal or `stopAfter`). */
-  completed: boolean;
-  /** The explicit-CoT run this LOTUS run started from (`cotStartEpochs`), when it trained one. */
-  cotStart?: TrainResult;
-  /** This process's rank and the job's size, in a data-parallel run; undefined otherwise. */
-  world?: { rank: number; size: number };
-}
+import { capacityOf, positionsOf } from "./batch.ts";
+import type { TrainOptions, TrainResult } from "./types.ts";
+import { keptBest, setUpRun } from "./run_setup.ts";
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
@@ -307,48 +103,6 @@ export class NonFiniteError extends Error {
     this.name = "NonFiniteError";
     this.step = step;
   }
-}
-
-/**
- * A resume must train on the dataset it started on: the same training split (shard hashes),
- * tokenizer and options. Older checkpoints, saved without the fingerprint, are compared by
- * K, c and CoT form.
- */
-function checkResumeData(
-  meta: LotusMeta,
-  dataDir: string,
-  data: SplitData,
-  fingerprint: string,
-): void {
-  const o = data.manifest.options;
-  const same = meta.data.fingerprint !== undefined
-    ? meta.data.fingerprint === fingerprint
-    : meta.data.k === o.k && meta.data.c === o.c && meta.data.cot === o.cot;
-  if (!same && absolutePath(dataDir) === absolutePath(meta.data.dir)) {
-    throw new TrainConfigError(
-      "--data",
-      `${dataDir} changed since the run being resumed trained on it (its training split, ` +
-        `tokenizer or options differ: rebuilt?); a resume needs the data it trained on: ` +
-        `rebuild it as it was, or start a new run from the run's weights with --init`,
-    );
-  }
-  if (!same) {
-    throw new TrainConfigError(
-      "--data",
-      `--data ${dataDir} is not the dataset the run being resumed trained on (${meta.data.dir}: ` +
-        `its training split, tokenizer or options differ); resume with --data ${meta.data.dir}`,
-    );
-  }
-}
-
-/** Refuses a `batch` larger than the `usable` examples of the training split. */
-export function refuseBatchOver(usable: number, batch: number): void {
-  if (usable >= batch) return;
-  throw new TrainConfigError(
-    "--batch",
-    `the training split has ${usable} usable examples, fewer than --batch ${batch}: ` +
-      (usable > 0 ? `give a --batch of at most ${usable}, or ` : "give ") + "a larger split",
-  );
 }
 
 function fmtTime(s: number): string {
@@ -480,151 +234,11 @@ export async function trainRun(
   };
   if (root) await Deno.mkdir(opts.out, { recursive: true });
 
-  let resumed: CheckpointData | null = null;
-  if (opts.resume) resumed = await loadCheckpoint(opts.resume, { withOptimizer: true });
-  if (resumed && opts.data === undefined && (await relativeNotFound(resumed.meta.data.dir))) {
-    refuseMovedData(resumed.meta.data.dir, resumeRunDir(opts.resume!));
-  }
-  const dataDir = opts.data ?? resumed?.meta.data.dir;
-  if (dataDir === undefined) throw new TrainConfigError("--data", "give a dataset directory");
-  const verify = { verify: opts.verifyData };
-  const trainData: SplitData = await loadSplit(dataDir, opts.trainSplit ?? "train", verify);
-  // --init at a checkpoint or export of this project: the model's shape is the one it trained.
-  const initMeta = resumed || !opts.init
-    ? null
-    : ctx.initMeta !== undefined
-    ? ctx.initMeta
-    : await initMetaOf(opts.init);
-  // --init at a Hugging Face Llama directory: the model's shape is its config.json's, and the
-  // defaults (the learning rate) are those of the Llama preset of its size unless --preset is
-  // given.
-  const llamaDir = !resumed && !initMeta && opts.init && (await isDirectory(opts.init))
-    ? opts.init
-    : null;
-  const llamaJson = llamaDir ? await llamaInitConfig(llamaDir) : null;
-  if (llamaDir && !llamaJson) await refuseOtherModelType(llamaDir);
-  const preset: string = resumed ? resumed.meta.preset : initPreset(
-    opts,
-    initMeta,
-    llamaJson !== null,
-    opts.preset ?? (llamaJson ? llamaPresetOf(llamaJson) : "tiny"),
-  );
-  if (resumed) refuseOtherPreset(opts, resumed.meta.preset);
-  if (resumed && opts.arch !== undefined && opts.arch !== archOf(resumed.meta.model)) {
-    throw new TrainConfigError(
-      "--arch",
-      `--arch ${opts.arch} contradicts the run being resumed (${archOf(resumed.meta.model)}); ` +
-        `leave --arch out`,
-    );
-  }
-  const trainSplit = opts.trainSplit ?? "train";
-  const fingerprint = datasetFingerprint(trainData.manifest, trainSplit);
-  if (resumed) checkResumeData(resumed.meta, dataDir, trainData, fingerprint);
-  const cfg: TrainConfig = resumed
-    ? resumeTrainConfig(resumed.meta.train, opts.train ?? {})
-    : resolveTrainConfig(
-      { ...recipeSettings(opts.recipe ?? "none", preset as PresetName), ...opts.train },
-      preset as PresetName,
-      {
-        dir: dataDir,
-        k: trainData.manifest.options.k,
-        c: trainData.manifest.options.c,
-      },
-    );
-  refuseAuxWithoutWeight(cfg);
+  const setup = await setUpRun(opts, world, ctx, log);
+  if ("complete" in setup) return setup.complete;
+  const { resumed, dataDir, trainData, initMeta, llamaDir, llamaJson, preset, fingerprint } = setup;
+  const { cfg, longStep, tok, mcfg, trainEx, evalSet, stepsPerEpoch, total } = setup;
   const sp = trainData.special;
-  // Steps longer than c: the training split's policy (spill adds target layers to a batch).
-  const longStep = trainData.manifest.splits[trainSplit].options.longStep;
-  const tok = await readDatasetTokenizer(dataDir, trainData.manifest);
-  const auxLayers = cfg.mode === "lotus-aux" ? 1 : 0;
-  const mcfg: ModelConfig = resumed
-    ? resumed.meta.model
-    : initMeta
-    ? { ...initMeta.meta.model, vocabSize: trainData.vocabSize, auxLayers }
-    : freshModelConfig(preset as PresetName, llamaDir, llamaJson, trainData.vocabSize, auxLayers);
-  if (llamaJson) {
-    // Its config.json is checked: vocab_size is a positive integer.
-    const { vocab_size } = llamaJson as { vocab_size: number };
-    await checkLlamaTokenizer(llamaDir!, vocab_size, tok, dataDir);
-  }
-  if (mcfg.vocabSize !== trainData.vocabSize) {
-    throw new Error(
-      `the checkpoint's vocabulary (${mcfg.vocabSize}) differs from the dataset's ` +
-        `(${trainData.vocabSize}); resume on the dataset it was trained on`,
-    );
-  }
-
-  let valExamples: Example[] = [];
-  const valName = opts.valSplit ?? "valid";
-  if (trainData.manifest.splits[valName]) {
-    valExamples = (await loadSplit(dataDir, valName, verify)).examples;
-  } else if (opts.valSplit !== undefined && opts.valSplit !== "valid") {
-    throw new TrainConfigError(
-      "--val-split",
-      `--val-split ${opts.valSplit}: ${dataDir} has no such split (it has ` +
-        `${Object.keys(trainData.manifest.splits).join(", ")}); name one of those`,
-    );
-  } else {
-    log(`no "${valName}" split in ${dataDir}: evaluation reports training-set accuracy`);
-  }
-  const { kept: trainEx, cut } = fitting(trainData.examples, cfg, mcfg.maxPositions);
-  if (cut > 0) {
-    log(`${cut} training examples exceed ${mcfg.maxPositions} positions and are skipped`);
-  }
-  refuseBatchOver(trainEx.length, cfg.batch);
-  const val = fitting(valExamples, cfg, mcfg.maxPositions);
-  if (val.cut > 0) {
-    log(`${val.cut} validation examples exceed ${mcfg.maxPositions} positions and are skipped`);
-  }
-  valExamples = val.kept;
-  const evalSet = (valExamples.length ? valExamples : trainEx).slice(
-    0,
-    cfg.evalExamples > 0 ? cfg.evalExamples : undefined,
-  );
-
-  const stepsPerEpoch = Math.floor(trainEx.length / cfg.batch);
-  const total = totalSteps(cfg, stepsPerEpoch);
-  // A run that has taken its steps and finished them (its summary says so) has nothing left;
-  // one stopped during its last step still owes its final evaluation, which the end of the
-  // loop below gives it.
-  if (
-    resumed && resumed.state.step >= total &&
-    ((await completedRun(opts.out, resumed.state.step)) ||
-      ((await readSummary(opts.out, resumed.state.step)) === null &&
-        (await finalEvalLogged(opts.out, resumed.state.step))))
-  ) {
-    log(
-      `${opts.out} is complete (${resumed.state.step} of ${total} steps): nothing to train; ` +
-        `give a larger ${
-          cfg.finalStageSteps !== null ? "--final-stage-steps" : "--steps or --epochs"
-        } to train it further`,
-    );
-    return await completeRunResult(opts.out, resumed, paramLayout(mcfg).mainTotal, world);
-  }
-  // A length below the steps taken would end the run where it never stood, marked complete.
-  if (resumed && resumed.state.step > total) {
-    const flag = cfg.finalStageSteps !== null
-      ? "--final-stage-steps"
-      : cfg.steps !== null
-      ? "--steps"
-      : "--epochs";
-    // The least value of the flag, in its own unit, that reaches the steps taken.
-    const taken = resumed.state.step;
-    const [least, unit] = flag === "--final-stage-steps"
-      ? [taken - finalStageStart(cfg, stepsPerEpoch), "steps after the final stage starts"]
-      : flag === "--steps"
-      ? [taken, "steps"]
-      : [Math.ceil(taken / stepsPerEpoch), `epochs of ${stepsPerEpoch} steps`];
-    throw new TrainConfigError(
-      flag,
-      `${flag} gives ${opts.out} ${total} steps, fewer than the ${taken} it has taken: give ` +
-        `${flag} ${least} or more (${unit}), or leave ${flag} out to go on to the run's own ` +
-        `length`,
-    );
-  }
-  if (!resumed) {
-    for (const note of curriculumNotes(cfg, stepsPerEpoch, total)) log(`note: ${note}`);
-  }
 
   const eng = engineFor(opts, world, log);
   let dp: DataParallel | null = null;
@@ -1192,7 +806,7 @@ export async function trainRun(
       finalLoss: lastLoss,
       valLoss: lastEval?.loss,
       valAccuracy: lastEval?.accuracy,
-      ...(valExamples.length === 0 ? { evalOnTraining: true } : {}),
+      ...(setup.evalOnTraining ? { evalOnTraining: true } : {}),
       checkpoint: ckptDir,
       params: layout.mainTotal,
       tokensPerSec: state.tokens / Math.max(1e-9, state.seconds),
@@ -1211,138 +825,6 @@ export async function trainRun(
     eng.close();
   }
 }
-/** A run's kept best, as its result and summary give it: only when one was kept. */
-function keptBest(
-  keepBest: boolean,
-  state: Pick<TrainState, "bestStep" | "bestAccuracy">,
-  dir: string,
-): Pick<TrainResult, "best"> {
-  return keepBest && state.bestStep > 0
-    ? { best: { step: state.bestStep, valAccuracy: state.bestAccuracy, dir } }
-    : {};
-}
-
-/**
- * What a resume of a run that has already taken all its steps returns: the run as its last
- * save left it, its summary.json's figures included. Nothing is written.
- */
-async function completeRunResult(
-  out: string,
-  ck: CheckpointData,
-  params: number,
-  world: World | null,
-): Promise<TrainResult> {
-  let summary = await readSummary(out, ck.state.step);
-  if (summary === null) {
-    // Lost (or left from an earlier end) to a kill after the final evaluation: the log has
-    // the figures; the summary is written again from them.
-    const records = await readTrainLog(out);
-    const lastTrain = records.findLast((r) => r.kind === "train");
-    const lastEval = records.findLast((r) => r.kind === "eval");
-    const { step, tokens, seconds } = ck.state;
-    summary = {
-      steps: step,
-      total: step,
-      finalLoss: lastTrain?.loss,
-      valLoss: lastEval?.valLoss,
-      valAccuracy: lastEval?.valAccuracy,
-      completed: true,
-      ...keptBest(ck.meta.train.keepBest, ck.state, `${out}/best`),
-      tokens,
-      seconds,
-    };
-    if (world === null || world.rank === 0) {
-      await writeFileAtomic(`${out}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
-    }
-  }
-  const num = (v: unknown) => (typeof v === "number" ? v : undefined);
-  const { step, tokens, seconds } = ck.state;
-  return {
-    steps: step,
-    finalLoss: num(summary.finalLoss) ?? NaN,
-    valLoss: num(summary.valLoss),
-    valAccuracy: num(summary.valAccuracy),
-    checkpoint: checkpointDirOf(out),
-    params,
-    tokensPerSec: tokens / Math.max(1e-9, seconds),
-    seconds,
-    interrupted: null,
-    skippedSteps: 0,
-    completed: true,
-    ...keptBest(ck.meta.train.keepBest, ck.state, `${out}/best`),
-    ...(world ? { world: { rank: world.rank, size: world.size } } : {}),
-  };
-}
-
-/** Whether `path` is `dir` or lies under it (by their absolute paths). */
-export function within(path: string, dir: string): boolean {
-  const d = absolutePath(dir), p = absolutePath(path);
-  return p === d || p.startsWith(`${d}/`);
-}
-
-/**
- * Refuses a `--preset` or `--arch` (resolved together: tiny with --arch llama is llama-tiny)
- * that names another preset than `recorded`, the one of the run being resumed.
- */
-export function refuseOtherPreset(
-  opts: Pick<TrainOptions, "preset" | "arch">,
-  recorded: string,
-): void {
-  if (opts.preset === undefined && opts.arch === undefined) return;
-  let asked: string | null;
-  try {
-    asked = opts.arch !== undefined
-      ? presetForArch((opts.preset ?? recorded) as PresetName, opts.arch)
-      : opts.preset!;
-  } catch {
-    asked = null; // no such counterpart: not the recorded preset either
-  }
-  if (asked === recorded) return;
-  // The flag at fault: --arch when the preset given is the recorded one (or none is).
-  const flag = opts.arch !== undefined && (opts.preset ?? recorded) === recorded
-    ? "--arch"
-    : "--preset";
-  const given = [
-    ...(opts.preset !== undefined ? [`--preset ${opts.preset}`] : []),
-    ...(opts.arch !== undefined ? [`--arch ${opts.arch}`] : []),
-  ];
-  throw new TrainConfigError(
-    flag,
-    `${given.join(" ")} contradicts the run being resumed (preset ${recorded}); leave ${flag} out`,
-  );
-}
-
-/**
- * Whether a run's recorded dataset path is relative (as `--data` was given) and holds no
- * dataset from this working directory: it is relative to the directory the run was started in.
- */
-export async function relativeNotFound(stored: string): Promise<boolean> {
-  return !stored.startsWith("/") && !(await exists(`${stored}/manifest.json`));
-}
-
-/**
- * Refuses a resume without `--data` of a run whose dataset is {@linkcode relativeNotFound}:
- * advice to build a dataset there would build a new one in the wrong place; the run's own
- * dataset is given with `--data`.
- */
-export function refuseMovedData(stored: string, run: string): never {
-  throw new TrainConfigError(
-    "--data",
-    `--resume ${run}: the run trained on the dataset ${stored}, a path relative to the ` +
-      `directory the run was started in, and there is no dataset at ${stored} from here ` +
-      `(${Deno.cwd()}); pass --data <that dataset> (its path from here, or an absolute one). ` +
-      `If it was removed, rebuild it as it was built (the same build-dataset command) and ` +
-      `pass that --data: a dataset built otherwise is refused by its fingerprint`,
-  );
-}
-
-/** Refuses lotus-aux without an aux loss: its aux decoder would learn nothing. */
-export function refuseAuxWithoutWeight(cfg: TrainConfig): void {
-  if (cfg.mode === "lotus-aux" && cfg.auxWeight <= 0) {
-    throw new TrainConfigError("--aux-weight", "--mode lotus-aux needs --aux-weight > 0");
-  }
-}
-
 /** The loss the run in `dir` logged for `step`, or NaN when its log has none. */
 async function loggedLoss(dir: string, step: number): Promise<number> {
   try {
@@ -1351,19 +833,5 @@ async function loggedLoss(dir: string, step: number): Promise<number> {
   } catch (e) {
     rethrowIfDenied(e);
     return NaN;
-  }
-}
-
-/**
- * Whether the log of the run in `dir` ends with an evaluation at `step`: the final one, which
- * a run that lost its summary.json (killed just before writing it) has already done.
- */
-async function finalEvalLogged(dir: string, step: number): Promise<boolean> {
-  try {
-    const last = (await readTrainLog(dir)).at(-1);
-    return last?.kind === "eval" && last.step === step;
-  } catch (e) {
-    rethrowIfDenied(e);
-    return false;
   }
 }
