@@ -64,7 +64,7 @@ export interface RunSetup {
   trainData: SplitData;
   /** What `--init` says of itself when it is a checkpoint or export of this project. */
   initMeta: InitMeta | null;
-  /** A Hugging Face Llama directory `--init` names, and its config.json; else null. */
+  /** The Hugging Face Llama directory `--init` names, or null. */
   llamaDir: string | null;
   /** The config.json of `llamaDir`, parsed. */
   llamaJson: unknown | null;
@@ -84,10 +84,14 @@ export interface RunSetup {
   trainEx: Example[];
   /** The examples evaluations run on (at most `evalExamples`). */
   evalSet: Example[];
-  /** True when the dataset has no validation split: evaluations run on training examples. */
+  /**
+   * True when there are no validation examples (no such split, or none fits the model):
+   * evaluations then run on training examples.
+   */
   evalOnTraining: boolean;
-  /** Steps in an epoch, and in the whole run. */
+  /** Steps in an epoch. */
   stepsPerEpoch: number;
+  /** Steps in the whole run. */
   total: number;
 }
 
@@ -98,6 +102,7 @@ export interface RunSetup {
  * contradicts the dataset or the run being resumed, too few usable examples for a batch, a
  * length below the steps a resumed run has taken. A resumed run that is already complete gives
  * its result instead (`complete`), and nothing is written but a summary it had lost.
+ * `ctx.initMeta`: {@linkcode initMetaOf} of `opts.init`, when the caller has read it.
  */
 export async function setUpRun(
   opts: TrainOptions,
