@@ -1188,6 +1188,30 @@ async function readTrainState(
 }
 
 /**
+ * The train state a save recorded in checkpoint directory `dir` (its train_state.json, checked
+ * against the save's checksums), or null when the directory holds none that reads: the step a
+ * save was made at, without loading its weights.
+ *
+ * @example
+ * ```ts ignore
+ * import { readSavedTrainState } from "./checkpoint.ts";
+ * const s = await readSavedTrainState("out/runs/default/best");
+ * console.log(s?.step, s?.bestAccuracy);
+ * ```
+ */
+export async function readSavedTrainState(dir: string): Promise<TrainState | null> {
+  let sums: Checksums | null;
+  try {
+    sums = await readChecksums(dir);
+  } catch (e) {
+    if (e instanceof CheckpointError) return null;
+    throw e;
+  }
+  const state = await readTrainState(dir, sums);
+  return typeof state === "string" ? null : state;
+}
+
+/**
  * Read a local Hugging Face GPT-2 `model.safetensors` into a fresh parameter slab (for
  * `--init`). Token-embedding rows beyond the file's vocabulary (the LOTUS tokens) are left
  * for the caller to initialise; their count is returned.

@@ -62,6 +62,7 @@ export {
   loadHfInit,
   type LotusMeta,
   progressOf,
+  readSavedTrainState,
   recoverCheckpoint,
   saveCheckpoint,
   type TrainState,

@@ -11,7 +11,12 @@ import { NonFiniteError } from "../train/trainer.ts";
 import { curriculumNotes, TrainConfigError, unusedSettingNotes } from "../train/options.ts";
 import { parseTrainConfig, type TrainConfig } from "../model/config.ts";
 import { parseTrainArgs, trainSettings } from "../cli/train.ts";
-import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  readSavedTrainState,
+  saveCheckpoint,
+} from "../model/checkpoint.ts";
 import { readTrainLog } from "../train/run_log.ts";
 import {
   loggedRecords,
@@ -670,6 +675,29 @@ Deno.test("faults: a resume writes only into its own run, and takes no recipe", 
   const r = await train({ ...base, out, resume: `${out}/checkpoint`, train: { steps: 7 } });
   assertEquals(r.steps, 7);
   assertEquals([...Deno.readDirSync(other)].length, 0, "nothing written into --out");
+});
+
+Deno.test("faults: a best saved after the checkpoint a run resumes from (a kill between the two) stays the run's best", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const settings = { ...short, keepBest: true, evalEvery: 2 };
+  await train({ ...base, data, out, train: settings, stopAfter: 3 });
+  const ck = await loadCheckpoint(`${out}/checkpoint`, { withOptimizer: true });
+  assertEquals([ck.state.step, ck.state.bestStep], [3, 2]);
+  // What a run killed after saving best/ at step 5, before its next checkpoint, leaves: best/
+  // newer than checkpoint/ (its accuracy 1, which no evaluation beats: the comparison is >).
+  await saveCheckpoint(`${out}/best`, {
+    meta: ck.meta,
+    params: ck.params,
+    moments: ck.moments,
+    state: { ...ck.state, step: 5, bestStep: 5, bestAccuracy: 1 },
+    tokenizerJson: ck.tokenizerJson,
+  });
+  const r = await train({ ...base, out, resume: out });
+  assertEquals([r.steps, r.best?.step, r.best?.valAccuracy], [6, 5, 1]);
+  const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));
+  assertEquals([summary.best.step, summary.best.valAccuracy], [5, 1]);
+  assertEquals((await readSavedTrainState(`${out}/best`))?.step, 5, "best/ is left as it was");
+  assertEquals((await loadCheckpoint(out)).state.bestStep, 5);
 });
 
 Deno.test("faults: a second training into a run that is being written is refused", async () => {

@@ -37,6 +37,7 @@ import {
   freshTrainState,
   loadHfInit,
   type LotusMeta,
+  readSavedTrainState,
   saveCheckpoint,
   type TrainState,
 } from "../model/checkpoint.ts";
@@ -294,6 +295,26 @@ export async function trainRun(
     const { updates, ...resumedState } = resumed?.state ?? freshTrainState();
     // The model counts the updates from here; a save writes its count (updatesOf).
     const state: TrainState = resumedState;
+    // A best saved after the checkpoint this run resumes from (the run was killed between that
+    // save and its next checkpoint) holds weights the state does not record. It stays the best
+    // to beat, as it was in the run that saved it: otherwise a replay that does not beat the
+    // checkpoint's best (other evaluation settings, say) leaves best/ holding weights that the
+    // summary does not name.
+    if (resumed && cfg.keepBest) {
+      const later = await readSavedTrainState(`${opts.out}/best`);
+      if (
+        later && later.step > state.step && later.bestStep === later.step &&
+        later.bestAccuracy > state.bestAccuracy
+      ) {
+        state.bestStep = later.bestStep;
+        state.bestAccuracy = later.bestAccuracy;
+        log(
+          `note: ${opts.out}/best holds step ${later.step} ` +
+            `(${(100 * later.bestAccuracy).toFixed(1)}%), saved after the checkpoint's step ` +
+            `${state.step} by a run stopped before its next save; it stays the best to beat`,
+        );
+      }
+    }
     if (resumed?.moments) {
       model.uploadMoments(resumed.moments.m, resumed.moments.v, updates ?? state.step);
     }
