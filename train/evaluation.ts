@@ -70,7 +70,8 @@ export function* evaluating(
         }, part);
       lossSum += l.ans * l.nAns, lossN += l.nAns;
       // The last new token's position is the longest question's length, the latents and the
-      // budget, less one: it stays below maxPos (fitting() left room for one token at least).
+      // budget, less one: it stays below maxPos (batch.ts's fitting() left room for one token
+      // at least).
       const P = Math.max(...part.map((e) => e.q.length)), L = plain ? 0 : 1 + K * cfg.c;
       const g = gen.generate(part.map((e) => e.q), sp, {
         mode: plain ? cfg.mode as "cot" | "nocot" : "lotus",

@@ -215,7 +215,7 @@ export async function setUpRun(
   const total = totalSteps(cfg, stepsPerEpoch);
   // A run that has taken its steps and finished them (its summary says so) has nothing left;
   // one stopped during its last step still owes its final evaluation, which the end of the
-  // loop below gives it.
+  // run's loop (trainer.ts) gives it.
   if (
     resumed && resumed.state.step >= total &&
     ((await completedRun(opts.out, resumed.state.step)) ||
