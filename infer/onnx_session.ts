@@ -63,7 +63,7 @@ import { extractAnswer } from "../pipeline/answer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { canWriteIn, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
-import { splitPath } from "../base/staging.ts";
+import { absolutePath, splitPath } from "../base/staging.ts";
 import { readFull } from "../base/read_full.ts";
 import {
   CHECKSUMS_FILE,
@@ -421,7 +421,9 @@ function userCacheFor(ck: string): string {
  * config or train state change or a file of the cache is not the one its export wrote (the
  * size and piecewise sha256 of every file is recorded in its checksums.json). A checkpoint
  * in a directory this process cannot write to, without a valid cache of its own, keeps its
- * cache under the user's cache directory instead ({@linkcode userCacheFor}).
+ * cache under the user's cache directory instead ({@linkcode userCacheFor}). Calls for the
+ * same checkpoint in one process take turns: a session opened while another is exporting the
+ * checkpoint waits for that export and uses it.
  */
 export async function onnxExportFor(
   path: string,
@@ -446,6 +448,34 @@ export async function onnxExportFor(
     );
   }
   const ck = checkpointDirOf(path);
+  return await oneCacheAtATime(ck, () => cacheFor(path, ck, log));
+}
+
+/**
+ * The cache exports of this process, by checkpoint directory: a session opened while another
+ * exports the same checkpoint waits for that export, then finds its cache valid, rather than
+ * meeting its lock.
+ */
+const cacheExports = new Map<string, Promise<unknown>>();
+
+/** `f`, once every earlier call for the checkpoint `ck` in this process has settled. */
+async function oneCacheAtATime<T>(ck: string, f: () => Promise<T>): Promise<T> {
+  const key = absolutePath(ck);
+  const before = cacheExports.get(key);
+  const mine = (async () => {
+    await before?.catch(() => {});
+    return await f();
+  })();
+  cacheExports.set(key, mine);
+  try {
+    return await mine;
+  } finally {
+    if (cacheExports.get(key) === mine) cacheExports.delete(key);
+  }
+}
+
+/** {@linkcode onnxExportFor} for `path`, a checkpoint or run directory, whose checkpoint is `ck`. */
+async function cacheFor(path: string, ck: string, log: (s: string) => void): Promise<string> {
   try {
     await refuseUnsavedRun(path, ck);
   } catch (e) {

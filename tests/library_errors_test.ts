@@ -344,3 +344,20 @@ Deno.test("library: saveCheckpoint refuses what loadCheckpoint would, writing no
   await saveCheckpoint(`${d}/saved`, ck);
   assertEquals((await lib.loadCheckpoint(`${d}/saved`)).params, ck.params);
 });
+
+Deno.test("library: onnx sessions opened at once on one checkpoint share its cache export", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const open = () => lib.openInference(ck, { backend: "onnx", threads: 1, quiet: true });
+  const sessions = await Promise.all([open(), open(), open()]);
+  try {
+    // One exported the checkpoint and says so; the others waited for it and found the cache.
+    const notes = sessions.map((s) => s.notes ?? []);
+    assertEquals(notes.filter((n) => n.some((l) => l.startsWith("onnx: exporting"))).length, 1);
+    for (const s of sessions) {
+      assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+    }
+  } finally {
+    for (const s of sessions) await s.close();
+  }
+});
