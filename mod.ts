@@ -93,7 +93,10 @@ export { DatasetError } from "./pipeline/shard.ts";
 export { TokenizerError } from "./pipeline/tokenizer.ts";
 export { BuildStopped, WriteError } from "./pipeline/writer.ts";
 export { CheckpointError } from "./model/checkpoint.ts";
+export { HfLlamaError } from "./model/hf_llama.ts";
 export { NonFiniteError } from "./train/trainer.ts";
+export { TrainLogError } from "./train/run_log.ts";
+export { StagingError } from "./base/staging.ts";
 export { ExportError } from "./export/export.ts";
 export { EngineError } from "./engine/ffi.ts";
 

@@ -181,6 +181,11 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
  * is replaced only when it is an earlier export (it holds lotus.json) or is empty, unless
  * `opts.replaceAny` is set.
  *
+ * @throws {ExportError} when the checkpoint cannot be read or `out` cannot take the export,
+ * saying what to do.
+ * @throws {StagingError} when this process is already exporting to `out` (two exports to one
+ * directory at once): wait for that one.
+ *
  * @example
  * ```ts ignore
  * import { exportCheckpoint } from "./export.ts";

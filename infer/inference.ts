@@ -6,7 +6,12 @@
  * @module
  */
 
-import { loadCheckpoint, progressOf, trainStateNote } from "../model/checkpoint.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  progressOf,
+  trainStateNote,
+} from "../model/checkpoint.ts";
 import type { Engine, Precision } from "../engine/ffi.ts";
 import { Generator } from "../model/generate.ts";
 import {
@@ -54,6 +59,13 @@ export interface OpenInferenceOptions {
  * loads an export directory, or exports the checkpoint to a cache on first use (see
  * infer/onnx_session.ts), and imports onnxruntime-node only then.
  *
+ * @throws {RangeError} for an option out of range, naming it.
+ * @throws {CheckpointError} when a native backend is given no checkpoint it can read (an
+ * export directory among them: its backend is "onnx").
+ * @throws {ExportError} when the onnx backend is given a damaged export, or no checkpoint or
+ * export.
+ * @throws {EngineError} when the engine of the backend cannot be opened.
+ *
  * @example
  * ```ts ignore
  * import { openInference } from "./inference.ts";
@@ -86,7 +98,7 @@ export async function openInference(
   }
   const isExport = await exists(`${checkpoint}/lotus.json`);
   if (isExport) {
-    throw new Error(
+    throw new CheckpointError(
       `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
         `checkpoint, or use --backend onnx`,
     );

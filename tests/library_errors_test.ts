@@ -30,6 +30,9 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "EngineError",
       "EngineBuildError",
       "EvalStopped",
+      "HfLlamaError",
+      "TrainLogError",
+      "StagingError",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -360,4 +363,44 @@ Deno.test("library: onnx sessions opened at once on one checkpoint share its cac
   } finally {
     for (const s of sessions) await s.close();
   }
+});
+
+Deno.test("library: what train() and openInference throw for a bad input is the root's", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  const run = (o: Partial<lib.TrainOptions>) =>
+    lib.train({
+      data,
+      out: `${d}/run`,
+      preset: "tiny",
+      threads: 1,
+      quiet: true,
+      recipe: "none",
+      train: { steps: 2, evalExamples: 2 },
+      ...o,
+    });
+  // A Hugging Face Llama directory whose config.json lacks a field.
+  await Deno.mkdir(`${d}/llama`);
+  await Deno.writeTextFile(
+    `${d}/llama/config.json`,
+    JSON.stringify({ model_type: "llama", hidden_size: 64, num_attention_heads: 4 }),
+  );
+  const llama = await assertRejects(() => run({ init: `${d}/llama` }), lib.HfLlamaError);
+  assert(llama.message.includes('field "vocab_size"'), llama.message);
+  // A run whose log.jsonl is damaged, resumed.
+  await run({});
+  await Deno.writeTextFile(`${d}/run/log.jsonl`, "{not json\n");
+  const log = await assertRejects(
+    () => run({ resume: `${d}/run`, train: { steps: 4, evalExamples: 2 } }),
+    lib.TrainLogError,
+  );
+  assert(log.message.startsWith(`${d}/run/log.jsonl:1: invalid JSON`), log.message);
+  // An export given to a native backend.
+  const ck = `${d}/ck`;
+  await tinyCheckpoint(ck);
+  await lib.exportCheckpoint(ck, `${d}/export`, { format: "hf" });
+  const ex = await assertRejects(
+    () => lib.openInference(`${d}/export`, { backend: "cpu", threads: 1 }),
+    lib.CheckpointError,
+  );
+  assert(ex.message.includes("is an export directory"), ex.message);
 });

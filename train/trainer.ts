@@ -1686,6 +1686,9 @@ async function trainRun(
  * @throws {ManifestError} when the dataset directory has no readable manifest.
  * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
  * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
+ * @throws {HfLlamaError} when `init` is a Hugging Face Llama directory whose config.json or
+ * weights the engine's Llama cannot take.
+ * @throws {TrainLogError} when the log of the run being resumed (log.jsonl) is damaged.
  * @throws {EngineError} when the engine of `backend` cannot be opened.
  * @throws {NonFiniteError} when the loss or gradient stops being finite.
  * @throws {Error} when the checkpoint of `resume` has another vocabulary than the dataset.
