@@ -39,7 +39,10 @@ export interface EvalRunOptions {
   r?: number[];
   /** Latent blocks; default: the checkpoint's K. */
   k?: number;
-  /** Generation budget (default 64, the reference's). */
+  /**
+   * Generation budget; default: the session's (the `maxNewTokens` it was opened with,
+   * 64 unless it was given, the reference's).
+   */
   maxNewTokens?: number;
   /** Score the latent readout of LOTUS checkpoints (default true). */
   readout?: boolean;

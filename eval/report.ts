@@ -17,6 +17,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { checkWhole } from "../base/whole.ts";
 import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sweepStale, TempLease } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
@@ -65,7 +66,7 @@ export interface EvalProvenance {
 export interface ReportOptions {
   /** The run's training log, for the curves. */
   trainLog?: LogRecord[] | null;
-  /** Examples shown in the readout picture (default 6). */
+  /** Examples shown in the readout picture: a whole number, 0 or more (default 6). */
   readoutExamples?: number;
 }
 
@@ -476,6 +477,9 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
 /**
  * Write every output of an evaluation into `dir`.
  *
+ * @throws {RangeError} for a `readoutExamples` that is not a whole number of at least 0,
+ * before anything is written.
+ *
  * @example
  * ```ts ignore
  * import { openInference } from "../infer/inference.ts";
@@ -507,6 +511,7 @@ export async function writeEvalOutputs(
   result: EvalResult,
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
+  checkWhole("writeEvalOutputs: readoutExamples", opts.readoutExamples, 0);
   await sweepEvalStage(dir);
   await checkEvalOut(dir);
   const withReadout = result.examples.filter((e) => e.readout?.length);

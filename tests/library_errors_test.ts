@@ -404,3 +404,40 @@ Deno.test("library: what train() and openInference throw for a bad input is the 
   );
   assert(ex.message.includes("is an export directory"), ex.message);
 });
+
+Deno.test("library: writeEvalOutputs checks readoutExamples, naming it, writing nothing", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const s = await lib.openInference(`${d}/ck`, { backend: "cpu", threads: 1 });
+  try {
+    const source = { file: "x.jsonl", line: 1 };
+    const items: lib.EvalItem[] = [
+      { id: "x:1", source, question: "Ann has 2 pens.", answer: "2", math: ["<<2=2>>"], nl: null },
+    ];
+    const result = await lib.runEval(s, items, { batch: 1 });
+    const prov: lib.EvalProvenance = {
+      checkpoint: `${d}/ck`,
+      data: "x.jsonl",
+      format: "gsm8k",
+      backend: s.backend,
+      mode: s.meta.train.mode,
+      preset: s.meta.preset,
+      cot: s.meta.data.cot,
+    };
+    for (const n of [-1, 1.5, NaN]) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: n }),
+        RangeError,
+      );
+      assertEquals(
+        e.message,
+        `writeEvalOutputs: readoutExamples = ${n}: must be a whole number, at least 0`,
+      );
+      await assertRejects(() => Deno.stat(`${d}/eval`));
+    }
+    const files = await lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: 0 });
+    assertEquals(files.summary, `${d}/eval/summary.json`);
+  } finally {
+    await s.close();
+  }
+});
