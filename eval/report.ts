@@ -365,7 +365,10 @@ export async function checkEvalOut(dir: string): Promise<void> {
   }
   if ((await evalOutputMark(dir)) !== null) return;
   const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (!DIRECTORY_MARKERS.has(e.name)) names.push(e.name);
+  for await (const e of Deno.readDir(dir)) {
+    // An evaluation's own staging entries: a live write's (a dead one's were swept).
+    if (!DIRECTORY_MARKERS.has(e.name) && !EVAL_STAGE_ENTRY.test(e.name)) names.push(e.name);
+  }
   if (names.length === 0) return;
   names.sort();
   throw new Error(
@@ -384,6 +387,8 @@ const GIVE_ANOTHER_OUT = "give --out a directory this user can write (the defaul
  * directory (`.eval-new.tmp-<pid>`, under a lock `.eval-new.lock-<pid>`: base/staging.ts).
  */
 const EVAL_STAGE = ".eval-new";
+/** The names of {@linkcode EVAL_STAGE}'s entries: its lock and its directory of new files. */
+const EVAL_STAGE_ENTRY = /^\.eval-new\.(lock|tmp)-\d+$/;
 
 /**
  * Remove what a killed evaluation left in `dir` (its directory of new files, its lock). A
@@ -479,6 +484,8 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
  *
  * @throws {RangeError} for a `readoutExamples` that is not a whole number of at least 0,
  * before anything is written.
+ * @throws {StagingError} when this process is already writing an evaluation into `dir`: wait
+ * for that one.
  *
  * @example
  * ```ts ignore

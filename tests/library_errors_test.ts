@@ -10,6 +10,7 @@ import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT } from "./_run.ts";
+import { TempLease } from "../base/staging.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
@@ -437,6 +438,20 @@ Deno.test("library: writeEvalOutputs checks readoutExamples, naming it, writing 
     }
     const files = await lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: 0 });
     assertEquals(files.summary, `${d}/eval/summary.json`);
+    // A write into `dir` under way in this process (its lock and staging directory there):
+    // another meets its lock, and says so, rather than taking its entries for a user's files.
+    await Deno.mkdir(`${d}/eval2`);
+    const lease = TempLease.acquire(`${d}/eval2`, ".eval-new");
+    try {
+      await Deno.mkdir(lease.path("tmp"));
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval2`, prov, result),
+        lib.StagingError,
+      );
+      assert(e.message.endsWith("wait for it to finish"), e.message);
+    } finally {
+      await lease.release();
+    }
   } finally {
     await s.close();
   }
