@@ -69,7 +69,7 @@ export {
 } from "./model/checkpoint.ts";
 
 // Training.
-export { train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
+export { train, type TrainOptions, type TrainPhase, type TrainResult } from "./train/trainer.ts";
 export { resolveTrainConfig, TrainConfigError } from "./train/options.ts";
 
 // Inference, export and evaluation.

@@ -456,3 +456,29 @@ Deno.test("library: writeEvalOutputs checks readoutExamples, naming it, writing 
     await s.close();
   }
 });
+
+Deno.test("library: train()'s onLog tells the CoT start's records from LOTUS's", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  const seen: [lib.TrainPhase, string, number][] = [];
+  const r = await lib.train({
+    data,
+    out,
+    preset: "tiny",
+    threads: 1,
+    quiet: true,
+    train: { steps: 2, cotStartEpochs: 1, batch: 100, evalExamples: 2 },
+    onLog: (rec, phase) => seen.push([phase, rec.kind, rec.step]),
+  });
+  assertEquals(r.cotStart?.steps, 6);
+  const cot = seen.filter(([p]) => p === "cot-start"), main = seen.filter(([p]) => p === "main");
+  // The CoT start's records come first, as its log holds them; then LOTUS's, from step 1.
+  assertEquals(seen, [...cot, ...main]);
+  assertEquals(
+    cot.map(([, k, s]) => `${k}${s}`),
+    [1, 2, 3, 4, 5, 6].map((s) => `train${s}`).concat("eval6"),
+  );
+  assertEquals(main.map(([, k, s]) => `${k}${s}`), ["train1", "train2", "eval2"]);
+  const lines = (p: string) => Deno.readTextFileSync(p).trim().split("\n").length;
+  assertEquals(lines(`${out}/cot-start/log.jsonl`), cot.length);
+  assertEquals(lines(`${out}/log.jsonl`), main.length);
+});

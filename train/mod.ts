@@ -13,7 +13,13 @@
  *
  * @module
  */
-export { NonFiniteError, train, type TrainOptions, type TrainResult } from "./trainer.ts";
+export {
+  NonFiniteError,
+  train,
+  type TrainOptions,
+  type TrainPhase,
+  type TrainResult,
+} from "./trainer.ts";
 export {
   checkSettings,
   curriculumNotes,

@@ -217,8 +217,12 @@ export interface TrainOptions {
    * the engine is built on first use.
    */
   quiet?: boolean;
-  /** Called with every log record (on every rank of a data-parallel run). */
-  onLog?: (rec: LogRecord) => void;
+  /**
+   * Called with every log record (on every rank of a data-parallel run), and the phase it is
+   * of: a run of the "from-cot" recipe logs its CoT start's steps (numbered from 1, into
+   * `out/cot-start`), then LOTUS's (numbered from 1 again, into `out`).
+   */
+  onLog?: (rec: LogRecord, phase: TrainPhase) => void;
   /**
    * Data-parallel runs (started by mpirun, docs/distributed.md): how many seconds a rank
    * waits at a collective for the others before it ends the job with a message (default
@@ -232,6 +236,13 @@ export interface TrainOptions {
    */
   commOverlap?: "on" | "off";
 }
+
+/**
+ * The phase of a run that a log record is of: `cot-start`, the explicit-CoT start of the
+ * "from-cot" recipe (its log is `out/cot-start`'s); `main`, the run asked for (its log is
+ * `out`'s).
+ */
+export type TrainPhase = "cot-start" | "main";
 
 /** What a run returns. */
 export interface TrainResult {
@@ -1180,7 +1191,7 @@ async function trainRun(
           logError = e as Error;
         }
       }
-      opts.onLog?.(r);
+      opts.onLog?.(r, "main");
     };
     // Each rank's runner holds its part of a batch only, or a micro-batch of it.
     const rankBatch = dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch;
@@ -2462,6 +2473,7 @@ async function cotStartThenLotus(
         out: cotDir,
         recipe: "none",
         resume: again ? cotDir : undefined,
+        onLog: opts.onLog && ((r) => opts.onLog!(r, "cot-start")),
         // Resumed: what a resume may change and the CoT start shares (evaluation, saving).
         train: again
           ? Object.fromEntries(
