@@ -315,6 +315,11 @@ export class Engine {
     this.#s = closedSymbols();
   }
 
+  /** {@linkcode Engine.close}, for `using eng = openEngine(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /**
    * CPU: OpenMP threads for later ops (n <= 0: the default). CUDA: no-op.
    *

@@ -57,7 +57,8 @@ export interface OpenInferenceOptions {
 /**
  * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
  * loads an export directory, or exports the checkpoint to a cache on first use (see
- * infer/onnx_session.ts), and imports onnxruntime-node only then.
+ * infer/onnx_session.ts), and imports onnxruntime-node only then. The session is closed by
+ * `await s.close()`, or by leaving the block of an `await using s = await openInference(...)`.
  *
  * @throws {RangeError} for an option out of range, naming it.
  * @throws {CheckpointError} when a native backend is given no checkpoint it can read (an
@@ -78,7 +79,7 @@ export interface OpenInferenceOptions {
 export async function openInference(
   checkpoint: string,
   opts: OpenInferenceOptions = {},
-): Promise<InferenceSession> {
+): Promise<InferenceSession & AsyncDisposable> {
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
@@ -123,6 +124,13 @@ export async function openInference(
   let gen: Generator | null = null;
   const sp = ck.meta.special;
   let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    gen?.free();
+    model.free();
+    eng.close();
+  };
   const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
     ? ck.meta.train.mode
     : "lotus";
@@ -189,12 +197,10 @@ export async function openInference(
         c,
       };
     },
-    close() {
-      if (closed) return;
-      closed = true;
-      gen?.free();
-      model.free();
-      eng.close();
+    close,
+    // deno-lint-ignore require-await
+    async [Symbol.asyncDispose]() {
+      close();
     },
   };
 }

@@ -573,7 +573,7 @@ function argmaxRows(logits: Float32Array, rows: number, V: number): Int32Array {
 export async function openOnnxInference(
   path: string,
   opts: { threads?: number; maxBatch?: number; maxNewTokens?: number; quiet?: boolean } = {},
-): Promise<InferenceSession> {
+): Promise<InferenceSession & AsyncDisposable> {
   // Quiet: the export's line is one of the session's notes rather than printed.
   const logged: string[] = [];
   const dir = await onnxExportFor(path, opts.quiet ? (line) => logged.push(line) : undefined);
@@ -607,6 +607,12 @@ export async function openOnnxInference(
   const lotusMode = lotus.mode === "lotus";
 
   let closed = false;
+  async function close(): Promise<void> {
+    // A second close does nothing, as on the native backend.
+    if (closed) return;
+    closed = true;
+    await net.close();
+  }
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
     if (closed) throw new Error(SESSION_CLOSED);
     checkAnswerRequest(questions, o, maxBatch, tok);
@@ -752,11 +758,7 @@ export async function openOnnxInference(
     shape: base,
     notes,
     answer,
-    async close() {
-      // A second close does nothing, as on the native backend.
-      if (closed) return;
-      closed = true;
-      await net.close();
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }

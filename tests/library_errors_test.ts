@@ -482,3 +482,25 @@ Deno.test("library: train()'s onLog tells the CoT start's records from LOTUS's",
   assertEquals(lines(`${out}/cot-start/log.jsonl`), cot.length);
   assertEquals(lines(`${out}/log.jsonl`), main.length);
 });
+
+Deno.test("library: sessions and engines close when a using block ends", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  for (const backend of ["cpu", "onnx"] as const) {
+    let outer: lib.InferenceSession;
+    {
+      await using s = await lib.openInference(ck, { backend, threads: 1, quiet: true });
+      outer = s;
+      assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+    }
+    const e = await assertRejects(() => outer.answer(["Ann has 2 pens."]));
+    assertEquals(e.message, SESSION_CLOSED);
+  }
+  let eng: lib.Engine;
+  {
+    using e = lib.openEngine({ threads: 1, quiet: true });
+    eng = e;
+    eng.deviceInfo();
+  }
+  assertThrows(() => eng.deviceInfo(), lib.EngineError);
+});
