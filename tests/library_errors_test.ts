@@ -11,6 +11,7 @@ import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT } from "./_run.ts";
 import { TempLease } from "../base/staging.ts";
+import { warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
@@ -503,4 +504,25 @@ Deno.test("library: sessions and engines close when a using block ends", async (
     eng.deviceInfo();
   }
   assertThrows(() => eng.deviceInfo(), lib.EngineError);
+});
+
+Deno.test("library: the CUDA engine's probe note follows quiet and log", () => {
+  const eng = { deviceInfo: () => ({ mmaProbe: 3 }) };
+  const printed: string[] = [], error = console.error;
+  console.error = (...a: unknown[]) => printed.push(a.join(" "));
+  try {
+    warnIfMmaProbeFailed(eng, { quiet: true });
+    assertEquals(printed, []);
+    const logged: string[] = [];
+    warnIfMmaProbeFailed(eng, { quiet: true, log: (l) => logged.push(l) });
+    assertEquals(printed, []);
+    assertEquals(logged.length, 1);
+    assert(logged[0].includes("found 3 of 128 elements wrong"), logged[0]);
+    warnIfMmaProbeFailed(eng);
+    assertEquals(printed, logged);
+    warnIfMmaProbeFailed({ deviceInfo: () => ({ mmaProbe: 0 }) });
+    assertEquals(printed.length, 1);
+  } finally {
+    console.error = error;
+  }
 });

@@ -854,6 +854,7 @@ function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => 
       threads: opts.threads ?? 0,
       precision: opts.precision ?? CUDA_TRAIN_PRECISION,
       quiet: true,
+      log,
     });
   }
   const cores = navigator.hardwareConcurrency;
