@@ -526,3 +526,29 @@ Deno.test("library: the CUDA engine's probe note follows quiet and log", () => {
     console.error = error;
   }
 });
+
+Deno.test("library: train() resumes a run without out, and names out when a fresh run lacks it", async () => {
+  const data = await fixtureData(), run = `${await tempDir()}/run`;
+  const common = { preset: "tiny", threads: 1, quiet: true } as const;
+  const e = await assertRejects(
+    () => lib.train({ ...common, data, recipe: "none", train: { steps: 2 } }),
+    lib.TrainConfigError,
+  );
+  assertEquals(e.flag, "--out");
+  await lib.train({
+    ...common,
+    data,
+    out: run,
+    recipe: "none",
+    train: { steps: 2, evalExamples: 2 },
+  });
+  // A resume writes to the run it continues: out may be left out.
+  const r = await lib.train({ ...common, resume: run, train: { steps: 4, evalExamples: 2 } });
+  assertEquals([r.steps, r.checkpoint], [4, `${run}/checkpoint`]);
+  const r2 = await lib.train({
+    ...common,
+    resume: `${run}/checkpoint`,
+    train: { steps: 5, evalExamples: 2 },
+  });
+  assertEquals([r2.steps, r2.checkpoint], [5, `${run}/checkpoint`]);
+});

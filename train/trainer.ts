@@ -129,8 +129,11 @@ import {
 export interface TrainOptions {
   /** Dataset directory; with `resume`, defaults to the one the run trained on. */
   data?: string;
-  /** Run directory: logs and `checkpoint/`. */
-  out: string;
+  /**
+   * Run directory: logs and `checkpoint/`. Needed for a fresh run; with `resume`, it defaults
+   * to the run resumed (the only directory a resume writes to).
+   */
+  out?: string;
   /**
    * Model size (default "tiny"; a resume keeps the run's, an `init` model of this project
    * brings its own, and a Hugging Face Llama directory the Llama preset of its size).
@@ -243,6 +246,24 @@ export interface TrainOptions {
  * `out`'s).
  */
 export type TrainPhase = "cot-start" | "main";
+
+/** {@linkcode TrainOptions} with the run directory resolved. */
+type RunOptions = TrainOptions & { out: string };
+
+/**
+ * `opts` with its run directory: `out`, else the run `resume` names.
+ *
+ * @throws {TrainConfigError} (`--out`) when neither is given.
+ */
+function withRunDir(opts: TrainOptions): RunOptions {
+  if (opts.out !== undefined) return opts as RunOptions;
+  if (opts.resume !== undefined) return { ...opts, out: resumeRunDir(opts.resume) };
+  throw new TrainConfigError(
+    "--out",
+    "--out: give the run directory (only a resume, which writes to the run it continues, may " +
+      "leave it out)",
+  );
+}
 
 /** What a run returns. */
 export interface TrainResult {
@@ -578,7 +599,7 @@ const DROPOUT_TAG = 0x4452_0000;
 const MICRO_TAG = 0x4d42_0000;
 
 /** The batch evaluations run in: the run's batch, or a micro-batch when smaller. */
-function evalBatchOf(opts: TrainOptions, cfg: TrainConfig): number {
+function evalBatchOf(opts: RunOptions, cfg: TrainConfig): number {
   return Math.min(opts.microBatch ?? Infinity, cfg.batch);
 }
 
@@ -844,7 +865,7 @@ const DEFAULT_COMM_TIMEOUT = 600;
  * its local rank, modulo the GPUs it sees: the N ranks mpirun starts on one machine take GPUs
  * 0..N-1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES set per rank) takes that one.
  */
-function engineFor(opts: TrainOptions, world: World | null, log: (s: string) => void): Engine {
+function engineFor(opts: RunOptions, world: World | null, log: (s: string) => void): Engine {
   const backend = opts.backend ?? "cpu";
   const probe = world && backend !== "cpu" ? probeCuda() : null;
   if (world && probe && (backend === "cuda" || (backend === "auto" && probe.available))) {
@@ -934,7 +955,7 @@ export function resumeArgs(
  * this rank in a data-parallel run.
  */
 async function trainRun(
-  opts: TrainOptions,
+  opts: RunOptions,
   world: World | null = null,
   ctx: RunContext = {},
 ): Promise<TrainResult> {
@@ -1718,7 +1739,8 @@ async function trainRun(
  * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
  * ```
  */
-export async function train(opts: TrainOptions): Promise<TrainResult> {
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const opts = withRunDir(options);
   const world = worldFromEnv();
   if (world === null) return await trainPhases(opts, null);
   // A data-parallel rank (mpirun): leave the job once the run is done. A failure leaves
@@ -1838,7 +1860,7 @@ function refuseOtherPreset(opts: Pick<TrainOptions, "preset" | "arch">, recorded
  * resumed run trains as it was started.
  */
 async function resumePlanSettings(
-  opts: TrainOptions,
+  opts: RunOptions,
   planned: Partial<TrainOptions>,
 ): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
@@ -1919,7 +1941,7 @@ function refuseAuxWithoutWeight(cfg: TrainConfig): void {
  * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
  * dataset changed since is refused by its fingerprint.)
  */
-async function refuseLotusSettings(opts: TrainOptions, llamaJson: unknown | null): Promise<void> {
+async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null): Promise<void> {
   if (opts.data === undefined) return;
   let manifest: Manifest;
   try {
@@ -2024,7 +2046,7 @@ const RUN_OPTION_FLAGS: Record<keyof z.infer<typeof RunOptionsSchema>, [string, 
 };
 
 /** Refuses a {@linkcode RunOptionsSchema} field out of range, naming its flag. */
-function checkRunOptions(opts: TrainOptions): void {
+function checkRunOptions(opts: RunOptions): void {
   const r = RunOptionsSchema.safeParse(opts);
   if (r.success) return;
   const key = r.error.issues[0].path[0] as keyof typeof RUN_OPTION_FLAGS;
@@ -2037,7 +2059,7 @@ function checkRunOptions(opts: TrainOptions): void {
 }
 
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
-async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
+async function trainPhases(opts: RunOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const note = (s: string) => {
     if (!opts.quiet && root) console.error(s);
@@ -2395,7 +2417,7 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * caller clears the run): a fresh run in the same directory then starts over.
  */
 async function trainWithCotStart(
-  opts: TrainOptions,
+  opts: RunOptions,
   resuming: boolean,
   world: World | null,
   initMeta?: InitMeta | null,
@@ -2414,7 +2436,7 @@ async function trainWithCotStart(
  * listens on until the caller closes it: LOTUS stops on a signal it saw.
  */
 async function cotStartThenLotus(
-  opts: TrainOptions,
+  opts: RunOptions,
   resuming: boolean,
   world: World | null,
   initMeta: InitMeta | null | undefined,
