@@ -159,7 +159,11 @@ export async function openInference(
       );
       // (Re)allocate the generator when the request outgrows it.
       if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
-        gen?.free();
+        // Dropped before the new one is made: if that fails (engine memory), the next call
+        // allocates again rather than running on freed buffers.
+        const old = gen;
+        gen = null;
+        old?.free();
         gen = new Generator(model, {
           B: maxBatch,
           P: Math.max(P, opts.maxQuestionTokens ?? 0),

@@ -11,7 +11,7 @@ import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT } from "./_run.ts";
 import { TempLease } from "../base/staging.ts";
-import { warnIfMmaProbeFailed } from "../engine/ffi.ts";
+import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
@@ -551,4 +551,37 @@ Deno.test("library: train() resumes a run without out, and names out when a fres
     train: { steps: 5, evalExamples: 2 },
   });
   assertEquals([r2.steps, r2.checkpoint], [5, `${run}/checkpoint`]);
+});
+
+Deno.test("library: an answer() whose buffers cannot be had leaves its session sound", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  // Engine memory that runs out on demand: the fourth allocation after `fail` is set fails.
+  const proto = Engine.prototype, alloc = proto.alloc;
+  let fail = false, made = 0, eng = null as Engine | null;
+  proto.alloc = function (this: Engine, bytes: number): lib.Ptr {
+    eng = this;
+    if (fail && ++made > 3) throw new lib.EngineError("le_alloc", "out of engine memory");
+    return alloc.call(this, bytes);
+  };
+  try {
+    const s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxNewTokens: 4 });
+    try {
+      const q = "Ann has 2 pens.";
+      const first = (await s.answer([q])).answers[0].tokens;
+      const inUse = eng!.bytesInUse();
+      // A longer question needs larger buffers, which cannot be had.
+      fail = true;
+      await assertRejects(() => s.answer([`${q} She buys 3 more, then 4 more.`]), lib.EngineError);
+      fail = false;
+      // The session answers as before, on buffers of its own: none freed in use, none left
+      // over from the failed call.
+      assertEquals((await s.answer([q])).answers[0].tokens, first);
+      assertEquals(eng!.bytesInUse(), inUse);
+    } finally {
+      await s.close();
+    }
+  } finally {
+    proto.alloc = alloc;
+  }
 });
