@@ -117,7 +117,13 @@ export async function openInference(
     quiet: opts.quiet,
     log: opts.quiet ? (line) => notes.push(line) : undefined,
   });
-  const model = new Model(eng, ck.meta.model, ck.params, false);
+  let model: Model;
+  try {
+    model = new Model(eng, ck.meta.model, ck.params, false);
+  } catch (e) {
+    eng.close();
+    throw e;
+  }
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
   const base = inferenceShape(ck.meta, progress);

@@ -585,3 +585,55 @@ Deno.test("library: an answer() whose buffers cannot be had leaves its session s
     proto.alloc = alloc;
   }
 });
+
+Deno.test("library: engine memory that runs out in train() or openInference is all given back", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const probe = lib.openEngine({ threads: 1, quiet: true });
+  // Engine memory that runs out at the `failAt`-th allocation; engines closed, counted.
+  const proto = Engine.prototype, alloc = proto.alloc, close = proto.close;
+  let made = 0, failAt = 0, closed = 0;
+  proto.alloc = function (this: Engine, bytes: number): lib.Ptr {
+    if (++made === failAt) throw new lib.EngineError("le_alloc", "out of engine memory");
+    return alloc.call(this, bytes);
+  };
+  proto.close = function (this: Engine) {
+    closed++;
+    close.call(this);
+  };
+  const run = (mode: lib.Mode) =>
+    lib.train({
+      data,
+      out: `${d}/run`,
+      overwrite: true,
+      preset: "tiny",
+      threads: 1,
+      quiet: true,
+      recipe: "none",
+      train: { mode, steps: 2, evalExamples: 2 },
+    });
+  try {
+    for (const mode of ["lotus", "cot"] as const) {
+      made = 0, failAt = 0;
+      await run(mode);
+      const total = made;
+      // The model, the step's buffers, the heads' and the evaluation's, at every stage.
+      for (let at = 1; at <= total; at += Math.ceil(total / 25)) {
+        made = 0, failAt = at;
+        const before = probe.bytesInUse();
+        await assertRejects(() => run(mode), lib.EngineError);
+        assertEquals(probe.bytesInUse() - before, 0, `${mode}: allocation ${at} of ${total}`);
+      }
+    }
+    for (const at of [1, 2]) {
+      made = 0, failAt = at, closed = 0;
+      const before = probe.bytesInUse();
+      await assertRejects(() => lib.openInference(`${d}/ck`, { backend: "cpu" }), lib.EngineError);
+      assertEquals([probe.bytesInUse() - before, closed], [0, 1]);
+    }
+  } finally {
+    proto.alloc = alloc;
+    proto.close = close;
+    probe.close();
+  }
+});
