@@ -637,3 +637,26 @@ Deno.test("library: engine memory that runs out in train() or openInference is a
     probe.close();
   }
 });
+
+Deno.test("library: each entry point exports the error classes its functions throw", async () => {
+  const mods: Record<string, Record<string, unknown>> = {
+    "eval/mod.ts": await import("../eval/mod.ts"),
+    "infer/mod.ts": await import("../infer/mod.ts"),
+  };
+  for (
+    const [mod, names] of [
+      ["eval/mod.ts", [
+        "InputError",
+        "DatasetError",
+        "ManifestError",
+        "StagingError",
+        "EvalStopped",
+      ]],
+      ["infer/mod.ts", ["CheckpointError", "EngineError", "ExportError", "StagingError"]],
+    ] as const
+  ) {
+    for (const name of names) {
+      assert(mods[mod][name] === lib[name], `${mod} exports ${name}, the root's class`);
+    }
+  }
+});
