@@ -19,7 +19,6 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import type { BackendName } from "./types.ts";
-import { STOP_SIGNALS } from "../base/signals.ts";
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {
@@ -58,6 +57,13 @@ export interface EngineBuildPlan {
   /** The full hex hash; its first 16 digits are in the file name. */
   hash: string;
 }
+
+/**
+ * The signals that stop a command (base/signals.ts's STOP_SIGNALS, which the engine, importing
+ * nothing of the project, repeats; a test holds the two equal): a compiler they end is stopped,
+ * not failed.
+ */
+export const BUILD_STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /** The engine cannot be built: a missing compiler or source, or a compile error. */
 export class EngineBuildError extends Error {
@@ -452,7 +458,7 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
   }
-  if (!out.success && out.signal !== null && STOP_SIGNALS.includes(out.signal)) {
+  if (!out.success && out.signal !== null && BUILD_STOP_SIGNALS.includes(out.signal)) {
     // Ctrl-C reaches the compiler too: a stopped build is not a failed one (a crash, or the
     // out-of-memory killer's SIGKILL, is).
     removeQuietly(tmp);
