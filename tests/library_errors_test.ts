@@ -113,6 +113,13 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
   const bogus = { backend: "bogus" as "cpu" };
   const wrong = await assertRejects(() => lib.openInference(ck, bogus), RangeError);
   assertEquals(wrong.message, 'openInference: backend "bogus": use cpu, cuda, auto, onnx');
+  for (const backend of ["cpu", "onnx"] as const) {
+    const p = await assertRejects(
+      () => lib.openInference(ck, { backend, precision: "fp8" as lib.Precision }),
+      RangeError,
+    );
+    assertEquals(p.message, 'openInference: precision "fp8": use fp32, tf32 or bf16');
+  }
   const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
   await s.close();
