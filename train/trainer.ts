@@ -1732,6 +1732,8 @@ async function trainRun(
  * @example
  * ```ts ignore
  * import { train } from "./trainer.ts";
+ * // 200 steps of LOTUS, after the default recipe's explicit-CoT start (8 epochs of the
+ * // dataset, into out/runs/tiny/cot-start); recipe: "none" trains LOTUS alone.
  * const r = await train({
  *   data: "out/data/default",
  *   out: "out/runs/tiny",
