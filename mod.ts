@@ -85,7 +85,7 @@ export { exportCheckpoint, type ExportOptions, type ExportResult } from "./expor
 export { checkExport } from "./export/export_check.ts";
 export { type EvalResult, type EvalRunOptions, EvalStopped, runEval } from "./eval/evaluate.ts";
 export { type EvalItem, loadEvalItems } from "./eval/items.ts";
-export { writeEvalOutputs } from "./eval/report.ts";
+export { EvalOutputError, writeEvalOutputs } from "./eval/report.ts";
 
 // The errors the stages throw, each with a message that names the file or option at fault.
 export { ManifestError } from "./pipeline/manifest.ts";

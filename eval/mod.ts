@@ -38,6 +38,7 @@ export {
 } from "./items.ts";
 export {
   checkEvalOut,
+  EvalOutputError,
   type EvalProvenance,
   prepareEvalOut,
   type ReportFiles,

@@ -32,6 +32,19 @@ import {
 } from "./svg.ts";
 import { accuracySeries, lossSeries } from "./curves.ts";
 
+/**
+ * An evaluation's output directory that cannot take its files (a file, a training run's
+ * directory, another's files, no permission to write, a full disk); the message names the
+ * directory, why, and what to do.
+ */
+export class EvalOutputError extends Error {
+  /** Create an error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "EvalOutputError";
+  }
+}
+
 /** What the summary says about where the numbers came from. */
 export interface EvalProvenance {
   /** The checkpoint directory evaluated. */
@@ -337,7 +350,7 @@ const NOT_EVAL_DIRS = [
  * an earlier evaluation's, is fine. Callers that evaluate for long call it before they start;
  * {@linkcode writeEvalOutputs} calls it too.
  *
- * @throws {Error} naming the directory and what it holds.
+ * @throws {EvalOutputError} naming the directory and what it holds.
  */
 export async function checkEvalOut(dir: string): Promise<void> {
   let info: Deno.FileInfo;
@@ -345,20 +358,20 @@ export async function checkEvalOut(dir: string): Promise<void> {
     info = await Deno.stat(dir);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return;
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: cannot be an evaluation's output directory (${(e as Error).message}); give ` +
         `--out another directory (the default is out/eval)`,
     );
   }
   if (!info.isDirectory) {
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: is a file, not an evaluation output directory; give --out another directory ` +
         `(the default is out/eval)`,
     );
   }
   for (const f of NOT_EVAL_DIRS) {
     if (!(await exists(`${dir}/${f}`))) continue;
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: holds ${f}, so it is a training run, checkpoint or export, not an evaluation ` +
         `output directory; give --out another directory (the default is out/eval)`,
     );
@@ -371,7 +384,7 @@ export async function checkEvalOut(dir: string): Promise<void> {
   }
   if (names.length === 0) return;
   names.sort();
-  throw new Error(
+  throw new EvalOutputError(
     `${dir}: holds ${names.slice(0, 3).join(", ")}${names.length > 3 ? ", ..." : ""} and no ` +
       `earlier evaluation (no ${EVAL_OUTPUT_FILES.join(", ")}); an evaluation writes files of ` +
       `its own names there and removes those it no longer writes, so give --out an empty or ` +
@@ -453,7 +466,7 @@ async function finishEvalMoves(dir: string, tmp: string): Promise<void> {
  * here, outermost first, for {@linkcode removeMadeDirs} when the evaluation ends without
  * writing (a failure, a stop signal); a failure here removes them itself.
  *
- * @throws {Error} naming the directory, why it cannot be written, and what to do.
+ * @throws {EvalOutputError} naming the directory, why it cannot be written, and what to do.
  */
 export async function prepareEvalOut(dir: string): Promise<string[]> {
   await sweepEvalStage(dir);
@@ -463,11 +476,13 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
     made = await makeRunDir(dir);
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable) throw e;
-    throw new Error(`${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`);
+    throw new EvalOutputError(
+      `${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`,
+    );
   }
   try {
     if (!(await canWriteIn(dir))) {
-      throw new Error(
+      throw new EvalOutputError(
         `${dir}: this user cannot create files in it (permissions, or a read-only file ` +
           `system); ${GIVE_ANOTHER_OUT}`,
       );
@@ -484,6 +499,8 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
  *
  * @throws {RangeError} for a `readoutExamples` that is not a whole number of at least 0,
  * before anything is written.
+ * @throws {EvalOutputError} when `dir` cannot take the evaluation's files (as
+ * {@linkcode checkEvalOut} says, or the files cannot be written), `dir` left as it was.
  * @throws {StagingError} when this process is already writing an evaluation into `dir`: wait
  * for that one.
  *
@@ -652,7 +669,7 @@ export async function writeEvalOutputs(
       await put("report.html", reportHtml(prov, result, pictures));
     } catch (e) {
       if (e instanceof Deno.errors.NotCapable) throw e;
-      throw new Error(
+      throw new EvalOutputError(
         `${dir}: the evaluation's files could not be written (${(e as Error).message}); ` +
           `what ${dir} held is unchanged; make room, or give --out another directory, and ` +
           `run the command again`,

@@ -35,6 +35,7 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "HfLlamaError",
       "TrainLogError",
       "StagingError",
+      "EvalOutputError",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -446,6 +447,14 @@ Deno.test("library: writeEvalOutputs checks readoutExamples, naming it, writing 
     }
     const files = await lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: 0 });
     assertEquals(files.summary, `${d}/eval/summary.json`);
+    // A directory that is no evaluation's: an EvalOutputError that names it.
+    for (const bad of [`${d}/ck`, `${d}/ck/config.json`]) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(bad, prov, result),
+        lib.EvalOutputError,
+      );
+      assert(e.message.startsWith(`${bad}: `), e.message);
+    }
     // A write into `dir` under way in this process (its lock and staging directory there):
     // another meets its lock, and says so, rather than taking its entries for a user's files.
     await Deno.mkdir(`${d}/eval2`);
