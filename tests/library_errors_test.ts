@@ -676,3 +676,20 @@ Deno.test("library: each entry point exports the error classes its functions thr
     }
   }
 });
+
+Deno.test("library: of two builds into one directory at once, the second is refused, the first kept", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(50, 1));
+  const build = () =>
+    lib.buildDataset({
+      out: `${d}/data`,
+      splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+      tokenizer: "compact",
+    });
+  const [first, second] = await Promise.allSettled([build(), build()]);
+  // The second meets the first's lock and leaves the first's staging directory alone.
+  assertEquals(first.status, "fulfilled");
+  assert(second.status === "rejected" && second.reason instanceof lib.WriteError, String(second));
+  assert(second.reason.message.includes("locked by another write"), second.reason.message);
+  assertEquals((await lib.readManifest(`${d}/data`)).splits.train.counts.read, 50);
+});
