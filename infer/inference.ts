@@ -170,12 +170,16 @@ export async function openInference(
         const old = gen;
         gen = null;
         old?.free();
+        // Sized for the session's defaults too, but never past the model's context, which no
+        // request can use (checkContext): a default budget or question length above it would
+        // only take engine memory.
+        const maxPos = ck.meta.model.maxPositions;
         gen = new Generator(model, {
           B: maxBatch,
-          P: Math.max(P, opts.maxQuestionTokens ?? 0),
+          P: Math.min(Math.max(P, opts.maxQuestionTokens ?? 0), maxPos),
           K: mode === "lotus" ? Math.max(K, base.K) : 0,
           c,
-          maxNewTokens: Math.max(budget, maxNew),
+          maxNewTokens: Math.min(Math.max(budget, maxNew), maxPos),
         });
       }
       const g = gen.generate(ids, sp, {

@@ -693,3 +693,26 @@ Deno.test("library: of two builds into one directory at once, the second is refu
   assert(second.reason.message.includes("locked by another write"), second.reason.message);
   assertEquals((await lib.readManifest(`${d}/data`)).splits.train.counts.read, 50);
 });
+
+Deno.test("library: a session's buffers stop at the model's context, whatever its defaults", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const probe = lib.openEngine({ threads: 1, quiet: true });
+  // Engine memory a session holds once it has answered a short question with a short budget.
+  const held = async (o: lib.OpenInferenceOptions) => {
+    const before = probe.bytesInUse();
+    await using s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxBatch: 4, ...o });
+    await s.answer(["Ann has 2 pens."], { maxNewTokens: 4 });
+    return probe.bytesInUse() - before;
+  };
+  try {
+    const maxPos = (await lib.loadCheckpoint(ck)).meta.model.maxPositions;
+    const atContext = await held({ maxNewTokens: maxPos, maxQuestionTokens: maxPos });
+    assertEquals(
+      await held({ maxNewTokens: 20 * maxPos, maxQuestionTokens: 8 * maxPos }),
+      atContext,
+    );
+  } finally {
+    probe.close();
+  }
+});
