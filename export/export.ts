@@ -240,6 +240,17 @@ export async function exportCheckpoint(
         `directory written by deno task train`,
     );
   }
+  // Replacing `out` must not replace the checkpoint: `out` may not be it, nor hold it (its run
+  // directory, say), even with replaceAny.
+  if (outInfo?.isDirectory) {
+    const [outReal, ckReal] = [await Deno.realPath(out), await Deno.realPath(dir)];
+    if (ckReal === outReal || ckReal.startsWith(outReal.replace(/\/?$/, "/"))) {
+      throw new ExportError(
+        `${out}: ${ckReal === outReal ? "is" : "holds"} the checkpoint being exported ` +
+          `(${dir}), which the export would replace; choose another --out`,
+      );
+    }
+  }
   let ck;
   try {
     // train_state.json only places the checkpoint in the curriculum: without it, the export

@@ -716,3 +716,22 @@ Deno.test("library: a session's buffers stop at the model's context, whatever it
     probe.close();
   }
 });
+
+Deno.test("library: exportCheckpoint never replaces the checkpoint it exports", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/run/checkpoint`);
+  for (const out of [`${d}/run/checkpoint`, `${d}/run`, `${d}/run/checkpoint/`, `${d}/run/.`]) {
+    for (const replaceAny of [false, true]) {
+      const e = await assertRejects(
+        () => lib.exportCheckpoint(`${d}/run`, out, { format: "hf", replaceAny }),
+        lib.ExportError,
+      );
+      assert(e.message.includes("the checkpoint being exported"), e.message);
+    }
+  }
+  // The checkpoint is as it was; an export beside it, or in it (the onnx cache's place), goes.
+  await lib.loadCheckpoint(`${d}/run`);
+  await lib.exportCheckpoint(`${d}/run`, `${d}/run/export`, { format: "hf" });
+  await lib.exportCheckpoint(`${d}/run`, `${d}/run/checkpoint/x`, { format: "hf" });
+  await lib.loadCheckpoint(`${d}/run`);
+});
