@@ -735,3 +735,33 @@ Deno.test("library: exportCheckpoint never replaces the checkpoint it exports", 
   await lib.exportCheckpoint(`${d}/run`, `${d}/run/checkpoint/x`, { format: "hf" });
   await lib.loadCheckpoint(`${d}/run`);
 });
+
+Deno.test("library: an AbortSignal stops train() as SIGTERM does, saved and resumable", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  const common = {
+    data,
+    preset: "tiny",
+    threads: 1,
+    quiet: true,
+    recipe: "none",
+    train: { steps: 6, evalExamples: 2 },
+  } as const;
+  // Aborted at step 3: the run saves there and says so; a resume finishes it.
+  const ac = new AbortController();
+  const r = await lib.train({
+    ...common,
+    out: `${d}/run`,
+    signal: ac.signal,
+    onLog: (rec) => {
+      if (rec.kind === "train" && rec.step === 3) ac.abort();
+    },
+  });
+  assertEquals([r.interrupted, r.steps, r.completed], ["SIGTERM", 3, false]);
+  assertEquals((await lib.loadCheckpoint(`${d}/run`)).state.step, 3);
+  const rest = await lib.train({ ...common, resume: `${d}/run` });
+  assertEquals([rest.interrupted, rest.steps, rest.completed], [null, 6, true]);
+  // Aborted before it starts: a fresh run saves nothing and leaves nothing.
+  const r0 = await lib.train({ ...common, out: `${d}/none`, signal: AbortSignal.abort() });
+  assertEquals([r0.interrupted, r0.steps, r0.nothingSaved], ["SIGTERM", 0, true]);
+  await assertRejects(() => Deno.stat(`${d}/none`));
+});

@@ -221,6 +221,13 @@ export interface TrainOptions {
    */
   quiet?: boolean;
   /**
+   * Stops the run when aborted, as SIGTERM does: at the end of the step under way, saved and
+   * resumable, with `interrupted` "SIGTERM" (a fresh run aborted before its second step saves
+   * nothing: {@linkcode TrainResult.nothingSaved}). Looked at once the run's set-up is done:
+   * aborted before, the run stops before its first step.
+   */
+  signal?: AbortSignal;
+  /**
    * Called with every log record (on every rank of a data-parallel run), and the phase it is
    * of: a run of the "from-cot" recipe logs its CoT start's steps (numbered from 1, into
    * `out/cot-start`), then LOTUS's (numbered from 1 again, into `out`).
@@ -1397,7 +1404,7 @@ async function trainRun(
     // From this line on a stop signal ends the run at a step's end, saved (before it, the
     // process ends at once; before the first step of a fresh run, nothing is saved: see
     // RunContext.dropUntrained).
-    ownStop = watchStopSignals();
+    ownStop = watchStopSignals(undefined, opts.signal);
     if (ctx.keepListening) ctx.keepListening.watch = ownStop;
     // Let a signal sent before now reach its listener, so that one from before the first
     // step stops the run there.
