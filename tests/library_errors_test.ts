@@ -765,3 +765,31 @@ Deno.test("library: an AbortSignal stops train() as SIGTERM does, saved and resu
   assertEquals([r0.interrupted, r0.steps, r0.nothingSaved], ["SIGTERM", 0, true]);
   await assertRejects(() => Deno.stat(`${d}/none`));
 });
+
+Deno.test("library: an AbortSignal stops runEval with an EvalStopped", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  await using s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxBatch: 1 });
+  const source = { file: "x.jsonl", line: 1 };
+  const items: lib.EvalItem[] = [1, 2, 3, 4].map((i) => ({
+    id: `x:${i}`,
+    source,
+    question: `Ann has ${i} pens.`,
+    answer: String(i),
+    math: null,
+    nl: null,
+  }));
+  const ac = new AbortController();
+  let batches = 0;
+  const e = await assertRejects(
+    () =>
+      lib.runEval(s, items, {
+        batch: 1,
+        signal: ac.signal,
+        onBatch: () => ++batches === 2 && ac.abort(),
+      }),
+    lib.EvalStopped,
+  );
+  assertEquals([e.signal, batches], ["SIGTERM", 2]);
+  assert(e.message.startsWith("stopped by SIGTERM after 2 of 4 items"), e.message);
+});
