@@ -793,3 +793,26 @@ Deno.test("library: an AbortSignal stops runEval with an EvalStopped", async () 
   assertEquals([e.signal, batches], ["SIGTERM", 2]);
   assert(e.message.startsWith("stopped by SIGTERM after 2 of 4 items"), e.message);
 });
+
+Deno.test("library: an AbortSignal stops buildDataset with a BuildStopped", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(2500, 1));
+  const spec = {
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+  };
+  for (const when of ["before", "build"] as const) {
+    const out = `${d}/out-${when}`, ac = new AbortController();
+    if (when === "before") ac.abort();
+    const e = await assertRejects(
+      () =>
+        lib.buildDataset({ out, ...spec }, {
+          signal: ac.signal,
+          onProgress: (p) => p.phase === "build" && ac.abort(),
+        }),
+      lib.BuildStopped,
+    );
+    assertEquals([e.signal, e.written], ["SIGTERM", false]);
+    await assertRejects(() => Deno.stat(out));
+  }
+});
