@@ -70,7 +70,7 @@ export {
 
 // Training.
 export { train } from "./train/recipe.ts";
-export type { TrainOptions, TrainResult } from "./train/types.ts";
+export type { TrainOptions, TrainPhase, TrainResult } from "./train/types.ts";
 export { resolveTrainConfig, TrainConfigError } from "./train/options.ts";
 
 // Inference, export and evaluation.
@@ -86,7 +86,7 @@ export { exportCheckpoint, type ExportOptions, type ExportResult } from "./expor
 export { checkExport } from "./export/export_check.ts";
 export { type EvalResult, type EvalRunOptions, EvalStopped, runEval } from "./eval/evaluate.ts";
 export { type EvalItem, loadEvalItems } from "./eval/items.ts";
-export { writeEvalOutputs } from "./eval/report.ts";
+export { EvalOutputError, writeEvalOutputs } from "./eval/report.ts";
 
 // The errors the stages throw, each with a message that names the file or option at fault.
 export { ManifestError } from "./pipeline/manifest.ts";
@@ -94,7 +94,10 @@ export { DatasetError } from "./pipeline/shard.ts";
 export { TokenizerError } from "./pipeline/tokenizer.ts";
 export { BuildStopped, WriteError } from "./pipeline/writer.ts";
 export { CheckpointError } from "./model/checkpoint.ts";
+export { HfLlamaError } from "./model/hf_llama.ts";
 export { NonFiniteError } from "./train/trainer.ts";
+export { TrainLogError } from "./train/run_log.ts";
+export { StagingError } from "./base/staging.ts";
 export { ExportError } from "./export/export.ts";
 export { EngineError } from "./engine/ffi.ts";
 

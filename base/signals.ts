@@ -40,11 +40,21 @@ export interface StopWatch {
 /**
  * Listen for {@linkcode STOP_SIGNALS} until `close`, keeping the first one seen; `onStop`, if
  * given, is called with each one as it comes (an `AbortController`'s `abort` at the first, say,
- * and an exit at the next).
+ * and an exit at the next). `abort`, if given, stops as SIGTERM does when it is aborted (or was
+ * already): a caller's way to stop the work without a signal to the process.
  */
-export function watchStopSignals(onStop?: (signal: Deno.Signal) => void): StopWatch {
+export function watchStopSignals(
+  onStop?: (signal: Deno.Signal) => void,
+  abort?: AbortSignal,
+): StopWatch {
   const listeners = new Map<Deno.Signal, () => void>();
   let signal: Deno.Signal | null = null;
+  const onAbort = () => {
+    signal ??= "SIGTERM";
+    onStop?.("SIGTERM");
+  };
+  if (abort?.aborted) signal = "SIGTERM";
+  else abort?.addEventListener("abort", onAbort, { once: true });
   for (const sig of STOP_SIGNALS) {
     const onSignal = () => {
       signal ??= sig;
@@ -60,6 +70,7 @@ export function watchStopSignals(onStop?: (signal: Deno.Signal) => void): StopWa
       return signal;
     },
     close() {
+      abort?.removeEventListener("abort", onAbort);
       for (const [sig, h] of listeners) {
         try {
           Deno.removeSignalListener(sig, h);

@@ -27,9 +27,12 @@ export interface SelectEngineOptions {
   /** The precision the CUDA engine gets when `precision` is not given (default "fp32"); the
    * CPU engine then runs fp32 without a word. Training asks for "bf16". */
   cudaPrecision?: Precision;
-  /** Where "auto" reports a fallback to the CPU (default: stderr). */
+  /**
+   * Where "auto" reports a fallback to the CPU (default: stderr), and where the engine's notes
+   * go (default: stderr, unless `quiet`).
+   */
   log?: (line: string) => void;
-  /** Build the library without printing the compiler command. */
+  /** Build the library without printing the compiler command, and the engine's notes. */
   quiet?: boolean;
   /** A prebuilt CUDA engine library to load instead of building one ("cuda" only). */
   cudaLibPath?: string;
@@ -61,7 +64,14 @@ export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {
   if (backend === "cpu" || backend === "cuda") {
     const p = backend === "cuda" ? cudaPrecision : precision;
     const libPath = backend === "cuda" ? opts.cudaLibPath : undefined;
-    return openEngine({ backend, threads, precision: p, quiet: opts.quiet, libPath });
+    return openEngine({
+      backend,
+      threads,
+      precision: p,
+      quiet: opts.quiet,
+      libPath,
+      log: opts.log,
+    });
   }
   if (backend !== "auto") {
     throw new EngineError("backend", `unknown backend "${backend}": use cpu, cuda or auto`);
@@ -76,7 +86,13 @@ export function selectEngine(backend: BackendName, opts: SelectEngineOptions = {
     return openEngine({ backend: "cpu", threads, quiet: opts.quiet });
   }
   try {
-    return openEngine({ backend: "cuda", precision: cudaPrecision, quiet: true });
+    // Built quietly (a failure falls back to the CPU); its notes go where `log` says.
+    return openEngine({
+      backend: "cuda",
+      precision: cudaPrecision,
+      quiet: true,
+      log: opts.log ?? (opts.quiet ? () => {} : undefined),
+    });
   } catch (e) {
     const why = (e as Error).message.split("\n")[0];
     log(

@@ -58,6 +58,13 @@ export interface EngineBuildPlan {
   hash: string;
 }
 
+/**
+ * The signals that stop a command (base/signals.ts's STOP_SIGNALS, which the engine, importing
+ * nothing of the project, repeats; a test holds the two equal): a compiler they end is stopped,
+ * not failed.
+ */
+export const BUILD_STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /** The engine cannot be built: a missing compiler or source, or a compile error. */
 export class EngineBuildError extends Error {
   /** The command that failed, as one shell-quoted line (empty when nothing ran). */
@@ -422,12 +429,6 @@ function cudaParts(sourceDir: string): string[] {
 let tmpCounter = 0;
 
 /**
- * The signals a user stops a command with: a compiler ended by one was stopped, not broken
- * (the engine imports nothing of the project's, so this is base/signals.ts's list again).
- */
-const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-
-/**
  * Builds the engine library if it is not built yet (or `force`), and returns its path.
  * Throws {@linkcode EngineBuildError} with the compiler's stderr and the command line when
  * compilation fails.
@@ -457,7 +458,7 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
   }
-  if (!out.success && out.signal !== null && STOP_SIGNALS.includes(out.signal)) {
+  if (!out.success && out.signal !== null && BUILD_STOP_SIGNALS.includes(out.signal)) {
     // Ctrl-C reaches the compiler too: a stopped build is not a failed one (a crash, or the
     // out-of-memory killer's SIGKILL, is).
     removeQuietly(tmp);

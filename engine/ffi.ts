@@ -92,8 +92,13 @@ export interface EngineOptions {
   precision?: Precision;
   /** A prebuilt library to load instead of building one with buildEngine. */
   libPath?: string;
-  /** Build quietly. */
+  /**
+   * Build quietly, and print no note: without `log`, the engine's notes (the CUDA engine's,
+   * when its tensor-core probe fails) then go nowhere.
+   */
   quiet?: boolean;
+  /** Where the engine's notes go (default: stderr, unless `quiet`). */
+  log?: (line: string) => void;
 }
 
 const P = "usize";
@@ -313,6 +318,11 @@ export class Engine {
     this.#lib.close();
     this.#lib = null;
     this.#s = closedSymbols();
+  }
+
+  /** {@linkcode Engine.close}, for `using eng = openEngine(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /**
@@ -1346,13 +1356,28 @@ function shortOpenMpSpinByDefault(): void {
   } catch { /* no --allow-env: libgomp keeps its default */ }
 }
 
-/** le_init probes the GPU's tensor-core register layout; when it is not the one the engine's
+/**
+ * le_init probes the GPU's tensor-core register layout; when it is not the one the engine's
  * tensor-core kernels assume, or the probe cannot run, the engine runs without them (bf16
- * attention on the fp32 kernels, few-row forwards on cuBLAS), and says so here. */
-function warnIfMmaProbeFailed(eng: Engine): void {
+ * attention on the fp32 kernels, few-row forwards on cuBLAS), and says so here: to `opts.log`,
+ * else to stderr unless `opts.quiet`.
+ *
+ * @example
+ * ```ts
+ * import { warnIfMmaProbeFailed } from "./ffi.ts";
+ * const lines: string[] = [];
+ * warnIfMmaProbeFailed({ deviceInfo: () => ({ mmaProbe: 3 }) }, { log: (l) => lines.push(l) });
+ * console.assert(lines.length === 1 && lines[0].includes("3 of 128 elements wrong"));
+ * ```
+ */
+export function warnIfMmaProbeFailed(
+  eng: Pick<Engine, "deviceInfo">,
+  opts: Pick<EngineOptions, "log" | "quiet"> = {},
+): void {
+  const log = opts.log ?? (opts.quiet ? null : (line: string) => console.error(line));
   const wrong = eng.deviceInfo().mmaProbe;
-  if (typeof wrong === "number" && wrong !== 0) {
-    console.error(
+  if (log !== null && typeof wrong === "number" && wrong !== 0) {
+    log(
       `CUDA engine: le_init's tensor-core probe ${
         wrong > 0 ? `found ${wrong} of 128 elements wrong` : "could not run"
       }, so the engine's own tensor-core kernels are off: bf16 attention runs on the fp32 ` +
@@ -1429,7 +1454,7 @@ export function openEngine(opts: EngineOptions = {}): Engine {
     if (lib.symbols.le_init(opts.device ?? 0) !== 0) {
       throw new EngineError("le_init", lastError(lib.symbols));
     }
-    if (backend === "cuda") warnIfMmaProbeFailed(eng);
+    if (backend === "cuda") warnIfMmaProbeFailed(eng, opts);
     if (opts.threads !== undefined) eng.setNumThreads(opts.threads);
     // Always set: the library's state outlives Engine.close(), so an earlier engine's mode
     // must not leak into this one.

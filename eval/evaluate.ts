@@ -39,7 +39,10 @@ export interface EvalRunOptions {
   r?: number[];
   /** Latent blocks; default: the checkpoint's K. */
   k?: number;
-  /** Generation budget (default 64, the reference's). */
+  /**
+   * Generation budget; default: the session's (the `maxNewTokens` it was opened with,
+   * 64 unless it was given, the reference's).
+   */
   maxNewTokens?: number;
   /** Score the latent readout of LOTUS checkpoints (default true). */
   readout?: boolean;
@@ -50,6 +53,11 @@ export interface EvalRunOptions {
    * an {@linkcode EvalStopped} (the command returns the stop signal seen, if any).
    */
   stopSignal?: () => Promise<Deno.Signal | null>;
+  /**
+   * Asked at the same points: aborted, it stops the run as a SIGTERM from `stopSignal` would
+   * (an {@linkcode EvalStopped} whose `signal` is "SIGTERM").
+   */
+  signal?: AbortSignal;
 }
 
 /** An evaluation stopped by a signal before its end ({@linkcode EvalRunOptions.stopSignal}). */
@@ -309,7 +317,7 @@ export async function runEval(
   const answerable = answerIdx.map((i) => items[i]);
   const examples: ExampleResult[] = [], runs: RunSummary[] = [];
   const stopAt = async (done: number, R: number | null) => {
-    const signal = await opts.stopSignal?.();
+    const signal = opts.signal?.aborted ? "SIGTERM" : await opts.stopSignal?.();
     if (signal) throw new EvalStopped(signal, done, answerable.length, R);
   };
   await stopAt(0, null);

@@ -38,6 +38,7 @@ export {
 } from "./items.ts";
 export {
   checkEvalOut,
+  EvalOutputError,
   type EvalProvenance,
   prepareEvalOut,
   type ReportFiles,
@@ -65,6 +66,12 @@ export {
   type Series,
 } from "./svg.ts";
 
+// The errors the functions above throw, besides their own.
+export { InputError } from "../pipeline/read/input_error.ts";
+export { DatasetError } from "../pipeline/shard.ts";
+export { ManifestError } from "../pipeline/manifest.ts";
+export { StagingError } from "../base/staging.ts";
+
 // Types that the signatures above use.
 export type {
   Answer,
@@ -78,7 +85,7 @@ export type { LotusMeta } from "../model/checkpoint.ts";
 export type { Arch, Mode, ModelConfig, RopeScaling, TrainConfig } from "../model/config.ts";
 export type { Timings } from "../model/generate.ts";
 export type { Format } from "../pipeline/read/detect.ts";
-export type { InputError, InputReason } from "../pipeline/read/input_error.ts";
+export type { InputReason } from "../pipeline/read/input_error.ts";
 export type { VerifyMode } from "../pipeline/shard.ts";
 export type { SpecialIds, Tokenizer } from "../pipeline/tokenizer.ts";
 export type { SourceRef } from "../pipeline/types.ts";

@@ -17,6 +17,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { checkWhole } from "../base/whole.ts";
 import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sweepStale, TempLease } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
@@ -30,6 +31,19 @@ import {
   type Series,
 } from "./svg.ts";
 import { accuracySeries, lossSeries } from "./curves.ts";
+
+/**
+ * An evaluation's output directory that cannot take its files (a file, a training run's
+ * directory, another's files, no permission to write, a full disk); the message names the
+ * directory, why, and what to do.
+ */
+export class EvalOutputError extends Error {
+  /** Create an error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "EvalOutputError";
+  }
+}
 
 /** What the summary says about where the numbers came from. */
 export interface EvalProvenance {
@@ -65,7 +79,7 @@ export interface EvalProvenance {
 export interface ReportOptions {
   /** The run's training log, for the curves. */
   trainLog?: LogRecord[] | null;
-  /** Examples shown in the readout picture (default 6). */
+  /** Examples shown in the readout picture: a whole number, 0 or more (default 6). */
   readoutExamples?: number;
 }
 
@@ -336,7 +350,7 @@ const NOT_EVAL_DIRS = [
  * an earlier evaluation's, is fine. Callers that evaluate for long call it before they start;
  * {@linkcode writeEvalOutputs} calls it too.
  *
- * @throws {Error} naming the directory and what it holds.
+ * @throws {EvalOutputError} naming the directory and what it holds.
  */
 export async function checkEvalOut(dir: string): Promise<void> {
   let info: Deno.FileInfo;
@@ -344,30 +358,33 @@ export async function checkEvalOut(dir: string): Promise<void> {
     info = await Deno.stat(dir);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return;
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: cannot be an evaluation's output directory (${(e as Error).message}); give ` +
         `--out another directory (the default is out/eval)`,
     );
   }
   if (!info.isDirectory) {
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: is a file, not an evaluation output directory; give --out another directory ` +
         `(the default is out/eval)`,
     );
   }
   for (const f of NOT_EVAL_DIRS) {
     if (!(await exists(`${dir}/${f}`))) continue;
-    throw new Error(
+    throw new EvalOutputError(
       `${dir}: holds ${f}, so it is a training run, checkpoint or export, not an evaluation ` +
         `output directory; give --out another directory (the default is out/eval)`,
     );
   }
   if ((await evalOutputMark(dir)) !== null) return;
   const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (!DIRECTORY_MARKERS.has(e.name)) names.push(e.name);
+  for await (const e of Deno.readDir(dir)) {
+    // An evaluation's own staging entries: a live write's (a dead one's were swept).
+    if (!DIRECTORY_MARKERS.has(e.name) && !EVAL_STAGE_ENTRY.test(e.name)) names.push(e.name);
+  }
   if (names.length === 0) return;
   names.sort();
-  throw new Error(
+  throw new EvalOutputError(
     `${dir}: holds ${names.slice(0, 3).join(", ")}${names.length > 3 ? ", ..." : ""} and no ` +
       `earlier evaluation (no ${EVAL_OUTPUT_FILES.join(", ")}); an evaluation writes files of ` +
       `its own names there and removes those it no longer writes, so give --out an empty or ` +
@@ -383,6 +400,8 @@ const GIVE_ANOTHER_OUT = "give --out a directory this user can write (the defaul
  * directory (`.eval-new.tmp-<pid>`, under a lock `.eval-new.lock-<pid>`: base/staging.ts).
  */
 const EVAL_STAGE = ".eval-new";
+/** The names of {@linkcode EVAL_STAGE}'s entries: its lock and its directory of new files. */
+const EVAL_STAGE_ENTRY = /^\.eval-new\.(lock|tmp)-\d+$/;
 
 /**
  * Remove what a killed evaluation left in `dir` (its directory of new files, its lock). A
@@ -447,7 +466,7 @@ async function finishEvalMoves(dir: string, tmp: string): Promise<void> {
  * here, outermost first, for {@linkcode removeMadeDirs} when the evaluation ends without
  * writing (a failure, a stop signal); a failure here removes them itself.
  *
- * @throws {Error} naming the directory, why it cannot be written, and what to do.
+ * @throws {EvalOutputError} naming the directory, why it cannot be written, and what to do.
  */
 export async function prepareEvalOut(dir: string): Promise<string[]> {
   await sweepEvalStage(dir);
@@ -457,11 +476,13 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
     made = await makeRunDir(dir);
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable) throw e;
-    throw new Error(`${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`);
+    throw new EvalOutputError(
+      `${dir}: cannot be made (${(e as Error).message}); ${GIVE_ANOTHER_OUT}`,
+    );
   }
   try {
     if (!(await canWriteIn(dir))) {
-      throw new Error(
+      throw new EvalOutputError(
         `${dir}: this user cannot create files in it (permissions, or a read-only file ` +
           `system); ${GIVE_ANOTHER_OUT}`,
       );
@@ -475,6 +496,13 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
 
 /**
  * Write every output of an evaluation into `dir`.
+ *
+ * @throws {RangeError} for a `readoutExamples` that is not a whole number of at least 0,
+ * before anything is written.
+ * @throws {EvalOutputError} when `dir` cannot take the evaluation's files (as
+ * {@linkcode checkEvalOut} says, or the files cannot be written), `dir` left as it was.
+ * @throws {StagingError} when this process is already writing an evaluation into `dir`: wait
+ * for that one.
  *
  * @example
  * ```ts ignore
@@ -507,6 +535,7 @@ export async function writeEvalOutputs(
   result: EvalResult,
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
+  checkWhole("writeEvalOutputs: readoutExamples", opts.readoutExamples, 0);
   await sweepEvalStage(dir);
   await checkEvalOut(dir);
   const withReadout = result.examples.filter((e) => e.readout?.length);
@@ -640,7 +669,7 @@ export async function writeEvalOutputs(
       await put("report.html", reportHtml(prov, result, pictures));
     } catch (e) {
       if (e instanceof Deno.errors.NotCapable) throw e;
-      throw new Error(
+      throw new EvalOutputError(
         `${dir}: the evaluation's files could not be written (${(e as Error).message}); ` +
           `what ${dir} held is unchanged; make room, or give --out another directory, and ` +
           `run the command again`,

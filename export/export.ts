@@ -181,6 +181,11 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
  * is replaced only when it is an earlier export (it holds lotus.json) or is empty, unless
  * `opts.replaceAny` is set.
  *
+ * @throws {ExportError} when the checkpoint cannot be read or `out` cannot take the export,
+ * saying what to do.
+ * @throws {StagingError} when this process is already exporting to `out` (two exports to one
+ * directory at once): wait for that one.
+ *
  * @example
  * ```ts ignore
  * import { exportCheckpoint } from "./export.ts";
@@ -234,6 +239,17 @@ export async function exportCheckpoint(
       `${checkpoint}: no config.json here or in ${checkpoint}/checkpoint; pass a checkpoint ` +
         `directory written by deno task train`,
     );
+  }
+  // Replacing `out` must not replace the checkpoint: `out` may not be it, nor hold it (its run
+  // directory, say), even with replaceAny.
+  if (outInfo?.isDirectory) {
+    const [outReal, ckReal] = [await Deno.realPath(out), await Deno.realPath(dir)];
+    if (ckReal === outReal || ckReal.startsWith(outReal.replace(/\/?$/, "/"))) {
+      throw new ExportError(
+        `${out}: ${ckReal === outReal ? "is" : "holds"} the checkpoint being exported ` +
+          `(${dir}), which the export would replace; choose another --out`,
+      );
+    }
   }
   let ck;
   try {

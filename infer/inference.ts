@@ -6,7 +6,12 @@
  * @module
  */
 
-import { loadCheckpoint, progressOf, trainStateNote } from "../model/checkpoint.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  progressOf,
+  trainStateNote,
+} from "../model/checkpoint.ts";
 import type { Engine, Precision } from "../engine/ffi.ts";
 import { Generator } from "../model/generate.ts";
 import {
@@ -52,7 +57,15 @@ export interface OpenInferenceOptions {
 /**
  * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
  * loads an export directory, or exports the checkpoint to a cache on first use (see
- * infer/onnx_session.ts), and imports onnxruntime-node only then.
+ * infer/onnx_session.ts), and imports onnxruntime-node only then. The session is closed by
+ * `await s.close()`, or by leaving the block of an `await using s = await openInference(...)`.
+ *
+ * @throws {RangeError} for an option out of range, naming it.
+ * @throws {CheckpointError} when a native backend is given no checkpoint it can read (an
+ * export directory among them: its backend is "onnx").
+ * @throws {ExportError} when the onnx backend is given a damaged export, or no checkpoint or
+ * export.
+ * @throws {EngineError} when the engine of the backend cannot be opened.
  *
  * @example
  * ```ts ignore
@@ -66,7 +79,7 @@ export interface OpenInferenceOptions {
 export async function openInference(
   checkpoint: string,
   opts: OpenInferenceOptions = {},
-): Promise<InferenceSession> {
+): Promise<InferenceSession & AsyncDisposable> {
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
@@ -86,7 +99,7 @@ export async function openInference(
   }
   const isExport = await exists(`${checkpoint}/lotus.json`);
   if (isExport) {
-    throw new Error(
+    throw new CheckpointError(
       `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
         `checkpoint, or use --backend onnx`,
     );
@@ -104,13 +117,26 @@ export async function openInference(
     quiet: opts.quiet,
     log: opts.quiet ? (line) => notes.push(line) : undefined,
   });
-  const model = new Model(eng, ck.meta.model, ck.params, false);
+  let model: Model;
+  try {
+    model = new Model(eng, ck.meta.model, ck.params, false);
+  } catch (e) {
+    eng.close();
+    throw e;
+  }
   const maxBatch = opts.maxBatch ?? 32;
   const maxNew = opts.maxNewTokens ?? 64;
   const base = inferenceShape(ck.meta, progress);
   let gen: Generator | null = null;
   const sp = ck.meta.special;
   let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    gen?.free();
+    model.free();
+    eng.close();
+  };
   const mode = ck.meta.train.mode === "cot" || ck.meta.train.mode === "nocot"
     ? ck.meta.train.mode
     : "lotus";
@@ -139,13 +165,21 @@ export async function openInference(
       );
       // (Re)allocate the generator when the request outgrows it.
       if (!gen || P > gen.cap.P || K > gen.cap.K || budget > gen.cap.maxNewTokens) {
-        gen?.free();
+        // Dropped before the new one is made: if that fails (engine memory), the next call
+        // allocates again rather than running on freed buffers.
+        const old = gen;
+        gen = null;
+        old?.free();
+        // Sized for the session's defaults too, but never past the model's context, which no
+        // request can use (checkContext): a default budget or question length above it would
+        // only take engine memory.
+        const maxPos = ck.meta.model.maxPositions;
         gen = new Generator(model, {
           B: maxBatch,
-          P: Math.max(P, opts.maxQuestionTokens ?? 0),
+          P: Math.min(Math.max(P, opts.maxQuestionTokens ?? 0), maxPos),
           K: mode === "lotus" ? Math.max(K, base.K) : 0,
           c,
-          maxNewTokens: Math.max(budget, maxNew),
+          maxNewTokens: Math.min(Math.max(budget, maxNew), maxPos),
         });
       }
       const g = gen.generate(ids, sp, {
@@ -177,12 +211,10 @@ export async function openInference(
         c,
       };
     },
-    close() {
-      if (closed) return;
-      closed = true;
-      gen?.free();
-      model.free();
-      eng.close();
+    close,
+    // deno-lint-ignore require-await
+    async [Symbol.asyncDispose]() {
+      close();
     },
   };
 }

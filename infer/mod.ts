@@ -33,6 +33,12 @@ export {
   topK,
 } from "./readout.ts";
 
+// The errors openInference throws.
+export { CheckpointError } from "../model/checkpoint.ts";
+export { EngineError } from "../engine/ffi.ts";
+export { ExportError } from "../export/export.ts";
+export { StagingError } from "../base/staging.ts";
+
 // Types that the signatures above use.
 export type { Precision } from "../engine/ffi.ts";
 export type { BackendName } from "../engine/types.ts";

@@ -63,7 +63,7 @@ import { extractAnswer } from "../pipeline/answer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { canWriteIn, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sha256Hex } from "../base/sha256.ts";
-import { splitPath } from "../base/staging.ts";
+import { absolutePath, splitPath } from "../base/staging.ts";
 import { readFull } from "../base/read_full.ts";
 import {
   CHECKSUMS_FILE,
@@ -421,7 +421,9 @@ function userCacheFor(ck: string): string {
  * config or train state change or a file of the cache is not the one its export wrote (the
  * size and piecewise sha256 of every file is recorded in its checksums.json). A checkpoint
  * in a directory this process cannot write to, without a valid cache of its own, keeps its
- * cache under the user's cache directory instead ({@linkcode userCacheFor}).
+ * cache under the user's cache directory instead ({@linkcode userCacheFor}). Calls for the
+ * same checkpoint in one process take turns: a session opened while another is exporting the
+ * checkpoint waits for that export and uses it.
  */
 export async function onnxExportFor(
   path: string,
@@ -446,6 +448,34 @@ export async function onnxExportFor(
     );
   }
   const ck = checkpointDirOf(path);
+  return await oneCacheAtATime(ck, () => cacheFor(path, ck, log));
+}
+
+/**
+ * The cache exports of this process, by checkpoint directory: a session opened while another
+ * exports the same checkpoint waits for that export, then finds its cache valid, rather than
+ * meeting its lock.
+ */
+const cacheExports = new Map<string, Promise<unknown>>();
+
+/** `f`, once every earlier call for the checkpoint `ck` in this process has settled. */
+async function oneCacheAtATime<T>(ck: string, f: () => Promise<T>): Promise<T> {
+  const key = absolutePath(ck);
+  const before = cacheExports.get(key);
+  const mine = (async () => {
+    await before?.catch(() => {});
+    return await f();
+  })();
+  cacheExports.set(key, mine);
+  try {
+    return await mine;
+  } finally {
+    if (cacheExports.get(key) === mine) cacheExports.delete(key);
+  }
+}
+
+/** {@linkcode onnxExportFor} for `path`, a checkpoint or run directory, whose checkpoint is `ck`. */
+async function cacheFor(path: string, ck: string, log: (s: string) => void): Promise<string> {
   try {
     await refuseUnsavedRun(path, ck);
   } catch (e) {
@@ -543,7 +573,7 @@ function argmaxRows(logits: Float32Array, rows: number, V: number): Int32Array {
 export async function openOnnxInference(
   path: string,
   opts: { threads?: number; maxBatch?: number; maxNewTokens?: number; quiet?: boolean } = {},
-): Promise<InferenceSession> {
+): Promise<InferenceSession & AsyncDisposable> {
   // Quiet: the export's line is one of the session's notes rather than printed.
   const logged: string[] = [];
   const dir = await onnxExportFor(path, opts.quiet ? (line) => logged.push(line) : undefined);
@@ -577,6 +607,12 @@ export async function openOnnxInference(
   const lotusMode = lotus.mode === "lotus";
 
   let closed = false;
+  async function close(): Promise<void> {
+    // A second close does nothing, as on the native backend.
+    if (closed) return;
+    closed = true;
+    await net.close();
+  }
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
     if (closed) throw new Error(SESSION_CLOSED);
     checkAnswerRequest(questions, o, maxBatch, tok);
@@ -722,11 +758,7 @@ export async function openOnnxInference(
     shape: base,
     notes,
     answer,
-    async close() {
-      // A second close does nothing, as on the native backend.
-      if (closed) return;
-      closed = true;
-      await net.close();
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }

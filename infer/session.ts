@@ -8,6 +8,7 @@
 
 import { checkWhole } from "../base/whole.ts";
 import type { BackendName } from "../engine/types.ts";
+import { PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
 import type { Timings } from "../model/generate.ts";
 import { findSpecialTokenText, type Tokenizer } from "../pipeline/tokenizer.ts";
@@ -33,13 +34,15 @@ export const SESSION_CLOSED = "the inference session is closed; open another wit
 /**
  * Refuses `openInference`'s sizes that no answer could use: `maxBatch`,
  * `maxNewTokens` and `maxQuestionTokens` are whole numbers of at least 1, `threads` a whole
- * number of at least 0; `backend` one of {@linkcode InferenceBackend}'s.
+ * number of at least 0; `backend` one of {@linkcode InferenceBackend}'s, `precision` fp32,
+ * tf32 or bf16.
  *
  * @throws {RangeError} naming the option.
  */
 export function checkOpenOptions(
   opts: {
     backend?: string;
+    precision?: string;
     maxBatch?: number;
     maxNewTokens?: number;
     maxQuestionTokens?: number;
@@ -47,13 +50,20 @@ export function checkOpenOptions(
   },
 ): void {
   const mins = [["maxBatch", 1], ["maxNewTokens", 1], ["maxQuestionTokens", 1], ["threads", 0]];
-  for (const [name, min] of mins as [Exclude<keyof typeof opts, "backend">, number][]) {
+  for (
+    const [name, min] of mins as [Exclude<keyof typeof opts, "backend" | "precision">, number][]
+  ) {
     checkWhole(`openInference: ${name}`, opts[name], min);
   }
   const backends: readonly string[] = ["cpu", "cuda", "auto", "onnx"] satisfies InferenceBackend[];
   if (opts.backend !== undefined && !backends.includes(opts.backend)) {
     throw new RangeError(
       `openInference: backend ${JSON.stringify(opts.backend)}: use ${backends.join(", ")}`,
+    );
+  }
+  if (opts.precision !== undefined && !(PRECISIONS as readonly string[]).includes(opts.precision)) {
+    throw new RangeError(
+      `openInference: precision ${JSON.stringify(opts.precision)}: use ${PRECISIONS_TEXT}`,
     );
   }
 }

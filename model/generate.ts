@@ -164,26 +164,32 @@ export class Generator {
     const C = model.cfg.dModel, V = model.cfg.vocabSize, shape = model.main.shape;
     const KW = model.main.widths.kv;
     const a = this.#arena = new Arena(model.eng);
-    // A LOTUS model at K = 0 (curriculum stage 0) still runs BOT through the loop region, so
-    // the loop buffers always hold at least one position.
-    const L = 1 + cap.K * cap.c;
-    this.#tcap = cap.P + L + cap.maxNewTokens + 1;
-    const rows = cap.B * Math.max(cap.P, L, 1);
-    this.#sc = new Scratch(a, rows, C, false, shape);
-    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, false);
-    this.#pass = [
-      new Chunk(a, shape, cap.B, L, cap.P, false),
-      new Chunk(a, shape, cap.B, L, cap.P, false),
-    ];
-    this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
-    // Every layer's cache in one allocation: one copy call fills a row of all of them.
-    this.#cacheStride = cap.B * this.#tcap * KW;
-    this.#cache = a.strided(model.cfg.nLayer, this.#cacheStride);
-    this.#ids = a.i32(rows);
-    this.#pos = a.i32(rows);
-    this.#valid = a.bytes(cap.B * this.#tcap);
-    this.#logits = a.f32(rows * V);
-    this.#argmax = a.i32(rows);
+    // An allocation that fails (engine memory) frees those made before it.
+    try {
+      // A LOTUS model at K = 0 (curriculum stage 0) still runs BOT through the loop region, so
+      // the loop buffers always hold at least one position.
+      const L = 1 + cap.K * cap.c;
+      this.#tcap = cap.P + L + cap.maxNewTokens + 1;
+      const rows = cap.B * Math.max(cap.P, L, 1);
+      this.#sc = new Scratch(a, rows, C, false, shape);
+      this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, false);
+      this.#pass = [
+        new Chunk(a, shape, cap.B, L, cap.P, false),
+        new Chunk(a, shape, cap.B, L, cap.P, false),
+      ];
+      this.#dec = new Chunk(a, shape, cap.B, 1, this.#tcap, false);
+      // Every layer's cache in one allocation: one copy call fills a row of all of them.
+      this.#cacheStride = cap.B * this.#tcap * KW;
+      this.#cache = a.strided(model.cfg.nLayer, this.#cacheStride);
+      this.#ids = a.i32(rows);
+      this.#pos = a.i32(rows);
+      this.#valid = a.bytes(cap.B * this.#tcap);
+      this.#logits = a.f32(rows * V);
+      this.#argmax = a.i32(rows);
+    } catch (e) {
+      this.free();
+      throw e;
+    }
   }
 
   /** Free the buffers (and the recorded loop passes). */

@@ -31,6 +31,7 @@ export {
   type RopeScaling,
   type TrainConfig,
 } from "./config.ts";
+export { HfLlamaError } from "./hf_llama.ts";
 export { ropeInvFreq } from "./rope.ts";
 export {
   type BlockLayout,

@@ -100,54 +100,66 @@ export class Model {
     if (init.length !== n) {
       throw new Error(`initial parameters have ${init.length} floats; the model needs ${n}`);
     }
-    this.params = eng.alloc(n * F32);
-    eng.upload(this.params, init);
-    // Every matmul weight lies in this slab: in bf16 mode the CUDA engine keeps them rounded.
-    eng.keepBf16(this.params, n);
-    this.grads = training ? eng.alloc(n * F32) : null;
-    this.m = training ? eng.alloc(n * F32) : null;
-    this.v = training ? eng.alloc(n * F32) : null;
-    this.normSq = eng.alloc(F32);
-    const L = this.layout;
-    const at = (slab: Ptr, off: number) =>
-      slab === null || off < 0 ? null : eng.offset(slab, off * F32);
-    this.wte = at(this.params, L.wte);
-    this.wpe = at(this.params, L.wpe);
-    this.gwte = at(this.grads, L.wte);
-    this.gwpe = at(this.grads, L.wpe);
-    this.head = L.lmHead < 0 ? this.wte : at(this.params, L.lmHead);
-    this.ghead = L.lmHead < 0 ? this.gwte : at(this.grads, L.lmHead);
-    const llama = archOf(cfg) === "llama", ls = llamaShape(cfg);
-    if (llama) {
-      const f = ropeInvFreq(cfg.dModel / cfg.nHead, ls.ropeTheta, ls.ropeScaling);
-      this.invFreq = eng.alloc(f.byteLength);
-      eng.upload(this.invFreq, f);
-    } else {
-      this.invFreq = null;
-    }
-    const shape = stackShapeOf(cfg, false);
-    this.main = new Stack(
-      eng,
-      shape,
-      stackPtrs(eng, this.params, L.blocks, L.lnfw, L.lnfb),
-      training ? stackPtrs(eng, this.grads, L.blocks, L.lnfw, L.lnfb) : null,
-      this.invFreq,
-    );
-    if (L.aux) {
-      // The aux decoder reads no positions (as the GPT-2 one): no rotary embedding.
-      const ashape = stackShapeOf(cfg, true);
-      this.aux = new Stack(
+    // An allocation or upload that fails (engine memory) frees the allocations before it.
+    const made: Ptr[] = [];
+    const alloc = (bytes: number) => {
+      const p = eng.alloc(bytes);
+      made.push(p);
+      return p;
+    };
+    try {
+      this.params = alloc(n * F32);
+      eng.upload(this.params, init);
+      // Every matmul weight lies in this slab: in bf16 mode the CUDA engine keeps them rounded.
+      eng.keepBf16(this.params, n);
+      this.grads = training ? alloc(n * F32) : null;
+      this.m = training ? alloc(n * F32) : null;
+      this.v = training ? alloc(n * F32) : null;
+      this.normSq = alloc(F32);
+      const L = this.layout;
+      const at = (slab: Ptr, off: number) =>
+        slab === null || off < 0 ? null : eng.offset(slab, off * F32);
+      this.wte = at(this.params, L.wte);
+      this.wpe = at(this.params, L.wpe);
+      this.gwte = at(this.grads, L.wte);
+      this.gwpe = at(this.grads, L.wpe);
+      this.head = L.lmHead < 0 ? this.wte : at(this.params, L.lmHead);
+      this.ghead = L.lmHead < 0 ? this.gwte : at(this.grads, L.lmHead);
+      const llama = archOf(cfg) === "llama", ls = llamaShape(cfg);
+      if (llama) {
+        const f = ropeInvFreq(cfg.dModel / cfg.nHead, ls.ropeTheta, ls.ropeScaling);
+        this.invFreq = alloc(f.byteLength);
+        eng.upload(this.invFreq, f);
+      } else {
+        this.invFreq = null;
+      }
+      const shape = stackShapeOf(cfg, false);
+      this.main = new Stack(
         eng,
-        ashape,
-        stackPtrs(eng, this.params, L.aux.blocks, L.aux.lnfw, L.aux.lnfb),
-        training ? stackPtrs(eng, this.grads, L.aux.blocks, L.aux.lnfw, L.aux.lnfb) : null,
+        shape,
+        stackPtrs(eng, this.params, L.blocks, L.lnfw, L.lnfb),
+        training ? stackPtrs(eng, this.grads, L.blocks, L.lnfw, L.lnfb) : null,
+        this.invFreq,
       );
-      this.auxHead = at(this.params, L.aux.head);
-      this.gAuxHead = at(this.grads, L.aux.head);
-    } else {
-      this.aux = null;
-      this.auxHead = null;
-      this.gAuxHead = null;
+      if (L.aux) {
+        // The aux decoder reads no positions (as the GPT-2 one): no rotary embedding.
+        const ashape = stackShapeOf(cfg, true);
+        this.aux = new Stack(
+          eng,
+          ashape,
+          stackPtrs(eng, this.params, L.aux.blocks, L.aux.lnfw, L.aux.lnfb),
+          training ? stackPtrs(eng, this.grads, L.aux.blocks, L.aux.lnfw, L.aux.lnfb) : null,
+        );
+        this.auxHead = at(this.params, L.aux.head);
+        this.gAuxHead = at(this.grads, L.aux.head);
+      } else {
+        this.aux = null;
+        this.auxHead = null;
+        this.gAuxHead = null;
+      }
+    } catch (e) {
+      for (const p of made) eng.free(p);
+      throw e;
     }
   }
 

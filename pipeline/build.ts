@@ -135,6 +135,12 @@ export interface BuildHooks {
    * with a description of it. Throwing stops the commit there, as a kill would.
    */
   onCommitStep?(step: string): void;
+  /**
+   * Stops the build when aborted, as SIGTERM does: what it wrote is removed and it rejects
+   * with a {@linkcode BuildStopped} whose `signal` is "SIGTERM" (once the files are being
+   * moved into place, it waits for the last move: the new dataset is then `written`).
+   */
+  signal?: AbortSignal;
 }
 
 /** An input record the build skipped (`--on-error skip`), as the summary lists it. */
@@ -675,6 +681,10 @@ export async function buildDataset(
   // From here on SIGINT, SIGTERM and SIGHUP remove what the build wrote and stop it with a
   // BuildStopped (StagedDir), seen between records.
   const staged = await StagedDir.open(o.out);
+  // An abort stops the build as SIGTERM does.
+  const stopOnAbort = () => staged.stop("SIGTERM");
+  if (hooks.signal?.aborted) stopOnAbort();
+  else hooks.signal?.addEventListener("abort", stopOnAbort, { once: true });
   const guard: Guard = staged;
   let writer: SplitWriter | undefined;
   try {
@@ -868,5 +878,7 @@ export async function buildDataset(
     await staged.abort();
     // A stop signal's removal of the staging directory can fail the write in progress.
     throw staged.stopped ?? e;
+  } finally {
+    hooks.signal?.removeEventListener("abort", stopOnAbort);
   }
 }

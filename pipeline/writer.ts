@@ -319,8 +319,10 @@ export class StagedDir {
 
   /** Synchronous twin of {@linkcode StagedDir.abort}, for the signal handlers. */
   removeSync(): void {
-    if (this.#lease) this.#lease.releaseSync();
-    else removeTreeSync(this.path);
+    // Without the lease the staging directory is not this build's: its path is the process's,
+    // and another build of this process into the same directory, which holds the lease, is
+    // writing there.
+    this.#lease?.releaseSync();
     try {
       if (this.#createdOut) Deno.removeSync(this.out);
     } catch { /* not created yet, or not empty */ }

@@ -1,5 +1,11 @@
 // The engine build: hashed file names, reuse, atomic replacement, and clear errors.
-import { buildEngine, EngineBuildError, planEngineBuild } from "../engine/build.ts";
+import {
+  BUILD_STOP_SIGNALS,
+  buildEngine,
+  EngineBuildError,
+  planEngineBuild,
+} from "../engine/build.ts";
+import { STOP_SIGNALS } from "../base/signals.ts";
 import { LE_ABI_VERSION } from "../engine/ffi.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 
@@ -257,3 +263,7 @@ Deno.test(
     }
   }),
 );
+
+Deno.test("build: the engine's stop signals are the commands' (it repeats the list)", () => {
+  assertEquals(BUILD_STOP_SIGNALS, STOP_SIGNALS);
+});

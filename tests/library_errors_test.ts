@@ -10,6 +10,8 @@ import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT } from "./_run.ts";
+import { TempLease } from "../base/staging.ts";
+import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
@@ -30,6 +32,10 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "EngineError",
       "EngineBuildError",
       "EvalStopped",
+      "HfLlamaError",
+      "TrainLogError",
+      "StagingError",
+      "EvalOutputError",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -108,6 +114,13 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
   const bogus = { backend: "bogus" as "cpu" };
   const wrong = await assertRejects(() => lib.openInference(ck, bogus), RangeError);
   assertEquals(wrong.message, 'openInference: backend "bogus": use cpu, cuda, auto, onnx');
+  for (const backend of ["cpu", "onnx"] as const) {
+    const p = await assertRejects(
+      () => lib.openInference(ck, { backend, precision: "fp8" as lib.Precision }),
+      RangeError,
+    );
+    assertEquals(p.message, 'openInference: precision "fp8": use fp32, tf32 or bf16');
+  }
   const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
   await s.close();
@@ -343,4 +356,463 @@ Deno.test("library: saveCheckpoint refuses what loadCheckpoint would, writing no
   // What it takes, it writes, and loadCheckpoint reads back.
   await saveCheckpoint(`${d}/saved`, ck);
   assertEquals((await lib.loadCheckpoint(`${d}/saved`)).params, ck.params);
+});
+
+Deno.test("library: onnx sessions opened at once on one checkpoint share its cache export", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const open = () => lib.openInference(ck, { backend: "onnx", threads: 1, quiet: true });
+  const sessions = await Promise.all([open(), open(), open()]);
+  try {
+    // One exported the checkpoint and says so; the others waited for it and found the cache.
+    const notes = sessions.map((s) => s.notes ?? []);
+    assertEquals(notes.filter((n) => n.some((l) => l.startsWith("onnx: exporting"))).length, 1);
+    for (const s of sessions) {
+      assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+    }
+  } finally {
+    for (const s of sessions) await s.close();
+  }
+});
+
+Deno.test("library: what train() and openInference throw for a bad input is the root's", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  const run = (o: Partial<lib.TrainOptions>) =>
+    lib.train({
+      data,
+      out: `${d}/run`,
+      preset: "tiny",
+      threads: 1,
+      quiet: true,
+      recipe: "none",
+      train: { steps: 2, evalExamples: 2 },
+      ...o,
+    });
+  // A Hugging Face Llama directory whose config.json lacks a field.
+  await Deno.mkdir(`${d}/llama`);
+  await Deno.writeTextFile(
+    `${d}/llama/config.json`,
+    JSON.stringify({ model_type: "llama", hidden_size: 64, num_attention_heads: 4 }),
+  );
+  const llama = await assertRejects(() => run({ init: `${d}/llama` }), lib.HfLlamaError);
+  assert(llama.message.includes('field "vocab_size"'), llama.message);
+  // A run whose log.jsonl is damaged, resumed.
+  await run({});
+  await Deno.writeTextFile(`${d}/run/log.jsonl`, "{not json\n");
+  const log = await assertRejects(
+    () => run({ resume: `${d}/run`, train: { steps: 4, evalExamples: 2 } }),
+    lib.TrainLogError,
+  );
+  assert(log.message.startsWith(`${d}/run/log.jsonl:1: invalid JSON`), log.message);
+  // An export given to a native backend.
+  const ck = `${d}/ck`;
+  await tinyCheckpoint(ck);
+  await lib.exportCheckpoint(ck, `${d}/export`, { format: "hf" });
+  const ex = await assertRejects(
+    () => lib.openInference(`${d}/export`, { backend: "cpu", threads: 1 }),
+    lib.CheckpointError,
+  );
+  assert(ex.message.includes("is an export directory"), ex.message);
+});
+
+Deno.test("library: writeEvalOutputs checks readoutExamples, naming it, writing nothing", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const s = await lib.openInference(`${d}/ck`, { backend: "cpu", threads: 1 });
+  try {
+    const source = { file: "x.jsonl", line: 1 };
+    const items: lib.EvalItem[] = [
+      { id: "x:1", source, question: "Ann has 2 pens.", answer: "2", math: ["<<2=2>>"], nl: null },
+    ];
+    const result = await lib.runEval(s, items, { batch: 1 });
+    const prov: lib.EvalProvenance = {
+      checkpoint: `${d}/ck`,
+      data: "x.jsonl",
+      format: "gsm8k",
+      backend: s.backend,
+      mode: s.meta.train.mode,
+      preset: s.meta.preset,
+      cot: s.meta.data.cot,
+    };
+    for (const n of [-1, 1.5, NaN]) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: n }),
+        RangeError,
+      );
+      assertEquals(
+        e.message,
+        `writeEvalOutputs: readoutExamples = ${n}: must be a whole number, at least 0`,
+      );
+      await assertRejects(() => Deno.stat(`${d}/eval`));
+    }
+    const files = await lib.writeEvalOutputs(`${d}/eval`, prov, result, { readoutExamples: 0 });
+    assertEquals(files.summary, `${d}/eval/summary.json`);
+    // A directory that is no evaluation's: an EvalOutputError that names it.
+    for (const bad of [`${d}/ck`, `${d}/ck/config.json`]) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(bad, prov, result),
+        lib.EvalOutputError,
+      );
+      assert(e.message.startsWith(`${bad}: `), e.message);
+    }
+    // A write into `dir` under way in this process (its lock and staging directory there):
+    // another meets its lock, and says so, rather than taking its entries for a user's files.
+    await Deno.mkdir(`${d}/eval2`);
+    const lease = TempLease.acquire(`${d}/eval2`, ".eval-new");
+    try {
+      await Deno.mkdir(lease.path("tmp"));
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval2`, prov, result),
+        lib.StagingError,
+      );
+      assert(e.message.endsWith("wait for it to finish"), e.message);
+    } finally {
+      await lease.release();
+    }
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("library: train()'s onLog tells the CoT start's records from LOTUS's", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  const seen: [lib.TrainPhase, string, number][] = [];
+  const r = await lib.train({
+    data,
+    out,
+    preset: "tiny",
+    threads: 1,
+    quiet: true,
+    train: { steps: 2, cotStartEpochs: 1, batch: 100, evalExamples: 2 },
+    onLog: (rec, phase) => seen.push([phase, rec.kind, rec.step]),
+  });
+  assertEquals(r.cotStart?.steps, 6);
+  const cot = seen.filter(([p]) => p === "cot-start"), main = seen.filter(([p]) => p === "main");
+  // The CoT start's records come first, as its log holds them; then LOTUS's, from step 1.
+  assertEquals(seen, [...cot, ...main]);
+  assertEquals(
+    cot.map(([, k, s]) => `${k}${s}`),
+    [1, 2, 3, 4, 5, 6].map((s) => `train${s}`).concat("eval6"),
+  );
+  assertEquals(main.map(([, k, s]) => `${k}${s}`), ["train1", "train2", "eval2"]);
+  const lines = (p: string) => Deno.readTextFileSync(p).trim().split("\n").length;
+  assertEquals(lines(`${out}/cot-start/log.jsonl`), cot.length);
+  assertEquals(lines(`${out}/log.jsonl`), main.length);
+});
+
+Deno.test("library: sessions and engines close when a using block ends", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  for (const backend of ["cpu", "onnx"] as const) {
+    let outer: lib.InferenceSession;
+    {
+      await using s = await lib.openInference(ck, { backend, threads: 1, quiet: true });
+      outer = s;
+      assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+    }
+    const e = await assertRejects(() => outer.answer(["Ann has 2 pens."]));
+    assertEquals(e.message, SESSION_CLOSED);
+  }
+  let eng: lib.Engine;
+  {
+    using e = lib.openEngine({ threads: 1, quiet: true });
+    eng = e;
+    eng.deviceInfo();
+  }
+  assertThrows(() => eng.deviceInfo(), lib.EngineError);
+});
+
+Deno.test("library: the CUDA engine's probe note follows quiet and log", () => {
+  const eng = { deviceInfo: () => ({ mmaProbe: 3 }) };
+  const printed: string[] = [], error = console.error;
+  console.error = (...a: unknown[]) => printed.push(a.join(" "));
+  try {
+    warnIfMmaProbeFailed(eng, { quiet: true });
+    assertEquals(printed, []);
+    const logged: string[] = [];
+    warnIfMmaProbeFailed(eng, { quiet: true, log: (l) => logged.push(l) });
+    assertEquals(printed, []);
+    assertEquals(logged.length, 1);
+    assert(logged[0].includes("found 3 of 128 elements wrong"), logged[0]);
+    warnIfMmaProbeFailed(eng);
+    assertEquals(printed, logged);
+    warnIfMmaProbeFailed({ deviceInfo: () => ({ mmaProbe: 0 }) });
+    assertEquals(printed.length, 1);
+  } finally {
+    console.error = error;
+  }
+});
+
+Deno.test("library: train() resumes a run without out, and names out when a fresh run lacks it", async () => {
+  const data = await fixtureData(), run = `${await tempDir()}/run`;
+  const common = { preset: "tiny", threads: 1, quiet: true } as const;
+  const e = await assertRejects(
+    () => lib.train({ ...common, data, recipe: "none", train: { steps: 2 } }),
+    lib.TrainConfigError,
+  );
+  assertEquals(e.flag, "--out");
+  await lib.train({
+    ...common,
+    data,
+    out: run,
+    recipe: "none",
+    train: { steps: 2, evalExamples: 2 },
+  });
+  // A resume writes to the run it continues: out may be left out.
+  const r = await lib.train({ ...common, resume: run, train: { steps: 4, evalExamples: 2 } });
+  assertEquals([r.steps, r.checkpoint], [4, `${run}/checkpoint`]);
+  const r2 = await lib.train({
+    ...common,
+    resume: `${run}/checkpoint`,
+    train: { steps: 5, evalExamples: 2 },
+  });
+  assertEquals([r2.steps, r2.checkpoint], [5, `${run}/checkpoint`]);
+});
+
+Deno.test("library: an answer() whose buffers cannot be had leaves its session sound", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  // Engine memory that runs out on demand: the fourth allocation after `fail` is set fails.
+  const proto = Engine.prototype, alloc = proto.alloc;
+  let fail = false, made = 0, eng = null as Engine | null;
+  proto.alloc = function (this: Engine, bytes: number): lib.Ptr {
+    eng = this;
+    if (fail && ++made > 3) throw new lib.EngineError("le_alloc", "out of engine memory");
+    return alloc.call(this, bytes);
+  };
+  try {
+    const s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxNewTokens: 4 });
+    try {
+      const q = "Ann has 2 pens.";
+      const first = (await s.answer([q])).answers[0].tokens;
+      const inUse = eng!.bytesInUse();
+      // A longer question needs larger buffers, which cannot be had.
+      fail = true;
+      await assertRejects(() => s.answer([`${q} She buys 3 more, then 4 more.`]), lib.EngineError);
+      fail = false;
+      // The session answers as before, on buffers of its own: none freed in use, none left
+      // over from the failed call.
+      assertEquals((await s.answer([q])).answers[0].tokens, first);
+      assertEquals(eng!.bytesInUse(), inUse);
+    } finally {
+      await s.close();
+    }
+  } finally {
+    proto.alloc = alloc;
+  }
+});
+
+Deno.test("library: engine memory that runs out in train() or openInference is all given back", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`);
+  const probe = lib.openEngine({ threads: 1, quiet: true });
+  // Engine memory that runs out at the `failAt`-th allocation; engines closed, counted.
+  const proto = Engine.prototype, alloc = proto.alloc, close = proto.close;
+  let made = 0, failAt = 0, closed = 0;
+  proto.alloc = function (this: Engine, bytes: number): lib.Ptr {
+    if (++made === failAt) throw new lib.EngineError("le_alloc", "out of engine memory");
+    return alloc.call(this, bytes);
+  };
+  proto.close = function (this: Engine) {
+    closed++;
+    close.call(this);
+  };
+  const run = (mode: lib.Mode) =>
+    lib.train({
+      data,
+      out: `${d}/run`,
+      overwrite: true,
+      preset: "tiny",
+      threads: 1,
+      quiet: true,
+      recipe: "none",
+      train: { mode, steps: 2, evalExamples: 2 },
+    });
+  try {
+    for (const mode of ["lotus", "cot"] as const) {
+      made = 0, failAt = 0;
+      await run(mode);
+      const total = made;
+      // The model, the step's buffers, the heads' and the evaluation's, at every stage.
+      for (let at = 1; at <= total; at += Math.ceil(total / 25)) {
+        made = 0, failAt = at;
+        const before = probe.bytesInUse();
+        await assertRejects(() => run(mode), lib.EngineError);
+        assertEquals(probe.bytesInUse() - before, 0, `${mode}: allocation ${at} of ${total}`);
+      }
+    }
+    for (const at of [1, 2]) {
+      made = 0, failAt = at, closed = 0;
+      const before = probe.bytesInUse();
+      await assertRejects(() => lib.openInference(`${d}/ck`, { backend: "cpu" }), lib.EngineError);
+      assertEquals([probe.bytesInUse() - before, closed], [0, 1]);
+    }
+  } finally {
+    proto.alloc = alloc;
+    proto.close = close;
+    probe.close();
+  }
+});
+
+Deno.test("library: each entry point exports the error classes its functions throw", async () => {
+  const mods: Record<string, Record<string, unknown>> = {
+    "eval/mod.ts": await import("../eval/mod.ts"),
+    "infer/mod.ts": await import("../infer/mod.ts"),
+  };
+  for (
+    const [mod, names] of [
+      ["eval/mod.ts", [
+        "InputError",
+        "DatasetError",
+        "ManifestError",
+        "StagingError",
+        "EvalStopped",
+      ]],
+      ["infer/mod.ts", ["CheckpointError", "EngineError", "ExportError", "StagingError"]],
+    ] as const
+  ) {
+    for (const name of names) {
+      assert(mods[mod][name] === lib[name], `${mod} exports ${name}, the root's class`);
+    }
+  }
+});
+
+Deno.test("library: of two builds into one directory at once, the second is refused, the first kept", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(50, 1));
+  const build = () =>
+    lib.buildDataset({
+      out: `${d}/data`,
+      splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+      tokenizer: "compact",
+    });
+  const [first, second] = await Promise.allSettled([build(), build()]);
+  // The second meets the first's lock and leaves the first's staging directory alone.
+  assertEquals(first.status, "fulfilled");
+  assert(second.status === "rejected" && second.reason instanceof lib.WriteError, String(second));
+  assert(second.reason.message.includes("locked by another write"), second.reason.message);
+  assertEquals((await lib.readManifest(`${d}/data`)).splits.train.counts.read, 50);
+});
+
+Deno.test("library: a session's buffers stop at the model's context, whatever its defaults", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  const probe = lib.openEngine({ threads: 1, quiet: true });
+  // Engine memory a session holds once it has answered a short question with a short budget.
+  const held = async (o: lib.OpenInferenceOptions) => {
+    const before = probe.bytesInUse();
+    await using s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxBatch: 4, ...o });
+    await s.answer(["Ann has 2 pens."], { maxNewTokens: 4 });
+    return probe.bytesInUse() - before;
+  };
+  try {
+    const maxPos = (await lib.loadCheckpoint(ck)).meta.model.maxPositions;
+    const atContext = await held({ maxNewTokens: maxPos, maxQuestionTokens: maxPos });
+    assertEquals(
+      await held({ maxNewTokens: 20 * maxPos, maxQuestionTokens: 8 * maxPos }),
+      atContext,
+    );
+  } finally {
+    probe.close();
+  }
+});
+
+Deno.test("library: exportCheckpoint never replaces the checkpoint it exports", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/run/checkpoint`);
+  for (const out of [`${d}/run/checkpoint`, `${d}/run`, `${d}/run/checkpoint/`, `${d}/run/.`]) {
+    for (const replaceAny of [false, true]) {
+      const e = await assertRejects(
+        () => lib.exportCheckpoint(`${d}/run`, out, { format: "hf", replaceAny }),
+        lib.ExportError,
+      );
+      assert(e.message.includes("the checkpoint being exported"), e.message);
+    }
+  }
+  // The checkpoint is as it was; an export beside it, or in it (the onnx cache's place), goes.
+  await lib.loadCheckpoint(`${d}/run`);
+  await lib.exportCheckpoint(`${d}/run`, `${d}/run/export`, { format: "hf" });
+  await lib.exportCheckpoint(`${d}/run`, `${d}/run/checkpoint/x`, { format: "hf" });
+  await lib.loadCheckpoint(`${d}/run`);
+});
+
+Deno.test("library: an AbortSignal stops train() as SIGTERM does, saved and resumable", async () => {
+  const data = await fixtureData(), d = await tempDir();
+  const common = {
+    data,
+    preset: "tiny",
+    threads: 1,
+    quiet: true,
+    recipe: "none",
+    train: { steps: 6, evalExamples: 2 },
+  } as const;
+  // Aborted at step 3: the run saves there and says so; a resume finishes it.
+  const ac = new AbortController();
+  const r = await lib.train({
+    ...common,
+    out: `${d}/run`,
+    signal: ac.signal,
+    onLog: (rec) => {
+      if (rec.kind === "train" && rec.step === 3) ac.abort();
+    },
+  });
+  assertEquals([r.interrupted, r.steps, r.completed], ["SIGTERM", 3, false]);
+  assertEquals((await lib.loadCheckpoint(`${d}/run`)).state.step, 3);
+  const rest = await lib.train({ ...common, resume: `${d}/run` });
+  assertEquals([rest.interrupted, rest.steps, rest.completed], [null, 6, true]);
+  // Aborted before it starts: a fresh run saves nothing and leaves nothing.
+  const r0 = await lib.train({ ...common, out: `${d}/none`, signal: AbortSignal.abort() });
+  assertEquals([r0.interrupted, r0.steps, r0.nothingSaved], ["SIGTERM", 0, true]);
+  await assertRejects(() => Deno.stat(`${d}/none`));
+});
+
+Deno.test("library: an AbortSignal stops runEval with an EvalStopped", async () => {
+  const ck = `${await tempDir()}/ck`;
+  await tinyCheckpoint(ck);
+  await using s = await lib.openInference(ck, { backend: "cpu", threads: 1, maxBatch: 1 });
+  const source = { file: "x.jsonl", line: 1 };
+  const items: lib.EvalItem[] = [1, 2, 3, 4].map((i) => ({
+    id: `x:${i}`,
+    source,
+    question: `Ann has ${i} pens.`,
+    answer: String(i),
+    math: null,
+    nl: null,
+  }));
+  const ac = new AbortController();
+  let batches = 0;
+  const e = await assertRejects(
+    () =>
+      lib.runEval(s, items, {
+        batch: 1,
+        signal: ac.signal,
+        onBatch: () => ++batches === 2 && ac.abort(),
+      }),
+    lib.EvalStopped,
+  );
+  assertEquals([e.signal, batches], ["SIGTERM", 2]);
+  assert(e.message.startsWith("stopped by SIGTERM after 2 of 4 items"), e.message);
+});
+
+Deno.test("library: an AbortSignal stops buildDataset with a BuildStopped", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(2500, 1));
+  const spec = {
+    splits: [{ name: "train", inputs: [`${d}/train.jsonl`] }],
+    tokenizer: "compact",
+  };
+  for (const when of ["before", "build"] as const) {
+    const out = `${d}/out-${when}`, ac = new AbortController();
+    if (when === "before") ac.abort();
+    const e = await assertRejects(
+      () =>
+        lib.buildDataset({ out, ...spec }, {
+          signal: ac.signal,
+          onProgress: (p) => p.phase === "build" && ac.abort(),
+        }),
+      lib.BuildStopped,
+    );
+    assertEquals([e.signal, e.written], ["SIGTERM", false]);
+    await assertRejects(() => Deno.stat(out));
+  }
 });

@@ -46,17 +46,20 @@ export function* evaluating(
   // No answer runs past the model's context (its position table): one that would is cut
   // where the context ends, so a --max-new-tokens above it needs no room beyond it either.
   const maxPos = model.cfg.maxPositions;
-  const gen = new Generator(model, {
-    B: batch,
-    P: cap.P,
-    K,
-    c: cfg.c,
-    maxNewTokens: Math.min(cfg.maxNewTokens, maxPos),
-  });
   const plain = cfg.mode === "cot" || cfg.mode === "nocot";
-  const lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
-  const plainRun = plain ? new PlainRunner(model, batch, cap.T, false) : null;
+  let gen: Generator | null = null;
+  let lotusRun: LotusRunner | null = null, plainRun: PlainRunner | null = null;
   try {
+    // Made inside: one that cannot be allocated frees those made before it.
+    gen = new Generator(model, {
+      B: batch,
+      P: cap.P,
+      K,
+      c: cfg.c,
+      maxNewTokens: Math.min(cfg.maxNewTokens, maxPos),
+    });
+    lotusRun = plain ? null : new LotusRunner(model, { ...cap, K: Math.max(K, 0), R }, false);
+    plainRun = plain ? new PlainRunner(model, batch, cap.T, false) : null;
     for (let i = 0; i < exs.length; i += batch) {
       const part = exs.slice(i, i + batch);
       const l: StepLosses = plain
@@ -88,7 +91,7 @@ export function* evaluating(
       yield { lossSum, lossN, correct, n: i + part.length };
     }
   } finally {
-    gen.free();
+    gen?.free();
     lotusRun?.free();
     plainRun?.free();
   }

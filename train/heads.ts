@@ -86,12 +86,17 @@ export class HeadPlan {
   }
 
   #alloc(rows: number, heads: number): void {
-    const e = this.eng;
-    this.#capRows = Math.max(1, rows);
-    this.#capHeads = Math.max(1, heads);
-    this.#tgt = e.alloc(this.#capRows * 4);
-    this.#loss = e.alloc(this.#capRows * F32);
-    this.#scale = e.alloc(this.#capHeads * F32);
+    const e = this.eng, capRows = Math.max(1, rows), capHeads = Math.max(1, heads);
+    // All three or none: an allocation that fails (engine memory) frees those before it.
+    const made: Ptr[] = [];
+    try {
+      for (const bytes of [capRows * 4, capRows * F32, capHeads * F32]) made.push(e.alloc(bytes));
+    } catch (err) {
+      for (const p of made) e.free(p);
+      throw err;
+    }
+    [this.#tgt, this.#loss, this.#scale] = made;
+    this.#capRows = capRows, this.#capHeads = capHeads;
   }
 
   #release(): void {

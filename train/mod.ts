@@ -14,7 +14,7 @@
  * @module
  */
 export { NonFiniteError } from "./trainer.ts";
-export type { TrainOptions, TrainResult } from "./types.ts";
+export type { TrainOptions, TrainPhase, TrainResult } from "./types.ts";
 export { train } from "./recipe.ts";
 export {
   checkSettings,

@@ -44,11 +44,20 @@ export class TrainConfigError extends Error {
  * {@linkcode TrainConfigError}: the step targets were packed for the dataset's shape); the
  * learning rate defaults to the preset's; every other field to the schema's default.
  *
+ * No recipe applies here: {@linkcode train} resolves `{ ...recipeSettings(recipe, preset),
+ * ...given }`, the recipe being `defaultRecipe(mode)` when none is named (for LOTUS "from-cot":
+ * an explicit-CoT start, then a third of the preset's learning rate).
+ *
  * @example
  * ```ts
- * import { resolveTrainConfig } from "./options.ts";
- * const cfg = resolveTrainConfig({ mode: "lotus" }, "tiny", { dir: "d", k: 3, c: 16 });
+ * import { defaultRecipe, recipeSettings, resolveTrainConfig } from "./options.ts";
+ * const shape = { dir: "d", k: 3, c: 16 };
+ * const cfg = resolveTrainConfig({ mode: "lotus" }, "tiny", shape);
  * console.assert(cfg.k === 3 && cfg.c === 16 && cfg.lr === 3e-3);
+ * // What train({ preset: "tiny", train: { mode: "lotus" } }) runs: the from-cot recipe's.
+ * const given = { ...recipeSettings(defaultRecipe("lotus"), "tiny"), mode: "lotus" as const };
+ * const run = resolveTrainConfig(given, "tiny", shape);
+ * console.assert(run.cotStartEpochs === 8 && run.lr === 1e-3);
  * ```
  */
 export function resolveTrainConfig(

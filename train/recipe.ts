@@ -63,7 +63,7 @@ import {
   refuseOtherPreset,
   relativeNotFound,
 } from "./run_setup.ts";
-import type { TrainOptions, TrainResult } from "./types.ts";
+import type { RunOptions, TrainOptions, TrainResult } from "./types.ts";
 import {
   checkInitWeights,
   freshModelConfig,
@@ -96,6 +96,9 @@ import { fitting } from "./batch.ts";
  * @throws {ManifestError} when the dataset directory has no readable manifest.
  * @throws {DatasetError} when the training split is missing or its shards are inconsistent.
  * @throws {CheckpointError} when `resume` or `init` cannot be read or does not fit.
+ * @throws {HfLlamaError} when `init` is a Hugging Face Llama directory whose config.json or
+ * weights the engine's Llama cannot take.
+ * @throws {TrainLogError} when the log of the run being resumed (log.jsonl) is damaged.
  * @throws {EngineError} when the engine of `backend` cannot be opened.
  * @throws {NonFiniteError} when the loss or gradient stops being finite.
  * @throws {Error} when the checkpoint of `resume` has another vocabulary than the dataset.
@@ -103,6 +106,8 @@ import { fitting } from "./batch.ts";
  * @example
  * ```ts ignore
  * import { train } from "./recipe.ts";
+ * // 200 steps of LOTUS, after the default recipe's explicit-CoT start (8 epochs of the
+ * // dataset, into out/runs/tiny/cot-start); recipe: "none" trains LOTUS alone.
  * const r = await train({
  *   data: "out/data/default",
  *   out: "out/runs/tiny",
@@ -113,7 +118,8 @@ import { fitting } from "./batch.ts";
  * console.log(`${r.steps} steps, accuracy ${r.valAccuracy}, checkpoint in ${r.checkpoint}`);
  * ```
  */
-export async function train(opts: TrainOptions): Promise<TrainResult> {
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const opts = withRunDir(options);
   const world = worldFromEnv();
   if (world === null) return await trainPhases(opts, null);
   // A data-parallel rank (mpirun): leave the job once the run is done. A failure leaves
@@ -126,6 +132,21 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     eng.close();
   }
   return res;
+}
+
+/**
+ * `opts` with its run directory: `out`, else the run `resume` names.
+ *
+ * @throws {TrainConfigError} (`--out`) when neither is given.
+ */
+function withRunDir(opts: TrainOptions): RunOptions {
+  if (opts.out !== undefined) return opts as RunOptions;
+  if (opts.resume !== undefined) return { ...opts, out: resumeRunDir(opts.resume) };
+  throw new TrainConfigError(
+    "--out",
+    "--out: give the run directory (only a resume, which writes to the run it continues, may " +
+      "leave it out)",
+  );
 }
 
 /**
@@ -151,7 +172,7 @@ function refuseCpuPrecision(opts: Pick<TrainOptions, "backend" | "precision">): 
  * resumed run trains as it was started.
  */
 async function resumePlanSettings(
-  opts: TrainOptions,
+  opts: RunOptions,
   planned: Partial<TrainOptions>,
 ): Promise<Pick<TrainOptions, "train" | "data" | "valSplit">> {
   const saved = planned.train ?? {};
@@ -201,7 +222,7 @@ async function resumePlanSettings(
  * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
  * dataset changed since is refused by its fingerprint.)
  */
-async function refuseLotusSettings(opts: TrainOptions, llamaJson: unknown | null): Promise<void> {
+async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null): Promise<void> {
   if (opts.data === undefined) return;
   let manifest: Manifest;
   try {
@@ -306,7 +327,7 @@ const RUN_OPTION_FLAGS: Record<keyof z.infer<typeof RunOptionsSchema>, [string, 
 };
 
 /** Refuses a {@linkcode RunOptionsSchema} field out of range, naming its flag. */
-function checkRunOptions(opts: TrainOptions): void {
+function checkRunOptions(opts: RunOptions): void {
   const r = RunOptionsSchema.safeParse(opts);
   if (r.success) return;
   const key = r.error.issues[0].path[0] as keyof typeof RUN_OPTION_FLAGS;
@@ -319,7 +340,7 @@ function checkRunOptions(opts: TrainOptions): void {
 }
 
 /** {@linkcode train} in this process, as one rank of `world` when it is given. */
-async function trainPhases(opts: TrainOptions, world: World | null): Promise<TrainResult> {
+async function trainPhases(opts: RunOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const note = (s: string) => {
     if (!opts.quiet && root) console.error(s);
@@ -642,7 +663,7 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * caller clears the run): a fresh run in the same directory then starts over.
  */
 async function trainWithCotStart(
-  opts: TrainOptions,
+  opts: RunOptions,
   resuming: boolean,
   world: World | null,
   initMeta?: InitMeta | null,
@@ -661,7 +682,7 @@ async function trainWithCotStart(
  * listens on until the caller closes it: LOTUS stops on a signal it saw.
  */
 async function cotStartThenLotus(
-  opts: TrainOptions,
+  opts: RunOptions,
   resuming: boolean,
   world: World | null,
   initMeta: InitMeta | null | undefined,
@@ -721,6 +742,7 @@ async function cotStartThenLotus(
         out: cotDir,
         recipe: "none",
         resume: again ? cotDir : undefined,
+        onLog: opts.onLog && ((r) => opts.onLog!(r, "cot-start")),
         // Resumed: what a resume may change and the CoT start shares (evaluation, saving).
         train: again
           ? Object.fromEntries(

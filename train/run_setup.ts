@@ -52,7 +52,7 @@ import {
 } from "./init.ts";
 import { fitting } from "./batch.ts";
 import type { LongStep } from "../pipeline/step_targets.ts";
-import type { TrainOptions, TrainResult } from "./types.ts";
+import type { RunOptions, TrainOptions, TrainResult } from "./types.ts";
 
 /** What {@linkcode setUpRun} settles of a run before its engine opens. */
 export interface RunSetup {
@@ -105,7 +105,7 @@ export interface RunSetup {
  * `ctx.initMeta`: {@linkcode initMetaOf} of `opts.init`, when the caller has read it.
  */
 export async function setUpRun(
-  opts: TrainOptions,
+  opts: RunOptions,
   world: World | null,
   ctx: { initMeta?: InitMeta | null },
   log: (s: string) => void,

@@ -337,64 +337,77 @@ export class LotusRunner {
     this.#training = training;
     const cfg = model.cfg, C = cfg.dModel, V = cfg.vocabSize;
     const a = this.#arena = new Arena(model.eng);
-    const shape = model.main.shape;
-    const Lmax = 1 + cap.K * cap.c;
-    const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
-    const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
-    this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
-    const masks = training && cap.dropout === true;
-    const store = bf16Storage(model.main, cap), q16 = store.qkvBf16;
-    const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), ...store };
-    this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
-    // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
-    // just before that pass's backward: the passes share one set of qkv gradient buffers.
-    const loopDqkv = training ? { dqkv: sharedDqkv(a, shape, cap.B * Lmax) } : {};
-    this.#loop = Array.from(
-      { length: cap.R + 1 },
-      () => new Chunk(a, shape, cap.B, Lmax, cap.P, training, masks, { ...rc, ...loopDqkv }),
-    );
-    this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
-    this.#aux = model.aux && cap.K > 0
-      ? new Chunk(
-        a,
-        model.aux.shape,
-        cap.B * cap.K,
-        cap.auxT,
-        0,
-        training,
-        false,
-        bf16Storage(model.aux, cap),
-      )
-      : null;
-    const KW = model.main.widths.kv;
-    // The suffix's past, one layer at a time (#suffixPast), in the element type of qkv.
-    const kvRows = cap.B * (cap.P + Lmax) * KW;
-    this.#kvcat = q16 ? a.bf16(kvRows) : a.f32(kvRows);
-    this.#dkvcat = training ? a.f32(cap.B * (cap.P + Lmax) * KW) : null;
-    const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
-    this.#logitRows = training
-      ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
-      : logitRows;
-    this.#logits = a.f32(this.#logitRows * V);
-    const graphs = training && model.eng.backend === "cuda"
-      ? new GraphCache(model.eng, Math.max(0, cap.maxGraphs ?? MAX_STEP_GRAPHS))
-      : null;
-    this.#graphs = graphs;
-    // Room for every head of a step: in-loop supervision has one a pass (more buffer is
-    // allocated when a step needs it: more step-target layers under --long-step spill).
-    this.#heads = new HeadPlan(
-      model.eng,
-      logitRows * (cap.R + 3),
-      cap.R + 3,
-      () => graphs?.clear(),
-    );
-    this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
-    this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
-    this.#loopRepl = a.i32(cap.B * Lmax);
-    this.#sufR = region(a, cap.B * cap.S, cap.B * (cap.P + Lmax + cap.S));
-    this.#auxR = this.#aux ? region(a, auxRows, 0) : null;
-    // Chunks: the prefix, passes 0..R, the suffix.
-    this.#seeds = masks ? new SeedTable(a, cfg.nLayer, cap.R + 3) : null;
+    // An allocation that fails (engine memory) frees those made before it.
+    try {
+      const shape = model.main.shape;
+      const Lmax = 1 + cap.K * cap.c;
+      const auxRows = model.aux ? cap.B * cap.K * cap.auxT : 0;
+      const rows = Math.max(cap.B * cap.P, cap.B * Lmax, cap.B * cap.S, auxRows);
+      this.#sc = new Scratch(a, rows, C, training, shape, cap.recompute === true);
+      const masks = training && cap.dropout === true;
+      const store = bf16Storage(model.main, cap), q16 = store.qkvBf16;
+      const rc = { ...(this.#sc.recompute ? { recompute: this.#sc } : {}), ...store };
+      this.#pre = new Chunk(a, shape, cap.B, cap.P, 0, training, masks, rc);
+      // A loop pass's qkv is a past only to the suffix (pass R's), whose gradient is routed to it
+      // just before that pass's backward: the passes share one set of qkv gradient buffers.
+      const loopDqkv = training ? { dqkv: sharedDqkv(a, shape, cap.B * Lmax) } : {};
+      this.#loop = Array.from(
+        { length: cap.R + 1 },
+        () => new Chunk(a, shape, cap.B, Lmax, cap.P, training, masks, { ...rc, ...loopDqkv }),
+      );
+      this.#suf = new Chunk(a, shape, cap.B, cap.S, cap.P + Lmax, training, masks, rc);
+      this.#aux = model.aux && cap.K > 0
+        ? new Chunk(
+          a,
+          model.aux.shape,
+          cap.B * cap.K,
+          cap.auxT,
+          0,
+          training,
+          false,
+          bf16Storage(model.aux, cap),
+        )
+        : null;
+      const KW = model.main.widths.kv;
+      // The suffix's past, one layer at a time (#suffixPast), in the element type of qkv.
+      const kvRows = cap.B * (cap.P + Lmax) * KW;
+      this.#kvcat = q16 ? a.bf16(kvRows) : a.f32(kvRows);
+      this.#dkvcat = training ? a.f32(cap.B * (cap.P + Lmax) * KW) : null;
+      const logitRows = Math.max(cap.B * Lmax, cap.B * cap.S, auxRows);
+      this.#logitRows = training
+        ? Math.max(1, Math.min(logitRows, cap.headRows ?? HEAD_CHUNK_ROWS))
+        : logitRows;
+      this.#logits = a.f32(this.#logitRows * V);
+      const graphs = training && model.eng.backend === "cuda"
+        ? new GraphCache(model.eng, Math.max(0, cap.maxGraphs ?? MAX_STEP_GRAPHS))
+        : null;
+      this.#graphs = graphs;
+      // Room for every head of a step: in-loop supervision has one a pass (more buffer is
+      // allocated when a step needs it: more step-target layers under --long-step spill).
+      this.#heads = new HeadPlan(
+        model.eng,
+        logitRows * (cap.R + 3),
+        cap.R + 3,
+        () => graphs?.clear(),
+      );
+      this.#preR = region(a, cap.B * cap.P, cap.B * cap.P);
+      this.#loopR = region(a, cap.B * Lmax, cap.B * (cap.P + Lmax));
+      this.#loopRepl = a.i32(cap.B * Lmax);
+      this.#sufR = region(a, cap.B * cap.S, cap.B * (cap.P + Lmax + cap.S));
+      this.#auxR = this.#aux ? region(a, auxRows, 0) : null;
+      // Chunks: the prefix, passes 0..R, the suffix.
+      this.#seeds = masks ? new SeedTable(a, cfg.nLayer, cap.R + 3) : null;
+    } catch (e) {
+      this.#freeAfterFailure();
+      throw e;
+    }
+  }
+
+  /** {@linkcode LotusRunner.free} for a constructor that failed part way. */
+  #freeAfterFailure(): void {
+    (this.#graphs as GraphCache | null | undefined)?.clear();
+    (this.#heads as HeadPlan | undefined)?.free();
+    this.#arena.free();
   }
 
   /** Bytes of engine memory held by the runner's activations. */
@@ -873,34 +886,47 @@ export class PlainRunner {
     this.maxT = maxT;
     this.#training = training;
     const a = this.#arena = new Arena(model.eng);
-    const rows = maxB * maxT;
-    const sc = this.#sc = new Scratch(
-      a,
-      rows,
-      model.cfg.dModel,
-      training,
-      model.main.shape,
-      recompute,
-    );
-    this.#ch = new Chunk(
-      a,
-      model.main.shape,
-      maxB,
-      maxT,
-      0,
-      training,
-      training && dropout,
-      { ...(sc.recompute ? { recompute: sc } : {}), ...bf16Storage(model.main, {}) },
-    );
-    this.#r = region(a, rows, rows);
-    this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
-    this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);
-    const graphs = training && model.eng.backend === "cuda"
-      ? new GraphCache(model.eng, Math.max(0, maxGraphs))
-      : null;
-    this.#graphs = graphs;
-    this.#heads = new HeadPlan(model.eng, rows, 1, () => graphs?.clear());
-    this.#seeds = training && dropout ? new SeedTable(a, model.cfg.nLayer, 1) : null;
+    // An allocation that fails (engine memory) frees those made before it.
+    try {
+      const rows = maxB * maxT;
+      const sc = this.#sc = new Scratch(
+        a,
+        rows,
+        model.cfg.dModel,
+        training,
+        model.main.shape,
+        recompute,
+      );
+      this.#ch = new Chunk(
+        a,
+        model.main.shape,
+        maxB,
+        maxT,
+        0,
+        training,
+        training && dropout,
+        { ...(sc.recompute ? { recompute: sc } : {}), ...bf16Storage(model.main, {}) },
+      );
+      this.#r = region(a, rows, rows);
+      this.#logitRows = Math.min(rows, HEAD_CHUNK_ROWS);
+      this.#logits = a.f32(this.#logitRows * model.cfg.vocabSize);
+      const graphs = training && model.eng.backend === "cuda"
+        ? new GraphCache(model.eng, Math.max(0, maxGraphs))
+        : null;
+      this.#graphs = graphs;
+      this.#heads = new HeadPlan(model.eng, rows, 1, () => graphs?.clear());
+      this.#seeds = training && dropout ? new SeedTable(a, model.cfg.nLayer, 1) : null;
+    } catch (e) {
+      this.#freeAfterFailure();
+      throw e;
+    }
+  }
+
+  /** {@linkcode PlainRunner.free} for a constructor that failed part way. */
+  #freeAfterFailure(): void {
+    (this.#graphs as GraphCache | null | undefined)?.clear();
+    (this.#heads as HeadPlan | undefined)?.free();
+    this.#arena.free();
   }
 
   /** Steps recorded as graphs and kept now (CUDA engine, training). */

@@ -55,7 +55,7 @@ import { probeCuda } from "../engine/cuda_probe.ts";
 import { checkInitTokenizer, initFile, type InitMeta } from "./init.ts";
 import { type EvalSums, evaluating } from "./evaluation.ts";
 import { capacityOf, positionsOf } from "./batch.ts";
-import type { TrainOptions, TrainResult } from "./types.ts";
+import type { RunOptions, TrainOptions, TrainResult } from "./types.ts";
 import { keptBest, setUpRun } from "./run_setup.ts";
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
@@ -67,7 +67,7 @@ const DROPOUT_TAG = 0x4452_0000;
 const MICRO_TAG = 0x4d42_0000;
 
 /** The batch evaluations run in: the run's batch, or a micro-batch when smaller. */
-function evalBatchOf(opts: TrainOptions, cfg: TrainConfig): number {
+function evalBatchOf(opts: RunOptions, cfg: TrainConfig): number {
   return Math.min(opts.microBatch ?? Infinity, cfg.batch);
 }
 
@@ -131,7 +131,7 @@ const DEFAULT_COMM_TIMEOUT = 600;
  * 0..N-1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES set per rank) takes that one.
  */
 export function engineFor(
-  opts: TrainOptions,
+  opts: RunOptions,
   world: World | null,
   log: (s: string) => void,
 ): Engine {
@@ -144,6 +144,7 @@ export function engineFor(
       threads: opts.threads ?? 0,
       precision: opts.precision ?? CUDA_TRAIN_PRECISION,
       quiet: true,
+      log,
     });
   }
   const cores = navigator.hardwareConcurrency;
@@ -223,7 +224,7 @@ export function resumeArgs(
  * this rank in a data-parallel run.
  */
 export async function trainRun(
-  opts: TrainOptions,
+  opts: RunOptions,
   world: World | null = null,
   ctx: RunContext = {},
 ): Promise<TrainResult> {
@@ -361,7 +362,7 @@ export async function trainRun(
           logError = e as Error;
         }
       }
-      opts.onLog?.(r);
+      opts.onLog?.(r, "main");
     };
     // Each rank's runner holds its part of a batch only, or a micro-batch of it.
     const rankBatch = dp ? Math.ceil(cfg.batch / dp.size) : cfg.batch;
@@ -542,7 +543,7 @@ export async function trainRun(
     // From this line on a stop signal ends the run at a step's end, saved (before it, the
     // process ends at once; before the first step of a fresh run, nothing is saved: see
     // RunContext.dropUntrained).
-    ownStop = watchStopSignals();
+    ownStop = watchStopSignals(undefined, opts.signal);
     if (ctx.keepListening) ctx.keepListening.watch = ownStop;
     // Let a signal sent before now reach its listener, so that one from before the first
     // step stops the run there.

@@ -16,8 +16,11 @@ import type { VerifyMode } from "../pipeline/shard.ts";
 export interface TrainOptions {
   /** Dataset directory; with `resume`, defaults to the one the run trained on. */
   data?: string;
-  /** Run directory: logs and `checkpoint/`. */
-  out: string;
+  /**
+   * Run directory: logs and `checkpoint/`. Needed for a fresh run; with `resume`, it defaults
+   * to the run resumed (the only directory a resume writes to).
+   */
+  out?: string;
   /**
    * Model size (default "tiny"; a resume keeps the run's, an `init` model of this project
    * brings its own, and a Hugging Face Llama directory the Llama preset of its size).
@@ -104,8 +107,19 @@ export interface TrainOptions {
    * the engine is built on first use.
    */
   quiet?: boolean;
-  /** Called with every log record (on every rank of a data-parallel run). */
-  onLog?: (rec: LogRecord) => void;
+  /**
+   * Stops the run when aborted, as SIGTERM does: at the end of the step under way, saved and
+   * resumable, with `interrupted` "SIGTERM" (a fresh run aborted before its second step saves
+   * nothing: {@linkcode TrainResult.nothingSaved}). Looked at once the run's set-up is done:
+   * aborted before, the run stops before its first step.
+   */
+  signal?: AbortSignal;
+  /**
+   * Called with every log record (on every rank of a data-parallel run), and the phase it is
+   * of: a run of the "from-cot" recipe logs its CoT start's steps (numbered from 1, into
+   * `out/cot-start`), then LOTUS's (numbered from 1 again, into `out`).
+   */
+  onLog?: (rec: LogRecord, phase: TrainPhase) => void;
   /**
    * Data-parallel runs (started by mpirun, docs/distributed.md): how many seconds a rank
    * waits at a collective for the others before it ends the job with a message (default
@@ -119,6 +133,16 @@ export interface TrainOptions {
    */
   commOverlap?: "on" | "off";
 }
+
+/**
+ * The phase of a run that a log record is of: `cot-start`, the explicit-CoT start of the
+ * "from-cot" recipe (its log is `out/cot-start`'s); `main`, the run asked for (its log is
+ * `out`'s).
+ */
+export type TrainPhase = "cot-start" | "main";
+
+/** {@linkcode TrainOptions} with the run directory resolved (recipe.ts's `withRunDir`). */
+export type RunOptions = TrainOptions & { out: string };
 
 /** What a run returns. */
 export interface TrainResult {
