@@ -24,7 +24,7 @@ import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
 import { detectFormat } from "../pipeline/read/detect.ts";
-import { readLines } from "../pipeline/read/lines.ts";
+import { readLines, readLinesOrErrors } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import {
   basename,
@@ -352,25 +352,41 @@ const EVAL_FORMATS_TEXT = `${PIPELINE_FORMATS_TEXT}, gsm-hard (JSON lines {input
   "target}), multiarith (JSON lines {input, target}), svamp (a JSON array of {Body, Question, " +
   "Equation, Answer}) and a dataset directory";
 
+/** How many non-blank lines the JSON-lines sniff reads when the first ones do not parse. */
+const SNIFF_LINES = 21;
+
+/** The object a line holds, or null when it is not a JSON object. */
+function jsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const o = JSON.parse(text);
+    return o !== null && typeof o === "object" && !Array.isArray(o) ? o : null;
+  } catch {
+    return null;
+  }
+}
+
 async function detectEvalFormatOrThrow(path: string): Promise<EvalFormat> {
   if (await isDirectory(path)) return "dataset";
   if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
-  let first: string | null = null;
-  for await (const l of readLines(path)) {
-    if (l.text.trim() !== "") {
-      first = l.text.trim();
-      break;
-    }
+  // The first record that parses decides, as in the pipeline's detector: a first line that is
+  // not JSON (a trailing comma) or not UTF-8 is passed over, and the reader reports it as it
+  // does any bad record, so --on-error skip can go on past it.
+  let first: string | null = null, seen = 0;
+  for await (const l of readLinesOrErrors(path)) {
+    if (l instanceof InputError) continue;
+    const t = l.text.trim();
+    if (t === "") continue;
+    first ??= t;
+    if (!first.startsWith("{") || ++seen > SNIFF_LINES) break;
+    const o = jsonObject(t);
+    if (o === null) continue;
+    if ("input" in o && "target" in o) return "code" in o ? "gsm-hard" : "multiarith";
+    break;
   }
   if (first?.startsWith("[")) {
     // Only the head is needed: SVAMP writes its keys on the lines after the bracket.
     const head = (await readHead(path, 4096)).replace(/\s+/g, "");
     if (/^\[\{"(ID|Body|Question)"/.test(head) || head.includes('"Body":')) return "svamp";
-  } else if (first?.startsWith("{")) {
-    try {
-      const o = JSON.parse(first) as Record<string, unknown>;
-      if ("input" in o && "target" in o) return "code" in o ? "gsm-hard" : "multiarith";
-    } catch { /* let the pipeline's detector say what is wrong */ }
   }
   return detectFormat(path);
 }

@@ -334,6 +334,42 @@ Deno.test("detection: an unknown file offers evaluation's formats; an empty one 
   );
 });
 
+Deno.test("detection: a GSM-Hard or MultiArith file whose first line is damaged is still told by the next", async () => {
+  const dir = await tempDir();
+  const rec = (q: string, t: number, code?: string) =>
+    JSON.stringify({ input: q, ...(code === undefined ? {} : { code }), target: t });
+  const hard = `${dir}/hard.jsonl`;
+  await Deno.writeTextFile(
+    hard,
+    rec("Tom has 7 kites and gives 2 away. How many are left?", 5, "x").slice(0, -1) + ",\n" +
+      rec("Lea reads 3 pages a day for 4 days. How many pages?", 12, "x") + "\n" +
+      rec("A box holds 9 eggs and 4 break. How many are whole?", 5, "x") + "\n",
+  );
+  assertEquals(await detectEvalFormat(hard), "gsm-hard");
+  const e = await assertRejects(() => loadEvalItems(hard), InputError);
+  assert(e.message.startsWith(`${hard}:1: invalid JSON`), e.message);
+  const skipped: InputError[] = [];
+  const items = await loadEvalItems(hard, { onError: "skip", onSkip: (x) => skipped.push(x) });
+  assertEquals(items.map((i) => i.answer), ["12", "5"]);
+  assertEquals(skipped.map((x) => x.line), [1]);
+  // A first line that is not UTF-8 is passed over too; the reader names it.
+  const multi = `${dir}/multi.jsonl`;
+  const enc = new TextEncoder();
+  await Deno.writeFile(
+    multi,
+    new Uint8Array([
+      ...enc.encode('{"input": "Caf'),
+      0xe9,
+      ...enc.encode(' sells 4 cakes and 3 pies. How many?", "target": 7}\n'),
+      ...enc.encode(rec("Sam has 8 cards and buys 2. How many?", 10) + "\n"),
+    ]),
+  );
+  assertEquals(await detectEvalFormat(multi), "multiarith");
+  const bad = await assertRejects(() => loadEvalItems(multi), InputError);
+  assertEquals([bad.line, bad.reason], [1, "invalid_utf8"]);
+  assertEquals((await loadEvalItems(multi, { onError: "skip" })).map((i) => i.answer), ["10"]);
+});
+
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
   const dir = `${await tempDir()}/ds`;
   await buildDataset({
