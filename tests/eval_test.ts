@@ -30,7 +30,7 @@ import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
 import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
-import { parseEvalArgs } from "../cli/eval.ts";
+import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { FormatError, InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
@@ -368,6 +368,48 @@ Deno.test("detection: a GSM-Hard or MultiArith file whose first line is damaged 
   const bad = await assertRejects(() => loadEvalItems(multi), InputError);
   assertEquals([bad.line, bad.reason], [1, "invalid_utf8"]);
   assertEquals((await loadEvalItems(multi, { onError: "skip" })).map((i) => i.answer), ["10"]);
+});
+
+Deno.test("eval --on-error skip names the records it skips, and the first when it skips them all", async () => {
+  const dir = await tempDir();
+  const data = `${dir}/multi.jsonl`;
+  await Deno.writeTextFile(
+    data,
+    '{"input": "Sam has 8 cards and buys 2. How many?", "target": 10}\n' +
+      '{"input": "", "target": 1}\n[3]\n',
+  );
+  const args = (more: string[]) =>
+    parseEvalArgs([
+      "--checkpoint",
+      `${dir}/no-such-run`,
+      "--out",
+      `${dir}/ev`,
+      "--on-error",
+      "skip",
+      ...more,
+    ]);
+  // The checkpoint is opened after the items are read: the log holds the skips by then.
+  const lines: string[] = [];
+  const a = args(["--data", data]);
+  if (a === "help") throw new Error("help");
+  await assertRejects(() => evalCommand(a, (l) => lines.push(l)));
+  assertEquals(lines.slice(0, 3), [
+    `1 items from ${data} (multiarith), 2 malformed records skipped`,
+    `  skipped ${data}:2: field "input": expected a non-empty string (the question), got an ` +
+    "empty string",
+    `  skipped ${data}:3: expected a JSON object with fields input, target, got an array`,
+  ]);
+  // Read as the wrong format, every record is skipped: the error says which and why.
+  const wrong = args(["--data", data, "--format", "gsm8k"]);
+  if (wrong === "help") throw new Error("help");
+  const e = await assertRejects(() => evalCommand(wrong, () => {}), CliError);
+  assertEquals(
+    e.message,
+    `${data}: no items to evaluate: --on-error skip skipped all 3 records (the first, ` +
+      `${data}:1: field "question": expected a non-empty string, got nothing (the field is ` +
+      "missing)); check that --data is the file meant and that it is read as the right " +
+      "format (gsm8k, from --format), or fix the records",
+  );
 });
 
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
