@@ -92,6 +92,14 @@ Deno.test("extractAnswer: the fallback without ### reads numbers as the ### path
   assert(!answersMatch(extractAnswer("The answer is \u22122"), "2"));
   assert(!answersMatch(extractAnswer("She needs 1 1/2 cups"), "0.5"));
   assert(!answersMatch(extractAnswer("The total is 1 234"), "234"));
+  // Whole numbers past 2^53 - 1 are compared by their digits, not as the same double.
+  assert(!answersMatch("9007199254740992", "9007199254740993"));
+  assert(!answersMatch("100000000000000000000", "100000000000000000001"));
+  assert(answersMatch("$100,000,000,000,000,000,001.00", "100000000000000000001"));
+  assert(answersMatch("\u2212100000000000000000001", "-100000000000000000001"));
+  assert(!answersMatch("-100000000000000000001", "100000000000000000001"));
+  // A decimal there keeps the floating-point comparison.
+  assert(answersMatch("1000000000000000000000.5", "1000000000000000000000.5"));
   assert(answersMatch(extractAnswer("She needs 1 1/2 cups"), "1.5"));
 });
 
