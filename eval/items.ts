@@ -163,6 +163,9 @@ function readInputTarget(path: string, withCode: boolean): AsyncGenerator<EvalIt
   });
 }
 
+/** What an evaluation's ids are for, in the message about a repeated one. */
+const EVAL_IDS_WHY = "predictions.csv and readout.csv name items by id";
+
 async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
   const data = await readJsonArray(path, "a JSON array of {Body, Question, Equation, Answer}");
   const ids = new IdRegister();
@@ -179,7 +182,7 @@ async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputErr
     const b = r.Body.trim();
     const q = b === "" ? r.Question : `${b}${/[.?!]$/.test(b) ? "" : "."} ${r.Question.trim()}`;
     const item = itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
-    yield ids.check(item.id, at, "ID", "element") ?? item;
+    yield ids.check(item.id, at, "ID", "element", EVAL_IDS_WHY) ?? item;
   }
 }
 

@@ -505,12 +505,12 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
     JSON.stringify([svamp("a-1", "One?"), svamp("a-2", "Two?"), svamp("a-1", "Three?")]),
   );
   const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
-  assert(
-    dup.message.startsWith(
-      `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
-        `element 1`,
-    ),
+  assertEquals(
     dup.message,
+    `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
+      `element 1; ids must be unique (predictions.csv and readout.csv name items by id); give ` +
+      `each record its own "ID" (or leave "ID" out of every record, so ids number the ` +
+      `elements), or pass --on-error skip to drop the repeat`,
   );
   // A bad element is named as such, not as a line of the file.
   await Deno.writeTextFile(
