@@ -27,7 +27,7 @@ import { buildDataset } from "../pipeline/build.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
 import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
-import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
+import { escapeXml, lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
 import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
@@ -654,6 +654,27 @@ Deno.test("SVG builders: ticks, a line chart and the readout view", () => {
   assertEquals(view.match(/fill="#b7e4b0"/g)?.length, 2, "one green cell and its legend");
   assertEquals(view.match(/fill="#f4b6b6"/g)?.length, 2, "one red cell and its legend");
   assert(view.includes("1⏎") && view.includes("invalid"));
+});
+
+Deno.test("SVG builders: a token that decodes to a control character leaves the SVG well-formed XML", () => {
+  // GPT-2's byte-level vocabulary has 29 tokens that decode to C0 controls (id 188 is U+0000);
+  // an undertrained model's readout can land on them, and XML 1.0 allows none of them.
+  const view = readoutSvg([{
+    title: "q\u0007",
+    blocks: [{
+      gold: ["<<", "1"],
+      readout: ["\u0000", "\u001b[", "\ud800"],
+      match: ["miss", "miss", "none"],
+      note: "invalid",
+    }],
+  }]);
+  // deno-lint-ignore no-control-regex
+  const notXml = /[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])/;
+  assert(!notXml.test(view), JSON.stringify(view.match(notXml)));
+  assert(view.includes(">\u2400<") && view.includes(">\u241b[<") && view.includes("q\u2407"));
+  assert(view.includes(">\ufffd<"));
+  // Characters XML does allow pass as they are, a pair of surrogates included.
+  assertEquals(escapeXml("tab\there \u{1f600} \u00e9"), "tab\there \u{1f600} \u00e9");
 });
 
 Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {
