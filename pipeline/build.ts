@@ -611,7 +611,12 @@ async function fitCompact(
  * Why a split kept no record, from its counts: what was read, skipped, dropped (and why) and
  * left out by `--exclude`.
  */
-function emptySplitMessage(split: string, c: SplitCounts, excluded: number): string {
+function emptySplitMessage(
+  split: string,
+  c: SplitCounts,
+  excluded: number,
+  cot: CotForm,
+): string {
   const reasons = Object.entries(c.droppedByReason).sort((a, b) => b[1] - a[1]).slice(0, 3)
     .map(([r, n]) => `${r} ${n}`).join(", ");
   const out = excluded > 0 ? `, ${excluded} left out as near copies of --exclude questions` : "";
@@ -619,6 +624,15 @@ function emptySplitMessage(split: string, c: SplitCounts, excluded: number): str
     ? "its inputs hold no record"
     : `${c.read} records read, ${c.skipped} skipped as unreadable, ${c.dropped} dropped` +
       (reasons ? ` (${reasons})` : "") + out;
+  // Prose chains of thought without calculator annotations (GSM8K-Aug's train_no_aug.txt,
+  // GSM8K-Aug-NL) drop under the math form and are kept under nl, which the check alone does
+  // not tell.
+  if (cot === "math" && c.dropped > 0 && c.droppedByReason.no_annotation === c.dropped) {
+    return `split ${split} kept no record: ${why}; nothing was written. Every record's chain ` +
+      `of thought is prose without <<expr=value>> calculator annotations, which the math CoT ` +
+      `form needs: build it with --cot nl (into a new --out, or one whose splits are nl) to ` +
+      `supervise the latents with its sentences`;
+  }
   return `split ${split} kept no record: ${why}; nothing was written. Check its --input ` +
     `files (docs/pipeline.md, "Checks and reasons", says what each reason means)`;
 }
@@ -800,7 +814,7 @@ export async function buildDataset(
       writer = undefined;
       if (result.counts.kept === 0) {
         const excluded = source.info().exclude?.dropped ?? 0;
-        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded));
+        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded, o.cot));
       }
       const sources = [];
       for (const { path, format } of inputs) {
