@@ -35,6 +35,7 @@ import {
 } from "../pipeline/read/record.ts";
 import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
+import { svampQuestion } from "../pipeline/read/eval_questions.ts";
 import { readJsonl } from "../pipeline/read/jsonl.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
@@ -179,8 +180,7 @@ async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputErr
     // SVAMP's Body often ends without a full stop ("... on each pack"). Joining with ". "
     // where it lacks one gives exactly the questions of the PAL JSONL copy (checked on all
     // 1,000), so both files evaluate the same text.
-    const b = r.Body.trim();
-    const q = b === "" ? r.Question : `${b}${/[.?!]$/.test(b) ? "" : "."} ${r.Question.trim()}`;
+    const q = svampQuestion(r.Body, r.Question);
     const item = itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
     yield ids.check(item.id, at, "ID", "element", EVAL_IDS_WHY) ?? item;
   }
