@@ -19,7 +19,13 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import type { BackendName } from "./types.ts";
-import { STOP_SIGNALS } from "../base/signals.ts";
+
+/**
+ * The signals that stop a build rather than fail it: base/signals.ts's STOP_SIGNALS, which
+ * training, evaluation and the dataset build use, written again here because the engine
+ * imports nothing of the project.
+ */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /** Options of {@linkcode buildEngine} and {@linkcode planEngineBuild}. */
 export interface BuildEngineOptions {
