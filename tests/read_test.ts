@@ -392,6 +392,22 @@ Deno.test("read parquet: question/cot/answer layout, a null cell, a missing colu
   assert(e2.message.startsWith(`${noAnswer}: field "answer": expected a column`), e2.message);
 });
 
+Deno.test("read parquet: an INT64 answer column (as pandas writes integers) reads as its digits", async () => {
+  const path = await tempFile(
+    "ints.parquet",
+    new Uint8Array(parquetWriteBuffer({
+      columnData: [
+        { name: "question", data: ["Half of 8?", "A big sum?"], type: "STRING" },
+        { name: "cot", data: ["<<8/2=4>>", "<<1+2=3>>"], type: "STRING" },
+        { name: "answer", data: [4n, 9007199254740993n], type: "INT64" },
+      ],
+    })),
+  );
+  const ps = await readAll(path);
+  assertEquals(ps.map((p) => p.answer), ["4", "9007199254740993"]);
+  assertEquals(ps[0].mathSteps, ["<<8/2=4>>"]);
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {
