@@ -23,7 +23,7 @@ import { z } from "zod";
 import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
-import { detectFormat } from "../pipeline/read/detect.ts";
+import { detectFormat, refuseParquet } from "../pipeline/read/detect.ts";
 import { readLines, readLinesOrErrors } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import {
@@ -437,6 +437,15 @@ export async function* readEvalItems(
       `readEvalItems: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
         `file, and a split applies only to a dataset directory; leave out split, or give ` +
         `the dataset directory`,
+    );
+  }
+  if (format === "gsm-hard" || format === "multiarith" || format === "svamp") {
+    await refuseParquet(
+      path,
+      format,
+      `${format} is read from JSON ${format === "svamp" ? "(an array, or lines)" : "lines"}: ` +
+        `save the table as JSON lines (pandas: df.to_json(path, orient="records", ` +
+        `lines=True)) and give that file`,
     );
   }
   let source: AsyncGenerator<EvalItem | InputError>;

@@ -34,6 +34,7 @@ import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { FormatError, InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
+import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { parse as parseCsv } from "csv-parse/sync";
 import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
@@ -418,6 +419,35 @@ Deno.test("eval --on-error skip names the records it skips, and the first when i
       "missing)); check that --data is the file meant and that it is read as the right " +
       "format (gsm8k, from --format), or fix the records",
   );
+});
+
+Deno.test("readers: a Parquet file given as GSM-Hard, MultiArith or SVAMP says to save it as JSON lines", async () => {
+  const dir = await tempDir();
+  const path = `${dir}/hard.parquet`;
+  await Deno.writeFile(
+    path,
+    new Uint8Array(parquetWriteBuffer({
+      columnData: [
+        { name: "input", data: ["Tom has 7 kites and gives 2 away. How many?"], type: "STRING" },
+        { name: "target", data: [5], type: "DOUBLE" },
+      ],
+    })),
+  );
+  for (const format of ["gsm-hard", "multiarith", "svamp"] as const) {
+    const e = await assertRejects(
+      () => loadEvalItems(path, { format, onError: "skip" }),
+      InputError,
+    );
+    assert(
+      e.message.startsWith(
+        `${path}: a Parquet file (it starts with "PAR1"), and --format ${format} reads text; ` +
+          `${format} is read from JSON`,
+      ),
+      e.message,
+    );
+    assert(e.message.includes("save the table as JSON lines"), e.message);
+    assert(!e.message.includes("UTF-8"), e.message);
+  }
 });
 
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {

@@ -408,6 +408,23 @@ Deno.test("read parquet: an INT64 answer column (as pandas writes integers) read
   assertEquals(ps[0].mathSteps, ["<<8/2=4>>"]);
 });
 
+Deno.test("read: a Parquet file given to a text format is named as Parquet, not as bad UTF-8", async () => {
+  const path = await tempFile(
+    "train.parquet",
+    parquet({ question: ["Half of 8?"], answer: ["8/2 = <<8/2=4>>4\n#### 4"] }, 10),
+  );
+  for (const format of ["gsm8k", "nl", "icot", "coconut", "csv"] as const) {
+    const e = await inputError(path, { format, onError: "skip" });
+    assertEquals(
+      e.message,
+      `${path}: a Parquet file (it starts with "PAR1"), and --format ${format} reads text; ` +
+        "leave out --format, or pass --format parquet",
+    );
+    assertEquals(e.line, 0);
+  }
+  assertEquals((await readAll(path, { format: "parquet" })).length, 1);
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {

@@ -180,6 +180,27 @@ async function formatOfArray(path: string): Promise<Format> {
 }
 
 /**
+ * Refuses a Parquet file (its `PAR1` magic) given to a reader of text, which would report its
+ * first bytes as invalid UTF-8 and say to re-encode it: an {@linkcode InputError} about the
+ * whole file that says what it is, with `hint` saying what to do.
+ *
+ * @example
+ * ```ts ignore
+ * import { refuseParquet } from "./detect.ts";
+ * await refuseParquet("train.parquet", "gsm8k", "leave out --format"); // throws
+ * ```
+ */
+export async function refuseParquet(path: string, format: string, hint: string): Promise<void> {
+  if (!isParquetMagic(await head(path, 4))) return;
+  throw new InputError({
+    file: path,
+    line: 0,
+    problem: `a Parquet file (it starts with "PAR1"), and --format ${format} reads text`,
+    hint,
+  });
+}
+
+/**
  * Tells a file's format. `.parquet` and `.csv` go by extension; otherwise the first non-blank
  * line decides: `[` opens a Coconut JSON array, `{` a JSON-lines record whose keys say GSM8K
  * (`question`, `answer`) or NL (`question`, `cot`, `answer`), and a line with `||` is iCoT.
