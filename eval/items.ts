@@ -36,10 +36,11 @@ import {
 import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
 import { svampQuestion } from "../pipeline/read/eval_questions.ts";
-import { readJsonl } from "../pipeline/read/jsonl.ts";
+import { gsm8kProblem, readJsonl } from "../pipeline/read/jsonl.ts";
+import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "../pipeline/limits.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
-import type { SourceRef } from "../pipeline/types.ts";
+import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
 
@@ -192,6 +193,10 @@ async function* readSvamp(path: string): AsyncGenerator<EvalItem | InputError> {
 }
 
 async function* readPipeline(path: string, format: Format): AsyncGenerator<EvalItem | InputError> {
+  if (format === "gsm8k") {
+    yield* readGsm8k(path);
+    return;
+  }
   // The pipeline readers throw bad records unless told to skip; pass them through instead so
   // that the caller's policy applies.
   const errors: InputError[] = [];
@@ -199,18 +204,53 @@ async function* readPipeline(path: string, format: Format): AsyncGenerator<EvalI
     const p of readProblems(path, { format, onError: "skip", onSkip: (e) => errors.push(e) })
   ) {
     while (errors.length) yield errors.shift()!;
-    const s = segment(p);
-    const hasCot = p.rationale !== null || p.mathSteps !== null;
-    yield {
-      id: p.id,
-      source: p.source,
-      question: p.question,
-      answer: cleanGold(p.answer),
-      math: hasCot ? s.math.map((m) => m.text) : null,
-      nl: hasCot ? s.nl : null,
-    };
+    yield problemItem(p);
   }
   while (errors.length) yield errors.shift()!;
+}
+
+/** The item of a problem read by a pipeline reader, with its gold steps in both forms. */
+function problemItem(p: Problem): EvalItem {
+  const s = segment(p);
+  const hasCot = p.rationale !== null || p.mathSteps !== null;
+  return {
+    id: p.id,
+    source: p.source,
+    question: p.question,
+    answer: cleanGold(p.answer),
+    math: hasCot ? s.math.map((m) => m.text) : null,
+    nl: hasCot ? s.nl : null,
+  };
+}
+
+/**
+ * A GSM8K JSON-lines record whose answer is the bare answer (`"5"` or `5`, no `####`): a
+ * question to evaluate without gold steps, which a build cannot use but evaluation can.
+ */
+const BareAnswerRecord = z.object({
+  question: text,
+  answer: z.union([z.number(), z.string().refine((s) => s.trim() !== "" && !s.includes("####"))]),
+});
+
+/**
+ * GSM8K JSON lines as the pipeline reads them (the same checks and limits), and records whose
+ * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps.
+ */
+function readGsm8k(path: string): AsyncGenerator<EvalItem | InputError> {
+  return readJsonl(path, (raw, at) => {
+    let p = gsm8kProblem(raw, at);
+    if (p instanceof InputError) {
+      const bare = BareAnswerRecord.safeParse(raw);
+      if (!bare.success) return p;
+      p = makeProblem(at, {
+        question: bare.data.question,
+        rationale: null,
+        mathSteps: null,
+        answer: String(bare.data.answer),
+      });
+    }
+    return fieldSizeError(p, DEFAULT_MAX_FIELD_BYTES) ?? problemItem(p);
+  }, lineLimit(path, DEFAULT_MAX_FIELD_BYTES));
 }
 
 /** A record of `<split>.records.jsonl` as far as evaluation reads it. */

@@ -450,6 +450,31 @@ Deno.test("readers: a Parquet file given as GSM-Hard, MultiArith or SVAMP says t
   }
 });
 
+Deno.test("readers: GSM8K JSON lines whose answer is the bare answer are evaluated without gold steps", async () => {
+  const dir = await tempDir();
+  const path = `${dir}/mine.jsonl`;
+  await Deno.writeTextFile(
+    path,
+    [
+      { question: "Tom has 7 kites and gives 2 away. How many are left?", answer: "5" },
+      { question: "Lea reads 3 pages a day for 4 days. How many pages?", answer: 12 },
+      { question: "A box holds 9 eggs. How many?", answer: "9 + 0 = <<9+0=9>>9\n#### 9" },
+      { question: "How many?", answer: "the answer is ####" },
+      { question: "", answer: "3" },
+    ].map((r) => JSON.stringify(r)).join("\n") + "\n",
+  );
+  assertEquals(await detectEvalFormat(path), "gsm8k");
+  const skipped: InputError[] = [];
+  const items = await loadEvalItems(path, { onError: "skip", onSkip: (e) => skipped.push(e) });
+  assertEquals(items.map((i) => [i.id, i.answer, i.math]), [
+    ["mine.jsonl:1", "5", null],
+    ["mine.jsonl:2", "12", null],
+    ["mine.jsonl:3", "9", ["<<9+0=9>>"]],
+  ]);
+  // An answer with "####" and nothing after it, and an empty question, are still errors.
+  assertEquals(skipped.map((e) => [e.line, e.field]), [[4, "answer"], [5, "question"]]);
+});
+
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
   const dir = `${await tempDir()}/ds`;
   await buildDataset({
