@@ -425,6 +425,41 @@ Deno.test("read: a Parquet file given to a text format is named as Parquet, not 
   assertEquals((await readAll(path, { format: "parquet" })).length, 1);
 });
 
+Deno.test("read icot: two records on one line (CR line endings, a lost newline) are an error, not one mixed record", async () => {
+  const a = "Ann has 2 pens and buys 3. How many?||<<2+3=5>> #### 5";
+  const b = "Bo has 4 cups and breaks 1. How many?||<<4-1=3>> #### 3";
+  // Lines ending in CR alone: only \n ends a line, so the file is one line.
+  const cr = await tempFile("cr.txt", `${a}\r${b}\r`);
+  const e = await inputError(cr);
+  assertEquals(
+    e.message,
+    `${cr}:1: holds a second "||" at character ${a.length + 1 + b.indexOf("||") + 1}, so two ` +
+      "records run together on one line (the line holds a carriage return (CR) not followed " +
+      `by a newline, at character ${a.length + 1}: if the file's lines end in CR alone, they ` +
+      "are read as one line; convert them to newlines, as tr '\\r' '\\n' does); put each " +
+      "record on a line of its own, or pass --on-error skip",
+  );
+  const joined = await tempFile("joined.txt", `${a}${b}\n${a}\n`);
+  const skipped: InputError[] = [];
+  const ps = await readAll(joined, { onError: "skip", onSkip: (x) => skipped.push(x) });
+  assertEquals(skipped.map((x) => x.line), [1]);
+  assertEquals(ps.map((p) => [p.source.line, p.answer]), [[2, "5"]]);
+  // CRLF stays fine.
+  assertEquals((await readAll(await tempFile("crlf.txt", `${a}\r\n${b}\r\n`))).length, 2);
+});
+
+Deno.test("read gsm8k: JSON lines ending in CR alone say so in the JSON error", async () => {
+  const rec = (q: string, n: number) =>
+    JSON.stringify({ question: q, answer: `It is ${n}.\n#### ${n}` });
+  const path = await tempFile("cr.jsonl", `${rec("One?", 1)}\r${rec("Two?", 2)}\r`);
+  const e = await inputError(path, { format: "gsm8k" });
+  assert(e.message.startsWith(`${path}:1: invalid JSON (`), e.message);
+  assert(e.message.includes("(the line holds a carriage return (CR) not followed by"), e.message);
+  // Detection throws the same note when no record parses.
+  const d = await assertRejects(() => detectFormat(path), InputError);
+  assert(d.message.includes("carriage return"), d.message);
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {

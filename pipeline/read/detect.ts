@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { readLinesOrErrors } from "./lines.ts";
+import { bareCrNote, readLinesOrErrors } from "./lines.ts";
 import { FormatError, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
 import { UTF8_FILE_HINT } from "./utf8.ts";
@@ -120,8 +120,8 @@ async function formatOfObject(
   throw new InputError({
     file: path,
     line: first.line,
-    problem: `invalid JSON (${keys.message}), and no record after it parses either, so the ` +
-      "format cannot be told",
+    problem: `invalid JSON (${keys.message})${bareCrNote(first.text)}, and no record after it ` +
+      "parses either, so the format cannot be told",
     hint: "fix that line (the first record tells the format)",
   });
 }

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import type { Problem } from "../types.ts";
-import { type LineOptions, readLinesOrErrors } from "./lines.ts";
+import { bareCrNote, type LineOptions, readLinesOrErrors } from "./lines.ts";
 import {
   checkRecord,
   GSM8K_ANSWER,
@@ -72,7 +72,7 @@ export function parseJsonLine(text: string, at: RecordAt): unknown | InputError 
   } catch (e) {
     return new InputError({
       ...at,
-      problem: `invalid JSON (${(e as Error).message})`,
+      problem: `invalid JSON (${(e as Error).message})${bareCrNote(text)}`,
       cause: e,
     });
   }
