@@ -378,3 +378,32 @@ Deno.test("cli: --out that holds other files and no manifest is refused and left
     ["tokenizer.json", "{}"],
   ]);
 });
+
+Deno.test("cli: a short file that is not JSON keeps its whole error on one line, what to do included", async () => {
+  const dir = await tempDir();
+  // V8 quotes a short text it cannot parse as it is, newline included; the command prints one
+  // line, which once stopped there and lost the rest.
+  await Deno.writeTextFile(`${dir}/tok.json`, "not json\n");
+  const input = `${dir}/in.jsonl`;
+  await Deno.writeTextFile(
+    input,
+    JSON.stringify({
+      question: "Ann has 2 pens and buys 3. How many?",
+      answer: "<<2+3=5>>\n#### 5",
+    }) +
+      "\n",
+  );
+  const r = await cli(["--input", input, "--out", `${dir}/o`, "--tokenizer", `${dir}/tok.json`]);
+  assertEquals(r.code, 1, r.stderr);
+  assertEquals(
+    r.stderr.trim(),
+    `error: ${dir}/tok.json: not valid JSON (Unexpected token 'o', "not json\\n" is not valid ` +
+      "JSON); expected a Hugging Face tokenizer.json",
+  );
+  // A short Coconut file: the same, with its hint.
+  await Deno.writeTextFile(`${dir}/c.json`, '[{"question": "q?",\n "steps": x}]\n');
+  const c = await cli(["--input", `${dir}/c.json`, "--out", `${dir}/o`, "--format", "coconut"]);
+  assertEquals(c.code, 1, c.stderr);
+  assertEquals(c.stderr.trim().split("\n").length, 1, c.stderr);
+  assert(c.stderr.trim().endsWith("; fix the file or pass the right --format"), c.stderr);
+});

@@ -8,6 +8,7 @@ import { FormatError, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
 import { UTF8_FILE_HINT } from "./utf8.ts";
 import { readFull } from "../../base/read_full.ts";
+import { jsonErrorText } from "../../base/json.ts";
 
 /** The input formats the readers know. */
 export type Format = "gsm8k" | "parquet" | "icot" | "coconut" | "nl" | "csv";
@@ -84,7 +85,7 @@ function objectKeys(text: string): string[] | Error {
       ? Object.keys(obj)
       : new Error("not an object");
   } catch (e) {
-    return e as Error;
+    return new Error(jsonErrorText(e));
   }
 }
 

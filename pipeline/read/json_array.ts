@@ -7,6 +7,7 @@
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { readInput } from "./open.ts";
 import { decodeUtf8File } from "./utf8.ts";
+import { jsonErrorText } from "../../base/json.ts";
 
 /** 1-based line of a character offset in `text`. */
 function lineOf(text: string, offset: number): number {
@@ -30,7 +31,7 @@ export async function readJsonArray(path: string, expected: string): Promise<unk
     throw new InputError({
       file: path,
       line: m ? lineOf(text, Number(m[1])) : 0,
-      problem: `invalid JSON (${(e as Error).message})`,
+      problem: `invalid JSON (${jsonErrorText(e)})`,
       hint: FILE_HINT,
       cause: e,
     });

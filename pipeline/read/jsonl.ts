@@ -18,6 +18,7 @@ import {
   splitGsm8kAnswer,
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { jsonErrorText } from "../../base/json.ts";
 
 const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
 
@@ -72,7 +73,7 @@ export function parseJsonLine(text: string, at: RecordAt): unknown | InputError 
   } catch (e) {
     return new InputError({
       ...at,
-      problem: `invalid JSON (${(e as Error).message})${bareCrNote(text)}`,
+      problem: `invalid JSON (${jsonErrorText(e)})${bareCrNote(text)}`,
       cause: e,
     });
   }
