@@ -23,7 +23,7 @@ import { z } from "zod";
 import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
-import { detectFormat, refuseParquet } from "../pipeline/read/detect.ts";
+import { detectFormat, refuseNotText } from "../pipeline/read/detect.ts";
 import { readLines, readLinesOrErrors } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import {
@@ -480,7 +480,7 @@ export async function* readEvalItems(
     );
   }
   if (format === "gsm-hard" || format === "multiarith" || format === "svamp") {
-    await refuseParquet(
+    await refuseNotText(
       path,
       format,
       `${format} is read from JSON ${format === "svamp" ? "(an array, or lines)" : "lines"}: ` +

@@ -460,6 +460,48 @@ Deno.test("read gsm8k: JSON lines ending in CR alone say so in the JSON error", 
   assert(d.message.includes("carriage return"), d.message);
 });
 
+Deno.test("read: a compressed file or an archive says to unpack it, not to re-encode it as UTF-8", async () => {
+  const rec = JSON.stringify({ question: "Half of 8?", answer: "8/2 = <<8/2=4>>4\n#### 4" });
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob([rec + "\n"]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  const cases: [string, Uint8Array, string][] = [
+    [
+      "train.jsonl.gz",
+      gz,
+      "a gzip-compressed file (it starts with 0x1F 0x8B), not text; " +
+      "unpack it first (gunzip -k FILE)",
+    ],
+    ["train.csv", gz, "a gzip-compressed file (it starts with 0x1F 0x8B)"],
+    [
+      "train.zip",
+      new Uint8Array([0x50, 0x4b, 0x03, 0x04, 20, 0, 0x87, 0xff]),
+      "a zip archive (it starts with 0x50 0x4B 0x03 0x04), not text; unpack it first (unzip FILE)",
+    ],
+    [
+      "train.jsonl.zst",
+      new Uint8Array([0x28, 0xb5, 0x2f, 0xfd, 0, 0x88]),
+      "a zstd-compressed file",
+    ],
+    [
+      "train.txt.xz",
+      new Uint8Array([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0, 0, 4]),
+      "an xz-compressed file",
+    ],
+  ];
+  for (const [name, bytes, want] of cases) {
+    const path = await tempFile(name, bytes);
+    for (const format of ["auto", "gsm8k", "icot"] as const) {
+      const e = await inputError(path, { format, onError: "skip" });
+      assert(e.message.startsWith(`${path}: ${want}`), `${format}: ${e.message}`);
+      assert(!e.message.includes("UTF-8"), e.message);
+      assertEquals(e.line, 0);
+    }
+  }
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {
