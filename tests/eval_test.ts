@@ -475,6 +475,32 @@ Deno.test("readers: GSM8K JSON lines whose answer is the bare answer are evaluat
   assertEquals(skipped.map((e) => [e.line, e.field]), [[4, "answer"], [5, "question"]]);
 });
 
+Deno.test("readers: a target written as a JSON number beyond 2^53 keeps its digits", async () => {
+  const dir = await tempDir();
+  const q = "A town counts 12345678901234567889 grains of sand and one more. How many?";
+  // Written by hand: JSON.stringify would go through a double.
+  const line = (extra: string) => `{"input": ${JSON.stringify(q)},${extra} "target": `;
+  await Deno.writeTextFile(
+    `${dir}/multi.jsonl`,
+    `${line("")}12345678901234567890}\n${line("")}-2.5}\n`,
+  );
+  await Deno.writeTextFile(`${dir}/hard.jsonl`, `${line(' "code": "",')}12345678901234567890}\n`);
+  await Deno.writeTextFile(
+    `${dir}/svamp.json`,
+    `[{"ID": 98765432109876543210, "Body": "", "Question": ${
+      JSON.stringify(q)
+    }, "Answer": 12345678901234567890}]\n`,
+  );
+  const multi = await loadEvalItems(`${dir}/multi.jsonl`);
+  assertEquals(multi.map((i) => i.answer), ["12345678901234567890", "-2.5"]);
+  assertEquals((await loadEvalItems(`${dir}/hard.jsonl`))[0].answer, "12345678901234567890");
+  const [sv] = await loadEvalItems(`${dir}/svamp.json`);
+  assertEquals([sv.id, sv.answer], ["svamp.json:98765432109876543210", "12345678901234567890"]);
+  // So the model's exact answer scores, and a near one does not.
+  assert(answersMatch("12345678901234567890", multi[0].answer));
+  assert(!answersMatch("12345678901234567000", multi[0].answer));
+});
+
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
   const dir = `${await tempDir()}/ds`;
   await buildDataset({

@@ -502,6 +502,20 @@ Deno.test("read: a compressed file or an archive says to unpack it, not to re-en
   }
 });
 
+Deno.test("read nl and coconut: an answer written as a JSON number beyond 2^53 keeps its digits", async () => {
+  const nl = await tempFile(
+    "big.jsonl",
+    '{"question": "Big?", "cot": "It is large.", "answer": 12345678901234567890}\n',
+  );
+  assertEquals((await readAll(nl))[0].answer, "12345678901234567890");
+  const co = await tempFile(
+    "big.json",
+    '[{"question": "Big?", "steps": ["<<1+1=2>>"], "answer": 12345678901234567890, "idx": 7}]\n',
+  );
+  const [p] = await readAll(co);
+  assertEquals([p.id, p.answer], ["big.json:7", "12345678901234567890"]);
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {

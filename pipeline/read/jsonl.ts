@@ -19,6 +19,7 @@ import {
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { jsonErrorText } from "../../base/json.ts";
+import { parseJsonExact } from "./json_array.ts";
 
 const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
 
@@ -69,7 +70,7 @@ export function nlProblem(raw: unknown, at: RecordAt): Problem | InputError {
 /** Parses one line as JSON, or returns an InputError naming the line. */
 export function parseJsonLine(text: string, at: RecordAt): unknown | InputError {
   try {
-    return JSON.parse(text);
+    return parseJsonExact(text);
   } catch (e) {
     return new InputError({
       ...at,
