@@ -633,6 +633,11 @@ function emptySplitMessage(
       `form needs: build it with --cot nl (into a new --out, or one whose splits are nl) to ` +
       `supervise the latents with its sentences`;
   }
+  if (c.read + c.skipped === 0 && excluded > 0) {
+    return `split ${split} kept no record: ${why}; nothing was written. Every problem of the ` +
+      `split is a near copy of an --exclude question: check that no --exclude file is one of ` +
+      `its --input files or a copy of one (--exclude names the evaluation sets to keep out)`;
+  }
   return `split ${split} kept no record: ${why}; nothing was written. Check its --input ` +
     `files (docs/pipeline.md, "Checks and reasons", says what each reason means)`;
 }

@@ -299,6 +299,27 @@ Deno.test("build: generated records that are near copies of excluded questions g
   assert(!e.message.includes("fix or remove that record"), e.message);
 });
 
+Deno.test("build: a split whose every problem an --exclude file holds says to check the --exclude files", async () => {
+  const dir = await tempDir();
+  const { train } = await files(dir);
+  const e = await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out`,
+        splits: [{ name: "train", inputs: [train], exclude: [train] }],
+        tokenizer: "compact",
+      }),
+    BuildError,
+  );
+  assertEquals(
+    e.message,
+    "split train kept no record: 0 records read, 0 skipped as unreadable, 0 dropped, 3 left " +
+      "out as near copies of --exclude questions; nothing was written. Every problem of the " +
+      "split is a near copy of an --exclude question: check that no --exclude file is one of " +
+      "its --input files or a copy of one (--exclude names the evaluation sets to keep out)",
+  );
+});
+
 Deno.test("build: --exclude reads the evaluation sets without a CoT: SVAMP, MultiArith and GSM-Hard", async () => {
   const dir = await tempDir();
   const { train } = await files(dir);
