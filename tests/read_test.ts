@@ -516,6 +516,24 @@ Deno.test("read nl and coconut: an answer written as a JSON number beyond 2^53 k
   assertEquals([p.id, p.answer], ["big.json:7", "12345678901234567890"]);
 });
 
+Deno.test("read: a named pipe is refused at once, naming it, rather than read twice or waited on", async () => {
+  const dir = await Deno.makeTempDir();
+  const fifo = `${dir}/in.jsonl`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert(made.success, new TextDecoder().decode(made.stderr));
+  // No writer ever opens it: a reader that opened it would wait for one for ever.
+  for (const format of ["auto", "gsm8k"] as const) {
+    const e = await inputError(fifo, { format });
+    assertEquals(
+      e.message,
+      `${fifo}: is not a regular file (a pipe such as /dev/stdin, a device or a socket), and ` +
+        "an input is read more than once (its format, then its records); save the data to a " +
+        "file first, and give that file",
+    );
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {
