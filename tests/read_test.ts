@@ -521,15 +521,25 @@ Deno.test("read: a named pipe is refused at once, naming it, rather than read tw
   const fifo = `${dir}/in.jsonl`;
   const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
   assert(made.success, new TextDecoder().decode(made.stderr));
-  // No writer ever opens it: a reader that opened it would wait for one for ever.
-  for (const format of ["auto", "gsm8k"] as const) {
-    const e = await inputError(fifo, { format });
-    assertEquals(
-      e.message,
-      `${fifo}: is not a regular file (a pipe such as /dev/stdin, a device or a socket), and ` +
-        "an input is read more than once (its format, then its records); save the data to a " +
-        "file first, and give that file",
-    );
+  // A reader that opened it would wait for a writer: one comes every second, so that such a
+  // reader fails this test rather than hanging it (the refusal comes before the first).
+  const writer = setInterval(async () => {
+    const w = await Deno.open(fifo, { write: true });
+    await w.write(new TextEncoder().encode('{"question": "q?", "answer": "#### 1"}\n'));
+    w.close();
+  }, 1000);
+  try {
+    for (const format of ["auto", "gsm8k"] as const) {
+      const e = await inputError(fifo, { format });
+      assertEquals(
+        e.message,
+        `${fifo}: is not a regular file (a pipe such as /dev/stdin, a device or a socket), and ` +
+          "an input is read more than once (its format, then its records); save the data to a " +
+          "file first, and give that file",
+      );
+    }
+  } finally {
+    clearInterval(writer);
   }
   await Deno.remove(dir, { recursive: true });
 });
