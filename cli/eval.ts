@@ -287,11 +287,14 @@ async function evaluateInto(
   const skipped = skips.length;
   if (items.length === 0) {
     throw new CliError(
-      skipped === 0 ? `${a.data}: no items to evaluate` : `${a.data}: no items to evaluate: ` +
-        `--on-error skip skipped all ${skipped} records (the first, ${placeOf(skips[0])}: ${
-          skips[0].problem
-        }); check that --data is the file meant and that it is read as the right format ` +
-        `(${format}, ${a.format === "auto" ? "detected" : "from --format"}), or fix the records`,
+      skipped === 0
+        ? `${a.data}: no items to evaluate: it holds no record (a CSV header or an empty ` +
+          `JSON array, say); check the path, or give a file that holds problems`
+        : `${a.data}: no items to evaluate: ` +
+          `--on-error skip skipped all ${skipped} records (the first, ${placeOf(skips[0])}: ${
+            skips[0].problem
+          }); check that --data is the file meant and that it is read as the right format ` +
+          `(${format}, ${a.format === "auto" ? "detected" : "from --format"}), or fix the records`,
     );
   }
   log(

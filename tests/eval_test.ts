@@ -409,6 +409,16 @@ Deno.test("eval --on-error skip names the records it skips, and the first when i
     `  skipped ${data}:3: expected a JSON object with fields input, target, got an array`,
   ]);
   // Read as the wrong format, every record is skipped: the error says which and why.
+  // A file with no record at all says so.
+  await Deno.writeTextFile(`${dir}/empty.json`, "[]\n");
+  const none = args(["--data", `${dir}/empty.json`, "--format", "svamp"]);
+  if (none === "help") throw new Error("help");
+  const n = await assertRejects(() => evalCommand(none, () => {}), CliError);
+  assertEquals(
+    n.message,
+    `${dir}/empty.json: no items to evaluate: it holds no record (a CSV header or an empty ` +
+      "JSON array, say); check the path, or give a file that holds problems",
+  );
   const wrong = args(["--data", data, "--format", "gsm8k"]);
   if (wrong === "help") throw new Error("help");
   const e = await assertRejects(() => evalCommand(wrong, () => {}), CliError);
