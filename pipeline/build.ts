@@ -12,6 +12,7 @@ import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
 import { readLinesOrErrors } from "./read/lines.ts";
+import { notRegularFile } from "./read/open.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
@@ -702,20 +703,25 @@ export async function buildDataset(
     for (const s of o.splits) {
       const list = [];
       for (const path of s.exclude ?? []) {
+        let info: Deno.FileInfo;
         try {
-          await Deno.stat(path);
+          info = await Deno.stat(path);
         } catch (e) {
           rethrowIfDenied(e);
           throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
         }
+        // Before anything opens it: a FIFO's open would wait for a writer.
+        if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
       }
       for (const path of s.inputs) {
+        let info: Deno.FileInfo;
         try {
-          await Deno.stat(path);
+          info = await Deno.stat(path);
         } catch (e) {
           rethrowIfDenied(e);
           throw new BuildError(`${path}: input file not found; check --input`);
         }
+        if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
         const format = o.format === "auto"
           ? await staged.orStop(detectFormat(path))
           : (o.format as Format);
