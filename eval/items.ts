@@ -487,6 +487,9 @@ export async function* readEvalItems(
         `save the table as JSON lines (pandas: df.to_json(path, orient="records", ` +
         `lines=True)) and give that file`,
     );
+  } else if (format === "gsm8k") {
+    // Read here rather than by readProblems, which makes the same check for the others.
+    await refuseNotText(path, format, "leave out --format, or pass --format parquet");
   }
   let source: AsyncGenerator<EvalItem | InputError>;
   switch (format) {

@@ -443,6 +443,15 @@ Deno.test("readers: a Parquet file given as GSM-Hard, MultiArith or SVAMP says t
       ],
     })),
   );
+  const g = await assertRejects(
+    () => loadEvalItems(path, { format: "gsm8k", onError: "skip" }),
+    InputError,
+  );
+  assertEquals(
+    g.message,
+    `${path}: a Parquet file (it starts with "PAR1"), and --format gsm8k reads text; leave ` +
+      "out --format, or pass --format parquet",
+  );
   for (const format of ["gsm-hard", "multiarith", "svamp"] as const) {
     const e = await assertRejects(
       () => loadEvalItems(path, { format, onError: "skip" }),
