@@ -30,6 +30,33 @@ export function fieldIssue(error: IssueList, prefix = ""): string {
 }
 
 /**
+ * The message of a `JSON.parse` error on one line: V8 quotes a short text it could not parse
+ * as it is, newlines included (`Unexpected token 'o', "not json\n" is not valid JSON`), which
+ * would break an error's one line and, where a command keeps only the first, lose the rest
+ * of it. Line breaks and other control characters are written as escapes (`\n`).
+ *
+ * @example
+ * ```ts
+ * import { jsonErrorText } from "./json.ts";
+ * let e: unknown;
+ * try {
+ *   JSON.parse("not json\n");
+ * } catch (x) {
+ *   e = x;
+ * }
+ * console.assert(!jsonErrorText(e).includes("\n") && jsonErrorText(e).includes("json\\n"));
+ * ```
+ */
+export function jsonErrorText(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  // deno-lint-ignore no-control-regex
+  return message.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => {
+    const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+    return named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  });
+}
+
+/**
  * What {@linkcode parseJsonAs} found: the checked value, or a message naming the file, and
  * whether the text was not JSON at all (`syntax`) or JSON that the schema refused (`field`).
  */
@@ -53,7 +80,7 @@ export function parseJsonAs<T>(
     return {
       ok: false,
       problem: "syntax",
-      message: `${what}: not valid JSON (${(e as Error).message})`,
+      message: `${what}: not valid JSON (${jsonErrorText(e)})`,
     };
   }
   const r = schema.safeParse(raw);

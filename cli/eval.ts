@@ -29,6 +29,7 @@ import { signalExitCode, signalTurns, type StopWatch, watchStopSignals } from ".
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
+import type { InputError } from "../pipeline/read/input_error.ts";
 import {
   type ArgsOf,
   CliError,
@@ -230,6 +231,15 @@ export async function evalCommand(a: EvalArgs, log: (s: string) => void): Promis
   }
 }
 
+/** How many skipped records the log names one by one. */
+const SKIPS_SHOWN = 10;
+
+/** Where a skipped record is: `file:line`, or `file: element n` in a JSON array. */
+function placeOf(e: InputError): string {
+  const at = e.message.indexOf(`: ${e.problem}`);
+  return at < 0 ? e.file : e.message.slice(0, at);
+}
+
 /** {@linkcode evalCommand} once `--out` is ready. */
 async function evaluateInto(
   a: EvalArgs,
@@ -265,20 +275,35 @@ async function evaluateInto(
     );
   }
   const split = format === "dataset" ? await datasetSplit(a.data, a.split) : undefined;
-  let skipped = 0;
+  const skips: InputError[] = [];
   const items = await loadEvalItems(a.data, {
     format,
     split,
     limit: a.limit,
     onError: a.onError,
-    onSkip: () => skipped++,
+    onSkip: (e) => skips.push(e),
     verify: a.verifyData,
   });
-  if (items.length === 0) throw new CliError(`${a.data}: no items to evaluate`);
+  const skipped = skips.length;
+  if (items.length === 0) {
+    throw new CliError(
+      skipped === 0
+        ? `${a.data}: no items to evaluate: it holds no record (a CSV header or an empty ` +
+          `JSON array, say); check the path, or give a file that holds problems`
+        : `${a.data}: no items to evaluate: ` +
+          `--on-error skip skipped all ${skipped} records (the first, ${placeOf(skips[0])}: ${
+            skips[0].problem
+          }); check that --data is the file meant and that it is read as the right format ` +
+          `(${format}, ${a.format === "auto" ? "detected" : "from --format"}), or fix the records`,
+    );
+  }
   log(
     `${items.length} items from ${a.data} (${format}${split ? `, split ${split}` : ""})` +
       (skipped ? `, ${skipped} malformed records skipped` : ""),
   );
+  // Name the skipped records, as build-dataset lists its own, so that they can be found.
+  for (const e of skips.slice(0, SKIPS_SHOWN)) log(`  skipped ${placeOf(e)}: ${e.problem}`);
+  if (skipped > SKIPS_SHOWN) log(`  ... and ${skipped - SKIPS_SHOWN} more`);
   const early = await stopSignal();
   if (early) throw new EvalStopped(early, 0, items.length, null);
   const trainLog = await readCurves(a.checkpoint, log);

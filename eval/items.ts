@@ -23,8 +23,8 @@ import { z } from "zod";
 import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
-import { detectFormat } from "../pipeline/read/detect.ts";
-import { readLines } from "../pipeline/read/lines.ts";
+import { detectFormat, refuseNotText } from "../pipeline/read/detect.ts";
+import { readLines, readLinesOrErrors } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import {
   basename,
@@ -35,10 +35,12 @@ import {
 } from "../pipeline/read/record.ts";
 import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
-import { readJsonl } from "../pipeline/read/jsonl.ts";
+import { svampQuestion } from "../pipeline/read/eval_questions.ts";
+import { gsm8kProblem, readJsonl } from "../pipeline/read/jsonl.ts";
+import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "../pipeline/limits.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
-import type { SourceRef } from "../pipeline/types.ts";
+import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
 
@@ -163,6 +165,9 @@ function readInputTarget(path: string, withCode: boolean): AsyncGenerator<EvalIt
   });
 }
 
+/** What an evaluation's ids are for, in the message about a repeated one. */
+const EVAL_IDS_WHY = "predictions.csv and readout.csv name items by id";
+
 async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputError> {
   const data = await readJsonArray(path, "a JSON array of {Body, Question, Equation, Answer}");
   const ids = new IdRegister();
@@ -176,10 +181,9 @@ async function* readSvampArray(path: string): AsyncGenerator<EvalItem | InputErr
     // SVAMP's Body often ends without a full stop ("... on each pack"). Joining with ". "
     // where it lacks one gives exactly the questions of the PAL JSONL copy (checked on all
     // 1,000), so both files evaluate the same text.
-    const b = r.Body.trim();
-    const q = b === "" ? r.Question : `${b}${/[.?!]$/.test(b) ? "" : "."} ${r.Question.trim()}`;
+    const q = svampQuestion(r.Body, r.Question);
     const item = itemOf(at, q, r.Answer, r.ID === undefined ? undefined : String(r.ID));
-    yield ids.check(item.id, at, "ID", "element") ?? item;
+    yield ids.check(item.id, at, "ID", "element", EVAL_IDS_WHY) ?? item;
   }
 }
 
@@ -189,6 +193,10 @@ async function* readSvamp(path: string): AsyncGenerator<EvalItem | InputError> {
 }
 
 async function* readPipeline(path: string, format: Format): AsyncGenerator<EvalItem | InputError> {
+  if (format === "gsm8k") {
+    yield* readGsm8k(path);
+    return;
+  }
   // The pipeline readers throw bad records unless told to skip; pass them through instead so
   // that the caller's policy applies.
   const errors: InputError[] = [];
@@ -196,18 +204,53 @@ async function* readPipeline(path: string, format: Format): AsyncGenerator<EvalI
     const p of readProblems(path, { format, onError: "skip", onSkip: (e) => errors.push(e) })
   ) {
     while (errors.length) yield errors.shift()!;
-    const s = segment(p);
-    const hasCot = p.rationale !== null || p.mathSteps !== null;
-    yield {
-      id: p.id,
-      source: p.source,
-      question: p.question,
-      answer: cleanGold(p.answer),
-      math: hasCot ? s.math.map((m) => m.text) : null,
-      nl: hasCot ? s.nl : null,
-    };
+    yield problemItem(p);
   }
   while (errors.length) yield errors.shift()!;
+}
+
+/** The item of a problem read by a pipeline reader, with its gold steps in both forms. */
+function problemItem(p: Problem): EvalItem {
+  const s = segment(p);
+  const hasCot = p.rationale !== null || p.mathSteps !== null;
+  return {
+    id: p.id,
+    source: p.source,
+    question: p.question,
+    answer: cleanGold(p.answer),
+    math: hasCot ? s.math.map((m) => m.text) : null,
+    nl: hasCot ? s.nl : null,
+  };
+}
+
+/**
+ * A GSM8K JSON-lines record whose answer is the bare answer (`"5"` or `5`, no `####`): a
+ * question to evaluate without gold steps, which a build cannot use but evaluation can.
+ */
+const BareAnswerRecord = z.object({
+  question: text,
+  answer: z.union([z.number(), z.string().refine((s) => s.trim() !== "" && !s.includes("####"))]),
+});
+
+/**
+ * GSM8K JSON lines as the pipeline reads them (the same checks and limits), and records whose
+ * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps.
+ */
+function readGsm8k(path: string): AsyncGenerator<EvalItem | InputError> {
+  return readJsonl(path, (raw, at) => {
+    let p = gsm8kProblem(raw, at);
+    if (p instanceof InputError) {
+      const bare = BareAnswerRecord.safeParse(raw);
+      if (!bare.success) return p;
+      p = makeProblem(at, {
+        question: bare.data.question,
+        rationale: null,
+        mathSteps: null,
+        answer: String(bare.data.answer),
+      });
+    }
+    return fieldSizeError(p, DEFAULT_MAX_FIELD_BYTES) ?? problemItem(p);
+  }, lineLimit(path, DEFAULT_MAX_FIELD_BYTES));
 }
 
 /** A record of `<split>.records.jsonl` as far as evaluation reads it. */
@@ -352,25 +395,41 @@ const EVAL_FORMATS_TEXT = `${PIPELINE_FORMATS_TEXT}, gsm-hard (JSON lines {input
   "target}), multiarith (JSON lines {input, target}), svamp (a JSON array of {Body, Question, " +
   "Equation, Answer}) and a dataset directory";
 
+/** How many non-blank lines the JSON-lines sniff reads when the first ones do not parse. */
+const SNIFF_LINES = 21;
+
+/** The object a line holds, or null when it is not a JSON object. */
+function jsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const o = JSON.parse(text);
+    return o !== null && typeof o === "object" && !Array.isArray(o) ? o : null;
+  } catch {
+    return null;
+  }
+}
+
 async function detectEvalFormatOrThrow(path: string): Promise<EvalFormat> {
   if (await isDirectory(path)) return "dataset";
   if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
-  let first: string | null = null;
-  for await (const l of readLines(path)) {
-    if (l.text.trim() !== "") {
-      first = l.text.trim();
-      break;
-    }
+  // The first record that parses decides, as in the pipeline's detector: a first line that is
+  // not JSON (a trailing comma) or not UTF-8 is passed over, and the reader reports it as it
+  // does any bad record, so --on-error skip can go on past it.
+  let first: string | null = null, seen = 0;
+  for await (const l of readLinesOrErrors(path)) {
+    if (l instanceof InputError) continue;
+    const t = l.text.trim();
+    if (t === "") continue;
+    first ??= t;
+    if (!first.startsWith("{") || ++seen > SNIFF_LINES) break;
+    const o = jsonObject(t);
+    if (o === null) continue;
+    if ("input" in o && "target" in o) return "code" in o ? "gsm-hard" : "multiarith";
+    break;
   }
   if (first?.startsWith("[")) {
     // Only the head is needed: SVAMP writes its keys on the lines after the bracket.
     const head = (await readHead(path, 4096)).replace(/\s+/g, "");
     if (/^\[\{"(ID|Body|Question)"/.test(head) || head.includes('"Body":')) return "svamp";
-  } else if (first?.startsWith("{")) {
-    try {
-      const o = JSON.parse(first) as Record<string, unknown>;
-      if ("input" in o && "target" in o) return "code" in o ? "gsm-hard" : "multiarith";
-    } catch { /* let the pipeline's detector say what is wrong */ }
   }
   return detectFormat(path);
 }
@@ -419,6 +478,18 @@ export async function* readEvalItems(
         `file, and a split applies only to a dataset directory; leave out split, or give ` +
         `the dataset directory`,
     );
+  }
+  if (format === "gsm-hard" || format === "multiarith" || format === "svamp") {
+    await refuseNotText(
+      path,
+      format,
+      `${format} is read from JSON ${format === "svamp" ? "(an array, or lines)" : "lines"}: ` +
+        `save the table as JSON lines (pandas: df.to_json(path, orient="records", ` +
+        `lines=True)) and give that file`,
+    );
+  } else if (format === "gsm8k") {
+    // Read here rather than by readProblems, which makes the same check for the others.
+    await refuseNotText(path, format, "leave out --format, or pass --format parquet");
   }
   let source: AsyncGenerator<EvalItem | InputError>;
   switch (format) {

@@ -10,12 +10,34 @@
  * @module
  */
 
-/** Escape text for SVG/HTML element content and attribute values. */
+/**
+ * Characters XML 1.0 does not allow even escaped: C0 controls other than tab, newline and
+ * carriage return, U+FFFE, U+FFFF, and UTF-16 surrogates that are not in a pair.
+ */
+const NOT_XML =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * Escape text for SVG/HTML element content and attribute values. A character XML cannot hold
+ * at all (a C0 control, which a byte-level tokenizer's token may decode to) is shown by its
+ * Unicode control picture (U+0000 as U+2400), anything else of that kind as U+FFFD, so that a
+ * standalone SVG stays well-formed XML.
+ *
+ * @example
+ * ```ts
+ * import { escapeXml } from "./svg.ts";
+ * console.assert(escapeXml("<a & \u0000>") === "&lt;a &amp; \u2400&gt;");
+ * ```
+ */
 export function escapeXml(s: string): string {
   return s.replace(
     /[&<>"']/g,
     (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]!,
-  );
+  ).replace(NOT_XML, (ch) => {
+    const c = ch.charCodeAt(0);
+    return c < 0x20 ? String.fromCharCode(0x2400 + c) : "\ufffd";
+  });
 }
 
 /** One line of a chart. */

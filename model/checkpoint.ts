@@ -30,7 +30,7 @@ import {
   writeSafetensors,
 } from "../base/safetensors.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { fieldIssue } from "../base/json.ts";
+import { fieldIssue, jsonErrorText } from "../base/json.ts";
 import {
   checksumMismatch,
   type Checksums,
@@ -349,7 +349,7 @@ function unsavable(data: CheckpointData): string | null {
   try {
     if (!isRecord(JSON.parse(data.tokenizerJson))) return "tokenizerJson: not a JSON object";
   } catch (e) {
-    return `tokenizerJson: not valid JSON (${(e as Error).message})`;
+    return `tokenizerJson: not valid JSON (${jsonErrorText(e)})`;
   }
   return null;
 }
@@ -565,7 +565,7 @@ async function readConfig(path: string, sums: Checksums | null = null): Promise<
     return JSON.parse(text);
   } catch (e) {
     throw new CheckpointError(
-      `${path}: not valid JSON (${(e as Error).message}); ${CONFIG_DAMAGED}`,
+      `${path}: not valid JSON (${jsonErrorText(e)}); ${CONFIG_DAMAGED}`,
     );
   }
 }
@@ -1180,7 +1180,7 @@ async function readTrainState(
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    return `${path}: not valid JSON (${(e as Error).message}); the file is damaged (a save ` +
+    return `${path}: not valid JSON (${jsonErrorText(e)}); the file is damaged (a save ` +
       `writes it whole, so it was cut short or changed since)`;
   }
   const res = TrainStateSchema.safeParse(raw);

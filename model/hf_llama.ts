@@ -9,7 +9,7 @@
 
 import { z } from "zod";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../base/safetensors.ts";
-import { fieldIssue } from "../base/json.ts";
+import { fieldIssue, jsonErrorText } from "../base/json.ts";
 import { exists } from "../base/exists.ts";
 import { readFull } from "../base/read_full.ts";
 import { llamaShape, type ModelConfig, ModelConfigSchema } from "./config.ts";
@@ -387,7 +387,7 @@ export async function llamaInitConfig(dir: string): Promise<unknown | null> {
   try {
     json = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
-    throw new HfLlamaError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw new HfLlamaError(`${path}: not valid JSON (${jsonErrorText(e)})`);
   }
   if (!isLlamaConfigJson(json) || "lotus" in (json as Record<string, unknown>)) return null;
   return json;

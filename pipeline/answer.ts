@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { NUMBER_SOURCE, readNumber, sameNumber } from "./numbers.ts";
+import { NUMBER_SOURCE, readNumber, sameNumber, type WrittenNumber } from "./numbers.ts";
 
 /** Not followed by more digits: the end of a number as {@linkcode readNumber} reads it. */
 const NUMBER_END = "(?![\\d.]\\d|\\d)";
@@ -89,10 +89,29 @@ export function parseNumber(s: string): number {
  * import { answersMatch } from "./answer.ts";
  * console.assert(answersMatch("25", "25%") && answersMatch("-2", "−2") && answersMatch("5", "+5"));
  * console.assert(answersMatch("1.5", "1 1/2") && !answersMatch("56", "5 6"));
+ * console.assert(!answersMatch("9007199254740992", "9007199254740993"));
  * ```
  */
 export function answersMatch(predicted: string, gold: string): boolean {
   const a = readNumber(predicted), b = readNumber(gold);
-  if (a !== null && b !== null) return sameNumber(a.value, b.value);
-  return predicted.trim() === gold.trim();
+  if (a === null || b === null) return predicted.trim() === gold.trim();
+  // Past 2^53 - 1 floating point no longer holds every whole number (9007199254740993 reads
+  // as 9007199254740992), so two whole numbers there are compared by their digits.
+  if (Math.max(Math.abs(a.value), Math.abs(b.value)) > Number.MAX_SAFE_INTEGER) {
+    const x = wholeDigits(predicted, a), y = wholeDigits(gold, b);
+    if (x !== null && y !== null) return x === y;
+  }
+  return sameNumber(a.value, b.value);
+}
+
+/**
+ * A whole number read by {@linkcode readNumber} as an exact integer (`$1,234.00` gives 1234n),
+ * or null for a fraction, a mixed number or a decimal with a fractional part.
+ */
+function wholeDigits(text: string, n: WrittenNumber): bigint | null {
+  if (n.decimals === null) return null;
+  const [whole, frac = ""] = text.replace(/[^\d.]/g, "").split(".");
+  if (/[1-9]/.test(frac)) return null;
+  const v = BigInt(whole === "" ? "0" : whole);
+  return n.value < 0 ? -v : v;
 }

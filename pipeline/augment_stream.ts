@@ -9,6 +9,7 @@ import { augment, type AugmentReport } from "./augment.ts";
 import { NEAR_COPY_THRESHOLD, NgramIndex } from "./overlap.ts";
 import { FormatError, InputError, type ReadOptions, readProblems } from "./read.ts";
 import type { Problem } from "./types.ts";
+import { readEvalSetQuestions } from "./read/eval_questions.ts";
 
 /** Options of {@linkcode withVariants}. */
 export interface StreamAugmentOptions {
@@ -100,7 +101,15 @@ export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Pro
   const index = new NgramIndex();
   for (const path of paths) {
     try {
-      for await (const p of readProblems(path, opts)) index.add(p.id, p.question);
+      try {
+        for await (const p of readProblems(path, opts)) index.add(p.id, p.question);
+      } catch (e) {
+        // The evaluation sets without a chain of thought (GSM-Hard, MultiArith, SVAMP) are
+        // what decontamination is for, though no input format reads them: their questions
+        // are enough. Anything else keeps the detector's error.
+        if (!(e instanceof FormatError && e.unsupported)) throw e;
+        if (!(await addEvalSetQuestions(index, path))) throw e;
+      }
     } catch (e) {
       // The build's --on-error and --format are the inputs', not the exclude files': say
       // which file it is, and what to do about it.
@@ -123,7 +132,9 @@ export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Pro
             ? `an --exclude file in a format the build does not read (${e.why})`
             : `an --exclude file whose format cannot be told (${e.why})`,
           hint: e.unsupported
-            ? `${e.hint}; --exclude reads the formats --input does`
+            ? `${e.hint}; --exclude reads the formats --input does, and GSM-Hard and ` +
+              `MultiArith (JSON lines {input, target}) and SVAMP (a JSON array of {Body, ` +
+              `Question})`
             : "give it in a format the build reads by its records (docs/pipeline.md)",
         });
       }
@@ -131,6 +142,24 @@ export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Pro
     }
   }
   return index;
+}
+
+/**
+ * Adds the questions of a GSM-Hard, MultiArith or SVAMP file to `index`; false, adding
+ * nothing, when its first record is none of theirs (the file is in another format). A later
+ * bad record throws, as a bad record of any exclude file does.
+ */
+async function addEvalSetQuestions(index: NgramIndex, path: string): Promise<boolean> {
+  let first = true;
+  for await (const q of readEvalSetQuestions(path)) {
+    if (q instanceof InputError) {
+      if (first) return false;
+      throw q;
+    }
+    first = false;
+    index.add(q.id, q.question);
+  }
+  return !first;
 }
 
 /** What to do about a bad record of an exclude file, which no flag skips. */

@@ -12,6 +12,7 @@ import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
 import { readLinesOrErrors } from "./read/lines.ts";
+import { notRegularFile } from "./read/open.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
@@ -617,7 +618,12 @@ async function fitCompact(
  * Why a split kept no record, from its counts: what was read, skipped, dropped (and why) and
  * left out by `--exclude`.
  */
-function emptySplitMessage(split: string, c: SplitCounts, excluded: number): string {
+function emptySplitMessage(
+  split: string,
+  c: SplitCounts,
+  excluded: number,
+  cot: CotForm,
+): string {
   const reasons = Object.entries(c.droppedByReason).sort((a, b) => b[1] - a[1]).slice(0, 3)
     .map(([r, n]) => `${r} ${n}`).join(", ");
   const out = excluded > 0 ? `, ${excluded} left out as near copies of --exclude questions` : "";
@@ -625,6 +631,20 @@ function emptySplitMessage(split: string, c: SplitCounts, excluded: number): str
     ? "its inputs hold no record"
     : `${c.read} records read, ${c.skipped} skipped as unreadable, ${c.dropped} dropped` +
       (reasons ? ` (${reasons})` : "") + out;
+  // Prose chains of thought without calculator annotations (GSM8K-Aug's train_no_aug.txt,
+  // GSM8K-Aug-NL) drop under the math form and are kept under nl, which the check alone does
+  // not tell.
+  if (cot === "math" && c.dropped > 0 && c.droppedByReason.no_annotation === c.dropped) {
+    return `split ${split} kept no record: ${why}; nothing was written. Every record's chain ` +
+      `of thought is prose without <<expr=value>> calculator annotations, which the math CoT ` +
+      `form needs: build it with --cot nl (into a new --out, or one whose splits are nl) to ` +
+      `supervise the latents with its sentences`;
+  }
+  if (c.read + c.skipped === 0 && excluded > 0) {
+    return `split ${split} kept no record: ${why}; nothing was written. Every problem of the ` +
+      `split is a near copy of an --exclude question: check that no --exclude file is one of ` +
+      `its --input files or a copy of one (--exclude names the evaluation sets to keep out)`;
+  }
   return `split ${split} kept no record: ${why}; nothing was written. Check its --input ` +
     `files (docs/pipeline.md, "Checks and reasons", says what each reason means)`;
 }
@@ -693,20 +713,25 @@ export async function buildDataset(
     for (const s of o.splits) {
       const list = [];
       for (const path of s.exclude ?? []) {
+        let info: Deno.FileInfo;
         try {
-          await Deno.stat(path);
+          info = await Deno.stat(path);
         } catch (e) {
           rethrowIfDenied(e);
           throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
         }
+        // Before anything opens it: a FIFO's open would wait for a writer.
+        if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
       }
       for (const path of s.inputs) {
+        let info: Deno.FileInfo;
         try {
-          await Deno.stat(path);
+          info = await Deno.stat(path);
         } catch (e) {
           rethrowIfDenied(e);
           throw new BuildError(`${path}: input file not found; check --input`);
         }
+        if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
         const format = o.format === "auto"
           ? await staged.orStop(detectFormat(path))
           : (o.format as Format);
@@ -810,7 +835,7 @@ export async function buildDataset(
       writer = undefined;
       if (result.counts.kept === 0) {
         const excluded = source.info().exclude?.dropped ?? 0;
-        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded));
+        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded, o.cot));
       }
       const sources = [];
       for (const { path, format } of inputs) {

@@ -8,7 +8,7 @@
 
 import { z } from "zod";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
-import { fieldIssue } from "../base/json.ts";
+import { fieldIssue, jsonErrorText } from "../base/json.ts";
 import type { StepLengthStats } from "./step_lengths.ts";
 
 /** The manifest format version this module writes and reads. */
@@ -402,7 +402,7 @@ export function parseManifest(text: string, what = MANIFEST_FILE): Manifest {
     raw = JSON.parse(text);
   } catch (e) {
     throw new ManifestError(
-      `${what}: not valid JSON (${(e as Error).message}); rebuild the dataset`,
+      `${what}: not valid JSON (${jsonErrorText(e)}); rebuild the dataset`,
     );
   }
   const version = (raw as { version?: unknown } | null)?.version;

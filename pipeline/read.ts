@@ -23,7 +23,7 @@ import { checkWhole } from "../base/whole.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
-import { detectFormat, type Format, FORMATS } from "./read/detect.ts";
+import { detectFormat, type Format, FORMATS, refuseNotText } from "./read/detect.ts";
 import { FormatError, InputError } from "./read/input_error.ts";
 import { readIcot } from "./read/icot.ts";
 import { readGsm8kJsonl, readNlJsonl } from "./read/jsonl.ts";
@@ -89,6 +89,9 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
     : opts.format;
   const reader = READERS[format];
   if (reader === undefined) throw new FormatError(path, `unknown format "${format}"`);
+  if (format !== "parquet") {
+    await refuseNotText(path, format, "leave out --format, or pass --format parquet");
+  }
   const skip = opts.onError === "skip";
   // Every reader's ids are `<basename>:...` (pipeline/read/record.ts, makeProblem).
   const base = `${basename(path)}:`;

@@ -492,11 +492,7 @@ function fromParsed(
 function fromJsonText(kind: Tokenizer["kind"], json: string, what: string): Tokenizer {
   const res = parseJsonAs(TokenizerJsonSchema, json, what);
   if (!res.ok) {
-    throw new TokenizerError(
-      res.problem === "field"
-        ? `${res.message}; expected a Hugging Face tokenizer.json`
-        : res.message,
-    );
+    throw new TokenizerError(`${res.message}; expected a Hugging Face tokenizer.json`);
   }
   return fromParsed(kind, json, res.data, what);
 }

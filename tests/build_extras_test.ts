@@ -270,10 +270,10 @@ Deno.test("build: generated records that are near copies of excluded questions g
     Error,
     `${dir}/bad.jsonl:2: in an --exclude file`,
   );
-  // An exclude file in no format the build reads (SVAMP's array) is named so, not a bad record.
+  // An exclude file in no format the build reads is named so, not a bad record.
   await Deno.writeTextFile(
-    `${dir}/SVAMP.json`,
-    JSON.stringify([{ ID: "a-1", Body: "Ann has 3 pens.", Question: "How many?", Answer: 3 }]),
+    `${dir}/other.json`,
+    JSON.stringify([{ prompt: "Ann has 3 pens. How many?", label: 3 }]),
   );
   const e = await assertRejects(
     () =>
@@ -283,19 +283,84 @@ Deno.test("build: generated records that are near copies of excluded questions g
           name: "train",
           inputs: [],
           synthetic: { n: 5 },
-          exclude: [`${dir}/SVAMP.json`],
+          exclude: [`${dir}/other.json`],
         }],
       }),
     Error,
   );
   assert(
     e.message.startsWith(
-      `${dir}/SVAMP.json: an --exclude file in a format the build does not read`,
+      `${dir}/other.json: an --exclude file in a format the build does not read`,
     ),
     e.message,
   );
   assert(e.message.includes("convert the file to one of them"), e.message);
+  assert(e.message.includes("and SVAMP (a JSON array of {Body, Question})"), e.message);
   assert(!e.message.includes("fix or remove that record"), e.message);
+});
+
+Deno.test("build: a split whose every problem an --exclude file holds says to check the --exclude files", async () => {
+  const dir = await tempDir();
+  const { train } = await files(dir);
+  const e = await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out`,
+        splits: [{ name: "train", inputs: [train], exclude: [train] }],
+        tokenizer: "compact",
+      }),
+    BuildError,
+  );
+  assertEquals(
+    e.message,
+    "split train kept no record: 0 records read, 0 skipped as unreadable, 0 dropped, 3 left " +
+      "out as near copies of --exclude questions; nothing was written. Every problem of the " +
+      "split is a near copy of an --exclude question: check that no --exclude file is one of " +
+      "its --input files or a copy of one (--exclude names the evaluation sets to keep out)",
+  );
+});
+
+Deno.test("build: --exclude reads the evaluation sets without a CoT: SVAMP, MultiArith and GSM-Hard", async () => {
+  const dir = await tempDir();
+  const { train } = await files(dir);
+  // The plums question of TRAIN, as each evaluation set would hold a near copy of it.
+  const body = "Dana has 48 plums. She gives a third of them to her cousin and eats 7";
+  const question = "How many plums are left?";
+  const sets: Record<string, string> = {
+    "svamp.json": JSON.stringify([
+      { ID: "x-1", Body: "Omar has 3 kites", Question: "How many kites?", Answer: 3 },
+      { ID: "x-2", Body: body, Question: question, Equation: "", Answer: 9 },
+    ]),
+    "multi.jsonl": JSON.stringify({ input: `${body}. ${question}`, target: 9 }) + "\n",
+    "hard.jsonl": JSON.stringify({ input: `${body}. ${question}`, code: "", target: 9.0 }) + "\n",
+  };
+  for (const [name, text] of Object.entries(sets)) {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+    const out = `${dir}/out-${name}`;
+    const s = await buildDataset({
+      out,
+      splits: [{ name: "train", inputs: [train], exclude: [`${dir}/${name}`] }],
+      tokenizer: "compact",
+    });
+    const info = s.manifest.splits.train;
+    assertEquals(info.exclude!.questions, name === "svamp.json" ? 2 : 1, name);
+    assertEquals(info.exclude!.dropped, 1, name);
+    assertEquals(await ids(out, "train"), ["train.jsonl:1", "train.jsonl:3"], name);
+  }
+  // A later bad record of such a file is named as a bad record of an exclude file.
+  await Deno.writeTextFile(
+    `${dir}/bad.jsonl`,
+    JSON.stringify({ input: `${body}. ${question}`, target: 9 }) + '\n{"target": 1}\n',
+  );
+  await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out-bad`,
+        splits: [{ name: "train", inputs: [train], exclude: [`${dir}/bad.jsonl`] }],
+      }),
+    Error,
+    `${dir}/bad.jsonl:2: in an --exclude file: field "input"`,
+  );
 });
 
 Deno.test("build: a dropped record counts only the reasons that drop under the CoT form", async () => {

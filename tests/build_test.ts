@@ -250,6 +250,50 @@ Deno.test("build: bad input fails with file:line and leaves no files in --out", 
   assertEquals(s.manifest.splits.train.counts.skipped, 1);
 });
 
+Deno.test("build: a split whose chains are all prose drops every record under math and says to build with --cot nl", async () => {
+  const dir = await tempDir();
+  const prose = `${dir}/prose.txt`;
+  // iCoT lines with a prose chain of thought, as GSM8K-Aug's train_no_aug.txt writes them.
+  await Deno.writeTextFile(
+    prose,
+    "Nia has 4 bags of 6 shells. How many shells?||She has 4 * 6 = 24 shells. #### 24\n" +
+      "Omar walks 3 km a day for 5 days. How far?||He walks 3 * 5 = 15 km. #### 15\n",
+  );
+  const out = `${dir}/out`;
+  const e = await assertRejects(
+    () => buildDataset({ out, splits: [{ name: "train", inputs: [prose] }], tokenizer: "compact" }),
+    BuildError,
+  );
+  assertEquals(
+    e.message,
+    "split train kept no record: 2 records read, 0 skipped as unreadable, 2 dropped " +
+      "(no_annotation 2); nothing was written. Every record's chain of thought is prose " +
+      "without <<expr=value>> calculator annotations, which the math CoT form needs: build it " +
+      "with --cot nl (into a new --out, or one whose splits are nl) to supervise the latents " +
+      "with its sentences",
+  );
+  await assertRejects(() => Deno.stat(out), Deno.errors.NotFound);
+  // As the message says, the nl form keeps them.
+  const s = await buildDataset({
+    out,
+    splits: [{ name: "train", inputs: [prose] }],
+    tokenizer: "compact",
+    cot: "nl",
+  });
+  assertEquals(s.manifest.splits.train.counts.kept, 2);
+  // Other causes keep the general advice.
+  const wrong = `${dir}/wrong.txt`;
+  await Deno.writeTextFile(wrong, "Pia has 2 cats and 3 dogs. How many pets?||<<2+3=6>> #### 6\n");
+  const w = await assertRejects(
+    () => buildDataset({ out: `${dir}/o2`, splits: [{ name: "train", inputs: [wrong] }] }),
+    BuildError,
+  );
+  assert(
+    w.message.includes("(wrong_value 1)") && w.message.includes("Check its --input"),
+    w.message,
+  );
+});
+
 Deno.test("build: a record holding a special token's text is dropped as special_token_text and reported, not encoded", async () => {
   const dir = await tempDir();
   const input = `${dir}/typed.jsonl`;

@@ -27,13 +27,14 @@ import { buildDataset } from "../pipeline/build.ts";
 import { fitsContext, runEval, summariseReadout, thoughtLength } from "../eval/evaluate.ts";
 import type { EvalItem } from "../eval/items.ts";
 import { type InferenceSession, shapeRequestNotes } from "../infer/session.ts";
-import { lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
+import { escapeXml, lineChartSvg, readoutSvg, ticks } from "../eval/svg.ts";
 import { readTrainLog, TrainLogError } from "../train/run_log.ts";
 import { accuracySeries, lossSeries } from "../eval/curves.ts";
-import { parseEvalArgs } from "../cli/eval.ts";
+import { evalCommand, parseEvalArgs } from "../cli/eval.ts";
 import { CliError } from "../cli/_common.ts";
 import { FormatError, InputError } from "../pipeline/read/input_error.ts";
 import { tempDir } from "./_tmp.ts";
+import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeEvalOutputs } from "../eval/report.ts";
 import { parse as parseCsv } from "csv-parse/sync";
 import { haveSharedData, SHARED_DATA } from "./_shared_data.ts";
@@ -92,6 +93,14 @@ Deno.test("extractAnswer: the fallback without ### reads numbers as the ### path
   assert(!answersMatch(extractAnswer("The answer is \u22122"), "2"));
   assert(!answersMatch(extractAnswer("She needs 1 1/2 cups"), "0.5"));
   assert(!answersMatch(extractAnswer("The total is 1 234"), "234"));
+  // Whole numbers past 2^53 - 1 are compared by their digits, not as the same double.
+  assert(!answersMatch("9007199254740992", "9007199254740993"));
+  assert(!answersMatch("100000000000000000000", "100000000000000000001"));
+  assert(answersMatch("$100,000,000,000,000,000,001.00", "100000000000000000001"));
+  assert(answersMatch("\u2212100000000000000000001", "-100000000000000000001"));
+  assert(!answersMatch("-100000000000000000001", "100000000000000000001"));
+  // A decimal there keeps the floating-point comparison.
+  assert(answersMatch("1000000000000000000000.5", "1000000000000000000000.5"));
   assert(answersMatch(extractAnswer("She needs 1 1/2 cups"), "1.5"));
 });
 
@@ -334,6 +343,183 @@ Deno.test("detection: an unknown file offers evaluation's formats; an empty one 
   );
 });
 
+Deno.test("detection: a GSM-Hard or MultiArith file whose first line is damaged is still told by the next", async () => {
+  const dir = await tempDir();
+  const rec = (q: string, t: number, code?: string) =>
+    JSON.stringify({ input: q, ...(code === undefined ? {} : { code }), target: t });
+  const hard = `${dir}/hard.jsonl`;
+  await Deno.writeTextFile(
+    hard,
+    rec("Tom has 7 kites and gives 2 away. How many are left?", 5, "x").slice(0, -1) + ",\n" +
+      rec("Lea reads 3 pages a day for 4 days. How many pages?", 12, "x") + "\n" +
+      rec("A box holds 9 eggs and 4 break. How many are whole?", 5, "x") + "\n",
+  );
+  assertEquals(await detectEvalFormat(hard), "gsm-hard");
+  const e = await assertRejects(() => loadEvalItems(hard), InputError);
+  assert(e.message.startsWith(`${hard}:1: invalid JSON`), e.message);
+  const skipped: InputError[] = [];
+  const items = await loadEvalItems(hard, { onError: "skip", onSkip: (x) => skipped.push(x) });
+  assertEquals(items.map((i) => i.answer), ["12", "5"]);
+  assertEquals(skipped.map((x) => x.line), [1]);
+  // A first line that is not UTF-8 is passed over too; the reader names it.
+  const multi = `${dir}/multi.jsonl`;
+  const enc = new TextEncoder();
+  await Deno.writeFile(
+    multi,
+    new Uint8Array([
+      ...enc.encode('{"input": "Caf'),
+      0xe9,
+      ...enc.encode(' sells 4 cakes and 3 pies. How many?", "target": 7}\n'),
+      ...enc.encode(rec("Sam has 8 cards and buys 2. How many?", 10) + "\n"),
+    ]),
+  );
+  assertEquals(await detectEvalFormat(multi), "multiarith");
+  const bad = await assertRejects(() => loadEvalItems(multi), InputError);
+  assertEquals([bad.line, bad.reason], [1, "invalid_utf8"]);
+  assertEquals((await loadEvalItems(multi, { onError: "skip" })).map((i) => i.answer), ["10"]);
+});
+
+Deno.test("eval --on-error skip names the records it skips, and the first when it skips them all", async () => {
+  const dir = await tempDir();
+  const data = `${dir}/multi.jsonl`;
+  await Deno.writeTextFile(
+    data,
+    '{"input": "Sam has 8 cards and buys 2. How many?", "target": 10}\n' +
+      '{"input": "", "target": 1}\n[3]\n',
+  );
+  const args = (more: string[]) =>
+    parseEvalArgs([
+      "--checkpoint",
+      `${dir}/no-such-run`,
+      "--out",
+      `${dir}/ev`,
+      "--on-error",
+      "skip",
+      ...more,
+    ]);
+  // The checkpoint is opened after the items are read: the log holds the skips by then.
+  const lines: string[] = [];
+  const a = args(["--data", data]);
+  if (a === "help") throw new Error("help");
+  await assertRejects(() => evalCommand(a, (l) => lines.push(l)));
+  assertEquals(lines.slice(0, 3), [
+    `1 items from ${data} (multiarith), 2 malformed records skipped`,
+    `  skipped ${data}:2: field "input": expected a non-empty string (the question), got an ` +
+    "empty string",
+    `  skipped ${data}:3: expected a JSON object with fields input, target, got an array`,
+  ]);
+  // Read as the wrong format, every record is skipped: the error says which and why.
+  // A file with no record at all says so.
+  await Deno.writeTextFile(`${dir}/empty.json`, "[]\n");
+  const none = args(["--data", `${dir}/empty.json`, "--format", "svamp"]);
+  if (none === "help") throw new Error("help");
+  const n = await assertRejects(() => evalCommand(none, () => {}), CliError);
+  assertEquals(
+    n.message,
+    `${dir}/empty.json: no items to evaluate: it holds no record (a CSV header or an empty ` +
+      "JSON array, say); check the path, or give a file that holds problems",
+  );
+  const wrong = args(["--data", data, "--format", "gsm8k"]);
+  if (wrong === "help") throw new Error("help");
+  const e = await assertRejects(() => evalCommand(wrong, () => {}), CliError);
+  assertEquals(
+    e.message,
+    `${data}: no items to evaluate: --on-error skip skipped all 3 records (the first, ` +
+      `${data}:1: field "question": expected a non-empty string, got nothing (the field is ` +
+      "missing)); check that --data is the file meant and that it is read as the right " +
+      "format (gsm8k, from --format), or fix the records",
+  );
+});
+
+Deno.test("readers: a Parquet file given as GSM-Hard, MultiArith or SVAMP says to save it as JSON lines", async () => {
+  const dir = await tempDir();
+  const path = `${dir}/hard.parquet`;
+  await Deno.writeFile(
+    path,
+    new Uint8Array(parquetWriteBuffer({
+      columnData: [
+        { name: "input", data: ["Tom has 7 kites and gives 2 away. How many?"], type: "STRING" },
+        { name: "target", data: [5], type: "DOUBLE" },
+      ],
+    })),
+  );
+  const g = await assertRejects(
+    () => loadEvalItems(path, { format: "gsm8k", onError: "skip" }),
+    InputError,
+  );
+  assertEquals(
+    g.message,
+    `${path}: a Parquet file (it starts with "PAR1"), and --format gsm8k reads text; leave ` +
+      "out --format, or pass --format parquet",
+  );
+  for (const format of ["gsm-hard", "multiarith", "svamp"] as const) {
+    const e = await assertRejects(
+      () => loadEvalItems(path, { format, onError: "skip" }),
+      InputError,
+    );
+    assert(
+      e.message.startsWith(
+        `${path}: a Parquet file (it starts with "PAR1"), and --format ${format} reads text; ` +
+          `${format} is read from JSON`,
+      ),
+      e.message,
+    );
+    assert(e.message.includes("save the table as JSON lines"), e.message);
+    assert(!e.message.includes("UTF-8"), e.message);
+  }
+});
+
+Deno.test("readers: GSM8K JSON lines whose answer is the bare answer are evaluated without gold steps", async () => {
+  const dir = await tempDir();
+  const path = `${dir}/mine.jsonl`;
+  await Deno.writeTextFile(
+    path,
+    [
+      { question: "Tom has 7 kites and gives 2 away. How many are left?", answer: "5" },
+      { question: "Lea reads 3 pages a day for 4 days. How many pages?", answer: 12 },
+      { question: "A box holds 9 eggs. How many?", answer: "9 + 0 = <<9+0=9>>9\n#### 9" },
+      { question: "How many?", answer: "the answer is ####" },
+      { question: "", answer: "3" },
+    ].map((r) => JSON.stringify(r)).join("\n") + "\n",
+  );
+  assertEquals(await detectEvalFormat(path), "gsm8k");
+  const skipped: InputError[] = [];
+  const items = await loadEvalItems(path, { onError: "skip", onSkip: (e) => skipped.push(e) });
+  assertEquals(items.map((i) => [i.id, i.answer, i.math]), [
+    ["mine.jsonl:1", "5", null],
+    ["mine.jsonl:2", "12", null],
+    ["mine.jsonl:3", "9", ["<<9+0=9>>"]],
+  ]);
+  // An answer with "####" and nothing after it, and an empty question, are still errors.
+  assertEquals(skipped.map((e) => [e.line, e.field]), [[4, "answer"], [5, "question"]]);
+});
+
+Deno.test("readers: a target written as a JSON number beyond 2^53 keeps its digits", async () => {
+  const dir = await tempDir();
+  const q = "A town counts 12345678901234567889 grains of sand and one more. How many?";
+  // Written by hand: JSON.stringify would go through a double.
+  const line = (extra: string) => `{"input": ${JSON.stringify(q)},${extra} "target": `;
+  await Deno.writeTextFile(
+    `${dir}/multi.jsonl`,
+    `${line("")}12345678901234567890}\n${line("")}-2.5}\n`,
+  );
+  await Deno.writeTextFile(`${dir}/hard.jsonl`, `${line(' "code": "",')}12345678901234567890}\n`);
+  await Deno.writeTextFile(
+    `${dir}/svamp.json`,
+    `[{"ID": 98765432109876543210, "Body": "", "Question": ${
+      JSON.stringify(q)
+    }, "Answer": 12345678901234567890}]\n`,
+  );
+  const multi = await loadEvalItems(`${dir}/multi.jsonl`);
+  assertEquals(multi.map((i) => i.answer), ["12345678901234567890", "-2.5"]);
+  assertEquals((await loadEvalItems(`${dir}/hard.jsonl`))[0].answer, "12345678901234567890");
+  const [sv] = await loadEvalItems(`${dir}/svamp.json`);
+  assertEquals([sv.id, sv.answer], ["svamp.json:98765432109876543210", "12345678901234567890"]);
+  // So the model's exact answer scores, and a near one does not.
+  assert(answersMatch("12345678901234567890", multi[0].answer));
+  assert(!answersMatch("12345678901234567000", multi[0].answer));
+});
+
 Deno.test("a dataset directory's split: one it lacks is named with those it has", async () => {
   const dir = `${await tempDir()}/ds`;
   await buildDataset({
@@ -419,12 +605,12 @@ Deno.test("readers: bad records name file:line and field, or are skipped on requ
     JSON.stringify([svamp("a-1", "One?"), svamp("a-2", "Two?"), svamp("a-1", "Three?")]),
   );
   const dup = await assertRejects(() => loadEvalItems(`${d}/dup.json`), InputError);
-  assert(
-    dup.message.startsWith(
-      `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
-        `element 1`,
-    ),
+  assertEquals(
     dup.message,
+    `${d}/dup.json: element 3: field "ID": the id "dup.json:a-1" is already that of ` +
+      `element 1; ids must be unique (predictions.csv and readout.csv name items by id); give ` +
+      `each record its own "ID" (or leave "ID" out of every record, so ids number the ` +
+      `elements), or pass --on-error skip to drop the repeat`,
   );
   // A bad element is named as such, not as a line of the file.
   await Deno.writeTextFile(
@@ -568,6 +754,27 @@ Deno.test("SVG builders: ticks, a line chart and the readout view", () => {
   assertEquals(view.match(/fill="#b7e4b0"/g)?.length, 2, "one green cell and its legend");
   assertEquals(view.match(/fill="#f4b6b6"/g)?.length, 2, "one red cell and its legend");
   assert(view.includes("1⏎") && view.includes("invalid"));
+});
+
+Deno.test("SVG builders: a token that decodes to a control character leaves the SVG well-formed XML", () => {
+  // GPT-2's byte-level vocabulary has 29 tokens that decode to C0 controls (id 188 is U+0000);
+  // an undertrained model's readout can land on them, and XML 1.0 allows none of them.
+  const view = readoutSvg([{
+    title: "q\u0007",
+    blocks: [{
+      gold: ["<<", "1"],
+      readout: ["\u0000", "\u001b[", "\ud800"],
+      match: ["miss", "miss", "none"],
+      note: "invalid",
+    }],
+  }]);
+  // deno-lint-ignore no-control-regex
+  const notXml = /[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])/;
+  assert(!notXml.test(view), JSON.stringify(view.match(notXml)));
+  assert(view.includes(">\u2400<") && view.includes(">\u241b[<") && view.includes("q\u2407"));
+  assert(view.includes(">\ufffd<"));
+  // Characters XML does allow pass as they are, a pair of surrogates included.
+  assertEquals(escapeXml("tab\there \u{1f600} \u00e9"), "tab\there \u{1f600} \u00e9");
 });
 
 Deno.test("eval CLI arguments: R lists, required flags, bad values", () => {

@@ -392,6 +392,158 @@ Deno.test("read parquet: question/cot/answer layout, a null cell, a missing colu
   assert(e2.message.startsWith(`${noAnswer}: field "answer": expected a column`), e2.message);
 });
 
+Deno.test("read parquet: an INT64 answer column (as pandas writes integers) reads as its digits", async () => {
+  const path = await tempFile(
+    "ints.parquet",
+    new Uint8Array(parquetWriteBuffer({
+      columnData: [
+        { name: "question", data: ["Half of 8?", "A big sum?"], type: "STRING" },
+        { name: "cot", data: ["<<8/2=4>>", "<<1+2=3>>"], type: "STRING" },
+        { name: "answer", data: [4n, 9007199254740993n], type: "INT64" },
+      ],
+    })),
+  );
+  const ps = await readAll(path);
+  assertEquals(ps.map((p) => p.answer), ["4", "9007199254740993"]);
+  assertEquals(ps[0].mathSteps, ["<<8/2=4>>"]);
+});
+
+Deno.test("read: a Parquet file given to a text format is named as Parquet, not as bad UTF-8", async () => {
+  const path = await tempFile(
+    "train.parquet",
+    parquet({ question: ["Half of 8?"], answer: ["8/2 = <<8/2=4>>4\n#### 4"] }, 10),
+  );
+  for (const format of ["gsm8k", "nl", "icot", "coconut", "csv"] as const) {
+    const e = await inputError(path, { format, onError: "skip" });
+    assertEquals(
+      e.message,
+      `${path}: a Parquet file (it starts with "PAR1"), and --format ${format} reads text; ` +
+        "leave out --format, or pass --format parquet",
+    );
+    assertEquals(e.line, 0);
+  }
+  assertEquals((await readAll(path, { format: "parquet" })).length, 1);
+});
+
+Deno.test("read icot: two records on one line (CR line endings, a lost newline) are an error, not one mixed record", async () => {
+  const a = "Ann has 2 pens and buys 3. How many?||<<2+3=5>> #### 5";
+  const b = "Bo has 4 cups and breaks 1. How many?||<<4-1=3>> #### 3";
+  // Lines ending in CR alone: only \n ends a line, so the file is one line.
+  const cr = await tempFile("cr.txt", `${a}\r${b}\r`);
+  const e = await inputError(cr);
+  assertEquals(
+    e.message,
+    `${cr}:1: holds a second "||" at character ${a.length + 1 + b.indexOf("||") + 1}, so two ` +
+      "records run together on one line (the line holds a carriage return (CR) not followed " +
+      `by a newline, at character ${a.length + 1}: if the file's lines end in CR alone, they ` +
+      "are read as one line; convert them to newlines, as tr '\\r' '\\n' does); put each " +
+      "record on a line of its own, or pass --on-error skip",
+  );
+  const joined = await tempFile("joined.txt", `${a}${b}\n${a}\n`);
+  const skipped: InputError[] = [];
+  const ps = await readAll(joined, { onError: "skip", onSkip: (x) => skipped.push(x) });
+  assertEquals(skipped.map((x) => x.line), [1]);
+  assertEquals(ps.map((p) => [p.source.line, p.answer]), [[2, "5"]]);
+  // CRLF stays fine.
+  assertEquals((await readAll(await tempFile("crlf.txt", `${a}\r\n${b}\r\n`))).length, 2);
+});
+
+Deno.test("read gsm8k: JSON lines ending in CR alone say so in the JSON error", async () => {
+  const rec = (q: string, n: number) =>
+    JSON.stringify({ question: q, answer: `It is ${n}.\n#### ${n}` });
+  const path = await tempFile("cr.jsonl", `${rec("One?", 1)}\r${rec("Two?", 2)}\r`);
+  const e = await inputError(path, { format: "gsm8k" });
+  assert(e.message.startsWith(`${path}:1: invalid JSON (`), e.message);
+  assert(e.message.includes("(the line holds a carriage return (CR) not followed by"), e.message);
+  // Detection throws the same note when no record parses.
+  const d = await assertRejects(() => detectFormat(path), InputError);
+  assert(d.message.includes("carriage return"), d.message);
+});
+
+Deno.test("read: a compressed file or an archive says to unpack it, not to re-encode it as UTF-8", async () => {
+  const rec = JSON.stringify({ question: "Half of 8?", answer: "8/2 = <<8/2=4>>4\n#### 4" });
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob([rec + "\n"]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  const cases: [string, Uint8Array, string][] = [
+    [
+      "train.jsonl.gz",
+      gz,
+      "a gzip-compressed file (it starts with 0x1F 0x8B), not text; " +
+      "unpack it first (gunzip -k FILE)",
+    ],
+    ["train.csv", gz, "a gzip-compressed file (it starts with 0x1F 0x8B)"],
+    [
+      "train.zip",
+      new Uint8Array([0x50, 0x4b, 0x03, 0x04, 20, 0, 0x87, 0xff]),
+      "a zip archive (it starts with 0x50 0x4B 0x03 0x04), not text; unpack it first (unzip FILE)",
+    ],
+    [
+      "train.jsonl.zst",
+      new Uint8Array([0x28, 0xb5, 0x2f, 0xfd, 0, 0x88]),
+      "a zstd-compressed file",
+    ],
+    [
+      "train.txt.xz",
+      new Uint8Array([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0, 0, 4]),
+      "an xz-compressed file",
+    ],
+  ];
+  for (const [name, bytes, want] of cases) {
+    const path = await tempFile(name, bytes);
+    for (const format of ["auto", "gsm8k", "icot"] as const) {
+      const e = await inputError(path, { format, onError: "skip" });
+      assert(e.message.startsWith(`${path}: ${want}`), `${format}: ${e.message}`);
+      assert(!e.message.includes("UTF-8"), e.message);
+      assertEquals(e.line, 0);
+    }
+  }
+});
+
+Deno.test("read nl and coconut: an answer written as a JSON number beyond 2^53 keeps its digits", async () => {
+  const nl = await tempFile(
+    "big.jsonl",
+    '{"question": "Big?", "cot": "It is large.", "answer": 12345678901234567890}\n',
+  );
+  assertEquals((await readAll(nl))[0].answer, "12345678901234567890");
+  const co = await tempFile(
+    "big.json",
+    '[{"question": "Big?", "steps": ["<<1+1=2>>"], "answer": 12345678901234567890, "idx": 7}]\n',
+  );
+  const [p] = await readAll(co);
+  assertEquals([p.id, p.answer], ["big.json:7", "12345678901234567890"]);
+});
+
+Deno.test("read: a named pipe is refused at once, naming it, rather than read twice or waited on", async () => {
+  const dir = await Deno.makeTempDir();
+  const fifo = `${dir}/in.jsonl`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert(made.success, new TextDecoder().decode(made.stderr));
+  // A reader that opened it would wait for a writer: one comes every second, so that such a
+  // reader fails this test rather than hanging it (the refusal comes before the first).
+  const writer = setInterval(async () => {
+    const w = await Deno.open(fifo, { write: true });
+    await w.write(new TextEncoder().encode('{"question": "q?", "answer": "#### 1"}\n'));
+    w.close();
+  }, 1000);
+  try {
+    for (const format of ["auto", "gsm8k"] as const) {
+      const e = await inputError(fifo, { format });
+      assertEquals(
+        e.message,
+        `${fifo}: is not a regular file (a pipe such as /dev/stdin, a device or a socket), and ` +
+          "an input is read more than once (its format, then its records); save the data to a " +
+          "file first, and give that file",
+      );
+    }
+  } finally {
+    clearInterval(writer);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
 // --- detection ---------------------------------------------------------------------------
 
 Deno.test("detectFormat: every fixture by extension and first record", async () => {

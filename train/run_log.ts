@@ -18,7 +18,7 @@ import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
 import { writeFileAtomicSync } from "../base/atomic.ts";
 import { exists } from "../base/exists.ts";
-import { fieldIssue } from "../base/json.ts";
+import { fieldIssue, jsonErrorText } from "../base/json.ts";
 
 // A non-finite value (a diverged loss) is written as null in JSON and reads back as NaN; in
 // log.csv it is written as NaN, Infinity or -Infinity and reads back as that number.
@@ -203,7 +203,7 @@ function parseLog(path: string, text: string): LogRecord[] {
       const last = lines.slice(i + 1).every((l) => l.trim() === "");
       if (last && !text.endsWith("\n")) break; // cut short by a kill: redone on resume
       throw new TrainLogError(
-        `${path}:${i + 1}: invalid JSON (${(e as Error).message}); the line is damaged: ` +
+        `${path}:${i + 1}: invalid JSON (${jsonErrorText(e)}); the line is damaged: ` +
           `mend it from its record in log.csv (the same records, a row each), or delete it; ` +
           `eval's training curves and --resume then do without that one record`,
       );

@@ -21,6 +21,7 @@ import {
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
 import { type BadByte, invalidUtf8Error, UTF8_FILE_HINT, Utf8Checker } from "./utf8.ts";
+import { jsonErrorText } from "../../base/json.ts";
 
 /** Column positions found in the header. */
 interface Columns {
@@ -78,7 +79,7 @@ function stepsCot(text: string, at: RecordAt): ReturnType<typeof splitCot> | Inp
     return new InputError({
       ...at,
       field: "steps",
-      problem: `expected a JSON array of strings, got invalid JSON (${(e as Error).message})`,
+      problem: `expected a JSON array of strings, got invalid JSON (${jsonErrorText(e)})`,
     });
   }
   if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {

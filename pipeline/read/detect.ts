@@ -3,11 +3,12 @@
  *
  * @module
  */
-import { readLinesOrErrors } from "./lines.ts";
+import { bareCrNote, readLinesOrErrors } from "./lines.ts";
 import { FormatError, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
 import { UTF8_FILE_HINT } from "./utf8.ts";
 import { readFull } from "../../base/read_full.ts";
+import { jsonErrorText } from "../../base/json.ts";
 
 /** The input formats the readers know. */
 export type Format = "gsm8k" | "parquet" | "icot" | "coconut" | "nl" | "csv";
@@ -84,7 +85,7 @@ function objectKeys(text: string): string[] | Error {
       ? Object.keys(obj)
       : new Error("not an object");
   } catch (e) {
-    return e as Error;
+    return new Error(jsonErrorText(e));
   }
 }
 
@@ -120,8 +121,8 @@ async function formatOfObject(
   throw new InputError({
     file: path,
     line: first.line,
-    problem: `invalid JSON (${keys.message}), and no record after it parses either, so the ` +
-      "format cannot be told",
+    problem: `invalid JSON (${keys.message})${bareCrNote(first.text)}, and no record after it ` +
+      "parses either, so the format cannot be told",
     hint: "fix that line (the first record tells the format)",
   });
 }
@@ -179,11 +180,72 @@ async function formatOfArray(path: string): Promise<Format> {
   );
 }
 
+/** Compressed files and archives, by their first bytes: what each is, and what opens it. */
+const PACKED: readonly { magic: readonly number[]; what: string; open: string }[] = [
+  { magic: [0x1f, 0x8b], what: "a gzip-compressed file", open: "gunzip -k FILE" },
+  { magic: [0x50, 0x4b, 0x03, 0x04], what: "a zip archive", open: "unzip FILE" },
+  { magic: [0x28, 0xb5, 0x2f, 0xfd], what: "a zstd-compressed file", open: "zstd -d FILE" },
+  { magic: [0x42, 0x5a, 0x68], what: "a bzip2-compressed file", open: "bunzip2 -k FILE" },
+  {
+    magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00],
+    what: "an xz-compressed file",
+    open: "unxz -k FILE",
+  },
+];
+
+/** The bytes that tell a compressed file or an archive, and Parquet's. */
+const MAGIC_BYTES = 6;
+
+const hex = (b: readonly number[]) =>
+  b.map((x) => `0x${x.toString(16).toUpperCase().padStart(2, "0")}`).join(" ");
+
+/**
+ * The error for a compressed file or an archive (gzip, zip, zstd, bzip2, xz), which the
+ * readers would otherwise report as a first line of invalid UTF-8 with advice to re-encode it;
+ * null for any other file.
+ */
+function packedError(path: string, b: Uint8Array): InputError | null {
+  const p = PACKED.find((k) => k.magic.every((x, i) => b[i] === x));
+  if (p === undefined) return null;
+  return new InputError({
+    file: path,
+    line: 0,
+    problem: `${p.what} (it starts with ${hex(p.magic)}), not text`,
+    hint: `unpack it first (${p.open}) and give the file it holds`,
+  });
+}
+
+/**
+ * Refuses a file that a reader of text would report as invalid UTF-8 with advice to re-encode
+ * it: a compressed file or an archive (gzip, zip, zstd, bzip2, xz; the hint says how to unpack
+ * it), and a Parquet file (its `PAR1` magic), given with a `--format` of text (`hint` says what
+ * to do). An {@linkcode InputError} about the whole file that says what it is.
+ *
+ * @example
+ * ```ts ignore
+ * import { refuseNotText } from "./detect.ts";
+ * await refuseNotText("train.parquet", "gsm8k", "leave out --format"); // throws
+ * ```
+ */
+export async function refuseNotText(path: string, format: string, hint: string): Promise<void> {
+  const b = await head(path, MAGIC_BYTES);
+  const packed = packedError(path, b);
+  if (packed !== null) throw packed;
+  if (!isParquetMagic(b)) return;
+  throw new InputError({
+    file: path,
+    line: 0,
+    problem: `a Parquet file (it starts with "PAR1"), and --format ${format} reads text`,
+    hint,
+  });
+}
+
 /**
  * Tells a file's format. `.parquet` and `.csv` go by extension; otherwise the first non-blank
  * line decides: `[` opens a Coconut JSON array, `{` a JSON-lines record whose keys say GSM8K
  * (`question`, `answer`) or NL (`question`, `cot`, `answer`), and a line with `||` is iCoT.
- * Parquet is also recognized by its `PAR1` magic. A first `{` line that is not JSON (a trailing
+ * Parquet is also recognized by its `PAR1` magic. A compressed file or an archive (gzip, zip,
+ * zstd, bzip2, xz) is an {@linkcode InputError} that says to unpack it. A first `{` line that is not JSON (a trailing
  * comma) is passed over for the next ones, and the reader reports it; if none parses, its JSON
  * error is thrown at its line. A UTF-16 file (its byte order mark, or NUL bytes between the
  * characters of its first line) is an `invalid_utf8` {@linkcode InputError} saying to convert
@@ -200,8 +262,10 @@ async function formatOfArray(path: string): Promise<Format> {
 export async function detectFormat(path: string): Promise<Format> {
   const ext = extension(path);
   if (ext === "parquet") return "parquet";
+  const magic = await head(path, MAGIC_BYTES);
+  const packed = packedError(path, magic);
+  if (packed !== null) throw packed;
   if (ext === "csv") return "csv";
-  const magic = await head(path, 4);
   if (isParquetMagic(magic)) return "parquet";
   if ((magic[0] === 0xff && magic[1] === 0xfe) || (magic[0] === 0xfe && magic[1] === 0xff)) {
     const bom = `0x${magic[0].toString(16).toUpperCase()} 0x${magic[1].toString(16).toUpperCase()}`;

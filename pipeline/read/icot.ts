@@ -10,7 +10,7 @@
  * @module
  */
 import type { Problem } from "../types.ts";
-import { type LineOptions, readLinesOrErrors } from "./lines.ts";
+import { bareCrNote, type LineOptions, readLinesOrErrors } from "./lines.ts";
 import { excerpt, makeProblem, type RecordAt, splitCot } from "./record.ts";
 import { InputError } from "./input_error.ts";
 
@@ -22,6 +22,17 @@ export function icotProblem(text: string, at: RecordAt): Problem | InputError {
       ...at,
       field: "cot",
       problem: `expected "question||cot #### answer", got ${excerpt(text)} (no "||")`,
+    });
+  }
+  const second = text.indexOf("||", bar + 2);
+  if (second !== -1) {
+    // One "||" per record: a second one is a record run into this one, whose question, steps
+    // and answer would be mixed with this one's.
+    return new InputError({
+      ...at,
+      problem: `holds a second "||" at character ${second + 1}, so two records run together ` +
+        `on one line${bareCrNote(text)}`,
+      hint: "put each record on a line of its own, or pass --on-error skip",
     });
   }
   const question = text.slice(0, bar);

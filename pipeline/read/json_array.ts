@@ -7,6 +7,35 @@
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { readInput } from "./open.ts";
 import { decodeUtf8File } from "./utf8.ts";
+import { jsonErrorText } from "../../base/json.ts";
+
+/** A whole number as JSON writes it: an optional minus and digits. */
+const JSON_INTEGER = /^-?\d+$/;
+
+/**
+ * `JSON.parse(text)`, except that a whole number written beyond 2^53 - 1, which a double
+ * cannot hold (12345678901234567890 would read 12345678901234567000), is kept as the digits
+ * written, a string: the records' numeric fields (an answer, a target, an id) take a string
+ * as well, and the answer keeps its value.
+ *
+ * @example
+ * ```ts
+ * import { parseJsonExact } from "./json_array.ts";
+ * const o = parseJsonExact('{"target": 12345678901234567890, "n": 2.5}') as Record<string, unknown>;
+ * console.assert(o.target === "12345678901234567890" && o.n === 2.5);
+ * ```
+ */
+export function parseJsonExact(text: string): unknown {
+  return JSON.parse(text, function (_key, value, context?: { source?: string }) {
+    if (
+      typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value) &&
+      context?.source !== undefined && JSON_INTEGER.test(context.source)
+    ) {
+      return context.source;
+    }
+    return value;
+  });
+}
 
 /** 1-based line of a character offset in `text`. */
 function lineOf(text: string, offset: number): number {
@@ -24,13 +53,13 @@ export async function readJsonArray(path: string, expected: string): Promise<unk
   const text = decodeUtf8File(path, await readInput(path));
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    data = parseJsonExact(text);
   } catch (e) {
     const m = /position (\d+)/.exec((e as Error).message);
     throw new InputError({
       file: path,
       line: m ? lineOf(text, Number(m[1])) : 0,
-      problem: `invalid JSON (${(e as Error).message})`,
+      problem: `invalid JSON (${jsonErrorText(e)})`,
       hint: FILE_HINT,
       cause: e,
     });

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import type { Problem } from "../types.ts";
-import { type LineOptions, readLinesOrErrors } from "./lines.ts";
+import { bareCrNote, type LineOptions, readLinesOrErrors } from "./lines.ts";
 import {
   checkRecord,
   GSM8K_ANSWER,
@@ -18,6 +18,8 @@ import {
   splitGsm8kAnswer,
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
+import { jsonErrorText } from "../../base/json.ts";
+import { parseJsonExact } from "./json_array.ts";
 
 const question = z.string().refine((s) => s.trim() !== "", { message: "an empty string" });
 
@@ -68,11 +70,11 @@ export function nlProblem(raw: unknown, at: RecordAt): Problem | InputError {
 /** Parses one line as JSON, or returns an InputError naming the line. */
 export function parseJsonLine(text: string, at: RecordAt): unknown | InputError {
   try {
-    return JSON.parse(text);
+    return parseJsonExact(text);
   } catch (e) {
     return new InputError({
       ...at,
-      problem: `invalid JSON (${(e as Error).message})`,
+      problem: `invalid JSON (${jsonErrorText(e)})${bareCrNote(text)}`,
       cause: e,
     });
   }

@@ -155,6 +155,25 @@ export async function* readLinesOrErrors(
 }
 
 /**
+ * A note for the error of a line that holds a carriage return not followed by a newline, or
+ * "" when it holds none. Only `\n` ends a line, so a file whose lines end in CR alone (classic
+ * Mac OS) reads as one line holding every record, which this says.
+ *
+ * @example
+ * ```ts
+ * import { bareCrNote } from "./lines.ts";
+ * console.assert(bareCrNote("a\rb").startsWith(" (the line holds a carriage return"));
+ * console.assert(bareCrNote("a b") === "");
+ * ```
+ */
+export function bareCrNote(text: string): string {
+  const at = text.indexOf("\r");
+  return at === -1 ? "" : ` (the line holds a carriage return (CR) not followed by a newline, ` +
+    `at character ${at + 1}: if the file's lines end in CR alone, they are read as one line; ` +
+    `convert them to newlines, as tr '\\r' '\\n' does)`;
+}
+
+/**
  * Yields the lines of a UTF-8 file (see {@linkcode readLinesOrErrors}); a line that is not
  * UTF-8 throws its {@linkcode InputError}, naming the line and the byte offset.
  */

@@ -27,6 +27,23 @@ async function checkFile(path: string): Promise<void> {
       hint: HINT,
     });
   }
+  if (!info.isFile) throw notRegularFile(path);
+}
+
+/**
+ * The error for an input that is not a regular file: a pipe (`/dev/stdin`, a FIFO), a device
+ * or a socket. An input is read more than once (its format, its checksum, its records), which
+ * a stream cannot give: its head would be lost to the first read, or a later open would wait
+ * for a writer that is gone.
+ */
+export function notRegularFile(path: string): InputError {
+  return new InputError({
+    file: path,
+    line: 0,
+    problem: "is not a regular file (a pipe such as /dev/stdin, a device or a socket), and " +
+      "an input is read more than once (its format, then its records)",
+    hint: "save the data to a file first, and give that file",
+  });
 }
 
 /** `Deno.open(path)` for reading, once `path` is known to be a file. */

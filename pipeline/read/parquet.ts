@@ -208,6 +208,12 @@ export async function* readParquet(path: string): AsyncGenerator<Problem | Input
           });
           continue rows;
         }
+        // An integer column of 64 bits (pandas writes integer answers so) reads as bigint:
+        // its decimal digits are the answer as written, past 2^53 too.
+        for (const field of columns) {
+          const v = rows[i][field];
+          if (typeof v === "bigint") rows[i][field] = v.toString();
+        }
         yield toProblem(rows[i], { file: path, line });
       }
       rowStart = rowEnd;

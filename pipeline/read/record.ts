@@ -174,9 +174,17 @@ export class IdRegister {
 
   /**
    * Null when `id` is new, else an InputError at `at` naming the record that has it already.
-   * `field` names where the id comes from and `what` says how records are numbered.
+   * `field` names where the id comes from, `what` says how records are numbered and `why`
+   * what the ids are for (by default, a build's).
    */
-  check(id: string, at: RecordAt, field: string, what: string): InputError | null {
+  check(
+    id: string,
+    at: RecordAt,
+    field: string,
+    what: string,
+    why = "records.jsonl and report.csv name records by id, and augmentation seeds each " +
+      "record's variants from it",
+  ): InputError | null {
     const first = this.#seen.get(id);
     if (first === undefined) {
       this.#seen.set(id, at.line);
@@ -186,8 +194,7 @@ export class IdRegister {
       ...at,
       field,
       problem: `the id ${JSON.stringify(id)} is already that of ${what} ${first}; ids must be ` +
-        "unique (records.jsonl and report.csv name records by id, and augmentation seeds each " +
-        "record's variants from it)",
+        `unique (${why})`,
       hint: `give each record its own "${field}" (or leave "${field}" out of every record, ` +
         `so ids number the ${what}s), or pass --on-error skip to drop the repeat`,
     });
