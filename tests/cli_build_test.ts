@@ -328,6 +328,13 @@ Deno.test("cli: a signal during a build says the output is unchanged; one in the
   assertEquals(again.code, 143, again.stderr);
   assert(again.stderr.includes(`stopped by SIGTERM: nothing was changed in ${out}`), again.stderr);
   assertEquals(await tree(out), before);
+  // SIGHUP (the terminal closed) stops a build as SIGTERM does, with its own exit status.
+  const hup = await buildSignalledAt("open", /\.staging-\d+\/\.train\.records\.jsonl$/, "SIGHUP", [
+    ...base,
+  ]);
+  assertEquals(hup.code, 129, hup.stderr);
+  assert(hup.stderr.includes(`stopped by SIGHUP: nothing was changed in ${out}`), hup.stderr);
+  assertEquals(await tree(out), before);
   // A signal while the files are moved into place waits for the commit, which completes.
   const late = await buildSignalledAt(
     "rename",
