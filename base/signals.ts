@@ -91,6 +91,27 @@ export async function signalTurns(): Promise<void> {
   for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
 }
 
+/**
+ * Runs `write` (a line to stdout or stderr), dropping the error it throws: once SIGHUP has come
+ * (its terminal closed), a write to the terminal fails with an I/O error, and what a stopping
+ * command prints must not keep it from saving, or from exiting with its signal's status.
+ *
+ * @example
+ * ```ts
+ * import { unlessGone } from "./signals.ts";
+ * unlessGone(() => {
+ *   throw new Error("Input/output error (os error 5)");
+ * }); // nothing thrown
+ * ```
+ */
+export function unlessGone(write: () => void): void {
+  try {
+    write();
+  } catch {
+    // The terminal is gone: what was said goes nowhere.
+  }
+}
+
 /** The exit status of a command a stop signal ended: 130 for SIGINT, 143 for SIGTERM, 129 for
  * SIGHUP (128 and the signal's number, as a shell gives). */
 export function signalExitCode(signal: Deno.Signal): number {

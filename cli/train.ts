@@ -17,7 +17,7 @@ import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { PRECISIONS } from "../engine/ffi.ts";
 import { resumeArgs } from "../train/trainer.ts";
 import { stoppedWhen, train } from "../train/recipe.ts";
-import { signalExitCode } from "../base/signals.ts";
+import { signalExitCode, unlessGone } from "../base/signals.ts";
 import { DEFAULT_COT_START_EPOCHS, RECIPE_NAMES, resumeRunDir } from "../train/options.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import {
@@ -419,10 +419,13 @@ async function main(a: TrainArgs): Promise<number> {
     return res.interrupted ? signalExitCode(res.interrupted) : 0;
   }
   if (res.interrupted) {
-    console.log(
-      res.nothingSaved
-        ? `stopped by ${stoppedWhen(res)}; rerun the same command`
-        : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
+    // After SIGHUP the terminal may be gone: the exit status says how the run ended.
+    unlessGone(() =>
+      console.log(
+        res.nothingSaved
+          ? `stopped by ${stoppedWhen(res)}; rerun the same command`
+          : `stopped by ${res.interrupted} at step ${res.steps}; checkpoint in ${res.checkpoint}`,
+      )
     );
     return signalExitCode(res.interrupted);
   }

@@ -996,6 +996,43 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]
   });
 }
 
+Deno.test({
+  name: "faults: SIGHUP from a closed terminal, whose writes then fail, still saves and exits 129",
+  sanitizeResources: false,
+  async fn() {
+    const data = await fixtureData(), dir = await tempDir(), out = `${dir}/run`;
+    const first = await trainCommand([...oneRunFlags(data, out), "--stop-after", "2"]);
+    assertEquals(first.code, 0, first.stderr);
+    // A terminal that went away: SIGHUP, then every write to stdout or stderr fails, as a
+    // write to a hung-up terminal does (EIO). The signal comes as step 3's line is printed.
+    const preload = `${dir}/hangup.ts`;
+    await Deno.writeTextFile(
+      preload,
+      `const error = console.error, print = console.log;
+let gone = false;
+const fail = () => {
+  throw new Error("Input/output error (os error 5)");
+};
+Deno.addSignalListener("SIGHUP", () => {
+  gone = true;
+});
+console.error = (...a: unknown[]) => {
+  if (gone) fail();
+  error(...a);
+  if (String(a[0]).startsWith("step 3/")) queueMicrotask(() => Deno.kill(Deno.pid, "SIGHUP"));
+};
+console.log = (...a: unknown[]) => {
+  if (gone) fail();
+  print(...a);
+};
+`,
+    );
+    const res = await trainCommand(["--resume", out], preload);
+    assertEquals(res.code, 129, res.stderr);
+    assertEquals((await loadCheckpoint(out)).state.step, 3, res.stderr);
+  },
+});
+
 /** How a `deno task train` child process ended, and what it printed. */
 interface TrainCommandResult {
   code: number;

@@ -37,7 +37,7 @@ import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
-import { type StopWatch, watchStopSignals } from "../base/signals.ts";
+import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
 import { type World, worldFromEnv } from "./data_parallel.ts";
 import {
@@ -343,7 +343,7 @@ function checkRunOptions(opts: RunOptions): void {
 async function trainPhases(opts: RunOptions, world: World | null): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const note = (s: string) => {
-    if (!opts.quiet && root) console.error(s);
+    if (!opts.quiet && root) unlessGone(() => console.error(s));
   };
   // Settings are checked before anything is written (a plan, a CoT start).
   checkSettings(opts.train ?? {});
@@ -691,7 +691,7 @@ async function cotStartThenLotus(
 ): Promise<TrainResult> {
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
-    if (!opts.quiet && root) console.error(s);
+    if (!opts.quiet && root) unlessGone(() => console.error(s));
   };
   const given = opts.train ?? {};
   if (opts.data === undefined) throw new TrainConfigError("--data", "give a dataset directory");

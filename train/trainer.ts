@@ -48,7 +48,7 @@ import { mixSeed } from "../base/rng.ts";
 // A run listens for the stop signals from the end of its set-up to its end (the current step
 // ends, a checkpoint is saved); the CoT start of a two-phase run goes on listening until LOTUS
 // ends, so that a signal between the phases, or while LOTUS sets up, stops LOTUS as well.
-import { signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
+import { signalTurns, type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
 import { DataParallel, type World } from "./data_parallel.ts";
 import { type Engine, openEngine } from "../engine/ffi.ts";
 import { probeCuda } from "../engine/cuda_probe.ts";
@@ -229,11 +229,14 @@ export async function trainRun(
   ctx: RunContext = {},
 ): Promise<TrainResult> {
   const resume = resumeArgs(ctx.resumeAs ?? opts.out, opts);
-  // In a data-parallel run, rank 0 alone prints and writes.
+  // In a data-parallel run, rank 0 alone prints and writes. A write to a terminal that SIGHUP
+  // closed fails; the run goes on to save without it.
   const root = world === null || world.rank === 0;
   const log = (s: string) => {
-    if (!opts.quiet && root) console.error(s);
+    if (!opts.quiet && root) unlessGone(() => console.error(s));
   };
+  const toStderr = (s: string) =>
+    unlessGone(() => Deno.stderr.writeSync(new TextEncoder().encode(s)));
   if (root) await Deno.mkdir(opts.out, { recursive: true });
 
   const setup = await setUpRun(opts, world, ctx, log);
@@ -468,7 +471,7 @@ export async function trainRun(
         // Frees what the evaluation allocated when it ended early.
         batches.return?.();
       }
-      if (tty && progressShown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+      if (tty && progressShown) toStderr("\r\x1b[K");
       if (dp) {
         const [lossSum, lossN, correct] = dp.sum([sums.lossSum, sums.lossN, sums.correct]);
         sums = { lossSum, lossN, correct, n: evalSet.length };
@@ -553,8 +556,8 @@ export async function trainRun(
     const tty = !quiet && Deno.stderr.isTerminal();
     // A progress line: rewritten in place on a terminal, one line each elsewhere.
     const progress = (line: string) => {
-      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
-      else console.error(line);
+      if (tty) toStderr(`\r\x1b[K${line}`);
+      else unlessGone(() => console.error(line));
     };
     // The first step's line comes at once (it says the run works, and how fast), then one
     // every 5 s.
@@ -725,7 +728,7 @@ export async function trainRun(
         break;
       }
       if (evalNow) {
-        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+        if (tty) toStderr("\n");
         if (!(await evalAt(stage))) break;
         if (logError && !dp) {
           state.evalDue = true;
@@ -739,7 +742,7 @@ export async function trainRun(
       await signalTurns();
       interrupted ??= stopSeen();
     }
-    if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    if (tty) toStderr("\n");
     // One that came during the last step's evaluation or save (a stopAfter ends the loop first).
     interrupted ??= stopSeen();
     // A signal after the ranks' last agreed step changes nothing here: they all finish alike
