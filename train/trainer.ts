@@ -167,7 +167,7 @@ export function engineFor(
 interface RunContext {
   /** The directory a stopped run tells the user to resume (the whole run's, for its CoT start). */
   resumeAs?: string;
-  /** {@linkcode initMetaOf} of `opts.init`, when the caller has read it: it is not read again. */
+  /** init.ts's `initMetaOf` of `opts.init`, when the caller has read it: it is not read again. */
   initMeta?: InitMeta | null;
   /**
    * Stop signals the caller listened for before this run's own listeners: one seen stops the
