@@ -20,7 +20,7 @@ import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_d
 import { MAX_SPLIT_NAME, SPLIT_NAME } from "../pipeline/manifest.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { BuildStopped, DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
-import { signalExitCode } from "../base/signals.ts";
+import { signalExitCode, unlessGone } from "../base/signals.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES } from "../pipeline/limits.ts";
 import {
@@ -351,38 +351,41 @@ function progressReporter(): { onProgress(p: BuildProgress): void; stop(): void 
   const label = (p: BuildProgress) =>
     `${p.split}${p.phase === "fit" ? " (fitting tokenizer)" : ""}`;
   return {
-    onProgress(p) {
-      const now = Date.now();
-      if (now - start < 1000) return; // short builds stay quiet
-      if (tty) {
-        const key = `${p.phase}:${p.split}`;
-        if (bar && key !== barKey) {
-          bar.stop();
-          bar = null;
-        }
-        if (!bar) {
-          bar = new cliProgress.SingleBar({
-            format: `${label(p)} |{bar}| {value}/{total} records`,
-            stream: process.stderr,
-            hideCursor: true,
-          }, cliProgress.Presets.shades_classic);
-          bar.start(p.total ?? p.records, p.records);
-          barKey = key;
-        }
-        if (p.total === null || p.records > p.total) bar.setTotal(p.records);
-        bar.update(p.records);
-      } else if (now - lastLine >= 3000) {
-        lastLine = now;
-        const of = p.total ? ` of ~${p.total} (${Math.round((100 * p.records) / p.total)}%)` : "";
-        console.error(
-          `${label(p)}: ${p.records} records${of}, ${((now - start) / 1000).toFixed(0)} s`,
-        );
-      }
-    },
+    onProgress: (p) => unlessGone(() => show(p)),
     stop() {
       bar?.stop();
     },
   };
+
+  // The bar on a terminal, or a line every 3 s elsewhere.
+  function show(p: BuildProgress): void {
+    const now = Date.now();
+    if (now - start < 1000) return; // short builds stay quiet
+    if (tty) {
+      const key = `${p.phase}:${p.split}`;
+      if (bar && key !== barKey) {
+        bar.stop();
+        bar = null;
+      }
+      if (!bar) {
+        bar = new cliProgress.SingleBar({
+          format: `${label(p)} |{bar}| {value}/{total} records`,
+          stream: process.stderr,
+          hideCursor: true,
+        }, cliProgress.Presets.shades_classic);
+        bar.start(p.total ?? p.records, p.records);
+        barKey = key;
+      }
+      if (p.total === null || p.records > p.total) bar.setTotal(p.records);
+      bar.update(p.records);
+    } else if (now - lastLine >= 3000) {
+      lastLine = now;
+      const of = p.total ? ` of ~${p.total} (${Math.round((100 * p.records) / p.total)}%)` : "";
+      console.error(
+        `${label(p)}: ${p.records} records${of}, ${((now - start) / 1000).toFixed(0)} s`,
+      );
+    }
+  }
 }
 
 /** Build the dataset the values describe, with progress on stderr and a summary on stdout. */
@@ -398,9 +401,11 @@ async function main(v: BuildArgs): Promise<number> {
     console.log(`wrote ${summary.built.join(", ")} to ${summary.out} in ${secs} s`);
     return 0;
   } catch (e) {
-    progress.stop();
+    // After SIGHUP the terminal may be gone: what is printed then is dropped, and the exit
+    // status says how the build ended.
+    unlessGone(() => progress.stop());
     if (e instanceof BuildStopped) {
-      console.error(e.message);
+      unlessGone(() => console.error(e.message));
       return signalExitCode(e.signal);
     }
     // One line: every error the pipeline raises names the file, line or option first.

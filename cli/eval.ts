@@ -25,7 +25,13 @@ import {
 import { EvalStopped, runEval } from "../eval/evaluate.ts";
 import { prepareEvalOut, writeEvalOutputs } from "../eval/report.ts";
 import { evalOutputMark, removeMadeDirs } from "../train/run_dir.ts";
-import { signalExitCode, signalTurns, type StopWatch, watchStopSignals } from "../base/signals.ts";
+import {
+  signalExitCode,
+  signalTurns,
+  type StopWatch,
+  unlessGone,
+  watchStopSignals,
+} from "../base/signals.ts";
 import { type LogRecord, readTrainLog, runDirOf, trainLogPath } from "../train/run_log.ts";
 import { curveNotes } from "../eval/curves.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
@@ -386,10 +392,12 @@ async function evaluateInto(
 
 async function main(a: EvalArgs): Promise<number> {
   try {
-    await evalCommand(a, a.quiet ? () => {} : (s) => console.error(s));
+    // After SIGHUP the terminal may be gone: what is printed then is dropped, and the exit
+    // status says how the evaluation ended.
+    await evalCommand(a, a.quiet ? () => {} : (s) => unlessGone(() => console.error(s)));
   } catch (e) {
     if (!(e instanceof EvalStopped)) throw e;
-    console.log(e.message);
+    unlessGone(() => console.log(e.message));
     return signalExitCode(e.signal);
   }
   return 0;

@@ -6,7 +6,7 @@
  */
 
 import { exportCheckpoint, ExportError } from "../export/export.ts";
-import { signalExitCode, signalTurns, watchStopSignals } from "../base/signals.ts";
+import { signalExitCode, signalTurns, unlessGone, watchStopSignals } from "../base/signals.ts";
 import { checkExport } from "../export/export_check.ts";
 import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
 
@@ -82,15 +82,18 @@ async function main(a: ExportArgs): Promise<number> {
     await signalTurns();
   } catch (e) {
     if (!stop.signal.aborted || !(e instanceof ExportError)) throw e;
-    console.error(`error: ${e.message}`);
+    // After SIGHUP the terminal may be gone: the exit status says how the export ended.
+    unlessGone(() => console.error(`error: ${e.message}`));
     return signalExitCode(stop.signal.reason);
   } finally {
     watch.close();
   }
   if (stop.signal.aborted) {
-    console.error(
-      `error: ${stop.signal.reason} came as the export was put in place: it is complete, in ` +
-        `${r.dir}`,
+    unlessGone(() =>
+      console.error(
+        `error: ${stop.signal.reason} came as the export was put in place: it is complete, in ` +
+          `${r.dir}`,
+      )
     );
     return signalExitCode(stop.signal.reason);
   }

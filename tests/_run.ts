@@ -42,18 +42,38 @@ export async function runDeno(args: string[], cwd = ROOT): Promise<Run> {
  * (console.error) a line starting `at`. The signal is sent in a microtask, at the command's
  * next await, as one from outside would come, and held a moment as a step or batch would be:
  * the signal reaches the runtime before the command looks for it (on a loaded machine it could
- * otherwise come a step later). Returns the script's path, for `--preload`.
+ * otherwise come a step later). With `hangUp`, every console write fails from SIGHUP on, as
+ * one to a terminal that went away does. Returns the script's path, for `--preload`.
  */
 export async function signalAtPreload(
   dir: string,
   at: string,
   signal: Deno.Signal,
+  hangUp = false,
 ): Promise<string> {
   const path = `${dir}/signal_at.ts`;
+  // A terminal that went away: from SIGHUP on, every console write fails as a write to a hung-up
+  // terminal does (EIO).
+  const gone = hangUp
+    ? `let gone = false;
+Deno.addSignalListener("SIGHUP", () => {
+  gone = true;
+});
+const fail = () => {
+  if (gone) throw new Error("Input/output error (os error 5)");
+};
+const print = console.log;
+console.log = (...a: unknown[]) => {
+  fail();
+  print(...a);
+};
+`
+    : "const fail = () => {};\n";
   await Deno.writeTextFile(
     path,
-    `const error = console.error;
+    `${gone}const error = console.error;
 console.error = (...a: unknown[]) => {
+  fail();
   error(...a);
   if (String(a[0]).startsWith(${JSON.stringify(at)})) {
     queueMicrotask(() => {

@@ -490,8 +490,8 @@ Deno.test("eval end to end: a write that fails part way leaves the earlier evalu
  * {@linkcode evalChild} sending itself `signal` as it logs a line starting `at`: a preload
  * wraps console.error (the signal comes in a microtask, held a moment as a batch would be).
  */
-async function evalSignalledAt(at: string, signal: Deno.Signal, flags: string[]) {
-  const preload = await signalAtPreload(await tempDir(), at, signal);
+async function evalSignalledAt(at: string, signal: Deno.Signal, flags: string[], hangUp = false) {
+  const preload = await signalAtPreload(await tempDir(), at, signal, hangUp);
   return await evalChild(flags, { preload });
 }
 
@@ -528,6 +528,11 @@ Deno.test({
     const hup = await evalSignalledAt("R=2: 8/24", "SIGHUP", lotusFlags(s, earlier));
     assertEquals(hup.code, 129, hup.stderr);
     assert(hup.stdout.startsWith("stopped by SIGHUP after "), hup.stdout);
+    assertEquals(await snapshot(earlier), before);
+    // From a terminal that went away, whose writes then fail: the same, said by the status.
+    const gone = await evalSignalledAt("R=2: 8/24", "SIGHUP", lotusFlags(s, earlier), true);
+    assertEquals(gone.code, 129, gone.stderr);
+    assertEquals(gone.stdout, "");
     assertEquals(await snapshot(earlier), before);
   },
 });
