@@ -1,5 +1,5 @@
 /**
- * The options of {@linkcode train} (recipe.ts), as `deno task train` gives them, and what a run
+ * The options of `train` (recipe.ts), as `deno task train` gives them, and what a run
  * returns.
  *
  * @module
@@ -32,7 +32,7 @@ export interface TrainOptions {
    */
   arch?: Arch;
   /**
-   * Training settings; what is not given is resolved by {@linkcode resolveTrainConfig}: K and c
+   * Training settings; what is not given is resolved by `resolveTrainConfig` (options.ts): K and c
    * from the dataset, the learning rate from the preset, the rest from the defaults.
    */
   train?: Partial<TrainConfig>;
