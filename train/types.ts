@@ -32,8 +32,8 @@ export interface TrainOptions {
    */
   arch?: Arch;
   /**
-   * Training settings; what is not given is resolved by `resolveTrainConfig` (options.ts): K and c
-   * from the dataset, the learning rate from the preset, the rest from the defaults.
+   * Training settings; what is not given is resolved by `resolveTrainConfig` (options.ts): K
+   * and c from the dataset, the learning rate from the preset, the rest from the defaults.
    */
   train?: Partial<TrainConfig>;
   /** Where to run (default "cpu"). */
