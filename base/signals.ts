@@ -1,7 +1,7 @@
 /**
- * The stop signals (SIGINT, SIGTERM, SIGHUP) as the long-running commands take them: a listener keeps
- * the first one seen, and the work looks at it between its steps (training after a step,
- * an evaluation after a batch), so that it stops cleanly rather than at once.
+ * The stop signals (SIGINT, SIGTERM, SIGHUP) as the long-running commands take them: a listener
+ * keeps the first one seen, and the work looks at it between its steps (training after a step, an
+ * evaluation after a batch), so that it stops cleanly rather than at once.
  *
  * @example
  * ```ts

@@ -26,10 +26,10 @@ export interface EvalSums {
 }
 
 /**
- * The validation evaluation's sums (mean answer loss, teacher-forced at the stage's K and
- * R, and greedy exact-match accuracy), a batch at a time: it yields the sums so far after each batch,
- * so that its caller can look for a stop signal between two. Ended early (a `break` out of
- * its loop), it frees what it allocated.
+ * The validation evaluation's sums (mean answer loss, teacher-forced at the stage's K and R, and
+ * greedy exact-match accuracy), a batch at a time: it yields the sums so far after each batch, so
+ * that its caller can look for a stop signal between two. Ended early (a `break` out of its loop),
+ * it frees what it allocated.
  */
 export function* evaluating(
   model: Model,

@@ -76,11 +76,12 @@ import {
 import { fitting } from "./batch.ts";
 
 /**
- * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`,
- * `out/summary.json` and `out/checkpoint/` (saved every `saveEvery` steps and at the end).
- * A stop signal (SIGINT, SIGTERM, SIGHUP) finishes the current step, saves a checkpoint and
- * returns; `resume` continues such a run exactly. A fresh run stopped before or in its first step saves nothing and leaves nothing
- * of itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it again.
+ * Train a model on a dataset directory. Writes `out/log.jsonl`, `out/log.csv`, `out/summary.json`
+ * and `out/checkpoint/` (saved every `saveEvery` steps and at the end). A stop signal (SIGINT,
+ * SIGTERM, SIGHUP) finishes the current step, saves a checkpoint and returns; `resume` continues
+ * such a run exactly. A fresh run stopped before or in its first step saves nothing and leaves
+ * nothing of itself in `out` ({@linkcode TrainResult.nothingSaved}): the same call starts it
+ * again.
  *
  * A LOTUS run with `cotStartEpochs` (the "from-cot" recipe, the default for LOTUS) first trains
  * explicit CoT into `out/cot-start` (a run of its own, at the preset's learning rate, its best
@@ -655,9 +656,9 @@ const SHARED_WITH_COT_START: readonly (keyof TrainConfig)[] = [
  * stopped part way is resumed, a completed one reused); otherwise both phases start afresh.
  * `initMeta`: {@linkcode initMetaOf} of `opts.init`, where the caller has read it.
  *
- * SIGINT, SIGTERM or SIGHUP stops the run, resumable, from the end of the CoT start's set-up on: between
- * the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after one
- * agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
+ * SIGINT, SIGTERM or SIGHUP stops the run, resumable, from the end of the CoT start's set-up on:
+ * between the phases too, and while LOTUS sets up, when LOTUS stops before its first step (after
+ * one agreed step in a data-parallel run), saves and prints the resume hint, as a stop during a
  * phase does. One during the CoT start's set-up ends the process at once, nothing saved, as for
  * any run; one before or in the first step of a fresh run's CoT start saves nothing either (the
  * caller clears the run): a fresh run in the same directory then starts over.
