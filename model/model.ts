@@ -8,7 +8,7 @@
 import type { Engine, Ptr } from "../engine/ffi.ts";
 import { archOf, llamaShape, type ModelConfig, type TrainConfig } from "./config.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
-import { F32, Stack, stackPtrs, type StackShape } from "./stack.ts";
+import { Arena, F32, Stack, stackPtrs, type StackShape } from "./stack.ts";
 import { ropeInvFreq } from "./rope.ts";
 
 /** The optimiser's hyper-parameters for one step. */
@@ -87,6 +87,8 @@ export class Model {
   /** AdamW step counter (t in the bias correction). */
   step = 0;
   #freed = false;
+  /** Every buffer the model allocated: the parameters, gradients, moments and the rest. */
+  #arena: Arena;
 
   /**
    * Allocate a model with the given initial parameters (fp32, `layout.total` long).
@@ -101,21 +103,16 @@ export class Model {
       throw new Error(`initial parameters have ${init.length} floats; the model needs ${n}`);
     }
     // An allocation or upload that fails (engine memory) frees the allocations before it.
-    const made: Ptr[] = [];
-    const alloc = (bytes: number) => {
-      const p = eng.alloc(bytes);
-      made.push(p);
-      return p;
-    };
+    const a = this.#arena = new Arena(eng);
     try {
-      this.params = alloc(n * F32);
+      this.params = a.f32(n);
       eng.upload(this.params, init);
       // Every matmul weight lies in this slab: in bf16 mode the CUDA engine keeps them rounded.
       eng.keepBf16(this.params, n);
-      this.grads = training ? alloc(n * F32) : null;
-      this.m = training ? alloc(n * F32) : null;
-      this.v = training ? alloc(n * F32) : null;
-      this.normSq = alloc(F32);
+      this.grads = training ? a.f32(n) : null;
+      this.m = training ? a.f32(n) : null;
+      this.v = training ? a.f32(n) : null;
+      this.normSq = a.f32(1);
       const L = this.layout;
       const at = (slab: Ptr, off: number) =>
         slab === null || off < 0 ? null : eng.offset(slab, off * F32);
@@ -128,7 +125,7 @@ export class Model {
       const llama = archOf(cfg) === "llama", ls = llamaShape(cfg);
       if (llama) {
         const f = ropeInvFreq(cfg.dModel / cfg.nHead, ls.ropeTheta, ls.ropeScaling);
-        this.invFreq = alloc(f.byteLength);
+        this.invFreq = a.bytes(f.byteLength);
         eng.upload(this.invFreq, f);
       } else {
         this.invFreq = null;
@@ -158,7 +155,7 @@ export class Model {
         this.gAuxHead = null;
       }
     } catch (e) {
-      for (const p of made) eng.free(p);
+      a.free();
       throw e;
     }
   }
@@ -258,9 +255,7 @@ export class Model {
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    for (const p of [this.params, this.grads, this.m, this.v, this.normSq, this.invFreq]) {
-      if (p !== null) this.eng.free(p);
-    }
+    this.#arena.free();
   }
 }
 

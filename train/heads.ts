@@ -12,6 +12,7 @@
  */
 
 import type { Engine, Ptr } from "../engine/ffi.ts";
+import { Arena } from "../model/stack.ts";
 
 const F32 = 4;
 
@@ -61,6 +62,8 @@ export class HeadPlan {
   #rows = 0;
   #capRows = 0;
   #capHeads = 0;
+  /** The targets, losses and scales buffers, in one arena. */
+  #bufs: Arena | null = null;
   #tgt: Ptr = null;
   #loss: Ptr = null;
   #scale: Ptr = null;
@@ -86,22 +89,21 @@ export class HeadPlan {
   }
 
   #alloc(rows: number, heads: number): void {
-    const e = this.eng, capRows = Math.max(1, rows), capHeads = Math.max(1, heads);
+    const capRows = Math.max(1, rows), capHeads = Math.max(1, heads);
     // All three or none: an allocation that fails (engine memory) frees those before it.
-    const made: Ptr[] = [];
+    const a = new Arena(this.eng);
     try {
-      for (const bytes of [capRows * 4, capRows * F32, capHeads * F32]) made.push(e.alloc(bytes));
+      [this.#tgt, this.#loss, this.#scale] = [a.i32(capRows), a.f32(capRows), a.f32(capHeads)];
     } catch (err) {
-      for (const p of made) e.free(p);
+      a.free();
       throw err;
     }
-    [this.#tgt, this.#loss, this.#scale] = made;
-    this.#capRows = capRows, this.#capHeads = capHeads;
+    this.#bufs = a, this.#capRows = capRows, this.#capHeads = capHeads;
   }
 
   #release(): void {
-    for (const p of [this.#tgt, this.#loss, this.#scale]) this.eng.free(p);
-    this.#tgt = this.#loss = this.#scale = null;
+    this.#bufs?.free();
+    this.#bufs = null, this.#tgt = this.#loss = this.#scale = null;
   }
 
   /** Bytes of engine memory held. */
