@@ -55,7 +55,9 @@ function notUtf8(path: string, line: number, offset: number | undefined, what: s
  * record), unless no line is readable: then that line's error is thrown, since nothing tells
  * the format and skipping would leave no record.
  */
-async function firstLine(path: string): Promise<{ line: number; text: string } | null> {
+export async function firstLine(
+  path: string,
+): Promise<{ line: number; text: string } | null> {
   let unreadable: InputError | null = null;
   for await (const l of readLinesOrErrors(path)) {
     if (l instanceof InputError) unreadable ??= l;

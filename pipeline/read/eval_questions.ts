@@ -9,7 +9,7 @@
 import { InputError } from "./input_error.ts";
 import { readJsonArray } from "./json_array.ts";
 import { readJsonl } from "./jsonl.ts";
-import { readLinesOrErrors } from "./lines.ts";
+import { firstLine } from "./detect.ts";
 import { basename, type RecordAt } from "./record.ts";
 
 /**
@@ -37,16 +37,6 @@ export interface EvalSetQuestion {
   question: string;
 }
 
-/** The first non-blank character of a text file ("" when it has none). */
-async function firstChar(path: string): Promise<string> {
-  for await (const l of readLinesOrErrors(path)) {
-    if (l instanceof InputError) continue;
-    const t = l.text.trim();
-    if (t !== "") return t[0];
-  }
-  return "";
-}
-
 const isText = (v: unknown): v is string => typeof v === "string" && v.trim() !== "";
 
 /**
@@ -67,7 +57,7 @@ export async function* readEvalSetQuestions(
   path: string,
 ): AsyncGenerator<EvalSetQuestion | InputError> {
   const name = basename(path);
-  if ((await firstChar(path)) === "[") {
+  if ((await firstLine(path))?.text.trimStart().startsWith("[")) {
     const data = await readJsonArray(path, "a JSON array of {Body, Question, ...} (SVAMP)");
     for (let i = 0; i < data.length; i++) {
       const at: RecordAt = { file: path, line: i + 1, element: true };
