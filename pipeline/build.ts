@@ -12,7 +12,7 @@ import { z } from "zod";
 import { detectFormat, type Format, FORMATS, type InputError, type InputReason } from "./read.ts";
 import { basename, idLabels } from "./read/record.ts";
 import { readLinesOrErrors } from "./read/lines.ts";
-import { notRegularFile } from "./read/open.ts";
+import { notRegularFile, openInput } from "./read/open.ts";
 import { DEFAULT_MAX_COT_STEPS, DEFAULT_MAX_FIELD_BYTES, stepCountError } from "./limits.ts";
 import { segment } from "./segment.ts";
 import { type CotForm, validate } from "./validate.ts";
@@ -305,7 +305,7 @@ async function fileSha256(
 ): Promise<{ sha256: string; bytes: number }> {
   const h = new Sha256();
   let bytes = 0;
-  const f = await guard.orStop(Deno.open(path));
+  const f = await guard.orStop(openInput(path));
   try {
     for await (const chunk of guard.untilStopped(f.readable)) {
       h.update(chunk);
@@ -321,7 +321,7 @@ async function fileSha256(
 /** Newlines in a text file: an estimate of its record count for progress. */
 async function countLines(path: string, guard: Guard): Promise<number> {
   let n = 0;
-  const f = await guard.orStop(Deno.open(path));
+  const f = await guard.orStop(openInput(path));
   for await (const chunk of guard.untilStopped(f.readable)) {
     let i = -1;
     while ((i = chunk.indexOf(10, i + 1)) !== -1) n++;
@@ -720,18 +720,17 @@ export async function buildDataset(
           rethrowIfDenied(e);
           throw new BuildError(`${path}: file of questions to exclude not found; check --exclude`);
         }
-        // Before anything opens it: a FIFO's open would wait for a writer.
+        // Refused here, with openInput's own advice (to save a pipe to a file): the exclude
+        // reader's errors say to give a file of questions, which a FIFO's path already is.
         if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
       }
       for (const path of s.inputs) {
-        let info: Deno.FileInfo;
         try {
-          info = await Deno.stat(path);
+          await Deno.stat(path);
         } catch (e) {
           rethrowIfDenied(e);
           throw new BuildError(`${path}: input file not found; check --input`);
         }
-        if (!info.isFile && !info.isDirectory) throw notRegularFile(path);
         const format = o.format === "auto"
           ? await staged.orStop(detectFormat(path))
           : (o.format as Format);
