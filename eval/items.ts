@@ -23,7 +23,7 @@ import { z } from "zod";
 import { readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
-import { detectFormat, refuseNotText } from "../pipeline/read/detect.ts";
+import { detectFormat, isTablePath, refuseNotText } from "../pipeline/read/detect.ts";
 import { readLines, readLinesOrErrors } from "../pipeline/read/lines.ts";
 import { readJsonArray } from "../pipeline/read/json_array.ts";
 import {
@@ -410,7 +410,7 @@ function jsonObject(text: string): Record<string, unknown> | null {
 
 async function detectEvalFormatOrThrow(path: string): Promise<EvalFormat> {
   if (await isDirectory(path)) return "dataset";
-  if (/\.parquet$|\.csv$/i.test(path)) return detectFormat(path);
+  if (/\.parquet$/i.test(path) || isTablePath(path)) return detectFormat(path);
   // The first record that parses decides, as in the pipeline's detector: a first line that is
   // not JSON (a trailing comma) or not UTF-8 is passed over, and the reader reports it as it
   // does any bad record, so --on-error skip can go on past it.

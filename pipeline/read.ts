@@ -10,6 +10,8 @@
  * | `nl`      | JSON lines `{question, cot, answer}` (GSM8K-Aug-NL)         | `rationale` (or math)   |
  * | `csv`     | header with `question`, `answer`, optional `cot` or `steps` | either                  |
  *
+ * `csv` reads tab-separated values too (`.tsv`, `.tab`, or a header with tabs and no comma).
+ *
  * Text, JSON lines and CSV stream line by line, Parquet row group by row group; only a
  * Coconut array is parsed whole. Text must be UTF-8. A structurally bad record, one that is
  * not UTF-8 or one with a field over `maxFieldBytes` raises {@linkcode InputError} naming

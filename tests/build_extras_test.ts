@@ -162,6 +162,21 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
   }
 });
 
+Deno.test("build: a tab-separated .tsv file builds into problems", async () => {
+  const dir = await tempDir();
+  const tsv = `${dir}/train.tsv`;
+  await Deno.writeTextFile(
+    tsv,
+    "question\tanswer\n" +
+      "Tom has 4 cards, and gets 5 more. How many now?\tHe has 4 + 5 = <<4+5=9>>9. #### 9\n" +
+      "Mia reads 6 pages a day for 2 days. How many pages?\t6 * 2 = <<6*2=12>>12 #### 12\n",
+  );
+  const s = await buildDataset({ out: `${dir}/out`, splits: [{ name: "train", inputs: [tsv] }] });
+  assertEquals(s.manifest.splits.train.counts.read, 2);
+  assertEquals(s.manifest.splits.train.counts.kept, 2);
+  assertEquals(await ids(`${dir}/out`, "train"), ["train.tsv:2", "train.tsv:3"]);
+});
+
 Deno.test("build: a synthetic-only split, recorded in the manifest, the same bytes twice", async () => {
   const dir = await tempDir();
   const opts = {

@@ -289,6 +289,37 @@ Deno.test("read csv: a missing column throws at line 1; a short row is skippable
   await assertRejects(() => readAll(unclosed, { onError: "skip" }), InputError, "malformed CSV");
 });
 
+Deno.test("read csv: a .tsv or .tab file is tab-separated, and read as csv", async () => {
+  const text = "question\tcot\tanswer\n" +
+    "Ann has 3 apples, buys 4. How many?\tShe has 3 + 4 = <<3+4=7>>7.\t7\n" +
+    '"A box holds 5 pens, and\nanother holds 6. How many?"\t\t#### 11\n';
+  for (const name of ["t.tsv", "t.TAB"]) {
+    const path = await tempFile(name, text);
+    assertEquals(await detectFormat(path), "csv", name);
+    const ps = await readAll(path);
+    assertEquals(ps.map((p) => p.question), [
+      "Ann has 3 apples, buys 4. How many?",
+      "A box holds 5 pens, and\nanother holds 6. How many?",
+    ]);
+    assertEquals(ps.map((p) => p.answer), ["7", "11"]);
+    assertEquals(ps[0].rationale, "She has 3 + 4 = <<3+4=7>>7.");
+    assertEquals(ps.map((p) => p.source.line), [2, 3]);
+  }
+});
+
+Deno.test("read csv: a .csv file whose header holds tabs and no comma is read tab-separated", async () => {
+  const tabs = await tempFile("tabs.csv", "\nquestion\tanswer\nHow many, in all?\t#### 9\n");
+  const ps = await readAll(tabs);
+  assertEquals(ps.map((p) => [p.question, p.answer, p.source.line]), [[
+    "How many, in all?",
+    "9",
+    3,
+  ]]);
+  // A comma in the header keeps commas, even with a tab in a field.
+  const commas = await tempFile("commas.csv", "question,answer\nHow\tmany?,5\n");
+  assertEquals((await readAll(commas)).map((p) => p.question), ["How\tmany?"]);
+});
+
 Deno.test("read csv: a \\r\\n inside quotes is one line break: lines and ids stay right", async () => {
   const crlf = await tempFile(
     "crlf.csv",

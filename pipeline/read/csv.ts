@@ -6,6 +6,10 @@
  * `steps` gives one. A record's `line` is the line where it starts, counted from the newline
  * bytes before it.
  *
+ * Fields are separated by commas, or by tabs (tab-separated values): in a `.tsv` or `.tab`
+ * file, and in any other whose first non-blank line (the header) holds a tab but no comma.
+ * The delimiter is decided before parsing; quoting is the same for both.
+ *
  * @module
  */
 import { parse } from "csv-parse/stream";
@@ -20,6 +24,7 @@ import {
 } from "./record.ts";
 import { FILE_HINT, InputError } from "./input_error.ts";
 import { openInput } from "./open.ts";
+import { firstLine } from "./detect.ts";
 import { type BadByte, invalidUtf8Error, UTF8_FILE_HINT, Utf8Checker } from "./utf8.ts";
 import { jsonErrorText } from "../../base/json.ts";
 
@@ -189,12 +194,31 @@ class NewlineIndex {
 }
 
 /**
- * Streams a CSV file. A missing column, CSV that cannot be tokenized (an unclosed quote) or a
- * header that is not UTF-8 is a file-level error and is thrown; a row with the wrong number of
- * fields, an empty required field or bytes that are not UTF-8 comes out as an InputError in
- * place (a bad byte is named by its own line and offset).
+ * The field delimiter of a CSV file: a tab for a `.tsv` or `.tab` file, or for one whose
+ * first non-blank line holds a tab and no comma; a comma otherwise (a file with no readable
+ * line too: the reader then says what is wrong with it).
+ */
+export async function csvDelimiter(path: string): Promise<"," | "\t"> {
+  if (/\.(tsv|tab)$/i.test(path)) return "\t";
+  let first: { text: string } | null;
+  try {
+    first = await firstLine(path);
+  } catch (e) {
+    if (e instanceof InputError) return ",";
+    throw e;
+  }
+  return first !== null && first.text.includes("\t") && !first.text.includes(",") ? "\t" : ",";
+}
+
+/**
+ * Streams a CSV file, comma- or tab-separated ({@linkcode csvDelimiter}). A missing column,
+ * CSV that cannot be tokenized (an unclosed quote) or a header that is not UTF-8 is a
+ * file-level error and is thrown; a row with the wrong number of fields, an empty required
+ * field or bytes that are not UTF-8 comes out as an InputError in place (a bad byte is named
+ * by its own line and offset).
  */
 export async function* readCsv(path: string): AsyncGenerator<Problem | InputError> {
+  const delimiter = await csvDelimiter(path);
   const file = await openInput(path);
   // csv-parse decodes the bytes itself, replacing what is not UTF-8; the checker sees every
   // byte first and records where the bad ones are, so that their records are refused.
@@ -210,6 +234,7 @@ export async function* readCsv(path: string): AsyncGenerator<Problem | InputErro
       parse({
         info: true,
         bom: true,
+        delimiter,
         relax_column_count: true,
         skip_empty_lines: true,
         on_record: (rec, info) => {

@@ -22,6 +22,17 @@ function extension(path: string): string {
   return dot <= 0 ? "" : base.slice(dot + 1).toLowerCase();
 }
 
+/**
+ * The extensions read as the `csv` format: `.csv`, and `.tsv` and `.tab` for tab-separated
+ * values (the CSV reader tells the delimiter, pipeline/read/csv.ts).
+ */
+export const TABLE_EXTENSIONS: readonly string[] = ["csv", "tsv", "tab"];
+
+/** Whether `path`'s extension is one of {@linkcode TABLE_EXTENSIONS}, in any case. */
+export function isTablePath(path: string): boolean {
+  return TABLE_EXTENSIONS.includes(extension(path));
+}
+
 /** Up to `n` bytes from the start of the file. */
 async function head(path: string, n: number): Promise<Uint8Array> {
   const file = await openInput(path);
@@ -243,17 +254,18 @@ export async function refuseNotText(path: string, format: string, hint: string):
 }
 
 /**
- * Tells a file's format. `.parquet` and `.csv` go by extension; otherwise the first non-blank
- * line decides: `[` opens a Coconut JSON array, `{` a JSON-lines record whose keys say GSM8K
- * (`question`, `answer`) or NL (`question`, `cot`, `answer`), and a line with `||` is iCoT.
- * Parquet is also recognized by its `PAR1` magic. A compressed file or an archive (gzip, zip,
- * zstd, bzip2, xz) is an {@linkcode InputError} that says to unpack it. A first `{` line that is not JSON (a trailing
- * comma) is passed over for the next ones, and the reader reports it; if none parses, its JSON
- * error is thrown at its line. A UTF-16 file (its byte order mark, or NUL bytes between the
- * characters of its first line) is an `invalid_utf8` {@linkcode InputError} saying to convert
- * it. A JSON array or JSON lines whose records have none of the formats' fields (SVAMP's
- * `{Body, Question, Equation, Answer}`) is an unsupported {@linkcode FormatError} that lists
- * the formats; anything else throws a {@linkcode FormatError} asking for `--format`.
+ * Tells a file's format. `.parquet` and `.csv` go by extension (`.tsv` and `.tab`, tab-separated,
+ * are `csv` too); otherwise the first non-blank line decides: `[` opens a Coconut JSON array, `{` a
+ * JSON-lines record whose keys say GSM8K (`question`, `answer`) or NL (`question`, `cot`,
+ * `answer`), and a line with `||` is iCoT. Parquet is also recognized by its `PAR1` magic. A
+ * compressed file or an archive (gzip, zip, zstd, bzip2, xz) is an {@linkcode InputError} that says
+ * to unpack it. A first `{` line that is not JSON (a trailing comma) is passed over for the next
+ * ones, and the reader reports it; if none parses, its JSON error is thrown at its line. A UTF-16
+ * file (its byte order mark, or NUL bytes between the characters of its first line) is an
+ * `invalid_utf8` {@linkcode InputError} saying to convert it. A JSON array or JSON lines whose
+ * records have none of the formats' fields (SVAMP's `{Body, Question, Equation, Answer}`) is an
+ * unsupported {@linkcode FormatError} that lists the formats; anything else throws a
+ * {@linkcode FormatError} asking for `--format`.
  *
  * @example
  * ```ts ignore
@@ -267,7 +279,7 @@ export async function detectFormat(path: string): Promise<Format> {
   const magic = await head(path, MAGIC_BYTES);
   const packed = packedError(path, magic);
   if (packed !== null) throw packed;
-  if (ext === "csv") return "csv";
+  if (TABLE_EXTENSIONS.includes(ext)) return "csv";
   if (isParquetMagic(magic)) return "parquet";
   if ((magic[0] === 0xff && magic[1] === 0xfe) || (magic[0] === 0xfe && magic[1] === 0xff)) {
     const bom = `0x${magic[0].toString(16).toUpperCase()} 0x${magic[1].toString(16).toUpperCase()}`;
