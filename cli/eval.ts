@@ -138,7 +138,7 @@ export const command = defineCommand({
     },
     readoutExamples: {
       value: "N",
-      help: "examples drawn in readout.svg",
+      help: "examples drawn in readout.svg (0: no readout.svg)",
       schema: wholeNumber(0),
       default: 6,
     },

@@ -79,7 +79,11 @@ export interface EvalProvenance {
 export interface ReportOptions {
   /** The run's training log, for the curves. */
   trainLog?: LogRecord[] | null;
-  /** Examples shown in the readout picture: a whole number, 0 or more (default 6). */
+  /**
+   * Examples shown in the readout picture: a whole number, 0 or more (default 6). With 0 no
+   * readout.svg is written (an earlier one in the directory is removed) and report.html shows
+   * none; readout.csv and the report's readout table are written as before.
+   */
   readoutExamples?: number;
 }
 
@@ -233,8 +237,7 @@ img, svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
 ${table(head, summaryRows(runs))}
 <h2>Accuracy by number of gold steps</h2>
 ${table(["R", "gold steps", "n", "correct", "accuracy"], steps)}
-<h2>Pictures</h2>
-${figs.join("\n")}
+${figs.length ? `<h2>Pictures</h2>\n${figs.join("\n")}` : ""}
 ${
     readRows.length
       ? `<h2>Latent readout as text (R=${readR})</h2>
@@ -285,7 +288,10 @@ function readoutR(withReadout: readonly ExampleResult[]): number | undefined {
   return withReadout.length ? Math.max(...withReadout.map((e) => e.R)) : undefined;
 }
 
-/** The pictures of an evaluation: the training curves when the log has values, the readout. */
+/**
+ * The pictures of an evaluation: the training curves when the log has values, the readout
+ * when there is one and `readoutExamples` is not 0 (then no readout.svg is written).
+ */
 function evalPictures(withReadout: ExampleResult[], opts: ReportOptions): EvalPicture[] {
   const pictures: EvalPicture[] = [];
   const log = opts.trainLog;
@@ -318,14 +324,15 @@ function evalPictures(withReadout: ExampleResult[], opts: ReportOptions): EvalPi
       }),
     });
   }
-  if (withReadout.length) {
+  const shown = opts.readoutExamples ?? 6;
+  if (withReadout.length && shown > 0) {
     const shownR = readoutR(withReadout);
     pictures.push({
       title: `Latent readout (R=${shownR})`,
       file: "readout.svg",
       inline: true,
       svg: readoutSvg(
-        readoutViews(withReadout.filter((e) => e.R === shownR), opts.readoutExamples ?? 6),
+        readoutViews(withReadout.filter((e) => e.R === shownR), shown),
       ),
     });
   }

@@ -119,6 +119,29 @@ Deno.test("eval outputs: a second evaluation into the same --out leaves no file 
   assertEquals(await Deno.readTextFile(`${dir}/notes/a.txt`), "also mine");
 });
 
+Deno.test("eval outputs: readoutExamples 0 writes no readout.svg, removes an earlier one, and the report shows none", async () => {
+  const dir = await tempDir();
+  await writeEvalOutputs(dir, PROV, fakeResult(), { trainLog: null });
+  assert((await namesIn(dir)).includes("readout.svg"));
+  const files = await writeEvalOutputs(dir, PROV, fakeResult(), {
+    trainLog: null,
+    readoutExamples: 0,
+  });
+  assertEquals(files.pictures, []);
+  assertEquals(await namesIn(dir), [
+    "accuracy_by_steps.csv",
+    "predictions.csv",
+    "readout.csv",
+    "report.html",
+    "summary.json",
+  ]);
+  const html = await Deno.readTextFile(files.html);
+  assert(!html.includes("<svg") && !html.includes("Latent readout (R="), "no readout picture");
+  assert(!html.includes("<h2>Pictures</h2>"), "no empty Pictures section");
+  // The readout as text stays: readout.csv is written, and so is its table.
+  assert(html.includes("Latent readout as text (R="), "readout text table");
+});
+
 /** The names in `dir`, sorted. */
 async function namesIn(dir: string): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
