@@ -20,7 +20,7 @@
  * @module
  */
 import { z } from "zod";
-import { readProblems } from "../pipeline/read.ts";
+import { checkOnError, readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
 import { detectFormat, isTablePath, refuseNotText } from "../pipeline/read/detect.ts";
@@ -448,8 +448,9 @@ async function readHead(path: string, n: number): Promise<string> {
 /**
  * Streams the evaluation items of a file or dataset directory, in order.
  *
- * @throws {RangeError} for a `limit` that is not a whole number of at least 0, or a `verify`
- * that is not one of {@linkcode VerifyMode}'s.
+ * @throws {RangeError} for a `limit` that is not a whole number of at least 0, a `verify`
+ * that is not one of {@linkcode VerifyMode}'s, or an `onError` that is neither `"throw"` nor
+ * `"skip"`.
  *
  * @example
  * ```ts ignore
@@ -464,6 +465,7 @@ export async function* readEvalItems(
   opts: EvalReadOptions = {},
 ): AsyncGenerator<EvalItem> {
   checkWhole("readEvalItems: limit", opts.limit, 0);
+  checkOnError("readEvalItems", opts.onError);
   if (opts.verify !== undefined && !VERIFY_MODES.includes(opts.verify)) {
     throw new RangeError(
       `readEvalItems: verify ${JSON.stringify(opts.verify)}: use ${VERIFY_MODES.join(" or ")}`,

@@ -72,7 +72,22 @@ const READERS: Record<
 };
 
 /**
+ * Refuses an `onError` option that is neither `"throw"` nor `"skip"` (from JavaScript, or a
+ * value cast past the type), naming the function `fn` it was given to.
+ *
+ * @throws {RangeError} `fn: onError "x": use throw or skip`.
+ */
+export function checkOnError(fn: string, onError: unknown): void {
+  if (onError !== undefined && onError !== "throw" && onError !== "skip") {
+    throw new RangeError(`${fn}: onError ${JSON.stringify(onError)}: use throw or skip`);
+  }
+}
+
+/**
  * Streams the problems of one file, in file order.
+ *
+ * @throws {RangeError} for a `maxFieldBytes` that is not a whole number of at least 1, or an
+ * `onError` that is neither `"throw"` nor `"skip"`.
  *
  * @example
  * ```ts ignore
@@ -86,6 +101,7 @@ const READERS: Record<
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
+  checkOnError("readProblems", opts.onError);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;

@@ -123,6 +123,8 @@ function nlFromRationale(
 /**
  * Segments one problem into math steps and NL steps (rules in the module doc).
  *
+ * @throws {RangeError} for a `socratic` that is neither `"strip"` nor `"keep"`.
+ *
  * @example
  * ```ts
  * import { segment } from "./segment.ts";
@@ -139,6 +141,9 @@ function nlFromRationale(
  */
 export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord {
   const socratic = opts.socratic ?? "strip";
+  if (socratic !== "strip" && socratic !== "keep") {
+    throw new RangeError(`segment: socratic ${JSON.stringify(socratic)}: use strip or keep`);
+  }
   const math: MathStep[] = [];
   let unbalanced = 0;
   if (p.mathSteps !== null) {

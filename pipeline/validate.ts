@@ -167,6 +167,8 @@ function fmt(x: number): string {
 /**
  * Validates one segmented record (checks and decisions in the module doc).
  *
+ * @throws {RangeError} for a `cot` that is neither `"math"` nor `"nl"`.
+ *
  * @example
  * ```ts
  * import { segment } from "./segment.ts";
@@ -186,6 +188,9 @@ function fmt(x: number): string {
  */
 export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): ValidatedRecord {
   const cot = opts.cot ?? "math";
+  if (cot !== "math" && cot !== "nl") {
+    throw new RangeError(`validate: cot ${JSON.stringify(cot)}: use math or nl`);
+  }
   const reasons: string[] = [];
   const details: string[] = [];
   const add = (reason: string, detail?: string) => {

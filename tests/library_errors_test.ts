@@ -327,6 +327,33 @@ Deno.test("library: loadEvalItems checks its limit, verify and split, naming the
   assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
 });
 
+Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a RangeError naming it", async () => {
+  const f = `${await tempDir()}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(2, 1));
+  // What a caller without TypeScript's checks can pass.
+  const loose = (o: Record<string, unknown>) => o as never;
+  const e = await assertRejects(
+    () => lib.loadEvalItems(f, loose({ onError: "ignore" })),
+    RangeError,
+  );
+  assertEquals(e.message, 'readEvalItems: onError "ignore": use throw or skip');
+  const r = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ onError: "Skip" }))),
+    RangeError,
+  );
+  assertEquals(r.message, 'readProblems: onError "Skip": use throw or skip');
+  const [p] = await Array.fromAsync(lib.readProblems(f));
+  const seg = assertThrows(() => lib.segment(p, loose({ socratic: "drop" })), RangeError);
+  assertEquals(seg.message, 'segment: socratic "drop": use strip or keep');
+  const val = assertThrows(() => lib.validate(lib.segment(p), loose({ cot: "prose" })), RangeError);
+  assertEquals(val.message, 'validate: cot "prose": use math or nl');
+  // The allowed values, and none at all, still work.
+  assertEquals((await lib.loadEvalItems(f, { onError: "skip" })).length, 2);
+  assertEquals(lib.segment(p, { socratic: "keep" }).id, p.id);
+  assertEquals(lib.validate(lib.segment(p), { cot: "nl" }).id, p.id);
+  assertEquals(lib.validate(lib.segment(p)).id, p.id);
+});
+
 Deno.test("library: saveCheckpoint refuses what loadCheckpoint would, writing nothing", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`);
