@@ -207,8 +207,8 @@ tokenizer, K = ${DEFAULT_BUILD.k}, c = ${DEFAULT_BUILD.c}) into ${DEFAULT_OUT}.`
       value: "FILE",
       help:
         "keep out of the split every input or generated problem whose question is a near copy " +
-        "of one in FILE (any input format, or GSM-Hard, MultiArith or SVAMP), and make no " +
-        "variants of it",
+        "of one in FILE (any input format, or GSM-Hard, MultiArith or SVAMP, or a dataset " +
+        "directory: every split's questions), and make no variants of it",
       schema: z.string().min(1, "needs a file name"),
       multiple: true,
       group: MORE_DATA,

@@ -9,7 +9,8 @@ import { augment, type AugmentReport } from "./augment.ts";
 import { NEAR_COPY_THRESHOLD, NgramIndex } from "./overlap.ts";
 import { FormatError, InputError, type ReadOptions, readProblems } from "./read.ts";
 import type { Problem } from "./types.ts";
-import { readEvalSetQuestions } from "./read/eval_questions.ts";
+import { readDatasetQuestions, readEvalSetQuestions } from "./read/eval_questions.ts";
+import { isDirectory } from "../base/exists.ts";
 
 /** Options of {@linkcode withVariants}. */
 export interface StreamAugmentOptions {
@@ -87,8 +88,9 @@ export async function* withVariants(
 }
 
 /**
- * An n-gram index of the questions of some files (any input format), for `exclude`: the
- * evaluation sets whose near copies must not reach training data.
+ * An n-gram index of the questions of some files (any input format, or GSM-Hard, MultiArith
+ * and SVAMP) and dataset directories (every split's questions), for `exclude`: the evaluation
+ * sets whose near copies must not reach training data.
  *
  * @example
  * ```ts ignore
@@ -100,6 +102,12 @@ export async function* withVariants(
 export async function excludeIndex(paths: string[], opts: ReadOptions = {}): Promise<NgramIndex> {
   const index = new NgramIndex();
   for (const path of paths) {
+    if (await isDirectory(path)) {
+      // A dataset that deno task build-dataset wrote; its errors name the directory, or the
+      // line of its records file, with their own advice.
+      for await (const q of readDatasetQuestions(path)) index.add(q.id, q.question);
+      continue;
+    }
     try {
       try {
         for await (const p of readProblems(path, opts)) index.add(p.id, p.question);

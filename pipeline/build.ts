@@ -61,7 +61,7 @@ import {
   type SyntheticOptions,
   SyntheticOptionsError,
 } from "./synthetic.ts";
-import { DIRECTORY_MARKERS, rethrowIfDenied } from "../base/exists.ts";
+import { DIRECTORY_MARKERS, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -843,7 +843,11 @@ export async function buildDataset(
       const extras = source.info();
       if (extras.exclude) {
         const sums = [];
-        for (const f of extras.exclude.files) sums.push((await fileSha256(f, guard)).sha256);
+        for (const f of extras.exclude.files) {
+          // A dataset directory is pinned by its manifest, which holds its files' sha256s.
+          const file = (await isDirectory(f)) ? `${f}/${MANIFEST_FILE}` : f;
+          sums.push((await fileSha256(file, guard)).sha256);
+        }
         extras.exclude = { ...extras.exclude, sha256: sums };
       }
       splits[spec.name] = {

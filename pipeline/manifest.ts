@@ -142,8 +142,9 @@ export interface ExcludeInfo {
   /** Files whose questions were indexed. */
   files: string[];
   /**
-   * Hex sha256 of each file, in the order of `files`: which evaluation set was kept out
-   * (absent in datasets built before it was recorded).
+   * Hex sha256 of each file, in the order of `files` (of its manifest.json for a dataset
+   * directory): which evaluation set was kept out (absent in datasets built before it was
+   * recorded).
    */
   sha256?: string[];
   /** Questions indexed. */

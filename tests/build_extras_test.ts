@@ -1,6 +1,7 @@
 import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { buildDataset, BuildError, type BuildOptions } from "../pipeline/build.ts";
+import { InputError } from "../pipeline/read.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { formatSummary } from "../pipeline/summary.ts";
 import { parseCli } from "../cli/build_dataset.ts";
@@ -248,6 +249,71 @@ Deno.test("build: input problems with variants, near copies of excluded question
   const table = formatSummary(s.manifest);
   assert(table.includes("augmented problems") && table.includes("2/2 (100.0%)"), table);
   assert(table.includes("excluded near copies"), table);
+});
+
+Deno.test("build: --exclude takes a built dataset directory and keeps out the questions of all its splits", async () => {
+  const dir = await tempDir();
+  const { train, evalFile } = await files(dir);
+  const cows = `${dir}/cows.jsonl`;
+  await Deno.writeTextFile(
+    cows,
+    JSON.stringify({
+      question:
+        "A farm has 15 cows. Each cow eats 20 kilograms of hay a day. How much hay do the cows eat?",
+      answer: "The cows eat 15 * 20 = <<15*20=300>>300 kilograms of hay.\n#### 300",
+    }) + "\n",
+  );
+  // An earlier build: the plums in its test split, the cows in its valid split.
+  const held = `${dir}/held`;
+  await buildDataset({
+    out: held,
+    splits: [{ name: "test", inputs: [evalFile] }, { name: "valid", inputs: [cows] }],
+    tokenizer: "compact",
+  });
+  const s = await buildDataset({
+    out: `${dir}/out`,
+    splits: [{ name: "train", inputs: [train], exclude: [held] }],
+    tokenizer: "compact",
+  });
+  assertEquals(await ids(`${dir}/out`, "train"), ["train.jsonl:1"]);
+  const info = s.manifest.splits.train.exclude!;
+  const sum = await crypto.subtle.digest("SHA-256", await Deno.readFile(`${held}/manifest.json`));
+  assertEquals(info, {
+    files: [held],
+    sha256: [Array.from(new Uint8Array(sum), (b) => b.toString(16).padStart(2, "0")).join("")],
+    questions: 2,
+    threshold: 0.3,
+    dropped: 2,
+  });
+  const excluding = (path: string) =>
+    buildDataset({
+      out: `${dir}/out2`,
+      splits: [{ name: "train", inputs: [train], exclude: [path] }],
+      tokenizer: "compact",
+    });
+  // A directory that is no dataset, and a dataset whose records file is damaged, are named.
+  await Deno.mkdir(`${dir}/notes`);
+  await assertRejects(
+    () => excluding(`${dir}/notes`),
+    InputError,
+    `${dir}/notes: is a directory but not a dataset (it has no manifest.json); give a file of ` +
+      "questions, or a dataset directory that deno task build-dataset wrote",
+  );
+  const records = `${held}/${(await readManifest(held)).splits.valid.records}`;
+  await Deno.writeTextFile(records, '{"index": 0, "id": "cows.jsonl:1"}\n');
+  const e = await assertRejects(() => excluding(held), InputError);
+  assertEquals([e.file, e.line, e.field], [records, 1, "question"]);
+  assert(
+    e.message.includes("the records file is damaged") && e.message.includes("rebuild"),
+    e.message,
+  );
+  await Deno.remove(`${held}/manifest.json`);
+  await Deno.writeTextFile(`${held}/manifest.json`, "{");
+  const m = await assertRejects(() => excluding(held), InputError);
+  assert(
+    m.message.startsWith(`${held}: a dataset directory whose manifest cannot be read`),
+    m.message,
+  );
 });
 
 Deno.test("build: generated records that are near copies of excluded questions go too", async () => {

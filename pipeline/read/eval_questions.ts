@@ -2,11 +2,15 @@
  * The questions of the evaluation sets that carry no chain of thought, and so no build format
  * reads: GSM-Hard and MultiArith (JSON lines `{input, target}`, GSM-Hard with `code`), and
  * SVAMP (a JSON array of `{Body, Question, ...}`, or its JSON-lines copy `{input, target}`).
- * `deno task eval` answers them, and `--exclude` keeps their near copies out of a build.
+ * `deno task eval` answers them, and `--exclude` keeps their near copies out of a build. Also
+ * the questions of every split of a dataset directory that `deno task build-dataset` wrote, so
+ * that a build can be kept clear of an earlier one.
  *
  * @module
  */
 import { InputError } from "./input_error.ts";
+import { MANIFEST_FILE, ManifestError, readManifest } from "../manifest.ts";
+import { exists } from "../../base/exists.ts";
 import { readJsonArray } from "./json_array.ts";
 import { readJsonl } from "./jsonl.ts";
 import { firstLine } from "./detect.ts";
@@ -87,4 +91,76 @@ export async function* readEvalSetQuestions(
     }
     return { id: `${name}:${at.line}`, question: input.trim() };
   });
+}
+
+/** The advice for a dataset directory whose records cannot be read. */
+const DATASET_HINT = "rebuild that dataset (deno task build-dataset), or give another";
+
+/**
+ * Streams the questions of every split of a dataset directory written by `deno task
+ * build-dataset` (docs/dataset-format.md), split by split in the manifest's order: the
+ * `question` of every record of the split's records file (`<split>-<id>.records.jsonl`, every
+ * record read, the dropped ones too). Ids are `<split>/<record id>`.
+ *
+ * @throws {InputError} about the whole directory (line 0) when it holds no `manifest.json` or
+ * its manifest cannot be read, and at the line of a record that is not JSON or has no
+ * question: the records file is damaged, since a build writes it whole.
+ *
+ * @example
+ * ```ts ignore
+ * import { readDatasetQuestions } from "./eval_questions.ts";
+ * for await (const q of readDatasetQuestions("out/data/gsm8k")) console.log(q.id, q.question);
+ * ```
+ */
+export async function* readDatasetQuestions(dir: string): AsyncGenerator<EvalSetQuestion> {
+  if (!(await exists(`${dir}/${MANIFEST_FILE}`))) {
+    throw new InputError({
+      file: dir,
+      line: 0,
+      problem: `is a directory but not a dataset (it has no ${MANIFEST_FILE})`,
+      hint: "give a file of questions, or a dataset directory that deno task build-dataset wrote",
+    });
+  }
+  let splits: [string, string][];
+  try {
+    const m = await readManifest(dir);
+    splits = Object.entries(m.splits).map(([name, info]) => [name, info.records]);
+  } catch (e) {
+    if (!(e instanceof ManifestError)) throw e;
+    throw new InputError({
+      file: dir,
+      line: 0,
+      problem: `a dataset directory whose manifest cannot be read (${e.message})`,
+      hint: DATASET_HINT,
+      cause: e,
+    });
+  }
+  for (const [split, records] of splits) {
+    const items = readJsonl(`${dir}/${records}`, (raw, at) => {
+      const r = raw as { id?: unknown; question?: unknown } | null;
+      if (r === null || typeof r !== "object" || Array.isArray(r) || !isText(r.question)) {
+        return new InputError({
+          ...at,
+          field: "question",
+          problem: "expected a dataset record with a non-empty string question",
+        });
+      }
+      const id = typeof r.id === "string" ? r.id : `${basename(at.file)}:${at.line}`;
+      return { id: `${split}/${id}`, question: r.question.trim() };
+    });
+    for await (const q of items) {
+      if (q instanceof InputError) {
+        throw new InputError({
+          file: q.file,
+          line: q.line,
+          offset: q.offset,
+          reason: q.reason,
+          field: q.field,
+          problem: `${q.problem}; the records file is damaged (a build writes it whole)`,
+          hint: DATASET_HINT,
+        });
+      }
+      yield q;
+    }
+  }
 }
