@@ -275,15 +275,27 @@ function compilerVersion(compiler: string, hint: string, outDir: string): string
   }
   const version = new TextDecoder().decode(out.stdout).trim();
   versionCache.set(memo, version);
-  if (key !== undefined && exists(outDir)) {
-    const all = { ...readCompilerCache(outDir), [key]: version };
-    const tmp = `${outDir}/${COMPILERS_FILE}.tmp-${Deno.pid}`;
-    try {
-      Deno.writeTextFileSync(tmp, JSON.stringify(all, null, 2) + "\n");
-      Deno.renameSync(tmp, `${outDir}/${COMPILERS_FILE}`);
-    } catch { /* a read-only build directory: ask the compiler again next time */ }
-  }
+  if (exists(outDir)) rememberCompilerVersion(compiler, outDir);
   return version;
+}
+
+/**
+ * Writes the compiler's `--version` output, asked earlier in this process, into the build
+ * directory's cache unless it is there already. A build calls it once it has made the
+ * directory: the first build in a fresh checkout asks the compiler before the directory
+ * exists, and the next process would otherwise ask again.
+ */
+function rememberCompilerVersion(compiler: string, outDir: string): void {
+  const key = compilerKey(compiler);
+  const version = versionCache.get(key ?? compiler);
+  if (key === undefined || version === undefined) return;
+  const known = readCompilerCache(outDir);
+  if (known[key] === version) return;
+  const tmp = `${outDir}/${COMPILERS_FILE}.tmp-${Deno.pid}`;
+  try {
+    Deno.writeTextFileSync(tmp, JSON.stringify({ ...known, [key]: version }, null, 2) + "\n");
+    Deno.renameSync(tmp, `${outDir}/${COMPILERS_FILE}`);
+  } catch { /* a read-only build directory: ask the compiler again next time */ }
 }
 
 /**
@@ -445,6 +457,7 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
   if (!opts.force && exists(plan.outPath)) return plan.outPath;
   const outDir = plan.outPath.slice(0, plan.outPath.lastIndexOf("/"));
   Deno.mkdirSync(outDir, { recursive: true });
+  rememberCompilerVersion(plan.compiler, outDir);
   const tmp = `${plan.outPath}.tmp-${Deno.pid}-${++tmpCounter}`;
   const args = [...plan.flags, "-o", tmp, plan.source];
   const cmd = commandLine(plan.compiler, args);

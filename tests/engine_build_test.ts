@@ -122,6 +122,25 @@ Deno.test(
 );
 
 Deno.test(
+  "build: the first build into a directory not made yet remembers the compiler's --version",
+  withTempDirs((src, out) => {
+    // A compiler that answers --version with a line of its own and "compiles" by copying the
+    // engine already built (the build is not what this test is about).
+    const built = buildEngine({ quiet: true }), wrapper = `${src}/cxx.sh`;
+    Deno.writeTextFileSync(
+      wrapper,
+      `#!/bin/sh\ncase "$*" in *--version*) echo "cxx ${src}"; exit 0;; esac\n` +
+        `while [ $# -gt 0 ]; do [ "$1" = -o ] && cp '${built}' "$2"; shift; done\n`,
+    );
+    Deno.chmodSync(wrapper, 0o755);
+    const fresh = `${out}/not-yet`;
+    buildEngine({ sourceDir: src, outDir: fresh, compiler: wrapper, quiet: true });
+    const known = JSON.parse(Deno.readTextFileSync(`${fresh}/compilers.json`));
+    assertEquals(Object.values(known), [`cxx ${src}`], "the next process need not ask again");
+  }),
+);
+
+Deno.test(
   "build: a compiler stopped by a signal (Ctrl-C reaches it too) is a stopped build, not an error",
   withTempDirs((src, out) => {
     // Answers --version as g++ does; a compile kills itself as Ctrl-C would.
