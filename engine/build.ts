@@ -281,9 +281,9 @@ function compilerVersion(compiler: string, hint: string, outDir: string): string
 
 /**
  * Writes the compiler's `--version` output, asked earlier in this process, into the build
- * directory's cache unless it is there already. A build calls it once it has made the
- * directory: the first build in a fresh checkout asks the compiler before the directory
- * exists, and the next process would otherwise ask again.
+ * directory's cache unless it is there already. A build calls it once it has built: the
+ * first build in a fresh checkout asks the compiler before the directory exists, and the next
+ * process would otherwise ask again.
  */
 function rememberCompilerVersion(compiler: string, outDir: string): void {
   const key = compilerKey(compiler);
@@ -457,7 +457,6 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
   if (!opts.force && exists(plan.outPath)) return plan.outPath;
   const outDir = plan.outPath.slice(0, plan.outPath.lastIndexOf("/"));
   Deno.mkdirSync(outDir, { recursive: true });
-  rememberCompilerVersion(plan.compiler, outDir);
   const tmp = `${plan.outPath}.tmp-${Deno.pid}-${++tmpCounter}`;
   const args = [...plan.flags, "-o", tmp, plan.source];
   const cmd = commandLine(plan.compiler, args);
@@ -498,6 +497,7 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
     removeQuietly(tmp);
     throw e;
   }
+  rememberCompilerVersion(plan.compiler, outDir);
   if (!opts.quiet) {
     console.error(
       `build-engine: built ${plan.outPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
