@@ -100,6 +100,7 @@ export { TrainLogError } from "./train/run_log.ts";
 export { StagingError } from "./base/staging.ts";
 export { ExportError } from "./export/export.ts";
 export { EngineError } from "./engine/ffi.ts";
+export { EnvPermissionError, OnnxRuntimeError, SessionClosedError } from "./infer/session.ts";
 
 // The native engine.
 export type { BackendName } from "./engine/types.ts";

@@ -23,7 +23,8 @@ import {
   DEFAULT_INFERENCE_BACKEND,
   type InferenceBackend,
   type InferenceSession,
-  SESSION_CLOSED,
+  OnnxRuntimeError,
+  SessionClosedError,
 } from "./session.ts";
 import { Model } from "../model/model.ts";
 import { selectEngine } from "../engine/backend.ts";
@@ -66,6 +67,11 @@ export interface OpenInferenceOptions {
  * @throws {ExportError} when the onnx backend is given a damaged export, or no checkpoint or
  * export.
  * @throws {EngineError} when the engine of the backend cannot be opened.
+ * @throws {OnnxRuntimeError} when the onnx backend cannot load onnxruntime-node.
+ * @throws {EnvPermissionError} when the onnx backend may not set ORT_DISABLE_TELEMETRY, which
+ * keeps onnxruntime off the network.
+ *
+ * The session's `answer` rejects with a {@linkcode SessionClosedError} once it is closed.
  *
  * @example
  * ```ts ignore
@@ -90,9 +96,10 @@ export async function openInference(
     try {
       onnx = await import("./onnx_session.ts");
     } catch (e) {
-      throw new Error(
+      throw new OnnxRuntimeError(
         `backend onnx: cannot load onnxruntime-node (${(e as Error).message.split("\n")[0]}); ` +
           `run npm ci in the project, or use --backend cpu`,
+        { cause: e },
       );
     }
     return onnx.openOnnxInference(checkpoint, opts);
@@ -152,7 +159,7 @@ export async function openInference(
     // becomes a rejection.
     // deno-lint-ignore require-await
     async answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-      if (closed) throw new Error(SESSION_CLOSED);
+      if (closed) throw new SessionClosedError();
       checkAnswerRequest(questions, o, maxBatch, tok);
       const { K, R, c } = inferenceShape(ck.meta, progress, o);
       const ids = questions.map((q) => Int32Array.from(tok.encode(q.trim() + "\n")));

@@ -20,8 +20,11 @@ export {
   type AnswerBatch,
   type AnswerOptions,
   DEFAULT_INFERENCE_BACKEND,
+  EnvPermissionError,
   type InferenceBackend,
   type InferenceSession,
+  OnnxRuntimeError,
+  SessionClosedError,
 } from "./session.ts";
 export {
   bestReadings,

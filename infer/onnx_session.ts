@@ -57,7 +57,7 @@ import {
   checkAnswerRequest,
   checkContext,
   type InferenceSession,
-  SESSION_CLOSED,
+  SessionClosedError,
 } from "./session.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
@@ -614,7 +614,7 @@ export async function openOnnxInference(
     await net.close();
   }
   async function answer(questions: string[], o: AnswerOptions = {}): Promise<AnswerBatch> {
-    if (closed) throw new Error(SESSION_CLOSED);
+    if (closed) throw new SessionClosedError();
     checkAnswerRequest(questions, o, maxBatch, tok);
     const { K, R, c } = inferenceShape(meta, progress, o);
     const budget = o.maxNewTokens ?? maxNew;

@@ -9,20 +9,23 @@
  *
  * @module
  */
+import { EnvPermissionError } from "./session.ts";
 
 /** The environment variable that switches off onnxruntime's telemetry. */
 export const ORT_TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY";
 
 /**
- * Set `ORT_DISABLE_TELEMETRY=1` in the process environment. Throws an error that says which
- * permission to grant when the process may not set it.
+ * Set `ORT_DISABLE_TELEMETRY=1` in the process environment.
+ *
+ * @throws {EnvPermissionError} when the process may not set it, saying which permission to
+ * grant.
  */
 export function quietOnnxRuntime(): void {
   try {
     Deno.env.set(ORT_TELEMETRY_SWITCH, "1");
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
-      throw new Error(
+      throw new EnvPermissionError(
         `backend onnx: cannot set ${ORT_TELEMETRY_SWITCH}=1, which keeps onnxruntime-node ` +
           `off the network (its telemetry); grant --allow-env=${ORT_TELEMETRY_SWITCH}`,
         { cause: e },

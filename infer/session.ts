@@ -31,6 +31,39 @@ export const DEFAULT_INFERENCE_BACKEND: InferenceBackend = "cpu";
 /** What answer() says once its session is closed. */
 export const SESSION_CLOSED = "the inference session is closed; open another with openInference";
 
+/** A session's `answer` called after its `close`; the message says to open another. */
+export class SessionClosedError extends Error {
+  /** The message is {@linkcode SESSION_CLOSED}. */
+  constructor() {
+    super(SESSION_CLOSED);
+    this.name = "SessionClosedError";
+  }
+}
+
+/**
+ * onnxruntime-node, which the ONNX backend runs on, cannot be loaded (not installed, or Deno
+ * may not load its native code); the message says what kept it and what to do.
+ */
+export class OnnxRuntimeError extends Error {
+  /** `message` starts with "backend onnx:". */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "OnnxRuntimeError";
+  }
+}
+
+/**
+ * The process may not set or read an environment variable that it needs, for want of Deno's
+ * `--allow-env`; the message names the variable and the permission to grant.
+ */
+export class EnvPermissionError extends Error {
+  /** `message` names the variable and the `--allow-env` to grant. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "EnvPermissionError";
+  }
+}
+
 /**
  * Refuses `openInference`'s sizes that no answer could use: `maxBatch`,
  * `maxNewTokens` and `maxQuestionTokens` are whole numbers of at least 1, `threads` a whole
@@ -269,6 +302,7 @@ export interface InferenceSession {
    * @throws {RangeError} (as a rejection) when the batch exceeds maxBatch, a question holds
    * the text of a special token of the tokenizer (`<|endoftext|>`, `<|latent|>`...), or a
    * question with the latents and the generation budget exceeds the model's context.
+   * @throws {SessionClosedError} (as a rejection) once the session is closed.
    */
   answer(questions: string[], opts?: AnswerOptions): Promise<AnswerBatch>;
   /**

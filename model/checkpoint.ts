@@ -509,8 +509,8 @@ function stateAdvice(dir: string): string {
 export { CHECKSUMS_FILE };
 
 /**
- * The checksums a save recorded in checkpoint `dir` (base/checksums.ts), or null for a
- * checkpoint saved before saves recorded them.
+ * The checksums a save recorded in checkpoint `dir` (base/checksums.ts), or null when it has
+ * none (a directory that is no checkpoint, or files put together by hand).
  */
 async function readChecksums(dir: string): Promise<Checksums | null> {
   try {
@@ -522,7 +522,17 @@ async function readChecksums(dir: string): Promise<Checksums | null> {
 }
 
 const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it from a copy of " +
-  "the checkpoint, or delete it to load the checkpoint unchecked";
+  "the checkpoint, or use another save of the run (checkpoint/, best/, cot-start/)";
+
+/** What to do about checkpoint `dir` without checksums.json. */
+function sumsMissing(dir: string): string {
+  return `${dir}/${CHECKSUMS_FILE}: missing; every save writes it last, after the other ` +
+    `files, so this checkpoint was put together by hand or copied in part, and its files ` +
+    `cannot be checked against what the save wrote: copy the whole checkpoint directory ` +
+    `again from where it was saved. To use these files as they are, load them with ` +
+    `loadCheckpoint(dir, { checksums: "optional" }) and save them with saveCheckpoint, which ` +
+    `records them`;
+}
 
 /**
  * Refuses file `name` of checkpoint `dir` when it is not what the save wrote: its bytes (or,
@@ -961,6 +971,13 @@ export interface LoadCheckpointOptions {
    * only for the curriculum stage the checkpoint reached, get `state` null instead.
    */
   trainState?: "require" | "optional";
+  /**
+   * "require" (the default): a checkpoint without checksums.json, which every save writes, is
+   * a {@linkcode CheckpointError}. "optional": such a checkpoint (files put together by hand,
+   * or saved before saves recorded them) is loaded with every other check but none against a
+   * record; {@linkcode saveCheckpoint} of what it loads writes a checkpoint with one.
+   */
+  checksums?: "require" | "optional";
 }
 
 /**
@@ -1051,12 +1068,14 @@ export function tokenizerOfModel(
 
 /**
  * Load a checkpoint directory (or a run directory holding `checkpoint/`), verified by
- * {@linkcode verifyCheckpoint} before anything is built from it. With `withOptimizer`, the
+ * {@linkcode verifyCheckpoint} before anything is built from it, and each file against the
+ * save's checksums.json (required unless `checksums: "optional"`). With `withOptimizer`, the
  * AdamW moments must be present and are returned in `moments`. With `trainState:
  * "optional"` (evaluation, inference, export) a missing or damaged train_state.json gives
  * `state` null and the reason in `stateProblem`; otherwise (a resume) it is an error.
  *
- * @throws {CheckpointError} when a file is missing or unreadable, config.json was not
+ * @throws {CheckpointError} when a file is missing (checksums.json included) or unreadable,
+ * differs from the save's record of it, config.json was not
  * written by the trainer, or the files do not describe one consistent, finite model.
  *
  * @example
@@ -1139,6 +1158,11 @@ export async function loadCheckpoint(
     optimizer,
     tokenizerJson,
   });
+  // After the checks of what the files hold, which name a more precise problem (a directory
+  // of another kind among them).
+  if (sums === null && opts.checksums !== "optional") {
+    throw new CheckpointError(sumsMissing(dir));
+  }
   const layout = paramLayout(meta.model);
   const params = new Float32Array(layout.total);
   fromHfTensors(model, params, layout, "transformer.", `${dir}/model.safetensors`);

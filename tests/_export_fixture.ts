@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { freshTrainState, saveCheckpoint } from "../model/checkpoint.ts";
+import { CHECKSUMS_FILE, freshTrainState, saveCheckpoint } from "../model/checkpoint.ts";
+import { writeChecksums } from "../base/checksums.ts";
 import { type ModelConfig, ModelConfigSchema, TrainConfigSchema } from "../model/config.ts";
 import { fitCompactTokenizer, type Tokenizer } from "../pipeline/tokenizer.ts";
 import { tinyParams } from "./_tiny.ts";
@@ -99,4 +100,17 @@ export async function tinyCheckpoint(
     tokenizerJson: tok.toJSON(),
   });
   return { cfg, tok, params };
+}
+
+/**
+ * Record checkpoint `dir`'s files as they are now in its checksums.json, as a save records
+ * them: a checkpoint edited by a test then passes the check against the record, and the
+ * checks behind it are the ones tested.
+ */
+export async function recordChecksums(dir: string): Promise<void> {
+  const names = [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name !== CHECKSUMS_FILE)
+    .map((e) => e.name)
+    .sort();
+  await writeChecksums(dir, names);
 }

@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
-import { FIXTURE_QUESTIONS, tinyCheckpoint } from "./_export_fixture.ts";
+import { FIXTURE_QUESTIONS, recordChecksums, tinyCheckpoint } from "./_export_fixture.ts";
 import { ROOT, runDeno } from "./_run.ts";
 import {
   CheckpointError,
@@ -37,8 +37,9 @@ function goodCheckpoint(): Promise<string> {
 }
 
 /**
- * A copy of the sound checkpoint, damaged by `damage`. Its checksums.json goes too unless
- * `keepSums`: the checks behind the save's record are tested as on a checkpoint without one.
+ * A copy of the sound checkpoint, damaged by `damage`. Its checksums.json is written again
+ * for the damaged files unless `keepSums`: the checks behind the save's record are tested on
+ * files the record agrees with.
  */
 async function damaged(
   damage: (dir: string) => Promise<void>,
@@ -50,7 +51,7 @@ async function damaged(
     if (e.isFile) await Deno.copyFile(`${src}/${e.name}`, `${dir}/${e.name}`);
   }
   await damage(dir);
-  if (!keepSums) await Deno.remove(`${dir}/${CHECKSUMS_FILE}`);
+  if (!keepSums) await recordChecksums(dir);
   return dir;
 }
 
@@ -246,8 +247,29 @@ Deno.test("a save records each file's sha256: a file changed since, even to fini
     CheckpointError,
     "optimizer.safetensors: changed since it was saved",
   );
-  // A checkpoint without the record (saved before saves wrote one) loads unchecked.
-  await loadCheckpoint(await damaged(async () => {}));
+  // A checkpoint without the record (put together by hand, or copied in part) is refused,
+  // saying what to do; loaded on request, and saved again with a record.
+  const noSums = await damaged((d) => Deno.remove(`${d}/${CHECKSUMS_FILE}`), true);
+  for (
+    const e of [
+      await assertRejects(() => loadCheckpoint(noSums), CheckpointError),
+      await assertRejects(() => openInference(noSums, { backend: "cpu" }), CheckpointError),
+      await assertRejects(() => exportCheckpoint(noSums, `${noSums}-export`), ExportError),
+    ]
+  ) {
+    for (
+      const p of [
+        `${noSums}/${CHECKSUMS_FILE}: missing; `,
+        "copy the whole checkpoint directory",
+        `checksums: "optional"`,
+      ]
+    ) {
+      assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
+    }
+  }
+  const unchecked = await loadCheckpoint(noSums, { checksums: "optional" });
+  await saveCheckpoint(noSums, unchecked);
+  assertEquals((await loadCheckpoint(noSums)).params, unchecked.params);
   // A damaged record is named, with what to do.
   const sums = await damaged((d) => Deno.writeTextFile(`${d}/${CHECKSUMS_FILE}`, "{"), true);
   await assertRejects(() => loadCheckpoint(sums), CheckpointError, `${CHECKSUMS_FILE}: not valid`);

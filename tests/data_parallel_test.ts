@@ -167,12 +167,13 @@ Deno.test("data parallel: ranks come from Open MPI's variables; shards cover the
       OMPI_COMM_WORLD_SIZE: "4",
       OMPI_COMM_WORLD_LOCAL_RANK: "1",
     })),
-    { rank: 1, size: 4, localRank: 1 },
+    { rank: 1, size: 4, localRank: 1, from: ["OMPI_COMM_WORLD_RANK=1", "OMPI_COMM_WORLD_SIZE=4"] },
   );
   assertEquals(worldFromEnv(env({ PMI_RANK: "2", PMI_SIZE: "3" })), {
     rank: 2,
     size: 3,
     localRank: 0,
+    from: ["PMI_RANK=2", "PMI_SIZE=3"],
   });
   for (const [n, size] of [[8, 2], [7, 2], [10, 4], [3, 3]]) {
     let next = 0;
@@ -184,6 +185,29 @@ Deno.test("data parallel: ranks come from Open MPI's variables; shards cover the
     }
     assertEquals(next, n);
   }
+});
+
+Deno.test("data parallel: a process with a launcher's variables says so as it starts, naming them", async () => {
+  // Not started by mpirun, but with Open MPI's variables: rank 0 of 2. The line comes first,
+  // before the run fails on its missing dataset (and so before it tries to join the job).
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
+  const d = await tempDir();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...tasks.train.split(" ").slice(1), "--data", `${d}/none`, "--out", `${d}/run`],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "2" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const lines = new TextDecoder().decode(out.stderr).trim().split("\n");
+  assertEquals(out.code, 1, lines.join("\n"));
+  assertEquals(
+    lines[0],
+    "data parallel: rank 0 of 2, as the launcher's OMPI_COMM_WORLD_RANK=0 and " +
+      "OMPI_COMM_WORLD_SIZE=2 say (mpirun sets them; a process not started by mpirun trains " +
+      "alone once they are unset)",
+  );
+  assert(lines.at(-1)!.includes(`${d}/none/manifest.json`), lines.join("\n"));
 });
 
 Deno.test("data parallel: collectives before joining, or without MPI, fail with a message", () => {

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
-import { TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
+import { recordChecksums, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
 import { exportCheckpoint, ExportError, readLotusJson } from "../export/export.ts";
 import { checkExport } from "../export/export_check.ts";
 import { decodeModel, encodeModel } from "../export/onnx_proto.ts";
@@ -17,7 +17,6 @@ import { parseInferArgs } from "../cli/infer.ts";
 import { CliError } from "../cli/_common.ts";
 import { paramLayout } from "../model/params.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { CHECKSUMS_FILE } from "../model/checkpoint.ts";
 import { exists } from "../base/exists.ts";
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
@@ -261,8 +260,6 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
     for (const e of Deno.readDirSync(`${d}/ck`)) {
       if (e.isFile) await Deno.copyFile(`${d}/ck/${e.name}`, `${d}/${name}/${e.name}`);
     }
-    // Without the save's record of its files: the checks behind it are the ones tested here.
-    await Deno.remove(`${d}/${name}/${CHECKSUMS_FILE}`);
     return `${d}/${name}`;
   };
   const fails = async (dir: string, ...parts: string[]) => {
@@ -288,11 +285,13 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
     ...st.tensors,
     "transformer.wpe.weight": { ...wpe, shape: [wpe.shape[0] / 2, wpe.shape[1] * 2] },
   }, { format: "pt" });
+  await recordChecksums(c);
   await fails(c, `tensor "transformer.wpe.weight" has shape [64,32]`);
   const e = await fresh("bad-config");
   const cfg = await readJson(`${e}/config.json`);
   delete (cfg.lotus as Record<string, unknown>).special;
   await Deno.writeTextFile(`${e}/config.json`, JSON.stringify(cfg));
+  await recordChecksums(e);
   await fails(e, `${e}/config.json: field "lotus.special"`);
   const f = await fresh("other-tokenizer");
   const tj = await readJson(`${f}/tokenizer.json`);
@@ -301,6 +300,7 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
     eot = added.find((t) => t.content === "<|end-latent|>")!;
   [lat.content, eot.content] = [eot.content, lat.content];
   await Deno.writeTextFile(`${f}/tokenizer.json`, JSON.stringify(tj));
+  await recordChecksums(f);
   await fails(f, `${f}/tokenizer.json: the EOT token has id`, `"lotus.special.eot"`);
 
   // an existing directory that is not an export is never replaced

@@ -9,7 +9,7 @@ import { SESSION_CLOSED } from "../infer/session.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
-import { ROOT } from "./_run.ts";
+import { ROOT, runDeno } from "./_run.ts";
 import { TempLease } from "../base/staging.ts";
 import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
@@ -36,6 +36,9 @@ Deno.test("library: the root exports the error classes its stages throw", async 
       "TrainLogError",
       "StagingError",
       "EvalOutputError",
+      "SessionClosedError",
+      "OnnxRuntimeError",
+      "EnvPermissionError",
     ] as const
   ) {
     const cls = lib[name] as unknown;
@@ -125,7 +128,7 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
   await s.close();
   await s.close(); // a second close does nothing
-  const e = await assertRejects(() => s.answer(["Ann has 2 pens."]));
+  const e = await assertRejects(() => s.answer(["Ann has 2 pens."]), lib.SessionClosedError);
   assertEquals(e.message, SESSION_CLOSED);
 });
 
@@ -542,7 +545,7 @@ Deno.test("library: sessions and engines close when a using block ends", async (
       outer = s;
       assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
     }
-    const e = await assertRejects(() => outer.answer(["Ann has 2 pens."]));
+    const e = await assertRejects(() => outer.answer(["Ann has 2 pens."]), lib.SessionClosedError);
     assertEquals(e.message, SESSION_CLOSED);
   }
   let eng: lib.Engine;
@@ -851,4 +854,35 @@ Deno.test("library: an AbortSignal stops buildDataset with a BuildStopped", asyn
     assertEquals([e.signal, e.written], ["SIGTERM", false]);
     await assertRejects(() => Deno.stat(out));
   }
+});
+
+Deno.test("library: the ONNX backend without onnxruntime or without --allow-env throws errors named for each", async () => {
+  const d = await tempDir();
+  const script = `${d}/open.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { openInference } from "${ROOT}mod.ts";
+try {
+  await openInference("${d}/ck", { backend: "onnx" });
+} catch (e) {
+  console.log(\`\${(e as Error).name}: \${(e as Error).message}\`);
+}
+`,
+  );
+  const run = async (permissions: string[]) => {
+    const r = await runDeno(["run", "--config", `${ROOT}deno.json`, ...permissions, script]);
+    assertEquals(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  // Deno may not load onnxruntime-node's native code: it cannot be loaded.
+  const load = await run(["--allow-read", "--allow-write", "--allow-env"]);
+  assert(load.startsWith("OnnxRuntimeError: backend onnx: cannot load onnxruntime-node"), load);
+  assert(load.includes("--allow-ffi") && load.endsWith("or use --backend cpu"), load);
+  // The process may not switch its telemetry off: the variable and the permission are named.
+  const env = await run(["--allow-read", "--allow-write", "--allow-ffi", "--allow-env=HOME"]);
+  assertEquals(
+    env,
+    "EnvPermissionError: backend onnx: cannot set ORT_DISABLE_TELEMETRY=1, which keeps " +
+      "onnxruntime-node off the network (its telemetry); grant --allow-env=ORT_DISABLE_TELEMETRY",
+  );
 });

@@ -14,7 +14,12 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT } from "./_run.ts";
 import { cpuEngine } from "./_tiny.ts";
-import { FIXTURE_QUESTIONS, TINY_LLAMA, tinyCheckpoint } from "./_export_fixture.ts";
+import {
+  FIXTURE_QUESTIONS,
+  recordChecksums,
+  TINY_LLAMA,
+  tinyCheckpoint,
+} from "./_export_fixture.ts";
 import { checkpointFingerprint, exportCheckpoint } from "../export/export.ts";
 import {
   type BackboneOutput,
@@ -25,7 +30,7 @@ import {
 } from "../infer/onnx_session.ts";
 import { openInference } from "../infer/inference.ts";
 import type { AnswerOptions } from "../infer/session.ts";
-import { CHECKSUMS_FILE, loadCheckpoint } from "../model/checkpoint.ts";
+import { CheckpointError, CHECKSUMS_FILE, loadCheckpoint } from "../model/checkpoint.ts";
 import { Model } from "../model/model.ts";
 import { Arena, Chunk, Scratch } from "../model/stack.ts";
 import { Rng } from "../base/rng.ts";
@@ -571,6 +576,13 @@ Deno.test("--backend onnx: using a cache reads and hashes the checkpoint's weigh
   const withRecord = await checkpointFingerprint(`${d}/ck`);
   await Deno.remove(`${d}/ck/${CHECKSUMS_FILE}`);
   assertEquals(await checkpointFingerprint(`${d}/ck`), withRecord);
+  // A checkpoint without it is refused; with it recorded again, the cache still fits.
+  await assertRejects(
+    () => onnxExportFor(`${d}/ck`, () => {}),
+    CheckpointError,
+    `${d}/ck/${CHECKSUMS_FILE}: missing`,
+  );
+  await recordChecksums(`${d}/ck`);
   const lines: string[] = [];
   assertEquals(await onnxExportFor(`${d}/ck`, (l) => lines.push(l)), cache);
   assertEquals(lines, [], "the cache still fits the checkpoint");

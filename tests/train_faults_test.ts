@@ -692,6 +692,23 @@ Deno.test("faults: a best saved after the checkpoint a run resumes from (a kill 
     state: { ...ck.state, step: 5, bestStep: 5, bestAccuracy: 1 },
     tokenizerJson: ck.tokenizerJson,
   });
+  // A length that stops before that best would name a best after the run's last step: refused,
+  // before anything is trained or written.
+  const e = await assertRejects(
+    () => train({ ...base, out, resume: out, train: { steps: 4 } }),
+    TrainConfigError,
+  );
+  for (
+    const p of [
+      `--steps gives ${out} 4 steps, fewer than step 5, which ${out}/best holds`,
+      "after the checkpoint's step 3",
+      "give --steps 5 or more",
+    ]
+  ) {
+    assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
+  }
+  assertEquals((await loadCheckpoint(out)).state.step, 3, "the checkpoint is left as it was");
+  assertEquals((await readSavedTrainState(`${out}/best`))?.step, 5);
   const r = await train({ ...base, out, resume: out });
   assertEquals([r.steps, r.best?.step, r.best?.valAccuracy], [6, 5, 1]);
   const summary = JSON.parse(await Deno.readTextFile(`${out}/summary.json`));

@@ -38,6 +38,8 @@ export interface World {
   size: number;
   /** This process's rank among those on its machine (which GPU it takes). */
   localRank: number;
+  /** The launcher's variables the rank and size were read from, as `NAME=value`. */
+  from: string[];
 }
 
 /** The environment variables a launcher sets, in the order they are read. */
@@ -45,15 +47,19 @@ const RANK_VARS = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"] as const;
 const SIZE_VARS = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] as const;
 const LOCAL_RANK_VARS = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"] as const;
 
-function firstInt(get: (name: string) => string | undefined, names: readonly string[]) {
-  for (const n of names) {
+/** The first of `names` set to a whole number: its name and value. */
+function firstInt(
+  get: (name: string) => string | undefined,
+  names: readonly string[],
+): { name: string; value: number } | undefined {
+  for (const name of names) {
     let v: string | undefined;
     try {
-      v = get(n);
+      v = get(name);
     } catch {
       v = undefined; // not allowed to read it: as if unset
     }
-    if (v !== undefined && /^\d+$/.test(v)) return Number(v);
+    if (v !== undefined && /^\d+$/.test(v)) return { name, value: Number(v) };
   }
   return undefined;
 }
@@ -70,11 +76,31 @@ export function worldFromEnv(
 ): World | null {
   const size = firstInt(get, SIZE_VARS);
   const rank = firstInt(get, RANK_VARS);
-  if (size === undefined || size <= 1 || rank === undefined) return null;
-  if (rank >= size) {
-    throw new Error(`the launcher gives rank ${rank} in a job of ${size}: inconsistent`);
+  if (size === undefined || size.value <= 1 || rank === undefined) return null;
+  const from = [`${rank.name}=${rank.value}`, `${size.name}=${size.value}`];
+  if (rank.value >= size.value) {
+    throw new Error(
+      `the launcher gives rank ${rank.value} in a job of ${size.value} (${from.join(", ")}): ` +
+        `inconsistent`,
+    );
   }
-  return { rank, size, localRank: firstInt(get, LOCAL_RANK_VARS) ?? 0 };
+  return {
+    rank: rank.value,
+    size: size.value,
+    localRank: firstInt(get, LOCAL_RANK_VARS)?.value ?? 0,
+    from,
+  };
+}
+
+/**
+ * The line a data-parallel run prints as it starts: that this process is a rank of a job, and
+ * the launcher's variables that made it one, so that a process which inherited them without
+ * being started by mpirun says why it does not train alone.
+ */
+export function worldNote(world: World): string {
+  return `data parallel: rank ${world.rank} of ${world.size}, as the launcher's ` +
+    `${world.from.join(" and ")} say (mpirun sets them; a process not started by mpirun ` +
+    `trains alone once they are unset)`;
 }
 
 /**

@@ -39,7 +39,7 @@ import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
 import { VERIFY_MODES } from "../pipeline/shard.ts";
-import { type World, worldFromEnv } from "./data_parallel.ts";
+import { type World, worldFromEnv, worldNote } from "./data_parallel.ts";
 import {
   claimRunDir,
   completedRun,
@@ -123,6 +123,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const opts = withRunDir(options);
   const world = worldFromEnv();
   if (world === null) return await trainPhases(opts, null);
+  if (!opts.quiet && world.rank === 0) unlessGone(() => console.error(worldNote(world)));
   // A data-parallel rank (mpirun): leave the job once the run is done. A failure leaves
   // without MPI_Finalize: the process exits non-zero and mpirun ends the other ranks.
   const res = await trainPhases(opts, world);

@@ -32,6 +32,7 @@ import {
   checkpointDirOf,
   loadCheckpoint,
   type LotusMeta,
+  readSavedTrainState,
   type TrainState,
 } from "../model/checkpoint.ts";
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
@@ -234,23 +235,27 @@ export async function setUpRun(
   }
   // A length below the steps taken would end the run where it never stood, marked complete.
   if (resumed && resumed.state.step > total) {
-    const flag = cfg.finalStageSteps !== null
-      ? "--final-stage-steps"
-      : cfg.steps !== null
-      ? "--steps"
-      : "--epochs";
-    // The least value of the flag, in its own unit, that reaches the steps taken.
-    const taken = resumed.state.step;
-    const [least, unit] = flag === "--final-stage-steps"
-      ? [taken - finalStageStart(cfg, stepsPerEpoch), "steps after the final stage starts"]
-      : flag === "--steps"
-      ? [taken, "steps"]
-      : [Math.ceil(taken / stepsPerEpoch), `epochs of ${stepsPerEpoch} steps`];
-    throw new TrainConfigError(
-      flag,
-      `${flag} gives ${opts.out} ${total} steps, fewer than the ${taken} it has taken: give ` +
-        `${flag} ${least} or more (${unit}), or leave ${flag} out to go on to the run's own ` +
-        `length`,
+    refuseShorter(
+      cfg,
+      stepsPerEpoch,
+      total,
+      resumed.state.step,
+      `the ${resumed.state.step} it has taken`,
+      opts.out,
+    );
+  }
+  // A best/ saved after the checkpoint stays the best to beat (trainer.ts): past the run's
+  // last step, the run would end naming a best from a step it never reaches.
+  const later = resumed && cfg.keepBest ? await laterBest(opts.out, resumed.state) : null;
+  if (later && later.step > total) {
+    refuseShorter(
+      cfg,
+      stepsPerEpoch,
+      total,
+      later.step,
+      `step ${later.step}, which ${opts.out}/best holds (saved after the checkpoint's step ` +
+        `${resumed!.state.step} by a run stopped before its next save)`,
+      opts.out,
     );
   }
   if (!resumed) {
@@ -307,6 +312,50 @@ function checkResumeData(
         `its training split, tokenizer or options differ); resume with --data ${meta.data.dir}`,
     );
   }
+}
+
+/**
+ * Refuses a resume whose length, `total` steps, falls short of `step`, which the run has
+ * reached (`what` says how), naming the flag that sets the length and the least value of it,
+ * in its own unit, that reaches `step`.
+ */
+function refuseShorter(
+  cfg: TrainConfig,
+  stepsPerEpoch: number,
+  total: number,
+  step: number,
+  what: string,
+  out: string,
+): never {
+  const flag = cfg.finalStageSteps !== null
+    ? "--final-stage-steps"
+    : cfg.steps !== null
+    ? "--steps"
+    : "--epochs";
+  const [least, unit] = flag === "--final-stage-steps"
+    ? [step - finalStageStart(cfg, stepsPerEpoch), "steps after the final stage starts"]
+    : flag === "--steps"
+    ? [step, "steps"]
+    : [Math.ceil(step / stepsPerEpoch), `epochs of ${stepsPerEpoch} steps`];
+  throw new TrainConfigError(
+    flag,
+    `${flag} gives ${out} ${total} steps, fewer than ${what}: give ${flag} ${least} or more ` +
+      `(${unit}), or leave ${flag} out to go on to the run's own length`,
+  );
+}
+
+/**
+ * The train state of `out`'s best/ when a run saved it after the checkpoint whose state is
+ * `state` (the run was stopped between that save and its next checkpoint) and it beats that
+ * checkpoint's best; else null. Its weights are the best the run reached, though the
+ * checkpoint does not record them.
+ */
+export async function laterBest(out: string, state: TrainState): Promise<TrainState | null> {
+  const later = await readSavedTrainState(`${out}/best`);
+  return later && later.step > state.step && later.bestStep === later.step &&
+      later.bestAccuracy > state.bestAccuracy
+    ? later
+    : null;
 }
 
 /** Refuses a `batch` larger than the `usable` examples of the training split. */

@@ -37,7 +37,6 @@ import {
   freshTrainState,
   loadHfInit,
   type LotusMeta,
-  readSavedTrainState,
   saveCheckpoint,
   type TrainState,
 } from "../model/checkpoint.ts";
@@ -56,7 +55,7 @@ import { checkInitTokenizer, initFile, type InitMeta } from "./init.ts";
 import { type EvalSums, evaluating } from "./evaluation.ts";
 import { capacityOf, positionsOf } from "./batch.ts";
 import type { RunOptions, TrainOptions, TrainResult } from "./types.ts";
-import { keptBest, setUpRun } from "./run_setup.ts";
+import { keptBest, laterBest, setUpRun } from "./run_setup.ts";
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
@@ -304,12 +303,10 @@ export async function trainRun(
     // to beat, as it was in the run that saved it: otherwise a replay that does not beat the
     // checkpoint's best (other evaluation settings, say) leaves best/ holding weights that the
     // summary does not name.
+    // A best/ past the run's last step is refused before this (run_setup.ts).
     if (resumed && cfg.keepBest) {
-      const later = await readSavedTrainState(`${opts.out}/best`);
-      if (
-        later && later.step > state.step && later.bestStep === later.step &&
-        later.bestAccuracy > state.bestAccuracy
-      ) {
+      const later = await laterBest(opts.out, state);
+      if (later) {
         state.bestStep = later.bestStep;
         state.bestAccuracy = later.bestAccuracy;
         log(
