@@ -304,6 +304,39 @@ for (const { mode, name, model: over } of ANSWER_CASES) {
   });
 }
 
+Deno.test("--backend onnx times the readout in no phase, as the engine does: not in the thought phase nor in decoding", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "lotus", k: 2, c: 3, seed: 7, injection: "add" });
+  await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "onnx" });
+  // The run that gives every loop row's logits (the readout) is made slow: the phase that
+  // holds it would take that long.
+  const DELAY = 2000;
+  const forward = OnnxBackbone.prototype.forward;
+  let slowRuns = 0;
+  OnnxBackbone.prototype.forward = async function (this: OnnxBackbone, input, B, T, args) {
+    const out = await forward.call(this, input, B, T, args);
+    if (args.logitsToKeep === 0) {
+      slowRuns++;
+      await new Promise((r) => setTimeout(r, DELAY));
+    }
+    return out;
+  };
+  const s = await openInference(`${d}/ex`, { backend: "onnx", threads: 1 });
+  try {
+    const r = await s.answer([FIXTURE_QUESTIONS[0]], { latentLogits: true, maxNewTokens: 4 });
+    assertEquals(slowRuns, 1);
+    const L = 1 + r.K * r.c, V = s.meta.model.vocabSize;
+    assertEquals(r.answers[0].latentLogits?.length, L * V);
+    const t = r.timings;
+    assert(t.thoughtMs < DELAY, `the thought phase holds the readout: ${t.thoughtMs} ms`);
+    assert(t.decodeMs < DELAY, `decoding holds the readout: ${t.decodeMs} ms`);
+    assert(t.stepMs.every((ms) => ms < DELAY), `a decode step holds the readout: ${t.stepMs}`);
+  } finally {
+    OnnxBackbone.prototype.forward = forward;
+    await s.close();
+  }
+});
+
 Deno.test("both backends refuse a bad answer() request alike, naming it; a second close is fine", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`, { mode: "lotus", k: 2, c: 3, seed: 7, injection: "add" });
