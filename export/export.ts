@@ -202,6 +202,11 @@ export async function exportCheckpoint(
   // ".." cannot be (the system refuses), and a relative path would lose its way once the
   // working directory is the one replaced.
   if (/(^|\/)\.\.?\/*$/.test(out)) out = absolutePath(out);
+  // A link (out/export/default -> /data/exports/default): the export goes where it points and
+  // the link stays. Renamed into place as it stands, the new export would take the link's
+  // place, and the directory it points to would keep the earlier export.
+  const given = out;
+  out = await linkTarget(out);
   const format = opts.format ?? "both";
   if (!["hf", "onnx", "both"].includes(format)) {
     throw new ExportError(`format "${format}": must be hf, onnx or both`);
@@ -360,5 +365,29 @@ export async function exportCheckpoint(
   });
   let bytes = 0;
   for (const f of files) bytes += (await Deno.stat(`${out}/${f}`)).size;
-  return { dir: out, files, bytes, lotus, notes };
+  return { dir: given, files, bytes, lotus, notes };
+}
+
+/**
+ * The directory a link at `path` points to, through every link, or `path` itself when it is
+ * no link (or does not exist).
+ *
+ * @throws {ExportError} for a link to a path that does not exist.
+ */
+async function linkTarget(path: string): Promise<string> {
+  try {
+    if (!(await Deno.lstat(path.replace(/(.)\/+$/, "$1"))).isSymlink) return path;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return path;
+    throw e;
+  }
+  try {
+    return await Deno.realPath(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    throw new ExportError(
+      `${path}: is a link to ${await Deno.readLink(path.replace(/(.)\/+$/, "$1"))}, which ` +
+        `does not exist; create that directory, or give another --out`,
+    );
+  }
 }

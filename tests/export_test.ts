@@ -337,6 +337,39 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
   );
 });
 
+Deno.test("an export to a link goes where the link points, and the link stays", async () => {
+  const d = await tempDir();
+  await tinyCheckpoint(`${d}/ck`, { mode: "cot" });
+  await exportCheckpoint(`${d}/ck`, `${d}/target`, { format: "hf" });
+  await Deno.symlink(`${d}/target`, `${d}/link`);
+  for (const out of [`${d}/link`, `${d}/link/`]) {
+    const r = await exportCheckpoint(`${d}/ck`, out, { format: "onnx" });
+    assertEquals(r.dir, out);
+    assert((await Deno.lstat(`${d}/link`)).isSymlink, "the link was replaced by a directory");
+    assertEquals(await Deno.readLink(`${d}/link`), `${d}/target`);
+    assert(
+      await exists(`${d}/target/onnx/model.onnx`),
+      "the directory linked to is not the export",
+    );
+    assert(!(await exists(`${d}/target/model.safetensors`)), "the earlier export is still there");
+    assertEquals(await checkExport(out), []);
+  }
+  assertEquals((await Array.fromAsync(Deno.readDir(d))).map((x) => x.name).sort(), [
+    "ck",
+    "link",
+    "target",
+  ]);
+  // A link to nothing is refused, naming where it points; nothing is made there.
+  await Deno.symlink(`${d}/gone`, `${d}/dangling`);
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/dangling`),
+    ExportError,
+    `${d}/dangling: is a link to ${d}/gone, which does not exist`,
+  );
+  assert((await Deno.lstat(`${d}/dangling`)).isSymlink);
+  assert(!(await exists(`${d}/gone`)));
+});
+
 Deno.test("an export stopped by its signal mid-write leaves nothing beside --out and the earlier export whole", async () => {
   const d = await tempDir();
   await tinyCheckpoint(`${d}/ck`);
