@@ -105,12 +105,7 @@ export async function openInference(
     return onnx.openOnnxInference(checkpoint, opts);
   }
   const isExport = await exists(`${checkpoint}/lotus.json`);
-  if (isExport) {
-    throw new CheckpointError(
-      `${checkpoint} is an export directory; backend ${backend} reads checkpoints: pass the ` +
-        `checkpoint, or use --backend onnx`,
-    );
-  }
+  if (isExport) throw new CheckpointError(await exportRefusal(checkpoint, backend));
   // Verified on load: the weights, config.json and tokenizer.json describe one finite model.
   // train_state.json only places the checkpoint in the curriculum; without it the session
   // takes the final stage and says so in its notes.
@@ -224,4 +219,25 @@ export async function openInference(
       close();
     },
   };
+}
+
+/**
+ * Why a native backend refuses export directory `dir`, and what to do: pass the checkpoint
+ * it was made from (named when its lotus.json says), or use the onnx backend, which needs the
+ * export's ONNX graphs (an `hf` export has none).
+ */
+async function exportRefusal(dir: string, backend: string): Promise<string> {
+  let lotus: { onnx?: unknown; source?: { checkpoint?: unknown } } = {};
+  try {
+    lotus = JSON.parse(await Deno.readTextFile(`${dir}/lotus.json`)) ?? {};
+  } catch { /* unreadable: the advice stays general */ }
+  const from = typeof lotus.source?.checkpoint === "string"
+    ? ` it was made from (${lotus.source.checkpoint})`
+    : "";
+  const onnx = lotus.onnx === null
+    ? `; --backend onnx needs its ONNX graphs, which this export lacks: export with --format ` +
+      `onnx or both`
+    : ", or use --backend onnx";
+  return `${dir} is an export directory; backend ${backend} reads checkpoints: pass the ` +
+    `checkpoint${from}${onnx}`;
 }

@@ -671,6 +671,13 @@ Deno.test("each backend refuses the wrong kind of directory with a clear error",
   assert((e1 as Error).message.includes("this export has no ONNX graphs"), String(e1));
   const e2 = await assertRejects(() => openInference(`${d}/both`, { backend: "cpu" }));
   assert((e2 as Error).message.includes("is an export directory"), String(e2));
+  assert((e2 as Error).message.includes(`made from (${d}/ck)`), String(e2));
+  assert((e2 as Error).message.endsWith("or use --backend onnx"), String(e2));
+  // An export without graphs is not sent to the onnx backend, which would refuse it too.
+  const e4 = await assertRejects(() => openInference(`${d}/hf`, { backend: "cpu" }));
+  assert((e4 as Error).message.includes("is an export directory"), String(e4));
+  assert(!(e4 as Error).message.includes("or use --backend onnx"), String(e4));
+  assert((e4 as Error).message.includes("export with --format onnx or both"), String(e4));
   const e3 = await assertRejects(() => openInference(`${d}/nothing`, { backend: "onnx" }));
   assert((e3 as Error).message.includes("config.json"), String(e3));
 });
