@@ -32,6 +32,7 @@ export {
 } from "./safetensors.ts";
 export { writeFileAtomic, writeFileAtomicSync } from "./atomic.ts";
 export {
+  followLink,
   replaceDir,
   splitPath,
   StagingError,

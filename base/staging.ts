@@ -306,16 +306,57 @@ export async function sweepStale(
 }
 
 /**
+ * The path that a link at `path` leads to, through every link, or `path` itself when it is
+ * no link or does not exist. A directory replaced by a rename must be the one the link points
+ * to: renamed into place as it stands, the new directory would take the link's place and
+ * leave the old contents where the link pointed.
+ *
+ * @throws {StagingError} for a link to a path that does not exist, naming where it points.
+ *
+ * @example
+ * ```ts
+ * import { followLink } from "./staging.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.mkdir(`${dir}/real`);
+ * await Deno.symlink(`${dir}/real`, `${dir}/link`);
+ * console.assert((await followLink(`${dir}/link`)).endsWith("/real"));
+ * ```
+ */
+export async function followLink(path: string): Promise<string> {
+  const bare = path.replace(/(.)\/+$/, "$1");
+  try {
+    if (!(await Deno.lstat(bare)).isSymlink) return path;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return path;
+    throw e;
+  }
+  try {
+    return await Deno.realPath(bare);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    throw new StagingError(
+      `${bare}: is a link to ${await Deno.readLink(bare)}, which does not exist; create ` +
+        `that directory, or remove the link`,
+    );
+  }
+}
+
+/**
  * Replace directory `target` with one that `fill` writes, atomically: readers see the old
  * directory or the new one, never a part of either. `fill` gets an empty directory,
  * `<target>.tmp-<pid>`; on success it is swapped in (old aside, new in, old removed), on
  * failure removed, and the target stays as it was. Dead processes' leftovers for the same
- * target are swept first ({@linkcode sweepStale}).
+ * target are swept first ({@linkcode sweepStale}). A `target` that is a link is followed
+ * ({@linkcode followLink}): the directory it points to is replaced, beside itself, and the
+ * link stays.
+ *
+ * @throws {StagingError} for a `target` that is a link to nothing.
  */
 export async function replaceDir(
   target: string,
   fill: (tmp: string) => Promise<void>,
 ): Promise<void> {
+  target = await followLink(target);
   const { parent, stem } = splitPath(target);
   await Deno.mkdir(parent, { recursive: true });
   await sweepStale(parent, stem, ["tmp", "old"]);

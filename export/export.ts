@@ -38,7 +38,7 @@ import {
   toHfTensors,
   trainStateNote,
 } from "../model/checkpoint.ts";
-import { absolutePath, replaceDir } from "../base/staging.ts";
+import { absolutePath, followLink, replaceDir, StagingError } from "../base/staging.ts";
 import { signalTurns } from "../base/signals.ts";
 import { paramLayout } from "../model/params.ts";
 import { inferenceShape } from "../train/schedule.ts";
@@ -206,7 +206,11 @@ export async function exportCheckpoint(
   // the link stays. Renamed into place as it stands, the new export would take the link's
   // place, and the directory it points to would keep the earlier export.
   const given = out;
-  out = await linkTarget(out);
+  try {
+    out = await followLink(out);
+  } catch (e) {
+    throw e instanceof StagingError ? new ExportError(e.message) : e;
+  }
   const format = opts.format ?? "both";
   if (!["hf", "onnx", "both"].includes(format)) {
     throw new ExportError(`format "${format}": must be hf, onnx or both`);
@@ -366,28 +370,4 @@ export async function exportCheckpoint(
   let bytes = 0;
   for (const f of files) bytes += (await Deno.stat(`${out}/${f}`)).size;
   return { dir: given, files, bytes, lotus, notes };
-}
-
-/**
- * The directory a link at `path` points to, through every link, or `path` itself when it is
- * no link (or does not exist).
- *
- * @throws {ExportError} for a link to a path that does not exist.
- */
-async function linkTarget(path: string): Promise<string> {
-  try {
-    if (!(await Deno.lstat(path.replace(/(.)\/+$/, "$1"))).isSymlink) return path;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return path;
-    throw e;
-  }
-  try {
-    return await Deno.realPath(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    throw new ExportError(
-      `${path}: is a link to ${await Deno.readLink(path.replace(/(.)\/+$/, "$1"))}, which ` +
-        `does not exist; create that directory, or give another --out`,
-    );
-  }
 }

@@ -8,6 +8,7 @@ import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   absolutePath,
+  followLink,
   removeTreeSync,
   replaceDir,
   StagingError,
@@ -175,6 +176,35 @@ Deno.test("replaceDir: a failing fill leaves the target as it was, nothing besid
   await replaceDir(`${d}/t`, (tmp) => Deno.writeTextFile(`${tmp}/w`, "3"));
   assertEquals(await names(d), ["t"]);
   assertEquals(await names(`${d}/t`), ["w"]);
+});
+
+Deno.test("replaceDir: a link is followed: the directory it points to is replaced, the link stays", async () => {
+  const d = await tempDir();
+  await Deno.mkdir(`${d}/disk`);
+  await replaceDir(`${d}/disk/t`, (tmp) => Deno.writeTextFile(`${tmp}/v`, "1"));
+  await Deno.symlink(`${d}/disk/t`, `${d}/t`);
+  await replaceDir(`${d}/t/`, (tmp) => Deno.writeTextFile(`${tmp}/w`, "2"));
+  assert((await Deno.lstat(`${d}/t`)).isSymlink, "the link stays a link");
+  assertEquals(await names(`${d}/disk/t`), ["w"], "the directory it points to is the new one");
+  assertEquals(await names(d), ["disk", "t"], "nothing is left beside the link");
+  assertEquals(await names(`${d}/disk`), ["t"], "nor beside the directory");
+  // A run's checkpoint kept on another disk through a link: saves go there too.
+  const run = `${d}/run`, store = `${d}/disk/ck`;
+  await Deno.mkdir(run);
+  await Deno.mkdir(store);
+  await Deno.symlink(store, `${run}/checkpoint`);
+  const { params } = await tinyCheckpoint(`${run}/checkpoint`);
+  assert((await Deno.lstat(`${run}/checkpoint`)).isSymlink, "a save keeps the link");
+  assertEquals((await loadCheckpoint(store)).params.length, params.length);
+  // A link to nothing is refused by name, and left as it is.
+  await Deno.symlink(`${d}/gone`, `${d}/dangling`);
+  await assertRejects(
+    () => replaceDir(`${d}/dangling`, (tmp) => Deno.writeTextFile(`${tmp}/v`, "3")),
+    StagingError,
+    `${d}/dangling: is a link to ${d}/gone, which does not exist`,
+  );
+  assertEquals(await followLink(`${d}/none`), `${d}/none`, "a path that does not exist is itself");
+  assert((await Deno.lstat(`${d}/dangling`)).isSymlink);
 });
 
 Deno.test("staging: a SIGKILLed process's lock is free, so its leftovers go", async () => {
