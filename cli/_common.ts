@@ -518,13 +518,29 @@ const PERMISSIONS: Record<string, string> = {
 
 const TASKS: Record<string, string> = denoJson.tasks;
 
+/** Whether `path` is `scope` or lies under it, both taken from the working directory `cwd`. */
+function withinScope(path: string, scope: string, cwd: string): boolean {
+  const abs = (p: string) => (p.startsWith("/") ? p : `${cwd}/${p}`).replace(/\/+$/, "");
+  const [f, s] = [abs(path), abs(scope)];
+  return f === s || f.startsWith(`${s}/`);
+}
+
 /**
  * The one line for a missing Deno permission, or undefined when `e` is something else. Deno
  * 2 raises `Deno.errors.NotCapable` for a permission it was not given ("run again with the
  * --allow-ffi flag"); `PermissionDenied` is the operating system's refusal, reported as it
  * is unless its message names a Deno flag. The error's causes are searched too.
+ *
+ * A task may grant a permission for some paths only (`--allow-ffi=build,node_modules`).
+ * Deno checks a file's real path against them, so a `node_modules` or `build` that is a
+ * symbolic link leads outside them even under the task: the line then names the path asked
+ * for and the task's paths, and says to name the link's target, rather than to run the task.
  */
-export function permissionMessage(e: unknown, command: string): string | undefined {
+export function permissionMessage(
+  e: unknown,
+  command: string,
+  cwd?: string,
+): string | undefined {
   for (let err = e, depth = 0; err instanceof Error && depth < 8; err = err.cause, depth++) {
     const flag = /--allow-([a-z]+)/.exec(err.message)?.[1];
     const deno = err instanceof Deno.errors.NotCapable ||
@@ -534,6 +550,23 @@ export function permissionMessage(e: unknown, command: string): string | undefin
     const task = TASKS[command] ?? "";
     const granted = /(^|\s)(-A|--allow-all)(\s|$)/.test(task) ||
       new RegExp(`(^|\\s)--allow-${flag}(=|\\s|$)`).test(task);
+    const path = /Requires \w+ access to "([^"]+)"/.exec(err.message)?.[1];
+    const scoped = new RegExp(`(?:^|\\s)--allow-${flag}=(\\S+)`).exec(task)?.[1]?.split(",");
+    if (granted && path !== undefined && scoped !== undefined) {
+      let here = cwd;
+      try {
+        here ??= Deno.cwd();
+      } catch {
+        // Without --allow-read the working directory is unknown; relative paths stay as given.
+      }
+      const base = here ?? ".";
+      if (!scoped.some((s) => withinScope(path, s, base))) {
+        return `this command needs --allow-${flag} for ${path} (${what}); deno task ${command} ` +
+          `grants it for ${scoped.join(", ")} only, and Deno checks a file's real path, so a ` +
+          `node_modules or build that is a symbolic link leads outside them: run the command ` +
+          `with deno run and --allow-${flag} naming the link's target (or make it a directory)`;
+      }
+    }
     return `this command needs --allow-${flag} (${what}); ` +
       (granted
         ? `run it through deno task ${command}, which grants it`

@@ -287,6 +287,42 @@ Deno.test("a missing Deno permission is named, with the task that grants it", ()
   assertEquals(permissionMessage(new Error("no config.json"), "train"), undefined);
 });
 
+Deno.test("a path outside the paths a task grants is named, not the task", () => {
+  // node_modules a symbolic link to another checkout's: Deno checks the real path.
+  const outside = new Deno.errors.NotCapable(
+    'Requires ffi access to "/elsewhere/node_modules/onnxruntime-node/bin/b.node", run again ' +
+      "with the --allow-ffi flag",
+  );
+  // As the ONNX backend reports it: its own message quotes Deno's.
+  const wrapped = new Error(`backend onnx: cannot load onnxruntime-node (${outside.message})`, {
+    cause: outside,
+  });
+  const m = permissionMessage(wrapped, "infer", "/repo");
+  assert(m !== undefined);
+  assert(
+    m.startsWith(
+      "this command needs --allow-ffi for /elsewhere/node_modules/onnxruntime-node/bin/b.node " +
+        "(Deno's permission to load native code: the engine, onnxruntime); deno task infer " +
+        "grants it for build, ",
+    ),
+    m,
+  );
+  assert(m.includes("node_modules only"), m);
+  assert(m.includes("symbolic link"), m);
+  assert(!m.includes("run it through deno task infer"), m);
+  // A path inside them, absolute or relative, keeps the advice to run the task.
+  for (const path of ["/repo/node_modules/x/b.node", "build/e.so"]) {
+    const inside = new Deno.errors.NotCapable(
+      `Requires ffi access to "${path}", run again with the --allow-ffi flag`,
+    );
+    assertEquals(
+      permissionMessage(inside, "infer", "/repo"),
+      "this command needs --allow-ffi (Deno's permission to load native code: the engine, " +
+        "onnxruntime); run it through deno task infer, which grants it",
+    );
+  }
+});
+
 Deno.test("the operating system's refusal of a path says what to do", () => {
   const denied = new Deno.errors.PermissionDenied(
     "Permission denied (os error 13): mkdir 'out/eval'",
