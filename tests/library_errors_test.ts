@@ -11,6 +11,7 @@ import { tinyCheckpoint } from "./_export_fixture.ts";
 import { tempDir } from "./_tmp.ts";
 import { ROOT, runDeno } from "./_run.ts";
 import { TempLease } from "../base/staging.ts";
+import { exists } from "../base/exists.ts";
 import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 
@@ -885,4 +886,22 @@ try {
     "EnvPermissionError: backend onnx: cannot set ORT_DISABLE_TELEMETRY=1, which keeps " +
       "onnxruntime-node off the network (its telemetry); grant --allow-env=ORT_DISABLE_TELEMETRY",
   );
+});
+
+Deno.test("library: train() refuses an option it does not have, as plain JavaScript can pass one", async () => {
+  const data = await fixtureData(), out = `${await tempDir()}/run`;
+  // A training setting beside train rather than in it would be ignored, and the default
+  // recipe's whole length trained.
+  const setting = await assertRejects(
+    () => lib.train({ data, out, quiet: true, steps: 4 } as lib.TrainOptions),
+    lib.TrainConfigError,
+    'train(): "steps" is a training setting: give it in train, as train: { steps: ... }',
+  );
+  assertEquals(setting.flag, "--steps");
+  await assertRejects(
+    () => lib.train({ data, out, quiet: true, trheads: 1 } as lib.TrainOptions),
+    lib.TrainConfigError,
+    'train(): "trheads" is not an option (did you mean "threads"?)',
+  );
+  assert(!(await exists(out)), "nothing is written");
 });

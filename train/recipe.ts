@@ -22,6 +22,7 @@ import type { Example } from "./batch.ts";
 import {
   checkSettings,
   defaultRecipe,
+  flagOf,
   recipeSettings,
   resolveTrainConfig,
   RESUME_MAY_CHANGE,
@@ -35,6 +36,7 @@ import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
+import { nearestName } from "../base/suggest.ts";
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
@@ -91,7 +93,9 @@ import { fitting } from "./batch.ts";
  * Face GPT-2 model.safetensors or Llama directory) are where the CoT start begins. LOTUS's
  * settings are checked against the dataset's manifest before the CoT start trains.
  *
- * @throws {TrainConfigError} when a setting contradicts the dataset (resolveTrainConfig) or
+ * @throws {TrainConfigError} for an option that {@linkcode TrainOptions} lacks (a training
+ * setting given beside `train` rather than in it, or a misspelt name), or when a setting
+ * contradicts the dataset (resolveTrainConfig) or
  * the run being resumed, the training split has fewer usable examples than a batch, mode is
  * lotus-aux with auxWeight 0, or the recipe is unknown.
  * @throws {ManifestError} when the dataset directory has no readable manifest.
@@ -120,6 +124,7 @@ import { fitting } from "./batch.ts";
  * ```
  */
 export async function train(options: TrainOptions): Promise<TrainResult> {
+  checkTrainOptions(options);
   const opts = withRunDir(options);
   const world = worldFromEnv();
   if (world === null) return await trainPhases(opts, null);
@@ -134,6 +139,66 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     eng.close();
   }
   return res;
+}
+
+/** Every option of {@linkcode TrainOptions}, for the check of what plain JavaScript passes. */
+const TRAIN_OPTIONS = [
+  "data",
+  "out",
+  "preset",
+  "arch",
+  "train",
+  "backend",
+  "precision",
+  "recompute",
+  "graphs",
+  "threads",
+  "microBatch",
+  "init",
+  "recipe",
+  "resume",
+  "overwrite",
+  "trainSplit",
+  "valSplit",
+  "stopAfter",
+  "verifyData",
+  "quiet",
+  "signal",
+  "onLog",
+  "commTimeout",
+  "commOverlap",
+] as const satisfies readonly (keyof TrainOptions)[];
+// A compile error here names an option of TrainOptions missing from the list above.
+const _everyOption: Exclude<keyof TrainOptions, typeof TRAIN_OPTIONS[number]> extends never ? true
+  : never = true;
+
+/**
+ * Refuses an option that {@linkcode TrainOptions} does not have, which a caller that is not
+ * type-checked can pass and which would otherwise be ignored: a training setting given beside
+ * `train` rather than in it (`steps`), or a misspelt option.
+ *
+ * @throws {TrainConfigError} naming the option, and where it belongs or the nearest name.
+ */
+function checkTrainOptions(options: TrainOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TrainConfigError("--data", "train() needs an options object ({ data, out, ... })");
+  }
+  const settings = Object.keys(TrainConfigSchema.shape) as (keyof TrainConfig)[];
+  for (const key of Object.keys(options)) {
+    if ((TRAIN_OPTIONS as readonly string[]).includes(key)) continue;
+    if ((settings as string[]).includes(key)) {
+      throw new TrainConfigError(
+        flagOf(key as keyof TrainConfig),
+        `train(): "${key}" is a training setting: give it in train, as train: { ${key}: ... }`,
+      );
+    }
+    const near = nearestName(key, [...TRAIN_OPTIONS, ...settings]);
+    throw new TrainConfigError(
+      `--${key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`,
+      `train(): "${key}" is not an option${near ? ` (did you mean "${near}"?)` : ""}; the ` +
+        `options are TrainOptions' fields (train/types.ts), the training settings go in train`,
+    );
+  }
 }
 
 /**
