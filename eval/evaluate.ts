@@ -12,6 +12,7 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
 import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
@@ -59,6 +60,18 @@ export interface EvalRunOptions {
    */
   signal?: AbortSignal;
 }
+
+/** Every option of {@linkcode EvalRunOptions}. */
+const EVAL_RUN_OPTIONS: OptionNames<EvalRunOptions> = {
+  batch: true,
+  r: true,
+  k: true,
+  maxNewTokens: true,
+  readout: true,
+  onBatch: true,
+  stopSignal: true,
+  signal: true,
+};
 
 /** An evaluation stopped by a signal before its end ({@linkcode EvalRunOptions.stopSignal}). */
 export class EvalStopped extends Error {
@@ -280,7 +293,8 @@ function checkItemTexts(
  * @throws {InputError} for an item whose question, or gold step when the readout is scored,
  * holds the text of a special token of the session's tokenizer (`<|endoftext|>`,
  * `<|latent|>`...), naming its file and line, before any question is answered.
- * @throws {RangeError} for a `batch` that is not a whole number of at least 1, and (from the
+ * @throws {RangeError} for an option {@linkcode EvalRunOptions} does not have, a `batch` that
+ * is not a whole number of at least 1, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.
  *
@@ -300,6 +314,7 @@ export async function runEval(
   items: EvalItem[],
   opts: EvalRunOptions = {},
 ): Promise<EvalResult> {
+  refuseUnknownOptions("runEval", opts, EVAL_RUN_OPTIONS);
   const tok = session.tokenizer, decode = (ids: number[]) => tok.decode(ids);
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";

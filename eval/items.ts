@@ -43,6 +43,7 @@ import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "..
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -445,10 +446,21 @@ async function readHead(path: string, n: number): Promise<string> {
   }
 }
 
+/** Every option of {@linkcode EvalReadOptions}. */
+const EVAL_READ_OPTIONS: OptionNames<EvalReadOptions> = {
+  format: true,
+  split: true,
+  limit: true,
+  onError: true,
+  onSkip: true,
+  verify: true,
+};
+
 /**
  * Streams the evaluation items of a file or dataset directory, in order.
  *
- * @throws {RangeError} for a `limit` that is not a whole number of at least 0, a `verify`
+ * @throws {RangeError} for an option {@linkcode EvalReadOptions} does not have, a `limit`
+ * that is not a whole number of at least 0, a `verify`
  * that is not one of {@linkcode VerifyMode}'s, or an `onError` that is neither `"throw"` nor
  * `"skip"`.
  *
@@ -464,6 +476,7 @@ export async function* readEvalItems(
   path: string,
   opts: EvalReadOptions = {},
 ): AsyncGenerator<EvalItem> {
+  refuseUnknownOptions("readEvalItems", opts, EVAL_READ_OPTIONS);
   checkWhole("readEvalItems: limit", opts.limit, 0);
   checkOnError("readEvalItems", opts.onError);
   if (opts.verify !== undefined && !VERIFY_MODES.includes(opts.verify)) {

@@ -18,6 +18,7 @@
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { checkWhole } from "../base/whole.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
 import { sweepStale, TempLease } from "../base/staging.ts";
 import type { LogRecord } from "../train/run_log.ts";
@@ -86,6 +87,9 @@ export interface ReportOptions {
    */
   readoutExamples?: number;
 }
+
+/** Every option of {@linkcode ReportOptions}. */
+const REPORT_OPTIONS: OptionNames<ReportOptions> = { trainLog: true, readoutExamples: true };
 
 /** The paths written. */
 export interface ReportFiles {
@@ -504,8 +508,8 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
 /**
  * Write every output of an evaluation into `dir`.
  *
- * @throws {RangeError} for a `readoutExamples` that is not a whole number of at least 0,
- * before anything is written.
+ * @throws {RangeError} for an option {@linkcode ReportOptions} does not have, or a
+ * `readoutExamples` that is not a whole number of at least 0, before anything is written.
  * @throws {EvalOutputError} when `dir` cannot take the evaluation's files (as
  * {@linkcode checkEvalOut} says, or the files cannot be written), `dir` left as it was.
  * @throws {StagingError} when this process is already writing an evaluation into `dir`: wait
@@ -542,6 +546,7 @@ export async function writeEvalOutputs(
   result: EvalResult,
   opts: ReportOptions = {},
 ): Promise<ReportFiles> {
+  refuseUnknownOptions("writeEvalOutputs", opts, REPORT_OPTIONS);
   checkWhole("writeEvalOutputs: readoutExamples", opts.readoutExamples, 0);
   await sweepEvalStage(dir);
   await checkEvalOut(dir);

@@ -20,6 +20,7 @@
 
 import { Sha256 } from "../base/sha256.ts";
 import { fieldIssue } from "../base/json.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import {
   CHECKSUM_PIECE,
   type Checksums,
@@ -92,6 +93,9 @@ export interface ExportOptions {
    */
   signal?: AbortSignal;
 }
+
+/** Every option of {@linkcode ExportOptions}. */
+const EXPORT_OPTIONS: OptionNames<ExportOptions> = { format: true, replaceAny: true, signal: true };
 
 /** What an export wrote. */
 export interface ExportResult {
@@ -181,8 +185,9 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
  * is replaced only when it is an earlier export (it holds lotus.json) or is empty, unless
  * `opts.replaceAny` is set.
  *
- * @throws {ExportError} when the checkpoint cannot be read or `out` cannot take the export,
- * saying what to do.
+ * @throws {ExportError} for an option that {@linkcode ExportOptions} does not have or a
+ * `format` it does not know, or when the checkpoint cannot be read or `out` cannot take the
+ * export, saying what to do.
  * @throws {StagingError} when this process is already exporting to `out` (two exports to one
  * directory at once): wait for that one.
  *
@@ -198,6 +203,7 @@ export async function exportCheckpoint(
   out: string,
   opts: ExportOptions = {},
 ): Promise<ExportResult> {
+  refuseUnknownOptions("exportCheckpoint", opts, EXPORT_OPTIONS, (m) => new ExportError(m));
   // "out/." or "..": the directory they name, by its path. Renamed as they stand, "." and
   // ".." cannot be (the system refuses), and a relative path would lose its way once the
   // working directory is the one replaced.

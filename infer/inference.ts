@@ -31,6 +31,7 @@ import { selectEngine } from "../engine/backend.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { exists } from "../base/exists.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /** Options of {@linkcode openInference}. */
 export interface OpenInferenceOptions {
@@ -55,13 +56,25 @@ export interface OpenInferenceOptions {
   quiet?: boolean;
 }
 
+/** Every option of {@linkcode OpenInferenceOptions}. */
+const OPEN_OPTIONS: OptionNames<OpenInferenceOptions> = {
+  backend: true,
+  precision: true,
+  threads: true,
+  maxBatch: true,
+  maxQuestionTokens: true,
+  maxNewTokens: true,
+  quiet: true,
+};
+
 /**
  * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
  * loads an export directory, or exports the checkpoint to a cache on first use (see
  * infer/onnx_session.ts), and imports onnxruntime-node only then. The session is closed by
  * `await s.close()`, or by leaving the block of an `await using s = await openInference(...)`.
  *
- * @throws {RangeError} for an option out of range, naming it.
+ * @throws {RangeError} for an option out of range, or one {@linkcode OpenInferenceOptions}
+ * does not have, naming it.
  * @throws {CheckpointError} when a native backend is given no checkpoint it can read (an
  * export directory among them: its backend is "onnx").
  * @throws {ExportError} when the onnx backend is given a damaged export, or no checkpoint or
@@ -86,6 +99,7 @@ export async function openInference(
   checkpoint: string,
   opts: OpenInferenceOptions = {},
 ): Promise<InferenceSession & AsyncDisposable> {
+  refuseUnknownOptions("openInference", opts, OPEN_OPTIONS);
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {

@@ -7,6 +7,7 @@
  */
 
 import { checkWhole } from "../base/whole.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import type { BackendName } from "../engine/types.ts";
 import { PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
@@ -105,8 +106,8 @@ export function checkOpenOptions(
  * Checks one `answer()` request, as every backend does before any work: a non-empty list of
  * strings, none holding the text of one of `tok`'s special tokens (which encoding would turn
  * into the token itself: `<|endoftext|>` an end of sequence inside the question), at most
- * `maxBatch` of them, and whole numbers for the options (k and r from 0, maxNewTokens from 1).
- * Throws a RangeError that names what is wrong.
+ * `maxBatch` of them, only options that {@linkcode AnswerOptions} has, and whole numbers for
+ * them (k and r from 0, maxNewTokens from 1). Throws a RangeError that names what is wrong.
  *
  * @example
  * ```ts
@@ -148,6 +149,7 @@ export function checkAnswerRequest(
         `(maxBatch when the session is opened)`,
     );
   }
+  refuseUnknownOptions("answer()", o, ANSWER_OPTIONS);
   for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
     checkWhole(name, o[name], min);
   }
@@ -249,6 +251,14 @@ export interface AnswerOptions {
   /** Return the post-loop logits of the loop region. */
   latentLogits?: boolean;
 }
+
+/** Every option of {@linkcode AnswerOptions}. */
+const ANSWER_OPTIONS: OptionNames<AnswerOptions> = {
+  k: true,
+  r: true,
+  maxNewTokens: true,
+  latentLogits: true,
+};
 
 /** One answered question. */
 export interface Answer {

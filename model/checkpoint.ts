@@ -52,6 +52,7 @@ import { llamaConfigJson } from "./hf_llama.ts";
 import { archOf } from "./config.ts";
 import { type SpecialIds, type Tokenizer, tokenizerFromJson } from "../pipeline/tokenizer.ts";
 import { exists, rethrowIfDenied } from "../base/exists.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /** Raised for a checkpoint that cannot be read or does not fit; says what to do. */
 export class CheckpointError extends Error {
@@ -980,6 +981,13 @@ export interface LoadCheckpointOptions {
   checksums?: "require" | "optional";
 }
 
+/** Every option of {@linkcode LoadCheckpointOptions}. */
+const LOAD_OPTIONS: OptionNames<LoadCheckpointOptions> = {
+  withOptimizer: true,
+  trainState: true,
+  checksums: true,
+};
+
 /**
  * Where a checkpoint's training stood, for the shape it answers with: its train state's epoch
  * and step, or, without one (train_state.json missing or damaged), the start of the run's
@@ -1074,6 +1082,7 @@ export function tokenizerOfModel(
  * "optional"` (evaluation, inference, export) a missing or damaged train_state.json gives
  * `state` null and the reason in `stateProblem`; otherwise (a resume) it is an error.
  *
+ * @throws {RangeError} for an option that {@linkcode LoadCheckpointOptions} does not have.
  * @throws {CheckpointError} when a file is missing (checksums.json included) or unreadable,
  * differs from the save's record of it, config.json was not
  * written by the trainer, or the files do not describe one consistent, finite model.
@@ -1099,6 +1108,7 @@ export async function loadCheckpoint(
   dirIn: string,
   opts: LoadCheckpointOptions = {},
 ): Promise<LoadedCheckpoint | CheckpointForUse> {
+  refuseUnknownOptions("loadCheckpoint", opts, LOAD_OPTIONS);
   await recoverCheckpoint(dirIn);
   await refuseNoDirectory(dirIn);
   const dir = checkpointDirOf(dirIn);

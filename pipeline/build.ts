@@ -62,6 +62,7 @@ import {
   SyntheticOptionsError,
 } from "./synthetic.ts";
 import { DIRECTORY_MARKERS, isDirectory, rethrowIfDenied } from "../base/exists.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -266,8 +267,70 @@ export const BuildOptionsSchema: Schema<ResolvedBuildOptions> = z.object({
   maxCotSteps: positiveInt.default(DEFAULT_MAX_COT_STEPS),
 });
 
-/** Validate options and apply defaults; throws {@linkcode BuildError} naming the field. */
+/** Every option of {@linkcode BuildOptions}. */
+const BUILD_OPTIONS: OptionNames<BuildOptions> = {
+  out: true,
+  splits: true,
+  format: true,
+  cot: true,
+  k: true,
+  c: true,
+  tokenizer: true,
+  longStep: true,
+  socratic: true,
+  onError: true,
+  shardSize: true,
+  maxFieldBytes: true,
+  maxCotSteps: true,
+};
+
+/** Every field of a {@linkcode SplitSpec}. */
+const SPLIT_FIELDS: OptionNames<SplitSpec> = {
+  name: true,
+  inputs: true,
+  synthetic: true,
+  augment: true,
+  exclude: true,
+};
+
+/** Every field of a split's `augment`. */
+const AUGMENT_FIELDS: OptionNames<NonNullable<SplitSpec["augment"]>> = {
+  variants: true,
+  seed: true,
+};
+
+/** Every hook of {@linkcode BuildHooks}. */
+const BUILD_HOOKS: OptionNames<BuildHooks> = {
+  onProgress: true,
+  onCommitStep: true,
+  signal: true,
+};
+
+const buildError = (message: string) => new BuildError(message);
+
+/**
+ * Refuses a key that {@linkcode BuildOptions}, a split or its `augment` does not have (from
+ * JavaScript, or a value cast past the type), which would otherwise be ignored: a misspelt
+ * option, or a split's field given beside `splits`.
+ */
+function refuseUnknownBuildOptions(opts: BuildOptions): void {
+  refuseUnknownOptions("buildDataset", opts, BUILD_OPTIONS, buildError);
+  if (!Array.isArray(opts.splits)) return; // the schema says what splits must be
+  for (const [i, s] of (opts.splits as unknown[]).entries()) {
+    if (typeof s !== "object" || s === null) continue;
+    refuseUnknownOptions(`buildDataset: splits.${i}`, s, SPLIT_FIELDS, buildError);
+    const augment = (s as SplitSpec).augment;
+    if (typeof augment !== "object" || augment === null) continue;
+    refuseUnknownOptions(`buildDataset: splits.${i}.augment`, augment, AUGMENT_FIELDS, buildError);
+  }
+}
+
+/**
+ * Validate options and apply defaults; throws {@linkcode BuildError} naming the field, or a
+ * key that the options, a split or its `augment` does not have.
+ */
 export function resolveBuildOptions(opts: BuildOptions): ResolvedBuildOptions {
+  refuseUnknownBuildOptions(opts);
   const res = BuildOptionsSchema.safeParse(opts);
   if (!res.success) {
     const issue = res.error.issues[0];
@@ -659,6 +722,9 @@ function emptySplitMessage(
  * are moved into place waits for them, and `out` then holds the new dataset). The process is
  * not ended: that is the caller's choice.
  *
+ * @throws {BuildError} for bad options (naming the option, or a key that the options, a split,
+ * its `augment` or the hooks do not have), or a directory that does not fit them.
+ *
  * @example
  * ```ts ignore
  * import { buildDataset } from "./build.ts";
@@ -675,6 +741,7 @@ export async function buildDataset(
   hooks: BuildHooks = {},
 ): Promise<BuildSummary> {
   resolveBuildOptions(opts); // bad options fail before the directory is looked at
+  refuseUnknownOptions("buildDataset: hooks", hooks, BUILD_HOOKS, buildError);
   const old = await existingManifest(opts.out);
   // K, c and the CoT form left out follow the directory being extended.
   const o = resolveBuildOptions({

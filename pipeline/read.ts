@@ -22,6 +22,7 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
@@ -58,6 +59,15 @@ export interface ReadOptions {
   idLabel?: string;
 }
 
+/** Every option of {@linkcode ReadOptions}. */
+const READ_OPTIONS: OptionNames<ReadOptions> = {
+  format: true,
+  onError: true,
+  onSkip: true,
+  maxFieldBytes: true,
+  idLabel: true,
+};
+
 /** The readers; the line-based ones refuse a line too long to hold fields within limits. */
 const READERS: Record<
   Format,
@@ -86,8 +96,9 @@ export function checkOnError(fn: string, onError: unknown): void {
 /**
  * Streams the problems of one file, in file order.
  *
- * @throws {RangeError} for a `maxFieldBytes` that is not a whole number of at least 1, or an
- * `onError` that is neither `"throw"` nor `"skip"`.
+ * @throws {RangeError} for an option {@linkcode ReadOptions} does not have, a `maxFieldBytes`
+ * that is not a whole number of at least 1, or an `onError` that is neither `"throw"` nor
+ * `"skip"`.
  *
  * @example
  * ```ts ignore
@@ -99,6 +110,7 @@ export function checkOnError(fn: string, onError: unknown): void {
  * ```
  */
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
+  refuseUnknownOptions("readProblems", opts, READ_OPTIONS);
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
   checkOnError("readProblems", opts.onError);

@@ -31,12 +31,16 @@ import { scanAnnotations } from "./annotations.ts";
 import { answerNumber } from "./numbers.ts";
 import { splitSentences } from "./sentences.ts";
 import type { MathStep, Problem, SegmentedRecord } from "./types.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /** Options of {@linkcode segment}. */
 export interface SegmentOptions {
   /** Socratic sub-question prefixes: drop them (`"strip"`, the default) or keep them. */
   socratic?: "strip" | "keep";
 }
+
+/** Every option of {@linkcode SegmentOptions}. */
+const SEGMENT_OPTIONS: OptionNames<SegmentOptions> = { socratic: true };
 
 /** Builds a MathStep from the text inside `<< >>`, split at the last `=`. */
 export function mathStep(inner: string): MathStep {
@@ -123,7 +127,8 @@ function nlFromRationale(
 /**
  * Segments one problem into math steps and NL steps (rules in the module doc).
  *
- * @throws {RangeError} for a `socratic` that is neither `"strip"` nor `"keep"`.
+ * @throws {RangeError} for an option {@linkcode SegmentOptions} does not have, or a
+ * `socratic` that is neither `"strip"` nor `"keep"`.
  *
  * @example
  * ```ts
@@ -140,6 +145,7 @@ function nlFromRationale(
  * ```
  */
 export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord {
+  refuseUnknownOptions("segment", opts, SEGMENT_OPTIONS);
   const socratic = opts.socratic ?? "strip";
   if (socratic !== "strip" && socratic !== "keep") {
     throw new RangeError(`segment: socratic ${JSON.stringify(socratic)}: use strip or keep`);

@@ -25,6 +25,7 @@
  */
 import { z } from "zod";
 import { Rng } from "../base/rng.ts";
+import { type OptionNames, unknownOption } from "../base/options.ts";
 import type { Problem } from "./types.ts";
 import type { Ctx, Out } from "./synthetic/_kit.ts";
 import { FAMILY_BUILDERS } from "./synthetic/_families.ts";
@@ -86,6 +87,18 @@ export class SyntheticOptionsError extends Error {
   }
 }
 
+/** Every option of {@linkcode SyntheticOptions}. */
+const SYNTHETIC_OPTIONS: OptionNames<SyntheticOptions> = {
+  n: true,
+  start: true,
+  seed: true,
+  minSteps: true,
+  maxSteps: true,
+  maxValue: true,
+  digits: true,
+  families: true,
+};
+
 /** The most steps a record may have: long enough for held-out step counts. */
 export const MAX_STEPS = 20;
 
@@ -132,9 +145,20 @@ export interface ResolvedSyntheticOptions {
 /**
  * Checks options and applies defaults.
  *
- * @throws {SyntheticOptionsError} naming the first bad option.
+ * @throws {SyntheticOptionsError} naming the first bad option, or one that
+ * {@linkcode SyntheticOptions} does not have.
  */
 export function resolveSyntheticOptions(opts: SyntheticOptions): ResolvedSyntheticOptions {
+  // A key SyntheticOptions lacks (a misspelling from JavaScript) would otherwise be ignored.
+  const u = typeof opts === "object" && opts !== null
+    ? unknownOption(opts, SYNTHETIC_OPTIONS)
+    : undefined;
+  if (u !== undefined) {
+    throw new SyntheticOptionsError(
+      u.key,
+      `not an option${u.near === undefined ? "" : ` (did you mean "${u.near}"?)`}`,
+    );
+  }
   const res = SyntheticOptionsSchema.safeParse(opts);
   if (!res.success) {
     const issue = res.error.issues[0];

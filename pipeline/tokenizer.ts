@@ -19,6 +19,7 @@
 
 import { Sha256 } from "../base/sha256.ts";
 import { parseJsonAs } from "../base/json.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import gpt2Ranks from "js-tiktoken/ranks/gpt2";
 import { z } from "zod";
@@ -628,11 +629,22 @@ export interface CompactOptions {
   maxVocab?: number;
 }
 
-/** Build the compact tokenizer from a finished {@linkcode BpeFitter}. */
+/** Every option of {@linkcode CompactOptions}. */
+const COMPACT_OPTIONS: OptionNames<CompactOptions> = { maxVocab: true };
+
+const tokenizerError = (message: string) => new TokenizerError(message);
+
+/**
+ * Build the compact tokenizer from a finished {@linkcode BpeFitter}.
+ *
+ * @throws {TokenizerError} for an option {@linkcode CompactOptions} does not have, or a
+ * `maxVocab` out of range.
+ */
 export function compactTokenizerFromFitter(
   fitter: BpeFitter,
   opts: CompactOptions = {},
 ): Tokenizer {
+  refuseUnknownOptions("compactTokenizerFromFitter", opts, COMPACT_OPTIONS, tokenizerError);
   const maxVocab = opts.maxVocab ?? 4096;
   if (!Number.isInteger(maxVocab) || maxVocab < 260 || maxVocab > 4096) {
     throw new TokenizerError(`maxVocab ${maxVocab}: must be an integer from 260 to 4096`);
@@ -661,6 +673,9 @@ export function compactTokenizerFromFitter(
  * tokenizer, whatever their order. For large corpora, stream into a {@linkcode BpeFitter}
  * and call {@linkcode compactTokenizerFromFitter}.
  *
+ * @throws {TokenizerError} for an option {@linkcode CompactOptions} does not have, or a
+ * `maxVocab` out of range.
+ *
  * @example
  * ```ts
  * import { fitCompactTokenizer } from "./tokenizer.ts";
@@ -669,6 +684,8 @@ export function compactTokenizerFromFitter(
  * ```
  */
 export function fitCompactTokenizer(texts: Iterable<string>, opts: CompactOptions = {}): Tokenizer {
+  // Refused before the texts are read.
+  refuseUnknownOptions("fitCompactTokenizer", opts, COMPACT_OPTIONS, tokenizerError);
   const fitter = new BpeFitter();
   for (const t of texts) fitter.add(t);
   return compactTokenizerFromFitter(fitter, opts);

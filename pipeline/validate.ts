@@ -41,6 +41,7 @@ import {
 } from "./arith.ts";
 import { numbersInText, readNumber, sameNumber } from "./numbers.ts";
 import type { SegmentedRecord, ValidatedRecord, ValidationStatus } from "./types.ts";
+import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 
 /** The CoT form a dataset is built for. */
 export type CotForm = "math" | "nl";
@@ -50,6 +51,9 @@ export interface ValidateOptions {
   /** The CoT form that decides drop or flag; default `"math"`. */
   cot?: CotForm;
 }
+
+/** Every option of {@linkcode ValidateOptions}. */
+const VALIDATE_OPTIONS: OptionNames<ValidateOptions> = { cot: true };
 
 /**
  * What a reason means, and what it does under each CoT form. Under `--cot nl`, a record whose
@@ -167,7 +171,8 @@ function fmt(x: number): string {
 /**
  * Validates one segmented record (checks and decisions in the module doc).
  *
- * @throws {RangeError} for a `cot` that is neither `"math"` nor `"nl"`.
+ * @throws {RangeError} for an option {@linkcode ValidateOptions} does not have, or a `cot`
+ * that is neither `"math"` nor `"nl"`.
  *
  * @example
  * ```ts
@@ -187,6 +192,7 @@ function fmt(x: number): string {
  * ```
  */
 export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): ValidatedRecord {
+  refuseUnknownOptions("validate", opts, VALIDATE_OPTIONS);
   const cot = opts.cot ?? "math";
   if (cot !== "math" && cot !== "nl") {
     throw new RangeError(`validate: cot ${JSON.stringify(cot)}: use math or nl`);

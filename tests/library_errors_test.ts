@@ -905,3 +905,142 @@ Deno.test("library: train() refuses an option it does not have, as plain JavaScr
   );
   assert(!(await exists(out)), "nothing is written");
 });
+
+Deno.test("library: each stage refuses an option it does not have, naming it and the nearest", async () => {
+  const d = await tempDir(), f = `${d}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(2, 1));
+  // What a caller without TypeScript's checks can pass.
+  const loose = (o: unknown) => o as never;
+  const read = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ maxFieldByte: 100 }))),
+    RangeError,
+  );
+  assertEquals(
+    read.message,
+    'readProblems: "maxFieldByte" is not an option (did you mean "maxFieldBytes"?)',
+  );
+  const notObject = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose("gsm8k"))),
+    RangeError,
+  );
+  assertEquals(notObject.message, "readProblems: the options must be an object, not string");
+  const [p] = await Array.fromAsync(lib.readProblems(f));
+  const seg = assertThrows(() => lib.segment(p, loose({ socractic: "keep" })), RangeError);
+  assertEquals(seg.message, 'segment: "socractic" is not an option (did you mean "socratic"?)');
+  // No name near: none suggested.
+  const val = assertThrows(() => lib.validate(lib.segment(p), loose({ form: "nl" })), RangeError);
+  assertEquals(val.message, 'validate: "form" is not an option');
+  const items = await assertRejects(() => lib.loadEvalItems(f, loose({ limt: 1 })), RangeError);
+  assertEquals(items.message, 'readEvalItems: "limt" is not an option (did you mean "limit"?)');
+  const tok = assertThrows(
+    () => lib.fitCompactTokenizer(["12 + 30 = 42.\n"], loose({ maxVocabulary: 300 })),
+    lib.TokenizerError,
+  );
+  assertEquals(
+    tok.message,
+    'fitCompactTokenizer: "maxVocabulary" is not an option (did you mean "maxVocab"?)',
+  );
+
+  // buildDataset: its options, a split's fields, a split's augment and synthetic, its hooks.
+  const out = `${d}/data`;
+  const split = { name: "train", inputs: [f] };
+  for (
+    const [opts, text] of [
+      [
+        { out, splits: [split], tokenizr: "compact" },
+        'buildDataset: "tokenizr" is not an option (did you mean "tokenizer"?)',
+      ],
+      [
+        { out, splits: [{ name: "train", input: [f] }] },
+        'buildDataset: splits.0: "input" is not an option (did you mean "inputs"?)',
+      ],
+      [
+        { out, splits: [{ ...split, augment: { variants: 1, sed: 3 } }] },
+        'buildDataset: splits.0.augment: "sed" is not an option (did you mean "seed"?)',
+      ],
+      [
+        { out, splits: [{ ...split, synthetic: { n: 4, maxstep: 3 } }] },
+        'option splits.0.synthetic.maxstep: not an option (did you mean "maxSteps"?)',
+      ],
+    ] as const
+  ) {
+    const e = await assertRejects(() => lib.buildDataset(loose(opts)), lib.BuildError);
+    assertEquals(e.message, text);
+  }
+  const hooks = await assertRejects(
+    () => lib.buildDataset({ out, splits: [split] }, loose({ onProgres: () => {} })),
+    lib.BuildError,
+  );
+  assertEquals(
+    hooks.message,
+    'buildDataset: hooks: "onProgres" is not an option (did you mean "onProgress"?)',
+  );
+  assert(!(await exists(out)), "nothing is built");
+
+  // The checkpoint's stages: load, export, open, answer, evaluate, report.
+  const ck = `${d}/ck`;
+  await tinyCheckpoint(ck);
+  const load = await assertRejects(
+    () => lib.loadCheckpoint(ck, loose({ trainstate: "optional" })),
+    RangeError,
+  );
+  assertEquals(
+    load.message,
+    'loadCheckpoint: "trainstate" is not an option (did you mean "trainState"?)',
+  );
+  const ex = await assertRejects(
+    () => lib.exportCheckpoint(ck, `${d}/export`, loose({ formt: "hf" })),
+    lib.ExportError,
+  );
+  assertEquals(ex.message, 'exportCheckpoint: "formt" is not an option (did you mean "format"?)');
+  assert(!(await exists(`${d}/export`)), "nothing is exported");
+  for (const backend of ["cpu", "onnx"] as const) {
+    const open = await assertRejects(
+      () => lib.openInference(ck, loose({ backend, maxBatchSize: 2 })),
+      RangeError,
+    );
+    assertEquals(
+      open.message,
+      'openInference: "maxBatchSize" is not an option (did you mean "maxBatch"?)',
+    );
+  }
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  try {
+    const q = "Ann has 2 pens.";
+    const answer = await assertRejects(() => s.answer([q], loose({ maxTokens: 4 })), RangeError);
+    assertEquals(
+      answer.message,
+      'answer(): "maxTokens" is not an option (did you mean "maxNewTokens"?)',
+    );
+    const source = { file: "x.jsonl", line: 1 };
+    const evalItems: lib.EvalItem[] = [
+      { id: "x:1", source, question: q, answer: "2", math: ["<<2=2>>"], nl: null },
+    ];
+    const run = await assertRejects(
+      () => lib.runEval(s, evalItems, loose({ batchSize: 1 })),
+      RangeError,
+    );
+    assertEquals(run.message, 'runEval: "batchSize" is not an option (did you mean "batch"?)');
+    const result = await lib.runEval(s, evalItems, { batch: 1 });
+    const prov: lib.EvalProvenance = {
+      checkpoint: ck,
+      data: "x.jsonl",
+      format: "gsm8k",
+      backend: s.backend,
+      mode: s.meta.train.mode,
+      preset: s.meta.preset,
+      cot: s.meta.data.cot,
+    };
+    const report = await assertRejects(
+      () => lib.writeEvalOutputs(`${d}/eval`, prov, result, loose({ readoutExample: 2 })),
+      RangeError,
+    );
+    assertEquals(
+      report.message,
+      'writeEvalOutputs: "readoutExample" is not an option (did you mean "readoutExamples"?)',
+    );
+    assert(!(await exists(`${d}/eval`)), "nothing is written");
+  } finally {
+    await s.close();
+  }
+});

@@ -36,7 +36,7 @@ import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
-import { nearestName } from "../base/suggest.ts";
+import { notAnOption, type OptionNames, unknownOption } from "../base/options.ts";
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
@@ -142,35 +142,32 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 }
 
 /** Every option of {@linkcode TrainOptions}, for the check of what plain JavaScript passes. */
-const TRAIN_OPTIONS = [
-  "data",
-  "out",
-  "preset",
-  "arch",
-  "train",
-  "backend",
-  "precision",
-  "recompute",
-  "graphs",
-  "threads",
-  "microBatch",
-  "init",
-  "recipe",
-  "resume",
-  "overwrite",
-  "trainSplit",
-  "valSplit",
-  "stopAfter",
-  "verifyData",
-  "quiet",
-  "signal",
-  "onLog",
-  "commTimeout",
-  "commOverlap",
-] as const satisfies readonly (keyof TrainOptions)[];
-// A compile error here names an option of TrainOptions missing from the list above.
-const _everyOption: Exclude<keyof TrainOptions, typeof TRAIN_OPTIONS[number]> extends never ? true
-  : never = true;
+const TRAIN_OPTIONS: OptionNames<TrainOptions> = {
+  data: true,
+  out: true,
+  preset: true,
+  arch: true,
+  train: true,
+  backend: true,
+  precision: true,
+  recompute: true,
+  graphs: true,
+  threads: true,
+  microBatch: true,
+  init: true,
+  recipe: true,
+  resume: true,
+  overwrite: true,
+  trainSplit: true,
+  valSplit: true,
+  stopAfter: true,
+  verifyData: true,
+  quiet: true,
+  signal: true,
+  onLog: true,
+  commTimeout: true,
+  commOverlap: true,
+};
 
 /**
  * Refuses an option that {@linkcode TrainOptions} does not have, which a caller that is not
@@ -184,21 +181,19 @@ function checkTrainOptions(options: TrainOptions): void {
     throw new TrainConfigError("--data", "train() needs an options object ({ data, out, ... })");
   }
   const settings = Object.keys(TrainConfigSchema.shape) as (keyof TrainConfig)[];
-  for (const key of Object.keys(options)) {
-    if ((TRAIN_OPTIONS as readonly string[]).includes(key)) continue;
-    if ((settings as string[]).includes(key)) {
-      throw new TrainConfigError(
-        flagOf(key as keyof TrainConfig),
-        `train(): "${key}" is a training setting: give it in train, as train: { ${key}: ... }`,
-      );
-    }
-    const near = nearestName(key, [...TRAIN_OPTIONS, ...settings]);
+  const u = unknownOption(options, TRAIN_OPTIONS, settings);
+  if (u === undefined) return;
+  if ((settings as string[]).includes(u.key)) {
     throw new TrainConfigError(
-      `--${key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`,
-      `train(): "${key}" is not an option${near ? ` (did you mean "${near}"?)` : ""}; the ` +
-        `options are TrainOptions' fields (train/types.ts), the training settings go in train`,
+      flagOf(u.key as keyof TrainConfig),
+      `train(): "${u.key}" is a training setting: give it in train, as train: { ${u.key}: ... }`,
     );
   }
+  throw new TrainConfigError(
+    `--${u.key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`,
+    `train(): ${notAnOption(u)}; the options are TrainOptions' fields (train/types.ts), the ` +
+      `training settings go in train`,
+  );
 }
 
 /**
