@@ -460,9 +460,8 @@ const EVAL_READ_OPTIONS: OptionNames<EvalReadOptions> = {
  * Streams the evaluation items of a file or dataset directory, in order.
  *
  * @throws {RangeError} for an option {@linkcode EvalReadOptions} does not have, a `limit`
- * that is not a whole number of at least 0, a `verify`
- * that is not one of {@linkcode VerifyMode}'s, or an `onError` that is neither `"throw"` nor
- * `"skip"`.
+ * that is not a whole number of at least 0, a `verify` that is not one of
+ * {@linkcode VerifyMode}'s, or an `onError` that is neither `"throw"` nor `"skip"`.
  *
  * @example
  * ```ts ignore
