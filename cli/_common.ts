@@ -533,8 +533,9 @@ function withinScope(path: string, scope: string, cwd: string): boolean {
  *
  * A task may grant a permission for some paths only (`--allow-ffi=build,node_modules`).
  * Deno checks a file's real path against them, so a `node_modules` or `build` that is a
- * symbolic link leads outside them even under the task: the line then names the path asked
- * for and the task's paths, and says to name the link's target, rather than to run the task.
+ * symbolic link leads outside them even under the task, as does a compiler that `CXX` names
+ * for `--allow-run`: the line then names the path asked for and the task's paths, and says to
+ * name the path, rather than to run the task.
  */
 export function permissionMessage(
   e: unknown,
@@ -561,10 +562,13 @@ export function permissionMessage(
       }
       const base = here ?? ".";
       if (!scoped.some((s) => withinScope(path, s, base))) {
+        const why = flag === "run"
+          ? "a compiler that CXX names is not among them"
+          : "Deno checks a file's real path, so a node_modules or build that is a symbolic " +
+            "link leads outside them";
         return `this command needs --allow-${flag} for ${path} (${what}); deno task ${command} ` +
-          `grants it for ${scoped.join(", ")} only, and Deno checks a file's real path, so a ` +
-          `node_modules or build that is a symbolic link leads outside them: run the command ` +
-          `with deno run and --allow-${flag} naming the link's target (or make it a directory)`;
+          `grants it for ${scoped.join(", ")} only (${why}): run the command with deno run and ` +
+          `--allow-${flag} naming ${path}`;
       }
     }
     return `this command needs --allow-${flag} (${what}); ` +

@@ -310,6 +310,14 @@ Deno.test("a path outside the paths a task grants is named, not the task", () =>
   assert(m.includes("node_modules only"), m);
   assert(m.includes("symbolic link"), m);
   assert(!m.includes("run it through deno task infer"), m);
+  // A compiler that CXX names, which --allow-run's list does not hold.
+  const cxx = new Deno.errors.NotCapable(
+    'Requires run access to "/opt/gcc-14/bin/g++", run again with the --allow-run flag',
+  );
+  const r = permissionMessage(cxx, "train", "/repo");
+  assert(r !== undefined && r.includes("a compiler that CXX names is not among them"), r);
+  assert(r.endsWith("--allow-run naming /opt/gcc-14/bin/g++"), r);
+  assert(!r.includes("symbolic link"), r);
   // A path inside them, absolute or relative, keeps the advice to run the task.
   for (const path of ["/repo/node_modules/x/b.node", "build/e.so"]) {
     const inside = new Deno.errors.NotCapable(
