@@ -309,9 +309,13 @@ export async function sweepStale(
  * The path that a link at `path` leads to, through every link, or `path` itself when it is
  * no link or does not exist. A directory replaced by a rename must be the one the link points
  * to: renamed into place as it stands, the new directory would take the link's place and
- * leave the old contents where the link pointed.
+ * leave the old contents where the link pointed. A link to a path that does not exist leads
+ * there all the same when that path's directory exists: a save killed between its two
+ * renames leaves the link pointing at nothing, with the directory set aside beside the
+ * missing one, where the next sweep puts it back ({@linkcode sweepStale}).
  *
- * @throws {StagingError} for a link to a path that does not exist, naming where it points.
+ * @throws {StagingError} for a link whose target's directory does not exist (a disk not
+ * mounted), naming where it points, or a loop of links.
  *
  * @example
  * ```ts
@@ -319,26 +323,35 @@ export async function sweepStale(
  * const dir = await Deno.makeTempDir();
  * await Deno.mkdir(`${dir}/real`);
  * await Deno.symlink(`${dir}/real`, `${dir}/link`);
- * console.assert((await followLink(`${dir}/link`)).endsWith("/real"));
+ * console.assert((await followLink(`${dir}/link`)) === `${dir}/real`);
  * ```
  */
 export async function followLink(path: string): Promise<string> {
-  const bare = path.replace(/(.)\/+$/, "$1");
-  try {
-    if (!(await Deno.lstat(bare)).isSymlink) return path;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return path;
-    throw e;
+  let at = path.replace(/(.)\/+$/, "$1");
+  for (let hops = 0; hops < 40; hops++) {
+    let link: boolean;
+    try {
+      link = (await Deno.lstat(at)).isSymlink;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      if (hops === 0) return path;
+      const { parent } = splitPath(at);
+      try {
+        await Deno.stat(parent);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        throw new StagingError(
+          `${path}: is a link to ${at}, whose directory ${parent} does not exist; mount or ` +
+            `create it, or remove the link`,
+        );
+      }
+      return at;
+    }
+    if (!link) return hops === 0 ? path : at;
+    const to = await Deno.readLink(at);
+    at = to.startsWith("/") ? to.replace(/(.)\/+$/, "$1") : join(splitPath(at).parent, to);
   }
-  try {
-    return await Deno.realPath(bare);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    throw new StagingError(
-      `${bare}: is a link to ${await Deno.readLink(bare)}, which does not exist; create ` +
-        `that directory, or remove the link`,
-    );
-  }
+  throw new StagingError(`${path}: too many levels of links; remove the loop`);
 }
 
 /**
@@ -347,10 +360,10 @@ export async function followLink(path: string): Promise<string> {
  * `<target>.tmp-<pid>`; on success it is swapped in (old aside, new in, old removed), on
  * failure removed, and the target stays as it was. Dead processes' leftovers for the same
  * target are swept first ({@linkcode sweepStale}). A `target` that is a link is followed
- * ({@linkcode followLink}): the directory it points to is replaced, beside itself, and the
- * link stays.
+ * ({@linkcode followLink}): the directory it points to is replaced, beside itself (so its
+ * directory must be writable), and the link stays.
  *
- * @throws {StagingError} for a `target` that is a link to nothing.
+ * @throws {StagingError} for a `target` that is a link into a directory that does not exist.
  */
 export async function replaceDir(
   target: string,

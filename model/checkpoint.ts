@@ -39,7 +39,7 @@ import {
   readChecksums as readChecksumsRecord,
   writeChecksums,
 } from "../base/checksums.ts";
-import { replaceDir, splitPath, sweepStale } from "../base/staging.ts";
+import { followLink, replaceDir, splitPath, StagingError, sweepStale } from "../base/staging.ts";
 import {
   type ModelConfig,
   ModelConfigSchema,
@@ -422,7 +422,16 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
  * checkpoint directory (base/staging.ts). Loading calls it; it changes nothing otherwise.
  */
 export async function recoverCheckpoint(runOrCheckpoint: string): Promise<void> {
-  for (const target of [runOrCheckpoint, `${runOrCheckpoint}/checkpoint`]) {
+  for (const given of [runOrCheckpoint, `${runOrCheckpoint}/checkpoint`]) {
+    // A checkpoint kept elsewhere through a link was set aside beside where it points.
+    let target: string;
+    try {
+      target = await followLink(given);
+    } catch (e) {
+      if (e instanceof StagingError) continue; // the loader names what is missing
+      if (e instanceof Deno.errors.NotADirectory) return;
+      throw e;
+    }
     const { parent, stem } = splitPath(target);
     try {
       await sweepStale(parent, stem, ["tmp", "old"]);

@@ -359,15 +359,21 @@ Deno.test("an export to a link goes where the link points, and the link stays", 
     "link",
     "target",
   ]);
-  // A link to nothing is refused, naming where it points; nothing is made there.
-  await Deno.symlink(`${d}/gone`, `${d}/dangling`);
+  // A link into a directory that does not exist (a disk not mounted) is refused, naming where
+  // it points; nothing is made there.
+  await Deno.symlink(`${d}/unmounted/gone`, `${d}/dangling`);
   await assertRejects(
     () => exportCheckpoint(`${d}/ck`, `${d}/dangling`),
     ExportError,
-    `${d}/dangling: is a link to ${d}/gone, which does not exist`,
+    `${d}/dangling: is a link to ${d}/unmounted/gone, whose directory ${d}/unmounted does not exist`,
   );
   assert((await Deno.lstat(`${d}/dangling`)).isSymlink);
-  assert(!(await exists(`${d}/gone`)));
+  assert(!(await exists(`${d}/unmounted`)));
+  // A link to a directory not made yet, in one that exists: the export is made there.
+  await Deno.symlink(`${d}/later`, `${d}/ahead`);
+  await exportCheckpoint(`${d}/ck`, `${d}/ahead`, { format: "hf" });
+  assert((await Deno.lstat(`${d}/ahead`)).isSymlink);
+  assert(await exists(`${d}/later/model.safetensors`));
 });
 
 Deno.test("an export stopped by its signal mid-write leaves nothing beside --out and the earlier export whole", async () => {

@@ -196,15 +196,46 @@ Deno.test("replaceDir: a link is followed: the directory it points to is replace
   const { params } = await tinyCheckpoint(`${run}/checkpoint`);
   assert((await Deno.lstat(`${run}/checkpoint`)).isSymlink, "a save keeps the link");
   assertEquals((await loadCheckpoint(store)).params.length, params.length);
-  // A link to nothing is refused by name, and left as it is.
-  await Deno.symlink(`${d}/gone`, `${d}/dangling`);
+  // A link into a directory that does not exist is refused by name, and left as it is.
+  await Deno.symlink(`${d}/unmounted/gone`, `${d}/dangling`);
   await assertRejects(
     () => replaceDir(`${d}/dangling`, (tmp) => Deno.writeTextFile(`${tmp}/v`, "3")),
     StagingError,
-    `${d}/dangling: is a link to ${d}/gone, which does not exist`,
+    `${d}/dangling: is a link to ${d}/unmounted/gone, whose directory ${d}/unmounted does not exist`,
   );
   assertEquals(await followLink(`${d}/none`), `${d}/none`, "a path that does not exist is itself");
   assert((await Deno.lstat(`${d}/dangling`)).isSymlink);
+  // Relative links, and links to links.
+  await Deno.symlink("disk/t", `${d}/rel`);
+  await Deno.symlink(`${d}/rel`, `${d}/twice`);
+  assertEquals(await followLink(`${d}/twice`), `${d}/disk/t`);
+});
+
+Deno.test("staging: a save through a link, killed between its renames, is put back beside where the link points", async () => {
+  const d = await tempDir();
+  const run = `${d}/run`, store = `${d}/disk/ck`;
+  await Deno.mkdir(run);
+  await Deno.mkdir(`${d}/disk`);
+  await Deno.symlink(store, `${run}/checkpoint`);
+  const { params } = await tinyCheckpoint(`${run}/checkpoint`);
+  // Killed between "ck -> ck.old-P" and "ck.tmp-P -> ck": the link points at nothing.
+  await Deno.rename(store, `${d}/disk/ck.old-${DEAD}`);
+  await leftover(`${d}/disk`, `ck.lock-${DEAD}`, `ck.tmp-${DEAD}`);
+  const back = await loadCheckpoint(run);
+  assertEquals(Array.from(back.params.subarray(0, 8)), Array.from(params.subarray(0, 8)));
+  assertEquals(await names(`${d}/disk`), ["ck"]);
+  assert((await Deno.lstat(`${run}/checkpoint`)).isSymlink);
+  // The next save, rather than a load, puts it back as well before replacing it.
+  await Deno.rename(store, `${d}/disk/ck.old-${DEAD}`);
+  await leftover(`${d}/disk`, `ck.lock-${DEAD}`);
+  let seen: string[] = [];
+  await replaceDir(`${run}/checkpoint`, async (tmp) => {
+    seen = await names(`${d}/disk`);
+    await Deno.writeTextFile(`${tmp}/v`, "new");
+  });
+  assert(seen.includes("ck"), `the old checkpoint is back before the save: ${seen}`);
+  assertEquals(await names(`${d}/disk`), ["ck"]);
+  assertEquals(await names(store), ["v"]);
 });
 
 Deno.test("staging: a SIGKILLed process's lock is free, so its leftovers go", async () => {
