@@ -536,12 +536,12 @@ const SUMS_DAMAGED = "the file is damaged (a save writes it whole); restore it f
 
 /** What to do about checkpoint `dir` without checksums.json. */
 function sumsMissing(dir: string): string {
-  return `${dir}/${CHECKSUMS_FILE}: missing; every save writes it last, after the other ` +
-    `files, so this checkpoint was put together by hand or copied in part, and its files ` +
-    `cannot be checked against what the save wrote: copy the whole checkpoint directory ` +
-    `again from where it was saved. To use these files as they are, load them with ` +
-    `loadCheckpoint(dir, { checksums: "optional" }) and save them with saveCheckpoint, which ` +
-    `records them`;
+  return `${dir}/${CHECKSUMS_FILE}: missing; every save writes it last, so these files were ` +
+    `copied in part, put together by hand, or saved by a version from before saves recorded ` +
+    `checksums, and they cannot be checked against what the save wrote: copy the whole ` +
+    `checkpoint directory again from where it was saved, or, to keep the files as they are, ` +
+    `save them once with a record: loadCheckpoint(dir, { checksums: "optional" }) then ` +
+    `saveCheckpoint (docs/training.md, "Verification on load", has the command)`;
 }
 
 /**

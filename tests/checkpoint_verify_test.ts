@@ -261,7 +261,9 @@ Deno.test("a save records each file's sha256: a file changed since, even to fini
       const p of [
         `${noSums}/${CHECKSUMS_FILE}: missing; `,
         "copy the whole checkpoint directory",
+        "saved by a version from before saves recorded checksums",
         `checksums: "optional"`,
+        '"Verification on load", has the command',
       ]
     ) {
       assert(e.message.includes(p), `"${e.message}" lacks ${JSON.stringify(p)}`);
