@@ -532,10 +532,10 @@ function withinScope(path: string, scope: string, cwd: string): boolean {
  * is unless its message names a Deno flag. The error's causes are searched too.
  *
  * A task may grant a permission for some paths only (`--allow-ffi=build,node_modules`).
- * Deno checks a file's real path against them, so a `node_modules` or `build` that is a
- * symbolic link leads outside them even under the task, as does a compiler that `CXX` names
- * for `--allow-run`: the line then names the path asked for and the task's paths, and says to
- * name the path, rather than to run the task.
+ * A `node_modules` that is a symbolic link loads its packages (onnxruntime's native library)
+ * from the link's target, outside them even under the task, as a compiler that `CXX` names is
+ * outside `--allow-run`'s list: the line then names the path asked for and the task's paths,
+ * and says to name the path, rather than to run the task.
  */
 export function permissionMessage(
   e: unknown,
@@ -564,8 +564,10 @@ export function permissionMessage(
       if (!scoped.some((s) => withinScope(path, s, base))) {
         const why = flag === "run"
           ? "a compiler that CXX names is not among them"
-          : "Deno checks a file's real path, so a node_modules or build that is a symbolic " +
-            "link leads outside them";
+          : flag === "env"
+          ? "the variables the command reads"
+          : "a node_modules that is a symbolic link loads its packages from the link's " +
+            "target, outside them";
         return `this command needs --allow-${flag} for ${path} (${what}); deno task ${command} ` +
           `grants it for ${scoped.join(", ")} only (${why}): run the command with deno run and ` +
           `--allow-${flag} naming ${path}`;

@@ -308,7 +308,7 @@ Deno.test("a path outside the paths a task grants is named, not the task", () =>
     m,
   );
   assert(m.includes("node_modules only"), m);
-  assert(m.includes("symbolic link"), m);
+  assert(m.includes("a node_modules that is a symbolic link loads its packages"), m);
   assert(!m.includes("run it through deno task infer"), m);
   // A compiler that CXX names, which --allow-run's list does not hold.
   const cxx = new Deno.errors.NotCapable(
@@ -318,6 +318,13 @@ Deno.test("a path outside the paths a task grants is named, not the task", () =>
   assert(r !== undefined && r.includes("a compiler that CXX names is not among them"), r);
   assert(r.endsWith("--allow-run naming /opt/gcc-14/bin/g++"), r);
   assert(!r.includes("symbolic link"), r);
+  // A variable the task does not list.
+  const env = new Deno.errors.NotCapable(
+    'Requires env access to "HOME", run again with the --allow-env flag',
+  );
+  const v = permissionMessage(env, "train", "/repo");
+  assert(v !== undefined && v.includes("(the variables the command reads)"), v);
+  assert(!v.includes("symbolic link"), v);
   // A path inside them, absolute or relative, keeps the advice to run the task.
   for (const path of ["/repo/node_modules/x/b.node", "build/e.so"]) {
     const inside = new Deno.errors.NotCapable(
