@@ -94,6 +94,12 @@ export interface RunSetup {
   stepsPerEpoch: number;
   /** Steps in the whole run. */
   total: number;
+  /**
+   * The train state of a best/ that a resumed run saved after its checkpoint and that beats
+   * the checkpoint's best ({@linkcode laterBest}), or null: the trainer keeps it as the best
+   * to beat.
+   */
+  laterBest: TrainState | null;
 }
 
 /**
@@ -279,6 +285,7 @@ export async function setUpRun(
     evalOnTraining: valExamples.length === 0,
     stepsPerEpoch,
     total,
+    laterBest: later,
   };
 }
 
@@ -350,7 +357,7 @@ function refuseShorter(
  * checkpoint's best; else null. Its weights are the best the run reached, though the
  * checkpoint does not record them.
  */
-export async function laterBest(out: string, state: TrainState): Promise<TrainState | null> {
+async function laterBest(out: string, state: TrainState): Promise<TrainState | null> {
   const later = await readSavedTrainState(`${out}/best`);
   return later && later.step > state.step && later.bestStep === later.step &&
       later.bestAccuracy > state.bestAccuracy

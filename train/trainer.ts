@@ -55,7 +55,7 @@ import { checkInitTokenizer, initFile, type InitMeta } from "./init.ts";
 import { type EvalSums, evaluating } from "./evaluation.ts";
 import { capacityOf, positionsOf } from "./batch.ts";
 import type { RunOptions, TrainOptions, TrainResult } from "./types.ts";
-import { keptBest, laterBest, setUpRun } from "./run_setup.ts";
+import { keptBest, setUpRun } from "./run_setup.ts";
 
 /** Dropout seeds are mixSeed(seed, DROPOUT_TAG + step): apart from other streams of the seed. */
 const DROPOUT_TAG = 0x4452_0000;
@@ -241,7 +241,7 @@ export async function trainRun(
   const setup = await setUpRun(opts, world, ctx, log);
   if ("complete" in setup) return setup.complete;
   const { resumed, dataDir, trainData, initMeta, llamaDir, llamaJson, preset, fingerprint } = setup;
-  const { cfg, longStep, tok, mcfg, trainEx, evalSet, stepsPerEpoch, total } = setup;
+  const { cfg, longStep, tok, mcfg, trainEx, evalSet, stepsPerEpoch, total, laterBest } = setup;
   const sp = trainData.special;
 
   const eng = engineFor(opts, world, log);
@@ -303,18 +303,15 @@ export async function trainRun(
     // to beat, as it was in the run that saved it: otherwise a replay that does not beat the
     // checkpoint's best (other evaluation settings, say) leaves best/ holding weights that the
     // summary does not name.
-    // A best/ past the run's last step is refused before this (run_setup.ts).
-    if (resumed && cfg.keepBest) {
-      const later = await laterBest(opts.out, state);
-      if (later) {
-        state.bestStep = later.bestStep;
-        state.bestAccuracy = later.bestAccuracy;
-        log(
-          `note: ${opts.out}/best holds step ${later.step} ` +
-            `(${(100 * later.bestAccuracy).toFixed(1)}%), saved after the checkpoint's step ` +
-            `${state.step} by a run stopped before its next save; it stays the best to beat`,
-        );
-      }
+    // run_setup.ts has read it (and refused one past the run's last step).
+    if (laterBest) {
+      state.bestStep = laterBest.bestStep;
+      state.bestAccuracy = laterBest.bestAccuracy;
+      log(
+        `note: ${opts.out}/best holds step ${laterBest.step} ` +
+          `(${(100 * laterBest.bestAccuracy).toFixed(1)}%), saved after the checkpoint's step ` +
+          `${state.step} by a run stopped before its next save; it stays the best to beat`,
+      );
     }
     if (resumed?.moments) {
       model.uploadMoments(resumed.moments.m, resumed.moments.v, updates ?? state.step);
