@@ -110,3 +110,30 @@ export function refuseUnknownOptions(
   const u = unknownOption(options, known);
   if (u !== undefined) throw error(`${fn}: ${notAnOption(u)}`);
 }
+
+/**
+ * Refuses option `name` of function `fn` when it is given (not undefined) and is none of
+ * `allowed`, as a caller that is not type-checked can pass: `fn: name "x": use a or b`.
+ *
+ * @throws {RangeError} naming the function, the option, the value and the values allowed.
+ *
+ * @example
+ * ```ts
+ * import { refuseUnlisted } from "./options.ts";
+ * refuseUnlisted("readItems", "onError", "skip", ["throw", "skip"]);
+ * try {
+ *   refuseUnlisted("readItems", "onError", "ignore", ["throw", "skip"]);
+ * } catch (e) {
+ *   console.assert((e as Error).message === 'readItems: onError "ignore": use throw or skip');
+ * }
+ * ```
+ */
+export function refuseUnlisted(
+  fn: string,
+  name: string,
+  value: unknown,
+  allowed: readonly string[],
+): void {
+  if (value === undefined || allowed.includes(value as string)) return;
+  throw new RangeError(`${fn}: ${name} ${JSON.stringify(value)}: use ${allowed.join(" or ")}`);
+}

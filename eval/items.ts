@@ -20,7 +20,7 @@
  * @module
  */
 import { z } from "zod";
-import { checkOnError, readProblems } from "../pipeline/read.ts";
+import { ON_ERROR, readProblems } from "../pipeline/read.ts";
 import { segment } from "../pipeline/segment.ts";
 import { type Format, FORMATS } from "../pipeline/read/detect.ts";
 import { detectFormat, isTablePath, refuseNotText } from "../pipeline/read/detect.ts";
@@ -43,7 +43,7 @@ import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "..
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -477,12 +477,8 @@ export async function* readEvalItems(
 ): AsyncGenerator<EvalItem> {
   refuseUnknownOptions("readEvalItems", opts, EVAL_READ_OPTIONS);
   checkWhole("readEvalItems: limit", opts.limit, 0);
-  checkOnError("readEvalItems", opts.onError);
-  if (opts.verify !== undefined && !VERIFY_MODES.includes(opts.verify)) {
-    throw new RangeError(
-      `readEvalItems: verify ${JSON.stringify(opts.verify)}: use ${VERIFY_MODES.join(" or ")}`,
-    );
-  }
+  refuseUnlisted("readEvalItems", "onError", opts.onError, ON_ERROR);
+  refuseUnlisted("readEvalItems", "verify", opts.verify, VERIFY_MODES);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectEvalFormat(path)
     : opts.format;

@@ -22,7 +22,7 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
@@ -81,17 +81,8 @@ const READERS: Record<
   csv: readCsv,
 };
 
-/**
- * Refuses an `onError` option that is neither `"throw"` nor `"skip"` (from JavaScript, or a
- * value cast past the type), naming the function `fn` it was given to.
- *
- * @throws {RangeError} `fn: onError "x": use throw or skip`.
- */
-export function checkOnError(fn: string, onError: unknown): void {
-  if (onError !== undefined && onError !== "throw" && onError !== "skip") {
-    throw new RangeError(`${fn}: onError ${JSON.stringify(onError)}: use throw or skip`);
-  }
-}
+/** The values of an `onError` option. */
+export const ON_ERROR: readonly string[] = ["throw", "skip"];
 
 /**
  * Streams the problems of one file, in file order.
@@ -113,7 +104,7 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
   refuseUnknownOptions("readProblems", opts, READ_OPTIONS);
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
-  checkOnError("readProblems", opts.onError);
+  refuseUnlisted("readProblems", "onError", opts.onError, ON_ERROR);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;

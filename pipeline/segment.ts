@@ -31,7 +31,7 @@ import { scanAnnotations } from "./annotations.ts";
 import { answerNumber } from "./numbers.ts";
 import { splitSentences } from "./sentences.ts";
 import type { MathStep, Problem, SegmentedRecord } from "./types.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 
 /** Options of {@linkcode segment}. */
 export interface SegmentOptions {
@@ -147,9 +147,7 @@ function nlFromRationale(
 export function segment(p: Problem, opts: SegmentOptions = {}): SegmentedRecord {
   refuseUnknownOptions("segment", opts, SEGMENT_OPTIONS);
   const socratic = opts.socratic ?? "strip";
-  if (socratic !== "strip" && socratic !== "keep") {
-    throw new RangeError(`segment: socratic ${JSON.stringify(socratic)}: use strip or keep`);
-  }
+  refuseUnlisted("segment", "socratic", socratic, ["strip", "keep"]);
   const math: MathStep[] = [];
   let unbalanced = 0;
   if (p.mathSteps !== null) {

@@ -41,7 +41,7 @@ import {
 } from "./arith.ts";
 import { numbersInText, readNumber, sameNumber } from "./numbers.ts";
 import type { SegmentedRecord, ValidatedRecord, ValidationStatus } from "./types.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 
 /** The CoT form a dataset is built for. */
 export type CotForm = "math" | "nl";
@@ -194,9 +194,7 @@ function fmt(x: number): string {
 export function validate(r: SegmentedRecord, opts: ValidateOptions = {}): ValidatedRecord {
   refuseUnknownOptions("validate", opts, VALIDATE_OPTIONS);
   const cot = opts.cot ?? "math";
-  if (cot !== "math" && cot !== "nl") {
-    throw new RangeError(`validate: cot ${JSON.stringify(cot)}: use math or nl`);
-  }
+  refuseUnlisted("validate", "cot", cot, ["math", "nl"]);
   const reasons: string[] = [];
   const details: string[] = [];
   const add = (reason: string, detail?: string) => {
