@@ -539,10 +539,12 @@ LE_API int le_free(void* p) {
   g_op_serial++;
   TRY(check_operand_consumed("le_free"));
   REQUIRE_NOT_CAPTURING("le_free");
+  // Kernels queued earlier may still use the block. cudaFree may wait for them, but the
+  // runtime does not promise it: the stream is waited for first.
+  CUDA_TRY("le_free", cudaStreamSynchronize(g.stream));
   Block b{};
   TRY(unregister_block(p, &b));
   freed(p, b.bytes ? b.bytes : 1);
-  // cudaFree waits for queued kernels that may still use the block.
   CUDA_TRY("le_free", cudaFree(p));
   return 0;
 }

@@ -468,9 +468,12 @@ inline int tune_lt(const char* fn, const LtKey& key, LtPlan& plan, Operand A, Op
   for (cudaEvent_t e : ev) {
     if (e) cudaEventDestroy(e);
   }
-  // cudaFree waits for the device, so candidates still queued (a timing that failed part-way)
-  // finish before temp goes.
-  if (temp) cudaFree(temp);
+  // Candidates still queued (a timing that failed part-way) finish before temp goes: the stream
+  // is waited for first (cudaFree may wait, but the runtime does not promise it).
+  if (temp) {
+    (void)cudaStreamSynchronize(g.stream);
+    cudaFree(temp);
+  }
   // Only the calls above can have left an error (none was pending): a candidate that failed,
   // a failed allocation. A fault is sticky and reported.
   const cudaError_t e = cudaGetLastError();

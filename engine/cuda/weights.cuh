@@ -38,8 +38,10 @@ constexpr int kWeightCopies = 8;
 WeightCopy g_weights[kWeightCopies];
 
 inline void drop_weight_copy(WeightCopy& w) {
-  // cudaFree waits for queued kernels that may still read the twin.
+  // Queued kernels may still read the twin: the stream is waited for first (cudaFree may
+  // wait, but the runtime does not promise it). An error is sticky, and the next op reports it.
   if (w.h) {
+    (void)cudaStreamSynchronize(g.stream);
     cudaFree(w.h);
     g_memory_epoch++;  // graphs that read it are out of date
   }
