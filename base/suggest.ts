@@ -18,18 +18,23 @@ export function editDistance(a: string, b: string): number {
 }
 
 /**
- * The candidate nearest `typed`, or undefined when none is near enough to be a typo: within a
- * third of its length in edits (at least one), or a prefix either way of three or more
- * characters.
+ * The candidate nearest `typed`, or undefined when none is near enough to be a typo: first one
+ * that differs from it only in case, `_` and `-` (`R` for `r`, `max_new_tokens` for
+ * `maxNewTokens`), else one within a third of its length in edits (at least one), or a prefix
+ * either way of three or more characters.
  *
  * @example
  * ```ts
  * import { nearestName } from "./suggest.ts";
  * console.assert(nearestName("stepz", ["steps", "seed", "batch"]) === "steps");
  * console.assert(nearestName("colour", ["steps", "seed"]) === undefined);
+ * console.assert(nearestName("eval_examples", ["evalExamples", "epochs"]) === "evalExamples");
  * ```
  */
 export function nearestName(typed: string, candidates: readonly string[]): string | undefined {
+  const fold = (s: string) => s.toLowerCase().replace(/[-_]/g, "");
+  const same = candidates.find((f) => fold(f) === fold(typed));
+  if (same !== undefined) return same;
   const best = candidates
     .map((f) => ({
       f,
