@@ -471,20 +471,29 @@ const EVAL_READ_OPTIONS: OptionNames<EvalReadOptions> = {
  * }
  * ```
  */
-export async function* readEvalItems(
+export function readEvalItems(
   path: string,
   opts: EvalReadOptions = {},
 ): AsyncGenerator<EvalItem> {
-  refuseUnknownOptions("readEvalItems", opts, EVAL_READ_OPTIONS);
-  checkWhole("readEvalItems: limit", opts.limit, 0);
-  refuseUnlisted("readEvalItems", "onError", opts.onError, ON_ERROR);
-  refuseUnlisted("readEvalItems", "verify", opts.verify, VERIFY_MODES);
+  return evalItems("readEvalItems", path, opts);
+}
+
+/** {@linkcode readEvalItems}, whose option errors start with `fn`, the function called. */
+async function* evalItems(
+  fn: string,
+  path: string,
+  opts: EvalReadOptions,
+): AsyncGenerator<EvalItem> {
+  refuseUnknownOptions(fn, opts, EVAL_READ_OPTIONS);
+  checkWhole(`${fn}: limit`, opts.limit, 0);
+  refuseUnlisted(fn, "onError", opts.onError, ON_ERROR);
+  refuseUnlisted(fn, "verify", opts.verify, VERIFY_MODES);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectEvalFormat(path)
     : opts.format;
   if (opts.split !== undefined && format !== "dataset") {
     throw new RangeError(
-      `readEvalItems: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
+      `${fn}: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
         `file, and a split applies only to a dataset directory; leave out split, or give ` +
         `the dataset directory`,
     );
@@ -544,6 +553,9 @@ export async function* readEvalItems(
 /**
  * All items of a file or dataset directory (see {@linkcode readEvalItems}).
  *
+ * @throws {RangeError} as {@linkcode readEvalItems} does, its message starting
+ * `loadEvalItems:`.
+ *
  * @example
  * ```ts
  * import { loadEvalItems } from "./items.ts";
@@ -557,6 +569,6 @@ export async function* readEvalItems(
  */
 export async function loadEvalItems(path: string, opts: EvalReadOptions = {}): Promise<EvalItem[]> {
   const out: EvalItem[] = [];
-  for await (const it of readEvalItems(path, opts)) out.push(it);
+  for await (const it of evalItems("loadEvalItems", path, opts)) out.push(it);
   return out;
 }

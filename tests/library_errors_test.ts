@@ -14,6 +14,7 @@ import { TempLease } from "../base/staging.ts";
 import { exists } from "../base/exists.ts";
 import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
+import { readEvalItems } from "../eval/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
   for (
@@ -319,21 +320,25 @@ Deno.test("library: loadEvalItems checks its limit, verify and split, naming the
   await Deno.writeTextFile(f, fixtureTask(3, 1));
   for (const limit of [-1, 1.5, NaN]) {
     const e = await assertRejects(() => lib.loadEvalItems(f, { limit }), RangeError);
-    assertEquals(e.message, `readEvalItems: limit = ${limit}: must be a whole number, at least 0`);
+    assertEquals(e.message, `loadEvalItems: limit = ${limit}: must be a whole number, at least 0`);
   }
   const e = await assertRejects(
     () => lib.loadEvalItems(f, { verify: "some" as lib.VerifyMode }),
     RangeError,
   );
-  assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
+  assertEquals(e.message, 'loadEvalItems: verify "some": use basic or full');
   const s = await assertRejects(() => lib.loadEvalItems(f, { split: "valid" }), RangeError);
   assertEquals(
     s.message,
-    `readEvalItems: split "valid": ${f} is read as a gsm8k file, and a split applies only to a ` +
+    `loadEvalItems: split "valid": ${f} is read as a gsm8k file, and a split applies only to a ` +
       "dataset directory; leave out split, or give the dataset directory",
   );
   assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
   assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
+  // The errors name the function called: eval/mod.ts's readEvalItems, which the root does
+  // not export, names itself.
+  const r = await assertRejects(() => Array.fromAsync(readEvalItems(f, { limit: -1 })));
+  assertEquals(r.message, "readEvalItems: limit = -1: must be a whole number, at least 0");
 });
 
 Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a RangeError naming it", async () => {
@@ -345,7 +350,7 @@ Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a 
     () => lib.loadEvalItems(f, loose({ onError: "ignore" })),
     RangeError,
   );
-  assertEquals(e.message, 'readEvalItems: onError "ignore": use throw or skip');
+  assertEquals(e.message, 'loadEvalItems: onError "ignore": use throw or skip');
   const r = await assertRejects(
     () => Array.fromAsync(lib.readProblems(f, loose({ onError: "Skip" }))),
     RangeError,
@@ -931,7 +936,7 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
   const val = assertThrows(() => lib.validate(lib.segment(p), loose({ form: "nl" })), RangeError);
   assertEquals(val.message, 'validate: "form" is not an option');
   const items = await assertRejects(() => lib.loadEvalItems(f, loose({ limt: 1 })), RangeError);
-  assertEquals(items.message, 'readEvalItems: "limt" is not an option (did you mean "limit"?)');
+  assertEquals(items.message, 'loadEvalItems: "limt" is not an option (did you mean "limit"?)');
   const tok = assertThrows(
     () => lib.fitCompactTokenizer(["12 + 30 = 42.\n"], loose({ maxVocabulary: 300 })),
     lib.TokenizerError,
