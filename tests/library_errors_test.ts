@@ -884,6 +884,15 @@ try {
   const load = await run(["--allow-read", "--allow-write", "--allow-env"]);
   assert(load.startsWith("OnnxRuntimeError: backend onnx: cannot load onnxruntime-node"), load);
   assert(load.includes("--allow-ffi") && load.endsWith("or use --backend cpu"), load);
+  // It says to grant that permission for the node_modules onnxruntime-node loads from (a
+  // linked one's target), not to install the packages again.
+  const modules = Deno.realPathSync(`${ROOT}node_modules`);
+  assert(
+    load.endsWith(
+      `; grant --allow-ffi=${modules} (onnxruntime-node's native library), or use --backend cpu`,
+    ),
+    load,
+  );
   // The process may not switch its telemetry off: the variable and the permission are named.
   const env = await run(["--allow-read", "--allow-write", "--allow-ffi", "--allow-env=HOME"]);
   assertEquals(
