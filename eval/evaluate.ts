@@ -293,8 +293,9 @@ function checkItemTexts(
  * @throws {InputError} for an item whose question, or gold step when the readout is scored,
  * holds the text of a special token of the session's tokenizer (`<|endoftext|>`,
  * `<|latent|>`...), naming its file and line, before any question is answered.
- * @throws {RangeError} for an option {@linkcode EvalRunOptions} does not have, a `batch` that
- * is not a whole number of at least 1, and (from the
+ * @throws {RangeError} for `items` that are not an array, an option
+ * {@linkcode EvalRunOptions} does not have, a `batch` that is not a whole number of at least
+ * 1, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.
  *
@@ -315,6 +316,13 @@ export async function runEval(
   opts: EvalRunOptions = {},
 ): Promise<EvalResult> {
   refuseUnknownOptions("runEval", opts, EVAL_RUN_OPTIONS);
+  if (!Array.isArray(items)) {
+    const what = items === null ? "null" : typeof items === "object" ? "an object" : typeof items;
+    throw new RangeError(
+      `runEval: items must be an array of EvalItem, as loadEvalItems gives (not ${what}); ` +
+        `collect readEvalItems' items with Array.fromAsync`,
+    );
+  }
   const tok = session.tokenizer, decode = (ids: number[]) => tok.decode(ids);
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";

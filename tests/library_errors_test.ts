@@ -1054,6 +1054,30 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
       'writeEvalOutputs: "readoutExample" is not an option (did you mean "readoutExamples"?)',
     );
     assert(!(await exists(`${d}/eval`)), "nothing is written");
+    // A provenance missing a field, with one misspelt, or of the wrong type names the field
+    // (it failed part way, as if the files could not be written).
+    const { mode: _, ...noMode } = prov;
+    for (
+      const [bad, text] of [
+        [noMode, "prov.mode: Invalid input: expected string, received undefined"],
+        [{ ...prov, batch: "1" }, "prov.batch: Invalid input: expected number, received string"],
+        [
+          { ...prov, chekpoint: ck },
+          'prov: "chekpoint" is not an option (did you mean "checkpoint"?)',
+        ],
+        [null, "prov: the options must be an object, not null"],
+      ] as const
+    ) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval`, loose(bad), result),
+        RangeError,
+      );
+      assertEquals(e.message, `writeEvalOutputs: ${text}`);
+    }
+    assert(!(await exists(`${d}/eval`)), "nothing is written");
+    // Items that are not an array (readEvalItems' stream, a path) are named as such.
+    const items = await assertRejects(() => lib.runEval(s, loose("test.jsonl")), RangeError);
+    assert(items.message.startsWith("runEval: items must be an array of EvalItem"), items.message);
   } finally {
     await s.close();
   }
