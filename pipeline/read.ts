@@ -88,8 +88,8 @@ export const ON_ERROR: readonly string[] = ["throw", "skip"];
  * Streams the problems of one file, in file order.
  *
  * @throws {RangeError} for an option {@linkcode ReadOptions} does not have, a `maxFieldBytes`
- * that is not a whole number of at least 1, or an `onError` that is neither `"throw"` nor
- * `"skip"`.
+ * that is not a whole number of at least 1, an `onError` that is neither `"throw"` nor
+ * `"skip"`, or a `format` that is not `"auto"` or one of {@linkcode FORMATS}.
  *
  * @example
  * ```ts ignore
@@ -105,6 +105,7 @@ export async function* readProblems(path: string, opts: ReadOptions = {}): Async
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
   refuseUnlisted("readProblems", "onError", opts.onError, ON_ERROR);
+  refuseUnlisted("readProblems", "format", opts.format, ["auto", ...FORMATS]);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;

@@ -356,6 +356,16 @@ Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a 
     RangeError,
   );
   assertEquals(r.message, 'readProblems: onError "Skip": use throw or skip');
+  // A format no reader has (the file's kind rather than its format) is an option error too,
+  // not "cannot tell the input format".
+  const fmt = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ format: "jsonl" }))),
+    RangeError,
+  );
+  assertEquals(
+    fmt.message,
+    'readProblems: format "jsonl": use auto or gsm8k or parquet or icot or coconut or nl or csv',
+  );
   const [p] = await Array.fromAsync(lib.readProblems(f));
   const seg = assertThrows(() => lib.segment(p, loose({ socratic: "drop" })), RangeError);
   assertEquals(seg.message, 'segment: socratic "drop": use strip or keep');
