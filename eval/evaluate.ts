@@ -307,7 +307,7 @@ function checkItemTexts(
  * const s = await openInference("out/runs/default", { maxBatch: 16 });
  * const res = await runEval(s, await loadEvalItems("test.jsonl"), { r: [0, 2, 4] });
  * console.log(res.runs.map((r) => `${r.R}: ${r.accuracy}`));
- * s.close();
+ * await s.close();
  * ```
  */
 export async function runEval(
