@@ -1,6 +1,6 @@
 // "Did you mean": the name suggested for a mistyped option or flag.
 import { assertEquals } from "./_assert.ts";
-import { nearestName } from "../base/suggest.ts";
+import { editDistance, nearestName } from "../base/suggest.ts";
 import { refuseUnknownOptions } from "../base/options.ts";
 
 Deno.test("suggest: a name that differs only in case, _ or - is the one suggested", () => {
@@ -11,6 +11,10 @@ Deno.test("suggest: a name that differs only in case, _ or - is the one suggeste
   assertEquals(nearestName("max_new_tokens", ["k", "r", "maxNewTokens"]), "maxNewTokens");
   assertEquals(nearestName("eval_examples", ["evalExamples", "epochs"]), "evalExamples");
   assertEquals(nearestName("maxnewtokens", ["max-new-tokens", "k"]), "max-new-tokens");
+  // Two characters swapped is one edit.
+  assertEquals(editDistance("trian", "train"), 1);
+  assertEquals(nearestName("trian", ["train", "valid"]), "train");
+  assertEquals(nearestName("lamdba", ["lambda", "lr"]), "lambda");
   // Typos are still found by edit distance, and far names are still not suggested.
   assertEquals(nearestName("stepz", ["steps", "seed"]), "steps");
   assertEquals(nearestName("colour", ["steps", "seed"]), undefined);
