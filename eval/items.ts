@@ -43,6 +43,7 @@ import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "..
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
+import { nearestName } from "../base/suggest.ts";
 import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 
 /** One question to answer, with what scoring and the readout need. */
@@ -271,11 +272,14 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
   const names = Object.keys(m.splits);
   if (split !== undefined) {
     if (!m.splits[split]) {
+      const near = nearestName(split, names);
       throw new InputError({
         file: dir,
         line: 0,
         problem: `has no split "${split}" (it has ${names.join(", ")})`,
-        hint: "pass one of those with --split",
+        hint: near === undefined
+          ? "pass one of those with --split"
+          : `did you mean "${near}"? Pass one of those with --split`,
       });
     }
     return split;

@@ -15,6 +15,7 @@ import { exists } from "../base/exists.ts";
 import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
 import { readEvalItems } from "../eval/mod.ts";
+import { loadSplit } from "../train/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
   for (
@@ -1091,4 +1092,39 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
   } finally {
     await s.close();
   }
+});
+
+Deno.test("library: a misspelt split is named with the split meant; loadSplit checks its options", async () => {
+  const data = await fixtureData();
+  const missing = await assertRejects(() => loadSplit(data, "trian"), lib.DatasetError);
+  assertEquals(
+    missing.message,
+    `${data}: has no split "trian" (it has: train, valid); did you mean "train"? Or build it ` +
+      `with deno task build-dataset --split trian --out ${data}`,
+  );
+  // No split near: only the build is suggested.
+  const other = await assertRejects(() => loadSplit(data, "test"), lib.DatasetError);
+  assert(
+    other.message.endsWith(
+      "(it has: train, valid); build it with deno task " +
+        `build-dataset --split test --out ${data}`,
+    ),
+    other.message,
+  );
+  const items = await assertRejects(() => lib.loadEvalItems(data, { split: "vaild" }));
+  assert(
+    items.message.endsWith('did you mean "valid"? Pass one of those with --split'),
+    items.message,
+  );
+  // An unknown verify mode would have verified less than asked, without a word.
+  const verify = await assertRejects(
+    () => loadSplit(data, "train", { verify: "ful" as lib.VerifyMode }),
+    RangeError,
+  );
+  assertEquals(verify.message, 'loadSplit: verify "ful": use basic or full');
+  const key = await assertRejects(
+    () => loadSplit(data, "train", { verfy: "full" } as never),
+    RangeError,
+  );
+  assertEquals(key.message, 'loadSplit: "verfy" is not an option (did you mean "verify"?)');
 });
