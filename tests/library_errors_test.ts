@@ -1127,4 +1127,22 @@ Deno.test("library: a misspelt split is named with the split meant; loadSplit ch
     RangeError,
   );
   assertEquals(key.message, 'loadSplit: "verfy" is not an option (did you mean "verify"?)');
+  const runDir = `${await tempDir()}/run`;
+  const val = await assertRejects(
+    () =>
+      lib.train({
+        data,
+        out: runDir,
+        recipe: "none",
+        valSplit: "vaild",
+        train: { steps: 1 },
+        threads: 1,
+        quiet: true,
+      }),
+    lib.TrainConfigError,
+  );
+  assert(
+    val.message.endsWith('(it has train, valid); did you mean "valid"? Or name one of those'),
+    val.message,
+  );
 });
