@@ -381,6 +381,25 @@ function cpuIdentity(): string | undefined {
  * ```
  */
 export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan {
+  try {
+    return planBuild(opts);
+  } catch (e) {
+    // A missing --allow-read for the checkout: Deno's own words (the CLI names the flag by
+    // them), and the directory to grant, in full, as for --allow-ffi (ffi.ts).
+    if (e instanceof Deno.errors.NotCapable && /Requires read access/.test(e.message)) {
+      const root = normalize(`${opts.sourceDir ?? dirOfThisModule()}/..`);
+      throw new Deno.errors.NotCapable(
+        `${e.message}; grant --allow-read=${root} (lotus-deno's checkout: the engine's ` +
+          `sources and build/)`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
+/** {@linkcode planEngineBuild}, with Deno's refusals as they are. */
+function planBuild(opts: BuildEngineOptions): EngineBuildPlan {
   const backend = opts.backend ?? "cpu";
   if (backend !== "cpu" && backend !== "cuda") {
     throw new EngineBuildError(`unknown backend "${backend}": use "cpu" or "cuda"`);

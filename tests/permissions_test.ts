@@ -131,3 +131,30 @@ Deno.test("permissions: without cat or PATH, the compiler's refusal says which g
   const neither = await run();
   assert(neither.endsWith(tail(`${cat} and ${path}`, "them")), neither);
 });
+
+Deno.test("permissions: reads granted elsewhere name the checkout to grant, in full", async () => {
+  // As from another project that grants reads for its own data only: the engine's sources,
+  // hashed to find the built library, are in lotus-deno's checkout.
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/deno.json`, '{ "nodeModulesDir": "manual" }\n');
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import { openEngine } from "${ROOT}engine/mod.ts";\n` +
+      `try { openEngine({ quiet: true }).close(); } catch (e) { console.log(String(e)); }\n`,
+  );
+  const built = await runDeno(["task", "build-engine", "--quiet"]);
+  assertEquals(built.code, 0, built.stderr);
+  const r = await runDeno(
+    ["run", `--allow-read=${dir}`, "--allow-env", "--allow-run=cat", "main.ts"],
+    dir,
+  );
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.startsWith("NotCapable: Requires read access"), r.stdout);
+  const root = ROOT.replace(/\/$/, "");
+  assert(
+    r.stdout.trim().endsWith(
+      `; grant --allow-read=${root} (lotus-deno's checkout: the engine's sources and build/)`,
+    ),
+    r.stdout,
+  );
+});
