@@ -62,7 +62,12 @@ import {
   SyntheticOptionsError,
 } from "./synthetic.ts";
 import { DIRECTORY_MARKERS, isDirectory, rethrowIfDenied } from "../base/exists.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import {
+  notAnOption,
+  type OptionNames,
+  refuseUnknownOptions,
+  unknownOption,
+} from "../base/options.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -314,6 +319,18 @@ const buildError = (message: string) => new BuildError(message);
  * option, or a split's field given beside `splits`.
  */
 function refuseUnknownBuildOptions(opts: BuildOptions): void {
+  const fields = Object.keys(SPLIT_FIELDS);
+  const u = typeof opts === "object" && opts !== null && !Array.isArray(opts)
+    ? unknownOption(opts, BUILD_OPTIONS, fields)
+    : undefined;
+  if (u !== undefined) {
+    throw buildError(
+      fields.includes(u.key)
+        ? `buildDataset: "${u.key}" is a split's field: give it in splits, as ` +
+          `splits: [{ name: "train", ${u.key}: ... }]`
+        : `buildDataset: ${notAnOption(u)}`,
+    );
+  }
   refuseUnknownOptions("buildDataset", opts, BUILD_OPTIONS, buildError);
   if (!Array.isArray(opts.splits)) return; // the schema says what splits must be
   for (const [i, s] of (opts.splits as unknown[]).entries()) {

@@ -979,6 +979,16 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
         { out, splits: [{ name: "train", input: [f] }] },
         'buildDataset: splits.0: "input" is not an option (did you mean "inputs"?)',
       ],
+      // A split's field beside splits rather than in one.
+      [
+        { out, splits: [split], inputs: [f] },
+        `buildDataset: "inputs" is a split's field: give it in splits, as splits: [{ name: ` +
+        `"train", inputs: ... }]`,
+      ],
+      [
+        { out, splits: [split], input: [f] },
+        'buildDataset: "input" is not an option (did you mean "inputs"?)',
+      ],
       [
         { out, splits: [{ ...split, augment: { variants: 1, sed: 3 } }] },
         'buildDataset: splits.0.augment: "sed" is not an option (did you mean "seed"?)',
