@@ -129,6 +129,11 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
   }
   const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+  // An empty or blank question (a wrong field read, say) is refused, as the readers refuse it.
+  for (const blank of ["", "  \n"]) {
+    const b = await assertRejects(() => s.answer(["Ann has 2 pens.", blank]), RangeError);
+    assertEquals(b.message, "question 1 is empty; give the question's text");
+  }
   await s.close();
   await s.close(); // a second close does nothing
   const e = await assertRejects(() => s.answer(["Ann has 2 pens."]), lib.SessionClosedError);
