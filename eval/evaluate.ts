@@ -295,7 +295,7 @@ function checkItemTexts(
  * `<|latent|>`...), naming its file and line, before any question is answered.
  * @throws {RangeError} for `items` that are not an array, an option
  * {@linkcode EvalRunOptions} does not have, a `batch` that is not a whole number of at least
- * 1, and (from the
+ * 1, an `r` that is not a list, a `readout` that is not a boolean, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.
  *
@@ -330,6 +330,16 @@ export async function runEval(
   // A model trained with spilled step targets is read on past its blocks' c rows.
   const spill = session.meta.data.longStep === "spill";
   checkWhole("runEval: batch", opts.batch, 1);
+  if (opts.r !== undefined && !Array.isArray(opts.r)) {
+    // answer() takes one r; a sweep is a list, and a bare number would be passed over.
+    throw new RangeError(
+      `runEval: r = ${JSON.stringify(opts.r)}: give a list of loop counts to sweep, as ` +
+        `r: [${typeof opts.r === "number" ? opts.r : 2}]`,
+    );
+  }
+  if (opts.readout !== undefined && typeof opts.readout !== "boolean") {
+    throw new RangeError(`runEval: readout = ${JSON.stringify(opts.readout)}: use true or false`);
+  }
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;

@@ -1104,6 +1104,14 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
     // Items that are not an array (readEvalItems' stream, a path) are named as such.
     const items = await assertRejects(() => lib.runEval(s, loose("test.jsonl")), RangeError);
     assert(items.message.startsWith("runEval: items must be an array of EvalItem"), items.message);
+    // answer()'s single r given to the sweep was passed over, and the default R run.
+    const r = await assertRejects(() => lib.runEval(s, evalItems, loose({ r: 2 })), RangeError);
+    assertEquals(r.message, "runEval: r = 2: give a list of loop counts to sweep, as r: [2]");
+    const readout = await assertRejects(
+      () => lib.runEval(s, evalItems, loose({ readout: "no" })),
+      RangeError,
+    );
+    assertEquals(readout.message, 'runEval: readout = "no": use true or false');
   } finally {
     await s.close();
   }
