@@ -12,7 +12,7 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
 import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
@@ -316,6 +316,7 @@ export async function runEval(
   opts: EvalRunOptions = {},
 ): Promise<EvalResult> {
   refuseUnknownOptions("runEval", opts, EVAL_RUN_OPTIONS);
+  refuseMistyped("runEval", opts, { onBatch: "function", stopSignal: "function" });
   if (!Array.isArray(items)) {
     const what = items === null ? "null" : typeof items === "object" ? "an object" : typeof items;
     throw new RangeError(

@@ -44,7 +44,12 @@ import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
 import { nearestName } from "../base/suggest.ts";
-import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
+import {
+  type OptionNames,
+  refuseMistyped,
+  refuseUnknownOptions,
+  refuseUnlisted,
+} from "../base/options.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -489,6 +494,7 @@ async function* evalItems(
   opts: EvalReadOptions,
 ): AsyncGenerator<EvalItem> {
   refuseUnknownOptions(fn, opts, EVAL_READ_OPTIONS);
+  refuseMistyped(fn, opts, { onSkip: "function", split: "string" });
   checkWhole(`${fn}: limit`, opts.limit, 0);
   refuseUnlisted(fn, "onError", opts.onError, ON_ERROR);
   refuseUnlisted(fn, "verify", opts.verify, VERIFY_MODES);

@@ -31,7 +31,7 @@ import { selectEngine } from "../engine/backend.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { exists } from "../base/exists.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 
 /** Options of {@linkcode openInference}. */
 export interface OpenInferenceOptions {
@@ -115,6 +115,7 @@ export async function openInference(
   opts: OpenInferenceOptions = {},
 ): Promise<InferenceSession & AsyncDisposable> {
   refuseUnknownOptions("openInference", opts, OPEN_OPTIONS);
+  refuseMistyped("openInference", opts, { quiet: "boolean" });
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {

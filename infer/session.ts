@@ -7,7 +7,7 @@
  */
 
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 import type { BackendName } from "../engine/types.ts";
 import { PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
@@ -153,6 +153,7 @@ export function checkAnswerRequest(
     );
   }
   refuseUnknownOptions("answer()", o, ANSWER_OPTIONS);
+  refuseMistyped("answer()", o, { latentLogits: "boolean" });
   for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
     checkWhole(name, o[name], min);
   }

@@ -65,6 +65,7 @@ import { DIRECTORY_MARKERS, isDirectory, rethrowIfDenied } from "../base/exists.
 import {
   notAnOption,
   type OptionNames,
+  refuseMistyped,
   refuseUnknownOptions,
   unknownOption,
 } from "../base/options.ts";
@@ -759,6 +760,12 @@ export async function buildDataset(
 ): Promise<BuildSummary> {
   resolveBuildOptions(opts); // bad options fail before the directory is looked at
   refuseUnknownOptions("buildDataset: hooks", hooks, BUILD_HOOKS, buildError);
+  refuseMistyped(
+    "buildDataset: hooks",
+    hooks,
+    { onProgress: "function", onCommitStep: "function" },
+    buildError,
+  );
   const old = await existingManifest(opts.out);
   // K, c and the CoT form left out follow the directory being extended.
   const o = resolveBuildOptions({

@@ -22,7 +22,12 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
+import {
+  type OptionNames,
+  refuseMistyped,
+  refuseUnknownOptions,
+  refuseUnlisted,
+} from "../base/options.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
@@ -102,6 +107,7 @@ export const ON_ERROR: readonly string[] = ["throw", "skip"];
  */
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
   refuseUnknownOptions("readProblems", opts, READ_OPTIONS);
+  refuseMistyped("readProblems", opts, { onSkip: "function", idLabel: "string" });
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
   refuseUnlisted("readProblems", "onError", opts.onError, ON_ERROR);

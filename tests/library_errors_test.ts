@@ -1169,3 +1169,75 @@ Deno.test("library: a misspelt split is named with the split meant; loadSplit ch
     val.message,
   );
 });
+
+Deno.test("library: a boolean, string or function option of another kind is refused, naming it", async () => {
+  // What plain JavaScript can pass: a truthy "off" switched recompute on, a truthy "no"
+  // replaced whatever the export's out held, a string onLog failed part way.
+  const data = await fixtureData(), d = await tempDir();
+  const loose = (o: unknown) => o as never;
+  const run = (extra: Record<string, unknown>) =>
+    lib.train(loose({
+      data,
+      out: `${d}/run`,
+      recipe: "none",
+      train: { steps: 1 },
+      threads: 1,
+      quiet: true,
+      ...extra,
+    }));
+  for (
+    const [extra, flag, text] of [
+      [{ recompute: "off" }, "--recompute", 'recompute = "off": must be a boolean'],
+      [{ quiet: "no" }, "--quiet", 'quiet = "no": must be a boolean'],
+      [{ overwrite: 1 }, "--overwrite", "overwrite = 1: must be a boolean"],
+      [{ onLog: "log" }, "--on-log", 'onLog = "log": must be a function'],
+      [{ valSplit: 2 }, "--val-split", "valSplit = 2: must be a string"],
+    ] as const
+  ) {
+    const e = await assertRejects(() => run(extra), lib.TrainConfigError);
+    assertEquals([e.flag, e.message], [flag, `train(): ${text}`]);
+  }
+  assert(!(await exists(`${d}/run`)), "nothing is written");
+  const ck = `${d}/ck`;
+  await tinyCheckpoint(ck);
+  const open = await assertRejects(() => lib.openInference(ck, loose({ quiet: "no" })), RangeError);
+  assertEquals(open.message, 'openInference: quiet = "no": must be a boolean');
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  try {
+    const a = await assertRejects(() =>
+      s.answer(["Ann has 2 pens."], loose({ latentLogits: "yes" }))
+    );
+    assertEquals(a.message, 'answer(): latentLogits = "yes": must be a boolean');
+  } finally {
+    await s.close();
+  }
+  await Deno.mkdir(`${d}/mine`);
+  await Deno.writeTextFile(`${d}/mine/notes.txt`, "keep me");
+  const ex = await assertRejects(
+    () => lib.exportCheckpoint(ck, `${d}/mine`, loose({ replaceAny: "no" })),
+    lib.ExportError,
+  );
+  assertEquals(ex.message, 'exportCheckpoint: replaceAny = "no": must be a boolean');
+  assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "keep me");
+  const f = `${d}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(2, 1));
+  const read = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ onSkip: "warn" }))),
+    RangeError,
+  );
+  assertEquals(read.message, 'readProblems: onSkip = "warn": must be a function');
+  const items = await assertRejects(
+    () => lib.loadEvalItems(f, loose({ onSkip: true })),
+    RangeError,
+  );
+  assertEquals(items.message, "loadEvalItems: onSkip = true: must be a function");
+  const build = await assertRejects(
+    () =>
+      lib.buildDataset(
+        { out: `${d}/data`, splits: [{ name: "train", inputs: [f] }], tokenizer: "compact" },
+        loose({ onProgress: "bar" }),
+      ),
+    lib.BuildError,
+  );
+  assertEquals(build.message, 'buildDataset: hooks: onProgress = "bar": must be a function');
+});

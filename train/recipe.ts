@@ -36,7 +36,13 @@ import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
-import { notAnOption, type OptionNames, unknownOption } from "../base/options.ts";
+import {
+  notAnOption,
+  type OptionKind,
+  type OptionNames,
+  refuseMistyped,
+  unknownOption,
+} from "../base/options.ts";
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
@@ -169,10 +175,26 @@ const TRAIN_OPTIONS: OptionNames<TrainOptions> = {
   commOverlap: true,
 };
 
+/** The options of {@linkcode TrainOptions} that are strings, booleans or functions. */
+const TRAIN_OPTION_KINDS: Record<string, OptionKind> = {
+  data: "string",
+  out: "string",
+  init: "string",
+  resume: "string",
+  trainSplit: "string",
+  valSplit: "string",
+  recompute: "boolean",
+  graphs: "boolean",
+  overwrite: "boolean",
+  quiet: "boolean",
+  onLog: "function",
+};
+
 /**
  * Refuses an option that {@linkcode TrainOptions} does not have, which a caller that is not
  * type-checked can pass and which would otherwise be ignored: a training setting given beside
- * `train` rather than in it (`steps`), or a misspelt option.
+ * `train` rather than in it (`steps`), or a misspelt option; and a string, boolean or function
+ * option given a value of another kind (`recompute: "off"`, which would switch it on).
  *
  * @throws {TrainConfigError} naming the option, and where it belongs or the nearest name.
  */
@@ -182,7 +204,16 @@ function checkTrainOptions(options: TrainOptions): void {
   }
   const settings = Object.keys(TrainConfigSchema.shape) as (keyof TrainConfig)[];
   const u = unknownOption(options, TRAIN_OPTIONS, settings);
-  if (u === undefined) return;
+  if (u === undefined) {
+    refuseMistyped(
+      "train()",
+      options,
+      TRAIN_OPTION_KINDS,
+      (message, name) =>
+        new TrainConfigError(`--${name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`, message),
+    );
+    return;
+  }
   if ((settings as string[]).includes(u.key)) {
     throw new TrainConfigError(
       flagOf(u.key as keyof TrainConfig),
