@@ -139,11 +139,11 @@ export function refuseUnlisted(
 }
 
 /** The kinds of option value that {@linkcode refuseMistyped} checks. */
-export type OptionKind = "boolean" | "function" | "string";
+export type OptionKind = "boolean" | "function" | "string" | "AbortSignal";
 
 /**
  * Refuses an option of `options` that `kinds` names, given (not undefined) and not of its
- * kind, as a caller that is not type-checked can pass: a truthy `"off"` would switch a
+ * kind (its `typeof`, or for an `AbortSignal` an object with `aborted`), as a caller that is not type-checked can pass: a truthy `"off"` would switch a
  * boolean option on, a string `onLog` would fail part way. The message names the function,
  * the option, the value and the kind: `fn: quiet = "no": must be a boolean`.
  *
@@ -170,13 +170,20 @@ export function refuseMistyped(
   if (typeof options !== "object" || options === null) return;
   for (const [name, kind] of Object.entries(kinds)) {
     const v = (options as Record<string, unknown>)[name];
-    if (v === undefined || typeof v === kind) continue;
+    if (v === undefined) continue;
+    const type: string = typeof v;
+    // An AbortSignal is taken by its shape, as the stages read it (`aborted`, `reason`).
+    const signal = typeof v === "object" && v !== null && "aborted" in v;
+    if (kind === "AbortSignal" ? signal : type === kind) continue;
     let shown: string;
     try {
       shown = typeof v === "function" ? "a function" : JSON.stringify(v) ?? String(v);
     } catch {
       shown = String(v); // a bigint
     }
-    throw error(`${fn}: ${name} = ${shown}: must be a ${kind}`, name);
+    throw error(
+      `${fn}: ${name} = ${shown}: must be ${/^[AEIOU]/.test(kind) ? "an" : "a"} ${kind}`,
+      name,
+    );
   }
 }

@@ -316,7 +316,11 @@ export async function runEval(
   opts: EvalRunOptions = {},
 ): Promise<EvalResult> {
   refuseUnknownOptions("runEval", opts, EVAL_RUN_OPTIONS);
-  refuseMistyped("runEval", opts, { onBatch: "function", stopSignal: "function" });
+  refuseMistyped("runEval", opts, {
+    onBatch: "function",
+    stopSignal: "function",
+    signal: "AbortSignal",
+  });
   if (!Array.isArray(items)) {
     const what = items === null ? "null" : typeof items === "object" ? "an object" : typeof items;
     throw new RangeError(

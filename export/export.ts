@@ -205,7 +205,12 @@ export async function exportCheckpoint(
 ): Promise<ExportResult> {
   refuseUnknownOptions("exportCheckpoint", opts, EXPORT_OPTIONS, (m) => new ExportError(m));
   // A truthy "no" would replace whatever out holds.
-  refuseMistyped("exportCheckpoint", opts, { replaceAny: "boolean" }, (m) => new ExportError(m));
+  refuseMistyped(
+    "exportCheckpoint",
+    opts,
+    { replaceAny: "boolean", signal: "AbortSignal" },
+    (m) => new ExportError(m),
+  );
   // "out/." or "..": the directory they name, by its path. Renamed as they stand, "." and
   // ".." cannot be (the system refuses), and a relative path would lose its way once the
   // working directory is the one replaced.

@@ -763,7 +763,7 @@ export async function buildDataset(
   refuseMistyped(
     "buildDataset: hooks",
     hooks,
-    { onProgress: "function", onCommitStep: "function" },
+    { onProgress: "function", onCommitStep: "function", signal: "AbortSignal" },
     buildError,
   );
   const old = await existingManifest(opts.out);

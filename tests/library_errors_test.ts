@@ -1192,6 +1192,7 @@ Deno.test("library: a boolean, string or function option of another kind is refu
       [{ overwrite: 1 }, "--overwrite", "overwrite = 1: must be a boolean"],
       [{ onLog: "log" }, "--on-log", 'onLog = "log": must be a function'],
       [{ valSplit: 2 }, "--val-split", "valSplit = 2: must be a string"],
+      [{ signal: "stop" }, "--signal", 'signal = "stop": must be an AbortSignal'],
     ] as const
   ) {
     const e = await assertRejects(() => run(extra), lib.TrainConfigError);

@@ -188,6 +188,7 @@ const TRAIN_OPTION_KINDS: Record<string, OptionKind> = {
   overwrite: "boolean",
   quiet: "boolean",
   onLog: "function",
+  signal: "AbortSignal",
 };
 
 /**
