@@ -137,3 +137,53 @@ export function refuseUnlisted(
   if (value === undefined || allowed.includes(value as string)) return;
   throw new RangeError(`${fn}: ${name} ${JSON.stringify(value)}: use ${allowed.join(" or ")}`);
 }
+
+/** The kinds of option value that {@linkcode refuseMistyped} checks. */
+export type OptionKind = "boolean" | "function" | "string" | "AbortSignal";
+
+/**
+ * Refuses an option of `options` that `kinds` names, given (not undefined) and not of its
+ * kind (its `typeof`, or for an `AbortSignal` an object with `aborted`), as a caller that is not type-checked can pass: a truthy `"off"` would switch a
+ * boolean option on, a string `onLog` would fail part way. The message names the function,
+ * the option, the value and the kind: `fn: quiet = "no": must be a boolean`.
+ *
+ * @throws {RangeError} (or what `error` makes of the message and the option's name) naming
+ * the option.
+ *
+ * @example
+ * ```ts
+ * import { refuseMistyped } from "./options.ts";
+ * refuseMistyped("open", { quiet: true }, { quiet: "boolean" });
+ * try {
+ *   refuseMistyped("open", { quiet: "no" }, { quiet: "boolean" });
+ * } catch (e) {
+ *   console.assert((e as Error).message === 'open: quiet = "no": must be a boolean');
+ * }
+ * ```
+ */
+export function refuseMistyped(
+  fn: string,
+  options: unknown,
+  kinds: Readonly<Record<string, OptionKind>>,
+  error: (message: string, name: string) => Error = (message) => new RangeError(message),
+): void {
+  if (typeof options !== "object" || options === null) return;
+  for (const [name, kind] of Object.entries(kinds)) {
+    const v = (options as Record<string, unknown>)[name];
+    if (v === undefined) continue;
+    const type: string = typeof v;
+    // An AbortSignal is taken by its shape, as the stages read it (`aborted`, `reason`).
+    const signal = typeof v === "object" && v !== null && "aborted" in v;
+    if (kind === "AbortSignal" ? signal : type === kind) continue;
+    let shown: string;
+    try {
+      shown = typeof v === "function" ? "a function" : JSON.stringify(v) ?? String(v);
+    } catch {
+      shown = String(v); // a bigint
+    }
+    throw error(
+      `${fn}: ${name} = ${shown}: must be ${/^[AEIOU]/.test(kind) ? "an" : "a"} ${kind}`,
+      name,
+    );
+  }
+}

@@ -8,7 +8,8 @@
 /**
  * Throws a RangeError naming `label` unless `v` is undefined or a whole number ≥ `min`. The
  * message reads `${label} = ${v}: must be a whole number, at least ${min}`; with `unit`,
- * "a whole number of `unit`" (e.g. "bytes").
+ * "a whole number of `unit`" (e.g. "bytes"). A value that is not a number has its type named,
+ * a string quoted: `threads = "1": must be a whole number, at least 0 (given a string)`.
  *
  * @example
  * ```ts
@@ -27,6 +28,11 @@
 export function checkWhole(label: string, v: number | undefined, min: number, unit?: string): void {
   if (v !== undefined && !(Number.isInteger(v) && v >= min)) {
     const what = unit === undefined ? "a whole number" : `a whole number of ${unit}`;
-    throw new RangeError(`${label} = ${v}: must be ${what}, at least ${min}`);
+    // A value that is no number (from a caller that is not type-checked) shows as what it is:
+    // `threads = "1"`, not `threads = 1`, which reads as a valid value.
+    const x: unknown = v;
+    const shown = typeof x === "string" ? JSON.stringify(x) : String(x);
+    const given = typeof x === "number" ? "" : ` (given ${x === null ? "null" : `a ${typeof x}`})`;
+    throw new RangeError(`${label} = ${shown}: must be ${what}, at least ${min}${given}`);
   }
 }

@@ -264,6 +264,12 @@ function compilerVersion(compiler: string, hint: string, outDir: string): string
     if (e instanceof Deno.errors.NotFound) {
       throw new EngineBuildError(`compiler not found: ${compiler}; ${hint}`);
     }
+    if (e instanceof Deno.errors.NotCapable) {
+      throw new EngineBuildError(
+        `could not run ${compiler}: ${e.message}${builtNotMatched(outDir)}`,
+        commandLine(compiler, ["--version"]),
+      );
+    }
     throw e;
   }
   if (!out.success) {
@@ -296,6 +302,36 @@ function rememberCompilerVersion(compiler: string, outDir: string): void {
     Deno.writeTextFileSync(tmp, JSON.stringify({ ...known, [key]: version }, null, 2) + "\n");
     Deno.renameSync(tmp, `${outDir}/${COMPILERS_FILE}`);
   } catch { /* a read-only build directory: ask the compiler again next time */ }
+}
+
+/**
+ * Why a library already built in `outDir` may not have been found, for the error of a compiler
+ * Deno may not run: the library's name is the hash of what was read with permissions this
+ * process lacks (the CPU's identity by `cat /proc/cpuinfo`, the compiler's place on PATH),
+ * so a process without them looks for another file and turns to the compiler. Empty when
+ * both are granted.
+ */
+function builtNotMatched(outDir: string): string {
+  const granted = (d: Deno.PermissionDescriptor) => {
+    try {
+      return Deno.permissions.querySync(d).state === "granted";
+    } catch {
+      return true; // a descriptor this Deno does not know: nothing to say
+    }
+  };
+  const missing = [
+    // Deno reads /proc only under --allow-all, which grants `cat` too.
+    ...(granted({ name: "run", command: "cat" })
+      ? []
+      : ["--allow-run=cat (the CPU's identity, from /proc/cpuinfo)"]),
+    ...(granted({ name: "env", variable: "PATH" })
+      ? []
+      : ["--allow-env=PATH (where the compiler is)"]),
+  ];
+  if (missing.length === 0) return "";
+  return `; an engine already built in ${outDir} is found only with ${missing.join(" and ")}: ` +
+    `grant ${missing.length === 1 ? "it" : "them"}, or grant --allow-run for the compiler ` +
+    `to build one`;
 }
 
 /**
@@ -345,6 +381,25 @@ function cpuIdentity(): string | undefined {
  * ```
  */
 export function planEngineBuild(opts: BuildEngineOptions = {}): EngineBuildPlan {
+  try {
+    return planBuild(opts);
+  } catch (e) {
+    // A missing --allow-read for the checkout: Deno's own words (the CLI names the flag by
+    // them), and the directory to grant, in full, as for --allow-ffi (ffi.ts).
+    if (e instanceof Deno.errors.NotCapable && /Requires read access/.test(e.message)) {
+      const root = normalize(`${opts.sourceDir ?? dirOfThisModule()}/..`);
+      throw new Deno.errors.NotCapable(
+        `${e.message}; grant --allow-read=${root} (lotus-deno's checkout: the engine's ` +
+          `sources and build/)`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
+/** {@linkcode planEngineBuild}, with Deno's refusals as they are. */
+function planBuild(opts: BuildEngineOptions): EngineBuildPlan {
   const backend = opts.backend ?? "cpu";
   if (backend !== "cpu" && backend !== "cuda") {
     throw new EngineBuildError(`unknown backend "${backend}": use "cpu" or "cuda"`);
@@ -456,7 +511,16 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
   const plan = planEngineBuild(opts);
   if (!opts.force && exists(plan.outPath)) return plan.outPath;
   const outDir = plan.outPath.slice(0, plan.outPath.lastIndexOf("/"));
-  Deno.mkdirSync(outDir, { recursive: true });
+  try {
+    Deno.mkdirSync(outDir, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable)) throw e;
+    throw new EngineBuildError(
+      `cannot build the ${plan.backend} engine in ${outDir}: ${e.message}${
+        builtNotMatched(outDir)
+      }`,
+    );
+  }
   const tmp = `${plan.outPath}.tmp-${Deno.pid}-${++tmpCounter}`;
   const args = [...plan.flags, "-o", tmp, plan.source];
   const cmd = commandLine(plan.compiler, args);
@@ -468,7 +532,11 @@ export function buildEngine(opts: BuildEngineOptions = {}): string {
       .outputSync();
   } catch (e) {
     removeQuietly(tmp);
-    throw new EngineBuildError(`could not run ${plan.compiler}: ${(e as Error).message}`, cmd);
+    const why = e instanceof Deno.errors.NotCapable ? builtNotMatched(outDir) : "";
+    throw new EngineBuildError(
+      `could not run ${plan.compiler}: ${(e as Error).message}${why}`,
+      cmd,
+    );
   }
   if (!out.success && out.signal !== null && BUILD_STOP_SIGNALS.includes(out.signal)) {
     // Ctrl-C reaches the compiler too: a stopped build is not a failed one (a crash, or the

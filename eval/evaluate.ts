@@ -12,7 +12,7 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 import type { InferenceSession } from "../infer/session.ts";
 import { answersMatch } from "../pipeline/answer.ts";
 import { bestReadings, readoutRows, scoreReadout } from "../infer/readout.ts";
@@ -293,8 +293,9 @@ function checkItemTexts(
  * @throws {InputError} for an item whose question, or gold step when the readout is scored,
  * holds the text of a special token of the session's tokenizer (`<|endoftext|>`,
  * `<|latent|>`...), naming its file and line, before any question is answered.
- * @throws {RangeError} for an option {@linkcode EvalRunOptions} does not have, a `batch` that
- * is not a whole number of at least 1, and (from the
+ * @throws {RangeError} for `items` that are not an array, an option
+ * {@linkcode EvalRunOptions} does not have, a `batch` that is not a whole number of at least
+ * 1, an `r` that is not a list, a `readout` that is not a boolean, and (from the
  * session's answer()) for one above the session's `maxBatch` or a `k`, `r` or `maxNewTokens`
  * out of range.
  *
@@ -306,7 +307,7 @@ function checkItemTexts(
  * const s = await openInference("out/runs/default", { maxBatch: 16 });
  * const res = await runEval(s, await loadEvalItems("test.jsonl"), { r: [0, 2, 4] });
  * console.log(res.runs.map((r) => `${r.R}: ${r.accuracy}`));
- * s.close();
+ * await s.close();
  * ```
  */
 export async function runEval(
@@ -315,6 +316,18 @@ export async function runEval(
   opts: EvalRunOptions = {},
 ): Promise<EvalResult> {
   refuseUnknownOptions("runEval", opts, EVAL_RUN_OPTIONS);
+  refuseMistyped("runEval", opts, {
+    onBatch: "function",
+    stopSignal: "function",
+    signal: "AbortSignal",
+  });
+  if (!Array.isArray(items)) {
+    const what = items === null ? "null" : typeof items === "object" ? "an object" : typeof items;
+    throw new RangeError(
+      `runEval: items must be an array of EvalItem, as loadEvalItems gives (not ${what}); ` +
+        `collect readEvalItems' items with Array.fromAsync`,
+    );
+  }
   const tok = session.tokenizer, decode = (ids: number[]) => tok.decode(ids);
   const mode = session.meta.train.mode;
   const lotus = mode === "lotus" || mode === "lotus-aux";
@@ -322,6 +335,16 @@ export async function runEval(
   // A model trained with spilled step targets is read on past its blocks' c rows.
   const spill = session.meta.data.longStep === "spill";
   checkWhole("runEval: batch", opts.batch, 1);
+  if (opts.r !== undefined && !Array.isArray(opts.r)) {
+    // answer() takes one r; a sweep is a list, and a bare number would be passed over.
+    throw new RangeError(
+      `runEval: r = ${JSON.stringify(opts.r)}: give a list of loop counts to sweep, as ` +
+        `r: [${typeof opts.r === "number" ? opts.r : 2}]`,
+    );
+  }
+  if (opts.readout !== undefined && typeof opts.readout !== "boolean") {
+    throw new RangeError(`runEval: readout = ${JSON.stringify(opts.readout)}: use true or false`);
+  }
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];
   const V = session.meta.model.vocabSize;

@@ -43,7 +43,13 @@ import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "..
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
+import { nearestName } from "../base/suggest.ts";
+import {
+  type OptionNames,
+  refuseMistyped,
+  refuseUnknownOptions,
+  refuseUnlisted,
+} from "../base/options.ts";
 
 /** One question to answer, with what scoring and the readout need. */
 export interface EvalItem {
@@ -271,11 +277,14 @@ export async function datasetSplit(dir: string, split?: string): Promise<string>
   const names = Object.keys(m.splits);
   if (split !== undefined) {
     if (!m.splits[split]) {
+      const near = nearestName(split, names);
       throw new InputError({
         file: dir,
         line: 0,
         problem: `has no split "${split}" (it has ${names.join(", ")})`,
-        hint: "pass one of those with --split",
+        hint: near === undefined
+          ? "pass one of those with --split"
+          : `did you mean "${near}"? Pass one of those with --split`,
       });
     }
     return split;
@@ -471,20 +480,30 @@ const EVAL_READ_OPTIONS: OptionNames<EvalReadOptions> = {
  * }
  * ```
  */
-export async function* readEvalItems(
+export function readEvalItems(
   path: string,
   opts: EvalReadOptions = {},
 ): AsyncGenerator<EvalItem> {
-  refuseUnknownOptions("readEvalItems", opts, EVAL_READ_OPTIONS);
-  checkWhole("readEvalItems: limit", opts.limit, 0);
-  refuseUnlisted("readEvalItems", "onError", opts.onError, ON_ERROR);
-  refuseUnlisted("readEvalItems", "verify", opts.verify, VERIFY_MODES);
+  return evalItems("readEvalItems", path, opts);
+}
+
+/** {@linkcode readEvalItems}, whose option errors start with `fn`, the function called. */
+async function* evalItems(
+  fn: string,
+  path: string,
+  opts: EvalReadOptions,
+): AsyncGenerator<EvalItem> {
+  refuseUnknownOptions(fn, opts, EVAL_READ_OPTIONS);
+  refuseMistyped(fn, opts, { onSkip: "function", split: "string" });
+  checkWhole(`${fn}: limit`, opts.limit, 0);
+  refuseUnlisted(fn, "onError", opts.onError, ON_ERROR);
+  refuseUnlisted(fn, "verify", opts.verify, VERIFY_MODES);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectEvalFormat(path)
     : opts.format;
   if (opts.split !== undefined && format !== "dataset") {
     throw new RangeError(
-      `readEvalItems: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
+      `${fn}: split ${JSON.stringify(opts.split)}: ${path} is read as a ${format} ` +
         `file, and a split applies only to a dataset directory; leave out split, or give ` +
         `the dataset directory`,
     );
@@ -544,6 +563,9 @@ export async function* readEvalItems(
 /**
  * All items of a file or dataset directory (see {@linkcode readEvalItems}).
  *
+ * @throws {RangeError} as {@linkcode readEvalItems} does, its message starting
+ * `loadEvalItems:`.
+ *
  * @example
  * ```ts
  * import { loadEvalItems } from "./items.ts";
@@ -557,6 +579,6 @@ export async function* readEvalItems(
  */
 export async function loadEvalItems(path: string, opts: EvalReadOptions = {}): Promise<EvalItem[]> {
   const out: EvalItem[] = [];
-  for await (const it of readEvalItems(path, opts)) out.push(it);
+  for await (const it of evalItems("loadEvalItems", path, opts)) out.push(it);
   return out;
 }

@@ -16,6 +16,7 @@
  * @module
  */
 import { stringify } from "csv-stringify/sync";
+import { z } from "zod";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { checkWhole } from "../base/whole.ts";
 import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
@@ -505,11 +506,60 @@ export async function prepareEvalOut(dir: string): Promise<string[]> {
   return made;
 }
 
+/** Every field of {@linkcode EvalProvenance}. */
+const PROVENANCE_FIELDS: OptionNames<EvalProvenance> = {
+  checkpoint: true,
+  data: true,
+  format: true,
+  split: true,
+  backend: true,
+  mode: true,
+  preset: true,
+  cot: true,
+  loaded: true,
+  limit: true,
+  skipped: true,
+  maxNewTokens: true,
+  batch: true,
+};
+
+/** {@linkcode EvalProvenance}, as a caller that is not type-checked may get it wrong. */
+const ProvenanceSchema = z.object({
+  checkpoint: z.string(),
+  data: z.string(),
+  format: z.string(),
+  split: z.string().optional(),
+  backend: z.string(),
+  mode: z.string(),
+  preset: z.string(),
+  cot: z.string(),
+  loaded: z.string().optional(),
+  limit: z.number().optional(),
+  skipped: z.number().optional(),
+  maxNewTokens: z.number().optional(),
+  batch: z.number().optional(),
+});
+
+/**
+ * Refuses a provenance with a field missing, unknown or of the wrong type, which the report's
+ * writing would otherwise fail on part way, as if the files could not be written.
+ */
+function checkProvenance(prov: unknown): void {
+  refuseUnknownOptions("writeEvalOutputs: prov", prov ?? null, PROVENANCE_FIELDS);
+  const r = ProvenanceSchema.safeParse(prov);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new RangeError(`writeEvalOutputs: prov.${i.path.map(String).join(".")}: ${i.message}`);
+  }
+}
+
 /**
  * Write every output of an evaluation into `dir`.
  *
- * @throws {RangeError} for an option {@linkcode ReportOptions} does not have, or a
- * `readoutExamples` that is not a whole number of at least 0, before anything is written.
+ * @throws {RangeError} for an option {@linkcode ReportOptions} does not have, a
+ * `readoutExamples` that is not a whole number of at least 0, or a `prov` that lacks a field
+ * of {@linkcode EvalProvenance}, has one it does not, or one of the wrong type, before
+ * anything is written.
  * @throws {EvalOutputError} when `dir` cannot take the evaluation's files (as
  * {@linkcode checkEvalOut} says, or the files cannot be written), `dir` left as it was.
  * @throws {StagingError} when this process is already writing an evaluation into `dir`: wait
@@ -548,6 +598,7 @@ export async function writeEvalOutputs(
 ): Promise<ReportFiles> {
   refuseUnknownOptions("writeEvalOutputs", opts, REPORT_OPTIONS);
   checkWhole("writeEvalOutputs: readoutExamples", opts.readoutExamples, 0);
+  checkProvenance(prov);
   await sweepEvalStage(dir);
   await checkEvalOut(dir);
   const withReadout = result.examples.filter((e) => e.readout?.length);

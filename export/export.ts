@@ -20,7 +20,7 @@
 
 import { Sha256 } from "../base/sha256.ts";
 import { fieldIssue } from "../base/json.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 import {
   CHECKSUM_PIECE,
   type Checksums,
@@ -204,6 +204,13 @@ export async function exportCheckpoint(
   opts: ExportOptions = {},
 ): Promise<ExportResult> {
   refuseUnknownOptions("exportCheckpoint", opts, EXPORT_OPTIONS, (m) => new ExportError(m));
+  // A truthy "no" would replace whatever out holds.
+  refuseMistyped(
+    "exportCheckpoint",
+    opts,
+    { replaceAny: "boolean", signal: "AbortSignal" },
+    (m) => new ExportError(m),
+  );
   // "out/." or "..": the directory they name, by its path. Renamed as they stand, "." and
   // ".." cannot be (the system refuses), and a relative path would lose its way once the
   // working directory is the one replaced.

@@ -31,7 +31,7 @@ import { selectEngine } from "../engine/backend.ts";
 import { inferenceShape } from "../train/schedule.ts";
 import { extractAnswer } from "../pipeline/answer.ts";
 import { exists } from "../base/exists.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 
 /** Options of {@linkcode openInference}. */
 export interface OpenInferenceOptions {
@@ -68,6 +68,21 @@ const OPEN_OPTIONS: OptionNames<OpenInferenceOptions> = {
 };
 
 /**
+ * What to do when onnxruntime-node does not load, from the first line of the error: a
+ * missing --allow-ffi for its native library (under a `node_modules` that a project using
+ * lotus-deno names in full) is granted; anything else is a missing or damaged install.
+ */
+function onnxLoadHint(message: string): string {
+  const denied = /Requires ffi access to "([^"]+)"/.exec(message)?.[1];
+  if (denied !== undefined) {
+    const at = denied.lastIndexOf("/node_modules/");
+    const dir = at < 0 ? denied : denied.slice(0, at + "/node_modules".length);
+    return `grant --allow-ffi=${dir} (onnxruntime-node's native library), or use --backend cpu`;
+  }
+  return "run npm ci in the project, or use --backend cpu";
+}
+
+/**
  * Open a checkpoint for inference. The native backends load it into the engine; "onnx"
  * loads an export directory, or exports the checkpoint to a cache on first use (see
  * infer/onnx_session.ts), and imports onnxruntime-node only then. The session is closed by
@@ -100,6 +115,7 @@ export async function openInference(
   opts: OpenInferenceOptions = {},
 ): Promise<InferenceSession & AsyncDisposable> {
   refuseUnknownOptions("openInference", opts, OPEN_OPTIONS);
+  refuseMistyped("openInference", opts, { quiet: "boolean" });
   checkOpenOptions(opts);
   const backend = opts.backend ?? DEFAULT_INFERENCE_BACKEND;
   if (backend === "onnx") {
@@ -110,9 +126,9 @@ export async function openInference(
     try {
       onnx = await import("./onnx_session.ts");
     } catch (e) {
+      const first = (e as Error).message.split("\n")[0];
       throw new OnnxRuntimeError(
-        `backend onnx: cannot load onnxruntime-node (${(e as Error).message.split("\n")[0]}); ` +
-          `run npm ci in the project, or use --backend cpu`,
+        `backend onnx: cannot load onnxruntime-node (${first}); ${onnxLoadHint(first)}`,
         { cause: e },
       );
     }

@@ -7,7 +7,7 @@
  */
 
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import { type OptionNames, refuseMistyped, refuseUnknownOptions } from "../base/options.ts";
 import type { BackendName } from "../engine/types.ts";
 import { PRECISIONS, PRECISIONS_TEXT } from "../engine/ffi.ts";
 import type { LotusMeta } from "../model/checkpoint.ts";
@@ -104,7 +104,7 @@ export function checkOpenOptions(
 
 /**
  * Checks one `answer()` request, as every backend does before any work: a non-empty list of
- * strings, none holding the text of one of `tok`'s special tokens (which encoding would turn
+ * strings, none of them empty or blank, none holding the text of one of `tok`'s special tokens (which encoding would turn
  * into the token itself: `<|endoftext|>` an end of sequence inside the question), at most
  * `maxBatch` of them, only options that {@linkcode AnswerOptions} has, and whole numbers for
  * them (k and r from 0, maxNewTokens from 1). Throws a RangeError that names what is wrong.
@@ -137,6 +137,9 @@ export function checkAnswerRequest(
   }
   const notText = questions.findIndex((q) => typeof q !== "string");
   if (notText >= 0) throw new RangeError(`question ${notText} is not a string`);
+  // As the readers refuse a record with an empty question: nothing to answer.
+  const blank = questions.findIndex((q) => q.trim() === "");
+  if (blank >= 0) throw new RangeError(`question ${blank} is empty; give the question's text`);
   for (const [i, q] of questions.entries()) {
     const hit = findSpecialTokenText(q, tok);
     if (hit !== null) {
@@ -150,6 +153,7 @@ export function checkAnswerRequest(
     );
   }
   refuseUnknownOptions("answer()", o, ANSWER_OPTIONS);
+  refuseMistyped("answer()", o, { latentLogits: "boolean" });
   for (const [name, min] of [["k", 0], ["r", 0], ["maxNewTokens", 1]] as const) {
     checkWhole(name, o[name], min);
   }

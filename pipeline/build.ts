@@ -62,7 +62,13 @@ import {
   SyntheticOptionsError,
 } from "./synthetic.ts";
 import { DIRECTORY_MARKERS, isDirectory, rethrowIfDenied } from "../base/exists.ts";
-import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
+import {
+  notAnOption,
+  type OptionNames,
+  refuseMistyped,
+  refuseUnknownOptions,
+  unknownOption,
+} from "../base/options.ts";
 
 /**
  * One split to build: its name and its input files, read in order, and optionally generated
@@ -314,6 +320,18 @@ const buildError = (message: string) => new BuildError(message);
  * option, or a split's field given beside `splits`.
  */
 function refuseUnknownBuildOptions(opts: BuildOptions): void {
+  const fields = Object.keys(SPLIT_FIELDS);
+  const u = typeof opts === "object" && opts !== null && !Array.isArray(opts)
+    ? unknownOption(opts, BUILD_OPTIONS, fields)
+    : undefined;
+  if (u !== undefined) {
+    throw buildError(
+      fields.includes(u.key)
+        ? `buildDataset: "${u.key}" is a split's field: give it in splits, as ` +
+          `splits: [{ name: "train", ${u.key}: ... }]`
+        : `buildDataset: ${notAnOption(u)}`,
+    );
+  }
   refuseUnknownOptions("buildDataset", opts, BUILD_OPTIONS, buildError);
   if (!Array.isArray(opts.splits)) return; // the schema says what splits must be
   for (const [i, s] of (opts.splits as unknown[]).entries()) {
@@ -742,6 +760,12 @@ export async function buildDataset(
 ): Promise<BuildSummary> {
   resolveBuildOptions(opts); // bad options fail before the directory is looked at
   refuseUnknownOptions("buildDataset: hooks", hooks, BUILD_HOOKS, buildError);
+  refuseMistyped(
+    "buildDataset: hooks",
+    hooks,
+    { onProgress: "function", onCommitStep: "function", signal: "AbortSignal" },
+    buildError,
+  );
   const old = await existingManifest(opts.out);
   // K, c and the CoT form left out follow the directory being extended.
   const o = resolveBuildOptions({

@@ -22,7 +22,12 @@
  * @module
  */
 import { checkWhole } from "../base/whole.ts";
-import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
+import {
+  type OptionNames,
+  refuseMistyped,
+  refuseUnknownOptions,
+  refuseUnlisted,
+} from "../base/options.ts";
 import type { Problem } from "./types.ts";
 import { readCoconut } from "./read/coconut.ts";
 import { readCsv } from "./read/csv.ts";
@@ -88,8 +93,8 @@ export const ON_ERROR: readonly string[] = ["throw", "skip"];
  * Streams the problems of one file, in file order.
  *
  * @throws {RangeError} for an option {@linkcode ReadOptions} does not have, a `maxFieldBytes`
- * that is not a whole number of at least 1, or an `onError` that is neither `"throw"` nor
- * `"skip"`.
+ * that is not a whole number of at least 1, an `onError` that is neither `"throw"` nor
+ * `"skip"`, or a `format` that is not `"auto"` or one of {@linkcode FORMATS}.
  *
  * @example
  * ```ts ignore
@@ -102,9 +107,11 @@ export const ON_ERROR: readonly string[] = ["throw", "skip"];
  */
 export async function* readProblems(path: string, opts: ReadOptions = {}): AsyncGenerator<Problem> {
   refuseUnknownOptions("readProblems", opts, READ_OPTIONS);
+  refuseMistyped("readProblems", opts, { onSkip: "function", idLabel: "string" });
   const maxBytes = opts.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES;
   checkWhole("readProblems: maxFieldBytes", maxBytes, 1, "bytes");
   refuseUnlisted("readProblems", "onError", opts.onError, ON_ERROR);
+  refuseUnlisted("readProblems", "format", opts.format, ["auto", ...FORMATS]);
   const format = opts.format === undefined || opts.format === "auto"
     ? await detectFormat(path)
     : opts.format;

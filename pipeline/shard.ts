@@ -18,6 +18,8 @@ import {
   type Tensor,
 } from "../base/safetensors.ts";
 import { sha256HexAsync } from "../base/sha256.ts";
+import { refuseUnlisted } from "../base/options.ts";
+import { nearestName } from "../base/suggest.ts";
 import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
 import { type Tokenizer, TokenizerError, tokenizerFromJson } from "./tokenizer.ts";
 
@@ -510,7 +512,9 @@ export async function readDatasetTokenizer(
  * shard ({@linkcode checkShard}). With `verify: "full"`, also the sha256 of every file of
  * the split (shards, records, report) and of the tokenizer.
  *
- * @throws {DatasetError} when the split is missing or does not match the manifest.
+ * @throws {DatasetError} when the split is missing (naming a split near the name given) or
+ * does not match the manifest.
+ * @throws {RangeError} for a `verify` that is not one of {@linkcode VERIFY_MODES}.
  *
  * @example
  * ```ts ignore
@@ -527,10 +531,14 @@ export async function readSplitShards(
   split: string,
   opts: { verify?: VerifyMode } = {},
 ): Promise<ShardData[]> {
+  refuseUnlisted("readSplitShards", "verify", opts.verify, VERIFY_MODES);
   const info = manifest.splits[split];
   if (!info) {
+    const names = Object.keys(manifest.splits);
+    const near = nearestName(split, names);
     throw new DatasetError(
-      `${dir}: has no split "${split}" (it has: ${Object.keys(manifest.splits).join(", ")}); ` +
+      `${dir}: has no split "${split}" (it has: ${names.join(", ")}); ` +
+        (near === undefined ? "" : `did you mean "${near}"? Or `) +
         `build it with deno task build-dataset --split ${split} --out ${dir}`,
     );
   }

@@ -43,3 +43,24 @@ Deno.test({
     assert(!/Download/.test(run.stderr + check.stderr), "nothing was downloaded");
   },
 });
+
+Deno.test("consumer: every entry point the README lists imports by that name; a bare subpath does not", async () => {
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/deno.json`, consumerConfig(ROOT));
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const entries = [...readme.matchAll(/^\| `(lotus-deno(?:\/[a-z]+\/mod\.ts)?)` +\|/gm)].map((m) =>
+    m[1]
+  );
+  assertEquals(entries.length, 9, entries.join());
+  await Deno.writeTextFile(
+    `${dir}/entries.ts`,
+    entries.map((e, i) => `import * as m${i} from "${e}";\nconsole.log(typeof m${i});\n`).join(""),
+  );
+  const check = await runDeno(["check", "entries.ts"], dir);
+  assertEquals(check.code, 0, check.stderr);
+  // The bare subpath names a directory, as the README says.
+  await Deno.writeTextFile(`${dir}/bare.ts`, `import * as p from "lotus-deno/pipeline";\np;\n`);
+  const bare = await runDeno(["check", "bare.ts"], dir);
+  assert(bare.code !== 0 && bare.stderr.includes("Cannot find module"), bare.stderr);
+  assert(readme.includes("`lotus-deno/pipeline` without `/mod.ts` names a directory"));
+});

@@ -14,6 +14,8 @@ import { TempLease } from "../base/staging.ts";
 import { exists } from "../base/exists.ts";
 import { Engine, warnIfMmaProbeFailed } from "../engine/ffi.ts";
 import { buildEngine, planEngineBuild, probeCuda } from "../engine/mod.ts";
+import { readEvalItems } from "../eval/mod.ts";
+import { loadSplit } from "../train/mod.ts";
 
 Deno.test("library: the root exports the error classes its stages throw", async () => {
   for (
@@ -127,6 +129,11 @@ Deno.test("library: openInference checks its sizes; a closed session says so", a
   }
   const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
   assertEquals((await s.answer(["Ann has 2 pens."])).answers.length, 1);
+  // An empty or blank question (a wrong field read, say) is refused, as the readers refuse it.
+  for (const blank of ["", "  \n"]) {
+    const b = await assertRejects(() => s.answer(["Ann has 2 pens.", blank]), RangeError);
+    assertEquals(b.message, "question 1 is empty; give the question's text");
+  }
   await s.close();
   await s.close(); // a second close does nothing
   const e = await assertRejects(() => s.answer(["Ann has 2 pens."]), lib.SessionClosedError);
@@ -319,21 +326,25 @@ Deno.test("library: loadEvalItems checks its limit, verify and split, naming the
   await Deno.writeTextFile(f, fixtureTask(3, 1));
   for (const limit of [-1, 1.5, NaN]) {
     const e = await assertRejects(() => lib.loadEvalItems(f, { limit }), RangeError);
-    assertEquals(e.message, `readEvalItems: limit = ${limit}: must be a whole number, at least 0`);
+    assertEquals(e.message, `loadEvalItems: limit = ${limit}: must be a whole number, at least 0`);
   }
   const e = await assertRejects(
     () => lib.loadEvalItems(f, { verify: "some" as lib.VerifyMode }),
     RangeError,
   );
-  assertEquals(e.message, 'readEvalItems: verify "some": use basic or full');
+  assertEquals(e.message, 'loadEvalItems: verify "some": use basic or full');
   const s = await assertRejects(() => lib.loadEvalItems(f, { split: "valid" }), RangeError);
   assertEquals(
     s.message,
-    `readEvalItems: split "valid": ${f} is read as a gsm8k file, and a split applies only to a ` +
+    `loadEvalItems: split "valid": ${f} is read as a gsm8k file, and a split applies only to a ` +
       "dataset directory; leave out split, or give the dataset directory",
   );
   assertEquals((await lib.loadEvalItems(f, { limit: 0 })).length, 0);
   assertEquals((await lib.loadEvalItems(f, { limit: 2 })).length, 2);
+  // The errors name the function called: eval/mod.ts's readEvalItems, which the root does
+  // not export, names itself.
+  const r = await assertRejects(() => Array.fromAsync(readEvalItems(f, { limit: -1 })));
+  assertEquals(r.message, "readEvalItems: limit = -1: must be a whole number, at least 0");
 });
 
 Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a RangeError naming it", async () => {
@@ -345,12 +356,22 @@ Deno.test("library: an unknown onError, cot or socratic (plain JavaScript) is a 
     () => lib.loadEvalItems(f, loose({ onError: "ignore" })),
     RangeError,
   );
-  assertEquals(e.message, 'readEvalItems: onError "ignore": use throw or skip');
+  assertEquals(e.message, 'loadEvalItems: onError "ignore": use throw or skip');
   const r = await assertRejects(
     () => Array.fromAsync(lib.readProblems(f, loose({ onError: "Skip" }))),
     RangeError,
   );
   assertEquals(r.message, 'readProblems: onError "Skip": use throw or skip');
+  // A format no reader has (the file's kind rather than its format) is an option error too,
+  // not "cannot tell the input format".
+  const fmt = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ format: "jsonl" }))),
+    RangeError,
+  );
+  assertEquals(
+    fmt.message,
+    'readProblems: format "jsonl": use auto or gsm8k or parquet or icot or coconut or nl or csv',
+  );
   const [p] = await Array.fromAsync(lib.readProblems(f));
   const seg = assertThrows(() => lib.segment(p, loose({ socratic: "drop" })), RangeError);
   assertEquals(seg.message, 'segment: socratic "drop": use strip or keep');
@@ -879,6 +900,15 @@ try {
   const load = await run(["--allow-read", "--allow-write", "--allow-env"]);
   assert(load.startsWith("OnnxRuntimeError: backend onnx: cannot load onnxruntime-node"), load);
   assert(load.includes("--allow-ffi") && load.endsWith("or use --backend cpu"), load);
+  // It says to grant that permission for the node_modules onnxruntime-node loads from (a
+  // linked one's target), not to install the packages again.
+  const modules = Deno.realPathSync(`${ROOT}node_modules`);
+  assert(
+    load.endsWith(
+      `; grant --allow-ffi=${modules} (onnxruntime-node's native library), or use --backend cpu`,
+    ),
+    load,
+  );
   // The process may not switch its telemetry off: the variable and the permission are named.
   const env = await run(["--allow-read", "--allow-write", "--allow-ffi", "--allow-env=HOME"]);
   assertEquals(
@@ -931,7 +961,7 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
   const val = assertThrows(() => lib.validate(lib.segment(p), loose({ form: "nl" })), RangeError);
   assertEquals(val.message, 'validate: "form" is not an option');
   const items = await assertRejects(() => lib.loadEvalItems(f, loose({ limt: 1 })), RangeError);
-  assertEquals(items.message, 'readEvalItems: "limt" is not an option (did you mean "limit"?)');
+  assertEquals(items.message, 'loadEvalItems: "limt" is not an option (did you mean "limit"?)');
   const tok = assertThrows(
     () => lib.fitCompactTokenizer(["12 + 30 = 42.\n"], loose({ maxVocabulary: 300 })),
     lib.TokenizerError,
@@ -953,6 +983,16 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
       [
         { out, splits: [{ name: "train", input: [f] }] },
         'buildDataset: splits.0: "input" is not an option (did you mean "inputs"?)',
+      ],
+      // A split's field beside splits rather than in one.
+      [
+        { out, splits: [split], inputs: [f] },
+        `buildDataset: "inputs" is a split's field: give it in splits, as splits: [{ name: ` +
+        `"train", inputs: ... }]`,
+      ],
+      [
+        { out, splits: [split], input: [f] },
+        'buildDataset: "input" is not an option (did you mean "inputs"?)',
       ],
       [
         { out, splits: [{ ...split, augment: { variants: 1, sed: 3 } }] },
@@ -1040,7 +1080,165 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
       'writeEvalOutputs: "readoutExample" is not an option (did you mean "readoutExamples"?)',
     );
     assert(!(await exists(`${d}/eval`)), "nothing is written");
+    // A provenance missing a field, with one misspelt, or of the wrong type names the field
+    // (it failed part way, as if the files could not be written).
+    const { mode: _, ...noMode } = prov;
+    for (
+      const [bad, text] of [
+        [noMode, "prov.mode: Invalid input: expected string, received undefined"],
+        [{ ...prov, batch: "1" }, "prov.batch: Invalid input: expected number, received string"],
+        [
+          { ...prov, chekpoint: ck },
+          'prov: "chekpoint" is not an option (did you mean "checkpoint"?)',
+        ],
+        [null, "prov: the options must be an object, not null"],
+      ] as const
+    ) {
+      const e = await assertRejects(
+        () => lib.writeEvalOutputs(`${d}/eval`, loose(bad), result),
+        RangeError,
+      );
+      assertEquals(e.message, `writeEvalOutputs: ${text}`);
+    }
+    assert(!(await exists(`${d}/eval`)), "nothing is written");
+    // Items that are not an array (readEvalItems' stream, a path) are named as such.
+    const items = await assertRejects(() => lib.runEval(s, loose("test.jsonl")), RangeError);
+    assert(items.message.startsWith("runEval: items must be an array of EvalItem"), items.message);
+    // answer()'s single r given to the sweep was passed over, and the default R run.
+    const r = await assertRejects(() => lib.runEval(s, evalItems, loose({ r: 2 })), RangeError);
+    assertEquals(r.message, "runEval: r = 2: give a list of loop counts to sweep, as r: [2]");
+    const readout = await assertRejects(
+      () => lib.runEval(s, evalItems, loose({ readout: "no" })),
+      RangeError,
+    );
+    assertEquals(readout.message, 'runEval: readout = "no": use true or false');
   } finally {
     await s.close();
   }
+});
+
+Deno.test("library: a misspelt split is named with the split meant; loadSplit checks its options", async () => {
+  const data = await fixtureData();
+  const missing = await assertRejects(() => loadSplit(data, "trian"), lib.DatasetError);
+  assertEquals(
+    missing.message,
+    `${data}: has no split "trian" (it has: train, valid); did you mean "train"? Or build it ` +
+      `with deno task build-dataset --split trian --out ${data}`,
+  );
+  // No split near: only the build is suggested.
+  const other = await assertRejects(() => loadSplit(data, "test"), lib.DatasetError);
+  assert(
+    other.message.endsWith(
+      "(it has: train, valid); build it with deno task " +
+        `build-dataset --split test --out ${data}`,
+    ),
+    other.message,
+  );
+  const items = await assertRejects(() => lib.loadEvalItems(data, { split: "vaild" }));
+  assert(
+    items.message.endsWith('did you mean "valid"? Pass one of those with --split'),
+    items.message,
+  );
+  // An unknown verify mode would have verified less than asked, without a word.
+  const verify = await assertRejects(
+    () => loadSplit(data, "train", { verify: "ful" as lib.VerifyMode }),
+    RangeError,
+  );
+  assertEquals(verify.message, 'loadSplit: verify "ful": use basic or full');
+  const key = await assertRejects(
+    () => loadSplit(data, "train", { verfy: "full" } as never),
+    RangeError,
+  );
+  assertEquals(key.message, 'loadSplit: "verfy" is not an option (did you mean "verify"?)');
+  const runDir = `${await tempDir()}/run`;
+  const val = await assertRejects(
+    () =>
+      lib.train({
+        data,
+        out: runDir,
+        recipe: "none",
+        valSplit: "vaild",
+        train: { steps: 1 },
+        threads: 1,
+        quiet: true,
+      }),
+    lib.TrainConfigError,
+  );
+  assert(
+    val.message.endsWith('(it has train, valid); did you mean "valid"? Or name one of those'),
+    val.message,
+  );
+});
+
+Deno.test("library: a boolean, string or function option of another kind is refused, naming it", async () => {
+  // What plain JavaScript can pass: a truthy "off" switched recompute on, a truthy "no"
+  // replaced whatever the export's out held, a string onLog failed part way.
+  const data = await fixtureData(), d = await tempDir();
+  const loose = (o: unknown) => o as never;
+  const run = (extra: Record<string, unknown>) =>
+    lib.train(loose({
+      data,
+      out: `${d}/run`,
+      recipe: "none",
+      train: { steps: 1 },
+      threads: 1,
+      quiet: true,
+      ...extra,
+    }));
+  for (
+    const [extra, flag, text] of [
+      [{ recompute: "off" }, "--recompute", 'recompute = "off": must be a boolean'],
+      [{ quiet: "no" }, "--quiet", 'quiet = "no": must be a boolean'],
+      [{ overwrite: 1 }, "--overwrite", "overwrite = 1: must be a boolean"],
+      [{ onLog: "log" }, "--on-log", 'onLog = "log": must be a function'],
+      [{ valSplit: 2 }, "--val-split", "valSplit = 2: must be a string"],
+      [{ signal: "stop" }, "--signal", 'signal = "stop": must be an AbortSignal'],
+    ] as const
+  ) {
+    const e = await assertRejects(() => run(extra), lib.TrainConfigError);
+    assertEquals([e.flag, e.message], [flag, `train(): ${text}`]);
+  }
+  assert(!(await exists(`${d}/run`)), "nothing is written");
+  const ck = `${d}/ck`;
+  await tinyCheckpoint(ck);
+  const open = await assertRejects(() => lib.openInference(ck, loose({ quiet: "no" })), RangeError);
+  assertEquals(open.message, 'openInference: quiet = "no": must be a boolean');
+  const s = await lib.openInference(ck, { backend: "cpu", threads: 1 });
+  try {
+    const a = await assertRejects(() =>
+      s.answer(["Ann has 2 pens."], loose({ latentLogits: "yes" }))
+    );
+    assertEquals(a.message, 'answer(): latentLogits = "yes": must be a boolean');
+  } finally {
+    await s.close();
+  }
+  await Deno.mkdir(`${d}/mine`);
+  await Deno.writeTextFile(`${d}/mine/notes.txt`, "keep me");
+  const ex = await assertRejects(
+    () => lib.exportCheckpoint(ck, `${d}/mine`, loose({ replaceAny: "no" })),
+    lib.ExportError,
+  );
+  assertEquals(ex.message, 'exportCheckpoint: replaceAny = "no": must be a boolean');
+  assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "keep me");
+  const f = `${d}/test.jsonl`;
+  await Deno.writeTextFile(f, fixtureTask(2, 1));
+  const read = await assertRejects(
+    () => Array.fromAsync(lib.readProblems(f, loose({ onSkip: "warn" }))),
+    RangeError,
+  );
+  assertEquals(read.message, 'readProblems: onSkip = "warn": must be a function');
+  const items = await assertRejects(
+    () => lib.loadEvalItems(f, loose({ onSkip: true })),
+    RangeError,
+  );
+  assertEquals(items.message, "loadEvalItems: onSkip = true: must be a function");
+  const build = await assertRejects(
+    () =>
+      lib.buildDataset(
+        { out: `${d}/data`, splits: [{ name: "train", inputs: [f] }], tokenizer: "compact" },
+        loose({ onProgress: "bar" }),
+      ),
+    lib.BuildError,
+  );
+  assertEquals(build.message, 'buildDataset: hooks: onProgress = "bar": must be a function');
 });

@@ -88,3 +88,73 @@ Deno.test("permissions: FFI granted elsewhere names the engine's directory to gr
   assert(r.stdout.includes("NotCapable"), r.stdout);
   assert(r.stdout.includes(`grant --allow-ffi=${ROOT}build`), r.stdout);
 });
+
+Deno.test("permissions: without cat or PATH, the compiler's refusal says which grant finds the built engine", async () => {
+  // The library's file name hashes the CPU's identity (cat /proc/cpuinfo) and the compiler
+  // (found on PATH); without them the built one is not found and the compiler is asked for.
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/deno.json`, '{ "nodeModulesDir": "manual" }\n');
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import { openEngine } from "${ROOT}engine/mod.ts";\n` +
+      `try { openEngine({ quiet: true }).close(); console.log("opened"); }\n` +
+      `catch (e) { console.log(String(e)); }\n`,
+  );
+  const built = await runDeno(["task", "build-engine", "--quiet"]);
+  assertEquals(built.code, 0, built.stderr);
+  const run = async (...grants: string[]) => {
+    const r = await runDeno(
+      ["run", "--allow-read", `--allow-ffi=${ROOT}build`, ...grants, "main.ts"],
+      dir,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  assertEquals(await run("--allow-env", "--allow-run=cat"), "opened");
+  const tail = (missing: string, it: string) =>
+    `; an engine already built in ${ROOT}build is found only with ${missing}: grant ${it}, or ` +
+    `grant --allow-run for the compiler to build one`;
+  const cat = "--allow-run=cat (the CPU's identity, from /proc/cpuinfo)";
+  const path = "--allow-env=PATH (where the compiler is)";
+  const noCat = await run("--allow-env", "--allow-write");
+  assert(noCat.startsWith("EngineBuildError: could not run g++: Requires run access"), noCat);
+  assert(noCat.endsWith(tail(cat, "it")), noCat);
+  // Writes granted for the project's own outputs only: the build directory is refused first.
+  const scoped = await run("--allow-env", `--allow-write=${dir}`);
+  assert(
+    scoped.startsWith(`EngineBuildError: cannot build the cpu engine in ${ROOT}build`),
+    scoped,
+  );
+  assert(scoped.endsWith(tail(cat, "it")), scoped);
+  const noPath = await run("--allow-run=cat");
+  assert(noPath.endsWith(tail(path, "it")), noPath);
+  const neither = await run();
+  assert(neither.endsWith(tail(`${cat} and ${path}`, "them")), neither);
+});
+
+Deno.test("permissions: reads granted elsewhere name the checkout to grant, in full", async () => {
+  // As from another project that grants reads for its own data only: the engine's sources,
+  // hashed to find the built library, are in lotus-deno's checkout.
+  const dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/deno.json`, '{ "nodeModulesDir": "manual" }\n');
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import { openEngine } from "${ROOT}engine/mod.ts";\n` +
+      `try { openEngine({ quiet: true }).close(); } catch (e) { console.log(String(e)); }\n`,
+  );
+  const built = await runDeno(["task", "build-engine", "--quiet"]);
+  assertEquals(built.code, 0, built.stderr);
+  const r = await runDeno(
+    ["run", `--allow-read=${dir}`, "--allow-env", "--allow-run=cat", "main.ts"],
+    dir,
+  );
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.startsWith("NotCapable: Requires read access"), r.stdout);
+  const root = ROOT.replace(/\/$/, "");
+  assert(
+    r.stdout.trim().endsWith(
+      `; grant --allow-read=${root} (lotus-deno's checkout: the engine's sources and build/)`,
+    ),
+    r.stdout,
+  );
+});

@@ -1708,3 +1708,26 @@ Deno.test("faults: --out at a checkpoint or an export is refused as such; nothin
     assertEquals([...Deno.readDirSync(out)].map((e) => e.name).sort(), before);
   }
 });
+
+Deno.test("train: a LOTUS run (CoT start first) on a directory that is no dataset says so before it says it starts", async () => {
+  const d = await tempDir();
+  await Deno.mkdir(`${d}/empty`);
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => said.push(a.join(" "));
+  try {
+    for (const data of [`${d}/missing`, `${d}/empty`]) {
+      said.length = 0;
+      const e = await assertRejects(
+        () => train({ data, out: `${d}/run`, threads: 1, train: { steps: 2 } }),
+      );
+      assertEquals(e.name, "ManifestError");
+      assert(e.message.startsWith(`${data}`), e.message);
+      // No "phase 1 of 2: explicit CoT ..." line before the error, and no run directory.
+      assertEquals(said.filter((l) => l.includes("phase")), []);
+      await assertRejects(() => Deno.stat(`${d}/run`));
+    }
+  } finally {
+    console.error = error;
+  }
+});

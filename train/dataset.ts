@@ -9,7 +9,8 @@
  */
 
 import { type Manifest, readManifest } from "../pipeline/manifest.ts";
-import { readSplitShards, type VerifyMode } from "../pipeline/shard.ts";
+import { readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
+import { type OptionNames, refuseUnknownOptions, refuseUnlisted } from "../base/options.ts";
 import { sha256Hex } from "../base/sha256.ts";
 import type { Example } from "./batch.ts";
 import type { SpecialIds } from "../pipeline/tokenizer.ts";
@@ -41,12 +42,17 @@ export interface LoadSplitOptions {
   verify?: VerifyMode;
 }
 
+/** Every option of {@linkcode LoadSplitOptions}. */
+const LOAD_SPLIT_OPTIONS: OptionNames<LoadSplitOptions> = { verify: true };
+
 /**
  * Load split `split` of the dataset in `dir`, checked against its manifest
  * (pipeline/shard.ts, {@linkcode readSplitShards}).
  *
  * @throws {DatasetError} when the split is missing or does not match the manifest.
  * @throws {ManifestError} when the manifest is missing or invalid.
+ * @throws {RangeError} for an option {@linkcode LoadSplitOptions} does not have, or a
+ * `verify` that is neither `"basic"` nor `"full"`.
  *
  * @example
  * ```ts ignore
@@ -60,6 +66,8 @@ export async function loadSplit(
   split: string,
   opts: LoadSplitOptions = {},
 ): Promise<SplitData> {
+  refuseUnknownOptions("loadSplit", opts, LOAD_SPLIT_OPTIONS);
+  refuseUnlisted("loadSplit", "verify", opts.verify, VERIFY_MODES);
   const manifest = await readManifest(dir);
   const examples: Example[] = [];
   for (const t of await readSplitShards(dir, manifest, split, opts)) {

@@ -36,7 +36,13 @@ import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest
 import { checkpointDirOf } from "../model/checkpoint.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { fieldIssue } from "../base/json.ts";
-import { notAnOption, type OptionNames, unknownOption } from "../base/options.ts";
+import {
+  notAnOption,
+  type OptionKind,
+  type OptionNames,
+  refuseMistyped,
+  unknownOption,
+} from "../base/options.ts";
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
@@ -169,10 +175,27 @@ const TRAIN_OPTIONS: OptionNames<TrainOptions> = {
   commOverlap: true,
 };
 
+/** The options of {@linkcode TrainOptions} that are strings, booleans or functions. */
+const TRAIN_OPTION_KINDS: Record<string, OptionKind> = {
+  data: "string",
+  out: "string",
+  init: "string",
+  resume: "string",
+  trainSplit: "string",
+  valSplit: "string",
+  recompute: "boolean",
+  graphs: "boolean",
+  overwrite: "boolean",
+  quiet: "boolean",
+  onLog: "function",
+  signal: "AbortSignal",
+};
+
 /**
  * Refuses an option that {@linkcode TrainOptions} does not have, which a caller that is not
  * type-checked can pass and which would otherwise be ignored: a training setting given beside
- * `train` rather than in it (`steps`), or a misspelt option.
+ * `train` rather than in it (`steps`), or a misspelt option; and a string, boolean or function
+ * option given a value of another kind (`recompute: "off"`, which would switch it on).
  *
  * @throws {TrainConfigError} naming the option, and where it belongs or the nearest name.
  */
@@ -182,7 +205,16 @@ function checkTrainOptions(options: TrainOptions): void {
   }
   const settings = Object.keys(TrainConfigSchema.shape) as (keyof TrainConfig)[];
   const u = unknownOption(options, TRAIN_OPTIONS, settings);
-  if (u === undefined) return;
+  if (u === undefined) {
+    refuseMistyped(
+      "train()",
+      options,
+      TRAIN_OPTION_KINDS,
+      (message, name) =>
+        new TrainConfigError(`--${name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`, message),
+    );
+    return;
+  }
   if ((settings as string[]).includes(u.key)) {
     throw new TrainConfigError(
       flagOf(u.key as keyof TrainConfig),
@@ -280,19 +312,14 @@ async function resumePlanSettings(
  * than the training split's usable examples ({@linkcode refuseFewUsable}). The same errors, from
  * the same checks, on the dataset's manifest (and the training split where the manifest cannot
  * tell). `llamaJson`: the Hugging Face Llama `config.json` of `opts.init`, where the CoT start
- * begins from one. A dataset whose manifest cannot be read is left to the CoT start's loading,
- * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
- * dataset changed since is refused by its fingerprint.)
+ * begins from one. A dataset whose manifest cannot be read is refused here too, with the
+ * {@linkcode ManifestError} the CoT start's loading would throw, before the run says it starts.
+ * (A resume takes the settings of its plan, checked so when the run began; a dataset changed
+ * since is refused by its fingerprint.)
  */
 async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null): Promise<void> {
   if (opts.data === undefined) return;
-  let manifest: Manifest;
-  try {
-    manifest = await readManifest(opts.data);
-  } catch (e) {
-    if (e instanceof ManifestError) return;
-    throw e;
-  }
+  const manifest: Manifest = await readManifest(opts.data);
   const preset = opts.preset ?? "tiny";
   const cfg = resolveTrainConfig(opts.train ?? {}, preset, {
     dir: opts.data,

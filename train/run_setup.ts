@@ -38,6 +38,7 @@ import {
 import type { Tokenizer } from "../pipeline/tokenizer.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { absolutePath } from "../base/staging.ts";
+import { nearestName } from "../base/suggest.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { readDatasetTokenizer } from "../pipeline/shard.ts";
 import type { World } from "./data_parallel.ts";
@@ -195,10 +196,13 @@ export async function setUpRun(
   if (trainData.manifest.splits[valName]) {
     valExamples = (await loadSplit(dataDir, valName, verify)).examples;
   } else if (opts.valSplit !== undefined && opts.valSplit !== "valid") {
+    const names = Object.keys(trainData.manifest.splits);
+    const near = nearestName(opts.valSplit, names);
     throw new TrainConfigError(
       "--val-split",
       `--val-split ${opts.valSplit}: ${dataDir} has no such split (it has ` +
-        `${Object.keys(trainData.manifest.splits).join(", ")}); name one of those`,
+        `${names.join(", ")}); ${near === undefined ? "" : `did you mean "${near}"? Or `}` +
+        `name one of those`,
     );
   } else {
     log(`no "${valName}" split in ${dataDir}: evaluation reports training-set accuracy`);
