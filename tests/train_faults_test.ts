@@ -916,6 +916,15 @@ Deno.test("notes: settings a mode does not read, and losses R = 0 switches off, 
   assert(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 0)[0].includes("step loss is 0"));
   assert(unusedSettingNotes({ auxReads: "in-loop" }, "lotus-aux", 0)[0].includes("not trained"));
   assertEquals(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 2), []);
+  // A length or curriculum flag that another one given with it overrides is named.
+  assertEquals(unusedSettingNotes({ steps: 5, finalStageSteps: 3 }, "lotus", null), [
+    "--final-stage-steps sets the run's length: the run ignores --steps",
+  ]);
+  assertEquals(unusedSettingNotes({ epochsPerStage: 3, stepsPerStage: 2 }, "lotus-aux", null), [
+    "--steps-per-stage sets the curriculum's stages: the run ignores --epochs-per-stage",
+  ]);
+  assertEquals(unusedSettingNotes({ epochsPerStage: 3, stepsPerStage: 0 }, "lotus", null), []);
+  assertEquals(unusedSettingNotes({ finalStageSteps: 3 }, "lotus", null), []);
   // The from-cot recipe is a LOTUS protocol: a baseline mode with it is refused.
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(
