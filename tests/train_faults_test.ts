@@ -586,6 +586,12 @@ Deno.test("faults: --init from a run on another tokenizer is refused, naming bot
   );
   assertEquals(err.flag, "--init");
   assert(err.message.includes("another tokenizer") && err.message.includes(run), err.message);
+  // Two compact tokenizers have the same number of ids: the message names a token they differ
+  // in rather than giving the same count twice as the difference.
+  assert(
+    /both have \d+ ids, but id \d+ is ".*" there and ".*" in --data.s/.test(err.message),
+    err.message,
+  );
   // A run on the same dataset is a start, whichever file of it --init names, and with its
   // tokenizer.json written another way (the same token under every id).
   const tj = `${run}/checkpoint/tokenizer.json`;
