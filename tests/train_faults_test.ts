@@ -30,6 +30,7 @@ import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
+import { ManifestError } from "../pipeline/manifest.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 import { exportCheckpoint } from "../export/export.ts";
@@ -565,6 +566,33 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
     TrainConfigError,
     "--val-split nope",
   );
+});
+
+Deno.test("faults: a --data that is no dataset is refused before the CoT start says it trains", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(4, 1));
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await assertRejects(
+      () =>
+        train({
+          ...base,
+          quiet: false,
+          recipe: undefined,
+          data: `${d}/train.jsonl`,
+          out: `${d}/run`,
+          train: { batch: 2, cotStartEpochs: 1 },
+        }),
+      ManifestError,
+      "is a file, not a dataset directory",
+    );
+  } finally {
+    console.error = error;
+  }
+  assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
+  await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
 });
 
 Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {

@@ -280,19 +280,15 @@ async function resumePlanSettings(
  * than the training split's usable examples ({@linkcode refuseFewUsable}). The same errors, from
  * the same checks, on the dataset's manifest (and the training split where the manifest cannot
  * tell). `llamaJson`: the Hugging Face Llama `config.json` of `opts.init`, where the CoT start
- * begins from one. A dataset whose manifest cannot be read is left to the CoT start's loading,
- * which reports it. (A resume takes the settings of its plan, checked so when the run began; a
+ * begins from one. A dataset whose manifest cannot be read (a file, a directory that is no
+ * dataset) is refused here too, with {@linkcode ManifestError}, before the CoT start's first line
+ * says it trains. (A resume takes the settings of its plan, checked so when the run began; a
  * dataset changed since is refused by its fingerprint.)
  */
 async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null): Promise<void> {
   if (opts.data === undefined) return;
-  let manifest: Manifest;
-  try {
-    manifest = await readManifest(opts.data);
-  } catch (e) {
-    if (e instanceof ManifestError) return;
-    throw e;
-  }
+  // A --data that is no dataset is refused here, before the CoT start's line announces it.
+  const manifest: Manifest = await readManifest(opts.data);
   const preset = opts.preset ?? "tiny";
   const cfg = resolveTrainConfig(opts.train ?? {}, preset, {
     dir: opts.data,
