@@ -36,10 +36,16 @@ import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_comm
 const familyList = z.string()
   .transform((s) => s.split(",").map((f) => f.trim()).filter((f) => f !== ""))
   .refine((fs) => fs.length > 0, "needs at least one family")
-  .refine(
-    (fs) => fs.every((f) => (FAMILIES as readonly string[]).includes(f)),
-    `takes families from ${FAMILIES.join(",")}`,
-  )
+  .superRefine((fs, ctx) => {
+    const unknown = fs.filter((f) => !(FAMILIES as readonly string[]).includes(f));
+    if (unknown.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `has no family ${unknown.map((f) => JSON.stringify(f)).join(", ")}: ` +
+          `takes families from ${FAMILIES.join(",")}`,
+      });
+    }
+  })
   .transform((fs) => fs as Family[]);
 
 const MORE_DATA = "More data (docs/pipeline.md, sections 7-9)";

@@ -103,6 +103,12 @@ Deno.test("cli: number flags take the range the help gives, and every bad one po
     [["--k", "1.5"], "--k must be a whole number"],
     [["--augment", "1001"], "--augment must be at most 1000"],
     [["--synthetic", "5", "--max-value", "2e9"], "--max-value must be at most 1000000000"],
+    // A misspelt family is named, not only the list it is not in.
+    [
+      ["--synthetic", "5", "--families", "shopping,nope,Ages"],
+      '--families has no family "nope", "Ages": takes families from ' +
+      "shopping,travel,sharing,ages,earnings,cooking,schedule",
+    ],
   ];
   for (const [args, msg] of bad) {
     const e = assertThrows(() => parse(...args), CliError);
