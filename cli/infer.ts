@@ -95,7 +95,7 @@ export function parseInferArgs(argv: string[]): InferArgs | "help" {
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
-/** The text report of one answered batch. */
+/** The text report of one answered batch; an empty answer is shown as `(none: ...)`. */
 export function formatAnswers(
   questions: string[],
   batch: AnswerBatch,
@@ -113,7 +113,8 @@ export function formatAnswers(
     lines.push(
       "",
       `question: ${q}`,
-      `answer:   ${a.answer}`,
+      // An empty answer (nothing after "###") would print as a blank that reads as lost.
+      `answer:   ${a.answer === "" ? "(none: no answer in the text)" : a.answer}`,
       `text:     ${JSON.stringify(a.text)}`,
     );
     if (readouts[i].length > 0) {
