@@ -595,6 +595,30 @@ Deno.test("faults: a --data that is no dataset is refused before the CoT start s
   await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
 });
 
+Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is noted before the CoT start trains", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await train({
+      ...base,
+      quiet: false,
+      recipe: undefined,
+      data,
+      out,
+      stopAfter: 1,
+      train: { batch: 8, cotStartEpochs: 1, epochs: 1, evalExamples: 2 },
+    });
+  } finally {
+    console.error = error;
+  }
+  const note = said.findIndex((s) => s.startsWith("note: LOTUS phase: this run of"));
+  const phase1 = said.findIndex((s) => s.startsWith("phase 1 of 2"));
+  assert(note >= 0 && phase1 > note, said.join("\n"));
+  assert(said[note].includes("never leaves curriculum stage 0"), said[note]);
+});
+
 Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {
   const data = await fixtureData(), run = await tempDir();
   await train({ ...base, data, out: run, train: short });
