@@ -40,6 +40,7 @@ import { gsm8kProblem, readJsonl } from "../pipeline/read/jsonl.ts";
 import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "../pipeline/limits.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
+import { rebuildCommand } from "../pipeline/rebuild_command.ts";
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
@@ -301,8 +302,10 @@ async function* readDataset(
   // a directory that does not match its manifest is refused here as it is by training.
   await readSplitShards(dir, m, name, { verify });
   const path = `${dir}/${info.records}`;
-  const rebuild = `; the records file does not match the manifest: rebuild the dataset with ` +
-    `deno task build-dataset --out ${dir}`;
+  // The command that builds the split again: run bare, build-dataset --out would build the
+  // default data over train and valid.
+  const again = `rebuild split ${name} with ${rebuildCommand(dir, name, info)}`;
+  const rebuild = `; the records file does not match the manifest: ${again}`;
   let lines = 0, kept = 0;
   const items = readJsonl(path, (raw, at): EvalItem | InputError | null => {
     // Line n holds record n - 1.
@@ -341,8 +344,7 @@ async function* readDataset(
     if (it instanceof InputError) {
       throw new DatasetError(
         `${it.file}${it.line > 0 ? `:${it.line}` : ""}: ${it.problem}; the records file is ` +
-          `damaged (a build writes it whole): rebuild the dataset with deno task build-dataset ` +
-          `--out ${dir}`,
+          `damaged (a build writes it whole): ${again}`,
       );
     }
     yield it;
