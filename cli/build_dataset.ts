@@ -16,7 +16,12 @@ import {
   MAX_K,
   MAX_VARIANTS,
 } from "../pipeline/build.ts";
-import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
+import {
+  DEFAULT_BUILD,
+  DEFAULT_OUT,
+  defaultSplits,
+  refuseDefaultOver,
+} from "../pipeline/default_data.ts";
 import { MAX_SPLIT_NAME, SPLIT_NAME } from "../pipeline/manifest.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { BuildStopped, DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
@@ -397,6 +402,8 @@ function progressReporter(): { onProgress(p: BuildProgress): void; stop(): void 
 /** Build the dataset the values describe, with progress on stderr and a summary on stdout. */
 async function main(v: BuildArgs): Promise<number> {
   const opts = buildOptions(v);
+  // The default data (no --input, no --synthetic) replaces train and valid of --out.
+  if (!v.input?.length && v.synthetic === undefined) await refuseDefaultOver(opts.out);
   const progress = progressReporter();
   try {
     const t0 = performance.now();
