@@ -235,6 +235,17 @@ export interface ShardContext {
 }
 
 /**
+ * The error for a split `split` that the dataset in `dir` (its manifest `manifest`) lacks,
+ * naming the splits it has and the command that builds the missing one.
+ */
+export function noSuchSplit(dir: string, manifest: Manifest, split: string): DatasetError {
+  return new DatasetError(
+    `${dir}: has no split "${split}" (it has: ${Object.keys(manifest.splits).join(", ")}); ` +
+      `build it with deno task build-dataset --input FILE --split ${split} --out ${dir}`,
+  );
+}
+
+/**
  * The advice of {@linkcode damaged} for damage to the directory as a whole (its tokenizer):
  * build it again, split by split, from the inputs its manifest lists; a new directory, since a
  * build into this one reuses its tokenizer. (`deno task build-dataset --out DIR` alone would
@@ -541,12 +552,7 @@ export async function readSplitShards(
   opts: { verify?: VerifyMode } = {},
 ): Promise<ShardData[]> {
   const info = manifest.splits[split];
-  if (!info) {
-    throw new DatasetError(
-      `${dir}: has no split "${split}" (it has: ${Object.keys(manifest.splits).join(", ")}); ` +
-        `build it with deno task build-dataset --split ${split} --out ${dir}`,
-    );
-  }
+  if (!info) throw noSuchSplit(dir, manifest, split);
   const verify = opts.verify ?? "basic";
   if (verify === "full") {
     await checkFileHash(dir, manifest.tokenizer.file, manifest.tokenizer.sha256);

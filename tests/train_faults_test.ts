@@ -31,6 +31,7 @@ import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
 import { ManifestError } from "../pipeline/manifest.ts";
+import { DatasetError } from "../pipeline/shard.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 import { exportCheckpoint } from "../export/export.ts";
@@ -617,6 +618,41 @@ Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is not
   const phase1 = said.findIndex((s) => s.startsWith("phase 1 of 2"));
   assert(note >= 0 && phase1 > note, said.join("\n"));
   assert(said[note].includes("never leaves curriculum stage 0"), said[note]);
+});
+
+Deno.test("faults: a dataset without a train split is refused before the CoT start says it trains, with the command that builds one", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/test.jsonl`, fixtureTask(12, 4));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "test", inputs: [`${d}/test.jsonl`] }],
+    tokenizer: "compact",
+    k: 2,
+    c: 10,
+  });
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await assertRejects(
+      () =>
+        train({
+          ...base,
+          quiet: false,
+          recipe: undefined,
+          data: `${d}/data`,
+          out: `${d}/run`,
+          train: { batch: 2, cotStartEpochs: 1 },
+        }),
+      DatasetError,
+      `has no split "train" (it has: test); build it with deno task build-dataset --input ` +
+        `FILE --split train --out ${d}/data`,
+    );
+  } finally {
+    console.error = error;
+  }
+  assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
+  await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
 });
 
 Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {

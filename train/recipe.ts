@@ -42,7 +42,7 @@ import { notAnOption, type OptionNames, unknownOption } from "../base/options.ts
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
-import { VERIFY_MODES } from "../pipeline/shard.ts";
+import { noSuchSplit, VERIFY_MODES } from "../pipeline/shard.ts";
 import { type World, worldFromEnv, worldNote } from "./data_parallel.ts";
 import {
   claimRunDir,
@@ -323,7 +323,8 @@ async function refuseLotusSettings(
  * Llama `config.json` `model.llamaJson` of `model.init`, else the preset's). Where the manifest's
  * longest explicit-CoT row, with K·c latents, BOT and EOT added, fits, every record fits both
  * layouts and the split is not read; otherwise it is loaded. A split, a Llama config or shards
- * that cannot be used are left to the CoT start, which reports them (null is returned). Returns
+ * that cannot be used are left to the CoT start, which reports them (null is returned); a
+ * missing split is refused with {@linkcode noSuchSplit}, as loading it would refuse it. Returns
  * the examples that fit the LOTUS layout: the LOTUS phase's training examples.
  */
 async function refuseFewUsable(
@@ -334,7 +335,8 @@ async function refuseFewUsable(
   model: { preset: PresetName; init: string | undefined; llamaJson: unknown | null },
 ): Promise<number | null> {
   const info = manifest.splits[split];
-  if (info === undefined) return null;
+  // Refused here, as the CoT start would refuse it, before its first line says it trains.
+  if (info === undefined) throw noSuchSplit(dir, manifest, split);
   let maxPos: number;
   try {
     maxPos = freshModelConfig(
