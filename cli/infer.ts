@@ -15,7 +15,15 @@ import {
   shapeRequestNotes,
 } from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
-import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf, wholeNumber } from "./_common.ts";
+import {
+  type ArgsOf,
+  cliMain,
+  defineCommand,
+  keptBestNote,
+  nonEmpty,
+  oneOf,
+  wholeNumber,
+} from "./_common.ts";
 
 /** `deno task infer`, declared. */
 export const command = defineCommand({
@@ -132,6 +140,8 @@ export function formatAnswers(
 }
 
 async function main(a: InferArgs): Promise<number> {
+  const best = await keptBestNote(a.checkpoint, "answering with");
+  if (best) console.error(`note: ${best}`);
   const s = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,
