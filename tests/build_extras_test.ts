@@ -136,7 +136,10 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     [["--synthetic", "5", "--steps", "5..2", "--out", "o"], "--steps must be A..B with"],
     [["--synthetic", "5", "--steps", "1..30", "--out", "o"], "--steps must be A..B with"],
     [["--synthetic", "5", "--steps", "a", "--out", "o"], "--steps must be A..B"],
-    [["--synthetic", "5", "--families", "pirates", "--out", "o"], "--families takes families"],
+    [
+      ["--synthetic", "5", "--families", "pirates", "--out", "o"],
+      '--families has no family "pirates": takes families',
+    ],
     [
       ["--synthetic", "5", "--families", "ages", "--exclude-families", "travel", "--out", "o"],
       "not both",
