@@ -36,7 +36,7 @@ import {
 import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
 import { svampQuestion } from "../pipeline/read/eval_questions.ts";
-import { gsm8kProblem, readJsonl } from "../pipeline/read/jsonl.ts";
+import { gsm8kProblem, NlRecord, readJsonl } from "../pipeline/read/jsonl.ts";
 import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "../pipeline/limits.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
@@ -236,14 +236,17 @@ const BareAnswerRecord = z.object({
 
 /**
  * GSM8K JSON lines as the pipeline reads them (the same checks and limits), and records whose
- * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps.
+ * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps; not a record
+ * with a `cot` as well, which is `nl`'s (the error says to pass `--format nl`).
  */
 function readGsm8k(path: string): AsyncGenerator<EvalItem | InputError> {
   return readJsonl(path, (raw, at) => {
     let p = gsm8kProblem(raw, at);
     if (p instanceof InputError) {
       const bare = BareAnswerRecord.safeParse(raw);
-      if (!bare.success) return p;
+      // A {question, cot, answer} record is --format nl's: read here, its chain of thought
+      // would be dropped and the item scored without gold steps. The error says so.
+      if (!bare.success || NlRecord.safeParse(raw).success) return p;
       p = makeProblem(at, {
         question: bare.data.question,
         rationale: null,
