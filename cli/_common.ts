@@ -35,6 +35,7 @@
  */
 
 import { nearestName } from "../base/suggest.ts";
+import { exists } from "../base/exists.ts";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import denoJson from "../deno.json" with { type: "json" };
@@ -663,4 +664,19 @@ export function pickSet<T extends object, K extends keyof T>(
   const out = {} as Pick<T, K>;
   for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
   return out;
+}
+
+/**
+ * The note for a run directory given as `--checkpoint` that kept a best (`RUN/best`, from
+ * `--keep-best` or the default recipe): the command uses the run's last save, and the note
+ * names the best and the flag that takes it. `doing` starts the sentence ("evaluating").
+ * Null for a checkpoint directory, or a run without a kept best.
+ */
+export async function keptBestNote(checkpoint: string, doing: string): Promise<string | null> {
+  const run = checkpoint.replace(/\/+$/, "");
+  if ((await exists(`${run}/config.json`)) || !(await exists(`${run}/best/config.json`))) {
+    return null;
+  }
+  return `${doing} ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
+    `(--checkpoint ${run}/best)`;
 }

@@ -16,7 +16,12 @@ import {
   MAX_K,
   MAX_VARIANTS,
 } from "../pipeline/build.ts";
-import { DEFAULT_BUILD, DEFAULT_OUT, defaultSplits } from "../pipeline/default_data.ts";
+import {
+  DEFAULT_BUILD,
+  DEFAULT_OUT,
+  defaultSplits,
+  refuseDefaultOver,
+} from "../pipeline/default_data.ts";
 import { MAX_SPLIT_NAME, SPLIT_NAME } from "../pipeline/manifest.ts";
 import { FORMATS } from "../pipeline/read.ts";
 import { BuildStopped, DEFAULT_SHARD_SIZE } from "../pipeline/writer.ts";
@@ -36,10 +41,16 @@ import { type ArgsOf, cliMain, defineCommand, oneOf, wholeNumber } from "./_comm
 const familyList = z.string()
   .transform((s) => s.split(",").map((f) => f.trim()).filter((f) => f !== ""))
   .refine((fs) => fs.length > 0, "needs at least one family")
-  .refine(
-    (fs) => fs.every((f) => (FAMILIES as readonly string[]).includes(f)),
-    `takes families from ${FAMILIES.join(",")}`,
-  )
+  .superRefine((fs, ctx) => {
+    const unknown = fs.filter((f) => !(FAMILIES as readonly string[]).includes(f));
+    if (unknown.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `has no family ${unknown.map((f) => JSON.stringify(f)).join(", ")}: ` +
+          `takes families from ${FAMILIES.join(",")}`,
+      });
+    }
+  })
   .transform((fs) => fs as Family[]);
 
 const MORE_DATA = "More data (docs/pipeline.md, sections 7-9)";
@@ -391,6 +402,8 @@ function progressReporter(): { onProgress(p: BuildProgress): void; stop(): void 
 /** Build the dataset the values describe, with progress on stderr and a summary on stdout. */
 async function main(v: BuildArgs): Promise<number> {
   const opts = buildOptions(v);
+  // The default data (no --input, no --synthetic) replaces train and valid of --out.
+  if (!v.input?.length && v.synthetic === undefined) await refuseDefaultOver(opts.out);
   const progress = progressReporter();
   try {
     const t0 = performance.now();

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { exists, isDirectory } from "../base/exists.ts";
+import { isDirectory } from "../base/exists.ts";
 import { z } from "zod";
 import { BACKENDS, MAX_THREADS } from "../engine/types.ts";
 import { openInference } from "../infer/inference.ts";
@@ -41,6 +41,7 @@ import {
   CliError,
   cliMain,
   defineCommand,
+  keptBestNote,
   nonEmpty,
   oneOf,
   wholeNumber,
@@ -313,13 +314,8 @@ async function evaluateInto(
   const early = await stopSignal();
   if (early) throw new EvalStopped(early, 0, items.length, null);
   const trainLog = await readCurves(a.checkpoint, log);
-  const run = a.checkpoint.replace(/\/+$/, "");
-  if (!(await exists(`${run}/config.json`)) && (await exists(`${run}/best/config.json`))) {
-    log(
-      `evaluating ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
-        `(--checkpoint ${run}/best)`,
-    );
-  }
+  const best = await keptBestNote(a.checkpoint, "evaluating");
+  if (best) log(best);
   const session = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,

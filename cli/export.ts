@@ -8,7 +8,7 @@
 import { exportCheckpoint, ExportError } from "../export/export.ts";
 import { signalExitCode, signalTurns, unlessGone, watchStopSignals } from "../base/signals.ts";
 import { checkExport } from "../export/export_check.ts";
-import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf } from "./_common.ts";
+import { type ArgsOf, cliMain, defineCommand, keptBestNote, nonEmpty, oneOf } from "./_common.ts";
 
 /** `deno task export`, declared. */
 export const command = defineCommand({
@@ -78,6 +78,8 @@ async function main(a: ExportArgs): Promise<number> {
   });
   let r;
   try {
+    const best = await keptBestNote(a.checkpoint, "exporting");
+    if (best) console.error(`note: ${best}`);
     r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format, signal: stop.signal });
     await signalTurns();
   } catch (e) {

@@ -15,7 +15,15 @@ import {
   shapeRequestNotes,
 } from "../infer/session.ts";
 import { readoutTexts } from "../infer/readout.ts";
-import { type ArgsOf, cliMain, defineCommand, nonEmpty, oneOf, wholeNumber } from "./_common.ts";
+import {
+  type ArgsOf,
+  cliMain,
+  defineCommand,
+  keptBestNote,
+  nonEmpty,
+  oneOf,
+  wholeNumber,
+} from "./_common.ts";
 
 /** `deno task infer`, declared. */
 export const command = defineCommand({
@@ -95,7 +103,7 @@ export function parseInferArgs(argv: string[]): InferArgs | "help" {
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
-/** The text report of one answered batch. */
+/** The text report of one answered batch; an empty answer is shown as `(none: ...)`. */
 export function formatAnswers(
   questions: string[],
   batch: AnswerBatch,
@@ -113,7 +121,8 @@ export function formatAnswers(
     lines.push(
       "",
       `question: ${q}`,
-      `answer:   ${a.answer}`,
+      // An empty answer (nothing after "###") would print as a blank that reads as lost.
+      `answer:   ${a.answer === "" ? "(none: no answer in the text)" : a.answer}`,
       `text:     ${JSON.stringify(a.text)}`,
     );
     if (readouts[i].length > 0) {
@@ -131,6 +140,8 @@ export function formatAnswers(
 }
 
 async function main(a: InferArgs): Promise<number> {
+  const best = await keptBestNote(a.checkpoint, "answering with");
+  if (best) console.error(`note: ${best}`);
   const s = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,

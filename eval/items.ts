@@ -36,10 +36,11 @@ import {
 import { FormatError, InputError, PIPELINE_FORMATS_TEXT } from "../pipeline/read/input_error.ts";
 import { openInput } from "../pipeline/read/open.ts";
 import { svampQuestion } from "../pipeline/read/eval_questions.ts";
-import { gsm8kProblem, readJsonl } from "../pipeline/read/jsonl.ts";
+import { gsm8kProblem, NlRecord, readJsonl } from "../pipeline/read/jsonl.ts";
 import { DEFAULT_MAX_FIELD_BYTES, fieldSizeError, lineLimit } from "../pipeline/limits.ts";
 import { readManifest } from "../pipeline/manifest.ts";
 import { DatasetError, readSplitShards, VERIFY_MODES, type VerifyMode } from "../pipeline/shard.ts";
+import { rebuildCommand } from "../pipeline/rebuild_command.ts";
 import type { Problem, SourceRef } from "../pipeline/types.ts";
 import { isDirectory } from "../base/exists.ts";
 import { checkWhole } from "../base/whole.ts";
@@ -241,14 +242,17 @@ const BareAnswerRecord = z.object({
 
 /**
  * GSM8K JSON lines as the pipeline reads them (the same checks and limits), and records whose
- * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps.
+ * answer is only the answer ({@linkcode BareAnswerRecord}), with no gold steps; not a record
+ * with a `cot` as well, which is `nl`'s (the error says to pass `--format nl`).
  */
 function readGsm8k(path: string): AsyncGenerator<EvalItem | InputError> {
   return readJsonl(path, (raw, at) => {
     let p = gsm8kProblem(raw, at);
     if (p instanceof InputError) {
       const bare = BareAnswerRecord.safeParse(raw);
-      if (!bare.success) return p;
+      // A {question, cot, answer} record is --format nl's: read here, its chain of thought
+      // would be dropped and the item scored without gold steps. The error says so.
+      if (!bare.success || NlRecord.safeParse(raw).success) return p;
       p = makeProblem(at, {
         question: bare.data.question,
         rationale: null,
@@ -310,8 +314,10 @@ async function* readDataset(
   // a directory that does not match its manifest is refused here as it is by training.
   await readSplitShards(dir, m, name, { verify });
   const path = `${dir}/${info.records}`;
-  const rebuild = `; the records file does not match the manifest: rebuild the dataset with ` +
-    `deno task build-dataset --out ${dir}`;
+  // The command that builds the split again: run bare, build-dataset --out would build the
+  // default data over train and valid.
+  const again = `rebuild split ${name} with ${rebuildCommand(dir, name, info)}`;
+  const rebuild = `; the records file does not match the manifest: ${again}`;
   let lines = 0, kept = 0;
   const items = readJsonl(path, (raw, at): EvalItem | InputError | null => {
     // Line n holds record n - 1.
@@ -350,8 +356,7 @@ async function* readDataset(
     if (it instanceof InputError) {
       throw new DatasetError(
         `${it.file}${it.line > 0 ? `:${it.line}` : ""}: ${it.problem}; the records file is ` +
-          `damaged (a build writes it whole): rebuild the dataset with deno task build-dataset ` +
-          `--out ${dir}`,
+          `damaged (a build writes it whole): ${again}`,
       );
     }
     yield it;

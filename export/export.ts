@@ -180,10 +180,22 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
   return res.data;
 }
 
+/** What an export directory holds: the entries an earlier export may have there. */
+const EXPORT_ENTRIES: readonly string[] = [
+  "config.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+  "lotus.json",
+  "model.safetensors",
+  "onnx",
+];
+
 /**
  * Export a checkpoint (or a run directory holding `checkpoint/`) to `out`. An existing `out`
- * is replaced only when it is an earlier export (it holds lotus.json) or is empty, unless
- * `opts.replaceAny` is set.
+ * is replaced only when it is an earlier export (it holds lotus.json) with no other files, or
+ * is empty, unless `opts.replaceAny` is set.
  *
  * @throws {ExportError} for an option that {@linkcode ExportOptions} does not have or a
  * `format` it does not know, or when the checkpoint cannot be read or `out` cannot take the
@@ -322,10 +334,22 @@ export async function exportCheckpoint(
   };
 
   if (!opts.replaceAny && await exists(out)) {
-    const empty = (await Array.fromAsync(Deno.readDir(out))).length === 0;
-    if (!empty && !(await exists(`${out}/lotus.json`))) {
+    const names = (await Array.fromAsync(Deno.readDir(out))).map((e) => e.name);
+    if (names.length > 0 && !names.includes("lotus.json")) {
       throw new ExportError(
         `${out}: exists and is not an export (no lotus.json); choose another --out or remove it`,
+      );
+    }
+    // The export replaces the directory whole: a file added beside an earlier export (a model
+    // card, notes) would go with it.
+    const foreign = names.filter((n) => !EXPORT_ENTRIES.includes(n)).sort();
+    if (foreign.length > 0) {
+      const listed = foreign.slice(0, 5).join(", ") +
+        (foreign.length > 5 ? ` and ${foreign.length - 5} more` : "");
+      throw new ExportError(
+        `${out}: holds ${listed} beside an earlier export; the export replaces the directory ` +
+          `whole, which would delete ${foreign.length === 1 ? "it" : "them"}: move ` +
+          `${foreign.length === 1 ? "it" : "them"} elsewhere first, or choose another --out`,
       );
     }
   }

@@ -697,13 +697,15 @@ async function fitCompact(
 
 /**
  * Why a split kept no record, from its counts: what was read, skipped, dropped (and why) and
- * left out by `--exclude`.
+ * left out by `--exclude`; when every record was skipped, `firstSkip` names the first and the
+ * format it was read as.
  */
 function emptySplitMessage(
   split: string,
   c: SplitCounts,
   excluded: number,
   cot: CotForm,
+  firstSkip?: { skip: SkippedRecord; format: Format },
 ): string {
   const reasons = Object.entries(c.droppedByReason).sort((a, b) => b[1] - a[1]).slice(0, 3)
     .map(([r, n]) => `${r} ${n}`).join(", ");
@@ -720,6 +722,13 @@ function emptySplitMessage(
       `of thought is prose without <<expr=value>> calculator annotations, which the math CoT ` +
       `form needs: build it with --cot nl (into a new --out, or one whose splits are nl) to ` +
       `supervise the latents with its sentences`;
+  }
+  // Every record unreadable (--on-error skip): the usual cause is the wrong --format.
+  if (c.read === 0 && c.skipped > 0 && firstSkip) {
+    const { skip, format } = firstSkip;
+    return `split ${split} kept no record: ${why}; nothing was written. The first, read as ` +
+      `${format}: ${skip.file}:${skip.line}: ${skip.problem}; check --format (leave it out to ` +
+      `detect the format) and the --input files`;
   }
   if (c.read + c.skipped === 0 && excluded > 0) {
     return `split ${split} kept no record: ${why}; nothing was written. Every problem of the ` +
@@ -925,7 +934,17 @@ export async function buildDataset(
       writer = undefined;
       if (result.counts.kept === 0) {
         const excluded = source.info().exclude?.dropped ?? 0;
-        throw new BuildError(emptySplitMessage(spec.name, result.counts, excluded, o.cot));
+        const skip = listed.find((x) => x.split === spec.name);
+        const format = inputs.find((i) => i.path === skip?.file)?.format;
+        throw new BuildError(
+          emptySplitMessage(
+            spec.name,
+            result.counts,
+            excluded,
+            o.cot,
+            skip && format ? { skip, format } : undefined,
+          ),
+        );
       }
       const sources = [];
       for (const { path, format } of inputs) {

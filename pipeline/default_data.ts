@@ -11,7 +11,8 @@
  * @module
  */
 
-import type { SplitSpec } from "./build.ts";
+import { BuildError, type SplitSpec } from "./build.ts";
+import { readManifest } from "./manifest.ts";
 
 /** Where the default build goes when `--out` is not given. */
 export const DEFAULT_OUT = "out/data/default";
@@ -47,3 +48,41 @@ export const DEFAULT_BUILD: { tokenizer: string; k: number; c: number } = {
   k: 3,
   c: 16,
 };
+
+/**
+ * Refuses the default build into `out` when a split there that the default build would replace
+ * (train, valid) holds other data: a directory a user built from their own files, which a
+ * `deno task build-dataset --out DIR` without `--input` would overwrite with the default data.
+ * A directory without a readable manifest is left to the build.
+ *
+ * @throws {BuildError} naming the split, where its data came from, and what to give instead.
+ */
+export async function refuseDefaultOver(out: string): Promise<void> {
+  let splits;
+  try {
+    splits = (await readManifest(out)).splits;
+  } catch {
+    return;
+  }
+  for (const spec of defaultSplits()) {
+    const info = splits[spec.name];
+    if (!info) continue;
+    // Paths are as given when the split was built, from the working directory of then.
+    const paths = info.sources.map((s) => s.path);
+    const same = paths.length === spec.inputs.length &&
+      paths.every((p, i) => p.endsWith(`fixtures/default/${basenameOf(spec.inputs[i])}`)) &&
+      info.synthetic?.n === spec.synthetic?.n && info.synthetic?.seed === spec.synthetic?.seed;
+    if (!same) {
+      const from = paths.length > 0 ? paths.join(", ") : "generated problems";
+      throw new BuildError(
+        `${out}: split ${spec.name} holds other data (from ${from}) than the default data, ` +
+          `which a build without --input writes into train and valid, replacing it: give ` +
+          `--input FILE (and --split NAME) to build a split of your own there, or another --out`,
+      );
+    }
+  }
+}
+
+function basenameOf(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}

@@ -22,6 +22,7 @@ import { refuseUnlisted } from "../base/options.ts";
 import { nearestName } from "../base/suggest.ts";
 import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
 import { type Tokenizer, TokenizerError, tokenizerFromJson } from "./tokenizer.ts";
+import { rebuildCommand } from "./rebuild_command.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {
@@ -235,10 +236,37 @@ export interface ShardContext {
   verify?: VerifyMode;
 }
 
+/**
+ * The error for a split `split` that the dataset in `dir` (its manifest `manifest`) lacks,
+ * naming the splits it has, the one its name is near (a misspelling), and the command that
+ * builds the missing one.
+ */
+export function noSuchSplit(dir: string, manifest: Manifest, split: string): DatasetError {
+  const names = Object.keys(manifest.splits);
+  const near = nearestName(split, names);
+  return new DatasetError(
+    `${dir}: has no split "${split}" (it has: ${names.join(", ")}); ` +
+      (near === undefined ? "" : `did you mean "${near}"? Or `) +
+      `build it with deno task build-dataset --input FILE --split ${split} --out ${dir}`,
+  );
+}
+
+/**
+ * The advice of {@linkcode damaged} for damage to the directory as a whole (its tokenizer):
+ * build it again, split by split, from the inputs its manifest lists; a new directory, since a
+ * build into this one reuses its tokenizer. (`deno task build-dataset --out DIR` alone would
+ * build the default data.) A split's own files get the command that rebuilds that split.
+ */
+function rebuildAdvice(dir: string): string {
+  return `rebuild it into a new directory, split by split (deno task build-dataset --out ` +
+    `NEW --split NAME --input FILE...), from the inputs ${dir}/manifest.json lists for each ` +
+    `split (splits.NAME.sources)`;
+}
+
 function damaged(what: string, dir: string): DatasetError {
   return new DatasetError(
     `${what}; the dataset does not match its manifest (damaged, edited, or written by an ` +
-      `interrupted copy): rebuild it with deno task build-dataset --out ${dir}`,
+      `interrupted copy): ${rebuildAdvice(dir)}`,
   );
 }
 
@@ -533,38 +561,43 @@ export async function readSplitShards(
 ): Promise<ShardData[]> {
   refuseUnlisted("readSplitShards", "verify", opts.verify, VERIFY_MODES);
   const info = manifest.splits[split];
-  if (!info) {
-    const names = Object.keys(manifest.splits);
-    const near = nearestName(split, names);
-    throw new DatasetError(
-      `${dir}: has no split "${split}" (it has: ${names.join(", ")}); ` +
-        (near === undefined ? "" : `did you mean "${near}"? Or `) +
-        `build it with deno task build-dataset --split ${split} --out ${dir}`,
-    );
-  }
-  const listed = info.shards.reduce((a, s) => a + s.records, 0);
-  if (listed !== info.counts.kept) {
-    throw damaged(
-      `${dir}/manifest.json: split "${split}" counts ${info.counts.kept} kept records, its ` +
-        `shards list ${listed} records`,
-      dir,
-    );
-  }
+  if (!info) throw noSuchSplit(dir, manifest, split);
   const verify = opts.verify ?? "basic";
   if (verify === "full") {
     await checkFileHash(dir, manifest.tokenizer.file, manifest.tokenizer.sha256);
-    if (info.recordsSha256) await checkFileHash(dir, info.records, info.recordsSha256);
-    if (info.reportSha256) await checkFileHash(dir, info.report, info.reportSha256);
   }
   const { vocabSize } = manifest.tokenizer, { k, c } = manifest.options;
   const out: ShardData[] = [];
   let after = -1;
-  for (const shard of info.shards) {
-    const longStep = info.options.longStep;
-    const ctx = { dir, vocabSize, k, c, longStep, records: info.counts.read, after, verify };
-    const data = await readShard(shard, ctx);
-    if (data.record_index.length > 0) after = data.record_index[data.record_index.length - 1];
-    out.push(data);
+  try {
+    const listed = info.shards.reduce((a, s) => a + s.records, 0);
+    if (listed !== info.counts.kept) {
+      throw damaged(
+        `${dir}/manifest.json: split "${split}" counts ${info.counts.kept} kept records, its ` +
+          `shards list ${listed} records`,
+        dir,
+      );
+    }
+    if (verify === "full") {
+      if (info.recordsSha256) await checkFileHash(dir, info.records, info.recordsSha256);
+      if (info.reportSha256) await checkFileHash(dir, info.report, info.reportSha256);
+    }
+    for (const shard of info.shards) {
+      const longStep = info.options.longStep;
+      const ctx = { dir, vocabSize, k, c, longStep, records: info.counts.read, after, verify };
+      const data = await readShard(shard, ctx);
+      if (data.record_index.length > 0) after = data.record_index[data.record_index.length - 1];
+      out.push(data);
+    }
+  } catch (e) {
+    // The split's own files: the advice is the command that builds it again. Run bare, the
+    // general advice's command would build the default data over train and valid.
+    const general = rebuildAdvice(dir);
+    if (!(e instanceof DatasetError) || !e.message.endsWith(general)) throw e;
+    throw new DatasetError(
+      e.message.slice(0, -general.length) +
+        `rebuild split ${split} with ${rebuildCommand(dir, split, info)}`,
+    );
   }
   return out;
 }

@@ -136,7 +136,10 @@ Deno.test("cli options: --synthetic, --steps, --families, --exclude-families, --
     [["--synthetic", "5", "--steps", "5..2", "--out", "o"], "--steps must be A..B with"],
     [["--synthetic", "5", "--steps", "1..30", "--out", "o"], "--steps must be A..B with"],
     [["--synthetic", "5", "--steps", "a", "--out", "o"], "--steps must be A..B"],
-    [["--synthetic", "5", "--families", "pirates", "--out", "o"], "--families takes families"],
+    [
+      ["--synthetic", "5", "--families", "pirates", "--out", "o"],
+      '--families has no family "pirates": takes families',
+    ],
     [
       ["--synthetic", "5", "--families", "ages", "--exclude-families", "travel", "--out", "o"],
       "not both",
@@ -303,15 +306,22 @@ Deno.test("build: --exclude takes a built dataset directory and keeps out the qu
   await Deno.writeTextFile(records, '{"index": 0, "id": "cows.jsonl:1"}\n');
   const e = await assertRejects(() => excluding(held), InputError);
   assertEquals([e.file, e.line, e.field], [records, 1, "question"]);
+  assert(e.message.includes("the records file is damaged"), e.message);
+  // The advice is the command that rebuilds that split, and what else to do; it ended in
+  // "or give another" before.
   assert(
-    e.message.includes("the records file is damaged") && e.message.includes("rebuild"),
+    e.message.endsWith(
+      `rebuild split valid with deno task build-dataset --out ${held} --split valid --input ` +
+        `${cows}, or give another --exclude`,
+    ),
     e.message,
   );
   await Deno.remove(`${held}/manifest.json`);
   await Deno.writeTextFile(`${held}/manifest.json`, "{");
   const m = await assertRejects(() => excluding(held), InputError);
   assert(
-    m.message.startsWith(`${held}: a dataset directory whose manifest cannot be read`),
+    m.message.startsWith(`${held}: a dataset directory whose manifest cannot be read`) &&
+      m.message.endsWith("or give another --exclude"),
     m.message,
   );
 });

@@ -294,6 +294,38 @@ Deno.test("build: a split whose chains are all prose drops every record under ma
   );
 });
 
+Deno.test("build: a split whose every record is skipped as unreadable names the first and the format it was read as", async () => {
+  const dir = await tempDir();
+  const lines = `${dir}/lines.txt`;
+  // iCoT lines given as GSM8K JSON lines: with --on-error skip, every line is skipped.
+  await Deno.writeTextFile(
+    lines,
+    "Nia has 4 bags of 6 shells. How many shells?||<<4*6=24>> #### 24\n" +
+      "Omar walks 3 km a day for 5 days. How far?||<<3*5=15>> #### 15\n",
+  );
+  const e = await assertRejects(
+    () =>
+      buildDataset({
+        out: `${dir}/out`,
+        splits: [{ name: "train", inputs: [lines] }],
+        format: "gsm8k",
+        onError: "skip",
+        tokenizer: "compact",
+      }),
+    BuildError,
+  );
+  assert(
+    e.message.startsWith(
+      "split train kept no record: 0 records read, 2 skipped as unreadable, 0 dropped; " +
+        `nothing was written. The first, read as gsm8k: ${lines}:1: invalid JSON (`,
+    ) &&
+      e.message.endsWith(
+        "check --format (leave it out to detect the format) and the --input files",
+      ),
+    e.message,
+  );
+});
+
 Deno.test("build: a record holding a special token's text is dropped as special_token_text and reported, not encoded", async () => {
   const dir = await tempDir();
   const input = `${dir}/typed.jsonl`;

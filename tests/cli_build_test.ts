@@ -103,6 +103,12 @@ Deno.test("cli: number flags take the range the help gives, and every bad one po
     [["--k", "1.5"], "--k must be a whole number"],
     [["--augment", "1001"], "--augment must be at most 1000"],
     [["--synthetic", "5", "--max-value", "2e9"], "--max-value must be at most 1000000000"],
+    // A misspelt family is named, not only the list it is not in.
+    [
+      ["--synthetic", "5", "--families", "shopping,nope,Ages"],
+      '--families has no family "nope", "Ages": takes families from ' +
+      "shopping,travel,sharing,ages,earnings,cooking,schedule",
+    ],
   ];
   for (const [args, msg] of bad) {
     const e = assertThrows(() => parse(...args), CliError);
@@ -397,4 +403,32 @@ Deno.test("cli: a short file that is not JSON keeps its whole error on one line,
   assertEquals(c.code, 1, c.stderr);
   assertEquals(c.stderr.trim().split("\n").length, 1, c.stderr);
   assert(c.stderr.trim().endsWith("; fix the file or pass the right --format"), c.stderr);
+});
+
+Deno.test("cli: the default build refuses a --out whose train or valid split holds the user's data, and leaves it as it was", async () => {
+  const dir = await tempDir();
+  const own = `${dir}/own.jsonl`;
+  await Deno.writeTextFile(
+    own,
+    (await Deno.readTextFile(TRAIN)).split("\n").slice(0, 20).join("\n"),
+  );
+  const out = `${dir}/ds`;
+  let r = await cli(["--input", own, "--out", out, "--tokenizer", "compact"]);
+  assertEquals(r.code, 0, r.stderr);
+  const manifest = await Deno.readTextFile(`${out}/manifest.json`);
+  // As the damaged-split advice used to read: build-dataset --out DIR, with no --input.
+  r = await cli(["--out", out]);
+  assertEquals(r.code, 1, r.stderr);
+  assertOneLineError(
+    r,
+    `${out}: split train holds other data (from ${own}) than the default data`,
+    "give --input FILE (and --split NAME)",
+  );
+  assertEquals(await Deno.readTextFile(`${out}/manifest.json`), manifest);
+  // The default data's own directory is rebuilt as before.
+  const def = `${dir}/default`;
+  for (let i = 0; i < 2; i++) {
+    r = await cli(["--out", def]);
+    assertEquals(r.code, 0, r.stderr);
+  }
 });

@@ -11,6 +11,7 @@ import {
   decimal,
   defineCommand,
   type FlagTable,
+  keptBestNote,
   oneOf,
   osAccessMessage,
   permissionMessage,
@@ -398,4 +399,24 @@ Deno.test("commands: --help needs no permission; a missing one is one line, exit
     usage.stderr.trim(),
     "error: --epochs must be a whole number; see deno task train --help",
   );
+});
+
+Deno.test("keptBestNote: a run that kept a best is named with it, for eval, export and infer alike", async () => {
+  const run = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${run}/checkpoint`), await Deno.mkdir(`${run}/best`);
+    await Deno.writeTextFile(`${run}/checkpoint/config.json`, "{}");
+    assertEquals(await keptBestNote(run, "exporting"), null, "no best kept");
+    await Deno.writeTextFile(`${run}/best/config.json`, "{}");
+    assertEquals(
+      await keptBestNote(`${run}/`, "exporting"),
+      `exporting ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
+        `(--checkpoint ${run}/best)`,
+    );
+    // A checkpoint directory, the best's included, is what was asked for.
+    assertEquals(await keptBestNote(`${run}/checkpoint`, "exporting"), null);
+    assertEquals(await keptBestNote(`${run}/best`, "exporting"), null);
+  } finally {
+    await Deno.remove(run, { recursive: true });
+  }
 });

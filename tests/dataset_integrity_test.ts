@@ -2,6 +2,7 @@ import { tempDir } from "./_tmp.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { type Manifest, MANIFEST_FILE, readManifest } from "../pipeline/manifest.ts";
+import { rebuildCommand } from "../pipeline/rebuild_command.ts";
 import { encodeSafetensors, readSafetensors, type Tensor } from "../base/safetensors.ts";
 import { DatasetError, loadSplit, type SplitData } from "../train/dataset.ts";
 import { loadEvalItems } from "../eval/items.ts";
@@ -72,6 +73,52 @@ async function assertBad(dir: string, parts: string[], verify?: "basic" | "full"
     assert(e.message.includes(p), `"${p}" not in: ${e.message}`);
   }
 }
+
+Deno.test("integrity: a damaged split's advice is the command that rebuilds that split, and it does", async () => {
+  const dir = await fresh();
+  const f = await inputs;
+  await tamper(await firstShard(dir), "question_ids", (a) => a[3] = 1 << 20);
+  const command = `deno task build-dataset --out ${dir} --split train --input ${f.small}`;
+  const e = await assertRejects(() => load(dir, "train"), DatasetError);
+  assert(e.message.endsWith(`: rebuild split train with ${command}`), e.message);
+  // Run bare, build-dataset --out would have built the default data over train and valid.
+  await buildDataset({ out: dir, splits: [{ name: "train", inputs: [f.small] }], shardSize: 16 });
+  assertEquals((await load(dir, "train")).examples.length > 0, true);
+  const m = await readManifest(dir);
+  assertEquals(Object.keys(m.splits).sort(), ["train", "valid"]);
+  assertEquals(m.splits.valid.sources.map((s) => s.path), [f.valid]);
+});
+
+Deno.test("integrity: rebuildCommand gives the options, generated problems and exclusions a split was built with", () => {
+  const info = {
+    sources: [{ path: "data/my file.jsonl", format: "gsm8k", bytes: 1, sha256: "" }],
+    options: {
+      format: "gsm8k",
+      socratic: "keep" as const,
+      longStep: "spill" as const,
+      onError: "skip" as const,
+      shardSize: 16,
+    },
+    synthetic: {
+      n: 50,
+      start: 1,
+      seed: 7,
+      minSteps: 2,
+      maxSteps: 4,
+      maxValue: 500,
+      digits: 3,
+      families: ["ages", "travel"],
+      sha256: "",
+    },
+    exclude: { files: ["t.jsonl"], questions: 1, threshold: 0.3, dropped: 0 },
+  } as unknown as Manifest["splits"][string];
+  assertEquals(
+    rebuildCommand("out/d", "train", info),
+    "deno task build-dataset --out out/d --split train --input 'data/my file.jsonl' " +
+      "--format gsm8k --socratic keep --long-step spill --on-error skip --synthetic 50 " +
+      "--steps 2..4 --max-value 500 --digits 3 --families ages,travel --seed 7 --exclude t.jsonl",
+  );
+});
 
 Deno.test("integrity: a token id outside [0, vocabSize) is refused, tensor named", async () => {
   const dir = await fresh();
@@ -290,7 +337,7 @@ Deno.test("integrity: train refuses a tokenizer.json replaced or cut short, in b
       () => train({ data: dir, out, quiet: true, train: { steps: 1, batch: 2, mode: "cot" } }),
       DatasetError,
     );
-    for (const part of [path, "sha256", `rebuild it with deno task build-dataset --out ${dir}`]) {
+    for (const part of [path, "sha256", `rebuild it into a new directory, split by split`]) {
       assert(e.message.includes(part), `${what}: "${part}" not in: ${e.message}`);
     }
   }

@@ -492,6 +492,21 @@ Deno.test("readers: GSM8K JSON lines whose answer is the bare answer are evaluat
   ]);
   // An answer with "####" and nothing after it, and an empty question, are still errors.
   assertEquals(skipped.map((e) => [e.line, e.field]), [[4, "answer"], [5, "question"]]);
+  // A {question, cot, answer} record is nl's: read as GSM8K its chain of thought would be
+  // dropped without a word, so it is an error that names --format nl.
+  const nl = `${dir}/nl.jsonl`;
+  await Deno.writeTextFile(
+    nl,
+    JSON.stringify({
+      question: "Tom has 7 kites and gives 2 away. How many?",
+      cot: "7-2=5.",
+      answer: "5",
+    }) +
+      "\n",
+  );
+  const e = await assertRejects(() => loadEvalItems(nl, { format: "gsm8k" }), InputError);
+  assert(e.message.includes("pass --format nl"), e.message);
+  assertEquals((await loadEvalItems(nl)).map((i) => i.answer), ["5"]);
 });
 
 Deno.test("readers: a target written as a JSON number beyond 2^53 keeps its digits", async () => {

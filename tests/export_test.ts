@@ -309,6 +309,21 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
   const err = await assertRejects(() => exportCheckpoint(`${d}/ck`, `${d}/mine`), ExportError);
   assert(err.message.includes("is not an export"));
   assertEquals(await Deno.readTextFile(`${d}/mine/notes.txt`), "keep me");
+  // nor is an earlier export beside which the user keeps a file of their own (a model card)
+  await exportCheckpoint(`${d}/ck`, `${d}/card`, { format: "hf" });
+  await Deno.writeTextFile(`${d}/card/README.md`, "# my model");
+  const card = await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/card`, { format: "hf" }),
+    ExportError,
+  );
+  assertEquals(
+    card.message,
+    `${d}/card: holds README.md beside an earlier export; the export replaces the directory ` +
+      "whole, which would delete it: move it elsewhere first, or choose another --out",
+  );
+  assertEquals(await Deno.readTextFile(`${d}/card/README.md`), "# my model");
+  await Deno.remove(`${d}/card/README.md`);
+  await exportCheckpoint(`${d}/ck`, `${d}/card`, { format: "hf" });
   // a file as --out, an export as the checkpoint, an unknown format: each named
   await assertRejects(
     () => exportCheckpoint(`${d}/ck`, `${d}/mine/notes.txt`),
@@ -321,8 +336,15 @@ Deno.test("export fails clearly for a checkpoint with a missing or wrong file", 
     ExportError,
     `${d}/ex is an export (it holds lotus.json), not a checkpoint: export from ${d}/ck`,
   );
-  // An earlier export named through "." or "..": replaced, as by its plain path.
+  // An earlier export named through "." or "..": replaced, as by its plain path (a
+  // directory of the user's in it, as any entry an export does not write, is refused first).
   await Deno.mkdir(`${d}/ex/sub`);
+  await assertRejects(
+    () => exportCheckpoint(`${d}/ck`, `${d}/ex/sub/..`, { format: "onnx" }),
+    ExportError,
+    `${d}/ex: holds sub beside an earlier export`,
+  );
+  await Deno.remove(`${d}/ex/sub`);
   for (const out of [`${d}/ex/.`, `${d}/ex/sub/..`, `${d}/ex/./`]) {
     const r = await exportCheckpoint(`${d}/ck`, out, { format: "onnx" });
     assertEquals(r.dir, `${d}/ex`);

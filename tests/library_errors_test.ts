@@ -1123,7 +1123,7 @@ Deno.test("library: a misspelt split is named with the split meant; loadSplit ch
   assertEquals(
     missing.message,
     `${data}: has no split "trian" (it has: train, valid); did you mean "train"? Or build it ` +
-      `with deno task build-dataset --split trian --out ${data}`,
+      `with deno task build-dataset --input FILE --split trian --out ${data}`,
   );
   // No split near: only the build is suggested.
   const other = await assertRejects(() => loadSplit(data, "test"), lib.DatasetError);

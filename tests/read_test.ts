@@ -90,6 +90,28 @@ Deno.test("read gsm8k: missing field, wrong type, no #### and empty answer name 
   }
 });
 
+Deno.test("read: a record of the other JSON-lines format says which --format reads it", async () => {
+  const gsm8k = '{"question": "Ann has 2 pens and buys 3. How many?", "answer": "2+3=5\\n#### 5"}';
+  const nl = '{"question": "Ann has 2 pens and buys 3. How many?", "cot": "2+3=5.", "answer": "5"}';
+  const asNl = await inputError(await tempFile("g.jsonl", gsm8k + "\n"), { format: "nl" });
+  assertEquals(asNl.field, "cot");
+  assert(
+    asNl.message.endsWith(
+      "the record is one --format gsm8k reads: pass --format gsm8k (or leave --format out, to " +
+        "detect it), fix the record, or pass --on-error skip",
+    ),
+    asNl.message,
+  );
+  const asGsm8k = await inputError(await tempFile("n.jsonl", nl + "\n"), { format: "gsm8k" });
+  assertEquals(asGsm8k.field, "answer");
+  assert(asGsm8k.message.includes("pass --format nl (or leave --format out"), asGsm8k.message);
+  // A record that neither format reads keeps the plain advice.
+  const neither = await inputError(await tempFile("q.jsonl", '{"question": "q?"}\n'), {
+    format: "nl",
+  });
+  assert(neither.message.endsWith("fix the record or pass --on-error skip"), neither.message);
+});
+
 Deno.test("read: a JSON value that is not an object is an InputError", async () => {
   const path = await tempFile("arr.jsonl", '{"question": "q?", "answer": "#### 1"}\n[1, 2]\n');
   const e = await inputError(path);

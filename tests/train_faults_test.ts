@@ -30,6 +30,8 @@ import { probeCuda } from "../engine/cuda_probe.ts";
 import { tempDir } from "./_tmp.ts";
 import { exists } from "../base/exists.ts";
 import { fixtureData, fixtureTask } from "./_task.ts";
+import { ManifestError } from "../pipeline/manifest.ts";
+import { DatasetError } from "../pipeline/shard.ts";
 import { buildDataset } from "../pipeline/build.ts";
 import { makeRunDir, removeMadeDirs } from "../train/run_dir.ts";
 import { exportCheckpoint } from "../export/export.ts";
@@ -567,6 +569,92 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
   );
 });
 
+Deno.test("faults: a --data that is no dataset is refused before the CoT start says it trains", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(4, 1));
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await assertRejects(
+      () =>
+        train({
+          ...base,
+          quiet: false,
+          recipe: undefined,
+          data: `${d}/train.jsonl`,
+          out: `${d}/run`,
+          train: { batch: 2, cotStartEpochs: 1 },
+        }),
+      ManifestError,
+      "is a file, not a dataset directory",
+    );
+  } finally {
+    console.error = error;
+  }
+  assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
+  await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
+});
+
+Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is noted before the CoT start trains", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await train({
+      ...base,
+      quiet: false,
+      recipe: undefined,
+      data,
+      out,
+      stopAfter: 1,
+      train: { batch: 8, cotStartEpochs: 1, epochs: 1, evalExamples: 2 },
+    });
+  } finally {
+    console.error = error;
+  }
+  const note = said.findIndex((s) => s.startsWith("note: LOTUS phase: this run of"));
+  const phase1 = said.findIndex((s) => s.startsWith("phase 1 of 2"));
+  assert(note >= 0 && phase1 > note, said.join("\n"));
+  assert(said[note].includes("never leaves curriculum stage 0"), said[note]);
+});
+
+Deno.test("faults: a dataset without a train split is refused before the CoT start says it trains, with the command that builds one", async () => {
+  const d = await tempDir();
+  await Deno.writeTextFile(`${d}/test.jsonl`, fixtureTask(12, 4));
+  await buildDataset({
+    out: `${d}/data`,
+    splits: [{ name: "test", inputs: [`${d}/test.jsonl`] }],
+    tokenizer: "compact",
+    k: 2,
+    c: 10,
+  });
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await assertRejects(
+      () =>
+        train({
+          ...base,
+          quiet: false,
+          recipe: undefined,
+          data: `${d}/data`,
+          out: `${d}/run`,
+          train: { batch: 2, cotStartEpochs: 1 },
+        }),
+      DatasetError,
+      `has no split "train" (it has: test); build it with deno task build-dataset --input ` +
+        `FILE --split train --out ${d}/data`,
+    );
+  } finally {
+    console.error = error;
+  }
+  assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
+  await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
+});
+
 Deno.test("faults: --init from a run on another tokenizer is refused, naming both", async () => {
   const data = await fixtureData(), run = await tempDir();
   await train({ ...base, data, out: run, train: short });
@@ -586,6 +674,12 @@ Deno.test("faults: --init from a run on another tokenizer is refused, naming bot
   );
   assertEquals(err.flag, "--init");
   assert(err.message.includes("another tokenizer") && err.message.includes(run), err.message);
+  // Two compact tokenizers have the same number of ids: the message names a token they differ
+  // in rather than giving the same count twice as the difference.
+  assert(
+    /both have \d+ ids, but id \d+ is ".*" there and ".*" in --data.s/.test(err.message),
+    err.message,
+  );
   // A run on the same dataset is a start, whichever file of it --init names, and with its
   // tokenizer.json written another way (the same token under every id).
   const tj = `${run}/checkpoint/tokenizer.json`;
@@ -916,6 +1010,15 @@ Deno.test("notes: settings a mode does not read, and losses R = 0 switches off, 
   assert(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 0)[0].includes("step loss is 0"));
   assert(unusedSettingNotes({ auxReads: "in-loop" }, "lotus-aux", 0)[0].includes("not trained"));
   assertEquals(unusedSettingNotes({ stepLoss: "in-loop" }, "lotus", 2), []);
+  // A length or curriculum flag that another one given with it overrides is named.
+  assertEquals(unusedSettingNotes({ steps: 5, finalStageSteps: 3 }, "lotus", null), [
+    "--final-stage-steps sets the run's length: the run ignores --steps",
+  ]);
+  assertEquals(unusedSettingNotes({ epochsPerStage: 3, stepsPerStage: 2 }, "lotus-aux", null), [
+    "--steps-per-stage sets the curriculum's stages: the run ignores --epochs-per-stage",
+  ]);
+  assertEquals(unusedSettingNotes({ epochsPerStage: 3, stepsPerStage: 0 }, "lotus", null), []);
+  assertEquals(unusedSettingNotes({ finalStageSteps: 3 }, "lotus", null), []);
   // The from-cot recipe is a LOTUS protocol: a baseline mode with it is refused.
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(

@@ -210,17 +210,25 @@ export async function checkInitTokenizer(
   }
   if (theirs.sha256 === tok.sha256) return;
   // The same tokens under the same ids, written another way, are the same tokenizer.
-  let same = theirs.vocabSize === tok.vocabSize;
-  for (let id = 0; same && id < tok.vocabSize; id++) {
-    same = theirs.decode([id]) === tok.decode([id]);
+  let differ = -1;
+  if (theirs.vocabSize === tok.vocabSize) {
+    for (let id = 0; differ < 0 && id < tok.vocabSize; id++) {
+      if (theirs.decode([id]) !== tok.decode([id])) differ = id;
+    }
+    if (differ < 0) return;
   }
-  if (same) return;
+  // Two tokenizers of one size (two compact ones fitted to other texts) differ in a token.
+  const how = differ < 0
+    ? `${dir}/tokenizer.json: ${theirs.vocabSize} ids, --data's ${tok.vocabSize}`
+    : `${dir}/tokenizer.json and --data's both have ${tok.vocabSize} ids, but id ${differ} is ` +
+      `${JSON.stringify(theirs.decode([differ]))} there and ${
+        JSON.stringify(tok.decode([differ]))
+      } in --data's`;
   throw new TrainConfigError(
     "--init",
-    `--init ${init} was trained with another tokenizer (${dir}/tokenizer.json: ` +
-      `${theirs.vocabSize} ids) than --data ${dataDir} uses (${tok.vocabSize} ids); its token ` +
-      `rows would stand for other tokens: start from a run on a dataset built with the same ` +
-      `tokenizer (build-dataset --tokenizer ${dir}/tokenizer.json)`,
+    `--init ${init} was trained with another tokenizer than --data ${dataDir} uses (${how}); ` +
+      `its token rows would stand for other tokens: start from a run on a dataset built with ` +
+      `the same tokenizer (build-dataset --tokenizer ${dir}/tokenizer.json)`,
   );
 }
 

@@ -381,8 +381,9 @@ const AUX_ONLY: readonly (keyof TrainConfig)[] = ["auxWeight", "auxReads"];
 
 /**
  * Notes on settings the user gave that the run will not use, or that switch a loss off: a
- * LOTUS setting in a baseline mode, an aux-decoder setting without the decoder, and R = 0
- * (no loop) with a loss read inside the loop. `given` is what the user set (not a recipe's
+ * LOTUS setting in a baseline mode, an aux-decoder setting without the decoder, `--steps` or
+ * `--epochs` beside `--final-stage-steps` and `--epochs-per-stage` beside `--steps-per-stage`
+ * (which win), and R = 0 (no loop) with a loss read inside the loop. `given` is what the user set (not a recipe's
  * settings); `mode` and `r` are the run's.
  *
  * @example
@@ -406,6 +407,17 @@ export function unusedSettingNotes(
   ];
   if (unused.length > 0) {
     notes.push(`--mode ${mode} does not use ${unused.join(", ")}: the run ignores them`);
+  }
+  if (lotus) {
+    // A flag that decides the same thing as another one given with it, which the run ignores.
+    const ignored = (winner: keyof TrainConfig, losers: (keyof TrainConfig)[], what: string) => {
+      const lost = set(losers);
+      if (given[winner] && lost.length > 0) {
+        notes.push(`${flagOf(winner)} sets ${what}: the run ignores ${lost.join(", ")}`);
+      }
+    };
+    ignored("finalStageSteps", ["steps", "epochs"], "the run's length");
+    ignored("stepsPerStage", ["epochsPerStage"], "the curriculum's stages");
   }
   if (lotus && r === 0 && given.stepLoss === "in-loop") {
     notes.push(

@@ -21,6 +21,7 @@ import {
 import type { Example } from "./batch.ts";
 import {
   checkSettings,
+  curriculumNotes,
   defaultRecipe,
   flagOf,
   recipeSettings,
@@ -31,6 +32,7 @@ import {
   TrainConfigError,
   unusedSettingNotes,
 } from "./options.ts";
+import { totalSteps } from "./schedule.ts";
 import { DatasetError, loadSplit } from "./dataset.ts";
 import { type Manifest, ManifestError, readManifest } from "../pipeline/manifest.ts";
 import { checkpointDirOf } from "../model/checkpoint.ts";
@@ -46,7 +48,7 @@ import {
 import { absolutePath, splitPath } from "../base/staging.ts";
 import { exists, isDirectory, rethrowIfDenied } from "../base/exists.ts";
 import { type StopWatch, unlessGone, watchStopSignals } from "../base/signals.ts";
-import { VERIFY_MODES } from "../pipeline/shard.ts";
+import { noSuchSplit, VERIFY_MODES } from "../pipeline/shard.ts";
 import { type World, worldFromEnv, worldNote } from "./data_parallel.ts";
 import {
   claimRunDir,
@@ -312,13 +314,19 @@ async function resumePlanSettings(
  * than the training split's usable examples ({@linkcode refuseFewUsable}). The same errors, from
  * the same checks, on the dataset's manifest (and the training split where the manifest cannot
  * tell). `llamaJson`: the Hugging Face Llama `config.json` of `opts.init`, where the CoT start
- * begins from one. A dataset whose manifest cannot be read is refused here too, with the
- * {@linkcode ManifestError} the CoT start's loading would throw, before the run says it starts.
- * (A resume takes the settings of its plan, checked so when the run began; a dataset changed
- * since is refused by its fingerprint.)
+ * begins from one. A dataset whose manifest cannot be read (a file, a directory that is no
+ * dataset) is refused here too, with {@linkcode ManifestError}, before the CoT start's first line
+ * says it trains. (A resume takes the settings of its plan, checked so when the run began; a
+ * dataset changed since is refused by its fingerprint.) Returns the LOTUS phase's curriculum
+ * notes ({@linkcode curriculumNotes}: a run too short to reach its final stage), for the user to
+ * hear before the CoT start trains; none where the usable examples are not known here.
  */
-async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null): Promise<void> {
-  if (opts.data === undefined) return;
+async function refuseLotusSettings(
+  opts: RunOptions,
+  llamaJson: unknown | null,
+): Promise<string[]> {
+  if (opts.data === undefined) return [];
+  // A --data that is no dataset is refused here, before the CoT start's line announces it.
   const manifest: Manifest = await readManifest(opts.data);
   const preset = opts.preset ?? "tiny";
   const cfg = resolveTrainConfig(opts.train ?? {}, preset, {
@@ -327,11 +335,15 @@ async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null):
     c: manifest.options.c,
   });
   refuseAuxWithoutWeight(cfg);
-  await refuseFewUsable(opts.data, manifest, opts.trainSplit ?? "train", cfg, {
+  const usable = await refuseFewUsable(opts.data, manifest, opts.trainSplit ?? "train", cfg, {
     preset,
     init: opts.init,
     llamaJson,
   });
+  if (usable === null) return [];
+  // The LOTUS phase's curriculum notes, said before the CoT start trains rather than after.
+  const stepsPerEpoch = Math.floor(usable / cfg.batch);
+  return curriculumNotes(cfg, stepsPerEpoch, totalSteps(cfg, stepsPerEpoch));
 }
 
 /**
@@ -343,7 +355,9 @@ async function refuseLotusSettings(opts: RunOptions, llamaJson: unknown | null):
  * Llama `config.json` `model.llamaJson` of `model.init`, else the preset's). Where the manifest's
  * longest explicit-CoT row, with K·c latents, BOT and EOT added, fits, every record fits both
  * layouts and the split is not read; otherwise it is loaded. A split, a Llama config or shards
- * that cannot be used are left to the CoT start, which reports them.
+ * that cannot be used are left to the CoT start, which reports them (null is returned); a
+ * missing split is refused with {@linkcode noSuchSplit}, as loading it would refuse it. Returns
+ * the examples that fit the LOTUS layout: the LOTUS phase's training examples.
  */
 async function refuseFewUsable(
   dir: string,
@@ -351,9 +365,10 @@ async function refuseFewUsable(
   split: string,
   cfg: TrainConfig,
   model: { preset: PresetName; init: string | undefined; llamaJson: unknown | null },
-): Promise<void> {
+): Promise<number | null> {
   const info = manifest.splits[split];
-  if (info === undefined) return;
+  // Refused here, as the CoT start would refuse it, before its first line says it trains.
+  if (info === undefined) throw noSuchSplit(dir, manifest, split);
   let maxPos: number;
   try {
     maxPos = freshModelConfig(
@@ -364,25 +379,25 @@ async function refuseFewUsable(
       0,
     ).maxPositions;
   } catch (e) {
-    if (e instanceof HfLlamaError) return;
+    if (e instanceof HfLlamaError) return null;
     throw e;
   }
   // A LOTUS row at any stage is at most the explicit-CoT row plus K·c latents, BOT and EOT.
   let usable = info.shards.reduce((n, s) => n + s.records, 0);
+  let lotus = usable;
   if (info.tokens.maxCot + 2 + cfg.k * cfg.c > maxPos) {
     let examples: Example[];
     try {
       examples = (await loadSplit(dir, split)).examples;
     } catch (e) {
-      if (e instanceof DatasetError || e instanceof ManifestError) return;
+      if (e instanceof DatasetError || e instanceof ManifestError) return null;
       throw e;
     }
-    usable = Math.min(
-      fitting(examples, { ...cfg, mode: "cot" }, maxPos).kept.length,
-      fitting(examples, cfg, maxPos).kept.length,
-    );
+    lotus = fitting(examples, cfg, maxPos).kept.length;
+    usable = Math.min(fitting(examples, { ...cfg, mode: "cot" }, maxPos).kept.length, lotus);
   }
   refuseBatchOver(usable, cfg.batch);
+  return lotus;
 }
 
 /**
@@ -559,7 +574,9 @@ async function trainPhases(opts: RunOptions, world: World | null): Promise<Train
   const run = { ...opts, preset, recipe: "none" as const, train: given };
   const cotStart = lotus && (given.cotStartEpochs ?? 0) > 0 && !initIsRun;
   // What LOTUS would refuse after the CoT start is refused before it.
-  if (cotStart) await refuseLotusSettings(run, hfLlama);
+  if (cotStart) {
+    for (const n of await refuseLotusSettings(run, hfLlama)) note(`note: LOTUS phase: ${n}`);
+  }
   const init = opts.init;
   if (
     opts.overwrite && init !== undefined &&

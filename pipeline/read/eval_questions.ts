@@ -9,7 +9,8 @@
  * @module
  */
 import { InputError } from "./input_error.ts";
-import { MANIFEST_FILE, ManifestError, readManifest } from "../manifest.ts";
+import { MANIFEST_FILE, ManifestError, readManifest, type SplitInfo } from "../manifest.ts";
+import { rebuildCommand } from "../rebuild_command.ts";
 import { exists } from "../../base/exists.ts";
 import { readJsonArray } from "./json_array.ts";
 import { readJsonl } from "./jsonl.ts";
@@ -93,8 +94,8 @@ export async function* readEvalSetQuestions(
   });
 }
 
-/** The advice for a dataset directory whose records cannot be read. */
-const DATASET_HINT = "rebuild that dataset (deno task build-dataset), or give another";
+/** The advice for a dataset directory whose manifest cannot be read. */
+const DATASET_HINT = "rebuild that dataset (deno task build-dataset), or give another --exclude";
 
 /**
  * Streams the questions of every split of a dataset directory written by `deno task
@@ -121,10 +122,9 @@ export async function* readDatasetQuestions(dir: string): AsyncGenerator<EvalSet
       hint: "give a file of questions, or a dataset directory that deno task build-dataset wrote",
     });
   }
-  let splits: [string, string][];
+  let splits: [string, SplitInfo][];
   try {
-    const m = await readManifest(dir);
-    splits = Object.entries(m.splits).map(([name, info]) => [name, info.records]);
+    splits = Object.entries((await readManifest(dir)).splits);
   } catch (e) {
     if (!(e instanceof ManifestError)) throw e;
     throw new InputError({
@@ -135,8 +135,8 @@ export async function* readDatasetQuestions(dir: string): AsyncGenerator<EvalSet
       cause: e,
     });
   }
-  for (const [split, records] of splits) {
-    const items = readJsonl(`${dir}/${records}`, (raw, at) => {
+  for (const [split, info] of splits) {
+    const items = readJsonl(`${dir}/${info.records}`, (raw, at) => {
       const r = raw as { id?: unknown; question?: unknown } | null;
       if (r === null || typeof r !== "object" || Array.isArray(r) || !isText(r.question)) {
         return new InputError({
@@ -157,7 +157,8 @@ export async function* readDatasetQuestions(dir: string): AsyncGenerator<EvalSet
           reason: q.reason,
           field: q.field,
           problem: `${q.problem}; the records file is damaged (a build writes it whole)`,
-          hint: DATASET_HINT,
+          hint: `rebuild split ${split} with ${rebuildCommand(dir, split, info)}, or give ` +
+            `another --exclude`,
         });
       }
       yield q;

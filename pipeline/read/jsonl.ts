@@ -46,9 +46,21 @@ const NL_EXPECT = {
   answer: "a non-empty string or a number",
 };
 
+/**
+ * The hint for a record that the other JSON-lines format reads: the --format given (or the
+ * one the file's first record told) is the wrong one for it.
+ */
+function readByFormat(format: "gsm8k" | "nl"): string {
+  return `the record is one --format ${format} reads: pass --format ${format} (or leave ` +
+    `--format out, to detect it), fix the record, or pass --on-error skip`;
+}
+
 /** Parses one GSM8K object into a Problem, or says why it cannot. */
 export function gsm8kProblem(raw: unknown, at: RecordAt): Problem | InputError {
-  const r = checkRecord(Gsm8kRecord, raw, GSM8K_EXPECT, at);
+  let r = checkRecord(Gsm8kRecord, raw, GSM8K_EXPECT, at);
+  if (r instanceof InputError && NlRecord.safeParse(raw).success) {
+    r = checkRecord(Gsm8kRecord, raw, GSM8K_EXPECT, at, readByFormat("nl"));
+  }
   if (r instanceof InputError) return r;
   const { rationale, answer } = splitGsm8kAnswer(r.answer);
   return makeProblem(at, { question: r.question, rationale, mathSteps: null, answer });
@@ -60,7 +72,10 @@ export function gsm8kProblem(raw: unknown, at: RecordAt): Problem | InputError {
  * that still carries `####` is cut there.
  */
 export function nlProblem(raw: unknown, at: RecordAt): Problem | InputError {
-  const r = checkRecord(NlRecord, raw, NL_EXPECT, at);
+  let r = checkRecord(NlRecord, raw, NL_EXPECT, at);
+  if (r instanceof InputError && Gsm8kRecord.safeParse(raw).success) {
+    r = checkRecord(NlRecord, raw, NL_EXPECT, at, readByFormat("gsm8k"));
+  }
   if (r instanceof InputError) return r;
   let answer = String(r.answer);
   if (answer.includes("####")) answer = splitGsm8kAnswer(answer).answer;

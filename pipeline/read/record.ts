@@ -20,13 +20,15 @@ export interface RecordAt {
 
 /**
  * Checks `raw` against `schema`. On failure returns an InputError for the first bad field,
- * whose message reads `expected <expectations[field]>, got <what was there>`.
+ * whose message reads `expected <expectations[field]>, got <what was there>`, then `hint`
+ * (default: fix the record or skip it).
  */
 export function checkRecord<T>(
   schema: z.ZodType<T>,
   raw: unknown,
   expectations: Record<string, string>,
   at: RecordAt,
+  hint?: string,
 ): T | InputError {
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
@@ -37,6 +39,7 @@ export function checkRecord<T>(
       problem: `expected a JSON object with fields ${Object.keys(expectations).join(", ")}, got ${
         describeValue(raw)
       }`,
+      hint,
     });
   }
   const field = issue.path.map(String).join(".");
@@ -47,6 +50,7 @@ export function checkRecord<T>(
     ...at,
     field,
     problem: `expected ${expectations[top] ?? "a valid value"}, got ${got}`,
+    hint,
   });
 }
 
