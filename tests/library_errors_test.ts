@@ -1130,7 +1130,7 @@ Deno.test("library: a misspelt split is named with the split meant; loadSplit ch
   assert(
     other.message.endsWith(
       "(it has: train, valid); build it with deno task " +
-        `build-dataset --split test --out ${data}`,
+        `build-dataset --input FILE --split test --out ${data}`,
     ),
     other.message,
   );
