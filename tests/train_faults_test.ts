@@ -569,33 +569,6 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
   );
 });
 
-Deno.test("faults: a --data that is no dataset is refused before the CoT start says it trains", async () => {
-  const d = await tempDir();
-  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(4, 1));
-  const said: string[] = [];
-  const error = console.error;
-  console.error = (...a: unknown[]) => void said.push(a.join(" "));
-  try {
-    await assertRejects(
-      () =>
-        train({
-          ...base,
-          quiet: false,
-          recipe: undefined,
-          data: `${d}/train.jsonl`,
-          out: `${d}/run`,
-          train: { batch: 2, cotStartEpochs: 1 },
-        }),
-      ManifestError,
-      "is a file, not a dataset directory",
-    );
-  } finally {
-    console.error = error;
-  }
-  assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
-  await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
-});
-
 Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is noted before the CoT start trains", async () => {
   const data = await fixtureData(), out = await tempDir();
   const said: string[] = [];
@@ -1815,17 +1788,19 @@ Deno.test("faults: --out at a checkpoint or an export is refused as such; nothin
 Deno.test("train: a LOTUS run (CoT start first) on a directory that is no dataset says so before it says it starts", async () => {
   const d = await tempDir();
   await Deno.mkdir(`${d}/empty`);
+  await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(4, 1));
   const said: string[] = [];
   const error = console.error;
   console.error = (...a: unknown[]) => said.push(a.join(" "));
   try {
-    for (const data of [`${d}/missing`, `${d}/empty`]) {
+    for (const data of [`${d}/missing`, `${d}/empty`, `${d}/train.jsonl`]) {
       said.length = 0;
       const e = await assertRejects(
         () => train({ data, out: `${d}/run`, threads: 1, train: { steps: 2 } }),
+        ManifestError,
       );
-      assertEquals(e.name, "ManifestError");
       assert(e.message.startsWith(`${data}`), e.message);
+      if (data.endsWith(".jsonl")) assert(e.message.includes("is a file, not a dataset directory"));
       // No "phase 1 of 2: explicit CoT ..." line before the error, and no run directory.
       assertEquals(said.filter((l) => l.includes("phase")), []);
       await assertRejects(() => Deno.stat(`${d}/run`));
