@@ -197,6 +197,9 @@ export interface SplitInfo {
   exclude?: ExcludeInfo;
 }
 
+/** Default records per shard: a split's `options.shardSize` unless its build said otherwise. */
+export const DEFAULT_SHARD_SIZE = 16384;
+
 /** The whole manifest. */
 export interface Manifest {
   /** Always `lotus-dataset`. */

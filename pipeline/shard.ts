@@ -22,7 +22,7 @@ import { refuseUnlisted } from "../base/options.ts";
 import { nearestName } from "../base/suggest.ts";
 import type { Manifest, ShardInfo, TensorInfo } from "./manifest.ts";
 import { type Tokenizer, TokenizerError, tokenizerFromJson } from "./tokenizer.ts";
-import { rebuildCommand } from "./rebuild_command.ts";
+import { rebuildCommand, rebuildDatasetCommands } from "./rebuild_command.ts";
 
 /** A packed record and its 0-based line in `<split>.records.jsonl`. */
 export interface ShardRow {
@@ -218,7 +218,7 @@ export class DatasetError extends Error {
 
 /** What a shard is checked against, besides its manifest entry. */
 export interface ShardContext {
-  /** The dataset directory (for the advice in errors). */
+  /** The dataset directory, which holds the shard's file. */
   dir: string;
   /** The tokenizer's vocabulary size: every token id is below it. */
   vocabSize: number;
@@ -252,21 +252,50 @@ export function noSuchSplit(dir: string, manifest: Manifest, split: string): Dat
 }
 
 /**
- * The advice of {@linkcode damaged} for damage to the directory as a whole (its tokenizer):
- * build it again, split by split, from the inputs its manifest lists; a new directory, since a
- * build into this one reuses its tokenizer. (`deno task build-dataset --out DIR` alone would
- * build the default data.) A split's own files get the command that rebuilds that split.
+ * A shard, records or report file of a split found not to match the manifest: a
+ * {@linkcode DatasetError} whose advice, until {@linkcode readSplitShards} gives the command
+ * that rebuilds that split, is the general one. `what` is the problem alone.
  */
-function rebuildAdvice(dir: string): string {
-  return `rebuild it into a new directory, split by split (deno task build-dataset --out ` +
-    `NEW --split NAME --input FILE...), from the inputs ${dir}/manifest.json lists for each ` +
-    `split (splits.NAME.sources)`;
+class SplitDamage extends DatasetError {
+  constructor(readonly what: string) {
+    super(
+      damagedMessage(
+        what,
+        "rebuild the split from what the directory's manifest.json records for it " +
+          "(splits.NAME: its sources and options)",
+      ),
+    );
+  }
 }
 
-function damaged(what: string, dir: string): DatasetError {
+function damagedMessage(what: string, advice: string): string {
+  return `${what}; the dataset does not match its manifest (damaged, edited, or written by an ` +
+    `interrupted copy): ${advice}`;
+}
+
+/** A split's file found damaged: `what`, the problem, with the general advice. */
+function damaged(what: string): SplitDamage {
+  return new SplitDamage(what);
+}
+
+/**
+ * Damage to the directory as a whole (its tokenizer, or the manifest's account of it): the
+ * advice is to build the dataset again into a new directory, split by split in the manifest's
+ * order, with the commands that rebuild each from what the manifest records, the first of them
+ * with the directory's tokenizer, K, c and CoT form ({@linkcode rebuildDatasetCommands}).
+ */
+function damagedDir(what: string, manifest: Manifest): DatasetError {
+  const commands = rebuildDatasetCommands(manifest, "NEW");
+  const file = manifest.tokenizer.kind === "file"
+    ? ` (TOKENIZER.json: the tokenizer.json the dataset was built with, whose sha256 the ` +
+      `manifest lists)`
+    : "";
   return new DatasetError(
-    `${what}; the dataset does not match its manifest (damaged, edited, or written by an ` +
-      `interrupted copy): ${rebuildAdvice(dir)}`,
+    damagedMessage(
+      what,
+      `rebuild it into a new directory NEW, split by split: ${commands.join("; then ")}` +
+        file,
+    ),
   );
 }
 
@@ -277,11 +306,10 @@ function checkListing(
   c: number,
   w: number,
   where: string,
-  dir: string,
 ) {
   const names = info.tensors.map((t) => t.name);
   if (names.join() !== SHARD_TENSORS.join()) {
-    throw damaged(`${where}: lists tensors [${names}], expected [${SHARD_TENSORS}]`, dir);
+    throw damaged(`${where}: lists tensors [${names}], expected [${SHARD_TENSORS}]`);
   }
   const bound = new Map<string, number>([["N", info.records], ["K", k], ["W", w]]);
   for (const t of info.tensors) {
@@ -299,7 +327,6 @@ function checkListing(
       throw damaged(
         `${where}: tensor "${t.name}" is listed as ${t.dtype} [${t.shape}], expected I32 ` +
           `[${rule}] with N = ${info.records} records, K = ${k}, W = ${w} (c = ${c})`,
-        dir,
       );
     }
   }
@@ -334,18 +361,17 @@ export async function checkShard(
   ctx: ShardContext,
   path: string,
 ): Promise<ShardData> {
-  const dir = ctx.dir;
   if (ctx.verify === "full") {
     const got = await sha256HexAsync(bytes);
     if (got !== info.sha256) {
-      throw damaged(`${path}: sha256 is ${got}, the manifest lists ${info.sha256}`, dir);
+      throw damaged(`${path}: sha256 is ${got}, the manifest lists ${info.sha256}`);
     }
   }
   let file;
   try {
     file = decodeSafetensors(bytes, path);
   } catch (e) {
-    if (e instanceof SafetensorsError) throw damaged(e.message, dir);
+    if (e instanceof SafetensorsError) throw damaged(e.message);
     throw e;
   }
   const out = {} as Record<ShardTensorName, Int32Array>;
@@ -353,20 +379,19 @@ export async function checkShard(
   for (const [name, t] of Object.entries(file.tensors)) {
     const want = listed.get(name);
     if (!want) {
-      throw damaged(`${path}: has tensor "${name}", which the manifest does not list`, dir);
+      throw damaged(`${path}: has tensor "${name}", which the manifest does not list`);
     }
     if (t.dtype !== want.dtype || t.shape.join() !== want.shape.join()) {
       throw damaged(
         `${path}: tensor "${name}" has dtype ${t.dtype} and shape [${t.shape}], the manifest ` +
           `lists ${want.dtype} [${want.shape}]`,
-        dir,
       );
     }
     out[name as ShardTensorName] = t.data as Int32Array;
   }
   for (const t of info.tensors) {
     if (!out[t.name as ShardTensorName]) {
-      throw damaged(`${path}: tensor "${t.name}" is missing`, dir);
+      throw damaged(`${path}: tensor "${t.name}" is missing`);
     }
   }
   // The listed tensors fill the file exactly: nothing is appended.
@@ -376,18 +401,17 @@ export async function checkShard(
     throw damaged(
       `${path}: ${bytes.length} bytes, but its ${header}-byte header and the manifest's ` +
         `tensors (${data} bytes) make ${8 + header + data} bytes`,
-      dir,
     );
   }
   const w = stepTargetWidth(ctx.k, ctx.c, ctx.longStep ?? "truncate");
-  checkListing(info, ctx.k, ctx.c, w, `${path}: the manifest`, dir);
+  checkListing(info, ctx.k, ctx.c, w, `${path}: the manifest`);
   checkValues(out, ctx, path);
   return out;
 }
 
 function checkValues(t: ShardData, ctx: ShardContext, path: string): void {
-  const dir = ctx.dir, v = ctx.vocabSize, n = t.record_index.length;
-  const fail = (name: string, what: string) => damaged(`${path}: tensor "${name}": ${what}`, dir);
+  const v = ctx.vocabSize, n = t.record_index.length;
+  const fail = (name: string, what: string) => damaged(`${path}: tensor "${name}": ${what}`);
   const offsets = (name: ShardTensorName, len: number) => {
     const o = t[name];
     if (o[0] !== 0) throw fail(name, `starts at ${o[0]}, not 0`);
@@ -451,17 +475,17 @@ export async function readShard(info: ShardInfo, ctx: ShardContext): Promise<Sha
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`, ctx.dir);
+    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`);
     throw e;
   }
   return checkShard(bytes, info, ctx, path);
 }
 
-/** Check the hex sha256 of file `file` of `dir` against the manifest's `want`. */
-async function checkFileHash(dir: string, file: string, want: string): Promise<void> {
+/** The hex sha256 of file `file` of `dir` against the manifest's `want`: the problem, or null. */
+async function hashProblem(dir: string, file: string, want: string): Promise<string | null> {
   const path = `${dir}/${file}`;
   const got = await sha256HexAsync(await Deno.readFile(path));
-  if (got !== want) throw damaged(`${path}: sha256 is ${got}, the manifest lists ${want}`, dir);
+  return got === want ? null : `${path}: sha256 is ${got}, the manifest lists ${want}`;
 }
 
 /**
@@ -494,22 +518,22 @@ export async function readDatasetTokenizer(
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw damaged(`${path}: missing`, dir);
+    if (e instanceof Deno.errors.NotFound) throw damagedDir(`${path}: missing`, manifest);
     throw e;
   }
   const got = await sha256HexAsync(bytes);
   if (got !== manifest.tokenizer.sha256) {
-    throw damaged(
+    throw damagedDir(
       `${path}: sha256 is ${got}, the manifest lists ${manifest.tokenizer.sha256} (the file ` +
         `was replaced or cut short since the build)`,
-      dir,
+      manifest,
     );
   }
   let tok: Tokenizer;
   try {
     tok = tokenizerFromJson(new TextDecoder().decode(bytes), kind, path);
   } catch (e) {
-    if (e instanceof TokenizerError) throw damaged(e.message, dir);
+    if (e instanceof TokenizerError) throw damagedDir(e.message, manifest);
     throw e;
   }
   // The manifest's own account of the tokenizer: what the shards were checked against.
@@ -524,10 +548,10 @@ export async function readDatasetTokenizer(
   ];
   for (const [field, inManifest, inFile] of fields) {
     if (inManifest !== inFile) {
-      throw damaged(
+      throw damagedDir(
         `${dir}/manifest.json: field "tokenizer.${field}" is ${inManifest}, where its ` +
           `${manifest.tokenizer.file} has ${inFile}`,
-        dir,
+        manifest,
       );
     }
   }
@@ -564,7 +588,8 @@ export async function readSplitShards(
   if (!info) throw noSuchSplit(dir, manifest, split);
   const verify = opts.verify ?? "basic";
   if (verify === "full") {
-    await checkFileHash(dir, manifest.tokenizer.file, manifest.tokenizer.sha256);
+    const problem = await hashProblem(dir, manifest.tokenizer.file, manifest.tokenizer.sha256);
+    if (problem !== null) throw damagedDir(problem, manifest);
   }
   const { vocabSize } = manifest.tokenizer, { k, c } = manifest.options;
   const out: ShardData[] = [];
@@ -575,12 +600,17 @@ export async function readSplitShards(
       throw damaged(
         `${dir}/manifest.json: split "${split}" counts ${info.counts.kept} kept records, its ` +
           `shards list ${listed} records`,
-        dir,
       );
     }
     if (verify === "full") {
-      if (info.recordsSha256) await checkFileHash(dir, info.records, info.recordsSha256);
-      if (info.reportSha256) await checkFileHash(dir, info.report, info.reportSha256);
+      const files: [string, string | undefined][] = [
+        [info.records, info.recordsSha256],
+        [info.report, info.reportSha256],
+      ];
+      for (const [file, want] of files) {
+        const problem = want === undefined ? null : await hashProblem(dir, file, want);
+        if (problem !== null) throw damaged(problem);
+      }
     }
     for (const shard of info.shards) {
       const longStep = info.options.longStep;
@@ -590,13 +620,10 @@ export async function readSplitShards(
       out.push(data);
     }
   } catch (e) {
-    // The split's own files: the advice is the command that builds it again. Run bare, the
-    // general advice's command would build the default data over train and valid.
-    const general = rebuildAdvice(dir);
-    if (!(e instanceof DatasetError) || !e.message.endsWith(general)) throw e;
+    // The split's own files: the advice is the command that builds that split again.
+    if (!(e instanceof SplitDamage)) throw e;
     throw new DatasetError(
-      e.message.slice(0, -general.length) +
-        `rebuild split ${split} with ${rebuildCommand(dir, split, info)}`,
+      damagedMessage(e.what, `rebuild split ${split} with ${rebuildCommand(dir, split, info)}`),
     );
   }
   return out;

@@ -28,7 +28,7 @@ import { encodeSafetensors } from "../base/safetensors.ts";
 import { type LongStep, PACK_REASONS, type PackOutcome } from "./pack.ts";
 import { decidingForm, REASONS } from "./validate.ts";
 import { type ShardRow, shardTensors } from "./shard.ts";
-import { MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
+import { DEFAULT_SHARD_SIZE, MANIFEST_FILE, type ShardInfo, type SplitInfo } from "./manifest.ts";
 import type { ValidatedRecord } from "./types.ts";
 import { exists } from "../base/exists.ts";
 import { removeTreeSync, sweepStale, TempLease } from "../base/staging.ts";
@@ -455,8 +455,8 @@ export interface SkippedRow {
   error: string;
 }
 
-/** Default records per shard. */
-export const DEFAULT_SHARD_SIZE = 16384;
+/** Default records per shard (manifest.ts: the manifest records a split's shard size). */
+export { DEFAULT_SHARD_SIZE };
 
 function sortedCounts(m: Map<string, number>): Record<string, number> {
   const out: Record<string, number> = {};

@@ -3,6 +3,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts"
 import { buildDataset } from "../pipeline/build.ts";
 import { type Manifest, MANIFEST_FILE, readManifest } from "../pipeline/manifest.ts";
 import { rebuildCommand } from "../pipeline/rebuild_command.ts";
+import { parseCli } from "../cli/build_dataset.ts";
 import { encodeSafetensors, readSafetensors, type Tensor } from "../base/safetensors.ts";
 import { DatasetError, loadSplit, type SplitData } from "../train/dataset.ts";
 import { loadEvalItems } from "../eval/items.ts";
@@ -78,13 +79,19 @@ Deno.test("integrity: a damaged split's advice is the command that rebuilds that
   const dir = await fresh();
   const f = await inputs;
   await tamper(await firstShard(dir), "question_ids", (a) => a[3] = 1 << 20);
-  const command = `deno task build-dataset --out ${dir} --split train --input ${f.small}`;
+  const command = `deno task build-dataset --out ${dir} --split train --input ${f.small} ` +
+    `--shard-size 16`;
   const e = await assertRejects(() => load(dir, "train"), DatasetError);
   assert(e.message.endsWith(`: rebuild split train with ${command}`), e.message);
-  // Run bare, build-dataset --out would have built the default data over train and valid.
-  await buildDataset({ out: dir, splits: [{ name: "train", inputs: [f.small] }], shardSize: 16 });
-  assertEquals((await load(dir, "train")).examples.length > 0, true);
+  // The command as the CLI parses it rebuilds the split as it was, and leaves valid alone. (Run
+  // bare, build-dataset --out would have built the default data over train and valid.)
+  const built = (await readManifest(dir)).splits.train;
+  const opts = parseCli(command.split(" ").slice(3));
+  assert(opts !== "help");
+  await buildDataset(opts);
   const m = await readManifest(dir);
+  assertEquals(m.splits.train.shards.map((s) => s.sha256), built.shards.map((s) => s.sha256));
+  assertEquals(m.splits.train.recordsSha256, built.recordsSha256);
   assertEquals(Object.keys(m.splits).sort(), ["train", "valid"]);
   assertEquals(m.splits.valid.sources.map((s) => s.path), [f.valid]);
 });
@@ -116,7 +123,16 @@ Deno.test("integrity: rebuildCommand gives the options, generated problems and e
     rebuildCommand("out/d", "train", info),
     "deno task build-dataset --out out/d --split train --input 'data/my file.jsonl' " +
       "--format gsm8k --socratic keep --long-step spill --on-error skip --synthetic 50 " +
-      "--steps 2..4 --max-value 500 --digits 3 --families ages,travel --seed 7 --exclude t.jsonl",
+      "--steps 2..4 --max-value 500 --digits 3 --families ages,travel --seed 7 --exclude t.jsonl " +
+      "--shard-size 16",
+  );
+  // What the command line cannot give is said after the command.
+  const library = { ...info, synthetic: { ...info.synthetic!, start: 51 } };
+  assert(
+    rebuildCommand("out/d", "train", library).endsWith(
+      "--shard-size 16 (the command line cannot give generated problems numbered from 51: " +
+        "build the split through buildDataset with the manifest's options)",
+    ),
   );
 });
 
@@ -337,7 +353,10 @@ Deno.test("integrity: train refuses a tokenizer.json replaced or cut short, in b
       () => train({ data: dir, out, quiet: true, train: { steps: 1, batch: 2, mode: "cot" } }),
       DatasetError,
     );
-    for (const part of [path, "sha256", `rebuild it into a new directory, split by split`]) {
+    const m = await readManifest(dir);
+    const first = `deno task build-dataset --out NEW --tokenizer ${m.tokenizer.kind} ` +
+      `--k ${m.options.k} --c ${m.options.c} --cot ${m.options.cot} --split train --input`;
+    for (const part of [path, "sha256", `rebuild it into a new directory NEW`, first]) {
       assert(e.message.includes(part), `${what}: "${part}" not in: ${e.message}`);
     }
   }
