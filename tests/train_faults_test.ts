@@ -593,6 +593,29 @@ Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is not
   assert(said[note].includes("never leaves curriculum stage 0"), said[note]);
 });
 
+Deno.test("faults: --steps given with --final-stage-steps gets one note, that the run ignores it", async () => {
+  const data = await fixtureData(), out = await tempDir();
+  const said: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await train({
+      ...base,
+      quiet: false,
+      recipe: undefined,
+      data,
+      out,
+      stopAfter: 1,
+      train: { batch: 8, cotStartEpochs: 1, steps: 5, finalStageSteps: 3, evalExamples: 2 },
+    });
+  } finally {
+    console.error = error;
+  }
+  assert(said.some((s) => s.includes("the run ignores --steps")), said.join("\n"));
+  // Not also the note that --steps is the LOTUS phase's length, which it is not here.
+  assertEquals(said.filter((s) => s.includes("is the LOTUS phase's length")), []);
+});
+
 Deno.test("faults: a dataset without a train split is refused before the CoT start says it trains, with the command that builds one", async () => {
   const d = await tempDir();
   await Deno.writeTextFile(`${d}/test.jsonl`, fixtureTask(12, 4));

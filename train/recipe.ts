@@ -817,7 +817,8 @@ async function cotStartThenLotus(
   };
   await writePlan("cot-start");
   const cotDir = `${opts.out}/cot-start`;
-  if (!resuming && given.steps != null) {
+  // With --final-stage-steps, --steps is ignored, and the note on the settings says so.
+  if (!resuming && given.steps != null && !given.finalStageSteps) {
     log(
       `note: --steps ${given.steps} is the LOTUS phase's length; the CoT start trains its ` +
         `${given.cotStartEpochs} epochs first (--cot-start-epochs; --recipe none skips it)`,
