@@ -13,6 +13,7 @@
 
 import { BuildError, type SplitSpec } from "./build.ts";
 import { readManifest } from "./manifest.ts";
+import { basename } from "./read/record.ts";
 
 /** Where the default build goes when `--out` is not given. */
 export const DEFAULT_OUT = "out/data/default";
@@ -70,19 +71,16 @@ export async function refuseDefaultOver(out: string): Promise<void> {
     // Paths are as given when the split was built, from the working directory of then.
     const paths = info.sources.map((s) => s.path);
     const same = paths.length === spec.inputs.length &&
-      paths.every((p, i) => p.endsWith(`fixtures/default/${basenameOf(spec.inputs[i])}`)) &&
+      paths.every((p, i) => p.endsWith(`fixtures/default/${basename(spec.inputs[i])}`)) &&
       info.synthetic?.n === spec.synthetic?.n && info.synthetic?.seed === spec.synthetic?.seed;
     if (!same) {
       const from = paths.length > 0 ? paths.join(", ") : "generated problems";
       throw new BuildError(
         `${out}: split ${spec.name} holds other data (from ${from}) than the default data, ` +
           `which a build without --input writes into train and valid, replacing it: give ` +
-          `--input FILE (and --split NAME) to build a split of your own there, or another --out`,
+          `--input FILE (and --split NAME) to build a split of your own there, another --out, ` +
+          `or, for the default data there, move or remove ${out} first`,
       );
     }
   }
-}
-
-function basenameOf(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
 }

@@ -238,16 +238,17 @@ export interface ShardContext {
 
 /**
  * The error for a split `split` that the dataset in `dir` (its manifest `manifest`) lacks,
- * naming the splits it has, the one its name is near (a misspelling), and the command that
- * builds the missing one.
+ * naming the splits it has, and the one its name is near (a misspelling) or else the command
+ * that builds the missing one.
  */
 export function noSuchSplit(dir: string, manifest: Manifest, split: string): DatasetError {
   const names = Object.keys(manifest.splits);
   const near = nearestName(split, names);
   return new DatasetError(
     `${dir}: has no split "${split}" (it has: ${names.join(", ")}); ` +
-      (near === undefined ? "" : `did you mean "${near}"? Or `) +
-      `build it with deno task build-dataset --input FILE --split ${split} --out ${dir}`,
+      (near === undefined
+        ? `build it with deno task build-dataset --input FILE --split ${split} --out ${dir}`
+        : `did you mean "${near}"?`),
   );
 }
 

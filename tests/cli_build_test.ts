@@ -423,6 +423,7 @@ Deno.test("cli: the default build refuses a --out whose train or valid split hol
     r,
     `${out}: split train holds other data (from ${own}) than the default data`,
     "give --input FILE (and --split NAME)",
+    `move or remove ${out} first`,
   );
   assertEquals(await Deno.readTextFile(`${out}/manifest.json`), manifest);
   // The default data's own directory is rebuilt as before.
