@@ -31,8 +31,13 @@ export function checkWhole(label: string, v: number | undefined, min: number, un
     // A value that is no number (from a caller that is not type-checked) shows as what it is:
     // `threads = "1"`, not `threads = 1`, which reads as a valid value.
     const x: unknown = v;
-    const shown = typeof x === "string" ? JSON.stringify(x) : String(x);
-    const given = typeof x === "number" ? "" : ` (given ${x === null ? "null" : `a ${typeof x}`})`;
+    const shown = typeof x === "string"
+      ? JSON.stringify(x)
+      : typeof x === "object" && x !== null
+      ? (Array.isArray(x) ? "[…]" : "{…}")
+      : String(x);
+    const kind = typeof x, article = /^[aeiou]/.test(kind) ? "an" : "a";
+    const given = kind === "number" ? "" : ` (given ${x === null ? "null" : `${article} ${kind}`})`;
     throw new RangeError(`${label} = ${shown}: must be ${what}, at least ${min}${given}`);
   }
 }

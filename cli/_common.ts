@@ -669,7 +669,8 @@ export function pickSet<T extends object, K extends keyof T>(
 /**
  * The note for a run directory given as `--checkpoint` that kept a best (`RUN/best`, from
  * `--keep-best` or the default recipe): the command uses the run's last save, and the note
- * names the best and the flag that takes it. `doing` starts the sentence ("evaluating").
+ * names the best and the flag that takes it, as a line that starts `note:`; `doing` starts the
+ * sentence after it ("evaluating").
  * Null for a checkpoint directory, or a run without a kept best.
  */
 export async function keptBestNote(checkpoint: string, doing: string): Promise<string | null> {
@@ -677,6 +678,6 @@ export async function keptBestNote(checkpoint: string, doing: string): Promise<s
   if ((await exists(`${run}/config.json`)) || !(await exists(`${run}/best/config.json`))) {
     return null;
   }
-  return `${doing} ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
+  return `note: ${doing} ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
     `(--checkpoint ${run}/best)`;
 }

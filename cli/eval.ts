@@ -347,7 +347,7 @@ async function evaluateInto(
       stopSignal,
     });
   } finally {
-    session.close();
+    await session.close();
   }
   const files = await writeEvalOutputs(
     a.out,

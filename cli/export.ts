@@ -79,7 +79,7 @@ async function main(a: ExportArgs): Promise<number> {
   let r;
   try {
     const best = await keptBestNote(a.checkpoint, "exporting");
-    if (best) console.error(`note: ${best}`);
+    if (best) console.error(best);
     r = await exportCheckpoint(a.checkpoint, a.out, { format: a.format, signal: stop.signal });
     await signalTurns();
   } catch (e) {

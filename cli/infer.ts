@@ -141,7 +141,7 @@ export function formatAnswers(
 
 async function main(a: InferArgs): Promise<number> {
   const best = await keptBestNote(a.checkpoint, "answering with");
-  if (best) console.error(`note: ${best}`);
+  if (best) console.error(best);
   const s = await openInference(a.checkpoint, {
     backend: a.backend,
     threads: a.threads,

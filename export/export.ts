@@ -180,7 +180,11 @@ export async function readLotusJson(dir: string): Promise<LotusJson> {
   return res.data;
 }
 
-/** What an export directory holds: the entries an earlier export may have there. */
+/**
+ * What an export directory holds: the entries an earlier export may have there. A file the
+ * export writes must be listed (its top-level entry), or the next export over it is refused;
+ * export_test re-exports over a `both` export to keep the two in step.
+ */
 const EXPORT_ENTRIES: readonly string[] = [
   "config.json",
   "tokenizer.json",

@@ -410,7 +410,7 @@ Deno.test("keptBestNote: a run that kept a best is named with it, for eval, expo
     await Deno.writeTextFile(`${run}/best/config.json`, "{}");
     assertEquals(
       await keptBestNote(`${run}/`, "exporting"),
-      `exporting ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
+      `note: exporting ${run}/checkpoint, the run's last save; its kept best is ${run}/best ` +
         `(--checkpoint ${run}/best)`,
     );
     // A checkpoint directory, the best's included, is what was asked for.

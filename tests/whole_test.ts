@@ -18,6 +18,10 @@ Deno.test("whole: a value that is no number is shown quoted, with its type", () 
     message(true),
     "openInference: threads = true: must be a whole number, at least 0 (given a boolean)",
   );
+  assertEquals(
+    message({ n: 1 }),
+    "openInference: threads = {…}: must be a whole number, at least 0 (given an object)",
+  );
   // Numbers read as before.
   assertEquals(message(1.5), "openInference: threads = 1.5: must be a whole number, at least 0");
   assertEquals(message(NaN), "openInference: threads = NaN: must be a whole number, at least 0");
