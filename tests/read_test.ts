@@ -97,14 +97,15 @@ Deno.test("read: a record of the other JSON-lines format says which --format rea
   assertEquals(asNl.field, "cot");
   assert(
     asNl.message.endsWith(
-      "the record is one --format gsm8k reads: pass --format gsm8k (or leave --format out, to " +
-        "detect it), fix the record, or pass --on-error skip",
+      "the record is one --format gsm8k reads (a file is read in one format, --format's or " +
+        "else its first record's): pass --format gsm8k if the file is in it, fix the record, " +
+        "or pass --on-error skip",
     ),
     asNl.message,
   );
   const asGsm8k = await inputError(await tempFile("n.jsonl", nl + "\n"), { format: "gsm8k" });
   assertEquals(asGsm8k.field, "answer");
-  assert(asGsm8k.message.includes("pass --format nl (or leave --format out"), asGsm8k.message);
+  assert(asGsm8k.message.includes("pass --format nl if the file is in it"), asGsm8k.message);
   // A record that neither format reads keeps the plain advice.
   const neither = await inputError(await tempFile("q.jsonl", '{"question": "q?"}\n'), {
     format: "nl",

@@ -51,8 +51,9 @@ const NL_EXPECT = {
  * one the file's first record told) is the wrong one for it.
  */
 function readByFormat(format: "gsm8k" | "nl"): string {
-  return `the record is one --format ${format} reads: pass --format ${format} (or leave ` +
-    `--format out, to detect it), fix the record, or pass --on-error skip`;
+  return `the record is one --format ${format} reads (a file is read in one format, --format's ` +
+    `or else its first record's): pass --format ${format} if the file is in it, fix the ` +
+    `record, or pass --on-error skip`;
 }
 
 /** Parses one GSM8K object into a Problem, or says why it cannot. */
