@@ -26,7 +26,7 @@ import { readSafetensors } from "../base/safetensors.ts";
 import { fieldIssue } from "../base/json.ts";
 import { DISTINCT_SPECIALS, nonFinite } from "../model/checkpoint.ts";
 import { tokenizerFromJson } from "../pipeline/tokenizer.ts";
-import { exists } from "../base/exists.ts";
+import { exists, isDirectory } from "../base/exists.ts";
 import { modelConfigFromLlamaJson } from "../model/hf_llama.ts";
 import { paramLayout } from "../model/params.ts";
 
@@ -98,6 +98,10 @@ const sameShape = (a: number[], b: number[]) =>
  * ```
  */
 export async function checkExport(dir: string): Promise<string[]> {
+  // One line for a directory that is not there, rather than one for each file it lacks.
+  if (!(await isDirectory(dir))) {
+    return [`${dir}: ${(await exists(dir)) ? "is not a directory" : "no such directory"}`];
+  }
   const problems: string[] = [];
   const bad = (s: string) => problems.push(s);
   const cfg = await readJson(dir, "config.json", problems);

@@ -44,6 +44,8 @@ Deno.test("export --format both: the Hugging Face files, lotus.json and the ONNX
     "tokenizer_config.json",
   ]);
   assertEquals(await checkExport(`${d}/ex`), []);
+  assertEquals(await checkExport(`${d}/none`), [`${d}/none: no such directory`]);
+  assertEquals(await checkExport(`${d}/ex/lotus.json`), [`${d}/ex/lotus.json: is not a directory`]);
   // Every entry an export writes is one a later export may replace (EXPORT_ENTRIES).
   await exportCheckpoint(`${d}/ck`, `${d}/ex`, { format: "both" });
 
