@@ -139,7 +139,7 @@ export function refuseUnlisted(
 }
 
 /** The kinds of option value that {@linkcode refuseMistyped} checks. */
-export type OptionKind = "boolean" | "function" | "string" | "AbortSignal";
+export type OptionKind = "boolean" | "function" | "string" | "object" | "AbortSignal";
 
 /**
  * Refuses an option of `options` that `kinds` names, given (not undefined) and not of its
@@ -174,7 +174,10 @@ export function refuseMistyped(
     const type: string = typeof v;
     // An AbortSignal is taken by its shape, as the stages read it (`aborted`, `reason`).
     const signal = typeof v === "object" && v !== null && "aborted" in v;
-    if (kind === "AbortSignal" ? signal : type === kind) continue;
+    // An object of settings: not null, which typeof calls an object, nor an array.
+    const settings = typeof v === "object" && v !== null && !Array.isArray(v);
+    const ok = kind === "AbortSignal" ? signal : kind === "object" ? settings : type === kind;
+    if (ok) continue;
     let shown: string;
     try {
       shown = typeof v === "function" ? "a function" : JSON.stringify(v) ?? String(v);
@@ -182,7 +185,7 @@ export function refuseMistyped(
       shown = String(v); // a bigint
     }
     throw error(
-      `${fn}: ${name} = ${shown}: must be ${/^[AEIOU]/.test(kind) ? "an" : "a"} ${kind}`,
+      `${fn}: ${name} = ${shown}: must be ${/^[AEIOUaeiou]/.test(kind) ? "an" : "a"} ${kind}`,
       name,
     );
   }

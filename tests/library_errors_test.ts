@@ -1192,6 +1192,9 @@ Deno.test("library: a boolean, string or function option of another kind is refu
       [{ onLog: "log" }, "--on-log", 'onLog = "log": must be a function'],
       [{ valSplit: 2 }, "--val-split", "valSplit = 2: must be a string"],
       [{ signal: "stop" }, "--signal", 'signal = "stop": must be an AbortSignal'],
+      // null read as no settings: the default recipe's whole length.
+      [{ train: null }, "--train", "train = null: must be an object"],
+      [{ train: [] }, "--train", "train = []: must be an object"],
     ] as const
   ) {
     const e = await assertRejects(() => run(extra), lib.TrainConfigError);

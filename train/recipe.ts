@@ -191,6 +191,7 @@ const TRAIN_OPTION_KINDS: Record<string, OptionKind> = {
   quiet: "boolean",
   onLog: "function",
   signal: "AbortSignal",
+  train: "object",
 };
 
 /**
