@@ -49,6 +49,18 @@ function allFinite(a: Float32Array): boolean {
   return a.every((x) => Number.isFinite(x));
 }
 
+/** The lines `f` prints on stderr (console.error) while it runs. */
+async function stderrOf(f: () => Promise<unknown>): Promise<string[]> {
+  const said: string[] = [], error = console.error;
+  console.error = (...a: unknown[]) => void said.push(a.join(" "));
+  try {
+    await f();
+  } finally {
+    console.error = error;
+  }
+  return said;
+}
+
 Deno.test("faults: a huge learning rate stops the run before a non-finite update", async () => {
   const data = await fixtureData(), out = await tempDir();
   const err = await assertRejects(
@@ -571,11 +583,8 @@ Deno.test("faults: a fresh run into a run directory is refused unless told to ov
 
 Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is noted before the CoT start trains", async () => {
   const data = await fixtureData(), out = await tempDir();
-  const said: string[] = [];
-  const error = console.error;
-  console.error = (...a: unknown[]) => void said.push(a.join(" "));
-  try {
-    await train({
+  const said = await stderrOf(() =>
+    train({
       ...base,
       quiet: false,
       recipe: undefined,
@@ -583,10 +592,8 @@ Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is not
       out,
       stopAfter: 1,
       train: { batch: 8, cotStartEpochs: 1, epochs: 1, evalExamples: 2 },
-    });
-  } finally {
-    console.error = error;
-  }
+    })
+  );
   const note = said.findIndex((s) => s.startsWith("note: LOTUS phase: this run of"));
   const phase1 = said.findIndex((s) => s.startsWith("phase 1 of 2"));
   assert(note >= 0 && phase1 > note, said.join("\n"));
@@ -595,11 +602,8 @@ Deno.test("faults: a CoT start's LOTUS phase too short for its curriculum is not
 
 Deno.test("faults: --steps given with --final-stage-steps gets one note, that the run ignores it", async () => {
   const data = await fixtureData(), out = await tempDir();
-  const said: string[] = [];
-  const error = console.error;
-  console.error = (...a: unknown[]) => void said.push(a.join(" "));
-  try {
-    await train({
+  const said = await stderrOf(() =>
+    train({
       ...base,
       quiet: false,
       recipe: undefined,
@@ -607,10 +611,8 @@ Deno.test("faults: --steps given with --final-stage-steps gets one note, that th
       out,
       stopAfter: 1,
       train: { batch: 8, cotStartEpochs: 1, steps: 5, finalStageSteps: 3, evalExamples: 2 },
-    });
-  } finally {
-    console.error = error;
-  }
+    })
+  );
   assert(said.some((s) => s.includes("the run ignores --steps")), said.join("\n"));
   // Not also the note that --steps is the LOTUS phase's length, which it is not here.
   assertEquals(said.filter((s) => s.includes("is the LOTUS phase's length")), []);
@@ -626,11 +628,8 @@ Deno.test("faults: a dataset without a train split is refused before the CoT sta
     k: 2,
     c: 10,
   });
-  const said: string[] = [];
-  const error = console.error;
-  console.error = (...a: unknown[]) => void said.push(a.join(" "));
-  try {
-    await assertRejects(
+  const said = await stderrOf(() =>
+    assertRejects(
       () =>
         train({
           ...base,
@@ -643,10 +642,8 @@ Deno.test("faults: a dataset without a train split is refused before the CoT sta
       DatasetError,
       `has no split "train" (it has: test); build it with deno task build-dataset --input ` +
         `FILE --split train --out ${d}/data`,
-    );
-  } finally {
-    console.error = error;
-  }
+    )
+  );
   assertEquals(said.filter((s) => s.includes("phase 1 of 2")), []);
   await assertRejects(() => Deno.stat(`${d}/run`), Deno.errors.NotFound);
 });
@@ -1812,23 +1809,18 @@ Deno.test("train: a LOTUS run (CoT start first) on a directory that is no datase
   const d = await tempDir();
   await Deno.mkdir(`${d}/empty`);
   await Deno.writeTextFile(`${d}/train.jsonl`, fixtureTask(4, 1));
-  const said: string[] = [];
-  const error = console.error;
-  console.error = (...a: unknown[]) => said.push(a.join(" "));
-  try {
-    for (const data of [`${d}/missing`, `${d}/empty`, `${d}/train.jsonl`]) {
-      said.length = 0;
-      const e = await assertRejects(
+  for (const data of [`${d}/missing`, `${d}/empty`, `${d}/train.jsonl`]) {
+    let e: Error | undefined;
+    const said = await stderrOf(async () => {
+      e = await assertRejects(
         () => train({ data, out: `${d}/run`, threads: 1, train: { steps: 2 } }),
         ManifestError,
       );
-      assert(e.message.startsWith(`${data}`), e.message);
-      if (data.endsWith(".jsonl")) assert(e.message.includes("is a file, not a dataset directory"));
-      // No "phase 1 of 2: explicit CoT ..." line before the error, and no run directory.
-      assertEquals(said.filter((l) => l.includes("phase")), []);
-      await assertRejects(() => Deno.stat(`${d}/run`));
-    }
-  } finally {
-    console.error = error;
+    });
+    assert(e?.message.startsWith(`${data}`), e?.message);
+    if (data.endsWith(".jsonl")) assert(e?.message.includes("is a file, not a dataset directory"));
+    // No "phase 1 of 2: explicit CoT ..." line before the error, and no run directory.
+    assertEquals(said.filter((l) => l.includes("phase")), []);
+    await assertRejects(() => Deno.stat(`${d}/run`));
   }
 });
