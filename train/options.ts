@@ -212,7 +212,15 @@ export function resumeRunDir(dir: string): string {
 /** The command-line flag of a training setting. */
 export function flagOf(key: keyof TrainConfig): string {
   if (key === "warmupSteps") return "--warmup";
-  return "--" + key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+  return optionFlag(key);
+}
+
+/**
+ * An option's name spelt as a flag of `deno task train` (`valSplit` → `--val-split`), for
+ * {@linkcode TrainConfigError}'s `flag`; a training setting's is {@linkcode flagOf}'s.
+ */
+export function optionFlag(name: string): string {
+  return "--" + name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
 }
 
 /**

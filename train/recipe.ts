@@ -24,6 +24,7 @@ import {
   curriculumNotes,
   defaultRecipe,
   flagOf,
+  optionFlag,
   recipeSettings,
   resolveTrainConfig,
   RESUME_MAY_CHANGE,
@@ -213,8 +214,7 @@ function checkTrainOptions(options: TrainOptions): void {
       "train()",
       options,
       TRAIN_OPTION_KINDS,
-      (message, name) =>
-        new TrainConfigError(`--${name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`, message),
+      (message, name) => new TrainConfigError(optionFlag(name), message),
     );
     return;
   }
@@ -225,7 +225,7 @@ function checkTrainOptions(options: TrainOptions): void {
     );
   }
   throw new TrainConfigError(
-    `--${u.key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`,
+    optionFlag(u.key),
     `train(): ${notAnOption(u)}; the options are TrainOptions' fields (train/types.ts), the ` +
       `training settings go in train`,
   );
