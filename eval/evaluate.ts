@@ -320,6 +320,7 @@ export async function runEval(
     onBatch: "function",
     stopSignal: "function",
     signal: "AbortSignal",
+    readout: "boolean",
   });
   if (!Array.isArray(items)) {
     const what = items === null ? "null" : typeof items === "object" ? "an object" : typeof items;
@@ -341,9 +342,6 @@ export async function runEval(
       `runEval: r = ${JSON.stringify(opts.r)}: give a list of loop counts to sweep, as ` +
         `r: [${typeof opts.r === "number" ? opts.r : 2}]`,
     );
-  }
-  if (opts.readout !== undefined && typeof opts.readout !== "boolean") {
-    throw new RangeError(`runEval: readout = ${JSON.stringify(opts.readout)}: use true or false`);
   }
   const batch = opts.batch ?? 16;
   const rs: (number | undefined)[] = lotus && opts.r?.length ? opts.r : [undefined];

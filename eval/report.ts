@@ -18,6 +18,7 @@
 import { stringify } from "csv-stringify/sync";
 import { z } from "zod";
 import { writeFileAtomic } from "../base/atomic.ts";
+import { fieldIssue } from "../base/json.ts";
 import { checkWhole } from "../base/whole.ts";
 import { type OptionNames, refuseUnknownOptions } from "../base/options.ts";
 import { canWriteIn, DIRECTORY_MARKERS, exists, rethrowIfDenied } from "../base/exists.ts";
@@ -547,10 +548,7 @@ const ProvenanceSchema = z.object({
 function checkProvenance(prov: unknown): void {
   refuseUnknownOptions("writeEvalOutputs: prov", prov ?? null, PROVENANCE_FIELDS);
   const r = ProvenanceSchema.safeParse(prov);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new RangeError(`writeEvalOutputs: prov.${i.path.map(String).join(".")}: ${i.message}`);
-  }
+  if (!r.success) throw new RangeError(`writeEvalOutputs: ${fieldIssue(r.error, "prov.")}`);
 }
 
 /**

@@ -1085,8 +1085,11 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
     const { mode: _, ...noMode } = prov;
     for (
       const [bad, text] of [
-        [noMode, "prov.mode: Invalid input: expected string, received undefined"],
-        [{ ...prov, batch: "1" }, "prov.batch: Invalid input: expected number, received string"],
+        [noMode, 'field "prov.mode": Invalid input: expected string, received undefined'],
+        [
+          { ...prov, batch: "1" },
+          'field "prov.batch": Invalid input: expected number, received string',
+        ],
         [
           { ...prov, chekpoint: ck },
           'prov: "chekpoint" is not an option (did you mean "checkpoint"?)',
@@ -1111,7 +1114,7 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
       () => lib.runEval(s, evalItems, loose({ readout: "no" })),
       RangeError,
     );
-    assertEquals(readout.message, 'runEval: readout = "no": use true or false');
+    assertEquals(readout.message, 'runEval: readout = "no": must be a boolean');
   } finally {
     await s.close();
   }
