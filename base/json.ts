@@ -88,3 +88,21 @@ export function parseJsonAs<T>(
     ? { ok: true, data: r.data }
     : { ok: false, problem: "field", message: `${what}: ${fieldIssue(r.error)}` };
 }
+
+/**
+ * A short description of a value for messages: `a number`, `an object`, `null`, `an empty
+ * string`, `nothing (the field is missing)`...
+ *
+ * @example
+ * ```ts
+ * import { describeValue } from "./json.ts";
+ * console.assert(describeValue({}) === "an object" && describeValue([]) === "an array");
+ * ```
+ */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "string") return v.trim() === "" ? "an empty string" : "a string";
+  return `${/^[aeiou]/.test(typeof v) ? "an" : "a"} ${typeof v}`;
+}

@@ -8,6 +8,7 @@
  */
 
 import { nearestName } from "./suggest.ts";
+import { describeValue } from "./json.ts";
 
 /**
  * The names of every option of `T`, each mapped to `true`: declared as a value of this type,
@@ -104,8 +105,7 @@ export function refuseUnknownOptions(
 ): void {
   if (options === undefined) return;
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    const what = options === null ? "null" : Array.isArray(options) ? "an array" : typeof options;
-    throw error(`${fn}: the options must be an object, not ${what}`);
+    throw error(`${fn}: the options must be an object, not ${describeValue(options)}`);
   }
   const u = unknownOption(options, known);
   if (u !== undefined) throw error(`${fn}: ${notAnOption(u)}`);

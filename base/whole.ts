@@ -5,6 +5,8 @@
  * @module
  */
 
+import { describeValue } from "./json.ts";
+
 /**
  * Throws a RangeError naming `label` unless `v` is undefined or a whole number ≥ `min`. The
  * message reads `${label} = ${v}: must be a whole number, at least ${min}`; with `unit`,
@@ -36,8 +38,7 @@ export function checkWhole(label: string, v: number | undefined, min: number, un
       : typeof x === "object" && x !== null
       ? (Array.isArray(x) ? "[…]" : "{…}")
       : String(x);
-    const kind = typeof x, article = /^[aeiou]/.test(kind) ? "an" : "a";
-    const given = kind === "number" ? "" : ` (given ${x === null ? "null" : `${article} ${kind}`})`;
+    const given = typeof x === "number" ? "" : ` (given ${describeValue(x)})`;
     throw new RangeError(`${label} = ${shown}: must be ${what}, at least ${min}${given}`);
   }
 }

@@ -953,7 +953,7 @@ Deno.test("library: each stage refuses an option it does not have, naming it and
     () => Array.fromAsync(lib.readProblems(f, loose("gsm8k"))),
     RangeError,
   );
-  assertEquals(notObject.message, "readProblems: the options must be an object, not string");
+  assertEquals(notObject.message, "readProblems: the options must be an object, not a string");
   const [p] = await Array.fromAsync(lib.readProblems(f));
   const seg = assertThrows(() => lib.segment(p, loose({ socractic: "keep" })), RangeError);
   assertEquals(seg.message, 'segment: "socractic" is not an option (did you mean "socratic"?)');

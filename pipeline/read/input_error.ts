@@ -167,12 +167,3 @@ export class FormatError extends Error {
     this.hint = hint;
   }
 }
-
-/** A short description of a JSON value for messages: `a number`, `null`, `missing`... */
-export function describeValue(v: unknown): string {
-  if (v === undefined) return "nothing (the field is missing)";
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  if (typeof v === "string") return v.trim() === "" ? "an empty string" : "a string";
-  return `a ${typeof v}`;
-}

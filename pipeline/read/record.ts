@@ -6,7 +6,8 @@
  */
 import type { z } from "zod";
 import type { Problem } from "../types.ts";
-import { describeValue, InputError } from "./input_error.ts";
+import { InputError } from "./input_error.ts";
+import { describeValue } from "../../base/json.ts";
 
 /** Where a record sits, for ids and messages. */
 export interface RecordAt {
