@@ -320,10 +320,13 @@ const buildError = (message: string) => new BuildError(message);
  * option, or a split's field given beside `splits`.
  */
 function refuseUnknownBuildOptions(opts: BuildOptions): void {
+  if (typeof opts !== "object" || opts === null || Array.isArray(opts)) {
+    // Not an object: refused, naming what it is.
+    refuseUnknownOptions("buildDataset", opts, BUILD_OPTIONS, buildError);
+    return;
+  }
   const fields = Object.keys(SPLIT_FIELDS);
-  const u = typeof opts === "object" && opts !== null && !Array.isArray(opts)
-    ? unknownOption(opts, BUILD_OPTIONS, fields)
-    : undefined;
+  const u = unknownOption(opts, BUILD_OPTIONS, fields);
   if (u !== undefined) {
     throw buildError(
       fields.includes(u.key)
@@ -332,7 +335,6 @@ function refuseUnknownBuildOptions(opts: BuildOptions): void {
         : `buildDataset: ${notAnOption(u)}`,
     );
   }
-  refuseUnknownOptions("buildDataset", opts, BUILD_OPTIONS, buildError);
   if (!Array.isArray(opts.splits)) return; // the schema says what splits must be
   for (const [i, s] of (opts.splits as unknown[]).entries()) {
     if (typeof s !== "object" || s === null) continue;
